@@ -1,0 +1,75 @@
+"""Backends: the protocol, the in-memory store, and discovery of plugins by name or URL."""
+
+from __future__ import annotations
+
+__path__ = __import__("pkgutil").extend_path(__path__, __name__)
+
+from typing import Any  # noqa: E402
+
+from traffik.backends._plugins import KNOWN_DISTRIBUTIONS, discover, refresh  # noqa: E402
+from traffik.backends.base import ThrottleBackend  # noqa: E402
+from traffik.backends.context import get_throttle_backend  # noqa: E402
+from traffik.exceptions import (  # noqa: E402
+    BackendNotFoundError,
+    BackendUnavailableError,
+    ConfigurationError,
+    InvalidBackendError,
+)
+
+__all__ = [
+    "ThrottleBackend",
+    "available",
+    "create_backend",
+    "from_url",
+    "get_backend_class",
+    "get_throttle_backend",
+    "refresh",
+]
+
+
+def available() -> dict[str, str]:
+    """Installed backend names (URL schemes) to their `module:attr` targets."""
+    return {name: plugin.target for name, plugin in sorted(discover().items())}
+
+
+def get_backend_class(name: str) -> type[ThrottleBackend]:
+    """The backend class registered under `name` (case-insensitive), e.g. `"redis"`."""
+    key = str(name).lower()
+    plugin = discover().get(key)
+    if plugin is None:
+        hint = KNOWN_DISTRIBUTIONS.get(key)
+        install = f"; install it with: pip install {hint}" if hint else ""
+        raise BackendNotFoundError(
+            f"no Traffik backend is registered as {name!r}{install}. Installed: {', '.join(available())}"
+        )
+    try:
+        cls = plugin.load()
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"backend {name!r} ({plugin.target}, from {plugin.distribution}) could not be imported: {exc}. "
+            f"Reinstall it with its client library: pip install --force-reinstall {plugin.distribution}"
+        ) from exc
+    if not (isinstance(cls, type) and issubclass(cls, ThrottleBackend)):
+        raise InvalidBackendError(
+            f"entry point {name!r} = {plugin.target} (from {plugin.distribution}) gives {cls!r}, "
+            "not a ThrottleBackend subclass; fix or uninstall that distribution"
+        )
+    return cls
+
+
+def from_url(url: str, **options: Any) -> ThrottleBackend:
+    """A backend built from a URL whose scheme names it: `memory://`, `redis://host:6379/0`, ..."""
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigurationError(
+            f"backend URL {url!r} has no scheme; write it like 'memory://', 'redis://localhost:6379/0' "
+            f"or 'memcached://localhost:11211' (installed: {', '.join(available())})"
+        )
+    scheme = url.split("://", 1)[0]
+    return get_backend_class(scheme).from_url(url, **options)
+
+
+def create_backend(name: str, /, *args: Any, **kwargs: Any) -> ThrottleBackend:
+    """Build the backend registered as `name`, or from a URL when `name` contains `://`."""
+    if "://" in name and not args:
+        return from_url(name, **kwargs)
+    return get_backend_class(name)(*args, **kwargs)

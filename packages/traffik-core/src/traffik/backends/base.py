@@ -1,0 +1,294 @@
+"""`ThrottleBackend`: the storage protocol every backend implements, and its lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+from traffik.backends.context import BackendContext
+from traffik.backends.locks import LockContext
+from traffik.clock import Clock, system_clock
+from traffik.exceptions import BackendConnectionError, ConfigurationError
+from traffik.strategies.state import decode_state, encode_state
+
+if TYPE_CHECKING:
+    from traffik.decision import Decision
+    from traffik.rates import Rate
+    from traffik.strategies.base import StateStrategy
+    from traffik.typing import AsyncLock
+
+__all__ = ["ON_ERROR_POLICIES", "ThrottleBackend", "WindowCount", "build_key"]
+
+ON_ERROR_POLICIES = ("throttle", "allow", "raise")
+
+_NEW, _READY, _CLOSED = "new", "ready", "closed"
+
+
+class WindowCount(int):
+    """A counter value that also carries the milliseconds left on its key's time to live.
+
+    Backends return it from `increment_with_ttl` when they learn the TTL in the same step,
+    so `FixedWindow` can answer an exact wait without a second call.
+    """
+
+    ttl_ms: float | None
+
+    def __new__(cls, value: int, ttl_ms: float | None) -> WindowCount:
+        self = super().__new__(cls, value)
+        self.ttl_ms = ttl_ms
+        return self
+
+
+def build_key(*args: Any, **kwargs: Any) -> str:
+    """A short, order-insensitive digest of extra key parts."""
+    parts = sorted(str(a) for a in args) + sorted(f"{k}={v}" for k, v in kwargs.items())
+    if not parts:
+        return "*"
+    return hashlib.md5(":".join(parts).encode(), usedforsecurity=False).hexdigest()  # type: ignore[call-arg]
+
+
+def check_on_error(on_error: Any, owner: str) -> Any:
+    """Validate an `on_error` value: one of the policy names or a callable."""
+    if on_error is None or callable(on_error) or on_error in ON_ERROR_POLICIES:
+        return on_error
+    raise ConfigurationError(
+        f"{owner}: on_error={on_error!r} is not valid; use 'throttle', 'allow', 'raise' "
+        "or an async handler (connection, exc_info) -> wait_ms"
+    )
+
+
+class ThrottleBackend:
+    """Stores rate-limit state under one namespace.
+
+    A backend initialises itself on first use; once explicitly closed it stays closed
+    until `initialize()` runs again. Subclasses implement the storage operations and the
+    `_open`/`_close` hooks; built-in strategies call `evaluate`, which runs one strategy
+    transition atomically (the generic version here uses a lock; native backends do better).
+    """
+
+    default_namespace: ClassVar[str] = "traffik"
+
+    def __init__(
+        self,
+        connection: Any = None,
+        *,
+        namespace: str | None = None,
+        identifier: Callable[..., Any] | None = None,
+        handle_throttled: Callable[..., Any] | None = None,
+        persistent: bool = False,
+        on_error: Any = "throttle",
+        clock: Clock | None = None,
+        lock_ttl: float | None = None,
+        lock_blocking: bool = True,
+        lock_blocking_timeout: float | None = None,
+    ) -> None:
+        namespace = self.default_namespace if namespace is None else namespace
+        if not isinstance(namespace, str) or not namespace:
+            raise ConfigurationError(f"{type(self).__name__}: namespace={namespace!r} must be a non-empty string")
+        self.connection = connection
+        self.namespace = namespace
+        self.identifier = identifier
+        self.handle_throttled = handle_throttled
+        self.persistent = persistent
+        self.on_error = check_on_error(on_error, type(self).__name__)
+        self.clock: Clock = clock or system_clock
+        self.lock_ttl = lock_ttl
+        self.lock_blocking = lock_blocking
+        self.lock_blocking_timeout = lock_blocking_timeout
+        self._prefix = namespace + ":"
+        self._status = _NEW
+        self._init_lock: asyncio.Lock | None = None
+        self._init_loop: asyncio.AbstractEventLoop | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(namespace={self.namespace!r})"
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> ThrottleBackend:
+        """Build from a URL (`traffik.backends.from_url` calls this); the URL is the connection."""
+        return cls(url, **options)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def _open(self) -> None:
+        """Connect and prepare; called by `initialize`. Subclasses override."""
+
+    async def _close(self) -> None:
+        """Release connections (never data); called by `close`. Subclasses override."""
+
+    async def _ping(self) -> bool:
+        """True when the store answers; called by `ready`. Subclasses override."""
+        return True
+
+    def _get_init_lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if self._init_lock is None or self._init_loop is not loop:
+            self._init_lock = asyncio.Lock()
+            self._init_loop = loop
+        return self._init_lock
+
+    async def initialize(self) -> None:
+        """Open the backend; idempotent, and safe when many tasks call it at once."""
+        if self._status == _READY:
+            return
+        async with self._get_init_lock():
+            if self._status == _READY:
+                return
+            await self._open()
+            self._status = _READY
+
+    async def close(self) -> None:
+        """Release connections; data in a persistent store survives."""
+        if self._status == _CLOSED:
+            return
+        self._status = _CLOSED
+        await self._close()
+
+    async def ready(self) -> bool:
+        """True when initialised and the store answers; never initialises by itself."""
+        if self._status != _READY:
+            return False
+        try:
+            return await self._ping()
+        except Exception:
+            return False
+
+    def closed(self) -> bool:
+        return self._status != _READY
+
+    @property
+    def initialized(self) -> bool:
+        return self._status == _READY
+
+    async def ensure(self) -> None:
+        """Initialise on first use; raise `BackendConnectionError` once explicitly closed."""
+        if self._status == _READY:
+            return
+        if self._status == _CLOSED:
+            raise BackendConnectionError(
+                f"{self!r} was closed; call `await backend.initialize()` (or enter `async with backend:`) "
+                "to use it again"
+            )
+        await self.initialize()
+
+    # -- keys --------------------------------------------------------------------------
+
+    def get_key(self, key: Any, *args: Any, **kwargs: Any) -> str:
+        """`namespace:key`, plus a digest of any extra parts."""
+        if args or kwargs:
+            return f"{self._prefix}{key}:{build_key(*args, **kwargs)}"
+        return self._prefix + str(key)
+
+    # -- storage: what a backend implements -----------------------------------------------
+
+    async def get(self, key: str) -> str | None:
+        raise NotImplementedError(f"{type(self).__name__} must implement get()")
+
+    async def set(self, key: str, value: str, expire: float | None = None) -> None:
+        """Store `value`; `expire` in seconds, None for no expiry."""
+        raise NotImplementedError(f"{type(self).__name__} must implement set()")
+
+    async def delete(self, key: str) -> bool:
+        raise NotImplementedError(f"{type(self).__name__} must implement delete()")
+
+    async def increment(self, key: str, amount: int = 1) -> int:
+        raise NotImplementedError(f"{type(self).__name__} must implement increment()")
+
+    async def decrement(self, key: str, amount: int = 1) -> int:
+        return await self.increment(key, -amount)
+
+    async def expire(self, key: str, seconds: float) -> bool:
+        raise NotImplementedError(f"{type(self).__name__} must implement expire()")
+
+    async def ttl(self, key: str) -> float | None:
+        """Milliseconds left before `key` expires; None when missing, immortal or unknown."""
+        return None
+
+    async def increment_with_ttl(self, key: str, amount: int = 1, ttl: float = 60) -> int:
+        """Add `amount`; a key created by this call expires after `ttl` seconds.
+
+        This generic form is two calls and not atomic across processes; every built-in
+        backend replaces it with a single atomic step.
+        """
+        value = await self.increment(key, amount)
+        if value == amount:
+            await self.expire(key, ttl)
+        return value
+
+    async def multi_get(self, *keys: str) -> list[str | None]:
+        return list(await asyncio.gather(*(self.get(k) for k in keys)))
+
+    async def multi_set(self, items: Mapping[str, str], expire: float | None = None) -> None:
+        await asyncio.gather(*(self.set(k, v, expire) for k, v in items.items()))
+
+    def get_lock(self, name: str, ttl: float | None = None, reentrant: bool = False) -> AsyncLock:
+        raise NotImplementedError(f"{type(self).__name__} must implement get_lock() to support locks")
+
+    def lock(
+        self,
+        name: str,
+        ttl: float | None = None,
+        blocking: bool | None = None,
+        blocking_timeout: float | None = None,
+        reentrant: bool = False,
+    ) -> LockContext:
+        """An async context manager holding the named lock (inside this namespace)."""
+        return LockContext(
+            self.get_lock(self.get_key(name), ttl if ttl is not None else self.lock_ttl, reentrant),
+            self.lock_blocking if blocking is None else blocking,
+            blocking_timeout if blocking_timeout is not None else self.lock_blocking_timeout,
+        )
+
+    async def clear(self) -> None:
+        """Delete every key of this namespace, and nothing else."""
+        raise NotImplementedError(f"{type(self).__name__} must implement clear()")
+
+    async def reset(self) -> None:
+        await self.clear()
+
+    # -- the decision step ---------------------------------------------------------------
+
+    async def evaluate(
+        self, key: str, strategy: StateStrategy, rate: Rate, cost: float, *, commit: bool = True
+    ) -> Decision:
+        """Run one strategy transition on `key` atomically and return its decision.
+
+        Generic form for third-party backends: read, decide and write under this
+        backend's lock. Built-in backends override it with one lock-free step.
+        """
+        async with self.lock(f"evaluate:{key}", ttl=5.0, blocking_timeout=5.0):
+            state = decode_state(await self.get(key))
+            decision, new_state, ttl_ms = strategy.transition(state, self.clock() * 1000.0, rate, cost)
+            if commit and new_state is not None:
+                await self.set(key, encode_state(new_state), expire=ttl_ms / 1000.0)
+            return decision
+
+    # -- contexts ------------------------------------------------------------------------
+
+    def __call__(
+        self,
+        app: Any = None,
+        persistent: bool | None = None,
+        close_on_exit: bool | None = None,
+        initialized: bool = False,
+    ) -> BackendContext:
+        """A context in which this backend is the default for throttles given none."""
+        return BackendContext(self, app, persistent, close_on_exit, initialized)
+
+    async def __aenter__(self) -> ThrottleBackend:
+        self._entered: list[BackendContext] = getattr(self, "_entered", [])
+        context = self()
+        self._entered.append(context)
+        return await context.__aenter__()
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self._entered.pop().__aexit__(*exc_info)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Any) -> AsyncIterator[None]:
+        """`FastAPI(lifespan=backend.lifespan)`: initialise at start; reset (unless persistent) and close at stop."""
+        async with self(app):
+            yield

@@ -1,0 +1,252 @@
+"""`InMemoryBackend`: one process's store, bounded, self-sweeping, and lock-free on the decision path."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from traffik.backends.base import ThrottleBackend, WindowCount
+from traffik.backends.locks import LocalLock, LocalLockTable
+from traffik.exceptions import BackendCapacityError, ConfigurationError
+from traffik.strategies.state import decode_state, encode_state
+
+if TYPE_CHECKING:
+    from traffik.clock import Clock
+    from traffik.decision import Decision
+    from traffik.rates import Rate
+    from traffik.strategies.base import StateStrategy
+
+__all__ = ["InMemoryBackend"]
+
+_READY = "ready"
+_SWEEP_CHUNK = 512
+
+
+class InMemoryBackend(ThrottleBackend):
+    """Rate-limit state in a dict of this process: for tests, development and single-worker apps.
+
+    Every operation runs without an `await` between its read and its write, so decisions
+    are atomic on the event loop with no lock. Expired keys are swept a chunk at a time as
+    the store is written. At most `max_keys` keys are held: when the store is full and no
+    key has expired, a new key is refused with `BackendCapacityError` (which the throttle's
+    `on_error` policy handles; the default answers 429), while every existing counter keeps
+    counting. A live counter is never evicted, so flooding the store with new clients
+    cannot reset anyone's limit.
+    """
+
+    default_namespace = "inmemory"
+
+    def __init__(
+        self,
+        namespace: str = "inmemory",
+        identifier: Any = None,
+        persistent: bool = False,
+        handle_throttled: Any = None,
+        on_error: Any = "throttle",
+        *,
+        max_keys: int = 1_000_000,
+        sweep_interval: float = 10.0,
+        clock: Clock | None = None,
+        lock_ttl: float | None = None,
+        lock_blocking: bool = True,
+        lock_blocking_timeout: float | None = None,
+    ) -> None:
+        if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
+            raise ConfigurationError(f"InMemoryBackend(max_keys={max_keys!r}): must be a whole number >= 1")
+        if not isinstance(sweep_interval, (int, float)) or sweep_interval <= 0:
+            raise ConfigurationError(f"InMemoryBackend(sweep_interval={sweep_interval!r}): must be a number of seconds > 0")
+        super().__init__(
+            None,
+            namespace=namespace,
+            identifier=identifier,
+            handle_throttled=handle_throttled,
+            persistent=persistent,
+            on_error=on_error,
+            clock=clock,
+            lock_ttl=lock_ttl,
+            lock_blocking=lock_blocking,
+            lock_blocking_timeout=lock_blocking_timeout,
+        )
+        self.max_keys = max_keys
+        self.sweep_interval = float(sweep_interval)
+        self._data: dict[str, list[Any]] = {}
+        self._locks = LocalLockTable(self.clock)
+        self._sweep_keys: list[str] = []
+        self._next_sweep = 0.0
+        self._full_sweep_at = 0.0
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> InMemoryBackend:
+        """`memory://` or `memory://<namespace>`; other settings as keywords."""
+        rest = url.split("://", 1)[1].strip("/")
+        if rest and "namespace" not in options:
+            options["namespace"] = rest
+        return cls(**options)
+
+    async def _open(self) -> None:
+        self.connection = self._data
+
+    async def _close(self) -> None:
+        self.connection = None
+
+    # -- internals (synchronous: no await between a read and its write) -------------------
+
+    def _live(self, key: str, now: float) -> list[Any] | None:
+        entry = self._data.get(key)
+        if entry is not None and entry[1] is not None and entry[1] <= now:
+            del self._data[key]
+            return None
+        return entry
+
+    def _insert(self, key: str, entry: list[Any], now: float) -> None:
+        data = self._data
+        if len(data) >= self.max_keys:
+            if now >= self._full_sweep_at:
+                self._full_sweep_at = now + 1.0
+                self._sweep(now, list(data))
+            if len(data) >= self.max_keys:
+                raise BackendCapacityError(
+                    f"{self!r} holds max_keys={self.max_keys} live keys; refusing new key {key!r}. "
+                    "Raise max_keys, shorten rate periods, or use a shared backend"
+                )
+        data[key] = entry
+        if now >= self._next_sweep or self._sweep_keys:
+            self._step_sweep(now)
+
+    def _step_sweep(self, now: float) -> None:
+        if not self._sweep_keys:
+            self._next_sweep = now + self.sweep_interval
+            self._sweep_keys = list(self._data)
+        chunk = self._sweep_keys[-_SWEEP_CHUNK:]
+        del self._sweep_keys[-_SWEEP_CHUNK:]
+        self._sweep(now, chunk)
+
+    def _sweep(self, now: float, keys: list[str]) -> None:
+        data = self._data
+        for key in keys:
+            entry = data.get(key)
+            if entry is not None and entry[1] is not None and entry[1] <= now:
+                del data[key]
+
+    # -- storage -------------------------------------------------------------------------
+
+    async def get(self, key: str) -> str | None:
+        if self._status != _READY:
+            await self.ensure()
+        entry = self._live(key, self.clock())
+        if entry is None:
+            return None
+        value = entry[0]
+        if isinstance(value, list):
+            return encode_state(value)
+        return str(value)
+
+    async def set(self, key: str, value: str, expire: float | None = None) -> None:
+        if self._status != _READY:
+            await self.ensure()
+        now = self.clock()
+        expires_at = None if expire is None else now + expire
+        entry = self._live(key, now)
+        if entry is None:
+            self._insert(key, [str(value), expires_at], now)
+        else:
+            entry[0], entry[1] = str(value), expires_at
+
+    async def delete(self, key: str) -> bool:
+        if self._status != _READY:
+            await self.ensure()
+        return self._live(key, self.clock()) is not None and self._data.pop(key, None) is not None
+
+    def _add(self, key: str, amount: int, ttl: float | None, now: float) -> list[Any]:
+        entry = self._live(key, now)
+        if entry is None:
+            entry = [amount, None if ttl is None else now + ttl]
+            self._insert(key, entry, now)
+            return entry
+        value = entry[0]
+        if not isinstance(value, int):
+            try:
+                value = int(value)
+            except (TypeError, ValueError):
+                value = 0
+        entry[0] = value + amount
+        if ttl is not None and entry[1] is None:
+            entry[1] = now + ttl
+        return entry
+
+    async def increment(self, key: str, amount: int = 1) -> int:
+        if self._status != _READY:
+            await self.ensure()
+        return int(self._add(key, amount, None, self.clock())[0])
+
+    async def increment_with_ttl(self, key: str, amount: int = 1, ttl: float = 60) -> int:
+        if self._status != _READY:
+            await self.ensure()
+        now = self.clock()
+        entry = self._add(key, amount, ttl, now)
+        return WindowCount(entry[0], (entry[1] - now) * 1000.0)
+
+    async def expire(self, key: str, seconds: float) -> bool:
+        if self._status != _READY:
+            await self.ensure()
+        now = self.clock()
+        entry = self._live(key, now)
+        if entry is None:
+            return False
+        entry[1] = now + seconds
+        return True
+
+    async def ttl(self, key: str) -> float | None:
+        if self._status != _READY:
+            await self.ensure()
+        now = self.clock()
+        entry = self._live(key, now)
+        if entry is None or entry[1] is None:
+            return None
+        return (entry[1] - now) * 1000.0
+
+    async def multi_get(self, *keys: str) -> list[str | None]:
+        return [await self.get(key) for key in keys]
+
+    async def multi_set(self, items: Mapping[str, str], expire: float | None = None) -> None:
+        for key, value in items.items():
+            await self.set(key, value, expire)
+
+    async def keys(self) -> list[str]:
+        """Every live key, namespaced."""
+        if self._status != _READY:
+            await self.ensure()
+        now = self.clock()
+        return [k for k, e in list(self._data.items()) if e[1] is None or e[1] > now]
+
+    def get_lock(self, name: str, ttl: float | None = None, reentrant: bool = False) -> LocalLock:
+        return self._locks.get(name, ttl, reentrant)
+
+    async def clear(self) -> None:
+        if self._status != _READY:
+            await self.ensure()
+        self._data.clear()
+        self._sweep_keys = []
+
+    # -- the decision step ---------------------------------------------------------------
+
+    async def evaluate(
+        self, key: str, strategy: StateStrategy, rate: Rate, cost: float, *, commit: bool = True
+    ) -> Decision:
+        if self._status != _READY:
+            await self.ensure()
+        now = self.clock()
+        entry = self._live(key, now)
+        state = None
+        if entry is not None:
+            state = entry[0]
+            if not isinstance(state, list):
+                state = decode_state(state)
+        decision, new_state, ttl_ms = strategy.transition(state, now * 1000.0, rate, cost)
+        if commit and new_state is not None:
+            expires_at = now + ttl_ms / 1000.0
+            if entry is None:
+                self._insert(key, [new_state, expires_at], now)
+            else:
+                entry[0], entry[1] = new_state, expires_at
+        return decision

@@ -1,0 +1,149 @@
+"""Named locks: the context manager `backend.lock()` returns, and the in-process lock table."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING, Any, Callable
+
+from traffik.exceptions import LockAcquisitionError, LockReleaseError
+
+if TYPE_CHECKING:
+    from traffik.typing import AsyncLock
+
+__all__ = ["LocalLock", "LocalLockTable", "LockContext"]
+
+
+class LockContext:
+    """Holds one lock for the length of an `async with` block; single use."""
+
+    __slots__ = ("_blocking", "_lock", "_timeout", "_used")
+
+    def __init__(self, lock: AsyncLock, blocking: bool, blocking_timeout: float | None) -> None:
+        self._lock = lock
+        self._blocking = blocking
+        self._timeout = blocking_timeout
+        self._used = False
+
+    async def __aenter__(self) -> AsyncLock:
+        if self._used:
+            raise LockAcquisitionError("a lock context can be entered only once; call backend.lock() again")
+        self._used = True
+        if not await self._lock.acquire(self._blocking, self._timeout):
+            mode = f"within {self._timeout}s" if self._blocking else "without blocking"
+            raise LockAcquisitionError(f"could not acquire lock {getattr(self._lock, 'name', '?')!r} {mode}")
+        return self._lock
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self._lock.release()
+
+
+class _Slot:
+    __slots__ = ("count", "expires_at", "owner", "waiters")
+
+    def __init__(self) -> None:
+        self.owner: asyncio.Task[Any] | None = None
+        self.count = 0
+        self.expires_at: float | None = None
+        self.waiters: deque[asyncio.Future[None]] = deque()
+
+
+class LocalLockTable:
+    """Locks of one process, keyed by name; a slot lives only while held or awaited."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._slots: dict[str, _Slot] = {}
+        self._clock = clock
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def get(self, name: str, ttl: float | None, reentrant: bool) -> LocalLock:
+        return LocalLock(self, name, ttl, reentrant)
+
+    def _free(self, slot: _Slot) -> bool:
+        if slot.owner is None:
+            return True
+        if slot.expires_at is not None and self._clock() >= slot.expires_at:
+            slot.owner, slot.count = None, 0
+            return True
+        return False
+
+    def _wake(self, name: str, slot: _Slot) -> None:
+        while slot.waiters:
+            waiter = slot.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        if slot.owner is None:
+            del self._slots[name]
+
+
+class LocalLock:
+    """One named lock in a `LocalLockTable`, owned per asyncio task; honours `ttl` and timeouts."""
+
+    __slots__ = ("_reentrant", "_table", "_ttl", "name")
+
+    def __init__(self, table: LocalLockTable, name: str, ttl: float | None, reentrant: bool) -> None:
+        self._table = table
+        self.name = name
+        self._ttl = ttl
+        self._reentrant = reentrant
+
+    def is_owner(self, task: Any = None) -> bool:
+        slot = self._table._slots.get(self.name)
+        task = task or asyncio.current_task()
+        return slot is not None and slot.owner is task and not self._table._free(slot)
+
+    async def acquire(self, blocking: bool = True, blocking_timeout: float | None = None) -> bool:
+        table, task = self._table, asyncio.current_task()
+        if task is None:
+            raise LockAcquisitionError(f"lock {self.name!r} must be acquired inside an asyncio task")
+        loop = asyncio.get_running_loop()
+        deadline = None if blocking_timeout is None else loop.time() + blocking_timeout
+        slot = table._slots.setdefault(self.name, _Slot())
+        while True:
+            if table._free(slot):
+                slot.owner, slot.count = task, 1
+                slot.expires_at = None if self._ttl is None else table._clock() + self._ttl
+                return True
+            if slot.owner is task:
+                if not self._reentrant:
+                    raise LockAcquisitionError(f"lock {self.name!r} is already held by this task (not reentrant)")
+                slot.count += 1
+                return True
+            if not blocking:
+                self._drop_if_idle(slot)
+                return False
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                self._drop_if_idle(slot)
+                return False
+            waiter: asyncio.Future[None] = loop.create_future()
+            slot.waiters.append(waiter)
+            wait_for = remaining
+            if slot.expires_at is not None:
+                until_expiry = max(slot.expires_at - table._clock(), 0.0)
+                wait_for = until_expiry if wait_for is None else min(wait_for, until_expiry)
+            try:
+                await asyncio.wait_for(waiter, wait_for)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                if waiter in slot.waiters:
+                    slot.waiters.remove(waiter)
+            slot = table._slots.setdefault(self.name, slot)
+
+    def _drop_if_idle(self, slot: _Slot) -> None:
+        if slot.owner is None and not slot.waiters:
+            self._table._slots.pop(self.name, None)
+
+    async def release(self) -> None:
+        table = self._table
+        slot = table._slots.get(self.name)
+        if slot is None or slot.owner is not asyncio.current_task():
+            raise LockReleaseError(f"lock {self.name!r} is not held by this task")
+        slot.count -= 1
+        if slot.count == 0:
+            slot.owner, slot.expires_at = None, None
+            table._wake(self.name, slot)

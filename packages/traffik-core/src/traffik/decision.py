@@ -1,0 +1,55 @@
+"""`Decision`: what one rate-limit step answers, with everything rate-limit headers need."""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["Decision"]
+
+
+class Decision:
+    """The outcome of one decision on one key.
+
+    `wait_ms` is 0 when allowed, otherwise the whole milliseconds until the same request
+    would be admitted (or one full period when it never can be, its cost exceeding the
+    limit). `remaining` is the units left after this decision, `reset_ms` the time until
+    the limit is fully available again, `limit` the units per period.
+    """
+
+    __slots__ = ("allowed", "limit", "remaining", "reset_ms", "wait_ms")
+
+    def __init__(self, allowed: bool, wait_ms: float, remaining: float, reset_ms: float, limit: float) -> None:
+        self.allowed = allowed
+        self.wait_ms = wait_ms
+        self.remaining = remaining
+        self.reset_ms = reset_ms
+        self.limit = limit
+
+    @property
+    def retry_after(self) -> int:
+        """Seconds for a `Retry-After` header: whole, and at least 1 when throttled."""
+        if self.allowed:
+            return 0
+        return max(1, math.ceil(self.wait_ms / 1000.0))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Decision):
+            return NotImplemented
+        return (self.allowed, self.wait_ms, self.remaining, self.reset_ms, self.limit) == (
+            other.allowed,
+            other.wait_ms,
+            other.remaining,
+            other.reset_ms,
+            other.limit,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"Decision(allowed={self.allowed}, wait_ms={self.wait_ms}, remaining={self.remaining}, "
+            f"reset_ms={self.reset_ms}, limit={self.limit})"
+        )
+
+
+ALLOWED_UNLIMITED = Decision(True, 0.0, math.inf, 0.0, math.inf)

@@ -1,0 +1,185 @@
+"""`Rate`: how many units a client may spend per period, and the string grammar that builds one."""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from typing import Any, Union
+
+__all__ = ["UNLIMITED", "Rate", "RateLike"]
+
+_MS_PER = {
+    "ms": 1,
+    "millisecond": 1,
+    "milliseconds": 1,
+    "s": 1_000,
+    "sec": 1_000,
+    "second": 1_000,
+    "seconds": 1_000,
+    "m": 60_000,
+    "min": 60_000,
+    "minute": 60_000,
+    "minutes": 60_000,
+    "h": 3_600_000,
+    "hr": 3_600_000,
+    "hour": 3_600_000,
+    "hours": 3_600_000,
+    "d": 86_400_000,
+    "day": 86_400_000,
+    "days": 86_400_000,
+}
+_UNITS_HINT = "ms, s, min, h, d (or their long forms: second, minute, hour, day)"
+_EXAMPLES = "'100/min', '5/s', '10/30s', '200/500ms', '5 per minute' or 'unlimited'"
+_SPLIT = re.compile(r"\s*(?:/|\bper\b)\s*")
+_PERIOD = re.compile(r"^(\d+)?\s*([a-z]+)$")
+_UNLIMITED_WORDS = frozenset({"unlimited", "inf", "none"})
+
+
+def _check_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"Rate {name}={value!r}: must be a whole number (int), not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"Rate {name}={value!r}: must be zero or positive")
+    return value
+
+
+class Rate:
+    """`limit` units per `expire` milliseconds; `Rate()` is unlimited.
+
+    Build one with keywords (`Rate(limit=100, minutes=1)`) or from a string
+    (`Rate.parse("100/min")`). Rates are immutable, hashable and compare by value.
+    """
+
+    __slots__ = ("expire", "is_subsecond", "limit", "rpd", "rph", "rpm", "rps", "unlimited")
+
+    limit: int
+    expire: int
+    unlimited: bool
+    is_subsecond: bool
+    rps: float
+    rpm: float
+    rph: float
+    rpd: float
+
+    def __init__(
+        self,
+        *,
+        limit: int = 0,
+        milliseconds: int = 0,
+        seconds: int = 0,
+        minutes: int = 0,
+        hours: int = 0,
+        days: int = 0,
+    ) -> None:
+        limit = _check_int("limit", limit)
+        expire = (
+            _check_int("milliseconds", milliseconds)
+            + 1_000 * _check_int("seconds", seconds)
+            + 60_000 * _check_int("minutes", minutes)
+            + 3_600_000 * _check_int("hours", hours)
+            + 86_400_000 * _check_int("days", days)
+        )
+        if limit == 0 and expire != 0:
+            raise ValueError(
+                f"Rate(limit=0, period={expire}ms): a zero limit with a period is ambiguous; "
+                "use Rate() for unlimited, or a limit of at least 1"
+            )
+        if limit != 0 and expire == 0:
+            raise ValueError(
+                f"Rate(limit={limit}): a limit needs a period; "
+                "pass milliseconds=, seconds=, minutes=, hours= or days="
+            )
+        unlimited = limit == 0
+        set_ = object.__setattr__
+        set_(self, "limit", limit)
+        set_(self, "expire", expire)
+        set_(self, "unlimited", unlimited)
+        set_(self, "is_subsecond", 0 < expire < 1_000)
+        for name, unit_ms in (("rps", 1_000), ("rpm", 60_000), ("rph", 3_600_000), ("rpd", 86_400_000)):
+            set_(self, name, math.inf if unlimited else limit * unit_ms / expire)
+
+    @classmethod
+    def parse(cls, rate: str | Rate) -> Rate:
+        """Parse `"<limit>/<period>"` or `"<limit> per <period>"`; period = `[n]unit`."""
+        if isinstance(rate, Rate):
+            return rate
+        if not isinstance(rate, str):
+            raise ValueError(f"rate {rate!r}: expected a string like {_EXAMPLES}, or a Rate")
+        return _parse(rate.strip().lower(), rate)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"Rate is immutable; cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Rate is immutable; cannot delete {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Rate):
+            return NotImplemented
+        return self.limit == other.limit and self.expire == other.expire
+
+    def __hash__(self) -> int:
+        return hash((Rate, self.limit, self.expire))
+
+    def __repr__(self) -> str:
+        if self.unlimited:
+            return "Rate(unlimited)"
+        return f"Rate(limit={self.limit}, milliseconds={self.expire})"
+
+    def __str__(self) -> str:
+        if self.unlimited:
+            return "unlimited"
+        for unit, unit_ms in (("d", 86_400_000), ("h", 3_600_000), ("min", 60_000), ("s", 1_000)):
+            if self.expire % unit_ms == 0:
+                count = self.expire // unit_ms
+                return f"{self.limit}/{count if count > 1 else ''}{unit}"
+        return f"{self.limit}/{self.expire}ms"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (self.limit, self.expire))
+
+    def __copy__(self) -> Rate:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Rate:
+        return self
+
+
+def _rebuild(limit: int, expire: int) -> Rate:
+    return Rate(limit=limit, milliseconds=expire)
+
+
+@functools.lru_cache(maxsize=512)
+def _parse(text: str, original: str) -> Rate:
+    if not text:
+        raise ValueError(f"rate {original!r}: empty; write it like {_EXAMPLES}")
+    if text in _UNLIMITED_WORDS:
+        return UNLIMITED
+    parts = _SPLIT.split(text)
+    if len(parts) != 2:
+        raise ValueError(
+            f"rate {original!r}: expected '<limit>/<period>' or '<limit> per <period>', like {_EXAMPLES}"
+        )
+    left, right = parts
+    if not left.isdigit() or not left.isascii():
+        raise ValueError(f"rate {original!r}: limit {left!r} is not a whole number; write it like {_EXAMPLES}")
+    limit = int(left)
+    match = _PERIOD.match(right)
+    if match is None:
+        raise ValueError(f"rate {original!r}: period {right!r} is not '[n]unit'; use units {_UNITS_HINT}")
+    count_text, unit = match.groups()
+    unit_ms = _MS_PER.get(unit)
+    if unit_ms is None:
+        raise ValueError(f"rate {original!r}: unknown unit {unit!r}; use {_UNITS_HINT}")
+    count = int(count_text) if count_text else 1
+    if count == 0:
+        raise ValueError(f"rate {original!r}: the period must be longer than zero")
+    if limit == 0:
+        raise ValueError(f"rate {original!r}: a limit of 0 admits nothing; write 'unlimited' for no limit")
+    return Rate(limit=limit, milliseconds=count * unit_ms)
+
+
+UNLIMITED = Rate()
+
+RateLike = Union[str, Rate]

@@ -1,0 +1,71 @@
+"""`FixedWindow`: a counter per key whose window opens at the first hit and lasts one period."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from traffik.decision import ALLOWED_UNLIMITED, Decision
+from traffik.strategies.base import Strategy, never_admitted, whole_ms
+from traffik.typing import StrategyStat
+
+if TYPE_CHECKING:
+    from traffik.backends.base import ThrottleBackend
+    from traffik.rates import Rate
+
+__all__ = ["FixedWindow", "FixedWindowStrategy"]
+
+
+def _ttl_seconds(window_ms: int) -> float:
+    return window_ms // 1000 if window_ms % 1000 == 0 else window_ms / 1000.0
+
+
+class FixedWindow(Strategy):
+    """At most `limit` units per window of one period, counted in one backend call.
+
+    Each key's window starts with its first hit and ends one period later (the counter's
+    time to live), so a `5/s` limit is 5 per second, the wait a rejected hit gets is the
+    exact time left in its window, and time comes from the backend's clock (the server's,
+    for Redis). Rejected hits still count, so the counter can pass its limit.
+    """
+
+    name: ClassVar[str] = "fixed_window"
+    suffix: ClassVar[str] = ":fw"
+
+    async def decide(self, key: Any, rate: Rate, backend: ThrottleBackend, cost: float = 1) -> Decision:
+        if rate.unlimited:
+            return ALLOWED_UNLIMITED
+        limit = rate.limit
+        if cost > limit:
+            return never_admitted(rate)
+        counter = backend.get_key(key) + self.suffix
+        count = await backend.increment_with_ttl(counter, amount=cost, ttl=_ttl_seconds(rate.expire))
+        ttl_ms = getattr(count, "ttl_ms", None)
+        if count > limit:
+            if ttl_ms is None:
+                ttl_ms = await backend.ttl(counter)
+            left = float(rate.expire) if not ttl_ms or ttl_ms <= 0 else ttl_ms
+            return Decision(False, whole_ms(left), 0, left, limit)
+        return Decision(True, 0.0, limit - count, float(rate.expire) if ttl_ms is None else ttl_ms, limit)
+
+    async def get_stat(self, key: Any, rate: Rate, backend: ThrottleBackend) -> StrategyStat:
+        if rate.unlimited:
+            return StrategyStat.unlimited(key, rate)
+        counter = backend.get_key(key) + self.suffix
+        raw = await backend.get(counter)
+        try:
+            count = int(raw) if raw is not None else 0
+        except ValueError:
+            count = 0
+        ttl_ms = (await backend.ttl(counter)) if count else None
+        left = float(rate.expire) if not ttl_ms or ttl_ms <= 0 else ttl_ms
+        wait = whole_ms(left) if count >= rate.limit else 0.0
+        return StrategyStat(
+            key=key,
+            rate=rate,
+            hits_remaining=max(rate.limit - count, 0),
+            wait_ms=wait,
+            metadata={"strategy": self.name, "current_count": count, "reset_ms": left if count else 0.0},
+        )
+
+
+FixedWindowStrategy = FixedWindow
