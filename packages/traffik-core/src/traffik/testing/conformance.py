@@ -1,0 +1,269 @@
+"""The backend conformance suite: what every backend must do, written once.
+
+A backend package runs it on itself by subclassing `BackendConformance` in a test module
+and providing a `make_backend` fixture, a factory taking `namespace=` and `clock=`:
+
+```python
+class TestMyConformance(BackendConformance):
+    @pytest.fixture
+    def make_backend(self, my_server_url):
+        return lambda **options: MyBackend(my_server_url, **options)
+```
+
+Set `supports_clock = False` on the subclass for a backend that cannot follow an injected
+clock; the strategy timelines are then skipped for it. Needs pytest and anyio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from typing import Any, Callable
+
+import pytest
+
+from traffik.backends.base import ThrottleBackend
+from traffik.clock import ManualClock
+from traffik.exceptions import BackendConnectionError, LockAcquisitionError
+from traffik.rates import Rate
+from traffik.strategies import BUILTIN_STRATEGIES, FixedWindow, Strategy
+
+__all__ = ["EXPECTED_FIRST_WAIT_MS", "TIMELINE_RATE", "TIMELINE_START", "BackendConformance"]
+
+_namespaces = itertools.count()
+STRATEGY_IDS = [cls.__name__ for cls in BUILTIN_STRATEGIES]
+
+TIMELINE_RATE = Rate.parse("3/min")
+TIMELINE_START = 1_700_000_040.0
+"""A test-clock start on a minute boundary, so window-aligned strategies are predictable."""
+
+EXPECTED_FIRST_WAIT_MS = {
+    # three hits at TIMELINE_START with 3/min, then the fourth is rejected with this wait:
+    "FixedWindow": 60_000,  # the window opened at the first hit
+    "SlidingWindowCounter": 80_000,  # next window, plus 20 s for the old count to decay to 2
+    "SlidingWindowLog": 60_000,  # the oldest entry leaves the log
+    "TokenBucket": 20_000,  # one token refills every 20 s
+    "TokenBucketWithDebt": 20_000,
+    "LeakyBucket": 20_000,  # one unit drains every 20 s
+    "LeakyBucketWithQueue": 20_000,
+    "GCRA": 20_000,  # one emission interval
+}
+
+
+def _strategies() -> list[Strategy]:
+    return [cls() for cls in BUILTIN_STRATEGIES]
+
+
+@pytest.mark.anyio
+class BackendConformance:
+    """Behaviour shared by every backend; subclass it and define `make_backend`."""
+
+    supports_clock = True
+
+    @pytest.fixture(scope="module")
+    def anyio_backend(self) -> str:
+        return "asyncio"
+
+    @pytest.fixture
+    def make_backend(self) -> Callable[..., ThrottleBackend]:
+        raise NotImplementedError("define a `make_backend` fixture returning a factory(**options) -> backend")
+
+    @pytest.fixture
+    async def backend(self, make_backend: Callable[..., ThrottleBackend]) -> AsyncIterator[ThrottleBackend]:
+        backend = make_backend(namespace=f"conformance-{next(_namespaces)}")
+        yield backend
+        if backend.closed():
+            await backend.initialize()
+        await backend.reset()
+        await backend.close()
+
+    @pytest.fixture
+    async def clocked(self, make_backend: Callable[..., ThrottleBackend]) -> AsyncIterator[tuple[ThrottleBackend, ManualClock]]:
+        if not self.supports_clock:
+            pytest.skip("this backend takes its time from the server, so a test clock cannot drive it")
+        clock = ManualClock(TIMELINE_START)
+        backend = make_backend(namespace=f"conformance-{next(_namespaces)}", clock=clock)
+        yield backend, clock
+        await backend.reset()
+        await backend.close()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def test_first_use_initialises(self, backend: ThrottleBackend) -> None:
+        assert not await backend.ready()
+        assert await backend.increment("k") == 1
+        assert await backend.ready()
+
+    async def test_closed_backend_refuses_until_initialised(self, backend: ThrottleBackend) -> None:
+        await backend.set("k", "v")
+        await backend.close()
+        assert backend.closed()
+        with pytest.raises(BackendConnectionError):
+            await backend.get("k")
+        await backend.initialize()
+        assert await backend.ready()
+
+    async def test_context_sets_the_default_backend(self, backend: ThrottleBackend) -> None:
+        from traffik.backends import get_throttle_backend
+
+        async with backend(persistent=True, close_on_exit=False) as entered:
+            assert entered is backend
+            assert get_throttle_backend() is backend
+        assert get_throttle_backend() is None
+
+    async def test_non_persistent_context_resets_on_exit(self, backend: ThrottleBackend) -> None:
+        async with backend(persistent=False, close_on_exit=False):
+            await backend.set("k", "v")
+        assert await backend.get("k") is None
+
+    async def test_lifespan_resets_and_closes(self, backend: ThrottleBackend) -> None:
+        class App:
+            class state:  # noqa: N801
+                pass
+
+        backend.persistent = False
+        async with backend.lifespan(App()):
+            await backend.set("k", "v")
+            assert getattr(App.state, "__traffik_throttle_backend__") is backend
+        assert backend.closed()
+        await backend.initialize()
+        assert await backend.get("k") is None
+
+    # -- storage -------------------------------------------------------------------------
+
+    async def test_get_set_delete(self, backend: ThrottleBackend) -> None:
+        assert await backend.get("missing") is None
+        await backend.set("k", "value with spaces é")
+        assert await backend.get("k") == "value with spaces é"
+        assert await backend.delete("k") is True
+        assert await backend.delete("k") is False
+        assert await backend.get("k") is None
+
+    async def test_increment_and_decrement(self, backend: ThrottleBackend) -> None:
+        assert await backend.increment("n") == 1
+        assert await backend.increment("n", 5) == 6
+        assert await backend.decrement("n", 2) == 4
+        assert await backend.get("n") == "4"
+
+    async def test_increment_with_ttl_sets_ttl_once(self, backend: ThrottleBackend) -> None:
+        assert await backend.increment_with_ttl("c", amount=2, ttl=30) == 2
+        assert await backend.increment_with_ttl("c", amount=3, ttl=30) == 5
+        left = await backend.ttl("c")
+        if left is not None:
+            assert 0 < left <= 30_000
+
+    async def test_increment_with_ttl_is_atomic(self, backend: ThrottleBackend) -> None:
+        counts = await asyncio.gather(*(backend.increment_with_ttl("a", amount=1, ttl=60) for _ in range(100)))
+        assert sorted(int(c) for c in counts) == list(range(1, 101))
+
+    async def test_expire_and_multi_ops(self, backend: ThrottleBackend) -> None:
+        assert await backend.expire("nothing", 10) is False
+        await backend.multi_set({"x": "1", "y": "2"}, expire=60)
+        assert await backend.expire("x", 30) is True
+        assert await backend.multi_get("x", "missing", "y") == ["1", None, "2"]
+        assert await backend.multi_get() == []
+
+    async def test_keys_are_namespaced(self, backend: ThrottleBackend) -> None:
+        assert backend.get_key("a").startswith(backend.namespace + ":")
+        assert backend.get_key("a", 1, x=2) == backend.get_key("a", x=2, *[1])
+
+    async def test_reset_clears_only_its_namespace(
+        self, backend: ThrottleBackend, make_backend: Callable[..., ThrottleBackend]
+    ) -> None:
+        other = make_backend(namespace=f"conformance-other-{next(_namespaces)}")
+        try:
+            await backend.set(backend.get_key("mine"), "1")
+            await other.set(other.get_key("theirs"), "2")
+            await backend.reset()
+            assert await backend.get(backend.get_key("mine")) is None
+            assert await other.get(other.get_key("theirs")) == "2"
+        finally:
+            await other.reset()
+            await other.close()
+
+    # -- locks ---------------------------------------------------------------------------
+
+    async def test_lock_excludes_and_times_out(self, backend: ThrottleBackend) -> None:
+        async with backend.lock("resource", ttl=5):
+            with pytest.raises(LockAcquisitionError):
+                async with backend.lock("resource", ttl=5, blocking=False):
+                    pass
+            with pytest.raises(LockAcquisitionError):
+                async with backend.lock("resource", ttl=5, blocking_timeout=0.05):
+                    pass
+        async with backend.lock("resource", ttl=5, blocking=False):
+            pass
+
+    async def test_lock_serialises_read_modify_write(self, backend: ThrottleBackend) -> None:
+        async def bump() -> None:
+            async with backend.lock("rmw", ttl=5, blocking_timeout=10):
+                value = int(await backend.get("v") or 0)
+                await asyncio.sleep(0)
+                await backend.set("v", str(value + 1))
+
+        await asyncio.gather(*(bump() for _ in range(20)))
+        assert await backend.get("v") == "20"
+
+    # -- strategies ----------------------------------------------------------------------
+
+    @pytest.mark.parametrize("strategy", _strategies(), ids=STRATEGY_IDS)
+    async def test_concurrent_hits_admit_exactly_the_limit(self, backend: ThrottleBackend, strategy: Strategy) -> None:
+        rate = Rate.parse("100/hour")
+        waits = await asyncio.gather(*(strategy("hot", rate, backend, 1) for _ in range(200)))
+        assert sum(1 for w in waits if w == 0) == 100
+        assert all(w > 0 for w in waits if w != 0)
+
+    @pytest.mark.parametrize("strategy", _strategies(), ids=STRATEGY_IDS)
+    async def test_unlimited_rate_costs_nothing(self, backend: ThrottleBackend, strategy: Strategy) -> None:
+        assert await strategy("free", Rate(), backend, 1) == 0
+        assert not await backend.ready()
+
+    @pytest.mark.parametrize("strategy", _strategies(), ids=STRATEGY_IDS)
+    async def test_timeline(self, clocked: tuple[ThrottleBackend, ManualClock], strategy: Strategy) -> None:
+        backend, clock = clocked
+        rate = TIMELINE_RATE
+        hits = [await strategy.decide("t", rate, backend, 1) for _ in range(rate.limit)]
+        assert all(d.allowed for d in hits)
+        assert [d.remaining for d in hits] == [2, 1, 0]
+        stat = await strategy.get_stat("t", rate, backend)
+        rejected = await strategy.decide("t", rate, backend, 1)
+        assert not rejected.allowed
+        assert stat.hits_remaining == 0 and stat.wait_ms == rejected.wait_ms
+        wait = rejected.wait_ms
+        assert wait == EXPECTED_FIRST_WAIT_MS[type(strategy).__name__]
+        clock.advance(ms=wait - 1)
+        assert not (await strategy.decide("t", rate, backend, 1)).allowed, "the wait was longer than needed"
+        clock.advance(ms=1)
+        stat = await strategy.get_stat("t", rate, backend)
+        assert stat.wait_ms == 0 and stat.hits_remaining >= 1
+        assert (await strategy.decide("t", rate, backend, 1)).allowed
+        clock.advance(ms=3 * rate.expire)
+        again = [await strategy.decide("t", rate, backend, 1) for _ in range(rate.limit)]
+        assert all(d.allowed for d in again), "the limit did not recover after the window"
+
+    @pytest.mark.parametrize("strategy", _strategies(), ids=STRATEGY_IDS)
+    async def test_costs(self, clocked: tuple[ThrottleBackend, ManualClock], strategy: Strategy) -> None:
+        backend, _ = clocked
+        rate = Rate.parse("3/min")
+        assert await strategy("c", rate, backend, 2) == 0
+        assert await strategy("c", rate, backend, 1) == 0
+        assert await strategy("c", rate, backend, 1) > 0
+        never = await strategy.decide("big", rate, backend, 4)
+        assert not never.allowed and never.wait_ms == rate.expire
+        assert await strategy("big", rate, backend, 1) == 0, "an oversized request must not consume quota"
+
+    async def test_fixed_window_uses_increment_with_ttl(self, backend: ThrottleBackend) -> None:
+        calls: list[tuple[Any, ...]] = []
+        original = backend.increment_with_ttl
+
+        async def spy(key: str, amount: int = 1, ttl: float = 60) -> int:
+            calls.append((key, amount, ttl))
+            return await original(key, amount=amount, ttl=ttl)
+
+        backend.increment_with_ttl = spy  # type: ignore[method-assign]
+        try:
+            assert await FixedWindow()("fw", Rate.parse("2/min"), backend, 1) == 0
+        finally:
+            del backend.increment_with_ttl
+        assert calls == [(backend.get_key("fw") + ":fw", 1, 60)]

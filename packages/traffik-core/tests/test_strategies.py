@@ -1,0 +1,204 @@
+"""Strategy behaviour beyond the shared timelines: formulas, parameters and the traffik 1.2 contract."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from traffik import InMemoryBackend, ManualClock, Rate
+from traffik.backends.base import ThrottleBackend
+from traffik.exceptions import ConfigurationError
+from traffik.strategies import (
+    DEFAULT_STRATEGY,
+    GCRA,
+    FixedWindow,
+    FixedWindowStrategy,
+    LeakyBucketWithQueue,
+    SlidingWindowCounter,
+    SlidingWindowLog,
+    TokenBucket,
+    TokenBucketWithDebt,
+)
+from traffik.testing.conformance import TIMELINE_START
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(TIMELINE_START)
+
+
+@pytest.fixture
+def backend(clock: ManualClock) -> InMemoryBackend:
+    return InMemoryBackend(namespace="strategies", clock=clock)
+
+
+def test_aliases_and_default() -> None:
+    assert FixedWindowStrategy is FixedWindow
+    assert isinstance(DEFAULT_STRATEGY, FixedWindow)
+    from traffik.strategies import fixed_window, leaky_bucket, sliding_window, token_bucket
+
+    assert token_bucket.TokenBucketStrategy is TokenBucket
+    assert sliding_window.SlidingWindowLog and leaky_bucket.LeakyBucket and fixed_window.FixedWindow
+
+
+@pytest.mark.parametrize(
+    ("factory", "fragment"),
+    [
+        (lambda: TokenBucket(burst_size=0), "burst_size=0"),
+        (lambda: TokenBucket(burst_size=True), "burst_size=True"),
+        (lambda: TokenBucketWithDebt(max_debt=-1), "max_debt=-1"),
+        (lambda: GCRA(burst_tolerance_ms=-5), "burst_tolerance_ms=-5"),
+        (lambda: GCRA(burst_tolerance_ms=float("inf")), "burst_tolerance_ms=inf"),
+    ],
+)
+def test_bad_parameters_fail_at_construction(factory, fragment: str) -> None:
+    with pytest.raises(ConfigurationError, match=fragment):
+        factory()
+
+
+async def test_one_second_window_is_one_second(backend: InMemoryBackend, clock: ManualClock) -> None:
+    rate = Rate.parse("2/s")
+    strategy = FixedWindow()
+    assert [await strategy("k", rate, backend) for _ in range(3)][:2] == [0, 0]
+    clock.advance(1.0)
+    assert await strategy("k", rate, backend) == 0
+
+
+async def test_sub_second_window(backend: InMemoryBackend, clock: ManualClock) -> None:
+    rate = Rate.parse("2/500ms")
+    strategy = FixedWindow()
+    assert [await strategy("k", rate, backend) for _ in range(3)] == [0, 0, 500]
+    clock.advance(ms=500)
+    assert await strategy("k", rate, backend) == 0
+
+
+async def test_fixed_window_wait_is_time_left_in_window(backend: InMemoryBackend, clock: ManualClock) -> None:
+    rate = Rate.parse("1/min")
+    assert await FixedWindow()("k", rate, backend) == 0
+    clock.advance(25)
+    assert await FixedWindow()("k", rate, backend) == 35_000
+
+
+async def test_sliding_window_counter_wait_within_window(backend: InMemoryBackend, clock: ManualClock) -> None:
+    rate = Rate.parse("10/min")
+    strategy = SlidingWindowCounter()
+    for _ in range(10):
+        assert await strategy("k", rate, backend) == 0
+    clock.advance(60)  # next window: previous = 10, weight 1.0
+    # weighted = 10 * (60-0)/60 = 10 -> one more needs 1 unit of decay = 6 s
+    assert await strategy("k", rate, backend) == 6_000
+    clock.advance(6)
+    assert await strategy("k", rate, backend) == 0
+    assert await strategy("k", rate, backend) > 0
+
+
+async def test_sliding_window_log_wait_accounts_for_cost(backend: InMemoryBackend, clock: ManualClock) -> None:
+    rate = Rate.parse("4/min")
+    strategy = SlidingWindowLog()
+    assert await strategy("k", rate, backend, 1) == 0
+    clock.advance(10)
+    assert await strategy("k", rate, backend, 1) == 0
+    clock.advance(10)
+    assert await strategy("k", rate, backend, 2) == 0
+    # full; cost 2 needs the first two entries (t=0 and t=10) to leave: at t=70, 50 s from now
+    assert await strategy("k", rate, backend, 2) == 50_000
+
+
+async def test_token_bucket_burst_and_refill(backend: InMemoryBackend, clock: ManualClock) -> None:
+    rate = Rate.parse("60/min")
+    strategy = TokenBucket(burst_size=5)
+    assert [await strategy("k", rate, backend) for _ in range(6)] == [0, 0, 0, 0, 0, 1000]
+    clock.advance(3)
+    assert [await strategy("k", rate, backend) for _ in range(4)] == [0, 0, 0, 1000]
+
+
+async def test_token_bucket_with_debt(backend: InMemoryBackend, clock: ManualClock) -> None:
+    rate = Rate.parse("60/min")
+    strategy = TokenBucketWithDebt(max_debt=2)
+    waits = [await strategy("k", rate, backend) for _ in range(63)]
+    assert waits[:62] == [0] * 62 and waits[62] == 1000
+    clock.advance(1)  # one token repaid: the balance is back at the debt floor after this hit
+    assert await strategy("k", rate, backend) == 0
+    assert await strategy("k", rate, backend) == 1000
+
+
+async def test_gcra_tolerance(backend: InMemoryBackend, clock: ManualClock) -> None:
+    rate = Rate.parse("2/min")
+    smooth = GCRA(burst_tolerance_ms=0)
+    assert [await smooth("s", rate, backend) for _ in range(2)] == [0, 30_000]
+    bursty = GCRA(burst_tolerance_ms=30_000)
+    assert [await bursty("b", rate, backend) for _ in range(3)] == [0, 0, 30_000]
+    stat = await smooth.get_stat("fresh", rate, backend)
+    assert stat.hits_remaining == 1 and stat.wait_ms == 0
+
+
+async def test_leaky_bucket_queue_drains_from_the_head(backend: InMemoryBackend, clock: ManualClock) -> None:
+    rate = Rate.parse("3/min")
+    strategy = LeakyBucketWithQueue()
+    for _ in range(3):
+        assert await strategy("k", rate, backend) == 0
+    clock.advance(30)  # 1.5 units drained
+    assert await strategy("k", rate, backend) == 0
+    assert await strategy("k", rate, backend) == 10_000
+
+
+async def test_state_survives_text_round_trip(clock: ManualClock) -> None:
+    """A state written as text (as a string-only backend stores it) decodes to the same decisions."""
+    backend = InMemoryBackend(namespace="text", clock=clock)
+    rate = Rate.parse("3/min")
+    strategy = TokenBucket()
+    await strategy("k", rate, backend)
+    key = backend.get_key("k") + strategy.suffix
+    raw = await backend.get(key)
+    assert raw is not None and "," in raw
+    await backend.set(key, raw, expire=60)
+    assert [await strategy("k", rate, backend) for _ in range(3)] == [0, 0, 20_000]
+    await backend.set(key, "garbage", expire=60)
+    assert await strategy("k", rate, backend) == 0
+
+
+async def test_user_strategy_on_generic_primitives(backend: InMemoryBackend) -> None:
+    """A traffik 1.2 style strategy: a bare async function using get/set under a lock."""
+
+    async def at_most_twice(key: str, rate: Rate, backend: ThrottleBackend, cost: int = 1) -> float:
+        store_key = backend.get_key(key) + ":mine"
+        async with backend.lock(store_key + ":lock", ttl=5, blocking_timeout=5):
+            used = int(await backend.get(store_key) or 0)
+            if used + cost > 2:
+                return 1000.0
+            await backend.set(store_key, str(used + cost), expire=60)
+            return 0.0
+
+    waits = await asyncio.gather(*(at_most_twice("k", Rate.parse("2/min"), backend) for _ in range(5)))
+    assert sorted(waits) == [0, 0, 1000, 1000, 1000]
+
+
+class _DictBackend(ThrottleBackend):
+    """A third-party style backend implementing only the generic primitives."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        super().__init__(namespace="dict", clock=clock)
+        self.data: dict[str, str] = {}
+        self._inner = InMemoryBackend(namespace="dict-locks", clock=clock)
+
+    async def get(self, key: str) -> str | None:
+        await asyncio.sleep(0)
+        return self.data.get(key)
+
+    async def set(self, key: str, value: str, expire: float | None = None) -> None:
+        await asyncio.sleep(0)
+        self.data[key] = value
+
+    def get_lock(self, name: str, ttl: float | None = None, reentrant: bool = False):  # type: ignore[no-untyped-def]
+        return self._inner.get_lock(name, ttl, reentrant)
+
+
+async def test_builtin_strategies_run_on_a_generic_backend(clock: ManualClock) -> None:
+    backend = _DictBackend(clock)
+    rate = Rate.parse("100/hour")
+    strategy = SlidingWindowLog()
+    waits = await asyncio.gather(*(strategy("k", rate, backend) for _ in range(150)))
+    assert sum(1 for w in waits if w == 0) == 100
