@@ -1,0 +1,400 @@
+"""`HTTPThrottle` and `WebSocketThrottle`: a rate limit applied to a connection, in one backend step."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Mapping
+from typing import Any, Callable, ClassVar, Optional, Union
+
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import Response
+from starlette.websockets import WebSocket
+
+from traffik.backends.base import ThrottleBackend, check_on_error
+from traffik.backends.context import get_throttle_backend
+from traffik.decision import Decision
+from traffik.exceptions import ConfigurationError
+from traffik.handlers import connection_throttled, websocket_throttled
+from traffik.headers import check_style, policy_header, rate_limit_headers
+from traffik.identity import default_identifier
+from traffik.rates import Rate
+from traffik.strategies import DEFAULT_STRATEGY
+from traffik.typing import EXEMPTED, StrategyStat
+
+__all__ = [
+    "THROTTLED_STATE_KEY",
+    "HTTPThrottle",
+    "RequestThrottle",
+    "Throttle",
+    "WebSocketThrottle",
+    "get_wait",
+    "is_throttled",
+]
+
+logger = logging.getLogger("traffik")
+
+THROTTLED_STATE_KEY = "__traffik_throttled_state__"
+_THROTTLE_ERROR_WAIT_MS = 1000.0
+
+
+async def _resolve(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+def _check_cost(cost: Any, owner: str) -> int:
+    if isinstance(cost, bool) or not isinstance(cost, int):
+        raise ConfigurationError(f"{owner}: cost={cost!r} must be a whole number >= 0")
+    if cost < 0:
+        raise ConfigurationError(f"{owner}: cost={cost!r} is negative; use 0 (free) or more")
+    return cost
+
+
+def get_wait(connection: HTTPConnection) -> float:
+    """The wait (ms) the last throttle gave this connection; 0.0 when allowed or not throttled."""
+    state = connection.scope.get("state")
+    return float(state.get(THROTTLED_STATE_KEY, 0.0)) if state else 0.0
+
+
+def is_throttled(connection: HTTPConnection) -> bool:
+    return get_wait(connection) != 0.0
+
+
+class Throttle:
+    """A rate limit on connections of one kind; use `HTTPThrottle` or `WebSocketThrottle`.
+
+    `rate` is a string (`"100/min"`), a `Rate`, or a callable `(connection, context)` returning
+    one (sync or async). `backend` is a backend, a URL (`"redis://..."`), or None for the
+    backend of the enclosing context or the app's lifespan. Several throttles may share a
+    `uid`: they then share counters. By default a client's budget is per route (method and
+    path template); `per_route=False` gives one budget across every route the throttle guards.
+
+    `on_error` decides what a failure while deciding does: `"throttle"` (429 for a second),
+    `"allow"`, `"raise"`, or an async handler `(connection, exc_info) -> wait_ms | Decision`;
+    None uses the backend's own setting. `headers` writes rate-limit headers: `"ietf"`,
+    `"legacy"` (`X-RateLimit-*`), `"both"`, or None.
+    """
+
+    connection_type: ClassVar[type[HTTPConnection]] = HTTPConnection
+    default_handler: ClassVar[Callable[..., Any]] = staticmethod(connection_throttled)
+    use_backend_handler: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        uid: str,
+        rate: Union[str, Rate, Callable[..., Any]],
+        identifier: Optional[Callable[[Any], Any]] = None,
+        handle_throttled: Optional[Callable[..., Any]] = None,
+        strategy: Any = None,
+        backend: Union[ThrottleBackend, str, None] = None,
+        cost: Union[int, Callable[..., Any]] = 1,
+        *,
+        dynamic_backend: bool = False,
+        on_error: Any = None,
+        headers: Union[str, bool, None] = "ietf",
+        context: Optional[Mapping[str, Any]] = None,
+        per_route: bool = True,
+        min_wait_period: Optional[float] = None,
+        skip_handler: bool = False,
+    ) -> None:
+        name = type(self).__name__
+        if not isinstance(uid, str) or not uid:
+            raise ConfigurationError(f"{name}: uid={uid!r} must be a non-empty string")
+        self.uid = uid
+        owner = f"{name}({uid!r})"
+        self._rate_fn: Optional[Callable[..., Any]] = None
+        if isinstance(rate, (str, Rate)):
+            self._rate = Rate.parse(rate)
+        elif callable(rate):
+            self._rate, self._rate_fn = Rate(), rate
+        else:
+            raise ConfigurationError(f"{owner}: rate={rate!r}; use a string like '100/min', a Rate, or a callable")
+        self.strategy = DEFAULT_STRATEGY if strategy is None else strategy
+        if not callable(self.strategy):
+            raise ConfigurationError(f"{owner}: strategy={strategy!r} is not callable")
+        self._decide = getattr(self.strategy, "decide", None)
+        self._cost_fn: Optional[Callable[..., Any]] = None
+        if callable(cost):
+            self.cost, self._cost_fn = 1, cost
+        else:
+            self.cost = _check_cost(cost, owner)
+            if self._rate_fn is None and not self._rate.unlimited:
+                capacity = getattr(self.strategy, "capacity", None)
+                if capacity is not None and self.cost > capacity(self._rate):
+                    raise ConfigurationError(
+                        f"{owner}: cost={self.cost} exceeds what rate {str(self._rate)!r} with "
+                        f"{type(self.strategy).__name__} can ever admit ({capacity(self._rate):g}); "
+                        "raise the rate's limit or lower the cost"
+                    )
+        if dynamic_backend and backend is not None:
+            raise ConfigurationError(f"{owner}: dynamic_backend=True resolves the backend per hit; do not pass backend=")
+        if isinstance(backend, str):
+            from traffik.backends import from_url
+
+            backend = from_url(backend)
+        if backend is not None and not isinstance(backend, ThrottleBackend):
+            raise ConfigurationError(f"{owner}: backend={backend!r} is not a ThrottleBackend or a backend URL")
+        self._backend: Optional[ThrottleBackend] = backend
+        self.dynamic_backend = dynamic_backend
+        self.identifier = identifier
+        self.handle_throttled = handle_throttled
+        self.on_error = check_on_error(on_error, owner)
+        self.headers = check_style(headers, owner)
+        self.context: dict[str, Any] = dict(context or {})
+        self.per_route = per_route
+        if min_wait_period is not None and (not isinstance(min_wait_period, (int, float)) or min_wait_period < 0):
+            raise ConfigurationError(f"{owner}: min_wait_period={min_wait_period!r} must be milliseconds >= 0")
+        self.min_wait_period = min_wait_period
+        self.skip_handler = skip_handler
+        self._disabled = False
+        self._policy = policy_header(uid, self._rate) if not self._rate.unlimited else ""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.uid!r}, rate={str(self.rate)!r})"
+
+    @property
+    def rate(self) -> Any:
+        return self._rate_fn or self._rate
+
+    @property
+    def backend(self) -> Optional[ThrottleBackend]:
+        return self._backend
+
+    @property
+    def is_disabled(self) -> bool:
+        return self._disabled
+
+    async def disable(self) -> None:
+        """Let every connection through until `enable()`; no backend calls meanwhile."""
+        self._disabled = True
+
+    async def enable(self) -> None:
+        self._disabled = False
+
+    # -- resolution ----------------------------------------------------------------------
+
+    def get_backend(self, connection: Optional[HTTPConnection] = None) -> ThrottleBackend:
+        """This throttle's backend: its own, else the active context's, else the app's."""
+        if self._backend is not None:
+            return self._backend
+        app = connection.scope.get("app") if connection is not None else None
+        backend = get_throttle_backend(app)
+        if backend is None:
+            raise ConfigurationError(
+                f"{self!r} has no backend: pass backend=, use FastAPI(lifespan=backend.lifespan), "
+                "or run inside `async with backend:`"
+            )
+        if not self.dynamic_backend:
+            self._backend = backend
+        return backend
+
+    async def _rate_for(self, connection: HTTPConnection, context: Mapping[str, Any]) -> Rate:
+        if self._rate_fn is None:
+            return self._rate
+        return Rate.parse(await _resolve(self._rate_fn(connection, context)))
+
+    async def _cost_for(self, connection: HTTPConnection, context: Mapping[str, Any]) -> int:
+        if self._cost_fn is None:
+            return self.cost
+        return _check_cost(await _resolve(self._cost_fn(connection, context)), repr(self))
+
+    async def identify(self, connection: HTTPConnection, backend: ThrottleBackend) -> Any:
+        identifier = self.identifier or backend.identifier
+        if identifier is None:
+            return await default_identifier(connection)
+        return await _resolve(identifier(connection))
+
+    def scoped_key(self, connection: HTTPConnection) -> str:
+        """The route part of the key: method and path template (or the raw path outside routing)."""
+        scope = connection.scope
+        route = scope.get("route")
+        path = getattr(route, "path", None) or scope.get("path", "")
+        method = scope.get("method")
+        return f"{method}:{path}" if method else path
+
+    def key_for(self, connection: HTTPConnection, ident: Any, context: Mapping[str, Any]) -> str:
+        key = f"{self.uid}:{ident}:{self.scoped_key(connection)}" if self.per_route else f"{self.uid}:{ident}"
+        extra = context.get("scope")
+        return f"{key}:{extra}" if extra is not None else key
+
+    # -- the hit -------------------------------------------------------------------------
+
+    async def hit(
+        self,
+        connection: Any,
+        *,
+        cost: Optional[int] = None,
+        context: Optional[Mapping[str, Any]] = None,
+        skip_handler: Optional[bool] = None,
+        response: Optional[Response] = None,
+    ) -> Any:
+        """Count one hit; throttled connections go to the handler (429 by default).
+
+        Returns the connection, so the throttle works as a FastAPI dependency.
+        """
+        if self._disabled:
+            return connection
+        ctx = self.context if context is None else {**self.context, **context}
+        backend = self._backend or self.get_backend(connection)
+        rate = self._rate
+        key = None
+        try:
+            if self._rate_fn is not None:
+                rate = await self._rate_for(connection, ctx)
+            if rate.unlimited:
+                return connection
+            if cost is None:
+                cost = self.cost if self._cost_fn is None else await self._cost_for(connection, ctx)
+            elif cost != self.cost:
+                cost = _check_cost(cost, repr(self))
+            if cost == 0:
+                return connection
+            ident = await self.identify(connection, backend)
+            if ident is EXEMPTED:
+                return connection
+            key = self.key_for(connection, ident, ctx)
+            if self._decide is not None:
+                decision = await self._decide(key, rate, backend, cost)
+            else:
+                decision = _from_wait(await self.strategy(key, rate, backend, cost), rate)
+        except ConfigurationError:
+            raise
+        except Exception as exc:
+            decision = await self._on_failure(exc, connection, key, cost, rate, backend, ctx)
+        return await self._conclude(connection, decision, rate, ctx, skip_handler, response)
+
+    async def _conclude(
+        self,
+        connection: Any,
+        decision: Decision,
+        rate: Rate,
+        ctx: Mapping[str, Any],
+        skip_handler: Optional[bool],
+        response: Optional[Response],
+    ) -> Any:
+        state = connection.scope.get("state")
+        if state is None:
+            connection.scope["state"] = state = {}
+        if decision.allowed:
+            state[THROTTLED_STATE_KEY] = 0.0
+            if response is not None and self.headers is not None:
+                for name, value in self._headers_for(decision, rate):
+                    response.headers.append(name, value)
+            return connection
+        wait = decision.wait_ms if self.min_wait_period is None else max(decision.wait_ms, self.min_wait_period)
+        state[THROTTLED_STATE_KEY] = wait
+        if skip_handler if skip_handler is not None else self.skip_handler:
+            return connection
+        if self.headers is not None:
+            ctx = {**ctx, "headers": {**dict(self._headers_for(decision, rate)), **ctx.get("headers", {})}}
+        handler = self.handle_throttled
+        if handler is None and self.use_backend_handler and self._backend is not None:
+            handler = self._backend.handle_throttled
+        await _resolve((handler or self.default_handler)(connection, wait, self, ctx))
+        return connection
+
+    def _headers_for(self, decision: Decision, rate: Rate) -> list[tuple[str, str]]:
+        assert self.headers is not None
+        policy = self._policy if self._rate_fn is None else policy_header(self.uid, rate)
+        return rate_limit_headers(self.uid, policy, decision, self.headers)
+
+    async def _on_failure(
+        self,
+        exc: Exception,
+        connection: Any,
+        key: Optional[str],
+        cost: Any,
+        rate: Rate,
+        backend: ThrottleBackend,
+        ctx: Mapping[str, Any],
+    ) -> Decision:
+        policy = self.on_error if self.on_error is not None else backend.on_error
+        if policy == "raise":
+            raise exc
+        logger.warning("%r could not decide (%s: %s); on_error=%r", self, type(exc).__name__, exc, policy)
+        if policy == "allow":
+            return Decision(True, 0.0, 0, 0.0, rate.limit)
+        if callable(policy):
+            exc_info = {
+                "exception": exc,
+                "connection": connection,
+                "key": key,
+                "cost": cost,
+                "rate": rate,
+                "backend": backend,
+                "context": ctx,
+                "throttle": self,
+            }
+            try:
+                result = await _resolve(policy(connection, exc_info))
+            except Exception as handler_exc:
+                logger.error("%r: the on_error handler failed too (%s); throttling", self, handler_exc)
+                return Decision(False, _THROTTLE_ERROR_WAIT_MS, 0, _THROTTLE_ERROR_WAIT_MS, rate.limit)
+            return result if isinstance(result, Decision) else _from_wait(result, rate)
+        return Decision(False, _THROTTLE_ERROR_WAIT_MS, 0, _THROTTLE_ERROR_WAIT_MS, rate.limit)
+
+    # -- reading without counting ----------------------------------------------------------
+
+    async def stat(self, connection: Any, context: Optional[Mapping[str, Any]] = None) -> Optional[StrategyStat]:
+        """The client's current state for this throttle, or None (exempted, or no `get_stat`)."""
+        get_stat = getattr(self.strategy, "get_stat", None)
+        if get_stat is None:
+            return None
+        ctx = self.context if context is None else {**self.context, **context}
+        backend = self.get_backend(connection)
+        ident = await self.identify(connection, backend)
+        if ident is EXEMPTED:
+            return None
+        rate = await self._rate_for(connection, ctx)
+        stat: StrategyStat = await get_stat(self.key_for(connection, ident, ctx), rate, backend)
+        return stat
+
+    async def check(self, connection: Any, cost: Optional[int] = None, context: Optional[Mapping[str, Any]] = None) -> bool:
+        """Whether a hit of `cost` would pass now (best effort; nothing is counted)."""
+        stat = await self.stat(connection, context)
+        if stat is None:
+            return True
+        ctx = self.context if context is None else {**self.context, **context}
+        needed = cost if cost is not None else await self._cost_for(connection, ctx)
+        return stat.hits_remaining >= needed
+
+
+def _from_wait(wait: Any, rate: Rate) -> Decision:
+    wait = float(wait or 0.0)
+    if wait <= 0:
+        return Decision(True, 0.0, 0, 0.0, rate.limit)
+    return Decision(False, wait, 0, wait, rate.limit)
+
+
+class HTTPThrottle(Throttle):
+    """A throttle for HTTP requests; as a FastAPI dependency it returns the request.
+
+    ```python
+    throttle = HTTPThrottle("api", rate="100/min")
+
+    @app.get("/items")
+    async def items(request: Request = Depends(throttle)): ...
+    ```
+    """
+
+    connection_type = Request
+
+    async def __call__(self, connection: Request, response: Response = None) -> Request:  # type: ignore[assignment]
+        result: Request = await self.hit(connection, response=response)
+        return result
+
+
+RequestThrottle = HTTPThrottle
+
+
+class WebSocketThrottle(Throttle):
+    """A throttle for WebSockets: as a dependency it limits connection attempts; `await
+    throttle.hit(websocket)` per message sends a `rate_limit` JSON message when throttled."""
+
+    connection_type = WebSocket
+    default_handler = staticmethod(websocket_throttled)
+    use_backend_handler = False
+
+    async def __call__(self, connection: WebSocket) -> WebSocket:
+        result: WebSocket = await self.hit(connection)
+        return result
