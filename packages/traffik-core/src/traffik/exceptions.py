@@ -126,15 +126,15 @@ def _reason_phrase(status_code: int) -> str:
         return "Error"
 
 
-def _throttled_base() -> type[Exception]:
+def _throttled_bases() -> tuple[type[Exception], ...]:
     try:
         from starlette.exceptions import HTTPException
     except ImportError:
-        return TraffikError
-    return HTTPException
+        return (TraffikError,)
+    return (HTTPException, TraffikError)
 
 
-class ConnectionThrottled(_throttled_base(), TraffikError):  # type: ignore[misc]
+class ConnectionThrottled(*_throttled_bases()):  # type: ignore[misc]
     """A throttled connection: status 429 and `Retry-After` with the wait in whole seconds."""
 
     def __init__(

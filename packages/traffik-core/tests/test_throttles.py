@@ -1,0 +1,391 @@
+"""`HTTPThrottle` and `WebSocketThrottle` in real FastAPI and Starlette apps."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+from unittest.mock import patch
+
+import httpx
+import pytest
+from fastapi import Depends, FastAPI, Request, WebSocket
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+from traffik import EXEMPTED, HTTPThrottle, InMemoryBackend, ManualClock, Rate, WebSocketThrottle, is_throttled
+from traffik.exceptions import BackendError, ConfigurationError
+from traffik.identity import remote_address
+from traffik.strategies import GCRA, TokenBucket
+
+pytestmark = pytest.mark.anyio
+
+
+def make_app(*throttles: HTTPThrottle, backend: InMemoryBackend | None = None) -> FastAPI:
+    app = FastAPI(lifespan=backend.lifespan if backend else None)
+
+    @app.get("/items/{item_id}", dependencies=[Depends(t) for t in throttles])
+    async def item(item_id: int) -> dict[str, int]:
+        return {"id": item_id}
+
+    @app.get("/other", dependencies=[Depends(t) for t in throttles])
+    async def other() -> dict[str, bool]:
+        return {"ok": True}
+
+    return app
+
+
+def client_for(app: Any, client: tuple[str, int] = ("127.0.0.1", 5000), **kwargs: Any) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, client=client, **kwargs)
+    return httpx.AsyncClient(transport=transport, base_url="http://test")
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def backend(clock: ManualClock) -> InMemoryBackend:
+    return InMemoryBackend(namespace="throttles", clock=clock)
+
+
+async def statuses(client: httpx.AsyncClient, path: str, n: int, **kwargs: Any) -> list[int]:
+    return [(await client.get(path, **kwargs)).status_code for _ in range(n)]
+
+
+async def test_two_throttles_with_one_uid_share_counters(backend: InMemoryBackend) -> None:
+    first = HTTPThrottle("shared", rate="3/min", backend=backend)
+    second = HTTPThrottle("shared", rate="3/min", backend=backend)
+    async with client_for(make_app(first)) as a, client_for(make_app(second)) as b:
+        assert await statuses(a, "/other", 2) == [200, 200]
+        assert await statuses(b, "/other", 2) == [200, 429]
+
+
+async def test_route_template_is_one_budget_and_routes_are_separate(backend: InMemoryBackend) -> None:
+    throttle = HTTPThrottle("per-route", rate="2/min", backend=backend)
+    async with client_for(make_app(throttle)) as client:
+        assert [(await client.get(p)).status_code for p in ("/items/1", "/items/2", "/items/3")] == [200, 200, 429]
+        assert await statuses(client, "/other", 1) == [200]
+
+
+async def test_per_route_false_counts_across_routes(backend: InMemoryBackend) -> None:
+    throttle = HTTPThrottle("global", rate="2/min", backend=backend, per_route=False)
+    async with client_for(make_app(throttle)) as client:
+        assert [(await client.get(p)).status_code for p in ("/items/1", "/other", "/items/9")] == [200, 200, 429]
+
+
+async def test_429_has_retry_after_and_fastapi_body(backend: InMemoryBackend, clock: ManualClock) -> None:
+    throttle = HTTPThrottle("body", rate="1/min", backend=backend)
+    async with client_for(make_app(throttle)) as client:
+        await client.get("/other")
+        clock.advance(59.5)
+        response = await client.get("/other")
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "1"
+    assert response.json() == {"detail": "Too many requests. Retry in 1 seconds."}
+
+
+@pytest.mark.parametrize(
+    ("style", "expected"),
+    [
+        ("ietf", {"ratelimit-policy": '"hdr";q=3;w=60', "ratelimit": '"hdr";r=1;t=60'}),
+        ("legacy", {"x-ratelimit-limit": "3", "x-ratelimit-remaining": "1", "x-ratelimit-reset": "60"}),
+    ],
+)
+async def test_headers_on_allowed_responses(backend: InMemoryBackend, style: str, expected: dict[str, str]) -> None:
+    throttle = HTTPThrottle("hdr", rate="3/min", backend=backend, headers=style)
+    app = FastAPI()
+
+    @app.get("/r")
+    async def route(request: Request = Depends(throttle)) -> dict[str, str]:
+        return {"path": request.url.path}
+
+    async with client_for(app) as client:
+        await client.get("/r")
+        response = await client.get("/r")
+        other = {"ratelimit", "ratelimit-policy"} if style == "legacy" else {"x-ratelimit-limit"}
+        assert response.status_code == 200 and response.json() == {"path": "/r"}
+        for name, value in expected.items():
+            assert response.headers[name] == value
+        assert not other & set(response.headers)
+        await client.get("/r")
+        rejected = await client.get("/r")
+    assert rejected.status_code == 429
+    if style == "ietf":
+        assert rejected.headers["ratelimit"] == '"hdr";r=0;t=60'
+    else:
+        assert rejected.headers["x-ratelimit-remaining"] == "0"
+
+
+async def test_headers_can_be_turned_off(backend: InMemoryBackend) -> None:
+    throttle = HTTPThrottle("quiet", rate="3/min", backend=backend, headers=None)
+    async with client_for(make_app(throttle)) as client:
+        response = await client.get("/other")
+    assert "ratelimit" not in response.headers
+
+
+async def test_spoofed_forwarded_for_is_ignored_without_a_trusted_proxy(backend: InMemoryBackend) -> None:
+    throttle = HTTPThrottle("spoof", rate="2/min", backend=backend)
+    async with client_for(make_app(throttle)) as client:
+        codes = [
+            (await client.get("/other", headers={"X-Forwarded-For": f"203.0.113.{i}"})).status_code for i in range(3)
+        ]
+    assert codes == [200, 200, 429]
+
+
+async def test_forwarded_for_believed_from_a_trusted_proxy_only(backend: InMemoryBackend) -> None:
+    throttle = HTTPThrottle(
+        "proxied", rate="1/min", backend=backend, identifier=remote_address(trusted_proxies=["10.0.0.0/8"])
+    )
+    app = make_app(throttle)
+    async with client_for(app, client=("10.1.2.3", 80)) as via_proxy:
+        assert await statuses(via_proxy, "/other", 1, headers={"X-Forwarded-For": "198.51.100.1"}) == [200]
+        assert await statuses(via_proxy, "/other", 1, headers={"X-Forwarded-For": "198.51.100.2"}) == [200]
+        # a client prepending a fake address is still identified by the address the proxy saw
+        spoof = {"X-Forwarded-For": "198.51.100.2, 198.51.100.1"}
+        assert await statuses(via_proxy, "/other", 1, headers=spoof) == [429]
+        assert await statuses(via_proxy, "/other", 1, headers={"Forwarded": "for=198.51.100.3"}) == [200]
+    async with client_for(app, client=("192.0.2.9", 80)) as untrusted:
+        assert await statuses(untrusted, "/other", 2, headers={"X-Forwarded-For": "198.51.100.7"}) == [200, 429]
+
+
+async def test_exempted_clients_cost_no_backend_call(backend: InMemoryBackend) -> None:
+    async def identify(connection: Any) -> Any:
+        return EXEMPTED if connection.headers.get("x-key") == "internal" else "someone"
+
+    throttle = HTTPThrottle("exempt", rate="1/min", backend=backend, identifier=identify)
+    async with client_for(make_app(throttle)) as client:
+        with patch.object(backend, "increment_with_ttl", side_effect=AssertionError("backend called")):
+            assert await statuses(client, "/other", 3, headers={"x-key": "internal"}) == [200, 200, 200]
+        assert await statuses(client, "/other", 2) == [200, 429]
+
+
+@pytest.mark.parametrize(
+    ("on_error", "status"),
+    [("throttle", 429), ("allow", 200), ("raise", 500)],
+)
+async def test_backend_failure_follows_on_error(backend: InMemoryBackend, on_error: str, status: int) -> None:
+    throttle = HTTPThrottle("fails", rate="5/min", backend=backend, on_error=on_error)
+    async with client_for(make_app(throttle), raise_app_exceptions=False) as client:
+        with patch.object(backend, "increment_with_ttl", side_effect=ConnectionError("store down")):
+            response = await client.get("/other")
+    assert response.status_code == status
+    assert "Traceback" not in response.text and "store down" not in response.text
+    if status == 429:
+        assert response.headers["retry-after"] == "1"
+
+
+async def test_on_error_handler_and_backend_default(clock: ManualClock) -> None:
+    calls: list[dict[str, Any]] = []
+
+    async def handler(connection: Any, exc_info: dict[str, Any]) -> float:
+        calls.append(exc_info)
+        return 0.0
+
+    backend = InMemoryBackend(namespace="h", clock=clock, on_error="allow")
+    inherits = HTTPThrottle("inherits", rate="5/min", backend=backend)
+    custom = HTTPThrottle("custom", rate="5/min", backend=backend, on_error=handler)
+    async with client_for(make_app(inherits, custom)) as client:
+        with patch.object(backend, "increment_with_ttl", side_effect=BackendError("down")):
+            assert await statuses(client, "/other", 1) == [200]
+    assert len(calls) == 1
+    info = calls[0]
+    assert isinstance(info["exception"], BackendError) and info["throttle"] is custom
+    assert info["key"] == "custom:127.0.0.1:GET:/other" and info["rate"] == Rate.parse("5/min") and info["cost"] == 1
+
+
+async def test_failing_error_handler_throttles_instead_of_crashing(backend: InMemoryBackend) -> None:
+    async def broken(connection: Any, exc_info: Any) -> float:
+        raise RuntimeError("handler bug")
+
+    throttle = HTTPThrottle("broken", rate="5/min", backend=backend, on_error=broken)
+    async with client_for(make_app(throttle), raise_app_exceptions=False) as client:
+        with patch.object(backend, "increment_with_ttl", side_effect=BackendError("down")):
+            response = await client.get("/other")
+    assert response.status_code == 429
+
+
+async def test_dynamic_rate_and_cost_sync_or_async(backend: InMemoryBackend) -> None:
+    def rate(connection: Any, context: Any) -> str:
+        return "10/min" if connection.headers.get("x-plan") == "pro" else "2/min"
+
+    async def cost(connection: Any, context: Any) -> int:
+        return 2 if connection.url.path == "/other" else 1
+
+    throttle = HTTPThrottle("dyn", rate=rate, backend=backend, cost=cost, strategy=TokenBucket())
+    app = make_app(throttle)
+    async with client_for(app) as client:
+        assert await statuses(client, "/other", 2) == [200, 429]
+    async with client_for(app, client=("127.0.0.2", 1)) as pro:
+        assert await statuses(pro, "/other", 6, headers={"x-plan": "pro"}) == [200] * 5 + [429]
+        assert await statuses(pro, "/items/1", 1, headers={"x-plan": "pro"}) == [200]
+
+
+async def test_bad_configuration_fails_at_construction(backend: InMemoryBackend) -> None:
+    with pytest.raises(ConfigurationError, match="cost=-1"):
+        HTTPThrottle("x", rate="1/min", cost=-1)
+    with pytest.raises(ConfigurationError, match="cost=5 exceeds"):
+        HTTPThrottle("x", rate="2/min", cost=5)
+    with pytest.raises(ConfigurationError, match="on_error='ignore'"):
+        HTTPThrottle("x", rate="1/min", on_error="ignore")
+    with pytest.raises(ConfigurationError, match="headers='html'"):
+        HTTPThrottle("x", rate="1/min", headers="html")
+    with pytest.raises(ValueError, match="unknown unit 'fortnight'"):
+        HTTPThrottle("x", rate="5/fortnight")
+    with pytest.raises(ConfigurationError, match="uid"):
+        HTTPThrottle("", rate="1/min")
+    with pytest.raises(ConfigurationError, match="cost=3 exceeds"):
+        HTTPThrottle("x", rate="2/min", strategy=GCRA(burst_tolerance_ms=0), cost=3)
+
+
+async def test_backend_from_url_and_from_lifespan(clock: ManualClock) -> None:
+    by_url = HTTPThrottle("url", rate="1/min", backend="memory://url-ns")
+    assert isinstance(by_url.backend, InMemoryBackend) and by_url.backend.namespace == "url-ns"
+
+    backend = InMemoryBackend(namespace="life", clock=clock)
+    unbound = HTTPThrottle("unbound", rate="1/min")
+    app = make_app(unbound, backend=backend)
+    async with app.router.lifespan_context(app):
+        async with client_for(app) as client:
+            assert await statuses(client, "/other", 2) == [200, 429]
+    assert unbound.backend is backend
+
+
+async def test_missing_backend_is_a_clear_error() -> None:
+    throttle = HTTPThrottle("nobackend", rate="1/min")
+    async with client_for(make_app(throttle)) as client:
+        with pytest.raises(ConfigurationError, match="has no backend"):
+            await client.get("/other")
+
+
+async def test_disable_stat_and_check(backend: InMemoryBackend) -> None:
+    throttle = HTTPThrottle("stat", rate="2/min", backend=backend)
+    app = FastAPI()
+
+    @app.get("/s")
+    async def route(request: Request = Depends(throttle)) -> dict[str, Any]:
+        stat = await throttle.stat(request)
+        assert stat is not None
+        return {"remaining": stat.hits_remaining, "check": await throttle.check(request)}
+
+    async with client_for(app) as client:
+        assert (await client.get("/s")).json() == {"remaining": 1, "check": True}
+        assert (await client.get("/s")).json() == {"remaining": 0, "check": False}
+        await throttle.disable()
+        assert throttle.is_disabled and await statuses(client, "/s", 3) == [200] * 3
+        await throttle.enable()
+        assert await statuses(client, "/s", 1) == [429]
+
+
+async def test_skip_handler_marks_and_continues(backend: InMemoryBackend) -> None:
+    throttle = HTTPThrottle("skip", rate="1/min", backend=backend, skip_handler=True)
+    app = FastAPI()
+
+    @app.get("/m")
+    async def route(request: Request = Depends(throttle)) -> dict[str, bool]:
+        return {"throttled": is_throttled(request)}
+
+    async with client_for(app) as client:
+        assert [(await client.get("/m")).json()["throttled"] for _ in range(2)] == [False, True]
+
+
+async def test_custom_throttled_handler(backend: InMemoryBackend) -> None:
+    async def teapot(connection: Any, wait_ms: float, throttle: Any, context: Any) -> None:
+        from starlette.exceptions import HTTPException
+
+        raise HTTPException(418, detail=f"wait {wait_ms:.0f}ms", headers=context.get("headers"))
+
+    throttle = HTTPThrottle("tea", rate="1/min", backend=backend, handle_throttled=teapot)
+    async with client_for(make_app(throttle)) as client:
+        await client.get("/other")
+        response = await client.get("/other")
+    assert response.status_code == 418 and response.json() == {"detail": "wait 60000ms"}
+    assert response.headers["ratelimit"] == '"tea";r=0;t=60'
+
+
+async def test_starlette_direct_use(backend: InMemoryBackend) -> None:
+    throttle = HTTPThrottle("starlette", rate="1/min", backend=backend)
+
+    async def endpoint(request: Any) -> JSONResponse:
+        await throttle.hit(request)
+        return JSONResponse({"ok": True})
+
+    app = Starlette(routes=[Route("/s", endpoint)])
+    async with client_for(app) as client:
+        first, second = await client.get("/s"), await client.get("/s")
+    assert first.status_code == 200
+    assert second.status_code == 429 and second.headers["retry-after"] == "60"
+    assert second.text == "Too many requests. Retry in 60 seconds."
+
+
+def test_websocket_throttled_before_accept(backend: InMemoryBackend) -> None:
+    throttle = WebSocketThrottle("ws-connect", rate="1/min", backend=backend)
+    app = FastAPI()
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket = Depends(throttle)) -> None:
+        await websocket.accept()
+        await websocket.send_text("hi")
+        await websocket.close()
+
+    client = TestClient(app)
+    with client.websocket_connect("/ws") as connection:
+        assert connection.receive_text() == "hi"
+    from starlette.testclient import WebSocketDenialResponse
+
+    with pytest.raises(WebSocketDenialResponse) as denied, client.websocket_connect("/ws"):
+        pass
+    assert denied.value.status_code == 429 and denied.value.headers["retry-after"] == "60"
+
+
+def test_websocket_throttled_after_accept_stays_open(backend: InMemoryBackend) -> None:
+    throttle = WebSocketThrottle("ws-msg", rate="2/min", backend=backend)
+    app = FastAPI()
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            while True:
+                text = await websocket.receive_text()
+                await throttle.hit(websocket)
+                if not is_throttled(websocket):
+                    await websocket.send_text(f"echo: {text}")
+        except WebSocketDisconnect:
+            pass
+
+    with TestClient(app).websocket_connect("/ws") as connection:
+        for word in ("a", "b"):
+            connection.send_text(word)
+            assert connection.receive_text() == f"echo: {word}"
+        connection.send_text("c")
+        assert connection.receive_json() == {"type": "rate_limit", "error": "Too many messages", "retry_after": 60}
+        connection.send_text("d")
+        assert connection.receive_json()["type"] == "rate_limit"
+
+
+def test_import_without_starlette_says_what_to_install() -> None:
+    code = (
+        "import sys; sys.modules['starlette'] = None\n"
+        "import traffik\n"
+        "try:\n    traffik.HTTPThrottle\nexcept ImportError as e:\n    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert 'pip install "traffik-core[starlette]"' in out and "traffik-fastapi" in out
+
+
+@pytest.fixture
+async def lifespan_backend() -> AsyncIterator[InMemoryBackend]:
+    backend = InMemoryBackend(namespace="ctx")
+    async with backend:
+        yield backend
+
+
+async def test_context_backend(lifespan_backend: InMemoryBackend) -> None:
+    throttle = HTTPThrottle("ctx", rate="1/min")
+    assert throttle.get_backend() is lifespan_backend
