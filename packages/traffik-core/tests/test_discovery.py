@@ -9,7 +9,12 @@ import pytest
 from traffik import backends
 from traffik.backends import _plugins
 from traffik.backends.inmemory import InMemoryBackend
-from traffik.exceptions import BackendNotFoundError, BackendUnavailableError, ConfigurationError, InvalidBackendError
+from traffik.exceptions import (
+    BackendNotFoundError,
+    BackendUnavailableError,
+    ConfigurationError,
+    InvalidBackendError,
+)
 
 
 @pytest.fixture
@@ -40,14 +45,16 @@ def test_unknown_names_say_what_to_install(fake_plugins: dict) -> None:
         backends.get_backend_class("memcached")
     with pytest.raises(BackendNotFoundError, match="pip install traffik-redis"):
         backends.from_url("redis+cluster://a:7000,b:7001")
-    with pytest.raises(BackendNotFoundError, match="Installed: .*memory"):
+    with pytest.raises(BackendNotFoundError, match=r"Installed: .*memory"):
         backends.from_url("cassandra://db")
     with pytest.raises(ConfigurationError, match="no scheme"):
         backends.from_url("localhost:6379")
 
 
 def test_missing_client_library(fake_plugins: dict) -> None:
-    fake_plugins["fake"] = _plugins.Plugin("fake", "traffik_missing_client_lib:Backend", "traffik-fake")
+    fake_plugins["fake"] = _plugins.Plugin(
+        "fake", "traffik_missing_client_lib:Backend", "traffik-fake"
+    )
     with pytest.raises(BackendUnavailableError) as info:
         backends.get_backend_class("fake")
     assert "traffik-fake" in str(info.value) and "traffik_missing_client_lib" in str(info.value)

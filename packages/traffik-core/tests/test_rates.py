@@ -103,5 +103,9 @@ def test_immutable_hashable_and_equal_by_value() -> None:
     assert Rate.parse("10/min") is Rate.parse("10/min")
     assert pickle.loads(pickle.dumps(rate)) == rate
     assert copy.deepcopy(rate) == rate
-    assert str(rate) == "10/min" and str(Rate.parse("3/500ms")) == "3/500ms" and str(Rate()) == "unlimited"
+    assert (
+        str(rate) == "10/min"
+        and str(Rate.parse("3/500ms")) == "3/500ms"
+        and str(Rate()) == "unlimited"
+    )
     assert repr(Rate()) == "Rate(unlimited)"

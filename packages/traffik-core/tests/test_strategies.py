@@ -59,7 +59,9 @@ def test_bad_parameters_fail_at_construction(factory, fragment: str) -> None:
         factory()
 
 
-async def test_one_second_window_is_one_second(backend: InMemoryBackend, clock: ManualClock) -> None:
+async def test_one_second_window_is_one_second(
+    backend: InMemoryBackend, clock: ManualClock
+) -> None:
     rate = Rate.parse("2/s")
     strategy = FixedWindow()
     assert [await strategy("k", rate, backend) for _ in range(3)][:2] == [0, 0]
@@ -75,14 +77,18 @@ async def test_sub_second_window(backend: InMemoryBackend, clock: ManualClock) -
     assert await strategy("k", rate, backend) == 0
 
 
-async def test_fixed_window_wait_is_time_left_in_window(backend: InMemoryBackend, clock: ManualClock) -> None:
+async def test_fixed_window_wait_is_time_left_in_window(
+    backend: InMemoryBackend, clock: ManualClock
+) -> None:
     rate = Rate.parse("1/min")
     assert await FixedWindow()("k", rate, backend) == 0
     clock.advance(25)
     assert await FixedWindow()("k", rate, backend) == 35_000
 
 
-async def test_sliding_window_counter_wait_within_window(backend: InMemoryBackend, clock: ManualClock) -> None:
+async def test_sliding_window_counter_wait_within_window(
+    backend: InMemoryBackend, clock: ManualClock
+) -> None:
     rate = Rate.parse("10/min")
     strategy = SlidingWindowCounter()
     for _ in range(10):
@@ -95,7 +101,9 @@ async def test_sliding_window_counter_wait_within_window(backend: InMemoryBacken
     assert await strategy("k", rate, backend) > 0
 
 
-async def test_sliding_window_log_wait_accounts_for_cost(backend: InMemoryBackend, clock: ManualClock) -> None:
+async def test_sliding_window_log_wait_accounts_for_cost(
+    backend: InMemoryBackend, clock: ManualClock
+) -> None:
     rate = Rate.parse("4/min")
     strategy = SlidingWindowLog()
     assert await strategy("k", rate, backend, 1) == 0
@@ -135,7 +143,9 @@ async def test_gcra_tolerance(backend: InMemoryBackend, clock: ManualClock) -> N
     assert stat.hits_remaining == 1 and stat.wait_ms == 0
 
 
-async def test_leaky_bucket_queue_drains_from_the_head(backend: InMemoryBackend, clock: ManualClock) -> None:
+async def test_leaky_bucket_queue_drains_from_the_head(
+    backend: InMemoryBackend, clock: ManualClock
+) -> None:
     rate = Rate.parse("3/min")
     strategy = LeakyBucketWithQueue()
     for _ in range(3):
@@ -172,7 +182,9 @@ async def test_user_strategy_on_generic_primitives(backend: InMemoryBackend) -> 
             await backend.set(store_key, str(used + cost), expire=60)
             return 0.0
 
-    waits = await asyncio.gather(*(at_most_twice("k", Rate.parse("2/min"), backend) for _ in range(5)))
+    waits = await asyncio.gather(
+        *(at_most_twice("k", Rate.parse("2/min"), backend) for _ in range(5))
+    )
     assert sorted(waits) == [0, 0, 1000, 1000, 1000]
 
 

@@ -17,7 +17,15 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from traffik import EXEMPTED, HTTPThrottle, InMemoryBackend, ManualClock, Rate, WebSocketThrottle, is_throttled
+from traffik import (
+    EXEMPTED,
+    HTTPThrottle,
+    InMemoryBackend,
+    ManualClock,
+    Rate,
+    WebSocketThrottle,
+    is_throttled,
+)
 from traffik.exceptions import BackendError, ConfigurationError
 from traffik.identity import remote_address
 from traffik.strategies import GCRA, TokenBucket
@@ -39,7 +47,9 @@ def make_app(*throttles: HTTPThrottle, backend: InMemoryBackend | None = None) -
     return app
 
 
-def client_for(app: Any, client: tuple[str, int] = ("127.0.0.1", 5000), **kwargs: Any) -> httpx.AsyncClient:
+def client_for(
+    app: Any, client: tuple[str, int] = ("127.0.0.1", 5000), **kwargs: Any
+) -> httpx.AsyncClient:
     transport = httpx.ASGITransport(app=app, client=client, **kwargs)
     return httpx.AsyncClient(transport=transport, base_url="http://test")
 
@@ -66,20 +76,30 @@ async def test_two_throttles_with_one_uid_share_counters(backend: InMemoryBacken
         assert await statuses(b, "/other", 2) == [200, 429]
 
 
-async def test_route_template_is_one_budget_and_routes_are_separate(backend: InMemoryBackend) -> None:
+async def test_route_template_is_one_budget_and_routes_are_separate(
+    backend: InMemoryBackend,
+) -> None:
     throttle = HTTPThrottle("per-route", rate="2/min", backend=backend)
     async with client_for(make_app(throttle)) as client:
-        assert [(await client.get(p)).status_code for p in ("/items/1", "/items/2", "/items/3")] == [200, 200, 429]
+        assert [
+            (await client.get(p)).status_code for p in ("/items/1", "/items/2", "/items/3")
+        ] == [200, 200, 429]
         assert await statuses(client, "/other", 1) == [200]
 
 
 async def test_per_route_false_counts_across_routes(backend: InMemoryBackend) -> None:
     throttle = HTTPThrottle("global", rate="2/min", backend=backend, per_route=False)
     async with client_for(make_app(throttle)) as client:
-        assert [(await client.get(p)).status_code for p in ("/items/1", "/other", "/items/9")] == [200, 200, 429]
+        assert [(await client.get(p)).status_code for p in ("/items/1", "/other", "/items/9")] == [
+            200,
+            200,
+            429,
+        ]
 
 
-async def test_429_has_retry_after_and_fastapi_body(backend: InMemoryBackend, clock: ManualClock) -> None:
+async def test_429_has_retry_after_and_fastapi_body(
+    backend: InMemoryBackend, clock: ManualClock
+) -> None:
     throttle = HTTPThrottle("body", rate="1/min", backend=backend)
     async with client_for(make_app(throttle)) as client:
         await client.get("/other")
@@ -94,10 +114,15 @@ async def test_429_has_retry_after_and_fastapi_body(backend: InMemoryBackend, cl
     ("style", "expected"),
     [
         ("ietf", {"ratelimit-policy": '"hdr";q=3;w=60', "ratelimit": '"hdr";r=1;t=60'}),
-        ("legacy", {"x-ratelimit-limit": "3", "x-ratelimit-remaining": "1", "x-ratelimit-reset": "60"}),
+        (
+            "legacy",
+            {"x-ratelimit-limit": "3", "x-ratelimit-remaining": "1", "x-ratelimit-reset": "60"},
+        ),
     ],
 )
-async def test_headers_on_allowed_responses(backend: InMemoryBackend, style: str, expected: dict[str, str]) -> None:
+async def test_headers_on_allowed_responses(
+    backend: InMemoryBackend, style: str, expected: dict[str, str]
+) -> None:
     throttle = HTTPThrottle("hdr", rate="3/min", backend=backend, headers=style)
     app = FastAPI()
 
@@ -129,29 +154,43 @@ async def test_headers_can_be_turned_off(backend: InMemoryBackend) -> None:
     assert "ratelimit" not in response.headers
 
 
-async def test_spoofed_forwarded_for_is_ignored_without_a_trusted_proxy(backend: InMemoryBackend) -> None:
+async def test_spoofed_forwarded_for_is_ignored_without_a_trusted_proxy(
+    backend: InMemoryBackend,
+) -> None:
     throttle = HTTPThrottle("spoof", rate="2/min", backend=backend)
     async with client_for(make_app(throttle)) as client:
         codes = [
-            (await client.get("/other", headers={"X-Forwarded-For": f"203.0.113.{i}"})).status_code for i in range(3)
+            (await client.get("/other", headers={"X-Forwarded-For": f"203.0.113.{i}"})).status_code
+            for i in range(3)
         ]
     assert codes == [200, 200, 429]
 
 
 async def test_forwarded_for_believed_from_a_trusted_proxy_only(backend: InMemoryBackend) -> None:
     throttle = HTTPThrottle(
-        "proxied", rate="1/min", backend=backend, identifier=remote_address(trusted_proxies=["10.0.0.0/8"])
+        "proxied",
+        rate="1/min",
+        backend=backend,
+        identifier=remote_address(trusted_proxies=["10.0.0.0/8"]),
     )
     app = make_app(throttle)
     async with client_for(app, client=("10.1.2.3", 80)) as via_proxy:
-        assert await statuses(via_proxy, "/other", 1, headers={"X-Forwarded-For": "198.51.100.1"}) == [200]
-        assert await statuses(via_proxy, "/other", 1, headers={"X-Forwarded-For": "198.51.100.2"}) == [200]
+        assert await statuses(
+            via_proxy, "/other", 1, headers={"X-Forwarded-For": "198.51.100.1"}
+        ) == [200]
+        assert await statuses(
+            via_proxy, "/other", 1, headers={"X-Forwarded-For": "198.51.100.2"}
+        ) == [200]
         # a client prepending a fake address is still identified by the address the proxy saw
         spoof = {"X-Forwarded-For": "198.51.100.2, 198.51.100.1"}
         assert await statuses(via_proxy, "/other", 1, headers=spoof) == [429]
-        assert await statuses(via_proxy, "/other", 1, headers={"Forwarded": "for=198.51.100.3"}) == [200]
+        assert await statuses(
+            via_proxy, "/other", 1, headers={"Forwarded": "for=198.51.100.3"}
+        ) == [200]
     async with client_for(app, client=("192.0.2.9", 80)) as untrusted:
-        assert await statuses(untrusted, "/other", 2, headers={"X-Forwarded-For": "198.51.100.7"}) == [200, 429]
+        assert await statuses(
+            untrusted, "/other", 2, headers={"X-Forwarded-For": "198.51.100.7"}
+        ) == [200, 429]
 
 
 async def test_exempted_clients_cost_no_backend_call(backend: InMemoryBackend) -> None:
@@ -160,8 +199,14 @@ async def test_exempted_clients_cost_no_backend_call(backend: InMemoryBackend) -
 
     throttle = HTTPThrottle("exempt", rate="1/min", backend=backend, identifier=identify)
     async with client_for(make_app(throttle)) as client:
-        with patch.object(backend, "increment_with_ttl", side_effect=AssertionError("backend called")):
-            assert await statuses(client, "/other", 3, headers={"x-key": "internal"}) == [200, 200, 200]
+        with patch.object(
+            backend, "increment_with_ttl", side_effect=AssertionError("backend called")
+        ):
+            assert await statuses(client, "/other", 3, headers={"x-key": "internal"}) == [
+                200,
+                200,
+                200,
+            ]
         assert await statuses(client, "/other", 2) == [200, 429]
 
 
@@ -169,7 +214,9 @@ async def test_exempted_clients_cost_no_backend_call(backend: InMemoryBackend) -
     ("on_error", "status"),
     [("throttle", 429), ("allow", 200), ("raise", 500)],
 )
-async def test_backend_failure_follows_on_error(backend: InMemoryBackend, on_error: str, status: int) -> None:
+async def test_backend_failure_follows_on_error(
+    backend: InMemoryBackend, on_error: str, status: int
+) -> None:
     throttle = HTTPThrottle("fails", rate="5/min", backend=backend, on_error=on_error)
     async with client_for(make_app(throttle), raise_app_exceptions=False) as client:
         with patch.object(backend, "increment_with_ttl", side_effect=ConnectionError("store down")):
@@ -196,10 +243,16 @@ async def test_on_error_handler_and_backend_default(clock: ManualClock) -> None:
     assert len(calls) == 1
     info = calls[0]
     assert isinstance(info["exception"], BackendError) and info["throttle"] is custom
-    assert info["key"] == "custom:127.0.0.1:GET:/other" and info["rate"] == Rate.parse("5/min") and info["cost"] == 1
+    assert (
+        info["key"] == "custom:127.0.0.1:GET:/other"
+        and info["rate"] == Rate.parse("5/min")
+        and info["cost"] == 1
+    )
 
 
-async def test_failing_error_handler_throttles_instead_of_crashing(backend: InMemoryBackend) -> None:
+async def test_failing_error_handler_throttles_instead_of_crashing(
+    backend: InMemoryBackend,
+) -> None:
     async def broken(connection: Any, exc_info: Any) -> float:
         raise RuntimeError("handler bug")
 
@@ -250,9 +303,8 @@ async def test_backend_from_url_and_from_lifespan(clock: ManualClock) -> None:
     backend = InMemoryBackend(namespace="life", clock=clock)
     unbound = HTTPThrottle("unbound", rate="1/min")
     app = make_app(unbound, backend=backend)
-    async with app.router.lifespan_context(app):
-        async with client_for(app) as client:
-            assert await statuses(client, "/other", 2) == [200, 429]
+    async with app.router.lifespan_context(app), client_for(app) as client:
+        assert await statuses(client, "/other", 2) == [200, 429]
     assert unbound.backend is backend
 
 
@@ -364,7 +416,11 @@ def test_websocket_throttled_after_accept_stays_open(backend: InMemoryBackend) -
             connection.send_text(word)
             assert connection.receive_text() == f"echo: {word}"
         connection.send_text("c")
-        assert connection.receive_json() == {"type": "rate_limit", "error": "Too many messages", "retry_after": 60}
+        assert connection.receive_json() == {
+            "type": "rate_limit",
+            "error": "Too many messages",
+            "retry_after": 60,
+        }
         connection.send_text("d")
         assert connection.receive_json()["type"] == "rate_limit"
 
@@ -375,7 +431,9 @@ def test_import_without_starlette_says_what_to_install() -> None:
         "import traffik\n"
         "try:\n    traffik.HTTPThrottle\nexcept ImportError as e:\n    print(e)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert 'pip install "traffik-core[starlette]"' in out and "traffik-fastapi" in out
 
 

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 __path__ = __import__("pkgutil").extend_path(__path__, __name__)
 
-import importlib  # noqa: E402
-from typing import Any  # noqa: E402
+import importlib
+from typing import Any
 
-from traffik.backends.base import ThrottleBackend  # noqa: E402
-from traffik.backends.context import get_throttle_backend  # noqa: E402
-from traffik.backends.inmemory import InMemoryBackend  # noqa: E402
-from traffik.clock import ManualClock  # noqa: E402
-from traffik.decision import Decision  # noqa: E402
-from traffik.rates import Rate  # noqa: E402
-from traffik.typing import EXEMPTED, StrategyStat  # noqa: E402
+from traffik.backends.base import ThrottleBackend
+from traffik.backends.context import get_throttle_backend
+from traffik.backends.inmemory import InMemoryBackend
+from traffik.clock import ManualClock
+from traffik.decision import Decision
+from traffik.rates import Rate
+from traffik.typing import EXEMPTED, StrategyStat
 
 __version__ = "2.0.0"
 
@@ -42,19 +42,32 @@ _LAZY = {
     "ProxyHeaders": ("traffik.identity", False),
 }
 
-__all__ = sorted(
-    [
-        "EXEMPTED",
-        "Decision",
-        "InMemoryBackend",
-        "ManualClock",
-        "Rate",
-        "StrategyStat",
-        "ThrottleBackend",
-        "get_throttle_backend",
-        *_LAZY,
-    ]
-)
+__all__ = [
+    "EXEMPTED",
+    "CircuitBreaker",
+    "CircuitState",
+    "Decision",
+    "HTTPThrottle",
+    "InMemoryBackend",
+    "ManualClock",
+    "MiddlewareThrottle",
+    "ProxyHeaders",
+    "Rate",
+    "RequestThrottle",
+    "StrategyStat",
+    "Throttle",
+    "ThrottleBackend",
+    "ThrottleMiddleware",
+    "WebSocketThrottle",
+    "connection_throttled",
+    "default_identifier",
+    "get_remote_address",
+    "get_throttle_backend",
+    "get_wait",
+    "is_throttled",
+    "throttled",
+    "websocket_throttled",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -68,7 +81,7 @@ def __getattr__(name: str) -> Any:
         except ImportError as exc:
             raise ImportError(
                 f"traffik.{name} needs Starlette, which is not installed; install it with "
-                "`pip install \"traffik-core[starlette]\"` (or `pip install traffik-fastapi` for FastAPI)"
+                '`pip install "traffik-core[starlette]"` (or `pip install traffik-fastapi` for FastAPI)'
             ) from exc
     value = getattr(importlib.import_module(module_name), name)
     globals()[name] = value

@@ -32,7 +32,9 @@ class ManualClock:
         """Move forward by `seconds` plus `ms` milliseconds; returns the new time."""
         step = seconds + ms / 1000.0
         if step < 0:
-            raise ValueError(f"ManualClock.advance({seconds!r}, ms={ms!r}): time only moves forward")
+            raise ValueError(
+                f"ManualClock.advance({seconds!r}, ms={ms!r}): time only moves forward"
+            )
         self._now += step
         return self._now
 

@@ -18,7 +18,9 @@ class Decision:
 
     __slots__ = ("allowed", "limit", "remaining", "reset_ms", "wait_ms")
 
-    def __init__(self, allowed: bool, wait_ms: float, remaining: float, reset_ms: float, limit: float) -> None:
+    def __init__(
+        self, allowed: bool, wait_ms: float, remaining: float, reset_ms: float, limit: float
+    ) -> None:
         self.allowed = allowed
         self.wait_ms = wait_ms
         self.remaining = remaining

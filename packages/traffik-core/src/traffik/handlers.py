@@ -21,7 +21,9 @@ def retry_after_seconds(wait_ms: float) -> int:
     return max(1, math.ceil(wait_ms / 1000.0))
 
 
-async def connection_throttled(connection: Any, wait_ms: float, throttle: Any, context: Mapping[str, Any]) -> None:
+async def connection_throttled(
+    connection: Any, wait_ms: float, throttle: Any, context: Mapping[str, Any]
+) -> None:
     """Raise `ConnectionThrottled`: FastAPI and Starlette answer 429 with `Retry-After`.
 
     Context keys `detail`, `status_code` and `headers` customise the response.
@@ -35,13 +37,18 @@ async def connection_throttled(connection: Any, wait_ms: float, throttle: Any, c
     )
 
 
-async def websocket_throttled(connection: Any, wait_ms: float, throttle: Any, context: Mapping[str, Any]) -> None:
+async def websocket_throttled(
+    connection: Any, wait_ms: float, throttle: Any, context: Mapping[str, Any]
+) -> None:
     """On an accepted socket, send `{"type": "rate_limit", "error": "Too many messages", "retry_after": N}`
     and keep it open; before accept, reject the handshake like an HTTP request.
 
     Context key `extras` adds fields to the message (the three base fields win).
     """
-    if not isinstance(connection, WebSocket) or connection.application_state != WebSocketState.CONNECTED:
+    if (
+        not isinstance(connection, WebSocket)
+        or connection.application_state != WebSocketState.CONNECTED
+    ):
         await connection_throttled(connection, wait_ms, throttle, context)
         return
     message = {**context.get("extras", {}), "type": "rate_limit", "error": "Too many messages"}

@@ -27,7 +27,9 @@ def check_style(style: Union[str, bool, None], owner: str) -> HeaderStyle:
         return "ietf"
     if style in HEADER_STYLES:
         return str(style)
-    raise ConfigurationError(f"{owner}: headers={style!r} is not valid; use 'ietf', 'legacy', 'both' or None")
+    raise ConfigurationError(
+        f"{owner}: headers={style!r} is not valid; use 'ietf', 'legacy', 'both' or None"
+    )
 
 
 def policy_header(name: str, rate: Rate) -> str:
@@ -36,10 +38,16 @@ def policy_header(name: str, rate: Rate) -> str:
     return f'"{_UNSAFE.sub("_", name)}";q={rate.limit};w={window}'
 
 
-def rate_limit_headers(name: str, policy: str, decision: Decision, style: str) -> list[tuple[str, str]]:
+def rate_limit_headers(
+    name: str, policy: str, decision: Decision, style: str
+) -> list[tuple[str, str]]:
     """The headers describing `decision`; `policy` is `policy_header(name, rate)`, computed once."""
     remaining = max(int(decision.remaining), 0) if math.isfinite(decision.remaining) else 0
-    reset = decision.retry_after if not decision.allowed else max(0, math.ceil(decision.reset_ms / 1000))
+    reset = (
+        decision.retry_after
+        if not decision.allowed
+        else max(0, math.ceil(decision.reset_ms / 1000))
+    )
     headers: list[tuple[str, str]] = []
     if style != "legacy":
         headers.append(("RateLimit-Policy", policy))

@@ -75,7 +75,9 @@ def _trusted(address: str | None, networks: tuple[_Network, ...]) -> bool:
 
 
 def _header(scope: Any, name: bytes) -> list[str]:
-    return [value.decode("latin-1") for key, value in scope.get("headers", ()) if key.lower() == name]
+    return [
+        value.decode("latin-1") for key, value in scope.get("headers", ()) if key.lower() == name
+    ]
 
 
 def _forwarded_for(values: list[str]) -> list[str]:
@@ -111,7 +113,9 @@ def get_remote_address(
     if proxy_headers & ProxyHeaders.FORWARDED:
         chains.append(_forwarded_for(_header(scope, b"forwarded")))
     if proxy_headers & ProxyHeaders.X_FORWARDED_FOR:
-        chains.append([part for value in _header(scope, b"x-forwarded-for") for part in value.split(",")])
+        chains.append(
+            [part for value in _header(scope, b"x-forwarded-for") for part in value.split(",")]
+        )
     for chain in chains:
         for hop in reversed(chain):
             ip = _ip(hop)
@@ -144,7 +148,9 @@ def remote_address(
     _networks(trusted)
 
     def identify(connection: Any) -> str:
-        address = get_remote_address(connection, trusted_proxies=trusted, proxy_headers=proxy_headers)
+        address = get_remote_address(
+            connection, trusted_proxies=trusted, proxy_headers=proxy_headers
+        )
         return address or ANONYMOUS_IDENTIFIER
 
     return identify

@@ -38,7 +38,9 @@ _UNLIMITED_WORDS = frozenset({"unlimited", "inf", "none"})
 
 def _check_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"Rate {name}={value!r}: must be a whole number (int), not {type(value).__name__}")
+        raise ValueError(
+            f"Rate {name}={value!r}: must be a whole number (int), not {type(value).__name__}"
+        )
     if value < 0:
         raise ValueError(f"Rate {name}={value!r}: must be zero or positive")
     return value
@@ -96,7 +98,12 @@ class Rate:
         set_(self, "expire", expire)
         set_(self, "unlimited", unlimited)
         set_(self, "is_subsecond", 0 < expire < 1_000)
-        for name, unit_ms in (("rps", 1_000), ("rpm", 60_000), ("rph", 3_600_000), ("rpd", 86_400_000)):
+        for name, unit_ms in (
+            ("rps", 1_000),
+            ("rpm", 60_000),
+            ("rph", 3_600_000),
+            ("rpd", 86_400_000),
+        ):
             set_(self, name, math.inf if unlimited else limit * unit_ms / expire)
 
     @classmethod
@@ -163,11 +170,15 @@ def _parse(text: str, original: str) -> Rate:
         )
     left, right = parts
     if not left.isdigit() or not left.isascii():
-        raise ValueError(f"rate {original!r}: limit {left!r} is not a whole number; write it like {_EXAMPLES}")
+        raise ValueError(
+            f"rate {original!r}: limit {left!r} is not a whole number; write it like {_EXAMPLES}"
+        )
     limit = int(left)
     match = _PERIOD.match(right)
     if match is None:
-        raise ValueError(f"rate {original!r}: period {right!r} is not '[n]unit'; use units {_UNITS_HINT}")
+        raise ValueError(
+            f"rate {original!r}: period {right!r} is not '[n]unit'; use units {_UNITS_HINT}"
+        )
     count_text, unit = match.groups()
     unit_ms = _MS_PER.get(unit)
     if unit_ms is None:
@@ -176,7 +187,9 @@ def _parse(text: str, original: str) -> Rate:
     if count == 0:
         raise ValueError(f"rate {original!r}: the period must be longer than zero")
     if limit == 0:
-        raise ValueError(f"rate {original!r}: a limit of 0 admits nothing; write 'unlimited' for no limit")
+        raise ValueError(
+            f"rate {original!r}: a limit of 0 admits nothing; write 'unlimited' for no limit"
+        )
     return Rate(limit=limit, milliseconds=count * unit_ms)
 
 

@@ -75,7 +75,7 @@ class Throttle:
     `"legacy"` (`X-RateLimit-*`), `"both"`, or None.
     """
 
-    connection_type: ClassVar[type[HTTPConnection]] = HTTPConnection
+    connection_type: ClassVar[type[Any]] = HTTPConnection
     default_handler: ClassVar[Callable[..., Any]] = staticmethod(connection_throttled)
     use_backend_handler: ClassVar[bool] = True
 
@@ -108,7 +108,9 @@ class Throttle:
         elif callable(rate):
             self._rate, self._rate_fn = Rate(), rate
         else:
-            raise ConfigurationError(f"{owner}: rate={rate!r}; use a string like '100/min', a Rate, or a callable")
+            raise ConfigurationError(
+                f"{owner}: rate={rate!r}; use a string like '100/min', a Rate, or a callable"
+            )
         self.strategy = DEFAULT_STRATEGY if strategy is None else strategy
         if not callable(self.strategy):
             raise ConfigurationError(f"{owner}: strategy={strategy!r} is not callable")
@@ -127,13 +129,17 @@ class Throttle:
                         "raise the rate's limit or lower the cost"
                     )
         if dynamic_backend and backend is not None:
-            raise ConfigurationError(f"{owner}: dynamic_backend=True resolves the backend per hit; do not pass backend=")
+            raise ConfigurationError(
+                f"{owner}: dynamic_backend=True resolves the backend per hit; do not pass backend="
+            )
         if isinstance(backend, str):
             from traffik.backends import from_url
 
             backend = from_url(backend)
         if backend is not None and not isinstance(backend, ThrottleBackend):
-            raise ConfigurationError(f"{owner}: backend={backend!r} is not a ThrottleBackend or a backend URL")
+            raise ConfigurationError(
+                f"{owner}: backend={backend!r} is not a ThrottleBackend or a backend URL"
+            )
         self._backend: Optional[ThrottleBackend] = backend
         self.dynamic_backend = dynamic_backend
         self.identifier = identifier
@@ -142,8 +148,12 @@ class Throttle:
         self.headers = check_style(headers, owner)
         self.context: dict[str, Any] = dict(context or {})
         self.per_route = per_route
-        if min_wait_period is not None and (not isinstance(min_wait_period, (int, float)) or min_wait_period < 0):
-            raise ConfigurationError(f"{owner}: min_wait_period={min_wait_period!r} must be milliseconds >= 0")
+        if min_wait_period is not None and (
+            not isinstance(min_wait_period, (int, float)) or min_wait_period < 0
+        ):
+            raise ConfigurationError(
+                f"{owner}: min_wait_period={min_wait_period!r} must be milliseconds >= 0"
+            )
         self.min_wait_period = min_wait_period
         self.skip_handler = skip_handler
         self._disabled = False
@@ -213,7 +223,11 @@ class Throttle:
         return f"{method}:{path}" if method else path
 
     def key_for(self, connection: HTTPConnection, ident: Any, context: Mapping[str, Any]) -> str:
-        key = f"{self.uid}:{ident}:{self.scoped_key(connection)}" if self.per_route else f"{self.uid}:{ident}"
+        key = (
+            f"{self.uid}:{ident}:{self.scoped_key(connection)}"
+            if self.per_route
+            else f"{self.uid}:{ident}"
+        )
         extra = context.get("scope")
         return f"{key}:{extra}" if extra is not None else key
 
@@ -281,12 +295,19 @@ class Throttle:
                 for name, value in self._headers_for(decision, rate):
                     response.headers.append(name, value)
             return connection
-        wait = decision.wait_ms if self.min_wait_period is None else max(decision.wait_ms, self.min_wait_period)
+        wait = (
+            decision.wait_ms
+            if self.min_wait_period is None
+            else max(decision.wait_ms, self.min_wait_period)
+        )
         state[THROTTLED_STATE_KEY] = wait
         if skip_handler if skip_handler is not None else self.skip_handler:
             return connection
         if self.headers is not None:
-            ctx = {**ctx, "headers": {**dict(self._headers_for(decision, rate)), **ctx.get("headers", {})}}
+            ctx = {
+                **ctx,
+                "headers": {**dict(self._headers_for(decision, rate)), **ctx.get("headers", {})},
+            }
         handler = self.handle_throttled
         if handler is None and self.use_backend_handler and self._backend is not None:
             handler = self._backend.handle_throttled
@@ -311,7 +332,9 @@ class Throttle:
         policy = self.on_error if self.on_error is not None else backend.on_error
         if policy == "raise":
             raise exc
-        logger.warning("%r could not decide (%s: %s); on_error=%r", self, type(exc).__name__, exc, policy)
+        logger.warning(
+            "%r could not decide (%s: %s); on_error=%r", self, type(exc).__name__, exc, policy
+        )
         if policy == "allow":
             return Decision(True, 0.0, 0, 0.0, rate.limit)
         if callable(policy):
@@ -328,14 +351,20 @@ class Throttle:
             try:
                 result = await _resolve(policy(connection, exc_info))
             except Exception as handler_exc:
-                logger.error("%r: the on_error handler failed too (%s); throttling", self, handler_exc)
-                return Decision(False, _THROTTLE_ERROR_WAIT_MS, 0, _THROTTLE_ERROR_WAIT_MS, rate.limit)
+                logger.error(
+                    "%r: the on_error handler failed too (%s); throttling", self, handler_exc
+                )
+                return Decision(
+                    False, _THROTTLE_ERROR_WAIT_MS, 0, _THROTTLE_ERROR_WAIT_MS, rate.limit
+                )
             return result if isinstance(result, Decision) else _from_wait(result, rate)
         return Decision(False, _THROTTLE_ERROR_WAIT_MS, 0, _THROTTLE_ERROR_WAIT_MS, rate.limit)
 
     # -- reading without counting ----------------------------------------------------------
 
-    async def stat(self, connection: Any, context: Optional[Mapping[str, Any]] = None) -> Optional[StrategyStat]:
+    async def stat(
+        self, connection: Any, context: Optional[Mapping[str, Any]] = None
+    ) -> Optional[StrategyStat]:
         """The client's current state for this throttle, or None (exempted, or no `get_stat`)."""
         get_stat = getattr(self.strategy, "get_stat", None)
         if get_stat is None:
@@ -349,7 +378,12 @@ class Throttle:
         stat: StrategyStat = await get_stat(self.key_for(connection, ident, ctx), rate, backend)
         return stat
 
-    async def check(self, connection: Any, cost: Optional[int] = None, context: Optional[Mapping[str, Any]] = None) -> bool:
+    async def check(
+        self,
+        connection: Any,
+        cost: Optional[int] = None,
+        context: Optional[Mapping[str, Any]] = None,
+    ) -> bool:
         """Whether a hit of `cost` would pass now (best effort; nothing is counted)."""
         stat = await self.stat(connection, context)
         if stat is None:

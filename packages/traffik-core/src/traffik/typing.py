@@ -19,8 +19,8 @@ __all__ = [
     "FullThrottleStrategy",
     "LockConfig",
     "SimpleThrottleStrategy",
-    "Stringable",
     "StrategyStat",
+    "Stringable",
     "ThrottleStrategy",
     "WaitPeriod",
 ]
@@ -65,21 +65,27 @@ class StrategyStat:
 class SimpleThrottleStrategy(Protocol):
     """Any `async (key, rate, backend, cost) -> wait_ms` callable; the traffik 1.2 contract."""
 
-    async def __call__(self, key: Stringable, rate: Rate, backend: ThrottleBackend, cost: int = 1) -> float: ...
+    async def __call__(
+        self, key: Stringable, rate: Rate, backend: ThrottleBackend, cost: int = 1
+    ) -> float: ...
 
 
 @runtime_checkable
 class FullThrottleStrategy(SimpleThrottleStrategy, Protocol):
     """A strategy that can also report a key's state without changing it."""
 
-    async def get_stat(self, key: Stringable, rate: Rate, backend: ThrottleBackend) -> StrategyStat: ...
+    async def get_stat(
+        self, key: Stringable, rate: Rate, backend: ThrottleBackend
+    ) -> StrategyStat: ...
 
 
 @runtime_checkable
 class DecidingStrategy(FullThrottleStrategy, Protocol):
     """A built-in strategy: `decide` returns a full `Decision` in one backend step."""
 
-    async def decide(self, key: Stringable, rate: Rate, backend: ThrottleBackend, cost: int = 1) -> Decision: ...
+    async def decide(
+        self, key: Stringable, rate: Rate, backend: ThrottleBackend, cost: int = 1
+    ) -> Decision: ...
 
 
 ThrottleStrategy = Union[SimpleThrottleStrategy, FullThrottleStrategy]
@@ -91,7 +97,9 @@ class AsyncLock(Protocol):
 
     def is_owner(self, task: Any = None) -> bool: ...
 
-    async def acquire(self, blocking: bool = True, blocking_timeout: float | None = None) -> bool: ...
+    async def acquire(
+        self, blocking: bool = True, blocking_timeout: float | None = None
+    ) -> bool: ...
 
     async def release(self) -> None: ...
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 __path__ = __import__("pkgutil").extend_path(__path__, __name__)
 
-from typing import Any  # noqa: E402
+from typing import Any
 
-from traffik.backends._plugins import KNOWN_DISTRIBUTIONS, discover, refresh  # noqa: E402
-from traffik.backends.base import ThrottleBackend  # noqa: E402
-from traffik.backends.context import get_throttle_backend  # noqa: E402
-from traffik.exceptions import (  # noqa: E402
+from traffik.backends._plugins import KNOWN_DISTRIBUTIONS, discover, refresh
+from traffik.backends.base import ThrottleBackend
+from traffik.backends.context import get_throttle_backend
+from traffik.exceptions import (
     BackendNotFoundError,
     BackendUnavailableError,
     ConfigurationError,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import sys
 from importlib import metadata
 from typing import Any
 
@@ -46,14 +45,19 @@ class Plugin:
 
 
 def _entry_points() -> list[Any]:
-    if sys.version_info >= (3, 10):
-        return list(metadata.entry_points(group=GROUP))
-    return list(metadata.entry_points().get(GROUP, ()))  # type: ignore[attr-defined]
+    found: Any = metadata.entry_points()
+    if hasattr(found, "select"):  # Python 3.10+
+        return list(found.select(group=GROUP))
+    return list(found.get(GROUP, ()))
 
 
 def _distribution_of(entry_point: Any) -> str:
     dist = getattr(entry_point, "dist", None)
-    name = getattr(dist, "name", None) or getattr(dist, "metadata", {}).get("Name") if dist is not None else None
+    name = (
+        getattr(dist, "name", None) or getattr(dist, "metadata", {}).get("Name")
+        if dist is not None
+        else None
+    )
     return str(name) if name else KNOWN_DISTRIBUTIONS.get(entry_point.name.lower(), "traffik-core")
 
 

@@ -47,7 +47,7 @@ def build_key(*args: Any, **kwargs: Any) -> str:
     parts = sorted(str(a) for a in args) + sorted(f"{k}={v}" for k, v in kwargs.items())
     if not parts:
         return "*"
-    return hashlib.md5(":".join(parts).encode(), usedforsecurity=False).hexdigest()  # type: ignore[call-arg]
+    return hashlib.md5(":".join(parts).encode(), usedforsecurity=False).hexdigest()
 
 
 def check_on_error(on_error: Any, owner: str) -> Any:
@@ -87,7 +87,9 @@ class ThrottleBackend:
     ) -> None:
         namespace = self.default_namespace if namespace is None else namespace
         if not isinstance(namespace, str) or not namespace:
-            raise ConfigurationError(f"{type(self).__name__}: namespace={namespace!r} must be a non-empty string")
+            raise ConfigurationError(
+                f"{type(self).__name__}: namespace={namespace!r} must be a non-empty string"
+            )
         self.connection = connection
         self.namespace = namespace
         self.identifier = identifier
@@ -225,7 +227,9 @@ class ThrottleBackend:
         await asyncio.gather(*(self.set(k, v, expire) for k, v in items.items()))
 
     def get_lock(self, name: str, ttl: float | None = None, reentrant: bool = False) -> AsyncLock:
-        raise NotImplementedError(f"{type(self).__name__} must implement get_lock() to support locks")
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement get_lock() to support locks"
+        )
 
     def lock(
         self,
@@ -261,7 +265,9 @@ class ThrottleBackend:
         """
         async with self.lock(f"evaluate:{key}", ttl=5.0, blocking_timeout=5.0):
             state = decode_state(await self.get(key))
-            decision, new_state, ttl_ms = strategy.transition(state, self.clock() * 1000.0, rate, cost)
+            decision, new_state, ttl_ms = strategy.transition(
+                state, self.clock() * 1000.0, rate, cost
+            )
             if commit and new_state is not None:
                 await self.set(key, encode_state(new_state), expire=ttl_ms / 1000.0)
             return decision

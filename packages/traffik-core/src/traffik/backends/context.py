@@ -75,12 +75,16 @@ class BackendContext:
     async def __aenter__(self) -> ThrottleBackend:
         backend = self.backend
         nested = _current.get() is backend
-        self._persistent = self.persistent if self.persistent is not None else (nested or backend.persistent)
+        self._persistent = (
+            self.persistent if self.persistent is not None else (nested or backend.persistent)
+        )
         self._close = self.close_on_exit if self.close_on_exit is not None else not nested
         if not self.initialized:
             await backend.initialize()
             if not await backend.ready():
-                raise BackendError(f"{backend!r} is not ready: it was initialised but does not answer")
+                raise BackendError(
+                    f"{backend!r} is not ready: it was initialised but does not answer"
+                )
         if self.app is not None:
             set_app_backend(self.app, backend)
         self._token = _current.set(backend)
@@ -93,7 +97,11 @@ class BackendContext:
         backend = self.backend
         if backend.closed():
             if not self._persistent:
-                warnings.warn(f"{backend!r} was closed inside its context; nothing was reset", RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    f"{backend!r} was closed inside its context; nothing was reset",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
             return
         first_error: BaseException | None = None
         if not self._persistent:

@@ -52,9 +52,13 @@ class InMemoryBackend(ThrottleBackend):
         lock_blocking_timeout: float | None = None,
     ) -> None:
         if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
-            raise ConfigurationError(f"InMemoryBackend(max_keys={max_keys!r}): must be a whole number >= 1")
+            raise ConfigurationError(
+                f"InMemoryBackend(max_keys={max_keys!r}): must be a whole number >= 1"
+            )
         if not isinstance(sweep_interval, (int, float)) or sweep_interval <= 0:
-            raise ConfigurationError(f"InMemoryBackend(sweep_interval={sweep_interval!r}): must be a number of seconds > 0")
+            raise ConfigurationError(
+                f"InMemoryBackend(sweep_interval={sweep_interval!r}): must be a number of seconds > 0"
+            )
         super().__init__(
             None,
             namespace=namespace,

@@ -27,11 +27,15 @@ class LockContext:
 
     async def __aenter__(self) -> AsyncLock:
         if self._used:
-            raise LockAcquisitionError("a lock context can be entered only once; call backend.lock() again")
+            raise LockAcquisitionError(
+                "a lock context can be entered only once; call backend.lock() again"
+            )
         self._used = True
         if not await self._lock.acquire(self._blocking, self._timeout):
             mode = f"within {self._timeout}s" if self._blocking else "without blocking"
-            raise LockAcquisitionError(f"could not acquire lock {getattr(self._lock, 'name', '?')!r} {mode}")
+            raise LockAcquisitionError(
+                f"could not acquire lock {getattr(self._lock, 'name', '?')!r} {mode}"
+            )
         return self._lock
 
     async def __aexit__(self, *exc_info: Any) -> None:
@@ -84,7 +88,9 @@ class LocalLock:
 
     __slots__ = ("_reentrant", "_table", "_ttl", "name")
 
-    def __init__(self, table: LocalLockTable, name: str, ttl: float | None, reentrant: bool) -> None:
+    def __init__(
+        self, table: LocalLockTable, name: str, ttl: float | None, reentrant: bool
+    ) -> None:
         self._table = table
         self.name = name
         self._ttl = ttl
@@ -98,7 +104,9 @@ class LocalLock:
     async def acquire(self, blocking: bool = True, blocking_timeout: float | None = None) -> bool:
         table, task = self._table, asyncio.current_task()
         if task is None:
-            raise LockAcquisitionError(f"lock {self.name!r} must be acquired inside an asyncio task")
+            raise LockAcquisitionError(
+                f"lock {self.name!r} must be acquired inside an asyncio task"
+            )
         loop = asyncio.get_running_loop()
         deadline = None if blocking_timeout is None else loop.time() + blocking_timeout
         slot = table._slots.setdefault(self.name, _Slot())
@@ -109,7 +117,9 @@ class LocalLock:
                 return True
             if slot.owner is task:
                 if not self._reentrant:
-                    raise LockAcquisitionError(f"lock {self.name!r} is already held by this task (not reentrant)")
+                    raise LockAcquisitionError(
+                        f"lock {self.name!r} is already held by this task (not reentrant)"
+                    )
                 slot.count += 1
                 return True
             if not blocking:

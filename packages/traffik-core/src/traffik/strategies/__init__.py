@@ -25,9 +25,9 @@ from traffik.strategies.token_bucket import (
 )
 
 __all__ = [
+    "BUILTIN_STRATEGIES",
     "DEFAULT_STRATEGY",
     "GCRA",
-    "BUILTIN_STRATEGIES",
     "FixedWindow",
     "FixedWindowStrategy",
     "GCRAStrategy",

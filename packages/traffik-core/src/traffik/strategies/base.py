@@ -42,10 +42,14 @@ class Strategy:
 
     name: ClassVar[str] = "strategy"
 
-    async def __call__(self, key: Any, rate: Rate, backend: ThrottleBackend, cost: float = 1) -> float:
+    async def __call__(
+        self, key: Any, rate: Rate, backend: ThrottleBackend, cost: float = 1
+    ) -> float:
         return (await self.decide(key, rate, backend, cost)).wait_ms
 
-    async def decide(self, key: Any, rate: Rate, backend: ThrottleBackend, cost: float = 1) -> Decision:
+    async def decide(
+        self, key: Any, rate: Rate, backend: ThrottleBackend, cost: float = 1
+    ) -> Decision:
         raise NotImplementedError
 
     async def get_stat(self, key: Any, rate: Rate, backend: ThrottleBackend) -> StrategyStat:
@@ -76,14 +80,18 @@ class StateStrategy(Strategy):
     suffix: ClassVar[str] = ""
     script: ClassVar[str] = ""
 
-    def transition(self, state: list[float] | None, now: float, rate: Rate, cost: float) -> Transition:
+    def transition(
+        self, state: list[float] | None, now: float, rate: Rate, cost: float
+    ) -> Transition:
         raise NotImplementedError
 
     def script_args(self, rate: Rate, cost: float) -> tuple[float, ...]:
         """Numbers the Redis script receives after the key: limit, period ms, cost, then parameters."""
         return (rate.limit, rate.expire, cost)
 
-    async def decide(self, key: Any, rate: Rate, backend: ThrottleBackend, cost: float = 1) -> Decision:
+    async def decide(
+        self, key: Any, rate: Rate, backend: ThrottleBackend, cost: float = 1
+    ) -> Decision:
         if rate.unlimited:
             return ALLOWED_UNLIMITED
         if cost > self.capacity(rate):
@@ -93,7 +101,9 @@ class StateStrategy(Strategy):
     async def get_stat(self, key: Any, rate: Rate, backend: ThrottleBackend) -> StrategyStat:
         if rate.unlimited:
             return StrategyStat.unlimited(key, rate)
-        decision = await backend.evaluate(backend.get_key(key) + self.suffix, self, rate, 1, commit=False)
+        decision = await backend.evaluate(
+            backend.get_key(key) + self.suffix, self, rate, 1, commit=False
+        )
         remaining = decision.remaining + 1 if decision.allowed else decision.remaining
         return StrategyStat(
             key=key,

@@ -31,21 +31,27 @@ class FixedWindow(Strategy):
     name: ClassVar[str] = "fixed_window"
     suffix: ClassVar[str] = ":fw"
 
-    async def decide(self, key: Any, rate: Rate, backend: ThrottleBackend, cost: float = 1) -> Decision:
+    async def decide(
+        self, key: Any, rate: Rate, backend: ThrottleBackend, cost: float = 1
+    ) -> Decision:
         if rate.unlimited:
             return ALLOWED_UNLIMITED
         limit = rate.limit
         if cost > limit:
             return never_admitted(rate)
         counter = backend.get_key(key) + self.suffix
-        count = await backend.increment_with_ttl(counter, amount=cost, ttl=_ttl_seconds(rate.expire))
+        count = await backend.increment_with_ttl(
+            counter, amount=int(cost), ttl=_ttl_seconds(rate.expire)
+        )
         ttl_ms = getattr(count, "ttl_ms", None)
         if count > limit:
             if ttl_ms is None:
                 ttl_ms = await backend.ttl(counter)
             left = float(rate.expire) if not ttl_ms or ttl_ms <= 0 else ttl_ms
             return Decision(False, whole_ms(left), 0, left, limit)
-        return Decision(True, 0.0, limit - count, float(rate.expire) if ttl_ms is None else ttl_ms, limit)
+        return Decision(
+            True, 0.0, limit - count, float(rate.expire) if ttl_ms is None else ttl_ms, limit
+        )
 
     async def get_stat(self, key: Any, rate: Rate, backend: ThrottleBackend) -> StrategyStat:
         if rate.unlimited:
@@ -64,7 +70,11 @@ class FixedWindow(Strategy):
             rate=rate,
             hits_remaining=max(rate.limit - count, 0),
             wait_ms=wait,
-            metadata={"strategy": self.name, "current_count": count, "reset_ms": left if count else 0.0},
+            metadata={
+                "strategy": self.name,
+                "current_count": count,
+                "reset_ms": left if count else 0.0,
+            },
         )
 
 

@@ -34,7 +34,9 @@ class GCRA(StateStrategy):
             or not burst_tolerance_ms >= 0
             or not math.isfinite(burst_tolerance_ms)
         ):
-            raise ConfigurationError(f"GCRA(burst_tolerance_ms={burst_tolerance_ms!r}): must be a finite number >= 0, or None")
+            raise ConfigurationError(
+                f"GCRA(burst_tolerance_ms={burst_tolerance_ms!r}): must be a finite number >= 0, or None"
+            )
         self.burst_tolerance_ms = burst_tolerance_ms
 
     def __repr__(self) -> str:
@@ -51,7 +53,9 @@ class GCRA(StateStrategy):
     def script_args(self, rate: Rate, cost: float) -> tuple[float, ...]:
         return (rate.limit, rate.expire, cost, self._tolerance(rate))
 
-    def transition(self, state: list[float] | None, now: float, rate: Rate, cost: float) -> Transition:
+    def transition(
+        self, state: list[float] | None, now: float, rate: Rate, cost: float
+    ) -> Transition:
         interval = rate.expire / rate.limit
         span = self._tolerance(rate) + interval
         tat = now
@@ -64,7 +68,11 @@ class GCRA(StateStrategy):
             return Decision(True, 0.0, remaining, backlog, rate.limit), [new_tat], max(backlog, 1.0)
         backlog = tat - now
         remaining = max(math.floor((span - backlog) / interval + EPSILON), 0)
-        return Decision(False, whole_ms(new_tat - span - now), remaining, backlog, rate.limit), None, 0.0
+        return (
+            Decision(False, whole_ms(new_tat - span - now), remaining, backlog, rate.limit),
+            None,
+            0.0,
+        )
 
 
 GCRAStrategy = GCRA

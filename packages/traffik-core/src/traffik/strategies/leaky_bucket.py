@@ -11,7 +11,12 @@ from traffik.strategies.base import EPSILON, StateStrategy, Transition, whole_ms
 if TYPE_CHECKING:
     from traffik.rates import Rate
 
-__all__ = ["LeakyBucket", "LeakyBucketStrategy", "LeakyBucketWithQueue", "LeakyBucketWithQueueStrategy"]
+__all__ = [
+    "LeakyBucket",
+    "LeakyBucketStrategy",
+    "LeakyBucketWithQueue",
+    "LeakyBucketWithQueueStrategy",
+]
 
 
 def _admit(level: float, now: float, rate: Rate, cost: float) -> tuple[bool, Decision]:
@@ -22,7 +27,9 @@ def _admit(level: float, now: float, rate: Rate, cost: float) -> tuple[bool, Dec
         level += cost
         return True, Decision(True, 0.0, math.floor(limit - level + EPSILON), level / leak, limit)
     wait = (level + cost - limit) / leak
-    return False, Decision(False, whole_ms(wait), math.floor(max(limit - level, 0) + EPSILON), level / leak, limit)
+    return False, Decision(
+        False, whole_ms(wait), math.floor(max(limit - level, 0) + EPSILON), level / leak, limit
+    )
 
 
 class LeakyBucket(StateStrategy):
@@ -36,7 +43,9 @@ class LeakyBucket(StateStrategy):
     suffix: ClassVar[str] = ":lb"
     script: ClassVar[str] = "leaky_bucket"
 
-    def transition(self, state: list[float] | None, now: float, rate: Rate, cost: float) -> Transition:
+    def transition(
+        self, state: list[float] | None, now: float, rate: Rate, cost: float
+    ) -> Transition:
         level = 0.0
         if state is not None and len(state) == 2:
             level = max(0.0, state[0] - max(now - state[1], 0.0) * rate.limit / rate.expire)
@@ -58,7 +67,9 @@ class LeakyBucketWithQueue(StateStrategy):
     suffix: ClassVar[str] = ":lbq"
     script: ClassVar[str] = "leaky_bucket_with_queue"
 
-    def transition(self, state: list[float] | None, now: float, rate: Rate, cost: float) -> Transition:
+    def transition(
+        self, state: list[float] | None, now: float, rate: Rate, cost: float
+    ) -> Transition:
         queue: list[float] = []
         if state and len(state) % 2 == 1:
             drained = max(now - state[0], 0.0) * rate.limit / rate.expire

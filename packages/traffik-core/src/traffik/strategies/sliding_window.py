@@ -11,7 +11,12 @@ from traffik.strategies.base import EPSILON, StateStrategy, Transition, whole_ms
 if TYPE_CHECKING:
     from traffik.rates import Rate
 
-__all__ = ["SlidingWindowCounter", "SlidingWindowCounterStrategy", "SlidingWindowLog", "SlidingWindowLogStrategy"]
+__all__ = [
+    "SlidingWindowCounter",
+    "SlidingWindowCounterStrategy",
+    "SlidingWindowLog",
+    "SlidingWindowLogStrategy",
+]
 
 
 class SlidingWindowCounter(StateStrategy):
@@ -25,7 +30,9 @@ class SlidingWindowCounter(StateStrategy):
     suffix: ClassVar[str] = ":swc"
     script: ClassVar[str] = "sliding_window_counter"
 
-    def transition(self, state: list[float] | None, now: float, rate: Rate, cost: float) -> Transition:
+    def transition(
+        self, state: list[float] | None, now: float, rate: Rate, cost: float
+    ) -> Transition:
         limit, window = rate.limit, rate.expire
         wid = now // window
         into = now - wid * window
@@ -56,7 +63,13 @@ class SlidingWindowCounter(StateStrategy):
             start = window * (1 - (limit - cost) / current) if current > 0 else 0.0
             wait = left + max(start, 0.0)
         reset = left + window if current > 0 else (left if previous > 0 else 0.0)
-        return Decision(False, whole_ms(wait), math.floor(max(limit - weighted, 0) + EPSILON), reset, limit), None, 0.0
+        return (
+            Decision(
+                False, whole_ms(wait), math.floor(max(limit - weighted, 0) + EPSILON), reset, limit
+            ),
+            None,
+            0.0,
+        )
 
 
 class SlidingWindowLog(StateStrategy):
@@ -70,7 +83,9 @@ class SlidingWindowLog(StateStrategy):
     suffix: ClassVar[str] = ":swl"
     script: ClassVar[str] = "sliding_window_log"
 
-    def transition(self, state: list[float] | None, now: float, rate: Rate, cost: float) -> Transition:
+    def transition(
+        self, state: list[float] | None, now: float, rate: Rate, cost: float
+    ) -> Transition:
         limit, window = rate.limit, rate.expire
         start = now - window
         log: list[float] = []
@@ -88,7 +103,11 @@ class SlidingWindowLog(StateStrategy):
                 log.append(now)
                 log.append(cost)
             used = total + cost
-            return Decision(True, 0.0, math.floor(limit - used + EPSILON), float(window), limit), log, float(window)
+            return (
+                Decision(True, 0.0, math.floor(limit - used + EPSILON), float(window), limit),
+                log,
+                float(window),
+            )
         excess = total + cost - limit
         freed = 0.0
         wait = float(window)
@@ -98,7 +117,13 @@ class SlidingWindowLog(StateStrategy):
                 wait = log[i] + window - now
                 break
         reset = log[-2] + window - now if log else 0.0
-        return Decision(False, whole_ms(wait), math.floor(max(limit - total, 0) + EPSILON), reset, limit), None, 0.0
+        return (
+            Decision(
+                False, whole_ms(wait), math.floor(max(limit - total, 0) + EPSILON), reset, limit
+            ),
+            None,
+            0.0,
+        )
 
 
 SlidingWindowCounterStrategy = SlidingWindowCounter

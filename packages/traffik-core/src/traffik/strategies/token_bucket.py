@@ -12,7 +12,12 @@ from traffik.strategies.base import EPSILON, StateStrategy, Transition, whole_ms
 if TYPE_CHECKING:
     from traffik.rates import Rate
 
-__all__ = ["TokenBucket", "TokenBucketStrategy", "TokenBucketWithDebt", "TokenBucketWithDebtStrategy"]
+__all__ = [
+    "TokenBucket",
+    "TokenBucketStrategy",
+    "TokenBucketWithDebt",
+    "TokenBucketWithDebtStrategy",
+]
 
 
 def _check_count(owner: str, name: str, value: object, minimum: int) -> None:
@@ -51,7 +56,9 @@ class TokenBucket(StateStrategy):
     def script_args(self, rate: Rate, cost: float) -> tuple[float, ...]:
         return (rate.limit, rate.expire, cost, self._bucket(rate), self._floor())
 
-    def transition(self, state: list[float] | None, now: float, rate: Rate, cost: float) -> Transition:
+    def transition(
+        self, state: list[float] | None, now: float, rate: Rate, cost: float
+    ) -> Transition:
         bucket, debt = self._bucket(rate), self._floor()
         refill = rate.limit / rate.expire
         tokens = bucket
@@ -61,10 +68,18 @@ class TokenBucket(StateStrategy):
             tokens -= cost
             full_in = (bucket - tokens) / refill
             remaining = math.floor(tokens + debt + EPSILON)
-            return Decision(True, 0.0, remaining, full_in, rate.limit), [tokens, now], max(full_in, 1.0)
+            return (
+                Decision(True, 0.0, remaining, full_in, rate.limit),
+                [tokens, now],
+                max(full_in, 1.0),
+            )
         wait = (cost - debt - tokens) / refill
         remaining = max(math.floor(tokens + debt + EPSILON), 0)
-        return Decision(False, whole_ms(wait), remaining, (bucket - tokens) / refill, rate.limit), None, 0.0
+        return (
+            Decision(False, whole_ms(wait), remaining, (bucket - tokens) / refill, rate.limit),
+            None,
+            0.0,
+        )
 
 
 class TokenBucketWithDebt(TokenBucket):

@@ -1,0 +1,38 @@
+"""Every module of traffik-core declares its public names, and they all resolve."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+import pytest
+
+import traffik
+
+MODULES = sorted(
+    name
+    for _, name, _ in pkgutil.walk_packages(traffik.__path__, "traffik.")
+    if name.startswith(("traffik.backends.", "traffik.strategies.", "traffik.testing."))
+    or name.count(".") == 1
+    if not name.rsplit(".", 1)[-1].startswith("_")
+    and name.split(".")[2:3] not in (["redis"], ["memcached"])
+    and not name.startswith("traffik.fastapi")
+)
+
+
+@pytest.mark.parametrize("module_name", MODULES)
+def test_module_all_is_explicit_unique_and_resolves(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    exported = module.__dict__.get("__all__")
+    assert isinstance(exported, list), f"{module_name} has no __all__ list"
+    assert len(exported) == len(set(exported)), f"{module_name}.__all__ repeats a name"
+    for name in exported:
+        assert getattr(module, name) is not None, f"{module_name}.{name}"
+
+
+def test_top_level_exports() -> None:
+    assert {"Rate", "HTTPThrottle", "WebSocketThrottle", "InMemoryBackend", "EXEMPTED"} <= set(traffik.__all__)
+    for name in traffik.__all__:
+        assert getattr(traffik, name) is not None
+    with pytest.raises(AttributeError):
+        traffik.DoesNotExist  # noqa: B018
