@@ -1,0 +1,262 @@
+"""What `RedisBackend(connection=...)` accepts, checked up front and turned into a client recipe."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from redis.asyncio import Redis, RedisCluster, Sentinel
+from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.connection import parse_url
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from traffik.exceptions import ConfigurationError
+
+__all__ = ["SCHEMES", "Built", "ClientSource", "client_source"]
+
+SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "redis+sentinel")
+
+Built = tuple[Any, list[Any]]
+"""A client, and the clients to close along with it."""
+
+_CREDENTIALS = re.compile(r"(://[^:/@]*):[^@/]*@")
+_HOST = re.compile(r"\[([^\]]+)\](?::(\d+))?|([^:\[\]/]+)(?::(\d+))?")
+_USAGE = (
+    "pass a URL ('redis://host:6379/0', 'rediss://…', 'unix:///path/redis.sock', "
+    "'redis+cluster://h1:7000,h2:7001', 'redis+sentinel://h1:26379/service'), "
+    "a redis.asyncio.Redis or RedisCluster client, a redis.asyncio.Sentinel with "
+    "sentinel_service_name=, or a list of (host, port) cluster nodes"
+)
+
+
+class ClientSource:
+    """How the backend gets its client: `build()` one inside the running loop.
+
+    `server` names the server in error messages (never with a password). An `owned`
+    source builds a new client per event loop, and the backend closes what it built; a
+    client given by the user is returned as it is and never closed. `cluster` says the
+    client is a `RedisCluster`.
+    """
+
+    __slots__ = ("_build", "cluster", "owned", "server")
+
+    def __init__(
+        self, build: Callable[[], Built], server: str, *, owned: bool, cluster: bool
+    ) -> None:
+        self._build = build
+        self.server = server
+        self.owned = owned
+        self.cluster = cluster
+
+    def build(self) -> Built:
+        return self._build()
+
+
+def client_defaults(connect_timeout: float, command_timeout: float) -> dict[str, Any]:
+    """Options of every client the backend builds (user options override them)."""
+    return {
+        "socket_connect_timeout": connect_timeout,
+        "socket_timeout": command_timeout,
+        # One immediate retry on a broken connection (a restarted server leaves stale
+        # sockets in the pool); none on timeouts, so a hung server costs one timeout.
+        "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+    }
+
+
+def redact(url: str) -> str:
+    return _CREDENTIALS.sub(r"\1:***@", url)
+
+
+def _nodes_from_netloc(netloc: str, default_port: int, url: str) -> list[tuple[str, int]]:
+    nodes = []
+    for item in netloc.split(","):
+        match = _HOST.fullmatch(item.strip())
+        if not match:
+            raise ConfigurationError(
+                f"Redis URL {redact(url)!r}: cannot read host {item!r}; write host:port"
+            )
+        port = match.group(2) or match.group(4)
+        nodes.append((match.group(1) or match.group(3), int(port) if port else default_port))
+    return nodes
+
+
+def _multi_host(
+    url: str, default_port: int
+) -> tuple[list[tuple[str, int]], list[str], dict[str, Any]]:
+    """Hosts, path segments and client options of a `redis+cluster://` or `redis+sentinel://` URL."""
+    parts = urlsplit(url)
+    userinfo, _, netloc = parts.netloc.rpartition("@")
+    if not netloc:
+        raise ConfigurationError(
+            f"Redis URL {redact(url)!r} names no host; write it like {parts.scheme}://host:port"
+        )
+    nodes = _nodes_from_netloc(netloc, default_port, url)
+    auth = f"{userinfo}@" if userinfo else ""
+    query = f"/?{parts.query}" if parts.query else ""
+    try:
+        options: dict[str, Any] = dict(parse_url(f"redis://{auth}localhost{query}"))
+    except ValueError as exc:
+        raise ConfigurationError(f"Redis URL {redact(url)!r}: {exc}") from exc
+    options.pop("host", None)
+    return nodes, [p for p in parts.path.split("/") if p], options
+
+
+def _cluster(nodes: list[Any], options: dict[str, Any], server: str) -> ClientSource:
+    def build() -> Built:
+        client = RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in nodes], **options
+        )
+        return client, [client]
+
+    return ClientSource(build, server, owned=True, cluster=True)
+
+
+def _sentinel_master(
+    sentinel: Sentinel, service: str, options: dict[str, Any], closers: list[Any]
+) -> Built:
+    master = sentinel.master_for(service, **options)
+    return master, [master, *closers]
+
+
+def _from_url(
+    url: str,
+    defaults: dict[str, Any],
+    url_kwargs: Mapping[str, Any],
+    cluster_kwargs: Mapping[str, Any],
+    sentinel_service_name: str | None,
+    sentinel_kwargs: Mapping[str, Any],
+) -> ClientSource:
+    scheme = url.split("://", 1)[0].lower()
+    server = redact(url)
+    if scheme == "redis+cluster":
+        nodes, path, options = _multi_host(url, 6379)
+        if options.pop("db", 0) or any(p != "0" for p in path):
+            raise ConfigurationError(
+                f"Redis URL {server!r}: a cluster has only database 0; drop the path"
+            )
+        return _cluster(nodes, {**defaults, **options, **url_kwargs, **cluster_kwargs}, server)
+    if scheme == "redis+sentinel":
+        nodes, path, options = _multi_host(url, 26379)
+        service = path[0] if path else sentinel_service_name
+        if not service:
+            raise ConfigurationError(
+                f"Redis URL {server!r} names no service; write redis+sentinel://host:26379/<service>[/<db>]"
+            )
+        if len(path) > 1:
+            try:
+                options["db"] = int(path[1])
+            except ValueError:
+                raise ConfigurationError(
+                    f"Redis URL {server!r}: database {path[1]!r} is not a number"
+                ) from None
+        connection_options = {**defaults, **options, **url_kwargs}
+
+        def build() -> Built:
+            sentinel = Sentinel(nodes, **connection_options)
+            return _sentinel_master(
+                sentinel, service, dict(sentinel_kwargs), list(sentinel.sentinels)
+            )
+
+        return ClientSource(
+            build, f"{server} (sentinel service {service!r})", owned=True, cluster=False
+        )
+    if scheme not in ("redis", "rediss", "unix"):
+        raise ConfigurationError(
+            f"Redis URL {server!r}: unknown scheme {scheme!r}; use one of {', '.join(s + '://' for s in SCHEMES)}"
+        )
+    try:
+        parse_url(url)
+    except ValueError as exc:
+        raise ConfigurationError(f"Redis URL {server!r}: {exc}") from exc
+    options = {**defaults, **url_kwargs}
+
+    def build_single() -> Built:
+        client = Redis.from_url(url, **options)
+        return client, [client]
+
+    return ClientSource(build_single, server, owned=True, cluster=False)
+
+
+def _node(item: Any) -> tuple[str, int]:
+    if isinstance(item, ClusterNode):
+        return item.host, int(item.port)
+    if isinstance(item, Mapping) and "host" in item:
+        host, port = item["host"], item.get("port", 6379)
+    elif isinstance(item, (tuple, list)) and len(item) == 2:
+        host, port = item
+    else:
+        raise TypeError(
+            f"RedisBackend: cluster node {item!r} must be a (host, port) pair or a {{'host': …, 'port': …}} dict"
+        )
+    if not isinstance(host, str) or isinstance(port, bool) or not isinstance(port, int):
+        raise TypeError(f"RedisBackend: cluster node {item!r} must have a str host and an int port")
+    return host, port
+
+
+def _describe(client: Any) -> str:
+    if isinstance(client, RedisCluster):
+        nodes = client.get_nodes() or list(client.nodes_manager.startup_nodes.values())
+        return "Redis Cluster " + ",".join(f"{n.host}:{n.port}" for n in nodes)
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    if kwargs.get("path"):
+        return f"unix://{kwargs['path']}"
+    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+
+
+def client_source(
+    connection: Any,
+    *,
+    connect_timeout: float,
+    command_timeout: float,
+    url_kwargs: Mapping[str, Any] | None = None,
+    cluster_kwargs: Mapping[str, Any] | None = None,
+    sentinel_service_name: str | None = None,
+    sentinel_kwargs: Mapping[str, Any] | None = None,
+) -> ClientSource:
+    """Check `connection` and return where clients come from; bad values fail here, naming them."""
+    defaults = client_defaults(connect_timeout, command_timeout)
+    if isinstance(connection, str):
+        if "://" not in connection:
+            raise ConfigurationError(
+                f"RedisBackend: connection {connection!r} is not a URL; {_USAGE}"
+            )
+        return _from_url(
+            connection,
+            defaults,
+            url_kwargs or {},
+            cluster_kwargs or {},
+            sentinel_service_name,
+            sentinel_kwargs or {},
+        )
+    if isinstance(connection, (Redis, RedisCluster)):
+        given = connection
+        return ClientSource(
+            lambda: (given, []),
+            _describe(given),
+            owned=False,
+            cluster=isinstance(given, RedisCluster),
+        )
+    if isinstance(connection, Sentinel):
+        if not sentinel_service_name:
+            raise ConfigurationError(
+                "RedisBackend: a redis.asyncio.Sentinel needs sentinel_service_name= (the monitored master's name)"
+            )
+        service, options = sentinel_service_name, {**defaults, **(sentinel_kwargs or {})}
+        return ClientSource(
+            lambda: _sentinel_master(connection, service, options, []),
+            f"sentinel service {service!r}",
+            owned=True,
+            cluster=False,
+        )
+    if isinstance(connection, (list, tuple)):
+        if not connection:
+            raise ConfigurationError(f"RedisBackend: the list of cluster nodes is empty; {_USAGE}")
+        nodes = [_node(item) for item in connection]
+        server = "redis+cluster://" + ",".join(f"{h}:{p}" for h, p in nodes)
+        return _cluster(nodes, {**defaults, **(cluster_kwargs or {})}, server)
+    raise TypeError(
+        f"RedisBackend: connection={connection!r} ({type(connection).__name__}) is not supported; {_USAGE}"
+    )

@@ -1,0 +1,59 @@
+"""Turning redis-py, socket and timeout failures into `BackendError`s that name the server."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from redis.exceptions import ClusterDownError, RedisClusterException
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from traffik.exceptions import BackendConnectionError, BackendError
+
+__all__ = ["CONNECTION_ERRORS", "bounded", "translate"]
+
+T = TypeVar("T")
+
+CONNECTION_ERRORS = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ClusterDownError,
+    RedisClusterException,
+    OSError,
+    asyncio.TimeoutError,
+)
+"""Failures that mean the server is unreachable, unready or too slow (not a bad command)."""
+
+
+if sys.version_info >= (3, 11):
+
+    async def bounded(awaitable: Awaitable[T], seconds: float) -> T:
+        """Await `awaitable`, cancelling it after `seconds` (raises `TimeoutError`)."""
+        async with asyncio.timeout(seconds):
+            return await awaitable
+
+else:
+
+    async def bounded(awaitable: Awaitable[T], seconds: float) -> T:
+        """Await `awaitable`, cancelling it after `seconds` (raises `asyncio.TimeoutError`)."""
+        return await asyncio.wait_for(awaitable, seconds)
+
+
+def translate(exc: BaseException, server: str, operation: str, deadline: float) -> BackendError:
+    """The `BackendError` to raise `from exc` for a failed `operation` on `server`."""
+    if isinstance(exc, BackendError):
+        return exc
+    if isinstance(exc, (asyncio.TimeoutError, RedisTimeoutError)):
+        return BackendConnectionError(
+            f"Redis at {server}: {operation} did not answer within {deadline:g}s "
+            "(raise command_timeout/connect_timeout if the server is just slow)",
+            cause=exc,
+        )
+    detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if isinstance(exc, CONNECTION_ERRORS):
+        return BackendConnectionError(
+            f"Redis at {server}: {operation} failed, server unreachable ({detail})", cause=exc
+        )
+    return BackendError(f"Redis at {server}: {operation} failed ({detail})", cause=exc)
