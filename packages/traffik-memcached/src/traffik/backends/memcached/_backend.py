@@ -1,0 +1,349 @@
+"""`MemcachedBackend`: rate-limit state in one or more memcached servers, without locks."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from traffik.backends.base import ThrottleBackend
+from traffik.backends.memcached._client import Flagged, NodeClient
+from traffik.backends.memcached._counters import ATTEMPTS, increment, number, window_hit
+from traffik.backends.memcached._expiry import exptime
+from traffik.backends.memcached._keys import KeySpace
+from traffik.backends.memcached._lock import DEFAULT_LOCK_TTL, Hold, MemcachedLock
+from traffik.backends.memcached._node import Node
+from traffik.backends.memcached._ring import Ring
+from traffik.backends.memcached._servers import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    Server,
+    ServerSpec,
+    parse_servers,
+    parse_url,
+)
+from traffik.backends.memcached._window import WINDOW_FLAG, ms_left, pack, unpack, window_end
+from traffik.exceptions import BackendError, ConfigurationError
+from traffik.strategies.state import decode_state, encode_state
+
+if TYPE_CHECKING:
+    from aiomcache.pool import Connection
+
+    from traffik.clock import Clock
+    from traffik.decision import Decision
+    from traffik.rates import Rate
+    from traffik.strategies.base import StateStrategy
+
+__all__ = ["MemcachedBackend"]
+
+_MAX_BACKOFF = 0.05
+
+
+def _positive(owner: str, name: str, value: Any, *, zero: bool = False) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+        or (value == 0 and not zero)
+    ):
+        bound = ">= 0" if zero else "> 0"
+        raise ConfigurationError(f"{owner}({name}={value!r}): must be a number of seconds {bound}")
+    return float(value)
+
+
+def _whole(amount: Any) -> int:
+    if isinstance(amount, int):
+        return amount
+    if isinstance(amount, float) and amount.is_integer():
+        return int(amount)
+    raise ConfigurationError(
+        f"memcached counters hold whole numbers; amount={amount!r} cannot be added (use a whole cost)"
+    )
+
+
+def _text(raw: bytes | Flagged | None, now: float) -> Optional[str]:
+    if raw is None:
+        return None
+    if isinstance(raw, Flagged):
+        if raw.flags == WINDOW_FLAG:
+            end, count = unpack(number(raw))
+            return str(count) if ms_left(end, now) > 0 else None
+        raw = raw.value
+    stripped = raw.rstrip(b" ")
+    if stripped.isdigit():  # `decr` may leave a shorter number padded with spaces
+        return stripped.decode("ascii")
+    return raw.decode("utf-8", "replace")
+
+
+class MemcachedBackend(ThrottleBackend):
+    """Rate-limit state shared through memcached: `memcached://host:11211` or several nodes.
+
+    - Every built-in strategy decides without a lock: `FixedWindow` is one `incr` on an
+      open window; the other strategies read their state with `gets`, run the strategy's
+      transition here, and write it back with `cas` (or `add` for a new key), retrying with
+      a short random backoff when another client changed the key in between. A rejected
+      request writes nothing.
+    - Time comes from this host: `clock` (default: the wall clock). Memcached has no
+      clock a client can read, so app hosts should keep their clocks in sync (NTP).
+    - Keys are made safe for memcached (see `safe_key`); time to live rounds up to whole
+      seconds plus one (see `exptime`), and goes out as a Unix time beyond 30 days.
+    - `clear()`/`reset()` moves the namespace to a new generation, a number kept in
+      memcached (`<namespace>:__gen__`) and part of every key; the old keys are left for
+      memcached to expire or evict. Other processes see a clear within
+      `generation_refresh` seconds (default 1), the longest they cache the generation.
+    - With several nodes each key lives on one, chosen by rendezvous hashing; a node that is
+      down fails only the operations on its keys (`BackendConnectionError`, which the
+      throttle's `on_error` handles), and the backend reconnects by itself when it returns.
+    - `connect_timeout` bounds opening a connection, `command_timeout` each operation
+      (waiting for a pooled connection, sending, reading the reply).
+    """
+
+    default_namespace = "memcached"
+
+    def __init__(
+        self,
+        url: Optional[str] = None,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        *,
+        servers: Optional[Iterable[ServerSpec]] = None,
+        pool_size: int = 2,
+        namespace: str = "memcached",
+        clock: Optional[Clock] = None,
+        connect_timeout: float = 1.0,
+        command_timeout: float = 0.5,
+        generation_refresh: float = 1.0,
+        identifier: Any = None,
+        handle_throttled: Any = None,
+        persistent: bool = False,
+        on_error: Any = "throttle",
+        lock_ttl: Optional[float] = None,
+        lock_blocking: bool = True,
+        lock_blocking_timeout: Optional[float] = None,
+    ) -> None:
+        owner = type(self).__name__
+        custom_address = host != DEFAULT_HOST or port != DEFAULT_PORT
+        if url is not None and (custom_address or servers is not None):
+            raise ConfigurationError(
+                f"{owner}: specify either url= or host=/port= (or servers=), not both; got url={url!r}"
+            )
+        if servers is not None and custom_address:
+            raise ConfigurationError(f"{owner}: specify either servers= or host=/port=, not both")
+        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
+            raise ConfigurationError(f"{owner}(pool_size={pool_size!r}): must be a whole number >= 1")
+        if url is not None:
+            nodes = parse_url(url)
+        elif servers is not None:
+            nodes = parse_servers(servers)
+        else:
+            nodes = parse_servers([(host, port)])
+        super().__init__(
+            None,
+            namespace=namespace,
+            identifier=identifier,
+            handle_throttled=handle_throttled,
+            persistent=persistent,
+            on_error=on_error,
+            clock=clock,
+            lock_ttl=lock_ttl,
+            lock_blocking=lock_blocking,
+            lock_blocking_timeout=lock_blocking_timeout,
+        )
+        self.servers: list[Server] = nodes
+        self.pool_size = pool_size
+        self.connect_timeout = _positive(owner, "connect_timeout", connect_timeout)
+        self.command_timeout = _positive(owner, "command_timeout", command_timeout)
+        self.generation_refresh = _positive(owner, "generation_refresh", generation_refresh, zero=True)
+        self._keys = KeySpace(self.namespace)
+        self._nodes = [
+            Node(
+                server,
+                self._keys.generation_key,
+                pool_size=pool_size,
+                connect_timeout=self.connect_timeout,
+                command_timeout=self.command_timeout,
+                generation_refresh=self.generation_refresh,
+            )
+            for server in nodes
+        ]
+        self._ring = Ring(self._nodes, [node.name for node in self._nodes])
+        self._held: dict[str, Hold] = {}
+
+    def __repr__(self) -> str:
+        servers = ",".join(node.name for node in self._nodes)
+        return f"{type(self).__name__}('memcached://{servers}', namespace={self.namespace!r})"
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> MemcachedBackend:
+        """`memcached://host:11211` or `memcached://h1:11211,h2:11211`; other settings as keywords."""
+        return cls(url, **options)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def _open(self) -> None:
+        # No I/O: connections open on first use, in the event loop that uses them.
+        self.connection = self._nodes
+
+    async def _close(self) -> None:
+        self.connection = None
+        await asyncio.gather(*(node.close() for node in self._nodes))
+
+    async def _ping(self) -> bool:
+        answers = await asyncio.gather(*(node.ping() for node in self._nodes), return_exceptions=True)
+        return any(answer is True for answer in answers)
+
+    # -- where a key lives ------------------------------------------------------------------
+
+    async def _locate(self, key: str) -> tuple[Node, bytes]:
+        if not self.initialized:
+            await self.ensure()
+        key = key if isinstance(key, str) else str(key)
+        node = self._ring.pick(key)
+        return node, self._keys.key(key, await node.current_generation())
+
+    # -- storage ----------------------------------------------------------------------------
+
+    async def get(self, key: str) -> Optional[str]:
+        node, mkey = await self._locate(key)
+        raw = await node.run(lambda client, conn: client.get_on(conn, mkey), "get")
+        return _text(raw, self.clock())
+
+    async def set(self, key: str, value: str, expire: Optional[float] = None) -> None:
+        node, mkey = await self._locate(key)
+        data, expiry = str(value).encode("utf-8", "surrogatepass"), exptime(expire)
+        await node.run(lambda client, conn: client.store_on(conn, b"set", mkey, data, expiry), "set")
+
+    async def delete(self, key: str) -> bool:
+        node, mkey = await self._locate(key)
+        return await node.run(lambda client, conn: client.delete_on(conn, mkey), "delete")
+
+    async def increment(self, key: str, amount: int = 1) -> int:
+        amount = _whole(amount)
+        node, mkey = await self._locate(key)
+        return await node.run(increment(mkey, amount), "increment")
+
+    async def increment_with_ttl(self, key: str, amount: int = 1, ttl: float = 60) -> int:
+        """Count `amount` in the window at `key`; one `incr` while the window is open.
+
+        The window's end is stored with its count (see `traffik.backends.memcached._window`),
+        so the result is a `WindowCount` with the exact time left, and the window closes on
+        this backend's clock.
+        """
+        amount = _whole(amount)
+        if amount < 0:
+            return await self.increment(key, amount)
+        node, mkey = await self._locate(key)
+        return await node.run(window_hit(mkey, amount, float(ttl), self.clock()), "increment_with_ttl")
+
+    async def expire(self, key: str, seconds: float) -> bool:
+        node, mkey = await self._locate(key)
+        now, expiry = self.clock(), exptime(seconds)
+
+        async def run(client: NodeClient, conn: Connection) -> bool:
+            for _ in range(ATTEMPTS):
+                raw, token = await client.gets_on(conn, mkey)
+                if raw is None:
+                    return False
+                if not (isinstance(raw, Flagged) and raw.flags == WINDOW_FLAG):
+                    return await client.touch_on(conn, mkey, expiry)
+                count = unpack(number(raw))[1]
+                moved = Flagged(b"%d" % pack(window_end(now, seconds), count), WINDOW_FLAG)
+                if await client.store_on(conn, b"cas", mkey, moved, expiry, token):
+                    return True
+            raise BackendError(f"expire: lost {ATTEMPTS} compare-and-swap races in a row")
+
+        return await node.run(run, "expire")
+
+    async def ttl(self, key: str) -> Optional[float]:
+        """Milliseconds left in a window counter; None for other keys (memcached does not report TTLs)."""
+        node, mkey = await self._locate(key)
+        raw = await node.run(lambda client, conn: client.get_on(conn, mkey), "ttl")
+        if isinstance(raw, Flagged) and raw.flags == WINDOW_FLAG:
+            left = ms_left(unpack(number(raw))[0], self.clock())
+            return left if left > 0 else None
+        return None
+
+    async def multi_get(self, *keys: str) -> list[Optional[str]]:
+        if not keys:
+            return []
+        located = [await self._locate(key) for key in keys]
+        by_node: dict[Node, list[bytes]] = {}
+        for node, mkey in located:
+            by_node.setdefault(node, []).append(mkey)
+
+        def fetch(mkeys: list[bytes]) -> Callable[[NodeClient, Connection], Any]:
+            return lambda client, conn: client.get_many_on(conn, mkeys)
+
+        found: dict[bytes, Any] = {}
+        for values in await asyncio.gather(*(node.run(fetch(mk), "multi_get") for node, mk in by_node.items())):
+            found.update(values)
+        now = self.clock()
+        return [_text(found.get(mkey), now) for _, mkey in located]
+
+    async def multi_set(self, items: Mapping[str, str], expire: Optional[float] = None) -> None:
+        expiry = exptime(expire)
+        by_node: dict[Node, list[tuple[bytes, bytes]]] = {}
+        for key, value in items.items():
+            node, mkey = await self._locate(key)
+            by_node.setdefault(node, []).append((mkey, str(value).encode("utf-8", "surrogatepass")))
+
+        def store(pairs: list[tuple[bytes, bytes]]) -> Callable[[NodeClient, Connection], Any]:
+            async def run(client: NodeClient, conn: Connection) -> None:
+                for mkey, data in pairs:
+                    await client.store_on(conn, b"set", mkey, data, expiry)
+
+            return run
+
+        await asyncio.gather(*(node.run(store(pairs), "multi_set") for node, pairs in by_node.items()))
+
+    async def clear(self) -> None:
+        """Move every node to a new namespace generation; other namespaces are untouched."""
+        if not self.initialized:
+            await self.ensure()
+        results = await asyncio.gather(*(node.bump_generation() for node in self._nodes), return_exceptions=True)
+        failed = [(node, exc) for node, exc in zip(self._nodes, results) if isinstance(exc, BaseException)]
+        if failed:
+            names = ", ".join(node.name for node, _ in failed)
+            raise BackendError(
+                f"clearing namespace {self.namespace!r} failed on {names}; its keys there are not cleared: "
+                f"{failed[0][1]}"
+            ) from failed[0][1]
+
+    def get_lock(self, name: str, ttl: Optional[float] = None, reentrant: bool = False) -> MemcachedLock:
+        """A lock in memcached; it always has a time to live (`DEFAULT_LOCK_TTL` seconds by default)."""
+        return MemcachedLock(self._locate, self._held, name, DEFAULT_LOCK_TTL if ttl is None else ttl, reentrant)
+
+    # -- the decision step ----------------------------------------------------------------
+
+    async def evaluate(
+        self, key: str, strategy: StateStrategy, rate: Rate, cost: float, *, commit: bool = True
+    ) -> Decision:
+        """`gets` the state, run the transition here, `cas` it back; retried when the race is lost."""
+        node, mkey = await self._locate(key)
+        clock = self.clock
+
+        async def attempt(client: NodeClient, conn: Connection) -> Optional[Decision]:
+            raw, token = await client.gets_on(conn, mkey)
+            state = decode_state(raw.value if isinstance(raw, Flagged) else raw)
+            decision, new_state, ttl_ms = strategy.transition(state, clock() * 1000.0, rate, cost)
+            if not commit or new_state is None:
+                return decision
+            data, expiry = encode_state(new_state).encode("ascii"), exptime(ttl_ms / 1000.0)
+            if raw is None:
+                stored = await client.store_on(conn, b"add", mkey, data, expiry)
+            else:
+                stored = await client.store_on(conn, b"cas", mkey, data, expiry, token)
+            return decision if stored else None
+
+        for tries in range(ATTEMPTS):
+            decision = await node.run(attempt, "evaluate")
+            if decision is not None:
+                return decision
+            await asyncio.sleep(random.random() * min(_MAX_BACKOFF, 0.001 * 2**tries))
+        raise BackendError(
+            f"memcached {node.name}: lost {ATTEMPTS} compare-and-swap races in a row on one key; "
+            "the key is extremely contended (more processes or pool connections than memcached can serialise)"
+        )

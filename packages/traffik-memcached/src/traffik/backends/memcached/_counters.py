@@ -1,0 +1,115 @@
+"""Counters on one connection: `incr` with an `add` fallback, signed values, and fixed-window counters."""
+
+from __future__ import annotations
+
+from aiomcache.pool import Connection
+
+from traffik.backends.base import WindowCount
+from traffik.backends.memcached._client import Flagged, NodeClient, NotNumeric, ReplyError
+from traffik.backends.memcached._expiry import NEVER, exptime
+from traffik.backends.memcached._node import Operation
+from traffik.backends.memcached._window import FOLD_AT, FOLD_BY, WINDOW_FLAG, ms_left, pack, unpack, window_end
+
+__all__ = ["ATTEMPTS", "increment", "number", "window_hit"]
+
+ATTEMPTS = 50
+"""How many times a read-modify-write is retried after losing a race before giving up."""
+
+
+def number(raw: bytes | Flagged) -> int:
+    text = raw.value if isinstance(raw, Flagged) else raw
+    try:
+        return int(text)
+    except ValueError:
+        raise ReplyError("the key holds a value that is not a whole number", text[:40]) from None
+
+
+def increment(key: bytes, amount: int) -> Operation[int]:
+    """Add `amount` (may be negative): `incr`/`decr`, else `add`; a lost `add` race retries.
+
+    Memcached counters are unsigned: a `decr` stops at 0, and a value that went negative
+    (a decrement of a missing key stores `-amount`) is updated with `gets`/`cas` instead.
+    """
+
+    async def run(client: NodeClient, conn: Connection) -> int:
+        verb = b"incr" if amount >= 0 else b"decr"
+        try:
+            for _ in range(ATTEMPTS):
+                value = await client.incr_on(conn, key, abs(amount), verb)
+                if value is not None:
+                    return value
+                if await client.store_on(conn, b"add", key, b"%d" % amount, NEVER):
+                    return amount
+        except NotNumeric:
+            return await _signed_add(client, conn, key, amount)
+        raise ReplyError(f"the key kept vanishing during {ATTEMPTS} increments")
+
+    return run
+
+
+async def _signed_add(client: NodeClient, conn: Connection, key: bytes, amount: int) -> int:
+    for _ in range(ATTEMPTS):
+        raw, token = await client.gets_on(conn, key)
+        if raw is None:
+            if await client.store_on(conn, b"add", key, b"%d" % amount, NEVER):
+                return amount
+            continue
+        value = number(raw) + amount
+        if await client.store_on(conn, b"cas", key, b"%d" % value, NEVER, token):
+            return value
+    raise ReplyError(f"lost {ATTEMPTS} compare-and-swap races in a row on a counter")
+
+
+def window_hit(key: bytes, amount: int, ttl: float, now: float) -> Operation[int]:
+    """Count `amount` in the fixed window at `key`, opening one of `ttl` seconds when there is none.
+
+    One `incr` for a window that is open; `add` (or `gets`+`cas` when the window closed on
+    the backend's clock before memcached dropped it) to open the next. Returns a
+    `WindowCount` carrying the time left, or a plain int for a key that holds a plain number.
+    """
+
+    async def run(client: NodeClient, conn: Connection) -> int:
+        for _ in range(ATTEMPTS):
+            try:
+                value = await client.incr_on(conn, key, amount)
+            except NotNumeric:
+                return await _signed_add(client, conn, key, amount)
+            if value is None:
+                opened = await _open_window(client, conn, key, amount, ttl, now, None)
+                if opened is not None:
+                    return opened
+                continue
+            end, count = unpack(value)
+            if end == 0:
+                return value  # a plain counter (from `set` or `increment`): no window to report
+            left = ms_left(end, now)
+            if left > 0:
+                if count >= FOLD_AT > count - amount:
+                    await client.incr_on(conn, key, FOLD_BY, b"decr")
+                    count -= FOLD_BY
+                return WindowCount(count, left)
+            raw, token = await client.gets_on(conn, key)
+            if raw is None:
+                continue
+            if not isinstance(raw, Flagged) or raw.flags != WINDOW_FLAG:
+                return number(raw)
+            if ms_left(unpack(number(raw))[0], now) > 0:
+                continue  # another caller opened the next window meanwhile: count in it
+            opened = await _open_window(client, conn, key, amount, ttl, now, token)
+            if opened is not None:
+                return opened
+        raise ReplyError(f"lost {ATTEMPTS} races in a row opening a fixed window")
+
+    return run
+
+
+async def _open_window(
+    client: NodeClient, conn: Connection, key: bytes, amount: int, ttl: float, now: float, token: int | None
+) -> WindowCount | None:
+    end = window_end(now, ttl)
+    value = Flagged(b"%d" % pack(end, amount), WINDOW_FLAG)
+    if token is None:
+        stored = await client.store_on(conn, b"add", key, value, exptime(ttl))
+    else:
+        stored = await client.store_on(conn, b"cas", key, value, exptime(ttl), token)
+    return WindowCount(amount, ms_left(end, now)) if stored else None

@@ -1,0 +1,29 @@
+"""The shared backend conformance suite, against one memcached and against two as one backend."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pytest
+
+from traffik.backends.memcached import MemcachedBackend
+from traffik.testing.conformance import BackendConformance
+
+pytestmark = pytest.mark.memcached
+
+
+class TestMemcachedConformance(BackendConformance):
+    @pytest.fixture
+    def make_backend(self, memcached_url: str) -> Callable[..., MemcachedBackend]:
+        return lambda **options: MemcachedBackend(memcached_url, **options)
+
+
+class TestMemcachedClusterConformance(BackendConformance):
+    @pytest.fixture
+    def make_backend(self, memcached_cluster_url: str) -> Callable[..., MemcachedBackend]:
+        def make(**options: Any) -> MemcachedBackend:
+            backend = MemcachedBackend(memcached_cluster_url, **options)
+            assert len(backend.servers) == 2
+            return backend
+
+        return make
