@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -57,7 +58,11 @@ def _redis_cli(port: int, *args: str) -> str:
 
 
 class RedisServer:
-    """A `redis-server` child process on a fixed loopback port; `stop()` kills it, `start()` brings it back."""
+    """A `redis-server` child process on a fixed loopback port.
+
+    `stop()` kills it, `start()` brings it back on the same port, `pause()`/`resume()`
+    freeze and thaw it.
+    """
 
     def __init__(self, directory: Path, port: int, *extra: str) -> None:
         self.directory = directory
@@ -82,6 +87,15 @@ class RedisServer:
                 raise RuntimeError(f"redis-server did not start on port {self.port}")
             time.sleep(0.05)
         return self
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections open, nothing answers."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:

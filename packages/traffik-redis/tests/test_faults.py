@@ -1,0 +1,134 @@
+"""A Redis server that dies or hangs turns into prompt `BackendError`s; when it is back, so is the backend."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Callable
+
+import pytest
+
+from traffik.backends.redis import RedisBackend
+from traffik.exceptions import BackendConnectionError, BackendError
+from traffik.rates import Rate
+from traffik.strategies import BUILTIN_STRATEGIES, TokenBucket
+
+pytestmark = [pytest.mark.redis, pytest.mark.anyio]
+
+CONNECT_TIMEOUT = 0.5
+COMMAND_TIMEOUT = 0.5
+# Generous: the backend promises connect_timeout + command_timeout per operation at most.
+UPPER_BOUND = 3 * (CONNECT_TIMEOUT + COMMAND_TIMEOUT)
+RATE = Rate.parse("1000/hour")
+
+
+@pytest.fixture
+async def server_and_backend(
+    redis_server: Callable[[], Any],
+) -> AsyncIterator[tuple[Any, RedisBackend]]:
+    server = redis_server()
+    backend = RedisBackend(
+        server.url,
+        namespace="faults",
+        connect_timeout=CONNECT_TIMEOUT,
+        command_timeout=COMMAND_TIMEOUT,
+    )
+    yield server, backend
+    await backend.close()
+
+
+async def _fails_promptly(backend: RedisBackend) -> BackendError:
+    started = time.monotonic()
+    with pytest.raises(BackendError) as caught:
+        await TokenBucket().decide("user", RATE, backend, 1)
+    assert time.monotonic() - started < UPPER_BOUND
+    return caught.value
+
+
+async def _all_strategies_decide(backend: RedisBackend) -> None:
+    for cls in BUILTIN_STRATEGIES:
+        assert (await cls().decide("user", RATE, backend, 1)).allowed
+
+
+async def test_killed_server_fails_fast_then_recovers(
+    server_and_backend: tuple[Any, RedisBackend],
+) -> None:
+    server, backend = server_and_backend
+    await _all_strategies_decide(backend)
+    server.stop()
+    for _ in range(5):
+        error = await _fails_promptly(backend)
+        assert isinstance(error, BackendConnectionError)
+        assert f"127.0.0.1:{server.port}" in str(error)
+        assert error.__cause__ is not None
+    server.start()  # same port, empty, and without our scripts
+    await _all_strategies_decide(backend)
+    assert await backend.ready()
+
+
+async def test_hung_server_times_out_then_recovers(
+    server_and_backend: tuple[Any, RedisBackend],
+) -> None:
+    server, backend = server_and_backend
+    await _all_strategies_decide(backend)
+    server.pause()
+    try:
+        for _ in range(3):
+            error = await _fails_promptly(backend)
+            assert isinstance(error, BackendConnectionError)
+    finally:
+        server.resume()
+    await _all_strategies_decide(backend)
+
+
+async def test_unreachable_at_first_use_then_reachable(redis_server: Callable[[], Any]) -> None:
+    server = redis_server()
+    server.stop()
+    backend = RedisBackend(server.url, namespace="late", connect_timeout=0.5, command_timeout=0.5)
+    try:
+        error = await _fails_promptly(backend)
+        assert isinstance(error, BackendConnectionError)
+        assert not backend.initialized
+        server.start()
+        await _all_strategies_decide(backend)
+    finally:
+        await backend.close()
+
+
+async def test_throttle_follows_on_error_while_redis_is_down(
+    server_and_backend: tuple[Any, RedisBackend],
+) -> None:
+    pytest.importorskip("starlette")
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from traffik.throttles import HTTPThrottle
+
+    server, backend = server_and_backend
+    fail_open = HTTPThrottle("open", "1000/hour", backend=backend, on_error="allow")
+    fail_closed = HTTPThrottle("closed", "1000/hour", backend=backend, on_error="throttle")
+
+    async def open_route(request: Request) -> PlainTextResponse:
+        await fail_open.hit(request)
+        return PlainTextResponse("ok")
+
+    async def closed_route(request: Request) -> PlainTextResponse:
+        await fail_closed.hit(request)
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/open", open_route), Route("/closed", closed_route)])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+        assert (await client.get("/open")).status_code == 200
+        assert (await client.get("/closed")).status_code == 200
+        server.stop()
+        for path, status in (("/open", 200), ("/closed", 429)):
+            started = time.monotonic()
+            response = await client.get(path)
+            assert response.status_code == status
+            assert time.monotonic() - started < UPPER_BOUND
+        server.start()
+        assert (await client.get("/closed")).status_code == 200

@@ -1,0 +1,91 @@
+"""Every built-in strategy decides in exactly one round trip to Redis, allowed or rejected.
+
+Measured on the server: `total_reads_processed` from `INFO stats` counts the requests the
+server read from clients. A measuring connection reads it before and after one decision;
+the same reading with nothing in between (the cost of the INFO call itself) is subtracted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable
+from typing import Callable
+
+import pytest
+from redis.asyncio import Redis
+
+from traffik.backends.redis import RedisBackend
+from traffik.rates import Rate
+from traffik.strategies import BUILTIN_STRATEGIES, Strategy, TokenBucket
+
+pytestmark = [pytest.mark.redis, pytest.mark.anyio]
+
+
+async def _reads(meter: Redis) -> int:
+    return int((await meter.info("stats"))["total_reads_processed"])
+
+
+async def _measure(meter: Redis, action: Callable[[], Awaitable[object]]) -> int:
+    idle_before = await _reads(meter)
+    idle_after = await _reads(meter)
+    before = await _reads(meter)
+    await action()
+    after = await _reads(meter)
+    return (after - before) - (idle_after - idle_before)
+
+
+async def _round_trips(meter: Redis, backend: RedisBackend, strategy: Strategy, rate: Rate) -> int:
+    return await _measure(meter, lambda: strategy.decide("client", rate, backend, 1))
+
+
+@pytest.fixture
+async def meter(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.mark.parametrize("strategy", [cls() for cls in BUILTIN_STRATEGIES], ids=repr)
+async def test_one_round_trip_per_decision(
+    redis_url: str, meter: Redis, strategy: Strategy
+) -> None:
+    backend = RedisBackend(redis_url, namespace="round-trips")
+    rate = Rate.parse("3/hour")
+    try:
+        await strategy.decide("warm-up", rate, backend, 1)  # connects and loads the scripts
+        allowed = []
+        for _ in range(rate.limit):
+            allowed.append(await _round_trips(meter, backend, strategy, rate))
+        rejected = await _round_trips(meter, backend, strategy, rate)
+        assert (await strategy.decide("client", rate, backend, 1)).allowed is False
+        assert allowed == [1, 1, 1]
+        assert rejected == 1
+    finally:
+        await backend.reset()
+        await backend.close()
+
+
+async def test_scripts_reload_after_script_flush(redis_url: str, meter: Redis) -> None:
+    backend = RedisBackend(redis_url, namespace="noscript")
+    strategy, rate = TokenBucket(), Rate.parse("3/hour")
+    try:
+        assert (await strategy.decide("k", rate, backend, 1)).allowed
+        await meter.script_flush()
+        assert (await strategy.decide("k", rate, backend, 1)).remaining == 1
+        assert await _round_trips(meter, backend, strategy, rate) == 1
+    finally:
+        await backend.reset()
+        await backend.close()
+
+
+async def test_the_meter_counts_each_round_trip(redis_url: str, meter: Redis) -> None:
+    backend = RedisBackend(redis_url, namespace="meter")
+    try:
+        await backend.get("warm-up")
+
+        async def three_gets() -> None:
+            for _ in range(3):
+                await backend.get("k")
+
+        assert await _measure(meter, three_gets) == 3
+    finally:
+        await backend.close()
