@@ -194,7 +194,7 @@ class RedisBackend(ThrottleBackend):
         px = None if expire is None else _ms(expire)
         await self._call(
             "SET",
-            client.set(self._key(key), value if isinstance(value, bytes) else str(value), px=px),
+            client.set(self._key(key), str(value), px=px),
         )
 
     async def delete(self, key: str) -> bool:
@@ -249,7 +249,7 @@ class RedisBackend(ThrottleBackend):
         px = None if expire is None else _ms(expire)
         pipe = client.pipeline() if self.cluster else client.pipeline(transaction=True)
         for key, value in items.items():
-            pipe.set(self._key(key), value if isinstance(value, bytes) else str(value), px=px)
+            pipe.set(self._key(key), str(value), px=px)
         await self._call("SET (pipeline)", pipe.execute())
 
     async def clear(self) -> None:

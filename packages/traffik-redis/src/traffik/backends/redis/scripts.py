@@ -24,7 +24,12 @@ _OTHER_SCRIPTS = ("increment_with_ttl", "lock_release")
 
 
 def _read(name: str) -> str:
-    return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+    return (
+        resources.files(__package__)
+        .joinpath("lua")
+        .joinpath(f"{name}.lua")
+        .read_text(encoding="utf-8")
+    )
 
 
 class Script:

@@ -1,0 +1,283 @@
+"""RedisBackend on one server: what the conformance suite does not cover."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import warnings
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from traffik.backends.redis import RedisBackend
+from traffik.backends.redis.native import native_script
+from traffik.decision import Decision
+from traffik.exceptions import BackendConnectionError, LockAcquisitionError, LockReleaseError
+from traffik.rates import Rate
+from traffik.strategies import BUILTIN_STRATEGIES, StateStrategy, Strategy, TokenBucket
+from traffik.strategies.base import Transition
+
+pytestmark = [pytest.mark.redis, pytest.mark.anyio]
+
+HOSTILE_KEYS = [
+    "with spaces and\ttabs",
+    "ключ ✓ 🚦",
+    "{hash}tag",
+    "new\nline",
+    "*glob?[x]",
+    "",
+]
+
+
+@pytest.fixture
+async def raw(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def backend(redis_url: str) -> AsyncIterator[RedisBackend]:
+    backend = RedisBackend(redis_url, namespace="backend-tests")
+    yield backend
+    if backend.closed():
+        await backend.initialize()
+    await backend.reset()
+    await backend.close()
+
+
+async def _exercise(backend: RedisBackend, key: str = "user") -> None:
+    rate = Rate.parse("2/min")
+    for cls in BUILTIN_STRATEGIES:
+        strategy = cls()
+        assert [(await strategy.decide(key, rate, backend, 1)).allowed for _ in range(3)] == [
+            True,
+            True,
+            False,
+        ], cls.__name__
+        stat = await strategy.get_stat(key, rate, backend)
+        assert stat.hits_remaining == 0 and stat.wait_ms > 0
+    full = backend.get_key(key)
+    await backend.set(full, "é value")
+    assert await backend.get(full) == "é value"
+    await backend.multi_set({full + ":a": "1", full + ":b": "2"}, expire=30)
+    assert await backend.multi_get(full + ":a", full + ":b", full + ":c") == ["1", "2", None]
+    assert await backend.increment(full + ":n", 3) == 3
+    assert await backend.decrement(full + ":n") == 2
+
+
+@pytest.mark.parametrize("decode_responses", [False, True])
+async def test_a_given_client_works_and_stays_open(redis_url: str, decode_responses: bool) -> None:
+    client = Redis.from_url(redis_url, decode_responses=decode_responses)
+    backend = RedisBackend(client, namespace=f"given-{decode_responses}")
+    try:
+        await _exercise(backend)
+        async with backend.lock("L", ttl=1.5):
+            pass
+        await backend.reset()
+        await backend.close()
+        assert await client.ping()
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize("key", HOSTILE_KEYS, ids=repr)
+async def test_hostile_keys(backend: RedisBackend, key: str) -> None:
+    await _exercise(backend, key)
+
+
+async def test_reset_treats_the_namespace_literally(redis_url: str, raw: Redis) -> None:
+    globby = RedisBackend(redis_url, namespace="a*[b]?")
+    try:
+        await raw.set("aXXb:k", "other")
+        await raw.set("a*[b]?X:k", "other")
+        await globby.set(globby.get_key("k"), "mine")
+        await globby.reset()
+        assert await raw.get("aXXb:k") == b"other"
+        assert await raw.get("a*[b]?X:k") == b"other"
+        assert await raw.get("a*[b]?:k") is None
+    finally:
+        await raw.delete("aXXb:k", "a*[b]?X:k")
+        await globby.close()
+
+
+async def test_reset_removes_many_keys_in_batches(backend: RedisBackend, raw: Redis) -> None:
+    await backend.multi_set({backend.get_key(f"k{i}"): "1" for i in range(2_500)})
+    await backend.reset()
+    assert await raw.keys("backend-tests:*") == []
+
+
+async def test_raw_keys_are_kept_inside_the_namespace(backend: RedisBackend, raw: Redis) -> None:
+    await backend.set("bare", "1")
+    assert await raw.get("backend-tests:bare") == b"1"
+    assert await backend.get("bare") == await backend.get(backend.get_key("bare")) == "1"
+
+
+async def test_increment_with_ttl_is_never_immortal(backend: RedisBackend, raw: Redis) -> None:
+    key = backend.get_key("counter")
+    first = await backend.increment_with_ttl(key, amount=1, ttl=0.5)
+    assert first == 1 and 0 < first.ttl_ms <= 500  # type: ignore[attr-defined]
+    second = await backend.increment_with_ttl(key, amount=2, ttl=60)
+    assert second == 3 and second.ttl_ms <= 500  # type: ignore[attr-defined]
+    assert 0 < await raw.pttl(key) <= 500
+
+    immortal = backend.get_key("immortal")
+    assert await backend.increment(immortal) == 1
+    assert await raw.pttl(immortal) == -1
+    assert await backend.increment_with_ttl(immortal, amount=1, ttl=30) == 2
+    assert 0 < await raw.pttl(immortal) <= 30_000
+
+
+async def test_float_expiries_and_ttl(backend: RedisBackend) -> None:
+    key = backend.get_key("k")
+    assert await backend.ttl(key) is None
+    await backend.set(key, "v", expire=1.5)
+    left = await backend.ttl(key)
+    assert left is not None and 1_000 < left <= 1_500
+    assert await backend.expire(key, 0.25) is True
+    left = await backend.ttl(key)
+    assert left is not None and 0 < left <= 250
+    await backend.set(key, "v")
+    assert await backend.ttl(key) is None
+
+
+async def test_amounts_must_be_whole(backend: RedisBackend) -> None:
+    with pytest.raises(ValueError, match=r"amount=1\.5"):
+        await backend.increment("k", 1.5)  # type: ignore[arg-type]
+    assert await backend.increment("k", 2.0) == 2  # type: ignore[arg-type]
+
+
+# -- locks -----------------------------------------------------------------------------------
+
+
+async def test_lock_with_float_ttl_expires_and_leaves_nothing(
+    backend: RedisBackend, raw: Redis
+) -> None:
+    async with backend.lock("res", ttl=10.0):
+        keys = await raw.keys("backend-tests:*")
+        assert keys == [b"backend-tests:res"]
+        assert 9_000 < await raw.pttl(keys[0]) <= 10_000
+    assert await raw.keys("backend-tests:*") == []
+
+
+async def test_lock_reentrancy_and_ownership(backend: RedisBackend) -> None:
+    async with backend.lock("re", reentrant=True) as lock:
+        assert lock.is_owner()
+        async with backend.lock("re", reentrant=True):
+            pass
+        assert lock.is_owner()
+
+        async def other_task() -> bool:
+            return lock.is_owner()
+
+        assert not await asyncio.create_task(other_task())
+        with pytest.raises(LockAcquisitionError):
+            async with backend.lock("re"):
+                pass
+    assert not lock.is_owner()
+
+
+async def test_releasing_an_expired_lock_taken_by_another(
+    backend: RedisBackend, redis_url: str
+) -> None:
+    other = RedisBackend(redis_url, namespace="backend-tests")
+    try:
+        with pytest.raises(LockReleaseError, match="expired"):
+            async with backend.lock("short", ttl=0.05):
+                await asyncio.sleep(0.1)
+                assert await other.get_lock(backend.get_key("short"), ttl=5).acquire(blocking=False)
+    finally:
+        await other.close()
+
+
+async def test_lock_waits_until_released(backend: RedisBackend, redis_url: str) -> None:
+    other = RedisBackend(redis_url, namespace="backend-tests")
+    order: list[str] = []
+
+    async def holder() -> None:
+        async with other.lock("wait", ttl=5):
+            order.append("held")
+            await asyncio.sleep(0.05)
+        order.append("released")
+
+    try:
+        task = asyncio.create_task(holder())
+        while not order:
+            await asyncio.sleep(0.001)
+        async with backend.lock("wait", ttl=5, blocking_timeout=2):
+            order.append("acquired")
+        await task
+    finally:
+        await other.close()
+    assert order == ["held", "released", "acquired"]
+
+
+# -- strategies without a script ------------------------------------------------------------
+
+
+class Halving(StateStrategy):
+    """A user's strategy: no script, its own transition; the generic locked path runs it."""
+
+    name = "halving"
+    suffix = ":half"
+
+    def transition(self, state: Any, now: float, rate: Rate, cost: float) -> Transition:
+        used = state[0] if state else 0.0
+        if used + cost > rate.limit / 2:
+            return Decision(False, 1_000.0, 0, 1_000.0, rate.limit), None, 0.0
+        used += cost
+        return Decision(True, 0.0, int(rate.limit / 2 - used), 0.0, rate.limit), [used], 60_000.0
+
+
+class StrictTokenBucket(TokenBucket):
+    """Keeps the token bucket's script name but changes the transition: not run as a script."""
+
+    def transition(self, state: Any, now: float, rate: Rate, cost: float) -> Transition:
+        decision, new_state, ttl = super().transition(state, now, rate, cost * 2)
+        return decision, new_state, ttl
+
+
+@pytest.mark.parametrize("strategy", [Halving(), StrictTokenBucket()], ids=repr)
+async def test_strategies_without_a_script_take_the_generic_path(
+    backend: RedisBackend, strategy: Strategy
+) -> None:
+    assert native_script(strategy) is None
+    rate = Rate.parse("4/min")
+    assert [(await strategy.decide("u", rate, backend, 1)).allowed for _ in range(3)] == [
+        True,
+        True,
+        False,
+    ]
+
+
+# -- lifecycle ------------------------------------------------------------------------------
+
+
+async def test_closed_backend_refuses(backend: RedisBackend) -> None:
+    await backend.increment_with_ttl(backend.get_key("x"))
+    await backend.close()
+    with pytest.raises(BackendConnectionError, match="closed"):
+        await TokenBucket().decide("u", Rate.parse("1/min"), backend, 1)
+
+
+def test_one_backend_across_event_loops(redis_url: str) -> None:
+    backend = RedisBackend(redis_url, namespace="loops")
+    rate = Rate.parse("5/min")
+
+    async def hit() -> bool:
+        return (await TokenBucket().decide("u", rate, backend, 1)).allowed
+
+    async def finish() -> None:
+        await backend.reset()
+        await backend.close()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert asyncio.run(hit())
+        assert asyncio.run(hit())  # a new loop: the old loop's client is dropped, not reused
+        assert asyncio.run(hit())
+        asyncio.run(finish())
+        gc.collect()
+    assert [str(w.message) for w in caught] == []

@@ -1,0 +1,89 @@
+"""What `connection=` accepts, and the errors for what it does not: no server needed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis, Sentinel
+
+import traffik.backends.redis
+import traffik.backends.redis.aioredis
+from traffik.backends import from_url
+from traffik.backends.redis import RedisBackend
+from traffik.exceptions import ConfigurationError
+
+
+def test_public_api() -> None:
+    assert traffik.backends.redis.__all__ == ["RedisBackend"]
+    assert traffik.backends.redis.aioredis.RedisBackend is RedisBackend
+
+
+@pytest.mark.parametrize(
+    ("url", "server", "cluster"),
+    [
+        ("redis://localhost:6379/0", "redis://localhost:6379/0", False),
+        ("rediss://:s3cret@cache:6380/1", "rediss://:***@cache:6380/1", False),
+        ("unix:///tmp/redis.sock?db=2", "unix:///tmp/redis.sock?db=2", False),
+        ("redis+cluster://h1:7000,h2:7001", "redis+cluster://h1:7000,h2:7001", True),
+        ("redis+cluster://user:pw@[::1]:7000,h2", "redis+cluster://user:***@[::1]:7000,h2", True),
+        (
+            "redis+sentinel://s1:26379,s2/mymaster/3",
+            "redis+sentinel://s1:26379,s2/mymaster/3",
+            False,
+        ),
+    ],
+)
+def test_urls(url: str, server: str, cluster: bool) -> None:
+    for backend in (from_url(url, namespace="app"), RedisBackend(connection=url, namespace="app")):
+        assert isinstance(backend, RedisBackend)
+        assert backend.server.startswith(server)
+        assert backend.cluster is cluster
+        assert "s3cret" not in repr(backend)
+
+
+def test_defaults() -> None:
+    backend = RedisBackend()
+    assert backend.server == "redis://localhost:6379/0"
+    assert backend.namespace == "redis"
+    assert (backend.connect_timeout, backend.command_timeout) == (2.0, 1.0)
+    assert backend.connection is None and not backend.initialized
+
+
+def test_given_clients() -> None:
+    client = Redis(host="cache", port=6390, db=4)
+    assert RedisBackend(client).server == "cache:6390/4"
+    sentinel = Sentinel([("s1", 26379)])
+    assert "mymaster" in RedisBackend(sentinel, sentinel_service_name="mymaster").server
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "names"),
+    [
+        ({"connection": "http://localhost"}, ConfigurationError, "http"),
+        ({"connection": "localhost:6379"}, ConfigurationError, "localhost:6379"),
+        ({"connection": "redis+cluster://"}, ConfigurationError, "no host"),
+        ({"connection": "redis+cluster://h1:7000/2"}, ConfigurationError, "database 0"),
+        ({"connection": "redis+cluster://h1:port"}, ConfigurationError, "h1:port"),
+        ({"connection": "redis+sentinel://s1:26379"}, ConfigurationError, "service"),
+        ({"connection": "redis+sentinel://s1/m/x"}, ConfigurationError, "'x'"),
+        ({"connection": "redis://h/?socket_timeout=soon"}, ConfigurationError, "socket_timeout"),
+        ({"connection": Sentinel([("s1", 26379)])}, ConfigurationError, "sentinel_service_name"),
+        ({"connection": []}, ConfigurationError, "empty"),
+        ({"connection": [("h1", "7000")]}, TypeError, "('h1', '7000')"),
+        ({"connection": ["h1:7000"]}, TypeError, "'h1:7000'"),
+        ({"connection": 42}, TypeError, "42"),
+        ({"lock_type": "redlock"}, ConfigurationError, "dropped"),
+        ({"lock_type": "zookeeper"}, ConfigurationError, "zookeeper"),
+        ({"command_timeout": 0}, ConfigurationError, "command_timeout=0"),
+        ({"connect_timeout": "2"}, ConfigurationError, "connect_timeout='2'"),
+        ({"namespace": ""}, ConfigurationError, "namespace=''"),
+        ({"on_error": "ignore"}, ConfigurationError, "ignore"),
+    ],
+)
+def test_bad_arguments_name_the_value(
+    kwargs: dict[str, Any], error: type[Exception], names: str
+) -> None:
+    with pytest.raises(error) as caught:
+        RedisBackend(**kwargs)
+    assert names in str(caught.value)
