@@ -1,0 +1,103 @@
+"""`throttled`: a decorator applying throttles to a Starlette endpoint (FastAPI's is `traffik.fastapi.throttled`)."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Mapping
+from typing import Any, Callable, TypeVar
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import HTTPConnection
+from starlette.responses import Response
+from starlette.websockets import WebSocket
+
+from traffik.exceptions import ConfigurationError
+from traffik.throttles import Throttle
+
+__all__ = ["check_throttles", "is_async_callable", "throttled"]
+
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+
+
+def check_throttles(throttles: tuple[Any, ...], owner: str) -> type[HTTPConnection]:
+    """Validate the throttles given to a decorator; return the connection type they share."""
+    if not throttles:
+        raise ConfigurationError(f"{owner}() needs at least one throttle")
+    for throttle in throttles:
+        if not isinstance(throttle, Throttle):
+            raise TypeError(
+                f"{owner}() takes HTTPThrottle or WebSocketThrottle instances, not {throttle!r}"
+            )
+    kinds = {issubclass(t.connection_type, WebSocket) for t in throttles}
+    if len(kinds) > 1:
+        raise ConfigurationError(
+            f"{owner}() got HTTP and WebSocket throttles together ({', '.join(map(repr, throttles))}); "
+            "decorate an HTTP endpoint with HTTP throttles and a WebSocket endpoint with WebSocket throttles"
+        )
+    return throttles[0].connection_type
+
+
+def _find_connection(
+    args: tuple[Any, ...], kwargs: Mapping[str, Any], endpoint: Callable[..., Any]
+) -> HTTPConnection:
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, HTTPConnection):
+            return value
+    raise TypeError(
+        f"throttled: {getattr(endpoint, '__qualname__', endpoint)!r} was called without a Request or "
+        "WebSocket argument; a Starlette endpoint takes the connection as an argument "
+        "(for FastAPI endpoints use traffik.fastapi.throttled)"
+    )
+
+
+def is_async_callable(obj: Any) -> bool:
+    """Whether calling `obj` gives an awaitable: async functions, partials of them, objects with an async `__call__`."""
+    while isinstance(obj, functools.partial):
+        obj = obj.func
+    obj = inspect.unwrap(obj)
+    dunder_call = getattr(obj, "__call__", None)  # noqa: B004
+    return inspect.iscoroutinefunction(obj) or inspect.iscoroutinefunction(dunder_call)
+
+
+def throttled(*throttles: Throttle) -> Callable[[Endpoint], Endpoint]:
+    """Apply `throttles`, in order, before a Starlette endpoint runs.
+
+    ```python
+    @throttled(burst, sustained)
+    async def homepage(request):
+        return JSONResponse({"hello": "world"})
+    ```
+
+    The endpoint receives the `Request` or `WebSocket` as an argument (methods of
+    `HTTPEndpoint` too). The first throttle that throttles stops the rest and the endpoint.
+    When the endpoint returns a `Response`, the throttles' rate-limit headers are added to
+    it. Sync endpoints run in the thread pool, as Starlette runs them. For a WebSocket
+    endpoint the throttles limit connection attempts; throttle messages with
+    `await throttle.hit(websocket)`.
+    """
+    check_throttles(throttles, "throttled")
+
+    def decorator(endpoint: Endpoint) -> Endpoint:
+        if not callable(endpoint):
+            raise TypeError(f"throttled(...) decorates an endpoint function, not {endpoint!r}")
+        is_async = is_async_callable(endpoint)
+
+        @functools.wraps(endpoint)
+        async def throttled_endpoint(*args: Any, **kwargs: Any) -> Any:
+            connection = _find_connection(args, kwargs, endpoint)
+            sink = None if isinstance(connection, WebSocket) else Response()
+            start = len(sink.raw_headers) if sink is not None else 0
+            for throttle in throttles:
+                await throttle.hit(connection, response=sink)
+            if is_async:
+                result = await endpoint(*args, **kwargs)
+            else:
+                result = await run_in_threadpool(endpoint, *args, **kwargs)
+            if sink is not None and isinstance(result, Response):
+                result.raw_headers.extend(sink.raw_headers[start:])
+            return result
+
+        return throttled_endpoint  # type: ignore[return-value]
+
+    return decorator

@@ -1,0 +1,342 @@
+"""`ThrottleMiddleware`: throttles applied to HTTP requests and WebSocket handshakes, scoped by `MiddlewareThrottle`."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Callable, Optional, Union
+
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
+
+from traffik.backends.base import ThrottleBackend
+from traffik.decorators import is_async_callable
+from traffik.exceptions import ConfigurationError
+from traffik.rules import PathPattern, Rule
+from traffik.throttles import Throttle
+
+__all__ = ["MiddlewareThrottle", "ThrottleMiddleware"]
+
+logger = logging.getLogger("traffik")
+
+Exemption = Union[PathPattern, Rule]
+ExceptionHandlerGetter = Callable[[Exception], Optional[Callable[..., Any]]]
+
+
+def _exemptions(exempt: Iterable[Exemption], owner: str) -> tuple[Rule, ...]:
+    if isinstance(exempt, (str, re.Pattern, Rule)):
+        exempt = [exempt]
+    rules = []
+    for item in exempt:
+        if isinstance(item, Rule):
+            rules.append(item)
+        elif isinstance(item, (str, re.Pattern)):
+            rules.append(Rule(path=item))
+        else:
+            raise ConfigurationError(
+                f"{owner}: exempt item {item!r} is neither a path pattern nor a Rule"
+            )
+    return tuple(rules)
+
+
+async def _safe_matches(
+    rule: Rule, connection: HTTPConnection, context: Mapping[str, Any], if_error: bool
+) -> bool:
+    try:
+        return await rule.matches(connection, context)
+    except Exception:
+        logger.exception(
+            "%r failed on %s; treating it as %s", rule, connection.scope.get("path"), if_error
+        )
+        return if_error
+
+
+class _PatternRoute:
+    """Stands for the route in a middleware throttle's key: its path pattern is the template."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: Optional[PathPattern]) -> None:
+        if isinstance(path, re.Pattern):
+            path = path.pattern
+        self.path = "/**" if path is None else path
+
+    def __repr__(self) -> str:
+        return f"<pattern {self.path!r}>"
+
+
+def _connection(scope: Scope, receive: Receive, send: Send) -> HTTPConnection:
+    return Request(scope) if scope["type"] == "http" else WebSocket(scope, receive, send)
+
+
+class MiddlewareThrottle:
+    """A throttle applied by `ThrottleMiddleware` to the connections its rule matches.
+
+    `path` is a glob (`*` one segment, `**` any number; anchored at both ends) or a compiled
+    regex; `methods` one or several HTTP methods (ignored for WebSockets); `predicate`
+    `(connection)` or `(connection, context)`, sync or async. `exempt` lists paths or `Rule`s
+    this throttle skips even when its own rule matches. `cost`, `context` and `skip_handler`
+    override the throttle's own; `context` wins over the middleware's, which wins over the
+    throttle's. A predicate that raises is logged and counted as matching (the throttle
+    applies); an exemption whose predicate raises does not exempt.
+
+    The middleware runs before routing, so there is no route template to count per: in its
+    place a per-route throttle counts per client, method and this `path` pattern
+    (`/api/items/1` and `/api/items/2` share one budget under `path="/api/**"`, so a client
+    cannot escape the limit by varying the path; with no `path`, one budget per method).
+    """
+
+    def __init__(
+        self,
+        throttle: Throttle,
+        path: Optional[PathPattern] = None,
+        methods: Union[str, Iterable[str], None] = None,
+        predicate: Optional[Callable[..., Any]] = None,
+        cost: Optional[int] = None,
+        context: Optional[Mapping[str, Any]] = None,
+        skip_handler: Optional[bool] = None,
+        *,
+        exempt: Iterable[Exemption] = (),
+    ) -> None:
+        if not isinstance(throttle, Throttle):
+            raise TypeError(
+                f"MiddlewareThrottle wraps an HTTPThrottle or WebSocketThrottle, not {throttle!r}"
+            )
+        owner = f"MiddlewareThrottle({throttle.uid!r})"
+        if cost is not None and (isinstance(cost, bool) or not isinstance(cost, int) or cost < 0):
+            raise ConfigurationError(
+                f"{owner}: cost={cost!r} must be a whole number >= 0, or None for the throttle's"
+            )
+        self.throttle = throttle
+        self.rule = Rule(path=path, methods=methods, predicate=predicate)
+        self.exempt = _exemptions(exempt, owner)
+        self.cost = cost
+        self.context: dict[str, Any] = dict(context or {})
+        self.skip_handler = skip_handler
+        self.route = _PatternRoute(path)
+
+    def __repr__(self) -> str:
+        return f"MiddlewareThrottle({self.throttle!r}, rule={self.rule!r})"
+
+    @property
+    def connection_type(self) -> type[HTTPConnection]:
+        return self.throttle.connection_type
+
+    async def applies(self, connection: HTTPConnection, context: Mapping[str, Any]) -> bool:
+        """Whether this throttle counts `connection`: its rule matches and no exemption does."""
+        if not self.rule.matches_scope(connection.scope):
+            return False
+        for exemption in self.exempt:
+            if await _safe_matches(exemption, connection, context, if_error=False):
+                return False
+        return await _safe_matches(self.rule, connection, context, if_error=True)
+
+    async def hit(
+        self,
+        connection: Any,
+        *,
+        cost: Optional[int] = None,
+        context: Optional[Mapping[str, Any]] = None,
+        skip_handler: Optional[bool] = None,
+        response: Optional[Response] = None,
+    ) -> Any:
+        """Hit the throttle when `applies`; otherwise return `connection` untouched."""
+        merged = {**(context or {}), **self.context}
+        if not await self.applies(connection, merged):
+            return connection
+        return await self.throttle.hit(
+            connection,
+            cost=cost if cost is not None else self.cost,
+            context=merged,
+            skip_handler=skip_handler if skip_handler is not None else self.skip_handler,
+            response=response,
+        )
+
+
+def _with_headers(send: Send, headers: Sequence[tuple[bytes, bytes]]) -> Send:
+    async def send_with_headers(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), *headers]}
+        await send(message)
+
+    return send_with_headers
+
+
+class ThrottleMiddleware:
+    """ASGI middleware applying throttles to HTTP requests and WebSocket handshakes.
+
+    ```python
+    app.add_middleware(
+        ThrottleMiddleware,
+        middleware_throttles=[
+            MiddlewareThrottle(api_throttle, path="/api/**", exempt=["/api/health"]),
+            MiddlewareThrottle(write_throttle, methods=["POST", "PUT", "DELETE"]),
+        ],
+        exempt=["/docs", "/openapi.json"],
+    )
+    ```
+
+    `middleware_throttles` are `MiddlewareThrottle`s or plain throttles (applied to every
+    connection of their kind), run in the given order; the first that throttles stops the
+    rest and the app. `exempt` lists paths or `Rule`s no throttle applies to. `backend`, when
+    given, is the default for throttles that have none. `context` and `skip_handler` apply to
+    every throttle; with `skip_handler=True` throttled requests reach the app, which can
+    check `is_throttled(request)`.
+
+    A throttled connection gets the response of the app's exception handler for the
+    exception (status-code handlers first, then by class, as Starlette does), or of
+    `exception_handler_getter(exc)` when given; with no handler, a JSON
+    `{"detail": ...}` 429 with `Retry-After` and the rate-limit headers. A WebSocket handshake
+    gets that response as a denial, or a close with code 1008 when the server cannot send
+    one. Allowed HTTP responses carry the throttles' rate-limit headers. Any other exception
+    (e.g. `on_error="raise"`) propagates to the server error handling, a plain 500.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        middleware_throttles: Iterable[Union[MiddlewareThrottle, Throttle]],
+        backend: Union[ThrottleBackend, str, None] = None,
+        context: Optional[Mapping[str, Any]] = None,
+        skip_handler: Optional[bool] = None,
+        *,
+        exempt: Iterable[Exemption] = (),
+        exception_handler_getter: Optional[ExceptionHandlerGetter] = None,
+    ) -> None:
+        throttles = [
+            t if isinstance(t, MiddlewareThrottle) else MiddlewareThrottle(t)
+            for t in middleware_throttles
+        ]
+        if isinstance(backend, str):
+            from traffik.backends import from_url
+
+            backend = from_url(backend)
+        if backend is not None and not isinstance(backend, ThrottleBackend):
+            raise ConfigurationError(
+                f"ThrottleMiddleware: backend={backend!r} is not a ThrottleBackend or a backend URL"
+            )
+        self.app = app
+        self.http_throttles = tuple(
+            t for t in throttles if not issubclass(t.connection_type, WebSocket)
+        )
+        self.websocket_throttles = tuple(
+            t for t in throttles if issubclass(t.connection_type, WebSocket)
+        )
+        self.backend = backend
+        self.context: dict[str, Any] = dict(context or {})
+        self.skip_handler = skip_handler
+        self.exempt = _exemptions(exempt, "ThrottleMiddleware")
+        self.exception_handler_getter = exception_handler_getter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            throttles = self.http_throttles
+        elif scope["type"] == "websocket":
+            throttles = self.websocket_throttles
+        else:
+            throttles = ()
+        if not throttles:
+            await self.app(scope, receive, send)
+            return
+        # Throttles see copies of the scope (with their pattern as the route) sharing its state.
+        scope.setdefault("state", {})
+        connection = _connection(scope, receive, send)
+        sink = Response() if scope["type"] == "http" else None
+        start = len(sink.raw_headers) if sink is not None else 0
+        try:
+            if not await self._exempted(connection):
+                await self._run(throttles, scope, receive, send, sink)
+        except Exception as exc:
+            await self._reject(exc, connection, scope, receive, send)
+            return
+        if sink is not None and len(sink.raw_headers) > start:
+            send = _with_headers(send, sink.raw_headers[start:])
+        await self.app(scope, receive, send)
+
+    async def _exempted(self, connection: HTTPConnection) -> bool:
+        for exemption in self.exempt:
+            if await _safe_matches(exemption, connection, self.context, if_error=False):
+                return True
+        return False
+
+    async def _run(
+        self,
+        throttles: Sequence[MiddlewareThrottle],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        sink: Optional[Response],
+    ) -> None:
+        if self.backend is None:
+            await self._hit_all(throttles, scope, receive, send, sink)
+            return
+        # Only make the backend the default here; it initialises itself on first use, inside
+        # the throttle's decision, so its failures follow the throttle's `on_error`.
+        async with self.backend(persistent=True, close_on_exit=False, initialized=True):
+            await self._hit_all(throttles, scope, receive, send, sink)
+
+    async def _hit_all(
+        self,
+        throttles: Sequence[MiddlewareThrottle],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        sink: Optional[Response],
+    ) -> None:
+        for throttle in throttles:
+            scoped = _connection({**scope, "route": throttle.route}, receive, send)
+            await throttle.hit(
+                scoped, context=self.context, skip_handler=self.skip_handler, response=sink
+            )
+
+    def _handler_for(self, exc: Exception, scope: Scope) -> Optional[Callable[..., Any]]:
+        if self.exception_handler_getter is not None:
+            handler = self.exception_handler_getter(exc)
+            if handler is not None:
+                return handler
+        handlers = getattr(scope.get("app"), "exception_handlers", None)
+        if not handlers:
+            return None
+        # 500 and `Exception` belong to ServerErrorMiddleware, which runs them on re-raise.
+        if (
+            isinstance(exc, HTTPException)
+            and exc.status_code != 500
+            and exc.status_code in handlers
+        ):
+            return handlers[exc.status_code]
+        for cls in type(exc).__mro__:
+            if cls is Exception:
+                break
+            if cls in handlers:
+                return handlers[cls]
+        return None
+
+    async def _reject(
+        self, exc: Exception, connection: HTTPConnection, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        handler = self._handler_for(exc, scope)
+        response: Optional[Response]
+        if handler is not None:
+            if is_async_callable(handler):
+                response = await handler(connection, exc)
+            else:
+                response = await run_in_threadpool(handler, connection, exc)
+        elif isinstance(exc, HTTPException):
+            response = JSONResponse(
+                {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+            )
+        else:
+            raise exc
+        if response is None:
+            return
+        extensions = scope.get("extensions") or {}
+        if scope["type"] == "websocket" and "websocket.http.response" not in extensions:
+            reason = str(getattr(exc, "detail", "")).encode()[:123].decode(errors="ignore")
+            await send({"type": "websocket.close", "code": 1008, "reason": reason})
+            return
+        await response(scope, receive, send)

@@ -1,0 +1,455 @@
+"""`ThrottleMiddleware` and `MiddlewareThrottle` in real Starlette and FastAPI apps, and `Rule` matching."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.testclient import TestClient, WebSocketDenialResponse
+from starlette.websockets import WebSocket
+
+from traffik import HTTPThrottle, InMemoryBackend, WebSocketThrottle, is_throttled
+from traffik.exceptions import BackendConnectionError, ConfigurationError, ConnectionThrottled
+from traffik.middleware import MiddlewareThrottle, ThrottleMiddleware
+from traffik.rules import Rule, compile_path
+
+pytestmark = pytest.mark.anyio
+
+METHODS = ["GET", "POST", "PUT", "DELETE", "OPTIONS"]
+
+
+class DownBackend(InMemoryBackend):
+    """Fault injection: every storage operation fails as if the store were unreachable."""
+
+    async def ensure(self) -> None:
+        raise BackendConnectionError("store down")
+
+
+@pytest.fixture
+def backend() -> InMemoryBackend:
+    return InMemoryBackend(namespace="middleware")
+
+
+async def ok(request: Request) -> Response:
+    return JSONResponse({"path": request.url.path, "throttled": is_throttled(request)})
+
+
+async def echo(websocket: WebSocket) -> None:
+    await websocket.accept()
+    await websocket.send_text("hello")
+    await websocket.close()
+
+
+def starlette_app(*throttles: Any, app_options: Any = None, **options: Any) -> Starlette:
+    routes = [WebSocketRoute("/ws", echo), Route("/{path:path}", ok, methods=METHODS)]
+    middleware = [Middleware(ThrottleMiddleware, middleware_throttles=list(throttles), **options)]
+    return Starlette(routes=routes, middleware=middleware, **(app_options or {}))
+
+
+def fastapi_app(*throttles: Any, **options: Any) -> FastAPI:
+    app = FastAPI()
+    app.add_middleware(ThrottleMiddleware, middleware_throttles=list(throttles), **options)
+
+    @app.api_route("/{path:path}", methods=METHODS)
+    async def anything(path: str) -> dict[str, str]:
+        return {"path": path}
+
+    return app
+
+
+def client_for(app: Any, **transport: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, **transport), base_url="http://test"
+    )
+
+
+async def statuses(
+    client: httpx.AsyncClient, path: str, n: int, method: str = "GET", **kwargs: Any
+) -> list[int]:
+    return [(await client.request(method, path, **kwargs)).status_code for _ in range(n)]
+
+
+# -- rules ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path", "matches"),
+    [
+        ("/api/*", "/api/users", True),
+        ("/api/*", "/api/users/1", False),
+        ("/api/*", "/api/", False),
+        ("/api/*", "/api", False),
+        ("/api/**", "/api", True),
+        ("/api/**", "/api/users", True),
+        ("/api/**", "/api/users/1", True),
+        ("/api/**", "/apis", False),
+        ("/api/**/edit", "/api/edit", True),
+        ("/api/**/edit", "/api/users/1/edit", True),
+        ("/api/**/edit", "/api/users/1/view", False),
+        ("/files/*.txt", "/files/a.txt", True),
+        ("/files/*.txt", "/files/a/b.txt", False),
+        ("/health", "/health", True),
+        ("/health", "/healthz", False),
+        ("/health", "/health/", False),
+        ("/v1.0", "/v1x0", False),
+        ("/api/(x)", "/api/(x)", True),
+    ],
+)
+def test_path_globs_are_anchored_at_both_ends(pattern: str, path: str, matches: bool) -> None:
+    assert (
+        Rule(path=pattern).matches_scope({"type": "http", "method": "GET", "path": path}) is matches
+    )
+
+
+def test_a_compiled_pattern_is_used_as_is() -> None:
+    pattern = re.compile(r"/users/\d+")
+    assert compile_path(pattern) is pattern
+    rule = Rule(path=pattern)
+    assert rule.matches_scope({"type": "http", "path": "/users/12/posts"})
+    assert not rule.matches_scope({"type": "http", "path": "/users/me"})
+
+
+def test_methods_match_case_insensitively_and_not_for_websockets() -> None:
+    rule = Rule(methods=["post", "Put"])
+    assert rule.matches_scope({"type": "http", "method": "POST", "path": "/"})
+    assert not rule.matches_scope({"type": "http", "method": "GET", "path": "/"})
+    assert rule.matches_scope({"type": "websocket", "path": "/"})
+    assert Rule(methods="GET").methods == frozenset({"GET"})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"path": ""}, "not a path pattern"),
+        ({"path": 3}, "not a path pattern"),
+        ({"methods": []}, "matches nothing"),
+        ({"predicate": "yes"}, "not callable"),
+    ],
+)
+def test_bad_rules_fail_at_construction(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        Rule(**kwargs)
+
+
+# -- which requests a throttle counts ------------------------------------------------------
+
+
+async def test_path_throttle_counts_matching_paths_in_one_budget(backend: InMemoryBackend) -> None:
+    throttle = HTTPThrottle("api", rate="2/min", backend=backend)
+    async with client_for(starlette_app(MiddlewareThrottle(throttle, path="/api/**"))) as client:
+        assert await statuses(client, "/other", 4) == [200] * 4
+        # /api/items/1 and /api/items/2 share the budget: varying the path does not escape it.
+        assert [(await client.get(f"/api/items/{i}")).status_code for i in range(3)] == [
+            200,
+            200,
+            429,
+        ]
+        assert await statuses(client, "/api", 1) == [429]
+
+
+async def test_single_star_matches_one_segment(backend: InMemoryBackend) -> None:
+    throttle = HTTPThrottle("star", rate="1/min", backend=backend)
+    async with client_for(starlette_app(MiddlewareThrottle(throttle, path="/api/*"))) as client:
+        assert await statuses(client, "/api/users/1", 3) == [200] * 3
+        assert await statuses(client, "/api/users", 2) == [200, 429]
+
+
+async def test_one_throttle_under_two_patterns_counts_each_separately(
+    backend: InMemoryBackend,
+) -> None:
+    throttle = HTTPThrottle("split", rate="1/min", backend=backend)
+    app = starlette_app(
+        MiddlewareThrottle(throttle, path="/a/**"), MiddlewareThrottle(throttle, path="/b/**")
+    )
+    async with client_for(app) as client:
+        assert await statuses(client, "/a/1", 2) == [200, 429]
+        assert await statuses(client, "/b/1", 2) == [200, 429]
+
+
+async def test_method_throttle_counts_only_those_methods(backend: InMemoryBackend) -> None:
+    throttle = HTTPThrottle("writes", rate="1/min", backend=backend)
+    app = starlette_app(MiddlewareThrottle(throttle, methods=["POST", "PUT"]))
+    async with client_for(app) as client:
+        assert await statuses(client, "/items", 3) == [200] * 3
+        assert await statuses(client, "/items", 2, method="POST") == [200, 429]
+        assert await statuses(client, "/items", 2, method="PUT") == [200, 429]
+
+
+async def test_plain_throttles_apply_to_every_request_in_order(backend: InMemoryBackend) -> None:
+    burst = HTTPThrottle("burst", rate="1/min", backend=backend)
+    sustained = HTTPThrottle("sustained", rate="5/min", backend=backend)
+    async with client_for(starlette_app(burst, sustained)) as client:
+        assert await statuses(client, "/x", 2) == [200, 429]
+        # The request `burst` throttled never reached `sustained`: four units are left there.
+        await burst.disable()
+        assert await statuses(client, "/x", 5) == [200, 200, 200, 200, 429]
+
+
+async def test_exemptions(backend: InMemoryBackend) -> None:
+    throttle = HTTPThrottle("exempt", rate="1/min", backend=backend)
+
+    async def internal(request: Request) -> bool:
+        return request.headers.get("x-internal") == "yes"
+
+    guarded = MiddlewareThrottle(
+        throttle,
+        path="/api/**",
+        exempt=["/api/health", Rule(methods="OPTIONS"), Rule(predicate=internal)],
+    )
+    app = starlette_app(guarded, exempt=["/api/docs/**"])
+    async with client_for(app) as client:
+        assert await statuses(client, "/api/health", 3) == [200] * 3
+        assert await statuses(client, "/api/docs/openapi.json", 3) == [200] * 3
+        assert await statuses(client, "/api/items", 3, method="OPTIONS") == [200] * 3
+        assert await statuses(client, "/api/items", 3, headers={"x-internal": "yes"}) == [200] * 3
+        assert await statuses(client, "/api/items", 2) == [200, 429]
+        assert await statuses(client, "/api/health/deep", 1) == [429]
+
+
+async def test_predicates_sync_or_async_with_or_without_context(backend: InMemoryBackend) -> None:
+    def anonymous(request: Request) -> bool:
+        return "authorization" not in request.headers
+
+    async def tier_is_free(request: Request, context: dict[str, Any]) -> bool:
+        return request.headers.get("x-tier", context["default_tier"]) == "free"
+
+    anon = HTTPThrottle("anon", rate="1/min", backend=backend)
+    free = HTTPThrottle("free", rate="2/min", backend=backend)
+    app = starlette_app(
+        MiddlewareThrottle(anon, predicate=anonymous),
+        MiddlewareThrottle(free, predicate=tier_is_free),
+        context={"default_tier": "free"},
+    )
+    async with client_for(app) as client:
+        assert await statuses(client, "/", 2) == [200, 429]
+        paid = {"authorization": "Bearer t", "x-tier": "paid"}
+        assert await statuses(client, "/", 3, headers=paid) == [200] * 3
+        # The first anonymous request, of the default free tier, counted on `free` too.
+        assert await statuses(client, "/", 2, headers={"authorization": "Bearer t"}) == [200, 429]
+
+
+async def test_a_failing_predicate_applies_the_throttle_and_is_logged(
+    backend: InMemoryBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(request: Request) -> bool:
+        raise RuntimeError("predicate bug")
+
+    throttle = HTTPThrottle("broken-rule", rate="1/min", backend=backend)
+    app = starlette_app(
+        MiddlewareThrottle(throttle, predicate=broken, exempt=[Rule(predicate=broken)])
+    )
+    with caplog.at_level(logging.ERROR, logger="traffik"):
+        async with client_for(app) as client:
+            assert await statuses(client, "/", 2) == [200, 429]
+    assert "predicate bug" in caplog.text
+
+
+async def test_cost_and_context_of_a_middleware_throttle(backend: InMemoryBackend) -> None:
+    throttle = HTTPThrottle("costly", rate="3/min", backend=backend)
+    app = starlette_app(
+        MiddlewareThrottle(throttle, cost=2, context={"detail": "API busy"}),
+        context={"detail": "busy"},
+    )
+    async with client_for(app) as client:
+        assert await statuses(client, "/", 1) == [200]
+        response = await client.get("/")
+    assert response.status_code == 429
+    assert response.json() == {"detail": "API busy"}
+
+
+async def test_skip_handler_lets_throttled_requests_reach_the_app(backend: InMemoryBackend) -> None:
+    throttle = HTTPThrottle("soft", rate="1/min", backend=backend)
+    async with client_for(starlette_app(throttle, skip_handler=True)) as client:
+        first, second = await client.get("/"), await client.get("/")
+    assert (first.status_code, first.json()["throttled"]) == (200, False)
+    assert (second.status_code, second.json()["throttled"]) == (200, True)
+
+
+# -- responses -------------------------------------------------------------------------------
+
+
+async def test_headers_on_allowed_responses_and_the_default_429(backend: InMemoryBackend) -> None:
+    throttle = HTTPThrottle("hdr", rate="2/min", backend=backend, headers="both")
+    async with client_for(starlette_app(throttle)) as client:
+        first, second, third = [await client.get("/") for _ in range(3)]
+    assert first.status_code == 200
+    assert first.headers["ratelimit-policy"] == '"hdr";q=2;w=60'
+    assert first.headers["ratelimit"] == '"hdr";r=1;t=60'
+    assert (first.headers["x-ratelimit-limit"], first.headers["x-ratelimit-remaining"]) == (
+        "2",
+        "1",
+    )
+    assert second.headers["x-ratelimit-remaining"] == "0"
+    assert third.status_code == 429
+    assert third.headers["content-type"] == "application/json"
+    assert third.json() == {"detail": "Too many requests. Retry in 60 seconds."}
+    assert third.headers["retry-after"] == "60"
+    assert third.headers["ratelimit"] == '"hdr";r=0;t=60'
+    assert third.headers["x-ratelimit-remaining"] == "0"
+
+
+async def test_no_headers_without_a_header_style(backend: InMemoryBackend) -> None:
+    throttle = HTTPThrottle("quiet", rate="2/min", backend=backend, headers=None)
+    async with client_for(starlette_app(throttle)) as client:
+        response = await client.get("/")
+    assert not [name for name in response.headers if "ratelimit" in name]
+
+
+async def test_fastapi_apps_answer_with_their_handler(backend: InMemoryBackend) -> None:
+    throttle = HTTPThrottle("fastapi-mw", rate="1/min", backend=backend)
+    async with client_for(fastapi_app(MiddlewareThrottle(throttle, path="/api/**"))) as client:
+        allowed = await client.get("/api/items")
+        throttled = await client.get("/api/items")
+    assert allowed.status_code == 200 and allowed.headers["ratelimit"] == '"fastapi-mw";r=0;t=60'
+    assert throttled.status_code == 429
+    assert throttled.json() == {"detail": "Too many requests. Retry in 60 seconds."}
+    assert throttled.headers["retry-after"] == "60"
+
+
+async def test_app_exception_handlers_take_over(backend: InMemoryBackend) -> None:
+    def by_class(request: Request, exc: Exception) -> Response:  # sync: runs in the thread pool
+        assert isinstance(exc, ConnectionThrottled)
+        return PlainTextResponse(
+            f"slow down ({exc.wait_period}s)", status_code=429, headers=exc.headers
+        )
+
+    async def by_status(request: Request, exc: Exception) -> Response:
+        return PlainTextResponse("status handler", status_code=429)
+
+    throttle = HTTPThrottle("handled", rate="1/min", backend=backend)
+    app = starlette_app(
+        throttle, app_options={"exception_handlers": {ConnectionThrottled: by_class}}
+    )
+    async with client_for(app) as client:
+        await client.get("/")
+        response = await client.get("/")
+    assert (response.status_code, response.text) == (429, "slow down (60s)")
+    assert response.headers["retry-after"] == "60"
+
+    app = fastapi_app(HTTPThrottle("handled-2", rate="1/min", backend=backend))
+    app.add_exception_handler(429, by_status)
+    async with client_for(app) as client:
+        await client.get("/")
+        response = await client.get("/")
+    assert (response.status_code, response.text) == (429, "status handler")
+
+
+async def test_exception_handler_getter_comes_first(backend: InMemoryBackend) -> None:
+    async def teapot(request: Request, exc: Exception) -> Response:
+        return PlainTextResponse("teapot", status_code=418)
+
+    throttle = HTTPThrottle("getter", rate="1/min", backend=backend)
+    app = fastapi_app(throttle, exception_handler_getter=lambda exc: teapot)
+    async with client_for(app) as client:
+        assert await statuses(client, "/", 2) == [200, 418]
+
+
+@pytest.mark.parametrize("make_app", [starlette_app, fastapi_app])
+@pytest.mark.parametrize(
+    ("on_error", "status"), [("throttle", 429), ("allow", 200), ("raise", 500)]
+)
+async def test_a_failing_backend_follows_on_error(
+    make_app: Any, on_error: str, status: int
+) -> None:
+    throttle = HTTPThrottle(
+        "down", rate="5/min", backend=DownBackend(namespace="down"), on_error=on_error
+    )
+    async with client_for(make_app(throttle), raise_app_exceptions=False) as client:
+        response = await client.get("/")
+    assert response.status_code == status
+    assert "Traceback" not in response.text and "store down" not in response.text
+    if status == 429:
+        assert response.headers["retry-after"] == "1"
+    if status == 500:
+        assert response.text == "Internal Server Error"
+
+
+async def test_a_throttle_without_backend_uses_the_middlewares(backend: InMemoryBackend) -> None:
+    throttle = HTTPThrottle("mw-backend", rate="1/min")
+    async with client_for(starlette_app(throttle, backend=backend)) as client:
+        assert await statuses(client, "/", 2) == [200, 429]
+    assert throttle.backend is backend
+
+
+async def test_a_throttle_without_backend_uses_the_lifespan_backend(
+    backend: InMemoryBackend,
+) -> None:
+    throttle = HTTPThrottle("lifespan-backend", rate="1/min")
+    app = Starlette(
+        routes=[Route("/", ok)],
+        middleware=[Middleware(ThrottleMiddleware, middleware_throttles=[throttle])],
+        lifespan=backend.lifespan,
+    )
+    with TestClient(app) as client:
+        assert [client.get("/").status_code for _ in range(2)] == [200, 429]
+    assert throttle.backend is backend
+
+
+# -- WebSockets and lifespan -----------------------------------------------------------------
+
+
+def test_websocket_handshakes_are_throttled(backend: InMemoryBackend) -> None:
+    connects = WebSocketThrottle("ws-connect", rate="1/min", backend=backend)
+    requests = HTTPThrottle("http-only", rate="1/min", backend=backend)
+    app = starlette_app(MiddlewareThrottle(connects, path="/ws", methods="POST"), requests)
+    client = TestClient(app)
+    with client.websocket_connect("/ws") as websocket:
+        assert websocket.receive_text() == "hello"
+    with pytest.raises(WebSocketDenialResponse) as denied, client.websocket_connect("/ws"):
+        pass  # pragma: no cover
+    assert denied.value.status_code == 429
+    assert denied.value.json() == {"detail": "Too many requests. Retry in 60 seconds."}
+    assert denied.value.headers["retry-after"] == "60"
+    # The HTTP throttle leaves WebSockets alone, and the WebSocket throttle leaves HTTP alone.
+    assert [client.get("/").status_code for _ in range(2)] == [200, 429]
+
+
+def test_lifespan_and_unthrottled_kinds_pass_through(backend: InMemoryBackend) -> None:
+    events = []
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        events.append("startup")
+        yield
+        events.append("shutdown")
+
+    throttle = HTTPThrottle("http", rate="1/min", backend=backend)
+    app = Starlette(
+        routes=[WebSocketRoute("/ws", echo)],
+        middleware=[Middleware(ThrottleMiddleware, middleware_throttles=[throttle])],
+        lifespan=lifespan,
+    )
+    with TestClient(app) as client:
+        for _ in range(3):
+            with client.websocket_connect("/ws") as websocket:
+                assert websocket.receive_text() == "hello"
+    assert events == ["startup", "shutdown"]
+
+
+# -- configuration ---------------------------------------------------------------------------
+
+
+def test_bad_configuration_fails_at_construction(backend: InMemoryBackend) -> None:
+    throttle = HTTPThrottle("config", rate="1/min", backend=backend)
+    with pytest.raises(TypeError, match="wraps an HTTPThrottle"):
+        MiddlewareThrottle(object())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="wraps an HTTPThrottle"):
+        ThrottleMiddleware(Starlette(), [object()])  # type: ignore[list-item]
+    with pytest.raises(ConfigurationError, match="cost=-1"):
+        MiddlewareThrottle(throttle, cost=-1)
+    with pytest.raises(ConfigurationError, match="neither a path pattern nor a Rule"):
+        MiddlewareThrottle(throttle, exempt=[42])  # type: ignore[list-item]
+    with pytest.raises(ConfigurationError, match="not a ThrottleBackend"):
+        ThrottleMiddleware(Starlette(), [throttle], backend=object())  # type: ignore[arg-type]
+    assert ThrottleMiddleware(Starlette(), [throttle], exempt="/health").exempt[0].path == "/health"
