@@ -11,11 +11,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from typing import Optional
+from typing import Callable, Optional
 
 import pytest
 
@@ -60,9 +61,19 @@ class MemcachedServer:
         self.stop()
         raise RuntimeError(f"memcached on port {self.port} did not accept connections within 10 s")
 
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): it keeps its connections but answers nothing."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         process, self.process = self.process, None
         if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGCONT)
             process.kill()
             process.wait(timeout=10)
         if process is not None and process.stderr is not None:
@@ -123,7 +134,20 @@ def memcached_cluster_url(request: pytest.FixtureRequest) -> Iterator[str]:
 
 
 @pytest.fixture
-def memcached_server(memcached_binary: str) -> Iterator[MemcachedServer]:
+def start_memcached(memcached_binary: str) -> Iterator[Callable[[], MemcachedServer]]:
+    """Starts memcached servers of this test's own (to stop, pause or restart); all stopped at the end."""
+    servers: list[MemcachedServer] = []
+
+    def start() -> MemcachedServer:
+        servers.append(MemcachedServer(memcached_binary).start())
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def memcached_server(start_memcached: Callable[[], MemcachedServer]) -> MemcachedServer:
     """A memcached of this test's own, which the test may stop and start again."""
-    with _started(memcached_binary) as server:
-        yield server
+    return start_memcached()

@@ -94,6 +94,25 @@ class NodeClient(aiomcache.FlagClient[Flagged]):
     def must_connect(self) -> bool:
         return self._pool.must_connect()
 
+    def abandon(self) -> None:
+        """Drop every connection without awaiting: for a client whose event loop is closed."""
+        pool = self._pool
+        connections = list(pool._in_use)
+        pool._in_use.clear()
+        while not pool._pool.empty():
+            connections.append(pool._pool.get_nowait())
+        for conn in connections:
+            transport = conn.writer.transport
+            try:
+                transport.abort()
+            except RuntimeError:
+                # Its loop is closed, so the transport cannot finish closing by itself:
+                # close the socket as it would have (otherwise it warns when collected).
+                sock = getattr(transport, "_sock", None)
+                if sock is not None:
+                    sock.close()
+                    transport._sock = None  # type: ignore[attr-defined]
+
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
         conn = await self._pool.acquire()

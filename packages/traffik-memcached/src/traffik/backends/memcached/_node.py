@@ -65,34 +65,48 @@ class Node:
         self._connect_timeout = connect_timeout
         self._command_timeout = command_timeout
         self._generation_refresh = generation_refresh
-        self._client: Optional[NodeClient] = None
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._clients: dict[asyncio.AbstractEventLoop, NodeClient] = {}
+        self._last: tuple[Optional[asyncio.AbstractEventLoop], Optional[NodeClient]] = (None, None)
         self.generation: Optional[int] = None
         self._generation_until = 0.0
-        self._refreshing = False
+        self._refresh_started: Optional[float] = None
 
     def __repr__(self) -> str:
         return f"Node({self.name})"
 
     def _client_here(self) -> NodeClient:
+        """The client of the running loop: connections belong to the loop that opened them."""
         loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop:
-            # Connections belong to the loop that opened them; a new loop gets a new client.
-            self._client = NodeClient(
+        last_loop, client = self._last
+        if last_loop is loop and client is not None:
+            return client
+        client = self._clients.get(loop)
+        if client is None:
+            self._drop_closed_loops()
+            client = self._clients[loop] = NodeClient(
                 self.server.host,
                 self.server.port,
                 pool_size=self._pool_size,
                 connect_timeout=self._connect_timeout,
             )
-            self._loop = loop
-            self._refreshing = False
-        return self._client
+        self._last = (loop, client)
+        return client
+
+    def _drop_closed_loops(self) -> None:
+        for loop in [loop for loop in self._clients if loop.is_closed()]:
+            self._clients.pop(loop).abandon()
 
     async def close(self) -> None:
-        client, self._client = self._client, None
+        """Close this loop's connections; those of closed loops are dropped, live loops close their own."""
+        self._drop_closed_loops()
+        here = asyncio.get_running_loop()
+        clients, self._clients, self._last = self._clients, {}, (None, None)
         self.generation = None
-        if client is not None and self._loop is asyncio.get_running_loop():
-            await client.close()
+        for loop, client in clients.items():
+            if loop is not here:
+                loop.call_soon_threadsafe(client.abandon)
+        if here in clients:
+            await clients[here].close()
 
     async def run(self, operation: Operation[T], what: str) -> T:
         client = self._client_here()
@@ -135,14 +149,18 @@ class Node:
 
     async def current_generation(self) -> int:
         """This node's namespace generation; read from the server at most every `generation_refresh` s."""
-        generation = self.generation
-        if generation is not None and (self._refreshing or time.monotonic() < self._generation_until):
-            return generation
-        self._refreshing = True
+        generation, now = self.generation, time.monotonic()
+        if generation is not None:
+            if now < self._generation_until:
+                return generation
+            started = self._refresh_started
+            if started is not None and now - started < self._connect_timeout + self._command_timeout:
+                return generation  # another task is reading it right now
+        self._refresh_started = now
         try:
             generation = await self.run(self._read_generation, "reading the namespace generation")
         finally:
-            self._refreshing = False
+            self._refresh_started = None
         self.remember_generation(generation)
         return generation
 

@@ -1,0 +1,77 @@
+"""Commands per decision, counted by the server: one `incr` for a fixed window, `gets`+`cas` for the others."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiomcache
+import pytest
+
+from traffik.backends.memcached import MemcachedBackend
+from traffik.rates import Rate
+from traffik.strategies import BUILTIN_STRATEGIES, GCRA, FixedWindow, TokenBucket
+
+pytestmark = [pytest.mark.memcached, pytest.mark.anyio]
+
+_COUNTED = (
+    "cmd_get",  # one per key in get/gets
+    "cmd_set",  # set, add, cas, replace, append, prepend
+    "cmd_touch",
+    "incr_hits",
+    "incr_misses",
+    "decr_hits",
+    "decr_misses",
+    "delete_hits",
+    "delete_misses",
+)
+DECISIONS = 20
+RATE = Rate.parse("1000/hour")
+
+
+async def _commands(client: aiomcache.Client) -> int:
+    stats = await client.stats()
+    return sum(int(stats[name.encode()] or 0) for name in _COUNTED)
+
+
+async def _per_decision(server: Any, backend: MemcachedBackend, strategy: Any, rate: Rate = RATE) -> float:
+    client = aiomcache.Client("127.0.0.1", server.port)
+    try:
+        await strategy.decide("u", rate, backend, 1)  # creates the key and reads the generation
+        before = await _commands(client)
+        for _ in range(DECISIONS):
+            await strategy.decide("u", rate, backend, 1)
+        return (await _commands(client) - before) / DECISIONS
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+def backend(memcached_server: Any) -> MemcachedBackend:
+    # a long generation cache, so the counts below are the decisions' own commands
+    return MemcachedBackend(memcached_server.url, namespace="count", generation_refresh=3600)
+
+
+async def test_fixed_window_is_one_command(memcached_server: Any, backend: MemcachedBackend) -> None:
+    assert await _per_decision(memcached_server, backend, FixedWindow()) == 1
+    assert await _per_decision(memcached_server, backend, FixedWindow(), Rate.parse("1/hour")) == 1, "rejected"
+    await backend.close()
+
+
+@pytest.mark.parametrize("strategy", [TokenBucket(), GCRA()], ids=["TokenBucket", "GCRA"])
+async def test_state_strategies_are_two_commands(memcached_server: Any, backend: MemcachedBackend, strategy: Any) -> None:
+    assert await _per_decision(memcached_server, backend, strategy) == 2
+    await backend.close()
+
+
+@pytest.mark.parametrize("strategy", BUILTIN_STRATEGIES, ids=[cls.__name__ for cls in BUILTIN_STRATEGIES])
+async def test_a_rejection_is_one_read(memcached_server: Any, backend: MemcachedBackend, strategy: type) -> None:
+    rate = Rate.parse("1/hour")
+    await strategy().decide("u", rate, backend, 1)
+    assert await _per_decision(memcached_server, backend, strategy(), rate) == 1
+    await backend.close()
+
+
+async def test_the_generation_is_read_at_most_once_per_refresh(memcached_server: Any) -> None:
+    backend = MemcachedBackend(memcached_server.url, namespace="count", generation_refresh=1.0)
+    assert await _per_decision(memcached_server, backend, FixedWindow()) <= 1 + 1 / DECISIONS
+    await backend.close()
