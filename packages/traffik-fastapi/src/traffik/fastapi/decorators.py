@@ -1,0 +1,123 @@
+"""`throttled`: throttles as one FastAPI dependency that also decorates endpoints needing no `request` parameter."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import itertools
+import typing
+from typing import Annotated, Any, Callable, TypeVar, cast
+
+from fastapi import params
+from traffik.decorators import check_throttles, is_async_callable
+from traffik.throttles import Throttle
+
+__all__ = ["Throttled", "throttled"]
+
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+
+_names = itertools.count()
+
+
+def _dependency(throttles: tuple[Throttle, ...], connection_type: type) -> Callable[..., Any]:
+    """One throttle as is; several as one dependency whose sub-dependencies run them in order."""
+    if len(throttles) == 1:
+        return cast(Callable[..., Any], throttles[0])
+
+    async def apply_throttles(**connections: Any) -> Any:
+        return next(iter(connections.values()))
+
+    apply_throttles.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [
+            inspect.Parameter(
+                f"connection_{index}",
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=Annotated[
+                    connection_type,
+                    params.Depends(cast(Callable[..., Any], throttle), use_cache=False),
+                ],
+            )
+            for index, throttle in enumerate(throttles)
+        ]
+    )
+    apply_throttles.connection_type = connection_type  # type: ignore[attr-defined]
+    return apply_throttles
+
+
+def _typed_signature(endpoint: Callable[..., Any]) -> inspect.Signature:
+    """The endpoint's signature with string annotations resolved where possible."""
+    signature = inspect.signature(endpoint)
+    try:
+        hints = typing.get_type_hints(endpoint, include_extras=True)
+    except Exception:  # unresolvable names: FastAPI resolves what it can itself
+        return signature
+    return signature.replace(
+        parameters=[
+            p.replace(annotation=hints.get(p.name, p.annotation))
+            for p in signature.parameters.values()
+        ],
+        return_annotation=hints.get("return", signature.return_annotation),
+    )
+
+
+class Throttled(params.Depends):
+    """What `throttled(...)` returns: a FastAPI dependency marker, and a decorator."""
+
+    def __call__(self, endpoint: Endpoint) -> Endpoint:
+        if not callable(endpoint):
+            raise TypeError(f"throttled(...) decorates an endpoint function, not {endpoint!r}")
+        assert self.dependency is not None
+        signature = _typed_signature(endpoint)
+        name = f"_traffik_throttled_{next(_names)}"
+        parameters = list(signature.parameters.values())
+        first_kind = parameters[0].kind if parameters else inspect.Parameter.POSITIONAL_OR_KEYWORD
+        kind = (
+            first_kind
+            if first_kind is inspect.Parameter.POSITIONAL_ONLY
+            else inspect.Parameter.POSITIONAL_OR_KEYWORD
+        )
+        connection_type = getattr(self.dependency, "connection_type", Any)
+        # First, so FastAPI resolves the throttles before the endpoint's own dependencies.
+        hidden = inspect.Parameter(
+            name,
+            kind,
+            annotation=Annotated[connection_type, params.Depends(self.dependency, use_cache=False)],
+        )
+
+        if is_async_callable(endpoint):
+
+            @functools.wraps(endpoint)
+            async def wrapper(*args: Any, **kwargs: Any) -> Any:
+                kwargs.pop(name, None)
+                return await endpoint(*args, **kwargs)
+
+        else:  # sync functions and generators: FastAPI runs or iterates what this returns
+
+            @functools.wraps(endpoint)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                kwargs.pop(name, None)
+                return endpoint(*args, **kwargs)
+
+        wrapper.__signature__ = signature.replace(parameters=[hidden, *parameters])  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+
+def throttled(*throttles: Throttle) -> Throttled:
+    """Apply `throttles`, in order, to a FastAPI endpoint or router.
+
+    As a decorator (under the route decorator) the endpoint needs no `request` parameter:
+
+    ```python
+    @app.get("/search")
+    @throttled(burst, sustained)
+    async def search(q: str): ...
+    ```
+
+    As a dependency: `@app.get("/items", dependencies=[throttled(burst, sustained)])` or
+    `APIRouter(dependencies=[throttled(api)])`. The first throttle that throttles stops the
+    rest; allowed responses carry the rate-limit headers (unless the endpoint returns a
+    `Response` itself, whose headers FastAPI leaves alone). Each use counts: a throttle given
+    twice counts twice.
+    """
+    connection_type = check_throttles(throttles, "throttled")
+    return Throttled(dependency=_dependency(throttles, connection_type), use_cache=False)

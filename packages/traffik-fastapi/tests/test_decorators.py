@@ -1,0 +1,176 @@
+"""`traffik.fastapi.throttled` as a decorator on FastAPI endpoints and as a dependency."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import APIRouter, Depends, FastAPI, Request, Response, WebSocket
+from fastapi.params import Depends as DependsMarker
+from starlette.testclient import TestClient, WebSocketDenialResponse
+
+from traffik import HTTPThrottle, InMemoryBackend, WebSocketThrottle
+from traffik.exceptions import ConfigurationError
+from traffik.fastapi import throttled
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def backend() -> InMemoryBackend:
+    return InMemoryBackend(namespace="fastapi-decorators")
+
+
+def client_for(app: FastAPI) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+async def statuses(client: httpx.AsyncClient, path: str, n: int) -> list[int]:
+    return [(await client.get(path)).status_code for _ in range(n)]
+
+
+async def test_decorated_endpoint_needs_no_request_parameter(backend: InMemoryBackend) -> None:
+    throttle = HTTPThrottle("search", rate="2/min", backend=backend)
+    app = FastAPI()
+
+    @app.get("/search")
+    @throttled(throttle)
+    async def search(q: str, limit: int = 10) -> dict[str, Any]:
+        return {"q": q, "limit": limit}
+
+    async with client_for(app) as client:
+        first = await client.get("/search", params={"q": "cats"})
+        assert (await client.get("/search")).status_code == 422  # validation still applies
+        throttled_response = await client.get("/search", params={"q": "cats"})
+    assert first.json() == {"q": "cats", "limit": 10}
+    assert first.headers["ratelimit"] == '"search";r=1;t=60'
+    # The invalid request was counted too: the throttle runs before validation.
+    assert throttled_response.status_code == 429
+    assert throttled_response.json() == {"detail": "Too many requests. Retry in 60 seconds."}
+    assert throttled_response.headers["retry-after"] == "60"
+    parameters = app.openapi()["paths"]["/search"]["get"]["parameters"]
+    assert [p["name"] for p in parameters] == ["q", "limit"]
+
+
+async def test_several_throttles_in_order_and_stacked_decorators(backend: InMemoryBackend) -> None:
+    burst = HTTPThrottle("fa-burst", rate="1/min", backend=backend)
+    sustained = HTTPThrottle("fa-sustained", rate="3/min", backend=backend)
+    outer = HTTPThrottle("fa-outer", rate="10/min", backend=backend)
+    app = FastAPI()
+
+    @app.get("/combined")
+    @throttled(burst, sustained)
+    async def combined() -> str:
+        return "ok"
+
+    @app.get("/stacked")
+    @throttled(outer)
+    @throttled(sustained)
+    async def stacked() -> str:
+        return "ok"
+
+    async with client_for(app) as client:
+        assert await statuses(client, "/combined", 2) == [200, 429]
+        await burst.disable()
+        # The request `burst` stopped never reached `sustained`.
+        assert await statuses(client, "/combined", 3) == [200, 200, 429]
+        response = await client.get("/stacked")
+    assert response.status_code == 200
+    assert response.headers.get_list("ratelimit") == [
+        '"fa-outer";r=9;t=60',
+        '"fa-sustained";r=2;t=60',
+    ]
+
+
+async def test_sync_endpoints_and_own_request_and_response_parameters(
+    backend: InMemoryBackend,
+) -> None:
+    throttle = HTTPThrottle("fa-sync", rate="1/min", backend=backend)
+    app = FastAPI()
+
+    @app.get("/sync")
+    @throttled(throttle)
+    def sync(request: Request, response: Response) -> dict[str, str]:
+        response.headers["x-own"] = "kept"
+        return {"path": request.url.path}
+
+    async with client_for(app) as client:
+        first = await client.get("/sync")
+        assert await statuses(client, "/sync", 1) == [429]
+    assert first.json() == {"path": "/sync"}
+    assert first.headers["x-own"] == "kept"
+    assert first.headers["ratelimit"] == '"fa-sync";r=0;t=60'
+
+
+async def test_as_dependency_on_routes_and_routers(backend: InMemoryBackend) -> None:
+    route_throttle = HTTPThrottle("fa-route", rate="1/min", backend=backend)
+    router_throttle = HTTPThrottle("fa-router", rate="2/min", backend=backend)
+    marker = throttled(route_throttle)
+    assert isinstance(marker, DependsMarker)
+
+    router = APIRouter(prefix="/api", dependencies=[throttled(router_throttle)])
+
+    @router.get("/a")
+    async def a() -> str:
+        return "a"
+
+    @router.get("/b", dependencies=[marker])
+    async def b() -> str:
+        return "b"
+
+    app = FastAPI()
+    app.include_router(router)
+    async with client_for(app) as client:
+        # A router throttle counts per route: /api/a and /api/b each have two.
+        assert await statuses(client, "/api/a", 3) == [200, 200, 429]
+        assert await statuses(client, "/api/b", 2) == [200, 429]
+
+
+def test_websocket_endpoints_throttle_the_handshake(backend: InMemoryBackend) -> None:
+    throttle = WebSocketThrottle("fa-ws", rate="1/min", backend=backend)
+    app = FastAPI()
+
+    @app.websocket("/ws")
+    @throttled(throttle)
+    async def chat(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text("hi")
+        await websocket.close()
+
+    client = TestClient(app)
+    with client.websocket_connect("/ws") as websocket:
+        assert websocket.receive_text() == "hi"
+    with pytest.raises(WebSocketDenialResponse) as denied, client.websocket_connect("/ws"):
+        pass  # pragma: no cover
+    assert denied.value.status_code == 429
+
+
+async def test_generator_endpoints_stream(backend: InMemoryBackend) -> None:
+    throttle = HTTPThrottle("fa-stream", rate="1/min", backend=backend)
+    app = FastAPI()
+
+    @app.get("/numbers")
+    @throttled(throttle)
+    def numbers() -> Iterator[int]:
+        yield from range(3)
+
+    async with client_for(app) as client:
+        response = await client.get("/numbers")
+        assert await statuses(client, "/numbers", 1) == [429]
+    assert response.status_code == 200
+    assert response.text.split() == ["0", "1", "2"]
+
+
+def test_bad_decorations_fail_at_decoration_time(backend: InMemoryBackend) -> None:
+    http = HTTPThrottle("fa-http", rate="1/min", backend=backend)
+    ws = WebSocketThrottle("fa-websocket", rate="1/min", backend=backend)
+    with pytest.raises(ConfigurationError, match="at least one throttle"):
+        throttled()
+    with pytest.raises(ConfigurationError, match="HTTP and WebSocket throttles together"):
+        throttled(http, ws)
+    with pytest.raises(TypeError, match="takes HTTPThrottle or WebSocketThrottle"):
+        throttled(Depends(http))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="decorates an endpoint"):
+        throttled(http)(42)  # type: ignore[type-var]
