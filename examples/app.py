@@ -1,0 +1,102 @@
+"""A small FastAPI app rate limited by Traffik: `uvicorn examples.app:app`, or `python examples/app.py`.
+
+The backend is in memory, or the one `TRAFFIK_BACKEND_URL` names (`redis://localhost:6379/0`,
+`memcached://localhost:11211`, ...). No throttle below names a backend: they all use the app's,
+which the lifespan opens at startup and closes at shutdown.
+"""
+
+from __future__ import annotations
+
+import os
+
+from fastapi import APIRouter, Depends, FastAPI, Request, WebSocket, WebSocketDisconnect
+
+from traffik import HTTPThrottle, InMemoryBackend, WebSocketThrottle, is_throttled
+from traffik.backends import ThrottleBackend, from_url
+from traffik.fastapi import document_rate_limits, throttled
+from traffik.middleware import MiddlewareThrottle, ThrottleMiddleware
+
+
+def backend_from_environment() -> ThrottleBackend:
+    url = os.environ.get("TRAFFIK_BACKEND_URL")
+    return (
+        from_url(url, namespace="traffik-demo")
+        if url
+        else InMemoryBackend(namespace="traffik-demo")
+    )
+
+
+backend = backend_from_environment()
+
+# Every client gets its own budget on each route.
+items_throttle = HTTPThrottle("items", rate="5/10s")
+search_throttle = HTTPThrottle("search", rate="3/10s", headers="both")
+reports_throttle = HTTPThrottle("reports", rate="2/min")
+site_throttle = HTTPThrottle("site", rate="100/min")
+connect_throttle = WebSocketThrottle("ws-connect", rate="10/min")
+message_throttle = WebSocketThrottle("ws-messages", rate="5/10s")
+
+app = document_rate_limits(FastAPI(title="Traffik demo", lifespan=backend.lifespan))
+
+# A site-wide limit before routing, with the health check and the docs left out.
+app.add_middleware(
+    ThrottleMiddleware,
+    middleware_throttles=[MiddlewareThrottle(site_throttle, path="/**")],
+    exempt=["/health", "/docs", "/openapi.json"],
+)
+
+
+@app.get("/health")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@app.get("/items")
+async def items(request: Request = Depends(items_throttle)) -> dict[str, list[int]]:
+    """A throttle as a dependency: 5 requests per 10 seconds."""
+    return {"items": [1, 2, 3]}
+
+
+@app.get("/search")
+@throttled(search_throttle)
+async def search(q: str = "") -> dict[str, str]:
+    """The decorator: no `request` parameter needed; legacy `X-RateLimit-*` headers as well."""
+    return {"query": q}
+
+
+# A router-level throttle: each report has its own budget of 2 per minute.
+reports = APIRouter(prefix="/reports", tags=["reports"], dependencies=[Depends(reports_throttle)])
+
+
+@reports.get("/daily")
+async def daily_report() -> dict[str, str]:
+    return {"report": "daily"}
+
+
+@reports.get("/weekly")
+async def weekly_report() -> dict[str, str]:
+    return {"report": "weekly"}
+
+
+app.include_router(reports)
+
+
+@app.websocket("/ws/echo")
+async def echo(websocket: WebSocket = Depends(connect_throttle)) -> None:
+    """10 connections a minute; then 5 messages per 10 seconds, over which the client gets a
+    `{"type": "rate_limit", ...}` message instead of the echo and the socket stays open."""
+    await websocket.accept()
+    try:
+        while True:
+            text = await websocket.receive_text()
+            await message_throttle.hit(websocket)
+            if not is_throttled(websocket):
+                await websocket.send_text(f"echo: {text}")
+    except WebSocketDisconnect:
+        pass
+
+
+if __name__ == "__main__":
+    import uvicorn
+
+    uvicorn.run(app, host="127.0.0.1", port=int(os.environ.get("PORT", "8000")))
