@@ -44,7 +44,19 @@ class MemcachedServer:
         return f"memcached://127.0.0.1:{self.port}"
 
     def start(self) -> MemcachedServer:
-        command = [self.binary, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0", "-m", "64", "-t", "2"]
+        command = [
+            self.binary,
+            "-l",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            "0",
+            "-m",
+            "64",
+            "-t",
+            "2",
+        ]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             command += ["-u", "root"]  # memcached refuses to run as root otherwise
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

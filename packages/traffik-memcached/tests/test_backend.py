@@ -39,7 +39,10 @@ def test_found_by_name_and_url() -> None:
         ({"host": "cache", "port": 11212}, [Server("cache", 11212)]),
         ({"url": "memcached://cache"}, [Server("cache", 11211)]),
         ({"url": "memcached://"}, [Server("localhost", 11211)]),
-        ({"url": "memcached://[::1]:11300,10.0.0.2"}, [Server("::1", 11300), Server("10.0.0.2", 11211)]),
+        (
+            {"url": "memcached://[::1]:11300,10.0.0.2"},
+            [Server("::1", 11300), Server("10.0.0.2", 11211)],
+        ),
         ({"servers": ["a:1", ("b", 2)]}, [Server("a", 1), Server("b", 2)]),
     ],
 )

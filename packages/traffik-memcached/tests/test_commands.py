@@ -33,7 +33,9 @@ async def _commands(client: aiomcache.Client) -> int:
     return sum(int(stats[name.encode()] or 0) for name in _COUNTED)
 
 
-async def _per_decision(server: Any, backend: MemcachedBackend, strategy: Any, rate: Rate = RATE) -> float:
+async def _per_decision(
+    server: Any, backend: MemcachedBackend, strategy: Any, rate: Rate = RATE
+) -> float:
     client = aiomcache.Client("127.0.0.1", server.port)
     try:
         await strategy.decide("u", rate, backend, 1)  # creates the key and reads the generation
@@ -51,20 +53,30 @@ def backend(memcached_server: Any) -> MemcachedBackend:
     return MemcachedBackend(memcached_server.url, namespace="count", generation_refresh=3600)
 
 
-async def test_fixed_window_is_one_command(memcached_server: Any, backend: MemcachedBackend) -> None:
+async def test_fixed_window_is_one_command(
+    memcached_server: Any, backend: MemcachedBackend
+) -> None:
     assert await _per_decision(memcached_server, backend, FixedWindow()) == 1
-    assert await _per_decision(memcached_server, backend, FixedWindow(), Rate.parse("1/hour")) == 1, "rejected"
+    assert (
+        await _per_decision(memcached_server, backend, FixedWindow(), Rate.parse("1/hour")) == 1
+    ), "rejected"
     await backend.close()
 
 
 @pytest.mark.parametrize("strategy", [TokenBucket(), GCRA()], ids=["TokenBucket", "GCRA"])
-async def test_state_strategies_are_two_commands(memcached_server: Any, backend: MemcachedBackend, strategy: Any) -> None:
+async def test_state_strategies_are_two_commands(
+    memcached_server: Any, backend: MemcachedBackend, strategy: Any
+) -> None:
     assert await _per_decision(memcached_server, backend, strategy) == 2
     await backend.close()
 
 
-@pytest.mark.parametrize("strategy", BUILTIN_STRATEGIES, ids=[cls.__name__ for cls in BUILTIN_STRATEGIES])
-async def test_a_rejection_is_one_read(memcached_server: Any, backend: MemcachedBackend, strategy: type) -> None:
+@pytest.mark.parametrize(
+    "strategy", BUILTIN_STRATEGIES, ids=[cls.__name__ for cls in BUILTIN_STRATEGIES]
+)
+async def test_a_rejection_is_one_read(
+    memcached_server: Any, backend: MemcachedBackend, strategy: type
+) -> None:
     rate = Rate.parse("1/hour")
     await strategy().decide("u", rate, backend, 1)
     assert await _per_decision(memcached_server, backend, strategy(), rate) == 1

@@ -45,8 +45,6 @@ async def backend(memcached_url: str) -> AsyncIterator[MemcachedBackend]:
     await backend.close()
 
 
-
-
 @pytest.mark.memcached
 @pytest.mark.anyio
 async def test_keys_with_ttls_over_30_days_are_kept(backend: MemcachedBackend) -> None:
@@ -62,7 +60,9 @@ async def test_keys_with_ttls_over_30_days_are_kept(backend: MemcachedBackend) -
 
 @pytest.mark.memcached
 @pytest.mark.anyio
-@pytest.mark.parametrize("strategy", BUILTIN_STRATEGIES, ids=[cls.__name__ for cls in BUILTIN_STRATEGIES])
+@pytest.mark.parametrize(
+    "strategy", BUILTIN_STRATEGIES, ids=[cls.__name__ for cls in BUILTIN_STRATEGIES]
+)
 async def test_a_40_day_rate_still_throttles(backend: MemcachedBackend, strategy: type) -> None:
     rate = Rate.parse("1/40d")
     assert (await strategy().decide("long", rate, backend, 1)).allowed

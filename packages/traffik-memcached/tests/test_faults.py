@@ -35,7 +35,9 @@ async def backend(memcached_server: Any) -> AsyncIterator[MemcachedBackend]:
     await backend.close()
 
 
-async def _fails_promptly(backend: MemcachedBackend, strategy: object = None, key: str = "user") -> BackendError:
+async def _fails_promptly(
+    backend: MemcachedBackend, strategy: object = None, key: str = "user"
+) -> BackendError:
     strategy = strategy or TokenBucket()
     started = time.monotonic()
     with pytest.raises(BackendError) as caught:
@@ -71,7 +73,8 @@ async def test_server_killed_under_load_recovers_by_itself(
 
     async def hits() -> list[object]:
         return await asyncio.gather(
-            *(TokenBucket().decide(f"user{i % 7}", RATE, backend, 1) for i in range(40)), return_exceptions=True
+            *(TokenBucket().decide(f"user{i % 7}", RATE, backend, 1) for i in range(40)),
+            return_exceptions=True,
         )
 
     assert all(not isinstance(r, BaseException) for r in await hits())
@@ -99,7 +102,9 @@ async def test_hung_server_times_out_then_recovers(
     await _all_strategies_decide(backend)
 
 
-async def test_a_closed_backend_refuses_without_touching_the_server(backend: MemcachedBackend) -> None:
+async def test_a_closed_backend_refuses_without_touching_the_server(
+    backend: MemcachedBackend,
+) -> None:
     await backend.set("k", "v")
     await backend.close()
     with pytest.raises(BackendConnectionError, match="closed"):
@@ -119,7 +124,10 @@ def _keys_by_node(backend: MemcachedBackend, count: int = 60) -> dict[str, list[
     """Client names whose TokenBucket and FixedWindow keys both live on the same node, by node."""
     owners: dict[str, list[str]] = {}
     for i in range(count):
-        nodes = {backend._ring.pick(backend.get_key(f"client-{i}") + s.suffix).name for s in (TokenBucket, FixedWindow)}
+        nodes = {
+            backend._ring.pick(backend.get_key(f"client-{i}") + s.suffix).name
+            for s in (TokenBucket, FixedWindow)
+        }
         if len(nodes) == 1:
             owners.setdefault(nodes.pop(), []).append(f"client-{i}")
     return owners
@@ -135,7 +143,10 @@ async def test_one_node_down_fails_only_its_keys(start_memcached: Callable[[], A
     )
     try:
         owners = _keys_by_node(backend)
-        first_keys, second_keys = owners[f"127.0.0.1:{first.port}"], owners[f"127.0.0.1:{second.port}"]
+        first_keys, second_keys = (
+            owners[f"127.0.0.1:{first.port}"],
+            owners[f"127.0.0.1:{second.port}"],
+        )
         assert first_keys and second_keys, "keys should land on both nodes"
         for key in first_keys + second_keys:
             assert (await TokenBucket().decide(key, RATE, backend, 1)).allowed

@@ -44,7 +44,9 @@ async def test_reset_leaves_other_namespaces_alone(memcached_url: str) -> None:
             await backend.close()
 
 
-async def test_another_instance_sees_the_reset_within_generation_refresh(memcached_url: str) -> None:
+async def test_another_instance_sees_the_reset_within_generation_refresh(
+    memcached_url: str,
+) -> None:
     namespace = _namespace("shared")
     refresh = 0.3
     a = MemcachedBackend(memcached_url, namespace=namespace, generation_refresh=refresh)
@@ -52,13 +54,17 @@ async def test_another_instance_sees_the_reset_within_generation_refresh(memcach
     rate = Rate.parse("1/hour")
     try:
         assert (await FixedWindow().decide("u", rate, a, 1)).allowed
-        assert not (await FixedWindow().decide("u", rate, b, 1)).allowed, "a and b share the counter"
+        assert not (await FixedWindow().decide("u", rate, b, 1)).allowed, (
+            "a and b share the counter"
+        )
         await a.reset()
         cleared_at = time.monotonic()
         assert (await FixedWindow().decide("u", rate, a, 1)).allowed
         await asyncio.sleep(refresh + 0.05)
         assert time.monotonic() - cleared_at < refresh + 0.5
-        assert not (await FixedWindow().decide("u", rate, b, 1)).allowed, "b still counts in the old generation"
+        assert not (await FixedWindow().decide("u", rate, b, 1)).allowed, (
+            "b still counts in the old generation"
+        )
         # a's hit after the reset and b's rejected one, both in the new generation
         assert await b.get(b.get_key("u") + ":fw") == "2"
     finally:

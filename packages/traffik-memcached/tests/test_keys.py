@@ -84,7 +84,9 @@ async def backend(memcached_url: str) -> AsyncIterator[MemcachedBackend]:
 
 @pytest.mark.memcached
 @pytest.mark.anyio
-async def test_hostile_identifiers_get_their_own_buckets(memcached_url: str, backend: MemcachedBackend) -> None:
+async def test_hostile_identifiers_get_their_own_buckets(
+    memcached_url: str, backend: MemcachedBackend
+) -> None:
     canary = aiomcache.Client("127.0.0.1", int(memcached_url.rsplit(":", 1)[1]))
     await canary.set(b"traffik-canary", b"alive")
     rate = Rate.parse("2/hour")

@@ -25,7 +25,9 @@ async def pair(memcached_url: str) -> AsyncIterator[tuple[MemcachedBackend, Memc
     await other.close()
 
 
-async def test_instances_exclude_each_other(pair: tuple[MemcachedBackend, MemcachedBackend]) -> None:
+async def test_instances_exclude_each_other(
+    pair: tuple[MemcachedBackend, MemcachedBackend],
+) -> None:
     one, other = pair
     async with one.lock("job", ttl=5):
         with pytest.raises(LockAcquisitionError):
@@ -42,7 +44,9 @@ async def test_every_lock_has_a_ttl(pair: tuple[MemcachedBackend, MemcachedBacke
     assert one.get_lock(one.get_key("x"), ttl=2).ttl == 2
 
 
-async def test_a_crashed_holder_cannot_block_forever(pair: tuple[MemcachedBackend, MemcachedBackend]) -> None:
+async def test_a_crashed_holder_cannot_block_forever(
+    pair: tuple[MemcachedBackend, MemcachedBackend],
+) -> None:
     one, other = pair
     crashed = one.get_lock(one.get_key("job"), ttl=1)
     assert await crashed.acquire(blocking=False)  # and never released
@@ -62,11 +66,15 @@ async def test_an_expired_lock_is_not_released_from_its_new_holder(
     assert await current.acquire(blocking_timeout=5)
     with pytest.raises(LockReleaseError, match="ttl"):
         await late.release()
-    assert not await one.get_lock(one.get_key("job")).acquire(blocking=False), "the new holder lost its lock"
+    assert not await one.get_lock(one.get_key("job")).acquire(blocking=False), (
+        "the new holder lost its lock"
+    )
     await current.release()
 
 
-async def test_reentrant_locks_count_per_task(pair: tuple[MemcachedBackend, MemcachedBackend]) -> None:
+async def test_reentrant_locks_count_per_task(
+    pair: tuple[MemcachedBackend, MemcachedBackend],
+) -> None:
     one, other = pair
     async with one.lock("r", reentrant=True), one.lock("r", reentrant=True):
         assert not await other.get_lock(other.get_key("r")).acquire(blocking=False)
@@ -74,7 +82,9 @@ async def test_reentrant_locks_count_per_task(pair: tuple[MemcachedBackend, Memc
         pass
 
 
-async def test_only_the_owner_task_releases(pair: tuple[MemcachedBackend, MemcachedBackend]) -> None:
+async def test_only_the_owner_task_releases(
+    pair: tuple[MemcachedBackend, MemcachedBackend],
+) -> None:
     one, _ = pair
     lock = one.get_lock(one.get_key("owned"))
     assert await lock.acquire()

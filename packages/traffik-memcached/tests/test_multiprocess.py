@@ -44,13 +44,24 @@ asyncio.run(main())
 _runs = itertools.count()
 
 
-@pytest.mark.parametrize("strategy", BUILTIN_STRATEGIES, ids=[cls.__name__ for cls in BUILTIN_STRATEGIES])
+@pytest.mark.parametrize(
+    "strategy", BUILTIN_STRATEGIES, ids=[cls.__name__ for cls in BUILTIN_STRATEGIES]
+)
 def test_processes_admit_exactly_the_limit(memcached_url: str, strategy: type) -> None:
     namespace = f"multiprocess-{time.time_ns()}-{next(_runs)}"
     start = time.time() + 2.0
     workers = [
         subprocess.Popen(
-            [sys.executable, "-c", WORKER, memcached_url, namespace, strategy.__name__, repr(start), str(HITS_PER_PROCESS)],
+            [
+                sys.executable,
+                "-c",
+                WORKER,
+                memcached_url,
+                namespace,
+                strategy.__name__,
+                repr(start),
+                str(HITS_PER_PROCESS),
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -71,7 +71,9 @@ async def test_counts_carry_the_time_left(backend: MemcachedBackend, clock: Manu
 
 @pytest.mark.memcached
 @pytest.mark.anyio
-async def test_the_window_closes_on_the_backend_clock(backend: MemcachedBackend, clock: ManualClock) -> None:
+async def test_the_window_closes_on_the_backend_clock(
+    backend: MemcachedBackend, clock: ManualClock
+) -> None:
     for _ in range(3):
         await backend.increment_with_ttl("w", amount=1, ttl=60)
     clock.advance(60)  # memcached still holds the key; the backend's clock says the window is over

@@ -133,7 +133,9 @@ class MemcachedBackend(ThrottleBackend):
         if servers is not None and custom_address:
             raise ConfigurationError(f"{owner}: specify either servers= or host=/port=, not both")
         if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
-            raise ConfigurationError(f"{owner}(pool_size={pool_size!r}): must be a whole number >= 1")
+            raise ConfigurationError(
+                f"{owner}(pool_size={pool_size!r}): must be a whole number >= 1"
+            )
         if url is not None:
             nodes = parse_url(url)
         elif servers is not None:
@@ -156,7 +158,9 @@ class MemcachedBackend(ThrottleBackend):
         self.pool_size = pool_size
         self.connect_timeout = _positive(owner, "connect_timeout", connect_timeout)
         self.command_timeout = _positive(owner, "command_timeout", command_timeout)
-        self.generation_refresh = _positive(owner, "generation_refresh", generation_refresh, zero=True)
+        self.generation_refresh = _positive(
+            owner, "generation_refresh", generation_refresh, zero=True
+        )
         self._keys = KeySpace(self.namespace)
         self._nodes = [
             Node(
@@ -192,7 +196,9 @@ class MemcachedBackend(ThrottleBackend):
         await asyncio.gather(*(node.close() for node in self._nodes))
 
     async def _ping(self) -> bool:
-        answers = await asyncio.gather(*(node.ping() for node in self._nodes), return_exceptions=True)
+        answers = await asyncio.gather(
+            *(node.ping() for node in self._nodes), return_exceptions=True
+        )
         return any(answer is True for answer in answers)
 
     # -- where a key lives ------------------------------------------------------------------
@@ -214,7 +220,9 @@ class MemcachedBackend(ThrottleBackend):
     async def set(self, key: str, value: str, expire: Optional[float] = None) -> None:
         node, mkey = await self._locate(key)
         data, expiry = str(value).encode("utf-8", "surrogatepass"), exptime(expire)
-        await node.run(lambda client, conn: client.store_on(conn, b"set", mkey, data, expiry), "set")
+        await node.run(
+            lambda client, conn: client.store_on(conn, b"set", mkey, data, expiry), "set"
+        )
 
     async def delete(self, key: str) -> bool:
         node, mkey = await self._locate(key)
@@ -236,7 +244,9 @@ class MemcachedBackend(ThrottleBackend):
         if amount < 0:
             return await self.increment(key, amount)
         node, mkey = await self._locate(key)
-        return await node.run(window_hit(mkey, amount, float(ttl), self.clock()), "increment_with_ttl")
+        return await node.run(
+            window_hit(mkey, amount, float(ttl), self.clock()), "increment_with_ttl"
+        )
 
     async def expire(self, key: str, seconds: float) -> bool:
         node, mkey = await self._locate(key)
@@ -278,7 +288,9 @@ class MemcachedBackend(ThrottleBackend):
             return lambda client, conn: client.get_many_on(conn, mkeys)
 
         found: dict[bytes, Any] = {}
-        for values in await asyncio.gather(*(node.run(fetch(mk), "multi_get") for node, mk in by_node.items())):
+        for values in await asyncio.gather(
+            *(node.run(fetch(mk), "multi_get") for node, mk in by_node.items())
+        ):
             found.update(values)
         now = self.clock()
         return [_text(found.get(mkey), now) for _, mkey in located]
@@ -297,14 +309,20 @@ class MemcachedBackend(ThrottleBackend):
 
             return run
 
-        await asyncio.gather(*(node.run(store(pairs), "multi_set") for node, pairs in by_node.items()))
+        await asyncio.gather(
+            *(node.run(store(pairs), "multi_set") for node, pairs in by_node.items())
+        )
 
     async def clear(self) -> None:
         """Move every node to a new namespace generation; other namespaces are untouched."""
         if not self.initialized:
             await self.ensure()
-        results = await asyncio.gather(*(node.bump_generation() for node in self._nodes), return_exceptions=True)
-        failed = [(node, exc) for node, exc in zip(self._nodes, results) if isinstance(exc, BaseException)]
+        results = await asyncio.gather(
+            *(node.bump_generation() for node in self._nodes), return_exceptions=True
+        )
+        failed = [
+            (node, exc) for node, exc in zip(self._nodes, results) if isinstance(exc, BaseException)
+        ]
         if failed:
             names = ", ".join(node.name for node, _ in failed)
             raise BackendError(
@@ -312,9 +330,13 @@ class MemcachedBackend(ThrottleBackend):
                 f"{failed[0][1]}"
             ) from failed[0][1]
 
-    def get_lock(self, name: str, ttl: Optional[float] = None, reentrant: bool = False) -> MemcachedLock:
+    def get_lock(
+        self, name: str, ttl: Optional[float] = None, reentrant: bool = False
+    ) -> MemcachedLock:
         """A lock in memcached; it always has a time to live (`DEFAULT_LOCK_TTL` seconds by default)."""
-        return MemcachedLock(self._locate, self._held, name, DEFAULT_LOCK_TTL if ttl is None else ttl, reentrant)
+        return MemcachedLock(
+            self._locate, self._held, name, DEFAULT_LOCK_TTL if ttl is None else ttl, reentrant
+        )
 
     # -- the decision step ----------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import NamedTuple, Optional
 
 import aiomcache
@@ -70,7 +70,9 @@ class _Pool(MemcachePool):
                 asyncio.open_connection(self._host, self._port), self._connect_timeout
             )
         except asyncio.TimeoutError as exc:
-            raise ConnectTimeout(f"no connection within connect_timeout={self._connect_timeout}s") from exc
+            raise ConnectTimeout(
+                f"no connection within connect_timeout={self._connect_timeout}s"
+            ) from exc
         if self.size() < self._maxsize:
             return Connection(reader, writer)
         writer.close()
@@ -89,10 +91,11 @@ class NodeClient(aiomcache.FlagClient[Flagged]):
             get_flag_handler=_read_flagged,
             set_flag_handler=_write_flagged,
         )
-        self._pool = _Pool(host, port, maxsize=pool_size, connect_timeout=connect_timeout)
+        self._own_pool = _Pool(host, port, maxsize=pool_size, connect_timeout=connect_timeout)
+        self._pool = self._own_pool
 
     def must_connect(self) -> bool:
-        return self._pool.must_connect()
+        return self._own_pool.must_connect()
 
     def abandon(self) -> None:
         """Drop every connection without awaiting: for a client whose event loop is closed."""
@@ -139,9 +142,11 @@ class NodeClient(aiomcache.FlagClient[Flagged]):
 
     async def _retrieve(
         self, conn: Connection, keys: Sequence[bytes], with_cas: bool
-    ) -> tuple[dict[bytes, bytes | Flagged], dict[bytes, Optional[int]]]:
+    ) -> tuple[dict[bytes, bytes | Flagged], Mapping[bytes, Optional[int]]]:
         try:
-            return await self._multi_get(conn, *keys, with_cas=with_cas)  # type: ignore[call-overload,no-any-return]
+            if with_cas:
+                return await self._multi_get(conn, *keys, with_cas=True)
+            return await self._multi_get(conn, *keys, with_cas=False)
         except ClientException:
             if conn.reader.at_eof():
                 raise ConnectionResetError("the server closed the connection mid-reply") from None
@@ -151,11 +156,15 @@ class NodeClient(aiomcache.FlagClient[Flagged]):
         values, _ = await self._retrieve(conn, (key,), with_cas=False)
         return values.get(key)
 
-    async def gets_on(self, conn: Connection, key: bytes) -> tuple[bytes | Flagged | None, Optional[int]]:
+    async def gets_on(
+        self, conn: Connection, key: bytes
+    ) -> tuple[bytes | Flagged | None, Optional[int]]:
         values, tokens = await self._retrieve(conn, (key,), with_cas=True)
         return values.get(key), tokens.get(key)
 
-    async def get_many_on(self, conn: Connection, keys: Sequence[bytes]) -> dict[bytes, bytes | Flagged]:
+    async def get_many_on(
+        self, conn: Connection, keys: Sequence[bytes]
+    ) -> dict[bytes, bytes | Flagged]:
         values, _ = await self._retrieve(conn, list(dict.fromkeys(keys)), with_cas=False)
         return values
 
@@ -171,7 +180,9 @@ class NodeClient(aiomcache.FlagClient[Flagged]):
         """`set`, `add` or `cas` (with `cas=`); True when stored."""
         return await self._storage_command(conn, verb, key, value, exptime, cas)
 
-    async def incr_on(self, conn: Connection, key: bytes, delta: int, verb: bytes = b"incr") -> Optional[int]:
+    async def incr_on(
+        self, conn: Connection, key: bytes, delta: int, verb: bytes = b"incr"
+    ) -> Optional[int]:
         """The new value, or None when the key is missing; `NotNumeric` for other values."""
         self._validate_key(key)
         reply = await self._execute_simple_command(conn, b"%s %s %d\r\n" % (verb, key, delta))

@@ -8,7 +8,15 @@ from traffik.backends.base import WindowCount
 from traffik.backends.memcached._client import Flagged, NodeClient, NotNumeric, ReplyError
 from traffik.backends.memcached._expiry import NEVER, exptime
 from traffik.backends.memcached._node import Operation
-from traffik.backends.memcached._window import FOLD_AT, FOLD_BY, WINDOW_FLAG, ms_left, pack, unpack, window_end
+from traffik.backends.memcached._window import (
+    FOLD_AT,
+    FOLD_BY,
+    WINDOW_FLAG,
+    ms_left,
+    pack,
+    unpack,
+    window_end,
+)
 
 __all__ = ["ATTEMPTS", "increment", "number", "window_hit"]
 
@@ -104,7 +112,13 @@ def window_hit(key: bytes, amount: int, ttl: float, now: float) -> Operation[int
 
 
 async def _open_window(
-    client: NodeClient, conn: Connection, key: bytes, amount: int, ttl: float, now: float, token: int | None
+    client: NodeClient,
+    conn: Connection,
+    key: bytes,
+    amount: int,
+    ttl: float,
+    now: float,
+    token: int | None,
 ) -> WindowCount | None:
     end = window_end(now, ttl)
     value = Flagged(b"%d" % pack(end, amount), WINDOW_FLAG)

@@ -22,7 +22,13 @@ _SAFE = frozenset(chr(c) for c in range(0x21, 0x7F)) - {"#"}
 
 def safe_key(text: str) -> bytes:
     """`text` as a valid memcached key (see the module docstring)."""
-    if len(text) <= MAX_KEY_BYTES and text.isascii() and text.isprintable() and " " not in text and "#" not in text:
+    if (
+        len(text) <= MAX_KEY_BYTES
+        and text.isascii()
+        and text.isprintable()
+        and " " not in text
+        and "#" not in text
+    ):
         return text.encode("ascii")
     readable = "".join(c if c in _SAFE else "_" for c in text[:_READABLE_PREFIX])
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
@@ -48,5 +54,5 @@ class KeySpace:
     def key(self, key: str, generation: int) -> bytes:
         prefix = self._prefix
         if key.startswith(prefix):
-            return safe_key(f"{prefix}{generation}:{key[len(prefix):]}")
+            return safe_key(f"{prefix}{generation}:{key[len(prefix) :]}")
         return safe_key(f"{prefix}{generation}~{key}")

@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import random
 import secrets
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from traffik.backends.memcached._expiry import EXPIRED, exptime
 from traffik.exceptions import BackendError, LockAcquisitionError, LockReleaseError
@@ -55,7 +56,9 @@ class MemcachedLock:
 
     __slots__ = ("_held", "_locate", "_reentrant", "name", "ttl")
 
-    def __init__(self, locate: Locate, held: dict[str, Hold], name: str, ttl: float, reentrant: bool) -> None:
+    def __init__(
+        self, locate: Locate, held: dict[str, Hold], name: str, ttl: float, reentrant: bool
+    ) -> None:
         self._locate = locate
         self._held = held
         self.name = name
@@ -69,14 +72,20 @@ class MemcachedLock:
         hold = self._held.get(self.name)
         return hold is not None and hold.owner is (task or asyncio.current_task())
 
-    async def acquire(self, blocking: bool = True, blocking_timeout: Optional[float] = None) -> bool:
+    async def acquire(
+        self, blocking: bool = True, blocking_timeout: Optional[float] = None
+    ) -> bool:
         task = asyncio.current_task()
         if task is None:
-            raise LockAcquisitionError(f"lock {self.name!r} must be acquired inside an asyncio task")
+            raise LockAcquisitionError(
+                f"lock {self.name!r} must be acquired inside an asyncio task"
+            )
         hold = self._held.get(self.name)
         if hold is not None and hold.owner is task:
             if not self._reentrant:
-                raise LockAcquisitionError(f"lock {self.name!r} is already held by this task (not reentrant)")
+                raise LockAcquisitionError(
+                    f"lock {self.name!r} is already held by this task (not reentrant)"
+                )
             hold.count += 1
             return True
         loop = asyncio.get_running_loop()
@@ -112,7 +121,9 @@ class MemcachedLock:
             return
         del self._held[self.name]
         try:
-            released = await hold.node.run(_compare_and_delete(hold.key, hold.token), "releasing a lock")
+            released = await hold.node.run(
+                _compare_and_delete(hold.key, hold.token), "releasing a lock"
+            )
         except BackendError as exc:
             raise LockReleaseError(f"could not release lock {self.name!r}: {exc}") from exc
         if not released:
@@ -122,14 +133,18 @@ class MemcachedLock:
             )
 
 
-def _adder(key: bytes, token: bytes, expiry: int) -> Callable[[NodeClient, Connection], Awaitable[bool]]:
+def _adder(
+    key: bytes, token: bytes, expiry: int
+) -> Callable[[NodeClient, Connection], Awaitable[bool]]:
     async def add(client: NodeClient, conn: Connection) -> bool:
         return await client.store_on(conn, b"add", key, token, expiry)
 
     return add
 
 
-def _compare_and_delete(key: bytes, token: bytes) -> Callable[[NodeClient, Connection], Awaitable[bool]]:
+def _compare_and_delete(
+    key: bytes, token: bytes
+) -> Callable[[NodeClient, Connection], Awaitable[bool]]:
     async def release(client: NodeClient, conn: Connection) -> bool:
         value, cas = await client.gets_on(conn, key)
         if value != token:

@@ -154,7 +154,10 @@ class Node:
             if now < self._generation_until:
                 return generation
             started = self._refresh_started
-            if started is not None and now - started < self._connect_timeout + self._command_timeout:
+            if (
+                started is not None
+                and now - started < self._connect_timeout + self._command_timeout
+            ):
                 return generation  # another task is reading it right now
         self._refresh_started = now
         try:

@@ -29,7 +29,9 @@ def _port(text: str, where: str) -> int:
     except ValueError:
         port = -1
     if not 0 < port < 65536:
-        raise ConfigurationError(f"memcached server {where!r}: port {text!r} must be a number from 1 to 65535")
+        raise ConfigurationError(
+            f"memcached server {where!r}: port {text!r} must be a number from 1 to 65535"
+        )
     return port
 
 
@@ -43,7 +45,9 @@ def _parse_node(text: str, where: str) -> Server:
     else:
         host, _, port = text.partition(":")
     if not host:
-        raise ConfigurationError(f"memcached server {where!r}: the host is missing; write it as host:11211")
+        raise ConfigurationError(
+            f"memcached server {where!r}: the host is missing; write it as host:11211"
+        )
     return Server(host, _port(port, where) if port else DEFAULT_PORT)
 
 
@@ -69,7 +73,9 @@ def parse_url(url: str) -> list[Server]:
 def parse_servers(servers: Iterable[ServerSpec]) -> list[Server]:
     """Nodes from `["h1:11211", ("h2", 11211)]`."""
     if isinstance(servers, (str, bytes)):
-        raise ConfigurationError(f"servers={servers!r}: pass a list such as ['h1:11211', 'h2:11211'], or use a URL")
+        raise ConfigurationError(
+            f"servers={servers!r}: pass a list such as ['h1:11211', 'h2:11211'], or use a URL"
+        )
     nodes: list[Server] = []
     for spec in servers:
         if isinstance(spec, str):
@@ -77,7 +83,9 @@ def parse_servers(servers: Iterable[ServerSpec]) -> list[Server]:
         elif isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str):
             nodes.append(Server(spec[0], _port(str(spec[1]), repr(spec))))
         else:
-            raise ConfigurationError(f"servers: {spec!r} is not a node; use 'host:port' or ('host', port)")
+            raise ConfigurationError(
+                f"servers: {spec!r} is not a node; use 'host:port' or ('host', port)"
+            )
     if not nodes:
         raise ConfigurationError("servers=[]: give at least one memcached node")
     return _unique(nodes, repr(servers))

@@ -13,7 +13,16 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["COUNT_SPAN", "FOLD_AT", "FOLD_BY", "WINDOW_FLAG", "window_end", "ms_left", "pack", "unpack"]
+__all__ = [
+    "COUNT_SPAN",
+    "FOLD_AT",
+    "FOLD_BY",
+    "WINDOW_FLAG",
+    "ms_left",
+    "pack",
+    "unpack",
+    "window_end",
+]
 
 WINDOW_FLAG = 1
 COUNT_SPAN = 10**7
@@ -27,7 +36,11 @@ def window_end(now: float, ttl: float) -> int:
 
     Rounded down, so the time left never exceeds `ttl`, but always after `now`.
     """
-    return max(math.floor((now + ttl) * _UNITS_PER_SECOND + 1e-6), math.floor(now * _UNITS_PER_SECOND) + 1, 1)
+    return max(
+        math.floor((now + ttl) * _UNITS_PER_SECOND + 1e-6),
+        math.floor(now * _UNITS_PER_SECOND) + 1,
+        1,
+    )
 
 
 def ms_left(end: int, now: float) -> float:
