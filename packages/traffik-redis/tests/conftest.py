@@ -3,6 +3,7 @@
 - `redis_url`: one `redis-server` for the session, or `TRAFFIK_REDIS_URL` when set.
 - `redis_cluster_url`: a three-node Redis Cluster for the session, or `TRAFFIK_REDIS_CLUSTER_URL`.
 - `redis_server`: a factory for dedicated servers a test may kill and restart.
+- `redis_sentinel_url`: a `redis+sentinel://` URL of one Sentinel watching a master `mymaster`.
 
 `SKIP_REDIS_TESTS=true` skips every test that needs a server. A missing `redis-server` skips
 them too, except with `CI=true`, where it fails the run.
@@ -188,3 +189,34 @@ def redis_server(tmp_path: Path) -> Iterator[Callable[[], RedisServer]]:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A master and one Sentinel monitoring it as `mymaster`, for the whole session."""
+    _require_redis_server()
+    root = tmp_path_factory.mktemp("redis-sentinel")
+    master = RedisServer(root / "master", _free_port()).start()
+    sentinel_port = _free_port()
+    config = root / "sentinel.conf"
+    config.write_text(
+        f"port {sentinel_port}\nbind 127.0.0.1\ndir {root}\n"
+        f"sentinel monitor mymaster 127.0.0.1 {master.port} 1\n"
+    )
+    sentinel = subprocess.Popen(
+        ["redis-server", str(config), "--sentinel"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        query = ("sentinel", "get-master-addr-by-name", "mymaster")
+        while str(master.port) not in _redis_cli(sentinel_port, *query):
+            if sentinel.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("redis sentinel did not start")
+            time.sleep(0.05)
+        yield f"redis+sentinel://127.0.0.1:{sentinel_port}/mymaster"
+    finally:
+        sentinel.kill()
+        sentinel.wait(timeout=10)
+        master.stop()
