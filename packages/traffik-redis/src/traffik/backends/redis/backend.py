@@ -158,10 +158,8 @@ class RedisBackend(ThrottleBackend):
         """Await one Redis operation under the deadline, turning failures into `BackendError`s."""
         try:
             return await bounded(awaitable, self._deadline)
-        except BackendError:
-            raise
         except Exception as exc:
-            raise translate(exc, self.server, operation, self._deadline) from exc
+            raise translate(exc, self.server, operation) from exc
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -192,10 +190,7 @@ class RedisBackend(ThrottleBackend):
     async def set(self, key: str, value: str, expire: float | None = None) -> None:
         client = await self._client()
         px = None if expire is None else _ms(expire)
-        await self._call(
-            "SET",
-            client.set(self._key(key), str(value), px=px),
-        )
+        await self._call("SET", client.set(self._key(key), str(value), px=px))
 
     async def delete(self, key: str) -> bool:
         client = await self._client()

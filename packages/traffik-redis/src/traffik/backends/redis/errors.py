@@ -41,17 +41,15 @@ else:
         return await asyncio.wait_for(awaitable, seconds)
 
 
-def translate(exc: BaseException, server: str, operation: str, deadline: float) -> BackendError:
+def translate(exc: Exception, server: str, operation: str) -> BackendError:
     """The `BackendError` to raise `from exc` for a failed `operation` on `server`."""
-    if isinstance(exc, BackendError):
-        return exc
+    detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     if isinstance(exc, (asyncio.TimeoutError, RedisTimeoutError)):
         return BackendConnectionError(
-            f"Redis at {server}: {operation} did not answer within {deadline:g}s "
-            "(raise command_timeout/connect_timeout if the server is just slow)",
+            f"Redis at {server}: {operation} timed out ({detail}); raise command_timeout "
+            "or connect_timeout if the server is only slow",
             cause=exc,
         )
-    detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     if isinstance(exc, CONNECTION_ERRORS):
         return BackendConnectionError(
             f"Redis at {server}: {operation} failed, server unreachable ({detail})", cause=exc
