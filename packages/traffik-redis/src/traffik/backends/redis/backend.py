@@ -66,7 +66,8 @@ class RedisBackend(ThrottleBackend):
     `redis.asyncio.Redis` or `RedisCluster` (used as given, never closed; bytes replies are
     fine), a `redis.asyncio.Sentinel` with `sentinel_service_name=`, or a list of `(host, port)`
     cluster nodes. `url_kwargs`, `cluster_kwargs` and `sentinel_kwargs` (passed to
-    `master_for`) add client options.
+    `master_for`) add client options. Every key the backend writes lies in its namespace (a
+    key given without the `namespace:` prefix gets it), so `clear()` finds them all.
 
     Every built-in strategy decides in one `EVALSHA` whose Lua mirrors the strategy's
     `transition`. Time is the Redis server's `TIME`, so app hosts with skewed clocks agree;
