@@ -1,9 +1,11 @@
 """One memcached node's client: aiomcache, made safe to time out and to outlive its server.
 
-Three things differ from a plain `aiomcache.Client`:
+What differs from a plain `aiomcache.Client`:
 
-- a connection used by a command that failed, timed out or was cancelled is closed instead
-  of going back to the pool (its reply may be half read, and the next command would read it);
+- its own pool: up to `pool_size` connections opened on demand (aiomcache's never grows past
+  its minimum), and a connection used by a command that failed, timed out or was cancelled
+  is closed instead of going back to the pool (its reply may be half read, and the next
+  command would read it);
 - a server that closes the connection mid-reply raises `ConnectionResetError` (aiomcache
   would spin on the empty reads);
 - opening a connection is bounded by `connect_timeout`.
@@ -21,7 +23,7 @@ from typing import NamedTuple, Optional
 
 import aiomcache
 from aiomcache.exceptions import ClientException
-from aiomcache.pool import Connection, MemcachePool
+from aiomcache.pool import Connection
 
 __all__ = ["ConnectTimeout", "Flagged", "NodeClient", "NotNumeric", "ReplyError"]
 
@@ -53,18 +55,51 @@ async def _write_flagged(value: Flagged) -> tuple[bytes, int]:
     return value.value, value.flags
 
 
-class _Pool(MemcachePool):
-    def __init__(self, host: str, port: int, *, maxsize: int, connect_timeout: float) -> None:
-        super().__init__(host, port, minsize=1, maxsize=maxsize)
+def _healthy(conn: Connection) -> bool:
+    return not (conn.reader.at_eof() or conn.reader.exception() or conn.writer.is_closing())
+
+
+class _Pool:
+    """Up to `size` connections to one server, opened on demand and reused while healthy."""
+
+    def __init__(self, host: str, port: int, *, size: int, connect_timeout: float) -> None:
+        self._host = host
+        self._port = port
         self._connect_timeout = connect_timeout
+        self._slots = asyncio.Semaphore(size)
+        self._idle: list[Connection] = []
+        self._in_use: set[Connection] = set()
 
     def must_connect(self) -> bool:
-        """True when the next `acquire` opens a new connection rather than reusing one."""
-        return self._pool.empty() and self.size() < self._maxsize
+        """True when the next `acquire` opens a new connection rather than reusing or waiting."""
+        return not self._idle and not self._slots.locked()
 
-    async def _create_new_conn(self) -> Optional[Connection]:
-        if self.size() >= self._maxsize:
-            return None
+    async def acquire(self) -> Connection:
+        await self._slots.acquire()
+        try:
+            conn = None
+            while self._idle and conn is None:
+                conn = self._idle.pop()
+                if not _healthy(conn):
+                    conn.writer.close()
+                    conn = None
+            if conn is None:
+                conn = await self._open()
+        except BaseException:
+            self._slots.release()
+            raise
+        self._in_use.add(conn)
+        return conn
+
+    def release(self, conn: Connection, reusable: bool) -> None:
+        self._in_use.discard(conn)
+        if reusable and _healthy(conn):
+            self._idle.append(conn)
+        else:
+            conn.writer.close()
+        self._slots.release()
+
+    async def _open(self) -> Connection:
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(self._host, self._port), self._connect_timeout
@@ -73,37 +108,20 @@ class _Pool(MemcachePool):
             raise ConnectTimeout(
                 f"no connection within connect_timeout={self._connect_timeout}s"
             ) from exc
-        if self.size() < self._maxsize:
-            return Connection(reader, writer)
-        writer.close()
-        return None
+        return Connection(reader, writer)
 
-
-class NodeClient(aiomcache.FlagClient[Flagged]):
-    """The client of one node, with a small pool of connections."""
-
-    def __init__(self, host: str, port: int, *, pool_size: int, connect_timeout: float) -> None:
-        super().__init__(
-            host,
-            port,
-            pool_size=pool_size,
-            pool_minsize=1,
-            get_flag_handler=_read_flagged,
-            set_flag_handler=_write_flagged,
-        )
-        self._own_pool = _Pool(host, port, maxsize=pool_size, connect_timeout=connect_timeout)
-        self._pool = self._own_pool
-
-    def must_connect(self) -> bool:
-        return self._own_pool.must_connect()
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.writer.close()
+        for conn in idle:
+            with contextlib.suppress(OSError):
+                await conn.writer.wait_closed()
 
     def abandon(self) -> None:
-        """Drop every connection without awaiting: for a client whose event loop is closed."""
-        pool = self._pool
-        connections = list(pool._in_use)
-        pool._in_use.clear()
-        while not pool._pool.empty():
-            connections.append(pool._pool.get_nowait())
+        """Drop every connection without awaiting: for a pool whose event loop is closed."""
+        connections = self._idle + list(self._in_use)
+        self._idle, self._in_use = [], set()
         for conn in connections:
             transport = conn.writer.transport
             try:
@@ -116,19 +134,42 @@ class NodeClient(aiomcache.FlagClient[Flagged]):
                     sock.close()
                     transport._sock = None  # type: ignore[attr-defined]
 
+
+class NodeClient(aiomcache.FlagClient[Flagged]):
+    """The client of one node, with a pool of up to `pool_size` connections."""
+
+    def __init__(self, host: str, port: int, *, pool_size: int, connect_timeout: float) -> None:
+        super().__init__(
+            host,
+            port,
+            pool_size=1,
+            get_flag_handler=_read_flagged,
+            set_flag_handler=_write_flagged,
+        )
+        self._connections = _Pool(host, port, size=pool_size, connect_timeout=connect_timeout)
+
+    def must_connect(self) -> bool:
+        return self._connections.must_connect()
+
+    async def close(self) -> None:
+        await self._connections.close()
+
+    def abandon(self) -> None:
+        self._connections.abandon()
+
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
-        conn = await self._pool.acquire()
+        """A connection for a few commands; one whose reply may be half read is never reused."""
+        conn = await self._connections.acquire()
+        reusable = False
         try:
             yield conn
+            reusable = True
         except ReplyError:
-            raise
-        except BaseException:
-            # The reply may be half read: this connection must never serve another command.
-            conn.reader.set_exception(ConnectionAbortedError("abandoned after a failed command"))
+            reusable = True
             raise
         finally:
-            self._pool.release(conn)
+            self._connections.release(conn, reusable)
 
     async def _execute_simple_command(self, conn: Connection, raw_command: bytes) -> bytes:
         conn.writer.write(raw_command)
