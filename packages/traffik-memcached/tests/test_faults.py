@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any, Callable
@@ -36,12 +37,12 @@ async def backend(memcached_server: Any) -> AsyncIterator[MemcachedBackend]:
 
 
 async def _fails_promptly(
-    backend: MemcachedBackend, strategy: object = None, key: str = "user"
+    backend: MemcachedBackend, strategy: Any = None, key: str = "user"
 ) -> BackendError:
     strategy = strategy or TokenBucket()
     started = time.monotonic()
     with pytest.raises(BackendError) as caught:
-        await strategy.decide(key, RATE, backend, 1)  # type: ignore[attr-defined]
+        await strategy.decide(key, RATE, backend, 1)
     assert time.monotonic() - started < UPPER_BOUND
     return caught.value
 
@@ -69,8 +70,6 @@ async def test_killed_server_fails_fast_then_recovers(
 async def test_server_killed_under_load_recovers_by_itself(
     memcached_server: Any, backend: MemcachedBackend
 ) -> None:
-    import asyncio
-
     async def hits() -> list[object]:
         return await asyncio.gather(
             *(TokenBucket().decide(f"user{i % 7}", RATE, backend, 1) for i in range(40)),
@@ -165,3 +164,41 @@ async def test_one_node_down_fails_only_its_keys(start_memcached: Callable[[], A
             assert (await TokenBucket().decide(key, RATE, backend, 1)).allowed
     finally:
         await backend.close()
+
+
+async def test_throttles_follow_on_error_while_memcached_is_down(
+    memcached_server: Any, backend: MemcachedBackend
+) -> None:
+    pytest.importorskip("starlette")
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from traffik.throttles import HTTPThrottle
+
+    fail_open = HTTPThrottle("open", "1000/hour", backend=backend, on_error="allow")
+    fail_closed = HTTPThrottle("closed", "1000/hour", backend=backend, on_error="throttle")
+
+    async def open_route(request: Request) -> PlainTextResponse:
+        await fail_open.hit(request)
+        return PlainTextResponse("ok")
+
+    async def closed_route(request: Request) -> PlainTextResponse:
+        await fail_closed.hit(request)
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/open", open_route), Route("/closed", closed_route)])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+        assert (await client.get("/open")).status_code == 200
+        assert (await client.get("/closed")).status_code == 200
+        memcached_server.stop()
+        for path, status in (("/open", 200), ("/closed", 429)):
+            started = time.monotonic()
+            assert (await client.get(path)).status_code == status
+            assert time.monotonic() - started < UPPER_BOUND
+        memcached_server.start()
+        assert (await client.get("/closed")).status_code == 200
+        assert (await client.get("/open")).status_code == 200
