@@ -81,7 +81,9 @@ class LeakyBucketWithQueue(StateStrategy):
                 queue.append(state[i])
                 queue.append(entry - drained)
                 drained = 0.0
-        level = sum(queue[1::2])
+        level = 0.0
+        for i in range(1, len(queue), 2):  # plain addition, as the Lua port does
+            level += queue[i]
         admitted, decision = _admit(level, now, rate, cost)
         if not admitted:
             return decision, None, 0.0
