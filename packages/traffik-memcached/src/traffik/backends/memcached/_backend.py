@@ -84,10 +84,13 @@ class MemcachedBackend(ThrottleBackend):
     - Every built-in strategy decides without a lock: `FixedWindow` is one `incr` on an
       open window; the other strategies read their state with `gets`, run the strategy's
       transition here, and write it back with `cas` (or `add` for a new key), retrying with
-      a short random backoff when another client changed the key in between. A rejected
-      request writes nothing.
+      a short random backoff when another client changed the key in between (at most
+      `ATTEMPTS` times, then `BackendError`). A rejected request writes nothing.
     - Time comes from this host: `clock` (default: the wall clock). Memcached has no
       clock a client can read, so app hosts should keep their clocks in sync (NTP).
+    - A fixed-window counter stores its window's end beside its count, so every
+      `increment_with_ttl` answers the time left (a `WindowCount`) and the window closes on
+      `clock`, to 10 ms; `ttl()` knows only such counters (memcached does not report TTLs).
     - Keys are made safe for memcached (see `safe_key`); time to live rounds up to whole
       seconds plus one (see `exptime`), and goes out as a Unix time beyond 30 days.
     - `clear()`/`reset()` moves the namespace to a new generation, a number kept in
@@ -98,7 +101,10 @@ class MemcachedBackend(ThrottleBackend):
       down fails only the operations on its keys (`BackendConnectionError`, which the
       throttle's `on_error` handles), and the backend reconnects by itself when it returns.
     - `connect_timeout` bounds opening a connection, `command_timeout` each operation
-      (waiting for a pooled connection, sending, reading the reply).
+      (waiting for one of the `pool_size` connections, sending, reading the reply).
+    - Locks are memcached keys with a time to live, `DEFAULT_LOCK_TTL` (5 s) unless given.
+    - Counters: memcached's are unsigned, so `decrement` stops at 0 on an existing counter
+      and, as in traffik 1.2, stores `-amount` for a missing one.
     """
 
     default_namespace = "memcached"
