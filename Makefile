@@ -1,0 +1,72 @@
+# Every target runs in .venv, which `make install` creates once (and again when a
+# pyproject.toml or this file changes). `make demo` and `make test` install what they need.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+PACKAGES := traffik-core traffik-redis traffik-memcached traffik-fastapi
+EDITABLES := -e "packages/traffik-core[starlette]" $(foreach p,$(filter-out traffik-core,$(PACKAGES)),-e packages/$(p))
+# pytest-asyncio only because the seed page imports it; ruff pinned so formatting is stable.
+DEV_DEPS := "pytest>=8" "anyio>=4" "httpx>=0.27" pytest-asyncio "uvicorn>=0.30" "ruff>=0.17,<0.18" "mypy>=1.19"
+
+TEST_PATHS = $(wildcard packages/*/tests) tests
+LINT_PATHS = $(wildcard packages tests benchmarks examples)
+SRC_PATHS := $(foreach p,$(PACKAGES),packages/$(p)/src)
+MATRIX_PYTHONS := 3.9 3.10 3.11 3.12 3.13
+HATCH ?= $(shell command -v hatch 2>/dev/null || echo $(BIN)/hatch)
+
+.PHONY: install test test-fast pytest lint types test-matrix demo bench build clean
+
+install: $(STAMP)
+
+$(STAMP): Makefile $(foreach p,$(PACKAGES),packages/$(p)/pyproject.toml)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(EDITABLES) $(DEV_DEPS)
+	touch $@
+
+test: lint types pytest
+
+test-fast: export SKIP_REDIS_TESTS = true
+test-fast: export SKIP_MEMCACHED_TESTS = true
+test-fast: lint types pytest
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest $(TEST_PATHS) $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/ruff check $(LINT_PATHS)
+
+types: $(STAMP)
+	$(BIN)/mypy $(SRC_PATHS)
+
+# One hatch env per interpreter (uv resolves each for its own Python), made anew each run:
+# an editable install does not pick up new entry points or a leaf package that was empty.
+# Interpreters that are neither `python3.X` on PATH nor a pyenv version are skipped.
+test-matrix: $(HATCH)
+	@status=0; for v in $(MATRIX_PYTHONS); do \
+	  exe=$$(python$$v -c 'import sys; print(sys.executable)' 2>/dev/null \
+	    || { prefix=$$(pyenv prefix $$v 2>/dev/null) && echo "$$prefix/bin/python$$v"; }); \
+	  if [ -z "$$exe" ] || [ ! -x "$$exe" ]; then echo "test-matrix: Python $$v not found, skipped"; continue; fi; \
+	  echo "test-matrix: Python $$v ($$exe)"; \
+	  "$(HATCH)" env remove hatch-test.py$$v; \
+	  PATH="$$(dirname "$$exe"):$$PATH" "$(HATCH)" test --python $$v -- $(PYTEST_ARGS) || status=1; \
+	done; exit $$status
+
+$(BIN)/hatch: $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "hatch>=1.18"
+
+demo: $(STAMP)
+	$(BIN)/python -m uvicorn examples.app:app --host 127.0.0.1 --port 8000
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks $(ARGS)
+
+build: $(HATCH)
+	rm -rf dist
+	for p in $(PACKAGES); do (cd packages/$$p && "$(abspath $(HATCH))" build ../../dist) || exit 1; done
+
+clean:
+	rm -rf $(VENV) dist .mypy_cache .ruff_cache .pytest_cache
