@@ -76,3 +76,9 @@ def test_refresh_rereads_entry_points() -> None:
     first = _plugins.discover()
     backends.refresh()
     assert _plugins.discover() is not first
+
+
+def test_entry_point_naming_a_missing_attribute(fake_plugins: dict) -> None:
+    fake_plugins["gone"] = _plugins.Plugin("gone", "traffik.rates:NoSuchBackend", "traffik-gone")
+    with pytest.raises(InvalidBackendError, match="traffik-gone"):
+        backends.get_backend_class("gone")

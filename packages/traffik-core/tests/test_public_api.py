@@ -31,7 +31,9 @@ def test_module_all_is_explicit_unique_and_resolves(module_name: str) -> None:
 
 
 def test_top_level_exports() -> None:
-    assert {"Rate", "HTTPThrottle", "WebSocketThrottle", "InMemoryBackend", "EXEMPTED"} <= set(traffik.__all__)
+    assert {"Rate", "HTTPThrottle", "WebSocketThrottle", "InMemoryBackend", "EXEMPTED"} <= set(
+        traffik.__all__
+    )
     for name in traffik.__all__:
         assert getattr(traffik, name) is not None
     with pytest.raises(AttributeError):

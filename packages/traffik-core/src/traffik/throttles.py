@@ -418,6 +418,14 @@ class HTTPThrottle(Throttle):
         return result
 
 
+# FastAPI reads these signatures to inject the connection; on Python 3.9 it cannot resolve
+# postponed (string) annotations of a callable instance, so they are given as classes.
+HTTPThrottle.__call__.__annotations__ = {
+    "connection": Request,
+    "response": Response,
+    "return": Request,
+}
+
 RequestThrottle = HTTPThrottle
 
 
@@ -432,3 +440,6 @@ class WebSocketThrottle(Throttle):
     async def __call__(self, connection: WebSocket) -> WebSocket:
         result: WebSocket = await self.hit(connection)
         return result
+
+
+WebSocketThrottle.__call__.__annotations__ = {"connection": WebSocket, "return": WebSocket}

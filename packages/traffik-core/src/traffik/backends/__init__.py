@@ -44,6 +44,11 @@ def get_backend_class(name: str) -> type[ThrottleBackend]:
         )
     try:
         cls = plugin.load()
+    except AttributeError as exc:
+        raise InvalidBackendError(
+            f"entry point {name!r} = {plugin.target} (from {plugin.distribution}) names something "
+            f"that does not exist ({exc}); reinstall or fix that distribution"
+        ) from exc
     except ImportError as exc:
         raise BackendUnavailableError(
             f"backend {name!r} ({plugin.target}, from {plugin.distribution}) could not be imported: {exc}. "

@@ -9,6 +9,7 @@ import typing
 from typing import Annotated, Any, Callable, TypeVar, cast
 
 from fastapi import params
+
 from traffik.decorators import check_throttles, is_async_callable
 from traffik.throttles import Throttle
 

@@ -6,13 +6,13 @@ import copy
 from collections.abc import Iterable, Sequence
 from typing import Any, Callable, Union
 
-from starlette.routing import BaseRoute
-from starlette.websockets import WebSocket
-
 import fastapi.routing
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+from starlette.routing import BaseRoute
+from starlette.websockets import WebSocket
+
 from traffik.throttles import Throttle
 
 __all__ = ["RATE_LIMITED_RESPONSE", "document_rate_limits", "guarded_by_throttle"]
