@@ -19,7 +19,7 @@ async def _connections(stats_client: aiomcache.Client) -> int:
 
 
 async def test_the_pool_grows_to_pool_size_and_no_further(memcached_server: Any) -> None:
-    stats = aiomcache.Client("127.0.0.1", memcached_server.port)
+    stats = aiomcache.Client("127.0.0.1", memcached_server.port, pool_size=1)
     base = await _connections(stats)
     backend = MemcachedBackend(memcached_server.url, namespace="pool", pool_size=4)
     try:
