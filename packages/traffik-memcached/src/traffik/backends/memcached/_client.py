@@ -11,14 +11,14 @@ What differs from a plain `aiomcache.Client`:
 - opening a connection is bounded by `connect_timeout`.
 
 Commands take the connection, so one caller can run a read and its compare-and-swap on the
-same connection (`async with client.connection() as conn`).
+same connection (`acquire`, commands, `release`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple, Optional
 
 import aiomcache
@@ -157,19 +157,13 @@ class NodeClient(aiomcache.FlagClient[Flagged]):
     def abandon(self) -> None:
         self._connections.abandon()
 
-    @contextlib.asynccontextmanager
-    async def connection(self) -> AsyncIterator[Connection]:
-        """A connection for a few commands; one whose reply may be half read is never reused."""
-        conn = await self._connections.acquire()
-        reusable = False
-        try:
-            yield conn
-            reusable = True
-        except ReplyError:
-            reusable = True
-            raise
-        finally:
-            self._connections.release(conn, reusable)
+    async def acquire(self) -> Connection:
+        """A connection for a few commands; give it back with `release`."""
+        return await self._connections.acquire()
+
+    def release(self, conn: Connection, reusable: bool) -> None:
+        """Return `conn`; one that may hold a half-read reply (`reusable=False`) is closed."""
+        self._connections.release(conn, reusable)
 
     async def _execute_simple_command(self, conn: Connection, raw_command: bytes) -> bytes:
         conn.writer.write(raw_command)

@@ -11,6 +11,7 @@ from aiomcache.exceptions import ClientException
 from aiomcache.pool import Connection
 
 from traffik.backends.memcached._client import ConnectTimeout, Flagged, NodeClient, ReplyError
+from traffik.backends.memcached._deadline import deadline
 from traffik.backends.memcached._expiry import NEVER
 from traffik.backends.memcached._servers import Server
 from traffik.exceptions import BackendConnectionError, BackendError
@@ -114,7 +115,19 @@ class Node:
         if client.must_connect():
             timeout += self._connect_timeout
         try:
-            return await asyncio.wait_for(self._session(client, operation), timeout)
+            async with deadline(timeout):
+                conn = await client.acquire()
+                reusable = False
+                try:
+                    result = await operation(client, conn)
+                    reusable = True
+                    return result
+                except ReplyError:
+                    reusable = True
+                    raise
+                finally:
+                    # A connection whose reply may be half read never serves another command.
+                    client.release(conn, reusable)
         except ConnectTimeout as exc:
             raise BackendConnectionError(
                 f"memcached {self.name}: could not connect within connect_timeout={self._connect_timeout}s "
@@ -131,11 +144,6 @@ class Node:
             ) from exc
         except ClientException as exc:
             raise BackendError(f"memcached {self.name}: {what} failed: {exc}") from exc
-
-    @staticmethod
-    async def _session(client: NodeClient, operation: Operation[T]) -> T:
-        async with client.connection() as conn:
-            return await operation(client, conn)
 
     async def ping(self) -> bool:
         await self.run(lambda client, conn: client.version_on(conn), "version")

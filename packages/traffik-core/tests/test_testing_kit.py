@@ -1,0 +1,100 @@
+"""`traffik.testing`: the fresh backend, the pytest plugin's fixtures, and the clock they share."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import subprocess
+import sys
+
+import httpx
+import pytest
+from fastapi import Depends, FastAPI, Request
+from starlette.testclient import TestClient
+
+from traffik import HTTPThrottle, InMemoryBackend, ManualClock
+from traffik.testing import fresh_backend
+
+
+def make_app(throttle: HTTPThrottle, backend: InMemoryBackend) -> FastAPI:
+    app = FastAPI(lifespan=backend.lifespan)
+
+    @app.get("/items")
+    async def items(request: Request = Depends(throttle)) -> dict[str, bool]:
+        return {"ok": True}
+
+    return app
+
+
+@pytest.mark.anyio
+async def test_fresh_backend_is_empty_non_persistent_and_on_a_manual_clock() -> None:
+    backend = fresh_backend(max_keys=10)
+    assert isinstance(backend, InMemoryBackend) and isinstance(backend.clock, ManualClock)
+    assert backend.namespace == "test" and not backend.persistent and backend.max_keys == 10
+    await backend.set("k", "v", expire=60)
+    assert await fresh_backend().get("k") is None
+    backend.clock.advance(60)
+    assert await backend.get("k") is None
+
+
+def test_fresh_backend_takes_a_clock_and_a_namespace() -> None:
+    clock = ManualClock(0.0)
+    backend = fresh_backend("mine", clock=clock, persistent=True)
+    assert backend.clock is clock and backend.namespace == "mine" and backend.persistent
+
+
+def test_plugin_is_registered_and_loaded(pytestconfig: pytest.Config) -> None:
+    entry_points = importlib.metadata.entry_points(group="pytest11")
+    assert {ep.name: ep.value for ep in entry_points}.get("traffik") == "traffik.testing.plugin"
+    assert pytestconfig.pluginmanager.has_plugin("traffik")
+
+
+def test_backend_fixture_runs_on_the_clock_fixture(
+    traffik_backend: InMemoryBackend, traffik_clock: ManualClock
+) -> None:
+    assert traffik_backend.clock is traffik_clock
+    assert not traffik_backend.persistent
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("run", [1, 2])
+async def test_backend_fixture_is_fresh_for_every_test(
+    traffik_backend: InMemoryBackend, run: int
+) -> None:
+    assert await traffik_backend.keys() == []
+    await traffik_backend.set("left-behind", str(run))
+
+
+@pytest.mark.anyio
+async def test_the_clock_crosses_a_window_without_a_lifespan(
+    traffik_backend: InMemoryBackend, traffik_clock: ManualClock
+) -> None:
+    throttle = HTTPThrottle("kit:window", rate="2/min", backend=traffik_backend)
+    transport = httpx.ASGITransport(app=make_app(throttle, traffik_backend))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        assert [(await client.get("/items")).status_code for _ in range(3)] == [200, 200, 429]
+        traffik_clock.advance(59.999)
+        assert (await client.get("/items")).status_code == 429
+        traffik_clock.advance(ms=1)
+        assert (await client.get("/items")).status_code == 200
+
+
+def test_the_clock_crosses_a_window_under_testclient(
+    traffik_backend: InMemoryBackend, traffik_clock: ManualClock
+) -> None:
+    throttle = HTTPThrottle("kit:sync", rate="1/s", backend=traffik_backend)
+    with TestClient(make_app(throttle, traffik_backend)) as client:
+        assert [client.get("/items").status_code for _ in range(2)] == [200, 429]
+        traffik_clock.advance(1)
+        assert client.get("/items").status_code == 200
+
+
+def test_the_kit_imports_without_pytest_or_starlette() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['pytest'] = sys.modules['starlette'] = None  # any import of them fails\n"
+        "from traffik.testing import *\n"
+        "print(fresh_backend().namespace)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "test"
