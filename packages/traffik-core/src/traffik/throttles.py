@@ -102,15 +102,6 @@ class Throttle:
             raise ConfigurationError(f"{name}: uid={uid!r} must be a non-empty string")
         self.uid = uid
         owner = f"{name}({uid!r})"
-        self._rate_fn: Optional[Callable[..., Any]] = None
-        if isinstance(rate, (str, Rate)):
-            self._rate = Rate.parse(rate)
-        elif callable(rate):
-            self._rate, self._rate_fn = Rate(), rate
-        else:
-            raise ConfigurationError(
-                f"{owner}: rate={rate!r}; use a string like '100/min', a Rate, or a callable"
-            )
         self.strategy = DEFAULT_STRATEGY if strategy is None else strategy
         if not callable(self.strategy):
             raise ConfigurationError(f"{owner}: strategy={strategy!r} is not callable")
@@ -120,14 +111,7 @@ class Throttle:
             self.cost, self._cost_fn = 1, cost
         else:
             self.cost = _check_cost(cost, owner)
-            if self._rate_fn is None and not self._rate.unlimited:
-                capacity = getattr(self.strategy, "capacity", None)
-                if capacity is not None and self.cost > capacity(self._rate):
-                    raise ConfigurationError(
-                        f"{owner}: cost={self.cost} exceeds what rate {str(self._rate)!r} with "
-                        f"{type(self.strategy).__name__} can ever admit ({capacity(self._rate):g}); "
-                        "raise the rate's limit or lower the cost"
-                    )
+        self.update_rate(rate)
         if dynamic_backend and backend is not None:
             raise ConfigurationError(
                 f"{owner}: dynamic_backend=True resolves the backend per hit; do not pass backend="
@@ -157,7 +141,6 @@ class Throttle:
         self.min_wait_period = min_wait_period
         self.skip_handler = skip_handler
         self._disabled = False
-        self._policy = policy_header(uid, self._rate) if not self._rate.unlimited else ""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.uid!r}, rate={str(self.rate)!r})"
@@ -165,6 +148,34 @@ class Throttle:
     @property
     def rate(self) -> Any:
         return self._rate_fn or self._rate
+
+    def update_rate(self, rate: Union[str, Rate, Callable[..., Any]]) -> None:
+        """Replace the rate (a string, a `Rate`, or a callable), checked as in the constructor."""
+        owner = f"{type(self).__name__}({self.uid!r})"
+        rate_fn: Optional[Callable[..., Any]] = None
+        if isinstance(rate, (str, Rate)):
+            parsed = Rate.parse(rate)
+        elif callable(rate):
+            parsed, rate_fn = Rate(), rate
+        else:
+            raise ConfigurationError(
+                f"{owner}: rate={rate!r}; use a string like '100/min', a Rate, or a callable"
+            )
+        capacity = getattr(self.strategy, "capacity", None)
+        if (
+            capacity is not None
+            and rate_fn is None
+            and self._cost_fn is None
+            and not parsed.unlimited
+            and self.cost > capacity(parsed)
+        ):
+            raise ConfigurationError(
+                f"{owner}: cost={self.cost} exceeds what rate {str(parsed)!r} with "
+                f"{type(self.strategy).__name__} can ever admit ({capacity(parsed):g}); "
+                "raise the rate's limit or lower the cost"
+            )
+        self._rate, self._rate_fn = parsed, rate_fn
+        self._policy = policy_header(self.uid, parsed) if not parsed.unlimited else ""
 
     @property
     def backend(self) -> Optional[ThrottleBackend]:

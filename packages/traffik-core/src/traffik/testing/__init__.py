@@ -2,6 +2,9 @@
 
 - `ManualClock`: time that moves only when a test says so.
 - `fresh_backend()`: an empty, non-persistent `InMemoryBackend` on a `ManualClock`.
+- `throttle_disabled(*throttles)` and `override_rate(throttle, rate)`: context managers that
+  switch throttles off or change a rate for one block, then restore them.
+- `await reset_client(throttle, client, path=..., method=...)`: forget one client's budget.
 
 The pytest plugin (`traffik.testing.plugin`, loaded automatically once traffik-core is
 installed) provides the `traffik_clock` and `traffik_backend` fixtures; the backend
@@ -12,5 +15,6 @@ from __future__ import annotations
 
 from traffik.clock import ManualClock
 from traffik.testing.backend import fresh_backend
+from traffik.testing.throttles import override_rate, reset_client, throttle_disabled
 
-__all__ = ["ManualClock", "fresh_backend"]
+__all__ = ["ManualClock", "fresh_backend", "override_rate", "reset_client", "throttle_disabled"]

@@ -1,0 +1,113 @@
+"""Throttles under test: switch them off, change their rate, or forget one client's budget."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+
+from traffik.exceptions import ConfigurationError
+from traffik.typing import EXEMPTED
+
+if TYPE_CHECKING:
+    from traffik.backends.base import ThrottleBackend
+    from traffik.rates import Rate
+    from traffik.throttles import Throttle
+
+__all__ = ["override_rate", "reset_client", "throttle_disabled"]
+
+
+@contextlib.contextmanager
+def throttle_disabled(*throttles: Throttle) -> Iterator[None]:
+    """Let every connection through `throttles` inside the block, then restore each one.
+
+    A plain `with` block, so it serves sync tests (`TestClient`) and async ones alike. A
+    throttle that was already disabled stays disabled afterwards.
+    """
+    if not throttles:
+        raise ConfigurationError(
+            "throttle_disabled() needs the throttles to disable: throttle_disabled(throttle, ...)"
+        )
+    previous = [(throttle, throttle.is_disabled) for throttle in throttles]
+    for throttle in throttles:
+        throttle._disabled = True
+    try:
+        yield
+    finally:
+        for throttle, was_disabled in reversed(previous):
+            throttle._disabled = was_disabled
+
+
+@contextlib.contextmanager
+def override_rate(
+    throttle: Throttle, rate: Union[str, Rate, Callable[..., Any]]
+) -> Iterator[Throttle]:
+    """Give `throttle` another rate (`"1000/min"`, a `Rate`, a callable) inside the block.
+
+    The original rate comes back afterwards. Counters are not touched: state counted under
+    the old rate is read under the new one, as when a deployment changes a limit.
+    """
+    original = throttle.rate
+    throttle.update_rate(rate)
+    try:
+        yield throttle
+    finally:
+        throttle.update_rate(original)
+
+
+async def reset_client(
+    throttle: Throttle,
+    client: Any,
+    *,
+    path: Optional[str] = None,
+    method: Optional[str] = None,
+    context: Optional[Mapping[str, Any]] = None,
+    backend: Optional[ThrottleBackend] = None,
+) -> bool:
+    """Forget what `throttle` counted for one client, so its next hit starts a full budget.
+
+    `client` is a connection the throttle saw (a `Request` or `WebSocket`), or the identifier
+    the throttle gives the client: the peer address by default, `"testclient"` under
+    Starlette's `TestClient` and `"127.0.0.1"` under httpx's `ASGITransport`. With an
+    identifier, a per-route throttle (the default) also needs the route: `path` as the route
+    declares it (`"/items/{item_id}"`) and `method` (`"GET"` unless given; WebSocket routes
+    have none). `context` is the hit's context, if it had one; `backend` defaults to the
+    throttle's. Other clients and other routes keep their state. Returns whether there was
+    any state to forget.
+    """
+    from starlette.requests import HTTPConnection
+
+    from traffik.throttles import WebSocketThrottle
+
+    suffix = getattr(throttle.strategy, "suffix", None)
+    if suffix is None:
+        raise ConfigurationError(
+            f"reset_client({throttle!r}): its strategy {throttle.strategy!r} does not say where it "
+            "keeps state (no `suffix`); clear the whole backend with `await backend.reset()`"
+        )
+    ctx = throttle.context if context is None else {**throttle.context, **context}
+    connection = client if hasattr(client, "scope") else None
+    if backend is None:
+        backend = throttle.get_backend(connection)
+    if connection is None:
+        if throttle.per_route and path is None:
+            raise ConfigurationError(
+                f"reset_client({throttle!r}, {client!r}): this throttle counts per route; pass "
+                "path= as the route declares it (e.g. '/items/{item_id}') and method= if not GET"
+            )
+        websocket = isinstance(throttle, WebSocketThrottle)
+        if websocket and method is not None:
+            raise ConfigurationError(
+                f"reset_client({throttle!r}, {client!r}): WebSocket routes have no method; "
+                f"drop method={method!r}"
+            )
+        scope = {"type": "websocket" if websocket else "http", "path": path or ""}
+        if not websocket:
+            scope["method"] = (method or "GET").upper()
+        connection, ident = HTTPConnection(scope), client
+    else:
+        ident = await throttle.identify(connection, backend)
+        if ident is EXEMPTED:
+            return False
+    key = throttle.key_for(connection, ident, ctx)
+    return await backend.delete(backend.get_key(key) + suffix)
