@@ -8,8 +8,9 @@ STAMP := $(VENV)/.installed
 
 PACKAGES := traffik-core traffik-redis traffik-memcached traffik-fastapi
 EDITABLES := -e "packages/traffik-core[starlette]" $(foreach p,$(filter-out traffik-core,$(PACKAGES)),-e packages/$(p))
-# pytest-asyncio only because the seed page imports it; ruff pinned so formatting is stable.
-DEV_DEPS := "pytest>=8" "anyio>=4" "httpx>=0.27" pytest-asyncio "uvicorn[standard]>=0.30" "ruff>=0.17,<0.18" "mypy>=1.19"
+# pytest-asyncio only because the seed page imports it; pyyaml reads docker-compose.yml in a
+# test; ruff pinned so formatting is stable.
+DEV_DEPS := "pytest>=8" "anyio>=4" "httpx>=0.27" pytest-asyncio pyyaml "uvicorn[standard]>=0.30" "ruff>=0.17,<0.18" "mypy>=1.19"
 
 TEST_PATHS = $(wildcard packages/*/tests) tests
 LINT_PATHS = $(wildcard packages tests benchmarks examples)
