@@ -161,6 +161,8 @@ async def test_reset_by_connection_method_and_context(traffik_backend: InMemoryB
         )
         assert await reset_client(throttle, request) is True
         assert (await client.post("/orders")).status_code == 200
+        with pytest.raises(ConfigurationError, match="names its own route"):
+            await reset_client(throttle, request, path="/other")
 
 
 @pytest.mark.parametrize("strategy", [cls() for cls in BUILTIN_STRATEGIES], ids=str)

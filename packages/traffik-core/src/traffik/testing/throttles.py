@@ -86,10 +86,18 @@ async def reset_client(
             "keeps state (no `suffix`); clear the whole backend with `await backend.reset()`"
         )
     ctx = throttle.context if context is None else {**throttle.context, **context}
-    connection = client if hasattr(client, "scope") else None
-    if backend is None:
-        backend = throttle.get_backend(connection)
-    if connection is None:
+    if hasattr(client, "scope"):
+        if path is not None or method is not None:
+            raise ConfigurationError(
+                f"reset_client({throttle!r}, <connection>): the connection names its own route; "
+                "pass path= and method= only with an identifier"
+            )
+        connection = client
+        backend = throttle.get_backend(connection) if backend is None else backend
+        ident = await throttle.identify(connection, backend)
+        if ident is EXEMPTED:
+            return False
+    else:
         if throttle.per_route and path is None:
             raise ConfigurationError(
                 f"reset_client({throttle!r}, {client!r}): this throttle counts per route; pass "
@@ -105,9 +113,6 @@ async def reset_client(
         if not websocket:
             scope["method"] = (method or "GET").upper()
         connection, ident = HTTPConnection(scope), client
-    else:
-        ident = await throttle.identify(connection, backend)
-        if ident is EXEMPTED:
-            return False
+        backend = throttle.get_backend() if backend is None else backend
     key = throttle.key_for(connection, ident, ctx)
     return await backend.delete(backend.get_key(key) + suffix)
