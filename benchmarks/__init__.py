@@ -1,0 +1,1 @@
+"""Traffik's benchmark: throttle overhead against the floor, all measured in one run (`python -m benchmarks`)."""

@@ -1,0 +1,76 @@
+"""`python -m benchmarks [--quick | --smoke] [--json PATH] [--backends memory,redis,memcached] [--profile]`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Optional
+
+from benchmarks.report import as_json, markdown
+from benchmarks.runner import run
+from benchmarks.settings import MODES
+from benchmarks.stores import STORES
+
+
+def _stores(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in STORES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"--backends {text!r}: use a comma-separated list of {', '.join(STORES)}"
+        )
+    return names
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Throttle overhead against the floor (no limiter, a no-op dependency, the raw "
+        "backend round trip), measured in one run; prints a Markdown report and JSON.",
+    )
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="a short run (well under 3 minutes)")
+    size.add_argument(
+        "--smoke", action="store_true", help="a few requests: checks the command runs"
+    )
+    parser.add_argument("--json", metavar="PATH", help="write the JSON there instead of stdout")
+    parser.add_argument(
+        "--backends",
+        type=_stores,
+        default=list(STORES),
+        metavar="LIST",
+        help="stores to measure (default: memory,redis,memcached)",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="STRATEGY",
+        nargs="?",
+        const="FixedWindow",
+        help="instead of the benchmark, profile one in-memory throttle (default FixedWindow)",
+    )
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.profile:
+        from benchmarks.profiling import profile
+
+        print(asyncio.run(profile(args.profile)))
+        return 0
+    settings = MODES["smoke" if args.smoke else "quick" if args.quick else "full"]
+    result = asyncio.run(run(settings, args.backends))
+    print(markdown(result))
+    doc = json.dumps(as_json(result), indent=2)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as out:
+            out.write(doc + "\n")
+    else:
+        print("\n```json\n" + doc + "\n```")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

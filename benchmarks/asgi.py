@@ -1,0 +1,76 @@
+"""The ASGI driver: requests made by calling the app with a prepared scope, no HTTP client."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Awaitable, Sequence
+from typing import Any, Callable, Optional
+
+from starlette.requests import Request
+
+__all__ = ["Client", "Target", "asgi_target", "bare_request", "clients"]
+
+Client = tuple[str, int]
+
+_SCOPE: dict[str, Any] = {
+    "type": "http",
+    "asgi": {"version": "3.0", "spec_version": "2.3"},
+    "http_version": "1.1",
+    "method": "GET",
+    "scheme": "http",
+    "path": "/",
+    "raw_path": b"/",
+    "query_string": b"",
+    "root_path": "",
+    "headers": [(b"host", b"bench"), (b"user-agent", b"traffik-bench")],
+    "server": ("bench", 80),
+}
+_BODY = {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def _receive() -> dict[str, Any]:
+    return _BODY
+
+
+def clients(count: int) -> list[Client]:
+    """`count` distinct peers, 10.0.0.0 upwards: each one is a client key of its own."""
+    return [(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", 40000) for i in range(count)]
+
+
+class Target:
+    """One measured variant: `one(i)` makes its i-th request (or raw round trip).
+
+    `cursor` carries the request index across blocks, so a many-key workload keeps cycling
+    through all its keys; `statuses` counts the HTTP statuses answered (empty for raw ones).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        one: Callable[[int], Awaitable[Any]],
+        statuses: Optional[Counter[int]] = None,
+    ) -> None:
+        self.name = name
+        self.one = one
+        self.statuses: Counter[int] = Counter() if statuses is None else statuses
+        self.cursor = 0
+
+
+def asgi_target(name: str, app: Any, peers: Sequence[Client]) -> Target:
+    """Request i goes to `app` from peer `i % len(peers)`, with a fresh copy of one scope."""
+    statuses: Counter[int] = Counter()
+    count = len(peers)
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses[message["status"]] += 1
+
+    async def one(i: int) -> None:
+        await app({**_SCOPE, "client": peers[i % count]}, _receive, send)
+
+    return Target(name, one, statuses)
+
+
+def bare_request(peer: Client) -> Request:
+    """A `Request` outside any app, keyed like the benchmark's route (`GET:/`)."""
+    return Request({**_SCOPE, "client": peer})

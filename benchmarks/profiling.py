@@ -1,0 +1,161 @@
+"""`--profile`: where an in-memory throttle's time goes, by ablation and by cProfile against the no-op dependency."""
+
+from __future__ import annotations
+
+import cProfile
+import gc
+import io
+import pstats
+import statistics
+from typing import Any
+
+from fastapi import Request, Response
+
+from benchmarks.apps import dependency_app, noop, plain_app
+from benchmarks.asgi import Target, asgi_target, bare_request, clients
+from benchmarks.timing import CPU_TIME, measure, run_block
+from traffik import HTTPThrottle
+from traffik.backends.inmemory import InMemoryBackend
+from traffik.rates import Rate
+from traffik.strategies import BUILTIN_STRATEGIES
+
+__all__ = ["profile"]
+
+_RATE = "1000000000/d"
+_ROUNDS, _CHUNK = 10, 2_000
+_REQUESTS = _ROUNDS * _CHUNK
+_TOP = 25
+
+
+async def _noop_with_response(request: Request, response: Response) -> Request:
+    """A no-op with the throttle's signature: FastAPI also injects the sub-response."""
+    return request
+
+
+async def _noop_with_headers(request: Request, response: Response) -> Request:
+    """The same, writing two rate-limit headers as the throttle does."""
+    response.headers.append("RateLimit-Policy", '"profile";q=1000000000;w=86400')
+    response.headers.append("RateLimit", '"profile";r=999999999;t=1')
+    return request
+
+
+def _throttle(strategy: Any, headers: Any = "ietf") -> HTTPThrottle:
+    return HTTPThrottle(
+        "profile",
+        rate=_RATE,
+        backend=InMemoryBackend(namespace="profile"),
+        strategy=strategy,
+        headers=headers,
+    )
+
+
+async def _ablation(strategy_class: type) -> str:
+    """CPU time per request of variants that add the throttle's parts one at a time."""
+    peers = clients(1)
+    throttle = _throttle(strategy_class())
+    bare = _throttle(strategy_class(), headers=None)
+    strategy, rate = strategy_class(), Rate.parse(_RATE)
+    backend = InMemoryBackend(namespace="profile-decide")
+    request = bare_request(peers[0])
+
+    async def decide(i: int) -> None:
+        await strategy.decide("profile:10.0.0.0:GET:/", rate, backend, 1)
+
+    async def hit(i: int) -> None:
+        await bare.hit(request)
+
+    apps = [
+        ("no limiter", plain_app()),
+        ("no-op (request)", dependency_app(noop)),
+        ("no-op (request, response)", dependency_app(_noop_with_response)),
+        ("no-op (request, response) + 2 headers", dependency_app(_noop_with_headers)),
+        ("throttle, headers=None", dependency_app(bare)),
+        ("throttle (IETF headers, the default)", dependency_app(throttle)),
+    ]
+    targets = [asgi_target(name, app, peers) for name, app in apps]
+    targets += [Target("strategy.decide() alone", decide), Target("throttle.hit() alone", hit)]
+    samples = await measure(targets, 1000, 1, 9, 300, CPU_TIME)
+    figures = {name: statistics.median(values) / 1000 for name, values in samples.typical.items()}
+    base, floor = figures["no limiter"], figures["no-op (request)"]
+    out = io.StringIO()
+    out.write(
+        f"{strategy_class.__name__} in memory, CPU time per request (median of 9 interleaved "
+        "blocks of 1,000):\n\n| variant | us | over no limiter | over no-op dependency |\n"
+        "|---|---|---|---|\n"
+    )
+    for name, value in figures.items():
+        if name.endswith("alone"):
+            out.write(f"| {name} | {value:.1f} | | |\n")
+        else:
+            out.write(f"| {name} | {value:.1f} | {value - base:.1f} | {value - floor:.1f} |\n")
+    return out.getvalue()
+
+
+async def _profiled(targets: list[Target]) -> list[pstats.Stats]:
+    """Profile each target over `_REQUESTS` requests, in alternating chunks (drift hits all)."""
+    profilers = [cProfile.Profile() for _ in targets]
+    for target in targets:
+        await run_block(target, 500, 1)
+    gc.disable()
+    try:
+        for _ in range(_ROUNDS):
+            for target, profiler in zip(targets, profilers):
+                profiler.enable()
+                await run_block(target, _CHUNK, 1)
+                profiler.disable()
+    finally:
+        gc.enable()
+    return [pstats.Stats(profiler) for profiler in profilers]
+
+
+def _where(key: tuple[str, int, str]) -> str:
+    path, line, name = key
+    for marker in ("site-packages/", "/src/", "/lib/python"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    return f"{path}:{line}({name})" if line else name
+
+
+def _own_times(stats: pstats.Stats) -> dict[Any, tuple[float, int]]:
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    return {key: (value[2], value[1]) for key, value in raw.items()}
+
+
+async def _cprofile(strategy_class: type) -> str:
+    """The functions whose own time grew most, throttle vs no-op dependency, per request."""
+    peers = clients(1)
+    throttled, floor = await _profiled(
+        [
+            asgi_target("throttle", dependency_app(_throttle(strategy_class())), peers),
+            asgi_target("noop", dependency_app(noop), peers),
+        ]
+    )
+    with_throttle, with_noop = _own_times(throttled), _own_times(floor)
+    total = sum(t for t, _ in with_throttle.values()) - sum(t for t, _ in with_noop.values())
+    rows = []
+    for key, (own, calls) in with_throttle.items():
+        base_own, base_calls = with_noop.get(key, (0.0, 0))
+        rows.append((own - base_own, (calls - base_calls) / _REQUESTS, key))
+    rows.sort(key=lambda row: row[0], reverse=True)
+    out = io.StringIO()
+    out.write(
+        f"cProfile, {_REQUESTS:,} requests each: {total / _REQUESTS * 1e6:.1f} us of extra own "
+        "time per request, throttle vs no-op dependency (cProfile inflates small calls: read "
+        "the shares).\n\n| extra us/request | share | extra calls/request | function |\n"
+        "|---|---|---|---|\n"
+    )
+    for extra, calls, key in rows[:_TOP]:
+        out.write(
+            f"| {extra / _REQUESTS * 1e6:.2f} | {extra / total:.0%} | {calls:g} | `{_where(key)}` |\n"
+        )
+    return out.getvalue()
+
+
+async def profile(strategy_name: str) -> str:
+    """The ablation table, then the cProfile difference, for one built-in strategy."""
+    strategies = {cls.__name__: cls for cls in BUILTIN_STRATEGIES}
+    if strategy_name not in strategies:
+        raise SystemExit(f"--profile {strategy_name!r}: use one of {', '.join(strategies)}")
+    strategy_class = strategies[strategy_name]
+    return await _ablation(strategy_class) + "\n" + await _cprofile(strategy_class)

@@ -1,0 +1,219 @@
+"""The report: Markdown tables for people, one JSON document for machines."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any, Optional
+
+from benchmarks.results import Check, CommandCount, KeyMemory, Row, Run
+from benchmarks.timing import Spread
+from traffik.strategies import BUILTIN_STRATEGIES
+
+__all__ = ["READING", "as_json", "markdown"]
+
+_STRATEGY_ORDER = {cls.__name__: i for i, cls in enumerate(BUILTIN_STRATEGIES)}
+_STORE_ORDER = {"memory": 0, "redis": 1, "memcached": 2}
+_JUDGED = {"overhead": "x floor", "request": "x floor request"}
+
+READING = """\
+How to read it: each group (store, workload, concurrency) times its variants in one process,
+interleaved, repetition after repetition. A figure is the median, over repetitions, of each
+block's median request time in microseconds (concurrency 50: batch time / 50), with the
+min and max over repetitions. In memory the clock is this thread's CPU time (other processes
+on the machine do not count); on Redis and Memcached it is wall time (the wait is the cost).
+`overhead` = throttled - no limiter; `floor` = the floor variant - no limiter, where the
+floor variant is the no-op dependency in memory, and on Redis/Memcached a no-op dependency
+that makes one raw round trip (redis-py `EVALSHA` of `return 1`, aiomcache `incr`), so the
+round trip is paid inside a request as the throttle's is (the round trip timed alone is
+shown too). `x floor` = overhead / floor and `x floor request` = throttled request / floor
+variant's request, each computed within a repetition (a slow phase of the machine cancels
+out), median (min-max). In the saturated
+workload every request is rejected, and the baselines answer 429 too: the framework's own
+429 path (the endpoint raises it) and a no-op dependency that raises it. The targets bound
+`x floor`, except a rejected request in memory: the issue bounds the whole request there
+("1.4x the framework's own 429 path plus the no-op dependency")."""
+
+
+def _us(value: Optional[Spread]) -> str:
+    if value is None:
+        return ""
+    return f"{value['median']:.1f} ({value['min']:.1f}-{value['max']:.1f})"
+
+
+def _ratio(value: Optional[Spread]) -> str:
+    if value is None:
+        return ""
+    return f"{value['median']:.2f} ({value['min']:.2f}-{value['max']:.2f})"
+
+
+def _verdict(met: Optional[bool]) -> str:
+    return "" if met is None else ("met" if met else "**MISSED**")
+
+
+def _table(header: list[str], lines: list[list[str]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(line) + " |" for line in lines]
+    return "\n".join(out)
+
+
+def _conc(row: Row) -> str:
+    return "1" if row.concurrency == 1 else str(row.concurrency)
+
+
+def _baselines(rows: list[Row]) -> str:
+    groups: dict[tuple[str, str, int], list[Row]] = {}
+    for row in rows:
+        if row.kind != "throttle":
+            groups.setdefault((row.store, row.workload, row.concurrency), []).append(row)
+    lines = []
+    for (store, workload, concurrency), found in groups.items():
+        base, floor, *with_trip = (r for r in found if r.kind == "baseline")
+        raw = next((r for r in found if r.kind == "raw"), None)
+        trip = with_trip[0] if with_trip else None
+        lines.append(
+            [
+                store,
+                workload,
+                str(concurrency),
+                _us(base.per_request_us),
+                f"{_us(floor.per_request_us)}, +{_us(floor.overhead_us)}",
+                f"{raw.variant}: {_us(raw.per_request_us)}" if raw else "",
+                f"{_us(trip.per_request_us)}, +{_us(trip.overhead_us)}" if trip else "",
+            ]
+        )
+    header = [
+        "store",
+        "workload",
+        "conc",
+        "no limiter",
+        "no-op dependency, its overhead",
+        "raw round trip alone",
+        "no-op dependency + round trip, its overhead",
+    ]
+    return _table(header, lines)
+
+
+def _throttles(rows: list[Row]) -> str:
+    chosen = [row for row in rows if row.kind == "throttle"]
+    chosen.sort(key=lambda r: (_STORE_ORDER.get(r.store, 9), _STRATEGY_ORDER.get(r.variant, 99)))
+    lines = [
+        [
+            row.store,
+            row.variant,
+            row.workload,
+            _conc(row),
+            _us(row.per_request_us),
+            _us(row.overhead_us),
+            _us(row.floor_us),
+            _ratio(row.ratio),
+            _ratio(row.request_ratio),
+            "" if row.target is None else f"{_JUDGED[row.judged_on]} <= {row.target}",
+            " ".join(filter(None, [_verdict(row.met), row.note])),
+        ]
+        for row in chosen
+    ]
+    header = [
+        "store",
+        "strategy",
+        "workload",
+        "conc",
+        "us/request",
+        "overhead",
+        "floor",
+        "x floor",
+        "x floor request",
+        "target",
+        "",
+    ]
+    return _table(header, lines)
+
+
+def _commands(counts: list[CommandCount]) -> str:
+    if not counts:
+        return "(no server stores measured)"
+    workloads = list(dict.fromkeys(c.workload for c in counts))
+    table: dict[tuple[str, str], dict[str, CommandCount]] = {}
+    for count in counts:
+        table.setdefault((count.store, count.strategy), {})[count.workload] = count
+    lines = []
+    for (store, strategy), found in table.items():
+        verdicts = [c.met for c in found.values() if c.met is not None]
+        target = next(iter(found.values())).target
+        lines.append(
+            [store, strategy]
+            + [f"{found[w].per_decision:g}" if w in found else "" for w in workloads]
+            + [target, _verdict(all(verdicts) if verdicts else None)]
+        )
+    return _table(["store", "strategy", *workloads, "target", ""], lines)
+
+
+def _memory(memory: list[KeyMemory]) -> str:
+    if not memory:
+        return "(in-memory backend not measured)"
+    lines = [[m.strategy, f"{m.bytes_per_key:.0f}", f"{m.keys:,}"] for m in memory]
+    return _table(["strategy", "bytes per key", "keys"], lines)
+
+
+def _rates(rows: list[Row]) -> str:
+    """`one key 1000000/d (SlidingWindowLog: 10000/10ms), ...`: each workload's rate, and exceptions."""
+    by_workload: dict[str, dict[str, list[str]]] = {}
+    first = rows[0].store if rows else ""
+    for row in rows:
+        if row.kind == "throttle" and row.concurrency == 1 and row.store == first:
+            by_workload.setdefault(row.workload, {}).setdefault(row.rate, []).append(row.variant)
+    parts = []
+    for workload, rates in by_workload.items():
+        common = max(rates, key=lambda rate: len(rates[rate]))
+        others = [f"{', '.join(names)}: {rate}" for rate, names in rates.items() if rate != common]
+        parts.append(f"{workload} {common}" + (f" ({'; '.join(others)})" if others else ""))
+    return "Rates: " + "; ".join(parts) + "." if parts else ""
+
+
+def _summary(checks: list[Check]) -> str:
+    met = sum(1 for c in checks if c.met is True)
+    missed = [c for c in checks if c.met is False]
+    unmeasured = [c for c in checks if c.met is None]
+    out = [f"Targets: {met} met, {len(missed)} missed, {len(unmeasured)} not measured."]
+    out += [f"- MISSED {c.name}: {c.measured} (target {c.limit})" for c in missed]
+    out += [f"- not measured {c.name}: {c.measured}" for c in unmeasured]
+    return "\n".join(out)
+
+
+def markdown(run: Run) -> str:
+    """The report for people: stores, baselines, throttles, commands, memory, targets."""
+    meta, settings = run.meta, run.meta["settings"]
+    stores = "\n".join(f"- {name}: {detail}" for name, detail in run.stores.items())
+    return "\n\n".join(
+        [
+            f"## Traffik benchmark ({meta['mode']}): Python {meta['python']}, {meta['platform']}, "
+            f"{meta['cpus']} CPUs, {meta['seconds']:.0f} s",
+            f"Per group: {settings['repetitions']} repetitions of a block of "
+            f"{settings['requests']} requests in memory, {settings['network_requests']} on "
+            f"Redis/Memcached (at concurrency 50: at least 4 batches); {settings['keys']:,} "
+            f"client keys in the many-keys workload. {_rates(run.rows)}"
+            f"\n\n{stores}",
+            READING,
+            "### Baselines (us per request, median (min-max))\n\n" + _baselines(run.rows),
+            "### Throttles\n\n" + _throttles(run.rows),
+            "### Server commands per decision\n\n" + _commands(run.counts),
+            "### In-memory backend: bytes per tracked key\n\n" + _memory(run.memory),
+            "### Targets\n\n" + _summary(run.checks),
+        ]
+    )
+
+
+def as_json(run: Run) -> dict[str, Any]:
+    """Everything the run measured, JSON-ready, with a count of targets met and missed."""
+    return {
+        "meta": run.meta,
+        "stores": run.stores,
+        "rows": [asdict(row) for row in run.rows],
+        "commands_per_decision": [asdict(count) for count in run.counts],
+        "bytes_per_key": [asdict(memory) for memory in run.memory],
+        "checks": [asdict(check) for check in run.checks],
+        "summary": {
+            "met": sum(1 for c in run.checks if c.met is True),
+            "missed": sum(1 for c in run.checks if c.met is False),
+            "not_measured": sum(1 for c in run.checks if c.met is None),
+        },
+    }

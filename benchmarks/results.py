@@ -1,0 +1,91 @@
+"""What a run produces: timed rows, commands per decision, bytes per key, and target checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from benchmarks.timing import Spread
+
+__all__ = ["Check", "CommandCount", "KeyMemory", "Row", "Run"]
+
+
+@dataclass
+class Row:
+    """One variant of one group (store, workload, concurrency); times in microseconds per request.
+
+    `per_request_us` spreads, over repetitions, each block's median request time (`mean_us`:
+    its total time / requests). `overhead_us` is the difference to the group's "no limiter"
+    baseline, repetition by repetition; `floor_us` the floor variant's overhead: the no-op
+    dependency's, making the store's raw round trip where there is a store. `ratio` spreads
+    overhead / floor computed within each repetition; `mean_ratio` is the median of the same
+    quotients computed from means. `request_ratio` compares whole requests: throttled /
+    floor variant. `judged_on` says which of the two the `target` bounds ("overhead" or
+    "request").
+    """
+
+    store: str
+    workload: str
+    concurrency: int
+    variant: str
+    kind: str
+    rate: str = ""
+    per_request_us: Optional[Spread] = None
+    mean_us: Optional[Spread] = None
+    overhead_us: Optional[Spread] = None
+    floor_us: Optional[Spread] = None
+    ratio: Optional[Spread] = None
+    mean_ratio: Optional[float] = None
+    request_ratio: Optional[Spread] = None
+    target: Optional[float] = None
+    judged_on: str = ""
+    met: Optional[bool] = None
+    statuses: dict[int, int] = field(default_factory=dict)
+    note: str = ""
+
+
+@dataclass
+class CommandCount:
+    """Server commands per decision, from the server's own statistics: `rounds` holds the
+    commands counted in each round of `decisions` decisions, `per_decision` the fewest / decisions."""
+
+    store: str
+    strategy: str
+    workload: str
+    decisions: int
+    rounds: list[int]
+    per_decision: float
+    target: str = ""
+    met: Optional[bool] = None
+
+
+@dataclass
+class KeyMemory:
+    """Bytes the in-memory backend holds per tracked key (tracemalloc, over `keys` keys)."""
+
+    strategy: str
+    keys: int
+    bytes_per_key: float
+
+
+@dataclass
+class Check:
+    """One target: what was measured against which limit, and whether it was met (None: not measured)."""
+
+    name: str
+    measured: str
+    limit: str
+    met: Optional[bool]
+
+
+@dataclass
+class Run:
+    """A whole run: `meta` (settings, versions, machine), each store's description (or why
+    it was not available), and what was measured."""
+
+    meta: dict[str, Any]
+    stores: dict[str, str]
+    rows: list[Row] = field(default_factory=list)
+    counts: list[CommandCount] = field(default_factory=list)
+    memory: list[KeyMemory] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)

@@ -1,0 +1,109 @@
+"""A whole run: open the stores, run every workload on each, measure key memory, check the targets."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from typing import Any
+
+from benchmarks.memory import bytes_per_key
+from benchmarks.results import Run
+from benchmarks.scenarios import run_scenario
+from benchmarks.settings import Settings
+from benchmarks.stores import STORES, Store
+from benchmarks.targets import checks
+from benchmarks.workloads import WORKLOADS
+
+__all__ = ["run"]
+
+_DISTRIBUTIONS = (
+    "traffik-core",
+    "traffik-redis",
+    "traffik-memcached",
+    "fastapi",
+    "starlette",
+    "redis",
+    "aiomcache",
+)
+
+
+def _versions() -> dict[str, str]:
+    found = {}
+    for name in _DISTRIBUTIONS:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def _meta(settings: Settings, started: float) -> dict[str, Any]:
+    return {
+        "mode": settings.mode,
+        "settings": settings.as_dict(),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": f"{platform.system()} {platform.machine()}",
+        "cpus": os.cpu_count(),
+        "versions": _versions(),
+        "started": datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
+        "seconds": 0.0,
+    }
+
+
+async def _open(store: Store) -> str:
+    """The store's description, or `not available: <reason>` (and the store stays unavailable)."""
+    try:
+        await store.open()
+    except Exception as exc:
+        await store.close()
+        return f"not available: {exc}"
+    return store.detail
+
+
+_STARTED = time.monotonic()
+
+
+def _progress(message: str) -> None:
+    print(f"[bench {time.monotonic() - _STARTED:5.0f} s] {message}", file=sys.stderr, flush=True)
+
+
+async def run(settings: Settings, names: list[str]) -> Run:
+    """Measure `names` (stores, in that order) with `settings`."""
+    started = time.time()
+    stores = [STORES[name]() for name in names]
+    result = Run(_meta(settings, started), {})
+    unavailable = {}
+    try:
+        for store in stores:
+            result.stores[store.name] = await _open(store)
+            if not store.available:
+                unavailable[store.name] = result.stores[store.name]
+                _progress(f"{store.name}: {result.stores[store.name]}")
+                continue
+            for workload in WORKLOADS:
+                label = workload.label(settings.keys)
+                _progress(f"{store.name}: {label}")
+                try:
+                    rows, counts = await run_scenario(store, workload, settings)
+                except Exception as exc:
+                    failure = f"failed during '{label}': {type(exc).__name__}: {exc}"
+                    result.stores[store.name] += f"; {failure}"
+                    unavailable[f"{store.name} ({label} and after)"] = failure
+                    _progress(f"{store.name}: {failure}")
+                    break
+                result.rows += rows
+                result.counts += counts
+        if "memory" in names:
+            _progress(f"memory: bytes per key over {settings.memory_keys:,} keys")
+            result.memory = await bytes_per_key(settings.memory_keys)
+    finally:
+        for store in stores:
+            await store.close()
+    result.checks = checks(result.rows, result.counts, unavailable)
+    result.meta["seconds"] = time.time() - started
+    return result

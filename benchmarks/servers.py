@@ -1,0 +1,113 @@
+"""Redis and Memcached for the run: a URL from the environment, or a local binary on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from typing import Optional
+from urllib.parse import urlsplit
+
+__all__ = ["Server", "ServerUnavailable", "start"]
+
+_ENV = {"redis": "TRAFFIK_REDIS_URL", "memcached": "TRAFFIK_MEMCACHED_URL"}
+_BINARY = {"redis": "redis-server", "memcached": "memcached"}
+_SCHEME = {"redis": "redis", "memcached": "memcached"}
+_READY_SECONDS = 5.0
+
+
+class ServerUnavailable(Exception):
+    """Neither a URL nor a binary: the message says which variable or binary to provide."""
+
+
+class Server:
+    """Where a store listens; `process` is set when this run started it (and `stop` ends it)."""
+
+    def __init__(self, kind: str, url: str, process: Optional[subprocess.Popen[bytes]]) -> None:
+        parts = urlsplit(url)
+        self.kind = kind
+        self.url = url
+        self.host = parts.hostname or "localhost"
+        self.port = parts.port or (6379 if kind == "redis" else 11211)
+        self.process = process
+
+    def describe(self) -> str:
+        if self.process is None:
+            return f"{self.url} (from ${_ENV[self.kind]}; shared servers skew command counts)"
+        return f"{_BINARY[self.kind]} started for this run on {self.host}:{self.port}"
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _command(kind: str, binary: str, port: int) -> list[str]:
+    if kind == "redis":
+        return [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
+    command = [binary, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "256", "-c", "4096"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        command += ["-u", "root"]  # memcached refuses to run as root without it
+    return command
+
+
+def _wait_listening(process: subprocess.Popen[bytes], port: int) -> bool:
+    deadline = time.monotonic() + _READY_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            time.sleep(0.02)
+    return False
+
+
+def start(kind: str) -> Server:
+    """The server for `kind` ("redis" or "memcached"): `$TRAFFIK_<KIND>_URL`, else a local binary."""
+    url = os.environ.get(_ENV[kind])
+    if url:
+        return Server(kind, url, None)
+    binary = shutil.which(_BINARY[kind])
+    if binary is None:
+        raise ServerUnavailable(
+            f"no {_BINARY[kind]} on PATH and ${_ENV[kind]} is unset; install {_BINARY[kind]} "
+            f"or set {_ENV[kind]}={_SCHEME[kind]}://host:port"
+        )
+    error = ""
+    for _ in range(3):  # another process may take the free port first
+        port = _free_port()
+        with tempfile.TemporaryFile() as log:
+            process = subprocess.Popen(_command(kind, binary, port), stdout=log, stderr=log)
+            if _wait_listening(process, port):
+                return Server(kind, f"{_SCHEME[kind]}://127.0.0.1:{port}", process)
+            process.kill()
+            process.wait()
+            log.seek(0)
+            error = log.read().decode(errors="replace").strip()[-300:]
+    raise ServerUnavailable(f"{binary} did not start: {error or 'no output'}")

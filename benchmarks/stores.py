@@ -1,0 +1,197 @@
+"""The stores under test: in memory, Redis and Memcached, each with its raw round trip and command counter."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Awaitable
+from typing import Any, Callable, Optional
+
+from benchmarks import servers
+from benchmarks.asgi import Target
+from benchmarks.timing import CPU_TIME, WALL_TIME, Clock
+from traffik.backends.base import ThrottleBackend
+from traffik.backends.inmemory import InMemoryBackend
+
+__all__ = ["STORES", "MemcachedStore", "MemoryStore", "RedisStore", "Store"]
+
+_MEMCACHED_COMMANDS = (
+    # `cas` is counted in cmd_set already (and again in cas_hits/cas_misses/cas_badval);
+    # a multi-key get counts one cmd_get per key.
+    b"cmd_get",
+    b"cmd_set",
+    b"cmd_touch",
+    b"incr_hits",
+    b"incr_misses",
+    b"decr_hits",
+    b"decr_misses",
+    b"delete_hits",
+    b"delete_misses",
+)
+
+
+def _backend_class(module: str, name: str) -> Any:
+    """The backend class, or `ImportError` saying what is missing."""
+    try:
+        found = getattr(importlib.import_module(module), name, None)
+    except ImportError as exc:
+        raise ImportError(f"{module} does not import ({exc})") from exc
+    if found is None:
+        raise ImportError(f"{module} has no {name} yet")
+    return found
+
+
+class Store:
+    """A store the throttles run on. `open()` sets `available` and `detail` (what it is, or
+    why it is not available); `round_trip` is the floor's raw round trip (none in memory).
+    `clock` times requests: CPU time in memory, wall time where a request waits on a server."""
+
+    name = ""
+    raw_name = ""
+    clock: Clock = WALL_TIME
+
+    def __init__(self) -> None:
+        self.available = False
+        self.detail = "not opened"
+        self.server: Optional[servers.Server] = None
+
+    async def open(self) -> None:
+        raise NotImplementedError
+
+    def backend(self, namespace: str) -> ThrottleBackend:
+        raise NotImplementedError
+
+    async def round_trip(self) -> None:
+        """The raw round trip, with the same client library the backend uses."""
+        raise NotImplementedError(f"{self.name} has no round trip")
+
+    def raw(self) -> Optional[Target]:
+        """The raw round trip on its own, as a measured variant (None in memory)."""
+        if not self.raw_name:
+            return None
+
+        async def one(i: int) -> None:
+            await self.round_trip()
+
+        return Target(self.raw_name, one)
+
+    async def count_commands(self, work: Callable[[], Awaitable[Any]]) -> int:
+        """How many commands the server received from clients while `work` ran."""
+        raise NotImplementedError(f"{self.name} has no server to count commands on")
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+
+class MemoryStore(Store):
+    name = "memory"
+    clock = CPU_TIME
+
+    async def open(self) -> None:
+        self.available, self.detail = True, "InMemoryBackend, in this process"
+
+    def backend(self, namespace: str) -> ThrottleBackend:
+        return InMemoryBackend(namespace=namespace)
+
+
+class RedisStore(Store):
+    """`RedisBackend`; the floor is redis-py's `EVALSHA` of `return 1`; counts from `MONITOR`."""
+
+    name = "redis"
+    raw_name = "raw EVALSHA"
+
+    async def open(self) -> None:
+        self._class = _backend_class("traffik.backends.redis", "RedisBackend")
+        from redis.asyncio import Redis
+
+        self.server = servers.start("redis")
+        self._stats = Redis.from_url(self.server.url)
+        self._raw = Redis.from_url(self.server.url)
+        self._sha = await self._raw.script_load("return 1")
+        version = (await self._stats.info("server"))["redis_version"]
+        self.available, self.detail = True, f"Redis {version}: {self.server.describe()}"
+
+    def backend(self, namespace: str) -> ThrottleBackend:
+        assert self.server is not None
+        backend: ThrottleBackend = self._class.from_url(self.server.url, namespace=namespace)
+        return backend
+
+    async def round_trip(self) -> None:
+        await self._raw.evalsha(self._sha, 1, "traffik-bench:raw")
+
+    async def count_commands(self, work: Callable[[], Awaitable[Any]]) -> int:
+        """Counted with `MONITOR`, between two `ECHO` markers, leaving out the commands that
+        scripts run (`INFO stats` counts those too: an `EVALSHA` doing GET and SET is 3)."""
+        marker = f"traffik-bench-{os.getpid()}-{id(work)}"
+        async with self._stats.monitor() as monitor:
+            await self._raw.echo(marker)
+            await work()
+            await self._raw.echo(marker)
+            seen, counted = 0, 0
+            while seen < 2:
+                command = await monitor.next_command()
+                if marker in command["command"]:
+                    seen += 1
+                elif seen == 1 and command["client_type"] != "lua":
+                    counted += 1
+        return counted
+
+    async def close(self) -> None:
+        for client in (getattr(self, "_stats", None), getattr(self, "_raw", None)):
+            if client is not None:
+                await client.aclose()
+        await super().close()
+
+
+class MemcachedStore(Store):
+    """`MemcachedBackend`; the floor is aiomcache's `incr`; counts from `stats`."""
+
+    name = "memcached"
+    raw_name = "raw incr"
+
+    async def open(self) -> None:
+        self._class = _backend_class("traffik.backends.memcached", "MemcachedBackend")
+        import aiomcache
+
+        self.server = servers.start("memcached")
+        self._stats = aiomcache.Client(self.server.host, self.server.port)
+        pool = getattr(self._class.from_url(self.server.url), "pool_size", None)
+        options = {"pool_size": pool} if isinstance(pool, int) else {}
+        self._raw = aiomcache.Client(self.server.host, self.server.port, **options)
+        await self._raw.set(b"traffik-bench:raw", b"0")
+        version = (await self._stats.version()).decode()
+        pool_note = f", raw client pool_size={pool}" if options else ""
+        self.available = True
+        self.detail = f"Memcached {version}: {self.server.describe()}{pool_note}"
+
+    def backend(self, namespace: str) -> ThrottleBackend:
+        assert self.server is not None
+        backend: ThrottleBackend = self._class.from_url(self.server.url, namespace=namespace)
+        return backend
+
+    async def round_trip(self) -> None:
+        await self._raw.incr(b"traffik-bench:raw")
+
+    async def count_commands(self, work: Callable[[], Awaitable[Any]]) -> int:
+        """Counted from `stats` before and after (reading `stats` counts nothing)."""
+        before = await self._commands()
+        await work()
+        return await self._commands() - before
+
+    async def _commands(self) -> int:
+        stats = await self._stats.stats()
+        return sum(int(stats.get(name, 0)) for name in _MEMCACHED_COMMANDS)
+
+    async def close(self) -> None:
+        for client in (getattr(self, "_stats", None), getattr(self, "_raw", None)):
+            if client is not None:
+                await client.close()
+        await super().close()
+
+
+STORES: dict[str, type[Store]] = {
+    "memory": MemoryStore,
+    "redis": RedisStore,
+    "memcached": MemcachedStore,
+}
