@@ -22,6 +22,7 @@ from traffik.strategies import BUILTIN_STRATEGIES
 __all__ = ["profile"]
 
 _RATE = "1000000000/d"
+_BLOCK, _REPETITIONS = 200, 41
 _ROUNDS, _CHUNK = 10, 2_000
 _REQUESTS = _ROUNDS * _CHUNK
 _TOP = 25
@@ -74,20 +75,24 @@ async def _ablation(strategy_class: type) -> str:
     ]
     targets = [asgi_target(name, app, peers) for name, app in apps]
     targets += [Target("strategy.decide() alone", decide), Target("throttle.hit() alone", hit)]
-    samples = await measure(targets, 1000, 1, 9, 300, CPU_TIME)
-    figures = {name: statistics.median(values) / 1000 for name, values in samples.typical.items()}
-    base, floor = figures["no limiter"], figures["no-op (request)"]
+    samples = await measure(targets, _BLOCK, 1, _REPETITIONS, 300, CPU_TIME)
+    typical = samples.typical
+    base, floor = typical["no limiter"], typical["no-op (request)"]
     out = io.StringIO()
     out.write(
-        f"{strategy_class.__name__} in memory, CPU time per request (median of 9 interleaved "
-        "blocks of 1,000):\n\n| variant | us | over no limiter | over no-op dependency |\n"
+        f"{strategy_class.__name__} in memory, CPU time per request: median over "
+        f"{_REPETITIONS} interleaved blocks of {_BLOCK}; differences are paired block by "
+        "block.\n\n| variant | us | over no limiter | over no-op dependency |\n"
         "|---|---|---|---|\n"
     )
-    for name, value in figures.items():
+    for name, values in typical.items():
+        value = statistics.median(values) / 1000
         if name.endswith("alone"):
             out.write(f"| {name} | {value:.1f} | | |\n")
-        else:
-            out.write(f"| {name} | {value:.1f} | {value - base:.1f} | {value - floor:.1f} |\n")
+            continue
+        over_base = statistics.median(v - b for v, b in zip(values, base)) / 1000
+        over_floor = statistics.median(v - f for v, f in zip(values, floor)) / 1000
+        out.write(f"| {name} | {value:.1f} | {over_base:.1f} | {over_floor:.1f} |\n")
     return out.getvalue()
 
 
@@ -145,9 +150,10 @@ async def _cprofile(strategy_class: type) -> str:
         "the shares).\n\n| extra us/request | share | extra calls/request | function |\n"
         "|---|---|---|---|\n"
     )
-    for extra, calls, key in rows[:_TOP]:
+    for extra, per_request, key in rows[:_TOP]:
         out.write(
-            f"| {extra / _REQUESTS * 1e6:.2f} | {extra / total:.0%} | {calls:g} | `{_where(key)}` |\n"
+            f"| {extra / _REQUESTS * 1e6:.2f} | {extra / total:.0%} | {per_request:g} "
+            f"| `{_where(key)}` |\n"
         )
     return out.getvalue()
 

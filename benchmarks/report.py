@@ -128,6 +128,30 @@ def _throttles(rows: list[Row]) -> str:
     return _table(header, lines)
 
 
+def _summary_matrix(rows: list[Row]) -> str:
+    """One line per store and strategy: the ratio each target bounds, per workload and
+    concurrency (`x floor request` for a rejected request in memory, `x floor` elsewhere)."""
+    chosen = [row for row in rows if row.kind == "throttle"]
+    columns = list(dict.fromkeys((row.workload, row.concurrency) for row in chosen))
+    table: dict[tuple[str, str], dict[tuple[str, int], Row]] = {}
+    for row in chosen:
+        table.setdefault((row.store, row.variant), {})[(row.workload, row.concurrency)] = row
+    lines = []
+    for (store, strategy), found in table.items():
+        cells = []
+        for column in columns:
+            cell = found.get(column)
+            judged = None
+            if cell is not None:
+                judged = cell.request_ratio if cell.judged_on == "request" else cell.ratio
+            text = "" if judged is None else f"{judged['median']:.2f}"
+            cells.append(f"**{text}**" if cell is not None and cell.met is False else text)
+        targets = {f"{_JUDGED[r.judged_on]} <= {r.target}" for r in found.values() if r.target}
+        lines.append([store, strategy, *cells, "; ".join(sorted(targets))])
+    header = [f"{w}, {'seq' if c == 1 else f'{c} conc'}" for w, c in columns]
+    return _table(["store", "strategy", *header, "target"], lines)
+
+
 def _commands(counts: list[CommandCount]) -> str:
     if not counts:
         return "(no server stores measured)"
@@ -193,6 +217,8 @@ def markdown(run: Run) -> str:
             f"client keys in the many-keys workload. {_rates(run.rows)}"
             f"\n\n{stores}",
             READING,
+            "### Summary: x floor (x floor request for a rejected request in memory), "
+            "median; **bold** = target missed\n\n" + _summary_matrix(run.rows),
             "### Baselines (us per request, median (min-max))\n\n" + _baselines(run.rows),
             "### Throttles\n\n" + _throttles(run.rows),
             "### Server commands per decision\n\n" + _commands(run.counts),

@@ -20,8 +20,8 @@ class Row:
     dependency's, making the store's raw round trip where there is a store. `ratio` spreads
     overhead / floor computed within each repetition; `mean_ratio` is the median of the same
     quotients computed from means. `request_ratio` compares whole requests: throttled /
-    floor variant. `judged_on` says which of the two the `target` bounds ("overhead" or
-    "request").
+    floor variant. `judged_on` says which of the two is the row's figure, the one the
+    `target` (if any) bounds: "overhead" or "request".
     """
 
     store: str

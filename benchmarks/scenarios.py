@@ -10,7 +10,7 @@ from benchmarks.asgi import Target
 from benchmarks.results import CommandCount, Row
 from benchmarks.settings import CONCURRENCY, Settings
 from benchmarks.stores import Store
-from benchmarks.targets import commands_met, commands_target, speed_target
+from benchmarks.targets import commands_met, commands_target, judged_on, speed_target
 from benchmarks.timing import Samples, Spread, measure, run_block, spread
 from benchmarks.workloads import Workload, baseline_targets, prefill, throttled_targets
 
@@ -72,14 +72,13 @@ def _rows(
             mean_ratio = _ratio(_paired(mean[name], mean[base_name]), mean_floor)
             row.mean_ratio = None if mean_ratio is None else mean_ratio["median"]
             row.request_ratio = _ratio(typical[name], typical[floor_name])
-            goal = speed_target(store.name, name, workload.rejected)
-            if goal is not None:
-                row.target, row.judged_on = goal
-                judged = row.ratio if row.judged_on == "overhead" else row.request_ratio
-                if judged is None:
-                    row.note = "floor not above noise: no ratio"
-                else:
-                    row.met = judged["median"] <= row.target
+            row.judged_on = judged_on(store.name, workload.rejected)
+            row.target = speed_target(store.name, name)
+            judged = row.ratio if row.judged_on == "overhead" else row.request_ratio
+            if judged is None:
+                row.note = "floor not above noise: no ratio"
+            elif row.target is not None:
+                row.met = judged["median"] <= row.target
         if target.statuses and set(target.statuses) != {workload.status}:
             row.note = f"expected only {workload.status}, got {dict(target.statuses)}"
             row.met = False if row.target is not None else None
@@ -100,10 +99,11 @@ async def _count(
         decisions = max(decisions // width, 1) * width
     for name, target in throttled.items():
         await run_block(target, width, width)
-        rounds = [
-            await store.count_commands(lambda t=target: run_block(t, decisions, width))
-            for _ in range(3)
-        ]
+
+        async def decide(target: Target = target) -> None:
+            await run_block(target, decisions, width)
+
+        rounds = [await store.count_commands(decide) for _ in range(3)]
         per = min(rounds) / decisions
         goal = commands_target(store.name, name) if width == 1 else ""
         counts.append(

@@ -157,11 +157,11 @@ class MemcachedStore(Store):
         self.server = servers.start("memcached")
         self._stats = aiomcache.Client(self.server.host, self.server.port)
         pool = getattr(self._class.from_url(self.server.url), "pool_size", None)
-        options = {"pool_size": pool} if isinstance(pool, int) else {}
-        self._raw = aiomcache.Client(self.server.host, self.server.port, **options)
+        size = pool if isinstance(pool, int) else 2  # the backend's pool, else aiomcache's default
+        self._raw = aiomcache.Client(self.server.host, self.server.port, pool_size=size)
         await self._raw.set(b"traffik-bench:raw", b"0")
         version = (await self._stats.version()).decode()
-        pool_note = f", raw client pool_size={pool}" if options else ""
+        pool_note = f", raw client pool_size={size} like the backend's" if pool == size else ""
         self.available = True
         self.detail = f"Memcached {version}: {self.server.describe()}{pool_note}"
 
@@ -181,7 +181,7 @@ class MemcachedStore(Store):
 
     async def _commands(self) -> int:
         stats = await self._stats.stats()
-        return sum(int(stats.get(name, 0)) for name in _MEMCACHED_COMMANDS)
+        return sum(int(stats.get(name) or 0) for name in _MEMCACHED_COMMANDS)
 
     async def close(self) -> None:
         for client in (getattr(self, "_stats", None), getattr(self, "_raw", None)):

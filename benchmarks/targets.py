@@ -11,6 +11,7 @@ __all__ = [
     "checks",
     "commands_met",
     "commands_target",
+    "judged_on",
     "speed_target",
 ]
 
@@ -20,19 +21,21 @@ MEMORY_TARGETED = frozenset(
 _MEMCACHED_COMMANDS = {"FixedWindow": "== 1", "TokenBucket": "<= 2", "GCRA": "<= 2"}
 
 
-def speed_target(store: str, strategy: str, rejected: bool) -> Optional[tuple[float, str]]:
-    """The limit and what it bounds: `"overhead"` (throttle overhead / floor) or `"request"`
-    (whole request / floor request); None where the issue sets no target.
+def judged_on(store: str, rejected: bool) -> str:
+    """What a speed target bounds: `"request"` (whole request / floor request) for a rejected
+    request in memory, which the issue compares with "the framework's own 429 path plus the
+    no-op dependency"; `"overhead"` (throttle overhead / floor) everywhere else."""
+    return "request" if store == "memory" and rejected else "overhead"
 
-    In memory (five strategies) the overhead is at most 1.4 floors, and a rejected request
-    at most 1.4 times "the framework's own 429 path plus the no-op dependency", a whole
-    request. On Redis (every strategy) and Memcached (`FixedWindow`) the per-request
-    overhead is at most 1.25 floors, the floor including the raw round trip.
-    """
-    if store == "memory" and strategy in MEMORY_TARGETED:
-        return (1.4, "request") if rejected else (1.4, "overhead")
+
+def speed_target(store: str, strategy: str) -> Optional[float]:
+    """The largest allowed ratio: 1.4 in memory (five strategies), 1.25 on Redis (every
+    strategy) and on Memcached (`FixedWindow`), the floor including the raw round trip;
+    None where the issue sets no target."""
+    if store == "memory":
+        return 1.4 if strategy in MEMORY_TARGETED else None
     if store == "redis" or (store == "memcached" and strategy == "FixedWindow"):
-        return (1.25, "overhead")
+        return 1.25
     return None
 
 
