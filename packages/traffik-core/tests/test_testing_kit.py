@@ -43,8 +43,9 @@ def test_fresh_backend_takes_a_clock_and_a_namespace() -> None:
 
 
 def test_plugin_is_registered_and_loaded(pytestconfig: pytest.Config) -> None:
-    entry_points = importlib.metadata.entry_points(group="pytest11")
-    assert {ep.name: ep.value for ep in entry_points}.get("traffik") == "traffik.testing.plugin"
+    entry_points = importlib.metadata.distribution("traffik-core").entry_points
+    registered = {ep.name: ep.value for ep in entry_points if ep.group == "pytest11"}
+    assert registered == {"traffik": "traffik.testing.plugin"}
     assert pytestconfig.pluginmanager.has_plugin("traffik")
 
 
