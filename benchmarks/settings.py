@@ -38,7 +38,7 @@ class Settings:
 
 
 MODES = {
-    "full": Settings("full", 500, 300, 25, 300, 10_000, 500, 10_000),
+    "full": Settings("full", 200, 150, 51, 300, 10_000, 500, 10_000),
     "quick": Settings("quick", 200, 150, 7, 50, 10_000, 100, 10_000),
     "smoke": Settings("smoke", 20, 20, 1, 5, 100, 5, 100),
 }
