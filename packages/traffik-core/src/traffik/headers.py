@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from traffik.decision import Decision
     from traffik.rates import Rate
 
-__all__ = ["HEADER_STYLES", "HeaderStyle", "check_style", "policy_header", "rate_limit_headers"]
+__all__ = ["HEADER_STYLES", "HeaderStyle", "RateLimitHeaders", "check_style"]
 
 HeaderStyle = Optional[str]
 HEADER_STYLES = ("ietf", "legacy", "both")
@@ -32,29 +32,55 @@ def check_style(style: Union[str, bool, None], owner: str) -> HeaderStyle:
     )
 
 
-def policy_header(name: str, rate: Rate) -> str:
-    """`"name";q=<limit>;w=<period seconds>` (draft-ietf-httpapi-ratelimit-headers-11)."""
-    window = max(1, math.ceil(rate.expire / 1000))
-    return f'"{_UNSAFE.sub("_", name)}";q={rate.limit};w={window}'
+class RateLimitHeaders:
+    """The rate-limit headers of one policy (a name and a rate), constant parts encoded once.
 
+    IETF form (draft-ietf-httpapi-ratelimit-headers-11): `RateLimit-Policy: "name";q=100;w=60`
+    and `RateLimit: "name";r=42;t=17`; legacy form: `X-RateLimit-Limit`, `-Remaining`,
+    `-Reset` (seconds). `t`/`Reset` is the time until the limit is whole again, or the wait
+    when throttled.
+    """
 
-def rate_limit_headers(
-    name: str, policy: str, decision: Decision, style: str
-) -> list[tuple[str, str]]:
-    """The headers describing `decision`; `policy` is `policy_header(name, rate)`, computed once."""
-    remaining = max(int(decision.remaining), 0) if math.isfinite(decision.remaining) else 0
-    reset = (
-        decision.retry_after
-        if not decision.allowed
-        else max(0, math.ceil(decision.reset_ms / 1000))
-    )
-    headers: list[tuple[str, str]] = []
-    if style != "legacy":
-        headers.append(("RateLimit-Policy", policy))
-        headers.append(("RateLimit", f'"{_UNSAFE.sub("_", name)}";r={remaining};t={reset}'))
-    if style != "ietf":
-        limit = decision.limit
-        headers.append(("X-RateLimit-Limit", str(int(limit)) if math.isfinite(limit) else "0"))
-        headers.append(("X-RateLimit-Remaining", str(remaining)))
-        headers.append(("X-RateLimit-Reset", str(reset)))
-    return headers
+    __slots__ = ("_ietf", "_legacy", "_limit", "_policy", "_policy_raw", "_quoted")
+
+    def __init__(self, name: str, rate: Rate, style: str) -> None:
+        self._quoted = f'"{_UNSAFE.sub("_", name)}"'
+        window = max(1, math.ceil(rate.expire / 1000))
+        self._policy = f"{self._quoted};q={rate.limit};w={window}"
+        self._policy_raw = (b"ratelimit-policy", self._policy.encode())
+        self._limit = str(rate.limit).encode()
+        self._ietf = style != "legacy"
+        self._legacy = style != "ietf"
+
+    def _numbers(self, decision: Decision) -> tuple[int, int]:
+        remaining = decision.remaining
+        remaining = max(int(remaining), 0) if math.isfinite(remaining) else 0
+        if decision.allowed:
+            return remaining, max(0, math.ceil(decision.reset_ms / 1000))
+        return remaining, decision.retry_after
+
+    def raw(self, decision: Decision) -> list[tuple[bytes, bytes]]:
+        """ASGI header pairs (lower-case names) for `decision`."""
+        remaining, reset = self._numbers(decision)
+        headers: list[tuple[bytes, bytes]] = []
+        if self._ietf:
+            headers.append(self._policy_raw)
+            headers.append((b"ratelimit", f"{self._quoted};r={remaining};t={reset}".encode()))
+        if self._legacy:
+            headers.append((b"x-ratelimit-limit", self._limit))
+            headers.append((b"x-ratelimit-remaining", str(remaining).encode()))
+            headers.append((b"x-ratelimit-reset", str(reset).encode()))
+        return headers
+
+    def text(self, decision: Decision) -> dict[str, str]:
+        """The same headers as a mapping, for an exception's `headers=`."""
+        remaining, reset = self._numbers(decision)
+        headers: dict[str, str] = {}
+        if self._ietf:
+            headers["RateLimit-Policy"] = self._policy
+            headers["RateLimit"] = f"{self._quoted};r={remaining};t={reset}"
+        if self._legacy:
+            headers["X-RateLimit-Limit"] = self._limit.decode()
+            headers["X-RateLimit-Remaining"] = str(remaining)
+            headers["X-RateLimit-Reset"] = str(reset)
+        return headers

@@ -16,8 +16,8 @@ from traffik.backends.context import get_throttle_backend
 from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
 from traffik.handlers import connection_throttled, websocket_throttled
-from traffik.headers import check_style, policy_header, rate_limit_headers
-from traffik.identity import default_identifier
+from traffik.headers import RateLimitHeaders, check_style
+from traffik.identity import ANONYMOUS_IDENTIFIER, default_identifier
 from traffik.rates import Rate
 from traffik.strategies import DEFAULT_STRATEGY
 from traffik.typing import EXEMPTED, StrategyStat
@@ -106,11 +106,13 @@ class Throttle:
         if not callable(self.strategy):
             raise ConfigurationError(f"{owner}: strategy={strategy!r} is not callable")
         self._decide = getattr(self.strategy, "decide", None)
+        self._decide_now = getattr(self.strategy, "decide_now", None)
         self._cost_fn: Optional[Callable[..., Any]] = None
         if callable(cost):
             self.cost, self._cost_fn = 1, cost
         else:
             self.cost = _check_cost(cost, owner)
+        self.headers = check_style(headers, owner)
         self.update_rate(rate)
         if dynamic_backend and backend is not None:
             raise ConfigurationError(
@@ -129,7 +131,6 @@ class Throttle:
         self.identifier = identifier
         self.handle_throttled = handle_throttled
         self.on_error = check_on_error(on_error, owner)
-        self.headers = check_style(headers, owner)
         self.context: dict[str, Any] = dict(context or {})
         self.per_route = per_route
         if min_wait_period is not None and (
@@ -175,7 +176,11 @@ class Throttle:
                 "raise the rate's limit or lower the cost"
             )
         self._rate, self._rate_fn = parsed, rate_fn
-        self._policy = policy_header(self.uid, parsed) if not parsed.unlimited else ""
+        self._headers = (
+            RateLimitHeaders(self.uid, parsed, self.headers)
+            if self.headers is not None and not parsed.unlimited
+            else None
+        )
 
     @property
     def backend(self) -> Optional[ThrottleBackend]:
@@ -225,22 +230,18 @@ class Throttle:
             return await default_identifier(connection)
         return await _resolve(identifier(connection))
 
-    def scoped_key(self, connection: HTTPConnection) -> str:
-        """The route part of the key: method and path template (or the raw path outside routing)."""
-        scope = connection.scope
-        route = scope.get("route")
-        path = getattr(route, "path", None) or scope.get("path", "")
-        method = scope.get("method")
-        return f"{method}:{path}" if method else path
-
     def key_for(self, connection: HTTPConnection, ident: Any, context: Mapping[str, Any]) -> str:
-        key = (
-            f"{self.uid}:{ident}:{self.scoped_key(connection)}"
-            if self.per_route
-            else f"{self.uid}:{ident}"
-        )
+        """`uid:client:METHOD:/path/{template}` (just `uid:client` without `per_route`), plus
+        the context's `scope` when it has one."""
+        if self.per_route:
+            scope = connection.scope
+            path = getattr(scope.get("route"), "path", None) or scope.get("path", "")
+            method = scope.get("method")
+            key = f"{self.uid}:{ident}:{method}:{path}" if method else f"{self.uid}:{ident}:{path}"
+        else:
+            key = f"{self.uid}:{ident}"
         extra = context.get("scope")
-        return f"{key}:{extra}" if extra is not None else key
+        return key if extra is None else f"{key}:{extra}"
 
     # -- the hit -------------------------------------------------------------------------
 
@@ -255,7 +256,8 @@ class Throttle:
     ) -> Any:
         """Count one hit; throttled connections go to the handler (429 by default).
 
-        Returns the connection, so the throttle works as a FastAPI dependency.
+        Returns the connection, so the throttle works as a FastAPI dependency. With
+        `response` (FastAPI injects it), allowed responses get the rate-limit headers.
         """
         if self._disabled:
             return connection
@@ -274,61 +276,62 @@ class Throttle:
                 cost = _check_cost(cost, repr(self))
             if cost == 0:
                 return connection
-            ident = await self.identify(connection, backend)
-            if ident is EXEMPTED:
-                return connection
-            key = self.key_for(connection, ident, ctx)
-            if self._decide is not None:
-                decision = await self._decide(key, rate, backend, cost)
+            if self.identifier is None and backend.identifier is None:
+                client = connection.scope.get("client")
+                ident = client[0] if client else ANONYMOUS_IDENTIFIER
             else:
-                decision = _from_wait(await self.strategy(key, rate, backend, cost), rate)
+                ident = await self.identify(connection, backend)
+                if ident is EXEMPTED:
+                    return connection
+            key = self.key_for(connection, ident, ctx)
+            # In memory the whole decision runs synchronously: no coroutine per layer.
+            decision = (
+                None if self._decide_now is None else self._decide_now(key, rate, backend, cost)
+            )
+            if decision is None:
+                if self._decide is not None:
+                    decision = await self._decide(key, rate, backend, cost)
+                else:
+                    decision = _from_wait(await self.strategy(key, rate, backend, cost), rate)
         except ConfigurationError:
             raise
         except Exception as exc:
             decision = await self._on_failure(exc, connection, key, cost, rate, backend, ctx)
-        return await self._conclude(connection, decision, rate, ctx, skip_handler, response)
+        scope = connection.scope
+        state = scope.get("state")
+        if state is None:
+            scope["state"] = state = {}
+        if decision.allowed:
+            state[THROTTLED_STATE_KEY] = 0.0
+            if response is not None and self.headers is not None:
+                headers = self._headers or RateLimitHeaders(self.uid, rate, self.headers)
+                response.raw_headers.extend(headers.raw(decision))
+            return connection
+        return await self._throttled(connection, decision, rate, ctx, state, skip_handler)
 
-    async def _conclude(
+    async def _throttled(
         self,
         connection: Any,
         decision: Decision,
         rate: Rate,
         ctx: Mapping[str, Any],
+        state: dict[str, Any],
         skip_handler: Optional[bool],
-        response: Optional[Response],
     ) -> Any:
-        state = connection.scope.get("state")
-        if state is None:
-            connection.scope["state"] = state = {}
-        if decision.allowed:
-            state[THROTTLED_STATE_KEY] = 0.0
-            if response is not None and self.headers is not None:
-                for name, value in self._headers_for(decision, rate):
-                    response.headers.append(name, value)
-            return connection
-        wait = (
-            decision.wait_ms
-            if self.min_wait_period is None
-            else max(decision.wait_ms, self.min_wait_period)
-        )
+        wait = decision.wait_ms
+        if self.min_wait_period is not None:
+            wait = max(wait, self.min_wait_period)
         state[THROTTLED_STATE_KEY] = wait
         if skip_handler if skip_handler is not None else self.skip_handler:
             return connection
         if self.headers is not None:
-            ctx = {
-                **ctx,
-                "headers": {**dict(self._headers_for(decision, rate)), **ctx.get("headers", {})},
-            }
+            headers = self._headers or RateLimitHeaders(self.uid, rate, self.headers)
+            ctx = {**ctx, "headers": {**headers.text(decision), **ctx.get("headers", {})}}
         handler = self.handle_throttled
         if handler is None and self.use_backend_handler and self._backend is not None:
             handler = self._backend.handle_throttled
         await _resolve((handler or self.default_handler)(connection, wait, self, ctx))
         return connection
-
-    def _headers_for(self, decision: Decision, rate: Rate) -> list[tuple[str, str]]:
-        assert self.headers is not None
-        policy = self._policy if self._rate_fn is None else policy_header(self.uid, rate)
-        return rate_limit_headers(self.uid, policy, decision, self.headers)
 
     async def _on_failure(
         self,

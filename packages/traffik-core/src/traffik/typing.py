@@ -17,6 +17,7 @@ __all__ = [
     "AsyncLock",
     "DecidingStrategy",
     "FullThrottleStrategy",
+    "ImmediateOps",
     "LockConfig",
     "SimpleThrottleStrategy",
     "StrategyStat",
@@ -89,6 +90,14 @@ class DecidingStrategy(FullThrottleStrategy, Protocol):
 
 
 ThrottleStrategy = Union[SimpleThrottleStrategy, FullThrottleStrategy]
+
+
+class ImmediateOps(Protocol):
+    """A backend's synchronous decision step, for stores that need no I/O (in memory)."""
+
+    def increment_with_ttl_now(self, key: str, amount: int, ttl: float) -> tuple[int, float]: ...
+
+    def evaluate_now(self, key: str, strategy: Any, rate: Rate, cost: float) -> Decision: ...
 
 
 @runtime_checkable

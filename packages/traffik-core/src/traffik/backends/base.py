@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from traffik.decision import Decision
     from traffik.rates import Rate
     from traffik.strategies.base import StateStrategy
-    from traffik.typing import AsyncLock
+    from traffik.typing import AsyncLock, ImmediateOps
 
 __all__ = ["ON_ERROR_POLICIES", "ThrottleBackend", "WindowCount", "build_key"]
 
@@ -254,6 +254,11 @@ class ThrottleBackend:
         await self.clear()
 
     # -- the decision step ---------------------------------------------------------------
+
+    def immediate(self) -> ImmediateOps | None:
+        """Synchronous decision operations when this backend can decide without I/O right
+        now (only in memory), else None; strategies then await `evaluate` and friends."""
+        return None
 
     async def evaluate(
         self, key: str, strategy: StateStrategy, rate: Rate, cost: float, *, commit: bool = True

@@ -186,9 +186,13 @@ class InMemoryBackend(ThrottleBackend):
     async def increment_with_ttl(self, key: str, amount: int = 1, ttl: float = 60) -> int:
         if self._status != _READY:
             await self.ensure()
+        return WindowCount(*self.increment_with_ttl_now(key, amount, ttl))
+
+    def increment_with_ttl_now(self, key: str, amount: int, ttl: float) -> tuple[int, float]:
+        """`increment_with_ttl` without awaiting: the count and the milliseconds left."""
         now = self.clock()
         entry = self._add(key, amount, ttl, now)
-        return WindowCount(entry[0], (entry[1] - now) * 1000.0)
+        return entry[0], (entry[1] - now) * 1000.0
 
     async def expire(self, key: str, seconds: float) -> bool:
         if self._status != _READY:
@@ -234,11 +238,26 @@ class InMemoryBackend(ThrottleBackend):
 
     # -- the decision step ---------------------------------------------------------------
 
+    def immediate(self) -> InMemoryBackend | None:
+        """Itself once initialised, unless a test patched its step on this instance."""
+        if self._status != _READY:
+            return None
+        patched = self.__dict__
+        if "increment_with_ttl" in patched or "evaluate" in patched:
+            return None
+        return self
+
     async def evaluate(
         self, key: str, strategy: StateStrategy, rate: Rate, cost: float, *, commit: bool = True
     ) -> Decision:
         if self._status != _READY:
             await self.ensure()
+        return self.evaluate_now(key, strategy, rate, cost, commit=commit)
+
+    def evaluate_now(
+        self, key: str, strategy: StateStrategy, rate: Rate, cost: float, *, commit: bool = True
+    ) -> Decision:
+        """`evaluate` without awaiting: the whole read-decide-write in one synchronous step."""
         now = self.clock()
         entry = self._live(key, now)
         state = None

@@ -52,6 +52,12 @@ class Strategy:
     ) -> Decision:
         raise NotImplementedError
 
+    def decide_now(
+        self, key: Any, rate: Rate, backend: ThrottleBackend, cost: float = 1
+    ) -> Decision | None:
+        """`decide` without awaiting, when the backend can step synchronously; else None."""
+        return None
+
     async def get_stat(self, key: Any, rate: Rate, backend: ThrottleBackend) -> StrategyStat:
         raise NotImplementedError
 
@@ -97,6 +103,18 @@ class StateStrategy(Strategy):
         if cost > self.capacity(rate):
             return never_admitted(rate)
         return await backend.evaluate(backend.get_key(key) + self.suffix, self, rate, cost)
+
+    def decide_now(
+        self, key: Any, rate: Rate, backend: ThrottleBackend, cost: float = 1
+    ) -> Decision | None:
+        ops = backend.immediate()
+        if ops is None:
+            return None
+        if rate.unlimited:
+            return ALLOWED_UNLIMITED
+        if cost > self.capacity(rate):
+            return never_admitted(rate)
+        return ops.evaluate_now(backend.get_key(key) + self.suffix, self, rate, cost)
 
     async def get_stat(self, key: Any, rate: Rate, backend: ThrottleBackend) -> StrategyStat:
         if rate.unlimited:

@@ -19,6 +19,17 @@ def _ttl_seconds(window_ms: int) -> float:
     return window_ms // 1000 if window_ms % 1000 == 0 else window_ms / 1000.0
 
 
+def _decision(count: int, ttl_ms: float | None, rate: Rate) -> Decision:
+    """Allowed while the count is within the limit; otherwise wait out the window's TTL."""
+    limit = rate.limit
+    if count > limit:
+        left = float(rate.expire) if not ttl_ms or ttl_ms <= 0 else ttl_ms
+        return Decision(False, whole_ms(left), 0, left, limit)
+    return Decision(
+        True, 0.0, limit - count, float(rate.expire) if ttl_ms is None else ttl_ms, limit
+    )
+
+
 class FixedWindow(Strategy):
     """At most `limit` units per window of one period, counted in one backend call.
 
@@ -36,21 +47,30 @@ class FixedWindow(Strategy):
     ) -> Decision:
         if rate.unlimited:
             return ALLOWED_UNLIMITED
-        limit = rate.limit
-        if cost > limit:
+        if cost > rate.limit:
             return never_admitted(rate)
         counter = backend.get_key(key) + self.suffix
         count = await backend.increment_with_ttl(
             counter, amount=int(cost), ttl=_ttl_seconds(rate.expire)
         )
         ttl_ms = getattr(count, "ttl_ms", None)
-        if count > limit:
-            if ttl_ms is None:
-                ttl_ms = await backend.ttl(counter)
-            left = float(rate.expire) if not ttl_ms or ttl_ms <= 0 else ttl_ms
-            return Decision(False, whole_ms(left), 0, left, limit)
-        return Decision(
-            True, 0.0, limit - count, float(rate.expire) if ttl_ms is None else ttl_ms, limit
+        if ttl_ms is None and count > rate.limit:
+            ttl_ms = await backend.ttl(counter)
+        return _decision(int(count), ttl_ms, rate)
+
+    def decide_now(
+        self, key: Any, rate: Rate, backend: ThrottleBackend, cost: float = 1
+    ) -> Decision | None:
+        ops = backend.immediate()
+        if ops is None:
+            return None
+        if rate.unlimited:
+            return ALLOWED_UNLIMITED
+        if cost > rate.limit:
+            return never_admitted(rate)
+        counter = backend.get_key(key) + self.suffix
+        return _decision(
+            *ops.increment_with_ttl_now(counter, int(cost), _ttl_seconds(rate.expire)), rate
         )
 
     async def get_stat(self, key: Any, rate: Rate, backend: ThrottleBackend) -> StrategyStat:
