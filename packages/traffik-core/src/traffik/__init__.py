@@ -40,6 +40,8 @@ _LAZY = {
     "get_remote_address": ("traffik.identity", False),
     "default_identifier": ("traffik.identity", False),
     "ProxyHeaders": ("traffik.identity", False),
+    "Rule": ("traffik.rules", False),
+    "remote_address": ("traffik.identity", False),
 }
 
 __all__ = [
@@ -54,6 +56,7 @@ __all__ = [
     "ProxyHeaders",
     "Rate",
     "RequestThrottle",
+    "Rule",
     "StrategyStat",
     "Throttle",
     "ThrottleBackend",
@@ -65,6 +68,7 @@ __all__ = [
     "get_throttle_backend",
     "get_wait",
     "is_throttled",
+    "remote_address",
     "throttled",
     "websocket_throttled",
 ]
