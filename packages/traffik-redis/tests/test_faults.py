@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any, Callable
@@ -79,6 +80,38 @@ async def test_hung_server_times_out_then_recovers(
     finally:
         server.resume()
     await _all_strategies_decide(backend)
+
+
+async def test_a_burst_bigger_than_the_pool_on_a_hung_server_fails_in_time(
+    redis_server: Callable[[], Any],
+) -> None:
+    server = redis_server()
+    backend = RedisBackend(
+        server.url,
+        namespace="hung-burst",
+        connect_timeout=CONNECT_TIMEOUT,
+        command_timeout=COMMAND_TIMEOUT,
+        url_kwargs={"max_connections": 2},
+    )
+    try:
+        await _all_strategies_decide(backend)
+        server.pause()
+        try:
+
+            async def timed() -> float:
+                started = time.monotonic()
+                with pytest.raises(BackendConnectionError):
+                    await TokenBucket().decide("user", RATE, backend, 1)
+                return time.monotonic() - started
+
+            # Two at a time reach the frozen server; the rest wait for a connection, not forever.
+            durations = await asyncio.gather(*(timed() for _ in range(12)))
+            assert max(durations) < UPPER_BOUND
+        finally:
+            server.resume()
+        await _all_strategies_decide(backend)
+    finally:
+        await backend.close()
 
 
 async def test_unreachable_at_first_use_then_reachable(redis_server: Callable[[], Any]) -> None:

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
+from redis.exceptions import NoScriptError
 from traffik.backends.base import ThrottleBackend, WindowCount
 from traffik.backends.redis import scripts
-from traffik.backends.redis.clients import LoopClients
+from traffik.backends.redis.clients import Link, LoopClients
 from traffik.backends.redis.connection import client_source
 from traffik.backends.redis.errors import bounded, translate
 from traffik.backends.redis.lock import Holding, RedisLock
 from traffik.backends.redis.native import native_script
 from traffik.decision import Decision
-from traffik.exceptions import BackendConnectionError, BackendError, ConfigurationError
+from traffik.exceptions import BackendConnectionError, ConfigurationError
 
 if TYPE_CHECKING:
     from traffik.clock import Clock
@@ -27,14 +29,25 @@ T = TypeVar("T")
 
 _SCAN_COUNT = 1000
 _GLOB_SPECIALS = str.maketrans({c: "\\" + c for c in "\\*?[]"})
+_PREPARED_MAX = 256
+"""Encoded script arguments kept per backend, one entry per (strategy, rate, cost, commit)."""
+_COUNTER = scripts.SCRIPTS["increment_with_ttl"]
 
 
 def _text(value: Any) -> Any:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
-def _number(value: float) -> str:
-    return repr(float(value))
+def _number(value: float) -> bytes:
+    return repr(float(value)).encode()
+
+
+def _scan(client: Any, cursor: Any, match: str, target: dict[str, Any]) -> Awaitable[Any]:
+    return client.scan(cursor, match=match, count=_SCAN_COUNT, **target)
+
+
+def _unlink(client: Any, keys: list[Any]) -> Awaitable[Any]:
+    return client.unlink(*keys)
 
 
 def _ms(seconds: float) -> int:
@@ -58,6 +71,22 @@ def _positive(owner: str, name: str, value: Any) -> float:
     return float(value)
 
 
+class _Prepared:
+    """A decision's script and its one argument, `|commit|a1|a2|...` (the clock goes first).
+
+    Kept by the identity of the strategy and rate objects (held here, so the identities
+    stay valid): strategies and rates are configuration, not changed once in use.
+    """
+
+    __slots__ = ("args", "rate", "script", "strategy")
+
+    def __init__(self, strategy: Any, rate: Any, script: Any, args: tuple[bytes, ...]) -> None:
+        self.strategy = strategy
+        self.rate = rate
+        self.script = script
+        self.args = args
+
+
 class RedisBackend(ThrottleBackend):
     """Rate-limit state in Redis (single node, Sentinel or Cluster) through redis-py's asyncio client.
 
@@ -74,9 +103,13 @@ class RedisBackend(ThrottleBackend):
     given a `clock=` (tests), the script uses that clock instead, while key expiry always
     follows the server. Clients are built lazily inside the running event loop, one per
     loop. Each command times out after `command_timeout` seconds (connecting: after
-    `connect_timeout`), and no operation takes longer than the two together; failures are
-    `BackendConnectionError` (unreachable, timed out) or `BackendError`, naming the server.
-    A restarted server is reconnected to and gets its scripts again, with no restart of the app.
+    `connect_timeout`), and no operation takes longer than the two together: through the
+    socket timeouts of a single-node client built from a URL, through a deadline of the
+    backend's own for other clients (clusters, Sentinel, clients given by the user). Failures
+    are `BackendConnectionError` (unreachable, timed out) or `BackendError`, naming the
+    server. A restarted server is reconnected to and gets its scripts again, with no restart
+    of the app. When every connection of the client's pool is busy, further operations wait
+    for one (at most `connect_timeout + command_timeout`) instead of failing.
     """
 
     default_namespace = "redis"
@@ -138,15 +171,17 @@ class RedisBackend(ThrottleBackend):
         self.cluster = self._source.cluster
         self._server_clock = clock is None
         self._deadline = self.connect_timeout + self.command_timeout
-        self._clients = LoopClients(self._source)
+        self._clients = LoopClients(self._source, self.connect_timeout, self.command_timeout)
         self._holdings: dict[str, Holding] = {}
+        self._prepared: dict[tuple[int, int, float, bool], _Prepared] = {}
+        self._counter_args: dict[tuple[int, float], tuple[bytes, bytes]] = {}
 
     def __repr__(self) -> str:
         return f"RedisBackend({self.server!r}, namespace={self.namespace!r})"
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    async def _client(self) -> Any:
+    async def _link(self) -> Link:
         if not self.initialized:
             await self.ensure()
         return self._clients.get()
@@ -155,22 +190,65 @@ class RedisBackend(ThrottleBackend):
         """The Redis key for `key`: inside this namespace, so `clear()` finds everything written."""
         return key if key.startswith(self._prefix) else self._prefix + key
 
-    async def _call(self, operation: str, awaitable: Awaitable[T]) -> T:
-        """Await one Redis operation under the deadline, turning failures into `BackendError`s."""
+    async def _queue(self, link: Link, operation: str) -> None:
+        """Wait for a place at the gate (every connection of the pool is busy)."""
         try:
-            return await bounded(awaitable, self._deadline)
+            await bounded(link.gate.wait(), self._deadline)
+        except Exception as exc:
+            raise translate(
+                exc, self.server, f"{operation} (waiting for a free connection)"
+            ) from exc
+
+    async def _call(self, operation: str, command: Callable[[Any], Awaitable[T]]) -> T:
+        """Run `command(client)`: through the gate, under the deadline when the client needs one,
+        turning failures into `BackendError`s."""
+        link = await self._link()
+        gate = link.gate
+        if gate.free:
+            gate.free -= 1
+        else:
+            await self._queue(link, operation)
+        try:
+            if link.deadline:
+                return await bounded(command(link.client), self._deadline)
+            return await command(link.client)
         except Exception as exc:
             raise translate(exc, self.server, operation) from exc
+        finally:
+            gate.release()
+
+    async def _script(self, script: scripts.Script, key: str, args: Any) -> Any:
+        """`EVALSHA` (the hot path: `_call` inlined, no closure)."""
+        if not self.initialized:
+            await self.ensure()
+        link = self._clients.get()
+        gate = link.gate
+        if gate.free:
+            gate.free -= 1
+        else:
+            await self._queue(link, script.name)
+        try:
+            if link.deadline:
+                return await bounded(scripts.run(link.client, script, key, args), self._deadline)
+            try:
+                return await link.client.evalsha(script.sha, 1, key, *args)
+            except NoScriptError:
+                return await scripts.reload_and_run(link.client, script, key, args)
+        except Exception as exc:
+            raise translate(exc, self.server, script.name) from exc
+        finally:
+            gate.release()
 
     # -- lifecycle --------------------------------------------------------------------------
 
     async def _open(self) -> None:
-        client = self._clients.get()
+        client = self._clients.get().client
         try:
-            await self._call("SCRIPT LOAD", scripts.load_all(client, self.cluster))
-        except BackendError as exc:
+            await bounded(scripts.load_all(client, self.cluster), self._deadline)
+        except Exception as exc:
             await self._clients.aclose()
-            raise BackendConnectionError(f"could not initialise {self!r}: {exc}") from exc
+            error = translate(exc, self.server, "SCRIPT LOAD")
+            raise BackendConnectionError(f"could not initialise {self!r}: {error}") from exc
         self.connection = client
 
     async def _close(self) -> None:
@@ -179,96 +257,100 @@ class RedisBackend(ThrottleBackend):
         await self._clients.aclose()
 
     async def _ping(self) -> bool:
-        client = self._clients.get()
-        return bool(await self._call("PING", client.ping()))
+        client = self._clients.get().client
+        try:
+            return bool(await bounded(client.ping(), self._deadline))
+        except Exception as exc:
+            raise translate(exc, self.server, "PING") from exc
 
     # -- storage ----------------------------------------------------------------------------
 
     async def get(self, key: str) -> str | None:
-        client = await self._client()
-        return _text(await self._call("GET", client.get(self._key(key))))
+        key = self._key(key)
+        return _text(await self._call("GET", lambda client: client.get(key)))
 
     async def set(self, key: str, value: str, expire: float | None = None) -> None:
-        client = await self._client()
-        px = None if expire is None else _ms(expire)
-        await self._call("SET", client.set(self._key(key), str(value), px=px))
+        key, value, px = self._key(key), str(value), None if expire is None else _ms(expire)
+        await self._call("SET", lambda client: client.set(key, value, px=px))
 
     async def delete(self, key: str) -> bool:
-        client = await self._client()
-        return bool(await self._call("DEL", client.delete(self._key(key))))
+        key = self._key(key)
+        return bool(await self._call("DEL", lambda client: client.delete(key)))
 
     async def increment(self, key: str, amount: int = 1) -> int:
-        client = await self._client()
-        return int(await self._call("INCRBY", client.incrby(self._key(key), _whole(amount))))
+        key, amount = self._key(key), _whole(amount)
+        return int(await self._call("INCRBY", lambda client: client.incrby(key, amount)))
 
     async def decrement(self, key: str, amount: int = 1) -> int:
-        client = await self._client()
-        return int(await self._call("DECRBY", client.decrby(self._key(key), _whole(amount))))
+        key, amount = self._key(key), _whole(amount)
+        return int(await self._call("DECRBY", lambda client: client.decrby(key, amount)))
 
     async def expire(self, key: str, seconds: float) -> bool:
-        client = await self._client()
-        return bool(await self._call("PEXPIRE", client.pexpire(self._key(key), _ms(seconds))))
+        key, px = self._key(key), _ms(seconds)
+        return bool(await self._call("PEXPIRE", lambda client: client.pexpire(key, px)))
 
     async def ttl(self, key: str) -> float | None:
-        client = await self._client()
-        pttl = int(await self._call("PTTL", client.pttl(self._key(key))))
+        key = self._key(key)
+        pttl = int(await self._call("PTTL", lambda client: client.pttl(key)))
         return None if pttl < 0 else float(pttl)
 
     async def increment_with_ttl(self, key: str, amount: int = 1, ttl: float = 60) -> int:
         """INCRBY plus a TTL when the key has none, in one atomic script; never leaves an immortal counter."""
-        client = await self._client()
-        count, pttl = await self._call(
-            "INCRBY with TTL",
-            scripts.run(
-                client,
-                scripts.SCRIPTS["increment_with_ttl"],
-                self._key(key),
-                [_whole(amount), _ms(ttl)],
-            ),
-        )
+        args = self._counter_args.get((amount, ttl)) if type(amount) is int else None
+        if args is None:
+            whole = _whole(amount)
+            args = (str(whole).encode(), str(_ms(ttl)).encode())
+            if len(self._counter_args) >= _PREPARED_MAX:
+                del self._counter_args[next(iter(self._counter_args))]
+            self._counter_args[(whole, ttl)] = args
+        reply = await self._script(_COUNTER, self._key(key), args)
+        count, pttl = reply.split(b"|" if type(reply) is bytes else "|")
         return WindowCount(int(count), float(pttl))
 
     async def multi_get(self, *keys: str) -> list[str | None]:
         if not keys:
             return []
-        client = await self._client()
+        names = [self._key(k) for k in keys]
         if self.cluster:
-            values = await self._call("MGET", client.mget_nonatomic([self._key(k) for k in keys]))
+            values = await self._call("MGET", lambda client: client.mget_nonatomic(names))
         else:
-            values = await self._call("MGET", client.mget([self._key(k) for k in keys]))
+            values = await self._call("MGET", lambda client: client.mget(names))
         return [_text(v) for v in values]
 
     async def multi_set(self, items: Mapping[str, str], expire: float | None = None) -> None:
         if not items:
             return
-        client = await self._client()
         px = None if expire is None else _ms(expire)
-        pipe = client.pipeline() if self.cluster else client.pipeline(transaction=True)
-        for key, value in items.items():
-            pipe.set(self._key(key), str(value), px=px)
-        await self._call("SET (pipeline)", pipe.execute())
+        pairs = [(self._key(key), str(value)) for key, value in items.items()]
+
+        def pipeline(client: Any) -> Awaitable[Any]:
+            pipe = client.pipeline() if self.cluster else client.pipeline(transaction=True)
+            for key, value in pairs:
+                pipe.set(key, value, px=px)
+            return pipe.execute()
+
+        await self._call("SET (pipeline)", pipeline)
 
     async def clear(self) -> None:
         """Delete this namespace's keys: `SCAN` + `UNLINK` in batches, on every master of a cluster."""
-        client = await self._client()
         match = self._prefix.translate(_GLOB_SPECIALS) + "*"
         if not self.cluster:
-            await self._scan_unlink(client, match, {})
+            await self._scan_unlink(match, {})
             return
-        await self._call("CLUSTER SLOTS", client.initialize())
+        await self._call("CLUSTER SLOTS", lambda client: client.initialize())
+        client = (await self._link()).client
         for node in client.get_primaries():
-            await self._scan_unlink(client, match, {"target_nodes": node})
+            await self._scan_unlink(match, {"target_nodes": node})
 
-    async def _scan_unlink(self, client: Any, match: str, target: dict[str, Any]) -> None:
+    async def _scan_unlink(self, match: str, target: dict[str, Any]) -> None:
         cursor: Any = 0
         while True:
-            cursor, keys = await self._call(
-                "SCAN", client.scan(cursor, match=match, count=_SCAN_COUNT, **target)
-            )
+            scan = functools.partial(_scan, cursor=cursor, match=match, target=target)
+            cursor, keys = await self._call("SCAN", scan)
             if isinstance(cursor, dict):
                 cursor = next(iter(cursor.values()))
             if keys:
-                await self._call("UNLINK", client.unlink(*keys))
+                await self._call("UNLINK", functools.partial(_unlink, keys=keys))
             if not int(cursor):
                 return
 
@@ -278,36 +360,44 @@ class RedisBackend(ThrottleBackend):
         return RedisLock(self, name, ttl, reentrant)
 
     async def _set_if_absent(self, key: str, token: str, px: int | None) -> bool:
-        client = await self._client()
-        return bool(await self._call("SET NX", client.set(self._key(key), token, nx=True, px=px)))
-
-    async def _delete_if_token(self, key: str, token: str) -> int:
-        client = await self._client()
-        return int(
-            await self._call(
-                "lock release",
-                scripts.run(client, scripts.SCRIPTS["lock_release"], self._key(key), [token]),
-            )
+        key = self._key(key)
+        return bool(
+            await self._call("SET NX", lambda client: client.set(key, token, nx=True, px=px))
         )
 
+    async def _delete_if_token(self, key: str, token: str) -> int:
+        release = scripts.SCRIPTS["lock_release"]
+        return int(await self._script(release, self._key(key), (token,)))
+
     # -- the decision step ------------------------------------------------------------------
+
+    def _prepare(self, strategy: Any, rate: Any, cost: float, commit: bool) -> _Prepared:
+        script = native_script(strategy)
+        args: tuple[bytes, ...] = ()
+        if script is not None:
+            numbers = strategy.script_args(rate, cost)
+            args = (b"|".join((b"", b"1" if commit else b"0", *map(_number, numbers))),)
+        prepared = _Prepared(strategy, rate, script, args)
+        if len(self._prepared) >= _PREPARED_MAX:
+            del self._prepared[next(iter(self._prepared))]
+        self._prepared[(id(strategy), id(rate), cost, commit)] = prepared
+        return prepared
 
     async def evaluate(
         self, key: str, strategy: StateStrategy, rate: Rate, cost: float, *, commit: bool = True
     ) -> Decision:
         """One `EVALSHA` of the strategy's script; a strategy with no script takes the generic locked path."""
-        script = native_script(strategy)
+        prepared = self._prepared.get((id(strategy), id(rate), cost, commit))
+        if prepared is None or prepared.strategy is not strategy or prepared.rate is not rate:
+            prepared = self._prepare(strategy, rate, cost, commit)
+        script = prepared.script
         if script is None:
             return await super().evaluate(key, strategy, rate, cost, commit=commit)
-        client = await self._client()
-        args = [
-            "" if self._server_clock else _number(self.clock() * 1000.0),
-            "1" if commit else "0",
-            *map(_number, strategy.script_args(rate, cost)),
-        ]
-        allowed, wait, remaining, reset = await self._call(
-            script.name, scripts.run(client, script, self._key(key), args)
-        )
+        args = prepared.args
+        if not self._server_clock:
+            args = (_number(self.clock() * 1000.0) + args[0],)
+        reply = await self._script(script, self._key(key), args)
+        allowed, wait, remaining, reset = reply.split(b"|" if type(reply) is bytes else "|")
         return Decision(
-            allowed in ("1", b"1"), float(wait), int(float(remaining)), float(reset), rate.limit
+            allowed == b"1" or allowed == "1", float(wait), int(remaining), float(reset), rate.limit
         )

@@ -6,9 +6,22 @@ import asyncio
 import contextlib
 from typing import Any
 
-from traffik.backends.redis.connection import Built, ClientSource
+from traffik.backends.redis.connection import Built, ClientSource, needs_deadline
+from traffik.backends.redis.gate import Gate, pool_size
 
-__all__ = ["LoopClients"]
+__all__ = ["Link", "LoopClients"]
+
+
+class Link:
+    """What one event loop uses: the client, its `Gate`, and whether each operation needs
+    the backend's own deadline (`needs_deadline`)."""
+
+    __slots__ = ("client", "deadline", "gate")
+
+    def __init__(self, client: Any, gate: Gate, deadline: bool) -> None:
+        self.client = client
+        self.gate = gate
+        self.deadline = deadline
 
 
 def _connections(client: Any) -> list[Any]:
@@ -46,43 +59,49 @@ def _abandon(built: Built) -> None:
 
 
 class LoopClients:
-    """The client for the running loop, built on first use in that loop (owned sources only).
+    """The `Link` for the running loop, built on first use in that loop (owned sources only).
 
-    A client given by the user is the same in every loop. Clients of loops that have been
-    closed are dropped the next time a new loop shows up.
+    A client given by the user is the same in every loop (each loop has its own `Gate`).
+    Clients of loops that have been closed are dropped the next time a new loop shows up.
     """
 
-    __slots__ = ("_by_loop", "_last", "source")
+    __slots__ = ("_by_loop", "_last", "_timeouts", "source")
 
-    def __init__(self, source: ClientSource) -> None:
+    def __init__(
+        self, source: ClientSource, connect_timeout: float, command_timeout: float
+    ) -> None:
         self.source = source
-        self._by_loop: dict[asyncio.AbstractEventLoop, Built] = {}
+        self._timeouts = (connect_timeout, command_timeout)
+        self._by_loop: dict[asyncio.AbstractEventLoop, tuple[Link, Built]] = {}
         self._last: tuple[asyncio.AbstractEventLoop | None, Any] = (None, None)
 
-    def get(self) -> Any:
+    def get(self) -> Link:
         loop = asyncio.get_running_loop()
-        last_loop, client = self._last
+        last_loop, link = self._last
         if last_loop is loop:
-            return client
-        built = self._by_loop.get(loop)
-        if built is None:
+            return link
+        entry = self._by_loop.get(loop)
+        if entry is None:
             self._drop_closed_loops()
-            built = self._by_loop[loop] = self.source.build()
-        self._last = (loop, built[0])
-        return built[0]
+            built = self.source.build()
+            client = built[0]
+            deadline = needs_deadline(self.source, client, *self._timeouts)
+            entry = self._by_loop[loop] = (Link(client, Gate(pool_size(client)), deadline), built)
+        self._last = (loop, entry[0])
+        return entry[0]
 
     def _drop_closed_loops(self) -> None:
         for loop in [loop for loop in self._by_loop if loop.is_closed()]:
-            _abandon(self._by_loop.pop(loop))
+            _abandon(self._by_loop.pop(loop)[1])
 
     async def aclose(self) -> None:
         """Close what this loop built; abandon what closed loops left; keep live loops' clients."""
         self._last = (None, None)
         self._drop_closed_loops()
-        built = self._by_loop.pop(asyncio.get_running_loop(), None)
-        if built is None:
+        entry = self._by_loop.pop(asyncio.get_running_loop(), None)
+        if entry is None:
             return
-        for client in built[1]:
+        for client in entry[1][1]:
             with contextlib.suppress(Exception):
                 close = getattr(client, "aclose", None) or client.close
                 await close()

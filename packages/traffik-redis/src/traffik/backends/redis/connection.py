@@ -15,7 +15,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from traffik.exceptions import ConfigurationError
 
-__all__ = ["SCHEMES", "Built", "ClientSource", "client_source"]
+__all__ = ["SCHEMES", "Built", "ClientSource", "client_source", "needs_deadline"]
 
 SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "redis+sentinel")
 
@@ -38,21 +38,50 @@ class ClientSource:
     `server` names the server in error messages (never with a password). An `owned`
     source builds a new client per event loop, and the backend closes what it built; a
     client given by the user is returned as it is and never closed. `cluster` says the
-    client is a `RedisCluster`.
+    client is a `RedisCluster`. `socket_bounded` is set when the source builds single-node
+    clients with our retry policy (one immediate retry on a broken connection, none on a
+    timeout): their socket timeouts then bound each command, see `needs_deadline`.
     """
 
-    __slots__ = ("_build", "cluster", "owned", "server")
+    __slots__ = ("_build", "cluster", "owned", "server", "socket_bounded")
 
     def __init__(
-        self, build: Callable[[], Built], server: str, *, owned: bool, cluster: bool
+        self,
+        build: Callable[[], Built],
+        server: str,
+        *,
+        owned: bool,
+        cluster: bool,
+        socket_bounded: bool = False,
     ) -> None:
         self._build = build
         self.server = server
         self.owned = owned
         self.cluster = cluster
+        self.socket_bounded = socket_bounded
 
     def build(self) -> Built:
         return self._build()
+
+
+def needs_deadline(
+    source: ClientSource, client: Any, connect_timeout: float, command_timeout: float
+) -> bool:
+    """Whether the backend must bound each operation on `client` with a deadline of its own.
+
+    Not for a single-node client built here whose socket timeouts are set and no longer than
+    ours (options in the URL may change them): redis-py then bounds every connection attempt
+    and every read and write, and our retry policy never retries a timeout. A deadline
+    (`asyncio.timeout`) costs about 10 us per call. Clusters, Sentinel and users' clients
+    (whose retries and timeouts we do not control) keep the deadline.
+    """
+    if not source.socket_bounded:
+        return True
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    if kwargs.get("retry_on_timeout") or kwargs.get("retry_on_error"):
+        return True
+    connect, command = kwargs.get("socket_connect_timeout"), kwargs.get("socket_timeout")
+    return not (connect and command and connect <= connect_timeout and command <= command_timeout)
 
 
 def client_defaults(connect_timeout: float, command_timeout: float) -> dict[str, Any]:
@@ -177,7 +206,13 @@ def _from_url(
         client = Redis.from_url(url, **options)
         return client, [client]
 
-    return ClientSource(build_single, server, owned=True, cluster=False)
+    return ClientSource(
+        build_single,
+        server,
+        owned=True,
+        cluster=False,
+        socket_bounded=options["retry"] is defaults["retry"],
+    )
 
 
 def _node(item: Any) -> tuple[str, int]:

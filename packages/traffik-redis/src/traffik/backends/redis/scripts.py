@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import hashlib
+import math
+import struct
 from importlib import resources
 from typing import Any
 
 from redis.exceptions import NoScriptError
+from traffik.strategies.state import decode_state as decode_text_state
 
-__all__ = ["SCRIPTS", "STRATEGY_SCRIPTS", "Script", "load_all", "run"]
+__all__ = [
+    "SCRIPTS",
+    "STRATEGY_SCRIPTS",
+    "Script",
+    "decode_state",
+    "load_all",
+    "reload_and_run",
+    "run",
+]
 
 STRATEGY_SCRIPTS = (
     "sliding_window_counter",
@@ -68,10 +79,26 @@ async def load_all(client: Any, cluster: bool) -> None:
     await pipe.execute()
 
 
-async def run(client: Any, script: Script, key: str, args: list[Any]) -> Any:
+async def run(client: Any, script: Script, key: str, args: Any) -> Any:
     """`EVALSHA` with one key; a server that lost its scripts (restart, failover) gets it again."""
     try:
         return await client.evalsha(script.sha, 1, key, *args)
     except NoScriptError:
-        await client.script_load(script.source)
-        return await client.evalsha(script.sha, 1, key, *args)
+        return await reload_and_run(client, script, key, args)
+
+
+async def reload_and_run(client: Any, script: Script, key: str, args: Any) -> Any:
+    """`SCRIPT LOAD`, then `EVALSHA` again: after a `NoScriptError`."""
+    await client.script_load(script.source)
+    return await client.evalsha(script.sha, 1, key, *args)
+
+
+def decode_state(raw: bytes | None) -> list[float] | None:
+    """The state a script reads from a stored value (None: a fresh key), as `lua/_prelude.lua`
+    does: `#` then little-endian doubles, or the text that earlier versions wrote."""
+    if raw is None or not raw.startswith(b"#"):
+        return decode_text_state(raw)
+    if (len(raw) - 1) % 8:
+        return None
+    values = list(struct.unpack(f"<{(len(raw) - 1) // 8}d", raw[1:]))
+    return values if all(math.isfinite(v) for v in values) else None

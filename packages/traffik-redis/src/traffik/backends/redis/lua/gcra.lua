@@ -1,6 +1,6 @@
 -- GCRA.transition. State: {tat_ms}, the theoretical arrival time.
--- ARGV[3..6]: limit, period_ms, cost, burst tolerance in ms.
-local limit, period, cost, tolerance = arg(3), arg(4), arg(5), arg(6)
+-- numbers(4): limit, period_ms, cost, burst tolerance in ms.
+local limit, period, cost, tolerance = numbers(4)
 local now = now_ms()
 local interval = period / limit
 local span = tolerance + interval

@@ -1,6 +1,6 @@
 -- LeakyBucket.transition. State: {level, last_ms}.
--- ARGV[3..5]: limit, period_ms, cost.
-local limit, period, cost = arg(3), arg(4), arg(5)
+-- numbers(3): limit, period_ms, cost.
+local limit, period, cost = numbers(3)
 local now = now_ms()
 local level = 0.0
 local state = load_state()

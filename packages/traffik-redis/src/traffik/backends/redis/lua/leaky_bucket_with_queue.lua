@@ -1,6 +1,6 @@
 -- LeakyBucketWithQueue.transition. State: {last_ms, t1, cost1, t2, cost2, ...}.
--- ARGV[3..5]: limit, period_ms, cost.
-local limit, period, cost = arg(3), arg(4), arg(5)
+-- numbers(3): limit, period_ms, cost.
+local limit, period, cost = numbers(3)
 local now = now_ms()
 local queue = {}
 local state = load_state()

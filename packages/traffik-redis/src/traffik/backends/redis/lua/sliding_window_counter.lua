@@ -1,6 +1,6 @@
 -- SlidingWindowCounter.transition. State: {window_id, current, previous}.
--- ARGV[3..5]: limit, window_ms, cost.
-local limit, window, cost = arg(3), arg(4), arg(5)
+-- numbers(3): limit, window_ms, cost.
+local limit, window, cost = numbers(3)
 local now = now_ms()
 local wid = floordiv(now, window)
 local into = now - wid * window

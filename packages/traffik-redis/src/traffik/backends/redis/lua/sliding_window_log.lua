@@ -1,6 +1,6 @@
 -- SlidingWindowLog.transition. State: {t1, cost1, t2, cost2, ...}, oldest first.
--- ARGV[3..5]: limit, window_ms, cost.
-local limit, window, cost = arg(3), arg(4), arg(5)
+-- numbers(3): limit, window_ms, cost.
+local limit, window, cost = numbers(3)
 local now = now_ms()
 local start = now - window
 local log = {}

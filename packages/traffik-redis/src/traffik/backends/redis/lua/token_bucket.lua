@@ -1,6 +1,6 @@
 -- TokenBucket.transition (TokenBucketWithDebt too, through its floor). State: {tokens, last_ms}.
--- ARGV[3..7]: limit, period_ms, cost, bucket size, debt floor.
-local limit, period, cost, bucket, debt = arg(3), arg(4), arg(5), arg(6), arg(7)
+-- numbers(5): limit, period_ms, cost, bucket size, debt floor.
+local limit, period, cost, bucket, debt = numbers(5)
 local now = now_ms()
 local refill = limit / period
 local tokens = bucket
