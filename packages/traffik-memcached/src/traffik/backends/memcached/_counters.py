@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 from aiomcache.pool import Connection
 
 from traffik.backends.base import WindowCount
-from traffik.backends.memcached._client import Flagged, NodeClient, NotNumeric, ReplyError
+from traffik.backends.memcached._client import (
+    Flagged,
+    NodeClient,
+    NotNumeric,
+    ReplyError,
+    incr_reply,
+)
 from traffik.backends.memcached._expiry import NEVER, exptime
 from traffik.backends.memcached._node import Operation
 from traffik.backends.memcached._window import (
@@ -68,18 +76,26 @@ async def _signed_add(client: NodeClient, conn: Connection, key: bytes, amount: 
     raise ReplyError(f"lost {ATTEMPTS} compare-and-swap races in a row on a counter")
 
 
-def window_hit(key: bytes, amount: int, ttl: float, now: float) -> Operation[int]:
+def window_hit(
+    key: bytes, amount: int, ttl: float, now: float, first: Optional[bytes] = None
+) -> Operation[int]:
     """Count `amount` in the fixed window at `key`, opening one of `ttl` seconds when there is none.
 
     One `incr` for a window that is open; `add` (or `gets`+`cas` when the window closed on
     the backend's clock before memcached dropped it) to open the next. Returns a
     `WindowCount` carrying the time left, or a plain int for a key that holds a plain number.
+    `first` is the reply to an `incr` of `amount` already sent (the backend's fast path
+    hands over the cases it does not finish itself): the operation goes on from there.
     """
 
     async def run(client: NodeClient, conn: Connection) -> int:
+        reply = first
         for _ in range(ATTEMPTS):
             try:
-                value = await client.incr_on(conn, key, amount)
+                if reply is None:
+                    value = await client.incr_on(conn, key, amount)
+                else:
+                    value, reply = incr_reply(reply, key), None
             except NotNumeric:
                 return await _signed_add(client, conn, key, amount)
             if value is None:

@@ -10,9 +10,16 @@ from typing import Callable, Optional, TypeVar
 from aiomcache.exceptions import ClientException
 from aiomcache.pool import Connection
 
-from traffik.backends.memcached._client import ConnectTimeout, Flagged, NodeClient, ReplyError
-from traffik.backends.memcached._deadline import deadline
+from traffik.backends.memcached._client import (
+    TICKS,
+    CommandTimeout,
+    ConnectTimeout,
+    Flagged,
+    NodeClient,
+    ReplyError,
+)
 from traffik.backends.memcached._expiry import NEVER
+from traffik.backends.memcached._keys import GenerationKeys, KeySpace
 from traffik.backends.memcached._servers import Server
 from traffik.exceptions import BackendConnectionError, BackendError
 
@@ -40,19 +47,22 @@ def _parse_generation(raw: bytes | Flagged) -> int:
 class Node:
     """A memcached server as the backend uses it.
 
-    Every operation runs on one pooled connection within `command_timeout` seconds (plus
-    `connect_timeout` when a connection must be opened first); failures become
-    `BackendConnectionError` (unreachable, timed out, connection lost) or `BackendError`
-    (an unexpected reply), chained and naming the server.
+    Every operation runs on one pooled connection within `command_timeout` seconds (up to
+    a quarter more: the pool's watchdog ticks four times per timeout), counted from when it
+    starts waiting for a connection, or from when one was opened for it (opening takes at
+    most `connect_timeout`); failures become `BackendConnectionError` (unreachable, timed
+    out, connection lost) or `BackendError` (an unexpected reply), chained and naming the
+    server.
 
     The namespace generation read from this node is cached for `generation_refresh`
-    seconds: a `clear()` in another process is seen here within that time.
+    seconds: a `clear()` in another process is seen here within that time. While it is
+    fresh, `keys` maps the backend's keys into it (`GenerationKeys`).
     """
 
     def __init__(
         self,
         server: Server,
-        generation_key: bytes,
+        keys: KeySpace,
         *,
         pool_size: int,
         connect_timeout: float,
@@ -61,7 +71,8 @@ class Node:
     ) -> None:
         self.server = server
         self.name = str(server)
-        self._generation_key = generation_key
+        self._space = keys
+        self._generation_key = keys.generation_key
         self._pool_size = pool_size
         self._connect_timeout = connect_timeout
         self._command_timeout = command_timeout
@@ -69,8 +80,11 @@ class Node:
         self._clients: dict[asyncio.AbstractEventLoop, NodeClient] = {}
         self._last: tuple[Optional[asyncio.AbstractEventLoop], Optional[NodeClient]] = (None, None)
         self.generation: Optional[int] = None
-        self._generation_until = 0.0
+        self.keys: Optional[GenerationKeys] = None
+        self.fresh_until = 0.0
+        """`time.monotonic()` until which `generation` (and `keys`) may be used unread."""
         self._refresh_started: Optional[float] = None
+        self._bumps = 0
 
     def __repr__(self) -> str:
         return f"Node({self.name})"
@@ -89,6 +103,7 @@ class Node:
                 self.server.port,
                 pool_size=self._pool_size,
                 connect_timeout=self._connect_timeout,
+                command_timeout=self._command_timeout,
             )
         self._last = (loop, client)
         return client
@@ -102,48 +117,114 @@ class Node:
         self._drop_closed_loops()
         here = asyncio.get_running_loop()
         clients, self._clients, self._last = self._clients, {}, (None, None)
-        self.generation = None
+        self.generation, self.keys, self.fresh_until = None, None, 0.0
         for loop, client in clients.items():
             if loop is not here:
                 loop.call_soon_threadsafe(client.abandon)
         if here in clients:
             await clients[here].close()
 
+    # -- running operations -----------------------------------------------------------------
+
     async def run(self, operation: Operation[T], what: str) -> T:
+        """Run `operation` on one connection of this loop's pool, within the timeouts."""
         client = self._client_here()
-        timeout = self._command_timeout
-        if client.must_connect():
-            timeout += self._connect_timeout
+        pool = client.pool
         try:
-            async with deadline(timeout):
-                conn = await client.acquire()
-                reusable = False
-                try:
-                    result = await operation(client, conn)
-                    reusable = True
-                    return result
-                except ReplyError:
-                    reusable = True
+            conn = pool.take()
+            if conn is None:
+                conn = await pool.acquire(pool.tick)  # registers it in `pool.busy`
+            else:
+                pool.busy[conn] = pool.tick
+                pool.watch()
+            reusable = False
+            try:
+                result = await operation(client, conn)
+                reusable = True
+                return result
+            except ReplyError:
+                reusable = True
+                raise
+            except (OSError, EOFError, ClientException):
+                if conn in pool.expired:
+                    raise CommandTimeout("the watchdog closed the connection") from None
+                raise
+            finally:
+                # A connection whose reply may be half read never serves another command.
+                pool.busy.pop(conn, None)
+                if pool.expired:
+                    pool.expired.discard(conn)
+                pool.release(conn, reusable)
+        except Exception as exc:
+            failure = self._failure(exc, what)
+            if failure is exc:
+                raise
+            raise failure from exc
+
+    async def command(self, line: bytes, what: str) -> bytes:
+        """Send one command `line` and return its one-line reply (without the CRLF).
+
+        The hot path of a fixed window: an idle connection (or the next one released), one
+        write (no `drain`: one short command at a time per connection never fills a
+        buffer), one read, no timer.
+        """
+        last_loop, client = self._last
+        if last_loop is not asyncio.get_running_loop() or client is None:
+            client = self._client_here()
+        pool = client.pool
+        busy = pool.busy
+        conn = pool.take()
+        if conn is None:
+            try:
+                conn = await pool.acquire(pool.tick)  # registers it in `busy`
+            except Exception as exc:
+                failure = self._failure(exc, what)
+                if failure is exc:
                     raise
-                finally:
-                    # A connection whose reply may be half read never serves another command.
-                    client.release(conn, reusable)
-        except ConnectTimeout as exc:
-            raise BackendConnectionError(
+                raise failure from exc
+        else:
+            busy[conn] = pool.tick
+            if pool.ticker is None:
+                pool.watch()
+        try:
+            conn.writer.transport.write(line)
+            reply = await conn.reader.readuntil(b"\r\n")
+        except BaseException as exc:
+            busy.pop(conn, None)
+            timed_out = conn in pool.expired
+            pool.expired.discard(conn)
+            pool.release(conn, False)
+            if not isinstance(exc, Exception):
+                raise  # a cancellation stays one
+            failure = self._failure(CommandTimeout() if timed_out else exc, what)
+            if failure is exc:
+                raise
+            raise failure from exc
+        busy.pop(conn, None)
+        if pool.expired:
+            pool.expired.discard(conn)
+        pool.release(conn, True)
+        return reply[:-2]
+
+    def _failure(self, exc: Exception, what: str) -> Exception:
+        """The backend error that `exc`, raised while running `what`, stands for."""
+        if isinstance(exc, ConnectTimeout):
+            return BackendConnectionError(
                 f"memcached {self.name}: could not connect within connect_timeout={self._connect_timeout}s "
                 f"({what}); is the server up and reachable?"
-            ) from exc
-        except asyncio.TimeoutError as exc:
-            raise BackendConnectionError(
-                f"memcached {self.name}: no answer within {timeout:g}s ({what}); the server is down or "
-                "overloaded, or command_timeout is too short"
-            ) from exc
-        except (OSError, EOFError) as exc:
-            raise BackendConnectionError(
+            )
+        if isinstance(exc, (CommandTimeout, asyncio.TimeoutError)):
+            return BackendConnectionError(
+                f"memcached {self.name}: no answer within {self._command_timeout:g}s ({what}); the "
+                "server is down or overloaded, or command_timeout is too short"
+            )
+        if isinstance(exc, (OSError, EOFError)):
+            return BackendConnectionError(
                 f"memcached {self.name}: connection failed ({what}): {exc!r}; is memcached running there?"
-            ) from exc
-        except ClientException as exc:
-            raise BackendError(f"memcached {self.name}: {what} failed: {exc}") from exc
+            )
+        if isinstance(exc, ClientException):
+            return BackendError(f"memcached {self.name}: {what} failed: {exc}")
+        return exc
 
     async def ping(self) -> bool:
         await self.run(lambda client, conn: client.version_on(conn), "version")
@@ -152,28 +233,41 @@ class Node:
     # -- namespace generation -------------------------------------------------------------
 
     def remember_generation(self, generation: int) -> None:
-        self.generation = generation
-        self._generation_until = time.monotonic() + self._generation_refresh
+        if generation != self.generation or self.keys is None:
+            self.keys = self._space.of(generation)
+            self.generation = generation
+        self.fresh_until = time.monotonic() + self._generation_refresh
 
-    async def current_generation(self) -> int:
-        """This node's namespace generation; read from the server at most every `generation_refresh` s."""
-        generation, now = self.generation, time.monotonic()
-        if generation is not None:
-            if now < self._generation_until:
-                return generation
+    async def current_keys(self) -> GenerationKeys:
+        """The keys of this node's namespace generation, read at most every `generation_refresh` s.
+
+        The hot path reads `keys` itself while `time.monotonic() < fresh_until`.
+        """
+        keys, now = self.keys, time.monotonic()
+        if keys is not None:
+            if now < self.fresh_until:
+                return keys
             started = self._refresh_started
             if (
                 started is not None
-                and now - started < self._connect_timeout + self._command_timeout
+                and now - started < self._connect_timeout + self._command_timeout * (1 + 1 / TICKS)
             ):
-                return generation  # another task is reading it right now
-        self._refresh_started = now
+                return keys  # another task is reading it right now
+        self._refresh_started, bumps = now, self._bumps
         try:
             generation = await self.run(self._read_generation, "reading the namespace generation")
         finally:
             self._refresh_started = None
-        self.remember_generation(generation)
-        return generation
+        if (
+            bumps == self._bumps or self.keys is None
+        ):  # else a clear() here is newer than what was read
+            self.remember_generation(generation)
+        assert self.keys is not None
+        return self.keys
+
+    async def current_generation(self) -> int:
+        """This node's namespace generation; read from the server at most every `generation_refresh` s."""
+        return (await self.current_keys()).generation
 
     async def _read_generation(self, client: NodeClient, conn: Connection) -> int:
         key = self._generation_key
@@ -205,5 +299,6 @@ class Node:
             return value
 
         generation = await self.run(bump, "clearing the namespace")
+        self._bumps += 1
         self.remember_generation(generation)
         return generation
