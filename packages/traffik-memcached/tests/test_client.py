@@ -37,6 +37,62 @@ async def test_the_pool_grows_to_pool_size_and_no_further(memcached_server: Any)
         await stats.close()
 
 
+async def test_the_window_hot_path_shares_the_pool_and_counts_every_hit(
+    memcached_server: Any,
+) -> None:
+    stats = aiomcache.Client("127.0.0.1", memcached_server.port, pool_size=1)
+    base = await _connections(stats)
+    backend = MemcachedBackend(memcached_server.url, namespace="pool", pool_size=3)
+    try:
+        counts = await asyncio.gather(
+            *(backend.increment_with_ttl("w", amount=1, ttl=60) for _ in range(200))
+        )
+        assert sorted(counts) == list(range(1, 201))
+        assert await _connections(stats) - base == 3
+    finally:
+        await backend.close()
+        await stats.close()
+
+
+async def test_a_cancelled_hit_never_leaves_its_reply_to_the_next(memcached_server: Any) -> None:
+    backend = MemcachedBackend(memcached_server.url, namespace="cancel", pool_size=1)
+    try:
+        await backend.set("a", "A")
+        assert await backend.increment_with_ttl("w", amount=1, ttl=60) == 1
+        memcached_server.pause()
+        try:
+            hit = asyncio.ensure_future(backend.increment_with_ttl("w", amount=5, ttl=60))
+            await asyncio.sleep(0.05)  # sent, no answer yet
+            hit.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await hit
+        finally:
+            memcached_server.resume()
+        assert await backend.get("a") == "A"
+        assert await backend.increment_with_ttl("w", amount=1, ttl=60) == 7
+    finally:
+        await backend.close()
+
+
+async def test_a_timed_out_hit_is_never_read_by_the_next_command(memcached_server: Any) -> None:
+    backend = MemcachedBackend(
+        memcached_server.url, namespace="stale-hit", pool_size=1, command_timeout=0.2
+    )
+    try:
+        await backend.set("a", "A")
+        assert await backend.increment_with_ttl("w", amount=1, ttl=60) == 1
+        memcached_server.pause()
+        try:
+            with pytest.raises(BackendConnectionError, match=r"no answer within 0\.2s"):
+                await backend.increment_with_ttl("w", amount=1, ttl=60)
+        finally:
+            memcached_server.resume()
+        assert await backend.get("a") == "A"
+        assert await backend.increment_with_ttl("w", amount=1, ttl=60) == 3
+    finally:
+        await backend.close()
+
+
 async def test_a_timed_out_reply_is_never_read_by_the_next_command(memcached_server: Any) -> None:
     backend = MemcachedBackend(
         memcached_server.url, namespace="stale", pool_size=1, command_timeout=0.2

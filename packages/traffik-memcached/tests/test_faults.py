@@ -101,6 +101,32 @@ async def test_hung_server_times_out_then_recovers(
     await _all_strategies_decide(backend)
 
 
+async def test_a_hung_server_under_load_fails_every_waiting_hit_in_time(
+    memcached_server: Any,
+) -> None:
+    """Hits queued for one of the pool's two connections time out too, counted from when
+    they started waiting, not one `command_timeout` after another."""
+    backend = _backend(memcached_server.url, namespace="hung-load")
+    try:
+        await _all_strategies_decide(backend)
+        memcached_server.pause()
+        try:
+            started = time.monotonic()
+            results = await asyncio.gather(
+                *(FixedWindow().decide(f"user{i % 5}", RATE, backend, 1) for i in range(60)),
+                *(TokenBucket().decide(f"user{i % 5}", RATE, backend, 1) for i in range(20)),
+                return_exceptions=True,
+            )
+            assert time.monotonic() - started < UPPER_BOUND
+        finally:
+            memcached_server.resume()
+        assert all(isinstance(r, BackendConnectionError) for r in results), results
+        assert all("no answer within" in str(r) for r in results)
+        await _all_strategies_decide(backend)
+    finally:
+        await backend.close()
+
+
 async def test_a_closed_backend_refuses_without_touching_the_server(
     backend: MemcachedBackend,
 ) -> None:

@@ -9,7 +9,7 @@ import aiomcache
 import pytest
 
 from traffik.backends.memcached import MemcachedBackend
-from traffik.backends.memcached._keys import MAX_KEY_BYTES, KeySpace, safe_key
+from traffik.backends.memcached._keys import CACHED_KEYS, MAX_KEY_BYTES, KeySpace, safe_key
 from traffik.rates import Rate
 from traffik.strategies import FixedWindow, SlidingWindowLog, TokenBucket
 
@@ -72,6 +72,29 @@ def test_generation_and_namespace_are_part_of_the_key() -> None:
     assert space.key("7~x", 1) != space.key("x", 17)
     assert space.generation_key == b"app:__gen__"
     assert KeySpace("my app").key("my app:k", 1).startswith(b"my_app:1:k#")
+
+
+@pytest.mark.parametrize("namespace", ["app", "my app", "a#b", "n" * 200, "ünï"])
+def test_the_fast_mapping_is_the_same_as_the_reference(namespace: str) -> None:
+    space = KeySpace(namespace)
+    texts = [f"{namespace}:{text}" for text in HOSTILE] + HOSTILE
+    # lengths on both sides of the 250-byte limit, with and without the namespace
+    texts += [f"{namespace}:" + "k" * n for n in range(200, 260)] + [
+        "k" * n for n in range(200, 260)
+    ]
+    texts += [f"{namespace}:", f"{namespace}x:k", f"{namespace}"]
+    for generation in (1, 7, 1_712_345_678_901, 10**40):
+        keys = space.of(generation)
+        for text in texts:
+            assert keys(text) == space.key(text, generation), (text, generation)
+            assert keys(text) == space.key(text, generation), "cached"
+
+
+def test_the_mapping_cache_is_bounded() -> None:
+    keys = KeySpace("app").of(1)
+    for i in range(CACHED_KEYS * 3):
+        assert keys(f"app:client-{i}") == b"app:1:client-%d" % i
+    assert len(keys._cache) <= CACHED_KEYS
 
 
 @pytest.fixture

@@ -105,12 +105,22 @@ class MemcachedBackend(ThrottleBackend):
     - `clear()`/`reset()` moves the namespace to a new generation, a number kept in
       memcached (`<namespace>:__gen__`) and part of every key; the old keys are left for
       memcached to expire or evict. Other processes see a clear within
-      `generation_refresh` seconds (default 1), the longest they cache the generation.
+      `generation_refresh` seconds (default 1), the longest they cache the generation: so
+      each process re-reads it (one `get` per node) once per `generation_refresh` while it
+      is busy, and a fixed window costs `1 + 1 / (decisions per second * refresh)` commands
+      per decision, not exactly 1. A clear made in another process is only visible through
+      that read (its old keys stay valid), so it cannot be skipped, or read only after a
+      miss, without leaving processes counting in the old generation, each against its own
+      counter, until their windows end; pipelining the `get` with an `incr` would save its
+      round trip but not the command. A larger `generation_refresh` makes it rarer.
     - With several nodes each key lives on one, chosen by rendezvous hashing; a node that is
       down fails only the operations on its keys (`BackendConnectionError`, which the
       throttle's `on_error` handles), and the backend reconnects by itself when it returns.
     - `connect_timeout` bounds opening a connection, `command_timeout` each operation
-      (waiting for one of the `pool_size` connections, sending, reading the reply).
+      (waiting for one of the `pool_size` connections, sending, reading the reply), or up
+      to a quarter longer: a watchdog that ticks four times per `command_timeout`, only
+      while commands are pending, closes the connection of an operation that has run too
+      long (so no timer is set per command).
     - Locks are memcached keys with a time to live, `DEFAULT_LOCK_TTL` (5 s) unless given.
     - Counters: memcached's are unsigned, so `decrement` stops at 0 on an existing counter
       and, as in traffik 1.2, stores `-amount` for a missing one.
