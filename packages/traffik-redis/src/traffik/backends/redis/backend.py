@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import struct
 from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
@@ -32,14 +33,17 @@ _GLOB_SPECIALS = str.maketrans({c: "\\" + c for c in "\\*?[]"})
 _PREPARED_MAX = 256
 """Encoded script arguments kept per backend, one entry per (strategy, rate, cost, commit)."""
 _COUNTER = scripts.SCRIPTS["increment_with_ttl"]
+_NUMBERS = 5
+"""How many numbers a strategy script reads (`numbers()` in `lua/_prelude.lua`)."""
+_ARGS = struct.Struct(f"<c{1 + _NUMBERS}d")
+"""A strategy script's one argument: commit ('1'/'0'), now in ms, the numbers."""
+_NOW = struct.Struct("<d")
+_SERVER_CLOCK = math.nan
+"""`now` meaning: read the server's clock (TIME)."""
 
 
 def _text(value: Any) -> Any:
     return value.decode("utf-8") if isinstance(value, bytes) else value
-
-
-def _number(value: float) -> bytes:
-    return repr(float(value)).encode()
 
 
 def _scan(client: Any, cursor: Any, match: str, target: dict[str, Any]) -> Awaitable[Any]:
@@ -72,7 +76,7 @@ def _positive(owner: str, name: str, value: Any) -> float:
 
 
 class _Prepared:
-    """A decision's script and its one argument, `|commit|a1|a2|...` (the clock goes first).
+    """A decision's script and its one packed argument (`_ARGS`), for the server's clock.
 
     Kept by the identity of the strategy and rate objects (held here, so the identities
     stay valid): strategies and rates are configuration, not changed once in use.
@@ -375,8 +379,13 @@ class RedisBackend(ThrottleBackend):
         script = native_script(strategy)
         args: tuple[bytes, ...] = ()
         if script is not None:
-            numbers = strategy.script_args(rate, cost)
-            args = (b"|".join((b"", b"1" if commit else b"0", *map(_number, numbers))),)
+            numbers = [float(n) for n in strategy.script_args(rate, cost)]
+            if len(numbers) > _NUMBERS:
+                raise ConfigurationError(
+                    f"{script!r} takes {_NUMBERS} numbers, {strategy!r} gives {len(numbers)}"
+                )
+            numbers += [0.0] * (_NUMBERS - len(numbers))
+            args = (_ARGS.pack(b"1" if commit else b"0", _SERVER_CLOCK, *numbers),)
         prepared = _Prepared(strategy, rate, script, args)
         if len(self._prepared) >= _PREPARED_MAX:
             del self._prepared[next(iter(self._prepared))]
@@ -395,7 +404,8 @@ class RedisBackend(ThrottleBackend):
             return await super().evaluate(key, strategy, rate, cost, commit=commit)
         args = prepared.args
         if not self._server_clock:
-            args = (_number(self.clock() * 1000.0) + args[0],)
+            packed = args[0]
+            args = (packed[:1] + _NOW.pack(self.clock() * 1000.0) + packed[1 + _NOW.size :],)
         reply = await self._script(script, self._key(key), args)
         allowed, wait, remaining, reset = reply.split(b"|" if type(reply) is bytes else "|")
         return Decision(

@@ -1,6 +1,6 @@
 -- GCRA.transition. State: {tat_ms}, the theoretical arrival time.
--- numbers(4): limit, period_ms, cost, burst tolerance in ms.
-local limit, period, cost, tolerance = numbers(4)
+-- numbers(), the first 4: limit, period_ms, cost, burst tolerance in ms.
+local limit, period, cost, tolerance = numbers()
 local now = now_ms()
 local interval = period / limit
 local span = tolerance + interval

@@ -1,10 +1,10 @@
 -- INCRBY, and a time to live whenever the key has none (new, or made immortal elsewhere).
 -- KEYS[1]: the counter. ARGV[1]: amount; ARGV[2]: ttl in whole ms.
--- Returns 'count|pttl_ms', one string (cheaper for a client to parse than an array).
+-- Returns 'count|pttl_ms' as a status reply (one line: the cheapest reply for a client to parse).
 local count = redis.call('INCRBY', KEYS[1], ARGV[1])
 local pttl = redis.call('PTTL', KEYS[1])
 if pttl < 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   pttl = tonumber(ARGV[2])
 end
-return string.format('%d|%d', count, pttl)
+return {ok = string.format('%d|%d', count, pttl)}

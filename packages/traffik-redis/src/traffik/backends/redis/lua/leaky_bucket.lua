@@ -1,6 +1,6 @@
 -- LeakyBucket.transition. State: {level, last_ms}.
--- numbers(3): limit, period_ms, cost.
-local limit, period, cost = numbers(3)
+-- numbers(), the first 3: limit, period_ms, cost.
+local limit, period, cost = numbers()
 local now = now_ms()
 local level = 0.0
 local state = load_state()

@@ -1,6 +1,6 @@
 -- LeakyBucketWithQueue.transition. State: {last_ms, t1, cost1, t2, cost2, ...}.
--- numbers(3): limit, period_ms, cost.
-local limit, period, cost = numbers(3)
+-- numbers(), the first 3: limit, period_ms, cost.
+local limit, period, cost = numbers()
 local now = now_ms()
 local queue = {}
 local state = load_state()

@@ -1,6 +1,6 @@
 -- SlidingWindowCounter.transition. State: {window_id, current, previous}.
--- numbers(3): limit, window_ms, cost.
-local limit, window, cost = numbers(3)
+-- numbers(), the first 3: limit, window_ms, cost.
+local limit, window, cost = numbers()
 local now = now_ms()
 local wid = floordiv(now, window)
 local into = now - wid * window

@@ -1,6 +1,6 @@
 -- SlidingWindowLog.transition. State: {t1, cost1, t2, cost2, ...}, oldest first.
--- numbers(3): limit, window_ms, cost.
-local limit, window, cost = numbers(3)
+-- numbers(), the first 3: limit, window_ms, cost.
+local limit, window, cost = numbers()
 local now = now_ms()
 local start = now - window
 local log = {}

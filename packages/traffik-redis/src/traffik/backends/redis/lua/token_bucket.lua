@@ -1,6 +1,6 @@
 -- TokenBucket.transition (TokenBucketWithDebt too, through its floor). State: {tokens, last_ms}.
--- numbers(5): limit, period_ms, cost, bucket size, debt floor.
-local limit, period, cost, bucket, debt = numbers(5)
+-- numbers(), the first 5: limit, period_ms, cost, bucket size, debt floor.
+local limit, period, cost, bucket, debt = numbers()
 local now = now_ms()
 local refill = limit / period
 local tokens = bucket
