@@ -145,9 +145,9 @@ class Node:
             except ReplyError:
                 reusable = True
                 raise
-            except (OSError, EOFError, ClientException):
+            except (OSError, EOFError, ClientException) as exc:
                 if conn in pool.expired:
-                    raise CommandTimeout("the watchdog closed the connection") from None
+                    raise CommandTimeout("the watchdog closed the connection") from exc
                 raise
             finally:
                 # A connection whose reply may be half read never serves another command.
