@@ -326,7 +326,9 @@ class Throttle:
             return connection
         if self.headers is not None:
             headers = self._headers or RateLimitHeaders(self.uid, rate, self.headers)
-            ctx = {**ctx, "headers": {**headers.text(decision), **ctx.get("headers", {})}}
+            extra = headers.text(decision)
+            own = ctx.get("headers")
+            ctx = {**ctx, "headers": {**extra, **own} if own else extra}
         handler = self.handle_throttled
         if handler is None and self.use_backend_handler and self._backend is not None:
             handler = self._backend.handle_throttled
