@@ -41,13 +41,14 @@ class RateLimitHeaders:
     when throttled.
     """
 
-    __slots__ = ("_ietf", "_legacy", "_limit", "_policy", "_policy_raw", "_quoted")
+    __slots__ = ("_ietf", "_legacy", "_limit", "_policy", "_policy_raw", "_quoted", "_quoted_raw")
 
     def __init__(self, name: str, rate: Rate, style: str) -> None:
         self._quoted = f'"{_UNSAFE.sub("_", name)}"'
         window = max(1, math.ceil(rate.expire / 1000))
         self._policy = f"{self._quoted};q={rate.limit};w={window}"
         self._policy_raw = (b"ratelimit-policy", self._policy.encode())
+        self._quoted_raw = self._quoted.encode()
         self._limit = str(rate.limit).encode()
         self._ietf = style != "legacy"
         self._legacy = style != "ietf"
@@ -65,11 +66,11 @@ class RateLimitHeaders:
         headers: list[tuple[bytes, bytes]] = []
         if self._ietf:
             headers.append(self._policy_raw)
-            headers.append((b"ratelimit", f"{self._quoted};r={remaining};t={reset}".encode()))
+            headers.append((b"ratelimit", b"%s;r=%d;t=%d" % (self._quoted_raw, remaining, reset)))
         if self._legacy:
             headers.append((b"x-ratelimit-limit", self._limit))
-            headers.append((b"x-ratelimit-remaining", str(remaining).encode()))
-            headers.append((b"x-ratelimit-reset", str(reset).encode()))
+            headers.append((b"x-ratelimit-remaining", b"%d" % remaining))
+            headers.append((b"x-ratelimit-reset", b"%d" % reset))
         return headers
 
     def text(self, decision: Decision) -> dict[str, str]:
