@@ -36,6 +36,8 @@ logger = logging.getLogger("traffik")
 
 THROTTLED_STATE_KEY = "__traffik_throttled_state__"
 _THROTTLE_ERROR_WAIT_MS = 1000.0
+_POSITIONAL = inspect.Parameter.POSITIONAL_OR_KEYWORD
+_KEYWORD = inspect.Parameter.KEYWORD_ONLY
 
 
 async def _resolve(value: Any) -> Any:
@@ -142,6 +144,11 @@ class Throttle:
         self.min_wait_period = min_wait_period
         self.skip_handler = skip_handler
         self._disabled = False
+        # FastAPI reads this to inject the connection (and, for HTTP, a response to write
+        # headers on). Classes rather than postponed annotations, for Python 3.9.
+        self.__signature__ = inspect.Signature(
+            self._dependency_parameters(), return_annotation=self.connection_type
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.uid!r}, rate={str(self.rate)!r})"
@@ -376,6 +383,12 @@ class Throttle:
             return result if isinstance(result, Decision) else _from_wait(result, rate)
         return Decision(False, _THROTTLE_ERROR_WAIT_MS, 0, _THROTTLE_ERROR_WAIT_MS, rate.limit)
 
+    __call__ = hit
+    """`await throttle(connection)` is `hit`; as a FastAPI dependency it returns the connection."""
+
+    def _dependency_parameters(self) -> list[inspect.Parameter]:
+        return [inspect.Parameter("connection", _POSITIONAL, annotation=self.connection_type)]
+
     # -- reading without counting ----------------------------------------------------------
 
     async def stat(
@@ -429,18 +442,10 @@ class HTTPThrottle(Throttle):
 
     connection_type = Request
 
-    async def __call__(self, connection: Request, response: Response = None) -> Request:  # type: ignore[assignment]
-        result: Request = await self.hit(connection, response=response)
-        return result
+    def _dependency_parameters(self) -> list[inspect.Parameter]:
+        response = inspect.Parameter("response", _KEYWORD, default=None, annotation=Response)
+        return [*super()._dependency_parameters(), response]
 
-
-# FastAPI reads these signatures to inject the connection; on Python 3.9 it cannot resolve
-# postponed (string) annotations of a callable instance, so they are given as classes.
-HTTPThrottle.__call__.__annotations__ = {
-    "connection": Request,
-    "response": Response,
-    "return": Request,
-}
 
 RequestThrottle = HTTPThrottle
 
@@ -452,10 +457,3 @@ class WebSocketThrottle(Throttle):
     connection_type = WebSocket
     default_handler = staticmethod(websocket_throttled)
     use_backend_handler = False
-
-    async def __call__(self, connection: WebSocket) -> WebSocket:
-        result: WebSocket = await self.hit(connection)
-        return result
-
-
-WebSocketThrottle.__call__.__annotations__ = {"connection": WebSocket, "return": WebSocket}
