@@ -89,5 +89,7 @@ async def test_a_short_ttl_is_never_cut_short(backend: MemcachedBackend) -> None
     assert await backend.get("gone") is None
     await asyncio.sleep(1.05)
     assert await backend.get("brief") == "v", "expired before its ttl"
-    await asyncio.sleep(2.1)
-    assert await backend.get("brief") is None, "outlived ttl + 2 s"
+    # memcached's clock ticks once a second and an item is rounded up to whole seconds plus one,
+    # so allow the server a further tick before calling the item immortal.
+    await asyncio.sleep(3.1)
+    assert await backend.get("brief") is None, "outlived ttl + 3 s"
