@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import logging
 from collections.abc import Mapping
 from typing import Any, Callable, ClassVar, Optional, Union
 
@@ -15,6 +14,7 @@ from traffik.backends.base import ThrottleBackend, check_on_error
 from traffik.backends.context import get_throttle_backend
 from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
+from traffik.failures import decide_after_failure, decision_from_wait
 from traffik.handlers import connection_throttled, websocket_throttled
 from traffik.headers import RateLimitHeaders, check_style
 from traffik.identity import ANONYMOUS_IDENTIFIER, default_identifier
@@ -32,10 +32,8 @@ __all__ = [
     "is_throttled",
 ]
 
-logger = logging.getLogger("traffik")
 
 THROTTLED_STATE_KEY = "__traffik_throttled_state__"
-_THROTTLE_ERROR_WAIT_MS = 1000.0
 _POSITIONAL = inspect.Parameter.POSITIONAL_OR_KEYWORD
 _KEYWORD = inspect.Parameter.KEYWORD_ONLY
 
@@ -299,11 +297,15 @@ class Throttle:
                 if self._decide is not None:
                     decision = await self._decide(key, rate, backend, cost)
                 else:
-                    decision = _from_wait(await self.strategy(key, rate, backend, cost), rate)
+                    decision = decision_from_wait(
+                        await self.strategy(key, rate, backend, cost), rate
+                    )
         except ConfigurationError:
             raise
         except Exception as exc:
-            decision = await self._on_failure(exc, connection, key, cost, rate, backend, ctx)
+            decision = await decide_after_failure(
+                self, exc, connection, key, cost, rate, backend, ctx
+            )
         scope = connection.scope
         state = scope.get("state")
         if state is None:
@@ -342,47 +344,6 @@ class Throttle:
         await _resolve((handler or self.default_handler)(connection, wait, self, ctx))
         return connection
 
-    async def _on_failure(
-        self,
-        exc: Exception,
-        connection: Any,
-        key: Optional[str],
-        cost: Any,
-        rate: Rate,
-        backend: ThrottleBackend,
-        ctx: Mapping[str, Any],
-    ) -> Decision:
-        policy = self.on_error if self.on_error is not None else backend.on_error
-        if policy == "raise":
-            raise exc
-        logger.warning(
-            "%r could not decide (%s: %s); on_error=%r", self, type(exc).__name__, exc, policy
-        )
-        if policy == "allow":
-            return Decision(True, 0.0, 0, 0.0, rate.limit)
-        if callable(policy):
-            exc_info = {
-                "exception": exc,
-                "connection": connection,
-                "key": key,
-                "cost": cost,
-                "rate": rate,
-                "backend": backend,
-                "context": ctx,
-                "throttle": self,
-            }
-            try:
-                result = await _resolve(policy(connection, exc_info))
-            except Exception as handler_exc:
-                logger.error(
-                    "%r: the on_error handler failed too (%s); throttling", self, handler_exc
-                )
-                return Decision(
-                    False, _THROTTLE_ERROR_WAIT_MS, 0, _THROTTLE_ERROR_WAIT_MS, rate.limit
-                )
-            return result if isinstance(result, Decision) else _from_wait(result, rate)
-        return Decision(False, _THROTTLE_ERROR_WAIT_MS, 0, _THROTTLE_ERROR_WAIT_MS, rate.limit)
-
     __call__ = hit
     """`await throttle(connection)` is `hit`; as a FastAPI dependency it returns the connection."""
 
@@ -420,13 +381,6 @@ class Throttle:
         ctx = self.context if context is None else {**self.context, **context}
         needed = cost if cost is not None else await self._cost_for(connection, ctx)
         return stat.hits_remaining >= needed
-
-
-def _from_wait(wait: Any, rate: Rate) -> Decision:
-    wait = float(wait or 0.0)
-    if wait <= 0:
-        return Decision(True, 0.0, 0, 0.0, rate.limit)
-    return Decision(False, wait, 0, wait, rate.limit)
 
 
 class HTTPThrottle(Throttle):
