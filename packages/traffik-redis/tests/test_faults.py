@@ -13,6 +13,7 @@ from traffik.backends.redis import RedisBackend
 from traffik.exceptions import BackendConnectionError, BackendError
 from traffik.rates import Rate
 from traffik.strategies import BUILTIN_STRATEGIES, TokenBucket
+from traffik.testing.outage import check_outage_follows_on_error
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
 
@@ -132,36 +133,5 @@ async def test_throttle_follows_on_error_while_redis_is_down(
     server_and_backend: tuple[Any, RedisBackend],
 ) -> None:
     pytest.importorskip("starlette")
-    import httpx
-    from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.responses import PlainTextResponse
-    from starlette.routing import Route
-
-    from traffik.throttles import HTTPThrottle
-
     server, backend = server_and_backend
-    fail_open = HTTPThrottle("open", "1000/hour", backend=backend, on_error="allow")
-    fail_closed = HTTPThrottle("closed", "1000/hour", backend=backend, on_error="throttle")
-
-    async def open_route(request: Request) -> PlainTextResponse:
-        await fail_open.hit(request)
-        return PlainTextResponse("ok")
-
-    async def closed_route(request: Request) -> PlainTextResponse:
-        await fail_closed.hit(request)
-        return PlainTextResponse("ok")
-
-    app = Starlette(routes=[Route("/open", open_route), Route("/closed", closed_route)])
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
-        assert (await client.get("/open")).status_code == 200
-        assert (await client.get("/closed")).status_code == 200
-        server.stop()
-        for path, status in (("/open", 200), ("/closed", 429)):
-            started = time.monotonic()
-            response = await client.get(path)
-            assert response.status_code == status
-            assert time.monotonic() - started < UPPER_BOUND
-        server.start()
-        assert (await client.get("/closed")).status_code == 200
+    await check_outage_follows_on_error(backend, server.stop, server.start, UPPER_BOUND)
