@@ -12,7 +12,15 @@ if TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
     from traffik.rates import Rate
 
-__all__ = ["EPSILON", "StateStrategy", "Strategy", "Transition", "never_admitted", "whole_ms"]
+__all__ = [
+    "EPSILON",
+    "StateStrategy",
+    "Strategy",
+    "Transition",
+    "never_admitted",
+    "settled",
+    "whole_ms",
+]
 
 EPSILON = 1e-6
 """Tolerance (ms or units) for float rounding in the transitions."""
@@ -29,6 +37,15 @@ def whole_ms(wait: float) -> float:
 def never_admitted(rate: Rate) -> Decision:
     """The answer for a cost above what the strategy can ever admit: rejected, one period."""
     return Decision(False, float(rate.expire), 0, float(rate.expire), rate.limit)
+
+
+def settled(strategy: Strategy, rate: Rate, cost: float) -> Decision | None:
+    """The decision when it needs no state (an unlimited rate, a cost never admitted), else None."""
+    if rate.unlimited:
+        return ALLOWED_UNLIMITED
+    if cost > strategy.capacity(rate):
+        return never_admitted(rate)
+    return None
 
 
 class Strategy:
@@ -98,10 +115,9 @@ class StateStrategy(Strategy):
     async def decide(
         self, key: Any, rate: Rate, backend: ThrottleBackend, cost: float = 1
     ) -> Decision:
-        if rate.unlimited:
-            return ALLOWED_UNLIMITED
-        if cost > self.capacity(rate):
-            return never_admitted(rate)
+        early = settled(self, rate, cost)
+        if early is not None:
+            return early
         return await backend.evaluate(backend.get_key(key) + self.suffix, self, rate, cost)
 
     def decide_now(
@@ -110,10 +126,9 @@ class StateStrategy(Strategy):
         ops = backend.immediate()
         if ops is None:
             return None
-        if rate.unlimited:
-            return ALLOWED_UNLIMITED
-        if cost > self.capacity(rate):
-            return never_admitted(rate)
+        early = settled(self, rate, cost)
+        if early is not None:
+            return early
         return ops.evaluate_now(backend.get_key(key) + self.suffix, self, rate, cost)
 
     async def get_stat(self, key: Any, rate: Rate, backend: ThrottleBackend) -> StrategyStat:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from traffik.decision import ALLOWED_UNLIMITED, Decision
-from traffik.strategies.base import Strategy, never_admitted, whole_ms
+from traffik.decision import Decision
+from traffik.strategies.base import Strategy, settled, whole_ms
 from traffik.typing import StrategyStat
 
 if TYPE_CHECKING:
@@ -45,10 +45,9 @@ class FixedWindow(Strategy):
     async def decide(
         self, key: Any, rate: Rate, backend: ThrottleBackend, cost: float = 1
     ) -> Decision:
-        if rate.unlimited:
-            return ALLOWED_UNLIMITED
-        if cost > rate.limit:
-            return never_admitted(rate)
+        early = settled(self, rate, cost)
+        if early is not None:
+            return early
         counter = backend.get_key(key) + self.suffix
         count = await backend.increment_with_ttl(
             counter, amount=int(cost), ttl=_ttl_seconds(rate.expire)
@@ -64,10 +63,9 @@ class FixedWindow(Strategy):
         ops = backend.immediate()
         if ops is None:
             return None
-        if rate.unlimited:
-            return ALLOWED_UNLIMITED
-        if cost > rate.limit:
-            return never_admitted(rate)
+        early = settled(self, rate, cost)
+        if early is not None:
+            return early
         counter = backend.get_key(key) + self.suffix
         return _decision(
             *ops.increment_with_ttl_now(counter, int(cost), _ttl_seconds(rate.expire)), rate
