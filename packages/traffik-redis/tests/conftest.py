@@ -58,6 +58,21 @@ def _redis_cli(port: int, *args: str) -> str:
     ).stdout
 
 
+def _wait_until_stopped(pid: int) -> None:
+    """SIGSTOP takes effect asynchronously: wait until every thread of `pid` is stopped."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        states = []
+        for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+            try:
+                states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
+            except (OSError, IndexError):
+                continue
+        if states and all(state in ("T", "t") for state in states):
+            return
+        time.sleep(0.005)
+
+
 class RedisServer:
     """A `redis-server` child process on a fixed loopback port.
 
@@ -93,6 +108,7 @@ class RedisServer:
         """Freeze the server (SIGSTOP): connections open, nothing answers."""
         assert self._process is not None
         self._process.send_signal(signal.SIGSTOP)
+        _wait_until_stopped(self._process.pid)
 
     def resume(self) -> None:
         assert self._process is not None
