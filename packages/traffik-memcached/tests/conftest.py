@@ -16,10 +16,11 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Callable, Optional
 
 import pytest
+
+from traffik.testing.processes import freeze, thaw
 
 
 def _flag(name: str) -> bool:
@@ -30,21 +31,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _wait_until_stopped(pid: int) -> None:
-    """SIGSTOP takes effect asynchronously: wait until every thread of `pid` is stopped."""
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        states = []
-        for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
-            try:
-                states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
-            except (OSError, IndexError):
-                continue
-        if states and all(state in ("T", "t") for state in states):
-            return
-        time.sleep(0.005)
 
 
 class MemcachedServer:
@@ -92,12 +78,11 @@ class MemcachedServer:
     def pause(self) -> None:
         """Freeze the server (SIGSTOP): it keeps its connections but answers nothing."""
         assert self.process is not None
-        self.process.send_signal(signal.SIGSTOP)
-        _wait_until_stopped(self.process.pid)
+        freeze(self.process)
 
     def resume(self) -> None:
         assert self.process is not None
-        self.process.send_signal(signal.SIGCONT)
+        thaw(self.process)
 
     def stop(self) -> None:
         process, self.process = self.process, None

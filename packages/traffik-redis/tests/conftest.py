@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+
+from traffik.testing.processes import freeze, thaw
 
 _TRUE = ("1", "true", "yes")
 
@@ -58,21 +59,6 @@ def _redis_cli(port: int, *args: str) -> str:
     ).stdout
 
 
-def _wait_until_stopped(pid: int) -> None:
-    """SIGSTOP takes effect asynchronously: wait until every thread of `pid` is stopped."""
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        states = []
-        for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
-            try:
-                states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
-            except (OSError, IndexError):
-                continue
-        if states and all(state in ("T", "t") for state in states):
-            return
-        time.sleep(0.005)
-
-
 class RedisServer:
     """A `redis-server` child process on a fixed loopback port.
 
@@ -107,12 +93,11 @@ class RedisServer:
     def pause(self) -> None:
         """Freeze the server (SIGSTOP): connections open, nothing answers."""
         assert self._process is not None
-        self._process.send_signal(signal.SIGSTOP)
-        _wait_until_stopped(self._process.pid)
+        freeze(self._process)
 
     def resume(self) -> None:
         assert self._process is not None
-        self._process.send_signal(signal.SIGCONT)
+        thaw(self._process)
 
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:
