@@ -305,7 +305,7 @@ async def test_backend_from_url_and_from_lifespan(clock: ManualClock) -> None:
     app = make_app(unbound, backend=backend)
     async with app.router.lifespan_context(app), client_for(app) as client:
         assert await statuses(client, "/other", 2) == [200, 429]
-    assert unbound.backend is backend
+    assert unbound.backend is None  # resolved per connection, never cached on the throttle
 
 
 async def test_missing_backend_is_a_clear_error() -> None:

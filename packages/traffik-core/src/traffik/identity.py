@@ -1,4 +1,15 @@
-"""Client identity: the peer address, and proxy headers believed only from trusted proxies."""
+"""Client identity: the peer address, and the one proxy header an operator trusts.
+
+Behind a proxy the socket peer is the proxy, so the client's address has to come from a
+header the proxy writes. Only the header the operator names is read (a client can send any
+header it likes, and a proxy passes most of them through untouched), and only when the peer
+is a trusted proxy. `X-Forwarded-For` and `Forwarded` are chains to which each proxy appends
+the address it saw: they are walked right to left, through trusted hops only, and the first
+untrusted address is the client. A hop that cannot be parsed ends the walk: the request is
+then identified by the nearest trusted hop, never by anything further left, which the client
+may have written. Headers are read up to `MAX_HOPS` hops and `MAX_HEADER_BYTES` bytes, so a
+huge header costs no more than a normal one.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +17,14 @@ import enum
 import functools
 import ipaddress
 from collections.abc import Iterable
-from typing import Any, Callable, Union
+from typing import Any, Callable, Optional, Union
 
 from traffik.exceptions import ConfigurationError
 
 __all__ = [
     "ANONYMOUS_IDENTIFIER",
+    "MAX_HEADER_BYTES",
+    "MAX_HOPS",
     "ProxyHeaders",
     "default_identifier",
     "get_remote_address",
@@ -19,12 +32,20 @@ __all__ = [
 ]
 
 ANONYMOUS_IDENTIFIER = "__anonymous__"
+"""The identity of a connection whose server gives no peer address."""
 
+MAX_HOPS = 32
+"""At most this many hops of a chain header are read, from the right."""
+
+MAX_HEADER_BYTES = 4096
+"""At most this many bytes of a header are read, from the right."""
+
+_Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 _Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 
 class ProxyHeaders(enum.IntFlag):
-    """Which proxy headers to read when the peer is a trusted proxy."""
+    """The proxy header to read when the peer is a trusted proxy: name exactly one."""
 
     NONE = 0
     FORWARDED = 1
@@ -35,11 +56,27 @@ class ProxyHeaders(enum.IntFlag):
     ALL = FORWARDED | X_FORWARDED_FOR | X_REAL_IP | TRUE_CLIENT_IP | CF_CONNECTING_IP
 
 
-_SINGLE_VALUE_HEADERS = (
-    (ProxyHeaders.CF_CONNECTING_IP, b"cf-connecting-ip"),
-    (ProxyHeaders.TRUE_CLIENT_IP, b"true-client-ip"),
-    (ProxyHeaders.X_REAL_IP, b"x-real-ip"),
-)
+_HEADER_NAMES = {
+    ProxyHeaders.FORWARDED: b"forwarded",
+    ProxyHeaders.X_FORWARDED_FOR: b"x-forwarded-for",
+    ProxyHeaders.X_REAL_IP: b"x-real-ip",
+    ProxyHeaders.TRUE_CLIENT_IP: b"true-client-ip",
+    ProxyHeaders.CF_CONNECTING_IP: b"cf-connecting-ip",
+}
+_CHAINS = ProxyHeaders.FORWARDED | ProxyHeaders.X_FORWARDED_FOR
+
+
+def _one_header(proxy_headers: Any) -> Optional[bytes]:
+    """The lower-case name of the one header `proxy_headers` names (None for `NONE`)."""
+    if isinstance(proxy_headers, ProxyHeaders) and (
+        proxy_headers == ProxyHeaders.NONE or proxy_headers in _HEADER_NAMES
+    ):
+        return _HEADER_NAMES.get(proxy_headers)
+    raise ConfigurationError(
+        f"proxy_headers={proxy_headers!r}: name the one header your proxy sets, e.g. "
+        "ProxyHeaders.X_FORWARDED_FOR (nginx, most load balancers) or ProxyHeaders.FORWARDED; "
+        "a client can send the others itself, so reading several lets it pick its own address"
+    )
 
 
 @functools.lru_cache(maxsize=128)
@@ -50,84 +87,98 @@ def _networks(trusted: tuple[str, ...]) -> tuple[_Network, ...]:
             networks.append(ipaddress.ip_network(str(item), strict=False))
         except ValueError as exc:
             raise ConfigurationError(
-                f"trusted proxy {item!r} is not an IP address or network; write it like '10.0.0.1' or '10.0.0.0/8'"
+                f"trusted proxy {item!r} is not an IP address or network; "
+                "write it like '10.0.0.1' or '10.0.0.0/8'"
             ) from exc
     return tuple(networks)
 
 
-def _ip(text: str) -> str | None:
+def _parse(text: str) -> Optional[_Address]:
+    """An address from a header hop (`1.2.3.4`, `1.2.3.4:80`, `[::1]:80`, `"[::1]"`), or None."""
     text = text.strip().strip('"')
     if text.startswith("["):
-        text = text[1 : text.find("]")] if "]" in text else ""
+        end = text.find("]")
+        if end < 0:
+            return None
+        text = text[1:end]
     elif text.count(":") == 1:
         text = text.split(":", 1)[0]
     try:
-        return str(ipaddress.ip_address(text))
+        address = ipaddress.ip_address(text)
     except ValueError:
         return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
-def _trusted(address: str | None, networks: tuple[_Network, ...]) -> bool:
-    if address is None:
-        return False
-    ip = ipaddress.ip_address(address)
-    return any(ip.version == net.version and ip in net for net in networks)
+def _trusted(address: _Address, networks: tuple[_Network, ...]) -> bool:
+    return any(address.version == net.version and address in net for net in networks)
 
 
-def _header(scope: Any, name: bytes) -> list[str]:
-    return [
-        value.decode("latin-1") for key, value in scope.get("headers", ()) if key.lower() == name
-    ]
+def _header_tail(scope: Any, name: bytes) -> Optional[str]:
+    """The header's values joined with commas, cut to the last `MAX_HEADER_BYTES`."""
+    values = [value for key, value in scope.get("headers", ()) if key.lower() == name]
+    if not values:
+        return None
+    joined = b",".join(values)[-MAX_HEADER_BYTES:]
+    return joined.decode("latin-1")
 
 
-def _forwarded_for(values: list[str]) -> list[str]:
-    found = []
-    for value in values:
-        for element in value.split(","):
-            for pair in element.split(";"):
-                key, _, val = pair.strip().partition("=")
-                if key.lower() == "for":
-                    found.append(val)
-    return found
+def _for_value(element: str) -> str:
+    """The `for=` parameter of one `Forwarded` element, or "" (which does not parse)."""
+    for pair in element.split(";"):
+        key, _, value = pair.strip().partition("=")
+        if key.lower() == "for":
+            return value
+    return ""
+
+
+def _walk(hops: list[str], peer: _Address, networks: tuple[_Network, ...], forwarded: bool) -> str:
+    nearest = peer
+    for hop in reversed(hops):
+        address = _parse(_for_value(hop) if forwarded else hop)
+        if address is None:
+            break
+        if not _trusted(address, networks):
+            return str(address)
+        nearest = address
+    return str(nearest)
+
+
+def _identify(scope: Any, networks: tuple[_Network, ...], header: Optional[bytes]) -> Optional[str]:
+    client = scope.get("client")
+    if not client:
+        return None
+    peer_text = client[0]
+    if header is None or not networks:
+        return peer_text
+    peer = _parse(peer_text)
+    if peer is None or not _trusted(peer, networks):
+        return peer_text
+    value = _header_tail(scope, header)
+    if value is None:
+        return str(peer)
+    if header in (b"x-forwarded-for", b"forwarded"):
+        hops = value.rsplit(",", MAX_HOPS)[-MAX_HOPS:]
+        return _walk(hops, peer, networks, forwarded=header == b"forwarded")
+    address = _parse(value.rsplit(",", 1)[-1])
+    return str(peer if address is None else address)
 
 
 def get_remote_address(
     connection: Any,
     *,
-    trusted_proxies: Iterable[str] | None = None,
-    proxy_headers: ProxyHeaders = ProxyHeaders.X_FORWARDED_FOR | ProxyHeaders.FORWARDED,
-) -> str | None:
-    """The client's address: the socket peer, or, when the peer is a trusted proxy, the
-    nearest untrusted address the proxy headers name (walking right to left, so a client
-    cannot spoof its way into another bucket by prepending addresses)."""
+    trusted_proxies: Optional[Iterable[str]] = None,
+    proxy_headers: ProxyHeaders = ProxyHeaders.X_FORWARDED_FOR,
+) -> Optional[str]:
+    """The client's address: the socket peer, or, when the peer is one of `trusted_proxies`,
+    the address the one header `proxy_headers` names gives (see the module docstring).
+    None when the server gives no peer."""
     scope = connection.scope if hasattr(connection, "scope") else connection
-    client = scope.get("client")
-    peer = client[0] if client else None
-    if not trusted_proxies or peer is None:
-        return peer
-    networks = _networks(tuple(trusted_proxies))
-    peer_ip = _ip(peer)
-    if not _trusted(peer_ip, networks):
-        return peer
-    chains: list[list[str]] = []
-    if proxy_headers & ProxyHeaders.FORWARDED:
-        chains.append(_forwarded_for(_header(scope, b"forwarded")))
-    if proxy_headers & ProxyHeaders.X_FORWARDED_FOR:
-        chains.append(
-            [part for value in _header(scope, b"x-forwarded-for") for part in value.split(",")]
-        )
-    for chain in chains:
-        for hop in reversed(chain):
-            ip = _ip(hop)
-            if ip is not None and not _trusted(ip, networks):
-                return ip
-    for flag, name in _SINGLE_VALUE_HEADERS:
-        if proxy_headers & flag:
-            for value in _header(scope, name):
-                ip = _ip(value)
-                if ip is not None:
-                    return ip
-    return peer
+    header = _one_header(proxy_headers)
+    networks = _networks(tuple(str(p) for p in trusted_proxies)) if trusted_proxies else ()
+    return _identify(scope, networks, header)
 
 
 async def default_identifier(connection: Any) -> str:
@@ -138,19 +189,19 @@ async def default_identifier(connection: Any) -> str:
 
 def remote_address(
     trusted_proxies: Iterable[str],
-    proxy_headers: ProxyHeaders = ProxyHeaders.X_FORWARDED_FOR | ProxyHeaders.FORWARDED,
+    proxy_headers: ProxyHeaders = ProxyHeaders.X_FORWARDED_FOR,
 ) -> Callable[[Any], str]:
-    """An identifier that believes proxy headers from `trusted_proxies` only.
+    """An identifier that reads the one header `proxy_headers` names, from `trusted_proxies` only.
 
-    `HTTPThrottle("api", "100/min", identifier=remote_address(["10.0.0.0/8"]))`
+    `HTTPThrottle("api", "100/min", identifier=remote_address(["10.0.0.0/8"]))` behind nginx
+    (`proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for`); use
+    `ProxyHeaders.FORWARDED` when your proxy writes RFC 7239 `Forwarded` instead, or
+    `X_REAL_IP`/`CF_CONNECTING_IP`/`TRUE_CLIENT_IP` for a proxy that sets that one header.
     """
-    trusted = tuple(str(p) for p in trusted_proxies)
-    _networks(trusted)
+    networks = _networks(tuple(str(p) for p in trusted_proxies))
+    header = _one_header(proxy_headers)
 
     def identify(connection: Any) -> str:
-        address = get_remote_address(
-            connection, trusted_proxies=trusted, proxy_headers=proxy_headers
-        )
-        return address or ANONYMOUS_IDENTIFIER
+        return _identify(connection.scope, networks, header) or ANONYMOUS_IDENTIFIER
 
     return identify

@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Callable, Optional, Union
 
+from traffik.buckets import route_path
 from traffik.exceptions import ConfigurationError
 
 __all__ = ["PathPattern", "Rule", "compile_path"]
@@ -100,7 +101,7 @@ class Rule:
             and scope.get("method", "").upper() not in self.methods
         ):
             return False
-        return self._match is None or self._match(scope.get("path", "")) is not None
+        return self._match is None or self._match(route_path(scope)) is not None
 
     async def matches(self, connection: Any, context: Optional[Mapping[str, Any]] = None) -> bool:
         """Whether `connection` matches every criterion; the predicate runs last."""

@@ -10,14 +10,17 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
-from traffik.backends.base import ThrottleBackend, check_on_error
-from traffik.backends.context import get_throttle_backend
+from traffik.backends.base import ThrottleBackend
+from traffik.backends.context import resolve_backend
+from traffik.backends.defaults import check_on_error
+from traffik.buckets import route_part
 from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
 from traffik.failures import decide_after_failure, decision_from_wait
 from traffik.handlers import connection_throttled, websocket_throttled
 from traffik.headers import RateLimitHeaders, check_style
-from traffik.identity import ANONYMOUS_IDENTIFIER, default_identifier
+from traffik.identity import default_identifier
+from traffik.keyparts import ANONYMOUS_PART, client_part, escape
 from traffik.rates import Rate
 from traffik.strategies import DEFAULT_STRATEGY
 from traffik.typing import EXEMPTED, StrategyStat
@@ -101,6 +104,7 @@ class Throttle:
         if not isinstance(uid, str) or not uid:
             raise ConfigurationError(f"{name}: uid={uid!r} must be a non-empty string")
         self.uid = uid
+        self._uid_part = escape(uid)
         owner = f"{name}({uid!r})"
         self.strategy = DEFAULT_STRATEGY if strategy is None else strategy
         if not callable(self.strategy):
@@ -205,18 +209,16 @@ class Throttle:
     # -- resolution ----------------------------------------------------------------------
 
     def get_backend(self, connection: Optional[HTTPConnection] = None) -> ThrottleBackend:
-        """This throttle's backend: its own, else the active context's, else the app's."""
-        if self._backend is not None:
-            return self._backend
-        app = connection.scope.get("app") if connection is not None else None
-        backend = get_throttle_backend(app)
+        """The backend for `connection`: this throttle's own, else the one bound to the
+        connection or its app, else the active context's (`traffik.backends.context`).
+        Resolved per connection and never remembered, so one throttle serves many apps."""
+        scope = connection.scope if connection is not None else None
+        backend = resolve_backend(self._backend, scope, self.dynamic_backend)
         if backend is None:
             raise ConfigurationError(
                 f"{self!r} has no backend: pass backend=, use FastAPI(lifespan=backend.lifespan), "
                 "or run inside `async with backend:`"
             )
-        if not self.dynamic_backend:
-            self._backend = backend
         return backend
 
     async def _rate_for(self, connection: HTTPConnection, context: Mapping[str, Any]) -> Rate:
@@ -235,18 +237,25 @@ class Throttle:
             return await default_identifier(connection)
         return await _resolve(identifier(connection))
 
-    def key_for(self, connection: HTTPConnection, ident: Any, context: Mapping[str, Any]) -> str:
-        """`uid:client:METHOD:/path/{template}` (just `uid:client` without `per_route`), plus
-        the context's `scope` when it has one."""
+    def key_for(
+        self,
+        connection: Optional[HTTPConnection],
+        ident: Any,
+        context: Mapping[str, Any],
+        route: Optional[str] = None,
+    ) -> str:
+        """`uid:client:METHOD:/route/{template}` (just `uid:client` without `per_route`), plus
+        the context's `scope` when it has one; every part escaped (`traffik.buckets`).
+        `route` replaces the connection's own route part (see `route_part`)."""
+        key = f"{self._uid_part}:{client_part(ident)}"
         if self.per_route:
-            scope = connection.scope
-            path = getattr(scope.get("route"), "path", None) or scope.get("path", "")
-            method = scope.get("method")
-            key = f"{self.uid}:{ident}:{method}:{path}" if method else f"{self.uid}:{ident}:{path}"
-        else:
-            key = f"{self.uid}:{ident}"
+            if route is None:
+                if connection is None:
+                    raise ConfigurationError(f"{self!r} counts per route; name the route")
+                route = route_part(connection.scope)
+            key += ":" + route
         extra = context.get("scope")
-        return key if extra is None else f"{key}:{extra}"
+        return key if extra is None else f"{key}:{escape(str(extra))}"
 
     # -- the hit -------------------------------------------------------------------------
 
@@ -281,14 +290,20 @@ class Throttle:
                 cost = _check_cost(cost, repr(self))
             if cost == 0:
                 return connection
-            if self.identifier is None and backend.identifier is None:
-                client = connection.scope.get("client")
-                ident = client[0] if client else ANONYMOUS_IDENTIFIER
+            scope = connection.scope
+            if self.identifier is None and backend.defaults.identifier is None:
+                client = scope.get("client")
+                key = f"{self._uid_part}:{client_part(client[0]) if client else ANONYMOUS_PART}"
             else:
                 ident = await self.identify(connection, backend)
                 if ident is EXEMPTED:
                     return connection
-            key = self.key_for(connection, ident, ctx)
+                key = f"{self._uid_part}:{client_part(ident)}"
+            if self.per_route:
+                key += ":" + route_part(scope)
+            extra = ctx.get("scope")
+            if extra is not None:
+                key = f"{key}:{escape(str(extra))}"
             # In memory the whole decision runs synchronously: no coroutine per layer.
             decision = (
                 None if self._decide_now is None else self._decide_now(key, rate, backend, cost)
@@ -316,7 +331,7 @@ class Throttle:
                 headers = self._headers or RateLimitHeaders(self.uid, rate, self.headers)
                 response.raw_headers.extend(headers.raw(decision))
             return connection
-        return await self._throttled(connection, decision, rate, ctx, state, skip_handler)
+        return await self._throttled(connection, decision, rate, ctx, state, skip_handler, backend)
 
     async def _throttled(
         self,
@@ -326,6 +341,7 @@ class Throttle:
         ctx: Mapping[str, Any],
         state: dict[str, Any],
         skip_handler: Optional[bool],
+        backend: ThrottleBackend,
     ) -> Any:
         wait = decision.wait_ms
         if self.min_wait_period is not None:
@@ -339,8 +355,8 @@ class Throttle:
             own = ctx.get("headers")
             ctx = {**ctx, "headers": {**extra, **own} if own else extra}
         handler = self.handle_throttled
-        if handler is None and self.use_backend_handler and self._backend is not None:
-            handler = self._backend.handle_throttled
+        if handler is None and self.use_backend_handler:
+            handler = backend.handle_throttled
         await _resolve((handler or self.default_handler)(connection, wait, self, ctx))
         return connection
 
@@ -352,21 +368,104 @@ class Throttle:
 
     # -- reading without counting ----------------------------------------------------------
 
+    def _route_named(self, path: Optional[str], method: Optional[str]) -> Optional[str]:
+        """The route part for a route named by hand (`path` as declared, with its mounts)."""
+        if path is None:
+            if method is not None:
+                raise ConfigurationError(f"{self!r}: method={method!r} needs path= too")
+            return None
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ConfigurationError(
+                f"{self!r}: path={path!r} must be a route path as declared, like '/items/{{item_id}}'"
+            )
+        websocket = issubclass(self.connection_type, WebSocket)
+        if websocket and method is not None:
+            raise ConfigurationError(f"{self!r}: WebSocket routes have no method; drop method=")
+        scope = {"type": "websocket"} if websocket else {"method": (method or "GET").upper()}
+        return route_part(scope, template=path)
+
+    async def _bucket(
+        self,
+        client: Any,
+        context: Optional[Mapping[str, Any]],
+        path: Optional[str],
+        method: Optional[str],
+        backend: Optional[ThrottleBackend] = None,
+    ) -> Optional[tuple[str, ThrottleBackend, Mapping[str, Any]]]:
+        """The key, backend and context of a client's bucket, or None for an exempted client.
+
+        `client` is a connection (its identity and, unless `path` names another, its route)
+        or an identifier as this throttle's identifier returns it (a per-route throttle then
+        needs `path`)."""
+        route = self._route_named(path, method)
+        ctx = self.context if context is None else {**self.context, **context}
+        if hasattr(client, "scope"):
+            connection = client
+            backend = backend or self.get_backend(connection)
+            ident = await self.identify(connection, backend)
+            if ident is EXEMPTED:
+                return None
+        else:
+            if self.per_route and route is None:
+                raise ConfigurationError(
+                    f"{self!r} counts per route; with an identifier ({client!r}) pass path= as "
+                    "the route declares it (e.g. '/items/{item_id}') and method= if not GET"
+                )
+            connection, ident = None, client
+            backend = backend or self.get_backend()
+        return self.key_for(connection, ident, ctx, route=route), backend, ctx
+
     async def stat(
-        self, connection: Any, context: Optional[Mapping[str, Any]] = None
+        self,
+        connection: Any,
+        context: Optional[Mapping[str, Any]] = None,
+        *,
+        path: Optional[str] = None,
+        method: Optional[str] = None,
     ) -> Optional[StrategyStat]:
-        """The client's current state for this throttle, or None (exempted, or no `get_stat`)."""
+        """The client's current state for this throttle, or None (exempted, or no `get_stat`).
+
+        By default the state of `connection`'s own route; `path` (as declared, e.g.
+        `"/items/{item_id}"`, mounts included) and `method` (default GET) read another
+        route's, e.g. from a `GET /quota` endpoint.
+        """
         get_stat = getattr(self.strategy, "get_stat", None)
         if get_stat is None:
             return None
-        ctx = self.context if context is None else {**self.context, **context}
-        backend = self.get_backend(connection)
-        ident = await self.identify(connection, backend)
-        if ident is EXEMPTED:
+        bucket = await self._bucket(connection, context, path, method)
+        if bucket is None:
             return None
+        key, backend, ctx = bucket
         rate = await self._rate_for(connection, ctx)
-        stat: StrategyStat = await get_stat(self.key_for(connection, ident, ctx), rate, backend)
+        stat: StrategyStat = await get_stat(key, rate, backend)
         return stat
+
+    async def reset(
+        self,
+        client: Any,
+        context: Optional[Mapping[str, Any]] = None,
+        *,
+        path: Optional[str] = None,
+        method: Optional[str] = None,
+        backend: Optional[ThrottleBackend] = None,
+    ) -> bool:
+        """Forget what this throttle counted for one client, so its next hit starts a full
+        budget; returns whether there was state to forget. Other clients and routes keep theirs.
+
+        `client` is a connection the throttle saw or an identifier (see `_bucket`); `path`
+        (as declared, mounts included) and `method` (default GET) name another route;
+        `backend` defaults to the one the throttle would use."""
+        suffix = getattr(self.strategy, "suffix", None)
+        if suffix is None:
+            raise ConfigurationError(
+                f"{self!r}: its strategy {self.strategy!r} does not say where it keeps state "
+                "(no `suffix`); clear the whole backend with `await backend.reset()`"
+            )
+        bucket = await self._bucket(client, context, path, method, backend)
+        if bucket is None:
+            return False
+        key, backend, _ = bucket
+        return await backend.delete(backend.get_key(key) + suffix)
 
     async def check(
         self,

@@ -7,7 +7,6 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from traffik.exceptions import ConfigurationError
-from traffik.typing import EXEMPTED
 
 if TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
@@ -73,46 +72,11 @@ async def reset_client(
     declares it (`"/items/{item_id}"`) and `method` (`"GET"` unless given; WebSocket routes
     have none). `context` is the hit's context, if it had one; `backend` defaults to the
     throttle's. Other clients and other routes keep their state. Returns whether there was
-    any state to forget.
+    any state to forget. This is `throttle.reset(...)`.
     """
-    from starlette.requests import HTTPConnection
-
-    from traffik.throttles import WebSocketThrottle
-
-    suffix = getattr(throttle.strategy, "suffix", None)
-    if suffix is None:
+    if hasattr(client, "scope") and (path is not None or method is not None):
         raise ConfigurationError(
-            f"reset_client({throttle!r}): its strategy {throttle.strategy!r} does not say where it "
-            "keeps state (no `suffix`); clear the whole backend with `await backend.reset()`"
+            f"reset_client({throttle!r}, <connection>): the connection names its own route; "
+            "pass path= and method= only with an identifier"
         )
-    ctx = throttle.context if context is None else {**throttle.context, **context}
-    if hasattr(client, "scope"):
-        if path is not None or method is not None:
-            raise ConfigurationError(
-                f"reset_client({throttle!r}, <connection>): the connection names its own route; "
-                "pass path= and method= only with an identifier"
-            )
-        connection = client
-        backend = throttle.get_backend(connection) if backend is None else backend
-        ident = await throttle.identify(connection, backend)
-        if ident is EXEMPTED:
-            return False
-    else:
-        if throttle.per_route and path is None:
-            raise ConfigurationError(
-                f"reset_client({throttle!r}, {client!r}): this throttle counts per route; pass "
-                "path= as the route declares it (e.g. '/items/{item_id}') and method= if not GET"
-            )
-        websocket = isinstance(throttle, WebSocketThrottle)
-        if websocket and method is not None:
-            raise ConfigurationError(
-                f"reset_client({throttle!r}, {client!r}): WebSocket routes have no method; "
-                f"drop method={method!r}"
-            )
-        scope = {"type": "websocket" if websocket else "http", "path": path or ""}
-        if not websocket:
-            scope["method"] = (method or "GET").upper()
-        connection, ident = HTTPConnection(scope), client
-        backend = throttle.get_backend() if backend is None else backend
-    key = throttle.key_for(connection, ident, ctx)
-    return await backend.delete(backend.get_key(key) + suffix)
+    return await throttle.reset(client, context, path=path, method=method, backend=backend)

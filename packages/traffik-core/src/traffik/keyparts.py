@@ -1,0 +1,60 @@
+"""Key parts: text escaped so that no part of a key can reach into another.
+
+Keys are made of parts joined by `:` (`namespace:uid:client:METHOD:/route`). Each part is
+escaped here, so a part never contains a separator, a Redis hash-tag brace, a space, a
+control character or a lone surrogate, and distinct texts stay distinct. Identifiers that are
+not strings are tagged with their type, so `5` and `"5"` are different clients.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+__all__ = ["ANONYMOUS_PART", "client_part", "escape"]
+
+_SPECIAL = re.compile("[%:{}\x00-\x20\x7f\ud800-\udfff]")
+
+
+def _code(match: re.Match[str]) -> str:
+    char = match.group()
+    point = ord(char)
+    return f"%u{point:04X}" if point > 0xFF else f"%{point:02X}"
+
+
+_search = _SPECIAL.search
+_ESCAPED: dict[str, str] = {}
+_ESCAPED_MAX = 4096
+"""Escaped texts remembered (IPv6 addresses, templates): at most this many, then forgotten."""
+
+
+def escape(text: str) -> str:
+    """`text` with `%`, `:`, braces, spaces, control characters and lone surrogates
+    percent-encoded: safe as one part of a key on every backend (valid UTF-8, no separator,
+    no Redis hash tag), and distinct for distinct texts."""
+    if _SPECIAL.search(text) is None:
+        return text
+    escaped = _ESCAPED.get(text)
+    if escaped is None:
+        if len(_ESCAPED) >= _ESCAPED_MAX:
+            _ESCAPED.clear()
+        escaped = _ESCAPED[text] = _SPECIAL.sub(_code, text)
+    return escaped
+
+
+ANONYMOUS_PART = escape("__anonymous__")
+"""The client part of the anonymous client (no peer address, or a `None` identifier)."""
+
+
+def client_part(ident: Any) -> str:
+    """The key part for an identifier: a string as itself (escaped); anything else tagged
+    with its type (`%int=5`), which no escaped string can spell; `None` is anonymous."""
+    if type(ident) is str:
+        return ident if _search(ident) is None else escape(ident)
+    if isinstance(ident, str):
+        return escape(ident)
+    if ident is None:
+        return ANONYMOUS_PART
+    if isinstance(ident, (bytes, bytearray, memoryview)):
+        return "%bytes=" + bytes(ident).hex()
+    return f"%{escape(type(ident).__qualname__)}={escape(str(ident))}"
