@@ -379,7 +379,7 @@ async def test_a_throttle_without_backend_uses_the_middlewares(backend: InMemory
     throttle = HTTPThrottle("mw-backend", rate="1/min")
     async with client_for(starlette_app(throttle, backend=backend)) as client:
         assert await statuses(client, "/", 2) == [200, 429]
-    assert throttle.backend is backend
+    assert throttle.backend is None  # resolved per connection, never cached on the throttle
 
 
 async def test_a_throttle_without_backend_uses_the_lifespan_backend(
@@ -393,7 +393,7 @@ async def test_a_throttle_without_backend_uses_the_lifespan_backend(
     )
     with TestClient(app) as client:
         assert [client.get("/").status_code for _ in range(2)] == [200, 429]
-    assert throttle.backend is backend
+    assert throttle.backend is None  # resolved per connection, never cached on the throttle
 
 
 # -- WebSockets and lifespan -----------------------------------------------------------------

@@ -7,18 +7,18 @@ from typing import Any, Callable
 import pytest
 
 from traffik.backends.memcached import MemcachedBackend
-from traffik.testing.conformance import BackendConformance
+from traffik.testing.conformance import BackendConformance, SharedStoreConformance
 
 pytestmark = pytest.mark.memcached
 
 
-class TestMemcachedConformance(BackendConformance):
+class TestMemcachedConformance(BackendConformance, SharedStoreConformance):
     @pytest.fixture
     def make_backend(self, memcached_url: str) -> Callable[..., MemcachedBackend]:
         return lambda **options: MemcachedBackend(memcached_url, **options)
 
 
-class TestMemcachedClusterConformance(BackendConformance):
+class TestMemcachedClusterConformance(BackendConformance, SharedStoreConformance):
     @pytest.fixture
     def make_backend(self, memcached_cluster_url: str) -> Callable[..., MemcachedBackend]:
         def make(**options: Any) -> MemcachedBackend:

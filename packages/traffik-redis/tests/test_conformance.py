@@ -7,12 +7,12 @@ from typing import Any, Callable
 import pytest
 
 from traffik.backends.redis import RedisBackend
-from traffik.testing.conformance import BackendConformance
+from traffik.testing.conformance import BackendConformance, SharedStoreConformance
 
 pytestmark = pytest.mark.redis
 
 
-class _RedisTimelines(BackendConformance):
+class _RedisTimelines(BackendConformance, SharedStoreConformance):
     # Scripts follow an injected clock, but key TTLs follow the server: FixedWindow's window
     # *is* its counter's TTL, so a test clock cannot move it forward.
     clock_moves_expiry = False

@@ -135,3 +135,30 @@ async def test_throttle_follows_on_error_while_redis_is_down(
     pytest.importorskip("starlette")
     server, backend = server_and_backend
     await check_outage_follows_on_error(backend, server.stop, server.start, UPPER_BOUND)
+
+
+async def test_first_decisions_on_a_frozen_server_share_one_attempt(
+    redis_server: Callable[[], Any],
+) -> None:
+    """Ten concurrent first decisions against a hung server all fail within one timeout: the
+    backend's initialisation is one attempt whose outcome every waiter gets at once."""
+    server = redis_server()
+    server.pause()
+    timeout = 0.3
+    backend = RedisBackend(
+        server.url, namespace="frozen-first", connect_timeout=timeout, command_timeout=timeout
+    )
+    try:
+
+        async def timed() -> float:
+            started = time.monotonic()
+            with pytest.raises(BackendConnectionError):
+                await TokenBucket().decide("user", RATE, backend, 1)
+            return time.monotonic() - started
+
+        durations = await asyncio.gather(*(timed() for _ in range(10)))
+        # one attempt takes at most connect + command timeout; ten in turn would take 6 s
+        assert max(durations) < 3 * (timeout + timeout)
+    finally:
+        server.resume()
+        await backend.close()

@@ -10,20 +10,30 @@ from __future__ import annotations
 __path__ = __import__("pkgutil").extend_path(__path__, __name__)
 
 import importlib
-from typing import Any
-
-from traffik.backends.base import ThrottleBackend
-from traffik.backends.context import get_throttle_backend
-from traffik.backends.inmemory import InMemoryBackend
-from traffik.clock import ManualClock
-from traffik.decision import Decision
-from traffik.rates import Rate
-from traffik.typing import EXEMPTED, StrategyStat
+from typing import TYPE_CHECKING, Any
 
 __version__ = "2.0.0"
 
+if TYPE_CHECKING:
+    from traffik.backends.base import ThrottleBackend
+    from traffik.backends.context import get_throttle_backend
+    from traffik.backends.inmemory import InMemoryBackend
+    from traffik.clock import ManualClock
+    from traffik.decision import Decision
+    from traffik.rates import Rate
+    from traffik.typing import EXEMPTED, StrategyStat
+
+# Every name is imported on first use, so `import traffik.rates` loads nothing else.
 _LAZY = {
     # name: (module, needs Starlette)
+    "EXEMPTED": ("traffik.typing", False),
+    "Decision": ("traffik.decision", False),
+    "InMemoryBackend": ("traffik.backends.inmemory", False),
+    "ManualClock": ("traffik.clock", False),
+    "Rate": ("traffik.rates", False),
+    "StrategyStat": ("traffik.typing", False),
+    "ThrottleBackend": ("traffik.backends.base", False),
+    "get_throttle_backend": ("traffik.backends.context", False),
     "CircuitBreaker": ("traffik.error_handlers", False),
     "CircuitState": ("traffik.error_handlers", False),
     "HTTPThrottle": ("traffik.throttles", True),

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from traffik.backends.base import ThrottleBackend
+from traffik.backends.context import SCOPE_BACKEND_KEY
 from traffik.decorators import is_async_callable
 from traffik.exceptions import ConfigurationError
 from traffik.rules import PathPattern, Rule
@@ -272,24 +273,11 @@ class ThrottleMiddleware:
         send: Send,
         sink: Optional[Response],
     ) -> None:
-        if self.backend is None:
-            await self._hit_all(throttles, scope, receive, send, sink)
-            return
-        # Only make the backend the default here; it initialises itself on first use, inside
-        # the throttle's decision, so its failures follow the throttle's `on_error`.
-        async with self.backend(persistent=True, close_on_exit=False, initialized=True):
-            await self._hit_all(throttles, scope, receive, send, sink)
-
-    async def _hit_all(
-        self,
-        throttles: Sequence[MiddlewareThrottle],
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        sink: Optional[Response],
-    ) -> None:
+        # Each throttle sees a copy of the scope with its pattern as the route (and this
+        # middleware's backend, for throttles that have none), sharing the scope's state.
+        bound = {} if self.backend is None else {SCOPE_BACKEND_KEY: self.backend}
         for throttle in throttles:
-            scoped = _connection({**scope, "route": throttle.route}, receive, send)
+            scoped = _connection({**scope, **bound, "route": throttle.route}, receive, send)
             await throttle.hit(
                 scoped, context=self.context, skip_handler=self.skip_handler, response=sink
             )

@@ -6,12 +6,14 @@ import asyncio
 import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from traffik.backends.context import BackendContext
+from traffik.backends.context import BackendContext, TaskContexts
+from traffik.backends.defaults import BackendDefaults
 from traffik.backends.locks import LockContext
 from traffik.clock import Clock, system_clock
 from traffik.exceptions import BackendConnectionError, ConfigurationError
+from traffik.keyparts import escape
 from traffik.strategies.state import decode_state, encode_state
 
 if TYPE_CHECKING:
@@ -20,9 +22,7 @@ if TYPE_CHECKING:
     from traffik.strategies.base import StateStrategy
     from traffik.typing import AsyncLock, ImmediateOps
 
-__all__ = ["ON_ERROR_POLICIES", "ThrottleBackend", "WindowCount", "build_key"]
-
-ON_ERROR_POLICIES = ("throttle", "allow", "raise")
+__all__ = ["ThrottleBackend", "WindowCount", "build_key"]
 
 _NEW, _READY, _CLOSED = "new", "ready", "closed"
 
@@ -50,14 +50,22 @@ def build_key(*args: Any, **kwargs: Any) -> str:
     return hashlib.md5(":".join(parts).encode(), usedforsecurity=False).hexdigest()
 
 
-def check_on_error(on_error: Any, owner: str) -> Any:
-    """Validate an `on_error` value: one of the policy names or a callable."""
-    if on_error is None or callable(on_error) or on_error in ON_ERROR_POLICIES:
-        return on_error
-    raise ConfigurationError(
-        f"{owner}: on_error={on_error!r} is not valid; use 'throttle', 'allow', 'raise' "
-        "or an async handler (connection, exc_info) -> wait_ms"
-    )
+def _default(name: str) -> Any:
+    """A backend attribute that reads and writes `backend.defaults.<name>`."""
+
+    def get(self: ThrottleBackend) -> Any:
+        return getattr(self.defaults, name)
+
+    def set_(self: ThrottleBackend, value: Any) -> None:
+        setattr(self.defaults, name, value)
+
+    return property(get, set_, doc=f"The `{name}` throttles use when they set none.")
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """Mark a finished initialisation's error as seen (its waiters may all have gone)."""
+    if not task.cancelled():
+        task.exception()
 
 
 class ThrottleBackend:
@@ -76,14 +84,9 @@ class ThrottleBackend:
         connection: Any = None,
         *,
         namespace: str | None = None,
-        identifier: Callable[..., Any] | None = None,
-        handle_throttled: Callable[..., Any] | None = None,
         persistent: bool = False,
-        on_error: Any = "throttle",
         clock: Clock | None = None,
-        lock_ttl: float | None = None,
-        lock_blocking: bool = True,
-        lock_blocking_timeout: float | None = None,
+        **defaults: Any,
     ) -> None:
         namespace = self.default_namespace if namespace is None else namespace
         if not isinstance(namespace, str) or not namespace:
@@ -92,18 +95,22 @@ class ThrottleBackend:
             )
         self.connection = connection
         self.namespace = namespace
-        self.identifier = identifier
-        self.handle_throttled = handle_throttled
         self.persistent = persistent
-        self.on_error = check_on_error(on_error, type(self).__name__)
+        self.defaults = BackendDefaults.build(type(self).__name__, defaults)
         self.clock: Clock = clock or system_clock
-        self.lock_ttl = lock_ttl
-        self.lock_blocking = lock_blocking
-        self.lock_blocking_timeout = lock_blocking_timeout
-        self._prefix = namespace + ":"
+        self._prefix = escape(namespace) + ":"
         self._status = _NEW
-        self._init_lock: asyncio.Lock | None = None
-        self._init_loop: asyncio.AbstractEventLoop | None = None
+        self._attempt: asyncio.Task[None] | None = None
+        self._contexts = TaskContexts()
+
+    # -- throttle defaults (see `BackendDefaults`) ---------------------------------------
+
+    identifier = _default("identifier")
+    handle_throttled = _default("handle_throttled")
+    on_error = _default("on_error")
+    lock_ttl = _default("lock_ttl")
+    lock_blocking = _default("lock_blocking")
+    lock_blocking_timeout = _default("lock_blocking_timeout")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(namespace={self.namespace!r})"
@@ -125,22 +132,25 @@ class ThrottleBackend:
         """True when the store answers; called by `ready`. Subclasses override."""
         return True
 
-    def _get_init_lock(self) -> asyncio.Lock:
-        loop = asyncio.get_running_loop()
-        if self._init_lock is None or self._init_loop is not loop:
-            self._init_lock = asyncio.Lock()
-            self._init_loop = loop
-        return self._init_lock
-
     async def initialize(self) -> None:
-        """Open the backend; idempotent, and safe when many tasks call it at once."""
+        """Open the backend; idempotent. Concurrent callers share one attempt and its outcome:
+        a failure reaches every waiter at once, and the next call tries again."""
         if self._status == _READY:
             return
-        async with self._get_init_lock():
-            if self._status == _READY:
-                return
+        loop = asyncio.get_running_loop()
+        attempt = self._attempt
+        if attempt is None or attempt.get_loop() is not loop:
+            attempt = self._attempt = loop.create_task(self._open_once())
+            attempt.add_done_callback(_retrieve)
+        await asyncio.shield(attempt)
+
+    async def _open_once(self) -> None:
+        try:
             await self._open()
             self._status = _READY
+        finally:
+            if self._attempt is asyncio.current_task():
+                self._attempt = None
 
     async def close(self) -> None:
         """Release connections; data in a persistent store survives."""
@@ -290,13 +300,13 @@ class ThrottleBackend:
         return BackendContext(self, app, persistent, close_on_exit, initialized)
 
     async def __aenter__(self) -> ThrottleBackend:
-        self._entered: list[BackendContext] = getattr(self, "_entered", [])
         context = self()
-        self._entered.append(context)
-        return await context.__aenter__()
+        entered = await context.__aenter__()
+        self._contexts.push(context)
+        return entered
 
     async def __aexit__(self, *exc_info: Any) -> None:
-        await self._entered.pop().__aexit__(*exc_info)
+        await self._contexts.pop().__aexit__(*exc_info)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Any) -> AsyncIterator[None]:

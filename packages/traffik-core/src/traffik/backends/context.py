@@ -1,26 +1,45 @@
-"""Backend contexts: which backend a throttle uses when it was given none."""
+"""Which backend a connection uses when its throttle was given none, decided per connection.
+
+The order, for each connection: the throttle's own backend; for a `dynamic_backend` throttle,
+the innermost `async with backend:` context; a backend bound to the connection by
+`ThrottleMiddleware(backend=...)`; the backend of the connection's app (recorded on
+`app.state` by `backend.lifespan` or `backend(app)`); the innermost `async with backend:`
+context. Nothing is remembered between connections, so a throttle defined once at module
+level follows each app it serves (a fresh app and backend per test, say).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import warnings
+import weakref
 from contextvars import ContextVar, Token
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 from traffik.exceptions import BackendError
 
 if TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
 
-__all__ = ["APP_STATE_KEY", "BackendContext", "get_throttle_backend", "set_app_backend"]
+__all__ = [
+    "APP_STATE_KEY",
+    "SCOPE_BACKEND_KEY",
+    "BackendContext",
+    "get_throttle_backend",
+    "resolve_backend",
+    "set_app_backend",
+]
 
 APP_STATE_KEY = "__traffik_throttle_backend__"
+SCOPE_BACKEND_KEY = "traffik.backend"
+"""The scope key under which `ThrottleMiddleware` binds its backend for its throttles."""
 
 logger = logging.getLogger("traffik")
-_current: ContextVar[ThrottleBackend | None] = ContextVar("traffik_backend", default=None)
+_current: ContextVar[Optional[ThrottleBackend]] = ContextVar("traffik_backend", default=None)
 
 
-def _app_state(app: Any) -> Any:
+def _app_backend(app: Any) -> Optional[ThrottleBackend]:
     state = getattr(app, "state", None)
     if state is None:
         return None
@@ -40,12 +59,34 @@ def set_app_backend(app: Any, backend: ThrottleBackend) -> None:
         setattr(state, APP_STATE_KEY, backend)
 
 
-def get_throttle_backend(app: Any = None) -> ThrottleBackend | None:
+def get_throttle_backend(app: Any = None) -> Optional[ThrottleBackend]:
     """The backend of the innermost active context, else the one recorded on `app`."""
     backend = _current.get()
     if backend is None and app is not None:
-        backend = _app_state(app)
+        backend = _app_backend(app)
     return backend
+
+
+def resolve_backend(
+    own: Optional[ThrottleBackend], scope: Any, dynamic: bool = False
+) -> Optional[ThrottleBackend]:
+    """The backend a throttle uses for the connection whose ASGI scope is `scope` (module
+    docstring); None when there is none."""
+    if own is not None:
+        return own
+    if dynamic:
+        backend = _current.get()
+        if backend is not None:
+            return backend
+    if scope is not None:
+        backend = scope.get(SCOPE_BACKEND_KEY)
+        if backend is None:
+            app = scope.get("app")
+            if app is not None:
+                backend = _app_backend(app)
+        if backend is not None:
+            return backend
+    return _current.get()
 
 
 class BackendContext:
@@ -59,8 +100,8 @@ class BackendContext:
         self,
         backend: ThrottleBackend,
         app: Any = None,
-        persistent: bool | None = None,
-        close_on_exit: bool | None = None,
+        persistent: Optional[bool] = None,
+        close_on_exit: Optional[bool] = None,
         initialized: bool = False,
     ) -> None:
         self.backend = backend
@@ -68,7 +109,7 @@ class BackendContext:
         self.persistent = persistent
         self.close_on_exit = close_on_exit
         self.initialized = initialized
-        self._token: Token[ThrottleBackend | None] | None = None
+        self._token: Optional[Token[Optional[ThrottleBackend]]] = None
         self._persistent = True
         self._close = False
 
@@ -103,7 +144,7 @@ class BackendContext:
                     stacklevel=2,
                 )
             return
-        first_error: BaseException | None = None
+        first_error: Optional[BaseException] = None
         if not self._persistent:
             try:
                 await backend.reset()
@@ -118,3 +159,38 @@ class BackendContext:
                 first_error = first_error or exc
         if first_error is not None:
             raise first_error
+
+
+class TaskContexts:
+    """The `async with backend:` contexts each task has entered, innermost last.
+
+    Kept per task, so tasks entering and leaving the same backend at once each leave their
+    own context (a context variable's token belongs to the task that set it).
+    """
+
+    __slots__ = ("_stacks",)
+
+    def __init__(self) -> None:
+        self._stacks: weakref.WeakKeyDictionary[asyncio.Task[Any], list[BackendContext]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def push(self, context: BackendContext) -> None:
+        self._stacks.setdefault(_task(), []).append(context)
+
+    def pop(self) -> BackendContext:
+        task = _task()
+        stack = self._stacks.get(task)
+        if not stack:
+            raise RuntimeError("`async with backend:` exited in a task that did not enter it")
+        context = stack.pop()
+        if not stack:
+            del self._stacks[task]
+        return context
+
+
+def _task() -> asyncio.Task[Any]:
+    task = asyncio.current_task()
+    if task is None:
+        raise RuntimeError("`async with backend:` needs a running asyncio task")
+    return task

@@ -39,17 +39,12 @@ class InMemoryBackend(ThrottleBackend):
     def __init__(
         self,
         namespace: str = "inmemory",
-        identifier: Any = None,
-        persistent: bool = False,
-        handle_throttled: Any = None,
-        on_error: Any = "throttle",
         *,
+        persistent: bool = False,
         max_keys: int = 1_000_000,
         sweep_interval: float = 10.0,
         clock: Clock | None = None,
-        lock_ttl: float | None = None,
-        lock_blocking: bool = True,
-        lock_blocking_timeout: float | None = None,
+        **defaults: Any,
     ) -> None:
         if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
             raise ConfigurationError(
@@ -59,18 +54,7 @@ class InMemoryBackend(ThrottleBackend):
             raise ConfigurationError(
                 f"InMemoryBackend(sweep_interval={sweep_interval!r}): must be a number of seconds > 0"
             )
-        super().__init__(
-            None,
-            namespace=namespace,
-            identifier=identifier,
-            handle_throttled=handle_throttled,
-            persistent=persistent,
-            on_error=on_error,
-            clock=clock,
-            lock_ttl=lock_ttl,
-            lock_blocking=lock_blocking,
-            lock_blocking_timeout=lock_blocking_timeout,
-        )
+        super().__init__(None, namespace=namespace, persistent=persistent, clock=clock, **defaults)
         self.max_keys = max_keys
         self.sweep_interval = float(sweep_interval)
         self._data: dict[str, list[Any]] = {}

@@ -10,7 +10,9 @@ class TestMyConformance(BackendConformance):
         return lambda **options: MyBackend(my_server_url, **options)
 ```
 
-Set `clock_moves_expiry = False` for a backend whose key expiry follows its server even when
+A backend whose instances share one store (a server) also subclasses
+`SharedStoreConformance`: a second instance keeps the budget the first spent after the
+first shuts down. Set `clock_moves_expiry = False` for a backend whose key expiry follows its server even when
 strategies follow an injected clock (the `FixedWindow` timeline is then skipped, its window
 being a key's time to live); set `supports_clock = False` for a backend that cannot follow an injected
 clock; the strategy timelines are then skipped for it. Needs pytest and anyio.
@@ -32,7 +34,13 @@ from traffik.exceptions import BackendConnectionError, LockAcquisitionError
 from traffik.rates import Rate
 from traffik.strategies import BUILTIN_STRATEGIES, FixedWindow, Strategy
 
-__all__ = ["EXPECTED_FIRST_WAIT_MS", "TIMELINE_RATE", "TIMELINE_START", "BackendConformance"]
+__all__ = [
+    "EXPECTED_FIRST_WAIT_MS",
+    "TIMELINE_RATE",
+    "TIMELINE_START",
+    "BackendConformance",
+    "SharedStoreConformance",
+]
 
 _namespaces = itertools.count()
 STRATEGY_IDS = [cls.__name__ for cls in BUILTIN_STRATEGIES]
@@ -187,7 +195,8 @@ class BackendConformance:
     async def test_reset_clears_only_its_namespace(
         self, backend: ThrottleBackend, make_backend: Callable[..., ThrottleBackend]
     ) -> None:
-        other = make_backend(namespace=f"conformance-other-{next(_namespaces)}")
+        # A namespace that starts with this one's (`app` and `app:v2`) is another namespace.
+        other = make_backend(namespace=backend.namespace + ":v2")
         try:
             await backend.set(backend.get_key("mine"), "1")
             await other.set(other.get_key("theirs"), "2")
@@ -297,3 +306,24 @@ class BackendConformance:
         finally:
             del backend.increment_with_ttl
         assert calls == [(backend.get_key("fw") + ":fw", 1, 60)]
+
+
+@pytest.mark.anyio
+class SharedStoreConformance:
+    """What a backend whose instances share one store (a server) must also do."""
+
+    async def test_one_instance_shutting_down_keeps_the_shared_budget(
+        self, make_backend: Callable[..., ThrottleBackend]
+    ) -> None:
+        namespace = f"conformance-shared-{next(_namespaces)}"
+        first, second = make_backend(namespace=namespace), make_backend(namespace=namespace)
+        assert first.persistent, "a shared store is persistent by default"
+        strategy, rate = FixedWindow(), Rate.parse("2/min")
+        try:
+            async with first.lifespan(None):
+                assert [await strategy("k", rate, first, 1) for _ in range(2)] == [0, 0]
+            assert first.closed()
+            assert await strategy("k", rate, second, 1) > 0, "the spent budget was reset"
+        finally:
+            await second.reset()
+            await second.close()

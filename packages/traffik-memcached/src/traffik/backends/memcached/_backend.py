@@ -35,6 +35,7 @@ from traffik.backends.memcached._window import (
     window_end,
 )
 from traffik.exceptions import BackendError, ConfigurationError
+from traffik.keyparts import escape
 from traffik.strategies.state import decode_state, encode_state
 
 if TYPE_CHECKING:
@@ -90,6 +91,9 @@ def _text(raw: bytes | Flagged | None, now: float) -> Optional[str]:
 class MemcachedBackend(ThrottleBackend):
     """Rate-limit state shared through memcached: `memcached://host:11211` or several nodes.
 
+    - Persistent by default (`persistent=True`): the state is shared by every instance of the
+      app, so one instance shutting down (a deploy, a worker recycle) resets nothing. Pass
+      `persistent=False` to have `backend.lifespan` clear the namespace on shutdown.
     - Every built-in strategy decides without a lock: `FixedWindow` is one `incr` on an
       open window; the other strategies read their state with `gets`, run the strategy's
       transition here, and write it back with `cas` (or `add` for a new key), retrying with
@@ -141,13 +145,8 @@ class MemcachedBackend(ThrottleBackend):
         connect_timeout: float = 1.0,
         command_timeout: float = 0.5,
         generation_refresh: float = 1.0,
-        identifier: Any = None,
-        handle_throttled: Any = None,
-        persistent: bool = False,
-        on_error: Any = "throttle",
-        lock_ttl: Optional[float] = None,
-        lock_blocking: bool = True,
-        lock_blocking_timeout: Optional[float] = None,
+        persistent: bool = True,
+        **defaults: Any,
     ) -> None:
         owner = type(self).__name__
         custom_address = host != DEFAULT_HOST or port != DEFAULT_PORT
@@ -167,18 +166,7 @@ class MemcachedBackend(ThrottleBackend):
             nodes = parse_servers(servers)
         else:
             nodes = parse_servers([(host, port)])
-        super().__init__(
-            None,
-            namespace=namespace,
-            identifier=identifier,
-            handle_throttled=handle_throttled,
-            persistent=persistent,
-            on_error=on_error,
-            clock=clock,
-            lock_ttl=lock_ttl,
-            lock_blocking=lock_blocking,
-            lock_blocking_timeout=lock_blocking_timeout,
-        )
+        super().__init__(None, namespace=namespace, persistent=persistent, clock=clock, **defaults)
         self.servers: list[Server] = nodes
         self.pool_size = pool_size
         self.connect_timeout = _positive(owner, "connect_timeout", connect_timeout)
@@ -186,7 +174,7 @@ class MemcachedBackend(ThrottleBackend):
         self.generation_refresh = _positive(
             owner, "generation_refresh", generation_refresh, zero=True
         )
-        self._keys = KeySpace(self.namespace)
+        self._keys = KeySpace(escape(self.namespace))
         self._nodes = [
             Node(
                 server,

@@ -98,7 +98,10 @@ class RedisBackend(ThrottleBackend):
     `redis+sentinel://h1:26379/service`; default `redis://localhost:6379/0`), a
     `redis.asyncio.Redis` or `RedisCluster` (used as given, never closed; bytes replies are
     fine), a `redis.asyncio.Sentinel` with `sentinel_service_name=`, or a list of `(host, port)`
-    cluster nodes. `url_kwargs`, `cluster_kwargs` and `sentinel_kwargs` (passed to
+    cluster nodes. The backend is persistent by default (`persistent=True`): the state is
+    shared by every instance of the app, so one instance shutting down (a deploy, a worker
+    recycle) resets nothing; pass `persistent=False` to have `backend.lifespan` clear the
+    namespace on shutdown. `url_kwargs`, `cluster_kwargs` and `sentinel_kwargs` (passed to
     `master_for`) add client options. Every key the backend writes lies in its namespace (a
     key given without the `namespace:` prefix gets it), so `clear()` finds them all.
 
@@ -130,14 +133,9 @@ class RedisBackend(ThrottleBackend):
         cluster_kwargs: Mapping[str, Any] | None = None,
         sentinel_service_name: str | None = None,
         sentinel_kwargs: Mapping[str, Any] | None = None,
-        identifier: Callable[..., Any] | None = None,
-        handle_throttled: Callable[..., Any] | None = None,
-        persistent: bool = False,
-        on_error: Any = "throttle",
+        persistent: bool = True,
         lock_type: str = "redis",
-        lock_ttl: float | None = None,
-        lock_blocking: bool = True,
-        lock_blocking_timeout: float | None = None,
+        **defaults: Any,
     ) -> None:
         if lock_type == "redlock":
             raise ConfigurationError(
@@ -159,18 +157,7 @@ class RedisBackend(ThrottleBackend):
             sentinel_service_name=sentinel_service_name,
             sentinel_kwargs=sentinel_kwargs,
         )
-        super().__init__(
-            None,
-            namespace=namespace,
-            identifier=identifier,
-            handle_throttled=handle_throttled,
-            persistent=persistent,
-            on_error=on_error,
-            clock=clock,
-            lock_ttl=lock_ttl,
-            lock_blocking=lock_blocking,
-            lock_blocking_timeout=lock_blocking_timeout,
-        )
+        super().__init__(None, namespace=namespace, persistent=persistent, clock=clock, **defaults)
         self.server = self._source.server
         self.cluster = self._source.cluster
         self._server_clock = clock is None

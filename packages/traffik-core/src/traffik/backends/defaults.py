@@ -1,0 +1,73 @@
+"""`BackendDefaults`: the throttle policy a backend carries for throttles that set none.
+
+traffik 1.2 lets a backend supply a default identifier, throttled handler and `on_error`
+policy, and default lock settings. They are not storage, so every backend accepts them in
+one place (`ThrottleBackend(**defaults)`) instead of each re-declaring them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+from traffik.exceptions import ConfigurationError
+
+__all__ = ["ON_ERROR_POLICIES", "BackendDefaults", "check_on_error"]
+
+ON_ERROR_POLICIES = ("throttle", "allow", "raise")
+
+
+def check_on_error(on_error: Any, owner: str) -> Any:
+    """`on_error` if valid: None, one of `ON_ERROR_POLICIES`, or a handler."""
+    if on_error is None or callable(on_error) or on_error in ON_ERROR_POLICIES:
+        return on_error
+    raise ConfigurationError(
+        f"{owner}: on_error={on_error!r} is not valid; use 'throttle', 'allow', 'raise' "
+        "or an async handler (connection, exc_info) -> wait_ms"
+    )
+
+
+class BackendDefaults:
+    """A backend's `identifier`, `handle_throttled`, `on_error` and lock defaults."""
+
+    __slots__ = (
+        "handle_throttled",
+        "identifier",
+        "lock_blocking",
+        "lock_blocking_timeout",
+        "lock_ttl",
+        "on_error",
+    )
+
+    NAMES = frozenset(__slots__)
+
+    def __init__(
+        self,
+        owner: str,
+        *,
+        identifier: Optional[Callable[..., Any]] = None,
+        handle_throttled: Optional[Callable[..., Any]] = None,
+        on_error: Any = "throttle",
+        lock_ttl: Optional[float] = None,
+        lock_blocking: bool = True,
+        lock_blocking_timeout: Optional[float] = None,
+    ) -> None:
+        for name, value in (("identifier", identifier), ("handle_throttled", handle_throttled)):
+            if value is not None and not callable(value):
+                raise ConfigurationError(f"{owner}: {name}={value!r} must be callable or None")
+        self.identifier = identifier
+        self.handle_throttled = handle_throttled
+        self.on_error = check_on_error(on_error, owner)
+        self.lock_ttl = lock_ttl
+        self.lock_blocking = lock_blocking
+        self.lock_blocking_timeout = lock_blocking_timeout
+
+    @classmethod
+    def build(cls, owner: str, options: dict[str, Any]) -> BackendDefaults:
+        """From a backend's extra keyword arguments; an unknown one is a `TypeError` naming it."""
+        unknown = sorted(set(options) - cls.NAMES)
+        if unknown:
+            raise TypeError(
+                f"{owner}() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; "
+                f"besides its own options a backend takes {', '.join(sorted(cls.NAMES))}"
+            )
+        return cls(owner, **options)
