@@ -18,7 +18,15 @@ SRC_PATHS := $(foreach p,$(PACKAGES),packages/$(p)/src)
 MATRIX_PYTHONS := 3.9 3.10 3.11 3.12 3.13
 HATCH ?= $(shell command -v hatch 2>/dev/null || echo $(BIN)/hatch)
 
-.PHONY: install test test-fast pytest lint types test-matrix demo bench build clean
+# The oldest Starlette line we support sets no scope["route"]: the Starlette-facing tests run
+# again on it, in a venv of their own.
+COMPAT_VENV := .venv-starlette0
+COMPAT_STAMP := $(COMPAT_VENV)/.installed
+# anyio before 4.12: Starlette 0.4x's TestClient names an alias that 4.12 deprecates.
+COMPAT_DEPS := "starlette>=0.40,<0.50" "fastapi>=0.128.2" "pytest>=8" "anyio>=4,<4.12" "httpx>=0.27" pytest-asyncio
+COMPAT_TESTS := packages/traffik-core/tests packages/traffik-fastapi/tests tests/test_seed_page.py tests/test_docs.py
+
+.PHONY: install test test-fast pytest lint types test-matrix test-starlette-compat demo bench build clean
 
 install: $(STAMP)
 
@@ -27,7 +35,7 @@ $(STAMP): Makefile $(foreach p,$(PACKAGES),packages/$(p)/pyproject.toml)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(EDITABLES) $(DEV_DEPS)
 	touch $@
 
-test: lint types pytest
+test: lint types pytest test-starlette-compat
 
 test-fast: export SKIP_REDIS_TESTS = true
 test-fast: export SKIP_MEMCACHED_TESTS = true
@@ -35,6 +43,15 @@ test-fast: lint types pytest
 
 pytest: $(STAMP)
 	$(BIN)/python -m pytest $(TEST_PATHS) $(PYTEST_ARGS)
+
+test-starlette-compat: $(COMPAT_STAMP)
+	$(COMPAT_VENV)/bin/python -c 'import starlette; print("Starlette", starlette.__version__)'
+	SKIP_REDIS_TESTS=true SKIP_MEMCACHED_TESTS=true $(COMPAT_VENV)/bin/python -m pytest $(COMPAT_TESTS) -m "not slow" $(PYTEST_ARGS)
+
+$(COMPAT_STAMP): Makefile $(foreach p,$(PACKAGES),packages/$(p)/pyproject.toml)
+	test -x $(COMPAT_VENV)/bin/python || $(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e packages/traffik-core -e packages/traffik-fastapi $(COMPAT_DEPS)
+	touch $@
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check $(LINT_PATHS)
@@ -70,4 +87,4 @@ build: $(HATCH)
 	for p in $(PACKAGES); do (cd packages/$$p && "$(abspath $(HATCH))" build ../../dist) || exit 1; done
 
 clean:
-	rm -rf $(VENV) dist .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(COMPAT_VENV) dist .mypy_cache .ruff_cache .pytest_cache
