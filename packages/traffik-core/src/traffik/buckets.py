@@ -21,7 +21,7 @@ import weakref
 from collections.abc import Mapping
 from typing import Any, Optional
 
-from traffik.keyparts import client_part, escape
+from traffik.keyparts import escape
 
 __all__ = [
     "mount_prefix",
