@@ -1,11 +1,17 @@
-"""Clocks: the wall clock used by default, and a `ManualClock` that tests move by hand."""
+"""Clocks: the wall clock used by default, and a `ManualClock` that tests move by hand.
+
+A clock is a callable returning seconds since the epoch. Strategies decide in whole
+milliseconds: `millis(clock)` gives a clock's time in milliseconds, exactly for the wall
+clock (`time.time_ns`) and for a `ManualClock` (which counts nanoseconds), and rounded down
+for any other callable.
+"""
 
 from __future__ import annotations
 
 import time
 from typing import Callable
 
-__all__ = ["Clock", "ManualClock", "system_clock"]
+__all__ = ["Clock", "ManualClock", "millis", "system_clock"]
 
 Clock = Callable[[], float]
 """A clock is a callable returning the current time in seconds since the epoch."""
@@ -13,33 +19,56 @@ Clock = Callable[[], float]
 system_clock: Clock = time.time
 
 
+def _system_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
 class ManualClock:
-    """A clock that only moves when told to: `advance(seconds)` or `set(timestamp)`.
+    """A clock that only moves when told to: `advance(seconds, ms=...)` or `set(timestamp)`.
 
     Pass it as `clock=` to a backend; strategies and key expiry then follow it, so a
-    test can cross a window without sleeping.
+    test can cross a window without sleeping. It counts whole nanoseconds, so advancing by
+    `ms=w` moves its millisecond time by exactly `w`.
     """
 
-    __slots__ = ("_now",)
+    __slots__ = ("_ns",)
 
     def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self._now = float(start)
+        self._ns = round(start * 1e9)
 
     def __call__(self) -> float:
-        return self._now
+        return self._ns / 1e9
+
+    def ms(self) -> int:
+        """The time in whole milliseconds."""
+        return self._ns // 1_000_000
 
     def advance(self, seconds: float = 0.0, *, ms: float = 0.0) -> float:
         """Move forward by `seconds` plus `ms` milliseconds; returns the new time."""
-        step = seconds + ms / 1000.0
+        step = round(seconds * 1e9) + round(ms * 1e6)
         if step < 0:
             raise ValueError(
                 f"ManualClock.advance({seconds!r}, ms={ms!r}): time only moves forward"
             )
-        self._now += step
-        return self._now
+        self._ns += step
+        return self()
 
     def set(self, timestamp: float) -> None:
-        self._now = float(timestamp)
+        self._ns = round(timestamp * 1e9)
 
     def __repr__(self) -> str:
-        return f"ManualClock({self._now!r})"
+        return f"ManualClock({self()!r})"
+
+
+def millis(clock: Clock) -> Callable[[], int]:
+    """A callable giving `clock`'s time in whole milliseconds."""
+    if clock is time.time:
+        return _system_ms
+    exact = getattr(clock, "ms", None)
+    if callable(exact):
+        return exact
+
+    def rounded() -> int:
+        return int(clock() * 1000 // 1)
+
+    return rounded

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from traffik.backends.context import BackendContext, TaskContexts
 from traffik.backends.defaults import BackendDefaults
 from traffik.backends.locks import LockContext
-from traffik.clock import Clock, system_clock
+from traffik.clock import Clock, millis, system_clock
 from traffik.exceptions import BackendConnectionError, ConfigurationError
 from traffik.keyparts import escape
 from traffik.strategies.state import decode_state, encode_state
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from traffik.decision import Decision
     from traffik.rates import Rate
     from traffik.strategies.base import StateStrategy
-    from traffik.typing import AsyncLock, ImmediateOps
+    from traffik.typing import AsyncLock
 
 __all__ = ["ThrottleBackend", "WindowCount", "build_key"]
 
@@ -28,10 +28,11 @@ _NEW, _READY, _CLOSED = "new", "ready", "closed"
 
 
 class WindowCount(int):
-    """A counter value that also carries the milliseconds left on its key's time to live.
+    """A counter value that also carries the milliseconds until its key is gone.
 
     Backends return it from `increment_with_ttl` when they learn the TTL in the same step,
-    so `FixedWindow` can answer an exact wait without a second call.
+    so `FixedWindow` can answer an exact wait without a second call. `ttl_ms` counts to the
+    first millisecond at which the key no longer exists (a fresh window), like `ttl()`.
     """
 
     ttl_ms: float | None
@@ -97,11 +98,21 @@ class ThrottleBackend:
         self.namespace = namespace
         self.persistent = persistent
         self.defaults = BackendDefaults.build(type(self).__name__, defaults)
-        self.clock: Clock = clock or system_clock
+        self.clock = clock or system_clock
         self._prefix = escape(namespace) + ":"
         self._status = _NEW
         self._attempt: asyncio.Task[None] | None = None
         self._contexts = TaskContexts()
+
+    @property
+    def clock(self) -> Clock:
+        """The backend's time (seconds); strategies read it in whole ms (`now_ms`)."""
+        return self._clock
+
+    @clock.setter
+    def clock(self, clock: Clock) -> None:
+        self._clock = clock
+        self.now_ms = millis(clock)
 
     # -- throttle defaults (see `BackendDefaults`) ---------------------------------------
 
@@ -216,7 +227,8 @@ class ThrottleBackend:
         raise NotImplementedError(f"{type(self).__name__} must implement expire()")
 
     async def ttl(self, key: str) -> float | None:
-        """Milliseconds left before `key` expires; None when missing, immortal or unknown."""
+        """Milliseconds until `key` is gone (it exists for `ttl - 1` more ms, not `ttl`); None
+        when missing, immortal or unknown."""
         return None
 
     async def increment_with_ttl(self, key: str, amount: int = 1, ttl: float = 60) -> int:
@@ -265,13 +277,13 @@ class ThrottleBackend:
 
     # -- the decision step ---------------------------------------------------------------
 
-    def immediate(self) -> ImmediateOps | None:
-        """Synchronous decision operations when this backend can decide without I/O right
-        now (only in memory), else None; strategies then await `evaluate` and friends."""
-        return None
+    def validate(self, strategy: Any, rate: Rate) -> None:
+        """Refuse (`ConfigurationError`, naming what would fit) a strategy and rate whose state
+        this store cannot hold; throttles call it when built with a fixed backend and rate,
+        and a backend calls it itself on first use of a pair. Nothing is refused here."""
 
     async def evaluate(
-        self, key: str, strategy: StateStrategy, rate: Rate, cost: float, *, commit: bool = True
+        self, key: str, strategy: StateStrategy, rate: Rate, cost: int, *, commit: bool = True
     ) -> Decision:
         """Run one strategy transition on `key` atomically and return its decision.
 
@@ -280,9 +292,7 @@ class ThrottleBackend:
         """
         async with self.lock(f"evaluate:{key}", ttl=5.0, blocking_timeout=5.0):
             state = decode_state(await self.get(key))
-            decision, new_state, ttl_ms = strategy.transition(
-                state, self.clock() * 1000.0, rate, cost
-            )
+            decision, new_state, ttl_ms = strategy.transition(state, self.now_ms(), rate, cost)
             if commit and new_state is not None:
                 await self.set(key, encode_state(new_state), expire=ttl_ms / 1000.0)
             return decision

@@ -60,8 +60,9 @@ class InMemoryBackend(ThrottleBackend):
         self._data: dict[str, list[Any]] = {}
         self._locks = LocalLockTable(self.clock)
         self._sweep_keys: list[str] = []
-        self._next_sweep = 0.0
-        self._full_sweep_at = 0.0
+        self._sweep_ms = round(sweep_interval * 1000)
+        self._next_sweep = 0
+        self._full_sweep_at = 0
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> InMemoryBackend:
@@ -78,19 +79,21 @@ class InMemoryBackend(ThrottleBackend):
         self.connection = None
 
     # -- internals (synchronous: no await between a read and its write) -------------------
+    # An entry is `[value, expires_at_ms or None]`; time is whole milliseconds (`now_ms`), and
+    # an entry is gone from its expiry millisecond on.
 
-    def _live(self, key: str, now: float) -> list[Any] | None:
+    def _live(self, key: str, now: int) -> list[Any] | None:
         entry = self._data.get(key)
         if entry is not None and entry[1] is not None and entry[1] <= now:
             del self._data[key]
             return None
         return entry
 
-    def _insert(self, key: str, entry: list[Any], now: float) -> None:
+    def _insert(self, key: str, entry: list[Any], now: int) -> None:
         data = self._data
         if len(data) >= self.max_keys:
             if now >= self._full_sweep_at:
-                self._full_sweep_at = now + 1.0
+                self._full_sweep_at = now + 1000
                 self._sweep(now, list(data))
             if len(data) >= self.max_keys:
                 raise BackendCapacityError(
@@ -101,15 +104,15 @@ class InMemoryBackend(ThrottleBackend):
         if now >= self._next_sweep or self._sweep_keys:
             self._step_sweep(now)
 
-    def _step_sweep(self, now: float) -> None:
+    def _step_sweep(self, now: int) -> None:
         if not self._sweep_keys:
-            self._next_sweep = now + self.sweep_interval
+            self._next_sweep = now + self._sweep_ms
             self._sweep_keys = list(self._data)
         chunk = self._sweep_keys[-_SWEEP_CHUNK:]
         del self._sweep_keys[-_SWEEP_CHUNK:]
         self._sweep(now, chunk)
 
-    def _sweep(self, now: float, keys: list[str]) -> None:
+    def _sweep(self, now: int, keys: list[str]) -> None:
         data = self._data
         for key in keys:
             entry = data.get(key)
@@ -121,7 +124,7 @@ class InMemoryBackend(ThrottleBackend):
     async def get(self, key: str) -> str | None:
         if self._status != _READY:
             await self.ensure()
-        entry = self._live(key, self.clock())
+        entry = self._live(key, self.now_ms())
         if entry is None:
             return None
         value = entry[0]
@@ -132,8 +135,8 @@ class InMemoryBackend(ThrottleBackend):
     async def set(self, key: str, value: str, expire: float | None = None) -> None:
         if self._status != _READY:
             await self.ensure()
-        now = self.clock()
-        expires_at = None if expire is None else now + expire
+        now = self.now_ms()
+        expires_at = None if expire is None else now + _ms(expire)
         entry = self._live(key, now)
         if entry is None:
             self._insert(key, [str(value), expires_at], now)
@@ -143,12 +146,12 @@ class InMemoryBackend(ThrottleBackend):
     async def delete(self, key: str) -> bool:
         if self._status != _READY:
             await self.ensure()
-        return self._live(key, self.clock()) is not None and self._data.pop(key, None) is not None
+        return self._live(key, self.now_ms()) is not None and self._data.pop(key, None) is not None
 
-    def _add(self, key: str, amount: int, ttl: float | None, now: float) -> list[Any]:
+    def _add(self, key: str, amount: int, ttl_ms: int | None, now: int) -> list[Any]:
         entry = self._live(key, now)
         if entry is None:
-            entry = [amount, None if ttl is None else now + ttl]
+            entry = [amount, None if ttl_ms is None else now + ttl_ms]
             self._insert(key, entry, now)
             return entry
         value = entry[0]
@@ -158,44 +161,40 @@ class InMemoryBackend(ThrottleBackend):
             except (TypeError, ValueError):
                 value = 0
         entry[0] = value + amount
-        if ttl is not None and entry[1] is None:
-            entry[1] = now + ttl
+        if ttl_ms is not None and entry[1] is None:
+            entry[1] = now + ttl_ms
         return entry
 
     async def increment(self, key: str, amount: int = 1) -> int:
         if self._status != _READY:
             await self.ensure()
-        return int(self._add(key, amount, None, self.clock())[0])
+        return int(self._add(key, amount, None, self.now_ms())[0])
 
     async def increment_with_ttl(self, key: str, amount: int = 1, ttl: float = 60) -> int:
         if self._status != _READY:
             await self.ensure()
-        return WindowCount(*self.increment_with_ttl_now(key, amount, ttl))
-
-    def increment_with_ttl_now(self, key: str, amount: int, ttl: float) -> tuple[int, float]:
-        """`increment_with_ttl` without awaiting: the count and the milliseconds left."""
-        now = self.clock()
-        entry = self._add(key, amount, ttl, now)
-        return entry[0], (entry[1] - now) * 1000.0
+        now = self.now_ms()
+        count, expires_at = self._add(key, amount, _ms(ttl), now)
+        return WindowCount(count, expires_at - now)
 
     async def expire(self, key: str, seconds: float) -> bool:
         if self._status != _READY:
             await self.ensure()
-        now = self.clock()
+        now = self.now_ms()
         entry = self._live(key, now)
         if entry is None:
             return False
-        entry[1] = now + seconds
+        entry[1] = now + _ms(seconds)
         return True
 
     async def ttl(self, key: str) -> float | None:
         if self._status != _READY:
             await self.ensure()
-        now = self.clock()
+        now = self.now_ms()
         entry = self._live(key, now)
         if entry is None or entry[1] is None:
             return None
-        return (entry[1] - now) * 1000.0
+        return entry[1] - now
 
     async def multi_get(self, *keys: str) -> list[str | None]:
         return [await self.get(key) for key in keys]
@@ -208,7 +207,7 @@ class InMemoryBackend(ThrottleBackend):
         """Every live key, namespaced."""
         if self._status != _READY:
             await self.ensure()
-        now = self.clock()
+        now = self.now_ms()
         return [k for k, e in list(self._data.items()) if e[1] is None or e[1] > now]
 
     def get_lock(self, name: str, ttl: float | None = None, reentrant: bool = False) -> LocalLock:
@@ -222,38 +221,28 @@ class InMemoryBackend(ThrottleBackend):
 
     # -- the decision step ---------------------------------------------------------------
 
-    def immediate(self) -> InMemoryBackend | None:
-        """Itself once initialised, unless a test patched its step on this instance."""
-        if self._status != _READY:
-            return None
-        patched = self.__dict__
-        if "increment_with_ttl" in patched or "evaluate" in patched:
-            return None
-        return self
-
     async def evaluate(
-        self, key: str, strategy: StateStrategy, rate: Rate, cost: float, *, commit: bool = True
+        self, key: str, strategy: StateStrategy, rate: Rate, cost: int, *, commit: bool = True
     ) -> Decision:
+        """The whole read-decide-write in one synchronous step: atomic on the event loop."""
         if self._status != _READY:
             await self.ensure()
-        return self.evaluate_now(key, strategy, rate, cost, commit=commit)
-
-    def evaluate_now(
-        self, key: str, strategy: StateStrategy, rate: Rate, cost: float, *, commit: bool = True
-    ) -> Decision:
-        """`evaluate` without awaiting: the whole read-decide-write in one synchronous step."""
-        now = self.clock()
+        now = self.now_ms()
         entry = self._live(key, now)
         state = None
         if entry is not None:
             state = entry[0]
             if not isinstance(state, list):
                 state = decode_state(state)
-        decision, new_state, ttl_ms = strategy.transition(state, now * 1000.0, rate, cost)
+        decision, new_state, ttl_ms = strategy.transition(state, now, rate, cost)
         if commit and new_state is not None:
-            expires_at = now + ttl_ms / 1000.0
             if entry is None:
-                self._insert(key, [new_state, expires_at], now)
+                self._insert(key, [new_state, now + ttl_ms], now)
             else:
-                entry[0], entry[1] = new_state, expires_at
+                entry[0], entry[1] = new_state, now + ttl_ms
         return decision
+
+
+def _ms(seconds: float) -> int:
+    """Whole milliseconds for a time to live in seconds: rounded to the nearest, at least 1."""
+    return max(round(seconds * 1000), 1)

@@ -1,11 +1,20 @@
-"""The strategy base classes: the `(key, rate, backend, cost) -> wait_ms` contract and one-step decisions."""
+"""The strategy base classes: the `(key, rate, backend, cost) -> wait_ms` contract and one-step decisions.
+
+Built-in strategies decide in exact integer arithmetic: time is whole milliseconds, and a
+fractional quantity (tokens, a bucket's level, a weighted count) is kept scaled by the rate's
+period, so a rate of `limit` per `period` refills or drains exactly `limit` scaled units per
+millisecond. No rounding can then separate the wait a strategy answers from the moment it
+admits: a hit retried exactly `wait_ms` later is admitted, and one retried a millisecond
+earlier is not. The numbers stay below 2**53, so the Lua ports (whose numbers are doubles)
+compute exactly the same; a rate too large for that is refused (`check_scale`).
+"""
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 from traffik.decision import ALLOWED_UNLIMITED, Decision
+from traffik.exceptions import ConfigurationError
 from traffik.typing import StrategyStat
 
 if TYPE_CHECKING:
@@ -13,33 +22,33 @@ if TYPE_CHECKING:
     from traffik.rates import Rate
 
 __all__ = [
-    "EPSILON",
+    "EXACT_LIMIT",
     "StateStrategy",
     "Strategy",
     "Transition",
+    "ceil_div",
     "never_admitted",
     "settled",
-    "whole_ms",
 ]
 
-EPSILON = 1e-6
-"""Tolerance (ms or units) for float rounding in the transitions."""
+EXACT_LIMIT = 2**53
+"""Every number a built-in transition handles stays below this (exact in a double)."""
 
-Transition = tuple[Decision, Optional[list[float]], float]
+Transition = tuple[Decision, Optional[list[int]], int]
 """What a transition returns: the decision, the new state (None: unchanged) and its TTL in ms."""
 
 
-def whole_ms(wait: float) -> float:
-    """A wait rounded up to whole milliseconds, never below 1."""
-    return float(max(1, math.ceil(wait - EPSILON)))
+def ceil_div(a: int, b: int) -> int:
+    """`a / b` rounded up, for integers (`b > 0`)."""
+    return -(-a // b)
 
 
 def never_admitted(rate: Rate) -> Decision:
     """The answer for a cost above what the strategy can ever admit: rejected, one period."""
-    return Decision(False, float(rate.expire), 0, float(rate.expire), rate.limit)
+    return Decision(False, rate.expire, 0, rate.expire, rate.limit)
 
 
-def settled(strategy: Strategy, rate: Rate, cost: float) -> Decision | None:
+def settled(strategy: Strategy, rate: Rate, cost: int) -> Optional[Decision]:
     """The decision when it needs no state (an unlimited rate, a cost never admitted), else None."""
     if rate.unlimited:
         return ALLOWED_UNLIMITED
@@ -58,29 +67,25 @@ class Strategy:
     """
 
     name: ClassVar[str] = "strategy"
+    suffix: ClassVar[str] = ""
+    """Appended to a throttle's key: where this strategy keeps a client's state."""
 
     async def __call__(
-        self, key: Any, rate: Rate, backend: ThrottleBackend, cost: float = 1
+        self, key: Any, rate: Rate, backend: ThrottleBackend, cost: int = 1
     ) -> float:
         return (await self.decide(key, rate, backend, cost)).wait_ms
 
     async def decide(
-        self, key: Any, rate: Rate, backend: ThrottleBackend, cost: float = 1
+        self, key: Any, rate: Rate, backend: ThrottleBackend, cost: int = 1
     ) -> Decision:
         raise NotImplementedError
-
-    def decide_now(
-        self, key: Any, rate: Rate, backend: ThrottleBackend, cost: float = 1
-    ) -> Decision | None:
-        """`decide` without awaiting, when the backend can step synchronously; else None."""
-        return None
 
     async def get_stat(self, key: Any, rate: Rate, backend: ThrottleBackend) -> StrategyStat:
         raise NotImplementedError
 
-    def capacity(self, rate: Rate) -> float:
+    def capacity(self, rate: Rate) -> int:
         """The largest cost one request can ever be admitted with."""
-        return float(rate.limit)
+        return rate.limit
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -95,41 +100,42 @@ class Strategy:
 class StateStrategy(Strategy):
     """A strategy whose decision is a pure transition of a small state, run by the backend.
 
-    `transition(state, now_ms, rate, cost)` is the whole algorithm; the backend runs it
-    atomically (`backend.evaluate`): in memory without an `await` inside, on Redis as the
-    Lua script named `script`, on Memcached under compare-and-swap.
+    `transition(state, now_ms, rate, cost)` is the whole algorithm, in integers; the backend
+    runs it atomically (`backend.evaluate`): in memory without an `await` inside, on Redis as
+    the Lua script named `script`, on Memcached under compare-and-swap.
     """
 
-    suffix: ClassVar[str] = ""
     script: ClassVar[str] = ""
 
-    def transition(
-        self, state: list[float] | None, now: float, rate: Rate, cost: float
-    ) -> Transition:
+    def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
         raise NotImplementedError
 
-    def script_args(self, rate: Rate, cost: float) -> tuple[float, ...]:
+    def scale(self, rate: Rate) -> int:
+        """The largest number a transition of `rate` handles (checked against `EXACT_LIMIT`)."""
+        return 2 * self.capacity(rate) * rate.expire
+
+    def check_scale(self, rate: Rate) -> None:
+        """Refuse a rate whose numbers would not be exact (a `ConfigurationError`)."""
+        if not rate.unlimited and self.scale(rate) >= EXACT_LIMIT:
+            raise ConfigurationError(
+                f"{self!r}: rate {str(rate)!r} is too large to decide exactly (limit x period "
+                f"must stay below {EXACT_LIMIT // 2 // rate.expire:,} x {rate.expire} ms); use a "
+                "shorter period or a smaller limit"
+            )
+
+    def script_args(self, rate: Rate, cost: int) -> tuple[int, ...]:
         """Numbers the Redis script receives after the key: limit, period ms, cost, then parameters."""
         return (rate.limit, rate.expire, cost)
 
     async def decide(
-        self, key: Any, rate: Rate, backend: ThrottleBackend, cost: float = 1
+        self, key: Any, rate: Rate, backend: ThrottleBackend, cost: int = 1
     ) -> Decision:
         early = settled(self, rate, cost)
         if early is not None:
             return early
+        if self.scale(rate) >= EXACT_LIMIT:
+            self.check_scale(rate)
         return await backend.evaluate(backend.get_key(key) + self.suffix, self, rate, cost)
-
-    def decide_now(
-        self, key: Any, rate: Rate, backend: ThrottleBackend, cost: float = 1
-    ) -> Decision | None:
-        ops = backend.immediate()
-        if ops is None:
-            return None
-        early = settled(self, rate, cost)
-        if early is not None:
-            return early
-        return ops.evaluate_now(backend.get_key(key) + self.suffix, self, rate, cost)
 
     async def get_stat(self, key: Any, rate: Rate, backend: ThrottleBackend) -> StrategyStat:
         if rate.unlimited:
@@ -137,11 +143,11 @@ class StateStrategy(Strategy):
         decision = await backend.evaluate(
             backend.get_key(key) + self.suffix, self, rate, 1, commit=False
         )
-        remaining = decision.remaining + 1 if decision.allowed else decision.remaining
+        remaining = decision.remaining or 0
         return StrategyStat(
             key=key,
             rate=rate,
-            hits_remaining=remaining,
+            hits_remaining=remaining + 1 if decision.allowed else remaining,
             wait_ms=decision.wait_ms,
             metadata={"strategy": self.name, "reset_ms": decision.reset_ms},
         )

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 from traffik.decision import Decision
-from traffik.strategies.base import Strategy, settled, whole_ms
+from traffik.strategies.base import Strategy, settled
 from traffik.typing import StrategyStat
 
 if TYPE_CHECKING:
@@ -19,15 +19,11 @@ def _ttl_seconds(window_ms: int) -> float:
     return window_ms // 1000 if window_ms % 1000 == 0 else window_ms / 1000.0
 
 
-def _decision(count: int, ttl_ms: float | None, rate: Rate) -> Decision:
-    """Allowed while the count is within the limit; otherwise wait out the window's TTL."""
-    limit = rate.limit
-    if count > limit:
-        left = float(rate.expire) if not ttl_ms or ttl_ms <= 0 else ttl_ms
-        return Decision(False, whole_ms(left), 0, left, limit)
-    return Decision(
-        True, 0.0, limit - count, float(rate.expire) if ttl_ms is None else ttl_ms, limit
-    )
+def _left(ttl_ms: Optional[float], rate: Rate) -> int:
+    """Whole milliseconds until the window closes (the counter's TTL), one period when unknown."""
+    if ttl_ms is None or ttl_ms <= 0:
+        return rate.expire
+    return max(int(-(-ttl_ms // 1)), 1)
 
 
 class FixedWindow(Strategy):
@@ -43,33 +39,23 @@ class FixedWindow(Strategy):
     suffix: ClassVar[str] = ":fw"
 
     async def decide(
-        self, key: Any, rate: Rate, backend: ThrottleBackend, cost: float = 1
+        self, key: Any, rate: Rate, backend: ThrottleBackend, cost: int = 1
     ) -> Decision:
         early = settled(self, rate, cost)
         if early is not None:
             return early
         counter = backend.get_key(key) + self.suffix
         count = await backend.increment_with_ttl(
-            counter, amount=int(cost), ttl=_ttl_seconds(rate.expire)
+            counter, amount=cost, ttl=_ttl_seconds(rate.expire)
         )
         ttl_ms = getattr(count, "ttl_ms", None)
         if ttl_ms is None and count > rate.limit:
             ttl_ms = await backend.ttl(counter)
-        return _decision(int(count), ttl_ms, rate)
-
-    def decide_now(
-        self, key: Any, rate: Rate, backend: ThrottleBackend, cost: float = 1
-    ) -> Decision | None:
-        ops = backend.immediate()
-        if ops is None:
-            return None
-        early = settled(self, rate, cost)
-        if early is not None:
-            return early
-        counter = backend.get_key(key) + self.suffix
-        return _decision(
-            *ops.increment_with_ttl_now(counter, int(cost), _ttl_seconds(rate.expire)), rate
-        )
+        limit = rate.limit
+        if count > limit:
+            left = _left(ttl_ms, rate)
+            return Decision(False, left, 0, left, limit)
+        return Decision(True, 0, limit - count, _left(ttl_ms, rate), limit)
 
     async def get_stat(self, key: Any, rate: Rate, backend: ThrottleBackend) -> StrategyStat:
         if rate.unlimited:
@@ -80,18 +66,16 @@ class FixedWindow(Strategy):
             count = int(raw) if raw is not None else 0
         except ValueError:
             count = 0
-        ttl_ms = (await backend.ttl(counter)) if count else None
-        left = float(rate.expire) if not ttl_ms or ttl_ms <= 0 else ttl_ms
-        wait = whole_ms(left) if count >= rate.limit else 0.0
+        left = _left((await backend.ttl(counter)) if count else None, rate)
         return StrategyStat(
             key=key,
             rate=rate,
             hits_remaining=max(rate.limit - count, 0),
-            wait_ms=wait,
+            wait_ms=left if count >= rate.limit else 0,
             metadata={
                 "strategy": self.name,
                 "current_count": count,
-                "reset_ms": left if count else 0.0,
+                "reset_ms": left if count else 0,
             },
         )
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Optional
 
 from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
-from traffik.strategies.base import EPSILON, StateStrategy, Transition, whole_ms
+from traffik.strategies.base import StateStrategy, Transition, ceil_div
 
 if TYPE_CHECKING:
     from traffik.rates import Rate
@@ -20,14 +20,16 @@ class GCRA(StateStrategy):
 
     `burst_tolerance_ms=None` (the default) allows a burst of `limit`, the classic GCRA
     tolerance of `(limit - 1)` intervals; `0` makes the flow perfectly smooth (one hit per
-    interval). State: `[tat_ms]`, the theoretical arrival time; it expires at that time.
+    interval). Time is counted in `1/limit` ms, where an interval is exactly `period` units
+    (a tolerance is taken to that precision). State: `[tat_ms, tat_rest]`, the theoretical
+    arrival time `tat_ms + tat_rest / limit`; it expires at that time.
     """
 
     name: ClassVar[str] = "gcra"
     suffix: ClassVar[str] = ":gcra"
     script: ClassVar[str] = "gcra"
 
-    def __init__(self, burst_tolerance_ms: float | None = None) -> None:
+    def __init__(self, burst_tolerance_ms: Optional[float] = None) -> None:
         if burst_tolerance_ms is not None and (
             isinstance(burst_tolerance_ms, bool)
             or not isinstance(burst_tolerance_ms, (int, float))
@@ -42,37 +44,39 @@ class GCRA(StateStrategy):
     def __repr__(self) -> str:
         return f"GCRA(burst_tolerance_ms={self.burst_tolerance_ms!r})"
 
-    def _tolerance(self, rate: Rate) -> float:
+    def tolerance(self, rate: Rate) -> int:
+        """The burst tolerance in `1/limit` ms."""
         if self.burst_tolerance_ms is None:
-            return (rate.limit - 1) * rate.expire / rate.limit
-        return float(self.burst_tolerance_ms)
+            return (rate.limit - 1) * rate.expire
+        return round(self.burst_tolerance_ms * rate.limit)
 
-    def capacity(self, rate: Rate) -> float:
-        return self._tolerance(rate) * rate.limit / rate.expire + 1
+    def capacity(self, rate: Rate) -> int:
+        return (self.tolerance(rate) + rate.expire) // rate.expire
 
-    def script_args(self, rate: Rate, cost: float) -> tuple[float, ...]:
-        return (rate.limit, rate.expire, cost, self._tolerance(rate))
+    def scale(self, rate: Rate) -> int:
+        return 2 * (self.tolerance(rate) + rate.expire)
 
-    def transition(
-        self, state: list[float] | None, now: float, rate: Rate, cost: float
-    ) -> Transition:
-        interval = rate.expire / rate.limit
-        span = self._tolerance(rate) + interval
-        tat = now
-        if state is not None and len(state) == 1 and state[0] > now:
-            tat = state[0]
-        new_tat = tat + cost * interval
-        if new_tat - now <= span + EPSILON:
-            backlog = new_tat - now
-            remaining = math.floor((span - backlog) / interval + EPSILON)
-            return Decision(True, 0.0, remaining, backlog, rate.limit), [new_tat], max(backlog, 1.0)
-        backlog = tat - now
-        remaining = max(math.floor((span - backlog) / interval + EPSILON), 0)
-        return (
-            Decision(False, whole_ms(new_tat - span - now), remaining, backlog, rate.limit),
-            None,
-            0.0,
-        )
+    def script_args(self, rate: Rate, cost: int) -> tuple[int, ...]:
+        return (rate.limit, rate.expire, cost, self.tolerance(rate))
+
+    def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
+        limit, interval = rate.limit, rate.expire
+        span = self.tolerance(rate) + interval
+        backlog = 0  # the theoretical arrival time minus now, in 1/limit ms
+        if state is not None and len(state) == 2 and (state[0], state[1]) > (now, 0):
+            backlog = (state[0] - now) * limit + state[1]
+        after = backlog + cost * interval
+        if after <= span:
+            reset = ceil_div(after, limit)
+            tat_ms, tat_rest = divmod(after, limit)
+            return (
+                Decision(True, 0, (span - after) // interval, reset, limit),
+                [now + tat_ms, tat_rest],
+                max(reset, 1),
+            )
+        wait = ceil_div(after - span, limit)
+        remaining = max((span - backlog) // interval, 0)
+        return Decision(False, wait, remaining, ceil_div(backlog, limit), limit), None, 0
 
 
 GCRAStrategy = GCRA

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Optional
 
 from traffik.decision import Decision
-from traffik.strategies.base import EPSILON, StateStrategy, Transition, whole_ms
+from traffik.strategies.base import StateStrategy, Transition, ceil_div
 
 if TYPE_CHECKING:
     from traffik.rates import Rate
@@ -22,108 +21,93 @@ __all__ = [
 class SlidingWindowCounter(StateStrategy):
     """The current window's count plus the previous one's, weighted by how much of it still overlaps.
 
-    State: `[window_id, current, previous]`. A rejected hit counts nothing; its wait is the
-    time until the weighted count has decayed enough, possibly into the next window.
+    Windows are aligned to multiples of the period. State: `[window_id, current, previous]`.
+    With `left` ms of the current window to go, the weighted count (scaled by the period) is
+    `previous * left + current * period`. A rejected hit counts nothing; its wait is the
+    first millisecond at which the weighted count has decayed enough, possibly in the next
+    window.
     """
 
     name: ClassVar[str] = "sliding_window_counter"
     suffix: ClassVar[str] = ":swc"
     script: ClassVar[str] = "sliding_window_counter"
 
-    def transition(
-        self, state: list[float] | None, now: float, rate: Rate, cost: float
-    ) -> Transition:
-        limit, window = rate.limit, rate.expire
-        wid = now // window
-        into = now - wid * window
-        current = previous = 0.0
+    def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
+        limit, period = rate.limit, rate.expire
+        wid = now // period
+        left = period - (now - wid * period)
+        current = previous = 0
         if state is not None and len(state) == 3:
             if state[0] == wid:
                 current, previous = state[1], state[2]
             elif state[0] == wid - 1:
                 previous = state[1]
-        left = window - into
-        weighted = previous * left / window + current
-        if weighted + cost <= limit + EPSILON:
+        weighted = previous * left + current * period
+        top = limit * period
+        if weighted + cost * period <= top:
             current += cost
-            used = weighted + cost
-            reset = left + window
+            remaining = (top - weighted - cost * period) // period
             return (
-                Decision(True, 0.0, math.floor(limit - used + EPSILON), reset, limit),
+                Decision(True, 0, remaining, left + period, limit),
                 [wid, current, previous],
-                left + window,
+                left + period,
             )
-        wait = -1.0
-        if current + cost <= limit + EPSILON and previous > 0:
-            decay = (weighted + cost - limit) * window / previous
-            if decay <= left + EPSILON:
-                wait = decay
-        if wait < 0:
-            # In the next window this window's count becomes the weighted "previous".
-            start = window * (1 - (limit - cost) / current) if current > 0 else 0.0
-            wait = left + max(start, 0.0)
-        reset = left + window if current > 0 else (left if previous > 0 else 0.0)
-        return (
-            Decision(
-                False, whole_ms(wait), math.floor(max(limit - weighted, 0) + EPSILON), reset, limit
-            ),
-            None,
-            0.0,
-        )
+        # In this window, `t` ms from now: previous * (left - t) + (current + cost) * period <= top.
+        excess = weighted + cost * period - top
+        if current + cost <= limit and previous > 0 and ceil_div(excess, previous) < left:
+            wait = ceil_div(excess, previous)
+        else:
+            # From the next window on, `s` ms into it: current * (period - s) + cost * period <= top.
+            over = (current + cost - limit) * period
+            wait = left + (max(ceil_div(over, current), 0) if current > 0 else 0)
+        reset = left + period if current > 0 else (left if previous > 0 else 0)
+        remaining = max(top - weighted, 0) // period
+        return Decision(False, wait, remaining, reset, limit), None, 0
 
 
 class SlidingWindowLog(StateStrategy):
     """Every admitted hit is logged with its time and cost; exact, and O(limit) memory per key.
 
-    State: `[t1, cost1, t2, cost2, ...]`, oldest first. A rejected hit waits until enough
-    of the oldest cost has left the window to make room for its own cost.
+    State: `[t1, cost1, t2, cost2, ...]`, oldest first; an entry leaves the window one period
+    after its time. A rejected hit waits until enough of the oldest cost has left to make room
+    for its own cost.
     """
 
     name: ClassVar[str] = "sliding_window_log"
     suffix: ClassVar[str] = ":swl"
     script: ClassVar[str] = "sliding_window_log"
 
-    def transition(
-        self, state: list[float] | None, now: float, rate: Rate, cost: float
-    ) -> Transition:
-        limit, window = rate.limit, rate.expire
-        start = now - window
-        log: list[float] = []
-        total = 0.0
+    def scale(self, rate: Rate) -> int:
+        return rate.limit + rate.expire
+
+    def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
+        limit, period = rate.limit, rate.expire
+        start = now - period
+        log: list[int] = []
+        total = 0
         if state:
             for i in range(0, len(state) - 1, 2):
                 if state[i] > start:
                     log.append(state[i])
                     log.append(state[i + 1])
                     total += state[i + 1]
-        if total + cost <= limit + EPSILON:
+        if total + cost <= limit:
             if log and log[-2] == now:
                 log[-1] += cost
             else:
                 log.append(now)
                 log.append(cost)
-            used = total + cost
-            return (
-                Decision(True, 0.0, math.floor(limit - used + EPSILON), float(window), limit),
-                log,
-                float(window),
-            )
+            return Decision(True, 0, limit - total - cost, period, limit), log, period
         excess = total + cost - limit
-        freed = 0.0
-        wait = float(window)
+        freed = 0
+        wait = period
         for i in range(0, len(log), 2):
             freed += log[i + 1]
-            if freed >= excess - EPSILON:
-                wait = log[i] + window - now
+            if freed >= excess:
+                wait = log[i] + period - now
                 break
-        reset = log[-2] + window - now if log else 0.0
-        return (
-            Decision(
-                False, whole_ms(wait), math.floor(max(limit - total, 0) + EPSILON), reset, limit
-            ),
-            None,
-            0.0,
-        )
+        reset = log[-2] + period - now if log else 0
+        return Decision(False, wait, max(limit - total, 0), reset, limit), None, 0
 
 
 SlidingWindowCounterStrategy = SlidingWindowCounter

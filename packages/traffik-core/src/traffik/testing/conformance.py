@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 from collections.abc import AsyncIterator
 from typing import Any, Callable
 
@@ -72,6 +73,8 @@ class BackendConformance:
 
     supports_clock = True
     clock_moves_expiry = True
+    exact_walks = 150
+    """Random walks per strategy in `test_waits_are_exact` (fewer for a backend on a network)."""
 
     @pytest.fixture
     def anyio_backend(self) -> str:
@@ -276,6 +279,52 @@ class BackendConformance:
         clock.advance(ms=3 * rate.expire)
         again = [await strategy.decide("t", rate, backend, 1) for _ in range(rate.limit)]
         assert all(d.allowed for d in again), "the limit did not recover after the window"
+
+    @pytest.mark.parametrize("strategy", _strategies(), ids=STRATEGY_IDS)
+    async def test_waits_are_exact(
+        self, make_backend: Callable[..., ThrottleBackend], strategy: Strategy
+    ) -> None:
+        """A random walk of hits (limits 1-8, periods 0.7-60 s, costs 1 to the limit) on the
+        test clock: every rejected hit retried exactly `wait_ms` later is admitted, and one
+        retried a millisecond earlier is not."""
+        if not self.supports_clock:
+            pytest.skip(
+                "this backend takes its time from the server, so a test clock cannot drive it"
+            )
+        if isinstance(strategy, FixedWindow) and not self.clock_moves_expiry:
+            pytest.skip("FixedWindow's window is a key TTL, which follows the server's clock here")
+        rng = random.Random(f"exact-{type(strategy).__name__}")
+        for walk in range(self.exact_walks):
+            clock = ManualClock(TIMELINE_START + rng.randrange(0, 10**6) / 1000)
+            backend = make_backend(namespace=f"conformance-{next(_namespaces)}", clock=clock)
+            try:
+                limit = rng.randint(1, 8)
+                rate = Rate(limit=limit, milliseconds=rng.randint(700, 60_000))
+                for step in range(12):
+                    cost = rng.randint(1, limit)
+                    decision = await strategy.decide("walk", rate, backend, cost)
+                    if not decision.allowed:
+                        wait = decision.wait_ms
+                        assert wait >= 1 and wait == int(wait), decision
+                        if wait > 1:
+                            clock.advance(ms=wait - 1)
+                            early = await strategy.decide("walk", rate, backend, cost)
+                            assert not early.allowed, (
+                                f"walk {walk} step {step}: admitted 1 ms before the wait ({wait} ms, "
+                                f"{rate}, cost {cost}): the wait was longer than needed"
+                            )
+                            clock.advance(ms=1)
+                        else:
+                            clock.advance(ms=wait)
+                        retry = await strategy.decide("walk", rate, backend, cost)
+                        assert retry.allowed, (
+                            f"walk {walk} step {step}: rejected after waiting exactly {wait} ms "
+                            f"({rate}, cost {cost}): {retry}"
+                        )
+                    clock.advance(ms=rng.choice([0, 0, 1, rng.randint(1, rate.expire)]))
+            finally:
+                await backend.reset()
+                await backend.close()
 
     @pytest.mark.parametrize("strategy", _strategies(), ids=STRATEGY_IDS)
     async def test_costs(
