@@ -1,14 +1,18 @@
-"""The `on_error` handlers on real backends and strategies: `fallback`, `retry` and `failover`."""
+"""The `on_error` handlers on real throttles and backends: `fallback`, `retry` and `failover`.
+
+Failures are injected with `traffik.testing.FailingBackend`; each handler is called with
+the `exc_info` a real throttle gives it, so `exc_info["decide"]` re-runs a real decision.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
-from unittest.mock import patch
+from typing import Any, Optional
 
 import pytest
+from starlette.requests import Request
 
-from traffik import InMemoryBackend, ManualClock, Rate
+from traffik import HTTPThrottle, InMemoryBackend, ManualClock, Rate
 from traffik.backends.base import ThrottleBackend
 from traffik.backoff import ConstantBackoff
 from traffik.decision import Decision
@@ -22,42 +26,32 @@ from traffik.error_handlers import (
 )
 from traffik.exceptions import BackendConnectionError, BackendError, ConfigurationError
 from traffik.strategies import FixedWindow, TokenBucket
+from traffik.testing import FailingBackend
 
 pytestmark = pytest.mark.anyio
 
 RATE = Rate.parse("2/min")
-KEY = "client:1"
+CLIENT = "client:1"
+KEY = "t:client%3A1"
+"""The throttle key of `CLIENT` for the throttle `throttle_on` builds (uid "t", no route)."""
 
 
-class FakeThrottle:
-    """All a handler needs of a throttle: its strategy."""
-
-    def __init__(self, strategy: Any) -> None:
-        self.strategy = strategy
+def request() -> Request:
+    return Request({"type": "http", "method": "GET", "path": "/", "headers": []})
 
 
-class FlakyBackend(InMemoryBackend):
-    """An in-memory backend whose decisions fail `failures` times, each with a new error."""
-
-    def __init__(self, failures: int, error: type[Exception] = BackendError, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.failures = failures
-        self.error = error
-        self.calls = 0
-
-    def _maybe_fail(self) -> None:
-        self.calls += 1
-        if self.failures:
-            self.failures -= 1
-            raise self.error(f"failure {self.calls}")
-
-    async def increment_with_ttl(self, key: str, amount: int = 1, ttl: float = 60) -> int:
-        self._maybe_fail()
-        return await super().increment_with_ttl(key, amount, ttl)
-
-    async def evaluate(self, *args: Any, **kwargs: Any) -> Decision:
-        self._maybe_fail()
-        return await super().evaluate(*args, **kwargs)
+def throttle_on(
+    backend: ThrottleBackend, strategy: Any = None, on_error: Any = None, identifier: Any = None
+) -> HTTPThrottle:
+    return HTTPThrottle(
+        "t",
+        rate=RATE,
+        backend=backend,
+        strategy=strategy,
+        on_error=on_error,
+        identifier=identifier or (lambda connection: CLIENT),
+        per_route=False,
+    )
 
 
 class Sleeps(list[float]):
@@ -67,32 +61,49 @@ class Sleeps(list[float]):
         self.append(seconds)
 
 
-async def failing_exc_info(backend: ThrottleBackend, strategy: Any = None) -> ThrottleExceptionInfo:
-    """Run the strategy on `backend` as the throttle would, and describe the error it raised."""
-    strategy = FixedWindow() if strategy is None else strategy
-    with pytest.raises(Exception) as caught:
-        await strategy(KEY, RATE, backend, 1)
-    return exc_info_for(caught.value, backend, strategy)
-
-
-def exc_info_for(
-    exc: Exception, backend: ThrottleBackend, strategy: Any = None
+async def failing_exc_info(
+    backend: ThrottleBackend, strategy: Any = None, identifier: Any = None
 ) -> ThrottleExceptionInfo:
-    return {
-        "exception": exc,
-        "connection": None,
-        "key": KEY,
-        "cost": 1,
-        "rate": RATE,
-        "backend": backend,
-        "context": {},
-        "throttle": FakeThrottle(FixedWindow() if strategy is None else strategy),
-    }
+    """The `exc_info` a throttle on `backend` gives its handler for the failure `backend` is
+    armed with."""
+    seen: list[ThrottleExceptionInfo] = []
+
+    async def capture(connection: Any, exc_info: ThrottleExceptionInfo) -> float:
+        seen.append(exc_info)
+        return 0
+
+    await throttle_on(backend, strategy, capture, identifier).hit(request())
+    assert len(seen) == 1, "the throttle did not fail"
+    return seen[0]
 
 
 async def remaining(backend: ThrottleBackend, strategy: Any = None) -> float:
     stat = await (FixedWindow() if strategy is None else strategy).get_stat(KEY, RATE, backend)
     return stat.hits_remaining
+
+
+def failing(namespace: str = "primary") -> FailingBackend:
+    backend = FailingBackend(InMemoryBackend(namespace=namespace))
+    backend.fail(BackendError)
+    return backend
+
+
+# -- the information a handler gets -----------------------------------------------------------
+
+
+async def test_exc_info_knows_the_key_after_a_store_failure() -> None:
+    info = await failing_exc_info(failing())
+    assert isinstance(info["exception"], BackendError)
+    assert info["key"] == KEY and info["rate"] == RATE and info["cost"] == 1
+
+
+async def test_exc_info_has_no_key_when_the_identifier_failed() -> None:
+    def broken(connection: Any) -> str:
+        raise LookupError("no such user")
+
+    info = await failing_exc_info(InMemoryBackend(), identifier=broken)
+    assert isinstance(info["exception"], LookupError)
+    assert info["key"] is None and info["rate"] == RATE
 
 
 # -- fallback ---------------------------------------------------------------------------
@@ -102,38 +113,32 @@ async def remaining(backend: ThrottleBackend, strategy: Any = None) -> float:
     "strategy", [FixedWindow(), TokenBucket()], ids=["fixed_window", "token_bucket"]
 )
 async def test_fallback_decides_on_the_fallback_backend(strategy: Any) -> None:
-    primary, spare = (
-        FlakyBackend(failures=100, namespace="primary"),
-        InMemoryBackend(namespace="spare"),
-    )
+    primary, spare = failing(), InMemoryBackend(namespace="spare")
     handler = fallback(spare)
     info = await failing_exc_info(primary, strategy)
-    first = await handler(None, info)
-    second = await handler(None, info)
-    third = await handler(None, info)
+    first, second, third = [await handler(None, info) for _ in range(3)]
     assert isinstance(first, Decision) and first.allowed and first.remaining == 1
     assert isinstance(second, Decision) and second.allowed and second.remaining == 0
     assert isinstance(third, Decision) and not third.allowed and third.wait_ms > 0
     assert await remaining(spare, strategy) == 0
-    primary.failures = 0
+    primary.recover()
     assert await remaining(primary, strategy) == 2
 
 
-async def test_fallback_with_a_patched_primary_and_a_never_initialised_spare() -> None:
-    primary, spare = InMemoryBackend(namespace="primary"), InMemoryBackend(namespace="spare")
+async def test_fallback_with_a_never_initialised_spare() -> None:
+    primary, spare = failing(), InMemoryBackend(namespace="spare")
     handler = backend_fallback(backend=spare, fallback_on=(BackendError,))
     assert backend_fallback is fallback
     assert not spare.initialized
-    with patch.object(primary, "increment_with_ttl", side_effect=BackendError("Redis down")):
-        decision = await handler(None, await failing_exc_info(primary))
+    decision = await handler(None, await failing_exc_info(primary))
     assert isinstance(decision, Decision) and decision.allowed
     assert spare.initialized
 
 
 async def test_fallback_reraises_the_original_for_unlisted_errors() -> None:
-    primary, spare = InMemoryBackend(namespace="primary"), InMemoryBackend(namespace="spare")
-    with patch.object(primary, "increment_with_ttl", side_effect=ValueError("a bug")):
-        info = await failing_exc_info(primary)
+    primary, spare = FailingBackend(InMemoryBackend()), InMemoryBackend(namespace="spare")
+    primary.fail(ValueError("a bug"))
+    info = await failing_exc_info(primary)
     with pytest.raises(ValueError, match="a bug") as caught:
         await fallback(spare)(None, info)
     assert caught.value is info["exception"]
@@ -141,11 +146,25 @@ async def test_fallback_reraises_the_original_for_unlisted_errors() -> None:
     assert isinstance(await fallback(spare, on=ValueError)(None, info), Decision)
 
 
+async def test_fallback_after_an_identifier_failure_reruns_the_identifier() -> None:
+    calls: list[int] = []
+
+    def flaky(connection: Any) -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise BackendError("the user store is down")
+        return CLIENT
+
+    spare = InMemoryBackend(namespace="spare")
+    info = await failing_exc_info(InMemoryBackend(), identifier=flaky)
+    assert info["key"] is None
+    decision = await fallback(spare)(None, info)
+    assert isinstance(decision, Decision) and decision.allowed
+    assert len(calls) == 2 and await remaining(spare) == 1  # the client's own bucket
+
+
 async def test_fallback_failure_is_chained_to_the_original() -> None:
-    primary, spare = (
-        FlakyBackend(failures=1, namespace="primary"),
-        InMemoryBackend(namespace="spare"),
-    )
+    primary, spare = failing(), InMemoryBackend(namespace="spare")
     await spare.initialize()
     await spare.close()
     info = await failing_exc_info(primary)
@@ -155,10 +174,7 @@ async def test_fallback_failure_is_chained_to_the_original() -> None:
 
 
 async def test_fallback_initialized_false_reopens_a_closed_spare() -> None:
-    primary, spare = (
-        FlakyBackend(failures=1, namespace="primary"),
-        InMemoryBackend(namespace="spare"),
-    )
+    primary, spare = failing(), InMemoryBackend(namespace="spare")
     await spare.initialize()
     await spare.close()
     decision = await fallback(spare, initialized=False)(None, await failing_exc_info(primary))
@@ -166,10 +182,10 @@ async def test_fallback_initialized_false_reopens_a_closed_spare() -> None:
     assert spare.initialized
 
 
-async def test_fallback_runs_a_strategy_without_decide_and_returns_its_wait() -> None:
+async def test_fallback_runs_a_strategy_without_decide_and_uses_its_wait() -> None:
     seen: list[tuple[Any, ...]] = []
 
-    async def strategy(key: Any, rate: Rate, backend: ThrottleBackend, cost: float = 1) -> float:
+    async def strategy(key: Any, rate: Rate, backend: ThrottleBackend, cost: int = 1) -> float:
         seen.append((key, rate, backend, cost))
         if backend.namespace == "primary":
             raise BackendError("down")
@@ -177,7 +193,8 @@ async def test_fallback_runs_a_strategy_without_decide_and_returns_its_wait() ->
 
     primary, spare = InMemoryBackend(namespace="primary"), InMemoryBackend(namespace="spare")
     info = await failing_exc_info(primary, strategy)
-    assert await fallback(spare)(None, info) == 250.0
+    decision = await fallback(spare)(None, info)
+    assert not decision.allowed and decision.wait_ms == 250 and decision.remaining is None
     assert seen[-1] == (KEY, RATE, spare, 1)
 
 
@@ -207,57 +224,99 @@ def test_fallback_settings_are_validated() -> None:
 # -- retry ------------------------------------------------------------------------------
 
 
+def flaky(failures: int, error: Any = BackendError) -> FailingBackend:
+    backend = FailingBackend(InMemoryBackend())
+    backend.fail(error, times=failures)
+    return backend
+
+
 async def test_retry_succeeds_after_failures_waiting_the_documented_delays() -> None:
-    backend = FlakyBackend(failures=3)
+    backend = flaky(3)
     sleeps = Sleeps()
     info = await failing_exc_info(backend)
     decision = await retry(max_retries=3, retry_delay=0.1, sleep=sleeps)(None, info)
     assert isinstance(decision, Decision) and decision.allowed
     assert sleeps == pytest.approx([0.1, 0.2, 0.4])
-    assert backend.calls == 4
+    assert backend.failures == 3 and await remaining(backend) == 1
 
 
 async def test_retry_exhausted_raises_the_last_error() -> None:
-    backend = FlakyBackend(failures=100)
+    backend = flaky(100)
     sleeps = Sleeps()
     info = await failing_exc_info(backend)
-    with pytest.raises(BackendError, match="failure 4"):
+    with pytest.raises(BackendError) as caught:
         await retry(max_retries=3, retry_delay=0.1, sleep=sleeps)(None, info)
-    assert sleeps == pytest.approx([0.1, 0.2, 0.4])
+    assert caught.value is not info["exception"]  # the last retry's error
+    assert sleeps == pytest.approx([0.1, 0.2, 0.4]) and backend.failures == 4
 
 
 async def test_retry_with_real_sleep_and_tiny_delays() -> None:
-    backend = FlakyBackend(failures=2)
-    info = await failing_exc_info(backend)
+    info = await failing_exc_info(flaky(2))
     decision = await retry(max_retries=2, retry_delay=0.001)(None, info)
     assert isinstance(decision, Decision) and decision.allowed
 
 
 async def test_retry_zero_retries_reraises_the_original() -> None:
-    backend = FlakyBackend(failures=1)
+    backend = flaky(1)
     info = await failing_exc_info(backend)
     with pytest.raises(BackendError) as caught:
         await retry(max_retries=0, sleep=Sleeps())(None, info)
     assert caught.value is info["exception"]
-    assert backend.calls == 1
+    assert backend.failures == 1
 
 
 async def test_retry_leaves_unlisted_errors_alone() -> None:
-    backend = FlakyBackend(failures=1, error=ValueError)
+    backend = flaky(1, ValueError)
     sleeps = Sleeps()
     info = await failing_exc_info(backend)
     with pytest.raises(ValueError) as caught:
         await retry(retry_on=(BackendError,), sleep=sleeps)(None, info)
-    assert caught.value is info["exception"] and sleeps == [] and backend.calls == 1
+    assert caught.value is info["exception"] and sleeps == [] and backend.failures == 1
 
 
 async def test_retry_stops_at_an_unlisted_error_during_retries() -> None:
-    backend = FlakyBackend(failures=1)
+    backend = flaky(1)
     info = await failing_exc_info(backend)
-    backend.failures, backend.error = 5, ValueError
-    with pytest.raises(ValueError, match="failure 2"):
+    backend.fail(ValueError("not a backend error"), times=5)
+    with pytest.raises(ValueError, match="not a backend error"):
         await retry(retry_on=BackendError, sleep=Sleeps())(None, info)
-    assert backend.calls == 2
+    assert backend.failures == 2
+
+
+async def test_retry_reruns_the_identity_not_a_missing_key() -> None:
+    """Four clients at 2/min whose first identification fails: each keeps its own bucket."""
+    attempts: dict[str, int] = {}
+
+    def identify(connection: Any) -> str:
+        client = connection.headers["x-client"]
+        attempts[client] = attempts.get(client, 0) + 1
+        if attempts[client] == 1:
+            raise BackendError("identity service hiccup")
+        return client
+
+    backend = InMemoryBackend()
+    throttle = HTTPThrottle(
+        "r",
+        rate="2/min",
+        backend=backend,
+        identifier=identify,
+        per_route=False,
+        on_error=retry(max_retries=1, sleep=Sleeps()),
+    )
+    allowed = []
+    for client in "abcd":
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": "/",
+            "headers": [(b"x-client", client.encode())],
+        }
+        await throttle.hit(Request(scope))
+        allowed.append(
+            Request(scope).scope.get("state", {}).get("__traffik_throttled_state__") in (None, 0.0)
+        )
+    assert all(allowed)
+    assert sorted(await backend.keys()) == [f"inmemory:r:{c}:fw" for c in "abcd"]
 
 
 @pytest.mark.parametrize(
@@ -269,7 +328,7 @@ async def test_retry_stops_at_an_unlisted_error_during_retries() -> None:
 )
 async def test_retry_backoff_choices(kwargs: dict[str, Any], expected: list[float]) -> None:
     sleeps = Sleeps()
-    info = await failing_exc_info(FlakyBackend(failures=100))
+    info = await failing_exc_info(failing())
     with pytest.raises(BackendError):
         await retry(retry_delay=0.1, sleep=sleeps, **kwargs)(None, info)
     assert sleeps == pytest.approx(expected)
@@ -302,25 +361,25 @@ def clock() -> ManualClock:
 
 
 async def test_failover_opens_the_breaker_then_skips_the_primary(clock: ManualClock) -> None:
-    primary, spare = InMemoryBackend(namespace="primary"), InMemoryBackend(namespace="spare")
+    primary, spare = failing(), InMemoryBackend(namespace="spare")
     breaker = CircuitBreaker(
         failure_threshold=2, recovery_timeout=30.0, success_threshold=1, clock=clock
     )
     sleeps = Sleeps()
     handler = failover(spare, breaker=breaker, max_retries=2, retry_delay=0.05, sleep=sleeps)
-    with patch.object(primary, "increment_with_ttl", side_effect=BackendError("down")) as broken:
-        info = await failing_exc_info(primary)
-        for expected_calls in (3, 5):
-            decision = await handler(None, info)
-            assert isinstance(decision, Decision) and decision.allowed
-            assert broken.call_count == expected_calls
-        assert sleeps == pytest.approx([0.05, 0.1, 0.05, 0.1])
-        assert breaker.is_open
+    info = await failing_exc_info(primary)
+    for expected_failures in (3, 5):
+        decision = await handler(None, info)
+        assert isinstance(decision, Decision) and decision.allowed
+        assert primary.failures == expected_failures
+    assert sleeps == pytest.approx([0.05, 0.1, 0.05, 0.1])
+    assert breaker.is_open
 
-        third = await handler(None, info)
-        assert isinstance(third, Decision) and not third.allowed
-        assert broken.call_count == 5 and len(sleeps) == 4
+    third = await handler(None, info)
+    assert isinstance(third, Decision) and not third.allowed
+    assert primary.failures == 5 and len(sleeps) == 4
 
+    primary.recover()
     clock.advance(30)
     recovered = await handler(None, info)
     assert isinstance(recovered, Decision) and recovered.allowed
@@ -329,7 +388,7 @@ async def test_failover_opens_the_breaker_then_skips_the_primary(clock: ManualCl
 
 
 async def test_failover_records_a_success_on_the_first_good_retry(clock: ManualClock) -> None:
-    primary, spare = FlakyBackend(failures=2), InMemoryBackend(namespace="spare")
+    primary, spare = flaky(2), InMemoryBackend(namespace="spare")
     breaker = CircuitBreaker(failure_threshold=2, clock=clock)
     await breaker.record_failure()
     info = await failing_exc_info(primary)
@@ -342,16 +401,16 @@ async def test_failover_records_a_success_on_the_first_good_retry(clock: ManualC
 async def test_failover_without_retries_records_a_failure_and_falls_back(
     clock: ManualClock,
 ) -> None:
-    primary, spare = FlakyBackend(failures=100), InMemoryBackend(namespace="spare")
+    primary, spare = failing(), InMemoryBackend(namespace="spare")
     breaker = CircuitBreaker(failure_threshold=1, clock=clock)
     info = await failing_exc_info(primary)
     decision = await failover(spare, breaker=breaker, max_retries=0)(None, info)
     assert isinstance(decision, Decision) and decision.allowed
-    assert breaker.is_open and primary.calls == 1
+    assert breaker.is_open and primary.failures == 1
 
 
 async def test_failover_while_probing_sends_other_callers_to_the_spare(clock: ManualClock) -> None:
-    primary, spare = FlakyBackend(failures=100), InMemoryBackend(namespace="spare")
+    primary, spare = failing(), InMemoryBackend(namespace="spare")
     breaker = CircuitBreaker(
         failure_threshold=1, recovery_timeout=5.0, success_threshold=1, clock=clock
     )
@@ -364,7 +423,7 @@ async def test_failover_while_probing_sends_other_callers_to_the_spare(clock: Ma
 
     handler = failover(spare, breaker=breaker, max_retries=1, sleep=held_sleep)
     info = await failing_exc_info(primary)
-    primary.failures = 0
+    primary.recover()
     probe = asyncio.ensure_future(handler(None, info))
     await asyncio.sleep(0)
     assert breaker.is_half_open
@@ -379,7 +438,7 @@ async def test_failover_while_probing_sends_other_callers_to_the_spare(clock: Ma
 
 
 async def test_failover_cancelled_while_retrying_counts_as_a_failure(clock: ManualClock) -> None:
-    primary, spare = FlakyBackend(failures=100), InMemoryBackend(namespace="spare")
+    primary, spare = failing(), InMemoryBackend(namespace="spare")
     breaker = CircuitBreaker(failure_threshold=1, recovery_timeout=5.0, clock=clock)
 
     async def cancelled_sleep(seconds: float) -> None:
@@ -392,7 +451,7 @@ async def test_failover_cancelled_while_retrying_counts_as_a_failure(clock: Manu
 
 
 async def test_failover_fallback_failure_is_chained(clock: ManualClock) -> None:
-    primary, spare = FlakyBackend(failures=100), InMemoryBackend(namespace="spare")
+    primary, spare = failing(), InMemoryBackend(namespace="spare")
     await spare.initialize()
     await spare.close()
     info = await failing_exc_info(primary)
@@ -418,3 +477,22 @@ def test_failover_makes_its_own_breaker_and_validates_settings() -> None:
         failover(spare, retry_delay=-1)
     with pytest.raises(ConfigurationError, match=r"failover\(backoff='fast'\)"):
         failover(spare, backoff="fast")  # type: ignore[arg-type]
+
+
+# -- FailingBackend itself ----------------------------------------------------------------
+
+
+async def test_failing_backend_passes_through_until_armed() -> None:
+    inner = InMemoryBackend(namespace="wrapped")
+    backend = FailingBackend(inner)
+    assert await backend.increment_with_ttl(backend.get_key("k"), amount=2, ttl=60) == 2
+    with backend.failing(BackendError("down"), operations=["increment_with_ttl"]):
+        with pytest.raises(BackendError, match="down"):
+            await backend.increment_with_ttl(backend.get_key("k"))
+        assert await backend.get(backend.get_key("k")) == "2"  # other operations pass
+    assert await inner.get(inner.get_key("k")) == "2"
+    assert backend.failures == 1
+    with pytest.raises(ValueError, match="unknown operations"):
+        backend.fail(operations=["explode"])
+    none: Optional[str] = await backend.get(backend.get_key("missing"))
+    assert none is None

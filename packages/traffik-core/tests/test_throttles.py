@@ -6,7 +6,6 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from typing import Any
-from unittest.mock import patch
 
 import httpx
 import pytest
@@ -29,6 +28,7 @@ from traffik import (
 from traffik.exceptions import BackendError, ConfigurationError
 from traffik.identity import remote_address
 from traffik.strategies import GCRA, TokenBucket
+from traffik.testing import FailingBackend
 
 pytestmark = pytest.mark.anyio
 
@@ -197,17 +197,17 @@ async def test_exempted_clients_cost_no_backend_call(backend: InMemoryBackend) -
     async def identify(connection: Any) -> Any:
         return EXEMPTED if connection.headers.get("x-key") == "internal" else "someone"
 
-    throttle = HTTPThrottle("exempt", rate="1/min", backend=backend, identifier=identify)
+    failing = FailingBackend(backend)
+    throttle = HTTPThrottle("exempt", rate="1/min", backend=failing, identifier=identify)
     async with client_for(make_app(throttle)) as client:
-        with patch.object(
-            backend, "increment_with_ttl", side_effect=AssertionError("backend called")
-        ):
+        with failing.failing(AssertionError("backend called")):
             assert await statuses(client, "/other", 3, headers={"x-key": "internal"}) == [
                 200,
                 200,
                 200,
             ]
         assert await statuses(client, "/other", 2) == [200, 429]
+    assert failing.failures == 0
 
 
 @pytest.mark.parametrize(
@@ -217,9 +217,10 @@ async def test_exempted_clients_cost_no_backend_call(backend: InMemoryBackend) -
 async def test_backend_failure_follows_on_error(
     backend: InMemoryBackend, on_error: str, status: int
 ) -> None:
-    throttle = HTTPThrottle("fails", rate="5/min", backend=backend, on_error=on_error)
+    failing = FailingBackend(backend)
+    throttle = HTTPThrottle("fails", rate="5/min", backend=failing, on_error=on_error)
     async with client_for(make_app(throttle), raise_app_exceptions=False) as client:
-        with patch.object(backend, "increment_with_ttl", side_effect=ConnectionError("store down")):
+        with failing.failing(ConnectionError("store down")):
             response = await client.get("/other")
     assert response.status_code == status
     assert "Traceback" not in response.text and "store down" not in response.text
@@ -234,11 +235,11 @@ async def test_on_error_handler_and_backend_default(clock: ManualClock) -> None:
         calls.append(exc_info)
         return 0.0
 
-    backend = InMemoryBackend(namespace="h", clock=clock, on_error="allow")
+    backend = FailingBackend(InMemoryBackend(namespace="h", clock=clock, on_error="allow"))
     inherits = HTTPThrottle("inherits", rate="5/min", backend=backend)
     custom = HTTPThrottle("custom", rate="5/min", backend=backend, on_error=handler)
     async with client_for(make_app(inherits, custom)) as client:
-        with patch.object(backend, "increment_with_ttl", side_effect=BackendError("down")):
+        with backend.failing(BackendError("down")):
             assert await statuses(client, "/other", 1) == [200]
     assert len(calls) == 1
     info = calls[0]
@@ -250,17 +251,19 @@ async def test_on_error_handler_and_backend_default(clock: ManualClock) -> None:
     )
 
 
-async def test_failing_error_handler_throttles_instead_of_crashing(
+async def test_a_failing_error_handler_is_a_server_error_not_a_traceback(
     backend: InMemoryBackend,
 ) -> None:
     async def broken(connection: Any, exc_info: Any) -> float:
         raise RuntimeError("handler bug")
 
-    throttle = HTTPThrottle("broken", rate="5/min", backend=backend, on_error=broken)
+    failing = FailingBackend(backend)
+    throttle = HTTPThrottle("broken", rate="5/min", backend=failing, on_error=broken)
     async with client_for(make_app(throttle), raise_app_exceptions=False) as client:
-        with patch.object(backend, "increment_with_ttl", side_effect=BackendError("down")):
+        with failing.failing(BackendError("down")):
             response = await client.get("/other")
-    assert response.status_code == 429
+    assert response.status_code == 500
+    assert "handler bug" not in response.text and "Traceback" not in response.text
 
 
 async def test_dynamic_rate_and_cost_sync_or_async(backend: InMemoryBackend) -> None:

@@ -21,10 +21,12 @@ import weakref
 from collections.abc import Mapping
 from typing import Any, Optional
 
+from traffik.exceptions import ConfigurationError
 from traffik.keyparts import escape
 
 __all__ = [
     "mount_prefix",
+    "named_route_part",
     "route_part",
     "route_path",
     "route_template",
@@ -136,3 +138,22 @@ def route_part(scope: Mapping[str, Any], template: Optional[str] = None) -> str:
         full = route_template(scope) if template is None else template
         part = entry[1][variant] = f"{escape(method)}:{escape(full)}"
     return part
+
+
+def named_route_part(
+    path: Optional[str], method: Optional[str], websocket: bool, owner: Any
+) -> Optional[str]:
+    """The route part for a route named by hand (`path` as declared, mounts included; `method`
+    default GET, none for WebSockets), or None when `path` is None."""
+    if path is None:
+        if method is not None:
+            raise ConfigurationError(f"{owner!r}: method={method!r} needs path= too")
+        return None
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise ConfigurationError(
+            f"{owner!r}: path={path!r} must be a route path as declared, like '/items/{{item_id}}'"
+        )
+    if websocket and method is not None:
+        raise ConfigurationError(f"{owner!r}: WebSocket routes have no method; drop method=")
+    scope = {"type": "websocket"} if websocket else {"method": (method or "GET").upper()}
+    return route_part(scope, template=path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 __all__ = ["Decision"]
 
@@ -12,14 +13,20 @@ class Decision:
 
     `wait_ms` is 0 when allowed, otherwise the whole milliseconds until the same request
     would be admitted (or one full period when it never can be, its cost exceeding the
-    limit). `remaining` is the units left after this decision, `reset_ms` the time until
-    the limit is fully available again, `limit` the units per period.
+    limit). `remaining` is the units left after this decision (None when unknown: an
+    answer of the `on_error` policy, which makes no claim about quota), `reset_ms` the time
+    until the limit is fully available again, `limit` the units per period.
     """
 
     __slots__ = ("allowed", "limit", "remaining", "reset_ms", "wait_ms")
 
     def __init__(
-        self, allowed: bool, wait_ms: float, remaining: float, reset_ms: float, limit: float
+        self,
+        allowed: bool,
+        wait_ms: float,
+        remaining: Optional[float],
+        reset_ms: float,
+        limit: float,
     ) -> None:
         self.allowed = allowed
         self.wait_ms = wait_ms

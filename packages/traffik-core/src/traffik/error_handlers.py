@@ -1,31 +1,73 @@
-"""`on_error` handlers: decide on a fallback backend, retry the primary, or fail over behind a breaker."""
+"""What a failure while deciding does: the `on_error` policy, and handlers that recover.
+
+Any exception from the decision path (the identifier, a rate or cost callable, the store)
+goes to the throttle's `on_error` (else its backend's): `"throttle"` refuses for a second,
+`"allow"` admits, `"raise"` re-raises, and a handler `async (connection, exc_info) -> wait_ms
+| Decision` decides. A `ConfigurationError` (a callable returning `"5/fortnight"`, a negative
+cost) is no failure of the store: it is logged with the throttle's uid and raised. A
+handler's own exception propagates (a 500, with the traceback in the server log).
+
+`exc_info` (`ThrottleExceptionInfo`) says how far the decision got: `key` is None when the
+failure came before the client's key existed (the identifier raised, say). Its `decide`
+re-runs the whole decision, identity included, on a backend of the handler's choosing, so
+the handlers here never decide on a missing key: `fallback`, `retry` and `failover`.
+Answers made by the policy carry no quota (`Decision.remaining` is None): a client is never
+told it has `r=0` left because the store was down.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
+import logging
 import math
 from collections.abc import Awaitable, Mapping
-from typing import Any, Callable, TypedDict, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypedDict, Union
 
-from traffik.backends.base import ThrottleBackend
 from traffik.backoff import BackoffStrategy, ExponentialBackoff
 from traffik.circuit_breaker import CircuitBreaker, CircuitState
 from traffik.decision import Decision
 from traffik.exceptions import BackendError, ConfigurationError
-from traffik.rates import Rate
-from traffik.typing import Stringable
+
+if TYPE_CHECKING:
+    from traffik.backends.base import ThrottleBackend
+    from traffik.rates import Rate
 
 __all__ = [
+    "ON_ERROR_POLICIES",
+    "THROTTLE_ON_ERROR_WAIT_MS",
     "CircuitBreaker",
     "CircuitState",
+    "DecisionFailed",
     "ErrorHandler",
     "ExceptionInfo",
     "ThrottleExceptionInfo",
+    "apply_on_error",
     "backend_fallback",
+    "check_on_error",
+    "decision_from_wait",
     "failover",
     "fallback",
+    "recover",
     "retry",
 ]
+
+logger = logging.getLogger("traffik")
+
+THROTTLE_ON_ERROR_WAIT_MS = 1000
+"""The wait `on_error="throttle"` answers with: one second."""
+
+ON_ERROR_POLICIES = ("throttle", "allow", "raise")
+
+
+def check_on_error(on_error: Any, owner: str) -> Any:
+    """`on_error` if valid: None, one of `ON_ERROR_POLICIES`, or a handler."""
+    if on_error is None or callable(on_error) or on_error in ON_ERROR_POLICIES:
+        return on_error
+    raise ConfigurationError(
+        f"{owner}: on_error={on_error!r} is not valid; use 'throttle', 'allow', 'raise' "
+        "or an async handler (connection, exc_info) -> wait_ms"
+    )
 
 
 class ThrottleExceptionInfo(TypedDict):
@@ -33,15 +75,16 @@ class ThrottleExceptionInfo(TypedDict):
 
     exception: Exception
     connection: Any
-    key: Stringable
-    """The throttle key before namespacing; a strategy namespaces it with the backend it is given."""
-    cost: float
-    rate: Rate
-    backend: ThrottleBackend
-    """The backend that failed."""
+    key: Optional[str]
+    """The client's key (before namespacing), or None: the failure came before it existed."""
+    cost: Optional[int]
+    rate: Optional[Rate]
+    backend: Optional[ThrottleBackend]
+    """The backend the decision ran on (None when none could be found)."""
     context: Mapping[str, Any]
     throttle: Any
-    """The throttle; handlers use its `.strategy`."""
+    decide: Callable[[Optional[ThrottleBackend]], Awaitable[Decision]]
+    """Run the whole decision again (identity included) on a backend, None for the usual one."""
 
 
 ExceptionInfo = ThrottleExceptionInfo
@@ -58,6 +101,89 @@ _RETRY_BACKOFF = ExponentialBackoff(2.0, max_delay=60.0)
 """`retry_delay`, then twice that, and so on up to a minute: the delays traffik's docs promise."""
 
 
+# -- the policy ------------------------------------------------------------------------------
+
+
+def decision_from_wait(wait: Any, limit: int) -> Decision:
+    """A `Decision` from a traffik 1.2 style wait in ms (0 or less: allowed), quota unknown."""
+    wait = float(wait or 0.0)
+    if wait <= 0:
+        return Decision(True, 0, None, 0, limit)
+    wait_ms = max(1, math.ceil(wait))
+    return Decision(False, wait_ms, None, wait_ms, limit)
+
+
+async def apply_on_error(policy: Any, info: ThrottleExceptionInfo) -> Decision:
+    """The decision `policy` makes for the failure `info` describes (module docstring)."""
+    exc = info["exception"]
+    rate = info["rate"]
+    limit = rate.limit if rate is not None else 0
+    if policy == "raise":
+        raise exc
+    logger.warning(
+        "%r could not decide (%s: %s); on_error=%r",
+        info["throttle"],
+        type(exc).__name__,
+        exc,
+        policy,
+    )
+    if policy == "allow":
+        return Decision(True, 0, None, 0, limit)
+    if not callable(policy):
+        return Decision(False, THROTTLE_ON_ERROR_WAIT_MS, None, THROTTLE_ON_ERROR_WAIT_MS, limit)
+    result = policy(info["connection"], info)
+    if inspect.isawaitable(result):
+        result = await result
+    return result if isinstance(result, Decision) else decision_from_wait(result, limit)
+
+
+class DecisionFailed(Exception):
+    """Raised by a throttle's decision when the strategy (the store) failed on a built key."""
+
+    def __init__(self, error: Exception, key: str, rate: Rate, cost: int) -> None:
+        super().__init__(error, key, rate, cost)
+        self.error, self.key, self.rate, self.cost = error, key, rate, cost
+
+
+async def recover(
+    throttle: Any,
+    exc: Exception,
+    connection: Any,
+    context: Mapping[str, Any],
+    cost: Optional[int],
+    backend: ThrottleBackend,
+    failed: Optional[DecisionFailed],
+) -> tuple[Decision, Optional[Rate]]:
+    """Apply `throttle`'s `on_error` (else `backend`'s) to a decision that raised `exc`;
+    `failed` says how far it got (None: before the key existed). Returns the decision and
+    the rate it was made under, if known."""
+    rate = failed.rate if failed is not None else throttle.static_rate
+
+    async def decide(on: Optional[ThrottleBackend] = None) -> Decision:
+        try:
+            outcome = await throttle._decide(connection, context, cost, on or backend)
+        except DecisionFailed as again:
+            raise again.error from None
+        return outcome[0] if outcome is not None else Decision(True, 0, None, 0, 0)
+
+    info: ThrottleExceptionInfo = {
+        "exception": exc,
+        "connection": connection,
+        "key": failed.key if failed is not None else None,
+        "cost": failed.cost if failed is not None else cost,
+        "rate": rate,
+        "backend": backend,
+        "context": context,
+        "throttle": throttle,
+        "decide": decide,
+    }
+    policy = throttle.on_error if throttle.on_error is not None else backend.on_error
+    return await apply_on_error(policy, info), rate
+
+
+# -- handlers --------------------------------------------------------------------------------
+
+
 def _exception_types(owner: str, name: str, value: object) -> tuple[type[BaseException], ...]:
     types = tuple(value) if isinstance(value, (tuple, list)) else (value,)
     if not types or not all(isinstance(t, type) and issubclass(t, BaseException) for t in types):
@@ -69,6 +195,8 @@ def _exception_types(owner: str, name: str, value: object) -> tuple[type[BaseExc
 
 
 def _check_backend(owner: str, backend: object) -> None:
+    from traffik.backends.base import ThrottleBackend
+
     if not isinstance(backend, ThrottleBackend):
         raise ConfigurationError(
             f"{owner}(backend={backend!r}): must be a ThrottleBackend, "
@@ -112,52 +240,36 @@ def _check_backoff(owner: str, backoff: object) -> BackoffStrategy:
     return backoff
 
 
-async def _decide(exc_info: ThrottleExceptionInfo, backend: ThrottleBackend) -> float | Decision:
-    """Run the throttle's strategy on `backend`: its `Decision` if it has `decide`, else its wait."""
-    strategy = exc_info["throttle"].strategy
-    decide = getattr(strategy, "decide", None)
-    run = decide if callable(decide) else strategy
-    result: float | Decision = await run(
-        exc_info["key"], exc_info["rate"], backend, exc_info["cost"]
-    )
-    return result
-
-
 async def _decide_on_fallback(
-    backend: ThrottleBackend, initialized: bool | None, exc_info: ThrottleExceptionInfo
-) -> float | Decision:
-    """Decide on the fallback backend; its own failure is raised chained to the original error."""
+    backend: ThrottleBackend, initialized: Optional[bool], info: ThrottleExceptionInfo
+) -> Decision:
+    """The whole decision again on `backend`; its failure is raised chained to the original."""
     try:
         if initialized is False and not backend.initialized:
             await backend.initialize()
-        return await _decide(exc_info, backend)
+        return await info["decide"](backend)
     except Exception as exc:
-        raise exc from exc_info["exception"]
+        raise exc from info["exception"]
 
 
 def fallback(
     backend: ThrottleBackend,
     on: _ExceptionTypes = _DEFAULT_ON,
     *,
-    fallback_on: _ExceptionTypes | None = None,
-    initialized: bool | None = None,
+    fallback_on: Optional[_ExceptionTypes] = None,
+    initialized: Optional[bool] = None,
 ) -> ErrorHandler:
-    """An `on_error` handler that decides on `backend` when the primary raises one of `on`.
+    """An `on_error` handler that decides on `backend` when the decision raised one of `on`.
 
-    The throttle's strategy runs on `backend` with the same key, rate and cost; the
-    handler returns its `Decision` (or, for a strategy without `decide`, its wait in ms).
-    Any other exception is re-raised unchanged, so the request fails instead of being
-    silently throttled. If the fallback fails too, its error is raised chained to the
-    original (`raise fallback_error from original`).
+    The whole decision runs again on `backend` (the same client, rate and cost). Any other
+    exception is re-raised unchanged, so the request fails instead of being silently
+    throttled; if the fallback fails too, its error is raised chained to the original.
 
     `fallback_on` is traffik 1.2's name for `on` and keeps working, without a warning;
-    giving both with different values is a `ConfigurationError`.
-
-    `backend` need not be initialised: a backend initialises itself on first use. With
-    `initialized=False` the handler also calls `backend.initialize()` whenever the backend
-    is not initialised, which reopens one that was explicitly closed. `None` (the default)
-    and `True` leave the backend's lifecycle to the backend (traffik 1.2's `True` skipped
-    initialisation, so an unused fallback failed).
+    giving both with different values is a `ConfigurationError`. `backend` need not be
+    initialised: it initialises itself on first use. With `initialized=False` the handler
+    also calls `backend.initialize()` whenever the backend is not initialised, which reopens
+    one that was explicitly closed.
     """
     _check_backend("fallback", backend)
     _check_initialized("fallback", initialized)
@@ -171,9 +283,7 @@ def fallback(
             )
         types = legacy
 
-    async def fallback_handler(
-        connection: Any, exc_info: ThrottleExceptionInfo
-    ) -> float | Decision:
+    async def fallback_handler(connection: Any, exc_info: ThrottleExceptionInfo) -> Decision:
         if not isinstance(exc_info["exception"], types):
             raise exc_info["exception"]
         return await _decide_on_fallback(backend, initialized, exc_info)
@@ -187,13 +297,13 @@ backend_fallback = fallback
 def retry(
     max_retries: int = 3,
     retry_delay: float = 0.1,
-    backoff_multiplier: float | None = None,
-    backoff: BackoffStrategy | None = None,
+    backoff_multiplier: Optional[float] = None,
+    backoff: Optional[BackoffStrategy] = None,
     retry_on: _ExceptionTypes = (Exception,),
     *,
     sleep: _Sleep = asyncio.sleep,
 ) -> ErrorHandler:
-    """An `on_error` handler that runs the decision again on the backend that failed.
+    """An `on_error` handler that runs the whole decision again, identity included.
 
     It retries only an error that is one of `retry_on` (any other is re-raised), at most
     `max_retries` times, and returns the first result; a retry that raises an error outside
@@ -202,8 +312,7 @@ def retry(
 
     Retry `n` (from 1) waits `backoff(n, retry_delay)` seconds first. The default backoff
     doubles from `retry_delay` up to a minute, so the first retry comes `retry_delay` after
-    the failure, as traffik's docs promise (traffik 1.2 itself retried once at once). Give
-    `backoff` (see `traffik.backoff`, with jitter if many clients retry together) or
+    the failure, as traffik's docs promise. Give `backoff` (see `traffik.backoff`) or
     `backoff_multiplier` (`retry_delay * multiplier ** (n - 1)`), not both. `sleep` is the
     coroutine that waits, replaceable in tests.
     """
@@ -224,14 +333,14 @@ def retry(
     else:
         delays = _RETRY_BACKOFF
 
-    async def retry_handler(connection: Any, exc_info: ThrottleExceptionInfo) -> float | Decision:
+    async def retry_handler(connection: Any, exc_info: ThrottleExceptionInfo) -> Decision:
         error: BaseException = exc_info["exception"]
         if not isinstance(error, types):
             raise error
         for attempt in range(1, max_retries + 1):
             await sleep(delays(attempt, delay))
             try:
-                return await _decide(exc_info, exc_info["backend"])
+                return await exc_info["decide"](None)
             except types as exc:
                 error = exc
         raise error
@@ -241,27 +350,24 @@ def retry(
 
 def failover(
     backend: ThrottleBackend,
-    breaker: CircuitBreaker | None = None,
+    breaker: Optional[CircuitBreaker] = None,
     max_retries: int = 2,
     retry_delay: float = 0.05,
-    backoff: BackoffStrategy | None = None,
-    initialized: bool | None = None,
+    backoff: Optional[BackoffStrategy] = None,
+    initialized: Optional[bool] = None,
     *,
     sleep: _Sleep = asyncio.sleep,
 ) -> ErrorHandler:
-    """An `on_error` handler that retries the failed backend behind `breaker`, then uses `backend`.
+    """An `on_error` handler that retries the decision behind `breaker`, then uses `backend`.
 
-    Every routed error triggers it. While the breaker refuses (open, or a probe already
-    running), the handler goes straight to `backend`. Otherwise it retries the primary up
+    Every failure triggers it. While the breaker refuses (open, or a probe already running),
+    the decision goes straight to `backend`. Otherwise it runs again (identity included) up
     to `max_retries` times, waiting `backoff(n, retry_delay)` before retry `n` (the same
     default as `retry`); the first success is recorded on the breaker and returned. When
     every retry fails, or the handler is cancelled while retrying, the breaker records one
     failure and the decision runs on `backend` (see `fallback`, whose `initialized` this
-    shares). The throttle itself still tries the primary once per request; the breaker
-    spares the retries.
-
-    `breaker` defaults to a new `CircuitBreaker()` owned by this handler; pass one to
-    share or inspect it. `sleep` is the coroutine that waits, replaceable in tests.
+    shares). `breaker` defaults to a new `CircuitBreaker()` owned by this handler; pass one
+    to share or inspect it. `sleep` is the coroutine that waits, replaceable in tests.
     """
     _check_backend("failover", backend)
     _check_initialized("failover", initialized)
@@ -274,16 +380,16 @@ def failover(
         raise ConfigurationError(f"failover(breaker={breaker!r}): must be a CircuitBreaker or None")
     circuit = breaker
 
-    async def failover_handler(
-        connection: Any, exc_info: ThrottleExceptionInfo
-    ) -> float | Decision:
+    async def failover_handler(connection: Any, exc_info: ThrottleExceptionInfo) -> Decision:
         if await circuit.allow_execution():
             recovered = False
             try:
                 for attempt in range(1, max_retries + 1):
                     await sleep(delays(attempt, delay))
                     try:
-                        result = await _decide(exc_info, exc_info["backend"])
+                        result = await exc_info["decide"](None)
+                    except ConfigurationError:
+                        raise
                     except Exception:
                         continue
                     recovered = True

@@ -135,14 +135,20 @@ def _throttled_bases() -> tuple[type[Exception], ...]:
 
 
 class ConnectionThrottled(*_throttled_bases()):  # type: ignore[misc]
-    """A throttled connection: status 429 and `Retry-After` with the wait in whole seconds."""
+    """A throttled connection: status 429 and `Retry-After` with the wait in whole seconds.
+
+    The arguments come in `HTTPException`'s order (`ConnectionThrottled(429, "slow down")`);
+    `wait_period` (seconds, for `Retry-After`) is keyword-only. traffik 1.2's keywords
+    (`wait_period=`, `status_code=`, `detail=`, `headers=`) all keep working.
+    """
 
     def __init__(
         self,
-        wait_period: int | None = None,
         status_code: int = 429,
         detail: Any = None,
         headers: Mapping[str, str] | None = None,
+        *,
+        wait_period: int | None = None,
     ) -> None:
         if detail is None:
             detail = _reason_phrase(status_code)

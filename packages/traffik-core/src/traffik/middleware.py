@@ -18,6 +18,7 @@ from traffik.backends.base import ThrottleBackend
 from traffik.backends.context import SCOPE_BACKEND_KEY
 from traffik.decorators import is_async_callable
 from traffik.exceptions import ConfigurationError
+from traffik.responses import ThrottledResponse
 from traffik.rules import PathPattern, Rule
 from traffik.throttles import Throttle
 
@@ -189,7 +190,8 @@ class ThrottleMiddleware:
     every throttle; with `skip_handler=True` throttled requests reach the app, which can
     check `is_throttled(request)`.
 
-    A throttled connection gets the response of the app's exception handler for the
+    A throttled connection gets the Response its throttle's `handle_throttled` returned, if
+    it returned one; else the response of the app's exception handler for the
     exception (status-code handlers first, then by class, as Starlette does), or of
     `exception_handler_getter(exc)` when given; with no handler, a JSON
     `{"detail": ...}` 429 with `Retry-After` and the rate-limit headers. A WebSocket handshake
@@ -309,7 +311,9 @@ class ThrottleMiddleware:
     ) -> None:
         handler = self._handler_for(exc, scope)
         response: Optional[Response]
-        if handler is not None:
+        if isinstance(exc, ThrottledResponse):
+            response = exc.response
+        elif handler is not None:
             if is_async_callable(handler):
                 response = await handler(connection, exc)
             else:

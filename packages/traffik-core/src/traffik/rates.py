@@ -7,6 +7,8 @@ import math
 import re
 from typing import Any, Union
 
+from traffik.exceptions import ConfigurationError
+
 __all__ = ["UNLIMITED", "Rate", "RateLike"]
 
 _MS_PER = {
@@ -38,11 +40,11 @@ _UNLIMITED_WORDS = frozenset({"unlimited", "inf", "none"})
 
 def _check_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(
+        raise ConfigurationError(
             f"Rate {name}={value!r}: must be a whole number (int), not {type(value).__name__}"
         )
     if value < 0:
-        raise ValueError(f"Rate {name}={value!r}: must be zero or positive")
+        raise ConfigurationError(f"Rate {name}={value!r}: must be zero or positive")
     return value
 
 
@@ -83,12 +85,12 @@ class Rate:
             + 86_400_000 * _check_int("days", days)
         )
         if limit == 0 and expire != 0:
-            raise ValueError(
+            raise ConfigurationError(
                 f"Rate(limit=0, period={expire}ms): a zero limit with a period is ambiguous; "
                 "use Rate() for unlimited, or a limit of at least 1"
             )
         if limit != 0 and expire == 0:
-            raise ValueError(
+            raise ConfigurationError(
                 f"Rate(limit={limit}): a limit needs a period; "
                 "pass milliseconds=, seconds=, minutes=, hours= or days="
             )
@@ -112,7 +114,9 @@ class Rate:
         if isinstance(rate, Rate):
             return rate
         if not isinstance(rate, str):
-            raise ValueError(f"rate {rate!r}: expected a string like {_EXAMPLES}, or a Rate")
+            raise ConfigurationError(
+                f"rate {rate!r}: expected a string like {_EXAMPLES}, or a Rate"
+            )
         return _parse(rate.strip().lower(), rate)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -160,34 +164,34 @@ def _rebuild(limit: int, expire: int) -> Rate:
 @functools.lru_cache(maxsize=512)
 def _parse(text: str, original: str) -> Rate:
     if not text:
-        raise ValueError(f"rate {original!r}: empty; write it like {_EXAMPLES}")
+        raise ConfigurationError(f"rate {original!r}: empty; write it like {_EXAMPLES}")
     if text in _UNLIMITED_WORDS:
         return UNLIMITED
     parts = _SPLIT.split(text)
     if len(parts) != 2:
-        raise ValueError(
+        raise ConfigurationError(
             f"rate {original!r}: expected '<limit>/<period>' or '<limit> per <period>', like {_EXAMPLES}"
         )
     left, right = parts
     if not left.isdigit() or not left.isascii():
-        raise ValueError(
+        raise ConfigurationError(
             f"rate {original!r}: limit {left!r} is not a whole number; write it like {_EXAMPLES}"
         )
     limit = int(left)
     match = _PERIOD.match(right)
     if match is None:
-        raise ValueError(
+        raise ConfigurationError(
             f"rate {original!r}: period {right!r} is not '[n]unit'; use units {_UNITS_HINT}"
         )
     count_text, unit = match.groups()
     unit_ms = _MS_PER.get(unit)
     if unit_ms is None:
-        raise ValueError(f"rate {original!r}: unknown unit {unit!r}; use {_UNITS_HINT}")
+        raise ConfigurationError(f"rate {original!r}: unknown unit {unit!r}; use {_UNITS_HINT}")
     count = int(count_text) if count_text else 1
     if count == 0:
-        raise ValueError(f"rate {original!r}: the period must be longer than zero")
+        raise ConfigurationError(f"rate {original!r}: the period must be longer than zero")
     if limit == 0:
-        raise ValueError(
+        raise ConfigurationError(
             f"rate {original!r}: a limit of 0 admits nothing; write 'unlimited' for no limit"
         )
     return Rate(limit=limit, milliseconds=count * unit_ms)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Mapping
 from typing import Any, Callable, ClassVar, Optional, Union
 
@@ -12,18 +13,25 @@ from starlette.websockets import WebSocket
 
 from traffik.backends.base import ThrottleBackend
 from traffik.backends.context import resolve_backend
-from traffik.backends.defaults import check_on_error
+from traffik.bucket_state import BucketState
 from traffik.buckets import route_part
 from traffik.decision import Decision
+from traffik.error_handlers import DecisionFailed, check_on_error, decision_from_wait, recover
 from traffik.exceptions import ConfigurationError
-from traffik.failures import decide_after_failure, decision_from_wait
-from traffik.handlers import connection_throttled, websocket_throttled
 from traffik.headers import RateLimitHeaders, check_style
 from traffik.identity import default_identifier
 from traffik.keyparts import ANONYMOUS_PART, client_part, escape
 from traffik.rates import Rate
+from traffik.responses import (
+    THROTTLED_STATE_KEY,
+    answer_with,
+    connection_throttled,
+    get_wait,
+    is_throttled,
+    websocket_throttled,
+)
 from traffik.strategies import DEFAULT_STRATEGY
-from traffik.typing import EXEMPTED, StrategyStat
+from traffik.typing import EXEMPTED
 
 __all__ = [
     "THROTTLED_STATE_KEY",
@@ -36,7 +44,7 @@ __all__ = [
 ]
 
 
-THROTTLED_STATE_KEY = "__traffik_throttled_state__"
+logger = logging.getLogger("traffik")
 _POSITIONAL = inspect.Parameter.POSITIONAL_OR_KEYWORD
 _KEYWORD = inspect.Parameter.KEYWORD_ONLY
 
@@ -53,17 +61,7 @@ def _check_cost(cost: Any, owner: str) -> int:
     return cost
 
 
-def get_wait(connection: HTTPConnection) -> float:
-    """The wait (ms) the last throttle gave this connection; 0.0 when allowed or not throttled."""
-    state = connection.scope.get("state")
-    return float(state.get(THROTTLED_STATE_KEY, 0.0)) if state else 0.0
-
-
-def is_throttled(connection: HTTPConnection) -> bool:
-    return get_wait(connection) != 0.0
-
-
-class Throttle:
+class Throttle(BucketState):
     """A rate limit on connections of one kind; use `HTTPThrottle` or `WebSocketThrottle`.
 
     `rate` is a string (`"100/min"`), a `Rate`, or a callable `(connection, context)` returning
@@ -109,8 +107,7 @@ class Throttle:
         self.strategy = DEFAULT_STRATEGY if strategy is None else strategy
         if not callable(self.strategy):
             raise ConfigurationError(f"{owner}: strategy={strategy!r} is not callable")
-        self._decide = getattr(self.strategy, "decide", None)
-        self._decide_now = getattr(self.strategy, "decide_now", None)
+        self._strategy_decide = getattr(self.strategy, "decide", None)
         self._cost_fn: Optional[Callable[..., Any]] = None
         if callable(cost):
             self.cost, self._cost_fn = 1, cost
@@ -131,6 +128,7 @@ class Throttle:
                 f"{owner}: backend={backend!r} is not a ThrottleBackend or a backend URL"
             )
         self._backend: Optional[ThrottleBackend] = backend
+        self._validate()
         self.dynamic_backend = dynamic_backend
         self.identifier = identifier
         self.handle_throttled = handle_throttled
@@ -159,6 +157,11 @@ class Throttle:
     def rate(self) -> Any:
         return self._rate_fn or self._rate
 
+    @property
+    def static_rate(self) -> Optional[Rate]:
+        """The rate when it is fixed, None when a callable gives it per connection."""
+        return None if self._rate_fn is not None else self._rate
+
     def update_rate(self, rate: Union[str, Rate, Callable[..., Any]]) -> None:
         """Replace the rate (a string, a `Rate`, or a callable), checked as in the constructor."""
         owner = f"{type(self).__name__}({self.uid!r})"
@@ -184,12 +187,22 @@ class Throttle:
                 f"{type(self.strategy).__name__} can ever admit ({capacity(parsed):g}); "
                 "raise the rate's limit or lower the cost"
             )
+        check_scale = getattr(self.strategy, "check_scale", None)
+        if check_scale is not None and rate_fn is None:
+            check_scale(parsed)
         self._rate, self._rate_fn = parsed, rate_fn
         self._headers = (
             RateLimitHeaders(self.uid, parsed, self.headers)
             if self.headers is not None and not parsed.unlimited
             else None
         )
+        self._validate()
+
+    def _validate(self) -> None:
+        """Let a fixed backend refuse a static rate its store cannot hold (`validate`)."""
+        backend = getattr(self, "_backend", None)
+        if backend is not None and self._rate_fn is None and not self._rate.unlimited:
+            backend.validate(self.strategy, self._rate)
 
     @property
     def backend(self) -> Optional[ThrottleBackend]:
@@ -277,67 +290,84 @@ class Throttle:
             return connection
         ctx = self.context if context is None else {**self.context, **context}
         backend = self._backend or self.get_backend(connection)
-        rate = self._rate
-        key = None
         try:
-            if self._rate_fn is not None:
-                rate = await self._rate_for(connection, ctx)
-            if rate.unlimited:
-                return connection
-            if cost is None:
-                cost = self.cost if self._cost_fn is None else await self._cost_for(connection, ctx)
-            elif cost != self.cost:
-                cost = _check_cost(cost, repr(self))
-            if cost == 0:
-                return connection
-            scope = connection.scope
-            if self.identifier is None and backend.defaults.identifier is None:
-                client = scope.get("client")
-                key = f"{self._uid_part}:{client_part(client[0]) if client else ANONYMOUS_PART}"
-            else:
-                ident = await self.identify(connection, backend)
-                if ident is EXEMPTED:
-                    return connection
-                key = f"{self._uid_part}:{client_part(ident)}"
-            if self.per_route:
-                key += ":" + route_part(scope)
-            extra = ctx.get("scope")
-            if extra is not None:
-                key = f"{key}:{escape(str(extra))}"
-            # In memory the whole decision runs synchronously: no coroutine per layer.
-            decision = (
-                None if self._decide_now is None else self._decide_now(key, rate, backend, cost)
-            )
-            if decision is None:
-                if self._decide is not None:
-                    decision = await self._decide(key, rate, backend, cost)
-                else:
-                    decision = decision_from_wait(
-                        await self.strategy(key, rate, backend, cost), rate
-                    )
-        except ConfigurationError:
+            outcome = await self._decide(connection, ctx, cost, backend)
+        except ConfigurationError as exc:
+            logger.error("%r is misconfigured: %s", self, exc)
             raise
+        except DecisionFailed as failed:
+            outcome = await recover(self, failed.error, connection, ctx, cost, backend, failed)
         except Exception as exc:
-            decision = await decide_after_failure(
-                self, exc, connection, key, cost, rate, backend, ctx
-            )
+            outcome = await recover(self, exc, connection, ctx, cost, backend, None)
+        if outcome is None:
+            return connection
+        decision, rate = outcome
         scope = connection.scope
         state = scope.get("state")
         if state is None:
             scope["state"] = state = {}
         if decision.allowed:
             state[THROTTLED_STATE_KEY] = 0.0
-            if response is not None and self.headers is not None:
+            if response is not None and self.headers is not None and rate is not None:
                 headers = self._headers or RateLimitHeaders(self.uid, rate, self.headers)
                 response.raw_headers.extend(headers.raw(decision))
             return connection
         return await self._throttled(connection, decision, rate, ctx, state, skip_handler, backend)
 
+    async def _decide(
+        self,
+        connection: Any,
+        ctx: Mapping[str, Any],
+        cost: Optional[int],
+        backend: ThrottleBackend,
+    ) -> Optional[tuple[Decision, Optional[Rate]]]:
+        """The decision for `connection` on `backend` and the rate it was made under; None
+        when there is nothing to decide (an unlimited rate, no cost, an exempted client).
+
+        A failure of the strategy (the store) is raised as `DecisionFailed`, with the key."""
+        rate = self._rate
+        if self._rate_fn is not None:
+            rate = await self._rate_for(connection, ctx)
+        if rate.unlimited:
+            return None
+        if cost is None:
+            cost = self.cost if self._cost_fn is None else await self._cost_for(connection, ctx)
+        elif cost != self.cost:
+            cost = _check_cost(cost, repr(self))
+        if cost == 0:
+            return None
+        scope = connection.scope
+        if self.identifier is None and backend.defaults.identifier is None:
+            client = scope.get("client")
+            key = f"{self._uid_part}:{client_part(client[0]) if client else ANONYMOUS_PART}"
+        else:
+            ident = await self.identify(connection, backend)
+            if ident is EXEMPTED:
+                return None
+            key = f"{self._uid_part}:{client_part(ident)}"
+        if self.per_route:
+            key += ":" + route_part(scope)
+        extra = ctx.get("scope")
+        if extra is not None:
+            key = f"{key}:{escape(str(extra))}"
+        try:
+            if self._strategy_decide is not None:
+                decision = await self._strategy_decide(key, rate, backend, cost)
+            else:
+                decision = decision_from_wait(
+                    await self.strategy(key, rate, backend, cost), rate.limit
+                )
+        except ConfigurationError:
+            raise
+        except Exception as exc:
+            raise DecisionFailed(exc, key, rate, cost) from exc
+        return decision, rate
+
     async def _throttled(
         self,
         connection: Any,
         decision: Decision,
-        rate: Rate,
+        rate: Optional[Rate],
         ctx: Mapping[str, Any],
         state: dict[str, Any],
         skip_handler: Optional[bool],
@@ -349,15 +379,18 @@ class Throttle:
         state[THROTTLED_STATE_KEY] = wait
         if skip_handler if skip_handler is not None else self.skip_handler:
             return connection
-        if self.headers is not None:
+        if self.headers is not None and rate is not None:
             headers = self._headers or RateLimitHeaders(self.uid, rate, self.headers)
-            extra = headers.text(decision)
-            own = ctx.get("headers")
-            ctx = {**ctx, "headers": {**extra, **own} if own else extra}
+            extra = headers.text(decision, wait)
+            if extra:
+                own = ctx.get("headers")
+                ctx = {**ctx, "headers": {**extra, **own} if own else extra}
         handler = self.handle_throttled
         if handler is None and self.use_backend_handler:
             handler = backend.handle_throttled
-        await _resolve((handler or self.default_handler)(connection, wait, self, ctx))
+        result = await _resolve((handler or self.default_handler)(connection, wait, self, ctx))
+        if isinstance(result, Response):
+            answer_with(connection, result)
         return connection
 
     __call__ = hit
@@ -365,121 +398,6 @@ class Throttle:
 
     def _dependency_parameters(self) -> list[inspect.Parameter]:
         return [inspect.Parameter("connection", _POSITIONAL, annotation=self.connection_type)]
-
-    # -- reading without counting ----------------------------------------------------------
-
-    def _route_named(self, path: Optional[str], method: Optional[str]) -> Optional[str]:
-        """The route part for a route named by hand (`path` as declared, with its mounts)."""
-        if path is None:
-            if method is not None:
-                raise ConfigurationError(f"{self!r}: method={method!r} needs path= too")
-            return None
-        if not isinstance(path, str) or not path.startswith("/"):
-            raise ConfigurationError(
-                f"{self!r}: path={path!r} must be a route path as declared, like '/items/{{item_id}}'"
-            )
-        websocket = issubclass(self.connection_type, WebSocket)
-        if websocket and method is not None:
-            raise ConfigurationError(f"{self!r}: WebSocket routes have no method; drop method=")
-        scope = {"type": "websocket"} if websocket else {"method": (method or "GET").upper()}
-        return route_part(scope, template=path)
-
-    async def _bucket(
-        self,
-        client: Any,
-        context: Optional[Mapping[str, Any]],
-        path: Optional[str],
-        method: Optional[str],
-        backend: Optional[ThrottleBackend] = None,
-    ) -> Optional[tuple[str, ThrottleBackend, Mapping[str, Any]]]:
-        """The key, backend and context of a client's bucket, or None for an exempted client.
-
-        `client` is a connection (its identity and, unless `path` names another, its route)
-        or an identifier as this throttle's identifier returns it (a per-route throttle then
-        needs `path`)."""
-        route = self._route_named(path, method)
-        ctx = self.context if context is None else {**self.context, **context}
-        if hasattr(client, "scope"):
-            connection = client
-            backend = backend or self.get_backend(connection)
-            ident = await self.identify(connection, backend)
-            if ident is EXEMPTED:
-                return None
-        else:
-            if self.per_route and route is None:
-                raise ConfigurationError(
-                    f"{self!r} counts per route; with an identifier ({client!r}) pass path= as "
-                    "the route declares it (e.g. '/items/{item_id}') and method= if not GET"
-                )
-            connection, ident = None, client
-            backend = backend or self.get_backend()
-        return self.key_for(connection, ident, ctx, route=route), backend, ctx
-
-    async def stat(
-        self,
-        connection: Any,
-        context: Optional[Mapping[str, Any]] = None,
-        *,
-        path: Optional[str] = None,
-        method: Optional[str] = None,
-    ) -> Optional[StrategyStat]:
-        """The client's current state for this throttle, or None (exempted, or no `get_stat`).
-
-        By default the state of `connection`'s own route; `path` (as declared, e.g.
-        `"/items/{item_id}"`, mounts included) and `method` (default GET) read another
-        route's, e.g. from a `GET /quota` endpoint.
-        """
-        get_stat = getattr(self.strategy, "get_stat", None)
-        if get_stat is None:
-            return None
-        bucket = await self._bucket(connection, context, path, method)
-        if bucket is None:
-            return None
-        key, backend, ctx = bucket
-        rate = await self._rate_for(connection, ctx)
-        stat: StrategyStat = await get_stat(key, rate, backend)
-        return stat
-
-    async def reset(
-        self,
-        client: Any,
-        context: Optional[Mapping[str, Any]] = None,
-        *,
-        path: Optional[str] = None,
-        method: Optional[str] = None,
-        backend: Optional[ThrottleBackend] = None,
-    ) -> bool:
-        """Forget what this throttle counted for one client, so its next hit starts a full
-        budget; returns whether there was state to forget. Other clients and routes keep theirs.
-
-        `client` is a connection the throttle saw or an identifier (see `_bucket`); `path`
-        (as declared, mounts included) and `method` (default GET) name another route;
-        `backend` defaults to the one the throttle would use."""
-        suffix = getattr(self.strategy, "suffix", None)
-        if suffix is None:
-            raise ConfigurationError(
-                f"{self!r}: its strategy {self.strategy!r} does not say where it keeps state "
-                "(no `suffix`); clear the whole backend with `await backend.reset()`"
-            )
-        bucket = await self._bucket(client, context, path, method, backend)
-        if bucket is None:
-            return False
-        key, backend, _ = bucket
-        return await backend.delete(backend.get_key(key) + suffix)
-
-    async def check(
-        self,
-        connection: Any,
-        cost: Optional[int] = None,
-        context: Optional[Mapping[str, Any]] = None,
-    ) -> bool:
-        """Whether a hit of `cost` would pass now (best effort; nothing is counted)."""
-        stat = await self.stat(connection, context)
-        if stat is None:
-            return True
-        ctx = self.context if context is None else {**self.context, **context}
-        needed = cost if cost is not None else await self._cost_for(connection, ctx)
-        return stat.hits_remaining >= needed
 
 
 class HTTPThrottle(Throttle):

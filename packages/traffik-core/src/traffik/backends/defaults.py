@@ -9,21 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
+from traffik.error_handlers import check_on_error
 from traffik.exceptions import ConfigurationError
 
-__all__ = ["ON_ERROR_POLICIES", "BackendDefaults", "check_on_error"]
-
-ON_ERROR_POLICIES = ("throttle", "allow", "raise")
-
-
-def check_on_error(on_error: Any, owner: str) -> Any:
-    """`on_error` if valid: None, one of `ON_ERROR_POLICIES`, or a handler."""
-    if on_error is None or callable(on_error) or on_error in ON_ERROR_POLICIES:
-        return on_error
-    raise ConfigurationError(
-        f"{owner}: on_error={on_error!r} is not valid; use 'throttle', 'allow', 'raise' "
-        "or an async handler (connection, exc_info) -> wait_ms"
-    )
+__all__ = ["BackendDefaults"]
 
 
 class BackendDefaults:

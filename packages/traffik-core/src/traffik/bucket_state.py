@@ -1,0 +1,149 @@
+"""Reading and forgetting one client's bucket without counting: `stat`, `check`, `reset`.
+
+Mixed into `Throttle`. A client is named by a connection (its identity and route) or by the
+identifier the throttle gives it; a route other than the connection's own is named by
+`path` (as declared, mounts included) and `method`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
+
+from starlette.websockets import WebSocket
+
+from traffik.buckets import named_route_part
+from traffik.exceptions import ConfigurationError
+from traffik.typing import EXEMPTED, StrategyStat
+
+if TYPE_CHECKING:
+    from traffik.backends.base import ThrottleBackend
+    from traffik.rates import Rate
+
+__all__ = ["BucketState"]
+
+
+class BucketState:
+    """`stat`, `check` and `reset` of one client's bucket, for `Throttle`."""
+
+    uid: str
+    strategy: Any
+    context: dict[str, Any]
+    per_route: bool
+    connection_type: ClassVar[type[Any]]
+
+    if TYPE_CHECKING:
+
+        def get_backend(self, connection: Any = None) -> ThrottleBackend: ...
+
+        async def identify(self, connection: Any, backend: ThrottleBackend) -> Any: ...
+
+        def key_for(
+            self,
+            connection: Any,
+            ident: Any,
+            context: Mapping[str, Any],
+            route: Optional[str] = None,
+        ) -> str: ...
+
+        async def _rate_for(self, connection: Any, context: Mapping[str, Any]) -> Rate: ...
+
+        async def _cost_for(self, connection: Any, context: Mapping[str, Any]) -> int: ...
+
+    async def _bucket(
+        self,
+        client: Any,
+        context: Optional[Mapping[str, Any]],
+        path: Optional[str],
+        method: Optional[str],
+        backend: Optional[ThrottleBackend] = None,
+    ) -> Optional[tuple[str, ThrottleBackend, Mapping[str, Any]]]:
+        """The key, backend and context of a client's bucket, or None for an exempted client.
+
+        `client` is a connection (its identity and, unless `path` names another, its route)
+        or an identifier as this throttle's identifier returns it (a per-route throttle then
+        needs `path`)."""
+        websocket = issubclass(self.connection_type, WebSocket)
+        route = named_route_part(path, method, websocket, self)
+        ctx = self.context if context is None else {**self.context, **context}
+        if hasattr(client, "scope"):
+            connection = client
+            backend = backend or self.get_backend(connection)
+            ident = await self.identify(connection, backend)
+            if ident is EXEMPTED:
+                return None
+        else:
+            if self.per_route and route is None:
+                raise ConfigurationError(
+                    f"{self!r} counts per route; with an identifier ({client!r}) pass path= as "
+                    "the route declares it (e.g. '/items/{item_id}') and method= if not GET"
+                )
+            connection, ident = None, client
+            backend = backend or self.get_backend()
+        return self.key_for(connection, ident, ctx, route=route), backend, ctx
+
+    async def stat(
+        self,
+        connection: Any,
+        context: Optional[Mapping[str, Any]] = None,
+        *,
+        path: Optional[str] = None,
+        method: Optional[str] = None,
+    ) -> Optional[StrategyStat]:
+        """The client's current state for this throttle, or None (exempted, or no `get_stat`).
+
+        By default the state of `connection`'s own route; `path` (as declared, e.g.
+        `"/items/{item_id}"`, mounts included) and `method` (default GET) read another
+        route's, e.g. from a `GET /quota` endpoint.
+        """
+        get_stat = getattr(self.strategy, "get_stat", None)
+        if get_stat is None:
+            return None
+        bucket = await self._bucket(connection, context, path, method)
+        if bucket is None:
+            return None
+        key, backend, ctx = bucket
+        rate = await self._rate_for(connection, ctx)
+        stat: StrategyStat = await get_stat(key, rate, backend)
+        return stat
+
+    async def reset(
+        self,
+        client: Any,
+        context: Optional[Mapping[str, Any]] = None,
+        *,
+        path: Optional[str] = None,
+        method: Optional[str] = None,
+        backend: Optional[ThrottleBackend] = None,
+    ) -> bool:
+        """Forget what this throttle counted for one client, so its next hit starts a full
+        budget; returns whether there was state to forget. Other clients and routes keep theirs.
+
+        `client` is a connection the throttle saw or an identifier (see `_bucket`); `path`
+        (as declared, mounts included) and `method` (default GET) name another route;
+        `backend` defaults to the one the throttle would use."""
+        suffix = getattr(self.strategy, "suffix", None)
+        if suffix is None:
+            raise ConfigurationError(
+                f"{self!r}: its strategy {self.strategy!r} does not say where it keeps state "
+                "(no `suffix`); clear the whole backend with `await backend.reset()`"
+            )
+        bucket = await self._bucket(client, context, path, method, backend)
+        if bucket is None:
+            return False
+        key, backend, _ = bucket
+        return await backend.delete(backend.get_key(key) + suffix)
+
+    async def check(
+        self,
+        connection: Any,
+        cost: Optional[int] = None,
+        context: Optional[Mapping[str, Any]] = None,
+    ) -> bool:
+        """Whether a hit of `cost` would pass now (best effort; nothing is counted)."""
+        stat = await self.stat(connection, context)
+        if stat is None:
+            return True
+        ctx = self.context if context is None else {**self.context, **context}
+        needed = cost if cost is not None else await self._cost_for(connection, ctx)
+        return stat.hits_remaining >= needed
