@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 import warnings
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import redis
 from redis.asyncio import Redis
 
 from traffik.backends.redis import RedisBackend
@@ -223,18 +225,18 @@ class Halving(StateStrategy):
     name = "halving"
     suffix = ":half"
 
-    def transition(self, state: Any, now: float, rate: Rate, cost: float) -> Transition:
-        used = state[0] if state else 0.0
-        if used + cost > rate.limit / 2:
-            return Decision(False, 1_000.0, 0, 1_000.0, rate.limit), None, 0.0
+    def transition(self, state: Any, now: int, rate: Rate, cost: int) -> Transition:
+        used = state[0] if state else 0
+        if 2 * (used + cost) > rate.limit:
+            return Decision(False, 1_000, 0, 1_000, rate.limit), None, 0
         used += cost
-        return Decision(True, 0.0, int(rate.limit / 2 - used), 0.0, rate.limit), [used], 60_000.0
+        return Decision(True, 0, rate.limit // 2 - used, 0, rate.limit), [used], 60_000
 
 
 class StrictTokenBucket(TokenBucket):
     """Keeps the token bucket's script name but changes the transition: not run as a script."""
 
-    def transition(self, state: Any, now: float, rate: Rate, cost: float) -> Transition:
+    def transition(self, state: Any, now: int, rate: Rate, cost: int) -> Transition:
         decision, new_state, ttl = super().transition(state, now, rate, cost * 2)
         return decision, new_state, ttl
 
@@ -262,8 +264,19 @@ async def test_closed_backend_refuses(backend: RedisBackend) -> None:
         await TokenBucket().decide("u", Rate.parse("1/min"), backend, 1)
 
 
+def _connections_named(redis_url: str, name: str) -> int:
+    """How many connections the server has from clients named `name`, once closed ones are gone."""
+    with redis.Redis.from_url(redis_url) as meter:
+        for _ in range(100):
+            count = sum(1 for client in meter.client_list() if client["name"] == name)
+            if not count:
+                return 0
+            time.sleep(0.01)
+        return count
+
+
 def test_one_backend_across_event_loops(redis_url: str) -> None:
-    backend = RedisBackend(redis_url, namespace="loops")
+    backend = RedisBackend(redis_url, namespace="loops", url_kwargs={"client_name": "loops"})
     rate = Rate.parse("5/min")
 
     async def hit() -> bool:
@@ -276,7 +289,8 @@ def test_one_backend_across_event_loops(redis_url: str) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert asyncio.run(hit())
-        assert asyncio.run(hit())  # a new loop: the old loop's client is dropped, not reused
+        assert _connections_named(redis_url, "loops") == 0  # closed in their loop, as it ended
+        assert asyncio.run(hit())  # a new loop: a new client
         assert asyncio.run(hit())
         asyncio.run(finish())
         gc.collect()

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
+import redis
 from redis.asyncio import Redis
 
 from traffik.backends.redis import RedisBackend
@@ -18,9 +19,10 @@ pytestmark = pytest.mark.anyio
 RATE = Rate.parse("1000000/hour")
 
 
-def _connections(client: Any) -> int:
-    pool = client.connection_pool
-    return len(pool._available_connections) + len(pool._in_use_connections)
+def _connections(redis_url: str, name: str) -> int:
+    """How many connections the server has from clients named `name`."""
+    with redis.Redis.from_url(redis_url) as meter:
+        return sum(1 for client in meter.client_list() if client["name"] == name)
 
 
 async def _burst(backend: RedisBackend, strategy: Any, n: int) -> list[bool]:
@@ -37,13 +39,15 @@ async def test_300_concurrent_decisions_on_one_backend_all_succeed(
 ) -> None:
     # redis-py 8's pool holds 100 connections and raises MaxConnectionsError past them
     # (without the gate, 200 of these 300 failed).
-    backend = RedisBackend(redis_url, namespace="burst", on_error="raise")
+    backend = RedisBackend(
+        redis_url, namespace="burst", on_error="raise", url_kwargs={"client_name": "burst"}
+    )
     await backend.initialize()  # else the first decisions queue behind initialisation
     try:
         assert await _burst(backend, strategy, 300) == [True] * 300
-        assert _connections(backend._clients.get().client) <= pool_size(
-            backend._clients.get().client
-        )
+        link = backend._clients.get()
+        assert link is not None
+        assert _connections(redis_url, "burst") <= pool_size(link.client)
     finally:
         await backend.reset()
         await backend.close()
@@ -51,14 +55,18 @@ async def test_300_concurrent_decisions_on_one_backend_all_succeed(
 
 @pytest.mark.redis
 async def test_a_small_pool_is_never_exceeded(redis_url: str) -> None:
-    backend = RedisBackend(redis_url, namespace="small-pool", url_kwargs={"max_connections": 3})
+    backend = RedisBackend(
+        redis_url,
+        namespace="small-pool",
+        url_kwargs={"max_connections": 3, "client_name": "small-pool"},
+    )
     await backend.initialize()
     try:
         for strategy in (FixedWindow(), TokenBucket()):
             assert await _burst(backend, strategy, 200) == [True] * 200
-        client = backend._clients.get().client
-        assert _connections(client) <= 3
-        assert backend._clients.get().gate.free == 3
+        assert _connections(redis_url, "small-pool") <= 3
+        link = backend._clients.get()
+        assert link is not None and link.gate.free == 3
     finally:
         await backend.reset()
         await backend.close()
@@ -66,12 +74,12 @@ async def test_a_small_pool_is_never_exceeded(redis_url: str) -> None:
 
 @pytest.mark.redis
 async def test_a_given_client_with_a_small_pool_queues_too(redis_url: str) -> None:
-    client = Redis.from_url(redis_url, max_connections=4)
+    client = Redis.from_url(redis_url, max_connections=4, client_name="given-pool")
     backend = RedisBackend(client, namespace="given-pool")
     await backend.initialize()
     try:
         assert await _burst(backend, TokenBucket(), 100) == [True] * 100
-        assert _connections(client) <= 4
+        assert _connections(redis_url, "given-pool") <= 4
     finally:
         await backend.reset()
         await backend.close()
@@ -108,20 +116,23 @@ async def test_gate_hands_places_over_in_order_and_survives_cancellation() -> No
 
 
 async def test_which_clients_need_the_backends_own_deadline() -> None:
-    def deadline(backend: RedisBackend) -> bool:
-        return backend._clients.get().deadline
+    async def deadline(backend: RedisBackend) -> bool:
+        link = await backend._clients.build()  # builds the client, connects nothing
+        await backend._clients.aclose()
+        return link.deadline
 
     # Built from a URL: the socket timeouts bound every command.
-    assert deadline(RedisBackend("redis://localhost:1/0")) is False
-    assert deadline(RedisBackend("redis://localhost:1/0?socket_timeout=0.5")) is False
+    assert await deadline(RedisBackend("redis://localhost:1/0")) is False
+    assert await deadline(RedisBackend("redis://localhost:1/0?socket_timeout=0.5")) is False
     # Timeouts longer than ours, none at all, or retried timeouts: our deadline stays.
-    assert deadline(RedisBackend("redis://localhost:1/0?socket_timeout=30")) is True
-    assert deadline(RedisBackend("redis://h:1/0", url_kwargs={"socket_timeout": None})) is True
-    assert deadline(RedisBackend("redis://h:1/0?retry_on_timeout=true")) is True
-    assert deadline(RedisBackend("redis://h:1/0", url_kwargs={"retry": None})) is True
+    assert await deadline(RedisBackend("redis://localhost:1/0?socket_timeout=30")) is True
+    no_timeout = RedisBackend("redis://h:1/0", url_kwargs={"socket_timeout": None})
+    assert await deadline(no_timeout) is True
+    assert await deadline(RedisBackend("redis://h:1/0?retry_on_timeout=true")) is True
+    assert await deadline(RedisBackend("redis://h:1/0", url_kwargs={"retry": None})) is True
     # Clients given by the user, clusters and Sentinel keep it.
     client = Redis(host="localhost", port=1, socket_timeout=0.1, socket_connect_timeout=0.1)
-    assert deadline(RedisBackend(client)) is True
+    assert await deadline(RedisBackend(client)) is True
     await client.aclose()
-    assert deadline(RedisBackend("redis+cluster://localhost:1")) is True
-    assert deadline(RedisBackend("redis+sentinel://localhost:1/mymaster")) is True
+    assert await deadline(RedisBackend("redis+cluster://localhost:1")) is True
+    assert await deadline(RedisBackend("redis+sentinel://localhost:1/mymaster")) is True

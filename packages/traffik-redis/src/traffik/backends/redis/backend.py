@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 import struct
 from collections.abc import Awaitable, Mapping
@@ -11,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 from redis.exceptions import NoScriptError
 from traffik.backends.base import ThrottleBackend, WindowCount
 from traffik.backends.redis import scripts
-from traffik.backends.redis.clients import Link, LoopClients
+from traffik.backends.redis.clients import LoopClients
 from traffik.backends.redis.connection import client_source
 from traffik.backends.redis.errors import bounded, translate
 from traffik.backends.redis.lock import Holding, RedisLock
@@ -54,9 +53,27 @@ def _unlink(client: Any, keys: list[Any]) -> Awaitable[Any]:
     return client.unlink(*keys)
 
 
-def _ms(seconds: float) -> int:
-    """Whole milliseconds for PX/PEXPIRE: rounded up, at least 1."""
-    return max(1, math.ceil(seconds * 1000))
+async def _primaries(client: Any) -> list[Any]:
+    """A cluster's primaries, after refreshing its slot map."""
+    await client.initialize()
+    return list(client.get_primaries())
+
+
+# Redis deletes a key once its clock has passed the key's expiry (`now > expires_at`), so a
+# key whose PTTL is `p` still exists `p` ms from now and is gone one millisecond later. The
+# two helpers below account for it here, as `save_state` and `increment_with_ttl` do in the
+# scripts; `test_ttl.py` checks all of them against the server's clock.
+
+
+def _px(seconds: float) -> int:
+    """PX for a key that must be gone `seconds` from now: whole ms (nearest) minus the
+    millisecond of expiry, and at least 1 (the shortest life Redis gives: gone 2 ms later)."""
+    return max(round(seconds * 1000) - 1, 1)
+
+
+def _gone_in(pttl: int) -> int | None:
+    """Milliseconds until a key is gone, from its PTTL; None when missing (-2) or immortal (-1)."""
+    return None if pttl < 0 else pttl + 1
 
 
 def _whole(amount: Any) -> int:
@@ -164,7 +181,7 @@ class RedisBackend(ThrottleBackend):
         self._deadline = self.connect_timeout + self.command_timeout
         self._clients = LoopClients(self._source, self.connect_timeout, self.command_timeout)
         self._holdings: dict[str, Holding] = {}
-        self._prepared: dict[tuple[int, int, float, bool], _Prepared] = {}
+        self._prepared: dict[tuple[int, int, int, bool], _Prepared] = {}
         self._counter_args: dict[tuple[int, float], tuple[bytes, bytes]] = {}
 
     def __repr__(self) -> str:
@@ -172,68 +189,49 @@ class RedisBackend(ThrottleBackend):
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    async def _link(self) -> Link:
-        if not self.initialized:
-            await self.ensure()
-        return self._clients.get()
-
     def _key(self, key: str) -> str:
         """The Redis key for `key`: inside this namespace, so `clear()` finds everything written."""
         return key if key.startswith(self._prefix) else self._prefix + key
 
-    async def _queue(self, link: Link, operation: str) -> None:
-        """Wait for a place at the gate (every connection of the pool is busy)."""
-        try:
-            await bounded(link.gate.wait(), self._deadline)
-        except Exception as exc:
-            raise translate(
-                exc, self.server, f"{operation} (waiting for a free connection)"
-            ) from exc
-
-    async def _call(self, operation: str, command: Callable[[Any], Awaitable[T]]) -> T:
-        """Run `command(client)`: through the gate, under the deadline when the client needs one,
-        turning failures into `BackendError`s."""
-        link = await self._link()
+    async def _run(self, operation: str, command: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """`await command(client, *args)`: through the gate, under the deadline when the client
+        needs one, with the scripts loaded again when the server lost them, and failures turned
+        into `BackendError`s. Every operation takes this path."""
+        if not self.initialized:
+            await self.ensure()
+        link = self._clients.get() or await self._clients.build()
         gate = link.gate
         if gate.free:
             gate.free -= 1
         else:
-            await self._queue(link, operation)
+            try:
+                await bounded(gate.wait(), self._deadline)
+            except Exception as exc:
+                raise translate(
+                    exc, self.server, f"{operation} (waiting for a free connection)"
+                ) from exc
+        client = link.client
         try:
-            if link.deadline:
-                return await bounded(command(link.client), self._deadline)
-            return await command(link.client)
+            try:
+                if link.deadline:
+                    return await bounded(command(client, *args), self._deadline)
+                return await command(client, *args)
+            except NoScriptError:  # a restarted server, or a new primary: our scripts are gone
+                return await bounded(self._reloaded(client, command, args), self._deadline)
         except Exception as exc:
             raise translate(exc, self.server, operation) from exc
         finally:
             gate.release()
 
-    async def _script(self, script: scripts.Script, key: str, args: Any) -> Any:
-        """`EVALSHA` (the hot path: `_call` inlined, no closure)."""
-        if not self.initialized:
-            await self.ensure()
-        link = self._clients.get()
-        gate = link.gate
-        if gate.free:
-            gate.free -= 1
-        else:
-            await self._queue(link, script.name)
-        try:
-            if link.deadline:
-                return await bounded(scripts.run(link.client, script, key, args), self._deadline)
-            try:
-                return await link.client.evalsha(script.sha, 1, key, *args)
-            except NoScriptError:
-                return await scripts.reload_and_run(link.client, script, key, args)
-        except Exception as exc:
-            raise translate(exc, self.server, script.name) from exc
-        finally:
-            gate.release()
+    async def _reloaded(self, client: Any, command: Callable[..., Awaitable[T]], args: Any) -> T:
+        """`command` again, after `SCRIPT LOAD` of every script."""
+        await scripts.load_all(client, self.cluster)
+        return await command(client, *args)
 
     # -- lifecycle --------------------------------------------------------------------------
 
     async def _open(self) -> None:
-        client = self._clients.get().client
+        client = (self._clients.get() or await self._clients.build()).client
         try:
             await bounded(scripts.load_all(client, self.cluster), self._deadline)
         except Exception as exc:
@@ -248,70 +246,65 @@ class RedisBackend(ThrottleBackend):
         await self._clients.aclose()
 
     async def _ping(self) -> bool:
-        client = self._clients.get().client
-        try:
-            return bool(await bounded(client.ping(), self._deadline))
-        except Exception as exc:
-            raise translate(exc, self.server, "PING") from exc
+        return bool(await self._run("PING", lambda client: client.ping()))
 
     # -- storage ----------------------------------------------------------------------------
 
     async def get(self, key: str) -> str | None:
         key = self._key(key)
-        return _text(await self._call("GET", lambda client: client.get(key)))
+        return _text(await self._run("GET", lambda client: client.get(key)))
 
     async def set(self, key: str, value: str, expire: float | None = None) -> None:
-        key, value, px = self._key(key), str(value), None if expire is None else _ms(expire)
-        await self._call("SET", lambda client: client.set(key, value, px=px))
+        key, value, px = self._key(key), str(value), None if expire is None else _px(expire)
+        await self._run("SET", lambda client: client.set(key, value, px=px))
 
     async def delete(self, key: str) -> bool:
         key = self._key(key)
-        return bool(await self._call("DEL", lambda client: client.delete(key)))
+        return bool(await self._run("DEL", lambda client: client.delete(key)))
 
     async def increment(self, key: str, amount: int = 1) -> int:
         key, amount = self._key(key), _whole(amount)
-        return int(await self._call("INCRBY", lambda client: client.incrby(key, amount)))
+        return int(await self._run("INCRBY", lambda client: client.incrby(key, amount)))
 
     async def decrement(self, key: str, amount: int = 1) -> int:
         key, amount = self._key(key), _whole(amount)
-        return int(await self._call("DECRBY", lambda client: client.decrby(key, amount)))
+        return int(await self._run("DECRBY", lambda client: client.decrby(key, amount)))
 
     async def expire(self, key: str, seconds: float) -> bool:
-        key, px = self._key(key), _ms(seconds)
-        return bool(await self._call("PEXPIRE", lambda client: client.pexpire(key, px)))
+        key, px = self._key(key), _px(seconds)
+        return bool(await self._run("PEXPIRE", lambda client: client.pexpire(key, px)))
 
-    async def ttl(self, key: str) -> float | None:
+    async def ttl(self, key: str) -> int | None:
         key = self._key(key)
-        pttl = int(await self._call("PTTL", lambda client: client.pttl(key)))
-        return None if pttl < 0 else float(pttl)
+        return _gone_in(int(await self._run("PTTL", lambda client: client.pttl(key))))
 
     async def increment_with_ttl(self, key: str, amount: int = 1, ttl: float = 60) -> int:
         """INCRBY plus a TTL when the key has none, in one atomic script; never leaves an immortal counter."""
         args = self._counter_args.get((amount, ttl)) if type(amount) is int else None
         if args is None:
             whole = _whole(amount)
-            args = (str(whole).encode(), str(_ms(ttl)).encode())
+            args = (str(whole).encode(), str(_px(ttl)).encode())
             if len(self._counter_args) >= _PREPARED_MAX:
                 del self._counter_args[next(iter(self._counter_args))]
             self._counter_args[(whole, ttl)] = args
-        reply = await self._script(_COUNTER, self._key(key), args)
-        count, pttl = reply.split(b"|" if type(reply) is bytes else "|")
-        return WindowCount(int(count), float(pttl))
+        reply = await self._run(_COUNTER.name, scripts.evalsha, _COUNTER.sha, self._key(key), args)
+        count, gone_in = reply.split(b"|" if type(reply) is bytes else "|")
+        return WindowCount(int(count), int(gone_in))
 
     async def multi_get(self, *keys: str) -> list[str | None]:
         if not keys:
             return []
         names = [self._key(k) for k in keys]
         if self.cluster:
-            values = await self._call("MGET", lambda client: client.mget_nonatomic(names))
+            values = await self._run("MGET", lambda client: client.mget_nonatomic(names))
         else:
-            values = await self._call("MGET", lambda client: client.mget(names))
+            values = await self._run("MGET", lambda client: client.mget(names))
         return [_text(v) for v in values]
 
     async def multi_set(self, items: Mapping[str, str], expire: float | None = None) -> None:
         if not items:
             return
-        px = None if expire is None else _ms(expire)
+        px = None if expire is None else _px(expire)
         pairs = [(self._key(key), str(value)) for key, value in items.items()]
 
         def pipeline(client: Any) -> Awaitable[Any]:
@@ -320,7 +313,7 @@ class RedisBackend(ThrottleBackend):
                 pipe.set(key, value, px=px)
             return pipe.execute()
 
-        await self._call("SET (pipeline)", pipeline)
+        await self._run("SET (pipeline)", pipeline)
 
     async def clear(self) -> None:
         """Delete this namespace's keys: `SCAN` + `UNLINK` in batches, on every master of a cluster."""
@@ -328,20 +321,17 @@ class RedisBackend(ThrottleBackend):
         if not self.cluster:
             await self._scan_unlink(match, {})
             return
-        await self._call("CLUSTER SLOTS", lambda client: client.initialize())
-        client = (await self._link()).client
-        for node in client.get_primaries():
+        for node in await self._run("CLUSTER SLOTS", _primaries):
             await self._scan_unlink(match, {"target_nodes": node})
 
     async def _scan_unlink(self, match: str, target: dict[str, Any]) -> None:
         cursor: Any = 0
         while True:
-            scan = functools.partial(_scan, cursor=cursor, match=match, target=target)
-            cursor, keys = await self._call("SCAN", scan)
+            cursor, keys = await self._run("SCAN", _scan, cursor, match, target)
             if isinstance(cursor, dict):
                 cursor = next(iter(cursor.values()))
             if keys:
-                await self._call("UNLINK", functools.partial(_unlink, keys=keys))
+                await self._run("UNLINK", _unlink, keys)
             if not int(cursor):
                 return
 
@@ -350,22 +340,25 @@ class RedisBackend(ThrottleBackend):
     def get_lock(self, name: str, ttl: float | None = None, reentrant: bool = False) -> RedisLock:
         return RedisLock(self, name, ttl, reentrant)
 
-    async def _set_if_absent(self, key: str, token: str, px: int | None) -> bool:
-        key = self._key(key)
+    async def _set_if_absent(self, key: str, token: str, ttl: float | None) -> bool:
+        key, px = self._key(key), None if ttl is None else _px(ttl)
         return bool(
-            await self._call("SET NX", lambda client: client.set(key, token, nx=True, px=px))
+            await self._run("SET NX", lambda client: client.set(key, token, nx=True, px=px))
         )
 
     async def _delete_if_token(self, key: str, token: str) -> int:
         release = scripts.SCRIPTS["lock_release"]
-        return int(await self._script(release, self._key(key), (token,)))
+        return int(
+            await self._run(release.name, scripts.evalsha, release.sha, self._key(key), (token,))
+        )
 
     # -- the decision step ------------------------------------------------------------------
 
-    def _prepare(self, strategy: Any, rate: Any, cost: float, commit: bool) -> _Prepared:
+    def _prepare(self, strategy: StateStrategy, rate: Rate, cost: int, commit: bool) -> _Prepared:
         script = native_script(strategy)
         args: tuple[bytes, ...] = ()
         if script is not None:
+            strategy.check_scale(rate)  # the script's doubles are exact below 2**53
             numbers = [float(n) for n in strategy.script_args(rate, cost)]
             if len(numbers) > _NUMBERS:
                 raise ConfigurationError(
@@ -380,7 +373,7 @@ class RedisBackend(ThrottleBackend):
         return prepared
 
     async def evaluate(
-        self, key: str, strategy: StateStrategy, rate: Rate, cost: float, *, commit: bool = True
+        self, key: str, strategy: StateStrategy, rate: Rate, cost: int, *, commit: bool = True
     ) -> Decision:
         """One `EVALSHA` of the strategy's script; a strategy with no script takes the generic locked path."""
         prepared = self._prepared.get((id(strategy), id(rate), cost, commit))
@@ -392,9 +385,9 @@ class RedisBackend(ThrottleBackend):
         args = prepared.args
         if not self._server_clock:
             packed = args[0]
-            args = (packed[:1] + _NOW.pack(self.clock() * 1000.0) + packed[1 + _NOW.size :],)
-        reply = await self._script(script, self._key(key), args)
+            args = (packed[:1] + _NOW.pack(self.now_ms()) + packed[1 + _NOW.size :],)
+        reply = await self._run(script.name, scripts.evalsha, script.sha, self._key(key), args)
         allowed, wait, remaining, reset = reply.split(b"|" if type(reply) is bytes else "|")
         return Decision(
-            allowed == b"1" or allowed == "1", float(wait), int(remaining), float(reset), rate.limit
+            allowed == b"1" or allowed == "1", int(wait), int(remaining), int(reset), rate.limit
         )

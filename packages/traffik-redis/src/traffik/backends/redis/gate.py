@@ -13,6 +13,8 @@ import asyncio
 import collections
 from typing import Any
 
+from redis.asyncio import BlockingConnectionPool
+
 __all__ = ["Gate", "pool_size"]
 
 _UNBOUNDED = 2**31
@@ -23,7 +25,7 @@ def pool_size(client: Any) -> int:
     whole cluster at one node's size is conservative, never wrong)."""
     pool = getattr(client, "connection_pool", None)
     if pool is not None:
-        if hasattr(pool, "_condition"):  # BlockingConnectionPool: it queues by itself
+        if isinstance(pool, BlockingConnectionPool):  # it queues by itself
             return _UNBOUNDED
         size = getattr(pool, "max_connections", None)
     else:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import secrets
 from typing import TYPE_CHECKING, Any
 
@@ -73,13 +72,12 @@ class RedisLock:
             holding.count += 1
             return True
         token = secrets.token_hex(16)
-        px = None if self._ttl is None else max(1, math.ceil(self._ttl * 1000))
         loop = asyncio.get_running_loop()
         deadline = None if blocking_timeout is None else loop.time() + blocking_timeout
         delay = _FIRST_DELAY
         while True:
             try:
-                taken = await self._backend._set_if_absent(self.name, token, px)
+                taken = await self._backend._set_if_absent(self.name, token, self._ttl)
             except BackendError as exc:
                 raise LockAcquisitionError(f"could not acquire lock {self.name!r}: {exc}") from exc
             if taken:

@@ -1,24 +1,22 @@
-"""The Lua scripts (`lua/*.lua`): their sources, SHA1s, and running one by `EVALSHA`."""
+"""The Lua scripts (`lua/*.lua`): their sources, SHA1s, loading them and running one by `EVALSHA`."""
 
 from __future__ import annotations
 
 import hashlib
-import math
 import struct
+from collections.abc import Awaitable
 from importlib import resources
 from typing import Any
 
-from redis.exceptions import NoScriptError
-from traffik.strategies.state import decode_state as decode_text_state
+from traffik.strategies.base import EXACT_LIMIT
 
 __all__ = [
     "SCRIPTS",
     "STRATEGY_SCRIPTS",
     "Script",
     "decode_state",
+    "evalsha",
     "load_all",
-    "reload_and_run",
-    "run",
 ]
 
 STRATEGY_SCRIPTS = (
@@ -31,7 +29,14 @@ STRATEGY_SCRIPTS = (
 )
 """Scripts named by `StateStrategy.script`; each starts with `lua/_prelude.lua`."""
 
+_PARTS = {
+    "leaky_bucket": "_leaky_bucket",
+    "leaky_bucket_with_queue": "_leaky_bucket",
+}
+"""Code some strategy scripts share, placed between the prelude and the script."""
+
 _OTHER_SCRIPTS = ("increment_with_ttl", "lock_release")
+_STATE_MARK = b"i"
 
 
 def _read(name: str) -> str:
@@ -57,9 +62,14 @@ class Script:
         return f"Script({self.name!r}, sha={self.sha[:8]})"
 
 
+def _strategy_source(name: str, prelude: str) -> str:
+    part = _PARTS.get(name)
+    return "\n".join([prelude, *([_read(part)] if part else []), _read(name)])
+
+
 def _load_scripts() -> dict[str, Script]:
     prelude = _read("_prelude")
-    scripts = {name: Script(name, prelude + "\n" + _read(name)) for name in STRATEGY_SCRIPTS}
+    scripts = {name: Script(name, _strategy_source(name, prelude)) for name in STRATEGY_SCRIPTS}
     scripts.update((name, Script(name, _read(name))) for name in _OTHER_SCRIPTS)
     return scripts
 
@@ -79,26 +89,18 @@ async def load_all(client: Any, cluster: bool) -> None:
     await pipe.execute()
 
 
-async def run(client: Any, script: Script, key: str, args: Any) -> Any:
-    """`EVALSHA` with one key; a server that lost its scripts (restart, failover) gets it again."""
-    try:
-        return await client.evalsha(script.sha, 1, key, *args)
-    except NoScriptError:
-        return await reload_and_run(client, script, key, args)
+def evalsha(client: Any, sha: str, key: str, args: Any) -> Awaitable[Any]:
+    """`EVALSHA` with one key (the backend loads the scripts again on a `NoScriptError`)."""
+    return client.evalsha(sha, 1, key, *args)
 
 
-async def reload_and_run(client: Any, script: Script, key: str, args: Any) -> Any:
-    """`SCRIPT LOAD`, then `EVALSHA` again: after a `NoScriptError`."""
-    await client.script_load(script.source)
-    return await client.evalsha(script.sha, 1, key, *args)
-
-
-def decode_state(raw: bytes | None) -> list[float] | None:
-    """The state a script reads from a stored value (None: a fresh key), as `lua/_prelude.lua`
-    does: `#` then little-endian doubles, or the text that earlier versions wrote."""
-    if raw is None or not raw.startswith(b"#"):
-        return decode_text_state(raw)
-    if (len(raw) - 1) % 8:
+def decode_state(raw: bytes | None) -> list[int] | None:
+    """The state a strategy script reads from a stored value, as `load_state` in
+    `lua/_prelude.lua` does: `i` then little-endian doubles, each a whole number below
+    2**53; None (a fresh key) for anything else."""
+    if raw is None or not raw.startswith(_STATE_MARK) or (len(raw) - 1) % 8:
         return None
-    values = list(struct.unpack(f"<{(len(raw) - 1) // 8}d", raw[1:]))
-    return values if all(math.isfinite(v) for v in values) else None
+    values = struct.unpack(f"<{(len(raw) - 1) // 8}d", raw[1:])
+    if not all(v.is_integer() and abs(v) < EXACT_LIMIT for v in values):
+        return None
+    return [int(v) for v in values]

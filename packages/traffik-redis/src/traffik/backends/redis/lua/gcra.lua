@@ -1,20 +1,23 @@
--- GCRA.transition. State: {tat_ms}, the theoretical arrival time.
--- numbers(), the first 4: limit, period_ms, cost, burst tolerance in ms.
-local limit, period, cost, tolerance = numbers()
+-- GCRA.transition, time counted in 1/limit ms (an emission interval is `period` units).
+-- State: {tat_ms, tat_rest}, the theoretical arrival time tat_ms + tat_rest / limit.
+-- numbers(), the first 4: limit, period_ms, cost, burst tolerance in 1/limit ms.
+local limit, interval, cost, tolerance = numbers()
 local now = now_ms()
-local interval = period / limit
 local span = tolerance + interval
-local tat = now
+local backlog = 0 -- the theoretical arrival time minus now, in 1/limit ms
 local state = load_state()
-if state ~= nil and #state == 1 and state[1] > now then
-  tat = state[1]
+if state ~= nil and #state == 2 and (state[1] > now or (state[1] == now and state[2] > 0)) then
+  backlog = (state[1] - now) * limit + state[2]
 end
-local new_tat = tat + cost * interval
-if new_tat - now <= span + EPSILON then
-  local backlog = new_tat - now
-  save_state({new_tat}, math.max(backlog, 1.0))
-  return allowed(math.floor((span - backlog) / interval + EPSILON), backlog)
+local after = backlog + cost * interval
+if after <= span then
+  local reset = ceildiv(after, limit)
+  local tat_ms = floordiv(after, limit)
+  save_state({now + tat_ms, after - tat_ms * limit}, math.max(reset, 1))
+  return allowed(floordiv(span - after, interval), reset)
 end
-local backlog = tat - now
-local remaining = math.max(math.floor((span - backlog) / interval + EPSILON), 0)
-return rejected(whole_ms(new_tat - span - now), remaining, backlog)
+return rejected(
+  ceildiv(after - span, limit),
+  math.max(floordiv(span - backlog, interval), 0),
+  ceildiv(backlog, limit)
+)

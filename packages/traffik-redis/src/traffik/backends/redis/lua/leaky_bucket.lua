@@ -1,18 +1,20 @@
--- LeakyBucket.transition. State: {level, last_ms}.
+-- LeakyBucket.transition. State: {level, last_ms}, the level scaled by the period.
 -- numbers(), the first 3: limit, period_ms, cost.
 local limit, period, cost = numbers()
 local now = now_ms()
-local level = 0.0
+local level = 0
 local state = load_state()
 if state ~= nil and #state == 2 then
-  level = math.max(0.0, state[1] - math.max(now - state[2], 0.0) * limit / period)
+  level = state[1]
+  local elapsed = math.max(now - state[2], 0)
+  if elapsed >= ceildiv(level, limit) then
+    level = 0
+  else
+    level = level - elapsed * limit
+  end
 end
-local leak = limit / period
-if level + cost <= limit + EPSILON then
-  level = level + cost
-  local reset = level / leak
-  save_state({level, now}, math.max(reset, 1.0))
-  return allowed(math.floor(limit - level + EPSILON), reset)
+local admitted, reply, reset = admit(level, limit, period, cost)
+if admitted then
+  save_state({level + cost * period, now}, math.max(reset, 1))
 end
-local wait = (level + cost - limit) / leak
-return rejected(whole_ms(wait), math.floor(math.max(limit - level, 0) + EPSILON), level / leak)
+return reply

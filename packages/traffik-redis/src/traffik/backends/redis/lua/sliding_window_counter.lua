@@ -1,10 +1,11 @@
--- SlidingWindowCounter.transition. State: {window_id, current, previous}.
--- numbers(), the first 3: limit, window_ms, cost.
-local limit, window, cost = numbers()
+-- SlidingWindowCounter.transition. State: {window_id, current, previous}; with `left` ms of
+-- the window to go, the weighted count (scaled by the period) is previous * left + current * period.
+-- numbers(), the first 3: limit, period_ms, cost.
+local limit, period, cost = numbers()
 local now = now_ms()
-local wid = floordiv(now, window)
-local into = now - wid * window
-local current, previous = 0.0, 0.0
+local wid = floordiv(now, period)
+local left = period - (now - wid * period)
+local current, previous = 0, 0
 local state = load_state()
 if state ~= nil and #state == 3 then
   if state[1] == wid then
@@ -13,33 +14,28 @@ if state ~= nil and #state == 3 then
     previous = state[2]
   end
 end
-local left = window - into
-local weighted = previous * left / window + current
-if weighted + cost <= limit + EPSILON then
-  current = current + cost
-  local used = weighted + cost
-  save_state({wid, current, previous}, left + window)
-  return allowed(math.floor(limit - used + EPSILON), left + window)
+local weighted = previous * left + current * period
+local top = limit * period
+local need = cost * period
+if weighted + need <= top then
+  save_state({wid, current + cost, previous}, left + period)
+  return allowed(floordiv(top - weighted - need, period), left + period)
 end
-local wait = -1.0
-if current + cost <= limit + EPSILON and previous > 0 then
-  local decay = (weighted + cost - limit) * window / previous
-  if decay <= left + EPSILON then
-    wait = decay
-  end
+local excess = weighted + need - top
+local wait
+if current + cost <= limit and previous > 0 and ceildiv(excess, previous) < left then
+  -- In this window, t ms from now: previous * (left - t) + (current + cost) * period <= top.
+  wait = ceildiv(excess, previous)
+elseif current > 0 then
+  -- From the next window on, s ms into it: current * (period - s) + cost * period <= top.
+  wait = left + math.max(ceildiv((current + cost - limit) * period, current), 0)
+else
+  wait = left
 end
-if wait < 0 then
-  -- In the next window this window's count becomes the weighted "previous".
-  local start = 0.0
-  if current > 0 then
-    start = window * (1 - (limit - cost) / current)
-  end
-  wait = left + math.max(start, 0.0)
-end
-local reset = 0.0
+local reset = 0
 if current > 0 then
-  reset = left + window
+  reset = left + period
 elseif previous > 0 then
   reset = left
 end
-return rejected(whole_ms(wait), math.floor(math.max(limit - weighted, 0) + EPSILON), reset)
+return rejected(wait, floordiv(math.max(top - weighted, 0), period), reset)

@@ -1,10 +1,10 @@
 -- SlidingWindowLog.transition. State: {t1, cost1, t2, cost2, ...}, oldest first.
--- numbers(), the first 3: limit, window_ms, cost.
-local limit, window, cost = numbers()
+-- numbers(), the first 3: limit, period_ms, cost.
+local limit, period, cost = numbers()
 local now = now_ms()
-local start = now - window
+local start = now - period
 local log = {}
-local total = 0.0
+local total = 0
 local state = load_state()
 if state ~= nil then
   for i = 1, #state - 1, 2 do
@@ -15,30 +15,29 @@ if state ~= nil then
     end
   end
 end
-if total + cost <= limit + EPSILON then
-  local n = #log
+local n = #log
+if total + cost <= limit then
   if n > 0 and log[n - 1] == now then
     log[n] = log[n] + cost
   else
     log[n + 1] = now
     log[n + 2] = cost
   end
-  local used = total + cost
-  save_state(log, window)
-  return allowed(math.floor(limit - used + EPSILON), window)
+  save_state(log, period)
+  return allowed(limit - total - cost, period)
 end
 local excess = total + cost - limit
-local freed = 0.0
-local wait = window
-for i = 1, #log, 2 do
+local freed = 0
+local wait = period
+for i = 1, n, 2 do
   freed = freed + log[i + 1]
-  if freed >= excess - EPSILON then
-    wait = log[i] + window - now
+  if freed >= excess then
+    wait = log[i] + period - now
     break
   end
 end
-local reset = 0.0
-if #log > 0 then
-  reset = log[#log - 1] + window - now
+local reset = 0
+if n > 0 then
+  reset = log[n - 1] + period - now
 end
-return rejected(whole_ms(wait), math.floor(math.max(limit - total, 0) + EPSILON), reset)
+return rejected(wait, math.max(limit - total, 0), reset)
