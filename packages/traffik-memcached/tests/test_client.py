@@ -1,17 +1,36 @@
-"""The node client's pool: grows on demand up to `pool_size`, never reuses a connection mid-reply."""
+"""The node client: aiomcache in its pinned range; a pool that grows on demand up to `pool_size`
+and never reuses a connection mid-reply."""
 
 from __future__ import annotations
 
 import asyncio
+from importlib import metadata
 from typing import Any
 
 import aiomcache
 import pytest
+from packaging.requirements import Requirement
 
 from traffik.backends.memcached import MemcachedBackend
 from traffik.exceptions import BackendConnectionError
 
-pytestmark = [pytest.mark.memcached, pytest.mark.anyio]
+pytestmark = pytest.mark.anyio
+
+
+def test_the_installed_aiomcache_is_in_the_pinned_range() -> None:
+    """`NodeClient` uses aiomcache internals, so traffik-memcached pins the range it was tested on."""
+    pins = [
+        Requirement(line)
+        for line in metadata.requires("traffik-memcached") or []
+        if Requirement(line).name == "aiomcache"
+    ]
+    assert len(pins) == 1 and pins[0].specifier, "aiomcache must be pinned to a tested range"
+    installed = metadata.version("aiomcache")
+    assert pins[0].specifier.contains(installed), (
+        f"aiomcache {installed} is outside traffik-memcached's pinned range {pins[0].specifier}: "
+        "run this suite on it, then widen the pin in packages/traffik-memcached/pyproject.toml"
+    )
+    assert aiomcache.__version__ == installed
 
 
 async def _connections(stats_client: aiomcache.Client) -> int:
@@ -31,6 +50,7 @@ async def _settled_connections(stats_client: aiomcache.Client) -> int:
     return count
 
 
+@pytest.mark.memcached
 async def test_the_pool_grows_under_load_but_never_past_pool_size(memcached_server: Any) -> None:
     stats = aiomcache.Client("127.0.0.1", memcached_server.port, pool_size=1)
     base = await _settled_connections(stats)
@@ -52,6 +72,7 @@ async def test_the_pool_grows_under_load_but_never_past_pool_size(memcached_serv
         await stats.close()
 
 
+@pytest.mark.memcached
 async def test_the_window_hot_path_shares_the_pool_and_counts_every_hit(
     memcached_server: Any,
 ) -> None:
@@ -69,6 +90,7 @@ async def test_the_window_hot_path_shares_the_pool_and_counts_every_hit(
         await stats.close()
 
 
+@pytest.mark.memcached
 async def test_a_cancelled_hit_never_leaves_its_reply_to_the_next(memcached_server: Any) -> None:
     backend = MemcachedBackend(memcached_server.url, namespace="cancel", pool_size=1)
     try:
@@ -89,6 +111,7 @@ async def test_a_cancelled_hit_never_leaves_its_reply_to_the_next(memcached_serv
         await backend.close()
 
 
+@pytest.mark.memcached
 async def test_a_timed_out_hit_is_never_read_by_the_next_command(memcached_server: Any) -> None:
     backend = MemcachedBackend(
         memcached_server.url, namespace="stale-hit", pool_size=1, command_timeout=0.2
@@ -108,6 +131,7 @@ async def test_a_timed_out_hit_is_never_read_by_the_next_command(memcached_serve
         await backend.close()
 
 
+@pytest.mark.memcached
 async def test_a_timed_out_reply_is_never_read_by_the_next_command(memcached_server: Any) -> None:
     backend = MemcachedBackend(
         memcached_server.url, namespace="stale", pool_size=1, command_timeout=0.2

@@ -13,12 +13,16 @@ pytestmark = pytest.mark.memcached
 
 
 class TestMemcachedConformance(BackendConformance, SharedStoreConformance):
+    exact_walks = 25  # every step is a round trip: enough walks to cover each strategy's cases
+
     @pytest.fixture
     def make_backend(self, memcached_url: str) -> Callable[..., MemcachedBackend]:
         return lambda **options: MemcachedBackend(memcached_url, **options)
 
 
 class TestMemcachedClusterConformance(BackendConformance, SharedStoreConformance):
+    exact_walks = 25
+
     @pytest.fixture
     def make_backend(self, memcached_cluster_url: str) -> Callable[..., MemcachedBackend]:
         def make(**options: Any) -> MemcachedBackend:

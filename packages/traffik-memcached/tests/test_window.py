@@ -15,33 +15,36 @@ from traffik.backends.memcached._window import (
     FOLD_AT,
     FOLD_BY,
     WINDOW_FLAG,
-    ms_left,
+    WINDOW_LIMIT,
     pack,
     unpack,
     window_end,
 )
 from traffik.clock import ManualClock
+from traffik.exceptions import ConfigurationError
 
 
-def test_pack_round_trips() -> None:
-    end = window_end(1_700_000_040.0, 60)
-    assert end == 170_000_010_000
+def test_pack_round_trips_and_stays_below_2_64() -> None:
+    end = window_end(1_700_000_040_000, 60)
+    assert end == 1_700_000_100_000
     assert unpack(pack(end, 42)) == (end, 42)
-    assert pack(end, 42) < 2**64
-    assert unpack(pack(window_end(16_000_000_000.0, 3600), COUNT_SPAN - 1))[1] == COUNT_SPAN - 1
+    latest = window_end(16_000_000_000_000, 40 * 86_400)  # a window closing in the year 2477
+    assert pack(latest, COUNT_SPAN - 1) < 2**64
+    assert unpack(pack(latest, COUNT_SPAN - 1)) == (latest, COUNT_SPAN - 1)
 
 
-def test_window_end_never_exceeds_the_ttl_and_is_after_now() -> None:
-    for now in (1_700_000_040.0, 1_700_000_040.004, 1_700_000_040.999, 1_734_567_890.123456):
-        for ttl in (0.001, 0.5, 1, 60, 3600.25):
-            end = window_end(now, ttl)
-            assert 0 < ms_left(end, now) <= max(ttl * 1000, 10)
-            assert ms_left(end, now) > ttl * 1000 - 10
+@pytest.mark.parametrize(
+    ("ttl", "ms"), [(60, 60_000), (0.7, 700), (60.001, 60_001), (0.0004, 1), (3600.25, 3_600_250)]
+)
+def test_a_window_lasts_its_ttl_to_the_millisecond(ttl: float, ms: int) -> None:
+    assert window_end(1_734_567_890_123, ttl) - 1_734_567_890_123 == ms
 
 
-def test_fold_keeps_counts_far_from_overflow() -> None:
-    assert FOLD_AT + 1_000_000 < COUNT_SPAN  # room for a last big hit before the fold
-    assert FOLD_AT - FOLD_BY >= 1_000_000
+def test_counts_up_to_the_window_limit_can_never_overflow_into_the_end() -> None:
+    assert WINDOW_LIMIT == FOLD_AT - FOLD_BY == 250_000
+    # the highest count before a fold, plus a last hit of the largest cost, with room to spare
+    # for hits that race the fold
+    assert FOLD_AT - 1 + WINDOW_LIMIT <= COUNT_SPAN - 250_000
 
 
 @pytest.fixture
@@ -85,6 +88,22 @@ async def test_the_window_closes_on_the_backend_clock(
 
 @pytest.mark.memcached
 @pytest.mark.anyio
+async def test_the_window_closes_at_its_exact_millisecond(
+    backend: MemcachedBackend, clock: ManualClock
+) -> None:
+    clock.advance(ms=0.6)  # sub-millisecond time does not count
+    await backend.increment_with_ttl("w", amount=1, ttl=0.7)
+    clock.advance(ms=699)
+    last = await backend.increment_with_ttl("w", amount=1, ttl=0.7)
+    assert last == 2 and isinstance(last, WindowCount) and last.ttl_ms == 1
+    assert await backend.ttl("w") == 1
+    clock.advance(ms=1)
+    assert await backend.ttl("w") is None
+    assert await backend.increment_with_ttl("w", amount=1, ttl=0.7) == 1
+
+
+@pytest.mark.memcached
+@pytest.mark.anyio
 async def test_expire_moves_the_window_end(backend: MemcachedBackend) -> None:
     await backend.increment_with_ttl("w", amount=5, ttl=60)
     assert await backend.expire("w", 10)
@@ -115,13 +134,23 @@ async def test_a_huge_count_is_folded_before_it_can_overflow(
         set_flag_handler=lambda value: _async(value),
     )
     try:
-        end = window_end(clock(), 60)
+        end = window_end(clock.ms(), 60)
         await raw.set(key, (b"%d" % pack(end, FOLD_AT - 1), WINDOW_FLAG), exptime=120)
         crossed = await backend.increment_with_ttl("w", amount=1, ttl=60)
-        assert crossed == FOLD_AT - FOLD_BY
-        assert await backend.increment_with_ttl("w", amount=1, ttl=60) == FOLD_AT - FOLD_BY + 1
+        assert crossed == FOLD_AT, "the caller that crossed reports the count it reached"
+        after = await backend.increment_with_ttl("w", amount=1, ttl=60)
+        assert after == FOLD_AT - FOLD_BY + 1 > WINDOW_LIMIT, "still over any exact limit"
+        assert after.ttl_ms == 60_000
     finally:
         await raw.close()
+
+
+@pytest.mark.memcached
+@pytest.mark.anyio
+async def test_a_hit_larger_than_the_window_limit_is_refused(backend: MemcachedBackend) -> None:
+    assert await backend.increment_with_ttl("w", amount=WINDOW_LIMIT, ttl=60) == WINDOW_LIMIT
+    with pytest.raises(ConfigurationError, match="at most 250,000 per hit"):
+        await backend.increment_with_ttl("w", amount=WINDOW_LIMIT + 1, ttl=60)
 
 
 async def _async(value: object) -> object:

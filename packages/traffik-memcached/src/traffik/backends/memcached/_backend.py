@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
-import random
 from collections.abc import Iterable, Mapping
 from time import monotonic
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -13,9 +11,11 @@ from traffik.backends.base import ThrottleBackend, WindowCount
 from traffik.backends.memcached._client import Flagged, NodeClient
 from traffik.backends.memcached._counters import ATTEMPTS, increment, number, window_hit
 from traffik.backends.memcached._expiry import exptime
+from traffik.backends.memcached._item_size import ITEM_BYTES_MEANING, MIN_ITEM_BYTES, check_fits
 from traffik.backends.memcached._keys import KeySpace
 from traffik.backends.memcached._lock import DEFAULT_LOCK_TTL, Hold, MemcachedLock
 from traffik.backends.memcached._node import Node
+from traffik.backends.memcached._options import at_least, seconds, whole
 from traffik.backends.memcached._ring import Ring
 from traffik.backends.memcached._servers import (
     DEFAULT_HOST,
@@ -25,18 +25,18 @@ from traffik.backends.memcached._servers import (
     parse_servers,
     parse_url,
 )
+from traffik.backends.memcached._transition import transition
 from traffik.backends.memcached._window import (
     COUNT_SPAN,
     FOLD_AT,
     WINDOW_FLAG,
-    ms_left,
+    WINDOW_LIMIT,
     pack,
     unpack,
     window_end,
 )
 from traffik.exceptions import BackendError, ConfigurationError
 from traffik.keyparts import escape
-from traffik.strategies.state import decode_state, encode_state
 
 if TYPE_CHECKING:
     from aiomcache.pool import Connection
@@ -48,39 +48,17 @@ if TYPE_CHECKING:
 
 __all__ = ["MemcachedBackend"]
 
-_MAX_BACKOFF = 0.05
+_CHECKED_PAIRS = 1024
+"""How many (strategy, rate) pairs `evaluate` remembers as validated (it starts over when full)."""
 
 
-def _positive(owner: str, name: str, value: Any, *, zero: bool = False) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value < 0
-        or (value == 0 and not zero)
-    ):
-        bound = ">= 0" if zero else "> 0"
-        raise ConfigurationError(f"{owner}({name}={value!r}): must be a number of seconds {bound}")
-    return float(value)
-
-
-def _whole(amount: Any) -> int:
-    if isinstance(amount, int):
-        return amount
-    if isinstance(amount, float) and amount.is_integer():
-        return int(amount)
-    raise ConfigurationError(
-        f"memcached counters hold whole numbers; amount={amount!r} cannot be added (use a whole cost)"
-    )
-
-
-def _text(raw: bytes | Flagged | None, now: float) -> Optional[str]:
+def _text(raw: bytes | Flagged | None, now: int) -> Optional[str]:
     if raw is None:
         return None
     if isinstance(raw, Flagged):
         if raw.flags == WINDOW_FLAG:
             end, count = unpack(number(raw))
-            return str(count) if ms_left(end, now) > 0 else None
+            return str(count) if end > now else None
         raw = raw.value
     stripped = raw.rstrip(b" ")
     if stripped.isdigit():  # `decr` may leave a shorter number padded with spaces
@@ -101,9 +79,15 @@ class MemcachedBackend(ThrottleBackend):
       `ATTEMPTS` times, then `BackendError`). A rejected request writes nothing.
     - Time comes from this host: `clock` (default: the wall clock). Memcached has no
       clock a client can read, so app hosts should keep their clocks in sync (NTP).
-    - A fixed-window counter stores its window's end beside its count, so every
-      `increment_with_ttl` answers the time left (a `WindowCount`) and the window closes on
-      `clock`, to 10 ms; `ttl()` knows only such counters (memcached does not report TTLs).
+    - A fixed-window counter stores its window's end (a millisecond of `clock`) beside its
+      count, so every `increment_with_ttl` answers the exact time left (a `WindowCount`) and
+      the window closes on `clock` to the millisecond; `ttl()` knows only such counters
+      (memcached does not report TTLs). Limits up to 250 000 per window (`WINDOW_LIMIT`)
+      are exact; a larger `FixedWindow` limit is not enforced exactly.
+    - `SlidingWindowLog` and `LeakyBucketWithQueue` keep one entry per hit in one item of at
+      most `max_item_bytes` (memcached's `-I`, 1 MiB by default): a rate whose state may not
+      fit is refused (`validate`: `ConfigurationError` naming the largest limit that fits,
+      about 65 000 at 1 MiB) when a throttle with this backend is built, or on first use.
     - Keys are made safe for memcached (see `safe_key`); time to live rounds up to whole
       seconds plus one (see `exptime`), and goes out as a Unix time beyond 30 days.
     - `clear()`/`reset()` moves the namespace to a new generation, a number kept in
@@ -145,6 +129,7 @@ class MemcachedBackend(ThrottleBackend):
         connect_timeout: float = 1.0,
         command_timeout: float = 0.5,
         generation_refresh: float = 1.0,
+        max_item_bytes: int = 1024 * 1024,
         persistent: bool = True,
         **defaults: Any,
     ) -> None:
@@ -156,10 +141,8 @@ class MemcachedBackend(ThrottleBackend):
             )
         if servers is not None and custom_address:
             raise ConfigurationError(f"{owner}: specify either servers= or host=/port=, not both")
-        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
-            raise ConfigurationError(
-                f"{owner}(pool_size={pool_size!r}): must be a whole number >= 1"
-            )
+        at_least(owner, "pool_size", pool_size, 1)
+        at_least(owner, "max_item_bytes", max_item_bytes, MIN_ITEM_BYTES, ITEM_BYTES_MEANING)
         if url is not None:
             nodes = parse_url(url)
         elif servers is not None:
@@ -169,9 +152,9 @@ class MemcachedBackend(ThrottleBackend):
         super().__init__(None, namespace=namespace, persistent=persistent, clock=clock, **defaults)
         self.servers: list[Server] = nodes
         self.pool_size = pool_size
-        self.connect_timeout = _positive(owner, "connect_timeout", connect_timeout)
-        self.command_timeout = _positive(owner, "command_timeout", command_timeout)
-        self.generation_refresh = _positive(
+        self.connect_timeout = seconds(owner, "connect_timeout", connect_timeout)
+        self.command_timeout = seconds(owner, "command_timeout", command_timeout)
+        self.generation_refresh = seconds(
             owner, "generation_refresh", generation_refresh, zero=True
         )
         self._keys = KeySpace(escape(self.namespace))
@@ -189,6 +172,8 @@ class MemcachedBackend(ThrottleBackend):
         self._ring = Ring(self._nodes, [node.name for node in self._nodes])
         self._single: Optional[Node] = self._nodes[0] if len(self._nodes) == 1 else None
         self._held: dict[str, Hold] = {}
+        self.max_item_bytes = max_item_bytes
+        self._checked: set[tuple[Any, Rate]] = set()
 
     def __repr__(self) -> str:
         servers = ",".join(node.name for node in self._nodes)
@@ -233,7 +218,7 @@ class MemcachedBackend(ThrottleBackend):
     async def get(self, key: str) -> Optional[str]:
         node, mkey = await self._locate(key)
         raw = await node.run(lambda client, conn: client.get_on(conn, mkey), "get")
-        return _text(raw, self.clock())
+        return _text(raw, self.now_ms())
 
     async def set(self, key: str, value: str, expire: Optional[float] = None) -> None:
         node, mkey = await self._locate(key)
@@ -247,7 +232,7 @@ class MemcachedBackend(ThrottleBackend):
         return await node.run(lambda client, conn: client.delete_on(conn, mkey), "delete")
 
     async def increment(self, key: str, amount: int = 1) -> int:
-        amount = _whole(amount)
+        amount = whole(amount)
         node, mkey = await self._locate(key)
         return await node.run(increment(mkey, amount), "increment")
 
@@ -255,15 +240,20 @@ class MemcachedBackend(ThrottleBackend):
         """Count `amount` in the window at `key`; one `incr` while the window is open.
 
         The window's end is stored with its count (see `traffik.backends.memcached._window`),
-        so the result is a `WindowCount` with the exact time left, and the window closes on
-        this backend's clock.
+        so the result is a `WindowCount` with the exact time left in milliseconds, and the
+        window closes on this backend's clock. `amount` is at most `WINDOW_LIMIT`.
         """
         # The hot path of `FixedWindow`: everything but the one `incr` is kept to a few
         # attribute reads; whatever is not an open window's count goes on in `window_hit`.
         if type(amount) is not int:
-            amount = _whole(amount)
-        if amount < 0:
-            return await self.increment(key, amount)
+            amount = whole(amount)
+        if not 0 <= amount <= WINDOW_LIMIT:
+            if amount < 0:
+                return await self.increment(key, amount)
+            raise ConfigurationError(
+                f"increment_with_ttl(amount={amount}): a memcached window counter adds at most "
+                f"{WINDOW_LIMIT:,} per hit; use a smaller cost"
+            )
         keys = None
         if type(key) is str:
             node = self._single or self._ring.pick(key)
@@ -272,21 +262,22 @@ class MemcachedBackend(ThrottleBackend):
             mkey = keys(key)
         else:
             node, mkey = await self._locate(key)  # initialises, reads the generation
-        now = self.clock()
-        reply = await node.command(b"incr %s %d\r\n" % (mkey, amount), "increment_with_ttl")
+        now = self.now_ms()
+        line = b"incr %s %d\r\n" % (mkey, amount)
+        reply = await node.run(
+            lambda client, conn: client.line_on(conn, line), "increment_with_ttl"
+        )
         if reply.isdigit():
             end, count = divmod(int(reply), COUNT_SPAN)
-            if end and count < FOLD_AT:
-                left = ms_left(end, now)
-                if left > 0:
-                    return WindowCount(count, left)
+            if end > now and count < FOLD_AT:
+                return WindowCount(count, end - now)
         return await node.run(
             window_hit(mkey, amount, float(ttl), now, reply), "increment_with_ttl"
         )
 
     async def expire(self, key: str, seconds: float) -> bool:
         node, mkey = await self._locate(key)
-        now, expiry = self.clock(), exptime(seconds)
+        now, expiry = self.now_ms(), exptime(seconds)
 
         async def run(client: NodeClient, conn: Connection) -> bool:
             for _ in range(ATTEMPTS):
@@ -304,11 +295,12 @@ class MemcachedBackend(ThrottleBackend):
         return await node.run(run, "expire")
 
     async def ttl(self, key: str) -> Optional[float]:
-        """Milliseconds left in a window counter; None for other keys (memcached does not report TTLs)."""
+        """Milliseconds until a window counter's window closes; None for other keys (memcached
+        does not report TTLs)."""
         node, mkey = await self._locate(key)
         raw = await node.run(lambda client, conn: client.get_on(conn, mkey), "ttl")
         if isinstance(raw, Flagged) and raw.flags == WINDOW_FLAG:
-            left = ms_left(unpack(number(raw))[0], self.clock())
+            left = unpack(number(raw))[0] - self.now_ms()
             return left if left > 0 else None
         return None
 
@@ -328,7 +320,7 @@ class MemcachedBackend(ThrottleBackend):
             *(node.run(fetch(mk), "multi_get") for node, mk in by_node.items())
         ):
             found.update(values)
-        now = self.clock()
+        now = self.now_ms()
         return [_text(found.get(mkey), now) for _, mkey in located]
 
     async def multi_set(self, items: Mapping[str, str], expire: Optional[float] = None) -> None:
@@ -376,32 +368,21 @@ class MemcachedBackend(ThrottleBackend):
 
     # -- the decision step ----------------------------------------------------------------
 
+    def validate(self, strategy: Any, rate: Rate) -> None:
+        """Refuse a strategy whose worst-case state at `rate` cannot fit one memcached item of
+        `max_item_bytes`, naming the largest limit that fits (`check_fits`)."""
+        check_fits(strategy, rate, self.max_item_bytes)
+
     async def evaluate(
-        self, key: str, strategy: StateStrategy, rate: Rate, cost: float, *, commit: bool = True
+        self, key: str, strategy: StateStrategy, rate: Rate, cost: int, *, commit: bool = True
     ) -> Decision:
-        """`gets` the state, run the transition here, `cas` it back; retried when the race is lost."""
+        """`gets` the state, run the transition here, `cas` it back (see `_transition`); the
+        first use of a (strategy, rate) pair is checked by `validate`."""
+        checked = self._checked
+        if (strategy, rate) not in checked:
+            self.validate(strategy, rate)
+            if len(checked) >= _CHECKED_PAIRS:
+                checked.clear()
+            checked.add((strategy, rate))
         node, mkey = await self._locate(key)
-        clock = self.clock
-
-        async def attempt(client: NodeClient, conn: Connection) -> Optional[Decision]:
-            raw, token = await client.gets_on(conn, mkey)
-            state = decode_state(raw.value if isinstance(raw, Flagged) else raw)
-            decision, new_state, ttl_ms = strategy.transition(state, clock() * 1000.0, rate, cost)
-            if not commit or new_state is None:
-                return decision
-            data, expiry = encode_state(new_state).encode("ascii"), exptime(ttl_ms / 1000.0)
-            if raw is None:
-                stored = await client.store_on(conn, b"add", mkey, data, expiry)
-            else:
-                stored = await client.store_on(conn, b"cas", mkey, data, expiry, token)
-            return decision if stored else None
-
-        for tries in range(ATTEMPTS):
-            decision = await node.run(attempt, "evaluate")
-            if decision is not None:
-                return decision
-            await asyncio.sleep(random.random() * min(_MAX_BACKOFF, 0.001 * 2**tries))
-        raise BackendError(
-            f"memcached {node.name}: lost {ATTEMPTS} compare-and-swap races in a row on one key; "
-            "the key is extremely contended (more processes or pool connections than memcached can serialise)"
-        )
+        return await transition(node, mkey, strategy, rate, cost, commit, self.now_ms)

@@ -20,7 +20,6 @@ from traffik.backends.memcached._window import (
     FOLD_AT,
     FOLD_BY,
     WINDOW_FLAG,
-    ms_left,
     pack,
     unpack,
     window_end,
@@ -77,9 +76,10 @@ async def _signed_add(client: NodeClient, conn: Connection, key: bytes, amount: 
 
 
 def window_hit(
-    key: bytes, amount: int, ttl: float, now: float, first: Optional[bytes] = None
+    key: bytes, amount: int, ttl: float, now: int, first: Optional[bytes] = None
 ) -> Operation[int]:
-    """Count `amount` in the fixed window at `key`, opening one of `ttl` seconds when there is none.
+    """Count `amount` in the fixed window at `key` at `now` (in ms of the backend's clock),
+    opening one of `ttl` seconds when there is none.
 
     One `incr` for a window that is open; `add` (or `gets`+`cas` when the window closed on
     the backend's clock before memcached dropped it) to open the next. Returns a
@@ -106,18 +106,16 @@ def window_hit(
             end, count = unpack(value)
             if end == 0:
                 return value  # a plain counter (from `set` or `increment`): no window to report
-            left = ms_left(end, now)
-            if left > 0:
+            if end > now:
                 if count >= FOLD_AT > count - amount:
                     await client.incr_on(conn, key, FOLD_BY, b"decr")
-                    count -= FOLD_BY
-                return WindowCount(count, left)
+                return WindowCount(count, end - now)
             raw, token = await client.gets_on(conn, key)
             if raw is None:
                 continue
             if not isinstance(raw, Flagged) or raw.flags != WINDOW_FLAG:
                 return number(raw)
-            if ms_left(unpack(number(raw))[0], now) > 0:
+            if unpack(number(raw))[0] > now:
                 continue  # another caller opened the next window meanwhile: count in it
             opened = await _open_window(client, conn, key, amount, ttl, now, token)
             if opened is not None:
@@ -133,7 +131,7 @@ async def _open_window(
     key: bytes,
     amount: int,
     ttl: float,
-    now: float,
+    now: int,
     token: int | None,
 ) -> WindowCount | None:
     end = window_end(now, ttl)
@@ -142,4 +140,4 @@ async def _open_window(
         stored = await client.store_on(conn, b"add", key, value, exptime(ttl))
     else:
         stored = await client.store_on(conn, b"cas", key, value, exptime(ttl), token)
-    return WindowCount(amount, ms_left(end, now)) if stored else None
+    return WindowCount(amount, end - now) if stored else None

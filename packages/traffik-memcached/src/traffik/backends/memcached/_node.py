@@ -10,16 +10,10 @@ from typing import Callable, Optional, TypeVar
 from aiomcache.exceptions import ClientException
 from aiomcache.pool import Connection
 
-from traffik.backends.memcached._client import (
-    TICKS,
-    CommandTimeout,
-    ConnectTimeout,
-    Flagged,
-    NodeClient,
-    ReplyError,
-)
+from traffik.backends.memcached._client import Flagged, NodeClient, ReplyError
 from traffik.backends.memcached._expiry import NEVER
 from traffik.backends.memcached._keys import GenerationKeys, KeySpace
+from traffik.backends.memcached._pool import TICKS, CommandTimeout, ConnectTimeout
 from traffik.backends.memcached._servers import Server
 from traffik.exceptions import BackendConnectionError, BackendError
 
@@ -127,84 +121,33 @@ class Node:
     # -- running operations -----------------------------------------------------------------
 
     async def run(self, operation: Operation[T], what: str) -> T:
-        """Run `operation` on one connection of this loop's pool, within the timeouts."""
+        """Run `operation` on one connection of this loop's pool, within the timeouts.
+
+        Every command takes this one path, the fixed window's hot path too: an idle
+        connection (or the next one released) stamped for the pool's watchdog (no timer),
+        the operation, the connection given back (closed unless the operation ended well or
+        with a complete error reply), and any failure translated (`_failure`).
+        """
         client = self._client_here()
         pool = client.pool
+        conn = None
         try:
             conn = pool.take()
             if conn is None:
-                conn = await pool.acquire(pool.tick)  # registers it in `pool.busy`
+                conn = await pool.acquire(pool.tick)
             else:
-                pool.busy[conn] = pool.tick
-                pool.watch()
-            reusable = False
-            try:
-                result = await operation(client, conn)
-                reusable = True
-                return result
-            except ReplyError:
-                reusable = True
-                raise
-            except (OSError, EOFError, ClientException) as exc:
-                if conn in pool.expired:
-                    raise CommandTimeout("the watchdog closed the connection") from exc
-                raise
-            finally:
-                # A connection whose reply may be half read never serves another command.
-                pool.busy.pop(conn, None)
-                if pool.expired:
-                    pool.expired.discard(conn)
-                pool.release(conn, reusable)
-        except Exception as exc:
-            failure = self._failure(exc, what)
-            if failure is exc:
-                raise
-            raise failure from exc
-
-    async def command(self, line: bytes, what: str) -> bytes:
-        """Send one command `line` and return its one-line reply (without the CRLF).
-
-        The hot path of a fixed window: an idle connection (or the next one released), one
-        write (no `drain`: one short command at a time per connection never fills a
-        buffer), one read, no timer.
-        """
-        last_loop, client = self._last
-        if last_loop is not asyncio.get_running_loop() or client is None:
-            client = self._client_here()
-        pool = client.pool
-        busy = pool.busy
-        conn = pool.take()
-        if conn is None:
-            try:
-                conn = await pool.acquire(pool.tick)  # registers it in `busy`
-            except Exception as exc:
-                failure = self._failure(exc, what)
-                if failure is exc:
-                    raise
-                raise failure from exc
-        else:
-            busy[conn] = pool.tick
-            if pool.ticker is None:
-                pool.watch()
-        try:
-            conn.writer.transport.write(line)
-            reply = await conn.reader.readuntil(b"\r\n")
+                pool.hold(conn, pool.tick)
+            result = await operation(client, conn)
         except BaseException as exc:
-            busy.pop(conn, None)
-            timed_out = conn in pool.expired
-            pool.expired.discard(conn)
-            pool.release(conn, False)
+            timed_out = conn is not None and pool.give_back(conn, isinstance(exc, ReplyError))
             if not isinstance(exc, Exception):
                 raise  # a cancellation stays one
             failure = self._failure(CommandTimeout() if timed_out else exc, what)
             if failure is exc:
                 raise
             raise failure from exc
-        busy.pop(conn, None)
-        if pool.expired:
-            pool.expired.discard(conn)
-        pool.release(conn, True)
-        return reply[:-2]
+        pool.give_back(conn, True)
+        return result
 
     def _failure(self, exc: Exception, what: str) -> Exception:
         """The backend error that `exc`, raised while running `what`, stands for."""

@@ -1,50 +1,47 @@
 """Window counters: a fixed window's count and its end packed into one memcached number.
 
-`increment_with_ttl` stores `end * COUNT_SPAN + count`, where `end` is when the window
-closes on the backend's clock, in 10 ms units, and marks the item with `WINDOW_FLAG`.
-Memcached's `incr` adds to the count and answers the whole number, so one command returns
-both the new count and the exact time left in the window, and the window follows the
-backend's clock (to within 10 ms) even though memcached keeps time in whole seconds. A count that
-reaches `FOLD_AT` is lowered by `FOLD_BY` (by the one caller that crossed it), so it can
-never overflow into the window end; limits up to `FOLD_AT - FOLD_BY` per window stay exact.
+`increment_with_ttl` stores `end * COUNT_SPAN + count`, where `end` is the millisecond at
+which the window closes on the backend's clock (`now_ms`), and marks the item with
+`WINDOW_FLAG`. Memcached's `incr` adds to the count and answers the whole number, so one
+command returns both the new count and the exact time left, `end - now_ms` (what
+`WindowCount.ttl_ms` and `ttl()` report): the window follows the backend's clock to the
+millisecond even though memcached keeps time in whole seconds. `incr` is unsigned 64-bit, and
+ends below 1.8e13 ms (the year 2554) times `COUNT_SPAN = 10**6` stay below 2**64.
+
+A count that reaches `FOLD_AT` is lowered by `FOLD_BY` (by the one caller that crossed it,
+which still reports the count it reached), so it never overflows into the window end: a
+count lives below `FOLD_AT + WINDOW_LIMIT`, leaving `COUNT_SPAN - 750_000` for hits racing
+the fold. Once folded, every count reported is above `FOLD_AT - FOLD_BY`, so a limit up to
+`WINDOW_LIMIT = 250_000` per window is enforced exactly; a larger limit is not.
 """
 
 from __future__ import annotations
-
-import math
 
 __all__ = [
     "COUNT_SPAN",
     "FOLD_AT",
     "FOLD_BY",
     "WINDOW_FLAG",
-    "ms_left",
+    "WINDOW_LIMIT",
     "pack",
     "unpack",
     "window_end",
 ]
 
 WINDOW_FLAG = 1
-COUNT_SPAN = 10**7
-FOLD_AT = 8_000_000
-FOLD_BY = 4_000_000
-_UNITS_PER_SECOND = 100
+COUNT_SPAN = 10**6
+FOLD_AT = 500_000
+FOLD_BY = 250_000
+WINDOW_LIMIT = FOLD_AT - FOLD_BY
+"""The largest limit per window (and cost per hit) that a window counter keeps exact."""
 
 
-def window_end(now: float, ttl: float) -> int:
-    """The end of a window opened at `now` lasting `ttl` seconds, in 10 ms units.
+def window_end(now: int, ttl: float) -> int:
+    """The millisecond at which a window opened at `now` for `ttl` seconds closes.
 
-    Rounded down, so the time left never exceeds `ttl`, but always after `now`.
+    `ttl` is taken to the nearest millisecond, and at least one, as `InMemoryBackend` does.
     """
-    return max(
-        math.floor((now + ttl) * _UNITS_PER_SECOND + 1e-6),
-        math.floor(now * _UNITS_PER_SECOND) + 1,
-        1,
-    )
-
-
-def ms_left(end: int, now: float) -> float:
-    return (end / _UNITS_PER_SECOND - now) * 1000.0
+    return now + max(round(ttl * 1000), 1)
 
 
 def pack(end: int, count: int) -> int:

@@ -1,0 +1,227 @@
+"""The connections to one memcached server: a pool that grows on demand, with a watchdog for timeouts.
+
+- up to `size` connections, opened on demand (aiomcache's own pool never grows past its
+  minimum); opening one is bounded by `connect_timeout`;
+- a connection used by an operation that failed, timed out or was cancelled is closed
+  instead of going back to the pool (its reply may be half read, and the next command would
+  read it);
+- operations are bounded by `command_timeout`, kept by a watchdog that ticks only while
+  operations are pending (no timer per command).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from typing import Any, Optional
+
+from aiomcache.pool import Connection
+
+__all__ = ["TICKS", "CommandTimeout", "ConnectTimeout", "Pool"]
+
+TICKS = 4
+"""The watchdog ticks `TICKS` times per `command_timeout`: an operation is stopped between
+`command_timeout` and `command_timeout * (1 + 1 / TICKS)` after it started."""
+
+_EXPIRED = object()  # what an expired waiter receives instead of a connection
+
+
+class ConnectTimeout(ConnectionError):
+    """The server did not accept a connection within `connect_timeout`."""
+
+
+class CommandTimeout(ConnectionError):
+    """The operation had no answer within `command_timeout` (set by the watchdog)."""
+
+
+def _healthy(conn: Connection) -> bool:
+    # A connection that failed or was closed has a closing transport (its reader's exception
+    # is set only then); one the server closed has a reader at EOF.
+    return not (conn.writer.transport.is_closing() or conn.reader.at_eof())
+
+
+class Pool:
+    """Up to `size` connections to one server, opened on demand and reused while healthy.
+
+    Timeouts cost the hot path no timer: a watchdog ticks every `command_timeout / TICKS`
+    seconds, and only while an operation is pending. An operation is stamped with the tick
+    it started on (`hold`, or `waiting[future]` while it queues for a connection); a tick
+    finding a stamp `TICKS + 1` ticks old aborts that connection (the pending read then
+    fails, and `give_back` reports it) or fails the wait.
+    """
+
+    def __init__(
+        self, host: str, port: int, *, size: int, connect_timeout: float, command_timeout: float
+    ) -> None:
+        self._host = host
+        self._port = port
+        self._connect_timeout = connect_timeout
+        self._size = size
+        self._open = 0  # connections open or being opened
+        self._idle: list[Connection] = []
+        self._waiters: deque[asyncio.Future[Any]] = deque()
+        self._period = command_timeout / TICKS
+        self._ticker: Optional[asyncio.TimerHandle] = None
+        self.tick = 0
+        self._busy: dict[Connection, int] = {}
+        self._expired: set[Connection] = set()
+        self._waiting: dict[asyncio.Future[Any], int] = {}
+
+    def take(self) -> Optional[Connection]:
+        """An idle, healthy connection without waiting; None when there is none."""
+        idle = self._idle
+        while idle:
+            conn = idle.pop()
+            if _healthy(conn):
+                return conn
+            conn.writer.close()
+            self._open -= 1
+        return None
+
+    def hold(self, conn: Connection, stamp: int) -> None:
+        """Register `conn` as running an operation that started on tick `stamp`."""
+        self._busy[conn] = stamp
+        if self._ticker is None:
+            self._watch()
+
+    async def acquire(self, stamp: int) -> Connection:
+        """A connection, held (see `hold`): an idle one, a new one (opening it takes at most
+        `connect_timeout`, and restarts the clock), or the next one released, waiting until
+        the watchdog expires `stamp` at the latest."""
+        while True:
+            conn = self.take()
+            if conn is None and self._open < self._size:
+                self._open += 1
+                try:
+                    conn = await self._connect()
+                except BaseException:
+                    self._open -= 1
+                    if self._waiters:
+                        self._wake(None)
+                    raise
+                stamp = self.tick
+            if conn is None:
+                conn = await self._wait(stamp)  # None: a connection closed, a slot is free
+            if conn is not None:
+                self.hold(conn, stamp)
+                return conn
+
+    def give_back(self, conn: Connection, reusable: bool) -> bool:
+        """End the operation on `conn` and return it (closed unless `reusable`); True when the
+        watchdog stopped it first (it timed out)."""
+        self._busy.pop(conn, None)
+        expired = False
+        if self._expired:
+            expired = conn in self._expired
+            self._expired.discard(conn)
+        self._release(conn, reusable and not expired)
+        return expired
+
+    async def _wait(self, stamp: int) -> Optional[Connection]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        self._waiting[future] = stamp
+        self._watch()
+        try:
+            handed = await future
+        except asyncio.CancelledError:
+            self._waiting.pop(future, None)
+            if future.done() and not future.cancelled():
+                handed = future.result()  # handed over, then cancelled before it resumed
+                if handed is None:
+                    self._wake(None)
+                elif handed is not _EXPIRED:
+                    self._release(handed, True)
+            raise
+        self._waiting.pop(future, None)
+        if handed is _EXPIRED:
+            raise CommandTimeout("no connection came free within command_timeout")
+        return handed
+
+    def _wake(self, conn: Optional[Connection]) -> bool:
+        """Hand `conn` (None: a free slot) to the first live waiter; False when none waits."""
+        waiters = self._waiters
+        while waiters:
+            future = waiters.popleft()
+            if not future.done():
+                future.set_result(conn)
+                return True
+        return False
+
+    def _release(self, conn: Connection, reusable: bool) -> None:
+        """Return `conn`: to a waiter or the idle list, or closed when not `reusable`.
+
+        An idle connection is checked when taken; one handed to a waiter is checked here.
+        """
+        if reusable:
+            if not self._waiters:
+                self._idle.append(conn)
+                return
+            if _healthy(conn):
+                if not self._wake(conn):
+                    self._idle.append(conn)
+                return
+        conn.writer.close()
+        self._open -= 1
+        if self._waiters:
+            self._wake(None)
+
+    def _watch(self) -> None:
+        """Make sure the watchdog ticks (held or waiting operations pending)."""
+        if self._ticker is None:
+            self._ticker = asyncio.get_running_loop().call_later(self._period, self._on_tick)
+
+    def _on_tick(self) -> None:
+        self.tick += 1
+        oldest = self.tick - TICKS - 1  # a stamp this old has run at least TICKS periods
+        busy, waiting = self._busy, self._waiting
+        for conn in [conn for conn, stamp in busy.items() if stamp <= oldest]:
+            del busy[conn]
+            self._expired.add(conn)
+            conn.writer.transport.abort()  # the pending read fails now
+        for future in [future for future, stamp in waiting.items() if stamp <= oldest]:
+            del waiting[future]
+            if not future.done():
+                future.set_result(_EXPIRED)
+        self._ticker = None
+        if busy or waiting:
+            self._watch()
+
+    async def _connect(self) -> Connection:
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(self._host, self._port), self._connect_timeout
+            )
+        except asyncio.TimeoutError as exc:
+            raise ConnectTimeout(
+                f"no connection within connect_timeout={self._connect_timeout}s"
+            ) from exc
+        return Connection(reader, writer)
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        self._open -= len(idle)
+        for conn in idle:
+            conn.writer.close()
+        for conn in idle:
+            with contextlib.suppress(OSError):
+                await conn.writer.wait_closed()
+
+    def abandon(self) -> None:
+        """Drop every connection without awaiting: for a pool whose event loop is closed."""
+        connections = self._idle + list(self._busy)
+        self._idle, self._busy, self._open = [], {}, 0
+        self._ticker = None
+        for conn in connections:
+            transport = conn.writer.transport
+            try:
+                transport.abort()
+            except RuntimeError:
+                # Its loop is closed, so the transport cannot finish closing by itself, and
+                # asyncio offers no public way to close its socket: close it as the transport
+                # would have (otherwise it warns when collected).
+                sock = getattr(transport, "_sock", None)
+                if sock is not None:
+                    sock.close()
+                    transport._sock = None  # type: ignore[attr-defined]

@@ -1,0 +1,195 @@
+"""Logs that grow with the limit are refused when they could outgrow a memcached item, and the
+largest limit allowed really fits one."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from traffik.backends.memcached import MemcachedBackend
+from traffik.backends.memcached._item_size import growth, value_budget
+from traffik.backends.memcached._keys import MAX_KEY_BYTES
+from traffik.clock import ManualClock
+from traffik.exceptions import ConfigurationError
+from traffik.rates import Rate
+from traffik.strategies import (
+    GCRA,
+    FixedWindow,
+    LeakyBucketWithQueue,
+    SlidingWindowCounter,
+    SlidingWindowLog,
+    StateStrategy,
+    TokenBucket,
+)
+from traffik.strategies.state import encode_state
+
+NOW = 1_700_000_000_000
+HOUR = Rate(limit=1, hours=1).expire
+
+
+def _largest(backend: MemcachedBackend, strategy: StateStrategy, period_ms: int) -> int:
+    """The largest limit `validate` accepts, found by trying."""
+    low, high = 1, 10**7
+    while low < high:
+        middle = (low + high + 1) // 2
+        try:
+            backend.validate(strategy, Rate(limit=middle, milliseconds=period_ms))
+            low = middle
+        except ConfigurationError:
+            high = middle - 1
+    return low
+
+
+def _worst_log(limit: int) -> list[int]:
+    """A `SlidingWindowLog` state of `limit` hits of cost 1, each in its own millisecond."""
+    return [value for i in range(limit) for value in (NOW - limit + 1 + i, 1)]
+
+
+def _worst_queue(limit: int, period_ms: int) -> list[int]:
+    """A `LeakyBucketWithQueue` state of `limit` undrained hits of cost 1."""
+    return [NOW, *(value for i in range(limit) for value in (NOW - limit + 1 + i, period_ms))]
+
+
+@pytest.mark.parametrize("limit", [1, 7, 1000])
+@pytest.mark.parametrize("period_ms", [1, 999, HOUR, 40 * 24 * HOUR])
+def test_the_worst_case_is_what_the_state_codec_writes(limit: int, period_ms: int) -> None:
+    rate = Rate(limit=limit, milliseconds=period_ms)
+    for strategy, state in (
+        (SlidingWindowLog(), _worst_log(limit)),
+        (LeakyBucketWithQueue(), _worst_queue(limit, period_ms)),
+    ):
+        grows = growth(strategy, rate)
+        assert grows is not None
+        fixed, per_entry = grows
+        assert len(encode_state(state)) == fixed + per_entry * limit
+
+
+def test_a_log_that_could_outgrow_an_item_is_refused_naming_the_largest_limit() -> None:
+    backend = MemcachedBackend()
+    largest = _largest(backend, SlidingWindowLog(), HOUR)
+    assert largest == (value_budget(1024 * 1024) + 1) // 16 == 65_512
+    with pytest.raises(ConfigurationError) as refused:
+        backend.validate(SlidingWindowLog(), Rate(limit=largest + 1, hours=1))
+    message = str(refused.value)
+    assert "SlidingWindowLog with rate '65513/h'" in message
+    assert "the largest limit that fits is 65,512 ('65512/h')" in message
+    assert "max_item_bytes=1,048,576" in message
+    queue = _largest(backend, LeakyBucketWithQueue(), HOUR)
+    assert queue == (value_budget(1024 * 1024) - 13) // (13 + 2 + len(str(HOUR)))
+    with pytest.raises(ConfigurationError, match=f"the largest limit that fits is {queue:,}"):
+        backend.validate(LeakyBucketWithQueue(), Rate(limit=queue + 1, hours=1))
+
+
+def test_the_item_size_is_a_setting() -> None:
+    small = MemcachedBackend(max_item_bytes=64 * 1024)
+    assert _largest(small, SlidingWindowLog(), HOUR) == (value_budget(64 * 1024) + 1) // 16
+    with pytest.raises(
+        ConfigurationError, match=r"max_item_bytes=512\): must be a whole number >= 1024"
+    ):
+        MemcachedBackend(max_item_bytes=512)
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [FixedWindow(), SlidingWindowCounter(), TokenBucket(), GCRA(), object()],
+    ids=["FixedWindow", "SlidingWindowCounter", "TokenBucket", "GCRA", "third-party"],
+)
+def test_states_that_do_not_grow_are_never_refused(strategy: Any) -> None:
+    MemcachedBackend().validate(strategy, Rate(limit=10**9, days=1))
+    MemcachedBackend().validate(SlidingWindowLog(), Rate())
+
+
+def test_a_throttle_with_this_backend_is_refused_when_built() -> None:
+    pytest.importorskip("starlette")
+    from traffik.throttles import HTTPThrottle
+
+    backend = MemcachedBackend()
+    with pytest.raises(ConfigurationError, match="largest limit that fits is 65,512"):
+        HTTPThrottle("log", "100000/h", strategy=SlidingWindowLog(), backend=backend)
+    HTTPThrottle("log", "65512/h", strategy=SlidingWindowLog(), backend=backend)
+
+
+@pytest.fixture
+async def backend(memcached_url: str) -> AsyncIterator[MemcachedBackend]:
+    backend = MemcachedBackend(
+        memcached_url, namespace=f"items-{time.time_ns()}", clock=ManualClock(NOW / 1000)
+    )
+    yield backend
+    await backend.reset()
+    await backend.close()
+
+
+@pytest.mark.memcached
+@pytest.mark.anyio
+async def test_first_use_refuses_without_a_fixed_backend(backend: MemcachedBackend) -> None:
+    rate = Rate(limit=100_000, hours=1)
+    for _ in range(2):  # a refused pair is not remembered as checked
+        with pytest.raises(ConfigurationError, match="largest limit that fits is 65,512"):
+            await SlidingWindowLog().decide("u", rate, backend, 1)
+    assert await backend.get(backend.get_key("u") + SlidingWindowLog.suffix) is None
+
+
+@pytest.mark.memcached
+@pytest.mark.anyio
+async def test_a_per_request_backend_reaches_the_same_error(backend: MemcachedBackend) -> None:
+    pytest.importorskip("starlette")
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from traffik.throttles import HTTPThrottle
+
+    throttle = HTTPThrottle("log", "100000/h", strategy=SlidingWindowLog())
+
+    async def endpoint(request: Request) -> PlainTextResponse:
+        await throttle.hit(request)
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/", endpoint)])
+    async with (
+        backend(persistent=True, close_on_exit=False),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app") as client,
+    ):
+        with pytest.raises(ConfigurationError, match="largest limit that fits is 65,512"):
+            await client.get("/")
+
+
+async def _longest_key(backend: MemcachedBackend, suffix: str) -> str:
+    """A throttle key whose memcached key is `MAX_KEY_BYTES` long, the longest there is."""
+    _, shortest = await backend._locate(backend.get_key("") + suffix)
+    key = "k" * (MAX_KEY_BYTES - len(shortest))
+    _, longest = await backend._locate(backend.get_key(key) + suffix)
+    assert len(longest) == MAX_KEY_BYTES
+    return key
+
+
+@pytest.mark.memcached
+@pytest.mark.anyio
+@pytest.mark.parametrize("strategy", [SlidingWindowLog(), LeakyBucketWithQueue()], ids=repr)
+async def test_the_largest_limit_allowed_fits_a_real_item(
+    backend: MemcachedBackend, strategy: StateStrategy
+) -> None:
+    """Fill the state to the largest limit allowed, under the longest key: the last hit's
+    write is stored (no `SERVER_ERROR object too large`) and the next hit is refused."""
+    largest = _largest(backend, strategy, HOUR)
+    rate = Rate(limit=largest, hours=1)
+    key = await _longest_key(backend, strategy.suffix)
+    if isinstance(strategy, SlidingWindowLog):
+        full = _worst_log(largest)
+    else:
+        full = _worst_queue(largest, HOUR)
+    # one hit short of full; the hit at NOW (the clock's time) then appends `full[-2:]`
+    await backend.set(backend.get_key(key) + strategy.suffix, encode_state(full[:-2]), expire=60)
+    last = await strategy.decide(key, rate, backend, 1)
+    assert last.allowed and last.remaining == 0
+    stored = await backend.get(backend.get_key(key) + strategy.suffix)
+    assert stored is not None and len(stored) == len(encode_state(full))
+    grows = growth(strategy, rate)
+    assert grows is not None and len(stored) == grows[0] + grows[1] * largest
+    assert len(stored) > value_budget(backend.max_item_bytes) - grows[1]
+    assert not (await strategy.decide(key, rate, backend, 1)).allowed
