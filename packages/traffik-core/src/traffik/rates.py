@@ -5,11 +5,20 @@ from __future__ import annotations
 import functools
 import math
 import re
+from collections.abc import Sequence
 from typing import Any, Union
 
 from traffik.exceptions import ConfigurationError
 
-__all__ = ["UNLIMITED", "Rate", "RateLike"]
+__all__ = [
+    "MAX_RATES",
+    "MAX_RATE_TEXT",
+    "UNLIMITED",
+    "Rate",
+    "RateLike",
+    "RatesLike",
+    "parse_rates",
+]
 
 _MS_PER = {
     "ms": 1,
@@ -113,6 +122,8 @@ class Rate:
         """Parse `"<limit>/<period>"` or `"<limit> per <period>"`; period = `[n]unit`."""
         if isinstance(rate, Rate):
             return rate
+        if isinstance(rate, str) and len(rate) > MAX_RATE_TEXT:
+            raise _too_long(rate)
         if not isinstance(rate, str):
             raise ConfigurationError(
                 f"rate {rate!r}: expected a string like {_EXAMPLES}, or a Rate"
@@ -161,10 +172,28 @@ def _rebuild(limit: int, expire: int) -> Rate:
     return Rate(limit=limit, milliseconds=expire)
 
 
+MAX_RATE_TEXT = 64
+"""The longest rate string parsed (a longer one is refused before any parsing)."""
+
+MAX_RATES = 16
+"""The most rates one throttle takes."""
+
+_MAX_LIMIT = 2**53
+
+
+def _too_long(original: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"rate {original[:24]!r}... is {len(original)} characters long; a rate is at most "
+        f"{MAX_RATE_TEXT}, like {_EXAMPLES}"
+    )
+
+
 @functools.lru_cache(maxsize=512)
 def _parse(text: str, original: str) -> Rate:
     if not text:
         raise ConfigurationError(f"rate {original!r}: empty; write it like {_EXAMPLES}")
+    if len(text) > MAX_RATE_TEXT:
+        raise _too_long(original)
     if text in _UNLIMITED_WORDS:
         return UNLIMITED
     parts = _SPLIT.split(text)
@@ -177,6 +206,10 @@ def _parse(text: str, original: str) -> Rate:
         raise ConfigurationError(
             f"rate {original!r}: limit {left!r} is not a whole number; write it like {_EXAMPLES}"
         )
+    if len(left) > 16:
+        raise ConfigurationError(
+            f"rate {original!r}: limit {left!r} is too large; at most {_MAX_LIMIT - 1}"
+        )
     limit = int(left)
     match = _PERIOD.match(right)
     if match is None:
@@ -187,6 +220,8 @@ def _parse(text: str, original: str) -> Rate:
     unit_ms = _MS_PER.get(unit)
     if unit_ms is None:
         raise ConfigurationError(f"rate {original!r}: unknown unit {unit!r}; use {_UNITS_HINT}")
+    if count_text and len(count_text) > 12:
+        raise ConfigurationError(f"rate {original!r}: the period {right!r} is too long")
     count = int(count_text) if count_text else 1
     if count == 0:
         raise ConfigurationError(f"rate {original!r}: the period must be longer than zero")
@@ -200,3 +235,35 @@ def _parse(text: str, original: str) -> Rate:
 UNLIMITED = Rate()
 
 RateLike = Union[str, Rate]
+
+RatesLike = Union[RateLike, Sequence[RateLike]]
+
+
+def parse_rates(value: RatesLike) -> tuple[Rate, ...]:
+    """One or several rates: a `Rate`, a string (`"10/s"`, or several joined by `;`:
+    `"10/s;1000/day"`), or a list of strings and `Rate`s. A hit is admitted only when every
+    rate admits it. Unlimited rates add no limit and are dropped, unless all are unlimited."""
+    if isinstance(value, Rate):
+        return (value,)
+    if isinstance(value, str):
+        if ";" not in value:
+            return (Rate.parse(value),)
+        items: list[Any] = [part for part in value.split(";") if part.strip()]
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        raise ConfigurationError(
+            f"rate {value!r}: expected a string like '100/min' or '10/s;1000/day', a Rate, "
+            "or a list of them"
+        )
+    if not items:
+        raise ConfigurationError(f"rate {value!r}: no rate given; write it like {_EXAMPLES}")
+    if len(items) > MAX_RATES:
+        raise ConfigurationError(
+            f"rate {value!r}: {len(items)} rates; a throttle takes at most {MAX_RATES}"
+        )
+    rates = tuple(Rate.parse(item) for item in items)
+    limited = tuple(rate for rate in rates if not rate.unlimited)
+    if len(set(limited)) != len(limited):
+        raise ConfigurationError(f"rate {value!r}: the same rate is given twice")
+    return limited or (UNLIMITED,)

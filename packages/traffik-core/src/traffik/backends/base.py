@@ -11,15 +11,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from traffik.backends.context import BackendContext, TaskContexts
 from traffik.backends.defaults import BackendDefaults
 from traffik.backends.locks import LockContext
+from traffik.backends.steps import LockedSteps
 from traffik.clock import Clock, millis, system_clock
 from traffik.exceptions import BackendConnectionError, ConfigurationError
 from traffik.keyparts import escape
-from traffik.strategies.state import decode_state, encode_state
 
 if TYPE_CHECKING:
-    from traffik.decision import Decision
-    from traffik.rates import Rate
-    from traffik.strategies.base import StateStrategy
     from traffik.typing import AsyncLock
 
 __all__ = ["ThrottleBackend", "WindowCount", "build_key"]
@@ -69,7 +66,7 @@ def _retrieve(task: asyncio.Task[None]) -> None:
         task.exception()
 
 
-class ThrottleBackend:
+class ThrottleBackend(LockedSteps):
     """Stores rate-limit state under one namespace.
 
     A backend initialises itself on first use; once explicitly closed it stays closed
@@ -274,28 +271,6 @@ class ThrottleBackend:
 
     async def reset(self) -> None:
         await self.clear()
-
-    # -- the decision step ---------------------------------------------------------------
-
-    def validate(self, strategy: Any, rate: Rate) -> None:
-        """Refuse (`ConfigurationError`, naming what would fit) a strategy and rate whose state
-        this store cannot hold; throttles call it when built with a fixed backend and rate,
-        and a backend calls it itself on first use of a pair. Nothing is refused here."""
-
-    async def evaluate(
-        self, key: str, strategy: StateStrategy, rate: Rate, cost: int, *, commit: bool = True
-    ) -> Decision:
-        """Run one strategy transition on `key` atomically and return its decision.
-
-        Generic form for third-party backends: read, decide and write under this
-        backend's lock. Built-in backends override it with one lock-free step.
-        """
-        async with self.lock(f"evaluate:{key}", ttl=5.0, blocking_timeout=5.0):
-            state = decode_state(await self.get(key))
-            decision, new_state, ttl_ms = strategy.transition(state, self.now_ms(), rate, cost)
-            if commit and new_state is not None:
-                await self.set(key, encode_state(new_state), expire=ttl_ms / 1000.0)
-            return decision
 
     # -- contexts ------------------------------------------------------------------------
 

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from traffik.backends.base import ThrottleBackend, WindowCount
 from traffik.backends.locks import LocalLock, LocalLockTable
 from traffik.exceptions import BackendCapacityError, ConfigurationError
+from traffik.strategies.fixed_window import counter_decision
 from traffik.strategies.state import decode_state, encode_state
+from traffik.strategies.steps import charged, combine, is_counter
 
 if TYPE_CHECKING:
     from traffik.clock import Clock
     from traffik.decision import Decision
     from traffik.rates import Rate
     from traffik.strategies.base import StateStrategy
+    from traffik.strategies.steps import Item
 
 __all__ = ["InMemoryBackend"]
 
@@ -154,13 +157,7 @@ class InMemoryBackend(ThrottleBackend):
             entry = [amount, None if ttl_ms is None else now + ttl_ms]
             self._insert(key, entry, now)
             return entry
-        value = entry[0]
-        if not isinstance(value, int):
-            try:
-                value = int(value)
-            except (TypeError, ValueError):
-                value = 0
-        entry[0] = value + amount
+        entry[0] = _number(entry[0]) + amount
         if ttl_ms is not None and entry[1] is None:
             entry[1] = now + ttl_ms
         return entry
@@ -220,27 +217,95 @@ class InMemoryBackend(ThrottleBackend):
         self._sweep_keys = []
 
     # -- the decision step ---------------------------------------------------------------
+    # Each runs without an await between its reads and its writes: atomic on the event loop.
+
+    def _state(self, entry: list[Any] | None) -> list[int] | None:
+        if entry is None:
+            return None
+        state = entry[0]
+        return state if isinstance(state, list) else decode_state(state)
+
+    def _save(
+        self, key: str, entry: list[Any] | None, state: list[int], ttl_ms: int, now: int
+    ) -> None:
+        if entry is None:
+            self._insert(key, [state, now + ttl_ms], now)
+        else:
+            entry[0], entry[1] = state, now + ttl_ms
 
     async def evaluate(
         self, key: str, strategy: StateStrategy, rate: Rate, cost: int, *, commit: bool = True
     ) -> Decision:
-        """The whole read-decide-write in one synchronous step: atomic on the event loop."""
+        """The whole read-decide-write of one state, in one synchronous step."""
         if self._status != _READY:
             await self.ensure()
         now = self.now_ms()
         entry = self._live(key, now)
-        state = None
-        if entry is not None:
-            state = entry[0]
-            if not isinstance(state, list):
-                state = decode_state(state)
-        decision, new_state, ttl_ms = strategy.transition(state, now, rate, cost)
+        decision, new_state, ttl_ms = strategy.transition(self._state(entry), now, rate, cost)
         if commit and new_state is not None:
-            if entry is None:
-                self._insert(key, [new_state, now + ttl_ms], now)
-            else:
-                entry[0], entry[1] = new_state, now + ttl_ms
+            self._save(key, entry, new_state, ttl_ms, now)
         return decision
+
+    async def evaluate_all(self, items: Sequence[Item], *, commit: bool = True) -> Decision:
+        """Every item decided, then charged all or nothing, in one synchronous step."""
+        if self._status != _READY:
+            await self.ensure()
+        now = self.now_ms()
+        parts: list[Decision] = []
+        pending: list[tuple[list[Any] | None, list[int] | None, int]] = []
+        counters = []
+        for item in items:
+            entry = self._live(item.key, now)
+            counter = is_counter(item.strategy)
+            counters.append(counter)
+            if counter:
+                count = _number(entry[0]) if entry is not None else 0
+                left = entry[1] - now if entry is not None and entry[1] is not None else None
+                parts.append(counter_decision(count, left, item.rate, item.cost))
+                pending.append((entry, None, 0))
+            else:
+                decision, new_state, ttl_ms = item.strategy.transition(
+                    self._state(entry), now, item.rate, item.cost
+                )
+                parts.append(decision)
+                pending.append((entry, new_state, ttl_ms))
+        if commit:
+            for item, charge, counter, (entry, new_state, ttl_ms) in zip(
+                items, charged(parts, counters), counters, pending
+            ):
+                if not charge:
+                    continue
+                if counter:
+                    self._add(item.key, item.cost, item.rate.expire, now)
+                elif new_state is not None:
+                    self._save(item.key, entry, new_state, ttl_ms, now)
+        return combine(parts)
+
+    async def refund_all(self, items: Sequence[Item]) -> None:
+        """Every item's cost given back (never past a full budget), in one synchronous step."""
+        if self._status != _READY:
+            await self.ensure()
+        now = self.now_ms()
+        for item in items:
+            entry = self._live(item.key, now)
+            if entry is None:
+                continue
+            if is_counter(item.strategy):
+                entry[0] = max(_number(entry[0]) - item.cost, 0)
+                continue
+            state = self._state(entry)
+            if state is not None:
+                new_state, ttl_ms = item.strategy.refund(state, now, item.rate, item.cost)
+                self._save(item.key, entry, new_state, ttl_ms, now)
+
+
+def _number(value: Any) -> int:
+    if isinstance(value, int):
+        return value
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
 
 
 def _ms(seconds: float) -> int:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EXACT_LIMIT",
+    "Refund",
     "StateStrategy",
     "Strategy",
     "Transition",
@@ -36,6 +37,9 @@ EXACT_LIMIT = 2**53
 
 Transition = tuple[Decision, Optional[list[int]], int]
 """What a transition returns: the decision, the new state (None: unchanged) and its TTL in ms."""
+
+Refund = tuple[list[int], int]
+"""What a refund returns: the new state and its TTL in ms."""
 
 
 def ceil_div(a: int, b: int) -> int:
@@ -108,6 +112,10 @@ class StateStrategy(Strategy):
     script: ClassVar[str] = ""
 
     def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
+        raise NotImplementedError
+
+    def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
+        """The state with `cost` units given back, never past a full budget, and its TTL."""
         raise NotImplementedError
 
     def scale(self, rate: Rate) -> int:

@@ -12,11 +12,21 @@ if TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
     from traffik.rates import Rate
 
-__all__ = ["FixedWindow", "FixedWindowStrategy"]
+__all__ = ["FixedWindow", "FixedWindowStrategy", "counter_decision"]
 
 
 def _ttl_seconds(window_ms: int) -> float:
     return window_ms // 1000 if window_ms % 1000 == 0 else window_ms / 1000.0
+
+
+def counter_decision(count: int, ttl_ms: Optional[float], rate: Rate, cost: int) -> Decision:
+    """The decision for a hit of `cost` on a window counter now holding `count`, whose key is
+    gone in `ttl_ms` (None: no window yet)."""
+    limit, left = rate.limit, _left(ttl_ms if count else None, rate)
+    after = count + cost
+    if after > limit:
+        return Decision(False, left, 0, left, limit)
+    return Decision(True, 0, limit - after, left, limit)
 
 
 def _left(ttl_ms: Optional[float], rate: Rate) -> int:
@@ -37,6 +47,8 @@ class FixedWindow(Strategy):
 
     name: ClassVar[str] = "fixed_window"
     suffix: ClassVar[str] = ":fw"
+    counter: ClassVar[bool] = True
+    """Its state is a plain counter (`increment_with_ttl`), not a `transition` state."""
 
     async def decide(
         self, key: Any, rate: Rate, backend: ThrottleBackend, cost: int = 1

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, ClassVar, Optional
 
 from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
-from traffik.strategies.base import StateStrategy, Transition, ceil_div
+from traffik.strategies.base import Refund, StateStrategy, Transition, ceil_div
 
 if TYPE_CHECKING:
     from traffik.rates import Rate
@@ -59,12 +59,17 @@ class GCRA(StateStrategy):
     def script_args(self, rate: Rate, cost: int) -> tuple[int, ...]:
         return (rate.limit, rate.expire, cost, self.tolerance(rate))
 
+    @staticmethod
+    def _backlog(state: Optional[list[int]], now: int, rate: Rate) -> int:
+        """The theoretical arrival time minus `now`, in 1/limit ms (0 when it has passed)."""
+        if state is not None and len(state) == 2 and (state[0], state[1]) > (now, 0):
+            return (state[0] - now) * rate.limit + state[1]
+        return 0
+
     def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
         limit, interval = rate.limit, rate.expire
         span = self.tolerance(rate) + interval
-        backlog = 0  # the theoretical arrival time minus now, in 1/limit ms
-        if state is not None and len(state) == 2 and (state[0], state[1]) > (now, 0):
-            backlog = (state[0] - now) * limit + state[1]
+        backlog = self._backlog(state, now, rate)
         after = backlog + cost * interval
         if after <= span:
             reset = ceil_div(after, limit)
@@ -77,6 +82,11 @@ class GCRA(StateStrategy):
         wait = ceil_div(after - span, limit)
         remaining = max((span - backlog) // interval, 0)
         return Decision(False, wait, remaining, ceil_div(backlog, limit), limit), None, 0
+
+    def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
+        backlog = max(self._backlog(state, now, rate) - cost * rate.expire, 0)
+        tat_ms, tat_rest = divmod(backlog, rate.limit)
+        return [now + tat_ms, tat_rest], max(ceil_div(backlog, rate.limit), 1)
 
 
 GCRAStrategy = GCRA

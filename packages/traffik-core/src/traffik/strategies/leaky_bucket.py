@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar, Optional
 
 from traffik.decision import Decision
-from traffik.strategies.base import StateStrategy, Transition, ceil_div
+from traffik.strategies.base import Refund, StateStrategy, Transition, ceil_div
 
 if TYPE_CHECKING:
     from traffik.rates import Rate
@@ -43,15 +43,24 @@ class LeakyBucket(StateStrategy):
     suffix: ClassVar[str] = ":lb"
     script: ClassVar[str] = "leaky_bucket"
 
+    @staticmethod
+    def _level(state: Optional[list[int]], now: int, rate: Rate) -> int:
+        """The bucket's level (scaled) at `now`."""
+        if state is None or len(state) != 2:
+            return 0
+        level, elapsed = state[0], max(now - state[1], 0)
+        return 0 if elapsed >= ceil_div(level, rate.limit) else level - elapsed * rate.limit
+
     def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
-        level = 0
-        if state is not None and len(state) == 2:
-            level, elapsed = state[0], max(now - state[1], 0)
-            level = 0 if elapsed >= ceil_div(level, rate.limit) else level - elapsed * rate.limit
+        level = self._level(state, now, rate)
         admitted, decision = _admit(level, rate, cost)
         if not admitted:
             return decision, None, 0
         return decision, [level + cost * rate.expire, now], max(int(decision.reset_ms), 1)
+
+    def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
+        level = max(self._level(state, now, rate) - cost * rate.expire, 0)
+        return [level, now], max(ceil_div(level, rate.limit), 1)
 
 
 class LeakyBucketWithQueue(StateStrategy):
@@ -66,9 +75,10 @@ class LeakyBucketWithQueue(StateStrategy):
     suffix: ClassVar[str] = ":lbq"
     script: ClassVar[str] = "leaky_bucket_with_queue"
 
-    def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
+    @staticmethod
+    def _queue(state: Optional[list[int]], now: int, rate: Rate) -> list[int]:
+        """What is still queued at `now`: `[t1, left1, ...]`, each `left` scaled."""
         queue: list[int] = []
-        level = 0
         if state and len(state) % 2 == 1:
             # A full bucket drains in one period: longer idle times change nothing more.
             drained = min(max(now - state[0], 0), rate.expire) * rate.limit
@@ -79,14 +89,29 @@ class LeakyBucketWithQueue(StateStrategy):
                     continue
                 queue.append(state[i])
                 queue.append(left - drained)
-                level += left - drained
                 drained = 0
+        return queue
+
+    def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
+        queue = self._queue(state, now, rate)
+        level = sum(queue[1::2])
         admitted, decision = _admit(level, rate, cost)
         if not admitted:
             return decision, None, 0
         queue.append(now)
         queue.append(cost * rate.expire)
         return decision, [now, *queue], max(int(decision.reset_ms), 1)
+
+    def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
+        queue = self._queue(state, now, rate)
+        back = cost * rate.expire
+        while queue and back:  # the newest entries leave first
+            taken = min(queue[-1], back)
+            queue[-1] -= taken
+            back -= taken
+            if not queue[-1]:
+                del queue[-2:]
+        return [now, *queue], max(ceil_div(sum(queue[1::2]), rate.limit), 1)
 
 
 LeakyBucketStrategy = LeakyBucket

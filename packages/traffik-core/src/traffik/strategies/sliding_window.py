@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar, Optional
 
 from traffik.decision import Decision
-from traffik.strategies.base import StateStrategy, Transition, ceil_div
+from traffik.strategies.base import Refund, StateStrategy, Transition, ceil_div
 
 if TYPE_CHECKING:
     from traffik.rates import Rate
@@ -32,16 +32,22 @@ class SlidingWindowCounter(StateStrategy):
     suffix: ClassVar[str] = ":swc"
     script: ClassVar[str] = "sliding_window_counter"
 
-    def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
-        limit, period = rate.limit, rate.expire
+    @staticmethod
+    def _counts(state: Optional[list[int]], now: int, rate: Rate) -> tuple[int, int, int, int]:
+        """`(window_id, ms left in it, current count, previous count)` at `now`."""
+        period = rate.expire
         wid = now // period
         left = period - (now - wid * period)
-        current = previous = 0
         if state is not None and len(state) == 3:
             if state[0] == wid:
-                current, previous = state[1], state[2]
-            elif state[0] == wid - 1:
-                previous = state[1]
+                return wid, left, state[1], state[2]
+            if state[0] == wid - 1:
+                return wid, left, 0, state[1]
+        return wid, left, 0, 0
+
+    def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
+        limit, period = rate.limit, rate.expire
+        wid, left, current, previous = self._counts(state, now, rate)
         weighted = previous * left + current * period
         top = limit * period
         if weighted + cost * period <= top:
@@ -64,6 +70,13 @@ class SlidingWindowCounter(StateStrategy):
         remaining = max(top - weighted, 0) // period
         return Decision(False, wait, remaining, reset, limit), None, 0
 
+    def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
+        wid, left, current, previous = self._counts(state, now, rate)
+        back = min(cost, current)  # the current window first, then what still weighs of the last
+        current -= back
+        previous = max(previous - (cost - back), 0)
+        return [wid, current, previous], left + rate.expire
+
 
 class SlidingWindowLog(StateStrategy):
     """Every admitted hit is logged with its time and cost; exact, and O(limit) memory per key.
@@ -80,17 +93,22 @@ class SlidingWindowLog(StateStrategy):
     def scale(self, rate: Rate) -> int:
         return rate.limit + rate.expire
 
-    def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
-        limit, period = rate.limit, rate.expire
-        start = now - period
+    @staticmethod
+    def _log(state: Optional[list[int]], now: int, rate: Rate) -> list[int]:
+        """The entries still inside the window at `now`, oldest first."""
+        start = now - rate.expire
         log: list[int] = []
-        total = 0
         if state:
             for i in range(0, len(state) - 1, 2):
                 if state[i] > start:
                     log.append(state[i])
                     log.append(state[i + 1])
-                    total += state[i + 1]
+        return log
+
+    def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
+        limit, period = rate.limit, rate.expire
+        log = self._log(state, now, rate)
+        total = sum(log[1::2])
         if total + cost <= limit:
             if log and log[-2] == now:
                 log[-1] += cost
@@ -108,6 +126,17 @@ class SlidingWindowLog(StateStrategy):
                 break
         reset = log[-2] + period - now if log else 0
         return Decision(False, wait, max(limit - total, 0), reset, limit), None, 0
+
+    def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
+        log = self._log(state, now, rate)
+        back = cost
+        while log and back:  # the newest entries leave first
+            taken = min(log[-1], back)
+            log[-1] -= taken
+            back -= taken
+            if not log[-1]:
+                del log[-2:]
+        return log, rate.expire
 
 
 SlidingWindowCounterStrategy = SlidingWindowCounter

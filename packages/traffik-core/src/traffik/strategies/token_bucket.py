@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, ClassVar, Optional
 
 from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
-from traffik.strategies.base import StateStrategy, Transition, ceil_div
+from traffik.strategies.base import Refund, StateStrategy, Transition, ceil_div
 
 if TYPE_CHECKING:
     from traffik.rates import Rate
@@ -56,16 +56,20 @@ class TokenBucket(StateStrategy):
     def script_args(self, rate: Rate, cost: int) -> tuple[int, ...]:
         return (rate.limit, rate.expire, cost, self._bucket(rate), self._debt())
 
+    def _tokens(self, state: Optional[list[int]], now: int, rate: Rate) -> int:
+        """The tokens (scaled) in the bucket at `now`."""
+        full = self._bucket(rate) * rate.expire
+        if state is None or len(state) != 2:
+            return full
+        tokens, elapsed = state[0], max(now - state[1], 0)
+        if elapsed >= ceil_div(full - tokens, rate.limit):
+            return full
+        return tokens + elapsed * rate.limit
+
     def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
         period, refill = rate.expire, rate.limit
         full, floor = self._bucket(rate) * period, -self._debt() * period
-        tokens = full
-        if state is not None and len(state) == 2:
-            tokens, elapsed = state[0], max(now - state[1], 0)
-            if elapsed >= ceil_div(full - tokens, refill):
-                tokens = full
-            else:
-                tokens += elapsed * refill
+        tokens = self._tokens(state, now, rate)
         need = cost * period
         if tokens - need >= floor:
             tokens -= need
@@ -76,6 +80,11 @@ class TokenBucket(StateStrategy):
         remaining = max((tokens - floor) // period, 0)
         reset = ceil_div(full - tokens, refill)
         return Decision(False, wait, remaining, reset, rate.limit), None, 0
+
+    def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
+        full = self._bucket(rate) * rate.expire
+        tokens = min(full, self._tokens(state, now, rate) + cost * rate.expire)
+        return [tokens, now], max(ceil_div(full - tokens, rate.limit), 1)
 
 
 class TokenBucketWithDebt(TokenBucket):

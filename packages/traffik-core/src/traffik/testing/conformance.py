@@ -34,6 +34,7 @@ from traffik.clock import ManualClock
 from traffik.exceptions import BackendConnectionError, LockAcquisitionError
 from traffik.rates import Rate
 from traffik.strategies import BUILTIN_STRATEGIES, FixedWindow, Strategy
+from traffik.testing.steps_conformance import StepsConformance
 
 __all__ = [
     "EXPECTED_FIRST_WAIT_MS",
@@ -68,7 +69,7 @@ def _strategies() -> list[Strategy]:
 
 
 @pytest.mark.anyio
-class BackendConformance:
+class BackendConformance(StepsConformance):
     """Behaviour shared by every backend; subclass it and define `make_backend`."""
 
     supports_clock = True

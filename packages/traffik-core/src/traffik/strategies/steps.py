@@ -1,0 +1,130 @@
+"""Several limits as one decision: items, and how their decisions combine, all or nothing.
+
+An `Item` is one rate of one throttle for one client: a strategy, the key its state lives
+under, the rate and the cost. A throttle with several rates (`"10/s;1000/day"`) is one item
+per rate; throttles combined by `throttled(a, b)` or the middleware add theirs. A backend
+decides a list of items in one step (`ThrottleBackend.evaluate_all`): the hit is admitted only
+if every item admits it; then every item is charged. Otherwise nothing is charged, except
+that a `FixedWindow` counter that refused counts the hit (a fixed-window counter may pass its
+limit), and the wait is the longest of the refusing items' waits: after it every item admits
+the hit again, and a millisecond earlier the slowest does not.
+
+`evaluate_all(items, commit=False)` decides and charges nothing (`stat`); `refund_all(items)`
+gives `cost` back to every item, never past a full budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Optional
+
+from traffik.decision import Decision
+
+if TYPE_CHECKING:
+    from traffik.backends.base import ThrottleBackend
+    from traffik.rates import Rate
+
+__all__ = ["Combined", "Item", "charged", "combine", "is_counter", "items", "rate_suffix"]
+
+
+class Item:
+    """One rate of one throttle for one client: `strategy` keeps its state under `key`."""
+
+    __slots__ = ("cost", "key", "rate", "strategy")
+
+    def __init__(self, strategy: Any, key: str, rate: Rate, cost: int) -> None:
+        self.strategy = strategy
+        self.key = key
+        self.rate = rate
+        self.cost = cost
+
+    def __repr__(self) -> str:
+        return f"Item({self.strategy!r}, {self.key!r}, {str(self.rate)!r}, cost={self.cost})"
+
+
+def rate_suffix(rates: Sequence[Rate], index: int) -> str:
+    """What tells one rate's key from another's in a throttle with several rates (`""` for a
+    single rate, so a throttle keeps its key when it has one rate)."""
+    if len(rates) == 1:
+        return ""
+    rate = rates[index]
+    return f":{rate.limit}-{rate.expire}"
+
+
+def items(
+    strategy: Any, key: str, rates: Sequence[Rate], cost: int, backend: ThrottleBackend
+) -> list[Item]:
+    """One item per rate of a throttle's key on `backend` (namespaced, with the strategy's
+    suffix and the rate's)."""
+    base = backend.get_key(key) + strategy.suffix
+    return [
+        Item(strategy, base + rate_suffix(rates, i), rate, cost) for i, rate in enumerate(rates)
+    ]
+
+
+class Combined(Decision):
+    """The decision of several items: `parts` holds each item's own decision (in order) and
+    `refused` the index of the item whose wait is the answer's (None when admitted).
+
+    `wait_ms` is the longest refusing wait; `remaining` the fewest units any item has left,
+    `reset_ms` the longest time until every item is whole again, `limit` that of the refusing
+    item (else of the item with the fewest units left)."""
+
+    __slots__ = ("parts", "refused")
+
+    def __init__(self, parts: Sequence[Decision], refused: Optional[int]) -> None:
+        self.parts = tuple(parts)
+        self.refused = refused
+        if refused is not None:
+            binding = parts[refused]
+            waits = [part.wait_ms for part in parts if not part.allowed]
+            super().__init__(
+                False,
+                max(waits),
+                _fewest(parts),
+                max(part.reset_ms for part in parts),
+                binding.limit,
+            )
+            return
+        tightest = min(range(len(parts)), key=lambda i: _left(parts[i]))
+        super().__init__(
+            True,
+            0,
+            _fewest(parts),
+            max(part.reset_ms for part in parts),
+            parts[tightest].limit,
+        )
+
+
+def _left(decision: Decision) -> float:
+    return decision.remaining if decision.remaining is not None else float("inf")
+
+
+def _fewest(parts: Sequence[Decision]) -> Optional[float]:
+    known = [part.remaining for part in parts if part.remaining is not None]
+    return min(known) if known else None
+
+
+def is_counter(strategy: Any) -> bool:
+    """Whether `strategy` keeps a plain counter (`FixedWindow`) rather than a state."""
+    return getattr(strategy, "counter", False) is True
+
+
+def charged(parts: Sequence[Decision], counters: Sequence[bool]) -> list[bool]:
+    """Which items a decision charges: every one when all admit; otherwise only the counters
+    that refused (a fixed-window counter counts the hits it refuses)."""
+    if all(part.allowed for part in parts):
+        return [True] * len(parts)
+    return [counter and not part.allowed for part, counter in zip(parts, counters)]
+
+
+def combine(parts: Sequence[Decision]) -> Decision:
+    """One decision for several items' decisions (the only one when there is one)."""
+    if len(parts) == 1:
+        return parts[0]
+    refused = None
+    longest = -1.0
+    for index, part in enumerate(parts):
+        if not part.allowed and part.wait_ms > longest:
+            refused, longest = index, part.wait_ms
+    return Combined(parts, refused)

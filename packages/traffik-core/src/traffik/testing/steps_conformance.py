@@ -1,0 +1,179 @@
+"""Conformance for decisions over several items: several rates, combined throttles, refunds.
+
+Part of `BackendConformance`, so every backend runs it. The reference is independence: a
+decision over items admits exactly when every item, alone, would; it charges every item or
+none (but a fixed-window counter that refused); and its wait is the longest refusing wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+from typing import Any, Callable
+
+import pytest
+
+from traffik.backends.base import ThrottleBackend
+from traffik.clock import ManualClock
+from traffik.rates import Rate, parse_rates
+from traffik.strategies import BUILTIN_STRATEGIES, FixedWindow, SlidingWindowLog, Strategy
+from traffik.strategies.steps import Item, items
+
+__all__ = ["StepsConformance"]
+
+_START = 1_700_000_040.0
+_names = itertools.count()
+_IDS = [cls.__name__ for cls in BUILTIN_STRATEGIES]
+
+
+def _strategies() -> list[Strategy]:
+    return [cls() for cls in BUILTIN_STRATEGIES]
+
+
+async def _alone(backend: ThrottleBackend, item: Item, commit: bool) -> Any:
+    """`item` decided on its own (the reference)."""
+    return await backend.evaluate_all([item], commit=commit)
+
+
+@pytest.mark.anyio
+class StepsConformance:
+    """Decisions over several items; mixed into `BackendConformance`."""
+
+    supports_clock: bool
+    clock_moves_expiry: bool
+    exact_walks: int
+
+    def _clocked(
+        self, make_backend: Callable[..., ThrottleBackend], strategy: Strategy
+    ) -> tuple[ThrottleBackend, ManualClock]:
+        if not self.supports_clock:
+            pytest.skip("this backend takes its time from the server")
+        if isinstance(strategy, FixedWindow) and not self.clock_moves_expiry:
+            pytest.skip("FixedWindow's window is a key TTL, which follows the server's clock here")
+        clock = ManualClock(_START)
+        return make_backend(namespace=f"steps-{next(_names)}", clock=clock), clock
+
+    @pytest.mark.parametrize("strategy", _strategies(), ids=_IDS)
+    async def test_several_rates_act_as_independent_limits_charged_together(
+        self, make_backend: Callable[..., ThrottleBackend], strategy: Strategy
+    ) -> None:
+        """A random walk on two rates against two single-rate twins fed only what the pair
+        admits: the pair admits exactly when both twins do, with the longest wait."""
+        backend, clock = self._clocked(make_backend, strategy)
+        rng = random.Random(f"steps-{type(strategy).__name__}")
+        try:
+            for walk in range(max(self.exact_walks // 5, 3)):
+                short = Rate(limit=rng.randint(1, 4), milliseconds=rng.randint(500, 3000))
+                long = Rate(
+                    limit=short.limit + rng.randint(1, 6), milliseconds=rng.randint(5000, 60000)
+                )
+                rates = (short, long)
+                pair = items(strategy, f"pair{walk}", rates, 1, backend)
+                twins = [
+                    Item(strategy, backend.get_key(f"twin{walk}-{i}") + strategy.suffix, r, 1)
+                    for i, r in enumerate(rates)
+                ]
+                for step in range(25):
+                    alone = [await _alone(backend, twin, commit=False) for twin in twins]
+                    decision = await backend.evaluate_all(pair)
+                    expected = all(d.allowed for d in alone)
+                    assert decision.allowed is expected, f"walk {walk} step {step}: {decision}"
+                    if expected:
+                        for twin in twins:
+                            assert (await _alone(backend, twin, commit=True)).allowed
+                    else:
+                        assert decision.wait_ms == max(d.wait_ms for d in alone if not d.allowed)
+                        for twin, d in zip(twins, alone):
+                            if not d.allowed and isinstance(strategy, FixedWindow):
+                                await _alone(backend, twin, commit=True)  # counts its refusals
+                    clock.advance(ms=rng.choice([0, 1, rng.randint(1, 2 * short.expire)]))
+        finally:
+            await backend.reset()
+            await backend.close()
+
+    @pytest.mark.parametrize(
+        "strategy", [FixedWindow(), SlidingWindowLog()], ids=["FixedWindow", "SlidingWindowLog"]
+    )
+    async def test_refusals_take_nothing_from_the_longer_rate(
+        self, make_backend: Callable[..., ThrottleBackend], strategy: Strategy
+    ) -> None:
+        """1/s;10/min: one hit, twenty refused in that second, then one a second for nine
+        seconds, all admitted; the eleventh in the minute waits for the minute."""
+        backend, clock = self._clocked(make_backend, strategy)
+        rates = parse_rates("1/s;10/min")
+        hit = items(strategy, "issue", rates, 1, backend)
+        try:
+            assert (await backend.evaluate_all(hit)).allowed
+            for _ in range(20):
+                clock.advance(ms=40)
+                refused = await backend.evaluate_all(hit)
+                assert not refused.allowed and refused.wait_ms <= 1000
+            clock.set(_START + 1)
+            for second in range(1, 10):
+                assert (await backend.evaluate_all(hit)).allowed, f"second {second}"
+                clock.advance(1)
+            eleventh = await backend.evaluate_all(hit)
+            assert not eleventh.allowed
+            assert eleventh.wait_ms >= 60_000 - 10_000
+            assert getattr(eleventh, "refused", None) == 1  # the minute refused
+        finally:
+            await backend.reset()
+            await backend.close()
+
+    @pytest.mark.parametrize("strategy", _strategies(), ids=_IDS)
+    async def test_concurrent_hits_on_several_rates_admit_exactly_the_tightest(
+        self, make_backend: Callable[..., ThrottleBackend], strategy: Strategy
+    ) -> None:
+        backend = make_backend(namespace=f"steps-{next(_names)}")
+        rates = parse_rates("100/min;50/hour")
+        try:
+            decisions = await asyncio.gather(
+                *(
+                    backend.evaluate_all(items(strategy, "hot", rates, 1, backend))
+                    for _ in range(200)
+                )
+            )
+            assert sum(1 for d in decisions if d.allowed) == 50
+        finally:
+            await backend.reset()
+            await backend.close()
+
+    @pytest.mark.parametrize("strategy", _strategies(), ids=_IDS)
+    async def test_two_throttles_keys_decided_all_or_nothing(
+        self, make_backend: Callable[..., ThrottleBackend], strategy: Strategy
+    ) -> None:
+        backend = make_backend(namespace=f"steps-{next(_names)}")
+        tight, loose = Rate.parse("2/hour"), Rate.parse("5/hour")
+        both = [
+            *items(strategy, "a:{client}", (tight,), 1, backend),
+            *items(strategy, "b:{client}", (loose,), 1, backend),
+        ]
+        try:
+            results = [(await backend.evaluate_all(both)).allowed for _ in range(4)]
+            assert results == [True, True, False, False]
+            loose_alone = await backend.evaluate_all(both[1:], commit=False)
+            assert loose_alone.allowed and loose_alone.remaining == 2  # charged twice, not four
+        finally:
+            await backend.reset()
+            await backend.close()
+
+    @pytest.mark.parametrize("strategy", _strategies(), ids=_IDS)
+    async def test_refund_gives_back_every_rate_up_to_a_full_budget(
+        self, make_backend: Callable[..., ThrottleBackend], strategy: Strategy
+    ) -> None:
+        backend = make_backend(namespace=f"steps-{next(_names)}")
+        rates = parse_rates("3/hour;5/day")
+        hit = items(strategy, "refund", rates, 1, backend)
+        try:
+            assert [(await backend.evaluate_all(hit)).allowed for _ in range(3)] == [True] * 3
+            await backend.refund_all(hit)
+            assert (await backend.evaluate_all(hit)).allowed
+            assert not (await backend.evaluate_all(hit)).allowed
+            fresh = items(strategy, "never-used", rates, 1, backend)
+            await backend.refund_all(items(strategy, "never-used", rates, 5, backend))
+            peek = await backend.evaluate_all(fresh, commit=False)
+            assert peek.allowed and peek.remaining == 2  # clamped: 3 - 1, not 3 + 5 - 1
+        finally:
+            await backend.reset()
+            await backend.close()
