@@ -12,6 +12,10 @@ EDITABLES := -e "packages/traffik-core[starlette]" $(foreach p,$(filter-out traf
 # test; ruff pinned so formatting is stable.
 DEV_DEPS := "pytest>=8" "anyio>=4" "httpx>=0.27" pytest-asyncio pyyaml "uvicorn[standard]>=0.30" "ruff>=0.17,<0.18" "mypy>=1.19"
 
+DEMO_STAMP := $(VENV)/.demo-installed
+# The demo needs the packages and a server, nothing else (no test or lint tools).
+DEMO_DEPS := "uvicorn>=0.30"
+
 TEST_PATHS = $(wildcard packages/*/tests) tests
 LINT_PATHS = $(wildcard packages tests benchmarks examples)
 SRC_PATHS := $(foreach p,$(PACKAGES),packages/$(p)/src)
@@ -37,8 +41,10 @@ $(STAMP): Makefile $(foreach p,$(PACKAGES),packages/$(p)/pyproject.toml)
 
 test: lint types pytest test-starlette-compat
 
+# In memory only, and without the tests that build wheels or start processes (`slow`).
 test-fast: export SKIP_REDIS_TESTS = true
 test-fast: export SKIP_MEMCACHED_TESTS = true
+test-fast: PYTEST_ARGS += -m "not slow"
 test-fast: lint types pytest
 
 pytest: $(STAMP)
@@ -76,8 +82,13 @@ test-matrix: $(HATCH)
 $(BIN)/hatch: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "hatch>=1.18"
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/python -m uvicorn examples.app:app --host 127.0.0.1 --port 8000
+
+$(DEMO_STAMP): Makefile $(foreach p,$(PACKAGES),packages/$(p)/pyproject.toml)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(EDITABLES) $(DEMO_DEPS)
+	touch $@
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(ARGS)
