@@ -28,9 +28,9 @@ async def test_expired_keys_are_swept_without_being_read() -> None:
     assert len(backend._data) == 10
 
 
-async def test_full_store_refuses_new_keys_but_keeps_counting_old_ones() -> None:
+async def test_refuse_policy_keeps_counting_old_keys_and_refuses_new_ones() -> None:
     clock = ManualClock()
-    backend = InMemoryBackend(clock=clock, max_keys=3)
+    backend = InMemoryBackend(clock=clock, max_keys=3, at_capacity="refuse")
     strategy, rate = FixedWindow(), Rate.parse("2/min")
     for client in ("a", "b", "c"):
         assert await strategy(client, rate, backend) == 0
@@ -41,6 +41,43 @@ async def test_full_store_refuses_new_keys_but_keeps_counting_old_ones() -> None
     assert await strategy("a", rate, backend) > 0
     clock.advance(61)  # once keys expire, room returns
     assert await strategy("d", rate, backend) == 0
+
+
+async def test_evict_policy_serves_new_clients_and_evicts_the_key_nearest_to_expiry() -> None:
+    clock = ManualClock()
+    backend = InMemoryBackend(clock=clock, max_keys=3)
+    strategy = FixedWindow()
+    assert await strategy("hourly", Rate.parse("5/hour"), backend) == 0
+    assert await strategy("daily", Rate.parse("5/day"), backend) == 0
+    assert await strategy("minute", Rate.parse("5/min"), backend) == 0
+    assert await strategy("newcomer", Rate.parse("5/hour"), backend) == 0  # never refused
+    left = {key.split(":")[1] for key in await backend.keys()}
+    assert left == {"hourly", "daily", "newcomer"}  # the minute window was nearest to its end
+
+
+async def test_a_flood_of_new_clients_mostly_evicts_itself(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    backend = InMemoryBackend(clock=ManualClock(), max_keys=100)
+    strategy = TokenBucket()
+    busy = Rate.parse("100/hour")
+    for _ in range(50):  # a heavy user: its bucket is far from full, so it expires late
+        await strategy("heavy", busy, backend)
+    with caplog.at_level("WARNING", logger="traffik"):
+        for n in range(5000):
+            await strategy(f"flood-{n}", Rate.parse("100/hour"), backend)
+    assert "inmemory:heavy:tb" in await backend.keys()
+    assert (await strategy.get_stat("heavy", busy, backend)).hits_remaining == 50
+    assert len(caplog.records) == 1  # no line per request at the cap
+
+
+async def test_a_byte_cap_counts_keys_and_states() -> None:
+    backend = InMemoryBackend(clock=ManualClock(), max_bytes=4096, at_capacity="refuse")
+    rate = Rate.parse("5/min")
+    with pytest.raises(BackendCapacityError, match="max_bytes=4096"):
+        for n in range(1000):
+            await FixedWindow()("x" * 200 + str(n), rate, backend)
+    assert 10 < len(await backend.keys()) < 20  # ~330 bytes per 200-character key
 
 
 async def test_state_expires_when_it_no_longer_matters() -> None:
@@ -55,6 +92,10 @@ async def test_state_expires_when_it_no_longer_matters() -> None:
 def test_bad_settings() -> None:
     with pytest.raises(ConfigurationError, match="max_keys=0"):
         InMemoryBackend(max_keys=0)
+    with pytest.raises(ConfigurationError, match="max_bytes=10"):
+        InMemoryBackend(max_bytes=10)
+    with pytest.raises(ConfigurationError, match="at_capacity='drop'.*'evict'"):
+        InMemoryBackend(at_capacity="drop")
     with pytest.raises(ConfigurationError, match="namespace=''"):
         InMemoryBackend(namespace="")
     with pytest.raises(ConfigurationError, match="on_error='ignore'"):

@@ -28,6 +28,7 @@ from traffik.backoff import BackoffStrategy, ExponentialBackoff
 from traffik.circuit_breaker import CircuitBreaker, CircuitState
 from traffik.decision import Decision
 from traffik.exceptions import BackendError, ConfigurationError
+from traffik.logs import QuietLog
 
 if TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
@@ -53,6 +54,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger("traffik")
+_failures = QuietLog(logger)
+"""Failures of one kind (throttle, error type, policy) are logged once per 10 s, with a count."""
 
 THROTTLE_ON_ERROR_WAIT_MS = 1000
 """The wait `on_error="throttle"` answers with: one second."""
@@ -120,9 +123,16 @@ async def apply_on_error(policy: Any, info: ThrottleExceptionInfo) -> Decision:
     limit = rate.limit if rate is not None else 0
     if policy == "raise":
         raise exc
-    logger.warning(
+    throttle = info["throttle"]
+    _failures.log(
+        logging.WARNING,
+        (
+            getattr(throttle, "uid", None),
+            type(exc),
+            policy if isinstance(policy, str) else "handler",
+        ),
         "%r could not decide (%s: %s); on_error=%r",
-        info["throttle"],
+        throttle,
         type(exc).__name__,
         exc,
         policy,

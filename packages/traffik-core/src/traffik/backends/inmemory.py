@@ -6,8 +6,9 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from traffik.backends.base import ThrottleBackend, WindowCount
+from traffik.backends.capacity import Capacity, entry_size
 from traffik.backends.locks import LocalLock, LocalLockTable
-from traffik.exceptions import BackendCapacityError, ConfigurationError
+from traffik.exceptions import ConfigurationError
 from traffik.strategies.fixed_window import counter_decision
 from traffik.strategies.state import decode_state, encode_state
 from traffik.strategies.steps import charged, combine, is_counter
@@ -30,11 +31,11 @@ class InMemoryBackend(ThrottleBackend):
 
     Every operation runs without an `await` between its read and its write, so decisions
     are atomic on the event loop with no lock. Expired keys are swept a chunk at a time as
-    the store is written. At most `max_keys` keys are held: when the store is full and no
-    key has expired, a new key is refused with `BackendCapacityError` (which the throttle's
-    `on_error` policy handles; the default answers 429), while every existing counter keeps
-    counting. A live counter is never evicted, so flooding the store with new clients
-    cannot reset anyone's limit.
+    the store is written. The store holds at most `max_keys` keys and, when given,
+    `max_bytes` bytes (estimated); when it is full, `at_capacity` decides: `"evict"` (the
+    default) evicts the sampled key nearest to expiry, `"refuse"` refuses new keys with
+    `BackendCapacityError` (the throttle's `on_error` answers). `traffik.backends.capacity`
+    has the trade-off.
     """
 
     default_namespace = "inmemory"
@@ -45,22 +46,23 @@ class InMemoryBackend(ThrottleBackend):
         *,
         persistent: bool = False,
         max_keys: int = 1_000_000,
+        max_bytes: int | None = None,
+        at_capacity: str = "evict",
         sweep_interval: float = 10.0,
         clock: Clock | None = None,
         **defaults: Any,
     ) -> None:
-        if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
-            raise ConfigurationError(
-                f"InMemoryBackend(max_keys={max_keys!r}): must be a whole number >= 1"
-            )
+        capacity = Capacity(max_keys, max_bytes, at_capacity)
         if not isinstance(sweep_interval, (int, float)) or sweep_interval <= 0:
             raise ConfigurationError(
                 f"InMemoryBackend(sweep_interval={sweep_interval!r}): must be a number of seconds > 0"
             )
         super().__init__(None, namespace=namespace, persistent=persistent, clock=clock, **defaults)
+        self.capacity = capacity
         self.max_keys = max_keys
         self.sweep_interval = float(sweep_interval)
         self._data: dict[str, list[Any]] = {}
+        self._bytes = 0
         self._locks = LocalLockTable(self.clock)
         self._sweep_keys: list[str] = []
         self._sweep_ms = round(sweep_interval * 1000)
@@ -82,28 +84,30 @@ class InMemoryBackend(ThrottleBackend):
         self.connection = None
 
     # -- internals (synchronous: no await between a read and its write) -------------------
-    # An entry is `[value, expires_at_ms or None]`; time is whole milliseconds (`now_ms`), and
-    # an entry is gone from its expiry millisecond on.
+    # An entry is `[value, expires_at_ms or None, size]`; time is whole milliseconds
+    # (`now_ms`), and an entry is gone from its expiry millisecond on.
 
     def _live(self, key: str, now: int) -> list[Any] | None:
         entry = self._data.get(key)
         if entry is not None and entry[1] is not None and entry[1] <= now:
-            del self._data[key]
+            self._remove(key)
             return None
         return entry
 
+    def _remove(self, key: str) -> list[Any] | None:
+        entry = self._data.pop(key, None)
+        if entry is not None:
+            self._bytes -= entry[2]
+        return entry
+
     def _insert(self, key: str, entry: list[Any], now: int) -> None:
+        size = entry_size(key, entry[0])
+        entry.append(size)
         data = self._data
-        if len(data) >= self.max_keys:
-            if now >= self._full_sweep_at:
-                self._full_sweep_at = now + 1000
-                self._sweep(now, list(data))
-            if len(data) >= self.max_keys:
-                raise BackendCapacityError(
-                    f"{self!r} holds max_keys={self.max_keys} live keys; refusing new key {key!r}. "
-                    "Raise max_keys, shorten rate periods, or use a shared backend"
-                )
+        if self.capacity.full(len(data), self._bytes, size):
+            self.capacity.make_room(self, key, size, now)
         data[key] = entry
+        self._bytes += size
         if now >= self._next_sweep or self._sweep_keys:
             self._step_sweep(now)
 
@@ -120,7 +124,7 @@ class InMemoryBackend(ThrottleBackend):
         for key in keys:
             entry = data.get(key)
             if entry is not None and entry[1] is not None and entry[1] <= now:
-                del data[key]
+                self._remove(key)
 
     # -- storage -------------------------------------------------------------------------
 
@@ -149,7 +153,7 @@ class InMemoryBackend(ThrottleBackend):
     async def delete(self, key: str) -> bool:
         if self._status != _READY:
             await self.ensure()
-        return self._live(key, self.now_ms()) is not None and self._data.pop(key, None) is not None
+        return self._live(key, self.now_ms()) is not None and self._remove(key) is not None
 
     def _add(self, key: str, amount: int, ttl_ms: int | None, now: int) -> list[Any]:
         entry = self._live(key, now)
@@ -171,8 +175,8 @@ class InMemoryBackend(ThrottleBackend):
         if self._status != _READY:
             await self.ensure()
         now = self.now_ms()
-        count, expires_at = self._add(key, amount, _ms(ttl), now)
-        return WindowCount(count, expires_at - now)
+        entry = self._add(key, amount, _ms(ttl), now)
+        return WindowCount(entry[0], entry[1] - now)
 
     async def expire(self, key: str, seconds: float) -> bool:
         if self._status != _READY:
@@ -214,6 +218,7 @@ class InMemoryBackend(ThrottleBackend):
         if self._status != _READY:
             await self.ensure()
         self._data.clear()
+        self._bytes = 0
         self._sweep_keys = []
 
     # -- the decision step ---------------------------------------------------------------

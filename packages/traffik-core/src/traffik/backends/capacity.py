@@ -1,0 +1,127 @@
+"""How full the in-memory store may get, and what it does when it is full.
+
+A store is full at `max_keys` keys or, when given, `max_bytes` (keys and states, as sized when
+each key is written). Expired keys always go first. Then, by policy:
+
+- `"evict"` (the default): make room by evicting, among 16 keys drawn at random, the one
+  that would expire soonest. A new client is always served; the price is that an evicted
+  client's state starts over, and the key chosen is the one closest to starting over anyway
+  (a window about to close, a bucket nearly full again). A flood of new clients mostly evicts
+  its own one-hit keys, which expire soonest.
+- `"refuse"`: refuse the new key with `BackendCapacityError` (the throttle's `on_error`
+  answers: 429 by default) while every existing key keeps counting. Nobody's state is ever
+  reset, but during a flood of new identities every new client is refused.
+
+Neither logs a line per request: the first event is logged, then one line per 10 s with a count.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from typing import Any, Optional
+
+from traffik.exceptions import BackendCapacityError, ConfigurationError
+from traffik.logs import QuietLog
+
+__all__ = ["POLICIES", "Capacity", "entry_size"]
+
+POLICIES = ("evict", "refuse")
+_SAMPLE = 16
+_ENTRY_OVERHEAD = 120
+"""Bytes a key's entry costs beyond its key and state (the dict slot, the entry list, ints)."""
+
+_log = QuietLog(logging.getLogger("traffik"))
+
+
+def entry_size(key: str, value: Any) -> int:
+    """The bytes a key and its value are counted as (an estimate, fixed when written)."""
+    size = _ENTRY_OVERHEAD + len(key)
+    if isinstance(value, list):
+        return size + 32 * len(value)
+    return size + len(str(value))
+
+
+class Capacity:
+    """The limits of one store and its policy at the cap (module docstring)."""
+
+    __slots__ = ("_sample", "max_bytes", "max_keys", "policy")
+
+    def __init__(self, max_keys: int, max_bytes: Optional[int], policy: str) -> None:
+        if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
+            raise ConfigurationError(
+                f"InMemoryBackend(max_keys={max_keys!r}): must be a whole number >= 1"
+            )
+        if max_bytes is not None and (
+            isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1024
+        ):
+            raise ConfigurationError(
+                f"InMemoryBackend(max_bytes={max_bytes!r}): must be None or a whole number of "
+                "bytes >= 1024"
+            )
+        if policy not in POLICIES:
+            raise ConfigurationError(
+                f"InMemoryBackend(at_capacity={policy!r}): use 'evict' (serve new clients, "
+                "evicting the key nearest to expiry) or 'refuse' (keep every key, refuse new ones)"
+            )
+        self.max_keys = max_keys
+        self.max_bytes = max_bytes
+        self.policy = policy
+        self._sample: list[str] = []
+
+    def full(self, keys: int, used: int, adding: int) -> bool:
+        return keys >= self.max_keys or (
+            self.max_bytes is not None and used + adding > self.max_bytes
+        )
+
+    def make_room(self, store: Any, key: str, size: int, now: int) -> None:
+        """Room for `key` (`size` bytes) in `store` (an `InMemoryBackend`), by policy."""
+        data = store._data
+        if now >= store._full_sweep_at:
+            store._full_sweep_at = now + 1000
+            store._sweep(now, list(data))
+        while self.full(len(data), store._bytes, size):
+            if self.policy == "refuse" or not data:
+                _log.log(
+                    logging.WARNING,
+                    (id(store), "refuse"),
+                    "%r is full (%d keys, ~%d bytes); refusing new keys",
+                    store,
+                    len(data),
+                    store._bytes,
+                )
+                raise BackendCapacityError(
+                    f"{store!r} is full ({len(data)} keys, max_keys={self.max_keys}, "
+                    f"max_bytes={self.max_bytes}); refusing new key {key!r}. Raise the limits, "
+                    "shorten rate periods, use at_capacity='evict', or use a shared backend"
+                )
+            store._remove(self._victim(data))
+            _log.log(
+                logging.WARNING,
+                (id(store), "evict"),
+                "%r is full (%d keys, ~%d bytes); evicting the keys nearest to expiry",
+                store,
+                len(data),
+                store._bytes,
+            )
+
+    def _victim(self, data: dict[str, list[Any]]) -> str:
+        """Of `_SAMPLE` keys drawn at random, the one that expires soonest."""
+        best, best_at, drawn = next(iter(data)), math.inf, 0
+        sample = self._sample
+        while drawn < _SAMPLE:
+            if not sample:
+                sample = self._sample = list(data)
+            index = random.randrange(len(sample))
+            candidate = sample[index]
+            sample[index] = sample[-1]
+            sample.pop()
+            entry = data.get(candidate)
+            if entry is None:
+                continue  # gone since the sample was taken
+            drawn += 1
+            expires = entry[1] if entry[1] is not None else math.inf
+            if expires < best_at:
+                best, best_at = candidate, expires
+        return best
