@@ -303,7 +303,7 @@ async def test_starlette_route_keys(path: str, route: str) -> None:
         transport=httpx.ASGITransport(app=app), base_url="http://test"
     ) as client:
         assert (await client.get(path)).status_code == 200
-    assert await backend.keys() == [f"keys:t:127.0.0.1:{route}:fw"]
+    assert await backend.keys() == [f"keys:t:{{127.0.0.1}}:{route}:fw"]
 
 
 async def test_one_endpoint_on_two_routes_keeps_each_route() -> None:
@@ -317,8 +317,8 @@ async def test_one_endpoint_on_two_routes_keeps_each_route() -> None:
         await client.get("/a/1")
         await client.get("/b/1")
     assert sorted(await backend.keys()) == [
-        "keys:t:127.0.0.1:GET:/a/%7Bx%7D:fw",
-        "keys:t:127.0.0.1:GET:/b/%7By%7D:fw",
+        "keys:t:{127.0.0.1}:GET:/a/%7Bx%7D:fw",
+        "keys:t:{127.0.0.1}:GET:/b/%7By%7D:fw",
     ]
 
 
@@ -368,7 +368,7 @@ async def test_fastapi_route_keys(path: str, route: str) -> None:
         transport=httpx.ASGITransport(app=fastapi_app(throttle)), base_url="http://test"
     ) as client:
         assert (await client.get(path)).status_code == 200
-    assert await backend.keys() == [f"keys:t:127.0.0.1:{route}:fw"]
+    assert await backend.keys() == [f"keys:t:{{127.0.0.1}}:{route}:fw"]
 
 
 def test_websocket_route_keys() -> None:
@@ -387,7 +387,7 @@ def test_websocket_route_keys() -> None:
     import asyncio
 
     keys = asyncio.run(backend.keys())
-    assert keys == ["keys:ws:testclient:WS:/m/rooms/%7Broom%7D:fw"]
+    assert keys == ["keys:ws:{testclient}:WS:/m/rooms/%7Broom%7D:fw"]
 
 
 @pytest.mark.parametrize(

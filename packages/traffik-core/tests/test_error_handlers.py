@@ -32,7 +32,7 @@ pytestmark = pytest.mark.anyio
 
 RATE = Rate.parse("2/min")
 CLIENT = "client:1"
-KEY = "t:client%3A1"
+KEY = "t:{client%3A1}"
 """The throttle key of `CLIENT` for the throttle `throttle_on` builds (uid "t", no route)."""
 
 
@@ -316,7 +316,7 @@ async def test_retry_reruns_the_identity_not_a_missing_key() -> None:
             Request(scope).scope.get("state", {}).get("__traffik_throttled_state__") in (None, 0.0)
         )
     assert all(allowed)
-    assert sorted(await backend.keys()) == [f"inmemory:r:{c}:fw" for c in "abcd"]
+    assert sorted(await backend.keys()) == [f"inmemory:r:{{{c}}}:fw" for c in "abcd"]
 
 
 @pytest.mark.parametrize(

@@ -94,7 +94,7 @@ def test_bad_settings() -> None:
         InMemoryBackend(max_keys=0)
     with pytest.raises(ConfigurationError, match="max_bytes=10"):
         InMemoryBackend(max_bytes=10)
-    with pytest.raises(ConfigurationError, match="at_capacity='drop'.*'evict'"):
+    with pytest.raises(ConfigurationError, match=r"at_capacity='drop'.*'evict'"):
         InMemoryBackend(at_capacity="drop")
     with pytest.raises(ConfigurationError, match="namespace=''"):
         InMemoryBackend(namespace="")

@@ -245,7 +245,7 @@ async def test_on_error_handler_and_backend_default(clock: ManualClock) -> None:
     info = calls[0]
     assert isinstance(info["exception"], BackendError) and info["throttle"] is custom
     assert (
-        info["key"] == "custom:127.0.0.1:GET:/other"
+        info["key"] == "custom:{127.0.0.1}:GET:/other"
         and info["rate"] == Rate.parse("5/min")
         and info["cost"] == 1
     )

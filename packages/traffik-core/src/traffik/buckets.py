@@ -1,10 +1,12 @@
 """Which bucket a connection lands in: its client, its route template, and the key they make.
 
-A key is `uid:client:ROUTE[:scope]`, where `ROUTE` is `METHOD:/mount/prefix/template` (`WS`
+A key is `uid:{client}:ROUTE[:scope]`, where `ROUTE` is `METHOD:/mount/prefix/template` (`WS`
 in place of the method for WebSockets) or nothing for a throttle that counts across routes.
 Every part is escaped (`escape`), so no identifier, path or scope can reach into another
 part: `a:b` as an identifier and `a` followed by a route `b` give different keys. Clients are
-keyed by type as well as value (`5` and `"5"` differ); `None` is the anonymous client.
+keyed by type as well as value (`5` and `"5"` differ); `None` is the anonymous client. The
+braces around the client are a Redis Cluster hash tag: every key of one client, across
+throttles, routes and rates, lives on one node, so a decision over several is one script.
 
 The route template is the route as declared (`/items/{item_id}`), so every item shares one
 budget: `scope["route"]` when the router sets it (Starlette 1.x, FastAPI), otherwise the
@@ -22,15 +24,27 @@ from collections.abc import Mapping
 from typing import Any, Optional
 
 from traffik.exceptions import ConfigurationError
-from traffik.keyparts import escape
+from traffik.keyparts import client_part, escape
 
 __all__ = [
+    "bucket_prefix",
     "mount_prefix",
     "named_route_part",
     "route_part",
     "route_path",
     "route_template",
 ]
+
+
+def bucket_prefix(uid: Optional[str] = None, client: Any = None) -> str:
+    """The start shared by the keys of a throttle (`uid:`), or of one client of it
+    (`uid:{client}:`); "" for neither. `client` is an identifier as the throttle's
+    identifier returns it."""
+    if uid is None:
+        return ""
+    if client is None:
+        return escape(uid) + ":"
+    return f"{escape(uid)}:{{{client_part(client)}}}:"
 
 
 def route_path(scope: Mapping[str, Any]) -> str:

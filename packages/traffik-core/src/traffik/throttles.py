@@ -260,7 +260,7 @@ class Throttle(BucketState):
         """`uid:client:METHOD:/route/{template}` (just `uid:client` without `per_route`), plus
         the context's `scope` when it has one; every part escaped (`traffik.buckets`).
         `route` replaces the connection's own route part (see `route_part`)."""
-        key = f"{self._uid_part}:{client_part(ident)}"
+        key = f"{self._uid_part}:{{{client_part(ident)}}}"
         if self.per_route:
             if route is None:
                 if connection is None:
@@ -339,12 +339,12 @@ class Throttle(BucketState):
         scope = connection.scope
         if self.identifier is None and backend.defaults.identifier is None:
             client = scope.get("client")
-            key = f"{self._uid_part}:{client_part(client[0]) if client else ANONYMOUS_PART}"
+            key = f"{self._uid_part}:{{{client_part(client[0]) if client else ANONYMOUS_PART}}}"
         else:
             ident = await self.identify(connection, backend)
             if ident is EXEMPTED:
                 return None
-            key = f"{self._uid_part}:{client_part(ident)}"
+            key = f"{self._uid_part}:{{{client_part(ident)}}}"
         if self.per_route:
             key += ":" + route_part(scope)
         extra = ctx.get("scope")

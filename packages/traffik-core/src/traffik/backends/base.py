@@ -265,6 +265,14 @@ class ThrottleBackend(LockedSteps):
             blocking_timeout if blocking_timeout is not None else self.lock_blocking_timeout,
         )
 
+    async def scan(self, prefix: str, limit: int | None = None) -> list[str]:
+        """The keys of this namespace that start with `prefix` (a namespaced prefix, from
+        `get_key`), at most `limit` of them; for `python -m traffik` and admin tools."""
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot list its keys; name a client and throttle exactly, "
+            "or use a backend that can (memory, redis, sqlite)"
+        )
+
     async def clear(self) -> None:
         """Delete every key of this namespace, and nothing else."""
         raise NotImplementedError(f"{type(self).__name__} must implement clear()")

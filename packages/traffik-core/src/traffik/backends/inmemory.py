@@ -211,6 +211,10 @@ class InMemoryBackend(ThrottleBackend):
         now = self.now_ms()
         return [k for k, e in list(self._data.items()) if e[1] is None or e[1] > now]
 
+    async def scan(self, prefix: str, limit: int | None = None) -> list[str]:
+        found = [key for key in await self.keys() if key.startswith(prefix)]
+        return found if limit is None else found[:limit]
+
     def get_lock(self, name: str, ttl: float | None = None, reentrant: bool = False) -> LocalLock:
         return self._locks.get(name, ttl, reentrant)
 
