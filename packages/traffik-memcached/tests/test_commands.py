@@ -1,15 +1,18 @@
-"""Commands per decision, counted by the server: one `incr` for a fixed window, `gets`+`cas` for the others."""
+"""Commands per decision, counted by the server: one `incr` for a fixed window, `gets`+`cas` for the
+others, and for several rates one item after another (plus the give-back when a later one refuses)."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, Callable
 
 import aiomcache
 import pytest
 
 from traffik.backends.memcached import MemcachedBackend
-from traffik.rates import Rate
+from traffik.rates import Rate, parse_rates
 from traffik.strategies import BUILTIN_STRATEGIES, GCRA, FixedWindow, TokenBucket
+from traffik.strategies.steps import items
 
 pytestmark = [pytest.mark.memcached, pytest.mark.anyio]
 
@@ -33,18 +36,22 @@ async def _commands(client: aiomcache.Client) -> int:
     return sum(int(stats[name.encode()] or 0) for name in _COUNTED)
 
 
-async def _per_decision(
-    server: Any, backend: MemcachedBackend, strategy: Any, rate: Rate = RATE
-) -> float:
+async def _per_hit(server: Any, hit: Callable[[], Awaitable[Any]]) -> float:
     client = aiomcache.Client("127.0.0.1", server.port)
     try:
-        await strategy.decide("u", rate, backend, 1)  # creates the key and reads the generation
+        await hit()  # creates the keys and reads the generation
         before = await _commands(client)
         for _ in range(DECISIONS):
-            await strategy.decide("u", rate, backend, 1)
+            await hit()
         return (await _commands(client) - before) / DECISIONS
     finally:
         await client.close()
+
+
+async def _per_decision(
+    server: Any, backend: MemcachedBackend, strategy: Any, rate: Rate = RATE
+) -> float:
+    return await _per_hit(server, lambda: strategy.decide("u", rate, backend, 1))
 
 
 @pytest.fixture
@@ -86,4 +93,28 @@ async def test_a_rejection_is_one_read(
 async def test_the_generation_is_read_at_most_once_per_refresh(memcached_server: Any) -> None:
     backend = MemcachedBackend(memcached_server.url, namespace="count", generation_refresh=1.0)
     assert await _per_decision(memcached_server, backend, FixedWindow()) <= 1 + 1 / DECISIONS
+    await backend.close()
+
+
+# rates -> (commands for FixedWindow's counters, for a state strategy), per decision
+SEVERAL_RATES = {
+    "1000/hour": (1, 2),  # allowed
+    "1/hour": (1, 1),  # refused
+    "1000/hour;2000/day": (2, 4),  # allowed: each item taken
+    "1000/hour;1/day": (3, 5),  # refused by the second: the first taken, then given back
+    "1/hour;1000/day": (2, 2),  # refused by the first: the second only read
+    "1/hour;1/day": (3, 2),  # refused by both: the second read, and counted if a counter
+}
+
+
+@pytest.mark.parametrize("rates", list(SEVERAL_RATES))
+@pytest.mark.parametrize(
+    "strategy", BUILTIN_STRATEGIES, ids=[cls.__name__ for cls in BUILTIN_STRATEGIES]
+)
+async def test_several_rates_are_decided_one_item_after_another(
+    memcached_server: Any, backend: MemcachedBackend, strategy: type, rates: str
+) -> None:
+    hit = items(strategy(), "u", parse_rates(rates), 1, backend)
+    expected = SEVERAL_RATES[rates][0 if strategy is FixedWindow else 1]
+    assert await _per_hit(memcached_server, lambda: backend.evaluate_all(hit)) == expected
     await backend.close()

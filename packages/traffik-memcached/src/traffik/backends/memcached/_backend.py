@@ -11,10 +11,10 @@ from traffik.backends.base import ThrottleBackend, WindowCount
 from traffik.backends.memcached._client import Flagged, NodeClient
 from traffik.backends.memcached._counters import ATTEMPTS, increment, number, window_hit
 from traffik.backends.memcached._expiry import exptime
-from traffik.backends.memcached._item_size import ITEM_BYTES_MEANING, MIN_ITEM_BYTES, check_fits
+from traffik.backends.memcached._item_size import ITEM_BYTES_MEANING, MIN_ITEM_BYTES
 from traffik.backends.memcached._keys import KeySpace
 from traffik.backends.memcached._lock import DEFAULT_LOCK_TTL, Hold, MemcachedLock
-from traffik.backends.memcached._node import Node
+from traffik.backends.memcached._node import Node, fetch
 from traffik.backends.memcached._options import at_least, seconds, whole
 from traffik.backends.memcached._ring import Ring
 from traffik.backends.memcached._servers import (
@@ -25,7 +25,7 @@ from traffik.backends.memcached._servers import (
     parse_servers,
     parse_url,
 )
-from traffik.backends.memcached._transition import transition
+from traffik.backends.memcached._steps import MemcachedSteps
 from traffik.backends.memcached._window import (
     COUNT_SPAN,
     FOLD_AT,
@@ -42,14 +42,9 @@ if TYPE_CHECKING:
     from aiomcache.pool import Connection
 
     from traffik.clock import Clock
-    from traffik.decision import Decision
     from traffik.rates import Rate
-    from traffik.strategies.base import StateStrategy
 
 __all__ = ["MemcachedBackend"]
-
-_CHECKED_PAIRS = 1024
-"""How many (strategy, rate) pairs `evaluate` remembers as validated (it starts over when full)."""
 
 
 def _text(raw: bytes | Flagged | None, now: int) -> Optional[str]:
@@ -66,7 +61,7 @@ def _text(raw: bytes | Flagged | None, now: int) -> Optional[str]:
     return raw.decode("utf-8", "replace")
 
 
-class MemcachedBackend(ThrottleBackend):
+class MemcachedBackend(MemcachedSteps, ThrottleBackend):
     """Rate-limit state shared through memcached: `memcached://host:11211` or several nodes.
 
     - Persistent by default (`persistent=True`): the state is shared by every instance of the
@@ -77,6 +72,26 @@ class MemcachedBackend(ThrottleBackend):
       transition here, and write it back with `cas` (or `add` for a new key), retrying with
       a short random backoff when another client changed the key in between (at most
       `ATTEMPTS` times, then `BackendError`). A rejected request writes nothing.
+    - Several items decided as one (`evaluate_all`: a throttle's rates, throttles combined)
+      live in different memcached items, maybe on different nodes, so they are taken one
+      after another, in order, each as above, until one refuses; the units the items before
+      it took are then given back (a state's `refund` under `cas`; a window counter's
+      `decr`, in the window it counted in), and the items after it are only read, one `get`
+      per node (a fixed-window counter that refuses counts the hit, as it does alone). Two
+      rates cost 2 commands for `FixedWindow` and 4 for the others when allowed, 3 and 5
+      when the second refuses, 2 and 2 when the first does (3 for counters when both do).
+      Between taking an earlier item and giving it back (the round trips to the later
+      items, about a millisecond on a LAN) other clients see that item charged: a hit
+      needing those units is refused meanwhile (a transient extra refusal), and none is
+      admitted on them. The give-back is exact unless another hit changed the state in that
+      moment; then it is the strategy's `refund` at the give-back, which (for a bucket, a
+      GCRA, a log, or a sliding window that just turned) may also return what the moment
+      regained, at most the rate over that moment (0.1 unit at 100/s over 1 ms), admitted
+      that much early. A failure part way gives back what was taken, then raises; a
+      give-back that fails is logged, and its units return as the limit refills.
+    - `refund_all` gives each item's cost back, never past a full budget, the items in
+      parallel: a state's `refund` under `cas`; a window counter lowered (not below 0) in
+      its window under `cas`, and a closed window left alone.
     - Time comes from this host: `clock` (default: the wall clock). Memcached has no
       clock a client can read, so app hosts should keep their clocks in sync (NTP).
     - A fixed-window counter stores its window's end (a millisecond of `clock`) beside its
@@ -110,6 +125,10 @@ class MemcachedBackend(ThrottleBackend):
       while commands are pending, closes the connection of an operation that has run too
       long (so no timer is set per command).
     - Locks are memcached keys with a time to live, `DEFAULT_LOCK_TTL` (5 s) unless given.
+    - traffik 1.2's options are accepted: `track_keys` and `number_of_tracking_shards`
+      (`clear()` always works, through generations), `pool_minsize` (connections open on
+      demand) and `lock_contention_threshold` change nothing; `connection_args` must be
+      empty (no TLS or socket options).
     - Counters: memcached's are unsigned, so `decrement` stops at 0 on an existing counter
       and, as in traffik 1.2, stores `-amount` for a missing one.
     """
@@ -131,9 +150,24 @@ class MemcachedBackend(ThrottleBackend):
         generation_refresh: float = 1.0,
         max_item_bytes: int = 1024 * 1024,
         persistent: bool = True,
+        pool_minsize: int = 1,
+        connection_args: Optional[Mapping[str, Any]] = None,
+        track_keys: bool = False,
+        number_of_tracking_shards: int = 16,
+        lock_contention_threshold: int = 1,
         **defaults: Any,
     ) -> None:
         owner = type(self).__name__
+        # traffik 1.2's options: checked as it checked them, and otherwise without effect.
+        at_least(owner, "pool_minsize", pool_minsize, 0)
+        at_least(owner, "number_of_tracking_shards", number_of_tracking_shards, 1)
+        at_least(owner, "lock_contention_threshold", lock_contention_threshold, 1)
+        if connection_args:
+            raise ConfigurationError(
+                f"{owner}(connection_args={connection_args!r}): connection options (TLS, say) are "
+                "not supported; the backend opens plain TCP connections, so reach memcached over "
+                "a trusted network or a local TLS tunnel"
+            )
         custom_address = host != DEFAULT_HOST or port != DEFAULT_PORT
         if url is not None and (custom_address or servers is not None):
             raise ConfigurationError(
@@ -305,23 +339,10 @@ class MemcachedBackend(ThrottleBackend):
         return None
 
     async def multi_get(self, *keys: str) -> list[Optional[str]]:
-        if not keys:
-            return []
         located = [await self._locate(key) for key in keys]
-        by_node: dict[Node, list[bytes]] = {}
-        for node, mkey in located:
-            by_node.setdefault(node, []).append(mkey)
-
-        def fetch(mkeys: list[bytes]) -> Callable[[NodeClient, Connection], Any]:
-            return lambda client, conn: client.get_many_on(conn, mkeys)
-
-        found: dict[bytes, Any] = {}
-        for values in await asyncio.gather(
-            *(node.run(fetch(mk), "multi_get") for node, mk in by_node.items())
-        ):
-            found.update(values)
+        values = await fetch(located, "multi_get") if located else []
         now = self.now_ms()
-        return [_text(found.get(mkey), now) for _, mkey in located]
+        return [_text(raw, now) for raw in values]
 
     async def multi_set(self, items: Mapping[str, str], expire: Optional[float] = None) -> None:
         expiry = exptime(expire)
@@ -365,24 +386,3 @@ class MemcachedBackend(ThrottleBackend):
         return MemcachedLock(
             self._locate, self._held, name, DEFAULT_LOCK_TTL if ttl is None else ttl, reentrant
         )
-
-    # -- the decision step ----------------------------------------------------------------
-
-    def validate(self, strategy: Any, rate: Rate) -> None:
-        """Refuse a strategy whose worst-case state at `rate` cannot fit one memcached item of
-        `max_item_bytes`, naming the largest limit that fits (`check_fits`)."""
-        check_fits(strategy, rate, self.max_item_bytes)
-
-    async def evaluate(
-        self, key: str, strategy: StateStrategy, rate: Rate, cost: int, *, commit: bool = True
-    ) -> Decision:
-        """`gets` the state, run the transition here, `cas` it back (see `_transition`); the
-        first use of a (strategy, rate) pair is checked by `validate`."""
-        checked = self._checked
-        if (strategy, rate) not in checked:
-            self.validate(strategy, rate)
-            if len(checked) >= _CHECKED_PAIRS:
-                checked.clear()
-            checked.add((strategy, rate))
-        node, mkey = await self._locate(key)
-        return await transition(node, mkey, strategy, rate, cost, commit, self.now_ms)

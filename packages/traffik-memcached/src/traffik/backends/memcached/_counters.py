@@ -1,4 +1,5 @@
-"""Counters on one connection: `incr` with an `add` fallback, signed values, and fixed-window counters."""
+"""Counters on one connection: `incr` with an `add` fallback, signed values, and fixed-window counters
+(counted, read, given back and refunded)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,15 @@ from traffik.backends.memcached._window import (
     window_end,
 )
 
-__all__ = ["ATTEMPTS", "increment", "number", "window_hit"]
+__all__ = [
+    "ATTEMPTS",
+    "increment",
+    "number",
+    "refund_count",
+    "uncount",
+    "window_count",
+    "window_hit",
+]
 
 ATTEMPTS = 50
 """How many times a read-modify-write is retried after losing a race before giving up."""
@@ -141,3 +150,52 @@ async def _open_window(
     else:
         stored = await client.store_on(conn, b"cas", key, value, exptime(ttl), token)
     return WindowCount(amount, end - now) if stored else None
+
+
+def window_count(raw: bytes | Flagged | None, now: int) -> tuple[int, Optional[int]]:
+    """`(count, ms until its window closes)` of a counter read at `now`: `(0, None)` for a
+    missing key or a closed window, `(count, None)` for a plain counter."""
+    if raw is None:
+        return 0, None
+    if isinstance(raw, Flagged) and raw.flags == WINDOW_FLAG:
+        end, count = unpack(number(raw))
+        return (count, end - now) if end > now else (0, None)
+    try:
+        return number(raw), None
+    except ReplyError:
+        return 0, None
+
+
+def uncount(key: bytes, amount: int, end: int) -> Operation[None]:
+    """Give back `amount` that this caller counted in the window closing at `end` (0: a plain
+    counter): one `decr`, which keeps the window. Should the key hold another window by then
+    (the counted one closed and the next opened), the `incr` that puts its count back."""
+
+    async def run(client: NodeClient, conn: Connection) -> None:
+        value = await client.incr_on(conn, key, amount, b"decr")
+        if value is not None and unpack(value)[0] != end:
+            await client.incr_on(conn, key, amount)
+
+    return run
+
+
+def refund_count(key: bytes, amount: int, now: int) -> Operation[None]:
+    """Take up to `amount` off the counter at `key`, never below 0: a window counter under
+    `gets`/`cas`, keeping its window (a closed one is left alone); a plain counter with
+    `decr`, which stops at 0."""
+
+    async def run(client: NodeClient, conn: Connection) -> None:
+        for _ in range(ATTEMPTS):
+            raw, token = await client.gets_on(conn, key)
+            count, left = window_count(raw, now)
+            if count <= 0:
+                return
+            if left is None:
+                await client.incr_on(conn, key, amount, b"decr")
+                return
+            value = Flagged(b"%d" % pack(now + left, max(count - amount, 0)), WINDOW_FLAG)
+            if await client.store_on(conn, b"cas", key, value, exptime(left / 1000), token):
+                return
+        raise ReplyError(f"lost {ATTEMPTS} compare-and-swap races in a row refunding a counter")
+
+    return run

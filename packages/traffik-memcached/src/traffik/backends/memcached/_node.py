@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Callable, Optional, TypeVar
 
 from aiomcache.exceptions import ClientException
@@ -17,7 +17,7 @@ from traffik.backends.memcached._pool import TICKS, CommandTimeout, ConnectTimeo
 from traffik.backends.memcached._servers import Server
 from traffik.exceptions import BackendConnectionError, BackendError
 
-__all__ = ["Node", "Operation"]
+__all__ = ["Node", "Operation", "fetch"]
 
 T = TypeVar("T")
 Operation = Callable[[NodeClient, Connection], Awaitable[T]]
@@ -245,3 +245,18 @@ class Node:
         self._bumps += 1
         self.remember_generation(generation)
         return generation
+
+
+async def fetch(located: Sequence[tuple[Node, bytes]], what: str) -> list[bytes | Flagged | None]:
+    """The values of `located` keys (None where missing): one `get` per node, the nodes in parallel."""
+    by_node: dict[Node, list[bytes]] = {}
+    for node, mkey in located:
+        by_node.setdefault(node, []).append(mkey)
+
+    def read(mkeys: list[bytes]) -> Operation[dict[bytes, bytes | Flagged]]:
+        return lambda client, conn: client.get_many_on(conn, mkeys)
+
+    found: dict[bytes, bytes | Flagged] = {}
+    for values in await asyncio.gather(*(node.run(read(mk), what) for node, mk in by_node.items())):
+        found.update(values)
+    return [found.get(mkey) for _, mkey in located]

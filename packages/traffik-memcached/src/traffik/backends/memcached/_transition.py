@@ -1,10 +1,10 @@
-"""A strategy transition under compare-and-swap: `gets` the state, decide here, `cas` it back."""
+"""Strategy state under compare-and-swap: `gets` the state, decide (or refund) here, `cas` it back."""
 
 from __future__ import annotations
 
 import asyncio
 import random
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional, TypeVar
 
 from traffik.backends.memcached._client import Flagged, NodeClient
 from traffik.backends.memcached._counters import ATTEMPTS
@@ -15,12 +15,14 @@ from traffik.strategies.state import decode_state, encode_state
 if TYPE_CHECKING:
     from aiomcache.pool import Connection
 
-    from traffik.backends.memcached._node import Node
+    from traffik.backends.memcached._node import Node, Operation
     from traffik.decision import Decision
     from traffik.rates import Rate
     from traffik.strategies.base import StateStrategy
 
-__all__ = ["transition"]
+__all__ = ["refund", "transition"]
+
+T = TypeVar("T")
 
 _MAX_BACKOFF = 0.05
 
@@ -51,12 +53,42 @@ async def transition(
             stored = await client.store_on(conn, b"cas", key, data, expiry, token)
         return decision if stored else None
 
+    return await _until_stored(node, attempt, "evaluate")
+
+
+async def refund(
+    node: Node,
+    key: bytes,
+    strategy: StateStrategy,
+    rate: Rate,
+    cost: int,
+    now_ms: Callable[[], int],
+) -> None:
+    """Give `cost` units back to the state at `key` (`strategy.refund`: never past a full
+    budget), written with `cas` and retried as `transition` is; a missing or unreadable
+    state is a full budget already, and is left alone."""
+
+    async def attempt(client: NodeClient, conn: Connection) -> Optional[bool]:
+        raw, token = await client.gets_on(conn, key)
+        state = decode_state(raw.value if isinstance(raw, Flagged) else raw)
+        if state is None:
+            return True
+        new_state, ttl_ms = strategy.refund(state, now_ms(), rate, cost)
+        data, expiry = encode_state(new_state).encode("ascii"), exptime(ttl_ms / 1000)
+        return await client.store_on(conn, b"cas", key, data, expiry, token) or None
+
+    await _until_stored(node, attempt, "refund")
+
+
+async def _until_stored(node: Node, attempt: Operation[Optional[T]], what: str) -> T:
+    """Run `attempt` until it answers (None: it lost a compare-and-swap race), backing off
+    a short random time between tries, at most `ATTEMPTS` times."""
     for tries in range(ATTEMPTS):
-        decision = await node.run(attempt, "evaluate")
-        if decision is not None:
-            return decision
+        result = await node.run(attempt, what)
+        if result is not None:
+            return result
         await asyncio.sleep(random.random() * min(_MAX_BACKOFF, 0.001 * 2**tries))
     raise BackendError(
-        f"memcached {node.name}: lost {ATTEMPTS} compare-and-swap races in a row on one key; "
+        f"memcached {node.name}: lost {ATTEMPTS} compare-and-swap races in a row on one key ({what}); "
         "the key is extremely contended (more processes or pool connections than memcached can serialise)"
     )

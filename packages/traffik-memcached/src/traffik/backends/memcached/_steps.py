@@ -1,0 +1,177 @@
+"""The decision step on memcached, lock-free: one state under `cas`, or several items in turn, all or nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from traffik.backends.memcached._client import Flagged
+from traffik.backends.memcached._counters import refund_count, uncount, window_count, window_hit
+from traffik.backends.memcached._item_size import check_fits
+from traffik.backends.memcached._node import fetch
+from traffik.backends.memcached._transition import refund, transition
+from traffik.strategies.fixed_window import counter_decision
+from traffik.strategies.state import decode_state
+from traffik.strategies.steps import combine, is_counter
+
+if TYPE_CHECKING:
+    from traffik.backends.memcached._node import Node
+    from traffik.decision import Decision
+    from traffik.rates import Rate
+    from traffik.strategies.base import StateStrategy
+    from traffik.strategies.steps import Item
+
+__all__ = ["MemcachedSteps"]
+
+_CHECKED_PAIRS = 1024
+"""How many (strategy, rate) pairs are remembered as validated (it starts over when full)."""
+
+_log = logging.getLogger("traffik")
+
+_Held = tuple["Item", "Node", bytes, Optional[int]]
+"""Units of an item to give back: the item, where its key lives, and for a counter the end of
+the window they were counted in (None: not known, so refunded clamped at a full budget)."""
+
+
+class MemcachedSteps:
+    """`validate`, `evaluate`, `evaluate_all` and `refund_all` of `MemcachedBackend`."""
+
+    now_ms: Callable[[], int]
+    max_item_bytes: int
+    _checked: set[tuple[Any, Rate]]
+
+    if TYPE_CHECKING:
+
+        async def _locate(self, key: str) -> tuple[Node, bytes]: ...
+
+    def validate(self, strategy: Any, rate: Rate) -> None:
+        """Refuse a strategy whose worst-case state at `rate` cannot fit one memcached item of
+        `max_item_bytes`, naming the largest limit that fits (`check_fits`)."""
+        check_fits(strategy, rate, self.max_item_bytes)
+
+    def _check(self, strategy: Any, rate: Rate) -> None:
+        """`validate` on the first use of a (strategy, rate) pair."""
+        checked = self._checked
+        if (strategy, rate) not in checked:
+            self.validate(strategy, rate)
+            if len(checked) >= _CHECKED_PAIRS:
+                checked.clear()
+            checked.add((strategy, rate))
+
+    async def evaluate(
+        self, key: str, strategy: StateStrategy, rate: Rate, cost: int, *, commit: bool = True
+    ) -> Decision:
+        """`gets` the state, run the transition here, `cas` it back (see `_transition`)."""
+        self._check(strategy, rate)
+        node, mkey = await self._locate(key)
+        return await transition(node, mkey, strategy, rate, cost, commit, self.now_ms)
+
+    async def evaluate_all(self, items: Sequence[Item], *, commit: bool = True) -> Decision:
+        """Take each item's units in order until one refuses, then give back what was taken
+        and only read the items after it; `commit=False` only reads (one `get` per node)."""
+        if not commit:
+            return combine(await self._read(items, count_refusals=False))
+        parts: list[Decision] = []
+        held: list[_Held] = []
+        try:
+            for item in items:
+                decision, taken = await self._take(item)
+                parts.append(decision)
+                if not decision.allowed:
+                    break
+                held.append(taken)
+        except BaseException:
+            await asyncio.shield(self._give_back(held))
+            raise
+        if len(held) == len(items):
+            return combine(parts)
+        _, later = await asyncio.gather(
+            self._give_back(held), self._read(items[len(parts) :], count_refusals=True)
+        )
+        return combine(parts + later)
+
+    async def refund_all(self, items: Sequence[Item]) -> None:
+        """Give each item's cost back, never past a full budget: a state's `refund` under `cas`,
+        a counter's count lowered (never below 0) in its window; the items in parallel."""
+        located = [await self._locate(item.key) for item in items]
+        now = self.now_ms()
+        await asyncio.gather(
+            *(
+                self._return((item, node, mkey, None), now)
+                for item, (node, mkey) in zip(items, located)
+            )
+        )
+
+    async def _take(self, item: Item) -> tuple[Decision, _Held]:
+        """Decide `item` and charge it if admitted; a counter counts the hit either way."""
+        node, mkey = await self._locate(item.key)
+        if is_counter(item.strategy):
+            now = self.now_ms()
+            count = await node.run(
+                window_hit(mkey, item.cost, item.rate.expire / 1000, now), "evaluate_all"
+            )
+            ttl_ms = getattr(count, "ttl_ms", None)
+            decision = counter_decision(count - item.cost, ttl_ms, item.rate, item.cost)
+            return decision, (item, node, mkey, 0 if ttl_ms is None else now + ttl_ms)
+        self._check(item.strategy, item.rate)
+        decision = await transition(
+            node, mkey, item.strategy, item.rate, item.cost, True, self.now_ms
+        )
+        return decision, (item, node, mkey, None)
+
+    async def _read(self, items: Sequence[Item], *, count_refusals: bool) -> list[Decision]:
+        """Each item's decision from one read of every key; with `count_refusals`, a counter
+        that refuses then counts the hit, as a fixed window does."""
+        located = [await self._locate(item.key) for item in items]
+        values = await fetch(located, "evaluate_all") if located else []
+        now = self.now_ms()
+        parts = []
+        for item, raw in zip(items, values):
+            if is_counter(item.strategy):
+                count, left = window_count(raw, now)
+                parts.append(counter_decision(count, left, item.rate, item.cost))
+                continue
+            self._check(item.strategy, item.rate)
+            state = decode_state(raw.value if isinstance(raw, Flagged) else raw)
+            parts.append(item.strategy.transition(state, now, item.rate, item.cost)[0])
+        if count_refusals:
+            await asyncio.gather(
+                *(
+                    node.run(
+                        window_hit(mkey, item.cost, item.rate.expire / 1000, now), "evaluate_all"
+                    )
+                    for item, (node, mkey), part in zip(items, located, parts)
+                    if is_counter(item.strategy) and not part.allowed
+                )
+            )
+        return parts
+
+    async def _give_back(self, held: Sequence[_Held]) -> None:
+        """Return the units a refused decision took, in parallel; a failure is logged (those
+        units then come back as the limit refills), never raised over the decision."""
+        if not held:
+            return
+        now = self.now_ms()
+        results = await asyncio.gather(
+            *(self._return(units, now) for units in held), return_exceptions=True
+        )
+        for (item, *_), result in zip(held, results):
+            if isinstance(result, BaseException):
+                _log.warning(
+                    "memcached: could not give back %d unit(s) of %r after a refused decision; "
+                    "they come back as its limit refills: %r",
+                    item.cost,
+                    item.key,
+                    result,
+                )
+
+    async def _return(self, units: _Held, now: int) -> None:
+        item, node, mkey, end = units
+        if not is_counter(item.strategy):
+            await refund(node, mkey, item.strategy, item.rate, item.cost, self.now_ms)
+        elif end is None:
+            await node.run(refund_count(mkey, item.cost, now), "refund_all")
+        elif end == 0 or end > now:  # a closed window holds nothing that still counts
+            await node.run(uncount(mkey, item.cost, end), "evaluate_all")
