@@ -14,12 +14,13 @@ import redis
 from redis.asyncio import Redis
 
 from traffik.backends.redis import RedisBackend
-from traffik.backends.redis.native import native_script
+from traffik.backends.redis.native import native
 from traffik.decision import Decision
 from traffik.exceptions import BackendConnectionError, LockAcquisitionError, LockReleaseError
 from traffik.rates import Rate
 from traffik.strategies import BUILTIN_STRATEGIES, StateStrategy, Strategy, TokenBucket
-from traffik.strategies.base import Transition
+from traffik.strategies.base import Refund, Transition
+from traffik.strategies.steps import items
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
 
@@ -241,17 +242,36 @@ class StrictTokenBucket(TokenBucket):
         return decision, new_state, ttl
 
 
-@pytest.mark.parametrize("strategy", [Halving(), StrictTokenBucket()], ids=repr)
+class HalfRefundTokenBucket(TokenBucket):
+    """Keeps the transition but gives back half: refunds take the generic path."""
+
+    def refund(self, state: Any, now: int, rate: Rate, cost: int) -> Refund:
+        return super().refund(state, now, rate, cost // 2)
+
+
+@pytest.mark.parametrize(
+    "strategy", [Halving(), StrictTokenBucket(), HalfRefundTokenBucket()], ids=repr
+)
 async def test_strategies_without_a_script_take_the_generic_path(
     backend: RedisBackend, strategy: Strategy
 ) -> None:
-    assert native_script(strategy) is None
+    assert native(strategy) is None
     rate = Rate.parse("4/min")
-    assert [(await strategy.decide("u", rate, backend, 1)).allowed for _ in range(3)] == [
-        True,
-        True,
-        False,
+    allowed = [(await strategy.decide("u", rate, backend, 1)).allowed for _ in range(3)]
+    assert allowed == [True, True, isinstance(strategy, HalfRefundTokenBucket)]
+
+
+async def test_items_without_a_script_are_decided_together_on_the_generic_path(
+    backend: RedisBackend,
+) -> None:
+    hit = [
+        *items(StrictTokenBucket(), "strict", (Rate.parse("4/min"),), 1, backend),
+        *items(TokenBucket(), "plain", (Rate.parse("5/min"),), 1, backend),
     ]
+    assert [(await backend.evaluate_all(hit)).allowed for _ in range(3)] == [True, True, False]
+    assert (await backend.evaluate_all(hit[1:], commit=False)).remaining == 2  # charged twice
+    await backend.refund_all(hit)
+    assert (await backend.evaluate_all(hit[1:], commit=False)).remaining == 3
 
 
 # -- lifecycle ------------------------------------------------------------------------------

@@ -1,16 +1,22 @@
-"""RedisBackend on a three-master Redis Cluster: keys on every node, per-slot multi-key commands."""
+"""RedisBackend on a three-master Redis Cluster: keys on every node, per-slot multi-key commands,
+several items in one script when they share a slot, in order with refunds when they do not."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
+from redis.crc import key_slot
 
+from traffik.backends.inmemory import InMemoryBackend
 from traffik.backends.redis import RedisBackend
-from traffik.rates import Rate
-from traffik.strategies import BUILTIN_STRATEGIES
+from traffik.decision import Decision
+from traffik.rates import Rate, parse_rates
+from traffik.strategies import BUILTIN_STRATEGIES, FixedWindow, Strategy, TokenBucket
+from traffik.strategies.steps import Combined, Item, items
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
 
@@ -72,14 +78,19 @@ async def test_strategies_and_multi_key_ops_across_slots(redis_cluster_url: str,
         await backend.close()
 
 
+async def _reads(nodes: list[Redis]) -> int:
+    """Requests the cluster's nodes have read from clients."""
+    total = 0
+    for node in nodes:
+        total += int((await node.info("stats"))["total_reads_processed"])
+    return total
+
+
 async def test_one_round_trip_per_decision_on_a_cluster(
     redis_cluster_url: str, nodes: list[Redis]
 ) -> None:
     async def reads() -> int:
-        total = 0
-        for node in nodes:
-            total += int((await node.info("stats"))["total_reads_processed"])
-        return total
+        return await _reads(nodes)
 
     backend = RedisBackend(redis_cluster_url, namespace="cluster-trips")
     rate = Rate.parse("2/hour")
@@ -129,3 +140,76 @@ async def test_a_list_of_nodes(redis_cluster_url: str) -> None:
     finally:
         await backend.reset()
         await backend.close()
+
+
+@pytest.mark.parametrize("strategy", [cls() for cls in BUILTIN_STRATEGIES], ids=repr)
+async def test_one_clients_rates_decide_in_one_round_trip_exactly(
+    redis_cluster_url: str, nodes: list[Redis], strategy: Strategy
+) -> None:
+    """One client's keys share its hash tag: one script for three rates, and 200 concurrent
+    hits on `100/min;50/hour` admit exactly 50."""
+    backend = RedisBackend(redis_cluster_url, namespace="cluster-rates")
+    three = items(strategy, "api:{1.2.3.4}:GET:/", parse_rates("3/hour;5/day;9/2d"), 1, backend)
+    hot = items(strategy, "api:{5.6.7.8}:GET:/", parse_rates("100/min;50/hour"), 1, backend)
+    try:
+        assert len({key_slot(item.key.encode()) for item in three}) == 1
+        await backend.evaluate_all(items(strategy, "{warm-up}", parse_rates("1/s"), 1, backend))
+        trips, answers = [], []
+        for _ in range(4):
+            idle = -(await _reads(nodes)) + await _reads(nodes)
+            before = await _reads(nodes)
+            answers.append((await backend.evaluate_all(three)).allowed)
+            trips.append(await _reads(nodes) - before - idle)
+        assert answers == [True, True, True, False]
+        assert trips == [1, 1, 1, 1]
+        decisions = await asyncio.gather(*(backend.evaluate_all(hot) for _ in range(200)))
+        assert sum(1 for decision in decisions if decision.allowed) == 50
+    finally:
+        await backend.reset()
+        await backend.close()
+
+
+def _parts(decision: Decision) -> tuple[Decision, ...]:
+    return decision.parts if isinstance(decision, Combined) else (decision,)
+
+
+async def test_clients_on_several_slots_are_decided_in_order_with_refunds(
+    redis_cluster_url: str, nodes: list[Redis]
+) -> None:
+    """Three clients' throttles on three slots: a loose one first, a tight one, a fixed
+    window last. Once the tight one refuses, the loose one gets its unit back and the fixed
+    window still counts the hit it refuses, so the store ends as one atomic step leaves it."""
+    cluster = RedisBackend(redis_cluster_url, namespace="cluster-order")
+    memory = InMemoryBackend(namespace="cluster-order")
+
+    def hit(backend: RedisBackend | InMemoryBackend) -> list[Item]:
+        return [
+            *items(TokenBucket(), "loose:{x}", parse_rates("5/hour"), 1, backend),
+            *items(TokenBucket(), "tight:{y}", parse_rates("1/hour"), 1, backend),
+            *items(FixedWindow(), "window:{z}", parse_rates("1/hour;3/day"), 1, backend),
+        ]
+
+    try:
+        assert len({key_slot(item.key.encode()) for item in hit(cluster)}) == 3
+        await cluster.evaluate_all(hit(cluster), commit=False)  # connects, loads the scripts
+        for call in range(3):
+            idle = -(await _reads(nodes)) + await _reads(nodes)
+            before = await _reads(nodes)
+            got = await cluster.evaluate_all(hit(cluster))
+            trips = await _reads(nodes) - before - idle
+            expected = await memory.evaluate_all(hit(memory))
+            assert got.allowed is expected.allowed is (call == 0)
+            assert getattr(got, "refused", None) in (None, 1, 2)
+            for part, reference in zip(_parts(got), _parts(expected)):
+                assert (part.allowed, part.remaining) == (reference.allowed, reference.remaining)
+            # a script per slot; once refused, one more to give the first slot its unit back
+            assert trips == (3 if call == 0 else 4)
+        peeks = await cluster.evaluate_all(hit(cluster), commit=False)
+        references = await memory.evaluate_all(hit(memory), commit=False)
+        assert [p.remaining for p in _parts(peeks)] == [r.remaining for r in _parts(references)]
+        assert await cluster.get(hit(cluster)[2].key) == "3"  # counted its two refusals
+        await cluster.refund_all(hit(cluster))
+        assert (await cluster.evaluate_all(hit(cluster)[1:2], commit=False)).allowed
+    finally:
+        await cluster.reset()
+        await cluster.close()

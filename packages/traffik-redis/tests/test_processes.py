@@ -1,4 +1,5 @@
-"""Four OS processes hitting one key at once admit exactly the limit, for every built-in strategy."""
+"""Four OS processes hitting one key at once admit exactly the limit, for every built-in strategy,
+with one rate and with several (the tightest decides)."""
 
 from __future__ import annotations
 
@@ -15,38 +16,46 @@ pytestmark = pytest.mark.redis
 
 PROCESSES = 4
 HITS_PER_PROCESS = 50
-LIMIT = 100
 
 # Each worker connects, says "ready", then for each strategy waits for "go" and fires its
-# hits concurrently on one shared key, answering with how many were admitted.
+# hits concurrently on one shared key (the rates of `rate`, one item each), answering with
+# how many were admitted.
 WORKER = """
 import asyncio, sys
 from traffik.backends.redis import RedisBackend
-from traffik.rates import Rate
+from traffik.rates import parse_rates
 from traffik.strategies import BUILTIN_STRATEGIES
+from traffik.strategies.steps import items
 
 async def main():
-    url, namespace, hits, limit = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    url, namespace, hits, rate = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     backend = RedisBackend(url, namespace=namespace, command_timeout=10.0)
     await backend.initialize()
-    rate = Rate.parse(limit + "/hour")
+    rates = parse_rates(rate)
     print("ready", flush=True)
     for cls in BUILTIN_STRATEGIES:
         sys.stdin.readline()
         strategy = cls()
-        waits = await asyncio.gather(*(strategy("hot", rate, backend, 1) for _ in range(hits)))
-        print(sum(1 for wait in waits if wait == 0), flush=True)
+        if len(rates) == 1:
+            waits = await asyncio.gather(*(strategy("hot", rates[0], backend) for _ in range(hits)))
+            admitted = [wait == 0 for wait in waits]
+        else:
+            hit = items(strategy, "{hot}", rates, 1, backend)
+            decisions = await asyncio.gather(*(backend.evaluate_all(hit) for _ in range(hits)))
+            admitted = [decision.allowed for decision in decisions]
+        print(sum(admitted), flush=True)
     await backend.close()
 
 asyncio.run(main())
 """
 
 
-def test_processes_admit_exactly_the_limit(redis_url: str) -> None:
+def _admitted(redis_url: str, rate: str) -> dict[str, int]:
+    """How many hits the processes together admitted, per strategy."""
     namespace = f"processes-{uuid.uuid4().hex}"
     workers = [
         subprocess.Popen(
-            [sys.executable, "-c", WORKER, redis_url, namespace, str(HITS_PER_PROCESS), str(LIMIT)],
+            [sys.executable, "-c", WORKER, redis_url, namespace, str(HITS_PER_PROCESS), rate],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -81,4 +90,13 @@ def test_processes_admit_exactly_the_limit(redis_url: str) -> None:
         for key in client.scan_iter(match=f"{namespace}:*"):
             client.delete(key)
         client.close()
-    assert admitted == {cls.__name__: LIMIT for cls in BUILTIN_STRATEGIES}
+    return admitted
+
+
+def test_processes_admit_exactly_the_limit(redis_url: str) -> None:
+    assert _admitted(redis_url, "100/hour") == {cls.__name__: 100 for cls in BUILTIN_STRATEGIES}
+
+
+def test_processes_admit_exactly_the_tightest_of_several_rates(redis_url: str) -> None:
+    admitted = _admitted(redis_url, "100/min;50/hour")
+    assert admitted == {cls.__name__: 50 for cls in BUILTIN_STRATEGIES}

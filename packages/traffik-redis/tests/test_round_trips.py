@@ -1,4 +1,5 @@
-"""Every built-in strategy decides in exactly one round trip to Redis, allowed or rejected.
+"""Every built-in strategy decides in exactly one round trip to Redis, allowed or rejected, and
+so does a throttle of three rates (`evaluate_all`), and its refund (`refund_all`).
 
 Measured on the server: `total_reads_processed` from `INFO stats` counts the requests the
 server read from clients. A measuring connection reads it before and after one decision;
@@ -14,8 +15,9 @@ import pytest
 from redis.asyncio import Redis
 
 from traffik.backends.redis import RedisBackend
-from traffik.rates import Rate
-from traffik.strategies import BUILTIN_STRATEGIES, Strategy, TokenBucket
+from traffik.rates import Rate, parse_rates
+from traffik.strategies import BUILTIN_STRATEGIES, GCRA, FixedWindow, Strategy, TokenBucket
+from traffik.strategies.steps import Item, items
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
 
@@ -62,6 +64,54 @@ async def test_one_round_trip_per_decision(
     finally:
         await backend.reset()
         await backend.close()
+
+
+@pytest.mark.parametrize("strategy", [cls() for cls in BUILTIN_STRATEGIES], ids=repr)
+async def test_one_round_trip_per_decision_and_refund_of_three_rates(
+    redis_url: str, meter: Redis, strategy: Strategy
+) -> None:
+    backend = RedisBackend(redis_url, namespace="round-trips-rates")
+    hit = items(strategy, "client", parse_rates("3/hour;5/day;9/2d"), 1, backend)
+    try:
+        await backend.evaluate_all(items(strategy, "warm-up", parse_rates("1/s"), 1, backend))
+        answers: list[bool] = []
+        trips = [await _measure(meter, lambda: _answer(backend, hit, answers)) for _ in range(4)]
+        refund = await _measure(meter, lambda: backend.refund_all(hit))
+        peek = await _measure(meter, lambda: _answer(backend, hit, answers, commit=False))
+        # The refund gives one back; a fixed window counted the refused hit too.
+        assert answers == [True, True, True, False, not isinstance(strategy, FixedWindow)]
+        assert trips == [1, 1, 1, 1]
+        assert (refund, peek) == (1, 1)
+    finally:
+        await backend.reset()
+        await backend.close()
+
+
+async def test_one_round_trip_for_throttles_of_several_strategies(
+    redis_url: str, meter: Redis
+) -> None:
+    backend = RedisBackend(redis_url, namespace="round-trips-mixed")
+    hit = [
+        *items(FixedWindow(), "a:{client}", parse_rates("2/min;5/hour"), 1, backend),
+        *items(GCRA(), "b:{client}", parse_rates("3/min"), 1, backend),
+        *items(TokenBucket(), "c:{client}", parse_rates("4/min;9/day"), 1, backend),
+    ]
+    try:
+        await backend.evaluate_all(hit[:1], commit=False)
+        answers: list[bool] = []
+        trips = [await _measure(meter, lambda: _answer(backend, hit, answers)) for _ in range(3)]
+        assert answers == [True, True, False]
+        assert trips == [1, 1, 1]
+        assert await _measure(meter, lambda: backend.refund_all(hit)) == 1
+    finally:
+        await backend.reset()
+        await backend.close()
+
+
+async def _answer(
+    backend: RedisBackend, hit: list[Item], answers: list[bool], commit: bool = True
+) -> None:
+    answers.append((await backend.evaluate_all(hit, commit=commit)).allowed)
 
 
 async def test_scripts_reload_after_script_flush(redis_url: str, meter: Redis) -> None:

@@ -1,19 +1,23 @@
-"""The Lua scripts reproduce each strategy's Python `transition` exactly: decisions, state and TTL."""
+"""The Lua programs reproduce the Python exactly: each `transition` and `refund` (decisions, state
+and TTL), and `evaluate_all`/`refund_all` over several items as the in-memory backend runs them."""
 
 from __future__ import annotations
 
 import random
 import struct
+import time
 from collections.abc import AsyncIterator
 from importlib import resources
 
 import pytest
 from redis.asyncio import Redis
 
+from traffik.backends.inmemory import InMemoryBackend
 from traffik.backends.redis import RedisBackend
-from traffik.backends.redis.native import native_script
+from traffik.backends.redis.native import native
 from traffik.backends.redis.scripts import decode_state
 from traffik.clock import ManualClock
+from traffik.decision import Decision
 from traffik.rates import Rate
 from traffik.strategies import (
     BUILTIN_STRATEGIES,
@@ -24,9 +28,11 @@ from traffik.strategies import (
     SlidingWindowCounter,
     SlidingWindowLog,
     StateStrategy,
+    Strategy,
     TokenBucket,
     TokenBucketWithDebt,
 )
+from traffik.strategies.steps import Combined, Item, items
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
 
@@ -50,6 +56,7 @@ SMALL_RATES = [
     *(Rate.parse(r) for r in ("5/s", "3/min", "7/1500ms", "100/hour", "1/s", "10/3s")),
     Rate(limit=7, milliseconds=997),
 ]
+DAY_RATES = [Rate.parse(r) for r in ("4/day", "6/day", "9/day")]
 RATES = [*SMALL_RATES, Rate(limit=1_000_003, milliseconds=2_147_483_647)]
 """The last one takes the numbers to about 2**52, where a double quotient may round wrong."""
 CORRUPT = [
@@ -67,6 +74,11 @@ CORRUPT = [
 def _packed(state: list[int]) -> bytes:
     """A state as the scripts store it (`save_state` in `lua/_prelude.lua`)."""
     return b"i" + struct.pack(f"<{len(state)}d", *state)
+
+
+def _lived(started: float) -> float:
+    """Milliseconds since `started` (monotonic), plus the one a key lives past its expiry."""
+    return (time.monotonic() - started) * 1000 + 1
 
 
 def _foreign_state(rng: random.Random, rate: Rate, now: int) -> list[int]:
@@ -100,11 +112,11 @@ async def clocked(redis_url: str) -> AsyncIterator[tuple[RedisBackend, ManualClo
 def test_every_scripted_strategy_is_covered() -> None:
     scripted = {cls for cls in BUILTIN_STRATEGIES if cls is not FixedWindow}
     assert {type(strategy) for strategy in STRATEGIES} == scripted
-    assert all(native_script(strategy) is not None for strategy in STRATEGIES)
+    assert all(native(strategy) is not None for strategy in [*STRATEGIES, FixedWindow()])
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES, ids=repr)
-async def test_script_matches_transition(
+async def test_script_matches_transition_and_refund(
     clocked: tuple[RedisBackend, ManualClock], raw: Redis, strategy: StateStrategy
 ) -> None:
     backend, clock = clocked
@@ -120,17 +132,29 @@ async def test_script_matches_transition(
             if step % 40 == 39:
                 clock.advance(ms=rng.choice([rate.expire // 2, rate.expire, 5 * rate.expire // 2]))
             cost = min(rng.choice([1, 1, 1, 2, 3, capacity, rng.randint(1, capacity)]), capacity)
-            commit = step % 11 != 5
-            expected, new_state, ttl_ms = strategy.transition(state, clock.ms(), rate, cost)
-            got = await backend.evaluate(key, strategy, rate, cost, commit=commit)
-            assert got == expected, (step, rate, cost, state)
-            assert all(type(n) is int for n in (got.wait_ms, got.remaining, got.reset_ms))
+            written, ttl_ms, started = False, 0, time.monotonic()
+            if step % 7 == 3:
+                await backend.refund_all([Item(strategy, key, rate, cost)])
+                if state is not None:  # a missing key is a full budget already
+                    state, ttl_ms = strategy.refund(state, clock.ms(), rate, cost)
+                    written = True
+            else:
+                commit = step % 11 != 5
+                expected, new_state, ttl_ms = strategy.transition(state, clock.ms(), rate, cost)
+                got = await backend.evaluate(key, strategy, rate, cost, commit=commit)
+                assert got == expected, (step, rate, cost, state)
+                assert all(type(n) is int for n in (got.wait_ms, got.remaining, got.reset_ms))
+                if commit and new_state is not None:
+                    state, written = new_state, True
             # Keys expire on the server's clock, not the test clock: check the TTL just
             # written, then remove it so the next step sees the state Python expects.
             pipe = raw.pipeline(transaction=True)
             pttl, stored, _ = await pipe.pttl(key).get(key).persist(key).execute()
-            if commit and new_state is not None:
-                state = new_state
+            if written and stored is None:  # a short life, already over on the server's clock
+                assert _lived(started) >= ttl_ms, (step, rate, cost, ttl_ms)
+                state = None
+                clock.advance(ms=ttl_ms)  # over on the test clock too
+            elif written:
                 gone_in = max(ttl_ms, 2)  # the shortest life Redis gives a key
                 assert gone_in - 1_000 < pttl + 1 <= gone_in, (pttl, ttl_ms)
             assert decode_state(stored) == state, (step, rate, cost)
@@ -144,8 +168,8 @@ async def test_script_matches_transition(
 async def test_any_valid_state_is_read_as_python_reads_it(
     clocked: tuple[RedisBackend, ManualClock], raw: Redis, strategy: StateStrategy
 ) -> None:
-    """States the scripts never write (any length, values out of their usual ranges) still
-    decide exactly as the Python transition decides on them."""
+    """States the programs never write (any length, values out of their usual ranges) still
+    decide, and take refunds, exactly as the Python transition and refund do."""
     backend, clock = clocked
     rng = random.Random(f"foreign {strategy!r}")
     key = backend.get_key(f"foreign {strategy!r}") + strategy.suffix
@@ -159,7 +183,90 @@ async def test_any_valid_state_is_read_as_python_reads_it(
         expected, new_state, _ = strategy.transition(state, now, rate, cost)
         assert await backend.evaluate(key, strategy, rate, cost) == expected, (rate, cost, state)
         assert decode_state(await raw.get(key)) == (state if new_state is None else new_state)
+        await raw.set(key, _packed(state))
+        started = time.monotonic()
+        await backend.refund_all([Item(strategy, key, rate, cost)])
+        refunded, ttl_ms = strategy.refund(state, now, rate, cost)
+        stored = await raw.get(key)  # None: a short life, already over on the server's clock
+        assert decode_state(stored) == refunded or (stored is None and _lived(started) >= ttl_ms)
         clock.advance(ms=rng.randint(0, 2 * rate.expire))
+
+
+def _parts(decision: Decision) -> tuple[Decision, ...]:
+    return decision.parts if isinstance(decision, Combined) else (decision,)
+
+
+def _throttles(rng: random.Random) -> list[tuple[Strategy, list[Rate]]]:
+    """Two throttles per strategy, of one rate and of two or three (a key always keeps one
+    strategy and one rate, as in use)."""
+    throttles: list[tuple[Strategy, list[Rate]]] = []
+    for strategy in [FixedWindow(), *STRATEGIES]:
+        choices = DAY_RATES if isinstance(strategy, FixedWindow) else SMALL_RATES
+        throttles.append((strategy, rng.sample(choices, 1)))
+        throttles.append((strategy, rng.sample(choices, rng.randint(2, 3))))
+    return throttles
+
+
+def _several(
+    rng: random.Random, throttles: list[tuple[Strategy, list[Rate]]], backend: RedisBackend
+) -> list[Item]:
+    """The items of one or two throttles for one of two clients, with a random cost: keys
+    often meet, within a call too."""
+    hit: list[Item] = []
+    for _ in range(rng.randint(1, 2)):
+        index = rng.randrange(len(throttles))
+        strategy, rates = throttles[index]
+        cost = rng.randint(1, min(3, *(strategy.capacity(rate) for rate in rates)))
+        hit += items(strategy, f"t{index}:{rng.choice('ab')}", rates, cost, backend)
+    return hit
+
+
+async def test_several_items_decide_and_refund_as_in_memory(redis_url: str, raw: Redis) -> None:
+    """Random walks of `evaluate_all` (charging and peeking) and `refund_all` over mixed items
+    give the in-memory backend's decisions. FixedWindow's windows are days, so neither store
+    expires a counter; its waits follow each store's own clock and are not compared."""
+    clock = ManualClock(1_700_000_000.0)
+    backend = RedisBackend(redis_url, namespace="scripts-items", clock=clock)
+    memory = InMemoryBackend(namespace="scripts-items", clock=clock)  # the same keys
+    rng = random.Random("several items")
+    throttles = _throttles(rng)
+    states: set[str] = set()
+    try:
+        for step in range(400):
+            clock.advance(ms=rng.choice([0, 0, 1, 50, 200, 1000, 3000]))
+            hit = _several(rng, throttles, backend)
+            states.update(item.key for item in hit if not isinstance(item.strategy, FixedWindow))
+            started = time.monotonic()
+            if step % 6 == 5:
+                await backend.refund_all(hit)
+                await memory.refund_all(hit)
+            else:
+                commit = step % 6 != 4
+                got = await backend.evaluate_all(hit, commit=commit)
+                expected = await memory.evaluate_all(hit, commit=commit)
+                assert got.allowed is expected.allowed, (step, hit)
+                for item, part, reference in zip(hit, _parts(got), _parts(expected)):
+                    if isinstance(item.strategy, FixedWindow):
+                        assert (part.allowed, part.remaining) == (
+                            reference.allowed,
+                            reference.remaining,
+                        ), (step, item)
+                    else:
+                        assert part == reference, (step, item)
+            # Keep every state until the test clock ends it, as in memory; one whose short
+            # life is already over on the server's clock is dropped from memory too.
+            pipe = raw.pipeline(transaction=True)
+            for key in sorted(states):
+                pipe.exists(key).persist(key)
+            replies = await pipe.execute()
+            for key, exists in zip(sorted(states), replies[::2]):
+                left = await memory.ttl(key)
+                if not exists and left is not None:
+                    assert left <= _lived(started), (step, key, left)
+                    await memory.delete(key)
+    finally:
+        await backend.reset()
+        await backend.close()
 
 
 async def test_floordiv_and_ceildiv_round_like_python(raw: Redis) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import struct
 from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
@@ -14,14 +13,11 @@ from traffik.backends.redis.clients import LoopClients
 from traffik.backends.redis.connection import client_source
 from traffik.backends.redis.errors import bounded, translate
 from traffik.backends.redis.lock import Holding, RedisLock
-from traffik.backends.redis.native import native_script
-from traffik.decision import Decision
+from traffik.backends.redis.steps import ScriptSteps
 from traffik.exceptions import BackendConnectionError, ConfigurationError
 
 if TYPE_CHECKING:
     from traffik.clock import Clock
-    from traffik.rates import Rate
-    from traffik.strategies.base import StateStrategy
 
 __all__ = ["RedisBackend"]
 
@@ -29,16 +25,9 @@ T = TypeVar("T")
 
 _SCAN_COUNT = 1000
 _GLOB_SPECIALS = str.maketrans({c: "\\" + c for c in "\\*?[]"})
-_PREPARED_MAX = 256
-"""Encoded script arguments kept per backend, one entry per (strategy, rate, cost, commit)."""
+_COUNTER_ARGS_MAX = 256
+"""`increment_with_ttl` arguments kept per backend, one entry per (amount, ttl)."""
 _COUNTER = scripts.SCRIPTS["increment_with_ttl"]
-_NUMBERS = 5
-"""How many numbers a strategy script reads (`numbers()` in `lua/_prelude.lua`)."""
-_ARGS = struct.Struct(f"<c{1 + _NUMBERS}d")
-"""A strategy script's one argument: commit ('1'/'0'), now in ms, the numbers."""
-_NOW = struct.Struct("<d")
-_SERVER_CLOCK = math.nan
-"""`now` meaning: read the server's clock (TIME)."""
 
 
 def _text(value: Any) -> Any:
@@ -92,23 +81,7 @@ def _positive(owner: str, name: str, value: Any) -> float:
     return float(value)
 
 
-class _Prepared:
-    """A decision's script and its one packed argument (`_ARGS`), for the server's clock.
-
-    Kept by the identity of the strategy and rate objects (held here, so the identities
-    stay valid): strategies and rates are configuration, not changed once in use.
-    """
-
-    __slots__ = ("args", "rate", "script", "strategy")
-
-    def __init__(self, strategy: Any, rate: Any, script: Any, args: tuple[bytes, ...]) -> None:
-        self.strategy = strategy
-        self.rate = rate
-        self.script = script
-        self.args = args
-
-
-class RedisBackend(ThrottleBackend):
+class RedisBackend(ScriptSteps, ThrottleBackend):
     """Rate-limit state in Redis (single node, Sentinel or Cluster) through redis-py's asyncio client.
 
     `connection` is a URL (`redis://`, `rediss://`, `unix://`, `redis+cluster://h1:7000,h2:7001`,
@@ -119,21 +92,38 @@ class RedisBackend(ThrottleBackend):
     shared by every instance of the app, so one instance shutting down (a deploy, a worker
     recycle) resets nothing; pass `persistent=False` to have `backend.lifespan` clear the
     namespace on shutdown. `url_kwargs`, `cluster_kwargs` and `sentinel_kwargs` (passed to
-    `master_for`) add client options. Every key the backend writes lies in its namespace (a
+    `master_for`) add client options. traffik 1.2's `lock_type="redis"` is the only lock
+    (`"redlock"` was dropped), and its `lock_contention_threshold` (checked, >= 1) changes
+    nothing: no built-in strategy takes a lock. Every key the backend writes lies in its namespace (a
     key given without the `namespace:` prefix gets it), so `clear()` finds them all.
 
     Every built-in strategy decides in one `EVALSHA` whose Lua mirrors the strategy's
-    `transition`. Time is the Redis server's `TIME`, so app hosts with skewed clocks agree;
-    given a `clock=` (tests), the script uses that clock instead, while key expiry always
-    follows the server. Clients are built lazily inside the running event loop, one per
-    loop. Each command times out after `command_timeout` seconds (connecting: after
-    `connect_timeout`), and no operation takes longer than the two together: through the
-    socket timeouts of a single-node client built from a URL, through a deadline of the
-    backend's own for other clients (clusters, Sentinel, clients given by the user). Failures
-    are `BackendConnectionError` (unreachable, timed out) or `BackendError`, naming the
-    server. A restarted server is reconnected to and gets its scripts again, with no restart
-    of the app. When every connection of the client's pool is busy, further operations wait
-    for one (at most `connect_timeout + command_timeout`) instead of failing.
+    `transition` and `refund`, and so do several items at once (`evaluate_all`: the rates of
+    a throttle, throttles combined; `refund_all`), all or nothing. Time is the Redis server's
+    `TIME`, so app hosts with skewed clocks agree; given a `clock=` (tests), the scripts use
+    that clock instead, while key expiry always follows the server.
+
+    On a cluster, one script's keys must share a hash slot, and one client's keys do (their
+    `{client}` hash tag). Items that one script cannot decide (the keys of several clients on
+    a cluster, or built-in strategies combined with strategies that have no Lua) are decided
+    group by group in order, each group in one step: a slot's items in one script, the items
+    with no Lua under locks. When a group refuses, what the groups before it took is given
+    back (`refund`) and the groups after it are decided as refused. Until then, other
+    requests see that partial state: the earlier groups' budgets look smaller than they are,
+    so a request may be refused that one atomic step would have admitted. A refund restores
+    the budget, not always the exact state (a log gives back its newest units; a fixed
+    window that closed in between gives the unit to the next window), and a peek
+    (`commit=False`) reads each group at its own instant.
+
+    Clients are built lazily inside the running event loop, one per loop. Each command
+    times out after `command_timeout` seconds (connecting: after `connect_timeout`), and no
+    operation takes longer than the two together: through the socket timeouts of a
+    single-node client built from a URL, through a deadline of the backend's own for other
+    clients (clusters, Sentinel, clients given by the user). Failures are
+    `BackendConnectionError` (unreachable, timed out) or `BackendError`, naming the server. A
+    restarted server is reconnected to and gets its scripts again, with no restart of the
+    app. When every connection of the client's pool is busy, further operations wait for one
+    (at most `connect_timeout + command_timeout`) instead of failing.
     """
 
     default_namespace = "redis"
@@ -152,6 +142,7 @@ class RedisBackend(ThrottleBackend):
         sentinel_kwargs: Mapping[str, Any] | None = None,
         persistent: bool = True,
         lock_type: str = "redis",
+        lock_contention_threshold: int = 1,
         **defaults: Any,
     ) -> None:
         if lock_type == "redlock":
@@ -162,6 +153,15 @@ class RedisBackend(ThrottleBackend):
         if lock_type != "redis":
             raise ConfigurationError(
                 f"RedisBackend: lock_type={lock_type!r} is unknown; use 'redis'"
+            )
+        if (
+            isinstance(lock_contention_threshold, bool)
+            or not isinstance(lock_contention_threshold, int)
+            or lock_contention_threshold < 1
+        ):
+            raise ConfigurationError(
+                f"RedisBackend: lock_contention_threshold={lock_contention_threshold!r} must be a "
+                "whole number >= 1"
             )
         self.connect_timeout = _positive("RedisBackend", "connect_timeout", connect_timeout)
         self.command_timeout = _positive("RedisBackend", "command_timeout", command_timeout)
@@ -181,7 +181,6 @@ class RedisBackend(ThrottleBackend):
         self._deadline = self.connect_timeout + self.command_timeout
         self._clients = LoopClients(self._source, self.connect_timeout, self.command_timeout)
         self._holdings: dict[str, Holding] = {}
-        self._prepared: dict[tuple[int, int, int, bool], _Prepared] = {}
         self._counter_args: dict[tuple[int, float], tuple[bytes, bytes]] = {}
 
     def __repr__(self) -> str:
@@ -284,10 +283,11 @@ class RedisBackend(ThrottleBackend):
         if args is None:
             whole = _whole(amount)
             args = (str(whole).encode(), str(_px(ttl)).encode())
-            if len(self._counter_args) >= _PREPARED_MAX:
+            if len(self._counter_args) >= _COUNTER_ARGS_MAX:
                 del self._counter_args[next(iter(self._counter_args))]
             self._counter_args[(whole, ttl)] = args
-        reply = await self._run(_COUNTER.name, scripts.evalsha, _COUNTER.sha, self._key(key), args)
+        key = self._key(key)
+        reply = await self._run(_COUNTER.name, scripts.evalsha, _COUNTER.sha, (key,), args)
         count, gone_in = reply.split(b"|" if type(reply) is bytes else "|")
         return WindowCount(int(count), int(gone_in))
 
@@ -349,45 +349,5 @@ class RedisBackend(ThrottleBackend):
     async def _delete_if_token(self, key: str, token: str) -> int:
         release = scripts.SCRIPTS["lock_release"]
         return int(
-            await self._run(release.name, scripts.evalsha, release.sha, self._key(key), (token,))
-        )
-
-    # -- the decision step ------------------------------------------------------------------
-
-    def _prepare(self, strategy: StateStrategy, rate: Rate, cost: int, commit: bool) -> _Prepared:
-        script = native_script(strategy)
-        args: tuple[bytes, ...] = ()
-        if script is not None:
-            strategy.check_scale(rate)  # the script's doubles are exact below 2**53
-            numbers = [float(n) for n in strategy.script_args(rate, cost)]
-            if len(numbers) > _NUMBERS:
-                raise ConfigurationError(
-                    f"{script!r} takes {_NUMBERS} numbers, {strategy!r} gives {len(numbers)}"
-                )
-            numbers += [0.0] * (_NUMBERS - len(numbers))
-            args = (_ARGS.pack(b"1" if commit else b"0", _SERVER_CLOCK, *numbers),)
-        prepared = _Prepared(strategy, rate, script, args)
-        if len(self._prepared) >= _PREPARED_MAX:
-            del self._prepared[next(iter(self._prepared))]
-        self._prepared[(id(strategy), id(rate), cost, commit)] = prepared
-        return prepared
-
-    async def evaluate(
-        self, key: str, strategy: StateStrategy, rate: Rate, cost: int, *, commit: bool = True
-    ) -> Decision:
-        """One `EVALSHA` of the strategy's script; a strategy with no script takes the generic locked path."""
-        prepared = self._prepared.get((id(strategy), id(rate), cost, commit))
-        if prepared is None or prepared.strategy is not strategy or prepared.rate is not rate:
-            prepared = self._prepare(strategy, rate, cost, commit)
-        script = prepared.script
-        if script is None:
-            return await super().evaluate(key, strategy, rate, cost, commit=commit)
-        args = prepared.args
-        if not self._server_clock:
-            packed = args[0]
-            args = (packed[:1] + _NOW.pack(self.now_ms()) + packed[1 + _NOW.size :],)
-        reply = await self._run(script.name, scripts.evalsha, script.sha, self._key(key), args)
-        allowed, wait, remaining, reset = reply.split(b"|" if type(reply) is bytes else "|")
-        return Decision(
-            allowed == b"1" or allowed == "1", int(wait), int(remaining), int(reset), rate.limit
+            await self._run(release.name, scripts.evalsha, release.sha, (self._key(key),), (token,))
         )

@@ -1,10 +1,10 @@
-"""Which strategies run as a Lua script: a built-in `script` name with the built-in `transition`."""
+"""Which strategies the Lua programs run: FixedWindow's counter, and the built-in transitions and refunds."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
-from traffik.backends.redis.scripts import SCRIPTS, STRATEGY_SCRIPTS, Script
+from traffik.backends.redis.scripts import COUNTER, MODULES, STRATEGY_SCRIPTS
 from traffik.strategies import (
     GCRA,
     LeakyBucket,
@@ -13,28 +13,40 @@ from traffik.strategies import (
     SlidingWindowLog,
     TokenBucket,
 )
+from traffik.strategies.steps import is_counter
 
-__all__ = ["native_script"]
+__all__ = ["Native", "native"]
 
-_TRANSITIONS = {
-    "sliding_window_counter": SlidingWindowCounter.transition,
-    "sliding_window_log": SlidingWindowLog.transition,
-    "token_bucket": TokenBucket.transition,
-    "leaky_bucket": LeakyBucket.transition,
-    "leaky_bucket_with_queue": LeakyBucketWithQueue.transition,
-    "gcra": GCRA.transition,
+_BUILT_IN = {
+    "sliding_window_counter": SlidingWindowCounter,
+    "sliding_window_log": SlidingWindowLog,
+    "token_bucket": TokenBucket,
+    "leaky_bucket": LeakyBucket,
+    "leaky_bucket_with_queue": LeakyBucketWithQueue,
+    "gcra": GCRA,
 }
-assert set(_TRANSITIONS) == set(STRATEGY_SCRIPTS)
+assert set(_BUILT_IN) == set(STRATEGY_SCRIPTS)
+_MODULE_OF = {strategy: module for module, names in MODULES.items() for strategy in names}
+
+Native = tuple[int, str]
+"""An item's code in the programs (0: the counter) and the module that holds it."""
 
 
-def native_script(strategy: Any) -> Script | None:
-    """The script that reproduces `strategy.transition`, or None (a user's strategy or override).
+def native(strategy: Any) -> Optional[Native]:
+    """The code and module that reproduce `strategy`, or None (a user's strategy or override).
 
-    A subclass that keeps a built-in `transition` (as `TokenBucketWithDebt` does, through
-    its `script_args`) runs natively; one that overrides `transition` takes the generic path.
+    A subclass that keeps a built-in `transition` and `refund` (as `TokenBucketWithDebt` does,
+    through its `script_args`) runs natively; one that overrides either takes the generic path.
     """
+    if is_counter(strategy):
+        return 0, COUNTER
     name = getattr(strategy, "script", "")
-    transition = _TRANSITIONS.get(name)
-    if transition is None or getattr(type(strategy), "transition", None) is not transition:
+    built_in = _BUILT_IN.get(name)
+    cls = type(strategy)
+    if (
+        built_in is None
+        or getattr(cls, "transition", None) is not built_in.transition
+        or getattr(cls, "refund", None) is not built_in.refund
+    ):
         return None
-    return SCRIPTS[name]
+    return STRATEGY_SCRIPTS.index(name) + 1, _MODULE_OF[name]

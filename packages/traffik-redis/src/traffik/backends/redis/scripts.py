@@ -1,16 +1,29 @@
-"""The Lua scripts (`lua/*.lua`): their sources, SHA1s, loading them and running one by `EVALSHA`."""
+"""The Lua scripts (`lua/*.lua`): how they are put together, their SHA1s, loading and running them.
+
+Every decision and refund runs `lua/decide.lua` (the entry) after the helpers
+(`_prelude.lua`), FixedWindow's counter (`_counter.lua`, `fixed_window.lua`) and the
+transitions and refunds of the state strategies, one Lua file per Python strategy module, each
+written once. A program holds the modules a call needs and no more, since Redis runs a
+script's definitions on every call (about 0.15 us per function): one program per module, and
+`decide` with every module for calls that mix strategies of several modules. For the same
+reason `increment_with_ttl` is its own script, the counter's INCRBY and nothing else.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from importlib import resources
 from typing import Any
 
 from traffik.strategies.base import EXACT_LIMIT
 
 __all__ = [
+    "COUNTER",
+    "EVERY_MODULE",
+    "MODULES",
+    "PROGRAMS",
     "SCRIPTS",
     "STRATEGY_SCRIPTS",
     "Script",
@@ -19,23 +32,24 @@ __all__ = [
     "load_all",
 ]
 
-STRATEGY_SCRIPTS = (
-    "sliding_window_counter",
-    "sliding_window_log",
-    "token_bucket",
-    "leaky_bucket",
-    "leaky_bucket_with_queue",
-    "gcra",
-)
-"""Scripts named by `StateStrategy.script`; each starts with `lua/_prelude.lua`."""
+COUNTER = "fixed_window"
+"""The module of FixedWindow's counter (code 0), in every program; its own program runs only it."""
+_COUNTER_PARTS = ("_counter", COUNTER)
 
-_PARTS = {
-    "leaky_bucket": "_leaky_bucket",
-    "leaky_bucket_with_queue": "_leaky_bucket",
+MODULES = {
+    "sliding_window": ("sliding_window_counter", "sliding_window_log"),
+    "token_bucket": ("token_bucket",),
+    "leaky_bucket": ("leaky_bucket", "leaky_bucket_with_queue"),
+    "gcra": ("gcra",),
 }
-"""Code some strategy scripts share, placed between the prelude and the script."""
+"""Each Lua module of state strategies and the strategies it holds (`StateStrategy.script`)."""
 
-_OTHER_SCRIPTS = ("increment_with_ttl", "lock_release")
+STRATEGY_SCRIPTS = tuple(name for names in MODULES.values() for name in names)
+"""The state strategies in code order: a strategy's code is its place here, from 1."""
+
+EVERY_MODULE = "decide"
+"""The program with every module."""
+
 _STATE_MARK = b"i"
 
 
@@ -62,19 +76,32 @@ class Script:
         return f"Script({self.name!r}, sha={self.sha[:8]})"
 
 
-def _strategy_source(name: str, prelude: str) -> str:
-    part = _PARTS.get(name)
-    return "\n".join([prelude, *([_read(part)] if part else []), _read(name)])
+def _program(name: str, modules: Sequence[str]) -> Script:
+    """The entry after the helpers, the counter and `modules`, with their strategies in STEPS."""
+    steps = ", ".join(
+        f"[{STRATEGY_SCRIPTS.index(strategy) + 1}] = {strategy}"
+        for module in modules
+        for strategy in MODULES[module]
+    )
+    parts = [_read("_prelude"), *map(_read, _COUNTER_PARTS), *map(_read, modules)]
+    return Script(name, "\n".join([*parts, f"local STEPS = {{{steps}}}", _read("decide")]))
 
 
-def _load_scripts() -> dict[str, Script]:
-    prelude = _read("_prelude")
-    scripts = {name: Script(name, _strategy_source(name, prelude)) for name in STRATEGY_SCRIPTS}
-    scripts.update((name, Script(name, _read(name))) for name in _OTHER_SCRIPTS)
-    return scripts
+PROGRAMS = {
+    COUNTER: _program(f"decide ({COUNTER})", ()),
+    **{module: _program(f"decide ({module})", (module,)) for module in MODULES},
+    EVERY_MODULE: _program(EVERY_MODULE, tuple(MODULES)),
+}
+"""The programs by the module they hold (`EVERY_MODULE`: all of them)."""
 
-
-SCRIPTS = _load_scripts()
+SCRIPTS = {
+    **{program.name: program for program in PROGRAMS.values()},
+    "increment_with_ttl": Script(
+        "increment_with_ttl", "\n".join([_read("_counter"), _read("increment_with_ttl")])
+    ),
+    "lock_release": Script("lock_release", _read("lock_release")),
+}
+"""Every script the backend loads, by name."""
 
 
 async def load_all(client: Any, cluster: bool) -> None:
@@ -89,15 +116,15 @@ async def load_all(client: Any, cluster: bool) -> None:
     await pipe.execute()
 
 
-def evalsha(client: Any, sha: str, key: str, args: Any) -> Awaitable[Any]:
-    """`EVALSHA` with one key (the backend loads the scripts again on a `NoScriptError`)."""
-    return client.evalsha(sha, 1, key, *args)
+def evalsha(client: Any, sha: str, keys: Sequence[str], args: Sequence[Any]) -> Awaitable[Any]:
+    """`EVALSHA` with `keys` (the backend loads the scripts again on a `NoScriptError`)."""
+    return client.evalsha(sha, len(keys), *keys, *args)
 
 
 def decode_state(raw: bytes | None) -> list[int] | None:
-    """The state a strategy script reads from a stored value, as `load_state` in
-    `lua/_prelude.lua` does: `i` then little-endian doubles, each a whole number below
-    2**53; None (a fresh key) for anything else."""
+    """The state the programs read from a stored value, as `load_state` in `lua/_prelude.lua`
+    does: `i` then little-endian doubles, each a whole number below 2**53; None (a fresh key)
+    for anything else."""
     if raw is None or not raw.startswith(_STATE_MARK) or (len(raw) - 1) % 8:
         return None
     values = struct.unpack(f"<{(len(raw) - 1) // 8}d", raw[1:])

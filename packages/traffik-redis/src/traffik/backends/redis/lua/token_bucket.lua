@@ -1,28 +1,36 @@
--- TokenBucket.transition (TokenBucketWithDebt too, through its debt). State: {tokens, last_ms},
--- tokens scaled by the period. numbers(): limit, period_ms, cost, bucket size, max debt.
-local limit, period, cost, bucket, debt = numbers()
-local now = now_ms()
-local full, bottom = bucket * period, -debt * period
-local tokens = full
-local state = load_state()
-if state ~= nil and #state == 2 then
-  tokens = state[1]
-  local elapsed = math.max(now - state[2], 0)
-  if elapsed >= ceildiv(full - tokens, limit) then
-    tokens = full
-  else
-    tokens = tokens + elapsed * limit
+-- Token buckets (traffik.strategies.token_bucket): TokenBucket, and TokenBucketWithDebt through
+-- its debt. State: {tokens, last_ms}, tokens scaled by the period. Parameters after limit,
+-- period and cost: the bucket size and the debt allowed, in tokens.
+local token_bucket = {}
+
+-- TokenBucket._tokens: the tokens (scaled) in the bucket at `now`; a missing key is a full bucket.
+local function bucket_tokens(state, now, limit, full)
+  if state == nil or #state ~= 2 then
+    return full
   end
+  local tokens, elapsed = state[1], math.max(now - state[2], 0)
+  if elapsed >= ceildiv(full - tokens, limit) then
+    return full
+  end
+  return tokens + elapsed * limit
 end
-local need = cost * period
-if tokens - need >= bottom then
-  tokens = tokens - need
-  local full_in = ceildiv(full - tokens, limit)
-  save_state({tokens, now}, math.max(full_in, 1))
-  return allowed(floordiv(tokens - bottom, period), full_in)
+
+function token_bucket.transition(state, now, limit, period, cost, bucket, debt)
+  local full, bottom = bucket * period, -debt * period
+  local tokens = bucket_tokens(state, now, limit, full)
+  local need = cost * period
+  if tokens - need >= bottom then
+    tokens = tokens - need
+    local full_in = ceildiv(full - tokens, limit)
+    return true, 0, floordiv(tokens - bottom, period), full_in, {tokens, now}, math.max(full_in, 1)
+  end
+  local wait = ceildiv(need - tokens + bottom, limit)
+  local remaining = math.max(floordiv(tokens - bottom, period), 0)
+  return false, wait, remaining, ceildiv(full - tokens, limit)
 end
-return rejected(
-  ceildiv(need - tokens + bottom, limit),
-  math.max(floordiv(tokens - bottom, period), 0),
-  ceildiv(full - tokens, limit)
-)
+
+function token_bucket.refund(state, now, limit, period, cost, bucket)
+  local full = bucket * period
+  local tokens = math.min(full, bucket_tokens(state, now, limit, full) + cost * period)
+  return {tokens, now}, math.max(ceildiv(full - tokens, limit), 1)
+end

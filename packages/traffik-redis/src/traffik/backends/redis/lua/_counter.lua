@@ -1,0 +1,15 @@
+-- FixedWindow's counter (traffik.strategies.fixed_window): a plain integer whose time to live
+-- is the window. Redis keeps a key through the millisecond of its expiry, so a key whose PTTL
+-- is p is gone p + 1 ms from now.
+
+-- INCRBY, and a time to live of `px` ms whenever the key has none (new, or made immortal
+-- elsewhere): never an immortal counter. Returns the count and the ms until the key is gone.
+local function counter_add(key, amount, px)
+  local count = redis.call('INCRBY', key, amount)
+  local pttl = redis.call('PTTL', key)
+  if pttl < 0 then
+    redis.call('PEXPIRE', key, px)
+    pttl = tonumber(px)
+  end
+  return count, pttl + 1
+end

@@ -1,0 +1,30 @@
+-- FixedWindow's counter in a decision over items (after _counter.lua).
+
+-- counter_decision: a hit of `cost` on the counter as it stands (the hit not counted yet).
+local function counter_decide(key, limit, period, cost)
+  local count = tonumber(redis.call('GET', key)) or 0
+  local left = period
+  if count ~= 0 then
+    local pttl = redis.call('PTTL', key)
+    if pttl >= 0 then
+      left = pttl + 1
+    end
+  end
+  if count + cost > limit then
+    return false, left, 0, left
+  end
+  return true, 0, limit - count - cost, left
+end
+
+-- The hit counted: a new window opens with it, one period long.
+local function counter_charge(key, period, cost)
+  counter_add(key, string.format('%.0f', cost), math.max(period - 1, 1))
+end
+
+-- `cost` given back: a decrement, never below 0, keeping the time to live.
+local function counter_refund(key, cost)
+  local count = tonumber(redis.call('GET', key))
+  if count and count > 0 then
+    redis.call('DECRBY', key, string.format('%.0f', math.min(count, cost)))
+  end
+end

@@ -1,0 +1,222 @@
+"""`ScriptSteps`: the Redis backend's decisions and refunds, one `EVALSHA` for any number of items."""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from redis.crc import key_slot
+from traffik.backends.redis.native import native
+from traffik.backends.redis.scripts import COUNTER, EVERY_MODULE, PROGRAMS, Script, evalsha
+from traffik.backends.steps import LockedSteps
+from traffik.decision import Decision
+from traffik.exceptions import ConfigurationError
+from traffik.strategies.steps import Combined, combine
+
+if TYPE_CHECKING:
+    from traffik.rates import Rate
+    from traffik.strategies.base import StateStrategy
+    from traffik.strategies.steps import Item
+
+__all__ = ["ScriptSteps"]
+
+_NUMBERS = 5
+"""How many numbers an item gives the programs: limit, period, cost and two parameters."""
+_ITEM = struct.Struct(f"<B{_NUMBERS}d")
+"""An item as the programs read it: its code, then its numbers (`lua/decide.lua`)."""
+_NOW = struct.Struct("<d")
+_SERVER_CLOCK = _NOW.pack(math.nan)
+"""`now` meaning: read the server's clock (TIME)."""
+_PACKED_MAX = 1024
+_YES = (b"1", "1")
+
+
+class _Packed:
+    """An item's bytes for the programs and the module that runs it (`data` None: no Lua for
+    its strategy). Kept by the identity of the strategy and rate objects (held here, so the
+    identities stay valid): strategies and rates are configuration, not changed once in use."""
+
+    __slots__ = ("data", "module", "rate", "strategy")
+
+    def __init__(self, strategy: Any, rate: Rate, data: Optional[bytes], module: str) -> None:
+        self.strategy = strategy
+        self.rate = rate
+        self.data = data
+        self.module = module
+
+
+_PACKED: dict[tuple[int, int, int], _Packed] = {}
+
+
+def _pack(strategy: Any, rate: Rate, cost: int) -> _Packed:
+    packed = _PACKED.get((id(strategy), id(rate), cost))
+    if packed is not None and packed.strategy is strategy and packed.rate is rate:
+        return packed
+    found = native(strategy)
+    if found is None:
+        packed = _Packed(strategy, rate, None, "")
+    else:
+        code, module = found
+        if code:
+            strategy.check_scale(rate)  # the programs' doubles are exact below 2**53
+            numbers = [float(n) for n in strategy.script_args(rate, cost)]
+        else:
+            numbers = [float(rate.limit), float(rate.expire), float(cost)]
+        if len(numbers) > _NUMBERS:
+            raise ConfigurationError(
+                f"{strategy!r}: script_args gives {len(numbers)} numbers; the Redis programs "
+                f"take at most {_NUMBERS} (limit, period, cost and two parameters)"
+            )
+        numbers += [0.0] * (_NUMBERS - len(numbers))
+        packed = _Packed(strategy, rate, _ITEM.pack(code, *numbers), module)
+    if len(_PACKED) >= _PACKED_MAX:
+        del _PACKED[next(iter(_PACKED))]
+    _PACKED[(id(strategy), id(rate), cost)] = packed
+    return packed
+
+
+def _program(packs: Sequence[_Packed]) -> Script:
+    """The smallest program that runs every item: its module's, or the one with every module."""
+    chosen = COUNTER  # in every program
+    for packed in packs:
+        module = packed.module
+        if module != chosen and module != COUNTER:
+            if chosen != COUNTER:
+                return PROGRAMS[EVERY_MODULE]
+            chosen = module
+    return PROGRAMS[chosen]
+
+
+def _decisions(reply: Any, packs: Sequence[_Packed]) -> list[Decision]:
+    """Each item's decision from a reply `allowed|wait|remaining|reset|allowed|...`."""
+    fields = reply.split(b"|" if type(reply) is bytes else "|")
+    return [
+        Decision(
+            fields[i] in _YES,
+            int(fields[i + 1]),
+            int(fields[i + 2]),
+            int(fields[i + 3]),
+            packed.rate.limit,
+        )
+        for i, packed in zip(range(0, len(fields), 4), packs)
+    ]
+
+
+class _Group:
+    """Items that one step decides: their places in the call, the items, keys and packs."""
+
+    __slots__ = ("items", "keys", "packs", "places")
+
+    def __init__(self) -> None:
+        self.places: list[int] = []
+        self.items: list[Item] = []
+        self.keys: list[str] = []
+        self.packs: list[_Packed] = []
+
+
+def _groups(items: Sequence[Item], keys: Sequence[str], cluster: bool) -> list[_Group]:
+    """The items by what decides them in one step, in the order each first appears: one
+    `EVALSHA` per hash slot (one for all on a single node), the locked path for items with no
+    Lua."""
+    groups: dict[Optional[int], _Group] = {}
+    for place, (item, key) in enumerate(zip(items, keys)):
+        packed = _pack(item.strategy, item.rate, item.cost)
+        slot = None if packed.data is None else key_slot(key.encode()) if cluster else 0
+        group = groups.get(slot)
+        if group is None:
+            group = groups[slot] = _Group()
+        group.places.append(place)
+        group.items.append(item)
+        group.keys.append(key)
+        group.packs.append(packed)
+    return list(groups.values())
+
+
+class ScriptSteps(LockedSteps):
+    """`evaluate`, `evaluate_all` and `refund_all` as one `EVALSHA` of a Lua program each.
+
+    Items whose strategy has no Lua (a user's strategy, or a built-in one whose `transition`
+    or `refund` was overridden) take the generic locked path (`LockedSteps`): a key is
+    always decided by the same path, since the two store states differently. Items that one
+    step cannot decide (keys on several cluster hash slots, items with Lua and items
+    without) are decided group by group (`_in_order`).
+    """
+
+    cluster: bool
+    _server_clock: bool
+
+    if TYPE_CHECKING:
+
+        def _key(self, key: str) -> str: ...
+
+        async def _run(
+            self, operation: str, command: Callable[..., Awaitable[Any]], *args: Any
+        ) -> Any: ...
+
+    async def _step(self, mode: bytes, keys: Sequence[str], packs: Sequence[_Packed]) -> Any:
+        """One `EVALSHA` of the program for `packs` in `mode` (see `lua/decide.lua`)."""
+        now = _SERVER_CLOCK if self._server_clock else _NOW.pack(self.now_ms())
+        args = b"".join([mode, now, *[packed.data or b"" for packed in packs]])
+        program = _program(packs)
+        return await self._run(program.name, evalsha, program.sha, keys, (args,))
+
+    async def evaluate(
+        self, key: str, strategy: StateStrategy, rate: Rate, cost: int, *, commit: bool = True
+    ) -> Decision:
+        """One `EVALSHA`; a strategy with no Lua takes the generic locked path."""
+        packed = _pack(strategy, rate, cost)
+        if packed.data is None:
+            return await super().evaluate(key, strategy, rate, cost, commit=commit)
+        reply = await self._step(b"c" if commit else b"p", (self._key(key),), (packed,))
+        return _decisions(reply, (packed,))[0]
+
+    async def evaluate_all(self, items: Sequence[Item], *, commit: bool = True) -> Decision:
+        """Every item decided, then charged all or nothing (`traffik.strategies.steps`), in
+        one `EVALSHA` (or group by group, see `_in_order`)."""
+        groups = _groups(items, [self._key(item.key) for item in items], self.cluster)
+        if len(groups) == 1:
+            return combine(await self._decide(groups[0], b"c" if commit else b"p"))
+        return combine(await self._in_order(groups, commit))
+
+    async def refund_all(self, items: Sequence[Item]) -> None:
+        """Every item's cost given back (never past a full budget) in one `EVALSHA` (one per
+        group when one step cannot do it, see `_in_order`)."""
+        for group in _groups(items, [self._key(item.key) for item in items], self.cluster):
+            await self._refund(group)
+
+    async def _decide(self, group: _Group, mode: bytes) -> Sequence[Decision]:
+        """A group's decisions: one `EVALSHA`, or the locked path for items with no Lua (no
+        counters among them, so deciding them as refused charges nothing)."""
+        packs = group.packs
+        if packs[0].data is not None:
+            return _decisions(await self._step(mode, group.keys, packs), packs)
+        decision = await super().evaluate_all(group.items, commit=mode == b"c")
+        return decision.parts if isinstance(decision, Combined) else (decision,)
+
+    async def _refund(self, group: _Group) -> None:
+        if group.packs[0].data is not None:
+            await self._step(b"r", group.keys, group.packs)
+        else:
+            await super().refund_all(group.items)
+
+    async def _in_order(self, groups: list[_Group], commit: bool) -> list[Decision]:
+        """The items decided one group (`_groups`) at a time. Once a group refuses, what the
+        groups before it took is given back, and the groups after it are decided as refused:
+        only their counters that refuse count the hit, as in one step."""
+        parts: dict[int, Decision] = {}
+        taken: list[_Group] = []
+        refused = False
+        for group in groups:
+            decisions = await self._decide(group, b"p" if not commit else b"l" if refused else b"c")
+            parts.update(zip(group.places, decisions))
+            if not commit or refused:
+                continue
+            if all(decision.allowed for decision in decisions):
+                taken.append(group)
+                continue
+            refused = True
+            for earlier in taken:
+                await self._refund(earlier)
+        return [parts[place] for place in range(len(parts))]
