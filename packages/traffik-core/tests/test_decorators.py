@@ -1,4 +1,4 @@
-"""`traffik.decorators.throttled` on Starlette endpoints."""
+"""`traffik.throttled` (`traffik.decorators.starlette_throttled`) on Starlette endpoints."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ from starlette.websockets import WebSocket
 
 import traffik
 from traffik import HTTPThrottle, InMemoryBackend, WebSocketThrottle
-from traffik.decorators import is_async_callable, throttled
+from traffik.decorators import is_async_callable, starlette_throttled
 from traffik.exceptions import ConfigurationError
+
+throttled = starlette_throttled
 
 pytestmark = pytest.mark.anyio
 
@@ -131,7 +133,7 @@ async def test_an_endpoint_called_without_a_connection_fails_clearly(
 def test_bad_decorations_fail_at_decoration_time(backend: InMemoryBackend) -> None:
     http = HTTPThrottle("dec-http", rate="1/min", backend=backend)
     ws = WebSocketThrottle("dec-websocket", rate="1/min", backend=backend)
-    with pytest.raises(ConfigurationError, match="at least one throttle"):
+    with pytest.raises(ValueError, match=r"^At least one throttle"):
         throttled()
     with pytest.raises(ConfigurationError, match="HTTP and WebSocket throttles together"):
         throttled(http, ws)

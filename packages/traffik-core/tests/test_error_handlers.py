@@ -15,9 +15,9 @@ from starlette.requests import Request
 from traffik import HTTPThrottle, InMemoryBackend, ManualClock, Rate
 from traffik.backends.base import ThrottleBackend
 from traffik.backoff import ConstantBackoff
-from traffik.decision import Decision
 from traffik.error_handlers import (
     CircuitBreaker,
+    DecidedWait,
     ThrottleExceptionInfo,
     backend_fallback,
     failover,
@@ -106,6 +106,30 @@ async def test_exc_info_has_no_key_when_the_identifier_failed() -> None:
     assert info["key"] is None and info["rate"] == RATE
 
 
+async def test_handlers_answer_traffik12_exc_info_with_a_wait() -> None:
+    # traffik 1.2 code calls handlers itself, with an exc_info it builds (no `decide`), and
+    # reads a wait in milliseconds back.
+    primary, spare = failing(), InMemoryBackend(namespace="spare")
+    info: Any = {
+        "exception": BackendError("down"),
+        "connection": request(),
+        "key": KEY,
+        "cost": 1,
+        "rate": RATE,
+        "backend": primary,
+        "context": {},
+        "throttle": throttle_on(primary),
+    }
+    waits = [await fallback(spare)(None, info) for _ in range(3)]
+    assert waits[:2] == [0.0, 0.0] and 0 < waits[2] <= 60_000
+    assert all(isinstance(wait, float) for wait in waits)
+    assert await remaining(spare) == 0
+    primary.recover()
+    retried = await retry(max_retries=1, retry_delay=0)(None, info)
+    assert retried == 0.0 and retried.decision.remaining == 1
+    assert await failover(spare, max_retries=1, retry_delay=0)(None, info) == 0.0
+
+
 # -- fallback ---------------------------------------------------------------------------
 
 
@@ -117,9 +141,10 @@ async def test_fallback_decides_on_the_fallback_backend(strategy: Any) -> None:
     handler = fallback(spare)
     info = await failing_exc_info(primary, strategy)
     first, second, third = [await handler(None, info) for _ in range(3)]
-    assert isinstance(first, Decision) and first.allowed and first.remaining == 1
-    assert isinstance(second, Decision) and second.allowed and second.remaining == 0
-    assert isinstance(third, Decision) and not third.allowed and third.wait_ms > 0
+    # traffik 1.2's answer, a wait in ms, carrying the whole decision for the headers.
+    assert first == 0 and first.decision.allowed and first.decision.remaining == 1
+    assert second == 0 and second.decision.allowed and second.decision.remaining == 0
+    assert third > 0 and third == third.decision.wait_ms and not third.decision.allowed
     assert await remaining(spare, strategy) == 0
     primary.recover()
     assert await remaining(primary, strategy) == 2
@@ -131,7 +156,7 @@ async def test_fallback_with_a_never_initialised_spare() -> None:
     assert backend_fallback is fallback
     assert not spare.initialized
     decision = await handler(None, await failing_exc_info(primary))
-    assert isinstance(decision, Decision) and decision.allowed
+    assert isinstance(decision, DecidedWait) and decision.decision.allowed
     assert spare.initialized
 
 
@@ -143,7 +168,7 @@ async def test_fallback_reraises_the_original_for_unlisted_errors() -> None:
         await fallback(spare)(None, info)
     assert caught.value is info["exception"]
     assert not spare.initialized
-    assert isinstance(await fallback(spare, on=ValueError)(None, info), Decision)
+    assert isinstance(await fallback(spare, on=ValueError)(None, info), DecidedWait)
 
 
 async def test_fallback_after_an_identifier_failure_reruns_the_identifier() -> None:
@@ -159,7 +184,7 @@ async def test_fallback_after_an_identifier_failure_reruns_the_identifier() -> N
     info = await failing_exc_info(InMemoryBackend(), identifier=flaky)
     assert info["key"] is None
     decision = await fallback(spare)(None, info)
-    assert isinstance(decision, Decision) and decision.allowed
+    assert isinstance(decision, DecidedWait) and decision.decision.allowed
     assert len(calls) == 2 and await remaining(spare) == 1  # the client's own bucket
 
 
@@ -178,7 +203,7 @@ async def test_fallback_initialized_false_reopens_a_closed_spare() -> None:
     await spare.initialize()
     await spare.close()
     decision = await fallback(spare, initialized=False)(None, await failing_exc_info(primary))
-    assert isinstance(decision, Decision) and decision.allowed
+    assert isinstance(decision, DecidedWait) and decision.decision.allowed
     assert spare.initialized
 
 
@@ -193,7 +218,7 @@ async def test_fallback_runs_a_strategy_without_decide_and_uses_its_wait() -> No
 
     primary, spare = InMemoryBackend(namespace="primary"), InMemoryBackend(namespace="spare")
     info = await failing_exc_info(primary, strategy)
-    decision = await fallback(spare)(None, info)
+    decision = (await fallback(spare)(None, info)).decision
     assert not decision.allowed and decision.wait_ms == 250 and decision.remaining is None
     assert seen[-1] == (KEY, RATE, spare, 1)
 
@@ -235,7 +260,7 @@ async def test_retry_succeeds_after_failures_waiting_the_documented_delays() -> 
     sleeps = Sleeps()
     info = await failing_exc_info(backend)
     decision = await retry(max_retries=3, retry_delay=0.1, sleep=sleeps)(None, info)
-    assert isinstance(decision, Decision) and decision.allowed
+    assert isinstance(decision, DecidedWait) and decision.decision.allowed
     assert sleeps == pytest.approx([0.1, 0.2, 0.4])
     assert backend.failures == 3 and await remaining(backend) == 1
 
@@ -253,7 +278,7 @@ async def test_retry_exhausted_raises_the_last_error() -> None:
 async def test_retry_with_real_sleep_and_tiny_delays() -> None:
     info = await failing_exc_info(flaky(2))
     decision = await retry(max_retries=2, retry_delay=0.001)(None, info)
-    assert isinstance(decision, Decision) and decision.allowed
+    assert isinstance(decision, DecidedWait) and decision.decision.allowed
 
 
 async def test_retry_zero_retries_reraises_the_original() -> None:
@@ -370,19 +395,19 @@ async def test_failover_opens_the_breaker_then_skips_the_primary(clock: ManualCl
     info = await failing_exc_info(primary)
     for expected_failures in (3, 5):
         decision = await handler(None, info)
-        assert isinstance(decision, Decision) and decision.allowed
+        assert isinstance(decision, DecidedWait) and decision.decision.allowed
         assert primary.failures == expected_failures
     assert sleeps == pytest.approx([0.05, 0.1, 0.05, 0.1])
     assert breaker.is_open
 
     third = await handler(None, info)
-    assert isinstance(third, Decision) and not third.allowed
+    assert isinstance(third, DecidedWait) and not third.decision.allowed
     assert primary.failures == 5 and len(sleeps) == 4
 
     primary.recover()
     clock.advance(30)
     recovered = await handler(None, info)
-    assert isinstance(recovered, Decision) and recovered.allowed
+    assert isinstance(recovered, DecidedWait) and recovered.decision.allowed
     assert breaker.is_closed
     assert await remaining(primary) == 1 and await remaining(spare) == 0
 
@@ -393,7 +418,7 @@ async def test_failover_records_a_success_on_the_first_good_retry(clock: ManualC
     await breaker.record_failure()
     info = await failing_exc_info(primary)
     decision = await failover(spare, breaker=breaker, max_retries=2, sleep=Sleeps())(None, info)
-    assert isinstance(decision, Decision) and decision.allowed
+    assert isinstance(decision, DecidedWait) and decision.decision.allowed
     assert (await breaker.info())["failure_count"] == 0
     assert await remaining(primary) == 1 and await remaining(spare) == 2
 
@@ -405,7 +430,7 @@ async def test_failover_without_retries_records_a_failure_and_falls_back(
     breaker = CircuitBreaker(failure_threshold=1, clock=clock)
     info = await failing_exc_info(primary)
     decision = await failover(spare, breaker=breaker, max_retries=0)(None, info)
-    assert isinstance(decision, Decision) and decision.allowed
+    assert isinstance(decision, DecidedWait) and decision.decision.allowed
     assert breaker.is_open and primary.failures == 1
 
 
@@ -429,11 +454,11 @@ async def test_failover_while_probing_sends_other_callers_to_the_spare(clock: Ma
     assert breaker.is_half_open
     calls = primary.calls
     other = await handler(None, info)
-    assert isinstance(other, Decision) and other.allowed
+    assert isinstance(other, DecidedWait) and other.decision.allowed
     assert primary.calls == calls and await remaining(spare) == 1
     release.set()
     probed = await probe
-    assert isinstance(probed, Decision) and probed.allowed
+    assert isinstance(probed, DecidedWait) and probed.decision.allowed
     assert breaker.is_closed
 
 

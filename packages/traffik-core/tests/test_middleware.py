@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -22,7 +22,7 @@ from starlette.websockets import WebSocket
 from traffik import HTTPThrottle, InMemoryBackend, WebSocketThrottle, is_throttled
 from traffik.exceptions import BackendConnectionError, ConfigurationError, ConnectionThrottled
 from traffik.middleware import MiddlewareThrottle, ThrottleMiddleware
-from traffik.rules import Rule, compile_path
+from traffik.rules import Bypass, Rule, compile_path, glob
 
 pytestmark = pytest.mark.anyio
 
@@ -108,6 +108,34 @@ async def statuses(
 )
 def test_path_globs_are_anchored_at_both_ends(pattern: str, path: str, matches: bool) -> None:
     assert (
+        Rule(path=glob(pattern)).matches_scope({"type": "http", "method": "GET", "path": path})
+        is matches
+    )
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path", "matches"),
+    [
+        ("/api/", "/api/data", True),
+        ("/api/", "/api", False),
+        ("/health", "/health", True),
+        ("/health", "/healthz", True),
+        ("/health", "/status/health", False),
+        ("/health$", "/healthz", False),
+        ("/api/*", "/api/users", True),
+        ("/api/*", "/api/users/1", True),
+        ("/api/*", "/api/", False),
+        ("/api/**", "/api/", True),
+        ("/api/**", "/api", False),
+        ("/v1.0", "/v1x0", True),
+        (r"/v1\.0", "/v1x0", False),
+    ],
+)
+def test_path_strings_are_regexes_matched_from_the_start(
+    pattern: str, path: str, matches: bool
+) -> None:
+    # traffik 1.2's meaning: `.match`, with `**` as `.*` and `*` as one segment.
+    assert (
         Rule(path=pattern).matches_scope({"type": "http", "method": "GET", "path": path}) is matches
     )
 
@@ -125,7 +153,7 @@ def test_methods_match_case_insensitively_and_not_for_websockets() -> None:
     assert rule.matches_scope({"type": "http", "method": "POST", "path": "/"})
     assert not rule.matches_scope({"type": "http", "method": "GET", "path": "/"})
     assert rule.matches_scope({"type": "websocket", "path": "/"})
-    assert Rule(methods="GET").methods == frozenset({"GET"})
+    assert Rule(methods="GET").methods == frozenset({"GET", "get"})
 
 
 @pytest.mark.parametrize(
@@ -133,6 +161,7 @@ def test_methods_match_case_insensitively_and_not_for_websockets() -> None:
     [
         ({"path": ""}, "not a path pattern"),
         ({"path": 3}, "not a path pattern"),
+        ({"path": "/items/("}, "not a valid regular expression"),
         ({"methods": []}, "matches nothing"),
         ({"predicate": "yes"}, "not callable"),
     ],
@@ -147,7 +176,8 @@ def test_bad_rules_fail_at_construction(kwargs: dict[str, Any], message: str) ->
 
 async def test_path_throttle_counts_matching_paths_in_one_budget(backend: InMemoryBackend) -> None:
     throttle = HTTPThrottle("api", rate="2/min", backend=backend)
-    async with client_for(starlette_app(MiddlewareThrottle(throttle, path="/api/**"))) as client:
+    app = starlette_app(MiddlewareThrottle(throttle, path=glob("/api/**")))
+    async with client_for(app) as client:
         assert await statuses(client, "/other", 4) == [200] * 4
         # /api/items/1 and /api/items/2 share the budget: varying the path does not escape it.
         assert [(await client.get(f"/api/items/{i}")).status_code for i in range(3)] == [
@@ -160,7 +190,8 @@ async def test_path_throttle_counts_matching_paths_in_one_budget(backend: InMemo
 
 async def test_single_star_matches_one_segment(backend: InMemoryBackend) -> None:
     throttle = HTTPThrottle("star", rate="1/min", backend=backend)
-    async with client_for(starlette_app(MiddlewareThrottle(throttle, path="/api/*"))) as client:
+    app = starlette_app(MiddlewareThrottle(throttle, path=glob("/api/*")))
+    async with client_for(app) as client:
         assert await statuses(client, "/api/users/1", 3) == [200] * 3
         assert await statuses(client, "/api/users", 2) == [200, 429]
 
@@ -204,8 +235,8 @@ async def test_exemptions(backend: InMemoryBackend) -> None:
 
     guarded = MiddlewareThrottle(
         throttle,
-        path="/api/**",
-        exempt=["/api/health", Rule(methods="OPTIONS"), Rule(predicate=internal)],
+        path=glob("/api/**"),
+        exempt=[glob("/api/health"), Rule(methods="OPTIONS"), Bypass(predicate=internal)],
     )
     app = starlette_app(guarded, exempt=["/api/docs/**"])
     async with client_for(app) as client:
@@ -453,3 +484,87 @@ def test_bad_configuration_fails_at_construction(backend: InMemoryBackend) -> No
     with pytest.raises(ConfigurationError, match="not a ThrottleBackend"):
         ThrottleMiddleware(Starlette(), [throttle], backend=object())  # type: ignore[arg-type]
     assert ThrottleMiddleware(Starlette(), [throttle], exempt="/health").exempt[0].path == "/health"
+
+
+# -- order, calling a middleware throttle ----------------------------------------------------
+
+
+def order(middleware: ThrottleMiddleware) -> list[str]:
+    return [t.throttle.uid for t in middleware.http_throttles]
+
+
+def test_sort_orders_throttles_by_cost(backend: InMemoryBackend) -> None:
+    one = HTTPThrottle("sort-one", rate="9/min", backend=backend)
+    three = HTTPThrottle("sort-three", rate="9/min", backend=backend, cost=3)
+    dynamic = HTTPThrottle("sort-dynamic", rate="9/min", backend=backend, cost=lambda r, c: 1)
+    mixed = [
+        MiddlewareThrottle(dynamic),
+        three,  # a plain throttle among MiddlewareThrottles (traffik 1.2 raised TypeError)
+        MiddlewareThrottle(one, predicate=lambda request: True),
+        MiddlewareThrottle(one, cost=2),
+        one,
+    ]
+    app = Starlette()
+    assert order(ThrottleMiddleware(app, mixed)) == [
+        "sort-one",  # cost 1, no predicate
+        "sort-one",  # cost 1, a predicate
+        "sort-one",  # cost 2
+        "sort-three",
+        "sort-dynamic",  # a cost callable counts as the dearest
+    ]
+    assert order(ThrottleMiddleware(app, mixed, sort="cheap_last"))[:2] == [
+        "sort-dynamic",
+        "sort-three",
+    ]
+    given = ["sort-dynamic", "sort-three", "sort-one", "sort-one", "sort-one"]
+    assert order(ThrottleMiddleware(app, mixed, sort=None)) == given
+    assert order(ThrottleMiddleware(app, mixed, sort=False)) == given
+    by_uid = ThrottleMiddleware(app, [three, one], sort=lambda item: getattr(item, "uid", ""))
+    assert order(by_uid) == ["sort-one", "sort-three"]
+    with pytest.raises(ValueError, match="sort='cheapest'"):
+        ThrottleMiddleware(app, mixed, sort="cheapest")
+
+
+async def test_cheap_first_runs_the_cheap_throttle_first(backend: InMemoryBackend) -> None:
+    expensive = HTTPThrottle("order-expensive", rate="4/min", backend=backend, cost=2)
+    cheap = HTTPThrottle("order-cheap", rate="1/min", backend=backend)
+    async with client_for(starlette_app(expensive, cheap)) as client:
+        assert await statuses(client, "/", 3) == [200, 429, 429]
+    # `cheap` ran first and stopped the rejected requests before `expensive` counted them
+    # (a middleware throttle with no path counts under the route "/**").
+    state = await expensive.stat("127.0.0.1", path="/**", method="GET")
+    assert state is not None and state.hits_remaining == 2
+
+
+async def test_a_middleware_throttle_is_callable_and_a_dependency(
+    backend: InMemoryBackend,
+) -> None:
+    throttle = HTTPThrottle("mw-callable", rate="1/min", backend=backend)
+    guarded = MiddlewareThrottle(throttle, path="/api/", methods="GET")
+    assert guarded.__signature__ == throttle.__signature__
+    outside = Request({"type": "http", "method": "GET", "path": "/other", "headers": []})
+    assert await guarded(outside) is outside  # not its path: nothing counted
+
+    app = FastAPI()
+
+    @app.get("/api/items")
+    async def items(request: Request = Depends(guarded)) -> dict[str, str]:
+        return {"url": str(request.url.path)}
+
+    async with client_for(app) as client:
+        first = await client.get("/api/items")
+        second = await client.get("/api/items")
+    assert first.json() == {"url": "/api/items"} and second.status_code == 429
+
+
+async def test_throttled_takes_the_route_directly(backend: InMemoryBackend) -> None:
+    from traffik import throttled
+
+    throttle = HTTPThrottle("direct-route", rate="1/min", backend=backend)
+
+    async def homepage(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/", throttled(throttle, route=homepage))])
+    async with client_for(app) as client:
+        assert await statuses(client, "/", 2) == [200, 429]

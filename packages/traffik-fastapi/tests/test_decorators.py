@@ -172,7 +172,7 @@ async def test_generator_endpoints_stream(backend: InMemoryBackend) -> None:
 def test_bad_decorations_fail_at_decoration_time(backend: InMemoryBackend) -> None:
     http = HTTPThrottle("fa-http", rate="1/min", backend=backend)
     ws = WebSocketThrottle("fa-websocket", rate="1/min", backend=backend)
-    with pytest.raises(ConfigurationError, match="at least one throttle"):
+    with pytest.raises(ValueError, match=r"^At least one throttle"):
         throttled()
     with pytest.raises(ConfigurationError, match="HTTP and WebSocket throttles together"):
         throttled(http, ws)
@@ -180,3 +180,19 @@ def test_bad_decorations_fail_at_decoration_time(backend: InMemoryBackend) -> No
         throttled(Depends(http))  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="decorates an endpoint"):
         throttled(http)(42)  # type: ignore[type-var]
+
+
+def test_traffik12_import_path_and_the_direct_form(backend: InMemoryBackend) -> None:
+    from traffik.decorators import throttled as traffik12_throttled
+
+    assert traffik12_throttled is throttled  # traffik 1.2's `traffik.decorators.throttled`
+
+    async def search(q: str = "") -> dict[str, str]:
+        return {"q": q}
+
+    app = FastAPI()
+    limited = HTTPThrottle("direct-fastapi", rate="1/min", backend=backend)
+    app.get("/search")(traffik12_throttled(limited, route=search))
+    with TestClient(app) as client:
+        assert client.get("/search?q=a").json() == {"q": "a"}
+        assert client.get("/search?q=a").status_code == 429

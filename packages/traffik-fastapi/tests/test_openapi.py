@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request, WebSocket
 
 from traffik import HTTPThrottle, InMemoryBackend, WebSocketThrottle
 from traffik.fastapi import RATE_LIMITED_RESPONSE, document_rate_limits, throttled
+from traffik.middleware import MiddlewareThrottle
 
 
 @pytest.fixture
@@ -63,6 +64,10 @@ def test_every_way_of_guarding_a_route_is_documented(backend: InMemoryBackend) -
     async def in_included() -> str:
         return "ok"
 
+    @app.get("/middleware-throttle", dependencies=[Depends(MiddlewareThrottle(throttle))])
+    async def middleware_throttle() -> str:
+        return "ok"
+
     @app.get("/free")
     async def free() -> str:
         return "ok"
@@ -77,6 +82,7 @@ def test_every_way_of_guarding_a_route_is_documented(backend: InMemoryBackend) -
         ("/marker", "get"),
         ("/router", "get"),
         ("/included", "get"),
+        ("/middleware-throttle", "get"),
     ]:
         assert_documents_429(responses_of(app, path, method))
     assert "429" not in responses_of(app, "/free")

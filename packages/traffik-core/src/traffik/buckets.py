@@ -33,6 +33,7 @@ __all__ = [
     "route_part",
     "route_path",
     "route_template",
+    "without_method",
 ]
 
 
@@ -152,6 +153,11 @@ def route_part(scope: Mapping[str, Any], template: Optional[str] = None) -> str:
         full = route_template(scope) if template is None else template
         part = entry[1][variant] = f"{escape(method)}:{escape(full)}"
     return part
+
+
+def without_method(part: str) -> str:
+    """A route part with its method left out (`:/template`): every method shares the bucket."""
+    return part[part.index(":") :]
 
 
 def named_route_part(

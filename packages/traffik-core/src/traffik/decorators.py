@@ -1,11 +1,17 @@
-"""`throttled`: a decorator applying throttles to a Starlette endpoint (FastAPI's is `traffik.fastapi.throttled`)."""
+"""Decorators applying throttles to endpoints: `starlette_throttled`, and traffik 1.2's FastAPI `throttled`.
+
+As in traffik 1.2, `traffik.decorators.throttled` is the FastAPI decorator; it lives in
+traffik-fastapi (`traffik.fastapi.throttled`) and is imported from there on first use, so
+this module needs only Starlette. The Starlette decorator is `starlette_throttled`, which is
+also `traffik.throttled` and `traffik.throttles.throttled`.
+"""
 
 from __future__ import annotations
 
 import functools
 import inspect
 from collections.abc import Mapping
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
@@ -13,17 +19,38 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from traffik.exceptions import ConfigurationError
-from traffik.throttles import Throttle
 
-__all__ = ["check_throttles", "is_async_callable", "throttled"]
+if TYPE_CHECKING:
+    from traffik.throttles import Throttle
+
+__all__ = ["check_throttles", "is_async_callable", "starlette_throttled"]
 
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 
 
+def __getattr__(name: str) -> Any:
+    """`throttled`, traffik-fastapi's decorator, imported on first use (module docstring)."""
+    if name != "throttled":
+        raise AttributeError(f"module 'traffik.decorators' has no attribute {name!r}")
+    try:
+        from traffik.fastapi import throttled
+    except ImportError as exc:
+        raise ImportError(
+            "traffik.decorators.throttled is the FastAPI decorator (as in traffik 1.2), which "
+            "comes with traffik-fastapi: pip install traffik-fastapi. For Starlette endpoints "
+            "use traffik.throttled (traffik.decorators.starlette_throttled)"
+        ) from exc
+    return throttled
+
+
 def check_throttles(throttles: tuple[Any, ...], owner: str) -> type[HTTPConnection]:
     """Validate the throttles given to a decorator; return the connection type they share."""
+    from traffik.throttles import Throttle
+
     if not throttles:
-        raise ConfigurationError(f"{owner}() needs at least one throttle")
+        raise ConfigurationError(
+            f"At least one throttle must be given to {owner}(): {owner}(throttle, ...)"
+        )
     for throttle in throttles:
         if not isinstance(throttle, Throttle):
             raise TypeError(
@@ -60,14 +87,16 @@ def is_async_callable(obj: Any) -> bool:
     return inspect.iscoroutinefunction(obj) or inspect.iscoroutinefunction(dunder_call)
 
 
-def throttled(*throttles: Throttle) -> Callable[[Endpoint], Endpoint]:
-    """Apply `throttles`, in order, before a Starlette endpoint runs.
+def starlette_throttled(*throttles: Throttle, route: Optional[Endpoint] = None) -> Any:
+    """Apply `throttles`, in order, before a Starlette endpoint runs (`traffik.throttled`).
 
     ```python
     @throttled(burst, sustained)
     async def homepage(request):
         return JSONResponse({"hello": "world"})
     ```
+
+    With `route=` the decorated endpoint is returned at once: `throttled(api, route=homepage)`.
 
     The endpoint receives the `Request` or `WebSocket` as an argument (methods of
     `HTTPEndpoint` too). The first throttle that throttles stops the rest and the endpoint.
@@ -100,4 +129,4 @@ def throttled(*throttles: Throttle) -> Callable[[Endpoint], Endpoint]:
 
         return throttled_endpoint  # type: ignore[return-value]
 
-    return decorator
+    return decorator if route is None else decorator(route)

@@ -13,6 +13,11 @@ re-runs the whole decision, identity included, on a backend of the handler's cho
 the handlers here never decide on a missing key: `fallback`, `retry` and `failover`.
 Answers made by the policy carry no quota (`Decision.remaining` is None): a client is never
 told it has `r=0` left because the store was down.
+
+The handlers return what traffik 1.2's returned, a wait in milliseconds (0: allowed), as a
+`DecidedWait`: a `float` that also carries the whole `Decision` (the quota left, the reset)
+for the rate-limit headers. Given an `exc_info` built by hand as traffik 1.2 shaped it (no
+`decide`), they run the throttle's strategy again on the `key` it names.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import inspect
 import logging
 import math
 from collections.abc import Awaitable, Mapping
-from typing import TYPE_CHECKING, Any, Callable, Optional, TypedDict, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypedDict, Union, cast
 
 from traffik.backoff import BackoffStrategy, ExponentialBackoff
 from traffik.circuit_breaker import CircuitBreaker, CircuitState
@@ -39,6 +44,7 @@ __all__ = [
     "THROTTLE_ON_ERROR_WAIT_MS",
     "CircuitBreaker",
     "CircuitState",
+    "DecidedWait",
     "DecisionFailed",
     "ErrorHandler",
     "ExceptionInfo",
@@ -95,6 +101,19 @@ ExceptionInfo = ThrottleExceptionInfo
 ErrorHandler = Callable[[Any, ThrottleExceptionInfo], Awaitable[Union[float, Decision]]]
 """An `on_error` handler: `async (connection, exc_info) -> wait_ms or Decision` (0 ms allows)."""
 
+
+class DecidedWait(float):
+    """A wait in milliseconds (0.0: allowed), as traffik 1.2's handlers return, that also
+    carries the `Decision` it comes from."""
+
+    decision: Decision
+
+    def __new__(cls, decision: Decision) -> DecidedWait:
+        self = super().__new__(cls, decision.wait_ms)
+        self.decision = decision
+        return self
+
+
 _ExceptionTypes = Union[type[BaseException], tuple[type[BaseException], ...]]
 _Sleep = Callable[[float], Awaitable[Any]]
 
@@ -144,7 +163,11 @@ async def apply_on_error(policy: Any, info: ThrottleExceptionInfo) -> Decision:
     result = policy(info["connection"], info)
     if inspect.isawaitable(result):
         result = await result
-    return result if isinstance(result, Decision) else decision_from_wait(result, limit)
+    if isinstance(result, Decision):
+        return result
+    if isinstance(result, DecidedWait):
+        return result.decision
+    return decision_from_wait(result, limit)
 
 
 class DecisionFailed(Exception):
@@ -163,10 +186,10 @@ async def recover(
     cost: Optional[int],
     backend: ThrottleBackend,
     failed: Optional[DecisionFailed],
-) -> tuple[Decision, Optional[Rate]]:
+) -> tuple[Decision, Optional[Rate], Optional[str]]:
     """Apply `throttle`'s `on_error` (else `backend`'s) to a decision that raised `exc`;
-    `failed` says how far it got (None: before the key existed). Returns the decision and
-    the rate it was made under, if known."""
+    `failed` says how far it got (None: before the key existed). Returns the decision, the
+    rate it was made under and the client's key, as far as known."""
     rate = failed.rate if failed is not None else throttle.static_rate
 
     async def decide(on: Optional[ThrottleBackend] = None) -> Decision:
@@ -188,7 +211,7 @@ async def recover(
         "decide": decide,
     }
     policy = throttle.on_error if throttle.on_error is not None else backend.on_error
-    return await apply_on_error(policy, info), rate
+    return await apply_on_error(policy, info), rate, info["key"]
 
 
 # -- handlers --------------------------------------------------------------------------------
@@ -250,14 +273,31 @@ def _check_backoff(owner: str, backoff: object) -> BackoffStrategy:
     return backoff
 
 
+async def _decide_again(
+    info: ThrottleExceptionInfo, backend: Optional[ThrottleBackend]
+) -> Decision:
+    """The decision again on `backend` (None: the one that failed): the whole decision with
+    `info["decide"]`, or, for an `exc_info` without it, the strategy on `info["key"]`."""
+    decide = cast(Mapping[str, Any], info).get("decide")  # absent from traffik 1.2's exc_info
+    if decide is not None:
+        return await decide(backend)
+    strategy, rate = info["throttle"].strategy, info["rate"]
+    on, key, cost = backend or info["backend"], info["key"], info["cost"]
+    run = getattr(strategy, "decide", None)
+    if run is not None:
+        decision: Decision = await run(key, rate, on, cost)
+        return decision
+    return decision_from_wait(await strategy(key, rate, on, cost), rate.limit if rate else 0)
+
+
 async def _decide_on_fallback(
     backend: ThrottleBackend, initialized: Optional[bool], info: ThrottleExceptionInfo
-) -> Decision:
+) -> DecidedWait:
     """The whole decision again on `backend`; its failure is raised chained to the original."""
     try:
         if initialized is False and not backend.initialized:
             await backend.initialize()
-        return await info["decide"](backend)
+        return DecidedWait(await _decide_again(info, backend))
     except Exception as exc:
         raise exc from info["exception"]
 
@@ -293,7 +333,7 @@ def fallback(
             )
         types = legacy
 
-    async def fallback_handler(connection: Any, exc_info: ThrottleExceptionInfo) -> Decision:
+    async def fallback_handler(connection: Any, exc_info: ThrottleExceptionInfo) -> DecidedWait:
         if not isinstance(exc_info["exception"], types):
             raise exc_info["exception"]
         return await _decide_on_fallback(backend, initialized, exc_info)
@@ -343,14 +383,14 @@ def retry(
     else:
         delays = _RETRY_BACKOFF
 
-    async def retry_handler(connection: Any, exc_info: ThrottleExceptionInfo) -> Decision:
+    async def retry_handler(connection: Any, exc_info: ThrottleExceptionInfo) -> DecidedWait:
         error: BaseException = exc_info["exception"]
         if not isinstance(error, types):
             raise error
         for attempt in range(1, max_retries + 1):
             await sleep(delays(attempt, delay))
             try:
-                return await exc_info["decide"](None)
+                return DecidedWait(await _decide_again(exc_info, None))
             except types as exc:
                 error = exc
         raise error
@@ -390,14 +430,14 @@ def failover(
         raise ConfigurationError(f"failover(breaker={breaker!r}): must be a CircuitBreaker or None")
     circuit = breaker
 
-    async def failover_handler(connection: Any, exc_info: ThrottleExceptionInfo) -> Decision:
+    async def failover_handler(connection: Any, exc_info: ThrottleExceptionInfo) -> DecidedWait:
         if await circuit.allow_execution():
             recovered = False
             try:
                 for attempt in range(1, max_retries + 1):
                     await sleep(delays(attempt, delay))
                     try:
-                        result = await exc_info["decide"](None)
+                        result = DecidedWait(await _decide_again(exc_info, None))
                     except ConfigurationError:
                         raise
                     except Exception:

@@ -12,7 +12,8 @@ TraffikError (alias TraffikException)
 │   └── LockError (also RuntimeError)
 │       ├── LockAcquisitionError
 │       ├── LockReleaseError
-│       └── LockTimeoutError (also TimeoutError)
+│       ├── LockTimeoutError (also TimeoutError)
+│       └── LockPoolError                      traffik 1.2's; Traffik's locks have no pool to exhaust
 ├── QuotaError
 │   ├── QuotaAppliedError
 │   └── QuotaCancelledError
@@ -36,6 +37,7 @@ __all__ = [
     "InvalidBackendError",
     "LockAcquisitionError",
     "LockError",
+    "LockPoolError",
     "LockReleaseError",
     "LockTimeoutError",
     "QuotaAppliedError",
@@ -103,6 +105,11 @@ class LockReleaseError(LockError):
 
 class LockTimeoutError(LockError, TimeoutError):
     """A lock's time to live ran out while its body was still running."""
+
+
+class LockPoolError(LockError):
+    """traffik 1.2's error for an exhausted lock pool, for code that catches it; Traffik's
+    locks are made on demand, so nothing raises it."""
 
 
 class QuotaError(TraffikError):

@@ -1,95 +1,382 @@
-"""Rate-limit response headers: the IETF draft (`RateLimit-Policy`, `RateLimit`) and legacy `X-RateLimit-*`."""
+"""Response headers a throttle writes: `Header` (a static or computed value, with a condition) and `Headers`.
+
+A throttle's `headers=` is a preset name or a mapping of header names to strings or
+`Header`s. The presets are `Headers` too: `"ietf"` (`IETF_HEADERS`: `RateLimit-Policy` and
+`RateLimit`, draft-ietf-httpapi-ratelimit-headers-11), `"legacy"` (`LEGACY_HEADERS`:
+`X-RateLimit-Limit`, `-Remaining`, `-Reset`) and `"both"`; traffik 1.2's
+`DEFAULT_HEADERS_ALWAYS` and `DEFAULT_HEADERS_THROTTLED` are here as well. A computed
+value is a sync function `(connection, stat, context) -> str` of the client's
+`StrategyStat`; a plain string is written on every response.
+"""
 
 from __future__ import annotations
 
 import math
 import re
-from typing import TYPE_CHECKING, Optional, Union
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, Union, cast
 
 from traffik.exceptions import ConfigurationError
+from traffik.keyparts import unescape
 
 if TYPE_CHECKING:
-    from traffik.decision import Decision
     from traffik.rates import Rate
+    from traffik.typing import StrategyStat
 
-__all__ = ["HEADER_STYLES", "HeaderStyle", "RateLimitHeaders", "check_style"]
+__all__ = [
+    "DEFAULT_HEADERS_ALWAYS",
+    "DEFAULT_HEADERS_THROTTLED",
+    "IETF_HEADERS",
+    "LEGACY_HEADERS",
+    "Header",
+    "Headers",
+    "RateLimitField",
+    "header_setting",
+    "policy_value",
+    "quoted_name",
+    "resolve_headers",
+]
 
-HeaderStyle = Optional[str]
-HEADER_STYLES = ("ietf", "legacy", "both")
 _UNSAFE = re.compile(r'[^\x20-\x7e]|["\\]')
-_NAMES = {
-    b"ratelimit-policy": "RateLimit-Policy",
-    b"ratelimit": "RateLimit",
-    b"x-ratelimit-limit": "X-RateLimit-Limit",
-    b"x-ratelimit-remaining": "X-RateLimit-Remaining",
-    b"x-ratelimit-reset": "X-RateLimit-Reset",
-}
+_CONDITIONS = ("always", "throttled")
+
+Resolver = Callable[[Any, "StrategyStat", Optional[Mapping[str, Any]]], Optional[str]]
+Condition = Union[str, Callable[[Any, "StrategyStat", Optional[Mapping[str, Any]]], bool]]
 
 
-def check_style(style: Union[str, bool, None], owner: str) -> HeaderStyle:
-    """Normalise a `headers=` setting: one of `HEADER_STYLES`, or None/False for no headers."""
-    if style is None or style is False:
-        return None
-    if style is True:
-        return "ietf"
-    if style in HEADER_STYLES:
-        return str(style)
-    raise ConfigurationError(
-        f"{owner}: headers={style!r} is not valid; use 'ietf', 'legacy', 'both' or None"
-    )
+def quoted_name(name: str) -> str:
+    """A policy name as an IETF header's quoted string (unsafe characters as `_`)."""
+    return f'"{_UNSAFE.sub("_", name)}"'
 
 
-class RateLimitHeaders:
-    """The rate-limit headers of one policy (a name and a rate), constant parts encoded once.
+def policy_value(name: str, rate: Rate) -> str:
+    """`"name";q=100;w=60`. `w` is given only for a period of whole seconds: the draft counts
+    windows in seconds, and `5/500ms` as a window of one second would advertise half the rate."""
+    window = f";w={rate.expire // 1000}" if rate.expire % 1000 == 0 else ""
+    return f"{quoted_name(name)};q={rate.limit}{window}"
 
-    IETF form (draft-ietf-httpapi-ratelimit-headers-11): `RateLimit-Policy: "name";q=100;w=60`
-    and `RateLimit: "name";r=42;t=17`; legacy form: `X-RateLimit-Limit`, `-Remaining`,
-    `-Reset` (seconds). `t`/`Reset` is the time until the limit is whole again, or, when
-    throttled, the wait the client is told (the same as `Retry-After`). `w` is given only for
-    a period of whole seconds: the draft counts windows in seconds, and `5/500ms` rounded to a
-    window of one second would advertise half the real rate. A decision that knows nothing of
-    the quota (an `on_error` answer) gets no headers at all.
+
+def _number(value: float) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _limit(connection: Any, stat: StrategyStat, context: Any) -> str:
+    return str(stat.rate.limit)
+
+
+def _remaining(connection: Any, stat: StrategyStat, context: Any) -> str:
+    return _number(stat.hits_remaining)
+
+
+def _reset_ms(connection: Any, stat: StrategyStat, context: Any) -> str:
+    return _number(stat.wait_ms)
+
+
+def _reset_seconds(connection: Any, stat: StrategyStat, context: Any) -> str:
+    return str(math.ceil(stat.wait_ms / 1000))
+
+
+class Header:
+    """One header value: a string or a resolver `(connection, stat, context) -> str`, written
+    when its condition holds. Immutable and hashable.
+
+    `when` is `"always"`, `"throttled"` (the default: the client has no units left, so the
+    last allowed response has it too) or a predicate `(connection, stat, context) -> bool`.
+    A resolver returning None leaves the header out. `Header.DISABLE` as a value removes a
+    header (an override in `get_headers(headers=...)`, say).
     """
 
-    __slots__ = ("_ietf", "_legacy", "_limit", "_policy", "_policy_raw", "_quoted", "_quoted_raw")
+    __slots__ = ("_condition", "_value")
 
-    def __init__(self, name: str, rate: Rate, style: str) -> None:
-        self._quoted = f'"{_UNSAFE.sub("_", name)}"'
-        window = f";w={rate.expire // 1000}" if rate.expire % 1000 == 0 else ""
-        self._policy = f"{self._quoted};q={rate.limit}{window}"
-        self._policy_raw = (b"ratelimit-policy", self._policy.encode())
-        self._quoted_raw = self._quoted.encode()
-        self._limit = str(rate.limit).encode()
-        self._ietf = style != "legacy"
-        self._legacy = style != "ietf"
+    DISABLE: ClassVar[str] = ":___disabled___:"
+    _value: Union[str, Resolver]
+    _condition: Condition
+
+    def __init__(self, value: Union[str, Resolver], /, when: Condition = "throttled") -> None:
+        if not isinstance(value, str) and not callable(value):
+            raise ConfigurationError(
+                f"Header({value!r}): the value is a string or a function (connection, stat, context) -> str"
+            )
+        if not callable(when) and when not in _CONDITIONS:
+            raise ConfigurationError(
+                f"Header(when={when!r}): use 'always', 'throttled' or a function "
+                "(connection, stat, context) -> bool"
+            )
+        object.__setattr__(self, "_value", value)
+        object.__setattr__(self, "_condition", when)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Header is immutable; use header.when(...) for a copy")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Header, (self._value, self._condition))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Header):
+            return NotImplemented
+        return (self._value, self._condition) == (other._value, other._condition)
+
+    def __hash__(self) -> int:
+        return hash((self._value, self._condition))
+
+    def __repr__(self) -> str:
+        return f"Header({self._value!r}, when={self._condition!r})"
+
+    @property
+    def value(self) -> Union[str, Resolver]:
+        return self._value
+
+    @property
+    def condition(self) -> Condition:
+        return self._condition
+
+    @property
+    def is_static(self) -> bool:
+        """A string written on every response."""
+        return isinstance(self._value, str) and self._condition == "always"
+
+    def when(self, condition: Condition) -> Header:
+        """A copy with another condition."""
+        return Header(self._value, condition)
+
+    @property
+    def always(self) -> Header:
+        return self.when("always")
+
+    @property
+    def throttled(self) -> Header:
+        return self.when("throttled")
+
+    def check(self, connection: Any, stat: StrategyStat, context: Any = None) -> bool:
+        condition = self._condition
+        if condition == "always":
+            return True
+        if condition == "throttled":
+            return bool(stat.hits_remaining <= 0)
+        return bool(condition(connection, stat, context))  # type: ignore[operator]
+
+    def resolve(self, connection: Any, stat: StrategyStat, context: Any = None) -> Optional[str]:
+        value = self._value
+        return value if isinstance(value, str) else value(connection, stat, context)
+
+    @classmethod
+    def LIMIT(cls, *, when: Condition) -> Header:
+        """The rate's limit."""
+        return cls(_limit, when)
+
+    @classmethod
+    def REMAINING(cls, *, when: Condition) -> Header:
+        """Units left (`stat.hits_remaining`)."""
+        return cls(_remaining, when)
+
+    @classmethod
+    def RESET_MILLISECONDS(cls, *, when: Condition) -> Header:
+        """The wait in milliseconds (`0` when not throttled)."""
+        return cls(_reset_ms, when)
+
+    @classmethod
+    def RESET_SECONDS(cls, *, when: Condition) -> Header:
+        """The wait in whole seconds, rounded up (`0` when not throttled)."""
+        return cls(_reset_seconds, when)
+
+
+class RateLimitField:
+    """A value of the IETF and legacy presets: `policy`, `ratelimit`, `limit`, `remaining` or
+    `reset`, computed from a `StrategyStat` (the policy is named after the throttle, the
+    first part of the stat's key). Throttles encode these ahead of time (`HeaderPlan`)."""
+
+    __slots__ = ("kind",)
+    KINDS = ("policy", "ratelimit", "limit", "remaining", "reset")
+
+    def __init__(self, kind: str) -> None:
+        if kind not in self.KINDS:
+            raise ConfigurationError(f"RateLimitField({kind!r}): use one of {self.KINDS}")
+        self.kind = kind
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RateLimitField) and other.kind == self.kind
+
+    def __hash__(self) -> int:
+        return hash((RateLimitField, self.kind))
+
+    def __repr__(self) -> str:
+        return f"RateLimitField({self.kind!r})"
+
+    def __call__(self, connection: Any, stat: StrategyStat, context: Any = None) -> Optional[str]:
+        rate = stat.rate
+        if rate.unlimited or not math.isfinite(stat.hits_remaining):
+            return None
+        name = unescape(str(stat.key).split(":", 1)[0])
+        if self.kind == "policy":
+            return policy_value(name, rate)
+        if self.kind == "limit":
+            return str(rate.limit)
+        remaining = max(int(stat.hits_remaining), 0)
+        if stat.wait_ms > 0:
+            reset = max(1, math.ceil(stat.wait_ms / 1000))
+        else:
+            reset_ms = (stat.metadata or {}).get("reset_ms", 0)
+            reset = max(0, math.ceil(reset_ms / 1000))
+        if self.kind == "ratelimit":
+            return f"{quoted_name(name)};r={remaining};t={reset}"
+        return str(remaining if self.kind == "remaining" else reset)
+
+
+HeaderValue = Union[str, Header]
+
+
+class Headers(MutableMapping[str, Header]):
+    """Header names to values (strings or `Header`s); `|` merges, the right side winning.
+
+    Reading an entry gives a `Header` (a string as `Header(s, when="always")`); strings and
+    static headers are kept as strings, so a collection of strings only (`is_static`) is
+    written without reading the client's state. Picklable when its resolvers are.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(
+        self, raw: Union[Mapping[str, HeaderValue], Iterable[Any], None] = None, /
+    ) -> None:
+        self._items: dict[str, HeaderValue] = {}
+        if raw is not None:
+            self.update(cast(Any, raw))
 
     @staticmethod
-    def _numbers(decision: Decision, wait_ms: Optional[float]) -> tuple[int, int]:
-        remaining = decision.remaining
-        remaining = (
-            max(int(remaining), 0) if remaining is not None and math.isfinite(remaining) else 0
-        )
-        if decision.allowed:
-            return remaining, max(0, math.ceil(decision.reset_ms / 1000))
-        wait = decision.wait_ms if wait_ms is None else wait_ms
-        return remaining, max(1, math.ceil(wait / 1000))
+    def _entry(name: Any, value: Any) -> HeaderValue:
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"headers: {name!r} is not a header name")
+        if isinstance(value, Header):
+            return value.value if value.is_static else value  # type: ignore[return-value]
+        if isinstance(value, str):
+            return value
+        raise ConfigurationError(f"headers[{name!r}]={value!r}: use a string or a Header")
 
-    def raw(self, decision: Decision, wait_ms: Optional[float] = None) -> list[tuple[bytes, bytes]]:
-        """ASGI header pairs (lower-case names) for `decision`; `wait_ms` is the wait the
-        client is told when throttled (default: the decision's)."""
-        if decision.remaining is None:
-            return []
-        remaining, reset = self._numbers(decision, wait_ms)
-        headers: list[tuple[bytes, bytes]] = []
-        if self._ietf:
-            headers.append(self._policy_raw)
-            headers.append((b"ratelimit", b"%s;r=%d;t=%d" % (self._quoted_raw, remaining, reset)))
-        if self._legacy:
-            headers.append((b"x-ratelimit-limit", self._limit))
-            headers.append((b"x-ratelimit-remaining", b"%d" % remaining))
-            headers.append((b"x-ratelimit-reset", b"%d" % reset))
-        return headers
+    def __getitem__(self, name: str) -> Header:
+        value = self._items[name]
+        return Header(value, "always") if isinstance(value, str) else value
 
-    def text(self, decision: Decision, wait_ms: Optional[float] = None) -> dict[str, str]:
-        """The same headers as a mapping, for an exception's `headers=`."""
-        return {_NAMES[name]: value.decode() for name, value in self.raw(decision, wait_ms)}
+    def __setitem__(self, name: str, value: HeaderValue) -> None:
+        self._items[name] = self._entry(name, value)
+
+    def __delitem__(self, name: str) -> None:
+        del self._items[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Headers, (dict(self._items),))
+
+    def raw_items(self) -> list[tuple[str, HeaderValue]]:
+        """The entries as stored: strings, and `Header`s that are not static."""
+        return list(self._items.items())
+
+    @property
+    def is_static(self) -> bool:
+        return all(isinstance(value, str) for value in self._items.values())
+
+    def copy(self) -> Headers:
+        return Headers(self._items)
+
+    def __or__(self, other: Any) -> Headers:
+        if not isinstance(other, (Mapping, Headers)):
+            return NotImplemented
+        merged = self.copy()
+        merged.update(other)
+        return merged
+
+    def __ror__(self, other: Any) -> Headers:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return Headers(other) | self
+
+    def __ior__(self, other: Any) -> Headers:
+        self.update(other)
+        return self
+
+
+def resolve_headers(
+    items: Iterable[tuple[str, HeaderValue]],
+    connection: Any,
+    stat: Optional[StrategyStat],
+    context: Any = None,
+) -> dict[str, str]:
+    """The headers `items` give for `stat` (None: unknown, so only plain strings); a
+    `Header.DISABLE` value, a failed condition or a None from a resolver leaves one out."""
+    headers: dict[str, str] = {}
+    for name, value in items:
+        if isinstance(value, str):
+            if value != Header.DISABLE:
+                headers[name] = value
+        elif stat is not None and value.check(connection, stat, context):
+            text = value.resolve(connection, stat, context)
+            if text is not None and text != Header.DISABLE:
+                headers[name] = text
+    return headers
+
+
+IETF_HEADERS = Headers(
+    {
+        "RateLimit-Policy": Header(RateLimitField("policy"), when="always"),
+        "RateLimit": Header(RateLimitField("ratelimit"), when="always"),
+    }
+)
+"""`headers="ietf"` (the default)."""
+
+LEGACY_HEADERS = Headers(
+    {
+        "X-RateLimit-Limit": Header(RateLimitField("limit"), when="always"),
+        "X-RateLimit-Remaining": Header(RateLimitField("remaining"), when="always"),
+        "X-RateLimit-Reset": Header(RateLimitField("reset"), when="always"),
+    }
+)
+"""`headers="legacy"`; the reset is in seconds."""
+
+DEFAULT_HEADERS_ALWAYS = Headers(
+    {
+        "X-RateLimit-Limit": Header.LIMIT(when="always"),
+        "X-RateLimit-Remaining": Header.REMAINING(when="always"),
+        "Retry-After": Header.RESET_SECONDS(when="always"),
+    }
+)
+"""traffik 1.2's preset: the limit, the units left and the wait in seconds, on every response."""
+
+DEFAULT_HEADERS_THROTTLED = Headers(
+    {
+        "X-RateLimit-Limit": Header.LIMIT(when="throttled"),
+        "X-RateLimit-Remaining": Header.REMAINING(when="throttled"),
+        "Retry-After": Header.RESET_SECONDS(when="throttled"),
+    }
+)
+"""The same three, only when the client has no units left."""
+
+
+def header_setting(setting: Any, owner: str) -> Optional[Headers]:
+    """A throttle's own `Headers` for its `headers=` setting: `"ietf"` (or True), `"legacy"`,
+    `"both"`, a mapping or `Headers` (copied), or None/False/empty for none."""
+    if setting is None or setting is False:
+        return None
+    if setting is True or setting == "ietf":
+        return IETF_HEADERS.copy()
+    if setting == "legacy":
+        return LEGACY_HEADERS.copy()
+    if setting == "both":
+        return IETF_HEADERS | LEGACY_HEADERS
+    if isinstance(setting, Mapping):
+        return Headers(setting) or None
+    raise ConfigurationError(
+        f"{owner}: headers={setting!r} is not valid; use 'ietf', 'legacy', 'both', None, or a "
+        "mapping of header names to strings or Header(...)"
+    )

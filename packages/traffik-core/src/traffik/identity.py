@@ -19,6 +19,7 @@ import ipaddress
 from collections.abc import Iterable
 from typing import Any, Callable, Optional, Union
 
+from traffik.config import ANONYMOUS_IDENTIFIER
 from traffik.exceptions import ConfigurationError
 
 __all__ = [
@@ -31,8 +32,6 @@ __all__ = [
     "remote_address",
 ]
 
-ANONYMOUS_IDENTIFIER = "__anonymous__"
-"""The identity of a connection whose server gives no peer address."""
 
 MAX_HOPS = 32
 """At most this many hops of a chain header are read, from the right."""

@@ -11,7 +11,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["ANONYMOUS_PART", "client_part", "escape"]
+from traffik.config import ANONYMOUS_IDENTIFIER
+
+__all__ = ["ANONYMOUS_PART", "client_part", "escape", "unescape"]
 
 _SPECIAL = re.compile("[%:{}\x00-\x20\x7f\ud800-\udfff]")
 
@@ -42,7 +44,17 @@ def escape(text: str) -> str:
     return escaped
 
 
-ANONYMOUS_PART = escape("__anonymous__")
+_CODE = re.compile("%u([0-9A-F]{4})|%([0-9A-F]{2})")
+
+
+def unescape(part: str) -> str:
+    """The text `escape` made `part` from."""
+    if "%" not in part:
+        return part
+    return _CODE.sub(lambda match: chr(int(match.group(1) or match.group(2), 16)), part)
+
+
+ANONYMOUS_PART = escape(ANONYMOUS_IDENTIFIER)
 """The client part of the anonymous client (no peer address, or a `None` identifier)."""
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import logging
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Callable, Optional, Union
@@ -19,43 +19,31 @@ from traffik.backends.context import SCOPE_BACKEND_KEY
 from traffik.decorators import is_async_callable
 from traffik.exceptions import ConfigurationError
 from traffik.responses import ThrottledResponse
-from traffik.rules import PathPattern, Rule
+from traffik.rules import Bypass, PathPattern, Rule, applies, glob, sort_rules
 from traffik.throttles import Throttle
 
-__all__ = ["MiddlewareThrottle", "ThrottleMiddleware"]
+__all__ = ["SORT_MODES", "MiddlewareThrottle", "ThrottleMiddleware", "glob"]
 
-logger = logging.getLogger("traffik")
-
-Exemption = Union[PathPattern, Rule]
+Exemption = Union[PathPattern, Rule, Bypass]
 ExceptionHandlerGetter = Callable[[Exception], Optional[Callable[..., Any]]]
+SORT_MODES = ("cheap_first", "cheap_last")
 
 
-def _exemptions(exempt: Iterable[Exemption], owner: str) -> tuple[Rule, ...]:
-    if isinstance(exempt, (str, re.Pattern, Rule)):
+def _exemptions(exempt: Iterable[Exemption], owner: str) -> tuple[Bypass, ...]:
+    """Exemptions as `Bypass`es: a path, or the criteria of a `Rule` or `Bypass`."""
+    if isinstance(exempt, (str, re.Pattern, Rule, Bypass)):
         exempt = [exempt]
-    rules = []
+    bypasses = []
     for item in exempt:
-        if isinstance(item, Rule):
-            rules.append(item)
+        if isinstance(item, (Rule, Bypass)):
+            bypasses.append(Bypass(path=item.path, methods=item.methods, predicate=item.predicate))
         elif isinstance(item, (str, re.Pattern)):
-            rules.append(Rule(path=item))
+            bypasses.append(Bypass(path=item))
         else:
             raise ConfigurationError(
                 f"{owner}: exempt item {item!r} is neither a path pattern nor a Rule"
             )
-    return tuple(rules)
-
-
-async def _safe_matches(
-    rule: Rule, connection: HTTPConnection, context: Mapping[str, Any], if_error: bool
-) -> bool:
-    try:
-        return await rule.matches(connection, context)
-    except Exception:
-        logger.exception(
-            "%r failed on %s; treating it as %s", rule, connection.scope.get("path"), if_error
-        )
-        return if_error
+    return tuple(bypasses)
 
 
 class _PatternRoute:
@@ -79,13 +67,16 @@ def _connection(scope: Scope, receive: Receive, send: Send) -> HTTPConnection:
 class MiddlewareThrottle:
     """A throttle applied by `ThrottleMiddleware` to the connections its rule matches.
 
-    `path` is a glob (`*` one segment, `**` any number; anchored at both ends) or a compiled
-    regex; `methods` one or several HTTP methods (ignored for WebSockets); `predicate`
-    `(connection)` or `(connection, context)`, sync or async. `exempt` lists paths or `Rule`s
-    this throttle skips even when its own rule matches. `cost`, `context` and `skip_handler`
-    override the throttle's own; `context` wins over the middleware's, which wins over the
-    throttle's. A predicate that raises is logged and counted as matching (the throttle
-    applies); an exemption whose predicate raises does not exempt.
+    `path` is a string (a regular expression matched from the start of the path, as in
+    traffik 1.2: `"/api/"` guards `/api/data`), `glob("/api/**")`, or a compiled pattern (see
+    `traffik.rules`); `methods` one or several HTTP methods (ignored for WebSockets);
+    `predicate` `(connection)` or `(connection, context)`, sync or async. `exempt` lists
+    paths, `Rule`s or `Bypass`es whose connections this throttle skips even when its own rule
+    matches. `cost`, `context` and `skip_handler` override the throttle's own; `context` wins
+    over the middleware's, which wins over the throttle's. A predicate that raises is logged
+    and counted as matching (the throttle applies); an exemption whose predicate raises does
+    not exempt. `await middleware_throttle(connection)` is `hit`, so it also serves as a
+    FastAPI dependency, with the throttle's signature.
 
     The middleware runs before routing, so there is no route template to count per: in its
     place a per-route throttle counts per client, method and this `path` pattern
@@ -117,10 +108,12 @@ class MiddlewareThrottle:
         self.throttle = throttle
         self.rule = Rule(path=path, methods=methods, predicate=predicate)
         self.exempt = _exemptions(exempt, owner)
+        self._rules = sort_rules((*self.exempt, self.rule))
         self.cost = cost
         self.context: dict[str, Any] = dict(context or {})
         self.skip_handler = skip_handler
         self.route = _PatternRoute(path)
+        self.__signature__ = throttle.__signature__
 
     def __repr__(self) -> str:
         return f"MiddlewareThrottle({self.throttle!r}, rule={self.rule!r})"
@@ -133,10 +126,15 @@ class MiddlewareThrottle:
         """Whether this throttle counts `connection`: its rule matches and no exemption does."""
         if not self.rule.matches_scope(connection.scope):
             return False
-        for exemption in self.exempt:
-            if await _safe_matches(exemption, connection, context, if_error=False):
-                return False
-        return await _safe_matches(self.rule, connection, context, if_error=True)
+        return await applies(self._rules, connection, context)
+
+    def sort_key(self, mode: str) -> tuple[float, bool]:
+        """The order `ThrottleMiddleware(sort=mode)` runs this in: by cost (a cost callable
+        last, as the dearest), then those without a predicate first."""
+        cost: float = self.cost if self.cost is not None else self.throttle.cost
+        if self.cost is None and self.throttle.dynamic_cost:
+            cost = math.inf
+        return (cost if mode == "cheap_first" else -cost, self.rule.predicate is not None)
 
     async def hit(
         self,
@@ -158,6 +156,25 @@ class MiddlewareThrottle:
             skip_handler=skip_handler if skip_handler is not None else self.skip_handler,
             response=response,
         )
+
+    __call__ = hit
+
+
+def _sorted(
+    throttles: list[Union[MiddlewareThrottle, Throttle]], sort: Any
+) -> list[Union[MiddlewareThrottle, Throttle]]:
+    if sort is None or sort is False:
+        return throttles
+    if callable(sort):
+        return sorted(throttles, key=sort)
+    if sort not in SORT_MODES:
+        raise ConfigurationError(
+            f"ThrottleMiddleware: sort={sort!r} is not valid; use 'cheap_first', 'cheap_last', "
+            "None (the given order) or a key function"
+        )
+    wrapped = [t if isinstance(t, MiddlewareThrottle) else MiddlewareThrottle(t) for t in throttles]
+    order = sorted(range(len(throttles)), key=lambda i: wrapped[i].sort_key(sort))
+    return [throttles[i] for i in order]
 
 
 def _with_headers(send: Send, headers: Sequence[tuple[bytes, bytes]]) -> Send:
@@ -184,8 +201,12 @@ class ThrottleMiddleware:
     ```
 
     `middleware_throttles` are `MiddlewareThrottle`s or plain throttles (applied to every
-    connection of their kind), run in the given order; the first that throttles stops the
-    rest and the app. `exempt` lists paths or `Rule`s no throttle applies to. `backend`, when
+    connection of their kind, as their own `rules` allow). `sort` sets the order they run
+    in: `"cheap_first"` (the default, as in traffik 1.2: by cost, a cost callable last, then
+    those without a predicate first; ties keep the given order), `"cheap_last"`, None or
+    False for the given order, or a key function called with each item as given. The first
+    that throttles stops the rest and the app. `exempt` lists paths, `Rule`s or `Bypass`es
+    no throttle applies to. `backend`, when
     given, is the default for throttles that have none. `context` and `skip_handler` apply to
     every throttle; with `skip_handler=True` throttled requests reach the app, which can
     check `is_throttled(request)`.
@@ -208,12 +229,13 @@ class ThrottleMiddleware:
         context: Optional[Mapping[str, Any]] = None,
         skip_handler: Optional[bool] = None,
         *,
+        sort: Any = "cheap_first",
         exempt: Iterable[Exemption] = (),
         exception_handler_getter: Optional[ExceptionHandlerGetter] = None,
     ) -> None:
         throttles = [
             t if isinstance(t, MiddlewareThrottle) else MiddlewareThrottle(t)
-            for t in middleware_throttles
+            for t in _sorted(list(middleware_throttles), sort)
         ]
         if isinstance(backend, str):
             from traffik.backends import from_url
@@ -262,10 +284,7 @@ class ThrottleMiddleware:
         await self.app(scope, receive, send)
 
     async def _exempted(self, connection: HTTPConnection) -> bool:
-        for exemption in self.exempt:
-            if await _safe_matches(exemption, connection, self.context, if_error=False):
-                return True
-        return False
+        return not await applies(self.exempt, connection, self.context)
 
     async def _run(
         self,

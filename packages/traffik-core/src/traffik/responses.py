@@ -19,6 +19,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketState
 
+from traffik.config import THROTTLED_STATE_KEY
 from traffik.exceptions import ConnectionThrottled
 
 __all__ = [
@@ -33,9 +34,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("traffik")
-
-THROTTLED_STATE_KEY = "__traffik_throttled_state__"
-"""Where a connection's last wait is kept (in `scope["state"]`, so middleware and route share it)."""
 
 
 def get_wait(connection: HTTPConnection) -> float:

@@ -1,16 +1,53 @@
-"""`Rule`: which connections a throttle applies to, by path glob, HTTP method and predicate."""
+"""Rules: which connections a throttle counts (`Rule`) or lets through (`Bypass`), by path, method and predicate.
+
+A path string keeps traffik 1.2's meaning: a regular expression matched from the start of the
+path, where `**` stands for any text and `*` for one segment. So `"/api/"` guards `/api/data`
+and `"/health"` also `/healthz`; anchor the end yourself (`"/health$"`), or use `glob()` for a
+pattern anchored at both ends. Paths are matched relative to the mount (`route_path`), as
+Starlette's router matches them.
+
+| path | matches | does not match |
+|---|---|---|
+| `"/api/"` | `/api/`, `/api/data`, `/api/v1/users` | `/api`, `/apis` |
+| `"/health"` | `/health`, `/healthz`, `/health/deep` | `/status/health` |
+| `"/health$"` | `/health` | `/healthz`, `/health/` |
+| `"/api/*"` | `/api/users`, `/api/users/1` | `/api/`, `/api` |
+| `"/api/**"` | `/api/`, `/api/users/1` | `/api` |
+| `re.compile(r"/users/\\d+$")` | `/users/12` | `/users/me`, `/users/12/posts` |
+| `glob("/api/*")` | `/api/users` | `/api/users/1`, `/api`, `/api/users.json/x` |
+| `glob("/api/**")` | `/api`, `/api/users`, `/api/users/1` | `/apis` |
+| `glob("/files/*.txt")` | `/files/a.txt` | `/files/a/b.txt` |
+"""
 
 from __future__ import annotations
 
 import inspect
+import logging
 import re
+import warnings
 from collections.abc import Iterable, Mapping
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, ClassVar, Optional, Union
 
 from traffik.buckets import route_path
 from traffik.exceptions import ConfigurationError
 
-__all__ = ["PathPattern", "Rule", "compile_path"]
+__all__ = [
+    "Bypass",
+    "BypassThrottleRule",
+    "PathPattern",
+    "Rule",
+    "RuleGate",
+    "RuleLike",
+    "ThrottleRule",
+    "applies",
+    "bypass_if",
+    "compile_path",
+    "glob",
+    "sort_rules",
+    "throttle_if",
+]
+
+logger = logging.getLogger("traffik")
 
 PathPattern = Union[str, "re.Pattern[str]"]
 
@@ -19,27 +56,42 @@ _GLOB_TOKENS = re.compile(r"/\*\*(?=/|$)|/\*(?=/|$)|\*\*|\*")
 _GLOB_REGEX = {"/**": "(?:/.*)?", "/*": "/[^/]+", "**": ".*", "*": "[^/]*"}
 
 
-def compile_path(path: PathPattern) -> re.Pattern[str]:
-    """Compile a path glob into a regular expression anchored at both ends.
+def glob(pattern: str) -> re.Pattern[str]:
+    """A path glob as a compiled pattern, anchored at both ends.
 
     `*` matches within one segment (`/api/*` matches `/api/users`, not `/api/users/1`);
     `**` matches across segments, and `/**` also matches nothing (`/api/**` matches `/api`,
-    `/api/users` and `/api/users/1`). Every other character is literal, so `/health` matches
-    `/health` only. A compiled `re.Pattern` is returned as is.
+    `/api/users` and `/api/users/1`). Every other character is literal, so `glob("/health")`
+    matches `/health` only.
     """
+    if not isinstance(pattern, str) or not pattern:
+        raise ConfigurationError(f"glob({pattern!r}): give a path glob like '/api/**'")
+    regex, end = [], 0
+    for token in _GLOB_TOKENS.finditer(pattern):
+        regex.append(re.escape(pattern[end : token.start()]))
+        regex.append(_GLOB_REGEX[token.group()])
+        end = token.end()
+    regex.append(re.escape(pattern[end:]))
+    return re.compile("".join(regex) + r"\Z")
+
+
+def compile_path(path: PathPattern) -> re.Pattern[str]:
+    """A path string as traffik 1.2 reads it (module docstring); a compiled pattern as is."""
     if isinstance(path, re.Pattern):
         return path
     if not isinstance(path, str) or not path:
         raise ConfigurationError(
-            f"path={path!r} is not a path pattern; use a glob string like '/api/**' or a compiled regex"
+            f"path={path!r} is not a path pattern; use a string like '/api/' (a regular expression "
+            "matched from the start of the path), glob('/api/**'), or a compiled pattern"
         )
-    regex, end = [], 0
-    for token in _GLOB_TOKENS.finditer(path):
-        regex.append(re.escape(path[end : token.start()]))
-        regex.append(_GLOB_REGEX[token.group()])
-        end = token.end()
-    regex.append(re.escape(path[end:]))
-    return re.compile("".join(regex) + r"\Z")
+    text = path.replace("**", "\0").replace("*", "[^/]+").replace("\0", ".*")
+    try:
+        return re.compile(text)
+    except re.error as exc:
+        raise ConfigurationError(
+            f"path={path!r} is not a valid regular expression ({exc}); escape it with re.escape, "
+            "or use glob(...) for a glob pattern"
+        ) from None
 
 
 def _methods(methods: Union[str, Iterable[str], None]) -> Optional[frozenset[str]]:
@@ -47,10 +99,10 @@ def _methods(methods: Union[str, Iterable[str], None]) -> Optional[frozenset[str
         return None
     if isinstance(methods, str):
         methods = [methods]
-    found = frozenset(str(method).upper() for method in methods)
-    if not found:
+    names = [str(method) for method in methods]
+    if not names:
         raise ConfigurationError("methods=[] matches nothing; pass None to match every method")
-    return found
+    return frozenset(name.upper() for name in names) | frozenset(name.lower() for name in names)
 
 
 def _takes_context(predicate: Callable[..., Any]) -> bool:
@@ -63,16 +115,27 @@ def _takes_context(predicate: Callable[..., Any]) -> bool:
     return count > 1 or any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters)
 
 
-class Rule:
-    """Matches connections by path, method and predicate; every criterion given must match.
+def _rebuild(cls: type[_Criteria], path: Any, methods: Any, predicate: Any) -> _Criteria:
+    rule = cls.__new__(cls)
+    _Criteria.__init__(rule, path=path, methods=methods, predicate=predicate)
+    return rule
 
-    `path` is a glob (see `compile_path`) or a compiled regex, tested with `.match`, so
-    anchor its end yourself. `methods` is one method or several, ignored for WebSockets,
-    which have none. `predicate` is `(connection)` or `(connection, context)`, sync or async,
-    returning a truth value.
-    """
 
-    __slots__ = ("_match", "_takes_context", "methods", "path", "predicate")
+class _Criteria:
+    """Path, methods and predicate; every criterion given must match. Immutable, hashable by value."""
+
+    __slots__ = ("_hash", "_match", "_takes_context", "methods", "path", "pattern", "predicate")
+
+    bypass: ClassVar[bool] = False
+    path: Optional[PathPattern]
+    """The path as given; `pattern` is it compiled."""
+    pattern: Optional[re.Pattern[str]]
+    methods: Optional[frozenset[str]]
+    """Every method given, in upper and lower case."""
+    predicate: Optional[Callable[..., Any]]
+    _match: Optional[Callable[[str], Any]]
+    _takes_context: bool
+    _hash: int
 
     def __init__(
         self,
@@ -83,37 +146,197 @@ class Rule:
     ) -> None:
         if predicate is not None and not callable(predicate):
             raise ConfigurationError(f"predicate={predicate!r} is not callable")
-        self.path = path
-        self.methods = _methods(methods)
-        self.predicate = predicate
-        self._takes_context = predicate is not None and _takes_context(predicate)
-        self._match = None if path is None else compile_path(path).match
+        pattern = None if path is None else compile_path(path)
+        found = _methods(methods)
+        init = object.__setattr__
+        init(self, "path", path)
+        init(self, "pattern", pattern)
+        init(self, "methods", found)
+        init(self, "predicate", predicate)
+        init(self, "_match", None if pattern is None else pattern.match)
+        init(self, "_takes_context", predicate is not None and _takes_context(predicate))
+        init(self, "_hash", hash(self._identity()))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable; build a new one")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable; build a new one")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.path, self.methods, self.predicate))
+
+    def _identity(self) -> tuple[Any, ...]:
+        """What equality and the hash compare: the kind, the pattern's text and flags, the
+        methods, and the predicate by identity."""
+        pattern = self.pattern
+        return (
+            type(self).bypass,
+            None if pattern is None else (pattern.pattern, pattern.flags),
+            self.methods,
+            id(self.predicate),
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, _Criteria):
+            return NotImplemented
+        return self._identity() == other._identity()
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def __repr__(self) -> str:
-        parts = [f"{name}={getattr(self, name)!r}" for name in ("path", "methods", "predicate")]
-        return f"{type(self).__name__}({', '.join(p for p in parts if not p.endswith('=None'))})"
+        methods = None if self.methods is None else sorted(m for m in self.methods if m.isupper())
+        parts = [("path", self.path), ("methods", methods), ("predicate", self.predicate)]
+        shown = ", ".join(f"{name}={value!r}" for name, value in parts if value is not None)
+        return f"{type(self).__name__}({shown})"
+
+    @property
+    def rank(self) -> int:
+        """Evaluation order: bypasses before rules, and rules without a predicate first."""
+        return 2 * (self.predicate is not None) + (not self.bypass)
 
     def matches_scope(self, scope: Mapping[str, Any]) -> bool:
-        """Whether the path and method match, without the predicate."""
-        if (
-            self.methods is not None
-            and scope.get("type") == "http"
-            and scope.get("method", "").upper() not in self.methods
-        ):
-            return False
+        """Whether the method (HTTP only) and the path match, without the predicate."""
+        methods = self.methods
+        if methods is not None:
+            method = scope.get("method")
+            if method is not None and method not in methods and method.upper() not in methods:
+                return False
         return self._match is None or self._match(route_path(scope)) is not None
 
     async def matches(self, connection: Any, context: Optional[Mapping[str, Any]] = None) -> bool:
         """Whether `connection` matches every criterion; the predicate runs last."""
         if not self.matches_scope(connection.scope):
             return False
-        if self.predicate is None:
+        predicate = self.predicate
+        if predicate is None:
             return True
         result = (
-            self.predicate(connection, context or {})
-            if self._takes_context
-            else self.predicate(connection)
+            predicate(connection, context or {}) if self._takes_context else predicate(connection)
         )
         if inspect.isawaitable(result):
             result = await result
         return bool(result)
+
+    async def check(self, connection: Any, *, context: Optional[Mapping[str, Any]] = None) -> bool:
+        """True when the throttle applies to `connection`."""
+        return await self.matches(connection, context) is not self.bypass
+
+    __call__ = check
+
+
+class Rule(_Criteria):
+    """The throttle applies only to connections matching every criterion given.
+
+    `path`: a string (module docstring), `glob(...)` or a compiled pattern; `methods`: one
+    method or several, in any case, ignored for WebSockets; `predicate`: `(connection)` or
+    `(connection, context)`, sync or async, returning a truth value.
+    """
+
+    __slots__ = ()
+
+
+class Bypass(_Criteria):
+    """The throttle lets through, uncounted, connections matching every criterion given."""
+
+    __slots__ = ()
+    bypass = True
+
+
+RuleLike = Union[Rule, Bypass]
+
+
+def throttle_if(
+    *,
+    path: Optional[PathPattern] = None,
+    methods: Union[str, Iterable[str], None] = None,
+    predicate: Optional[Callable[..., Any]] = None,
+) -> Rule:
+    """`Rule(...)`: count only the connections that match."""
+    return Rule(path=path, methods=methods, predicate=predicate)
+
+
+def bypass_if(
+    *,
+    path: Optional[PathPattern] = None,
+    methods: Union[str, Iterable[str], None] = None,
+    predicate: Optional[Callable[..., Any]] = None,
+) -> Bypass:
+    """`Bypass(...)`: let the connections that match through uncounted."""
+    return Bypass(path=path, methods=methods, predicate=predicate)
+
+
+class ThrottleRule(Rule):
+    """Deprecated name of `Rule` (traffik 1.2)."""
+
+    __slots__ = ()
+
+    def __init__(self, **criteria: Any) -> None:
+        warnings.warn("ThrottleRule is deprecated; use Rule", DeprecationWarning, stacklevel=2)
+        super().__init__(**criteria)
+
+
+class BypassThrottleRule(Bypass):
+    """Deprecated name of `Bypass` (traffik 1.2, where it wrongly gated instead of bypassing)."""
+
+    __slots__ = ()
+
+    def __init__(self, **criteria: Any) -> None:
+        warnings.warn(
+            "BypassThrottleRule is deprecated; use Bypass", DeprecationWarning, stacklevel=2
+        )
+        super().__init__(**criteria)
+
+
+def sort_rules(rules: Iterable[RuleLike]) -> tuple[RuleLike, ...]:
+    """`rules` without duplicates, in evaluation order (`rank`; stable otherwise)."""
+    rules = list(rules)
+    for rule in rules:
+        if not isinstance(rule, _Criteria):
+            raise ConfigurationError(f"rules: {rule!r} is not a Rule or a Bypass")
+    return tuple(sorted(dict.fromkeys(rules), key=lambda rule: rule.rank))
+
+
+async def applies(
+    rules: Iterable[RuleLike], connection: Any, context: Optional[Mapping[str, Any]]
+) -> bool:
+    """Whether every rule lets the throttle apply. A rule that raises is logged and lets it
+    apply: a broken predicate never lets a connection escape its throttle."""
+    for rule in rules:
+        try:
+            result = await rule.check(connection, context=context)
+        except Exception:
+            logger.exception(
+                "%r failed on %s; the throttle applies", rule, connection.scope.get("path")
+            )
+            result = True
+        if not result:
+            return False
+    return True
+
+
+class RuleGate:
+    """A throttle's rules: its own, and those its registry holds for its uid.
+
+    The registry calls `refresh` when rules are added for the uid, so they apply from the
+    next hit; with `dynamic` the registry is read on every hit.
+    """
+
+    __slots__ = ("dynamic", "own", "registry", "rules", "uid")
+
+    def __init__(self, own: tuple[RuleLike, ...], registry: Any, uid: str, dynamic: bool) -> None:
+        self.own = own
+        self.registry = registry
+        self.uid = uid
+        self.dynamic = dynamic
+        self.rules: tuple[RuleLike, ...] = ()
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.rules = sort_rules((*self.own, *self.registry.get_rules(self.uid)))
+
+    async def allows(self, connection: Any, context: Optional[Mapping[str, Any]]) -> bool:
+        if self.dynamic:
+            self.refresh()
+        return await applies(self.rules, connection, context)

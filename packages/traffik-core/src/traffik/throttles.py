@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Callable, ClassVar, Optional, Union
 
 from starlette.requests import HTTPConnection, Request
@@ -14,33 +14,45 @@ from starlette.websockets import WebSocket
 from traffik.backends.base import ThrottleBackend
 from traffik.backends.context import resolve_backend
 from traffik.bucket_state import BucketState
-from traffik.buckets import route_part
+from traffik.buckets import route_part, without_method
+from traffik.config import CONNECTION_IDS_CONTEXT_KEY, THROTTLED_STATE_KEY
 from traffik.decision import Decision
-from traffik.error_handlers import DecisionFailed, check_on_error, decision_from_wait, recover
+from traffik.decorators import starlette_throttled as throttled
+from traffik.error_handlers import (
+    DecisionFailed,
+    ThrottleExceptionInfo,
+    check_on_error,
+    decision_from_wait,
+    recover,
+)
 from traffik.exceptions import ConfigurationError
-from traffik.headers import RateLimitHeaders, check_style
 from traffik.identity import default_identifier
 from traffik.keyparts import ANONYMOUS_PART, client_part, escape
 from traffik.rates import Rate
+from traffik.registry import GLOBAL_REGISTRY, ThrottleRegistry
+from traffik.response_headers import HeaderPlan, ThrottleHeaders
 from traffik.responses import (
-    THROTTLED_STATE_KEY,
     answer_with,
     connection_throttled,
     get_wait,
     is_throttled,
     websocket_throttled,
 )
-from traffik.strategies import DEFAULT_STRATEGY
-from traffik.typing import EXEMPTED
+from traffik.rules import Bypass, Rule
+from traffik.throttle_settings import ThrottleSettings, check_cost
+from traffik.typing import EXEMPTED, ThrottleStrategy
 
 __all__ = [
     "THROTTLED_STATE_KEY",
     "HTTPThrottle",
     "RequestThrottle",
     "Throttle",
+    "ThrottleExceptionInfo",
+    "ThrottleStrategy",
     "WebSocketThrottle",
     "get_wait",
     "is_throttled",
+    "throttled",
 ]
 
 
@@ -49,19 +61,24 @@ _POSITIONAL = inspect.Parameter.POSITIONAL_OR_KEYWORD
 _KEYWORD = inspect.Parameter.KEYWORD_ONLY
 
 
+def __getattr__(name: str) -> Any:
+    """`MiddlewareThrottle`, where traffik 1.2's docs look for it (it lives in `traffik.middleware`)."""
+    if name == "MiddlewareThrottle":
+        from traffik.middleware import MiddlewareThrottle
+
+        return MiddlewareThrottle
+    raise AttributeError(f"module 'traffik.throttles' has no attribute {name!r}")
+
+
+def _without_method_of(scope: Any) -> str:
+    return without_method(route_part(scope))
+
+
 async def _resolve(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
 
 
-def _check_cost(cost: Any, owner: str) -> int:
-    if isinstance(cost, bool) or not isinstance(cost, int):
-        raise ConfigurationError(f"{owner}: cost={cost!r} must be a whole number >= 0")
-    if cost < 0:
-        raise ConfigurationError(f"{owner}: cost={cost!r} is negative; use 0 (free) or more")
-    return cost
-
-
-class Throttle(BucketState):
+class Throttle(ThrottleSettings, ThrottleHeaders, BucketState):
     """A rate limit on connections of one kind; use `HTTPThrottle` or `WebSocketThrottle`.
 
     `rate` is a string (`"100/min"`), a `Rate`, or a callable `(connection, context)` returning
@@ -72,13 +89,19 @@ class Throttle(BucketState):
 
     `on_error` decides what a failure while deciding does: `"throttle"` (429 for a second),
     `"allow"`, `"raise"`, or an async handler `(connection, exc_info) -> wait_ms | Decision`;
-    None uses the backend's own setting. `headers` writes rate-limit headers: `"ietf"`,
-    `"legacy"` (`X-RateLimit-*`), `"both"`, or None.
+    None uses the backend's own setting. `headers` are written on allowed responses and 429s:
+    `"ietf"`, `"legacy"` (`X-RateLimit-*`), `"both"`, a mapping of names to strings or
+    `Header`s (`traffik.headers`), or None. `rules` (`Rule`, `Bypass`) say which connections
+    count; the throttle registers in `registry` (default `GLOBAL_REGISTRY`), where other
+    rules can be attached to its uid. `cache_ids` keeps a connection's identity for the
+    connection's lifetime (a WebSocket's messages), per uid.
     """
 
     connection_type: ClassVar[type[Any]] = HTTPConnection
     default_handler: ClassVar[Callable[..., Any]] = staticmethod(connection_throttled)
     use_backend_handler: ClassVar[bool] = True
+    _route_of: ClassVar[Callable[..., str]] = staticmethod(route_part)
+    use_method: bool = True
 
     def __init__(
         self,
@@ -91,122 +114,56 @@ class Throttle(BucketState):
         cost: Union[int, Callable[..., Any]] = 1,
         *,
         dynamic_backend: bool = False,
-        on_error: Any = None,
-        headers: Union[str, bool, None] = "ietf",
-        context: Optional[Mapping[str, Any]] = None,
-        per_route: bool = True,
         min_wait_period: Optional[float] = None,
+        headers: Any = "ietf",
+        on_error: Any = None,
+        context: Optional[Mapping[str, Any]] = None,
+        registry: Optional[ThrottleRegistry] = None,
+        rules: Optional[Iterable[Union[Rule, Bypass]]] = None,
+        cache_ids: bool = True,
+        dynamic_rules: bool = False,
         skip_handler: bool = False,
+        per_route: bool = True,
     ) -> None:
-        name = type(self).__name__
         if not isinstance(uid, str) or not uid:
-            raise ConfigurationError(f"{name}: uid={uid!r} must be a non-empty string")
+            raise ConfigurationError(
+                f"{type(self).__name__}: uid={uid!r} must be a non-empty string"
+            )
         self.uid = uid
         self._uid_part = escape(uid)
-        owner = f"{name}({uid!r})"
-        self.strategy = DEFAULT_STRATEGY if strategy is None else strategy
-        if not callable(self.strategy):
-            raise ConfigurationError(f"{owner}: strategy={strategy!r} is not callable")
-        self._strategy_decide = getattr(self.strategy, "decide", None)
-        self._cost_fn: Optional[Callable[..., Any]] = None
-        if callable(cost):
-            self.cost, self._cost_fn = 1, cost
-        else:
-            self.cost = _check_cost(cost, owner)
-        self.headers = check_style(headers, owner)
-        self.update_rate(rate)
-        if dynamic_backend and backend is not None:
-            raise ConfigurationError(
-                f"{owner}: dynamic_backend=True resolves the backend per hit; do not pass backend="
-            )
-        if isinstance(backend, str):
-            from traffik.backends import from_url
-
-            backend = from_url(backend)
-        if backend is not None and not isinstance(backend, ThrottleBackend):
-            raise ConfigurationError(
-                f"{owner}: backend={backend!r} is not a ThrottleBackend or a backend URL"
-            )
-        self._backend: Optional[ThrottleBackend] = backend
-        self._validate()
         self.dynamic_backend = dynamic_backend
-        self.identifier = identifier
-        self.handle_throttled = handle_throttled
-        self.on_error = check_on_error(on_error, owner)
+        self._backend = None
+        self._set_strategy(strategy)
+        self._set_cost(cost)
+        self._set_headers(headers)
+        self._set_rate(rate)
+        self._set_backend(backend)
+        self._set_callable("identifier", identifier)
+        self._set_callable("handle_throttled", handle_throttled)
+        self.on_error = check_on_error(on_error, self._owner())
+        self._set_min_wait_period(min_wait_period)
+        if registry is not None and not isinstance(registry, ThrottleRegistry):
+            raise ConfigurationError(
+                f"{self._owner()}: registry={registry!r} is not a ThrottleRegistry"
+            )
+        self.registry = GLOBAL_REGISTRY if registry is None else registry
+        self._set_rules(rules)
         self.context: dict[str, Any] = dict(context or {})
         self.per_route = per_route
-        if min_wait_period is not None and (
-            not isinstance(min_wait_period, (int, float)) or min_wait_period < 0
-        ):
-            raise ConfigurationError(
-                f"{owner}: min_wait_period={min_wait_period!r} must be milliseconds >= 0"
-            )
-        self.min_wait_period = min_wait_period
         self.skip_handler = skip_handler
+        self.cache_ids = cache_ids
+        self.dynamic_rules = dynamic_rules
         self._disabled = False
         # FastAPI reads this to inject the connection (and, for HTTP, a response to write
         # headers on). Classes rather than postponed annotations, for Python 3.9.
         self.__signature__ = inspect.Signature(
             self._dependency_parameters(), return_annotation=self.connection_type
         )
+        self.registry.register(uid, self)
+        self.refresh_rules()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.uid!r}, rate={str(self.rate)!r})"
-
-    @property
-    def rate(self) -> Any:
-        return self._rate_fn or self._rate
-
-    @property
-    def static_rate(self) -> Optional[Rate]:
-        """The rate when it is fixed, None when a callable gives it per connection."""
-        return None if self._rate_fn is not None else self._rate
-
-    def update_rate(self, rate: Union[str, Rate, Callable[..., Any]]) -> None:
-        """Replace the rate (a string, a `Rate`, or a callable), checked as in the constructor."""
-        owner = f"{type(self).__name__}({self.uid!r})"
-        rate_fn: Optional[Callable[..., Any]] = None
-        if isinstance(rate, (str, Rate)):
-            parsed = Rate.parse(rate)
-        elif callable(rate):
-            parsed, rate_fn = Rate(), rate
-        else:
-            raise ConfigurationError(
-                f"{owner}: rate={rate!r}; use a string like '100/min', a Rate, or a callable"
-            )
-        capacity = getattr(self.strategy, "capacity", None)
-        if (
-            capacity is not None
-            and rate_fn is None
-            and self._cost_fn is None
-            and not parsed.unlimited
-            and self.cost > capacity(parsed)
-        ):
-            raise ConfigurationError(
-                f"{owner}: cost={self.cost} exceeds what rate {str(parsed)!r} with "
-                f"{type(self.strategy).__name__} can ever admit ({capacity(parsed):g}); "
-                "raise the rate's limit or lower the cost"
-            )
-        check_scale = getattr(self.strategy, "check_scale", None)
-        if check_scale is not None and rate_fn is None:
-            check_scale(parsed)
-        self._rate, self._rate_fn = parsed, rate_fn
-        self._headers = (
-            RateLimitHeaders(self.uid, parsed, self.headers)
-            if self.headers is not None and not parsed.unlimited
-            else None
-        )
-        self._validate()
-
-    def _validate(self) -> None:
-        """Let a fixed backend refuse a static rate its store cannot hold (`validate`)."""
-        backend = getattr(self, "_backend", None)
-        if backend is not None and self._rate_fn is None and not self._rate.unlimited:
-            backend.validate(self.strategy, self._rate)
-
-    @property
-    def backend(self) -> Optional[ThrottleBackend]:
-        return self._backend
 
     @property
     def is_disabled(self) -> bool:
@@ -242,7 +199,7 @@ class Throttle(BucketState):
     async def _cost_for(self, connection: HTTPConnection, context: Mapping[str, Any]) -> int:
         if self._cost_fn is None:
             return self.cost
-        return _check_cost(await _resolve(self._cost_fn(connection, context)), repr(self))
+        return check_cost(await _resolve(self._cost_fn(connection, context)), repr(self))
 
     async def identify(self, connection: HTTPConnection, backend: ThrottleBackend) -> Any:
         identifier = self.identifier or backend.identifier
@@ -265,7 +222,9 @@ class Throttle(BucketState):
             if route is None:
                 if connection is None:
                     raise ConfigurationError(f"{self!r} counts per route; name the route")
-                route = route_part(connection.scope)
+                route = self._route_of(connection.scope)
+            elif not self.use_method:
+                route = without_method(route)
             key += ":" + route
         extra = context.get("scope")
         return key if extra is None else f"{key}:{escape(str(extra))}"
@@ -284,11 +243,16 @@ class Throttle(BucketState):
         """Count one hit; throttled connections go to the handler (429 by default).
 
         Returns the connection, so the throttle works as a FastAPI dependency. With
-        `response` (FastAPI injects it), allowed responses get the rate-limit headers.
+        `response` (FastAPI injects it), allowed responses get the throttle's headers. The
+        rules come first: a connection they let through is returned untouched, before the
+        rate, the cost, the identifier or the backend are looked at.
         """
         if self._disabled:
             return connection
         ctx = self.context if context is None else {**self.context, **context}
+        gate = self._gate
+        if gate is not None and not await gate.allows(connection, ctx):
+            return connection
         backend = self._backend or self.get_backend(connection)
         try:
             outcome = await self._decide(connection, ctx, cost, backend)
@@ -301,7 +265,7 @@ class Throttle(BucketState):
             outcome = await recover(self, exc, connection, ctx, cost, backend, None)
         if outcome is None:
             return connection
-        decision, rate = outcome
+        decision, rate, key = outcome
         scope = connection.scope
         state = scope.get("state")
         if state is None:
@@ -309,10 +273,14 @@ class Throttle(BucketState):
         if decision.allowed:
             state[THROTTLED_STATE_KEY] = 0.0
             if response is not None and self.headers is not None and rate is not None:
-                headers = self._headers or RateLimitHeaders(self.uid, rate, self.headers)
-                response.raw_headers.extend(headers.raw(decision))
+                plan = self._plan or HeaderPlan(self.uid, rate, self.headers)
+                response.raw_headers.extend(plan.raw(decision))
+                if plan.dynamic:
+                    plan.write_dynamic(response, decision, connection, key, ctx)
             return connection
-        return await self._throttled(connection, decision, rate, ctx, state, skip_handler, backend)
+        return await self._throttled(
+            connection, decision, rate, key, ctx, state, skip_handler, backend
+        )
 
     async def _decide(
         self,
@@ -320,9 +288,10 @@ class Throttle(BucketState):
         ctx: Mapping[str, Any],
         cost: Optional[int],
         backend: ThrottleBackend,
-    ) -> Optional[tuple[Decision, Optional[Rate]]]:
-        """The decision for `connection` on `backend` and the rate it was made under; None
-        when there is nothing to decide (an unlimited rate, no cost, an exempted client).
+    ) -> Optional[tuple[Decision, Optional[Rate], Optional[str]]]:
+        """The decision for `connection` on `backend`, the rate it was made under and the
+        client's key; None when there is nothing to decide (an unlimited rate, no cost, an
+        exempted client).
 
         A failure of the strategy (the store) is raised as `DecisionFailed`, with the key."""
         rate = self._rate
@@ -333,7 +302,7 @@ class Throttle(BucketState):
         if cost is None:
             cost = self.cost if self._cost_fn is None else await self._cost_for(connection, ctx)
         elif cost != self.cost:
-            cost = _check_cost(cost, repr(self))
+            cost = check_cost(cost, repr(self))
         if cost == 0:
             return None
         scope = connection.scope
@@ -341,12 +310,12 @@ class Throttle(BucketState):
             client = scope.get("client")
             key = f"{self._uid_part}:{{{client_part(client[0]) if client else ANONYMOUS_PART}}}"
         else:
-            ident = await self.identify(connection, backend)
+            ident = await self._identity(connection, backend, scope)
             if ident is EXEMPTED:
                 return None
             key = f"{self._uid_part}:{{{client_part(ident)}}}"
         if self.per_route:
-            key += ":" + route_part(scope)
+            key += ":" + self._route_of(scope)
         extra = ctx.get("scope")
         if extra is not None:
             key = f"{key}:{escape(str(extra))}"
@@ -361,13 +330,30 @@ class Throttle(BucketState):
             raise
         except Exception as exc:
             raise DecisionFailed(exc, key, rate, cost) from exc
-        return decision, rate
+        return decision, rate, key
+
+    async def _identity(self, connection: Any, backend: ThrottleBackend, scope: Any) -> Any:
+        """`identify`, kept in the connection's state per uid with `cache_ids` (so a
+        WebSocket's messages are identified once)."""
+        if not self.cache_ids:
+            return await self.identify(connection, backend)
+        state = scope.get("state")
+        if state is None:
+            scope["state"] = state = {}
+        ids = state.get(CONNECTION_IDS_CONTEXT_KEY)
+        if ids is None:
+            ids = state[CONNECTION_IDS_CONTEXT_KEY] = {}
+        ident = ids.get(self.uid)
+        if ident is None:
+            ident = ids[self.uid] = await self.identify(connection, backend)
+        return ident
 
     async def _throttled(
         self,
         connection: Any,
         decision: Decision,
         rate: Optional[Rate],
+        key: Optional[str],
         ctx: Mapping[str, Any],
         state: dict[str, Any],
         skip_handler: Optional[bool],
@@ -380,8 +366,8 @@ class Throttle(BucketState):
         if skip_handler if skip_handler is not None else self.skip_handler:
             return connection
         if self.headers is not None and rate is not None:
-            headers = self._headers or RateLimitHeaders(self.uid, rate, self.headers)
-            extra = headers.text(decision, wait)
+            plan = self._plan or HeaderPlan(self.uid, rate, self.headers)
+            extra = plan.text(decision, wait, connection, key, ctx)
             if extra:
                 own = ctx.get("headers")
                 ctx = {**ctx, "headers": {**extra, **own} if own else extra}
@@ -412,6 +398,13 @@ class HTTPThrottle(Throttle):
     """
 
     connection_type = Request
+
+    def __init__(self, *args: Any, use_method: bool = True, **kwargs: Any) -> None:
+        """As `Throttle`; `use_method=False` gives every method of a route one budget."""
+        self.use_method = use_method
+        if not use_method:
+            self._route_of = _without_method_of  # type: ignore[misc,method-assign]
+        super().__init__(*args, **kwargs)
 
     def _dependency_parameters(self) -> list[inspect.Parameter]:
         response = inspect.Parameter("response", _KEYWORD, default=None, annotation=Response)

@@ -6,9 +6,9 @@ import asyncio
 import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from traffik.backends.context import BackendContext, TaskContexts
+from traffik.backends.context import BackendContext, TaskContexts, get_throttle_backend
 from traffik.backends.defaults import BackendDefaults
 from traffik.backends.locks import LockContext
 from traffik.backends.steps import LockedSteps
@@ -19,7 +19,19 @@ from traffik.keyparts import escape
 if TYPE_CHECKING:
     from traffik.typing import AsyncLock
 
-__all__ = ["ThrottleBackend", "WindowCount", "build_key"]
+__all__ = [
+    "ConnT",
+    "HTTPConnT",
+    "ThrottleBackend",
+    "WindowCount",
+    "build_key",
+    "get_throttle_backend",
+]
+
+ConnT = TypeVar("ConnT")
+"""The store's client type, for `ThrottleBackend[ConnT, HTTPConnT]` (as in traffik 1.2)."""
+HTTPConnT = TypeVar("HTTPConnT")
+"""The connection type throttles pass (`Request`, `WebSocket`)."""
 
 _NEW, _READY, _CLOSED = "new", "ready", "closed"
 
@@ -66,7 +78,7 @@ def _retrieve(task: asyncio.Task[None]) -> None:
         task.exception()
 
 
-class ThrottleBackend(LockedSteps):
+class ThrottleBackend(LockedSteps, Generic[ConnT, HTTPConnT]):
     """Stores rate-limit state under one namespace.
 
     A backend initialises itself on first use; once explicitly closed it stays closed

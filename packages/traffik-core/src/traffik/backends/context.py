@@ -17,6 +17,7 @@ import weakref
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any, Optional
 
+from traffik.config import BACKEND_APP_CONTEXT_KEY
 from traffik.exceptions import BackendError
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ __all__ = [
     "set_app_backend",
 ]
 
-APP_STATE_KEY = "__traffik_throttle_backend__"
+APP_STATE_KEY = BACKEND_APP_CONTEXT_KEY
 SCOPE_BACKEND_KEY = "traffik.backend"
 """The scope key under which `ThrottleMiddleware` binds its backend for its throttles."""
 
@@ -93,7 +94,10 @@ class BackendContext:
     """`async with backend(app=None, persistent=None, close_on_exit=None):`.
 
     Entering initialises the backend and makes it the default; leaving resets it unless
-    persistent, then closes it unless nested in a context of the same backend.
+    persistent, then closes it unless nested in a context of the same backend. As in
+    traffik 1.2, `persistent` and `close_on_exit` are settled when the context is made: a
+    value given wins; otherwise, nested in a context of the same backend, it is persistent
+    and does not close; else it follows `backend.persistent` and closes.
     """
 
     def __init__(
@@ -104,22 +108,18 @@ class BackendContext:
         close_on_exit: Optional[bool] = None,
         initialized: bool = False,
     ) -> None:
+        nested = _current.get() is backend
         self.backend = backend
         self.app = app
-        self.persistent = persistent
-        self.close_on_exit = close_on_exit
+        self.persistent: bool = (
+            persistent if persistent is not None else (nested or backend.persistent)
+        )
+        self.close_on_exit: bool = close_on_exit if close_on_exit is not None else not nested
         self.initialized = initialized
         self._token: Optional[Token[Optional[ThrottleBackend]]] = None
-        self._persistent = True
-        self._close = False
 
     async def __aenter__(self) -> ThrottleBackend:
         backend = self.backend
-        nested = _current.get() is backend
-        self._persistent = (
-            self.persistent if self.persistent is not None else (nested or backend.persistent)
-        )
-        self._close = self.close_on_exit if self.close_on_exit is not None else not nested
         if not self.initialized:
             await backend.initialize()
             if not await backend.ready():
@@ -137,7 +137,7 @@ class BackendContext:
             self._token = None
         backend = self.backend
         if backend.closed():
-            if not self._persistent:
+            if not self.persistent:
                 warnings.warn(
                     f"{backend!r} was closed inside its context; nothing was reset",
                     RuntimeWarning,
@@ -145,13 +145,13 @@ class BackendContext:
                 )
             return
         first_error: Optional[BaseException] = None
-        if not self._persistent:
+        if not self.persistent:
             try:
                 await backend.reset()
             except Exception as exc:
                 logger.warning("resetting %r on context exit failed: %s", backend, exc)
                 first_error = exc
-        if self._close:
+        if self.close_on_exit:
             try:
                 await backend.close()
             except Exception as exc:

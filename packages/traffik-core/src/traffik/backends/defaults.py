@@ -2,13 +2,15 @@
 
 traffik 1.2 lets a backend supply a default identifier, throttled handler and `on_error`
 policy, and default lock settings. They are not storage, so every backend accepts them in
-one place (`ThrottleBackend(**defaults)`) instead of each re-declaring them.
+one place (`ThrottleBackend(**defaults)`) instead of each re-declaring them. A lock setting
+left at None takes the process default (`traffik.config`) when the backend is built.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
+from traffik.config import get_lock_blocking, get_lock_blocking_timeout, get_lock_ttl
 from traffik.error_handlers import check_on_error
 from traffik.exceptions import ConfigurationError
 
@@ -37,7 +39,7 @@ class BackendDefaults:
         handle_throttled: Optional[Callable[..., Any]] = None,
         on_error: Any = "throttle",
         lock_ttl: Optional[float] = None,
-        lock_blocking: bool = True,
+        lock_blocking: Optional[bool] = None,
         lock_blocking_timeout: Optional[float] = None,
     ) -> None:
         for name, value in (("identifier", identifier), ("handle_throttled", handle_throttled)):
@@ -46,9 +48,11 @@ class BackendDefaults:
         self.identifier = identifier
         self.handle_throttled = handle_throttled
         self.on_error = check_on_error(on_error, owner)
-        self.lock_ttl = lock_ttl
-        self.lock_blocking = lock_blocking
-        self.lock_blocking_timeout = lock_blocking_timeout
+        self.lock_ttl = get_lock_ttl() if lock_ttl is None else lock_ttl
+        self.lock_blocking = get_lock_blocking() if lock_blocking is None else lock_blocking
+        self.lock_blocking_timeout = (
+            get_lock_blocking_timeout() if lock_blocking_timeout is None else lock_blocking_timeout
+        )
 
     @classmethod
     def build(cls, owner: str, options: dict[str, Any]) -> BackendDefaults:

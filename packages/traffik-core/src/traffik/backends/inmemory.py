@@ -36,6 +36,10 @@ class InMemoryBackend(ThrottleBackend):
     default) evicts the sampled key nearest to expiry, `"refuse"` refuses new keys with
     `BackendCapacityError` (the throttle's `on_error` answers). `traffik.backends.capacity`
     has the trade-off.
+
+    traffik 1.2's `cleanup_frequency` is `sweep_interval`; its `number_of_shards` (checked,
+    >= 1), `lock_kind`, `lock_pool_size`, `lock_pool_headroom` and `prepopulate_lock_pool`
+    are accepted and change nothing: the store is one dict, and locks are made on demand.
     """
 
     default_namespace = "inmemory"
@@ -50,8 +54,24 @@ class InMemoryBackend(ThrottleBackend):
         at_capacity: str = "evict",
         sweep_interval: float = 10.0,
         clock: Clock | None = None,
+        number_of_shards: int = 3,
+        cleanup_frequency: float | None = None,
+        lock_kind: str = "unfair",
+        lock_pool_size: int = 128,
+        lock_pool_headroom: int = 4,
+        prepopulate_lock_pool: bool = True,
         **defaults: Any,
     ) -> None:
+        if (
+            isinstance(number_of_shards, bool)
+            or not isinstance(number_of_shards, int)
+            or number_of_shards < 1
+        ):
+            raise ConfigurationError(
+                f"InMemoryBackend(number_of_shards={number_of_shards!r}): must be a whole number >= 1"
+            )
+        if cleanup_frequency is not None:
+            sweep_interval = cleanup_frequency
         capacity = Capacity(max_keys, max_bytes, at_capacity)
         if not isinstance(sweep_interval, (int, float)) or sweep_interval <= 0:
             raise ConfigurationError(

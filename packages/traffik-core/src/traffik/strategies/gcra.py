@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import TYPE_CHECKING, ClassVar, Optional
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
 from traffik.strategies.base import Refund, StateStrategy, Transition, ceil_div
 
 if TYPE_CHECKING:
+    from traffik.backends.base import ThrottleBackend
     from traffik.rates import Rate
+    from traffik.typing import StrategyStat
 
 __all__ = ["GCRA", "GCRAStrategy"]
 
@@ -58,6 +61,26 @@ class GCRA(StateStrategy):
 
     def script_args(self, rate: Rate, cost: int) -> tuple[int, ...]:
         return (rate.limit, rate.expire, cost, self.tolerance(rate))
+
+    async def get_stat(self, key: Any, rate: Rate, backend: ThrottleBackend) -> StrategyStat:
+        """As every strategy's, with traffik 1.2's metadata: `tat_ms` (the theoretical arrival
+        time, to the millisecond), `emission_interval_ms`, `burst_tolerance_ms`, `conformant`."""
+        stat = await super().get_stat(key, rate, backend)
+        if rate.unlimited or stat.metadata is None:
+            return stat
+        interval = rate.expire / rate.limit
+        conformant = stat.wait_ms == 0
+        reset = stat.metadata["reset_ms"]
+        return dataclasses.replace(
+            stat,
+            metadata={
+                **stat.metadata,
+                "tat_ms": backend.now_ms() + (max(reset - interval, 0) if conformant else reset),
+                "emission_interval_ms": interval,
+                "burst_tolerance_ms": self.tolerance(rate) / rate.limit,
+                "conformant": conformant,
+            },
+        )
 
     @staticmethod
     def _backlog(state: Optional[list[int]], now: int, rate: Rate) -> int:

@@ -6,7 +6,7 @@ import functools
 import inspect
 import itertools
 import typing
-from typing import Annotated, Any, Callable, TypeVar, cast
+from typing import Annotated, Any, Callable, Optional, TypeVar, cast
 
 from fastapi import params
 
@@ -103,8 +103,8 @@ class Throttled(params.Depends):
         return wrapper  # type: ignore[return-value]
 
 
-def throttled(*throttles: Throttle) -> Throttled:
-    """Apply `throttles`, in order, to a FastAPI endpoint or router.
+def throttled(*throttles: Throttle, route: Optional[Endpoint] = None) -> Any:
+    """Apply `throttles`, in order, to a FastAPI endpoint or router (`traffik.decorators.throttled`).
 
     As a decorator (under the route decorator) the endpoint needs no `request` parameter:
 
@@ -118,7 +118,9 @@ def throttled(*throttles: Throttle) -> Throttled:
     `APIRouter(dependencies=[throttled(api)])`. The first throttle that throttles stops the
     rest; allowed responses carry the rate-limit headers (unless the endpoint returns a
     `Response` itself, whose headers FastAPI leaves alone). Each use counts: a throttle given
-    twice counts twice.
+    twice counts twice. With `route=` the decorated endpoint is returned at once:
+    `throttled(api, route=search)`.
     """
     connection_type = check_throttles(throttles, "throttled")
-    return Throttled(dependency=_dependency(throttles, connection_type), use_cache=False)
+    marker = Throttled(dependency=_dependency(throttles, connection_type), use_cache=False)
+    return marker if route is None else marker(route)

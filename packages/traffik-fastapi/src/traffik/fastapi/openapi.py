@@ -13,6 +13,7 @@ from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute
 from starlette.websockets import WebSocket
 
+from traffik.middleware import MiddlewareThrottle
 from traffik.throttles import Throttle
 
 __all__ = ["RATE_LIMITED_RESPONSE", "document_rate_limits", "guarded_by_throttle"]
@@ -43,6 +44,8 @@ RATE_LIMITED_RESPONSE: dict[Union[int, str], dict[str, Any]] = {
 
 
 def _guards_http(call: Any) -> bool:
+    if isinstance(call, MiddlewareThrottle):  # used as a dependency
+        call = call.throttle
     return isinstance(call, Throttle) and not issubclass(call.connection_type, WebSocket)
 
 

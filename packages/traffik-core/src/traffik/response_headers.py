@@ -1,0 +1,185 @@
+"""A throttle's headers on a response: `HeaderPlan` (encoded ahead of time) and `get_headers`/`set_headers`.
+
+A throttle writes its headers on every response it can reach: allowed ones (a FastAPI
+dependency, the decorators, the middleware) and its 429s. The preset rate-limit fields
+(`RateLimitField`, written always) and plain strings are encoded once per rate and filled in
+from the decision, so the default `"ietf"` headers cost two appends; any other `Header` is
+resolved per response from a `StrategyStat` of the decision. A decision of the `on_error`
+policy knows nothing of the quota: it gets the plain strings only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Optional
+
+from traffik.headers import (
+    Header,
+    Headers,
+    HeaderValue,
+    RateLimitField,
+    policy_value,
+    quoted_name,
+    resolve_headers,
+)
+from traffik.typing import StrategyStat
+
+if TYPE_CHECKING:
+    from traffik.decision import Decision
+    from traffik.rates import Rate
+
+__all__ = ["HeaderPlan", "ThrottleHeaders"]
+
+
+class HeaderPlan:
+    """One throttle's `Headers` for one rate, ready to write (module docstring)."""
+
+    __slots__ = ("_constant", "_formatted", "_static", "dynamic", "rate")
+
+    def __init__(self, name: str, rate: Rate, headers: Headers) -> None:
+        self.rate = rate
+        constant: list[tuple[bytes, bytes]] = []  # plain strings: on every response
+        static: list[tuple[bytes, bytes]] = []  # and the fields the rate fixes
+        formatted: list[tuple[bytes, bytes, Optional[int]]] = []  # fmt % (remaining, reset)[i]
+        dynamic: list[tuple[str, HeaderValue]] = []
+        for header, value in headers.raw_items():
+            raw_name = header.lower().encode("latin-1")
+            if isinstance(value, str):
+                if value != Header.DISABLE:
+                    constant.append((raw_name, value.encode("latin-1")))
+                continue
+            field = value.value
+            if not isinstance(field, RateLimitField) or value.condition != "always":
+                dynamic.append((header, value))
+            elif rate.unlimited:
+                continue
+            elif field.kind == "policy":
+                static.append((raw_name, policy_value(name, rate).encode()))
+            elif field.kind == "limit":
+                static.append((raw_name, str(rate.limit).encode()))
+            elif field.kind == "ratelimit":
+                formatted.append((raw_name, quoted_name(name).encode() + b";r=%d;t=%d", None))
+            else:
+                formatted.append((raw_name, b"%d", 0 if field.kind == "remaining" else 1))
+        self._constant = constant
+        self._static = constant + static
+        self._formatted = formatted
+        self.dynamic = tuple(dynamic)
+        """The headers resolved per response (`write_dynamic`, `text`)."""
+
+    def raw(self, decision: Decision, wait_ms: Optional[float] = None) -> list[tuple[bytes, bytes]]:
+        """ASGI header pairs of the plain strings and rate-limit fields for `decision`;
+        `wait_ms` is the wait the client is told when throttled (default: the decision's).
+        `t`/`Reset` is the time until the limit is whole again, or the wait when throttled."""
+        remaining = decision.remaining
+        if remaining is None:
+            return self._constant.copy()
+        headers = self._static.copy()
+        if not self._formatted:
+            return headers
+        remaining = max(int(remaining), 0) if math.isfinite(remaining) else 0
+        if decision.allowed:
+            reset = max(0, math.ceil(decision.reset_ms / 1000))
+        else:
+            reset = max(1, math.ceil((decision.wait_ms if wait_ms is None else wait_ms) / 1000))
+        numbers = (remaining, reset)
+        for name, fmt, index in self._formatted:
+            headers.append((name, fmt % (numbers if index is None else numbers[index])))
+        return headers
+
+    def stat(
+        self, decision: Decision, key: Optional[str], wait_ms: Optional[float] = None
+    ) -> Optional[StrategyStat]:
+        """The `StrategyStat` a decision amounts to, for resolvers (None: quota unknown)."""
+        if decision.remaining is None:
+            return None
+        wait = (decision.wait_ms if wait_ms is None else wait_ms) if not decision.allowed else 0
+        return StrategyStat(
+            key=key,
+            rate=self.rate,
+            hits_remaining=decision.remaining,
+            wait_ms=wait,
+            metadata={"reset_ms": decision.reset_ms},
+        )
+
+    def text(
+        self,
+        decision: Decision,
+        wait_ms: Optional[float],
+        connection: Any,
+        key: Optional[str],
+        context: Any,
+    ) -> dict[str, str]:
+        """Every header of the plan for `decision`, as a mapping (for a 429's `headers=`)."""
+        headers = {
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in self.raw(decision, wait_ms)
+        }
+        if self.dynamic:
+            stat = self.stat(decision, key, wait_ms)
+            headers.update(resolve_headers(self.dynamic, connection, stat, context))
+        return headers
+
+    def write_dynamic(
+        self, response: Any, decision: Decision, connection: Any, key: Optional[str], context: Any
+    ) -> None:
+        """Write the `dynamic` headers for an allowed `decision` on `response` (`raw` gives
+        the others)."""
+        resolved = resolve_headers(self.dynamic, connection, self.stat(decision, key), context)
+        for name, value in resolved.items():
+            response.headers[name] = value
+
+
+class ThrottleHeaders:
+    """`get_headers` and `set_headers`, for `Throttle`: its headers computed on demand."""
+
+    uid: str
+    headers: Optional[Headers]
+    context: dict[str, Any]
+
+    if TYPE_CHECKING:
+
+        async def stat(
+            self,
+            connection: Any,
+            context: Optional[Mapping[str, Any]] = None,
+            *,
+            path: Optional[str] = None,
+            method: Optional[str] = None,
+        ) -> Optional[StrategyStat]: ...
+
+    async def get_headers(
+        self,
+        connection: Any,
+        headers: Optional[Mapping[str, Any]] = None,
+        stat: Optional[StrategyStat] = None,
+        context: Optional[Mapping[str, Any]] = None,
+    ) -> dict[str, str]:
+        """This throttle's headers for `connection` now, as a dict (nothing is counted).
+
+        `headers` overrides entries (`Header.DISABLE` removes one); `stat` is the client's
+        state, read with `await self.stat(connection, context)` when not given and needed.
+        Resolvers receive the throttle's context merged with `context`.
+        """
+        merged = self.headers if headers is None else (self.headers or Headers()) | headers
+        if not merged:
+            return {}
+        ctx = self.context if context is None else {**self.context, **context}
+        if not merged.is_static and stat is None:
+            stat = await self.stat(connection, context)
+        return resolve_headers(merged.raw_items(), connection, stat, ctx)
+
+    async def set_headers(
+        self,
+        response: Any,
+        connection: Any,
+        *,
+        headers: Optional[Mapping[str, Any]] = None,
+        stat: Optional[StrategyStat] = None,
+        context: Optional[Mapping[str, Any]] = None,
+    ) -> None:
+        """Write `get_headers(...)` on `response` (replacing headers of the same names)."""
+        resolved = await self.get_headers(connection, headers, stat, context)
+        if resolved:
+            response.headers.update(resolved)

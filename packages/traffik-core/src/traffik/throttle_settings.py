@@ -1,0 +1,280 @@
+"""A throttle's settings: checked when it is built, and changed while it serves (`update_*`).
+
+Mixed into `Throttle`. Every setting is checked here, once, by the constructor and by its
+`update_*` method alike. An `update_*` call takes effect at once and returns an awaitable, so
+both `throttle.update_rate("5/s")` and traffik 1.2's `await throttle.update_rate("5/s")` work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+
+from traffik.backends.base import ThrottleBackend
+from traffik.error_handlers import check_on_error
+from traffik.exceptions import ConfigurationError
+from traffik.headers import Headers, header_setting
+from traffik.rates import Rate
+from traffik.response_headers import HeaderPlan
+from traffik.rules import RuleGate, sort_rules
+from traffik.strategies import DEFAULT_STRATEGY
+
+if TYPE_CHECKING:
+    from traffik.registry import ThrottleRegistry
+    from traffik.rules import Bypass, Rule
+
+__all__ = ["ThrottleSettings", "Updated", "check_cost"]
+
+
+def check_cost(cost: Any, owner: str) -> int:
+    """`cost` if it is a whole number >= 0."""
+    if isinstance(cost, bool) or not isinstance(cost, int):
+        raise ConfigurationError(f"{owner}: cost={cost!r} must be a whole number >= 0")
+    if cost < 0:
+        raise ConfigurationError(f"{owner}: cost={cost!r} is negative; use 0 (free) or more")
+    return cost
+
+
+class Updated:
+    """What `update_*` returns: the change is made already; awaiting it does nothing more."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield
+
+    def __repr__(self) -> str:
+        return "<updated>"
+
+
+_UPDATED = Updated()
+
+
+class ThrottleSettings:
+    """The checked settings of `Throttle` and their `update_*` methods."""
+
+    uid: str
+    strategy: Any
+    _strategy_decide: Optional[Callable[..., Any]]
+    cost: int
+    _cost_fn: Optional[Callable[..., Any]]
+    _rate: Rate
+    _rate_fn: Optional[Callable[..., Any]]
+    headers: Optional[Headers]
+    _plan: Optional[HeaderPlan]
+    identifier: Optional[Callable[..., Any]]
+    handle_throttled: Optional[Callable[..., Any]]
+    on_error: Any
+    min_wait_period: Optional[float]
+    dynamic_backend: bool
+    registry: ThrottleRegistry
+    dynamic_rules: bool
+    _backend: Optional[ThrottleBackend]
+    _own_rules: tuple[Rule | Bypass, ...]
+    _gate: Optional[RuleGate]
+
+    def _owner(self) -> str:
+        return f"{type(self).__name__}({self.uid!r})"
+
+    # -- strategy, cost, rate ------------------------------------------------------------
+
+    def _set_strategy(self, strategy: Any) -> None:
+        strategy = DEFAULT_STRATEGY if strategy is None else strategy
+        if not callable(strategy):
+            raise ConfigurationError(f"{self._owner()}: strategy={strategy!r} is not callable")
+        self.strategy = strategy
+        self._strategy_decide = getattr(strategy, "decide", None)
+
+    def _set_cost(self, cost: Union[int, Callable[..., Any]]) -> None:
+        if callable(cost):
+            self.cost, self._cost_fn = 1, cost
+        else:
+            self.cost, self._cost_fn = check_cost(cost, self._owner()), None
+
+    def _set_rate(self, rate: Union[str, Rate, Callable[..., Any]]) -> None:
+        owner = self._owner()
+        rate_fn: Optional[Callable[..., Any]] = None
+        if isinstance(rate, (str, Rate)):
+            parsed = Rate.parse(rate)
+        elif callable(rate):
+            parsed, rate_fn = Rate(), rate
+        else:
+            raise ConfigurationError(
+                f"{owner}: rate={rate!r}; use a string like '100/min', a Rate, or a callable"
+            )
+        capacity = getattr(self.strategy, "capacity", None)
+        if (
+            capacity is not None
+            and rate_fn is None
+            and self._cost_fn is None
+            and not parsed.unlimited
+            and self.cost > capacity(parsed)
+        ):
+            raise ConfigurationError(
+                f"{owner}: cost={self.cost} exceeds what rate {str(parsed)!r} with "
+                f"{type(self.strategy).__name__} can ever admit ({capacity(parsed):g}); "
+                "raise the rate's limit or lower the cost"
+            )
+        check_scale = getattr(self.strategy, "check_scale", None)
+        if check_scale is not None and rate_fn is None:
+            check_scale(parsed)
+        self._rate, self._rate_fn = parsed, rate_fn
+        self._plan_headers()
+        self._validate()
+
+    @property
+    def dynamic_cost(self) -> bool:
+        """Whether a callable gives the cost per connection (`cost` is then 1)."""
+        return self._cost_fn is not None
+
+    @property
+    def rate(self) -> Any:
+        """The `Rate`, or the callable that gives one per connection."""
+        return self._rate_fn or self._rate
+
+    @property
+    def static_rate(self) -> Optional[Rate]:
+        """The rate when it is fixed, None when a callable gives it per connection."""
+        return None if self._rate_fn is not None else self._rate
+
+    # -- backend -------------------------------------------------------------------------
+
+    def _set_backend(self, backend: Union[ThrottleBackend, str, None]) -> None:
+        owner = self._owner()
+        if self.dynamic_backend and backend is not None:
+            raise ConfigurationError(
+                f"{owner}: dynamic_backend=True resolves the backend per hit; do not pass backend="
+            )
+        if isinstance(backend, str):
+            from traffik.backends import from_url
+
+            backend = from_url(backend)
+        if backend is not None and not isinstance(backend, ThrottleBackend):
+            raise ConfigurationError(
+                f"{owner}: backend={backend!r} is not a ThrottleBackend or a backend URL"
+            )
+        self._backend = backend
+        self._validate()
+
+    def _validate(self) -> None:
+        """Let a fixed backend refuse a static rate its store cannot hold (`validate`)."""
+        backend = self._backend
+        if backend is not None and self._rate_fn is None and not self._rate.unlimited:
+            backend.validate(self.strategy, self._rate)
+
+    @property
+    def backend(self) -> Optional[ThrottleBackend]:
+        """The backend given to this throttle; None: the connection's app or context gives it."""
+        return self._backend
+
+    @property
+    def is_dynamic(self) -> bool:
+        """Whether the backend is resolved per hit from the active context (`dynamic_backend`)."""
+        return self.dynamic_backend
+
+    @property
+    def use_fixed_backend(self) -> bool:
+        return not self.dynamic_backend
+
+    # -- reactions -----------------------------------------------------------------------
+
+    def _set_callable(self, name: str, value: Optional[Callable[..., Any]]) -> None:
+        if value is not None and not callable(value):
+            raise ConfigurationError(f"{self._owner()}: {name}={value!r} must be callable or None")
+        setattr(self, name, value)
+
+    def _set_min_wait_period(self, min_wait_period: Optional[float]) -> None:
+        if min_wait_period is not None and (
+            isinstance(min_wait_period, bool)
+            or not isinstance(min_wait_period, (int, float))
+            or not min_wait_period >= 0
+        ):
+            raise ConfigurationError(
+                f"{self._owner()}: min_wait_period={min_wait_period!r} must be milliseconds >= 0"
+            )
+        self.min_wait_period = min_wait_period
+
+    def _set_headers(self, headers: Any) -> None:
+        self.headers = header_setting(headers, self._owner())
+        if hasattr(self, "_rate"):
+            self._plan_headers()
+
+    def _plan_headers(self) -> None:
+        """Encode the headers for a fixed rate once; a rate callable's are encoded per hit."""
+        static = self._rate_fn is None and not self._rate.unlimited and self.headers is not None
+        self._plan = HeaderPlan(self.uid, self._rate, self.headers) if static else None  # type: ignore[arg-type]
+
+    # -- rules ---------------------------------------------------------------------------
+
+    def refresh_rules(self) -> None:
+        """Read this throttle's rules again: its own and the registry's for its uid. The
+        registry calls it when rules are added; a throttle with none pays nothing per hit."""
+        if self._own_rules or self.dynamic_rules or self.registry.get_rules(self.uid):
+            self._gate = RuleGate(self._own_rules, self.registry, self.uid, self.dynamic_rules)
+        else:
+            self._gate = None
+
+    def _set_rules(self, rules: Any) -> None:
+        self._own_rules = sort_rules(rules or ())
+
+    def add_rules(self, target_uid: str, /, *rules: Rule | Bypass) -> None:
+        """Attach `rules` to the throttle registered as `target_uid` in this throttle's registry."""
+        self.registry.add_rules(target_uid, *rules)
+
+    # -- updates -------------------------------------------------------------------------
+
+    def update_rate(self, rate: Union[str, Rate, Callable[..., Any]]) -> Updated:
+        """Replace the rate (a string, a `Rate`, or a callable), checked as in the constructor."""
+        self._set_rate(rate)
+        return _UPDATED
+
+    def update_strategy(self, strategy: Any) -> Updated:
+        """Replace the strategy; state kept by the old one is not carried over."""
+        previous = self.strategy, self._strategy_decide
+        self._set_strategy(strategy)
+        try:
+            self._set_rate(self.rate)
+        except ConfigurationError:
+            self.strategy, self._strategy_decide = previous
+            raise
+        return _UPDATED
+
+    def update_cost(self, cost: Union[int, Callable[..., Any]]) -> Updated:
+        previous = self.cost, self._cost_fn
+        self._set_cost(cost)
+        try:
+            self._set_rate(self.rate)
+        except ConfigurationError:
+            self.cost, self._cost_fn = previous
+            raise
+        return _UPDATED
+
+    def update_backend(self, backend: Union[ThrottleBackend, str, None]) -> Updated:
+        """Use `backend` (an object or a URL); None: the connection's app or context gives it."""
+        self._set_backend(backend)
+        return _UPDATED
+
+    def update_identifier(self, identifier: Optional[Callable[..., Any]]) -> Updated:
+        """Replace the identifier; None: the backend's, else the peer address."""
+        self._set_callable("identifier", identifier)
+        return _UPDATED
+
+    def update_handle_throttled(self, handler: Optional[Callable[..., Any]]) -> Updated:
+        """Replace the throttled handler; None: the backend's, else the default for the kind."""
+        self._set_callable("handle_throttled", handler)
+        return _UPDATED
+
+    def update_min_wait_period(self, min_wait_period: Optional[float]) -> Updated:
+        self._set_min_wait_period(min_wait_period)
+        return _UPDATED
+
+    def update_headers(self, headers: Any) -> Updated:
+        """Replace the headers (a preset name, a mapping, `Headers`); None: no headers."""
+        self._set_headers(headers)
+        return _UPDATED
+
+    def update_error_handler(self, on_error: Any) -> Updated:
+        """Replace the `on_error` policy or handler; None: the backend's."""
+        self.on_error = check_on_error(on_error, self._owner())
+        return _UPDATED

@@ -1,0 +1,338 @@
+"""`Header`, `Headers` and a throttle's headers on responses (spec: integration.md §9.1)."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import Depends, FastAPI, Request, Response
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from traffik import HTTPThrottle, InMemoryBackend, WebSocketThrottle
+from traffik.exceptions import ConfigurationError
+from traffik.headers import (
+    DEFAULT_HEADERS_ALWAYS,
+    DEFAULT_HEADERS_THROTTLED,
+    IETF_HEADERS,
+    LEGACY_HEADERS,
+    Header,
+    Headers,
+    RateLimitField,
+)
+from traffik.rates import Rate
+from traffik.typing import StrategyStat
+
+pytestmark = pytest.mark.anyio
+
+RATE = Rate.parse("3/min")
+
+
+def stat(remaining: float, wait_ms: float = 0, reset_ms: float = 0) -> StrategyStat:
+    return StrategyStat("api:{c}:GET:/", RATE, remaining, wait_ms, {"reset_ms": reset_ms})
+
+
+def tier_header(connection: Any, stat: StrategyStat, context: Any) -> str:
+    return f"{context['tier']}:{stat.hits_remaining}"
+
+
+def low(connection: Any, stat: StrategyStat, context: Any) -> bool:
+    return bool(stat.hits_remaining < 2)
+
+
+def spent(connection: Any, stat: StrategyStat, context: Any) -> bool:
+    return bool(stat.hits_remaining < 1)
+
+
+def client(app: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+def app_with(throttle: HTTPThrottle, body: Any = None) -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/items")
+    async def items(request: Request = Depends(throttle)) -> Any:
+        return await body(request) if body else {}
+
+    return app
+
+
+# -- Header --------------------------------------------------------------------------------
+
+
+def test_header_conditions() -> None:
+    static = Header("v", when="always")
+    assert static.is_static and static.check(None, stat(3))
+    default = Header("v")  # traffik 1.2: "throttled" unless told otherwise
+    assert not default.is_static
+    assert not default.check(None, stat(1)) and default.check(None, stat(0))
+    predicate = Header("v", when=low)
+    assert predicate.check(None, stat(1)) and not predicate.check(None, stat(2))
+    assert default.when("always") == static and default.always == static
+    assert static.throttled == default
+    assert default.condition == "throttled"  # the copy left the original alone
+
+
+def test_header_builders_resolve_from_the_stat() -> None:
+    throttled = stat(0, wait_ms=1500)
+    assert Header.LIMIT(when="always").resolve(None, throttled) == "3"
+    assert Header.REMAINING(when="always").resolve(None, throttled) == "0"
+    assert Header.RESET_MILLISECONDS(when="always").resolve(None, throttled) == "1500"
+    assert Header.RESET_SECONDS(when="always").resolve(None, throttled) == "2"
+    assert Header.RESET_SECONDS(when="always").resolve(None, stat(2)) == "0"
+    with pytest.raises(TypeError):
+        Header.LIMIT("always")  # type: ignore[misc]  # `when` is keyword-only
+
+
+def test_headers_are_immutable_hashable_and_checked() -> None:
+    header = Header("v", when="always")
+    with pytest.raises(AttributeError, match="immutable"):
+        header._value = "w"  # type: ignore[misc]
+    assert len({Header("v", when="always"), header, Header("v")}) == 2
+    with pytest.raises(ConfigurationError, match="when='sometimes'"):
+        Header("v", when="sometimes")
+    with pytest.raises(ConfigurationError, match="string or a function"):
+        Header(42)  # type: ignore[arg-type]
+
+
+def test_preset_fields_from_a_stat() -> None:
+    allowed, throttled = stat(2, reset_ms=40_500), stat(0, wait_ms=59_001)
+    assert RateLimitField("policy")(None, allowed) == '"api";q=3;w=60'
+    assert RateLimitField("ratelimit")(None, allowed) == '"api";r=2;t=41'
+    assert RateLimitField("ratelimit")(None, throttled) == '"api";r=0;t=60'
+    assert RateLimitField("remaining")(None, allowed) == "2"
+    assert RateLimitField("reset")(None, throttled) == "60"
+    assert RateLimitField("limit")(None, allowed) == "3"
+    unlimited = StrategyStat("api", Rate(), float("inf"), 0)
+    assert RateLimitField("policy")(None, unlimited) is None
+    with pytest.raises(ConfigurationError, match="'size'"):
+        RateLimitField("size")
+
+
+# -- Headers -------------------------------------------------------------------------------
+
+
+def test_headers_mapping() -> None:
+    headers = Headers({"X-A": "1", "X-B": Header("2", when="always"), "X-C": Header("3")})
+    assert headers.raw_items() == [("X-A", "1"), ("X-B", "2"), ("X-C", Header("3"))]
+    assert headers["X-A"] == Header("1", when="always")
+    assert not headers.is_static and len(headers) == 3 and "X-C" in headers
+    del headers["X-C"]
+    assert headers.is_static and bool(headers) and not Headers()
+    headers["X-D"] = Header.LIMIT(when="always")
+    assert list(headers) == ["X-A", "X-B", "X-D"]
+    with pytest.raises(ConfigurationError, match="use a string or a Header"):
+        headers["X-E"] = 5  # type: ignore[assignment]
+
+
+def test_merging_right_side_wins_and_leaves_operands_alone() -> None:
+    left = Headers({"X-A": "1", "X-B": "2"})
+    merged = left | {"X-B": "3", "X-C": "4"}
+    assert dict(merged.raw_items()) == {"X-A": "1", "X-B": "3", "X-C": "4"}
+    assert dict(left.raw_items()) == {"X-A": "1", "X-B": "2"}
+    reversed_ = {"X-A": "0", "X-Z": "9"} | left
+    assert isinstance(reversed_, Headers) and reversed_.raw_items()[0] == ("X-A", "1")
+    left |= {"X-A": "5"}
+    assert left["X-A"].value == "5"
+    assert left.copy() == left and left.copy() is not left
+
+
+def test_headers_pickle_and_copy() -> None:
+    for headers in (
+        DEFAULT_HEADERS_ALWAYS,
+        DEFAULT_HEADERS_THROTTLED,
+        IETF_HEADERS,
+        LEGACY_HEADERS,
+    ):
+        assert pickle.loads(pickle.dumps(headers)) == headers
+        assert copy.deepcopy(headers) == headers
+    custom = Headers({"X-Tier": Header(tier_header, when=low)})
+    assert pickle.loads(pickle.dumps(custom)) == custom
+    assert pickle.loads(pickle.dumps(Header.DISABLE)) == Header.DISABLE
+
+
+def test_traffik12_presets() -> None:
+    assert [(name, header.condition) for name, header in DEFAULT_HEADERS_ALWAYS.items()] == [
+        ("X-RateLimit-Limit", "always"),
+        ("X-RateLimit-Remaining", "always"),
+        ("Retry-After", "always"),
+    ]
+    assert {header.condition for header in DEFAULT_HEADERS_THROTTLED.values()} == {"throttled"}
+
+
+# -- on a throttle -------------------------------------------------------------------------
+
+
+async def test_get_headers_resolves_from_the_clients_state() -> None:
+    throttle = HTTPThrottle(
+        "hdr-get", rate="3/min", backend=InMemoryBackend(), headers=DEFAULT_HEADERS_THROTTLED
+    )
+    seen: list[dict[str, str]] = []
+    app = app_with(throttle)
+
+    @app.get("/peek")
+    async def peek(request: Request) -> dict[str, str]:
+        seen.append(await throttle.get_headers(request))
+        seen.append(await throttle.get_headers(request, headers=DEFAULT_HEADERS_ALWAYS))
+        return {}
+
+    async with client(app) as http:
+        for _ in range(3):
+            await http.get("/items")
+        await http.get("/peek")
+    # `/peek` is its own route: the client has its whole budget there.
+    assert seen[0] == {}
+    assert seen[1] == {"X-RateLimit-Limit": "3", "X-RateLimit-Remaining": "3", "Retry-After": "0"}
+
+
+async def test_get_headers_with_overrides_stat_and_disable() -> None:
+    throttle = HTTPThrottle(
+        "hdr-static",
+        rate="3/min",
+        backend=InMemoryBackend(),
+        headers={"X-Service": "api", "X-Region": "eu"},
+    )
+    request = Request({"type": "http", "method": "GET", "path": "/", "headers": []})
+    # All static: no state is read, and DISABLE removes a header instead of being written.
+    assert await throttle.get_headers(request) == {"X-Service": "api", "X-Region": "eu"}
+    assert await throttle.get_headers(request, headers={"X-Region": Header.DISABLE}) == {
+        "X-Service": "api"
+    }
+    given = stat(0, wait_ms=2500)
+    resolved = await throttle.get_headers(
+        request, headers={"Retry-After": Header.RESET_SECONDS(when="throttled")}, stat=given
+    )
+    assert resolved == {"X-Service": "api", "X-Region": "eu", "Retry-After": "3"}
+
+
+async def test_set_headers_writes_them() -> None:
+    throttle = HTTPThrottle("hdr-set", rate="3/min", backend=InMemoryBackend(), headers=None)
+    request = Request({"type": "http", "method": "GET", "path": "/", "headers": []})
+    response = PlainTextResponse("ok", headers={"X-Tier": "old"})
+    await throttle.set_headers(
+        response, request, headers={"X-Tier": "new", "X-Limit": Header.LIMIT(when="always")}
+    )
+    assert response.headers.getlist("x-tier") == ["new"]
+    assert response.headers["x-limit"] == "3"
+
+
+async def test_a_mapping_is_written_on_allowed_responses_and_429s() -> None:
+    throttle = HTTPThrottle(
+        "hdr-auto",
+        rate="2/min",
+        backend=InMemoryBackend(),
+        context={"tier": "free"},
+        headers={
+            "X-Service": "api",
+            "X-Tier": Header(tier_header, when=spent),
+            "X-Wait": Header.RESET_SECONDS(when="throttled"),
+        },
+    )
+    async with client(app_with(throttle)) as http:
+        first, second, third = [await http.get("/items") for _ in range(3)]
+    assert first.headers["x-service"] == "api"
+    assert "x-tier" not in first.headers and "x-wait" not in first.headers
+    assert second.headers["x-tier"] == "free:0" and second.headers["x-wait"] == "0"
+    assert third.status_code == 429
+    assert (third.headers["x-service"], third.headers["x-tier"]) == ("api", "free:0")
+    assert third.headers["x-wait"] == third.headers["retry-after"] == "60"
+    assert not [name for name in first.headers if name.startswith("ratelimit")]
+
+
+async def test_presets_and_mappings_combine() -> None:
+    throttle = HTTPThrottle(
+        "hdr-mix", rate="2/min", backend=InMemoryBackend(), headers=IETF_HEADERS | {"X-Svc": "a"}
+    )
+    async with client(app_with(throttle)) as http:
+        response = await http.get("/items")
+    assert response.headers["ratelimit-policy"] == '"hdr-mix";q=2;w=60'
+    assert response.headers["ratelimit"] == '"hdr-mix";r=1;t=60'
+    assert response.headers["x-svc"] == "a"
+
+
+async def test_a_header_for_the_on_error_answer_is_only_a_string() -> None:
+    from traffik.testing import FailingBackend
+
+    backend = FailingBackend(InMemoryBackend())
+    backend.fail()
+    throttle = HTTPThrottle(
+        "hdr-error",
+        rate="2/min",
+        backend=backend,
+        on_error="allow",
+        headers=LEGACY_HEADERS | {"X-Svc": "a", "X-Left": Header.REMAINING(when="always")},
+    )
+    async with client(app_with(throttle)) as http:
+        response = await http.get("/items")
+    # The policy answered: nothing is known of the quota, so only the plain string is written.
+    assert response.status_code == 200 and response.headers["x-svc"] == "a"
+    assert not [name for name in response.headers if name.startswith("x-ratelimit")]
+    assert "x-left" not in response.headers
+
+
+async def test_update_headers_and_a_rate_callable() -> None:
+    def rate(connection: Any, context: Any) -> str:
+        return "5/min"
+
+    throttle = HTTPThrottle("hdr-update", rate=rate, backend=InMemoryBackend(), headers="legacy")
+    async with client(app_with(throttle)) as http:
+        legacy = await http.get("/items")
+        await throttle.update_headers({"X-Left": Header.REMAINING(when="always")})
+        custom = await http.get("/items")
+        throttle.update_headers(None)
+        bare = await http.get("/items")
+    assert legacy.headers["x-ratelimit-limit"] == "5"
+    assert custom.headers["x-left"] == "3" and "x-ratelimit-limit" not in custom.headers
+    assert not [name for name in bare.headers if name.startswith(("x-left", "x-ratelimit"))]
+
+
+async def test_a_starlette_endpoint_gets_a_mappings_headers() -> None:
+    from traffik import throttled
+
+    throttle = HTTPThrottle(
+        "hdr-starlette", rate="2/min", backend=InMemoryBackend(), headers={"X-Svc": "a"}
+    )
+
+    @throttled(throttle)
+    async def homepage(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async with client(Starlette(routes=[Route("/", homepage)])) as http:
+        response = await http.get("/")
+    assert response.headers["x-svc"] == "a"
+
+
+def test_bad_header_settings_fail_at_construction() -> None:
+    with pytest.raises(ConfigurationError, match="headers=42"):
+        HTTPThrottle("hdr-bad", rate="1/min", headers=42)
+    with pytest.raises(ConfigurationError, match="use a string or a Header"):
+        HTTPThrottle("hdr-bad", rate="1/min", headers={"X-A": 1})
+    assert WebSocketThrottle("hdr-ws", rate="1/min", headers={}).headers is None
+
+
+async def test_the_ietf_preset_on_demand_and_when_throttled_only() -> None:
+    throttle = HTTPThrottle(
+        "api:v1",
+        rate="3/min",
+        backend=InMemoryBackend(),
+        headers=IETF_HEADERS | {"X-Policy": Header(RateLimitField("policy"))},
+    )
+    seen: list[dict[str, str]] = []
+
+    async def body(request: Request) -> dict[str, str]:
+        seen.append(await throttle.get_headers(request))
+        return {}
+
+    async with client(app_with(throttle, body)) as http:
+        responses = [await http.get("/items") for _ in range(3)]
+    # The policy is named after the uid, ':' and all, whether encoded ahead or resolved.
+    assert responses[0].headers["ratelimit-policy"] == '"api:v1";q=3;w=60'
+    assert seen[0]["RateLimit-Policy"] == '"api:v1";q=3;w=60'
+    assert seen[0]["RateLimit"] == '"api:v1";r=2;t=60'
+    assert "x-policy" not in responses[1].headers  # a "throttled" copy of a preset field
+    assert responses[2].headers["x-policy"] == '"api:v1";q=3;w=60'

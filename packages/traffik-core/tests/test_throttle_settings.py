@@ -1,0 +1,188 @@
+"""A throttle's settings changed while it serves (`update_*`), identity caching and `use_method`
+(spec: integration.md §1.1, §1.4, §1.11, §5.4)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import Depends, FastAPI, Request
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from traffik import HTTPThrottle, InMemoryBackend, WebSocketThrottle, get_wait
+from traffik.exceptions import ConfigurationError, ConnectionThrottled
+from traffik.registry import ThrottleRegistry
+from traffik.strategies import GCRA, TokenBucket
+
+pytestmark = pytest.mark.anyio
+
+
+def client(app: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+def app_with(throttle: HTTPThrottle) -> FastAPI:
+    app = FastAPI()
+
+    @app.api_route("/items", methods=["GET", "POST"])
+    async def items(request: Request = Depends(throttle)) -> dict[str, float]:
+        return {"wait": get_wait(request)}
+
+    return app
+
+
+async def statuses(http: httpx.AsyncClient, n: int, method: str = "GET") -> list[int]:
+    return [(await http.request(method, "/items")).status_code for _ in range(n)]
+
+
+def throttle(uid: str, **options: Any) -> HTTPThrottle:
+    options.setdefault("backend", InMemoryBackend())
+    options.setdefault("rate", "2/min")
+    return HTTPThrottle(uid, registry=ThrottleRegistry(), **options)
+
+
+async def test_updates_apply_at_once_awaited_or_not() -> None:
+    limited = throttle("set:rate")
+    async with client(app_with(limited)) as http:
+        limited.update_rate("1/min")
+        assert await statuses(http, 2) == [200, 429]
+        await limited.update_rate("5/min")
+        assert await statuses(http, 1) == [200]
+    assert str(limited.rate) == str(limited.static_rate) == "5/min"
+
+
+async def test_a_refused_update_keeps_the_old_setting() -> None:
+    limited = throttle("set:refused", rate="2/min", cost=2)
+    with pytest.raises(ConfigurationError, match="cost=2 exceeds"):
+        await limited.update_rate("1/min")
+    with pytest.raises(ConfigurationError, match="cost=3 exceeds"):
+        limited.update_cost(3)
+    with pytest.raises(ConfigurationError, match="cost=2 exceeds"):
+        limited.update_strategy(TokenBucket(burst_size=1))
+    assert (str(limited.rate), limited.cost, type(limited.strategy).__name__) == (
+        "2/min",
+        2,
+        "FixedWindow",
+    )
+    with pytest.raises(ConfigurationError, match="min_wait_period=-1"):
+        await limited.update_min_wait_period(-1)
+    with pytest.raises(ConfigurationError, match="on_error='sometimes'"):
+        await limited.update_error_handler("sometimes")
+    with pytest.raises(ConfigurationError, match="identifier=42"):
+        limited.update_identifier(42)  # type: ignore[arg-type]
+
+
+async def test_update_strategy_and_cost() -> None:
+    limited = throttle("set:strategy", rate="4/min")
+    async with client(app_with(limited)) as http:
+        await limited.update_cost(2)
+        assert await statuses(http, 3) == [200, 200, 429]
+        await limited.update_strategy(GCRA())
+        await limited.update_cost(lambda request, context: 4)
+        assert limited.dynamic_cost
+        assert await statuses(http, 2) == [200, 429]
+
+
+async def test_update_backend_and_dynamic_backends() -> None:
+    first, second = InMemoryBackend(namespace="one"), InMemoryBackend(namespace="two")
+    limited = throttle("set:backend", backend=first, rate="1/min")
+    async with client(app_with(limited)) as http:
+        assert await statuses(http, 2) == [200, 429]
+        await limited.update_backend(second)
+        assert await statuses(http, 2) == [200, 429]
+        limited.update_backend("memory://three")
+        assert limited.backend is not None and limited.backend.namespace == "three"
+    with pytest.raises(ConfigurationError, match="not a ThrottleBackend"):
+        limited.update_backend(object())  # type: ignore[arg-type]
+    dynamic = throttle("set:dynamic", backend=None, dynamic_backend=True)
+    assert dynamic.is_dynamic and not dynamic.use_fixed_backend
+    with pytest.raises(ConfigurationError, match="dynamic_backend=True"):
+        dynamic.update_backend(first)
+
+
+async def test_update_identifier_handler_error_handler_and_min_wait() -> None:
+    limited = throttle("set:reactions", rate="1/min")
+    seen: list[float] = []
+
+    async def record(connection: Any, wait_ms: float, throttle: Any, context: Any) -> None:
+        seen.append(wait_ms)
+
+    async with client(app_with(limited)) as http:
+        await limited.update_identifier(lambda request: request.headers.get("x-user", "anon"))
+        await limited.update_handle_throttled(record)
+        await limited.update_min_wait_period(120_000)
+        first = await http.get("/items", headers={"x-user": "a"})
+        second = await http.get("/items", headers={"x-user": "a"})
+        other = await http.get("/items", headers={"x-user": "b"})
+        limited.update_handle_throttled(None)
+        assert await statuses(http, 1) == [200]  # "anon" is a new client
+        assert (await http.get("/items", headers={"x-user": "a"})).status_code == 429
+    # min_wait_period lengthens a throttled wait only: allowed hits stay at 0.
+    assert (first.json(), other.json()) == ({"wait": 0.0}, {"wait": 0.0})
+    assert second.status_code == 200 and second.json() == {"wait": 120_000}
+    assert seen == [120_000]
+    await limited.update_error_handler("allow")
+    assert limited.on_error == "allow"
+
+
+async def test_identities_are_cached_per_connection_and_uid() -> None:
+    calls: list[str] = []
+
+    def identify(connection: Any) -> str:
+        calls.append("id")
+        return "client"
+
+    backend = InMemoryBackend()
+    cached = WebSocketThrottle("set:ws", rate="10/min", backend=backend, identifier=identify)
+    fresh = WebSocketThrottle(
+        "set:ws-fresh", rate="10/min", backend=backend, identifier=identify, cache_ids=False
+    )
+
+    async def endpoint(websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            while True:
+                await websocket.receive_text()
+                await cached.hit(websocket)
+                await websocket.send_text("ok")
+        except WebSocketDisconnect:
+            pass
+
+    app = Starlette(routes=[WebSocketRoute("/ws", endpoint)])
+    with TestClient(app) as http, http.websocket_connect("/ws") as socket:
+        for _ in range(3):
+            socket.send_text("hi")
+            assert socket.receive_text() == "ok"
+    assert calls == ["id"]  # once for the socket's three messages
+
+    request = Request({"type": "http", "method": "GET", "path": "/", "headers": [], "state": {}})
+    await fresh.hit(request)
+    await fresh.hit(request)
+    assert calls == ["id", "id", "id"]
+
+
+async def test_use_method_false_gives_every_method_one_budget() -> None:
+    shared = throttle("set:methods", rate="2/min", use_method=False)
+    split = throttle("set:split", rate="1/min")
+    async with client(app_with(shared)) as http:
+        assert await statuses(http, 1) == [200]
+        assert await statuses(http, 2, method="POST") == [200, 429]
+    async with client(app_with(split)) as http:
+        assert await statuses(http, 2) == [200, 429]
+        assert await statuses(http, 1, method="POST") == [200]
+    assert not shared.use_method and split.use_method
+    state = await shared.stat("127.0.0.1", path="/items", method="DELETE")
+    assert state is not None and state.hits_remaining == 0  # any method names the bucket
+
+
+async def test_hit_returns_the_connection_and_raises_429() -> None:
+    limited = throttle("set:direct", rate="1/min")
+    request = Request({"type": "http", "method": "GET", "path": "/", "headers": []})
+    assert await limited(request) is request
+    with pytest.raises(ConnectionThrottled) as caught:
+        await limited.hit(request)
+    assert caught.value.status_code == 429 and caught.value.wait_period == 60
