@@ -8,7 +8,7 @@ identifier the throttle gives it; a route other than the connection's own is nam
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Optional
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
 
 from starlette.websockets import WebSocket
 
@@ -19,6 +19,7 @@ from traffik.typing import EXEMPTED, StrategyStat
 if TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
     from traffik.rates import Rate
+    from traffik.strategies.steps import Item
 
 __all__ = ["BucketState"]
 
@@ -28,6 +29,10 @@ class BucketState:
 
     uid: str
     strategy: Any
+    cost: int
+    _cost_fn: Optional[Callable[..., Any]]
+    _rates: tuple[Rate, ...]
+    _rate_fn: Optional[Callable[..., Any]]
     context: dict[str, Any]
     per_route: bool
     connection_type: ClassVar[type[Any]]
@@ -46,7 +51,13 @@ class BucketState:
             route: Optional[str] = None,
         ) -> str: ...
 
-        async def _rate_for(self, connection: Any, context: Mapping[str, Any]) -> Rate: ...
+        async def _rates_for(
+            self, connection: Any, context: Mapping[str, Any]
+        ) -> tuple[Rate, ...]: ...
+
+        def items(
+            self, key: str, rates: tuple[Rate, ...], cost: int, backend: ThrottleBackend
+        ) -> list[Item]: ...
 
         async def _cost_for(self, connection: Any, context: Mapping[str, Any]) -> int: ...
 
@@ -82,6 +93,16 @@ class BucketState:
             backend = backend or self.get_backend()
         return self.key_for(connection, ident, ctx, route=route), backend, ctx
 
+    async def _rates_of(self, client: Any, ctx: Mapping[str, Any]) -> tuple[Rate, ...]:
+        if self._rate_fn is None:
+            return self._rates
+        if not hasattr(client, "scope"):
+            raise ConfigurationError(
+                f"{self!r}: its rate comes from a callable of the connection; pass the "
+                "connection, not an identifier"
+            )
+        return await self._rates_for(client, ctx)
+
     async def stat(
         self,
         connection: Any,
@@ -90,22 +111,45 @@ class BucketState:
         path: Optional[str] = None,
         method: Optional[str] = None,
     ) -> Optional[StrategyStat]:
-        """The client's current state for this throttle, or None (exempted, or no `get_stat`).
+        """The client's current state for this throttle, or None (exempted, or a strategy
+        with no `get_stat`). With several rates: the binding one's (`metadata["rates"]` has
+        each rate's units left and wait).
 
         By default the state of `connection`'s own route; `path` (as declared, e.g.
         `"/items/{item_id}"`, mounts included) and `method` (default GET) read another
         route's, e.g. from a `GET /quota` endpoint.
         """
-        get_stat = getattr(self.strategy, "get_stat", None)
-        if get_stat is None:
-            return None
         bucket = await self._bucket(connection, context, path, method)
         if bucket is None:
             return None
         key, backend, ctx = bucket
-        rate = await self._rate_for(connection, ctx)
-        stat: StrategyStat = await get_stat(key, rate, backend)
-        return stat
+        rates = await self._rates_of(connection, ctx)
+        if rates[0].unlimited:
+            return StrategyStat.unlimited(key, rates[0])
+        if len(rates) == 1:
+            get_stat = getattr(self.strategy, "get_stat", None)
+            if get_stat is None:
+                return None
+            stat: StrategyStat = await get_stat(key, rates[0], backend)
+            return stat
+        decision = await backend.evaluate_all(self.items(key, rates, 1, backend), commit=False)
+        parts = getattr(decision, "parts", (decision,))
+        each = [
+            {
+                "rate": rate,
+                "hits_remaining": (part.remaining or 0) + (1 if part.allowed else 0),
+                "wait_ms": part.wait_ms,
+            }
+            for rate, part in zip(rates, parts)
+        ]
+        binding = min(each, key=lambda e: (-e["wait_ms"], e["hits_remaining"]))
+        return StrategyStat(
+            key=key,
+            rate=binding["rate"],
+            hits_remaining=binding["hits_remaining"],
+            wait_ms=decision.wait_ms,
+            metadata={"strategy": getattr(self.strategy, "name", None), "rates": each},
+        )
 
     async def reset(
         self,
@@ -116,14 +160,14 @@ class BucketState:
         method: Optional[str] = None,
         backend: Optional[ThrottleBackend] = None,
     ) -> bool:
-        """Forget what this throttle counted for one client, so its next hit starts a full
-        budget; returns whether there was state to forget. Other clients and routes keep theirs.
+        """Forget what this throttle counted for one client (every rate), so its next hit
+        starts a full budget; returns whether there was state to forget. Other clients and
+        routes keep theirs.
 
         `client` is a connection the throttle saw or an identifier (see `_bucket`); `path`
         (as declared, mounts included) and `method` (default GET) name another route;
         `backend` defaults to the one the throttle would use."""
-        suffix = getattr(self.strategy, "suffix", None)
-        if suffix is None:
+        if getattr(self.strategy, "suffix", None) is None:
             raise ConfigurationError(
                 f"{self!r}: its strategy {self.strategy!r} does not say where it keeps state "
                 "(no `suffix`); clear the whole backend with `await backend.reset()`"
@@ -131,8 +175,36 @@ class BucketState:
         bucket = await self._bucket(client, context, path, method, backend)
         if bucket is None:
             return False
-        key, backend, _ = bucket
-        return await backend.delete(backend.get_key(key) + suffix)
+        key, backend, ctx = bucket
+        rates = await self._rates_of(client, ctx)
+        removed = [await backend.delete(item.key) for item in self.items(key, rates, 1, backend)]
+        return any(removed)
+
+    async def refund(
+        self,
+        client: Any,
+        cost: Optional[int] = None,
+        context: Optional[Mapping[str, Any]] = None,
+        *,
+        path: Optional[str] = None,
+        method: Optional[str] = None,
+        backend: Optional[ThrottleBackend] = None,
+    ) -> None:
+        """Give `cost` units (default: the throttle's cost for this connection) back to every
+        rate of this throttle for one client, never past a full budget: one step on the
+        backend (one round trip on Redis). `client`, `path`, `method`, `backend` as for
+        `reset`."""
+        bucket = await self._bucket(client, context, path, method, backend)
+        if bucket is None:
+            return
+        key, backend, ctx = bucket
+        rates = await self._rates_of(client, ctx)
+        if rates[0].unlimited:
+            return
+        if cost is None:
+            cost = self.cost if self._cost_fn is None else await self._cost_for(client, ctx)
+        if cost:
+            await backend.refund_all(self.items(key, rates, cost, backend))
 
     async def check(
         self,

@@ -19,6 +19,8 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from traffik.exceptions import ConfigurationError
+from traffik.outcomes import Outcome, settle
+from traffik.together import Entry, hit_together
 
 if TYPE_CHECKING:
     from traffik.throttles import Throttle
@@ -99,9 +101,11 @@ def starlette_throttled(*throttles: Throttle, route: Optional[Endpoint] = None) 
     With `route=` the decorated endpoint is returned at once: `throttled(api, route=homepage)`.
 
     The endpoint receives the `Request` or `WebSocket` as an argument (methods of
-    `HTTPEndpoint` too). The first throttle that throttles stops the rest and the endpoint.
+    `HTTPEndpoint` too). Several throttles are one decision (`traffik.together`): admitted only
+    if every one admits, charged all or none, and refused with the wait until all admit.
     When the endpoint returns a `Response`, the throttles' rate-limit headers are added to
-    it. Sync endpoints run in the thread pool, as Starlette runs them. For a WebSocket
+    it, and throttles with `charge_when` settle their charge with it (or with the exception
+    the endpoint raised). Sync endpoints run in the thread pool, as Starlette runs them. For a WebSocket
     endpoint the throttles limit connection attempts; throttle messages with
     `await throttle.hit(websocket)`.
     """
@@ -112,17 +116,30 @@ def starlette_throttled(*throttles: Throttle, route: Optional[Endpoint] = None) 
             raise TypeError(f"throttled(...) decorates an endpoint function, not {endpoint!r}")
         is_async = is_async_callable(endpoint)
 
+        settles = any(throttle.charge_when is not None for throttle in throttles)
+
         @functools.wraps(endpoint)
         async def throttled_endpoint(*args: Any, **kwargs: Any) -> Any:
             connection = _find_connection(args, kwargs, endpoint)
             sink = None if isinstance(connection, WebSocket) else Response()
             start = len(sink.raw_headers) if sink is not None else 0
-            for throttle in throttles:
-                await throttle.hit(connection, response=sink)
-            if is_async:
-                result = await endpoint(*args, **kwargs)
+            if len(throttles) == 1:
+                await throttles[0].hit(connection, response=sink)
             else:
-                result = await run_in_threadpool(endpoint, *args, **kwargs)
+                entries = [Entry(throttle, connection) for throttle in throttles]
+                await hit_together(entries, connection, response=sink)
+            try:
+                if is_async:
+                    result = await endpoint(*args, **kwargs)
+                else:
+                    result = await run_in_threadpool(endpoint, *args, **kwargs)
+            except Exception as exc:
+                if settles:
+                    await settle(connection, Outcome.of_exception(exc))
+                raise
+            if settles:
+                status = result.status_code if isinstance(result, Response) else 200
+                await settle(connection, Outcome(status, response=result))
             if sink is not None and isinstance(result, Response):
                 result.raw_headers.extend(sink.raw_headers[start:])
             return result

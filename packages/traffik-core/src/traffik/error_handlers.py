@@ -88,6 +88,9 @@ class ThrottleExceptionInfo(TypedDict):
     """The client's key (before namespacing), or None: the failure came before it existed."""
     cost: Optional[int]
     rate: Optional[Rate]
+    """The rate (with several, the first), None when it was not known yet."""
+    rates: Optional[tuple[Rate, ...]]
+    """Every rate of the decision."""
     backend: Optional[ThrottleBackend]
     """The backend the decision ran on (None when none could be found)."""
     context: Mapping[str, Any]
@@ -173,9 +176,9 @@ async def apply_on_error(policy: Any, info: ThrottleExceptionInfo) -> Decision:
 class DecisionFailed(Exception):
     """Raised by a throttle's decision when the strategy (the store) failed on a built key."""
 
-    def __init__(self, error: Exception, key: str, rate: Rate, cost: int) -> None:
-        super().__init__(error, key, rate, cost)
-        self.error, self.key, self.rate, self.cost = error, key, rate, cost
+    def __init__(self, error: Exception, key: str, rates: tuple[Rate, ...], cost: int) -> None:
+        super().__init__(error, key, rates, cost)
+        self.error, self.key, self.rates, self.cost = error, key, rates, cost
 
 
 async def recover(
@@ -186,11 +189,11 @@ async def recover(
     cost: Optional[int],
     backend: ThrottleBackend,
     failed: Optional[DecisionFailed],
-) -> tuple[Decision, Optional[Rate], Optional[str]]:
+) -> tuple[Decision, Optional[tuple[Rate, ...]], Optional[str]]:
     """Apply `throttle`'s `on_error` (else `backend`'s) to a decision that raised `exc`;
     `failed` says how far it got (None: before the key existed). Returns the decision, the
-    rate it was made under and the client's key, as far as known."""
-    rate = failed.rate if failed is not None else throttle.static_rate
+    rates it was made under and the client's key, as far as known."""
+    rates = failed.rates if failed is not None else throttle.static_rates
 
     async def decide(on: Optional[ThrottleBackend] = None) -> Decision:
         try:
@@ -204,14 +207,15 @@ async def recover(
         "connection": connection,
         "key": failed.key if failed is not None else None,
         "cost": failed.cost if failed is not None else cost,
-        "rate": rate,
+        "rate": rates[0] if rates else None,
+        "rates": rates,
         "backend": backend,
         "context": context,
         "throttle": throttle,
         "decide": decide,
     }
     policy = throttle.on_error if throttle.on_error is not None else backend.on_error
-    return await apply_on_error(policy, info), rate, info["key"]
+    return await apply_on_error(policy, info), rates, info["key"]
 
 
 # -- handlers --------------------------------------------------------------------------------

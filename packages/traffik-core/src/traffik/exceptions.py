@@ -8,7 +8,7 @@ TraffikError (alias TraffikException)
 │       └── InvalidBackendError                the entry point does not give a backend class
 ├── BackendError                               a storage operation failed
 │   ├── BackendConnectionError                 closed, unreachable or timed out
-│   ├── BackendCapacityError                   the in-memory store is full
+│   ├── BackendCapacityError                   a store holds as many keys as it may
 │   └── LockError (also RuntimeError)
 │       ├── LockAcquisitionError
 │       ├── LockReleaseError
@@ -88,7 +88,7 @@ class BackendConnectionError(BackendError):
 
 
 class BackendCapacityError(BackendError):
-    """The in-memory store holds its maximum number of keys and none has expired."""
+    """A store (in memory, SQLite) holds as many keys as it may and refuses a new one."""
 
 
 class LockError(BackendError, RuntimeError):
@@ -146,7 +146,8 @@ class ConnectionThrottled(*_throttled_bases()):  # type: ignore[misc]
 
     The arguments come in `HTTPException`'s order (`ConnectionThrottled(429, "slow down")`);
     `wait_period` (seconds, for `Retry-After`) is keyword-only. traffik 1.2's keywords
-    (`wait_period=`, `status_code=`, `detail=`, `headers=`) all keep working.
+    (`wait_period=`, `status_code=`, `detail=`, `headers=`) all keep working. `rate` is the
+    rate that refused (with several rates, the one whose wait this is), when known.
     """
 
     def __init__(
@@ -156,6 +157,7 @@ class ConnectionThrottled(*_throttled_bases()):  # type: ignore[misc]
         headers: Mapping[str, str] | None = None,
         *,
         wait_period: int | None = None,
+        rate: Any = None,
     ) -> None:
         if detail is None:
             detail = _reason_phrase(status_code)
@@ -165,6 +167,7 @@ class ConnectionThrottled(*_throttled_bases()):  # type: ignore[misc]
         if wait_period is not None:
             merged["Retry-After"] = str(wait_period)
         self.wait_period = wait_period
+        self.rate = rate
         self.status_code = status_code
         self.detail = detail
         self.headers = merged

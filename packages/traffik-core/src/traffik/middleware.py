@@ -18,9 +18,11 @@ from traffik.backends.base import ThrottleBackend
 from traffik.backends.context import SCOPE_BACKEND_KEY
 from traffik.decorators import is_async_callable
 from traffik.exceptions import ConfigurationError
+from traffik.outcomes import CHARGES_KEY, Outcome, settle
 from traffik.responses import ThrottledResponse
 from traffik.rules import Bypass, PathPattern, Rule, applies, glob, sort_rules
 from traffik.throttles import Throttle
+from traffik.together import Entry, hit_together
 
 __all__ = ["SORT_MODES", "MiddlewareThrottle", "ThrottleMiddleware", "glob"]
 
@@ -177,6 +179,21 @@ def _sorted(
     return [throttles[i] for i in order]
 
 
+class _Status:
+    """A `send` that remembers the response's status code (for `charge_when`)."""
+
+    __slots__ = ("code", "send")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.code = 500
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.code = message["status"]
+        await self.send(message)
+
+
 def _with_headers(send: Send, headers: Sequence[tuple[bytes, bytes]]) -> Send:
     async def send_with_headers(message: Message) -> None:
         if message["type"] == "http.response.start":
@@ -281,7 +298,16 @@ class ThrottleMiddleware:
             return
         if sink is not None and len(sink.raw_headers) > start:
             send = _with_headers(send, sink.raw_headers[start:])
-        await self.app(scope, receive, send)
+        if not scope["state"].get(CHARGES_KEY):
+            await self.app(scope, receive, send)
+            return
+        status = _Status(send)
+        try:
+            await self.app(scope, receive, status)
+        except Exception as exc:
+            await settle(connection, Outcome.of_exception(exc))
+            raise
+        await settle(connection, Outcome(status.code))
 
     async def _exempted(self, connection: HTTPConnection) -> bool:
         return not await applies(self.exempt, connection, self.context)
@@ -295,13 +321,21 @@ class ThrottleMiddleware:
         sink: Optional[Response],
     ) -> None:
         # Each throttle sees a copy of the scope with its pattern as the route (and this
-        # middleware's backend, for throttles that have none), sharing the scope's state.
+        # middleware's backend, for throttles that have none), sharing the scope's state;
+        # those that apply are decided as one (`traffik.together`).
         bound = {} if self.backend is None else {SCOPE_BACKEND_KEY: self.backend}
+        entries = []
         for throttle in throttles:
             scoped = _connection({**scope, **bound, "route": throttle.route}, receive, send)
-            await throttle.hit(
-                scoped, context=self.context, skip_handler=self.skip_handler, response=sink
-            )
+            merged = {**self.context, **throttle.context}
+            if not await throttle.applies(scoped, merged):
+                continue
+            skip = self.skip_handler if self.skip_handler is not None else throttle.skip_handler
+            entries.append(Entry(throttle.throttle, scoped, throttle.cost, merged, skip))
+        if len(entries) == 1:
+            await entries[0].hit(sink)
+        elif entries:
+            await hit_together(entries, entries[0].connection, response=sink)
 
     def _handler_for(self, exc: Exception, scope: Scope) -> Optional[Callable[..., Any]]:
         if self.exception_handler_getter is not None:

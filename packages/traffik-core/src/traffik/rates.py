@@ -248,14 +248,23 @@ def parse_rates(value: RatesLike) -> tuple[Rate, ...]:
     if isinstance(value, str):
         if ";" not in value:
             return (Rate.parse(value),)
-        items: list[Any] = [part for part in value.split(";") if part.strip()]
-    elif isinstance(value, (list, tuple)):
-        items = list(value)
-    else:
-        raise ConfigurationError(
-            f"rate {value!r}: expected a string like '100/min' or '10/s;1000/day', a Rate, "
-            "or a list of them"
-        )
+        return _parse_many(value)
+    if isinstance(value, (list, tuple)):
+        return _rates_of(list(value), value)
+    raise ConfigurationError(
+        f"rate {value!r}: expected a string like '100/min' or '10/s;1000/day', a Rate, "
+        "or a list of them"
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_many(text: str) -> tuple[Rate, ...]:
+    if len(text) > MAX_RATES * (MAX_RATE_TEXT + 1):
+        raise _too_long(text)
+    return _rates_of([part for part in text.split(";") if part.strip()], text)
+
+
+def _rates_of(items: list[Any], value: Any) -> tuple[Rate, ...]:
     if not items:
         raise ConfigurationError(f"rate {value!r}: no rate given; write it like {_EXAMPLES}")
     if len(items) > MAX_RATES:

@@ -33,12 +33,22 @@ __all__ = ["HeaderPlan", "ThrottleHeaders"]
 
 
 class HeaderPlan:
-    """One throttle's `Headers` for one rate, ready to write (module docstring)."""
+    """One throttle's `Headers` for its rates, ready to write (module docstring).
 
-    __slots__ = ("_constant", "_formatted", "_static", "dynamic", "rate")
+    With several rates, `RateLimit-Policy` lists every policy and `RateLimit` each one's
+    remaining units and time (draft-ietf-httpapi-ratelimit-headers allows a list), each named
+    `"uid:rate"`; the single-valued fields (`X-RateLimit-*`) speak of the binding rate (the
+    one that refused, else the one with the fewest units left).
+    """
 
-    def __init__(self, name: str, rate: Rate, headers: Headers) -> None:
-        self.rate = rate
+    __slots__ = ("_constant", "_formatted", "_names", "_static", "dynamic", "rate", "rates")
+
+    def __init__(self, name: str, rates: tuple[Rate, ...], headers: Headers) -> None:
+        rate = rates[0]
+        self.rate, self.rates = rate, rates
+        multi = len(rates) > 1
+        names = [f"{name}:{r}" for r in rates] if multi else [name]
+        self._names = [quoted_name(n).encode() for n in names] if multi else None
         constant: list[tuple[bytes, bytes]] = []  # plain strings: on every response
         static: list[tuple[bytes, bytes]] = []  # and the fields the rate fixes
         formatted: list[tuple[bytes, bytes, Optional[int]]] = []  # fmt % (remaining, reset)[i]
@@ -55,9 +65,12 @@ class HeaderPlan:
             elif rate.unlimited:
                 continue
             elif field.kind == "policy":
-                static.append((raw_name, policy_value(name, rate).encode()))
-            elif field.kind == "limit":
+                policies = ", ".join(policy_value(n, r) for n, r in zip(names, rates))
+                static.append((raw_name, policies.encode()))
+            elif field.kind == "limit" and not multi:
                 static.append((raw_name, str(rate.limit).encode()))
+            elif field.kind == "limit":
+                formatted.append((raw_name, b"%d", 2))
             elif field.kind == "ratelimit":
                 formatted.append((raw_name, quoted_name(name).encode() + b";r=%d;t=%d", None))
             else:
@@ -78,15 +91,26 @@ class HeaderPlan:
         headers = self._static.copy()
         if not self._formatted:
             return headers
-        remaining = max(int(remaining), 0) if math.isfinite(remaining) else 0
-        if decision.allowed:
-            reset = max(0, math.ceil(decision.reset_ms / 1000))
-        else:
-            reset = max(1, math.ceil((decision.wait_ms if wait_ms is None else wait_ms) / 1000))
-        numbers = (remaining, reset)
+        numbers = (*_numbers(decision, wait_ms), int(decision.limit))
+        names = self._names
         for name, fmt, index in self._formatted:
-            headers.append((name, fmt % (numbers if index is None else numbers[index])))
+            if index is not None:
+                headers.append((name, fmt % numbers[index]))
+            elif names is None:
+                headers.append((name, fmt % numbers[:2]))
+            else:
+                headers.append((name, self._each(names, decision, wait_ms)))
         return headers
+
+    @staticmethod
+    def _each(names: list[bytes], decision: Decision, wait_ms: Optional[float]) -> bytes:
+        """`RateLimit` for several rates: each policy's remaining units and time."""
+        parts = getattr(decision, "parts", None) or (decision,) * len(names)
+        refused = getattr(decision, "refused", None)
+        return b", ".join(
+            b"%s;r=%d;t=%d" % (quoted, *_numbers(part, wait_ms if index == refused else None))
+            for index, (quoted, part) in enumerate(zip(names, parts))
+        )
 
     def stat(
         self, decision: Decision, key: Optional[str], wait_ms: Optional[float] = None
@@ -97,11 +121,21 @@ class HeaderPlan:
         wait = (decision.wait_ms if wait_ms is None else wait_ms) if not decision.allowed else 0
         return StrategyStat(
             key=key,
-            rate=self.rate,
+            rate=self._binding(decision),
             hits_remaining=decision.remaining,
             wait_ms=wait,
             metadata={"reset_ms": decision.reset_ms},
         )
+
+    def _binding(self, decision: Decision) -> Rate:
+        """The rate a decision speaks for: the one that refused, else the tightest."""
+        parts = getattr(decision, "parts", None)
+        if parts is None:
+            return self.rate
+        refused = getattr(decision, "refused", None)
+        if refused is None:
+            refused = min(range(len(parts)), key=lambda i: parts[i].remaining or 0)
+        return self.rates[refused]
 
     def text(
         self,
@@ -129,6 +163,17 @@ class HeaderPlan:
         resolved = resolve_headers(self.dynamic, connection, self.stat(decision, key), context)
         for name, value in resolved.items():
             response.headers[name] = value
+
+
+def _numbers(decision: Decision, wait_ms: Optional[float]) -> tuple[int, int]:
+    """`(remaining, t)`: units left, and the seconds until whole again or, when refused, the
+    wait the client is told (`wait_ms`, else the decision's)."""
+    remaining = decision.remaining
+    remaining = max(int(remaining), 0) if remaining is not None and math.isfinite(remaining) else 0
+    if decision.allowed:
+        return remaining, max(0, math.ceil(decision.reset_ms / 1000))
+    wait = decision.wait_ms if wait_ms is None else wait_ms
+    return remaining, max(1, math.ceil(wait / 1000))
 
 
 class ThrottleHeaders:

@@ -56,7 +56,8 @@ async def connection_throttled(
 ) -> None:
     """Raise `ConnectionThrottled`: FastAPI and Starlette answer 429 with `Retry-After`.
 
-    Context keys `detail`, `status_code` and `headers` customise the response.
+    Context keys `detail`, `status_code` and `headers` customise the response; `rate` (set
+    by the throttle) is the rate that refused, kept on the exception as `.rate`.
     """
     seconds = retry_after_seconds(wait_ms)
     raise ConnectionThrottled(
@@ -64,6 +65,7 @@ async def connection_throttled(
         context.get("detail", f"Too many requests. Retry in {seconds} seconds."),
         context.get("headers"),
         wait_period=seconds,
+        rate=context.get("rate"),
     )
 
 

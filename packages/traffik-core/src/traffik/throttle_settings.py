@@ -14,10 +14,11 @@ from traffik.backends.base import ThrottleBackend
 from traffik.error_handlers import check_on_error
 from traffik.exceptions import ConfigurationError
 from traffik.headers import Headers, header_setting
-from traffik.rates import Rate
+from traffik.rates import UNLIMITED, Rate, RatesLike, parse_rates
 from traffik.response_headers import HeaderPlan
 from traffik.rules import RuleGate, sort_rules
-from traffik.strategies import DEFAULT_STRATEGY
+from traffik.strategies import DEFAULT_STRATEGY, StateStrategy
+from traffik.strategies.steps import is_counter
 
 if TYPE_CHECKING:
     from traffik.registry import ThrottleRegistry
@@ -60,6 +61,7 @@ class ThrottleSettings:
     cost: int
     _cost_fn: Optional[Callable[..., Any]]
     _rate: Rate
+    _rates: tuple[Rate, ...]
     _rate_fn: Optional[Callable[..., Any]]
     headers: Optional[Headers]
     _plan: Optional[HeaderPlan]
@@ -92,36 +94,47 @@ class ThrottleSettings:
         else:
             self.cost, self._cost_fn = check_cost(cost, self._owner()), None
 
-    def _set_rate(self, rate: Union[str, Rate, Callable[..., Any]]) -> None:
-        owner = self._owner()
+    def _set_rate(self, rate: Union[RatesLike, Callable[..., Any]]) -> None:
         rate_fn: Optional[Callable[..., Any]] = None
-        if isinstance(rate, (str, Rate)):
-            parsed = Rate.parse(rate)
+        if isinstance(rate, (str, Rate, list, tuple)):
+            rates = parse_rates(rate)
         elif callable(rate):
-            parsed, rate_fn = Rate(), rate
+            rates, rate_fn = (UNLIMITED,), rate
         else:
             raise ConfigurationError(
-                f"{owner}: rate={rate!r}; use a string like '100/min', a Rate, or a callable"
+                f"{self._owner()}: rate={rate!r}; use a string like '100/min' or "
+                "'10/s;1000/day', a Rate, a list of them, or a callable"
             )
-        capacity = getattr(self.strategy, "capacity", None)
-        if (
-            capacity is not None
-            and rate_fn is None
-            and self._cost_fn is None
-            and not parsed.unlimited
-            and self.cost > capacity(parsed)
-        ):
-            raise ConfigurationError(
-                f"{owner}: cost={self.cost} exceeds what rate {str(parsed)!r} with "
-                f"{type(self.strategy).__name__} can ever admit ({capacity(parsed):g}); "
-                "raise the rate's limit or lower the cost"
-            )
-        check_scale = getattr(self.strategy, "check_scale", None)
-        if check_scale is not None and rate_fn is None:
-            check_scale(parsed)
-        self._rate, self._rate_fn = parsed, rate_fn
+        if rate_fn is None:
+            self.check_rates(rates, None if self._cost_fn is not None else self.cost)
+        self._rates, self._rate, self._rate_fn = rates, rates[0], rate_fn
+        self._checked_rates: set[tuple[Rate, ...]] = set()
         self._plan_headers()
         self._validate()
+
+    def check_rates(self, rates: tuple[Rate, ...], cost: Optional[int]) -> None:
+        """Refuse rates this throttle's strategy cannot decide (`ConfigurationError`): several
+        rates with a strategy that is not built in, a rate too large to decide exactly, or one
+        that can never admit `cost` (None: the cost is given per connection)."""
+        owner, strategy = self._owner(), self.strategy
+        if len(rates) > 1 and not (is_counter(strategy) or isinstance(strategy, StateStrategy)):
+            raise ConfigurationError(
+                f"{owner}: several rates ({'; '.join(map(str, rates))}) are decided as one "
+                f"step, which needs a built-in strategy; {strategy!r} decides one rate only"
+            )
+        capacity = getattr(strategy, "capacity", None)
+        check_scale = getattr(strategy, "check_scale", None)
+        for parsed in rates:
+            if parsed.unlimited:
+                continue
+            if capacity is not None and cost is not None and cost > capacity(parsed):
+                raise ConfigurationError(
+                    f"{owner}: cost={cost} exceeds what rate {str(parsed)!r} with "
+                    f"{type(strategy).__name__} can ever admit ({capacity(parsed):g}); "
+                    "raise the rate's limit or lower the cost"
+                )
+            if check_scale is not None:
+                check_scale(parsed)
 
     @property
     def dynamic_cost(self) -> bool:
@@ -130,13 +143,26 @@ class ThrottleSettings:
 
     @property
     def rate(self) -> Any:
-        """The `Rate`, or the callable that gives one per connection."""
-        return self._rate_fn or self._rate
+        """The `Rate` (a tuple of them for several), or the callable that gives it per
+        connection."""
+        if self._rate_fn is not None:
+            return self._rate_fn
+        return self._rate if len(self._rates) == 1 else self._rates
+
+    @property
+    def rates(self) -> tuple[Rate, ...]:
+        """The fixed rates (one `Rate()` when a callable gives them per connection)."""
+        return self._rates
 
     @property
     def static_rate(self) -> Optional[Rate]:
-        """The rate when it is fixed, None when a callable gives it per connection."""
+        """The (first) rate when fixed, None when a callable gives it per connection."""
         return None if self._rate_fn is not None else self._rate
+
+    @property
+    def static_rates(self) -> Optional[tuple[Rate, ...]]:
+        """The rates when they are fixed, None when a callable gives them per connection."""
+        return None if self._rate_fn is not None else self._rates
 
     # -- backend -------------------------------------------------------------------------
 
@@ -160,8 +186,10 @@ class ThrottleSettings:
     def _validate(self) -> None:
         """Let a fixed backend refuse a static rate its store cannot hold (`validate`)."""
         backend = self._backend
-        if backend is not None and self._rate_fn is None and not self._rate.unlimited:
-            backend.validate(self.strategy, self._rate)
+        if backend is not None and self._rate_fn is None:
+            for rate in self._rates:
+                if not rate.unlimited:
+                    backend.validate(self.strategy, rate)
 
     @property
     def backend(self) -> Optional[ThrottleBackend]:
@@ -200,10 +228,21 @@ class ThrottleSettings:
         if hasattr(self, "_rate"):
             self._plan_headers()
 
+    def _plan_for(self, rates: tuple[Rate, ...]) -> HeaderPlan:
+        """The header plan of rates a callable gave (remembered for a few distinct rates)."""
+        plans = self.__dict__.setdefault("_plans", {})
+        plan = plans.get(rates)
+        if plan is None:
+            if len(plans) >= 64:
+                plans.clear()
+            plan = plans[rates] = HeaderPlan(self.uid, rates, self.headers)  # type: ignore[arg-type]
+        return plan
+
     def _plan_headers(self) -> None:
         """Encode the headers for a fixed rate once; a rate callable's are encoded per hit."""
+        self.__dict__.pop("_plans", None)
         static = self._rate_fn is None and not self._rate.unlimited and self.headers is not None
-        self._plan = HeaderPlan(self.uid, self._rate, self.headers) if static else None  # type: ignore[arg-type]
+        self._plan = HeaderPlan(self.uid, self._rates, self.headers) if static else None  # type: ignore[arg-type]
 
     # -- rules ---------------------------------------------------------------------------
 
@@ -224,7 +263,7 @@ class ThrottleSettings:
 
     # -- updates -------------------------------------------------------------------------
 
-    def update_rate(self, rate: Union[str, Rate, Callable[..., Any]]) -> Updated:
+    def update_rate(self, rate: Union[RatesLike, Callable[..., Any]]) -> Updated:
         """Replace the rate (a string, a `Rate`, or a callable), checked as in the constructor."""
         self._set_rate(rate)
         return _UPDATED

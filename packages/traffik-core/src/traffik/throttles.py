@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
 from typing import Any, Callable, ClassVar, Optional, Union
 
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
+from traffik import outcomes
 from traffik.backends.base import ThrottleBackend
-from traffik.backends.context import resolve_backend
 from traffik.bucket_state import BucketState
 from traffik.buckets import route_part, without_method
-from traffik.config import CONNECTION_IDS_CONTEXT_KEY, THROTTLED_STATE_KEY
+from traffik.config import THROTTLED_STATE_KEY
+from traffik.connection_inputs import ConnectionInputs
 from traffik.decision import Decision
 from traffik.decorators import starlette_throttled as throttled
 from traffik.error_handlers import (
@@ -26,11 +27,11 @@ from traffik.error_handlers import (
     recover,
 )
 from traffik.exceptions import ConfigurationError
-from traffik.identity import default_identifier
 from traffik.keyparts import ANONYMOUS_PART, client_part, escape
+from traffik.outcomes import CHARGES_KEY, Outcome
 from traffik.rates import Rate
 from traffik.registry import GLOBAL_REGISTRY, ThrottleRegistry
-from traffik.response_headers import HeaderPlan, ThrottleHeaders
+from traffik.response_headers import ThrottleHeaders
 from traffik.responses import (
     answer_with,
     connection_throttled,
@@ -39,6 +40,8 @@ from traffik.responses import (
     websocket_throttled,
 )
 from traffik.rules import Bypass, Rule
+from traffik.strategies import steps
+from traffik.strategies.steps import Item
 from traffik.throttle_settings import ThrottleSettings, check_cost
 from traffik.typing import EXEMPTED, ThrottleStrategy
 
@@ -78,7 +81,12 @@ async def _resolve(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
 
 
-class Throttle(ThrottleSettings, ThrottleHeaders, BucketState):
+async def _waited(wait: Awaitable[Any], limit: int) -> Decision:
+    """The decision of a strategy that answers a wait (traffik 1.2's contract)."""
+    return decision_from_wait(await wait, limit)
+
+
+class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState):
     """A rate limit on connections of one kind; use `HTTPThrottle` or `WebSocketThrottle`.
 
     `rate` is a string (`"100/min"`), a `Rate`, or a callable `(connection, context)` returning
@@ -102,6 +110,7 @@ class Throttle(ThrottleSettings, ThrottleHeaders, BucketState):
     use_backend_handler: ClassVar[bool] = True
     _route_of: ClassVar[Callable[..., str]] = staticmethod(route_part)
     use_method: bool = True
+    charge_when: Optional[Callable[[Outcome], bool]]
 
     def __init__(
         self,
@@ -124,6 +133,7 @@ class Throttle(ThrottleSettings, ThrottleHeaders, BucketState):
         dynamic_rules: bool = False,
         skip_handler: bool = False,
         per_route: bool = True,
+        charge_when: Optional[Callable[[Outcome], bool]] = None,
     ) -> None:
         if not isinstance(uid, str) or not uid:
             raise ConfigurationError(
@@ -140,6 +150,7 @@ class Throttle(ThrottleSettings, ThrottleHeaders, BucketState):
         self._set_backend(backend)
         self._set_callable("identifier", identifier)
         self._set_callable("handle_throttled", handle_throttled)
+        self._set_callable("charge_when", charge_when)
         self.on_error = check_on_error(on_error, self._owner())
         self._set_min_wait_period(min_wait_period)
         if registry is not None and not isinstance(registry, ThrottleRegistry):
@@ -163,7 +174,8 @@ class Throttle(ThrottleSettings, ThrottleHeaders, BucketState):
         self.refresh_rules()
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.uid!r}, rate={str(self.rate)!r})"
+        rate = self._rate_fn or "; ".join(map(str, self._rates))
+        return f"{type(self).__name__}({self.uid!r}, rate={str(rate)!r})"
 
     @property
     def is_disabled(self) -> bool:
@@ -175,59 +187,6 @@ class Throttle(ThrottleSettings, ThrottleHeaders, BucketState):
 
     async def enable(self) -> None:
         self._disabled = False
-
-    # -- resolution ----------------------------------------------------------------------
-
-    def get_backend(self, connection: Optional[HTTPConnection] = None) -> ThrottleBackend:
-        """The backend for `connection`: this throttle's own, else the one bound to the
-        connection or its app, else the active context's (`traffik.backends.context`).
-        Resolved per connection and never remembered, so one throttle serves many apps."""
-        scope = connection.scope if connection is not None else None
-        backend = resolve_backend(self._backend, scope, self.dynamic_backend)
-        if backend is None:
-            raise ConfigurationError(
-                f"{self!r} has no backend: pass backend=, use FastAPI(lifespan=backend.lifespan), "
-                "or run inside `async with backend:`"
-            )
-        return backend
-
-    async def _rate_for(self, connection: HTTPConnection, context: Mapping[str, Any]) -> Rate:
-        if self._rate_fn is None:
-            return self._rate
-        return Rate.parse(await _resolve(self._rate_fn(connection, context)))
-
-    async def _cost_for(self, connection: HTTPConnection, context: Mapping[str, Any]) -> int:
-        if self._cost_fn is None:
-            return self.cost
-        return check_cost(await _resolve(self._cost_fn(connection, context)), repr(self))
-
-    async def identify(self, connection: HTTPConnection, backend: ThrottleBackend) -> Any:
-        identifier = self.identifier or backend.identifier
-        if identifier is None:
-            return await default_identifier(connection)
-        return await _resolve(identifier(connection))
-
-    def key_for(
-        self,
-        connection: Optional[HTTPConnection],
-        ident: Any,
-        context: Mapping[str, Any],
-        route: Optional[str] = None,
-    ) -> str:
-        """`uid:client:METHOD:/route/{template}` (just `uid:client` without `per_route`), plus
-        the context's `scope` when it has one; every part escaped (`traffik.buckets`).
-        `route` replaces the connection's own route part (see `route_part`)."""
-        key = f"{self._uid_part}:{{{client_part(ident)}}}"
-        if self.per_route:
-            if route is None:
-                if connection is None:
-                    raise ConfigurationError(f"{self!r} counts per route; name the route")
-                route = self._route_of(connection.scope)
-            elif not self.use_method:
-                route = without_method(route)
-            key += ":" + route
-        extra = context.get("scope")
-        return key if extra is None else f"{key}:{escape(str(extra))}"
 
     # -- the hit -------------------------------------------------------------------------
 
@@ -265,21 +224,44 @@ class Throttle(ThrottleSettings, ThrottleHeaders, BucketState):
             outcome = await recover(self, exc, connection, ctx, cost, backend, None)
         if outcome is None:
             return connection
-        decision, rate, key = outcome
+        decision, rates, key = outcome
+        return await self.answer(
+            connection, decision, rates, key, ctx, backend, skip_handler, response, cost
+        )
+
+    async def answer(
+        self,
+        connection: Any,
+        decision: Decision,
+        rates: Optional[tuple[Rate, ...]],
+        key: Optional[str],
+        ctx: Mapping[str, Any],
+        backend: ThrottleBackend,
+        skip_handler: Optional[bool] = None,
+        response: Optional[Response] = None,
+        cost: Optional[int] = None,
+    ) -> Any:
+        """Act on `decision`: mark the connection, write the headers of an admitted one on
+        `response` (and note its charge when `charge_when` settles it later), or hand a
+        refused one to the handler."""
         scope = connection.scope
         state = scope.get("state")
         if state is None:
             scope["state"] = state = {}
         if decision.allowed:
             state[THROTTLED_STATE_KEY] = 0.0
-            if response is not None and self.headers is not None and rate is not None:
-                plan = self._plan or HeaderPlan(self.uid, rate, self.headers)
+            if decision.remaining is not None and (
+                self.charge_when is not None or CHARGES_KEY in state
+            ):
+                outcomes.note_charge(state, self, cost, ctx)
+            if response is not None and self.headers is not None and rates is not None:
+                plan = self._plan or self._plan_for(rates)
                 response.raw_headers.extend(plan.raw(decision))
                 if plan.dynamic:
                     plan.write_dynamic(response, decision, connection, key, ctx)
             return connection
         return await self._throttled(
-            connection, decision, rate, key, ctx, state, skip_handler, backend
+            connection, decision, rates, key, ctx, state, skip_handler, backend
         )
 
     async def _decide(
@@ -288,16 +270,35 @@ class Throttle(ThrottleSettings, ThrottleHeaders, BucketState):
         ctx: Mapping[str, Any],
         cost: Optional[int],
         backend: ThrottleBackend,
-    ) -> Optional[tuple[Decision, Optional[Rate], Optional[str]]]:
-        """The decision for `connection` on `backend`, the rate it was made under and the
+    ) -> Optional[tuple[Decision, Optional[tuple[Rate, ...]], Optional[str]]]:
+        """The decision for `connection` on `backend`, the rates it was made under and the
         client's key; None when there is nothing to decide (an unlimited rate, no cost, an
         exempted client).
 
         A failure of the strategy (the store) is raised as `DecisionFailed`, with the key."""
-        rate = self._rate
-        if self._rate_fn is not None:
-            rate = await self._rate_for(connection, ctx)
-        if rate.unlimited:
+        prepared = await self._prepare(connection, ctx, cost, backend)
+        if prepared is None:
+            return None
+        rates, cost, key = prepared
+        try:
+            decision = await self._step(key, rates, cost, backend)
+        except ConfigurationError:
+            raise
+        except Exception as exc:
+            raise DecisionFailed(exc, key, rates, cost) from exc
+        return decision, rates, key
+
+    async def _prepare(
+        self,
+        connection: Any,
+        ctx: Mapping[str, Any],
+        cost: Optional[int],
+        backend: ThrottleBackend,
+    ) -> Optional[tuple[tuple[Rate, ...], int, str]]:
+        """What a decision for `connection` needs: its rates, its cost and the client's key
+        (None: nothing to decide)."""
+        rates = self._rates if self._rate_fn is None else await self._rates_for(connection, ctx)
+        if rates[0].unlimited:
             return None
         if cost is None:
             cost = self.cost if self._cost_fn is None else await self._cost_for(connection, ctx)
@@ -319,40 +320,29 @@ class Throttle(ThrottleSettings, ThrottleHeaders, BucketState):
         extra = ctx.get("scope")
         if extra is not None:
             key = f"{key}:{escape(str(extra))}"
-        try:
-            if self._strategy_decide is not None:
-                decision = await self._strategy_decide(key, rate, backend, cost)
-            else:
-                decision = decision_from_wait(
-                    await self.strategy(key, rate, backend, cost), rate.limit
-                )
-        except ConfigurationError:
-            raise
-        except Exception as exc:
-            raise DecisionFailed(exc, key, rate, cost) from exc
-        return decision, rate, key
+        return rates, cost, key
 
-    async def _identity(self, connection: Any, backend: ThrottleBackend, scope: Any) -> Any:
-        """`identify`, kept in the connection's state per uid with `cache_ids` (so a
-        WebSocket's messages are identified once)."""
-        if not self.cache_ids:
-            return await self.identify(connection, backend)
-        state = scope.get("state")
-        if state is None:
-            scope["state"] = state = {}
-        ids = state.get(CONNECTION_IDS_CONTEXT_KEY)
-        if ids is None:
-            ids = state[CONNECTION_IDS_CONTEXT_KEY] = {}
-        ident = ids.get(self.uid)
-        if ident is None:
-            ident = ids[self.uid] = await self.identify(connection, backend)
-        return ident
+    def _step(
+        self, key: str, rates: tuple[Rate, ...], cost: int, backend: ThrottleBackend
+    ) -> Awaitable[Decision]:
+        """The strategy's decision (one rate) or the backend's over every rate's item."""
+        if len(rates) == 1:
+            if self._strategy_decide is not None:
+                return self._strategy_decide(key, rates[0], backend, cost)
+            return _waited(self.strategy(key, rates[0], backend, cost), rates[0].limit)
+        return backend.evaluate_all(self.items(key, rates, cost, backend))
+
+    def items(
+        self, key: str, rates: tuple[Rate, ...], cost: int, backend: ThrottleBackend
+    ) -> list[Item]:
+        """The items of one decision on `rates` for the client whose key is `key`."""
+        return steps.items(self.strategy, key, rates, cost, backend)
 
     async def _throttled(
         self,
         connection: Any,
         decision: Decision,
-        rate: Optional[Rate],
+        rates: Optional[tuple[Rate, ...]],
         key: Optional[str],
         ctx: Mapping[str, Any],
         state: dict[str, Any],
@@ -365,12 +355,15 @@ class Throttle(ThrottleSettings, ThrottleHeaders, BucketState):
         state[THROTTLED_STATE_KEY] = wait
         if skip_handler if skip_handler is not None else self.skip_handler:
             return connection
-        if self.headers is not None and rate is not None:
-            plan = self._plan or HeaderPlan(self.uid, rate, self.headers)
-            extra = plan.text(decision, wait, connection, key, ctx)
-            if extra:
-                own = ctx.get("headers")
-                ctx = {**ctx, "headers": {**extra, **own} if own else extra}
+        if rates is not None:
+            refused = getattr(decision, "refused", None)
+            ctx = {**ctx, "rate": rates[refused or 0]}
+            if self.headers is not None:
+                plan = self._plan or self._plan_for(rates)
+                extra = plan.text(decision, wait, connection, key, ctx)
+                if extra:
+                    own = ctx.get("headers")
+                    ctx = {**ctx, "headers": {**extra, **own} if own else extra}
         handler = self.handle_throttled
         if handler is None and self.use_backend_handler:
             handler = backend.handle_throttled
@@ -398,6 +391,23 @@ class HTTPThrottle(Throttle):
     """
 
     connection_type = Request
+
+    async def charge_by_outcome(
+        self, request: Request, response: Response
+    ) -> AsyncIterator[Request]:
+        """A FastAPI dependency with `yield` for a throttle with `charge_when`:
+        `Depends(throttle.charge_by_outcome)`. It hits before the endpoint runs, then settles
+        the charge with the outcome: the exception the endpoint raised (its status code), or
+        else the route's status code (a dependency does not see a returned `Response`; the
+        decorators and the middleware do)."""
+        await self.hit(request, response=response)
+        try:
+            yield request
+        except Exception as exc:
+            await outcomes.settle(request, Outcome.of_exception(exc))
+            raise
+        route = request.scope.get("route")
+        await outcomes.settle(request, Outcome(getattr(route, "status_code", None) or 200))
 
     def __init__(self, *args: Any, use_method: bool = True, **kwargs: Any) -> None:
         """As `Throttle`; `use_method=False` gives every method of a route one budget."""

@@ -6,12 +6,17 @@ import functools
 import inspect
 import itertools
 import typing
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Callable, Optional, TypeVar, cast
 
 from fastapi import params
+from starlette.responses import Response
+from starlette.websockets import WebSocket
 
 from traffik.decorators import check_throttles, is_async_callable
+from traffik.outcomes import Outcome, settle
 from traffik.throttles import Throttle
+from traffik.together import Entry, hit_together
 
 __all__ = ["Throttled", "throttled"]
 
@@ -20,28 +25,49 @@ Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 _names = itertools.count()
 
 
+def _route_status(connection: Any) -> int:
+    """The status code FastAPI answers with when the endpoint returns a plain value."""
+    return getattr(connection.scope.get("route"), "status_code", None) or 200
+
+
 def _dependency(throttles: tuple[Throttle, ...], connection_type: type) -> Callable[..., Any]:
-    """One throttle as is; several as one dependency whose sub-dependencies run them in order."""
-    if len(throttles) == 1:
+    """One throttle as is; several (or any with `charge_when`) as one dependency with `yield`
+    that decides them as one (`traffik.together`) and settles charges with the outcome."""
+    settles = any(throttle.charge_when is not None for throttle in throttles)
+    if len(throttles) == 1 and not settles:
         return cast(Callable[..., Any], throttles[0])
 
-    async def apply_throttles(**connections: Any) -> Any:
-        return next(iter(connections.values()))
+    async def apply_throttles(connection: Any, response: Any = None) -> AsyncIterator[Any]:
+        if len(throttles) == 1:
+            await throttles[0].hit(connection, response=response)
+        else:
+            entries = [Entry(throttle, connection) for throttle in throttles]
+            await hit_together(entries, connection, response=response)
+        if not settles:
+            yield connection
+            return
+        try:
+            yield connection
+        except Exception as exc:
+            await settle(connection, Outcome.of_exception(exc))
+            raise
+        await settle(connection, Outcome(_route_status(connection)))
 
-    apply_throttles.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        [
+    parameters = [
+        inspect.Parameter(
+            "connection", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=connection_type
+        )
+    ]
+    if not issubclass(connection_type, WebSocket):
+        parameters.append(
             inspect.Parameter(
-                f"connection_{index}",
-                inspect.Parameter.KEYWORD_ONLY,
-                annotation=Annotated[
-                    connection_type,
-                    params.Depends(cast(Callable[..., Any], throttle), use_cache=False),
-                ],
+                "response", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Response
             )
-            for index, throttle in enumerate(throttles)
-        ]
-    )
+        )
+    apply_throttles.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     apply_throttles.connection_type = connection_type  # type: ignore[attr-defined]
+    apply_throttles.settles = settles  # type: ignore[attr-defined]
+    apply_throttles.throttles = throttles  # type: ignore[attr-defined]
     return apply_throttles
 
 
@@ -85,12 +111,22 @@ class Throttled(params.Depends):
             annotation=Annotated[connection_type, params.Depends(self.dependency, use_cache=False)],
         )
 
+        settles = getattr(self.dependency, "settles", False)
         if is_async_callable(endpoint):
 
             @functools.wraps(endpoint)
             async def wrapper(*args: Any, **kwargs: Any) -> Any:
-                kwargs.pop(name, None)
-                return await endpoint(*args, **kwargs)
+                connection = kwargs.pop(name, None)
+                if not settles:
+                    return await endpoint(*args, **kwargs)
+                try:
+                    result = await endpoint(*args, **kwargs)
+                except Exception as exc:
+                    await settle(connection, Outcome.of_exception(exc))
+                    raise
+                status = getattr(result, "status_code", None) or _route_status(connection)
+                await settle(connection, Outcome(status, response=result))
+                return result
 
         else:  # sync functions and generators: FastAPI runs or iterates what this returns
 
@@ -115,11 +151,14 @@ def throttled(*throttles: Throttle, route: Optional[Endpoint] = None) -> Any:
     ```
 
     As a dependency: `@app.get("/items", dependencies=[throttled(burst, sustained)])` or
-    `APIRouter(dependencies=[throttled(api)])`. The first throttle that throttles stops the
-    rest; allowed responses carry the rate-limit headers (unless the endpoint returns a
-    `Response` itself, whose headers FastAPI leaves alone). Each use counts: a throttle given
-    twice counts twice. With `route=` the decorated endpoint is returned at once:
-    `throttled(api, route=search)`.
+    `APIRouter(dependencies=[throttled(api)])`. Several throttles are one decision
+    (`traffik.together`): admitted only if every one admits, charged all or none, refused with
+    the wait until all admit. Allowed responses carry the rate-limit headers (unless the
+    endpoint returns a `Response` itself, whose headers FastAPI leaves alone). Throttles with
+    `charge_when` settle their charge with the outcome: as a decorator, the endpoint's
+    `Response` or exception; as a dependency, the exception or the route's status code. Each
+    use counts: a throttle given twice counts twice. With `route=` the decorated endpoint is
+    returned at once: `throttled(api, route=search)`.
     """
     connection_type = check_throttles(throttles, "throttled")
     marker = Throttled(dependency=_dependency(throttles, connection_type), use_cache=False)

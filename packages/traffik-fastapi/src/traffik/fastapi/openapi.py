@@ -46,6 +46,12 @@ RATE_LIMITED_RESPONSE: dict[Union[int, str], dict[str, Any]] = {
 def _guards_http(call: Any) -> bool:
     if isinstance(call, MiddlewareThrottle):  # used as a dependency
         call = call.throttle
+    owner = getattr(call, "__self__", None)  # a bound method: `throttle.charge_by_outcome`
+    if isinstance(owner, Throttle):
+        call = owner
+    combined = getattr(call, "throttles", None)  # `throttled(a, b)`: one dependency for several
+    if combined is not None:
+        return any(_guards_http(throttle) for throttle in combined)
     return isinstance(call, Throttle) and not issubclass(call.connection_type, WebSocket)
 
 

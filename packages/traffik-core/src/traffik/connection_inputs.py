@@ -1,0 +1,132 @@
+"""What a throttle reads from each connection: its backend, rates, cost, identity and key.
+
+Mixed into `Throttle`. Everything here is resolved per connection and never remembered across
+apps: a throttle defined once serves every app and backend it meets.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
+
+from starlette.requests import HTTPConnection
+
+from traffik.backends.context import resolve_backend
+from traffik.buckets import without_method
+from traffik.config import CONNECTION_IDS_CONTEXT_KEY
+from traffik.exceptions import ConfigurationError
+from traffik.identity import default_identifier
+from traffik.keyparts import client_part, escape
+from traffik.rates import parse_rates
+from traffik.throttle_settings import check_cost
+
+if TYPE_CHECKING:
+    from traffik.backends.base import ThrottleBackend
+    from traffik.rates import Rate
+
+__all__ = ["ConnectionInputs"]
+
+
+async def _resolve(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+class ConnectionInputs:
+    """Per-connection inputs of a decision, for `Throttle`."""
+
+    uid: str
+    _uid_part: str
+    _backend: Optional[ThrottleBackend]
+    dynamic_backend: bool
+    _rates: tuple[Rate, ...]
+    _rate_fn: Optional[Callable[..., Any]]
+    _checked_rates: set[tuple[Rate, ...]]
+    cost: int
+    _cost_fn: Optional[Callable[..., Any]]
+    identifier: Optional[Callable[..., Any]]
+    cache_ids: bool
+    per_route: bool
+    use_method: bool
+    _route_of: ClassVar[Callable[..., str]]
+
+    if TYPE_CHECKING:
+
+        def check_rates(self, rates: tuple[Rate, ...], cost: Optional[int]) -> None: ...
+
+    def get_backend(self, connection: Optional[HTTPConnection] = None) -> ThrottleBackend:
+        """The backend for `connection`: this throttle's own, else the one bound to the
+        connection or its app, else the active context's (`traffik.backends.context`).
+        Resolved per connection and never remembered, so one throttle serves many apps."""
+        scope = connection.scope if connection is not None else None
+        backend = resolve_backend(self._backend, scope, self.dynamic_backend)
+        if backend is None:
+            raise ConfigurationError(
+                f"{self!r} has no backend: pass backend=, use FastAPI(lifespan=backend.lifespan), "
+                "or run inside `async with backend:`"
+            )
+        return backend
+
+    async def _rates_for(
+        self, connection: HTTPConnection, context: Mapping[str, Any]
+    ) -> tuple[Rate, ...]:
+        """The rates for `connection`: the fixed ones, or what the rate callable returns
+        (checked as at construction, once per distinct value)."""
+        if self._rate_fn is None:
+            return self._rates
+        rates = parse_rates(await _resolve(self._rate_fn(connection, context)))
+        if rates not in self._checked_rates:
+            self.check_rates(rates, None)
+            if len(self._checked_rates) >= 64:
+                self._checked_rates.clear()
+            self._checked_rates.add(rates)
+        return rates
+
+    async def _cost_for(self, connection: HTTPConnection, context: Mapping[str, Any]) -> int:
+        if self._cost_fn is None:
+            return self.cost
+        return check_cost(await _resolve(self._cost_fn(connection, context)), repr(self))
+
+    async def identify(self, connection: HTTPConnection, backend: ThrottleBackend) -> Any:
+        identifier = self.identifier or backend.identifier
+        if identifier is None:
+            return await default_identifier(connection)
+        return await _resolve(identifier(connection))
+
+    def key_for(
+        self,
+        connection: Optional[HTTPConnection],
+        ident: Any,
+        context: Mapping[str, Any],
+        route: Optional[str] = None,
+    ) -> str:
+        """`uid:client:METHOD:/route/{template}` (just `uid:client` without `per_route`), plus
+        the context's `scope` when it has one; every part escaped (`traffik.buckets`).
+        `route` replaces the connection's own route part (see `route_part`)."""
+        key = f"{self._uid_part}:{{{client_part(ident)}}}"
+        if self.per_route:
+            if route is None:
+                if connection is None:
+                    raise ConfigurationError(f"{self!r} counts per route; name the route")
+                route = self._route_of(connection.scope)
+            elif not self.use_method:
+                route = without_method(route)
+            key += ":" + route
+        extra = context.get("scope")
+        return key if extra is None else f"{key}:{escape(str(extra))}"
+
+    async def _identity(self, connection: Any, backend: ThrottleBackend, scope: Any) -> Any:
+        """`identify`, kept in the connection's state per uid with `cache_ids` (so a
+        WebSocket's messages are identified once)."""
+        if not self.cache_ids:
+            return await self.identify(connection, backend)
+        state = scope.get("state")
+        if state is None:
+            scope["state"] = state = {}
+        ids = state.get(CONNECTION_IDS_CONTEXT_KEY)
+        if ids is None:
+            ids = state[CONNECTION_IDS_CONTEXT_KEY] = {}
+        ident = ids.get(self.uid)
+        if ident is None:
+            ident = ids[self.uid] = await self.identify(connection, backend)
+        return ident

@@ -1,0 +1,182 @@
+"""Several throttles on one connection decided as one: `throttled(a, b)` and the middleware.
+
+Throttles that share a backend are one step there (`evaluate_all`): the connection is admitted
+only if every one of them admits it, and a refusal charges none of them (but a refusing
+fixed-window counter). Groups on different backends are decided in order; when a later group
+refuses, what the earlier ones took is given back. A refused connection is answered by the
+first throttle (in the given order) that refused, with the wait until every one of them would
+admit it. A throttle with a strategy of its own (not built in), or whose decision cannot be
+prepared or made in one step (the store failed), is decided alone with `hit`, so its
+`on_error` applies as usual.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Optional
+
+from traffik.config import THROTTLED_STATE_KEY
+from traffik.exceptions import ConfigurationError
+from traffik.outcomes import CHARGES_KEY
+from traffik.strategies.base import StateStrategy
+from traffik.strategies.steps import Combined, combine, is_counter
+
+if TYPE_CHECKING:
+    from starlette.responses import Response
+
+    from traffik.backends.base import ThrottleBackend
+    from traffik.throttles import Throttle
+
+__all__ = ["Entry", "hit_together"]
+
+logger = logging.getLogger("traffik")
+
+
+class Entry:
+    """One throttle to hit: on `connection` (the middleware gives each its own view of the
+    scope), with `cost` (None: its own), the call's `context` and `skip_handler`."""
+
+    __slots__ = ("connection", "context", "cost", "skip_handler", "throttle")
+
+    def __init__(
+        self,
+        throttle: Throttle,
+        connection: Any,
+        cost: Optional[int] = None,
+        context: Optional[Mapping[str, Any]] = None,
+        skip_handler: Optional[bool] = None,
+    ) -> None:
+        self.throttle = throttle
+        self.connection = connection
+        self.cost = cost
+        self.context: Mapping[str, Any] = context or {}
+        self.skip_handler = skip_handler
+
+    async def hit(self, response: Optional[Response]) -> None:
+        await self.throttle.hit(
+            self.connection,
+            cost=self.cost,
+            context=self.context,
+            skip_handler=self.skip_handler,
+            response=response,
+        )
+
+
+def _refused(connection: Any) -> bool:
+    state = connection.scope.get("state")
+    return bool(state and state.get(THROTTLED_STATE_KEY))
+
+
+def _one_step(throttle: Throttle) -> bool:
+    strategy = throttle.strategy
+    return is_counter(strategy) or isinstance(strategy, StateStrategy)
+
+
+async def hit_together(
+    entries: Sequence[Entry], connection: Any, *, response: Optional[Response] = None
+) -> None:
+    """Hit every entry's throttle as one decision (module docstring); `connection` is the one
+    whose state the entries share."""
+    live: list[Entry] = []
+    for entry in entries:
+        throttle = entry.throttle
+        if throttle.is_disabled:
+            continue
+        if entry.context:
+            entry.context = {**throttle.context, **entry.context}
+        else:
+            entry.context = throttle.context
+        gate = throttle._gate
+        if gate is not None and not await gate.allows(entry.connection, entry.context):
+            continue
+        live.append(entry)
+    groups: dict[int, tuple[ThrottleBackend, list[Entry]]] = {}
+    for entry in live:
+        throttle = entry.throttle
+        backend = throttle._backend or throttle.get_backend(entry.connection)
+        groups.setdefault(id(backend), (backend, []))[1].append(entry)
+    state = connection.scope.setdefault("state", {})
+    charges = state.setdefault(CHARGES_KEY, [])  # every admitting throttle notes its charge
+    mark = len(charges)
+    try:
+        for backend, group in groups.values():
+            if len(group) > 1 and all(_one_step(e.throttle) for e in group):
+                await _as_one(group, backend, response)
+            else:
+                await _each(group, response)
+            if _refused(connection):
+                await _give_back(charges, mark, connection)
+                return
+    except BaseException:
+        await _give_back(charges, mark, connection)
+        raise
+
+
+async def _each(group: list[Entry], response: Optional[Response]) -> None:
+    """Hit the group's throttles one by one, up to the first that refuses."""
+    for entry in group:
+        await entry.hit(response)
+        if _refused(entry.connection):
+            return
+
+
+async def _as_one(
+    group: list[Entry], backend: ThrottleBackend, response: Optional[Response]
+) -> None:
+    """Decide `group` (throttles on `backend`) in one step, then let each answer its part."""
+    prepared = []
+    try:
+        for entry in group:
+            ready = await entry.throttle._prepare(
+                entry.connection, entry.context, entry.cost, backend
+            )
+            if ready is not None:
+                prepared.append((entry, *ready))
+        items = [
+            item
+            for entry, rates, cost, key in prepared
+            for item in entry.throttle.items(key, rates, cost, backend)
+        ]
+        decision = await backend.evaluate_all(items) if items else None
+    except ConfigurationError:
+        raise
+    except Exception as exc:  # decided alone, each throttle's on_error applies
+        logger.info("deciding %d throttles as one failed (%s); deciding each", len(group), exc)
+        await _each(group, response)
+        return
+    if decision is None:
+        return
+    parts = decision.parts if isinstance(decision, Combined) else (decision,)
+    start = 0
+    for entry, rates, _, key in prepared:
+        mine = combine(parts[start : start + len(rates)])
+        start += len(rates)
+        if not decision.allowed:
+            if mine.allowed:
+                continue
+            mine.wait_ms = decision.wait_ms  # the wait until every throttle admits
+        await entry.throttle.answer(
+            entry.connection,
+            mine,
+            rates,
+            key,
+            entry.context,
+            backend,
+            entry.skip_handler,
+            response,
+            entry.cost,
+        )
+        if not decision.allowed:
+            return
+
+
+async def _give_back(charges: list[Any], mark: int, connection: Any) -> None:
+    """Refund the charges noted since `mark`, before a refusal (best effort, logged)."""
+    taken = charges[mark:]
+    del charges[mark:]
+    for throttle, cost, ctx in taken:
+        try:
+            await throttle.refund(connection, cost, ctx)
+        except Exception:
+            logger.exception("%r could not give back its charge after a refusal", throttle)

@@ -1,0 +1,295 @@
+"""Several limits as one decision, through throttles: several rates, throttles combined by
+the decorators and the middleware, refunds, and charging by outcome."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import Depends, FastAPI, HTTPException, Request
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route
+
+from traffik import HTTPThrottle, InMemoryBackend, ManualClock, Rate, ThrottleMiddleware, throttled
+from traffik.exceptions import ConfigurationError, ConnectionThrottled
+from traffik.fastapi import throttled as fastapi_throttled
+from traffik.strategies import BUILTIN_STRATEGIES, FixedWindow, Strategy
+
+pytestmark = pytest.mark.anyio
+
+STRATEGIES = [cls() for cls in BUILTIN_STRATEGIES]
+IDS = [cls.__name__ for cls in BUILTIN_STRATEGIES]
+
+
+def client(app: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+
+
+def app_with(*throttles: HTTPThrottle) -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/r", dependencies=[Depends(t) for t in throttles])
+    async def route() -> dict[str, bool]:
+        return {"ok": True}
+
+    return app
+
+
+# -- several rates in one throttle ------------------------------------------------------------
+
+
+async def test_one_per_second_and_ten_per_minute() -> None:
+    clock = ManualClock(1_700_000_040.0)
+    throttle = HTTPThrottle("api", rate="1/s;10/min", backend=InMemoryBackend(clock=clock))
+    async with client(app_with(throttle)) as http:
+        assert (await http.get("/r")).status_code == 200
+        for _ in range(20):  # refused by the second: nothing taken from the minute
+            clock.advance(ms=40)
+            assert (await http.get("/r")).status_code == 429
+        clock.set(1_700_000_041.0)
+        for _ in range(9):
+            response = await http.get("/r")
+            assert response.status_code == 200
+            clock.advance(1)
+        eleventh = await http.get("/r")
+    assert eleventh.status_code == 429
+    assert int(eleventh.headers["retry-after"]) >= 50  # the minute's wait, not the second's
+    assert response.headers["ratelimit-policy"] == '"api:1/s";q=1;w=1, "api:10/min";q=10;w=60'
+    assert response.headers["ratelimit"] == '"api:1/s";r=0;t=1, "api:10/min";r=0;t=51'
+    assert eleventh.headers["ratelimit"].startswith('"api:1/s";r=0;t=1, "api:10/min";r=0;t=5')
+
+
+@pytest.mark.parametrize(
+    "rate",
+    ["2/min;3/hour", ["2/min", "3/hour"], [Rate.parse("2/min"), "3/hour"]],
+    ids=["string", "list", "rates-and-strings"],
+)
+async def test_the_ways_to_give_several_rates(rate: Any) -> None:
+    clock = ManualClock()
+    throttle = HTTPThrottle("forms", rate=rate, backend=InMemoryBackend(clock=clock))
+    assert throttle.rates == (Rate.parse("2/min"), Rate.parse("3/hour"))
+    async with client(app_with(throttle)) as http:
+        assert [(await http.get("/r")).status_code for _ in range(3)] == [200, 200, 429]
+        clock.advance(61)
+        assert [(await http.get("/r")).status_code for _ in range(2)] == [200, 429]
+
+
+async def test_a_rate_callable_may_give_several_rates() -> None:
+    def plan(request: Any, context: Any) -> str:
+        return "1/min;2/hour" if request.headers.get("x-plan") != "pro" else "5/min"
+
+    throttle = HTTPThrottle("plans", rate=plan, backend=InMemoryBackend(clock=ManualClock()))
+    async with client(app_with(throttle)) as http:
+        assert [(await http.get("/r")).status_code for _ in range(2)] == [200, 429]
+        pro = [(await http.get("/r", headers={"x-plan": "pro"})).status_code for _ in range(6)]
+    assert pro == [200] * 5 + [429]
+
+
+async def test_the_answer_names_the_rate_that_refused() -> None:
+    seen: list[Any] = []
+
+    async def handler(connection: Any, wait_ms: float, throttle: Any, context: Any) -> None:
+        seen.append((context["rate"], wait_ms))
+        raise ConnectionThrottled(429, "slow down", wait_period=1, rate=context["rate"])
+
+    clock = ManualClock()
+    throttle = HTTPThrottle(
+        "named", rate="5/min;1/hour", backend=InMemoryBackend(clock=clock), handle_throttled=handler
+    )
+    async with client(app_with(throttle)) as http:
+        await http.get("/r")
+        await http.get("/r")
+    assert seen == [(Rate.parse("1/hour"), 3_600_000)]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES, ids=IDS)
+async def test_stat_reports_the_binding_rate(strategy: Strategy) -> None:
+    clock = ManualClock()
+    throttle = HTTPThrottle(
+        "stat", rate="10/min;3/hour", strategy=strategy, backend=InMemoryBackend(clock=clock)
+    )
+    app = FastAPI()
+
+    @app.get("/r", dependencies=[Depends(throttle)])
+    async def route(request: Request) -> dict[str, Any]:
+        stat = await throttle.stat(request)
+        assert stat is not None
+        return {"rate": str(stat.rate), "left": stat.hits_remaining}
+
+    async with client(app) as http:
+        body = (await http.get("/r")).json()
+    assert body == {"rate": "3/h", "left": 2}
+
+
+def test_several_rates_need_a_built_in_strategy() -> None:
+    async def mine(key: Any, rate: Rate, backend: Any, cost: int = 1) -> float:
+        return 0
+
+    with pytest.raises(ConfigurationError, match="several rates"):
+        HTTPThrottle("x", rate="1/s;1/min", strategy=mine)
+    with pytest.raises(ConfigurationError, match="the same rate is given twice"):
+        HTTPThrottle("x", rate="1/s;1/s")
+
+
+# -- refunds -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES, ids=IDS)
+async def test_a_refund_gives_every_rate_its_units_back(strategy: Strategy) -> None:
+    clock = ManualClock()
+    throttle = HTTPThrottle(
+        "refund", rate="2/hour;5/day", strategy=strategy, backend=InMemoryBackend(clock=clock)
+    )
+    app = FastAPI()
+
+    @app.get("/r", dependencies=[Depends(throttle)])
+    async def route(request: Request, refund: bool = False) -> dict[str, bool]:
+        if refund:
+            await throttle.refund(request)
+        return {"ok": True}
+
+    async with client(app) as http:
+        assert (await http.get("/r", params={"refund": True})).status_code == 200
+        assert [(await http.get("/r")).status_code for _ in range(3)] == [200, 200, 429]
+
+
+# -- throttles combined ----------------------------------------------------------------------------
+
+
+def throttles(clock: ManualClock, strategy: Strategy) -> tuple[HTTPThrottle, HTTPThrottle]:
+    backend = InMemoryBackend(clock=clock)
+    per_second = HTTPThrottle("per-second", rate="2/s", backend=backend, strategy=strategy)
+    per_day = HTTPThrottle("per-day", rate="3/day", backend=backend, strategy=strategy)
+    return per_second, per_day
+
+
+async def ok(request: Any) -> PlainTextResponse:
+    return PlainTextResponse("ok")
+
+
+def combined_apps(per_second: HTTPThrottle, per_day: HTTPThrottle) -> dict[str, Any]:
+    starlette = Starlette(routes=[Route("/r", throttled(per_second, per_day)(ok))])
+    fastapi = FastAPI()
+
+    @fastapi.get("/r", dependencies=[fastapi_throttled(per_second, per_day)])
+    async def route() -> dict[str, bool]:
+        return {"ok": True}
+
+    middleware = Starlette(
+        routes=[Route("/r", ok)],
+        middleware=[Middleware(ThrottleMiddleware, middleware_throttles=[per_second, per_day])],
+    )
+    return {"starlette": starlette, "fastapi": fastapi, "middleware": middleware}
+
+
+@pytest.mark.parametrize("where", ["starlette", "fastapi", "middleware"])
+@pytest.mark.parametrize(
+    "strategy", [FixedWindow(), STRATEGIES[3]], ids=["FixedWindow", "TokenBucket"]
+)
+async def test_combined_throttles_are_one_decision(where: str, strategy: Strategy) -> None:
+    clock = ManualClock()
+    per_second, per_day = throttles(clock, strategy)
+    app = combined_apps(per_second, per_day)[where]
+    async with client(app) as http:
+        codes = []
+        for _ in range(3):
+            codes.append((await http.get("/r")).status_code)
+            clock.advance(1)
+        refused = await http.get("/r")
+        clock.advance(1)
+        again = await http.get("/r")
+    assert codes == [200, 200, 200]
+    assert refused.status_code == 429 and again.status_code == 429
+    # the day refused: told to wait for the day, not the second
+    assert int(refused.headers["retry-after"]) > 3600
+    stat = await per_second.stat(_request(), path="/r")
+    assert stat is not None and stat.hits_remaining == 2  # the refusals took nothing
+
+
+def _request() -> Request:
+    return Request(
+        {"type": "http", "method": "GET", "path": "/r", "headers": [], "client": ("127.0.0.1", 1)}
+    )
+
+
+async def test_throttles_on_different_backends_give_back_on_refusal() -> None:
+    clock = ManualClock()
+    first = HTTPThrottle("first", rate="5/min", backend=InMemoryBackend(clock=clock))
+    second = HTTPThrottle("second", rate="1/min", backend=InMemoryBackend(clock=clock))
+    app = Starlette(routes=[Route("/r", throttled(first, second)(ok))])
+    async with client(app) as http:
+        assert [(await http.get("/r")).status_code for _ in range(3)] == [200, 429, 429]
+    stat = await first.stat(_request(), path="/r")
+    assert stat is not None and stat.hits_remaining == 4  # the two refusals were given back
+
+
+# -- charging by outcome -----------------------------------------------------------------------------
+
+
+def failed(outcome: Any) -> bool:
+    return outcome.status_code >= 400
+
+
+async def login(request: Request) -> JSONResponse:
+    body = await request.json()
+    if body.get("password") != "secret":
+        return JSONResponse({"error": "wrong password"}, status_code=401)
+    return JSONResponse({"token": "t"})
+
+
+def login_apps(throttle: HTTPThrottle) -> dict[str, Any]:
+    starlette = Starlette(routes=[Route("/login", throttled(throttle)(login), methods=["POST"])])
+    middleware = Starlette(
+        routes=[Route("/login", login, methods=["POST"])],
+        middleware=[Middleware(ThrottleMiddleware, middleware_throttles=[throttle])],
+    )
+    decorated = FastAPI()
+
+    @decorated.post("/login")
+    @fastapi_throttled(throttle)
+    async def fastapi_login(request: Request) -> Any:
+        return await login(request)
+
+    dependency = FastAPI()
+
+    @dependency.post("/login")
+    async def dependency_login(
+        request: Request = Depends(throttle.charge_by_outcome),
+    ) -> dict[str, str]:
+        body = await request.json()
+        if body.get("password") != "secret":
+            raise HTTPException(401, "wrong password")
+        return {"token": "t"}
+
+    return {
+        "starlette": starlette,
+        "middleware": middleware,
+        "fastapi-decorator": decorated,
+        "fastapi-dependency": dependency,
+    }
+
+
+@pytest.mark.parametrize(
+    "where", ["starlette", "middleware", "fastapi-decorator", "fastapi-dependency"]
+)
+@pytest.mark.parametrize("strategy", STRATEGIES, ids=IDS)
+async def test_only_failed_logins_count(where: str, strategy: Strategy) -> None:
+    throttle = HTTPThrottle(
+        "login",
+        rate="3/min",
+        strategy=strategy,
+        backend=InMemoryBackend(clock=ManualClock()),
+        charge_when=failed,
+        per_route=False,
+    )
+    app = login_apps(throttle)[where]
+    async with client(app) as http:
+        good = [await http.post("/login", json={"password": "secret"}) for _ in range(5)]
+        bad = [await http.post("/login", json={"password": "guess"}) for _ in range(3)]
+        blocked = await http.post("/login", json={"password": "secret"})
+    assert [r.status_code for r in good] == [200] * 5  # successes are not counted
+    assert [r.status_code for r in bad] == [401] * 3
+    assert blocked.status_code == 429  # over the limit: refused before the endpoint runs
