@@ -1,4 +1,4 @@
-"""`python -m benchmarks [--quick | --smoke] [--json PATH] [--backends memory,redis,memcached] [--profile]`."""
+"""`python -m benchmarks [--quick | --smoke] [--json PATH] [--backends memory,sqlite,redis,memcached] [--profile]`."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
         type=_stores,
         default=list(STORES),
         metavar="LIST",
-        help="stores to measure (default: memory,redis,memcached)",
+        help="stores to measure (default: memory,sqlite,redis,memcached)",
     )
     parser.add_argument(
         "--profile",

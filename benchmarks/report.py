@@ -5,14 +5,23 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any, Optional
 
-from benchmarks.results import Check, CommandCount, KeyMemory, Row, Run
+from benchmarks.results import (
+    Check,
+    CommandCount,
+    Comparison,
+    Holds,
+    KeyMemory,
+    ProcessRow,
+    Row,
+    Run,
+)
 from benchmarks.timing import Spread
 from traffik.strategies import BUILTIN_STRATEGIES
 
 __all__ = ["READING", "as_json", "markdown"]
 
 _STRATEGY_ORDER = {cls.__name__: i for i, cls in enumerate(BUILTIN_STRATEGIES)}
-_STORE_ORDER = {"memory": 0, "redis": 1, "memcached": 2}
+_STORE_ORDER = {"memory": 0, "sqlite": 1, "redis": 2, "memcached": 3}
 _JUDGED = {"overhead": "x floor", "request": "x floor request"}
 
 READING = """\
@@ -20,12 +29,12 @@ How to read it: each group (store, workload, concurrency) times its variants in 
 interleaved, repetition after repetition. A figure is the median, over repetitions, of each
 block's median request time in microseconds (concurrency 50: batch time / 50), with the
 min and max over repetitions. In memory the clock is this thread's CPU time (other processes
-on the machine do not count); on Redis and Memcached it is wall time (the wait is the cost).
-`overhead` = throttled - no limiter; `floor` = the floor variant - no limiter, where the
-floor variant is the no-op dependency in memory, and on Redis/Memcached a no-op dependency
-that makes one raw round trip (redis-py `EVALSHA` of `return 1`, aiomcache `incr`), so the
-round trip is paid inside a request as the throttle's is (the round trip timed alone is
-shown too). `x floor` = overhead / floor and `x floor request` = throttled request / floor
+on the machine do not count); on SQLite, Redis and Memcached it is wall time (the wait is the
+cost). `overhead` = throttled - no limiter; `floor` = the floor variant - no limiter, where the
+floor variant is the no-op dependency in memory, and on a store a no-op dependency that
+makes one raw round trip (redis-py `EVALSHA` of `return 1`, aiomcache `incr`, one SQLite
+`BEGIN IMMEDIATE`/`UPDATE`/`COMMIT`), so the round trip is paid inside a request as the
+throttle's is (the round trip timed alone is shown too). `x floor` = overhead / floor and `x floor request` = throttled request / floor
 variant's request, each computed within a repetition (a slow phase of the machine cancels
 out), median (min-max). In the saturated
 workload every request is rejected, and the baselines answer 429 too: the framework's own
@@ -193,6 +202,90 @@ def _rates(rows: list[Row]) -> str:
     return "Rates: " + "; ".join(parts) + "." if parts else ""
 
 
+def _ratio_cell(figure: Optional[float], value: Optional[float], met: Optional[bool]) -> str:
+    if figure is None:
+        return "not measured"
+    if value is None:
+        return "overhead not above 0"
+    text = f"{value:.2f}"
+    return f"**{text}**" if met is False else text
+
+
+def _sqlite(comparisons: list[Comparison]) -> str:
+    """SQLite's overhead per decision next to memory's and Redis's, with the issue's targets."""
+    if not comparisons:
+        return "(SQLite not measured)"
+    order = {name: i for i, name in enumerate(_STRATEGY_ORDER)}
+    chosen = sorted(comparisons, key=lambda c: (c.mode, c.workload, order.get(c.strategy, 99)))
+    lines = [
+        [
+            c.mode,
+            c.workload,
+            c.strategy,
+            f"{c.sqlite_us:.1f}",
+            "" if c.memory_us is None else f"{c.memory_us:.1f}",
+            _ratio_cell(c.memory_us, c.vs_memory, c.memory_met),
+            "" if c.redis_us is None else f"{c.redis_us:.1f}",
+            _ratio_cell(c.redis_us, c.vs_redis, c.redis_met),
+        ]
+        for c in chosen
+    ]
+    header = [
+        "mode",
+        "workload",
+        "strategy",
+        "sqlite overhead",
+        "memory overhead",
+        "sqlite / memory (<= 2 in one process)",
+        "redis overhead",
+        "redis / sqlite (>= 3)",
+    ]
+    return _table(header, lines)
+
+
+def _processes(rows: list[ProcessRow], holds: list[Holds]) -> str:
+    if not rows:
+        return "(not measured: it runs when SQLite is among the stores)"
+    chosen = sorted(
+        rows, key=lambda r: (_STORE_ORDER.get(r.store, 9), _STRATEGY_ORDER.get(r.variant, -1))
+    )
+    lines = [[r.store, r.variant, _us(r.per_request_us), _us(r.overhead_us)] for r in chosen]
+    held = [
+        [
+            h.store,
+            f"{h.decisions:,}",
+            f"{h.suspended:,}",
+            f"{h.stretches:,}",
+            f"{h.p50_us:.1f}",
+            f"{h.p99_us:.1f}",
+            f"{h.max_us:.1f}",
+        ]
+        for h in holds
+    ]
+    first = rows[0]
+    return (
+        f"{first.processes} worker processes at once, {first.concurrency} requests in flight in "
+        "each, one key (in memory: a store per process, so its limit is not shared). Wall "
+        "time, median (min-max) over every process's repetitions.\n\n"
+        + _table(["store", "variant", "us/request", "overhead"], lines)
+        + "\n\nHow long a GCRA decision held a worker's event loop: wall time of each stretch "
+        "it ran without suspending, deciding one at a time in every worker at once on one "
+        "key; a suspended decision waited for the store while the loop was free.\n\n"
+        + _table(
+            [
+                "store",
+                "decisions",
+                "suspended",
+                "stretches",
+                "held p50 us",
+                "held p99 us",
+                "held max us",
+            ],
+            held,
+        )
+    )
+
+
 def _summary(checks: list[Check]) -> str:
     met = sum(1 for c in checks if c.met is True)
     missed = [c for c in checks if c.met is False]
@@ -213,7 +306,7 @@ def markdown(run: Run) -> str:
             f"{meta['cpus']} CPUs, {meta['seconds']:.0f} s",
             f"Per group: {settings['repetitions']} repetitions of a block of "
             f"{settings['requests']} requests in memory, {settings['network_requests']} on "
-            f"Redis/Memcached (at concurrency 50: at least 4 batches); {settings['keys']:,} "
+            f"SQLite/Redis/Memcached (at concurrency 50: at least 4 batches); {settings['keys']:,} "
             f"client keys in the many-keys workload. {_rates(run.rows)}"
             f"\n\n{stores}",
             READING,
@@ -221,6 +314,9 @@ def markdown(run: Run) -> str:
             "median; **bold** = target missed\n\n" + _summary_matrix(run.rows),
             "### Baselines (us per request, median (min-max))\n\n" + _baselines(run.rows),
             "### Throttles\n\n" + _throttles(run.rows),
+            "### SQLite against memory and Redis: overhead per decision (us), median\n\n"
+            + _sqlite(run.comparisons),
+            "### Several processes at once\n\n" + _processes(run.processes, run.holds),
             "### Server commands per decision\n\n" + _commands(run.counts),
             "### In-memory backend: bytes per tracked key\n\n" + _memory(run.memory),
             "### Targets\n\n" + _summary(run.checks),
@@ -236,6 +332,9 @@ def as_json(run: Run) -> dict[str, Any]:
         "rows": [asdict(row) for row in run.rows],
         "commands_per_decision": [asdict(count) for count in run.counts],
         "bytes_per_key": [asdict(memory) for memory in run.memory],
+        "processes": [asdict(row) for row in run.processes],
+        "holds": [asdict(holds) for holds in run.holds],
+        "sqlite_comparisons": [asdict(c) for c in run.comparisons],
         "checks": [asdict(check) for check in run.checks],
         "summary": {
             "met": sum(1 for c in run.checks if c.met is True),

@@ -7,7 +7,16 @@ from typing import Any, Optional
 
 from benchmarks.timing import Spread
 
-__all__ = ["Check", "CommandCount", "KeyMemory", "Row", "Run"]
+__all__ = [
+    "Check",
+    "CommandCount",
+    "Comparison",
+    "Holds",
+    "KeyMemory",
+    "ProcessRow",
+    "Row",
+    "Run",
+]
 
 
 @dataclass
@@ -69,6 +78,58 @@ class KeyMemory:
 
 
 @dataclass
+class ProcessRow:
+    """One variant timed in `processes` worker processes at once, each with `concurrency`
+    requests in flight, on one store (in memory: a store per process); wall time in
+    microseconds per request, spread over every process's repetitions. `overhead_us` is the
+    difference to "no limiter" within each process and repetition."""
+
+    store: str
+    variant: str
+    processes: int
+    concurrency: int
+    per_request_us: Optional[Spread] = None
+    overhead_us: Optional[Spread] = None
+
+
+@dataclass
+class Holds:
+    """How long a decision held the event loop, in the worker processes deciding at once: wall
+    time in microseconds of each stretch a decision ran without suspending (a decision that
+    never suspends is one stretch). `suspended` decisions waited for the store (on SQLite:
+    for another process's write lock, sleeping, so the loop served other tasks meanwhile)."""
+
+    store: str
+    processes: int
+    decisions: int
+    suspended: int
+    stretches: int
+    p50_us: float
+    p99_us: float
+    max_us: float
+
+
+@dataclass
+class Comparison:
+    """SQLite's throttle overhead against memory's and Redis's, for one strategy, workload
+    and mode (one process sequential or concurrent, or several processes): the issue's
+    targets, `sqlite / memory <= memory_target` and `redis / sqlite >= redis_target`."""
+
+    strategy: str
+    workload: str
+    mode: str
+    sqlite_us: float
+    memory_us: Optional[float]
+    redis_us: Optional[float]
+    vs_memory: Optional[float]
+    vs_redis: Optional[float]
+    memory_target: Optional[float]
+    redis_target: Optional[float]
+    memory_met: Optional[bool]
+    redis_met: Optional[bool]
+
+
+@dataclass
 class Check:
     """One target: what was measured against which limit, and whether it was met (None: not measured)."""
 
@@ -88,4 +149,7 @@ class Run:
     rows: list[Row] = field(default_factory=list)
     counts: list[CommandCount] = field(default_factory=list)
     memory: list[KeyMemory] = field(default_factory=list)
+    processes: list[ProcessRow] = field(default_factory=list)
+    holds: list[Holds] = field(default_factory=list)
+    comparisons: list[Comparison] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)

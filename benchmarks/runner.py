@@ -11,11 +11,12 @@ from importlib import metadata
 from typing import Any
 
 from benchmarks.memory import bytes_per_key
+from benchmarks.processes import PROCESSES, run_processes
 from benchmarks.results import Run
 from benchmarks.scenarios import run_scenario
 from benchmarks.settings import Settings
 from benchmarks.stores import STORES, Store
-from benchmarks.targets import checks
+from benchmarks.targets import checks, compare_sqlite
 from benchmarks.workloads import WORKLOADS
 
 __all__ = ["run"]
@@ -72,6 +73,29 @@ def _progress(message: str) -> None:
     print(f"[bench {time.monotonic() - _STARTED:5.0f} s] {message}", file=sys.stderr, flush=True)
 
 
+async def _several_processes(
+    result: Run, stores: list[Store], settings: Settings, unavailable: dict[str, str]
+) -> None:
+    """When SQLite is measured: the same throttles in several processes at once, on SQLite
+    and on the other stores of the run (memory, Redis) for comparison."""
+    if not any(store.name == "sqlite" and store.available for store in stores):
+        return
+    for store in stores:
+        if not store.available or store.name not in ("memory", "sqlite", "redis"):
+            continue
+        _progress(f"{store.name}: {PROCESSES} processes at once")
+        try:
+            rows, holds = run_processes(store.name, store.url, settings)
+        except Exception as exc:
+            failure = f"failed with {PROCESSES} processes: {type(exc).__name__}: {exc}"
+            result.stores[store.name] += f"; {failure}"
+            unavailable[f"{store.name} ({PROCESSES} processes)"] = failure
+            _progress(f"{store.name}: {failure}")
+            continue
+        result.processes += rows
+        result.holds.append(holds)
+
+
 async def run(settings: Settings, names: list[str]) -> Run:
     """Measure `names` (stores, in that order) with `settings`."""
     started = time.time()
@@ -101,9 +125,11 @@ async def run(settings: Settings, names: list[str]) -> Run:
         if "memory" in names:
             _progress(f"memory: bytes per key over {settings.memory_keys:,} keys")
             result.memory = await bytes_per_key(settings.memory_keys)
+        await _several_processes(result, stores, settings, unavailable)
     finally:
         for store in stores:
             await store.close()
-    result.checks = checks(result.rows, result.counts, unavailable)
+    result.comparisons = compare_sqlite(result.rows, result.processes)
+    result.checks = checks(result.rows, result.counts, unavailable, result.comparisons)
     result.meta["seconds"] = time.time() - started
     return result

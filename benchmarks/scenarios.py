@@ -142,7 +142,7 @@ async def run_scenario(
                 targets, n, width, settings.repetitions, settings.warmup, store.clock
             )
             rows += _rows(store, workload, label, width, samples, targets, rates)
-        if store.name != "memory":
+        if store.counts_commands:
             counted = {name: target for name, (_, target) in throttled.items()}
             widths = (1, CONCURRENCY) if workload.slug == "one" else (1,)
             for width in widths:

@@ -1,9 +1,12 @@
-"""The stores under test: in memory, Redis and Memcached, each with its raw round trip and command counter."""
+"""The stores under test: in memory, SQLite, Redis and Memcached, each with its raw round trip and command counter."""
 
 from __future__ import annotations
 
 import importlib
 import os
+import shutil
+import sqlite3
+import tempfile
 from collections.abc import Awaitable
 from typing import Any, Callable, Optional
 
@@ -13,7 +16,7 @@ from benchmarks.timing import CPU_TIME, WALL_TIME, Clock
 from traffik.backends.base import ThrottleBackend
 from traffik.backends.inmemory import InMemoryBackend
 
-__all__ = ["STORES", "MemcachedStore", "MemoryStore", "RedisStore", "Store"]
+__all__ = ["STORES", "MemcachedStore", "MemoryStore", "RedisStore", "SQLiteStore", "Store"]
 
 _MEMCACHED_COMMANDS = (
     # `cas` is counted in cmd_set already (and again in cas_hits/cas_misses/cas_badval);
@@ -44,11 +47,15 @@ def _backend_class(module: str, name: str) -> Any:
 class Store:
     """A store the throttles run on. `open()` sets `available` and `detail` (what it is, or
     why it is not available); `round_trip` is the floor's raw round trip (none in memory).
-    `clock` times requests: CPU time in memory, wall time where a request waits on a server."""
+    `clock` times requests: CPU time in memory, wall time where a request waits on a server
+    or a file. `url` (once open) reaches the same store from another process (`from_url`);
+    `counts_commands` says whether `count_commands` can count a server's commands."""
 
     name = ""
     raw_name = ""
     clock: Clock = WALL_TIME
+    counts_commands = False
+    url = ""
 
     def __init__(self) -> None:
         self.available = False
@@ -87,6 +94,7 @@ class Store:
 class MemoryStore(Store):
     name = "memory"
     clock = CPU_TIME
+    url = "memory://"
 
     async def open(self) -> None:
         self.available, self.detail = True, "InMemoryBackend, in this process"
@@ -100,6 +108,7 @@ class RedisStore(Store):
 
     name = "redis"
     raw_name = "raw EVALSHA"
+    counts_commands = True
 
     async def open(self) -> None:
         self._class = _backend_class("traffik.backends.redis", "RedisBackend")
@@ -110,6 +119,7 @@ class RedisStore(Store):
         self._raw = Redis.from_url(self.server.url)
         self._sha = await self._raw.script_load("return 1")
         version = (await self._stats.info("server"))["redis_version"]
+        self.url = self.server.url
         self.available, self.detail = True, f"Redis {version}: {self.server.describe()}"
 
     def backend(self, namespace: str) -> ThrottleBackend:
@@ -149,6 +159,7 @@ class MemcachedStore(Store):
 
     name = "memcached"
     raw_name = "raw incr"
+    counts_commands = True
 
     async def open(self) -> None:
         self._class = _backend_class("traffik.backends.memcached", "MemcachedBackend")
@@ -161,6 +172,7 @@ class MemcachedStore(Store):
         self._raw = aiomcache.Client(self.server.host, self.server.port, pool_size=size)
         await self._raw.set(b"traffik-bench:raw", b"0")
         version = (await self._stats.version()).decode()
+        self.url = self.server.url
         pool_note = f", raw client pool_size={size} like the backend's" if pool == size else ""
         self.available = True
         self.detail = f"Memcached {version}: {self.server.describe()}{pool_note}"
@@ -190,8 +202,50 @@ class MemcachedStore(Store):
         await super().close()
 
 
+class SQLiteStore(Store):
+    """`SQLiteBackend` on a new file in a temporary directory; the floor is one raw write
+    transaction (`BEGIN IMMEDIATE`, an `UPDATE`, `COMMIT`) on a connection of its own."""
+
+    name = "sqlite"
+    raw_name = "raw transaction"
+
+    async def open(self) -> None:
+        self._class = _backend_class("traffik.backends.sqlite", "SQLiteBackend")
+        self._dir = tempfile.mkdtemp(prefix="traffik-bench-")
+        self.path = os.path.join(self._dir, "traffik.db")
+        self.url = f"sqlite:///{self.path}"
+        self._raw = sqlite3.connect(self.path, isolation_level=None)
+        self._raw.execute("PRAGMA journal_mode = WAL")
+        self._raw.execute("PRAGMA synchronous = NORMAL")
+        self._raw.execute("CREATE TABLE bench_raw (n INTEGER NOT NULL)")
+        self._raw.execute("INSERT INTO bench_raw VALUES (0)")
+        self.available = True
+        self.detail = (
+            f"SQLite {sqlite3.sqlite_version} (WAL, synchronous=NORMAL), a new file in {self._dir}"
+        )
+
+    def backend(self, namespace: str) -> ThrottleBackend:
+        backend: ThrottleBackend = self._class(self.url, namespace=namespace)
+        return backend
+
+    async def round_trip(self) -> None:
+        raw = self._raw
+        raw.execute("BEGIN IMMEDIATE")
+        raw.execute("UPDATE bench_raw SET n = n + 1")
+        raw.execute("COMMIT")
+
+    async def close(self) -> None:
+        raw = getattr(self, "_raw", None)
+        if raw is not None:
+            raw.close()
+        if getattr(self, "_dir", None):
+            shutil.rmtree(self._dir, ignore_errors=True)
+        await super().close()
+
+
 STORES: dict[str, type[Store]] = {
     "memory": MemoryStore,
+    "sqlite": SQLiteStore,
     "redis": RedisStore,
     "memcached": MemcachedStore,
 }

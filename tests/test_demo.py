@@ -12,6 +12,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from traffik import InMemoryBackend
+from traffik.backends.sqlite import SQLiteBackend
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "app.py"
 
@@ -100,3 +101,16 @@ def test_backend_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert demo.backend.namespace == "traffik-demo"
     with TestClient(demo.app) as client:
         assert [client.get("/items").status_code for _ in range(6)] == [200] * 5 + [429]
+
+
+def test_demo_workers_share_a_sqlite_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("TRAFFIK_BACKEND_URL", f"sqlite:///{tmp_path}/demo.db")
+    first, second = load_demo(), load_demo()  # two workers of one app
+    assert isinstance(first.backend, SQLiteBackend)
+    assert first.backend.namespace == "traffik-demo" and first.backend.persistent
+    with TestClient(first.app) as one, TestClient(second.app) as two:
+        statuses = [(one if i % 2 else two).get("/items").status_code for i in range(6)]
+    assert statuses == [200] * 5 + [429]
+    restarted = load_demo()  # the file outlives the app: the budget is still spent
+    with TestClient(restarted.app) as client:
+        assert client.get("/items").status_code == 429

@@ -14,6 +14,7 @@ GROUP = "traffik.backends"
 _BUILTIN = {
     "memory": "traffik.backends.inmemory:InMemoryBackend",
     "inmemory": "traffik.backends.inmemory:InMemoryBackend",
+    "sqlite": "traffik.backends.sqlite:SQLiteBackend",
 }
 
 KNOWN_DISTRIBUTIONS = {

@@ -1,0 +1,107 @@
+"""The decision steps, run inside one transaction: one strategy transition, or several items all or nothing.
+
+Each takes the backend's `Rows`, the transaction's cursor and `now` read once the
+transaction began; with `commit=False` it is a plain read that writes nothing (`get_stat`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from traffik.backends.sqlite._rows import Rows, live, number
+from traffik.strategies.fixed_window import counter_decision
+from traffik.strategies.state import decode_state, encode_state
+from traffik.strategies.steps import charged, combine, is_counter
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from traffik.decision import Decision
+    from traffik.rates import Rate
+    from traffik.strategies.base import StateStrategy
+    from traffik.strategies.steps import Item
+
+__all__ = ["decide", "decide_all", "refund_all"]
+
+
+def decide(
+    rows: Rows,
+    cursor: sqlite3.Cursor,
+    now: int,
+    key: str,
+    strategy: StateStrategy,
+    rate: Rate,
+    cost: int,
+    commit: bool,
+) -> Decision:
+    """Read the state, run `strategy.transition`, write the new state."""
+    row = Rows.read(cursor, key)
+    value = live(row, now)
+    state = None if value is None else decode_state(value)
+    decision, new_state, ttl_ms = strategy.transition(state, now, rate, cost)
+    if commit and new_state is not None:
+        rows.write(cursor, key, encode_state(new_state), now + ttl_ms, row is not None, now)
+    return decision
+
+
+def decide_all(
+    rows: Rows,
+    cursor: sqlite3.Cursor,
+    now: int,
+    items: Sequence[Item],
+    keys: Sequence[str],
+    commit: bool,
+) -> Decision:
+    """Every item decided (its state under the same index of `keys`), then charged all or
+    nothing (`traffik.strategies.steps`)."""
+    parts: list[Decision] = []
+    counters: list[bool] = []
+    pending: list[tuple[bool, list[int] | None, int]] = []
+    for item, key in zip(items, keys):
+        row = Rows.read(cursor, key)
+        value = live(row, now)
+        counter = is_counter(item.strategy)
+        counters.append(counter)
+        if counter:
+            count = 0 if value is None else number(value)
+            left = None if value is None or row is None or row[1] is None else row[1] - now
+            parts.append(counter_decision(count, left, item.rate, item.cost))
+            pending.append((row is not None, None, 0))
+        else:
+            state = None if value is None else decode_state(value)
+            decision, new_state, ttl_ms = item.strategy.transition(state, now, item.rate, item.cost)
+            parts.append(decision)
+            pending.append((row is not None, new_state, ttl_ms))
+    if commit:
+        written: set[str] = set()
+        for item, key, charge, counter, (exists, new_state, ttl_ms) in zip(
+            items, keys, charged(parts, counters), counters, pending
+        ):
+            if not charge:
+                continue
+            if counter:
+                rows.add(cursor, key, item.cost, item.rate.expire, now)
+            elif new_state is not None:
+                exists = exists or key in written  # two items on one key: the row is there now
+                rows.write(cursor, key, encode_state(new_state), now + ttl_ms, exists, now)
+            written.add(key)
+    return combine(parts)
+
+
+def refund_all(
+    rows: Rows, cursor: sqlite3.Cursor, now: int, items: Sequence[Item], keys: Sequence[str]
+) -> None:
+    """Every item's cost given back, never past a full budget."""
+    for item, key in zip(items, keys):
+        row = Rows.read(cursor, key)
+        value = live(row, now)
+        if value is None or row is None:
+            continue
+        if is_counter(item.strategy):
+            rows.write(cursor, key, str(max(number(value) - item.cost, 0)), row[1], True, now)
+            continue
+        state = decode_state(value)
+        if state is not None:
+            new_state, ttl_ms = item.strategy.refund(state, now, item.rate, item.cost)
+            rows.write(cursor, key, encode_state(new_state), now + ttl_ms, True, now)

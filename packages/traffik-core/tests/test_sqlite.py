@@ -1,0 +1,261 @@
+"""What is specific to `SQLiteBackend`: URLs, the file outliving the app, its errors, its cap and sweep."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import sqlite3
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import Depends, FastAPI
+from starlette.requests import Request
+
+from traffik import HTTPThrottle, ManualClock, Rate
+from traffik.backends import from_url, get_backend_class
+from traffik.backends.sqlite import SQLiteBackend
+from traffik.exceptions import (
+    BackendCapacityError,
+    BackendConnectionError,
+    BackendError,
+    ConfigurationError,
+    ConnectionThrottled,
+)
+from traffik.strategies import GCRA, FixedWindow, TokenBucket
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "traffik.db"
+
+
+def rows(path: Path) -> int:
+    """Rows in the file, counted by a connection of the test's own."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return int(conn.execute("SELECT count(*) FROM traffik_entries").fetchone()[0])
+
+
+# -- finding and configuring it ----------------------------------------------------------
+
+
+def test_urls_as_sqlalchemy_writes_them(tmp_path: Path) -> None:
+    assert get_backend_class("sqlite") is SQLiteBackend
+    absolute = from_url(f"sqlite:///{tmp_path}/a.db")  # an absolute path: four slashes
+    assert isinstance(absolute, SQLiteBackend) and absolute.path == f"{tmp_path}/a.db"
+    assert SQLiteBackend("sqlite:///data/traffik.db").path == "data/traffik.db"
+    assert SQLiteBackend("sqlite:///:memory:").path == ":memory:"
+    assert SQLiteBackend(tmp_path / "b.db").path == str(tmp_path / "b.db")
+    backend = from_url("sqlite:///:memory:", namespace="api", max_keys=10)
+    assert (backend.namespace, backend.max_keys, backend.persistent) == ("api", 10, True)
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite://", "sqlite:///", "sqlite://host/x.db", "sqlite:///x.db?timeout=2", ""]
+)
+def test_urls_that_name_no_file_are_refused(url: str) -> None:
+    with pytest.raises(ConfigurationError, match=r"sqlite:////absolute/path\.db|as keywords"):
+        SQLiteBackend(url)
+
+
+def test_bad_settings() -> None:
+    with pytest.raises(ConfigurationError, match="max_keys=0"):
+        SQLiteBackend(":memory:", max_keys=0)
+    with pytest.raises(ConfigurationError, match="timeout=0"):
+        SQLiteBackend(":memory:", timeout=0)
+    with pytest.raises(ConfigurationError, match="sweep_interval=-1"):
+        SQLiteBackend(":memory:", sweep_interval=-1)
+    with pytest.raises(TypeError, match="'max_rows'"):
+        SQLiteBackend(":memory:", max_rows=5)
+
+
+async def test_a_throttle_takes_the_url(db: Path) -> None:
+    throttle = HTTPThrottle("items", rate="2/min", backend=f"sqlite:///{db}")
+    assert isinstance(throttle.backend, SQLiteBackend)
+    app = FastAPI()
+
+    @app.get("/items", dependencies=[Depends(throttle)])
+    async def items() -> list[int]:
+        return []
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        statuses = [(await client.get("/items")).status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
+    await throttle.backend.close()
+
+
+# -- the file outlives the app ------------------------------------------------------------
+
+
+async def test_state_survives_a_restart(db: Path) -> None:
+    clock = ManualClock()
+    strategy, rate = GCRA(), Rate.parse("3/min")
+    first = SQLiteBackend(db, clock=clock)
+    assert [await strategy("k", rate, first) for _ in range(3)] == [0, 0, 0]
+    async with first.lifespan(None):
+        pass  # a worker shutting down: persistent by default, nothing is reset
+    restarted = SQLiteBackend(f"sqlite:///{db}", clock=clock)
+    assert await strategy("k", rate, restarted) == 20_000
+    await restarted.close()
+
+
+async def test_namespaces_share_a_file_but_not_their_keys(db: Path) -> None:
+    app, v2, apple = (SQLiteBackend(db, namespace=n) for n in ("app", "app:v2", "apple"))
+    for backend in (app, v2, apple):
+        await backend.set("k", backend.namespace)  # a key given without its namespace gets it
+        assert await backend.increment_with_ttl(backend.get_key("n"), 2) == 2
+    await app.clear()
+    assert await app.get("k") is None and await app.get(app.get_key("n")) is None
+    assert [await b.get("k") for b in (v2, apple)] == ["app:v2", "apple"]
+    assert rows(db) == 4
+    for backend in (app, v2, apple):
+        await backend.close()
+
+
+async def test_scan_lists_live_keys_of_a_prefix_in_its_namespace(db: Path) -> None:
+    clock = ManualClock()
+    backend = SQLiteBackend(db, namespace="app", clock=clock)
+    other = SQLiteBackend(db, namespace="app:v2", clock=clock)
+    await backend.multi_set({"api:a": "1", "api:b": "2", "apiary": "3", "web:a": "4"})
+    await backend.set("api:gone", "5", expire=1)
+    await other.set("api:a", "6")
+    clock.advance(2)
+    assert await backend.scan(backend.get_key("api:")) == ["app:api:a", "app:api:b"]
+    assert await backend.scan(backend.get_key("api"), limit=2) == ["app:api:a", "app:api:b"]
+    assert len(await backend.scan(backend.get_key(""))) == 4
+    assert await other.scan(other.get_key("")) == [other.get_key("api:a")]
+    await backend.close()
+    await other.close()
+
+
+async def test_clear_deletes_in_batches(db: Path) -> None:
+    backend, other = SQLiteBackend(db, namespace="big"), SQLiteBackend(db, namespace="other")
+    await backend.multi_set({f"k{i}": "v" for i in range(1234)})
+    await other.set("k", "v")
+    await backend.clear()
+    assert rows(db) == 1
+    await backend.close()
+    await other.close()
+
+
+# -- bounded: the cap and the sweep -------------------------------------------------------
+
+
+async def test_full_file_refuses_new_keys_but_keeps_counting_old_ones(db: Path) -> None:
+    clock = ManualClock()
+    backend = SQLiteBackend(db, clock=clock, max_keys=3)
+    strategy, rate = FixedWindow(), Rate.parse("2/min")
+    for client in ("a", "b", "c"):
+        assert await strategy(client, rate, backend) == 0
+    with pytest.raises(BackendCapacityError, match=r"max_keys=3 rows.*'sqlite:d:fw'"):
+        await strategy("d", rate, backend)
+    assert await strategy("a", rate, backend) == 0
+    assert await strategy("a", rate, backend) > 0
+    clock.advance(61)  # once rows expire, room returns
+    assert await strategy("d", rate, backend) == 0
+    assert rows(db) <= 3
+    await backend.close()
+
+
+async def test_expired_rows_are_swept_a_chunk_per_new_key(db: Path) -> None:
+    clock = ManualClock()
+    backend = SQLiteBackend(db, clock=clock, sweep_interval=5)
+    await backend.multi_set({f"k{i:03}": "v" for i in range(600)}, expire=1)
+    clock.advance(10)
+    counts = []
+    for i in range(3):  # each new key sweeps at most 256 rows, never the whole table
+        await backend.set(f"new{i}", "v")
+        counts.append(rows(db))
+    assert counts == [600 - 256 + 1, 600 - 512 + 2, 3]
+    await backend.close()
+
+
+# -- errors that name the file ------------------------------------------------------------
+
+
+async def test_a_corrupt_file_is_an_error_naming_it(db: Path) -> None:
+    db.write_bytes(b"these bytes are not a SQLite database" * 200)
+    backend = SQLiteBackend(db)
+    with pytest.raises(BackendError, match=rf"{re.escape(str(db))}.*corrupt or not a database"):
+        await backend.get("k")
+
+
+async def test_a_damaged_page_is_an_error_naming_the_file(db: Path) -> None:
+    backend = SQLiteBackend(db)
+    await backend.multi_set({f"key-{i}": "x" * 100 for i in range(200)})
+    await backend.close()
+    with db.open("r+b") as damaged:  # page 2 onwards: the table's pages
+        damaged.seek(4096)
+        damaged.write(b"\xff" * 8192)
+    backend = SQLiteBackend(db)
+    with pytest.raises(BackendError, match=rf"{re.escape(str(db))}.*corrupt or not a database"):
+        await backend.multi_get(*(f"key-{i}" for i in range(200)))
+
+
+async def test_a_missing_directory_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "missing" / "traffik.db"
+    with pytest.raises(BackendConnectionError, match=rf"{re.escape(str(path))}.*directory exists"):
+        await SQLiteBackend(path).initialize()
+
+
+async def test_a_locked_file_fails_after_the_timeout_then_recovers(db: Path) -> None:
+    backend = SQLiteBackend(db, timeout=0.05)
+    await backend.set("k", "v")
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process's long write transaction
+    try:
+        with pytest.raises(
+            BackendConnectionError, match=rf"{re.escape(str(db))}.*stayed locked for 0.05s"
+        ):
+            await GCRA()("k", Rate.parse("3/min"), backend)
+        assert await backend.get("k") == "v", "readers are not blocked by a writer"
+        request = Request({"type": "http", "method": "GET", "path": "/", "headers": []})
+        allow = HTTPThrottle("t", rate="1/min", backend=backend, on_error="allow")
+        assert await allow.hit(request) is request  # the throttle's on_error decides
+        with pytest.raises(ConnectionThrottled):  # the default fails closed: 429
+            await HTTPThrottle("t", rate="1/min", backend=backend).hit(request)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert await GCRA()("k", Rate.parse("3/min"), backend) == 0
+    await backend.close()
+
+
+async def test_a_file_locked_before_opening_is_an_error_naming_it(db: Path) -> None:
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("CREATE TABLE other (x)")
+    holder.execute("BEGIN EXCLUSIVE")  # rollback-journal mode: nobody may even read
+    try:
+        with pytest.raises(BackendConnectionError, match=rf"{re.escape(str(db))}.*stayed locked"):
+            await SQLiteBackend(db, timeout=0.05).initialize()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+# -- threads ------------------------------------------------------------------------------
+
+
+def test_event_loops_in_threads_share_one_budget(db: Path) -> None:
+    backend = SQLiteBackend(db)
+    strategy, rate = TokenBucket(), Rate.parse("100/hour")
+    admitted: list[int] = []
+
+    def worker() -> None:
+        async def hits() -> int:
+            waits = await asyncio.gather(*(strategy("hot", rate, backend) for _ in range(50)))
+            return sum(1 for wait in waits if wait == 0)
+
+        admitted.append(asyncio.run(hits()))
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(admitted) == 4 and sum(admitted) == 100

@@ -1,0 +1,302 @@
+"""`SQLiteBackend` shared by real OS processes: spawned workers, forked workers, uvicorn, and a SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from traffik import Rate
+from traffik.backends.sqlite import SQLiteBackend
+from traffik.exceptions import BackendConnectionError
+from traffik.strategies import BUILTIN_STRATEGIES, GCRA
+
+pytestmark = pytest.mark.slow
+
+STRATEGIES = [cls.__name__ for cls in BUILTIN_STRATEGIES]
+
+WORKER = r"""
+import asyncio, json, sys, time
+
+from traffik import strategies
+from traffik.backends.sqlite import SQLiteBackend
+from traffik.rates import parse_rates
+from traffik.strategies.steps import items
+
+
+class PausedInside(strategies.GCRA):
+    # Fault injection: stops inside the decision's transaction (the write lock held) until killed.
+    def transition(self, state, now, rate, cost):
+        print("inside", flush=True)
+        time.sleep(3600)
+
+
+async def main():
+    backend = SQLiteBackend(sys.argv[1], timeout=float(sys.argv[2]))
+    await backend.initialize()
+    print("ready", flush=True)
+    for line in sys.stdin:  # one command per line; the answer is one line of JSON
+        command = json.loads(line)
+        name = command["strategy"]
+        strategy = PausedInside() if name == "PausedInside" else getattr(strategies, name)()
+        rates = parse_rates(command["rate"])
+        if len(rates) == 1:
+            hit = lambda: strategy(command["key"], rates[0], backend, 1)
+        else:  # several rates: one decision over them all
+            both = items(strategy, command["key"], rates, 1, backend)
+            hit = lambda: backend.evaluate_all(both)
+        results = await asyncio.gather(
+            *(hit() for _ in range(command["hits"])), return_exceptions=True
+        )
+        errors = [repr(r) for r in results if isinstance(r, BaseException)]
+        admitted = sum(1 for r in results if r == 0 or getattr(r, "allowed", False))
+        print(json.dumps({"admitted": admitted, "errors": errors}), flush=True)
+    await backend.close()
+
+
+asyncio.run(main())
+"""
+
+
+class Worker:
+    """A Python process running `WORKER` on one file, driven line by line."""
+
+    def __init__(self, path: Path, timeout: float = 10.0) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(path), str(timeout)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self._lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._lines.put(line.strip())
+
+    def send(self, strategy: str, key: str, hits: int, rate: str = "100/hour") -> None:
+        assert self.process.stdin is not None
+        command = {"strategy": strategy, "key": key, "hits": hits, "rate": rate}
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
+
+    def line(self, timeout: float = 60.0) -> str:
+        try:
+            return self._lines.get(timeout=timeout)
+        except queue.Empty:
+            pytest.fail(f"worker {self.process.pid} said nothing for {timeout}s")
+
+    def result(self) -> dict[str, Any]:
+        answer: dict[str, Any] = json.loads(self.line())
+        return answer
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
+        for pipe in (self.process.stdin, self.process.stdout):
+            if pipe is not None:
+                pipe.close()
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[list[Worker]]:
+    started = [Worker(tmp_path / "traffik.db") for _ in range(4)]
+    try:
+        for worker in started:
+            assert worker.line() == "ready"
+        yield started
+    finally:
+        for worker in started:
+            worker.stop()
+
+
+@pytest.mark.parametrize("rate", ["100/hour", "100/hour;150/day"], ids=["one rate", "two rates"])
+def test_four_processes_admit_exactly_the_limit(workers: list[Worker], rate: str) -> None:
+    for strategy in STRATEGIES:
+        for worker in workers:  # 4 processes x 50 concurrent hits, limit 100
+            worker.send(strategy, f"hot-{strategy}", 50, rate)
+        results = [worker.result() for worker in workers]
+        assert [r["errors"] for r in results] == [[]] * 4
+        assert sum(r["admitted"] for r in results) == 100, (strategy, results)
+
+
+@pytest.mark.anyio
+async def test_a_process_killed_inside_a_transaction_blocks_nobody(tmp_path: Path) -> None:
+    path = tmp_path / "traffik.db"
+    paused, *others = (Worker(path) for _ in range(4))
+    try:
+        for worker in (paused, *others):
+            assert worker.line() == "ready"
+        paused.send("PausedInside", "paused", 1)
+        assert paused.line() == "inside"
+        probe = SQLiteBackend(path, timeout=0.05)
+        with pytest.raises(BackendConnectionError, match="stayed locked"):
+            await GCRA()("probe", Rate.parse("1/min"), probe)  # the write lock is held
+        for worker in others:  # they wait for the lock while it is held...
+            worker.send("GCRA", "after", 50)
+        await anyio.sleep(0.2)
+        os.kill(paused.process.pid, signal.SIGKILL)  # ...and go on once its holder is killed
+        results = [worker.result() for worker in others]
+        assert [r["errors"] for r in results] == [[]] * 3
+        assert sum(r["admitted"] for r in results) == 100
+        assert paused.process.wait(timeout=10) == -signal.SIGKILL
+        assert await GCRA()("probe", Rate.parse("1/min"), probe) == 0
+        await probe.close()
+    finally:
+        for worker in (paused, *others):
+            worker.stop()
+
+
+FORKING = r"""
+import asyncio, os, sys
+
+from traffik.backends.sqlite import SQLiteBackend
+from traffik.rates import Rate
+from traffik.strategies import TokenBucket
+
+backend, rate, strategy = SQLiteBackend(sys.argv[1]), Rate.parse("100/hour"), TokenBucket()
+
+
+async def hits(n):
+    waits = await asyncio.gather(*(strategy("hot", rate, backend) for _ in range(n)))
+    return waits.count(0)
+
+
+admitted = asyncio.run(hits(20))  # the master uses the backend before forking (a preloaded app)
+children = []
+for _ in range(3):  # gunicorn-style workers: forked, each with an event loop of its own
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        os.write(write, str(asyncio.run(hits(60))).encode())
+        os._exit(0)
+    os.close(write)
+    children.append((pid, read))
+for pid, read in children:
+    assert os.waitpid(pid, 0)[1] == 0
+    admitted += int(os.read(read, 64))
+print(admitted + asyncio.run(hits(10)))
+"""
+
+
+def test_forked_workers_share_one_budget(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", FORKING, str(tmp_path / "traffik.db")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) == 100
+
+
+APP = r"""
+import os
+
+from fastapi import Depends, FastAPI, Request
+
+from traffik import HTTPThrottle
+from traffik.backends.sqlite import SQLiteBackend
+from traffik.strategies import BUILTIN_STRATEGIES
+
+backend = SQLiteBackend(os.environ["TRAFFIK_TEST_DB"], timeout=10)
+app = FastAPI(lifespan=backend.lifespan)
+
+
+def route(strategy):
+    throttle = HTTPThrottle(strategy.__name__, rate="100/hour", backend=backend, strategy=strategy())
+
+    async def endpoint(request: Request = Depends(throttle)):
+        return {"pid": os.getpid()}
+
+    app.add_api_route(f"/{strategy.__name__}", endpoint)
+
+
+for strategy in BUILTIN_STRATEGIES:
+    route(strategy)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def uvicorn_app(tmp_path: Path) -> Iterator[str]:
+    """`uvicorn --workers 4` serving `APP` on a free loopback port; stopped by its PID."""
+    (tmp_path / "sqlite_app.py").write_text(APP)
+    port = free_port()
+    env = {**os.environ, "TRAFFIK_TEST_DB": str(tmp_path / "traffik.db")}
+    command = [sys.executable, "-m", "uvicorn", "sqlite_app:app", "--app-dir", str(tmp_path)]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "4", "--no-access-log"]
+    server = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    log: list[str] = []
+    started = threading.Event()
+
+    def read() -> None:
+        assert server.stderr is not None
+        for line in server.stderr:
+            log.append(line)
+            if sum("Application startup complete" in seen for seen in log) == 4:
+                started.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        if not started.wait(60):
+            pytest.fail("uvicorn did not start 4 workers:\n" + "".join(log))
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.kill(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.kill(server.pid, signal.SIGKILL)
+            server.wait(timeout=10)
+        if server.stderr is not None:
+            server.stderr.close()
+
+
+async def burst(client: httpx.AsyncClient, path: str, n: int) -> list[httpx.Response]:
+    """`n` requests at once, each on a new connection (so the kernel spreads them over workers)."""
+    responses: list[httpx.Response] = []
+
+    async def get() -> None:
+        responses.append(await client.get(path))
+
+    async with anyio.create_task_group() as group:
+        for _ in range(n):
+            group.start_soon(get)
+    return responses
+
+
+@pytest.mark.anyio
+async def test_uvicorn_workers_admit_exactly_the_limit(uvicorn_app: str) -> None:
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=0)
+    pids = set()
+    async with httpx.AsyncClient(base_url=uvicorn_app, limits=limits, timeout=30) as client:
+        for strategy in STRATEGIES:
+            responses = await burst(client, f"/{strategy}", 200)
+            statuses = sorted(r.status_code for r in responses)
+            assert statuses == [200] * 100 + [429] * 100, strategy
+            pids |= {r.json()["pid"] for r in responses if r.status_code == 200}
+    assert len(pids) > 1, "every request went to one worker: nothing was shared"
