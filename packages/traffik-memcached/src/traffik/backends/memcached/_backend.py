@@ -17,6 +17,7 @@ from traffik.backends.memcached._lock import DEFAULT_LOCK_TTL, Hold, MemcachedLo
 from traffik.backends.memcached._node import Node, fetch
 from traffik.backends.memcached._options import at_least, seconds, whole
 from traffik.backends.memcached._ring import Ring
+from traffik.backends.memcached._scan import scan
 from traffik.backends.memcached._servers import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -361,6 +362,13 @@ class MemcachedBackend(MemcachedSteps, ThrottleBackend):
         await asyncio.gather(
             *(node.run(store(pairs), "multi_set") for node, pairs in by_node.items())
         )
+
+    async def scan(self, prefix: str, limit: Optional[int] = None) -> list[str]:
+        """The keys starting with `prefix` (a namespaced prefix), from `lru_crawler metadump`
+        (`_scan`: keys stored hashed cannot be listed)."""
+        if not self.initialized:
+            await self.ensure()
+        return await scan(self._nodes, self._prefix, prefix, limit)
 
     async def clear(self) -> None:
         """Move every node to a new namespace generation; other namespaces are untouched."""

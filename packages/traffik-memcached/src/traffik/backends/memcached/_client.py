@@ -164,6 +164,18 @@ class NodeClient(aiomcache.FlagClient[Flagged]):
             raise ReplyError("touch failed", reply)
         return reply == b"TOUCHED"
 
+    async def metadump_on(self, conn: Connection) -> list[bytes]:
+        """Every key the server holds (`lru_crawler metadump all`), as stored (URL-encoded).
+        The dump's lines end with a bare LF, and the whole with `END` and CRLF."""
+        conn.writer.transport.write(b"lru_crawler metadump all\r\n")
+        first = await conn.reader.readuntil(b"\n")
+        if not first.startswith((b"key=", b"END\r\n")):
+            raise ReplyError("lru_crawler metadump failed", first.rstrip())
+        data = first if first == b"END\r\n" else first + await conn.reader.readuntil(b"END\r\n")
+        return [
+            line[4:].split(b" ", 1)[0] for line in data.split(b"\n") if line.startswith(b"key=")
+        ]
+
     async def version_on(self, conn: Connection) -> bytes:
         reply = await self.line_on(conn, b"version\r\n")
         if not reply.startswith(b"VERSION "):

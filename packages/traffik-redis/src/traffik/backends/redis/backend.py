@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from redis.exceptions import NoScriptError
@@ -317,23 +317,35 @@ class RedisBackend(ScriptSteps, ThrottleBackend):
 
     async def clear(self) -> None:
         """Delete this namespace's keys: `SCAN` + `UNLINK` in batches, on every master of a cluster."""
-        match = self._prefix.translate(_GLOB_SPECIALS) + "*"
-        if not self.cluster:
-            await self._scan_unlink(match, {})
-            return
-        for node in await self._run("CLUSTER SLOTS", _primaries):
-            await self._scan_unlink(match, {"target_nodes": node})
+        async for keys in self._batches(self._prefix.translate(_GLOB_SPECIALS) + "*"):
+            await self._run("UNLINK", _unlink, keys)
 
-    async def _scan_unlink(self, match: str, target: dict[str, Any]) -> None:
-        cursor: Any = 0
-        while True:
-            cursor, keys = await self._run("SCAN", _scan, cursor, match, target)
-            if isinstance(cursor, dict):
-                cursor = next(iter(cursor.values()))
-            if keys:
-                await self._run("UNLINK", _unlink, keys)
-            if not int(cursor):
-                return
+    async def scan(self, prefix: str, limit: int | None = None) -> list[str]:
+        """The keys starting with `prefix` (a namespaced prefix): `SCAN`, every master of a cluster."""
+        found: list[str] = []
+        async for keys in self._batches(self._key(prefix).translate(_GLOB_SPECIALS) + "*"):
+            found.extend(_text(key) for key in keys)
+            if limit is not None and len(found) >= limit:
+                return found[:limit]
+        return found
+
+    async def _batches(self, match: str) -> AsyncIterator[list[Any]]:
+        """The keys matching `match`, a `SCAN` batch at a time (on every master of a cluster)."""
+        targets: list[dict[str, Any]] = [{}]
+        if self.cluster:
+            targets = [
+                {"target_nodes": node} for node in await self._run("CLUSTER SLOTS", _primaries)
+            ]
+        for target in targets:
+            cursor: Any = 0
+            while True:
+                cursor, keys = await self._run("SCAN", _scan, cursor, match, target)
+                if isinstance(cursor, dict):
+                    cursor = next(iter(cursor.values()))
+                if keys:
+                    yield keys
+                if not int(cursor):
+                    break
 
     # -- locks ------------------------------------------------------------------------------
 
