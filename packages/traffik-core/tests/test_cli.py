@@ -19,7 +19,9 @@ def test_keys_inspect_and_reset_on_a_sqlite_file(tmp_path: Path) -> None:
 
 def test_bad_arguments_are_exit_status_2_with_a_clear_message() -> None:
     unknown = run_command_line("keys", "nosuch://x")
-    assert unknown.returncode == 2 and "no Traffik backend is registered as 'nosuch'" in unknown.stderr
+    assert (
+        unknown.returncode == 2 and "no Traffik backend is registered as 'nosuch'" in unknown.stderr
+    )
     no_scheme = run_command_line("keys", "localhost:6379")
     assert no_scheme.returncode == 2 and "has no scheme" in no_scheme.stderr
     bad_command = run_command_line("explode", "memory://")
