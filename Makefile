@@ -9,8 +9,9 @@ STAMP := $(VENV)/.installed
 PACKAGES := traffik-core traffik-redis traffik-memcached traffik-fastapi
 EDITABLES := -e "packages/traffik-core[starlette]" $(foreach p,$(filter-out traffik-core,$(PACKAGES)),-e packages/$(p))
 # pytest-asyncio only because the seed page imports it; pyyaml reads docker-compose.yml in a
-# test; ruff pinned so formatting is stable.
-DEV_DEPS := "pytest>=8" "anyio>=4" "httpx>=0.27" pytest-asyncio pyyaml "uvicorn[standard]>=0.30" "ruff>=0.17,<0.18" "mypy>=1.19"
+# test; hypothesis fuzzes rates and proxy headers in the fault suite; ruff pinned so
+# formatting is stable.
+DEV_DEPS := "pytest>=8" "anyio>=4" "httpx>=0.27" pytest-asyncio pyyaml "hypothesis>=6.100" "uvicorn[standard]>=0.30" "ruff>=0.17,<0.18" "mypy>=1.19"
 
 DEMO_STAMP := $(VENV)/.demo-installed
 # The demo needs the packages and a server, nothing else (no test or lint tools).
@@ -41,10 +42,11 @@ $(STAMP): Makefile $(foreach p,$(PACKAGES),packages/$(p)/pyproject.toml)
 
 test: lint types pytest test-starlette-compat
 
-# In memory only, and without the tests that build wheels or start processes (`slow`).
+# In memory only, and without the tests that build wheels or start processes (`slow`) or the
+# fault suite (`faults`: servers killed and frozen).
 test-fast: export SKIP_REDIS_TESTS = true
 test-fast: export SKIP_MEMCACHED_TESTS = true
-test-fast: PYTEST_ARGS += -m "not slow"
+test-fast: PYTEST_ARGS += -m "not slow and not faults"
 test-fast: lint types pytest
 
 pytest: $(STAMP)

@@ -1,4 +1,4 @@
-"""`python -m benchmarks [--quick | --smoke] [--json PATH] [--backends memory,sqlite,redis,memcached] [--profile]`."""
+"""`python -m benchmarks [--quick | --smoke] [--json PATH] [--backends memory,sqlite,redis,memcached] [--profile | --faults]`."""
 
 from __future__ import annotations
 
@@ -50,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
         const="FixedWindow",
         help="instead of the benchmark, profile one in-memory throttle (default FixedWindow)",
     )
+    parser.add_argument(
+        "--faults",
+        action="store_true",
+        help="instead of the benchmark, latency while Redis and Memcached are frozen, with and "
+        "without the store's circuit (servers started for the run)",
+    )
     return parser
 
 
@@ -60,16 +66,27 @@ def main(argv: Optional[list[str]] = None) -> int:
 
         print(asyncio.run(profile(args.profile)))
         return 0
-    settings = MODES["smoke" if args.smoke else "quick" if args.quick else "full"]
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    if args.faults:
+        from benchmarks import faults
+
+        rows, skipped = asyncio.run(faults.run_faults(mode, args.backends))
+        print(faults.report(rows, skipped, mode))
+        _write(faults.as_json(rows, skipped, mode), args.json)
+        return 0
+    settings = MODES[mode]
     result = asyncio.run(run(settings, args.backends))
     print(markdown(result))
-    doc = json.dumps(as_json(result), indent=2)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as out:
+    _write(json.dumps(as_json(result), indent=2), args.json)
+    return 0
+
+
+def _write(doc: str, path: Optional[str]) -> None:
+    if path:
+        with open(path, "w", encoding="utf-8") as out:
             out.write(doc + "\n")
     else:
         print("\n```json\n" + doc + "\n```")
-    return 0
 
 
 if __name__ == "__main__":

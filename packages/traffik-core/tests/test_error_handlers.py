@@ -24,7 +24,13 @@ from traffik.error_handlers import (
     fallback,
     retry,
 )
-from traffik.exceptions import BackendConnectionError, BackendError, ConfigurationError
+from traffik.exceptions import (
+    BackendConnectionError,
+    BackendError,
+    CircuitOpenError,
+    ConfigurationError,
+    ConnectionThrottled,
+)
 from traffik.strategies import FixedWindow, TokenBucket
 from traffik.testing import FailingBackend
 
@@ -521,3 +527,54 @@ async def test_failing_backend_passes_through_until_armed() -> None:
         backend.fail(operations=["explode"])
     none: Optional[str] = await backend.get(backend.get_key("missing"))
     assert none is None
+
+
+# -- a fallback's share, and the store's circuit --------------------------------------------
+
+
+async def test_fallback_per_process_decides_on_a_share_of_the_limit() -> None:
+    primary = FailingBackend(InMemoryBackend(namespace="primary"))
+    primary.fail(BackendConnectionError)
+    spare = InMemoryBackend(namespace="spare")
+    throttle = HTTPThrottle(
+        "shared",
+        rate="10/min;100/hour",
+        backend=primary,
+        on_error=fallback(spare, per_process=0.5),
+        identifier=lambda connection: CLIENT,
+        per_route=False,
+    )
+    admitted = 0
+    for _ in range(10):
+        try:
+            await throttle.hit(request())
+        except ConnectionThrottled:
+            continue
+        admitted += 1
+    assert admitted == 5  # the tighter limit, halved
+
+
+async def test_failover_skips_its_retries_while_the_stores_circuit_is_open(
+    clock: ManualClock,
+) -> None:
+    primary, spare = failing(), InMemoryBackend(namespace="spare")
+    primary.fail(CircuitOpenError("not attempted"))
+    breaker = CircuitBreaker(clock=clock)
+    sleeps = Sleeps()
+    handler = failover(spare, breaker=breaker, sleep=sleeps)
+    info = await failing_exc_info(primary)
+    failures = primary.failures
+    decision = await handler(None, info)
+    assert isinstance(decision, DecidedWait) and decision.decision.allowed
+    assert sleeps == [] and primary.failures == failures and breaker.is_closed
+    assert await remaining(spare) == 1
+
+
+def test_fallback_share_and_reconcile_settings_are_validated() -> None:
+    spare = InMemoryBackend()
+    with pytest.raises(ConfigurationError, match=r"fallback\(per_process=2\)"):
+        fallback(spare, per_process=2)
+    with pytest.raises(ConfigurationError, match=r"failover\(per_process=0\)"):
+        failover(spare, per_process=0)
+    with pytest.raises(ConfigurationError, match=r"fallback\(reconcile='no'\)"):
+        fallback(spare, reconcile="no")  # type: ignore[arg-type]

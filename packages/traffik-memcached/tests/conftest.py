@@ -11,87 +11,16 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
-from typing import Callable, Optional
+from typing import Callable
 
 import pytest
 
-from traffik.testing.processes import freeze, thaw
+from traffik.testing.servers import MemcachedServer
 
 
 def _flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class MemcachedServer:
-    """A `memcached` process on a loopback port; `stop()` and `start()` again keep the port."""
-
-    def __init__(self, binary: str, port: Optional[int] = None) -> None:
-        self.binary = binary
-        self.port = port or free_port()
-        self.process: Optional[subprocess.Popen[bytes]] = None
-
-    @property
-    def url(self) -> str:
-        return f"memcached://127.0.0.1:{self.port}"
-
-    def start(self) -> MemcachedServer:
-        command = [
-            self.binary,
-            "-l",
-            "127.0.0.1",
-            "-p",
-            str(self.port),
-            "-U",
-            "0",
-            "-m",
-            "64",
-            "-t",
-            "2",
-        ]
-        if hasattr(os, "geteuid") and os.geteuid() == 0:
-            command += ["-u", "root"]  # memcached refuses to run as root otherwise
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                err = self.process.stderr.read().decode() if self.process.stderr else ""
-                raise RuntimeError(f"memcached on port {self.port} exited at start: {err.strip()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                time.sleep(0.02)
-        self.stop()
-        raise RuntimeError(f"memcached on port {self.port} did not accept connections within 10 s")
-
-    def pause(self) -> None:
-        """Freeze the server (SIGSTOP): it keeps its connections but answers nothing."""
-        assert self.process is not None
-        freeze(self.process)
-
-    def resume(self) -> None:
-        assert self.process is not None
-        thaw(self.process)
-
-    def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGCONT)
-            process.kill()
-            process.wait(timeout=10)
-        if process is not None and process.stderr is not None:
-            process.stderr.close()
 
 
 @pytest.fixture(scope="session")

@@ -100,10 +100,9 @@ class ConnectionInputs:
         context: Mapping[str, Any],
         route: Optional[str] = None,
     ) -> str:
-        """`uid:client:METHOD:/route/{template}` (just `uid:client` without `per_route`), plus
-        the context's `scope` when it has one; every part escaped (`traffik.buckets`).
-        `route` replaces the connection's own route part (see `route_part`)."""
-        key = f"{self._uid_part}:{{{client_part(ident)}}}"
+        """`uid:{client}:METHOD:/route/{template}` (just `uid:{client}` without `per_route`),
+        plus the context's `scope`; every part escaped (`traffik.buckets`). `route` replaces
+        the connection's own route part (see `route_part`)."""
         if self.per_route:
             if route is None:
                 if connection is None:
@@ -111,7 +110,13 @@ class ConnectionInputs:
                 route = self._route_of(connection.scope)
             elif not self.use_method:
                 route = without_method(route)
-            key += ":" + route
+        return self.compose_key(client_part(ident), route if self.per_route else None, context)
+
+    def compose_key(self, client: str, route: Optional[str], context: Mapping[str, Any]) -> str:
+        """The key from its escaped parts: `uid:{client}[:route][:scope]`."""
+        key = f"{self._uid_part}:{{{client}}}"
+        if route is not None:
+            key = f"{key}:{route}"
         extra = context.get("scope")
         return key if extra is None else f"{key}:{escape(str(extra))}"
 

@@ -14,6 +14,12 @@ the handlers here never decide on a missing key: `fallback`, `retry` and `failov
 Answers made by the policy carry no quota (`Decision.remaining` is None): a client is never
 told it has `r=0` left because the store was down.
 
+A fallback decides on a store of its own, usually in each process: `per_process` scales its
+limits to one process's share (`traffik.fallback_share`), and what it admitted is charged to
+the failed store when that store's circuit closes (`reconcile`, `traffik.reconcile`), so a
+client is not granted its budget twice across an outage. `failover` skips its retries while
+the failed store's circuit is open (`CircuitOpenError`): the store is known to be down.
+
 The handlers return what traffik 1.2's returned, a wait in milliseconds (0: allowed), as a
 `DecidedWait`: a `float` that also carries the whole `Decision` (the quota left, the reset)
 for the rate-limit headers. Given an `exc_info` built by hand as traffik 1.2 shaped it (no
@@ -32,8 +38,10 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, TypedDict, Union, cas
 from traffik.backoff import BackoffStrategy, ExponentialBackoff
 from traffik.circuit_breaker import CircuitBreaker, CircuitState
 from traffik.decision import Decision
-from traffik.exceptions import BackendError, ConfigurationError
+from traffik.exceptions import BackendError, CircuitOpenError, ConfigurationError
+from traffik.fallback_share import process_share, scaled_rates
 from traffik.logs import QuietLog
+from traffik.reconcile import Ledger
 
 if TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
@@ -45,7 +53,6 @@ __all__ = [
     "CircuitBreaker",
     "CircuitState",
     "DecidedWait",
-    "DecisionFailed",
     "ErrorHandler",
     "ExceptionInfo",
     "ThrottleExceptionInfo",
@@ -173,14 +180,6 @@ async def apply_on_error(policy: Any, info: ThrottleExceptionInfo) -> Decision:
     return decision_from_wait(result, limit)
 
 
-class DecisionFailed(Exception):
-    """Raised by a throttle's decision when the strategy (the store) failed on a built key."""
-
-    def __init__(self, error: Exception, key: str, rates: tuple[Rate, ...], cost: int) -> None:
-        super().__init__(error, key, rates, cost)
-        self.error, self.key, self.rates, self.cost = error, key, rates, cost
-
-
 async def recover(
     throttle: Any,
     exc: Exception,
@@ -188,25 +187,24 @@ async def recover(
     context: Mapping[str, Any],
     cost: Optional[int],
     backend: ThrottleBackend,
-    failed: Optional[DecisionFailed],
+    prepared: Optional[tuple[tuple[Rate, ...], int, str]],
 ) -> tuple[Decision, Optional[tuple[Rate, ...]], Optional[str]]:
     """Apply `throttle`'s `on_error` (else `backend`'s) to a decision that raised `exc`;
-    `failed` says how far it got (None: before the key existed). Returns the decision, the
-    rates it was made under and the client's key, as far as known."""
-    rates = failed.rates if failed is not None else throttle.static_rates
+    `prepared` is how far it got: the rates, cost and key, or None when it failed before the
+    key existed. Returns the decision, the rates it was made under and the client's key, as
+    far as known."""
+    key = prepared[2] if prepared is not None else None
+    rates = prepared[0] if prepared is not None else throttle.static_rates
 
     async def decide(on: Optional[ThrottleBackend] = None) -> Decision:
-        try:
-            outcome = await throttle._decide(connection, context, cost, on or backend)
-        except DecisionFailed as again:
-            raise again.error from None
-        return outcome[0] if outcome is not None else Decision(True, 0, None, 0, 0)
+        decision = await throttle._decide(connection, context, cost, on or backend)
+        return decision if decision is not None else Decision(True, 0, None, 0, 0)
 
     info: ThrottleExceptionInfo = {
         "exception": exc,
         "connection": connection,
-        "key": failed.key if failed is not None else None,
-        "cost": failed.cost if failed is not None else cost,
+        "key": key,
+        "cost": prepared[1] if prepared is not None else cost,
         "rate": rates[0] if rates else None,
         "rates": rates,
         "backend": backend,
@@ -215,7 +213,7 @@ async def recover(
         "decide": decide,
     }
     policy = throttle.on_error if throttle.on_error is not None else backend.on_error
-    return await apply_on_error(policy, info), rates, info["key"]
+    return await apply_on_error(policy, info), rates, key
 
 
 # -- handlers --------------------------------------------------------------------------------
@@ -294,16 +292,73 @@ async def _decide_again(
     return decision_from_wait(await strategy(key, rate, on, cost), rate.limit if rate else 0)
 
 
-async def _decide_on_fallback(
-    backend: ThrottleBackend, initialized: Optional[bool], info: ThrottleExceptionInfo
-) -> DecidedWait:
-    """The whole decision again on `backend`; its failure is raised chained to the original."""
-    try:
-        if initialized is False and not backend.initialized:
-            await backend.initialize()
-        return DecidedWait(await _decide_again(info, backend))
-    except Exception as exc:
-        raise exc from info["exception"]
+async def _decide_on_key(
+    info: ThrottleExceptionInfo, backend: ThrottleBackend, rates: tuple[Rate, ...]
+) -> Decision:
+    """The decision on `backend` for the key `info` names, under `rates` (scaled ones)."""
+    throttle, key, cost = info["throttle"], info["key"], info["cost"]
+    step = getattr(throttle, "_step", None)
+    if step is not None:
+        decision: Decision = await step(key, rates, cost, backend)
+        return decision
+    rate, strategy = rates[0], throttle.strategy
+    run = getattr(strategy, "decide", None)
+    if run is not None:
+        decision = await run(key, rate, backend, cost)
+        return decision
+    return decision_from_wait(await strategy(key, rate, backend, cost), rate.limit)
+
+
+class _Fallback:
+    """Where a handler's fallback decisions go: `backend`, each limit scaled by `share`, and
+    what it admits recorded in `ledger` (None: not reconciled)."""
+
+    __slots__ = ("backend", "initialized", "ledger", "share")
+
+    def __init__(
+        self,
+        owner: str,
+        backend: ThrottleBackend,
+        initialized: Optional[bool],
+        per_process: Any,
+        reconcile: bool,
+    ) -> None:
+        _check_backend(owner, backend)
+        _check_initialized(owner, initialized)
+        if not isinstance(reconcile, bool):
+            raise ConfigurationError(f"{owner}(reconcile={reconcile!r}): must be True or False")
+        self.backend = backend
+        self.initialized = initialized
+        self.share = process_share(owner, per_process)
+        self.ledger = Ledger() if reconcile else None
+
+    async def decide(self, info: ThrottleExceptionInfo) -> DecidedWait:
+        """The decision again on the fallback; its failure is raised chained to the original."""
+        backend = self.backend
+        try:
+            if self.initialized is False and not backend.initialized:
+                await backend.initialize()
+            key = info["key"]
+            rates = cast(Mapping[str, Any], info).get("rates") or (
+                (info["rate"],) if info["rate"] is not None else None
+            )
+            if key is None or not rates:
+                return DecidedWait(await _decide_again(info, backend))
+            if self.share < 1.0:
+                decision = await _decide_on_key(info, backend, scaled_rates(rates, self.share))
+            else:
+                decision = await _decide_again(info, backend)
+            failed = info["backend"]
+            if (
+                self.ledger is not None
+                and failed is not None
+                and decision.allowed
+                and decision.remaining is not None
+            ):
+                self.ledger.add(failed, info["throttle"].strategy, key, rates, info["cost"] or 1)
+            return DecidedWait(decision)
+        except Exception as exc:
+            raise exc from info["exception"]
 
 
 def fallback(
@@ -312,6 +367,8 @@ def fallback(
     *,
     fallback_on: Optional[_ExceptionTypes] = None,
     initialized: Optional[bool] = None,
+    per_process: Union[float, str, None] = None,
+    reconcile: bool = True,
 ) -> ErrorHandler:
     """An `on_error` handler that decides on `backend` when the decision raised one of `on`.
 
@@ -324,9 +381,14 @@ def fallback(
     initialised: it initialises itself on first use. With `initialized=False` the handler
     also calls `backend.initialize()` whenever the backend is not initialised, which reopens
     one that was explicitly closed.
+
+    `per_process` scales the limits the fallback decides on to one process's share: a
+    number in (0, 1], or the name of an environment variable holding the number of
+    processes (`"WEB_CONCURRENCY"`); see `traffik.fallback_share`. With `reconcile` (the
+    default), what the fallback admits is charged to the failed store once its circuit
+    closes (`traffik.reconcile`).
     """
-    _check_backend("fallback", backend)
-    _check_initialized("fallback", initialized)
+    target = _Fallback("fallback", backend, initialized, per_process, reconcile)
     types = _exception_types("fallback", "on", on)
     if fallback_on is not None:
         legacy = _exception_types("fallback", "fallback_on", fallback_on)
@@ -340,7 +402,7 @@ def fallback(
     async def fallback_handler(connection: Any, exc_info: ThrottleExceptionInfo) -> DecidedWait:
         if not isinstance(exc_info["exception"], types):
             raise exc_info["exception"]
-        return await _decide_on_fallback(backend, initialized, exc_info)
+        return await target.decide(exc_info)
 
     return fallback_handler
 
@@ -411,6 +473,8 @@ def failover(
     initialized: Optional[bool] = None,
     *,
     sleep: _Sleep = asyncio.sleep,
+    per_process: Union[float, str, None] = None,
+    reconcile: bool = True,
 ) -> ErrorHandler:
     """An `on_error` handler that retries the decision behind `breaker`, then uses `backend`.
 
@@ -420,11 +484,12 @@ def failover(
     default as `retry`); the first success is recorded on the breaker and returned. When
     every retry fails, or the handler is cancelled while retrying, the breaker records one
     failure and the decision runs on `backend` (see `fallback`, whose `initialized` this
-    shares). `breaker` defaults to a new `CircuitBreaker()` owned by this handler; pass one
-    to share or inspect it. `sleep` is the coroutine that waits, replaceable in tests.
+    shares, with `per_process` and `reconcile`). `breaker` defaults to a new `CircuitBreaker()`
+    owned by this handler; pass one to share or inspect it. A `CircuitOpenError` (the store's
+    own circuit is open: it is known to be down) goes to `backend` at once, with no retry and
+    nothing recorded on the breaker. `sleep` is the coroutine that waits, replaceable in tests.
     """
-    _check_backend("failover", backend)
-    _check_initialized("failover", initialized)
+    target = _Fallback("failover", backend, initialized, per_process, reconcile)
     _check_retries("failover", max_retries)
     delay = _check_seconds("failover", "retry_delay", retry_delay, 0)
     delays = _RETRY_BACKOFF if backoff is None else _check_backoff("failover", backoff)
@@ -435,6 +500,8 @@ def failover(
     circuit = breaker
 
     async def failover_handler(connection: Any, exc_info: ThrottleExceptionInfo) -> DecidedWait:
+        if isinstance(exc_info["exception"], CircuitOpenError):
+            return await target.decide(exc_info)
         if await circuit.allow_execution():
             recovered = False
             try:
@@ -452,6 +519,6 @@ def failover(
             finally:
                 if not recovered:
                     await circuit.record_failure()
-        return await _decide_on_fallback(backend, initialized, exc_info)
+        return await target.decide(exc_info)
 
     return failover_handler

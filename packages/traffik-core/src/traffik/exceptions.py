@@ -8,6 +8,7 @@ TraffikError (alias TraffikException)
 │       └── InvalidBackendError                the entry point does not give a backend class
 ├── BackendError                               a storage operation failed
 │   ├── BackendConnectionError                 closed, unreachable or timed out
+│   │   └── CircuitOpenError                   not attempted: the store's circuit is open (it is down)
 │   ├── BackendCapacityError                   a store holds as many keys as it may
 │   └── LockError (also RuntimeError)
 │       ├── LockAcquisitionError
@@ -32,6 +33,7 @@ __all__ = [
     "BackendError",
     "BackendNotFoundError",
     "BackendUnavailableError",
+    "CircuitOpenError",
     "ConfigurationError",
     "ConnectionThrottled",
     "InvalidBackendError",
@@ -85,6 +87,11 @@ class BackendError(TraffikError):
 
 class BackendConnectionError(BackendError):
     """The backend is closed, unreachable, or did not answer in time."""
+
+
+class CircuitOpenError(BackendConnectionError):
+    """The operation was not attempted: the store failed repeatedly and its circuit is open
+    (`traffik.backends.health`); a background probe closes it once the store answers."""
 
 
 class BackendCapacityError(BackendError):

@@ -63,6 +63,7 @@ class ThrottleSettings:
     _rate: Rate
     _rates: tuple[Rate, ...]
     _rate_fn: Optional[Callable[..., Any]]
+    _static: bool
     headers: Optional[Headers]
     _plan: Optional[HeaderPlan]
     identifier: Optional[Callable[..., Any]]
@@ -93,6 +94,20 @@ class ThrottleSettings:
             self.cost, self._cost_fn = 1, cost
         else:
             self.cost, self._cost_fn = check_cost(cost, self._owner()), None
+        self._settle_static()
+
+    def _settle_static(self) -> None:
+        """Whether a hit needs nothing resolved per connection: fixed rates and cost, no
+        identifier of its own (the backend's is checked per hit). The hot path reads it."""
+        rates = getattr(self, "_rates", None)
+        self._static = (
+            rates is not None
+            and not rates[0].unlimited
+            and self._rate_fn is None
+            and self._cost_fn is None
+            and self.cost > 0
+            and getattr(self, "identifier", True) is None
+        )
 
     def _set_rate(self, rate: Union[RatesLike, Callable[..., Any]]) -> None:
         rate_fn: Optional[Callable[..., Any]] = None
@@ -109,6 +124,7 @@ class ThrottleSettings:
             self.check_rates(rates, None if self._cost_fn is not None else self.cost)
         self._rates, self._rate, self._rate_fn = rates, rates[0], rate_fn
         self._checked_rates: set[tuple[Rate, ...]] = set()
+        self._settle_static()
         self._plan_headers()
         self._validate()
 
@@ -211,6 +227,8 @@ class ThrottleSettings:
         if value is not None and not callable(value):
             raise ConfigurationError(f"{self._owner()}: {name}={value!r} must be callable or None")
         setattr(self, name, value)
+        if name == "identifier":
+            self._settle_static()
 
     def _set_min_wait_period(self, min_wait_period: Optional[float]) -> None:
         if min_wait_period is not None and (

@@ -20,7 +20,6 @@ from traffik.connection_inputs import ConnectionInputs
 from traffik.decision import Decision
 from traffik.decorators import starlette_throttled as throttled
 from traffik.error_handlers import (
-    DecisionFailed,
     ThrottleExceptionInfo,
     check_on_error,
     decision_from_wait,
@@ -188,6 +187,17 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
     async def enable(self) -> None:
         self._disabled = False
 
+    def quota(
+        self, connection: Any, context: Optional[Mapping[str, Any]] = None, **options: Any
+    ) -> Any:
+        """A `traffik.quotas.QuotaContext` bound to this throttle: hits queued in a block and
+        decided as one on exit. `options`: `apply_on_error`, `apply_on_exit`, `parent` (and
+        traffik 1.2's `lock`, `lock_config`, which change nothing)."""
+        from traffik.quotas import QuotaContext
+
+        ctx = self.context if context is None else {**self.context, **context}
+        return QuotaContext(connection, ctx, owner=self, **options)
+
     # -- the hit -------------------------------------------------------------------------
 
     async def hit(
@@ -213,21 +223,28 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
         if gate is not None and not await gate.allows(connection, ctx):
             return connection
         backend = self._backend or self.get_backend(connection)
+        prepared: Optional[tuple[tuple[Rate, ...], int, str]] = None
+        rates: Optional[tuple[Rate, ...]]
+        key: Optional[str]
         try:
-            outcome = await self._decide(connection, ctx, cost, backend)
+            prepared = self._prepared(connection, ctx, cost, backend) or await self._prepare(
+                connection, ctx, cost, backend
+            )
+            if prepared is None:
+                return connection
+            rates, charged, key = prepared
+            decision = await self._step(key, rates, charged, backend)
         except ConfigurationError as exc:
             logger.error("%r is misconfigured: %s", self, exc)
             raise
-        except DecisionFailed as failed:
-            outcome = await recover(self, failed.error, connection, ctx, cost, backend, failed)
         except Exception as exc:
-            outcome = await recover(self, exc, connection, ctx, cost, backend, None)
-        if outcome is None:
+            decision, rates, key = await recover(
+                self, exc, connection, ctx, cost, backend, prepared
+            )
+        if decision.allowed:
+            self._admitted(connection, decision, rates, key, ctx, response, cost)
             return connection
-        decision, rates, key = outcome
-        return await self.answer(
-            connection, decision, rates, key, ctx, backend, skip_handler, response, cost
-        )
+        return await self._throttled(connection, decision, rates, key, ctx, skip_handler, backend)
 
     async def answer(
         self,
@@ -241,28 +258,39 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
         response: Optional[Response] = None,
         cost: Optional[int] = None,
     ) -> Any:
-        """Act on `decision`: mark the connection, write the headers of an admitted one on
-        `response` (and note its charge when `charge_when` settles it later), or hand a
-        refused one to the handler."""
+        """Act on `decision` as `hit` does: an admitted one marks the connection and writes
+        the headers on `response`; a refused one goes to the handler."""
+        if decision.allowed:
+            self._admitted(connection, decision, rates, key, ctx, response, cost)
+            return connection
+        return await self._throttled(connection, decision, rates, key, ctx, skip_handler, backend)
+
+    def _admitted(
+        self,
+        connection: Any,
+        decision: Decision,
+        rates: Optional[tuple[Rate, ...]],
+        key: Optional[str],
+        ctx: Mapping[str, Any],
+        response: Optional[Response],
+        cost: Optional[int],
+    ) -> None:
+        """Mark an admitted connection, note its charge when it may be settled later
+        (`charge_when`, several throttles as one), and write the headers on `response`."""
         scope = connection.scope
         state = scope.get("state")
         if state is None:
             scope["state"] = state = {}
-        if decision.allowed:
-            state[THROTTLED_STATE_KEY] = 0.0
-            if decision.remaining is not None and (
-                self.charge_when is not None or CHARGES_KEY in state
-            ):
-                outcomes.note_charge(state, self, cost, ctx)
-            if response is not None and self.headers is not None and rates is not None:
-                plan = self._plan or self._plan_for(rates)
-                response.raw_headers.extend(plan.raw(decision))
-                if plan.dynamic:
-                    plan.write_dynamic(response, decision, connection, key, ctx)
-            return connection
-        return await self._throttled(
-            connection, decision, rates, key, ctx, state, skip_handler, backend
-        )
+        state[THROTTLED_STATE_KEY] = 0.0
+        if decision.remaining is not None and (
+            self.charge_when is not None or CHARGES_KEY in state
+        ):
+            outcomes.note_charge(state, self, cost, ctx)
+        if response is not None and self.headers is not None and rates is not None:
+            plan = self._plan or self._plan_for(rates)
+            response.raw_headers.extend(plan.raw(decision))
+            if plan.dynamic:
+                plan.write_dynamic(response, decision, connection, key, ctx)
 
     async def _decide(
         self,
@@ -270,23 +298,25 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
         ctx: Mapping[str, Any],
         cost: Optional[int],
         backend: ThrottleBackend,
-    ) -> Optional[tuple[Decision, Optional[tuple[Rate, ...]], Optional[str]]]:
-        """The decision for `connection` on `backend`, the rates it was made under and the
-        client's key; None when there is nothing to decide (an unlimited rate, no cost, an
-        exempted client).
-
-        A failure of the strategy (the store) is raised as `DecisionFailed`, with the key."""
+    ) -> Optional[Decision]:
+        """The decision for `connection` on `backend` (None: nothing to decide), as `hit`
+        makes it; for the `on_error` handlers that decide again."""
         prepared = await self._prepare(connection, ctx, cost, backend)
         if prepared is None:
             return None
-        rates, cost, key = prepared
-        try:
-            decision = await self._step(key, rates, cost, backend)
-        except ConfigurationError:
-            raise
-        except Exception as exc:
-            raise DecisionFailed(exc, key, rates, cost) from exc
-        return decision, rates, key
+        rates, charged, key = prepared
+        return await self._step(key, rates, charged, backend)
+
+    def _prepared(
+        self, connection: Any, ctx: Mapping[str, Any], cost: Optional[int], backend: ThrottleBackend
+    ) -> Optional[tuple[tuple[Rate, ...], int, str]]:
+        """`_prepare` without awaiting, for a throttle with nothing to resolve per connection
+        (fixed rates and cost, the peer as the client); None otherwise."""
+        if not self._static or cost is not None or backend.defaults.identifier is not None:
+            return None
+        client = connection.scope.get("client")
+        part = client_part(client[0]) if client else ANONYMOUS_PART
+        return self._rates, self.cost, self._key(connection, part, ctx)
 
     async def _prepare(
         self,
@@ -295,8 +325,11 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
         cost: Optional[int],
         backend: ThrottleBackend,
     ) -> Optional[tuple[tuple[Rate, ...], int, str]]:
-        """What a decision for `connection` needs: its rates, its cost and the client's key
-        (None: nothing to decide)."""
+        """What a decision for `connection` needs: the rates, the cost and the client's key
+        (None: nothing to decide: an unlimited rate, no cost, an exempted client)."""
+        prepared = self._prepared(connection, ctx, cost, backend)
+        if prepared is not None:
+            return prepared
         rates = self._rates if self._rate_fn is None else await self._rates_for(connection, ctx)
         if rates[0].unlimited:
             return None
@@ -306,21 +339,20 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
             cost = check_cost(cost, repr(self))
         if cost == 0:
             return None
-        scope = connection.scope
         if self.identifier is None and backend.defaults.identifier is None:
-            client = scope.get("client")
-            key = f"{self._uid_part}:{{{client_part(client[0]) if client else ANONYMOUS_PART}}}"
+            client = connection.scope.get("client")
+            part = client_part(client[0]) if client else ANONYMOUS_PART
         else:
-            ident = await self._identity(connection, backend, scope)
+            ident = await self._identity(connection, backend, connection.scope)
             if ident is EXEMPTED:
                 return None
-            key = f"{self._uid_part}:{{{client_part(ident)}}}"
-        if self.per_route:
-            key += ":" + self._route_of(scope)
-        extra = ctx.get("scope")
-        if extra is not None:
-            key = f"{key}:{escape(str(extra))}"
-        return rates, cost, key
+            part = client_part(ident)
+        return rates, cost, self._key(connection, part, ctx)
+
+    def _key(self, connection: Any, client: str, ctx: Mapping[str, Any]) -> str:
+        """The key of `connection`'s bucket for a client part (`compose_key`)."""
+        route = self._route_of(connection.scope) if self.per_route else None
+        return self.compose_key(client, route, ctx)
 
     def _step(
         self, key: str, rates: tuple[Rate, ...], cost: int, backend: ThrottleBackend
@@ -345,10 +377,13 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
         rates: Optional[tuple[Rate, ...]],
         key: Optional[str],
         ctx: Mapping[str, Any],
-        state: dict[str, Any],
         skip_handler: Optional[bool],
         backend: ThrottleBackend,
     ) -> Any:
+        scope = connection.scope
+        state = scope.get("state")
+        if state is None:
+            scope["state"] = state = {}
         wait = decision.wait_ms
         if self.min_wait_period is not None:
             wait = max(wait, self.min_wait_period)

@@ -17,6 +17,7 @@ from traffik.exceptions import BackendConnectionError, ConfigurationError
 from traffik.keyparts import escape
 
 if TYPE_CHECKING:
+    from traffik.backends.health import StoreCircuit
     from traffik.typing import AsyncLock
 
 __all__ = [
@@ -47,9 +48,16 @@ class WindowCount(int):
     ttl_ms: float | None
 
     def __new__(cls, value: int, ttl_ms: float | None) -> WindowCount:
-        self = super().__new__(cls, value)
+        self = int.__new__(cls, value)
         self.ttl_ms = ttl_ms
         return self
+
+
+def window_count(value: int, ttl_ms: float | None) -> WindowCount:
+    """`WindowCount(value, ttl_ms)` without the Python-level `__new__` (for hot paths)."""
+    count = int.__new__(WindowCount, value)
+    count.ttl_ms = ttl_ms
+    return count
 
 
 def build_key(*args: Any, **kwargs: Any) -> str:
@@ -85,9 +93,17 @@ class ThrottleBackend(LockedSteps, Generic[ConnT, HTTPConnT]):
     until `initialize()` runs again. Subclasses implement the storage operations and the
     `_open`/`_close` hooks; built-in strategies call `evaluate`, which runs one strategy
     transition atomically (the generic version here uses a lock; native backends do better).
+
+    `fail_fast` says what entering the backend (`async with backend:`, `backend.lifespan`)
+    does when the store cannot be reached: False (the default) starts anyway, the store's
+    circuits open and probe it in the background, and decisions follow `on_error` until it
+    answers; True raises, so the app does not start. `circuits` are the backend's
+    `StoreCircuit`s (`traffik.backends.health`), one per store it talks to; none for stores
+    in this process.
     """
 
     default_namespace: ClassVar[str] = "traffik"
+    circuits: tuple[StoreCircuit, ...] = ()
 
     def __init__(
         self,
@@ -96,6 +112,7 @@ class ThrottleBackend(LockedSteps, Generic[ConnT, HTTPConnT]):
         namespace: str | None = None,
         persistent: bool = False,
         clock: Clock | None = None,
+        fail_fast: bool = False,
         **defaults: Any,
     ) -> None:
         namespace = self.default_namespace if namespace is None else namespace
@@ -106,6 +123,7 @@ class ThrottleBackend(LockedSteps, Generic[ConnT, HTTPConnT]):
         self.connection = connection
         self.namespace = namespace
         self.persistent = persistent
+        self.fail_fast = bool(fail_fast)
         self.defaults = BackendDefaults.build(type(self).__name__, defaults)
         self.clock = clock or system_clock
         self._prefix = escape(namespace) + ":"
@@ -173,11 +191,19 @@ class ThrottleBackend(LockedSteps, Generic[ConnT, HTTPConnT]):
                 self._attempt = None
 
     async def close(self) -> None:
-        """Release connections; data in a persistent store survives."""
+        """Release connections and stop the circuits' probes; data in a persistent store survives."""
         if self._status == _CLOSED:
             return
         self._status = _CLOSED
+        for circuit in self.circuits:
+            circuit.stop()
         await self._close()
+
+    def unreachable(self, error: BaseException) -> None:
+        """The store could not be reached (at start-up): open every circuit now, each probing
+        its store in the background until it answers."""
+        for circuit in self.circuits:
+            circuit.trip(error)
 
     async def ready(self) -> bool:
         """True when initialised and the store answers; never initialises by itself."""
@@ -190,6 +216,11 @@ class ThrottleBackend(LockedSteps, Generic[ConnT, HTTPConnT]):
 
     def closed(self) -> bool:
         return self._status != _READY
+
+    @property
+    def explicitly_closed(self) -> bool:
+        """True once `close()` ran (and until `initialize()` runs again)."""
+        return self._status == _CLOSED
 
     @property
     def initialized(self) -> bool:
@@ -300,9 +331,12 @@ class ThrottleBackend(LockedSteps, Generic[ConnT, HTTPConnT]):
         persistent: bool | None = None,
         close_on_exit: bool | None = None,
         initialized: bool = False,
+        *,
+        fail_fast: bool | None = None,
     ) -> BackendContext:
-        """A context in which this backend is the default for throttles given none."""
-        return BackendContext(self, app, persistent, close_on_exit, initialized)
+        """A context in which this backend is the default for throttles given none;
+        `fail_fast` (default: the backend's) refuses to enter while the store is unreachable."""
+        return BackendContext(self, app, persistent, close_on_exit, initialized, fail_fast)
 
     async def __aenter__(self) -> ThrottleBackend:
         context = self()
@@ -314,7 +348,9 @@ class ThrottleBackend(LockedSteps, Generic[ConnT, HTTPConnT]):
         await self._contexts.pop().__aexit__(*exc_info)
 
     @contextlib.asynccontextmanager
-    async def lifespan(self, app: Any) -> AsyncIterator[None]:
-        """`FastAPI(lifespan=backend.lifespan)`: initialise at start; reset (unless persistent) and close at stop."""
-        async with self(app):
+    async def lifespan(self, app: Any, *, fail_fast: bool | None = None) -> AsyncIterator[None]:
+        """`FastAPI(lifespan=backend.lifespan)`: initialise at start; reset (unless persistent)
+        and close at stop. A store unreachable at start-up does not stop the app unless
+        `fail_fast` (default: the backend's): see `BackendContext`."""
+        async with self(app, fail_fast=fail_fast):
             yield

@@ -18,7 +18,7 @@ from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any, Optional
 
 from traffik.config import BACKEND_APP_CONTEXT_KEY
-from traffik.exceptions import BackendError
+from traffik.exceptions import BackendConnectionError
 
 if TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
@@ -91,13 +91,19 @@ def resolve_backend(
 
 
 class BackendContext:
-    """`async with backend(app=None, persistent=None, close_on_exit=None):`.
+    """`async with backend(app=None, persistent=None, close_on_exit=None, fail_fast=None):`.
 
     Entering initialises the backend and makes it the default; leaving resets it unless
     persistent, then closes it unless nested in a context of the same backend. As in
     traffik 1.2, `persistent` and `close_on_exit` are settled when the context is made: a
     value given wins; otherwise, nested in a context of the same backend, it is persistent
     and does not close; else it follows `backend.persistent` and closes.
+
+    A store that cannot be reached on entry (`BackendConnectionError`: unreachable, timed
+    out, or not answering) raises only with `fail_fast` (default: `backend.fail_fast`).
+    Otherwise the context is entered all the same: the backend's circuits open and probe
+    the store in the background, throttles answer with their `on_error` until it answers,
+    and one warning says so. Any other error (a bad setting) is raised.
     """
 
     def __init__(
@@ -107,6 +113,7 @@ class BackendContext:
         persistent: Optional[bool] = None,
         close_on_exit: Optional[bool] = None,
         initialized: bool = False,
+        fail_fast: Optional[bool] = None,
     ) -> None:
         nested = _current.get() is backend
         self.backend = backend
@@ -116,15 +123,28 @@ class BackendContext:
         )
         self.close_on_exit: bool = close_on_exit if close_on_exit is not None else not nested
         self.initialized = initialized
+        self.fail_fast: bool = backend.fail_fast if fail_fast is None else fail_fast
         self._token: Optional[Token[Optional[ThrottleBackend]]] = None
 
     async def __aenter__(self) -> ThrottleBackend:
         backend = self.backend
         if not self.initialized:
-            await backend.initialize()
-            if not await backend.ready():
-                raise BackendError(
-                    f"{backend!r} is not ready: it was initialised but does not answer"
+            try:
+                await backend.initialize()
+                if not await backend.ready():
+                    raise BackendConnectionError(
+                        f"{backend!r} is not ready: it was initialised but does not answer"
+                    )
+            except BackendConnectionError as exc:
+                if self.fail_fast:
+                    raise
+                backend.unreachable(exc)
+                logger.warning(
+                    "%r cannot be reached at start-up (%s); starting anyway: throttles answer "
+                    "with their on_error until it answers, and it is retried in the background "
+                    "(pass fail_fast=True to the backend to refuse to start instead)",
+                    backend,
+                    exc,
                 )
         if self.app is not None:
             set_app_backend(self.app, backend)
@@ -136,6 +156,10 @@ class BackendContext:
             _current.reset(self._token)
             self._token = None
         backend = self.backend
+        if not backend.initialized and not backend.explicitly_closed:
+            if self.close_on_exit:  # it never came up: nothing to reset, only probes to stop
+                await backend.close()
+            return
         if backend.closed():
             if not self.persistent:
                 warnings.warn(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from traffik.backends.base import ThrottleBackend, WindowCount
+from traffik.backends.base import ThrottleBackend, window_count
 from traffik.backends.capacity import Capacity, entry_size
 from traffik.backends.locks import LocalLock, LocalLockTable
 from traffik.exceptions import ConfigurationError
@@ -176,12 +176,15 @@ class InMemoryBackend(ThrottleBackend):
         return self._live(key, self.now_ms()) is not None and self._remove(key) is not None
 
     def _add(self, key: str, amount: int, ttl_ms: int | None, now: int) -> list[Any]:
-        entry = self._live(key, now)
-        if entry is None:
+        entry = self._data.get(key)
+        if entry is None or (entry[1] is not None and entry[1] <= now):  # new, or expired
+            if entry is not None:
+                self._remove(key)
             entry = [amount, None if ttl_ms is None else now + ttl_ms]
             self._insert(key, entry, now)
             return entry
-        entry[0] = _number(entry[0]) + amount
+        value = entry[0]
+        entry[0] = (value if type(value) is int else _number(value)) + amount
         if ttl_ms is not None and entry[1] is None:
             entry[1] = now + ttl_ms
         return entry
@@ -195,8 +198,8 @@ class InMemoryBackend(ThrottleBackend):
         if self._status != _READY:
             await self.ensure()
         now = self.now_ms()
-        entry = self._add(key, amount, _ms(ttl), now)
-        return WindowCount(entry[0], entry[1] - now)
+        entry = self._add(key, amount, round(ttl * 1000) or 1, now)
+        return window_count(entry[0], entry[1] - now)
 
     async def expire(self, key: str, seconds: float) -> bool:
         if self._status != _READY:

@@ -7,6 +7,7 @@ backend overrides these methods with one lock-free atomic step.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -36,6 +37,7 @@ class LockedSteps:
     """`evaluate`, `evaluate_all` and `refund_all` on the storage primitives, under locks."""
 
     now_ms: Callable[[], int]
+    _turns: _Turns
 
     if TYPE_CHECKING:
 
@@ -71,7 +73,7 @@ class LockedSteps:
         Generic form for third-party backends: read, decide and write under this
         backend's lock. Built-in backends override it with one lock-free step.
         """
-        async with self.lock(f"evaluate:{key}", ttl=5.0, blocking_timeout=5.0):
+        async with self._under_locks((key,)):
             state = decode_state(await self.get(key))
             decision, new_state, ttl_ms = strategy.transition(state, self.now_ms(), rate, cost)
             if commit and new_state is not None:
@@ -126,12 +128,46 @@ class LockedSteps:
                     new_state, ttl_ms = item.strategy.refund(state, now, item.rate, item.cost)
                     await self.set(item.key, encode_state(new_state), expire=ttl_ms / 1000)
 
+    def _locked(self, items: Sequence[Item]) -> contextlib.AbstractAsyncContextManager[None]:
+        return self._under_locks(sorted({item.key for item in items}))
+
     @contextlib.asynccontextmanager
-    async def _locked(self, items: Sequence[Item]) -> AsyncIterator[None]:
-        """Hold this backend's lock on every item's key, taken in key order (no deadlock)."""
+    async def _under_locks(self, keys: Sequence[str]) -> AsyncIterator[None]:
+        """Hold this backend's lock on each of `keys` (given in key order: no deadlock).
+
+        Tasks of this process wanting the same key queue for it here first, in turn, so only
+        one of them at a time polls the backend's lock: contended keys stay fast instead of
+        every waiter polling the store."""
+        turns: Optional[_Turns] = getattr(self, "_turns", None)
+        if turns is None:
+            turns = self._turns = _Turns()
         async with contextlib.AsyncExitStack() as stack:
-            for key in sorted({item.key for item in items}):
+            for key in keys:
+                await stack.enter_async_context(turns.hold(key))
                 await stack.enter_async_context(
                     self.lock(f"evaluate:{key}", ttl=5.0, blocking_timeout=5.0)
                 )
             yield
+
+
+class _Turns:
+    """One `asyncio.Lock` per key some task of this process waits for; gone once unused."""
+
+    __slots__ = ("_locks",)
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            users = self._locks[key][1] - 1
+            if users:
+                self._locks[key] = (lock, users)
+            else:
+                del self._locks[key]

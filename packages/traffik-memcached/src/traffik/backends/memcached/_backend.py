@@ -8,6 +8,7 @@ from time import monotonic
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from traffik.backends.base import ThrottleBackend, WindowCount
+from traffik.backends.health import circuit_policy
 from traffik.backends.memcached._client import Flagged, NodeClient
 from traffik.backends.memcached._counters import ATTEMPTS, increment, number, window_hit
 from traffik.backends.memcached._expiry import exptime
@@ -120,6 +121,12 @@ class MemcachedBackend(MemcachedSteps, ThrottleBackend):
     - With several nodes each key lives on one, chosen by rendezvous hashing; a node that is
       down fails only the operations on its keys (`BackendConnectionError`, which the
       throttle's `on_error` handles), and the backend reconnects by itself when it returns.
+    - Each node has a store-health circuit (`circuit`, `traffik.backends.health`), on by
+      default: after a few timeouts or connection failures in a row, operations on that
+      node fail at once (`CircuitOpenError`) while a background `version` probes it; the
+      first answer closes it. `circuit=False` never refuses; a `CircuitPolicy` sets the
+      thresholds. No node answering when the backend is entered (`lifespan`) does not stop
+      the app unless `fail_fast=True` (see `BackendContext`).
     - `connect_timeout` bounds opening a connection, `command_timeout` each operation
       (waiting for one of the `pool_size` connections, sending, reading the reply), or up
       to a quarter longer: a watchdog that ticks four times per `command_timeout`, only
@@ -156,6 +163,7 @@ class MemcachedBackend(MemcachedSteps, ThrottleBackend):
         track_keys: bool = False,
         number_of_tracking_shards: int = 16,
         lock_contention_threshold: int = 1,
+        circuit: Any = True,
         **defaults: Any,
     ) -> None:
         owner = type(self).__name__
@@ -193,6 +201,7 @@ class MemcachedBackend(MemcachedSteps, ThrottleBackend):
             owner, "generation_refresh", generation_refresh, zero=True
         )
         self._keys = KeySpace(escape(self.namespace))
+        policy = circuit_policy(owner, circuit)
         self._nodes = [
             Node(
                 server,
@@ -201,9 +210,11 @@ class MemcachedBackend(MemcachedSteps, ThrottleBackend):
                 connect_timeout=self.connect_timeout,
                 command_timeout=self.command_timeout,
                 generation_refresh=self.generation_refresh,
+                circuit=policy,
             )
             for server in nodes
         ]
+        self.circuits = tuple(node.circuit for node in self._nodes)
         self._ring = Ring(self._nodes, [node.name for node in self._nodes])
         self._single: Optional[Node] = self._nodes[0] if len(self._nodes) == 1 else None
         self._held: dict[str, Hold] = {}

@@ -10,6 +10,7 @@ from typing import Callable, Optional, TypeVar
 from aiomcache.exceptions import ClientException
 from aiomcache.pool import Connection
 
+from traffik.backends.health import DEFAULT_POLICY, CircuitPolicy, StoreCircuit
 from traffik.backends.memcached._client import Flagged, NodeClient, ReplyError
 from traffik.backends.memcached._expiry import NEVER
 from traffik.backends.memcached._keys import GenerationKeys, KeySpace
@@ -48,6 +49,9 @@ class Node:
     out, connection lost) or `BackendError` (an unexpected reply), chained and naming the
     server.
 
+    `circuit` is the node's store-health circuit (`traffik.backends.health`): while it is
+    open, operations on this node fail at once and a background `version` probes the server.
+
     The namespace generation read from this node is cached for `generation_refresh`
     seconds: a `clear()` in another process is seen here within that time. While it is
     fresh, `keys` maps the backend's keys into it (`GenerationKeys`).
@@ -62,9 +66,11 @@ class Node:
         connect_timeout: float,
         command_timeout: float,
         generation_refresh: float,
+        circuit: CircuitPolicy = DEFAULT_POLICY,
     ) -> None:
         self.server = server
         self.name = str(server)
+        self.circuit = StoreCircuit(f"memcached {self.name}", self.ping, circuit)
         self._space = keys
         self._generation_key = keys.generation_key
         self._pool_size = pool_size
@@ -126,8 +132,13 @@ class Node:
         Every command takes this one path, the fixed window's hot path too: an idle
         connection (or the next one released) stamped for the pool's watchdog (no timer),
         the operation, the connection given back (closed unless the operation ended well or
-        with a complete error reply), and any failure translated (`_failure`).
+        with a complete error reply), and any failure translated (`_failure`). The node's
+        circuit is read before (refusing at once while it is open) and told of timeouts and
+        lost connections, and of the first answer after them.
         """
+        circuit = self.circuit
+        if circuit.tripped:
+            circuit.check(what)
         client = self._client_here()
         pool = client.pool
         conn = None
@@ -143,11 +154,23 @@ class Node:
             if not isinstance(exc, Exception):
                 raise  # a cancellation stays one
             failure = self._failure(CommandTimeout() if timed_out else exc, what)
+            if isinstance(failure, BackendConnectionError):
+                circuit.failed(failure, self._silence(exc, timed_out))
             if failure is exc:
                 raise
             raise failure from exc
         pool.give_back(conn, True)
+        if circuit.failures:
+            circuit.answered()
         return result
+
+    def _silence(self, exc: Exception, timed_out: bool) -> float:
+        """How long a failure proves the server silent: a whole timeout, or nothing known."""
+        if isinstance(exc, ConnectTimeout):
+            return self._connect_timeout
+        if timed_out or isinstance(exc, (CommandTimeout, asyncio.TimeoutError)):
+            return self._command_timeout
+        return 0.0
 
     def _failure(self, exc: Exception, what: str) -> Exception:
         """The backend error that `exc`, raised while running `what`, stands for."""

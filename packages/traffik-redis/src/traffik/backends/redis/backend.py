@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from redis.exceptions import NoScriptError
 from traffik.backends.base import ThrottleBackend, WindowCount
+from traffik.backends.health import StoreCircuit, circuit_policy
 from traffik.backends.redis import scripts
 from traffik.backends.redis.clients import LoopClients
 from traffik.backends.redis.connection import client_source
-from traffik.backends.redis.errors import bounded, translate
+from traffik.backends.redis.errors import bounded, timed_out, translate
 from traffik.backends.redis.lock import Holding, RedisLock
 from traffik.backends.redis.steps import ScriptSteps
 from traffik.exceptions import BackendConnectionError, ConfigurationError
@@ -124,6 +125,15 @@ class RedisBackend(ScriptSteps, ThrottleBackend):
     restarted server is reconnected to and gets its scripts again, with no restart of the
     app. When every connection of the client's pool is busy, further operations wait for one
     (at most `connect_timeout + command_timeout`) instead of failing.
+
+    A store-health circuit (`circuit`, `traffik.backends.health`) is on by default: after a
+    few timeouts or connection failures in a row it opens, and operations fail at once with
+    `CircuitOpenError` (the throttles' `on_error` answers) while a background `PING` probes the
+    server; the first answer closes it. `circuit=False` never refuses; a `CircuitPolicy` sets
+    the thresholds. On a cluster, a timeout of one node does not count as the whole cluster's
+    silence, so losing one master, whose peers keep answering, does not open it. A server
+    unreachable when the backend is entered (`lifespan`) does not stop the app unless
+    `fail_fast=True` (see `BackendContext`).
     """
 
     default_namespace = "redis"
@@ -143,6 +153,7 @@ class RedisBackend(ScriptSteps, ThrottleBackend):
         persistent: bool = True,
         lock_type: str = "redis",
         lock_contention_threshold: int = 1,
+        circuit: Any = True,
         **defaults: Any,
     ) -> None:
         if lock_type == "redlock":
@@ -182,6 +193,12 @@ class RedisBackend(ScriptSteps, ThrottleBackend):
         self._clients = LoopClients(self._source, self.connect_timeout, self.command_timeout)
         self._holdings: dict[str, Holding] = {}
         self._counter_args: dict[tuple[int, float], tuple[bytes, bytes]] = {}
+        self.circuit = StoreCircuit(
+            f"Redis at {self.server}", self._ping, circuit_policy("RedisBackend", circuit)
+        )
+        self.circuits = (self.circuit,)
+        # How long a timeout proves the store silent: a cluster's says so of one node only.
+        self._silence = 0.0 if self.cluster else self.command_timeout
 
     def __repr__(self) -> str:
         return f"RedisBackend({self.server!r}, namespace={self.namespace!r})"
@@ -193,9 +210,13 @@ class RedisBackend(ScriptSteps, ThrottleBackend):
         return key if key.startswith(self._prefix) else self._prefix + key
 
     async def _run(self, operation: str, command: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """`await command(client, *args)`: through the gate, under the deadline when the client
-        needs one, with the scripts loaded again when the server lost them, and failures turned
-        into `BackendError`s. Every operation takes this path."""
+        """`await command(client, *args)`: past the store's circuit, through the gate, under the
+        deadline when the client needs one, with the scripts loaded again when the server lost
+        them, and failures turned into `BackendError`s (timeouts and lost connections counted
+        by the circuit). Every operation takes this path."""
+        circuit = self.circuit
+        if circuit.tripped:
+            circuit.check(operation)
         if not self.initialized:
             await self.ensure()
         link = self._clients.get() or await self._clients.build()
@@ -213,14 +234,21 @@ class RedisBackend(ScriptSteps, ThrottleBackend):
         try:
             try:
                 if link.deadline:
-                    return await bounded(command(client, *args), self._deadline)
-                return await command(client, *args)
+                    result = await bounded(command(client, *args), self._deadline)
+                else:
+                    result = await command(client, *args)
             except NoScriptError:  # a restarted server, or a new primary: our scripts are gone
-                return await bounded(self._reloaded(client, command, args), self._deadline)
+                result = await bounded(self._reloaded(client, command, args), self._deadline)
         except Exception as exc:
-            raise translate(exc, self.server, operation) from exc
+            error = translate(exc, self.server, operation)
+            if isinstance(error, BackendConnectionError):
+                circuit.failed(error, self._silence if timed_out(exc) else 0.0)
+            raise error from exc
         finally:
             gate.release()
+        if circuit.failures:
+            circuit.answered()
+        return result
 
     async def _reloaded(self, client: Any, command: Callable[..., Awaitable[T]], args: Any) -> T:
         """`command` again, after `SCRIPT LOAD` of every script."""
@@ -236,7 +264,9 @@ class RedisBackend(ScriptSteps, ThrottleBackend):
         except Exception as exc:
             await self._clients.aclose()
             error = translate(exc, self.server, "SCRIPT LOAD")
-            raise BackendConnectionError(f"could not initialise {self!r}: {error}") from exc
+            failure = BackendConnectionError(f"could not initialise {self!r}: {error}")
+            self.circuit.failed(failure, self._silence if timed_out(exc) else 0.0)
+            raise failure from exc
         self.connection = client
 
     async def _close(self) -> None:

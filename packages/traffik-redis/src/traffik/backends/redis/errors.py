@@ -12,7 +12,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from traffik.exceptions import BackendConnectionError, BackendError
 
-__all__ = ["CONNECTION_ERRORS", "bounded", "translate"]
+__all__ = ["CONNECTION_ERRORS", "bounded", "timed_out", "translate"]
 
 T = TypeVar("T")
 
@@ -41,10 +41,15 @@ else:
         return await asyncio.wait_for(awaitable, seconds)
 
 
+def timed_out(exc: BaseException) -> bool:
+    """Whether `exc` is a timeout (the server was silent), not a refused or lost connection."""
+    return isinstance(exc, (asyncio.TimeoutError, RedisTimeoutError))
+
+
 def translate(exc: Exception, server: str, operation: str) -> BackendError:
     """The `BackendError` to raise `from exc` for a failed `operation` on `server`."""
     detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    if isinstance(exc, (asyncio.TimeoutError, RedisTimeoutError)):
+    if timed_out(exc):
         return BackendConnectionError(
             f"Redis at {server}: {operation} timed out ({detail}); raise command_timeout "
             "or connect_timeout if the server is only slow",

@@ -1,0 +1,146 @@
+"""What a fallback admitted while its store was down, charged to the store once it answers again.
+
+A `Ledger` belongs to one fallback handler. Each request the fallback admits adds its cost
+to the client's entry (strategy, key and rates), per failed store. When one of that store's
+circuits closes (`StoreCircuit.on_recovery`), the ledger charges every entry to the store in
+the background, so a client that straddles the outage is not granted its budget twice:
+
+- `FixedWindow`: the units are counted in the store's current window (a counter counts past
+  its limit), or a new window is opened with them.
+- A state strategy (`TokenBucket`, `SlidingWindowCounter`, every `StateStrategy`): the units
+  are taken as one hit; refused, as many as the store has left.
+- Any other strategy is not charged.
+
+Best effort: an entry whose last admission is older than its longest period is dropped (the
+store would have forgotten it), an entry the store fails to take is kept for the next
+recovery, at most `MAX_ENTRIES` entries are kept (later ones are not recorded), and a store
+without circuits (in memory, SQLite) is never charged. Charges never exceed a strategy's
+capacity per entry, so a client is at worst refused until its budget comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from traffik.logs import QuietLog
+from traffik.strategies.base import StateStrategy
+from traffik.strategies.steps import is_counter, items
+
+if TYPE_CHECKING:
+    from traffik.backends.base import ThrottleBackend
+    from traffik.rates import Rate
+    from traffik.strategies.steps import Item
+
+__all__ = ["MAX_ENTRIES", "Ledger", "charge"]
+
+MAX_ENTRIES = 100_000
+"""Clients a ledger remembers per store; past that, admissions are not recorded (logged)."""
+
+_log = QuietLog(logging.getLogger("traffik"), interval=60.0)
+
+_Entry = tuple[Any, str, tuple["Rate", ...]]
+"""strategy, the client's key (before namespacing), the rates."""
+
+
+async def charge(store: ThrottleBackend, item: Item) -> None:
+    """Take `item.cost` units from the store for `item`, even past its limit where the
+    strategy allows it (module docstring)."""
+    strategy, rate = item.strategy, item.rate
+    units = min(item.cost, strategy.capacity(rate))
+    if units <= 0:
+        return
+    if is_counter(strategy):
+        await store.increment_with_ttl(item.key, amount=units, ttl=rate.expire / 1000)
+    elif isinstance(strategy, StateStrategy):
+        decision = await store.evaluate(item.key, strategy, rate, units)
+        left = int(decision.remaining or 0)
+        if not decision.allowed and left > 0:
+            await store.evaluate(item.key, strategy, rate, min(left, units))
+
+
+class Ledger:
+    """Units admitted by a fallback per client, owed to the store that failed."""
+
+    def __init__(self) -> None:
+        self._owed: weakref.WeakKeyDictionary[ThrottleBackend, dict[_Entry, list[float]]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._listening: weakref.WeakSet[ThrottleBackend] = weakref.WeakSet()
+        self._tasks: set[asyncio.Task[int]] = set()
+
+    def owed(self, store: ThrottleBackend) -> int:
+        """The units admitted and not yet charged to `store`."""
+        return int(sum(units for units, _ in self._owed.get(store, {}).values()))
+
+    def add(
+        self, store: ThrottleBackend, strategy: Any, key: str, rates: tuple[Rate, ...], cost: int
+    ) -> None:
+        """Record `cost` units admitted for `key` while `store` was down."""
+        if not store.circuits:
+            return
+        if store not in self._listening:
+            self._listening.add(store)
+            ref = weakref.ref(store)
+            for circuit in store.circuits:
+                circuit.on_recovery(lambda: self._settle_soon(ref))
+        owed = self._owed.get(store)
+        if owed is None:
+            owed = self._owed[store] = {}
+        entry = owed.get((strategy, key, rates))
+        if entry is None:
+            if len(owed) >= MAX_ENTRIES:
+                _log.log(
+                    logging.WARNING,
+                    "full",
+                    "fallback ledger for %r is full (%d clients): admissions not recorded",
+                    store,
+                    MAX_ENTRIES,
+                )
+                return
+            owed[(strategy, key, rates)] = [cost, time.monotonic()]
+        else:
+            entry[0] += cost
+            entry[1] = time.monotonic()
+
+    def _settle_soon(self, ref: weakref.ref[ThrottleBackend]) -> None:
+        store = ref()
+        if store is None or not self._owed.get(store):
+            return
+        task = asyncio.get_running_loop().create_task(self.settle(store))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def settle(self, store: ThrottleBackend) -> int:
+        """Charge everything owed to `store`; returns the units charged. Entries that fail
+        stay owed; expired ones are dropped."""
+        owed = self._owed.pop(store, None)
+        if not owed:
+            return 0
+        now, charged = time.monotonic(), 0
+        failed: dict[_Entry, list[float]] = {}
+        for (strategy, key, rates), (units, last) in owed.items():
+            if now - last > max(rate.expire for rate in rates) / 1000:
+                continue
+            try:
+                for item in items(strategy, key, rates, int(units), store):
+                    await charge(store, item)
+            except Exception as exc:
+                failed[(strategy, key, rates)] = [units, last]
+                _log.log(
+                    logging.WARNING,
+                    "failed",
+                    "charging what the fallback admitted to %r failed (%s); kept for its next recovery",
+                    store,
+                    exc,
+                )
+                continue
+            charged += int(units)
+        if failed:
+            again = self._owed.setdefault(store, {})
+            for entry, value in failed.items():
+                again.setdefault(entry, value)
+        return charged

@@ -1,0 +1,89 @@
+"""`Ledger`: what a fallback admitted is charged to the failed store when its circuit closes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from traffik.backends.health import CircuitPolicy, CircuitState, StoreCircuit
+from traffik.backends.inmemory import InMemoryBackend
+from traffik.clock import ManualClock
+from traffik.exceptions import BackendConnectionError
+from traffik.rates import parse_rates
+from traffik.reconcile import Ledger
+from traffik.strategies import GCRA, FixedWindow, SlidingWindowCounter, TokenBucket
+
+pytestmark = pytest.mark.anyio
+
+RATES = parse_rates("10/min")
+
+
+def _store() -> InMemoryBackend:
+    """An in-memory store with a circuit, standing for a network store."""
+    store = InMemoryBackend(namespace="store", clock=ManualClock())
+
+    async def probe() -> None:
+        return None
+
+    store.circuits = (StoreCircuit("store", probe, CircuitPolicy(failure_threshold=1)),)
+    return store
+
+
+async def _recover(store: InMemoryBackend) -> None:
+    circuit = store.circuits[0]
+    circuit.trip(BackendConnectionError("down"))
+    while circuit.state is not CircuitState.CLOSED:
+        await asyncio.sleep(0.001)
+    for _ in range(5):
+        await asyncio.sleep(0)  # the settling task
+
+
+async def _left(store: InMemoryBackend, strategy: Any, key: str) -> int:
+    return int((await strategy.get_stat(key, RATES[0], store)).hits_remaining)
+
+
+@pytest.mark.parametrize(
+    "strategy", [FixedWindow(), SlidingWindowCounter(), TokenBucket(), GCRA()], ids=repr
+)
+async def test_what_was_admitted_is_charged_on_recovery(strategy: Any) -> None:
+    store, ledger = _store(), Ledger()
+    await strategy.decide("client", RATES[0], store, 3)
+    for _ in range(4):
+        ledger.add(store, strategy, "client", RATES, 1)
+    assert ledger.owed(store) == 4
+    await _recover(store)
+    assert ledger.owed(store) == 0
+    assert await _left(store, strategy, "client") == 3
+
+
+async def test_a_refused_charge_takes_what_is_left() -> None:
+    store, ledger, strategy = _store(), Ledger(), TokenBucket()
+    await strategy.decide("client", RATES[0], store, 8)
+    ledger.add(store, strategy, "client", RATES, 6)
+    await _recover(store)
+    assert await _left(store, strategy, "client") == 0
+
+
+async def test_a_failed_charge_stays_owed_and_stale_entries_go() -> None:
+    store, ledger, strategy = _store(), Ledger(), FixedWindow()
+    ledger.add(store, strategy, "client", RATES, 2)
+
+    async def refuse(*args: Any, **kwargs: Any) -> int:
+        raise BackendConnectionError("down again")
+
+    store.increment_with_ttl = refuse  # type: ignore[method-assign]
+    assert await ledger.settle(store) == 0
+    assert ledger.owed(store) == 2
+    del store.increment_with_ttl
+    assert await ledger.settle(store) == 2
+    ledger.add(store, strategy, "old", parse_rates("10/ms"), 1)
+    await asyncio.sleep(0.01)
+    assert await ledger.settle(store) == 0  # older than its period: the store forgot it too
+
+
+async def test_a_store_without_circuits_is_never_charged() -> None:
+    store, ledger = InMemoryBackend(), Ledger()
+    ledger.add(store, FixedWindow(), "client", RATES, 1)
+    assert ledger.owed(store) == 0
