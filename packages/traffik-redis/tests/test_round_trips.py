@@ -8,15 +8,28 @@ the same reading with nothing in between (the cost of the INFO call itself) is s
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable
 from typing import Callable
 
 import pytest
 from redis.asyncio import Redis
+from starlette.requests import Request
 
+from traffik import HTTPThrottle, is_throttled
 from traffik.backends.redis import RedisBackend
+from traffik.exceptions import ConnectionThrottled
+from traffik.quotas import QuotaContext
 from traffik.rates import Rate, parse_rates
-from traffik.strategies import BUILTIN_STRATEGIES, GCRA, FixedWindow, Strategy, TokenBucket
+from traffik.strategies import (
+    BUILTIN_STRATEGIES,
+    GCRA,
+    FixedWindow,
+    PriorityQueue,
+    Strategy,
+    TieredRate,
+    TokenBucket,
+)
 from traffik.strategies.steps import Item, items
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
@@ -106,6 +119,44 @@ async def test_one_round_trip_for_throttles_of_several_strategies(
     finally:
         await backend.reset()
         await backend.close()
+
+
+async def test_one_round_trip_per_backend_for_a_quota_context(redis_url: str, meter: Redis) -> None:
+    """A quota context's queued hits: one `EVALSHA` per backend (admitted or refused), for
+    throttles of several strategies and rates, and for advanced strategies."""
+    first = RedisBackend(redis_url, namespace="round-trips-quota-a")
+    second = RedisBackend(redis_url, namespace="round-trips-quota-b")
+    tiered = HTTPThrottle("q:tiered", rate="6/min", backend=first, strategy=TieredRate())
+    bucket = HTTPThrottle("q:bucket", rate="6/min;20/day", backend=first, strategy=TokenBucket())
+    queue = HTTPThrottle("q:queue", rate="10/min", backend=second, strategy=PriorityQueue())
+    connection = Request(
+        {"type": "http", "method": "GET", "path": "/", "headers": [], "client": ("9.9.9.9", 1)}
+    )
+
+    async def apply(both: bool) -> None:
+        quota = QuotaContext(connection)
+        quota(tiered, cost=2)
+        quota(bucket, cost=1)
+        quota(tiered, cost=1)
+        if both:
+            quota(queue, cost=3)
+        with contextlib.suppress(ConnectionThrottled):
+            await quota.apply()
+
+    try:
+        await first.get("warm-up")
+        await second.get("warm-up")
+        one = [await _measure(meter, lambda: apply(False)) for _ in range(2)]
+        refused = await _measure(meter, lambda: apply(False))  # 3 + 3 + 3 > 6
+        assert one == [1, 1] and refused == 1
+        assert is_throttled(connection)
+        await first.reset()
+        assert await _measure(meter, lambda: apply(True)) == 2  # one per backend
+        assert not is_throttled(connection)
+    finally:
+        for backend in (first, second):
+            await backend.reset()
+            await backend.close()
 
 
 async def _answer(

@@ -18,17 +18,26 @@ from traffik.backends.redis.native import native
 from traffik.backends.redis.scripts import decode_state
 from traffik.clock import ManualClock
 from traffik.decision import Decision
+from traffik.exceptions import ConfigurationError
 from traffik.rates import Rate
 from traffik.strategies import (
+    ADVANCED_STRATEGIES,
     BUILTIN_STRATEGIES,
     GCRA,
+    AdaptiveThrottle,
+    CostBasedTokenBucket,
     FixedWindow,
     LeakyBucket,
     LeakyBucketWithQueue,
+    Priority,
+    PriorityQueue,
+    QuotaWithRollover,
     SlidingWindowCounter,
     SlidingWindowLog,
     StateStrategy,
     Strategy,
+    TieredRate,
+    TimeOfDay,
     TokenBucket,
     TokenBucketWithDebt,
 )
@@ -51,7 +60,19 @@ STRATEGIES: list[StateStrategy] = [
     GCRA(burst_tolerance_ms=0.3),
     GCRA(burst_tolerance_ms=1234.5),
     GCRA(burst_tolerance_ms=90_000),
+    TieredRate(),
+    AdaptiveThrottle(),
+    AdaptiveThrottle(load_threshold=0.5, reduction_factor=0.25, recovery_rate=0.3),
+    PriorityQueue(),
+    PriorityQueue(max_queue_size=3).at(Priority.HIGH),
+    PriorityQueue().at(Priority.LOW),
+    QuotaWithRollover(),
+    QuotaWithRollover(rollover_percentage=1.0, max_rollover=2),
+    CostBasedTokenBucket(),
+    CostBasedTokenBucket(burst_size=9, cost_window=3, min_refill_rate=0.125),
 ]
+"""Every strategy with a Lua port (TimeOfDay has none), advanced ones at several settings
+(a `PriorityQueue` bound to a priority decides at it; the walks mix priorities on one log)."""
 SMALL_RATES = [
     *(Rate.parse(r) for r in ("5/s", "3/min", "7/1500ms", "100/hour", "1/s", "10/3s")),
     Rate(limit=7, milliseconds=997),
@@ -109,10 +130,26 @@ async def clocked(redis_url: str) -> AsyncIterator[tuple[RedisBackend, ManualClo
     await backend.close()
 
 
+def _decidable(strategy: StateStrategy, rates: list[Rate]) -> list[Rate]:
+    """The rates `strategy` decides exactly (a cost bucket's scaled tokens refuse the largest)."""
+    fitting = []
+    for rate in rates:
+        try:
+            strategy.check_scale(rate)
+        except ConfigurationError:
+            continue
+        fitting.append(rate)
+    return fitting
+
+
 def test_every_scripted_strategy_is_covered() -> None:
-    scripted = {cls for cls in BUILTIN_STRATEGIES if cls is not FixedWindow}
+    scripted = {cls for cls in (*BUILTIN_STRATEGIES, *ADVANCED_STRATEGIES)} - {
+        FixedWindow,
+        TimeOfDay,
+    }
     assert {type(strategy) for strategy in STRATEGIES} == scripted
     assert all(native(strategy) is not None for strategy in [*STRATEGIES, FixedWindow()])
+    assert native(TimeOfDay()) is None  # the locked path: its 24 limits do not fit an item
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES, ids=repr)
@@ -122,7 +159,7 @@ async def test_script_matches_transition_and_refund(
     backend, clock = clocked
     rng = random.Random(f"{strategy!r}")
     lowest = 0  # the fewest tokens a token bucket held: below 0 means in debt
-    for rate in RATES:
+    for rate in _decidable(strategy, RATES):
         key = backend.get_key(f"{strategy!r}:{rate}") + strategy.suffix
         state: list[int] | None = None
         capacity = strategy.capacity(rate)
@@ -162,6 +199,34 @@ async def test_script_matches_transition_and_refund(
                 lowest = min(lowest, state[0])
     if isinstance(strategy, TokenBucketWithDebt):
         assert lowest < 0, "the walk never took the bucket into debt"
+
+
+async def test_priorities_meet_in_one_log_as_in_python(
+    clocked: tuple[RedisBackend, ManualClock], raw: Redis
+) -> None:
+    """Hits of every priority on one client's log (and refunds), the script against Python."""
+    backend, clock = clocked
+    rng = random.Random("priorities")
+    queue = PriorityQueue(max_queue_size=6)
+    levels = [queue.at(priority) for priority in Priority]
+    for rate in SMALL_RATES:
+        key = backend.get_key(f"priorities:{rate}") + queue.suffix
+        state: list[int] | None = None
+        for step in range(120):
+            clock.advance(ms=rng.choice([0, 0, 1, 50, rate.expire // rate.limit, rate.expire // 3]))
+            strategy = rng.choice(levels)
+            cost = rng.randint(1, rate.limit)
+            if step % 9 == 4:
+                await backend.refund_all([Item(strategy, key, rate, cost)])
+                if state is not None:
+                    state, _ = strategy.refund(state, clock.ms(), rate, cost)
+            else:
+                expected, new_state, _ = strategy.transition(state, clock.ms(), rate, cost)
+                assert await backend.evaluate(key, strategy, rate, cost) == expected, (step, state)
+                state = new_state if new_state is not None else state
+            stored = await raw.get(key)
+            await raw.persist(key)
+            assert decode_state(stored) == state, (step, rate)
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES, ids=repr)

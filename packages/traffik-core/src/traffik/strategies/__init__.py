@@ -1,8 +1,27 @@
-"""The rate-limiting strategies; `FixedWindow` is the default."""
+"""The rate-limiting strategies; `FixedWindow` is the default.
+
+`BUILTIN_STRATEGIES` are the core eight, `ADVANCED_STRATEGIES` the six more of
+`traffik.strategies.custom` (traffik 1.2's advanced strategies).
+"""
 
 from __future__ import annotations
 
 from traffik.strategies.base import StateStrategy, Strategy
+from traffik.strategies.custom import (
+    AdaptiveThrottle,
+    AdaptiveThrottleStrategy,
+    CostBasedTokenBucket,
+    CostBasedTokenBucketStrategy,
+    Priority,
+    PriorityQueue,
+    PriorityQueueStrategy,
+    QuotaWithRollover,
+    QuotaWithRolloverStrategy,
+    TieredRate,
+    TieredRateStrategy,
+    TimeOfDay,
+    TimeOfDayStrategy,
+)
 from traffik.strategies.fixed_window import FixedWindow, FixedWindowStrategy
 from traffik.strategies.gcra import GCRA, GCRAStrategy
 from traffik.strategies.leaky_bucket import (
@@ -25,9 +44,14 @@ from traffik.strategies.token_bucket import (
 )
 
 __all__ = [
+    "ADVANCED_STRATEGIES",
     "BUILTIN_STRATEGIES",
     "DEFAULT_STRATEGY",
     "GCRA",
+    "AdaptiveThrottle",
+    "AdaptiveThrottleStrategy",
+    "CostBasedTokenBucket",
+    "CostBasedTokenBucketStrategy",
     "FixedWindow",
     "FixedWindowStrategy",
     "GCRAStrategy",
@@ -35,12 +59,21 @@ __all__ = [
     "LeakyBucketStrategy",
     "LeakyBucketWithQueue",
     "LeakyBucketWithQueueStrategy",
+    "Priority",
+    "PriorityQueue",
+    "PriorityQueueStrategy",
+    "QuotaWithRollover",
+    "QuotaWithRolloverStrategy",
     "SlidingWindowCounter",
     "SlidingWindowCounterStrategy",
     "SlidingWindowLog",
     "SlidingWindowLogStrategy",
     "StateStrategy",
     "Strategy",
+    "TieredRate",
+    "TieredRateStrategy",
+    "TimeOfDay",
+    "TimeOfDayStrategy",
     "TokenBucket",
     "TokenBucketStrategy",
     "TokenBucketWithDebt",
@@ -58,4 +91,13 @@ BUILTIN_STRATEGIES: tuple[type[Strategy], ...] = (
     LeakyBucket,
     LeakyBucketWithQueue,
     GCRA,
+)
+
+ADVANCED_STRATEGIES: tuple[type[Strategy], ...] = (
+    TieredRate,
+    AdaptiveThrottle,
+    PriorityQueue,
+    QuotaWithRollover,
+    TimeOfDay,
+    CostBasedTokenBucket,
 )

@@ -94,11 +94,19 @@ class Strategy:
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
+    def _config(self) -> tuple[tuple[str, Any], ...]:
+        """What makes two strategies equal: their public settings (hashable), by name."""
+        return tuple(sorted((k, v) for k, v in vars(self).items() if not k.startswith("_")))
+
     def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and vars(self) == vars(other)
+        return (
+            isinstance(other, Strategy)
+            and type(self) is type(other)
+            and self._config() == other._config()
+        )
 
     def __hash__(self) -> int:
-        return hash((type(self), tuple(sorted(vars(self).items()))))
+        return hash((type(self), self._config()))
 
 
 class StateStrategy(Strategy):

@@ -55,10 +55,15 @@ def items(
     strategy: Any, key: str, rates: Sequence[Rate], cost: int, backend: ThrottleBackend
 ) -> list[Item]:
     """One item per rate of a throttle's key on `backend` (namespaced, with the strategy's
-    suffix and the rate's)."""
+    suffix and the rate's). A strategy with per-request input in its key (`bind`, see
+    `traffik.strategies.markers`) decides as it binds: its storage key and rates."""
+    bind = getattr(strategy, "bind", None)
+    decided: Sequence[Rate] = rates
+    if bind is not None:
+        strategy, key, decided = bind(key, rates)
     base = backend.get_key(key) + strategy.suffix
     return [
-        Item(strategy, base + rate_suffix(rates, i), rate, cost) for i, rate in enumerate(rates)
+        Item(strategy, base + rate_suffix(rates, i), rate, cost) for i, rate in enumerate(decided)
     ]
 
 

@@ -34,6 +34,7 @@ from traffik.clock import ManualClock
 from traffik.exceptions import BackendConnectionError, LockAcquisitionError
 from traffik.rates import Rate
 from traffik.strategies import BUILTIN_STRATEGIES, FixedWindow, Strategy
+from traffik.testing.advanced_conformance import AdvancedConformance
 from traffik.testing.steps_conformance import StepsConformance
 
 __all__ = [
@@ -69,7 +70,7 @@ def _strategies() -> list[Strategy]:
 
 
 @pytest.mark.anyio
-class BackendConformance(StepsConformance):
+class BackendConformance(StepsConformance, AdvancedConformance):
     """Behaviour shared by every backend; subclass it and define `make_backend`."""
 
     supports_clock = True

@@ -1,4 +1,8 @@
-"""Which strategies the Lua programs run: FixedWindow's counter, and the built-in transitions and refunds."""
+"""Which strategies the Lua programs run: FixedWindow's counter, and the built-in transitions and refunds.
+
+`TimeOfDay` has no Lua: its day of 24 limits does not fit the five numbers of an item, so it
+takes the generic locked path.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,15 @@ from typing import Any, Optional
 from traffik.backends.redis.scripts import COUNTER, MODULES, STRATEGY_SCRIPTS
 from traffik.strategies import (
     GCRA,
+    AdaptiveThrottle,
+    CostBasedTokenBucket,
     LeakyBucket,
     LeakyBucketWithQueue,
+    PriorityQueue,
+    QuotaWithRollover,
     SlidingWindowCounter,
     SlidingWindowLog,
+    TieredRate,
     TokenBucket,
 )
 from traffik.strategies.steps import is_counter
@@ -24,6 +33,11 @@ _BUILT_IN = {
     "leaky_bucket": LeakyBucket,
     "leaky_bucket_with_queue": LeakyBucketWithQueue,
     "gcra": GCRA,
+    "tiered_rate": TieredRate,
+    "adaptive_throttle": AdaptiveThrottle,
+    "priority_queue": PriorityQueue,
+    "quota_with_rollover": QuotaWithRollover,
+    "cost_based_token_bucket": CostBasedTokenBucket,
 }
 assert set(_BUILT_IN) == set(STRATEGY_SCRIPTS)
 _MODULE_OF = {strategy: module for module, names in MODULES.items() for strategy in names}

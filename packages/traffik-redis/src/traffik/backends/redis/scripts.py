@@ -41,8 +41,16 @@ MODULES = {
     "token_bucket": ("token_bucket",),
     "leaky_bucket": ("leaky_bucket", "leaky_bucket_with_queue"),
     "gcra": ("gcra",),
+    "tiered": ("tiered_rate",),
+    "adaptive": ("adaptive_throttle",),
+    "priority": ("priority_queue",),
+    "rollover": ("quota_with_rollover",),
+    "cost_bucket": ("cost_based_token_bucket",),
 }
 """Each Lua module of state strategies and the strategies it holds (`StateStrategy.script`)."""
+
+_HELPERS = {"tiered": ("_periods",), "adaptive": ("_periods",), "rollover": ("_periods",)}
+"""Helper files a module needs besides the prelude; a program reads each once, before its modules."""
 
 STRATEGY_SCRIPTS = tuple(name for names in MODULES.values() for name in names)
 """The state strategies in code order: a strategy's code is its place here, from 1."""
@@ -83,7 +91,13 @@ def _program(name: str, modules: Sequence[str]) -> Script:
         for module in modules
         for strategy in MODULES[module]
     )
-    parts = [_read("_prelude"), *map(_read, _COUNTER_PARTS), *map(_read, modules)]
+    helpers = sorted({helper for module in modules for helper in _HELPERS.get(module, ())})
+    parts = [
+        _read("_prelude"),
+        *map(_read, _COUNTER_PARTS),
+        *map(_read, helpers),
+        *map(_read, modules),
+    ]
     return Script(name, "\n".join([*parts, f"local STEPS = {{{steps}}}", _read("decide")]))
 
 

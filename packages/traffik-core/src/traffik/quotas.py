@@ -1,0 +1,433 @@
+"""`QuotaContext`: collect the costs of several throttle hits in a block, then apply them as one decision.
+
+```python
+async with throttle.quota(request) as quota:
+    quota(cost=2)                  # queued, not counted yet
+    quota(reports_throttle, cost=5)
+    await run_the_work()
+# on exit, both are decided at once: admitted together, or refused with nothing taken
+```
+
+traffik 1.2 took a lock for the whole block and then hit the queued throttles one by one,
+so a refusal in the middle left the earlier hits counted. Here the apply is the one step that
+`throttled(a, b)` uses (`traffik.together`): the queued hits of one backend are decided in
+one atomic step (`evaluate_all`: one round trip on Redis), all or nothing; backends are
+decided in turn, and a later refusal gives back what the earlier ones took. A refusal is
+answered as a throttled hit is, by the first refusing throttle's handler (429 by default).
+No lock is taken, so 1.2's lock defects (a lock never released after a manual `apply()`,
+nested contexts that could deadlock on their parent's lock) cannot happen; `lock` and
+`lock_config` are accepted for 1.2 code and change nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+from collections.abc import Generator, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+
+from traffik.backoff import DEFAULT_BACKOFF
+from traffik.config import THROTTLED_STATE_KEY
+from traffik.exceptions import QuotaAppliedError, QuotaCancelledError, QuotaError
+from traffik.quota_entries import QueuedHit, one_per_bucket, retried
+from traffik.throttle_settings import check_cost
+from traffik.together import Entry, hit_together
+
+if TYPE_CHECKING:
+    from traffik.throttles import Throttle
+    from traffik.typing import StrategyStat
+
+__all__ = ["QuotaContext"]
+
+ApplyOnError = Union[bool, type[BaseException], tuple[type[BaseException], ...]]
+_NOT_RETRIED: tuple[type[BaseException], ...] = (
+    asyncio.CancelledError,
+    KeyboardInterrupt,
+    SystemExit,
+)
+
+
+def _http_exception() -> tuple[type[BaseException], ...]:
+    """Starlette's `HTTPException` (a refusal's 429), never retried; nothing without Starlette."""
+    try:
+        from starlette.exceptions import HTTPException
+    except ImportError:  # pragma: no cover - the throttles need Starlette anyway
+        return ()
+    return (HTTPException,)
+
+
+class QuotaContext:
+    """Queued throttle hits, applied together on exit (or `apply()`), or not at all (`cancel()`).
+
+    `throttle.quota(connection, context)` makes one bound to `throttle` (its owner), so
+    `quota(cost=2)` queues a hit of the owner; `QuotaContext(connection)` is unbound and
+    needs a throttle per call. `consume(throttle=None, cost=None, context=None, *,
+    skip_handler=None, retry=0, retry_on=None, backoff=None, base_delay=1.0)` (also spelled
+    `quota(...)`) queues a hit and returns the context, which is also awaitable, so
+    `await quota(cost=2)` works as traffik 1.2's docs write it. Consecutive hits of one
+    throttle with the same context and settings add up into one entry; at apply time every
+    hit of one throttle and context is one item of the decision, whatever the order.
+
+    On exit without an exception the hits are applied (unless `apply_on_exit=False`); on an
+    exception only when `apply_on_error` is True or names its type. A nested context
+    (`quota.nested()`, also `quota.quota()`) hands its hits to its parent on exit (`merge()`;
+    with `apply_on_exit=False` the parent takes them when it applies), and drops them when
+    its block fails (traffik 1.2 let the parent apply them); its own `apply()` decides them
+    at once and detaches it from the parent. `apply()`
+    returns whether the hits were admitted (a refusal the handler did not raise for, e.g.
+    `skip_handler=True`); once applied, admitted or refused, the context is settled. A
+    failure while deciding (a store error the throttle's `on_error="raise"` lets through) is
+    retried as a whole, since nothing was taken: up to the largest `retry` of the entries,
+    when that entry's `retry_on` (None: any error; exception types; or a callable, sync or
+    async, of `{connection, exception, attempt, cost, context}`) says so, after its
+    `backoff(attempt, base_delay)` seconds.
+    """
+
+    __slots__ = (
+        "_admitted",
+        "_applied_cost",
+        "_cancelled",
+        "_children",
+        "_consumed",
+        "_default_context",
+        "_depth",
+        "_entered",
+        "_queue",
+        "apply_on_error",
+        "apply_on_exit",
+        "connection",
+        "lock_config",
+        "owner",
+        "parent",
+    )
+
+    def __init__(
+        self,
+        connection: Any,
+        context: Optional[Mapping[str, Any]] = None,
+        *,
+        owner: Optional[Throttle] = None,
+        apply_on_error: ApplyOnError = False,
+        apply_on_exit: bool = True,
+        lock: Union[bool, str, None] = None,
+        lock_config: Optional[Mapping[str, Any]] = None,
+        parent: Optional[QuotaContext] = None,
+    ) -> None:
+        if isinstance(lock, str) or lock_config:
+            warnings.warn(
+                "QuotaContext takes no lock (its apply is one atomic decision), so lock= and "
+                "lock_config= change nothing; to serialise your own code, hold "
+                "`backend.lock(name)` yourself",
+                DeprecationWarning,
+                stacklevel=3 if owner is not None else 2,
+            )
+        self.connection = connection
+        self._default_context = dict(context or {})
+        self.owner = owner
+        self.apply_on_error = apply_on_error
+        self.apply_on_exit = apply_on_exit
+        self.lock_config = dict(lock_config or {})
+        self.parent = parent
+        self._queue: list[QueuedHit] = []
+        self._children: dict[int, QuotaContext] = {}
+        self._consumed = False
+        self._cancelled = False
+        self._entered = False
+        self._admitted: Optional[bool] = None
+        self._applied_cost = 0
+        self._depth: int = 0 if parent is None else parent.depth + 1
+        if parent is not None:
+            parent._children[id(self)] = self
+
+    # -- properties ------------------------------------------------------------------------
+
+    @property
+    def consumed(self) -> bool:
+        """Whether the context is settled: applied (admitted or refused) or merged."""
+        return self._consumed
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    @property
+    def active(self) -> bool:
+        """Neither settled nor cancelled: hits may still be queued."""
+        return not (self._consumed or self._cancelled)
+
+    @property
+    def is_bound(self) -> bool:
+        return self.owner is not None
+
+    @property
+    def is_nested(self) -> bool:
+        return self.parent is not None
+
+    @property
+    def depth(self) -> int:
+        return self._depth
+
+    @property
+    def queued_cost(self) -> int:
+        """The cost queued here and in active children (a cost function counts as 1)."""
+        own = sum(1 if entry.cost is None else entry.cost for entry in self._queue)
+        return own + sum(child.queued_cost for child in self._children.values())
+
+    @property
+    def applied_cost(self) -> int:
+        """The cost taken by the apply (0 before it, and after a refusal)."""
+        return self._applied_cost
+
+    @property
+    def admitted(self) -> Optional[bool]:
+        """Whether the apply admitted the hits; None before it."""
+        return self._admitted
+
+    def __repr__(self) -> str:
+        owner = f"owner={self.owner.uid!r} " if self.owner is not None else ""
+        state = "cancelled" if self._cancelled else "consumed" if self._consumed else "active"
+        return (
+            f"<QuotaContext {owner}queued={len(self._queue)} state={state} "
+            f"nested={self.is_nested} depth={self._depth}>"
+        )
+
+    # -- queueing --------------------------------------------------------------------------
+
+    def consume(
+        self,
+        throttle: Optional[Throttle] = None,
+        cost: Optional[int] = None,
+        context: Optional[Mapping[str, Any]] = None,
+        *,
+        skip_handler: Optional[bool] = None,
+        retry: int = 0,
+        retry_on: Any = None,
+        backoff: Optional[Callable[[int, float], float]] = None,
+        base_delay: float = 1.0,
+    ) -> QuotaContext:
+        """Queue a hit of `throttle` (default: the owner); returns the context (awaitable)."""
+        if self._cancelled:
+            raise QuotaCancelledError("cannot queue hits on a cancelled quota context")
+        if self._consumed:
+            raise QuotaAppliedError("cannot queue hits on a quota context already applied")
+        target = throttle if throttle is not None else self.owner
+        if target is None:
+            raise ValueError(
+                "QuotaContext.consume(): no throttle given, and the context is not bound to one; "
+                "pass the throttle, or create the context with `throttle.quota(connection)`"
+            )
+        if cost is not None:
+            cost = check_cost(cost, f"QuotaContext.consume({target!r})")
+            if cost == 0:
+                return self
+        elif not target.dynamic_cost:
+            cost = target.cost
+        ctx = {**self._default_context, **context} if context else self._default_context
+        entry = QueuedHit(
+            target,
+            cost,
+            ctx or None,
+            skip_handler,
+            retry,
+            retry_on,
+            DEFAULT_BACKOFF if backoff is None else backoff,
+            base_delay,
+        )
+        last = self._queue[-1] if self._queue else None
+        if last is not None and last.joins(entry):
+            last.cost += entry.cost  # type: ignore[operator]
+        else:
+            self._queue.append(entry)
+        return self
+
+    __call__ = consume
+
+    def __await__(self) -> Generator[Any, None, QuotaContext]:
+        """`await quota(cost=2)`: the queued context itself (queueing never waits)."""
+        return _itself(self).__await__()
+
+    # -- nesting ---------------------------------------------------------------------------
+
+    def nested(
+        self,
+        context: Optional[Mapping[str, Any]] = None,
+        *,
+        apply_on_error: Optional[ApplyOnError] = None,
+        apply_on_exit: bool = True,
+        lock: Union[bool, str, None] = None,
+        lock_config: Optional[Mapping[str, Any]] = None,
+    ) -> QuotaContext:
+        """A child context: same connection and owner, this context's defaults overlaid by
+        `context`; `apply_on_error` None inherits this one's."""
+        return QuotaContext(
+            self.connection,
+            {**self._default_context, **context} if context else self._default_context,
+            owner=self.owner,
+            apply_on_error=self.apply_on_error if apply_on_error is None else apply_on_error,
+            apply_on_exit=apply_on_exit,
+            lock=lock,
+            lock_config=lock_config,
+            parent=self,
+        )
+
+    quota = nested
+
+    def merge(self) -> None:
+        """Hand the queued hits to the parent, uncounted (it applies them); settles this one."""
+        if self.parent is None:
+            raise QuotaError("cannot merge a quota context that has no parent")
+        if self._cancelled:
+            raise QuotaCancelledError("cannot merge a cancelled quota context")
+        if self._consumed:
+            raise QuotaAppliedError("quota context already applied or merged")
+        self._fold_children()
+        self.parent._queue.extend(self._queue)
+        self._queue = []
+        self._consumed = True
+        self._detach()
+
+    def _fold_children(self) -> None:
+        for child in list(self._children.values()):
+            if child.active:
+                child.merge()
+
+    def _detach(self) -> None:
+        if self.parent is not None:
+            self.parent._children.pop(id(self), None)
+
+    # -- settling --------------------------------------------------------------------------
+
+    async def cancel(self) -> None:
+        """Drop every queued hit (and active children's); idempotent."""
+        if self._consumed:
+            raise QuotaAppliedError("cannot cancel a quota context already applied")
+        if self._cancelled:
+            return
+        for child in list(self._children.values()):
+            if child.active:
+                await child.cancel()
+        self._queue = []
+        self._cancelled = True
+        self._detach()
+
+    discard = cancel
+
+    async def apply(self) -> bool:
+        """Decide every queued hit (and active children's) now, as one: admitted or refused
+        together. Idempotent once settled (returns the first answer)."""
+        if self._cancelled:
+            raise QuotaCancelledError("cannot apply a cancelled quota context")
+        if self._consumed:
+            return bool(self._admitted)
+        self._fold_children()
+        entries = self._queue
+        costs = [await entry.resolved_cost(self.connection) for entry in entries]
+        hits = one_per_bucket(entries, costs, self.connection)
+        policy = max(entries, key=lambda entry: entry.retry) if entries else None
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                admitted = await self._decide(hits)
+                break
+            except _NOT_RETRIED:
+                raise
+            except BaseException as exc:
+                if self._admitted is not None or isinstance(exc, _http_exception()):
+                    raise
+                if policy is None or attempt > policy.retry:
+                    raise
+                if not await retried(policy, exc, attempt, self.connection, sum(costs)):
+                    raise
+                await asyncio.sleep(policy.backoff(attempt, policy.base_delay))
+        return admitted
+
+    async def _decide(self, hits: list[Entry]) -> bool:
+        """One decision over `hits`; settles the context before a refusal is answered."""
+        state = self.connection.scope.setdefault("state", {})
+        state[THROTTLED_STATE_KEY] = 0.0
+        try:
+            await hit_together(hits, self.connection)
+        finally:
+            if state.get(THROTTLED_STATE_KEY):
+                self._settle(False, 0)
+        if self._admitted is None:
+            self._settle(True, sum(hit.cost or 0 for hit in hits))
+        return bool(self._admitted)
+
+    def _settle(self, admitted: bool, cost: int) -> None:
+        self._admitted = admitted
+        self._applied_cost = cost
+        self._consumed = True
+        self._queue = []
+        self._detach()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def check(
+        self,
+        throttle: Optional[Throttle] = None,
+        cost: Optional[int] = None,
+        context: Optional[Mapping[str, Any]] = None,
+    ) -> bool:
+        """Best effort, nothing counted. With a throttle (or a bound context): whether a hit
+        of `cost` (default: the throttle's cost) would pass now. Unbound with no throttle:
+        whether every queued hit would pass now (each with its own context)."""
+        target = throttle if throttle is not None else self.owner
+        if target is not None:
+            ctx = {**self._default_context, **context} if context else self._default_context
+            return bool(await target.check(self.connection, cost, ctx))
+        for entry in self._queue:
+            own = {**(entry.context or {}), **context} if context else entry.context
+            needed = await entry.resolved_cost(self.connection) if cost is None else cost
+            if not await entry.throttle.check(self.connection, needed, own):
+                return False
+        return True
+
+    test = check
+
+    async def stat(
+        self, throttle: Optional[Throttle] = None, context: Optional[Mapping[str, Any]] = None
+    ) -> Optional[StrategyStat]:
+        """`throttle.stat` (default: the owner's) for this connection and context."""
+        target = throttle if throttle is not None else self.owner
+        if target is None:
+            raise ValueError(
+                "QuotaContext.stat(): no throttle given, and the context is not bound to one"
+            )
+        ctx = {**self._default_context, **context} if context else self._default_context
+        return await target.stat(self.connection, ctx)
+
+    # -- the block -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> QuotaContext:
+        self._entered = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> None:
+        if not self._entered or not self.active:
+            return
+        if exc_type is None:
+            settle = self.apply_on_exit
+        elif isinstance(self.apply_on_error, bool):
+            settle = self.apply_on_error
+        else:
+            settle = issubclass(exc_type, self.apply_on_error)
+        if not settle:
+            if exc_type is not None and self.is_nested:
+                await self.cancel()  # its work failed: the parent must not apply its hits
+            return
+        if self.is_nested:
+            self.merge()
+        else:
+            await self.apply()
+
+
+async def _itself(context: QuotaContext) -> QuotaContext:
+    return context

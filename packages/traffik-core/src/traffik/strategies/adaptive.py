@@ -1,0 +1,136 @@
+"""`AdaptiveThrottle`: a clock-aligned window whose limit shrinks under load and recovers window by window."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar, Optional
+
+from traffik.decision import Decision
+from traffik.rates import Rate
+from traffik.strategies.base import (
+    Refund,
+    StateStrategy,
+    Transition,
+    ceil_div,
+    never_admitted,
+)
+from traffik.strategies.periods import PARTS, aligned, to_parts
+
+__all__ = ["AdaptiveThrottle", "AdaptiveThrottleStrategy"]
+
+_Window = tuple[int, int, int, int, int]
+"""`(window_id, ms left, count, effective limit, reduced)` at some `now`."""
+
+
+class AdaptiveThrottle(StateStrategy):
+    """A window limit that drops when a client's load passes a threshold, then recovers.
+
+    Windows are clock-aligned periods; each has a count and an effective limit, which starts
+    at `limit`. The hit that takes the load (`count / effective limit`) past
+    `load_threshold` is admitted and cuts the effective limit to `reduction_factor` of
+    itself, never below `min_limit_ratio x limit`, for the rest of the window: **once per
+    window** (traffik 1.2 cut it again on every later request, compounding). Each new window
+    then recovers `recovery_rate x limit` (at least one unit), idle windows included, up to
+    `limit`. A rejected hit counts nothing; it waits for the first window whose recovered
+    limit fits its cost. Fractions are kept to 1/100000. State: `[window_id, count,
+    effective_limit, reduced]`, kept until the limit has recovered. `lock_config` is
+    accepted for traffik 1.2 code and unused.
+    """
+
+    name: ClassVar[str] = "adaptive_throttle"
+    suffix: ClassVar[str] = ":adapt"
+    script: ClassVar[str] = "adaptive_throttle"
+
+    def __init__(
+        self,
+        load_threshold: float = 0.8,
+        reduction_factor: float = 0.6,
+        recovery_rate: float = 0.1,
+        min_limit_ratio: float = 0.3,
+        lock_config: Optional[Mapping[str, Any]] = None,
+    ) -> None:
+        owner = type(self).__name__
+        self._threshold = to_parts(owner, "load_threshold", load_threshold, zero=False, one=False)
+        self._reduction = to_parts(
+            owner, "reduction_factor", reduction_factor, zero=False, one=False
+        )
+        self._recovery = to_parts(owner, "recovery_rate", recovery_rate, zero=False, one=False)
+        self._floor = to_parts(owner, "min_limit_ratio", min_limit_ratio, zero=False, one=False)
+        self.load_threshold = load_threshold
+        self.reduction_factor = reduction_factor
+        self.recovery_rate = recovery_rate
+        self.min_limit_ratio = min_limit_ratio
+
+    def __repr__(self) -> str:
+        return (
+            f"AdaptiveThrottle(load_threshold={self.load_threshold!r}, "
+            f"reduction_factor={self.reduction_factor!r}, recovery_rate={self.recovery_rate!r}, "
+            f"min_limit_ratio={self.min_limit_ratio!r})"
+        )
+
+    def scale(self, rate: Rate) -> int:
+        return 2 * rate.limit * max(rate.expire, PARTS)
+
+    def script_args(self, rate: Rate, cost: int) -> tuple[int, ...]:
+        return (
+            rate.limit,
+            rate.expire,
+            cost,
+            self._threshold * PARTS + self._reduction,
+            self._recovery * PARTS + self._floor,
+        )
+
+    def _step(self, rate: Rate) -> int:
+        """Units the effective limit recovers per window (at least one)."""
+        return max(rate.limit * self._recovery // PARTS, 1)
+
+    def _window(self, state: Optional[list[int]], now: int, rate: Rate) -> _Window:
+        limit = rate.limit
+        wid, left = aligned(now, rate.expire)
+        if state is None or len(state) != 4 or state[0] > wid:
+            return wid, left, 0, limit, 0
+        if state[0] == wid:
+            return wid, left, state[1], state[2], state[3]
+        effective = state[2]
+        if effective < limit:  # recovers one step per window gone by, up to the limit
+            step = self._step(rate)
+            windows = min(wid - state[0], ceil_div(limit - effective, step))
+            effective = min(effective + windows * step, limit)
+        return wid, left, 0, min(effective, limit), 0
+
+    def _kept(self, left: int, effective: int, rate: Rate) -> int:
+        """Ms until the state says nothing a missing key would not: this window's end, then
+        the windows the effective limit still needs to recover."""
+        if effective >= rate.limit:
+            return left
+        windows = ceil_div(rate.limit - effective, self._step(rate))
+        return left + (windows - 1) * rate.expire
+
+    def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
+        limit = rate.limit
+        if cost > limit:
+            return never_admitted(rate), None, 0
+        wid, left, count, effective, reduced = self._window(state, now, rate)
+        after = count + cost
+        if after <= effective:
+            if reduced == 0 and after * PARTS > effective * self._threshold:
+                floor = limit * self._floor // PARTS
+                effective = max(floor, effective * self._reduction // PARTS)
+                reduced = 1
+            kept = self._kept(left, effective, rate)
+            decision = Decision(True, 0, max(effective - after, 0), kept, limit)
+            return decision, [wid, after, effective, reduced], kept
+        # The next windows: `effective` recovers one step each, until it fits `cost`.
+        windows = 1
+        if cost > effective:
+            windows = max(ceil_div(cost - effective, self._step(rate)), 1)
+        wait = left + (windows - 1) * rate.expire
+        reset = self._kept(left, effective, rate) if count > 0 or effective < limit else 0
+        return Decision(False, wait, max(effective - count, 0), reset, limit), None, 0
+
+    def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
+        wid, left, count, effective, reduced = self._window(state, now, rate)
+        return [wid, max(count - cost, 0), effective, reduced], self._kept(left, effective, rate)
+
+
+AdaptiveThrottleStrategy = AdaptiveThrottle

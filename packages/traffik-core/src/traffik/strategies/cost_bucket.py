@@ -1,0 +1,130 @@
+"""`CostBasedTokenBucket`: a token bucket that refills more slowly while recent requests are expensive."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar, Optional
+
+from traffik.decision import Decision
+from traffik.exceptions import ConfigurationError
+from traffik.rates import Rate
+from traffik.strategies.base import Refund, StateStrategy, Transition, ceil_div, never_admitted
+from traffik.strategies.periods import check_number
+
+__all__ = ["CostBasedTokenBucket", "CostBasedTokenBucketStrategy"]
+
+THOUSANDTHS = 1000
+"""The refill multiplier is kept in thousandths."""
+_PACK = 1024
+"""`cost_window` and the least multiplier travel to Lua as one number: `window * 1024 + least`."""
+
+
+class CostBasedTokenBucket(StateStrategy):
+    """A token bucket (capacity `burst_size`, default `limit`) whose refill slows with the average cost.
+
+    Tokens refill at `limit` per period times `max(min_refill_rate, 1 / average_cost)`, the
+    average over the costs of the last `cost_window` admitted hits: cheap traffic refills at
+    the full rate, expensive traffic more slowly. The multiplier is kept in thousandths, and
+    the history is forgotten once the bucket is full again (a full bucket is a fresh one). A
+    rejected hit spends nothing; its wait is exact at the current refill rate, which only an
+    admitted hit changes. State: `[tokens, last_ms, cost1, cost2, ...]`, tokens scaled by
+    the period and the thousandths. `lock_config` is accepted for traffik 1.2 code and unused.
+    """
+
+    name: ClassVar[str] = "cost_based_token_bucket"
+    suffix: ClassVar[str] = ":cbtb"
+    script: ClassVar[str] = "cost_based_token_bucket"
+
+    def __init__(
+        self,
+        burst_size: Optional[int] = None,
+        cost_window: int = 100,
+        min_refill_rate: float = 0.5,
+        lock_config: Optional[Mapping[str, Any]] = None,
+    ) -> None:
+        owner = type(self).__name__
+        for name, value, allowed in (
+            ("burst_size", burst_size, burst_size is None),
+            ("cost_window", cost_window, False),
+        ):
+            if not allowed and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigurationError(f"{owner}({name}={value!r}): must be a whole number >= 1")
+        least = round(check_number(owner, "min_refill_rate", min_refill_rate) * THOUSANDTHS)
+        if not 1 <= least <= THOUSANDTHS:
+            raise ConfigurationError(
+                f"{owner}(min_refill_rate={min_refill_rate!r}): must be within 0.001 and 1"
+            )
+        self.burst_size = burst_size
+        self.cost_window = cost_window
+        self.min_refill_rate = min_refill_rate
+        self._least = least
+
+    def __repr__(self) -> str:
+        return (
+            f"CostBasedTokenBucket(burst_size={self.burst_size!r}, "
+            f"cost_window={self.cost_window!r}, min_refill_rate={self.min_refill_rate!r})"
+        )
+
+    def capacity(self, rate: Rate) -> int:
+        return self.burst_size if self.burst_size is not None else rate.limit
+
+    def scale(self, rate: Rate) -> int:
+        return 2 * self.capacity(rate) * rate.expire * THOUSANDTHS
+
+    def script_args(self, rate: Rate, cost: int) -> tuple[int, ...]:
+        packed = self.cost_window * _PACK + self._least
+        return (rate.limit, rate.expire, cost, self.capacity(rate), packed)
+
+    def _refill(self, history: list[int], rate: Rate) -> int:
+        """Scaled tokens refilled per ms: `limit x multiplier`, the multiplier in thousandths."""
+        total = sum(history)
+        if not history or total <= 0:
+            return rate.limit * THOUSANDTHS
+        return rate.limit * min(max(self._least, THOUSANDTHS * len(history) // total), THOUSANDTHS)
+
+    def _current(self, state: Optional[list[int]], now: int, rate: Rate) -> tuple[int, list[int]]:
+        """The tokens (scaled) at `now` and the cost history; a full bucket has none."""
+        full = self.capacity(rate) * rate.expire * THOUSANDTHS
+        if state is None or len(state) < 2:
+            return full, []
+        tokens, elapsed = state[0], max(now - state[1], 0)
+        history = state[2:][-self.cost_window :]
+        refill = self._refill(history, rate)
+        if elapsed >= ceil_div(full - tokens, refill):
+            return full, []
+        return tokens + elapsed * refill, history
+
+    def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
+        limit, unit = rate.limit, rate.expire * THOUSANDTHS
+        if cost > self.capacity(rate):
+            return never_admitted(rate), None, 0
+        full = self.capacity(rate) * unit
+        tokens, history = self._current(state, now, rate)
+        need = cost * unit
+        if tokens >= need:
+            tokens -= need
+            history = [*history, cost][-self.cost_window :]
+            full_in = ceil_div(full - tokens, self._refill(history, rate))
+            decision = Decision(True, 0, tokens // unit, full_in, limit)
+            return decision, [tokens, now, *history], max(full_in, 1)
+        refill = self._refill(history, rate)
+        wait = ceil_div(need - tokens, refill)
+        reset = ceil_div(full - tokens, refill)
+        return Decision(False, wait, max(tokens // unit, 0), reset, limit), None, 0
+
+    def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
+        unit = rate.expire * THOUSANDTHS
+        full = self.capacity(rate) * unit
+        tokens, history = self._current(state, now, rate)
+        tokens = min(full, tokens + cost * unit)
+        back = cost
+        while history and back:  # the newest costs leave the history first
+            taken = min(history[-1], back)
+            history[-1] -= taken
+            back -= taken
+            if not history[-1]:
+                history.pop()
+        return [tokens, now, *history], max(ceil_div(full - tokens, self._refill(history, rate)), 1)
+
+
+CostBasedTokenBucketStrategy = CostBasedTokenBucket

@@ -1,0 +1,43 @@
+"""What the advanced strategies share: clock-aligned periods, and fractions as whole parts.
+
+Their windows are aligned to multiples of the period on the clock (as in traffik 1.2), so a
+window is `now // period` and ends `period - now % period` ms from now. A fraction setting
+(a load threshold, a rollover percentage) is kept as whole parts of `PARTS`, so transitions
+stay in integers and the Lua ports compute the same; settings finer than 1/100000 round.
+"""
+
+from __future__ import annotations
+
+import math
+
+from traffik.exceptions import ConfigurationError
+
+__all__ = ["PARTS", "aligned", "check_number", "to_parts"]
+
+PARTS = 100_000
+"""A fraction is `parts / PARTS`."""
+
+
+def aligned(now: int, period: int) -> tuple[int, int]:
+    """The id of the clock-aligned period holding `now`, and the ms until it ends (>= 1)."""
+    wid = now // period
+    return wid, period - (now - wid * period)
+
+
+def check_number(owner: str, name: str, value: object) -> float:
+    """`value` as a finite number (an int or a float, not a bool), else `ConfigurationError`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigurationError(f"{owner}({name}={value!r}): must be a finite number")
+    return value
+
+
+def to_parts(owner: str, name: str, value: object, *, zero: bool, one: bool) -> int:
+    """A fraction setting in whole parts of `PARTS`: between 0 and 1, each end allowed only
+    when `zero` / `one` say so (after rounding to parts)."""
+    number = check_number(owner, name, value)
+    parts = round(number * PARTS)
+    low, high = (0 if zero else 1), (PARTS if one else PARTS - 1)
+    if not low <= parts <= high:
+        bounds = f"{'[' if zero else '('}0, 1{']' if one else ')'}"
+        raise ConfigurationError(f"{owner}({name}={value!r}): must be within {bounds}")
+    return parts

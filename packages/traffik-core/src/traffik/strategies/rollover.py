@@ -1,0 +1,94 @@
+"""`QuotaWithRollover`: a quota per clock-aligned period, plus part of what the last period left unused."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar, Optional
+
+from traffik.decision import Decision
+from traffik.exceptions import ConfigurationError
+from traffik.rates import Rate
+from traffik.strategies.base import Refund, StateStrategy, Transition, never_admitted
+from traffik.strategies.periods import PARTS, aligned, to_parts
+
+__all__ = ["QuotaWithRollover", "QuotaWithRolloverStrategy"]
+
+
+class QuotaWithRollover(StateStrategy):
+    """`limit` units per clock-aligned period, plus a rollover from the period before.
+
+    A period's rollover is `min(max_rollover, int(unused * rollover_percentage))`, where
+    `unused` is what the client left of the previous period's base `limit`; a client not
+    seen in the previous period rolls nothing over (as in traffik 1.2). A rejected hit
+    counts nothing and waits for the next period. One request may cost at most `limit`: a
+    larger cost could only pass on a rollover that is never certain, so it is refused
+    outright (`wait_ms` one period). The percentage is kept to 1/100000. State:
+    `[period_id, usage, rollover]`, kept through the next period. `lock_config` is accepted
+    for traffik 1.2 code and unused.
+    """
+
+    name: ClassVar[str] = "quota_with_rollover"
+    suffix: ClassVar[str] = ":roll"
+    script: ClassVar[str] = "quota_with_rollover"
+
+    def __init__(
+        self,
+        rollover_percentage: float = 0.5,
+        max_rollover: int = 500,
+        lock_config: Optional[Mapping[str, Any]] = None,
+    ) -> None:
+        owner = type(self).__name__
+        self._percent = to_parts(
+            owner, "rollover_percentage", rollover_percentage, zero=True, one=True
+        )
+        if isinstance(max_rollover, bool) or not isinstance(max_rollover, int) or max_rollover < 0:
+            raise ConfigurationError(
+                f"{owner}(max_rollover={max_rollover!r}): must be a whole number >= 0"
+            )
+        self.rollover_percentage = rollover_percentage
+        self.max_rollover = max_rollover
+
+    def __repr__(self) -> str:
+        return (
+            f"QuotaWithRollover(rollover_percentage={self.rollover_percentage!r}, "
+            f"max_rollover={self.max_rollover!r})"
+        )
+
+    def scale(self, rate: Rate) -> int:
+        return 2 * max(rate.limit * PARTS, (rate.limit + self.max_rollover) * rate.expire)
+
+    def script_args(self, rate: Rate, cost: int) -> tuple[int, ...]:
+        return (rate.limit, rate.expire, cost, self._percent, self.max_rollover)
+
+    def _period(
+        self, state: Optional[list[int]], now: int, rate: Rate
+    ) -> tuple[int, int, int, int]:
+        """`(period_id, ms left, usage, rollover)` at `now`."""
+        pid, left = aligned(now, rate.expire)
+        if state is not None and len(state) == 3:
+            if state[0] == pid:
+                return pid, left, state[1], state[2]
+            if state[0] == pid - 1:
+                unused = min(max(rate.limit - state[1], 0), rate.limit)
+                return pid, left, 0, min(self.max_rollover, unused * self._percent // PARTS)
+        return pid, left, 0, 0
+
+    def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
+        limit = rate.limit
+        if cost > limit:
+            return never_admitted(rate), None, 0
+        pid, left, usage, rollover = self._period(state, now, rate)
+        quota = limit + rollover
+        if usage + cost <= quota:
+            usage += cost
+            decision = Decision(True, 0, max(quota - usage, 0), left, limit)
+            return decision, [pid, usage, rollover], left + rate.expire
+        reset = left if usage > 0 else 0
+        return Decision(False, left, max(quota - usage, 0), reset, limit), None, 0
+
+    def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
+        pid, left, usage, rollover = self._period(state, now, rate)
+        return [pid, max(usage - cost, 0), rollover], left + rate.expire
+
+
+QuotaWithRolloverStrategy = QuotaWithRollover

@@ -1,0 +1,169 @@
+"""`TimeOfDay`: a clock-aligned window whose limit follows the hour of the day (peak and off-peak)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
+
+from traffik.decision import Decision
+from traffik.exceptions import ConfigurationError
+from traffik.strategies.base import Refund, StateStrategy, Transition, never_admitted
+from traffik.strategies.periods import aligned, check_number
+
+if TYPE_CHECKING:
+    from traffik.backends.base import ThrottleBackend
+    from traffik.rates import Rate
+    from traffik.typing import StrategyStat
+
+__all__ = ["TimeOfDay", "TimeOfDayStrategy"]
+
+HOUR_MS = 3_600_000
+_DEFAULT_WINDOWS = [(0, 8, 2.0), (8, 17, 1.0), (17, 24, 1.5)]
+
+
+class TimeOfDay(StateStrategy):
+    """At most `limit x multiplier` units per clock-aligned window, the multiplier of the current hour.
+
+    `time_windows` are `(start_hour, end_hour, multiplier)`, start included and end excluded,
+    in the time zone `timezone_offset` hours from UTC (-12 to +14, fractions such as 5.5
+    allowed); the first window that holds an hour gives its multiplier, an hour in none
+    counts at 1x. The limit is `int(limit * multiplier)` (an hour may allow nothing). A
+    rejected hit counts nothing; its wait is exact: to the first hour of this window whose
+    limit fits the count and cost, else to the first time after the window whose limit fits
+    the cost. State: `[window_id, count]`.
+
+    On Redis it decides on the generic locked path (a lock, a read, a write): its day of
+    24 limits does not fit the five numbers a Redis program item carries. It is exact under
+    concurrency there too, and uses the app's clock, as traffik 1.2 did. `lock_config` is
+    accepted for traffik 1.2 code and unused.
+    """
+
+    name: ClassVar[str] = "time_of_day"
+    suffix: ClassVar[str] = ":tod"
+
+    def __init__(
+        self,
+        time_windows: Optional[Sequence[tuple[int, int, float]]] = None,
+        timezone_offset: float = 0,
+        lock_config: Optional[Mapping[str, Any]] = None,
+    ) -> None:
+        owner = type(self).__name__
+        windows = list(_DEFAULT_WINDOWS if time_windows is None else time_windows)
+        if not windows:
+            raise ConfigurationError(f"{owner}(time_windows=[]): give at least one window")
+        multipliers: list[Optional[float]] = [None] * 24
+        for window in windows:
+            try:
+                start, end, multiplier = window
+            except (TypeError, ValueError):
+                raise ConfigurationError(
+                    f"{owner}: time window {window!r} must be (start_hour, end_hour, multiplier)"
+                ) from None
+            if not all(
+                isinstance(h, int) and not isinstance(h, bool) for h in (start, end)
+            ) or not (0 <= start < end <= 24):
+                raise ConfigurationError(
+                    f"{owner}: time window {window!r} needs whole hours 0 <= start < end <= 24"
+                )
+            if not check_number(owner, "multiplier", multiplier) > 0:
+                raise ConfigurationError(
+                    f"{owner}: time window {window!r} needs a multiplier greater than 0"
+                )
+            for hour in range(start, end):
+                if multipliers[hour] is None:
+                    multipliers[hour] = multiplier
+        offset = check_number(owner, "timezone_offset", timezone_offset)
+        if not -12 <= offset <= 14:
+            raise ConfigurationError(
+                f"{owner}(timezone_offset={timezone_offset!r}): must be within -12 and +14 hours"
+            )
+        self.time_windows = windows
+        self.timezone_offset = timezone_offset
+        self._multipliers = tuple(1.0 if m is None else m for m in multipliers)
+        self._offset_ms = round(offset * HOUR_MS)
+
+    def __repr__(self) -> str:
+        return f"TimeOfDay(time_windows={self.time_windows!r}, timezone_offset={self.timezone_offset!r})"
+
+    def _config(self) -> tuple[tuple[str, Any], ...]:
+        return (
+            ("time_windows", tuple(map(tuple, self.time_windows))),
+            ("timezone_offset", self.timezone_offset),
+        )
+
+    def hour_of_day(self, now_ms: int) -> int:
+        return ((now_ms + self._offset_ms) // HOUR_MS) % 24
+
+    def multiplier(self, now_ms: int) -> float:
+        return self._multipliers[self.hour_of_day(now_ms)]
+
+    def limit_at(self, now_ms: int, rate: Rate) -> int:
+        """The limit in force at `now_ms`: `int(limit * multiplier)` of its hour."""
+        return int(rate.limit * self.multiplier(now_ms))
+
+    def capacity(self, rate: Rate) -> int:
+        return max(int(rate.limit * m) for m in self._multipliers)
+
+    def scale(self, rate: Rate) -> int:
+        return 2 * self.capacity(rate) * rate.expire
+
+    def _next_hour(self, after: int) -> int:
+        """The first hour boundary (in the strategy's time zone) later than `after`."""
+        return ((after + self._offset_ms) // HOUR_MS + 1) * HOUR_MS - self._offset_ms
+
+    def _wait(self, now: int, end: int, count: int, rate: Rate, cost: int) -> int:
+        """When a hit refused now is admitted: in this window once an hour's limit fits
+        `count + cost`, else from the window's end (a new count) once one fits `cost`."""
+        boundary = self._next_hour(now)
+        while boundary < end:
+            if self.limit_at(boundary, rate) >= count + cost:
+                return boundary - now
+            boundary += HOUR_MS
+        start = end
+        while self.limit_at(start, rate) < cost:  # some hour fits: `cost <= capacity`
+            start = self._next_hour(start)
+        return start - now
+
+    def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
+        if cost > self.capacity(rate):
+            return never_admitted(rate), None, 0
+        limit = self.limit_at(now, rate)
+        wid, left = aligned(now, rate.expire)
+        count = state[1] if state is not None and len(state) == 2 and state[0] == wid else 0
+        if count + cost <= limit:
+            count += cost
+            return Decision(True, 0, limit - count, left, limit), [wid, count], left
+        wait = self._wait(now, now + left, count, rate, cost)
+        reset = left if count > 0 else 0
+        return Decision(False, wait, max(limit - count, 0), reset, limit), None, 0
+
+    def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
+        wid, left = aligned(now, rate.expire)
+        count = state[1] if state is not None and len(state) == 2 and state[0] == wid else 0
+        return [wid, max(count - cost, 0)], left
+
+    async def get_stat(self, key: Any, rate: Rate, backend: ThrottleBackend) -> StrategyStat:
+        """As every strategy's, with traffik 1.2's metadata: `hour_of_day`, `time_multiplier`,
+        `effective_limit`, `current_count`, `window_id`, `window_start_ms`."""
+        stat = await super().get_stat(key, rate, backend)
+        if rate.unlimited or stat.metadata is None:
+            return stat
+        now = backend.now_ms()
+        limit = self.limit_at(now, rate)
+        wid, _ = aligned(now, rate.expire)
+        return dataclasses.replace(
+            stat,
+            metadata={
+                **stat.metadata,
+                "hour_of_day": self.hour_of_day(now),
+                "time_multiplier": self.multiplier(now),
+                "effective_limit": limit,
+                "current_count": max(limit - stat.hits_remaining, 0),
+                "window_id": wid,
+                "window_start_ms": wid * rate.expire,
+            },
+        )
+
+
+TimeOfDayStrategy = TimeOfDay

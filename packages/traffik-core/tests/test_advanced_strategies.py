@@ -1,0 +1,112 @@
+"""The advanced strategies' settings, names and key markers (their decisions are in the
+conformance suite, on every backend)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import Depends, FastAPI, Request
+
+from traffik import HTTPThrottle, InMemoryBackend, ManualClock
+from traffik.exceptions import ConfigurationError
+from traffik.strategies import custom
+from traffik.strategies.markers import KeyMarker
+
+pytestmark = pytest.mark.anyio
+
+
+def test_traffik12_names() -> None:
+    for name in (
+        "TieredRate",
+        "AdaptiveThrottle",
+        "PriorityQueue",
+        "QuotaWithRollover",
+        "TimeOfDay",
+        "CostBasedTokenBucket",
+    ):
+        assert getattr(custom, name) is getattr(custom, name + "Strategy")
+    assert custom.Priority.CRITICAL == 4
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: custom.TieredRate({}),
+        lambda: custom.TieredRate({"free": 0}),
+        lambda: custom.TieredRate({"free": True}),
+        lambda: custom.TieredRate({"free": 1.0}, default_tier="gold"),
+        lambda: custom.AdaptiveThrottle(load_threshold=1.0),
+        lambda: custom.AdaptiveThrottle(reduction_factor=0),
+        lambda: custom.PriorityQueue(default_priority=5),
+        lambda: custom.PriorityQueue(max_queue_size=0),
+        lambda: custom.QuotaWithRollover(rollover_percentage=1.5),
+        lambda: custom.QuotaWithRollover(max_rollover=-1),
+        lambda: custom.TimeOfDay([]),
+        lambda: custom.TimeOfDay([(8, 8, 1.0)]),
+        lambda: custom.TimeOfDay([(0, 25, 1.0)]),
+        lambda: custom.TimeOfDay([(0, 24, 0)]),
+        lambda: custom.TimeOfDay(timezone_offset=15),
+        lambda: custom.CostBasedTokenBucket(burst_size=0),
+        lambda: custom.CostBasedTokenBucket(cost_window=0),
+        lambda: custom.CostBasedTokenBucket(min_refill_rate=0),
+    ],
+)
+def test_bad_settings_are_refused_at_construction(build: Any) -> None:
+    with pytest.raises(ConfigurationError):
+        build()
+
+
+def test_settings_traffik12_code_passes() -> None:
+    tiered = custom.TieredRateStrategy(
+        tier_multipliers={"free": 1, "premium": 5.0}, lock_config={"ttl": 5}, marker="plan"
+    )
+    assert tiered.marker == "plan:" and tiered.multiplier("premium") == 5.0
+    assert tiered == custom.TieredRate({"premium": 5.0, "free": 1}, marker="plan:")
+    assert len({tiered, custom.TieredRate({"free": 1, "premium": 5.0}, marker="plan")}) == 1
+    assert custom.TimeOfDay(timezone_offset=5.5).hour_of_day(0) == 5
+    queue = custom.PriorityQueue(default_priority=custom.Priority.HIGH)
+    assert queue.at(custom.Priority.LOW) is queue.at(custom.Priority.LOW)
+    assert queue.at(custom.Priority.LOW) == queue  # one configuration: the priority is input
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "stored"),
+    [
+        ("tier:premium:user:42", "premium", "user:42"),  # a key given to the strategy directly
+        ("api:{tier%3Apremium%3Auser%3A42}:GET:/x", "premium", "api:{user%3A42}:GET:/x"),
+        ("api:{203.0.113.7}:GET:/x:tier%3Apremium", "premium", "api:{203.0.113.7}:GET:/x"),
+        ("tier:{tier%3Agold}", "gold", "tier:{tier%3Agold}"),  # a uid spelling it is left alone
+        ("api:{user}:GET:/x", None, "api:{user}:GET:/x"),
+    ],
+)
+def test_key_markers(key: str, value: Any, stored: str) -> None:
+    assert KeyMarker("tier:").take(key) == (value, stored)
+
+
+async def test_a_priority_from_the_throttle_context() -> None:
+    """The context's `scope` ends the key, so it can carry the priority; every priority of a
+    client shares one log."""
+    backend = InMemoryBackend(clock=ManualClock(1_700_000_040.0))
+    throttle = HTTPThrottle(
+        "jobs", rate="2/min", backend=backend, strategy=custom.PriorityQueue(), per_route=False
+    )
+    app = FastAPI()
+
+    @app.get("/batch")
+    async def batch(request: Request) -> dict[str, bool]:
+        await throttle.hit(request, context={"scope": "priority:low"})
+        return {"ok": True}
+
+    @app.get("/urgent", dependencies=[Depends(throttle)])
+    async def urgent() -> dict[str, bool]:
+        return {"ok": True}
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        batch_codes = [(await http.get("/batch")).status_code for _ in range(3)]
+        urgent_codes = [(await http.get("/urgent")).status_code for _ in range(3)]
+    assert batch_codes == [200, 200, 429]
+    assert urgent_codes == [200, 200, 429]  # NORMAL does not count the LOW hits
+    assert len(await backend.keys()) == 1  # one log for the client
