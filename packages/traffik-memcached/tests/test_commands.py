@@ -1,8 +1,10 @@
-"""Commands per decision, counted by the server: one `incr` for a fixed window, `gets`+`cas` for the
-others, and for several rates one item after another (plus the give-back when a later one refuses)."""
+"""Commands per decision, counted by the server: one `incr` for a fixed window and a sliding window
+counter, `gets`+`cas` for the others, for several rates one item after another (plus the give-back
+when a later one refuses), and at most 1.5 per decision for 50 concurrent hits on one key."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 from typing import Any, Callable
 
@@ -11,7 +13,13 @@ import pytest
 
 from traffik.backends.memcached import MemcachedBackend
 from traffik.rates import Rate, parse_rates
-from traffik.strategies import BUILTIN_STRATEGIES, GCRA, FixedWindow, TokenBucket
+from traffik.strategies import (
+    BUILTIN_STRATEGIES,
+    GCRA,
+    FixedWindow,
+    SlidingWindowCounter,
+    TokenBucket,
+)
 from traffik.strategies.steps import items
 
 pytestmark = [pytest.mark.memcached, pytest.mark.anyio]
@@ -70,6 +78,13 @@ async def test_fixed_window_is_one_command(
     await backend.close()
 
 
+async def test_a_sliding_window_counter_is_one_command(
+    memcached_server: Any, backend: MemcachedBackend
+) -> None:
+    assert await _per_decision(memcached_server, backend, SlidingWindowCounter()) == 1
+    await backend.close()
+
+
 @pytest.mark.parametrize("strategy", [TokenBucket(), GCRA()], ids=["TokenBucket", "GCRA"])
 async def test_state_strategies_are_two_commands(
     memcached_server: Any, backend: MemcachedBackend, strategy: Any
@@ -96,15 +111,17 @@ async def test_the_generation_is_read_at_most_once_per_refresh(memcached_server:
     await backend.close()
 
 
-# rates -> (commands for FixedWindow's counters, for a state strategy), per decision
+# rates -> commands per decision for FixedWindow's counters, SlidingWindowCounter's window
+# counters, and a state strategy
 SEVERAL_RATES = {
-    "1000/hour": (1, 2),  # allowed
-    "1/hour": (1, 1),  # refused
-    "1000/hour;2000/day": (2, 4),  # allowed: each item taken
-    "1000/hour;1/day": (3, 5),  # refused by the second: the first taken, then given back
-    "1/hour;1000/day": (2, 2),  # refused by the first: the second only read
-    "1/hour;1/day": (3, 2),  # refused by both: the second read, and counted if a counter
+    "1000/hour": (1, 1, 2),  # allowed
+    "1/hour": (1, 1, 1),  # refused
+    "1000/hour;2000/day": (2, 2, 4),  # allowed: each item taken
+    "1000/hour;1/day": (3, 3, 5),  # refused by the second: the first taken, then given back
+    "1/hour;1000/day": (2, 2, 2),  # refused by the first: the second only read
+    "1/hour;1/day": (3, 2, 2),  # refused by both: the second read, and counted if a counter
 }
+_COLUMN: dict[type, int] = {FixedWindow: 0, SlidingWindowCounter: 1}
 
 
 @pytest.mark.parametrize("rates", list(SEVERAL_RATES))
@@ -115,6 +132,28 @@ async def test_several_rates_are_decided_one_item_after_another(
     memcached_server: Any, backend: MemcachedBackend, strategy: type, rates: str
 ) -> None:
     hit = items(strategy(), "u", parse_rates(rates), 1, backend)
-    expected = SEVERAL_RATES[rates][0 if strategy is FixedWindow else 1]
+    expected = SEVERAL_RATES[rates][_COLUMN.get(strategy, 2)]
     assert await _per_hit(memcached_server, lambda: backend.evaluate_all(hit)) == expected
+    await backend.close()
+
+
+CONCURRENT = 50
+
+
+@pytest.mark.parametrize("rate", ["10000/hour", "1/hour"], ids=["admitted", "refused"])
+@pytest.mark.parametrize(
+    "strategy", BUILTIN_STRATEGIES, ids=[cls.__name__ for cls in BUILTIN_STRATEGIES]
+)
+async def test_concurrent_hits_on_one_key_cost_at_most_one_and_a_half_commands(
+    memcached_server: Any, backend: MemcachedBackend, strategy: type, rate: str
+) -> None:
+    """Fifty hits at once on one key are coalesced into a few rounds (the fixed window's
+    `incr`s need none)."""
+    decide, parsed = strategy().decide, Rate.parse(rate)
+
+    async def burst() -> None:
+        await asyncio.gather(*(decide("hot", parsed, backend, 1) for _ in range(CONCURRENT)))
+
+    per_burst = await _per_hit(memcached_server, burst)
+    assert per_burst / CONCURRENT <= 1.5
     await backend.close()

@@ -14,6 +14,7 @@ from traffik.backends.memcached._counters import ATTEMPTS, increment, number, wi
 from traffik.backends.memcached._expiry import exptime
 from traffik.backends.memcached._item_size import ITEM_BYTES_MEANING, MIN_ITEM_BYTES
 from traffik.backends.memcached._keys import KeySpace
+from traffik.backends.memcached._lanes import Lanes
 from traffik.backends.memcached._lock import DEFAULT_LOCK_TTL, Hold, MemcachedLock
 from traffik.backends.memcached._node import Node, fetch
 from traffik.backends.memcached._options import at_least, seconds, whole
@@ -27,7 +28,9 @@ from traffik.backends.memcached._servers import (
     parse_servers,
     parse_url,
 )
+from traffik.backends.memcached._sliding import Counted
 from traffik.backends.memcached._steps import MemcachedSteps
+from traffik.backends.memcached._transition import Hit
 from traffik.backends.memcached._window import (
     COUNT_SPAN,
     FOLD_AT,
@@ -44,6 +47,7 @@ if TYPE_CHECKING:
     from aiomcache.pool import Connection
 
     from traffik.clock import Clock
+    from traffik.decision import Decision
     from traffik.rates import Rate
 
 __all__ = ["MemcachedBackend"]
@@ -70,18 +74,26 @@ class MemcachedBackend(MemcachedSteps, ThrottleBackend):
       app, so one instance shutting down (a deploy, a worker recycle) resets nothing. Pass
       `persistent=False` to have `backend.lifespan` clear the namespace on shutdown.
     - Every built-in strategy decides without a lock: `FixedWindow` is one `incr` on an
-      open window; the other strategies read their state with `gets`, run the strategy's
+      open window; `SlidingWindowCounter` one `incr` of its window's counter, plus a `decr`
+      giving back a refused hit's units, or only a `get` while the key is refusing (see
+      `_sliding`); the other strategies read their state with `gets`, run the strategy's
       transition here, and write it back with `cas` (or `add` for a new key), retrying with
       a short random backoff when another client changed the key in between (at most
       `ATTEMPTS` times, then `BackendError`). A rejected request writes nothing.
+    - Concurrent hits on one key in one process are coalesced (`_lanes`): while a round is
+      in flight for the key, later hits queue, and the next round decides them all, in
+      arrival order and each as if alone, on one read of the state, written once (one
+      `gets` + `cas`, or one `incr` for a sliding window). Fifty hits at once on one key
+      cost about two rounds, not fifty racing compare-and-swaps.
     - Several items decided as one (`evaluate_all`: a throttle's rates, throttles combined)
       live in different memcached items, maybe on different nodes, so they are taken one
       after another, in order, each as above, until one refuses; the units the items before
       it took are then given back (a state's `refund` under `cas`; a window counter's
       `decr`, in the window it counted in), and the items after it are only read, one `get`
       per node (a fixed-window counter that refuses counts the hit, as it does alone). Two
-      rates cost 2 commands for `FixedWindow` and 4 for the others when allowed, 3 and 5
-      when the second refuses, 2 and 2 when the first does (3 for counters when both do).
+      rates cost 2 commands for `FixedWindow` and `SlidingWindowCounter` and 4 for the
+      others when allowed, 3, 3 and 5 when the second refuses, 2 when the first does (3 for
+      `FixedWindow` when both do).
       Between taking an earlier item and giving it back (the round trips to the later
       items, about a millisecond on a LAN) other clients see that item charged: a hit
       needing those units is refused meanwhile (a transient extra refusal), and none is
@@ -142,6 +154,7 @@ class MemcachedBackend(MemcachedSteps, ThrottleBackend):
     """
 
     default_namespace = "memcached"
+    caches_refusals = True
 
     def __init__(
         self,
@@ -220,6 +233,9 @@ class MemcachedBackend(MemcachedSteps, ThrottleBackend):
         self._held: dict[str, Hold] = {}
         self.max_item_bytes = max_item_bytes
         self._checked: set[tuple[Any, Rate]] = set()
+        self._states: Lanes[Hit, Decision] = Lanes()
+        self._windows: Lanes[Hit, Counted] = Lanes()
+        self._full: dict[bytes, int] = {}
 
     def __repr__(self) -> str:
         servers = ",".join(node.name for node in self._nodes)

@@ -1,27 +1,37 @@
-"""The decision step on memcached, lock-free: one state under `cas`, or several items in turn, all or nothing."""
+"""The decision step on memcached, lock-free: one state under `cas` or on window counters, concurrent
+hits on a key coalesced, or several items in turn, all or nothing."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
 
 from traffik.backends.memcached._client import Flagged
 from traffik.backends.memcached._counters import refund_count, uncount, window_count, window_hit
 from traffik.backends.memcached._item_size import check_fits
+from traffik.backends.memcached._lanes import Lanes
 from traffik.backends.memcached._node import fetch
-from traffik.backends.memcached._transition import refund, transition
+from traffik.backends.memcached._sliding import (
+    Counted,
+    count_windows,
+    counts_windows,
+    refund_windows,
+    uncount_window,
+    window_key,
+    window_state,
+)
+from traffik.backends.memcached._transition import Hit, refund, transition
 from traffik.strategies.fixed_window import counter_decision
 from traffik.strategies.state import decode_state
-from traffik.strategies.steps import combine, is_counter
+from traffik.strategies.steps import Item, combine, is_counter
 
 if TYPE_CHECKING:
     from traffik.backends.memcached._node import Node
     from traffik.decision import Decision
     from traffik.rates import Rate
     from traffik.strategies.base import StateStrategy
-    from traffik.strategies.steps import Item
 
 __all__ = ["MemcachedSteps"]
 
@@ -30,17 +40,33 @@ _CHECKED_PAIRS = 1024
 
 _log = logging.getLogger("traffik")
 
-_Held = tuple["Item", "Node", bytes, Optional[int]]
-"""Units of an item to give back: the item, where its key lives, and for a counter the end of
-the window they were counted in (None: not known, so refunded clamped at a full budget)."""
+
+class _Held(NamedTuple):
+    """Units of an item to give back: the item and where its key lives; for a fixed-window
+    counter the end of the window they were counted in (`end`), for a sliding window's the
+    window counter (`counted`); None when not known, so refunded clamped at a full budget."""
+
+    item: Item
+    node: Node
+    mkey: bytes
+    end: Optional[int] = None
+    counted: Optional[bytes] = None
 
 
 class MemcachedSteps:
-    """`validate`, `evaluate`, `evaluate_all` and `refund_all` of `MemcachedBackend`."""
+    """`validate`, `evaluate`, `evaluate_all` and `refund_all` of `MemcachedBackend`.
+
+    Concurrent hits on one key are coalesced (`_lanes`): a state's hits into one `gets` and
+    one `cas` per round, a sliding window counter's into one `incr` (and one `decr` for the
+    units of the hits it refuses).
+    """
 
     now_ms: Callable[[], int]
     max_item_bytes: int
     _checked: set[tuple[Any, Rate]]
+    _states: Lanes[Hit, Decision]
+    _windows: Lanes[Hit, Counted]
+    _full: dict[bytes, int]
 
     if TYPE_CHECKING:
 
@@ -63,10 +89,32 @@ class MemcachedSteps:
     async def evaluate(
         self, key: str, strategy: StateStrategy, rate: Rate, cost: int, *, commit: bool = True
     ) -> Decision:
-        """`gets` the state, run the transition here, `cas` it back (see `_transition`)."""
+        """Decide a hit on `key` (coalesced with the concurrent ones, see `_decide`);
+        `commit=False` only reads (one `get`)."""
+        if not commit:
+            return (await self._read([Item(strategy, key, rate, cost)], count_refusals=False))[0]
         self._check(strategy, rate)
         node, mkey = await self._locate(key)
-        return await transition(node, mkey, strategy, rate, cost, commit, self.now_ms)
+        return (await self._decide(node, mkey, strategy, rate, cost))[0]
+
+    async def _decide(
+        self, node: Node, mkey: bytes, strategy: StateStrategy, rate: Rate, cost: int
+    ) -> tuple[Decision, Optional[bytes]]:
+        """The hit's decision, and the window counter it counted in (None for a state)."""
+        hit = (strategy, rate, cost)
+        now_ms = self.now_ms
+        if counts_windows(strategy, rate):
+            full = self._full
+
+            def count(hits: list[Hit]) -> Any:
+                return node.run(count_windows(mkey, hits, now_ms, full), "evaluate")
+
+            return await self._windows.decide(mkey, hit, count)
+
+        def decide(hits: list[Hit]) -> Any:
+            return transition(node, mkey, hits, now_ms)
+
+        return await self._states.decide(mkey, hit, decide), None
 
     async def evaluate_all(self, items: Sequence[Item], *, commit: bool = True) -> Decision:
         """Take each item's units in order until one refuses, then give back what was taken
@@ -99,7 +147,7 @@ class MemcachedSteps:
         now = self.now_ms()
         await asyncio.gather(
             *(
-                self._return((item, node, mkey, None), now)
+                self._return(_Held(item, node, mkey), now)
                 for item, (node, mkey) in zip(items, located)
             )
         )
@@ -114,27 +162,43 @@ class MemcachedSteps:
             )
             ttl_ms = getattr(count, "ttl_ms", None)
             decision = counter_decision(count - item.cost, ttl_ms, item.rate, item.cost)
-            return decision, (item, node, mkey, 0 if ttl_ms is None else now + ttl_ms)
+            return decision, _Held(item, node, mkey, 0 if ttl_ms is None else now + ttl_ms)
         self._check(item.strategy, item.rate)
-        decision = await transition(
-            node, mkey, item.strategy, item.rate, item.cost, True, self.now_ms
-        )
-        return decision, (item, node, mkey, None)
+        decision, counted = await self._decide(node, mkey, item.strategy, item.rate, item.cost)
+        return decision, _Held(item, node, mkey, counted=counted)
 
     async def _read(self, items: Sequence[Item], *, count_refusals: bool) -> list[Decision]:
-        """Each item's decision from one read of every key; with `count_refusals`, a counter
-        that refuses then counts the hit, as a fixed window does."""
+        """Each item's decision from one read of every key (a sliding window's counter, and
+        the previous window's where it has none: a second read); with `count_refusals`, a
+        counter that refuses then counts the hit, as a fixed window does."""
         located = [await self._locate(item.key) for item in items]
-        values = await fetch(located, "evaluate_all") if located else []
         now = self.now_ms()
+        windows = [
+            now // item.rate.expire if counts_windows(item.strategy, item.rate) else None
+            for item in items
+        ]
+        reads = [
+            (node, mkey if wid is None else window_key(mkey, wid))
+            for (node, mkey), wid in zip(located, windows)
+        ]
+        values = await fetch(reads, "evaluate_all") if reads else []
+        opening = [
+            (node, window_key(mkey, wid - 1))
+            for (node, mkey), wid, raw in zip(located, windows, values)
+            if wid is not None and raw is None
+        ]
+        previous = iter(await fetch(opening, "evaluate_all") if opening else [])
         parts = []
-        for item, raw in zip(items, values):
+        for item, raw, wid in zip(items, values, windows):
             if is_counter(item.strategy):
                 count, left = window_count(raw, now)
                 parts.append(counter_decision(count, left, item.rate, item.cost))
                 continue
             self._check(item.strategy, item.rate)
-            state = decode_state(raw.value if isinstance(raw, Flagged) else raw)
+            if wid is None:
+                state = decode_state(raw.value if isinstance(raw, Flagged) else raw)
+            else:
+                state = window_state(raw, None if raw is not None else next(previous), wid)
             parts.append(item.strategy.transition(state, now, item.rate, item.cost)[0])
         if count_refusals:
             await asyncio.gather(
@@ -157,19 +221,23 @@ class MemcachedSteps:
         results = await asyncio.gather(
             *(self._return(units, now) for units in held), return_exceptions=True
         )
-        for (item, *_), result in zip(held, results):
+        for units, result in zip(held, results):
             if isinstance(result, BaseException):
                 _log.warning(
                     "memcached: could not give back %d unit(s) of %r after a refused decision; "
                     "they come back as its limit refills: %r",
-                    item.cost,
-                    item.key,
+                    units.item.cost,
+                    units.item.key,
                     result,
                 )
 
     async def _return(self, units: _Held, now: int) -> None:
-        item, node, mkey, end = units
-        if not is_counter(item.strategy):
+        item, node, mkey, end, counted = units
+        if counted is not None:
+            await node.run(uncount_window(counted, item.cost), "evaluate_all")
+        elif counts_windows(item.strategy, item.rate):
+            await node.run(refund_windows(mkey, item.cost, item.rate, now), "refund_all")
+        elif not is_counter(item.strategy):
             await refund(node, mkey, item.strategy, item.rate, item.cost, self.now_ms)
         elif end is None:
             await node.run(refund_count(mkey, item.cost, now), "refund_all")

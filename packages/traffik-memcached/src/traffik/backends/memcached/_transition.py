@@ -1,4 +1,4 @@
-"""Strategy state under compare-and-swap: `gets` the state, decide (or refund) here, `cas` it back."""
+"""Strategy state under compare-and-swap: `gets` the state, decide a batch of hits (or refund) here, `cas` it back."""
 
 from __future__ import annotations
 
@@ -20,38 +20,45 @@ if TYPE_CHECKING:
     from traffik.rates import Rate
     from traffik.strategies.base import StateStrategy
 
-__all__ = ["refund", "transition"]
+__all__ = ["Hit", "refund", "transition"]
 
 T = TypeVar("T")
 
 _MAX_BACKOFF = 0.05
 
 
-async def transition(
-    node: Node,
-    key: bytes,
-    strategy: StateStrategy,
-    rate: Rate,
-    cost: int,
-    commit: bool,
-    now_ms: Callable[[], int],
-) -> Decision:
-    """Run `strategy`'s transition on `key` at `now_ms()`, writing the new state with `add`
-    (a new key) or `cas`; a lost race is retried after a short random backoff, at most
-    `ATTEMPTS` times. A rejected hit (no new state) or `commit=False` writes nothing."""
+Hit = tuple["StateStrategy", "Rate", int]
+"""A hit to decide: its strategy, rate and cost."""
 
-    async def attempt(client: NodeClient, conn: Connection) -> Optional[Decision]:
+
+async def transition(
+    node: Node, key: bytes, hits: list[Hit], now_ms: Callable[[], int]
+) -> list[Decision]:
+    """Run each hit's transition in order on the state at `key`, read once (`gets`) at
+    `now_ms()`, and write the final state once, with `add` (a new key) or `cas`: every hit
+    is decided as if the hits came one after another. A lost race re-reads the state and
+    decides the whole batch again, after a short random backoff, at most `ATTEMPTS` times.
+    When every hit is refused (no new state) nothing is written."""
+
+    async def attempt(client: NodeClient, conn: Connection) -> Optional[list[Decision]]:
         raw, token = await client.gets_on(conn, key)
         state = decode_state(raw.value if isinstance(raw, Flagged) else raw)
-        decision, new_state, ttl_ms = strategy.transition(state, now_ms(), rate, cost)
-        if not commit or new_state is None:
-            return decision
-        data, expiry = encode_state(new_state).encode("ascii"), exptime(ttl_ms / 1000)
+        now = now_ms()
+        decisions = []
+        written, ttl_ms = False, 0
+        for strategy, rate, cost in hits:
+            decision, new_state, new_ttl_ms = strategy.transition(state, now, rate, cost)
+            decisions.append(decision)
+            if new_state is not None:
+                state, ttl_ms, written = new_state, new_ttl_ms, True
+        if not written or state is None:
+            return decisions
+        data, expiry = encode_state(state).encode("ascii"), exptime(ttl_ms / 1000)
         if raw is None:
             stored = await client.store_on(conn, b"add", key, data, expiry)
         else:
             stored = await client.store_on(conn, b"cas", key, data, expiry, token)
-        return decision if stored else None
+        return decisions if stored else None
 
     return await _until_stored(node, attempt, "evaluate")
 

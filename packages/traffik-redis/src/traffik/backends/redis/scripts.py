@@ -1,12 +1,13 @@
 """The Lua scripts (`lua/*.lua`): how they are put together, their SHA1s, loading and running them.
 
 Every decision and refund runs `lua/decide.lua` (the entry) after the helpers
-(`_prelude.lua`), FixedWindow's counter (`_counter.lua`, `fixed_window.lua`) and the
-transitions and refunds of the state strategies, one Lua file per Python strategy module, each
-written once. A program holds the modules a call needs and no more, since Redis runs a
-script's definitions on every call (about 0.15 us per function): one program per module, and
-`decide` with every module for calls that mix strategies of several modules. For the same
-reason `increment_with_ttl` is its own script, the counter's INCRBY and nothing else.
+(`_prelude.lua`), FixedWindow's counter (`_counter.lua`, `fixed_window.lua`) when the call has
+counters, and the transitions and refunds of the state strategies, one Lua file per Python
+strategy module, each written once. Redis runs a script's definitions on every call (about
+0.4 us of server time per function): so a program holds the modules a call needs and no more
+(one program per module, with or without the counter, and `decide` with everything for
+calls that mix modules), and refunds are defined only on the calls that give back. For the
+same reason `increment_with_ttl` is its own script, the counter's INCRBY and nothing else.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ __all__ = [
     "decode_state",
     "evalsha",
     "load_all",
+    "with_counter",
 ]
 
 COUNTER = "fixed_window"
-"""The module of FixedWindow's counter (code 0), in every program; its own program runs only it."""
+"""The module of FixedWindow's counter (code 0); its own program runs only it."""
 _COUNTER_PARTS = ("_counter", COUNTER)
 
 MODULES = {
@@ -49,14 +51,20 @@ MODULES = {
 }
 """Each Lua module of state strategies and the strategies it holds (`StateStrategy.script`)."""
 
-_HELPERS = {"tiered": ("_periods",), "adaptive": ("_periods",), "rollover": ("_periods",)}
+_HELPERS = {
+    "sliding_window": ("_entries",),
+    "leaky_bucket": ("_entries",),
+    "tiered": ("_periods",),
+    "adaptive": ("_periods",),
+    "rollover": ("_periods",),
+}
 """Helper files a module needs besides the prelude; a program reads each once, before its modules."""
 
 STRATEGY_SCRIPTS = tuple(name for names in MODULES.values() for name in names)
 """The state strategies in code order: a strategy's code is its place here, from 1."""
 
 EVERY_MODULE = "decide"
-"""The program with every module."""
+"""The program with every module and the counter."""
 
 _STATE_MARK = b"i"
 
@@ -84,8 +92,9 @@ class Script:
         return f"Script({self.name!r}, sha={self.sha[:8]})"
 
 
-def _program(name: str, modules: Sequence[str]) -> Script:
-    """The entry after the helpers, the counter and `modules`, with their strategies in STEPS."""
+def _program(name: str, modules: Sequence[str], counter: bool) -> Script:
+    """The entry after the helpers, the counter (if `counter`) and `modules`, with their
+    strategies in STEPS."""
     steps = ", ".join(
         f"[{STRATEGY_SCRIPTS.index(strategy) + 1}] = {strategy}"
         for module in modules
@@ -94,19 +103,29 @@ def _program(name: str, modules: Sequence[str]) -> Script:
     helpers = sorted({helper for module in modules for helper in _HELPERS.get(module, ())})
     parts = [
         _read("_prelude"),
-        *map(_read, _COUNTER_PARTS),
+        *map(_read, _COUNTER_PARTS if counter else ()),
         *map(_read, helpers),
         *map(_read, modules),
     ]
     return Script(name, "\n".join([*parts, f"local STEPS = {{{steps}}}", _read("decide")]))
 
 
+def with_counter(module: str) -> str:
+    """The name of the program that runs `module` and the counter."""
+    return f"{COUNTER}+{module}"
+
+
 PROGRAMS = {
-    COUNTER: _program(f"decide ({COUNTER})", ()),
-    **{module: _program(f"decide ({module})", (module,)) for module in MODULES},
-    EVERY_MODULE: _program(EVERY_MODULE, tuple(MODULES)),
+    COUNTER: _program(f"decide ({COUNTER})", (), True),
+    **{module: _program(f"decide ({module})", (module,), False) for module in MODULES},
+    **{
+        with_counter(module): _program(f"decide ({with_counter(module)})", (module,), True)
+        for module in MODULES
+    },
+    EVERY_MODULE: _program(EVERY_MODULE, tuple(MODULES), True),
 }
-"""The programs by the module they hold (`EVERY_MODULE`: all of them)."""
+"""The programs by the modules they hold: a module alone, with the counter (`with_counter`),
+the counter alone (`COUNTER`), or everything (`EVERY_MODULE`)."""
 
 SCRIPTS = {
     **{program.name: program for program in PROGRAMS.values()},

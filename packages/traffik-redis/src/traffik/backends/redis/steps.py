@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from redis.crc import key_slot
 from traffik.backends.redis.native import native
-from traffik.backends.redis.scripts import COUNTER, EVERY_MODULE, PROGRAMS, Script, evalsha
+from traffik.backends.redis.scripts import (
+    COUNTER,
+    EVERY_MODULE,
+    PROGRAMS,
+    Script,
+    evalsha,
+    with_counter,
+)
 from traffik.backends.steps import LockedSteps
 from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
@@ -78,15 +85,20 @@ def _pack(strategy: Any, rate: Rate, cost: int) -> _Packed:
 
 
 def _program(packs: Sequence[_Packed]) -> Script:
-    """The smallest program that runs every item: its module's, or the one with every module."""
-    chosen = COUNTER  # in every program
+    """The smallest program that runs every item: its module's (with the counter when there
+    are counters besides), or the one with everything."""
+    module = COUNTER
+    counter = False
     for packed in packs:
-        module = packed.module
-        if module != chosen and module != COUNTER:
-            if chosen != COUNTER:
-                return PROGRAMS[EVERY_MODULE]
-            chosen = module
-    return PROGRAMS[chosen]
+        if packed.module == COUNTER:
+            counter = True
+        elif module == COUNTER:
+            module = packed.module
+        elif packed.module != module:
+            return PROGRAMS[EVERY_MODULE]
+    if module == COUNTER:
+        return PROGRAMS[COUNTER]
+    return PROGRAMS[with_counter(module) if counter else module]
 
 
 def _decisions(reply: Any, packs: Sequence[_Packed]) -> list[Decision]:

@@ -10,7 +10,7 @@ end
 
 -- AdaptiveThrottle._step: units recovered per window, at least one.
 local function adaptive_step(limit, recovery)
-  return math.max(floordiv(limit * recovery, PARTS), 1)
+  return max(floordiv(limit * recovery, PARTS), 1)
 end
 
 -- AdaptiveThrottle._window: window id, ms left, count, effective limit and reduced at `now`.
@@ -25,10 +25,10 @@ local function adaptive_window(state, now, limit, period, recovery)
   local effective = state[3]
   if effective < limit then
     local step = adaptive_step(limit, recovery)
-    local windows = math.min(wid - state[1], ceildiv(limit - effective, step))
-    effective = math.min(effective + windows * step, limit)
+    local windows = min(wid - state[1], ceildiv(limit - effective, step))
+    effective = min(effective + windows * step, limit)
   end
-  return wid, left, 0, math.min(effective, limit), 0
+  return wid, left, 0, min(effective, limit), 0
 end
 
 -- AdaptiveThrottle._kept: ms until the state says nothing a missing key would not.
@@ -48,26 +48,28 @@ function adaptive_throttle.transition(state, now, limit, period, cost, x, y)
   local after = count + cost
   if after <= effective then
     if reduced == 0 and after * PARTS > effective * threshold then
-      effective = math.max(floordiv(limit * floor_ratio, PARTS), floordiv(effective * reduction, PARTS))
+      effective = max(floordiv(limit * floor_ratio, PARTS), floordiv(effective * reduction, PARTS))
       reduced = 1
     end
     local kept = adaptive_kept(left, effective, limit, period, recovery)
-    return true, 0, math.max(effective - after, 0), kept, {wid, after, effective, reduced}, kept
+    return true, 0, max(effective - after, 0), kept, {wid, after, effective, reduced}, kept
   end
   local windows = 1
   if cost > effective then
-    windows = math.max(ceildiv(cost - effective, adaptive_step(limit, recovery)), 1)
+    windows = max(ceildiv(cost - effective, adaptive_step(limit, recovery)), 1)
   end
   local reset = 0
   if count > 0 or effective < limit then
     reset = adaptive_kept(left, effective, limit, period, recovery)
   end
-  return false, left + (windows - 1) * period, math.max(effective - count, 0), reset
+  return false, left + (windows - 1) * period, max(effective - count, 0), reset
 end
 
-function adaptive_throttle.refund(state, now, limit, period, cost, x, y)
-  local _, _, recovery = adaptive_params(x, y)
-  local wid, left, count, effective, reduced = adaptive_window(state, now, limit, period, recovery)
-  local kept = adaptive_kept(left, effective, limit, period, recovery)
-  return {wid, math.max(count - cost, 0), effective, reduced}, kept
+if REFUND then
+  function adaptive_throttle.refund(state, now, limit, period, cost, x, y)
+    local _, _, recovery = adaptive_params(x, y)
+    local wid, left, count, effective, reduced = adaptive_window(state, now, limit, period, recovery)
+    local kept = adaptive_kept(left, effective, limit, period, recovery)
+    return {wid, max(count - cost, 0), effective, reduced}, kept
+  end
 end

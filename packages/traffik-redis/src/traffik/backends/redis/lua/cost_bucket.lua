@@ -13,7 +13,7 @@ local function cost_refill(history, limit, least)
   if n == 0 or total <= 0 then
     return limit * THOUSANDTHS
   end
-  return limit * math.min(math.max(least, floordiv(THOUSANDTHS * n, total)), THOUSANDTHS)
+  return limit * min(max(least, floordiv(THOUSANDTHS * n, total)), THOUSANDTHS)
 end
 
 -- CostBasedTokenBucket._current: the tokens at `now` and the cost history (none when full).
@@ -21,8 +21,8 @@ local function cost_current(state, now, limit, full, window, least)
   if state == nil or #state < 2 then
     return full, {}
   end
-  local tokens, elapsed, history = state[1], math.max(now - state[2], 0), {}
-  for i = math.max(3, #state - window + 1), #state do
+  local tokens, elapsed, history = state[1], max(now - state[2], 0), {}
+  for i = max(3, #state - window + 1), #state do
     history[#history + 1] = state[i]
   end
   local refill = cost_refill(history, limit, least)
@@ -57,31 +57,33 @@ function cost_based_token_bucket.transition(state, now, limit, period, cost, buc
       table.remove(history, 1)
     end
     local full_in = ceildiv(full - tokens, cost_refill(history, limit, least))
-    local kept = math.max(full_in, 1)
+    local kept = max(full_in, 1)
     return true, 0, floordiv(tokens, unit), full_in, cost_state(tokens, now, history), kept
   end
   local refill = cost_refill(history, limit, least)
-  local remaining = math.max(floordiv(tokens, unit), 0)
+  local remaining = max(floordiv(tokens, unit), 0)
   return false, ceildiv(need - tokens, refill), remaining, ceildiv(full - tokens, refill)
 end
 
-function cost_based_token_bucket.refund(state, now, limit, period, cost, bucket, packed)
-  local window = floordiv(packed, 1024)
-  local least = packed - window * 1024
-  local unit = period * THOUSANDTHS
-  local full = bucket * unit
-  local tokens, history = cost_current(state, now, limit, full, window, least)
-  tokens = math.min(full, tokens + cost * unit)
-  local back, n = cost, #history
-  while n > 0 and back ~= 0 do -- the newest costs leave the history first
-    local taken = math.min(history[n], back)
-    history[n] = history[n] - taken
-    back = back - taken
-    if history[n] == 0 then
-      history[n] = nil
-      n = n - 1
+if REFUND then
+  function cost_based_token_bucket.refund(state, now, limit, period, cost, bucket, packed)
+    local window = floordiv(packed, 1024)
+    local least = packed - window * 1024
+    local unit = period * THOUSANDTHS
+    local full = bucket * unit
+    local tokens, history = cost_current(state, now, limit, full, window, least)
+    tokens = min(full, tokens + cost * unit)
+    local back, n = cost, #history
+    while n > 0 and back ~= 0 do -- the newest costs leave the history first
+      local taken = min(history[n], back)
+      history[n] = history[n] - taken
+      back = back - taken
+      if history[n] == 0 then
+        history[n] = nil
+        n = n - 1
+      end
     end
+    local kept = max(ceildiv(full - tokens, cost_refill(history, limit, least)), 1)
+    return cost_state(tokens, now, history), kept
   end
-  local kept = math.max(ceildiv(full - tokens, cost_refill(history, limit, least)), 1)
-  return cost_state(tokens, now, history), kept
 end

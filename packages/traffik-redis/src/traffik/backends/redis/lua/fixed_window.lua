@@ -18,13 +18,17 @@ end
 
 -- The hit counted: a new window opens with it, one period long.
 local function counter_charge(key, period, cost)
-  counter_add(key, string.format('%.0f', cost), math.max(period - 1, 1))
+  counter_add(key, string.format('%d', cost), max(period - 1, 1))
 end
 
--- `cost` given back: a decrement, never below 0, keeping the time to live.
-local function counter_refund(key, cost)
-  local count = tonumber(redis.call('GET', key))
-  if count and count > 0 then
-    redis.call('DECRBY', key, string.format('%.0f', math.min(count, cost)))
+-- `cost` given back: a decrement, never below 0, keeping the time to live (defined only when
+-- giving back).
+local counter_refund
+if REFUND then
+  function counter_refund(key, cost)
+    local count = tonumber(redis.call('GET', key))
+    if count and count > 0 then
+      redis.call('DECRBY', key, string.format('%d', min(count, cost)))
+    end
   end
 end

@@ -24,13 +24,15 @@ function gcra.transition(state, now, limit, interval, cost, tolerance)
   if after <= span then
     local reset = ceildiv(after, limit)
     local remaining = floordiv(span - after, interval)
-    return true, 0, remaining, reset, gcra_state(after, now, limit), math.max(reset, 1)
+    return true, 0, remaining, reset, gcra_state(after, now, limit), max(reset, 1)
   end
-  local remaining = math.max(floordiv(span - backlog, interval), 0)
+  local remaining = max(floordiv(span - backlog, interval), 0)
   return false, ceildiv(after - span, limit), remaining, ceildiv(backlog, limit)
 end
 
-function gcra.refund(state, now, limit, interval, cost)
-  local backlog = math.max(gcra_backlog(state, now, limit) - cost * interval, 0)
-  return gcra_state(backlog, now, limit), math.max(ceildiv(backlog, limit), 1)
+if REFUND then
+  function gcra.refund(state, now, limit, interval, cost)
+    local backlog = max(gcra_backlog(state, now, limit) - cost * interval, 0)
+    return gcra_state(backlog, now, limit), max(ceildiv(backlog, limit), 1)
+  end
 end

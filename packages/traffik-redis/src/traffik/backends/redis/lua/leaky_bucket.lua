@@ -7,7 +7,7 @@ local function admit(level, limit, period, cost)
   if level + add <= top then
     return true, 0, floordiv(top - level - add, period), ceildiv(level + add, limit)
   end
-  local remaining = floordiv(math.max(top - level, 0), period)
+  local remaining = floordiv(max(top - level, 0), period)
   return false, ceildiv(level + add - top, limit), remaining, ceildiv(level, limit)
 end
 
@@ -19,7 +19,7 @@ local function bucket_level(state, now, limit)
   if state == nil or #state ~= 2 then
     return 0
   end
-  local level, elapsed = state[1], math.max(now - state[2], 0)
+  local level, elapsed = state[1], max(now - state[2], 0)
   if elapsed >= ceildiv(level, limit) then
     return 0
   end
@@ -32,12 +32,14 @@ function leaky_bucket.transition(state, now, limit, period, cost)
   if not admitted then
     return false, wait, remaining, reset
   end
-  return true, 0, remaining, reset, {level + cost * period, now}, math.max(reset, 1)
+  return true, 0, remaining, reset, {level + cost * period, now}, max(reset, 1)
 end
 
-function leaky_bucket.refund(state, now, limit, period, cost)
-  local level = math.max(bucket_level(state, now, limit) - cost * period, 0)
-  return {level, now}, math.max(ceildiv(level, limit), 1)
+if REFUND then
+  function leaky_bucket.refund(state, now, limit, period, cost)
+    local level = max(bucket_level(state, now, limit) - cost * period, 0)
+    return {level, now}, max(ceildiv(level, limit), 1)
+  end
 end
 
 -- LeakyBucketWithQueue. State: {last_ms, t1, left1, t2, left2, ...}, each left scaled by the
@@ -49,7 +51,7 @@ local function bucket_queue(state, now, limit, period)
   local queue, level = {}, 0
   if state ~= nil and #state % 2 == 1 then
     -- A full bucket drains in one period: longer idle times change nothing more.
-    local drained = math.min(math.max(now - state[1], 0), period) * limit
+    local drained = min(max(now - state[1], 0), period) * limit
     for i = 2, #state - 1, 2 do
       local left = state[i + 1]
       if drained >= left then
@@ -71,7 +73,7 @@ local function queue_state(queue, now, level, limit)
   for i = 1, #queue do
     state[i + 1] = queue[i]
   end
-  return state, math.max(ceildiv(level, limit), 1)
+  return state, max(ceildiv(level, limit), 1)
 end
 
 function leaky_bucket_with_queue.transition(state, now, limit, period, cost)
@@ -86,12 +88,14 @@ function leaky_bucket_with_queue.transition(state, now, limit, period, cost)
 end
 
 -- The newest entries leave first.
-function leaky_bucket_with_queue.refund(state, now, limit, period, cost)
-  local queue = bucket_queue(state, now, limit, period)
-  take_newest(queue, cost * period)
-  local level = 0
-  for i = 2, #queue, 2 do
-    level = level + queue[i]
+if REFUND then
+  function leaky_bucket_with_queue.refund(state, now, limit, period, cost)
+    local queue = bucket_queue(state, now, limit, period)
+    take_newest(queue, cost * period)
+    local level = 0
+    for i = 2, #queue, 2 do
+      level = level + queue[i]
+    end
+    return queue_state(queue, now, level, limit)
   end
-  return queue_state(queue, now, level, limit)
 end

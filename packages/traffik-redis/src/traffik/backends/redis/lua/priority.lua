@@ -67,23 +67,25 @@ function priority_queue.transition(state, now, limit, period, cost, mine, most)
   if newest ~= nil then
     reset = newest + period - now
   end
-  return false, wait, math.max(limit - counted, 0), reset
+  return false, wait, max(limit - counted, 0), reset
 end
 
 -- The newest entries of this priority give back first.
-function priority_queue.refund(state, now, limit, period, cost, mine)
-  local log = priority_log(state, now, period)
-  local back, i = cost, #log - 2
-  while i >= 1 and back ~= 0 do
-    if log[i + 1] == mine then
-      local taken = math.min(log[i + 2], back)
-      log[i + 2] = log[i + 2] - taken
-      back = back - taken
-      if log[i + 2] == 0 then
-        remove_entry(log, i)
+if REFUND then
+  function priority_queue.refund(state, now, limit, period, cost, mine)
+    local log = priority_log(state, now, period)
+    local back, i = cost, #log - 2
+    while i >= 1 and back ~= 0 do
+      if log[i + 1] == mine then
+        local taken = min(log[i + 2], back)
+        log[i + 2] = log[i + 2] - taken
+        back = back - taken
+        if log[i + 2] == 0 then
+          remove_entry(log, i)
+        end
       end
+      i = i - 3
     end
-    i = i - 3
+    return log, period
   end
-  return log, period
 end

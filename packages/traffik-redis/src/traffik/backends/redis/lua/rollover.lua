@@ -9,8 +9,8 @@ local function rollover_period(state, now, limit, period, percent, most)
     if state[1] == pid then
       return pid, left, state[2], state[3]
     elseif state[1] == pid - 1 then
-      local unused = math.min(math.max(limit - state[2], 0), limit)
-      return pid, left, 0, math.min(most, floordiv(unused * percent, PARTS))
+      local unused = min(max(limit - state[2], 0), limit)
+      return pid, left, 0, min(most, floordiv(unused * percent, PARTS))
     end
   end
   return pid, left, 0, 0
@@ -24,16 +24,18 @@ function quota_with_rollover.transition(state, now, limit, period, cost, percent
   local quota = limit + rollover
   if usage + cost <= quota then
     usage = usage + cost
-    return true, 0, math.max(quota - usage, 0), left, {pid, usage, rollover}, left + period
+    return true, 0, max(quota - usage, 0), left, {pid, usage, rollover}, left + period
   end
   local reset = 0
   if usage > 0 then
     reset = left
   end
-  return false, left, math.max(quota - usage, 0), reset
+  return false, left, max(quota - usage, 0), reset
 end
 
-function quota_with_rollover.refund(state, now, limit, period, cost, percent, most)
-  local pid, left, usage, rollover = rollover_period(state, now, limit, period, percent, most)
-  return {pid, math.max(usage - cost, 0), rollover}, left + period
+if REFUND then
+  function quota_with_rollover.refund(state, now, limit, period, cost, percent, most)
+    local pid, left, usage, rollover = rollover_period(state, now, limit, period, percent, most)
+    return {pid, max(usage - cost, 0), rollover}, left + period
+  end
 end

@@ -36,7 +36,7 @@ function sliding_window_counter.transition(state, now, limit, period, cost)
     wait = ceildiv(excess, previous)
   elseif current > 0 then
     -- From the next window on, s ms into it: current * (period - s) + cost * period <= top.
-    wait = left + math.max(ceildiv((current + cost - limit) * period, current), 0)
+    wait = left + max(ceildiv((current + cost - limit) * period, current), 0)
   else
     wait = left
   end
@@ -46,33 +46,41 @@ function sliding_window_counter.transition(state, now, limit, period, cost)
   elseif previous > 0 then
     reset = left
   end
-  return false, wait, floordiv(math.max(top - weighted, 0), period), reset
+  return false, wait, floordiv(max(top - weighted, 0), period), reset
 end
 
 -- The current window first, then what still weighs of the previous one.
-function sliding_window_counter.refund(state, now, limit, period, cost)
-  local wid, left, current, previous = window_counts(state, now, period)
-  local back = math.min(cost, current)
-  return {wid, current - back, math.max(previous - (cost - back), 0)}, left + period
+if REFUND then
+  function sliding_window_counter.refund(state, now, limit, period, cost)
+    local wid, left, current, previous = window_counts(state, now, period)
+    local back = min(cost, current)
+    return {wid, current - back, max(previous - (cost - back), 0)}, left + period
+  end
 end
 
 -- SlidingWindowLog. State: {t1, cost1, t2, cost2, ...}, oldest first.
 local sliding_window_log = {}
 
--- SlidingWindowLog._log: the entries still inside the window at `now`, and their total cost.
+-- SlidingWindowLog._log: the entries still inside the window at `now`, and their total cost,
+-- kept in the state's own table (no copy).
 local function window_log(state, now, period)
-  local start = now - period
-  local log, total = {}, 0
-  if state ~= nil then
-    for i = 1, #state - 1, 2 do
-      if state[i] > start then
-        log[#log + 1] = state[i]
-        log[#log + 1] = state[i + 1]
-        total = total + state[i + 1]
-      end
+  if state == nil then
+    return {}, 0
+  end
+  local start, total, kept, len = now - period, 0, 0, #state
+  for i = 1, len - 1, 2 do
+    local t = state[i]
+    if t > start then
+      local c = state[i + 1]
+      state[kept + 1], state[kept + 2] = t, c
+      kept = kept + 2
+      total = total + c
     end
   end
-  return log, total
+  for i = len, kept + 1, -1 do
+    state[i] = nil
+  end
+  return state, total
 end
 
 function sliding_window_log.transition(state, now, limit, period, cost)
@@ -101,11 +109,13 @@ function sliding_window_log.transition(state, now, limit, period, cost)
   if n > 0 then
     reset = log[n - 1] + period - now
   end
-  return false, wait, math.max(limit - total, 0), reset
+  return false, wait, max(limit - total, 0), reset
 end
 
-function sliding_window_log.refund(state, now, limit, period, cost)
-  local log = window_log(state, now, period)
-  take_newest(log, cost)
-  return log, period
+if REFUND then
+  function sliding_window_log.refund(state, now, limit, period, cost)
+    local log = window_log(state, now, period)
+    take_newest(log, cost)
+    return log, period
+  end
 end

@@ -23,10 +23,12 @@ function tiered_rate.transition(state, now, limit, period, cost)
   if count > 0 then
     reset = left
   end
-  return false, left, math.max(limit - count, 0), reset
+  return false, left, max(limit - count, 0), reset
 end
 
-function tiered_rate.refund(state, now, limit, period, cost)
-  local wid, left = aligned(now, period)
-  return {wid, math.max(tiered_count(state, wid) - cost, 0)}, left
+if REFUND then
+  function tiered_rate.refund(state, now, limit, period, cost)
+    local wid, left = aligned(now, period)
+    return {wid, max(tiered_count(state, wid) - cost, 0)}, left
+  end
 end

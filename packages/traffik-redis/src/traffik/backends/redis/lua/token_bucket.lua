@@ -8,7 +8,7 @@ local function bucket_tokens(state, now, limit, full)
   if state == nil or #state ~= 2 then
     return full
   end
-  local tokens, elapsed = state[1], math.max(now - state[2], 0)
+  local tokens, elapsed = state[1], max(now - state[2], 0)
   if elapsed >= ceildiv(full - tokens, limit) then
     return full
   end
@@ -22,15 +22,17 @@ function token_bucket.transition(state, now, limit, period, cost, bucket, debt)
   if tokens - need >= bottom then
     tokens = tokens - need
     local full_in = ceildiv(full - tokens, limit)
-    return true, 0, floordiv(tokens - bottom, period), full_in, {tokens, now}, math.max(full_in, 1)
+    return true, 0, floordiv(tokens - bottom, period), full_in, {tokens, now}, max(full_in, 1)
   end
   local wait = ceildiv(need - tokens + bottom, limit)
-  local remaining = math.max(floordiv(tokens - bottom, period), 0)
+  local remaining = max(floordiv(tokens - bottom, period), 0)
   return false, wait, remaining, ceildiv(full - tokens, limit)
 end
 
-function token_bucket.refund(state, now, limit, period, cost, bucket)
-  local full = bucket * period
-  local tokens = math.min(full, bucket_tokens(state, now, limit, full) + cost * period)
-  return {tokens, now}, math.max(ceildiv(full - tokens, limit), 1)
+if REFUND then
+  function token_bucket.refund(state, now, limit, period, cost, bucket)
+    local full = bucket * period
+    local tokens = min(full, bucket_tokens(state, now, limit, full) + cost * period)
+    return {tokens, now}, max(ceildiv(full - tokens, limit), 1)
+  end
 end

@@ -1,0 +1,91 @@
+"""Coalescing: concurrent hits on one key, in one event loop, decided in rounds of one read-modify-write.
+
+A hit on a key with no round in flight runs its own round at once, so a lone (sequential)
+hit pays nothing extra. Hits that arrive while a round is in flight queue; when it ends,
+they run as the next round, together and in arrival order, in a task of their own (so a
+cancelled caller never cuts the round of the others), and each gets its own result. Fifty
+concurrent hits on one key thus cost two rounds, not fifty racing ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Callable, Generic, Optional, TypeVar
+
+__all__ = ["Lanes", "Round"]
+
+H = TypeVar("H")
+R = TypeVar("R")
+
+Round = Callable[[list[H]], Awaitable[list[R]]]
+"""Decides a batch of hits on one key (in order, on one read of its state), a result each."""
+
+
+class _Lane(Generic[H, R]):
+    """One key's round in flight, in the loop that runs it, and the hits waiting for the next."""
+
+    __slots__ = ("loop", "queue", "run", "task")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, run: Round[H, R]) -> None:
+        self.loop = loop
+        self.run = run
+        self.queue: list[tuple[H, asyncio.Future[R]]] = []
+        self.task: Optional[asyncio.Task[None]] = None
+
+
+class Lanes(Generic[H, R]):
+    """The keys with a round in flight; `decide` runs a hit alone or in the next round."""
+
+    __slots__ = ("_lanes",)
+
+    def __init__(self) -> None:
+        self._lanes: dict[bytes, _Lane[H, R]] = {}
+
+    def __len__(self) -> int:
+        return len(self._lanes)
+
+    async def decide(self, key: bytes, hit: H, run: Round[H, R]) -> R:
+        """`hit`'s result: from a round of its own when `key` is idle, else from the round
+        that follows the one in flight (run by `run` of the hit that opened the lane)."""
+        loop = asyncio.get_running_loop()
+        lane = self._lanes.get(key)
+        if lane is not None and lane.loop is loop:
+            future: asyncio.Future[R] = loop.create_future()
+            lane.queue.append((hit, future))
+            return await future
+        # idle here (a lane of another, maybe closed, loop is left to that loop)
+        lane = self._lanes[key] = _Lane(loop, run)
+        try:
+            return (await run([hit]))[0]
+        finally:
+            self._next(key, lane)
+
+    def _next(self, key: bytes, lane: _Lane[H, R]) -> None:
+        """Start the round of the hits queued on `lane` (those still waiting), or close it."""
+        queued = [(hit, future) for hit, future in lane.queue if not future.done()]
+        lane.queue = []
+        if queued:
+            lane.task = lane.loop.create_task(self._round(key, lane, queued))
+        elif self._lanes.get(key) is lane:
+            del self._lanes[key]
+
+    async def _round(
+        self, key: bytes, lane: _Lane[H, R], queued: list[tuple[H, asyncio.Future[R]]]
+    ) -> None:
+        try:
+            results = await lane.run([hit for hit, _ in queued])
+        except asyncio.CancelledError:
+            for _, future in queued:
+                future.cancel()
+            raise
+        except Exception as exc:
+            for _, future in queued:
+                if not future.done():
+                    future.set_exception(exc)
+        else:
+            for (_, future), result in zip(queued, results):
+                if not future.done():
+                    future.set_result(result)
+        finally:
+            self._next(key, lane)

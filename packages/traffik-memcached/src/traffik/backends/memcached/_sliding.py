@@ -1,0 +1,238 @@
+"""`SlidingWindowCounter` on window counters: one `incr` per round of hits, no compare-and-swap.
+
+Each window of a key (window id `now // period`, as `SlidingWindowCounter` aligns them) has
+its own memcached counter, `<key>#w<window id>`, holding `previous * PREVIOUS_SPAN + count`:
+its hits, and the previous window's count, read once when the window's first hit opens it
+(`add`). One `incr` of a round's total cost then answers both numbers, and the round decides
+its hits in order with the strategy's own `transition` on `[window id, count before the
+round + what it admitted so far, previous]`, exactly the decisions the in-memory backend
+makes. The units of the refused hits go back with one `decr`. Other clients may see them for
+that moment (a transient extra refusal); none is admitted on them.
+
+A key that its last round left full (`full`: a hit of cost 1 would be refused, until the
+time it would wait) starts its next round with a `get` instead: hits refused on what it
+reads cost that one command and write nothing; the first it admits and the rest go on to
+the `incr`.
+
+The previous count is taken when a window opens: a hit counted in the previous window after
+that (a host whose clock lags, a round crossing the boundary) weighs in it but not in the
+open window, so at a window's turn the limit may be passed by the hits racing the turn.
+Counts up to `COUNTED_LIMIT` per window are kept this way; a larger limit uses the state
+under compare-and-swap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Callable
+
+from traffik.backends.memcached._client import Flagged, NodeClient, ReplyError
+from traffik.backends.memcached._counters import ATTEMPTS, number
+from traffik.backends.memcached._expiry import exptime
+from traffik.backends.memcached._keys import MAX_KEY_BYTES
+from traffik.backends.memcached._transition import Hit
+from traffik.strategies.sliding_window import SlidingWindowCounter
+
+if TYPE_CHECKING:
+    from aiomcache.pool import Connection
+
+    from traffik.backends.memcached._node import Operation
+    from traffik.decision import Decision
+    from traffik.rates import Rate
+
+__all__ = [
+    "COUNTED_LIMIT",
+    "FULL_KEYS",
+    "PREVIOUS_SPAN",
+    "Counted",
+    "count_windows",
+    "counts_windows",
+    "previous_and_count",
+    "refund_windows",
+    "uncount_window",
+    "window_key",
+    "window_state",
+]
+
+PREVIOUS_SPAN = 10**10
+"""A window counter holds `previous * PREVIOUS_SPAN + count`; below 2**64 for a previous count
+under 1.8e9."""
+COUNTED_LIMIT = 10**8
+"""The largest limit decided on window counters: a count (with hits racing it) stays far
+below `PREVIOUS_SPAN`, and a previous count far below 1.8e9."""
+FULL_KEYS = 4096
+"""How many keys `count_windows` remembers as full (it starts over when full)."""
+
+Counted = tuple["Decision", bytes]
+"""A hit's decision and the window counter it was counted in (given back with `uncount_window`)."""
+
+
+def counts_windows(strategy: object, rate: Rate) -> bool:
+    """Whether `strategy` at `rate` is decided on window counters (`SlidingWindowCounter`
+    itself, not a subclass that may decide otherwise, up to `COUNTED_LIMIT`)."""
+    return type(strategy) is SlidingWindowCounter and rate.limit <= COUNTED_LIMIT
+
+
+def window_key(key: bytes, wid: int) -> bytes:
+    """The counter of window `wid` of `key`. Readable keys hold no `#` and hashed ones one,
+    followed by hex digits, so `#w` makes it distinct from any other key; one that would
+    pass 250 bytes is hashed again."""
+    counter = b"%s#w%d" % (key, wid)
+    if len(counter) <= MAX_KEY_BYTES:
+        return counter
+    return b"%s#w%s" % (key[:150], hashlib.sha256(counter).hexdigest().encode("ascii"))
+
+
+def previous_and_count(raw: bytes | Flagged | None) -> tuple[int, int]:
+    """`(previous, count)` of a window counter as read (`(0, 0)` when missing)."""
+    if raw is None:
+        return 0, 0
+    previous, count = divmod(number(raw), PREVIOUS_SPAN)
+    return previous, count
+
+
+def window_state(
+    current: bytes | Flagged | None, previous: bytes | Flagged | None, wid: int
+) -> list[int]:
+    """`SlidingWindowCounter`'s state `[wid, count, previous]` from the counters of window
+    `wid` and of the one before (read only when `wid`'s is missing)."""
+    if current is not None:
+        before, count = previous_and_count(current)
+        return [wid, count, before]
+    return [wid, 0, previous_and_count(previous)[1]]
+
+
+def _ttl_ms(now: int, period: int) -> int:
+    """A window counter lives to the end of the next window, where it weighs as the previous."""
+    return 2 * period - now % period
+
+
+def count_windows(
+    key: bytes, hits: list[Hit], now_ms: Callable[[], int], full: dict[bytes, int]
+) -> Operation[list[Counted]]:
+    """Decide `hits` on `key` in order, as one round on one connection (see the module
+    docstring); hits of another period than the one before them start a round of their own."""
+
+    async def run(client: NodeClient, conn: Connection) -> list[Counted]:
+        now = now_ms()
+        decided: list[Counted] = []
+        start = 0
+        while start < len(hits):
+            period = hits[start][1].expire
+            end = start + 1
+            while end < len(hits) and hits[end][1].expire == period:
+                end += 1
+            decided += await _round(client, conn, key, hits[start:end], now, full)
+            start = end
+        return decided
+
+    return run
+
+
+async def _round(
+    client: NodeClient,
+    conn: Connection,
+    key: bytes,
+    hits: list[Hit],
+    now: int,
+    full: dict[bytes, int],
+) -> list[Counted]:
+    period = hits[0][1].expire
+    wid = now // period
+    counter = window_key(key, wid)
+    decided: list[Counted] = []
+    state: list[int] = []
+    if full.get(key, 0) > now:
+        raw = await client.get_on(conn, counter)
+        if raw is not None:
+            state = window_state(raw, None, wid)
+            for strategy, rate, cost in hits:
+                decision = strategy.transition(state, now, rate, cost)[0]
+                if decision.allowed:
+                    break
+                decided.append((decision, counter))
+    rest = hits[len(decided) :]
+    if rest:
+        total = sum(cost for _, _, cost in rest)
+        previous, count = await _add(client, conn, key, wid, total, now, period)
+        current, refused = count - total, 0
+        for strategy, rate, cost in rest:
+            decision, taken, _ = strategy.transition([wid, current, previous], now, rate, cost)
+            if taken is None:
+                refused += cost
+            else:
+                current += cost
+            decided.append((decision, counter))
+        if refused:
+            await client.incr_on(conn, counter, refused, b"decr")
+        state = [wid, current, previous]
+    strategy, rate, _ = hits[-1]
+    probe = strategy.transition(state, now, rate, 1)[0]
+    if probe.allowed:
+        full.pop(key, None)
+    else:
+        if len(full) >= FULL_KEYS:
+            full.clear()
+        full[key] = now + int(probe.wait_ms)
+    return decided
+
+
+async def _add(
+    client: NodeClient, conn: Connection, key: bytes, wid: int, amount: int, now: int, period: int
+) -> tuple[int, int]:
+    """`(previous, count)` after adding `amount` to window `wid`: one `incr`; opening the
+    window (`get` of the previous one, `add`) when it has no counter yet."""
+    counter = window_key(key, wid)
+    for _ in range(ATTEMPTS):
+        value = await client.incr_on(conn, counter, amount)
+        if value is not None:
+            previous, count = divmod(value, PREVIOUS_SPAN)
+            return previous, count
+        previous = previous_and_count(await client.get_on(conn, window_key(key, wid - 1)))[1]
+        opened = b"%d" % (previous * PREVIOUS_SPAN + amount)
+        if await client.store_on(
+            conn, b"add", counter, opened, exptime(_ttl_ms(now, period) / 1000)
+        ):
+            return previous, amount
+    raise ReplyError(f"lost {ATTEMPTS} races in a row opening a sliding window")
+
+
+def uncount_window(counter: bytes, amount: int) -> Operation[None]:
+    """Give back `amount` counted in the window counter `counter` (one `decr`)."""
+
+    async def run(client: NodeClient, conn: Connection) -> None:
+        await client.incr_on(conn, counter, amount, b"decr")
+
+    return run
+
+
+def refund_windows(key: bytes, amount: int, rate: Rate, now: int) -> Operation[None]:
+    """Give `amount` back as `SlidingWindowCounter.refund` does, under `gets`/`cas`: off the
+    open window's count first, then off the previous count it weighs; with no open window,
+    off the previous window's own count. Never below 0; nothing to do for missing counters."""
+    period = rate.expire
+    wid = now // period
+
+    async def run(client: NodeClient, conn: Connection) -> None:
+        for _ in range(ATTEMPTS):
+            counter = window_key(key, wid)
+            raw, token = await client.gets_on(conn, counter)
+            ttl_ms = _ttl_ms(now, period)
+            if raw is not None:
+                previous, count = previous_and_count(raw)
+                back = min(amount, count)
+                value = max(previous - (amount - back), 0) * PREVIOUS_SPAN + count - back
+            else:
+                counter = window_key(key, wid - 1)
+                raw, token = await client.gets_on(conn, counter)
+                if raw is None:
+                    return
+                previous, count = previous_and_count(raw)
+                value = previous * PREVIOUS_SPAN + max(count - amount, 0)
+                ttl_ms -= period
+            data, expiry = b"%d" % value, exptime(ttl_ms / 1000)
+            if await client.store_on(conn, b"cas", counter, data, expiry, token):
+                return
+        raise ReplyError(f"lost {ATTEMPTS} compare-and-swap races in a row refunding a window")
+
+    return run

@@ -1,0 +1,131 @@
+"""`SlidingWindowCounter` on window counters: keys, the previous count taken when a window opens,
+refunds as the strategy's, and limits too large for counters kept under compare-and-swap."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from traffik.backends.inmemory import InMemoryBackend
+from traffik.backends.memcached import MemcachedBackend
+from traffik.backends.memcached._keys import MAX_KEY_BYTES
+from traffik.backends.memcached._sliding import (
+    COUNTED_LIMIT,
+    PREVIOUS_SPAN,
+    counts_windows,
+    window_key,
+)
+from traffik.clock import ManualClock
+from traffik.rates import Rate
+from traffik.strategies import SlidingWindowCounter, TokenBucket
+from traffik.strategies.steps import items
+
+pytestmark = pytest.mark.memcached
+
+START = 1_700_000_040.0  # on a minute boundary
+RATE = Rate.parse("10/min")
+
+
+def test_window_keys_are_distinct_and_fit() -> None:
+    assert window_key(b"ns:1:u:swc", 28333334) == b"ns:1:u:swc#w28333334"
+    assert window_key(b"ns:1:u:swc", 1) != window_key(b"ns:1:u:swc", 11)
+    long = b"k" * MAX_KEY_BYTES
+    hashed = window_key(long, 28333334)
+    assert len(hashed) <= MAX_KEY_BYTES and hashed != window_key(long, 28333335)
+
+
+def test_counters_serve_sliding_window_counter_itself_up_to_the_counted_limit() -> None:
+    class Custom(SlidingWindowCounter):
+        pass
+
+    assert counts_windows(SlidingWindowCounter(), Rate(limit=COUNTED_LIMIT, seconds=60))
+    assert not counts_windows(SlidingWindowCounter(), Rate(limit=COUNTED_LIMIT + 1, seconds=60))
+    assert not counts_windows(Custom(), RATE)
+    assert not counts_windows(TokenBucket(), RATE)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(START)
+
+
+@pytest.fixture
+async def backend(memcached_url: str, clock: ManualClock) -> AsyncIterator[MemcachedBackend]:
+    backend = MemcachedBackend(memcached_url, namespace=f"sliding-{time.time_ns()}", clock=clock)
+    yield backend
+    await backend.reset()
+    await backend.close()
+
+
+async def _counter(backend: MemcachedBackend, key: str, now_ms: int) -> tuple[int, int] | None:
+    node, mkey = await backend._locate(backend.get_key(key) + SlidingWindowCounter.suffix)
+    raw = await node.run(
+        lambda client, conn: client.get_on(conn, window_key(mkey, now_ms // RATE.expire)), "test"
+    )
+    if raw is None:
+        return None
+    previous, count = divmod(int(raw if isinstance(raw, bytes) else raw.value), PREVIOUS_SPAN)
+    return previous, count
+
+
+@pytest.mark.anyio
+async def test_a_window_opens_with_the_previous_count(
+    backend: MemcachedBackend, clock: ManualClock
+) -> None:
+    strategy = SlidingWindowCounter()
+    for cost in (3, 2):
+        assert (await strategy.decide("u", RATE, backend, cost)).allowed
+    assert await _counter(backend, "u", clock.ms()) == (0, 5)
+    clock.advance(ms=RATE.expire)
+    assert await _counter(backend, "u", clock.ms()) is None
+    assert (await strategy.decide("u", RATE, backend, 1)).allowed
+    assert await _counter(backend, "u", clock.ms()) == (5, 1)
+    refused = await strategy.decide("u", RATE, backend, 9)
+    assert not refused.allowed
+    assert await _counter(backend, "u", clock.ms()) == (5, 1), "a refused hit is given back"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("opened", [True, False], ids=["window open", "window not open"])
+async def test_refunds_are_the_strategys(
+    backend: MemcachedBackend, clock: ManualClock, opened: bool
+) -> None:
+    """Off the open window's count first, then off the previous count; with no open window,
+    off the previous window's own count: what the in-memory backend answers afterwards."""
+    strategy = SlidingWindowCounter()
+    reference_clock = ManualClock(START)
+    reference = InMemoryBackend(namespace="reference", clock=reference_clock)
+    try:
+        plan = [("hit", 6), ("move", 30_000), ("hit", 2), ("refund", 3), ("refund", 4)]
+        if not opened:
+            plan = [("hit", 6), ("move", 60_000), ("refund", 4)]
+        for action, amount in plan:
+            for one, when in ((backend, clock), (reference, reference_clock)):
+                if action == "hit":
+                    assert (await strategy.decide("u", RATE, one, amount)).allowed
+                elif action == "move":
+                    when.advance(ms=amount)
+                else:
+                    await one.refund_all(items(strategy, "u", [RATE], amount, one))
+            for cost in (1, 5, 10):
+                seen = await backend.evaluate_all(
+                    items(strategy, "u", [RATE], cost, backend), commit=False
+                )
+                expected = await reference.evaluate_all(
+                    items(strategy, "u", [RATE], cost, reference), commit=False
+                )
+                assert seen == expected, (action, amount, cost)
+    finally:
+        await reference.close()
+
+
+@pytest.mark.anyio
+async def test_a_limit_too_large_for_counters_keeps_a_state(
+    backend: MemcachedBackend, clock: ManualClock
+) -> None:
+    strategy, rate = SlidingWindowCounter(), Rate(limit=COUNTED_LIMIT + 1, seconds=60)
+    assert (await strategy.decide("big", rate, backend, 7)).allowed
+    stored = await backend.get(backend.get_key("big") + strategy.suffix)
+    assert stored == f"{clock.ms() // rate.expire},7,0"
