@@ -10,12 +10,20 @@ PACKAGES := traffik-core traffik-redis traffik-memcached traffik-fastapi
 EDITABLES := -e "packages/traffik-core[starlette]" $(foreach p,$(filter-out traffik-core,$(PACKAGES)),-e packages/$(p))
 # pytest-asyncio only because the seed page imports it; pyyaml reads docker-compose.yml in a
 # test; hypothesis fuzzes rates and proxy headers in the fault suite; ruff pinned so
-# formatting is stable.
-DEV_DEPS := "pytest>=8" "anyio>=4" "httpx>=0.27" pytest-asyncio pyyaml "hypothesis>=6.100" "uvicorn[standard]>=0.30" "ruff>=0.17,<0.18" "mypy>=1.19"
+# formatting is stable; pytest-xdist runs `make test-fast` on two workers.
+DEV_DEPS := "pytest>=8" "anyio>=4" "httpx>=0.27" pytest-asyncio pyyaml "hypothesis>=6.100" "uvicorn[standard]>=0.30" "ruff>=0.17,<0.18" "mypy>=1.19" "prometheus-client>=0.20" "opentelemetry-api>=1.24" "opentelemetry-sdk>=1.24" "pytest-xdist>=3.6"
 
 DEMO_STAMP := $(VENV)/.demo-installed
-# The demo needs the packages and a server, nothing else (no test or lint tools).
-DEMO_DEPS := "uvicorn>=0.30"
+# The demo needs traffik-core, traffik-fastapi and a server, nothing else (no test or lint
+# tools; traffik-redis or traffik-memcached only when TRAFFIK_BACKEND_URL names that store).
+# hatchling and editables let pip install the packages without a build environment each.
+DEMO_DEPS := "uvicorn>=0.30" "hatchling>=1.26" editables
+DEMO_EDITABLES := -e "packages/traffik-core[starlette]" -e packages/traffik-fastapi
+
+# The documentation site (mkdocs.yml), installed apart so that `make demo` and `make test-fast`
+# never wait for it.
+DOCS_STAMP := $(VENV)/.docs-installed
+DOCS_DEPS := "mkdocs-material>=9,<10" "mkdocstrings[python]>=1,<2" "mkdocstrings-python>=2,<3"
 
 TEST_PATHS = $(wildcard packages/*/tests) tests
 LINT_PATHS = $(wildcard packages tests benchmarks examples)
@@ -28,10 +36,10 @@ HATCH ?= $(shell command -v hatch 2>/dev/null || echo $(BIN)/hatch)
 COMPAT_VENV := .venv-starlette0
 COMPAT_STAMP := $(COMPAT_VENV)/.installed
 # anyio before 4.12: Starlette 0.4x's TestClient names an alias that 4.12 deprecates.
-COMPAT_DEPS := "starlette>=0.40,<0.50" "fastapi>=0.128.2" "pytest>=8" "anyio>=4,<4.12" "httpx>=0.27" pytest-asyncio
+COMPAT_DEPS := "starlette>=0.40,<0.50" "fastapi>=0.128.2" "pytest>=8" "anyio>=4,<4.12" "httpx>=0.27" pytest-asyncio "prometheus-client>=0.20" "opentelemetry-api>=1.24" "opentelemetry-sdk>=1.24"
 COMPAT_TESTS := packages/traffik-core/tests packages/traffik-fastapi/tests tests/test_seed_page.py tests/test_docs.py
 
-.PHONY: install test test-fast pytest lint types test-matrix test-starlette-compat demo bench build clean
+.PHONY: install test test-fast pytest lint types test-matrix test-starlette-compat demo docs docs-serve bench build clean
 
 install: $(STAMP)
 
@@ -40,13 +48,14 @@ $(STAMP): Makefile $(foreach p,$(PACKAGES),packages/$(p)/pyproject.toml)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(EDITABLES) $(DEV_DEPS)
 	touch $@
 
-test: lint types pytest test-starlette-compat
+test: lint types docs pytest test-starlette-compat
 
 # In memory only, and without the tests that build wheels or start processes (`slow`) or the
-# fault suite (`faults`: servers killed and frozen).
+# fault suite (`faults`: servers killed and frozen); on two workers, a test file per worker at
+# a time (tests/test_docs.py runs every docs page in one process, once).
 test-fast: export SKIP_REDIS_TESTS = true
 test-fast: export SKIP_MEMCACHED_TESTS = true
-test-fast: PYTEST_ARGS += -m "not slow and not faults"
+test-fast: PYTEST_ARGS += -m "not slow and not faults" -n 2 --dist loadfile
 test-fast: lint types pytest
 
 pytest: $(STAMP)
@@ -85,11 +94,33 @@ $(BIN)/hatch: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "hatch>=1.18"
 
 demo: $(DEMO_STAMP)
+	@case "$$TRAFFIK_BACKEND_URL" in \
+	  redis*|rediss*|unix*) store=traffik-redis ;; memcached*) store=traffik-memcached ;; *) store= ;; esac; \
+	if [ -n "$$store" ] && ! $(BIN)/python -c "import importlib.metadata as m; m.version('$$store')" 2>/dev/null; then \
+	  $(BIN)/python -m pip install --quiet --disable-pip-version-check --no-build-isolation -e packages/$$store; fi
 	$(BIN)/python -m uvicorn examples.app:app --host 127.0.0.1 --port 8000
 
+# `venv --without-pip` takes a moment where `venv` takes seconds (ensurepip compiles pip); the
+# host's pip (22.3 or newer) then installs pip into it, so every other target finds one. With
+# no such pip on the host, `venv` bootstraps its own.
 $(DEMO_STAMP): Makefile $(foreach p,$(PACKAGES),packages/$(p)/pyproject.toml)
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(EDITABLES) $(DEMO_DEPS)
+	test -x $(BIN)/python || { $(PYTHON) -m venv --without-pip $(VENV) \
+	  && $(PYTHON) -m pip --python $(BIN)/python install --quiet --disable-pip-version-check --no-compile pip; } \
+	  || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile $(DEMO_DEPS)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile --no-build-isolation $(DEMO_EDITABLES)
+	touch $@
+
+# `make docs` builds the site into site/ (--strict: a broken link or reference fails it);
+# `make docs-serve` serves it with live reload on 127.0.0.1:8001.
+docs: $(DOCS_STAMP)
+	$(BIN)/mkdocs build --strict --site-dir site
+
+docs-serve: $(DOCS_STAMP)
+	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8001
+
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(DOCS_DEPS)
 	touch $@
 
 bench: $(STAMP)
@@ -100,4 +131,4 @@ build: $(HATCH)
 	for p in $(PACKAGES); do (cd packages/$$p && "$(abspath $(HATCH))" build ../../dist) || exit 1; done
 
 clean:
-	rm -rf $(VENV) $(COMPAT_VENV) dist .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(COMPAT_VENV) dist site .mypy_cache .ruff_cache .pytest_cache

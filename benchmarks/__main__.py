@@ -1,4 +1,4 @@
-"""`python -m benchmarks [--quick | --smoke] [--json PATH] [--backends memory,sqlite,redis,memcached] [--profile | --faults]`."""
+"""`python -m benchmarks [--quick | --smoke] [--json PATH] [--backends memory,sqlite,redis,memcached] [--profile | --faults | --real-server]`."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import sys
 from typing import Optional
 
+from benchmarks import metrics_overhead, redis_server_time
 from benchmarks.report import as_json, markdown
 from benchmarks.runner import run
 from benchmarks.settings import MODES
@@ -56,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
         help="instead of the benchmark, latency while Redis and Memcached are frozen, with and "
         "without the store's circuit (servers started for the run)",
     )
+    parser.add_argument(
+        "--real-server",
+        action="store_true",
+        help="instead of the benchmark, requests per second of one uvicorn worker with and "
+        "without an in-memory FixedWindow throttle, over loopback HTTP (also in the full run)",
+    )
     return parser
 
 
@@ -74,10 +81,28 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(faults.report(rows, skipped, mode))
         _write(faults.as_json(rows, skipped, mode), args.json)
         return 0
+    if args.real_server:
+        from benchmarks import real_server
+
+        served = real_server.measure(mode)
+        print(real_server.report(served))
+        _write(real_server.as_json(served), args.json)
+        return 0
     settings = MODES[mode]
     result = asyncio.run(run(settings, args.backends))
     print(markdown(result))
-    _write(json.dumps(as_json(result), indent=2), args.json)
+    doc = as_json(result)
+    if "memory" in args.backends:
+        doc["metrics_overhead"] = metrics_overhead.report(mode)
+    if "redis" in args.backends:
+        doc["redis_server_time"] = redis_server_time.report(mode)
+    if mode == "full":
+        from benchmarks import real_server
+
+        served = real_server.measure(mode)
+        print("\n" + real_server.report(served))
+        doc["real_server"] = real_server.as_dict(served)
+    _write(json.dumps(doc, indent=2), args.json)
     return 0
 
 

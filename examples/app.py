@@ -2,19 +2,33 @@
 
 The backend is in memory, or the one `TRAFFIK_BACKEND_URL` names (`redis://localhost:6379/0`,
 `memcached://localhost:11211`, ...). No throttle below names a backend: they all use the app's,
-which the lifespan opens at startup and closes at shutdown.
+which the lifespan opens at startup and closes at shutdown. With prometheus-client installed
+(`pip install "traffik-core[prometheus]"`), every decision is counted while the app runs and
+`GET /metrics` serves the counts.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import ModuleType
+from typing import Optional
 
-from fastapi import APIRouter, Depends, FastAPI, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, FastAPI, Request, Response, WebSocket, WebSocketDisconnect
 
 from traffik import HTTPThrottle, InMemoryBackend, WebSocketThrottle, is_throttled
 from traffik.backends import ThrottleBackend, from_url
 from traffik.fastapi import document_rate_limits, throttled
 from traffik.middleware import MiddlewareThrottle, ThrottleMiddleware
+
+metrics: Optional[ModuleType]
+try:
+    import prometheus_client
+
+    from traffik.metrics import prometheus as metrics
+except ImportError:  # the demo runs without it, and serves no /metrics
+    metrics = None
 
 
 def backend_from_environment() -> ThrottleBackend:
@@ -36,19 +50,43 @@ site_throttle = HTTPThrottle("site", rate="100/min")
 connect_throttle = WebSocketThrottle("ws-connect", rate="10/min")
 message_throttle = WebSocketThrottle("ws-messages", rate="5/10s")
 
-app = document_rate_limits(FastAPI(title="Traffik demo", lifespan=backend.lifespan))
 
-# A site-wide limit before routing, with the health check and the docs left out.
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Open the backend, and count decisions for Prometheus while the app runs."""
+    if metrics is not None:
+        metrics.install()
+    try:
+        async with backend.lifespan(app):
+            yield
+    finally:
+        if metrics is not None:
+            metrics.uninstall()
+
+
+app = document_rate_limits(FastAPI(title="Traffik demo", lifespan=lifespan))
+
+# A site-wide limit before routing, with the health check, the docs and the metrics left out.
 app.add_middleware(
     ThrottleMiddleware,
     middleware_throttles=[MiddlewareThrottle(site_throttle, path="/**")],
-    exempt=["/health", "/docs", "/openapi.json"],
+    exempt=["/health", "/docs", "/openapi.json", "/metrics"],
 )
 
 
 @app.get("/health")
 async def health() -> dict[str, str]:
     return {"status": "ok"}
+
+
+if metrics is not None:
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        """Prometheus' text format, from prometheus-client's default registry."""
+        return Response(
+            prometheus_client.generate_latest(), media_type=prometheus_client.CONTENT_TYPE_LATEST
+        )
 
 
 @app.get("/items")

@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # starts a benchmark process (5 s)
 def test_benchmark_command_runs(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     result = subprocess.run(
@@ -30,3 +33,22 @@ def test_benchmark_command_runs(tmp_path: Path) -> None:
     assert {"no limiter", "no-op dependency", "FixedWindow", "GCRA"} <= variants
     assert len(doc["bytes_per_key"]) == 8
     assert doc["checks"]
+
+
+@pytest.mark.slow  # starts a server process (4 s)
+def test_real_server_benchmark_runs(tmp_path: Path) -> None:
+    pytest.importorskip("uvicorn")
+    out = tmp_path / "served.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--real-server", "--smoke", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "FixedWindow / no limiter" in result.stdout
+    doc = json.loads(out.read_text(encoding="utf-8"))["real_server"]
+    assert set(doc["median_per_second"]) == {"no limiter", "FixedWindow (memory)"}
+    assert all(set(run["statuses"]) == {"200"} and run["requests"] for run in doc["runs"])

@@ -114,7 +114,7 @@ IDENTITY_CASES = [
         PROXY,
         [("X-Forwarded-For", "[2001:db8::1]:4711")],
         ProxyHeaders.X_FORWARDED_FOR,
-        "2001:db8::1",
+        "2001:db8::/64",  # an IPv6 client is its /64 (traffik.identity.set_ipv6_prefix)
     ),
     (
         "Forwarded when chosen, walked right to left",

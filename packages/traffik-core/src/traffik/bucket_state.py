@@ -178,6 +178,8 @@ class BucketState:
         key, backend, ctx = bucket
         rates = await self._rates_of(client, ctx)
         removed = [await backend.delete(item.key) for item in self.items(key, rates, 1, backend)]
+        if backend.refusals is not None:
+            backend.refusals.forget(key)
         return any(removed)
 
     async def refund(
@@ -205,6 +207,8 @@ class BucketState:
             cost = self.cost if self._cost_fn is None else await self._cost_for(client, ctx)
         if cost:
             await backend.refund_all(self.items(key, rates, cost, backend))
+            if backend.refusals is not None:  # the budget moved back: ask the store again
+                backend.refusals.forget(key)
 
     async def check(
         self,

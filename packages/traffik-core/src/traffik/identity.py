@@ -9,6 +9,12 @@ untrusted address is the client. A hop that cannot be parsed ends the walk: the 
 then identified by the nearest trusted hop, never by anything further left, which the client
 may have written. Headers are read up to `MAX_HOPS` hops and `MAX_HEADER_BYTES` bytes, so a
 huge header costs no more than a normal one.
+
+IPv4 clients are counted by address, IPv6 clients by network: an ISP hands each customer a
+whole /64 (or more), so a client can draw a fresh address per request from it. The default
+prefix is 64 (`set_ipv6_prefix` changes it for the process, `ipv6_prefix=` for one
+identifier). IPv4-mapped IPv6 addresses count as IPv4; loopback and link-local addresses count
+whole, since every host on a link has the same link-local prefix (`grouped_address`).
 """
 
 from __future__ import annotations
@@ -21,15 +27,21 @@ from typing import Any, Callable, Optional, Union
 
 from traffik.config import ANONYMOUS_IDENTIFIER
 from traffik.exceptions import ConfigurationError
+from traffik.keyparts import client_part
 
 __all__ = [
     "ANONYMOUS_IDENTIFIER",
+    "DEFAULT_IPV6_PREFIX",
     "MAX_HEADER_BYTES",
     "MAX_HOPS",
     "ProxyHeaders",
     "default_identifier",
+    "get_ipv6_prefix",
     "get_remote_address",
+    "grouped_address",
+    "peer_part",
     "remote_address",
+    "set_ipv6_prefix",
 ]
 
 
@@ -39,8 +51,79 @@ MAX_HOPS = 32
 MAX_HEADER_BYTES = 4096
 """At most this many bytes of a header are read, from the right."""
 
+DEFAULT_IPV6_PREFIX = 64
+"""IPv6 clients are counted per /64 unless `set_ipv6_prefix` says otherwise."""
+
 _Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 _Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+_ipv6_prefix = DEFAULT_IPV6_PREFIX
+_PEER_PARTS: dict[str, str] = {}
+_PEER_PARTS_MAX = 4096
+"""Peer key parts remembered, by host text: at most this many, then forgotten."""
+
+
+def _checked_prefix(prefix: Any) -> int:
+    if type(prefix) is not int or not 1 <= prefix <= 128:
+        raise ConfigurationError(
+            f"ipv6_prefix={prefix!r}: give a prefix length, an int from 1 to 128 "
+            "(64, the default, counts each /64 as one client; 128 counts every address)"
+        )
+    return prefix
+
+
+def set_ipv6_prefix(prefix: int) -> None:
+    """Count IPv6 clients per `/prefix` network from now on, in the whole process.
+
+    `set_ipv6_prefix(56)` for an ISP that hands customers a /56; `set_ipv6_prefix(128)` keys
+    every address apart. Applies to the default identity and to the identifiers of this
+    module that were given no `ipv6_prefix=`. Raises `ConfigurationError` unless `prefix` is
+    an int from 1 to 128.
+    """
+    global _ipv6_prefix
+    _ipv6_prefix = _checked_prefix(prefix)
+    _PEER_PARTS.clear()
+
+
+def get_ipv6_prefix() -> int:
+    """The prefix length IPv6 clients are counted by (`set_ipv6_prefix`; 64 by default)."""
+    return _ipv6_prefix
+
+
+def _group(address: ipaddress.IPv6Address, prefix: int) -> str:
+    mapped = address.ipv4_mapped
+    if mapped is not None:
+        return str(mapped)
+    if prefix == 128 or address.is_loopback or address.is_link_local:
+        return str(address)
+    shift = 128 - prefix
+    return f"{ipaddress.IPv6Address(int(address) >> shift << shift)}/{prefix}"
+
+
+def grouped_address(host: str, ipv6_prefix: Optional[int] = None) -> str:
+    """The text a client at `host` is counted as: an IPv4 address as given; an IPv6 address
+    as its network (`2001:db8:1:2::/64`), or as IPv4 when it maps one (`::ffff:1.2.3.4`), or
+    whole for loopback, link-local and `ipv6_prefix=128`; anything else (a test client's
+    `testclient`, a unix socket path) as given. `ipv6_prefix` defaults to `get_ipv6_prefix()`."""
+    prefix = _ipv6_prefix if ipv6_prefix is None else _checked_prefix(ipv6_prefix)
+    if ":" not in host:
+        return host
+    try:
+        address = ipaddress.IPv6Address(host)
+    except ValueError:
+        return host
+    return _group(address, prefix)
+
+
+def peer_part(host: str) -> str:
+    """The key part of a socket peer: `client_part(grouped_address(host))`, remembered per
+    host, so a returning client costs one dict lookup."""
+    part = _PEER_PARTS.get(host)
+    if part is None:
+        if len(_PEER_PARTS) >= _PEER_PARTS_MAX:
+            _PEER_PARTS.clear()
+        part = _PEER_PARTS[host] = client_part(grouped_address(host))
+    return part
 
 
 class ProxyHeaders(enum.IntFlag):
@@ -170,25 +253,32 @@ def get_remote_address(
     *,
     trusted_proxies: Optional[Iterable[str]] = None,
     proxy_headers: ProxyHeaders = ProxyHeaders.X_FORWARDED_FOR,
+    ipv6_prefix: Optional[int] = None,
 ) -> Optional[str]:
     """The client's address: the socket peer, or, when the peer is one of `trusted_proxies`,
-    the address the one header `proxy_headers` names gives (see the module docstring).
-    None when the server gives no peer."""
+    the address the one header `proxy_headers` names gives (see the module docstring), as
+    `grouped_address` counts it (an IPv6 client by its /`ipv6_prefix` network). None when the
+    server gives no peer."""
     scope = connection.scope if hasattr(connection, "scope") else connection
     header = _one_header(proxy_headers)
+    prefix = None if ipv6_prefix is None else _checked_prefix(ipv6_prefix)
     networks = _networks(tuple(str(p) for p in trusted_proxies)) if trusted_proxies else ()
-    return _identify(scope, networks, header)
+    address = _identify(scope, networks, header)
+    return None if address is None else grouped_address(address, prefix)
 
 
 async def default_identifier(connection: Any) -> str:
-    """The peer address, or `"__anonymous__"` when the server gives none."""
+    """The peer address as `grouped_address` counts it, or `"__anonymous__"` when the server
+    gives none."""
     client = connection.scope.get("client")
-    return client[0] if client else ANONYMOUS_IDENTIFIER
+    return grouped_address(client[0]) if client else ANONYMOUS_IDENTIFIER
 
 
 def remote_address(
     trusted_proxies: Iterable[str],
     proxy_headers: ProxyHeaders = ProxyHeaders.X_FORWARDED_FOR,
+    *,
+    ipv6_prefix: Optional[int] = None,
 ) -> Callable[[Any], str]:
     """An identifier that reads the one header `proxy_headers` names, from `trusted_proxies` only.
 
@@ -196,11 +286,15 @@ def remote_address(
     (`proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for`); use
     `ProxyHeaders.FORWARDED` when your proxy writes RFC 7239 `Forwarded` instead, or
     `X_REAL_IP`/`CF_CONNECTING_IP`/`TRUE_CLIENT_IP` for a proxy that sets that one header.
+    IPv6 clients count per /`ipv6_prefix` network (`get_ipv6_prefix()`, 64, when not given;
+    128 counts every address apart).
     """
     networks = _networks(tuple(str(p) for p in trusted_proxies))
     header = _one_header(proxy_headers)
+    prefix = None if ipv6_prefix is None else _checked_prefix(ipv6_prefix)
 
     def identify(connection: Any) -> str:
-        return _identify(connection.scope, networks, header) or ANONYMOUS_IDENTIFIER
+        address = _identify(connection.scope, networks, header)
+        return ANONYMOUS_IDENTIFIER if address is None else grouped_address(address, prefix)
 
     return identify

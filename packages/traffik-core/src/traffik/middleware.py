@@ -75,7 +75,8 @@ class MiddlewareThrottle:
     `predicate` `(connection)` or `(connection, context)`, sync or async. `exempt` lists
     paths, `Rule`s or `Bypass`es whose connections this throttle skips even when its own rule
     matches. `cost`, `context` and `skip_handler` override the throttle's own; `context` wins
-    over the middleware's, which wins over the throttle's. A predicate that raises is logged
+    over the middleware's, which wins over the throttle's. `shadow` (None: the throttle's
+    own) makes this rule only watch: see `traffik.events`. A predicate that raises is logged
     and counted as matching (the throttle applies); an exemption whose predicate raises does
     not exempt. `await middleware_throttle(connection)` is `hit`, so it also serves as a
     FastAPI dependency, with the throttle's signature.
@@ -97,6 +98,7 @@ class MiddlewareThrottle:
         skip_handler: Optional[bool] = None,
         *,
         exempt: Iterable[Exemption] = (),
+        shadow: Optional[bool] = None,
     ) -> None:
         if not isinstance(throttle, Throttle):
             raise TypeError(
@@ -114,6 +116,7 @@ class MiddlewareThrottle:
         self.cost = cost
         self.context: dict[str, Any] = dict(context or {})
         self.skip_handler = skip_handler
+        self.shadow = shadow
         self.route = _PatternRoute(path)
         self.__signature__ = throttle.__signature__
 
@@ -157,6 +160,7 @@ class MiddlewareThrottle:
             context=merged,
             skip_handler=skip_handler if skip_handler is not None else self.skip_handler,
             response=response,
+            shadow=self.shadow,
         )
 
     __call__ = hit
@@ -331,7 +335,9 @@ class ThrottleMiddleware:
             if not await throttle.applies(scoped, merged):
                 continue
             skip = self.skip_handler if self.skip_handler is not None else throttle.skip_handler
-            entries.append(Entry(throttle.throttle, scoped, throttle.cost, merged, skip))
+            entries.append(
+                Entry(throttle.throttle, scoped, throttle.cost, merged, skip, throttle.shadow)
+            )
         if len(entries) == 1:
             await entries[0].hit(sink)
         elif entries:

@@ -102,6 +102,21 @@ class HeaderPlan:
                 headers.append((name, self._each(names, decision, wait_ms)))
         return headers
 
+    def admitted(self, decision: Decision) -> list[tuple[bytes, bytes]]:
+        """`raw(decision)` for an admitted decision, the hot path's: the common case (one
+        rate, whole units left) formatted without the general checks."""
+        if self._names is not None:
+            return self.raw(decision)
+        remaining: Any = decision.remaining  # (an int from every built-in strategy)
+        if not isinstance(remaining, int) or remaining < 0:
+            return self.raw(decision)
+        headers = self._static.copy()
+        reset = decision.reset_ms
+        pair = (remaining, int(-(-reset // 1000)) if reset > 0 else 0)
+        for name, fmt, index in self._formatted:
+            headers.append((name, fmt % (pair if index is None else pair[index])))
+        return headers
+
     @staticmethod
     def _each(names: list[bytes], decision: Decision, wait_ms: Optional[float]) -> bytes:
         """`RateLimit` for several rates: each policy's remaining units and time."""

@@ -18,7 +18,7 @@ from traffik.rates import UNLIMITED, Rate, RatesLike, parse_rates
 from traffik.response_headers import HeaderPlan
 from traffik.rules import RuleGate, sort_rules
 from traffik.strategies import DEFAULT_STRATEGY, StateStrategy
-from traffik.strategies.steps import is_counter
+from traffik.strategies.steps import in_place_kind, is_counter
 
 if TYPE_CHECKING:
     from traffik.registry import ThrottleRegistry
@@ -88,6 +88,7 @@ class ThrottleSettings:
             raise ConfigurationError(f"{self._owner()}: strategy={strategy!r} is not callable")
         self.strategy = strategy
         self._strategy_decide = getattr(strategy, "decide", None)
+        self._settle_static()
 
     def _set_cost(self, cost: Union[int, Callable[..., Any]]) -> None:
         if callable(cost):
@@ -108,6 +109,15 @@ class ThrottleSettings:
             and self.cost > 0
             and getattr(self, "identifier", True) is None
         )
+        # A static throttle of one rate whose strategy a backend can run in place
+        # (`InMemoryBackend.decide_now`); its keys are remembered per peer and route.
+        self._in_place = (
+            in_place_kind(self.strategy)
+            if rates is not None and self._static and len(rates) == 1
+            else 0
+        )
+        self._suffix = getattr(self.strategy, "suffix", "")
+        self._keys: dict[tuple[Any, ...], tuple[Any, str]] = {}
 
     def _set_rate(self, rate: Union[RatesLike, Callable[..., Any]]) -> None:
         rate_fn: Optional[Callable[..., Any]] = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
+from time import perf_counter
 from typing import Any, Callable, ClassVar, Optional, Union
 
 from starlette.requests import HTTPConnection, Request
@@ -25,8 +26,19 @@ from traffik.error_handlers import (
     decision_from_wait,
     recover,
 )
+from traffik.events import (
+    ALLOWED,
+    ERROR,
+    REFUSED,
+    SHADOW_REFUSED,
+    DecisionEvent,
+    notify,
+)
+from traffik.events import _observers as _observers
 from traffik.exceptions import ConfigurationError
+from traffik.identity import peer_part
 from traffik.keyparts import ANONYMOUS_PART, client_part, escape
+from traffik.logs import QuietLog
 from traffik.outcomes import CHARGES_KEY, Outcome
 from traffik.rates import Rate
 from traffik.registry import GLOBAL_REGISTRY, ThrottleRegistry
@@ -59,7 +71,11 @@ __all__ = [
 
 
 logger = logging.getLogger("traffik")
+_shadow_log = QuietLog(logger, interval=1.0)
+"""Would-be refusals of shadow throttles: one line per client and throttle per second."""
 _POSITIONAL = inspect.Parameter.POSITIONAL_OR_KEYWORD
+KEY_CACHE_SIZE = 16384
+"""Keys a throttle remembers per (peer, route) before forgetting them all (`_prepared`)."""
 _KEYWORD = inspect.Parameter.KEYWORD_ONLY
 
 
@@ -133,6 +149,8 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
         skip_handler: bool = False,
         per_route: bool = True,
         charge_when: Optional[Callable[[Outcome], bool]] = None,
+        shadow: Optional[bool] = None,
+        on_decision: Optional[Callable[[DecisionEvent], Any]] = None,
     ) -> None:
         if not isinstance(uid, str) or not uid:
             raise ConfigurationError(
@@ -151,6 +169,13 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
         self._set_callable("handle_throttled", handle_throttled)
         self._set_callable("charge_when", charge_when)
         self.on_error = check_on_error(on_error, self._owner())
+        self.shadow = None if shadow is None else bool(shadow)
+        if on_decision is not None and not callable(on_decision):
+            raise ConfigurationError(
+                f"{self._owner()}: on_decision={on_decision!r} must be a callable taking a "
+                "traffik.events.DecisionEvent, or None"
+            )
+        self.on_decision = on_decision
         self._set_min_wait_period(min_wait_period)
         if registry is not None and not isinstance(registry, ThrottleRegistry):
             raise ConfigurationError(
@@ -208,13 +233,15 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
         context: Optional[Mapping[str, Any]] = None,
         skip_handler: Optional[bool] = None,
         response: Optional[Response] = None,
+        shadow: Optional[bool] = None,
     ) -> Any:
         """Count one hit; throttled connections go to the handler (429 by default).
 
         Returns the connection, so the throttle works as a FastAPI dependency. With
         `response` (FastAPI injects it), allowed responses get the throttle's headers. The
         rules come first: a connection they let through is returned untouched, before the
-        rate, the cost, the identifier or the backend are looked at.
+        rate, the cost, the identifier or the backend are looked at. `shadow` overrides the
+        throttle's own setting for this hit.
         """
         if self._disabled:
             return connection
@@ -226,23 +253,124 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
         prepared: Optional[tuple[tuple[Rate, ...], int, str]] = None
         rates: Optional[tuple[Rate, ...]]
         key: Optional[str]
+        watched = self.on_decision is not None or _observers
+        started = perf_counter() if watched else None
+        failure: Optional[Exception] = None
         try:
-            prepared = self._prepared(connection, ctx, cost, backend) or await self._prepare(
-                connection, ctx, cost, backend
-            )
-            if prepared is None:
-                return connection
-            rates, charged, key = prepared
-            decision = await self._step(key, rates, charged, backend)
+            prepared = self._prepared(connection, ctx, cost, backend)
+            decision: Optional[Decision] = None
+            if prepared is not None:
+                rates, charged, key = prepared
+                decide_now = backend.decide_now if self._in_place else None
+                if decide_now is not None:  # in place: no coroutine (InMemoryBackend)
+                    decision = decide_now(
+                        backend._prefix + key + self._suffix,
+                        self.strategy,
+                        rates[0],
+                        charged,
+                        self._in_place,
+                    )
+            else:
+                prepared = await self._prepare(connection, ctx, cost, backend)
+                if prepared is None:
+                    return connection
+                rates, charged, key = prepared
+            if decision is None:
+                refusals = backend.refusals
+                if refusals is None:
+                    decision = await self._step(key, rates, charged, backend)
+                else:  # a client refused a moment ago is refused again without the store
+                    decision = refusals.check(key, rates, charged, backend.now_ms())
+                    if decision is None:
+                        decision = await self._step(key, rates, charged, backend)
+                        if not decision.allowed:
+                            refusals.remember(key, rates, charged, decision, backend.now_ms())
         except ConfigurationError as exc:
             logger.error("%r is misconfigured: %s", self, exc)
             raise
         except Exception as exc:
+            failure = exc
             decision, rates, key = await recover(
                 self, exc, connection, ctx, cost, backend, prepared
             )
+        if (
+            watched
+            or not decision.allowed
+            or shadow is not None
+            or self.shadow is not None
+            or backend.defaults.shadow
+        ):
+            return await self._settle(
+                connection,
+                decision,
+                rates,
+                key,
+                ctx,
+                backend,
+                skip_handler,
+                response,
+                cost,
+                started,
+                failure,
+                shadow,
+            )
+        self._admitted(connection, decision, rates, key, ctx, response, cost)
+        return connection
+
+    async def _settle(
+        self,
+        connection: Any,
+        decision: Decision,
+        rates: Optional[tuple[Rate, ...]],
+        key: Optional[str],
+        ctx: Mapping[str, Any],
+        backend: ThrottleBackend,
+        skip_handler: Optional[bool],
+        response: Optional[Response],
+        cost: Optional[int],
+        started: Optional[float],
+        failure: Optional[Exception],
+        shadow: Optional[bool],
+    ) -> Any:
+        """Answer a decision off the hot path: a refusal (enforced, or only recorded by a
+        shadow throttle) and, when observers are set, the decision's event."""
+        if shadow is None:
+            shadow = self.shadow if self.shadow is not None else backend.defaults.shadow
+        outcome = ALLOWED if decision.allowed else (SHADOW_REFUSED if shadow else REFUSED)
+        if failure is not None:
+            outcome = ERROR
+        if started is not None:
+            refused = getattr(decision, "refused", None)
+            event = DecisionEvent(
+                self,
+                connection,
+                key,
+                rates,
+                rates[refused or 0] if rates else None,
+                outcome,
+                decision.wait_ms,
+                decision.remaining,
+                backend,
+                perf_counter() - started,
+                failure,
+            )
+            notify(event, self.on_decision)
         if decision.allowed:
-            self._admitted(connection, decision, rates, key, ctx, response, cost)
+            self._admitted(
+                connection, decision, rates, key, ctx, None if shadow else response, cost
+            )
+            return connection
+        if shadow:
+            _shadow_log.log(
+                logging.INFO,
+                (self.uid, key),
+                "shadow throttle %r would refuse %s: rate %s, wait %d ms",
+                self.uid,
+                key,
+                rates[getattr(decision, "refused", None) or 0] if rates else None,
+                decision.wait_ms,
+            )
+            self._admitted(connection, decision, rates, key, ctx, None, cost)
             return connection
         return await self._throttled(connection, decision, rates, key, ctx, skip_handler, backend)
 
@@ -257,13 +385,37 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
         skip_handler: Optional[bool] = None,
         response: Optional[Response] = None,
         cost: Optional[int] = None,
+        started: Optional[float] = None,
+        shadow: Optional[bool] = None,
     ) -> Any:
         """Act on `decision` as `hit` does: an admitted one marks the connection and writes
-        the headers on `response`; a refused one goes to the handler."""
-        if decision.allowed:
+        the headers on `response`; a refused one goes to the handler (or, for a shadow
+        throttle, is only recorded). `started` is the `perf_counter()` the decision began at,
+        for the observers' event."""
+        watched = self.on_decision is not None or _observers
+        if (
+            decision.allowed
+            and not watched
+            and shadow is None
+            and self.shadow is None
+            and not backend.defaults.shadow
+        ):
             self._admitted(connection, decision, rates, key, ctx, response, cost)
             return connection
-        return await self._throttled(connection, decision, rates, key, ctx, skip_handler, backend)
+        return await self._settle(
+            connection,
+            decision,
+            rates,
+            key,
+            ctx,
+            backend,
+            skip_handler,
+            response,
+            cost,
+            (perf_counter() if started is None else started) if watched else None,
+            None,
+            shadow,
+        )
 
     def _admitted(
         self,
@@ -288,7 +440,7 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
             outcomes.note_charge(state, self, cost, ctx)
         if response is not None and self.headers is not None and rates is not None:
             plan = self._plan or self._plan_for(rates)
-            response.raw_headers.extend(plan.raw(decision))
+            response.raw_headers.extend(plan.admitted(decision))
             if plan.dynamic:
                 plan.write_dynamic(response, decision, connection, key, ctx)
 
@@ -314,9 +466,38 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
         (fixed rates and cost, the peer as the client); None otherwise."""
         if not self._static or cost is not None or backend.defaults.identifier is not None:
             return None
-        client = connection.scope.get("client")
-        part = client_part(client[0]) if client else ANONYMOUS_PART
+        scope = connection.scope
+        client = scope.get("client")
+        host = client[0] if client else None
+        route = scope.get("route")
+        if (route is not None or not self._per_route) and "scope" not in ctx:
+            # The key is a function of these alone: remembered per throttle (`_keys`).
+            seen = (
+                host,
+                id(route),
+                scope.get("method"),
+                scope.get("root_path"),
+                scope.get("app_root_path"),
+            )
+            known = self._keys.get(seen)
+            if known is None or known[0] is not route:  # (a route gone, its id reused)
+                return self._rates, self.cost, self._remember_key(seen, connection, host, ctx)
+            return self._rates, self.cost, known[1]
+        part = peer_part(host) if host is not None else ANONYMOUS_PART
         return self._rates, self.cost, self._key(connection, part, ctx)
+
+    def _remember_key(
+        self, seen: tuple[Any, ...], connection: Any, host: Optional[str], ctx: Mapping[str, Any]
+    ) -> str:
+        """The key for a peer and route met for the first time, remembered (at most
+        `KEY_CACHE_SIZE` of them: then they are forgotten all at once)."""
+        keys = self._keys
+        if len(keys) >= KEY_CACHE_SIZE:
+            keys.clear()
+        part = peer_part(host) if host is not None else ANONYMOUS_PART
+        key = self._key(connection, part, ctx)
+        keys[seen] = (connection.scope.get("route"), key)
+        return key
 
     async def _prepare(
         self,
@@ -341,7 +522,7 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
             return None
         if self.identifier is None and backend.defaults.identifier is None:
             client = connection.scope.get("client")
-            part = client_part(client[0]) if client else ANONYMOUS_PART
+            part = peer_part(client[0]) if client else ANONYMOUS_PART
         else:
             ident = await self._identity(connection, backend, connection.scope)
             if ident is EXEMPTED:
@@ -351,8 +532,18 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
 
     def _key(self, connection: Any, client: str, ctx: Mapping[str, Any]) -> str:
         """The key of `connection`'s bucket for a client part (`compose_key`)."""
-        route = self._route_of(connection.scope) if self.per_route else None
+        route = self._route_of(connection.scope) if self._per_route else None
         return self.compose_key(client, route, ctx)
+
+    @property
+    def per_route(self) -> bool:
+        """Whether a client's budget is per route (method and path template)."""
+        return self._per_route
+
+    @per_route.setter
+    def per_route(self, value: bool) -> None:
+        self._per_route = bool(value)
+        self._keys: dict[tuple[Any, ...], tuple[Any, str]] = {}
 
     def _step(
         self, key: str, rates: tuple[Rate, ...], cost: int, backend: ThrottleBackend

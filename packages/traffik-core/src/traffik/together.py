@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, Optional
 
 from traffik.config import THROTTLED_STATE_KEY
@@ -35,9 +36,9 @@ logger = logging.getLogger("traffik")
 
 class Entry:
     """One throttle to hit: on `connection` (the middleware gives each its own view of the
-    scope), with `cost` (None: its own), the call's `context` and `skip_handler`."""
+    scope), with `cost` (None: its own), the call's `context`, `skip_handler` and `shadow` (None: the throttle's own)."""
 
-    __slots__ = ("connection", "context", "cost", "skip_handler", "throttle")
+    __slots__ = ("connection", "context", "cost", "shadow", "skip_handler", "throttle")
 
     def __init__(
         self,
@@ -46,12 +47,14 @@ class Entry:
         cost: Optional[int] = None,
         context: Optional[Mapping[str, Any]] = None,
         skip_handler: Optional[bool] = None,
+        shadow: Optional[bool] = None,
     ) -> None:
         self.throttle = throttle
         self.connection = connection
         self.cost = cost
         self.context: Mapping[str, Any] = context or {}
         self.skip_handler = skip_handler
+        self.shadow = shadow
 
     async def hit(self, response: Optional[Response]) -> None:
         await self.throttle.hit(
@@ -60,6 +63,7 @@ class Entry:
             context=self.context,
             skip_handler=self.skip_handler,
             response=response,
+            shadow=self.shadow,
         )
 
 
@@ -138,6 +142,7 @@ async def _as_one(
             for entry, rates, cost, key in prepared
             for item in entry.throttle.items(key, rates, cost, backend)
         ]
+        started = perf_counter()
         decision = await backend.evaluate_all(items) if items else None
     except ConfigurationError:
         raise
@@ -166,6 +171,8 @@ async def _as_one(
             entry.skip_handler,
             response,
             entry.cost,
+            started,
+            entry.shadow,
         )
         if not decision.allowed:
             return

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, Optional, TypeVar
 
 from traffik.backends.context import BackendContext, TaskContexts, get_throttle_backend
 from traffik.backends.defaults import BackendDefaults
@@ -15,6 +16,7 @@ from traffik.backends.steps import LockedSteps
 from traffik.clock import Clock, millis, system_clock
 from traffik.exceptions import BackendConnectionError, ConfigurationError
 from traffik.keyparts import escape
+from traffik.refusals import RefusedClients
 
 if TYPE_CHECKING:
     from traffik.backends.health import StoreCircuit
@@ -104,6 +106,12 @@ class ThrottleBackend(LockedSteps, Generic[ConnT, HTTPConnT]):
 
     default_namespace: ClassVar[str] = "traffik"
     circuits: tuple[StoreCircuit, ...] = ()
+    caches_refusals: ClassVar[bool] = False
+    """Whether the backend remembers refused clients by default (`traffik.refusals`): True
+    for stores outside the process, where it saves round trips."""
+    decide_now: ClassVar[Optional[Callable[..., Any]]] = None
+    """A backend that can decide in place, without a coroutine, defines it as a method
+    (`InMemoryBackend.decide_now`); throttles then call it on their hot path."""
 
     def __init__(
         self,
@@ -125,6 +133,10 @@ class ThrottleBackend(LockedSteps, Generic[ConnT, HTTPConnT]):
         self.persistent = persistent
         self.fail_fast = bool(fail_fast)
         self.defaults = BackendDefaults.build(type(self).__name__, defaults)
+        cache = self.defaults.cache_refusals
+        self.refusals: RefusedClients | None = (
+            RefusedClients() if (self.caches_refusals if cache is None else cache) else None
+        )
         self.clock = clock or system_clock
         self._prefix = escape(namespace) + ":"
         self._status = _NEW
@@ -195,6 +207,8 @@ class ThrottleBackend(LockedSteps, Generic[ConnT, HTTPConnT]):
         if self._status == _CLOSED:
             return
         self._status = _CLOSED
+        if self.refusals is not None:
+            self.refusals.forget()
         for circuit in self.circuits:
             circuit.stop()
         await self._close()
@@ -315,6 +329,20 @@ class ThrottleBackend(LockedSteps, Generic[ConnT, HTTPConnT]):
             f"{type(self).__name__} cannot list its keys; name a client and throttle exactly, "
             "or use a backend that can (memory, redis, sqlite)"
         )
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        clear = cls.__dict__.get("clear")
+        if clear is not None and not getattr(clear, "forgets_refusals", False):
+            # Whatever a backend's clear() does, the refusals it remembers go with it.
+            @functools.wraps(clear)
+            async def clear_and_forget(self: ThrottleBackend) -> None:
+                if self.refusals is not None:
+                    self.refusals.forget()
+                await clear(self)
+
+            clear_and_forget.forgets_refusals = True  # type: ignore[attr-defined]
+            cls.clear = clear_and_forget  # type: ignore[method-assign]
 
     async def clear(self) -> None:
         """Delete every key of this namespace, and nothing else."""

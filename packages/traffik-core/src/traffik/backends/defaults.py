@@ -18,15 +18,22 @@ __all__ = ["BackendDefaults"]
 
 
 class BackendDefaults:
-    """A backend's `identifier`, `handle_throttled`, `on_error` and lock defaults."""
+    """A backend's `identifier`, `handle_throttled`, `on_error` and lock defaults.
+
+    `shadow=True` makes every throttle on the backend that sets no `shadow` of its own a shadow
+    throttle (it decides and counts, and never refuses: one switch for a whole app).
+    `cache_refusals` turns the backend's memory of refused clients on or off
+    (`traffik.refusals`; None: on for stores outside the process)."""
 
     __slots__ = (
+        "cache_refusals",
         "handle_throttled",
         "identifier",
         "lock_blocking",
         "lock_blocking_timeout",
         "lock_ttl",
         "on_error",
+        "shadow",
     )
 
     NAMES = frozenset(__slots__)
@@ -41,6 +48,8 @@ class BackendDefaults:
         lock_ttl: Optional[float] = None,
         lock_blocking: Optional[bool] = None,
         lock_blocking_timeout: Optional[float] = None,
+        shadow: bool = False,
+        cache_refusals: Optional[bool] = None,
     ) -> None:
         for name, value in (("identifier", identifier), ("handle_throttled", handle_throttled)):
             if value is not None and not callable(value):
@@ -48,6 +57,8 @@ class BackendDefaults:
         self.identifier = identifier
         self.handle_throttled = handle_throttled
         self.on_error = check_on_error(on_error, owner)
+        self.shadow = bool(shadow)
+        self.cache_refusals = cache_refusals
         self.lock_ttl = get_lock_ttl() if lock_ttl is None else lock_ttl
         self.lock_blocking = get_lock_blocking() if lock_blocking is None else lock_blocking
         self.lock_blocking_timeout = (

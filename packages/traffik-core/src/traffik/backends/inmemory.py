@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING, Any
 from traffik.backends.base import ThrottleBackend, window_count
 from traffik.backends.capacity import Capacity, entry_size
 from traffik.backends.locks import LocalLock, LocalLockTable
+from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
 from traffik.strategies.fixed_window import counter_decision
 from traffik.strategies.state import decode_state, encode_state
-from traffik.strategies.steps import charged, combine, is_counter
+from traffik.strategies.steps import IN_PLACE_COUNTER, IN_PLACE_STATE, charged, combine, is_counter
 
 if TYPE_CHECKING:
     from traffik.clock import Clock
-    from traffik.decision import Decision
     from traffik.rates import Rate
     from traffik.strategies.base import StateStrategy
     from traffik.strategies.steps import Item
@@ -264,6 +264,59 @@ class InMemoryBackend(ThrottleBackend):
             self._insert(key, [state, now + ttl_ms], now)
         else:
             entry[0], entry[1] = state, now + ttl_ms
+
+    def decide_now(
+        self, key: str, strategy: Any, rate: Rate, cost: int, kind: int
+    ) -> Decision | None:
+        """One decision of a built-in strategy on its namespaced `key`, made in place.
+
+        The throttle's hot path: the same step as `strategy.decide` (a `FixedWindow` counter
+        or a state transition), without a coroutine. Returns None when it cannot be made
+        here: the backend is not ready, or a test replaced `increment_with_ttl` or
+        `evaluate` on this instance (`unittest.mock.patch.object`); the caller then awaits
+        `strategy.decide`, which goes through them. The rate and cost were checked when the
+        throttle was built (a limited rate, a cost the strategy can admit).
+        """
+        own = self.__dict__
+        if self._status != _READY or "increment_with_ttl" in own or "evaluate" in own:
+            return None
+        now = self.now_ms()
+        if kind == IN_PLACE_COUNTER:
+            entry = self._data.get(key)
+            if (
+                entry is not None
+                and type(entry[0]) is int
+                and entry[1] is not None
+                and entry[1] > now
+            ):
+                count = entry[0] = entry[0] + cost
+            else:
+                entry = self._add(key, cost, rate.expire, now)
+                count = entry[0]
+            left = entry[1] - now
+            limit = rate.limit
+            if count > limit:
+                return Decision(False, left, 0, left, limit)
+            return Decision(True, 0, limit - count, left, limit)
+        if kind == IN_PLACE_STATE:  # `_live`, `_state` and `_save`, inlined
+            entry = self._data.get(key)
+            state = None
+            if entry is not None:
+                if entry[1] is not None and entry[1] <= now:
+                    self._remove(key)
+                    entry = None
+                else:
+                    state = entry[0]
+                    if type(state) is not list:
+                        state = decode_state(state)
+            decision, new_state, ttl_ms = strategy.transition(state, now, rate, cost)
+            if new_state is not None:
+                if entry is None:
+                    self._insert(key, [new_state, now + ttl_ms], now)
+                else:
+                    entry[0], entry[1] = new_state, now + ttl_ms
+            return decision
+        return None
 
     async def evaluate(
         self, key: str, strategy: StateStrategy, rate: Rate, cost: int, *, commit: bool = True

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
-from traffik.strategies.base import Refund, StateStrategy, Transition, ceil_div
+from traffik.strategies.base import Refund, StateStrategy, Transition
 
 if TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
@@ -95,21 +95,21 @@ class GCRA(StateStrategy):
         backlog = self._backlog(state, now, rate)
         after = backlog + cost * interval
         if after <= span:
-            reset = ceil_div(after, limit)
+            reset = -(-after // limit)
             tat_ms, tat_rest = divmod(after, limit)
             return (
                 Decision(True, 0, (span - after) // interval, reset, limit),
                 [now + tat_ms, tat_rest],
                 max(reset, 1),
             )
-        wait = ceil_div(after - span, limit)
+        wait = -(-(after - span) // limit)
         remaining = max((span - backlog) // interval, 0)
-        return Decision(False, wait, remaining, ceil_div(backlog, limit), limit), None, 0
+        return Decision(False, wait, remaining, -(-backlog // limit), limit), None, 0
 
     def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
         backlog = max(self._backlog(state, now, rate) - cost * rate.expire, 0)
         tat_ms, tat_rest = divmod(backlog, rate.limit)
-        return [now + tat_ms, tat_rest], max(ceil_div(backlog, rate.limit), 1)
+        return [now + tat_ms, tat_rest], max(-(-backlog // rate.limit), 1)
 
 
 GCRAStrategy = GCRA

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar, Optional
 
 from traffik.decision import Decision
-from traffik.strategies.base import Refund, StateStrategy, Transition, ceil_div
+from traffik.strategies.base import Refund, StateStrategy, Transition
 
 if TYPE_CHECKING:
     from traffik.rates import Rate
@@ -24,11 +24,9 @@ def _admit(level: int, rate: Rate, cost: int) -> tuple[bool, Decision]:
     top, add = limit * period, cost * period
     if level + add <= top:
         level += add
-        return True, Decision(True, 0, (top - level) // period, ceil_div(level, limit), limit)
-    wait = ceil_div(level + add - top, limit)
-    return False, Decision(
-        False, wait, max(top - level, 0) // period, ceil_div(level, limit), limit
-    )
+        return True, Decision(True, 0, (top - level) // period, -(-level // limit), limit)
+    wait = -(-(level + add - top) // limit)
+    return False, Decision(False, wait, max(top - level, 0) // period, -(-level // limit), limit)
 
 
 class LeakyBucket(StateStrategy):
@@ -49,7 +47,7 @@ class LeakyBucket(StateStrategy):
         if state is None or len(state) != 2:
             return 0
         level, elapsed = state[0], max(now - state[1], 0)
-        return 0 if elapsed >= ceil_div(level, rate.limit) else level - elapsed * rate.limit
+        return 0 if elapsed >= -(-level // rate.limit) else level - elapsed * rate.limit
 
     def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
         level = self._level(state, now, rate)
@@ -60,7 +58,7 @@ class LeakyBucket(StateStrategy):
 
     def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
         level = max(self._level(state, now, rate) - cost * rate.expire, 0)
-        return [level, now], max(ceil_div(level, rate.limit), 1)
+        return [level, now], max(-(-level // rate.limit), 1)
 
 
 class LeakyBucketWithQueue(StateStrategy):
@@ -111,7 +109,7 @@ class LeakyBucketWithQueue(StateStrategy):
             back -= taken
             if not queue[-1]:
                 del queue[-2:]
-        return [now, *queue], max(ceil_div(sum(queue[1::2]), rate.limit), 1)
+        return [now, *queue], max(-(-(sum(queue[1::2])) // rate.limit), 1)
 
 
 LeakyBucketStrategy = LeakyBucket

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar, Optional
 
 from traffik.decision import Decision
-from traffik.strategies.base import Refund, StateStrategy, Transition, ceil_div
+from traffik.strategies.base import Refund, StateStrategy, Transition
 
 if TYPE_CHECKING:
     from traffik.rates import Rate
@@ -60,12 +60,12 @@ class SlidingWindowCounter(StateStrategy):
             )
         # In this window, `t` ms from now: previous * (left - t) + (current + cost) * period <= top.
         excess = weighted + cost * period - top
-        if current + cost <= limit and previous > 0 and ceil_div(excess, previous) < left:
-            wait = ceil_div(excess, previous)
+        if current + cost <= limit and previous > 0 and -(-excess // previous) < left:
+            wait = -(-excess // previous)
         else:
             # From the next window on, `s` ms into it: current * (period - s) + cost * period <= top.
             over = (current + cost - limit) * period
-            wait = left + (max(ceil_div(over, current), 0) if current > 0 else 0)
+            wait = left + (max(-(-over // current), 0) if current > 0 else 0)
         reset = left + period if current > 0 else (left if previous > 0 else 0)
         remaining = max(top - weighted, 0) // period
         return Decision(False, wait, remaining, reset, limit), None, 0

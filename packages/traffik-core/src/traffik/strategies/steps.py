@@ -24,7 +24,18 @@ if TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
     from traffik.rates import Rate
 
-__all__ = ["Combined", "Item", "charged", "combine", "is_counter", "items", "rate_suffix"]
+__all__ = [
+    "IN_PLACE_COUNTER",
+    "IN_PLACE_STATE",
+    "Combined",
+    "Item",
+    "charged",
+    "combine",
+    "in_place_kind",
+    "is_counter",
+    "items",
+    "rate_suffix",
+]
 
 
 class Item:
@@ -108,6 +119,31 @@ def _left(decision: Decision) -> float:
 def _fewest(parts: Sequence[Decision]) -> Optional[float]:
     known = [part.remaining for part in parts if part.remaining is not None]
     return min(known) if known else None
+
+
+IN_PLACE_COUNTER = 1
+"""`in_place_kind`: a window counter (`FixedWindow`), decided by `increment_with_ttl`."""
+IN_PLACE_STATE = 2
+"""`in_place_kind`: a state strategy whose `decide` is `StateStrategy.decide` (a transition)."""
+
+
+def in_place_kind(strategy: Any) -> int:
+    """How a backend that can decide in place (`InMemoryBackend.decide_now`) runs `strategy`:
+    `IN_PLACE_COUNTER`, `IN_PLACE_STATE`, or 0 when only its own `decide` will do (a strategy
+    that overrides it, one that is not built in)."""
+    from traffik.strategies.base import StateStrategy
+    from traffik.strategies.fixed_window import FixedWindow
+
+    decide = getattr(type(strategy), "decide", None)
+    if decide is FixedWindow.decide and is_counter(strategy):
+        return IN_PLACE_COUNTER
+    if (
+        decide is StateStrategy.decide
+        and isinstance(strategy, StateStrategy)
+        and getattr(strategy, "bind", None) is None
+    ):
+        return IN_PLACE_STATE
+    return 0
 
 
 def is_counter(strategy: Any) -> bool:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, ClassVar, Optional
 
 from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
-from traffik.strategies.base import Refund, StateStrategy, Transition, ceil_div
+from traffik.strategies.base import Refund, StateStrategy, Transition
 
 if TYPE_CHECKING:
     from traffik.rates import Rate
@@ -62,7 +62,7 @@ class TokenBucket(StateStrategy):
         if state is None or len(state) != 2:
             return full
         tokens, elapsed = state[0], max(now - state[1], 0)
-        if elapsed >= ceil_div(full - tokens, rate.limit):
+        if elapsed >= -(-(full - tokens) // rate.limit):
             return full
         return tokens + elapsed * rate.limit
 
@@ -73,18 +73,18 @@ class TokenBucket(StateStrategy):
         need = cost * period
         if tokens - need >= floor:
             tokens -= need
-            full_in = ceil_div(full - tokens, refill)
+            full_in = -(-(full - tokens) // refill)
             remaining = (tokens - floor) // period
             return Decision(True, 0, remaining, full_in, rate.limit), [tokens, now], max(full_in, 1)
-        wait = ceil_div(need - tokens + floor, refill)
+        wait = -(-(need - tokens + floor) // refill)
         remaining = max((tokens - floor) // period, 0)
-        reset = ceil_div(full - tokens, refill)
+        reset = -(-(full - tokens) // refill)
         return Decision(False, wait, remaining, reset, rate.limit), None, 0
 
     def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
         full = self._bucket(rate) * rate.expire
         tokens = min(full, self._tokens(state, now, rate) + cost * rate.expire)
-        return [tokens, now], max(ceil_div(full - tokens, rate.limit), 1)
+        return [tokens, now], max(-(-(full - tokens) // rate.limit), 1)
 
 
 class TokenBucketWithDebt(TokenBucket):

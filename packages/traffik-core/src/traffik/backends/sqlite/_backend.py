@@ -75,6 +75,7 @@ class SQLiteBackend(ThrottleBackend):
     """
 
     default_namespace = "sqlite"
+    caches_refusals = True
 
     def __init__(
         self,

@@ -137,6 +137,7 @@ class RedisBackend(ScriptSteps, ThrottleBackend):
     """
 
     default_namespace = "redis"
+    caches_refusals = True
 
     def __init__(
         self,

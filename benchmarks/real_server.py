@@ -1,0 +1,387 @@
+"""`python -m benchmarks --real-server`: requests per second of one uvicorn worker, with and without a throttle.
+
+The same FastAPI endpoint as the ASGI benchmark (`benchmarks.apps`) is served by one uvicorn
+worker (uvloop and httptools when installed, as `uvicorn[standard]` has them; no access log)
+on a free loopback port, in two variants: no limiter, and behind an in-memory `FixedWindow`
+`HTTPThrottle` whose limit nobody reaches (rate-limit headers on, the default). The load
+generator (`benchmarks.http_load`) runs in this process: `CONNECTIONS` keep-alive HTTP/1.1
+connections, one request in flight each, for a fixed time after a warm-up. Runs alternate
+between the variants (A B B A ...), so drift on the machine falls on both. Nothing is pinned
+to a CPU: on a small shared machine a pinned server waits for whatever else runs on its core
+while another core idles. Reported: the median requests per second of each variant and their
+ratio (the target is at least `TARGET`), the same ratio over runs side by side, and the CPU
+each request cost the server and the load generator (the latter must stay well below the
+former for the figure to measure the server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any, Optional
+
+from fastapi import FastAPI
+
+from benchmarks.apps import dependency_app
+from benchmarks.http_load import REQUEST, KeepAliveLoad, installed, new_loop
+from traffik import HTTPThrottle, InMemoryBackend
+
+__all__ = [
+    "REAL_SERVER_MODES",
+    "ServedRun",
+    "as_dict",
+    "as_json",
+    "measure",
+    "report",
+    "throttled_app",
+]
+
+CONNECTIONS = 8
+TARGET = 0.9
+NOISY = 0.15
+"""Runs spread wider than this (interquartile range over median) get a warning in the report."""
+HUGE_RATE = "1000000000/min"
+_ROOT = Path(__file__).resolve().parents[1]
+_VARIANTS = {
+    "no limiter": "benchmarks.apps:plain_app",
+    "FixedWindow (memory)": "benchmarks.real_server:throttled_app",
+}
+_READY_SECONDS = 20.0
+_DRAIN_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class RealServerMode:
+    """Seconds of warm-up and of counting per run, and runs per variant."""
+
+    warmup: float
+    seconds: float
+    runs: int
+
+
+REAL_SERVER_MODES = {
+    "full": RealServerMode(0.5, 2.0, 25),
+    "quick": RealServerMode(0.3, 1.0, 9),
+    "smoke": RealServerMode(0.2, 0.5, 1),
+}
+"""Short runs, many of them: a run and the other variant's next one are close in time, so
+a neighbour's burst of CPU lands on both."""
+
+
+def throttled_app() -> FastAPI:
+    """The endpoint behind a FixedWindow throttle in memory that never refuses (uvicorn factory)."""
+    throttle = HTTPThrottle("real-server", rate=HUGE_RATE, backend=InMemoryBackend())
+    return dependency_app(throttle)
+
+
+@dataclass
+class LoadRun:
+    """One run of the load generator against one variant."""
+
+    variant: str
+    requests: int
+    seconds: float
+    statuses: dict[int, int]
+    server_cpu_us: Optional[float]
+    """Server CPU time per counted request, from /proc; None elsewhere."""
+    client_cpu_us: float
+    """This process's CPU time per counted request: the load generator's cost."""
+
+    @property
+    def per_second(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+@dataclass
+class ServedRun:
+    """Every run of a `--real-server` measurement, and how it was set up."""
+
+    mode: str
+    meta: dict[str, Any]
+    runs: list[LoadRun] = field(default_factory=list)
+
+    def of(self, variant: str) -> list[LoadRun]:
+        return [run for run in self.runs if run.variant == variant]
+
+    def median(self, variant: str) -> float:
+        return statistics.median(run.per_second for run in self.of(variant))
+
+    @property
+    def ratio(self) -> float:
+        """Median requests per second throttled over median without a limiter."""
+        base, limited = (self.median(name) for name in _VARIANTS)
+        return limited / base if base else 0.0
+
+    @property
+    def paired_ratio(self) -> float:
+        """The median, over runs next to each other in time, of throttled over unlimited."""
+        base_name, _ = _VARIANTS
+        ratios = []
+        for first, second in zip(self.runs[::2], self.runs[1::2]):
+            base, limited = (first, second) if first.variant == base_name else (second, first)
+            if base.per_second:
+                ratios.append(limited.per_second / base.per_second)
+        return statistics.median(ratios) if ratios else 0.0
+
+    def spread(self, variant: str) -> Optional[float]:
+        """The interquartile range of the runs' requests per second, over their median."""
+        rates = [run.per_second for run in self.of(variant)]
+        if len(rates) < 4 or not statistics.median(rates):
+            return None
+        low, _, high = statistics.quantiles(rates, n=4)
+        return (high - low) / statistics.median(rates)
+
+    def server_cpu_us(self, variant: str) -> Optional[float]:
+        known = [run.server_cpu_us for run in self.of(variant) if run.server_cpu_us is not None]
+        return statistics.median(known) if known else None
+
+
+# -- the server --------------------------------------------------------------------------
+
+
+def _server_options() -> list[str]:
+    loop = "uvloop" if installed("uvloop") else "asyncio"
+    http = "httptools" if installed("httptools") else "h11"
+    return ["--loop", loop, "--http", http]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class _Server:
+    """One uvicorn worker serving `app` (a factory path) on a free loopback port."""
+
+    def __init__(self, app: str) -> None:
+        self.app = app
+        self.port = 0
+        self.process: Optional[subprocess.Popen[bytes]] = None
+        self._log: Optional[IO[bytes]] = None
+
+    def start(self) -> None:
+        for _ in range(3):  # another process may take the free port first
+            self.port = _free_port()
+            self._log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by `stop`)
+            command = [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                self.app,
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+                *_server_options(),
+            ]
+            self.process = subprocess.Popen(
+                command, cwd=_ROOT, stdout=self._log, stderr=subprocess.STDOUT
+            )
+            if self._ready():
+                return
+            self.stop()
+        raise RuntimeError(f"uvicorn serving {self.app} did not start: {self._tail()}")
+
+    def _ready(self) -> bool:
+        assert self.process is not None
+        deadline = time.monotonic() + _READY_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                return False
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                    sock.sendall(REQUEST)
+                    if sock.recv(16).startswith(b"HTTP/1.1 200"):
+                        return True
+            except OSError:
+                time.sleep(0.05)
+        return False
+
+    def _tail(self) -> str:
+        if self._log is None:
+            return "no output"
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace").strip()[-500:] or "no output"
+
+    def cpu_seconds(self) -> Optional[float]:
+        """CPU time the server's threads have run so far, to the nanosecond (Linux's
+        schedstat); None where there is no /proc."""
+        if self.process is None:
+            return None
+        total = 0
+        try:
+            for task in Path(f"/proc/{self.process.pid}/task").iterdir():
+                total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        return total / 1e9
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+async def _drive(server: _Server, variant: str, mode: RealServerMode, connections: int) -> LoadRun:
+    load = KeepAliveLoad(server.port, connections)
+    await load.open()
+    try:
+        await asyncio.sleep(mode.warmup)
+        server_cpu, client_cpu = server.cpu_seconds(), time.process_time()
+        started = time.perf_counter()
+        load.counting = True
+        await asyncio.sleep(mode.seconds)
+        load.counting = False
+        seconds = time.perf_counter() - started
+        server_after, client_after = server.cpu_seconds(), time.process_time()
+    finally:
+        await load.close(_DRAIN_SECONDS)
+    per = max(load.requests, 1)
+    server_us = (
+        None
+        if server_cpu is None or server_after is None
+        else (server_after - server_cpu) / per * 1e6
+    )
+    return LoadRun(
+        variant,
+        load.requests,
+        seconds,
+        dict(load.statuses),
+        server_us,
+        (client_after - client_cpu) / per * 1e6,
+    )
+
+
+def measure(mode: str, connections: int = CONNECTIONS) -> ServedRun:
+    """Both variants served and loaded in turn (A B B A ...), `REAL_SERVER_MODES[mode]` long."""
+    settings = REAL_SERVER_MODES[mode]
+    import uvicorn
+
+    served = ServedRun(
+        mode,
+        {
+            "uvicorn": uvicorn.__version__,
+            "server_options": " ".join(_server_options()),
+            "connections": connections,
+            "warmup_s": settings.warmup,
+            "seconds": settings.seconds,
+            "runs_per_variant": settings.runs,
+            "cpus": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "target_ratio": TARGET,
+        },
+    )
+    servers = {variant: _Server(app) for variant, app in _VARIANTS.items()}
+    loop = new_loop()
+    try:
+        for server in servers.values():
+            server.start()
+        names = list(_VARIANTS)
+        for index in range(settings.runs):
+            for variant in names if index % 2 == 0 else names[::-1]:
+                run = _drive(servers[variant], variant, settings, connections)
+                served.runs.append(loop.run_until_complete(run))
+    finally:
+        loop.close()
+        for server in servers.values():
+            server.stop()
+    return served
+
+
+# -- the report ----------------------------------------------------------------------------
+
+
+def _cpu(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{value:.0f}"
+
+
+def report(served: ServedRun) -> str:
+    """The Markdown section: one row per variant, then the ratio against the target."""
+    meta = served.meta
+    lines = [
+        "### One uvicorn worker over loopback HTTP",
+        "",
+        f"uvicorn {meta['uvicorn']} ({meta['server_options']}, one worker, no access log); "
+        f"{meta['connections']} keep-alive connections, one request in flight each; "
+        f"{meta['seconds']:g} s counted per run after {meta['warmup_s']:g} s of warm-up, "
+        f"{meta['runs_per_variant']} runs per variant, interleaved; {meta['cpus']} CPUs shared "
+        "by the server and the load generator.",
+        "",
+        "| app | median req/s | runs (req/s) | server CPU µs/req | load generator CPU µs/req "
+        "| statuses |",
+        "|---|---:|---|---:|---:|---|",
+    ]
+    for variant in _VARIANTS:
+        runs = served.of(variant)
+        statuses: Counter[int] = Counter()
+        for run in runs:
+            statuses.update(run.statuses)
+        lines.append(
+            f"| {variant} | {served.median(variant):,.0f} "
+            f"| {', '.join(f'{run.per_second:,.0f}' for run in runs)} "
+            f"| {_cpu(served.server_cpu_us(variant))} "
+            f"| {_cpu(statistics.median(run.client_cpu_us for run in runs))} "
+            f"| {', '.join(f'{code}: {n}' for code, n in sorted(statuses.items()))} |"
+        )
+    verdict = "met" if served.ratio >= TARGET else "NOT met"
+    base_cpu, limited_cpu = (served.server_cpu_us(variant) for variant in _VARIANTS)
+    lines += [
+        "",
+        f"FixedWindow / no limiter: **{served.ratio:.3f}** of the requests per second, "
+        f"median of each (target ≥ {TARGET}: {verdict}); {served.paired_ratio:.3f} as the "
+        "median of runs side by side in time.",
+    ]
+    if base_cpu and limited_cpu:
+        lines.append(
+            f"Server CPU per request: {limited_cpu - base_cpu:+.0f} µs with the throttle, so "
+            f"one core at 100 % would serve {base_cpu / limited_cpu:.3f} as many requests."
+        )
+    spreads = [spread for spread in map(served.spread, _VARIANTS) if spread is not None]
+    if spreads and max(spreads) > NOISY:
+        lines.append(
+            f"The runs of one variant spread by up to {max(spreads):.0%} of their median "
+            "(interquartile range): something else wants these CPUs, and the requests per "
+            "second follow its load; the CPU per request is the steadier figure."
+        )
+    return "\n".join(lines)
+
+
+def as_dict(served: ServedRun) -> dict[str, Any]:
+    """Everything measured, JSON-ready."""
+    return {
+        "mode": served.mode,
+        "meta": served.meta,
+        "median_per_second": {variant: served.median(variant) for variant in _VARIANTS},
+        "ratio": served.ratio,
+        "paired_ratio": served.paired_ratio,
+        "server_cpu_us": {variant: served.server_cpu_us(variant) for variant in _VARIANTS},
+        "spread": {variant: served.spread(variant) for variant in _VARIANTS},
+        "target_met": served.ratio >= TARGET,
+        "runs": [{**asdict(run), "per_second": run.per_second} for run in served.runs],
+    }
+
+
+def as_json(served: ServedRun) -> str:
+    return json.dumps({"real_server": as_dict(served)}, indent=2)

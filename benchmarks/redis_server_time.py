@@ -1,0 +1,147 @@
+"""Redis script server time per strategy: `cmdstat_evalsha` usec_per_call, against FixedWindow's.
+
+Each strategy makes `calls` decisions on one key through `RedisBackend` (allowed, at the rates
+of the benchmark's one-key workload), and the server's own accounting of `EVALSHA`
+(`INFO commandstats`: calls and total usec) is read before and after, so the figure is the
+script's time inside Redis alone, with no client or network time. Deltas are used instead of
+`CONFIG RESETSTAT`, which would also clear the statistics of anyone sharing the server. A
+trivial script (`return 1`) is measured the same way, as the floor of any script.
+
+`python -m benchmarks` prints it after the Redis figures (`report`); `python -m
+benchmarks.redis_server_time [--quick]` prints the table on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from dataclasses import asdict, dataclass
+from typing import Any, Optional
+
+from benchmarks import servers
+from benchmarks.workloads import WORKLOADS
+from traffik.rates import Rate
+from traffik.strategies import ADVANCED_STRATEGIES, BUILTIN_STRATEGIES, Strategy
+
+__all__ = ["TARGET", "ServerTime", "markdown", "report", "server_times"]
+
+TARGET = 2.0
+"""Issue 16: every script's server time at most 2x the FixedWindow script's."""
+_BASELINE = "FixedWindow"
+_TRIVIAL = "return 1 (a trivial script)"
+_ONE_KEY = WORKLOADS[0]
+_ADVANCED_RATE = "100000/h"
+_ROUNDS = 3
+"""Rounds per strategy, interleaved; the fewest usec_per_call counts (the least disturbed)."""
+_CALLS = {"full": 2000, "quick": 500, "smoke": 20}
+
+
+@dataclass
+class ServerTime:
+    """One strategy's script time on the server, and its ratio to FixedWindow's."""
+
+    strategy: str
+    rate: str
+    calls: int
+    usec_per_call: float
+    ratio: Optional[float]
+    target: Optional[float]
+    met: Optional[bool]
+
+
+async def _evalsha_usec(stats: Any) -> tuple[int, float]:
+    """`EVALSHA` calls and total usec so far (`INFO commandstats`)."""
+    found = (await stats.info("commandstats")).get("cmdstat_evalsha", {})
+    return int(found.get("calls", 0)), float(found.get("usec", 0))
+
+
+async def _per_call(stats: Any, work: Any, calls: int) -> float:
+    before_calls, before_usec = await _evalsha_usec(stats)
+    for _ in range(calls):
+        await work()
+    after_calls, after_usec = await _evalsha_usec(stats)
+    return (after_usec - before_usec) / max(after_calls - before_calls, 1)
+
+
+def _cases() -> list[tuple[str, Strategy, Rate]]:
+    from traffik.backends.redis.native import native
+
+    cases = [
+        (cls.__name__, cls(), Rate.parse(_ONE_KEY.rate_for(cls.__name__)))
+        for cls in BUILTIN_STRATEGIES
+    ]
+    cases += [(cls.__name__, cls(), Rate.parse(_ADVANCED_RATE)) for cls in ADVANCED_STRATEGIES]
+    return [case for case in cases if native(case[1]) is not None]  # TimeOfDay: no script
+
+
+async def server_times(url: str, calls: int = 2000) -> list[ServerTime]:
+    """Each strategy's (and a trivial script's) `EVALSHA` usec_per_call on the Redis at `url`."""
+    from redis.asyncio import Redis
+
+    from traffik.backends.redis import RedisBackend
+
+    stats = Redis.from_url(url)
+    backend = RedisBackend(url, namespace="traffik-bench-server-time")
+    try:
+        trivial = await stats.script_load("return 1")
+        cases = _cases()
+        work = {_TRIVIAL: lambda: stats.evalsha(trivial, 0)}
+        for name, strategy, rate in cases:
+            work[name] = lambda s=strategy, r=rate: s("server-time", r, backend, 1)  # type: ignore[misc]
+        for run in work.values():  # connects, loads the scripts, writes each key once
+            await run()
+        best: dict[str, float] = {}
+        for _ in range(_ROUNDS):
+            for name, run in work.items():
+                usec = await _per_call(stats, run, calls)
+                best[name] = min(best.get(name, usec), usec)
+        rows = [ServerTime(_TRIVIAL, "", calls, best[_TRIVIAL], None, None, None)]
+        base = best[_BASELINE]
+        for name, _, rate in cases:
+            ratio = best[name] / base if base > 0 else None
+            met = None if ratio is None else ratio <= TARGET
+            rows.append(ServerTime(name, str(rate), calls, best[name], ratio, TARGET, met))
+        return rows
+    finally:
+        await backend.reset()
+        await backend.close()
+        await stats.aclose()
+
+
+def markdown(rows: list[ServerTime]) -> str:
+    """The figure as a Markdown table."""
+    lines = [
+        "| strategy | rate | usec_per_call | x FixedWindow | target |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        ratio = "" if row.ratio is None else f"{row.ratio:.2f}"
+        if row.met is False:
+            ratio = f"**{ratio}**"
+        target = "" if row.target is None else f"<= {row.target:g}"
+        lines.append(
+            f"| {row.strategy} | {row.rate} | {row.usec_per_call:.2f} | {ratio} | {target} |"
+        )
+    return "\n".join(lines)
+
+
+def report(mode: str) -> list[dict[str, Any]]:
+    """Print the figure (a Redis started for it, or `$TRAFFIK_REDIS_URL`) and return its rows."""
+    heading = (
+        "### Redis script server time (usec_per_call) per strategy, x FixedWindow, target <= 2"
+    )
+    try:
+        server = servers.start("redis")
+    except servers.ServerUnavailable as exc:
+        print(f"\n{heading}\n\nnot available: {exc}")
+        return []
+    try:
+        rows = asyncio.run(server_times(server.url, _CALLS[mode]))
+    finally:
+        server.stop()
+    print(f"\n{heading}\n\n{markdown(rows)}")
+    return [asdict(row) for row in rows]
+
+
+if __name__ == "__main__":
+    report("quick" if "--quick" in sys.argv else "full")

@@ -1,0 +1,75 @@
+"""`RefusedClients`: a process's memory of the clients its store just refused.
+
+Once the store refuses a key with a wait of `w` ms, another hit on that key (same rates, a
+cost at least as large) inside `w` would be refused too: built-in strategies answer exact
+waits, so nothing the store holds admits it sooner. Remembering the refusal answers such hits
+in the process, without a round trip: under a flood from one client, the store sees one
+request per wait instead of every request.
+
+It can only refuse, never admit, so it never lets through what the store would refuse. What
+it can do is refuse for slightly longer than the store would, when the store's state moves
+back in between: a refund (`charge_when`), or `reset()`/`clear()` run by *another* process (in
+this process they forget every refusal). It is bounded (`max_keys`: past it, the oldest half
+is forgotten) and on by default for stores outside the process (Redis, Memcached, SQLite);
+`InMemoryBackend` does not need it. Turn it off with `cache_refusals=False` on the backend.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from traffik.decision import Decision
+
+__all__ = ["DEFAULT_MAX_KEYS", "RefusedClients"]
+
+DEFAULT_MAX_KEYS = 10_000
+
+
+class RefusedClients:
+    """Keys refused recently, each until its wait ends (module docstring)."""
+
+    __slots__ = ("_until", "max_keys")
+
+    def __init__(self, max_keys: int = DEFAULT_MAX_KEYS) -> None:
+        self.max_keys = max_keys
+        # key -> (refused until, its cost, its rates, the limit, whole again at), in ms
+        self._until: dict[str, tuple[int, int, Any, Any, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._until)
+
+    def check(self, key: str, rates: Any, cost: int, now_ms: int) -> Optional[Decision]:
+        """The refusal still standing for a hit of `cost` on `key` under `rates`, or None
+        (the store must decide)."""
+        entry = self._until.get(key)
+        if entry is None:
+            return None
+        until, refused_cost, refused_rates, limit, whole_at = entry
+        if now_ms >= until:
+            del self._until[key]
+            return None
+        if cost < refused_cost or refused_rates != rates:
+            return None
+        wait = until - now_ms
+        return Decision(False, wait, 0, max(wait, whole_at - now_ms), limit)
+
+    def remember(self, key: str, rates: Any, cost: int, decision: Decision, now_ms: int) -> None:
+        """Note that the store refused `key` with `decision`."""
+        until = self._until
+        if len(until) >= self.max_keys and key not in until:
+            for old in list(until)[: max(len(until) // 2, 1)]:
+                del until[old]
+        until[key] = (
+            now_ms + int(decision.wait_ms),
+            cost,
+            rates,
+            decision.limit,
+            now_ms + int(decision.reset_ms),
+        )
+
+    def forget(self, key: Optional[str] = None) -> None:
+        """Forget `key`'s refusal, or every refusal."""
+        if key is None:
+            self._until.clear()
+        else:
+            self._until.pop(key, None)

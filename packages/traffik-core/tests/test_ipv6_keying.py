@@ -1,0 +1,276 @@
+"""IPv6 clients are counted per network (/64 by default), IPv4 clients per address."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import Depends, FastAPI
+from starlette.requests import Request
+
+from traffik import HTTPThrottle, InMemoryBackend
+from traffik import identity as identity_module
+from traffik.exceptions import ConfigurationError
+from traffik.identity import (
+    DEFAULT_IPV6_PREFIX,
+    ProxyHeaders,
+    default_identifier,
+    get_ipv6_prefix,
+    get_remote_address,
+    grouped_address,
+    peer_part,
+    remote_address,
+    set_ipv6_prefix,
+)
+from traffik.keyparts import client_part
+
+PROXY = "2001:db8:ffff::1"
+TRUSTED = ["2001:db8:ffff::/48", "10.0.0.0/8"]
+
+
+@pytest.fixture(autouse=True)
+def default_prefix() -> Iterator[None]:
+    yield
+    set_ipv6_prefix(DEFAULT_IPV6_PREFIX)
+
+
+def scope_with(peer: str | None, *headers: tuple[str, str]) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "method": "GET",
+        "path": "/",
+        "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers],
+        "client": (peer, 1234) if peer is not None else None,
+    }
+
+
+# -- the key part of a peer ----------------------------------------------------------------
+
+
+def test_two_addresses_in_one_64_share_a_part() -> None:
+    parts = {
+        peer_part(host)
+        for host in ("2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff:ffff:ffff:ffff")
+    }
+    assert parts == {client_part("2001:db8:1:2::/64")}
+    assert ":" not in parts.pop()
+
+
+def test_different_64s_differ() -> None:
+    hosts = ["2001:db8:1:2::1", "2001:db8:1:3::1", "2001:db8:2:2::1", "2001:db9:1:2::1"]
+    assert len({peer_part(host) for host in hosts}) == len(hosts)
+
+
+def test_spellings_of_one_address_share_a_part() -> None:
+    assert peer_part("2001:DB8:0001:0002:0:0:0:1") == peer_part("2001:db8:1:2::1")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "203.0.113.7", "10.0.0.1", "0.0.0.0"])
+def test_ipv4_is_keyed_as_before(host: str) -> None:
+    assert peer_part(host) == client_part(host) == host
+
+
+@pytest.mark.parametrize(
+    ("host", "ipv4"), [("::ffff:203.0.113.7", "203.0.113.7"), ("::ffff:cb00:7107", "203.0.113.7")]
+)
+def test_ipv4_mapped_ipv6_is_keyed_as_ipv4(host: str, ipv4: str) -> None:
+    assert peer_part(host) == peer_part(ipv4) == ipv4
+
+
+@pytest.mark.parametrize(
+    "host", ["testclient", "/run/app.sock", "unix:/run/app.sock", "localhost", "", "not::an:ip"]
+)
+def test_hosts_that_are_not_addresses_are_keyed_as_before(host: str) -> None:
+    assert peer_part(host) == client_part(host)
+    assert grouped_address(host) == host
+
+
+@pytest.mark.parametrize("host", ["::1", "fe80::1", "fe80::2%eth0"])
+def test_loopback_and_link_local_are_keyed_whole(host: str) -> None:
+    # Every host on a link shares fe80::/64, so grouping would merge the whole link.
+    assert grouped_address(host) == host
+    assert peer_part(host) == client_part(host)
+
+
+def test_the_peer_cache_is_bounded() -> None:
+    for n in range(identity_module._PEER_PARTS_MAX + 10):
+        peer_part(f"2001:db8:{n:x}::1")
+    assert len(identity_module._PEER_PARTS) <= identity_module._PEER_PARTS_MAX
+    assert peer_part("2001:db8:7::5") == client_part("2001:db8:7::/64")
+
+
+# -- the prefix -----------------------------------------------------------------------------
+
+
+def test_the_default_prefix_is_64() -> None:
+    assert get_ipv6_prefix() == DEFAULT_IPV6_PREFIX == 64
+    assert grouped_address("2001:db8:1:2:3:4:5:6") == "2001:db8:1:2::/64"
+
+
+def test_set_ipv6_prefix_applies_to_peers_already_seen() -> None:
+    before = peer_part("2001:db8:1:2::1")
+    set_ipv6_prefix(56)
+    assert get_ipv6_prefix() == 56
+    assert peer_part("2001:db8:1:2::1") != before
+    assert peer_part("2001:db8:1:2::1") == peer_part("2001:db8:1:ff::1")
+    assert peer_part("2001:db8:1:100::1") != peer_part("2001:db8:1:2::1")
+    assert grouped_address("2001:db8:1:2::1") == "2001:db8:1::/56"
+
+
+def test_prefix_128_keeps_full_addresses() -> None:
+    assert grouped_address("2001:db8::1", ipv6_prefix=128) == "2001:db8::1"
+    set_ipv6_prefix(128)
+    assert peer_part("2001:db8::1") != peer_part("2001:db8::2")
+    assert peer_part("2001:db8::1") == client_part("2001:db8::1")
+
+
+@pytest.mark.parametrize(
+    ("prefix", "network"),
+    [(1, "::/1"), (48, "2001:db8:1::/48"), (63, "2001:db8:1:2::/63"), (127, "2001:db8:1:2::/127")],
+)
+def test_explicit_prefixes(prefix: int, network: str) -> None:
+    assert grouped_address("2001:db8:1:2::1", ipv6_prefix=prefix) == network
+
+
+@pytest.mark.parametrize("prefix", [0, 129, -64, "64", 64.0, True, None])
+def test_a_prefix_must_be_an_int_from_1_to_128(prefix: Any) -> None:
+    with pytest.raises(ConfigurationError, match="an int from 1 to 128"):
+        set_ipv6_prefix(prefix)
+    assert get_ipv6_prefix() == 64
+    if prefix is not None:
+        with pytest.raises(ConfigurationError, match=r"ipv6_prefix=.*from 1 to 128"):
+            remote_address(TRUSTED, ipv6_prefix=prefix)
+        with pytest.raises(ConfigurationError, match="from 1 to 128"):
+            grouped_address("2001:db8::1", ipv6_prefix=prefix)
+
+
+# -- the identifiers ------------------------------------------------------------------------
+
+
+async def _default_identity(peer: str) -> str:
+    return await default_identifier(Request(scope_with(peer)))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("peer", ["2001:db8:1:2::1", "203.0.113.7", "::ffff:1.2.3.4", "testclient"])
+async def test_default_identifier_keys_as_the_peer_part(peer: str) -> None:
+    assert client_part(await _default_identity(peer)) == peer_part(peer)
+
+
+IPV6_PROXY_CASES = [
+    ("an IPv6 client through an IPv6 proxy", PROXY, "2001:db8:1:2::7", "2001:db8:1:2::/64"),
+    ("an IPv6 client through an IPv4 proxy", "10.0.0.1", "2001:db8:1:2::7", "2001:db8:1:2::/64"),
+    ("a bracketed IPv6 hop with a port", PROXY, "[2001:db8:1:2::7]:443", "2001:db8:1:2::/64"),
+    ("an IPv4 client through an IPv6 proxy", PROXY, "203.0.113.7", "203.0.113.7"),
+    (
+        "trusted IPv6 hops are skipped",
+        PROXY,
+        "2001:db8:1:2::7, 2001:db8:ffff::9",
+        "2001:db8:1:2::/64",
+    ),
+    (
+        "an untrusted IPv6 peer: the header is ignored",
+        "2001:db8:5::1",
+        "203.0.113.7",
+        "2001:db8:5::/64",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "expected"),
+    [case[1:] for case in IPV6_PROXY_CASES],
+    ids=[case[0] for case in IPV6_PROXY_CASES],
+)
+def test_remote_address_groups_ipv6_behind_proxies(
+    peer: str, forwarded: str, expected: str
+) -> None:
+    scope = scope_with(peer, ("X-Forwarded-For", forwarded))
+    assert remote_address(TRUSTED)(Request(scope)) == expected
+    assert get_remote_address(scope, trusted_proxies=TRUSTED) == expected
+
+
+def test_clients_of_one_64_behind_a_proxy_share_an_identity() -> None:
+    identify = remote_address(TRUSTED)
+    seen = {
+        identify(Request(scope_with(PROXY, ("X-Forwarded-For", f"2001:db8:1:2::{n:x}"))))
+        for n in range(1, 50)
+    }
+    assert seen == {"2001:db8:1:2::/64"}
+
+
+def test_remote_address_ipv6_prefix() -> None:
+    scope = scope_with(PROXY, ("Forwarded", 'for="[2001:db8:1:2::7]:80"'))
+    exact = remote_address(TRUSTED, ProxyHeaders.FORWARDED, ipv6_prefix=128)
+    wide = remote_address(TRUSTED, ProxyHeaders.FORWARDED, ipv6_prefix=48)
+    assert exact(Request(scope)) == "2001:db8:1:2::7"
+    assert wide(Request(scope)) == "2001:db8:1::/48"
+    assert get_remote_address(scope, trusted_proxies=TRUSTED, ipv6_prefix=128) == PROXY
+    process_default = remote_address(TRUSTED, ProxyHeaders.FORWARDED)
+    set_ipv6_prefix(56)
+    assert process_default(Request(scope)) == "2001:db8:1::/56"
+
+
+def test_the_trusted_proxy_check_uses_full_addresses() -> None:
+    # The proxy's /64 is trusted only where the operator trusts it, not because of grouping.
+    scope = scope_with("2001:db8:ffff::1", ("X-Forwarded-For", "2001:db8:ffff::2"))
+    assert get_remote_address(scope, trusted_proxies=["2001:db8:ffff::1/128"]) == (
+        "2001:db8:ffff::/64"
+    )
+    assert remote_address(["2001:db8:ffff::1/128"], ipv6_prefix=128)(Request(scope)) == (
+        "2001:db8:ffff::2"
+    )
+
+
+# -- end to end ------------------------------------------------------------------------------
+
+
+def _app(throttle: HTTPThrottle) -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/items", dependencies=[Depends(throttle)])
+    async def items() -> list[int]:
+        return []
+
+    return app
+
+
+async def _status(app: FastAPI, peer: str, headers: dict[str, str] | None = None) -> int:
+    transport = httpx.ASGITransport(app=app, client=(peer, 1234))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        return (await http.get("/items", headers=headers)).status_code
+
+
+@pytest.mark.anyio
+async def test_peers_in_one_64_share_a_bucket() -> None:
+    app = _app(HTTPThrottle("ipv6-e2e", rate="2/min", backend=InMemoryBackend()))
+    codes = [
+        await _status(app, peer)
+        for peer in ("2001:db8::1", "2001:db8::2", "2001:db8::3", "2001:db8:0:1::1")
+    ]
+    assert codes == [200, 200, 429, 200]
+
+
+@pytest.mark.anyio
+async def test_ipv4_and_mapped_ipv4_peers_share_a_bucket() -> None:
+    app = _app(HTTPThrottle("ipv4-e2e", rate="1/min", backend=InMemoryBackend()))
+    codes = [await _status(app, peer) for peer in ("203.0.113.7", "::ffff:203.0.113.7", "1.2.3.4")]
+    assert codes == [200, 429, 200]
+
+
+@pytest.mark.anyio
+async def test_clients_in_one_64_behind_a_proxy_share_a_bucket() -> None:
+    throttle = HTTPThrottle(
+        "ipv6-proxy-e2e",
+        rate="2/min",
+        backend=InMemoryBackend(),
+        identifier=remote_address(TRUSTED),
+    )
+    app = _app(throttle)
+    codes = [
+        await _status(app, PROXY, {"X-Forwarded-For": client})
+        for client in ("2001:db8::1", "2001:db8::2", "2001:db8::3", "2001:db8:0:1::1")
+    ]
+    assert codes == [200, 200, 429, 200]
