@@ -243,6 +243,7 @@ def test_lower_layers_do_not_import_backends(module: str) -> None:
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
 
+@pytest.mark.slow  # one interpreter per entry module (3 s)
 def test_no_import_circle_from_any_entry_module() -> None:
     modules = [
         "traffik.backends.inmemory",
