@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Optional
 
-from benchmarks import metrics_overhead, redis_server_time
+from benchmarks import metrics_overhead, middleware_overhead, redis_server_time
 from benchmarks.report import as_json, markdown
 from benchmarks.runner import run
 from benchmarks.settings import MODES
@@ -94,6 +94,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     doc = as_json(result)
     if "memory" in args.backends:
         doc["metrics_overhead"] = metrics_overhead.report(mode)
+        doc["middleware_overhead"] = middleware_overhead.report(mode)
     if "redis" in args.backends:
         doc["redis_server_time"] = redis_server_time.report(mode)
     if mode == "full":

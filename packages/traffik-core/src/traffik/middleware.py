@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Callable, Optional, Union
 
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
@@ -29,6 +30,7 @@ __all__ = ["SORT_MODES", "MiddlewareThrottle", "ThrottleMiddleware", "glob"]
 Exemption = Union[PathPattern, Rule, Bypass]
 ExceptionHandlerGetter = Callable[[Exception], Optional[Callable[..., Any]]]
 SORT_MODES = ("cheap_first", "cheap_last")
+"""The named orders of `ThrottleMiddleware(sort=...)`: cheapest first, or cheapest last."""
 
 
 def _exemptions(exempt: Iterable[Exemption], owner: str) -> tuple[Bypass, ...]:
@@ -85,6 +87,28 @@ class MiddlewareThrottle:
     place a per-route throttle counts per client, method and this `path` pattern
     (`/api/items/1` and `/api/items/2` share one budget under `path="/api/**"`, so a client
     cannot escape the limit by varying the path; with no `path`, one budget per method).
+
+    Args:
+        throttle: The throttle to apply (an `HTTPThrottle` or a `WebSocketThrottle`).
+        path: The paths it applies to: a regular expression string matched from the start
+            of the path, a `glob(...)` or a compiled pattern; None for every path.
+        methods: One HTTP method or several (ignored for WebSockets); None for every
+            method.
+        predicate: `(connection)` or `(connection, context) -> bool`, sync or async, that
+            must also hold; None for none.
+        cost: The units each hit spends (a whole number >= 0); None for the throttle's.
+        context: Context for the throttle, winning over the middleware's and the
+            throttle's own.
+        skip_handler: Whether a throttled connection reaches the app instead of the
+            throttled handler; None for the throttle's setting.
+        exempt: Paths, `Rule`s or `Bypass`es whose connections this throttle skips.
+        shadow: Whether this rule only watches (decides and counts, never refuses); None
+            for the throttle's own.
+
+    Raises:
+        TypeError: When `throttle` is not a throttle.
+        ConfigurationError: When `cost` is not a whole number >= 0, or the rule or an
+            exemption is invalid.
     """
 
     def __init__(
@@ -118,6 +142,8 @@ class MiddlewareThrottle:
         self.skip_handler = skip_handler
         self.shadow = shadow
         self.route = _PatternRoute(path)
+        # Whether `applies` must do more than match the rule's method and path.
+        self.checks_more = bool(self.exempt) or predicate is not None
         self.__signature__ = throttle.__signature__
 
     def __repr__(self) -> str:
@@ -125,17 +151,34 @@ class MiddlewareThrottle:
 
     @property
     def connection_type(self) -> type[HTTPConnection]:
+        """The connection type the throttle guards (`Request` or `WebSocket`)."""
         return self.throttle.connection_type
 
     async def applies(self, connection: HTTPConnection, context: Mapping[str, Any]) -> bool:
-        """Whether this throttle counts `connection`: its rule matches and no exemption does."""
+        """Whether this throttle counts `connection`: its rule matches and no exemption does.
+
+        Args:
+            connection: The request or websocket.
+            context: The context passed to predicates.
+
+        Returns:
+            True when the throttle applies to `connection`.
+        """
         if not self.rule.matches_scope(connection.scope):
             return False
         return await applies(self._rules, connection, context)
 
     def sort_key(self, mode: str) -> tuple[float, bool]:
         """The order `ThrottleMiddleware(sort=mode)` runs this in: by cost (a cost callable
-        last, as the dearest), then those without a predicate first."""
+        last, as the dearest), then those without a predicate first.
+
+        Args:
+            mode: `"cheap_first"` or `"cheap_last"` (the cost order reversed).
+
+        Returns:
+            The sort key: the cost (negated for `"cheap_last"`), then whether there is a
+            predicate.
+        """
         cost: float = self.cost if self.cost is not None else self.throttle.cost
         if self.cost is None and self.throttle.dynamic_cost:
             cost = math.inf
@@ -150,7 +193,24 @@ class MiddlewareThrottle:
         skip_handler: Optional[bool] = None,
         response: Optional[Response] = None,
     ) -> Any:
-        """Hit the throttle when `applies`; otherwise return `connection` untouched."""
+        """Hit the throttle when `applies`; otherwise return `connection` untouched.
+
+        Args:
+            connection: The request or websocket.
+            cost: The units this hit spends; None for this rule's cost, else the throttle's.
+            context: Context for the hit; this rule's context wins over it.
+            skip_handler: Whether a throttled connection is let through instead of going to
+                the throttled handler; None for this rule's setting.
+            response: The response the rate-limit headers are written to, if any.
+
+        Returns:
+            What the throttle's `hit` returns, or `connection` when the throttle does not
+            apply.
+
+        Raises:
+            Exception: Whatever the throttle's `hit` raises (its throttled handler's
+                exception, say).
+        """
         merged = {**(context or {}), **self.context}
         if not await self.applies(connection, merged):
             return connection
@@ -198,6 +258,20 @@ class _Status:
         await self.send(message)
 
 
+class _HeaderSink:
+    """Where throttles write the headers of an admitted request, for the middleware to add
+    to the response (`raw_headers`, and `headers` for header values resolved per request)."""
+
+    __slots__ = ("raw_headers",)
+
+    def __init__(self) -> None:
+        self.raw_headers: list[tuple[bytes, bytes]] = []
+
+    @property
+    def headers(self) -> MutableHeaders:
+        return MutableHeaders(raw=self.raw_headers)
+
+
 def _with_headers(send: Send, headers: Sequence[tuple[bytes, bytes]]) -> Send:
     async def send_with_headers(message: Message) -> None:
         if message["type"] == "http.response.start":
@@ -240,6 +314,25 @@ class ThrottleMiddleware:
     gets that response as a denial, or a close with code 1008 when the server cannot send
     one. Allowed HTTP responses carry the throttles' rate-limit headers. Any other exception
     (e.g. `on_error="raise"`) propagates to the server error handling, a plain 500.
+
+    Args:
+        app: The ASGI app to guard.
+        middleware_throttles: `MiddlewareThrottle`s, or throttles applied to every
+            connection of their kind.
+        backend: The default backend (a `ThrottleBackend` or a backend URL) for throttles
+            that have none; None for none.
+        context: Context passed to every throttle.
+        skip_handler: Whether throttled requests reach the app (which can check
+            `is_throttled(request)`); None for each throttle's setting.
+        sort: The order the throttles run in: `"cheap_first"`, `"cheap_last"`, None or
+            False for the given order, or a key function called with each item as given.
+        exempt: Paths, `Rule`s or `Bypass`es no throttle applies to.
+        exception_handler_getter: A function `(exc) -> handler or None` consulted before
+            the app's exception handlers for a throttled connection.
+
+    Raises:
+        ConfigurationError: When `backend` is neither a backend nor a URL, `sort` is
+            invalid, or an exemption is invalid.
     """
 
     def __init__(
@@ -291,21 +384,20 @@ class ThrottleMiddleware:
             return
         # Throttles see copies of the scope (with their pattern as the route) sharing its state.
         scope.setdefault("state", {})
-        connection = _connection(scope, receive, send)
-        sink = Response() if scope["type"] == "http" else None
-        start = len(sink.raw_headers) if sink is not None else 0
+        sink: Any = _HeaderSink() if scope["type"] == "http" else None
         try:
-            if not await self._exempted(connection):
+            if not self.exempt or not await self._exempted(_connection(scope, receive, send)):
                 await self._run(throttles, scope, receive, send, sink)
         except Exception as exc:
-            await self._reject(exc, connection, scope, receive, send)
+            await self._reject(exc, _connection(scope, receive, send), scope, receive, send)
             return
-        if sink is not None and len(sink.raw_headers) > start:
-            send = _with_headers(send, sink.raw_headers[start:])
+        if sink is not None and sink.raw_headers:
+            send = _with_headers(send, sink.raw_headers)
         if not scope["state"].get(CHARGES_KEY):
             await self.app(scope, receive, send)
             return
         status = _Status(send)
+        connection = _connection(scope, receive, send)
         try:
             await self.app(scope, receive, status)
         except Exception as exc:
@@ -322,7 +414,7 @@ class ThrottleMiddleware:
         scope: Scope,
         receive: Receive,
         send: Send,
-        sink: Optional[Response],
+        sink: Any,
     ) -> None:
         # Each throttle sees a copy of the scope with its pattern as the route (and this
         # middleware's backend, for throttles that have none), sharing the scope's state;
@@ -330,16 +422,28 @@ class ThrottleMiddleware:
         bound = {} if self.backend is None else {SCOPE_BACKEND_KEY: self.backend}
         entries = []
         for throttle in throttles:
+            if not throttle.rule.matches_scope(scope):  # (a path rule reads the mount's path)
+                continue
             scoped = _connection({**scope, **bound, "route": throttle.route}, receive, send)
-            merged = {**self.context, **throttle.context}
-            if not await throttle.applies(scoped, merged):
+            merged = (
+                {**self.context, **throttle.context} if self.context or throttle.context else None
+            )
+            if throttle.checks_more and not await throttle.applies(scoped, merged or {}):
                 continue
             skip = self.skip_handler if self.skip_handler is not None else throttle.skip_handler
             entries.append(
                 Entry(throttle.throttle, scoped, throttle.cost, merged, skip, throttle.shadow)
             )
         if len(entries) == 1:
-            await entries[0].hit(sink)
+            entry = entries[0]
+            await entry.throttle.hit(
+                entry.connection,
+                cost=entry.cost,
+                context=entry.context or None,
+                skip_handler=entry.skip_handler,
+                response=sink,
+                shadow=entry.shadow,
+            )
         elif entries:
             await hit_together(entries, entries[0].connection, response=sink)
 

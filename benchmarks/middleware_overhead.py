@@ -1,0 +1,126 @@
+"""What `ThrottleMiddleware` adds to a request, against a no-op ASGI middleware (issue 16).
+
+One Starlette app (no FastAPI: no dependency machinery to pay for), timed bare, behind a
+pure ASGI middleware that does nothing, and behind `ThrottleMiddleware` with one
+`MiddlewareThrottle` (in-memory `FixedWindow`, a limit nothing reaches, default headers).
+Blocks are interleaved repetition after repetition and timed in CPU time; the figure is the
+throttle's µs over the no-op middleware within each repetition (target: at most 3 µs).
+
+`python -m benchmarks.middleware_overhead [--quick | --smoke]` prints the table on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import sys
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from benchmarks.asgi import asgi_target, clients
+from benchmarks.settings import MODES, Settings
+from benchmarks.timing import CPU_TIME, Spread, run_block, spread
+from traffik import HTTPThrottle, InMemoryBackend
+from traffik.middleware import MiddlewareThrottle, ThrottleMiddleware
+
+__all__ = ["TARGET_US", "MiddlewareOverhead", "markdown", "measure", "report"]
+
+TARGET_US = 3.0
+_MIN_REPETITIONS = 15
+
+
+@dataclass
+class MiddlewareOverhead:
+    """µs per request (median of block medians, min-max) of each app, and the throttle's
+    µs over the no-op middleware."""
+
+    bare_us: Spread
+    noop_us: Spread
+    throttled_us: Spread
+    overhead_us: Spread
+    target_us: float = TARGET_US
+    met: bool = False
+
+
+def _app(layer: str) -> Any:
+    async def items(request: Any) -> JSONResponse:
+        return JSONResponse({"ok": True})
+
+    app = Starlette(routes=[Route("/items/{item_id}", items)])
+    if layer == "noop":
+
+        class Noop:
+            def __init__(self, inner: Any) -> None:
+                self.inner = inner
+
+            async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+                await self.inner(scope, receive, send)
+
+        app.add_middleware(Noop)
+    elif layer == "throttled":
+        throttle = HTTPThrottle("bench:mw", rate="1000000000/d", backend=InMemoryBackend())
+        app.add_middleware(
+            ThrottleMiddleware, middleware_throttles=[MiddlewareThrottle(throttle, path="/items/")]
+        )
+    return app
+
+
+async def measure(settings: Settings) -> MiddlewareOverhead:
+    targets = [
+        asgi_target(layer, _app(layer), clients(1)) for layer in ("bare", "noop", "throttled")
+    ]
+    repetitions = max(settings.repetitions, _MIN_REPETITIONS) if settings.mode != "smoke" else 1
+    times: dict[str, list[float]] = {t.name: [] for t in targets}
+    for target in targets:
+        await run_block(target, settings.warmup, 1, CPU_TIME)
+    for rep in range(repetitions):
+        order = targets[rep % 3 :] + targets[: rep % 3]
+        for target in order:
+            gc.collect(0)
+            gc.disable()
+            try:
+                block = await run_block(target, settings.requests, 1, CPU_TIME)
+            finally:
+                gc.enable()
+            block.sort()
+            times[target.name].append(block[len(block) // 2] / 1000)
+    overhead = spread([t - n for t, n in zip(times["throttled"], times["noop"])])
+    return MiddlewareOverhead(
+        spread(times["bare"]),
+        spread(times["noop"]),
+        spread(times["throttled"]),
+        overhead,
+        met=overhead["median"] <= TARGET_US,
+    )
+
+
+def _us(value: Spread) -> str:
+    return f"{value['median']:.2f} ({value['min']:.2f}-{value['max']:.2f})"
+
+
+def markdown(row: MiddlewareOverhead) -> str:
+    verdict = "met" if row.met else "**MISSED**"
+    return (
+        "### ThrottleMiddleware over a no-op ASGI middleware (Starlette, in memory, µs per "
+        "request, CPU time)\n\n"
+        "| bare app | no-op middleware | ThrottleMiddleware | overhead | target | |\n"
+        "|---|---|---|---|---|---|\n"
+        f"| {_us(row.bare_us)} | {_us(row.noop_us)} | {_us(row.throttled_us)} "
+        f"| {_us(row.overhead_us)} | <= {row.target_us:g} | {verdict} |"
+    )
+
+
+def report(mode: str) -> dict[str, Any]:
+    """Measure in `mode`, print the table, and return the row for the JSON document."""
+    row = asyncio.run(measure(MODES[mode]))
+    print("\n" + markdown(row))
+    return asdict(row)
+
+
+if __name__ == "__main__":
+    size = "quick" if "--quick" in sys.argv else "smoke" if "--smoke" in sys.argv else "full"
+    report(size)
