@@ -46,7 +46,20 @@ def __getattr__(name: str) -> Any:
 
 
 def check_throttles(throttles: tuple[Any, ...], owner: str) -> type[HTTPConnection]:
-    """Validate the throttles given to a decorator; return the connection type they share."""
+    """Validate the throttles given to a decorator; return the connection type they share.
+
+    Args:
+        throttles: The throttles given to the decorator.
+        owner: The decorator's name, used in error messages.
+
+    Returns:
+        The connection type of the throttles (`Request` or `WebSocket`).
+
+    Raises:
+        ConfigurationError: When no throttle is given, or HTTP and WebSocket throttles are
+            mixed.
+        TypeError: When an item is not a throttle.
+    """
     from traffik.throttles import Throttle
 
     if not throttles:
@@ -81,7 +94,14 @@ def _find_connection(
 
 
 def is_async_callable(obj: Any) -> bool:
-    """Whether calling `obj` gives an awaitable: async functions, partials of them, objects with an async `__call__`."""
+    """Whether calling `obj` gives an awaitable: async functions, partials of them, objects with an async `__call__`.
+
+    Args:
+        obj: The callable to inspect (partials and decorated functions are unwrapped).
+
+    Returns:
+        True when `obj` is an async function, or an object whose `__call__` is one.
+    """
     while isinstance(obj, functools.partial):
         obj = obj.func
     obj = inspect.unwrap(obj)
@@ -108,6 +128,19 @@ def starlette_throttled(*throttles: Throttle, route: Optional[Endpoint] = None) 
     the endpoint raised). Sync endpoints run in the thread pool, as Starlette runs them. For a WebSocket
     endpoint the throttles limit connection attempts; throttle messages with
     `await throttle.hit(websocket)`.
+
+    Args:
+        *throttles: The throttles to apply, all HTTP or all WebSocket throttles.
+        route: The endpoint to decorate at once; None returns the decorator.
+
+    Returns:
+        The decorator, or the decorated endpoint when `route` is given.
+
+    Raises:
+        ConfigurationError: When no throttle is given, or HTTP and WebSocket throttles are
+            mixed.
+        TypeError: When an item of `throttles` is not a throttle, or the decorated object
+            is not callable.
     """
     check_throttles(throttles, "throttled")
 

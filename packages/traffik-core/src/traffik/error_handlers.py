@@ -74,10 +74,23 @@ THROTTLE_ON_ERROR_WAIT_MS = 1000
 """The wait `on_error="throttle"` answers with: one second."""
 
 ON_ERROR_POLICIES = ("throttle", "allow", "raise")
+"""The named `on_error` policies: refuse for a second, admit, or re-raise."""
 
 
 def check_on_error(on_error: Any, owner: str) -> Any:
-    """`on_error` if valid: None, one of `ON_ERROR_POLICIES`, or a handler."""
+    """`on_error` if valid: None, one of `ON_ERROR_POLICIES`, or a handler.
+
+    Args:
+        on_error: The policy to check: None, `"throttle"`, `"allow"`, `"raise"` or a
+            callable handler.
+        owner: Who the policy belongs to, named in the error message.
+
+    Returns:
+        `on_error`, unchanged.
+
+    Raises:
+        ConfigurationError: When `on_error` is none of these.
+    """
     if on_error is None or callable(on_error) or on_error in ON_ERROR_POLICIES:
         return on_error
     raise ConfigurationError(
@@ -90,10 +103,13 @@ class ThrottleExceptionInfo(TypedDict):
     """What a throttle tells its `on_error` handler about a decision that raised."""
 
     exception: Exception
+    """The exception the decision raised."""
     connection: Any
+    """The request or websocket being throttled."""
     key: Optional[str]
     """The client's key (before namespacing), or None: the failure came before it existed."""
     cost: Optional[int]
+    """The units the hit was to spend, None when it was not known yet."""
     rate: Optional[Rate]
     """The rate (with several, the first), None when it was not known yet."""
     rates: Optional[tuple[Rate, ...]]
@@ -101,12 +117,15 @@ class ThrottleExceptionInfo(TypedDict):
     backend: Optional[ThrottleBackend]
     """The backend the decision ran on (None when none could be found)."""
     context: Mapping[str, Any]
+    """The context the throttle was called with."""
     throttle: Any
+    """The throttle whose decision raised."""
     decide: Callable[[Optional[ThrottleBackend]], Awaitable[Decision]]
     """Run the whole decision again (identity included) on a backend, None for the usual one."""
 
 
 ExceptionInfo = ThrottleExceptionInfo
+"""traffik 1.2's name for `ThrottleExceptionInfo`."""
 
 ErrorHandler = Callable[[Any, ThrottleExceptionInfo], Awaitable[Union[float, Decision]]]
 """An `on_error` handler: `async (connection, exc_info) -> wait_ms or Decision` (0 ms allows)."""
@@ -114,7 +133,13 @@ ErrorHandler = Callable[[Any, ThrottleExceptionInfo], Awaitable[Union[float, Dec
 
 class DecidedWait(float):
     """A wait in milliseconds (0.0: allowed), as traffik 1.2's handlers return, that also
-    carries the `Decision` it comes from."""
+    carries the `Decision` it comes from.
+
+    Built as `DecidedWait(decision)`: the float's value is the decision's `wait_ms`.
+
+    Attributes:
+        decision: The decision the wait comes from (its quota left and reset included).
+    """
 
     decision: Decision
 
@@ -137,7 +162,16 @@ _RETRY_BACKOFF = ExponentialBackoff(2.0, max_delay=60.0)
 
 
 def decision_from_wait(wait: Any, limit: int) -> Decision:
-    """A `Decision` from a traffik 1.2 style wait in ms (0 or less: allowed), quota unknown."""
+    """A `Decision` from a traffik 1.2 style wait in ms (0 or less: allowed), quota unknown.
+
+    Args:
+        wait: The wait, in milliseconds (a number, or None for 0); 0 or less allows, and a
+            positive wait is rounded up to whole milliseconds (at least 1).
+        limit: The limit of the rate the decision was made under.
+
+    Returns:
+        The decision, with `remaining` None.
+    """
     wait = float(wait or 0.0)
     if wait <= 0:
         return Decision(True, 0, None, 0, limit)
@@ -146,7 +180,24 @@ def decision_from_wait(wait: Any, limit: int) -> Decision:
 
 
 async def apply_on_error(policy: Any, info: ThrottleExceptionInfo) -> Decision:
-    """The decision `policy` makes for the failure `info` describes (module docstring)."""
+    """The decision `policy` makes for the failure `info` describes (module docstring).
+
+    The failure is logged (once per 10 seconds per throttle, error type and policy) unless
+    the policy is `"raise"`.
+
+    Args:
+        policy: The `on_error` policy: `"throttle"` (or None), `"allow"`, `"raise"` or a
+            handler `(connection, exc_info) -> wait_ms or Decision`, sync or async.
+        info: What the throttle knows about the failure.
+
+    Returns:
+        The decision: refused for `THROTTLE_ON_ERROR_WAIT_MS` milliseconds, allowed, or the
+        handler's (a returned wait in ms becomes a `Decision`).
+
+    Raises:
+        Exception: `info["exception"]` when `policy` is `"raise"`, or whatever the handler
+            raises.
+    """
     exc = info["exception"]
     rate = info["rate"]
     limit = rate.limit if rate is not None else 0
@@ -192,7 +243,21 @@ async def recover(
     """Apply `throttle`'s `on_error` (else `backend`'s) to a decision that raised `exc`;
     `prepared` is how far it got: the rates, cost and key, or None when it failed before the
     key existed. Returns the decision, the rates it was made under and the client's key, as
-    far as known."""
+    far as known.
+
+    Args:
+        throttle: The throttle whose decision raised.
+        exc: The exception raised.
+        connection: The request or websocket being throttled.
+        context: The context the throttle was called with.
+        cost: The units the hit was to spend, None when not known yet.
+        backend: The backend the decision ran on.
+        prepared: The rates, cost and key, or None when the failure came before the key.
+
+    Returns:
+        The decision, the rates it was made under (None when unknown) and the client's key
+        (None when unknown).
+    """
     key = prepared[2] if prepared is not None else None
     rates = prepared[0] if prepared is not None else throttle.static_rates
 
@@ -387,6 +452,27 @@ def fallback(
     processes (`"WEB_CONCURRENCY"`); see `traffik.fallback_share`. With `reconcile` (the
     default), what the fallback admits is charged to the failed store once its circuit
     closes (`traffik.reconcile`).
+
+    Args:
+        backend: The backend the decision runs on after a failure.
+        on: The exception class, or tuple of them, that the fallback handles.
+        fallback_on: traffik 1.2's name for `on`.
+        initialized: None or True: `backend` initialises itself on first use; False: the
+            handler also initialises it whenever it is not initialised.
+        per_process: One process's share of the limits: a number in (0, 1], the name of an
+            environment variable holding the number of processes, or None for the whole
+            limits.
+        reconcile: Whether what the fallback admits is charged to the failed store once its
+            circuit closes.
+
+    Returns:
+        The handler, `async (connection, exc_info) -> DecidedWait`.
+
+    Raises:
+        ConfigurationError: When `backend` is not a `ThrottleBackend`, `on` or
+            `fallback_on` is not an exception class or a non-empty tuple of them, both are
+            given with different values, or `initialized`, `per_process` or `reconcile` is
+            invalid.
     """
     target = _Fallback("fallback", backend, initialized, per_process, reconcile)
     types = _exception_types("fallback", "on", on)
@@ -408,6 +494,7 @@ def fallback(
 
 
 backend_fallback = fallback
+"""traffik 1.2's name for `fallback`."""
 
 
 def retry(
@@ -431,6 +518,22 @@ def retry(
     the failure, as traffik's docs promise. Give `backoff` (see `traffik.backoff`) or
     `backoff_multiplier` (`retry_delay * multiplier ** (n - 1)`), not both. `sleep` is the
     coroutine that waits, replaceable in tests.
+
+    Args:
+        max_retries: The most retries (a whole number >= 0).
+        retry_delay: The base delay before a retry, in seconds (>= 0).
+        backoff_multiplier: The factor between two delays (>= 1): retry `n` waits
+            `retry_delay * backoff_multiplier ** (n - 1)` seconds.
+        backoff: A callable `(attempt, base_delay) -> seconds` giving each delay.
+        retry_on: The exception class, or tuple of them, that is retried.
+        sleep: The coroutine that waits a number of seconds.
+
+    Returns:
+        The handler, `async (connection, exc_info) -> DecidedWait`.
+
+    Raises:
+        ConfigurationError: When an argument is invalid, or both `backoff` and
+            `backoff_multiplier` are given.
     """
     _check_retries("retry", max_retries)
     delay = _check_seconds("retry", "retry_delay", retry_delay, 0)
@@ -488,6 +591,28 @@ def failover(
     owned by this handler; pass one to share or inspect it. A `CircuitOpenError` (the store's
     own circuit is open: it is known to be down) goes to `backend` at once, with no retry and
     nothing recorded on the breaker. `sleep` is the coroutine that waits, replaceable in tests.
+
+    Args:
+        backend: The backend the decision runs on when the retries fail or the breaker
+            refuses.
+        breaker: The circuit breaker in front of the retries; None for a new one.
+        max_retries: The most retries (a whole number >= 0).
+        retry_delay: The base delay before a retry, in seconds (>= 0).
+        backoff: A callable `(attempt, base_delay) -> seconds` giving each delay; None for
+            doubling from `retry_delay` up to a minute.
+        initialized: As in `fallback`: False also initialises `backend` whenever it is not
+            initialised.
+        sleep: The coroutine that waits a number of seconds.
+        per_process: One process's share of the limits on `backend` (as in `fallback`).
+        reconcile: Whether what `backend` admits is charged to the failed store once its
+            circuit closes.
+
+    Returns:
+        The handler, `async (connection, exc_info) -> DecidedWait`.
+
+    Raises:
+        ConfigurationError: When an argument is invalid (`breaker` not a `CircuitBreaker`,
+            say).
     """
     target = _Fallback("failover", backend, initialized, per_process, reconcile)
     _check_retries("failover", max_retries)

@@ -45,13 +45,29 @@ Condition = Union[str, Callable[[Any, "StrategyStat", Optional[Mapping[str, Any]
 
 
 def quoted_name(name: str) -> str:
-    """A policy name as an IETF header's quoted string (unsafe characters as `_`)."""
+    """A policy name as an IETF header's quoted string (unsafe characters as `_`).
+
+    Args:
+        name: The policy name.
+
+    Returns:
+        The name in double quotes, with every character outside printable ASCII, and every
+        `"` and `\\`, replaced by `_`.
+    """
     return f'"{_UNSAFE.sub("_", name)}"'
 
 
 def policy_value(name: str, rate: Rate) -> str:
     """`"name";q=100;w=60`. `w` is given only for a period of whole seconds: the draft counts
-    windows in seconds, and `5/500ms` as a window of one second would advertise half the rate."""
+    windows in seconds, and `5/500ms` as a window of one second would advertise half the rate.
+
+    Args:
+        name: The policy name (quoted with `quoted_name`).
+        rate: The rate: `q` is its limit, `w` its period in seconds.
+
+    Returns:
+        The `RateLimit-Policy` item.
+    """
     window = f";w={rate.expire // 1000}" if rate.expire % 1000 == 0 else ""
     return f"{quoted_name(name)};q={rate.limit}{window}"
 
@@ -86,6 +102,16 @@ class Header:
     last allowed response has it too) or a predicate `(connection, stat, context) -> bool`.
     A resolver returning None leaves the header out. `Header.DISABLE` as a value removes a
     header (an override in `get_headers(headers=...)`, say).
+
+    Args:
+        value: The header's value: a string, or a resolver
+            `(connection, stat, context) -> str or None` (positional only).
+        when: When the header is written: `"always"`, `"throttled"` or a predicate
+            `(connection, stat, context) -> bool`.
+
+    Raises:
+        ConfigurationError: When `value` is neither a string nor callable, or `when` is
+            none of these.
     """
 
     __slots__ = ("_condition", "_value")
@@ -126,10 +152,12 @@ class Header:
 
     @property
     def value(self) -> Union[str, Resolver]:
+        """The string or resolver the header is written from."""
         return self._value
 
     @property
     def condition(self) -> Condition:
+        """When the header is written: `"always"`, `"throttled"` or a predicate."""
         return self._condition
 
     @property
@@ -138,18 +166,39 @@ class Header:
         return isinstance(self._value, str) and self._condition == "always"
 
     def when(self, condition: Condition) -> Header:
-        """A copy with another condition."""
+        """A copy with another condition.
+
+        Args:
+            condition: The copy's condition: `"always"`, `"throttled"` or a predicate
+                `(connection, stat, context) -> bool`.
+
+        Returns:
+            The new `Header`.
+        """
         return Header(self._value, condition)
 
     @property
     def always(self) -> Header:
+        """A copy written on every response."""
         return self.when("always")
 
     @property
     def throttled(self) -> Header:
+        """A copy written only when the client has no units left."""
         return self.when("throttled")
 
     def check(self, connection: Any, stat: StrategyStat, context: Any = None) -> bool:
+        """Whether the header's condition holds for this response.
+
+        Args:
+            connection: The request or websocket.
+            stat: The client's state under the throttle.
+            context: The throttle's context, passed to a predicate.
+
+        Returns:
+            True for `"always"`; for `"throttled"`, whether `stat.hits_remaining <= 0`;
+            else the predicate's answer.
+        """
         condition = self._condition
         if condition == "always":
             return True
@@ -158,34 +207,87 @@ class Header:
         return bool(condition(connection, stat, context))  # type: ignore[operator]
 
     def resolve(self, connection: Any, stat: StrategyStat, context: Any = None) -> Optional[str]:
+        """The header's text for this response.
+
+        Args:
+            connection: The request or websocket.
+            stat: The client's state under the throttle.
+            context: The throttle's context, passed to a resolver.
+
+        Returns:
+            The string value, or the resolver's result (None: leave the header out).
+        """
         value = self._value
         return value if isinstance(value, str) else value(connection, stat, context)
 
     @classmethod
     def LIMIT(cls, *, when: Condition) -> Header:
-        """The rate's limit."""
+        """The rate's limit.
+
+        Args:
+            when: When the header is written: `"always"`, `"throttled"` or a predicate
+                `(connection, stat, context) -> bool`.
+
+        Returns:
+            The `Header`.
+        """
         return cls(_limit, when)
 
     @classmethod
     def REMAINING(cls, *, when: Condition) -> Header:
-        """Units left (`stat.hits_remaining`)."""
+        """Units left (`stat.hits_remaining`).
+
+        Args:
+            when: When the header is written: `"always"`, `"throttled"` or a predicate
+                `(connection, stat, context) -> bool`.
+
+        Returns:
+            The `Header`.
+        """
         return cls(_remaining, when)
 
     @classmethod
     def RESET_MILLISECONDS(cls, *, when: Condition) -> Header:
-        """The wait in milliseconds (`0` when not throttled)."""
+        """The wait in milliseconds (`0` when not throttled).
+
+        Args:
+            when: When the header is written: `"always"`, `"throttled"` or a predicate
+                `(connection, stat, context) -> bool`.
+
+        Returns:
+            The `Header`.
+        """
         return cls(_reset_ms, when)
 
     @classmethod
     def RESET_SECONDS(cls, *, when: Condition) -> Header:
-        """The wait in whole seconds, rounded up (`0` when not throttled)."""
+        """The wait in whole seconds, rounded up (`0` when not throttled).
+
+        Args:
+            when: When the header is written: `"always"`, `"throttled"` or a predicate
+                `(connection, stat, context) -> bool`.
+
+        Returns:
+            The `Header`.
+        """
         return cls(_reset_seconds, when)
 
 
 class RateLimitField:
     """A value of the IETF and legacy presets: `policy`, `ratelimit`, `limit`, `remaining` or
     `reset`, computed from a `StrategyStat` (the policy is named after the throttle, the
-    first part of the stat's key). Throttles encode these ahead of time (`HeaderPlan`)."""
+    first part of the stat's key). Throttles encode these ahead of time (`HeaderPlan`).
+
+    Called as `field(connection, stat, context)`, it returns the value, or None for an
+    unlimited rate. `reset` is in whole seconds, rounded up.
+
+    Args:
+        kind: Which value: `"policy"`, `"ratelimit"`, `"limit"`, `"remaining"` or
+            `"reset"`.
+
+    Raises:
+        ConfigurationError: When `kind` is none of these.
+    """
 
     __slots__ = ("kind",)
     KINDS = ("policy", "ratelimit", "limit", "remaining", "reset")
@@ -233,6 +335,14 @@ class Headers(MutableMapping[str, Header]):
     Reading an entry gives a `Header` (a string as `Header(s, when="always")`); strings and
     static headers are kept as strings, so a collection of strings only (`is_static`) is
     written without reading the client's state. Picklable when its resolvers are.
+
+    Args:
+        raw: The entries (positional only): a mapping or an iterable of `(name, value)`
+            pairs, each value a string or a `Header`; None for none.
+
+    Raises:
+        ConfigurationError: When a name is not a non-empty string or a value is neither a
+            string nor a `Header`.
     """
 
     __slots__ = ("_items",)
@@ -280,14 +390,24 @@ class Headers(MutableMapping[str, Header]):
         return (Headers, (dict(self._items),))
 
     def raw_items(self) -> list[tuple[str, HeaderValue]]:
-        """The entries as stored: strings, and `Header`s that are not static."""
+        """The entries as stored: strings, and `Header`s that are not static.
+
+        Returns:
+            The `(name, value)` pairs, in order.
+        """
         return list(self._items.items())
 
     @property
     def is_static(self) -> bool:
+        """Whether every value is a plain string (written without reading the client's state)."""
         return all(isinstance(value, str) for value in self._items.values())
 
     def copy(self) -> Headers:
+        """A shallow copy.
+
+        Returns:
+            A new `Headers` with the same entries.
+        """
         return Headers(self._items)
 
     def __or__(self, other: Any) -> Headers:
@@ -314,7 +434,17 @@ def resolve_headers(
     context: Any = None,
 ) -> dict[str, str]:
     """The headers `items` give for `stat` (None: unknown, so only plain strings); a
-    `Header.DISABLE` value, a failed condition or a None from a resolver leaves one out."""
+    `Header.DISABLE` value, a failed condition or a None from a resolver leaves one out.
+
+    Args:
+        items: The `(name, value)` pairs, as `Headers.raw_items` gives them.
+        connection: The request or websocket.
+        stat: The client's state under the throttle, or None when unknown.
+        context: The throttle's context, passed to conditions and resolvers.
+
+    Returns:
+        The header names and their text.
+    """
     headers: dict[str, str] = {}
     for name, value in items:
         if isinstance(value, str):
@@ -365,7 +495,19 @@ DEFAULT_HEADERS_THROTTLED = Headers(
 
 def header_setting(setting: Any, owner: str) -> Optional[Headers]:
     """A throttle's own `Headers` for its `headers=` setting: `"ietf"` (or True), `"legacy"`,
-    `"both"`, a mapping or `Headers` (copied), or None/False/empty for none."""
+    `"both"`, a mapping or `Headers` (copied), or None/False/empty for none.
+
+    Args:
+        setting: The throttle's `headers=` setting.
+        owner: The throttle, named in the error message.
+
+    Returns:
+        The throttle's own `Headers`, or None for no headers.
+
+    Raises:
+        ConfigurationError: When `setting` is none of these, or a mapping holds an invalid
+            name or value.
+    """
     if setting is None or setting is False:
         return None
     if setting is True or setting == "ietf":

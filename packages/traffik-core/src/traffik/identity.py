@@ -79,6 +79,12 @@ def set_ipv6_prefix(prefix: int) -> None:
     every address apart. Applies to the default identity and to the identifiers of this
     module that were given no `ipv6_prefix=`. Raises `ConfigurationError` unless `prefix` is
     an int from 1 to 128.
+
+    Args:
+        prefix: The prefix length, in bits: an int from 1 to 128.
+
+    Raises:
+        ConfigurationError: When `prefix` is not an int from 1 to 128.
     """
     global _ipv6_prefix
     _ipv6_prefix = _checked_prefix(prefix)
@@ -86,7 +92,11 @@ def set_ipv6_prefix(prefix: int) -> None:
 
 
 def get_ipv6_prefix() -> int:
-    """The prefix length IPv6 clients are counted by (`set_ipv6_prefix`; 64 by default)."""
+    """The prefix length IPv6 clients are counted by (`set_ipv6_prefix`; 64 by default).
+
+    Returns:
+        The prefix length, in bits.
+    """
     return _ipv6_prefix
 
 
@@ -104,7 +114,19 @@ def grouped_address(host: str, ipv6_prefix: Optional[int] = None) -> str:
     """The text a client at `host` is counted as: an IPv4 address as given; an IPv6 address
     as its network (`2001:db8:1:2::/64`), or as IPv4 when it maps one (`::ffff:1.2.3.4`), or
     whole for loopback, link-local and `ipv6_prefix=128`; anything else (a test client's
-    `testclient`, a unix socket path) as given. `ipv6_prefix` defaults to `get_ipv6_prefix()`."""
+    `testclient`, a unix socket path) as given. `ipv6_prefix` defaults to `get_ipv6_prefix()`.
+
+    Args:
+        host: The client's address, as text.
+        ipv6_prefix: The prefix length, in bits (1 to 128), an IPv6 client is counted by;
+            None for `get_ipv6_prefix()`.
+
+    Returns:
+        The text the client is counted as.
+
+    Raises:
+        ConfigurationError: When `ipv6_prefix` is not an int from 1 to 128.
+    """
     prefix = _ipv6_prefix if ipv6_prefix is None else _checked_prefix(ipv6_prefix)
     if ":" not in host:
         return host
@@ -117,7 +139,14 @@ def grouped_address(host: str, ipv6_prefix: Optional[int] = None) -> str:
 
 def peer_part(host: str) -> str:
     """The key part of a socket peer: `client_part(grouped_address(host))`, remembered per
-    host, so a returning client costs one dict lookup."""
+    host, so a returning client costs one dict lookup.
+
+    Args:
+        host: The socket peer's host, as the server gives it.
+
+    Returns:
+        The client's key part.
+    """
     part = _PEER_PARTS.get(host)
     if part is None:
         if len(_PEER_PARTS) >= _PEER_PARTS_MAX:
@@ -130,12 +159,19 @@ class ProxyHeaders(enum.IntFlag):
     """The proxy header to read when the peer is a trusted proxy: name exactly one."""
 
     NONE = 0
+    """No header: the socket peer is the client."""
     FORWARDED = 1
+    """RFC 7239 `Forwarded` (its `for=` parameters), a chain walked right to left."""
     X_FORWARDED_FOR = 2
+    """`X-Forwarded-For`, a chain walked right to left."""
     X_REAL_IP = 4
+    """`X-Real-IP`, one address (the last, if repeated)."""
     TRUE_CLIENT_IP = 8
+    """`True-Client-IP`, one address (the last, if repeated)."""
     CF_CONNECTING_IP = 16
+    """`CF-Connecting-IP` (Cloudflare), one address (the last, if repeated)."""
     ALL = FORWARDED | X_FORWARDED_FOR | X_REAL_IP | TRUE_CLIENT_IP | CF_CONNECTING_IP
+    """Every header: refused as `proxy_headers` (a client could pick its own address)."""
 
 
 _HEADER_NAMES = {
@@ -258,7 +294,23 @@ def get_remote_address(
     """The client's address: the socket peer, or, when the peer is one of `trusted_proxies`,
     the address the one header `proxy_headers` names gives (see the module docstring), as
     `grouped_address` counts it (an IPv6 client by its /`ipv6_prefix` network). None when the
-    server gives no peer."""
+    server gives no peer.
+
+    Args:
+        connection: The request or websocket, or an ASGI scope.
+        trusted_proxies: The addresses or networks (`"10.0.0.1"`, `"10.0.0.0/8"`) of the
+            proxies whose header is read; None or empty to read no header.
+        proxy_headers: The one header to read (one `ProxyHeaders` member, or `NONE`).
+        ipv6_prefix: The prefix length, in bits (1 to 128), an IPv6 client is counted by;
+            None for `get_ipv6_prefix()`.
+
+    Returns:
+        The client's address as counted, or None when the server gives no peer.
+
+    Raises:
+        ConfigurationError: When `proxy_headers` names no header or several, a trusted
+            proxy is not an address or network, or `ipv6_prefix` is invalid.
+    """
     scope = connection.scope if hasattr(connection, "scope") else connection
     header = _one_header(proxy_headers)
     prefix = None if ipv6_prefix is None else _checked_prefix(ipv6_prefix)
@@ -269,7 +321,14 @@ def get_remote_address(
 
 async def default_identifier(connection: Any) -> str:
     """The peer address as `grouped_address` counts it, or `"__anonymous__"` when the server
-    gives none."""
+    gives none.
+
+    Args:
+        connection: The request or websocket.
+
+    Returns:
+        The client's identity.
+    """
     client = connection.scope.get("client")
     return grouped_address(client[0]) if client else ANONYMOUS_IDENTIFIER
 
@@ -288,6 +347,21 @@ def remote_address(
     `X_REAL_IP`/`CF_CONNECTING_IP`/`TRUE_CLIENT_IP` for a proxy that sets that one header.
     IPv6 clients count per /`ipv6_prefix` network (`get_ipv6_prefix()`, 64, when not given;
     128 counts every address apart).
+
+    Args:
+        trusted_proxies: The addresses or networks (`"10.0.0.1"`, `"10.0.0.0/8"`) of the
+            proxies whose header is read.
+        proxy_headers: The one header to read (one `ProxyHeaders` member, or `NONE`).
+        ipv6_prefix: The prefix length, in bits (1 to 128), an IPv6 client is counted by;
+            None for `get_ipv6_prefix()`.
+
+    Returns:
+        The identifier, `(connection) -> str`: the client's address as counted, or
+        `ANONYMOUS_IDENTIFIER` when the server gives no peer.
+
+    Raises:
+        ConfigurationError: When `proxy_headers` names no header or several, a trusted
+            proxy is not an address or network, or `ipv6_prefix` is invalid.
     """
     networks = _networks(tuple(str(p) for p in trusted_proxies))
     header = _one_header(proxy_headers)

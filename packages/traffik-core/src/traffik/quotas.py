@@ -82,6 +82,21 @@ class QuotaContext:
     when that entry's `retry_on` (None: any error; exception types; or a callable, sync or
     async, of `{connection, exception, attempt, cost, context}`) says so, after its
     `backoff(attempt, base_delay)` seconds.
+
+    Args:
+        connection: The request or websocket the hits are for.
+        context: The default context of every queued hit (a hit's own context is laid over
+            it).
+        owner: The throttle a hit queued without one is of; None for an unbound context.
+        apply_on_error: Whether the hits are applied when the block raises: True, False,
+            or the exception type (or tuple of types) that still applies them.
+        apply_on_exit: Whether the hits are applied when the block exits without an
+            exception.
+        lock: Accepted for traffik 1.2 code; changes nothing (a string warns).
+        lock_config: Accepted for traffik 1.2 code; changes nothing (a non-empty one
+            warns).
+        parent: The context this one is nested in (see `nested`); None for a top-level
+            context.
     """
 
     __slots__ = (
@@ -149,6 +164,7 @@ class QuotaContext:
 
     @property
     def cancelled(self) -> bool:
+        """Whether the context was cancelled (`cancel()`): its hits were dropped."""
         return self._cancelled
 
     @property
@@ -158,14 +174,17 @@ class QuotaContext:
 
     @property
     def is_bound(self) -> bool:
+        """Whether the context has an owner throttle."""
         return self.owner is not None
 
     @property
     def is_nested(self) -> bool:
+        """Whether the context has a parent."""
         return self.parent is not None
 
     @property
     def depth(self) -> int:
+        """How deeply the context is nested: 0 for a top-level one."""
         return self._depth
 
     @property
@@ -206,7 +225,32 @@ class QuotaContext:
         backoff: Optional[Callable[[int, float], float]] = None,
         base_delay: float = 1.0,
     ) -> QuotaContext:
-        """Queue a hit of `throttle` (default: the owner); returns the context (awaitable)."""
+        """Queue a hit of `throttle` (default: the owner); returns the context (awaitable).
+
+        Args:
+            throttle: The throttle to hit; None for the owner.
+            cost: The units the hit spends (a whole number >= 0; 0 queues nothing); None
+                for the throttle's cost (its cost function, resolved at apply time).
+            context: Context for the hit, laid over the context's default.
+            skip_handler: Whether a refusal is not answered by the throttle's handler (the
+                apply then returns False); None for the throttle's setting.
+            retry: How many times a failed apply is retried for this hit.
+            retry_on: Which failures are retried: None for any, exception types, or a
+                callable (sync or async) of `{connection, exception, attempt, cost,
+                context}` returning whether to retry.
+            backoff: A callable `(attempt, base_delay) -> seconds` giving the wait before a
+                retry; None for the default backoff.
+            base_delay: The base delay passed to `backoff`, in seconds.
+
+        Returns:
+            This context, which can be awaited.
+
+        Raises:
+            QuotaCancelledError: When the context was cancelled.
+            QuotaAppliedError: When the context is already applied or merged.
+            ValueError: When no throttle is given and the context has no owner.
+            ConfigurationError: When `cost` is not a valid cost.
+        """
         if self._cancelled:
             raise QuotaCancelledError("cannot queue hits on a cancelled quota context")
         if self._consumed:
@@ -244,7 +288,11 @@ class QuotaContext:
     __call__ = consume
 
     def __await__(self) -> Generator[Any, None, QuotaContext]:
-        """`await quota(cost=2)`: the queued context itself (queueing never waits)."""
+        """`await quota(cost=2)`: the queued context itself (queueing never waits).
+
+        Returns:
+            A generator whose result is this context.
+        """
         return _itself(self).__await__()
 
     # -- nesting ---------------------------------------------------------------------------
@@ -259,7 +307,20 @@ class QuotaContext:
         lock_config: Optional[Mapping[str, Any]] = None,
     ) -> QuotaContext:
         """A child context: same connection and owner, this context's defaults overlaid by
-        `context`; `apply_on_error` None inherits this one's."""
+        `context`; `apply_on_error` None inherits this one's.
+
+        Args:
+            context: Context laid over this context's default.
+            apply_on_error: Whether the child's hits are handed over when its block raises
+                (as in `QuotaContext`); None for this context's setting.
+            apply_on_exit: Whether the child's hits are handed over when its block exits
+                without an exception.
+            lock: Accepted for traffik 1.2 code; changes nothing.
+            lock_config: Accepted for traffik 1.2 code; changes nothing.
+
+        Returns:
+            The child `QuotaContext`.
+        """
         return QuotaContext(
             self.connection,
             {**self._default_context, **context} if context else self._default_context,
@@ -274,7 +335,13 @@ class QuotaContext:
     quota = nested
 
     def merge(self) -> None:
-        """Hand the queued hits to the parent, uncounted (it applies them); settles this one."""
+        """Hand the queued hits to the parent, uncounted (it applies them); settles this one.
+
+        Raises:
+            QuotaError: When the context has no parent.
+            QuotaCancelledError: When the context was cancelled.
+            QuotaAppliedError: When the context is already applied or merged.
+        """
         if self.parent is None:
             raise QuotaError("cannot merge a quota context that has no parent")
         if self._cancelled:
@@ -299,7 +366,11 @@ class QuotaContext:
     # -- settling --------------------------------------------------------------------------
 
     async def cancel(self) -> None:
-        """Drop every queued hit (and active children's); idempotent."""
+        """Drop every queued hit (and active children's); idempotent.
+
+        Raises:
+            QuotaAppliedError: When the context is already applied or merged.
+        """
         if self._consumed:
             raise QuotaAppliedError("cannot cancel a quota context already applied")
         if self._cancelled:
@@ -315,7 +386,17 @@ class QuotaContext:
 
     async def apply(self) -> bool:
         """Decide every queued hit (and active children's) now, as one: admitted or refused
-        together. Idempotent once settled (returns the first answer)."""
+        together. Idempotent once settled (returns the first answer).
+
+        Returns:
+            True when the hits were admitted; False when refused and the handler did not
+            raise (`skip_handler=True`, say).
+
+        Raises:
+            QuotaCancelledError: When the context was cancelled.
+            Exception: The refusal's exception from the throttle's handler (a 429
+                `HTTPException` by default), or the failure of the last attempt.
+        """
         if self._cancelled:
             raise QuotaCancelledError("cannot apply a cancelled quota context")
         if self._consumed:
@@ -373,7 +454,18 @@ class QuotaContext:
     ) -> bool:
         """Best effort, nothing counted. With a throttle (or a bound context): whether a hit
         of `cost` (default: the throttle's cost) would pass now. Unbound with no throttle:
-        whether every queued hit would pass now (each with its own context)."""
+        whether every queued hit would pass now (each with its own context).
+
+        Args:
+            throttle: The throttle to check; None for the owner, or, unbound, every queued
+                hit.
+            cost: The units to check for; None for the throttle's cost (or each queued
+                hit's).
+            context: Context laid over the default (or over each queued hit's).
+
+        Returns:
+            Whether the hit, or every queued hit, would be admitted now.
+        """
         target = throttle if throttle is not None else self.owner
         if target is not None:
             ctx = {**self._default_context, **context} if context else self._default_context
@@ -390,7 +482,18 @@ class QuotaContext:
     async def stat(
         self, throttle: Optional[Throttle] = None, context: Optional[Mapping[str, Any]] = None
     ) -> Optional[StrategyStat]:
-        """`throttle.stat` (default: the owner's) for this connection and context."""
+        """`throttle.stat` (default: the owner's) for this connection and context.
+
+        Args:
+            throttle: The throttle to read; None for the owner.
+            context: Context laid over the context's default.
+
+        Returns:
+            The client's `StrategyStat`, or None when unknown.
+
+        Raises:
+            ValueError: When no throttle is given and the context has no owner.
+        """
         target = throttle if throttle is not None else self.owner
         if target is None:
             raise ValueError(

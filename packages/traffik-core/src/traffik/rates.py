@@ -62,6 +62,33 @@ class Rate:
 
     Build one with keywords (`Rate(limit=100, minutes=1)`) or from a string
     (`Rate.parse("100/min")`). Rates are immutable, hashable and compare by value.
+
+    The period is the sum of `milliseconds`, `seconds`, `minutes`, `hours` and `days`
+    (`Rate(limit=5, minutes=1, seconds=30)` is 5 per 90 seconds).
+
+    Args:
+        limit: How many units a client may spend per period (a whole number, zero or
+            more). `0` with no period is unlimited.
+        milliseconds: Milliseconds added to the period.
+        seconds: Seconds added to the period.
+        minutes: Minutes added to the period.
+        hours: Hours added to the period.
+        days: Days added to the period.
+
+    Attributes:
+        limit: How many units a client may spend per period (`0` when unlimited).
+        expire: The period, in milliseconds (`0` when unlimited).
+        unlimited: Whether the rate admits everything (`Rate()`).
+        is_subsecond: Whether the period is shorter than one second.
+        rps: The limit per second (`math.inf` when unlimited).
+        rpm: The limit per minute (`math.inf` when unlimited).
+        rph: The limit per hour (`math.inf` when unlimited).
+        rpd: The limit per day (`math.inf` when unlimited).
+
+    Raises:
+        ConfigurationError: When an argument is not a whole number (`bool` included) or
+            is negative, when `limit` is `0` but a period is given, or when `limit` is
+            positive but the period is zero.
     """
 
     __slots__ = ("expire", "is_subsecond", "limit", "rpd", "rph", "rpm", "rps", "unlimited")
@@ -119,7 +146,24 @@ class Rate:
 
     @classmethod
     def parse(cls, rate: str | Rate) -> Rate:
-        """Parse `"<limit>/<period>"` or `"<limit> per <period>"`; period = `[n]unit`."""
+        """Parse `"<limit>/<period>"` or `"<limit> per <period>"`; period = `[n]unit`.
+
+        Units are `ms`, `s`, `min`, `h`, `d` and their long forms (`second`, `minutes`,
+        ...); `"unlimited"`, `"inf"` and `"none"` give `UNLIMITED`. Case and surrounding
+        spaces are ignored, and parsed strings are cached.
+
+        Args:
+            rate: The text to parse (at most `MAX_RATE_TEXT` characters), such as
+                `"100/min"`, `"10/30s"` or `"5 per minute"`; a `Rate` is returned as is.
+
+        Returns:
+            The parsed `Rate`.
+
+        Raises:
+            ConfigurationError: When `rate` is neither a string nor a `Rate`, is longer than
+                `MAX_RATE_TEXT`, is empty or malformed, has an unknown unit, a zero period, a
+                limit of `0` or a limit too large.
+        """
         if isinstance(rate, Rate):
             return rate
         if isinstance(rate, str) and len(rate) > MAX_RATE_TEXT:
@@ -233,16 +277,33 @@ def _parse(text: str, original: str) -> Rate:
 
 
 UNLIMITED = Rate()
+"""The unlimited rate, `Rate()`: it admits every hit."""
 
 RateLike = Union[str, Rate]
+"""A `Rate`, or a string that `Rate.parse` reads (`"100/min"`)."""
 
 RatesLike = Union[RateLike, Sequence[RateLike]]
+"""One rate or several: a `RateLike`, a `;`-joined string or a sequence of `RateLike`."""
 
 
 def parse_rates(value: RatesLike) -> tuple[Rate, ...]:
-    """One or several rates: a `Rate`, a string (`"10/s"`, or several joined by `;`:
+    """Parse one or several rates into a tuple of `Rate`s.
+
+    The value is a `Rate`, a string (`"10/s"`, or several joined by `;`:
     `"10/s;1000/day"`), or a list of strings and `Rate`s. A hit is admitted only when every
-    rate admits it. Unlimited rates add no limit and are dropped, unless all are unlimited."""
+    rate admits it. Unlimited rates add no limit and are dropped, unless all are unlimited.
+
+    Args:
+        value: The rate or rates: a `Rate`, a string, or a list or tuple of strings and
+            `Rate`s (at most `MAX_RATES`).
+
+    Returns:
+        The limited rates, in the order given; `(UNLIMITED,)` when every rate is unlimited.
+
+    Raises:
+        ConfigurationError: When `value` is of another type, a rate cannot be parsed, no
+            rate is given, more than `MAX_RATES` are given or the same rate is given twice.
+    """
     if isinstance(value, Rate):
         return (value,)
     if isinstance(value, str):

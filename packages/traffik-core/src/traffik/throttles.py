@@ -118,6 +118,56 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
     count; the throttle registers in `registry` (default `GLOBAL_REGISTRY`), where other
     rules can be attached to its uid. `cache_ids` keeps a connection's identity for the
     connection's lifetime (a WebSocket's messages), per uid.
+
+    Args:
+        uid: The throttle's name, unique per limit: part of every key it counts under.
+            Throttles sharing a uid share counters.
+        rate: `"100/min"`, `"10/s;1000/day"` (several limits, all enforced as one decision),
+            a `Rate`, a list of them, or a callable `(connection, context)` returning one
+            (sync or async). `"unlimited"` (or `Rate()`) lets everything through.
+        identifier: `(connection)` returning the client's identity (sync or async); None
+            uses the backend's, else the peer address (IPv6 by its /64). Returning
+            `traffik.typing.EXEMPTED` exempts the connection. Values are keyed by type: `5`
+            and `"5"` are different clients.
+        handle_throttled: `(connection, wait_ms, throttle, context)` called on a refusal;
+            None raises `ConnectionThrottled` (a 429 with `Retry-After`). A `Response` it
+            returns is sent as the answer.
+        strategy: How hits are counted: `FixedWindow()` (the default), `SlidingWindowCounter`,
+            `TokenBucket`, `GCRA`, ... (`traffik.strategies`), or a callable
+            `(key, rate, backend, cost) -> wait_ms`.
+        backend: A backend, a URL (`"redis://..."`), or None for the backend of the
+            connection's app (`FastAPI(lifespan=backend.lifespan)`) or of the enclosing
+            `async with backend:`.
+        cost: Units one hit takes (a whole number >= 0; 0 counts nothing), or a callable
+            `(connection, context)` returning it.
+        dynamic_backend: Resolve the backend from the active context on every hit, even when
+            `backend` is given.
+        min_wait_period: The least wait a refused client is told, in milliseconds (None: the
+            strategy's exact wait).
+        headers: Rate-limit headers on allowed responses and 429s: `"ietf"` (the default),
+            `"legacy"` (`X-RateLimit-*`), `"both"`, a mapping of names to strings or
+            `traffik.headers.Header`s, or None for none.
+        on_error: What a failure while deciding does: `"throttle"` (429 for a second),
+            `"allow"`, `"raise"`, or an async handler `(connection, exc_info)` returning a wait
+            in ms or a `Decision` (`traffik.error_handlers`: `fallback`, `retry`, `failover`);
+            None uses the backend's.
+        context: Values passed to callables and handlers; `context["scope"]` adds a part to
+            every key (a separate budget).
+        registry: Where the throttle registers its uid (default `GLOBAL_REGISTRY`).
+        rules: `Rule`s and `Bypass`es: which connections count (`traffik.rules`).
+        cache_ids: Identify a connection once per uid and keep it for its lifetime.
+        dynamic_rules: Read the registry's rules for this uid on every hit.
+        skip_handler: On a refusal, mark the connection throttled (`is_throttled`) instead
+            of calling the handler.
+        per_route: Count per route (method and path template); False: one budget across every
+            route the throttle guards.
+        charge_when: `(Outcome) -> bool` called once the response is known; False refunds
+            the hit (charge by outcome, e.g. only successful responses).
+        shadow: Decide and count but never refuse, and write no rate-limit headers; each
+            would-be refusal is logged and reported as `"shadow_refused"`. None uses the
+            backend's `shadow`.
+        on_decision: `(DecisionEvent)` called after every decision of this throttle
+            (`traffik.events`), besides the process-wide observers.
     """
 
     connection_type: ClassVar[type[Any]] = HTTPConnection
@@ -614,6 +664,12 @@ class HTTPThrottle(Throttle):
     @app.get("/items")
     async def items(request: Request = Depends(throttle)): ...
     ```
+
+    Takes every argument of `Throttle`, and:
+
+    Args:
+        use_method: Count each HTTP method of a route apart (`GET /items` and
+            `POST /items`); False: the methods of a route share one budget.
     """
 
     connection_type = Request

@@ -40,6 +40,37 @@ class InMemoryBackend(ThrottleBackend):
     traffik 1.2's `cleanup_frequency` is `sweep_interval`; its `number_of_shards` (checked,
     >= 1), `lock_kind`, `lock_pool_size`, `lock_pool_headroom` and `prepopulate_lock_pool`
     are accepted and change nothing: the store is one dict, and locks are made on demand.
+
+    Args:
+        namespace: The prefix of every key this backend writes (a non-empty string).
+        persistent: Whether the data survives the end of a backend context
+            (`async with backend:`, `backend.lifespan`); False resets the store on exit.
+        max_keys: The most keys the store holds (a whole number >= 1).
+        max_bytes: The most bytes the store holds, estimated (a whole number >= 1024), or
+            None for no byte limit.
+        at_capacity: What a full store does with a new key: `"evict"` evicts the sampled
+            key nearest to expiry, `"refuse"` raises `BackendCapacityError`.
+        sweep_interval: Seconds between two sweeps of expired keys (> 0).
+        clock: The backend's time source (seconds); None for the system clock.
+        number_of_shards: Accepted from traffik 1.2 and checked (a whole number >= 1);
+            changes nothing.
+        cleanup_frequency: traffik 1.2's name for `sweep_interval`, in seconds; when given,
+            it replaces `sweep_interval`.
+        lock_kind: Accepted from traffik 1.2; changes nothing.
+        lock_pool_size: Accepted from traffik 1.2; changes nothing.
+        lock_pool_headroom: Accepted from traffik 1.2; changes nothing.
+        prepopulate_lock_pool: Accepted from traffik 1.2; changes nothing.
+        **defaults: Defaults for the throttles on this backend that set none
+            (`BackendDefaults`): `identifier`, `handle_throttled`, `on_error`, `lock_ttl`,
+            `lock_blocking`, `lock_blocking_timeout`, `shadow`, `cache_refusals`; and
+            `fail_fast` (`ThrottleBackend`: whether entering the backend raises when the
+            store cannot be reached).
+
+    Raises:
+        ConfigurationError: When `number_of_shards`, `max_keys`, `max_bytes`,
+            `at_capacity`, `sweep_interval` or `namespace` is invalid, or a default is not
+            valid.
+        TypeError: When a keyword in `defaults` is unknown.
     """
 
     default_namespace = "inmemory"
@@ -91,7 +122,16 @@ class InMemoryBackend(ThrottleBackend):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> InMemoryBackend:
-        """`memory://` or `memory://<namespace>`; other settings as keywords."""
+        """Build from `memory://` or `memory://<namespace>`; other settings as keywords.
+
+        Args:
+            url: The URL: `memory://`, or `memory://<namespace>` to name the namespace
+                (unless `namespace` is among `options`).
+            **options: The constructor's other keyword arguments.
+
+        Returns:
+            A new `InMemoryBackend`.
+        """
         rest = url.split("://", 1)[1].strip("/")
         if rest and "namespace" not in options:
             options["namespace"] = rest
@@ -149,6 +189,15 @@ class InMemoryBackend(ThrottleBackend):
     # -- storage -------------------------------------------------------------------------
 
     async def get(self, key: str) -> str | None:
+        """Read a key's value.
+
+        Args:
+            key: The namespaced key.
+
+        Returns:
+            The value as a string (a strategy state is encoded), or None when the key is
+            missing or expired.
+        """
         if self._status != _READY:
             await self.ensure()
         entry = self._live(key, self.now_ms())
@@ -160,6 +209,13 @@ class InMemoryBackend(ThrottleBackend):
         return str(value)
 
     async def set(self, key: str, value: str, expire: float | None = None) -> None:
+        """Store `value` under `key`, replacing any value and expiry.
+
+        Args:
+            key: The namespaced key.
+            value: The value, stored as a string.
+            expire: Seconds until the key expires (at least 1 ms), or None for no expiry.
+        """
         if self._status != _READY:
             await self.ensure()
         now = self.now_ms()
@@ -171,6 +227,14 @@ class InMemoryBackend(ThrottleBackend):
             entry[0], entry[1] = str(value), expires_at
 
     async def delete(self, key: str) -> bool:
+        """Delete a key.
+
+        Args:
+            key: The namespaced key.
+
+        Returns:
+            True when a live key was deleted, False when it was missing or expired.
+        """
         if self._status != _READY:
             await self.ensure()
         return self._live(key, self.now_ms()) is not None and self._remove(key) is not None
@@ -190,11 +254,33 @@ class InMemoryBackend(ThrottleBackend):
         return entry
 
     async def increment(self, key: str, amount: int = 1) -> int:
+        """Add `amount` to a counter; a missing or expired key starts from 0, with no expiry.
+
+        Args:
+            key: The namespaced key.
+            amount: What to add (negative to subtract).
+
+        Returns:
+            The counter's new value.
+        """
         if self._status != _READY:
             await self.ensure()
         return int(self._add(key, amount, None, self.now_ms())[0])
 
     async def increment_with_ttl(self, key: str, amount: int = 1, ttl: float = 60) -> int:
+        """Add `amount` to a counter, in one step; a key created by this call expires after `ttl`.
+
+        A key that exists and has no expiry is given one.
+
+        Args:
+            key: The namespaced key.
+            amount: What to add.
+            ttl: Seconds until a key created here expires (at least 1 ms).
+
+        Returns:
+            The counter's new value, a `WindowCount` that also carries the milliseconds
+            until the key is gone (`ttl_ms`).
+        """
         if self._status != _READY:
             await self.ensure()
         now = self.now_ms()
@@ -202,6 +288,15 @@ class InMemoryBackend(ThrottleBackend):
         return window_count(entry[0], entry[1] - now)
 
     async def expire(self, key: str, seconds: float) -> bool:
+        """Set a live key to expire after `seconds`.
+
+        Args:
+            key: The namespaced key.
+            seconds: Seconds from now until the key expires (at least 1 ms).
+
+        Returns:
+            True when the key exists, False when it is missing or expired.
+        """
         if self._status != _READY:
             await self.ensure()
         now = self.now_ms()
@@ -212,6 +307,14 @@ class InMemoryBackend(ThrottleBackend):
         return True
 
     async def ttl(self, key: str) -> float | None:
+        """Milliseconds until `key` is gone (it exists for `ttl - 1` more ms).
+
+        Args:
+            key: The namespaced key.
+
+        Returns:
+            The milliseconds left, or None when the key is missing, expired or immortal.
+        """
         if self._status != _READY:
             await self.ensure()
         now = self.now_ms()
@@ -221,27 +324,65 @@ class InMemoryBackend(ThrottleBackend):
         return entry[1] - now
 
     async def multi_get(self, *keys: str) -> list[str | None]:
+        """Read several keys (as `get`).
+
+        Args:
+            *keys: The namespaced keys.
+
+        Returns:
+            Each key's value, or None, in the order given.
+        """
         return [await self.get(key) for key in keys]
 
     async def multi_set(self, items: Mapping[str, str], expire: float | None = None) -> None:
+        """Store several values (as `set`).
+
+        Args:
+            items: The namespaced keys and their values.
+            expire: Seconds until each key expires, or None for no expiry.
+        """
         for key, value in items.items():
             await self.set(key, value, expire)
 
     async def keys(self) -> list[str]:
-        """Every live key, namespaced."""
+        """Every live key, namespaced.
+
+        Returns:
+            The keys that exist and have not expired.
+        """
         if self._status != _READY:
             await self.ensure()
         now = self.now_ms()
         return [k for k, e in list(self._data.items()) if e[1] is None or e[1] > now]
 
     async def scan(self, prefix: str, limit: int | None = None) -> list[str]:
+        """The live keys that start with `prefix`; for `python -m traffik` and admin tools.
+
+        Args:
+            prefix: A namespaced key prefix (from `get_key`).
+            limit: The most keys to return, or None for all.
+
+        Returns:
+            The matching keys.
+        """
         found = [key for key in await self.keys() if key.startswith(prefix)]
         return found if limit is None else found[:limit]
 
     def get_lock(self, name: str, ttl: float | None = None, reentrant: bool = False) -> LocalLock:
+        """A lock of this process, made on demand and shared by `name`.
+
+        Args:
+            name: The lock's name.
+            ttl: Seconds after which a held lock is released, or None for never.
+            reentrant: Whether the task that holds the lock may acquire it again.
+
+        Returns:
+            The lock.
+        """
         return self._locks.get(name, ttl, reentrant)
 
     async def clear(self) -> None:
+        """Delete every key of the store."""
         if self._status != _READY:
             await self.ensure()
         self._data.clear()
@@ -276,6 +417,17 @@ class InMemoryBackend(ThrottleBackend):
         `evaluate` on this instance (`unittest.mock.patch.object`); the caller then awaits
         `strategy.decide`, which goes through them. The rate and cost were checked when the
         throttle was built (a limited rate, a cost the strategy can admit).
+
+        Args:
+            key: The namespaced key of the client's state.
+            strategy: The built-in strategy that decides.
+            rate: The rate to apply.
+            cost: The units this hit spends.
+            kind: How to decide in place: `IN_PLACE_COUNTER` (a counter) or
+                `IN_PLACE_STATE` (a state transition, `strategy.transition`).
+
+        Returns:
+            The `Decision`, or None when it cannot be made here (or `kind` is another value).
         """
         own = self.__dict__
         if self._status != _READY or "increment_with_ttl" in own or "evaluate" in own:
@@ -321,7 +473,18 @@ class InMemoryBackend(ThrottleBackend):
     async def evaluate(
         self, key: str, strategy: StateStrategy, rate: Rate, cost: int, *, commit: bool = True
     ) -> Decision:
-        """The whole read-decide-write of one state, in one synchronous step."""
+        """The whole read-decide-write of one state, in one synchronous step.
+
+        Args:
+            key: The namespaced key of the state.
+            strategy: The strategy whose `transition` decides.
+            rate: The rate to apply.
+            cost: The units this hit spends.
+            commit: Whether to save the new state; False only decides.
+
+        Returns:
+            The `Decision`.
+        """
         if self._status != _READY:
             await self.ensure()
         now = self.now_ms()
@@ -332,7 +495,15 @@ class InMemoryBackend(ThrottleBackend):
         return decision
 
     async def evaluate_all(self, items: Sequence[Item], *, commit: bool = True) -> Decision:
-        """Every item decided, then charged all or nothing, in one synchronous step."""
+        """Every item decided, then charged all or nothing, in one synchronous step.
+
+        Args:
+            items: The items (key, strategy, rate, cost) to decide together.
+            commit: Whether to charge the items; False only decides.
+
+        Returns:
+            The combined `Decision` of every item.
+        """
         if self._status != _READY:
             await self.ensure()
         now = self.now_ms()
@@ -367,7 +538,11 @@ class InMemoryBackend(ThrottleBackend):
         return combine(parts)
 
     async def refund_all(self, items: Sequence[Item]) -> None:
-        """Every item's cost given back (never past a full budget), in one synchronous step."""
+        """Every item's cost given back (never past a full budget), in one synchronous step.
+
+        Args:
+            items: The items (key, strategy, rate, cost) to refund; a missing key is skipped.
+        """
         if self._status != _READY:
             await self.ensure()
         now = self.now_ms()

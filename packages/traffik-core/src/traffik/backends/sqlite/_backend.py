@@ -72,6 +72,30 @@ class SQLiteBackend(ThrottleBackend):
     chunk at a time as new keys are written, a pass every `sweep_interval` seconds. `clear()`
     and `reset()` delete this namespace's rows only. A corrupt, unreadable or locked file is a
     `BackendError` naming its path.
+
+    Args:
+        connection: The database: a path (a string or an `os.PathLike`) or a `sqlite://`
+            URL, as above (no query string).
+        namespace: The prefix of every key this backend writes (a non-empty string).
+        persistent: Whether the namespace survives the end of a backend context
+            (`backend.lifespan`); False clears it on exit.
+        timeout: Seconds a step waits for another process's write lock before it fails with
+            `BackendConnectionError` (> 0).
+        max_keys: The most rows kept in the file (a whole number >= 1); a new key beyond
+            that is refused with `BackendCapacityError`.
+        sweep_interval: Seconds between two passes that delete expired rows (> 0).
+        clock: The backend's time source (seconds); None for the system clock.
+        **defaults: Defaults for the throttles on this backend that set none
+            (`BackendDefaults`): `identifier`, `handle_throttled`, `on_error`, `lock_ttl`,
+            `lock_blocking`, `lock_blocking_timeout`, `shadow`, `cache_refusals`; and
+            `fail_fast` (`ThrottleBackend`: whether entering the backend raises when the
+            store cannot be reached).
+
+    Raises:
+        ConfigurationError: When `connection` names no database (or has a query string),
+            or `max_keys`, `timeout`, `sweep_interval`, `namespace` or a default is
+            invalid.
+        TypeError: When a keyword in `defaults` is unknown.
     """
 
     default_namespace = "sqlite"
@@ -132,11 +156,26 @@ class SQLiteBackend(ThrottleBackend):
         return step(self._rows, cursor, self.now_ms(), *args)
 
     async def get(self, key: str) -> str | None:
+        """Read a key's value.
+
+        Args:
+            key: The key (namespaced if it is not already).
+
+        Returns:
+            The value, or None when the key is missing or expired.
+        """
         if not self.initialized:
             await self.ensure()
         return await self._db.run("reading a key", self._step, Rows.get, self._key(key))
 
     async def set(self, key: str, value: str, expire: float | None = None) -> None:
+        """Store `value` under `key`, replacing any value and expiry.
+
+        Args:
+            key: The key (namespaced if it is not already).
+            value: The value, stored as a string.
+            expire: Seconds until the key expires (at least 1 ms), or None for no expiry.
+        """
         if not self.initialized:
             await self.ensure()
         items = {self._key(key): str(value)}
@@ -144,11 +183,28 @@ class SQLiteBackend(ThrottleBackend):
         await self._db.write("writing a key", self._step, Rows.set_many, items, ttl_ms)
 
     async def delete(self, key: str) -> bool:
+        """Delete a key.
+
+        Args:
+            key: The key (namespaced if it is not already).
+
+        Returns:
+            True when a live key was deleted.
+        """
         if not self.initialized:
             await self.ensure()
         return await self._db.write("deleting a key", self._step, Rows.delete_live, self._key(key))
 
     async def increment(self, key: str, amount: int = 1) -> int:
+        """Add `amount` to a counter, in one transaction; a missing key starts from 0.
+
+        Args:
+            key: The key (namespaced if it is not already).
+            amount: What to add (negative to subtract).
+
+        Returns:
+            The counter's new value.
+        """
         if not self.initialized:
             await self.ensure()
         count, _ = await self._db.write(
@@ -157,7 +213,17 @@ class SQLiteBackend(ThrottleBackend):
         return count
 
     async def increment_with_ttl(self, key: str, amount: int = 1, ttl: float = 60) -> int:
-        """Add `amount`; a key created by this call lives `ttl` seconds. One transaction."""
+        """Add `amount`; a key created by this call lives `ttl` seconds. One transaction.
+
+        Args:
+            key: The key (namespaced if it is not already).
+            amount: What to add.
+            ttl: Seconds a key created here lives (at least 1 ms).
+
+        Returns:
+            The counter's new value, a `WindowCount` that also carries the milliseconds
+            until the key is gone (`ttl_ms`).
+        """
         if not self.initialized:
             await self.ensure()
         return WindowCount(
@@ -167,6 +233,15 @@ class SQLiteBackend(ThrottleBackend):
         )
 
     async def expire(self, key: str, seconds: float) -> bool:
+        """Set a live key to expire after `seconds`.
+
+        Args:
+            key: The key (namespaced if it is not already).
+            seconds: Seconds from now until the key expires (at least 1 ms).
+
+        Returns:
+            True when the key exists.
+        """
         if not self.initialized:
             await self.ensure()
         return await self._db.write(
@@ -174,11 +249,27 @@ class SQLiteBackend(ThrottleBackend):
         )
 
     async def ttl(self, key: str) -> float | None:
+        """Milliseconds until `key` is gone (it exists for `ttl - 1` more ms).
+
+        Args:
+            key: The key (namespaced if it is not already).
+
+        Returns:
+            The milliseconds left, or None when the key is missing or immortal.
+        """
         if not self.initialized:
             await self.ensure()
         return await self._db.run("reading an expiry", self._step, Rows.ttl, self._key(key))
 
     async def multi_get(self, *keys: str) -> list[str | None]:
+        """Read several keys in one read.
+
+        Args:
+            *keys: The keys (each namespaced if it is not already).
+
+        Returns:
+            Each key's value, or None, in the order given.
+        """
         if not keys:
             return []
         if not self.initialized:
@@ -187,6 +278,12 @@ class SQLiteBackend(ThrottleBackend):
         return await self._db.run("reading keys", self._step, Rows.get_many, names)
 
     async def multi_set(self, items: Mapping[str, str], expire: float | None = None) -> None:
+        """Store several values in one transaction.
+
+        Args:
+            items: The keys and their values (stored as strings).
+            expire: Seconds until each key expires, or None for no expiry.
+        """
         if not items:
             return
         if not self.initialized:
@@ -196,7 +293,15 @@ class SQLiteBackend(ThrottleBackend):
         await self._db.write("writing keys", self._step, Rows.set_many, pairs, ttl_ms)
 
     async def scan(self, prefix: str, limit: int | None = None) -> list[str]:
-        """The live keys of this namespace that start with `prefix`, in order, at most `limit`."""
+        """The live keys of this namespace that start with `prefix`, in order, at most `limit`.
+
+        Args:
+            prefix: The key prefix (namespaced if it is not already).
+            limit: The most keys to return, or None for all.
+
+        Returns:
+            The matching keys, in order.
+        """
         if not self.initialized:
             await self.ensure()
         low, high = prefix_range(self._key(prefix))
@@ -218,6 +323,16 @@ class SQLiteBackend(ThrottleBackend):
     # -- locks -------------------------------------------------------------------------
 
     def get_lock(self, name: str, ttl: float | None = None, reentrant: bool = False) -> SQLiteLock:
+        """A lock held in the database file, shared by every process that opens it.
+
+        Args:
+            name: The lock's name (namespaced if it is not already).
+            ttl: Seconds after which a held lock expires; None for the default (5 seconds).
+            reentrant: Whether the holder may acquire it again.
+
+        Returns:
+            The lock.
+        """
         return SQLiteLock(
             self, self._key(name), DEFAULT_LOCK_TTL if ttl is None else ttl, reentrant
         )
@@ -238,7 +353,18 @@ class SQLiteBackend(ThrottleBackend):
         self, key: str, strategy: StateStrategy, rate: Rate, cost: int, *, commit: bool = True
     ) -> Decision:
         """Read, `strategy.transition`, write: one `BEGIN IMMEDIATE` transaction (a plain
-        read when not committing)."""
+        read when not committing).
+
+        Args:
+            key: The key of the state (namespaced if it is not already).
+            strategy: The strategy whose `transition` decides.
+            rate: The rate to apply.
+            cost: The units this hit spends.
+            commit: Whether to write the new state; False only reads and decides.
+
+        Returns:
+            The `Decision`.
+        """
         if not self.initialized:
             await self.ensure()
         args = (decide, self._key(key), strategy, rate, cost, commit)
@@ -247,7 +373,15 @@ class SQLiteBackend(ThrottleBackend):
         return await self._db.run("reading a decision", self._step, *args)
 
     async def evaluate_all(self, items: Sequence[Item], *, commit: bool = True) -> Decision:
-        """Every item decided, then charged all or nothing: one `BEGIN IMMEDIATE` transaction."""
+        """Every item decided, then charged all or nothing: one `BEGIN IMMEDIATE` transaction.
+
+        Args:
+            items: The items (key, strategy, rate, cost) to decide together.
+            commit: Whether to charge the items; False only reads and decides.
+
+        Returns:
+            The combined `Decision` of every item.
+        """
         if not self.initialized:
             await self.ensure()
         args = (decide_all, items, [self._key(item.key) for item in items], commit)
@@ -256,7 +390,11 @@ class SQLiteBackend(ThrottleBackend):
         return await self._db.run("reading a decision", self._step, *args)
 
     async def refund_all(self, items: Sequence[Item]) -> None:
-        """Every item's cost given back (never past a full budget): one transaction."""
+        """Every item's cost given back (never past a full budget): one transaction.
+
+        Args:
+            items: The items (key, strategy, rate, cost) to refund.
+        """
         if not self.initialized:
             await self.ensure()
         keys = [self._key(item.key) for item in items]

@@ -151,6 +151,44 @@ class MemcachedBackend(MemcachedSteps, ThrottleBackend):
       empty (no TLS or socket options).
     - Counters: memcached's are unsigned, so `decrement` stops at 0 on an existing counter
       and, as in traffik 1.2, stores `-amount` for a missing one.
+
+    Args:
+        url: `memcached://host:port[,host:port...]` (the port defaults to 11211); give it
+            or `host`/`port` or `servers`, not several.
+        host: The host of a single node.
+        port: The port of a single node.
+        servers: Several nodes, such as `["h1:11211", ("h2", 11211)]`.
+        pool_size: Connections per node (a whole number >= 1).
+        namespace: The prefix of every key this backend writes (a non-empty string).
+        clock: The backend's time source (seconds); None for the wall clock.
+        connect_timeout: Seconds opening a connection may take (> 0).
+        command_timeout: Seconds an operation may take (> 0; up to a quarter longer, see above).
+        generation_refresh: The longest, in seconds, a process caches the namespace's
+            generation (>= 0).
+        max_item_bytes: The servers' item size limit, in bytes (memcached's `-I`; at least
+            1024).
+        persistent: Whether the namespace survives the end of a backend context
+            (`backend.lifespan`); False clears it on exit.
+        pool_minsize: Accepted from traffik 1.2 and checked (>= 0); changes nothing.
+        connection_args: Accepted from traffik 1.2; must be empty.
+        track_keys: Accepted from traffik 1.2; changes nothing.
+        number_of_tracking_shards: Accepted from traffik 1.2 and checked (>= 1); changes
+            nothing.
+        lock_contention_threshold: Accepted from traffik 1.2 and checked (>= 1); changes
+            nothing.
+        circuit: Each node's store-health circuit: True for the default policy, False to
+            never refuse, or a `CircuitPolicy`.
+        **defaults: Defaults for the throttles on this backend that set none
+            (`BackendDefaults`): `identifier`, `handle_throttled`, `on_error`, `lock_ttl`,
+            `lock_blocking`, `lock_blocking_timeout`, `shadow`, `cache_refusals`; and
+            `fail_fast` (`ThrottleBackend`: whether entering the backend raises when no node
+            can be reached).
+
+    Raises:
+        ConfigurationError: When `connection_args` is not empty, `url` is given with
+            `host`/`port` or `servers` (or `servers` with `host`/`port`), a URL or server is
+            malformed, or another argument or default is invalid.
+        TypeError: When a keyword in `defaults` is unknown.
     """
 
     default_namespace = "memcached"
@@ -243,7 +281,15 @@ class MemcachedBackend(MemcachedSteps, ThrottleBackend):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> MemcachedBackend:
-        """`memcached://host:11211` or `memcached://h1:11211,h2:11211`; other settings as keywords."""
+        """`memcached://host:11211` or `memcached://h1:11211,h2:11211`; other settings as keywords.
+
+        Args:
+            url: The URL of the node or nodes.
+            **options: The constructor's other keyword arguments.
+
+        Returns:
+            A new backend.
+        """
         return cls(url, **options)
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -278,11 +324,27 @@ class MemcachedBackend(MemcachedSteps, ThrottleBackend):
     # -- storage ----------------------------------------------------------------------------
 
     async def get(self, key: str) -> Optional[str]:
+        """Read a key's value.
+
+        Args:
+            key: The key.
+
+        Returns:
+            The value, or None when the key is missing.
+        """
         node, mkey = await self._locate(key)
         raw = await node.run(lambda client, conn: client.get_on(conn, mkey), "get")
         return _text(raw, self.now_ms())
 
     async def set(self, key: str, value: str, expire: Optional[float] = None) -> None:
+        """Store `value` under `key`, replacing any value and expiry.
+
+        Args:
+            key: The key.
+            value: The value, stored as a string.
+            expire: Seconds until the key expires (rounded up to whole seconds, plus one),
+                or None for no expiry.
+        """
         node, mkey = await self._locate(key)
         data, expiry = str(value).encode("utf-8", "surrogatepass"), exptime(expire)
         await node.run(
@@ -290,10 +352,27 @@ class MemcachedBackend(MemcachedSteps, ThrottleBackend):
         )
 
     async def delete(self, key: str) -> bool:
+        """Delete a key.
+
+        Args:
+            key: The key.
+
+        Returns:
+            True when the key existed.
+        """
         node, mkey = await self._locate(key)
         return await node.run(lambda client, conn: client.delete_on(conn, mkey), "delete")
 
     async def increment(self, key: str, amount: int = 1) -> int:
+        """Add `amount` to a counter.
+
+        Args:
+            key: The key.
+            amount: What to add (a whole number).
+
+        Returns:
+            The counter's new value.
+        """
         amount = whole(amount)
         node, mkey = await self._locate(key)
         return await node.run(increment(mkey, amount), "increment")
@@ -304,6 +383,18 @@ class MemcachedBackend(MemcachedSteps, ThrottleBackend):
         The window's end is stored with its count (see `traffik.backends.memcached._window`),
         so the result is a `WindowCount` with the exact time left in milliseconds, and the
         window closes on this backend's clock. `amount` is at most `WINDOW_LIMIT`.
+
+        Args:
+            key: The key of the window counter.
+            amount: What to add (a whole number, at most `WINDOW_LIMIT`; a negative amount
+                is a plain `increment`).
+            ttl: The window's length, in seconds, for a window this call opens.
+
+        Returns:
+            The count in the window, a `WindowCount` carrying the milliseconds left.
+
+        Raises:
+            ConfigurationError: When `amount` is larger than `WINDOW_LIMIT`.
         """
         # The hot path of `FixedWindow`: everything but the one `incr` is kept to a few
         # attribute reads; whatever is not an open window's count goes on in `window_hit`.
@@ -338,6 +429,19 @@ class MemcachedBackend(MemcachedSteps, ThrottleBackend):
         )
 
     async def expire(self, key: str, seconds: float) -> bool:
+        """Set a key to expire after `seconds` (a window counter's window end moves too).
+
+        Args:
+            key: The key.
+            seconds: Seconds from now until the key expires.
+
+        Returns:
+            True when the key exists.
+
+        Raises:
+            BackendError: When a window counter's compare-and-swap loses `ATTEMPTS` races in
+                a row.
+        """
         node, mkey = await self._locate(key)
         now, expiry = self.now_ms(), exptime(seconds)
 
@@ -358,7 +462,14 @@ class MemcachedBackend(MemcachedSteps, ThrottleBackend):
 
     async def ttl(self, key: str) -> Optional[float]:
         """Milliseconds until a window counter's window closes; None for other keys (memcached
-        does not report TTLs)."""
+        does not report TTLs).
+
+        Args:
+            key: The key.
+
+        Returns:
+            The milliseconds left, or None for a closed window or another key.
+        """
         node, mkey = await self._locate(key)
         raw = await node.run(lambda client, conn: client.get_on(conn, mkey), "ttl")
         if isinstance(raw, Flagged) and raw.flags == WINDOW_FLAG:
@@ -367,12 +478,26 @@ class MemcachedBackend(MemcachedSteps, ThrottleBackend):
         return None
 
     async def multi_get(self, *keys: str) -> list[Optional[str]]:
+        """Read several keys.
+
+        Args:
+            *keys: The keys.
+
+        Returns:
+            Each key's value, or None, in the order given.
+        """
         located = [await self._locate(key) for key in keys]
         values = await fetch(located, "multi_get") if located else []
         now = self.now_ms()
         return [_text(raw, now) for raw in values]
 
     async def multi_set(self, items: Mapping[str, str], expire: Optional[float] = None) -> None:
+        """Store several values, the nodes in parallel.
+
+        Args:
+            items: The keys and their values (stored as strings).
+            expire: Seconds until each key expires, or None for no expiry.
+        """
         expiry = exptime(expire)
         by_node: dict[Node, list[tuple[bytes, bytes]]] = {}
         for key, value in items.items():
@@ -392,7 +517,15 @@ class MemcachedBackend(MemcachedSteps, ThrottleBackend):
 
     async def scan(self, prefix: str, limit: Optional[int] = None) -> list[str]:
         """The keys starting with `prefix` (a namespaced prefix), from `lru_crawler metadump`
-        (`_scan`: keys stored hashed cannot be listed)."""
+        (`_scan`: keys stored hashed cannot be listed).
+
+        Args:
+            prefix: The namespaced key prefix.
+            limit: The most keys to return, or None for all.
+
+        Returns:
+            The matching keys.
+        """
         if not self.initialized:
             await self.ensure()
         return await scan(self._nodes, self._prefix, prefix, limit)
@@ -417,7 +550,16 @@ class MemcachedBackend(MemcachedSteps, ThrottleBackend):
     def get_lock(
         self, name: str, ttl: Optional[float] = None, reentrant: bool = False
     ) -> MemcachedLock:
-        """A lock in memcached; it always has a time to live (`DEFAULT_LOCK_TTL` seconds by default)."""
+        """A lock in memcached; it always has a time to live (`DEFAULT_LOCK_TTL` seconds by default).
+
+        Args:
+            name: The lock's name.
+            ttl: Seconds after which a held lock expires; None for `DEFAULT_LOCK_TTL`.
+            reentrant: Whether the task that holds the lock may acquire it again.
+
+        Returns:
+            The lock.
+        """
         return MemcachedLock(
             self._locate, self._held, name, DEFAULT_LOCK_TTL if ttl is None else ttl, reentrant
         )

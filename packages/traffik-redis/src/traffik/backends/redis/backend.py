@@ -134,6 +134,38 @@ class RedisBackend(ScriptSteps, ThrottleBackend):
     silence, so losing one master, whose peers keep answering, does not open it. A server
     unreachable when the backend is entered (`lifespan`) does not stop the app unless
     `fail_fast=True` (see `BackendContext`).
+
+    Args:
+        connection: The server: a URL, a `redis.asyncio.Redis` or `RedisCluster`, a
+            `redis.asyncio.Sentinel`, or a list of `(host, port)` cluster nodes; None for
+            `redis://localhost:6379/0`.
+        namespace: The prefix of every key this backend writes (a non-empty string).
+        clock: A time source (seconds) for the scripts, for tests; None for the Redis
+            server's `TIME`.
+        connect_timeout: Seconds a connection attempt may take (> 0).
+        command_timeout: Seconds a command may take (> 0).
+        url_kwargs: Client options for a client built from a URL.
+        cluster_kwargs: Client options for a cluster client.
+        sentinel_service_name: The service whose master a `Sentinel` connection serves.
+        sentinel_kwargs: Client options passed to the Sentinel's `master_for`.
+        persistent: Whether the namespace survives the end of a backend context
+            (`backend.lifespan`); False clears it on exit.
+        lock_type: traffik 1.2's lock type; only `"redis"` is accepted.
+        lock_contention_threshold: Accepted from traffik 1.2 and checked (a whole number
+            >= 1); changes nothing.
+        circuit: The store-health circuit: True for the default policy, False to never
+            refuse, or a `CircuitPolicy`.
+        **defaults: Defaults for the throttles on this backend that set none
+            (`BackendDefaults`): `identifier`, `handle_throttled`, `on_error`, `lock_ttl`,
+            `lock_blocking`, `lock_blocking_timeout`, `shadow`, `cache_refusals`; and
+            `fail_fast` (`ThrottleBackend`: whether entering the backend raises when the
+            server cannot be reached).
+
+    Raises:
+        ConfigurationError: When `lock_type` is not `"redis"`, or `connection`,
+            `lock_contention_threshold`, a timeout, `circuit`, `namespace` or a default is
+            invalid.
+        TypeError: When a keyword in `defaults` is unknown.
     """
 
     default_namespace = "redis"
@@ -281,35 +313,112 @@ class RedisBackend(ScriptSteps, ThrottleBackend):
     # -- storage ----------------------------------------------------------------------------
 
     async def get(self, key: str) -> str | None:
+        """Read a key's value (`GET`).
+
+        Args:
+            key: The key (namespaced if it is not already).
+
+        Returns:
+            The value, or None when the key is missing.
+        """
         key = self._key(key)
         return _text(await self._run("GET", lambda client: client.get(key)))
 
     async def set(self, key: str, value: str, expire: float | None = None) -> None:
+        """Store `value` under `key` (`SET`), replacing any value and expiry.
+
+        Args:
+            key: The key (namespaced if it is not already).
+            value: The value, stored as a string.
+            expire: Seconds until the key is gone, or None for no expiry.
+        """
         key, value, px = self._key(key), str(value), None if expire is None else _px(expire)
         await self._run("SET", lambda client: client.set(key, value, px=px))
 
     async def delete(self, key: str) -> bool:
+        """Delete a key (`DEL`).
+
+        Args:
+            key: The key (namespaced if it is not already).
+
+        Returns:
+            True when the key existed.
+        """
         key = self._key(key)
         return bool(await self._run("DEL", lambda client: client.delete(key)))
 
     async def increment(self, key: str, amount: int = 1) -> int:
+        """Add `amount` to a counter (`INCRBY`); a missing key starts from 0, with no expiry.
+
+        Args:
+            key: The key (namespaced if it is not already).
+            amount: What to add (a whole number).
+
+        Returns:
+            The counter's new value.
+
+        Raises:
+            ValueError: When `amount` is not a whole number.
+        """
         key, amount = self._key(key), _whole(amount)
         return int(await self._run("INCRBY", lambda client: client.incrby(key, amount)))
 
     async def decrement(self, key: str, amount: int = 1) -> int:
+        """Subtract `amount` from a counter (`DECRBY`); a missing key starts from 0.
+
+        Args:
+            key: The key (namespaced if it is not already).
+            amount: What to subtract (a whole number).
+
+        Returns:
+            The counter's new value.
+
+        Raises:
+            ValueError: When `amount` is not a whole number.
+        """
         key, amount = self._key(key), _whole(amount)
         return int(await self._run("DECRBY", lambda client: client.decrby(key, amount)))
 
     async def expire(self, key: str, seconds: float) -> bool:
+        """Set a key to be gone after `seconds` (`PEXPIRE`).
+
+        Args:
+            key: The key (namespaced if it is not already).
+            seconds: Seconds from now until the key is gone.
+
+        Returns:
+            True when the key exists.
+        """
         key, px = self._key(key), _px(seconds)
         return bool(await self._run("PEXPIRE", lambda client: client.pexpire(key, px)))
 
     async def ttl(self, key: str) -> int | None:
+        """Milliseconds until `key` is gone (`PTTL`; it exists for `ttl - 1` more ms).
+
+        Args:
+            key: The key (namespaced if it is not already).
+
+        Returns:
+            The milliseconds left, or None when the key is missing or immortal.
+        """
         key = self._key(key)
         return _gone_in(int(await self._run("PTTL", lambda client: client.pttl(key))))
 
     async def increment_with_ttl(self, key: str, amount: int = 1, ttl: float = 60) -> int:
-        """INCRBY plus a TTL when the key has none, in one atomic script; never leaves an immortal counter."""
+        """INCRBY plus a TTL when the key has none, in one atomic script; never leaves an immortal counter.
+
+        Args:
+            key: The key (namespaced if it is not already).
+            amount: What to add (a whole number).
+            ttl: Seconds until a key without a TTL is gone.
+
+        Returns:
+            The counter's new value, a `WindowCount` that also carries the milliseconds
+            until the key is gone (`ttl_ms`).
+
+        Raises:
+            ValueError: When `amount` is not a whole number.
+        """
         args = self._counter_args.get((amount, ttl)) if type(amount) is int else None
         if args is None:
             whole = _whole(amount)
@@ -323,6 +432,14 @@ class RedisBackend(ScriptSteps, ThrottleBackend):
         return WindowCount(int(count), int(gone_in))
 
     async def multi_get(self, *keys: str) -> list[str | None]:
+        """Read several keys (`MGET`; on a cluster, one per slot).
+
+        Args:
+            *keys: The keys (each namespaced if it is not already).
+
+        Returns:
+            Each key's value, or None, in the order given.
+        """
         if not keys:
             return []
         names = [self._key(k) for k in keys]
@@ -333,6 +450,12 @@ class RedisBackend(ScriptSteps, ThrottleBackend):
         return [_text(v) for v in values]
 
     async def multi_set(self, items: Mapping[str, str], expire: float | None = None) -> None:
+        """Store several values in one pipeline (a transaction on a single node).
+
+        Args:
+            items: The keys (namespaced if they are not already) and their values.
+            expire: Seconds until each key is gone, or None for no expiry.
+        """
         if not items:
             return
         px = None if expire is None else _px(expire)
@@ -352,7 +475,15 @@ class RedisBackend(ScriptSteps, ThrottleBackend):
             await self._run("UNLINK", _unlink, keys)
 
     async def scan(self, prefix: str, limit: int | None = None) -> list[str]:
-        """The keys starting with `prefix` (a namespaced prefix): `SCAN`, every master of a cluster."""
+        """The keys starting with `prefix` (a namespaced prefix): `SCAN`, every master of a cluster.
+
+        Args:
+            prefix: The key prefix (namespaced if it is not already).
+            limit: The most keys to return, or None for all.
+
+        Returns:
+            The matching keys.
+        """
         found: list[str] = []
         async for keys in self._batches(self._key(prefix).translate(_GLOB_SPECIALS) + "*"):
             found.extend(_text(key) for key in keys)
@@ -381,6 +512,17 @@ class RedisBackend(ScriptSteps, ThrottleBackend):
     # -- locks ------------------------------------------------------------------------------
 
     def get_lock(self, name: str, ttl: float | None = None, reentrant: bool = False) -> RedisLock:
+        """A lock shared by every process using the same Redis and lock name.
+
+        Args:
+            name: The lock's name (its key is namespaced).
+            ttl: Seconds after which a held lock expires, so a crashed holder cannot block
+                others forever; None: held until released.
+            reentrant: Whether the task that holds the lock may acquire it again.
+
+        Returns:
+            The lock.
+        """
         return RedisLock(self, name, ttl, reentrant)
 
     async def _set_if_absent(self, key: str, token: str, ttl: float | None) -> bool:
