@@ -105,7 +105,7 @@ async def _count(
 
         rounds = [await store.count_commands(decide) for _ in range(3)]
         per = min(rounds) / decisions
-        goal = commands_target(store.name, name) if width == 1 else ""
+        goal = commands_target(store.name, name, label == "saturated") if width == 1 else ""
         counts.append(
             CommandCount(
                 store.name, name, label, decisions, rounds, per, goal, commands_met(goal, per)

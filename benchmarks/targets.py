@@ -46,13 +46,16 @@ def speed_target(store: str, strategy: str) -> Optional[float]:
     return None
 
 
-def commands_target(store: str, strategy: str) -> str:
-    """`"== 1"`, `"<= 2"`, or `""` (no target): server commands per decision."""
+def commands_target(store: str, strategy: str, rejected: bool = False) -> str:
+    """`"== 1"`, `"<= 2"`, or `""` (no target): server commands per decision. A client whose
+    every request is refused costs at most one: after the first refusal the process
+    remembers it until its wait ends (`traffik.refusals`), so most cost none."""
+    target = ""
     if store == "redis":
-        return "== 1"
-    if store == "memcached":
-        return _MEMCACHED_COMMANDS.get(strategy, "")
-    return ""
+        target = "== 1"
+    elif store == "memcached":
+        target = _MEMCACHED_COMMANDS.get(strategy, "")
+    return "<= 1" if target and rejected else target
 
 
 def commands_met(target: str, per_decision: float) -> Optional[bool]:
