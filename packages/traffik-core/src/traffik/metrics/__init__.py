@@ -7,4 +7,25 @@
 
 from __future__ import annotations
 
-__all__: list[str] = []
+__all__ = ["DURATION_SECONDS"]
+
+DURATION_SECONDS = (
+    0.000025,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
+"""Histogram bounds of a decision's duration, in seconds, for both exporters: from an
+in-memory decision (tens of µs) to a store timing out."""

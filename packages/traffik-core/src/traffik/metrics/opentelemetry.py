@@ -33,30 +33,14 @@ except ImportError as exc:  # pragma: no cover - exercised by a test that hides 
 
 from traffik import __version__
 from traffik.events import DecisionEvent, add_observer, remove_observer
+from traffik.metrics import DURATION_SECONDS
 from traffik.metrics._labels import backend_label
 
 __all__ = ["DURATION_BOUNDARIES", "SPAN_NAME", "OpenTelemetryObserver", "install", "uninstall"]
 
 SPAN_NAME = "traffik.decision"
-DURATION_BOUNDARIES = (
-    0.000025,
-    0.00005,
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-)
-"""Advised histogram boundaries in seconds (the SDK's defaults suit milliseconds)."""
+DURATION_BOUNDARIES = DURATION_SECONDS
+"""The histogram's bounds in seconds (`traffik.metrics.DURATION_SECONDS`)."""
 
 _SCOPE = "traffik"
 _UNSET_PROVIDERS = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)

@@ -40,29 +40,13 @@ except ImportError as exc:  # pragma: no cover - exercised by a test that hides 
     ) from exc
 
 from traffik.events import DecisionEvent, add_observer, remove_observer
+from traffik.metrics import DURATION_SECONDS
 from traffik.metrics._labels import backend_label, class_label
 
 __all__ = ["DURATION_BUCKETS", "PrometheusObserver", "install", "uninstall"]
 
-DURATION_BUCKETS = (
-    0.000025,
-    0.00005,
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-)
-"""Upper bounds in seconds: from an in-memory decision (tens of µs) to a store timing out."""
+DURATION_BUCKETS = DURATION_SECONDS
+"""The histogram's bounds in seconds (`traffik.metrics.DURATION_SECONDS`)."""
 
 _DECISIONS = ("traffik_decisions", "Throttle decisions, by throttle uid and outcome.")
 _DURATION = ("traffik_decision_duration_seconds", "Time a decision took, by backend class.")
