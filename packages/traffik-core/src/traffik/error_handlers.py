@@ -1,11 +1,4 @@
-"""What a failure while deciding does: the `on_error` policy, and handlers that recover.
-
-Any exception from the decision path (the identifier, a rate or cost callable, the store)
-goes to the throttle's `on_error` (else its backend's): `"throttle"` refuses for a second,
-`"allow"` admits, `"raise"` re-raises, and a handler `async (connection, exc_info) -> wait_ms
-| Decision` decides. A `ConfigurationError` (a callable returning `"5/fortnight"`, a negative
-cost) is no failure of the store: it is logged with the throttle's uid and raised. A
-handler's own exception propagates (a 500, with the traceback in the server log).
+"""The `on_error` handlers that recover: `fallback`, `retry` and `failover`.
 
 `exc_info` (`ThrottleExceptionInfo`) says how far the decision got: `key` is None when the
 failure came before the client's key existed (the identifier raised, say). Its `decide`
@@ -24,23 +17,35 @@ The handlers return what traffik 1.2's returned, a wait in milliseconds (0: allo
 `DecidedWait`: a `float` that also carries the whole `Decision` (the quota left, the reset)
 for the rate-limit headers. Given an `exc_info` built by hand as traffik 1.2 shaped it (no
 `decide`), they run the throttle's strategy again on the `key` it names.
+
+The policy itself (`check_on_error`, `apply_on_error`, `recover`, `ThrottleExceptionInfo`)
+is `traffik.on_error`; its names are importable from here too, as in traffik 1.2.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
-import logging
 import math
 from collections.abc import Awaitable, Mapping
-from typing import TYPE_CHECKING, Any, Callable, Optional, TypedDict, Union, cast
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union, cast
 
 from traffik.backoff import BackoffStrategy, ExponentialBackoff
 from traffik.circuit_breaker import CircuitBreaker, CircuitState
 from traffik.decision import Decision
 from traffik.exceptions import BackendError, CircuitOpenError, ConfigurationError
 from traffik.fallback_share import process_share, scaled_rates
-from traffik.logs import QuietLog
+from traffik.on_error import (
+    ON_ERROR_POLICIES,
+    THROTTLE_ON_ERROR_WAIT_MS,
+    DecidedWait,
+    ErrorHandler,
+    ExceptionInfo,
+    ThrottleExceptionInfo,
+    apply_on_error,
+    check_on_error,
+    decision_from_wait,
+    recover,
+)
 from traffik.reconcile import Ledger
 
 if TYPE_CHECKING:
@@ -66,89 +71,6 @@ __all__ = [
     "retry",
 ]
 
-logger = logging.getLogger("traffik")
-_failures = QuietLog(logger)
-"""Failures of one kind (throttle, error type, policy) are logged once per 10 s, with a count."""
-
-THROTTLE_ON_ERROR_WAIT_MS = 1000
-"""The wait `on_error="throttle"` answers with: one second."""
-
-ON_ERROR_POLICIES = ("throttle", "allow", "raise")
-"""The named `on_error` policies: refuse for a second, admit, or re-raise."""
-
-
-def check_on_error(on_error: Any, owner: str) -> Any:
-    """`on_error` if valid: None, one of `ON_ERROR_POLICIES`, or a handler.
-
-    Args:
-        on_error: The policy to check: None, `"throttle"`, `"allow"`, `"raise"` or a
-            callable handler.
-        owner: Who the policy belongs to, named in the error message.
-
-    Returns:
-        `on_error`, unchanged.
-
-    Raises:
-        ConfigurationError: When `on_error` is none of these.
-    """
-    if on_error is None or callable(on_error) or on_error in ON_ERROR_POLICIES:
-        return on_error
-    raise ConfigurationError(
-        f"{owner}: on_error={on_error!r} is not valid; use 'throttle', 'allow', 'raise' "
-        "or an async handler (connection, exc_info) -> wait_ms"
-    )
-
-
-class ThrottleExceptionInfo(TypedDict):
-    """What a throttle tells its `on_error` handler about a decision that raised."""
-
-    exception: Exception
-    """The exception the decision raised."""
-    connection: Any
-    """The request or websocket being throttled."""
-    key: Optional[str]
-    """The client's key (before namespacing), or None: the failure came before it existed."""
-    cost: Optional[int]
-    """The units the hit was to spend, None when it was not known yet."""
-    rate: Optional[Rate]
-    """The rate (with several, the first), None when it was not known yet."""
-    rates: Optional[tuple[Rate, ...]]
-    """Every rate of the decision."""
-    backend: Optional[ThrottleBackend]
-    """The backend the decision ran on (None when none could be found)."""
-    context: Mapping[str, Any]
-    """The context the throttle was called with."""
-    throttle: Any
-    """The throttle whose decision raised."""
-    decide: Callable[[Optional[ThrottleBackend]], Awaitable[Decision]]
-    """Run the whole decision again (identity included) on a backend, None for the usual one."""
-
-
-ExceptionInfo = ThrottleExceptionInfo
-"""traffik 1.2's name for `ThrottleExceptionInfo`."""
-
-ErrorHandler = Callable[[Any, ThrottleExceptionInfo], Awaitable[Union[float, Decision]]]
-"""An `on_error` handler: `async (connection, exc_info) -> wait_ms or Decision` (0 ms allows)."""
-
-
-class DecidedWait(float):
-    """A wait in milliseconds (0.0: allowed), as traffik 1.2's handlers return, that also
-    carries the `Decision` it comes from.
-
-    Built as `DecidedWait(decision)`: the float's value is the decision's `wait_ms`.
-
-    Attributes:
-        decision: The decision the wait comes from (its quota left and reset included).
-    """
-
-    decision: Decision
-
-    def __new__(cls, decision: Decision) -> DecidedWait:
-        self = super().__new__(cls, decision.wait_ms)
-        self.decision = decision
-        return self
-
-
 _ExceptionTypes = Union[type[BaseException], tuple[type[BaseException], ...]]
 _Sleep = Callable[[float], Awaitable[Any]]
 
@@ -156,129 +78,6 @@ _DEFAULT_ON: tuple[type[BaseException], ...] = (BackendError,)
 
 _RETRY_BACKOFF = ExponentialBackoff(2.0, max_delay=60.0)
 """`retry_delay`, then twice that, and so on up to a minute: the delays traffik's docs promise."""
-
-
-# -- the policy ------------------------------------------------------------------------------
-
-
-def decision_from_wait(wait: Any, limit: int) -> Decision:
-    """A `Decision` from a traffik 1.2 style wait in ms (0 or less: allowed), quota unknown.
-
-    Args:
-        wait: The wait, in milliseconds (a number, or None for 0); 0 or less allows, and a
-            positive wait is rounded up to whole milliseconds (at least 1).
-        limit: The limit of the rate the decision was made under.
-
-    Returns:
-        The decision, with `remaining` None.
-    """
-    wait = float(wait or 0.0)
-    if wait <= 0:
-        return Decision(True, 0, None, 0, limit)
-    wait_ms = max(1, math.ceil(wait))
-    return Decision(False, wait_ms, None, wait_ms, limit)
-
-
-async def apply_on_error(policy: Any, info: ThrottleExceptionInfo) -> Decision:
-    """The decision `policy` makes for the failure `info` describes (module docstring).
-
-    The failure is logged (once per 10 seconds per throttle, error type and policy) unless
-    the policy is `"raise"`.
-
-    Args:
-        policy: The `on_error` policy: `"throttle"` (or None), `"allow"`, `"raise"` or a
-            handler `(connection, exc_info) -> wait_ms or Decision`, sync or async.
-        info: What the throttle knows about the failure.
-
-    Returns:
-        The decision: refused for `THROTTLE_ON_ERROR_WAIT_MS` milliseconds, allowed, or the
-        handler's (a returned wait in ms becomes a `Decision`).
-
-    Raises:
-        Exception: `info["exception"]` when `policy` is `"raise"`, or whatever the handler
-            raises.
-    """
-    exc = info["exception"]
-    rate = info["rate"]
-    limit = rate.limit if rate is not None else 0
-    if policy == "raise":
-        raise exc
-    throttle = info["throttle"]
-    _failures.log(
-        logging.WARNING,
-        (
-            getattr(throttle, "uid", None),
-            type(exc),
-            policy if isinstance(policy, str) else "handler",
-        ),
-        "%r could not decide (%s: %s); on_error=%r",
-        throttle,
-        type(exc).__name__,
-        exc,
-        policy,
-    )
-    if policy == "allow":
-        return Decision(True, 0, None, 0, limit)
-    if not callable(policy):
-        return Decision(False, THROTTLE_ON_ERROR_WAIT_MS, None, THROTTLE_ON_ERROR_WAIT_MS, limit)
-    result = policy(info["connection"], info)
-    if inspect.isawaitable(result):
-        result = await result
-    if isinstance(result, Decision):
-        return result
-    if isinstance(result, DecidedWait):
-        return result.decision
-    return decision_from_wait(result, limit)
-
-
-async def recover(
-    throttle: Any,
-    exc: Exception,
-    connection: Any,
-    context: Mapping[str, Any],
-    cost: Optional[int],
-    backend: ThrottleBackend,
-    prepared: Optional[tuple[tuple[Rate, ...], int, str]],
-) -> tuple[Decision, Optional[tuple[Rate, ...]], Optional[str]]:
-    """Apply `throttle`'s `on_error` (else `backend`'s) to a decision that raised `exc`;
-    `prepared` is how far it got: the rates, cost and key, or None when it failed before the
-    key existed. Returns the decision, the rates it was made under and the client's key, as
-    far as known.
-
-    Args:
-        throttle: The throttle whose decision raised.
-        exc: The exception raised.
-        connection: The request or websocket being throttled.
-        context: The context the throttle was called with.
-        cost: The units the hit was to spend, None when not known yet.
-        backend: The backend the decision ran on.
-        prepared: The rates, cost and key, or None when the failure came before the key.
-
-    Returns:
-        The decision, the rates it was made under (None when unknown) and the client's key
-        (None when unknown).
-    """
-    key = prepared[2] if prepared is not None else None
-    rates = prepared[0] if prepared is not None else throttle.static_rates
-
-    async def decide(on: Optional[ThrottleBackend] = None) -> Decision:
-        decision = await throttle._decide(connection, context, cost, on or backend)
-        return decision if decision is not None else Decision(True, 0, None, 0, 0)
-
-    info: ThrottleExceptionInfo = {
-        "exception": exc,
-        "connection": connection,
-        "key": key,
-        "cost": prepared[1] if prepared is not None else cost,
-        "rate": rates[0] if rates else None,
-        "rates": rates,
-        "backend": backend,
-        "context": context,
-        "throttle": throttle,
-        "decide": decide,
-    }
-    policy = throttle.on_error if throttle.on_error is not None else backend.on_error
-    return await apply_on_error(policy, info), rates, key
 
 
 # -- handlers --------------------------------------------------------------------------------

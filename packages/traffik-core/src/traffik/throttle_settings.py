@@ -11,9 +11,9 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from traffik.backends.base import ThrottleBackend
-from traffik.error_handlers import check_on_error
 from traffik.exceptions import ConfigurationError
 from traffik.headers import Headers, header_setting
+from traffik.on_error import check_on_error
 from traffik.rates import UNLIMITED, Rate, RatesLike, parse_rates
 from traffik.response_headers import HeaderPlan
 from traffik.rules import RuleGate, sort_rules

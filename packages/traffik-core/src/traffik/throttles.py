@@ -20,12 +20,6 @@ from traffik.config import THROTTLED_STATE_KEY
 from traffik.connection_inputs import ConnectionInputs
 from traffik.decision import Decision
 from traffik.decorators import starlette_throttled as throttled
-from traffik.error_handlers import (
-    ThrottleExceptionInfo,
-    check_on_error,
-    decision_from_wait,
-    recover,
-)
 from traffik.events import (
     ALLOWED,
     ERROR,
@@ -39,6 +33,12 @@ from traffik.exceptions import ConfigurationError
 from traffik.identity import peer_part
 from traffik.keyparts import ANONYMOUS_PART, client_part, escape
 from traffik.logs import QuietLog
+from traffik.on_error import (
+    ThrottleExceptionInfo,
+    check_on_error,
+    decision_from_wait,
+    recover,
+)
 from traffik.outcomes import CHARGES_KEY, Outcome
 from traffik.rates import Rate
 from traffik.registry import GLOBAL_REGISTRY, ThrottleRegistry

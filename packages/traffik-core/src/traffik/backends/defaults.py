@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 from traffik.config import get_lock_blocking, get_lock_blocking_timeout, get_lock_ttl
-from traffik.error_handlers import check_on_error
 from traffik.exceptions import ConfigurationError
+from traffik.on_error import check_on_error
 
 __all__ = ["BackendDefaults"]
 
