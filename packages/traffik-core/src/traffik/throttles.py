@@ -330,11 +330,12 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
                 if refusals is None:
                     decision = await self._step(key, rates, charged, backend)
                 else:  # a client refused a moment ago is refused again without the store
-                    decision = refusals.check(key, rates, charged, backend.now_ms())
+                    asked_at = backend.now_ms()
+                    decision = refusals.check(key, rates, charged, asked_at)
                     if decision is None:
                         decision = await self._step(key, rates, charged, backend)
-                        if not decision.allowed:
-                            refusals.remember(key, rates, charged, decision, backend.now_ms())
+                        if not decision.allowed:  # (from when it was asked: never too long)
+                            refusals.remember(key, rates, charged, decision, asked_at)
         except ConfigurationError as exc:
             logger.error("%r is misconfigured: %s", self, exc)
             raise
