@@ -14,6 +14,7 @@ import pytest
 from fastapi import Depends, FastAPI, Request
 
 from traffik import HTTPThrottle, InMemoryBackend
+from traffik.backends.base import ThrottleBackend
 from traffik.backends.sqlite import SQLiteBackend
 from traffik.clock import ManualClock
 from traffik.config import THROTTLED_STATE_KEY
@@ -152,11 +153,20 @@ def test_on_decision_must_be_callable() -> None:
         HTTPThrottle("api", rate="5/min", backend=InMemoryBackend(), on_decision="log")
 
 
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
 @pytest.mark.parametrize("strategy", [cls() for cls in BUILTIN_STRATEGIES], ids=repr)
-async def test_decisions_made_in_place_equal_the_strategy_s_own(strategy: Strategy) -> None:
-    """The in-memory hot path (`decide_now`) admits and waits exactly as `strategy.decide`."""
+async def test_decisions_made_in_place_equal_the_strategy_s_own(
+    strategy: Strategy, store: str, tmp_path: Path
+) -> None:
+    """The hot path (`decide_now`, in memory and on SQLite) admits and waits exactly as
+    `strategy.decide` does in memory."""
     clock = ManualClock(5_000.0)
-    fast, slow = InMemoryBackend(clock=clock), InMemoryBackend(clock=clock)
+    slow = InMemoryBackend(clock=clock)
+    fast: ThrottleBackend = (
+        InMemoryBackend(clock=clock)
+        if store == "memory"
+        else SQLiteBackend(tmp_path / "fast.db", clock=clock, cache_refusals=False)
+    )
     throttle = HTTPThrottle("api", rate="4/3s", backend=fast, strategy=strategy)
     rate = Rate.parse("4/3s")
     scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "client": ("1.2.3.4", 1)}
@@ -169,6 +179,9 @@ async def test_decisions_made_in_place_equal_the_strategy_s_own(strategy: Strate
         assert request.scope["state"][THROTTLED_STATE_KEY] == (
             0.0 if expected.allowed else expected.wait_ms
         ), strategy
+    probe = fast.get_key("probe")
+    assert fast.decide_now(probe, strategy, rate, 1, throttle._in_place) is not None, "in place"
+    await fast.close()
 
 
 class CountingSQLite(SQLiteBackend):

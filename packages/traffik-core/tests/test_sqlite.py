@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import re
 import sqlite3
+import struct
 import threading
 from pathlib import Path
 
@@ -259,3 +260,107 @@ def test_event_loops_in_threads_share_one_budget(db: Path) -> None:
     for thread in threads:
         thread.join()
     assert len(admitted) == 4 and sum(admitted) == 100
+
+
+# -- waiting for a busy file, checkpoints, deciding at once ------------------------------
+
+
+async def test_tasks_waiting_for_a_busy_file_are_served_in_arrival_order(db: Path) -> None:
+    backend = SQLiteBackend(db, timeout=5)
+    await backend.set("k", "0")
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process's write transaction
+    done: list[tuple[int, int]] = []
+
+    async def hit(n: int) -> None:
+        done.append((n, await backend.increment("k")))
+
+    tasks = []
+    for n in range(8):
+        tasks.append(asyncio.ensure_future(hit(n)))
+        await asyncio.sleep(0.002)  # each one queued before the next arrives
+    await asyncio.sleep(0.02)
+    assert done == [], "nobody gets through while the lock is held"
+    tasks[2].cancel()  # a task giving up in the line does not block those behind it
+    holder.execute("COMMIT")
+    holder.close()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert done == [(n, i + 1) for i, n in enumerate([0, 1, 3, 4, 5, 6, 7])]
+    assert await backend.get("k") == "7"
+    await backend.close()
+
+
+async def test_every_waiting_task_fails_once_the_timeout_has_passed(db: Path) -> None:
+    backend = SQLiteBackend(db, timeout=0.05)
+    await backend.set("k", "0")
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        found = await asyncio.wait_for(
+            asyncio.gather(*(backend.increment("k") for _ in range(5)), return_exceptions=True),
+            timeout=5,
+        )
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert all(isinstance(f, BackendConnectionError) for f in found), found
+    assert await backend.increment("k") == 1, "the line is empty again: the next one goes through"
+    await backend.close()
+
+
+def logged(db: Path) -> tuple[int, int]:
+    """The write-ahead log's frames, and how many of them are copied back into the file,
+    read from its shared-memory index (`WalIndexHdr.mxFrame`, `WalCkptInfo.nBackfill`)
+    without a connection, which could checkpoint."""
+    shm = Path(f"{db}-shm").read_bytes()[:100]
+    return struct.unpack_from("=I", shm, 16)[0], struct.unpack_from("=I", shm, 96)[0]
+
+
+async def test_checkpoints_run_in_a_thread_not_inside_a_commit(db: Path) -> None:
+    backend = SQLiteBackend(db)
+    await backend.set("k", "0")
+    checkpoints = backend._db._checkpoints
+    assert checkpoints is not None
+    checkpoints.every = 20
+    for _ in range(19):
+        await backend.increment("k")
+    frames, copied = logged(db)
+    assert frames >= 19 and copied == 0, "no checkpoint inside the commits"
+    await backend.increment("k")  # the 20th commit starts one, in a thread
+    for _ in range(400):
+        frames, copied = logged(db)
+        if copied:
+            break
+        await asyncio.sleep(0.005)
+    assert copied == frames >= 20, "the whole log was copied back into the file"
+    await backend.increment("k")
+    assert logged(db) == (1, 0), "the next commit starts the log over"
+    assert await backend.get("k") == "21"
+    await backend.close()
+
+
+@pytest.mark.parametrize("strategy", [FixedWindow(), TokenBucket(), GCRA()], ids=repr)
+async def test_a_throttle_decides_at_once_and_goes_the_long_way_when_busy(
+    db: Path, strategy: object
+) -> None:
+    backend = SQLiteBackend(db, timeout=5)
+    throttle = HTTPThrottle("t", rate="3/min", backend=backend, strategy=strategy)
+    request = Request({"type": "http", "method": "GET", "path": "/", "headers": []})
+    await backend.initialize()
+    key = backend.get_key("probe") + getattr(strategy, "suffix", "")
+    kind = throttle._in_place
+    assert kind and backend.decide_now(key, strategy, Rate.parse("3/min"), 1, kind) is not None
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    assert backend.decide_now(key, strategy, Rate.parse("3/min"), 1, kind) is None, "busy"
+    waiting = asyncio.ensure_future(throttle.hit(request, skip_handler=True))
+    await asyncio.sleep(0.02)
+    assert not waiting.done(), "a busy file makes the hit wait its turn"
+    holder.execute("COMMIT")
+    holder.close()
+    await waiting
+    for _ in range(2):
+        await throttle.hit(request, skip_handler=True)
+    with pytest.raises(ConnectionThrottled):
+        await throttle.hit(request)
+    await backend.close()

@@ -312,14 +312,21 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
             if prepared is not None:
                 rates, charged, key = prepared
                 decide_now = backend.decide_now if self._in_place else None
-                if decide_now is not None:  # in place: no coroutine (InMemoryBackend)
-                    decision = decide_now(
-                        backend._prefix + key + self._suffix,
-                        self.strategy,
-                        rates[0],
-                        charged,
-                        self._in_place,
-                    )
+                if decide_now is not None:  # in place: no coroutine (memory, SQLite)
+                    refusals = backend.refusals
+                    if refusals is not None:  # a client refused a moment ago: no store
+                        asked_at = backend.now_ms()
+                        decision = refusals.check(key, rates, charged, asked_at)
+                    if decision is None:
+                        decision = decide_now(
+                            backend._prefix + key + self._suffix,
+                            self.strategy,
+                            rates[0],
+                            charged,
+                            self._in_place,
+                        )
+                        if refusals is not None and decision is not None and not decision.allowed:
+                            refusals.remember(key, rates, charged, decision, asked_at)
             else:
                 prepared = await self._prepare(connection, ctx, cost, backend)
                 if prepared is None:

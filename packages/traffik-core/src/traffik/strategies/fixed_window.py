@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
     from traffik.rates import Rate
 
-__all__ = ["FixedWindow", "FixedWindowStrategy", "counter_decision"]
+__all__ = ["FixedWindow", "FixedWindowStrategy", "counted_decision", "counter_decision"]
 
 
 def _ttl_seconds(window_ms: int) -> float:
@@ -27,6 +27,15 @@ def counter_decision(count: int, ttl_ms: Optional[float], rate: Rate, cost: int)
     if after > limit:
         return Decision(False, left, 0, left, limit)
     return Decision(True, 0, limit - after, left, limit)
+
+
+def counted_decision(count: int, ttl_ms: Optional[float], rate: Rate) -> Decision:
+    """The decision for a hit already counted: the counter now holds `count` and its key is
+    gone in `ttl_ms` (None: unknown, so one period)."""
+    limit, left = rate.limit, _left(ttl_ms, rate)
+    if count > limit:
+        return Decision(False, left, 0, left, limit)
+    return Decision(True, 0, limit - count, left, limit)
 
 
 def _left(ttl_ms: Optional[float], rate: Rate) -> int:
@@ -63,11 +72,7 @@ class FixedWindow(Strategy):
         ttl_ms = getattr(count, "ttl_ms", None)
         if ttl_ms is None and count > rate.limit:
             ttl_ms = await backend.ttl(counter)
-        limit = rate.limit
-        if count > limit:
-            left = _left(ttl_ms, rate)
-            return Decision(False, left, 0, left, limit)
-        return Decision(True, 0, limit - count, _left(ttl_ms, rate), limit)
+        return counted_decision(count, ttl_ms, rate)
 
     async def get_stat(self, key: Any, rate: Rate, backend: ThrottleBackend) -> StrategyStat:
         if rate.unlimited:

@@ -13,7 +13,10 @@ from traffik.backends.sqlite._decisions import decide, decide_all, refund_all
 from traffik.backends.sqlite._lock import DEFAULT_LOCK_TTL, Holding, SQLiteLock
 from traffik.backends.sqlite._path import database_path
 from traffik.backends.sqlite._rows import SCHEMA, Rows, prefix_range
+from traffik.backends.sqlite._turns import BUSY
 from traffik.exceptions import ConfigurationError
+from traffik.strategies.fixed_window import counted_decision
+from traffik.strategies.steps import IN_PLACE_COUNTER, IN_PLACE_STATE
 
 if TYPE_CHECKING:
     import sqlite3
@@ -129,6 +132,12 @@ class SQLiteBackend(ThrottleBackend):
         self._db = Database(path, timeout)
         self._rows = Rows(max_keys, sweep_ms, repr(self))
         self._holdings: dict[str, Holding] = {}
+        cls = type(self)
+        self._steps_own = (
+            cls.evaluate is SQLiteBackend.evaluate
+            and cls.increment_with_ttl is SQLiteBackend.increment_with_ttl
+        )
+        """Whether `decide_now` makes the steps a subclass could have replaced."""
 
     def __repr__(self) -> str:
         return f"SQLiteBackend({self.path!r}, namespace={self.namespace!r})"
@@ -348,6 +357,49 @@ class SQLiteBackend(ThrottleBackend):
         return await self._db.write("releasing a lock", self._step, Rows.drop, name, token)
 
     # -- the decision steps (`_decisions`) -----------------------------------------------
+
+    def decide_now(
+        self, key: str, strategy: Any, rate: Rate, cost: int, kind: int
+    ) -> Decision | None:
+        """One decision of a built-in strategy on its namespaced `key`, with no coroutine:
+        the same transaction as `strategy.decide` makes (a `FixedWindow` counter through
+        `Rows.count`, or a state transition), run at once on the loop.
+
+        The throttle's hot path (see `ThrottleBackend.decide_now`). Returns None when it
+        cannot be made at once: the backend is not ready, a test replaced
+        `increment_with_ttl` or `evaluate` on this instance, or the file is busy (another
+        process holds its write lock, or this loop's tasks wait for it); the caller then
+        awaits `strategy.decide`, which waits its turn. Errors are raised as `BackendError`.
+
+        Args:
+            key: The namespaced key of the client's state.
+            strategy: The built-in strategy that decides.
+            rate: The rate to apply.
+            cost: The units this hit spends.
+            kind: `IN_PLACE_COUNTER` (a counter) or `IN_PLACE_STATE` (a state transition).
+
+        Returns:
+            The `Decision`, or None when it cannot be made at once.
+        """
+        own = self.__dict__
+        if (
+            not self._steps_own
+            or not self.initialized
+            or "increment_with_ttl" in own
+            or "evaluate" in own
+        ):
+            return None
+        if kind == IN_PLACE_COUNTER:
+            found: Any = self._db.now("counting", self._step, Rows.count, key, cost, rate.expire)
+            if found is BUSY:
+                return None
+            return counted_decision(found[0], found[1], rate)
+        if kind == IN_PLACE_STATE:
+            decision: Any = self._db.now(
+                "deciding", self._step, decide, key, strategy, rate, cost, True
+            )
+            return None if decision is BUSY else decision
+        return None
 
     async def evaluate(
         self, key: str, strategy: StateStrategy, rate: Rate, cost: int, *, commit: bool = True

@@ -2,13 +2,17 @@
 
 SQLite calls block. Each operation here is one short synchronous step (a transaction of a
 few statements, tens of microseconds) run on the event loop itself, with SQLite's own busy
-handler off: when another connection holds the write lock, the step fails at once with
-`SQLITE_BUSY`, the task sleeps (0.5 ms doubling to 8 ms, jittered) while the loop serves
-other tasks, and the step runs again until `timeout` has passed, when it becomes a
-`BackendConnectionError`. The loop is never blocked for longer than one step (and, once
-per thousand or so pages written, the checkpoint SQLite runs inside a commit, which ends
-with an fsync). A process that dies inside a transaction leaves nothing held: the operating
-system drops its file locks, and its unfinished write is rolled back from the log.
+handler off (it sleeps whole milliseconds). When another process holds the write lock, the
+step fails at once with `SQLITE_BUSY` and the task waits its turn: the tasks of one loop
+queue in arrival order behind one of them, which alone asks the file again (so one process
+sends one attempt at a time, not one per request). It first naps a few tens of
+microseconds with the loop held (a transaction elsewhere ends that fast; at most
+`SPIN_BUDGET` seconds per wait), then sleeps on the loop, from 1 ms doubling to 8 ms
+(jittered), while the loop serves other tasks, until `timeout` has passed, when it becomes a
+`BackendConnectionError`. Checkpoints (copying the log back into the file, with an fsync)
+run in a thread, never inside a decision. A process that dies inside a transaction leaves
+nothing held: the operating system drops its file locks, and its unfinished write is rolled
+back from the log.
 """
 
 from __future__ import annotations
@@ -16,22 +20,21 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import random
 import sqlite3
 import weakref
 from collections.abc import Awaitable
 from typing import Any, Callable, TypeVar
 
+from traffik.backends.sqlite._checkpoints import Checkpoints
 from traffik.backends.sqlite._errors import is_busy, locked, translate
 from traffik.backends.sqlite._path import MEMORY
+from traffik.backends.sqlite._turns import BUSY, Turns
 from traffik.exceptions import BackendError
 
 __all__ = ["Database"]
 
 T = TypeVar("T")
 
-_FIRST_DELAY = 0.0005
-_MAX_DELAY = 0.008
 _memories = itertools.count()
 _INHERITED: list[Callable[[], None]] = []
 """The `close` of each connection a parent process opened before a fork: in the child it is
@@ -55,29 +58,35 @@ class Database:
         self.memory = path == MEMORY
         self._memory_name = f"traffik-{os.getpid()}-{next(_memories)}"
         self._pid = os.getpid()
-        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, sqlite3.Cursor]
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Handle]
         self._by_loop = weakref.WeakKeyDictionary()
-        self._last: tuple[Any, sqlite3.Cursor | None] = (None, None)
+        self._last: tuple[Any, _Handle | None] = (None, None)
         self._anchored = False
         self._closers: list[weakref.finalize[Any, Any]] = []
+        self._checkpoints = None if self.memory else Checkpoints(path)
 
-    def cursor(self) -> sqlite3.Cursor:
-        """The cursor of the running loop's connection in this process, opened on first use
-        (by `run`); one cursor serves every statement, saving a cursor per statement."""
+    def _handle(self) -> _Handle:
+        """The running loop's connection in this process (its cursor and its line of
+        waiting tasks), opened on first use; one cursor serves every statement."""
         loop = asyncio.get_running_loop()
         if os.getpid() != self._pid:
             self._forget_parent()
-        last_loop, cursor = self._last
-        if last_loop is loop and cursor is not None:
-            return cursor
-        cursor = self._by_loop.get(loop)
-        if cursor is None:
-            if self.memory and not self._anchored:
-                self._open(self)  # keeps the shared in-memory database alive until close()
-                self._anchored = True
-            cursor = self._by_loop[loop] = self._open(loop).cursor()
-        self._last = (loop, cursor)
-        return cursor
+        last_loop, handle = self._last
+        if last_loop is loop and handle is not None:
+            return handle
+        handle = self._by_loop.get(loop)
+        if handle is None:
+            handle = self._by_loop[loop] = _Handle(loop)
+        self._last = (loop, handle)
+        return handle
+
+    def _connect(self, handle: _Handle) -> sqlite3.Cursor:
+        """Open the handle's connection (inside `_attempt`, which handles its errors)."""
+        if self.memory and not self._anchored:
+            self._open(self)  # keeps the shared in-memory database alive until close()
+            self._anchored = True
+        handle.cursor = self._open(handle.loop()).cursor()
+        return handle.cursor
 
     def _open(self, owner: Any) -> sqlite3.Connection:
         """A new connection, closed by `close()` or once `owner` is gone; its errors (a busy
@@ -92,6 +101,8 @@ class Database:
         closer.atexit = False
         try:
             conn.execute("PRAGMA synchronous = NORMAL")
+            if not self.memory:
+                conn.execute("PRAGMA wal_autocheckpoint = 0")  # `Checkpoints` does it
         except BaseException:
             closer()
             raise
@@ -120,28 +131,47 @@ class Database:
             closer()
 
     async def run(self, doing: str, step: Callable[..., T], *args: Any) -> T:
-        """`step(cursor, *args)`, run again while the file is busy, for at most `timeout`."""
-        deadline, delay = None, _FIRST_DELAY
-        while True:
-            try:
-                return step(self.cursor(), *args)
-            except sqlite3.Error as exc:
-                if not is_busy(exc):
-                    raise translate(exc, self.path, doing) from exc
-            now = asyncio.get_running_loop().time()
-            if deadline is None:
-                deadline = now + self.timeout
-            elif now >= deadline:
-                raise locked(self.path, self.timeout, doing)
-            await asyncio.sleep(min(delay * (0.5 + random.random() / 2), deadline - now))
-            delay = min(delay * 2, _MAX_DELAY)
+        """`step(cursor, *args)`, run again while the file is busy (in turn with this
+        loop's other waiting tasks), for at most `timeout`."""
+        handle = self._handle()
+        tried = False
+        if not handle.turns:
+            result = self._attempt(handle, doing, step, args)
+            if result is not BUSY:
+                return result  # type: ignore[return-value]
+            tried = True
+        return await handle.turns.wait(
+            lambda: self._attempt(handle, doing, step, args),
+            self.timeout,
+            lambda: locked(self.path, self.timeout, doing),
+            tried,
+        )
+
+    def now(self, doing: str, step: Callable[..., T], *args: Any) -> T | object:
+        """`step(cursor, *args)` in one `BEGIN IMMEDIATE` transaction, at once, with no
+        coroutine: `BUSY` when the file is busy or this loop's tasks already wait for it
+        (the caller then goes through `write`, which waits its turn)."""
+        handle = self._handle()
+        if handle.turns:
+            return BUSY
+        return self._attempt(handle, doing, self._transaction, (step, *args))
+
+    def _attempt(
+        self, handle: _Handle, doing: str, step: Callable[..., T], args: tuple[Any, ...]
+    ) -> T | object:
+        """`step(cursor, *args)`, or `BUSY` when another connection holds the lock."""
+        try:
+            return step(handle.cursor or self._connect(handle), *args)
+        except sqlite3.Error as exc:
+            if is_busy(exc):
+                return BUSY
+            raise translate(exc, self.path, doing) from exc
 
     def write(self, doing: str, step: Callable[..., T], *args: Any) -> Awaitable[T]:
         """`step(cursor, *args)` inside one `BEGIN IMMEDIATE` transaction (see `run`)."""
         return self.run(doing, self._transaction, step, *args)
 
-    @staticmethod
-    def _transaction(cursor: sqlite3.Cursor, step: Callable[..., T], *args: Any) -> T:
+    def _transaction(self, cursor: sqlite3.Cursor, step: Callable[..., T], *args: Any) -> T:
         """`BEGIN IMMEDIATE`, the step, `COMMIT`; rolled back if anything fails."""
         cursor.execute("BEGIN IMMEDIATE")
         try:
@@ -151,6 +181,8 @@ class Database:
             if cursor.connection.in_transaction:
                 cursor.execute("ROLLBACK")
             raise
+        if self._checkpoints is not None:
+            self._checkpoints.committed()
         return result
 
     async def prepare(self, schema: tuple[str, ...]) -> None:
@@ -158,6 +190,17 @@ class Database:
         if not self.memory:
             await self.run("switching it to write-ahead logging", _use_wal, self.path)
         await self.write("creating its tables", _create, schema)
+
+
+class _Handle:
+    """One loop's connection: its cursor, and the line of its tasks waiting for the file."""
+
+    __slots__ = ("cursor", "loop", "turns")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = weakref.ref(loop)  # not kept alive: the connection closes once it is gone
+        self.cursor: sqlite3.Cursor | None = None
+        self.turns = Turns()
 
 
 def _create(cursor: sqlite3.Cursor, schema: tuple[str, ...]) -> None:
