@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 import struct
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from importlib import resources
 
 import pytest
@@ -92,9 +92,10 @@ CORRUPT = [
 """Stored values that are no state: the scripts start a fresh key on each."""
 
 
-def _packed(state: list[int]) -> bytes:
-    """A state as the scripts store it (`save_state` in `lua/_prelude.lua`)."""
-    return b"i" + struct.pack(f"<{len(state)}d", *state)
+def _packed(state: Sequence[float], mark: bytes = b"i") -> bytes:
+    """A state as the scripts store it (`pack_state` in `lua/_lists.lua`): `i` and its numbers,
+    which CostBasedTokenBucket's scripts wrote before its runs (`h`)."""
+    return mark + struct.pack(f"<{len(state)}d", *state)
 
 
 def _lived(started: float) -> float:
@@ -338,7 +339,7 @@ async def test_floordiv_and_ceildiv_round_like_python(raw: Redis) -> None:
     prelude = resources.files("traffik.backends.redis").joinpath("lua", "_prelude.lua")
     body = """
 local out = {}
-for i = 1, #ARGV, 2 do
+for i = 2, #ARGV, 2 do
   local a, b = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
   out[#out + 1] = floordiv(a, b)
   out[#out + 1] = ceildiv(a, b)
@@ -353,8 +354,12 @@ return out
         a = rng.randint(-top // b, top // b) * b + rng.choice([-1, 0, 1, rng.randint(-b, b)])
         if abs(a) <= top:
             pairs.append((a, b))
+    call = struct.pack("<BdB5d", ord("p"), 0, 0, *[0] * 5)  # the prelude reads the call first
     replies = await raw.eval(
-        prelude.read_text(encoding="utf-8") + body, 0, *[str(n) for pair in pairs for n in pair]
+        prelude.read_text(encoding="utf-8") + body,
+        0,
+        call,
+        *[str(n) for pair in pairs for n in pair],
     )
     assert replies == [n for a, b in pairs for n in (a // b, -(-a // b))]
 
@@ -362,6 +367,50 @@ return out
 def test_anything_else_is_no_state() -> None:
     assert decode_state(b"i") == []
     assert all(decode_state(garbage) is None for garbage in CORRUPT)
+
+
+def test_runs_are_read_as_the_history_they_hold() -> None:
+    assert decode_state(_packed([7, 9, 2, 3, 5, 1], b"h")) == [7, 9, 2, 2, 2, 5]
+    assert decode_state(_packed([7, 9], b"h")) == [7, 9]
+    for runs in ([7], [7, 9, 2], [7, 9, 2, 0], [7, 9, 2, -1], [7, 9, 2, 1.5]):
+        assert decode_state(_packed(runs, b"h")) is None, runs
+
+
+async def test_cost_histories_written_before_runs_are_read_as_they_were(
+    clocked: tuple[RedisBackend, ManualClock], raw: Redis
+) -> None:
+    """A deploy mid-window: a CostBasedTokenBucket state the previous scripts wrote (`i`, every
+    cost of the history) decides, takes refunds and goes on as Python does, stored as runs
+    from then on; runs that are not ours (a count below 1) are no state."""
+    backend, clock = clocked
+    rng = random.Random("cost histories")
+    rate = Rate.parse("1000/day")  # a bucket that never fills again here: no short TTLs
+    for strategy in (CostBasedTokenBucket(), CostBasedTokenBucket(cost_window=5)):
+        key = backend.get_key(f"histories {strategy!r}") + strategy.suffix
+        state: list[int] | None = None
+        for _ in range(60):  # a history of mixed costs, as the previous scripts kept it
+            clock.advance(ms=rng.choice([0, 1, 100]))
+            _, new_state, _ = strategy.transition(state, clock.ms(), rate, rng.randint(1, 4))
+            state = new_state if new_state is not None else state
+        assert state is not None and len(state) > 3
+        await raw.set(key, _packed(state))
+        for step in range(40):
+            clock.advance(ms=rng.choice([0, 1, 50, 400]))
+            cost = rng.randint(1, 4)
+            if step % 5 == 4:
+                await backend.refund_all([Item(strategy, key, rate, cost)])
+                state, _ = strategy.refund(state, clock.ms(), rate, cost)
+            else:
+                expected, new_state, _ = strategy.transition(state, clock.ms(), rate, cost)
+                assert await backend.evaluate(key, strategy, rate, cost) == expected, step
+                state = new_state if new_state is not None else state
+            assert decode_state(await raw.get(key)) == state, step
+        assert (await raw.get(key))[:1] == b"h"
+        await raw.set(key, _packed([*state[:2], 1, 0], b"h"))
+        await backend.refund_all([Item(strategy, key, rate, 1)])
+        assert await raw.get(key) == _packed([*state[:2], 1, 0], b"h")  # nothing to give back to
+        fresh, _, _ = strategy.transition(None, clock.ms(), rate, 1)
+        assert await backend.evaluate(key, strategy, rate, 1) == fresh
 
 
 async def test_corrupt_state_counts_as_a_fresh_key(redis_url: str, raw: Redis) -> None:

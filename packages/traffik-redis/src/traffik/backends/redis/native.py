@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from traffik.backends.redis.scripts import COUNTER, MODULES, STRATEGY_SCRIPTS
+from traffik.backends.redis.scripts import COUNTER, STRATEGY_SCRIPTS
 from traffik.strategies import (
     GCRA,
     AdaptiveThrottle,
@@ -40,14 +40,13 @@ _BUILT_IN = {
     "cost_based_token_bucket": CostBasedTokenBucket,
 }
 assert set(_BUILT_IN) == set(STRATEGY_SCRIPTS)
-_MODULE_OF = {strategy: module for module, names in MODULES.items() for strategy in names}
 
 Native = tuple[int, str]
-"""An item's code in the programs (0: the counter) and the module that holds it."""
+"""An item's code in the programs (0: the counter) and its script (`COUNTER` for the counter)."""
 
 
 def native(strategy: Any) -> Optional[Native]:
-    """The code and module that reproduce `strategy`, or None (a user's strategy or override).
+    """The code and script that reproduce `strategy`, or None (a user's strategy or override).
 
     A subclass that keeps a built-in `transition` and `refund` (as `TokenBucketWithDebt` does,
     through its `script_args`) runs natively; one that overrides either takes the generic path.
@@ -63,4 +62,4 @@ def native(strategy: Any) -> Optional[Native]:
         or getattr(cls, "refund", None) is not built_in.refund
     ):
         return None
-    return STRATEGY_SCRIPTS.index(name) + 1, _MODULE_OF[name]
+    return STRATEGY_SCRIPTS.index(name) + 1, name

@@ -1,13 +1,16 @@
 """The Lua scripts (`lua/*.lua`): how they are put together, their SHA1s, loading and running them.
 
-Every decision and refund runs `lua/decide.lua` (the entry) after the helpers
-(`_prelude.lua`), FixedWindow's counter (`_counter.lua`, `fixed_window.lua`) when the call has
-counters, and the transitions and refunds of the state strategies, one Lua file per Python
-strategy module, each written once. Redis runs a script's definitions on every call (about
-0.4 us of server time per function): so a program holds the modules a call needs and no more
-(one program per module, with or without the counter, and `decide` with everything for
-calls that mix modules), and refunds are defined only on the calls that give back. For the
-same reason `increment_with_ttl` is its own script, the counter's INCRBY and nothing else.
+Every decision and refund runs a program: the prelude (`_prelude.lua`: the call's arguments
+and the arithmetic), FixedWindow's counter (`_counter.lua`, `fixed_window.lua`) when the call
+has counters, `_lists.lua` and the helper files its strategies need, and the entry
+(`decide.lua`) with, in its loop, the body of each strategy it holds: one Lua file per
+strategy (`lua/<script>.lua`, giving back within), each written once. Redis runs all of a
+program on every call, definitions included, and every definition costs server time (see
+`_prelude.lua`): so a program holds what a call needs and no more (one program per strategy,
+with or without the counter, the counter alone, and `decide` with everything for calls that
+mix strategies), a strategy is a body rather than a function to define and call, and what
+only refunds use is defined only on the calls that give back. For the same reason
+`increment_with_ttl` is its own script, the counter's INCRBY and nothing else.
 """
 
 from __future__ import annotations
@@ -22,8 +25,7 @@ from traffik.strategies.base import EXACT_LIMIT
 
 __all__ = [
     "COUNTER",
-    "EVERY_MODULE",
-    "MODULES",
+    "EVERY_SCRIPT",
     "PROGRAMS",
     "SCRIPTS",
     "STRATEGY_SCRIPTS",
@@ -35,38 +37,57 @@ __all__ = [
 ]
 
 COUNTER = "fixed_window"
-"""The module of FixedWindow's counter (code 0); its own program runs only it."""
+"""FixedWindow's counter (code 0): its Lua file, and the program that runs it alone."""
 _COUNTER_PARTS = ("_counter", COUNTER)
 
-MODULES = {
-    "sliding_window": ("sliding_window_counter", "sliding_window_log"),
-    "token_bucket": ("token_bucket",),
-    "leaky_bucket": ("leaky_bucket", "leaky_bucket_with_queue"),
-    "gcra": ("gcra",),
-    "tiered": ("tiered_rate",),
-    "adaptive": ("adaptive_throttle",),
-    "priority": ("priority_queue",),
-    "rollover": ("quota_with_rollover",),
-    "cost_bucket": ("cost_based_token_bucket",),
-}
-"""Each Lua module of state strategies and the strategies it holds (`StateStrategy.script`)."""
+STRATEGY_SCRIPTS = (
+    "sliding_window_counter",
+    "sliding_window_log",
+    "token_bucket",
+    "leaky_bucket",
+    "leaky_bucket_with_queue",
+    "gcra",
+    "tiered_rate",
+    "adaptive_throttle",
+    "priority_queue",
+    "quota_with_rollover",
+    "cost_based_token_bucket",
+)
+"""The state strategies (`StateStrategy.script`) in code order: a strategy's code is its place
+here, from 1, and its Lua file `lua/<script>.lua`."""
 
+_FIXED = ("_fixed",)
 _HELPERS = {
-    "sliding_window": ("_entries",),
-    "leaky_bucket": ("_entries",),
-    "tiered": ("_periods",),
-    "adaptive": ("_periods",),
-    "rollover": ("_periods",),
+    "sliding_window_counter": _FIXED,
+    "sliding_window_log": ("_entries",),
+    "token_bucket": _FIXED,
+    "leaky_bucket": ("_admit", "_fixed"),
+    "leaky_bucket_with_queue": ("_admit", "_entries"),
+    "cost_based_token_bucket": ("_runs",),
+    "gcra": _FIXED,
+    "tiered_rate": _FIXED,
+    "adaptive_throttle": _FIXED,
+    "quota_with_rollover": _FIXED,
 }
-"""Helper files a module needs besides the prelude; a program reads each once, before its modules."""
+"""Helper files a strategy needs besides the prelude and `_lists`; a program reads each once,
+before its strategies."""
+_LISTS = (
+    "sliding_window_log",
+    "leaky_bucket_with_queue",
+    "priority_queue",
+    "cost_based_token_bucket",
+)
+"""The strategies whose state is a list of any size (`lua/_lists.lua`)."""
 
-STRATEGY_SCRIPTS = tuple(name for names in MODULES.values() for name in names)
-"""The state strategies in code order: a strategy's code is its place here, from 1."""
+_STRATEGIES = "--[[ STRATEGIES ]]"
+"""Where the entry (`lua/decide.lua`) takes the bodies of a program's strategies."""
 
-EVERY_MODULE = "decide"
-"""The program with every module and the counter."""
+EVERY_SCRIPT = "decide"
+"""The program with every strategy and the counter."""
 
 _STATE_MARK = b"i"
+_RUNS_MARK = b"h"
+"""CostBasedTokenBucket's states: its cost history as runs (`lua/cost_based_token_bucket.lua`)."""
 
 
 def _read(name: str) -> str:
@@ -92,40 +113,43 @@ class Script:
         return f"Script({self.name!r}, sha={self.sha[:8]})"
 
 
-def _program(name: str, modules: Sequence[str], counter: bool) -> Script:
-    """The entry after the helpers, the counter (if `counter`) and `modules`, with their
-    strategies in STEPS."""
-    steps = ", ".join(
-        f"[{STRATEGY_SCRIPTS.index(strategy) + 1}] = {strategy}"
-        for module in modules
-        for strategy in MODULES[module]
+def _program(name: str, strategies: Sequence[str], counter: bool) -> Script:
+    """The prelude, the counter (if `counter`), the helpers of `strategies`, and the entry with
+    their bodies in its loop, each under its code."""
+    helpers = sorted({helper for strategy in strategies for helper in _HELPERS.get(strategy, ())})
+    lists = any(strategy in _LISTS for strategy in strategies)
+    bodies = "\nelse".join(
+        f"if code == {STRATEGY_SCRIPTS.index(strategy) + 1} then -- {strategy}\n{_read(strategy)}"
+        for strategy in strategies
     )
-    helpers = sorted({helper for module in modules for helper in _HELPERS.get(module, ())})
+    entry = _read("decide").replace(_STRATEGIES, f"{bodies}\nend" if strategies else "")
     parts = [
         _read("_prelude"),
         *map(_read, _COUNTER_PARTS if counter else ()),
+        f"local LISTS = {'true' if lists else 'false'}",
+        _read("_lists"),
         *map(_read, helpers),
-        *map(_read, modules),
+        entry,
     ]
-    return Script(name, "\n".join([*parts, f"local STEPS = {{{steps}}}", _read("decide")]))
+    return Script(name, "\n".join(parts))
 
 
-def with_counter(module: str) -> str:
-    """The name of the program that runs `module` and the counter."""
-    return f"{COUNTER}+{module}"
+def with_counter(script: str) -> str:
+    """The name of the program that runs the strategy `script` and the counter."""
+    return f"{COUNTER}+{script}"
 
 
 PROGRAMS = {
     COUNTER: _program(f"decide ({COUNTER})", (), True),
-    **{module: _program(f"decide ({module})", (module,), False) for module in MODULES},
+    **{script: _program(f"decide ({script})", (script,), False) for script in STRATEGY_SCRIPTS},
     **{
-        with_counter(module): _program(f"decide ({with_counter(module)})", (module,), True)
-        for module in MODULES
+        with_counter(script): _program(f"decide ({with_counter(script)})", (script,), True)
+        for script in STRATEGY_SCRIPTS
     },
-    EVERY_MODULE: _program(EVERY_MODULE, tuple(MODULES), True),
+    EVERY_SCRIPT: _program(EVERY_SCRIPT, STRATEGY_SCRIPTS, True),
 }
-"""The programs by the modules they hold: a module alone, with the counter (`with_counter`),
-the counter alone (`COUNTER`), or everything (`EVERY_MODULE`)."""
+"""The programs by the strategies they hold: one alone, with the counter (`with_counter`), the
+counter alone (`COUNTER`), or everything (`EVERY_SCRIPT`)."""
 
 SCRIPTS = {
     **{program.name: program for program in PROGRAMS.values()},
@@ -155,12 +179,19 @@ def evalsha(client: Any, sha: str, keys: Sequence[str], args: Sequence[Any]) -> 
 
 
 def decode_state(raw: bytes | None) -> list[int] | None:
-    """The state the programs read from a stored value, as `load_state` in `lua/_prelude.lua`
-    does: `i` then little-endian doubles, each a whole number below 2**53; None (a fresh key)
-    for anything else."""
-    if raw is None or not raw.startswith(_STATE_MARK) or (len(raw) - 1) % 8:
+    """The state the programs read from a stored value: `i` then little-endian doubles, each a
+    whole number below 2**53 (`load_state` in `lua/_lists.lua`); or `h` then such doubles,
+    CostBasedTokenBucket's: tokens and last_ms, then its cost history as runs of (cost, count),
+    each count at least 1, expanded here. None (a fresh key) for anything else."""
+    if raw is None or raw[:1] not in (_STATE_MARK, _RUNS_MARK) or (len(raw) - 1) % 8:
         return None
     values = struct.unpack(f"<{(len(raw) - 1) // 8}d", raw[1:])
     if not all(v.is_integer() and abs(v) < EXACT_LIMIT for v in values):
         return None
-    return [int(v) for v in values]
+    state = [int(v) for v in values]
+    if raw[:1] == _STATE_MARK:
+        return state
+    runs = state[2:]
+    if len(state) < 2 or len(runs) % 2 or any(count < 1 for count in runs[1::2]):
+        return None
+    return state[:2] + [cost for cost, count in zip(runs[::2], runs[1::2]) for _ in range(count)]

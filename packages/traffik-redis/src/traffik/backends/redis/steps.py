@@ -11,7 +11,7 @@ from redis.crc import key_slot
 from traffik.backends.redis.native import native
 from traffik.backends.redis.scripts import (
     COUNTER,
-    EVERY_MODULE,
+    EVERY_SCRIPT,
     PROGRAMS,
     Script,
     evalsha,
@@ -41,17 +41,17 @@ _YES = (b"1", "1")
 
 
 class _Packed:
-    """An item's bytes for the programs and the module that runs it (`data` None: no Lua for
-    its strategy). Kept by the identity of the strategy and rate objects (held here, so the
-    identities stay valid): strategies and rates are configuration, not changed once in use."""
+    """An item's bytes for the programs and its script (`data` None: no Lua for its strategy).
+    Kept by the identity of the strategy and rate objects (held here, so the identities stay
+    valid): strategies and rates are configuration, not changed once in use."""
 
-    __slots__ = ("data", "module", "rate", "strategy")
+    __slots__ = ("data", "rate", "script", "strategy")
 
-    def __init__(self, strategy: Any, rate: Rate, data: Optional[bytes], module: str) -> None:
+    def __init__(self, strategy: Any, rate: Rate, data: Optional[bytes], script: str) -> None:
         self.strategy = strategy
         self.rate = rate
         self.data = data
-        self.module = module
+        self.script = script
 
 
 _PACKED: dict[tuple[int, int, int], _Packed] = {}
@@ -65,7 +65,7 @@ def _pack(strategy: Any, rate: Rate, cost: int) -> _Packed:
     if found is None:
         packed = _Packed(strategy, rate, None, "")
     else:
-        code, module = found
+        code, script = found
         if code:
             strategy.check_scale(rate)  # the programs' doubles are exact below 2**53
             numbers = [float(n) for n in strategy.script_args(rate, cost)]
@@ -77,7 +77,7 @@ def _pack(strategy: Any, rate: Rate, cost: int) -> _Packed:
                 f"take at most {_NUMBERS} (limit, period, cost and two parameters)"
             )
         numbers += [0.0] * (_NUMBERS - len(numbers))
-        packed = _Packed(strategy, rate, _ITEM.pack(code, *numbers), module)
+        packed = _Packed(strategy, rate, _ITEM.pack(code, *numbers), script)
     if len(_PACKED) >= _PACKED_MAX:
         del _PACKED[next(iter(_PACKED))]
     _PACKED[(id(strategy), id(rate), cost)] = packed
@@ -85,20 +85,20 @@ def _pack(strategy: Any, rate: Rate, cost: int) -> _Packed:
 
 
 def _program(packs: Sequence[_Packed]) -> Script:
-    """The smallest program that runs every item: its module's (with the counter when there
+    """The smallest program that runs every item: its strategy's (with the counter when there
     are counters besides), or the one with everything."""
-    module = COUNTER
+    script = COUNTER
     counter = False
     for packed in packs:
-        if packed.module == COUNTER:
+        if packed.script == COUNTER:
             counter = True
-        elif module == COUNTER:
-            module = packed.module
-        elif packed.module != module:
-            return PROGRAMS[EVERY_MODULE]
-    if module == COUNTER:
+        elif script == COUNTER:
+            script = packed.script
+        elif packed.script != script:
+            return PROGRAMS[EVERY_SCRIPT]
+    if script == COUNTER:
         return PROGRAMS[COUNTER]
-    return PROGRAMS[with_counter(module) if counter else module]
+    return PROGRAMS[with_counter(script) if counter else script]
 
 
 def _decisions(reply: Any, packs: Sequence[_Packed]) -> list[Decision]:

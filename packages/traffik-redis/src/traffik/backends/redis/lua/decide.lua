@@ -1,8 +1,16 @@
--- The program's entry (it ends with it). Before it: the helpers, FixedWindow's counter when
--- the call has counters, the transitions of the state strategies the program holds (and
--- their refunds when it gives back; scripts.py builds the programs), and STEPS, those
--- strategies by code: a code is a strategy's place in scripts.STRATEGY_SCRIPTS, 0 the counter.
--- KEYS: one key per item. ARGV[1]: the mode, one byte (MODE, read by the prelude):
+-- The program's entry (it ends with it). Before it: the prelude, FixedWindow's counter when
+-- the call has counters, and the helpers of the state strategies the program holds.
+-- scripts.py builds the programs, and puts in the loop below, where it says STRATEGIES, the
+-- body of each of those strategies (its Lua file) under `if code == <its code> then`: a code
+-- is a strategy's place in scripts.STRATEGY_SCRIPTS, 0 the counter. A body reads `raw`, the
+-- stored value (a GET reply: each strategy reads its own state, with _fixed.lua or
+-- _lists.lua), now, the item's numbers (limit, period, cost, x, y) and REFUND; deciding, it
+-- sets admitted, wait, remaining and reset, and when admitted `state` (the value to store)
+-- and `ttl` (its time to live in ms); giving back, state and ttl only, or nothing when there
+-- is nothing to give back to. A refund runs only on a state (of any size, as in Python).
+-- Bodies, not functions: Redis runs the whole program on every call, and a function costs
+-- its definition, one more for each helper it reaches, and its call.
+-- KEYS: one key per item. ARGV[1]: the mode, one byte (MODE):
 --   'c' decide every item, then charge all or nothing (traffik.strategies.steps.charged);
 --   'p' decide and charge nothing (a peek);
 --   'l' decide items whose hit was refused elsewhere: charge only the counters that refuse;
@@ -10,71 +18,80 @@
 -- then now in ms (a little-endian double; NaN: the server's clock, TIME), then ITEM bytes per
 -- key: the code (a byte) and five little-endian doubles, the limit, the period in ms, the
 -- cost and the strategy's parameters (script_args) padded with 0. Packed bytes cost least on
--- both sides: the client sends (and caches) them, and one struct.unpack per item reads them.
--- The reply is a one-line status string of whole numbers (the cheapest reply for a client to
--- parse): 'allowed|wait_ms|remaining|reset_ms' per item, joined by '|'; 'OK' for 'r'.
-local ITEM = 41
-local args = ARGV[1]
-local now, first = struct.unpack('<d', args, 2)
+-- both sides: the client sends (and caches) them, and one struct.unpack per item reads them
+-- (the prelude reads the first with the mode and now).
+-- The reply is a string of whole numbers, 'allowed|wait_ms|remaining|reset_ms' per item,
+-- joined by '|' ('OK' for 'r'): a bulk string costs the server least, and the client one split.
+local ITEM, FIRST = 41, 10 -- an item's bytes, and where the first starts
 if now ~= now then -- the server's clock in whole ms (below 10^6 us, the floor is exact)
   local t = redis.call('TIME')
-  now = t[1] * 1000 + floor(t[2] / 1000)
+  local ms = t[2] / 1000
+  now = t[1] * 1000 + (ms - ms % 1)
 end
-local code, limit, period, cost, x, y
 
-if REFUND then
-  for i = 1, #KEYS do
-    code, limit, period, cost, x, y = struct.unpack('<Bddddd', args, first + (i - 1) * ITEM)
-    if code == 0 then
+-- Decide (or give back) every item on the state as it stands. `state` and `ttl` are the
+-- last item's; each item's before it wait in `pending` (pending[2i - 1], pending[2i]), a
+-- table made only for calls with several items: most have one. A counter has no state, and
+-- a refused item has false.
+local n, reply, pending, refused, state, ttl = #KEYS, nil, nil, false, nil, nil
+for i = 1, n do
+  if i > 1 then
+    pending = pending or {}
+    pending[2 * i - 3], pending[2 * i - 2] = state, ttl
+    code, limit, period, cost, x, y = struct.unpack('<Bddddd', ARGV[1], FIRST + (i - 1) * ITEM)
+  end
+  state, ttl = nil, nil
+  local admitted, wait, remaining, reset
+  if code == 0 then
+    if REFUND then
       counter_refund(KEYS[i], cost)
     else
-      local state = load_state(KEYS[i])
-      if state ~= nil then
-        save_state(KEYS[i], STEPS[code].refund(state, now, limit, period, cost, x, y))
-      end
+      admitted, wait, remaining, reset = counter_decide(KEYS[i], limit, period, cost)
+    end
+  else
+    local raw = redis.call('GET', KEYS[i])
+    if not REFUND or load_state(raw, 105) or load_state(raw, 104) then -- 'i', or 'h' (runs)
+      --[[ STRATEGIES ]]
     end
   end
-  return {ok = 'OK'}
+  if not REFUND then
+    local text
+    if admitted then
+      text = string.format('1|0|%d|%d', remaining, reset)
+    else
+      refused = true
+      state = false
+      text = string.format('0|%d|%d|%d', wait, remaining, reset)
+    end
+    reply = reply and reply .. '|' .. text or text
+  end
 end
 
--- Decide every item on the state as it stands: states[i] is an admitted state strategy's new
--- state (nil for a counter), false when the item refused; ttls[i] its time to live.
-local n = #KEYS
-local reply, states, ttls, refused = nil, {}, {}, false
-for i = 1, n do
-  code, limit, period, cost, x, y = struct.unpack('<Bddddd', args, first + (i - 1) * ITEM)
-  local admitted, wait, remaining, reset, text
-  if code == 0 then
-    admitted, wait, remaining, reset = counter_decide(KEYS[i], limit, period, cost)
-  else
-    admitted, wait, remaining, reset, states[i], ttls[i] =
-      STEPS[code].transition(load_state(KEYS[i]), now, limit, period, cost, x, y)
-  end
-  if admitted then
-    text = string.format('1|0|%d|%d', remaining, reset)
-  else
-    refused = true
-    states[i] = false
-    text = string.format('0|%d|%d|%d', wait, remaining, reset)
-  end
-  reply = reply and reply .. '|' .. text or text
-end
-
--- Then charge: every item when all admit, else only the counters that refused.
+-- Then charge (or store what was given back): every item when all admit, else only the
+-- counters that refused. A state is stored to be gone `ttl` ms from now: Redis keeps a key
+-- through the millisecond of its expiry, so PX is one less (and at least 1, the shortest life
+-- Redis gives). PSETEX with the time as digits costs the server least ('%d' prints no float).
 if MODE ~= 112 then -- not a peek
-  local all = MODE == 99 and not refused -- 'c'
+  local all = (MODE == 99 or REFUND) and not refused -- 'c' or 'r'
   for i = 1, n do
-    local state = states[i]
-    if state then
+    local new, px = state, ttl
+    if i < n then
+      new, px = pending[2 * i - 1], pending[2 * i]
+    end
+    if new then
       if all then
-        save_state(KEYS[i], state, ttls[i])
+        px = px - 1
+        if px < 1 then
+          px = 1
+        end
+        redis.call('PSETEX', KEYS[i], string.format('%d', px), new)
       end
-    elseif all or state == false then -- a counter (state nil) admitted, or any item refused
-      code, limit, period, cost = struct.unpack('<Bddd', args, first + (i - 1) * ITEM)
+    elseif new == false or all and not REFUND then -- a counter refused, or admitted
+      code, limit, period, cost = struct.unpack('<Bddd', ARGV[1], FIRST + (i - 1) * ITEM)
       if code == 0 then
         counter_charge(KEYS[i], period, cost)
       end
     end
   end
 end
-return {ok = reply}
+return reply or 'OK'

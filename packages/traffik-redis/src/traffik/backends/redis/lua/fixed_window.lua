@@ -18,7 +18,7 @@ end
 
 -- The hit counted: a new window opens with it, one period long.
 local function counter_charge(key, period, cost)
-  counter_add(key, string.format('%d', cost), max(period - 1, 1))
+  counter_add(key, string.format('%d', cost), math.max(period - 1, 1))
 end
 
 -- `cost` given back: a decrement, never below 0, keeping the time to live (defined only when
@@ -28,7 +28,7 @@ if REFUND then
   function counter_refund(key, cost)
     local count = tonumber(redis.call('GET', key))
     if count and count > 0 then
-      redis.call('DECRBY', key, string.format('%d', min(count, cost)))
+      redis.call('DECRBY', key, string.format('%d', math.min(count, cost)))
     end
   end
 end

@@ -1,0 +1,34 @@
+-- SlidingWindowCounter (traffik.strategies.sliding_window). State: {window_id, current,
+-- previous} ('<cddd'); with `left` ms of the window to go, the weighted count (scaled by the
+-- period) is previous * left + current * period.
+-- SlidingWindowCounter._counts: window id, ms left in it, current and previous counts.
+local wid = floordiv(now, period)
+local left = period - (now - wid * period)
+local held, current, previous = numbers(raw, '<cddd')
+if held == wid - 1 then
+  current, previous = 0, current
+elseif held ~= wid then
+  current, previous = 0, 0
+end
+local weighted, top, need = previous * left + current * period, limit * period, cost * period
+if REFUND then -- the current window first, then what still weighs of the previous one
+  local back = math.min(cost, current)
+  state = struct.pack('<cddd', 'i', wid, current - back, math.max(previous - (cost - back), 0))
+  ttl = left + period
+elseif weighted + need <= top then
+  admitted, wait, remaining = true, 0, floordiv(top - weighted - need, period)
+  reset, ttl = left + period, left + period
+  state = struct.pack('<cddd', 'i', wid, current + cost, previous)
+else
+  local excess = weighted + need - top
+  admitted, wait = false, left
+  if current + cost <= limit and previous > 0 and ceildiv(excess, previous) < left then
+    -- In this window, t ms from now: previous * (left - t) + (current + cost) * period <= top.
+    wait = ceildiv(excess, previous)
+  elseif current > 0 then
+    -- From the next window on, s ms into it: current * (period - s) + cost * period <= top.
+    wait = left + math.max(ceildiv((current + cost - limit) * period, current), 0)
+  end
+  remaining = floordiv(math.max(top - weighted, 0), period)
+  reset = current > 0 and left + period or previous > 0 and left or 0
+end

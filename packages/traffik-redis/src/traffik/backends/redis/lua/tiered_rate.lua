@@ -1,0 +1,21 @@
+-- TieredRate (traffik.strategies.tiered): a clock-aligned window. The limit it receives is the
+-- tier's already (the item's rate is the effective one). State: {window_id, count} ('<cdd').
+-- periods.aligned: the id of the clock-aligned period holding `now`, and the ms until it ends.
+local wid = floordiv(now, period)
+local left = period - (now - wid * period)
+local held, count = numbers(raw, '<cdd')
+if held ~= wid then
+  count = 0
+end
+if REFUND then
+  state, ttl = struct.pack('<cdd', 'i', wid, math.max(count - cost, 0)), left
+elseif cost > limit then
+  admitted, wait, remaining, reset = false, period, 0, period
+elseif count + cost <= limit then
+  count = count + cost
+  admitted, wait, remaining, reset = true, 0, limit - count, left
+  state, ttl = struct.pack('<cdd', 'i', wid, count), left
+else
+  admitted, wait, remaining = false, left, math.max(limit - count, 0)
+  reset = count > 0 and left or 0
+end
