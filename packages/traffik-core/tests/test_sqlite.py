@@ -8,6 +8,7 @@ import re
 import sqlite3
 import struct
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -336,6 +337,25 @@ async def test_checkpoints_run_in_a_thread_not_inside_a_commit(db: Path) -> None
     await backend.increment("k")
     assert logged(db) == (1, 0), "the next commit starts the log over"
     assert await backend.get("k") == "21"
+    await backend.close()
+
+
+async def test_the_log_stays_bounded_under_steady_writes(db: Path) -> None:
+    """A passive checkpoint alone never lets the log start over while writes go on (it grew
+    without end); the restarting step after it does, with no await between the writes."""
+    backend = SQLiteBackend(db)
+    await backend.initialize()
+    checkpoints = backend._db._checkpoints
+    assert checkpoints is not None
+    checkpoints.every = 50
+    most = 0
+    for n in range(1500):
+        await backend.increment("k")
+        if n % 10 == 0:
+            time.sleep(0.001)  # (lets the checkpoint's thread run, as other requests would)
+        most = max(most, logged(db)[0])
+    assert most < 400, f"the log reached {most} frames"
+    assert await backend.get("k") == "1500"
     await backend.close()
 
 

@@ -3,10 +3,12 @@
 SQLite's automatic checkpoint runs inside whichever commit crosses its threshold, and ends
 with an fsync: one decision in a thousand would block its loop for milliseconds. The
 connections that decide turn it off (`wal_autocheckpoint = 0`); instead every `every`
-commits of this process start one passive checkpoint (it never waits for, nor blocks,
-readers and writers) on a connection of its own, in the loop's default executor. The log
-stays bounded: each process checkpoints after its own `every` commits, and SQLite
-checkpoints when the last connection to the file closes.
+commits of this process start a checkpoint on a connection of its own, in the loop's
+default executor. It is done in two steps: a passive one copies the log back while
+decisions go on (it never waits for, nor blocks, readers and writers), then a restarting
+one copies the few commits made meanwhile, holding the write lock for that short copy, so
+that the next commit starts the log over. A passive checkpoint alone would never let it
+start over under steady writes: the log would grow without end.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ __all__ = ["CHECKPOINT_EVERY", "Checkpoints"]
 
 CHECKPOINT_EVERY = 1000
 """Commits of one process between two checkpoints (SQLite's default threshold is 1000 pages)."""
+
+_RESTART_WAIT = 1.0
+"""Seconds the restarting step waits for other connections' writes to end (in its thread)."""
 
 logger = logging.getLogger("traffik.backends.sqlite")
 
@@ -44,27 +49,28 @@ class Checkpoints:
     def _start(self) -> None:
         self._running = True
         try:
-            done = asyncio.get_running_loop().run_in_executor(None, self.checkpoint)
+            asyncio.get_running_loop().run_in_executor(None, self._run)
         except RuntimeError:  # no loop, or its executor is shut down: checkpoint here
-            try:
-                self.checkpoint()
-            finally:
-                self._running = False
-            return
-        done.add_done_callback(self._finished)
+            self._run()
 
-    def _finished(self, done: asyncio.Future[None]) -> None:
-        self._running = False
-        if not done.cancelled() and done.exception() is not None:
-            logger.debug("checkpoint of %r failed", self.path, exc_info=done.exception())
+    def _run(self) -> None:
+        """`checkpoint`, then ready for the next: the flag is cleared by the thread itself,
+        since the loop may not get to a callback while requests keep it busy."""
+        try:
+            self.checkpoint()
+        finally:
+            self._running = False
 
     def checkpoint(self) -> None:
-        """One passive checkpoint, on a connection opened and closed here (so no connection
-        outlives the thread, nor crosses a fork). A failure is logged: the next one retries."""
+        """A passive checkpoint then a restarting one, on a connection opened and closed here
+        (so no connection outlives the thread, nor crosses a fork); the restarting one waits
+        (in this thread, SQLite's busy handler) up to `_RESTART_WAIT` seconds for the
+        writers of the moment. A failure is logged: the next one retries."""
         try:
-            conn = sqlite3.connect(self.path, timeout=0, isolation_level=None)
+            conn = sqlite3.connect(self.path, timeout=_RESTART_WAIT, isolation_level=None)
             try:
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
             finally:
                 conn.close()
         except sqlite3.Error:
