@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from typing import Any, Callable, Optional, Union
 
 from starlette.concurrency import run_in_threadpool
@@ -273,10 +273,11 @@ class _HeaderSink:
 
 
 def _with_headers(send: Send, headers: Sequence[tuple[bytes, bytes]]) -> Send:
-    async def send_with_headers(message: Message) -> None:
+    # A plain function handing back `send`'s awaitable: no coroutine of its own per message.
+    def send_with_headers(message: Message) -> Awaitable[None]:
         if message["type"] == "http.response.start":
             message = {**message, "headers": [*message.get("headers", ()), *headers]}
-        await send(message)
+        return send(message)
 
     return send_with_headers
 
@@ -419,32 +420,40 @@ class ThrottleMiddleware:
         # Each throttle sees a copy of the scope with its pattern as the route (and this
         # middleware's backend, for throttles that have none), sharing the scope's state;
         # those that apply are decided as one (`traffik.together`).
-        bound = {} if self.backend is None else {SCOPE_BACKEND_KEY: self.backend}
-        entries = []
+        backend = self.backend
+        http = scope["type"] == "http"
+        applied = []
         for throttle in throttles:
             if not throttle.rule.matches_scope(scope):  # (a path rule reads the mount's path)
                 continue
-            scoped = _connection({**scope, **bound, "route": throttle.route}, receive, send)
+            view = (
+                {**scope, "route": throttle.route}
+                if backend is None
+                else {**scope, SCOPE_BACKEND_KEY: backend, "route": throttle.route}
+            )
+            scoped = Request(view) if http else WebSocket(view, receive, send)
             merged = (
                 {**self.context, **throttle.context} if self.context or throttle.context else None
             )
             if throttle.checks_more and not await throttle.applies(scoped, merged or {}):
                 continue
-            skip = self.skip_handler if self.skip_handler is not None else throttle.skip_handler
-            entries.append(
-                Entry(throttle.throttle, scoped, throttle.cost, merged, skip, throttle.shadow)
-            )
-        if len(entries) == 1:
-            entry = entries[0]
-            await entry.throttle.hit(
-                entry.connection,
-                cost=entry.cost,
-                context=entry.context or None,
-                skip_handler=entry.skip_handler,
+            applied.append((throttle, scoped, merged))
+        skip = self.skip_handler
+        if len(applied) == 1:  # (the common case: no `Entry` to make)
+            throttle, scoped, merged = applied[0]
+            await throttle.throttle.hit(
+                scoped,
+                cost=throttle.cost,
+                context=merged,
+                skip_handler=throttle.skip_handler if skip is None else skip,
                 response=sink,
-                shadow=entry.shadow,
+                shadow=throttle.shadow,
             )
-        elif entries:
+        elif applied:
+            entries = [
+                Entry(t.throttle, c, t.cost, m, t.skip_handler if skip is None else skip, t.shadow)
+                for t, c, m in applied
+            ]
             await hit_together(entries, entries[0].connection, response=sink)
 
     def _handler_for(self, exc: Exception, scope: Scope) -> Optional[Callable[..., Any]]:

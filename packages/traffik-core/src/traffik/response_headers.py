@@ -41,7 +41,16 @@ class HeaderPlan:
     one that refused, else the one with the fewest units left).
     """
 
-    __slots__ = ("_constant", "_formatted", "_names", "_static", "dynamic", "rate", "rates")
+    __slots__ = (
+        "_constant",
+        "_formatted",
+        "_names",
+        "_pair",
+        "_static",
+        "dynamic",
+        "rate",
+        "rates",
+    )
 
     def __init__(self, name: str, rates: tuple[Rate, ...], headers: Headers) -> None:
         rate = rates[0]
@@ -78,6 +87,8 @@ class HeaderPlan:
         self._constant = constant
         self._static = constant + static
         self._formatted = formatted
+        one = formatted[0] if len(formatted) == 1 else None
+        self._pair = (one[0], one[1]) if one is not None and one[2] is None else None
         self.dynamic = tuple(dynamic)
         """The headers resolved per response (`write_dynamic`, `text`)."""
 
@@ -102,20 +113,24 @@ class HeaderPlan:
                 headers.append((name, self._each(names, decision, wait_ms)))
         return headers
 
-    def admitted(self, decision: Decision) -> list[tuple[bytes, bytes]]:
-        """`raw(decision)` for an admitted decision, the hot path's: the common case (one
-        rate, whole units left) formatted without the general checks."""
-        if self._names is not None:
-            return self.raw(decision)
+    def admitted(self, decision: Decision, headers: list[tuple[bytes, bytes]]) -> None:
+        """Append `raw(decision)` for an admitted decision to `headers` (a response's raw
+        headers): the hot path's, the common case (one rate, whole units left) formatted
+        without the general checks, the default `RateLimit` field alone at once."""
         remaining: Any = decision.remaining  # (an int from every built-in strategy)
-        if not isinstance(remaining, int) or remaining < 0:
-            return self.raw(decision)
-        headers = self._static.copy()
+        if self._names is not None or type(remaining) is not int or remaining < 0:
+            headers += self.raw(decision)
+            return
+        headers += self._static
         reset = decision.reset_ms
-        pair = (remaining, int(-(-reset // 1000)) if reset > 0 else 0)
+        seconds = -(-reset // 1000) if reset > 0 else 0  # (`%d` writes a whole float as an int)
+        pair = self._pair
+        if pair is not None:
+            headers.append((pair[0], pair[1] % (remaining, seconds)))
+            return
+        numbers = (remaining, seconds)
         for name, fmt, index in self._formatted:
-            headers.append((name, fmt % (pair if index is None else pair[index])))
-        return headers
+            headers.append((name, fmt % (numbers if index is None else numbers[index])))
 
     @staticmethod
     def _each(names: list[bytes], decision: Decision, wait_ms: Optional[float]) -> bytes:

@@ -110,14 +110,16 @@ class ThrottleSettings:
             and getattr(self, "identifier", True) is None
         )
         # A static throttle of one rate whose strategy a backend can run in place
-        # (`InMemoryBackend.decide_now`); its keys are remembered per peer and route.
+        # (`ThrottleBackend.decider`); its keys are remembered per peer and route.
         self._in_place = (
             in_place_kind(self.strategy)
             if rates is not None and self._static and len(rates) == 1
             else 0
         )
-        self._suffix = getattr(self.strategy, "suffix", "")
-        self._keys: dict[tuple[Any, ...], tuple[Any, str]] = {}
+        # The backend in-place decisions were last made on, and its `decider` for them.
+        self._decider: tuple[Optional[ThrottleBackend], Optional[Callable[[str], Any]]]
+        self._decider = (None, None)
+        self._keys: dict[tuple[Any, ...], tuple[Any, tuple[tuple[Rate, ...], int, str]]] = {}
 
     def _set_rate(self, rate: Union[RatesLike, Callable[..., Any]]) -> None:
         rate_fn: Optional[Callable[..., Any]] = None
@@ -304,6 +306,7 @@ class ThrottleSettings:
             self._set_rate(self.rate)
         except ConfigurationError:
             self.strategy, self._strategy_decide = previous
+            self._settle_static()
             raise
         return _UPDATED
 
@@ -314,6 +317,7 @@ class ThrottleSettings:
             self._set_rate(self.rate)
         except ConfigurationError:
             self.cost, self._cost_fn = previous
+            self._settle_static()
             raise
         return _UPDATED
 

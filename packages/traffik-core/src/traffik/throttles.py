@@ -311,22 +311,22 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
             decision: Optional[Decision] = None
             if prepared is not None:
                 rates, charged, key = prepared
-                decide_now = backend.decide_now if self._in_place else None
-                if decide_now is not None:  # in place: no coroutine (memory, SQLite)
-                    refusals = backend.refusals
-                    if refusals is not None:  # a client refused a moment ago: no store
-                        asked_at = backend.now_ms()
-                        decision = refusals.check(key, rates, charged, asked_at)
-                    if decision is None:
-                        decision = decide_now(
-                            backend._prefix + key + self._suffix,
-                            self.strategy,
-                            rates[0],
-                            charged,
-                            self._in_place,
-                        )
-                        if refusals is not None and decision is not None and not decision.allowed:
-                            refusals.remember(key, rates, charged, decision, asked_at)
+                if self._in_place:  # in place: no coroutine (memory, SQLite)
+                    on, decide = self._decider
+                    if on is not backend:  # made once per backend (`ThrottleBackend.decider`)
+                        decide = backend.decider(self.strategy, rates[0], charged, self._in_place)
+                        self._decider = (backend, decide)
+                    if decide is not None:
+                        refusals = backend.refusals
+                        if refusals is None:
+                            decision = decide(key)
+                        else:  # a client refused a moment ago: no store
+                            asked_at = backend.now_ms()
+                            decision = refusals.check(key, rates, charged, asked_at)
+                            if decision is None:
+                                decision = decide(key)
+                                if decision is not None and not decision.allowed:
+                                    refusals.remember(key, rates, charged, decision, asked_at)
             else:
                 prepared = await self._prepare(connection, ctx, cost, backend)
                 if prepared is None:
@@ -492,13 +492,17 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
         if state is None:
             scope["state"] = state = {}
         state[THROTTLED_STATE_KEY] = 0.0
-        if decision.remaining is not None and (
+        if (
             self.charge_when is not None or CHARGES_KEY in state
-        ):
+        ) and decision.remaining is not None:
             outcomes.note_charge(state, self, cost, ctx)
-        if response is not None and self.headers is not None and rates is not None:
-            plan = self._plan or self._plan_for(rates)
-            response.raw_headers.extend(plan.admitted(decision))
+        if response is not None and rates is not None:
+            plan = self._plan  # (None without headers, or when a callable gives the rates)
+            if plan is None:
+                if self.headers is None:
+                    return
+                plan = self._plan_for(rates)
+            plan.admitted(decision, response.raw_headers)
             if plan.dynamic:
                 plan.write_dynamic(response, decision, connection, key, ctx)
 
@@ -539,23 +543,24 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
             )
             known = self._keys.get(seen)
             if known is None or known[0] is not route:  # (a route gone, its id reused)
-                return self._rates, self.cost, self._remember_key(seen, connection, host, ctx)
-            return self._rates, self.cost, known[1]
+                return self._remember_key(seen, connection, host, ctx)
+            return known[1]
         part = peer_part(host) if host is not None else ANONYMOUS_PART
         return self._rates, self.cost, self._key(connection, part, ctx)
 
     def _remember_key(
         self, seen: tuple[Any, ...], connection: Any, host: Optional[str], ctx: Mapping[str, Any]
-    ) -> str:
-        """The key for a peer and route met for the first time, remembered (at most
-        `KEY_CACHE_SIZE` of them: then they are forgotten all at once)."""
+    ) -> tuple[tuple[Rate, ...], int, str]:
+        """What `_prepared` answers for a peer and route met for the first time, remembered
+        (at most `KEY_CACHE_SIZE` of them: then they are forgotten all at once; a change of
+        rate, cost, strategy or identifier forgets them too)."""
         keys = self._keys
         if len(keys) >= KEY_CACHE_SIZE:
             keys.clear()
         part = peer_part(host) if host is not None else ANONYMOUS_PART
-        key = self._key(connection, part, ctx)
-        keys[seen] = (connection.scope.get("route"), key)
-        return key
+        prepared = (self._rates, self.cost, self._key(connection, part, ctx))
+        keys[seen] = (connection.scope.get("route"), prepared)
+        return prepared
 
     async def _prepare(
         self,
@@ -601,7 +606,7 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
     @per_route.setter
     def per_route(self, value: bool) -> None:
         self._per_route = bool(value)
-        self._keys: dict[tuple[Any, ...], tuple[Any, str]] = {}
+        self._keys: dict[tuple[Any, ...], tuple[Any, tuple[tuple[Rate, ...], int, str]]] = {}
 
     def _step(
         self, key: str, rates: tuple[Rate, ...], cost: int, backend: ThrottleBackend

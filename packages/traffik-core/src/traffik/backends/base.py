@@ -259,6 +259,32 @@ class ThrottleBackend(LockedSteps, Generic[ConnT, HTTPConnT]):
             return f"{self._prefix}{key}:{build_key(*args, **kwargs)}"
         return self._prefix + str(key)
 
+    def decider(
+        self, strategy: Any, rate: Any, cost: int, kind: int
+    ) -> Optional[Callable[[str], Any]]:
+        """`decide_now` for one strategy, rate and cost, made once for a throttle's hot path.
+
+        Args:
+            strategy: The built-in strategy that decides.
+            rate: The rate to apply.
+            cost: The units each hit spends.
+            kind: How to decide in place (`traffik.strategies.steps.in_place_kind`).
+
+        Returns:
+            A callable of a throttle's key (as `strategy.decide` takes it, not namespaced)
+            returning the `Decision`, or None when it cannot be made at once; None when
+            the backend has no `decide_now`.
+        """
+        decide_now = self.decide_now
+        if decide_now is None:
+            return None
+        prefix, suffix = self._prefix, getattr(strategy, "suffix", "")
+
+        def decide(key: str) -> Any:
+            return decide_now(prefix + key + suffix, strategy, rate, cost, kind)
+
+        return decide
+
     # -- storage: what a backend implements -----------------------------------------------
 
     async def get(self, key: str) -> str | None:

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from traffik.backends.base import ThrottleBackend, window_count
 from traffik.backends.capacity import Capacity, entry_size
+from traffik.backends.inmemory_steps import in_place_step, whole_number
 from traffik.backends.locks import LocalLock, LocalLockTable
 from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
 from traffik.strategies.fixed_window import counter_decision
 from traffik.strategies.state import decode_state, encode_state
-from traffik.strategies.steps import IN_PLACE_COUNTER, IN_PLACE_STATE, charged, combine, is_counter
+from traffik.strategies.steps import charged, combine, is_counter
 
 if TYPE_CHECKING:
     from traffik.clock import Clock
@@ -24,6 +25,8 @@ __all__ = ["InMemoryBackend"]
 
 _READY = "ready"
 _SWEEP_CHUNK = 512
+_STORED_KEYS = 16384
+"""Store keys a decider remembers (`_decider`) before forgetting them all."""
 
 
 class InMemoryBackend(ThrottleBackend):
@@ -248,7 +251,7 @@ class InMemoryBackend(ThrottleBackend):
             self._insert(key, entry, now)
             return entry
         value = entry[0]
-        entry[0] = (value if type(value) is int else _number(value)) + amount
+        entry[0] = (value if type(value) is int else whole_number(value)) + amount
         if ttl_ms is not None and entry[1] is None:
             entry[1] = now + ttl_ms
         return entry
@@ -406,69 +409,80 @@ class InMemoryBackend(ThrottleBackend):
         else:
             entry[0], entry[1] = state, now + ttl_ms
 
+    def decider(
+        self, strategy: Any, rate: Rate, cost: int, kind: int
+    ) -> Optional[Callable[[str], Optional[Decision]]]:
+        """Decisions of a built-in strategy at one rate and cost, made in place: the
+        throttle's hot path.
+
+        The same step as `strategy.decide` (`traffik.backends.inmemory_steps`), without a
+        coroutine. A decision is None when it cannot be made here: the backend is not ready,
+        or a test replaced `increment_with_ttl` or `evaluate` on this instance
+        (`unittest.mock.patch.object`); the caller then awaits `strategy.decide`, which goes
+        through them. The rate and cost were checked when the throttle was built (a limited
+        rate, a cost the strategy can admit).
+
+        Args:
+            strategy: The built-in strategy that decides.
+            rate: The rate to apply.
+            cost: The units each hit spends.
+            kind: How to decide in place (`traffik.strategies.steps.in_place_kind`).
+
+        Returns:
+            A callable of a throttle's key (not namespaced) returning the `Decision` or None,
+            or None when `kind` cannot be decided in place.
+        """
+        return self._decider(strategy, rate, cost, kind, self._prefix, strategy.suffix)
+
     def decide_now(
         self, key: str, strategy: Any, rate: Rate, cost: int, kind: int
-    ) -> Decision | None:
-        """One decision of a built-in strategy on its namespaced `key`, made in place.
-
-        The throttle's hot path: the same step as `strategy.decide` (a `FixedWindow` counter
-        or a state transition), without a coroutine. Returns None when it cannot be made
-        here: the backend is not ready, or a test replaced `increment_with_ttl` or
-        `evaluate` on this instance (`unittest.mock.patch.object`); the caller then awaits
-        `strategy.decide`, which goes through them. The rate and cost were checked when the
-        throttle was built (a limited rate, a cost the strategy can admit).
+    ) -> Optional[Decision]:
+        """One decision made in place on the namespaced `key`, as `decider` makes them.
 
         Args:
             key: The namespaced key of the client's state.
             strategy: The built-in strategy that decides.
             rate: The rate to apply.
             cost: The units this hit spends.
-            kind: How to decide in place: `IN_PLACE_COUNTER` (a counter) or
-                `IN_PLACE_STATE` (a state transition, `strategy.transition`).
+            kind: How to decide in place (`traffik.strategies.steps.in_place_kind`).
 
         Returns:
-            The `Decision`, or None when it cannot be made here (or `kind` is another value).
+            The `Decision`, or None when it cannot be made here.
         """
-        own = self.__dict__
-        if self._status != _READY or "increment_with_ttl" in own or "evaluate" in own:
+        decide = self._decider(strategy, rate, cost, kind, "", "")
+        return None if decide is None else decide(key)
+
+    def _decider(
+        self, strategy: Any, rate: Rate, cost: int, kind: int, prefix: str, suffix: str
+    ) -> Optional[Callable[[str], Optional[Decision]]]:
+        step = in_place_step(strategy, rate, cost, kind)
+        if step is None:
             return None
-        now = self.now_ms()
-        if kind == IN_PLACE_COUNTER:
-            entry = self._data.get(key)
-            if (
-                entry is not None
-                and type(entry[0]) is int
-                and entry[1] is not None
-                and entry[1] > now
-            ):
-                count = entry[0] = entry[0] + cost
-            else:
-                entry = self._add(key, cost, rate.expire, now)
-                count = entry[0]
-            left = entry[1] - now
-            limit = rate.limit
-            if count > limit:
-                return Decision(False, left, 0, left, limit)
-            return Decision(True, 0, limit - count, left, limit)
-        if kind == IN_PLACE_STATE:  # `_live`, `_state` and `_save`, inlined
-            entry = self._data.get(key)
-            state = None
+        own, data = self.__dict__, self._data
+        stored_keys: dict[str, str] = {}  # a throttle's keys are few and come again
+
+        def decide(key: str) -> Optional[Decision]:
+            if self._status != _READY or "increment_with_ttl" in own or "evaluate" in own:
+                return None
+            now = self.now_ms()
+            stored = stored_keys.get(key)
+            if stored is None:
+                if len(stored_keys) >= _STORED_KEYS:
+                    stored_keys.clear()
+                stored = stored_keys[key] = prefix + key + suffix
+            entry = data.get(stored)
             if entry is not None:
-                if entry[1] is not None and entry[1] <= now:
-                    self._remove(key)
-                    entry = None
-                else:
-                    state = entry[0]
-                    if type(state) is not list:
-                        state = decode_state(state)
-            decision, new_state, ttl_ms = strategy.transition(state, now, rate, cost)
-            if new_state is not None:
-                if entry is None:
-                    self._insert(key, [new_state, now + ttl_ms], now)
-                else:
-                    entry[0], entry[1] = new_state, now + ttl_ms
+                expires = entry[1]
+                if expires is None or expires > now:
+                    return step(entry, now)
+                self._remove(stored)
+            entry = [None, None]
+            decision = step(entry, now)
+            if entry[0] is not None:
+                self._insert(stored, entry, now)
             return decision
-        return None
+
+        return decide
 
     async def evaluate(
         self, key: str, strategy: StateStrategy, rate: Rate, cost: int, *, commit: bool = True
@@ -515,7 +529,7 @@ class InMemoryBackend(ThrottleBackend):
             counter = is_counter(item.strategy)
             counters.append(counter)
             if counter:
-                count = _number(entry[0]) if entry is not None else 0
+                count = whole_number(entry[0]) if entry is not None else 0
                 left = entry[1] - now if entry is not None and entry[1] is not None else None
                 parts.append(counter_decision(count, left, item.rate, item.cost))
                 pending.append((entry, None, 0))
@@ -551,21 +565,12 @@ class InMemoryBackend(ThrottleBackend):
             if entry is None:
                 continue
             if is_counter(item.strategy):
-                entry[0] = max(_number(entry[0]) - item.cost, 0)
+                entry[0] = max(whole_number(entry[0]) - item.cost, 0)
                 continue
             state = self._state(entry)
             if state is not None:
                 new_state, ttl_ms = item.strategy.refund(state, now, item.rate, item.cost)
                 self._save(item.key, entry, new_state, ttl_ms, now)
-
-
-def _number(value: Any) -> int:
-    if isinstance(value, int):
-        return value
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0
 
 
 def _ms(seconds: float) -> int:

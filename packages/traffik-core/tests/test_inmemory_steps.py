@@ -1,0 +1,128 @@
+"""The in-place steps (`traffik.backends.inmemory_steps`) decide and store exactly as the strategies do."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from traffik import InMemoryBackend, ManualClock, Rate
+from traffik.backends.inmemory_steps import _STEPS, in_place_step
+from traffik.exceptions import ConfigurationError
+from traffik.strategies import (
+    ADVANCED_STRATEGIES,
+    BUILTIN_STRATEGIES,
+    GCRA,
+    LeakyBucket,
+    SlidingWindowCounter,
+    Strategy,
+    TokenBucket,
+    TokenBucketWithDebt,
+)
+from traffik.strategies.steps import IN_PLACE_STATE, Item, in_place_kind
+
+pytestmark = pytest.mark.anyio
+
+STRATEGIES = [
+    *(cls() for cls in BUILTIN_STRATEGIES),
+    *(cls() for cls in ADVANCED_STRATEGIES),
+    TokenBucket(burst_size=3),
+    TokenBucketWithDebt(burst_size=2, max_debt=3),
+    GCRA(burst_tolerance_ms=0),
+    GCRA(burst_tolerance_ms=700),
+]
+RATES = ["1/s", "4/3s", "7/250ms", "30/min", "10000000/d"]
+CORRUPT = ["", "x", "1", "1,2,3,4", "5,-3", "-9,99999999999"]
+"""States kept as text that mean something, or nothing, to one strategy or another."""
+
+
+def test_every_specialised_strategy_has_its_step() -> None:
+    assert set(_STEPS) == {
+        TokenBucket,
+        TokenBucketWithDebt,
+        GCRA,
+        SlidingWindowCounter,
+        LeakyBucket,
+    }
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES, ids=repr)
+@pytest.mark.parametrize("rate_text", RATES)
+async def test_a_step_equals_the_strategy_s_decision_and_state(
+    strategy: Strategy, rate_text: str
+) -> None:
+    """On a random timeline of hits (costs up to the capacity), refunds, text states and
+    expiries, the decider's decisions, stored states and expiries equal `strategy.decide`'s."""
+    kind = in_place_kind(strategy)
+    if not kind:
+        pytest.skip(f"{strategy!r} decides on its own")
+    rate = Rate.parse(rate_text)
+    try:
+        getattr(strategy, "check_scale", lambda rate: None)(rate)
+    except ConfigurationError:
+        pytest.skip(f"a throttle refuses {rate_text} with {strategy!r}")
+    clock = ManualClock(1_000.0)
+    fast, slow = InMemoryBackend(clock=clock), InMemoryBackend(clock=clock)
+    await fast.initialize()
+    rng = random.Random(f"{strategy!r}{rate_text}")
+    most = min(strategy.capacity(rate), 3)
+    deciders = {cost: fast.decider(strategy, rate, cost, kind) for cost in range(1, most + 1)}
+    stored = fast.get_key("client") + strategy.suffix
+    assert stored == slow.get_key("client") + strategy.suffix
+    steps = [1, 1, 7, 50, 249, 400, 1200, 3100, rate.expire, 5 * rate.expire]
+    for turn in range(300):
+        clock.advance(ms=rng.choice(steps))
+        roll = rng.random()
+        if roll < 0.05:  # a state kept as text (another writer, another version)
+            value = await slow.get(stored) if rng.random() < 0.5 else rng.choice(CORRUPT)
+            expire = rng.choice([0.001, 1, 100])
+            if value is not None:
+                for backend in (fast, slow):
+                    await backend.set(stored, value, expire=expire)
+            continue
+        if roll < 0.1 and kind == IN_PLACE_STATE:
+            item = [Item(strategy, stored, rate, rng.randint(1, most))]
+            await fast.refund_all(item)
+            await slow.refund_all(item)
+        else:
+            cost = rng.randint(1, most)
+            decider = deciders[cost]
+            assert decider is not None
+            made = decider("client")
+            expected = await strategy.decide("client", rate, slow, cost)
+            assert made == expected, (turn, cost)
+        assert await fast.get(stored) == await slow.get(stored), turn
+        assert await fast.ttl(stored) == await slow.ttl(stored), turn
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES, ids=repr)
+async def test_decide_now_is_the_decider_s_step(strategy: Strategy) -> None:
+    kind = in_place_kind(strategy)
+    if not kind:
+        pytest.skip(f"{strategy!r} decides on its own")
+    clock = ManualClock(1_000.0)
+    fast, slow = InMemoryBackend(clock=clock), InMemoryBackend(clock=clock)
+    await fast.initialize()
+    rate = Rate.parse("3/s")
+    key = fast.get_key("c") + strategy.suffix
+    for _ in range(5):
+        clock.advance(ms=150)
+        made = fast.decide_now(key, strategy, rate, 1, kind)
+        assert made == await strategy.decide("c", rate, slow, 1)
+
+
+def test_only_built_in_kinds_have_a_step() -> None:
+    assert in_place_step(TokenBucket(), Rate.parse("1/s"), 1, 0) is None
+
+
+async def test_a_decider_makes_no_decision_when_it_cannot() -> None:
+    backend = InMemoryBackend()
+    strategy: Any = TokenBucket()
+    decide = backend.decider(strategy, Rate.parse("1/s"), 1, in_place_kind(strategy))
+    assert decide is not None
+    assert decide("c") is None, "not ready: the awaited path initialises the backend"
+    await backend.initialize()
+    assert decide("c") is not None
+    backend.evaluate = backend.evaluate  # type: ignore[method-assign]  # replaced, as a mock does
+    assert decide("c") is None
