@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from traffik.backends.base import ThrottleBackend, window_count
 from traffik.backends.capacity import Capacity, entry_size
-from traffik.backends.inmemory_steps import Step, in_place_step, whole_number
+from traffik.backends.inmemory_steps import in_place_step, whole_number
 from traffik.backends.locks import LocalLock, LocalLockTable
 from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
@@ -475,7 +475,7 @@ class InMemoryBackend(ThrottleBackend):
                 expires = entry[1]
                 if expires is None or expires > now:
                     return step(entry, now)
-                return self._renewed(stored, entry, step, now)
+                self._remove(stored)
             entry = [None, None]
             decision = step(entry, now)
             if entry[0] is not None:
@@ -483,23 +483,6 @@ class InMemoryBackend(ThrottleBackend):
             return decision
 
         return decide
-
-    def _renewed(self, key: str, entry: list[Any], step: Step, now: int) -> Decision:
-        """`step` on an expired key, as on a missing one: its entry takes the new state (the
-        key count does not change), or goes when nothing is written."""
-        fresh: list[Any] = [None, None]
-        decision = step(fresh, now)
-        state = fresh[0]
-        if state is None:
-            self._remove(key)
-            return decision
-        old = entry[0]
-        if type(old) is not list or len(old) != len(state):  # (a list's size is its length's)
-            size = entry_size(key, state)
-            self._bytes += size - entry[2]
-            entry[2] = size
-        entry[0], entry[1] = state, fresh[1]
-        return decision
 
     async def evaluate(
         self, key: str, strategy: StateStrategy, rate: Rate, cost: int, *, commit: bool = True

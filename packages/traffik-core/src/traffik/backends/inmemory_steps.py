@@ -54,8 +54,10 @@ def in_place_step(strategy: Any, rate: Rate, cost: int, kind: int) -> Optional[S
 
 
 def _decoded(raw: Any, size: int) -> Optional[list[int]]:
-    """A stored state that is not a list of `size` numbers: decoded when kept as text, else
-    None (a corrupt state, which the strategy counts as none)."""
+    """A state that is not a list of `size` numbers: decoded when kept as text, else None (a
+    missing or corrupt state, which the strategy counts as none)."""
+    if raw is None:
+        return None
     state = raw if type(raw) is list else decode_state(raw)
     return state if state is not None and len(state) == size else None
 
@@ -92,7 +94,7 @@ def _token_bucket(strategy: TokenBucket, rate: Rate, cost: int) -> Step:
     def step(entry: list[Any], now: int) -> Decision:
         state = entry[0]
         if type(state) is not list or len(state) != 2:
-            state = [full, now] if state is None else (_decoded(state, 2) or [full, now])
+            state = _decoded(state, 2) or [full, now]
         tokens = state[0]
         elapsed = now - state[1]
         if elapsed > 0:
@@ -123,7 +125,7 @@ def _gcra(strategy: GCRA, rate: Rate, cost: int) -> Step:
     def step(entry: list[Any], now: int) -> Decision:
         state = entry[0]
         if type(state) is not list or len(state) != 2:
-            state = [now, 0] if state is None else (_decoded(state, 2) or [now, 0])
+            state = _decoded(state, 2) or [now, 0]
         tat, rest = state
         backlog = (tat - now) * limit + rest if tat > now or (tat == now and rest > 0) else 0
         if backlog <= room:
@@ -152,7 +154,7 @@ def _sliding_window_counter(strategy: SlidingWindowCounter, rate: Rate, cost: in
         left = period - into
         state = entry[0]
         if type(state) is not list or len(state) != 3:
-            state = [wid, 0, 0] if state is None else (_decoded(state, 3) or [wid, 0, 0])
+            state = _decoded(state, 3) or [wid, 0, 0]
         seen = state[0]
         if seen == wid:
             current, previous = state[1], state[2]
@@ -192,7 +194,7 @@ def _leaky_bucket(strategy: LeakyBucket, rate: Rate, cost: int) -> Step:
     def step(entry: list[Any], now: int) -> Decision:
         state = entry[0]
         if type(state) is not list or len(state) != 2:
-            state = [0, now] if state is None else (_decoded(state, 2) or [0, now])
+            state = _decoded(state, 2) or [0, now]
         level = state[0]
         elapsed = now - state[1]
         if elapsed > 0:
