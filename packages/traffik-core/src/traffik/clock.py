@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-__all__ = ["Clock", "ManualClock", "millis", "system_clock"]
+__all__ = ["Clock", "ManualClock", "millis", "system_clock", "system_ms"]
 
 Clock = Callable[[], float]
 """A clock is a callable returning the current time in seconds since the epoch."""
@@ -19,7 +19,9 @@ Clock = Callable[[], float]
 system_clock: Clock = time.time
 
 
-def _system_ms() -> int:
+def system_ms() -> int:
+    """The wall clock in whole milliseconds (what `millis(system_clock)` returns; a hot path
+    that finds it as a backend's `now_ms` may read `time.time_ns()` itself, saving a call)."""
     return time.time_ns() // 1_000_000
 
 
@@ -63,7 +65,7 @@ class ManualClock:
 def millis(clock: Clock) -> Callable[[], int]:
     """A callable giving `clock`'s time in whole milliseconds."""
     if clock is time.time:
-        return _system_ms
+        return system_ms
     exact = getattr(clock, "ms", None)
     if callable(exact):
         return exact

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from time import time_ns
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from traffik.backends.base import ThrottleBackend, window_count
 from traffik.backends.capacity import Capacity, entry_size
 from traffik.backends.inmemory_steps import in_place_step, whole_number
 from traffik.backends.locks import LocalLock, LocalLockTable
+from traffik.clock import system_ms
 from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
 from traffik.strategies.fixed_window import counter_decision
@@ -464,7 +466,8 @@ class InMemoryBackend(ThrottleBackend):
         def decide(key: str) -> Optional[Decision]:
             if self._status != _READY or "increment_with_ttl" in own or "evaluate" in own:
                 return None
-            now = self.now_ms()
+            now_ms = self.now_ms
+            now = time_ns() // 1_000_000 if now_ms is system_ms else now_ms()
             stored = stored_keys.get(key)
             if stored is None:
                 if len(stored_keys) >= _STORED_KEYS:
