@@ -226,7 +226,8 @@ def _sqlite(comparisons: list[Comparison]) -> str:
             "" if c.memory_us is None else f"{c.memory_us:.1f}",
             _ratio_cell(c.memory_us, c.vs_memory, c.memory_met),
             "" if c.redis_us is None else f"{c.redis_us:.1f}",
-            _ratio_cell(c.redis_us, c.vs_redis, c.redis_met),
+            _ratio_cell(c.redis_us, c.vs_redis, c.redis_met)
+            + ("" if c.redis_target is not None or c.redis_us is None else " (no target)"),
         ]
         for c in chosen
     ]
@@ -240,7 +241,11 @@ def _sqlite(comparisons: list[Comparison]) -> str:
         "redis overhead",
         "redis / sqlite (>= 3)",
     ]
-    return _table(header, lines)
+    note = (
+        "\n\nSaturated: no Redis target. Both stores answer a client refused a moment ago "
+        "from the process's memory of refusals, so neither makes a decision to compare."
+    )
+    return _table(header, lines) + note
 
 
 def _processes(rows: list[ProcessRow], holds: list[Holds]) -> str:
