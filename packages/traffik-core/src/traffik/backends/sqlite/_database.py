@@ -6,13 +6,17 @@ handler off (it sleeps whole milliseconds). When another process holds the write
 step fails at once with `SQLITE_BUSY` and the task waits its turn: the tasks of one loop
 queue in arrival order behind one of them, which alone asks the file again (so one process
 sends one attempt at a time, not one per request). It first naps a few tens of
-microseconds with the loop held (a transaction elsewhere ends that fast; at most
-`SPIN_BUDGET` seconds per wait), then sleeps on the loop, from 1 ms doubling to 8 ms
+microseconds with the loop held (a transaction elsewhere ends that fast; a few naps at
+most per wait), then sleeps on the loop, from 1 ms doubling to 8 ms
 (jittered), while the loop serves other tasks, until `timeout` has passed, when it becomes a
-`BackendConnectionError`. Checkpoints (copying the log back into the file, with an fsync)
-run in a thread, never inside a decision. A process that dies inside a transaction leaves
-nothing held: the operating system drops its file locks, and its unfinished write is rolled
-back from the log.
+`BackendConnectionError`. When the first in line gets the lock, it also runs the writes
+of the tasks queued behind it, in their order, in its own transaction, each in a savepoint
+(a failing one is undone alone and raises in its own task), and commits once: under
+contention a process takes the lock once per line of waiting requests instead of once per
+request, and the tasks behind neither ask nor sleep (plain reads, through `run`, still go
+alone). Checkpoints (copying the log back into the file, with an fsync) run in a thread,
+never inside a decision. A process that dies inside a transaction leaves nothing held: the
+operating system drops its file locks, and its unfinished write is rolled back from the log.
 """
 
 from __future__ import annotations
@@ -22,13 +26,12 @@ import itertools
 import os
 import sqlite3
 import weakref
-from collections.abc import Awaitable
 from typing import Any, Callable, TypeVar
 
 from traffik.backends.sqlite._checkpoints import Checkpoints
 from traffik.backends.sqlite._errors import is_busy, locked, translate
 from traffik.backends.sqlite._path import MEMORY
-from traffik.backends.sqlite._turns import BUSY, Turns
+from traffik.backends.sqlite._turns import BUSY, Outcome, Turns
 from traffik.exceptions import BackendError
 
 __all__ = ["Database"]
@@ -132,7 +135,7 @@ class Database:
 
     async def run(self, doing: str, step: Callable[..., T], *args: Any) -> T:
         """`step(cursor, *args)`, run again while the file is busy (in turn with this
-        loop's other waiting tasks), for at most `timeout`."""
+        loop's other waiting tasks), for at most `timeout`; always alone (see `write`)."""
         handle = self._handle()
         tried = False
         if not handle.turns:
@@ -167,9 +170,81 @@ class Database:
                 return BUSY
             raise translate(exc, self.path, doing) from exc
 
-    def write(self, doing: str, step: Callable[..., T], *args: Any) -> Awaitable[T]:
-        """`step(cursor, *args)` inside one `BEGIN IMMEDIATE` transaction (see `run`)."""
-        return self.run(doing, self._transaction, step, *args)
+    async def write(self, doing: str, step: Callable[..., T], *args: Any) -> T:
+        """`step(cursor, *args)` inside one `BEGIN IMMEDIATE` transaction (see `run`). While
+        the file is busy, the task waits in line; the first in line may run this step in
+        its own transaction (`_batch`) and hand over its result. A task cancelled while
+        waiting never has its step run; one cancelled after it ran (the request was decided
+        and charged, as if it completed just before) drops the result."""
+        handle = self._handle()
+        work = (doing, step, args)
+        tried = False
+        if not handle.turns:
+            result = self._attempt(handle, doing, self._transaction, (step, *args))
+            if result is not BUSY:
+                return result  # type: ignore[return-value]
+            tried = True
+        return await handle.turns.wait(
+            lambda: self._attempt(handle, doing, self._transaction, (step, *args)),
+            self.timeout,
+            lambda: locked(self.path, self.timeout, doing),
+            tried,
+            work,
+            lambda works: self._batch(handle, works),
+        )
+
+    def _batch(
+        self, handle: _Handle, works: list[tuple[str, Callable[..., Any], tuple[Any, ...]]]
+    ) -> list[Outcome] | object:
+        """Each `(doing, step, args)` of `works` in one `BEGIN IMMEDIATE` transaction, in
+        order, each in a savepoint: the outcome of each (its error, translated as `_attempt`
+        does, or its result), or `BUSY` when another connection holds the lock (nothing
+        ran). A failing step is undone alone; a busy one, or a failing `COMMIT`, undoes them
+        all (every step then gets the error)."""
+        try:
+            cursor = handle.cursor or self._connect(handle)
+            cursor.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            if is_busy(exc):
+                return BUSY
+            raise translate(exc, self.path, works[0][0]) from exc
+        outcomes: list[Outcome] = []
+        try:
+            for doing, step, args in works:
+                cursor.execute("SAVEPOINT step")
+                try:
+                    result = step(cursor, *args)
+                except Exception as exc:
+                    if not cursor.connection.in_transaction:
+                        raise  # it took the whole transaction with it
+                    if isinstance(exc, sqlite3.Error) and is_busy(exc):
+                        raise
+                    cursor.execute("ROLLBACK TO step")
+                    cursor.execute("RELEASE step")
+                    outcomes.append((self._error(exc, doing), None))
+                    continue
+                cursor.execute("RELEASE step")
+                outcomes.append((None, result))
+            cursor.execute("COMMIT")
+        except BaseException as exc:
+            if cursor.connection.in_transaction:
+                cursor.execute("ROLLBACK")
+            if not isinstance(exc, sqlite3.Error):
+                raise
+            if is_busy(exc):
+                return BUSY
+            return [(self._error(exc, doing), None) for doing, _, _ in works]
+        if self._checkpoints is not None:
+            self._checkpoints.committed()
+        return outcomes
+
+    def _error(self, exc: Exception, doing: str) -> BaseException:
+        """`exc` as its task gets it: a SQLite error translated as `_attempt` does."""
+        if not isinstance(exc, sqlite3.Error):
+            return exc
+        error = translate(exc, self.path, doing)
+        error.__cause__ = exc
+        return error
 
     def _transaction(self, cursor: sqlite3.Cursor, step: Callable[..., T], *args: Any) -> T:
         """`BEGIN IMMEDIATE`, the step, `COMMIT`; rolled back if anything fails."""

@@ -5,27 +5,53 @@ many requests wait. It naps first with the loop held (`SPIN_NAPS` naps of `SPIN_
 seconds: a transaction elsewhere lasts tens of microseconds, far less than the millisecond
 an event-loop sleep takes at the least), then sleeps on the loop, from `FIRST_DELAY`
 doubling to `MAX_DELAY` (jittered, so processes do not retry in step), until its deadline.
+
+When it gets the file, the first in line also does the work of the tasks queued right behind
+it, in order, in the same turn (`batch`), and hands each its own outcome through its future:
+under contention a process then takes the write lock once for a whole line instead of once
+per request, and its waiting tasks skip their naps and sleeps. Only work given as `work`
+joins (a transaction's step); a task without (`run`'s plain reads) is done alone, and the
+line stops joining at it, so no task's work goes ahead of an earlier one's. A cancelled
+task's work is never done; one cancelled after its work was done just drops the outcome.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import itertools
 import random
 import time
-from typing import Callable, TypeVar
+from typing import Any, Callable, Optional, TypeVar
 
-__all__ = ["BUSY", "FIRST_DELAY", "MAX_DELAY", "SPIN_NAP", "SPIN_NAPS", "Turns"]
+__all__ = ["BUSY", "FIRST_DELAY", "MAX_DELAY", "SPIN_NAP", "SPIN_NAPS", "Outcome", "Turns"]
 
 T = TypeVar("T")
 
 BUSY = object()
 """What an attempt answers when the file is busy (it is then tried again)."""
 
+_TURN = object()
+"""What a waiting task's future holds when it becomes the first in line (no outcome yet)."""
+
 SPIN_NAP = 0.00005
 SPIN_NAPS = 4
 FIRST_DELAY = 0.001
 MAX_DELAY = 0.008
+
+Outcome = tuple[Optional[BaseException], Any]
+"""One task's share of a batch: its error (or None) and its result."""
+
+
+class _Waiter:
+    """A task in line: the future it waits on, and the work it lets the head do (or None)."""
+
+    __slots__ = ("future", "work")
+
+    def __init__(self, future: asyncio.Future[Any], work: object | None) -> None:
+        self.future = future
+        self.work = work
 
 
 class Turns:
@@ -34,7 +60,7 @@ class Turns:
     __slots__ = ("_line",)
 
     def __init__(self) -> None:
-        self._line: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._line: collections.deque[_Waiter] = collections.deque()
 
     def __bool__(self) -> bool:
         """True while some task waits: a newcomer queues behind it instead of asking first."""
@@ -46,18 +72,26 @@ class Turns:
         timeout: float,
         expired: Callable[[], BaseException],
         tried: bool,
+        work: object | None = None,
+        batch: Callable[[list[Any]], list[Outcome] | object] | None = None,
     ) -> T:
         """`attempt()` again until it answers something other than `BUSY`, in turn; after
         `timeout` seconds in all, `expired()` is raised. `tried` says whether the caller's
-        own first attempt already failed (so the head of the line naps before asking)."""
+        own first attempt already failed (so the head of the line naps before asking).
+
+        With `work` and `batch`, the task's work may instead be done by the head of the
+        line: `batch(works)` does its own and those of the tasks behind it in one go and
+        answers their outcomes in order (or `BUSY`, having done none)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         line = self._line
-        turn = loop.create_future()
-        line.append(turn)
+        me = _Waiter(loop.create_future(), work if batch is not None else None)
+        line.append(me)
         try:
-            if line[0] is not turn:
-                await turn  # the task ahead hands over once its step is done
+            if line[0] is not me:
+                outcome = await me.future  # the head hands over, or did the work for us
+                if outcome is not _TURN:
+                    return outcome
                 tried = False
             naps, delay = 0, FIRST_DELAY
             while True:
@@ -73,12 +107,54 @@ class Turns:
                             min(delay * (0.5 + random.random() / 2), deadline - now)
                         )
                         delay = min(delay * 2, MAX_DELAY)
-                result = attempt()
-                if result is not BUSY:
-                    return result  # type: ignore[return-value]
+                behind = self._behind() if me.work is not None else None
+                if behind and batch is not None:
+                    outcomes = batch([me.work, *(waiter.work for waiter in behind)])
+                    if outcomes is not BUSY:
+                        return self._deliver(behind, outcomes)  # type: ignore[arg-type]
+                else:
+                    result = attempt()
+                    if result is not BUSY:
+                        return result  # type: ignore[return-value]
                 tried = True
         finally:
-            first = line[0] is turn
-            line.remove(turn)
-            if first and line and not line[0].done():
-                line[0].set_result(None)
+            if line and line[0] is me:
+                line.popleft()
+                if line and not line[0].future.done():
+                    line[0].future.set_result(_TURN)
+            else:
+                with contextlib.suppress(ValueError):  # served: the head took it out of line
+                    line.remove(me)
+            if me.future.done() and not me.future.cancelled():
+                me.future.exception()  # an outcome a cancelled task dropped is no error
+
+    def _behind(self) -> list[_Waiter]:
+        """The tasks right behind the head whose work can join its own, in order (up to the
+        first that has none); cancelled ones are skipped."""
+        joining = []
+        for waiter in itertools.islice(self._line, 1, None):
+            if waiter.work is None:
+                break
+            if not waiter.future.done():
+                joining.append(waiter)
+        return joining
+
+    def _deliver(self, behind: list[_Waiter], outcomes: list[Outcome]) -> Any:
+        """Hand each task behind its outcome and take them (and the cancelled ones among
+        them) out of line; the head's own outcome is returned, or its error raised."""
+        line = self._line
+        head = line.popleft()
+        while line and line[0].work is not None:
+            line.popleft()
+        line.appendleft(head)
+        for waiter, (error, result) in zip(behind, outcomes[1:]):
+            if waiter.future.done():  # cancelled while its work was being done: dropped
+                continue
+            if error is None:
+                waiter.future.set_result(result)
+            else:
+                waiter.future.set_exception(error)
+        error, result = outcomes[0]
+        if error is not None:
+            raise error
+        return result
