@@ -17,6 +17,7 @@ from starlette.websockets import WebSocket
 
 from traffik.backends.base import ThrottleBackend
 from traffik.backends.context import SCOPE_BACKEND_KEY
+from traffik.buckets import route_path
 from traffik.decorators import is_async_callable
 from traffik.exceptions import ConfigurationError
 from traffik.outcomes import CHARGES_KEY, Outcome, settle
@@ -144,6 +145,12 @@ class MiddlewareThrottle:
         self.route = _PatternRoute(path)
         # Whether `applies` must do more than match the rule's method and path.
         self.checks_more = bool(self.exempt) or predicate is not None
+        # The rule's method and path as `ThrottleMiddleware` matches them without a call
+        # (which costs about as much as the match): the pattern's `match` when the rule
+        # checks the path alone, and whether it matches every connection.
+        pattern, only_path = self.rule.pattern, self.rule.methods is None
+        self.path_match = pattern.match if only_path and pattern is not None else None
+        self.matches_any = only_path and pattern is None
         self.__signature__ = throttle.__signature__
 
     def __repr__(self) -> str:
@@ -259,27 +266,30 @@ class _Status:
 
 
 class _HeaderSink:
-    """Where throttles write the headers of an admitted request, for the middleware to add
-    to the response (`raw_headers`, and `headers` for header values resolved per request)."""
+    """Where throttles write the headers of an admitted request (`raw_headers`, and `headers`
+    for header values resolved per request), and the `send` that adds them to the response.
 
-    __slots__ = ("raw_headers",)
+    One object per request: the throttle's `response`, then (its bound `send_with_headers`)
+    the app's `send` when there are headers to add.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("raw_headers", "send")
+
+    def __init__(self, send: Send) -> None:
         self.raw_headers: list[tuple[bytes, bytes]] = []
+        self.send = send
 
     @property
     def headers(self) -> MutableHeaders:
         return MutableHeaders(raw=self.raw_headers)
 
-
-def _with_headers(send: Send, headers: Sequence[tuple[bytes, bytes]]) -> Send:
-    # A plain function handing back `send`'s awaitable: no coroutine of its own per message.
-    def send_with_headers(message: Message) -> Awaitable[None]:
+    def send_with_headers(self, message: Message) -> Awaitable[None]:
+        # A plain method handing back `send`'s awaitable: no coroutine of its own per
+        # message. The start message is copied, not changed: the app may send it again.
         if message["type"] == "http.response.start":
-            message = {**message, "headers": [*message.get("headers", ()), *headers]}
-        return send(message)
-
-    return send_with_headers
+            message = dict(message)
+            message["headers"] = [*message.get("headers", ()), *self.raw_headers]
+        return self.send(message)
 
 
 class ThrottleMiddleware:
@@ -374,9 +384,10 @@ class ThrottleMiddleware:
         self.exception_handler_getter = exception_handler_getter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        kind = scope["type"]
+        if kind == "http":
             throttles = self.http_throttles
-        elif scope["type"] == "websocket":
+        elif kind == "websocket":
             throttles = self.websocket_throttles
         else:
             throttles = ()
@@ -384,17 +395,54 @@ class ThrottleMiddleware:
             await self.app(scope, receive, send)
             return
         # Throttles see copies of the scope (with their pattern as the route) sharing its state.
-        scope.setdefault("state", {})
-        sink: Any = _HeaderSink() if scope["type"] == "http" else None
+        state = scope.get("state")
+        if state is None:
+            scope["state"] = state = {}
+        sink: Any = None  # (where the throttles write the headers of an admitted request)
         try:
-            if not self.exempt or not await self._exempted(_connection(scope, receive, send)):
+            if self.exempt and await self._exempted(_connection(scope, receive, send)):
+                pass
+            elif len(throttles) > 1 or throttles[0].checks_more:
+                if kind == "http":
+                    sink = _HeaderSink(send)
                 await self._run(throttles, scope, receive, send, sink)
+            else:
+                # One throttle whose rule the scope alone decides (the common case): `_run`
+                # written out for it, as a call here costs about as much as the scope's copy.
+                throttle = throttles[0]
+                match = throttle.path_match
+                if match is not None:  # (the path `route_path` reads, without the call)
+                    path = route_path(scope) if scope.get("root_path") else scope.get("path", "")
+                    matched = match(path) is not None
+                else:
+                    matched = throttle.matches_any or throttle.rule.matches_scope(scope)
+                if matched:
+                    if kind == "http" and throttle.throttle.headers is not None:
+                        sink = _HeaderSink(send)  # (none for a throttle that writes none)
+                    view = dict(scope)
+                    view["route"] = throttle.route
+                    if self.backend is not None:
+                        view[SCOPE_BACKEND_KEY] = self.backend
+                    scoped = Request(view) if kind == "http" else WebSocket(view, receive, send)
+                    context = self.context
+                    merged = (
+                        {**context, **throttle.context} if context or throttle.context else None
+                    )
+                    skip = self.skip_handler
+                    await throttle.throttle.hit(
+                        scoped,
+                        cost=throttle.cost,
+                        context=merged,
+                        skip_handler=throttle.skip_handler if skip is None else skip,
+                        response=sink,
+                        shadow=throttle.shadow,
+                    )
         except Exception as exc:
             await self._reject(exc, _connection(scope, receive, send), scope, receive, send)
             return
         if sink is not None and sink.raw_headers:
-            send = _with_headers(send, sink.raw_headers)
-        if not scope["state"].get(CHARGES_KEY):
+            send = sink.send_with_headers
+        if not state.get(CHARGES_KEY):
             await self.app(scope, receive, send)
             return
         status = _Status(send)
