@@ -16,6 +16,7 @@ only refunds use is defined only on the calls that give back. For the same reaso
 from __future__ import annotations
 
 import hashlib
+import math
 import struct
 from collections.abc import Awaitable, Sequence
 from importlib import resources
@@ -88,6 +89,13 @@ EVERY_SCRIPT = "decide"
 _STATE_MARK = b"i"
 _RUNS_MARK = b"h"
 """CostBasedTokenBucket's states: its cost history as runs (`lua/cost_based_token_bucket.lua`)."""
+_QUEUE_MARK = b"q"
+_QUEUE_BLOCK = struct.Struct("<68s15dB")
+_QUEUE_RECORD = struct.Struct("<dBd")
+"""PriorityQueue's states: `q`, its log as records of (time, priority, cost), then a block
+(`lua/priority_queue.lua`)."""
+_QUEUE_CODE = 9
+assert STRATEGY_SCRIPTS.index("priority_queue") + 1 == _QUEUE_CODE  # lua/decide.lua names it
 
 
 def _read(name: str) -> str:
@@ -182,7 +190,10 @@ def decode_state(raw: bytes | None) -> list[int] | None:
     """The state the programs read from a stored value: `i` then little-endian doubles, each a
     whole number below 2**53 (`load_state` in `lua/_lists.lua`); or `h` then such doubles,
     CostBasedTokenBucket's: tokens and last_ms, then its cost history as runs of (cost, count),
-    each count at least 1, expanded here. None (a fresh key) for anything else."""
+    each count at least 1, expanded here; or `q`, PriorityQueue's log (`_queue_log`). None (a
+    fresh key) for anything else."""
+    if raw is not None and raw[:1] == _QUEUE_MARK:
+        return _queue_log(raw)
     if raw is None or raw[:1] not in (_STATE_MARK, _RUNS_MARK) or (len(raw) - 1) % 8:
         return None
     values = struct.unpack(f"<{(len(raw) - 1) // 8}d", raw[1:])
@@ -195,3 +206,61 @@ def decode_state(raw: bytes | None) -> list[int] | None:
     if len(state) < 2 or len(runs) % 2 or any(count < 1 for count in runs[1::2]):
         return None
     return state[:2] + [cost for cost, count in zip(runs[::2], runs[1::2]) for _ in range(count)]
+
+
+def _queue_log(raw: bytes) -> list[int] | None:
+    """PriorityQueue's log `[t1, p1, c1, ...]` from a `q` state (`lua/priority_queue.lua`): `q`,
+    records of (time, priority, cost), then a block: the front (4 slots of records, the oldest
+    entries in f + 1 .. f + k), the cost per priority, the newest entry's cost and time, the
+    entries per priority, the oldest entry's time, np * 256 + f * 16 + k (np: the newest entry's
+    priority), where the newest of the records after the front is, where they start and stop,
+    `q`. Records of priority 0 have left. None unless it holds what the program counts on: whole
+    numbers, priorities 1 to 4, costs >= 0 totalling at most 2**52, entries in time order, a
+    block that sums them up."""
+    place = len(raw) - _QUEUE_BLOCK.size
+    if place < 1 or raw[-1:] != _QUEUE_MARK:
+        return None
+    front, *costs, last_c, last_t, n1, n2, n3, n4, first_t, small, newest, start, stop, _ = (
+        _QUEUE_BLOCK.unpack_from(raw, place)
+    )
+    sums = [n1, n2, n3, n4, *costs]
+    size = _QUEUE_RECORD.size
+    if not (
+        all(n.is_integer() for n in (start, stop, newest, small))
+        and 1 <= start <= stop == place
+        and (stop - start) % size == 0
+        and 0 <= small < 5 * 256
+    ):
+        return None
+    last_p, f, k = int(small) // 256, int(small) % 256 // 16, int(small) % 16
+    if f + k > 4:
+        return None
+    records = [*_QUEUE_RECORD.iter_unpack(front[f * size : (f + k) * size])]
+    after = len(records)  # the records after the front, from here
+    records += _QUEUE_RECORD.iter_unpack(raw[int(start) : int(stop)])
+    found = [0.0] * 8
+    log: list[int] = []
+    previous, where = -math.inf, -1.0
+    for index, (time, priority, cost) in enumerate(records):
+        if not (
+            time.is_integer()
+            and abs(time) < EXACT_LIMIT
+            and cost.is_integer()
+            and 0 <= cost < EXACT_LIMIT
+            and priority <= 4
+            and (time >= previous or not priority)  # the entries' times, not those that left
+        ):
+            return None
+        if priority:
+            previous = time
+            found[priority - 1] += 1
+            found[priority + 3] += cost
+            log += [int(time), priority, int(cost)]
+            if index >= after:
+                where = start + (index - after) * size
+    if sums != found or sum(found[4:]) > 2**52:
+        return None
+    ends = (log[0], *log[-3:]) if log else None
+    if ends and (ends != (first_t, last_t, last_p, last_c) or where not in (-1.0, newest)):
+        return None
+    return log

@@ -4,10 +4,11 @@
 -- body of each of those strategies (its Lua file) under `if code == <its code> then`: a code
 -- is a strategy's place in scripts.STRATEGY_SCRIPTS, 0 the counter. A body reads `raw`, the
 -- stored value (a GET reply: each strategy reads its own state, with _fixed.lua or
--- _lists.lua), now, the item's numbers (limit, period, cost, x, y) and REFUND; deciding, it
--- sets admitted, wait, remaining and reset, and when admitted `state` (the value to store)
--- and `ttl` (its time to live in ms); giving back, state and ttl only, or nothing when there
--- is nothing to give back to. A refund runs only on a state (of any size, as in Python).
+-- _lists.lua; PriorityQueue reads the ranges it needs of KEYS[i] itself), now, the item's
+-- numbers (limit, period, cost, x, y) and REFUND; deciding, it sets admitted, wait, remaining
+-- and reset, and when admitted `state` (the value to store, or changes to it, see below) and
+-- `ttl` (its time to live in ms); giving back, state and ttl only, or nothing when there is
+-- nothing to give back to. A refund runs only on a state (of any size, as in Python).
 -- Bodies, not functions: Redis runs the whole program on every call, and a function costs
 -- its definition, one more for each helper it reaches, and its call.
 -- KEYS: one key per item. ARGV[1]: the mode, one byte (MODE):
@@ -22,8 +23,9 @@
 -- (the prelude reads the first with the mode and now).
 -- The reply is a string of whole numbers, 'allowed|wait_ms|remaining|reset_ms' per item,
 -- joined by '|' ('OK' for 'r'): a bulk string costs the server least, and the client one split.
-local ITEM, FIRST = 41, 10 -- an item's bytes, and where the first starts
-if now ~= now then -- the server's clock in whole ms (below 10^6 us, the floor is exact)
+-- An item's bytes, where the first starts, and whether now is the server's (NaN: TIME's).
+local ITEM, FIRST, SERVER = 41, 10, now ~= now
+if SERVER then -- the server's clock in whole ms (below 10^6 us, the floor is exact)
   local t = redis.call('TIME')
   local ms = t[2] / 1000
   now = t[1] * 1000 + (ms - ms % 1)
@@ -49,8 +51,13 @@ for i = 1, n do
       admitted, wait, remaining, reset = counter_decide(KEYS[i], limit, period, cost)
     end
   else
-    local raw = redis.call('GET', KEYS[i])
-    if not REFUND or load_state(raw, 105) or load_state(raw, 104) then -- 'i', or 'h' (runs)
+    -- PriorityQueue (9) reads what it needs of its state itself (a log of any length, read
+    -- in ranges, priority_queue.lua), and gives back only to one.
+    local raw = false
+    if code ~= 9 then
+      raw = redis.call('GET', KEYS[i])
+    end
+    if code == 9 or not REFUND or load_state(raw, 105) or load_state(raw, 104) then -- 'i', 'h'
       --[[ STRATEGIES ]]
     end
   end
@@ -71,20 +78,39 @@ end
 -- counters that refused. A state is stored to be gone `ttl` ms from now: Redis keeps a key
 -- through the millisecond of its expiry, so PX is one less (and at least 1, the shortest life
 -- Redis gives). PSETEX with the time as digits costs the server least ('%d' prints no float).
+-- A state may be a table instead: changes to the stored value in place, offsets and bytes
+-- for SETRANGE (PriorityQueue's), then PEXPIRE; with `ttl` false, no PEXPIRE (the time to
+-- live the value has is the one it would get, see priority_queue.lua). Each item decided on
+-- the value as the call found it, so where keys meet the last item's state is the one stored
+-- (as if each were stored in turn), and the others are not written.
 if MODE ~= 112 then -- not a peek
   local all = (MODE == 99 or REFUND) and not refused -- 'c' or 'r'
   for i = 1, n do
-    local new, px = state, ttl
+    local new, px, later = state, ttl, false
     if i < n then
       new, px = pending[2 * i - 1], pending[2 * i]
+      for j = i + 1, new and n or 0 do
+        later = later or KEYS[j] == KEYS[i] and (j < n and pending[2 * j - 1] or j == n and state)
+      end
     end
     if new then
-      if all then
-        px = px - 1
-        if px < 1 then
-          px = 1
+      if all and not later then
+        if px then
+          px = px - 1
+          if px < 1 then
+            px = 1
+          end
         end
-        redis.call('PSETEX', KEYS[i], string.format('%d', px), new)
+        if new[1] then -- a table (a string has no [1]: its metatable's is the string library)
+          for k = 1, #new, 2 do
+            redis.call('SETRANGE', KEYS[i], new[k], new[k + 1])
+          end
+          if px then
+            redis.call('PEXPIRE', KEYS[i], string.format('%d', px))
+          end
+        else
+          redis.call('PSETEX', KEYS[i], string.format('%d', px), new)
+        end
       end
     elseif new == false or all and not REFUND then -- a counter refused, or admitted
       code, limit, period, cost = struct.unpack('<Bddd', ARGV[1], FIRST + (i - 1) * ITEM)
