@@ -19,6 +19,7 @@ import pytest
 
 from traffik import Rate
 from traffik.backends.sqlite import SQLiteBackend
+from traffik.backends.sqlite._turns import MAX_BATCH
 from traffik.exceptions import BackendConnectionError, BackendError
 from traffik.strategies import TokenBucket
 
@@ -113,6 +114,23 @@ async def test_waiting_writes_commit_once_each_with_its_own_count_in_arrival_ord
     assert seen.count("BEGIN IMMEDIATE") == 1 and seen.count("COMMIT") == 1
     assert seen.count("SAVEPOINT step") == seen.count("RELEASE step") == 10
     assert int(await backend.get("hits") or 0) == 10
+
+
+async def test_a_long_line_is_served_in_turns_of_max_batch(
+    backend: SQLiteBackend, db: Path
+) -> None:
+    # A turn holds the event loop: at most MAX_BATCH writes each, the rest of the line next.
+    count = 2 * MAX_BATCH + 3
+    held = hold(db)
+    tasks = await queue(backend, *(backend.increment_with_ttl("hits", 1, 60) for _ in range(count)))
+    before = commits(backend)
+    with statements(backend) as seen:
+        release(held)
+        counts = await asyncio.gather(*tasks)
+    assert counts == list(range(1, count + 1))
+    assert commits(backend) == before + 3
+    assert seen.count("BEGIN IMMEDIATE") == 3
+    assert seen.count("SAVEPOINT step") == count
 
 
 async def test_a_write_alone_takes_no_savepoint(backend: SQLiteBackend) -> None:

@@ -25,7 +25,16 @@ import random
 import time
 from typing import Any, Callable, Optional, TypeVar
 
-__all__ = ["BUSY", "FIRST_DELAY", "MAX_DELAY", "SPIN_NAP", "SPIN_NAPS", "Outcome", "Turns"]
+__all__ = [
+    "BUSY",
+    "FIRST_DELAY",
+    "MAX_BATCH",
+    "MAX_DELAY",
+    "SPIN_NAP",
+    "SPIN_NAPS",
+    "Outcome",
+    "Turns",
+]
 
 T = TypeVar("T")
 
@@ -39,6 +48,9 @@ SPIN_NAP = 0.00005
 SPIN_NAPS = 4
 FIRST_DELAY = 0.001
 MAX_DELAY = 0.008
+MAX_BATCH = 16
+"""The most work one turn does (the head's and those behind it): a turn holds the event loop
+for all of it, tens of microseconds each; the rest of the line goes next, at once."""
 
 Outcome = tuple[Optional[BaseException], Any]
 """One task's share of a batch: its error (or None) and its result."""
@@ -130,10 +142,10 @@ class Turns:
 
     def _behind(self) -> list[_Waiter]:
         """The tasks right behind the head whose work can join its own, in order (up to the
-        first that has none); cancelled ones are skipped."""
-        joining = []
+        first that has none, and `MAX_BATCH` in all); cancelled ones are skipped."""
+        joining: list[_Waiter] = []
         for waiter in itertools.islice(self._line, 1, None):
-            if waiter.work is None:
+            if waiter.work is None or len(joining) == MAX_BATCH - 1:
                 break
             if not waiter.future.done():
                 joining.append(waiter)
@@ -143,9 +155,9 @@ class Turns:
         """Hand each task behind its outcome and take them (and the cancelled ones among
         them) out of line; the head's own outcome is returned, or its error raised."""
         line = self._line
-        head = line.popleft()
-        while line and line[0].work is not None:
-            line.popleft()
+        head, last = line.popleft(), behind[-1]
+        while line and line.popleft() is not last:
+            pass
         line.appendleft(head)
         for waiter, (error, result) in zip(behind, outcomes[1:]):
             if waiter.future.done():  # cancelled while its work was being done: dropped
