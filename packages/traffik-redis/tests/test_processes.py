@@ -29,7 +29,8 @@ from traffik.strategies.steps import items
 
 async def main():
     url, namespace, hits, rate = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-    backend = RedisBackend(url, namespace=namespace, command_timeout=10.0)
+    # (generous timeouts: 4 processes open their connections at once on a loaded CI machine)
+    backend = RedisBackend(url, namespace=namespace, connect_timeout=10.0, command_timeout=10.0)
     await backend.initialize()
     rates = parse_rates(rate)
     print("ready", flush=True)
