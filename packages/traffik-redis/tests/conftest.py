@@ -4,6 +4,9 @@
 - `redis_cluster_url`: a three-node Redis Cluster for the session, or `TRAFFIK_REDIS_CLUSTER_URL`.
 - `redis_server`: a factory for dedicated servers a test may kill and restart.
 - `redis_sentinel_url`: a `redis+sentinel://` URL of one Sentinel watching a master `mymaster`.
+- `raw`: a plain redis-py client on `redis_url`, to look at what the backend stored.
+- `clocked`: a `RedisBackend` on `redis_url` under a `ManualClock` (a namespace per test
+  module, reset afterwards), with the clock.
 
 `SKIP_REDIS_TESTS=true` skips every test that needs a server. A missing `redis-server` skips
 them too, except with `CI=true`, where it fails the run.
@@ -15,12 +18,15 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Callable
 
 import pytest
+from redis.asyncio import Redis
 
+from traffik.backends.redis import RedisBackend
+from traffik.clock import ManualClock
 from traffik.testing.servers import RedisCluster, RedisServer, free_port, redis_cli
 
 _TRUE = ("1", "true", "yes")
@@ -120,3 +126,21 @@ def redis_sentinel_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
         sentinel.kill()
         sentinel.wait(timeout=10)
         master.stop()
+
+
+@pytest.fixture
+async def raw(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def clocked(
+    redis_url: str, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[RedisBackend, ManualClock]]:
+    clock = ManualClock(1_700_000_000.0)
+    backend = RedisBackend(redis_url, namespace=request.module.__name__, clock=clock)
+    yield backend, clock
+    await backend.reset()
+    await backend.close()

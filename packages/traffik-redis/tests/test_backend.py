@@ -35,13 +35,6 @@ HOSTILE_KEYS = [
 
 
 @pytest.fixture
-async def raw(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 async def backend(redis_url: str) -> AsyncIterator[RedisBackend]:
     backend = RedisBackend(redis_url, namespace="backend-tests")
     yield backend

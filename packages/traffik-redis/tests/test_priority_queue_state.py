@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import random
 import struct
-from collections.abc import AsyncIterator
 from typing import Optional, cast
 
 import pytest
@@ -28,22 +27,6 @@ pytestmark = [pytest.mark.redis, pytest.mark.anyio]
 
 _BLOCK = 189
 """The bytes after the records: the front, the counts and the newest entry (`lua/priority_queue.lua`)."""
-
-
-@pytest.fixture
-async def raw(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def clocked(redis_url: str) -> AsyncIterator[tuple[RedisBackend, ManualClock]]:
-    clock = ManualClock(1_700_000_000.0)
-    backend = RedisBackend(redis_url, namespace="priority-state", clock=clock)
-    yield backend, clock
-    await backend.reset()
-    await backend.close()
 
 
 def _listed(log: list[int]) -> bytes:

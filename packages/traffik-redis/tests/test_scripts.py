@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 import struct
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from importlib import resources
 
 import pytest
@@ -113,22 +113,6 @@ def _foreign_state(rng: random.Random, rate: Rate, now: int) -> list[int]:
         lambda: rng.randint(0, rate.limit),
     ]
     return [rng.choice(kinds)() for _ in range(rng.choice([0, 1, 2, 2, 3, 3, 4, 5, 7]))]
-
-
-@pytest.fixture
-async def raw(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def clocked(redis_url: str) -> AsyncIterator[tuple[RedisBackend, ManualClock]]:
-    clock = ManualClock(1_700_000_000.0)
-    backend = RedisBackend(redis_url, namespace="scripts", clock=clock)
-    yield backend, clock
-    await backend.reset()
-    await backend.close()
 
 
 def _decidable(strategy: StateStrategy, rates: list[Rate]) -> list[Rate]:

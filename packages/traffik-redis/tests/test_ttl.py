@@ -29,13 +29,6 @@ BUDGET = 30
 
 
 @pytest.fixture
-async def raw(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 async def backend(redis_url: str) -> AsyncIterator[RedisBackend]:
     backend = RedisBackend(redis_url, namespace="ttl")
     yield backend
