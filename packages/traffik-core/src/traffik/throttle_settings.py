@@ -7,7 +7,7 @@ both `throttle.update_rate("5/s")` and traffik 1.2's `await throttle.update_rate
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Awaitable, Generator
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from traffik.backends.base import ThrottleBackend
@@ -116,9 +116,14 @@ class ThrottleSettings:
             if rates is not None and self._static and len(rates) == 1
             else 0
         )
-        # The backend in-place decisions were last made on, and its `decider` for them.
-        self._decider: tuple[Optional[ThrottleBackend], Optional[Callable[[str], Any]]]
-        self._decider = (None, None)
+        # The backend in-place decisions were last made on, and its `decider` for them (or
+        # its `waited_decider`).
+        self._decider: tuple[
+            Optional[ThrottleBackend],
+            Optional[Callable[[str], Any]],
+            Optional[Callable[[str], Awaitable[Any]]],
+        ]
+        self._decider = (None, None, None)
         self._keys: dict[tuple[Any, ...], tuple[Any, tuple[tuple[Rate, ...], int, str]]] = {}
 
     def _set_rate(self, rate: Union[RatesLike, Callable[..., Any]]) -> None:

@@ -306,16 +306,16 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
         watched = self.on_decision is not None or _observers
         started = perf_counter() if watched else None
         failure: Optional[Exception] = None
+        waited = None
         try:
             prepared = self._prepared(connection, ctx, cost, backend)
             decision: Optional[Decision] = None
             if prepared is not None:
                 rates, charged, key = prepared
                 if self._in_place:  # in place: no coroutine (memory, SQLite)
-                    on, decide = self._decider
+                    on, decide, waited = self._decider
                     if on is not backend:  # made once per backend (`ThrottleBackend.decider`)
-                        decide = backend.decider(self.strategy, rates[0], charged, self._in_place)
-                        self._decider = (backend, decide)
+                        decide, waited = self._deciders(backend, rates[0], charged)
                     if decide is not None:
                         refusals = backend.refusals
                         if refusals is None:
@@ -335,12 +335,18 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
             if decision is None:
                 refusals = backend.refusals
                 if refusals is None:
-                    decision = await self._step(key, rates, charged, backend)
+                    if waited is not None:  # made once per backend, like `decide`
+                        decision = await waited(key)
+                    else:
+                        decision = await self._step(key, rates, charged, backend)
                 else:  # a client refused a moment ago is refused again without the store
                     asked_at = backend.now_ms()
                     decision = refusals.check(key, rates, charged, asked_at)
                     if decision is None:
-                        decision = await self._step(key, rates, charged, backend)
+                        if waited is not None:
+                            decision = await waited(key)
+                        else:
+                            decision = await self._step(key, rates, charged, backend)
                         if not decision.allowed:  # (from when it was asked: never too long)
                             refusals.remember(key, rates, charged, decision, asked_at)
         except ConfigurationError as exc:
@@ -520,6 +526,20 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
             return None
         rates, charged, key = prepared
         return await self._step(key, rates, charged, backend)
+
+    def _deciders(
+        self, backend: ThrottleBackend, rate: Rate, cost: int
+    ) -> tuple[Optional[Callable[[str], Any]], Optional[Callable[[str], Awaitable[Decision]]]]:
+        """The backend's decider for this throttle's strategy, rate and cost: `decider` (no
+        coroutine) or else `waited_decider`; remembered until the backend changes."""
+        decide = backend.decider(self.strategy, rate, cost, self._in_place)
+        waited = (
+            None
+            if decide is not None
+            else backend.waited_decider(self.strategy, rate, cost, self._in_place)
+        )
+        self._decider = (backend, decide, waited)
+        return decide, waited
 
     def _prepared(
         self, connection: Any, ctx: Mapping[str, Any], cost: Optional[int], backend: ThrottleBackend

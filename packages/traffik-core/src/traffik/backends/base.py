@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import functools
 import hashlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, Optional, TypeVar
 
 from traffik.backends.context import BackendContext, TaskContexts, get_throttle_backend
@@ -284,6 +284,28 @@ class ThrottleBackend(LockedSteps, Generic[ConnT, HTTPConnT]):
             return decide_now(prefix + key + suffix, strategy, rate, cost, kind)
 
         return decide
+
+    def waited_decider(
+        self, strategy: Any, rate: Any, cost: int, kind: int
+    ) -> Optional[Callable[[str], Awaitable[Any]]]:
+        """For a backend that answers over the network: `strategy.decide` for one strategy,
+        rate and cost, made once for a throttle's hot path (what the strategy works out
+        from the rate and cost, and checks of them, done once instead of per hit).
+
+        Asked only when `decider` gives None. The base has none (the throttle then awaits
+        `strategy.decide`).
+
+        Args:
+            strategy: The built-in strategy that decides.
+            rate: The rate to apply (checked when the throttle was built).
+            cost: The units each hit spends.
+            kind: How a backend may decide it (`traffik.strategies.steps.in_place_kind`).
+
+        Returns:
+            A coroutine function of a throttle's key (as `strategy.decide` takes it, not
+            namespaced) returning the same `Decision` as `strategy.decide`, or None.
+        """
+        return None
 
     # -- storage: what a backend implements -----------------------------------------------
 

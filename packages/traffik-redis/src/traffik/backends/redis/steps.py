@@ -20,7 +20,8 @@ from traffik.backends.redis.scripts import (
 from traffik.backends.steps import LockedSteps
 from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
-from traffik.strategies.steps import Combined, combine
+from traffik.strategies.base import EXACT_LIMIT, settled
+from traffik.strategies.steps import IN_PLACE_STATE, Combined, combine
 
 if TYPE_CHECKING:
     from traffik.rates import Rate
@@ -158,6 +159,7 @@ class ScriptSteps(LockedSteps):
 
     cluster: bool
     _server_clock: bool
+    _prefix: str
 
     if TYPE_CHECKING:
 
@@ -166,6 +168,42 @@ class ScriptSteps(LockedSteps):
         async def _run(
             self, operation: str, command: Callable[..., Awaitable[Any]], *args: Any
         ) -> Any: ...
+
+    def waited_decider(
+        self, strategy: Any, rate: Rate, cost: int, kind: int
+    ) -> Optional[Callable[[str], Awaitable[Decision]]]:
+        """`strategy.decide` for one built-in state strategy, rate and cost, made once for a
+        throttle's hot path: the same `EVALSHA` as `evaluate` makes, its item packed and its
+        program chosen once (see `ThrottleBackend.waited_decider`). None for a counter, a
+        strategy without Lua, or a rate or cost its `decide` answers without the store.
+
+        A decision goes through `strategy.decide` instead while a test replaced `evaluate`
+        or `_step` on this instance (`unittest.mock.patch.object`)."""
+        if kind != IN_PLACE_STATE or settled(strategy, rate, cost) is not None:
+            return None
+        if strategy.scale(rate) >= EXACT_LIMIT:
+            return None  # (`decide` raises the error of it, per hit)
+        packed = _pack(strategy, rate, cost)
+        if packed.data is None:
+            return None
+        program = _program((packed,))
+        name, sha, item, limit = program.name, program.sha, packed.data, rate.limit
+        prefix, suffix, own = self._prefix, strategy.suffix, self.__dict__
+        strategy_decide = strategy.decide
+
+        async def decide(key: str) -> Decision:
+            if "evaluate" in own or "_step" in own:
+                return await strategy_decide(key, rate, self, cost)
+            now = _SERVER_CLOCK if self._server_clock else _NOW.pack(self.now_ms())
+            reply = await self._run(
+                name, evalsha, sha, (prefix + key + suffix,), (b"c" + now + item,)
+            )
+            fields = reply.split(b"|" if type(reply) is bytes else "|")
+            return Decision(
+                fields[0] in _YES, int(fields[1]), int(fields[2]), int(fields[3]), limit
+            )
+
+        return decide
 
     async def _step(self, mode: bytes, keys: Sequence[str], packs: Sequence[_Packed]) -> Any:
         """One `EVALSHA` of the program for `packs` in `mode` (see `lua/decide.lua`)."""
