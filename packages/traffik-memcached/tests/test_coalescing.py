@@ -14,8 +14,8 @@ import aiomcache
 import pytest
 
 from traffik.backends.inmemory import InMemoryBackend
+from traffik.backends.lanes import Lanes
 from traffik.backends.memcached import MemcachedBackend
-from traffik.backends.memcached._lanes import Lanes
 from traffik.clock import ManualClock
 from traffik.exceptions import BackendConnectionError
 from traffik.rates import Rate

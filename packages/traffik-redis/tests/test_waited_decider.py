@@ -5,7 +5,9 @@ on the backend still sees every decision."""
 
 from __future__ import annotations
 
+import asyncio
 import random
+import struct
 from collections.abc import AsyncIterator
 from unittest.mock import patch
 
@@ -15,9 +17,20 @@ from starlette.requests import Request
 
 from traffik import HTTPThrottle
 from traffik.backends.redis import RedisBackend
+from traffik.backends.redis.scripts import evalsha
+from traffik.backends.redis.steps import _decisions, _pack, _program
 from traffik.clock import ManualClock
+from traffik.decision import Decision
+from traffik.exceptions import BackendError
 from traffik.rates import Rate
-from traffik.strategies import BUILTIN_STRATEGIES, FixedWindow, TokenBucket
+from traffik.strategies import (
+    BUILTIN_STRATEGIES,
+    GCRA,
+    FixedWindow,
+    LeakyBucket,
+    SlidingWindowCounter,
+    TokenBucket,
+)
 from traffik.strategies.steps import IN_PLACE_COUNTER, IN_PLACE_STATE, in_place_kind
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
@@ -128,3 +141,95 @@ async def test_a_replaced_evaluate_sees_every_decision(
         await decide("client")
     assert evaluate.call_count == 1
     assert (await decide("client")).allowed  # the patch gone, the prepared path again
+
+
+# -- concurrent hits on one key: one EVALSHA for those that arrive while one is in flight --
+
+COALESCED = [GCRA, LeakyBucket, SlidingWindowCounter, TokenBucket]
+
+
+async def _evalsha_calls(raw: Redis) -> int:
+    found = (await raw.info("commandstats")).get("cmdstat_evalsha", {})
+    return int(found.get("calls", 0))
+
+
+@pytest.mark.parametrize("cost", [1, 3])
+@pytest.mark.parametrize("strategy_cls", COALESCED, ids=lambda cls: cls.__name__)
+async def test_concurrent_hits_go_together_and_decide_as_sequential_ones(
+    pair: tuple[RedisBackend, RedisBackend, ManualClock],
+    raw: Redis,
+    strategy_cls: type,
+    cost: int,
+) -> None:
+    fast, plain, clock = pair
+    strategy, rate = strategy_cls(), Rate.parse("40/s")
+    decide = fast.waited_decider(strategy, rate, cost, IN_PLACE_STATE)
+    assert decide is not None
+    for burst in range(3):
+        before = await _evalsha_calls(raw)
+        got = await asyncio.gather(*(decide("client") for _ in range(50)))
+        calls = await _evalsha_calls(raw) - before
+        expected = [await strategy.decide("client", rate, plain, cost) for _ in range(50)]
+        assert got == expected, burst
+        assert calls <= 3, calls  # the first hit alone, then the 49 others (not 50 calls)
+        assert any(d.allowed for d in got) and not all(d.allowed for d in got)
+        stored = await raw.get(fast.get_key("client") + strategy.suffix)
+        assert stored == await raw.get(plain.get_key("client") + strategy.suffix)
+        clock.advance(ms=2100)  # a window and more: the next burst starts afresh
+
+
+async def test_hits_of_several_costs_in_one_call_are_decided_in_turn(
+    pair: tuple[RedisBackend, RedisBackend, ManualClock], raw: Redis
+) -> None:
+    """Mode 's' itself: a refused hit charges nothing and the hits after it still decide on
+    the state as it stands (a smaller one may then be admitted)."""
+    fast, plain, clock = pair
+    strategy, rate = TokenBucket(), Rate.parse("5/s")
+    costs = [3, 3, 1, 2, 1, 5, 1]
+    packs = [_pack(strategy, rate, cost) for cost in costs]
+    program = _program(packs[:1])
+    key = fast.get_key("client") + strategy.suffix
+    args = b"s" + struct.pack("<d", clock.ms()) + b"".join(p.data or b"" for p in packs)
+    reply = await fast._run(program.name, evalsha, program.sha, [key] * len(costs), (args,))
+    got = _decisions(reply, packs)
+    expected = [await strategy.decide("client", rate, plain, cost) for cost in costs]
+    assert got == expected
+    assert [d.allowed for d in got] == [True, False, True, False, True, False, False]
+    assert await raw.get(key) == await raw.get(plain.get_key("client") + strategy.suffix)
+    assert 0 < await raw.pttl(key) <= rate.expire
+
+
+async def test_a_failing_round_fails_each_of_its_hits(
+    pair: tuple[RedisBackend, RedisBackend, ManualClock],
+) -> None:
+    fast, _, _ = pair
+    decide = fast.waited_decider(TokenBucket(), Rate.parse("40/s"), 1, IN_PLACE_STATE)
+    assert decide is not None
+    real_run, calls = fast._run, []
+
+    async def second_fails(*args: object) -> object:
+        calls.append(args)
+        if len(calls) == 2:
+            raise BackendError("store down")
+        return await real_run(*args)
+
+    with patch.object(fast, "_run", second_fails):
+        got = await asyncio.gather(*(decide("client") for _ in range(5)), return_exceptions=True)
+    assert len(calls) == 2
+    assert isinstance(got[0], Decision) and got[0].allowed
+    assert all(isinstance(error, BackendError) for error in got[1:])
+
+
+async def test_a_hit_cancelled_while_queued_is_not_charged(
+    pair: tuple[RedisBackend, RedisBackend, ManualClock],
+) -> None:
+    fast, _, _ = pair
+    decide = fast.waited_decider(TokenBucket(), Rate.parse("10/s"), 1, IN_PLACE_STATE)
+    assert decide is not None
+    tasks = [asyncio.ensure_future(decide("client")) for _ in range(5)]
+    await asyncio.sleep(0)  # each task started: the first in flight, the others queued
+    tasks[2].cancel()
+    done = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(done[2], asyncio.CancelledError)
+    assert [d.remaining for d in done if isinstance(d, Decision)] == [9, 8, 7, 6]
+    assert (await decide("client")).remaining == 5

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from traffik.backends.base import ThrottleBackend, WindowCount
 from traffik.backends.health import circuit_policy
+from traffik.backends.lanes import Lanes
 from traffik.backends.memcached._client import Flagged, NodeClient
 from traffik.backends.memcached._counters import ATTEMPTS, increment, number, window_hit
 from traffik.backends.memcached._expiry import exptime
 from traffik.backends.memcached._item_size import ITEM_BYTES_MEANING, MIN_ITEM_BYTES
 from traffik.backends.memcached._keys import KeySpace
-from traffik.backends.memcached._lanes import Lanes
 from traffik.backends.memcached._lock import DEFAULT_LOCK_TTL, Hold, MemcachedLock
 from traffik.backends.memcached._node import Node, fetch
 from traffik.backends.memcached._options import at_least, seconds, whole

@@ -8,10 +8,10 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
 
+from traffik.backends.lanes import Lanes
 from traffik.backends.memcached._client import Flagged
 from traffik.backends.memcached._counters import refund_count, uncount, window_count, window_hit
 from traffik.backends.memcached._item_size import check_fits
-from traffik.backends.memcached._lanes import Lanes
 from traffik.backends.memcached._node import fetch
 from traffik.backends.memcached._sliding import (
     Counted,

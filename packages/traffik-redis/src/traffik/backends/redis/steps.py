@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from redis.crc import key_slot
+from traffik.backends.lanes import Lanes
 from traffik.backends.redis.native import native
 from traffik.backends.redis.scripts import (
     COUNTER,
@@ -37,6 +38,9 @@ _ITEM = struct.Struct(f"<B{_NUMBERS}d")
 _NOW = struct.Struct("<d")
 _SERVER_CLOCK = _NOW.pack(math.nan)
 """`now` meaning: read the server's clock (TIME)."""
+_COALESCED = frozenset({"sliding_window_counter", "token_bucket", "leaky_bucket", "gcra"})
+"""The scripts whose concurrent hits on one key a throttle sends together (mode 's' of
+`lua/decide.lua`): their states have a fixed size and are stored whole."""
 _PACKED_MAX = 1024
 _YES = (b"1", "1")
 
@@ -177,6 +181,12 @@ class ScriptSteps(LockedSteps):
         program chosen once (see `ThrottleBackend.waited_decider`). None for a counter, a
         strategy without Lua, or a rate or cost its `decide` answers without the store.
 
+        Concurrent hits on one key (in one event loop) are coalesced when the strategy's
+        state has a fixed size (`_COALESCED`): while one `EVALSHA` is in flight, the hits
+        that arrive wait and then go together in one (mode 's' of `lua/decide.lua`), each
+        decided in arrival order on the state the hits before it left, as if sequential
+        (`traffik.backends.lanes`).
+
         A decision goes through `strategy.decide` instead while a test replaced `evaluate`
         or `_step` on this instance (`unittest.mock.patch.object`)."""
         if kind != IN_PLACE_STATE or settled(strategy, rate, cost) is not None:
@@ -190,14 +200,41 @@ class ScriptSteps(LockedSteps):
         name, sha, item, limit = program.name, program.sha, packed.data, rate.limit
         prefix, suffix, own = self._prefix, strategy.suffix, self.__dict__
         strategy_decide = strategy.decide
+        lanes: Optional[Lanes[str, Decision]] = Lanes() if packed.script in _COALESCED else None
+
+        def now() -> bytes:
+            return _SERVER_CLOCK if self._server_clock else _NOW.pack(self.now_ms())
+
+        async def together(keys: list[str]) -> list[Decision]:
+            """The hits on one key (`keys`: it, once per hit) in one `EVALSHA`, in turn."""
+            args = b"".join((b"s", now(), item * len(keys)))
+            reply = await self._run(name, evalsha, sha, keys, (args,))
+            fields = reply.split(b"|" if type(reply) is bytes else "|")
+            return [
+                Decision(
+                    fields[i] in _YES,
+                    int(fields[i + 1]),
+                    int(fields[i + 2]),
+                    int(fields[i + 3]),
+                    limit,
+                )
+                for i in range(0, len(fields), 4)
+            ]
 
         async def decide(key: str) -> Decision:
             if "evaluate" in own or "_step" in own:
                 return await strategy_decide(key, rate, self, cost)
-            now = _SERVER_CLOCK if self._server_clock else _NOW.pack(self.now_ms())
-            reply = await self._run(
-                name, evalsha, sha, (prefix + key + suffix,), (b"c" + now + item,)
-            )
+            stored = prefix + key + suffix
+            if lanes is None:
+                reply = await self._run(name, evalsha, sha, (stored,), (b"c" + now() + item,))
+            else:
+                queued = lanes.join(stored, stored, together)
+                if queued is not None:  # a hit on this key is in flight: the next round
+                    return await queued
+                try:
+                    reply = await self._run(name, evalsha, sha, (stored,), (b"c" + now() + item,))
+                finally:
+                    lanes.close(stored)
             fields = reply.split(b"|" if type(reply) is bytes else "|")
             return Decision(
                 fields[0] in _YES, int(fields[1]), int(fields[2]), int(fields[3]), limit

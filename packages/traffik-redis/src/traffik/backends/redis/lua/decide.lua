@@ -16,6 +16,9 @@
 --   'p' decide and charge nothing (a peek);
 --   'l' decide items whose hit was refused elsewhere: charge only the counters that refuse;
 --   'r' give each item's cost back, never past a full budget;
+--   's' hits on one key in turn (coalesced: KEYS all the same, each item a hit of a strategy
+--       with a state of a fixed size): each decided on the state the hits before it left,
+--       charged alone (admitted or not, as if sequential), the last state stored once;
 -- then now in ms (a little-endian double; NaN: the server's clock, TIME), then ITEM bytes per
 -- key: the code (a byte) and five little-endian doubles, the limit, the period in ms, the
 -- cost and the strategy's parameters (script_args) padded with 0. Packed bytes cost least on
@@ -24,7 +27,7 @@
 -- The reply is a string of whole numbers, 'allowed|wait_ms|remaining|reset_ms' per item,
 -- joined by '|' ('OK' for 'r'): a bulk string costs the server least, and the client one split.
 -- An item's bytes, where the first starts, and whether now is the server's (NaN: TIME's).
-local ITEM, FIRST, SERVER = 41, 10, now ~= now
+local ITEM, FIRST, SERVER, SEQ = 41, 10, now ~= now, MODE == 115 -- 's'
 if SERVER then -- the server's clock in whole ms (below 10^6 us, the floor is exact)
   local t = redis.call('TIME')
   local ms = t[2] / 1000
@@ -36,14 +39,19 @@ end
 -- table made only for calls with several items: most have one. A counter has no state, and
 -- a refused item has false.
 local n, reply, pending, refused, state, ttl = #KEYS, nil, nil, false, nil, nil
+-- 's': the value the hits so far left (the stored one, then each admitted hit's state) and
+-- the time to live of the last admitted hit's (nil: none admitted, nothing to store).
+local carried, life = nil, nil
 for i = 1, n do
-  if i > 1 then
+  if i > 1 and not SEQ then
     pending = pending or {}
     pending[2 * i - 3], pending[2 * i - 2] = state, ttl
+  end
+  if i > 1 then
     code, limit, period, cost, x, y = struct.unpack('<Bddddd', ARGV[1], FIRST + (i - 1) * ITEM)
   end
   state, ttl = nil, nil
-  local admitted, wait, remaining, reset
+  local admitted, wait, remaining, reset, raw
   if code == 0 then
     if REFUND then
       counter_refund(KEYS[i], cost)
@@ -53,8 +61,10 @@ for i = 1, n do
   else
     -- PriorityQueue (9) reads what it needs of its state itself (a log of any length, read
     -- in ranges, priority_queue.lua), and gives back only to one.
-    local raw = false
-    if code ~= 9 then
+    raw = false
+    if SEQ and i > 1 then
+      raw = carried
+    elseif code ~= 9 then
       raw = redis.call('GET', KEYS[i])
     end
     if code == 9 or not REFUND or load_state(raw, 105) or load_state(raw, 104) then -- 'i', 'h'
@@ -72,6 +82,13 @@ for i = 1, n do
     end
     reply = reply and reply .. '|' .. text or text
   end
+  if SEQ then
+    if state then
+      carried, life = state, ttl
+    elseif i == 1 then
+      carried = raw
+    end
+  end
 end
 
 -- Then charge (or store what was given back): every item when all admit, else only the
@@ -83,7 +100,12 @@ end
 -- live the value has is the one it would get, see priority_queue.lua). Each item decided on
 -- the value as the call found it, so where keys meet the last item's state is the one stored
 -- (as if each were stored in turn), and the others are not written.
-if MODE ~= 112 then -- not a peek
+if SEQ then
+  if life then
+    life = life - 1
+    redis.call('PSETEX', KEYS[1], string.format('%d', life < 1 and 1 or life), carried)
+  end
+elseif MODE ~= 112 then -- not a peek
   local all = (MODE == 99 or REFUND) and not refused -- 'c' or 'r'
   for i = 1, n do
     local new, px, later = state, ttl, false

@@ -1,16 +1,21 @@
-"""Coalescing: concurrent hits on one key, in one event loop, decided in rounds of one read-modify-write.
+"""Coalescing: concurrent hits on one key, in one event loop, decided in rounds of one store operation.
 
 A hit on a key with no round in flight runs its own round at once, so a lone (sequential)
 hit pays nothing extra. Hits that arrive while a round is in flight queue; when it ends,
 they run as the next round, together and in arrival order, in a task of their own (so a
 cancelled caller never cuts the round of the others), and each gets its own result. Fifty
-concurrent hits on one key thus cost two rounds, not fifty racing ones.
+concurrent hits on one key thus cost two rounds, not fifty racing ones. A hit cancelled
+while queued is left out of its round; one cancelled after its round began was decided (and
+charged) as if it completed just before.
+
+Memcached coalesces a state's hits into one `gets`/`cas` and a window's into one `incr`;
+Redis a state's hits into one `EVALSHA`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Hashable
 from typing import Callable, Generic, Optional, TypeVar
 
 __all__ = ["Lanes", "Round"]
@@ -35,33 +40,52 @@ class _Lane(Generic[H, R]):
 
 
 class Lanes(Generic[H, R]):
-    """The keys with a round in flight; `decide` runs a hit alone or in the next round."""
+    """The keys with a round in flight; `decide` runs a hit alone or in the next round.
+
+    `join` and `close` are `decide` in two halves, for a caller that runs a lone hit its own
+    way (with no coroutine or list of its own): `join` answers None when the key is idle (the
+    caller then runs its hit and calls `close` once it is done, whatever happened), else the
+    future of the hit's result in the next round."""
 
     __slots__ = ("_lanes",)
 
     def __init__(self) -> None:
-        self._lanes: dict[bytes, _Lane[H, R]] = {}
+        self._lanes: dict[Hashable, _Lane[H, R]] = {}
 
     def __len__(self) -> int:
         return len(self._lanes)
 
-    async def decide(self, key: bytes, hit: H, run: Round[H, R]) -> R:
+    async def decide(self, key: Hashable, hit: H, run: Round[H, R]) -> R:
         """`hit`'s result: from a round of its own when `key` is idle, else from the round
         that follows the one in flight (run by `run` of the hit that opened the lane)."""
+        queued = self.join(key, hit, run)
+        if queued is not None:
+            return await queued
+        try:
+            return (await run([hit]))[0]
+        finally:
+            self.close(key)
+
+    def join(self, key: Hashable, hit: H, run: Round[H, R]) -> Optional[asyncio.Future[R]]:
+        """None when `key` is idle in this loop: the lane is opened for the caller's own
+        round (then `close(key)`); else the future of `hit`'s result in the next round."""
         loop = asyncio.get_running_loop()
         lane = self._lanes.get(key)
         if lane is not None and lane.loop is loop:
             future: asyncio.Future[R] = loop.create_future()
             lane.queue.append((hit, future))
-            return await future
+            return future
         # idle here (a lane of another, maybe closed, loop is left to that loop)
-        lane = self._lanes[key] = _Lane(loop, run)
-        try:
-            return (await run([hit]))[0]
-        finally:
+        self._lanes[key] = _Lane(loop, run)
+        return None
+
+    def close(self, key: Hashable) -> None:
+        """The caller's own round is over: the hits queued meanwhile run as the next."""
+        lane = self._lanes.get(key)
+        if lane is not None and lane.loop is asyncio.get_running_loop():
             self._next(key, lane)
 
-    def _next(self, key: bytes, lane: _Lane[H, R]) -> None:
+    def _next(self, key: Hashable, lane: _Lane[H, R]) -> None:
         """Start the round of the hits queued on `lane` (those still waiting), or close it."""
         queued = [(hit, future) for hit, future in lane.queue if not future.done()]
         lane.queue = []
@@ -71,7 +95,7 @@ class Lanes(Generic[H, R]):
             del self._lanes[key]
 
     async def _round(
-        self, key: bytes, lane: _Lane[H, R], queued: list[tuple[H, asyncio.Future[R]]]
+        self, key: Hashable, lane: _Lane[H, R], queued: list[tuple[H, asyncio.Future[R]]]
     ) -> None:
         try:
             results = await lane.run([hit for hit, _ in queued])
