@@ -65,10 +65,13 @@ class SQLiteBackend(ThrottleBackend):
     write, commit), atomic across processes and threads; so do several rates decided as one
     (`evaluate_all`), refunds and `increment_with_ttl`.
     Time is this host's clock (or `clock=`), which every worker on the host shares. Each step
-    runs on the event loop and takes tens of microseconds; while another process holds the
-    write lock the task waits without blocking the loop, for at most `timeout` seconds, then
-    fails with `BackendConnectionError` (and the throttle's `on_error` decides). Connections
-    are opened per process and per event loop, never carried across a fork.
+    runs on the event loop and takes tens of microseconds. Writes that tasks of one loop ask
+    for in the same loop iteration share a transaction: the first is made at once, the others
+    in the next iteration, in their order, each in a savepoint (16 at most per transaction),
+    so each one's outcome is the one it would get one after another. While another process
+    holds the write lock the task waits without blocking the loop, for at most `timeout`
+    seconds, then fails with `BackendConnectionError` (and the throttle's `on_error` decides).
+    Connections are opened per process and per event loop, never carried across a fork.
 
     At most `max_keys` rows are kept in the file: a new key beyond that is refused with
     `BackendCapacityError` while existing counters keep counting. Expired rows are deleted a
@@ -367,9 +370,11 @@ class SQLiteBackend(ThrottleBackend):
 
         The throttle's hot path (see `ThrottleBackend.decide_now`). Returns None when it
         cannot be made at once: the backend is not ready, a test replaced
-        `increment_with_ttl` or `evaluate` on this instance, or the file is busy (another
-        process holds its write lock, or this loop's tasks wait for it); the caller then
-        awaits `strategy.decide`, which waits its turn. Errors are raised as `BackendError`.
+        `increment_with_ttl` or `evaluate` on this instance, the file is busy (another
+        process holds its write lock, or this loop's tasks wait for it), or another task
+        wrote in this loop iteration; the caller then awaits `strategy.decide`, which waits
+        its turn, or is decided with the others of this iteration in one transaction in the
+        next. Errors are raised as `BackendError`.
 
         Args:
             key: The namespaced key of the client's state.

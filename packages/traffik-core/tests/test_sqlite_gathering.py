@@ -1,0 +1,441 @@
+"""`SQLiteBackend` with a free file: writes of one loop iteration share a transaction.
+
+The first task to write in a loop iteration writes at once; others writing in the same
+iteration queue, and the loop serves them in its next iteration in one transaction (a
+savepoint each), in arrival order, `MAX_BATCH` per iteration. Every outcome is the one a
+sequential run in that order gives. Real files, no other process (except where a raw
+`sqlite3` connection holds the write lock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.requests import Request
+
+from traffik import HTTPThrottle, ManualClock, Rate
+from traffik.backends.sqlite import SQLiteBackend
+from traffik.backends.sqlite._turns import MAX_BATCH
+from traffik.exceptions import BackendConnectionError, BackendError, ConnectionThrottled
+from traffik.strategies import BUILTIN_STRATEGIES, GCRA, FixedWindow, TokenBucket
+
+pytestmark = pytest.mark.anyio
+
+WORDS = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "traffik.db"
+
+
+@pytest.fixture
+async def backend(db: Path) -> AsyncIterator[SQLiteBackend]:
+    backend = SQLiteBackend(db, timeout=5)
+    await backend.initialize()
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        conn.execute("CREATE TABLE t (v INTEGER UNIQUE)")
+    yield backend
+    await backend.close()
+
+
+class Ticker:
+    """Counts the loop's iterations: a callback that schedules itself again each time."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._on = True
+        asyncio.get_running_loop().call_soon(self._tick)
+
+    def _tick(self) -> None:
+        self.n += 1
+        if self._on:
+            asyncio.get_running_loop().call_soon(self._tick)
+
+    def stop(self) -> None:
+        self._on = False
+
+
+@contextlib.contextmanager
+def statements(
+    backend: SQLiteBackend, ticker: Ticker | None = None
+) -> Iterator[list[tuple[str, int]]]:
+    """The transaction statements this loop's connection runs meanwhile, each with the loop
+    iteration it ran in (when a `ticker` counts them)."""
+    seen: list[tuple[str, int]] = []
+    handle = backend._db._handle()
+    assert handle.cursor is not None, "the connection is open (something was written)"
+    conn = handle.cursor.connection
+
+    def trace(sql: str) -> None:
+        if sql.startswith(WORDS):
+            seen.append((sql, ticker.n if ticker is not None else 0))
+
+    conn.set_trace_callback(trace)
+    try:
+        yield seen
+    finally:
+        conn.set_trace_callback(None)
+
+
+def count(seen: list[tuple[str, int]], sql: str) -> int:
+    return sum(1 for statement, _ in seen if statement == sql)
+
+
+def insert(value: int, fail: Exception | None = None) -> Any:
+    def step(cursor: sqlite3.Cursor) -> int:
+        cursor.execute("INSERT INTO t (v) VALUES (?)", (value,))
+        if fail is not None:
+            raise fail
+        return value
+
+    return step
+
+
+def values(db: Path) -> list[int]:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return [v for (v,) in conn.execute("SELECT v FROM t ORDER BY v")]
+
+
+def hold(db: Path) -> sqlite3.Connection:
+    """Another connection, holding the file's write lock until it commits."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("BEGIN IMMEDIATE")
+    return conn
+
+
+def release(conn: sqlite3.Connection) -> None:
+    conn.execute("COMMIT")
+    conn.close()
+
+
+def started(*calls: Any) -> list[asyncio.Task[Any]]:
+    """Each call as a task, in order: they all take their first step in the loop's next
+    iteration, one after the other (as `asyncio.gather` starts them)."""
+    return [asyncio.ensure_future(call) for call in calls]
+
+
+# -- one transaction for concurrent writes ------------------------------------------------
+
+
+async def test_concurrent_writes_share_one_transaction(backend: SQLiteBackend) -> None:
+    await backend.increment_with_ttl("warm", 1, 60)
+    with statements(backend) as seen:
+        counts = await asyncio.gather(
+            *(backend.increment_with_ttl("hits", 1, 60) for _ in range(10))
+        )
+    assert counts == list(range(1, 11))
+    # The first wrote at once; the nine others, in the same iteration, in one transaction.
+    assert count(seen, "BEGIN IMMEDIATE") == count(seen, "COMMIT") == 2
+    assert count(seen, "SAVEPOINT step") == count(seen, "RELEASE step") == 9
+    assert seen[:2] == [("BEGIN IMMEDIATE", 0), ("COMMIT", 0)], "the first alone"
+    assert int(await backend.get("hits") or 0) == 10
+    assert not backend._db._handle().turns
+
+
+async def test_a_gathering_is_served_max_batch_per_loop_iteration(backend: SQLiteBackend) -> None:
+    # Serving holds the event loop: MAX_BATCH writes at most per iteration, then the loop
+    # goes round (other tasks run) before the next MAX_BATCH.
+    await backend.increment_with_ttl("warm", 1, 60)
+    n = 2 * MAX_BATCH + 3
+    ticker = Ticker()
+    with statements(backend, ticker) as seen:
+        counts = await asyncio.gather(
+            *(backend.increment_with_ttl("hits", 1, 60) for _ in range(n))
+        )
+    ticker.stop()
+    assert counts == list(range(1, n + 1))
+    begins = [tick for sql, tick in seen if sql == "BEGIN IMMEDIATE"]
+    assert len(begins) == 1 + math.ceil((n - 1) / MAX_BATCH)
+    assert len(set(begins)) == len(begins), "one transaction per loop iteration"
+    steps, most = 0, 0
+    for sql, _ in seen:
+        if sql == "BEGIN IMMEDIATE":
+            steps = 0
+        elif sql == "SAVEPOINT step":
+            steps += 1
+            most = max(most, steps)
+    assert most == MAX_BATCH
+
+
+async def test_throttle_hits_at_once_share_transactions_and_admit_the_first_in_order(
+    backend: SQLiteBackend,
+) -> None:
+    # Through the throttle's hot path (`decide_now`): the first hit decides at once, the
+    # ones behind it in the same iteration go the long way and gather.
+    throttle = HTTPThrottle("t", rate="10/min", backend=backend)
+    request = Request({"type": "http", "method": "GET", "path": "/", "headers": []})
+    with statements(backend) as seen:
+        results = await asyncio.gather(
+            *(throttle.hit(request) for _ in range(30)), return_exceptions=True
+        )
+    assert results[:10] == [request] * 10
+    assert all(isinstance(r, ConnectionThrottled) for r in results[10:]), results[10:]
+    assert count(seen, "BEGIN IMMEDIATE") == 1 + math.ceil(29 / MAX_BATCH)
+
+
+def timeline(n: int) -> list[tuple[str, int]]:
+    """Keys and costs of `n` decisions, mixed."""
+    return [("abc"[i % 3] if i % 4 else "a", 1 + (i % 5 == 4)) for i in range(n)]
+
+
+@pytest.mark.parametrize("strategy_class", BUILTIN_STRATEGIES, ids=lambda c: c.__name__)
+async def test_concurrent_decisions_are_those_of_a_sequential_run_in_arrival_order(
+    tmp_path: Path, strategy_class: type
+) -> None:
+    clock = ManualClock()
+    rate = Rate.parse("5/min")
+    steps = timeline(24)
+    gathered = SQLiteBackend(tmp_path / "gathered.db", clock=clock)
+    alone = SQLiteBackend(tmp_path / "alone.db", clock=clock)
+    await gathered.initialize()
+    await alone.initialize()
+    strategy = strategy_class()
+    concurrent: list[float] = []
+    sequential: list[float] = []
+    for _ in range(3):
+        with statements(gathered) as seen:
+            concurrent += await asyncio.gather(
+                *(strategy(key, rate, gathered, cost) for key, cost in steps)
+            )
+        assert count(seen, "BEGIN IMMEDIATE") < len(steps), "they did gather"
+        for key, cost in steps:
+            sequential.append(await strategy(key, rate, alone, cost))
+        clock.advance(7)
+    assert concurrent == sequential
+    assert 0 < sum(w == 0 for w in concurrent) < len(concurrent), "some admitted, some not"
+    await gathered.close()
+    await alone.close()
+
+
+# -- errors and cancellation ----------------------------------------------------------------
+
+
+async def test_a_failing_step_fails_alone_in_a_gathering(backend: SQLiteBackend, db: Path) -> None:
+    write = backend._db.write
+    await write("inserting", insert(0))
+    with statements(backend) as seen:
+        results = await asyncio.gather(
+            write("inserting", insert(1)),  # at once
+            write("inserting", insert(2)),  # the rest gathered
+            write("inserting", insert(2)),  # a duplicate: sqlite3.IntegrityError
+            write("inserting", insert(3, KeyError("third"))),
+            write("inserting", insert(4)),
+            return_exceptions=True,
+        )
+    assert list(results[:2]) == [1, 2] and results[4] == 4
+    assert isinstance(results[2], BackendError) and not isinstance(results[2], sqlite3.Error)
+    assert "while inserting" in str(results[2])
+    assert isinstance(results[2].__cause__, sqlite3.IntegrityError)
+    assert isinstance(results[3], KeyError)
+    assert values(db) == [0, 1, 2, 4]  # the failed steps' own inserts were undone
+    assert count(seen, "COMMIT") == 2 and count(seen, "ROLLBACK TO step") == 2
+
+
+async def test_a_failing_commit_fails_every_gathered_step(backend: SQLiteBackend, db: Path) -> None:
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        conn.execute(
+            "CREATE TABLE child (parent INTEGER REFERENCES t (v) DEFERRABLE INITIALLY DEFERRED)"
+        )
+    handle = backend._db._handle()
+    assert handle.cursor is not None
+    handle.cursor.execute("PRAGMA foreign_keys = ON")
+
+    def orphan(cursor: sqlite3.Cursor) -> None:  # only COMMIT checks a deferred foreign key
+        cursor.execute("INSERT INTO child (parent) VALUES (42)")
+
+    write = backend._db.write
+    results = await asyncio.gather(
+        write("a", insert(1)),
+        write("b", insert(2)),
+        write("c", orphan),
+        write("d", insert(4)),
+        return_exceptions=True,
+    )
+    assert results[0] == 1, "the first wrote at once, alone"
+    assert all(isinstance(r, BackendError) for r in results[1:]), results
+    assert all(str(r).endswith(f"while {doing}") for r, doing in zip(results[1:], "bcd"))
+    assert values(db) == [1]
+    assert await write("inserting", insert(5)) == 5  # the connection is usable again
+    assert not handle.turns
+
+
+async def test_a_task_cancelled_before_the_gathering_is_served_writes_nothing(
+    backend: SQLiteBackend, db: Path
+) -> None:
+    write = backend._db.write
+    tasks = started(*(write("inserting", insert(v)) for v in (1, 2, 3, 4)))
+    await asyncio.sleep(0)  # each made its first step: the first wrote, the others wait
+    assert tasks[0].done() and not any(t.done() for t in tasks[1:])
+    assert len(backend._db._handle().turns._line) == 3
+    tasks[2].cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert results[:2] == [1, 2] and results[3] == 4
+    assert isinstance(results[2], asyncio.CancelledError)
+    assert values(db) == [1, 2, 4]
+    assert not backend._db._handle().turns
+
+
+async def test_the_first_gathered_task_cancelled_leaves_the_others_served(
+    backend: SQLiteBackend, db: Path
+) -> None:
+    write = backend._db.write
+    tasks = started(*(write("inserting", insert(v)) for v in (1, 2, 3)))
+    await asyncio.sleep(0)
+    tasks[1].cancel()  # the first in line, which the loop was about to serve
+    await asyncio.sleep(0)  # (its cancellation lands before the loop serves the line)
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert results[0] == 1 and results[2] == 3
+    assert isinstance(results[1], asyncio.CancelledError)
+    assert values(db) == [1, 3]
+    assert not backend._db._handle().turns
+
+
+async def test_a_task_cancelled_once_its_step_ran_drops_the_result(
+    backend: SQLiteBackend, db: Path
+) -> None:
+    write = backend._db.write
+    loop = asyncio.get_running_loop()
+    tasks: list[asyncio.Task[Any]] = []
+
+    def last(cursor: sqlite3.Cursor) -> int:
+        # Runs in the gathered transaction, before the outcomes are handed out: the
+        # cancellation lands after task 1 has its result, before it resumes.
+        loop.call_soon(tasks[1].cancel)
+        return insert(3)(cursor)
+
+    tasks += started(write("inserting", insert(1)), write("inserting", insert(2)), write("x", last))
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert results[0] == 1 and results[2] == 3
+    assert isinstance(results[1], asyncio.CancelledError)
+    assert values(db) == [1, 2, 3]  # it was charged, as if it completed just before
+    await write("inserting", insert(4))  # the line is clear
+    assert not backend._db._handle().turns
+
+
+async def test_a_read_among_gathered_writes_goes_alone_in_its_turn(
+    backend: SQLiteBackend,
+) -> None:
+    await backend.increment_with_ttl("warm", 1, 60)
+    with statements(backend) as seen:
+        results = await asyncio.gather(
+            backend.increment_with_ttl("hits", 1, 60),
+            backend.increment_with_ttl("hits", 1, 60),
+            backend.increment_with_ttl("hits", 1, 60),
+            backend.get("hits"),
+            backend.increment_with_ttl("hits", 1, 60),
+        )
+    assert list(results[:3]) == [1, 2, 3] and int(results[3] or 0) == 3 and results[4] == 4
+    assert count(seen, "COMMIT") == 3  # the first at once, two gathered, the last alone
+
+
+# -- a busy file --------------------------------------------------------------------------
+
+
+async def test_a_gathering_that_finds_the_file_busy_waits_in_order(
+    backend: SQLiteBackend, db: Path
+) -> None:
+    tasks = started(*(backend.increment_with_ttl("hits", 1, 60) for _ in range(5)))
+    await asyncio.sleep(0)  # the first wrote; four wait for the loop to serve them
+    assert tasks[0].done() and len(backend._db._handle().turns._line) == 4
+    held, released = hold(db), False  # another process takes the lock first
+    try:
+        await asyncio.sleep(0.02)
+        assert not any(t.done() for t in tasks[1:]), "nobody gets through while it is held"
+        tasks += started(*(backend.increment_with_ttl("hits", 1, 60) for _ in range(3)))
+        await asyncio.sleep(0.01)  # newcomers queue behind, none asks on its own
+        assert len(backend._db._handle().turns._line) == 7
+        with statements(backend) as seen:
+            release(held)
+            released = True
+            counts = await asyncio.gather(*tasks)
+    finally:
+        if not released:
+            release(held)
+    assert counts == list(range(1, 9)), "in arrival order"
+    assert count(seen, "COMMIT") == 1, "the first in line took the rest with it"
+    assert not backend._db._handle().turns
+
+
+async def test_a_gathering_on_a_file_held_too_long_times_out(db: Path) -> None:
+    backend = SQLiteBackend(db, timeout=0.1)
+    await backend.initialize()
+    tasks = started(*(backend.increment_with_ttl("hits", 1, 60) for _ in range(4)))
+    await asyncio.sleep(0)
+    held = hold(db)
+    try:
+        results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 5)
+    finally:
+        release(held)
+    assert results[0] == 1
+    assert all(isinstance(r, BackendConnectionError) for r in results[1:]), results
+    assert not backend._db._handle().turns
+    assert await backend.increment_with_ttl("hits", 1, 60) == 2
+    await backend.close()
+
+
+# -- a lone task keeps the direct path ------------------------------------------------------
+
+
+async def test_sequential_writes_of_one_task_never_gather_nor_suspend(
+    backend: SQLiteBackend,
+) -> None:
+    await backend.increment_with_ttl("warm", 1, 60)
+    with statements(backend) as seen:
+        for expected in range(1, 6):
+            step = backend.increment_with_ttl("hits", 1, 60)
+            with pytest.raises(StopIteration) as done:  # no suspension: done in one send
+                step.send(None)
+            assert done.value.value == expected
+    assert [sql for sql, _ in seen] == ["BEGIN IMMEDIATE", "COMMIT"] * 5
+
+
+@pytest.mark.parametrize("strategy", [FixedWindow(), TokenBucket(), GCRA()], ids=repr)
+async def test_a_task_deciding_twice_in_one_iteration_decides_at_once_both_times(
+    backend: SQLiteBackend, strategy: Any
+) -> None:
+    # Two throttles on one route: one task, two decisions in the same loop iteration.
+    rate = Rate.parse("3/min")
+    kind = HTTPThrottle("t", rate=rate, backend=backend, strategy=strategy)._in_place
+    key = backend.get_key("client") + getattr(strategy, "suffix", "")
+    await asyncio.sleep(0)  # an iteration of its own (whatever wrote before the test)
+    assert backend.decide_now(key, strategy, rate, 1, kind) is not None
+    assert backend.decide_now(key, strategy, rate, 1, kind) is not None
+    assert not backend._db._handle().turns
+
+
+async def test_another_task_in_the_same_iteration_goes_the_long_way(
+    backend: SQLiteBackend,
+) -> None:
+    strategy, rate = FixedWindow(), Rate.parse("3/min")
+    kind = HTTPThrottle("t", rate=rate, backend=backend, strategy=strategy)._in_place
+    key = backend.get_key("client")
+    found: list[Any] = []
+
+    async def decide() -> None:
+        found.append(backend.decide_now(key, strategy, rate, 1, kind))
+
+    await asyncio.gather(decide(), decide())
+    assert found[0] is not None and found[1] is None, "the second gathers (via `decide`)"
+    await asyncio.sleep(0)  # a new iteration: the next task decides at once again
+    await asyncio.gather(decide())
+    assert found[2] is not None
+
+
+async def test_writes_of_tasks_in_successive_iterations_each_go_at_once(
+    backend: SQLiteBackend,
+) -> None:
+    await backend.increment_with_ttl("warm", 1, 60)
+    with statements(backend) as seen:
+        for expected in range(1, 4):
+            assert await asyncio.ensure_future(backend.increment_with_ttl("hits", 1, 60)) == (
+                expected
+            )
+    assert [sql for sql, _ in seen] == ["BEGIN IMMEDIATE", "COMMIT"] * 3
