@@ -1,7 +1,8 @@
 """A throttle's prepared Redis decisions (`RedisBackend.waited_decider`) are those of
 `strategy.decide`: the same decisions and the same stored state on the same timeline, one
-`EVALSHA` each; a throttle takes them on its hot path; and a test that replaces `evaluate`
-on the backend still sees every decision."""
+`EVALSHA` each, or one for the concurrent hits on a key that arrive while one is in flight;
+a throttle takes them on its hot path; and a test that replaces `evaluate` (or
+`increment_with_ttl`) on the backend still sees every decision."""
 
 from __future__ import annotations
 
@@ -106,13 +107,13 @@ async def test_server_clock_decisions_count_down(redis_url: str) -> None:
         await backend.close()
 
 
-async def test_none_for_counters_and_rates_decided_without_the_store(
+async def test_none_for_rates_and_costs_decided_without_the_store(
     pair: tuple[RedisBackend, RedisBackend, ManualClock],
 ) -> None:
     fast, _, _ = pair
-    assert fast.waited_decider(FixedWindow(), Rate.parse("5/s"), 1, IN_PLACE_COUNTER) is None
     # A cost above the capacity is refused without the store, by `strategy.decide`.
     assert fast.waited_decider(TokenBucket(), Rate.parse("5/s"), 6, IN_PLACE_STATE) is None
+    assert fast.waited_decider(FixedWindow(), Rate.parse("5/s"), 6, IN_PLACE_COUNTER) is None
 
 
 async def test_a_throttle_decides_through_it(
@@ -233,3 +234,48 @@ async def test_a_hit_cancelled_while_queued_is_not_charged(
     assert isinstance(done[2], asyncio.CancelledError)
     assert [d.remaining for d in done if isinstance(d, Decision)] == [9, 8, 7, 6]
     assert (await decide("client")).remaining == 5
+
+
+# -- FixedWindow's counter: concurrent hits on one key add up in one EVALSHA --
+
+
+def _counted(decisions: list[Decision]) -> list[tuple[bool, object]]:
+    return [(d.allowed, d.remaining) for d in decisions]
+
+
+@pytest.mark.parametrize("cost", [1, 2])
+async def test_counter_hits_add_up_together_as_sequential_ones(
+    pair: tuple[RedisBackend, RedisBackend, ManualClock], raw: Redis, cost: int
+) -> None:
+    fast, plain, _ = pair
+    strategy, rate = FixedWindow(), Rate.parse("30/min")
+    decide = fast.waited_decider(strategy, rate, cost, IN_PLACE_COUNTER)
+    assert decide is not None
+    alone = await decide("client")
+    assert _counted([alone]) == _counted([await strategy.decide("client", rate, plain, cost)])
+    before = await _evalsha_calls(raw)
+    got = await asyncio.gather(*(decide("client") for _ in range(50)))
+    calls = await _evalsha_calls(raw) - before
+    expected = [await strategy.decide("client", rate, plain, cost) for _ in range(50)]
+    assert calls <= 3, calls
+    assert _counted(got) == _counted(expected)
+    assert any(d.allowed for d in got) and not all(d.allowed for d in got)
+    for decision in got:  # the window's time left, from the server's TTL
+        assert 0 < decision.reset_ms <= rate.expire
+        assert decision.wait_ms == (0 if decision.allowed else decision.reset_ms)
+    counter = fast.get_key("client") + strategy.suffix
+    assert int(await raw.get(counter)) == 51 * cost
+    assert 0 < await raw.pttl(counter) < rate.expire
+
+
+async def test_a_replaced_increment_with_ttl_sees_every_counter_hit(
+    pair: tuple[RedisBackend, RedisBackend, ManualClock],
+) -> None:
+    fast, _, _ = pair
+    decide = fast.waited_decider(FixedWindow(), Rate.parse("5/s"), 1, IN_PLACE_COUNTER)
+    assert decide is not None
+    failing = patch.object(fast, "increment_with_ttl", side_effect=RuntimeError("store down"))
+    with failing as increment, pytest.raises(RuntimeError, match="store down"):
+        await decide("client")
+    assert increment.call_count == 1
+    assert (await decide("client")).remaining == 4

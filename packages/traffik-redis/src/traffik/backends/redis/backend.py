@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 from redis.exceptions import NoScriptError
 from traffik.backends.base import ThrottleBackend, WindowCount
 from traffik.backends.health import StoreCircuit, circuit_policy
+from traffik.backends.lanes import Lanes
 from traffik.backends.redis import scripts
 from traffik.backends.redis.clients import LoopClients
 from traffik.backends.redis.connection import client_source
@@ -16,9 +17,14 @@ from traffik.backends.redis.errors import bounded, timed_out, translate
 from traffik.backends.redis.lock import Holding, RedisLock
 from traffik.backends.redis.steps import ScriptSteps
 from traffik.exceptions import BackendConnectionError, ConfigurationError
+from traffik.strategies.base import settled
+from traffik.strategies.fixed_window import counted_decision
+from traffik.strategies.steps import IN_PLACE_COUNTER
 
 if TYPE_CHECKING:
     from traffik.clock import Clock
+    from traffik.decision import Decision
+    from traffik.rates import Rate
 
 __all__ = ["RedisBackend"]
 
@@ -430,6 +436,55 @@ class RedisBackend(ScriptSteps, ThrottleBackend):
         reply = await self._run(_COUNTER.name, scripts.evalsha, _COUNTER.sha, (key,), args)
         count, gone_in = reply.split(b"|" if type(reply) is bytes else "|")
         return WindowCount(int(count), int(gone_in))
+
+    def waited_decider(
+        self, strategy: Any, rate: Rate, cost: int, kind: int
+    ) -> Callable[[str], Awaitable[Decision]] | None:
+        """`strategy.decide` made once for a throttle's hot path (`ScriptSteps.waited_decider`
+        for a state). `FixedWindow`'s counter: `increment_with_ttl`'s `EVALSHA`, its
+        arguments made once; concurrent hits on one key (in one event loop) that arrive while
+        one is in flight add up in the next one, each hit's count the one it would have
+        reached alone, in arrival order (`traffik.backends.lanes`).
+
+        A decision goes through `strategy.decide` instead while a test replaced
+        `increment_with_ttl` on this instance."""
+        if kind != IN_PLACE_COUNTER:
+            return super().waited_decider(strategy, rate, cost, kind)
+        if settled(strategy, rate, cost) is not None:
+            return None
+        name, sha, amount = _COUNTER.name, _COUNTER.sha, str(cost).encode()
+        px = str(_px(rate.expire / 1000)).encode()  # (as `FixedWindow.decide` asks)
+        prefix, suffix, own = self._prefix, strategy.suffix, self.__dict__
+        strategy_decide = strategy.decide
+        lanes: Lanes[str, Decision] = Lanes()
+
+        async def together(keys: list[str]) -> list[Decision]:
+            """The hits on one key (`keys`: it, once per hit) counted in one `EVALSHA`."""
+            hits = len(keys)
+            args = (str(hits * cost).encode(), px)
+            reply = await self._run(name, scripts.evalsha, sha, keys[:1], args)
+            total, gone_in = (
+                int(part) for part in reply.split(b"|" if type(reply) is bytes else "|")
+            )
+            return [
+                counted_decision(total - (hits - 1 - i) * cost, gone_in, rate) for i in range(hits)
+            ]
+
+        async def decide(key: str) -> Decision:
+            if "increment_with_ttl" in own:
+                return await strategy_decide(key, rate, self, cost)
+            stored = prefix + key + suffix
+            queued = lanes.join(stored, stored, together)
+            if queued is not None:  # a hit on this key is in flight: the next round
+                return await queued
+            try:
+                reply = await self._run(name, scripts.evalsha, sha, (stored,), (amount, px))
+            finally:
+                lanes.close(stored)
+            count, gone_in = reply.split(b"|" if type(reply) is bytes else "|")
+            return counted_decision(int(count), int(gone_in), rate)
+
+        return decide
 
     async def multi_get(self, *keys: str) -> list[str | None]:
         """Read several keys (`MGET`; on a cluster, one per slot).
