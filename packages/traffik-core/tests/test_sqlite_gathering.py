@@ -16,6 +16,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from starlette.requests import Request
@@ -439,3 +440,54 @@ async def test_writes_of_tasks_in_successive_iterations_each_go_at_once(
                 expected
             )
     assert [sql for sql, _ in seen] == ["BEGIN IMMEDIATE", "COMMIT"] * 3
+
+
+# -- the throttle's waited decider: gathered hits skip `strategy.decide` -----------------------
+
+
+def _from(host: str) -> Request:
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "client": (host, 1)}
+    return Request(scope)
+
+
+async def _outcome(throttle: HTTPThrottle, request: Request) -> Any:
+    try:
+        await throttle.hit(request)
+    except ConnectionThrottled as exc:
+        return ("throttled", exc.wait_period)
+    return "admitted"
+
+
+@pytest.mark.parametrize("strategy_class", BUILTIN_STRATEGIES, ids=lambda c: c.__name__)
+async def test_gathered_throttle_hits_decide_as_sequential_ones(
+    tmp_path: Path, strategy_class: type
+) -> None:
+    clock = ManualClock()
+    gathered = SQLiteBackend(tmp_path / "gathered.db", clock=clock)
+    alone = SQLiteBackend(tmp_path / "alone.db", clock=clock)
+    fast = HTTPThrottle("t", rate="4/min", backend=gathered, strategy=strategy_class())
+    slow = HTTPThrottle("t", rate="4/min", backend=alone, strategy=strategy_class())
+    hosts = [f"10.0.0.{1 + i % 3}" for i in range(20)]
+    for _ in range(3):
+        concurrent = await asyncio.gather(*(_outcome(fast, _from(h)) for h in hosts))
+        sequential = [await _outcome(slow, _from(h)) for h in hosts]
+        assert concurrent == sequential
+        clock.advance(9)
+    assert fast._decider[0] is gathered and fast._decider[2] is not None
+    await gathered.close()
+    await alone.close()
+
+
+async def test_the_waited_decider_goes_through_a_replaced_evaluate(
+    backend: SQLiteBackend,
+) -> None:
+    from traffik.strategies.steps import IN_PLACE_STATE
+
+    decide = backend.waited_decider(TokenBucket(), Rate.parse("5/min"), 1, IN_PLACE_STATE)
+    assert decide is not None
+    assert (await decide("client")).remaining == 4
+    replaced = patch.object(backend, "evaluate", side_effect=BackendError("replaced"))
+    with replaced as evaluate, pytest.raises(BackendError, match="replaced"):
+        await decide("client")
+    assert evaluate.call_count == 1
+    assert (await decide("client")).remaining == 3

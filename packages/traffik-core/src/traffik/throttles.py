@@ -530,14 +530,11 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
     def _deciders(
         self, backend: ThrottleBackend, rate: Rate, cost: int
     ) -> tuple[Optional[Callable[[str], Any]], Optional[Callable[[str], Awaitable[Decision]]]]:
-        """The backend's decider for this throttle's strategy, rate and cost: `decider` (no
-        coroutine) or else `waited_decider`; remembered until the backend changes."""
+        """The backend's deciders for this throttle's strategy, rate and cost: `decider` (no
+        coroutine, None when a hit cannot be decided at once) and `waited_decider` (awaited,
+        for the others); remembered until the backend changes."""
         decide = backend.decider(self.strategy, rate, cost, self._in_place)
-        waited = (
-            None
-            if decide is not None
-            else backend.waited_decider(self.strategy, rate, cost, self._in_place)
-        )
+        waited = backend.waited_decider(self.strategy, rate, cost, self._in_place)
         self._decider = (backend, decide, waited)
         return decide, waited
 

@@ -292,8 +292,8 @@ class ThrottleBackend(LockedSteps, Generic[ConnT, HTTPConnT]):
         rate and cost, made once for a throttle's hot path (what the strategy works out
         from the rate and cost, and checks of them, done once instead of per hit).
 
-        Asked only when `decider` gives None. The base has none (the throttle then awaits
-        `strategy.decide`).
+        The throttle awaits it for a hit its `decider` (if any) did not decide at once. The
+        base has none (the throttle then awaits `strategy.decide`).
 
         Args:
             strategy: The built-in strategy that decides.

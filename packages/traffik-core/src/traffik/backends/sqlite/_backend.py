@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from traffik.backends.base import ThrottleBackend, WindowCount
@@ -15,6 +15,7 @@ from traffik.backends.sqlite._path import database_path
 from traffik.backends.sqlite._rows import SCHEMA, Rows, prefix_range
 from traffik.backends.sqlite._turns import BUSY
 from traffik.exceptions import ConfigurationError
+from traffik.strategies.base import settled
 from traffik.strategies.fixed_window import counted_decision
 from traffik.strategies.steps import IN_PLACE_COUNTER, IN_PLACE_STATE
 
@@ -405,6 +406,61 @@ class SQLiteBackend(ThrottleBackend):
             )
             return None if decision is BUSY else decision
         return None
+
+    def waited_decider(
+        self, strategy: Any, rate: Rate, cost: int, kind: int
+    ) -> Callable[[str], Awaitable[Decision]] | None:
+        """`decide_now`'s transaction for when it cannot be made at once (the file is busy,
+        or the request goes with the others of its loop iteration): awaited in turn through
+        the same line as `strategy.decide`, without the strategy's checks per hit.
+
+        Args:
+            strategy: The built-in strategy that decides.
+            rate: The rate to apply.
+            cost: The units each hit spends.
+            kind: `IN_PLACE_COUNTER` (a counter) or `IN_PLACE_STATE` (a state transition).
+
+        Returns:
+            A coroutine function of a throttle's key (not namespaced) returning the
+            `Decision` (through `strategy.decide` while `decide_now` would not decide), or
+            None for a kind it does not decide or a hit decided without the store.
+        """
+        if (
+            kind not in (IN_PLACE_COUNTER, IN_PLACE_STATE)
+            or settled(strategy, rate, cost) is not None
+        ):
+            return None
+        prefix, suffix, own, db = self._prefix, strategy.suffix, self.__dict__, self._db
+        strategy_decide, expire = strategy.decide, rate.expire
+
+        def at_once() -> bool:
+            return (
+                self._steps_own
+                and self.initialized
+                and "increment_with_ttl" not in own
+                and "evaluate" not in own
+            )
+
+        if kind == IN_PLACE_COUNTER:
+
+            async def count(key: str) -> Decision:
+                if not at_once():
+                    return await strategy_decide(key, rate, self, cost)
+                found = await db.write(
+                    "counting", self._step, Rows.count, prefix + key + suffix, cost, expire
+                )
+                return counted_decision(found[0], found[1], rate)
+
+            return count
+
+        async def transition(key: str) -> Decision:
+            if not at_once():
+                return await strategy_decide(key, rate, self, cost)
+            return await db.write(
+                "deciding", self._step, decide, prefix + key + suffix, strategy, rate, cost, True
+            )
+
+        return transition
 
     async def evaluate(
         self, key: str, strategy: StateStrategy, rate: Rate, cost: int, *, commit: bool = True
