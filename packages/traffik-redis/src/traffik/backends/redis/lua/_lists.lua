@@ -1,12 +1,27 @@
 -- States of any size as lists of whole numbers (logs, queues, runs), for the strategies that
 -- keep them, and for refunds, which give back to a state of any size only (decide.lua): a
--- mark (a byte, 'i'; 'h' for CostBasedTokenBucket's runs) then little-endian doubles. LISTS
+-- mark (a byte, 'i'; 'h' for CostBasedTokenBucket's runs) then little-endian doubles.
+-- PriorityQueue stores its log as 'q' instead (priority_queue.lua), and reads an 'i' state
+-- here only to convert it; SlidingWindowLog and LeakyBucketWithQueue read their lists with
+-- one call of `doubles` when deciding, and with load_state what that read leaves. LISTS
 -- (set by scripts.py before this file): whether a strategy of the program keeps them. A
 -- struct call reads or writes up to 4096 numbers (far below Lua's limit on results), with a
 -- format cut from a literal up to 64 (cheaper than building it); up to 4 (most lists), with
 -- no format to cut and no loop.
-local load_state, pack_state
+local load_state, pack_state, doubles
 if LISTS or REFUND then
+  -- The first `n` (1 to 4096) doubles stored in `raw` after its mark, in a table with the
+  -- position after them at n + 1: one struct call, no check.
+  function doubles(raw, n)
+    local format = '<dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd'
+    if n <= 64 then
+      format = string.sub(format, 1, n + 1)
+    else
+      format = '<' .. string.rep('d', n)
+    end
+    return {struct.unpack(format, raw, 2)}
+  end
+
   -- The list stored as `raw` (a GET reply) under `mark`, or nil when missing, under another
   -- mark or not ours (a number not whole or not below 2^53: NaN and the infinities fail the
   -- `% 1` test).
@@ -36,13 +51,7 @@ if LISTS or REFUND then
       return nil
     end
     local head = n < 4096 and n or 4096
-    local format = '<dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd'
-    if n <= 64 then
-      format = string.sub(format, 1, n + 1)
-    else
-      format = '<' .. string.rep('d', head)
-    end
-    local state = {struct.unpack(format, raw, 2)}
+    local state = doubles(raw, head)
     local pos = state[head + 1]
     state[head + 1] = nil
     for first = 4097, n, 4096 do -- very long lists only

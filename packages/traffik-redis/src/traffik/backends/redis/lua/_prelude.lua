@@ -4,8 +4,9 @@
 -- differences and products are then exact, and every division goes through floordiv or
 -- ceildiv, which round like Python's // whatever the double quotient does. A state is stored
 -- as 'i' ('h': CostBasedTokenBucket's runs) followed by little-endian doubles, each a whole
--- number; anything else counts as no state (a fresh key), including the '#' states of the
--- float-era scripts, whose units differ.
+-- number, or as PriorityQueue's 'q' (records, then a block: priority_queue.lua); anything else
+-- counts as no state (a fresh key), including the '#' states of the float-era scripts, whose
+-- units differ.
 -- Redis runs all of a program on every call, definitions included, and in this Lua every
 -- operation costs the server time: a function definition or a table as much as twenty
 -- arithmetic operations, a call to a function (math.max as much as floordiv) half that, and

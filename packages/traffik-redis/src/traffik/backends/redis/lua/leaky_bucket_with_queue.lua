@@ -1,32 +1,67 @@
 -- LeakyBucketWithQueue (traffik.strategies.leaky_bucket). State: {last_ms, t1, left1, t2,
 -- left2, ...}, each left scaled by the period.
 -- LeakyBucketWithQueue._queue: what is still queued at `now` and its level, kept in the state's
--- own table after its head, which becomes `now` (the time it was drained to).
-local queue, level, kept = load_state(raw, 105), 0, 1 -- 'i'
-if queue ~= nil and #queue % 2 == 1 then
-  local len = #queue
+-- own table after its head, which becomes `now` (the time it was drained to). A decision reads
+-- a queue of up to 4096 numbers with one struct call and checks it in the loop that drains it
+-- (the fast read), which takes the queue as stored when every number is whole and of magnitude
+-- below 2^53 (as load_state requires) and every left is >= 0. When it was drained to now
+-- already and keeps all its entries (`same`: hits within one millisecond), the value stays as
+-- stored, and an admitted hit appends its entry to it. A queue the fast read leaves, and a
+-- refund, take the general read: load_state, then the same drain.
+local level, kept, queue, plain, same = 0, 1, nil, false, false
+local size = raw and (#raw - 1) / 8 or 0
+if not REFUND and size >= 1 and size <= 4096 and size % 2 == 1
+  and string.byte(raw, 1) == 105 -- 'i'
+then
+  queue = doubles(raw, size)
+  local last = queue[1]
   -- A full bucket drains in one period: longer idle times change nothing more.
-  local idle = now - queue[1]
+  local idle = now - last
   local drained = (idle < 0 and 0 or idle > period and period or idle) * limit
-  for i = 2, len - 1, 2 do
-    local left = queue[i + 1]
-    if drained >= left then
+  -- whole: the sum of the numbers' fractional parts (0 when all are whole; NaN's and the
+  -- infinities' are NaN), 1 for a number the fast read leaves to the general one.
+  local whole = last % 1
+  for i = 2, size - 1, 2 do
+    local t, left = queue[i], queue[i + 1]
+    whole = whole + t % 1 + left % 1
+    if t <= -2 ^ 53 or t >= 2 ^ 53 or left < 0 or left >= 2 ^ 53 then
+      whole = 1
+    elseif drained >= left then
       drained = drained - left
     else
-      queue[kept + 1], queue[kept + 2] = queue[i], left - drained
-      kept = kept + 2
-      level = level + left - drained
-      drained = 0
+      queue[kept + 1], queue[kept + 2] = t, left - drained
+      kept, level, drained = kept + 2, level + left - drained, 0
     end
   end
-  for i = len, kept + 1, -1 do
+  plain = whole == 0 and last > -2 ^ 53 and last < 2 ^ 53
+  same = plain and last == now and kept == size
+end
+if not plain then
+  level, kept, queue = 0, 1, load_state(raw, 105) -- 'i'
+  if queue ~= nil and #queue % 2 == 1 then
+    local len = #queue
+    local idle = now - queue[1]
+    local drained = (idle < 0 and 0 or idle > period and period or idle) * limit
+    for i = 2, len - 1, 2 do
+      local left = queue[i + 1]
+      if drained >= left then
+        drained = drained - left
+      else
+        queue[kept + 1], queue[kept + 2] = queue[i], left - drained
+        kept = kept + 2
+        level = level + left - drained
+        drained = 0
+      end
+    end
+  else
+    queue = {now}
+  end
+end
+if REFUND then -- the newest entries leave first
+  for i = #queue, kept + 1, -1 do
     queue[i] = nil
   end
   queue[1] = now
-else
-  queue = {now}
-end
-if REFUND then -- the newest entries leave first
   take_newest(queue, cost * period)
   level = 0
   for i = 3, #queue, 2 do
@@ -36,7 +71,24 @@ if REFUND then -- the newest entries leave first
 else
   admitted, wait, remaining, reset = admit(level, limit, period, cost)
   if admitted then
-    queue[kept + 1], queue[kept + 2] = now, cost * period
-    state, ttl = pack_state(queue, 105), reset
+    ttl = reset
+    if same then
+      -- On the server's clock the key keeps its time to live (`ttl` false: no PEXPIRE) when
+      -- the one it would get comes to the same PX (decide.lua): its head is now, so it was
+      -- last written in this millisecond of the server's, with a life from the level it
+      -- holds, `level`.
+      if SERVER and (reset <= 2 or ceildiv(level, limit) == reset) then
+        state, ttl = {#raw, struct.pack('<dd', now, cost * period)}, false
+      else
+        state = raw .. struct.pack('<dd', now, cost * period)
+      end
+    else
+      for i = #queue, kept + 1, -1 do -- past the entries kept (and the struct call's position)
+        queue[i] = nil
+      end
+      queue[1] = now
+      queue[kept + 1], queue[kept + 2] = now, cost * period
+      state = pack_state(queue, 105)
+    end
   end
 end
