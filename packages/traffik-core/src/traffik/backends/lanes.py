@@ -71,16 +71,21 @@ class Lanes(Generic[H, R]):
         round (then `close(key)`); else the future of `hit`'s result in the next round."""
         loop = asyncio.get_running_loop()
         lane = self._lanes.get(key)
-        if lane is not None and lane.loop is loop:
-            future: asyncio.Future[R] = loop.create_future()
-            lane.queue.append((hit, future))
-            return future
-        # idle here (a lane of another, maybe closed, loop is left to that loop)
+        if lane is not None:
+            if lane.loop is loop:
+                future: asyncio.Future[R] = loop.create_future()
+                lane.queue.append((hit, future))
+                return future
+            if not lane.loop.is_closed():
+                return None  # another loop's round: left to it, and this hit goes alone
+        # idle (or the lane of a loop closed with its round in flight, replaced)
         self._lanes[key] = _Lane(loop, run)
         return None
 
     def close(self, key: Hashable) -> None:
-        """The caller's own round is over: the hits queued meanwhile run as the next."""
+        """The caller's own round is over: the hits queued meanwhile run as the next. (A
+        hit that went alone beside another loop's round finds that loop's lane: nothing to
+        do.)"""
         lane = self._lanes.get(key)
         if lane is not None and lane.loop is asyncio.get_running_loop():
             self._next(key, lane)

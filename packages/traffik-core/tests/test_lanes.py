@@ -1,0 +1,75 @@
+"""`traffik.backends.lanes.Lanes` across event loops: a loop's round and the hits queued
+behind it are that loop's, whatever another loop does on the same key meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+
+from traffik.backends.lanes import Lanes
+
+
+def test_a_hit_of_another_loop_goes_alone_and_leaves_the_queued_ones_their_round() -> None:
+    lanes: Lanes[int, int] = Lanes()
+    other = asyncio.new_event_loop()
+    gate = other.create_future()
+    rounds: list[list[int]] = []
+
+    async def gated(hits: list[int]) -> list[int]:
+        rounds.append(hits)
+        if len(rounds) == 1:
+            await gate  # the first round stays in flight until the test opens the gate
+        return [10 * hit for hit in hits]
+
+    async def tenfold(hits: list[int]) -> list[int]:
+        return [10 * hit for hit in hits]
+
+    try:
+        first = other.create_task(lanes.decide("k", 1, gated))
+        queued = other.create_task(lanes.decide("k", 2, gated))
+        other.run_until_complete(asyncio.sleep(0.01))
+        assert rounds == [[1]] and not queued.done()
+
+        # Another loop's hit on the same key: decided alone, at once.
+        assert asyncio.run(lanes.decide("k", 3, tenfold)) == 30
+        assert len(lanes) == 1  # the first loop's lane is still there
+
+        gate.set_result(None)
+        results = other.run_until_complete(
+            asyncio.wait_for(asyncio.gather(first, queued), timeout=5)
+        )
+        assert results == [10, 20]
+        assert rounds == [[1], [2]]  # the queued hit got its own round
+        assert len(lanes) == 0
+    finally:
+        other.close()
+
+
+def test_the_lane_of_a_closed_loop_is_replaced() -> None:
+    lanes: Lanes[int, int] = Lanes()
+
+    async def hang(hits: list[int]) -> list[int]:
+        await asyncio.get_running_loop().create_future()
+        return hits
+
+    async def double(hits: list[int]) -> list[int]:
+        await asyncio.sleep(0)
+        return [2 * hit for hit in hits]
+
+    dead = asyncio.new_event_loop()
+    stranded = dead.create_task(lanes.decide("k", 1, hang))
+    dead.run_until_complete(asyncio.sleep(0.01))
+    dead.close()  # closed with its round in flight: its lane is never closed
+    assert not stranded.done()
+
+    async def here() -> tuple[list[int], list[int]]:
+        seen: list[list[int]] = []
+
+        async def counted(hits: list[int]) -> list[int]:
+            seen.append(hits)
+            return await double(hits)
+
+        return await asyncio.gather(*(lanes.decide("k", i, counted) for i in range(4))), seen
+
+    results, seen = asyncio.run(here())
+    assert results == [0, 2, 4, 6]
+    assert seen == [[0], [1, 2, 3]]  # coalesced again in the live loop
