@@ -8,6 +8,17 @@ import asyncio
 from traffik.backends.lanes import Lanes
 
 
+async def hang(hits: list[int]) -> list[int]:
+    """A round that never ends."""
+    await asyncio.get_running_loop().create_future()
+    return hits
+
+
+async def double(hits: list[int]) -> list[int]:
+    await asyncio.sleep(0)
+    return [2 * hit for hit in hits]
+
+
 def test_a_hit_of_another_loop_goes_alone_and_leaves_the_queued_ones_their_round() -> None:
     lanes: Lanes[int, int] = Lanes()
     other = asyncio.new_event_loop()
@@ -46,15 +57,6 @@ def test_a_hit_of_another_loop_goes_alone_and_leaves_the_queued_ones_their_round
 
 def test_the_lane_of_a_closed_loop_is_replaced() -> None:
     lanes: Lanes[int, int] = Lanes()
-
-    async def hang(hits: list[int]) -> list[int]:
-        await asyncio.get_running_loop().create_future()
-        return hits
-
-    async def double(hits: list[int]) -> list[int]:
-        await asyncio.sleep(0)
-        return [2 * hit for hit in hits]
-
     dead = asyncio.new_event_loop()
     stranded = dead.create_task(lanes.decide("k", 1, hang))
     dead.run_until_complete(asyncio.sleep(0.01))
@@ -73,3 +75,22 @@ def test_the_lane_of_a_closed_loop_is_replaced() -> None:
     results, seen = asyncio.run(here())
     assert results == [0, 2, 4, 6]
     assert seen == [[0], [1, 2, 3]]  # coalesced again in the live loop
+
+
+def test_a_lane_belongs_to_its_event_loop() -> None:
+    """A round in flight in another loop (here: one that never ends) holds no hit of this one."""
+    lanes: Lanes[int, int] = Lanes()
+
+    async def here() -> list[int]:
+        return await asyncio.gather(*(lanes.decide(b"k", i, double) for i in range(3)))
+
+    other = asyncio.new_event_loop()
+    stuck = other.create_task(lanes.decide(b"k", 1, hang))
+    try:
+        other.run_until_complete(asyncio.sleep(0.01))
+        assert not stuck.done() and len(lanes) == 1
+        assert asyncio.run(here()) == [0, 2, 4]
+    finally:
+        stuck.cancel()
+        other.run_until_complete(asyncio.gather(stuck, return_exceptions=True))
+        other.close()

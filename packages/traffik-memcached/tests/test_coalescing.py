@@ -14,7 +14,6 @@ import aiomcache
 import pytest
 
 from traffik.backends.inmemory import InMemoryBackend
-from traffik.backends.lanes import Lanes
 from traffik.backends.memcached import MemcachedBackend
 from traffik.clock import ManualClock
 from traffik.exceptions import BackendConnectionError
@@ -137,30 +136,3 @@ async def test_a_failing_round_fails_every_hit_in_it(
         assert len(backend._states) == 0
     finally:
         await backend.close()
-
-
-def test_a_lane_belongs_to_its_event_loop() -> None:
-    """A round in flight in another loop (here: one that never ends) holds no hit of this one."""
-    lanes: Lanes[int, int] = Lanes()
-
-    async def hang(hits: list[int]) -> list[int]:
-        await asyncio.get_running_loop().create_future()
-        return hits
-
-    async def double(hits: list[int]) -> list[int]:
-        await asyncio.sleep(0)
-        return [2 * hit for hit in hits]
-
-    async def here() -> list[int]:
-        return await asyncio.gather(*(lanes.decide(b"k", i, double) for i in range(3)))
-
-    other = asyncio.new_event_loop()
-    stuck = other.create_task(lanes.decide(b"k", 1, hang))
-    try:
-        other.run_until_complete(asyncio.sleep(0.01))
-        assert not stuck.done() and len(lanes) == 1
-        assert asyncio.run(here()) == [0, 2, 4]
-    finally:
-        stuck.cancel()
-        other.run_until_complete(asyncio.gather(stuck, return_exceptions=True))
-        other.close()

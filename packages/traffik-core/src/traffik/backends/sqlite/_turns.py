@@ -186,13 +186,7 @@ class Turns:
             last = joining[-1]
             while line and line.popleft() is not last:
                 pass
-            for waiter, (error, result) in zip(joining, cast("list[Outcome]", outcomes)):
-                if waiter.future.done():  # cancelled while its work was being done: dropped
-                    continue
-                if error is None:
-                    waiter.future.set_result(result)
-                else:
-                    waiter.future.set_exception(error)
+            _hand_out(joining, cast("list[Outcome]", outcomes))
             head = next((w for w in line if not w.future.done()), None)
             if head is not None and head.work is not None:
                 asyncio.get_running_loop().call_soon(self._serve, batch)
@@ -222,14 +216,20 @@ class Turns:
         while line and line.popleft() is not last:
             pass
         line.appendleft(head)
-        for waiter, (error, result) in zip(behind, outcomes[1:]):
-            if waiter.future.done():  # cancelled while its work was being done: dropped
-                continue
-            if error is None:
-                waiter.future.set_result(result)
-            else:
-                waiter.future.set_exception(error)
+        _hand_out(behind, outcomes[1:])
         error, result = outcomes[0]
         if error is not None:
             raise error
         return result
+
+
+def _hand_out(waiters: list[_Waiter], outcomes: list[Outcome]) -> None:
+    """Each waiter its outcome (its error or its result), in order; one cancelled while its
+    work was being done drops its own."""
+    for waiter, (error, result) in zip(waiters, outcomes):
+        if waiter.future.done():
+            continue
+        if error is None:
+            waiter.future.set_result(result)
+        else:
+            waiter.future.set_exception(error)

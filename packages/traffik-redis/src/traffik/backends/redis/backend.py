@@ -15,7 +15,7 @@ from traffik.backends.redis.clients import LoopClients
 from traffik.backends.redis.connection import client_source
 from traffik.backends.redis.errors import bounded, timed_out, translate
 from traffik.backends.redis.lock import Holding, RedisLock
-from traffik.backends.redis.steps import ScriptSteps
+from traffik.backends.redis.steps import ScriptSteps, _fields
 from traffik.exceptions import BackendConnectionError, ConfigurationError
 from traffik.strategies.base import settled
 from traffik.strategies.fixed_window import counted_decision
@@ -463,9 +463,7 @@ class RedisBackend(ScriptSteps, ThrottleBackend):
             hits = len(keys)
             args = (str(hits * cost).encode(), px)
             reply = await self._run(name, scripts.evalsha, sha, keys[:1], args)
-            total, gone_in = (
-                int(part) for part in reply.split(b"|" if type(reply) is bytes else "|")
-            )
+            total, gone_in = (int(part) for part in _fields(reply))
             return [
                 counted_decision(total - (hits - 1 - i) * cost, gone_in, rate) for i in range(hits)
             ]
@@ -481,7 +479,7 @@ class RedisBackend(ScriptSteps, ThrottleBackend):
                 reply = await self._run(name, scripts.evalsha, sha, (stored,), (amount, px))
             finally:
                 lanes.close(stored)
-            count, gone_in = reply.split(b"|" if type(reply) is bytes else "|")
+            count, gone_in = _fields(reply)
             return counted_decision(int(count), int(gone_in), rate)
 
         return decide

@@ -106,17 +106,24 @@ def _program(packs: Sequence[_Packed]) -> Script:
     return PROGRAMS[with_counter(script) if counter else script]
 
 
+def _fields(reply: Any) -> list[Any]:
+    """A reply `allowed|wait|remaining|reset|allowed|...` split into its numbers (bytes or
+    text, as the client decodes)."""
+    return reply.split(b"|" if type(reply) is bytes else "|")
+
+
+def _decision(fields: Sequence[Any], i: int, limit: int) -> Decision:
+    """The decision whose four numbers start at `fields[i]`."""
+    return Decision(
+        fields[i] in _YES, int(fields[i + 1]), int(fields[i + 2]), int(fields[i + 3]), limit
+    )
+
+
 def _decisions(reply: Any, packs: Sequence[_Packed]) -> list[Decision]:
     """Each item's decision from a reply `allowed|wait|remaining|reset|allowed|...`."""
-    fields = reply.split(b"|" if type(reply) is bytes else "|")
+    fields = _fields(reply)
     return [
-        Decision(
-            fields[i] in _YES,
-            int(fields[i + 1]),
-            int(fields[i + 2]),
-            int(fields[i + 3]),
-            packed.rate.limit,
-        )
+        _decision(fields, i, packed.rate.limit)
         for i, packed in zip(range(0, len(fields), 4), packs)
     ]
 
@@ -208,18 +215,8 @@ class ScriptSteps(LockedSteps):
         async def together(keys: list[str]) -> list[Decision]:
             """The hits on one key (`keys`: it, once per hit) in one `EVALSHA`, in turn."""
             args = b"".join((b"s", now(), item * len(keys)))
-            reply = await self._run(name, evalsha, sha, keys, (args,))
-            fields = reply.split(b"|" if type(reply) is bytes else "|")
-            return [
-                Decision(
-                    fields[i] in _YES,
-                    int(fields[i + 1]),
-                    int(fields[i + 2]),
-                    int(fields[i + 3]),
-                    limit,
-                )
-                for i in range(0, len(fields), 4)
-            ]
+            fields = _fields(await self._run(name, evalsha, sha, keys, (args,)))
+            return [_decision(fields, i, limit) for i in range(0, len(fields), 4)]
 
         async def decide(key: str) -> Decision:
             if "evaluate" in own or "_step" in own:
@@ -235,10 +232,7 @@ class ScriptSteps(LockedSteps):
                     reply = await self._run(name, evalsha, sha, (stored,), (b"c" + now() + item,))
                 finally:
                     lanes.close(stored)
-            fields = reply.split(b"|" if type(reply) is bytes else "|")
-            return Decision(
-                fields[0] in _YES, int(fields[1]), int(fields[2]), int(fields[3]), limit
-            )
+            return _decision(_fields(reply), 0, limit)
 
         return decide
 
