@@ -1,8 +1,9 @@
 """`RefusedClients`: a process's memory of the clients its store just refused.
 
-Once the store refuses a key with a wait of `w` ms, another hit on that key (same rates, a
-cost at least as large) inside `w` would be refused too: built-in strategies answer exact
-waits, so nothing the store holds admits it sooner. Remembering the refusal answers such hits
+Once the store refuses a key with a wait of `w` ms, another hit on that key (same rates, same
+cost) inside `w` would be refused too, with what is left of `w`: built-in strategies answer
+exact waits, so nothing the store holds admits it sooner. (A hit of another cost goes to the
+store: a larger one waits longer than `w`, by an amount only the store knows.) Remembering the refusal answers such hits
 in the process, without a round trip: under a flood from one client, the store sees one
 request per wait instead of every request.
 
@@ -48,7 +49,7 @@ class RefusedClients:
         if now_ms >= until:
             del self._until[key]
             return None
-        if cost < refused_cost or refused_rates != rates:
+        if cost != refused_cost or refused_rates != rates:
             return None
         wait = until - now_ms
         return Decision(False, wait, 0, max(wait, whole_at - now_ms), limit)
