@@ -170,7 +170,8 @@ async def test_throttle_hits_at_once_share_transactions_and_admit_the_first_in_o
     backend: SQLiteBackend,
 ) -> None:
     # Through the throttle's hot path (`decide_now`): the first hit decides at once, the
-    # ones behind it in the same iteration go the long way and gather.
+    # second waits for the gathering, and the 28 behind it on the same key wait for that
+    # one and then go together (see the coalescing tests below).
     throttle = HTTPThrottle("t", rate="10/min", backend=backend)
     request = Request({"type": "http", "method": "GET", "path": "/", "headers": []})
     with statements(backend) as seen:
@@ -179,7 +180,8 @@ async def test_throttle_hits_at_once_share_transactions_and_admit_the_first_in_o
         )
     assert results[:10] == [request] * 10
     assert all(isinstance(r, ConnectionThrottled) for r in results[10:]), results[10:]
-    assert count(seen, "BEGIN IMMEDIATE") == 1 + math.ceil(29 / MAX_BATCH)
+    assert count(seen, "BEGIN IMMEDIATE") == 3
+    assert count(seen, "SAVEPOINT step") == 1, "the 28 hits are one step"
 
 
 def timeline(n: int) -> list[tuple[str, int]]:
@@ -491,3 +493,123 @@ async def test_the_waited_decider_goes_through_a_replaced_evaluate(
         await decide("client")
     assert evaluate.call_count == 1
     assert (await decide("client")).remaining == 3
+
+
+# -- hits on one key: one read and one write for those that wait together -------------------
+
+
+def _stored(db: Path) -> list[tuple[str, str, Any]]:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return conn.execute(
+            "SELECT key, value, expires_at FROM traffik_entries ORDER BY key"
+        ).fetchall()
+
+
+@pytest.mark.parametrize("cost", [1, 2])
+@pytest.mark.parametrize("strategy_class", BUILTIN_STRATEGIES, ids=lambda c: c.__name__)
+async def test_fifty_hits_on_one_key_take_three_transactions_and_decide_as_sequential_ones(
+    tmp_path: Path, strategy_class: type, cost: int
+) -> None:
+    # (Refusals not remembered: every hit reaches the file, so the stored states compare.)
+    clock = ManualClock()
+    together = SQLiteBackend(tmp_path / "together.db", clock=clock, cache_refusals=False)
+    alone = SQLiteBackend(tmp_path / "alone.db", clock=clock, cache_refusals=False)
+    fast = HTTPThrottle("t", rate="40/min", backend=together, strategy=strategy_class(), cost=cost)
+    slow = HTTPThrottle("t", rate="40/min", backend=alone, strategy=strategy_class(), cost=cost)
+    request = _from("10.0.0.1")
+    await fast.hit(_from("10.0.0.9"))  # the connection opens (the statements are traced)
+    await slow.hit(_from("10.0.0.9"))
+    admitted = 0
+    for _ in range(3):
+        with statements(together) as seen:
+            concurrent = await asyncio.gather(*(_outcome(fast, request) for _ in range(50)))
+        # The first at once, the second gathered, the 48 that waited for it in one step.
+        assert count(seen, "BEGIN IMMEDIATE") == 3
+        sequential = [await _outcome(slow, request) for _ in range(50)]
+        assert concurrent == sequential
+        assert concurrent[-1] != "admitted"
+        assert _stored(tmp_path / "together.db") == _stored(tmp_path / "alone.db")
+        admitted += concurrent.count("admitted")
+        clock.advance(37)
+    assert admitted * cost > 40, "the first burst filled the budget, a later one got some back"
+    await together.close()
+    await alone.close()
+
+
+@pytest.mark.parametrize(
+    "strategy_class", [FixedWindow, TokenBucket, GCRA], ids=lambda c: c.__name__
+)
+async def test_hits_of_several_costs_on_one_key_decide_in_arrival_order(
+    tmp_path: Path, strategy_class: type
+) -> None:
+    # Two throttles with one name share a key: a hit of cost 3 that is refused charges
+    # nothing (a state) or counts its 3 (a counter), and the hits behind it see that.
+    clock = ManualClock()
+    costs = [1, 3, 1, 3, 1, 1, 2, 1]
+    outcomes = []
+    for name in ("together", "alone"):
+        backend = SQLiteBackend(tmp_path / f"{name}.db", clock=clock, cache_refusals=False)
+        throttles = {
+            c: HTTPThrottle("t", rate="5/min", backend=backend, strategy=strategy_class(), cost=c)
+            for c in (1, 2, 3)
+        }
+        request = _from("10.0.0.1")
+        await throttles[1].hit(_from("10.0.0.9"))
+        hits = [_outcome(throttles[c], request) for c in costs]
+        if name == "together":
+            with statements(backend) as seen:
+                outcomes.append(await asyncio.gather(*hits))
+            assert count(seen, "BEGIN IMMEDIATE") == 3
+        else:
+            outcomes.append([await hit for hit in hits])
+        await backend.close()
+    assert outcomes[0] == outcomes[1]
+    assert {"admitted"} < set(outcomes[0])
+    assert _stored(tmp_path / "together.db") == _stored(tmp_path / "alone.db")
+
+
+async def test_a_hit_arriving_while_its_key_waits_goes_behind_the_waiting_hits(
+    backend: SQLiteBackend,
+) -> None:
+    throttle = HTTPThrottle("t", rate="3/min", backend=backend)
+    request = _from("10.0.0.1")
+    first = started(*(_outcome(throttle, request) for _ in range(5)))
+    # The five reach the backend: the 1st decides at once, the 2nd gathers, 3 wait for it.
+    # Once the 2nd is decided, the file is free, but the 3 have not gone yet.
+    handle = backend._db._handle()
+    while handle.turns or not first[1].done():
+        await asyncio.sleep(0)
+    assert len(backend._lanes) == 1 and not first[2].done()
+    late = await _outcome(throttle, request)
+    assert [await task for task in first] == ["admitted"] * 3 + [("throttled", 60.0)] * 2
+    assert late == ("throttled", 60.0)
+
+
+async def test_a_round_that_fails_fails_each_of_its_hits(tmp_path: Path) -> None:
+    from traffik.exceptions import BackendCapacityError
+    from traffik.strategies.steps import IN_PLACE_STATE
+
+    backend = SQLiteBackend(tmp_path / "full.db", max_keys=1)
+    await backend.set("taken", "1")
+    decide = backend.waited_decider(TokenBucket(), Rate.parse("5/min"), 1, IN_PLACE_STATE)
+    assert decide is not None
+    results = await asyncio.gather(*(decide("new") for _ in range(6)), return_exceptions=True)
+    assert all(isinstance(r, BackendCapacityError) for r in results), results
+    assert await backend.get("taken") == "1"
+    assert not backend._lanes, "the key's lane is closed"
+    await backend.close()
+
+
+async def test_a_hit_cancelled_while_waiting_for_its_round_is_not_charged(
+    backend: SQLiteBackend,
+) -> None:
+    throttle = HTTPThrottle("t", rate="10/min", backend=backend)
+    request = _from("10.0.0.1")
+    tasks = started(*(_outcome(throttle, request) for _ in range(6)))
+    await asyncio.sleep(0)  # all six reached the backend: four wait in the key's lane
+    tasks[4].cancel()
+    done = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(done[4], asyncio.CancelledError)
+    assert await _outcome(throttle, request) == "admitted"
+    (stat,) = [await throttle.stat(request)]
+    assert stat is not None and stat.hits_remaining == 10 - 6

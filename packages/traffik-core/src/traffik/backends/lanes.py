@@ -9,7 +9,7 @@ while queued is left out of its round; one cancelled after its round began was d
 charged) as if it completed just before.
 
 Memcached coalesces a state's hits into one `gets`/`cas` and a window's into one `incr`;
-Redis a state's hits into one `EVALSHA`.
+Redis a state's hits into one `EVALSHA`; SQLite a key's hits into one read and one write.
 """
 
 from __future__ import annotations
@@ -54,6 +54,10 @@ class Lanes(Generic[H, R]):
 
     def __len__(self) -> int:
         return len(self._lanes)
+
+    def __contains__(self, key: Hashable) -> bool:
+        """Whether `key` has a round in flight (in any loop)."""
+        return key in self._lanes
 
     async def decide(self, key: Hashable, hit: H, run: Round[H, R]) -> R:
         """`hit`'s result: from a round of its own when `key` is idle, else from the round

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Awaitable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
 
 from traffik.backends.base import ThrottleBackend, WindowCount
+from traffik.backends.lanes import Lanes
 from traffik.backends.sqlite._database import Database
-from traffik.backends.sqlite._decisions import decide, decide_all, refund_all
+from traffik.backends.sqlite._decisions import Hit, decide, decide_all, decide_in_turn, refund_all
 from traffik.backends.sqlite._lock import DEFAULT_LOCK_TTL, Holding, SQLiteLock
 from traffik.backends.sqlite._path import database_path
 from traffik.backends.sqlite._rows import SCHEMA, Rows, prefix_range
@@ -136,6 +137,8 @@ class SQLiteBackend(ThrottleBackend):
         self._db = Database(path, timeout)
         self._rows = Rows(max_keys, sweep_ms, repr(self))
         self._holdings: dict[str, Holding] = {}
+        self._lanes: Lanes[Hit, Decision] = Lanes()
+        """The keys with a throttle's round in flight (`waited_decider`)."""
         cls = type(self)
         self._steps_own = (
             cls.evaluate is SQLiteBackend.evaluate
@@ -372,10 +375,12 @@ class SQLiteBackend(ThrottleBackend):
         The throttle's hot path (see `ThrottleBackend.decide_now`). Returns None when it
         cannot be made at once: the backend is not ready, a test replaced
         `increment_with_ttl` or `evaluate` on this instance, the file is busy (another
-        process holds its write lock, or this loop's tasks wait for it), or another task
-        wrote in this loop iteration; the caller then awaits `strategy.decide`, which waits
-        its turn, or is decided with the others of this iteration in one transaction in the
-        next. Errors are raised as `BackendError`.
+        process holds its write lock, or this loop's tasks wait for it), another task
+        wrote in this loop iteration, or hits on `key` wait to be decided together
+        (`waited_decider`); the caller then awaits the waited decider (or
+        `strategy.decide`), which waits its turn behind them, or is decided with the others
+        of this iteration in one transaction in the next. Errors are raised as
+        `BackendError`.
 
         Args:
             key: The namespaced key of the client's state.
@@ -393,6 +398,7 @@ class SQLiteBackend(ThrottleBackend):
             or not self.initialized
             or "increment_with_ttl" in own
             or "evaluate" in own
+            or key in self._lanes  # hits on it wait for a round: this one goes behind them
         ):
             return None
         if kind == IN_PLACE_COUNTER:
@@ -414,6 +420,11 @@ class SQLiteBackend(ThrottleBackend):
         or the request goes with the others of its loop iteration): awaited in turn through
         the same line as `strategy.decide`, without the strategy's checks per hit.
 
+        Hits on one key that arrive while one of them waits for its transaction wait in
+        turn, then are decided together in the next one (`decide_in_turn`: one read, each
+        hit's transition in arrival order, one write), as if sequential
+        (`traffik.backends.lanes`); meanwhile `decide_now` leaves that key's hits to them.
+
         Args:
             strategy: The built-in strategy that decides.
             rate: The rate to apply.
@@ -431,36 +442,38 @@ class SQLiteBackend(ThrottleBackend):
         ):
             return None
         prefix, suffix, own, db = self._prefix, strategy.suffix, self.__dict__, self._db
-        strategy_decide, expire = strategy.decide, rate.expire
+        strategy_decide, expire, lanes = strategy.decide, rate.expire, self._lanes
+        step: Callable[..., Any]
+        args: tuple[Any, ...]
+        if kind == IN_PLACE_COUNTER:
+            doing, step, args = "counting", Rows.count, (cost, expire)
+        else:
+            doing, step, args = "deciding", decide, (strategy, rate, cost, True)
 
-        def at_once() -> bool:
-            return (
+        async def in_turn(hits: list[Hit]) -> list[Decision]:
+            return await db.write(doing, self._step, decide_in_turn, hits)
+
+        async def decide_hit(key: str) -> Decision:
+            if not (
                 self._steps_own
                 and self.initialized
                 and "increment_with_ttl" not in own
                 and "evaluate" not in own
-            )
-
-        if kind == IN_PLACE_COUNTER:
-
-            async def count(key: str) -> Decision:
-                if not at_once():
-                    return await strategy_decide(key, rate, self, cost)
-                found = await db.write(
-                    "counting", self._step, Rows.count, prefix + key + suffix, cost, expire
-                )
-                return counted_decision(found[0], found[1], rate)
-
-            return count
-
-        async def transition(key: str) -> Decision:
-            if not at_once():
+            ):
                 return await strategy_decide(key, rate, self, cost)
-            return await db.write(
-                "deciding", self._step, decide, prefix + key + suffix, strategy, rate, cost, True
-            )
+            stored = prefix + key + suffix
+            queued = lanes.join(stored, (stored, strategy, rate, cost, kind), in_turn)
+            if queued is not None:  # a hit on this key waits for its transaction: the next
+                return await queued
+            try:
+                found: Any = await db.write(doing, self._step, step, stored, *args)
+            finally:
+                lanes.close(stored)
+            if kind == IN_PLACE_COUNTER:
+                return counted_decision(found[0], found[1], rate)
+            return cast("Decision", found)
 
-        return transition
+        return decide_hit
 
     async def evaluate(
         self, key: str, strategy: StateStrategy, rate: Rate, cost: int, *, commit: bool = True

@@ -1,4 +1,4 @@
-"""The decision steps, run inside one transaction: one strategy transition, or several items all or nothing.
+"""The decision steps, run inside one transaction: one strategy transition, hits on one key in turn, or several items all or nothing.
 
 Each takes the backend's `Rows`, the transaction's cursor and `now` read once the
 transaction began; with `commit=False` it is a plain read that writes nothing (`get_stat`).
@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from traffik.backends.sqlite._rows import Rows, live, number
-from traffik.strategies.fixed_window import counter_decision
+from traffik.strategies.fixed_window import counted_decision, counter_decision
 from traffik.strategies.state import decode_state, encode_state
-from traffik.strategies.steps import charged, combine, is_counter
+from traffik.strategies.steps import IN_PLACE_COUNTER, charged, combine, is_counter
 
 if TYPE_CHECKING:
     import sqlite3
@@ -22,7 +22,11 @@ if TYPE_CHECKING:
     from traffik.strategies.base import StateStrategy
     from traffik.strategies.steps import Item
 
-__all__ = ["decide", "decide_all", "refund_all"]
+__all__ = ["Hit", "decide", "decide_all", "decide_in_turn", "refund_all"]
+
+Hit = tuple[str, "StateStrategy", "Rate", int, int]
+"""One throttle hit, as `decide_in_turn` takes it: its namespaced key, the built-in strategy,
+the rate, the cost, and how it is decided (`IN_PLACE_COUNTER` or `IN_PLACE_STATE`)."""
 
 
 def decide(
@@ -43,6 +47,44 @@ def decide(
     if commit and new_state is not None:
         rows.write(cursor, key, encode_state(new_state), now + ttl_ms, row is not None, now)
     return decision
+
+
+def decide_in_turn(
+    rows: Rows, cursor: sqlite3.Cursor, now: int, hits: Sequence[Hit]
+) -> list[Decision]:
+    """Hits on one key (all on the first hit's key, of its kind), decided in order as if
+    each had its own transaction at `now`, with one read and one write.
+
+    A counter adds every cost at once, each hit getting the count it would have reached
+    alone; a state goes through each hit's `transition` on the state the hits before it
+    left (a refused hit leaves it as it was), and the last new state is written, with its
+    time to live."""
+    key, kind = hits[0][0], hits[0][4]
+    if kind == IN_PLACE_COUNTER:
+        total, gone_in = rows.count(
+            cursor, now, key, sum(hit[3] for hit in hits), hits[0][2].expire
+        )
+        decisions: list[Decision] = []
+        after = total
+        for _, _, rate, cost, _ in reversed(hits):
+            decisions.append(counted_decision(after, gone_in, rate))
+            after -= cost
+        decisions.reverse()
+        return decisions
+    row = Rows.read(cursor, key)
+    value = live(row, now)
+    state = None if value is None else decode_state(value)
+    decisions = []
+    written, ttl = None, 0
+    for _, strategy, rate, cost, _ in hits:
+        decision, new_state, ttl_ms = strategy.transition(state, now, rate, cost)
+        decisions.append(decision)
+        if new_state is not None:
+            state = written = new_state
+            ttl = ttl_ms
+    if written is not None:
+        rows.write(cursor, key, encode_state(written), now + ttl, row is not None, now)
+    return decisions
 
 
 def decide_all(
