@@ -56,17 +56,19 @@ class Target:
         self.cursor = 0
 
 
-def asgi_target(name: str, app: Any, peers: Sequence[Client]) -> Target:
-    """Request i goes to `app` from peer `i % len(peers)`, with a fresh copy of one scope."""
+def asgi_target(name: str, app: Any, peers: Sequence[Client], path: str = "/") -> Target:
+    """Request i goes to `app` from peer `i % len(peers)`, with a fresh copy of one scope
+    (a GET of `path`)."""
     statuses: Counter[int] = Counter()
     count = len(peers)
+    scope = _SCOPE if path == "/" else {**_SCOPE, "path": path, "raw_path": path.encode()}
 
     async def send(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
             statuses[message["status"]] += 1
 
     async def one(i: int) -> None:
-        await app({**_SCOPE, "client": peers[i % count]}, _receive, send)
+        await app({**scope, "client": peers[i % count]}, _receive, send)
 
     return Target(name, one, statuses)
 

@@ -5,6 +5,9 @@ pure ASGI middleware that does nothing, and behind `ThrottleMiddleware` with one
 `MiddlewareThrottle` (in-memory `FixedWindow`, a limit nothing reaches, default headers).
 Blocks are interleaved repetition after repetition and timed in CPU time; the figure is the
 throttle's µs over the no-op middleware within each repetition (target: at most 3 µs).
+Every request goes to the route the throttle guards and must be answered 200 by each app
+(the run fails otherwise: a request that missed the route would measure a 404 and no
+throttle at all).
 
 `python -m benchmarks.middleware_overhead [--quick | --smoke]` prints the table on its own.
 """
@@ -42,6 +45,7 @@ class MiddlewareOverhead:
     noop_us: Spread
     throttled_us: Spread
     overhead_us: Spread
+    statuses: dict[str, dict[int, int]]
     target_us: float = TARGET_US
     met: bool = False
 
@@ -69,9 +73,13 @@ def _app(layer: str) -> Any:
     return app
 
 
+PATH = "/items/1"
+"""What every request asks for: the route `/items/{item_id}`, under the throttle's `/items/`."""
+
+
 async def measure(settings: Settings) -> MiddlewareOverhead:
     targets = [
-        asgi_target(layer, _app(layer), clients(1)) for layer in ("bare", "noop", "throttled")
+        asgi_target(layer, _app(layer), clients(1), PATH) for layer in ("bare", "noop", "throttled")
     ]
     repetitions = max(settings.repetitions, _MIN_REPETITIONS) if settings.mode != "smoke" else 1
     times: dict[str, list[float]] = {t.name: [] for t in targets}
@@ -88,12 +96,16 @@ async def measure(settings: Settings) -> MiddlewareOverhead:
                 gc.enable()
             block.sort()
             times[target.name].append(block[len(block) // 2] / 1000)
+    statuses = {target.name: dict(target.statuses) for target in targets}
+    if any(set(counts) != {200} for counts in statuses.values()):
+        raise RuntimeError(f"the middleware benchmark's apps must answer 200 only: {statuses}")
     overhead = spread([t - n for t, n in zip(times["throttled"], times["noop"])])
     return MiddlewareOverhead(
         spread(times["bare"]),
         spread(times["noop"]),
         spread(times["throttled"]),
         overhead,
+        statuses,
         met=overhead["median"] <= TARGET_US,
     )
 
