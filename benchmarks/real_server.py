@@ -2,11 +2,13 @@
 
 The same FastAPI endpoint as the ASGI benchmark (`benchmarks.apps`) is served by one uvicorn
 worker (uvloop and httptools when installed, as `uvicorn[standard]` has them; no access log)
-on a free loopback port, in two variants: no limiter, and behind an in-memory `FixedWindow`
-`HTTPThrottle` whose limit nobody reaches (rate-limit headers on, the default). The load
+on a free loopback port, in three variants: no limiter, behind a no-op FastAPI dependency
+(what `Depends` alone costs: the bound on any dependency, a throttle included), and behind
+an in-memory `FixedWindow` `HTTPThrottle` whose limit nobody reaches (rate-limit headers on,
+the default). The load
 generator (`benchmarks.http_load`) runs in this process: `CONNECTIONS` keep-alive HTTP/1.1
 connections, one request in flight each, for a fixed time after a warm-up. Runs alternate
-between the variants (A B B A ...), so drift on the machine falls on both. Nothing is pinned
+between the variants (A B C C B A ...), so drift on the machine falls on all. Nothing is pinned
 to a CPU: on a small shared machine a pinned server waits for whatever else runs on its core
 while another core idles. Reported: the median requests per second of each variant and their
 ratio (the target is at least `TARGET`), the same ratio over runs side by side, and the CPU
@@ -32,7 +34,7 @@ from typing import IO, Any, Optional
 
 from fastapi import FastAPI
 
-from benchmarks.apps import dependency_app
+from benchmarks.apps import dependency_app, noop
 from benchmarks.http_load import REQUEST, KeepAliveLoad, installed, new_loop
 from traffik import HTTPThrottle, InMemoryBackend
 
@@ -42,6 +44,7 @@ __all__ = [
     "as_dict",
     "as_json",
     "measure",
+    "noop_app",
     "report",
     "throttled_app",
 ]
@@ -52,9 +55,11 @@ NOISY = 0.15
 """Runs spread wider than this (interquartile range over median) get a warning in the report."""
 HUGE_RATE = "1000000000/min"
 _ROOT = Path(__file__).resolve().parents[1]
+BASE, DEPENDENCY, THROTTLED = "no limiter", "no-op dependency", "FixedWindow (memory)"
 _VARIANTS = {
-    "no limiter": "benchmarks.apps:plain_app",
-    "FixedWindow (memory)": "benchmarks.real_server:throttled_app",
+    BASE: "benchmarks.apps:plain_app",
+    DEPENDENCY: "benchmarks.real_server:noop_app",
+    THROTTLED: "benchmarks.real_server:throttled_app",
 }
 _READY_SECONDS = 20.0
 _DRAIN_SECONDS = 5.0
@@ -82,6 +87,11 @@ def throttled_app() -> FastAPI:
     """The endpoint behind a FixedWindow throttle in memory that never refuses (uvicorn factory)."""
     throttle = HTTPThrottle("real-server", rate=HUGE_RATE, backend=InMemoryBackend())
     return dependency_app(throttle)
+
+
+def noop_app() -> FastAPI:
+    """The endpoint behind a no-op dependency (uvicorn factory)."""
+    return dependency_app(noop)
 
 
 @dataclass
@@ -116,20 +126,26 @@ class ServedRun:
     def median(self, variant: str) -> float:
         return statistics.median(run.per_second for run in self.of(variant))
 
+    def ratio_of(self, variant: str, base: str = BASE) -> float:
+        """Median requests per second of `variant` over the median of `base`."""
+        below = self.median(base)
+        return self.median(variant) / below if below else 0.0
+
     @property
     def ratio(self) -> float:
         """Median requests per second throttled over median without a limiter."""
-        base, limited = (self.median(name) for name in _VARIANTS)
-        return limited / base if base else 0.0
+        return self.ratio_of(THROTTLED)
 
     @property
     def paired_ratio(self) -> float:
-        """The median, over runs next to each other in time, of throttled over unlimited."""
-        base_name, _ = _VARIANTS
+        """The median, over rounds of runs next to each other in time (one run of each
+        variant), of throttled over unlimited."""
         ratios = []
-        for first, second in zip(self.runs[::2], self.runs[1::2]):
-            base, limited = (first, second) if first.variant == base_name else (second, first)
-            if base.per_second:
+        width = len(_VARIANTS)
+        for start in range(0, len(self.runs) - width + 1, width):
+            by_variant = {run.variant: run for run in self.runs[start : start + width]}
+            base, limited = by_variant.get(BASE), by_variant.get(THROTTLED)
+            if base is not None and limited is not None and base.per_second:
                 ratios.append(limited.per_second / base.per_second)
         return statistics.median(ratios) if ratios else 0.0
 
@@ -346,17 +362,26 @@ def report(served: ServedRun) -> str:
             f"| {', '.join(f'{code}: {n}' for code, n in sorted(statuses.items()))} |"
         )
     verdict = "met" if served.ratio >= TARGET else "NOT met"
-    base_cpu, limited_cpu = (served.server_cpu_us(variant) for variant in _VARIANTS)
+    base_cpu, dependency_cpu, limited_cpu = map(served.server_cpu_us, (BASE, DEPENDENCY, THROTTLED))
     lines += [
         "",
         f"FixedWindow / no limiter: **{served.ratio:.3f}** of the requests per second, "
         f"median of each (target ≥ {TARGET}: {verdict}); {served.paired_ratio:.3f} as the "
-        "median of runs side by side in time.",
+        "median of runs side by side in time. FastAPI's `Depends` alone (a no-op "
+        f"dependency / no limiter): {served.ratio_of(DEPENDENCY):.3f}, the most any "
+        f"dependency can reach; FixedWindow / no-op dependency: "
+        f"{served.ratio_of(THROTTLED, DEPENDENCY):.3f}.",
     ]
     if base_cpu and limited_cpu:
         lines.append(
-            f"Server CPU per request: {limited_cpu - base_cpu:+.0f} µs with the throttle, so "
-            f"one core at 100 % would serve {base_cpu / limited_cpu:.3f} as many requests."
+            f"Server CPU per request: {limited_cpu - base_cpu:+.0f} µs with the throttle"
+            + (
+                f", {dependency_cpu - base_cpu:+.0f} µs with the no-op dependency"
+                if dependency_cpu
+                else ""
+            )
+            + f"; with the throttle, one core at 100 % would serve {base_cpu / limited_cpu:.3f} "
+            "as many requests."
         )
     spreads = [spread for spread in map(served.spread, _VARIANTS) if spread is not None]
     if spreads and max(spreads) > NOISY:
@@ -376,6 +401,8 @@ def as_dict(served: ServedRun) -> dict[str, Any]:
         "median_per_second": {variant: served.median(variant) for variant in _VARIANTS},
         "ratio": served.ratio,
         "paired_ratio": served.paired_ratio,
+        "dependency_ratio": served.ratio_of(DEPENDENCY),
+        "ratio_to_dependency": served.ratio_of(THROTTLED, DEPENDENCY),
         "server_cpu_us": {variant: served.server_cpu_us(variant) for variant in _VARIANTS},
         "spread": {variant: served.spread(variant) for variant in _VARIANTS},
         "target_met": served.ratio >= TARGET,

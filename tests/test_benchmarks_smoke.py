@@ -50,5 +50,10 @@ def test_real_server_benchmark_runs(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "FixedWindow / no limiter" in result.stdout
     doc = json.loads(out.read_text(encoding="utf-8"))["real_server"]
-    assert set(doc["median_per_second"]) == {"no limiter", "FixedWindow (memory)"}
+    assert set(doc["median_per_second"]) == {
+        "no limiter",
+        "no-op dependency",
+        "FixedWindow (memory)",
+    }
+    assert doc["dependency_ratio"] > 0 and doc["ratio_to_dependency"] > 0
     assert all(set(run["statuses"]) == {"200"} and run["requests"] for run in doc["runs"])
