@@ -2,13 +2,14 @@
 
 The same FastAPI endpoint as the ASGI benchmark (`benchmarks.apps`) is served by one uvicorn
 worker (uvloop and httptools when installed, as `uvicorn[standard]` has them; no access log)
-on a free loopback port, in three variants: no limiter, behind a no-op FastAPI dependency
-(what `Depends` alone costs: the bound on any dependency, a throttle included), and behind
-an in-memory `FixedWindow` `HTTPThrottle` whose limit nobody reaches (rate-limit headers on,
-the default). The load
+on a free loopback port, in four variants: no limiter, behind a no-op FastAPI dependency
+(what `Depends` alone costs: the bound on any dependency, a throttle included), and an
+in-memory `FixedWindow` `HTTPThrottle` whose limit nobody reaches (rate-limit headers on,
+the default) attached two ways: as the endpoint's dependency, and by `ThrottleMiddleware`
+(no `Depends` to pay for). The load
 generator (`benchmarks.http_load`) runs in this process: `CONNECTIONS` keep-alive HTTP/1.1
 connections, one request in flight each, for a fixed time after a warm-up. Runs alternate
-between the variants (A B C C B A ...), so drift on the machine falls on all. Nothing is pinned
+between the variants (A B C D D C B A ...), so drift on the machine falls on all. Nothing is pinned
 to a CPU: on a small shared machine a pinned server waits for whatever else runs on its core
 while another core idles. Reported: the median requests per second of each variant and their
 ratio (the target is at least `TARGET`), the same ratio over runs side by side, and the CPU
@@ -34,9 +35,10 @@ from typing import IO, Any, Optional
 
 from fastapi import FastAPI
 
-from benchmarks.apps import dependency_app, noop
+from benchmarks.apps import dependency_app, noop, plain_app
 from benchmarks.http_load import REQUEST, KeepAliveLoad, installed, new_loop
 from traffik import HTTPThrottle, InMemoryBackend
+from traffik.middleware import MiddlewareThrottle, ThrottleMiddleware
 
 __all__ = [
     "REAL_SERVER_MODES",
@@ -44,6 +46,7 @@ __all__ = [
     "as_dict",
     "as_json",
     "measure",
+    "middleware_app",
     "noop_app",
     "report",
     "throttled_app",
@@ -56,10 +59,12 @@ NOISY = 0.15
 HUGE_RATE = "1000000000/min"
 _ROOT = Path(__file__).resolve().parents[1]
 BASE, DEPENDENCY, THROTTLED = "no limiter", "no-op dependency", "FixedWindow (memory)"
+MIDDLEWARE = "FixedWindow (memory, middleware)"
 _VARIANTS = {
     BASE: "benchmarks.apps:plain_app",
     DEPENDENCY: "benchmarks.real_server:noop_app",
     THROTTLED: "benchmarks.real_server:throttled_app",
+    MIDDLEWARE: "benchmarks.real_server:middleware_app",
 }
 _READY_SECONDS = 20.0
 _DRAIN_SECONDS = 5.0
@@ -87,6 +92,15 @@ def throttled_app() -> FastAPI:
     """The endpoint behind a FixedWindow throttle in memory that never refuses (uvicorn factory)."""
     throttle = HTTPThrottle("real-server", rate=HUGE_RATE, backend=InMemoryBackend())
     return dependency_app(throttle)
+
+
+def middleware_app() -> FastAPI:
+    """The endpoint with no dependency, behind `ThrottleMiddleware` applying the same
+    throttle to every request (uvicorn factory)."""
+    throttle = HTTPThrottle("real-server", rate=HUGE_RATE, backend=InMemoryBackend())
+    app = plain_app()
+    app.add_middleware(ThrottleMiddleware, middleware_throttles=[MiddlewareThrottle(throttle)])
+    return app
 
 
 def noop_app() -> FastAPI:
@@ -140,11 +154,15 @@ class ServedRun:
     def paired_ratio(self) -> float:
         """The median, over rounds of runs next to each other in time (one run of each
         variant), of throttled over unlimited."""
+        return self.paired_ratio_of(THROTTLED)
+
+    def paired_ratio_of(self, variant: str) -> float:
+        """`paired_ratio` for `variant`."""
         ratios = []
         width = len(_VARIANTS)
         for start in range(0, len(self.runs) - width + 1, width):
             by_variant = {run.variant: run for run in self.runs[start : start + width]}
-            base, limited = by_variant.get(BASE), by_variant.get(THROTTLED)
+            base, limited = by_variant.get(BASE), by_variant.get(variant)
             if base is not None and limited is not None and base.per_second:
                 ratios.append(limited.per_second / base.per_second)
         return statistics.median(ratios) if ratios else 0.0
@@ -361,27 +379,34 @@ def report(served: ServedRun) -> str:
             f"| {_cpu(statistics.median(run.client_cpu_us for run in runs))} "
             f"| {', '.join(f'{code}: {n}' for code, n in sorted(statuses.items()))} |"
         )
-    verdict = "met" if served.ratio >= TARGET else "NOT met"
-    base_cpu, dependency_cpu, limited_cpu = map(served.server_cpu_us, (BASE, DEPENDENCY, THROTTLED))
+
+    def verdict(ratio: float) -> str:
+        return "met" if ratio >= TARGET else "NOT met"
+
+    cpu = {variant: served.server_cpu_us(variant) for variant in _VARIANTS}
+    middleware = served.ratio_of(MIDDLEWARE)
     lines += [
         "",
-        f"FixedWindow / no limiter: **{served.ratio:.3f}** of the requests per second, "
-        f"median of each (target ≥ {TARGET}: {verdict}); {served.paired_ratio:.3f} as the "
-        "median of runs side by side in time. FastAPI's `Depends` alone (a no-op "
-        f"dependency / no limiter): {served.ratio_of(DEPENDENCY):.3f}, the most any "
-        f"dependency can reach; FixedWindow / no-op dependency: "
+        f"FixedWindow / no limiter, as a dependency: **{served.ratio:.3f}** of the requests "
+        f"per second, median of each (target ≥ {TARGET}: {verdict(served.ratio)}); "
+        f"{served.paired_ratio:.3f} as the median of runs side by side in time. FastAPI's "
+        f"`Depends` alone (a no-op dependency / no limiter): {served.ratio_of(DEPENDENCY):.3f}, "
+        "the most any dependency can reach; FixedWindow / no-op dependency: "
         f"{served.ratio_of(THROTTLED, DEPENDENCY):.3f}.",
+        f"FixedWindow / no limiter, by `ThrottleMiddleware`: **{middleware:.3f}** (target ≥ "
+        f"{TARGET}: {verdict(middleware)}); {served.paired_ratio_of(MIDDLEWARE):.3f} side by side.",
     ]
-    if base_cpu and limited_cpu:
+    base_cpu = cpu[BASE]
+    if base_cpu:
         lines.append(
-            f"Server CPU per request: {limited_cpu - base_cpu:+.0f} µs with the throttle"
-            + (
-                f", {dependency_cpu - base_cpu:+.0f} µs with the no-op dependency"
-                if dependency_cpu
-                else ""
+            "Server CPU per request over no limiter: "
+            + ", ".join(
+                f"{name} {cpu[name] - base_cpu:+.0f} µs ({base_cpu / cpu[name]:.3f} as many "
+                "requests on one busy core)"
+                for name in (DEPENDENCY, THROTTLED, MIDDLEWARE)
+                if cpu[name]
             )
-            + f"; with the throttle, one core at 100 % would serve {base_cpu / limited_cpu:.3f} "
-            "as many requests."
+            + "."
         )
     spreads = [spread for spread in map(served.spread, _VARIANTS) if spread is not None]
     if spreads and max(spreads) > NOISY:
@@ -405,7 +430,10 @@ def as_dict(served: ServedRun) -> dict[str, Any]:
         "ratio_to_dependency": served.ratio_of(THROTTLED, DEPENDENCY),
         "server_cpu_us": {variant: served.server_cpu_us(variant) for variant in _VARIANTS},
         "spread": {variant: served.spread(variant) for variant in _VARIANTS},
+        "middleware_ratio": served.ratio_of(MIDDLEWARE),
+        "middleware_paired_ratio": served.paired_ratio_of(MIDDLEWARE),
         "target_met": served.ratio >= TARGET,
+        "middleware_target_met": served.ratio_of(MIDDLEWARE) >= TARGET,
         "runs": [{**asdict(run), "per_second": run.per_second} for run in served.runs],
     }
 

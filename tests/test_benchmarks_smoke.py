@@ -54,6 +54,8 @@ def test_real_server_benchmark_runs(tmp_path: Path) -> None:
         "no limiter",
         "no-op dependency",
         "FixedWindow (memory)",
+        "FixedWindow (memory, middleware)",
     }
     assert doc["dependency_ratio"] > 0 and doc["ratio_to_dependency"] > 0
+    assert doc["middleware_ratio"] > 0
     assert all(set(run["statuses"]) == {"200"} and run["requests"] for run in doc["runs"])
