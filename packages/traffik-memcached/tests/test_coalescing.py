@@ -25,7 +25,8 @@ pytestmark = [pytest.mark.memcached, pytest.mark.anyio]
 
 _COMMANDS = ("cmd_get", "cmd_set", "incr_hits", "incr_misses", "decr_hits", "decr_misses")
 
-# FixedWindow counts with one `incr` per hit and needs no coalescing.
+# FixedWindow counts with one `incr` per hit inside `evaluate`; a throttle's hits on one key
+# add up in one `incr` (`MemcachedBackend.waited_decider`, tested below).
 COALESCED = [cls for cls in BUILTIN_STRATEGIES if cls is not FixedWindow]
 START = 1_700_000_040.0
 
@@ -136,3 +137,66 @@ async def test_a_failing_round_fails_every_hit_in_it(
         assert len(backend._states) == 0
     finally:
         await backend.close()
+
+
+def _request() -> Any:
+    from starlette.requests import Request
+
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "client": ("10.0.0.1", 1)}
+    return Request(scope)
+
+
+async def _outcome(throttle: Any, request: Any) -> Any:
+    from traffik.exceptions import ConnectionThrottled
+
+    try:
+        await throttle.hit(request)
+    except ConnectionThrottled as exc:
+        return ("throttled", exc.wait_period)
+    return "admitted"
+
+
+@pytest.mark.parametrize("cost", [1, 3])
+async def test_a_throttle_s_fixed_window_hits_on_one_key_add_up_in_one_incr(
+    memcached_url: str, clock: ManualClock, cost: int
+) -> None:
+    """Through a throttle (its prepared decider), fifty FixedWindow hits at once on one key:
+    the first `incr`s alone, the 49 that came meanwhile in one `incr` of all their costs,
+    each decided with the count it would have reached alone, as the in-memory backend
+    decides the same hits one after another. (Refusals not remembered: every hit reaches
+    the store.)"""
+    from traffik import HTTPThrottle
+
+    backend = MemcachedBackend(
+        memcached_url,
+        namespace=f"fixed-{time.time_ns()}",
+        clock=clock,
+        generation_refresh=3600,
+        cache_refusals=False,
+    )
+    reference = InMemoryBackend(namespace="reference", clock=ManualClock(START))
+    fast = HTTPThrottle("t", rate="40/min", backend=backend, strategy=FixedWindow(), cost=cost)
+    slow = HTTPThrottle("t", rate="40/min", backend=reference, strategy=FixedWindow(), cost=cost)
+    port = int(memcached_url.rsplit(":", 1)[1])
+    client = aiomcache.Client("127.0.0.1", port)
+    request = _request()
+    try:
+        await backend.get("warm-up")
+        for burst in range(3):
+            before = await _commands(client)
+            together = await asyncio.gather(*(_outcome(fast, request) for _ in range(50)))
+            # two `incr`s, and a command or two to open the window when the first finds it
+            # closed (`window_hit`), where one by one would cost 50
+            assert await _commands(client) - before <= 5, f"burst {burst}"
+            one_by_one = [await _outcome(slow, request) for _ in range(50)]
+            assert together == one_by_one, f"burst {burst}"
+            assert together[0] == "admitted" and together[-1] != "admitted"
+            step = 61_000  # a new window each burst
+            clock.advance(ms=step)
+            reference.clock.advance(ms=step)  # type: ignore[attr-defined]
+        assert fast._decider[2] is not None, "the throttle took the prepared decider"
+    finally:
+        await client.close()
+        await backend.reset()
+        await backend.close()
+        await reference.close()

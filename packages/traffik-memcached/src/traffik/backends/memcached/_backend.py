@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from time import monotonic
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
@@ -42,6 +42,9 @@ from traffik.backends.memcached._window import (
 )
 from traffik.exceptions import BackendError, ConfigurationError
 from traffik.keyparts import escape
+from traffik.strategies.base import settled
+from traffik.strategies.fixed_window import counted_decision
+from traffik.strategies.steps import IN_PLACE_COUNTER
 
 if TYPE_CHECKING:
     from aiomcache.pool import Connection
@@ -84,7 +87,8 @@ class MemcachedBackend(MemcachedSteps, ThrottleBackend):
       in flight for the key, later hits queue, and the next round decides them all, in
       arrival order and each as if alone, on one read of the state, written once (one
       `gets` + `cas`, or one `incr` for a sliding window). Fifty hits at once on one key
-      cost about two rounds, not fifty racing compare-and-swaps.
+      cost about two rounds, not fifty racing compare-and-swaps. A throttle's `FixedWindow`
+      hits on one key add up the same way, in one `incr` per round (`waited_decider`).
     - Several items decided as one (`evaluate_all`: a throttle's rates, throttles combined)
       live in different memcached items, maybe on different nodes, so they are taken one
       after another, in order, each as above, until one refuses; the units the items before
@@ -427,6 +431,61 @@ class MemcachedBackend(MemcachedSteps, ThrottleBackend):
         return await node.run(
             window_hit(mkey, amount, float(ttl), now, reply), "increment_with_ttl"
         )
+
+    def waited_decider(
+        self, strategy: Any, rate: Rate, cost: int, kind: int
+    ) -> Optional[Callable[[str], Awaitable[Decision]]]:
+        """`FixedWindow.decide` made once for a throttle's hot path (its counter's key and
+        window worked out once): one `incr` per hit, and concurrent hits on one key (in one
+        event loop) that arrive while one is in flight add up in the next `incr`, each hit
+        getting the count it would have reached alone, in arrival order
+        (`traffik.backends.lanes`). Other strategies: None (their hits are coalesced inside
+        `evaluate`).
+
+        A decision goes through `strategy.decide` instead while a test replaced
+        `increment_with_ttl` on this instance."""
+        if kind != IN_PLACE_COUNTER or settled(strategy, rate, cost) is not None:
+            return None
+        if cost > WINDOW_LIMIT:
+            return None  # (`decide` raises the error of it, per hit)
+        prefix, suffix, own = self._prefix, strategy.suffix, self.__dict__
+        strategy_decide, limit, window = strategy.decide, rate.limit, rate.expire / 1000.0
+        lanes: Lanes[str, Decision] = Lanes()
+
+        async def counted(counter: str, amount: int) -> tuple[int, Optional[float]]:
+            count = await self.increment_with_ttl(counter, amount, window)
+            ttl_ms = getattr(count, "ttl_ms", None)
+            if ttl_ms is None and count > limit:
+                ttl_ms = await self.ttl(counter)
+            return int(count), ttl_ms
+
+        async def together(counters: list[str]) -> list[Decision]:
+            """The hits on one counter (`counters`: it, once per hit) in one `incr`."""
+            hits = len(counters)
+            if hits * cost > WINDOW_LIMIT:  # (more than one `incr` may add)
+                return [await one(counter) for counter in counters]
+            total, ttl_ms = await counted(counters[0], hits * cost)
+            return [
+                counted_decision(total - (hits - 1 - i) * cost, ttl_ms, rate) for i in range(hits)
+            ]
+
+        async def one(counter: str) -> Decision:
+            count, ttl_ms = await counted(counter, cost)
+            return counted_decision(count, ttl_ms, rate)
+
+        async def decide(key: str) -> Decision:
+            if "increment_with_ttl" in own:
+                return await strategy_decide(key, rate, self, cost)
+            counter = prefix + key + suffix
+            queued = lanes.join(counter, counter, together)
+            if queued is not None:  # a hit on this counter is in flight: the next round
+                return await queued
+            try:
+                return await one(counter)
+            finally:
+                lanes.close(counter)
+
+        return decide
 
     async def expire(self, key: str, seconds: float) -> bool:
         """Set a key to expire after `seconds` (a window counter's window end moves too).
