@@ -9,16 +9,24 @@ while queued is left out of its round; one cancelled after its round began was d
 charged) as if it completed just before.
 
 Memcached coalesces a state's hits into one `gets`/`cas` and a window's into one `incr`;
-Redis a state's hits into one `EVALSHA`; SQLite a key's hits into one read and one write.
+Redis a state's hits into one `EVALSHA`; SQLite a key's hits into one read and one write;
+Redis and Memcached a throttle's `FixedWindow` hits into one addition to the counter
+(`counter_decider`).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Hashable
-from typing import Callable, Generic, Optional, TypeVar
+from typing import TYPE_CHECKING, Callable, Generic, Optional, TypeVar
 
-__all__ = ["Lanes", "Round"]
+from traffik.strategies.fixed_window import counted_decision
+
+if TYPE_CHECKING:
+    from traffik.decision import Decision
+    from traffik.rates import Rate
+
+__all__ = ["Count", "Lanes", "Round", "counter_decider"]
 
 H = TypeVar("H")
 R = TypeVar("R")
@@ -122,3 +130,43 @@ class Lanes(Generic[H, R]):
                     future.set_result(result)
         finally:
             self._next(key, lane)
+
+
+Count = Callable[[str, int], Awaitable[tuple[int, Optional[float]]]]
+"""Adds an amount to a window counter (by its stored key) in one store operation: the count
+it reached, and the milliseconds until its window closes (None: unknown)."""
+
+
+def counter_decider(
+    count: Count, rate: Rate, cost: int, most: Optional[int] = None
+) -> Callable[[str], Awaitable[Decision]]:
+    """`FixedWindow`'s decision for hits of `cost` on a counter's stored key, coalesced: a hit
+    on an idle counter adds its cost alone; the hits that arrive while one is in flight add
+    all their costs in the next `count`, each decided with the count it would have reached
+    alone (the total less the costs of the hits after it), in arrival order. A round adds at
+    most `most` (None: no bound); a larger one counts its hits one by one."""
+    lanes: Lanes[str, Decision] = Lanes()
+
+    async def together(counters: list[str]) -> list[Decision]:
+        """The hits on one counter (`counters`: it, once per hit), added up in one `count`."""
+        hits = len(counters)
+        if most is not None and hits * cost > most:
+            decisions = []
+            for counter in counters:
+                total, ttl_ms = await count(counter, cost)
+                decisions.append(counted_decision(total, ttl_ms, rate))
+            return decisions
+        total, ttl_ms = await count(counters[0], hits * cost)
+        return [counted_decision(total - (hits - 1 - i) * cost, ttl_ms, rate) for i in range(hits)]
+
+    async def decide(counter: str) -> Decision:
+        queued = lanes.join(counter, counter, together)
+        if queued is not None:  # a hit on this counter is in flight: the next round
+            return await queued
+        try:
+            total, ttl_ms = await count(counter, cost)
+        finally:
+            lanes.close(counter)
+        return counted_decision(total, ttl_ms, rate)
+
+    return decide

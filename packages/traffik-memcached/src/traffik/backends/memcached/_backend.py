@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from traffik.backends.base import ThrottleBackend, WindowCount
 from traffik.backends.health import circuit_policy
-from traffik.backends.lanes import Lanes
+from traffik.backends.lanes import Lanes, counter_decider
 from traffik.backends.memcached._client import Flagged, NodeClient
 from traffik.backends.memcached._counters import ATTEMPTS, increment, number, window_hit
 from traffik.backends.memcached._expiry import exptime
@@ -43,7 +43,6 @@ from traffik.backends.memcached._window import (
 from traffik.exceptions import BackendError, ConfigurationError
 from traffik.keyparts import escape
 from traffik.strategies.base import settled
-from traffik.strategies.fixed_window import counted_decision
 from traffik.strategies.steps import IN_PLACE_COUNTER
 
 if TYPE_CHECKING:
@@ -450,40 +449,20 @@ class MemcachedBackend(MemcachedSteps, ThrottleBackend):
             return None  # (`decide` raises the error of it, per hit)
         prefix, suffix, own = self._prefix, strategy.suffix, self.__dict__
         strategy_decide, limit, window = strategy.decide, rate.limit, rate.expire / 1000.0
-        lanes: Lanes[str, Decision] = Lanes()
 
-        async def counted(counter: str, amount: int) -> tuple[int, Optional[float]]:
-            count = await self.increment_with_ttl(counter, amount, window)
-            ttl_ms = getattr(count, "ttl_ms", None)
-            if ttl_ms is None and count > limit:
+        async def count(counter: str, amount: int) -> tuple[int, Optional[float]]:
+            total = await self.increment_with_ttl(counter, amount, window)
+            ttl_ms = getattr(total, "ttl_ms", None)
+            if ttl_ms is None and total > limit:
                 ttl_ms = await self.ttl(counter)
-            return int(count), ttl_ms
+            return int(total), ttl_ms
 
-        async def together(counters: list[str]) -> list[Decision]:
-            """The hits on one counter (`counters`: it, once per hit) in one `incr`."""
-            hits = len(counters)
-            if hits * cost > WINDOW_LIMIT:  # (more than one `incr` may add)
-                return [await one(counter) for counter in counters]
-            total, ttl_ms = await counted(counters[0], hits * cost)
-            return [
-                counted_decision(total - (hits - 1 - i) * cost, ttl_ms, rate) for i in range(hits)
-            ]
-
-        async def one(counter: str) -> Decision:
-            count, ttl_ms = await counted(counter, cost)
-            return counted_decision(count, ttl_ms, rate)
+        counted = counter_decider(count, rate, cost, most=WINDOW_LIMIT)
 
         async def decide(key: str) -> Decision:
             if "increment_with_ttl" in own:
                 return await strategy_decide(key, rate, self, cost)
-            counter = prefix + key + suffix
-            queued = lanes.join(counter, counter, together)
-            if queued is not None:  # a hit on this counter is in flight: the next round
-                return await queued
-            try:
-                return await one(counter)
-            finally:
-                lanes.close(counter)
+            return await counted(prefix + key + suffix)
 
         return decide
 

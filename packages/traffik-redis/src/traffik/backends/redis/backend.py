@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 from redis.exceptions import NoScriptError
 from traffik.backends.base import ThrottleBackend, WindowCount
 from traffik.backends.health import StoreCircuit, circuit_policy
-from traffik.backends.lanes import Lanes
+from traffik.backends.lanes import counter_decider
 from traffik.backends.redis import scripts
 from traffik.backends.redis.clients import LoopClients
 from traffik.backends.redis.connection import client_source
@@ -18,7 +18,6 @@ from traffik.backends.redis.lock import Holding, RedisLock
 from traffik.backends.redis.steps import ScriptSteps, _fields
 from traffik.exceptions import BackendConnectionError, ConfigurationError
 from traffik.strategies.base import settled
-from traffik.strategies.fixed_window import counted_decision
 from traffik.strategies.steps import IN_PLACE_COUNTER
 
 if TYPE_CHECKING:
@@ -452,35 +451,22 @@ class RedisBackend(ScriptSteps, ThrottleBackend):
             return super().waited_decider(strategy, rate, cost, kind)
         if settled(strategy, rate, cost) is not None:
             return None
-        name, sha, amount = _COUNTER.name, _COUNTER.sha, str(cost).encode()
+        name, sha = _COUNTER.name, _COUNTER.sha
         px = str(_px(rate.expire / 1000)).encode()  # (as `FixedWindow.decide` asks)
         prefix, suffix, own = self._prefix, strategy.suffix, self.__dict__
         strategy_decide = strategy.decide
-        lanes: Lanes[str, Decision] = Lanes()
 
-        async def together(keys: list[str]) -> list[Decision]:
-            """The hits on one key (`keys`: it, once per hit) counted in one `EVALSHA`."""
-            hits = len(keys)
-            args = (str(hits * cost).encode(), px)
-            reply = await self._run(name, scripts.evalsha, sha, keys[:1], args)
-            total, gone_in = (int(part) for part in _fields(reply))
-            return [
-                counted_decision(total - (hits - 1 - i) * cost, gone_in, rate) for i in range(hits)
-            ]
+        async def count(counter: str, amount: int) -> tuple[int, float | None]:
+            reply = await self._run(name, scripts.evalsha, sha, (counter,), (b"%d" % amount, px))
+            total, gone_in = _fields(reply)
+            return int(total), int(gone_in)
+
+        counted = counter_decider(count, rate, cost)
 
         async def decide(key: str) -> Decision:
             if "increment_with_ttl" in own:
                 return await strategy_decide(key, rate, self, cost)
-            stored = prefix + key + suffix
-            queued = lanes.join(stored, stored, together)
-            if queued is not None:  # a hit on this key is in flight: the next round
-                return await queued
-            try:
-                reply = await self._run(name, scripts.evalsha, sha, (stored,), (amount, px))
-            finally:
-                lanes.close(stored)
-            count, gone_in = _fields(reply)
-            return counted_decision(int(count), int(gone_in), rate)
+            return await counted(prefix + key + suffix)
 
         return decide
 
