@@ -30,6 +30,8 @@ from traffik.strategies import BUILTIN_STRATEGIES, GCRA, FixedWindow, TokenBucke
 pytestmark = pytest.mark.anyio
 
 WORDS = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
+REWRITE = "UPDATE traffik_entries SET value = traffik_value("
+"""The one statement of a decision made at once on a row that exists (seen as `REWRITE`)."""
 
 
 @pytest.fixture
@@ -68,8 +70,8 @@ class Ticker:
 def statements(
     backend: SQLiteBackend, ticker: Ticker | None = None
 ) -> Iterator[list[tuple[str, int]]]:
-    """The transaction statements this loop's connection runs meanwhile, each with the loop
-    iteration it ran in (when a `ticker` counts them)."""
+    """The transaction statements this loop's connection runs meanwhile (and `REWRITE`s),
+    each with the loop iteration it ran in (when a `ticker` counts them)."""
     seen: list[tuple[str, int]] = []
     handle = backend._db._handle()
     assert handle.cursor is not None, "the connection is open (something was written)"
@@ -78,6 +80,8 @@ def statements(
     def trace(sql: str) -> None:
         if sql.startswith(WORDS):
             seen.append((sql, ticker.n if ticker is not None else 0))
+        elif sql.startswith(REWRITE):
+            seen.append(("REWRITE", ticker.n if ticker is not None else 0))
 
     conn.set_trace_callback(trace)
     try:
@@ -520,11 +524,14 @@ async def test_fifty_hits_on_one_key_take_three_transactions_and_decide_as_seque
     await fast.hit(_from("10.0.0.9"))  # the connection opens (the statements are traced)
     await slow.hit(_from("10.0.0.9"))
     admitted = 0
-    for _ in range(3):
+    for burst in range(3):
         with statements(together) as seen:
             concurrent = await asyncio.gather(*(_outcome(fast, request) for _ in range(50)))
-        # The first at once, the second gathered, the 48 that waited for it in one step.
-        assert count(seen, "BEGIN IMMEDIATE") == 3
+        # The first at once (one statement once the key's row exists; before, that
+        # statement finds no row and a transaction writes it), the second gathered, the 48
+        # that waited for it in one step.
+        assert count(seen, "REWRITE") == 1
+        assert count(seen, "BEGIN IMMEDIATE") == (3 if burst == 0 else 2)
         sequential = [await _outcome(slow, request) for _ in range(50)]
         assert concurrent == sequential
         assert concurrent[-1] != "admitted"

@@ -67,9 +67,12 @@ class Database:
     and lives until `close()`.
     """
 
-    def __init__(self, path: str, timeout: float) -> None:
+    def __init__(
+        self, path: str, timeout: float, cursor: type[sqlite3.Cursor] = sqlite3.Cursor
+    ) -> None:
         self.path = path
         self.timeout = timeout
+        self.cursor_type = cursor
         self.memory = path == MEMORY
         self._memory_name = f"traffik-{os.getpid()}-{next(_memories)}"
         self._pid = os.getpid()
@@ -100,7 +103,7 @@ class Database:
         if self.memory and not self._anchored:
             self._open(self)  # keeps the shared in-memory database alive until close()
             self._anchored = True
-        handle.cursor = self._open(handle.loop()).cursor()
+        handle.cursor = self._open(handle.loop()).cursor(self.cursor_type)
         return handle.cursor
 
     def _open(self, owner: Any) -> sqlite3.Connection:
@@ -170,7 +173,19 @@ class Database:
         handle = self._handle()
         if handle.turns or not handle.alone():
             return BUSY
-        return self._attempt(handle, doing, self._transaction, (step, *args))
+        return self._attempt(handle, doing, self.transaction, (step, *args))
+
+    def statement_now(self, doing: str, step: Callable[..., T], *args: Any) -> T | object:
+        """`step(cursor, *args)` at once as `now` runs it, but outside a transaction: for a
+        step that is one statement (atomic on its own, committed alone), or that opens a
+        `transaction` itself. `BUSY` as `now`."""
+        handle = self._handle()
+        if handle.turns or not handle.alone():
+            return BUSY
+        result = self._attempt(handle, doing, step, args)
+        if result is not BUSY and self._checkpoints is not None:
+            self._checkpoints.committed()
+        return result
 
     def _attempt(
         self, handle: _Handle, doing: str, step: Callable[..., T], args: tuple[Any, ...]
@@ -194,14 +209,14 @@ class Database:
         tried = gather = False
         if not handle.turns:
             if handle.alone():
-                result = self._attempt(handle, doing, self._transaction, (step, *args))
+                result = self._attempt(handle, doing, self.transaction, (step, *args))
                 if result is not BUSY:
                     return result  # type: ignore[return-value]
                 tried = True
             else:  # another task wrote in this loop iteration: gather with the next ones
                 gather = True
         return await handle.turns.wait(
-            lambda: self._attempt(handle, doing, self._transaction, (step, *args)),
+            lambda: self._attempt(handle, doing, self.transaction, (step, *args)),
             self.timeout,
             lambda: locked(self.path, self.timeout, doing),
             tried,
@@ -263,7 +278,7 @@ class Database:
         error.__cause__ = exc
         return error
 
-    def _transaction(self, cursor: sqlite3.Cursor, step: Callable[..., T], *args: Any) -> T:
+    def transaction(self, cursor: sqlite3.Cursor, step: Callable[..., T], *args: Any) -> T:
         """`BEGIN IMMEDIATE`, the step, `COMMIT`; rolled back if anything fails."""
         cursor.execute("BEGIN IMMEDIATE")
         try:

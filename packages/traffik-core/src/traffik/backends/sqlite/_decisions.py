@@ -7,7 +7,7 @@ transaction began; with `commit=False` it is a plain read that writes nothing (`
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from traffik.backends.sqlite._rows import Rows, live, number
 from traffik.strategies.fixed_window import counted_decision, counter_decision
@@ -22,7 +22,15 @@ if TYPE_CHECKING:
     from traffik.strategies.base import StateStrategy
     from traffik.strategies.steps import Item
 
-__all__ = ["Hit", "decide", "decide_all", "decide_in_turn", "refund_all"]
+__all__ = [
+    "Hit",
+    "count_in_place",
+    "decide",
+    "decide_all",
+    "decide_in_turn",
+    "refund_all",
+    "transit_in_place",
+]
 
 Hit = tuple[str, "StateStrategy", "Rate", int, int]
 """One throttle hit, as `decide_in_turn` takes it: its namespaced key, the built-in strategy,
@@ -47,6 +55,41 @@ def decide(
     if commit and new_state is not None:
         rows.write(cursor, key, encode_state(new_state), now + ttl_ms, row is not None, now)
     return decision
+
+
+def transit_in_place(
+    value: str,
+    expires_at: int | None,
+    now_ms: Callable[[], int],
+    strategy: StateStrategy,
+    rate: Rate,
+    cost: int,
+) -> tuple[str, int | None, Decision]:
+    """`decide` as a row's change (`RewritingCursor.rewrite`): the row's new value and
+    expiry (as they were, for a hit that changes nothing), and the decision. `now_ms` is
+    read here, with the write lock held."""
+    now = now_ms()
+    live = expires_at is None or expires_at > now
+    state = decode_state(value) if live else None
+    decision, new_state, ttl_ms = strategy.transition(state, now, rate, cost)
+    if new_state is None:
+        return value, expires_at, decision
+    return encode_state(new_state), now + ttl_ms, decision
+
+
+def count_in_place(
+    value: str, expires_at: int | None, now_ms: Callable[[], int], amount: int, ttl_ms: int | None
+) -> tuple[str, int | None, tuple[int, int | None]]:
+    """`Rows.count` as a row's change (`RewritingCursor.rewrite`): the counter's new value
+    and expiry, and the count with the milliseconds until it is gone."""
+    now = now_ms()
+    if expires_at is not None and expires_at <= now:  # gone: it starts over
+        count, expires_at = amount, None
+    else:
+        count = number(value) + amount
+    if expires_at is None and ttl_ms is not None:
+        expires_at = now + ttl_ms
+    return str(count), expires_at, (count, None if expires_at is None else expires_at - now)
 
 
 def decide_in_turn(

@@ -1,0 +1,217 @@
+"""`SQLiteBackend`: a decision made at once on a row that exists is one `UPDATE` statement.
+
+The throttle's hot path (`decide_now`) changes the row inside the `UPDATE` that writes it
+(`RewritingCursor`), instead of a `BEGIN IMMEDIATE`, `SELECT`, `UPDATE`, `COMMIT`
+transaction. These tests hold it to the transaction's answers and stored rows, hit by hit,
+for every built-in strategy; a missing row still goes through the transaction (which
+creates it). Real files; a raw `sqlite3` connection stands for another process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from traffik import HTTPThrottle, ManualClock, Rate
+from traffik.backends.sqlite import SQLiteBackend
+from traffik.strategies import BUILTIN_STRATEGIES, FixedWindow, TokenBucket
+
+pytestmark = pytest.mark.anyio
+
+REWRITE = "UPDATE traffik_entries SET value = traffik_value("
+
+
+@pytest.fixture
+async def pair(tmp_path: Path) -> AsyncIterator[tuple[SQLiteBackend, SQLiteBackend, ManualClock]]:
+    """Two files on one clock: `rewritten` decided through `decide_now`, `transacted`
+    through the strategy (a transaction per decision)."""
+    clock = ManualClock()
+    rewritten = SQLiteBackend(tmp_path / "rewritten.db", clock=clock)
+    transacted = SQLiteBackend(tmp_path / "transacted.db", clock=clock)
+    await rewritten.initialize()
+    await transacted.initialize()
+    yield rewritten, transacted, clock
+    await rewritten.close()
+    await transacted.close()
+
+
+@contextlib.contextmanager
+def statements(backend: SQLiteBackend) -> Iterator[list[str]]:
+    """The statements that take the write lock on this loop's connection meanwhile:
+    `BEGIN IMMEDIATE`, and `REWRITE` for each one-statement decision (found a row or not)."""
+    seen: list[str] = []
+    handle = backend._db._handle()
+    assert handle.cursor is not None, "the connection is open (something was written)"
+
+    def trace(sql: str) -> None:
+        if sql.startswith("BEGIN"):
+            seen.append(sql)
+        elif sql.startswith(REWRITE):
+            seen.append("REWRITE")
+
+    handle.cursor.connection.set_trace_callback(trace)
+    try:
+        yield seen
+    finally:
+        handle.cursor.connection.set_trace_callback(None)
+
+
+def stored(backend: SQLiteBackend) -> list[tuple[str, str, Any]]:
+    with contextlib.closing(sqlite3.connect(backend.path)) as conn:
+        return conn.execute(
+            "SELECT key, value, expires_at FROM traffik_entries ORDER BY key"
+        ).fetchall()
+
+
+def kind_of(backend: SQLiteBackend, strategy: Any, rate: Rate) -> int:
+    kind = HTTPThrottle("t", rate=rate, backend=backend, strategy=strategy)._in_place
+    assert kind, f"{strategy!r} decides in place"
+    return kind
+
+
+async def decide_now(
+    backend: SQLiteBackend, client: str, strategy: Any, rate: Rate, cost: int, kind: int
+) -> Any:
+    await asyncio.sleep(0)  # a loop iteration of its own: nothing else wrote in it
+    key = backend.get_key(client) + getattr(strategy, "suffix", "")
+    decision = backend.decide_now(key, strategy, rate, cost, kind)
+    assert decision is not None, "decided at once"
+    return decision
+
+
+TIMELINE = [
+    # (client, cost multiplier, seconds to advance after): bursts that refuse, pauses that
+    # refill, and a pause past every window and bucket (expired rows are reused in place).
+    *[("a", 1, 0)] * 7,
+    ("b", 2, 1),
+    *[("a", 1, 3)] * 3,
+    ("b", 1, 0),
+    ("c", 2, 200),
+    *[("a", 2, 0)] * 4,
+    ("c", 1, 0.5),
+    ("b", 1, 0),
+]
+
+
+@pytest.mark.parametrize("cost", [1, 2])
+@pytest.mark.parametrize("strategy_class", BUILTIN_STRATEGIES, ids=lambda c: c.__name__)
+async def test_one_statement_decisions_answer_and_store_what_transactions_do(
+    pair: tuple[SQLiteBackend, SQLiteBackend, ManualClock], strategy_class: type, cost: int
+) -> None:
+    rewritten, transacted, clock = pair
+    strategy, rate = strategy_class(), Rate.parse("5/min")
+    kind = kind_of(rewritten, strategy, rate)
+    for backend in (rewritten, transacted):  # the connection opens (statements are traced)
+        await backend.set("warm", "1")
+    seen_clients: set[str] = set()
+    allowed = refused = 0
+    for client, times, advance in TIMELINE:
+        with statements(rewritten) as seen:
+            got = await decide_now(rewritten, client, strategy, rate, cost * times, kind)
+        want = await strategy.decide(client, rate, transacted, cost * times)
+        assert (got.allowed, got.wait_ms, got.remaining) == (
+            want.allowed,
+            want.wait_ms,
+            want.remaining,
+        ), (client, clock.now())
+        # One statement, or (no row yet) that statement and then a transaction.
+        assert seen == (["REWRITE"] if client in seen_clients else ["REWRITE", "BEGIN IMMEDIATE"])
+        seen_clients.add(client)
+        assert stored(rewritten) == stored(transacted)
+        allowed += got.allowed
+        refused += not got.allowed
+        clock.advance(advance)
+    assert allowed and refused, "the timeline both admits and refuses"
+
+
+async def test_a_counter_that_is_not_a_number_counts_from_zero_as_in_a_transaction(
+    pair: tuple[SQLiteBackend, SQLiteBackend, ManualClock],
+) -> None:
+    rewritten, transacted, _ = pair
+    strategy, rate = FixedWindow(), Rate.parse("5/min")
+    kind = kind_of(rewritten, strategy, rate)
+    for backend in (rewritten, transacted):
+        await backend.set("client" + strategy.suffix, "garbage", expire=30)
+    got = await decide_now(rewritten, "client", strategy, rate, 2, kind)
+    want = await strategy.decide("client", rate, transacted, 2)
+    assert (got.allowed, got.remaining, got.reset_ms) == (True, 3, 30_000)
+    assert (want.allowed, want.remaining, want.reset_ms) == (True, 3, 30_000)
+    assert stored(rewritten) == stored(transacted)
+
+
+async def test_a_transition_that_raises_leaves_the_row_and_the_connection_as_they_were(
+    tmp_path: Path,
+) -> None:
+    backend = SQLiteBackend(tmp_path / "t.db", clock=ManualClock())
+    await backend.initialize()
+
+    class Broken(TokenBucket):
+        broken = False
+
+        def transition(self, state: Any, now: int, rate: Rate, cost: int) -> Any:
+            if self.broken:
+                raise ZeroDivisionError("a broken transition")
+            return super().transition(state, now, rate, cost)
+
+    strategy, rate = Broken(), Rate.parse("5/min")
+    kind = kind_of(backend, strategy, rate)
+    first = await decide_now(backend, "client", strategy, rate, 1, kind)
+    assert first.allowed and first.remaining == 4
+    before = stored(backend)
+    strategy.broken = True
+    await asyncio.sleep(0)
+    key = backend.get_key("client") + strategy.suffix
+    with pytest.raises(ZeroDivisionError, match="a broken transition"):
+        backend.decide_now(key, strategy, rate, 1, kind)
+    assert stored(backend) == before
+    conn = backend._db._handle().cursor
+    assert conn is not None and not conn.connection.in_transaction
+    strategy.broken = False
+    assert (await decide_now(backend, "client", strategy, rate, 1, kind)).remaining == 3
+    await backend.close()
+
+
+async def test_while_another_process_writes_the_statement_is_not_made_at_once(
+    pair: tuple[SQLiteBackend, SQLiteBackend, ManualClock],
+) -> None:
+    # The one statement needs the write lock like a transaction: busy, it answers None
+    # (the throttle then waits its turn) and changes nothing.
+    backend = pair[0]
+    strategy, rate = TokenBucket(), Rate.parse("5/min")
+    kind = kind_of(backend, strategy, rate)
+    await decide_now(backend, "client", strategy, rate, 1, kind)
+    before = stored(backend)
+    holder = sqlite3.connect(backend.path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        await asyncio.sleep(0)
+        key = backend.get_key("client") + strategy.suffix
+        assert backend.decide_now(key, strategy, rate, 1, kind) is None
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+    assert stored(backend) == before
+    assert (await decide_now(backend, "client", strategy, rate, 1, kind)).remaining == 3
+
+
+def test_the_rewrite_functions_refuse_a_statement_of_their_own(tmp_path: Path) -> None:
+    from traffik.backends.sqlite._rewrite import RewritingCursor
+
+    conn = sqlite3.connect(tmp_path / "t.db", isolation_level=None)
+    cursor = conn.cursor(RewritingCursor)
+    cursor.execute("CREATE TABLE traffik_entries (key TEXT PRIMARY KEY, value, expires_at)")
+    cursor.execute("INSERT INTO traffik_entries VALUES ('k', 'v', NULL)")
+    with pytest.raises(sqlite3.OperationalError):
+        cursor.execute(
+            "UPDATE traffik_entries SET value = traffik_value(value, expires_at) WHERE key = 'k'"
+        )
+    assert cursor.execute("SELECT value FROM traffik_entries").fetchall() == [("v",)]
+    assert cursor.rewrite("k", lambda v, e, x: (v + x, e, "done"), ("!",)) == "done"
+    assert cursor.execute("SELECT value FROM traffik_entries").fetchall() == [("v!",)]
+    conn.close()
