@@ -215,3 +215,74 @@ def test_the_rewrite_functions_refuse_a_statement_of_their_own(tmp_path: Path) -
     assert cursor.rewrite("k", lambda v, e, x: (v + x, e, "done"), ("!",)) == "done"
     assert cursor.execute("SELECT value FROM traffik_entries").fetchall() == [("v!",)]
     conn.close()
+
+
+# -- gathered: one statement each in the batch's transaction, no savepoint ------------------
+
+
+class Broken(TokenBucket):
+    """A `TokenBucket` whose transition raises while `broken`."""
+
+    broken = False
+
+    def transition(self, state: Any, now: int, rate: Rate, cost: int) -> Any:
+        if self.broken:
+            raise ZeroDivisionError("a broken transition")
+        return super().transition(state, now, rate, cost)
+
+
+def _traced(backend: SQLiteBackend, seen: list[str]) -> None:
+    words = ("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE", "ROLLBACK")
+
+    def trace(sql: str) -> None:
+        if sql.startswith(words):
+            seen.append(sql)
+        elif sql.startswith(REWRITE):
+            seen.append("REWRITE")
+
+    handle = backend._db._handle()
+    assert handle.cursor is not None
+    handle.cursor.connection.set_trace_callback(trace)
+
+
+async def test_gathered_decisions_are_a_statement_each_and_a_failing_one_is_undone_alone(
+    tmp_path: Path,
+) -> None:
+    backend = SQLiteBackend(tmp_path / "t.db", clock=ManualClock(), max_keys=6)
+    await backend.initialize()
+    good, broken, rate = TokenBucket(), Broken(), Rate.parse("5/min")
+    kind = kind_of(backend, good, rate)
+    decide = backend.waited_decider(good, rate, 1, kind)
+    decide_broken = backend.waited_decider(broken, rate, 1, kind)
+    assert decide is not None and decide_broken is not None
+    clients = ["a", "b", "c", "d", "e"]
+    for client in clients:  # every row exists
+        await decide(client)
+    before = dict((key, value) for key, value, _ in stored(backend))
+    broken.broken = True
+    seen: list[str] = []
+    _traced(backend, seen)
+    calls = [decide_broken("c") if c == "c" else decide(c) for c in clients]
+    results = await asyncio.gather(*calls, decide("new"), return_exceptions=True)
+    backend._db._handle().cursor.connection.set_trace_callback(None)  # type: ignore[union-attr]
+    assert isinstance(results[2], ZeroDivisionError), results
+    assert [r.remaining for i, r in enumerate(results[:5]) if i != 2] == [3, 3, 3, 3]
+    assert results[5].remaining == 4, "a new row is created in the same transaction"
+    # The first at once; the others in one transaction, the new row's in a savepoint.
+    assert seen == [
+        "REWRITE",
+        "BEGIN IMMEDIATE",
+        *["REWRITE"] * 4,
+        "REWRITE",
+        "SAVEPOINT atomically",
+        "RELEASE atomically",
+        "COMMIT",
+    ]
+    after = dict((key, value) for key, value, _ in stored(backend))
+    changed = {key for key in after if after[key] != before.get(key)}
+    assert changed == {backend.get_key(c) + good.suffix for c in ("a", "b", "d", "e", "new")}
+    # A new row beyond the cap fails alone too, its savepoint undone.
+    full = await asyncio.gather(decide("a"), decide("x"), decide("b"), return_exceptions=True)
+    assert [type(r).__name__ for r in full] == ["Decision", "BackendCapacityError", "Decision"]
+    assert backend.get_key("x") + good.suffix not in {key for key, _, _ in stored(backend)}
+    await backend.close()

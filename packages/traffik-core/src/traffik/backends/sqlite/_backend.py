@@ -414,9 +414,9 @@ class SQLiteBackend(ThrottleBackend):
         ):
             return None
         if kind == IN_PLACE_COUNTER:
-            found: Any = self._db.statement_now(
+            found: Any = self._db.now_atomic(
                 "counting",
-                self._at_once,
+                self._decision_step,
                 key,
                 count_in_place,
                 (self.now_ms, cost, rate.expire),
@@ -427,9 +427,9 @@ class SQLiteBackend(ThrottleBackend):
                 return None
             return counted_decision(found[0], found[1], rate)
         if kind == IN_PLACE_STATE:
-            decision: Any = self._db.statement_now(
+            decision: Any = self._db.now_atomic(
                 "deciding",
-                self._at_once,
+                self._decision_step,
                 key,
                 transit_in_place,
                 (self.now_ms, strategy, rate, cost),
@@ -439,7 +439,7 @@ class SQLiteBackend(ThrottleBackend):
             return None if decision is BUSY else decision
         return None
 
-    def _at_once(
+    def _decision_step(
         self,
         cursor: RewritingCursor,
         key: str,
@@ -448,11 +448,12 @@ class SQLiteBackend(ThrottleBackend):
         step: Callable[..., T],
         step_args: tuple[Any, ...],
     ) -> T:
-        """A decision made at once: its row changed by one statement (`RewritingCursor`),
-        or, with no row yet, `step` in a transaction (which creates it)."""
+        """A decision as one statement, its row changed by the `UPDATE` that writes it
+        (`RewritingCursor`), or, with no row yet, `step` all or nothing (which creates it):
+        an atomic step (`Database.write_atomic`)."""
         found = cursor.rewrite(key, change, change_args)
         if found is MISSING:
-            return self._db.transaction(cursor, self._step, step, key, *step_args)
+            return self._db.atomically(cursor, self._step, step, key, *step_args)
         return cast("T", found)
 
     def waited_decider(
@@ -487,10 +488,15 @@ class SQLiteBackend(ThrottleBackend):
         strategy_decide, expire, lanes = strategy.decide, rate.expire, self._lanes
         step: Callable[..., Any]
         args: tuple[Any, ...]
+        change: Change
+        change_args: tuple[Any, ...]
         if kind == IN_PLACE_COUNTER:
             doing, step, args = "counting", Rows.count, (cost, expire)
+            change, change_args = count_in_place, (self.now_ms, cost, expire)
         else:
             doing, step, args = "deciding", decide, (strategy, rate, cost, True)
+            change, change_args = transit_in_place, (self.now_ms, strategy, rate, cost)
+        decision_step = self._decision_step
 
         async def in_turn(hits: list[Hit]) -> list[Decision]:
             return await db.write(doing, self._step, decide_in_turn, hits)
@@ -508,7 +514,9 @@ class SQLiteBackend(ThrottleBackend):
             if queued is not None:  # a hit on this key waits for its transaction: the next
                 return await queued
             try:
-                found: Any = await db.write(doing, self._step, step, stored, *args)
+                found: Any = await db.write_atomic(
+                    doing, decision_step, stored, change, change_args, step, args
+                )
             finally:
                 lanes.close(stored)
             if kind == IN_PLACE_COUNTER:

@@ -11,7 +11,8 @@ most per wait), then sleeps on the loop, from 1 ms doubling to 8 ms
 (jittered), while the loop serves other tasks, until `timeout` has passed, when it becomes a
 `BackendConnectionError`. When the first in line gets the lock, it also runs the writes
 of the tasks queued behind it, in their order, in its own transaction, each in a savepoint
-(a failing one is undone alone and raises in its own task), and commits once: under
+(a failing one is undone alone and raises in its own task; an atomic step, one statement,
+needs none: SQLite undoes a failing statement alone), and commits once: under
 contention a process takes the lock once per line of waiting requests instead of once per
 request, and the tasks behind neither ask nor sleep (plain reads, through `run`, still go
 alone). Checkpoints (copying the log back into the file, with an fsync) run in a thread,
@@ -29,6 +30,10 @@ with a savepoint each, as a first in line does, `MAX_BATCH` per iteration. A tas
 again with nobody in line (two throttles on one route) still writes at once, and a lone
 request never waits. When the loop finds the file busy, the line goes on as above: its
 first task asks again, and no one overtakes it.
+
+An atomic step (`write_atomic`, `now_atomic`: one statement, or several made all or
+nothing by `atomically`) runs alone outside a transaction, since a statement commits by
+itself, and in a batch without a savepoint.
 """
 
 from __future__ import annotations
@@ -175,17 +180,13 @@ class Database:
             return BUSY
         return self._attempt(handle, doing, self.transaction, (step, *args))
 
-    def statement_now(self, doing: str, step: Callable[..., T], *args: Any) -> T | object:
-        """`step(cursor, *args)` at once as `now` runs it, but outside a transaction: for a
-        step that is one statement (atomic on its own, committed alone), or that opens a
-        `transaction` itself. `BUSY` as `now`."""
+    def now_atomic(self, doing: str, step: Callable[..., T], *args: Any) -> T | object:
+        """`now` for an atomic step (see `write_atomic`): run as it is, outside a
+        transaction."""
         handle = self._handle()
         if handle.turns or not handle.alone():
             return BUSY
-        result = self._attempt(handle, doing, step, args)
-        if result is not BUSY and self._checkpoints is not None:
-            self._checkpoints.committed()
-        return result
+        return self._attempt(handle, doing, self._committed, (step, *args))
 
     def _attempt(
         self, handle: _Handle, doing: str, step: Callable[..., T], args: tuple[Any, ...]
@@ -205,34 +206,50 @@ class Database:
         next iteration, when another task wrote in this one (see the module). A task
         cancelled while waiting never has its step run; one cancelled after it ran (the
         request was decided and charged, as if it completed just before) drops the result."""
+        return await self._write(doing, step, args, False)
+
+    async def write_atomic(self, doing: str, step: Callable[..., T], *args: Any) -> T:
+        """`write` for a step that is all or nothing by itself: one statement (SQLite
+        makes each atomic, and undoes a failing one alone inside a transaction), or several
+        inside `atomically`. Alone it runs outside a transaction; in a batch, without a
+        savepoint of its own (the statement is one)."""
+        return await self._write(doing, step, args, True)
+
+    async def _write(
+        self, doing: str, step: Callable[..., T], args: tuple[Any, ...], atomic: bool
+    ) -> T:
         handle = self._handle()
+        run = self._committed if atomic else self.transaction
         tried = gather = False
         if not handle.turns:
             if handle.alone():
-                result = self._attempt(handle, doing, self.transaction, (step, *args))
+                result = self._attempt(handle, doing, run, (step, *args))
                 if result is not BUSY:
                     return result  # type: ignore[return-value]
                 tried = True
             else:  # another task wrote in this loop iteration: gather with the next ones
                 gather = True
         return await handle.turns.wait(
-            lambda: self._attempt(handle, doing, self.transaction, (step, *args)),
+            lambda: self._attempt(handle, doing, run, (step, *args)),
             self.timeout,
             lambda: locked(self.path, self.timeout, doing),
             tried,
-            (doing, step, args),
+            (doing, step, args, atomic),
             lambda works: self._batch(handle, works),
             gather,
         )
 
     def _batch(
-        self, handle: _Handle, works: list[tuple[str, Callable[..., Any], tuple[Any, ...]]]
+        self,
+        handle: _Handle,
+        works: list[tuple[str, Callable[..., Any], tuple[Any, ...], bool]],
     ) -> list[Outcome] | object:
-        """Each `(doing, step, args)` of `works` in one `BEGIN IMMEDIATE` transaction, in
-        order, each in a savepoint: the outcome of each (its error, translated as `_attempt`
-        does, or its result), or `BUSY` when another connection holds the lock (nothing
-        ran). A failing step is undone alone; a busy one, or a failing `COMMIT`, undoes them
-        all (every step then gets the error)."""
+        """Each `(doing, step, args, atomic)` of `works` in one `BEGIN IMMEDIATE`
+        transaction, in order, each in a savepoint unless `atomic` (see `write_atomic`): the
+        outcome of each (its error, translated as `_attempt` does, or its result), or `BUSY`
+        when another connection holds the lock (nothing ran). A failing step is undone
+        alone; a busy one, or a failing `COMMIT`, undoes them all (every step then gets the
+        error)."""
         try:
             cursor = handle.cursor or self._connect(handle)
             cursor.execute("BEGIN IMMEDIATE")
@@ -242,8 +259,9 @@ class Database:
             raise translate(exc, self.path, works[0][0]) from exc
         outcomes: list[Outcome] = []
         try:
-            for doing, step, args in works:
-                cursor.execute("SAVEPOINT step")
+            for doing, step, args, atomic in works:
+                if not atomic:
+                    cursor.execute("SAVEPOINT step")
                 try:
                     result = step(cursor, *args)
                 except Exception as exc:
@@ -251,11 +269,13 @@ class Database:
                         raise  # it took the whole transaction with it
                     if isinstance(exc, sqlite3.Error) and is_busy(exc):
                         raise
-                    cursor.execute("ROLLBACK TO step")
-                    cursor.execute("RELEASE step")
+                    if not atomic:  # (an atomic step is undone already)
+                        cursor.execute("ROLLBACK TO step")
+                        cursor.execute("RELEASE step")
                     outcomes.append((self._error(exc, doing), None))
                     continue
-                cursor.execute("RELEASE step")
+                if not atomic:
+                    cursor.execute("RELEASE step")
                 outcomes.append((None, result))
             cursor.execute("COMMIT")
         except BaseException as exc:
@@ -265,7 +285,7 @@ class Database:
                 raise
             if is_busy(exc):
                 return BUSY
-            return [(self._error(exc, doing), None) for doing, _, _ in works]
+            return [(self._error(exc, work[0]), None) for work in works]
         if self._checkpoints is not None:
             self._checkpoints.committed()
         return outcomes
@@ -277,6 +297,29 @@ class Database:
         error = translate(exc, self.path, doing)
         error.__cause__ = exc
         return error
+
+    def atomically(self, cursor: sqlite3.Cursor, step: Callable[..., T], *args: Any) -> T:
+        """`step(cursor, *args)` all or nothing: in a savepoint inside a transaction (a
+        batch), else in a `transaction` of its own."""
+        if not cursor.connection.in_transaction:
+            return self.transaction(cursor, step, *args)
+        cursor.execute("SAVEPOINT atomically")
+        try:
+            result = step(cursor, *args)
+        except BaseException:
+            if cursor.connection.in_transaction:
+                cursor.execute("ROLLBACK TO atomically")
+                cursor.execute("RELEASE atomically")
+            raise
+        cursor.execute("RELEASE atomically")
+        return result
+
+    def _committed(self, cursor: sqlite3.Cursor, step: Callable[..., T], *args: Any) -> T:
+        """An atomic step run alone: it committed (a checkpoint may be due)."""
+        result = step(cursor, *args)
+        if self._checkpoints is not None:
+            self._checkpoints.committed()
+        return result
 
     def transaction(self, cursor: sqlite3.Cursor, step: Callable[..., T], *args: Any) -> T:
         """`BEGIN IMMEDIATE`, the step, `COMMIT`; rolled back if anything fails."""
