@@ -25,6 +25,7 @@ from traffik import HTTPThrottle, ManualClock, Rate
 from traffik.backends.sqlite import SQLiteBackend
 from traffik.backends.sqlite._turns import MAX_BATCH
 from traffik.exceptions import BackendConnectionError, BackendError, ConnectionThrottled
+from traffik.refusals import RefusedClients
 from traffik.strategies import BUILTIN_STRATEGIES, GCRA, FixedWindow, TokenBucket
 
 pytestmark = pytest.mark.anyio
@@ -374,6 +375,32 @@ async def test_a_gathering_that_finds_the_file_busy_waits_in_order(
     assert counts == list(range(1, 9)), "in arrival order"
     assert count(seen, "COMMIT") == 1, "the first in line took the rest with it"
     assert not backend._db._handle().turns
+
+
+async def test_a_hit_that_finds_the_file_busy_asks_the_remembered_refusals_once(
+    backend: SQLiteBackend, db: Path
+) -> None:
+    asked: list[str] = []
+
+    class Counting(RefusedClients):
+        def check(self, key: str, *args: Any) -> Any:
+            asked.append(key)
+            return super().check(key, *args)
+
+    backend.refusals = Counting()
+    throttle = HTTPThrottle("t", rate="5/min", backend=backend)
+    request = _from("10.0.0.1")
+    assert await throttle.hit(request) is request
+    assert len(asked) == 1
+    held = hold(db)
+    try:
+        hit = asyncio.ensure_future(throttle.hit(request))
+        await asyncio.sleep(0.01)
+        assert not hit.done(), "the file is busy: it waits its turn"
+    finally:
+        release(held)
+    assert await hit is request
+    assert len(asked) == 2, "asked before the file was found busy, not again after"
 
 
 async def test_a_gathering_on_a_file_held_too_long_times_out(db: Path) -> None:

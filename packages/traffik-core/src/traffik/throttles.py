@@ -307,6 +307,7 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
         started = perf_counter() if watched else None
         failure: Optional[Exception] = None
         waited = None
+        asked_at: Optional[int] = None  # (set once the remembered refusals were asked)
         try:
             prepared = self._prepared(connection, ctx, cost, backend)
             decision: Optional[Decision] = None
@@ -340,8 +341,9 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
                     else:
                         decision = await self._step(key, rates, charged, backend)
                 else:  # a client refused a moment ago is refused again without the store
-                    asked_at = backend.now_ms()
-                    decision = refusals.check(key, rates, charged, asked_at)
+                    if asked_at is None:  # (else asked above, before the store was busy)
+                        asked_at = backend.now_ms()
+                        decision = refusals.check(key, rates, charged, asked_at)
                     if decision is None:
                         if waited is not None:
                             decision = await waited(key)
