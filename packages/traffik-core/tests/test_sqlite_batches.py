@@ -11,11 +11,12 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlite_kit import hold, insert, release, statements, values
 
 from traffik import Rate
 from traffik.backends.sqlite import SQLiteBackend
@@ -41,33 +42,6 @@ async def backend(db: Path) -> AsyncIterator[SQLiteBackend]:
     await backend.close()
 
 
-@contextlib.contextmanager
-def statements(backend: SQLiteBackend) -> Iterator[list[str]]:
-    """The transaction statements the backend's connection (this loop's) runs meanwhile."""
-    seen: list[str] = []
-    handle = backend._db._handle()
-    assert handle.cursor is not None
-    conn = handle.cursor.connection
-    words = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
-    conn.set_trace_callback(lambda sql: seen.append(sql) if sql.startswith(words) else None)
-    try:
-        yield seen
-    finally:
-        conn.set_trace_callback(None)
-
-
-def hold(db: Path) -> sqlite3.Connection:
-    """Another connection, holding the file's write lock until it commits."""
-    conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("BEGIN IMMEDIATE")
-    return conn
-
-
-def release(conn: sqlite3.Connection) -> None:
-    conn.execute("COMMIT")
-    conn.close()
-
-
 async def queue(backend: SQLiteBackend, *calls: Awaitable[Any]) -> list[asyncio.Task[Any]]:
     """Each call started in order, all of them waiting in the loop's line once this returns."""
     tasks = []
@@ -77,21 +51,6 @@ async def queue(backend: SQLiteBackend, *calls: Awaitable[Any]) -> list[asyncio.
     await asyncio.sleep(0.01)
     assert len(backend._db._handle().turns._line) == len(calls)
     return tasks
-
-
-def insert(value: int, fail: Exception | None = None) -> Any:
-    def step(cursor: sqlite3.Cursor) -> int:
-        cursor.execute("INSERT INTO t (v) VALUES (?)", (value,))
-        if fail is not None:
-            raise fail
-        return value
-
-    return step
-
-
-def values(db: Path) -> list[int]:
-    with contextlib.closing(sqlite3.connect(db)) as conn:
-        return [v for (v,) in conn.execute("SELECT v FROM t ORDER BY v")]
 
 
 def commits(backend: SQLiteBackend) -> int:

@@ -13,12 +13,13 @@ import asyncio
 import contextlib
 import math
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from unittest.mock import patch
 
 import pytest
+from sqlite_kit import Ticker, hold, insert, release, statements, stored, values
 from starlette.requests import Request
 
 from traffik import HTTPThrottle, ManualClock, Rate
@@ -29,10 +30,6 @@ from traffik.refusals import RefusedClients
 from traffik.strategies import BUILTIN_STRATEGIES, GCRA, FixedWindow, TokenBucket
 
 pytestmark = pytest.mark.anyio
-
-WORDS = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
-REWRITE = "UPDATE traffik_entries SET value = traffik_value("
-"""The one statement of a decision made at once on a row that exists (seen as `REWRITE`)."""
 
 
 @pytest.fixture
@@ -48,78 +45,6 @@ async def backend(db: Path) -> AsyncIterator[SQLiteBackend]:
         conn.execute("CREATE TABLE t (v INTEGER UNIQUE)")
     yield backend
     await backend.close()
-
-
-class Ticker:
-    """Counts the loop's iterations: a callback that schedules itself again each time."""
-
-    def __init__(self) -> None:
-        self.n = 0
-        self._on = True
-        asyncio.get_running_loop().call_soon(self._tick)
-
-    def _tick(self) -> None:
-        self.n += 1
-        if self._on:
-            asyncio.get_running_loop().call_soon(self._tick)
-
-    def stop(self) -> None:
-        self._on = False
-
-
-@contextlib.contextmanager
-def statements(
-    backend: SQLiteBackend, ticker: Ticker | None = None
-) -> Iterator[list[tuple[str, int]]]:
-    """The transaction statements this loop's connection runs meanwhile (and `REWRITE`s),
-    each with the loop iteration it ran in (when a `ticker` counts them)."""
-    seen: list[tuple[str, int]] = []
-    handle = backend._db._handle()
-    assert handle.cursor is not None, "the connection is open (something was written)"
-    conn = handle.cursor.connection
-
-    def trace(sql: str) -> None:
-        if sql.startswith(WORDS):
-            seen.append((sql, ticker.n if ticker is not None else 0))
-        elif sql.startswith(REWRITE):
-            seen.append(("REWRITE", ticker.n if ticker is not None else 0))
-
-    conn.set_trace_callback(trace)
-    try:
-        yield seen
-    finally:
-        conn.set_trace_callback(None)
-
-
-def count(seen: list[tuple[str, int]], sql: str) -> int:
-    return sum(1 for statement, _ in seen if statement == sql)
-
-
-def insert(value: int, fail: Exception | None = None) -> Any:
-    def step(cursor: sqlite3.Cursor) -> int:
-        cursor.execute("INSERT INTO t (v) VALUES (?)", (value,))
-        if fail is not None:
-            raise fail
-        return value
-
-    return step
-
-
-def values(db: Path) -> list[int]:
-    with contextlib.closing(sqlite3.connect(db)) as conn:
-        return [v for (v,) in conn.execute("SELECT v FROM t ORDER BY v")]
-
-
-def hold(db: Path) -> sqlite3.Connection:
-    """Another connection, holding the file's write lock until it commits."""
-    conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("BEGIN IMMEDIATE")
-    return conn
-
-
-def release(conn: sqlite3.Connection) -> None:
-    conn.execute("COMMIT")
-    conn.close()
 
 
 def started(*calls: Any) -> list[asyncio.Task[Any]]:
@@ -139,9 +64,9 @@ async def test_concurrent_writes_share_one_transaction(backend: SQLiteBackend) -
         )
     assert counts == list(range(1, 11))
     # The first wrote at once; the nine others, in the same iteration, in one transaction.
-    assert count(seen, "BEGIN IMMEDIATE") == count(seen, "COMMIT") == 2
-    assert count(seen, "SAVEPOINT step") == count(seen, "RELEASE step") == 9
-    assert seen[:2] == [("BEGIN IMMEDIATE", 0), ("COMMIT", 0)], "the first alone"
+    assert seen.count("BEGIN IMMEDIATE") == seen.count("COMMIT") == 2
+    assert seen.count("SAVEPOINT step") == seen.count("RELEASE step") == 9
+    assert seen[:2] == ["BEGIN IMMEDIATE", "COMMIT"], "the first alone"
     assert int(await backend.get("hits") or 0) == 10
     assert not backend._db._handle().turns
 
@@ -158,11 +83,11 @@ async def test_a_gathering_is_served_max_batch_per_loop_iteration(backend: SQLit
         )
     ticker.stop()
     assert counts == list(range(1, n + 1))
-    begins = [tick for sql, tick in seen if sql == "BEGIN IMMEDIATE"]
+    begins = [tick for sql, tick in zip(seen, seen.ticks) if sql == "BEGIN IMMEDIATE"]
     assert len(begins) == 1 + math.ceil((n - 1) / MAX_BATCH)
     assert len(set(begins)) == len(begins), "one transaction per loop iteration"
     steps, most = 0, 0
-    for sql, _ in seen:
+    for sql in seen:
         if sql == "BEGIN IMMEDIATE":
             steps = 0
         elif sql == "SAVEPOINT step":
@@ -187,7 +112,7 @@ async def test_throttle_hits_at_once_share_transactions_and_admit_the_first_in_o
     assert all(isinstance(r, ConnectionThrottled) for r in results[10:]), results[10:]
     # The second is one statement in the gathering's transaction (no savepoint: the
     # statement is atomic), the 28 one step in a transaction of their own.
-    assert [sql for sql, _ in seen] == [
+    assert seen == [
         *("REWRITE", "BEGIN IMMEDIATE", "COMMIT"),  # (no row yet: the transaction writes it)
         *("BEGIN IMMEDIATE", "REWRITE", "COMMIT"),
         *("BEGIN IMMEDIATE", "COMMIT"),
@@ -218,7 +143,7 @@ async def test_concurrent_decisions_are_those_of_a_sequential_run_in_arrival_ord
             concurrent += await asyncio.gather(
                 *(strategy(key, rate, gathered, cost) for key, cost in steps)
             )
-        assert count(seen, "BEGIN IMMEDIATE") < len(steps), "they did gather"
+        assert seen.count("BEGIN IMMEDIATE") < len(steps), "they did gather"
         for key, cost in steps:
             sequential.append(await strategy(key, rate, alone, cost))
         clock.advance(7)
@@ -249,7 +174,7 @@ async def test_a_failing_step_fails_alone_in_a_gathering(backend: SQLiteBackend,
     assert isinstance(results[2].__cause__, sqlite3.IntegrityError)
     assert isinstance(results[3], KeyError)
     assert values(db) == [0, 1, 2, 4]  # the failed steps' own inserts were undone
-    assert count(seen, "COMMIT") == 2 and count(seen, "ROLLBACK TO step") == 2
+    assert seen.count("COMMIT") == 2 and seen.count("ROLLBACK TO step") == 2
 
 
 async def test_a_failing_commit_fails_every_gathered_step(backend: SQLiteBackend, db: Path) -> None:
@@ -346,7 +271,7 @@ async def test_a_read_among_gathered_writes_goes_alone_in_its_turn(
             backend.increment_with_ttl("hits", 1, 60),
         )
     assert list(results[:3]) == [1, 2, 3] and int(results[3] or 0) == 3 and results[4] == 4
-    assert count(seen, "COMMIT") == 3  # the first at once, two gathered, the last alone
+    assert seen.count("COMMIT") == 3  # the first at once, two gathered, the last alone
 
 
 # -- a busy file --------------------------------------------------------------------------
@@ -373,7 +298,7 @@ async def test_a_gathering_that_finds_the_file_busy_waits_in_order(
         if not released:
             release(held)
     assert counts == list(range(1, 9)), "in arrival order"
-    assert count(seen, "COMMIT") == 1, "the first in line took the rest with it"
+    assert seen.count("COMMIT") == 1, "the first in line took the rest with it"
     assert not backend._db._handle().turns
 
 
@@ -433,7 +358,7 @@ async def test_sequential_writes_of_one_task_never_gather_nor_suspend(
             with pytest.raises(StopIteration) as done:  # no suspension: done in one send
                 step.send(None)
             assert done.value.value == expected
-    assert [sql for sql, _ in seen] == ["BEGIN IMMEDIATE", "COMMIT"] * 5
+    assert seen == ["BEGIN IMMEDIATE", "COMMIT"] * 5
 
 
 @pytest.mark.parametrize("strategy", [FixedWindow(), TokenBucket(), GCRA()], ids=repr)
@@ -477,7 +402,7 @@ async def test_writes_of_tasks_in_successive_iterations_each_go_at_once(
             assert await asyncio.ensure_future(backend.increment_with_ttl("hits", 1, 60)) == (
                 expected
             )
-    assert [sql for sql, _ in seen] == ["BEGIN IMMEDIATE", "COMMIT"] * 3
+    assert seen == ["BEGIN IMMEDIATE", "COMMIT"] * 3
 
 
 # -- the throttle's waited decider: gathered hits skip `strategy.decide` -----------------------
@@ -534,13 +459,6 @@ async def test_the_waited_decider_goes_through_a_replaced_evaluate(
 # -- hits on one key: one read and one write for those that wait together -------------------
 
 
-def _stored(db: Path) -> list[tuple[str, str, Any]]:
-    with contextlib.closing(sqlite3.connect(db)) as conn:
-        return conn.execute(
-            "SELECT key, value, expires_at FROM traffik_entries ORDER BY key"
-        ).fetchall()
-
-
 @pytest.mark.parametrize("cost", [1, 2])
 @pytest.mark.parametrize("strategy_class", BUILTIN_STRATEGIES, ids=lambda c: c.__name__)
 async def test_fifty_hits_on_one_key_take_three_transactions_and_decide_as_sequential_ones(
@@ -563,7 +481,7 @@ async def test_fifty_hits_on_one_key_take_three_transactions_and_decide_as_seque
         # statement finds no row and a transaction writes it), the second gathered (one
         # statement in the gathering's transaction), the 48 that waited for it in one step.
         first = ["REWRITE", "BEGIN IMMEDIATE", "COMMIT"] if burst == 0 else ["REWRITE"]
-        assert [sql for sql, _ in seen] == [
+        assert seen == [
             *first,
             *("BEGIN IMMEDIATE", "REWRITE", "COMMIT"),
             *("BEGIN IMMEDIATE", "COMMIT"),
@@ -571,7 +489,7 @@ async def test_fifty_hits_on_one_key_take_three_transactions_and_decide_as_seque
         sequential = [await _outcome(slow, request) for _ in range(50)]
         assert concurrent == sequential
         assert concurrent[-1] != "admitted"
-        assert _stored(tmp_path / "together.db") == _stored(tmp_path / "alone.db")
+        assert stored(tmp_path / "together.db") == stored(tmp_path / "alone.db")
         admitted += concurrent.count("admitted")
         clock.advance(37)
     assert admitted * cost > 40, "the first burst filled the budget, a later one got some back"
@@ -602,13 +520,13 @@ async def test_hits_of_several_costs_on_one_key_decide_in_arrival_order(
         if name == "together":
             with statements(backend) as seen:
                 outcomes.append(await asyncio.gather(*hits))
-            assert count(seen, "BEGIN IMMEDIATE") == 3
+            assert seen.count("BEGIN IMMEDIATE") == 3
         else:
             outcomes.append([await hit for hit in hits])
         await backend.close()
     assert outcomes[0] == outcomes[1]
     assert {"admitted"} < set(outcomes[0])
-    assert _stored(tmp_path / "together.db") == _stored(tmp_path / "alone.db")
+    assert stored(tmp_path / "together.db") == stored(tmp_path / "alone.db")
 
 
 async def test_a_hit_arriving_while_its_key_waits_goes_behind_the_waiting_hits(

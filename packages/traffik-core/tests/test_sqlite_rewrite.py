@@ -10,21 +10,19 @@ creates it). Real files; a raw `sqlite3` connection stands for another process.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlite_kit import hold, release, statements, stored
 
 from traffik import HTTPThrottle, ManualClock, Rate
 from traffik.backends.sqlite import SQLiteBackend
 from traffik.strategies import BUILTIN_STRATEGIES, FixedWindow, TokenBucket
 
 pytestmark = pytest.mark.anyio
-
-REWRITE = "UPDATE traffik_entries SET value = traffik_value("
 
 
 @pytest.fixture
@@ -39,34 +37,6 @@ async def pair(tmp_path: Path) -> AsyncIterator[tuple[SQLiteBackend, SQLiteBacke
     yield rewritten, transacted, clock
     await rewritten.close()
     await transacted.close()
-
-
-@contextlib.contextmanager
-def statements(backend: SQLiteBackend) -> Iterator[list[str]]:
-    """The statements that take the write lock on this loop's connection meanwhile:
-    `BEGIN IMMEDIATE`, and `REWRITE` for each one-statement decision (found a row or not)."""
-    seen: list[str] = []
-    handle = backend._db._handle()
-    assert handle.cursor is not None, "the connection is open (something was written)"
-
-    def trace(sql: str) -> None:
-        if sql.startswith("BEGIN"):
-            seen.append(sql)
-        elif sql.startswith(REWRITE):
-            seen.append("REWRITE")
-
-    handle.cursor.connection.set_trace_callback(trace)
-    try:
-        yield seen
-    finally:
-        handle.cursor.connection.set_trace_callback(None)
-
-
-def stored(backend: SQLiteBackend) -> list[tuple[str, str, Any]]:
-    with contextlib.closing(sqlite3.connect(backend.path)) as conn:
-        return conn.execute(
-            "SELECT key, value, expires_at FROM traffik_entries ORDER BY key"
-        ).fetchall()
 
 
 def kind_of(backend: SQLiteBackend, strategy: Any, rate: Rate) -> int:
@@ -121,9 +91,10 @@ async def test_one_statement_decisions_answer_and_store_what_transactions_do(
             want.remaining,
         ), (client, clock.now())
         # One statement, or (no row yet) that statement and then a transaction.
-        assert seen == (["REWRITE"] if client in seen_clients else ["REWRITE", "BEGIN IMMEDIATE"])
+        new = ["BEGIN IMMEDIATE", "COMMIT"] if client not in seen_clients else []
+        assert seen == ["REWRITE", *new]
         seen_clients.add(client)
-        assert stored(rewritten) == stored(transacted)
+        assert stored(rewritten.path) == stored(transacted.path)
         allowed += got.allowed
         refused += not got.allowed
         clock.advance(advance)
@@ -142,7 +113,7 @@ async def test_a_counter_that_is_not_a_number_counts_from_zero_as_in_a_transacti
     want = await strategy.decide("client", rate, transacted, 2)
     assert (got.allowed, got.remaining, got.reset_ms) == (True, 3, 30_000)
     assert (want.allowed, want.remaining, want.reset_ms) == (True, 3, 30_000)
-    assert stored(rewritten) == stored(transacted)
+    assert stored(rewritten.path) == stored(transacted.path)
 
 
 async def test_a_transition_that_raises_leaves_the_row_and_the_connection_as_they_were(
@@ -163,13 +134,13 @@ async def test_a_transition_that_raises_leaves_the_row_and_the_connection_as_the
     kind = kind_of(backend, strategy, rate)
     first = await decide_now(backend, "client", strategy, rate, 1, kind)
     assert first.allowed and first.remaining == 4
-    before = stored(backend)
+    before = stored(backend.path)
     strategy.broken = True
     await asyncio.sleep(0)
     key = backend.get_key("client") + strategy.suffix
     with pytest.raises(ZeroDivisionError, match="a broken transition"):
         backend.decide_now(key, strategy, rate, 1, kind)
-    assert stored(backend) == before
+    assert stored(backend.path) == before
     conn = backend._db._handle().cursor
     assert conn is not None and not conn.connection.in_transaction
     strategy.broken = False
@@ -186,17 +157,15 @@ async def test_while_another_process_writes_the_statement_is_not_made_at_once(
     strategy, rate = TokenBucket(), Rate.parse("5/min")
     kind = kind_of(backend, strategy, rate)
     await decide_now(backend, "client", strategy, rate, 1, kind)
-    before = stored(backend)
-    holder = sqlite3.connect(backend.path, isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")
+    before = stored(backend.path)
+    held = hold(backend.path)
     try:
         await asyncio.sleep(0)
         key = backend.get_key("client") + strategy.suffix
         assert backend.decide_now(key, strategy, rate, 1, kind) is None
     finally:
-        holder.execute("COMMIT")
-        holder.close()
-    assert stored(backend) == before
+        release(held)
+    assert stored(backend.path) == before
     assert (await decide_now(backend, "client", strategy, rate, 1, kind)).remaining == 3
 
 
@@ -231,20 +200,6 @@ class Broken(TokenBucket):
         return super().transition(state, now, rate, cost)
 
 
-def _traced(backend: SQLiteBackend, seen: list[str]) -> None:
-    words = ("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE", "ROLLBACK")
-
-    def trace(sql: str) -> None:
-        if sql.startswith(words):
-            seen.append(sql)
-        elif sql.startswith(REWRITE):
-            seen.append("REWRITE")
-
-    handle = backend._db._handle()
-    assert handle.cursor is not None
-    handle.cursor.connection.set_trace_callback(trace)
-
-
 async def test_gathered_decisions_are_a_statement_each_and_a_failing_one_is_undone_alone(
     tmp_path: Path,
 ) -> None:
@@ -258,13 +213,11 @@ async def test_gathered_decisions_are_a_statement_each_and_a_failing_one_is_undo
     clients = ["a", "b", "c", "d", "e"]
     for client in clients:  # every row exists
         await decide(client)
-    before = dict((key, value) for key, value, _ in stored(backend))
+    before = dict((key, value) for key, value, _ in stored(backend.path))
     broken.broken = True
-    seen: list[str] = []
-    _traced(backend, seen)
     calls = [decide_broken("c") if c == "c" else decide(c) for c in clients]
-    results = await asyncio.gather(*calls, decide("new"), return_exceptions=True)
-    backend._db._handle().cursor.connection.set_trace_callback(None)  # type: ignore[union-attr]
+    with statements(backend) as seen:
+        results = await asyncio.gather(*calls, decide("new"), return_exceptions=True)
     assert isinstance(results[2], ZeroDivisionError), results
     assert [r.remaining for i, r in enumerate(results[:5]) if i != 2] == [3, 3, 3, 3]
     assert results[5].remaining == 4, "a new row is created in the same transaction"
@@ -278,11 +231,11 @@ async def test_gathered_decisions_are_a_statement_each_and_a_failing_one_is_undo
         "RELEASE atomically",
         "COMMIT",
     ]
-    after = dict((key, value) for key, value, _ in stored(backend))
+    after = dict((key, value) for key, value, _ in stored(backend.path))
     changed = {key for key in after if after[key] != before.get(key)}
     assert changed == {backend.get_key(c) + good.suffix for c in ("a", "b", "d", "e", "new")}
     # A new row beyond the cap fails alone too, its savepoint undone.
     full = await asyncio.gather(decide("a"), decide("x"), decide("b"), return_exceptions=True)
     assert [type(r).__name__ for r in full] == ["Decision", "BackendCapacityError", "Decision"]
-    assert backend.get_key("x") + good.suffix not in {key for key, _, _ in stored(backend)}
+    assert backend.get_key("x") + good.suffix not in {key for key, _, _ in stored(backend.path)}
     await backend.close()
