@@ -154,6 +154,10 @@ class RedisStore(Store):
         await super().close()
 
 
+GENERATION_REFRESH = 60.0
+"""Seconds the benchmark's Memcached backends cache the namespace generation."""
+
+
 class MemcachedStore(Store):
     """`MemcachedBackend`; the floor is aiomcache's `incr`; counts from `stats`."""
 
@@ -179,7 +183,12 @@ class MemcachedStore(Store):
 
     def backend(self, namespace: str) -> ThrottleBackend:
         assert self.server is not None
-        backend: ThrottleBackend = self._class.from_url(self.server.url, namespace=namespace)
+        # The namespace is never cleared here, so the generation is re-read once a minute,
+        # not once a second: a counting round of the full run lasts over a second, and that
+        # one `get` per refresh belongs to no decision.
+        backend: ThrottleBackend = self._class.from_url(
+            self.server.url, namespace=namespace, generation_refresh=GENERATION_REFRESH
+        )
         return backend
 
     async def round_trip(self) -> None:
