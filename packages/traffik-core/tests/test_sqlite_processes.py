@@ -33,7 +33,7 @@ import asyncio, json, sys, time
 from traffik import strategies
 from traffik.backends.sqlite import SQLiteBackend
 from traffik.rates import parse_rates
-from traffik.strategies.steps import items
+from traffik.strategies.steps import in_place_kind, items
 
 
 class PausedInside(strategies.GCRA):
@@ -52,7 +52,15 @@ async def main():
         name = command["strategy"]
         strategy = PausedInside() if name == "PausedInside" else getattr(strategies, name)()
         rates = parse_rates(command["rate"])
-        if len(rates) == 1:
+        if command.get("path") == "throttle":  # a throttle's hot path: at once, else waited
+            kind = in_place_kind(strategy)
+            decide = backend.decider(strategy, rates[0], 1, kind)
+            waited = backend.waited_decider(strategy, rates[0], 1, kind)
+
+            async def hit(decide=decide, waited=waited, key=command["key"]):
+                decision = decide(key)
+                return decision if decision is not None else await waited(key)
+        elif len(rates) == 1:
             hit = lambda: strategy(command["key"], rates[0], backend, 1)
         else:  # several rates: one decision over them all
             both = items(strategy, command["key"], rates, 1, backend)
@@ -88,9 +96,11 @@ class Worker:
         for line in self.process.stdout:
             self._lines.put(line.strip())
 
-    def send(self, strategy: str, key: str, hits: int, rate: str = "100/hour") -> None:
+    def send(
+        self, strategy: str, key: str, hits: int, rate: str = "100/hour", path: str = "strategy"
+    ) -> None:
         assert self.process.stdin is not None
-        command = {"strategy": strategy, "key": key, "hits": hits, "rate": rate}
+        command = {"strategy": strategy, "key": key, "hits": hits, "rate": rate, "path": path}
         self.process.stdin.write(json.dumps(command) + "\n")
         self.process.stdin.flush()
 
@@ -125,14 +135,25 @@ def workers(tmp_path: Path) -> Iterator[list[Worker]]:
             worker.stop()
 
 
-@pytest.mark.parametrize("rate", ["100/hour", "100/hour;150/day"], ids=["one rate", "two rates"])
-def test_four_processes_admit_exactly_the_limit(workers: list[Worker], rate: str) -> None:
+@pytest.mark.parametrize(
+    ("rate", "path"),
+    [("100/hour", "strategy"), ("100/hour;150/day", "strategy"), ("100/hour", "throttle")],
+    ids=["one rate", "two rates", "a throttle's path"],
+)
+def test_four_processes_admit_exactly_the_limit(
+    workers: list[Worker], rate: str, path: str
+) -> None:
+    # `strategy`: `strategy.decide` (a transaction each); `throttle`: the backend's deciders
+    # as a throttle calls them (one `UPDATE` at once, or gathered, or a key's hits in turn).
+    # A first burst creates the key's row (4 x 10 hits, all admitted); the second (4 x 50
+    # concurrent hits) decides on a row that exists, and admits exactly what is left of 100.
     for strategy in STRATEGIES:
-        for worker in workers:  # 4 processes x 50 concurrent hits, limit 100
-            worker.send(strategy, f"hot-{strategy}", 50, rate)
-        results = [worker.result() for worker in workers]
-        assert [r["errors"] for r in results] == [[]] * 4
-        assert sum(r["admitted"] for r in results) == 100, (strategy, results)
+        for hits, admitted in ((10, 40), (50, 60)):
+            for worker in workers:
+                worker.send(strategy, f"hot-{strategy}", hits, rate, path)
+            results = [worker.result() for worker in workers]
+            assert [r["errors"] for r in results] == [[]] * 4
+            assert sum(r["admitted"] for r in results) == admitted, (strategy, hits, results)
 
 
 @pytest.mark.anyio
