@@ -157,15 +157,23 @@ def test_four_processes_admit_exactly_the_limit(
 
 
 @pytest.mark.anyio
-async def test_a_process_killed_inside_a_transaction_blocks_nobody(tmp_path: Path) -> None:
-    path = tmp_path / "traffik.db"
-    paused, *others = (Worker(path) for _ in range(4))
+@pytest.mark.parametrize("path", ["strategy", "throttle"])
+async def test_a_process_killed_inside_a_transaction_blocks_nobody(
+    tmp_path: Path, path: str
+) -> None:
+    # `throttle`: killed inside the one `UPDATE` of a throttle's decision (its row exists),
+    # as the statement calls back into Python, the write lock held.
+    db = tmp_path / "traffik.db"
+    paused, *others = (Worker(db) for _ in range(4))
     try:
         for worker in (paused, *others):
             assert worker.line() == "ready"
-        paused.send("PausedInside", "paused", 1)
+        if path == "throttle":
+            paused.send("GCRA", "paused", 1, path=path)  # the row exists from now on
+            assert paused.result() == {"admitted": 1, "errors": []}
+        paused.send("PausedInside", "paused", 1, path=path)
         assert paused.line() == "inside"
-        probe = SQLiteBackend(path, timeout=0.05)
+        probe = SQLiteBackend(db, timeout=0.05)
         with pytest.raises(BackendConnectionError, match="stayed locked"):
             await GCRA()("probe", Rate.parse("1/min"), probe)  # the write lock is held
         for worker in others:  # they wait for the lock while it is held...
