@@ -2,6 +2,9 @@
 
 Each takes the backend's `Rows`, the transaction's cursor and `now` read once the
 transaction began; with `commit=False` it is a plain read that writes nothing (`get_stat`).
+`transit_in_place` and `count_in_place` are the first two as a row's change instead, for
+the one `UPDATE` that decides on a row that exists (`RewritingCursor.rewrite`): they take the
+row's value and expiry and read the clock themselves, the write lock held.
 """
 
 from __future__ import annotations
