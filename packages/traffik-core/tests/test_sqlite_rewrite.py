@@ -55,6 +55,17 @@ async def decide_now(
     return decision
 
 
+class Broken(TokenBucket):
+    """A `TokenBucket` whose transition raises while `broken`."""
+
+    broken = False
+
+    def transition(self, state: Any, now: int, rate: Rate, cost: int) -> Any:
+        if self.broken:
+            raise ZeroDivisionError("a broken transition")
+        return super().transition(state, now, rate, cost)
+
+
 TIMELINE = [
     # (client, cost multiplier, seconds to advance after): bursts that refuse, pauses that
     # refill, and a pause past every window and bucket (expired rows are reused in place).
@@ -122,14 +133,6 @@ async def test_a_transition_that_raises_leaves_the_row_and_the_connection_as_the
     backend = SQLiteBackend(tmp_path / "t.db", clock=ManualClock())
     await backend.initialize()
 
-    class Broken(TokenBucket):
-        broken = False
-
-        def transition(self, state: Any, now: int, rate: Rate, cost: int) -> Any:
-            if self.broken:
-                raise ZeroDivisionError("a broken transition")
-            return super().transition(state, now, rate, cost)
-
     strategy, rate = Broken(), Rate.parse("5/min")
     kind = kind_of(backend, strategy, rate)
     first = await decide_now(backend, "client", strategy, rate, 1, kind)
@@ -187,17 +190,6 @@ def test_the_rewrite_functions_refuse_a_statement_of_their_own(tmp_path: Path) -
 
 
 # -- gathered: one statement each in the batch's transaction, no savepoint ------------------
-
-
-class Broken(TokenBucket):
-    """A `TokenBucket` whose transition raises while `broken`."""
-
-    broken = False
-
-    def transition(self, state: Any, now: int, rate: Rate, cost: int) -> Any:
-        if self.broken:
-            raise ZeroDivisionError("a broken transition")
-        return super().transition(state, now, rate, cost)
 
 
 async def test_gathered_decisions_are_a_statement_each_and_a_failing_one_is_undone_alone(

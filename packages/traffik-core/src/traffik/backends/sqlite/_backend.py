@@ -404,40 +404,87 @@ class SQLiteBackend(ThrottleBackend):
         Returns:
             The `Decision`, or None when it cannot be made at once.
         """
-        own = self.__dict__
-        if (
-            not self._steps_own
-            or not self.initialized
-            or "increment_with_ttl" in own
-            or "evaluate" in own
-            or key in self._lanes  # hits on it wait for a round: this one goes behind them
-        ):
+        at_once = self._at_once(strategy, rate, cost, kind)
+        return None if at_once is None else at_once(key)
+
+    def decider(
+        self, strategy: Any, rate: Rate, cost: int, kind: int
+    ) -> Callable[[str], Decision | None] | None:
+        """`decide_now` for one strategy, rate and cost, made once for a throttle's hot
+        path (see `ThrottleBackend.decider`): what the decision runs is worked out here,
+        not per hit.
+
+        Args:
+            strategy: The built-in strategy that decides.
+            rate: The rate to apply.
+            cost: The units each hit spends.
+            kind: `IN_PLACE_COUNTER` (a counter) or `IN_PLACE_STATE` (a state transition).
+
+        Returns:
+            A callable of a throttle's key (not namespaced) returning the `Decision`, or
+            None when it cannot be made at once; None for a kind it does not decide.
+        """
+        at_once = self._at_once(strategy, rate, cost, kind)
+        if at_once is None:
             return None
-        if kind == IN_PLACE_COUNTER:
-            found: Any = self._db.now_atomic(
-                "counting",
-                self._decision_step,
-                key,
-                count_in_place,
-                (self.now_ms, cost, rate.expire),
-                Rows.count,
-                (cost, rate.expire),
-            )
-            if found is BUSY:
+        prefix, suffix = self._prefix, strategy.suffix
+
+        def decide(key: str) -> Decision | None:
+            return at_once(prefix + key + suffix)
+
+        return decide
+
+    def _at_once(
+        self, strategy: Any, rate: Rate, cost: int, kind: int
+    ) -> Callable[[str], Decision | None] | None:
+        """`decide_now` on a namespaced key for one strategy, rate and cost."""
+        made = self._decision(strategy, rate, cost, kind)
+        if made is None:
+            return None
+        doing, args = made
+        direct, lanes, db, step = self._direct, self._lanes, self._db, self._decision_step
+
+        def at_once(key: str) -> Decision | None:
+            if not direct() or key in lanes:  # (hits on it wait: this one goes behind them)
                 return None
-            return counted_decision(found[0], found[1], rate)
+            found: Any = db.now_atomic(doing, step, key, *args)
+            return None if found is BUSY else _decided(found, kind, rate)
+
+        return at_once
+
+    def _decision(
+        self, strategy: Any, rate: Rate, cost: int, kind: int
+    ) -> tuple[str, tuple[Any, ...]] | None:
+        """What one decision of `kind` is doing, and `_decision_step`'s arguments after the
+        key: the row's change with its arguments, and the transaction's step with its own;
+        None for a kind not decided here."""
+        if kind == IN_PLACE_COUNTER:
+            expire = rate.expire
+            return "counting", (
+                count_in_place,
+                (self.now_ms, cost, expire),
+                Rows.count,
+                (cost, expire),
+            )
         if kind == IN_PLACE_STATE:
-            decision: Any = self._db.now_atomic(
-                "deciding",
-                self._decision_step,
-                key,
+            return "deciding", (
                 transit_in_place,
                 (self.now_ms, strategy, rate, cost),
                 decide,
                 (strategy, rate, cost, True),
             )
-            return None if decision is BUSY else decision
         return None
+
+    def _direct(self) -> bool:
+        """Whether this backend's own steps decide (it is ready, and no test replaced
+        `increment_with_ttl` or `evaluate` on this instance)."""
+        own = self.__dict__
+        return (
+            self._steps_own
+            and self.initialized
+            and "increment_with_ttl" not in own
+            and "evaluate" not in own
+        )
 
     def _decision_step(
         self,
@@ -479,49 +526,28 @@ class SQLiteBackend(ThrottleBackend):
             `Decision` (through `strategy.decide` while `decide_now` would not decide), or
             None for a kind it does not decide or a hit decided without the store.
         """
-        if (
-            kind not in (IN_PLACE_COUNTER, IN_PLACE_STATE)
-            or settled(strategy, rate, cost) is not None
-        ):
+        made = self._decision(strategy, rate, cost, kind)
+        if made is None or settled(strategy, rate, cost) is not None:
             return None
-        prefix, suffix, own, db = self._prefix, strategy.suffix, self.__dict__, self._db
-        strategy_decide, expire, lanes = strategy.decide, rate.expire, self._lanes
-        step: Callable[..., Any]
-        args: tuple[Any, ...]
-        change: Change
-        change_args: tuple[Any, ...]
-        if kind == IN_PLACE_COUNTER:
-            doing, step, args = "counting", Rows.count, (cost, expire)
-            change, change_args = count_in_place, (self.now_ms, cost, expire)
-        else:
-            doing, step, args = "deciding", decide, (strategy, rate, cost, True)
-            change, change_args = transit_in_place, (self.now_ms, strategy, rate, cost)
-        decision_step = self._decision_step
+        doing, args = made
+        prefix, suffix, db = self._prefix, strategy.suffix, self._db
+        strategy_decide, lanes, decision_step = strategy.decide, self._lanes, self._decision_step
 
         async def in_turn(hits: list[Hit]) -> list[Decision]:
             return await db.write(doing, self._step, decide_in_turn, hits)
 
         async def decide_hit(key: str) -> Decision:
-            if not (
-                self._steps_own
-                and self.initialized
-                and "increment_with_ttl" not in own
-                and "evaluate" not in own
-            ):
+            if not self._direct():
                 return await strategy_decide(key, rate, self, cost)
             stored = prefix + key + suffix
             queued = lanes.join(stored, (stored, strategy, rate, cost, kind), in_turn)
             if queued is not None:  # a hit on this key waits for its transaction: the next
                 return await queued
             try:
-                found: Any = await db.write_atomic(
-                    doing, decision_step, stored, change, change_args, step, args
-                )
+                found: Any = await db.write_atomic(doing, decision_step, stored, *args)
             finally:
                 lanes.close(stored)
-            if kind == IN_PLACE_COUNTER:
-                return counted_decision(found[0], found[1], rate)
-            return cast("Decision", found)
+            return _decided(found, kind, rate)
 
         return decide_hit
 
@@ -575,6 +601,13 @@ class SQLiteBackend(ThrottleBackend):
             await self.ensure()
         keys = [self._key(item.key) for item in items]
         await self._db.write("refunding", self._step, refund_all, items, keys)
+
+
+def _decided(found: Any, kind: int, rate: Rate) -> Decision:
+    """A decision step's result as its `Decision` (a counter's is its count and expiry)."""
+    if kind == IN_PLACE_COUNTER:
+        return counted_decision(found[0], found[1], rate)
+    return cast("Decision", found)
 
 
 def _select_one(cursor: sqlite3.Cursor) -> Any:
