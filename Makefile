@@ -10,8 +10,9 @@ PACKAGES := traffik-core traffik-redis traffik-memcached traffik-fastapi
 EDITABLES := -e "packages/traffik-core[starlette]" $(foreach p,$(filter-out traffik-core,$(PACKAGES)),-e packages/$(p))
 # pytest-asyncio only because the seed page imports it; pyyaml reads docker-compose.yml in a
 # test; hypothesis fuzzes rates and proxy headers in the fault suite; ruff pinned so
-# formatting is stable; pytest-xdist runs `make test-fast` on two workers.
-DEV_DEPS := "pytest>=8" "anyio>=4" "httpx>=0.27" pytest-asyncio pyyaml "hypothesis>=6.100" "uvicorn[standard]>=0.30" "ruff>=0.17,<0.18" "mypy>=1.19" "prometheus-client>=0.20" "opentelemetry-api>=1.24" "opentelemetry-sdk>=1.24" "pytest-xdist>=3.6"
+# formatting is stable; pytest-xdist runs `make test-fast` on two workers; limits, slowapi and
+# fastapi-limiter are the rivals `python -m benchmarks --rivals` measures traffik against.
+DEV_DEPS := "pytest>=8" "anyio>=4" "httpx>=0.27" pytest-asyncio pyyaml "hypothesis>=6.100" "uvicorn[standard]>=0.30" "ruff>=0.17,<0.18" "mypy>=1.19" "prometheus-client>=0.20" "opentelemetry-api>=1.24" "opentelemetry-sdk>=1.24" "pytest-xdist>=3.6" "limits>=5" "slowapi>=0.1.9" "fastapi-limiter>=0.2"
 
 DEMO_STAMP := $(VENV)/.demo-installed
 # The demo needs traffik-core, traffik-fastapi and a server, nothing else (no test or lint

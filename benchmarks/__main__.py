@@ -1,4 +1,4 @@
-"""`python -m benchmarks [--quick | --smoke] [--json PATH] [--backends memory,sqlite,redis,memcached] [--profile | --faults | --real-server]`."""
+"""`python -m benchmarks [--quick | --smoke] [--json PATH] [--backends memory,sqlite,redis,memcached] [--profile | --faults | --real-server | --rivals | --instructions]`."""
 
 from __future__ import annotations
 
@@ -63,6 +63,18 @@ def _parser() -> argparse.ArgumentParser:
         help="instead of the benchmark, requests per second of one uvicorn worker with and "
         "without an in-memory FixedWindow throttle, over loopback HTTP (also in the full run)",
     )
+    parser.add_argument(
+        "--rivals",
+        action="store_true",
+        help="instead of the benchmark, traffik against limits, slowapi, fastapi-limiter and "
+        "traffik 1.2, in memory (those not installed are reported so)",
+    )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="instead of the benchmark, instructions per request under callgrind (needs "
+        "valgrind): every in-memory strategy, SQLite, the middleware and the rivals",
+    )
     return parser
 
 
@@ -80,6 +92,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         rows, skipped = asyncio.run(faults.run_faults(mode, args.backends))
         print(faults.report(rows, skipped, mode))
         _write(faults.as_json(rows, skipped, mode), args.json)
+        return 0
+    if args.instructions:
+        from benchmarks import instructions
+
+        _write(json.dumps(instructions.report(mode), indent=2), args.json)
+        return 0
+    if args.rivals:
+        from benchmarks import rivals
+
+        _write(json.dumps(rivals.report(mode), indent=2), args.json)
         return 0
     if args.real_server:
         from benchmarks import real_server

@@ -59,3 +59,95 @@ def test_real_server_benchmark_runs(tmp_path: Path) -> None:
     assert doc["dependency_ratio"] > 0 and doc["ratio_to_dependency"] > 0
     assert doc["middleware_ratio"] > 0
     assert all(set(run["statuses"]) == {"200"} and run["requests"] for run in doc["runs"])
+
+
+@pytest.mark.slow  # times eight apps, and traffik 1.2 in a process of its own (15 s)
+def test_rivals_benchmark_runs(tmp_path: Path) -> None:
+    from benchmarks.rival_apps import RIVALS
+
+    out = tmp_path / "rivals.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--rivals", "--smoke", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "| limiter | workload | request µs | overhead µs |" in result.stdout
+    rows = json.loads(out.read_text(encoding="utf-8"))["rows"]
+    assert {row["workload"] for row in rows} == {"one key", "many keys"}
+    by_name = {(row["limiter"], row["workload"]): row for row in rows}
+    for workload in ("one key", "many keys"):
+        assert by_name["traffik FixedWindow", workload]["overhead_us"] is not None
+        for rival in RIVALS:  # an installed rival is measured against traffik
+            row = by_name[rival.name, workload]
+            if rival.installed():
+                assert row["missing"] is None and row["overhead_us"] is not None
+            else:
+                assert row["missing"] == f"not installed: pip install {rival.distribution}"
+        legacy = by_name["traffik 1.2.2", workload]  # measured, or why not
+        assert legacy["missing"] or legacy["overhead_us"] is not None
+
+
+@pytest.mark.slow  # builds every variant and makes a few requests (10 s)
+def test_every_instruction_variant_answers() -> None:
+    """What `--instructions` runs under callgrind: each variant's app answers 200 (the
+    runner exits non-zero otherwise), traffik 1.2 in a process of its own."""
+    from benchmarks.instruction_run import GROUPS, LEGACY, needs
+    from benchmarks.rivals import legacy_path
+
+    variants = [v for group in GROUPS.values() for v in group if v != LEGACY and not needs(v)]
+    script = (
+        "import asyncio, sys\n"
+        "from benchmarks.instruction_run import _run\n"
+        "for variant in sys.argv[1:]:\n"
+        "    asyncio.run(_run(variant, 3))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, *variants],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    place, why = legacy_path()
+    if place is None:  # pip could not reach traffik 1.2: say why, as the report does
+        assert why
+        return
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.instruction_run", LEGACY, "3", str(place)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_instruction_ratios() -> None:
+    """`--instructions`' arithmetic: overhead over the group's bare request, over its floor's
+    overhead, and a rival's over traffik FixedWindow's."""
+    from benchmarks.instruction_run import GROUPS
+    from benchmarks.instructions import tabulate
+
+    counts = {variant: 500_000.0 for group in GROUPS.values() for variant in group}
+    counts.update({"no limiter": 400_000.0, "no-op dependency": 470_000.0})
+    counts.update({"traffik FixedWindow": 498_000.0, "slowapi": 540_000.0})
+    counts.update({"bare app": 100_000.0, "no-op middleware": 102_000.0})
+    counts.update({"ThrottleMiddleware": 140_000.0})
+    rows = tabulate(counts, {"fastapi-limiter": "not installed: pip install fastapi-limiter"})
+    found = {row.variant: row for row in rows}
+    assert found["no limiter"].overhead is None and found["no-op dependency"].x_floor is None
+    assert found["traffik FixedWindow"].overhead == 98_000
+    assert found["traffik FixedWindow"].x_floor == pytest.approx(1.4)
+    assert found["traffik FixedWindow"].x_traffik is None
+    assert found["slowapi"].x_traffik == pytest.approx(140 / 98)
+    assert found["ThrottleMiddleware"].overhead == 40_000
+    assert found["ThrottleMiddleware"].x_floor is None  # (its target is in µs)
+    assert found["fastapi-limiter"].per_request is None
+    assert found["fastapi-limiter"].missing == "not installed: pip install fastapi-limiter"

@@ -1,0 +1,175 @@
+"""`python -m benchmarks --instructions`: instructions per request under callgrind, a figure the machine's load cannot move.
+
+Times on a shared machine move with whatever else runs on it; the number of instructions a
+request executes does not. Each variant (`benchmarks.instruction_run`: the main benchmark's
+endpoint bare, behind the no-op dependency, throttled in memory by each built-in strategy
+and on SQLite, the middleware benchmark's three Starlette apps, and the rivals of
+`benchmarks.rivals`) makes `FEW` then `MANY` requests in a process of its own under
+`valgrind --tool=callgrind` (collector off, hash seed fixed, address randomization off), and
+the difference over `MANY - FEW` is its instructions per request: start-up, imports and the
+first request's work cancel out. Ratios are then taken as in the timed benchmark: over no
+limiter (overhead), over the no-op dependency's overhead (`x no-op dependency`, the in-memory
+target is 1.4), and a rival's overhead over traffik's (`x traffik`: above 1, traffik
+executes fewer). An instruction is not a nanosecond: a syscall (SQLite's file locks and
+writes) counts few instructions and costs many; the timed benchmark stays the measure of
+time.
+
+Needs `valgrind` on the PATH. Most of a run is Python starting under callgrind, twice per
+variant: about 10 minutes on 2 CPUs with `--quick` (100 and 300 requests), 15 without (300
+and 900).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from benchmarks.instruction_run import GROUPS, LEGACY, RIVAL_VARIANTS, needs
+
+__all__ = ["Counted", "as_json", "count", "markdown", "report", "tabulate"]
+
+_ROOT = Path(__file__).resolve().parents[1]
+_SIZES = {"full": (300, 900), "quick": (100, 300), "smoke": (5, 15)}
+_COLLECTED = re.compile(r"Collected : (\d+)")
+RATIO_GROUP = "FastAPI dependency"
+"""The group whose overheads are also given as no-op dependencies (`x floor`)."""
+TARGET = 1.4
+"""Issue 16's in-memory target, as instructions: a throttled request at most 1.4 no-op
+dependencies over no limiter."""
+
+
+@dataclass
+class Counted:
+    """One variant's instructions per request, and its ratios (None where they do not apply
+    or it could not run: `missing` says why)."""
+
+    group: str
+    variant: str
+    per_request: Optional[float]
+    overhead: Optional[float]
+    x_floor: Optional[float]
+    x_traffik: Optional[float]
+    missing: Optional[str] = None
+
+
+def _collected(variant: str, requests: int, legacy: Optional[Path]) -> int:
+    command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+    command += [sys.executable, "-m", "benchmarks.instruction_run", variant, str(requests)]
+    if variant == LEGACY and legacy is not None:
+        command.append(str(legacy))
+    if shutil.which("setarch"):
+        command = ["setarch", "-R", *command]
+    done = subprocess.run(
+        command,
+        cwd=_ROOT,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    found = _COLLECTED.search(done.stderr)
+    if done.returncode != 0 or found is None:
+        raise RuntimeError(f"{variant} under callgrind failed: {done.stderr.strip()[-400:]}")
+    return int(found.group(1))
+
+
+def _per_request(variant: str, sizes: tuple[int, int], legacy: Optional[Path]) -> float:
+    few, many = sizes
+    return (_collected(variant, many, legacy) - _collected(variant, few, legacy)) / (many - few)
+
+
+def count(mode: str) -> list[Counted]:
+    """Every variant counted (two at a time), then `tabulate`d."""
+    if shutil.which("valgrind") is None:
+        raise RuntimeError("--instructions needs valgrind on the PATH (apt install valgrind)")
+    from benchmarks.rivals import legacy_path
+
+    legacy, why = legacy_path()
+    sizes = _SIZES[mode]
+    missing = {variant: reason for variant in RIVAL_VARIANTS if (reason := needs(variant))}
+    if legacy is None:
+        missing[LEGACY] = why or "traffik 1.2 is not available"
+    wanted = [v for variants in GROUPS.values() for v in variants if v not in missing]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        counts = dict(zip(wanted, pool.map(lambda v: _per_request(v, sizes, legacy), wanted)))
+    return tabulate(counts, missing)
+
+
+def tabulate(counts: dict[str, float], missing: dict[str, str]) -> list[Counted]:
+    """The rows of `GROUPS` from the instructions per request of each variant (`counts`) and
+    why the others could not run (`missing`): the overhead over the group's bare request,
+    over its floor's overhead (`RATIO_GROUP` only: the middleware's target is in µs, and a
+    no-op middleware's overhead is next to nothing), and (rivals) over traffik
+    FixedWindow's overhead."""
+    rows: list[Counted] = []
+    for group, variants in GROUPS.items():
+        bare, floor, traffik = variants[0], variants[1], variants[2]
+        floor_over, mine = counts[floor] - counts[bare], counts[traffik] - counts[bare]
+        ratio = group == RATIO_GROUP and floor_over > 0
+        for variant in variants:
+            if variant in missing:
+                rows.append(Counted(group, variant, None, None, None, None, missing[variant]))
+                continue
+            over = counts[variant] - counts[bare]
+            rows.append(
+                Counted(
+                    group,
+                    variant,
+                    counts[variant],
+                    over if variant != bare else None,
+                    over / floor_over if ratio and variant not in (bare, floor) else None,
+                    over / mine if variant in RIVAL_VARIANTS and mine else None,
+                )
+            )
+    return rows
+
+
+def _k(value: Optional[float]) -> str:
+    return "" if value is None else f"{value / 1000:.1f}k"
+
+
+def _x(value: Optional[float]) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def markdown(rows: list[Counted], mode: str) -> str:
+    few, many = _SIZES[mode]
+    lines = [
+        "### Instructions per request (callgrind)",
+        "",
+        f"Each variant in a process of its own, ({many} requests - {few} requests) / "
+        f"{many - few}. `x floor`: the overhead over the no-op dependency's (target <= "
+        f"{TARGET:g} in memory); "
+        "`x traffik`: a rival's overhead over traffik FixedWindow's.",
+        "",
+        "| group | variant | per request | overhead | x floor | x traffik |",
+        "|---|---|---:|---:|---|---|",
+    ]
+    for row in rows:
+        if row.missing:
+            lines.append(f"| {row.group} | {row.variant} | {row.missing} | | | |")
+        else:
+            lines.append(
+                f"| {row.group} | {row.variant} | {_k(row.per_request)} | {_k(row.overhead)} "
+                f"| {_x(row.x_floor)} | {_x(row.x_traffik)} |"
+            )
+    return "\n".join(lines)
+
+
+def as_json(rows: list[Counted], mode: str) -> dict[str, Any]:
+    few, many = _SIZES[mode]
+    return {"requests": [few, many], "rows": [asdict(row) for row in rows]}
+
+
+def report(mode: str) -> dict[str, Any]:
+    rows = count(mode)
+    print("\n" + markdown(rows, mode))
+    return as_json(rows, mode)
