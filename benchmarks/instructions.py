@@ -31,15 +31,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from benchmarks.instruction_run import GROUPS, LEGACY, RIVAL_VARIANTS, needs
+from benchmarks.instruction_run import GROUPS, LEGACY, ON_REDIS, RIVAL_VARIANTS, needs
 
 __all__ = ["Counted", "as_json", "count", "markdown", "report", "tabulate"]
 
 _ROOT = Path(__file__).resolve().parents[1]
 _SIZES = {"full": (300, 900), "quick": (100, 300), "smoke": (5, 15)}
 _COLLECTED = re.compile(r"Collected : (\d+)")
-RATIO_GROUP = "FastAPI dependency"
-"""The group whose overheads are also given as no-op dependencies (`x floor`)."""
+_REDIS_GROUP = "FastAPI dependency on Redis"
+RATIO_GROUPS = ("FastAPI dependency", _REDIS_GROUP)
+"""The groups whose overheads are also given as floors (`x floor`): the no-op dependency,
+and on Redis one making a raw `EVALSHA`."""
 TARGET = 1.4
 """Issue 16's in-memory target, as instructions: a throttled request at most 1.4 no-op
 dependencies over no limiter."""
@@ -59,17 +61,17 @@ class Counted:
     missing: Optional[str] = None
 
 
-def _collected(variant: str, requests: int, legacy: Optional[Path]) -> int:
+def _collected(variant: str, requests: int, legacy: Optional[Path], env: dict[str, str]) -> int:
     command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
     command += [sys.executable, "-m", "benchmarks.instruction_run", variant, str(requests)]
-    if variant == LEGACY and legacy is not None:
+    if variant.removesuffix(ON_REDIS) == LEGACY and legacy is not None:
         command.append(str(legacy))
     if shutil.which("setarch"):
         command = ["setarch", "-R", *command]
     done = subprocess.run(
         command,
         cwd=_ROOT,
-        env={**os.environ, "PYTHONHASHSEED": "0"},
+        env={**os.environ, **env, "PYTHONHASHSEED": "0"},
         capture_output=True,
         text=True,
         timeout=1800,
@@ -81,39 +83,56 @@ def _collected(variant: str, requests: int, legacy: Optional[Path]) -> int:
     return int(found.group(1))
 
 
-def _per_request(variant: str, sizes: tuple[int, int], legacy: Optional[Path]) -> float:
+def _per_request(
+    variant: str, sizes: tuple[int, int], legacy: Optional[Path], env: dict[str, str]
+) -> float:
     few, many = sizes
-    return (_collected(variant, many, legacy) - _collected(variant, few, legacy)) / (many - few)
+    more, less = _collected(variant, many, legacy, env), _collected(variant, few, legacy, env)
+    return (more - less) / (many - few)
 
 
 def count(mode: str) -> list[Counted]:
     """Every variant counted (two at a time), then `tabulate`d."""
     if shutil.which("valgrind") is None:
         raise RuntimeError("--instructions needs valgrind on the PATH (apt install valgrind)")
-    from benchmarks.rivals import legacy_path
+    from benchmarks import servers
+    from benchmarks.legacy_run import legacy_path
 
     legacy, why = legacy_path()
     sizes = _SIZES[mode]
     missing = {variant: reason for variant in RIVAL_VARIANTS if (reason := needs(variant))}
     if legacy is None:
-        missing[LEGACY] = why or "traffik 1.2 is not available"
-    wanted = [v for variants in GROUPS.values() for v in variants if v not in missing]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        counts = dict(zip(wanted, pool.map(lambda v: _per_request(v, sizes, legacy), wanted)))
+        for variant in (LEGACY, LEGACY + ON_REDIS):
+            missing[variant] = why or "traffik 1.2 is not available"
+    try:
+        server: Optional[servers.Server] = servers.start("redis")
+    except servers.ServerUnavailable as exc:
+        server = None
+        for variant in GROUPS[_REDIS_GROUP][1:]:
+            missing[variant] = f"Redis not available: {exc}"
+    wanted = list(dict.fromkeys(v for group in GROUPS.values() for v in group if v not in missing))
+    env = {"TRAFFIK_REDIS_URL": server.url} if server else {}
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            counted = pool.map(lambda v: _per_request(v, sizes, legacy, env), wanted)
+            counts = dict(zip(wanted, counted))
+    finally:
+        if server:
+            server.stop()
     return tabulate(counts, missing)
 
 
 def tabulate(counts: dict[str, float], missing: dict[str, str]) -> list[Counted]:
     """The rows of `GROUPS` from the instructions per request of each variant (`counts`) and
     why the others could not run (`missing`): the overhead over the group's bare request,
-    over its floor's overhead (`RATIO_GROUP` only: the middleware's target is in µs, and a
+    over its floor's overhead (`RATIO_GROUPS` only: the middleware's target is in µs, and a
     no-op middleware's overhead is next to nothing), and (rivals) over traffik
     FixedWindow's overhead."""
     rows: list[Counted] = []
     for group, variants in GROUPS.items():
         bare, floor, traffik = variants[0], variants[1], variants[2]
         floor_over, mine = counts[floor] - counts[bare], counts[traffik] - counts[bare]
-        ratio = group == RATIO_GROUP and floor_over > 0
+        ratio = group in RATIO_GROUPS and floor_over > 0
         for variant in variants:
             if variant in missing:
                 rows.append(Counted(group, variant, None, None, None, None, missing[variant]))
@@ -146,8 +165,8 @@ def markdown(rows: list[Counted], mode: str) -> str:
         "### Instructions per request (callgrind)",
         "",
         f"Each variant in a process of its own, ({many} requests - {few} requests) / "
-        f"{many - few}. `x floor`: the overhead over the no-op dependency's (target <= "
-        f"{TARGET:g} in memory); "
+        f"{many - few}. `x floor`: the overhead over the floor's: the no-op dependency's "
+        f"(target <= {TARGET:g} in memory), on Redis one making a raw `EVALSHA`; "
         "`x traffik`: a rival's overhead over traffik FixedWindow's.",
         "",
         "| group | variant | per request | overhead | x floor | x traffik |",

@@ -1,106 +1,152 @@
 """`python -m benchmarks --rivals`: traffik against the other rate limiters for FastAPI, in one run.
 
-The endpoint of the main benchmark (`benchmarks.apps`), in memory, is timed bare, behind the
-no-op dependency, behind traffik's `FixedWindow` throttle (with its default rate-limit
-headers, and without), and behind each rival that is installed (`benchmarks.rival_apps`):
-one key, then 10,000 clients (each met once before timing starts), one request at a time,
-in CPU time, the variants interleaved block after block as in the main benchmark
-(`benchmarks.timing.measure`). Each variant's overhead is its request minus the bare one,
-within each repetition; `x traffik` is the rival's overhead over traffik's (with headers),
-within each repetition too: above 1, traffik costs less.
+The endpoint of the main benchmark (`benchmarks.apps`) is timed bare, behind the floor,
+behind traffik's `FixedWindow` throttle (with its default rate-limit headers, and without),
+and behind each rival that is installed (`benchmarks.rival_apps`), in each workload
+(`WORKLOADS`): in memory on one key, then 10,000 clients (each met once before timing
+starts), in CPU time; on Redis on one key, one request at a time and 50 at once, in wall
+time (the wait for the server is the cost). The variants run interleaved block after block
+as in the main benchmark (`benchmarks.timing.measure`). The floor is the no-op dependency
+in memory, and on Redis a no-op dependency making one raw `EVALSHA` (redis-py). Each
+variant's overhead is its request minus the bare one within each repetition, `x floor` that
+over the floor's, and `x traffik` a rival's overhead over traffik's (with headers), within
+each repetition too: above 1, traffik costs less. On Redis, one request at a time, the
+commands each request sends are counted too (`MONITOR`, after the timing; the commands a
+script runs are not the client's).
 
 traffik 1.2 is imported as `traffik` too, so it runs in a process of its own
-(`benchmarks.legacy_run`), timed the same way against its own bare app and no-op dependency;
-its `x traffik` compares the two processes' `x no-op dependency` figures. It is installed
-with `pip install --target` into `~/.cache/traffik-benchmarks/` (`$TRAFFIK_12_PATH`: a
-directory holding it instead) on first use; a rival that is missing is reported so, with
-the command that installs it. Every request must be answered 200, or the run fails: a
+(`benchmarks.legacy_run`), timed the same way against its own bare app and floor; its
+`x traffik` compares the two processes' `x floor`. A rival that is missing is reported so,
+with the command that installs it. Every request must be answered 200, or the run fails: a
 limiter that refused would be measuring another path.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import subprocess
-import sys
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Optional
 
-from benchmarks.apps import dependency_app, noop, plain_app
+from benchmarks.apps import dependency_app, noop, plain_app, round_trip_dependency
 from benchmarks.asgi import Target, asgi_target, clients
-from benchmarks.rival_apps import RIVALS, traffik_app
-from benchmarks.settings import MODES, Settings
-from benchmarks.timing import CPU_TIME, Spread, measure, spread
+from benchmarks.rival_apps import KEY_PREFIX, RIVALS, close_all, traffik_app
+from benchmarks.settings import CONCURRENCY, MODES, Settings
+from benchmarks.timing import CPU_TIME, WALL_TIME, Spread, measure, spread
 
 __all__ = [
     "BARE",
+    "FLOOR",
     "LEGACY",
-    "NOOP",
     "WORKLOADS",
     "RivalRow",
     "as_json",
+    "commands",
+    "floor_app",
     "markdown",
     "measure_rivals",
     "report",
     "timed",
 ]
 
-BARE, NOOP = "no limiter", "no-op dependency"
+BARE, FLOOR = "no limiter", "floor"
 TRAFFIK, TRAFFIK_BARE = "traffik FixedWindow", "traffik FixedWindow, headers=None"
 LEGACY = "traffik 1.2.2"
-_LEGACY_VERSION = "1.2.2"
-_ROOT = Path(__file__).resolve().parents[1]
-_CACHE = (
-    Path.home()
-    / ".cache"
-    / "traffik-benchmarks"
-    / f"traffik-{_LEGACY_VERSION}-py{sys.version_info[0]}.{sys.version_info[1]}"
+WORKLOADS = (
+    ("memory", "one key"),
+    ("memory", "many keys"),
+    ("redis", "one key"),
+    ("redis", "one key, 50 at once"),
 )
-"""Where traffik 1.2 is installed on first use (its wheel is built for each Python)."""
-WORKLOADS = ("one key", "many keys")
-"""One client, then `Settings.keys` clients (10,000 but in `--smoke`)."""
+"""(store, workload): one client or `Settings.keys` clients (10,000 but in `--smoke`), one
+request at a time or `CONCURRENCY` at once (`asyncio.gather`)."""
+_FLOORS = {"memory": "no-op dependency", "redis": "no-op dependency + EVALSHA"}
 
 
 @dataclass
 class RivalRow:
-    """One limiter in one workload: µs per request, over no limiter, as no-op dependencies,
-    and over traffik's overhead (None where not measured: `missing` says why)."""
+    """One limiter in one workload: µs per request, over no limiter, as floors, over
+    traffik's overhead, and (Redis) server commands per request; None where not measured
+    (`missing` says why)."""
 
     limiter: str
+    store: str
     workload: str
     request_us: Optional[Spread]
     overhead_us: Optional[Spread]
-    x_noop: Optional[Spread]
+    x_floor: Optional[Spread]
     x_traffik: Optional[Spread]
+    commands: Optional[float] = None
     missing: Optional[str] = None
 
 
-def _peers(workload: str, settings: Settings) -> int:
-    return 1 if workload == "one key" else settings.keys
-
-
 def _label(workload: str, settings: Settings) -> str:
-    return workload if workload == "one key" else f"{settings.keys:,} keys"
+    return f"{settings.keys:,} keys" if workload == "many keys" else workload
 
 
-async def timed(apps: dict[str, Any], workload: str, settings: Settings) -> dict[str, list[float]]:
+async def floor_app(url: Optional[str]) -> Any:
+    """The floor: the no-op dependency, or on Redis the same making one raw `EVALSHA`."""
+    if url is None:
+        return dependency_app(noop)
+    from redis.asyncio import Redis
+
+    raw = Redis.from_url(url)
+    sha = await raw.script_load("return 1")
+    return dependency_app(round_trip_dependency(lambda: raw.evalsha(sha, 1, f"{KEY_PREFIX}-raw")))
+
+
+async def timed(
+    apps: dict[str, Any], store: str, workload: str, settings: Settings
+) -> dict[str, list[float]]:
     """Every app timed as `measure` does, after one request from each client: per app, the
-    µs per request (`typical`) of each repetition, in order. Raises unless all were 200."""
-    peers = clients(_peers(workload, settings))
+    µs per request (`typical`: at once, a batch's time over its requests) of each
+    repetition, in order. Raises unless all were 200."""
+    peers = clients(settings.keys if workload == "many keys" else 1)
+    width = CONCURRENCY if workload.endswith("at once") else 1
     targets = [asgi_target(name, app, peers) for name, app in apps.items()]
     for target in targets:  # every client met once, as the stores hold them before timing
         one = target.one
         for i in range(len(peers)):
             await one(i)
         target.cursor = len(peers)
+    memory = store == "memory"
     samples = await measure(
-        targets, settings.requests, 1, settings.repetitions, settings.warmup, CPU_TIME
+        targets,
+        settings.block(store, width),
+        width,
+        settings.repetitions,
+        settings.warmup,
+        CPU_TIME if memory else WALL_TIME,
     )
     _check(targets)
     return {name: [ns / 1000 for ns in times] for name, times in samples.typical.items()}
+
+
+async def commands(apps: dict[str, Any], url: str, settings: Settings) -> dict[str, float]:
+    """The commands the Redis at `url` received per request of each app, scripts' own
+    commands left out (`benchmarks.stores.client_commands`), over
+    `Settings.counted_decisions` requests."""
+    from redis.asyncio import Redis
+
+    from benchmarks.stores import client_commands
+
+    stats, raw = Redis.from_url(url), Redis.from_url(url)
+    counted: dict[str, float] = {}
+    try:
+        for name, app in apps.items():
+            target = asgi_target(name, app, clients(1))
+            await target.one(0)  # (connected, scripts loaded)
+            n = settings.counted_decisions
+
+            async def work(target: Target = target, n: int = n) -> None:
+                for i in range(1, n + 1):
+                    await target.one(i)
+
+            counted[name] = await client_commands(stats, raw, work) / n
+            _check([target])
+    finally:
+        await stats.aclose()
+        await raw.aclose()
+    return counted
 
 
 def _check(targets: list[Target]) -> None:
@@ -113,98 +159,117 @@ def _overheads(times: dict[str, list[float]], name: str) -> list[float]:
     return [t - b for t, b in zip(times[name], times[BARE])]
 
 
-def _x_noop(times: dict[str, list[float]], name: str) -> list[float]:
-    return [o / f for o, f in zip(_overheads(times, name), _overheads(times, NOOP)) if f > 0]
+def _x_floor(times: dict[str, list[float]], name: str) -> list[float]:
+    return [o / f for o, f in zip(_overheads(times, name), _overheads(times, FLOOR)) if f > 0]
 
 
-def _row(times: dict[str, list[float]], name: str, workload: str) -> RivalRow:
+def _row(times: dict[str, list[float]], name: str, store: str, workload: str) -> RivalRow:
     """`name`'s figures; `x traffik` when traffik ran in the same repetitions (not itself)."""
-    overheads, x_noop = _overheads(times, name), _x_noop(times, name)
+    overheads, x_floor = _overheads(times, name), _x_floor(times, name)
     over: list[float] = []
     if TRAFFIK in times and name != TRAFFIK:
         over = [o / m for o, m in zip(overheads, _overheads(times, TRAFFIK)) if m > 0]
     return RivalRow(
         name,
+        store,
         workload,
         spread(times[name]),
         spread(overheads),
-        spread(x_noop) if x_noop else None,
+        spread(x_floor) if x_floor else None,
         spread(over) if over else None,
     )
 
 
-def legacy_path() -> tuple[Optional[Path], Optional[str]]:
-    """Where traffik 1.2 is installed for the run (installed there now if need be), or why not."""
-    given = os.environ.get("TRAFFIK_12_PATH")
-    place = Path(given) if given else _CACHE
-    if (place / "traffik" / "__init__.py").exists():
-        return place, None
-    if given:
-        return None, f"$TRAFFIK_12_PATH={given} holds no traffik package"
-    command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    command += ["--target", str(place), "--no-deps", f"traffik=={_LEGACY_VERSION}"]
-    command += ["annotated-types>=0.7", "typing_extensions>=4.12"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
-    if done.returncode != 0:
-        return (
-            None,
-            f"pip could not install traffik=={_LEGACY_VERSION}: {done.stderr.strip()[-200:]}",
-        )
-    return place, None
-
-
-def _legacy(mode: str) -> tuple[Optional[dict[str, Any]], Optional[str]]:
-    """traffik 1.2's figures from its own process (`benchmarks.legacy_run`), or why not."""
-    place, why = legacy_path()
-    if place is None:
-        return None, why
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.legacy_run", str(place), mode],
-        cwd=_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-    )
-    if done.returncode != 0:
-        return None, f"traffik 1.2 did not run: {done.stderr.strip()[-300:]}"
-    return json.loads(done.stdout.strip().splitlines()[-1]), None
-
-
-async def measure_rivals(settings: Settings) -> list[RivalRow]:
-    """Every limiter in every workload, traffik 1.2 included (its own process)."""
+async def _apps(url: Optional[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The apps of one store (in memory for None), and the rivals missing, with why."""
     apps: dict[str, Any] = {
         BARE: plain_app(),
-        NOOP: dependency_app(noop),
-        TRAFFIK: traffik_app(headers=True),
-        TRAFFIK_BARE: traffik_app(headers=False),
+        FLOOR: await floor_app(url),
+        TRAFFIK: traffik_app(True, url),
+        TRAFFIK_BARE: traffik_app(False, url),
     }
     missing: dict[str, str] = {}
     for rival in RIVALS:
         if rival.installed():
-            apps[rival.name] = rival.app()
+            apps[rival.name] = await rival.app(url)
         else:
             missing[rival.name] = f"not installed: pip install {rival.distribution}"
-    legacy, why = _legacy(settings.mode)  # first, alone: two timed processes would share CPUs
-    rows: list[RivalRow] = []
-    for workload in WORKLOADS:
-        times = await timed(apps, workload, settings)
-        rows += [_row(times, name, workload) for name in apps if name not in (BARE, NOOP)]
-        rows += [
-            RivalRow(name, workload, None, None, None, None, note) for name, note in missing.items()
-        ]
-        mine = _x_noop(times, TRAFFIK)
-        if legacy is None:
-            rows.append(RivalRow(LEGACY, workload, None, None, None, None, why))
-            continue
-        theirs = legacy[workload]
-        x_noop = _x_noop(theirs, LEGACY)
-        row = _row(theirs, LEGACY, workload)
-        if x_noop and mine and spread(mine)["median"] > 0:  # (a no-op costing nothing: none)
-            ratio = spread(x_noop)["median"] / spread(mine)["median"]
-            row.x_traffik = {"median": ratio, "min": ratio, "max": ratio}
-        rows.append(row)
+    return apps, missing
+
+
+async def _clear(url: str) -> None:
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(url)
+    try:
+        async for key in client.scan_iter(match=f"*{KEY_PREFIX}*", count=1000):
+            await client.delete(key)
+    finally:
+        await client.aclose()
+
+
+async def measure_rivals(settings: Settings) -> list[RivalRow]:
+    """Every limiter in every workload, traffik 1.2 included (its own process, first: two
+    timed processes at once would share the CPUs)."""
+    from benchmarks import legacy_run, servers
+
+    try:
+        server: Optional[servers.Server] = servers.start("redis")
+        unavailable = None
+    except servers.ServerUnavailable as exc:
+        server, unavailable = None, f"Redis not available: {exc}"
+    url = server.url if server else None
+    try:
+        legacy, why = legacy_run.measure_apart(settings.mode, url)
+        rows: list[RivalRow] = []
+        for store, workload in WORKLOADS:
+            if store == "redis" and url is None:
+                rows.append(
+                    RivalRow(TRAFFIK, store, workload, None, None, None, None, None, unavailable)
+                )
+                continue
+            apps, missing = await _apps(None if store == "memory" else url)
+            times = await timed(apps, store, workload, settings)
+            sequential = store == "redis" and not workload.endswith("at once")
+            counted = await commands(apps, url, settings) if sequential and url else {}
+            names = [name for name in apps if name not in (BARE, FLOOR)]
+            for name in names:
+                row = _row(times, name, store, workload)
+                row.commands = counted.get(name)
+                rows.append(row)
+            rows += [
+                RivalRow(name, store, workload, None, None, None, None, None, note)
+                for name, note in missing.items()
+            ]
+            rows.append(_legacy_row(legacy, why, times, store, workload))
+    finally:
+        close_all()
+        if url:
+            await _clear(url)
+        if server:
+            server.stop()
     return rows
+
+
+def _legacy_row(
+    legacy: Optional[dict[str, Any]],
+    why: Optional[str],
+    times: dict[str, list[float]],
+    store: str,
+    workload: str,
+) -> RivalRow:
+    """traffik 1.2's row from its process's figures (`x traffik`: the two `x floor`s)."""
+    key = f"{store} {workload}"
+    if legacy is None or key not in legacy["times"]:
+        return RivalRow(LEGACY, store, workload, None, None, None, None, None, why or "not run")
+    theirs = legacy["times"][key]
+    row = _row(theirs, LEGACY, store, workload)
+    row.commands = legacy["commands"].get(key)
+    x_floor, mine = _x_floor(theirs, LEGACY), _x_floor(times, TRAFFIK)
+    if x_floor and mine and spread(mine)["median"] > 0:  # (a floor costing nothing: none)
+        ratio = spread(x_floor)["median"] / spread(mine)["median"]
+        row.x_traffik = {"median": ratio, "min": ratio, "max": ratio}
+    return row
 
 
 def _us(value: Optional[Spread]) -> str:
@@ -221,25 +286,27 @@ def _x(value: Optional[Spread]) -> str:
 
 def markdown(rows: list[RivalRow], settings: Settings) -> str:
     lines = [
-        "### traffik against the other limiters (FastAPI, in memory, µs per request, CPU time)",
+        "### traffik against the other limiters (FastAPI, µs per request)",
         "",
-        f"{settings.repetitions} repetitions of {settings.requests} requests per limiter, "
-        "interleaved. `overhead`: over no limiter; `x no-op dependency`: that overhead over "
-        "a no-op `Depends`; `x traffik`: over traffik FixedWindow's overhead (above 1: "
-        "traffik costs less), within each repetition (traffik 1.2: the two processes' "
-        "`x no-op dependency`).",
+        f"{settings.repetitions} repetitions per limiter, interleaved; CPU time in memory, "
+        "wall time on Redis. `overhead`: over no limiter; `x floor`: that overhead over the "
+        "floor's (a no-op `Depends`; on Redis one making a raw `EVALSHA`); `x traffik`: over "
+        "traffik FixedWindow's overhead (above 1: traffik costs less), within each "
+        "repetition (traffik 1.2: the two processes' `x floor`); `commands`: Redis commands "
+        "per request.",
         "",
-        "| limiter | workload | request µs | overhead µs | x no-op dependency | x traffik |",
-        "|---|---|---:|---:|---|---|",
+        "| limiter | store | workload | request µs | overhead µs | x floor | x traffik | commands |",
+        "|---|---|---|---:|---:|---|---|---:|",
     ]
     for row in rows:
-        label = _label(row.workload, settings)
+        where = f"| {row.limiter} | {row.store} | {_label(row.workload, settings)} |"
         if row.missing:
-            lines.append(f"| {row.limiter} | {label} | {row.missing} | | | |")
+            lines.append(f"{where} {row.missing} | | | | |")
             continue
+        count = "" if row.commands is None else f"{row.commands:.2f}"
         lines.append(
-            f"| {row.limiter} | {label} | {_us(row.request_us)} | {_us(row.overhead_us)} "
-            f"| {_x(row.x_noop)} | {_x(row.x_traffik)} |"
+            f"{where} {_us(row.request_us)} | {_us(row.overhead_us)} "
+            f"| {_x(row.x_floor)} | {_x(row.x_traffik)} | {count} |"
         )
     return "\n".join(lines)
 

@@ -103,6 +103,26 @@ class MemoryStore(Store):
         return InMemoryBackend(namespace=namespace)
 
 
+async def client_commands(stats: Any, raw: Any, work: Callable[[], Awaitable[Any]]) -> int:
+    """The commands Redis received from clients while `work` ran: counted with `MONITOR` on
+    `stats`, between two `ECHO` markers sent by `raw` (two redis-py clients), leaving out the
+    commands that scripts run (`INFO stats` counts those too: an `EVALSHA` doing GET and SET
+    is 3)."""
+    marker = f"traffik-bench-{os.getpid()}-{id(work)}"
+    async with stats.monitor() as monitor:
+        await raw.echo(marker)
+        await work()
+        await raw.echo(marker)
+        seen, counted = 0, 0
+        while seen < 2:
+            command = await monitor.next_command()
+            if marker in command["command"]:
+                seen += 1
+            elif seen == 1 and command["client_type"] != "lua":
+                counted += 1
+    return counted
+
+
 class RedisStore(Store):
     """`RedisBackend`; the floor is redis-py's `EVALSHA` of `return 1`; counts from `MONITOR`."""
 
@@ -131,21 +151,7 @@ class RedisStore(Store):
         await self._raw.evalsha(self._sha, 1, "traffik-bench:raw")
 
     async def count_commands(self, work: Callable[[], Awaitable[Any]]) -> int:
-        """Counted with `MONITOR`, between two `ECHO` markers, leaving out the commands that
-        scripts run (`INFO stats` counts those too: an `EVALSHA` doing GET and SET is 3)."""
-        marker = f"traffik-bench-{os.getpid()}-{id(work)}"
-        async with self._stats.monitor() as monitor:
-            await self._raw.echo(marker)
-            await work()
-            await self._raw.echo(marker)
-            seen, counted = 0, 0
-            while seen < 2:
-                command = await monitor.next_command()
-                if marker in command["command"]:
-                    seen += 1
-                elif seen == 1 and command["client_type"] != "lua":
-                    counted += 1
-        return counted
+        return await client_commands(self._stats, self._raw, work)
 
     async def close(self) -> None:
         for client in (getattr(self, "_stats", None), getattr(self, "_raw", None)):

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -61,9 +64,10 @@ def test_real_server_benchmark_runs(tmp_path: Path) -> None:
     assert all(set(run["statuses"]) == {"200"} and run["requests"] for run in doc["runs"])
 
 
-@pytest.mark.slow  # times eight apps, and traffik 1.2 in a process of its own (15 s)
+@pytest.mark.slow  # times eight apps per workload, and traffik 1.2 in its own process (20 s)
 def test_rivals_benchmark_runs(tmp_path: Path) -> None:
     from benchmarks.rival_apps import RIVALS
+    from benchmarks.rivals import WORKLOADS
 
     out = tmp_path / "rivals.json"
     result = subprocess.run(
@@ -75,58 +79,88 @@ def test_rivals_benchmark_runs(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert "| limiter | workload | request µs | overhead µs |" in result.stdout
+    assert "| limiter | store | workload | request µs | overhead µs |" in result.stdout
     rows = json.loads(out.read_text(encoding="utf-8"))["rows"]
-    assert {row["workload"] for row in rows} == {"one key", "many keys"}
-    by_name = {(row["limiter"], row["workload"]): row for row in rows}
-    for workload in ("one key", "many keys"):
-        assert by_name["traffik FixedWindow", workload]["overhead_us"] is not None
+    by_name = {(row["limiter"], row["store"], row["workload"]): row for row in rows}
+    redis = shutil.which("redis-server") or os.environ.get("TRAFFIK_REDIS_URL")
+    if os.environ.get("CI"):  # in CI a missing server fails the run
+        assert redis, "CI needs redis-server on PATH or TRAFFIK_REDIS_URL"
+    for store, workload in WORKLOADS:
+        mine = by_name["traffik FixedWindow", store, workload]
+        if store == "redis" and not redis:
+            assert mine["missing"].startswith("Redis not available")
+            continue
+        assert mine["missing"] is None and mine["overhead_us"] is not None
         for rival in RIVALS:  # an installed rival is measured against traffik
-            row = by_name[rival.name, workload]
+            row = by_name[rival.name, store, workload]
             if rival.installed():
                 assert row["missing"] is None and row["overhead_us"] is not None
             else:
                 assert row["missing"] == f"not installed: pip install {rival.distribution}"
-        legacy = by_name["traffik 1.2.2", workload]  # measured, or why not
+            if store == "redis" and workload == "one key" and rival.installed():
+                assert row["commands"] > 0
+        legacy = by_name["traffik 1.2.2", store, workload]  # measured, or why not
         assert legacy["missing"] or legacy["overhead_us"] is not None
+    if redis:  # one round trip per decision, however many commands its script runs
+        assert by_name["traffik FixedWindow", "redis", "one key"]["commands"] == 1
 
 
-@pytest.mark.slow  # builds every variant and makes a few requests (10 s)
+@pytest.mark.slow  # builds every variant and makes a few requests (15 s)
 def test_every_instruction_variant_answers() -> None:
     """What `--instructions` runs under callgrind: each variant's app answers 200 (the
-    runner exits non-zero otherwise), traffik 1.2 in a process of its own."""
-    from benchmarks.instruction_run import GROUPS, LEGACY, needs
-    from benchmarks.rivals import legacy_path
+    runner exits non-zero otherwise), traffik 1.2 in a process of its own, the Redis
+    variants on a Redis started for the test."""
+    from benchmarks import servers
+    from benchmarks.instruction_run import GROUPS, LEGACY, ON_REDIS, needs
+    from benchmarks.legacy_run import legacy_path
 
-    variants = [v for group in GROUPS.values() for v in group if v != LEGACY and not needs(v)]
-    script = (
+    try:
+        server: Optional[servers.Server] = servers.start("redis")
+    except servers.ServerUnavailable:
+        assert not os.environ.get("CI"), "CI needs redis-server on PATH or TRAFFIK_REDIS_URL"
+        server = None
+    variants = [v for group in GROUPS.values() for v in group if not needs(v)]
+    if server is None:
+        variants = [v for v in variants if v not in GROUPS["FastAPI dependency on Redis"][1:]]
+    env = {**os.environ, **({"TRAFFIK_REDIS_URL": server.url} if server else {})}
+    place, why = legacy_path()
+    script = (  # one event loop for all (pyrate-limiter's leak task outlives its own)
         "import asyncio, sys\n"
         "from benchmarks.instruction_run import _run\n"
-        "for variant in sys.argv[1:]:\n"
-        "    asyncio.run(_run(variant, 3))\n"
+        "async def every():\n"
+        "    for variant in sys.argv[1:]:\n"
+        "        await _run(variant, 3)\n"
+        "asyncio.run(every())\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script, *variants],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    place, why = legacy_path()
-    if place is None:  # pip could not reach traffik 1.2: say why, as the report does
-        assert why
-        return
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.instruction_run", LEGACY, "3", str(place)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    try:
+        here = [v for v in variants if v.removesuffix(ON_REDIS) != LEGACY]
+        done = subprocess.run(
+            [sys.executable, "-c", script, *here],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        if place is None:  # pip could not reach traffik 1.2: say why, as the report does
+            assert why
+            return
+        for variant in (v for v in variants if v.removesuffix(ON_REDIS) == LEGACY):
+            done = subprocess.run(
+                [sys.executable, "-m", "benchmarks.instruction_run", variant, "3", str(place)],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
+            assert done.returncode == 0, done.stderr
+    finally:
+        if server:
+            server.stop()
 
 
 def test_instruction_ratios() -> None:
