@@ -15,7 +15,7 @@ writes) counts few instructions and costs many; the timed benchmark stays the me
 time.
 
 Needs `valgrind` on the PATH. Most of a run is Python starting under callgrind, twice per
-variant: about 10 minutes on 2 CPUs with `--quick` (100 and 300 requests), 15 without (300
+variant: about 15 minutes on 2 CPUs with `--quick` (100 and 300 requests), 20 without (300
 and 900).
 """
 
