@@ -107,14 +107,10 @@ async def _app(variant: str) -> tuple[Any, Callable[[], Any]]:
 
         layer = {"bare app": "bare", "no-op middleware": "noop"}.get(variant, "throttled")
         return middleware_app(layer), nothing
-    if variant in ("traffik FixedWindow, headers=None", "traffik FixedWindow") and url:
+    if variant == "traffik FixedWindow, headers=None" or (variant == "traffik FixedWindow" and url):
         from benchmarks.rival_apps import traffik_app
 
         return traffik_app(variant == "traffik FixedWindow", url), nothing
-    if variant == "traffik FixedWindow, headers=None":
-        from benchmarks.rival_apps import traffik_app
-
-        return traffik_app(False), nothing
     if variant == LEGACY:
         from benchmarks.legacy_run import legacy_app
 

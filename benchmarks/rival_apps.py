@@ -38,8 +38,8 @@ RATE_PER_DAY = 1_000_000
 """Requests a day each limiter allows a client: a limit no benchmark reaches."""
 
 _BODY = {"ok": True}
-_PREFIX = "traffik-bench-rivals"
-"""Where the rivals' keys live on Redis (each limiter's own prefix after it)."""
+KEY_PREFIX = "traffik-bench-rivals"
+"""Every limiter's keys on Redis start with it, its own prefix after (cleared after a run)."""
 
 _OPEN: list[Callable[[], Any]] = []
 """What `close_all` closes: the rivals' background work."""
@@ -71,7 +71,7 @@ async def _limits_app(url: Optional[str]) -> FastAPI:
     from limits.storage import MemoryStorage, RedisStorage
     from limits.strategies import FixedWindowRateLimiter
 
-    storage = MemoryStorage() if url is None else RedisStorage(url, key_prefix=f"{_PREFIX}-l")
+    storage = MemoryStorage() if url is None else RedisStorage(url, key_prefix=f"{KEY_PREFIX}-l")
     item, limiter = RateLimitItemPerDay(RATE_PER_DAY), FixedWindowRateLimiter(storage)
 
     async def limit(request: Request) -> Request:
@@ -90,7 +90,7 @@ async def _limits_aio_app(url: Optional[str]) -> FastAPI:
     storage = (
         MemoryStorage()
         if url is None
-        else RedisStorage(f"async+{url}", implementation="redispy", key_prefix=f"{_PREFIX}-la")
+        else RedisStorage(f"async+{url}", implementation="redispy", key_prefix=f"{KEY_PREFIX}-la")
     )
     item, limiter = RateLimitItemPerDay(RATE_PER_DAY), FixedWindowRateLimiter(storage)
 
@@ -108,7 +108,7 @@ async def _slowapi_app(url: Optional[str]) -> FastAPI:
     from slowapi.util import get_remote_address
 
     options: dict[str, Any] = {} if url is None else {"storage_uri": url}
-    limiter = Limiter(key_func=get_remote_address, key_prefix=f"{_PREFIX}-s", **options)
+    limiter = Limiter(key_func=get_remote_address, key_prefix=f"{KEY_PREFIX}-s", **options)
     app = FastAPI()
     app.state.limiter = limiter
     app.add_exception_handler(RateLimitExceeded, _rate_limit_exceeded_handler)  # type: ignore[arg-type]
@@ -132,7 +132,7 @@ async def _fastapi_limiter_app(url: Optional[str]) -> FastAPI:
         from pyrate_limiter.buckets.redis_bucket import RedisBucket
         from redis.asyncio import Redis
 
-        pyrate = Limiter(await RedisBucket.init(rates, Redis.from_url(url), f"{_PREFIX}-f"))
+        pyrate = Limiter(await RedisBucket.init(rates, Redis.from_url(url), f"{KEY_PREFIX}-f"))
     _OPEN.append(pyrate.close)  # its leak task would hold the event loop's shutdown
     limiter = RateLimiter(limiter=pyrate)
     app = FastAPI()
@@ -155,7 +155,7 @@ def traffik_app(headers: bool, url: Optional[str] = None) -> FastAPI:
     else:
         from traffik.backends.redis import RedisBackend
 
-        backend = RedisBackend(url, namespace=f"{_PREFIX}-t")
+        backend = RedisBackend(url, namespace=f"{KEY_PREFIX}-t")
     throttle = HTTPThrottle("bench:rivals", rate=f"{RATE_PER_DAY}/d", backend=backend, **options)
     return dependency_app(throttle)
 
@@ -174,7 +174,3 @@ def close_all() -> None:
     tasks), before their event loop closes."""
     while _OPEN:
         _OPEN.pop()()
-
-
-KEY_PREFIX = _PREFIX
-"""Every limiter's keys on Redis start with it (`clear` them after a run)."""

@@ -15,16 +15,26 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _python(
+    *args: str, timeout: float, env: Optional[dict[str, str]] = None
+) -> subprocess.CompletedProcess[str]:
+    """`python *args` from the repository's root: the finished process, output as text."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 @pytest.mark.slow  # starts a benchmark process (5 s)
 def test_benchmark_command_runs(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--smoke", "--backends", "memory", "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    result = _python(
+        "-m", "benchmarks", "--smoke", "--backends", "memory", "--json", str(out), timeout=300
     )
     assert result.returncode == 0, result.stderr
     assert "| store | strategy | workload | conc |" in result.stdout
@@ -42,13 +52,8 @@ def test_benchmark_command_runs(tmp_path: Path) -> None:
 def test_real_server_benchmark_runs(tmp_path: Path) -> None:
     pytest.importorskip("uvicorn")
     out = tmp_path / "served.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--real-server", "--smoke", "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    result = _python(
+        "-m", "benchmarks", "--real-server", "--smoke", "--json", str(out), timeout=120
     )
     assert result.returncode == 0, result.stderr
     assert "FixedWindow / no limiter" in result.stdout
@@ -70,14 +75,7 @@ def test_rivals_benchmark_runs(tmp_path: Path) -> None:
     from benchmarks.rivals import WORKLOADS
 
     out = tmp_path / "rivals.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--rivals", "--smoke", "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    result = _python("-m", "benchmarks", "--rivals", "--smoke", "--json", str(out), timeout=600)
     assert result.returncode == 0, result.stderr
     assert "| limiter | store | workload | request µs | overhead µs |" in result.stdout
     rows = json.loads(out.read_text(encoding="utf-8"))["rows"]
@@ -134,28 +132,14 @@ def test_every_instruction_variant_answers() -> None:
     )
     try:
         here = [v for v in variants if v.removesuffix(ON_REDIS) != LEGACY]
-        done = subprocess.run(
-            [sys.executable, "-c", script, *here],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        done = _python("-c", script, *here, timeout=300, env=env)
         assert done.returncode == 0, done.stderr
         if place is None:  # pip could not reach traffik 1.2: say why, as the report does
             assert why
             return
         for variant in (v for v in variants if v.removesuffix(ON_REDIS) == LEGACY):
-            done = subprocess.run(
-                [sys.executable, "-m", "benchmarks.instruction_run", variant, "3", str(place)],
-                cwd=ROOT,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=300,
-                check=False,
+            done = _python(
+                "-m", "benchmarks.instruction_run", variant, "3", str(place), timeout=300, env=env
             )
             assert done.returncode == 0, done.stderr
     finally:
