@@ -236,6 +236,48 @@ def test_forked_workers_share_one_budget(tmp_path: Path) -> None:
     assert int(result.stdout) == 100
 
 
+FORK_IN_LOOP = r"""
+import asyncio, os, sys
+
+from traffik.backends.sqlite import SQLiteBackend, _database
+from traffik.rates import Rate
+from traffik.strategies import FixedWindow
+
+backend, rate, strategy = SQLiteBackend(sys.argv[1]), Rate.parse("3/hour"), FixedWindow()
+loop = asyncio.new_event_loop()  # kept open across the fork: its connection is inherited
+hit = lambda: loop.run_until_complete(strategy("hot", rate, backend))
+admitted = [hit(), hit()].count(0)
+parent = backend._db._by_loop[loop].cursor
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:
+    waits = [hit(), hit()]  # the same loop object, in a process of its own
+    own = backend._db._by_loop[loop].cursor is not parent
+    backend._db.close()  # closes only what the child opened
+    os.write(write, f"{waits.count(0)} {own} {len(_database._INHERITED)}".encode())
+    os._exit(0)
+assert os.waitpid(pid, 0)[1] == 0
+child_admitted, own, inherited = os.read(read, 64).decode().split()
+print(admitted, child_admitted, own, inherited, hit() == 0, parent.execute("SELECT 1").fetchone())
+"""
+
+
+def test_a_forked_child_never_uses_the_parents_connection(tmp_path: Path) -> None:
+    """A loop kept open across a fork: the child opens its own connection on it, never
+    touches (nor closes) the one it inherited, and shares the budget with its parent."""
+    result = subprocess.run(
+        [sys.executable, "-c", FORK_IN_LOOP, str(tmp_path / "traffik.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    # parent 2 admitted, child 1 of 2, on its own connection, the inherited one kept aside;
+    # the parent's next hit is refused, and its connection still works.
+    assert result.stdout.split() == ["2", "1", "True", "1", "False", "(1,)"]
+
+
 APP = r"""
 import os
 

@@ -56,6 +56,22 @@ __all__ = ["Database"]
 T = TypeVar("T")
 
 _memories = itertools.count()
+
+
+class _Process:
+    """This process's id, kept current by a fork hook: a decision reads it with no system
+    call (`os.getpid()` is one, each time)."""
+
+    pid = os.getpid()
+
+
+def _forked() -> None:
+    _Process.pid = os.getpid()
+
+
+if hasattr(os, "register_at_fork"):  # (no fork, no hook, where it is missing: Windows)
+    os.register_at_fork(after_in_child=_forked)
+
 _INHERITED: list[Callable[[], None]] = []
 """The `close` of each connection a parent process opened before a fork: in the child it is
 never called (SQLite forbids using a connection across `fork`, closing included); keeping it
@@ -79,8 +95,8 @@ class Database:
         self.timeout = timeout
         self.cursor_type = cursor
         self.memory = path == MEMORY
-        self._memory_name = f"traffik-{os.getpid()}-{next(_memories)}"
-        self._pid = os.getpid()
+        self._pid = _Process.pid
+        self._memory_name = f"traffik-{self._pid}-{next(_memories)}"
         self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Handle]
         self._by_loop = weakref.WeakKeyDictionary()
         self._last: tuple[Any, _Handle | None] = (None, None)
@@ -92,7 +108,7 @@ class Database:
         """The running loop's connection in this process (its cursor and its line of
         waiting tasks), opened on first use; one cursor serves every statement."""
         loop = asyncio.get_running_loop()
-        if os.getpid() != self._pid:
+        if _Process.pid != self._pid:
             self._forget_parent()
         last_loop, handle = self._last
         if last_loop is loop and handle is not None:
@@ -138,7 +154,7 @@ class Database:
             if detached is not None:
                 _INHERITED.append(detached[1])
         self._reset()
-        self._pid = os.getpid()
+        self._pid = _Process.pid
 
     def _reset(self) -> None:
         self._by_loop = weakref.WeakKeyDictionary()
@@ -146,7 +162,7 @@ class Database:
 
     def close(self) -> None:
         """Close this process's connections (the data in a file stays)."""
-        if os.getpid() != self._pid:
+        if _Process.pid != self._pid:
             self._forget_parent()
         closers = self._closers
         self._reset()
