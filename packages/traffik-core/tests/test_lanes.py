@@ -94,3 +94,30 @@ def test_a_lane_belongs_to_its_event_loop() -> None:
         stuck.cancel()
         other.run_until_complete(asyncio.gather(stuck, return_exceptions=True))
         other.close()
+
+
+def test_the_next_round_is_run_by_the_hit_that_opened_the_lane() -> None:
+    """Hits that join a lone round are decided together by the opener's `run`, whatever
+    `run` they bring; a key whose rounds are over holds nothing."""
+    lanes: Lanes[int, int] = Lanes()
+    rounds: list[tuple[str, list[int]]] = []
+
+    def named(name: str, factor: int):  # type: ignore[no-untyped-def]
+        async def run(hits: list[int]) -> list[int]:
+            rounds.append((name, hits))
+            await asyncio.sleep(0)
+            return [factor * hit for hit in hits]
+
+        return run
+
+    async def here() -> list[int]:
+        assert await lanes.decide("k", 1, named("alone", 1)) == 1  # sequential: no lane left
+        assert len(lanes) == 0
+        opener, joiner = named("opener", 10), named("joiner", 100)
+        return await asyncio.gather(
+            lanes.decide("k", 1, opener), *(lanes.decide("k", i, joiner) for i in (2, 3))
+        )
+
+    assert asyncio.run(here()) == [10, 20, 30]
+    assert rounds == [("alone", [1]), ("opener", [1]), ("opener", [2, 3])]
+    assert len(lanes) == 0

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Hashable
-from typing import TYPE_CHECKING, Callable, Generic, Optional, TypeVar
+from typing import TYPE_CHECKING, Callable, Generic, Optional, TypeVar, Union
 
 from traffik.strategies.fixed_window import counted_decision
 
@@ -47,6 +47,11 @@ class _Lane(Generic[H, R]):
         self.task: Optional[asyncio.Task[None]] = None
 
 
+_Lone = tuple[asyncio.AbstractEventLoop, Round[H, R]]
+"""A key's lone round in flight (its loop, and how it decides a batch): a `_Lane` is made
+only when another hit joins it, so a sequential hit costs one small tuple."""
+
+
 class Lanes(Generic[H, R]):
     """The keys with a round in flight; `decide` runs a hit alone or in the next round.
 
@@ -58,7 +63,7 @@ class Lanes(Generic[H, R]):
     __slots__ = ("_lanes",)
 
     def __init__(self) -> None:
-        self._lanes: dict[Hashable, _Lane[H, R]] = {}
+        self._lanes: dict[Hashable, Union[_Lane[H, R], _Lone[H, R]]] = {}
 
     def __len__(self) -> int:
         return len(self._lanes)
@@ -82,16 +87,23 @@ class Lanes(Generic[H, R]):
         """None when `key` is idle in this loop: the lane is opened for the caller's own
         round (then `close(key)`); else the future of `hit`'s result in the next round."""
         loop = asyncio.get_running_loop()
-        lane = self._lanes.get(key)
+        lanes = self._lanes
+        lane = lanes.get(key)
         if lane is not None:
-            if lane.loop is loop:
+            if type(lane) is tuple:  # a lone round: the hits that join it need a lane
+                owner, opened_by = lane
+                if owner is loop:
+                    lane = lanes[key] = _Lane(loop, opened_by)
+            else:
+                owner = lane.loop
+            if owner is loop:
                 future: asyncio.Future[R] = loop.create_future()
-                lane.queue.append((hit, future))
+                lane.queue.append((hit, future))  # type: ignore[union-attr]
                 return future
-            if not lane.loop.is_closed():
+            if not owner.is_closed():
                 return None  # another loop's round: left to it, and this hit goes alone
         # idle (or the lane of a loop closed with its round in flight, replaced)
-        self._lanes[key] = _Lane(loop, run)
+        lanes[key] = (loop, run)
         return None
 
     def close(self, key: Hashable) -> None:
@@ -99,7 +111,12 @@ class Lanes(Generic[H, R]):
         hit that went alone beside another loop's round finds that loop's lane: nothing to
         do.)"""
         lane = self._lanes.get(key)
-        if lane is not None and lane.loop is asyncio.get_running_loop():
+        if lane is None:
+            return
+        if type(lane) is tuple:  # nobody joined
+            if lane[0] is asyncio.get_running_loop():
+                del self._lanes[key]
+        elif lane.loop is asyncio.get_running_loop():
             self._next(key, lane)
 
     def _next(self, key: Hashable, lane: _Lane[H, R]) -> None:
