@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Hashable
-from typing import TYPE_CHECKING, Callable, Generic, Optional, TypeVar, Union
+from typing import TYPE_CHECKING, Callable, Generic, Optional, TypeVar, Union, cast
 
 from traffik.strategies.fixed_window import counted_decision
 
@@ -90,15 +90,15 @@ class Lanes(Generic[H, R]):
         lanes = self._lanes
         lane = lanes.get(key)
         if lane is not None:
-            if type(lane) is tuple:  # a lone round: the hits that join it need a lane
+            if isinstance(lane, _Lane):
+                owner = lane.loop
+            else:  # a lone round: the hits that join it need a lane
                 owner, opened_by = lane
                 if owner is loop:
                     lane = lanes[key] = _Lane(loop, opened_by)
-            else:
-                owner = lane.loop
             if owner is loop:
                 future: asyncio.Future[R] = loop.create_future()
-                lane.queue.append((hit, future))  # type: ignore[union-attr]
+                cast("_Lane[H, R]", lane).queue.append((hit, future))
                 return future
             if not owner.is_closed():
                 return None  # another loop's round: left to it, and this hit goes alone
@@ -113,7 +113,7 @@ class Lanes(Generic[H, R]):
         lane = self._lanes.get(key)
         if lane is None:
             return
-        if type(lane) is tuple:  # nobody joined
+        if not isinstance(lane, _Lane):  # nobody joined
             if lane[0] is asyncio.get_running_loop():
                 del self._lanes[key]
         elif lane.loop is asyncio.get_running_loop():
