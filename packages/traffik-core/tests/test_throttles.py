@@ -26,7 +26,8 @@ from traffik import (
     is_throttled,
 )
 from traffik.exceptions import BackendError, ConfigurationError
-from traffik.identity import remote_address
+from traffik.identity import grouped_address, remote_address
+from traffik.keyparts import client_part
 from traffik.strategies import GCRA, TokenBucket
 from traffik.testing import FailingBackend
 
@@ -95,6 +96,39 @@ async def test_per_route_false_counts_across_routes(backend: InMemoryBackend) ->
             200,
             429,
         ]
+
+
+async def test_each_new_client_of_a_route_gets_the_key_key_for_composes(
+    backend: InMemoryBackend,
+) -> None:
+    """New clients of a known route get their keys from the route's prepared ends: the
+    same keys as composed in full, per client and per route, and a subclass's own
+    `compose_key` still composes each."""
+
+    class Hashed(HTTPThrottle):
+        def compose_key(self, client: str, route: Any, context: Any) -> str:
+            return f"hashed:{len(client)}:{route}"
+
+    plain = HTTPThrottle("plain", rate="10/min", backend=backend)
+    hashed = Hashed("hashed", rate="10/min", backend=backend)
+    hosts = ("10.0.0.1", "10.0.0.22", "2001:db8::1")
+    for path in ("/items/1", "/other", "/items/2"):
+        for host in hosts:
+            async with client_for(make_app(plain, hashed), client=(host, 1)) as client:
+                assert (await client.get(path)).status_code == 200
+    keys = sorted(await backend.keys())
+    expected = sorted(
+        f"throttles:{plain.key_for(None, grouped_address(host), {}, route=route)}:fw"
+        for route in ("GET:/items/%7Bitem_id%7D", "GET:/other")
+        for host in hosts
+    )
+    hashed_keys = [key for key in keys if key.startswith("throttles:hashed:")]
+    assert [key for key in keys if not key.startswith("throttles:hashed:")] == expected
+    assert sorted(hashed_keys) == sorted(
+        f"throttles:hashed:{len(client_part(grouped_address(host)))}:{route}:fw"
+        for route in ("GET:/items/%7Bitem_id%7D", "GET:/other")
+        for host in hosts
+    )
 
 
 async def test_429_has_retry_after_and_fastapi_body(

@@ -114,11 +114,16 @@ class ConnectionInputs:
 
     def compose_key(self, client: str, route: Optional[str], context: Mapping[str, Any]) -> str:
         """The key from its escaped parts: `uid:{client}[:route][:scope]`."""
-        key = f"{self._uid_part}:{{{client}}}"
-        if route is not None:
-            key = f"{key}:{route}"
+        head, tail = self.key_around(route, context)
+        return head + client + tail
+
+    def key_around(self, route: Optional[str], context: Mapping[str, Any]) -> tuple[str, str]:
+        """What `compose_key` puts before the client part (`uid:{`) and after it
+        (`}[:route][:scope]`): the same for every client of a route, so a throttle prepares
+        it once per route."""
+        tail = "}" if route is None else f"}}:{route}"
         extra = context.get("scope")
-        return key if extra is None else f"{key}:{escape(str(extra))}"
+        return f"{self._uid_part}:{{", tail if extra is None else f"{tail}:{escape(str(extra))}"
 
     async def _identity(self, connection: Any, backend: ThrottleBackend, scope: Any) -> Any:
         """`identify`, kept in the connection's state per uid with `cache_ids` (so a

@@ -124,7 +124,13 @@ class ThrottleSettings:
             Optional[Callable[[str], Awaitable[Any]]],
         ]
         self._decider = (None, None, None)
+        self._forget_keys()
+
+    def _forget_keys(self) -> None:
+        """Forget the keys remembered per peer and route (`Throttle._prepared`), and the
+        routes' prepared key parts."""
         self._keys: dict[tuple[Any, ...], tuple[Any, tuple[tuple[Rate, ...], int, str]]] = {}
+        self._ends: dict[tuple[Any, ...], tuple[Any, Optional[str], str]] = {}
 
     def _set_rate(self, rate: Union[RatesLike, Callable[..., Any]]) -> None:
         rate_fn: Optional[Callable[..., Any]] = None

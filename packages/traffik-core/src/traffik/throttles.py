@@ -572,14 +572,39 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
     ) -> tuple[tuple[Rate, ...], int, str]:
         """What `_prepared` answers for a peer and route met for the first time, remembered
         (at most `KEY_CACHE_SIZE` of them: then they are forgotten all at once; a change of
-        rate, cost, strategy or identifier forgets them too)."""
+        rate, cost, strategy or identifier forgets them too). The key is the route's
+        prepared ends (`_key_ends`) around the peer's part: a new client of a known route
+        costs one concatenation."""
         keys = self._keys
         if len(keys) >= KEY_CACHE_SIZE:
             keys.clear()
         part = peer_part(host) if host is not None else ANONYMOUS_PART
-        prepared = (self._rates, self.cost, self._key(connection, part, ctx))
-        keys[seen] = (connection.scope.get("route"), prepared)
+        route = connection.scope.get("route")
+        where = seen[1:]  # (the route, method and roots: what the key's ends depend on)
+        ends = self._ends.get(where)
+        if ends is None or ends[0] is not route:
+            ends = self._key_ends(where, route, connection, ctx)
+        head, tail = ends[1], ends[2]
+        key = self._key(connection, part, ctx) if head is None else head + part + tail
+        prepared = (self._rates, self.cost, key)
+        keys[seen] = (route, prepared)
         return prepared
+
+    def _key_ends(
+        self, where: tuple[Any, ...], route: Any, connection: Any, ctx: Mapping[str, Any]
+    ) -> tuple[Any, Optional[str], str]:
+        """The key's parts before and after the client's for `connection`'s route
+        (`key_around`), remembered with the route as `_keys` are; no head (None) when a
+        subclass composes keys its own way (`compose_key`), which then composes each."""
+        ends = self._ends
+        if len(ends) >= KEY_CACHE_SIZE:
+            ends.clear()
+        head: Optional[str] = None
+        tail = ""
+        if type(self).compose_key is ConnectionInputs.compose_key:
+            head, tail = self.key_around(self._route_key(connection.scope), ctx)
+        found = ends[where] = (route, head, tail)
+        return found
 
     async def _prepare(
         self,
@@ -614,8 +639,11 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
 
     def _key(self, connection: Any, client: str, ctx: Mapping[str, Any]) -> str:
         """The key of `connection`'s bucket for a client part (`compose_key`)."""
-        route = self._route_of(connection.scope) if self._per_route else None
-        return self.compose_key(client, route, ctx)
+        return self.compose_key(client, self._route_key(connection.scope), ctx)
+
+    def _route_key(self, scope: Any) -> Optional[str]:
+        """The route's part of a key (None without `per_route`)."""
+        return self._route_of(scope) if self._per_route else None
 
     @property
     def per_route(self) -> bool:
@@ -625,7 +653,7 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
     @per_route.setter
     def per_route(self, value: bool) -> None:
         self._per_route = bool(value)
-        self._keys: dict[tuple[Any, ...], tuple[Any, tuple[tuple[Rate, ...], int, str]]] = {}
+        self._forget_keys()
 
     def _step(
         self, key: str, rates: tuple[Rate, ...], cost: int, backend: ThrottleBackend
