@@ -224,16 +224,22 @@ print(admitted + asyncio.run(hits(10)))
 """
 
 
-def test_forked_workers_share_one_budget(tmp_path: Path) -> None:
+def run_script(script: str, tmp_path: Path, timeout: float) -> str:
+    """`script` run by a Python of its own on a file in `tmp_path` (its `sys.argv[1]`): what
+    it printed, once it exited cleanly."""
     result = subprocess.run(
-        [sys.executable, "-c", FORKING, str(tmp_path / "traffik.db")],
+        [sys.executable, "-c", script, str(tmp_path / "traffik.db")],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert int(result.stdout) == 100
+    return result.stdout
+
+
+def test_forked_workers_share_one_budget(tmp_path: Path) -> None:
+    assert int(run_script(FORKING, tmp_path, timeout=120)) == 100
 
 
 FORK_IN_LOOP = r"""
@@ -265,17 +271,10 @@ print(admitted, child_admitted, own, inherited, hit() == 0, parent.execute("SELE
 def test_a_forked_child_never_uses_the_parents_connection(tmp_path: Path) -> None:
     """A loop kept open across a fork: the child opens its own connection on it, never
     touches (nor closes) the one it inherited, and shares the budget with its parent."""
-    result = subprocess.run(
-        [sys.executable, "-c", FORK_IN_LOOP, str(tmp_path / "traffik.db")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
+    printed = run_script(FORK_IN_LOOP, tmp_path, timeout=60)
     # parent 2 admitted, child 1 of 2, on its own connection, the inherited one kept aside;
     # the parent's next hit is refused, and its connection still works.
-    assert result.stdout.split() == ["2", "1", "True", "1", "False", "(1,)"]
+    assert printed.split() == ["2", "1", "True", "1", "False", "(1,)"]
 
 
 APP = r"""
