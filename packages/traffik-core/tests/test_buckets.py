@@ -335,6 +335,34 @@ async def test_per_route_budgets_share_a_template_and_never_cross_mounts() -> No
     assert mounted == [200, 200, 429]  # the mount has its own
 
 
+async def test_head_counts_in_the_budget_of_get() -> None:
+    # Starlette serves HEAD through a GET route's endpoint: one budget, not two.
+    backend = InMemoryBackend(namespace="head")
+    throttle = HTTPThrottle("t", rate="2/min", backend=backend)
+    app = Starlette(routes=[Route("/x", throttled_endpoint(throttle))])
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://test"
+    ) as client:
+        statuses = [(await client.get("/x")).status_code, (await client.head("/x")).status_code]
+        statuses.append((await client.head("/x")).status_code)
+    assert statuses == [200, 200, 429]
+    assert await backend.keys() == ["head:t:{127.0.0.1}:GET:/x:fw"]
+
+
+def test_the_route_parts_of_one_route_are_bounded() -> None:
+    # A mount path with parameters gives each value its own part: the client picks the values,
+    # so what is remembered per route must stay bounded.
+    from traffik import buckets
+
+    route = Route("/items/{item_id}", ok)
+    for tenant in range(buckets._PARTS_MAX + 10):
+        root = f"/t/{tenant}"
+        scope = {"type": "http", "method": "GET", "route": route}
+        scope.update(root_path=root, app_root_path="", path=root + "/items/1")
+        assert buckets.route_part(scope) == f"GET:{escape(root)}/items/%7Bitem_id%7D"
+    assert len(buckets._PARTS[id(route)][1]) <= buckets._PARTS_MAX
+
+
 def fastapi_app(throttle: HTTPThrottle) -> FastAPI:
     app = FastAPI()
     router = APIRouter(prefix="/v1")

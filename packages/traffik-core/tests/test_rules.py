@@ -87,6 +87,17 @@ async def test_a_rule_applies_to_what_it_matches_a_bypass_to_the_rest() -> None:
     assert rule.methods == frozenset({"POST", "post"})
 
 
+async def test_a_rule_for_get_matches_head_as_starlette_routes_do() -> None:
+    # HEAD runs the GET endpoint: a rule or bypass for GET covers it, one for POST does not.
+    for method in ("HEAD", "head"):
+        assert await Rule(methods="GET").check(request(method))
+        assert not await Bypass(methods=["get"]).check(request(method))
+        assert not await Rule(methods="POST").check(request(method))
+    assert await Rule(methods="HEAD").check(request("HEAD"))
+    assert not await Rule(methods="HEAD").check(request("GET"))
+    assert Rule(methods="GET").methods == frozenset({"GET", "get"})
+
+
 async def test_methods_are_ignored_for_websockets() -> None:
     assert await Rule(path="/ws", methods=["GET"]).check(websocket())
     assert not await Bypass(methods="GET").check(websocket("/other"))

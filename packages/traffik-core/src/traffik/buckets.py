@@ -11,9 +11,12 @@ throttles, routes and rates, lives on one node, so a decision over several is on
 The route template is the route as declared (`/items/{item_id}`), so every item shares one
 budget: `scope["route"]` when the router sets it (Starlette 1.x, FastAPI), otherwise the
 route whose endpoint is `scope["endpoint"]`, found once per app and endpoint (Starlette
-0.4x). Routes under a `Mount` are prefixed by the mount's path as served (`root_path` beyond
-the app's own), so two mounts never share a bucket; a mount whose path has parameters
-therefore counts each value apart. Paths for middleware rules are relative to the mount
+0.4x). FastAPI 0.16x includes a router's routes by reference, so `scope["route"]` is the same
+object under every prefix the router is included with: the inclusion's own route context,
+which FastAPI leaves in the scope with the prefixed path, stands for the route then
+(`served_route`), so each inclusion counts apart. Routes under a `Mount` are prefixed by the
+mount's path as served (`root_path` beyond the app's own), so two mounts never share a
+bucket; a mount whose path has parameters therefore counts each value apart. Paths for middleware rules are relative to the mount
 (`route_path`), as Starlette's own router matches them.
 """
 
@@ -33,6 +36,7 @@ __all__ = [
     "route_part",
     "route_path",
     "route_template",
+    "served_route",
     "without_method",
 ]
 
@@ -46,6 +50,23 @@ def bucket_prefix(uid: Optional[str] = None, client: Any = None) -> str:
     if client is None:
         return escape(uid) + ":"
     return f"{escape(uid)}:{{{client_part(client)}}}:"
+
+
+def served_route(scope: Mapping[str, Any]) -> Any:
+    """The route serving `scope` as the app serves it: `scope["route"]`, or, for a route of a
+    router FastAPI includes by reference (0.16x), that inclusion's route context, whose `path`
+    carries the prefixes (a router included at `/v1` and at `/v2` serves two routes)."""
+    route = scope.get("route")
+    fastapi = scope.get("fastapi")
+    if fastapi is not None and route is not None:
+        included = fastapi.get("effective_route_context")
+        if (
+            included is not None
+            and getattr(included, "original_route", None) is route
+            and getattr(route, "routes", None) is None  # (a mount: its path is in root_path)
+        ):
+            return included
+    return route
 
 
 def route_path(scope: Mapping[str, Any]) -> str:
@@ -105,7 +126,7 @@ def route_template(scope: Mapping[str, Any]) -> str:
     """The declared path of the route serving `scope`, prefixed by its mounts; the concrete
     path when no route is known (a bare ASGI app)."""
     template = None
-    route = scope.get("route")
+    route = served_route(scope)
     if route is not None:
         template = _template(route)
     else:
@@ -130,14 +151,19 @@ def route_template(scope: Mapping[str, Any]) -> str:
 _PARTS: dict[int, tuple[Any, dict[Any, str]]] = {}
 _PARTS_MAX = 4096
 """Route parts remembered per route object (by identity: Starlette routes compare by value and
-do not hash) or named template, then per method and mount."""
+do not hash) or named template, then per method and mount: at most this many of each, then
+forgotten all at once."""
 
 
 def route_part(scope: Mapping[str, Any], template: Optional[str] = None) -> str:
     """`METHOD:/template` (`WS:/template` for WebSockets), escaped: the route's share of a key.
-    `template` replaces the route's own (a middleware rule's pattern, a route named by hand)."""
-    route = scope.get("route") if template is None else template
+    `template` replaces the route's own (a middleware rule's pattern, a route named by hand).
+    HEAD counts as GET: Starlette serves it through the GET endpoint, so it spends GET's
+    budget instead of opening one of its own."""
+    route = served_route(scope) if template is None else template
     method = scope.get("method") or ("WS" if scope.get("type") == "websocket" else "")
+    if method == "HEAD":
+        method = "GET"
     if route is None:
         return f"{escape(method)}:{escape(route_template(scope))}"
     entry = _PARTS.get(id(route))
@@ -148,10 +174,13 @@ def route_part(scope: Mapping[str, Any], template: Optional[str] = None) -> str:
     variant = (
         (method, scope["root_path"], scope["app_root_path"]) if "app_root_path" in scope else method
     )
-    part = entry[1].get(variant)
+    variants = entry[1]
+    part = variants.get(variant)
     if part is None:
+        if len(variants) >= _PARTS_MAX:  # (a mount path's parameters: the client picks them)
+            variants.clear()
         full = route_template(scope) if template is None else template
-        part = entry[1][variant] = f"{escape(method)}:{escape(full)}"
+        part = variants[variant] = f"{escape(method)}:{escape(full)}"
     return part
 
 

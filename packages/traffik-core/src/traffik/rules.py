@@ -197,11 +197,17 @@ class _Criteria:
         return 2 * (self.predicate is not None) + (not self.bypass)
 
     def matches_scope(self, scope: Mapping[str, Any]) -> bool:
-        """Whether the method (HTTP only) and the path match, without the predicate."""
+        """Whether the method (HTTP only) and the path match, without the predicate. HEAD
+        matches a rule for GET, as Starlette's GET routes serve it."""
         methods = self.methods
         if methods is not None:
             method = scope.get("method")
-            if method is not None and method not in methods and method.upper() not in methods:
+            if (
+                method is not None
+                and method not in methods
+                and method.upper() not in methods
+                and (method.upper() != "HEAD" or "GET" not in methods)
+            ):
                 return False
         return self._match is None or self._match(route_path(scope)) is not None
 

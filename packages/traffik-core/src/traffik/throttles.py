@@ -15,7 +15,7 @@ from starlette.websockets import WebSocket
 from traffik import outcomes
 from traffik.backends.base import ThrottleBackend
 from traffik.bucket_state import BucketState
-from traffik.buckets import route_part, without_method
+from traffik.buckets import route_part, served_route, without_method
 from traffik.config import THROTTLED_STATE_KEY
 from traffik.connection_inputs import ConnectionInputs
 from traffik.decision import Decision
@@ -550,7 +550,7 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
         scope = connection.scope
         client = scope.get("client")
         host = client[0] if client else None
-        route = scope.get("route")
+        route = served_route(scope) if "fastapi" in scope else scope.get("route")
         if (route is not None or not self._per_route) and "scope" not in ctx:
             # The key is a function of these alone: remembered per throttle (`_keys`).
             seen = (
@@ -562,13 +562,18 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
             )
             known = self._keys.get(seen)
             if known is None or known[0] is not route:  # (a route gone, its id reused)
-                return self._remember_key(seen, connection, host, ctx)
+                return self._remember_key(seen, connection, host, route, ctx)
             return known[1]
         part = peer_part(host) if host is not None else ANONYMOUS_PART
         return self._rates, self.cost, self._key(connection, part, ctx)
 
     def _remember_key(
-        self, seen: tuple[Any, ...], connection: Any, host: Optional[str], ctx: Mapping[str, Any]
+        self,
+        seen: tuple[Any, ...],
+        connection: Any,
+        host: Optional[str],
+        route: Any,
+        ctx: Mapping[str, Any],
     ) -> tuple[tuple[Rate, ...], int, str]:
         """What `_prepared` answers for a peer and route met for the first time, remembered
         (at most `KEY_CACHE_SIZE` of them: then they are forgotten all at once; a change of
@@ -579,7 +584,6 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
         if len(keys) >= KEY_CACHE_SIZE:
             keys.clear()
         part = peer_part(host) if host is not None else ANONYMOUS_PART
-        route = connection.scope.get("route")
         where = seen[1:]  # (the route, method and roots: what the key's ends depend on)
         ends = self._ends.get(where)
         if ends is None or ends[0] is not route:
