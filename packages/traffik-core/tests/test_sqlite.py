@@ -205,6 +205,14 @@ async def test_a_missing_directory_is_an_error_naming_the_file(tmp_path: Path) -
         await SQLiteBackend(path).initialize()
 
 
+async def test_a_directory_is_an_error_saying_so(tmp_path: Path) -> None:
+    with pytest.raises(BackendConnectionError) as caught:
+        await SQLiteBackend(tmp_path).initialize()
+    message = str(caught.value)
+    assert f"{str(tmp_path)!r}" in message and "it is a directory" in message, message
+    assert "directory exists" not in message
+
+
 async def test_a_locked_file_fails_after_the_timeout_then_recovers(db: Path) -> None:
     backend = SQLiteBackend(db, timeout=0.05)
     await backend.set("k", "v")
@@ -323,6 +331,7 @@ async def test_checkpoints_run_in_a_thread_not_inside_a_commit(db: Path) -> None
     checkpoints = backend._db._checkpoints
     assert checkpoints is not None
     checkpoints.every = 20
+    checkpoints._commits = 0  # (opening the file and `set` committed too: count from here)
     for _ in range(19):
         await backend.increment("k")
     frames, copied = logged(db)

@@ -574,3 +574,30 @@ async def test_a_hit_cancelled_while_waiting_for_its_round_is_not_charged(
     assert await _outcome(throttle, request) == "admitted"
     (stat,) = [await throttle.stat(request)]
     assert stat is not None and stat.hits_remaining == 10 - 6
+
+
+async def test_hits_waiting_for_their_round_fail_on_their_own_time_and_are_not_charged(
+    db: Path,
+) -> None:
+    backend = SQLiteBackend(db, timeout=0.4, cache_refusals=False, on_error="raise")
+    throttle = HTTPThrottle("t", rate="10/min", backend=backend)
+    request = _from("10.0.0.1")
+    assert await _outcome(throttle, request) == "admitted"  # the key's row exists
+    loop = asyncio.get_running_loop()
+    held = hold(db)
+    try:
+        started_at = loop.time()
+        early = started(*(_outcome(throttle, request) for _ in range(3)))  # one waits, two queue
+        await asyncio.sleep(0.3)
+        late = started(_outcome(throttle, request))  # queues behind the wait in flight
+        done = await asyncio.gather(*early, return_exceptions=True)
+        failed_at = loop.time() - started_at
+        assert all(isinstance(r, BackendConnectionError) for r in done), done
+        assert failed_at < 0.55, "the queued hits failed at their own time, with the first"
+        await asyncio.sleep(0.1)
+    finally:
+        release(held)  # the late hit's round gets the file before its time is up
+    assert await late[0] == "admitted"
+    stat = await throttle.stat(request)
+    assert stat is not None and stat.hits_remaining == 10 - 2, "only the two decided charged"
+    await backend.close()

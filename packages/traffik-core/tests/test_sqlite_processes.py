@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import queue
@@ -10,6 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,7 @@ import pytest
 
 from traffik import Rate
 from traffik.backends.sqlite import SQLiteBackend
-from traffik.exceptions import BackendConnectionError
+from traffik.exceptions import BackendConnectionError, ConnectionThrottled
 from traffik.strategies import BUILTIN_STRATEGIES, GCRA
 
 pytestmark = pytest.mark.slow
@@ -370,3 +373,78 @@ async def test_uvicorn_workers_admit_exactly_the_limit(uvicorn_app: str) -> None
             assert statuses == [200] * 100 + [429] * 100, strategy
             pids |= {r.json()["pid"] for r in responses if r.status_code == 200}
     assert len(pids) > 1, "every request went to one worker: nothing was shared"
+
+
+HOLDER = r"""
+import sqlite3, sys
+
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+print("holding", flush=True)
+sys.stdin.readline()  # holds the write lock until told to let go (or killed)
+conn.execute("COMMIT")
+"""
+
+
+@contextlib.contextmanager
+def held(db: Path) -> Iterator[None]:
+    """Another process holding the write lock of the file at `db` meanwhile."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(db)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        yield
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+        for pipe in (holder.stdin, holder.stdout):
+            if pipe is not None:
+                pipe.close()
+
+
+TIMEOUT = 0.5
+
+
+async def _answered_in(throttle: Any, request: Any) -> float:
+    """Seconds until `throttle` answers `request` (a 429 through `on_error`, the file locked)."""
+    started = time.monotonic()
+    with pytest.raises(ConnectionThrottled):
+        await throttle.hit(request)
+    return time.monotonic() - started
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("strategy", STRATEGIES)
+async def test_behind_a_locked_file_each_request_fails_after_timeout(
+    tmp_path: Path, strategy: str
+) -> None:
+    # Requests of one client wait together (the key's lane, `traffik.backends.lanes`): a
+    # request queued behind another's wait still fails `timeout` after it asked, not after
+    # the wait in front of it ended.
+    pytest.importorskip("starlette")
+    from starlette.requests import Request
+
+    from traffik import HTTPThrottle, strategies
+
+    backend = SQLiteBackend(tmp_path / "traffik.db", timeout=TIMEOUT, cache_refusals=False)
+    throttle = HTTPThrottle(
+        "locked", rate="1000/min", backend=backend, strategy=getattr(strategies, strategy)()
+    )
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "client": ("1.2.3.4", 1)}
+    await throttle.hit(Request(scope))  # initialised, the key's row written
+
+    async def one_after(delay: float) -> float:
+        await asyncio.sleep(delay)
+        return await _answered_in(throttle, Request(scope))
+
+    with held(tmp_path / "traffik.db"):
+        burst = await asyncio.gather(*(one_after(0) for _ in range(40)))
+        stream = await asyncio.gather(*(one_after(0.1 * i) for i in range(12)))
+    assert all(TIMEOUT - 0.02 < took < TIMEOUT + 0.3 for took in burst), burst
+    assert all(TIMEOUT - 0.02 < took < TIMEOUT + 0.3 for took in stream), stream
+    await throttle.hit(Request(scope))  # the file is free again: decided at once
+    await backend.close()

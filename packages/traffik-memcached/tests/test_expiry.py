@@ -9,7 +9,13 @@ from collections.abc import AsyncIterator
 import pytest
 
 from traffik.backends.memcached import MemcachedBackend
-from traffik.backends.memcached._expiry import EXPIRED, NEVER, RELATIVE_LIMIT, exptime
+from traffik.backends.memcached._expiry import (
+    EXPIRED,
+    LATEST,
+    NEVER,
+    RELATIVE_LIMIT,
+    exptime,
+)
 from traffik.rates import Rate
 from traffik.strategies import BUILTIN_STRATEGIES, FixedWindow
 
@@ -29,6 +35,14 @@ def test_exptime_rounds_up_and_adds_a_second() -> None:
 def test_exptime_beyond_30_days_is_a_unix_time() -> None:
     assert exptime(RELATIVE_LIMIT, lambda: 1_700_000_000.5) == 1_700_000_000 + RELATIVE_LIMIT + 1
     assert exptime(40 * DAY, lambda: 1_700_000_000.0) == 1_700_000_000 + 40 * DAY + 1
+
+
+def test_exptime_past_january_2038_is_the_latest_memcached_accepts() -> None:
+    # memcached reads exptime as a signed 32-bit number: 2**31 + 5 would be a time in 1901.
+    assert LATEST == 2**31 - 1
+    assert exptime(4100 * DAY, lambda: 1_796_000_000.0) == LATEST
+    assert exptime(10**12, lambda: 1_700_000_000.0) == LATEST
+    assert exptime(LATEST - 1_700_000_001, lambda: 1_700_000_000.0) == LATEST
 
 
 def test_exptime_of_no_time_expires_at_once() -> None:
@@ -69,6 +83,29 @@ async def test_a_40_day_rate_still_throttles(backend: MemcachedBackend, strategy
     second = await strategy().decide("long", rate, backend, 1)
     assert not second.allowed
     assert second.wait_ms > 30 * DAY * 1000
+
+
+@pytest.mark.memcached
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "strategy", BUILTIN_STRATEGIES, ids=[cls.__name__ for cls in BUILTIN_STRATEGIES]
+)
+async def test_a_window_past_january_2038_still_throttles(
+    backend: MemcachedBackend, strategy: type
+) -> None:
+    # now + ttl passes 2**31 (19 January 2038), the last second memcached can keep an item to.
+    days = (2**31 - int(time.time())) // DAY + 100
+    rate = Rate.parse(f"2/{days}d")
+    for _ in range(2):
+        assert (await strategy().decide("y2038", rate, backend, 1)).allowed
+    for _ in range(2):
+        assert not (await strategy().decide("y2038", rate, backend, 1)).allowed
+    assert await backend.increment_with_ttl("counter", 1, ttl=days * DAY) == 1
+    assert await backend.increment_with_ttl("counter", 1, ttl=days * DAY) == 2
+    await backend.set("kept", "v", expire=days * DAY)
+    assert await backend.get("kept") == "v"
+    assert await backend.expire("kept", days * DAY)
+    assert await backend.get("kept") == "v"
 
 
 @pytest.mark.memcached

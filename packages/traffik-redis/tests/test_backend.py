@@ -16,7 +16,12 @@ from redis.asyncio import Redis
 from traffik.backends.redis import RedisBackend
 from traffik.backends.redis.native import native
 from traffik.decision import Decision
-from traffik.exceptions import BackendConnectionError, LockAcquisitionError, LockReleaseError
+from traffik.exceptions import (
+    BackendConnectionError,
+    ConfigurationError,
+    LockAcquisitionError,
+    LockReleaseError,
+)
 from traffik.rates import Rate
 from traffik.strategies import BUILTIN_STRATEGIES, StateStrategy, Strategy, TokenBucket
 from traffik.strategies.base import Refund, Transition
@@ -308,3 +313,59 @@ def test_one_backend_across_event_loops(redis_url: str) -> None:
         asyncio.run(finish())
         gc.collect()
     assert [str(w.message) for w in caught] == []
+
+
+async def test_an_async_factory_is_awaited_once_per_loop_and_its_client_owned(
+    redis_url: str,
+) -> None:
+    made: list[asyncio.AbstractEventLoop] = []
+
+    async def factory() -> Redis:
+        made.append(asyncio.get_running_loop())
+        await asyncio.sleep(0.01)  # a factory may wait (look a server up, read a secret)
+        return Redis.from_url(redis_url, client_name="factory")
+
+    backend = RedisBackend(factory, namespace="factory")
+    assert made == [] and "factory()" in backend.server  # nothing runs until first use
+    rate = Rate.parse("3/min")
+    try:
+        decisions = await asyncio.gather(
+            *(TokenBucket().decide("u", rate, backend, 1) for _ in range(5))
+        )
+        assert [d.allowed for d in decisions].count(True) == 3
+        assert made == [asyncio.get_running_loop()]  # once, in this loop, for every first use
+        await _exercise(backend, "other")
+        assert _connections_named(redis_url, "factory") > 0
+    finally:
+        await backend.reset()
+        await backend.close()
+    assert _connections_named(redis_url, "factory") == 0  # the backend closed what it made
+
+
+@pytest.mark.parametrize(
+    ("factory", "names"),
+    [
+        (lambda: asyncio.sleep(0, result=42), "returned 42 (int)"),
+        (lambda: _raises(ConnectionRefusedError("no such host")), "no such host"),
+    ],
+)
+async def test_a_failing_factory_fails_initialisation_naming_the_reason(
+    factory: Any, names: str
+) -> None:
+    backend = RedisBackend(factory, namespace="factory-fails")
+    with pytest.raises(BackendConnectionError) as caught:
+        await TokenBucket().decide("u", Rate.parse("3/min"), backend, 1)
+    assert names in str(caught.value) and "<lambda>()" in str(caught.value)
+    assert not backend.initialized
+
+
+async def _raises(error: Exception) -> Redis:
+    raise error
+
+
+def test_a_factory_that_takes_arguments_is_refused() -> None:
+    async def factory(url: str) -> Redis:
+        return Redis.from_url(url)
+
+    with pytest.raises(ConfigurationError, match=r"factory.* must take no arguments"):
+        RedisBackend(factory, namespace="f")

@@ -42,6 +42,32 @@ def test_urls(url: str, server: str, cluster: bool) -> None:
         assert "s3cret" not in repr(backend)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://h:6379",
+        "redis://h:6379/",
+        "redis://h:6379/15",
+        "redis://h/?client_name=api&max_connections=20&health_check_interval=5",
+        "redis://u:p@h/0?protocol=3",
+        "rediss://h/0?ssl_cert_reqs=none&ssl_check_hostname=false",
+        "unix:///tmp/redis.sock?db=2&client_name=api",
+        "redis+cluster://h1:7000?read_from_replicas=yes&client_name=api",
+        "redis+sentinel://s1/mymaster/2?socket_keepalive=true",
+    ],
+)
+def test_urls_with_redis_py_options_are_accepted(url: str) -> None:
+    RedisBackend(url, namespace="app", url_kwargs={"client_name": "api", "encoding": "utf-8"})
+
+
+def test_a_bad_url_option_names_what_is_valid() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        RedisBackend("redis://127.0.0.1:6401?foo=bar", namespace="app")
+    message = str(caught.value)
+    assert "redis://127.0.0.1:6401?foo=bar" in message
+    assert "socket_timeout" in message and "client_name" in message
+
+
 def test_defaults() -> None:
     backend = RedisBackend()
     assert backend.server == "redis://localhost:6379/0"
@@ -71,6 +97,29 @@ async def test_given_clients() -> None:
         ({"connection": "redis+sentinel://s1:26379"}, ConfigurationError, "service"),
         ({"connection": "redis+sentinel://s1/m/x"}, ConfigurationError, "'x'"),
         ({"connection": "redis://h/?socket_timeout=soon"}, ConfigurationError, "socket_timeout"),
+        ({"connection": "redis://127.0.0.1:6401/2x"}, ConfigurationError, "database '2x'"),
+        ({"connection": "redis://127.0.0.1:6401/abc"}, ConfigurationError, "database 'abc'"),
+        ({"connection": "rediss://h:6401/1/2"}, ConfigurationError, "database '1/2'"),
+        ({"connection": "redis://127.0.0.1:6401?foo=bar"}, ConfigurationError, "option 'foo'"),
+        ({"connection": "redis://h/0?ssl_certfile=c.pem"}, ConfigurationError, "ssl_certfile"),
+        ({"connection": "unix:///tmp/r.sock?host=h"}, ConfigurationError, "option 'host'"),
+        (
+            {"connection": "redis://h/0?single_connection_client=1"},
+            ConfigurationError,
+            "option 'single_connection_client'",
+        ),
+        ({"connection": "redis+cluster://h1:7000?foo=1"}, ConfigurationError, "option 'foo'"),
+        ({"connection": "redis+sentinel://s1/m?foo=1"}, ConfigurationError, "option 'foo'"),
+        (
+            {"connection": "redis://h/0", "url_kwargs": {"socket_timout": 1}},
+            ConfigurationError,
+            "option 'socket_timout'",
+        ),
+        (
+            {"connection": "redis+cluster://h1:7000", "cluster_kwargs": {"foo": 1}},
+            ConfigurationError,
+            "option 'foo'",
+        ),
         ({"connection": "sentinel"}, ConfigurationError, "sentinel_service_name"),
         ({"connection": []}, ConfigurationError, "empty"),
         ({"connection": [("h1", "7000")]}, TypeError, "('h1', '7000')"),

@@ -133,6 +133,19 @@ async def test_unreachable_at_first_use_then_reachable(redis_server: Callable[[]
         await backend.close()
 
 
+async def test_wrong_credentials_are_reported_as_refused_not_unreachable(redis_url: str) -> None:
+    url = redis_url.replace("redis://", "redis://ghost:not-the-password@", 1)
+    backend = RedisBackend(url, namespace="auth", circuit=False)
+    try:
+        with pytest.raises(BackendError) as caught:
+            await TokenBucket().decide("user", RATE, backend, 1)
+    finally:
+        await backend.close()
+    message = str(caught.value)
+    assert "refused the credentials" in message, message
+    assert "unreachable" not in message and "not-the-password" not in message
+
+
 async def test_throttle_follows_on_error_while_redis_is_down(
     server_and_backend: tuple[Any, RedisBackend],
 ) -> None:

@@ -19,6 +19,7 @@ from traffik.backends.sqlite._decisions import (
     refund_all,
     transit_in_place,
 )
+from traffik.backends.sqlite._errors import locked
 from traffik.backends.sqlite._lock import DEFAULT_LOCK_TTL, Holding, SQLiteLock
 from traffik.backends.sqlite._path import database_path
 from traffik.backends.sqlite._rewrite import MISSING, Change, RewritingCursor
@@ -83,7 +84,8 @@ class SQLiteBackend(ThrottleBackend):
     in the next iteration, in their order, each in a savepoint (16 at most per transaction),
     so each one's outcome is the one it would get one after another. While another process
     holds the write lock the task waits without blocking the loop, for at most `timeout`
-    seconds, then fails with `BackendConnectionError` (and the throttle's `on_error` decides).
+    seconds from when it asked (also when it waits behind other hits on its key), then fails
+    with `BackendConnectionError` (and the throttle's `on_error` decides).
     Connections are opened per process and per event loop, never carried across a fork.
 
     At most `max_keys` rows are kept in the file: a new key beyond that is refused with
@@ -148,7 +150,7 @@ class SQLiteBackend(ThrottleBackend):
         self._db = Database(path, timeout, RewritingCursor)
         self._rows = Rows(max_keys, sweep_ms, repr(self))
         self._holdings: dict[str, Holding] = {}
-        self._lanes: Lanes[Hit, Decision] = Lanes()
+        self._lanes: Lanes[Waiting, Decision | None] = Lanes()
         """The keys with a throttle's round in flight (`waited_decider`)."""
         cls = type(self)
         self._steps_own = (
@@ -514,6 +516,10 @@ class SQLiteBackend(ThrottleBackend):
         turn, then are decided together in the next one (`decide_in_turn`: one read, each
         hit's transition in arrival order, one write), as if sequential
         (`traffik.backends.lanes`); meanwhile `decide_now` leaves that key's hits to them.
+        Each hit still fails `timeout` after it asked, wherever it waits then (behind the
+        transaction in flight, or in its own round): a round waits for the file until its
+        last hit's time is up, and leaves out (uncharged) the hits whose time is up when it
+        gets the file.
 
         Args:
             strategy: The built-in strategy that decides.
@@ -533,16 +539,25 @@ class SQLiteBackend(ThrottleBackend):
         prefix, suffix, db = self._prefix, strategy.suffix, self._db
         strategy_decide, lanes, decision_step = strategy.decide, self._lanes, self._decision_step
 
-        async def in_turn(hits: list[Hit]) -> list[Decision]:
-            return await db.write(doing, self._step, decide_in_turn, hits)
+        async def in_turn(waiting: list[Waiting]) -> list[Decision | None]:
+            return await db.write(
+                doing, self._step, _decide_in_time, waiting, deadline=waiting[-1][1]
+            )
 
         async def decide_hit(key: str) -> Decision:
             if not self._direct():
                 return await strategy_decide(key, rate, self, cost)
             stored = prefix + key + suffix
-            queued = lanes.join(stored, (stored, strategy, rate, cost, kind), in_turn)
+            deadline = db.deadline()
+            queued = lanes.join(stored, ((stored, strategy, rate, cost, kind), deadline), in_turn)
             if queued is not None:  # a hit on this key waits for its transaction: the next
-                return await queued
+                try:
+                    decision = await asyncio.wait_for(queued, db.timeout)
+                except asyncio.TimeoutError:
+                    decision = None
+                if decision is None:  # its time was up before its round got the file
+                    raise locked(db.path, db.timeout, doing)
+                return decision
             try:
                 found: Any = await db.write_atomic(doing, decision_step, stored, *args)
             finally:
@@ -601,6 +616,21 @@ class SQLiteBackend(ThrottleBackend):
             await self.ensure()
         keys = [self._key(item.key) for item in items]
         await self._db.write("refunding", self._step, refund_all, items, keys)
+
+
+Waiting = tuple[Hit, float]
+"""A throttle hit waiting for its round, and when its time is up (the loop's time)."""
+
+
+def _decide_in_time(
+    rows: Rows, cursor: sqlite3.Cursor, now: int, waiting: list[Waiting]
+) -> list[Decision | None]:
+    """`decide_in_turn` for the hits whose time is not up yet (None for the others, which
+    are neither decided nor charged)."""
+    at = asyncio.get_running_loop().time()
+    live = [hit for hit, deadline in waiting if deadline > at]
+    decided = iter(decide_in_turn(rows, cursor, now, live) if live else ())
+    return [next(decided) if deadline > at else None for _, deadline in waiting]
 
 
 def _decided(found: Any, kind: int, rate: Rate) -> Decision:

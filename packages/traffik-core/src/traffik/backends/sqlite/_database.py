@@ -181,10 +181,15 @@ class Database:
             tried = True
         return await handle.turns.wait(
             lambda: self._attempt(handle, doing, step, args),
-            self.timeout,
+            self.deadline(),
             lambda: locked(self.path, self.timeout, doing),
             tried,
         )
+
+    def deadline(self) -> float:
+        """When a task that asks for the file now must give up: `timeout` from now, on the
+        running loop's clock."""
+        return asyncio.get_running_loop().time() + self.timeout
 
     def now(self, doing: str, step: Callable[..., T], *args: Any) -> T | object:
         """`step(cursor, *args)` in one `BEGIN IMMEDIATE` transaction, at once, with no
@@ -215,24 +220,33 @@ class Database:
                 return BUSY
             raise translate(exc, self.path, doing) from exc
 
-    async def write(self, doing: str, step: Callable[..., T], *args: Any) -> T:
-        """`step(cursor, *args)` inside one `BEGIN IMMEDIATE` transaction (see `run`). While
+    async def write(
+        self, doing: str, step: Callable[..., T], *args: Any, deadline: float | None = None
+    ) -> T:
+        """`step(cursor, *args)` inside one `BEGIN IMMEDIATE` transaction (see `run`), given
+        up at `deadline` (the loop's time; None: `timeout` from now) if the file stays busy
+        (for work asked for earlier, such as the hits a round of `Lanes` decides). While
         the file is busy, the task waits in line; the first in line may run this step in
         its own transaction (`_batch`) and hand over its result. So does the loop, in its
         next iteration, when another task wrote in this one (see the module). A task
         cancelled while waiting never has its step run; one cancelled after it ran (the
         request was decided and charged, as if it completed just before) drops the result."""
-        return await self._write(doing, step, args, False)
+        return await self._write(doing, step, args, False, deadline)
 
     async def write_atomic(self, doing: str, step: Callable[..., T], *args: Any) -> T:
         """`write` for a step that is all or nothing by itself: one statement (SQLite
         makes each atomic, and undoes a failing one alone inside a transaction), or several
         inside `atomically`. Alone it runs outside a transaction; in a batch, without a
         savepoint of its own (the statement is one)."""
-        return await self._write(doing, step, args, True)
+        return await self._write(doing, step, args, True, None)
 
     async def _write(
-        self, doing: str, step: Callable[..., T], args: tuple[Any, ...], atomic: bool
+        self,
+        doing: str,
+        step: Callable[..., T],
+        args: tuple[Any, ...],
+        atomic: bool,
+        deadline: float | None,
     ) -> T:
         handle = self._handle()
         run = self._committed if atomic else self.transaction
@@ -247,7 +261,7 @@ class Database:
                 gather = True
         return await handle.turns.wait(
             lambda: self._attempt(handle, doing, run, (step, *args)),
-            self.timeout,
+            self.deadline() if deadline is None else deadline,
             lambda: locked(self.path, self.timeout, doing),
             tried,
             (doing, step, args, atomic),

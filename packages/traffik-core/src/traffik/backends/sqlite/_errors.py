@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 
 from traffik.exceptions import BackendConnectionError, BackendError
@@ -53,6 +54,12 @@ def translate(exc: sqlite3.Error, path: str, doing: str) -> BackendError:
         return BackendError(
             f"SQLite file {path!r} is corrupt or not a database ({exc}) while {doing}: move it "
             "away (the backend creates a new one) or point the backend at another path",
+            cause=exc,
+        )
+    if code == _CANTOPEN and os.path.isdir(path):
+        return BackendConnectionError(
+            f"cannot open SQLite file {path!r} ({exc}) while {doing}: it is a directory; "
+            f"give the path of a file, such as {os.path.join(path, 'traffik.db')!r}",
             cause=exc,
         )
     if code == _CANTOPEN:

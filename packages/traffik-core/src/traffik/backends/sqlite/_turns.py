@@ -94,16 +94,17 @@ class Turns:
     async def wait(
         self,
         attempt: Callable[[], T | object],
-        timeout: float,
+        deadline: float,
         expired: Callable[[], BaseException],
         tried: bool,
         work: object | None = None,
         batch: Callable[[list[Any]], list[Outcome] | object] | None = None,
         serve: bool = False,
     ) -> T:
-        """`attempt()` again until it answers something other than `BUSY`, in turn; after
-        `timeout` seconds in all, `expired()` is raised. `tried` says whether the caller's
-        own first attempt already failed (so the head of the line naps before asking).
+        """`attempt()` again until it answers something other than `BUSY`, in turn; at
+        `deadline` (the loop's time), `expired()` is raised. `tried` says whether the
+        caller's own first attempt already failed (so the head of the line naps before
+        asking).
 
         With `work` and `batch`, the task's work may instead be done by the head of the
         line: `batch(works)` does its own and those of the tasks behind it in one go and
@@ -111,7 +112,6 @@ class Turns:
         (the line is empty: the caller checked), the loop serves the line from a callback
         in the next iteration, this task's work first (see the module)."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
         line = self._line
         me = _Waiter(loop.create_future(), work if batch is not None else None)
         line.append(me)

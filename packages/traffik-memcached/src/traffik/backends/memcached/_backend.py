@@ -122,6 +122,8 @@ class MemcachedBackend(MemcachedSteps, ThrottleBackend):
       about 65 000 at 1 MiB) when a throttle with this backend is built, or on first use.
     - Keys are made safe for memcached (see `safe_key`); time to live rounds up to whole
       seconds plus one (see `exptime`), and goes out as a Unix time beyond 30 days.
+      Memcached keeps no item past 03:14:07 UTC on 19 January 2038 (its `exptime` is a
+      signed 32-bit number), so a window that would end later ends then on Memcached.
     - `clear()`/`reset()` moves the namespace to a new generation, a number kept in
       memcached (`<namespace>:__gen__`) and part of every key; the old keys are left for
       memcached to expire or evict. Other processes see a clear within

@@ -6,6 +6,12 @@ any `exptime` above 30 days (2 592 000 s) as an absolute Unix time. `exptime(sec
 therefore rounds up, adds one second, so a key lives *at least* as long as asked (never
 less: an early expiry would hand out quota twice) and at most about two seconds more, and
 sends the absolute time, from this host's wall clock, beyond 30 days.
+
+Memcached reads `exptime` as a signed 32-bit number, so an absolute time after
+`LATEST` (2**31 - 1, 03:14:07 UTC on 19 January 2038) would wrap to 1901 and the item
+would expire at once: a limiter that stored its state that way would never throttle.
+`exptime` sends `LATEST` instead, so such an item lives until then: on Memcached, a
+window longer than the time left until January 2038 ends then.
 """
 
 from __future__ import annotations
@@ -14,10 +20,13 @@ import math
 import time
 from typing import Callable, Optional
 
-__all__ = ["EXPIRED", "NEVER", "RELATIVE_LIMIT", "exptime"]
+__all__ = ["EXPIRED", "LATEST", "NEVER", "RELATIVE_LIMIT", "exptime"]
 
 RELATIVE_LIMIT = 2_592_000
 """The largest `exptime` memcached reads as seconds from now (30 days)."""
+
+LATEST = 2**31 - 1
+"""The latest `exptime` memcached accepts: it reads a signed 32-bit number (19 January 2038)."""
 
 NEVER = 0
 EXPIRED = RELATIVE_LIMIT + 1
@@ -32,5 +41,5 @@ def exptime(seconds: Optional[float], wall_clock: Callable[[], float] = time.tim
         return EXPIRED
     whole = math.ceil(seconds - 1e-9) + 1
     if whole > RELATIVE_LIMIT:
-        return int(wall_clock()) + whole
+        return min(int(wall_clock()) + whole, LATEST)
     return whole

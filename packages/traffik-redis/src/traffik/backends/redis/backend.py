@@ -11,7 +11,7 @@ from traffik.backends.base import ThrottleBackend, WindowCount
 from traffik.backends.health import StoreCircuit, circuit_policy
 from traffik.backends.lanes import counter_decider
 from traffik.backends.redis import scripts
-from traffik.backends.redis.clients import LoopClients
+from traffik.backends.redis.clients import Link, LoopClients
 from traffik.backends.redis.connection import client_source
 from traffik.backends.redis.errors import bounded, timed_out, translate
 from traffik.backends.redis.lock import Holding, RedisLock
@@ -93,8 +93,12 @@ class RedisBackend(ScriptSteps, ThrottleBackend):
     `connection` is a URL (`redis://`, `rediss://`, `unix://`, `redis+cluster://h1:7000,h2:7001`,
     `redis+sentinel://h1:26379/service`; default `redis://localhost:6379/0`), a
     `redis.asyncio.Redis` or `RedisCluster` (used as given, never closed; bytes replies are
-    fine), a `redis.asyncio.Sentinel` with `sentinel_service_name=`, or a list of `(host, port)`
-    cluster nodes. The backend is persistent by default (`persistent=True`): the state is
+    fine), a `redis.asyncio.Sentinel` with `sentinel_service_name=`, a list of `(host, port)`
+    cluster nodes, or an async function of no arguments returning a `Redis` or `RedisCluster`
+    (awaited on first use in each event loop, once, within `connect_timeout +
+    command_timeout`; the backend closes what it returns). A URL's path must be a database
+    number, and its query options (like `url_kwargs`, `cluster_kwargs` and
+    `sentinel_kwargs`) keywords redis-py takes: anything else fails here. The backend is persistent by default (`persistent=True`): the state is
     shared by every instance of the app, so one instance shutting down (a deploy, a worker
     recycle) resets nothing; pass `persistent=False` to have `backend.lifespan` clear the
     namespace on shutdown. `url_kwargs`, `cluster_kwargs` and `sentinel_kwargs` (passed to
@@ -142,7 +146,8 @@ class RedisBackend(ScriptSteps, ThrottleBackend):
 
     Args:
         connection: The server: a URL, a `redis.asyncio.Redis` or `RedisCluster`, a
-            `redis.asyncio.Sentinel`, or a list of `(host, port)` cluster nodes; None for
+            `redis.asyncio.Sentinel`, a list of `(host, port)` cluster nodes, or an async
+            function of no arguments returning a client; None for
             `redis://localhost:6379/0`.
         namespace: The prefix of every key this backend writes (a non-empty string).
         clock: A time source (seconds) for the scripts, for tests; None for the Redis
@@ -257,7 +262,12 @@ class RedisBackend(ScriptSteps, ThrottleBackend):
             circuit.check(operation)
         if not self.initialized:
             await self.ensure()
-        link = self._clients.get() or await self._clients.build()
+        link = self._clients.get()
+        if link is None:
+            try:
+                link = await self._link()
+            except Exception as exc:
+                raise translate(exc, self.server, f"{operation} (building the client)") from exc
         gate = link.gate
         if gate.free:
             gate.free -= 1
@@ -295,13 +305,23 @@ class RedisBackend(ScriptSteps, ThrottleBackend):
 
     # -- lifecycle --------------------------------------------------------------------------
 
+    async def _link(self) -> Link:
+        """Build the running loop's client (a connection factory tells only now whether it
+        is a cluster's)."""
+        link = await self._clients.build()
+        self.cluster = self._source.cluster
+        self._silence = 0.0 if self.cluster else self.command_timeout
+        return link
+
     async def _open(self) -> None:
-        client = (self._clients.get() or await self._clients.build()).client
+        operation = "building the client"
         try:
+            client = (self._clients.get() or await self._link()).client
+            operation = "SCRIPT LOAD"
             await bounded(scripts.load_all(client, self.cluster), self._deadline)
         except Exception as exc:
             await self._clients.aclose()
-            error = translate(exc, self.server, "SCRIPT LOAD")
+            error = translate(exc, self.server, operation)
             failure = BackendConnectionError(f"could not initialise {self!r}: {error}")
             self.circuit.failed(failure, self._silence if timed_out(exc) else 0.0)
             raise failure from exc

@@ -49,7 +49,7 @@ class LoopClients:
     is never closed. Clients the backend built close with their loop, or with `aclose()`.
     """
 
-    __slots__ = ("_by_loop", "_last", "_timeouts", "source")
+    __slots__ = ("_building", "_by_loop", "_last", "_timeouts", "source")
 
     def __init__(
         self, source: ClientSource, connect_timeout: float, command_timeout: float
@@ -57,6 +57,7 @@ class LoopClients:
         self.source = source
         self._timeouts = (connect_timeout, command_timeout)
         self._by_loop: dict[asyncio.AbstractEventLoop, tuple[Link, AsyncGenerator[None, None]]] = {}
+        self._building: dict[asyncio.AbstractEventLoop, asyncio.Future[Link]] = {}
         self._last: tuple[asyncio.AbstractEventLoop | None, Any] = (None, None)
 
     def get(self) -> Link | None:
@@ -72,11 +73,19 @@ class LoopClients:
         return entry[0]
 
     async def build(self) -> Link:
-        """Build the running loop's client and `Link`; nothing else runs meanwhile (no suspension)."""
+        """Build the running loop's client and `Link`, once: callers that come while a client
+        is being built (a connection factory may take a while) share that one."""
         loop = asyncio.get_running_loop()
+        building = self._building.get(loop)
+        if building is None:
+            building = self._building[loop] = loop.create_task(self._build(loop))
+            building.add_done_callback(lambda _: self._building.pop(loop, None))
+        return await asyncio.shield(building)
+
+    async def _build(self, loop: asyncio.AbstractEventLoop) -> Link:
         for closed in [other for other in self._by_loop if other.is_closed()]:
             del self._by_loop[closed]
-        client, owned = self.source.build()
+        client, owned = await self.source.build()
         link = Link(
             client, Gate(pool_size(client)), needs_deadline(self.source, client, *self._timeouts)
         )

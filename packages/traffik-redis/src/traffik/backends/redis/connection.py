@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import inspect
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any, Callable
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import Redis, RedisCluster, Sentinel
 from redis.asyncio.cluster import ClusterNode
-from redis.asyncio.connection import parse_url
+from redis.asyncio.connection import Connection, parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from traffik.backends.redis._options import (
+    CLUSTER,
+    SENTINEL,
+    SENTINEL_MASTER,
+    check_options,
+    single_node,
+)
+from traffik.backends.redis.errors import bounded
 from traffik.exceptions import ConfigurationError
 
 __all__ = ["SCHEMES", "Built", "ClientSource", "client_source", "needs_deadline"]
@@ -28,17 +37,18 @@ _USAGE = (
     "pass a URL ('redis://host:6379/0', 'rediss://…', 'unix:///path/redis.sock', "
     "'redis+cluster://h1:7000,h2:7001', 'redis+sentinel://h1:26379/service'), "
     "a redis.asyncio.Redis or RedisCluster client, a redis.asyncio.Sentinel with "
-    "sentinel_service_name=, or a list of (host, port) cluster nodes"
+    "sentinel_service_name=, a list of (host, port) cluster nodes, or an async function "
+    "of no arguments that returns a client"
 )
 
 
 class ClientSource:
-    """How the backend gets its client: `build()` one inside the running loop.
+    """How the backend gets its client: `await build()` one inside the running loop.
 
     `server` names the server in error messages (never with a password). An `owned`
     source builds a new client per event loop, and the backend closes what it built; a
     client given by the user is returned as it is and never closed. `cluster` says the
-    client is a `RedisCluster`. `socket_bounded` is set when the source builds single-node
+    client is a `RedisCluster` (for a connection factory: known once it has built one). `socket_bounded` is set when the source builds single-node
     clients with our retry policy (one immediate retry on a broken connection, none on a
     timeout): their socket timeouts then bound each command, see `needs_deadline`.
     """
@@ -47,7 +57,7 @@ class ClientSource:
 
     def __init__(
         self,
-        build: Callable[[], Built],
+        build: Callable[[], Awaitable[Built]],
         server: str,
         *,
         owned: bool,
@@ -60,8 +70,8 @@ class ClientSource:
         self.cluster = cluster
         self.socket_bounded = socket_bounded
 
-    def build(self) -> Built:
-        return self._build()
+    async def build(self) -> Built:
+        return await self._build()
 
 
 def needs_deadline(
@@ -134,7 +144,7 @@ def _multi_host(
 
 
 def _cluster(nodes: list[Any], options: dict[str, Any], server: str) -> ClientSource:
-    def build() -> Built:
+    async def build() -> Built:
         client = RedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in nodes], **options
         )
@@ -162,6 +172,9 @@ def _from_url(
     server = redact(url)
     if scheme == "redis+cluster":
         nodes, path, options = _multi_host(url, 6379)
+        check_options(options, CLUSTER, f"Redis URL {server!r}")
+        check_options(url_kwargs, CLUSTER, "RedisBackend: url_kwargs")
+        check_options(cluster_kwargs, CLUSTER, "RedisBackend: cluster_kwargs")
         if options.pop("db", 0) or any(p != "0" for p in path):
             raise ConfigurationError(
                 f"Redis URL {server!r}: a cluster has only database 0; drop the path"
@@ -169,6 +182,9 @@ def _from_url(
         return _cluster(nodes, {**defaults, **options, **url_kwargs, **cluster_kwargs}, server)
     if scheme == "redis+sentinel":
         nodes, path, options = _multi_host(url, 26379)
+        check_options(options, SENTINEL, f"Redis URL {server!r}")
+        check_options(url_kwargs, SENTINEL, "RedisBackend: url_kwargs")
+        check_options(sentinel_kwargs, SENTINEL_MASTER, "RedisBackend: sentinel_kwargs")
         service = path[0] if path else sentinel_service_name
         if not service:
             raise ConfigurationError(
@@ -183,7 +199,7 @@ def _from_url(
                 ) from None
         connection_options = {**defaults, **options, **url_kwargs}
 
-        def build() -> Built:
+        async def build() -> Built:
             sentinel = Sentinel(nodes, **connection_options)
             return _sentinel_master(
                 sentinel, service, dict(sentinel_kwargs), list(sentinel.sentinels)
@@ -197,12 +213,23 @@ def _from_url(
             f"Redis URL {server!r}: unknown scheme {scheme!r}; use one of {', '.join(s + '://' for s in SCHEMES)}"
         )
     try:
-        parse_url(url)
+        parsed = parse_url(url)
     except ValueError as exc:
         raise ConfigurationError(f"Redis URL {server!r}: {exc}") from exc
+    connection_class = parsed.pop("connection_class", Connection)
+    check_options(parsed, single_node(connection_class, client=False), f"Redis URL {server!r}")
+    check_options(
+        url_kwargs, single_node(connection_class, client=True), "RedisBackend: url_kwargs"
+    )
+    database = unquote(urlsplit(url).path).strip("/")
+    if scheme != "unix" and database and not (database.isascii() and database.isdigit()):
+        raise ConfigurationError(
+            f"Redis URL {server!r}: database {database!r} is not a number; "
+            f"write {scheme}://host:port/<db>, db a whole number such as 0"
+        )
     options = {**defaults, **url_kwargs}
 
-    def build_single() -> Built:
+    async def build_single() -> Built:
         client = Redis.from_url(url, **options)
         return client, [client]
 
@@ -213,6 +240,35 @@ def _from_url(
         cluster=False,
         socket_bounded=options["retry"] is defaults["retry"],
     )
+
+
+def _factory(factory: Callable[[], Any], deadline: float) -> ClientSource:
+    """A source whose clients `await factory()` makes, one per event loop, bounded by
+    `deadline`; the backend owns and closes them."""
+    name = f"{getattr(factory, '__qualname__', type(factory).__name__)}()"
+    try:
+        inspect.signature(factory).bind()
+    except TypeError:
+        raise ConfigurationError(
+            f"RedisBackend: connection factory {name} must take no arguments; {_USAGE}"
+        ) from None
+    except ValueError:  # no signature to read (a builtin): calling it will tell
+        pass
+
+    async def build() -> Built:
+        client = factory()
+        if inspect.isawaitable(client):
+            client = await bounded(client, deadline)
+        if not isinstance(client, (Redis, RedisCluster)):
+            raise ConfigurationError(
+                f"RedisBackend: connection factory {name} returned {client!r} "
+                f"({type(client).__name__}); it must return a redis.asyncio.Redis or RedisCluster"
+            )
+        source.cluster = isinstance(client, RedisCluster)
+        return client, [client]
+
+    source = ClientSource(build, name, owned=True, cluster=False)
+    return source
 
 
 def _node(item: Any) -> tuple[str, int]:
@@ -268,30 +324,37 @@ def client_source(
         )
     if isinstance(connection, (Redis, RedisCluster)):
         given = connection
+
+        async def build_given() -> Built:
+            return given, []
+
         return ClientSource(
-            lambda: (given, []),
-            _describe(given),
-            owned=False,
-            cluster=isinstance(given, RedisCluster),
+            build_given, _describe(given), owned=False, cluster=isinstance(given, RedisCluster)
         )
     if isinstance(connection, Sentinel):
+        check_options(sentinel_kwargs or {}, SENTINEL_MASTER, "RedisBackend: sentinel_kwargs")
         if not sentinel_service_name:
             raise ConfigurationError(
                 "RedisBackend: a redis.asyncio.Sentinel needs sentinel_service_name= (the monitored master's name)"
             )
-        service, options = sentinel_service_name, {**defaults, **(sentinel_kwargs or {})}
+        sentinel, service = connection, sentinel_service_name
+        options = {**defaults, **(sentinel_kwargs or {})}
+
+        async def build_master() -> Built:
+            return _sentinel_master(sentinel, service, options, [])
+
         return ClientSource(
-            lambda: _sentinel_master(connection, service, options, []),
-            f"sentinel service {service!r}",
-            owned=True,
-            cluster=False,
+            build_master, f"sentinel service {service!r}", owned=True, cluster=False
         )
     if isinstance(connection, (list, tuple)):
         if not connection:
             raise ConfigurationError(f"RedisBackend: the list of cluster nodes is empty; {_USAGE}")
         nodes = [_node(item) for item in connection]
+        check_options(cluster_kwargs or {}, CLUSTER, "RedisBackend: cluster_kwargs")
         server = "redis+cluster://" + ",".join(f"{h}:{p}" for h, p in nodes)
         return _cluster(nodes, {**defaults, **(cluster_kwargs or {})}, server)
+    if callable(connection):
+        return _factory(connection, connect_timeout + command_timeout)
     raise TypeError(
         f"RedisBackend: connection={connection!r} ({type(connection).__name__}) is not supported; {_USAGE}"
     )

@@ -7,7 +7,12 @@ import sys
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from redis.exceptions import ClusterDownError, RedisClusterException
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    ClusterDownError,
+    RedisClusterException,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from traffik.exceptions import BackendConnectionError, BackendError
@@ -53,6 +58,12 @@ def translate(exc: Exception, server: str, operation: str) -> BackendError:
         return BackendConnectionError(
             f"Redis at {server}: {operation} timed out ({detail}); raise command_timeout "
             "or connect_timeout if the server is only slow",
+            cause=exc,
+        )
+    if isinstance(exc, (AuthenticationError, AuthorizationError)):
+        return BackendConnectionError(
+            f"Redis at {server}: {operation} failed, the server refused the credentials "
+            f"({detail}); check the username and password in the URL or client",
             cause=exc,
         )
     if isinstance(exc, CONNECTION_ERRORS):

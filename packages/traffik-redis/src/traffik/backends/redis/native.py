@@ -22,11 +22,12 @@ from traffik.strategies import (
     TieredRate,
     TokenBucket,
 )
+from traffik.strategies.base import StateStrategy
 from traffik.strategies.steps import is_counter
 
 __all__ = ["Native", "native"]
 
-_BUILT_IN = {
+_BUILT_IN: dict[str, type[StateStrategy]] = {
     "sliding_window_counter": SlidingWindowCounter,
     "sliding_window_log": SlidingWindowLog,
     "token_bucket": TokenBucket,
