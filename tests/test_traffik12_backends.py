@@ -1,9 +1,15 @@
-"""The Redis and Memcached backends take traffik 1.2's constructor arguments (spec: core.md §6.1, §7.1).
+"""The Redis and Memcached backends take traffik 1.2's constructor arguments (spec: core.md §6.1, §7.1),
+and Redis locks take traffik 1.2's lock arguments (core.md §4.2).
 
-Building a backend does no I/O, so these need no server.
+Building a backend does no I/O, so only the lock test needs a server.
 """
 
 from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import Iterator
 
 import pytest
 
@@ -11,7 +17,8 @@ from traffik.backends.memcached import MemcachedBackend
 from traffik.backends.memcached.aiomcache import MemcachedBackend as LegacyMemcachedBackend
 from traffik.backends.redis import RedisBackend
 from traffik.backends.redis.aioredis import RedisBackend as LegacyRedisBackend
-from traffik.exceptions import ConfigurationError
+from traffik.exceptions import ConfigurationError, LockTimeoutError
+from traffik.testing.servers import RedisServer, free_port
 
 
 def test_redis_backend_takes_traffik12_arguments() -> None:
@@ -81,3 +88,35 @@ def test_memcached_backend_takes_traffik12_arguments() -> None:
 def test_memcached_backend_refuses_what_it_cannot_honour(options: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         MemcachedBackend(**options)
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if os.environ.get("TRAFFIK_REDIS_URL"):
+        yield os.environ["TRAFFIK_REDIS_URL"]
+        return
+    if os.environ.get("SKIP_REDIS_TESTS", "").lower() in ("1", "true", "yes"):
+        pytest.skip("SKIP_REDIS_TESTS=true: Redis tests skipped")
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server not on PATH (install it, or set TRAFFIK_REDIS_URL)")
+    server = RedisServer(tmp_path_factory.mktemp("redis"), free_port()).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.mark.anyio
+async def test_a_redis_lock_enforces_its_ttl_locally(redis_url: str) -> None:
+    backend = RedisBackend(redis_url, namespace="traffik12-locks")
+    try:
+        with pytest.raises(LockTimeoutError, match=r"ttl=0\.2 x local_ttl_factor=0\.5"):
+            async with backend.lock(
+                "slow", ttl=0.2, enforce_ttl_locally=True, local_ttl_factor=0.5
+            ):
+                await asyncio.sleep(5)
+        async with backend.lock("slow", blocking=False):  # released before the error
+            pass
+    finally:
+        await backend.reset()
+        await backend.close()

@@ -120,3 +120,5 @@ class LockConfig(TypedDict, total=False):
     blocking: bool
     blocking_timeout: Optional[float]
     reentrant: bool
+    enforce_ttl_locally: bool
+    local_ttl_factor: float

@@ -11,6 +11,16 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, Optional, Ty
 
 from traffik.backends.context import BackendContext, TaskContexts, get_throttle_backend
 from traffik.backends.defaults import BackendDefaults
+from traffik.backends.lifecycle import (
+    CLOSED,
+    GUARD_MARK,
+    GUARDED,
+    NEW,
+    READY,
+    close_once,
+    guard,
+    single_flight,
+)
 from traffik.backends.locks import LockContext
 from traffik.backends.steps import LockedSteps
 from traffik.clock import Clock, millis, system_clock
@@ -35,8 +45,6 @@ ConnT = TypeVar("ConnT")
 """The store's client type, for `ThrottleBackend[ConnT, HTTPConnT]` (as in traffik 1.2)."""
 HTTPConnT = TypeVar("HTTPConnT")
 """The connection type throttles pass (`Request`, `WebSocket`)."""
-
-_NEW, _READY, _CLOSED = "new", "ready", "closed"
 
 
 class WindowCount(int):
@@ -70,6 +78,19 @@ def build_key(*args: Any, **kwargs: Any) -> str:
     return hashlib.md5(":".join(parts).encode(), usedforsecurity=False).hexdigest()
 
 
+_TRAFFIK12_ALIASES = ("connection_throttled", "default_identifier")
+"""traffik 1.2 defined these here; they are `traffik`'s, resolved on first use (the first
+needs Starlette, and `traffik` says what to install when it is missing)."""
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TRAFFIK12_ALIASES:
+        import traffik
+
+        return getattr(traffik, name)
+    raise AttributeError(f"module 'traffik.backends.base' has no attribute {name!r}")
+
+
 def _default(name: str) -> Any:
     """A backend attribute that reads and writes `backend.defaults.<name>`."""
 
@@ -82,19 +103,22 @@ def _default(name: str) -> Any:
     return property(get, set_, doc=f"The `{name}` throttles use when they set none.")
 
 
-def _retrieve(task: asyncio.Task[None]) -> None:
-    """Mark a finished initialisation's error as seen (its waiters may all have gone)."""
-    if not task.cancelled():
-        task.exception()
-
-
 class ThrottleBackend(LockedSteps, Generic[ConnT, HTTPConnT]):
     """Stores rate-limit state under one namespace.
 
-    A backend initialises itself on first use; once explicitly closed it stays closed
-    until `initialize()` runs again. Subclasses implement the storage operations and the
-    `_open`/`_close` hooks; built-in strategies call `evaluate`, which runs one strategy
-    transition atomically (the generic version here uses a lock; native backends do better).
+    A backend initialises itself on first use, once however many tasks use it at first;
+    once explicitly closed it stays closed until `initialize()` runs again. Built-in
+    strategies call `evaluate`, which runs one strategy transition atomically (the generic
+    version here uses a lock; native backends do better).
+
+    A subclass opens its store in `initialize` (as in traffik 1.2) or in the `_open` hook,
+    and releases it in `close` or `_close`; either way `initialize` is single-flight and
+    `close` runs once. A backend without `_open` (one written for traffik 1.2, say) has its
+    storage operations guarded, as traffik 1.2 guarded them: each initialises the backend
+    first when it is not, and re-raises an error of `base_exception_type` as `BackendError`.
+    A backend with `_open` (the built-ins) checks `self.initialized` in its own operations
+    (`await self.ensure()`) and raises `BackendError`s itself, so nothing wraps its hot
+    path; setting `base_exception_type` on it guards its operations all the same.
 
     `fail_fast` says what entering the backend (`async with backend:`, `backend.lifespan`)
     does when the store cannot be reached: False (the default) starts anyway, the store's
@@ -112,6 +136,10 @@ class ThrottleBackend(LockedSteps, Generic[ConnT, HTTPConnT]):
     decide_now: ClassVar[Optional[Callable[..., Any]]] = None
     """A backend that can decide in place, without a coroutine, defines it as a method
     (`InMemoryBackend.decide_now`); throttles then call it on their hot path."""
+    base_exception_type: ClassVar[Any] = BaseException
+    """The errors (a class or tuple) a guarded operation re-raises as `BackendError`."""
+    wrap_methods: ClassVar[tuple[str, ...]] = ()
+    """More methods a guarded backend (see above) guards, besides the storage operations."""
 
     def __init__(
         self,
@@ -139,8 +167,9 @@ class ThrottleBackend(LockedSteps, Generic[ConnT, HTTPConnT]):
         )
         self.clock = clock or system_clock
         self._prefix = escape(namespace) + ":"
-        self._status = _NEW
+        self._status = NEW
         self._attempt: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[Any] | None = None
         self._contexts = TaskContexts()
 
     @property
@@ -182,35 +211,23 @@ class ThrottleBackend(LockedSteps, Generic[ConnT, HTTPConnT]):
         """True when the store answers; called by `ready`. Subclasses override."""
         return True
 
+    @single_flight
     async def initialize(self) -> None:
         """Open the backend; idempotent. Concurrent callers share one attempt and its outcome:
         a failure reaches every waiter at once, and the next call tries again."""
-        if self._status == _READY:
-            return
-        loop = asyncio.get_running_loop()
-        attempt = self._attempt
-        if attempt is None or attempt.get_loop() is not loop:
-            attempt = self._attempt = loop.create_task(self._open_once())
-            attempt.add_done_callback(_retrieve)
-        await asyncio.shield(attempt)
+        await self._open()
 
-    async def _open_once(self) -> None:
+    async def _open_once(self, open_: Callable[[Any], Awaitable[None]]) -> None:
         try:
-            await self._open()
-            self._status = _READY
+            await open_(self)
+            self._status = READY
         finally:
             if self._attempt is asyncio.current_task():
                 self._attempt = None
 
+    @close_once
     async def close(self) -> None:
         """Release connections and stop the circuits' probes; data in a persistent store survives."""
-        if self._status == _CLOSED:
-            return
-        self._status = _CLOSED
-        if self.refusals is not None:
-            self.refusals.forget()
-        for circuit in self.circuits:
-            circuit.stop()
         await self._close()
 
     def unreachable(self, error: BaseException) -> None:
@@ -221,7 +238,7 @@ class ThrottleBackend(LockedSteps, Generic[ConnT, HTTPConnT]):
 
     async def ready(self) -> bool:
         """True when initialised and the store answers; never initialises by itself."""
-        if self._status != _READY:
+        if self._status != READY:
             return False
         try:
             return await self._ping()
@@ -229,22 +246,25 @@ class ThrottleBackend(LockedSteps, Generic[ConnT, HTTPConnT]):
             return False
 
     def closed(self) -> bool:
-        return self._status != _READY
+        return self._status != READY
 
     @property
     def explicitly_closed(self) -> bool:
         """True once `close()` ran (and until `initialize()` runs again)."""
-        return self._status == _CLOSED
+        return self._status == CLOSED
 
     @property
     def initialized(self) -> bool:
-        return self._status == _READY
+        return self._status == READY
 
     async def ensure(self) -> None:
         """Initialise on first use; raise `BackendConnectionError` once explicitly closed."""
-        if self._status == _READY:
+        if self._status == READY:
             return
-        if self._status == _CLOSED:
+        attempt = self._attempt
+        if attempt is not None and attempt is asyncio.current_task():
+            return  # the opening itself uses the store
+        if self._status == CLOSED:
             raise BackendConnectionError(
                 f"{self!r} was closed; call `await backend.initialize()` (or enter `async with backend:`) "
                 "to use it again"
@@ -362,12 +382,36 @@ class ThrottleBackend(LockedSteps, Generic[ConnT, HTTPConnT]):
         blocking: bool | None = None,
         blocking_timeout: float | None = None,
         reentrant: bool = False,
+        enforce_ttl_locally: bool = False,
+        local_ttl_factor: float = 0.8,
     ) -> LockContext:
-        """An async context manager holding the named lock (inside this namespace)."""
+        """An async context manager holding the named lock (inside this namespace).
+
+        `None` settings take the backend's `lock_ttl`, `lock_blocking` and
+        `lock_blocking_timeout`. With `enforce_ttl_locally` and a TTL, the block is cancelled
+        once it has held the lock for `ttl * local_ttl_factor` seconds (before the store lets
+        another holder in), and `LockTimeoutError` is raised once the lock is released.
+
+        Raises:
+            ConfigurationError: When `enforce_ttl_locally` is set and `local_ttl_factor` is
+                not a number strictly between 0 and 1.
+        """
+        if enforce_ttl_locally and (
+            isinstance(local_ttl_factor, bool)
+            or not isinstance(local_ttl_factor, (int, float))
+            or not 0 < local_ttl_factor < 1
+        ):
+            raise ConfigurationError(
+                f"backend.lock({name!r}): local_ttl_factor={local_ttl_factor!r} must be a number "
+                "between 0 and 1 (exclusive): the share of the ttl the block may hold the lock"
+            )
+        ttl = ttl if ttl is not None else self.lock_ttl
         return LockContext(
-            self.get_lock(self.get_key(name), ttl if ttl is not None else self.lock_ttl, reentrant),
+            self.get_lock(self.get_key(name), ttl, reentrant),
             self.lock_blocking if blocking is None else blocking,
             blocking_timeout if blocking_timeout is not None else self.lock_blocking_timeout,
+            ttl,
+            local_ttl_factor if enforce_ttl_locally else None,
         )
 
     async def scan(self, prefix: str, limit: int | None = None) -> list[str]:
@@ -380,6 +424,21 @@ class ThrottleBackend(LockedSteps, Generic[ConnT, HTTPConnT]):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        own = cls.__dict__
+        guarded = cls._open is ThrottleBackend._open or any(
+            "base_exception_type" in vars(k)
+            for k in cls.__mro__[: cls.__mro__.index(ThrottleBackend)]
+        )
+        if guarded:
+            for name in (*GUARDED, *cls.wrap_methods):
+                if name in own:
+                    setattr(cls, name, guard(own[name]))
+        if "initialize" in own and not getattr(own["initialize"], GUARD_MARK, False):
+            opening = guard(own["initialize"], opens=False) if guarded else own["initialize"]
+            cls.initialize = single_flight(opening)  # type: ignore[method-assign]
+        if "close" in own and not getattr(own["close"], GUARD_MARK, False):
+            own_close = guard(own["close"], opens=False) if guarded else own["close"]
+            cls.close = close_once(own_close)  # type: ignore[method-assign]
         clear = cls.__dict__.get("clear")
         if clear is not None and not getattr(clear, "forgets_refusals", False):
             # Whatever a backend's clear() does, the refusals it remembers go with it.

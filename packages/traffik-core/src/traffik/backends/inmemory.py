@@ -46,10 +46,19 @@ class InMemoryBackend(ThrottleBackend):
     >= 1), `lock_kind`, `lock_pool_size`, `lock_pool_headroom` and `prepopulate_lock_pool`
     are accepted and change nothing: the store is one dict, and locks are made on demand.
 
+    The arguments up to `prepopulate_lock_pool` may be given by position, in traffik 1.2's
+    order; the others only by keyword.
+
     Args:
         namespace: The prefix of every key this backend writes (a non-empty string).
+        identifier: The identifier for throttles on this backend that set none.
         persistent: Whether the data survives the end of a backend context
             (`async with backend:`, `backend.lifespan`); False resets the store on exit.
+        handle_throttled: The throttled handler for throttles on this backend that set none.
+        on_error: The `on_error` policy for throttles on this backend that set none.
+        lock_blocking: Whether `lock()` waits by default (None: the process default).
+        lock_ttl: The default lock TTL in seconds (None: the process default).
+        lock_blocking_timeout: The default lock wait in seconds (None: the process default).
         max_keys: The most keys the store holds (a whole number >= 1).
         max_bytes: The most bytes the store holds, estimated (a whole number >= 1024), or
             None for no byte limit.
@@ -65,9 +74,8 @@ class InMemoryBackend(ThrottleBackend):
         lock_pool_size: Accepted from traffik 1.2; changes nothing.
         lock_pool_headroom: Accepted from traffik 1.2; changes nothing.
         prepopulate_lock_pool: Accepted from traffik 1.2; changes nothing.
-        **defaults: Defaults for the throttles on this backend that set none
-            (`BackendDefaults`): `identifier`, `handle_throttled`, `on_error`, `lock_ttl`,
-            `lock_blocking`, `lock_blocking_timeout`, `shadow`, `cache_refusals`; and
+        **defaults: More defaults for the throttles on this backend that set none
+            (`BackendDefaults`): `shadow`, `cache_refusals`; and
             `fail_fast` (`ThrottleBackend`: whether entering the backend raises when the
             store cannot be reached).
 
@@ -83,19 +91,25 @@ class InMemoryBackend(ThrottleBackend):
     def __init__(
         self,
         namespace: str = "inmemory",
-        *,
+        identifier: Callable[..., Any] | None = None,
         persistent: bool = False,
-        max_keys: int = 1_000_000,
-        max_bytes: int | None = None,
-        at_capacity: str = "evict",
-        sweep_interval: float = 10.0,
-        clock: Clock | None = None,
+        handle_throttled: Callable[..., Any] | None = None,
+        on_error: Any = "throttle",
+        lock_blocking: bool | None = None,
+        lock_ttl: float | None = None,
+        lock_blocking_timeout: float | None = None,
         number_of_shards: int = 3,
         cleanup_frequency: float | None = None,
         lock_kind: str = "unfair",
         lock_pool_size: int = 128,
         lock_pool_headroom: int = 4,
         prepopulate_lock_pool: bool = True,
+        *,
+        max_keys: int = 1_000_000,
+        max_bytes: int | None = None,
+        at_capacity: str = "evict",
+        sweep_interval: float = 10.0,
+        clock: Clock | None = None,
         **defaults: Any,
     ) -> None:
         if (
@@ -113,7 +127,19 @@ class InMemoryBackend(ThrottleBackend):
             raise ConfigurationError(
                 f"InMemoryBackend(sweep_interval={sweep_interval!r}): must be a number of seconds > 0"
             )
-        super().__init__(None, namespace=namespace, persistent=persistent, clock=clock, **defaults)
+        super().__init__(
+            None,
+            namespace=namespace,
+            persistent=persistent,
+            clock=clock,
+            identifier=identifier,
+            handle_throttled=handle_throttled,
+            on_error=on_error,
+            lock_blocking=lock_blocking,
+            lock_ttl=lock_ttl,
+            lock_blocking_timeout=lock_blocking_timeout,
+            **defaults,
+        )
         self.capacity = capacity
         self.max_keys = max_keys
         self.sweep_interval = float(sweep_interval)

@@ -6,7 +6,7 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
-from traffik.exceptions import LockAcquisitionError, LockReleaseError
+from traffik.exceptions import LockAcquisitionError, LockReleaseError, LockTimeoutError
 
 if TYPE_CHECKING:
     from traffik.typing import AsyncLock
@@ -15,15 +15,41 @@ __all__ = ["LocalLock", "LocalLockTable", "LockContext"]
 
 
 class LockContext:
-    """Holds one lock for the length of an `async with` block; single use."""
+    """Holds one lock for the length of an `async with` block; single use.
 
-    __slots__ = ("_blocking", "_lock", "_timeout", "_used")
+    With a `ttl` and a `local_ttl_factor` (enforcing the TTL locally), a watchdog cancels
+    the block once it has held the lock for `ttl * local_ttl_factor` seconds; the lock is
+    released, then `LockTimeoutError` is raised. On exit, a timeout wins over the block's
+    own error, which wins over an error releasing the lock.
+    """
 
-    def __init__(self, lock: AsyncLock, blocking: bool, blocking_timeout: float | None) -> None:
+    __slots__ = (
+        "_blocking",
+        "_factor",
+        "_fired",
+        "_lock",
+        "_timeout",
+        "_ttl",
+        "_used",
+        "_watchdog",
+    )
+
+    def __init__(
+        self,
+        lock: AsyncLock,
+        blocking: bool,
+        blocking_timeout: float | None,
+        ttl: float | None = None,
+        local_ttl_factor: float | None = None,
+    ) -> None:
         self._lock = lock
         self._blocking = blocking
         self._timeout = blocking_timeout
+        self._ttl = ttl
+        self._factor = local_ttl_factor
         self._used = False
+        self._fired = False
+        self._watchdog: asyncio.TimerHandle | None = None
 
     async def __aenter__(self) -> AsyncLock:
         if self._used:
@@ -33,13 +59,50 @@ class LockContext:
         self._used = True
         if not await self._lock.acquire(self._blocking, self._timeout):
             mode = f"within {self._timeout}s" if self._blocking else "without blocking"
-            raise LockAcquisitionError(
-                f"could not acquire lock {getattr(self._lock, 'name', '?')!r} {mode}"
-            )
+            raise LockAcquisitionError(f"could not acquire lock {self._name()!r} {mode}")
+        if self._ttl is not None and self._factor is not None:
+            task = asyncio.current_task()
+            if task is not None:
+                self._watchdog = asyncio.get_running_loop().call_later(
+                    self._ttl * self._factor, self._expire, task
+                )
         return self._lock
 
-    async def __aexit__(self, *exc_info: Any) -> None:
-        await self._lock.release()
+    def _name(self) -> str:
+        return str(getattr(self._lock, "name", "?"))
+
+    def _expire(self, task: asyncio.Task[Any]) -> None:
+        self._fired = True
+        task.cancel()
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        timed_out = self._fired and not _cancelled_elsewhere()
+        try:
+            await self._lock.release()
+        except LockReleaseError:
+            if exc_type is None and not timed_out:
+                raise
+        except asyncio.CancelledError:  # the watchdog's, reaching the release instead
+            if not timed_out:
+                raise
+        if timed_out:
+            assert self._ttl is not None and self._factor is not None
+            raise LockTimeoutError(
+                f"lock {self._name()!r} was held past {self._ttl * self._factor:g}s "
+                f"(ttl={self._ttl:g} x local_ttl_factor={self._factor:g}), so its block was "
+                "stopped; give it a longer ttl or a larger local_ttl_factor, or pass "
+                "enforce_ttl_locally=False"
+            ) from exc
+
+
+def _cancelled_elsewhere() -> bool:
+    """Take back the watchdog's cancellation of this task; True when something else asked
+    to cancel it too (3.11+ counts requests; before, the watchdog's is assumed the only one)."""
+    task = asyncio.current_task()
+    uncancel = getattr(task, "uncancel", None)
+    return uncancel is not None and uncancel() > 0
 
 
 class _Slot:

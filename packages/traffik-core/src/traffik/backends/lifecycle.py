@@ -1,0 +1,153 @@
+"""How a backend opens and closes, and the guard on a backend that does not check itself.
+
+`ThrottleBackend` makes `initialize` single-flight (`single_flight`: concurrent first uses
+share one attempt) and `close` run once (`close_once`), whether a subclass opens its store in
+the `_open` hook (the built-ins) or in its own `initialize` (traffik 1.2's way). A backend
+written for traffik 1.2 also has its storage operations guarded (`guard`): each initialises
+the backend first when it is not, and re-raises an error of its `base_exception_type` as a
+`BackendError`. The built-ins check readiness themselves, so nothing wraps their hot path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, Callable
+
+from traffik.exceptions import BackendError
+
+if TYPE_CHECKING:
+    from traffik.backends.base import ThrottleBackend
+
+__all__ = [
+    "CLOSED",
+    "GUARDED",
+    "GUARD_MARK",
+    "NEW",
+    "READY",
+    "close_once",
+    "guard",
+    "retrieve_error",
+    "single_flight",
+]
+
+NEW, READY, CLOSED = "new", "ready", "closed"
+"""A backend's `_status`: never opened, open, explicitly closed."""
+
+
+def retrieve_error(task: asyncio.Task[None]) -> None:
+    """Mark a finished initialisation's error as seen (its waiters may all have gone)."""
+    if not task.cancelled():
+        task.exception()
+
+
+GUARDED = (
+    "get",
+    "set",
+    "delete",
+    "increment",
+    "decrement",
+    "expire",
+    "ttl",
+    "increment_with_ttl",
+    "multi_get",
+    "multi_set",
+    "clear",
+    "reset",
+    "evaluate",
+    "evaluate_all",
+    "refund_all",
+    "get_lock",
+)
+"""The operations the base guards on a backend that does not guard its own (`ThrottleBackend`)."""
+GUARD_MARK = "__traffik_guarded__"
+_UNWRAPPED = (BackendError, asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit)
+
+
+def _backend_error(exc: BaseException) -> BackendError:
+    return BackendError(f"Error occurred in backend operation. {exc}", cause=exc)
+
+
+def guard(method: Callable[..., Any], *, opens: bool = True) -> Callable[..., Any]:
+    """`method` with its errors of `base_exception_type` re-raised as `BackendError`
+    (`BackendError`s, cancellation and exits pass unchanged), run once the backend is
+    initialised when it `opens` (a coroutine method)."""
+    if getattr(method, GUARD_MARK, False):
+        return method
+    if inspect.iscoroutinefunction(method):
+
+        @functools.wraps(method)
+        async def guarded(self: ThrottleBackend, *args: Any, **kwargs: Any) -> Any:
+            if opens and self._status is not READY:
+                await self.ensure()
+            try:
+                return await method(self, *args, **kwargs)
+            except _UNWRAPPED:
+                raise
+            except self.base_exception_type as exc:
+                raise _backend_error(exc) from exc
+
+    else:
+
+        @functools.wraps(method)
+        def guarded(self: ThrottleBackend, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(self, *args, **kwargs)
+            except _UNWRAPPED:
+                raise
+            except self.base_exception_type as exc:
+                raise _backend_error(exc) from exc
+
+    setattr(guarded, GUARD_MARK, True)
+    return guarded
+
+
+def single_flight(open_: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
+    """`initialize` for a backend whose opening step is `open_`: concurrent callers share one
+    attempt and its outcome, and a subclass's `initialize` may call its parent's."""
+
+    @functools.wraps(open_)
+    async def initialize(self: ThrottleBackend) -> None:
+        if self._status is READY:
+            return
+        attempt = self._attempt
+        if attempt is not None and attempt is asyncio.current_task():
+            await open_(self)  # the opening itself, calling a parent's `initialize`
+            return
+        loop = asyncio.get_running_loop()
+        if attempt is None or attempt.get_loop() is not loop:
+            attempt = self._attempt = loop.create_task(self._open_once(open_))
+            attempt.add_done_callback(retrieve_error)
+        await asyncio.shield(attempt)
+
+    setattr(initialize, GUARD_MARK, True)
+    return initialize
+
+
+def close_once(close_: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
+    """`close` for a backend whose closing step is `close_`: once, marking the backend closed
+    first; a subclass's `close` may call its parent's."""
+
+    @functools.wraps(close_)
+    async def close(self: ThrottleBackend) -> None:
+        task = asyncio.current_task()
+        if self._closer is not None and self._closer is task:
+            await close_(self)  # the closing itself, calling a parent's `close`
+            return
+        if self._status is CLOSED:
+            return
+        self._status = CLOSED
+        if self.refusals is not None:
+            self.refusals.forget()
+        for circuit in self.circuits:
+            circuit.stop()
+        self._closer = task
+        try:
+            await close_(self)
+        finally:
+            self._closer = None
+
+    setattr(close, GUARD_MARK, True)
+    return close
