@@ -13,18 +13,23 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from traffik import HTTPThrottle, InMemoryBackend, WebSocketThrottle
+from traffik import HTTPThrottle, InMemoryBackend, ManualClock, WebSocketThrottle
+from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
 from traffik.headers import (
     DEFAULT_HEADERS_ALWAYS,
     DEFAULT_HEADERS_THROTTLED,
     IETF_HEADERS,
     LEGACY_HEADERS,
+    LONGEST_WAIT_MS,
     Header,
     Headers,
     RateLimitField,
+    header_setting,
+    whole_seconds,
 )
-from traffik.rates import Rate
+from traffik.rates import Rate, parse_rates
+from traffik.response_headers import HeaderPlan
 from traffik.typing import StrategyStat
 
 pytestmark = pytest.mark.anyio
@@ -336,3 +341,112 @@ async def test_the_ietf_preset_on_demand_and_when_throttled_only() -> None:
     assert seen[0]["RateLimit"] == '"api:v1";r=2;t=60'
     assert "x-policy" not in responses[1].headers  # a "throttled" copy of a preset field
     assert responses[2].headers["x-policy"] == '"api:v1";q=3;w=60'
+
+
+# -- any wait a strategy may answer ----------------------------------------------------------
+
+
+WEIRD_WAITS = [float("inf"), 1e300, float(2**60), float("nan"), -5.0, float("-inf")]
+
+
+@pytest.mark.parametrize("wait", WEIRD_WAITS)
+def test_headers_are_written_for_any_wait(wait: float) -> None:
+    longest = str(LONGEST_WAIT_MS // 1000)
+    told = longest if wait > 0 else "1"  # a refused request waits at least a second
+    plan = HeaderPlan("api", (RATE,), header_setting("both", "t"))
+    refused = dict(plan.text(Decision(False, wait, 0, wait, 3), None, None, None, None))
+    assert refused["ratelimit"] == f'"api";r=0;t={told}'
+    assert refused["x-ratelimit-reset"] == told
+    told = told if wait > 0 else "0"  # an allowed request's reset: 0 when none
+    allowed: list[tuple[bytes, bytes]] = []
+    plan.admitted(Decision(True, 0, 2, wait, 3), allowed)
+    assert (b"ratelimit", f'"api";r=2;t={told}'.encode()) in allowed
+    assert (b"x-ratelimit-reset", told.encode()) in allowed
+    # traffik 1.2's resolvers too: from a stat, whatever its wait.
+    throttled = StrategyStat("api:{c}:GET:/", RATE, 0, wait, {"reset_ms": wait})
+    seconds = Header.RESET_SECONDS(when="always").resolve(None, throttled)
+    assert seconds == (longest if wait > 0 else "0")
+    assert RateLimitField("reset")(None, throttled) == (longest if wait > 0 else "0")
+    millis = Header.RESET_MILLISECONDS(when="always").resolve(None, throttled)
+    assert millis == (str(LONGEST_WAIT_MS) if wait > 0 else "0")
+
+
+def test_whole_seconds_is_bounded() -> None:
+    assert [whole_seconds(ms) for ms in (0, 1, 999, 1000, 1001)] == [0, 1, 1, 1, 2]
+    assert whole_seconds(0, 1) == whole_seconds(float("nan"), 1) == 1
+    assert whole_seconds(float(LONGEST_WAIT_MS)) == LONGEST_WAIT_MS // 1000 == 9_007_199_254_740
+    assert len(str(whole_seconds(1e300))) == 13
+
+
+# -- the legacy fields of several rates speak of one rate ------------------------------------
+
+
+def legacy(response: httpx.Response) -> tuple[str, str, str]:
+    headers = response.headers
+    return (
+        headers["x-ratelimit-limit"],
+        headers["x-ratelimit-remaining"],
+        headers["x-ratelimit-reset"],
+    )
+
+
+async def test_legacy_fields_of_several_rates_all_speak_of_the_binding_rate() -> None:
+    clock = ManualClock(1_700_000_000.0)
+    throttle = HTTPThrottle(
+        "multi", rate="2/s;3/min", backend=InMemoryBackend(clock=clock), headers="both"
+    )
+    seen = []
+    async with client(app_with(throttle)) as http:
+        seen.append(await http.get("/items"))  # 2/s: 1 left (binds); 3/min: 2 left
+        seen.append(await http.get("/items"))  # 2/s: 0 left (binds); 3/min: 1 left
+        seen.append(await http.get("/items"))  # refused by 2/s, for the rest of its second
+        clock.advance(1.5)
+        seen.append(await http.get("/items"))  # 2/s: 1 left; 3/min: 0 left (binds)
+        clock.advance(1.5)
+        seen.append(await http.get("/items"))  # refused by 3/min, for about 57 s
+    assert [r.status_code for r in seen] == [200, 200, 429, 200, 429]
+    assert seen[0].headers["ratelimit"] == '"multi:2/s";r=1;t=1, "multi:3/min";r=2;t=60'
+    assert legacy(seen[0]) == ("2", "1", "1")
+    assert legacy(seen[1]) == ("2", "0", "1")
+    assert legacy(seen[2]) == ("2", "0", "1") and seen[2].headers["retry-after"] == "1"
+    assert seen[3].headers["ratelimit"] == '"multi:2/s";r=1;t=1, "multi:3/min";r=0;t=59'
+    assert legacy(seen[3]) == ("3", "0", "59")
+    assert legacy(seen[4]) == ("3", "0", "57") and seen[4].headers["retry-after"] == "57"
+
+
+async def test_traffik12_presets_of_several_rates_speak_of_the_binding_rate() -> None:
+    clock = ManualClock(1_700_000_000.0)
+    throttle = HTTPThrottle(
+        "multi12",
+        rate="5/min;2/s",
+        backend=InMemoryBackend(clock=clock),
+        headers=DEFAULT_HEADERS_ALWAYS,
+        min_wait_period=3_000,
+    )
+    async with client(app_with(throttle)) as http:
+        first, second, third = [await http.get("/items") for _ in range(3)]
+    assert (first.headers["x-ratelimit-limit"], first.headers["x-ratelimit-remaining"]) == (
+        "2",
+        "1",
+    )
+    assert second.headers["x-ratelimit-remaining"] == "0"
+    assert third.status_code == 429
+    assert (third.headers["x-ratelimit-limit"], third.headers["retry-after"]) == ("2", "3")
+
+
+def test_a_plan_of_several_rates_names_the_binding_rate_in_its_stat() -> None:
+    from traffik.strategies.steps import combine
+
+    rates = parse_rates("2/s;3/min")
+    plan = HeaderPlan("api", rates, header_setting("legacy", "t"))
+    parts = [Decision(True, 0, 1, 1000, 2), Decision(True, 0, 0, 60_000, 3)]
+    stat_ = plan.stat(combine(parts), "api:k")
+    assert stat_ is not None
+    assert (stat_.rate, stat_.hits_remaining, stat_.metadata) == (
+        rates[1],
+        0,
+        {"reset_ms": 60_000},
+    )
+    raw = dict(plan.raw(combine(parts)))
+    assert (raw[b"x-ratelimit-limit"], raw[b"x-ratelimit-remaining"]) == (b"3", b"0")
+    assert raw[b"x-ratelimit-reset"] == b"60"

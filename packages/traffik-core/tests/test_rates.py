@@ -9,7 +9,8 @@ import pickle
 import pytest
 
 from traffik import Rate
-from traffik.rates import UNLIMITED
+from traffik.exceptions import ConfigurationError
+from traffik.rates import MAX_LIMIT, MAX_PERIOD_MS, UNLIMITED, parse_rates
 
 
 @pytest.mark.parametrize(
@@ -28,6 +29,17 @@ from traffik.rates import UNLIMITED
         ("1/5d", 1, 5 * 86_400_000),
         ("3/2h", 3, 7_200_000),
         ("7/ 10 seconds", 7, 10_000),
+        # traffik 1.2's grammar (spec/core.md §1.2): spaces around `per` are optional, and
+        # the limit is read as Python's `int` reads it: a `+`, `_` between digit groups.
+        ("2 persecond", 2, 1_000),
+        ("5per min", 5, 60_000),
+        ("5per5s", 5, 5_000),
+        ("+5/s", 5, 1_000),
+        ("1_000/s", 1000, 1_000),
+        ("1_000_000 per 2 hours", 1_000_000, 7_200_000),
+        ("007/0001s", 7, 1_000),
+        ("9007199254740991/s", MAX_LIMIT, 1_000),
+        ("1/36500d", 1, MAX_PERIOD_MS),
     ],
 )
 def test_parse(text: str, limit: int, expire: int) -> None:
@@ -50,7 +62,24 @@ def test_unlimited_can_be_written(text: str) -> None:
         ("5/10/s", "expected '<limit>/<period>'"),
         ("5s", "expected '<limit>/<period>'"),
         ("1.5/s", "not a whole number"),
-        ("-1/s", "not a whole number"),
+        ("-1/s", "limit '-1' is negative"),
+        ("1__000/s", "not a whole number"),
+        ("_1/s", "not a whole number"),
+        ("1_/s", "not a whole number"),
+        ("+-1/s", "not a whole number"),
+        ("5/+5s", "is not '[n]unit'"),
+        ("5/1_0s", "is not '[n]unit'"),
+        ("5/per min", "expected '<limit>/<period>'"),
+        # Unicode digits are refused in the limit and in the period alike.
+        ("\uff11\uff10/s", "limit '\uff11\uff10' is not a whole number (ASCII digits)"),
+        ("\u0661\u0660/s", "is not a whole number (ASCII digits)"),
+        ("10/\uff12s", "period '\uff12s' is not '[n]unit' (n in ASCII digits)"),
+        ("10/\u0662 min", "is not '[n]unit' (n in ASCII digits)"),
+        # The bounds of `Rate` itself: named, with the value.
+        ("10/999999999999d", "the period of 86399999999913600000 ms is longer than 36500 days"),
+        ("1/36501d", "3153686400000 ms is longer than 36500 days (3153600000000 ms"),
+        ("9007199254740992/s", "the limit 9007199254740992 is above 9007199254740991"),
+        ("10000000000000000000000000/min", "is above 9007199254740991 (2**53 - 1, MAX_LIMIT)"),
         ("0/s", "a limit of 0 admits nothing"),
         ("5/0s", "longer than zero"),
         ("5/5s@", "is not '[n]unit'"),
@@ -63,6 +92,13 @@ def test_bad_strings_quote_themselves_and_say_what_is_valid(text: str, fragment:
     message = str(info.value)
     assert fragment in message
     assert repr(text) in message
+
+
+def test_unicode_digits_never_parse() -> None:
+    assert parse_rates("10/s") == (Rate(limit=10, seconds=1),)
+    for text in ("10/\uff12s", "\uff11\uff10/s", "10/\uff12s;5/min"):
+        with pytest.raises(ConfigurationError, match="ASCII digits"):
+            parse_rates(text)
 
 
 def test_non_string_is_rejected() -> None:
@@ -92,6 +128,36 @@ def test_keyword_construction_and_derived_values() -> None:
 def test_invalid_keywords(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         Rate(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"limit": 10**30, "seconds": 1}, f"the limit {10**30} is above {MAX_LIMIT}"),
+        ({"limit": MAX_LIMIT + 1, "seconds": 1}, "(2**53 - 1, MAX_LIMIT)"),
+        ({"limit": 10, "days": 999_999_999_999}, "is longer than 36500 days"),
+        ({"limit": 1, "milliseconds": MAX_PERIOD_MS + 1}, f"({MAX_PERIOD_MS} ms, MAX_PERIOD_MS)"),
+    ],
+)
+def test_one_bound_for_limit_and_period_whoever_builds_the_rate(
+    kwargs: dict, fragment: str
+) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        Rate(**kwargs)
+    assert fragment in str(info.value)
+    assert f"Rate(limit={kwargs['limit']}" in str(info.value)
+    if kwargs["limit"] > MAX_LIMIT:  # the string grammar says the same
+        with pytest.raises(ConfigurationError, match="MAX_LIMIT"):
+            Rate.parse(f"{kwargs['limit']}/1ms")
+    biggest = Rate(limit=MAX_LIMIT, milliseconds=MAX_PERIOD_MS)
+    assert Rate.parse(f"{MAX_LIMIT}/36500d") == biggest
+
+
+def test_rate_cannot_be_subclassed() -> None:
+    with pytest.raises(RuntimeError, match="Rate cannot be subclassed"):
+
+        class Sloppy(Rate):
+            pass
 
 
 def test_immutable_hashable_and_equal_by_value() -> None:

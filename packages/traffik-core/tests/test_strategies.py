@@ -6,10 +6,14 @@ import asyncio
 
 import pytest
 
-from traffik import InMemoryBackend, ManualClock, Rate
+from traffik import HTTPThrottle, InMemoryBackend, ManualClock, Rate
 from traffik.backends.base import ThrottleBackend
+from traffik.backends.sqlite import SQLiteBackend
 from traffik.exceptions import ConfigurationError
+from traffik.rates import MAX_LIMIT, MAX_PERIOD_MS
+from traffik.registry import ThrottleRegistry
 from traffik.strategies import (
+    BUILTIN_STRATEGIES,
     DEFAULT_STRATEGY,
     GCRA,
     FixedWindow,
@@ -52,6 +56,9 @@ def test_aliases_and_default() -> None:
         (lambda: TokenBucketWithDebt(max_debt=-1), "max_debt=-1"),
         (lambda: GCRA(burst_tolerance_ms=-5), "burst_tolerance_ms=-5"),
         (lambda: GCRA(burst_tolerance_ms=float("inf")), "burst_tolerance_ms=inf"),
+        (lambda: GCRA(burst_tolerance_ms=MAX_PERIOD_MS + 1), "from 0 to 3153600000000"),
+        (lambda: TokenBucket(burst_size=10**20), r"from 1 to 9007199254740991 \(MAX_LIMIT"),
+        (lambda: TokenBucketWithDebt(max_debt=MAX_LIMIT + 1), "max_debt=9007199254740992"),
     ],
 )
 def test_bad_parameters_fail_at_construction(factory, fragment: str) -> None:
@@ -214,3 +221,81 @@ async def test_builtin_strategies_run_on_a_generic_backend(clock: ManualClock) -
     strategy = SlidingWindowLog()
     waits = await asyncio.gather(*(strategy("k", rate, backend) for _ in range(150)))
     assert sum(1 for w in waits if w == 0) == 100
+
+
+# -- the largest rates: decided, or refused when the throttle is built ------------------------
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+async def test_a_period_too_long_for_any_store_fails_at_construction(tmp_path, store: str) -> None:
+    backend = InMemoryBackend() if store == "memory" else SQLiteBackend(tmp_path / "t.db")
+    for strategy in [FixedWindow(), GCRA()]:
+        with pytest.raises(ConfigurationError) as info:
+            HTTPThrottle(
+                "huge",
+                "10/999999999999d",
+                backend=backend,
+                strategy=strategy,
+                registry=ThrottleRegistry(),
+            )
+        message = str(info.value)
+        assert "'10/999999999999d'" in message and "86399999999913600000 ms" in message
+        assert "longer than 36500 days (3153600000000 ms, MAX_PERIOD_MS)" in message
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+@pytest.mark.parametrize("text", ["2/36500d", f"{MAX_LIMIT}/s", f"{MAX_LIMIT}/36500d"])
+async def test_the_largest_rates_are_decided_or_refused_up_front(
+    tmp_path, store: str, text: str
+) -> None:
+    clock = ManualClock(TIMELINE_START)
+    backend = (
+        InMemoryBackend(clock=clock)
+        if store == "memory"
+        else SQLiteBackend(tmp_path / "t.db", clock=clock)
+    )
+    rate = Rate.parse(text)
+    for cls in BUILTIN_STRATEGIES:
+        strategy = cls()
+        try:
+            HTTPThrottle(
+                "largest", rate, backend=backend, strategy=strategy, registry=ThrottleRegistry()
+            )
+        except ConfigurationError as refused:
+            assert "too large to decide exactly" in str(refused)
+            assert cls is not FixedWindow
+            continue
+        decisions = [await strategy.decide(f"k:{cls.__name__}", rate, backend) for _ in range(3)]
+        assert decisions[0].allowed and decisions[0].remaining == rate.limit - 1
+        if rate.limit == 2 and cls is FixedWindow:
+            assert [d.allowed for d in decisions] == [True, True, False]
+            assert decisions[2].wait_ms == MAX_PERIOD_MS
+
+
+def test_a_rate_too_large_names_the_largest_limit_that_fits() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        GCRA().check_scale(Rate.parse("10000/36500d"))
+    message = str(info.value)
+    assert "rate '10000/36500d' is too large to decide exactly" in message
+    assert "past 2**53 (9,007,199,254,740,992)" in message
+    assert "the limit can be at most 1,428" in message
+    fits = Rate(limit=1_428, days=36_500)
+    GCRA().check_scale(fits)
+    with pytest.raises(ConfigurationError):
+        GCRA().check_scale(Rate(limit=1_429, days=36_500))
+
+
+def test_a_bucket_too_large_names_its_setting_not_the_rate() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        HTTPThrottle(
+            "bucket",
+            "5/s",
+            strategy=TokenBucket(burst_size=10**13),
+            backend=InMemoryBackend(),
+            registry=ThrottleRegistry(),
+        )
+    message = str(info.value)
+    assert "cannot decide rate '5/s' exactly, even at a limit of 1" in message
+    assert "lower burst_size=10000000000000" in message
+    assert "at this period at most 4,503,599,627,370 fit" in message
+    TokenBucket(burst_size=4_503_599_627_370).check_scale(Rate.parse("5/s"))

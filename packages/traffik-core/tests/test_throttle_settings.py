@@ -15,8 +15,10 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from traffik import HTTPThrottle, InMemoryBackend, WebSocketThrottle, get_wait
 from traffik.exceptions import ConfigurationError, ConnectionThrottled
+from traffik.rates import MAX_PERIOD_MS
 from traffik.registry import ThrottleRegistry
 from traffik.strategies import GCRA, TokenBucket
+from traffik.testing import FailingBackend
 
 pytestmark = pytest.mark.anyio
 
@@ -127,6 +129,61 @@ async def test_update_identifier_handler_error_handler_and_min_wait() -> None:
     assert seen == [120_000]
     await limited.update_error_handler("allow")
     assert limited.on_error == "allow"
+
+
+@pytest.mark.parametrize(
+    "bad", [float("inf"), float("-inf"), float("nan"), 1e300, MAX_PERIOD_MS + 1, -1, "1"]
+)
+async def test_min_wait_period_is_finite_and_bounded(bad: Any) -> None:
+    with pytest.raises(ConfigurationError) as built:
+        throttle("set:min-wait-bad", min_wait_period=bad)
+    message = str(built.value)
+    assert f"min_wait_period={bad!r}" in message
+    assert f"from 0 to {MAX_PERIOD_MS} (MAX_PERIOD_MS" in message
+    limited = throttle("set:min-wait-update", min_wait_period=5_000)
+    with pytest.raises(ConfigurationError, match="MAX_PERIOD_MS"):
+        limited.update_min_wait_period(bad)
+    assert limited.min_wait_period == 5_000
+
+
+async def test_the_longest_min_wait_period_is_told_in_whole_seconds() -> None:
+    longest = throttle("set:min-wait-max", rate="1/min", min_wait_period=MAX_PERIOD_MS)
+    longest.update_headers("both")
+    failing = FailingBackend(InMemoryBackend())
+    down = throttle(
+        "set:min-wait-down", backend=failing, on_error="throttle", min_wait_period=MAX_PERIOD_MS
+    )
+    failing.fail()
+    seconds = str(MAX_PERIOD_MS // 1000)
+    async with client(app_with(longest)) as http:
+        allowed, refused = await http.get("/items"), await http.get("/items")
+    async with client(app_with(down)) as http:
+        policy = await http.get("/items")
+    assert allowed.status_code == 200 and allowed.headers["x-ratelimit-reset"] == "60"
+    assert refused.status_code == policy.status_code == 429
+    assert refused.headers["retry-after"] == policy.headers["retry-after"] == seconds
+    assert refused.headers["ratelimit"] == f'"set:min-wait-max";r=0;t={seconds}'
+    assert refused.headers["x-ratelimit-reset"] == seconds
+
+
+async def test_a_cost_above_the_limit_fails_at_construction_or_waits_one_period() -> None:
+    with pytest.raises(ConfigurationError) as built:
+        throttle("set:big", rate="2/min", cost=5)
+    assert "cost=5 exceeds what rate '2/min' with FixedWindow can ever admit (2)" in str(
+        built.value
+    )
+    with pytest.raises(ConfigurationError, match="cost=3 exceeds"):
+        throttle("set:big-bucket", rate="5/min", cost=3, strategy=TokenBucket(burst_size=2))
+    # A cost function's cost is known per request: above the limit, that request is refused
+    # with one full period's wait and takes nothing.
+    per_request = throttle(
+        "set:big-fn", rate="2/min", cost=lambda request, context: int(request.query_params["c"])
+    )
+    async with client(app_with(per_request)) as http:
+        too_big = await http.get("/items", params={"c": 5})
+        after = [(await http.get("/items", params={"c": 1})).status_code for _ in range(3)]
+    assert too_big.status_code == 429 and too_big.headers["retry-after"] == "60"
+    assert after == [200, 200, 429]
 
 
 async def test_identities_are_cached_per_connection_and_uid() -> None:

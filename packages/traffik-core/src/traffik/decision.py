@@ -5,7 +5,30 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-__all__ = ["Decision"]
+__all__ = ["LONGEST_WAIT_MS", "Decision", "whole_seconds"]
+
+
+LONGEST_WAIT_MS = 2**53
+"""The longest wait or reset a header tells, in ms (about 285 000 years; no built-in strategy
+computes a number past it): a longer one, an infinite one included, is told as this."""
+
+
+def whole_seconds(ms: float, least: int = 0) -> int:
+    """`ms` milliseconds as whole seconds for a header: rounded up, at least `least`, and at
+    most `LONGEST_WAIT_MS` (whatever a strategy answered: NaN or a negative counts as 0).
+
+    Args:
+        ms: The wait or reset, in milliseconds.
+        least: The fewest seconds to tell (`1` for a refused request's wait).
+
+    Returns:
+        The whole seconds.
+    """
+    if not ms > 0:
+        return least
+    if ms >= LONGEST_WAIT_MS:
+        return LONGEST_WAIT_MS // 1000
+    return max(least, math.ceil(ms / 1000))
 
 
 class Decision:
@@ -39,7 +62,7 @@ class Decision:
         """Seconds for a `Retry-After` header: whole, and at least 1 when throttled."""
         if self.allowed:
             return 0
-        return max(1, math.ceil(self.wait_ms / 1000.0))
+        return whole_seconds(self.wait_ms, 1)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Decision):

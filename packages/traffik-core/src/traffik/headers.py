@@ -16,6 +16,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, Union, cast
 
+from traffik.decision import LONGEST_WAIT_MS, whole_seconds
 from traffik.exceptions import ConfigurationError
 from traffik.keyparts import unescape
 
@@ -28,6 +29,7 @@ __all__ = [
     "DEFAULT_HEADERS_THROTTLED",
     "IETF_HEADERS",
     "LEGACY_HEADERS",
+    "LONGEST_WAIT_MS",
     "Header",
     "Headers",
     "RateLimitField",
@@ -35,6 +37,7 @@ __all__ = [
     "policy_value",
     "quoted_name",
     "resolve_headers",
+    "whole_seconds",
 ]
 
 _UNSAFE = re.compile(r'[^\x20-\x7e]|["\\]')
@@ -87,11 +90,14 @@ def _remaining(connection: Any, stat: StrategyStat, context: Any) -> str:
 
 
 def _reset_ms(connection: Any, stat: StrategyStat, context: Any) -> str:
-    return _number(stat.wait_ms)
+    wait = stat.wait_ms
+    if not 0 < wait < LONGEST_WAIT_MS:  # (NaN, negative, infinite or past the longest)
+        wait = LONGEST_WAIT_MS if wait >= LONGEST_WAIT_MS else 0
+    return _number(wait)
 
 
 def _reset_seconds(connection: Any, stat: StrategyStat, context: Any) -> str:
-    return str(math.ceil(stat.wait_ms / 1000))
+    return str(whole_seconds(stat.wait_ms))
 
 
 class Header:
@@ -317,10 +323,9 @@ class RateLimitField:
             return str(rate.limit)
         remaining = max(int(stat.hits_remaining), 0)
         if stat.wait_ms > 0:
-            reset = max(1, math.ceil(stat.wait_ms / 1000))
+            reset = whole_seconds(stat.wait_ms, 1)
         else:
-            reset_ms = (stat.metadata or {}).get("reset_ms", 0)
-            reset = max(0, math.ceil(reset_ms / 1000))
+            reset = whole_seconds((stat.metadata or {}).get("reset_ms", 0))
         if self.kind == "ratelimit":
             return f"{quoted_name(name)};r={remaining};t={reset}"
         return str(remaining if self.kind == "remaining" else reset)

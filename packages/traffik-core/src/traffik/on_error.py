@@ -25,7 +25,7 @@ import math
 from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypedDict, Union
 
-from traffik.decision import Decision
+from traffik.decision import LONGEST_WAIT_MS, Decision
 from traffik.exceptions import ConfigurationError
 from traffik.logs import QuietLog
 
@@ -146,7 +146,9 @@ def decision_from_wait(wait: Any, limit: int) -> Decision:
     wait = float(wait or 0.0)
     if wait <= 0:
         return Decision(True, 0, None, 0, limit)
-    wait_ms = max(1, math.ceil(wait))
+    if wait != wait:  # NaN: a wait nobody can tell, as short as can be
+        wait = 1.0
+    wait_ms = LONGEST_WAIT_MS if wait >= LONGEST_WAIT_MS else max(1, math.ceil(wait))
     return Decision(False, wait_ms, None, wait_ms, limit)
 
 

@@ -11,6 +11,8 @@ from typing import Any, Union
 from traffik.exceptions import ConfigurationError
 
 __all__ = [
+    "MAX_LIMIT",
+    "MAX_PERIOD_MS",
     "MAX_RATES",
     "MAX_RATE_TEXT",
     "UNLIMITED",
@@ -42,9 +44,19 @@ _MS_PER = {
 }
 _UNITS_HINT = "ms, s, min, h, d (or their long forms: second, minute, hour, day)"
 _EXAMPLES = "'100/min', '5/s', '10/30s', '200/500ms', '5 per minute' or 'unlimited'"
-_SPLIT = re.compile(r"\s*(?:/|\bper\b)\s*")
-_PERIOD = re.compile(r"^(\d+)?\s*([a-z]+)$")
+_SPLIT = re.compile(r"\s*(?:/|per)\s*")
+_LIMIT = re.compile(r"[+-]?[0-9]+(?:_[0-9]+)*")
+_PERIOD = re.compile(r"([0-9]+)?\s*([a-z]+)")
 _UNLIMITED_WORDS = frozenset({"unlimited", "inf", "none"})
+
+MAX_LIMIT = 2**53 - 1
+"""The largest limit of a rate: every store keeps it exactly (Lua numbers are doubles)."""
+
+MAX_PERIOD_MS = 36_500 * 86_400_000
+"""The longest period of a rate, in milliseconds: 36500 days (about 100 years). A deadline of
+now plus the period stays exact in every store (a double, a signed 64-bit SQLite INTEGER)."""
+
+_MAX_PERIOD_TEXT = f"36500 days ({MAX_PERIOD_MS} ms, MAX_PERIOD_MS)"
 
 
 def _check_int(name: str, value: object) -> int:
@@ -55,6 +67,21 @@ def _check_int(name: str, value: object) -> int:
     if value < 0:
         raise ConfigurationError(f"Rate {name}={value!r}: must be zero or positive")
     return value
+
+
+def _out_of_bounds(limit: int, expire: int) -> str:
+    """What is wrong with a limit or a period past `MAX_LIMIT` or `MAX_PERIOD_MS` ("": nothing)."""
+    if limit > MAX_LIMIT:
+        return (
+            f"the limit {limit} is above {MAX_LIMIT} (2**53 - 1, MAX_LIMIT), the largest every "
+            "store keeps exactly"
+        )
+    if expire > MAX_PERIOD_MS:
+        return (
+            f"the period of {expire} ms is longer than {_MAX_PERIOD_TEXT}, the longest a rate "
+            "may have"
+        )
+    return ""
 
 
 class Rate:
@@ -87,8 +114,11 @@ class Rate:
 
     Raises:
         ConfigurationError: When an argument is not a whole number (`bool` included) or
-            is negative, when `limit` is `0` but a period is given, or when `limit` is
-            positive but the period is zero.
+            is negative, when `limit` is `0` but a period is given, when `limit` is
+            positive but the period is zero, or when `limit` is above `MAX_LIMIT` or the
+            period longer than `MAX_PERIOD_MS`.
+        RuntimeError: When a class derives from `Rate` (it is final: throttles, stores and
+            caches rely on its value semantics).
     """
 
     __slots__ = ("expire", "is_subsecond", "limit", "rpd", "rph", "rpm", "rps", "unlimited")
@@ -130,6 +160,9 @@ class Rate:
                 f"Rate(limit={limit}): a limit needs a period; "
                 "pass milliseconds=, seconds=, minutes=, hours= or days="
             )
+        wrong = _out_of_bounds(limit, expire)
+        if wrong:
+            raise ConfigurationError(f"Rate(limit={limit}, period={expire}ms): {wrong}")
         unlimited = limit == 0
         set_ = object.__setattr__
         set_(self, "limit", limit)
@@ -144,13 +177,22 @@ class Rate:
         ):
             set_(self, name, math.inf if unlimited else limit * unit_ms / expire)
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        raise RuntimeError(
+            f"class {cls.__name__}: Rate cannot be subclassed; build a Rate, or wrap one in "
+            "your own class"
+        )
+
     @classmethod
     def parse(cls, rate: str | Rate) -> Rate:
         """Parse `"<limit>/<period>"` or `"<limit> per <period>"`; period = `[n]unit`.
 
-        Units are `ms`, `s`, `min`, `h`, `d` and their long forms (`second`, `minutes`,
-        ...); `"unlimited"`, `"inf"` and `"none"` give `UNLIMITED`. Case and surrounding
-        spaces are ignored, and parsed strings are cached.
+        The grammar is traffik 1.2's: the limit is a whole number in ASCII digits, with an
+        optional `+` and `_` between digit groups (`"+5/s"`, `"1_000/min"`); the period is an
+        optional count of ASCII digits, then a unit: `ms`, `s`, `min`, `h`, `d` or a long
+        form (`second`, `minutes`, ...). Spaces around `/` and `per` are optional
+        (`"5per min"`, `"2 persecond"`). `"unlimited"`, `"inf"` and `"none"` give
+        `UNLIMITED`. Case and surrounding spaces are ignored, and parsed strings are cached.
 
         Args:
             rate: The text to parse (at most `MAX_RATE_TEXT` characters), such as
@@ -162,7 +204,8 @@ class Rate:
         Raises:
             ConfigurationError: When `rate` is neither a string nor a `Rate`, is longer than
                 `MAX_RATE_TEXT`, is empty or malformed, has an unknown unit, a zero period, a
-                limit of `0` or a limit too large.
+                limit of `0`, a limit above `MAX_LIMIT` or a period longer than
+                `MAX_PERIOD_MS`.
         """
         if isinstance(rate, Rate):
             return rate
@@ -222,8 +265,6 @@ MAX_RATE_TEXT = 64
 MAX_RATES = 16
 """The most rates one throttle takes."""
 
-_MAX_LIMIT = 2**53
-
 
 def _too_long(original: str) -> ConfigurationError:
     return ConfigurationError(
@@ -246,26 +287,26 @@ def _parse(text: str, original: str) -> Rate:
             f"rate {original!r}: expected '<limit>/<period>' or '<limit> per <period>', like {_EXAMPLES}"
         )
     left, right = parts
-    if not left.isdigit() or not left.isascii():
+    if not _LIMIT.fullmatch(left):
         raise ConfigurationError(
-            f"rate {original!r}: limit {left!r} is not a whole number; write it like {_EXAMPLES}"
-        )
-    if len(left) > 16:
-        raise ConfigurationError(
-            f"rate {original!r}: limit {left!r} is too large; at most {_MAX_LIMIT - 1}"
+            f"rate {original!r}: limit {left!r} is not a whole number (ASCII digits); write it "
+            f"like {_EXAMPLES}"
         )
     limit = int(left)
-    match = _PERIOD.match(right)
+    if limit < 0:
+        raise ConfigurationError(
+            f"rate {original!r}: limit {left!r} is negative; a limit is at least 1"
+        )
+    match = _PERIOD.fullmatch(right)
     if match is None:
         raise ConfigurationError(
-            f"rate {original!r}: period {right!r} is not '[n]unit'; use units {_UNITS_HINT}"
+            f"rate {original!r}: period {right!r} is not '[n]unit' (n in ASCII digits); use "
+            f"units {_UNITS_HINT}"
         )
     count_text, unit = match.groups()
     unit_ms = _MS_PER.get(unit)
     if unit_ms is None:
         raise ConfigurationError(f"rate {original!r}: unknown unit {unit!r}; use {_UNITS_HINT}")
-    if count_text and len(count_text) > 12:
-        raise ConfigurationError(f"rate {original!r}: the period {right!r} is too long")
     count = int(count_text) if count_text else 1
     if count == 0:
         raise ConfigurationError(f"rate {original!r}: the period must be longer than zero")
@@ -273,6 +314,9 @@ def _parse(text: str, original: str) -> Rate:
         raise ConfigurationError(
             f"rate {original!r}: a limit of 0 admits nothing; write 'unlimited' for no limit"
         )
+    wrong = _out_of_bounds(limit, count * unit_ms)
+    if wrong:
+        raise ConfigurationError(f"rate {original!r}: {wrong}")
     return Rate(limit=limit, milliseconds=count * unit_ms)
 
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Optional
 
 from traffik.headers import (
+    LONGEST_WAIT_MS,
     Header,
     Headers,
     HeaderValue,
@@ -22,6 +23,7 @@ from traffik.headers import (
     policy_value,
     quoted_name,
     resolve_headers,
+    whole_seconds,
 )
 from traffik.typing import StrategyStat
 
@@ -95,15 +97,23 @@ class HeaderPlan:
     def raw(self, decision: Decision, wait_ms: Optional[float] = None) -> list[tuple[bytes, bytes]]:
         """ASGI header pairs of the plain strings and rate-limit fields for `decision`;
         `wait_ms` is the wait the client is told when throttled (default: the decision's).
-        `t`/`Reset` is the time until the limit is whole again, or the wait when throttled."""
+        `t`/`Reset` is the time until the limit is whole again, or the wait when throttled.
+        With several rates, the single-valued fields (`X-RateLimit-*`) all speak of the
+        binding rate: its limit, its units left and its reset (or the wait, when it refused)."""
         remaining = decision.remaining
         if remaining is None:
             return self._constant.copy()
         headers = self._static.copy()
         if not self._formatted:
             return headers
-        numbers = (*_numbers(decision, wait_ms), int(decision.limit))
         names = self._names
+        if names is None:
+            numbers = (*_numbers(decision, wait_ms), int(decision.limit))
+        else:
+            binding, part = self._binding_part(decision)
+            refused = getattr(decision, "refused", None)
+            told = wait_ms if part is decision or binding == refused else None
+            numbers = (*_numbers(part, told), self.rates[binding].limit)
         for name, fmt, index in self._formatted:
             if index is not None:
                 headers.append((name, fmt % numbers[index]))
@@ -123,7 +133,8 @@ class HeaderPlan:
             return
         headers += self._static
         reset = decision.reset_ms
-        seconds = -(-reset // 1000) if reset > 0 else 0  # (`%d` writes a whole float as an int)
+        # (`%d` writes a whole float as an int; `whole_seconds` bounds any other reset)
+        seconds = -(-reset // 1000) if 0 < reset < LONGEST_WAIT_MS else whole_seconds(reset)
         pair = self._pair
         if pair is not None:
             headers.append((pair[0], pair[1] % (remaining, seconds)))
@@ -145,27 +156,32 @@ class HeaderPlan:
     def stat(
         self, decision: Decision, key: Optional[str], wait_ms: Optional[float] = None
     ) -> Optional[StrategyStat]:
-        """The `StrategyStat` a decision amounts to, for resolvers (None: quota unknown)."""
+        """The `StrategyStat` a decision amounts to, for resolvers (None: quota unknown): with
+        several rates, the binding rate's (`raw`)."""
         if decision.remaining is None:
             return None
-        wait = (decision.wait_ms if wait_ms is None else wait_ms) if not decision.allowed else 0
+        index, part = self._binding_part(decision)
+        if part is not decision and index != getattr(decision, "refused", None):
+            wait_ms = None  # (the wait told is the refusing rate's)
+        wait = (part.wait_ms if wait_ms is None else wait_ms) if not part.allowed else 0
         return StrategyStat(
             key=key,
-            rate=self._binding(decision),
-            hits_remaining=decision.remaining,
+            rate=self.rates[index],
+            hits_remaining=part.remaining if part.remaining is not None else decision.remaining,
             wait_ms=wait,
-            metadata={"reset_ms": decision.reset_ms},
+            metadata={"reset_ms": part.reset_ms},
         )
 
-    def _binding(self, decision: Decision) -> Rate:
-        """The rate a decision speaks for: the one that refused, else the tightest."""
+    def _binding_part(self, decision: Decision) -> tuple[int, Decision]:
+        """The binding rate's index and its own decision: the rate that refused (the one whose
+        wait is the answer's), else the one with the fewest units left (the first of equals)."""
         parts = getattr(decision, "parts", None)
-        if parts is None:
-            return self.rate
+        if parts is None or len(parts) != len(self.rates):
+            return 0, decision
         refused = getattr(decision, "refused", None)
         if refused is None:
-            refused = min(range(len(parts)), key=lambda i: parts[i].remaining or 0)
-        return self.rates[refused]
+            refused = min(range(len(parts)), key=lambda i: _units_left(parts[i]))
+        return refused, parts[refused]
 
     def text(
         self,
@@ -195,15 +211,19 @@ class HeaderPlan:
             response.headers[name] = value
 
 
+def _units_left(decision: Decision) -> float:
+    remaining = decision.remaining
+    return remaining if remaining is not None else math.inf
+
+
 def _numbers(decision: Decision, wait_ms: Optional[float]) -> tuple[int, int]:
     """`(remaining, t)`: units left, and the seconds until whole again or, when refused, the
-    wait the client is told (`wait_ms`, else the decision's)."""
+    wait the client is told (`wait_ms`, else the decision's), bounded by `whole_seconds`."""
     remaining = decision.remaining
     remaining = max(int(remaining), 0) if remaining is not None and math.isfinite(remaining) else 0
     if decision.allowed:
-        return remaining, max(0, math.ceil(decision.reset_ms / 1000))
-    wait = decision.wait_ms if wait_ms is None else wait_ms
-    return remaining, max(1, math.ceil(wait / 1000))
+        return remaining, whole_seconds(decision.reset_ms)
+    return remaining, whole_seconds(decision.wait_ms if wait_ms is None else wait_ms, 1)
 
 
 class ThrottleHeaders:

@@ -11,7 +11,6 @@ time); before accept, a WebSocket handshake is denied with it.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +19,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketState
 
 from traffik.config import THROTTLED_STATE_KEY
+from traffik.decision import whole_seconds
 from traffik.exceptions import ConnectionThrottled
 
 __all__ = [
@@ -47,8 +47,8 @@ def is_throttled(connection: HTTPConnection) -> bool:
 
 
 def retry_after_seconds(wait_ms: float) -> int:
-    """Whole seconds for `Retry-After`: rounded up, at least 1."""
-    return max(1, math.ceil(wait_ms / 1000.0))
+    """Whole seconds for `Retry-After`: rounded up, at least 1 (and bounded: `whole_seconds`)."""
+    return whole_seconds(wait_ms, 1)
 
 
 async def connection_throttled(

@@ -1,7 +1,8 @@
 """The rate-limiting strategies; `FixedWindow` is the default.
 
 `BUILTIN_STRATEGIES` are the core eight, `ADVANCED_STRATEGIES` the six more of
-`traffik.strategies.custom` (traffik 1.2's advanced strategies).
+`traffik.strategies.custom` (traffik 1.2's advanced strategies). Each `XxxStatMetadata`
+describes the `metadata` of the `StrategyStat` that `Xxx.get_stat` returns.
 """
 
 from __future__ import annotations
@@ -36,6 +37,22 @@ from traffik.strategies.sliding_window import (
     SlidingWindowLog,
     SlidingWindowLogStrategy,
 )
+from traffik.strategies.stat_metadata import (
+    AdaptiveThrottleStatMetadata,
+    CostBasedTokenBucketStatMetadata,
+    FixedWindowStatMetadata,
+    GCRAStatMetadata,
+    LeakyBucketStatMetadata,
+    LeakyBucketWithQueueStatMetadata,
+    PriorityQueueStatMetadata,
+    QuotaWithRolloverStatMetadata,
+    SlidingWindowCounterStatMetadata,
+    SlidingWindowLogStatMetadata,
+    TieredRateStatMetadata,
+    TimeOfDayStatMetadata,
+    TokenBucketStatMetadata,
+    TokenBucketWithDebtStatMetadata,
+)
 from traffik.strategies.token_bucket import (
     TokenBucket,
     TokenBucketStrategy,
@@ -49,34 +66,48 @@ __all__ = [
     "DEFAULT_STRATEGY",
     "GCRA",
     "AdaptiveThrottle",
+    "AdaptiveThrottleStatMetadata",
     "AdaptiveThrottleStrategy",
     "CostBasedTokenBucket",
+    "CostBasedTokenBucketStatMetadata",
     "CostBasedTokenBucketStrategy",
     "FixedWindow",
+    "FixedWindowStatMetadata",
     "FixedWindowStrategy",
+    "GCRAStatMetadata",
     "GCRAStrategy",
     "LeakyBucket",
+    "LeakyBucketStatMetadata",
     "LeakyBucketStrategy",
     "LeakyBucketWithQueue",
+    "LeakyBucketWithQueueStatMetadata",
     "LeakyBucketWithQueueStrategy",
     "Priority",
     "PriorityQueue",
+    "PriorityQueueStatMetadata",
     "PriorityQueueStrategy",
     "QuotaWithRollover",
+    "QuotaWithRolloverStatMetadata",
     "QuotaWithRolloverStrategy",
     "SlidingWindowCounter",
+    "SlidingWindowCounterStatMetadata",
     "SlidingWindowCounterStrategy",
     "SlidingWindowLog",
+    "SlidingWindowLogStatMetadata",
     "SlidingWindowLogStrategy",
     "StateStrategy",
     "Strategy",
     "TieredRate",
+    "TieredRateStatMetadata",
     "TieredRateStrategy",
     "TimeOfDay",
+    "TimeOfDayStatMetadata",
     "TimeOfDayStrategy",
     "TokenBucket",
+    "TokenBucketStatMetadata",
     "TokenBucketStrategy",
     "TokenBucketWithDebt",
+    "TokenBucketWithDebtStatMetadata",
     "TokenBucketWithDebtStrategy",
 ]
 

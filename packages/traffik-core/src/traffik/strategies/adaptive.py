@@ -49,6 +49,7 @@ class AdaptiveThrottle(StateStrategy):
         min_limit_ratio: float = 0.3,
         lock_config: Optional[Mapping[str, Any]] = None,
     ) -> None:
+        super().__init__(lock_config)
         owner = type(self).__name__
         self._threshold = to_parts(owner, "load_threshold", load_threshold, zero=False, one=False)
         self._reduction = to_parts(

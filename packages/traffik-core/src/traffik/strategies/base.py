@@ -11,15 +11,18 @@ compute exactly the same; a rate too large for that is refused (`check_scale`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Optional
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar, Optional, cast
 
 from traffik.decision import ALLOWED_UNLIMITED, Decision
 from traffik.exceptions import ConfigurationError
-from traffik.typing import StrategyStat
+from traffik.rates import Rate
+from traffik.strategies._lock_config import check_lock_config
+from traffik.typing import LockConfig, StrategyStat
 
 if TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
-    from traffik.rates import Rate
 
 __all__ = [
     "EXACT_LIMIT",
@@ -73,6 +76,22 @@ class Strategy:
     name: ClassVar[str] = "strategy"
     suffix: ClassVar[str] = ""
     """Appended to a throttle's key: where this strategy keeps a client's state."""
+    _lock_config: Mapping[str, Any] = MappingProxyType({})
+    """traffik 1.2's `lock_config`; private, so equality, hash and repr ignore it."""
+
+    def __init__(self, lock_config: Optional[Mapping[str, Any]] = None) -> None:
+        self._lock_config = check_lock_config(type(self).__name__, lock_config)
+
+    @property
+    def lock_config(self) -> LockConfig:
+        """traffik 1.2's `lock_config=`, kept as given; it changes nothing, since no decision
+        takes a lock."""
+        return cast(LockConfig, dict(self._lock_config))
+
+    @lock_config.setter
+    def lock_config(self, value: Optional[Mapping[str, Any]]) -> None:
+        # A subclass written as traffik 1.2's (frozen) dataclasses may declare the field.
+        object.__setattr__(self, "_lock_config", check_lock_config(type(self).__name__, value))
 
     async def __call__(
         self, key: Any, rate: Rate, backend: ThrottleBackend, cost: int = 1
@@ -118,6 +137,9 @@ class StateStrategy(Strategy):
     """
 
     script: ClassVar[str] = ""
+    sizing: ClassVar[tuple[str, ...]] = ()
+    """The settings that size a client's state besides the rate (`burst_size`), named when a
+    rate is too large for them (`check_scale`)."""
 
     def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
         raise NotImplementedError
@@ -131,13 +153,48 @@ class StateStrategy(Strategy):
         return 2 * self.capacity(rate) * rate.expire
 
     def check_scale(self, rate: Rate) -> None:
-        """Refuse a rate whose numbers would not be exact (a `ConfigurationError`)."""
-        if not rate.unlimited and self.scale(rate) >= EXACT_LIMIT:
+        """Refuse a rate whose numbers would not be exact (a `ConfigurationError` naming the
+        largest limit that fits the period, or the strategy's settings when none does)."""
+        if rate.unlimited:
+            return
+        scale = self.scale(rate)
+        if scale < EXACT_LIMIT:
+            return
+        reach = f"its numbers would reach {scale:,}, past 2**53 ({EXACT_LIMIT:,})"
+        fits = self._largest_limit(rate)
+        if fits:
             raise ConfigurationError(
-                f"{self!r}: rate {str(rate)!r} is too large to decide exactly (limit x period "
-                f"must stay below {EXACT_LIMIT // 2 // rate.expire:,} x {rate.expire} ms); use a "
-                "shorter period or a smaller limit"
+                f"{self!r}: rate {str(rate)!r} is too large to decide exactly: {reach}; with a "
+                f"period of {rate.expire} ms the limit can be at most {fits:,} (or shorten the "
+                "period)"
             )
+        settings = [
+            f"{name}={getattr(self, name)!r}"
+            for name in self.sizing
+            if getattr(self, name, None) is not None
+        ]
+        lower = f"lower {', '.join(settings)}" if settings else "lower its settings"
+        if type(self).scale is StateStrategy.scale:  # 2 x capacity x period
+            most = (EXACT_LIMIT - 1) // (2 * rate.expire)
+            lower += (
+                f" (a client would hold up to {self.capacity(rate):,} units at once; at this "
+                f"period at most {most:,} fit)"
+            )
+        raise ConfigurationError(
+            f"{self!r} cannot decide rate {str(rate)!r} exactly, even at a limit of 1: with "
+            f"a period of {rate.expire} ms {reach}; {lower}, or shorten the period"
+        )
+
+    def _largest_limit(self, rate: Rate) -> int:
+        """The largest limit (0: none) whose numbers stay exact at `rate`'s period."""
+        low, high = 0, rate.limit
+        while low + 1 < high:
+            middle = (low + high) // 2
+            if self.scale(Rate(limit=middle, milliseconds=rate.expire)) < EXACT_LIMIT:
+                low = middle
+            else:
+                high = middle
+        return low
 
     def script_args(self, rate: Rate, cost: int) -> tuple[int, ...]:
         """Numbers the Redis script receives after the key: limit, period ms, cost, then parameters."""

@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Optional
 
 from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
-from traffik.rates import Rate
+from traffik.rates import MAX_LIMIT, Rate
 from traffik.strategies.base import Refund, StateStrategy, Transition, ceil_div, never_admitted
 from traffik.strategies.periods import check_number
 
@@ -34,6 +34,7 @@ class CostBasedTokenBucket(StateStrategy):
     name: ClassVar[str] = "cost_based_token_bucket"
     suffix: ClassVar[str] = ":cbtb"
     script: ClassVar[str] = "cost_based_token_bucket"
+    sizing: ClassVar[tuple[str, ...]] = ("burst_size",)
 
     def __init__(
         self,
@@ -42,13 +43,19 @@ class CostBasedTokenBucket(StateStrategy):
         min_refill_rate: float = 0.5,
         lock_config: Optional[Mapping[str, Any]] = None,
     ) -> None:
+        super().__init__(lock_config)
         owner = type(self).__name__
         for name, value, allowed in (
             ("burst_size", burst_size, burst_size is None),
             ("cost_window", cost_window, False),
         ):
-            if not allowed and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ConfigurationError(f"{owner}({name}={value!r}): must be a whole number >= 1")
+            if not allowed and (
+                isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_LIMIT
+            ):
+                raise ConfigurationError(
+                    f"{owner}({name}={value!r}): must be a whole number from 1 to {MAX_LIMIT} "
+                    "(MAX_LIMIT, the largest limit of a rate)"
+                )
         least = round(check_number(owner, "min_refill_rate", min_refill_rate) * THOUSANDTHS)
         if not 1 <= least <= THOUSANDTHS:
             raise ConfigurationError(

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
+from traffik.rates import MAX_PERIOD_MS
 from traffik.strategies.base import Refund, StateStrategy, Transition
 
 if TYPE_CHECKING:
@@ -31,16 +32,23 @@ class GCRA(StateStrategy):
     name: ClassVar[str] = "gcra"
     suffix: ClassVar[str] = ":gcra"
     script: ClassVar[str] = "gcra"
+    sizing: ClassVar[tuple[str, ...]] = ("burst_tolerance_ms",)
 
-    def __init__(self, burst_tolerance_ms: Optional[float] = None) -> None:
+    def __init__(
+        self,
+        burst_tolerance_ms: Optional[float] = None,
+        lock_config: Optional[Mapping[str, Any]] = None,
+    ) -> None:
+        super().__init__(lock_config)
         if burst_tolerance_ms is not None and (
             isinstance(burst_tolerance_ms, bool)
             or not isinstance(burst_tolerance_ms, (int, float))
-            or not burst_tolerance_ms >= 0
-            or not math.isfinite(burst_tolerance_ms)
+            or not 0 <= burst_tolerance_ms <= MAX_PERIOD_MS  # (NaN and infinity fail)
         ):
             raise ConfigurationError(
-                f"GCRA(burst_tolerance_ms={burst_tolerance_ms!r}): must be a finite number >= 0, or None"
+                f"GCRA(burst_tolerance_ms={burst_tolerance_ms!r}): must be a finite number of "
+                f"milliseconds from 0 to {MAX_PERIOD_MS} (MAX_PERIOD_MS, the longest period of "
+                "a rate), or None"
             )
         self.burst_tolerance_ms = burst_tolerance_ms
 

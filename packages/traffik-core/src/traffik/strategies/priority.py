@@ -70,6 +70,7 @@ class PriorityQueue(MarkedStrategy):
         lock_config: Optional[Mapping[str, Any]] = None,
         marker: str = "priority:",
     ) -> None:
+        super().__init__(lock_config)
         owner = type(self).__name__
         priority = _priority(default_priority)
         if priority is None:

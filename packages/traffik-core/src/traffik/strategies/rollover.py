@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Optional
 
 from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
-from traffik.rates import Rate
+from traffik.rates import MAX_LIMIT, Rate
 from traffik.strategies.base import Refund, StateStrategy, Transition, never_admitted
 from traffik.strategies.periods import PARTS, aligned, to_parts
 
@@ -30,6 +30,7 @@ class QuotaWithRollover(StateStrategy):
     name: ClassVar[str] = "quota_with_rollover"
     suffix: ClassVar[str] = ":roll"
     script: ClassVar[str] = "quota_with_rollover"
+    sizing: ClassVar[tuple[str, ...]] = ("max_rollover",)
 
     def __init__(
         self,
@@ -37,13 +38,19 @@ class QuotaWithRollover(StateStrategy):
         max_rollover: int = 500,
         lock_config: Optional[Mapping[str, Any]] = None,
     ) -> None:
+        super().__init__(lock_config)
         owner = type(self).__name__
         self._percent = to_parts(
             owner, "rollover_percentage", rollover_percentage, zero=True, one=True
         )
-        if isinstance(max_rollover, bool) or not isinstance(max_rollover, int) or max_rollover < 0:
+        if (
+            isinstance(max_rollover, bool)
+            or not isinstance(max_rollover, int)
+            or not 0 <= max_rollover <= MAX_LIMIT
+        ):
             raise ConfigurationError(
-                f"{owner}(max_rollover={max_rollover!r}): must be a whole number >= 0"
+                f"{owner}(max_rollover={max_rollover!r}): must be a whole number from 0 to "
+                f"{MAX_LIMIT} (MAX_LIMIT, the largest limit of a rate)"
             )
         self.rollover_percentage = rollover_percentage
         self.max_rollover = max_rollover

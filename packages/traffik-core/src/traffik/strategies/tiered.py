@@ -48,6 +48,7 @@ class TieredRate(MarkedStrategy):
         lock_config: Optional[Mapping[str, Any]] = None,
         marker: str = "tier:",
     ) -> None:
+        super().__init__(lock_config)
         owner = type(self).__name__
         tiers = dict(_DEFAULT_TIERS if tier_multipliers is None else tier_multipliers)
         if not tiers:

@@ -48,6 +48,7 @@ class TimeOfDay(StateStrategy):
         timezone_offset: float = 0,
         lock_config: Optional[Mapping[str, Any]] = None,
     ) -> None:
+        super().__init__(lock_config)
         owner = type(self).__name__
         windows = list(_DEFAULT_WINDOWS if time_windows is None else time_windows)
         if not windows:

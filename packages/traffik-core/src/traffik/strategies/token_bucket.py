@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, Optional
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
+from traffik.rates import MAX_LIMIT
 from traffik.strategies.base import Refund, StateStrategy, Transition
 
 if TYPE_CHECKING:
@@ -20,8 +22,11 @@ __all__ = [
 
 
 def _check_count(owner: str, name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigurationError(f"{owner}({name}={value!r}): must be a whole number >= {minimum}")
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= MAX_LIMIT:
+        raise ConfigurationError(
+            f"{owner}({name}={value!r}): must be a whole number from {minimum} to {MAX_LIMIT} "
+            "(MAX_LIMIT, the largest limit of a rate)"
+        )
 
 
 class TokenBucket(StateStrategy):
@@ -35,8 +40,12 @@ class TokenBucket(StateStrategy):
     name: ClassVar[str] = "token_bucket"
     suffix: ClassVar[str] = ":tb"
     script: ClassVar[str] = "token_bucket"
+    sizing: ClassVar[tuple[str, ...]] = ("burst_size", "max_debt")
 
-    def __init__(self, burst_size: Optional[int] = None) -> None:
+    def __init__(
+        self, burst_size: Optional[int] = None, lock_config: Optional[Mapping[str, Any]] = None
+    ) -> None:
+        super().__init__(lock_config)
         if burst_size is not None:
             _check_count(type(self).__name__, "burst_size", burst_size, 1)
         self.burst_size = burst_size
@@ -93,8 +102,13 @@ class TokenBucketWithDebt(TokenBucket):
     name: ClassVar[str] = "token_bucket_with_debt"
     suffix: ClassVar[str] = ":tbd"
 
-    def __init__(self, burst_size: Optional[int] = None, max_debt: int = 0) -> None:
-        super().__init__(burst_size)
+    def __init__(
+        self,
+        burst_size: Optional[int] = None,
+        max_debt: int = 0,
+        lock_config: Optional[Mapping[str, Any]] = None,
+    ) -> None:
+        super().__init__(burst_size, lock_config)
         _check_count(type(self).__name__, "max_debt", max_debt, 0)
         self.max_debt = max_debt
 
