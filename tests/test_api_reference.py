@@ -25,6 +25,10 @@ REFERENCE = ROOT / "docs" / "reference"
 SITE_INVENTORY = ROOT / "site" / "objects.inv"
 
 
+NOT_IMPORTABLE = {"traffik.backends.multiprocess"}
+"""traffik 1.2's paths kept only to say what to use instead: importing them raises."""
+
+
 def public_modules() -> list[str]:
     names = []
     for src in sorted(ROOT.glob("packages/*/src")):
@@ -32,8 +36,10 @@ def public_modules() -> list[str]:
             parts = list(path.relative_to(src).with_suffix("").parts)
             if parts[-1] == "__init__":
                 parts.pop()
-            if parts and not any(part.startswith("_") for part in parts):
-                names.append(".".join(parts))
+            name = ".".join(parts)
+            public = parts and not any(part.startswith("_") for part in parts)
+            if public and name not in NOT_IMPORTABLE:
+                names.append(name)
     return names
 
 

@@ -56,7 +56,7 @@ def test_logarithmic() -> None:
     assert LogarithmicBackoff(base=10.0)(9, 2.0) == pytest.approx(2.0)
 
 
-def test_every_backoff_waits_the_base_delay_before_the_first_retry() -> None:
+def test_every_backoff_waits_the_base_delay_before_the_first_delayed_attempt() -> None:
     for strategy in (ConstantBackoff, LinearBackoff(), ExponentialBackoff(), LogarithmicBackoff()):
         assert strategy(1, 0.1) == pytest.approx(0.1)
 

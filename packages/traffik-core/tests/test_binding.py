@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Mount, Route
+from starlette.testclient import TestClient
 
 from traffik import HTTPThrottle, InMemoryBackend, MiddlewareThrottle, ThrottleMiddleware
 from traffik.backends.context import get_throttle_backend
@@ -96,6 +97,47 @@ async def test_dynamic_backends_follow_the_innermost_context() -> None:
         async with inner(close_on_exit=False):
             assert (await client.get("/")).status_code == 200  # a fresh counter inside
         assert (await client.get("/")).status_code == 429
+
+
+SUB_APP_THROTTLE = HTTPThrottle("binding:sub", rate="1/min")
+"""Module level, no backend: used in a mounted sub-app, served by the outer app's backend."""
+
+
+def mounted_apps(backend: InMemoryBackend, kind: str) -> Any:
+    """An app whose lifespan sets up `backend`, with a sub-app mounted at `/sub` that uses
+    `SUB_APP_THROTTLE` (a FastAPI dependency, or the middleware of a Starlette sub-app)."""
+    if kind == "fastapi":
+        sub = FastAPI()
+
+        @sub.get("/x", dependencies=[Depends(SUB_APP_THROTTLE)])
+        async def x() -> dict[str, bool]:
+            return {"ok": True}
+
+        app = FastAPI(lifespan=backend.lifespan)
+        app.mount("/sub", sub)
+        return app
+
+    async def endpoint(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    sub = Starlette(
+        routes=[Route("/x", endpoint)],
+        middleware=[Middleware(ThrottleMiddleware, middleware_throttles=[SUB_APP_THROTTLE])],
+    )
+    inner = Starlette(routes=[Mount("/sub", app=sub)])  # two mounts deep
+    return Starlette(routes=[Mount("/", app=inner)], lifespan=backend.lifespan)
+
+
+@pytest.mark.parametrize("kind", ["fastapi", "starlette"])
+def test_a_mounted_sub_app_finds_the_backend_of_the_app_served(kind: str) -> None:
+    # As on a real server: the lifespan runs in a task of its own, so the backend reaches
+    # the sub-app's requests through the request, not through a context variable.
+    for run in range(2):  # a fresh app and backend each time: no backend is remembered
+        backend = InMemoryBackend(namespace=f"sub-{kind}-{run}")
+        with TestClient(mounted_apps(backend, kind)) as client:
+            codes = [client.get("/sub/x").status_code for _ in range(2)]
+            assert asyncio.run(backend.keys())  # counted on this app's backend
+        assert codes == [200, 429]
 
 
 # -- mounts: middleware rules and keys -------------------------------------------------

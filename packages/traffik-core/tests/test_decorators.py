@@ -90,6 +90,42 @@ async def test_sync_endpoints_run_in_the_thread_pool(backend: InMemoryBackend) -
     assert "ratelimit" in response.headers
 
 
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_charge_when_sees_the_returned_response_of_sync_and_async_endpoints(
+    backend: InMemoryBackend, kind: str
+) -> None:
+    throttle = HTTPThrottle(
+        f"dec-login-{kind}",
+        rate="2/min",
+        backend=backend,
+        charge_when=lambda outcome: outcome.status_code >= 400,
+    )
+
+    def answer(request: Request) -> Response:
+        if request.query_params.get("password") != "secret":
+            return JSONResponse({"error": "wrong password"}, status_code=401)
+        return JSONResponse({"token": "t"})
+
+    if kind == "sync":
+
+        @throttled(throttle)
+        def login(request: Request) -> Response:
+            return answer(request)
+
+    else:
+
+        @throttled(throttle)
+        async def login(request: Request) -> Response:
+            return answer(request)
+
+    app = Starlette(routes=[Route("/login", login)])
+    async with client_for(app) as client:
+        good = [(await client.get("/login?password=secret")).status_code for _ in range(3)]
+        bad = [(await client.get("/login?password=guess")).status_code for _ in range(4)]
+    assert good == [200] * 3
+    assert bad == [401, 401, 429, 429]
+
+
 async def test_class_based_endpoints(backend: InMemoryBackend) -> None:
     throttle = HTTPThrottle("dec-class", rate="1/min", backend=backend)
 

@@ -229,6 +229,19 @@ async def test_fallback_runs_a_strategy_without_decide_and_uses_its_wait() -> No
     assert seen[-1] == (KEY, RATE, spare, 1)
 
 
+async def test_fallback_takes_traffik12_positional_order() -> None:
+    """traffik 1.2's order: backend, fallback_on, on, initialized."""
+    primary, spare = failing(), InMemoryBackend(namespace="spare")
+    info = await failing_exc_info(primary)
+    decision = await fallback(spare, None, (BackendError,), True)(None, info)
+    assert isinstance(decision, DecidedWait) and decision.decision.allowed
+    assert await remaining(spare) == 1
+    legacy = fallback(spare, (TimeoutError,))  # fallback_on, which replaces on
+    with pytest.raises(BackendError) as caught:
+        await legacy(None, info)
+    assert caught.value is info["exception"]
+
+
 def test_fallback_settings_are_validated() -> None:
     spare = InMemoryBackend()
     with pytest.raises(
@@ -242,7 +255,8 @@ def test_fallback_settings_are_validated() -> None:
     with pytest.raises(ConfigurationError, match=r"fallback_on='BackendError'\)"):
         fallback(spare, fallback_on="BackendError")  # type: ignore[arg-type]
     with pytest.raises(
-        ConfigurationError, match=r"`fallback_on` is the old name of `on`; give only one"
+        ConfigurationError,
+        match=r"`fallback_on` is the old name of `on` \(traffik 1.2 used `fallback_on`\); give only one",
     ):
         fallback(spare, on=ValueError, fallback_on=(BackendError,))
     with pytest.raises(
@@ -261,13 +275,14 @@ def flaky(failures: int, error: Any = BackendError) -> FailingBackend:
     return backend
 
 
-async def test_retry_succeeds_after_failures_waiting_the_documented_delays() -> None:
+async def test_retry_retries_at_once_then_waits_the_backoff() -> None:
+    """As traffik 1.2 ran it: the first retry at once, then `retry_delay`, twice that..."""
     backend = flaky(3)
     sleeps = Sleeps()
     info = await failing_exc_info(backend)
     decision = await retry(max_retries=3, retry_delay=0.1, sleep=sleeps)(None, info)
     assert isinstance(decision, DecidedWait) and decision.decision.allowed
-    assert sleeps == pytest.approx([0.1, 0.2, 0.4])
+    assert sleeps == pytest.approx([0.1, 0.2])
     assert backend.failures == 3 and await remaining(backend) == 1
 
 
@@ -278,7 +293,23 @@ async def test_retry_exhausted_raises_the_last_error() -> None:
     with pytest.raises(BackendError) as caught:
         await retry(max_retries=3, retry_delay=0.1, sleep=sleeps)(None, info)
     assert caught.value is not info["exception"]  # the last retry's error
-    assert sleeps == pytest.approx([0.1, 0.2, 0.4]) and backend.failures == 4
+    assert sleeps == pytest.approx([0.1, 0.2]) and backend.failures == 4
+
+
+async def test_a_transient_failure_is_retried_without_waiting() -> None:
+    """traffik 1.2's `retry(max_retries=3, retry_delay=0.05, backoff_multiplier=2.0)` with two
+    failures in a row (the decision's and the first retry's) waits 0.05 s once."""
+    backend = flaky(2)
+    sleeps = Sleeps()
+    info = await failing_exc_info(backend)
+    handler = retry(max_retries=3, retry_delay=0.05, backoff_multiplier=2.0, sleep=sleeps)
+    decision = await handler(None, info)
+    assert isinstance(decision, DecidedWait) and decision.decision.allowed
+    assert sleeps == pytest.approx([0.05]) and backend.failures == 2
+    one_blip = flaky(1)
+    sleeps.clear()
+    await retry(retry_delay=0.05, sleep=sleeps)(None, await failing_exc_info(one_blip))
+    assert sleeps == []
 
 
 async def test_retry_with_real_sleep_and_tiny_delays() -> None:
@@ -353,8 +384,10 @@ async def test_retry_reruns_the_identity_not_a_missing_key() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "expected"),
     [
-        ({"backoff_multiplier": 3.0}, [0.1, 0.3, 0.9]),
-        ({"backoff": ConstantBackoff}, [0.1, 0.1, 0.1]),
+        ({"backoff_multiplier": 3.0}, [0.1, 0.3]),
+        ({"backoff": ConstantBackoff}, [0.1, 0.1]),
+        ({"backoff": ConstantBackoff, "backoff_multiplier": 3.0}, [0.1, 0.1]),  # 1.2: backoff wins
+        ({"max_retries": 1}, []),
     ],
 )
 async def test_retry_backoff_choices(kwargs: dict[str, Any], expected: list[float]) -> None:
@@ -374,7 +407,7 @@ async def test_retry_backoff_choices(kwargs: dict[str, Any], expected: list[floa
         ({"retry_delay": float("nan")}, r"retry_delay=nan"),
         ({"backoff_multiplier": 0.5}, r"backoff_multiplier=0.5\): must be a finite number >= 1"),
         ({"backoff": 2}, r"backoff=2\): must be a callable \(attempt, base_delay\)"),
-        ({"backoff": ConstantBackoff, "backoff_multiplier": 2.0}, r"give one or the other"),
+        ({"backoff": ConstantBackoff, "backoff_multiplier": 0}, r"backoff_multiplier=0\)"),
         ({"retry_on": "BackendError"}, r"retry_on='BackendError'\): must be an exception class"),
     ],
 )
@@ -403,12 +436,12 @@ async def test_failover_opens_the_breaker_then_skips_the_primary(clock: ManualCl
         decision = await handler(None, info)
         assert isinstance(decision, DecidedWait) and decision.decision.allowed
         assert primary.failures == expected_failures
-    assert sleeps == pytest.approx([0.05, 0.1, 0.05, 0.1])
+    assert sleeps == pytest.approx([0.05, 0.05])  # the first retry at once, as in traffik 1.2
     assert breaker.is_open
 
     third = await handler(None, info)
     assert isinstance(third, DecidedWait) and not third.decision.allowed
-    assert primary.failures == 5 and len(sleeps) == 4
+    assert primary.failures == 5 and len(sleeps) == 2
 
     primary.recover()
     clock.advance(30)

@@ -427,6 +427,93 @@ async def test_a_throttle_without_backend_uses_the_lifespan_backend(
     assert throttle.backend is None  # resolved per connection, never cached on the throttle
 
 
+# -- charging by outcome and refunds --------------------------------------------------------
+
+
+def failed(outcome: Any) -> bool:
+    return bool(outcome.status_code >= 400)
+
+
+def login_app(*throttles: Any) -> Starlette:
+    async def login(request: Request) -> Response:
+        if request.query_params.get("password") != "secret":
+            return JSONResponse({"error": "wrong password"}, status_code=401)
+        return JSONResponse({"token": "t"})
+
+    middleware = [Middleware(ThrottleMiddleware, middleware_throttles=list(throttles))]
+    return Starlette(routes=[Route("/login", login, methods=["POST"])], middleware=middleware)
+
+
+@pytest.mark.parametrize("path", [None, glob("/**"), "/log"])
+async def test_charge_when_gives_back_the_charge_taken_under_the_pattern(
+    backend: InMemoryBackend, path: Any
+) -> None:
+    # The middleware charges under its pattern (`POST:/**`); routing then sets the real
+    # route (`POST:/login`): settling must give back the charge where it was taken.
+    throttle = HTTPThrottle("mw-login", rate="2/min", backend=backend, charge_when=failed)
+    app = login_app(MiddlewareThrottle(throttle, path=path))
+    async with client_for(app) as client:
+        good = await statuses(client, "/login", 4, "POST", params={"password": "secret"})
+        bad = await statuses(client, "/login", 3, "POST", params={"password": "guess"})
+    assert good == [200] * 4  # successes are not counted
+    assert bad == [401, 401, 429]
+
+
+async def test_several_middleware_throttles_settle_each_on_its_own_bucket(
+    backend: InMemoryBackend,
+) -> None:
+    logins = HTTPThrottle("mw-login-2", rate="2/min", backend=backend, charge_when=failed)
+    everything = HTTPThrottle("mw-all", rate="100/min", backend=backend)
+    app = login_app(MiddlewareThrottle(logins, path=glob("/log*")), everything)
+    async with client_for(app) as client:
+        good = await statuses(client, "/login", 4, "POST", params={"password": "secret"})
+        bad = await statuses(client, "/login", 3, "POST", params={"password": "guess"})
+    assert good == [200] * 4
+    assert bad == [401, 401, 429]
+
+
+async def test_refund_in_an_endpoint_gives_back_the_middlewares_charge(
+    backend: InMemoryBackend,
+) -> None:
+    throttle = HTTPThrottle("mw-refund", rate="2/min", backend=backend)
+
+    async def cached(request: Request) -> Response:
+        if request.query_params.get("cached"):
+            await throttle.refund(request)  # the charge the middleware took, on its bucket
+        return PlainTextResponse("ok")
+
+    app = Starlette(
+        routes=[Route("/reports/{name}", cached)],
+        middleware=[Middleware(ThrottleMiddleware, middleware_throttles=[throttle])],
+    )
+    async with client_for(app) as client:
+        free = await statuses(client, "/reports/monthly", 4, params={"cached": "1"})
+        paid = await statuses(client, "/reports/yearly", 3)
+    assert free == [200] * 4
+    assert paid == [200, 200, 429]
+
+
+async def test_refund_gives_back_a_noted_charge_once(backend: InMemoryBackend) -> None:
+    # An endpoint refunds a charge that its outcome (200) would give back too: the charge
+    # is given back once, not by the endpoint and again when the request is settled.
+    throttle = HTTPThrottle("mw-refund-once", rate="2/min", backend=backend, charge_when=failed)
+
+    async def endpoint(request: Request) -> Response:
+        if request.query_params.get("free"):
+            await throttle.refund(request)
+            return PlainTextResponse("free")
+        return PlainTextResponse("no", status_code=400)
+
+    app = Starlette(
+        routes=[Route("/x", endpoint)],
+        middleware=[Middleware(ThrottleMiddleware, middleware_throttles=[throttle])],
+    )
+    async with client_for(app) as client:
+        assert await statuses(client, "/x", 1) == [400]
+        assert await statuses(client, "/x", 1, params={"free": "1"}) == [200]
+        assert await statuses(client, "/x", 2) == [400, 429]
+
+
 # -- WebSockets and lifespan -----------------------------------------------------------------
 
 
@@ -568,3 +655,151 @@ async def test_throttled_takes_the_route_directly(backend: InMemoryBackend) -> N
     app = Starlette(routes=[Route("/", throttled(throttle, route=homepage))])
     async with client_for(app) as client:
         assert await statuses(client, "/", 2) == [200, 429]
+
+
+# -- as_middleware, traffik 1.2's positional order, arguments checked ------------------------
+
+
+@pytest.mark.parametrize("framework", ["starlette", "fastapi"])
+async def test_as_middleware_throttles_an_app(backend: InMemoryBackend, framework: str) -> None:
+    throttle = HTTPThrottle(f"as-mw-{framework}", rate="1/min")  # no backend of its own
+    middleware = throttle.as_middleware(
+        backend=backend, path="/api/", methods="GET", context={"tier": "free"}
+    )
+    assert middleware.cls is ThrottleMiddleware
+    routes = [Route("/{path:path}", ok, methods=METHODS)]
+    app: Any = (
+        Starlette(routes=routes, middleware=[middleware])
+        if framework == "starlette"
+        else FastAPI(routes=routes, middleware=[middleware])
+    )
+    async with client_for(app) as client:
+        assert await statuses(client, "/api/items", 2) == [200, 429]
+        assert await statuses(client, "/api/items", 2, method="POST") == [200, 200]
+        assert await statuses(client, "/other", 2) == [200, 200]
+    assert [key.split(":")[1] for key in await backend.keys()] == [f"as-mw-{framework}"]
+
+
+async def test_as_middleware_passes_its_arguments_on(backend: InMemoryBackend) -> None:
+    seen: list[Any] = []
+
+    def tier_is_free(connection: Any, context: Any) -> bool:
+        seen.append(context.get("tier"))
+        return True
+
+    async def teapot(request: Request, exc: Exception) -> Response:
+        return PlainTextResponse("teapot", status_code=418)
+
+    throttle = HTTPThrottle("as-mw-options", rate="1/min", backend=backend)
+    app = Starlette(
+        routes=[Route("/{path:path}", ok, methods=METHODS)],
+        middleware=[
+            throttle.as_middleware(
+                exception_handler_getter=lambda exc: teapot,
+                context={"tier": "free"},
+                predicate=tier_is_free,
+                exempt=["/health"],
+            )
+        ],
+    )
+    async with client_for(app) as client:
+        assert await statuses(client, "/", 2) == [200, 418]
+        assert await statuses(client, "/health", 2) == [200, 200]
+    assert seen == ["free", "free"]
+
+
+def test_as_middleware_checks_its_arguments_when_called(backend: InMemoryBackend) -> None:
+    throttle = HTTPThrottle("as-mw-checked", rate="1/min", backend=backend)
+    with pytest.raises(ConfigurationError, match="cost=-1"):
+        throttle.as_middleware(cost=-1)
+    with pytest.raises(ConfigurationError, match="context=5"):
+        throttle.as_middleware(context=5)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="exception_handler_getter='teapot'"):
+        throttle.as_middleware(exception_handler_getter="teapot")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="not a ThrottleBackend"):
+        throttle.as_middleware(backend=object())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="bogus"):
+        throttle.as_middleware(bogus=True)
+
+
+async def test_traffik12_positional_order_works(backend: InMemoryBackend) -> None:
+    async def teapot(request: Request, exc: Exception) -> Response:
+        return PlainTextResponse("teapot", status_code=418)
+
+    seen: list[Any] = []
+
+    def tier(connection: Any, context: Any) -> bool:
+        seen.append(context.get("tier"))
+        return True
+
+    cheap = HTTPThrottle("positional-cheap", rate="1/min")
+    dear = HTTPThrottle("positional-dear", rate="3/min", cost=3)
+    # traffik 1.2's order: app, middleware_throttles, backend, exception_handler_getter,
+    # context, sort, skip_handler.
+    positional = [
+        [MiddlewareThrottle(dear), MiddlewareThrottle(cheap, predicate=tier)],
+        backend,
+        lambda exc: teapot,
+        {"tier": "free"},
+        "cheap_first",
+    ]
+    app = Starlette(
+        routes=[Route("/{path:path}", ok, methods=METHODS)],
+        middleware=[Middleware(ThrottleMiddleware, *positional)],
+    )
+    async with client_for(app) as client:
+        assert await statuses(client, "/", 2) == [200, 418]
+    assert seen == ["free", "free"]
+    middleware = ThrottleMiddleware(app, *positional, True)
+    assert [t.throttle.uid for t in middleware.http_throttles] == [
+        "positional-cheap",
+        "positional-dear",
+    ]
+    assert middleware.skip_handler is True and middleware.context == {"tier": "free"}
+
+
+def test_middleware_arguments_in_the_wrong_place_say_what_to_pass(
+    backend: InMemoryBackend,
+) -> None:
+    throttle = HTTPThrottle("misplaced", rate="1/min", backend=backend)
+    app = Starlette()
+    # A mapping where traffik 1.2 takes exception_handler_getter: context by keyword.
+    with pytest.raises(ConfigurationError, match=r"exception_handler_getter=\{'tier'.*context="):
+        ThrottleMiddleware(app, [throttle], backend, {"tier": "free"})  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"context=5 .*mapping"):
+        ThrottleMiddleware(app, [throttle], context=5)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="skip_handler='yes'"):
+        ThrottleMiddleware(app, [throttle], skip_handler="yes")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="sort=True"):
+        ThrottleMiddleware(app, [throttle], backend, None, None, True)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("given", [None, 5, "/api/"])
+def test_middleware_throttles_must_be_a_list(backend: InMemoryBackend, given: Any) -> None:
+    with pytest.raises(ConfigurationError, match=rf"middleware_throttles={given!r}.*list"):
+        ThrottleMiddleware(Starlette(), middleware_throttles=given)
+
+
+def test_a_single_throttle_for_middleware_throttles_says_to_pass_a_list(
+    backend: InMemoryBackend,
+) -> None:
+    throttle = HTTPThrottle("single", rate="1/min", backend=backend)
+    with pytest.raises(ConfigurationError, match=r"middleware_throttles=\[HTTPThrottle"):
+        ThrottleMiddleware(Starlette(), middleware_throttles=throttle)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"middleware_throttles\[1\]=42 .*wraps an HTTPThrottle"):
+        ThrottleMiddleware(Starlette(), [throttle, 42], sort=None)  # type: ignore[list-item]
+
+
+def test_middleware_throttle_context_must_be_a_mapping(backend: InMemoryBackend) -> None:
+    throttle = HTTPThrottle("mw-context", rate="1/min", backend=backend)
+    with pytest.raises(ConfigurationError, match=r"MiddlewareThrottle\('mw-context'\): context=5"):
+        MiddlewareThrottle(throttle, context=5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("methods", [5, [5], b"GET"])
+def test_middleware_throttle_methods_must_be_method_names(
+    backend: InMemoryBackend, methods: Any
+) -> None:
+    throttle = HTTPThrottle("mw-methods", rate="1/min", backend=backend)
+    with pytest.raises(ConfigurationError, match=re.escape(f"methods={methods!r}")):
+        MiddlewareThrottle(throttle, methods=methods)

@@ -484,3 +484,53 @@ async def lifespan_backend() -> AsyncIterator[InMemoryBackend]:
 async def test_context_backend(lifespan_backend: InMemoryBackend) -> None:
     throttle = HTTPThrottle("ctx", rate="1/min")
     assert throttle.get_backend() is lifespan_backend
+
+
+@pytest.mark.parametrize(
+    ("argument", "value", "valid"),
+    [
+        ("context", 5, "mapping"),
+        ("context", ["tier"], "mapping"),
+        ("rules", 5, "list of Rule"),
+        ("rules", "/api/", "list of Rule"),
+    ],
+)
+def test_context_and_rules_of_the_wrong_type_name_themselves(
+    argument: str, value: Any, valid: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=rf"HTTPThrottle\('typed'\): {argument}=") as info:
+        HTTPThrottle("typed", "5/s", **{argument: value})
+    assert repr(value) in str(info.value) and valid in str(info.value)
+
+
+async def test_test_is_check(backend: InMemoryBackend) -> None:
+    throttle = HTTPThrottle("test-alias", rate="2/min", backend=backend)
+    request = Request({"type": "http", "method": "GET", "path": "/", "headers": []})
+    assert await throttle.test(request) is True
+    assert await throttle.test(request, cost=3) is False  # more than the limit
+    await throttle.hit(request)
+    await throttle.hit(request)
+    assert await throttle.test(request) is False
+    assert await throttle.test(request, 1, {"scope": "other"}) is True  # another budget
+
+
+@pytest.mark.parametrize("wait", [float("inf"), 1e300, 2.0**60, float("nan")])
+async def test_a_strategys_endless_or_odd_wait_is_a_bounded_429(wait: float) -> None:
+    # A plain strategy (traffik 1.2's contract) may answer any float: the client still gets
+    # a 429 whose Retry-After is a whole number of seconds it can read.
+    async def refuse(key: str, rate: Any, backend: Any, cost: int = 1) -> float:
+        return wait
+
+    throttle = HTTPThrottle("odd-wait", rate="5/min", backend=InMemoryBackend(), strategy=refuse)
+    app = FastAPI()
+
+    @app.get("/", dependencies=[Depends(throttle)])
+    async def root() -> str:
+        return "ok"
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.get("/")
+    assert response.status_code == 429
+    seconds = int(response.headers["retry-after"])
+    assert seconds == 1 if wait != wait else 1 <= seconds <= 2**53 // 1000

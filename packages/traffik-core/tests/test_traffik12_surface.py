@@ -3,10 +3,12 @@ with the arguments traffik 1.2 took (spec: integration.md §0-§1, core.md §3, 
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import math
 import subprocess
 import sys
+import time
 from typing import Any
 
 import pytest
@@ -17,6 +19,8 @@ from starlette.websockets import WebSocket
 import traffik
 from traffik.backends.base import ThrottleBackend
 from traffik.backends.inmemory import InMemoryBackend
+from traffik.backends.locks import LocalLockTable
+from traffik.exceptions import BackendConnectionError, BackendError
 from traffik.rates import Rate
 from traffik.registry import ThrottleRegistry
 
@@ -439,3 +443,668 @@ def test_the_new_core_modules_need_no_starlette() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_throttles_have_traffik12_as_middleware_and_test() -> None:
+    import inspect
+
+    from starlette.middleware import Middleware
+
+    from traffik import HTTPThrottle
+    from traffik.middleware import ThrottleMiddleware
+
+    throttle = HTTPThrottle("surface:methods", "5/min", registry=ThrottleRegistry())
+    parameters = inspect.signature(throttle.as_middleware).parameters.values()
+    assert [(p.name, p.kind.name, p.default) for p in parameters] == [
+        ("backend", "KEYWORD_ONLY", None),
+        ("exception_handler_getter", "KEYWORD_ONLY", None),
+        ("context", "KEYWORD_ONLY", None),
+        ("throttle_kwargs", "VAR_KEYWORD", inspect.Parameter.empty),
+    ]
+    middleware = throttle.as_middleware()
+    assert isinstance(middleware, Middleware) and middleware.cls is ThrottleMiddleware
+    check = inspect.signature(throttle.check).parameters
+    assert inspect.signature(throttle.test).parameters == check
+
+
+def test_throttle_middleware_takes_traffik12_positional_order() -> None:
+    import inspect
+
+    from traffik.middleware import ThrottleMiddleware
+
+    parameters = inspect.signature(ThrottleMiddleware).parameters.values()
+    positional = [p.name for p in parameters if p.kind.name == "POSITIONAL_OR_KEYWORD"]
+    assert positional == [
+        "app",
+        "middleware_throttles",
+        "backend",
+        "exception_handler_getter",
+        "context",
+        "sort",
+        "skip_handler",
+    ]
+
+
+# -- ConnectionThrottled in traffik 1.2's positional order --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "status", "wait", "detail", "headers"),
+    [
+        # traffik 1.2's order: (wait_period, status_code, detail, headers)
+        ((30,), {}, 429, 30, "Too Many Requests. Retry after 30 second(s).", {"Retry-After": "30"}),
+        ((30, 503, "slow"), {}, 503, 30, "slow", {"Retry-After": "30"}),
+        ((30, 503, "slow", {"X-A": "1"}), {}, 503, 30, "slow", {"X-A": "1", "Retry-After": "30"}),
+        ((None, 503), {}, 503, None, "Service Unavailable", {}),
+        ((None,), {}, 429, None, "Too Many Requests", {}),
+        ((0,), {}, 429, 0, "Too Many Requests. Retry after 0 second(s).", {"Retry-After": "0"}),
+        ((2.5,), {}, 429, 2.5, "Too Many Requests. Retry after 3 second(s).", {"Retry-After": "3"}),
+        (
+            (3600,),
+            {},
+            429,
+            3600,
+            "Too Many Requests. Retry after 3600 second(s).",
+            {"Retry-After": "3600"},
+        ),
+        ((120, 429, "wait"), {}, 429, 120, "wait", {"Retry-After": "120"}),
+        (
+            (503,),
+            {"status_code": 503},
+            503,
+            503,
+            "Service Unavailable. Retry after 503 second(s).",
+            {"Retry-After": "503"},
+        ),
+        (
+            (300,),
+            {"status_code": 503},
+            503,
+            300,
+            "Service Unavailable. Retry after 300 second(s).",
+            {"Retry-After": "300"},
+        ),
+        (
+            (30,),
+            {"detail": "slow", "headers": {"X-A": "1"}},
+            429,
+            30,
+            "slow",
+            {"X-A": "1", "Retry-After": "30"},
+        ),
+        # ours: Starlette's HTTPException order, wait_period by keyword
+        ((), {}, 429, None, "Too Many Requests", {}),
+        ((429,), {}, 429, None, "Too Many Requests", {}),
+        ((503, "slow"), {}, 503, None, "slow", {}),
+        (
+            (503, "slow", {"X-A": "1"}),
+            {"wait_period": 5},
+            503,
+            5,
+            "slow",
+            {"X-A": "1", "Retry-After": "5"},
+        ),
+        (
+            (),
+            {"wait_period": 30, "status_code": 503, "detail": "slow"},
+            503,
+            30,
+            "slow",
+            {"Retry-After": "30"},
+        ),
+    ],
+)
+def test_connection_throttled_takes_both_orders(
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    status: int,
+    wait: Any,
+    detail: str,
+    headers: dict[str, str],
+) -> None:
+    from traffik.exceptions import ConnectionThrottled
+
+    exc = ConnectionThrottled(*args, **kwargs)
+    assert (exc.status_code, exc.wait_period, exc.detail, exc.headers) == (
+        status,
+        wait,
+        detail,
+        headers,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "fragment"),
+    [
+        ((), {"status_code": 30}, ValueError, r"status_code=30.*100 to 599.*wait_period="),
+        ((30, 7), {}, ValueError, r"status_code=7"),
+        (("slow",), {}, ValueError, r"status_code='slow'"),
+        ((30, 503, "slow", {}, "extra"), {}, TypeError, r"at most 4 positional"),
+        ((503, "a", {}, "extra"), {}, TypeError, r"at most 3 positional"),
+        ((503, "slow"), {"detail": "slow"}, TypeError, r"multiple values for 'detail'"),
+        ((), {"retry_after": 5}, TypeError, r"unexpected keyword 'retry_after'"),
+    ],
+)
+def test_connection_throttled_refuses_what_neither_order_means(
+    args: tuple[Any, ...], kwargs: dict[str, Any], error: type[Exception], fragment: str
+) -> None:
+    from traffik.exceptions import ConnectionThrottled
+
+    with pytest.raises(error, match=fragment):
+        ConnectionThrottled(*args, **kwargs)
+
+
+async def test_a_traffik12_throttled_handler_answers_429_with_retry_after() -> None:
+    import httpx
+    from fastapi import Depends, FastAPI
+
+    from traffik import HTTPThrottle
+    from traffik.exceptions import ConnectionThrottled
+
+    async def handler(connection: Any, wait_ms: float, throttle: Any, context: Any) -> None:
+        raise ConnectionThrottled(math.ceil(wait_ms / 1000))  # as traffik 1.2's docs wrote it
+
+    throttle = HTTPThrottle(
+        "legacy:handler", rate="1/min", backend=InMemoryBackend(), handle_throttled=handler
+    )
+    app = FastAPI()
+
+    @app.get("/")
+    async def index(request: Request = Depends(throttle)) -> dict[str, str]:
+        return {}
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        await http.get("/")
+        refused = await http.get("/")
+    assert refused.status_code == 429
+    assert refused.headers["retry-after"] == "60"
+    assert refused.json() == {"detail": "Too Many Requests. Retry after 60 second(s)."}
+
+
+# -- strategies take traffik 1.2's lock_config ---------------------------------------------------
+
+
+def _built_ins() -> list[tuple[str, tuple[Any, ...]]]:
+    """Each built-in strategy with traffik 1.2's positional arguments before `lock_config`."""
+    return [
+        ("FixedWindow", ()),
+        ("SlidingWindowCounter", ()),
+        ("SlidingWindowLog", ()),
+        ("TokenBucket", (None,)),
+        ("TokenBucketWithDebt", (None, 0)),
+        ("LeakyBucket", ()),
+        ("LeakyBucketWithQueue", ()),
+        ("GCRA", (None,)),
+    ]
+
+
+@pytest.mark.parametrize(("name", "before"), _built_ins())
+async def test_built_in_strategies_take_lock_config_and_change_nothing(
+    name: str, before: tuple[Any, ...]
+) -> None:
+    import traffik.strategies
+
+    cls = getattr(traffik.strategies, name)
+    config = {"ttl": 5.0, "blocking": True, "blocking_timeout": 1.0}
+    by_keyword = cls(lock_config=config)
+    by_position = cls(*before, config)
+    plain = cls()
+    assert by_keyword.lock_config == config and by_position.lock_config == config
+    assert plain.lock_config == {}
+    assert by_keyword == plain and hash(by_keyword) == hash(plain)
+    assert repr(by_keyword) == repr(plain)
+    config["ttl"] = 1.0  # a copy is kept
+    assert by_keyword.lock_config["ttl"] == 5.0
+    rate = Rate.parse("2/min")
+    waits = [await by_keyword("client", rate, InMemoryBackend(), 1) for _ in range(1)]
+    assert waits == [0]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "TieredRate",
+        "AdaptiveThrottle",
+        "PriorityQueue",
+        "QuotaWithRollover",
+        "TimeOfDay",
+        "CostBasedTokenBucket",
+    ],
+)
+def test_advanced_strategies_keep_lock_config_too(name: str) -> None:
+    import traffik.strategies
+
+    cls = getattr(traffik.strategies, name)
+    configured = cls(lock_config={"ttl": 5.0})
+    assert configured.lock_config == {"ttl": 5.0} and configured == cls()
+    with pytest.raises(ValueError, match=r"lock_config.*'tll'"):
+        cls(lock_config={"tll": 5.0})
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("ttl=5", r"FixedWindow\(lock_config='ttl=5'\): must be a mapping"),
+        ({"tll": 5.0}, r"FixedWindow\(lock_config=\{'tll': 5.0\}\): unknown key 'tll'; use"),
+    ],
+)
+def test_lock_config_is_checked(value: Any, fragment: str) -> None:
+    from traffik.exceptions import ConfigurationError
+    from traffik.strategies import FixedWindow
+
+    with pytest.raises(ConfigurationError, match=fragment):
+        FixedWindow(lock_config=value)
+
+
+# -- traffik 1.2's import paths ----------------------------------------------------------------
+
+
+def test_traffik12_import_paths_resolve() -> None:
+    from traffik.backends.base import connection_throttled, default_identifier
+    from traffik.throttles import FullThrottleStrategy, SimpleThrottleStrategy
+    from traffik.typing import FullThrottleStrategy as TypingFull
+    from traffik.typing import SimpleThrottleStrategy as TypingSimple
+
+    assert connection_throttled is traffik.connection_throttled
+    assert default_identifier is traffik.default_identifier
+    assert (SimpleThrottleStrategy, FullThrottleStrategy) == (TypingSimple, TypingFull)
+    with pytest.raises(AttributeError, match=r"traffik\.backends\.base.*no_such_name"):
+        importlib.import_module("traffik.backends.base").no_such_name  # noqa: B018
+
+
+async def test_traffik_utils_keeps_traffik12_names() -> None:
+    import time
+
+    import traffik._utils as utils
+    from traffik.error_handlers import CircuitBreaker, CircuitState
+    from traffik.identity import ProxyHeaders, get_remote_address
+
+    assert abs(utils.time() - time.time()) < 5  # seconds since the epoch, the wall clock
+    assert utils.CircuitBreaker is CircuitBreaker and utils.CircuitState is CircuitState
+    assert utils.get_remote_address is get_remote_address and utils.ProxyHeaders is ProxyHeaders
+    assert await utils.CircuitBreaker(failure_threshold=1).allow_execution()
+
+
+def test_traffik12_multiprocess_backend_says_what_to_use() -> None:
+    with pytest.raises(ImportError, match=r"MultiProcessInMemoryBackend.*SQLiteBackend") as caught:
+        importlib.import_module("traffik.backends.multiprocess")
+    assert isinstance(caught.value, ModuleNotFoundError)  # what code probing for it expects
+    assert "sqlite:///" in str(caught.value)
+    with pytest.raises(ImportError, match="SQLiteBackend"):  # every time, not only the first
+        importlib.import_module("traffik.backends.multiprocess")
+
+
+def test_traffik12_aliases_need_no_starlette() -> None:
+    code = (
+        "import sys; sys.modules['starlette'] = None\n"
+        "import traffik._utils, traffik.strategies\n"
+        "from traffik.backends.base import default_identifier\n"
+        "from traffik.strategies import FixedWindowStatMetadata, FixedWindow\n"
+        "FixedWindow(lock_config={'ttl': 1.0})\n"
+        "try:\n"
+        "    from traffik.backends.base import connection_throttled\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+        "print(sorted(m for m, v in sys.modules.items() if m.startswith(('starlette', 'fastapi')) and v))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    hint, loaded = result.stdout.strip().splitlines()
+    assert "traffik-core[starlette]" in hint and loaded == "[]"
+
+
+STAT_METADATA = [
+    ("FixedWindow", "k"),
+    ("SlidingWindowCounter", "k"),
+    ("SlidingWindowLog", "k"),
+    ("TokenBucket", "k"),
+    ("TokenBucketWithDebt", "k"),
+    ("LeakyBucket", "k"),
+    ("LeakyBucketWithQueue", "k"),
+    ("GCRA", "k"),
+    ("TieredRate", "tier:premium:k"),
+    ("AdaptiveThrottle", "k"),
+    ("PriorityQueue", "k"),
+    ("QuotaWithRollover", "k"),
+    ("TimeOfDay", "k"),
+    ("CostBasedTokenBucket", "k"),
+]
+
+
+@pytest.mark.parametrize(("name", "key"), STAT_METADATA)
+async def test_each_strategy_has_a_stat_metadata_typed_dict_describing_get_stat(
+    name: str, key: str
+) -> None:
+    import traffik.strategies
+
+    typed_dict = getattr(traffik.strategies, f"{name}StatMetadata")
+    assert f"{name}StatMetadata" in traffik.strategies.__all__
+    strategy = getattr(traffik.strategies, name)()
+    backend, rate = InMemoryBackend(), Rate.parse("5/min")
+    for _ in range(2):  # a fresh key, then one with state
+        stat = await strategy.get_stat(key, rate, backend)
+        assert stat.metadata is not None
+        assert set(stat.metadata) == set(typed_dict.__annotations__), name
+        assert stat.metadata["strategy"] == strategy.name
+        await strategy(key, rate, backend, 1)
+
+
+async def test_throttle_test_is_check() -> None:
+    from traffik import HTTPThrottle
+
+    throttle = HTTPThrottle("legacy:test", rate="1/min", backend=InMemoryBackend())
+    connection = Request({"type": "http", "method": "GET", "path": "/", "headers": []})
+    assert await throttle.test(connection) is True
+    await throttle.hit(connection)
+    assert await throttle.test(connection) is False
+    assert await throttle.check(connection) is False
+
+
+# -- a backend written to traffik 1.2's protocol (core.md §3.2, §3.3) -------------------------
+
+
+class DictBackend(ThrottleBackend):
+    """A custom backend as traffik 1.2's docs tell authors to write one: `initialize` opens
+    the client (here a dict), `close` drops it, and no operation initialises by itself."""
+
+    def __init__(self, namespace: str = "dict", **kwargs: Any) -> None:
+        super().__init__(None, namespace=namespace, **kwargs)
+        self.opened = 0
+        self._locks = LocalLockTable(time.monotonic)
+
+    async def initialize(self) -> None:
+        if self.connection is None:
+            await asyncio.sleep(0.01)  # a real client connects
+            self.opened += 1
+            self.connection = {}
+
+    async def get(self, key: str, *args: Any, **kwargs: Any) -> Any:
+        return self.connection.get(key)
+
+    async def set(self, key: str, value: str, expire: Any = None) -> None:
+        self.connection[key] = value
+
+    async def delete(self, key: str, *args: Any, **kwargs: Any) -> bool:
+        return self.connection.pop(key, None) is not None
+
+    async def increment(self, key: str, amount: int = 1) -> int:
+        value = int(self.connection.get(key, 0)) + amount
+        self.connection[key] = str(value)
+        return value
+
+    async def expire(self, key: str, seconds: Any) -> bool:
+        return key in self.connection
+
+    def get_lock(self, name: str, ttl: Any = None, reentrant: bool = False) -> Any:
+        return self._locks.get(name, ttl, reentrant)
+
+    async def reset(self) -> None:
+        self.connection.clear()
+
+    async def close(self) -> None:
+        self.connection = None
+
+
+def items_app(throttle: Any) -> Any:
+    from fastapi import Depends, FastAPI
+
+    app = FastAPI()  # no lifespan: httpx's ASGITransport would not run it anyway
+
+    @app.get("/items", dependencies=[Depends(throttle)])
+    async def items() -> list[int]:
+        return []
+
+    return app
+
+
+async def codes(app: Any, hits: int) -> list[int]:
+    import httpx
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        return [(await client.get("/items")).status_code for _ in range(hits)]
+
+
+async def test_a_traffik12_backend_initialises_itself_on_first_use() -> None:
+    from traffik import HTTPThrottle
+
+    backend = DictBackend()
+    throttle = HTTPThrottle("dict:items", "2/min", backend=backend, registry=ThrottleRegistry())
+    assert await codes(items_app(throttle), 3) == [200, 200, 429]
+    assert backend.opened == 1 and backend.initialized
+
+
+async def test_a_traffik12_backend_initialises_once_for_concurrent_first_uses() -> None:
+    backend = DictBackend()
+    counts = await asyncio.gather(*(backend.increment("k") for _ in range(20)))
+    assert sorted(counts) == list(range(1, 21))
+    assert backend.opened == 1
+
+
+async def test_a_traffik12_backend_is_ready_once_initialised_and_closed_after_close(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    backend = DictBackend()
+    assert not await backend.ready() and backend.closed()
+    await backend.initialize()
+    assert await backend.ready() and not backend.closed()
+    with caplog.at_level("WARNING", logger="traffik"):
+        async with backend() as entered:
+            await entered.set("k", "v")
+    assert not caplog.records  # no "cannot be reached at start-up"
+    assert backend.closed() and backend.connection is None
+    with pytest.raises(BackendConnectionError, match="closed"):
+        await backend.get("k")
+    await backend.initialize()  # reopens
+    assert await backend.get("k") is None and backend.opened == 2
+
+
+async def test_a_subclass_initialize_may_call_the_parents() -> None:
+    class Prepared(InMemoryBackend):
+        async def initialize(self) -> None:
+            await super().initialize()
+            await self.set("prepared", "yes")  # an operation while opening
+
+    backend = Prepared(namespace="prepared")
+    assert await backend.get("prepared") == "yes"
+    assert await backend.ready()
+
+
+async def test_a_subclass_close_may_call_the_parents() -> None:
+    class Closing(InMemoryBackend):
+        closes = 0
+
+        async def close(self) -> None:
+            type(self).closes += 1
+            await super().close()
+
+    backend = Closing(namespace="closing", persistent=True)
+    await backend.set("k", "v")
+    await backend.close()
+    await backend.close()
+    assert backend.closed() and backend.connection is None and Closing.closes == 1
+    with pytest.raises(BackendConnectionError):
+        await backend.get("k")
+
+
+class RawErrors(DictBackend):
+    """Its client raises its own errors, which traffik 1.2 re-raised as `BackendError`."""
+
+    base_exception_type = Exception
+
+    async def get(self, key: str, *args: Any, **kwargs: Any) -> Any:
+        raise KeyError("raw")
+
+    async def increment(self, key: str, amount: int = 1) -> int:
+        raise ConnectionError("store down")
+
+
+async def test_errors_of_base_exception_type_become_backend_errors() -> None:
+    backend = RawErrors()
+    with pytest.raises(
+        BackendError, match=r"Error occurred in backend operation\. 'raw'"
+    ) as caught:
+        await backend.get("x")
+    assert isinstance(caught.value.cause, KeyError)
+    assert caught.value.__cause__ is caught.value.cause
+    await backend.close()
+    with pytest.raises(BackendConnectionError):  # a BackendError passes through unchanged
+        await backend.get("x")
+
+
+async def test_a_traffik12_backend_wraps_every_error_by_default() -> None:
+    class Defaulted(DictBackend):
+        async def get(self, key: str, *args: Any, **kwargs: Any) -> Any:
+            raise KeyError("raw")
+
+    assert Defaulted.base_exception_type is BaseException  # as in traffik 1.2
+    with pytest.raises(BackendError) as caught:
+        await Defaulted().get("x")
+    assert isinstance(caught.value.cause, KeyError)
+
+
+async def test_wrapped_errors_reach_a_fallback_on_backend_error() -> None:
+    from traffik import HTTPThrottle
+    from traffik.error_handlers import fallback
+
+    spare = InMemoryBackend(namespace="spare")
+    throttle = HTTPThrottle(
+        "raw:items",
+        "2/min",
+        backend=RawErrors(),
+        on_error=fallback(spare, on=(BackendError,)),
+        registry=ThrottleRegistry(),
+    )
+    assert await codes(items_app(throttle), 3) == [200, 200, 429]  # decided by the spare
+    assert await spare.keys()
+
+
+async def test_wrap_methods_guards_more_methods() -> None:
+    class Extra(DictBackend):
+        wrap_methods = ("size",)
+
+        async def size(self) -> int:
+            return len(self.connection)  # needs the client: initialised first
+
+        def broken(self) -> None:
+            raise KeyError("not listed")
+
+    backend = Extra()
+    assert await backend.size() == 0 and backend.opened == 1
+    with pytest.raises(KeyError):
+        backend.broken()
+
+
+async def test_cancellation_is_never_wrapped() -> None:
+    class Slow(DictBackend):
+        base_exception_type = BaseException
+
+        async def get(self, key: str, *args: Any, **kwargs: Any) -> Any:
+            await asyncio.sleep(10)
+
+    task = asyncio.ensure_future(Slow().get("x"))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+# -- locks (core.md §4.2) ------------------------------------------------------------------
+
+
+def test_lock_config_has_every_traffik12_key() -> None:
+    from traffik.typing import LockConfig
+
+    assert set(LockConfig.__optional_keys__) == {
+        "ttl",
+        "blocking",
+        "blocking_timeout",
+        "reentrant",
+        "enforce_ttl_locally",
+        "local_ttl_factor",
+    }
+
+
+LOCK_BACKENDS = [
+    pytest.param(lambda: InMemoryBackend(namespace="locks"), id="memory"),
+    pytest.param(lambda: DictBackend(namespace="locks"), id="traffik12-custom"),
+]
+
+
+@pytest.mark.parametrize("make", LOCK_BACKENDS)
+async def test_a_lock_enforcing_its_ttl_locally_stops_its_body(make: Any) -> None:
+    from traffik.exceptions import LockTimeoutError
+    from traffik.typing import LockConfig
+
+    backend = make()
+    config = LockConfig(ttl=0.2, enforce_ttl_locally=True, local_ttl_factor=0.5)
+    started = time.monotonic()
+    reached = []
+    with pytest.raises(LockTimeoutError, match=r"0\.1s .*ttl=0\.2.*local_ttl_factor=0\.5"):
+        async with backend.lock("slow", **config):
+            await asyncio.sleep(5)
+            reached.append(True)
+    assert 0.09 <= time.monotonic() - started < 1 and not reached
+    task = asyncio.current_task()
+    assert task is not None and (sys.version_info < (3, 11) or task.cancelling() == 0)
+    await asyncio.sleep(0)  # the task is not left cancelled
+    async with backend.lock("slow", blocking=False):  # released before the error was raised
+        pass
+
+
+@pytest.mark.parametrize("make", LOCK_BACKENDS)
+async def test_a_lock_enforcing_its_ttl_locally_lets_a_quick_body_finish(make: Any) -> None:
+    backend = make()
+    async with backend.lock("quick", ttl=5, enforce_ttl_locally=True):
+        await asyncio.sleep(0.01)
+    with pytest.raises(ValueError, match="the body's"):
+        async with backend.lock("quick", ttl=5, enforce_ttl_locally=True):
+            raise ValueError("the body's")
+    async with backend.lock("quick", ttl=0.05):  # not enforced: the body runs to its end
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.parametrize("factor", [0, 1, 1.5, -0.2])
+def test_a_local_ttl_factor_must_be_between_0_and_1(factor: float) -> None:
+    backend = InMemoryBackend(namespace="locks")
+    with pytest.raises(ValueError, match=f"local_ttl_factor={factor!r}.*between 0 and 1"):
+        backend.lock("x", ttl=1, enforce_ttl_locally=True, local_ttl_factor=factor)
+
+
+# -- InMemoryBackend's positional arguments (core.md §5.1) --------------------------------
+
+
+def test_inmemory_backend_takes_traffik12_positional_arguments() -> None:
+    async def identify(connection: Any) -> str:
+        return "id"
+
+    assert InMemoryBackend("ns", None).namespace == "ns"
+    backend = InMemoryBackend(
+        "legacy", identify, True, None, "allow", True, 5.0, 1.0, 8, 2.5, "fair", 16, 2, False
+    )
+    assert (backend.namespace, backend.identifier, backend.persistent) == (
+        "legacy",
+        identify,
+        True,
+    )
+    assert (backend.on_error, backend.lock_blocking, backend.lock_ttl) == ("allow", True, 5.0)
+    assert (backend.lock_blocking_timeout, backend.sweep_interval) == (1.0, 2.5)
+    with pytest.raises(TypeError):
+        InMemoryBackend(*["x"] * 15)  # no sixteenth positional argument
+
+
+def test_a_strategy_subclass_may_declare_lock_config_as_a_field() -> None:
+    import dataclasses
+
+    from traffik.strategies import Strategy
+    from traffik.typing import LockConfig
+
+    @dataclasses.dataclass(frozen=True, eq=False)
+    class Custom(Strategy):
+        """A traffik 1.2-style strategy: a frozen dataclass with a `lock_config` field."""
+
+        lock_config: LockConfig = dataclasses.field(default_factory=dict)  # type: ignore[assignment]
+
+    assert Custom(lock_config={"ttl": 1.0}).lock_config == {"ttl": 1.0}
+    assert Custom().lock_config == {}

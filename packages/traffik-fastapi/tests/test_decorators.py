@@ -10,6 +10,7 @@ import pytest
 from fastapi import APIRouter, Depends, FastAPI, Request, Response, WebSocket
 from fastapi.exceptions import FastAPIError
 from fastapi.params import Depends as DependsMarker
+from fastapi.responses import JSONResponse
 from starlette.testclient import TestClient, WebSocketDenialResponse
 
 from traffik import HTTPThrottle, InMemoryBackend, WebSocketThrottle
@@ -103,6 +104,51 @@ async def test_sync_endpoints_and_own_request_and_response_parameters(
     assert first.json() == {"path": "/sync"}
     assert first.headers["x-own"] == "kept"
     assert first.headers["ratelimit"] == '"fa-sync";r=0;t=60'
+
+
+def failed(outcome: Any) -> bool:
+    return bool(outcome.status_code >= 400)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_charge_when_sees_the_returned_response_of_sync_and_async_endpoints(
+    backend: InMemoryBackend, kind: str
+) -> None:
+    # A failed login answered with a returned Response counts, a success does not, whether
+    # the endpoint is `def` or `async def`.
+    throttle = HTTPThrottle(f"fa-login-{kind}", rate="2/min", backend=backend, charge_when=failed)
+    app = FastAPI()
+
+    def answer(password: str) -> Any:
+        if password != "secret":
+            return JSONResponse({"error": "wrong password"}, status_code=401)
+        return {"token": "t"}
+
+    if kind == "sync":
+
+        @app.post("/login")
+        @throttled(throttle)
+        def login(password: str) -> Any:
+            return answer(password)
+
+    else:
+
+        @app.post("/login")
+        @throttled(throttle)
+        async def login(password: str) -> Any:
+            return answer(password)
+
+    async with client_for(app) as client:
+        good = [
+            (await client.post("/login", params={"password": "secret"})).status_code
+            for _ in range(3)
+        ]
+        bad = [
+            (await client.post("/login", params={"password": "guess"})).status_code
+            for _ in range(4)
+        ]
+    assert good == [200] * 3
+    assert bad == [401, 401, 429, 429]
 
 
 async def test_as_dependency_on_routes_and_routers(backend: InMemoryBackend) -> None:

@@ -1,4 +1,8 @@
-"""Backoff strategies: how long to wait before retry number `attempt`, given a base delay."""
+"""Backoff strategies: how long to wait before attempt number `attempt`, given a base delay.
+
+As in traffik 1.2, `retry` and `failover` make their first retry at once (attempt 0) and ask
+the backoff for the wait before each later one: attempt 1 waits `backoff(1, base_delay)`.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +24,8 @@ __all__ = [
 ]
 
 BackoffStrategy = Callable[[int, float], float]
-"""A backoff: `(attempt, base_delay) -> seconds`, where `attempt` counts retries from 1."""
+"""A backoff: `(attempt, base_delay) -> seconds`, the wait before attempt `attempt` (from 1;
+attempt 0, the first retry, runs at once)."""
 
 
 class JitterType(enum.Enum):
@@ -63,7 +68,7 @@ def _check_number(owner: str, name: str, value: object, *, above: float, inclusi
 def _check_call(owner: str, attempt: object, base_delay: object) -> float:
     if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
         raise ConfigurationError(
-            f"{owner}: attempt={attempt!r} must be a whole number >= 1 (retries count from 1)"
+            f"{owner}: attempt={attempt!r} must be a whole number >= 1 (the first retry, attempt 0, waits for nothing)"
         )
     return _check_number(owner, "base_delay", base_delay, above=0, inclusive=True)
 

@@ -14,6 +14,7 @@ from starlette.websockets import WebSocket
 
 from traffik.buckets import named_route_part
 from traffik.exceptions import ConfigurationError
+from traffik.outcomes import take_charge
 from traffik.typing import EXEMPTED, StrategyStat
 
 if TYPE_CHECKING:
@@ -41,7 +42,9 @@ class BucketState:
 
         def get_backend(self, connection: Any = None) -> ThrottleBackend: ...
 
-        async def identify(self, connection: Any, backend: ThrottleBackend) -> Any: ...
+        async def get_connection_id(
+            self, connection: Any, backend: ThrottleBackend, context: Any = None
+        ) -> Any: ...
 
         def key_for(
             self,
@@ -80,7 +83,7 @@ class BucketState:
         if hasattr(client, "scope"):
             connection = client
             backend = backend or self.get_backend(connection)
-            ident = await self.identify(connection, backend)
+            ident = await self.get_connection_id(connection, backend, ctx)
             if ident is EXEMPTED:
                 return None
         else:
@@ -195,7 +198,23 @@ class BucketState:
         """Give `cost` units (default: the throttle's cost for this connection) back to every
         rate of this throttle for one client, never past a full budget: one step on the
         backend (one round trip on Redis). `client`, `path`, `method`, `backend` as for
-        `reset`."""
+        `reset`.
+
+        A connection whose charge was noted (under `ThrottleMiddleware`, with `charge_when`,
+        with several throttles as one) gets that charge back (`cost` of it, default all) on
+        the bucket it was taken from, once: the request is not settled again. `path`,
+        `method`, `backend` or `context` name a bucket instead."""
+        if (
+            path is None
+            and method is None
+            and backend is None
+            and context is None
+            and hasattr(client, "scope")
+        ):
+            charge = take_charge(client, self)
+            if charge is not None:
+                await charge.give_back(cost)
+                return
         bucket = await self._bucket(client, context, path, method, backend)
         if bucket is None:
             return

@@ -49,6 +49,22 @@ class ConnectionInputs:
     per_route: bool
     use_method: bool
     _route_of: ClassVar[Callable[..., str]]
+    _own_identity: ClassVar[bool] = False
+    """Whether the class overrides `identify` or `get_connection_id`: asked on every hit."""
+    _own_keys: ClassVar[bool] = False
+    """Whether the class overrides `get_scoped_key` or `get_namespaced_key` (traffik 1.2's
+    key hooks): every key is then theirs."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        base = ConnectionInputs
+        cls._own_identity = (
+            cls.identify is not base.identify or cls.get_connection_id is not base.get_connection_id
+        )
+        cls._own_keys = (
+            cls.get_scoped_key is not base.get_scoped_key
+            or cls.get_namespaced_key is not base.get_namespaced_key
+        )
 
     if TYPE_CHECKING:
 
@@ -88,10 +104,46 @@ class ConnectionInputs:
         return check_cost(await _resolve(self._cost_fn(connection, context)), repr(self))
 
     async def identify(self, connection: HTTPConnection, backend: ThrottleBackend) -> Any:
+        """The client of `connection`: the throttle's identifier, else the backend's, else
+        the peer address. Overridable, as `get_connection_id` is."""
         identifier = self.identifier or backend.identifier
         if identifier is None:
             return await default_identifier(connection)
         return await _resolve(identifier(connection))
+
+    async def get_connection_id(
+        self,
+        connection: HTTPConnection,
+        backend: ThrottleBackend,
+        context: Optional[Mapping[str, Any]] = None,
+    ) -> Any:
+        """traffik 1.2's hook for the client of `connection` (`identify` by default). A
+        subclass that overrides it is asked for every connection, with the merged context."""
+        return await self.identify(connection, backend)
+
+    def get_scoped_key(
+        self, connection: HTTPConnection, context: Optional[Mapping[str, Any]] = None
+    ) -> str:
+        """traffik 1.2's hook for the part of a key after the client: the route part
+        (`METHOD:/template`, "" without `per_route`). A subclass's own text is escaped
+        into the key (`get_namespaced_key`)."""
+        return self._route_of(connection.scope) if self.per_route else ""
+
+    def get_namespaced_key(
+        self,
+        connection: HTTPConnection,
+        identifier: Any,
+        context: Optional[Mapping[str, Any]] = None,
+    ) -> str:
+        """traffik 1.2's hook for the whole key of `identifier`'s bucket for `connection`
+        (the backend adds its namespace and the strategy its suffix). By default
+        `uid:{client}:ROUTE[:scope]`, with a subclass's `get_scoped_key` as the route part."""
+        ctx = {} if context is None else context
+        if type(self).get_scoped_key is ConnectionInputs.get_scoped_key:
+            route = self._route_of(connection.scope) if self.per_route else None
+        else:
+            route = escape(str(self.get_scoped_key(connection, ctx)))
+        return self.compose_key(client_part(identifier), route, ctx)
 
     def key_for(
         self,
@@ -102,7 +154,10 @@ class ConnectionInputs:
     ) -> str:
         """`uid:{client}:METHOD:/route/{template}` (just `uid:{client}` without `per_route`),
         plus the context's `scope`; every part escaped (`traffik.buckets`). `route` replaces
-        the connection's own route part (see `route_part`)."""
+        the connection's own route part (see `route_part`). A subclass's own key hooks
+        (`get_namespaced_key`) give the key of a connection's own route."""
+        if self._own_keys and connection is not None and route is None:
+            return self.get_namespaced_key(connection, ident, context)
         if self.per_route:
             if route is None:
                 if connection is None:
@@ -125,11 +180,13 @@ class ConnectionInputs:
         extra = context.get("scope")
         return f"{self._uid_part}:{{", tail if extra is None else f"{tail}:{escape(str(extra))}"
 
-    async def _identity(self, connection: Any, backend: ThrottleBackend, scope: Any) -> Any:
-        """`identify`, kept in the connection's state per uid with `cache_ids` (so a
-        WebSocket's messages are identified once)."""
+    async def _identity(
+        self, connection: Any, backend: ThrottleBackend, scope: Any, context: Any = None
+    ) -> Any:
+        """`get_connection_id` (`identify` unless overridden), kept in the connection's state
+        per uid with `cache_ids` (so a WebSocket's messages are identified once)."""
         if not self.cache_ids:
-            return await self.identify(connection, backend)
+            return await self.get_connection_id(connection, backend, context)
         state = scope.get("state")
         if state is None:
             scope["state"] = state = {}
@@ -138,5 +195,5 @@ class ConnectionInputs:
             ids = state[CONNECTION_IDS_CONTEXT_KEY] = {}
         ident = ids.get(self.uid)
         if ident is None:
-            ident = ids[self.uid] = await self.identify(connection, backend)
+            ident = ids[self.uid] = await self.get_connection_id(connection, backend, context)
         return ident

@@ -77,7 +77,15 @@ _Sleep = Callable[[float], Awaitable[Any]]
 _DEFAULT_ON: tuple[type[BaseException], ...] = (BackendError,)
 
 _RETRY_BACKOFF = ExponentialBackoff(2.0, max_delay=60.0)
-"""`retry_delay`, then twice that, and so on up to a minute: the delays traffik's docs promise."""
+"""`retry_delay`, then twice that, and so on up to a minute (traffik 1.2's `DEFAULT_BACKOFF`
+without its jitter, so a request's worst-case wait is known)."""
+
+
+async def _pause(sleep: _Sleep, delays: BackoffStrategy, attempt: int, delay: float) -> None:
+    """The wait before retry `attempt` (from 0), as traffik 1.2 ran its retries: none before
+    the first, then `delays(attempt, delay)` seconds."""
+    if attempt:
+        await sleep(delays(attempt, delay))
 
 
 # -- handlers --------------------------------------------------------------------------------
@@ -227,10 +235,10 @@ class _Fallback:
 
 def fallback(
     backend: ThrottleBackend,
-    on: _ExceptionTypes = _DEFAULT_ON,
-    *,
     fallback_on: Optional[_ExceptionTypes] = None,
+    on: _ExceptionTypes = _DEFAULT_ON,
     initialized: Optional[bool] = None,
+    *,
     per_process: Union[float, str, None] = None,
     reconcile: bool = True,
 ) -> ErrorHandler:
@@ -240,8 +248,9 @@ def fallback(
     exception is re-raised unchanged, so the request fails instead of being silently
     throttled; if the fallback fails too, its error is raised chained to the original.
 
-    `fallback_on` is traffik 1.2's name for `on` and keeps working, without a warning;
-    giving both with different values is a `ConfigurationError`. `backend` need not be
+    The arguments come in traffik 1.2's order (`fallback(spare, None, (BackendError,),
+    True)` works). `fallback_on` is traffik 1.2's name for `on` and keeps working, without a
+    warning; giving both with different values is a `ConfigurationError`. `backend` need not be
     initialised: it initialises itself on first use. With `initialized=False` the handler
     also calls `backend.initialize()` whenever the backend is not initialised, which reopens
     one that was explicitly closed.
@@ -254,8 +263,8 @@ def fallback(
 
     Args:
         backend: The backend the decision runs on after a failure.
-        on: The exception class, or tuple of them, that the fallback handles.
         fallback_on: traffik 1.2's name for `on`.
+        on: The exception class, or tuple of them, that the fallback handles.
         initialized: None or True: `backend` initialises itself on first use; False: the
             handler also initialises it whenever it is not initialised.
         per_process: One process's share of the limits: a number in (0, 1], the name of an
@@ -280,7 +289,7 @@ def fallback(
         if on is not _DEFAULT_ON and set(legacy) != set(types):
             raise ConfigurationError(
                 f"fallback(on={on!r}, fallback_on={fallback_on!r}): `fallback_on` is the old name of "
-                "`on`; give only one of them"
+                "`on` (traffik 1.2 used `fallback_on`); give only one of them"
             )
         types = legacy
 
@@ -312,18 +321,21 @@ def retry(
     `retry_on` stops at once, and when every retry fails the last error propagates.
     `max_retries=0` re-raises the original.
 
-    Retry `n` (from 1) waits `backoff(n, retry_delay)` seconds first. The default backoff
-    doubles from `retry_delay` up to a minute, so the first retry comes `retry_delay` after
-    the failure, as traffik's docs promise. Give `backoff` (see `traffik.backoff`) or
-    `backoff_multiplier` (`retry_delay * multiplier ** (n - 1)`), not both. `sleep` is the
+    The first retry runs at once (most failures are a blip: a dropped connection the client
+    makes again); retry `n` after it waits `backoff(n, retry_delay)` seconds first, as
+    traffik 1.2 ran it (its docs said the first retry waited too). The default backoff
+    doubles from `retry_delay` up to a minute: with `retry_delay=0.1`, retries at 0, 0.1 and
+    0.3 s. `backoff_multiplier=m` means `ExponentialBackoff(m)`; when `backoff` (see
+    `traffik.backoff`) is given too, `backoff` is used, as in traffik 1.2. `sleep` is the
     coroutine that waits, replaceable in tests.
 
     Args:
         max_retries: The most retries (a whole number >= 0).
         retry_delay: The base delay before a retry, in seconds (>= 0).
-        backoff_multiplier: The factor between two delays (>= 1): retry `n` waits
-            `retry_delay * backoff_multiplier ** (n - 1)` seconds.
-        backoff: A callable `(attempt, base_delay) -> seconds` giving each delay.
+        backoff_multiplier: The factor between two delays (>= 1): retry `n` (after the
+            first) waits `retry_delay * backoff_multiplier ** (n - 1)` seconds.
+        backoff: A callable `(attempt, base_delay) -> seconds` giving each delay; it wins
+            over `backoff_multiplier`.
         retry_on: The exception class, or tuple of them, that is retried.
         sleep: The coroutine that waits a number of seconds.
 
@@ -331,32 +343,24 @@ def retry(
         The handler, `async (connection, exc_info) -> DecidedWait`.
 
     Raises:
-        ConfigurationError: When an argument is invalid, or both `backoff` and
-            `backoff_multiplier` are given.
+        ConfigurationError: When an argument is invalid.
     """
     _check_retries("retry", max_retries)
     delay = _check_seconds("retry", "retry_delay", retry_delay, 0)
     types = _exception_types("retry", "retry_on", retry_on)
-    if backoff is not None and backoff_multiplier is not None:
-        raise ConfigurationError(
-            f"retry(backoff={backoff!r}, backoff_multiplier={backoff_multiplier!r}): give one or the other; "
-            "`backoff_multiplier=m` means ExponentialBackoff(m)"
-        )
+    delays: BackoffStrategy = _RETRY_BACKOFF
+    if backoff_multiplier is not None:
+        multiplier = _check_seconds("retry", "backoff_multiplier", backoff_multiplier, 1)
+        delays = ExponentialBackoff(multiplier)
     if backoff is not None:
         delays = _check_backoff("retry", backoff)
-    elif backoff_multiplier is not None:
-        delays = ExponentialBackoff(
-            _check_seconds("retry", "backoff_multiplier", backoff_multiplier, 1)
-        )
-    else:
-        delays = _RETRY_BACKOFF
 
     async def retry_handler(connection: Any, exc_info: ThrottleExceptionInfo) -> DecidedWait:
         error: BaseException = exc_info["exception"]
         if not isinstance(error, types):
             raise error
-        for attempt in range(1, max_retries + 1):
-            await sleep(delays(attempt, delay))
+        for attempt in range(max_retries):
+            await _pause(sleep, delays, attempt, delay)
             try:
                 return DecidedWait(await _decide_again(exc_info, None))
             except types as exc:
@@ -382,8 +386,9 @@ def failover(
 
     Every failure triggers it. While the breaker refuses (open, or a probe already running),
     the decision goes straight to `backend`. Otherwise it runs again (identity included) up
-    to `max_retries` times, waiting `backoff(n, retry_delay)` before retry `n` (the same
-    default as `retry`); the first success is recorded on the breaker and returned. When
+    to `max_retries` times, as `retry` does: the first retry at once, then
+    `backoff(n, retry_delay)` seconds before retry `n` (the same default as `retry`); the
+    first success is recorded on the breaker and returned. When
     every retry fails, or the handler is cancelled while retrying, the breaker records one
     failure and the decision runs on `backend` (see `fallback`, whose `initialized` this
     shares, with `per_process` and `reconcile`). `breaker` defaults to a new `CircuitBreaker()`
@@ -429,8 +434,8 @@ def failover(
         if await circuit.allow_execution():
             recovered = False
             try:
-                for attempt in range(1, max_retries + 1):
-                    await sleep(delays(attempt, delay))
+                for attempt in range(max_retries):
+                    await _pause(sleep, delays, attempt, delay)
                     try:
                         result = DecidedWait(await _decide_again(exc_info, None))
                     except ConfigurationError:

@@ -24,8 +24,9 @@ TraffikError (alias TraffikException)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Optional, overload
 
 __all__ = [
     "BackendCapacityError",
@@ -148,33 +149,117 @@ def _throttled_bases() -> tuple[type[Exception], ...]:
     return (HTTPException, TraffikError)
 
 
+_ORDER = ("status_code", "detail", "headers")
+"""`ConnectionThrottled`'s positional order: Starlette's `HTTPException`'s."""
+_ORDER_1_2 = ("wait_period", "status_code", "detail", "headers")
+"""traffik 1.2's positional order."""
+_KEYWORDS = frozenset((*_ORDER_1_2, "rate"))
+
+
+def _is_status(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _traffik12_order(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
+    """Whether positional `args` are in traffik 1.2's order: the first cannot be a status
+    (None, a number outside 100-599, a float), the second is a status (an int, never a
+    detail), or `status_code` is also given by keyword."""
+    first = args[0]
+    return (
+        first is None
+        or (_is_number(first) and not _is_status(first))
+        or (len(args) > 1 and isinstance(args[1], int) and not isinstance(args[1], bool))
+        or "status_code" in kwargs
+    )
+
+
+def _throttled_arguments(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """`ConnectionThrottled`'s arguments by name, from either positional order."""
+    unknown = sorted(set(kwargs) - _KEYWORDS)
+    if unknown:
+        raise TypeError(
+            f"ConnectionThrottled() got an unexpected keyword {unknown[0]!r}; "
+            f"it takes {', '.join(sorted(_KEYWORDS))}"
+        )
+    order = _ORDER_1_2 if args and _traffik12_order(args, kwargs) else _ORDER
+    if len(args) > len(order):
+        raise TypeError(
+            f"ConnectionThrottled() takes at most {len(order)} positional arguments "
+            f"({', '.join(order)}), {len(args)} given"
+        )
+    named = dict(zip(order, args))
+    twice = sorted(named.keys() & kwargs.keys())
+    if twice:
+        raise TypeError(f"ConnectionThrottled() got multiple values for {twice[0]!r}")
+    named.update(kwargs)
+    status_code = named.setdefault("status_code", 429)
+    if not _is_status(status_code):
+        raise ConfigurationError(
+            f"ConnectionThrottled(status_code={status_code!r}): must be an HTTP status, a "
+            "whole number from 100 to 599; a wait in seconds goes in wait_period= "
+            "(ConnectionThrottled(429, wait_period=30))"
+        )
+    return named
+
+
 class ConnectionThrottled(*_throttled_bases()):  # type: ignore[misc]
     """A throttled connection: status 429 and `Retry-After` with the wait in whole seconds.
 
-    The arguments come in `HTTPException`'s order (`ConnectionThrottled(429, "slow down")`);
-    `wait_period` (seconds, for `Retry-After`) is keyword-only. traffik 1.2's keywords
-    (`wait_period=`, `status_code=`, `detail=`, `headers=`) all keep working. `rate` is the
-    rate that refused (with several rates, the one whose wait this is), when known.
+    It takes Starlette's `HTTPException` order, `ConnectionThrottled(503, "slow down")`, with
+    `wait_period` (seconds, for `Retry-After`) by keyword, and traffik 1.2's order,
+    `ConnectionThrottled(30)` or `ConnectionThrottled(30, 503, "slow down", headers)`, told
+    apart by the first argument: a real HTTP status (an int from 100 to 599) starts
+    Starlette's order; None or any other number is 1.2's `wait_period`. So does a status
+    as the second argument, or `status_code=` given by keyword. 1.2 code whose wait may be
+    100 to 599 seconds and that passes nothing else must name it: `wait_period=`. `rate`
+    is the rate that refused (with several rates, the one whose wait this is), when known.
+
+    Raises:
+        ConfigurationError: When the status is not a whole number from 100 to 599.
+        TypeError: For an unknown keyword, too many arguments, or one given twice.
     """
 
+    @overload
     def __init__(
         self,
         status_code: int = 429,
         detail: Any = None,
-        headers: Mapping[str, str] | None = None,
+        headers: Optional[Mapping[str, str]] = None,
         *,
-        wait_period: int | None = None,
+        wait_period: Optional[float] = None,
         rate: Any = None,
-    ) -> None:
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        wait_period: Optional[float],
+        status_code: int = 429,
+        detail: Any = None,
+        headers: Optional[Mapping[str, str]] = None,
+        *,
+        rate: Any = None,
+    ) -> None: ...
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        named = _throttled_arguments(args, kwargs)
+        status_code: int = named["status_code"]
+        wait_period = named.get("wait_period")
+        detail = named.get("detail")
+        merged = dict(named.get("headers") or {})
+        if wait_period is not None:
+            seconds = str(math.ceil(wait_period))
+            merged["Retry-After"] = seconds
+            if detail is None:
+                detail = f"{_reason_phrase(status_code)}. Retry after {seconds} second(s)."
         if detail is None:
             detail = _reason_phrase(status_code)
-            if wait_period is not None:
-                detail = f"{detail}. Retry after {wait_period} second(s)."
-        merged = dict(headers or {})
-        if wait_period is not None:
-            merged["Retry-After"] = str(wait_period)
         self.wait_period = wait_period
-        self.rate = rate
+        self.rate = named.get("rate")
         self.status_code = status_code
         self.detail = detail
         self.headers = merged

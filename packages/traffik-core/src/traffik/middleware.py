@@ -20,9 +20,10 @@ from traffik.backends.context import SCOPE_BACKEND_KEY
 from traffik.buckets import route_path
 from traffik.decorators import is_async_callable
 from traffik.exceptions import ConfigurationError
-from traffik.outcomes import CHARGES_KEY, Outcome, settle
+from traffik.outcomes import CHARGES_KEY, Outcome, settle, settles
 from traffik.responses import ThrottledResponse
 from traffik.rules import Bypass, PathPattern, Rule, applies, glob, sort_rules
+from traffik.throttle_settings import check_context
 from traffik.throttles import Throttle
 from traffik.together import Entry, hit_together
 
@@ -108,8 +109,8 @@ class MiddlewareThrottle:
 
     Raises:
         TypeError: When `throttle` is not a throttle.
-        ConfigurationError: When `cost` is not a whole number >= 0, or the rule or an
-            exemption is invalid.
+        ConfigurationError: When `cost` is not a whole number >= 0, `context` is not a
+            mapping, or the rule or an exemption is invalid.
     """
 
     def __init__(
@@ -139,7 +140,7 @@ class MiddlewareThrottle:
         self.exempt = _exemptions(exempt, owner)
         self._rules = sort_rules((*self.exempt, self.rule))
         self.cost = cost
-        self.context: dict[str, Any] = dict(context or {})
+        self.context: dict[str, Any] = check_context(context, owner)
         self.skip_handler = skip_handler
         self.shadow = shadow
         self.route = _PatternRoute(path)
@@ -250,6 +251,73 @@ def _sorted(
     return [throttles[i] for i in order]
 
 
+_ORDER = "app, middleware_throttles, backend, exception_handler_getter, context, sort, skip_handler"
+"""`ThrottleMiddleware`'s positional order, traffik 1.2's."""
+
+
+def _listed(given: Any) -> list[Union[MiddlewareThrottle, Throttle]]:
+    """`middleware_throttles` as a list, each item a `MiddlewareThrottle` or a throttle."""
+    owner = "ThrottleMiddleware"
+    if isinstance(given, (MiddlewareThrottle, Throttle)):
+        raise ConfigurationError(
+            f"{owner}: middleware_throttles={given!r} is one throttle; pass a list: "
+            f"middleware_throttles=[{given!r}]"
+        )
+    if not isinstance(given, Iterable) or isinstance(given, (str, bytes, Mapping)):
+        raise ConfigurationError(
+            f"{owner}: middleware_throttles={given!r} must be a list of MiddlewareThrottle "
+            "objects or throttles (HTTPThrottle, WebSocketThrottle)"
+        )
+    throttles = list(given)
+    for index, item in enumerate(throttles):
+        if not isinstance(item, (MiddlewareThrottle, Throttle)):
+            raise TypeError(
+                f"{owner}: middleware_throttles[{index}]={item!r} is neither a "
+                "MiddlewareThrottle nor a throttle (MiddlewareThrottle wraps an HTTPThrottle or "
+                "WebSocketThrottle)"
+            )
+    return throttles
+
+
+def _checked_options(
+    backend: Any = None,
+    exception_handler_getter: Any = None,
+    context: Any = None,
+    skip_handler: Any = None,
+) -> dict[str, Any]:
+    """`ThrottleMiddleware`'s settings besides its throttles and their order, checked (a
+    backend URL becomes its backend), as keyword arguments for it."""
+    owner = "ThrottleMiddleware"
+    if isinstance(backend, str):
+        from traffik.backends import from_url
+
+        backend = from_url(backend)
+    if backend is not None and not isinstance(backend, ThrottleBackend):
+        raise ConfigurationError(
+            f"{owner}: backend={backend!r} is not a ThrottleBackend or a backend URL"
+        )
+    getter = exception_handler_getter
+    if getter is not None and not callable(getter):
+        hint = (
+            "; a mapping is a context: pass it as context=" if isinstance(getter, Mapping) else ""
+        )
+        raise ConfigurationError(
+            f"{owner}: exception_handler_getter={getter!r} must be a function "
+            f"(exc) -> handler or None{hint}; the positional order is traffik 1.2's: {_ORDER}"
+        )
+    if skip_handler is not None and not isinstance(skip_handler, bool):
+        raise ConfigurationError(
+            f"{owner}: skip_handler={skip_handler!r} must be True, False or None (each "
+            f"throttle's own); the positional order is traffik 1.2's: {_ORDER}"
+        )
+    return {
+        "backend": backend,
+        "exception_handler_getter": getter,
+        "context": check_context(context, owner),
+        "skip_handler": skip_handler,
+    }
+
+
 class _Status:
     """A `send` that remembers the response's status code (for `charge_when`)."""
 
@@ -315,7 +383,9 @@ class ThrottleMiddleware:
     no throttle applies to. `backend`, when
     given, is the default for throttles that have none. `context` and `skip_handler` apply to
     every throttle; with `skip_handler=True` throttled requests reach the app, which can
-    check `is_throttled(request)`.
+    check `is_throttled(request)`. The arguments keep traffik 1.2's positional order (`app,
+    middleware_throttles, backend, exception_handler_getter, context, sort, skip_handler`);
+    `exempt` is keyword-only. `throttle.as_middleware(...)` builds the entry for one throttle.
 
     A throttled connection gets the Response its throttle's `handle_throttled` returned, if
     it returned one; else the response of the app's exception handler for the
@@ -332,18 +402,20 @@ class ThrottleMiddleware:
             connection of their kind.
         backend: The default backend (a `ThrottleBackend` or a backend URL) for throttles
             that have none; None for none.
-        context: Context passed to every throttle.
-        skip_handler: Whether throttled requests reach the app (which can check
-            `is_throttled(request)`); None for each throttle's setting.
-        sort: The order the throttles run in: `"cheap_first"`, `"cheap_last"`, None or
-            False for the given order, or a key function called with each item as given.
-        exempt: Paths, `Rule`s or `Bypass`es no throttle applies to.
         exception_handler_getter: A function `(exc) -> handler or None` consulted before
             the app's exception handlers for a throttled connection.
+        context: Context passed to every throttle (a mapping).
+        sort: The order the throttles run in: `"cheap_first"`, `"cheap_last"`, None or
+            False for the given order, or a key function called with each item as given.
+        skip_handler: Whether throttled requests reach the app (which can check
+            `is_throttled(request)`); None for each throttle's setting.
+        exempt: Paths, `Rule`s or `Bypass`es no throttle applies to.
 
     Raises:
-        ConfigurationError: When `backend` is neither a backend nor a URL, `sort` is
-            invalid, or an exemption is invalid.
+        ConfigurationError: When `middleware_throttles` is not a list, `backend` is neither
+            a backend nor a URL, `exception_handler_getter` is not callable, `context` is
+            not a mapping, `sort` or `skip_handler` is invalid, or an exemption is invalid.
+        TypeError: When an item of `middleware_throttles` is not a throttle.
     """
 
     def __init__(
@@ -351,25 +423,18 @@ class ThrottleMiddleware:
         app: ASGIApp,
         middleware_throttles: Iterable[Union[MiddlewareThrottle, Throttle]],
         backend: Union[ThrottleBackend, str, None] = None,
+        exception_handler_getter: Optional[ExceptionHandlerGetter] = None,
         context: Optional[Mapping[str, Any]] = None,
+        sort: Any = "cheap_first",
         skip_handler: Optional[bool] = None,
         *,
-        sort: Any = "cheap_first",
         exempt: Iterable[Exemption] = (),
-        exception_handler_getter: Optional[ExceptionHandlerGetter] = None,
     ) -> None:
+        options = _checked_options(backend, exception_handler_getter, context, skip_handler)
         throttles = [
             t if isinstance(t, MiddlewareThrottle) else MiddlewareThrottle(t)
-            for t in _sorted(list(middleware_throttles), sort)
+            for t in _sorted(_listed(middleware_throttles), sort)
         ]
-        if isinstance(backend, str):
-            from traffik.backends import from_url
-
-            backend = from_url(backend)
-        if backend is not None and not isinstance(backend, ThrottleBackend):
-            raise ConfigurationError(
-                f"ThrottleMiddleware: backend={backend!r} is not a ThrottleBackend or a backend URL"
-            )
         self.app = app
         self.http_throttles = tuple(
             t for t in throttles if not issubclass(t.connection_type, WebSocket)
@@ -377,11 +442,13 @@ class ThrottleMiddleware:
         self.websocket_throttles = tuple(
             t for t in throttles if issubclass(t.connection_type, WebSocket)
         )
-        self.backend = backend
-        self.context: dict[str, Any] = dict(context or {})
-        self.skip_handler = skip_handler
+        self.backend: Optional[ThrottleBackend] = options["backend"]
+        self.context: dict[str, Any] = options["context"]
+        self.skip_handler: Optional[bool] = options["skip_handler"]
         self.exempt = _exemptions(exempt, "ThrottleMiddleware")
-        self.exception_handler_getter = exception_handler_getter
+        self.exception_handler_getter: Optional[ExceptionHandlerGetter] = options[
+            "exception_handler_getter"
+        ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -394,10 +461,15 @@ class ThrottleMiddleware:
         if not throttles:
             await self.app(scope, receive, send)
             return
-        # Throttles see copies of the scope (with their pattern as the route) sharing its state.
+        # Throttles see copies of the scope (with their pattern as the route) sharing its
+        # state, where each notes what it charged (`traffik.outcomes.Charge`): settling, and
+        # `throttle.refund(request)` in the app, give back on the bucket it was taken from.
         state = scope.get("state")
         if state is None:
             scope["state"] = state = {}
+        charges = state.get(CHARGES_KEY)
+        if charges is None:
+            state[CHARGES_KEY] = charges = []
         sink: Any = None  # (where the throttles write the headers of an admitted request)
         try:
             if self.exempt and await self._exempted(_connection(scope, receive, send)):
@@ -442,7 +514,7 @@ class ThrottleMiddleware:
             return
         if sink is not None and sink.raw_headers:
             send = sink.send_with_headers
-        if not state.get(CHARGES_KEY):
+        if not settles(charges):
             await self.app(scope, receive, send)
             return
         status = _Status(send)

@@ -7,14 +7,33 @@ the limit); once the response is known, `settle` gives the charge back when `cha
 says the outcome should not count. The middleware and the decorators see the response;
 a FastAPI route uses the throttle's `charge_by_outcome` dependency (a dependency with
 `yield`), which sees the exception the endpoint raised, or else the route's status code.
+
+A charge is noted (`Noted`, made a `Charge` to give it back) with exactly the bucket (backend,
+key, rates) and cost it was taken under, so giving it back recomputes nothing from the connection, whose scope may have
+changed since (the middleware charges under its path pattern, then routing sets the route).
+`throttle.refund(connection)` gives back the charge noted for that throttle on the
+connection, when there is one (`take_charge`), and it is then not given back again.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-__all__ = ["CHARGES_KEY", "Outcome", "note_charge", "settle"]
+if TYPE_CHECKING:
+    from traffik.backends.base import ThrottleBackend
+    from traffik.rates import Rate
+
+__all__ = [
+    "CHARGES_KEY",
+    "Charge",
+    "Noted",
+    "Outcome",
+    "note_charge",
+    "settle",
+    "settles",
+    "take_charge",
+]
 
 CHARGES_KEY = "traffik.charges"
 """Where a connection's state keeps the charges to settle once its outcome is known."""
@@ -47,22 +66,82 @@ class Outcome:
         return f"Outcome(status_code={self.status_code})"
 
 
-def note_charge(state: dict[str, Any], throttle: Any, cost: Optional[int], context: Any) -> None:
-    """Remember that `throttle` charged this connection (`cost`, None: its own)."""
-    state.setdefault(CHARGES_KEY, []).append((throttle, cost, context))
+class Charge:
+    """What one admitted hit took: its `throttle`, and the `backend`, `key`, `rates` and
+    `cost` it was charged under."""
+
+    __slots__ = ("backend", "cost", "key", "rates", "throttle")
+
+    def __init__(
+        self, throttle: Any, backend: ThrottleBackend, key: str, rates: tuple[Rate, ...], cost: int
+    ) -> None:
+        self.throttle = throttle
+        self.backend = backend
+        self.key = key
+        self.rates = rates
+        self.cost = cost
+
+    async def give_back(self, cost: Optional[int] = None) -> None:
+        """Give `cost` units (default: all it took) back to every rate of the bucket it was
+        taken from, never past a full budget: one step on the backend."""
+        backend = self.backend
+        units = self.cost if cost is None else cost
+        if units:
+            await backend.refund_all(self.throttle.items(self.key, self.rates, units, backend))
+            if backend.refusals is not None:  # the budget moved back: ask the store again
+                backend.refusals.forget(self.key)
+
+    def __repr__(self) -> str:
+        return f"Charge({self.throttle!r}, key={self.key!r}, cost={self.cost})"
+
+
+Noted = tuple[Any, "ThrottleBackend", str, tuple["Rate", ...], int]
+"""A charge as an admitted hit notes it, `(throttle, backend, key, rates, cost)`: a tuple, so
+noting costs next to nothing on the hot path; `Charge(*noted)` gives it back."""
+
+
+def note_charge(state: dict[str, Any], noted: Noted) -> None:
+    """Remember that `noted` was taken for the connection whose state is `state`."""
+    charges = state.get(CHARGES_KEY)
+    if charges is None:
+        state[CHARGES_KEY] = [noted]
+    else:
+        charges.append(noted)
+
+
+def settles(charges: Optional[list[Noted]]) -> bool:
+    """Whether a noted charge's throttle has `charge_when`: the outcome must then be settled."""
+    for noted in charges or ():  # noqa: SIM110 (a loop: no generator per request)
+        if noted[0].charge_when is not None:
+            return True
+    return False
+
+
+def take_charge(connection: Any, throttle: Any) -> Optional[Charge]:
+    """Forget and return the latest charge of `throttle` noted on `connection` (None: none),
+    so it is given back once: by whoever took it, not again when the request is settled."""
+    state = connection.scope.get("state")
+    charges = state.get(CHARGES_KEY) if state else None
+    if charges:
+        for index in range(len(charges) - 1, -1, -1):
+            if charges[index][0] is throttle:
+                return Charge(*charges.pop(index))
+    return None
 
 
 async def settle(connection: Any, outcome: Outcome) -> None:
     """Give back the charges of this connection whose throttle's `charge_when` says its
-    outcome does not count. A failure to give back is logged, never raised: the response
-    is already decided."""
+    outcome does not count, each on the bucket it was taken from. A failure to give back is
+    logged, never raised: the response is already decided."""
     state = connection.scope.get("state")
     charges = state.pop(CHARGES_KEY, None) if state else None
-    for throttle, cost, context in charges or ():
-        if throttle.charge_when is None:
+    for noted in charges or ():
+        charge_when = noted[0].charge_when
+        if charge_when is None:
             continue
+        charge = Charge(*noted)
         try:
-            if not throttle.charge_when(outcome):
-                await throttle.refund(connection, cost, context)
+            if not charge_when(outcome):
+                await charge.give_back()
         except Exception:
-            logger.exception("%r could not settle the charge of a %r", throttle, outcome)
+            logger.exception("%r could not be settled after a %r", charge, outcome)

@@ -97,9 +97,21 @@ def compile_path(path: PathPattern) -> re.Pattern[str]:
 def _methods(methods: Union[str, Iterable[str], None]) -> Optional[frozenset[str]]:
     if methods is None:
         return None
+    given = methods
     if isinstance(methods, str):
         methods = [methods]
-    names = [str(method) for method in methods]
+    if not isinstance(methods, Iterable) or isinstance(methods, (bytes, Mapping)):
+        raise ConfigurationError(
+            f"methods={given!r} is not valid; use one HTTP method ('GET'), several "
+            "(['GET', 'POST']), or None for every method"
+        )
+    names = list(methods)
+    for name in names:
+        if not isinstance(name, str):
+            raise ConfigurationError(
+                f"methods={given!r}: {name!r} is not an HTTP method name; use strings "
+                "such as 'GET' or ['GET', 'POST']"
+            )
     if not names:
         raise ConfigurationError("methods=[] matches nothing; pass None to match every method")
     return frozenset(name.upper() for name in names) | frozenset(name.lower() for name in names)

@@ -7,14 +7,14 @@ both `throttle.update_rate("5/s")` and traffik 1.2's `await throttle.update_rate
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Generator
+from collections.abc import Awaitable, Generator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from traffik.backends.base import ThrottleBackend
 from traffik.exceptions import ConfigurationError
 from traffik.headers import Headers, header_setting
 from traffik.on_error import check_on_error
-from traffik.rates import UNLIMITED, Rate, RatesLike, parse_rates
+from traffik.rates import MAX_PERIOD_MS, UNLIMITED, Rate, RatesLike, parse_rates
 from traffik.response_headers import HeaderPlan
 from traffik.rules import RuleGate, sort_rules
 from traffik.strategies import DEFAULT_STRATEGY, StateStrategy
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from traffik.registry import ThrottleRegistry
     from traffik.rules import Bypass, Rule
 
-__all__ = ["ThrottleSettings", "Updated", "check_cost"]
+__all__ = ["ThrottleSettings", "Updated", "check_context", "check_cost"]
 
 
 def check_cost(cost: Any, owner: str) -> int:
@@ -34,6 +34,18 @@ def check_cost(cost: Any, owner: str) -> int:
     if cost < 0:
         raise ConfigurationError(f"{owner}: cost={cost!r} is negative; use 0 (free) or more")
     return cost
+
+
+def check_context(context: Any, owner: str) -> dict[str, Any]:
+    """A copy of `context` if it is a mapping; an empty dict for None."""
+    if context is None:
+        return {}
+    if not isinstance(context, Mapping):
+        raise ConfigurationError(
+            f"{owner}: context={context!r} must be a mapping of names to values "
+            "(a dict such as {'tier': 'free'}), or None"
+        )
+    return dict(context)
 
 
 class Updated:
@@ -108,6 +120,8 @@ class ThrottleSettings:
             and self._cost_fn is None
             and self.cost > 0
             and getattr(self, "identifier", True) is None
+            and not getattr(self, "_own_identity", False)  # (a subclass's identity or key hooks)
+            and not getattr(self, "_own_keys", False)
         )
         # A static throttle of one rate whose strategy a backend can run in place
         # (`ThrottleBackend.decider`); its keys are remembered per peer and route.
@@ -257,10 +271,12 @@ class ThrottleSettings:
         if min_wait_period is not None and (
             isinstance(min_wait_period, bool)
             or not isinstance(min_wait_period, (int, float))
-            or not min_wait_period >= 0
+            or not 0 <= min_wait_period <= MAX_PERIOD_MS  # (NaN and infinity fail)
         ):
             raise ConfigurationError(
-                f"{self._owner()}: min_wait_period={min_wait_period!r} must be milliseconds >= 0"
+                f"{self._owner()}: min_wait_period={min_wait_period!r} must be a finite number "
+                f"of milliseconds from 0 to {MAX_PERIOD_MS} (MAX_PERIOD_MS: 36500 days, the "
+                "longest period of a rate), or None"
             )
         self.min_wait_period = min_wait_period
 
@@ -296,6 +312,13 @@ class ThrottleSettings:
             self._gate = None
 
     def _set_rules(self, rules: Any) -> None:
+        if rules is not None and (
+            not isinstance(rules, Iterable) or isinstance(rules, (str, bytes, Mapping))
+        ):
+            raise ConfigurationError(
+                f"{self._owner()}: rules={rules!r} must be a list of Rule and Bypass objects "
+                "(traffik.rules), or None"
+            )
         self._own_rules = sort_rules(rules or ())
 
     def add_rules(self, target_uid: str, /, *rules: Rule | Bypass) -> None:

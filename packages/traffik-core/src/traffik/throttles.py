@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
 from time import perf_counter
 from typing import Any, Callable, ClassVar, Optional, Union
 
+from starlette.middleware import Middleware
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
@@ -53,13 +54,20 @@ from traffik.responses import (
 from traffik.rules import Bypass, Rule
 from traffik.strategies import steps
 from traffik.strategies.steps import Item
-from traffik.throttle_settings import ThrottleSettings, check_cost
-from traffik.typing import EXEMPTED, ThrottleStrategy
+from traffik.throttle_settings import ThrottleSettings, check_context, check_cost
+from traffik.typing import (
+    EXEMPTED,
+    FullThrottleStrategy,
+    SimpleThrottleStrategy,
+    ThrottleStrategy,
+)
 
 __all__ = [
     "THROTTLED_STATE_KEY",
+    "FullThrottleStrategy",
     "HTTPThrottle",
     "RequestThrottle",
+    "SimpleThrottleStrategy",
     "Throttle",
     "ThrottleExceptionInfo",
     "ThrottleStrategy",
@@ -233,7 +241,7 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
             )
         self.registry = GLOBAL_REGISTRY if registry is None else registry
         self._set_rules(rules)
-        self.context: dict[str, Any] = dict(context or {})
+        self.context: dict[str, Any] = check_context(context, self._owner())
         self.per_route = per_route
         self.skip_handler = skip_handler
         self.cache_ids = cache_ids
@@ -359,6 +367,7 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
             decision, rates, key = await recover(
                 self, exc, connection, ctx, cost, backend, prepared
             )
+        taken = prepared[1] if prepared is not None else cost  # (what the hit took)
         if (
             watched
             or not decision.allowed
@@ -375,12 +384,12 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
                 backend,
                 skip_handler,
                 response,
-                cost,
+                taken,
                 started,
                 failure,
                 shadow,
             )
-        self._admitted(connection, decision, rates, key, ctx, response, cost)
+        self._admitted(connection, decision, rates, key, ctx, response, taken, backend)
         return connection
 
     async def _settle(
@@ -423,7 +432,7 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
             notify(event, self.on_decision)
         if decision.allowed:
             self._admitted(
-                connection, decision, rates, key, ctx, None if shadow else response, cost
+                connection, decision, rates, key, ctx, None if shadow else response, cost, backend
             )
             return connection
         if shadow:
@@ -436,7 +445,7 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
                 rates[getattr(decision, "refused", None) or 0] if rates else None,
                 decision.wait_ms,
             )
-            self._admitted(connection, decision, rates, key, ctx, None, cost)
+            self._admitted(connection, decision, rates, key, ctx, None, cost, backend)
             return connection
         return await self._throttled(connection, decision, rates, key, ctx, skip_handler, backend)
 
@@ -456,8 +465,9 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
     ) -> Any:
         """Act on `decision` as `hit` does: an admitted one marks the connection and writes
         the headers on `response`; a refused one goes to the handler (or, for a shadow
-        throttle, is only recorded). `started` is the `perf_counter()` the decision began at,
-        for the observers' event."""
+        throttle, is only recorded). `cost` is the units the decision took (None: the
+        throttle's cost); `started` is the `perf_counter()` the decision began at, for the
+        observers' event."""
         watched = self.on_decision is not None or _observers
         if (
             decision.allowed
@@ -466,7 +476,7 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
             and self.shadow is None
             and not backend.defaults.shadow
         ):
-            self._admitted(connection, decision, rates, key, ctx, response, cost)
+            self._admitted(connection, decision, rates, key, ctx, response, cost, backend)
             return connection
         return await self._settle(
             connection,
@@ -492,18 +502,28 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
         ctx: Mapping[str, Any],
         response: Optional[Response],
         cost: Optional[int],
+        backend: ThrottleBackend,
     ) -> None:
-        """Mark an admitted connection, note its charge when it may be settled later
-        (`charge_when`, several throttles as one), and write the headers on `response`."""
+        """Mark an admitted connection, note its charge (`cost` units of `key` on `backend`)
+        when it may be given back later (`charge_when`, several throttles as one, the
+        middleware), and write the headers on `response`."""
         scope = connection.scope
         state = scope.get("state")
         if state is None:
             scope["state"] = state = {}
         state[THROTTLED_STATE_KEY] = 0.0
+        charges = state.get(CHARGES_KEY)  # (the middleware notes every charge: `refund`)
         if (
-            self.charge_when is not None or CHARGES_KEY in state
-        ) and decision.remaining is not None:
-            outcomes.note_charge(state, self, cost, ctx)
+            (charges is not None or self.charge_when is not None)
+            and decision.remaining is not None
+            and key is not None
+            and rates is not None
+        ):
+            noted = (self, backend, key, rates, self.cost if cost is None else cost)
+            if charges is None:
+                state[CHARGES_KEY] = [noted]
+            else:
+                charges.append(noted)
         if response is not None and rates is not None:
             plan = self._plan  # (None without headers, or when a callable gives the rates)
             if plan is None:
@@ -631,11 +651,20 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
             cost = check_cost(cost, repr(self))
         if cost == 0:
             return None
-        if self.identifier is None and backend.defaults.identifier is None:
+        if self._own_keys:  # (a subclass's key hooks, traffik 1.2's)
+            ident = await self._identity(connection, backend, connection.scope, ctx)
+            if ident is EXEMPTED:
+                return None
+            return rates, cost, self.get_namespaced_key(connection, ident, ctx)
+        if (
+            self.identifier is None
+            and backend.defaults.identifier is None
+            and not self._own_identity
+        ):
             client = connection.scope.get("client")
             part = peer_part(client[0]) if client else ANONYMOUS_PART
         else:
-            ident = await self._identity(connection, backend, connection.scope)
+            ident = await self._identity(connection, backend, connection.scope, ctx)
             if ident is EXEMPTED:
                 return None
             part = client_part(ident)
@@ -714,6 +743,56 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
 
     __call__ = hit
     """`await throttle(connection)` is `hit`; as a FastAPI dependency it returns the connection."""
+
+    async def test(
+        self,
+        connection: Any,
+        cost: Optional[int] = None,
+        context: Optional[Mapping[str, Any]] = None,
+    ) -> bool:
+        """`check` under its traffik 1.2 alias: whether a hit of `cost` would pass now."""
+        return await self.check(connection, cost, context)
+
+    def as_middleware(
+        self,
+        *,
+        backend: Union[ThrottleBackend, str, None] = None,
+        exception_handler_getter: Optional[Callable[[Exception], Any]] = None,
+        context: Optional[Mapping[str, Any]] = None,
+        **throttle_kwargs: Any,
+    ) -> Middleware:
+        """This throttle as a Starlette `Middleware`, for `Starlette(middleware=[...])` or
+        `FastAPI(middleware=[...])`: a `ThrottleMiddleware` running
+        `MiddlewareThrottle(self, **throttle_kwargs)` alone (`path`, `methods`, `predicate`,
+        `cost`, `skip_handler`, `exempt`, `shadow`). Every argument is checked here, not at
+        the app's first request.
+
+        Args:
+            backend: The middleware's backend, for a throttle that has none; None for this
+                throttle's `backend`.
+            exception_handler_getter: `(exc) -> handler or None`, consulted before the app's
+                exception handlers for a throttled connection.
+            context: Context passed to the throttle on every connection.
+            **throttle_kwargs: `MiddlewareThrottle`'s arguments: which connections count.
+
+        Returns:
+            The `Middleware` entry.
+
+        Raises:
+            ConfigurationError: When an argument is invalid (as `ThrottleMiddleware` and
+                `MiddlewareThrottle` check them).
+            TypeError: When `throttle_kwargs` has an argument `MiddlewareThrottle` does not
+                take.
+        """
+        from traffik.middleware import MiddlewareThrottle, ThrottleMiddleware, _checked_options
+
+        options = _checked_options(
+            backend=self.backend if backend is None else backend,
+            exception_handler_getter=exception_handler_getter,
+            context=context,
+        )
+        throttles = [MiddlewareThrottle(self, **throttle_kwargs)]
+        return Middleware(ThrottleMiddleware, middleware_throttles=throttles, sort=None, **options)
 
     def _dependency_parameters(self) -> list[inspect.Parameter]:
         return [inspect.Parameter("connection", _POSITIONAL, annotation=self.connection_type)]

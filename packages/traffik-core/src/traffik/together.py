@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from traffik.config import THROTTLED_STATE_KEY
 from traffik.exceptions import ConfigurationError
-from traffik.outcomes import CHARGES_KEY
+from traffik.outcomes import CHARGES_KEY, Charge, Noted
 from traffik.strategies.base import StateStrategy
 from traffik.strategies.steps import Combined, combine, is_counter
 
@@ -110,10 +110,10 @@ async def hit_together(
             else:
                 await _each(group, response)
             if _refused(connection):
-                await _give_back(charges, mark, connection)
+                await _give_back(charges, mark)
                 return
     except BaseException:
-        await _give_back(charges, mark, connection)
+        await _give_back(charges, mark)
         raise
 
 
@@ -154,7 +154,7 @@ async def _as_one(
         return
     parts = decision.parts if isinstance(decision, Combined) else (decision,)
     start = 0
-    for entry, rates, _, key in prepared:
+    for entry, rates, cost, key in prepared:
         mine = combine(parts[start : start + len(rates)])
         start += len(rates)
         if not decision.allowed:
@@ -170,7 +170,7 @@ async def _as_one(
             backend,
             entry.skip_handler,
             response,
-            entry.cost,
+            cost,
             started,
             entry.shadow,
         )
@@ -178,12 +178,14 @@ async def _as_one(
             return
 
 
-async def _give_back(charges: list[Any], mark: int, connection: Any) -> None:
-    """Refund the charges noted since `mark`, before a refusal (best effort, logged)."""
+async def _give_back(charges: list[Noted], mark: int) -> None:
+    """Give back the charges noted since `mark`, each on the bucket it was taken from, before
+    a refusal (best effort, logged)."""
     taken = charges[mark:]
     del charges[mark:]
-    for throttle, cost, ctx in taken:
+    for noted in taken:
+        charge = Charge(*noted)
         try:
-            await throttle.refund(connection, cost, ctx)
+            await charge.give_back()
         except Exception:
-            logger.exception("%r could not give back its charge after a refusal", throttle)
+            logger.exception("%r could not be given back after a refusal", charge)

@@ -3,9 +3,12 @@
 The order, for each connection: the throttle's own backend; for a `dynamic_backend` throttle,
 the innermost `async with backend:` context; a backend bound to the connection by
 `ThrottleMiddleware(backend=...)`; the backend of the connection's app (recorded on
-`app.state` by `backend.lifespan` or `backend(app)`); the innermost `async with backend:`
-context. Nothing is remembered between connections, so a throttle defined once at module
-level follows each app it serves (a fresh app and backend per test, say).
+`app.state` by `backend.lifespan` or `backend(app)`); the backend of the app the server
+serves, for a connection that reached a mounted sub-app (`scope["app"]` is then the sub-app;
+`scope["router"]` is still the served app's router, where it is recorded too); the
+innermost `async with backend:` context. Nothing is remembered between connections, so a
+throttle defined once at module level follows each app it serves (a fresh app and backend
+per test, say).
 """
 
 from __future__ import annotations
@@ -50,7 +53,12 @@ def _app_backend(app: Any) -> Optional[ThrottleBackend]:
 
 
 def set_app_backend(app: Any, backend: ThrottleBackend) -> None:
-    """Record `backend` as `app`'s backend (on `app.state`)."""
+    """Record `backend` as `app`'s backend (on `app.state`), and on its router for the
+    sub-apps mounted in it: Starlette keeps the router of the app the server called in
+    `scope["router"]` through every mount."""
+    router = getattr(app, "router", None)
+    if router is not None:
+        setattr(router, APP_STATE_KEY, backend)
     state = getattr(app, "state", None)
     if state is None:
         return
@@ -85,6 +93,10 @@ def resolve_backend(
             app = scope.get("app")
             if app is not None:
                 backend = _app_backend(app)
+            if backend is None:  # (a mounted sub-app: the served app's, through its router)
+                router = scope.get("router")
+                if router is not None:
+                    backend = getattr(router, APP_STATE_KEY, None)
         if backend is not None:
             return backend
     return _current.get()

@@ -6,10 +6,11 @@ import functools
 import inspect
 import itertools
 import typing
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Annotated, Any, Callable, Optional, TypeVar, cast
 
 from fastapi import params
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
@@ -28,6 +29,24 @@ _names = itertools.count()
 def _route_status(connection: Any) -> int:
     """The status code FastAPI answers with when the endpoint returns a plain value."""
     return getattr(connection.scope.get("route"), "status_code", None) or 200
+
+
+def _is_generator(endpoint: Callable[..., Any]) -> bool:
+    call = inspect.unwrap(endpoint)
+    return inspect.isgeneratorfunction(call) or inspect.isasyncgenfunction(call)
+
+
+async def _settled(connection: Any, result: Awaitable[Any]) -> Any:
+    """Await the endpoint's `result`, then settle the connection's charges with its outcome:
+    the exception it raised, else the `Response` it returned (else the route's status)."""
+    try:
+        value = await result
+    except Exception as exc:
+        await settle(connection, Outcome.of_exception(exc))
+        raise
+    status = getattr(value, "status_code", None) or _route_status(connection)
+    await settle(connection, Outcome(status, response=value))
+    return value
 
 
 def _dependency(throttles: tuple[Throttle, ...], connection_type: type) -> Callable[..., Any]:
@@ -119,16 +138,18 @@ class Throttled(params.Depends):
                 connection = kwargs.pop(name, None)
                 if not settles:
                     return await endpoint(*args, **kwargs)
-                try:
-                    result = await endpoint(*args, **kwargs)
-                except Exception as exc:
-                    await settle(connection, Outcome.of_exception(exc))
-                    raise
-                status = getattr(result, "status_code", None) or _route_status(connection)
-                await settle(connection, Outcome(status, response=result))
-                return result
+                return await _settled(connection, endpoint(*args, **kwargs))
 
-        else:  # sync functions and generators: FastAPI runs or iterates what this returns
+        elif settles and not _is_generator(endpoint):
+            # A sync function run in the thread pool here (as FastAPI would run it), so that
+            # its returned `Response` settles the charge, as an async endpoint's does.
+
+            @functools.wraps(endpoint)
+            async def wrapper(*args: Any, **kwargs: Any) -> Any:
+                connection = kwargs.pop(name, None)
+                return await _settled(connection, run_in_threadpool(endpoint, *args, **kwargs))
+
+        else:  # generators, and sync functions settling nothing: FastAPI runs or iterates them
 
             @functools.wraps(endpoint)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -156,7 +177,8 @@ def throttled(*throttles: Throttle, route: Optional[Endpoint] = None) -> Any:
     the wait until all admit. Allowed responses carry the rate-limit headers (unless the
     endpoint returns a `Response` itself, whose headers FastAPI leaves alone). Throttles with
     `charge_when` settle their charge with the outcome: as a decorator, the endpoint's
-    `Response` or exception; as a dependency, the exception or the route's status code. Each
+    `Response` or exception (`def` and `async def` alike; a generator endpoint's is its
+    route's status code); as a dependency, the exception or the route's status code. Each
     use counts: a throttle given twice counts twice. With `route=` the decorated endpoint is
     returned at once: `throttled(api, route=search)`.
     """
