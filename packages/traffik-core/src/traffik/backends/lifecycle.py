@@ -33,8 +33,12 @@ __all__ = [
     "single_flight",
 ]
 
-NEW, READY, CLOSED = "new", "ready", "closed"
-"""A backend's `_status`: never opened, open, explicitly closed."""
+NEW = "new"
+"""A backend's `_status` before its first `initialize`."""
+READY = "ready"
+"""A backend's `_status` once open."""
+CLOSED = "closed"
+"""A backend's `_status` once explicitly closed (it stays closed until `initialize`)."""
 
 
 def retrieve_error(task: asyncio.Task[None]) -> None:
