@@ -52,6 +52,27 @@ async def test_a_module_level_throttle_follows_each_apps_backend(run: int) -> No
     assert backend.closed()
 
 
+async def test_an_app_whose_lifespan_never_ran_finds_its_backend() -> None:
+    # httpx's ASGITransport never runs the lifespan: the backend given to it is still the
+    # app's (it initialises itself on first use), for the app and a sub-app mounted in it.
+    backend, other = InMemoryBackend(namespace="unrun"), InMemoryBackend(namespace="other")
+    app = module_app(backend)
+    sub = FastAPI()
+
+    @sub.get("/items", dependencies=[Depends(MODULE_THROTTLE)])
+    async def sub_items() -> dict[str, bool]:
+        return {"ok": True}
+
+    app.mount("/sub", sub)
+    async with client_for(app) as client, client_for(module_app(other)) as second:
+        codes = [(await client.get("/items")).status_code for _ in range(3)]
+        mounted = [(await client.get("/sub/items")).status_code for _ in range(3)]
+        assert [(await second.get("/items")).status_code for _ in range(3)] == [200, 200, 429]
+    assert codes == [200, 200, 429]
+    assert mounted == [200, 200, 429]
+    assert len(await backend.keys()) == 2 and len(await other.keys()) == 1
+
+
 async def test_three_apps_in_turn_each_get_a_full_budget() -> None:
     for run in range(3):
         backend = InMemoryBackend(namespace=f"turn-{run}")

@@ -97,9 +97,22 @@ def resolve_backend(
                 router = scope.get("router")
                 if router is not None:
                     backend = getattr(router, APP_STATE_KEY, None)
+            if backend is None and _current.get() is None:
+                backend = _lifespan_backend(app) or _lifespan_backend(scope.get("router"))
         if backend is not None:
             return backend
     return _current.get()
+
+
+def _lifespan_backend(app: Any) -> Optional[ThrottleBackend]:
+    """The backend whose `lifespan` `app` (or a router) was given
+    (`FastAPI(lifespan=backend.lifespan)`), for a client that never runs the lifespan, such
+    as httpx's `ASGITransport`: the backend initialises itself on first use."""
+    router = getattr(app, "router", app)
+    owner = getattr(getattr(router, "lifespan_context", None), "__self__", None)
+    from traffik.backends.base import ThrottleBackend  # (base imports this module)
+
+    return owner if isinstance(owner, ThrottleBackend) else None
 
 
 class BackendContext:
