@@ -10,7 +10,7 @@ import pytest
 from fastapi import FastAPI, Request
 from starlette.requests import Request as StarletteRequest
 
-from traffik import HTTPThrottle, InMemoryBackend, ManualClock, is_throttled
+from traffik import EXEMPTED, HTTPThrottle, InMemoryBackend, ManualClock, is_throttled
 from traffik.exceptions import (
     BackendError,
     ConfigurationError,
@@ -20,7 +20,7 @@ from traffik.exceptions import (
     QuotaError,
 )
 from traffik.quotas import QuotaContext
-from traffik.strategies import SlidingWindowLog, TokenBucket
+from traffik.strategies import FixedWindow, SlidingWindowLog, TokenBucket
 from traffik.testing import FailingBackend
 
 pytestmark = pytest.mark.anyio
@@ -36,6 +36,10 @@ def request(client: str = "1.2.3.4") -> StarletteRequest:
         "client": (client, 5000),
     }
     return StarletteRequest(scope)
+
+
+def exempted(connection: Any) -> Any:
+    return EXEMPTED
 
 
 @pytest.fixture
@@ -221,6 +225,47 @@ async def test_hits_of_one_bucket_are_one_item_whatever_the_order(
     with pytest.raises(ConnectionThrottled):
         await quota.apply()  # 4 > 3: refused, though each entry alone would pass
     assert await left(api, conn) == 3
+
+
+@pytest.mark.parametrize("strategy", [TokenBucket(), FixedWindow()], ids=["TokenBucket", "Fixed"])
+async def test_hits_of_one_bucket_with_different_settings_are_charged_together(
+    backend: InMemoryBackend, strategy: Any
+) -> None:
+    api = HTTPThrottle("q:settings", rate="5/min", backend=backend, strategy=strategy)
+    conn = request()
+    with pytest.raises(ConnectionThrottled):
+        async with api.quota(conn) as quota:
+            quota(cost=3, context={"step": "a"})
+            quota(cost=3, skip_handler=True)  # 6 > 5, whatever the context and handler
+    assert quota.admitted is False and quota.applied_cost == 0
+    conn = request("5.6.7.8")  # (a refusing fixed window counts what it refused)
+    async with api.quota(conn) as quota:
+        quota(cost=2, context={"step": "a"})
+        quota(cost=2)
+    assert quota.applied_cost == 4
+    with pytest.raises(ConnectionThrottled):  # 4 + 2 > 5
+        async with api.quota(conn) as quota:
+            quota(cost=1, context={"step": "a"})
+            quota(cost=1)
+
+
+async def test_applied_cost_is_what_was_taken(backend: InMemoryBackend) -> None:
+    watched = HTTPThrottle("q:shadow", rate="2/min", backend=backend, shadow=True)
+    exempt = HTTPThrottle("q:exempt", rate="2/min", backend=backend, identifier=exempted)
+    enforced = HTTPThrottle("q:enforced", rate="9/min", backend=backend)
+    conn = request()
+    async with watched.quota(conn) as quota:
+        quota(cost=5)  # a shadow throttle would refuse: admitted, nothing taken
+    assert (quota.admitted, quota.applied_cost, await left(watched, conn)) == (True, 0, 2)
+    async with exempt.quota(conn) as quota:
+        quota(cost=5)
+    assert (quota.admitted, quota.applied_cost) == (True, 0)
+    async with QuotaContext(conn) as quota:
+        quota(enforced, cost=3)
+        quota(watched, cost=1)
+        quota(exempt, cost=1)
+    assert (quota.admitted, quota.applied_cost) == (True, 4)
+    assert (await left(enforced, conn), await left(watched, conn)) == (6, 1)
 
 
 async def test_a_refusal_the_handler_lets_through_settles_the_context(

@@ -75,8 +75,8 @@ class QueuedHit:
 
 def one_per_bucket(entries: list[QueuedHit], costs: list[int], connection: Any) -> list[Entry]:
     """The queued hits as one `Entry` per throttle, context and handler setting, in order of
-    first appearance, costs summed: two items on one key in one step would each see the
-    state before the other."""
+    first appearance, costs summed (one decision and one event each); entries that still
+    land on one bucket are made one item by `hit_together`."""
     merged: dict[tuple[int, Any, Optional[bool]], Entry] = {}
     for entry, cost in zip(entries, costs):
         if not cost:

@@ -67,7 +67,7 @@ class QuotaContext:
     `quota(...)`) queues a hit and returns the context, which is also awaitable, so
     `await quota(cost=2)` works as traffik 1.2's docs write it. Consecutive hits of one
     throttle with the same context and settings add up into one entry; at apply time every
-    hit of one throttle and context is one item of the decision, whatever the order.
+    hit on one bucket is one item of the decision, whatever the order, context or settings.
 
     On exit without an exception the hits are applied (unless `apply_on_exit=False`); on an
     exception only when `apply_on_error` is True or names its type. A nested context
@@ -195,7 +195,8 @@ class QuotaContext:
 
     @property
     def applied_cost(self) -> int:
-        """The cost taken by the apply (0 before it, and after a refusal)."""
+        """The units the apply took (0 before it, and after a refusal); hits that took
+        nothing (an exempted client, a shadow throttle that would refuse) add nothing."""
         return self._applied_cost
 
     @property
@@ -429,12 +430,12 @@ class QuotaContext:
         state = self.connection.scope.setdefault("state", {})
         state[THROTTLED_STATE_KEY] = 0.0
         try:
-            await hit_together(hits, self.connection)
+            taken = await hit_together(hits, self.connection)
         finally:
             if state.get(THROTTLED_STATE_KEY):
                 self._settle(False, 0)
         if self._admitted is None:
-            self._settle(True, sum(hit.cost or 0 for hit in hits))
+            self._settle(True, taken)
         return bool(self._admitted)
 
     def _settle(self, admitted: bool, cost: int) -> None:

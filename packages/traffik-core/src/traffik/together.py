@@ -1,13 +1,21 @@
 """Several throttles on one connection decided as one: `throttled(a, b)` and the middleware.
 
-Throttles that share a backend are one step there (`evaluate_all`): the connection is admitted
-only if every one of them admits it, and a refusal charges none of them (but a refusing
-fixed-window counter). Groups on different backends are decided in order; when a later group
-refuses, what the earlier ones took is given back. A refused connection is answered by the
-first throttle (in the given order) that refused, with the wait until every one of them would
-admit it. A throttle with a strategy of its own (not built in), or whose decision cannot be
-prepared or made in one step (the store failed), is decided alone with `hit`, so its
-`on_error` applies as usual.
+Enforced throttles that share a backend are one step there (`evaluate_all`): the connection
+is admitted only if every one of them admits it, and a refusal charges none of them (but a
+refusing fixed-window counter). Hits that land on one bucket (the same key, rate and strategy:
+a throttle given twice, two throttles sharing a uid, a quota's hits with different contexts)
+are one item of that step, their costs summed. Groups on different backends are decided in
+order; when a later group refuses, what the earlier ones took is given back. A refused
+connection is answered by the first throttle (in the given order) that refused, with the wait
+until every one of them would admit it. A throttle with a strategy of its own (not built in),
+or whose decision cannot be prepared or made in one step (the store failed), is decided alone
+with `hit`, so its `on_error` applies as usual.
+
+A shadow throttle (the entry's `shadow`, else the throttle's, else its backend's) is never
+part of that step: once the enforced ones admit the connection, each shadow throttle is
+decided on its own, counting and reporting as it would enforcing. A connection the enforced
+ones refuse is not shown to the shadow ones (enforcing, they would have taken nothing from it
+either).
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from traffik.config import THROTTLED_STATE_KEY
 from traffik.exceptions import ConfigurationError
 from traffik.outcomes import CHARGES_KEY, Charge, Noted
 from traffik.strategies.base import StateStrategy
-from traffik.strategies.steps import Combined, combine, is_counter
+from traffik.strategies.steps import Combined, Item, combine, is_counter
 
 if TYPE_CHECKING:
     from starlette.responses import Response
@@ -79,9 +87,9 @@ def _one_step(throttle: Throttle) -> bool:
 
 async def hit_together(
     entries: Sequence[Entry], connection: Any, *, response: Optional[Response] = None
-) -> None:
+) -> int:
     """Hit every entry's throttle as one decision (module docstring); `connection` is the one
-    whose state the entries share."""
+    whose state the entries share. Returns the units taken (0 when refused)."""
     live: list[Entry] = []
     for entry in entries:
         throttle = entry.throttle
@@ -96,10 +104,14 @@ async def hit_together(
             continue
         live.append(entry)
     groups: dict[int, tuple[ThrottleBackend, list[Entry]]] = {}
+    watched: list[tuple[ThrottleBackend, Entry]] = []
     for entry in live:
         throttle = entry.throttle
         backend = throttle._backend or throttle.get_backend(entry.connection)
-        groups.setdefault(id(backend), (backend, []))[1].append(entry)
+        if _shadow(entry, backend):
+            watched.append((backend, entry))
+        else:
+            groups.setdefault(id(backend), (backend, []))[1].append(entry)
     state = connection.scope.setdefault("state", {})
     charges = state.setdefault(CHARGES_KEY, [])  # every admitting throttle notes its charge
     mark = len(charges)
@@ -111,10 +123,24 @@ async def hit_together(
                 await _each(group, response)
             if _refused(connection):
                 await _give_back(charges, mark)
-                return
+                return 0
+        taken = sum(noted[4] for noted in charges[mark:])
+        for backend, entry in watched:
+            taken += await _alone(entry, backend, response, charges)
     except BaseException:
         await _give_back(charges, mark)
         raise
+    return taken
+
+
+def _shadow(entry: Entry, backend: ThrottleBackend) -> bool:
+    """Whether `entry` only watches: its own `shadow`, else its throttle's, else the
+    backend's (as `Throttle.hit` resolves it)."""
+    if entry.shadow is not None:
+        return entry.shadow
+    if entry.throttle.shadow is not None:
+        return entry.throttle.shadow
+    return bool(backend.defaults.shadow)
 
 
 async def _each(group: list[Entry], response: Optional[Response]) -> None:
@@ -123,6 +149,41 @@ async def _each(group: list[Entry], response: Optional[Response]) -> None:
         await entry.hit(response)
         if _refused(entry.connection):
             return
+
+
+async def _alone(
+    entry: Entry, backend: ThrottleBackend, response: Optional[Response], charges: list[Noted]
+) -> int:
+    """Decide a shadow entry on its own (it never refuses); the units it took."""
+    throttle = entry.throttle
+    try:
+        prepared = await throttle._prepare(entry.connection, entry.context, entry.cost, backend)
+        if prepared is None:
+            return 0
+        rates, cost, key = prepared
+        started = perf_counter()
+        decision = await throttle._step(key, rates, cost, backend)
+    except ConfigurationError:
+        raise
+    except Exception as exc:  # decided again by `hit`, where its on_error applies
+        logger.info("deciding shadow throttle %r failed (%s); hitting it", throttle.uid, exc)
+        before = len(charges)
+        await entry.hit(response)
+        return sum(noted[4] for noted in charges[before:])
+    await throttle.answer(
+        entry.connection,
+        decision,
+        rates,
+        key,
+        entry.context,
+        backend,
+        entry.skip_handler,
+        response,
+        cost,
+        started,
+        True,
+    )
+    return cost if decision.allowed else 0
 
 
 async def _as_one(
@@ -137,11 +198,12 @@ async def _as_one(
             )
             if ready is not None:
                 prepared.append((entry, *ready))
-        items = [
-            item
-            for entry, rates, cost, key in prepared
-            for item in entry.throttle.items(key, rates, cost, backend)
-        ]
+        items, shares = _one_item_per_bucket(
+            [
+                entry.throttle.items(key, rates, cost, backend)
+                for entry, rates, cost, key in prepared
+            ]
+        )
         started = perf_counter()
         decision = await backend.evaluate_all(items) if items else None
     except ConfigurationError:
@@ -153,10 +215,8 @@ async def _as_one(
     if decision is None:
         return
     parts = decision.parts if isinstance(decision, Combined) else (decision,)
-    start = 0
-    for entry, rates, cost, key in prepared:
-        mine = combine(parts[start : start + len(rates)])
-        start += len(rates)
+    for (entry, rates, cost, key), share in zip(prepared, shares):
+        mine = combine([parts[at] for at in share])
         if not decision.allowed:
             if mine.allowed:
                 continue
@@ -176,6 +236,29 @@ async def _as_one(
         )
         if not decision.allowed:
             return
+
+
+def _one_item_per_bucket(per_entry: list[list[Item]]) -> tuple[list[Item], list[list[int]]]:
+    """The entries' items with those on one bucket (key, rate and strategy) made one, their
+    costs summed (two items on one bucket in one step would each see the state before the
+    other), and where each entry's items went."""
+    items: list[Item] = []
+    placed: dict[tuple[str, Any, Any], int] = {}
+    shares: list[list[int]] = []
+    for entry_items in per_entry:
+        share = []
+        for item in entry_items:
+            bucket = (item.key, item.rate, item.strategy)
+            at = placed.get(bucket)
+            if at is None:
+                at = placed[bucket] = len(items)
+                items.append(item)
+            else:
+                first = items[at]
+                items[at] = Item(first.strategy, first.key, first.rate, first.cost + item.cost)
+            share.append(at)
+        shares.append(share)
+    return items, shares
 
 
 async def _give_back(charges: list[Noted], mark: int) -> None:

@@ -1,0 +1,178 @@
+"""Several throttles as one step, on every backend (memory, SQLite, Redis, Memcached): hits
+that land on one bucket are charged together, and a shadow throttle never joins the enforced
+all-or-nothing step."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from traffik import HTTPThrottle, ThrottleMiddleware, throttled
+from traffik.backends import from_url
+from traffik.backends.base import ThrottleBackend
+from traffik.fastapi import throttled as fastapi_throttled
+from traffik.strategies import FixedWindow, TokenBucket
+from traffik.testing.servers import MemcachedServer, RedisServer, free_port
+
+pytestmark = pytest.mark.anyio
+
+BACKENDS = ["memory", "sqlite", "redis", "memcached"]
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not on PATH")
+    server = RedisServer(tmp_path_factory.mktemp("redis"), free_port()).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def memcached_url() -> Iterator[str]:
+    if shutil.which("memcached") is None:
+        pytest.skip("memcached is not on PATH")
+    server = MemcachedServer().start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=BACKENDS)
+def make_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., ThrottleBackend]:
+    """Backends of one kind, each in a namespace of its own."""
+    kind = request.param
+    if kind == "memory":
+        url = "memory://"
+    elif kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'traffik.db'}"
+    else:
+        url = request.getfixturevalue(f"{kind}_url")
+
+    def make(**options: Any) -> ThrottleBackend:
+        return from_url(url, namespace=f"t{uuid.uuid4().hex[:12]}", **options)
+
+    return make
+
+
+@pytest.fixture
+async def backend(make_backend: Callable[..., ThrottleBackend]) -> AsyncIterator[ThrottleBackend]:
+    backend = make_backend()
+    async with backend():
+        yield backend
+
+
+def client(app: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+
+
+async def ok(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("ok")
+
+
+def connection() -> Request:
+    scope = {"type": "http", "method": "GET", "path": "/r", "headers": [], "client": ("1.2.3.4", 1)}
+    return Request(scope)
+
+
+def combined(where: str, *throttles: HTTPThrottle) -> Any:
+    if where == "starlette":
+        return Starlette(routes=[Route("/r", throttled(*throttles)(ok))])
+    if where == "middleware":
+        return Starlette(
+            routes=[Route("/r", ok)],
+            middleware=[Middleware(ThrottleMiddleware, middleware_throttles=list(throttles))],
+        )
+    app = FastAPI()
+
+    @app.get("/r", dependencies=[fastapi_throttled(*throttles)])
+    async def route() -> str:
+        return "ok"
+
+    return app
+
+
+# -- one bucket, hit twice in one step -------------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", [TokenBucket(), FixedWindow()], ids=["TokenBucket", "Fixed"])
+async def test_a_throttle_given_twice_counts_twice(backend: ThrottleBackend, strategy: Any) -> None:
+    api = HTTPThrottle("api", rate="4/min", backend=backend, strategy=strategy)
+    async with client(combined("fastapi", api, api)) as http:
+        codes = [(await http.get("/r")).status_code for _ in range(4)]
+    assert codes == [200, 200, 429, 429]
+
+
+async def test_quota_hits_of_one_bucket_are_charged_together(backend: ThrottleBackend) -> None:
+    throttle = HTTPThrottle("t", rate="5/min", backend=backend, strategy=TokenBucket())
+    conn = connection()
+    with pytest.raises(Exception) as refused:
+        async with throttle.quota(conn) as quota:
+            quota(cost=3, context={"step": "a"})
+            quota(cost=3)
+    assert getattr(refused.value, "status_code", None) == 429
+    assert quota.admitted is False and quota.applied_cost == 0
+    stat = await throttle.stat(conn)
+    assert stat is not None and stat.hits_remaining == 5  # the refusal took nothing
+
+    async with throttle.quota(conn) as quota:
+        quota(cost=2, context={"step": "a"})
+        quota(cost=2, skip_handler=True)
+    assert quota.admitted is True and quota.applied_cost == 4
+    stat = await throttle.stat(conn)
+    assert stat is not None and stat.hits_remaining == 1
+
+
+async def test_two_throttles_sharing_a_uid_share_one_charge(backend: ThrottleBackend) -> None:
+    first = HTTPThrottle("shared", rate="3/min", backend=backend, strategy=TokenBucket())
+    second = HTTPThrottle("shared", rate="3/min", backend=backend, strategy=TokenBucket())
+    async with client(combined("starlette", first, second)) as http:
+        codes = [(await http.get("/r")).status_code for _ in range(3)]
+    assert codes == [200, 429, 429]  # 2 units a request: the second would need 4 of 3
+
+
+# -- a shadow throttle beside an enforced one ------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["starlette", "fastapi", "middleware"])
+@pytest.mark.parametrize("order", ["enforced-first", "shadow-first"])
+async def test_a_shadow_throttle_never_stops_the_enforced_one(
+    backend: ThrottleBackend, where: str, order: str
+) -> None:
+    enforced = HTTPThrottle("enforced", rate="5/min", backend=backend)
+    watched = HTTPThrottle("watched", rate="2/min", backend=backend, shadow=True)
+    seen: list[str] = []
+    watched.on_decision = lambda event: seen.append(event.outcome)
+    pair = (enforced, watched) if order == "enforced-first" else (watched, enforced)
+    async with client(combined(where, *pair)) as http:
+        codes = [(await http.get("/r")).status_code for _ in range(8)]
+    assert codes == [200] * 5 + [429] * 3
+    # the shadow throttle counted the admitted requests and saw the refused ones not at all
+    assert seen == ["allowed", "allowed", "shadow_refused", "shadow_refused", "shadow_refused"]
+
+
+async def test_a_shadow_backend_with_an_enforcing_throttle(
+    make_backend: Callable[..., ThrottleBackend],
+) -> None:
+    backend = make_backend(shadow=True)
+    async with backend():
+        enforced = HTTPThrottle("enforced", rate="3/min", backend=backend, shadow=False)
+        watched = HTTPThrottle("watched", rate="1/min", backend=backend)
+        async with client(combined("starlette", watched, enforced)) as http:
+            codes = [(await http.get("/r")).status_code for _ in range(5)]
+    assert codes == [200, 200, 200, 429, 429]
