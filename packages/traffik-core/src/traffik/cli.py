@@ -8,8 +8,14 @@ python -m traffik reset   redis://localhost:6379/0 --namespace app --throttle ap
 
 Keys are `namespace:uid:{client}:METHOD:/route...`; `--throttle` and `--client` narrow them to
 one throttle and one client (a string identifier, as the throttle's identifier returns it:
-the peer address by default). `reset` deletes what matches and prints how many keys it
-removed. Exit status: 0 done, 1 the backend failed, 2 bad arguments.
+the peer address by default). `keys` and `inspect` show at most `--limit` keys (a whole
+number >= 1, default 1000) and say when there are more; `reset` deletes everything that
+matches, `--limit` keys at a time, and prints how many keys it removed. `inspect` shows a
+value that is not text (a strategy's packed state) as its numbers where the backend can
+decode it, else as hex, and an expiry the backend cannot report (Memcached) as unknown.
+On Memcached, keys stored hashed (longer than 250 bytes, or with spaces or non-ASCII
+characters) cannot be listed: the output says how many may match.
+Exit status: 0 done, 1 the backend failed, 2 bad arguments.
 """
 
 from __future__ import annotations
@@ -27,6 +33,46 @@ if TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
 
 __all__ = ["main"]
+
+
+def _limit(text: str) -> int:
+    try:
+        limit = int(text)
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of keys: give a whole number >= 1 (default 1000)"
+        )
+    return limit
+
+
+def _shown(value: object) -> str:
+    """A value as printed: text quoted, anything else (bytes, undecodable text) as hex."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # undecodable bytes kept as surrogates
+            value = value.encode("utf-8", "surrogateescape")
+        else:
+            return repr(value)
+    if isinstance(value, (bytes, bytearray)):
+        return f"hex {bytes(value).hex()}"
+    return repr(value)
+
+
+def _key(key: str) -> str:
+    return key if key.isprintable() else _shown(key)
+
+
+def _hidden(keys: list[str]) -> str:
+    hidden = getattr(keys, "hidden", 0)
+    if not hidden:
+        return ""
+    return (
+        f"; {hidden} more key(s) may match but are stored hashed (too long, or not plain "
+        "ASCII) and cannot be listed on this backend"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,7 +94,11 @@ def _parser() -> argparse.ArgumentParser:
         )
         command.add_argument("--client", help="the client's identifier, e.g. 203.0.113.7")
         command.add_argument(
-            "--limit", type=int, default=1000, help="list at most this many keys (default 1000)"
+            "--limit",
+            type=_limit,
+            default=1000,
+            help="keys, inspect: list at most this many keys; reset: delete this many at a "
+            "time (a whole number >= 1, default 1000)",
         )
     return parser
 
@@ -60,23 +110,44 @@ async def _run(args: argparse.Namespace, out: TextIO) -> int:
     backend: ThrottleBackend = from_url(args.url, **options)
     try:
         prefix = backend.get_key(bucket_prefix(args.throttle, args.client))
-        keys = sorted(await backend.scan(prefix, limit=args.limit))
-        if args.command == "keys":
-            for key in keys:
-                print(key, file=out)
-            print(f"{len(keys)} key(s)", file=out)
-        elif args.command == "inspect":
-            for key in keys:
-                ttl = await backend.ttl(key)
-                left = "no expiry" if ttl is None else f"gone in {int(ttl)} ms"
-                print(f"{key}  {await backend.get(key)!r}  ({left})", file=out)
-            print(f"{len(keys)} key(s)", file=out)
-        else:
-            removed = sum([await backend.delete(key) for key in keys])
-            print(f"removed {removed} key(s)", file=out)
+        if args.command == "reset":
+            removed, listed = await _reset(backend, prefix, args.limit)
+            print(f"removed {removed} key(s){_hidden(listed)}", file=out)
+            return 0
+        listed = await backend.scan(prefix, limit=args.limit + 1)
+        keys = sorted(listed[: args.limit])
+        for key in keys:
+            if args.command == "keys":
+                print(_key(key), file=out)
+                continue
+            ttl = await backend.ttl(key)
+            if ttl is not None:
+                left = f"gone in {int(ttl)} ms"
+            else:
+                left = "no expiry" if getattr(backend, "reports_ttl", True) else "expiry unknown"
+            print(f"{_key(key)}  {_shown(await backend.get(key))}  ({left})", file=out)
+        more = ""
+        if len(listed) > args.limit:
+            more = f" (the first {args.limit}; raise --limit to see more)"
+        print(f"{len(keys)} key(s){more}{_hidden(listed)}", file=out)
         return 0
     finally:
         await backend.close()
+
+
+async def _reset(backend: ThrottleBackend, prefix: str, batch: int) -> tuple[int, list[str]]:
+    """Delete every key starting with `prefix`, `batch` at a time: the number removed, and the
+    last listing (for what it could not see). Stops when a listing names no key it has not
+    tried (one it cannot delete, an expired item memcached still lists)."""
+    removed, tried = 0, set()
+    while True:
+        listed = await backend.scan(prefix, limit=batch)
+        fresh = [key for key in listed if key not in tried]
+        for key in fresh:
+            removed += bool(await backend.delete(key))
+        tried.update(fresh)
+        if not fresh or len(listed) < batch:
+            return removed, listed
 
 
 def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout) -> int:

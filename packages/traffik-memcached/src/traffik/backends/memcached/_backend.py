@@ -28,7 +28,12 @@ from traffik.backends.memcached._servers import (
     parse_servers,
     parse_url,
 )
-from traffik.backends.memcached._sliding import Counted
+from traffik.backends.memcached._sliding import (
+    MARKER_FLAG,
+    Counted,
+    describe_marker,
+    forget_windows,
+)
 from traffik.backends.memcached._steps import MemcachedSteps
 from traffik.backends.memcached._transition import Hit
 from traffik.backends.memcached._window import (
@@ -62,6 +67,8 @@ def _text(raw: bytes | Flagged | None, now: int) -> Optional[str]:
         if raw.flags == WINDOW_FLAG:
             end, count = unpack(number(raw))
             return str(count) if end > now else None
+        if raw.flags == MARKER_FLAG:  # (`get` describes it instead)
+            return None
         raw = raw.value
     stripped = raw.rstrip(b" ")
     if stripped.isdigit():  # `decr` may leave a shorter number padded with spaces
@@ -198,6 +205,8 @@ class MemcachedBackend(MemcachedSteps, ThrottleBackend):
 
     default_namespace = "memcached"
     caches_refusals = True
+    reports_ttl = False
+    """`ttl()` knows only fixed-window counters: its None means "unknown", not "no expiry"."""
 
     def __init__(
         self,
@@ -339,6 +348,9 @@ class MemcachedBackend(MemcachedSteps, ThrottleBackend):
         """
         node, mkey = await self._locate(key)
         raw = await node.run(lambda client, conn: client.get_on(conn, mkey), "get")
+        if isinstance(raw, Flagged) and raw.flags == MARKER_FLAG:
+            # a `SlidingWindowCounter` key: its state is in its window counters (`_sliding`)
+            return await node.run(describe_marker(mkey, raw, self.now_ms), "get")
         return _text(raw, self.now_ms())
 
     async def set(self, key: str, value: str, expire: Optional[float] = None) -> None:
@@ -357,16 +369,17 @@ class MemcachedBackend(MemcachedSteps, ThrottleBackend):
         )
 
     async def delete(self, key: str) -> bool:
-        """Delete a key.
+        """Delete a key; a `SlidingWindowCounter` key's window counters go with it (`_sliding`).
 
         Args:
             key: The key.
 
         Returns:
-            True when the key existed.
+            True when the key (or one of its window counters) existed.
         """
         node, mkey = await self._locate(key)
-        return await node.run(lambda client, conn: client.delete_on(conn, mkey), "delete")
+        self._full.pop(mkey, None)
+        return await node.run(forget_windows(mkey, self.now_ms), "delete")
 
     async def increment(self, key: str, amount: int = 1) -> int:
         """Add `amount` to a counter.
@@ -556,8 +569,11 @@ class MemcachedBackend(MemcachedSteps, ThrottleBackend):
         )
 
     async def scan(self, prefix: str, limit: Optional[int] = None) -> list[str]:
-        """The keys starting with `prefix` (a namespaced prefix), from `lru_crawler metadump`
-        (`_scan`: keys stored hashed cannot be listed).
+        """The keys starting with `prefix` (a namespaced prefix), from `lru_crawler metadump`.
+
+        Keys stored hashed (longer than 250 bytes, or with spaces, control or non-ASCII
+        characters) cannot be listed: the result's `hidden` counts those that may match
+        (`_scan.Listing`), so a caller can say what it could not see.
 
         Args:
             prefix: The namespaced key prefix.

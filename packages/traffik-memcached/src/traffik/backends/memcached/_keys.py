@@ -13,13 +13,25 @@ from __future__ import annotations
 
 import hashlib
 
-__all__ = ["CACHED_KEYS", "MAX_KEY_BYTES", "GenerationKeys", "KeySpace", "safe_key"]
+__all__ = [
+    "CACHED_KEYS",
+    "MAX_KEY_BYTES",
+    "GenerationKeys",
+    "KeySpace",
+    "readable_prefix",
+    "safe_key",
+]
 
 MAX_KEY_BYTES = 250
 CACHED_KEYS = 2048
 """How many recent key mappings a `GenerationKeys` remembers (it starts over when full)."""
 _READABLE_PREFIX = 150
 _SAFE = frozenset(chr(c) for c in range(0x21, 0x7F)) - {"#"}
+
+
+def readable_prefix(text: str) -> str:
+    """The readable part in front of `#` of a hashed key made from a text starting with `text`."""
+    return "".join(c if c in _SAFE else "_" for c in text[:_READABLE_PREFIX])
 
 
 def safe_key(text: str) -> bytes:
@@ -32,7 +44,7 @@ def safe_key(text: str) -> bytes:
         and "#" not in text
     ):
         return text.encode("ascii")
-    readable = "".join(c if c in _SAFE else "_" for c in text[:_READABLE_PREFIX])
+    readable = readable_prefix(text)
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
     return f"{readable}#{digest}".encode("ascii")
 

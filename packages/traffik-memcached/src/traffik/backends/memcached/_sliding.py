@@ -19,6 +19,11 @@ that (a host whose clock lags, a round crossing the boundary) weighs in it but n
 open window, so at a window's turn the limit may be passed by the hits racing the turn.
 Counts up to `COUNTED_LIMIT` per window are kept this way; a larger limit uses the state
 under compare-and-swap.
+
+Opening a window also writes `<key>` itself: a marker (flag `MARKER_FLAG`) holding the
+period, living as long as the window's counter. It is what lets `delete(<key>)` (a
+throttle's `reset`, `python -m traffik reset`) find and delete the window counters of a
+key without knowing its rate, and `scan` list the key: one more command per key per window.
 """
 
 from __future__ import annotations
@@ -43,10 +48,13 @@ if TYPE_CHECKING:
 __all__ = [
     "COUNTED_LIMIT",
     "FULL_KEYS",
+    "MARKER_FLAG",
     "PREVIOUS_SPAN",
     "Counted",
     "count_windows",
     "counts_windows",
+    "describe_marker",
+    "forget_windows",
     "previous_and_count",
     "refund_windows",
     "uncount_window",
@@ -60,6 +68,8 @@ under 1.8e9."""
 COUNTED_LIMIT = 10**8
 """The largest limit decided on window counters: a count (with hits racing it) stays far
 below `PREVIOUS_SPAN`, and a previous count far below 1.8e9."""
+MARKER_FLAG = 2
+"""The flags of a key's marker: its value is the period (ms) of its window counters."""
 FULL_KEYS = 4096
 """How many keys `count_windows` remembers as full (it starts over when full)."""
 
@@ -190,11 +200,57 @@ async def _add(
             return previous, count
         previous = previous_and_count(await client.get_on(conn, window_key(key, wid - 1)))[1]
         opened = b"%d" % (previous * PREVIOUS_SPAN + amount)
-        if await client.store_on(
-            conn, b"add", counter, opened, exptime(_ttl_ms(now, period) / 1000)
-        ):
+        expiry = exptime(_ttl_ms(now, period) / 1000)
+        if await client.store_on(conn, b"add", counter, opened, expiry):
+            marker = Flagged(b"%d" % period, MARKER_FLAG)
+            await client.store_on(conn, b"set", key, marker, expiry)
             return previous, amount
     raise ReplyError(f"lost {ATTEMPTS} races in a row opening a sliding window")
+
+
+def _period(raw: bytes | Flagged | None) -> int | None:
+    if isinstance(raw, Flagged) and raw.flags == MARKER_FLAG and raw.value.isdigit():
+        return int(raw.value) or None
+    return None
+
+
+def forget_windows(key: bytes, now_ms: Callable[[], int]) -> Operation[bool]:
+    """Delete `key` and, when it is a window counters' marker, the counters of the open
+    window and of the one before (older ones weigh nothing); True when any existed."""
+
+    async def run(client: NodeClient, conn: Connection) -> bool:
+        period = _period(await client.get_on(conn, key))
+        removed = await client.delete_on(conn, key)
+        if period is not None:
+            wid = now_ms() // period
+            for counter in (window_key(key, wid), window_key(key, wid - 1)):
+                removed = await client.delete_on(conn, counter) or removed
+        return removed
+
+    return run
+
+
+def describe_marker(
+    key: bytes, raw: bytes | Flagged | None, now_ms: Callable[[], int]
+) -> Operation[str | None]:
+    """What a marker stands for, `"window W: C hit(s), P in the one before (period N ms)"`
+    (None when `raw` is no marker)."""
+    period = _period(raw)
+
+    async def run(client: NodeClient, conn: Connection) -> str | None:
+        if period is None:
+            return None
+        wid = now_ms() // period
+        values = await client.get_many_on(conn, [window_key(key, wid), window_key(key, wid - 1)])
+        state = window_state(
+            values.get(window_key(key, wid)), values.get(window_key(key, wid - 1)), wid
+        )
+        return (
+            f"sliding window counter: {state[1]} in window {wid}, {state[2]} in the one "
+            f"before (period {period} ms)"
+        )
+
+    return run
 
 
 def uncount_window(counter: bytes, amount: int) -> Operation[None]:

@@ -18,6 +18,7 @@ from traffik.backends.redis.lock import Holding, RedisLock
 from traffik.backends.redis.steps import ScriptSteps, _fields
 from traffik.exceptions import BackendConnectionError, ConfigurationError
 from traffik.strategies.base import settled
+from traffik.strategies.state import encode_state
 from traffik.strategies.steps import IN_PLACE_COUNTER
 
 if TYPE_CHECKING:
@@ -37,7 +38,21 @@ _COUNTER = scripts.SCRIPTS["increment_with_ttl"]
 
 
 def _text(value: Any) -> Any:
-    return value.decode("utf-8") if isinstance(value, bytes) else value
+    """A key as text; bytes that are not UTF-8 kept as surrogates (`surrogateescape`)."""
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
+
+
+def _value(value: Any) -> Any:
+    """A stored value as text: text as it is; a strategy's packed state (`scripts.decode_state`)
+    as its numbers, comma-separated, as backends storing text keep it (`encode_state`); any
+    other bytes with what is not UTF-8 kept as surrogates (`surrogateescape`)."""
+    if not isinstance(value, bytes):
+        return value
+    text = value.decode("utf-8", "surrogateescape")
+    if text.isprintable():
+        return text
+    state = scripts.decode_state(value)
+    return text if state is None else encode_state(state)
 
 
 def _scan(client: Any, cursor: Any, match: str, target: dict[str, Any]) -> Awaitable[Any]:
@@ -344,10 +359,12 @@ class RedisBackend(ScriptSteps, ThrottleBackend):
             key: The key (namespaced if it is not already).
 
         Returns:
-            The value, or None when the key is missing.
+            The value, or None when the key is missing; a strategy's packed state as its
+            numbers, comma-separated (`1,5,0`), and other bytes that are not UTF-8 kept as
+            surrogates.
         """
         key = self._key(key)
-        return _text(await self._run("GET", lambda client: client.get(key)))
+        return _value(await self._run("GET", lambda client: client.get(key)))
 
     async def set(self, key: str, value: str, expire: float | None = None) -> None:
         """Store `value` under `key` (`SET`), replacing any value and expiry.
@@ -506,7 +523,7 @@ class RedisBackend(ScriptSteps, ThrottleBackend):
             values = await self._run("MGET", lambda client: client.mget_nonatomic(names))
         else:
             values = await self._run("MGET", lambda client: client.mget(names))
-        return [_text(v) for v in values]
+        return [_value(v) for v in values]
 
     async def multi_set(self, items: Mapping[str, str], expire: float | None = None) -> None:
         """Store several values in one pipeline (a transaction on a single node).
