@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import subprocess
 import sys
+from fractions import Fraction
+from typing import Any
 
 import httpx
 import pytest
@@ -12,7 +15,8 @@ from fastapi import Depends, FastAPI, Request
 from starlette.testclient import TestClient
 
 from traffik import HTTPThrottle, InMemoryBackend, ManualClock
-from traffik.testing import fresh_backend
+from traffik.exceptions import BackendError
+from traffik.testing import FailingBackend, fresh_backend
 
 
 def make_app(throttle: HTTPThrottle, backend: InMemoryBackend) -> FastAPI:
@@ -99,3 +103,64 @@ def test_the_kit_imports_without_pytest_or_starlette() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "test"
+
+
+# -- FailingBackend ------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_failing_backend_counts_the_calls_that_pass_once_times_is_spent() -> None:
+    backend = FailingBackend(fresh_backend())
+    with backend.failing(BackendError("down"), times=2):
+        for _ in range(5):
+            with contextlib.suppress(BackendError):
+                await backend.get("k")
+    assert (backend.failures, backend.calls) == (2, 3)
+
+
+@pytest.mark.anyio
+async def test_failing_backend_takes_one_operation_by_name() -> None:
+    backend = FailingBackend(fresh_backend())
+    with backend.failing(BackendError("down"), operations="get"):
+        with pytest.raises(BackendError):
+            await backend.get("k")
+        await backend.set("k", "v")
+    with pytest.raises(ValueError, match=r"unknown operations \['gett'\]"):
+        backend.fail(operations="gett")
+
+
+@pytest.mark.parametrize("error", ["oops", 42, None, str])
+def test_failing_backend_refuses_what_is_no_exception(error: Any) -> None:
+    backend = FailingBackend(fresh_backend())
+    with pytest.raises(TypeError, match="an exception instance or class"):
+        backend.fail(error)
+    with pytest.raises(TypeError, match="must be an exception"), backend.failing(error):
+        pass  # pragma: no cover
+
+
+# -- ManualClock ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c: c.advance("60"),
+        lambda c: c.advance(ms="5"),
+        lambda c: c.advance(True),
+        lambda c: c.advance(float("nan")),
+        lambda c: c.advance(float("inf")),
+        lambda c: c.set("1700000000"),
+        lambda c: ManualClock("0"),
+    ],
+)
+def test_manual_clock_refuses_what_is_no_number_of_seconds(call: Any) -> None:
+    clock = ManualClock()
+    with pytest.raises(TypeError, match="a finite number"):
+        call(clock)
+    assert clock() == 1_700_000_000.0
+
+
+def test_manual_clock_takes_any_real_number() -> None:
+    clock = ManualClock(0)
+    clock.advance(Fraction(1, 2), ms=Fraction(500))
+    assert clock.ms() == 1000

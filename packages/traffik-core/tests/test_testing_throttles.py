@@ -9,11 +9,17 @@ import anyio
 import httpx
 import pytest
 from fastapi import Depends, FastAPI, Request, WebSocket
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from traffik import EXEMPTED, HTTPThrottle, InMemoryBackend, ManualClock, Rate, WebSocketThrottle
 from traffik.exceptions import ConfigurationError
+from traffik.middleware import MiddlewareThrottle, ThrottleMiddleware
+from traffik.rules import glob
 from traffik.strategies import BUILTIN_STRATEGIES, Strategy
 from traffik.testing import override_rate, reset_client, throttle_disabled
 
@@ -225,3 +231,97 @@ async def test_reset_uses_the_context_backend(traffik_clock: ManualClock) -> Non
         async with client_for(make_app(throttle)) as client:
             assert await statuses(client, "/other", 2) == [200, 429]
         assert await reset_client(throttle, "127.0.0.1") is True
+
+
+# -- middleware throttles ------------------------------------------------------------------
+
+
+def middleware_app(*throttles: MiddlewareThrottle) -> Starlette:
+    async def ok(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    seen: list[Request] = []
+
+    async def keep(request: Request) -> PlainTextResponse:
+        seen.append(request)
+        return PlainTextResponse("ok")
+
+    app = Starlette(
+        routes=[Route("/api/items/{i}", ok), Route("/page", ok), Route("/seen", keep)],
+        middleware=[Middleware(ThrottleMiddleware, middleware_throttles=list(throttles))],
+    )
+    app.state.seen = seen
+    return app
+
+
+async def test_reset_a_middleware_throttles_client(traffik_backend: InMemoryBackend) -> None:
+    # A `MiddlewareThrottle` counts under its path pattern: reset_client takes it, with an
+    # identifier (its pattern is its route) or a request the app saw.
+    site = MiddlewareThrottle(HTTPThrottle("mw:site", rate="1/min", backend=traffik_backend))
+    api = MiddlewareThrottle(
+        HTTPThrottle("mw:api", rate="1/min", backend=traffik_backend), path=glob("/api/**")
+    )
+    app = middleware_app(site, api)
+    async with client_for(app) as client:
+        assert await statuses(client, "/api/items/1", 2) == [200, 429]
+        assert await reset_client(api, "127.0.0.1") is True
+        assert await reset_client(site, "127.0.0.1") is True
+        assert await statuses(client, "/api/items/2", 2) == [200, 429]
+        assert await reset_client(api, "127.0.0.1", path="/api/items/7") is True  # a path it guards
+        assert await reset_client(site, "127.0.0.1", path="/**") is True
+        assert await statuses(client, "/api/items/3", 2) == [200, 429]
+
+        assert await reset_client(site, "127.0.0.1") is True
+        assert await statuses(client, "/seen", 1) == [200]
+        request = app.state.seen[0]
+        assert await reset_client(site, request) is True  # the request the endpoint saw
+        assert await statuses(client, "/page", 2) == [200, 429]
+        assert await reset_client(site, request) is True
+        assert await reset_client(api, request) is True  # the same client, under /api/**
+        assert await reset_client(api, request) is False  # nothing left to forget
+        assert await statuses(client, "/api/items/4", 2) == [200, 429]
+        with pytest.raises(ConfigurationError, match="does not guard"):
+            await reset_client(api, "127.0.0.1", path="/page")
+        with pytest.raises(ConfigurationError, match="names its own route"):
+            await reset_client(api, request, path="/api/items/1")
+
+
+async def test_reset_a_middleware_throttle_with_a_regex_path(
+    traffik_backend: InMemoryBackend,
+) -> None:
+    api = MiddlewareThrottle(
+        HTTPThrottle("mw:regex", rate="1/min", backend=traffik_backend), path=r"/api/"
+    )
+    async with client_for(middleware_app(api)) as client:
+        assert await statuses(client, "/api/items/1", 2) == [200, 429]
+        assert await reset_client(api, "127.0.0.1") is True
+        assert await statuses(client, "/api/items/1", 2) == [200, 429]
+
+
+# -- clear errors on misuse ----------------------------------------------------------------
+
+
+def test_disabled_takes_a_list_and_refuses_what_is_no_throttle(
+    traffik_backend: InMemoryBackend,
+) -> None:
+    one = HTTPThrottle("disabled:list:1", rate="1/min", backend=traffik_backend)
+    two = HTTPThrottle("disabled:list:2", rate="1/min", backend=traffik_backend)
+    with throttle_disabled([one, two]):
+        assert one.is_disabled and two.is_disabled
+    assert not one.is_disabled and not two.is_disabled
+    with (
+        pytest.raises(ConfigurationError, match="'api' is not a throttle"),
+        throttle_disabled(one, "api"),
+    ):
+        pass  # pragma: no cover
+    assert not one.is_disabled
+
+
+def test_reset_a_websocket_client_without_path_says_websocket_routes_have_no_method(
+    traffik_backend: InMemoryBackend,
+) -> None:
+    throttle = WebSocketThrottle("reset:ws:hint", rate="1/min", backend=traffik_backend)
+    with pytest.raises(ConfigurationError) as raised:
+        anyio.run(reset_client, throttle, "testclient")
+    assert "path=" in str(raised.value) and "GET" not in str(raised.value)
+    assert "no method" in str(raised.value)

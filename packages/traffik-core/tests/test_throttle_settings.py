@@ -243,3 +243,17 @@ async def test_hit_returns_the_connection_and_raises_429() -> None:
     with pytest.raises(ConnectionThrottled) as caught:
         await limited.hit(request)
     assert caught.value.status_code == 429 and caught.value.wait_period == 60
+
+
+def test_rate_and_cost_callables_must_take_connection_and_context() -> None:
+    backend = InMemoryBackend()
+    for bad in (lambda connection: "5/min", lambda: "5/min"):
+        with pytest.raises(ConfigurationError, match=r"rate=.*\(connection, context\)"):
+            HTTPThrottle("callables", rate=bad, backend=backend)
+        with pytest.raises(ConfigurationError, match=r"cost=.*\(connection, context\)"):
+            HTTPThrottle("callables", rate="5/min", cost=bad, backend=backend)
+    throttle = HTTPThrottle("callables", rate="5/min", backend=backend)
+    with pytest.raises(ConfigurationError, match=r"rate=.*\(connection, context\)"):
+        throttle.update_rate(lambda connection: "1/min")
+    for good in (lambda c, x: "5/min", lambda *args: "5/min", lambda c, x=None, y=1: "5/min"):
+        HTTPThrottle("callables", rate=good, backend=backend)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -28,6 +29,7 @@ from traffik import (
 from traffik.exceptions import BackendError, ConfigurationError
 from traffik.identity import grouped_address, remote_address
 from traffik.keyparts import client_part
+from traffik.rules import Bypass
 from traffik.strategies import GCRA, TokenBucket
 from traffik.testing import FailingBackend
 
@@ -534,3 +536,91 @@ async def test_a_strategys_endless_or_odd_wait_is_a_bounded_429(wait: float) -> 
     assert response.status_code == 429
     seconds = int(response.headers["retry-after"])
     assert seconds == 1 if wait != wait else 1 <= seconds <= 2**53 // 1000
+
+
+# -- a WebSocket message let through after a refused one ----------------------------------
+
+
+def echo_app(hit: Any) -> FastAPI:
+    """The echo endpoint of docs/testing.md (`hit(websocket)` per message, then the
+    documented `is_throttled` check), closing each message's replies with an "end" frame so
+    a test reads every reply without waiting forever for one that never comes."""
+    app = FastAPI()
+
+    @app.websocket("/ws")
+    async def echo(websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            while True:
+                data = await websocket.receive_text()
+                await hit(websocket)
+                if not is_throttled(websocket):
+                    await websocket.send_text(f"echo: {data}")
+                await websocket.send_text("end")
+        except WebSocketDisconnect:
+            pass
+
+    return app
+
+
+def replies(ws: Any, text: str) -> list[str]:
+    """Send `text`, then read the replies up to the endpoint's "end": the echo, or the
+    throttle's frame as its `type` (`rate_limit`)."""
+    ws.send_text(text)
+    got = []
+    while True:
+        reply = ws.receive_text()
+        if reply == "end":
+            return got
+        got.append(reply if reply.startswith("echo") else json.loads(reply)["type"])
+
+
+@pytest.mark.parametrize("let_through", ["disabled", "unlimited", "bypass", "exempted", "cost0"])
+def test_a_message_let_through_after_a_refusal_is_not_throttled(let_through: str) -> None:
+    # Each way a hit returns without a decision marks the connection not throttled, as an
+    # admitted hit does: the endpoint answers the message instead of staying silent.
+    free = {"on": False}
+    throttle = WebSocketThrottle(
+        "ws:through:" + let_through,
+        rate="2/min",
+        backend=InMemoryBackend(),
+        identifier=lambda ws: EXEMPTED if free["on"] and let_through == "exempted" else "me",
+        rules=[Bypass(predicate=lambda ws: free["on"] and let_through == "bypass")],
+        cache_ids=False,  # (the identifier is asked again for every message)
+    )
+
+    async def hit(websocket: WebSocket) -> None:
+        cost = 0 if free["on"] and let_through == "cost0" else None
+        await throttle.hit(websocket, cost=cost)
+
+    with TestClient(echo_app(hit)).websocket_connect("/ws") as ws:
+        assert [replies(ws, word) for word in ("1", "2", "3")] == [
+            ["echo: 1"],
+            ["echo: 2"],
+            ["rate_limit"],
+        ]
+        free["on"] = True
+        if let_through == "disabled":
+            throttle._disabled = True
+        elif let_through == "unlimited":
+            throttle.update_rate("unlimited")
+        assert replies(ws, "again") == ["echo: again"]
+
+
+def test_several_limits_on_each_message_are_one_throttle_with_several_rates() -> None:
+    # The supported way to apply two limits to every message: one answer per message, and a
+    # refused message charges no rate.
+    clock = ManualClock()
+    throttle = WebSocketThrottle(
+        "ws:both", rate="2/10s;3/min", backend=InMemoryBackend(clock=clock)
+    )
+    with TestClient(echo_app(throttle.hit)).websocket_connect("/ws") as ws:
+        assert [replies(ws, word) for word in "1234"] == [
+            ["echo: 1"],
+            ["echo: 2"],
+            ["rate_limit"],
+            ["rate_limit"],
+        ]
+        clock.advance(10)
+        assert replies(ws, "5") == ["echo: 5"]  # the minute's third: 3 and 4 took nothing
+        assert replies(ws, "6") == ["rate_limit"]  # the minute's limit now

@@ -8,8 +8,10 @@ for any other callable.
 
 from __future__ import annotations
 
+import math
+import numbers
 import time
-from typing import Callable
+from typing import Any, Callable
 
 __all__ = ["Clock", "ManualClock", "millis", "system_clock", "system_ms"]
 
@@ -17,6 +19,13 @@ Clock = Callable[[], float]
 """A clock is a callable returning the current time in seconds since the epoch."""
 
 system_clock: Clock = time.time
+
+
+def _seconds(value: Any, what: str) -> Any:
+    """`value` if it is a finite real number (`what` names it in the error), else TypeError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise TypeError(f"ManualClock: {what}={value!r} must be a finite number, like 60 or 0.5")
+    return value
 
 
 def system_ms() -> int:
@@ -36,7 +45,7 @@ class ManualClock:
     __slots__ = ("_ns",)
 
     def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self._ns = round(start * 1e9)
+        self._ns = round(_seconds(start, "start") * 1e9)
 
     def __call__(self) -> float:
         return self._ns / 1e9
@@ -47,7 +56,7 @@ class ManualClock:
 
     def advance(self, seconds: float = 0.0, *, ms: float = 0.0) -> float:
         """Move forward by `seconds` plus `ms` milliseconds; returns the new time."""
-        step = round(seconds * 1e9) + round(ms * 1e6)
+        step = round(_seconds(seconds, "seconds") * 1e9) + round(_seconds(ms, "ms") * 1e6)
         if step < 0:
             raise ValueError(
                 f"ManualClock.advance({seconds!r}, ms={ms!r}): time only moves forward"
@@ -56,7 +65,7 @@ class ManualClock:
         return self()
 
     def set(self, timestamp: float) -> None:
-        self._ns = round(timestamp * 1e9)
+        self._ns = round(_seconds(timestamp, "timestamp") * 1e9)
 
     def __repr__(self) -> str:
         return f"ManualClock({self()!r})"

@@ -7,6 +7,7 @@ both `throttle.update_rate("5/s")` and traffik 1.2's `await throttle.update_rate
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Generator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
@@ -46,6 +47,20 @@ def check_context(context: Any, owner: str) -> dict[str, Any]:
             "(a dict such as {'tier': 'free'}), or None"
         )
     return dict(context)
+
+
+def _check_called_with_two(function: Callable[..., Any], name: str, owner: str) -> None:
+    """Refuse a rate or cost callable that cannot be called as `(connection, context)`, as
+    every hit calls it (a signature Python cannot read is let through)."""
+    try:
+        inspect.signature(function).bind(None, None)
+    except TypeError:
+        raise ConfigurationError(
+            f"{owner}: {name}={function!r} is called as (connection, context); it must take "
+            "two positional arguments, e.g. lambda connection, context: ..."
+        ) from None
+    except ValueError:
+        pass
 
 
 class Updated:
@@ -104,6 +119,7 @@ class ThrottleSettings:
 
     def _set_cost(self, cost: Union[int, Callable[..., Any]]) -> None:
         if callable(cost):
+            _check_called_with_two(cost, "cost", self._owner())
             self.cost, self._cost_fn = 1, cost
         else:
             self.cost, self._cost_fn = check_cost(cost, self._owner()), None
@@ -151,6 +167,7 @@ class ThrottleSettings:
         if isinstance(rate, (str, Rate, list, tuple)):
             rates = parse_rates(rate)
         elif callable(rate):
+            _check_called_with_two(rate, "rate", self._owner())
             rates, rate_fn = (UNLIMITED,), rate
         else:
             raise ConfigurationError(

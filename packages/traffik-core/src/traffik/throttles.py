@@ -104,6 +104,17 @@ async def _resolve(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
 
 
+def _let_through(connection: Any) -> Any:
+    """`connection`, marked not throttled (`is_throttled`): a hit that returns without a
+    decision must not leave a WebSocket carrying an earlier message's refusal."""
+    scope = connection.scope
+    state = scope.get("state")
+    if state is None:
+        scope["state"] = state = {}
+    state[THROTTLED_STATE_KEY] = 0.0
+    return connection
+
+
 async def _waited(wait: Awaitable[Any], limit: int) -> Decision:
     """The decision of a strategy that answers a wait (traffik 1.2's contract)."""
     return decision_from_wait(await wait, limit)
@@ -302,11 +313,11 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
         throttle's own setting for this hit.
         """
         if self._disabled:
-            return connection
+            return _let_through(connection)
         ctx = self.context if context is None else {**self.context, **context}
         gate = self._gate
         if gate is not None and not await gate.allows(connection, ctx):
-            return connection
+            return _let_through(connection)
         backend = self._backend or self.get_backend(connection)
         prepared: Optional[tuple[tuple[Rate, ...], int, str]] = None
         rates: Optional[tuple[Rate, ...]]
@@ -338,8 +349,8 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
                                     refusals.remember(key, rates, charged, decision, asked_at)
             else:
                 prepared = await self._prepare(connection, ctx, cost, backend)
-                if prepared is None:
-                    return connection
+                if prepared is None:  # (nothing to decide: unlimited, no cost, exempted)
+                    return _let_through(connection)
                 rates, charged, key = prepared
             if decision is None:
                 refusals = backend.refusals
@@ -445,8 +456,7 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
                 rates[getattr(decision, "refused", None) or 0] if rates else None,
                 decision.wait_ms,
             )
-            self._admitted(connection, decision, rates, key, ctx, None, cost, backend)
-            return connection
+            return _let_through(connection)  # (no headers, and no charge: it took nothing)
         return await self._throttled(connection, decision, rates, key, ctx, skip_handler, backend)
 
     async def answer(

@@ -82,10 +82,30 @@ class FailingBackend(ThrottleBackend):
         error: _Error = BackendError("injected failure"),
         *,
         times: Optional[int] = None,
-        operations: Optional[Iterable[str]] = None,
+        operations: Union[str, Iterable[str], None] = None,
     ) -> None:
-        """Make operations raise `error` (at most `times` times) until `recover()`."""
-        chosen = OPERATIONS if operations is None else frozenset(operations)
+        """Make operations raise `error` (at most `times` times) until `recover()`;
+        `operations` is one operation's name or several (None: every one)."""
+        if not (
+            isinstance(error, BaseException)
+            or (isinstance(error, type) and issubclass(error, BaseException))
+        ):
+            raise TypeError(
+                f"FailingBackend: error={error!r} must be an exception instance or class, "
+                "like BackendError('down') or ConnectionError"
+            )
+        if times is not None and (
+            isinstance(times, bool) or not isinstance(times, int) or times < 0
+        ):
+            raise ValueError(
+                f"FailingBackend: times={times!r} must be a whole number >= 0, or None"
+            )
+        if operations is None:
+            chosen = OPERATIONS
+        elif isinstance(operations, str):
+            chosen = frozenset({operations})
+        else:
+            chosen = frozenset(operations)
         unknown = chosen - OPERATIONS
         if unknown:
             raise ValueError(
@@ -103,7 +123,7 @@ class FailingBackend(ThrottleBackend):
         error: _Error = BackendError("injected failure"),
         *,
         times: Optional[int] = None,
-        operations: Optional[Iterable[str]] = None,
+        operations: Union[str, Iterable[str], None] = None,
     ) -> Iterator[FailingBackend]:
         """`fail(...)` for the block, then `recover()`."""
         self.fail(error, times=times, operations=operations)
@@ -114,10 +134,8 @@ class FailingBackend(ThrottleBackend):
 
     def _check(self, operation: str) -> None:
         error = self._error
-        if error is not None and operation in self._operations:
+        if error is not None and operation in self._operations and self._left != 0:
             if self._left is not None:
-                if self._left <= 0:
-                    return
                 self._left -= 1
             self.failures += 1
             raise error

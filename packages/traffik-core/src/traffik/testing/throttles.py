@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from traffik.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
+    from traffik.middleware import MiddlewareThrottle
     from traffik.rates import Rate
     from traffik.throttles import Throttle
 
@@ -17,24 +18,49 @@ __all__ = ["override_rate", "reset_client", "throttle_disabled"]
 
 
 @contextlib.contextmanager
-def throttle_disabled(*throttles: Throttle) -> Iterator[None]:
+def throttle_disabled(
+    *throttles: Union[Throttle, MiddlewareThrottle, Iterable[Any]],
+) -> Iterator[None]:
     """Let every connection through `throttles` inside the block, then restore each one.
 
-    A plain `with` block, so it serves sync tests (`TestClient`) and async ones alike. A
-    throttle that was already disabled stays disabled afterwards.
+    Takes throttles (a `MiddlewareThrottle` stands for the throttle it applies) as arguments
+    or in lists. A plain `with` block, so it serves sync tests (`TestClient`) and async ones
+    alike. A throttle that was already disabled stays disabled afterwards.
     """
-    if not throttles:
-        raise ConfigurationError(
-            "throttle_disabled() needs the throttles to disable: throttle_disabled(throttle, ...)"
-        )
-    previous = [(throttle, throttle.is_disabled) for throttle in throttles]
-    for throttle in throttles:
+    chosen = _throttles(throttles)
+    previous = [(throttle, throttle.is_disabled) for throttle in chosen]
+    for throttle in chosen:
         throttle._disabled = True
     try:
         yield
     finally:
         for throttle, was_disabled in reversed(previous):
             throttle._disabled = was_disabled
+
+
+def _throttles(given: tuple[Any, ...]) -> list[Throttle]:
+    """The throttles `throttle_disabled` was given, lists flattened; refuses anything else."""
+    from traffik.middleware import MiddlewareThrottle
+    from traffik.throttles import Throttle
+
+    found: list[Throttle] = []
+    for item in given:
+        if isinstance(item, (list, tuple, set, frozenset)):
+            found.extend(_throttles(tuple(item)))
+        elif isinstance(item, MiddlewareThrottle):
+            found.append(item.throttle)
+        elif isinstance(item, Throttle):
+            found.append(item)
+        else:
+            raise ConfigurationError(
+                f"throttle_disabled(): {item!r} is not a throttle; pass HTTPThrottle, "
+                "WebSocketThrottle or MiddlewareThrottle objects, or lists of them"
+            )
+    if not found:
+        raise ConfigurationError(
+            "throttle_disabled() needs the throttles to disable: throttle_disabled(throttle, ...)"
+        )
+    return found
 
 
 @contextlib.contextmanager
@@ -55,7 +81,7 @@ def override_rate(
 
 
 async def reset_client(
-    throttle: Throttle,
+    throttle: Union[Throttle, MiddlewareThrottle],
     client: Any,
     *,
     path: Optional[str] = None,
@@ -73,10 +99,69 @@ async def reset_client(
     have none). `context` is the hit's context, if it had one; `backend` defaults to the
     throttle's. Other clients and other routes keep their state. Returns whether there was
     any state to forget. This is `throttle.reset(...)`.
+
+    A `MiddlewareThrottle` counts under its path pattern instead of a route: pass it (not
+    the throttle it wraps) with a request of the app or an identifier; `path` may name a
+    path it guards, and `backend` the middleware's `backend=` when the throttle has none.
     """
-    if hasattr(client, "scope") and (path is not None or method is not None):
+    seen = hasattr(client, "scope")
+    if seen and (path is not None or method is not None):
         raise ConfigurationError(
             f"reset_client({throttle!r}, <connection>): the connection names its own route; "
             "pass path= and method= only with an identifier"
         )
+    from starlette.websockets import WebSocket  # (the kit imports without Starlette)
+
+    from traffik.middleware import MiddlewareThrottle
+
+    if isinstance(throttle, MiddlewareThrottle):
+        rule, throttle = throttle, throttle.throttle
+        if rule.context:
+            context = {**rule.context, **context} if context else rule.context
+        if seen:
+            client = _as_seen_by(rule, client)
+        elif throttle.per_route:
+            path = _pattern_path(rule, path)
+    elif not seen and throttle.per_route and path is None:
+        websocket = issubclass(throttle.connection_type, WebSocket)
+        route = (
+            "'/ws'); WebSocket routes have no method"
+            if websocket
+            else ("'/items/{item_id}') and method= if not GET")
+        )
+        raise ConfigurationError(
+            f"reset_client({throttle!r}, {client!r}): the throttle counts per route; with an "
+            f"identifier pass path= as the route declares it (e.g. {route}"
+        )
     return await throttle.reset(client, context, path=path, method=method, backend=backend)
+
+
+def _as_seen_by(rule: MiddlewareThrottle, connection: Any) -> Any:
+    """`connection` as `ThrottleMiddleware` shows it to `rule`'s throttle: its pattern as the
+    route."""
+    from starlette.requests import Request
+    from starlette.websockets import WebSocket
+
+    view = {**connection.scope, "route": rule.route}
+    if view.get("type") == "websocket":
+        return WebSocket(view, connection.receive, connection.send)
+    return Request(view)
+
+
+def _pattern_path(rule: MiddlewareThrottle, path: Optional[str]) -> str:
+    """The route a middleware throttle counts under (its path pattern), checking that `path`,
+    when given, is one it guards."""
+    pattern = rule.route.path
+    guarded = rule.rule.pattern
+    if path is not None and path != pattern and guarded is not None and not guarded.match(path):
+        raise ConfigurationError(
+            f"reset_client({rule!r}): path={path!r} is a path it does not guard; pass one "
+            f"that its pattern {pattern!r} matches, or no path"
+        )
+    if not pattern.startswith("/"):
+        raise ConfigurationError(
+            f"reset_client({rule!r}): its pattern {pattern!r} does not start with '/', so it "
+            "cannot be named by hand; pass a request the middleware throttled instead of an "
+            "identifier"
+        )
+    return pattern
