@@ -624,3 +624,11 @@ def test_several_limits_on_each_message_are_one_throttle_with_several_rates() ->
         clock.advance(10)
         assert replies(ws, "5") == ["echo: 5"]  # the minute's third: 3 and 4 took nothing
         assert replies(ws, "6") == ["rate_limit"]  # the minute's limit now
+
+
+async def test_a_websocket_throttle_asks_for_the_path_alone() -> None:
+    throttle = WebSocketThrottle("ws-path", rate="2/min", backend=InMemoryBackend())
+    with pytest.raises(ConfigurationError, match="WebSocket routes have no method"):
+        await throttle.reset("testclient")
+    with pytest.raises(ConfigurationError, match="WebSocket routes have no method"):
+        await throttle.stat("testclient")

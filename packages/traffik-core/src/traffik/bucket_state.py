@@ -88,9 +88,14 @@ class BucketState:
                 return None
         else:
             if self.per_route and route is None:
+                example, method = (
+                    ("'/ws'", "; WebSocket routes have no method")
+                    if websocket
+                    else ("'/items/{item_id}'", " and method= if not GET")
+                )
                 raise ConfigurationError(
                     f"{self!r} counts per route; with an identifier ({client!r}) pass path= as "
-                    "the route declares it (e.g. '/items/{item_id}') and method= if not GET"
+                    f"the route declares it (e.g. {example}){method}"
                 )
             connection, ident = None, client
             backend = backend or self.get_backend()
