@@ -13,7 +13,6 @@ from traffik.exceptions import ConfigurationError
 from traffik.rates import MAX_LIMIT, MAX_PERIOD_MS
 from traffik.registry import ThrottleRegistry
 from traffik.strategies import (
-    BUILTIN_STRATEGIES,
     DEFAULT_STRATEGY,
     GCRA,
     FixedWindow,
@@ -241,35 +240,6 @@ async def test_a_period_too_long_for_any_store_fails_at_construction(tmp_path, s
         message = str(info.value)
         assert "'10/999999999999d'" in message and "86399999999913600000 ms" in message
         assert "longer than 36500 days (3153600000000 ms, MAX_PERIOD_MS)" in message
-
-
-@pytest.mark.parametrize("store", ["memory", "sqlite"])
-@pytest.mark.parametrize("text", ["2/36500d", f"{MAX_LIMIT}/s", f"{MAX_LIMIT}/36500d"])
-async def test_the_largest_rates_are_decided_or_refused_up_front(
-    tmp_path, store: str, text: str
-) -> None:
-    clock = ManualClock(TIMELINE_START)
-    backend = (
-        InMemoryBackend(clock=clock)
-        if store == "memory"
-        else SQLiteBackend(tmp_path / "t.db", clock=clock)
-    )
-    rate = Rate.parse(text)
-    for cls in BUILTIN_STRATEGIES:
-        strategy = cls()
-        try:
-            HTTPThrottle(
-                "largest", rate, backend=backend, strategy=strategy, registry=ThrottleRegistry()
-            )
-        except ConfigurationError as refused:
-            assert "too large to decide exactly" in str(refused)
-            assert cls is not FixedWindow
-            continue
-        decisions = [await strategy.decide(f"k:{cls.__name__}", rate, backend) for _ in range(3)]
-        assert decisions[0].allowed and decisions[0].remaining == rate.limit - 1
-        if rate.limit == 2 and cls is FixedWindow:
-            assert [d.allowed for d in decisions] == [True, True, False]
-            assert decisions[2].wait_ms == MAX_PERIOD_MS
 
 
 def test_a_rate_too_large_names_the_largest_limit_that_fits() -> None:

@@ -31,8 +31,8 @@ import pytest
 from traffik.backends.base import ThrottleBackend
 from traffik.backends.context import get_throttle_backend
 from traffik.clock import ManualClock
-from traffik.exceptions import BackendConnectionError, LockAcquisitionError
-from traffik.rates import Rate
+from traffik.exceptions import BackendConnectionError, ConfigurationError, LockAcquisitionError
+from traffik.rates import MAX_LIMIT, MAX_PERIOD_MS, Rate
 from traffik.strategies import BUILTIN_STRATEGIES, FixedWindow, Strategy
 from traffik.testing.advanced_conformance import AdvancedConformance
 from traffik.testing.steps_conformance import StepsConformance
@@ -327,6 +327,34 @@ class BackendConformance(StepsConformance, AdvancedConformance):
             finally:
                 await backend.reset()
                 await backend.close()
+
+    @pytest.mark.parametrize("text", ["2/36500d", f"{MAX_LIMIT}/s", f"{MAX_LIMIT}/36500d"])
+    async def test_the_largest_rates_are_decided_or_refused_up_front(
+        self, backend: ThrottleBackend, text: str
+    ) -> None:
+        """Every strategy decides the largest rates `Rate` admits (a counter's TTL, a deadline
+        of now plus the period: within what the store holds), or refuses the rate when a
+        throttle is built (`validate`, `check_scale`), naming it: never a store error per
+        request. FixedWindow decides them all."""
+        rate = Rate.parse(text)
+        for cls in BUILTIN_STRATEGIES:
+            strategy = cls()
+            try:
+                backend.validate(strategy, rate)
+                check_scale = getattr(strategy, "check_scale", None)
+                if check_scale is not None:
+                    check_scale(rate)
+            except ConfigurationError as refused:
+                assert f"rate {str(rate)!r}" in str(refused), refused
+                assert cls is not FixedWindow
+                continue
+            name = f"largest:{cls.__name__}"
+            decisions = [await strategy.decide(name, rate, backend) for _ in range(3)]
+            assert decisions[0].allowed and decisions[0].remaining == rate.limit - 1
+            if rate.limit == 2 and cls is FixedWindow:
+                assert [d.allowed for d in decisions] == [True, True, False]
+                # (a server's clock may have moved on since the window opened)
+                assert MAX_PERIOD_MS - 5_000 <= decisions[2].wait_ms <= MAX_PERIOD_MS
 
     @pytest.mark.parametrize("strategy", _strategies(), ids=STRATEGY_IDS)
     async def test_costs(
