@@ -4,9 +4,8 @@ all-or-nothing step."""
 
 from __future__ import annotations
 
-import shutil
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,33 +23,10 @@ from traffik.backends import from_url
 from traffik.backends.base import ThrottleBackend
 from traffik.fastapi import throttled as fastapi_throttled
 from traffik.strategies import FixedWindow, TokenBucket
-from traffik.testing.servers import MemcachedServer, RedisServer, free_port
 
 pytestmark = pytest.mark.anyio
 
 BACKENDS = ["memory", "sqlite", "redis", "memcached"]
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not on PATH")
-    server = RedisServer(tmp_path_factory.mktemp("redis"), free_port()).start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def memcached_url() -> Iterator[str]:
-    if shutil.which("memcached") is None:
-        pytest.skip("memcached is not on PATH")
-    server = MemcachedServer().start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 @pytest.fixture(params=BACKENDS)

@@ -7,9 +7,6 @@ Building a backend does no I/O, so only the lock test needs a server.
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-from collections.abc import Iterator
 
 import pytest
 
@@ -18,7 +15,6 @@ from traffik.backends.memcached.aiomcache import MemcachedBackend as LegacyMemca
 from traffik.backends.redis import RedisBackend
 from traffik.backends.redis.aioredis import RedisBackend as LegacyRedisBackend
 from traffik.exceptions import ConfigurationError, LockTimeoutError
-from traffik.testing.servers import RedisServer, free_port
 
 
 def test_redis_backend_takes_traffik12_arguments() -> None:
@@ -88,22 +84,6 @@ def test_memcached_backend_takes_traffik12_arguments() -> None:
 def test_memcached_backend_refuses_what_it_cannot_honour(options: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         MemcachedBackend(**options)
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if os.environ.get("TRAFFIK_REDIS_URL"):
-        yield os.environ["TRAFFIK_REDIS_URL"]
-        return
-    if os.environ.get("SKIP_REDIS_TESTS", "").lower() in ("1", "true", "yes"):
-        pytest.skip("SKIP_REDIS_TESTS=true: Redis tests skipped")
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server not on PATH (install it, or set TRAFFIK_REDIS_URL)")
-    server = RedisServer(tmp_path_factory.mktemp("redis"), free_port()).start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 @pytest.mark.anyio
