@@ -403,6 +403,15 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
         self._admitted(connection, decision, rates, key, ctx, response, taken, backend)
         return connection
 
+    def watches(self, backend: ThrottleBackend, shadow: Optional[bool] = None) -> bool:
+        """Whether a hit on `backend` only watches (decides and counts, never refuses): the
+        hit's `shadow` when given, else this throttle's, else the backend's default."""
+        if shadow is not None:
+            return shadow
+        if self.shadow is not None:
+            return self.shadow
+        return bool(backend.defaults.shadow)
+
     async def _settle(
         self,
         connection: Any,
@@ -420,8 +429,7 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
     ) -> Any:
         """Answer a decision off the hot path: a refusal (enforced, or only recorded by a
         shadow throttle) and, when observers are set, the decision's event."""
-        if shadow is None:
-            shadow = self.shadow if self.shadow is not None else backend.defaults.shadow
+        shadow = self.watches(backend, shadow)
         outcome = ALLOWED if decision.allowed else (SHADOW_REFUSED if shadow else REFUSED)
         if failure is not None:
             outcome = ERROR

@@ -108,7 +108,7 @@ async def hit_together(
     for entry in live:
         throttle = entry.throttle
         backend = throttle._backend or throttle.get_backend(entry.connection)
-        if _shadow(entry, backend):
+        if throttle.watches(backend, entry.shadow):
             watched.append((backend, entry))
         else:
             groups.setdefault(id(backend), (backend, []))[1].append(entry)
@@ -131,16 +131,6 @@ async def hit_together(
         await _give_back(charges, mark)
         raise
     return taken
-
-
-def _shadow(entry: Entry, backend: ThrottleBackend) -> bool:
-    """Whether `entry` only watches: its own `shadow`, else its throttle's, else the
-    backend's (as `Throttle.hit` resolves it)."""
-    if entry.shadow is not None:
-        return entry.shadow
-    if entry.throttle.shadow is not None:
-        return entry.throttle.shadow
-    return bool(backend.defaults.shadow)
 
 
 async def _each(group: list[Entry], response: Optional[Response]) -> None:
