@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-import traffik.strategies as strategies_module
+from traffik.strategies import BUILTIN_STRATEGIES
 from traffik.testing.command_line import check_command_line, run_command_line
 
 pytestmark = pytest.mark.memcached
@@ -26,18 +26,6 @@ def test_an_unreachable_server_is_exit_status_1() -> None:
     result = run_command_line("keys", "memcached://127.0.0.1:1")
     assert result.returncode == 1
     assert "127.0.0.1:1" in result.stderr and "Traceback" not in result.stderr
-
-
-_STRATEGIES = [
-    "FixedWindow",
-    "SlidingWindowCounter",
-    "SlidingWindowLog",
-    "TokenBucket",
-    "TokenBucketWithDebt",
-    "LeakyBucket",
-    "LeakyBucketWithQueue",
-    "GCRA",
-]
 
 
 async def _spend(url: str, namespace: str, name: str) -> tuple[Any, Any, Any]:
@@ -62,7 +50,7 @@ def _request(client: str) -> Any:
     return Request(scope)
 
 
-@pytest.mark.parametrize("name", [n for n in _STRATEGIES if hasattr(strategies_module, n)])
+@pytest.mark.parametrize("name", [cls.__name__ for cls in BUILTIN_STRATEGIES])
 def test_reset_forgets_every_strategy_state(memcached_url: str, name: str) -> None:
     async def run() -> None:
         namespace = f"reset-{uuid.uuid4().hex[:8]}"

@@ -29,7 +29,6 @@ __all__ = [
     "Charge",
     "Noted",
     "Outcome",
-    "note_charge",
     "settle",
     "settles",
     "take_charge",
@@ -96,17 +95,9 @@ class Charge:
 
 
 Noted = tuple[Any, "ThrottleBackend", str, tuple["Rate", ...], int]
-"""A charge as an admitted hit notes it, `(throttle, backend, key, rates, cost)`: a tuple, so
-noting costs next to nothing on the hot path; `Charge(*noted)` gives it back."""
-
-
-def note_charge(state: dict[str, Any], noted: Noted) -> None:
-    """Remember that `noted` was taken for the connection whose state is `state`."""
-    charges = state.get(CHARGES_KEY)
-    if charges is None:
-        state[CHARGES_KEY] = [noted]
-    else:
-        charges.append(noted)
+"""A charge as an admitted hit notes it (`Throttle._admitted`, in the connection's state
+under `CHARGES_KEY`), `(throttle, backend, key, rates, cost)`: a tuple, so noting costs next
+to nothing on the hot path; `Charge(*noted)` gives it back."""
 
 
 def settles(charges: Optional[list[Noted]]) -> bool:
