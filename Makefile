@@ -15,11 +15,12 @@ EDITABLES := -e "packages/traffik-core[starlette]" $(foreach p,$(filter-out traf
 DEV_DEPS := "pytest>=8" "anyio>=4" "httpx>=0.27" pytest-asyncio pyyaml "hypothesis>=6.100" "uvicorn[standard]>=0.30" "ruff>=0.17,<0.18" "mypy>=1.19" "prometheus-client>=0.20" "opentelemetry-api>=1.24" "opentelemetry-sdk>=1.24" "pytest-xdist>=3.6" "limits>=5" "slowapi>=0.1.9" "fastapi-limiter>=0.2"
 
 DEMO_STAMP := $(VENV)/.demo-installed
-# The demo needs traffik-core, traffik-fastapi and a server, nothing else (no test or lint
-# tools; traffik-redis or traffik-memcached only when TRAFFIK_BACKEND_URL names that store).
-# hatchling and editables let pip install the packages without a build environment each.
+# The demo needs traffik-core (with prometheus-client, so that it serves /metrics),
+# traffik-fastapi and a server, nothing else (no test or lint tools; traffik-redis or
+# traffik-memcached only when TRAFFIK_BACKEND_URL names that store). hatchling and editables
+# let pip install the packages without a build environment each.
 DEMO_DEPS := "uvicorn>=0.30" "hatchling>=1.26" editables
-DEMO_EDITABLES := -e "packages/traffik-core[starlette]" -e packages/traffik-fastapi
+DEMO_EDITABLES := -e "packages/traffik-core[starlette,prometheus]" -e packages/traffik-fastapi
 
 # The documentation site (mkdocs.yml), installed apart so that `make demo` and `make test-fast`
 # never wait for it.

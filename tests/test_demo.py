@@ -114,3 +114,14 @@ def test_demo_workers_share_a_sqlite_file(monkeypatch: pytest.MonkeyPatch, tmp_p
     restarted = load_demo()  # the file outlives the app: the budget is still spent
     with TestClient(restarted.app) as client:
         assert client.get("/items").status_code == 429
+
+
+def test_make_demo_installs_what_serves_metrics() -> None:
+    # The README says the demo serves /metrics: `make demo` must install prometheus-client
+    # (the `prometheus` extra), or the route is never made and /metrics answers 404.
+    makefile = (DEMO.parents[1] / "Makefile").read_text()
+    lines = [line for line in makefile.splitlines() if line.startswith("DEMO_EDITABLES :=")]
+    assert len(lines) == 1
+    core = next(word for word in lines[0].split() if "packages/traffik-core" in word)
+    extras = core.strip('"').partition("[")[2].rstrip("]").split(",")
+    assert {"starlette", "prometheus"} <= set(extras)

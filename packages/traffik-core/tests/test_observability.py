@@ -251,3 +251,47 @@ def test_the_memory_of_refusals_is_bounded_and_exact_about_costs() -> None:
     for key in "bcdefgh":
         memory.remember(key, rates, 1, refused, now_ms=0)
     assert len(memory) <= 4
+
+
+async def test_quota_contexts_and_combined_throttles_are_events(
+    events: list[DecisionEvent],
+) -> None:
+    from traffik.fastapi import throttled
+
+    backend = InMemoryBackend()
+    outer = HTTPThrottle("quota", rate="3/min", backend=backend)
+    inner = HTTPThrottle("quota-inner", rate="10/min", backend=backend)
+    first = HTTPThrottle("first", rate="2/min", backend=backend)
+    second = HTTPThrottle("second", rate="5/min", backend=backend)
+    app = FastAPI()
+
+    @app.get("/quota")
+    async def quota_route(request: Request) -> dict[str, bool]:
+        async with outer.quota(request) as quota:
+            quota(cost=2)
+            quota(inner, cost=5)
+        return {"ok": True}
+
+    @app.get("/both")
+    @throttled(first, second)
+    async def both(request: Request) -> dict[str, bool]:
+        return {"ok": True}
+
+    async with client(app) as http:
+        assert [(await http.get("/quota")).status_code for _ in range(2)] == [200, 429]
+        quota_events = [(e.throttle.uid, e.outcome, e.remaining) for e in events]
+        events.clear()
+        assert [(await http.get("/both")).status_code for _ in range(3)] == [200, 200, 429]
+    assert quota_events == [
+        ("quota", "allowed", 1),
+        ("quota-inner", "allowed", 5),
+        ("quota", "refused", 0),  # refused as one step: nothing decided for the other
+    ]
+    assert [(e.throttle.uid, e.outcome) for e in events] == [
+        ("first", "allowed"),
+        ("second", "allowed"),
+        ("first", "allowed"),
+        ("second", "allowed"),
+        ("first", "refused"),
+    ]
+    assert all(e.key is not None and "127.0.0.1" in e.key for e in events)
