@@ -280,6 +280,36 @@ def test_a_forked_child_never_uses_the_parents_connection(tmp_path: Path) -> Non
     assert printed.split() == ["2", "1", "True", "1", "False", "(1,)"]
 
 
+FORK_IN_CHECKPOINT = r"""
+import asyncio, os, sys, time
+
+from traffik.backends.sqlite import SQLiteBackend
+
+backend = SQLiteBackend(sys.argv[1])
+asyncio.run(backend.set("k", "0"))
+backend._db._checkpoints._running = True  # the parent forks while its checkpoint thread runs
+pid = os.fork()
+if pid == 0:
+    async def writes():
+        backend._db._checkpoints.every = 20
+        for _ in range(25):
+            await backend.increment("k")
+        for _ in range(400):
+            if os.path.getsize(sys.argv[1] + "-wal") == 0:
+                break
+            await asyncio.sleep(0.005)
+        return os.path.getsize(sys.argv[1] + "-wal")
+    os._exit(0 if asyncio.run(writes()) == 0 else 1)
+print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+
+
+def test_a_child_forked_during_a_checkpoint_still_checkpoints(tmp_path: Path) -> None:
+    """The checkpoint thread is not carried across a fork: the child must not wait for it
+    (its log would grow without end)."""
+    assert run_script(FORK_IN_CHECKPOINT, tmp_path, timeout=60).strip() == "0"
+
+
 APP = r"""
 import os
 

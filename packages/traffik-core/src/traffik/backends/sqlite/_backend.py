@@ -23,7 +23,8 @@ from traffik.backends.sqlite._errors import locked
 from traffik.backends.sqlite._lock import DEFAULT_LOCK_TTL, Holding, SQLiteLock
 from traffik.backends.sqlite._path import database_path
 from traffik.backends.sqlite._rewrite import MISSING, Change, RewritingCursor
-from traffik.backends.sqlite._rows import SCHEMA, Rows, prefix_range
+from traffik.backends.sqlite._rows import Rows, prefix_range
+from traffik.backends.sqlite._schema import create
 from traffik.backends.sqlite._turns import BUSY
 from traffik.exceptions import ConfigurationError
 from traffik.strategies.base import settled
@@ -169,7 +170,7 @@ class SQLiteBackend(ThrottleBackend):
     # -- lifecycle ---------------------------------------------------------------------
 
     async def _open(self) -> None:
-        await self._db.prepare(SCHEMA)
+        await self._db.prepare(create)
 
     async def _close(self) -> None:
         self._holdings.clear()

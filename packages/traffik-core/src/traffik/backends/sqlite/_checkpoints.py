@@ -5,10 +5,12 @@ with an fsync: one decision in a thousand would block its loop for milliseconds.
 connections that decide turn it off (`wal_autocheckpoint = 0`); instead every `every`
 commits of this process start a checkpoint on a connection of its own, in the loop's
 default executor. It is done in two steps: a passive one copies the log back while
-decisions go on (it never waits for, nor blocks, readers and writers), then a restarting
-one copies the few commits made meanwhile, holding the write lock for that short copy, so
-that the next commit starts the log over. A passive checkpoint alone would never let it
-start over under steady writes: the log would grow without end.
+decisions go on (it never waits for, nor blocks, readers and writers), then a truncating
+one copies the few commits made meanwhile, holding the write lock for that short copy, and
+empties the log file, so that the next commit starts the log over. A passive checkpoint
+alone would never let it start over under steady writes: the log would grow without end;
+and a log started over without truncating keeps the largest size it ever reached on disk
+(tens of megabytes after a burst of new keys).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ CHECKPOINT_EVERY = 1000
 """Commits of one process between two checkpoints (SQLite's default threshold is 1000 pages)."""
 
 _RESTART_WAIT = 1.0
-"""Seconds the restarting step waits for other connections' writes to end (in its thread)."""
+"""Seconds the truncating step waits for other connections' writes to end (in its thread)."""
 
 logger = logging.getLogger("traffik.backends.sqlite")
 
@@ -46,6 +48,12 @@ class Checkpoints:
             self._commits = 0
             self._start()
 
+    def forked(self) -> None:
+        """In a child process just forked: a checkpoint the parent was running is not running
+        here (its thread stayed behind), so none is waited for."""
+        self._commits = 0
+        self._running = False
+
     def _start(self) -> None:
         self._running = True
         try:
@@ -62,15 +70,15 @@ class Checkpoints:
             self._running = False
 
     def checkpoint(self) -> None:
-        """A passive checkpoint then a restarting one, on a connection opened and closed here
-        (so no connection outlives the thread, nor crosses a fork); the restarting one waits
+        """A passive checkpoint then a truncating one, on a connection opened and closed here
+        (so no connection outlives the thread, nor crosses a fork); the truncating one waits
         (in this thread, SQLite's busy handler) up to `_RESTART_WAIT` seconds for the
         writers of the moment. A failure is logged: the next one retries."""
         try:
             conn = sqlite3.connect(self.path, timeout=_RESTART_WAIT, isolation_level=None)
             try:
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             finally:
                 conn.close()
         except sqlite3.Error:

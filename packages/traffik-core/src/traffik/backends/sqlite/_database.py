@@ -155,6 +155,8 @@ class Database:
                 _INHERITED.append(detached[1])
         self._reset()
         self._pid = _Process.pid
+        if self._checkpoints is not None:
+            self._checkpoints.forked()
 
     def _reset(self) -> None:
         self._by_loop = weakref.WeakKeyDictionary()
@@ -365,11 +367,12 @@ class Database:
             self._checkpoints.committed()
         return result
 
-    async def prepare(self, schema: tuple[str, ...]) -> None:
-        """Write-ahead logging (for a file) and the tables in `schema`, if missing."""
+    async def prepare(self, create: Callable[[sqlite3.Cursor, str], None]) -> None:
+        """Write-ahead logging (for a file), then `create(cursor, path)` in a transaction:
+        the tables, if missing."""
         if not self.memory:
             await self.run("switching it to write-ahead logging", _use_wal, self.path)
-        await self.write("creating its tables", _create, schema)
+        await self.write("creating its tables", create, self.path)
 
 
 class _Handle:
@@ -406,11 +409,6 @@ class _Handle:
 
 _NOBODY = object()
 """No task wrote at once in this loop iteration."""
-
-
-def _create(cursor: sqlite3.Cursor, schema: tuple[str, ...]) -> None:
-    for statement in schema:
-        cursor.execute(statement)
 
 
 def _use_wal(cursor: sqlite3.Cursor, path: str) -> None:

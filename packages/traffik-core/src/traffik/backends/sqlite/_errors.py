@@ -62,6 +62,13 @@ def translate(exc: sqlite3.Error, path: str, doing: str) -> BackendError:
             f"give the path of a file, such as {os.path.join(path, 'traffik.db')!r}",
             cause=exc,
         )
+    if code == _CANTOPEN and path.startswith("~"):
+        return BackendConnectionError(
+            f"cannot open SQLite file {path!r} ({exc}) while {doing}: '~' is not expanded "
+            f"(as in any path Python opens); give the full path, such as "
+            f"{os.path.expanduser(path)!r}",
+            cause=exc,
+        )
     if code == _CANTOPEN:
         return BackendConnectionError(
             f"cannot open SQLite file {path!r} ({exc}) while {doing}: check that its directory "

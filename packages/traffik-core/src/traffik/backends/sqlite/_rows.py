@@ -13,19 +13,8 @@ from typing import Optional
 
 from traffik.exceptions import BackendCapacityError
 
-__all__ = ["SCHEMA", "SWEEP_CHUNK", "Row", "Rows", "live", "number", "prefix_range"]
+__all__ = ["SWEEP_CHUNK", "Row", "Rows", "live", "number", "prefix_range"]
 
-SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS traffik_entries "
-    "(key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL, expires_at INTEGER) WITHOUT ROWID",
-    "CREATE TABLE IF NOT EXISTS traffik_meta "
-    "(name TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) WITHOUT ROWID",
-    "INSERT OR IGNORE INTO traffik_meta (name, value) SELECT 'rows', count(*) FROM traffik_entries",
-    "CREATE TRIGGER IF NOT EXISTS traffik_entries_added AFTER INSERT ON traffik_entries "
-    "BEGIN UPDATE traffik_meta SET value = value + 1 WHERE name = 'rows'; END",
-    "CREATE TRIGGER IF NOT EXISTS traffik_entries_removed AFTER DELETE ON traffik_entries "
-    "BEGIN UPDATE traffik_meta SET value = value - 1 WHERE name = 'rows'; END",
-)
 SWEEP_CHUNK = 256
 """Rows one sweep step looks at: a step costs tens of microseconds inside a write."""
 
@@ -109,7 +98,7 @@ class Rows:
             cursor.execute(_UPDATE, (value, expires_at, key))
             return
         full = cursor.execute(_COUNT).fetchone()[0] >= self.max_keys
-        if full or self._swept_to is not None or now >= self._next_sweep:
+        if full or self._swept_to is not None or self._sweep_due(now):
             self.sweep_step(cursor, now)
             full = full and cursor.execute(_COUNT).fetchone()[0] >= self.max_keys
         if full:
@@ -136,6 +125,11 @@ class Rows:
                 expires_at = row[1]
         self.write(cursor, key, str(count), expires_at, row is not None, now)
         return count, expires_at
+
+    def _sweep_due(self, now: int) -> bool:
+        """Whether a pass should start: `sweep_ms` went by since the last, or the clock was
+        set back since (the pass then starts at once rather than after the jump back)."""
+        return not 0 < self._next_sweep - now <= self.sweep_ms
 
     def sweep_step(self, cursor: sqlite3.Cursor, now: int) -> None:
         """Delete the expired rows among the next `SWEEP_CHUNK` keys of the pass (any namespace)."""
