@@ -803,3 +803,39 @@ def test_middleware_throttle_methods_must_be_method_names(
     throttle = HTTPThrottle("mw-methods", rate="1/min", backend=backend)
     with pytest.raises(ConfigurationError, match=re.escape(f"methods={methods!r}")):
         MiddlewareThrottle(throttle, methods=methods)
+
+
+# -- a client's bucket under a rule --------------------------------------------------------
+
+
+async def test_a_middleware_throttle_reads_and_forgets_a_clients_bucket() -> None:
+    # The middleware counts under the rule's path pattern, with its own backend= for a
+    # throttle that has none: `stat`/`reset` of the MiddlewareThrottle name that bucket, from
+    # a request the app saw (a `GET /quota` endpoint) or from an identifier.
+    backend = InMemoryBackend(namespace="mw-stat")
+    api = MiddlewareThrottle(HTTPThrottle("mw:stat", rate="3/min"), path=glob("/api/**"))
+
+    async def quota(request: Request) -> Response:
+        stat = await api.stat(request, backend=backend)
+        assert stat is not None
+        return JSONResponse({"left": stat.hits_remaining})
+
+    app = Starlette(
+        routes=[Route("/quota", quota), Route("/{path:path}", ok, methods=METHODS)],
+        middleware=[Middleware(ThrottleMiddleware, middleware_throttles=[api], backend=backend)],
+    )
+    async with client_for(app) as client:
+        assert (await client.get("/quota")).json() == {"left": 3}
+        assert await statuses(client, "/api/items/1", 2) == [200, 200]
+        assert (await client.get("/quota")).json() == {"left": 1}  # the GET budget of /api/**
+        left = await api.stat("127.0.0.1", backend=backend)
+        assert left is not None and left.hits_remaining == 1
+        posted = await api.stat("127.0.0.1", method="POST", backend=backend)
+        assert posted is not None and posted.hits_remaining == 3  # POST counts apart
+        assert await api.reset("127.0.0.1", path="/api/items/9", backend=backend) is True
+        assert (await client.get("/quota")).json() == {"left": 3}
+        assert await api.reset("127.0.0.1", backend=backend) is False  # nothing left
+        with pytest.raises(ConfigurationError, match="does not guard"):
+            await api.stat("127.0.0.1", path="/page", backend=backend)
+        with pytest.raises(ConfigurationError, match="has no backend"):
+            await api.stat("127.0.0.1")  # (the throttle has none; the middleware's is named)

@@ -118,6 +118,7 @@ class BucketState:
         *,
         path: Optional[str] = None,
         method: Optional[str] = None,
+        backend: Optional[ThrottleBackend] = None,
     ) -> Optional[StrategyStat]:
         """The client's current state for this throttle, or None (exempted, or a strategy
         with no `get_stat`). With several rates: the binding one's (`metadata["rates"]` has
@@ -125,9 +126,10 @@ class BucketState:
 
         By default the state of `connection`'s own route; `path` (as declared, e.g.
         `"/items/{item_id}"`, mounts included) and `method` (default GET) read another
-        route's, e.g. from a `GET /quota` endpoint.
+        route's, e.g. from a `GET /quota` endpoint. `backend` defaults to the one the
+        throttle would use.
         """
-        bucket = await self._bucket(connection, context, path, method)
+        bucket = await self._bucket(connection, context, path, method, backend)
         if bucket is None:
             return None
         key, backend, ctx = bucket

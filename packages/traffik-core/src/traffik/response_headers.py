@@ -28,6 +28,7 @@ from traffik.headers import (
 from traffik.typing import StrategyStat
 
 if TYPE_CHECKING:
+    from traffik.backends.base import ThrottleBackend
     from traffik.decision import Decision
     from traffik.rates import Rate
 
@@ -242,6 +243,7 @@ class ThrottleHeaders:
             *,
             path: Optional[str] = None,
             method: Optional[str] = None,
+            backend: Optional[ThrottleBackend] = None,
         ) -> Optional[StrategyStat]: ...
 
     async def get_headers(

@@ -16,36 +16,25 @@ from starlette.websockets import WebSocket
 from traffik import outcomes
 from traffik.backends.base import ThrottleBackend
 from traffik.bucket_state import BucketState
-from traffik.buckets import route_part, served_route, without_method
+from traffik.buckets import route_part, without_method
 from traffik.config import THROTTLED_STATE_KEY
-from traffik.connection_inputs import ConnectionInputs
 from traffik.decision import Decision
 from traffik.decorators import starlette_throttled as throttled
-from traffik.events import (
-    ALLOWED,
-    ERROR,
-    REFUSED,
-    SHADOW_REFUSED,
-    DecisionEvent,
-    notify,
-)
+from traffik.events import DecisionEvent
 from traffik.events import _observers as _observers
 from traffik.exceptions import ConfigurationError
-from traffik.identity import peer_part
-from traffik.keyparts import ANONYMOUS_PART, client_part, escape
-from traffik.logs import QuietLog
+from traffik.keyparts import escape
 from traffik.on_error import (
     ThrottleExceptionInfo,
     check_on_error,
     decision_from_wait,
     recover,
 )
-from traffik.outcomes import CHARGES_KEY, Outcome
+from traffik.outcomes import Outcome
 from traffik.rates import Rate
 from traffik.registry import GLOBAL_REGISTRY, ThrottleRegistry
 from traffik.response_headers import ThrottleHeaders
 from traffik.responses import (
-    answer_with,
     connection_throttled,
     get_wait,
     is_throttled,
@@ -54,9 +43,10 @@ from traffik.responses import (
 from traffik.rules import Bypass, Rule
 from traffik.strategies import steps
 from traffik.strategies.steps import Item
-from traffik.throttle_settings import ThrottleSettings, check_context, check_cost
+from traffik.throttle_answers import ThrottleAnswers, _let_through
+from traffik.throttle_keys import ThrottleKeys
+from traffik.throttle_settings import ThrottleSettings, check_context
 from traffik.typing import (
-    EXEMPTED,
     FullThrottleStrategy,
     SimpleThrottleStrategy,
     ThrottleStrategy,
@@ -79,11 +69,7 @@ __all__ = [
 
 
 logger = logging.getLogger("traffik")
-_shadow_log = QuietLog(logger, interval=1.0)
-"""Would-be refusals of shadow throttles: one line per client and throttle per second."""
 _POSITIONAL = inspect.Parameter.POSITIONAL_OR_KEYWORD
-KEY_CACHE_SIZE = 16384
-"""Keys a throttle remembers per (peer, route) before forgetting them all (`_prepared`)."""
 _KEYWORD = inspect.Parameter.KEYWORD_ONLY
 
 
@@ -100,27 +86,12 @@ def _without_method_of(scope: Any) -> str:
     return without_method(route_part(scope))
 
 
-async def _resolve(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
-
-
-def _let_through(connection: Any) -> Any:
-    """`connection`, marked not throttled (`is_throttled`): a hit that returns without a
-    decision must not leave a WebSocket carrying an earlier message's refusal."""
-    scope = connection.scope
-    state = scope.get("state")
-    if state is None:
-        scope["state"] = state = {}
-    state[THROTTLED_STATE_KEY] = 0.0
-    return connection
-
-
 async def _waited(wait: Awaitable[Any], limit: int) -> Decision:
     """The decision of a strategy that answers a wait (traffik 1.2's contract)."""
     return decision_from_wait(await wait, limit)
 
 
-class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState):
+class Throttle(ThrottleSettings, ThrottleKeys, ThrottleAnswers, ThrottleHeaders, BucketState):
     """A rate limit on connections of one kind; use `HTTPThrottle` or `WebSocketThrottle`.
 
     `rate` is a string (`"100/min"`), a `Rate`, or a callable `(connection, context)` returning
@@ -403,155 +374,6 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
         self._admitted(connection, decision, rates, key, ctx, response, taken, backend)
         return connection
 
-    def watches(self, backend: ThrottleBackend, shadow: Optional[bool] = None) -> bool:
-        """Whether a hit on `backend` only watches (decides and counts, never refuses): the
-        hit's `shadow` when given, else this throttle's, else the backend's default."""
-        if shadow is not None:
-            return shadow
-        if self.shadow is not None:
-            return self.shadow
-        return bool(backend.defaults.shadow)
-
-    async def _settle(
-        self,
-        connection: Any,
-        decision: Decision,
-        rates: Optional[tuple[Rate, ...]],
-        key: Optional[str],
-        ctx: Mapping[str, Any],
-        backend: ThrottleBackend,
-        skip_handler: Optional[bool],
-        response: Optional[Response],
-        cost: Optional[int],
-        started: Optional[float],
-        failure: Optional[Exception],
-        shadow: Optional[bool],
-    ) -> Any:
-        """Answer a decision off the hot path: a refusal (enforced, or only recorded by a
-        shadow throttle) and, when observers are set, the decision's event."""
-        shadow = self.watches(backend, shadow)
-        outcome = ALLOWED if decision.allowed else (SHADOW_REFUSED if shadow else REFUSED)
-        if failure is not None:
-            outcome = ERROR
-        if started is not None:
-            refused = getattr(decision, "refused", None)
-            event = DecisionEvent(
-                self,
-                connection,
-                key,
-                rates,
-                rates[refused or 0] if rates else None,
-                outcome,
-                decision.wait_ms,
-                decision.remaining,
-                backend,
-                perf_counter() - started,
-                failure,
-            )
-            notify(event, self.on_decision)
-        if decision.allowed:
-            self._admitted(
-                connection, decision, rates, key, ctx, None if shadow else response, cost, backend
-            )
-            return connection
-        if shadow:
-            _shadow_log.log(
-                logging.INFO,
-                (self.uid, key),
-                "shadow throttle %r would refuse %s: rate %s, wait %d ms",
-                self.uid,
-                key,
-                rates[getattr(decision, "refused", None) or 0] if rates else None,
-                decision.wait_ms,
-            )
-            return _let_through(connection)  # (no headers, and no charge: it took nothing)
-        return await self._throttled(connection, decision, rates, key, ctx, skip_handler, backend)
-
-    async def answer(
-        self,
-        connection: Any,
-        decision: Decision,
-        rates: Optional[tuple[Rate, ...]],
-        key: Optional[str],
-        ctx: Mapping[str, Any],
-        backend: ThrottleBackend,
-        skip_handler: Optional[bool] = None,
-        response: Optional[Response] = None,
-        cost: Optional[int] = None,
-        started: Optional[float] = None,
-        shadow: Optional[bool] = None,
-    ) -> Any:
-        """Act on `decision` as `hit` does: an admitted one marks the connection and writes
-        the headers on `response`; a refused one goes to the handler (or, for a shadow
-        throttle, is only recorded). `cost` is the units the decision took (None: the
-        throttle's cost); `started` is the `perf_counter()` the decision began at, for the
-        observers' event."""
-        watched = self.on_decision is not None or _observers
-        if (
-            decision.allowed
-            and not watched
-            and shadow is None
-            and self.shadow is None
-            and not backend.defaults.shadow
-        ):
-            self._admitted(connection, decision, rates, key, ctx, response, cost, backend)
-            return connection
-        return await self._settle(
-            connection,
-            decision,
-            rates,
-            key,
-            ctx,
-            backend,
-            skip_handler,
-            response,
-            cost,
-            (perf_counter() if started is None else started) if watched else None,
-            None,
-            shadow,
-        )
-
-    def _admitted(
-        self,
-        connection: Any,
-        decision: Decision,
-        rates: Optional[tuple[Rate, ...]],
-        key: Optional[str],
-        ctx: Mapping[str, Any],
-        response: Optional[Response],
-        cost: Optional[int],
-        backend: ThrottleBackend,
-    ) -> None:
-        """Mark an admitted connection, note its charge (`cost` units of `key` on `backend`)
-        when it may be given back later (`charge_when`, several throttles as one, the
-        middleware), and write the headers on `response`."""
-        scope = connection.scope
-        state = scope.get("state")
-        if state is None:
-            scope["state"] = state = {}
-        state[THROTTLED_STATE_KEY] = 0.0
-        charges = state.get(CHARGES_KEY)  # (the middleware notes every charge: `refund`)
-        if (
-            (charges is not None or self.charge_when is not None)
-            and decision.remaining is not None
-            and key is not None
-            and rates is not None
-        ):
-            noted = (self, backend, key, rates, self.cost if cost is None else cost)
-            if charges is None:
-                state[CHARGES_KEY] = [noted]
-            else:
-                charges.append(noted)
-        if response is not None and rates is not None:
-            plan = self._plan  # (None without headers, or when a callable gives the rates)
-            if plan is None:
-                if self.headers is None:
-                    return
-                plan = self._plan_for(rates)
-            plan.admitted(decision, response.raw_headers)
-            if plan.dynamic:
-                plan.write_dynamic(response, decision, connection, key, ctx)
-
     async def _decide(
         self,
         connection: Any,
@@ -578,134 +400,6 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
         self._decider = (backend, decide, waited)
         return decide, waited
 
-    def _prepared(
-        self, connection: Any, ctx: Mapping[str, Any], cost: Optional[int], backend: ThrottleBackend
-    ) -> Optional[tuple[tuple[Rate, ...], int, str]]:
-        """`_prepare` without awaiting, for a throttle with nothing to resolve per connection
-        (fixed rates and cost, the peer as the client); None otherwise."""
-        if not self._static or cost is not None or backend.defaults.identifier is not None:
-            return None
-        scope = connection.scope
-        client = scope.get("client")
-        host = client[0] if client else None
-        route = served_route(scope) if "fastapi" in scope else scope.get("route")
-        if (route is not None or not self._per_route) and "scope" not in ctx:
-            # The key is a function of these alone: remembered per throttle (`_keys`).
-            seen = (
-                host,
-                id(route),
-                scope.get("method"),
-                scope.get("root_path"),
-                scope.get("app_root_path"),
-            )
-            known = self._keys.get(seen)
-            if known is None or known[0] is not route:  # (a route gone, its id reused)
-                return self._remember_key(seen, connection, host, route, ctx)
-            return known[1]
-        part = peer_part(host) if host is not None else ANONYMOUS_PART
-        return self._rates, self.cost, self._key(connection, part, ctx)
-
-    def _remember_key(
-        self,
-        seen: tuple[Any, ...],
-        connection: Any,
-        host: Optional[str],
-        route: Any,
-        ctx: Mapping[str, Any],
-    ) -> tuple[tuple[Rate, ...], int, str]:
-        """What `_prepared` answers for a peer and route met for the first time, remembered
-        (at most `KEY_CACHE_SIZE` of them: then they are forgotten all at once; a change of
-        rate, cost, strategy or identifier forgets them too). The key is the route's
-        prepared ends (`_key_ends`) around the peer's part: a new client of a known route
-        costs one concatenation."""
-        keys = self._keys
-        if len(keys) >= KEY_CACHE_SIZE:
-            keys.clear()
-        part = peer_part(host) if host is not None else ANONYMOUS_PART
-        where = seen[1:]  # (the route, method and roots: what the key's ends depend on)
-        ends = self._ends.get(where)
-        if ends is None or ends[0] is not route:
-            ends = self._key_ends(where, route, connection, ctx)
-        head, tail = ends[1], ends[2]
-        key = self._key(connection, part, ctx) if head is None else head + part + tail
-        prepared = (self._rates, self.cost, key)
-        keys[seen] = (route, prepared)
-        return prepared
-
-    def _key_ends(
-        self, where: tuple[Any, ...], route: Any, connection: Any, ctx: Mapping[str, Any]
-    ) -> tuple[Any, Optional[str], str]:
-        """The key's parts before and after the client's for `connection`'s route
-        (`key_around`), remembered with the route as `_keys` are; no head (None) when a
-        subclass composes keys its own way (`compose_key`), which then composes each."""
-        ends = self._ends
-        if len(ends) >= KEY_CACHE_SIZE:
-            ends.clear()
-        head: Optional[str] = None
-        tail = ""
-        if type(self).compose_key is ConnectionInputs.compose_key:
-            head, tail = self.key_around(self._route_key(connection.scope), ctx)
-        found = ends[where] = (route, head, tail)
-        return found
-
-    async def _prepare(
-        self,
-        connection: Any,
-        ctx: Mapping[str, Any],
-        cost: Optional[int],
-        backend: ThrottleBackend,
-    ) -> Optional[tuple[tuple[Rate, ...], int, str]]:
-        """What a decision for `connection` needs: the rates, the cost and the client's key
-        (None: nothing to decide: an unlimited rate, no cost, an exempted client)."""
-        prepared = self._prepared(connection, ctx, cost, backend)
-        if prepared is not None:
-            return prepared
-        rates = self._rates if self._rate_fn is None else await self._rates_for(connection, ctx)
-        if rates[0].unlimited:
-            return None
-        if cost is None:
-            cost = self.cost if self._cost_fn is None else await self._cost_for(connection, ctx)
-        elif cost != self.cost:
-            cost = check_cost(cost, repr(self))
-        if cost == 0:
-            return None
-        if self._own_keys:  # (a subclass's key hooks, traffik 1.2's)
-            ident = await self._identity(connection, backend, connection.scope, ctx)
-            if ident is EXEMPTED:
-                return None
-            return rates, cost, self.get_namespaced_key(connection, ident, ctx)
-        if (
-            self.identifier is None
-            and backend.defaults.identifier is None
-            and not self._own_identity
-        ):
-            client = connection.scope.get("client")
-            part = peer_part(client[0]) if client else ANONYMOUS_PART
-        else:
-            ident = await self._identity(connection, backend, connection.scope, ctx)
-            if ident is EXEMPTED:
-                return None
-            part = client_part(ident)
-        return rates, cost, self._key(connection, part, ctx)
-
-    def _key(self, connection: Any, client: str, ctx: Mapping[str, Any]) -> str:
-        """The key of `connection`'s bucket for a client part (`compose_key`)."""
-        return self.compose_key(client, self._route_key(connection.scope), ctx)
-
-    def _route_key(self, scope: Any) -> Optional[str]:
-        """The route's part of a key (None without `per_route`)."""
-        return self._route_of(scope) if self._per_route else None
-
-    @property
-    def per_route(self) -> bool:
-        """Whether a client's budget is per route (method and path template)."""
-        return self._per_route
-
-    @per_route.setter
-    def per_route(self, value: bool) -> None:
-        self._per_route = bool(value)
-        self._forget_keys()
-
     def _step(
         self, key: str, rates: tuple[Rate, ...], cost: int, backend: ThrottleBackend
     ) -> Awaitable[Decision]:
@@ -721,43 +415,6 @@ class Throttle(ThrottleSettings, ConnectionInputs, ThrottleHeaders, BucketState)
     ) -> list[Item]:
         """The items of one decision on `rates` for the client whose key is `key`."""
         return steps.items(self.strategy, key, rates, cost, backend)
-
-    async def _throttled(
-        self,
-        connection: Any,
-        decision: Decision,
-        rates: Optional[tuple[Rate, ...]],
-        key: Optional[str],
-        ctx: Mapping[str, Any],
-        skip_handler: Optional[bool],
-        backend: ThrottleBackend,
-    ) -> Any:
-        scope = connection.scope
-        state = scope.get("state")
-        if state is None:
-            scope["state"] = state = {}
-        wait = decision.wait_ms
-        if self.min_wait_period is not None:
-            wait = max(wait, self.min_wait_period)
-        state[THROTTLED_STATE_KEY] = wait
-        if skip_handler if skip_handler is not None else self.skip_handler:
-            return connection
-        if rates is not None:
-            refused = getattr(decision, "refused", None)
-            ctx = {**ctx, "rate": rates[refused or 0]}
-            if self.headers is not None:
-                plan = self._plan or self._plan_for(rates)
-                extra = plan.text(decision, wait, connection, key, ctx)
-                if extra:
-                    own = ctx.get("headers")
-                    ctx = {**ctx, "headers": {**extra, **own} if own else extra}
-        handler = self.handle_throttled
-        if handler is None and self.use_backend_handler:
-            handler = backend.handle_throttled
-        result = await _resolve((handler or self.default_handler)(connection, wait, self, ctx))
-        if isinstance(result, Response):
-            answer_with(connection, result)
-        return connection
 
     __call__ = hit
     """`await throttle(connection)` is `hit`; as a FastAPI dependency it returns the connection."""

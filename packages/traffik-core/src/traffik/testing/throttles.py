@@ -114,15 +114,13 @@ async def reset_client(
 
     from traffik.middleware import MiddlewareThrottle
 
-    if isinstance(throttle, MiddlewareThrottle):
-        rule, throttle = throttle, throttle.throttle
-        if rule.context:
-            context = {**rule.context, **context} if context else rule.context
-        if seen:
-            client = _as_seen_by(rule, client)
-        elif throttle.per_route:
-            path = _pattern_path(rule, path)
-    elif not seen and throttle.per_route and path is None:
+    # (a `MiddlewareThrottle` names its bucket itself: its path pattern stands for the route)
+    if (
+        not seen
+        and path is None
+        and not isinstance(throttle, MiddlewareThrottle)
+        and throttle.per_route
+    ):
         websocket = issubclass(throttle.connection_type, WebSocket)
         route = (
             "'/ws'); WebSocket routes have no method"
@@ -134,34 +132,3 @@ async def reset_client(
             f"identifier pass path= as the route declares it (e.g. {route}"
         )
     return await throttle.reset(client, context, path=path, method=method, backend=backend)
-
-
-def _as_seen_by(rule: MiddlewareThrottle, connection: Any) -> Any:
-    """`connection` as `ThrottleMiddleware` shows it to `rule`'s throttle: its pattern as the
-    route."""
-    from starlette.requests import Request
-    from starlette.websockets import WebSocket
-
-    view = {**connection.scope, "route": rule.route}
-    if view.get("type") == "websocket":
-        return WebSocket(view, connection.receive, connection.send)
-    return Request(view)
-
-
-def _pattern_path(rule: MiddlewareThrottle, path: Optional[str]) -> str:
-    """The route a middleware throttle counts under (its path pattern), checking that `path`,
-    when given, is one it guards."""
-    pattern = rule.route.path
-    guarded = rule.rule.pattern
-    if path is not None and path != pattern and guarded is not None and not guarded.match(path):
-        raise ConfigurationError(
-            f"reset_client({rule!r}): path={path!r} is a path it does not guard; pass one "
-            f"that its pattern {pattern!r} matches, or no path"
-        )
-    if not pattern.startswith("/"):
-        raise ConfigurationError(
-            f"reset_client({rule!r}): its pattern {pattern!r} does not start with '/', so it "
-            "cannot be named by hand; pass a request the middleware throttled instead of an "
-            "identifier"
-        )
-    return pattern
