@@ -221,3 +221,37 @@ async def test_a_killed_store_opens_the_circuit_and_a_restart_closes_it(redis_se
         assert await backend.get("k") is None  # a new, empty server
     finally:
         await backend.close()
+
+
+async def test_an_open_circuit_says_how_long_the_store_has_been_silent(
+    redis_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Three timeouts of 0.3 s in a row: the store has said nothing for about 0.9 s when the
+    circuit opens, and the errors and logs say so (not the time since the circuit opened,
+    0.0 s), with the number of failures that opened it."""
+    server = redis_server()
+    backend = RedisBackend(server.url, namespace="silent", connect_timeout=0.3, command_timeout=0.3)
+    try:
+        await backend.set("k", "1")
+        server.pause()
+        for _ in range(3):
+            with pytest.raises(BackendConnectionError):
+                await backend.get("k")
+        with pytest.raises(CircuitOpenError) as caught:
+            await backend.get("k")
+        silent = float(str(caught.value).split("has not answered for ")[1].split("s")[0])
+        assert 0.8 <= silent < 2.0, str(caught.value)
+        assert "after 3 failures" in str(caught.value)
+        server.resume()
+        with caplog.at_level("WARNING", logger="traffik"):
+            deadline = time.monotonic() + 2.0
+            while backend.circuit.state is not CircuitState.CLOSED:
+                assert time.monotonic() < deadline, backend.circuit.info()
+                await asyncio.sleep(0.01)
+        closed = [r.getMessage() for r in caplog.records if "answers again" in r.getMessage()]
+        assert closed, caplog.text
+        after = float(closed[0].split("answers again after ")[1].split("s")[0])
+        assert after >= 0.8, closed[0]
+    finally:
+        server.resume()
+        await backend.close()

@@ -6,6 +6,7 @@ stand for two worker processes: each has its own circuit and its own in-memory f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -16,8 +17,8 @@ from traffik import HTTPThrottle
 from traffik.backends.health import CircuitState
 from traffik.backends.inmemory import InMemoryBackend
 from traffik.backends.redis import RedisBackend
-from traffik.error_handlers import failover, fallback
-from traffik.exceptions import ConnectionThrottled
+from traffik.error_handlers import failover, fallback, retry
+from traffik.exceptions import BackendError, CircuitOpenError, ConnectionThrottled
 from traffik.rates import Rate
 from traffik.strategies import FixedWindow, SlidingWindowCounter, TokenBucket
 
@@ -137,6 +138,78 @@ async def test_what_the_fallback_admitted_is_charged_to_the_store(
         assert before == [20, 20] and during == [LIMIT // 2, LIMIT // 2]
         assert LIMIT - 2 <= totals[0] <= LIMIT
         assert totals[1] > LIMIT
+    finally:
+        server.resume()
+        await backend.close()
+
+
+@pytest.mark.parametrize("handler", ["retry", "failover"])
+async def test_retries_stop_at_a_store_whose_circuit_is_open(
+    redis_server: Any, handler: str
+) -> None:
+    """While the store's circuit is open every try fails at once with `CircuitOpenError`:
+    `retry` and `failover` answer at once too (retry raises, failover falls back), instead
+    of sleeping between retries that cannot succeed on every request of the outage."""
+    server = redis_server()
+    backend = _worker(server.url)
+    spare = InMemoryBackend(namespace="spare")
+    policy = retry() if handler == "retry" else failover(spare, retry_delay=0.2)
+    throttle = _throttle(f"open-{handler}", backend, FixedWindow(), policy)
+    try:
+        assert await _admitted(throttle, 1) == 1
+        server.stop()
+        deadline = time.monotonic() + 2.0
+        while backend.circuit.state is CircuitState.CLOSED:
+            assert time.monotonic() < deadline, backend.circuit.info()
+            with contextlib.suppress(Exception):
+                await throttle.hit(_request("10.0.0.1"))
+        for n in range(5):
+            started = time.monotonic()
+            if handler == "retry":
+                with pytest.raises(CircuitOpenError):
+                    await throttle.hit(_request(f"10.0.1.{n}"))
+            else:
+                await throttle.hit(_request(f"10.0.1.{n}"))  # admitted by the spare
+            took = time.monotonic() - started
+            assert took < 0.05, f"{handler} took {took:.3f}s while the circuit was open"
+    finally:
+        await backend.close()
+
+
+@pytest.mark.parametrize("handler", ["retry", "failover"])
+async def test_requests_on_a_frozen_store_wait_one_timeout_under_retry_or_failover(
+    redis_server: Any, handler: str
+) -> None:
+    """Eight requests at once on a frozen store each time out once, which opens its circuit;
+    their retries then find it open and stop: no request pays the retry delays. A request
+    whose timeout came before the circuit opened has sent its first retry (at once) already,
+    so it may wait a second timeout. (The timeout is longer than the circuit's
+    `quiet_period`, 0.25 s, as Redis's default of 1 s is, so that one round of timeouts
+    proves the store silent.)"""
+    server = redis_server()
+    timeout = 0.3
+    backend = RedisBackend(
+        server.url, namespace="frozen", connect_timeout=timeout, command_timeout=timeout
+    )
+    spare = InMemoryBackend(namespace="spare-frozen")
+    delay = 1.0
+    if handler == "retry":
+        policy: Any = retry(max_retries=3, retry_delay=delay)
+    else:
+        policy = failover(spare, max_retries=3, retry_delay=delay)
+    throttle = _throttle(f"frozen-{handler}", backend, FixedWindow(), policy)
+    try:
+        assert await _admitted(throttle, 1) == 1
+        server.pause()
+
+        async def timed(n: int) -> float:
+            started = time.monotonic()
+            with contextlib.suppress(BackendError):  # what `retry` raises once it stops
+                await throttle.hit(_request(f"10.0.2.{n}"))
+            return time.monotonic() - started
+
+        took = await asyncio.gather(*(timed(n) for n in range(8)))
+        assert max(took) < 2 * timeout + 0.2, f"{handler}: {[round(t, 2) for t in took]}"
     finally:
         server.resume()
         await backend.close()

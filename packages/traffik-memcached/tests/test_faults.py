@@ -205,3 +205,25 @@ async def test_throttles_follow_on_error_while_memcached_is_down(
     await check_outage_follows_on_error(
         backend, memcached_server.stop, memcached_server.start, UPPER_BOUND
     )
+
+
+async def test_the_first_decisions_after_a_quick_restart_succeed(
+    memcached_server: Any, backend: MemcachedBackend
+) -> None:
+    """A restart the event loop did not see (it was busy, or a middlebox dropped the idle
+    connections silently) leaves dead sockets in the pool that still look healthy: the
+    decisions that take them are run again, once, on a new connection, as redis-py retries a
+    broken connection once, instead of failing while the server is up."""
+
+    async def hits() -> list[object]:
+        return await asyncio.gather(
+            *(FixedWindow().decide(f"user{i}", RATE, backend, 1) for i in range(30)),
+            return_exceptions=True,
+        )
+
+    assert all(not isinstance(r, BaseException) for r in await hits())
+    memcached_server.stop()  # both without yielding to the loop: it never sees the sockets close
+    memcached_server.start()
+    after = await hits()
+    assert [r for r in after if isinstance(r, BaseException)] == []
+    assert all(r.allowed for r in after)  # type: ignore[union-attr]

@@ -9,11 +9,13 @@ from typing import Any, Callable
 
 import pytest
 
+from traffik.backends.health import CircuitState
 from traffik.backends.redis import RedisBackend
-from traffik.exceptions import BackendConnectionError, BackendError
+from traffik.exceptions import BackendConnectionError, BackendError, ConfigurationError
 from traffik.rates import Rate
 from traffik.strategies import BUILTIN_STRATEGIES, TokenBucket
 from traffik.testing.outage import check_outage_follows_on_error
+from traffik.testing.servers import redis_cli
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
 
@@ -179,3 +181,45 @@ async def test_first_decisions_on_a_frozen_server_share_one_attempt(
     finally:
         server.resume()
         await backend.close()
+
+
+async def test_a_database_the_server_does_not_have_fails_the_start_naming_it(
+    redis_url: str,
+) -> None:
+    """`/99` on a server with 16 databases is a bad setting, not an outage: entering the
+    backend (an app's lifespan) fails, naming the database, instead of starting with the
+    store "unreachable" and every request answered by `on_error` for ever."""
+    url = redis_url.rsplit("/", 1)[0] + "/99"
+    backend = RedisBackend(url, namespace="no-such-db")
+    try:
+        with pytest.raises(ConfigurationError, match=r"database 99 .*databases") as caught:
+            async with backend:
+                pass
+        assert "unreachable" not in str(caught.value)
+        assert backend.circuit.state is CircuitState.CLOSED  # nothing to probe: it answered
+        with pytest.raises(ConfigurationError, match="database 99"):  # loud on first use too
+            await TokenBucket().decide("user", RATE, backend, 1)
+    finally:
+        await backend.close()
+
+
+async def test_a_server_wanting_a_password_none_was_given_says_so(
+    redis_server: Callable[[], Any],
+) -> None:
+    """A URL without the password a server requires: the error says that none was sent and
+    where to put it, not that the server refused credentials the URL does not have."""
+    server = redis_server()
+    redis_cli(server.port, "config", "set", "requirepass", "s3cret")
+    backend = RedisBackend(server.url, namespace="no-password", circuit=False)
+    given = RedisBackend(
+        server.url.replace("redis://", "redis://:s3cret@", 1), namespace="no-password"
+    )
+    try:
+        with pytest.raises(BackendConnectionError) as caught:
+            await TokenBucket().decide("user", RATE, backend, 1)
+        message = str(caught.value)
+        assert "requires a password" in message and "redis://:<password>@" in message, message
+        assert (await TokenBucket().decide("user", RATE, given, 1)).allowed
+    finally:
+        await backend.close()
+        await given.close()

@@ -81,6 +81,15 @@ _RETRY_BACKOFF = ExponentialBackoff(2.0, max_delay=60.0)
 without its jitter, so a request's worst-case wait is known)."""
 
 
+def _known_down(info: ThrottleExceptionInfo, error: BaseException) -> bool:
+    """Whether a retry is bound to fail at once: `error` says the store's circuit is open, or
+    every circuit of the backend that failed is open (it opened while this request waited)."""
+    if isinstance(error, CircuitOpenError):
+        return True
+    circuits = getattr(cast(Mapping[str, Any], info).get("backend"), "circuits", ())
+    return bool(circuits) and all(circuit.tripped for circuit in circuits)
+
+
 async def _pause(sleep: _Sleep, delays: BackoffStrategy, attempt: int, delay: float) -> None:
     """The wait before retry `attempt` (from 0), as traffik 1.2 ran its retries: none before
     the first, then `delays(attempt, delay)` seconds."""
@@ -319,7 +328,10 @@ def retry(
     It retries only an error that is one of `retry_on` (any other is re-raised), at most
     `max_retries` times, and returns the first result; a retry that raises an error outside
     `retry_on` stops at once, and when every retry fails the last error propagates.
-    `max_retries=0` re-raises the original.
+    `max_retries=0` re-raises the original. Retries stop, and the last error propagates at
+    once, as soon as the store's circuit is open (a `CircuitOpenError`, or every circuit of
+    the failed backend open): the store is known to be down, and every try would fail at
+    once until the circuit's probe sees it again.
 
     The first retry runs at once (most failures are a blip: a dropped connection the client
     makes again); retry `n` after it waits `backoff(n, retry_delay)` seconds first, as
@@ -360,6 +372,8 @@ def retry(
         if not isinstance(error, types):
             raise error
         for attempt in range(max_retries):
+            if _known_down(exc_info, error):
+                break  # no retry can succeed until the circuit's probe sees the store again
             await _pause(sleep, delays, attempt, delay)
             try:
                 return DecidedWait(await _decide_again(exc_info, None))
@@ -394,7 +408,10 @@ def failover(
     shares, with `per_process` and `reconcile`). `breaker` defaults to a new `CircuitBreaker()`
     owned by this handler; pass one to share or inspect it. A `CircuitOpenError` (the store's
     own circuit is open: it is known to be down) goes to `backend` at once, with no retry and
-    nothing recorded on the breaker. `sleep` is the coroutine that waits, replaceable in tests.
+    nothing recorded on the breaker; when the store's circuit opens during the retries (a
+    retry fails with one, or every circuit of the failed backend is open), the retries stop
+    and the decision goes to `backend` at once. `sleep` is the coroutine that waits,
+    replaceable in tests.
 
     Args:
         backend: The backend the decision runs on when the retries fail or the breaker
@@ -433,14 +450,18 @@ def failover(
             return await target.decide(exc_info)
         if await circuit.allow_execution():
             recovered = False
+            error: BaseException = exc_info["exception"]
             try:
                 for attempt in range(max_retries):
+                    if _known_down(exc_info, error):
+                        break  # the store's circuit opened meanwhile: straight to the fallback
                     await _pause(sleep, delays, attempt, delay)
                     try:
                         result = DecidedWait(await _decide_again(exc_info, None))
                     except ConfigurationError:
                         raise
-                    except Exception:
+                    except Exception as exc:
+                        error = exc
                         continue
                     recovered = True
                     await circuit.record_success()

@@ -117,6 +117,7 @@ class StoreCircuit:
 
     __slots__ = (
         "_listeners",
+        "_opened_after",
         "_probe",
         "_probing",
         "_streak_start",
@@ -140,6 +141,9 @@ class StoreCircuit:
         self._probing: Optional[asyncio.Task[None]] = None
         self._listeners: list[Callable[[], Any]] = []
         self._streak_start = 0.0
+        """`time.monotonic()` since when the store has not answered (the current streak's
+        start, moved back by the silence a timeout proves)."""
+        self._opened_after = 0
         self.state = CircuitState.CLOSED
         self.tripped = False
         """True while operations are refused (open, or probing, with the policy enabled)."""
@@ -170,10 +174,10 @@ class StoreCircuit:
         if probing is None or probing.done() or probing.get_loop() is not _running_loop():
             self._start_probe()
         self.refused += 1
-        down = time.monotonic() - (self.opened_at or time.monotonic())
         raise CircuitOpenError(
             f"{self.name}: {operation} not attempted; the store has not answered for "
-            f"{down:.1f}s (circuit open after {self.policy.failure_threshold} failures, last: "
+            f"{time.monotonic() - self._streak_start:.1f}s (circuit open after "
+            f"{self._opened_after} failure{'s' if self._opened_after != 1 else ''}, last: "
             f"{self.last_error}); a probe checks it every {self.policy.probe_interval:g}s"
         )
 
@@ -205,6 +209,8 @@ class StoreCircuit:
     def trip(self, error: BaseException) -> None:
         """Open now (the store was found unreachable at start-up, say), probing right away."""
         self.last_error = error
+        if not self.failures:
+            self._streak_start = time.monotonic()
         self.failures = max(self.failures, 1)
         if self.state is CircuitState.CLOSED:
             self._open()
@@ -213,6 +219,7 @@ class StoreCircuit:
         self.state = CircuitState.OPEN
         self.tripped = self.policy.enabled
         self.opened_at = time.monotonic()
+        self._opened_after = self.failures
         self.opened += 1
         _log.log(
             logging.WARNING,
@@ -227,7 +234,7 @@ class StoreCircuit:
         self._start_probe()
 
     def _close(self) -> None:
-        down = time.monotonic() - (self.opened_at or time.monotonic())
+        down = time.monotonic() - self._streak_start  # since the store's last answer
         self.state = CircuitState.CLOSED
         self.tripped = False
         self.opened_at = None

@@ -76,6 +76,7 @@ class RedisServer:
         deadline = time.monotonic() + 10
         while redis_cli(self.port, "ping").strip() != "PONG":
             if self._process.poll() is not None or time.monotonic() > deadline:
+                self.stop()  # (not left running, unseen, when it was only slow)
                 raise RuntimeError(f"redis-server did not start on port {self.port}")
             time.sleep(0.05)
         return self
@@ -133,19 +134,25 @@ class RedisCluster:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
 
     def start(self, timeout: float = 60.0) -> RedisCluster:
-        for node in self.nodes:
-            node.start()
-        subprocess.run(
-            [
-                *("redis-cli", "--cluster", "create"),
-                *(f"127.0.0.1:{node.port}" for node in self.nodes),
-                *("--cluster-replicas", str(self.replicas), "--cluster-yes"),
-            ],
-            capture_output=True,
-            timeout=timeout,
-            check=True,
-        )
-        self.wait_ready(timeout)
+        """Start every node and form the cluster; on any failure every node is stopped
+        before the error propagates (no server left running)."""
+        try:
+            for node in self.nodes:
+                node.start()
+            subprocess.run(
+                [
+                    *("redis-cli", "--cluster", "create"),
+                    *(f"127.0.0.1:{node.port}" for node in self.nodes),
+                    *("--cluster-replicas", str(self.replicas), "--cluster-yes"),
+                ],
+                capture_output=True,
+                timeout=timeout,
+                check=True,
+            )
+            self.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def wait_ready(self, timeout: float = 60.0) -> None:

@@ -25,6 +25,14 @@ Operation = Callable[[NodeClient, Connection], Awaitable[T]]
 """What runs on one connection of a node: one command, or a read and its compare-and-swap."""
 
 
+def _closed_by_peer(exc: Exception) -> bool:
+    """Whether `exc` says the server closed an established connection (end of stream, reset,
+    broken pipe), not that it was silent (a timeout) or refused a new one."""
+    return isinstance(
+        exc, (EOFError, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+    ) and not isinstance(exc, (CommandTimeout, ConnectTimeout))
+
+
 def _new_generation() -> int:
     # Wall-clock milliseconds: a generation key lost to eviction or a restart comes back
     # newer than any generation handed out before, so cleared keys never reappear.
@@ -132,7 +140,9 @@ class Node:
         Every command takes this one path, the fixed window's hot path too: an idle
         connection (or the next one released) stamped for the pool's watchdog (no timer),
         the operation, the connection given back (closed unless the operation ended well or
-        with a complete error reply), and any failure translated (`_failure`). The node's
+        with a complete error reply), and any failure translated (`_failure`). An operation
+        whose connection the server had closed (a restart the loop has not seen yet: the
+        socket still looked healthy) runs once more on a new connection. The node's
         circuit is read before (refusing at once while it is open) and told of timeouts and
         lost connections, and of the first answer after them.
         """
@@ -141,28 +151,37 @@ class Node:
             circuit.check(what)
         client = self._client_here()
         pool = client.pool
-        conn = None
-        try:
-            conn = pool.take()
-            if conn is None:
-                conn = await pool.acquire(pool.tick)
-            else:
-                pool.hold(conn, pool.tick)
-            result = await operation(client, conn)
-        except BaseException as exc:
-            timed_out = conn is not None and pool.give_back(conn, isinstance(exc, ReplyError))
-            if not isinstance(exc, Exception):
-                raise  # a cancellation stays one
-            failure = self._failure(CommandTimeout() if timed_out else exc, what)
-            if isinstance(failure, BackendConnectionError):
-                circuit.failed(failure, self._silence(exc, timed_out))
-            if failure is exc:
-                raise
-            raise failure from exc
-        pool.give_back(conn, True)
-        if circuit.failures:
-            circuit.answered()
-        return result
+        retried = False
+        while True:
+            conn = None
+            try:
+                conn = pool.take()
+                if conn is None:
+                    conn = await pool.acquire(pool.tick)
+                else:
+                    pool.hold(conn, pool.tick)
+                result = await operation(client, conn)
+            except BaseException as exc:
+                timed_out = conn is not None and pool.give_back(conn, isinstance(exc, ReplyError))
+                if not isinstance(exc, Exception):
+                    raise  # a cancellation stays one
+                if not retried and conn is not None and not timed_out and _closed_by_peer(exc):
+                    # The server had closed this connection (a restart the loop has not
+                    # seen yet): so it had likely closed the idle ones too. Once more, on a
+                    # new connection, as redis-py retries a broken connection once.
+                    pool.drop_idle()
+                    retried = True
+                    continue
+                failure = self._failure(CommandTimeout() if timed_out else exc, what)
+                if isinstance(failure, BackendConnectionError):
+                    circuit.failed(failure, self._silence(exc, timed_out))
+                if failure is exc:
+                    raise
+                raise failure from exc
+            pool.give_back(conn, True)
+            if circuit.failures:
+                circuit.answered()
+            return result
 
     def _silence(self, exc: Exception, timed_out: bool) -> float:
         """How long a failure proves the server silent: a whole timeout, or nothing known."""

@@ -4,7 +4,7 @@
   minimum); opening one is bounded by `connect_timeout`;
 - a connection used by an operation that failed, timed out or was cancelled is closed
   instead of going back to the pool (its reply may be half read, and the next command would
-  read it);
+  read it); `drop_idle()` closes the idle ones (the server closed one: likely all of them);
 - operations are bounded by `command_timeout`, kept by a watchdog that ticks only while
   operations are pending (no timer per command).
 """
@@ -198,6 +198,14 @@ class Pool:
                 f"no connection within connect_timeout={self._connect_timeout}s"
             ) from exc
         return Connection(reader, writer)
+
+    def drop_idle(self) -> None:
+        """Close every idle connection (the server closed one of them: likely all)."""
+        idle, self._idle = self._idle, []
+        self._open -= len(idle)
+        for conn in idle:
+            conn.writer.close()
+            self._wake(None)  # a slot is free for a waiter, if any
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []

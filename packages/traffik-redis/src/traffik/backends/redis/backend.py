@@ -13,7 +13,7 @@ from traffik.backends.lanes import counter_decider
 from traffik.backends.redis import scripts
 from traffik.backends.redis.clients import Link, LoopClients
 from traffik.backends.redis.connection import client_source
-from traffik.backends.redis.errors import bounded, timed_out, translate
+from traffik.backends.redis.errors import bounded, misconfigured, timed_out, translate
 from traffik.backends.redis.lock import Holding, RedisLock
 from traffik.backends.redis.steps import ScriptSteps, _fields
 from traffik.exceptions import BackendConnectionError, ConfigurationError
@@ -84,6 +84,10 @@ def _px(seconds: float) -> int:
 def _gone_in(pttl: int) -> int | None:
     """Milliseconds until a key is gone, from its PTTL; None when missing (-2) or immortal (-1)."""
     return None if pttl < 0 else pttl + 1
+
+
+def _connection_kwargs(client: Any) -> dict[str, Any]:
+    return getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
 
 
 def _whole(amount: Any) -> int:
@@ -330,12 +334,17 @@ class RedisBackend(ScriptSteps, ThrottleBackend):
 
     async def _open(self) -> None:
         operation = "building the client"
+        client = None
         try:
             client = (self._clients.get() or await self._link()).client
             operation = "SCRIPT LOAD"
             await bounded(scripts.load_all(client, self.cluster), self._deadline)
         except Exception as exc:
             await self._clients.aclose()
+            database = _connection_kwargs(client).get("db", 0)
+            wrong = misconfigured(exc, self.server, database)
+            if wrong is not None:  # a bad setting, not an outage: nothing to probe
+                raise wrong from exc
             error = translate(exc, self.server, operation)
             failure = BackendConnectionError(f"could not initialise {self!r}: {error}")
             self.circuit.failed(failure, self._silence if timed_out(exc) else 0.0)

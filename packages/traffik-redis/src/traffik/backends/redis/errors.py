@@ -12,12 +12,13 @@ from redis.exceptions import (
     AuthorizationError,
     ClusterDownError,
     RedisClusterException,
+    ResponseError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from traffik.exceptions import BackendConnectionError, BackendError
+from traffik.exceptions import BackendConnectionError, BackendError, ConfigurationError
 
-__all__ = ["CONNECTION_ERRORS", "bounded", "timed_out", "translate"]
+__all__ = ["CONNECTION_ERRORS", "bounded", "misconfigured", "timed_out", "translate"]
 
 T = TypeVar("T")
 
@@ -30,6 +31,9 @@ CONNECTION_ERRORS = (
     asyncio.TimeoutError,
 )
 """Failures that mean the server is unreachable, unready or too slow (not a bad command)."""
+
+_NO_CREDENTIALS_SENT = ("NOAUTH", "Authentication required", "HELLO must be called with the client")
+"""What a server that requires a password answers a client that sent none (RESP2, RESP3)."""
 
 
 if sys.version_info >= (3, 11):
@@ -60,6 +64,15 @@ def translate(exc: Exception, server: str, operation: str) -> BackendError:
             "or connect_timeout if the server is only slow",
             cause=exc,
         )
+    if isinstance(exc, AuthenticationError) and any(
+        sign in str(exc) for sign in _NO_CREDENTIALS_SENT
+    ):
+        return BackendConnectionError(
+            f"Redis at {server}: {operation} failed, the server requires a password and none "
+            f"was sent ({detail}); put it in the URL (redis://:<password>@host:6379/0, or "
+            "redis://<user>:<password>@… with ACL users) or in the client",
+            cause=exc,
+        )
     if isinstance(exc, (AuthenticationError, AuthorizationError)):
         return BackendConnectionError(
             f"Redis at {server}: {operation} failed, the server refused the credentials "
@@ -71,3 +84,15 @@ def translate(exc: Exception, server: str, operation: str) -> BackendError:
             f"Redis at {server}: {operation} failed, server unreachable ({detail})", cause=exc
         )
     return BackendError(f"Redis at {server}: {operation} failed ({detail})", cause=exc)
+
+
+def misconfigured(exc: Exception, server: str, database: object) -> ConfigurationError | None:
+    """The `ConfigurationError` to raise `from exc` when the server's reply says our own
+    setting is wrong (a database it does not have), not that it is down; else None."""
+    if isinstance(exc, ResponseError) and "DB index" in str(exc):
+        return ConfigurationError(
+            f"Redis at {server}: database {database} does not exist on the server ({exc}); "
+            "use a number below the server's `databases` setting (16 by default), "
+            "like redis://host:6379/0"
+        )
+    return None
