@@ -23,6 +23,7 @@ from traffik.backends.lifecycle import (
 )
 from traffik.backends.locks import LockContext
 from traffik.backends.steps import LockedSteps
+from traffik.backends.url_options import Converter, split_url_options
 from traffik.clock import Clock, millis, system_clock
 from traffik.exceptions import BackendConnectionError, ConfigurationError
 from traffik.keyparts import escape
@@ -140,6 +141,9 @@ class ThrottleBackend(LockedSteps, Generic[ConnT, HTTPConnT]):
     """The errors (a class or tuple) a guarded operation re-raises as `BackendError`."""
     wrap_methods: ClassVar[tuple[str, ...]] = ()
     """More methods a guarded backend (see above) guards, besides the storage operations."""
+    url_options: ClassVar[Optional[Mapping[str, Converter]]] = None
+    """The settings its URL's query may carry, each with how its text converts
+    (`traffik.backends.url_options`); None: the query is the connection's, left in the URL."""
 
     def __init__(
         self,
@@ -196,7 +200,11 @@ class ThrottleBackend(LockedSteps, Generic[ConnT, HTTPConnT]):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> ThrottleBackend:
-        """Build from a URL (`traffik.backends.from_url` calls this); the URL is the connection."""
+        """Build from a URL (`traffik.backends.from_url` calls this); the URL is the
+        connection, less the settings its query carries (`url_options`), which become
+        keywords."""
+        if cls.url_options is not None:
+            url, options = split_url_options(url, cls.__name__, cls.url_options, options)
         return cls(url, **options)
 
     # -- lifecycle ---------------------------------------------------------------------

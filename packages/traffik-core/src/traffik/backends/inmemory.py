@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from time import time_ns
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from traffik.backends.base import ThrottleBackend, window_count
 from traffik.backends.capacity import Capacity, entry_size
 from traffik.backends.inmemory_steps import in_place_step, whole_number
 from traffik.backends.locks import LocalLock, LocalLockTable
+from traffik.backends.url_options import (
+    COMMON_URL_OPTIONS,
+    choice,
+    number,
+    split_url_options,
+    whole,
+)
 from traffik.clock import system_ms
 from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
@@ -29,6 +37,18 @@ _READY = "ready"
 _SWEEP_CHUNK = 512
 _STORED_KEYS = 16384
 """Store keys a decider remembers (`_decider`) before forgetting them all."""
+
+
+_URL_OPTIONS = MappingProxyType(
+    {
+        **COMMON_URL_OPTIONS,
+        "max_keys": whole,
+        "max_bytes": whole,
+        "at_capacity": choice("evict", "refuse"),
+        "sweep_interval": number,
+    }
+)
+"""What a `memory://` URL's query may set (`InMemoryBackend.from_url`)."""
 
 
 class InMemoryBackend(ThrottleBackend):
@@ -87,6 +107,7 @@ class InMemoryBackend(ThrottleBackend):
     """
 
     default_namespace = "inmemory"
+    url_options = _URL_OPTIONS
 
     def __init__(
         self,
@@ -153,7 +174,8 @@ class InMemoryBackend(ThrottleBackend):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> InMemoryBackend:
-        """Build from `memory://` or `memory://<namespace>`; other settings as keywords.
+        """Build from `memory://` or `memory://<namespace>`, with settings in the query
+        (`memory://app?max_keys=100000&at_capacity=refuse`: see `url_options`) or as keywords.
 
         Args:
             url: The URL: `memory://`, or `memory://<namespace>` to name the namespace
@@ -162,8 +184,19 @@ class InMemoryBackend(ThrottleBackend):
 
         Returns:
             A new `InMemoryBackend`.
+
+        Raises:
+            ConfigurationError: When the query sets something `url_options` does not list,
+                sets a value that does not convert, or sets what a keyword sets too.
         """
-        rest = url.split("://", 1)[1].strip("/")
+        given = "namespace" in options
+        address, options = split_url_options(url, cls.__name__, _URL_OPTIONS, options)
+        rest = address.split("://", 1)[1].strip("/")
+        if rest and "namespace" in options and not given:
+            raise ConfigurationError(
+                f"InMemoryBackend: URL {url!r} names the namespace twice (its path and "
+                "namespace=); keep one"
+            )
         if rest and "namespace" not in options:
             options["namespace"] = rest
         return cls(**options)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Awaitable, Mapping, Sequence
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
 
 from traffik.backends.base import ThrottleBackend, WindowCount
@@ -26,6 +27,7 @@ from traffik.backends.sqlite._rewrite import MISSING, Change, RewritingCursor
 from traffik.backends.sqlite._rows import Rows, prefix_range
 from traffik.backends.sqlite._schema import create
 from traffik.backends.sqlite._turns import BUSY
+from traffik.backends.url_options import COMMON_URL_OPTIONS, number, whole
 from traffik.exceptions import ConfigurationError
 from traffik.strategies.base import settled
 from traffik.strategies.fixed_window import counted_decision
@@ -97,7 +99,8 @@ class SQLiteBackend(ThrottleBackend):
 
     Args:
         connection: The database: a path (a string or an `os.PathLike`) or a `sqlite://`
-            URL, as above (no query string).
+            URL, as above (no query string: `from_url` reads the settings in
+            `url_options` from one).
         namespace: The prefix of every key this backend writes (a non-empty string).
         persistent: Whether the namespace survives the end of a backend context
             (`backend.lifespan`); False clears it on exit.
@@ -122,6 +125,11 @@ class SQLiteBackend(ThrottleBackend):
 
     default_namespace = "sqlite"
     caches_refusals = True
+    url_options = MappingProxyType(
+        {**COMMON_URL_OPTIONS, "timeout": number, "max_keys": whole, "sweep_interval": number}
+    )
+    """What a `sqlite:` URL's query may set, for `from_url`
+    (`sqlite:////var/lib/app/traffik.db?timeout=2&max_keys=100000`)."""
 
     def __init__(
         self,

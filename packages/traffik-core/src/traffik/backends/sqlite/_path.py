@@ -33,7 +33,8 @@ def database_path(connection: Any) -> str:
         )
     if "?" in rest:
         raise ConfigurationError(
-            f"SQLiteBackend: URL {connection!r} has a query string; give options as keywords "
-            "(from_url(url, timeout=2.0, max_keys=100_000))"
+            f"SQLiteBackend: URL {connection!r} has a query string; build it with "
+            "from_url(url), which reads the settings in SQLiteBackend.url_options from it, "
+            "or give them as keywords (SQLiteBackend(path, timeout=2.0, max_keys=100_000))"
         )
     return rest[1:]

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Iterable, Mapping
 from time import monotonic
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
+from traffik.backends import url_options as query
 from traffik.backends.base import ThrottleBackend, WindowCount
 from traffik.backends.health import circuit_policy
 from traffik.backends.lanes import Lanes, counter_decider
@@ -205,6 +207,21 @@ class MemcachedBackend(MemcachedSteps, ThrottleBackend):
 
     default_namespace = "memcached"
     caches_refusals = True
+    url_options = MappingProxyType(
+        {
+            **query.COMMON_URL_OPTIONS,
+            "connect_timeout": query.number,
+            "command_timeout": query.number,
+            "pool_size": query.whole,
+            "pool_minsize": query.whole,
+            "generation_refresh": query.number,
+            "max_item_bytes": query.whole,
+            "track_keys": query.flag,
+            "circuit": query.flag,
+        }
+    )
+    """What a `memcached://` URL's query may set, for `from_url`
+    (`memcached://h1:11211,h2:11211?namespace=app&command_timeout=0.25`)."""
     reports_ttl = False
     """`ttl()` knows only fixed-window counters: its None means "unknown", not "no expiry"."""
 
@@ -295,7 +312,8 @@ class MemcachedBackend(MemcachedSteps, ThrottleBackend):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> MemcachedBackend:
-        """`memcached://host:11211` or `memcached://h1:11211,h2:11211`; other settings as keywords.
+        """`memcached://host:11211` or `memcached://h1:11211,h2:11211`, with settings in the
+        query (`?namespace=app&command_timeout=0.25`: see `url_options`) or as keywords.
 
         Args:
             url: The URL of the node or nodes.
@@ -303,7 +321,12 @@ class MemcachedBackend(MemcachedSteps, ThrottleBackend):
 
         Returns:
             A new backend.
+
+        Raises:
+            ConfigurationError: When the query sets something `url_options` does not list,
+                sets a value that does not convert, or sets what a keyword sets too.
         """
+        url, options = query.split_url_options(url, cls.__name__, cls.url_options, options)
         return cls(url, **options)
 
     # -- lifecycle ------------------------------------------------------------------------

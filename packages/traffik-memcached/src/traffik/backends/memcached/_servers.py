@@ -63,7 +63,8 @@ def parse_url(url: str) -> list[Server]:
     if path or "?" in netloc or "@" in netloc:
         raise ConfigurationError(
             f"memcached URL {url!r}: only host:port pairs are allowed after memcached://; "
-            "pass namespace= and the other settings as keywords"
+            "pass namespace= and the other settings as keywords, or build it with "
+            "from_url(url), which reads MemcachedBackend.url_options from the query"
         )
     if not netloc:
         return [Server(DEFAULT_HOST, DEFAULT_PORT)]

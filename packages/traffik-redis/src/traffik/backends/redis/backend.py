@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Awaitable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from redis.exceptions import NoScriptError
@@ -16,6 +17,7 @@ from traffik.backends.redis.connection import client_source
 from traffik.backends.redis.errors import bounded, misconfigured, timed_out, translate
 from traffik.backends.redis.lock import Holding, RedisLock
 from traffik.backends.redis.steps import ScriptSteps, _fields
+from traffik.backends.url_options import COMMON_URL_OPTIONS, flag, number, split_url_options, text
 from traffik.exceptions import BackendConnectionError, ConfigurationError
 from traffik.strategies.base import settled
 from traffik.strategies.state import encode_state
@@ -199,6 +201,33 @@ class RedisBackend(ScriptSteps, ThrottleBackend):
 
     default_namespace = "redis"
     caches_refusals = True
+    url_options = MappingProxyType(
+        {
+            **COMMON_URL_OPTIONS,
+            "connect_timeout": number,
+            "command_timeout": number,
+            "sentinel_service_name": text,
+            "circuit": flag,
+        }
+    )
+    """Traffik's settings a Redis URL's query may carry, for `from_url`
+    (`redis://host:6379/0?namespace=app&command_timeout=0.25`); the query's other items are
+    redis-py's (`socket_keepalive`, `health_check_interval`, ...), left in the URL."""
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> RedisBackend:
+        """Build from a URL: Traffik's settings in its query (`url_options`) become keywords,
+        and redis-py reads the rest.
+
+        Raises:
+            ConfigurationError: When the query sets one of `url_options` to a value that does
+                not convert, or what a keyword sets too (an option redis-py does not take
+                fails when the backend is built, as without `from_url`).
+        """
+        url, options = split_url_options(
+            url, cls.__name__, cls.url_options, options, keep_others=True
+        )
+        return cls(url, **options)
 
     def __init__(
         self,
