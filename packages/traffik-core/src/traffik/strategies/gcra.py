@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Optional
 from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
 from traffik.rates import MAX_PERIOD_MS
-from traffik.strategies.base import Refund, StateStrategy, Transition
+from traffik.strategies.base import Refund, StateStrategy, Transition, never_admitted
 
 if TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
@@ -110,6 +110,8 @@ class GCRA(StateStrategy):
                 [now + tat_ms, tat_rest],
                 max(reset, 1),
             )
+        if cost * interval > span:  # (more than `capacity`: never admitted, as `settled` says)
+            return never_admitted(rate), None, 0
         wait = -(-(after - span) // limit)
         remaining = max((span - backlog) // interval, 0)
         return Decision(False, wait, remaining, -(-backlog // limit), limit), None, 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar, Optional
 
 from traffik.decision import Decision
-from traffik.strategies.base import Refund, StateStrategy, Transition
+from traffik.strategies.base import Refund, StateStrategy, Transition, never_admitted
 
 if TYPE_CHECKING:
     from traffik.rates import Rate
@@ -25,6 +25,8 @@ def _admit(level: int, rate: Rate, cost: int) -> tuple[bool, Decision]:
     if level + add <= top:
         level += add
         return True, Decision(True, 0, (top - level) // period, -(-level // limit), limit)
+    if add > top:  # (more than `capacity`: never admitted, as `settled` says)
+        return False, never_admitted(rate)
     wait = -(-(level + add - top) // limit)
     return False, Decision(False, wait, max(top - level, 0) // period, -(-level // limit), limit)
 

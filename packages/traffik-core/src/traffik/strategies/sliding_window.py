@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar, Optional
 
 from traffik.decision import Decision
-from traffik.strategies.base import Refund, StateStrategy, Transition
+from traffik.strategies.base import Refund, StateStrategy, Transition, never_admitted
 
 if TYPE_CHECKING:
     from traffik.rates import Rate
@@ -58,6 +58,8 @@ class SlidingWindowCounter(StateStrategy):
                 [wid, current, previous],
                 left + period,
             )
+        if cost > limit:  # (more than `capacity`: never admitted, as `settled` says)
+            return never_admitted(rate), None, 0
         # In this window, `t` ms from now: previous * (left - t) + (current + cost) * period <= top.
         excess = weighted + cost * period - top
         if current + cost <= limit and previous > 0 and -(-excess // previous) < left:
@@ -116,6 +118,8 @@ class SlidingWindowLog(StateStrategy):
                 log.append(now)
                 log.append(cost)
             return Decision(True, 0, limit - total - cost, period, limit), log, period
+        if cost > limit:  # (more than `capacity`: never admitted, as `settled` says)
+            return never_admitted(rate), None, 0
         excess = total + cost - limit
         freed = 0
         wait = period

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Optional
 from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
 from traffik.rates import MAX_LIMIT
-from traffik.strategies.base import Refund, StateStrategy, Transition
+from traffik.strategies.base import Refund, StateStrategy, Transition, never_admitted
 
 if TYPE_CHECKING:
     from traffik.rates import Rate
@@ -85,6 +85,8 @@ class TokenBucket(StateStrategy):
             full_in = -(-(full - tokens) // refill)
             remaining = (tokens - floor) // period
             return Decision(True, 0, remaining, full_in, rate.limit), [tokens, now], max(full_in, 1)
+        if need > full - floor:  # (more than `capacity`: never admitted, as `settled` says)
+            return never_admitted(rate), None, 0
         wait = -(-(need - tokens + floor) // refill)
         remaining = max((tokens - floor) // period, 0)
         reset = -(-(full - tokens) // refill)

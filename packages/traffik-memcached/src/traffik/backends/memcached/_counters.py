@@ -15,7 +15,7 @@ from traffik.backends.memcached._client import (
     ReplyError,
     incr_reply,
 )
-from traffik.backends.memcached._expiry import NEVER, exptime
+from traffik.backends.memcached._expiry import EXPIRED, NEVER, exptime
 from traffik.backends.memcached._node import Operation
 from traffik.backends.memcached._window import (
     FOLD_AT,
@@ -169,12 +169,22 @@ def window_count(raw: bytes | Flagged | None, now: int) -> tuple[int, Optional[i
 def uncount(key: bytes, amount: int, end: int) -> Operation[None]:
     """Give back `amount` that this caller counted in the window closing at `end` (0: a plain
     counter): one `decr`, which keeps the window. Should the key hold another window by then
-    (the counted one closed and the next opened), the `incr` that puts its count back."""
+    (the counted one closed and the next opened), the `incr` that puts its count back. A
+    window left holding nothing was opened by the units given back (no hit counts in it), so
+    it is removed, as if never opened (the next counted hit opens its own), unless a hit
+    counted in it meanwhile: `gets`, then a `cas` that expires it."""
 
     async def run(client: NodeClient, conn: Connection) -> None:
         value = await client.incr_on(conn, key, amount, b"decr")
-        if value is not None and unpack(value)[0] != end:
+        if value is None:
+            return
+        held, count = unpack(value)
+        if held != end:
             await client.incr_on(conn, key, amount)
+        elif count == 0 and end != 0:
+            raw, token = await client.gets_on(conn, key)
+            if isinstance(raw, Flagged) and raw.value == b"%d" % value and token is not None:
+                await client.store_on(conn, b"cas", key, raw, EXPIRED, token)
 
     return run
 

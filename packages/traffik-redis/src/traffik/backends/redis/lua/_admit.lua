@@ -6,6 +6,9 @@ local function admit(level, limit, period, cost)
   if level + add <= top then
     return true, 0, floordiv(top - level - add, period), ceildiv(level + add, limit)
   end
+  if add > top then -- more than the strategy's capacity: never admitted
+    return false, period, 0, period
+  end
   local remaining = floordiv(math.max(top - level, 0), period)
   return false, ceildiv(level + add - top, limit), remaining, ceildiv(level, limit)
 end

@@ -11,6 +11,8 @@ end
 local after = backlog + cost * period
 if REFUND then
   after = math.max(backlog - cost * period, 0)
+elseif cost * period > span then -- more than the strategy's capacity: never admitted
+  admitted, wait, remaining, reset = false, period, 0, period
 elseif after > span then
   admitted, wait = false, ceildiv(after - span, limit)
   remaining = math.max(floordiv(span - backlog, period), 0)

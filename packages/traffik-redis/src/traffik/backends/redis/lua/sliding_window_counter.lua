@@ -19,6 +19,8 @@ elseif weighted + need <= top then
   admitted, wait, remaining = true, 0, floordiv(top - weighted - need, period)
   reset, ttl = left + period, left + period
   state = struct.pack('<cddd', 'i', wid, current + cost, previous)
+elseif cost > limit then -- more than the strategy's capacity: never admitted
+  admitted, wait, remaining, reset = false, period, 0, period
 else
   local excess = weighted + need - top
   admitted, wait = false, left

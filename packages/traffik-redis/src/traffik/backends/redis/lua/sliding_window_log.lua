@@ -81,6 +81,8 @@ elseif total + cost <= limit then
   else
     state = 'i' .. string.sub(raw, 8 * o + 2) .. struct.pack('<dd', now, cost)
   end
+elseif cost > limit then -- more than the strategy's capacity: never admitted
+  admitted, wait, remaining, reset = false, period, 0, period
 else -- now taken from a time before the period is added: exact for times and now >= 0
   local excess, freed = total + cost - limit, 0
   admitted, wait, remaining, reset = false, period, math.max(limit - total, 0), 0

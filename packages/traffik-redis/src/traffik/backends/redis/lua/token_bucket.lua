@@ -19,6 +19,8 @@ elseif tokens - need >= bottom then
   reset = ceildiv(full - tokens, limit)
   admitted, wait, remaining = true, 0, floordiv(tokens - bottom, period)
   state, ttl = struct.pack('<cdd', 'i', tokens, now), reset
+elseif need > full - bottom then -- more than the strategy's capacity: never admitted
+  admitted, wait, remaining, reset = false, period, 0, period
 else
   admitted, wait = false, ceildiv(need - tokens + bottom, limit)
   remaining = math.max(floordiv(tokens - bottom, period), 0)
