@@ -40,6 +40,9 @@ IDENTIFIERS: list[Any] = [
     "{tag}",
     "sp ace\n",
     "✓" * 300,
+    "k:" * 5_000,  # 10 KB, keyed by a digest: a short key on every store
+    "k:" * 4_999 + "k;",  # differs from it in its last character only
+    b"\xff" * 5_000,
 ]
 
 

@@ -250,6 +250,58 @@ def test_escape_keeps_distinct_texts_distinct() -> None:
     assert all(":" not in escape(t) and "{" not in escape(t) for t in texts)
 
 
+def test_a_long_identifier_keeps_a_short_part_of_its_own() -> None:
+    long = "k:" * 5_000  # 10 KB, and every ':' escaped three times over
+    part = client_part(long)
+    assert len(part) <= 200 and part.startswith("k%3Ak%3A")
+    assert client_part(long) == part  # the same client every time
+    others = [long + "x", long[:-1], "x" + long, "k:" * 4_999 + "k;", b"k:" * 5_000]
+    assert len({part, *(client_part(other) for other in others)}) == 1 + len(others)
+    shorts = ["k:" * 64, escape("k:" * 64), "%%" + part]  # what a short text can spell
+    assert part not in {client_part(short) for short in shorts}
+    assert ":" not in part and "{" not in part and " " not in part
+
+
+def test_long_identifiers_are_not_kept_by_the_escaping_cache() -> None:
+    import gc
+    import tracemalloc
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(2_000):  # a client sending 2000 distinct 8 KB API keys
+            client_part(f"{n}:" + ":" * 8_000)
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < 2_000_000  # it kept every text and its 24 KB escape: about 60 MB
+
+
+async def test_a_10kb_api_key_is_counted_under_a_short_key() -> None:
+    backend = InMemoryBackend(namespace="long")
+    throttle = HTTPThrottle(
+        "long", rate="1/min", backend=backend, identifier=lambda r: r.headers["x-api-key"]
+    )
+    app = FastAPI()
+
+    @app.get("/items", dependencies=[Depends(throttle)])
+    async def items() -> list[Any]:
+        return []
+
+    keys = ["a:" * 5_000, "a:" * 4_999 + "b:"]
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        codes = [
+            (await http.get("/items", headers={"x-api-key": key})).status_code
+            for key in (keys[0], keys[1], keys[0], keys[1])
+        ]
+    assert codes == [200, 200, 429, 429]
+    stat = await throttle.stat(keys[0], path="/items")
+    assert stat is not None and stat.hits_remaining == 0 and len(str(stat.key)) < 300
+
+
 # -- route templates through real apps --------------------------------------------------
 
 
@@ -347,6 +399,38 @@ async def test_head_counts_in_the_budget_of_get() -> None:
         statuses.append((await client.head("/x")).status_code)
     assert statuses == [200, 200, 429]
     assert await backend.keys() == ["head:t:{127.0.0.1}:GET:/x:fw"]
+
+
+async def test_the_case_of_a_method_never_opens_another_budget() -> None:
+    # A mounted app that reads methods case-blind (WSGI frameworks upper-case them) serves
+    # `get` as GET: behind the middleware, `get` and `Get` spend GET's budget.
+    from traffik.middleware import ThrottleMiddleware
+
+    async def case_blind(scope: Any, receive: Any, send: Any) -> None:
+        await PlainTextResponse(scope["method"].upper())(scope, receive, send)
+
+    site = HTTPThrottle("case", rate="2/min", backend=InMemoryBackend())
+    app = ThrottleMiddleware(case_blind, middleware_throttles=[site])
+
+    async def status(method: str) -> int:  # raw ASGI: httpx would upper-case the method
+        scope = {**scope_with("203.0.113.7"), "method": method, "path": "/items"}
+        sent: list[Any] = []
+
+        async def receive() -> Any:
+            return {"type": "http.request", "body": b""}
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        await app(scope, receive, send)
+        return int(sent[0]["status"])
+
+    assert [await status(method) for method in ("GET", "get", "Get", "head")] == [
+        200,
+        200,
+        429,
+        429,
+    ]
 
 
 def test_the_route_parts_of_one_route_are_bounded() -> None:

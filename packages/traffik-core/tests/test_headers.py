@@ -26,6 +26,7 @@ from traffik.headers import (
     Headers,
     RateLimitField,
     header_setting,
+    resolve_headers,
     whole_seconds,
 )
 from traffik.rates import Rate, parse_rates
@@ -450,3 +451,104 @@ def test_a_plan_of_several_rates_names_the_binding_rate_in_its_stat() -> None:
     raw = dict(plan.raw(combine(parts)))
     assert (raw[b"x-ratelimit-limit"], raw[b"x-ratelimit-remaining"]) == (b"3", b"0")
     assert raw[b"x-ratelimit-reset"] == b"60"
+
+
+# -- Hostile values --------------------------------------------------------------------------
+
+
+def echo(connection: Any, stat: StrategyStat, context: Any) -> str:
+    return str(connection.headers.get("x-echo", ""))
+
+
+async def raw_get(app: Any, headers: list[tuple[bytes, bytes]]) -> tuple[int, list[Any]]:
+    """GET /items straight through ASGI: no client library cleans the request's headers."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/items",
+        "raw_path": b"/items",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"test"), *headers],
+        "client": ("203.0.113.7", 5000),
+        "server": ("test", 80),
+    }
+    started: list[Any] = []
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            started.append(message)
+
+    await app(scope, receive, send)
+    return started[0]["status"], list(started[0]["headers"])
+
+
+@pytest.mark.parametrize(
+    ("sent", "written"),
+    [
+        (b"a\r\nSet-Cookie: session=stolen", b"a__Set-Cookie: session=stolen"),
+        (b"a\nb\rc\x00d\x7fe", b"a_b_c_d_e"),
+        (b"tab\tand caf\xe9", b"tab\tand caf\xe9"),  # HTAB and obs-text are valid field values
+    ],
+)
+async def test_a_resolved_value_never_writes_a_header_line_of_its_own(
+    sent: bytes, written: bytes
+) -> None:
+    throttle = HTTPThrottle(
+        "echo",
+        rate="1/min",
+        backend=InMemoryBackend(),
+        headers={"X-Echo": Header(echo, when="always")},
+    )
+    app = app_with(throttle)
+    answers = [await raw_get(app, [(b"x-echo", sent)]) for _ in range(2)]
+    assert [status for status, _ in answers] == [200, 429]
+    for _, headers in answers:
+        assert [value for name, value in headers if name.lower() == b"x-echo"] == [written]
+
+
+async def test_a_resolved_value_outside_latin_1_is_written_not_a_500() -> None:
+    throttle = HTTPThrottle(
+        "wide",
+        rate="1/min",
+        backend=InMemoryBackend(),
+        headers={"X-Plan": Header(lambda c, s, ctx: "caf\xe9 \u2713", when="always")},
+    )
+    async with client(app_with(throttle)) as http:
+        responses = [await http.get("/items") for _ in range(2)]
+    assert [r.status_code for r in responses] == [200, 429]
+    assert all(r.headers.get("x-plan") == "caf\xe9 _" for r in responses)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["a\r\nSet-Cookie: x=1", "\u2713", "a\x00b"],
+)
+def test_unsafe_characters_in_a_resolved_value_are_replaced(value: str) -> None:
+    items = Headers({"X-Who": Header(lambda c, s, ctx: value, when="always")}).raw_items()
+    text = resolve_headers(items, None, stat(1))["X-Who"]
+    text.encode("latin-1")
+    assert "\r" not in text and "\n" not in text and "\x00" not in text
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("X-A\r\nSet-Cookie", "v"),
+        ("X A", "v"),
+        ("X-\u2713", "v"),
+        ("X-A", "v\r\nSet-Cookie: x=1"),
+        ("X-A", "\u2713"),
+    ],
+)
+def test_a_header_that_cannot_be_written_is_refused_at_construction(name: str, value: str) -> None:
+    with pytest.raises(ConfigurationError, match="header"):
+        Headers({name: value})
+    with pytest.raises(ConfigurationError):
+        HTTPThrottle("bad-header", rate="1/min", headers={name: value})

@@ -224,6 +224,35 @@ def test_the_trusted_proxy_check_uses_full_addresses() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "spellings",
+    [
+        ["2001:db8::7", "2001:db8::7%eth0", "2001:db8::7%1", "[2001:db8::7%25eth1]:443"],
+        ["::1", "::1%lo"],
+        ["::ffff:203.0.113.7", "::ffff:203.0.113.7%x", "203.0.113.7"],
+    ],
+)
+def test_a_zone_id_never_makes_an_address_another_client(spellings: list[str]) -> None:
+    # A zone (`%eth0`) names an interface of the host that wrote it, not a client: behind a
+    # proxy, and with every address apart (/128), each spelling is one client.
+    counted = {
+        get_remote_address(
+            scope_with(PROXY, ("X-Forwarded-For", spelling)),
+            trusted_proxies=TRUSTED,
+            ipv6_prefix=128,
+        )
+        for spelling in spellings
+    }
+    counted |= {grouped_address(s, ipv6_prefix=128) for s in spellings if "[" not in s}
+    assert len(counted) == 1, counted
+
+
+def test_a_link_local_peer_keeps_its_zone() -> None:
+    # fe80::1 on eth0 and fe80::1 on eth1 are two hosts on two links.
+    assert grouped_address("fe80::1%eth0") != grouped_address("fe80::1%eth1")
+    assert grouped_address("fe80::1%eth0") == "fe80::1%eth0"
+
+
 # -- end to end ------------------------------------------------------------------------------
 
 

@@ -159,9 +159,12 @@ def route_part(scope: Mapping[str, Any], template: Optional[str] = None) -> str:
     """`METHOD:/template` (`WS:/template` for WebSockets), escaped: the route's share of a key.
     `template` replaces the route's own (a middleware rule's pattern, a route named by hand).
     HEAD counts as GET: Starlette serves it through the GET endpoint, so it spends GET's
-    budget instead of opening one of its own."""
+    budget instead of opening one of its own. A method counts in upper case (`get` is GET):
+    an app that reads methods case-blind serves them alike, so they share one budget."""
     route = served_route(scope) if template is None else template
     method = scope.get("method") or ("WS" if scope.get("type") == "websocket" else "")
+    if not method.isupper():
+        method = method.upper()
     if method == "HEAD":
         method = "GET"
     if route is None:

@@ -42,6 +42,35 @@ __all__ = [
 
 _UNSAFE = re.compile(r'[^\x20-\x7e]|["\\]')
 _CONDITIONS = ("always", "throttled")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+"""A header name (RFC 9110 `token`)."""
+_UNWRITABLE = re.compile(r"[^\t\x20-\x7e\x80-\xff]")
+"""What a header value cannot hold: CR, LF, NUL and other controls, and text beyond latin-1."""
+
+
+def _field_value(text: str) -> str:
+    """`text` as a header value: every character a value cannot hold (CR, LF, NUL, other
+    controls but HTAB, anything beyond latin-1) replaced by `_`, so a resolver's text, which
+    may come from the client (an identifier, a request header), can never end the header
+    line, add one of its own, or fail the response.
+
+    Args:
+        text: A resolver's text.
+
+    Returns:
+        The text, safe to write as a header value.
+    """
+    return text if _UNWRITABLE.search(text) is None else _UNWRITABLE.sub("_", text)
+
+
+def _checked_value(name: str, value: str) -> str:
+    if _UNWRITABLE.search(value) is not None:
+        raise ConfigurationError(
+            f"headers[{name!r}]={value!r}: a header value holds tabs and printable latin-1 "
+            "text only (no CR, LF or other control characters)"
+        )
+    return value
+
 
 Resolver = Callable[[Any, "StrategyStat", Optional[Mapping[str, Any]]], Optional[str]]
 Condition = Union[str, Callable[[Any, "StrategyStat", Optional[Mapping[str, Any]]], bool]]
@@ -136,6 +165,8 @@ class Header:
                 f"Header(when={when!r}): use 'always', 'throttled' or a function "
                 "(connection, stat, context) -> bool"
             )
+        if isinstance(value, str):
+            _checked_value("Header", value)
         object.__setattr__(self, "_value", value)
         object.__setattr__(self, "_condition", when)
 
@@ -361,12 +392,15 @@ class Headers(MutableMapping[str, Header]):
 
     @staticmethod
     def _entry(name: Any, value: Any) -> HeaderValue:
-        if not isinstance(name, str) or not name:
-            raise ConfigurationError(f"headers: {name!r} is not a header name")
+        if not isinstance(name, str) or _TOKEN.match(name) is None:
+            raise ConfigurationError(
+                f"headers: {name!r} is not a header name; use letters, digits and "
+                "!#$%&'*+-.^_`|~ only, like 'X-RateLimit-Limit'"
+            )
         if isinstance(value, Header):
             return value.value if value.is_static else value  # type: ignore[return-value]
         if isinstance(value, str):
-            return value
+            return _checked_value(name, value)
         raise ConfigurationError(f"headers[{name!r}]={value!r}: use a string or a Header")
 
     def __getitem__(self, name: str) -> Header:
@@ -439,7 +473,8 @@ def resolve_headers(
     context: Any = None,
 ) -> dict[str, str]:
     """The headers `items` give for `stat` (None: unknown, so only plain strings); a
-    `Header.DISABLE` value, a failed condition or a None from a resolver leaves one out.
+    `Header.DISABLE` value, a failed condition or a None from a resolver leaves one out. A
+    resolver's text has every character a header value cannot hold replaced by `_`.
 
     Args:
         items: The `(name, value)` pairs, as `Headers.raw_items` gives them.
@@ -458,7 +493,7 @@ def resolve_headers(
         elif stat is not None and value.check(connection, stat, context):
             text = value.resolve(connection, stat, context)
             if text is not None and text != Header.DISABLE:
-                headers[name] = text
+                headers[name] = _field_value(text)
     return headers
 
 

@@ -14,7 +14,9 @@ IPv4 clients are counted by address, IPv6 clients by network: an ISP hands each 
 whole /64 (or more), so a client can draw a fresh address per request from it. The default
 prefix is 64 (`set_ipv6_prefix` changes it for the process, `ipv6_prefix=` for one
 identifier). IPv4-mapped IPv6 addresses count as IPv4; loopback and link-local addresses count
-whole, since every host on a link has the same link-local prefix (`grouped_address`).
+whole, since every host on a link has the same link-local prefix (`grouped_address`). A zone
+(`%eth0`) names an interface of the host that wrote it, not a client: it is dropped, except
+from a link-local address, where it tells two links apart.
 """
 
 from __future__ import annotations
@@ -104,8 +106,10 @@ def _group(address: ipaddress.IPv6Address, prefix: int) -> str:
     mapped = address.ipv4_mapped
     if mapped is not None:
         return str(mapped)
-    if prefix == 128 or address.is_loopback or address.is_link_local:
-        return str(address)
+    if address.is_link_local:
+        return str(address)  # (with its zone: fe80::1 on two links is two hosts)
+    if prefix == 128 or address.is_loopback:
+        return str(ipaddress.IPv6Address(int(address)))  # (without a zone: an interface's name)
     shift = 128 - prefix
     return f"{ipaddress.IPv6Address(int(address) >> shift << shift)}/{prefix}"
 
@@ -113,7 +117,8 @@ def _group(address: ipaddress.IPv6Address, prefix: int) -> str:
 def grouped_address(host: str, ipv6_prefix: Optional[int] = None) -> str:
     """The text a client at `host` is counted as: an IPv4 address as given; an IPv6 address
     as its network (`2001:db8:1:2::/64`), or as IPv4 when it maps one (`::ffff:1.2.3.4`), or
-    whole for loopback, link-local and `ipv6_prefix=128`; anything else (a test client's
+    whole for loopback, link-local and `ipv6_prefix=128` (without a zone, `%eth0`, except a
+    link-local address's); anything else (a test client's
     `testclient`, a unix socket path) as given. `ipv6_prefix` defaults to `get_ipv6_prefix()`.
 
     Args:

@@ -3,17 +3,25 @@
 Keys are made of parts joined by `:` (`namespace:uid:client:METHOD:/route`). Each part is
 escaped here, so a part never contains a separator, a Redis hash-tag brace, a space, a
 control character or a lone surrogate, and distinct texts stay distinct. Identifiers that are
-not strings are tagged with their type, so `5` and `"5"` are different clients.
+not strings are tagged with their type, so `5` and `"5"` are different clients. An identifier
+longer than `LONGEST_TEXT` characters (an API key a client made 10 KB long) is keyed by its
+first 64 characters, `%%` and the SHA-256 of the whole: its key stays short on every store,
+and `%%` appears in no escaped text, so it never meets a shorter identifier's part.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
 from traffik.config import ANONYMOUS_IDENTIFIER
 
-__all__ = ["ANONYMOUS_PART", "client_part", "escape", "unescape"]
+__all__ = ["ANONYMOUS_PART", "LONGEST_TEXT", "client_part", "escape", "unescape"]
+
+LONGEST_TEXT = 128
+"""Identifiers longer than this many characters are keyed by a digest (module docstring)."""
+_HEAD = 64
 
 _SPECIAL = re.compile("[%:{}\x00-\x20\x7f\ud800-\udfff]")
 
@@ -27,7 +35,8 @@ def _code(match: re.Match[str]) -> str:
 _search = _SPECIAL.search
 _ESCAPED: dict[str, str] = {}
 _ESCAPED_MAX = 4096
-"""Escaped texts remembered (IPv6 addresses, templates): at most this many, then forgotten."""
+"""Escaped texts remembered (IPv6 addresses, templates): at most this many, then forgotten;
+texts longer than `LONGEST_TEXT` are never kept (a client picks those)."""
 
 
 def escape(text: str) -> str:
@@ -38,9 +47,11 @@ def escape(text: str) -> str:
         return text
     escaped = _ESCAPED.get(text)
     if escaped is None:
-        if len(_ESCAPED) >= _ESCAPED_MAX:
-            _ESCAPED.clear()
-        escaped = _ESCAPED[text] = _SPECIAL.sub(_code, text)
+        escaped = _SPECIAL.sub(_code, text)
+        if len(text) <= LONGEST_TEXT:
+            if len(_ESCAPED) >= _ESCAPED_MAX:
+                _ESCAPED.clear()
+            _ESCAPED[text] = escaped
     return escaped
 
 
@@ -58,15 +69,30 @@ ANONYMOUS_PART = escape(ANONYMOUS_IDENTIFIER)
 """The client part of the anonymous client (no peer address, or a `None` identifier)."""
 
 
+def _digest(head: str, whole: bytes) -> str:
+    return f"{head}%%{hashlib.sha256(whole).hexdigest()}"
+
+
+def _text_part(text: str) -> str:
+    """`text` escaped, or, when longer than `LONGEST_TEXT`, its head escaped and a digest."""
+    if len(text) <= LONGEST_TEXT:
+        return escape(text)
+    return _digest(escape(text[:_HEAD]), text.encode("utf-8", "surrogatepass"))
+
+
 def client_part(ident: Any) -> str:
     """The key part for an identifier: a string as itself (escaped); anything else tagged
-    with its type (`%int=5`), which no escaped string can spell; `None` is anonymous."""
-    if type(ident) is str:
+    with its type (`%int=5`), which no escaped string can spell; `None` is anonymous. A
+    long identifier is keyed by its head and a digest (module docstring)."""
+    if type(ident) is str and len(ident) <= LONGEST_TEXT:
         return ident if _search(ident) is None else escape(ident)
     if isinstance(ident, str):
-        return escape(ident)
+        return _text_part(ident)
     if ident is None:
         return ANONYMOUS_PART
     if isinstance(ident, (bytes, bytearray, memoryview)):
-        return "%bytes=" + bytes(ident).hex()
-    return f"%{escape(type(ident).__qualname__)}={escape(str(ident))}"
+        data = bytes(ident)
+        if 2 * len(data) <= LONGEST_TEXT:
+            return "%bytes=" + data.hex()
+        return "%bytes=" + _digest(data[: _HEAD // 2].hex(), data)
+    return f"%{escape(type(ident).__qualname__)}={_text_part(str(ident))}"

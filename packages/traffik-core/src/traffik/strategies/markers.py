@@ -7,7 +7,10 @@ the segment and removes it before anything is stored, so one client keeps one st
 its tier or priority. A throttle escapes its client part (`:` is `%3A` in `tier%3Apremium%3A`);
 both spellings are found. In a throttle's key the search starts at the client part (the first
 `{`), so a uid that happens to spell a marker is left alone; a `scope` in the throttle's
-context (`context={"scope": "priority:4"}`) ends the key and is found there too.
+context (`context={"scope": "priority:4"}`) ends the key and is found there too. Inside the
+client part only its start counts (what the identifier writes first): an identifier often
+carries text the client sent (`"key:" + api_key`), and a client must not pick its own tier by
+sending `tier:enterprise:` in it.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ class KeyMarker:
         name = marker[:-1] if marker.endswith(":") else marker
         spellings = "|".join(sorted({re.escape(name), re.escape(escape(name))}))
         self._pattern = re.compile(
-            rf"(?:^|(?<=[:{{])|(?<=%3A))(?:{spellings}){_SEPARATOR}"
+            rf"(?:^|(?<=[:{{]))(?:{spellings}){_SEPARATOR}"
             rf"(?P<value>(?:(?!%3A)[^:{{}}])+)(?P<end>{_SEPARATOR})?"
         )
 
