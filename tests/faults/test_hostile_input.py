@@ -1,7 +1,8 @@
 """Point 6: hostile input is harmless. Any rate string is a `Rate` or a `ConfigurationError`
 (also a `ValueError`), never another exception, and is parsed in bounded time; any proxy header
 gives an address or nothing, in bounded time. Fuzzed with hypothesis (bounded examples, no
-deadline flakiness: the time bounds are asserted here, generously)."""
+deadline flakiness: the time bounds are asserted here, generously, on this process's CPU
+time, which other processes loading the machine do not stretch as they stretch the clock)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ FUZZ = settings(
     max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
 )
 BOUND = 0.05
-"""Seconds one parse may take, at most (a normal one takes microseconds)."""
+"""CPU seconds one parse may take, at most (a normal one takes microseconds)."""
+_cpu = time.process_time
 
 _RATE_ALPHABET = "0123456789/;.,-+_eE smhdinuterpaycoslw\t\n\x00\u00a0\u0660\u2155"
 rate_texts = st.one_of(
@@ -39,13 +41,13 @@ rate_texts = st.one_of(
 
 
 def _timed(call: Any, *args: Any) -> tuple[Any, float]:
-    started = time.perf_counter()
+    started = _cpu()
     try:
         result = call(*args)
     except ConfigurationError as exc:
         assert isinstance(exc, ValueError)
         result = exc
-    return result, time.perf_counter() - started
+    return result, _cpu() - started
 
 
 @FUZZ
@@ -114,11 +116,11 @@ def test_any_proxy_header_gives_an_address_or_nothing_in_bounded_time(
         ProxyHeaders.FORWARDED: b"forwarded",
         ProxyHeaders.X_REAL_IP: b"x-real-ip",
     }[which]
-    started = time.perf_counter()
+    started = _cpu()
     address = get_remote_address(
         _scope(name, value), trusted_proxies=["10.0.0.0/8"], proxy_headers=which
     )
-    took = time.perf_counter() - started
+    took = _cpu() - started
     assert address is None or isinstance(address, str)
     assert took < BOUND
 
@@ -126,14 +128,23 @@ def test_any_proxy_header_gives_an_address_or_nothing_in_bounded_time(
 def test_an_80kb_forwarded_header_costs_what_a_short_one_does() -> None:
     huge = b", ".join([b"for=1.2.3.4;proto=http"] * 3500)
     assert len(huge) > 80_000 > 19 * MAX_HEADER_BYTES
-    started = time.perf_counter()
+    started = _cpu()
     for _ in range(100):
         address = get_remote_address(
             _scope(b"forwarded", huge),
             trusted_proxies=["10.0.0.0/8"],
             proxy_headers=ProxyHeaders.FORWARDED,
         )
-    took = (time.perf_counter() - started) / 100
+    took = (_cpu() - started) / 100
     print(f"\nan 80 KB Forwarded header: {took * 1e6:.0f} us per request")
     assert address == "1.2.3.4"
+    tail = huge[-MAX_HEADER_BYTES:]  # (what is read: the last hops, whatever the length)
+    assert (
+        get_remote_address(
+            _scope(b"forwarded", tail),
+            trusted_proxies=["10.0.0.0/8"],
+            proxy_headers=ProxyHeaders.FORWARDED,
+        )
+        == address
+    )
     assert took < 0.005

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import time
 from typing import Any
 
 import httpx
@@ -270,14 +269,11 @@ class SlowFailingBackend(InMemoryBackend):
 
 async def test_initialisation_is_single_flight() -> None:
     backend = SlowFailingBackend(delay=0.2, failures=1)
-    started = time.monotonic()
     results = await asyncio.gather(
         *(backend.increment(f"k{n}") for n in range(10)), return_exceptions=True
     )
-    elapsed = time.monotonic() - started
     assert all(isinstance(r, BackendConnectionError) for r in results)
-    assert backend.opens == 1  # one attempt, its outcome shared by all ten
-    assert elapsed < 0.2 * 2  # every waiter failed with the one attempt, not in turn
+    assert backend.opens == 1  # one attempt, its outcome shared by all ten (not in turn)
     assert await backend.increment("k") == 1  # the next use tries again, and succeeds
     assert backend.opens == 2
 
