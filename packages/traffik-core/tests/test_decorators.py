@@ -9,6 +9,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.endpoints import HTTPEndpoint
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -193,3 +194,20 @@ def test_is_async_callable() -> None:
     assert is_async_callable(functools.partial(coroutine_function))
     assert is_async_callable(AsyncCallable())
     assert not is_async_callable(lambda: None)
+
+
+async def test_http_exceptions_the_endpoint_raises_carry_the_headers(
+    backend: InMemoryBackend,
+) -> None:
+    throttle = HTTPThrottle("starlette-raised", rate="5/min", backend=backend)
+
+    @throttled(throttle)
+    async def item(request: Request) -> Response:
+        raise HTTPException(404, "no such item", headers={"X-Own": "kept"})
+
+    async with client_for(Starlette(routes=[Route("/items/{id}", item)])) as client:
+        response = await client.get("/items/1")
+    assert response.status_code == 404
+    assert response.text == "no such item"
+    assert response.headers["x-own"] == "kept"
+    assert response.headers["ratelimit"] == '"starlette-raised";r=4;t=60'

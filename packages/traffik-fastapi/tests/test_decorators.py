@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import APIRouter, Depends, FastAPI, Request, Response, WebSocket
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response, WebSocket
 from fastapi.exceptions import FastAPIError
 from fastapi.params import Depends as DependsMarker
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.testclient import TestClient, WebSocketDenialResponse
 
 from traffik import HTTPThrottle, InMemoryBackend, WebSocketThrottle
@@ -242,3 +242,134 @@ def test_traffik12_import_path_and_the_direct_form(backend: InMemoryBackend) -> 
     with TestClient(app) as client:
         assert client.get("/search?q=a").json() == {"q": "a"}
         assert client.get("/search?q=a").status_code == 429
+
+
+async def test_responses_the_endpoint_returns_carry_the_headers(backend: InMemoryBackend) -> None:
+    # FastAPI sends a returned `Response` as it is; the decorator adds the throttle's headers
+    # to it (docs/guides/headers.md), once, and nothing else from the injected response.
+    throttle = HTTPThrottle("fa-returned", rate="5/min", backend=backend)
+    app = FastAPI()
+
+    def own_cookie(response: Response) -> None:
+        response.set_cookie("dependency", "not-for-a-returned-response")
+
+    @app.get("/json", dependencies=[Depends(own_cookie)])
+    @throttled(throttle)
+    async def json() -> JSONResponse:
+        return JSONResponse({"a": 1})
+
+    @app.get("/stream")
+    @throttled(throttle)
+    async def stream() -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"chunk"
+
+        return StreamingResponse(chunks())
+
+    @app.get("/sync")
+    @throttled(throttle)
+    def sync() -> PlainTextResponse:
+        return PlainTextResponse("text")
+
+    @app.get("/injected")
+    @throttled(throttle)
+    async def injected(response: Response) -> Response:
+        response.status_code = 204
+        return response
+
+    async with client_for(app) as client:
+        responses = {path: await client.get(path) for path in ("/json", "/stream", "/sync")}
+        own = await client.get("/injected")
+    for path, response in responses.items():
+        assert response.status_code == 200, path
+        assert response.headers["ratelimit-policy"] == '"fa-returned";q=5;w=60', path
+    assert responses["/json"].headers["ratelimit"] == '"fa-returned";r=4;t=60'
+    assert responses["/stream"].text == "chunk"
+    assert "set-cookie" not in responses["/json"].headers
+    assert own.status_code == 204
+    assert own.headers.get_list("ratelimit") == ['"fa-returned";r=4;t=60']  # not twice
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_http_exceptions_the_endpoint_raises_carry_the_headers(
+    backend: InMemoryBackend, kind: str
+) -> None:
+    throttle = HTTPThrottle(f"fa-raised-{kind}", rate="5/min", backend=backend, headers="both")
+    app = FastAPI()
+
+    def missing() -> None:
+        raise HTTPException(404, "no such item", headers={"X-Own": "kept"})
+
+    if kind == "sync":
+        app.get("/items/{item_id}")(throttled(throttle)(lambda item_id: missing()))
+    else:
+
+        @app.get("/items/{item_id}")
+        @throttled(throttle)
+        async def item(item_id: int) -> None:
+            missing()
+
+    async with client_for(app) as client:
+        response = await client.get("/items/1")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "no such item"}
+    assert response.headers["x-own"] == "kept"
+    assert response.headers["ratelimit"] == f'"fa-raised-{kind}";r=4;t=60'
+    assert response.headers["x-ratelimit-remaining"] == "4"
+
+
+async def test_methods_of_class_based_views(backend: InMemoryBackend) -> None:
+    class Items:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        @throttled(HTTPThrottle("fa-view", rate="1/min", backend=backend))
+        async def get(self, q: str = "") -> dict[str, str]:
+            return {"view": self.name, "q": q}
+
+        @classmethod
+        @throttled(HTTPThrottle("fa-view-class", rate="1/min", backend=backend))
+        def kind(cls) -> str:
+            return cls.__name__
+
+    app = FastAPI()
+    app.get("/items")(Items("shop").get)
+    app.get("/kind")(Items.kind)
+
+    async with client_for(app) as client:
+        first = await client.get("/items", params={"q": "x"})
+        assert await statuses(client, "/items", 1) == [429]
+        kind = await client.get("/kind")
+        assert await statuses(client, "/kind", 1) == [429]
+    assert first.json() == {"view": "shop", "q": "x"}
+    assert first.headers["ratelimit"] == '"fa-view";r=0;t=60'
+    assert kind.json() == "Items"
+    assert [p["name"] for p in app.openapi()["paths"]["/items"]["get"]["parameters"]] == ["q"]
+
+
+async def test_dependency_overrides_leave_out_throttles_of_a_combined_dependency(
+    backend: InMemoryBackend,
+) -> None:
+    # As `app.dependency_overrides[throttle]` disables `Depends(throttle)` in tests, it
+    # leaves the throttle out of `throttled(a, b)` and of a throttle with `charge_when`.
+    burst = HTTPThrottle("fa-over-burst", rate="1/min", backend=backend)
+    hourly = HTTPThrottle("fa-over-hourly", rate="2/min", backend=backend)
+    login = HTTPThrottle("fa-over-login", rate="1/min", backend=backend, charge_when=failed)
+    app = FastAPI()
+
+    @app.get("/search")
+    @throttled(burst, hourly)
+    async def search() -> str:
+        return "ok"
+
+    @app.post("/login", dependencies=[throttled(login)])
+    async def sign_in() -> None:
+        raise HTTPException(401, "wrong password")
+
+    app.dependency_overrides[burst] = lambda: None
+    app.dependency_overrides[login] = lambda: None
+    async with client_for(app) as client:
+        assert await statuses(client, "/search", 3) == [200, 200, 429]  # `hourly` still counts
+        assert [(await client.post("/login")).status_code for _ in range(2)] == [401, 401]
+        app.dependency_overrides.clear()
+        assert [(await client.post("/login")).status_code for _ in range(2)] == [401, 429]

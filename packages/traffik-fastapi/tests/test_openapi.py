@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request, WebSocket
 
 from traffik import HTTPThrottle, InMemoryBackend, WebSocketThrottle
 from traffik.fastapi import RATE_LIMITED_RESPONSE, document_rate_limits, throttled
-from traffik.middleware import MiddlewareThrottle
+from traffik.middleware import MiddlewareThrottle, ThrottleMiddleware, glob
 
 
 @pytest.fixture
@@ -133,3 +133,117 @@ def test_routes_added_after_install_count_and_the_schema_is_built_once(
     schema = app.openapi()
     assert app.openapi() is schema
     assert_documents_429(schema["paths"]["/late"]["get"]["responses"])
+
+
+def headers_of(responses: dict[str, Any], status: str) -> set[str]:
+    return set(responses[status].get("headers", {}))
+
+
+def test_the_rate_limit_headers_of_the_throttles_are_documented(backend: InMemoryBackend) -> None:
+    ietf = HTTPThrottle("docs-ietf", rate="5/min", backend=backend)
+    legacy = HTTPThrottle("docs-legacy", rate="5/min", backend=backend, headers="legacy")
+    silent = HTTPThrottle("docs-silent", rate="5/min", backend=backend, headers=None)
+    watching = HTTPThrottle("docs-shadow", rate="5/min", backend=backend, shadow=True)
+    app = document_rate_limits(FastAPI())
+
+    @app.get("/ietf", dependencies=[Depends(ietf)])
+    async def ietf_route() -> str:
+        return "ok"
+
+    @app.post("/legacy", status_code=201, response_model=int)
+    @throttled(legacy, ietf)
+    async def legacy_route() -> int:
+        return 1
+
+    @app.get("/silent", dependencies=[Depends(silent)])
+    async def silent_route() -> str:
+        return "ok"
+
+    @app.get("/watched", dependencies=[Depends(watching)])
+    async def watched_route() -> str:
+        return "ok"
+
+    ietf_names = {"RateLimit-Policy", "RateLimit"}
+    legacy_names = {"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"}
+    responses = responses_of(app, "/ietf")
+    assert_documents_429(responses)
+    assert headers_of(responses, "429") == {"Retry-After", *ietf_names}
+    assert headers_of(responses, "200") == ietf_names
+    assert responses["200"]["headers"]["RateLimit"]["schema"] == {"type": "string"}
+    responses = responses_of(app, "/legacy", "post")
+    assert headers_of(responses, "429") == {"Retry-After", *ietf_names, *legacy_names}
+    assert headers_of(responses, "201") == ietf_names | legacy_names
+    assert responses["201"]["headers"]["X-RateLimit-Remaining"]["schema"] == {"type": "integer"}
+    responses = responses_of(app, "/silent")
+    assert headers_of(responses, "429") == {"Retry-After"}
+    assert headers_of(responses, "200") == set()
+    assert set(RATE_LIMITED_RESPONSE[429]["headers"]) == {"Retry-After"}  # untouched
+    assert "429" not in responses_of(app, "/watched")  # a shadow throttle never refuses
+
+
+def test_mounted_fastapi_apps_are_documented(backend: InMemoryBackend) -> None:
+    throttle = HTTPThrottle("docs-mounted", rate="5/min", backend=backend)
+    before, after = FastAPI(), FastAPI()
+    for sub in (before, after):
+
+        @sub.get("/items", dependencies=[Depends(throttle)])
+        async def items() -> str:
+            return "ok"
+
+    app = FastAPI()
+    app.mount("/before", before)
+    document_rate_limits(app)
+    app.mount("/after", after)
+    assert_documents_429(responses_of(before, "/items"))  # its own schema, served at /before
+    app.openapi()  # a sub-app mounted later: when the app's schema is built
+    assert_documents_429(responses_of(after, "/items"))
+
+
+def test_routes_under_a_throttle_middleware_are_documented(backend: InMemoryBackend) -> None:
+    site = HTTPThrottle("docs-site", rate="100/min", backend=backend, headers="legacy")
+    api = HTTPThrottle("docs-api", rate="5/min", backend=backend)
+    writes = HTTPThrottle("docs-writes", rate="1/min", backend=backend)
+    app = document_rate_limits(FastAPI())
+    app.add_middleware(
+        ThrottleMiddleware,
+        middleware_throttles=[
+            MiddlewareThrottle(api, path=glob("/api/**"), exempt=["/api/status"]),
+            MiddlewareThrottle(writes, path="/api/", methods=["POST"]),
+        ],
+        exempt=["/health"],
+    )
+    app.add_middleware(ThrottleMiddleware, middleware_throttles=[site], exempt=["/api/", "/health"])
+
+    @app.get("/api/items/{item_id}")
+    async def item(item_id: int) -> int:
+        return item_id
+
+    @app.post("/api/items")
+    async def create() -> str:
+        return "ok"
+
+    @app.get("/api/status")
+    async def status() -> str:
+        return "ok"
+
+    @app.get("/health")
+    async def health() -> str:
+        return "ok"
+
+    @app.get("/about")
+    async def about() -> str:
+        return "ok"
+
+    assert_documents_429(responses_of(app, "/api/items/{item_id}"))
+    assert headers_of(responses_of(app, "/api/items/{item_id}"), "200") == {
+        "RateLimit-Policy",
+        "RateLimit",
+    }
+    assert_documents_429(responses_of(app, "/api/items", "post"))
+    assert "429" not in responses_of(app, "/api/status")
+    assert "429" not in responses_of(app, "/health")
+    assert headers_of(responses_of(app, "/about"), "200") == {
+        "X-RateLimit-Limit",
+        "X-RateLimit-Remaining",
+        "X-RateLimit-Reset",
+    }

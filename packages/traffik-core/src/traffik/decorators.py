@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.websockets import WebSocket
@@ -25,7 +26,7 @@ from traffik.together import Entry, hit_together
 if TYPE_CHECKING:
     from traffik.throttles import Throttle
 
-__all__ = ["check_throttles", "is_async_callable", "starlette_throttled"]
+__all__ = ["carry_headers", "check_throttles", "is_async_callable", "starlette_throttled"]
 
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 
@@ -93,6 +94,23 @@ def _find_connection(
     )
 
 
+def carry_headers(headers: list[tuple[bytes, bytes]], answer: Any) -> None:
+    """Add the rate-limit `headers` the throttles wrote to what an endpoint answered: a
+    `Response` it returned, or an `HTTPException` it raised (whose own headers win).
+
+    Args:
+        headers: The raw header pairs the throttles wrote.
+        answer: The endpoint's return value or exception; anything else is left alone.
+    """
+    if not headers:
+        return
+    if isinstance(answer, Response):
+        answer.raw_headers.extend(headers)
+    elif isinstance(answer, HTTPException):
+        written = {name.decode("latin-1"): value.decode("latin-1") for name, value in headers}
+        answer.headers = {**written, **(answer.headers or {})}
+
+
 def is_async_callable(obj: Any) -> bool:
     """Whether calling `obj` gives an awaitable: async functions, partials of them, objects with an async `__call__`.
 
@@ -124,10 +142,10 @@ def starlette_throttled(*throttles: Throttle, route: Optional[Endpoint] = None) 
     `HTTPEndpoint` too). Several throttles are one decision (`traffik.together`): admitted only
     if every one admits, charged all or none, and refused with the wait until all admit.
     When the endpoint returns a `Response`, the throttles' rate-limit headers are added to
-    it, and throttles with `charge_when` settle their charge with it (or with the exception
-    the endpoint raised). Sync endpoints run in the thread pool, as Starlette runs them. For a WebSocket
-    endpoint the throttles limit connection attempts; throttle messages with
-    `await throttle.hit(websocket)`.
+    it (to an `HTTPException` it raises too), and throttles with `charge_when` settle their
+    charge with it (or with the exception the endpoint raised). Sync endpoints run in the
+    thread pool, as Starlette runs them. For a WebSocket endpoint the throttles limit
+    connection attempts; throttle messages with `await throttle.hit(websocket)`.
 
     Args:
         *throttles: The throttles to apply, all HTTP or all WebSocket throttles.
@@ -169,12 +187,14 @@ def starlette_throttled(*throttles: Throttle, route: Optional[Endpoint] = None) 
             except Exception as exc:
                 if settles:
                     await settle(connection, Outcome.of_exception(exc))
+                if sink is not None:
+                    carry_headers(sink.raw_headers[start:], exc)
                 raise
             if settles:
                 status = result.status_code if isinstance(result, Response) else 200
                 await settle(connection, Outcome(status, response=result))
-            if sink is not None and isinstance(result, Response):
-                result.raw_headers.extend(sink.raw_headers[start:])
+            if sink is not None:
+                carry_headers(sink.raw_headers[start:], result)
             return result
 
         return throttled_endpoint  # type: ignore[return-value]

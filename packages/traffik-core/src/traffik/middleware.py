@@ -37,6 +37,16 @@ __all__ = ["SORT_MODES", "MiddlewareThrottle", "ThrottleMiddleware", "glob"]
 ExceptionHandlerGetter = Callable[[Exception], Optional[Callable[..., Any]]]
 
 
+def _is_preflight(scope: Scope) -> bool:
+    """Whether an OPTIONS request is a CORS preflight (`Origin` and
+    `Access-Control-Request-Method`): a browser asks it before the request it guards, so
+    counting it would charge each request twice, and a refused one (a 429 without the CORS
+    headers a `CORSMiddleware` inside would add) would fail the request as a CORS error. It
+    reaches the app uncounted, where `CORSMiddleware` answers it."""
+    names = {name for name, _ in scope.get("headers", ())}
+    return b"origin" in names and b"access-control-request-method" in names
+
+
 def _connection(scope: Scope, receive: Receive, send: Send) -> HTTPConnection:
     return Request(scope) if scope["type"] == "http" else WebSocket(scope, receive, send)
 
@@ -244,6 +254,8 @@ class ThrottleMiddleware:
         kind = scope["type"]
         if kind == "http":
             throttles = self.http_throttles
+            if scope.get("method") == "OPTIONS" and _is_preflight(scope):
+                throttles = ()  # a browser's question before a request: the request counts
         elif kind == "websocket":
             throttles = self.websocket_throttles
         else:

@@ -118,7 +118,9 @@ def _lifespan_backend(app: Any) -> Optional[ThrottleBackend]:
 class BackendContext:
     """`async with backend(app=None, persistent=None, close_on_exit=None, fail_fast=None):`.
 
-    Entering initialises the backend and makes it the default; leaving resets it unless
+    Made with an `app`, it is that app's backend at once (as in traffik 1.2: a startup
+    handler may call `backend(app)` without entering it). Entering initialises the backend
+    and makes it the default; leaving resets it unless
     persistent, then closes it unless nested in a context of the same backend. As in
     traffik 1.2, `persistent` and `close_on_exit` are settled when the context is made: a
     value given wins; otherwise, nested in a context of the same backend, it is persistent
@@ -150,6 +152,8 @@ class BackendContext:
         self.initialized = initialized
         self.fail_fast: bool = backend.fail_fast if fail_fast is None else fail_fast
         self._token: Optional[Token[Optional[ThrottleBackend]]] = None
+        if app is not None:  # at once, as traffik 1.2: `backend(app)` in a startup handler
+            set_app_backend(app, backend)
 
     async def __aenter__(self) -> ThrottleBackend:
         backend = self.backend
@@ -171,8 +175,6 @@ class BackendContext:
                     backend,
                     exc,
                 )
-        if self.app is not None:
-            set_app_backend(self.app, backend)
         self._token = _current.set(backend)
         return backend
 

@@ -7,14 +7,15 @@ import inspect
 import itertools
 import typing
 from collections.abc import AsyncIterator, Awaitable
-from typing import Annotated, Any, Callable, Optional, TypeVar, cast
+from typing import Annotated, Any, Callable, NamedTuple, Optional, TypeVar, cast
 
 from fastapi import params
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
-from traffik.decorators import check_throttles, is_async_callable
+from traffik.decorators import carry_headers, check_throttles, is_async_callable
 from traffik.outcomes import Outcome, settle
 from traffik.throttles import Throttle
 from traffik.together import Entry, hit_together
@@ -24,6 +25,8 @@ __all__ = ["Throttled", "throttled"]
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 
 _names = itertools.count()
+_BOUND = ("self", "cls")
+"""The first parameter of a method, which binding removes (class-based views)."""
 
 
 def _route_status(connection: Any) -> int:
@@ -49,6 +52,45 @@ async def _settled(connection: Any, result: Awaitable[Any]) -> Any:
     return value
 
 
+class _Marked(NamedTuple):
+    """What the decorator's dependency gives its endpoint: the connection, and where the
+    throttles' headers are on FastAPI's injected `response` (`raw_headers[start:end]`)."""
+
+    connection: Any
+    response: Optional[Response]
+    start: int
+    end: int
+
+
+def _carry_headers(mark: _Marked, answer: Any) -> None:
+    """Add the headers the throttles wrote on FastAPI's injected response to what the
+    endpoint answered (`carry_headers`): a `Response` it returned, which FastAPI sends as it
+    is, or an `HTTPException` it raised."""
+    injected = mark.response
+    if injected is not None and answer is not injected:
+        carry_headers(injected.raw_headers[mark.start : mark.end], answer)
+
+
+async def _carrying(mark: _Marked, result: Awaitable[Any]) -> Any:
+    """Await the endpoint's `result`, carrying the throttles' headers to what it answers."""
+    try:
+        value = await result
+    except HTTPException as exc:
+        _carry_headers(mark, exc)
+        raise
+    _carry_headers(mark, value)
+    return value
+
+
+def _not_overridden(throttles: tuple[Throttle, ...], connection: Any) -> tuple[Throttle, ...]:
+    """`throttles` but those the app overrides (`app.dependency_overrides[throttle] = ...`,
+    as tests disable a `Depends(throttle)`): left out, their override not called."""
+    overrides = getattr(connection.scope.get("app"), "dependency_overrides", None)
+    if not overrides:
+        return throttles
+    return tuple(throttle for throttle in throttles if throttle not in overrides)
+
+
 def _dependency(throttles: tuple[Throttle, ...], connection_type: type) -> Callable[..., Any]:
     """One throttle as is; several (or any with `charge_when`) as one dependency with `yield`
     that decides them as one (`traffik.together`) and settles charges with the outcome."""
@@ -57,11 +99,7 @@ def _dependency(throttles: tuple[Throttle, ...], connection_type: type) -> Calla
         return cast(Callable[..., Any], throttles[0])
 
     async def apply_throttles(connection: Any, response: Any = None) -> AsyncIterator[Any]:
-        if len(throttles) == 1:
-            await throttles[0].hit(connection, response=response)
-        else:
-            entries = [Entry(throttle, connection) for throttle in throttles]
-            await hit_together(entries, connection, response=response)
+        await _apply(throttles, connection, response)
         if not settles:
             yield connection
             return
@@ -72,6 +110,25 @@ def _dependency(throttles: tuple[Throttle, ...], connection_type: type) -> Calla
             raise
         await settle(connection, Outcome(_route_status(connection)))
 
+    apply_throttles.__signature__ = _signature(connection_type)  # type: ignore[attr-defined]
+    apply_throttles.connection_type = connection_type  # type: ignore[attr-defined]
+    apply_throttles.settles = settles  # type: ignore[attr-defined]
+    apply_throttles.throttles = throttles  # type: ignore[attr-defined]
+    return apply_throttles
+
+
+async def _apply(throttles: tuple[Throttle, ...], connection: Any, response: Any) -> None:
+    """Hit `throttles` (those the app does not override) as one decision."""
+    applied = _not_overridden(throttles, connection)
+    if len(applied) == 1:
+        await applied[0].hit(connection, response=response)
+    elif applied:
+        entries = [Entry(throttle, connection) for throttle in applied]
+        await hit_together(entries, connection, response=response)
+
+
+def _signature(connection_type: type) -> inspect.Signature:
+    """`(connection, *, response=None)` for FastAPI to inject (no response for WebSockets)."""
     parameters = [
         inspect.Parameter(
             "connection", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=connection_type
@@ -83,11 +140,39 @@ def _dependency(throttles: tuple[Throttle, ...], connection_type: type) -> Calla
                 "response", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Response
             )
         )
-    apply_throttles.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
-    apply_throttles.connection_type = connection_type  # type: ignore[attr-defined]
-    apply_throttles.settles = settles  # type: ignore[attr-defined]
-    apply_throttles.throttles = throttles  # type: ignore[attr-defined]
-    return apply_throttles
+    return inspect.Signature(parameters)
+
+
+def _marking(
+    throttles: tuple[Throttle, ...], connection_type: type, settles: bool
+) -> Callable[..., Any]:
+    """The decorator's dependency: the throttles' hit, answering a `_Marked` (the connection
+    and where the hit's headers are on the injected response), one dependency as the
+    throttle alone is; with `charge_when`, with `yield`, settling as `_dependency`'s does
+    (for a generator endpoint: the decorator settles the others first, and once only)."""
+
+    async def marked_hit(connection: Any, response: Any = None) -> _Marked:
+        start = len(response.raw_headers) if response is not None else 0
+        await _apply(throttles, connection, response)
+        end = len(response.raw_headers) if response is not None else 0
+        return _Marked(connection, response, start, end)
+
+    dependency: Callable[..., Any] = marked_hit
+    if settles:
+
+        async def marked_and_settled(connection: Any, response: Any = None) -> AsyncIterator[Any]:
+            mark = await marked_hit(connection, response)
+            try:
+                yield mark
+            except Exception as exc:
+                await settle(connection, Outcome.of_exception(exc))
+                raise
+            await settle(connection, Outcome(_route_status(connection)))
+
+        dependency = marked_and_settled
+    dependency.__signature__ = _signature(connection_type)  # type: ignore[attr-defined]
+    dependency.throttles = throttles  # type: ignore[attr-defined]  # (for `document_rate_limits`)
+    return dependency
 
 
 def _typed_signature(endpoint: Callable[..., Any]) -> inspect.Signature:
@@ -116,29 +201,39 @@ class Throttled(params.Depends):
         signature = _typed_signature(endpoint)
         name = f"_traffik_throttled_{next(_names)}"
         parameters = list(signature.parameters.values())
+        # A method's `self` (or `cls`) stays first, for binding to drop it, not ours.
+        bound = parameters[:1] if parameters and parameters[0].name in _BOUND else []
+        parameters = parameters[len(bound) :]
         first_kind = parameters[0].kind if parameters else inspect.Parameter.POSITIONAL_OR_KEYWORD
         kind = (
             first_kind
             if first_kind is inspect.Parameter.POSITIONAL_ONLY
             else inspect.Parameter.POSITIONAL_OR_KEYWORD
         )
-        connection_type = getattr(self.dependency, "connection_type", Any)
-        # First, so FastAPI resolves the throttles before the endpoint's own dependencies.
+        throttles = cast(
+            "tuple[Throttle, ...]", getattr(self.dependency, "throttles", (self.dependency,))
+        )
+        connection_type = getattr(self.dependency, "connection_type", None)
+        if connection_type is None:
+            connection_type = cast(Throttle, self.dependency).connection_type
+        settles = getattr(self.dependency, "settles", False)
+        # First, so FastAPI resolves the throttles before the endpoint's own dependencies:
+        # the hit, and where its headers are on the injected response (`_Marked`), to carry
+        # them to a `Response` the endpoint returns (`_carry_headers`).
+        marking = _marking(throttles, connection_type, settles)
         hidden = inspect.Parameter(
-            name,
-            kind,
-            annotation=Annotated[connection_type, params.Depends(self.dependency, use_cache=False)],
+            name, kind, annotation=Annotated[_Marked, params.Depends(marking, use_cache=False)]
         )
 
-        settles = getattr(self.dependency, "settles", False)
         if is_async_callable(endpoint):
 
             @functools.wraps(endpoint)
             async def wrapper(*args: Any, **kwargs: Any) -> Any:
-                connection = kwargs.pop(name, None)
-                if not settles:
-                    return await endpoint(*args, **kwargs)
-                return await _settled(connection, endpoint(*args, **kwargs))
+                mark = kwargs.pop(name)
+                result = endpoint(*args, **kwargs)
+                if settles:
+                    result = _settled(mark.connection, result)
+                return await _carrying(mark, result)
 
         elif settles and not _is_generator(endpoint):
             # A sync function run in the thread pool here (as FastAPI would run it), so that
@@ -146,17 +241,26 @@ class Throttled(params.Depends):
 
             @functools.wraps(endpoint)
             async def wrapper(*args: Any, **kwargs: Any) -> Any:
-                connection = kwargs.pop(name, None)
-                return await _settled(connection, run_in_threadpool(endpoint, *args, **kwargs))
+                mark = kwargs.pop(name)
+                result = _settled(mark.connection, run_in_threadpool(endpoint, *args, **kwargs))
+                return await _carrying(mark, result)
 
         else:  # generators, and sync functions settling nothing: FastAPI runs or iterates them
 
             @functools.wraps(endpoint)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
-                kwargs.pop(name, None)
-                return endpoint(*args, **kwargs)
+                mark = kwargs.pop(name)
+                try:
+                    value = endpoint(*args, **kwargs)
+                except HTTPException as exc:
+                    _carry_headers(mark, exc)
+                    raise
+                _carry_headers(mark, value)
+                return value
 
-        wrapper.__signature__ = signature.replace(parameters=[hidden, *parameters])  # type: ignore[attr-defined]
+        wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
+            parameters=[*bound, hidden, *parameters]
+        )
         return wrapper  # type: ignore[return-value]
 
 
@@ -174,8 +278,9 @@ def throttled(*throttles: Throttle, route: Optional[Endpoint] = None) -> Any:
     As a dependency: `@app.get("/items", dependencies=[throttled(burst, sustained)])` or
     `APIRouter(dependencies=[throttled(api)])`. Several throttles are one decision
     (`traffik.together`): admitted only if every one admits, charged all or none, refused with
-    the wait until all admit. Allowed responses carry the rate-limit headers (unless the
-    endpoint returns a `Response` itself, whose headers FastAPI leaves alone). Throttles with
+    the wait until all admit. Allowed responses carry the rate-limit headers: as a decorator
+    also a `Response` the endpoint returns and an `HTTPException` it raises; as a dependency
+    not those (FastAPI sends a returned `Response` as it is). Throttles with
     `charge_when` settle their charge with the outcome: as a decorator, the endpoint's
     `Response` or exception (`def` and `async def` alike; a generator endpoint's is its
     route's status code); as a dependency, the exception or the route's status code. Each
