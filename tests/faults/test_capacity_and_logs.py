@@ -81,13 +81,14 @@ async def test_at_its_cap_the_refusing_store_keeps_its_clients_counting(
     assert len(_traffik_lines(caplog)) <= 3
 
 
-async def test_a_byte_cap_bounds_a_store_of_long_identifiers() -> None:
+async def test_a_byte_cap_bounds_a_store_of_long_keys() -> None:
+    # Keys over 1 KB each (a long uid: identifiers that long are keyed by a digest).
     backend = InMemoryBackend(namespace="cap-bytes", max_bytes=64 * 1024)
     throttle = HTTPThrottle(
-        "cap-bytes", "2/min", backend=backend, on_error="raise", identifier=_ident
+        "cap-bytes-" + "x" * 1024, "2/min", backend=backend, on_error="raise", identifier=_ident
     )
     for i in range(500):
-        assert await _hit(throttle, f"{i}-" + "x" * 1024)
+        assert await _hit(throttle, f"client-{i}")
     keys = await backend.keys()
     assert 0 < len(keys) <= 64
     assert sum(len(key) for key in keys) <= 64 * 1024
