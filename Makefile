@@ -12,7 +12,7 @@ EDITABLES := -e "packages/traffik-core[starlette]" $(foreach p,$(filter-out traf
 # test; hypothesis fuzzes rates and proxy headers in the fault suite; ruff pinned so
 # formatting is stable; pytest-xdist runs `make test-fast` on two workers; limits, slowapi and
 # fastapi-limiter are the rivals `python -m benchmarks --rivals` measures traffik against.
-DEV_DEPS := "pytest>=8" "anyio>=4" "httpx>=0.27" pytest-asyncio pyyaml "hypothesis>=6.100" "uvicorn[standard]>=0.30" "ruff>=0.17,<0.18" "mypy>=1.19" "prometheus-client>=0.20" "opentelemetry-api>=1.24" "opentelemetry-sdk>=1.24" "pytest-xdist>=3.6" "limits>=5" "slowapi>=0.1.9" "fastapi-limiter>=0.2"
+DEV_DEPS := "pytest>=8" "anyio>=4" "httpx>=0.27" pytest-asyncio pyyaml "hypothesis>=6.100" "uvicorn[standard]>=0.30" "ruff>=0.17,<0.18" "mypy>=1.19" "prometheus-client>=0.20" "opentelemetry-api>=1.30" "opentelemetry-sdk>=1.30" "pytest-xdist>=3.6" "limits>=5; python_version >= '3.10'" "slowapi>=0.1.9; python_version >= '3.10'" "fastapi-limiter>=0.2; python_version >= '3.10'"
 
 DEMO_STAMP := $(VENV)/.demo-installed
 # The demo needs traffik-core (with prometheus-client, so that it serves /metrics),
@@ -33,12 +33,13 @@ SRC_PATHS := $(foreach p,$(PACKAGES),packages/$(p)/src)
 MATRIX_PYTHONS := 3.9 3.10 3.11 3.12 3.13
 HATCH ?= $(shell command -v hatch 2>/dev/null || echo $(BIN)/hatch)
 
-# The oldest Starlette line we support sets no scope["route"]: the Starlette-facing tests run
-# again on it, in a venv of their own.
+# The Starlette-facing tests run again on the oldest releases traffik-core declares (its
+# pyproject's minimums: Starlette, prometheus-client, opentelemetry), in a venv of their own;
+# that Starlette line also sets no scope["route"]. tests/test_packaging.py keeps the two in step.
 COMPAT_VENV := .venv-starlette0
 COMPAT_STAMP := $(COMPAT_VENV)/.installed
 # anyio before 4.12: Starlette 0.4x's TestClient names an alias that 4.12 deprecates.
-COMPAT_DEPS := "starlette>=0.40,<0.50" "fastapi>=0.128.2" "pytest>=8" "anyio>=4,<4.12" "httpx>=0.27" pytest-asyncio "prometheus-client>=0.20" "opentelemetry-api>=1.24" "opentelemetry-sdk>=1.24"
+COMPAT_DEPS := "starlette==0.42.*" "fastapi>=0.128.2" "pytest>=8" "anyio>=4,<4.12" "httpx>=0.27" pytest-asyncio "prometheus-client==0.20.*" "opentelemetry-api==1.30.*" "opentelemetry-sdk==1.30.*"
 COMPAT_TESTS := packages/traffik-core/tests packages/traffik-fastapi/tests tests/test_seed_page.py tests/test_docs.py
 
 .PHONY: install test test-fast pytest lint types test-matrix test-starlette-compat demo docs docs-serve bench build clean

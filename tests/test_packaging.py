@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -201,3 +202,20 @@ def redis_requirement() -> str:
         return f"redis=={importlib.metadata.version('redis')}"
     except importlib.metadata.PackageNotFoundError:
         return "redis>=5"
+
+
+def test_the_compat_job_runs_on_the_declared_minimums() -> None:
+    # `make test-starlette-compat` (in CI) runs the Starlette-facing tests on the oldest
+    # releases traffik-core's pyproject declares: a minimum raised or lowered in one place
+    # only would leave the other untested. (Older releases fail: Starlette 0.40 does not
+    # answer a WebSocket handshake a throttle refuses, 0.41 breaks traffik 1.2's positional
+    # `Middleware(ThrottleMiddleware, ...)`, opentelemetry-api before 1.30 rejects the
+    # histogram's bucket advice.)
+    pyproject = (PACKAGES / "traffik-core" / "pyproject.toml").read_text()
+    extras = pyproject.split("[project.optional-dependencies]", 1)[1].split("\n[", 1)[0]
+    declared = dict(re.findall(r'"([a-z-]+)>=([\d.]+)"', extras))
+    makefile = (PACKAGES.parent / "Makefile").read_text()
+    line = next(line for line in makefile.splitlines() if line.startswith("COMPAT_DEPS :="))
+    pinned = dict(re.findall(r'"([a-z-]+)==([\d.]+)\.\*"', line))
+    for name in ("starlette", "prometheus-client", "opentelemetry-api"):
+        assert pinned[name] == declared[name], (name, pinned, declared)

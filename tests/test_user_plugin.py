@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 CORE = Path(__file__).resolve().parents[1] / "packages" / "traffik-core"
 FROM_THE_INDEX = {
-    "starlette": "starlette>=0.40",
+    "starlette": "starlette>=0.42",
     "fastapi": "fastapi>=0.128.2",
     "httpx": "httpx>=0.27",
     "pytest": "pytest>=8",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from traffik import InMemoryBackend, ManualClock, Rate
@@ -69,6 +72,37 @@ async def test_a_flood_of_new_clients_mostly_evicts_itself(
     assert "inmemory:heavy:tb" in await backend.keys()
     assert (await strategy.get_stat("heavy", busy, backend)).hits_remaining == 50
     assert len(caplog.records) == 1  # no line per request at the cap
+
+
+def test_each_new_backend_warns_when_it_fills() -> None:
+    # A backend built after another was freed often gets the freed one's id(): its first
+    # "is full" warning must not be taken for a repeat of the old backend's. In a process of
+    # its own, where nothing (pytest's log capture) keeps the freed backends alive.
+    code = """if True:
+        import asyncio, gc, logging
+        from traffik import InMemoryBackend, ManualClock
+        warned = []
+        handler = logging.Handler()
+        handler.emit = lambda record: warned.append(record.getMessage())
+        logging.getLogger("traffik").addHandler(handler)
+        async def fill_one_after_another():
+            ids = set()
+            for attempt in range(20):
+                backend = InMemoryBackend(clock=ManualClock(), max_keys=1, namespace=f"n{attempt}")
+                ids.add(id(backend))
+                await backend.set("a", 1)
+                await backend.set("b", 1)
+                del backend
+                gc.collect()
+            print(len(ids), [line.split(" is full")[0] for line in warned])
+        asyncio.run(fill_one_after_another())
+    """
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    distinct_ids, warned = out.split(" ", 1)
+    assert int(distinct_ids) < 20  # ids were reused, so the case was met
+    assert warned.strip() == str([f"InMemoryBackend(namespace='n{n}')" for n in range(20)])
 
 
 async def test_a_byte_cap_counts_keys_and_states() -> None:

@@ -476,6 +476,30 @@ def test_import_without_starlette_says_what_to_install() -> None:
     assert 'pip install "traffik-core[starlette]"' in out and "traffik-fastapi" in out
 
 
+@pytest.mark.parametrize(
+    "module",
+    [
+        "traffik.throttles",
+        "traffik.middleware",
+        "traffik.middleware_throttle",
+        "traffik.decorators",
+        "traffik.responses",
+    ],
+)
+def test_importing_a_starlette_module_without_starlette_says_what_to_install(module: str) -> None:
+    # traffik 1.2's import paths (`from traffik.throttles import HTTPThrottle`) name the
+    # module and the install command too, not only `No module named 'starlette'`.
+    code = (
+        "import sys; sys.modules['starlette'] = None\n"
+        f"try:\n    import {module}\nexcept ImportError as e:\n    print(e)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.startswith(f"{module} needs Starlette"), out
+    assert 'pip install "traffik-core[starlette]"' in out and "traffik-fastapi" in out
+
+
 @pytest.fixture
 async def lifespan_backend() -> AsyncIterator[InMemoryBackend]:
     backend = InMemoryBackend(namespace="ctx")

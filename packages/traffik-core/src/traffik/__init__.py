@@ -116,6 +116,14 @@ __all__ = [
 ]
 
 
+def _starlette_missing(what: str) -> ImportError:
+    """The error for `what` (a name or module that needs Starlette) when Starlette is missing."""
+    return ImportError(
+        f"{what} needs Starlette, which is not installed; install it with "
+        '`pip install "traffik-core[starlette]"` (or `pip install traffik-fastapi` for FastAPI)'
+    )
+
+
 def __getattr__(name: str) -> Any:
     spec = _LAZY.get(name)
     if spec is None:
@@ -125,10 +133,7 @@ def __getattr__(name: str) -> Any:
         try:
             importlib.import_module("starlette")
         except ImportError as exc:
-            raise ImportError(
-                f"traffik.{name} needs Starlette, which is not installed; install it with "
-                '`pip install "traffik-core[starlette]"` (or `pip install traffik-fastapi` for FastAPI)'
-            ) from exc
+            raise _starlette_missing(f"traffik.{name}") from exc
     value = getattr(importlib.import_module(module_name), name)
     globals()[name] = value
     return value

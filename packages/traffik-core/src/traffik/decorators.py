@@ -13,11 +13,16 @@ import inspect
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
-from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException
-from starlette.requests import HTTPConnection
-from starlette.responses import Response
-from starlette.websockets import WebSocket
+from traffik import _starlette_missing
+
+try:
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException
+    from starlette.requests import HTTPConnection
+    from starlette.responses import Response
+    from starlette.websockets import WebSocket
+except ImportError as exc:
+    raise _starlette_missing("traffik.decorators") from exc
 
 from traffik.exceptions import ConfigurationError
 from traffik.outcomes import Outcome, settle

@@ -8,9 +8,14 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Callable, Optional, Union
 
-from starlette.requests import HTTPConnection, Request
-from starlette.responses import Response
-from starlette.websockets import WebSocket
+from traffik import _starlette_missing
+
+try:
+    from starlette.requests import HTTPConnection, Request
+    from starlette.responses import Response
+    from starlette.websockets import WebSocket
+except ImportError as exc:
+    raise _starlette_missing("traffik.middleware_throttle") from exc
 
 from traffik.backends.base import ThrottleBackend
 from traffik.exceptions import ConfigurationError

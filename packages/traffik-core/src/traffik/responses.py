@@ -14,9 +14,14 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from starlette.requests import HTTPConnection
-from starlette.responses import Response
-from starlette.websockets import WebSocket, WebSocketState
+from traffik import _starlette_missing
+
+try:
+    from starlette.requests import HTTPConnection
+    from starlette.responses import Response
+    from starlette.websockets import WebSocket, WebSocketState
+except ImportError as exc:
+    raise _starlette_missing("traffik.responses") from exc
 
 from traffik.config import THROTTLED_STATE_KEY
 from traffik.decision import whole_seconds

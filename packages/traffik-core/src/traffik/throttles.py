@@ -8,10 +8,15 @@ from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
 from time import perf_counter
 from typing import Any, Callable, ClassVar, Optional, Union
 
-from starlette.middleware import Middleware
-from starlette.requests import HTTPConnection, Request
-from starlette.responses import Response
-from starlette.websockets import WebSocket
+from traffik import _starlette_missing
+
+try:
+    from starlette.middleware import Middleware
+    from starlette.requests import HTTPConnection, Request
+    from starlette.responses import Response
+    from starlette.websockets import WebSocket
+except ImportError as exc:
+    raise _starlette_missing("traffik.throttles") from exc
 
 from traffik import outcomes
 from traffik.backends.base import ThrottleBackend

@@ -17,6 +17,7 @@ Neither logs a line per request: the first event is logged, then one line per 10
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import random
@@ -33,6 +34,8 @@ _ENTRY_OVERHEAD = 120
 """Bytes a key's entry costs beyond its key and state (the dict slot, the entry list, ints)."""
 
 _log = QuietLog(logging.getLogger("traffik"))
+_serials = itertools.count()
+"""One per store, for its log lines' kind: a freed store's `id()` goes to the next one made."""
 
 
 def entry_size(key: str, value: Any) -> int:
@@ -46,7 +49,7 @@ def entry_size(key: str, value: Any) -> int:
 class Capacity:
     """The limits of one store and its policy at the cap (module docstring)."""
 
-    __slots__ = ("_sample", "max_bytes", "max_keys", "policy")
+    __slots__ = ("_sample", "_serial", "max_bytes", "max_keys", "policy")
 
     def __init__(self, max_keys: int, max_bytes: Optional[int], policy: str) -> None:
         if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
@@ -69,6 +72,7 @@ class Capacity:
         self.max_bytes = max_bytes
         self.policy = policy
         self._sample: list[str] = []
+        self._serial = next(_serials)
 
     def full(self, keys: int, used: int, adding: int) -> bool:
         return keys >= self.max_keys or (
@@ -85,7 +89,7 @@ class Capacity:
             if self.policy == "refuse" or not data:
                 _log.log(
                     logging.WARNING,
-                    (id(store), "refuse"),
+                    (self._serial, "refuse"),
                     "%r is full (%d keys, ~%d bytes); refusing new keys",
                     store,
                     len(data),
@@ -99,7 +103,7 @@ class Capacity:
             store._remove(self._victim(data))
             _log.log(
                 logging.WARNING,
-                (id(store), "evict"),
+                (self._serial, "evict"),
                 "%r is full (%d keys, ~%d bytes); evicting the keys nearest to expiry",
                 store,
                 len(data),
