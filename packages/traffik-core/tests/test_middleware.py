@@ -839,3 +839,26 @@ async def test_a_middleware_throttle_reads_and_forgets_a_clients_bucket() -> Non
             await api.stat("127.0.0.1", path="/page", backend=backend)
         with pytest.raises(ConfigurationError, match="has no backend"):
             await api.stat("127.0.0.1")  # (the throttle has none; the middleware's is named)
+
+
+async def test_a_fastapi_endpoint_reads_a_middleware_throttles_bucket() -> None:
+    # Inside a FastAPI endpoint the scope carries FastAPI's route context, which names the
+    # endpoint's route; the rule's pattern must still stand for the route.
+    backend = InMemoryBackend(namespace="mw-stat-fastapi")
+    api = MiddlewareThrottle(HTTPThrottle("mw:stat-fa", rate="3/min"), path=glob("/api/**"))
+    app = FastAPI()
+    app.add_middleware(ThrottleMiddleware, middleware_throttles=[api], backend=backend)
+
+    @app.get("/api/items/{item}")
+    async def item(item: int) -> int:
+        return item
+
+    @app.get("/quota")
+    async def quota(request: Request) -> dict[str, int]:
+        stat = await api.stat(request, backend=backend)
+        assert stat is not None
+        return {"left": stat.hits_remaining}
+
+    async with client_for(app) as client:
+        assert await statuses(client, "/api/items/1", 2) == [200, 200]
+        assert (await client.get("/quota")).json() == {"left": 1}

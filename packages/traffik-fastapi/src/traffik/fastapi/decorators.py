@@ -92,29 +92,13 @@ def _not_overridden(throttles: tuple[Throttle, ...], connection: Any) -> tuple[T
 
 
 def _dependency(throttles: tuple[Throttle, ...], connection_type: type) -> Callable[..., Any]:
-    """One throttle as is; several (or any with `charge_when`) as one dependency with `yield`
-    that decides them as one (`traffik.together`) and settles charges with the outcome."""
+    """One throttle as is; several (or any with `charge_when`) as one dependency that decides
+    them as one (`traffik.together`), with `yield` to settle charges with the outcome
+    (`_applying`); it gives the connection."""
     settles = any(throttle.charge_when is not None for throttle in throttles)
     if len(throttles) == 1 and not settles:
         return cast(Callable[..., Any], throttles[0])
-
-    async def apply_throttles(connection: Any, response: Any = None) -> AsyncIterator[Any]:
-        await _apply(throttles, connection, response)
-        if not settles:
-            yield connection
-            return
-        try:
-            yield connection
-        except Exception as exc:
-            await settle(connection, Outcome.of_exception(exc))
-            raise
-        await settle(connection, Outcome(_route_status(connection)))
-
-    apply_throttles.__signature__ = _signature(connection_type)  # type: ignore[attr-defined]
-    apply_throttles.connection_type = connection_type  # type: ignore[attr-defined]
-    apply_throttles.settles = settles  # type: ignore[attr-defined]
-    apply_throttles.throttles = throttles  # type: ignore[attr-defined]
-    return apply_throttles
+    return _applying(throttles, connection_type, settles, marks=False)
 
 
 async def _apply(throttles: tuple[Throttle, ...], connection: Any, response: Any) -> None:
@@ -143,35 +127,41 @@ def _signature(connection_type: type) -> inspect.Signature:
     return inspect.Signature(parameters)
 
 
-def _marking(
-    throttles: tuple[Throttle, ...], connection_type: type, settles: bool
+def _applying(
+    throttles: tuple[Throttle, ...], connection_type: type, settles: bool, *, marks: bool
 ) -> Callable[..., Any]:
-    """The decorator's dependency: the throttles' hit, answering a `_Marked` (the connection
-    and where the hit's headers are on the injected response), one dependency as the
-    throttle alone is; with `charge_when`, with `yield`, settling as `_dependency`'s does
-    (for a generator endpoint: the decorator settles the others first, and once only)."""
+    """A dependency hitting `throttles` as one decision, which gives the connection, or with
+    `marks` a `_Marked` (the connection and where the hit's headers are on the injected
+    response: the decorator's); with `settles` (`charge_when`) it has `yield` and settles the
+    charges with the outcome: the exception, else the route's status code (a decorated
+    endpoint's own outcome settles first, and a request settles once)."""
 
-    async def marked_hit(connection: Any, response: Any = None) -> _Marked:
+    async def hit(connection: Any, response: Any = None) -> Any:
+        if not marks:
+            await _apply(throttles, connection, response)
+            return connection
         start = len(response.raw_headers) if response is not None else 0
         await _apply(throttles, connection, response)
         end = len(response.raw_headers) if response is not None else 0
         return _Marked(connection, response, start, end)
 
-    dependency: Callable[..., Any] = marked_hit
+    dependency: Callable[..., Any] = hit
     if settles:
 
-        async def marked_and_settled(connection: Any, response: Any = None) -> AsyncIterator[Any]:
-            mark = await marked_hit(connection, response)
+        async def hit_and_settle(connection: Any, response: Any = None) -> AsyncIterator[Any]:
+            value = await hit(connection, response)
             try:
-                yield mark
+                yield value
             except Exception as exc:
                 await settle(connection, Outcome.of_exception(exc))
                 raise
             await settle(connection, Outcome(_route_status(connection)))
 
-        dependency = marked_and_settled
+        dependency = hit_and_settle
     dependency.__signature__ = _signature(connection_type)  # type: ignore[attr-defined]
-    dependency.throttles = throttles  # type: ignore[attr-defined]  # (for `document_rate_limits`)
+    dependency.connection_type = connection_type  # type: ignore[attr-defined]
+    dependency.settles = settles  # type: ignore[attr-defined]
+    dependency.throttles = throttles  # type: ignore[attr-defined]  # (`document_rate_limits`)
     return dependency
 
 
@@ -220,7 +210,7 @@ class Throttled(params.Depends):
         # First, so FastAPI resolves the throttles before the endpoint's own dependencies:
         # the hit, and where its headers are on the injected response (`_Marked`), to carry
         # them to a `Response` the endpoint returns (`_carry_headers`).
-        marking = _marking(throttles, connection_type, settles)
+        marking = _applying(throttles, connection_type, settles, marks=True)
         hidden = inspect.Parameter(
             name, kind, annotation=Annotated[_Marked, params.Depends(marking, use_cache=False)]
         )
