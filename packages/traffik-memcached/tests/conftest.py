@@ -10,17 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from collections.abc import Iterator
 from typing import Callable
 
 import pytest
 
-from traffik.testing.servers import MemcachedServer
-
-
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+from traffik.testing.servers import MemcachedServer, env_flag, require_binaries
 
 
 @pytest.fixture(scope="session")
@@ -31,15 +26,11 @@ def anyio_backend() -> str:
 @pytest.fixture(scope="session")
 def memcached_binary() -> str:
     """The `memcached` executable, or a skip (a failure under `CI=true`) saying why there is none."""
-    if _flag("SKIP_MEMCACHED_TESTS"):
-        pytest.skip("memcached tests skipped: SKIP_MEMCACHED_TESTS=true")
-    binary = shutil.which("memcached")
-    if binary is None:
-        message = "memcached is not installed (apt-get install memcached), and TRAFFIK_MEMCACHED_URL is not set"
-        if _flag("CI"):
-            pytest.fail(f"CI=true: {message}", pytrace=False)
-        pytest.skip(message)
-    return binary
+    return require_binaries(
+        ("memcached",),
+        "SKIP_MEMCACHED_TESTS",
+        "apt-get install memcached, or set TRAFFIK_MEMCACHED_URL",
+    )
 
 
 @contextlib.contextmanager
@@ -54,7 +45,7 @@ def _started(binary: str) -> Iterator[MemcachedServer]:
 @pytest.fixture(scope="session")
 def memcached_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """One memcached server for the whole session."""
-    if _flag("SKIP_MEMCACHED_TESTS"):
+    if env_flag("SKIP_MEMCACHED_TESTS"):
         pytest.skip("memcached tests skipped: SKIP_MEMCACHED_TESTS=true")
     if os.environ.get("TRAFFIK_MEMCACHED_URL"):
         yield os.environ["TRAFFIK_MEMCACHED_URL"]
@@ -66,7 +57,7 @@ def memcached_url(request: pytest.FixtureRequest) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def memcached_cluster_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """Two memcached servers, as one `memcached://a,b` URL."""
-    if _flag("SKIP_MEMCACHED_TESTS"):
+    if env_flag("SKIP_MEMCACHED_TESTS"):
         pytest.skip("memcached tests skipped: SKIP_MEMCACHED_TESTS=true")
     if os.environ.get("TRAFFIK_MEMCACHED_CLUSTER_URL"):
         yield os.environ["TRAFFIK_MEMCACHED_CLUSTER_URL"]

@@ -15,7 +15,6 @@ them too, except with `CI=true`, where it fails the run.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -27,9 +26,14 @@ from redis.asyncio import Redis
 
 from traffik.backends.redis import RedisBackend
 from traffik.clock import ManualClock
-from traffik.testing.servers import RedisCluster, RedisServer, free_port, redis_cli
-
-_TRUE = ("1", "true", "yes")
+from traffik.testing.servers import (
+    RedisCluster,
+    RedisServer,
+    env_flag,
+    free_port,
+    redis_cli,
+    require_binaries,
+)
 
 
 @pytest.fixture(scope="session")
@@ -38,21 +42,17 @@ def anyio_backend() -> str:
 
 
 def _require_redis_server() -> None:
-    if os.environ.get("SKIP_REDIS_TESTS", "").lower() in _TRUE:
-        pytest.skip("SKIP_REDIS_TESTS=true: Redis tests skipped")
-    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
-        message = (
-            "redis-server/redis-cli not on PATH (install redis-server, or set TRAFFIK_REDIS_URL)"
-        )
-        if os.environ.get("CI", "").lower() in _TRUE:
-            pytest.fail(f"{message}; CI=true requires the Redis tests to run", pytrace=False)
-        pytest.skip(message)
+    require_binaries(
+        ("redis-server", "redis-cli"),
+        "SKIP_REDIS_TESTS",
+        "install redis-server, or set TRAFFIK_REDIS_URL",
+    )
 
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Redis server's URL for the whole session."""
-    if os.environ.get("SKIP_REDIS_TESTS", "").lower() in _TRUE:
+    if env_flag("SKIP_REDIS_TESTS"):
         pytest.skip("SKIP_REDIS_TESTS=true: Redis tests skipped")
     if os.environ.get("TRAFFIK_REDIS_URL"):
         yield os.environ["TRAFFIK_REDIS_URL"]
@@ -68,7 +68,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A `redis+cluster://` URL of a three-master Redis Cluster for the whole session."""
-    if os.environ.get("SKIP_REDIS_TESTS", "").lower() in _TRUE:
+    if env_flag("SKIP_REDIS_TESTS"):
         pytest.skip("SKIP_REDIS_TESTS=true: Redis tests skipped")
     if os.environ.get("TRAFFIK_REDIS_CLUSTER_URL"):
         yield os.environ["TRAFFIK_REDIS_CLUSTER_URL"]

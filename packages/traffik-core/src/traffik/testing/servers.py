@@ -13,16 +13,57 @@ Needs the binaries on PATH (`redis-server`, `redis-cli`, `memcached`); Linux for
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
 from traffik.testing.processes import freeze, thaw
 
-__all__ = ["MemcachedServer", "RedisCluster", "RedisServer", "free_port", "redis_cli"]
+__all__ = [
+    "MemcachedServer",
+    "RedisCluster",
+    "RedisServer",
+    "env_flag",
+    "free_port",
+    "redis_cli",
+    "require_binaries",
+]
+
+
+def env_flag(name: str) -> bool:
+    """Whether the environment variable `name` says yes (`1`, `true`, `yes`, `on`)."""
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def require_binaries(binaries: Sequence[str], skip_flag: str, hint: str) -> str:
+    """The path of `binaries[0]`, for a test fixture that starts a server; a pytest skip when
+    `skip_flag` says yes or a binary is not on PATH, except under `CI=true`, where a missing
+    binary fails the run (CI must run the server tests, never skip them).
+
+    Args:
+        binaries: The executables the server needs, the server's first (`redis-server`).
+        skip_flag: The environment variable that skips these tests (`SKIP_REDIS_TESTS`).
+        hint: What to do about a missing binary (`install redis-server, or set ...`).
+
+    Returns:
+        The first binary's path.
+    """
+    import pytest  # (only fixtures call this: the kit imports without pytest)
+
+    if env_flag(skip_flag):
+        pytest.skip(f"{skip_flag}=true: these tests are skipped")
+    missing = [binary for binary in binaries if shutil.which(binary) is None]
+    if missing:
+        message = f"{'/'.join(missing)} not on PATH ({hint})"
+        if env_flag("CI"):
+            pytest.fail(f"CI=true: {message}; the server tests must run", pytrace=False)
+        pytest.skip(message)
+    return str(shutil.which(binaries[0]))
 
 
 def free_port(*, with_bus: bool = False) -> int:
