@@ -36,10 +36,6 @@ _shadow_log = QuietLog(logger, interval=1.0)
 """Would-be refusals of shadow throttles: one line per client and throttle per second."""
 
 
-async def _resolve(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
-
-
 def _let_through(connection: Any) -> Any:
     """`connection`, marked not throttled (`is_throttled`): a hit that returns without a
     decision must not leave a WebSocket carrying an earlier message's refusal."""
@@ -252,7 +248,9 @@ class ThrottleAnswers:
         handler = self.handle_throttled
         if handler is None and self.use_backend_handler:
             handler = backend.handle_throttled
-        result = await _resolve((handler or self.default_handler)(connection, wait, self, ctx))
+        result = (handler or self.default_handler)(connection, wait, self, ctx)
+        if inspect.isawaitable(result):  # (a handler may be sync or async)
+            result = await result
         if isinstance(result, Response):
             answer_with(connection, result)
         return connection
