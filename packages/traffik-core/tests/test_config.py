@@ -9,6 +9,7 @@ import pytest
 import traffik
 from traffik import config
 from traffik.backends.inmemory import InMemoryBackend
+from traffik.exceptions import ConfigurationError
 
 
 @pytest.fixture(autouse=True)
@@ -78,7 +79,7 @@ def test_blocking_is_read_leniently(
 
 
 def test_bad_seconds_are_value_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ValueError, match="must be a finite number of seconds >= 0"):
+    with pytest.raises(ValueError, match="must be a finite number of seconds > 0"):
         config.set_lock_ttl(-1)
     with pytest.raises(ValueError, match="not a number of seconds"):
         config.set_lock_blocking_timeout("soon")  # type: ignore[arg-type]
@@ -108,3 +109,62 @@ def test_constants_and_top_level_names() -> None:
     assert (config.APP_CONTEXT_ATTR, config.THROTTLE_DEFAULT_SCOPE) == ("state", "default")
     for name in ("get_lock_ttl", "set_lock_blocking_timeout", "ANONYMOUS_IDENTIFIER"):
         assert getattr(traffik, name) is getattr(config, name)
+
+
+@pytest.mark.parametrize(
+    ("setter", "value", "fragment"),
+    [
+        # `str(True)` is "True", which the getter (and every backend built later) refused.
+        (config.set_lock_ttl, True, "set_lock_ttl: TRAFFIK_DEFAULT_LOCK_TTL=True is not a number"),
+        (config.set_lock_blocking_timeout, False, "TRAFFIK_DEFAULT_BLOCKING_TIMEOUT=False is not"),
+        # A lock that lives 0 s expires as it is taken: every holder gets in at once.
+        (
+            config.set_lock_ttl,
+            0,
+            "TRAFFIK_DEFAULT_LOCK_TTL=0 must be a finite number of seconds > 0",
+        ),
+        (config.set_lock_ttl, float("inf"), "must be a finite number"),
+        # A string meaning False would have been True.
+        (config.set_lock_blocking, "false", "set_lock_blocking('false'): expected True or False"),
+        (config.set_lock_blocking, None, "expected True or False"),
+    ],
+)
+def test_setters_refuse_what_their_getters_would_misread(
+    setter: object, value: object, fragment: str
+) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        setter(value)  # type: ignore[operator]
+    assert fragment in str(info.value)
+    assert not {
+        config.DEFAULT_LOCK_TTL_ENV_VAR,
+        config.DEFAULT_BLOCKING_ENV_VAR,
+        config.DEFAULT_BLOCKING_TIMEOUT_ENV_VAR,
+    } & set(os.environ)
+
+
+def test_a_zero_lock_ttl_in_the_environment_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRAFFIK_DEFAULT_LOCK_TTL", "0")
+    with pytest.raises(ValueError, match=r"TRAFFIK_DEFAULT_LOCK_TTL='0' must be .* > 0"):
+        InMemoryBackend()
+    monkeypatch.setenv("TRAFFIK_DEFAULT_BLOCKING_TIMEOUT", "0")  # waiting 0 s is fine
+    monkeypatch.delenv("TRAFFIK_DEFAULT_LOCK_TTL")
+    assert InMemoryBackend().lock_blocking_timeout == 0.0
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        ({"lock_ttl": -1}, "InMemoryBackend: lock_ttl=-1 must be a finite number of seconds > 0"),
+        ({"lock_ttl": 0}, "lock_ttl=0 must be a finite number of seconds > 0"),
+        ({"lock_ttl": "soon"}, "lock_ttl='soon' is not a number of seconds"),
+        ({"lock_blocking_timeout": -2}, "lock_blocking_timeout=-2 must be a finite number"),
+        ({"lock_blocking_timeout": "x"}, "lock_blocking_timeout='x' is not a number"),
+        ({"lock_blocking": "no"}, "lock_blocking='no' must be True, False or None"),
+    ],
+)
+def test_backends_check_their_lock_settings_when_built(options: dict, fragment: str) -> None:
+    """A negative or zero TTL let every task into the lock at once; a wrong type failed
+    with a bare `TypeError` at the first lock."""
+    with pytest.raises(ConfigurationError) as info:
+        InMemoryBackend(**options)
+    assert fragment in str(info.value)

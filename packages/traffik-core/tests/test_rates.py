@@ -38,6 +38,22 @@ from traffik.rates import MAX_LIMIT, MAX_PERIOD_MS, UNLIMITED, parse_rates
         ("1_000/s", 1000, 1_000),
         ("1_000_000 per 2 hours", 1_000_000, 7_200_000),
         ("007/0001s", 7, 1_000),
+        # spec/core.md §1.2's accepted examples, and every unit token of its table.
+        ("5/m", 5, 60_000),
+        ("10/30 seconds", 10, 30_000),
+        ("1000/500ms", 1000, 500),
+        ("50/d", 50, 86_400_000),
+        ("1000/30days", 1000, 30 * 86_400_000),
+        ("5/millisecond", 5, 1),
+        ("5/2milliseconds", 5, 2),
+        ("5/sec", 5, 1_000),
+        ("5/second", 5, 1_000),
+        ("5/minute", 5, 60_000),
+        ("5/minutes", 5, 60_000),
+        ("5/hr", 5, 3_600_000),
+        ("5/hours", 5, 3_600_000),
+        ("5/day", 5, 86_400_000),
+        ("5 PER MINUTE", 5, 60_000),
         ("9007199254740991/s", MAX_LIMIT, 1_000),
         ("1/36500d", 1, MAX_PERIOD_MS),
     ],
@@ -47,7 +63,7 @@ def test_parse(text: str, limit: int, expire: int) -> None:
     assert (rate.limit, rate.expire) == (limit, expire)
 
 
-@pytest.mark.parametrize("text", ["unlimited", "Unlimited", " inf "])
+@pytest.mark.parametrize("text", ["unlimited", "Unlimited", " inf ", "none"])
 def test_unlimited_can_be_written(text: str) -> None:
     assert Rate.parse(text) is UNLIMITED
     assert Rate.parse(text).unlimited
@@ -58,6 +74,14 @@ def test_unlimited_can_be_written(text: str) -> None:
     [
         ("5/fortnight", "unknown unit 'fortnight'"),
         ("5/w", "unknown unit 'w'"),
+        # traffik 1.2's grammar has no weeks, months, years or these plurals.
+        ("5/week", "unknown unit 'week'; use ms, s, min, h, d"),
+        ("5/mo", "unknown unit 'mo'"),
+        ("5/y", "unknown unit 'y'"),
+        ("5/secs", "unknown unit 'secs'; use ms, s, min, h, d"),
+        ("5/mins", "unknown unit 'mins'"),
+        ("5/hrs", "unknown unit 'hrs'"),
+        ("0/0s", "longer than zero"),
         ("abc", "expected '<limit>/<period>'"),
         ("5/10/s", "expected '<limit>/<period>'"),
         ("5s", "expected '<limit>/<period>'"),
@@ -175,3 +199,27 @@ def test_immutable_hashable_and_equal_by_value() -> None:
         and str(Rate()) == "unlimited"
     )
     assert repr(Rate()) == "Rate(unlimited)"
+
+
+@pytest.mark.parametrize(
+    "text", ["10/s,1000/day", "10 per second, 1000 per day", "10/s|1000/d", "10/s;1000/day"]
+)
+def test_several_rates_in_another_syntax_say_how_to_join_them(text: str) -> None:
+    """limits and slowapi join several rates with `,` or `|`; Traffik with `;`."""
+    with pytest.raises(ConfigurationError) as info:
+        parse_rates(text) if ";" not in text else Rate.parse(text)
+    assert "several rates are joined by ';'" in str(info.value)
+    assert repr(text) in str(info.value)
+
+
+def test_traffik12_attributes_and_equality() -> None:
+    assert not Rate(limit=1, milliseconds=1000).is_subsecond  # 1000 ms is not sub-second
+    assert Rate(limit=1, milliseconds=999).is_subsecond
+    rate = Rate.parse("1440/d")
+    assert (rate.rpd, rate.rph, rate.rpm) == (1440, 60, 1)
+    assert (Rate().rpm, Rate().rph, Rate().rpd) == (math.inf, math.inf, math.inf)
+    assert rate != "1440/d" and rate != 1440 and Rate() != None  # noqa: E711
+    assert repr(rate) == "Rate(limit=1440, milliseconds=86400000)"
+    assert copy.copy(rate) is rate
+    with pytest.raises(TypeError):
+        Rate(5, seconds=1)  # type: ignore[misc]  # keyword-only, as in traffik 1.2

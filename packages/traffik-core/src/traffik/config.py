@@ -8,9 +8,12 @@ argument it was not given: changing them later leaves existing backends alone.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from typing import Optional
+
+from traffik.exceptions import ConfigurationError
 
 __all__ = [
     "ANONYMOUS_IDENTIFIER",
@@ -22,6 +25,7 @@ __all__ = [
     "DEFAULT_LOCK_TTL_ENV_VAR",
     "THROTTLED_STATE_KEY",
     "THROTTLE_DEFAULT_SCOPE",
+    "check_seconds",
     "get_lock_blocking",
     "get_lock_blocking_timeout",
     "get_lock_ttl",
@@ -55,37 +59,56 @@ DEFAULT_BLOCKING_TIMEOUT_ENV_VAR = "TRAFFIK_DEFAULT_BLOCKING_TIMEOUT"
 _TRUE = frozenset({"1", "true", "yes", "on"})
 
 
-def _seconds(name: str, value: object) -> float:
-    try:
-        seconds = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}={value!r} is not a number of seconds") from None
-    if not seconds >= 0 or math.isinf(seconds):
-        raise ValueError(f"{name}={value!r} must be a finite number of seconds >= 0")
+def check_seconds(name: str, value: object, *, positive: bool = False) -> float:
+    """`value` as a number of seconds: finite and at least 0 (above 0 when `positive`).
+
+    Args:
+        name: What the value is (`"set_lock_ttl(...)"`, `"lock_ttl"`), named in the message.
+        value: A number, or a string of one (the environment's); not a bool.
+        positive: Whether 0 is refused too (a lock TTL of 0 would expire at once).
+
+    Returns:
+        The seconds, as a float.
+
+    Raises:
+        ConfigurationError: When `value` is no number of seconds in that range.
+    """
+    seconds: Optional[float] = None
+    if not isinstance(value, bool):
+        with contextlib.suppress(TypeError, ValueError):
+            seconds = float(value)  # type: ignore[arg-type]
+    bound = "> 0 (None: no expiry)" if positive else ">= 0"
+    if seconds is None:
+        raise ConfigurationError(
+            f"{name}={value!r} is not a number of seconds; give a finite number {bound}"
+        )
+    if not (seconds > 0 if positive else seconds >= 0) or math.isinf(seconds):
+        raise ConfigurationError(f"{name}={value!r} must be a finite number of seconds {bound}")
     return seconds
 
 
-def _read_seconds(env_var: str) -> Optional[float]:
+def _read_seconds(env_var: str, *, positive: bool) -> Optional[float]:
     value = os.environ.get(env_var)
-    return None if value is None else _seconds(env_var, value)
+    return None if value is None else check_seconds(env_var, value, positive=positive)
 
 
-def _write_seconds(env_var: str, value: Optional[float]) -> None:
+def _write_seconds(setter: str, env_var: str, value: Optional[float], *, positive: bool) -> None:
     if value is None:
         os.environ.pop(env_var, None)
     else:
-        _seconds(env_var, value)
+        check_seconds(f"{setter}: {env_var}", value, positive=positive)
         os.environ[env_var] = str(value)
 
 
 def get_lock_ttl() -> Optional[float]:
-    """Seconds a lock lives unless given (`TRAFFIK_DEFAULT_LOCK_TTL`); None: no expiry."""
-    return _read_seconds(DEFAULT_LOCK_TTL_ENV_VAR)
+    """Seconds a lock lives unless given (`TRAFFIK_DEFAULT_LOCK_TTL`, above 0); None: no expiry."""
+    return _read_seconds(DEFAULT_LOCK_TTL_ENV_VAR, positive=True)
 
 
 def set_lock_ttl(value: Optional[float]) -> None:
-    """Set (None: unset) the default lock TTL in seconds; negative is a `ValueError`."""
-    _write_seconds(DEFAULT_LOCK_TTL_ENV_VAR, value)
+    """Set (None: unset) the default lock TTL in seconds; 0, negative or not a number is a
+    `ConfigurationError` (a `ValueError`)."""
+    _write_seconds("set_lock_ttl", DEFAULT_LOCK_TTL_ENV_VAR, value, positive=True)
 
 
 def get_lock_blocking() -> bool:
@@ -96,14 +119,20 @@ def get_lock_blocking() -> bool:
 
 
 def set_lock_blocking(value: bool) -> None:
+    """Set whether locks wait by default; anything but True or False is a `ConfigurationError`
+    (`set_lock_blocking("false")` would otherwise mean True)."""
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"set_lock_blocking({value!r}): expected True or False")
     os.environ[DEFAULT_BLOCKING_ENV_VAR] = "1" if value else "0"
 
 
 def get_lock_blocking_timeout() -> Optional[float]:
     """Seconds a blocking lock waits at most (`TRAFFIK_DEFAULT_BLOCKING_TIMEOUT`); None: forever."""
-    return _read_seconds(DEFAULT_BLOCKING_TIMEOUT_ENV_VAR)
+    return _read_seconds(DEFAULT_BLOCKING_TIMEOUT_ENV_VAR, positive=False)
 
 
 def set_lock_blocking_timeout(value: Optional[float]) -> None:
     """Set (None: unset) the default blocking timeout in seconds; 0 is allowed."""
-    _write_seconds(DEFAULT_BLOCKING_TIMEOUT_ENV_VAR, value)
+    _write_seconds(
+        "set_lock_blocking_timeout", DEFAULT_BLOCKING_TIMEOUT_ENV_VAR, value, positive=False
+    )

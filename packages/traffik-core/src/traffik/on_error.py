@@ -142,8 +142,18 @@ def decision_from_wait(wait: Any, limit: int) -> Decision:
 
     Returns:
         The decision, with `remaining` None.
+
+    Raises:
+        ConfigurationError: When `wait` is no number (a strategy or handler returned a
+            string, say): a mistake in that code, not a failure of the store.
     """
-    wait = float(wait or 0.0)
+    try:
+        wait = float(wait or 0.0)
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            f"a strategy or on_error handler returned {wait!r} ({type(wait).__name__}); "
+            "return a wait in milliseconds (0 allows) or a Decision"
+        ) from None
     if wait <= 0:
         return Decision(True, 0, None, 0, limit)
     if wait != wait:  # NaN: a wait nobody can tell, as short as can be

@@ -47,6 +47,7 @@ _EXAMPLES = "'100/min', '5/s', '10/30s', '200/500ms', '5 per minute' or 'unlimit
 _SPLIT = re.compile(r"\s*(?:/|per)\s*")
 _LIMIT = re.compile(r"[+-]?[0-9]+(?:_[0-9]+)*")
 _PERIOD = re.compile(r"([0-9]+)?\s*([a-z]+)")
+_SEVERAL_HINT = "; several rates are joined by ';' in a throttle's rate= (like '10/s;1000/day')"
 _UNLIMITED_WORDS = frozenset({"unlimited", "inf", "none"})
 
 MAX_LIMIT = 2**53 - 1
@@ -283,8 +284,10 @@ def _parse(text: str, original: str) -> Rate:
         return UNLIMITED
     parts = _SPLIT.split(text)
     if len(parts) != 2:
+        several = _SEVERAL_HINT if any(sep in text for sep in ",;|") else ""
         raise ConfigurationError(
-            f"rate {original!r}: expected '<limit>/<period>' or '<limit> per <period>', like {_EXAMPLES}"
+            f"rate {original!r}: expected '<limit>/<period>' or '<limit> per <period>', like "
+            f"{_EXAMPLES}{several}"
         )
     left, right = parts
     if not _LIMIT.fullmatch(left):

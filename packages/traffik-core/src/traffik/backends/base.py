@@ -25,6 +25,7 @@ from traffik.backends.locks import LockContext
 from traffik.backends.steps import LockedSteps
 from traffik.backends.url_options import Converter, split_url_options
 from traffik.clock import Clock, millis, system_clock
+from traffik.config import check_seconds
 from traffik.exceptions import BackendConnectionError, ConfigurationError
 from traffik.keyparts import escape
 from traffik.refusals import RefusedClients
@@ -401,8 +402,9 @@ class ThrottleBackend(LockedSteps, Generic[ConnT, HTTPConnT]):
         another holder in), and `LockTimeoutError` is raised once the lock is released.
 
         Raises:
-            ConfigurationError: When `enforce_ttl_locally` is set and `local_ttl_factor` is
-                not a number strictly between 0 and 1.
+            ConfigurationError: When `ttl` is not a number of seconds above 0,
+                `blocking_timeout` not one of 0 or more, or `enforce_ttl_locally` is set and
+                `local_ttl_factor` is not a number strictly between 0 and 1.
         """
         if enforce_ttl_locally and (
             isinstance(local_ttl_factor, bool)
@@ -413,11 +415,17 @@ class ThrottleBackend(LockedSteps, Generic[ConnT, HTTPConnT]):
                 f"backend.lock({name!r}): local_ttl_factor={local_ttl_factor!r} must be a number "
                 "between 0 and 1 (exclusive): the share of the ttl the block may hold the lock"
             )
-        ttl = ttl if ttl is not None else self.lock_ttl
+        ttl = self.lock_ttl if ttl is None else ttl
+        if ttl is not None:
+            ttl = check_seconds(f"backend.lock({name!r}): ttl", ttl, positive=True)
+        if blocking_timeout is None:
+            blocking_timeout = self.lock_blocking_timeout
+        if blocking_timeout is not None:
+            check_seconds(f"backend.lock({name!r}): blocking_timeout", blocking_timeout)
         return LockContext(
             self.get_lock(self.get_key(name), ttl, reentrant),
             self.lock_blocking if blocking is None else blocking,
-            blocking_timeout if blocking_timeout is not None else self.lock_blocking_timeout,
+            blocking_timeout,
             ttl,
             local_ttl_factor if enforce_ttl_locally else None,
         )

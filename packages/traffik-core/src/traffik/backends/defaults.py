@@ -3,14 +3,20 @@
 traffik 1.2 lets a backend supply a default identifier, throttled handler and `on_error`
 policy, and default lock settings. They are not storage, so every backend accepts them in
 one place (`ThrottleBackend(**defaults)`) instead of each re-declaring them. A lock setting
-left at None takes the process default (`traffik.config`) when the backend is built.
+left at None takes the process default (`traffik.config`) when the backend is built; a
+given one is checked then (a lock TTL above 0, a wait of 0 or more, a bool).
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-from traffik.config import get_lock_blocking, get_lock_blocking_timeout, get_lock_ttl
+from traffik.config import (
+    check_seconds,
+    get_lock_blocking,
+    get_lock_blocking_timeout,
+    get_lock_ttl,
+)
 from traffik.exceptions import ConfigurationError
 from traffik.on_error import check_on_error
 
@@ -59,10 +65,21 @@ class BackendDefaults:
         self.on_error = check_on_error(on_error, owner)
         self.shadow = bool(shadow)
         self.cache_refusals = cache_refusals
-        self.lock_ttl = get_lock_ttl() if lock_ttl is None else lock_ttl
+        if lock_blocking is not None and not isinstance(lock_blocking, bool):
+            raise ConfigurationError(
+                f"{owner}: lock_blocking={lock_blocking!r} must be True, False or None "
+                "(None: the process default)"
+            )
+        self.lock_ttl = (
+            get_lock_ttl()
+            if lock_ttl is None
+            else check_seconds(f"{owner}: lock_ttl", lock_ttl, positive=True)
+        )
         self.lock_blocking = get_lock_blocking() if lock_blocking is None else lock_blocking
         self.lock_blocking_timeout = (
-            get_lock_blocking_timeout() if lock_blocking_timeout is None else lock_blocking_timeout
+            get_lock_blocking_timeout()
+            if lock_blocking_timeout is None
+            else check_seconds(f"{owner}: lock_blocking_timeout", lock_blocking_timeout)
         )
 
     @classmethod
