@@ -106,6 +106,28 @@ def test_headers_are_immutable_hashable_and_checked() -> None:
         Header(42)  # type: ignore[arg-type]
 
 
+def test_async_resolvers_and_predicates_are_refused_when_built() -> None:
+    # A header is written while the response is built, without awaiting: an async resolver
+    # wrote a coroutine (a 500 per request), an async predicate was always true.
+    async def plan(connection: Any, stat: Any, context: Any) -> str:
+        return "gold"
+
+    async def low(connection: Any, stat: Any, context: Any) -> bool:
+        return False
+
+    class Resolver:
+        async def __call__(self, connection: Any, stat: Any, context: Any) -> str:
+            return "gold"
+
+    for value in (plan, Resolver()):
+        with pytest.raises(ConfigurationError, match="sync function"):
+            Header(value, when="always")
+    with pytest.raises(ConfigurationError, match=r"when=.*sync function"):
+        Header("v", when=low)
+    with pytest.raises(ConfigurationError, match="sync function"):
+        HTTPThrottle("async-header", "1/min", headers={"X-Plan": Header.LIMIT(when=low)})
+
+
 def test_preset_fields_from_a_stat() -> None:
     allowed, throttled = stat(2, reset_ms=40_500), stat(0, wait_ms=59_001)
     assert RateLimitField("policy")(None, allowed) == '"api";q=3;w=60'

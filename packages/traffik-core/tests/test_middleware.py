@@ -296,7 +296,7 @@ async def test_cost_and_context_of_a_middleware_throttle(backend: InMemoryBacken
         assert await statuses(client, "/", 1) == [200]
         response = await client.get("/")
     assert response.status_code == 429
-    assert response.json() == {"detail": "API busy"}
+    assert response.text == "API busy"
 
 
 async def test_skip_handler_lets_throttled_requests_reach_the_app(backend: InMemoryBackend) -> None:
@@ -323,11 +323,53 @@ async def test_headers_on_allowed_responses_and_the_default_429(backend: InMemor
     )
     assert second.headers["x-ratelimit-remaining"] == "0"
     assert third.status_code == 429
-    assert third.headers["content-type"] == "application/json"
-    assert third.json() == {"detail": "Too many requests. Retry in 60 seconds."}
+    assert third.headers["content-type"] == "text/plain; charset=utf-8"  # as Starlette answers
+    assert third.text == "Too many requests. Retry in 60 seconds."
     assert third.headers["retry-after"] == "60"
     assert third.headers["ratelimit"] == '"hdr";r=0;t=60'
     assert third.headers["x-ratelimit-remaining"] == "0"
+
+
+async def test_a_starlette_app_answers_alike_from_the_middleware_and_a_route(
+    backend: InMemoryBackend,
+) -> None:
+    # traffik 1.2 (spec/integration.md 4.3): plain Starlette answers the detail as text.
+    in_route = HTTPThrottle("in-route", rate="1/min", backend=backend)
+
+    async def endpoint(request: Request) -> Response:
+        await in_route.hit(request)
+        return PlainTextResponse("ok")
+
+    guarded = HTTPThrottle("in-middleware", rate="1/min", backend=backend)
+    app = Starlette(
+        routes=[Route("/route", endpoint), Route("/mw", ok)],
+        middleware=[
+            Middleware(
+                ThrottleMiddleware, middleware_throttles=[MiddlewareThrottle(guarded, path="/mw")]
+            )
+        ],
+    )
+    async with client_for(app) as client:
+        answers = []
+        for path in ("/route", "/mw"):
+            await client.get(path)
+            answers.append(await client.get(path))
+    for answer in answers:
+        assert answer.status_code == 429 and answer.headers["retry-after"] == "60"
+        assert answer.headers["content-type"] == "text/plain; charset=utf-8"
+        assert answer.text == "Too many requests. Retry in 60 seconds."
+
+
+async def test_a_handler_answering_none_leaves_the_request_to_the_servers_500(
+    backend: InMemoryBackend,
+) -> None:
+    async def no_answer(request: Request, exc: Exception) -> None:
+        return None
+
+    throttle = HTTPThrottle("no-answer", rate="1/min", backend=backend)
+    app = starlette_app(throttle, app_options={"exception_handlers": {429: no_answer}})
+    async with client_for(app, raise_app_exceptions=False) as client:
+        assert await statuses(client, "/", 2) == [200, 500]
 
 
 async def test_no_headers_without_a_header_style(backend: InMemoryBackend) -> None:
@@ -527,7 +569,7 @@ def test_websocket_handshakes_are_throttled(backend: InMemoryBackend) -> None:
     with pytest.raises(WebSocketDenialResponse) as denied, client.websocket_connect("/ws"):
         pass  # pragma: no cover
     assert denied.value.status_code == 429
-    assert denied.value.json() == {"detail": "Too many requests. Retry in 60 seconds."}
+    assert denied.value.text == "Too many requests. Retry in 60 seconds."
     assert denied.value.headers["retry-after"] == "60"
     # The HTTP throttle leaves WebSockets alone, and the WebSocket throttle leaves HTTP alone.
     assert [client.get("/").status_code for _ in range(2)] == [200, 429]

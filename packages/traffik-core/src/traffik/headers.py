@@ -11,6 +11,8 @@ value is a sync function `(connection, stat, context) -> str` of the client's
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
@@ -129,6 +131,16 @@ def _reset_seconds(connection: Any, stat: StrategyStat, context: Any) -> str:
     return str(whole_seconds(stat.wait_ms))
 
 
+def _is_async(function: Any) -> bool:
+    """Whether calling `function` gives a coroutine (an async function, a partial of one, an
+    object with an async `__call__`)."""
+    while isinstance(function, functools.partial):
+        function = function.func
+    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
+        getattr(function, "__call__", None)  # noqa: B004
+    )
+
+
 class Header:
     """One header value: a string or a resolver `(connection, stat, context) -> str`, written
     when its condition holds. Immutable and hashable.
@@ -164,6 +176,12 @@ class Header:
             raise ConfigurationError(
                 f"Header(when={when!r}): use 'always', 'throttled' or a function "
                 "(connection, stat, context) -> bool"
+            )
+        if _is_async(value) or _is_async(when):
+            raise ConfigurationError(
+                f"Header({value!r}, when={when!r}): an async function; a header is written "
+                "as the response is built, without awaiting: use a sync function "
+                "(connection, stat, context) -> str (the value) or -> bool (`when`)"
             )
         if isinstance(value, str):
             _checked_value("Header", value)

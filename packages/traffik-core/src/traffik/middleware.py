@@ -12,7 +12,7 @@ try:
     from starlette.datastructures import MutableHeaders
     from starlette.exceptions import HTTPException
     from starlette.requests import HTTPConnection, Request
-    from starlette.responses import JSONResponse, Response
+    from starlette.responses import PlainTextResponse, Response
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
     from starlette.websockets import WebSocket
 except ImportError as exc:
@@ -50,6 +50,14 @@ def _is_preflight(scope: Scope) -> bool:
     reaches the app uncounted, where `CORSMiddleware` answers it."""
     names = {name for name, _ in scope.get("headers", ())}
     return b"origin" in names and b"access-control-request-method" in names
+
+
+def _default_answer(exc: HTTPException) -> Response:
+    """What Starlette's own `HTTPException` handler answers, for an app that registered none
+    (a FastAPI app registers its JSON one): the same 429 a throttle in a route gets."""
+    if exc.status_code in (204, 304):
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
 
 
 def _connection(scope: Scope, receive: Receive, send: Send) -> HTTPConnection:
@@ -195,8 +203,10 @@ class ThrottleMiddleware:
     A throttled connection gets the Response its throttle's `handle_throttled` returned, if
     it returned one; else the response of the app's exception handler for the
     exception (status-code handlers first, then by class, as Starlette does), or of
-    `exception_handler_getter(exc)` when given; with no handler, a JSON
-    `{"detail": ...}` 429 with `Retry-After` and the rate-limit headers. A WebSocket handshake
+    `exception_handler_getter(exc)` when given; with no handler, what the app answers an
+    `HTTPException` with by default (Starlette: the detail as text; FastAPI registers its
+    JSON `{"detail": ...}`), a 429 with `Retry-After` and the rate-limit headers; a handler
+    that returns None leaves the request to the server's 500. A WebSocket handshake
     gets that response as a denial, or a close with code 1008 when the server cannot send
     one. Allowed HTTP responses carry the throttles' rate-limit headers. Any other exception
     (e.g. `on_error="raise"`) propagates to the server error handling, a plain 500.
@@ -418,13 +428,13 @@ class ThrottleMiddleware:
             else:
                 response = await run_in_threadpool(handler, connection, exc)
         elif isinstance(exc, HTTPException):
-            response = JSONResponse(
-                {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
-            )
+            response = _default_answer(exc)
         else:
             raise exc
         if response is None:
-            return
+            if scope["type"] == "http":  # (no answer: the server's 500, as traffik 1.2 did)
+                raise exc
+            return  # (a WebSocket handler may close the socket itself)
         extensions = scope.get("extensions") or {}
         if scope["type"] == "websocket" and "websocket.http.response" not in extensions:
             reason = str(getattr(exc, "detail", "")).encode()[:123].decode(errors="ignore")

@@ -135,8 +135,9 @@ class Throttle(ThrottleSettings, ThrottleKeys, ThrottleAnswers, ThrottleHeaders,
             `async with backend:`.
         cost: Units one hit takes (a whole number >= 0; 0 counts nothing), or a callable
             `(connection, context)` returning it.
-        dynamic_backend: Resolve the backend from the active context on every hit, even when
-            `backend` is given.
+        dynamic_backend: Resolve the backend from the active context (`async with
+            backend:`, the app's) on every hit; with `backend` given, a
+            `ConfigurationError`.
         min_wait_period: The least wait a refused client is told, in milliseconds (None: the
             strategy's exact wait).
         headers: Rate-limit headers on allowed responses and 429s: `"ietf"` (the default),
