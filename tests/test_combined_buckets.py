@@ -4,6 +4,7 @@ all-or-nothing step."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -152,3 +153,89 @@ async def test_a_shadow_backend_with_an_enforcing_throttle(
         async with client(combined("starlette", watched, enforced)) as http:
             codes = [(await http.get("/r")).status_code for _ in range(5)]
     assert codes == [200, 200, 200, 429, 429]
+
+
+# -- several rates under concurrency, and refunds, on every backend ------------------------------
+
+
+@pytest.mark.parametrize("strategy", [TokenBucket(), FixedWindow()], ids=["TokenBucket", "Fixed"])
+@pytest.mark.parametrize("rate", [["10/h", "100/d"], ["10/h", "5/d"]], ids=["hour", "day"])
+async def test_fifty_hits_at_once_admit_what_one_by_one_would(
+    backend: ThrottleBackend, strategy: Any, rate: list[str], request: pytest.FixtureRequest
+) -> None:
+    if "memcached-day-Fixed" in request.node.name:
+        request.node.add_marker(
+            pytest.mark.xfail(
+                strict=True,
+                reason="memcached takes rates in order: an hour counter refusing a hit because "
+                "of units other hits hold for a moment keeps counting it (MemcachedSteps._take)",
+            )
+        )
+    throttle = HTTPThrottle("burst", rate=rate, backend=backend, strategy=strategy)
+    app = FastAPI()
+
+    @app.get("/r", dependencies=[fastapi_throttled(throttle)])
+    async def route() -> str:
+        return "ok"
+
+    binding_is_the_day = rate[1] == "5/d"
+    async with client(app) as http:
+        answers = await asyncio.gather(*(http.get("/r") for _ in range(50)))
+    codes = sorted(response.status_code for response in answers)
+    allowed = 5 if binding_is_the_day else 10
+    assert codes == [200] * allowed + [429] * (50 - allowed)
+    refused = next(response for response in answers if response.status_code == 429)
+    wait = int(refused.headers["retry-after"])
+    assert (wait > 3600) if binding_is_the_day else (wait <= 3600)  # the binding rate's wait
+    stat = await throttle.stat("127.0.0.1", path="/r")  # (the client httpx's transport gives)
+    assert stat is not None and str(stat.rate) == ("5/d" if binding_is_the_day else "10/h")
+    hour, day = stat.metadata["rates"]
+    # a refusal by one rate took nothing from the other
+    assert (hour["hits_remaining"], day["hits_remaining"]) == (
+        (5, 0) if binding_is_the_day else (0, 90)
+    )
+
+
+@pytest.mark.parametrize("strategy", [TokenBucket(), FixedWindow()], ids=["TokenBucket", "Fixed"])
+async def test_a_refund_never_gives_back_more_than_the_request_took(
+    backend: ThrottleBackend, strategy: Any
+) -> None:
+    throttle = HTTPThrottle(
+        "capped", rate="3/min", backend=backend, strategy=strategy, charge_when=lambda _: True
+    )
+    requests = [connection() for _ in range(3)]
+    for request in requests:
+        await throttle.hit(request)
+    await throttle.refund(requests[0], cost=10)  # it took 1: the others' units stay taken
+    stat = await throttle.stat(connection())
+    assert stat is not None and stat.hits_remaining == 1
+
+
+@pytest.mark.parametrize("strategy", [TokenBucket(), FixedWindow()], ids=["TokenBucket", "Fixed"])
+async def test_a_request_is_refunded_once(backend: ThrottleBackend, strategy: Any) -> None:
+    throttle = HTTPThrottle(
+        "once", rate="4/min", backend=backend, strategy=strategy, charge_when=lambda _: True
+    )
+    requests = [connection() for _ in range(4)]
+    for request in requests:
+        await throttle.hit(request)
+    for _ in range(3):
+        await throttle.refund(requests[0])
+    stat = await throttle.stat(connection())
+    assert stat is not None and stat.hits_remaining == 1
+
+
+async def test_a_charge_refunded_in_parts_gives_back_what_it_took(
+    backend: ThrottleBackend,
+) -> None:
+    throttle = HTTPThrottle(
+        "parts", rate="4/min", backend=backend, strategy=TokenBucket(), charge_when=lambda _: True
+    )
+    await throttle.hit(connection())  # another request's unit
+    request = connection()
+    await throttle.hit(request, cost=3)
+    await throttle.refund(request, cost=2)  # in parts: 2, the 1 left, then nothing
+    await throttle.refund(request, cost=2)
+    await throttle.refund(request)
+    stat = await throttle.stat(connection())
+    assert stat is not None and stat.hits_remaining == 3  # the other request's unit stays taken

@@ -14,7 +14,8 @@ from starlette.websockets import WebSocket
 
 from traffik.buckets import named_route_part
 from traffik.exceptions import ConfigurationError
-from traffik.outcomes import take_charge
+from traffik.outcomes import given_back, take_charge
+from traffik.throttle_settings import check_cost
 from traffik.typing import EXEMPTED, StrategyStat
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ class BucketState:
     _rate_fn: Optional[Callable[..., Any]]
     context: dict[str, Any]
     per_route: bool
+    charge_when: Optional[Callable[..., Any]]
     connection_type: ClassVar[type[Any]]
 
     if TYPE_CHECKING:
@@ -208,9 +210,18 @@ class BucketState:
         `reset`.
 
         A connection whose charge was noted (under `ThrottleMiddleware`, with `charge_when`,
-        with several throttles as one) gets that charge back (`cost` of it, default all) on
-        the bucket it was taken from, once: the request is not settled again. `path`,
-        `method`, `backend` or `context` name a bucket instead."""
+        with several throttles as one) gets that charge back (`cost` of it, default all, never
+        more) on the bucket it was taken from, once: what was given back is not given back
+        again, by another `refund` or when the request is settled. A throttle with
+        `charge_when` notes every charge, so a connection with none noted (refused, exempted,
+        let through by `on_error`, or already given back) gets nothing. `path`, `method`,
+        `backend` or `context` name a bucket instead.
+
+        Raises:
+            ConfigurationError: When `cost` is not a whole number >= 0.
+        """
+        if cost is not None:
+            cost = check_cost(cost, f"{self!r}.refund()")
         if (
             path is None
             and method is None
@@ -218,10 +229,12 @@ class BucketState:
             and context is None
             and hasattr(client, "scope")
         ):
-            charge = take_charge(client, self)
+            charge = take_charge(client, self, cost)
             if charge is not None:
-                await charge.give_back(cost)
+                await charge.give_back()
                 return
+            if self.charge_when is not None or given_back(client, self):
+                return  # (nothing of this connection's is left to give back)
         bucket = await self._bucket(client, context, path, method, backend)
         if bucket is None:
             return

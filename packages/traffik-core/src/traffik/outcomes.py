@@ -12,7 +12,8 @@ A charge is noted (`Noted`, made a `Charge` to give it back) with exactly the bu
 key, rates) and cost it was taken under, so giving it back recomputes nothing from the connection, whose scope may have
 changed since (the middleware charges under its path pattern, then routing sets the route).
 `throttle.refund(connection)` gives back the charge noted for that throttle on the
-connection, when there is one (`take_charge`), and it is then not given back again.
+connection, when there is one (`take_charge`): never more than it took, and what it gave back
+is not given back again (by another `refund`, or when the request is settled).
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHARGES_KEY",
+    "REFUNDED_KEY",
     "Charge",
     "Noted",
     "Outcome",
+    "given_back",
     "settle",
     "settles",
     "take_charge",
@@ -36,6 +39,9 @@ __all__ = [
 
 CHARGES_KEY = "traffik.charges"
 """Where a connection's state keeps the charges to settle once its outcome is known."""
+
+REFUNDED_KEY = "traffik.refunded"
+"""Where a connection's state keeps the throttles whose noted charge was given back in full."""
 
 logger = logging.getLogger("traffik")
 
@@ -81,10 +87,10 @@ class Charge:
         self.cost = cost
 
     async def give_back(self, cost: Optional[int] = None) -> None:
-        """Give `cost` units (default: all it took) back to every rate of the bucket it was
-        taken from, never past a full budget: one step on the backend."""
+        """Give `cost` units (default: all it took; never more) back to every rate of the
+        bucket it was taken from, never past a full budget: one step on the backend."""
         backend = self.backend
-        units = self.cost if cost is None else cost
+        units = self.cost if cost is None else min(cost, self.cost)
         if units:
             await backend.refund_all(self.throttle.items(self.key, self.rates, units, backend))
             if backend.refusals is not None:  # the budget moved back: ask the store again
@@ -108,16 +114,33 @@ def settles(charges: Optional[list[Noted]]) -> bool:
     return False
 
 
-def take_charge(connection: Any, throttle: Any) -> Optional[Charge]:
-    """Forget and return the latest charge of `throttle` noted on `connection` (None: none),
-    so it is given back once: by whoever took it, not again when the request is settled."""
+def take_charge(connection: Any, throttle: Any, cost: Optional[int] = None) -> Optional[Charge]:
+    """Forget and return `cost` units (None: all) of the latest charge of `throttle` noted on
+    `connection` (None: none left), so they are given back once: by whoever took them, not
+    again when the request is settled. A charge given back in part stays noted with the rest;
+    one given back in full is remembered (`given_back`)."""
     state = connection.scope.get("state")
     charges = state.get(CHARGES_KEY) if state else None
     if charges:
         for index in range(len(charges) - 1, -1, -1):
-            if charges[index][0] is throttle:
-                return Charge(*charges.pop(index))
+            noted = charges[index]
+            if noted[0] is not throttle:
+                continue
+            if cost is not None and cost < noted[4]:
+                charges[index] = (*noted[:4], noted[4] - cost)
+                return Charge(noted[0], noted[1], noted[2], noted[3], cost)
+            del charges[index]
+            state.setdefault(REFUNDED_KEY, []).append(throttle)
+            return Charge(*noted)
     return None
+
+
+def given_back(connection: Any, throttle: Any) -> bool:
+    """Whether a charge of `throttle` noted on `connection` was given back in full, so a
+    later `refund` of the connection has nothing left to give."""
+    state = connection.scope.get("state")
+    refunded = state.get(REFUNDED_KEY) if state else None
+    return any(taken is throttle for taken in refunded or ())
 
 
 async def settle(connection: Any, outcome: Outcome) -> None:
