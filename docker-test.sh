@@ -32,15 +32,23 @@ USAGE
 # BuildKit for the Dockerfile's pip cache, also under the standalone docker-compose v1.
 export DOCKER_BUILDKIT=1 COMPOSE_DOCKER_CLI_BUILD=1
 
-compose() {
+# Found once, before any command runs (and before the exit trap that stops the services).
+compose_command=()
+
+find_compose() {
   if docker compose version >/dev/null 2>&1; then
-    docker compose "$@"
+    compose_command=(docker compose)
   elif command -v docker-compose >/dev/null 2>&1; then
-    docker-compose "$@"
+    compose_command=(docker-compose)
   else
-    echo "docker-test.sh: needs Docker Compose (the 'docker compose' plugin or docker-compose)" >&2
+    echo "docker-test.sh: needs Docker Compose: the 'docker compose' plugin (Docker Desktop," \
+      "or Docker Engine with docker-compose-plugin) or the standalone docker-compose" >&2
     exit 1
   fi
+}
+
+compose() {
+  "${compose_command[@]}" "$@"
 }
 
 # Both runner services sit behind profiles, so `docker compose up` starts only the servers.
@@ -55,6 +63,10 @@ fi
 stop_services() {
   compose down --remove-orphans
 }
+
+case "${1:-}" in
+  test | test-fast | test-matrix | dev) find_compose ;;
+esac
 
 case "${1:-}" in
   test)

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response, WebSocket, W
 
 from traffik import HTTPThrottle, InMemoryBackend, WebSocketThrottle, is_throttled
 from traffik.backends import ThrottleBackend, from_url
+from traffik.exceptions import TraffikError
 from traffik.fastapi import document_rate_limits, throttled
 from traffik.middleware import MiddlewareThrottle, ThrottleMiddleware
 
@@ -32,12 +33,15 @@ except ImportError:  # the demo runs without it, and serves no /metrics
 
 
 def backend_from_environment() -> ThrottleBackend:
+    """The backend `TRAFFIK_BACKEND_URL` names; a URL that names none stops the demo with
+    the reason (uvicorn would print a traceback for it)."""
     url = os.environ.get("TRAFFIK_BACKEND_URL")
-    return (
-        from_url(url, namespace="traffik-demo")
-        if url
-        else InMemoryBackend(namespace="traffik-demo")
-    )
+    if not url:
+        return InMemoryBackend(namespace="traffik-demo")
+    try:
+        return from_url(url, namespace="traffik-demo")
+    except TraffikError as exc:
+        raise SystemExit(f"TRAFFIK_BACKEND_URL={url!r}: {exc}") from None
 
 
 backend = backend_from_environment()

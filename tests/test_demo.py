@@ -125,3 +125,40 @@ def test_make_demo_installs_what_serves_metrics() -> None:
     core = next(word for word in lines[0].split() if "packages/traffik-core" in word)
     extras = core.strip('"').partition("[")[2].rstrip("]").split(",")
     assert {"starlette", "prometheus"} <= set(extras)
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("nosuch://x", "no Traffik backend is registered as 'nosuch'"),
+        ("memory://?max_keys=abc", "it must be a whole number"),
+        ("localhost:6379", "has no scheme"),
+    ],
+)
+def test_a_bad_backend_url_stops_the_demo_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, url: str, problem: str
+) -> None:
+    monkeypatch.setenv("TRAFFIK_BACKEND_URL", url)
+    with pytest.raises(SystemExit) as stopped:
+        load_demo()
+    message = str(stopped.value.code)
+    assert message.startswith(f"TRAFFIK_BACKEND_URL={url!r}: ") and problem in message, message
+
+
+@pytest.mark.slow  # a uvicorn process
+def test_uvicorn_reports_a_bad_backend_url_without_a_traceback() -> None:
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "uvicorn", "examples.app:app", "--port", "0"],
+        cwd=DEMO.parents[1],
+        env={**os.environ, "TRAFFIK_BACKEND_URL": "nosuch://x"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "TRAFFIK_BACKEND_URL='nosuch://x': no Traffik backend" in result.stderr

@@ -138,3 +138,93 @@ def test_script_passes_shellcheck() -> None:
         pytest.skip("shellcheck is not installed")
     result = subprocess.run([shellcheck, str(SCRIPT)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+def _run_script(
+    tmp_path: Path, command: str, docker: str
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """`docker-test.sh command` with `docker` (a bash body) as the only docker on PATH; the
+    compose calls it received, one line each (`PYTHON_VERSION args...`)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stub = bin_dir / "docker"
+    stub.write_text(f"#!/usr/bin/env bash\n{docker}\n")
+    stub.chmod(0o755)
+    log = tmp_path / "calls"
+    log.touch()
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "CALLS": str(log), "HOME": str(tmp_path)}
+    result = subprocess.run(
+        ["bash", str(SCRIPT), command],
+        capture_output=True,
+        text=True,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    return result, log.read_text().splitlines()
+
+
+RECORDING_DOCKER = """\
+[ "$1 $2" = "compose version" ] && exit 0
+echo "${PYTHON_VERSION:-} ${*}" >> "$CALLS"
+"""
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_script_without_compose_says_so_once(tmp_path: Path, command: str) -> None:
+    result, _ = _run_script(tmp_path, command, "exit 1")
+    assert result.returncode == 1
+    assert result.stderr.count("needs Docker Compose") == 1, result.stderr
+    assert "docker-compose" in result.stderr and "docker compose" in result.stderr
+
+
+def test_script_test_runs_make_test_with_ci_then_stops_the_services(tmp_path: Path) -> None:
+    result, calls = _run_script(tmp_path, "test", RECORDING_DOCKER)
+    assert result.returncode == 0, result.stderr
+    assert calls == [
+        " compose build tests",
+        " compose run --rm -T -e CI=true tests make test",
+        " compose down --remove-orphans",
+    ]
+
+
+def test_script_test_fast_skips_the_servers_and_starts_none(tmp_path: Path) -> None:
+    result, calls = _run_script(tmp_path, "test-fast", RECORDING_DOCKER)
+    assert result.returncode == 0, result.stderr
+    assert calls == [
+        " compose build tests",
+        " compose run --rm -T --no-deps -e SKIP_REDIS_TESTS=true -e SKIP_MEMCACHED_TESTS=true "
+        "tests make test-fast",
+    ]
+
+
+def test_script_test_matrix_builds_and_runs_each_python(tmp_path: Path) -> None:
+    result, calls = _run_script(tmp_path, "test-matrix", RECORDING_DOCKER)
+    assert result.returncode == 0, result.stderr
+    expected = []
+    for version in MATRIX:
+        expected += [
+            f"{version} compose build tests",
+            f"{version} compose run --rm -T -e CI=true tests make pytest",
+        ]
+    assert calls == [*expected, f"{MATRIX[-1]} compose down --remove-orphans"]
+    assert f"passed under Python {' '.join(MATRIX)}" in result.stdout
+
+
+def test_script_test_matrix_names_the_versions_that_failed(tmp_path: Path) -> None:
+    failing_310 = RECORDING_DOCKER + 'if [ "$2 $PYTHON_VERSION" = "run 3.10" ]; then exit 1; fi\n'
+    result, calls = _run_script(tmp_path, "test-matrix", failing_310)
+    assert result.returncode == 1
+    assert "test-matrix failed under Python 3.10" in result.stderr
+    assert f"{MATRIX[-1]} compose run --rm -T -e CI=true tests make pytest" in calls
+
+
+def test_dev_keeps_every_virtualenv_of_the_makefile_in_a_volume(services: dict[str, Any]) -> None:
+    """The working tree is mounted from the host: a virtualenv the host made there (its
+    interpreter is the host's) would shadow the container's, so each one the Makefile makes
+    lives in a volume of its own."""
+    makefile = (ROOT / "Makefile").read_text()
+    venvs = re.findall(r"^\w*VENV := (\S+)$", makefile, flags=re.MULTILINE)
+    assert ".venv" in venvs and len(venvs) >= 2, venvs
+    mounted = {entry.split(":")[1] for entry in services["dev"]["volumes"]}
+    assert {f"/traffik/{venv}" for venv in venvs} <= mounted

@@ -66,3 +66,57 @@ def test_reset_removes_past_the_limit_and_keys_say_there_are_more(tmp_path: Path
     reset = run_command_line("reset", url, *scope)
     assert reset.returncode == 0 and "removed 25 key(s)" in reset.stdout, reset.stdout
     assert "0 key(s)" in run_command_line("keys", url, *scope).stdout
+
+
+def run_main(*argv: str) -> tuple[int, str, str]:
+    """`main(argv)` in this process: (exit status, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from traffik.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err):
+        status = main(list(argv), out=out)
+    return status, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize("url", ["memory://", "inmemory://app", "sqlite:///:memory:"])
+@pytest.mark.parametrize("command", [("keys",), ("inspect", "--throttle", "api")])
+def test_a_store_only_one_process_sees_is_refused(url: str, command: tuple[str, ...]) -> None:
+    """The command runs in a process of its own: it can never see an app's in-memory counters,
+    so it must not report "0 key(s)" or "removed 0 key(s)" as if it had looked."""
+    for argv in ((command[0], url, *command[1:]), ("reset", url, "--throttle", "api")):
+        status, out, err = run_main(*argv)
+        assert status == 2 and out == "", (argv, out)
+        assert url in err and "in-memory" in err, err
+        assert "sqlite:///" in err and "redis://" in err, err  # what would work
+
+
+def test_a_missing_sqlite_file_is_named_not_created(tmp_path: Path) -> None:
+    missing = tmp_path / "typo.db"
+    for argv in (("keys",), ("reset", "--throttle", "api")):
+        status, out, err = run_main(argv[0], f"sqlite:///{missing}", *argv[1:])
+        assert status == 2 and out == "", out
+        assert f"no SQLite file at {str(missing)!r}" in err, err
+    assert list(tmp_path.iterdir()) == [], "the command created the file it was asked to read"
+
+
+def test_a_relative_sqlite_path_names_the_directory_it_was_looked_for_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    status, _, err = run_main("keys", "sqlite:///traffik.db")
+    assert status == 2 and f"in {str(tmp_path)!r}" in err, err
+    (tmp_path / "traffik.db").touch()  # an existing file is read (an empty one has no keys)
+    assert run_main("keys", "sqlite:///traffik.db")[:2] == (0, "0 key(s)\n")
+
+
+@pytest.mark.parametrize("option", ["--throttle", "--client", "--namespace"])
+def test_an_empty_name_is_refused(option: str) -> None:
+    argv = ["keys", "redis://127.0.0.1:1/0", option, ""]
+    if option == "--client":
+        argv += ["--throttle", "api"]
+    with pytest.raises(SystemExit) as exited:
+        run_main(*argv)
+    assert exited.value.code == 2

@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 
 from traffik import HTTPThrottle, InMemoryBackend, ManualClock
 from traffik.exceptions import BackendError
+from traffik.strategies import GCRA, FixedWindow, TokenBucket
 from traffik.testing import FailingBackend, fresh_backend
 
 
@@ -136,6 +137,58 @@ def test_failing_backend_refuses_what_is_no_exception(error: Any) -> None:
         backend.fail(error)
     with pytest.raises(TypeError, match="must be an exception"), backend.failing(error):
         pass  # pragma: no cover
+
+
+def several_rates_app(throttle: HTTPThrottle) -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/items")
+    async def items(request: Request = Depends(throttle)) -> dict[str, bool]:
+        return {"ok": True}
+
+    return app
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("strategy", [FixedWindow(), TokenBucket(), GCRA()], ids=repr)
+async def test_failing_backend_passes_a_decision_of_several_rates_through_as_one_step(
+    strategy: Any,
+) -> None:
+    """With several rates a throttle asks its backend for one all-or-nothing step
+    (`evaluate_all`): the wrapper hands it to the wrapped backend as it is (one call), and
+    `operations="evaluate"` fails it, as it fails a decision of one rate."""
+    backend = FailingBackend(fresh_backend())
+    throttle = HTTPThrottle(
+        "kit:several", rate="2/min;5/h", backend=backend, strategy=strategy, on_error="throttle"
+    )
+    transport = httpx.ASGITransport(app=several_rates_app(throttle))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        assert (await client.get("/items")).status_code == 200
+        assert backend.calls == 1, "the decision was not the wrapped backend's one step"
+        with backend.failing(BackendError("down"), operations="evaluate"):
+            assert (await client.get("/items")).status_code == 429
+        assert backend.failures == 1
+        assert [(await client.get("/items")).status_code for _ in range(2)] == [200, 429]
+    stat = await throttle.stat("127.0.0.1", path="/items")
+    assert stat is not None and stat.hits_remaining == 0
+
+
+@pytest.mark.anyio
+async def test_failing_backend_lists_and_refunds_through_the_wrapped_backend() -> None:
+    inner = fresh_backend()
+    backend = FailingBackend(inner)
+    throttle = HTTPThrottle("kit:refund", rate="1/min", backend=backend, per_route=False)
+    request = Request(
+        {"type": "http", "method": "GET", "path": "/", "headers": [], "client": ("203.0.113.7", 1)}
+    )
+    await throttle.hit(request)
+    prefix = inner.get_key("kit")
+    assert await backend.scan(prefix) == await inner.scan(prefix) != []
+    with backend.failing(BackendError("down"), operations="scan"), pytest.raises(BackendError):
+        await backend.scan(prefix)
+    await throttle.refund(request)
+    stat = await throttle.stat("203.0.113.7")
+    assert stat is not None and stat.hits_remaining == 1
 
 
 # -- ManualClock ---------------------------------------------------------------------------

@@ -15,6 +15,8 @@ value that is not text (a strategy's packed state) as its numbers where the back
 decode it, else as hex, and an expiry the backend cannot report (Memcached) as unknown.
 On Memcached, keys stored hashed (longer than 250 bytes, or with spaces or non-ASCII
 characters) cannot be listed: the output says how many may match.
+A store this process alone would see (`memory://`, `sqlite:///:memory:`) and a SQLite file
+that does not exist are refused rather than reported empty (or created).
 Exit status: 0 done, 1 the backend failed, 2 bad arguments.
 """
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Optional, TextIO
@@ -45,6 +48,12 @@ def _limit(text: str) -> int:
             f"{text!r} is not a number of keys: give a whole number >= 1 (default 1000)"
         )
     return limit
+
+
+def _name(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty: an empty name matches nothing")
+    return text
 
 
 def _shown(value: object) -> str:
@@ -88,11 +97,18 @@ def _parser() -> argparse.ArgumentParser:
     ):
         command = commands.add_parser(name, help=summary, description=summary)
         command.add_argument("url", help="backend URL, e.g. redis://localhost:6379/0")
-        command.add_argument("--namespace", help="the backend's namespace (default: its own)")
         command.add_argument(
-            "--throttle", required=name != "keys", help="the throttle's uid, e.g. api:items"
+            "--namespace", type=_name, help="the backend's namespace (default: its own)"
         )
-        command.add_argument("--client", help="the client's identifier, e.g. 203.0.113.7")
+        command.add_argument(
+            "--throttle",
+            type=_name,
+            required=name != "keys",
+            help="the throttle's uid, e.g. api:items",
+        )
+        command.add_argument(
+            "--client", type=_name, help="the client's identifier, e.g. 203.0.113.7"
+        )
         command.add_argument(
             "--limit",
             type=_limit,
@@ -103,11 +119,47 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+_SHARED_STORES = (
+    "give the store the app writes to, shared between processes: sqlite:///path/to/file.db, "
+    "redis://host:6379/0 or memcached://host:11211"
+)
+
+
+def _unseen(url: str, backend: ThrottleBackend) -> Optional[str]:
+    """Why this process cannot see what an app counted in `backend` (None when it can): a
+    store private to one process, or a SQLite file that is not there (opening it would
+    create an empty one)."""
+    from traffik.backends.inmemory import InMemoryBackend
+    from traffik.backends.sqlite import SQLiteBackend
+
+    private = isinstance(backend, InMemoryBackend) or (
+        isinstance(backend, SQLiteBackend) and backend.path == ":memory:"
+    )
+    if private:
+        return (
+            f"{url} is an in-memory store, private to the process that made it: this command "
+            "runs in a process of its own and would only see an empty store. Read or reset a "
+            "client from inside the app (await throttle.stat(...), await throttle.reset(...)), "
+            f"or {_SHARED_STORES}"
+        )
+    if isinstance(backend, SQLiteBackend) and not os.path.exists(backend.path):
+        where = "" if os.path.isabs(backend.path) else f" in {os.getcwd()!r}"
+        return (
+            f"{url}: no SQLite file at {backend.path!r}{where}; give the file the app uses "
+            "(sqlite:////absolute/path.db has four slashes, sqlite:///relative.db is relative "
+            "to the current directory)"
+        )
+    return None
+
+
 async def _run(args: argparse.Namespace, out: TextIO) -> int:
     from traffik.backends import from_url
 
     options = {} if args.namespace is None else {"namespace": args.namespace}
     backend: ThrottleBackend = from_url(args.url, **options)
+    problem = _unseen(args.url, backend)
+    if problem is not None:
+        raise ConfigurationError(problem)
     try:
         prefix = backend.get_key(bucket_prefix(args.throttle, args.client))
         if args.command == "reset":

@@ -12,14 +12,16 @@ with backend.failing(BackendError("store down")):
 `failing(error, times=None, operations=None)` arms it for a block (or `fail(...)` until
 `recover()`): each matching operation raises `error` (an exception instance or class), at
 most `times` times when given. `calls` counts the operations that reached the wrapped
-backend, `failures` those that raised.
+backend, `failures` those that raised. Each operation is the wrapped backend's own: a
+decision of one rate or of several (`evaluate`, `evaluate_all`: both named `"evaluate"`) is
+its one step, as is a refund (`"refund"`); `scan` lists its keys.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Optional, Union
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from traffik.backends.base import ThrottleBackend
 from traffik.exceptions import BackendError
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     from traffik.decision import Decision
     from traffik.rates import Rate
     from traffik.strategies.base import StateStrategy
+    from traffik.strategies.steps import Item
     from traffik.typing import AsyncLock
 
 __all__ = ["OPERATIONS", "FailingBackend"]
@@ -46,10 +49,13 @@ OPERATIONS = frozenset(
         "multi_set",
         "clear",
         "evaluate",
+        "refund",
+        "scan",
         "initialize",
     }
 )
-"""What can be made to fail: the storage operations, the decision step, and initialising."""
+"""What can be made to fail: the storage operations, the decision step (`"evaluate"`, of
+one rate or several), refunds, listing keys, and initialising."""
 
 _Error = Union[BaseException, type[BaseException]]
 
@@ -204,8 +210,25 @@ class FailingBackend(ThrottleBackend):
     ) -> AsyncLock:
         return self.backend.get_lock(name, ttl, reentrant)
 
+    async def scan(self, prefix: str, limit: Optional[int] = None) -> list[str]:
+        self._check("scan")
+        return await self.backend.scan(prefix, limit)
+
+    # -- decisions, passed through: the wrapped backend's own steps ----------------------------
+
+    def validate(self, strategy: Any, rate: Rate) -> None:
+        self.backend.validate(strategy, rate)
+
     async def evaluate(
         self, key: str, strategy: StateStrategy, rate: Rate, cost: int, *, commit: bool = True
     ) -> Decision:
         self._check("evaluate")
         return await self.backend.evaluate(key, strategy, rate, cost, commit=commit)
+
+    async def evaluate_all(self, items: Sequence[Item], *, commit: bool = True) -> Decision:
+        self._check("evaluate")
+        return await self.backend.evaluate_all(items, commit=commit)
+
+    async def refund_all(self, items: Sequence[Item]) -> None:
+        self._check("refund")
+        await self.backend.refund_all(items)
