@@ -129,6 +129,13 @@ MODULE_NAMES = {
     ],
     "traffik.typing": ["StrategyStat", "EXEMPTED", "WaitPeriod", "LockConfig"],
     "traffik.types": ["StrategyStat", "EXEMPTED"],
+    "traffik.utils": [
+        "time",
+        "CircuitBreaker",
+        "CircuitState",
+        "ProxyHeaders",
+        "get_remote_address",
+    ],
     "traffik.config": [
         "ANONYMOUS_IDENTIFIER",
         "BACKEND_APP_CONTEXT_KEY",
@@ -192,6 +199,11 @@ def test_names_mean_what_they_meant() -> None:
         traffik.get_throttle_backend
     )
     assert importlib.import_module("traffik.types").StrategyStat is traffik.StrategyStat
+    # 1.2's docs import `traffik.utils`, its source `traffik._utils`: one set of names.
+    assert (
+        importlib.import_module("traffik.utils").time
+        is importlib.import_module("traffik._utils").time
+    )
     assert traffik.ANONYMOUS_IDENTIFIER == "__anonymous__"
 
 
