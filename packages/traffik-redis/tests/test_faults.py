@@ -183,6 +183,41 @@ async def test_first_decisions_on_a_frozen_server_share_one_attempt(
         await backend.close()
 
 
+async def test_concurrent_decisions_on_a_frozen_server_time_out_together(
+    redis_server: Callable[[], Any],
+) -> None:
+    """Eight decisions at once on a frozen server, seven of them needing a new connection
+    (whose handshake the server never answers), all fail within about one timeout. redis-py
+    5.3 to 7.x open a pool's connections one at a time, under its lock: there they failed
+    one after another, eight timeouts for the last (`_pool.py`)."""
+    server = redis_server()
+    timeout = 0.3
+    backend = RedisBackend(
+        server.url,
+        namespace="frozen-together",
+        connect_timeout=timeout,
+        command_timeout=timeout,
+        circuit=False,
+    )
+    try:
+        await _all_strategies_decide(backend)  # one connection in the pool, the rest to open
+        server.pause()
+
+        async def timed() -> float:
+            started = time.monotonic()
+            with pytest.raises(BackendConnectionError):
+                await TokenBucket().decide("user", RATE, backend, 1)
+            return time.monotonic() - started
+
+        durations = await asyncio.gather(*(timed() for _ in range(8)))
+        # one attempt: a connect (refused or accepted at once) and a handshake or command
+        # timeout; one after another, the last would take 8 x 0.3 s
+        assert max(durations) < 2 * timeout + 0.15, [round(d, 2) for d in durations]
+    finally:
+        server.resume()
+        await backend.close()
+
+
 async def test_a_database_the_server_does_not_have_fails_the_start_naming_it(
     redis_url: str,
 ) -> None:

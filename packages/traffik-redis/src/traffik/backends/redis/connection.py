@@ -21,6 +21,7 @@ from traffik.backends.redis._options import (
     check_options,
     single_node,
 )
+from traffik.backends.redis._pool import ConnectionPool, SentinelConnectionPool
 from traffik.backends.redis.errors import bounded
 from traffik.exceptions import ConfigurationError
 
@@ -156,8 +157,24 @@ def _cluster(nodes: list[Any], options: dict[str, Any], server: str) -> ClientSo
 def _sentinel_master(
     sentinel: Sentinel, service: str, options: dict[str, Any], closers: list[Any]
 ) -> Built:
-    master = sentinel.master_for(service, **options)
+    master = sentinel.master_for(
+        service, **{"connection_pool_class": SentinelConnectionPool, **options}
+    )
     return master, [master, *closers]
+
+
+def _single_node(url: str, options: Mapping[str, Any]) -> Redis:
+    """What `Redis.from_url(url, **options)` builds, on a pool that opens connections side by
+    side (`_pool.py`)."""
+    pool_options = dict(options)
+    single_connection = pool_options.pop("single_connection_client", False)
+    auto_close = pool_options.pop("auto_close_connection_pool", None)
+    client = Redis(
+        connection_pool=ConnectionPool.from_url(url, **pool_options),
+        single_connection_client=single_connection,
+    )
+    client.auto_close_connection_pool = True if auto_close is None else auto_close
+    return client
 
 
 def _from_url(
@@ -230,7 +247,7 @@ def _from_url(
     options = {**defaults, **url_kwargs}
 
     async def build_single() -> Built:
-        client = Redis.from_url(url, **options)
+        client = _single_node(url, options)
         return client, [client]
 
     return ClientSource(
