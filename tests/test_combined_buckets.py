@@ -243,3 +243,25 @@ async def test_a_charge_refunded_in_parts_gives_back_what_it_took(
     await throttle.refund(request)
     stat = await throttle.stat(connection())
     assert stat is not None and stat.hits_remaining == 3  # the other request's unit stays taken
+
+
+@pytest.mark.parametrize("strategy", [FixedWindow(), TokenBucket()], ids=["Fixed", "Token"])
+async def test_a_refund_gives_back_only_what_each_rate_still_holds(
+    backend: ThrottleBackend, strategy: Any
+) -> None:
+    throttle = HTTPThrottle(
+        f"held-{uuid.uuid4().hex[:8]}",
+        rate="2/s;3/min",
+        strategy=strategy,
+        backend=backend,
+        charge_when=lambda outcome: outcome.status_code >= 400,
+    )
+    slow = connection()
+    await throttle.hit(slow)
+    await asyncio.sleep(1.1)  # the second's charge is gone (on the store's clock), the minute's not
+    for _ in range(2):
+        await throttle.hit(connection())  # the second is full, the minute too
+    await throttle.refund(slow)
+    stat = await throttle.stat(connection())
+    assert stat is not None and stat.metadata is not None
+    assert [each["hits_remaining"] for each in stat.metadata["rates"]] == [0, 1]

@@ -331,12 +331,6 @@ async def test_a_refused_request_of_a_charge_when_throttle_gets_nothing_back() -
     assert stat is not None and stat.hits_remaining == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a noted charge does not say which window it was taken in: throttle_answers "
-    "._admitted must note the decision's time and per-rate reset, and Charge.give_back skip "
-    "rates whose window has closed since",
-)
 async def test_a_refund_after_the_window_rolled_over_gives_nothing_to_the_new_window() -> None:
     clock = ManualClock()
     throttle = HTTPThrottle(
@@ -352,11 +346,89 @@ async def test_a_refund_after_the_window_rolled_over_gives_nothing_to_the_new_wi
     assert stat is not None and stat.hits_remaining == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="after an on_error fallback, Throttle.hit notes the charge on the failed backend: "
-    "recover() must return the backend it decided on, and hit() pass it to _admitted",
-)
+def _backend(kind: str, clock: ManualClock, tmp_path: Any) -> Any:
+    if kind == "memory":
+        return InMemoryBackend(clock=clock)
+    from traffik.backends.sqlite import SQLiteBackend
+
+    return SQLiteBackend(tmp_path / "refunds.db", clock=clock)
+
+
+BACKENDS = ["memory", "sqlite"]
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+@pytest.mark.parametrize("strategy", STRATEGIES, ids=IDS)
+async def test_a_refund_gives_back_only_what_each_rate_still_holds(
+    strategy: Strategy, kind: str, tmp_path: Any
+) -> None:
+    clock = ManualClock()
+    throttle = HTTPThrottle(
+        "held",
+        rate="2/min;3/hour",
+        strategy=strategy,
+        backend=_backend(kind, clock, tmp_path),
+        charge_when=failed,
+    )
+    slow = _client()
+    await throttle.hit(slow)
+    clock.advance(121)  # the minute's charge is gone (its window, or its refill), the hour's not
+    for _ in range(2):
+        await throttle.hit(_client())  # the minute is full, the hour too
+    await throttle.refund(slow)
+    stat = await throttle.stat(_client())
+    assert stat is not None and stat.metadata is not None
+    left = [each["hits_remaining"] for each in stat.metadata["rates"]]
+    assert left == [0, 1]  # the hour got its unit back; the new minute got nothing
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+@pytest.mark.parametrize("strategy", STRATEGIES[3:], ids=IDS[3:])  # (the buckets and GCRA)
+async def test_a_refund_gives_back_no_more_than_the_refill_left_of_the_charge(
+    strategy: Strategy, kind: str, tmp_path: Any
+) -> None:
+    clock = ManualClock()
+    throttle = HTTPThrottle(
+        "drained",
+        rate="10/min",
+        strategy=strategy,
+        backend=_backend(kind, clock, tmp_path),
+        cost=5,
+        charge_when=failed,
+    )
+    slow = _client()
+    await throttle.hit(slow)  # 5 of a whole budget of 10: whole again in 30 s
+    clock.advance(29)
+    await throttle.hit(_client())
+    # Without the slow request the budget was whole all along (what refilled past it was
+    # lost): 5 left now. The slow charge holds what one more second refills: under a unit.
+    await throttle.refund(slow)
+    stat = await throttle.stat(_client())
+    assert stat is not None and stat.hits_remaining == 5
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+@pytest.mark.parametrize("strategy", STRATEGIES, ids=IDS)
+async def test_a_refund_right_after_the_charge_gives_it_all_back(
+    strategy: Strategy, kind: str, tmp_path: Any
+) -> None:
+    clock = ManualClock()
+    throttle = HTTPThrottle(
+        "whole",
+        rate="2/min",
+        strategy=strategy,
+        backend=_backend(kind, clock, tmp_path),
+        charge_when=failed,
+    )
+    first, second = _client(), _client()
+    await throttle.hit(first)
+    await throttle.hit(second)
+    clock.advance(ms=5)
+    await throttle.refund(second)
+    stat = await throttle.stat(_client())
+    assert stat is not None and stat.hits_remaining == 1
+
+
 async def test_settling_after_a_fallback_gives_back_on_the_fallback_backend() -> None:
     from traffik.error_handlers import fallback
     from traffik.exceptions import BackendError
@@ -383,12 +455,6 @@ async def test_settling_after_a_fallback_gives_back_on_the_fallback_backend() ->
     assert on_secondary is not None and on_secondary.hits_remaining == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="each message hit on a WebSocket under ThrottleMiddleware notes a charge in the "
-    "socket's state and nothing settles them: throttle_answers._admitted must not note "
-    "charges of hits after the handshake (or the middleware settle a WebSocket's once accepted)",
-)
 def test_a_websocket_does_not_keep_a_charge_per_message() -> None:
     from starlette.routing import WebSocketRoute
     from starlette.testclient import TestClient
@@ -406,7 +472,7 @@ def test_a_websocket_does_not_keep_a_charge_per_message() -> None:
         for _ in range(100):
             await websocket.receive_text()
             await messages.hit(websocket)
-        kept.append(len(websocket.scope["state"].get(CHARGES_KEY) or ()))
+            kept.append(len(websocket.scope["state"].get(CHARGES_KEY) or ()))
         await websocket.close()
 
     app = Starlette(
@@ -416,4 +482,50 @@ def test_a_websocket_does_not_keep_a_charge_per_message() -> None:
     with TestClient(app) as http, http.websocket_connect("/ws") as ws:
         for _ in range(100):
             ws.send_text("m")
-    assert kept and kept[0] <= 1
+    # the handshake's charge and the latest message's: one per throttle, however many messages
+    assert len(kept) == 100 and set(kept) == {2}
+
+
+def test_a_websocket_message_is_refunded_as_its_own_request() -> None:
+    from starlette.routing import WebSocketRoute
+    from starlette.testclient import TestClient
+
+    from traffik import WebSocketThrottle
+    from traffik.outcomes import CHARGES_KEY, REFUNDED_KEY
+
+    backend = InMemoryBackend(clock=ManualClock())
+    handshake = WebSocketThrottle("ws-open", rate="100/min", backend=backend)
+    messages = WebSocketThrottle("ws-each", rate="3/min", backend=backend)
+    seen: list[Any] = []
+
+    async def left(websocket: Any) -> int:
+        stat = await messages.stat(websocket)
+        assert stat is not None
+        return stat.hits_remaining
+
+    async def socket(websocket: Any) -> None:
+        await websocket.accept()
+        state = websocket.scope["state"]
+        for _ in range(20):  # each message charged, then given back: the budget stays whole
+            await websocket.receive_text()
+            await messages.hit(websocket)
+            await messages.refund(websocket)
+        seen.append(await left(websocket))
+        seen.append((len(state[CHARGES_KEY]), len(state[REFUNDED_KEY])))
+        await websocket.receive_text()
+        await messages.hit(websocket)
+        await websocket.receive_text()
+        await messages.hit(websocket)
+        await messages.refund(websocket)  # the latest message's charge
+        await messages.refund(websocket)  # given back already: nothing more
+        seen.append(await left(websocket))
+        await websocket.close()
+
+    app = Starlette(
+        routes=[WebSocketRoute("/ws", socket)],
+        middleware=[Middleware(ThrottleMiddleware, middleware_throttles=[handshake])],
+    )
+    with TestClient(app) as http, http.websocket_connect("/ws") as ws:
+        for _ in range(22):
+            ws.send_text("m")
+    assert seen == [3, (1, 1), 2]

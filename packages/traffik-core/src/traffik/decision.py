@@ -38,10 +38,12 @@ class Decision:
     would be admitted (or one full period when it never can be, its cost exceeding the
     limit). `remaining` is the units left after this decision (None when unknown: an
     answer of the `on_error` policy, which makes no claim about quota), `reset_ms` the time
-    until the limit is fully available again, `limit` the units per period.
+    until the limit is fully available again, `limit` the units per period. `at` is the
+    backend's time (`backend.now_ms()`) the decision was made at, or asked at just before
+    (None when unknown): what a refund reads to tell what a charge still holds.
     """
 
-    __slots__ = ("allowed", "limit", "remaining", "reset_ms", "wait_ms")
+    __slots__ = ("allowed", "at", "limit", "remaining", "reset_ms", "wait_ms")
 
     def __init__(
         self,
@@ -50,12 +52,14 @@ class Decision:
         remaining: Optional[float],
         reset_ms: float,
         limit: float,
+        at: Optional[int] = None,
     ) -> None:
         self.allowed = allowed
         self.wait_ms = wait_ms
         self.remaining = remaining
         self.reset_ms = reset_ms
         self.limit = limit
+        self.at = at
 
     @property
     def retry_after(self) -> int:

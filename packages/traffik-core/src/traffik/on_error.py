@@ -222,11 +222,18 @@ async def recover(
     cost: Optional[int],
     backend: ThrottleBackend,
     prepared: Optional[tuple[tuple[Rate, ...], int, str]],
-) -> tuple[Decision, Optional[tuple[Rate, ...]], Optional[str]]:
+) -> tuple[Decision, Optional[tuple[Rate, ...]], Optional[str], Optional[int], ThrottleBackend]:
     """Apply `throttle`'s `on_error` (else `backend`'s) to a decision that raised `exc`;
     `prepared` is how far it got: the rates, cost and key, or None when it failed before the
-    key existed. Returns the decision, the rates it was made under and the client's key, as
-    far as known.
+    key existed. Returns the decision with what it was made under, as far as known: the
+    rates, the client's key, the cost and the backend that decided.
+
+    A decision the policy made with `exc_info["decide"]` (a `fallback`, a `retry`) is the
+    one the backend it ran on made: its rates, key, cost and that backend come with it, so
+    what it charged is noted (and given back) there. Any other decision of the policy is
+    not known to have charged anything on `backend`: one with a quota (`remaining`) comes
+    with no key, so no charge is noted for it (a policy's own answer has no quota, and is
+    never noted).
 
     Args:
         throttle: The throttle whose decision raised.
@@ -238,15 +245,21 @@ async def recover(
         prepared: The rates, cost and key, or None when the failure came before the key.
 
     Returns:
-        The decision, the rates it was made under (None when unknown) and the client's key
-        (None when unknown).
+        The decision, the rates it was made under (None when unknown), the client's key
+        (None when unknown, or when the policy decided by itself), the units it took (None:
+        the throttle's cost) and the backend that decided.
     """
     key = prepared[2] if prepared is not None else None
     rates = prepared[0] if prepared is not None else throttle.static_rates
+    made: list[tuple[Decision, tuple[Rate, ...], int, str, ThrottleBackend]] = []
 
     async def decide(on: Optional[ThrottleBackend] = None) -> Decision:
-        decision = await throttle._decide(connection, context, cost, on or backend)
-        return decision if decision is not None else Decision(True, 0, None, 0, 0)
+        on = on or backend
+        found = await throttle._decide(connection, context, cost, on)
+        if found is None:
+            return Decision(True, 0, None, 0, 0)
+        made.append((*found, on))
+        return found[0]
 
     info: ThrottleExceptionInfo = {
         "exception": exc,
@@ -261,4 +274,10 @@ async def recover(
         "decide": decide,
     }
     policy = throttle.on_error if throttle.on_error is not None else backend.on_error
-    return await apply_on_error(policy, info), rates, key
+    decision = await apply_on_error(policy, info)
+    for found, decided_rates, taken, decided_key, on in reversed(made):
+        if found is decision:
+            return decision, decided_rates, decided_key, taken, on
+    if decision.remaining is not None:  # (a quota, from a store we do not know of)
+        key = None
+    return decision, rates, key, info["cost"], backend

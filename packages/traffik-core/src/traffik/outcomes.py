@@ -8,12 +8,19 @@ says the outcome should not count. The middleware and the decorators see the res
 a FastAPI route uses the throttle's `charge_by_outcome` dependency (a dependency with
 `yield`), which sees the exception the endpoint raised, or else the route's status code.
 
-A charge is noted (`Noted`, made a `Charge` to give it back) with exactly the bucket (backend,
-key, rates) and cost it was taken under, so giving it back recomputes nothing from the connection, whose scope may have
-changed since (the middleware charges under its path pattern, then routing sets the route).
-`throttle.refund(connection)` gives back the charge noted for that throttle on the
-connection, when there is one (`take_charge`): never more than it took, and what it gave back
-is not given back again (by another `refund`, or when the request is settled).
+A charge is noted (`Noted`, made a `Charge` to give it back) with exactly the bucket (backend
+that decided, key, rates), cost and decision it was taken under, so giving it back recomputes
+nothing from the connection, whose scope may have changed since (the middleware charges under
+its path pattern, then routing sets the route). Giving back gives what the charge still holds
+at that time, as if the request had not happened, each rate on its own (`Strategy.held`, from
+the decision's `at` and reset): nothing once its window closed or its budget would have been
+whole again. `throttle.refund(connection)` gives back the charge noted for that throttle on
+the connection, when there is one (`take_charge`): never more than it took, and what it gave
+back is not given back again (by another `refund`, or when the request is settled).
+
+Each hit on a WebSocket (a message) is a request of its own: noting its charge replaces the
+charge noted for the same throttle by the socket's handshake or previous message (`note`), so
+a socket keeps at most one charge per throttle, and `refund(websocket)` gives back the latest.
 """
 
 from __future__ import annotations
@@ -21,8 +28,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Optional
 
+from traffik.strategies.base import Strategy
+from traffik.strategies.steps import Item
+
 if TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
+    from traffik.decision import Decision
     from traffik.rates import Rate
 
 __all__ = [
@@ -32,6 +43,7 @@ __all__ = [
     "Noted",
     "Outcome",
     "given_back",
+    "note",
     "settle",
     "settles",
     "take_charge",
@@ -72,38 +84,90 @@ class Outcome:
 
 
 class Charge:
-    """What one admitted hit took: its `throttle`, and the `backend`, `key`, `rates` and
-    `cost` it was charged under."""
+    """What one admitted hit took: its `throttle`, and the `backend`, `key`, `rates`, `cost`
+    and `decision` it was charged under."""
 
-    __slots__ = ("backend", "cost", "key", "rates", "throttle")
+    __slots__ = ("backend", "cost", "decision", "key", "rates", "throttle")
 
     def __init__(
-        self, throttle: Any, backend: ThrottleBackend, key: str, rates: tuple[Rate, ...], cost: int
+        self,
+        throttle: Any,
+        backend: ThrottleBackend,
+        key: str,
+        rates: tuple[Rate, ...],
+        cost: int,
+        decision: Decision,
     ) -> None:
         self.throttle = throttle
         self.backend = backend
         self.key = key
         self.rates = rates
         self.cost = cost
+        self.decision = decision
 
     async def give_back(self, cost: Optional[int] = None) -> None:
         """Give `cost` units (default: all it took; never more) back to every rate of the
-        bucket it was taken from, never past a full budget: one step on the backend."""
+        bucket it was taken from, as far as each still holds them (`held`) and never past a
+        full budget: one step on the backend."""
         backend = self.backend
         units = self.cost if cost is None else min(cost, self.cost)
         if units:
-            await backend.refund_all(self.throttle.items(self.key, self.rates, units, backend))
-            if backend.refusals is not None:  # the budget moved back: ask the store again
-                backend.refusals.forget(self.key)
+            items = held(self.throttle.items(self.key, self.rates, units, backend), self, backend)
+            if items:
+                await backend.refund_all(items)
+                if backend.refusals is not None:  # the budget moved back: ask the store again
+                    backend.refusals.forget(self.key)
 
     def __repr__(self) -> str:
         return f"Charge({self.throttle!r}, key={self.key!r}, cost={self.cost})"
 
 
-Noted = tuple[Any, "ThrottleBackend", str, tuple["Rate", ...], int]
+def held(items: list[Item], charge: Charge, backend: ThrottleBackend) -> list[Item]:
+    """`items` (one per rate of `charge`) with the units each rate still holds of it, now
+    (`Strategy.held`, from the decision's `at` and that rate's part of it); the rates that
+    hold none are left out. A decision that does not say when it was made (`at` None: a
+    strategy of your own, a store that does not tell) gives back as taken, never past a full
+    budget."""
+    decision = charge.decision
+    if decision.at is None:
+        return items
+    age = backend.now_ms() - decision.at
+    parts = getattr(decision, "parts", None) or (decision,)
+    kept = []
+    for index, item in enumerate(items):
+        part = parts[index] if index < len(parts) else decision
+        strategy = item.strategy
+        held_by = getattr(strategy, "held", None)
+        units = (
+            held_by(item.rate, item.cost, part, age)
+            if held_by is not None
+            else Strategy.held(strategy, item.rate, item.cost, part, age)
+        )
+        if units >= item.cost:
+            kept.append(item)
+        elif units > 0:
+            kept.append(Item(strategy, item.key, item.rate, units))
+    return kept
+
+
+Noted = tuple[Any, "ThrottleBackend", str, tuple["Rate", ...], int, "Decision"]
 """A charge as an admitted hit notes it (`Throttle._admitted`, in the connection's state
-under `CHARGES_KEY`), `(throttle, backend, key, rates, cost)`: a tuple, so noting costs next
-to nothing on the hot path; `Charge(*noted)` gives it back."""
+under `CHARGES_KEY`), `(throttle, backend, key, rates, cost, decision)`: a tuple, so noting
+costs next to nothing on the hot path; `Charge(*noted)` gives it back."""
+
+
+def note(state: dict[str, Any], charges: list[Noted], noted: Noted) -> None:
+    """Note the charge of a hit on a WebSocket: it replaces the charge of the same throttle
+    noted by an earlier hit on the socket (its handshake, its previous message), and the
+    throttle's charge is no longer given back, so a later `refund` gives back this one."""
+    throttle = noted[0]
+    for index in range(len(charges) - 1, -1, -1):
+        if charges[index][0] is throttle:
+            del charges[index]
+    charges.append(noted)
+    refunded = state.get(REFUNDED_KEY)
+    if refunded and throttle in refunded:
+        refunded.remove(throttle)
 
 
 def settles(charges: Optional[list[Noted]]) -> bool:
@@ -127,10 +191,12 @@ def take_charge(connection: Any, throttle: Any, cost: Optional[int] = None) -> O
             if noted[0] is not throttle:
                 continue
             if cost is not None and cost < noted[4]:
-                charges[index] = (*noted[:4], noted[4] - cost)
-                return Charge(noted[0], noted[1], noted[2], noted[3], cost)
+                charges[index] = (*noted[:4], noted[4] - cost, noted[5])
+                return Charge(noted[0], noted[1], noted[2], noted[3], cost, noted[5])
             del charges[index]
-            state.setdefault(REFUNDED_KEY, []).append(throttle)
+            refunded = state.setdefault(REFUNDED_KEY, [])
+            if throttle not in refunded:  # (once per throttle: a socket's state stays bounded)
+                refunded.append(throttle)
             return Charge(*noted)
     return None
 

@@ -19,7 +19,7 @@ from traffik.config import THROTTLED_STATE_KEY
 from traffik.events import ALLOWED, ERROR, REFUSED, SHADOW_REFUSED, DecisionEvent, notify
 from traffik.events import _observers as _observers
 from traffik.logs import QuietLog
-from traffik.outcomes import CHARGES_KEY, Outcome
+from traffik.outcomes import CHARGES_KEY, Outcome, note
 from traffik.responses import answer_with
 
 if TYPE_CHECKING:
@@ -186,9 +186,10 @@ class ThrottleAnswers:
         cost: Optional[int],
         backend: ThrottleBackend,
     ) -> None:
-        """Mark an admitted connection, note its charge (`cost` units of `key` on `backend`)
-        when it may be given back later (`charge_when`, several throttles as one, the
-        middleware), and write the headers on `response`."""
+        """Mark an admitted connection, note its charge (`cost` units of `key` on `backend`,
+        the backend that decided, with the decision) when it may be given back later
+        (`charge_when`, several throttles as one, the middleware), and write the headers on
+        `response`."""
         scope = connection.scope
         state = scope.get("state")
         if state is None:
@@ -201,9 +202,11 @@ class ThrottleAnswers:
             and key is not None
             and rates is not None
         ):
-            noted = (self, backend, key, rates, self.cost if cost is None else cost)
+            noted = (self, backend, key, rates, self.cost if cost is None else cost, decision)
             if charges is None:
                 state[CHARGES_KEY] = [noted]
+            elif scope["type"] == "websocket":  # each message is a request: its charge only
+                note(state, charges, noted)
             else:
                 charges.append(noted)
         if response is not None and rates is not None:

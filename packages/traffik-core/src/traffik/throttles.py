@@ -347,15 +347,18 @@ class Throttle(ThrottleSettings, ThrottleKeys, ThrottleAnswers, ThrottleHeaders,
                             decision = await self._step(key, rates, charged, backend)
                         if not decision.allowed:  # (from when it was asked: never too long)
                             refusals.remember(key, rates, charged, decision, asked_at)
+            if asked_at is not None and decision.at is None:  # (the store did not say when)
+                decision.at = asked_at
         except ConfigurationError as exc:
             logger.error("%r is misconfigured: %s", self, exc)
             raise
         except Exception as exc:
             failure = exc
-            decision, rates, key = await recover(
+            decision, rates, key, taken, backend = await recover(
                 self, exc, connection, ctx, cost, backend, prepared
             )
-        taken = prepared[1] if prepared is not None else cost  # (what the hit took)
+        else:
+            taken = prepared[1]  # (what the hit took)
         if (
             watched
             or not decision.allowed
@@ -386,14 +389,15 @@ class Throttle(ThrottleSettings, ThrottleKeys, ThrottleAnswers, ThrottleHeaders,
         ctx: Mapping[str, Any],
         cost: Optional[int],
         backend: ThrottleBackend,
-    ) -> Optional[Decision]:
-        """The decision for `connection` on `backend` (None: nothing to decide), as `hit`
-        makes it; for the `on_error` handlers that decide again."""
+    ) -> Optional[tuple[Decision, tuple[Rate, ...], int, str]]:
+        """The decision for `connection` on `backend`, with the rates, cost and key it was
+        made under (None: nothing to decide), as `hit` makes it; for the `on_error` handlers
+        that decide again."""
         prepared = await self._prepare(connection, ctx, cost, backend)
         if prepared is None:
             return None
         rates, charged, key = prepared
-        return await self._step(key, rates, charged, backend)
+        return await self._step(key, rates, charged, backend), rates, charged, key
 
     def _deciders(
         self, backend: ThrottleBackend, rate: Rate, cost: int

@@ -349,7 +349,9 @@ class InMemoryBackend(ThrottleBackend):
             await self.ensure()
         now = self.now_ms()
         entry = self._add(key, amount, round(ttl * 1000) or 1, now)
-        return window_count(entry[0], entry[1] - now)
+        count = window_count(entry[0], entry[1] - now)
+        count.at = now  # type: ignore[attr-defined]  # (when: `Decision.at`, for refunds)
+        return count
 
     async def expire(self, key: str, seconds: float) -> bool:
         """Set a live key to expire after `seconds`.
@@ -568,6 +570,7 @@ class InMemoryBackend(ThrottleBackend):
         decision, new_state, ttl_ms = strategy.transition(self._state(entry), now, rate, cost)
         if commit and new_state is not None:
             self._save(key, entry, new_state, ttl_ms, now)
+            decision.at = now
         return decision
 
     async def evaluate_all(self, items: Sequence[Item], *, commit: bool = True) -> Decision:
@@ -611,7 +614,9 @@ class InMemoryBackend(ThrottleBackend):
                     self._add(item.key, item.cost, item.rate.expire, now)
                 elif new_state is not None:
                     self._save(item.key, entry, new_state, ttl_ms, now)
-        return combine(parts)
+        decision = combine(parts)
+        decision.at = now
+        return decision
 
     async def refund_all(self, items: Sequence[Item]) -> None:
         """Every item's cost given back (never past a full budget), in one synchronous step.

@@ -78,7 +78,7 @@ def _counter(rate: Rate, cost: int) -> Step:
         left = expires - now
         if count > limit:
             return Decision(False, left, 0, left, limit)
-        return Decision(True, 0, limit - count, left, limit)
+        return Decision(True, 0, limit - count, left, limit, now)
 
     return step
 
@@ -107,7 +107,7 @@ def _token_bucket(strategy: TokenBucket, rate: Rate, cost: int) -> Step:
             entry[0] = state
             full_in = (full_up - left) // refill
             entry[1] = now + (full_in if full_in > 1 else 1)
-            return Decision(True, 0, (left - floor) // period, full_in, limit)
+            return Decision(True, 0, (left - floor) // period, full_in, limit, now)
         wait = (floor - left + refill - 1) // refill
         remaining = (tokens - floor) // period
         return Decision(False, wait, max(remaining, 0), (full_up - tokens) // refill, limit)
@@ -135,7 +135,7 @@ def _gcra(strategy: GCRA, rate: Rate, cost: int) -> Step:
             entry[0] = state
             reset = tat_ms + 1 if tat_rest else tat_ms
             entry[1] = now + (reset if reset > 1 else 1)
-            return Decision(True, 0, (room - backlog) // interval, reset, limit)
+            return Decision(True, 0, (room - backlog) // interval, reset, limit, now)
         wait = (backlog - room + limit - 1) // limit
         remaining = (span - backlog) // interval
         return Decision(False, wait, max(remaining, 0), (backlog + limit - 1) // limit, limit)
@@ -168,7 +168,7 @@ def _sliding_window_counter(strategy: SlidingWindowCounter, rate: Rate, cost: in
             entry[0] = state
             ttl = left + period
             entry[1] = now + ttl
-            return Decision(True, 0, (room - weighted) // period, ttl, limit)
+            return Decision(True, 0, (room - weighted) // period, ttl, limit, now)
         # In this window, `t` ms from now: previous * (left - t) + (current + cost) * period <= top.
         excess = weighted - room
         if current + cost <= limit and previous > 0 and (excess + previous - 1) // previous < left:
@@ -207,7 +207,7 @@ def _leaky_bucket(strategy: LeakyBucket, rate: Rate, cost: int) -> Step:
             entry[0] = state
             reset = (after + up) // limit
             entry[1] = now + (reset if reset > 1 else 1)
-            return Decision(True, 0, (room - level) // period, reset, limit)
+            return Decision(True, 0, (room - level) // period, reset, limit, now)
         wait = (level - room + up) // limit
         return Decision(False, wait, max(top - level, 0) // period, (level + up) // limit, limit)
 
@@ -224,6 +224,7 @@ def _transition(strategy: Any, rate: Rate, cost: int) -> Step:
         decision, new_state, ttl_ms = strategy.transition(state, now, rate, cost)
         if new_state is not None:
             entry[0], entry[1] = new_state, now + ttl_ms
+            decision.at = now
         return decision
 
     return step

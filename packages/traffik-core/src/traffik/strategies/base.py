@@ -31,6 +31,7 @@ __all__ = [
     "Strategy",
     "Transition",
     "ceil_div",
+    "draining_held",
     "never_admitted",
     "settled",
 ]
@@ -53,6 +54,18 @@ def ceil_div(a: int, b: int) -> int:
 def never_admitted(rate: Rate) -> Decision:
     """The answer for a cost above what the strategy can ever admit: rejected, one period."""
     return Decision(False, rate.expire, 0, rate.expire, rate.limit)
+
+
+def draining_held(rate: Rate, cost: int, decision: Decision, age_ms: int) -> int:
+    """`Strategy.held` for a state that drains back to a full budget at `limit` per period
+    (a token bucket's deficit, a leaky bucket's level, a GCRA backlog), whole again at the
+    decision's reset. Had the request not happened, the budget would have been whole
+    `cost` units sooner, and what drains past a whole budget is lost: so the charge holds at
+    most what drains in the time left until that reset, rounded up to whole units."""
+    left = decision.reset_ms - age_ms
+    if left <= 0:
+        return 0
+    return min(cost, ceil_div(int(left) * rate.limit, rate.expire))
 
 
 def settled(strategy: Strategy, rate: Rate, cost: int) -> Optional[Decision]:
@@ -109,6 +122,13 @@ class Strategy:
     def capacity(self, rate: Rate) -> int:
         """The largest cost one request can ever be admitted with."""
         return rate.limit
+
+    def held(self, rate: Rate, cost: int, decision: Decision, age_ms: int) -> int:
+        """The units of a charge of `cost`, admitted by `decision` `age_ms` ago, that the
+        client's state still holds: what a refund may give back, as if the request had not
+        happened. Here, all of it until the decision's reset (its window closes, or its
+        budget would be whole again), then nothing."""
+        return cost if age_ms < decision.reset_ms else 0
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

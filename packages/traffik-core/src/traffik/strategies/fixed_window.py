@@ -72,7 +72,9 @@ class FixedWindow(Strategy):
         ttl_ms = getattr(count, "ttl_ms", None)
         if ttl_ms is None and count > rate.limit:
             ttl_ms = await backend.ttl(counter)
-        return counted_decision(count, ttl_ms, rate)
+        decision = counted_decision(count, ttl_ms, rate)
+        decision.at = getattr(count, "at", None)  # (when the store says: for refunds)
+        return decision
 
     async def get_stat(self, key: Any, rate: Rate, backend: ThrottleBackend) -> StrategyStat:
         if rate.unlimited:

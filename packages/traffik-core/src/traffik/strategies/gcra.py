@@ -9,7 +9,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Optional
 from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
 from traffik.rates import MAX_PERIOD_MS
-from traffik.strategies.base import Refund, StateStrategy, Transition, never_admitted
+from traffik.strategies.base import (
+    Refund,
+    StateStrategy,
+    Transition,
+    draining_held,
+    never_admitted,
+)
 
 if TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
@@ -115,6 +121,9 @@ class GCRA(StateStrategy):
         wait = -(-(after - span) // limit)
         remaining = max((span - backlog) // interval, 0)
         return Decision(False, wait, remaining, -(-backlog // limit), limit), None, 0
+
+    def held(self, rate: Rate, cost: int, decision: Decision, age_ms: int) -> int:
+        return draining_held(rate, cost, decision, age_ms)
 
     def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
         backlog = max(self._backlog(state, now, rate) - cost * rate.expire, 0)

@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar, Optional
 
 from traffik.decision import Decision
-from traffik.strategies.base import Refund, StateStrategy, Transition, never_admitted
+from traffik.strategies.base import (
+    Refund,
+    StateStrategy,
+    Transition,
+    draining_held,
+    never_admitted,
+)
 
 if TYPE_CHECKING:
     from traffik.rates import Rate
@@ -58,6 +64,9 @@ class LeakyBucket(StateStrategy):
             return decision, None, 0
         return decision, [level + cost * rate.expire, now], max(int(decision.reset_ms), 1)
 
+    def held(self, rate: Rate, cost: int, decision: Decision, age_ms: int) -> int:
+        return draining_held(rate, cost, decision, age_ms)
+
     def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
         level = max(self._level(state, now, rate) - cost * rate.expire, 0)
         return [level, now], max(-(-level // rate.limit), 1)
@@ -101,6 +110,9 @@ class LeakyBucketWithQueue(StateStrategy):
         queue.append(now)
         queue.append(cost * rate.expire)
         return decision, [now, *queue], max(int(decision.reset_ms), 1)
+
+    def held(self, rate: Rate, cost: int, decision: Decision, age_ms: int) -> int:
+        return draining_held(rate, cost, decision, age_ms)
 
     def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
         queue = self._queue(state, now, rate)

@@ -72,6 +72,12 @@ class SlidingWindowCounter(StateStrategy):
         remaining = max(top - weighted, 0) // period
         return Decision(False, wait, remaining, reset, limit), None, 0
 
+    def held(self, rate: Rate, cost: int, decision: Decision, age_ms: int) -> int:
+        """All of the charge while its window is the current one; none once it closed (its
+        units then weigh as the previous window's, but a refund gives back from the current
+        window first: so nothing is given back rather than units it does not hold)."""
+        return cost if age_ms < decision.reset_ms - rate.expire else 0
+
     def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
         wid, left, current, previous = self._counts(state, now, rate)
         back = min(cost, current)  # the current window first, then what still weighs of the last

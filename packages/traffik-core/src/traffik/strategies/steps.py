@@ -100,6 +100,7 @@ class Combined(Decision):
                 _fewest(parts),
                 max(part.reset_ms for part in parts),
                 binding.limit,
+                parts[0].at,
             )
             return
         tightest = min(range(len(parts)), key=lambda i: _left(parts[i]))
@@ -109,6 +110,7 @@ class Combined(Decision):
             _fewest(parts),
             max(part.reset_ms for part in parts),
             parts[tightest].limit,
+            parts[0].at,
         )
 
 

@@ -8,7 +8,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Optional
 from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
 from traffik.rates import MAX_LIMIT
-from traffik.strategies.base import Refund, StateStrategy, Transition, never_admitted
+from traffik.strategies.base import (
+    Refund,
+    StateStrategy,
+    Transition,
+    draining_held,
+    never_admitted,
+)
 
 if TYPE_CHECKING:
     from traffik.rates import Rate
@@ -91,6 +97,9 @@ class TokenBucket(StateStrategy):
         remaining = max((tokens - floor) // period, 0)
         reset = -(-(full - tokens) // refill)
         return Decision(False, wait, remaining, reset, rate.limit), None, 0
+
+    def held(self, rate: Rate, cost: int, decision: Decision, age_ms: int) -> int:
+        return draining_held(rate, cost, decision, age_ms)
 
     def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
         full = self._bucket(rate) * rate.expire

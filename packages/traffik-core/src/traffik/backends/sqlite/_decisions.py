@@ -174,7 +174,9 @@ def decide_all(
                 exists = exists or key in written  # two items on one key: the row is there now
                 rows.write(cursor, key, encode_state(new_state), now + ttl_ms, exists, now)
             written.add(key)
-    return combine(parts)
+    decision = combine(parts)
+    decision.at = now
+    return decision
 
 
 def refund_all(
