@@ -31,6 +31,7 @@ from traffik.exceptions import (
     ConfigurationError,
     ConnectionThrottled,
 )
+from traffik.outcomes import Outcome, settle
 from traffik.strategies import FixedWindow, TokenBucket
 from traffik.testing import FailingBackend
 
@@ -585,6 +586,66 @@ async def test_fallback_per_process_decides_on_a_share_of_the_limit() -> None:
             continue
         admitted += 1
     assert admitted == 5  # the tighter limit, halved
+
+
+@pytest.mark.parametrize("rate", ["4/min", "4/min;40/hour"], ids=["one-rate", "two-rates"])
+@pytest.mark.parametrize("how", ["settle", "refund"])
+@pytest.mark.parametrize("handler", ["fallback", "failover"])
+async def test_a_per_process_fallback_gives_its_charge_back_on_the_fallback(
+    rate: str, how: str, handler: str
+) -> None:
+    primary = FailingBackend(InMemoryBackend(namespace="primary"))
+    primary.fail(BackendConnectionError)
+    spare = InMemoryBackend(namespace="spare")
+    on_error = (
+        backend_fallback(spare, per_process=0.5)
+        if handler == "fallback"
+        else failover(spare, max_retries=0, per_process=0.5)
+    )
+    throttle = HTTPThrottle(
+        "shared",
+        rate=rate,
+        backend=primary,
+        on_error=on_error,
+        identifier=lambda connection: CLIENT,
+        per_route=False,
+        charge_when=lambda outcome: outcome.status_code >= 400,
+    )
+    succeeded = request()
+    await throttle.hit(succeeded)  # one of the fallback's 2 (4, halved)
+    if how == "settle":
+        await settle(succeeded, Outcome(200))  # does not count: given back on the spare
+    else:
+        await throttle.refund(succeeded)
+    admitted = 0
+    for _ in range(3):
+        try:
+            await throttle.hit(request())
+        except ConnectionThrottled:
+            continue
+        admitted += 1
+    assert admitted == 2
+
+
+async def test_a_per_process_fallback_scales_the_limits_after_the_identifier_failed() -> None:
+    calls: list[int] = []
+
+    def identify(connection: Any) -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise BackendError("user directory hiccup")
+        return CLIENT
+
+    handler = fallback(InMemoryBackend(namespace="spare"), per_process=0.5)
+    decided: list[DecidedWait] = []
+
+    async def recording(connection: Any, exc_info: ThrottleExceptionInfo) -> DecidedWait:
+        decided.append(await handler(connection, exc_info))
+        return decided[-1]
+
+    throttle = throttle_on(InMemoryBackend(), on_error=recording, identifier=identify)
+    await throttle.hit(request())  # decided again, identity included, on the spare
+    assert [(d.decision.limit, d.decision.remaining) for d in decided] == [(1, 0)]  # 2, halved
 
 
 async def test_failover_skips_its_retries_while_the_stores_circuit_is_open(

@@ -304,14 +304,20 @@ def _client(ip: str = "203.0.113.9") -> Request:
     )
 
 
+async def hits_left(throttle: HTTPThrottle, **options: Any) -> int:
+    """What `throttle` has left for a new request of the client (`options` go to `stat`)."""
+    stat = await throttle.stat(_client(), **options)
+    assert stat is not None
+    return stat.hits_remaining
+
+
 @pytest.mark.parametrize("cost", [-2, 1.5, True, "2"])
 async def test_a_refund_cost_must_be_a_whole_number(cost: Any) -> None:
     throttle = HTTPThrottle("refund-cost", rate="3/min", backend=InMemoryBackend())
     await throttle.hit(_client())
     with pytest.raises(ConfigurationError, match=f"cost={cost!r}"):
         await throttle.refund(_client(), cost=cost)
-    stat = await throttle.stat(_client())
-    assert stat is not None and stat.hits_remaining == 2  # nothing taken, nothing given
+    assert await hits_left(throttle) == 2  # nothing taken, nothing given
 
 
 async def test_a_refused_request_of_a_charge_when_throttle_gets_nothing_back() -> None:
@@ -327,8 +333,7 @@ async def test_a_refused_request_of_a_charge_when_throttle_gets_nothing_back() -
     refused = _client()
     await throttle.hit(refused)  # refused (skip_handler: the endpoint still runs)
     await throttle.refund(refused)  # it took nothing, so nothing is given back
-    stat = await throttle.stat(_client())
-    assert stat is not None and stat.hits_remaining == 0
+    assert await hits_left(throttle) == 0
 
 
 async def test_a_refund_after_the_window_rolled_over_gives_nothing_to_the_new_window() -> None:
@@ -342,16 +347,21 @@ async def test_a_refund_after_the_window_rolled_over_gives_nothing_to_the_new_wi
     for _ in range(2):
         await throttle.hit(_client())  # the new window is full
     await throttle.refund(slow)  # the first window's charge: not the new window's units
-    stat = await throttle.stat(_client())
-    assert stat is not None and stat.hits_remaining == 0
+    assert await hits_left(throttle) == 0
 
 
-def _backend(kind: str, clock: ManualClock, tmp_path: Any) -> Any:
-    if kind == "memory":
-        return InMemoryBackend(clock=clock)
+def charged_on_failure(
+    uid: str, kind: str, tmp_path: Any, **options: Any
+) -> tuple[HTTPThrottle, ManualClock]:
+    """A `charge_when=failed` throttle on a `kind` backend, and the clock that backend reads."""
     from traffik.backends.sqlite import SQLiteBackend
 
-    return SQLiteBackend(tmp_path / "refunds.db", clock=clock)
+    clock = ManualClock()
+    if kind == "memory":
+        backend: Any = InMemoryBackend(clock=clock)
+    else:
+        backend = SQLiteBackend(tmp_path / "refunds.db", clock=clock)
+    return HTTPThrottle(uid, backend=backend, charge_when=failed, **options), clock
 
 
 BACKENDS = ["memory", "sqlite"]
@@ -362,13 +372,8 @@ BACKENDS = ["memory", "sqlite"]
 async def test_a_refund_gives_back_only_what_each_rate_still_holds(
     strategy: Strategy, kind: str, tmp_path: Any
 ) -> None:
-    clock = ManualClock()
-    throttle = HTTPThrottle(
-        "held",
-        rate="2/min;3/hour",
-        strategy=strategy,
-        backend=_backend(kind, clock, tmp_path),
-        charge_when=failed,
+    throttle, clock = charged_on_failure(
+        "held", kind, tmp_path, rate="2/min;3/hour", strategy=strategy
     )
     slow = _client()
     await throttle.hit(slow)
@@ -387,14 +392,8 @@ async def test_a_refund_gives_back_only_what_each_rate_still_holds(
 async def test_a_refund_gives_back_no_more_than_the_refill_left_of_the_charge(
     strategy: Strategy, kind: str, tmp_path: Any
 ) -> None:
-    clock = ManualClock()
-    throttle = HTTPThrottle(
-        "drained",
-        rate="10/min",
-        strategy=strategy,
-        backend=_backend(kind, clock, tmp_path),
-        cost=5,
-        charge_when=failed,
+    throttle, clock = charged_on_failure(
+        "drained", kind, tmp_path, rate="10/min", strategy=strategy, cost=5
     )
     slow = _client()
     await throttle.hit(slow)  # 5 of a whole budget of 10: whole again in 30 s
@@ -403,8 +402,7 @@ async def test_a_refund_gives_back_no_more_than_the_refill_left_of_the_charge(
     # Without the slow request the budget was whole all along (what refilled past it was
     # lost): 5 left now. The slow charge holds what one more second refills: under a unit.
     await throttle.refund(slow)
-    stat = await throttle.stat(_client())
-    assert stat is not None and stat.hits_remaining == 5
+    assert await hits_left(throttle) == 5
 
 
 @pytest.mark.parametrize("kind", BACKENDS)
@@ -412,21 +410,13 @@ async def test_a_refund_gives_back_no_more_than_the_refill_left_of_the_charge(
 async def test_a_refund_right_after_the_charge_gives_it_all_back(
     strategy: Strategy, kind: str, tmp_path: Any
 ) -> None:
-    clock = ManualClock()
-    throttle = HTTPThrottle(
-        "whole",
-        rate="2/min",
-        strategy=strategy,
-        backend=_backend(kind, clock, tmp_path),
-        charge_when=failed,
-    )
+    throttle, clock = charged_on_failure("whole", kind, tmp_path, rate="2/min", strategy=strategy)
     first, second = _client(), _client()
     await throttle.hit(first)
     await throttle.hit(second)
     clock.advance(ms=5)
     await throttle.refund(second)
-    stat = await throttle.stat(_client())
-    assert stat is not None and stat.hits_remaining == 1
+    assert await hits_left(throttle) == 1
 
 
 async def test_settling_after_a_fallback_gives_back_on_the_fallback_backend() -> None:
@@ -449,16 +439,26 @@ async def test_settling_after_a_fallback_gives_back_on_the_fallback_backend() ->
     with primary.failing(BackendError("store down")):
         await throttle.hit(request)  # decided, and charged, on the secondary
     await settle(request, Outcome(200))  # a success does not count: given back
-    on_primary = await throttle.stat(_client())
-    on_secondary = await throttle.stat(_client(), backend=secondary)
-    assert on_primary is not None and on_primary.hits_remaining == 2
-    assert on_secondary is not None and on_secondary.hits_remaining == 3
+    assert await hits_left(throttle) == 2  # on the primary
+    assert await hits_left(throttle, backend=secondary) == 3
 
 
-def test_a_websocket_does_not_keep_a_charge_per_message() -> None:
+def send_messages(socket: Any, count: int, *, handshake: Any) -> None:
+    """Opens /ws, served by `socket` behind `ThrottleMiddleware` with the `handshake` throttle,
+    and sends `count` messages."""
     from starlette.routing import WebSocketRoute
     from starlette.testclient import TestClient
 
+    app = Starlette(
+        routes=[WebSocketRoute("/ws", socket)],
+        middleware=[Middleware(ThrottleMiddleware, middleware_throttles=[handshake])],
+    )
+    with TestClient(app) as http, http.websocket_connect("/ws") as ws:
+        for _ in range(count):
+            ws.send_text("m")
+
+
+def test_a_websocket_does_not_keep_a_charge_per_message() -> None:
     from traffik import WebSocketThrottle
     from traffik.outcomes import CHARGES_KEY
 
@@ -475,21 +475,12 @@ def test_a_websocket_does_not_keep_a_charge_per_message() -> None:
             kept.append(len(websocket.scope["state"].get(CHARGES_KEY) or ()))
         await websocket.close()
 
-    app = Starlette(
-        routes=[WebSocketRoute("/ws", socket)],
-        middleware=[Middleware(ThrottleMiddleware, middleware_throttles=[handshake])],
-    )
-    with TestClient(app) as http, http.websocket_connect("/ws") as ws:
-        for _ in range(100):
-            ws.send_text("m")
+    send_messages(socket, 100, handshake=handshake)
     # the handshake's charge and the latest message's: one per throttle, however many messages
     assert len(kept) == 100 and set(kept) == {2}
 
 
 def test_a_websocket_message_is_refunded_as_its_own_request() -> None:
-    from starlette.routing import WebSocketRoute
-    from starlette.testclient import TestClient
-
     from traffik import WebSocketThrottle
     from traffik.outcomes import CHARGES_KEY, REFUNDED_KEY
 
@@ -521,11 +512,51 @@ def test_a_websocket_message_is_refunded_as_its_own_request() -> None:
         seen.append(await left(websocket))
         await websocket.close()
 
+    send_messages(socket, 22, handshake=handshake)
+    assert seen == [3, (1, 1), 2]
+
+
+@pytest.mark.parametrize("earlier", ["handshake", "none"])
+def test_a_websocket_message_refused_by_a_later_throttle_gives_back_the_others(
+    earlier: str,
+) -> None:
+    from starlette.routing import WebSocketRoute
+    from starlette.testclient import TestClient
+
+    from traffik import WebSocketThrottle
+    from traffik.quotas import QuotaContext
+
+    clock = ManualClock()
+    handshake = WebSocketThrottle("ws-opened", rate="100/min", backend=InMemoryBackend())
+    many = WebSocketThrottle("ws-many", rate="10/min", backend=InMemoryBackend(clock=clock))
+    few = WebSocketThrottle("ws-few", rate="2/min", backend=InMemoryBackend(clock=clock))
+    seen: list[Any] = []
+
+    async def socket(websocket: Any) -> None:
+        await websocket.accept()
+        for _ in range(4):  # 2 admitted; then `few` refuses, after `many` (its own store) took one
+            await websocket.receive_text()
+            async with QuotaContext(websocket) as quota:
+                quota(many)
+                quota(few)
+            seen.append((quota.admitted, quota.applied_cost))
+            await websocket.send_json({"type": "done"})
+        stat = await many.stat(websocket)
+        seen.append(stat.hits_remaining if stat is not None else None)
+        await websocket.close()
+
+    middleware = [Middleware(ThrottleMiddleware, middleware_throttles=[handshake])]
     app = Starlette(
         routes=[WebSocketRoute("/ws", socket)],
-        middleware=[Middleware(ThrottleMiddleware, middleware_throttles=[handshake])],
+        middleware=middleware if earlier == "handshake" else [],
     )
     with TestClient(app) as http, http.websocket_connect("/ws") as ws:
-        for _ in range(22):
+        answers = []
+        for _ in range(4):
             ws.send_text("m")
-    assert seen == [3, (1, 1), 2]
+            answers.append(ws.receive_json()["type"])
+            if answers[-1] == "rate_limit":
+                assert ws.receive_json()["type"] == "done"
+    assert answers == ["done", "done", "rate_limit", "rate_limit"]
+    # each admitted message took 2 units (one per throttle); the refused ones took nothing
+    assert seen == [(True, 2), (True, 2), (False, 0), (False, 0), 8]

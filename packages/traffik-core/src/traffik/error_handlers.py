@@ -157,15 +157,19 @@ def _check_backoff(owner: str, backoff: object) -> BackoffStrategy:
 
 
 async def _decide_again(
-    info: ThrottleExceptionInfo, backend: Optional[ThrottleBackend]
+    info: ThrottleExceptionInfo, backend: Optional[ThrottleBackend], share: float = 1.0
 ) -> Decision:
-    """The decision again on `backend` (None: the one that failed): the whole decision with
-    `info["decide"]`, or, for an `exc_info` without it, the strategy on `info["key"]`."""
+    """The decision again on `backend` (None: the one that failed), each limit scaled by
+    `share`: the whole decision with `info["decide"]`, which notes what it charges on that
+    backend, or, for an `exc_info` without it, the strategy on `info["key"]`."""
     decide = cast(Mapping[str, Any], info).get("decide")  # absent from traffik 1.2's exc_info
     if decide is not None:
-        return await decide(backend)
-    strategy, rate = info["throttle"].strategy, info["rate"]
+        return await decide(backend, share)
     on, key, cost = backend or info["backend"], info["key"], info["cost"]
+    rates = _rates_of(info)
+    if share < 1.0 and key is not None and rates and on is not None:
+        return await _decide_on_key(info, on, scaled_rates(rates, share))
+    strategy, rate = info["throttle"].strategy, info["rate"]
     run = getattr(strategy, "decide", None)
     if run is not None:
         decision: Decision = await run(key, rate, on, cost)
@@ -173,10 +177,19 @@ async def _decide_again(
     return decision_from_wait(await strategy(key, rate, on, cost), rate.limit if rate else 0)
 
 
+def _rates_of(info: ThrottleExceptionInfo) -> Optional[tuple[Rate, ...]]:
+    """Every rate `info` names (traffik 1.2's `exc_info` has only `rate`), None when unknown."""
+    rates = cast(Mapping[str, Any], info).get("rates")
+    if rates:
+        return cast("tuple[Rate, ...]", rates)
+    return (info["rate"],) if info["rate"] is not None else None
+
+
 async def _decide_on_key(
     info: ThrottleExceptionInfo, backend: ThrottleBackend, rates: tuple[Rate, ...]
 ) -> Decision:
-    """The decision on `backend` for the key `info` names, under `rates` (scaled ones)."""
+    """The decision on `backend` for the key a traffik 1.2 `exc_info` names, under `rates`
+    (scaled ones)."""
     throttle, key, cost = info["throttle"], info["key"], info["cost"]
     step = getattr(throttle, "_step", None)
     if step is not None:
@@ -219,20 +232,13 @@ class _Fallback:
         try:
             if self.initialized is False and not backend.initialized:
                 await backend.initialize()
-            key = info["key"]
-            rates = cast(Mapping[str, Any], info).get("rates") or (
-                (info["rate"],) if info["rate"] is not None else None
-            )
-            if key is None or not rates:
-                return DecidedWait(await _decide_again(info, backend))
-            if self.share < 1.0:
-                decision = await _decide_on_key(info, backend, scaled_rates(rates, self.share))
-            else:
-                decision = await _decide_again(info, backend)
-            failed = info["backend"]
+            decision = await _decide_again(info, backend, self.share)
+            key, rates, failed = info["key"], _rates_of(info), info["backend"]
             if (
                 self.ledger is not None
                 and failed is not None
+                and key is not None
+                and rates
                 and decision.allowed
                 and decision.remaining is not None
             ):

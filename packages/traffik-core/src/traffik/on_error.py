@@ -100,8 +100,10 @@ class ThrottleExceptionInfo(TypedDict):
     """The context the throttle was called with."""
     throttle: Any
     """The throttle whose decision raised."""
-    decide: Callable[[Optional[ThrottleBackend]], Awaitable[Decision]]
-    """Run the whole decision again (identity included) on a backend, None for the usual one."""
+    decide: Callable[..., Awaitable[Decision]]
+    """`decide(backend=None, share=1.0)`: run the whole decision again (identity included) on
+    a backend (None: the usual one), each limit scaled by `share` (a fallback's
+    `per_process`); what it charges is noted on that backend."""
 
 
 ExceptionInfo = ThrottleExceptionInfo
@@ -228,8 +230,9 @@ async def recover(
     key existed. Returns the decision with what it was made under, as far as known: the
     rates, the client's key, the cost and the backend that decided.
 
-    A decision the policy made with `exc_info["decide"]` (a `fallback`, a `retry`) is the
-    one the backend it ran on made: its rates, key, cost and that backend come with it, so
+    A decision the policy made with `exc_info["decide"]` (a `fallback`, a `failover`, a
+    `retry`: every handler here decides with it) is the one the backend it ran on made: its
+    rates (scaled, for a `per_process` fallback), key, cost and that backend come with it, so
     what it charged is noted (and given back) there. Any other decision of the policy is
     not known to have charged anything on `backend`: one with a quota (`remaining`) comes
     with no key, so no charge is noted for it (a policy's own answer has no quota, and is
@@ -253,9 +256,9 @@ async def recover(
     rates = prepared[0] if prepared is not None else throttle.static_rates
     made: list[tuple[Decision, tuple[Rate, ...], int, str, ThrottleBackend]] = []
 
-    async def decide(on: Optional[ThrottleBackend] = None) -> Decision:
+    async def decide(on: Optional[ThrottleBackend] = None, share: float = 1.0) -> Decision:
         on = on or backend
-        found = await throttle._decide(connection, context, cost, on)
+        found = await throttle._decide(connection, context, cost, on, share)
         if found is None:
             return Decision(True, 0, None, 0, 0)
         made.append((*found, on))

@@ -28,6 +28,7 @@ from traffik.decorators import starlette_throttled as throttled
 from traffik.events import DecisionEvent
 from traffik.events import _observers as _observers
 from traffik.exceptions import ConfigurationError
+from traffik.fallback_share import scaled_rates
 from traffik.keyparts import escape
 from traffik.on_error import (
     ThrottleExceptionInfo,
@@ -389,14 +390,16 @@ class Throttle(ThrottleSettings, ThrottleKeys, ThrottleAnswers, ThrottleHeaders,
         ctx: Mapping[str, Any],
         cost: Optional[int],
         backend: ThrottleBackend,
+        share: float = 1.0,
     ) -> Optional[tuple[Decision, tuple[Rate, ...], int, str]]:
         """The decision for `connection` on `backend`, with the rates, cost and key it was
-        made under (None: nothing to decide), as `hit` makes it; for the `on_error` handlers
-        that decide again."""
+        made under (None: nothing to decide), as `hit` makes it, each limit scaled by `share`
+        (a fallback's `per_process`); for the `on_error` handlers that decide again."""
         prepared = await self._prepare(connection, ctx, cost, backend)
         if prepared is None:
             return None
         rates, charged, key = prepared
+        rates = scaled_rates(rates, share)
         return await self._step(key, rates, charged, backend), rates, charged, key
 
     def _deciders(

@@ -114,7 +114,7 @@ async def hit_together(
             groups.setdefault(id(backend), (backend, []))[1].append(entry)
     state = connection.scope.setdefault("state", {})
     charges = state.setdefault(CHARGES_KEY, [])  # every admitting throttle notes its charge
-    mark = len(charges)
+    earlier = charges[:] if charges else None  # (kept alive: `_since` tells them by identity)
     try:
         for backend, group in groups.values():
             if len(group) > 1 and all(_one_step(e.throttle) for e in group):
@@ -122,15 +122,30 @@ async def hit_together(
             else:
                 await _each(group, response)
             if _refused(connection):
-                await _give_back(charges, mark)
+                await _give_back(charges, earlier)
                 return 0
-        taken = sum(noted[4] for noted in charges[mark:])
+        noted_here = charges if earlier is None else charges[_since(charges, earlier) :]
+        taken = sum(noted[4] for noted in noted_here)
         for backend, entry in watched:
             taken += await _alone(entry, backend, response, charges)
     except BaseException:
-        await _give_back(charges, mark)
+        await _give_back(charges, earlier)
         raise
     return taken
+
+
+def _since(charges: list[Noted], earlier: Optional[list[Noted]]) -> int:
+    """Where the charges noted since `earlier` (the list as it was; None: empty) begin in
+    `charges`. Noting appends; on a WebSocket it also removes the charge the same throttle
+    noted for an earlier message (`note`), so the list is what is left of `earlier`, then
+    the new charges: they are the tail after the last of `earlier` still there."""
+    if earlier is None:
+        return 0
+    before = {id(noted) for noted in earlier}
+    start = len(charges)
+    while start and id(charges[start - 1]) not in before:
+        start -= 1
+    return start
 
 
 async def _each(group: list[Entry], response: Optional[Response]) -> None:
@@ -157,9 +172,9 @@ async def _alone(
         raise
     except Exception as exc:  # decided again by `hit`, where its on_error applies
         logger.info("deciding shadow throttle %r failed (%s); hitting it", throttle.uid, exc)
-        before = len(charges)
+        earlier = charges[:]
         await entry.hit(response)
-        return sum(noted[4] for noted in charges[before:])
+        return sum(noted[4] for noted in charges[_since(charges, earlier) :])
     await throttle.answer(
         entry.connection,
         decision,
@@ -251,11 +266,12 @@ def _one_item_per_bucket(per_entry: list[list[Item]]) -> tuple[list[Item], list[
     return items, shares
 
 
-async def _give_back(charges: list[Noted], mark: int) -> None:
-    """Give back the charges noted since `mark`, each on the bucket it was taken from, before
-    a refusal (best effort, logged)."""
-    taken = charges[mark:]
-    del charges[mark:]
+async def _give_back(charges: list[Noted], earlier: Optional[list[Noted]]) -> None:
+    """Give back the charges noted since `earlier` (`_since`), each on the bucket it was
+    taken from, before a refusal (best effort, logged)."""
+    start = _since(charges, earlier)
+    taken = charges[start:]
+    del charges[start:]
     for noted in taken:
         charge = Charge(*noted)
         try:
