@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 import gc
 import pickle
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, Callable
 
 import httpx
 import pytest
@@ -13,8 +14,8 @@ from fastapi import Depends, FastAPI, Request, Response
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.responses import PlainTextResponse
-from starlette.routing import Route, WebSocketRoute
-from starlette.testclient import TestClient
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.testclient import TestClient, WebSocketDenialResponse
 from starlette.websockets import WebSocket
 
 from traffik import (
@@ -27,16 +28,38 @@ from traffik import (
     is_throttled,
 )
 from traffik.backends.inmemory import InMemoryBackend
+from traffik.middleware import MiddlewareThrottle, ThrottleMiddleware
+from traffik.testing import FailingBackend
 
 pytestmark = pytest.mark.anyio
 
 
-def client(app: Any) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+# Throttles: each on a fresh in-memory backend (unless given one) and in its own registry, so
+# that tests reusing a uid do not clash.
 
 
-def fastapi_app(throttle: Any, path: str = "/x") -> FastAPI:
-    app = FastAPI()
+def http_throttle(uid: str, rate: Any, **options: Any) -> HTTPThrottle:
+    options.setdefault("backend", InMemoryBackend())
+    options.setdefault("registry", ThrottleRegistry())
+    return HTTPThrottle(uid, rate, **options)
+
+
+def websocket_throttle(uid: str, rate: Any, **options: Any) -> WebSocketThrottle:
+    options.setdefault("backend", InMemoryBackend())
+    options.setdefault("registry", ThrottleRegistry())
+    return WebSocketThrottle(uid, rate, **options)
+
+
+def primary_and_spare() -> tuple[FailingBackend, InMemoryBackend]:
+    """A primary backend that fails on demand, and a spare for the error handlers to use."""
+    return FailingBackend(InMemoryBackend(namespace="primary")), InMemoryBackend(namespace="spare")
+
+
+# Apps with one route at /x (or /ws).
+
+
+def fastapi_app(throttle: Any, path: str = "/x", **app_options: Any) -> FastAPI:
+    app = FastAPI(**app_options)
 
     @app.get(path)
     async def route(request: Request = Depends(throttle)) -> dict[str, bool]:
@@ -45,9 +68,95 @@ def fastapi_app(throttle: Any, path: str = "/x") -> FastAPI:
     return app
 
 
-async def statuses(app: Any, n: int, path: str = "/x") -> list[int]:
+def starlette_app(body: Callable[[Any], Awaitable[Any]], path: str = "/x") -> Starlette:
+    """A Starlette app whose route runs `body(request)`, then answers "ok"."""
+
+    async def endpoint(request: Any) -> PlainTextResponse:
+        await body(request)
+        return PlainTextResponse("ok")
+
+    return Starlette(routes=[Route(path, endpoint)])
+
+
+async def ok(request: Any) -> PlainTextResponse:
+    return PlainTextResponse("ok")
+
+
+def middleware_app(
+    throttles: list[Any], *, routes: list[BaseRoute] | None = None, **options: Any
+) -> Starlette:
+    """A Starlette app (by default `ok` at /x) behind `ThrottleMiddleware(throttles, **options)`."""
+    return Starlette(
+        routes=[Route("/x", ok)] if routes is None else routes,
+        middleware=[Middleware(ThrottleMiddleware, middleware_throttles=throttles, **options)],
+    )
+
+
+async def say_hi(websocket: WebSocket) -> None:
+    await websocket.accept()
+    await websocket.send_text("hi")
+    await websocket.close()
+
+
+def ws_echo_app(ws_throttle: Any, *, check: bool = False) -> FastAPI:
+    app = FastAPI()
+
+    @app.websocket("/ws")
+    async def websocket_endpoint(websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            while True:
+                data = await websocket.receive_text()
+                await ws_throttle.hit(websocket)
+                if check and is_throttled(websocket):
+                    continue
+                await websocket.send_text(f"echo: {data}")
+        except Exception:
+            pass
+
+    return app
+
+
+# Clients.
+
+
+def client(app: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+async def answers(app: Any, n: int, path: str = "/x") -> list[httpx.Response]:
+    """`n` GETs of `path`, one after another, from one client."""
     async with client(app) as http:
-        return [(await http.get(path)).status_code for _ in range(n)]
+        return [await http.get(path) for _ in range(n)]
+
+
+async def statuses(app: Any, n: int, path: str = "/x") -> list[int]:
+    return [response.status_code for response in await answers(app, n, path)]
+
+
+def statuses_with_lifespan(app: Any, n: int, path: str = "/x") -> list[int]:
+    """As `statuses`, inside one run of the app's lifespan (startup, the GETs, shutdown)."""
+    with TestClient(app) as http:
+        return [http.get(path).status_code for _ in range(n)]
+
+
+def second_handshake_is_denied(app: Any) -> WebSocketDenialResponse:
+    """The first connection to /ws hears "hi"; the second is denied, whose answer is returned."""
+    http = TestClient(app)
+    with http.websocket_connect("/ws") as ws:
+        assert ws.receive_text() == "hi"
+    with pytest.raises(WebSocketDenialResponse) as denied, http.websocket_connect("/ws"):
+        pass
+    return denied.value
+
+
+def echoes_then_refuses(ws_throttle: Any, *, check: bool = False) -> None:
+    """Over `ws_echo_app`, message "a" is echoed and message "b" answered with a rate_limit."""
+    with TestClient(ws_echo_app(ws_throttle, check=check)).websocket_connect("/ws") as ws:
+        ws.send_text("a")
+        assert ws.receive_text() == "echo: a"
+        ws.send_text("b")
+        assert ws.receive_json()["type"] == "rate_limit"
 
 
 # §1.1 / §1.2 construction -----------------------------------------------------------------
@@ -154,9 +263,7 @@ async def test_s1_3_same_uid_in_a_new_app_per_test() -> None:
 async def test_s1_5_same_throttle_on_router_and_route_is_hit_once() -> None:
     from fastapi import APIRouter
 
-    throttle = HTTPThrottle(
-        "s1:once", "2/min", backend=InMemoryBackend(), registry=ThrottleRegistry()
-    )
+    throttle = http_throttle("s1:once", "2/min")
     router = APIRouter(dependencies=[Depends(throttle)])
 
     @router.get("/x", dependencies=[Depends(throttle)])
@@ -169,61 +276,43 @@ async def test_s1_5_same_throttle_on_router_and_route_is_hit_once() -> None:
 
 
 async def test_s1_5_openapi_has_no_args_kwargs_or_response_param() -> None:
-    throttle = HTTPThrottle(
-        "s1:openapi", "2/min", backend=InMemoryBackend(), registry=ThrottleRegistry()
-    )
-    app = fastapi_app(throttle)
+    app = fastapi_app(http_throttle("s1:openapi", "2/min"))
     params = app.openapi()["paths"]["/x"]["get"].get("parameters", [])
     assert params == []
 
 
 async def test_s1_5_call_returns_the_connection_directly() -> None:
-    throttle = HTTPThrottle(
-        "s1:call", "2/min", backend=InMemoryBackend(), registry=ThrottleRegistry()
-    )
+    throttle = http_throttle("s1:call", "2/min")
 
-    async def endpoint(request: Any) -> PlainTextResponse:
+    async def body(request: Any) -> None:
         same = await throttle(request)
         assert same is request
-        return PlainTextResponse("ok")
 
-    app = Starlette(routes=[Route("/x", endpoint)])
-    assert await statuses(app, 3) == [200, 200, 429]
+    assert await statuses(starlette_app(body), 3) == [200, 200, 429]
 
 
 # §1.7 hit ---------------------------------------------------------------------------------------
 
 
 async def test_s1_7_cost_zero_and_negative() -> None:
-    throttle = HTTPThrottle(
-        "s1:cost", "1/min", backend=InMemoryBackend(), registry=ThrottleRegistry()
-    )
+    throttle = http_throttle("s1:cost", "1/min")
     seen: list[Any] = []
 
-    async def endpoint(request: Any) -> PlainTextResponse:
+    async def body(request: Any) -> None:
         for _ in range(3):
             await throttle.hit(request, cost=0)
         seen.append(is_throttled(request))
         with pytest.raises(ValueError, match="-1"):
             await throttle.hit(request, cost=-1)
         await throttle.hit(request)
-        return PlainTextResponse("ok")
 
-    app = Starlette(routes=[Route("/x", endpoint)])
-    assert await statuses(app, 1) == [200]
+    assert await statuses(starlette_app(body), 1) == [200]
     assert seen == [False]
 
 
 async def test_s1_7_min_wait_period_only_lengthens_refusals() -> None:
-    throttle = HTTPThrottle(
-        "s1:minwait",
-        "1/s",
-        backend=InMemoryBackend(),
-        min_wait_period=5000,
-        registry=ThrottleRegistry(),
-    )
-    async with client(fastapi_app(throttle)) as http:
-        first, second = await http.get("/x"), await http.get("/x")
+    throttle = http_throttle("s1:minwait", "1/s", min_wait_period=5000)
+    first, second = await answers(fastapi_app(throttle), 2)
     assert first.status_code == 200
     assert second.status_code == 429 and second.headers["retry-after"] == "5"
 
@@ -234,13 +323,7 @@ async def test_s1_7_handler_returning_normally_lets_the_request_through() -> Non
     async def handler(conn: Any, wait_ms: float, throttle: Any, ctx: Any) -> None:
         calls.append(wait_ms)
 
-    throttle = HTTPThrottle(
-        "s1:handler",
-        "1/min",
-        backend=InMemoryBackend(),
-        handle_throttled=handler,
-        registry=ThrottleRegistry(),
-    )
+    throttle = http_throttle("s1:handler", "1/min", handle_throttled=handler)
     assert await statuses(fastapi_app(throttle), 2) == [200, 200]
     assert len(calls) == 1 and calls[0] > 0
 
@@ -249,8 +332,6 @@ async def test_s1_7_handler_returning_normally_lets_the_request_through() -> Non
 
 
 async def test_s1_8_error_callback_gets_exc_info_and_its_wait_is_used() -> None:
-    from traffik.testing import FailingBackend
-
     backend = FailingBackend(InMemoryBackend())
     seen: dict[str, Any] = {}
 
@@ -258,17 +339,11 @@ async def test_s1_8_error_callback_gets_exc_info_and_its_wait_is_used() -> None:
         seen.update(exc_info)
         return 2500
 
-    throttle = HTTPThrottle(
-        "s1:onerr",
-        "5/min",
-        backend=backend,
-        on_error=on_error,
-        registry=ThrottleRegistry(),
-        context={"tenant": "t"},
+    throttle = http_throttle(
+        "s1:onerr", "5/min", backend=backend, on_error=on_error, context={"tenant": "t"}
     )
-    async with client(fastapi_app(throttle)) as http:
-        with backend.failing(RuntimeError("down")):
-            response = await http.get("/x")
+    with backend.failing(RuntimeError("down")):
+        [response] = await answers(fastapi_app(throttle), 1)
     assert response.status_code == 429 and response.headers["retry-after"] == "3"
     for name in (
         "exception",
@@ -289,50 +364,29 @@ async def test_s1_8_error_callback_gets_exc_info_and_its_wait_is_used() -> None:
     ("policy", "status", "retry_after"), [("throttle", 429, "1"), ("allow", 200, None)]
 )
 async def test_s1_8_string_policies(policy: str, status: int, retry_after: Any) -> None:
-    from traffik.testing import FailingBackend
-
     backend = FailingBackend(InMemoryBackend())
-    throttle = HTTPThrottle(
-        f"s1:policy:{policy}",
-        "5/min",
-        backend=backend,
-        on_error=policy,
-        registry=ThrottleRegistry(),
-    )
-    async with client(fastapi_app(throttle)) as http:
-        with backend.failing(RuntimeError("down")):
-            response = await http.get("/x")
+    throttle = http_throttle(f"s1:policy:{policy}", "5/min", backend=backend, on_error=policy)
+    with backend.failing(RuntimeError("down")):
+        [response] = await answers(fastapi_app(throttle), 1)
     assert response.status_code == status
     assert response.headers.get("retry-after") == retry_after
 
 
 async def test_s1_8_raise_policy_reraises() -> None:
-    from traffik.testing import FailingBackend
-
     backend = FailingBackend(InMemoryBackend())
-    throttle = HTTPThrottle(
-        "s1:raise", "5/min", backend=backend, on_error="raise", registry=ThrottleRegistry()
-    )
+    throttle = http_throttle("s1:raise", "5/min", backend=backend, on_error="raise")
 
-    async def endpoint(request: Any) -> PlainTextResponse:
+    async def body(request: Any) -> None:
         with backend.failing(KeyError("boom")), pytest.raises(Exception, match="boom"):
             await throttle.hit(request)
-        return PlainTextResponse("ok")
 
-    assert await statuses(Starlette(routes=[Route("/x", endpoint)]), 1) == [200]
+    assert await statuses(starlette_app(body), 1) == [200]
 
 
 async def test_s1_8_backend_on_error_is_inherited_even_when_known_only_at_hit_time() -> None:
-    from traffik.testing import FailingBackend
-
     backend = FailingBackend(InMemoryBackend(on_error="allow"))
     throttle = HTTPThrottle("s1:late", "1/min", registry=ThrottleRegistry())
-    app = FastAPI(lifespan=backend.lifespan)
-
-    @app.get("/x")
-    async def route(request: Request = Depends(throttle)) -> dict[str, Any]:
-        return {}
-
+    app = fastapi_app(throttle, lifespan=backend.lifespan)
     with TestClient(app) as http, backend.failing(RuntimeError("down")):
         assert http.get("/x").status_code == 200
 
@@ -344,19 +398,18 @@ async def test_s1_10_stat_and_check_with_a_callable_rate() -> None:
     async def rate(conn: Any, ctx: Any) -> str:
         return "3/min"
 
-    throttle = HTTPThrottle("s1:stat", rate, backend=InMemoryBackend(), registry=ThrottleRegistry())
+    throttle = http_throttle("s1:stat", rate)
     out: dict[str, Any] = {}
 
-    async def endpoint(request: Any) -> PlainTextResponse:
+    async def body(request: Any) -> None:
         await throttle.hit(request)
         stat = await throttle.stat(request)
         out["remaining"] = stat.hits_remaining
         out["limit"] = stat.rate.limit
         out["check"] = await throttle.check(request, cost=2)
         out["check3"] = await throttle.check(request, cost=3)
-        return PlainTextResponse("ok")
 
-    assert await statuses(Starlette(routes=[Route("/x", endpoint)]), 1) == [200]
+    assert await statuses(starlette_app(body), 1) == [200]
     assert out == {"remaining": 2, "limit": 3, "check": True, "check3": False}
 
 
@@ -364,21 +417,14 @@ async def test_s1_10_stat_is_none_for_exempted_clients() -> None:
     async def ident(conn: Any) -> Any:
         return EXEMPTED
 
-    throttle = HTTPThrottle(
-        "s1:statex",
-        "3/min",
-        identifier=ident,
-        backend=InMemoryBackend(),
-        registry=ThrottleRegistry(),
-    )
+    throttle = http_throttle("s1:statex", "3/min", identifier=ident)
     out: list[Any] = []
 
-    async def endpoint(request: Any) -> PlainTextResponse:
+    async def body(request: Any) -> None:
         out.append(await throttle.stat(request))
         out.append(await throttle.check(request))
-        return PlainTextResponse("ok")
 
-    assert await statuses(Starlette(routes=[Route("/x", endpoint)]), 1) == [200]
+    assert await statuses(starlette_app(body), 1) == [200]
     assert out == [None, True]
 
 
@@ -386,9 +432,7 @@ async def test_s1_10_stat_is_none_for_exempted_clients() -> None:
 
 
 async def test_s1_11_disable_enable_and_updates() -> None:
-    throttle = HTTPThrottle(
-        "s1:mut", "1/min", backend=InMemoryBackend(), registry=ThrottleRegistry()
-    )
+    throttle = http_throttle("s1:mut", "1/min")
     app = fastapi_app(throttle)
     await throttle.disable()
     assert await statuses(app, 3) == [200, 200, 200]
@@ -400,17 +444,9 @@ async def test_s1_11_disable_enable_and_updates() -> None:
 
 
 async def test_s1_11_ws_update_handle_throttled_none_keeps_the_ws_handler() -> None:
-    backend = InMemoryBackend()
-    ws_throttle = WebSocketThrottle(
-        "s1:wsupd", "1/min", backend=backend, registry=ThrottleRegistry()
-    )
+    ws_throttle = websocket_throttle("s1:wsupd", "1/min")
     await ws_throttle.update_handle_throttled(None)
-    app = ws_echo_app(ws_throttle)
-    with TestClient(app).websocket_connect("/ws") as ws:
-        ws.send_text("a")
-        assert ws.receive_text() == "echo: a"
-        ws.send_text("b")
-        assert ws.receive_json()["type"] == "rate_limit"
+    echoes_then_refuses(ws_throttle)
 
 
 # §1.13 marker -----------------------------------------------------------------------------------------
@@ -418,20 +454,17 @@ async def test_s1_11_ws_update_handle_throttled_none_keeps_the_ws_handler() -> N
 
 async def test_s1_13_skip_handler_marker_is_the_last_hits() -> None:
     backend = InMemoryBackend()
-    tight = HTTPThrottle(
-        "s1:tight", "1/min", backend=backend, skip_handler=True, registry=ThrottleRegistry()
-    )
-    loose = HTTPThrottle("s1:loose", "100/min", backend=backend, registry=ThrottleRegistry())
+    tight = http_throttle("s1:tight", "1/min", backend=backend, skip_handler=True)
+    loose = http_throttle("s1:loose", "100/min", backend=backend)
     out: list[Any] = []
 
-    async def endpoint(request: Any) -> PlainTextResponse:
+    async def body(request: Any) -> None:
         await tight.hit(request)
         out.append((is_throttled(request), get_wait(request) > 0))
         await loose.hit(request)
         out.append((is_throttled(request), get_wait(request) > 0))
-        return PlainTextResponse("ok")
 
-    assert await statuses(Starlette(routes=[Route("/x", endpoint)]), 2) == [200, 200]
+    assert await statuses(starlette_app(body), 2) == [200, 200]
     # documented (docs/testing.md, docs/guides/exemptions.md): the marker is the latest hit's
     assert out == [(False, False), (False, False), (True, True), (False, False)]
 
@@ -439,29 +472,8 @@ async def test_s1_13_skip_handler_marker_is_the_last_hits() -> None:
 # §3 WebSocket -----------------------------------------------------------------------------------------
 
 
-def ws_echo_app(ws_throttle: Any, *, check: bool = False) -> FastAPI:
-    app = FastAPI()
-
-    @app.websocket("/ws")
-    async def websocket_endpoint(websocket: WebSocket) -> None:
-        await websocket.accept()
-        try:
-            while True:
-                data = await websocket.receive_text()
-                await ws_throttle.hit(websocket)
-                if check and is_throttled(websocket):
-                    continue
-                await websocket.send_text(f"echo: {data}")
-        except Exception:
-            pass
-
-    return app
-
-
 def test_s3_ws_frame_exact_then_echo_and_socket_stays_open() -> None:
-    ws_throttle = WebSocketThrottle(
-        "s3:ws", "2/min", backend=InMemoryBackend(), registry=ThrottleRegistry()
-    )
+    ws_throttle = websocket_throttle("s3:ws", "2/min")
     with TestClient(ws_echo_app(ws_throttle)).websocket_connect("/ws") as ws:
         for word in ("a", "b"):
             ws.send_text(word)
@@ -475,13 +487,7 @@ def test_s3_ws_frame_exact_then_echo_and_socket_stays_open() -> None:
 
 
 def test_s3_ws_extras_are_added() -> None:
-    ws_throttle = WebSocketThrottle(
-        "s3:extras",
-        "1/min",
-        backend=InMemoryBackend(),
-        registry=ThrottleRegistry(),
-        context={"extras": {"channel": "chat"}},
-    )
+    ws_throttle = websocket_throttle("s3:extras", "1/min", context={"extras": {"channel": "chat"}})
     with TestClient(ws_echo_app(ws_throttle, check=True)).websocket_connect("/ws") as ws:
         ws.send_text("a")
         ws.receive_text()
@@ -492,26 +498,16 @@ def test_s3_ws_extras_are_added() -> None:
 
 
 def test_s3_ws_dependency_denies_the_handshake_with_429() -> None:
-    from starlette.testclient import WebSocketDenialResponse
-
-    ws_throttle = WebSocketThrottle(
-        "s3:dep", "1/min", backend=InMemoryBackend(), registry=ThrottleRegistry()
-    )
+    ws_throttle = websocket_throttle("s3:dep", "1/min")
     app = FastAPI()
 
     @app.websocket("/ws")
     async def endpoint(websocket: WebSocket = Depends(ws_throttle)) -> None:
-        await websocket.accept()
-        await websocket.send_text("hi")
-        await websocket.close()
+        await say_hi(websocket)
 
-    http = TestClient(app)
-    with http.websocket_connect("/ws") as ws:
-        assert ws.receive_text() == "hi"
-    with pytest.raises(WebSocketDenialResponse) as denied, http.websocket_connect("/ws"):
-        pass
-    assert denied.value.status_code == 429
-    assert denied.value.headers["retry-after"]
+    denied = second_handshake_is_denied(app)
+    assert denied.status_code == 429
+    assert denied.headers["retry-after"]
 
 
 def test_s3_ws_backend_handle_throttled_is_documented_choice() -> None:
@@ -520,51 +516,30 @@ def test_s3_ws_backend_handle_throttled_is_documented_choice() -> None:
         raise AssertionError("not for WebSockets")
 
     backend = InMemoryBackend(handle_throttled=backend_handler)
-    ws_throttle = WebSocketThrottle("s3:bh", "1/min", backend=backend, registry=ThrottleRegistry())
-    with TestClient(ws_echo_app(ws_throttle, check=True)).websocket_connect("/ws") as ws:
-        ws.send_text("a")
-        ws.receive_text()
-        ws.send_text("b")
-        assert ws.receive_json()["type"] == "rate_limit"
+    echoes_then_refuses(websocket_throttle("s3:bh", "1/min", backend=backend), check=True)
 
 
 # §4 429 ------------------------------------------------------------------------------------------------
 
 
 async def test_s4_ctx_detail_status_headers_customise_the_429() -> None:
-    throttle = HTTPThrottle(
+    throttle = http_throttle(
         "s4:ctx",
         "1/min",
-        backend=InMemoryBackend(),
-        registry=ThrottleRegistry(),
         headers=None,
         context={"detail": "slow", "status_code": 503, "headers": {"X-Extra": "1"}},
     )
-    async with client(fastapi_app(throttle)) as http:
-        await http.get("/x")
-        response = await http.get("/x")
+    _, response = await answers(fastapi_app(throttle), 2)
     assert response.status_code == 503 and response.json() == {"detail": "slow"}
     assert response.headers["x-extra"] == "1" and response.headers["retry-after"] == "60"
 
 
 async def test_s4_fastapi_body_and_starlette_text_body() -> None:
-    throttle = HTTPThrottle(
-        "s4:body", "1/min", backend=InMemoryBackend(), registry=ThrottleRegistry()
-    )
-    async with client(fastapi_app(throttle)) as http:
-        await http.get("/x")
-        response = await http.get("/x")
+    _, response = await answers(fastapi_app(http_throttle("s4:body", "1/min")), 2)
     assert response.json() == {"detail": "Too many requests. Retry in 60 seconds."}
 
-    st = HTTPThrottle("s4:text", "1/min", backend=InMemoryBackend(), registry=ThrottleRegistry())
-
-    async def endpoint(request: Any) -> PlainTextResponse:
-        await st.hit(request)
-        return PlainTextResponse("ok")
-
-    async with client(Starlette(routes=[Route("/x", endpoint)])) as http:
-        await http.get("/x")
-        response = await http.get("/x")
+    st = http_throttle("s4:text", "1/min")
+    _, response = await answers(starlette_app(st.hit), 2)
     assert response.status_code == 429
     assert response.text == "Too many requests. Retry in 60 seconds."
     assert response.headers["content-type"].startswith("text/plain")
@@ -590,14 +565,13 @@ async def test_s4_user_exception_handler_for_429_takes_over_in_routes_and_middle
     from starlette.responses import JSONResponse
 
     from traffik.exceptions import ConnectionThrottled
-    from traffik.middleware import MiddlewareThrottle, ThrottleMiddleware
 
     async def on_429(request: Any, exc: Any) -> JSONResponse:
         return JSONResponse({"mine": True}, status_code=429)
 
     backend = InMemoryBackend()
-    dep = HTTPThrottle("s4:dep", "1/min", backend=backend, registry=ThrottleRegistry())
-    mw = HTTPThrottle("s4:mw", "1/min", backend=backend, registry=ThrottleRegistry())
+    dep = http_throttle("s4:dep", "1/min", backend=backend)
+    mw = http_throttle("s4:mw", "1/min", backend=backend)
     app = FastAPI(
         middleware=[
             Middleware(ThrottleMiddleware, middleware_throttles=[MiddlewareThrottle(mw, path="/m")])
@@ -613,11 +587,9 @@ async def test_s4_user_exception_handler_for_429_takes_over_in_routes_and_middle
     async def m() -> dict[str, Any]:
         return {}
 
-    async with client(app) as http:
-        for path in ("/d", "/m"):
-            await http.get(path)
-            response = await http.get(path)
-            assert response.status_code == 429 and response.json() == {"mine": True}, path
+    for path in ("/d", "/m"):
+        _, response = await answers(app, 2, path)
+        assert response.status_code == 429 and response.json() == {"mine": True}, path
 
 
 # §5 identifiers -------------------------------------------------------------------------------------------
@@ -625,18 +597,11 @@ async def test_s4_user_exception_handler_for_429_takes_over_in_routes_and_middle
 
 async def test_s5_sync_get_remote_address_and_partial_identifiers() -> None:
     backend = InMemoryBackend()
-    direct = HTTPThrottle(
-        "s5:direct",
-        "1/min",
-        identifier=get_remote_address,
-        backend=backend,
-        registry=ThrottleRegistry(),
-    )
-    partial = HTTPThrottle(
+    direct = http_throttle("s5:direct", "1/min", identifier=get_remote_address, backend=backend)
+    partial = http_throttle(
         "s5:partial",
         "1/min",
         backend=backend,
-        registry=ThrottleRegistry(),
         identifier=functools.partial(get_remote_address, trusted_proxies=["127.0.0.1"]),
     )
     assert await statuses(fastapi_app(direct), 2) == [200, 429]
@@ -649,11 +614,9 @@ async def test_s5_sync_get_remote_address_and_partial_identifiers() -> None:
 
 
 async def test_s5_spoofed_header_from_an_untrusted_peer_changes_nothing() -> None:
-    throttle = HTTPThrottle(
+    throttle = http_throttle(
         "s5:spoof",
         "1/min",
-        backend=InMemoryBackend(),
-        registry=ThrottleRegistry(),
         identifier=functools.partial(get_remote_address, trusted_proxies=["10.0.0.1"]),
     )
     async with client(fastapi_app(throttle)) as http:
@@ -690,20 +653,13 @@ async def test_s5_identifier_cached_per_uid_and_none_not_cached() -> None:
         calls.append("x")
         return None
 
-    throttle = HTTPThrottle(
-        "s5:none",
-        "10/min",
-        identifier=ident,
-        backend=InMemoryBackend(),
-        registry=ThrottleRegistry(),
-    )
+    throttle = http_throttle("s5:none", "10/min", identifier=ident)
 
-    async def endpoint(request: Any) -> PlainTextResponse:
+    async def body(request: Any) -> None:
         await throttle.hit(request)
         await throttle.hit(request)
-        return PlainTextResponse("ok")
 
-    assert await statuses(Starlette(routes=[Route("/x", endpoint)]), 1) == [200]
+    assert await statuses(starlette_app(body), 1) == [200]
     assert len(calls) == 2
 
 
@@ -714,8 +670,8 @@ async def test_s6_2_starlette_throttled_on_sync_and_async_routes() -> None:
     from traffik import throttled
 
     backend = InMemoryBackend()
-    t1 = HTTPThrottle("s6:async", "1/min", backend=backend, registry=ThrottleRegistry())
-    t2 = HTTPThrottle("s6:sync", "1/min", backend=backend, registry=ThrottleRegistry())
+    t1 = http_throttle("s6:async", "1/min", backend=backend)
+    t2 = http_throttle("s6:sync", "1/min", backend=backend)
 
     @throttled(t1)
     async def a(request: Any) -> PlainTextResponse:
@@ -744,7 +700,7 @@ def test_s6_2_starlette_throttled_validation() -> None:
 async def test_s6_2_route_kwarg_returns_the_wrapped_route() -> None:
     from traffik import throttled
 
-    t = HTTPThrottle("s6:route", "1/min", backend=InMemoryBackend(), registry=ThrottleRegistry())
+    t = http_throttle("s6:route", "1/min")
 
     async def a(request: Any) -> PlainTextResponse:
         return PlainTextResponse("a")
@@ -762,8 +718,8 @@ async def test_s6_3_fastapi_throttled_decorator_and_dependency_forms() -> None:
     from traffik.decorators import throttled
 
     backend = InMemoryBackend()
-    t1 = HTTPThrottle("s63:a", "2/min", backend=backend, registry=ThrottleRegistry())
-    t2 = HTTPThrottle("s63:b", "1/min", backend=backend, registry=ThrottleRegistry())
+    t1 = http_throttle("s63:a", "2/min", backend=backend)
+    t2 = http_throttle("s63:b", "1/min", backend=backend)
     app = FastAPI()
 
     @app.get("/dec")
@@ -787,30 +743,18 @@ async def test_s6_3_fastapi_throttled_decorator_and_dependency_forms() -> None:
 # §6.4 middleware ------------------------------------------------------------------------------------------
 
 
-async def ok(request: Any) -> PlainTextResponse:
-    return PlainTextResponse("ok")
-
-
 async def test_s6_4_middleware_methods_cost_and_skip_handler() -> None:
-    from traffik.middleware import MiddlewareThrottle, ThrottleMiddleware
-
-    backend = InMemoryBackend()
-    posts = HTTPThrottle("s64:posts", "2/min", backend=backend, registry=ThrottleRegistry())
+    posts = http_throttle("s64:posts", "2/min")
     seen: list[bool] = []
 
     async def endpoint(request: Any) -> PlainTextResponse:
         seen.append(is_throttled(request))
         return PlainTextResponse("ok")
 
-    app = Starlette(
+    app = middleware_app(
+        [MiddlewareThrottle(posts, methods={"post"}, cost=2)],
         routes=[Route("/x", endpoint, methods=["GET", "POST"])],
-        middleware=[
-            Middleware(
-                ThrottleMiddleware,
-                middleware_throttles=[MiddlewareThrottle(posts, methods={"post"}, cost=2)],
-                skip_handler=True,
-            )
-        ],
+        skip_handler=True,
     )
     async with client(app) as http:
         codes = [(await http.get("/x")).status_code for _ in range(3)]
@@ -820,21 +764,11 @@ async def test_s6_4_middleware_methods_cost_and_skip_handler() -> None:
 
 
 async def test_s6_4_middleware_explicit_cost_zero_counts_nothing() -> None:
-    from traffik.middleware import MiddlewareThrottle, ThrottleMiddleware
-
-    t = HTTPThrottle("s64:zero", "1/min", backend=InMemoryBackend(), registry=ThrottleRegistry())
-    app = Starlette(
-        routes=[Route("/x", ok)],
-        middleware=[
-            Middleware(ThrottleMiddleware, middleware_throttles=[MiddlewareThrottle(t, cost=0)])
-        ],
-    )
-    assert await statuses(app, 3) == [200, 200, 200]
+    t = http_throttle("s64:zero", "1/min")
+    assert await statuses(middleware_app([MiddlewareThrottle(t, cost=0)]), 3) == [200, 200, 200]
 
 
 async def test_s6_4_middleware_backend_from_the_app_lifespan_and_lifespan_passthrough() -> None:
-    from traffik.middleware import MiddlewareThrottle, ThrottleMiddleware
-
     backend = InMemoryBackend(persistent=False)
     t = HTTPThrottle("s64:life", "1/min", registry=ThrottleRegistry())
     app = FastAPI(
@@ -846,62 +780,36 @@ async def test_s6_4_middleware_backend_from_the_app_lifespan_and_lifespan_passth
     async def x() -> dict[str, Any]:
         return {}
 
-    with TestClient(app) as http:
-        assert [http.get("/x").status_code for _ in range(2)] == [200, 429]
+    assert statuses_with_lifespan(app, 2) == [200, 429]
 
 
 async def test_s6_4_middleware_context_precedence() -> None:
-    from traffik.middleware import MiddlewareThrottle, ThrottleMiddleware
-
     seen: list[Any] = []
 
     async def cost(conn: Any, ctx: Any) -> int:
         seen.append((ctx.get("a"), ctx.get("b"), ctx.get("c")))
         return 1
 
-    t = HTTPThrottle(
-        "s64:ctx",
-        "5/min",
-        cost=cost,
-        backend=InMemoryBackend(),
-        registry=ThrottleRegistry(),
-        context={"a": "throttle", "b": "throttle", "c": "throttle"},
+    t = http_throttle(
+        "s64:ctx", "5/min", cost=cost, context={"a": "throttle", "b": "throttle", "c": "throttle"}
     )
-    app = Starlette(
-        routes=[Route("/x", ok)],
-        middleware=[
-            Middleware(
-                ThrottleMiddleware,
-                middleware_throttles=[MiddlewareThrottle(t, context={"a": "mt", "b": "mt"})],
-                context={"a": "mw"},
-            )
-        ],
+    app = middleware_app(
+        [MiddlewareThrottle(t, context={"a": "mt", "b": "mt"})], context={"a": "mw"}
     )
     assert await statuses(app, 1) == [200]
     assert seen == [("mt", "mt", "throttle")]
 
 
 async def test_s6_4_mixed_plain_and_middleware_throttles_sorted() -> None:
-    from traffik.middleware import MiddlewareThrottle, ThrottleMiddleware
-
     backend = InMemoryBackend()
-    a = HTTPThrottle("s64:a", "1/min", backend=backend, registry=ThrottleRegistry())
-    b = HTTPThrottle("s64:b", "5/min", backend=backend, registry=ThrottleRegistry())
-    ws = WebSocketThrottle("s64:ws", "5/min", backend=backend, registry=ThrottleRegistry())
-    app = Starlette(
-        routes=[Route("/x", ok)],
-        middleware=[
-            Middleware(ThrottleMiddleware, middleware_throttles=[a, MiddlewareThrottle(b), ws])
-        ],
-    )
-    assert await statuses(app, 2) == [200, 429]
+    a = http_throttle("s64:a", "1/min", backend=backend)
+    b = http_throttle("s64:b", "5/min", backend=backend)
+    ws = websocket_throttle("s64:ws", "5/min", backend=backend)
+    assert await statuses(middleware_app([a, MiddlewareThrottle(b), ws]), 2) == [200, 429]
 
 
 async def test_s6_1_middleware_throttle_as_a_dependency_applies_its_filter() -> None:
-    from traffik.middleware import MiddlewareThrottle
-
-    t = HTTPThrottle("s61:mt", "1/min", backend=InMemoryBackend(), registry=ThrottleRegistry())
-    mt = MiddlewareThrottle(t, methods=["POST"])
+    mt = MiddlewareThrottle(http_throttle("s61:mt", "1/min"), methods=["POST"])
     app = FastAPI()
 
     @app.api_route("/x", methods=["GET", "POST"])
@@ -922,7 +830,7 @@ async def test_s7_dynamic_backend_follows_the_innermost_context() -> None:
     t = HTTPThrottle("s7:dyn", "1/min", dynamic_backend=True, registry=ThrottleRegistry())
     out: list[int] = []
 
-    async def endpoint(request: Any) -> PlainTextResponse:
+    async def body(request: Any) -> None:
         async with outer(close_on_exit=False, persistent=True):
             await t.hit(request, skip_handler=True)
             out.append(is_throttled(request))
@@ -931,9 +839,8 @@ async def test_s7_dynamic_backend_follows_the_innermost_context() -> None:
                 out.append(is_throttled(request))
             await t.hit(request, skip_handler=True)
             out.append(is_throttled(request))
-        return PlainTextResponse("ok")
 
-    assert await statuses(Starlette(routes=[Route("/x", endpoint)]), 1) == [200]
+    assert await statuses(starlette_app(body), 1) == [200]
     assert out == [False, False, True]
 
 
@@ -942,12 +849,11 @@ async def test_s7_dynamic_backend_without_any_backend_is_a_configuration_error()
 
     t = HTTPThrottle("s7:none", "1/min", dynamic_backend=True, registry=ThrottleRegistry())
 
-    async def endpoint(request: Any) -> PlainTextResponse:
+    async def body(request: Any) -> None:
         with pytest.raises(ConfigurationError):
             await t.hit(request)
-        return PlainTextResponse("ok")
 
-    assert await statuses(Starlette(routes=[Route("/x", endpoint)]), 1) == [200]
+    assert await statuses(starlette_app(body), 1) == [200]
 
 
 async def test_s7_backend_app_stores_the_backend_on_the_app_at_call_time() -> None:
@@ -987,37 +893,27 @@ async def test_s8_circuit_breaker_api() -> None:
 
 async def test_s8_failover_uses_the_spare_when_the_primary_fails() -> None:
     from traffik.error_handlers import failover
-    from traffik.testing import FailingBackend
 
-    primary = FailingBackend(InMemoryBackend(namespace="p"))
-    spare = InMemoryBackend(namespace="s")
-    t = HTTPThrottle(
+    primary, spare = primary_and_spare()
+    t = http_throttle(
         "s8:failover",
         "1/min",
         backend=primary,
         on_error=failover(spare, max_retries=1, retry_delay=0),
-        registry=ThrottleRegistry(),
     )
-    async with client(fastapi_app(t)) as http:
-        with primary.failing(RuntimeError("down")):
-            assert [(await http.get("/x")).status_code for _ in range(2)] == [200, 429]
+    with primary.failing(RuntimeError("down")):
+        assert await statuses(fastapi_app(t), 2) == [200, 429]
 
 
 async def test_s8_retry_succeeds_on_a_blip() -> None:
     from traffik.error_handlers import retry
-    from traffik.testing import FailingBackend
 
     primary = FailingBackend(InMemoryBackend())
-    t = HTTPThrottle(
-        "s8:retry",
-        "1/min",
-        backend=primary,
-        on_error=retry(max_retries=2, retry_delay=0),
-        registry=ThrottleRegistry(),
+    t = http_throttle(
+        "s8:retry", "1/min", backend=primary, on_error=retry(max_retries=2, retry_delay=0)
     )
-    async with client(fastapi_app(t)) as http:
-        with primary.failing(RuntimeError("blip"), times=1):
-            assert (await http.get("/x")).status_code == 200
+    with primary.failing(RuntimeError("blip"), times=1):
+        assert await statuses(fastapi_app(t), 1) == [200]
 
 
 # §9.1 headers ---------------------------------------------------------------------------------------------
@@ -1048,13 +944,7 @@ def test_s9_1_header_api() -> None:
 async def test_s9_1_get_headers_and_set_headers_by_hand() -> None:
     from traffik import Header
 
-    t = HTTPThrottle(
-        "s91:hand",
-        "2/min",
-        backend=InMemoryBackend(),
-        registry=ThrottleRegistry(),
-        headers=None,
-    )
+    t = http_throttle("s91:hand", "2/min", headers=None)
     out: dict[str, Any] = {}
 
     async def endpoint(request: Any) -> PlainTextResponse:
@@ -1073,17 +963,14 @@ async def test_s9_1_get_headers_and_set_headers_by_hand() -> None:
         out.update(await t.get_headers(request, headers={"X-S": "s", "X-D": Header.DISABLE}))
         return response
 
-    async with client(Starlette(routes=[Route("/x", endpoint)])) as http:
-        response = await http.get("/x")
+    [response] = await answers(Starlette(routes=[Route("/x", endpoint)]), 1)
     assert response.headers["x-l"] == "2" and response.headers["x-r"] == "1"
     assert response.headers["x-s"] == "s" and response.headers["x-secs"] == "0"
     assert out == {"X-S": "s"}
 
 
 async def test_s9_1_default_headers_on_allowed_and_429() -> None:
-    t = HTTPThrottle("s91:ietf", "2/min", backend=InMemoryBackend(), registry=ThrottleRegistry())
-    async with client(fastapi_app(t)) as http:
-        responses = [await http.get("/x") for _ in range(3)]
+    responses = await answers(fastapi_app(http_throttle("s91:ietf", "2/min")), 3)
     assert responses[0].headers["ratelimit-policy"] == '"s91:ietf";q=2;w=60'
     assert responses[0].headers["ratelimit"].startswith('"s91:ietf";r=1;t=')
     assert responses[2].status_code == 429 and responses[2].headers["ratelimit"].startswith(
@@ -1092,15 +979,9 @@ async def test_s9_1_default_headers_on_allowed_and_429() -> None:
 
 
 async def test_s9_1_legacy_headers() -> None:
-    t = HTTPThrottle(
-        "s91:legacy",
-        "2/min",
-        backend=InMemoryBackend(),
-        registry=ThrottleRegistry(),
-        headers="legacy",
+    responses = await answers(
+        fastapi_app(http_throttle("s91:legacy", "2/min", headers="legacy")), 3
     )
-    async with client(fastapi_app(t)) as http:
-        responses = [await http.get("/x") for _ in range(3)]
     assert responses[0].headers["x-ratelimit-limit"] == "2"
     assert responses[0].headers["x-ratelimit-remaining"] == "1"
     assert responses[2].headers["x-ratelimit-remaining"] == "0"
@@ -1112,7 +993,6 @@ async def test_s9_1_legacy_headers() -> None:
 
 async def test_s9_2_exempted_and_unlimited_touch_no_backend() -> None:
     from traffik.rates import Rate
-    from traffik.testing import FailingBackend
 
     backend = FailingBackend(InMemoryBackend())
 
@@ -1126,12 +1006,10 @@ async def test_s9_2_exempted_and_unlimited_touch_no_backend() -> None:
         return 0
 
     throttles = [
-        HTTPThrottle(
-            "s92:ex", "1/min", identifier=ident, backend=backend, registry=ThrottleRegistry()
-        ),
-        HTTPThrottle("s92:unl", rate, backend=backend, registry=ThrottleRegistry()),
-        HTTPThrottle("s92:unls", "unlimited", backend=backend, registry=ThrottleRegistry()),
-        HTTPThrottle("s92:cost", "1/min", cost=cost, backend=backend, registry=ThrottleRegistry()),
+        http_throttle("s92:ex", "1/min", identifier=ident, backend=backend),
+        http_throttle("s92:unl", rate, backend=backend),
+        http_throttle("s92:unls", "unlimited", backend=backend),
+        http_throttle("s92:cost", "1/min", cost=cost, backend=backend),
     ]
     for t in throttles:
         with backend.failing(RuntimeError("touched")):
@@ -1163,7 +1041,7 @@ def test_s9_5_registry_api() -> None:
 
 async def test_s9_5_registry_disable_all() -> None:
     registry = ThrottleRegistry()
-    t = HTTPThrottle("s95:dis", "1/min", backend=InMemoryBackend(), registry=registry)
+    t = http_throttle("s95:dis", "1/min", registry=registry)
     assert await registry.disable("s95:dis") is True
     assert t.is_disabled
     await registry.enable_all()
@@ -1180,9 +1058,7 @@ async def test_s9_6_async_cost_function_and_per_call_override() -> None:
     async def cost(conn: Any, ctx: Any) -> int:
         return 2
 
-    t = HTTPThrottle(
-        "s96:cost", "4/min", cost=cost, backend=InMemoryBackend(), registry=ThrottleRegistry()
-    )
+    t = http_throttle("s96:cost", "4/min", cost=cost)
     assert await statuses(fastapi_app(t), 3) == [200, 200, 429]
 
 
@@ -1192,19 +1068,15 @@ async def test_s9_6_async_cost_function_and_per_call_override() -> None:
 async def test_s9_7_rules_and_bypass() -> None:
     from traffik import Bypass, Rule, bypass_if, throttle_if
 
-    backend = InMemoryBackend()
-
     def is_admin(conn: Any) -> bool:
         return conn.headers.get("x-admin") == "1"
 
     async def only_tenant(conn: Any, ctx: Any) -> bool:
         return ctx.get("tenant") == "t"
 
-    t = HTTPThrottle(
+    t = http_throttle(
         "s97:rules",
         "1/min",
-        backend=backend,
-        registry=ThrottleRegistry(),
         rules=[
             Rule(path="/api/", methods=["get"]),
             bypass_if(predicate=is_admin),
@@ -1254,15 +1126,14 @@ async def test_s9_9_stat_fields_and_types_alias() -> None:
     from traffik.typing import StrategyStat as Same
 
     assert StrategyStat is Same
-    t = HTTPThrottle("s99:stat", "2/min", backend=InMemoryBackend(), registry=ThrottleRegistry())
+    t = http_throttle("s99:stat", "2/min")
     out: list[Any] = []
 
-    async def endpoint(request: Any) -> PlainTextResponse:
+    async def body(request: Any) -> None:
         await t.hit(request)
         out.append(await t.stat(request))
-        return PlainTextResponse("ok")
 
-    await statuses(Starlette(routes=[Route("/x", endpoint)]), 1)
+    await statuses(starlette_app(body), 1)
     stat = out[0]
     assert isinstance(stat, StrategyStat)
     assert stat.hits_remaining == 1 and stat.wait_ms == 0 and stat.rate.limit == 2
@@ -1278,12 +1149,7 @@ async def test_s9_10_backend_handler_for_http_and_handler_exceptions_propagate()
     async def backend_handler(conn: Any, wait: float, throttle: Any, ctx: Any) -> None:
         raise HTTPException(418, "teapot")
 
-    t = HTTPThrottle(
-        "s910:bh",
-        "1/min",
-        backend=InMemoryBackend(handle_throttled=backend_handler),
-        registry=ThrottleRegistry(),
-    )
+    t = http_throttle("s910:bh", "1/min", backend=InMemoryBackend(handle_throttled=backend_handler))
     assert await statuses(fastapi_app(t), 2) == [200, 418]
 
 
@@ -1291,23 +1157,10 @@ async def test_s9_10_backend_handler_for_http_and_handler_exceptions_propagate()
 
 
 def test_s6_2_starlette_throttled_on_a_websocket_endpoint_limits_connection_attempts() -> None:
-    from starlette.testclient import WebSocketDenialResponse
-
     from traffik import throttled
 
-    t = WebSocketThrottle("s62:ws", "1/min", backend=InMemoryBackend(), registry=ThrottleRegistry())
-
-    @throttled(t)
-    async def endpoint(websocket: WebSocket) -> None:
-        await websocket.accept()
-        await websocket.send_text("hi")
-        await websocket.close()
-
-    http = TestClient(Starlette(routes=[WebSocketRoute("/ws", endpoint)]))
-    with http.websocket_connect("/ws") as ws:
-        assert ws.receive_text() == "hi"
-    with pytest.raises(WebSocketDenialResponse), http.websocket_connect("/ws"):
-        pass
+    t = websocket_throttle("s62:ws", "1/min")
+    second_handshake_is_denied(Starlette(routes=[WebSocketRoute("/ws", throttled(t)(say_hi))]))
 
 
 # -- second pass: §9 as each section shows it used ---------------------------------------------------
@@ -1322,11 +1175,9 @@ async def test_s9_1_header_predicates_and_resolvers_see_the_context() -> None:
     def low(conn: Any, stat: Any, ctx: Any) -> bool:
         return stat.hits_remaining < 2
 
-    t = HTTPThrottle(
+    t = http_throttle(
         "s91:ctx",
         "3/min",
-        backend=InMemoryBackend(),
-        registry=ThrottleRegistry(),
         context={"tier": "gold"},
         headers={
             "X-Tier": Header(tier, when="always"),
@@ -1335,8 +1186,7 @@ async def test_s9_1_header_predicates_and_resolvers_see_the_context() -> None:
             "X-Plain": "p",
         },
     )
-    async with client(fastapi_app(t)) as http:
-        responses = [await http.get("/x") for _ in range(4)]
+    responses = await answers(fastapi_app(t), 4)
     assert [r.status_code for r in responses] == [200, 200, 200, 429]
     assert all(r.headers["x-tier"] == "gold" for r in responses)
     assert all(r.headers["x-plain"] == "p" for r in responses)
@@ -1345,29 +1195,18 @@ async def test_s9_1_header_predicates_and_resolvers_see_the_context() -> None:
 
 
 async def test_s9_1_update_headers_none_clears() -> None:
-    t = HTTPThrottle("s91:upd", "3/min", backend=InMemoryBackend(), registry=ThrottleRegistry())
+    t = http_throttle("s91:upd", "3/min")
     await t.update_headers(None)
-    async with client(fastapi_app(t)) as http:
-        response = await http.get("/x")
+    [response] = await answers(fastapi_app(t), 1)
     assert "ratelimit" not in response.headers and "ratelimit-policy" not in response.headers
     await t.update_headers("legacy")
-    async with client(fastapi_app(t)) as http:
-        response = await http.get("/x")
+    [response] = await answers(fastapi_app(t), 1)
     assert response.headers["x-ratelimit-remaining"] == "1"
 
 
 async def test_s9_1_headers_in_middleware_on_allowed_responses() -> None:
-    from traffik.middleware import MiddlewareThrottle, ThrottleMiddleware
-
-    t = HTTPThrottle(
-        "s91:mw", "2/min", backend=InMemoryBackend(), registry=ThrottleRegistry(), headers="both"
-    )
-    app = Starlette(
-        routes=[Route("/x", ok)],
-        middleware=[Middleware(ThrottleMiddleware, middleware_throttles=[MiddlewareThrottle(t)])],
-    )
-    async with client(app) as http:
-        responses = [await http.get("/x") for _ in range(3)]
+    t = http_throttle("s91:mw", "2/min", headers="both")
+    responses = await answers(middleware_app([MiddlewareThrottle(t)]), 3)
     assert responses[0].headers["x-ratelimit-remaining"] == "1"
     assert responses[0].headers["ratelimit-policy"] == '"s91:mw";q=2;w=60'
     assert responses[2].status_code == 429 and responses[2].headers["x-ratelimit-remaining"] == "0"
@@ -1376,9 +1215,7 @@ async def test_s9_1_headers_in_middleware_on_allowed_responses() -> None:
 async def test_s9_1_headers_with_the_fastapi_decorator() -> None:
     from traffik.decorators import throttled
 
-    t = HTTPThrottle(
-        "s91:dec", "2/min", backend=InMemoryBackend(), registry=ThrottleRegistry(), headers="legacy"
-    )
+    t = http_throttle("s91:dec", "2/min", headers="legacy")
     app = FastAPI()
 
     @app.get("/x")
@@ -1386,35 +1223,27 @@ async def test_s9_1_headers_with_the_fastapi_decorator() -> None:
     async def x() -> dict[str, Any]:
         return {}
 
-    async with client(app) as http:
-        response = await http.get("/x")
+    [response] = await answers(app, 1)
     assert response.headers["x-ratelimit-remaining"] == "1"
 
 
 async def test_s9_1_headers_with_the_starlette_decorator() -> None:
     from traffik import throttled
 
-    t = HTTPThrottle(
-        "s91:sdec",
-        "2/min",
-        backend=InMemoryBackend(),
-        registry=ThrottleRegistry(),
-        headers="legacy",
-    )
+    t = http_throttle("s91:sdec", "2/min", headers="legacy")
 
     @throttled(t)
     async def x(request: Any) -> PlainTextResponse:
         return PlainTextResponse("ok")
 
-    async with client(Starlette(routes=[Route("/x", x)])) as http:
-        response = await http.get("/x")
+    [response] = await answers(Starlette(routes=[Route("/x", x)]), 1)
     assert response.headers["x-ratelimit-remaining"] == "1"
 
 
 async def test_s9_3_stacked_dependencies_tightest_first_and_no_rollback() -> None:
     backend = InMemoryBackend()
-    burst = HTTPThrottle("s93:burst", "2/min", backend=backend, registry=ThrottleRegistry())
-    sustained = HTTPThrottle("s93:sustained", "3/min", backend=backend, registry=ThrottleRegistry())
+    burst = http_throttle("s93:burst", "2/min", backend=backend)
+    sustained = http_throttle("s93:sustained", "3/min", backend=backend)
     app = FastAPI()
 
     @app.get("/x", dependencies=[Depends(burst), Depends(sustained)])
@@ -1428,9 +1257,7 @@ async def test_s9_6_cost_larger_than_limit_from_a_function_is_refused() -> None:
     async def cost(conn: Any, ctx: Any) -> int:
         return 5
 
-    t = HTTPThrottle(
-        "s96:big", "3/min", cost=cost, backend=InMemoryBackend(), registry=ThrottleRegistry()
-    )
+    t = http_throttle("s96:big", "3/min", cost=cost)
     assert await statuses(fastapi_app(t), 1) == [429]
 
 
@@ -1438,9 +1265,7 @@ async def test_s9_6_negative_cost_function_is_an_error_not_a_pass() -> None:
     async def cost(conn: Any, ctx: Any) -> int:
         return -1
 
-    t = HTTPThrottle(
-        "s96:neg", "3/min", cost=cost, backend=InMemoryBackend(), registry=ThrottleRegistry()
-    )
+    t = http_throttle("s96:neg", "3/min", cost=cost)
     transport = httpx.ASGITransport(app=fastapi_app(t), raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         response = await http.get("/x")
@@ -1464,13 +1289,8 @@ async def test_s9_7_sync_predicate_with_context_parameter() -> None:
     def only_paid(conn: Any, ctx: Any) -> bool:
         return ctx.get("plan") == "paid"
 
-    t = HTTPThrottle(
-        "s97:sync",
-        "1/min",
-        backend=InMemoryBackend(),
-        registry=ThrottleRegistry(),
-        rules=[Rule(predicate=only_paid)],
-        context={"plan": "free"},
+    t = http_throttle(
+        "s97:sync", "1/min", rules=[Rule(predicate=only_paid)], context={"plan": "free"}
     )
     assert await statuses(fastapi_app(t), 3) == [200, 200, 200]
 
@@ -1478,67 +1298,35 @@ async def test_s9_7_sync_predicate_with_context_parameter() -> None:
 async def test_s9_7_websocket_rule_with_methods_is_skipped_for_websockets() -> None:
     from traffik import Rule
 
-    ws_throttle = WebSocketThrottle(
-        "s97:ws",
-        "1/min",
-        backend=InMemoryBackend(),
-        registry=ThrottleRegistry(),
-        rules=[Rule(path="/ws", methods=["GET"])],
-    )
-    with TestClient(ws_echo_app(ws_throttle, check=True)).websocket_connect("/ws") as ws:
-        ws.send_text("a")
-        assert ws.receive_text() == "echo: a"
-        ws.send_text("b")
-        assert ws.receive_json()["type"] == "rate_limit"
+    ws_throttle = websocket_throttle("s97:ws", "1/min", rules=[Rule(path="/ws", methods=["GET"])])
+    echoes_then_refuses(ws_throttle, check=True)
 
 
 async def test_s9_8_skip_handler_per_hit_and_in_quota() -> None:
-    t = HTTPThrottle("s98:skip", "1/min", backend=InMemoryBackend(), registry=ThrottleRegistry())
+    t = http_throttle("s98:skip", "1/min")
     out: list[Any] = []
 
-    async def endpoint(request: Any) -> PlainTextResponse:
+    async def body(request: Any) -> None:
         await t.hit(request, skip_handler=True)
         out.append(is_throttled(request))
         async with t.quota(request) as quota:
             quota.consume(cost=1, skip_handler=True)
         out.append(is_throttled(request))
-        return PlainTextResponse("ok")
 
-    assert await statuses(Starlette(routes=[Route("/x", endpoint)]), 1) == [200]
+    assert await statuses(starlette_app(body), 1) == [200]
     assert out == [False, True]
 
 
 async def test_s9_10_ws_handler_may_close_with_1008() -> None:
+    from starlette.websockets import WebSocketDisconnect
+
     async def close(conn: Any, wait: float, throttle: Any, ctx: Any) -> None:
         await conn.close(code=1008)
 
-    from starlette.websockets import WebSocketDisconnect
-
-    ws_throttle = WebSocketThrottle(
-        "s910:close",
-        "1/min",
-        backend=InMemoryBackend(),
-        registry=ThrottleRegistry(),
-        handle_throttled=close,
-    )
-    app = FastAPI()
-
-    @app.websocket("/ws")
-    async def endpoint(websocket: WebSocket) -> None:
-        await websocket.accept()
-        try:
-            while True:
-                data = await websocket.receive_text()
-                await ws_throttle.hit(websocket)
-                if is_throttled(websocket):
-                    return
-                await websocket.send_text(data)
-        except WebSocketDisconnect:
-            pass
-
-    with TestClient(app).websocket_connect("/ws") as ws:
+    ws_throttle = websocket_throttle("s910:close", "1/min", handle_throttled=close)
+    with TestClient(ws_echo_app(ws_throttle, check=True)).websocket_connect("/ws") as ws:
         ws.send_text("a")
-        assert ws.receive_text() == "a"
+        assert ws.receive_text() == "echo: a"
         ws.send_text("b")
         with pytest.raises(WebSocketDisconnect) as closed:
             ws.receive_text()
@@ -1546,7 +1334,7 @@ async def test_s9_10_ws_handler_may_close_with_1008() -> None:
 
 
 async def test_s1_12_as_middleware() -> None:
-    t = HTTPThrottle("s112:asmw", "1/min", backend=InMemoryBackend(), registry=ThrottleRegistry())
+    t = http_throttle("s112:asmw", "1/min")
     app = Starlette(routes=[Route("/x", ok)], middleware=[t.as_middleware()])
     assert await statuses(app, 2) == [200, 429]
 
@@ -1570,76 +1358,29 @@ async def test_s1_12_as_middleware_with_path_and_the_apps_backend() -> None:
 
 
 async def test_s6_4_middleware_websocket_throttle_denies_the_handshake() -> None:
-    from starlette.testclient import WebSocketDenialResponse
-
-    from traffik.middleware import MiddlewareThrottle, ThrottleMiddleware
-
-    ws_throttle = WebSocketThrottle(
-        "s64:wsmw", "1/min", backend=InMemoryBackend(), registry=ThrottleRegistry()
-    )
-
-    async def endpoint(websocket: WebSocket) -> None:
-        await websocket.accept()
-        await websocket.send_text("hi")
-        await websocket.close()
-
-    app = Starlette(
-        routes=[WebSocketRoute("/ws", endpoint)],
-        middleware=[
-            Middleware(ThrottleMiddleware, middleware_throttles=[MiddlewareThrottle(ws_throttle)])
-        ],
-    )
-    http = TestClient(app)
-    with http.websocket_connect("/ws") as ws:
-        assert ws.receive_text() == "hi"
-    with pytest.raises(WebSocketDenialResponse) as denied, http.websocket_connect("/ws"):
-        pass
-    assert denied.value.status_code == 429
+    ws_throttle = websocket_throttle("s64:wsmw", "1/min")
+    app = middleware_app([MiddlewareThrottle(ws_throttle)], routes=[WebSocketRoute("/ws", say_hi)])
+    assert second_handshake_is_denied(app).status_code == 429
 
 
 async def test_s6_4_exception_handler_getter() -> None:
     from starlette.responses import JSONResponse
 
-    from traffik.middleware import MiddlewareThrottle, ThrottleMiddleware
-
     async def handler(request: Any, exc: Any) -> JSONResponse:
         return JSONResponse({"got": exc.status_code}, status_code=exc.status_code)
 
-    t = HTTPThrottle("s64:getter", "1/min", backend=InMemoryBackend(), registry=ThrottleRegistry())
-    app = Starlette(
-        routes=[Route("/x", ok)],
-        middleware=[
-            Middleware(
-                ThrottleMiddleware,
-                middleware_throttles=[MiddlewareThrottle(t)],
-                exception_handler_getter=lambda exc: handler,
-            )
-        ],
-    )
-    async with client(app) as http:
-        await http.get("/x")
-        response = await http.get("/x")
+    t = http_throttle("s64:getter", "1/min")
+    app = middleware_app([MiddlewareThrottle(t)], exception_handler_getter=lambda exc: handler)
+    _, response = await answers(app, 2)
     assert response.json() == {"got": 429}
 
 
 async def test_s6_4_middleware_predicate_with_context() -> None:
-    from traffik.middleware import MiddlewareThrottle, ThrottleMiddleware
-
     async def premium(conn: Any, ctx: Any) -> bool:
         return ctx.get("only") == conn.headers.get("x-plan")
 
-    t = HTTPThrottle("s64:pred", "1/min", backend=InMemoryBackend(), registry=ThrottleRegistry())
-    app = Starlette(
-        routes=[Route("/x", ok)],
-        middleware=[
-            Middleware(
-                ThrottleMiddleware,
-                middleware_throttles=[
-                    MiddlewareThrottle(t, predicate=premium, context={"only": "free"})
-                ],
-            )
-        ],
-    )
+    t = http_throttle("s64:pred", "1/min")
+    app = middleware_app([MiddlewareThrottle(t, predicate=premium, context={"only": "free"})])
     async with client(app) as http:
         paid = [(await http.get("/x", headers={"x-plan": "paid"})).status_code for _ in range(2)]
         free = [(await http.get("/x", headers={"x-plan": "free"})).status_code for _ in range(2)]
@@ -1656,25 +1397,17 @@ async def test_s7_async_with_backend_is_the_context_backend() -> None:
 
 async def test_s7_lifespan_resets_a_non_persistent_backend_on_shutdown() -> None:
     backend = InMemoryBackend(persistent=False)
-    t = HTTPThrottle("s7:life", "1/min", backend=backend, registry=ThrottleRegistry())
-    app = FastAPI(lifespan=backend.lifespan)
-
-    @app.get("/x")
-    async def x(request: Request = Depends(t)) -> dict[str, Any]:
-        return {}
-
-    with TestClient(app) as http:
-        assert [http.get("/x").status_code for _ in range(2)] == [200, 429]
-    with TestClient(app) as http:
-        assert http.get("/x").status_code == 200
+    t = http_throttle("s7:life", "1/min", backend=backend)
+    app = fastapi_app(t, lifespan=backend.lifespan)
+    assert statuses_with_lifespan(app, 2) == [200, 429]
+    assert statuses_with_lifespan(app, 1) == [200]
 
 
 async def test_s5_1_backend_identifier_applies_to_throttles_without_one() -> None:
     async def by_key(conn: Any) -> str:
         return conn.headers.get("x-key", "anon")
 
-    backend = InMemoryBackend(identifier=by_key)
-    t = HTTPThrottle("s51:bid", "1/min", backend=backend, registry=ThrottleRegistry())
+    t = http_throttle("s51:bid", "1/min", backend=InMemoryBackend(identifier=by_key))
     async with client(fastapi_app(t)) as http:
         a = await http.get("/x", headers={"x-key": "a"})
         b = await http.get("/x", headers={"x-key": "b"})
@@ -1689,28 +1422,18 @@ async def test_s5_4_cache_ids_false_calls_every_time_and_true_once_per_uid() -> 
         calls.append("x")
         return "me"
 
-    cached = HTTPThrottle(
-        "s54:c", "10/min", identifier=ident, backend=InMemoryBackend(), registry=ThrottleRegistry()
-    )
-    fresh = HTTPThrottle(
-        "s54:f",
-        "10/min",
-        identifier=ident,
-        backend=InMemoryBackend(),
-        cache_ids=False,
-        registry=ThrottleRegistry(),
-    )
+    cached = http_throttle("s54:c", "10/min", identifier=ident)
+    fresh = http_throttle("s54:f", "10/min", identifier=ident, cache_ids=False)
 
-    async def endpoint(request: Any) -> PlainTextResponse:
+    async def body(request: Any) -> None:
         await cached.hit(request)
         await cached.hit(request)
         n = len(calls)
         await fresh.hit(request)
         await fresh.hit(request)
         calls.append(str(n))
-        return PlainTextResponse("ok")
 
-    await statuses(Starlette(routes=[Route("/x", endpoint)]), 1)
+    await statuses(starlette_app(body), 1)
     assert calls == ["x", "x", "x", "1"]
 
 
@@ -1737,7 +1460,7 @@ async def test_s6_2_starlette_throttled_on_an_http_endpoint_method() -> None:
 
     from traffik import throttled
 
-    t = HTTPThrottle("s62:cls", "1/min", backend=InMemoryBackend(), registry=ThrottleRegistry())
+    t = http_throttle("s62:cls", "1/min")
 
     class Items(HTTPEndpoint):
         @throttled(t)
@@ -1750,13 +1473,7 @@ async def test_s6_2_starlette_throttled_on_an_http_endpoint_method() -> None:
 async def test_s6_3_fastapi_decorator_with_request_response_and_path_params() -> None:
     from traffik.decorators import throttled
 
-    t = HTTPThrottle(
-        "s63:params",
-        "1/min",
-        backend=InMemoryBackend(),
-        registry=ThrottleRegistry(),
-        headers="legacy",
-    )
+    t = http_throttle("s63:params", "1/min", headers="legacy")
     app = FastAPI()
 
     @app.get("/items/{item_id}")
@@ -1774,33 +1491,23 @@ async def test_s6_3_fastapi_decorator_with_request_response_and_path_params() ->
 
 
 def test_s6_3_fastapi_decorator_on_a_websocket_route() -> None:
-    from starlette.testclient import WebSocketDenialResponse
-
     from traffik.decorators import throttled
 
-    t = WebSocketThrottle("s63:ws", "1/min", backend=InMemoryBackend(), registry=ThrottleRegistry())
+    t = websocket_throttle("s63:ws", "1/min")
     app = FastAPI()
 
     @app.websocket("/ws")
     @throttled(t)
     async def ws(websocket: WebSocket) -> None:
-        await websocket.accept()
-        await websocket.send_text("hi")
-        await websocket.close()
+        await say_hi(websocket)
 
-    http = TestClient(app)
-    with http.websocket_connect("/ws") as conn:
-        assert conn.receive_text() == "hi"
-    with pytest.raises(WebSocketDenialResponse), http.websocket_connect("/ws"):
-        pass
+    second_handshake_is_denied(app)
 
 
 async def test_s1_9_route_template_keys_in_dependency_and_middleware() -> None:
-    from traffik.middleware import MiddlewareThrottle, ThrottleMiddleware
-
     backend = InMemoryBackend()
-    dep = HTTPThrottle("s19:dep", "2/min", backend=backend, registry=ThrottleRegistry())
-    mw = HTTPThrottle("s19:mw", "2/min", backend=backend, registry=ThrottleRegistry())
+    dep = http_throttle("s19:dep", "2/min", backend=backend)
+    mw = http_throttle("s19:mw", "2/min", backend=backend)
     app = FastAPI(
         middleware=[
             Middleware(
@@ -1823,13 +1530,7 @@ async def test_s1_9_route_template_keys_in_dependency_and_middleware() -> None:
 
 
 async def test_s1_9_middleware_unknown_paths_share_a_budget() -> None:
-    from traffik.middleware import MiddlewareThrottle, ThrottleMiddleware
-
-    t = HTTPThrottle("s19:404", "2/min", backend=InMemoryBackend(), registry=ThrottleRegistry())
-    app = Starlette(
-        routes=[Route("/x", ok)],
-        middleware=[Middleware(ThrottleMiddleware, middleware_throttles=[MiddlewareThrottle(t)])],
-    )
+    app = middleware_app([MiddlewareThrottle(http_throttle("s19:404", "2/min"))])
     async with client(app) as http:
         codes = [(await http.get(f"/nope/{i}")).status_code for i in range(3)]
     assert codes == [404, 404, 429]
@@ -1837,12 +1538,8 @@ async def test_s1_9_middleware_unknown_paths_share_a_budget() -> None:
 
 async def test_s1_9_use_method_false_and_per_route_false() -> None:
     backend = InMemoryBackend()
-    shared = HTTPThrottle(
-        "s19:m", "2/min", backend=backend, use_method=False, registry=ThrottleRegistry()
-    )
-    everywhere = HTTPThrottle(
-        "s19:r", "2/min", backend=backend, per_route=False, registry=ThrottleRegistry()
-    )
+    shared = http_throttle("s19:m", "2/min", backend=backend, use_method=False)
+    everywhere = http_throttle("s19:r", "2/min", backend=backend, per_route=False)
     app = FastAPI()
 
     @app.api_route("/a", methods=["GET", "POST"])
@@ -1871,24 +1568,20 @@ async def test_s1_9_use_method_false_and_per_route_false() -> None:
 
 
 async def test_s1_9_context_scope_is_a_separate_budget() -> None:
-    backend = InMemoryBackend()
-    t = HTTPThrottle("s19:scope", "1/min", backend=backend, registry=ThrottleRegistry())
+    t = http_throttle("s19:scope", "1/min")
     out: list[bool] = []
 
-    async def endpoint(request: Any) -> PlainTextResponse:
+    async def body(request: Any) -> None:
         for tenant in ("a", "b", "a"):
             await t.hit(request, context={"scope": tenant}, skip_handler=True)
             out.append(is_throttled(request))
-        return PlainTextResponse("ok")
 
-    await statuses(Starlette(routes=[Route("/x", endpoint)]), 1)
+    await statuses(starlette_app(body), 1)
     assert out == [False, False, True]
 
 
 def test_s3_1_two_sockets_of_one_client_share_a_counter() -> None:
-    ws_throttle = WebSocketThrottle(
-        "s31:share", "2/min", backend=InMemoryBackend(), registry=ThrottleRegistry()
-    )
+    ws_throttle = websocket_throttle("s31:share", "2/min")
     http = TestClient(ws_echo_app(ws_throttle, check=True))
     with http.websocket_connect("/ws") as one, http.websocket_connect("/ws") as two:
         one.send_text("a")
@@ -1903,14 +1596,8 @@ async def test_s1_6_module_level_throttle_serves_a_new_app_per_test() -> None:
     t = HTTPThrottle("s16:module", "1/min", registry=ThrottleRegistry())
     for _ in range(2):
         backend = InMemoryBackend(persistent=False)
-        app = FastAPI(lifespan=backend.lifespan)
-
-        @app.get("/x")
-        async def x(request: Request = Depends(t)) -> dict[str, Any]:
-            return {}
-
-        with TestClient(app) as http:
-            assert [http.get("/x").status_code for _ in range(2)] == [200, 429]
+        app = fastapi_app(t, lifespan=backend.lifespan)
+        assert statuses_with_lifespan(app, 2) == [200, 429]
 
 
 async def test_s1_6_no_backend_anywhere_is_a_configuration_error() -> None:
@@ -1918,59 +1605,41 @@ async def test_s1_6_no_backend_anywhere_is_a_configuration_error() -> None:
 
     t = HTTPThrottle("s16:none", "1/min", registry=ThrottleRegistry())
 
-    async def endpoint(request: Any) -> PlainTextResponse:
+    async def body(request: Any) -> None:
         with pytest.raises(ConfigurationError, match="backend"):
             await t.hit(request)
-        return PlainTextResponse("ok")
 
-    await statuses(Starlette(routes=[Route("/x", endpoint)]), 1)
+    await statuses(starlette_app(body), 1)
 
 
 async def test_s1_8_on_error_policy_for_identifier_failures() -> None:
     def broken(conn: Any) -> str:
         raise RuntimeError("no id")
 
-    t = HTTPThrottle(
-        "s18:ident",
-        "1/min",
-        identifier=broken,
-        backend=InMemoryBackend(),
-        on_error="allow",
-        registry=ThrottleRegistry(),
-    )
+    t = http_throttle("s18:ident", "1/min", identifier=broken, on_error="allow")
     assert await statuses(fastapi_app(t), 2) == [200, 200]
-    t2 = HTTPThrottle(
-        "s18:ident2",
-        "1/min",
-        identifier=broken,
-        backend=InMemoryBackend(),
-        registry=ThrottleRegistry(),
-    )
-    async with client(fastapi_app(t2)) as http:
-        response = await http.get("/x")
+    t2 = http_throttle("s18:ident2", "1/min", identifier=broken)
+    [response] = await answers(fastapi_app(t2), 1)
     assert response.status_code == 429 and response.headers["retry-after"] == "1"
 
 
 async def test_s8_fallback_spelled_as_the_docs_do() -> None:
     from traffik.error_handlers import backend_fallback
     from traffik.exceptions import BackendError
-    from traffik.testing import FailingBackend
 
-    primary = FailingBackend(InMemoryBackend(namespace="p2"))
-    spare = InMemoryBackend(namespace="s2")
-    t = HTTPThrottle(
+    primary, spare = primary_and_spare()
+    t = http_throttle(
         "s8:fb",
         "1/min",
         backend=primary,
         on_error=backend_fallback(backend=spare, fallback_on=(BackendError,)),
-        registry=ThrottleRegistry(),
     )
-    async with client(fastapi_app(t)) as http:
-        with primary.failing(BackendError("down")):
-            assert [(await http.get("/x")).status_code for _ in range(2)] == [200, 429]
-        # not in `on`: re-raised; a handler's own exception propagates (a 500)
-        with primary.failing(KeyError("not a backend error")), pytest.raises(KeyError):
-            await http.get("/x")
+    app = fastapi_app(t)
+    with primary.failing(BackendError("down")):
+        assert await statuses(app, 2) == [200, 429]
+    # not in `on`: re-raised; a handler's own exception propagates (a 500)
+    with primary.failing(KeyError("not a backend error")), pytest.raises(KeyError):
+        await statuses(app, 1)
 
 
 # -- fourth pass ----------------------------------------------------------------------------------
@@ -1980,7 +1649,7 @@ async def test_s6_2_no_connection_found_is_a_type_error() -> None:
     # deliberately a TypeError (docs/guides/decorators.md); traffik 1.2 raised ValueError
     from traffik import throttled
 
-    t = HTTPThrottle("s62:noconn", "1/min", backend=InMemoryBackend(), registry=ThrottleRegistry())
+    t = http_throttle("s62:noconn", "1/min")
 
     @throttled(t)
     async def helper(x: int) -> int:
@@ -1992,37 +1661,24 @@ async def test_s6_2_no_connection_found_is_a_type_error() -> None:
 
 @pytest.mark.parametrize("sort", ["cheap_last", None, False, lambda t: 0])
 async def test_s6_4_sort_modes(sort: Any) -> None:
-    from traffik.middleware import MiddlewareThrottle, ThrottleMiddleware
-
     backend = InMemoryBackend()
-    a = HTTPThrottle("s64:sa", "1/min", backend=backend, registry=ThrottleRegistry())
-    b = HTTPThrottle("s64:sb", "5/min", backend=backend, registry=ThrottleRegistry())
-    app = Starlette(
-        routes=[Route("/x", ok)],
-        middleware=[
-            Middleware(
-                ThrottleMiddleware,
-                middleware_throttles=[MiddlewareThrottle(a, cost=1), MiddlewareThrottle(b, cost=2)],
-                sort=sort,
-            )
-        ],
-    )
+    a = http_throttle("s64:sa", "1/min", backend=backend)
+    b = http_throttle("s64:sb", "5/min", backend=backend)
+    app = middleware_app([MiddlewareThrottle(a, cost=1), MiddlewareThrottle(b, cost=2)], sort=sort)
     assert await statuses(app, 2) == [200, 429]
 
 
 def test_s6_4_bad_sort_is_refused() -> None:
-    from traffik.middleware import ThrottleMiddleware
-
     t = HTTPThrottle("s64:bad", "1/min", registry=ThrottleRegistry())
     with pytest.raises(ValueError, match="sort"):
         ThrottleMiddleware(Starlette(), [t], sort="random")
 
 
 async def test_s9_4_quota_as_the_docs_write_it() -> None:
-    t = HTTPThrottle("s94:q", "5/min", backend=InMemoryBackend(), registry=ThrottleRegistry())
+    t = http_throttle("s94:q", "5/min")
     out: list[Any] = []
 
-    async def endpoint(request: Any) -> PlainTextResponse:
+    async def body(request: Any) -> None:
         async with t.quota(request) as quota:
             await quota(cost=2)
             await quota(cost=1)
@@ -2031,18 +1687,15 @@ async def test_s9_4_quota_as_the_docs_write_it() -> None:
             async with quota.nested() as child:
                 child(cost=1)
         out.append((await t.stat(request)).hits_remaining)
-        return PlainTextResponse("ok")
 
-    assert await statuses(Starlette(routes=[Route("/x", endpoint)]), 1) == [200]
+    assert await statuses(starlette_app(body), 1) == [200]
     assert out == [3, True, 1]
 
 
 def test_s3_2_ws_hit_after_close_raises_connection_throttled() -> None:
     from traffik.exceptions import ConnectionThrottled
 
-    t = WebSocketThrottle(
-        "s32:closed", "1/min", backend=InMemoryBackend(), registry=ThrottleRegistry()
-    )
+    t = websocket_throttle("s32:closed", "1/min")
     seen: list[Any] = []
 
     async def endpoint(websocket: WebSocket) -> None:
@@ -2095,8 +1748,8 @@ async def test_s6_3_stacked_fastapi_decorators_both_count() -> None:
     from traffik.decorators import throttled
 
     backend = InMemoryBackend()
-    outer = HTTPThrottle("s63:outer", "3/min", backend=backend, registry=ThrottleRegistry())
-    inner = HTTPThrottle("s63:inner", "1/min", backend=backend, registry=ThrottleRegistry())
+    outer = http_throttle("s63:outer", "3/min", backend=backend)
+    inner = http_throttle("s63:inner", "1/min", backend=backend)
     app = FastAPI()
 
     @app.get("/x")
@@ -2112,19 +1765,16 @@ async def test_s6_3_stacked_fastapi_decorators_both_count() -> None:
 
 
 async def test_s7_dynamic_backend_uses_the_per_hit_backends_on_error() -> None:
-    from traffik.testing import FailingBackend
-
     backend = FailingBackend(InMemoryBackend(on_error="allow"))
     t = HTTPThrottle("s7:dynerr", "1/min", dynamic_backend=True, registry=ThrottleRegistry())
 
-    async def endpoint(request: Any) -> PlainTextResponse:
+    async def body(request: Any) -> None:
         async with backend(close_on_exit=False, persistent=True):
             with backend.failing(RuntimeError("down")):
                 await t.hit(request)
                 await t.hit(request)
-        return PlainTextResponse("ok")
 
-    assert await statuses(Starlette(routes=[Route("/x", endpoint)]), 1) == [200]
+    assert await statuses(starlette_app(body), 1) == [200]
 
 
 async def test_s4_1_a_traffik12_handler_delegating_to_connection_throttled() -> None:
@@ -2133,15 +1783,7 @@ async def test_s4_1_a_traffik12_handler_delegating_to_connection_throttled() -> 
     async def handler(conn: Any, wait_ms: float, throttle: Any, ctx: Any) -> None:
         await connection_throttled(conn, wait_ms, throttle, {**ctx, "detail": "later"})
 
-    t = HTTPThrottle(
-        "s41:deleg",
-        "1/min",
-        backend=InMemoryBackend(),
-        handle_throttled=handler,
-        registry=ThrottleRegistry(),
-    )
-    async with client(fastapi_app(t)) as http:
-        await http.get("/x")
-        response = await http.get("/x")
+    t = http_throttle("s41:deleg", "1/min", handle_throttled=handler)
+    _, response = await answers(fastapi_app(t), 2)
     assert response.status_code == 429 and response.json() == {"detail": "later"}
     assert response.headers["retry-after"] == "60"
