@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI, Request
 
 from traffik import HTTPThrottle, InMemoryBackend, ManualClock
 from traffik.exceptions import ConfigurationError
-from traffik.strategies import custom
+from traffik.strategies import TokenBucket, custom
 from traffik.strategies.markers import KeyMarker
 
 pytestmark = pytest.mark.anyio
@@ -56,6 +56,31 @@ def test_traffik12_names() -> None:
 def test_bad_settings_are_refused_at_construction(build: Any) -> None:
     with pytest.raises(ConfigurationError):
         build()
+
+
+@pytest.mark.parametrize(
+    ("build", "names"),
+    [
+        (lambda: custom.TieredRate(5), ["tier_multipliers=5", "mapping"]),
+        (lambda: custom.TieredRate("free"), ["tier_multipliers='free'", "mapping"]),
+        (lambda: custom.TieredRate({"free": 1, "pro:plus": 2}), ["'pro:plus'", "':'"]),
+        (lambda: custom.TimeOfDay(8), ["time_windows=8", "(start_hour, end_hour, multiplier)"]),
+        (lambda: custom.TimeOfDay("0-8"), ["time_windows='0-8'", "list"]),
+        (
+            lambda: custom.TimeOfDay([(8, 17, 1.0), (12, 14, 3.0)]),
+            ["(8, 17, 1.0)", "(12, 14, 3.0)", "overlap", "hour 12"],
+        ),
+        (lambda: custom.TimeOfDay([(0, 8, "2")]), ["(0, 8, '2')", "finite number"]),
+        (lambda: custom.TimeOfDay([(22, 2, 1.5)]), ["(22, 2, 1.5)", "(22, 24, m)"]),
+    ],
+)
+def test_bad_settings_name_the_value_and_what_is_valid(build: Any, names: list[str]) -> None:
+    """Each was a TypeError or ValueError from inside the constructor, or was accepted: a
+    tier no key can name, time windows of which one silently lost its hours."""
+    with pytest.raises(ConfigurationError) as caught:
+        build()
+    for name in names:
+        assert name in str(caught.value)
 
 
 def test_settings_traffik12_code_passes() -> None:
@@ -110,3 +135,74 @@ async def test_a_priority_from_the_throttle_context() -> None:
     assert batch_codes == [200, 200, 429]
     assert urgent_codes == [200, 200, 429]  # NORMAL does not count the LOW hits
     assert len(await backend.keys()) == 1  # one log for the client
+
+
+def _request() -> Request:
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/x",
+        "headers": [],
+        "client": ("203.0.113.7", 1),
+    }
+    return Request(scope)
+
+
+async def _refunded_after(
+    strategy: Any, rate: str, before: list[int], slow_cost: int, advance: float, after: list[int]
+) -> tuple[float, float]:
+    """Hits of `before` costs, a noted charge of `slow_cost`, then `advance` seconds and hits
+    of `after` costs; the units left before and after giving the charge back."""
+    clock = ManualClock(1_700_000_040.0)
+    throttle = HTTPThrottle(
+        "refunds",
+        rate=rate,
+        backend=InMemoryBackend(clock=clock),
+        strategy=strategy,
+        cost=lambda request, context=None: request.scope["cost"],
+        charge_when=lambda outcome: outcome.status_code >= 400,
+    )
+
+    async def hit(cost: int) -> Request:
+        request = _request()
+        request.scope["cost"] = cost
+        await throttle.hit(request)
+        return request
+
+    for cost in before:
+        await hit(cost)
+    slow = await hit(slow_cost)
+    clock.advance(advance)
+    for cost in after:
+        await hit(cost)
+    stat = await throttle.stat(_request())
+    assert stat is not None
+    await throttle.refund(slow)
+    refunded = await throttle.stat(_request())
+    assert refunded is not None
+    return stat.hits_remaining, refunded.hits_remaining
+
+
+async def test_adaptive_refund_after_its_window_closed_gives_nothing() -> None:
+    """The charge's window is over: giving it back must not free a unit of the new window,
+    even while the limit is still recovering (the decision's reset reaches past the window)."""
+    strategy = custom.AdaptiveThrottle(load_threshold=0.1)  # the second hit cuts 10 to 6
+    before, after = await _refunded_after(strategy, "10/min", [1, 1], 1, 61, [1])
+    assert before == after
+    # In the charge's own window it is given back.
+    before, after = await _refunded_after(strategy, "10/min", [1, 1], 1, 59, [])
+    assert after == before + 1
+
+
+async def test_cost_based_refund_gives_back_only_what_has_not_refilled() -> None:
+    """As a token bucket: 9 s after taking all 10 tokens, 9 have refilled and been taken by
+    another request; without the charge the bucket would have held 1, so 1 comes back (it
+    gave back all 10)."""
+    strategy = custom.CostBasedTokenBucket(min_refill_rate=1.0)
+    assert await _refunded_after(strategy, "10/10s", [], 10, 9, [9]) == (0, 1)
+    assert await _refunded_after(TokenBucket(), "10/10s", [], 10, 9, [9]) == (0, 1)
+    # Average cost 10: half the rate, full in 20 s; at 18 s one unit is still missing.
+    slow = custom.CostBasedTokenBucket(min_refill_rate=0.5)
+    assert await _refunded_after(slow, "10/10s", [], 10, 18, [9]) == (0, 1)
+    # Before anything refilled, the whole charge comes back.
+    assert await _refunded_after(slow, "10/10s", [], 4, 0, []) == (6, 10)

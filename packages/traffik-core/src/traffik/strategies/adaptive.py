@@ -19,7 +19,8 @@ from traffik.strategies.periods import PARTS, aligned, to_parts
 __all__ = ["AdaptiveThrottle", "AdaptiveThrottleStrategy"]
 
 _Window = tuple[int, int, int, int, int]
-"""`(window_id, ms left, count, effective limit, reduced)` at some `now`."""
+"""`(window_id, ms left, count, effective limit, cut_from)` at some `now`: `cut_from` is the
+limit in force before this window's cut, 0 while it has not been cut."""
 
 
 class AdaptiveThrottle(StateStrategy):
@@ -29,12 +30,14 @@ class AdaptiveThrottle(StateStrategy):
     at `limit`. The hit that takes the load (`count / effective limit`) past
     `load_threshold` is admitted and cuts the effective limit to `reduction_factor` of
     itself, never below `min_limit_ratio x limit`, for the rest of the window: **once per
-    window** (traffik 1.2 cut it again on every later request, compounding). Each new window
-    then recovers `recovery_rate x limit` (at least one unit), idle windows included, up to
-    `limit`. A rejected hit counts nothing; it waits for the first window whose recovered
-    limit fits its cost. Fractions are kept to 1/100000. State: `[window_id, count,
-    effective_limit, reduced]`, kept until the limit has recovered. `lock_config` is
-    accepted for traffik 1.2 code and unused.
+    window** (traffik 1.2 cut it again on every later request, compounding). A refund that
+    takes the count back to the threshold or under undoes the cut, as if the hits it gives
+    back had not happened. Each new window then recovers `recovery_rate x limit` (at least
+    one unit), idle windows included, up to `limit`. A rejected hit counts nothing; it waits
+    for the first window whose recovered limit fits its cost. Fractions are kept to
+    1/100000. State: `[window_id, count, effective_limit, cut_from]`, `cut_from` the limit
+    in force before this window's cut (0: not cut), kept until the limit has recovered.
+    `lock_config` is accepted for traffik 1.2 code and unused.
     """
 
     name: ClassVar[str] = "adaptive_throttle"
@@ -111,16 +114,16 @@ class AdaptiveThrottle(StateStrategy):
         limit = rate.limit
         if cost > limit:
             return never_admitted(rate), None, 0
-        wid, left, count, effective, reduced = self._window(state, now, rate)
+        wid, left, count, effective, cut_from = self._window(state, now, rate)
         after = count + cost
         if after <= effective:
-            if reduced == 0 and after * PARTS > effective * self._threshold:
+            if not cut_from and after * PARTS > effective * self._threshold:
                 floor = limit * self._floor // PARTS
+                cut_from = effective  # (>= after >= 1: a refund can undo the cut)
                 effective = max(floor, effective * self._reduction // PARTS)
-                reduced = 1
             kept = self._kept(left, effective, rate)
             decision = Decision(True, 0, max(effective - after, 0), kept, limit)
-            return decision, [wid, after, effective, reduced], kept
+            return decision, [wid, after, effective, cut_from], kept
         # The next windows: `effective` recovers one step each, until it fits `cost`.
         windows = 1
         if cost > effective:
@@ -129,9 +132,19 @@ class AdaptiveThrottle(StateStrategy):
         reset = self._kept(left, effective, rate) if count > 0 or effective < limit else 0
         return Decision(False, wait, max(effective - count, 0), reset, limit), None, 0
 
+    def held(self, rate: Rate, cost: int, decision: Decision, age_ms: int) -> int:
+        """All of a charge while its window is open, then nothing (a new window counts
+        afresh). An admitted decision's reset is `_kept`: the window's ms left plus whole
+        periods of recovery, so the window's part is what it leaves modulo the period."""
+        left = (int(decision.reset_ms) - 1) % rate.expire + 1
+        return cost if age_ms < left else 0
+
     def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
-        wid, left, count, effective, reduced = self._window(state, now, rate)
-        return [wid, max(count - cost, 0), effective, reduced], self._kept(left, effective, rate)
+        wid, left, count, effective, cut_from = self._window(state, now, rate)
+        count = max(count - cost, 0)
+        if cut_from and count * PARTS <= cut_from * self._threshold:  # no hit passed it
+            effective, cut_from = max(effective, cut_from), 0
+        return [wid, count, effective, cut_from], self._kept(left, effective, rate)
 
 
 AdaptiveThrottleStrategy = AdaptiveThrottle

@@ -8,7 +8,13 @@ from typing import Any, ClassVar, Optional
 from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
 from traffik.rates import MAX_LIMIT, Rate
-from traffik.strategies.base import Refund, StateStrategy, Transition, ceil_div, never_admitted
+from traffik.strategies.base import (
+    Refund,
+    StateStrategy,
+    Transition,
+    ceil_div,
+    never_admitted,
+)
 from traffik.strategies.periods import check_number
 
 __all__ = ["CostBasedTokenBucket", "CostBasedTokenBucketStrategy"]
@@ -118,6 +124,19 @@ class CostBasedTokenBucket(StateStrategy):
         wait = ceil_div(need - tokens, refill)
         reset = ceil_div(full - tokens, refill)
         return Decision(False, wait, max(tokens // unit, 0), reset, limit), None, 0
+
+    def held(self, rate: Rate, cost: int, decision: Decision, age_ms: int) -> int:
+        """The units of a charge the bucket still misses (as `draining_held` for a token
+        bucket): had the request not happened, the bucket would be whole `cost` units
+        sooner. The bucket refills its deficit (`capacity - remaining` units, at the
+        decision) linearly until the decision's reset, at the rate then in force, so what
+        is still missing is that deficit's share of the time left, rounded up."""
+        reset = int(decision.reset_ms)
+        left = reset - int(age_ms)
+        if left <= 0:
+            return 0
+        deficit = self.capacity(rate) - int(decision.remaining or 0)
+        return min(cost, ceil_div(deficit * left, reset))
 
     def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
         unit = rate.expire * THOUSANDTHS

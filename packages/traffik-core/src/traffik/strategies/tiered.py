@@ -50,12 +50,22 @@ class TieredRate(MarkedStrategy):
     ) -> None:
         super().__init__(lock_config)
         owner = type(self).__name__
-        tiers = dict(_DEFAULT_TIERS if tier_multipliers is None else tier_multipliers)
+        try:
+            tiers = dict(_DEFAULT_TIERS if tier_multipliers is None else tier_multipliers)
+        except (TypeError, ValueError):
+            raise ConfigurationError(
+                f"{owner}(tier_multipliers={tier_multipliers!r}): must be a mapping of tier "
+                "name to multiplier, such as {'free': 1, 'premium': 5}"
+            ) from None
         if not tiers:
             raise ConfigurationError(f"{owner}(tier_multipliers={{}}): name at least one tier")
         for tier, multiplier in tiers.items():
-            if not isinstance(tier, str) or not tier:
-                raise ConfigurationError(f"{owner}: tier name {tier!r} must be a non-empty string")
+            if not isinstance(tier, str) or not tier.strip() or ":" in tier:
+                raise ConfigurationError(
+                    f"{owner}: tier name {tier!r} must be a non-empty string without ':' (a "
+                    "key's `tier:<name>:` segment ends at the first ':', so such a tier "
+                    "could never be named)"
+                )
             if not check_number(owner, f"tier_multipliers[{tier!r}]", multiplier) > 0:
                 raise ConfigurationError(
                     f"{owner}(tier_multipliers[{tier!r}]={multiplier!r}): must be greater than 0"

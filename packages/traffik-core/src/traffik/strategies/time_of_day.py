@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 from traffik.decision import Decision
@@ -22,13 +23,67 @@ HOUR_MS = 3_600_000
 _DEFAULT_WINDOWS = [(0, 8, 2.0), (8, 17, 1.0), (17, 24, 1.5)]
 
 
+def _windows(owner: str, given: object) -> list[tuple[int, int, float]]:
+    """`time_windows` as a list, each `(start_hour, end_hour, multiplier)` checked."""
+    if isinstance(given, (str, bytes)) or not isinstance(given, Iterable):
+        raise ConfigurationError(
+            f"{owner}(time_windows={given!r}): must be a list of (start_hour, end_hour, "
+            "multiplier), such as [(0, 8, 2.0), (8, 17, 1.0), (17, 24, 1.5)]"
+        )
+    windows = list(given)
+    if not windows:
+        raise ConfigurationError(f"{owner}(time_windows=[]): give at least one window")
+    for window in windows:
+        try:
+            start, end, multiplier = window
+        except (TypeError, ValueError):
+            raise ConfigurationError(
+                f"{owner}: time window {window!r} must be (start_hour, end_hour, multiplier)"
+            ) from None
+        if not all(isinstance(h, int) and not isinstance(h, bool) for h in (start, end)) or not (
+            0 <= start < end <= 24
+        ):
+            raise ConfigurationError(
+                f"{owner}: time window {window!r} needs whole hours 0 <= start < end <= 24 (a "
+                "window across midnight is two: (22, 24, m) and (0, 6, m))"
+            )
+        if (
+            isinstance(multiplier, bool)
+            or not isinstance(multiplier, (int, float))
+            or not 0 < multiplier < math.inf
+        ):
+            raise ConfigurationError(
+                f"{owner}: time window {window!r} needs a multiplier that is a finite number "
+                "greater than 0"
+            )
+    return windows
+
+
+def _hourly(owner: str, windows: list[tuple[int, int, float]]) -> tuple[float, ...]:
+    """The multiplier of each hour (1 for an hour in no window); windows may not overlap,
+    since one of two multipliers for an hour would be silently ignored."""
+    multipliers: list[Optional[float]] = [None] * 24
+    holder: list[Optional[tuple[int, int, float]]] = [None] * 24
+    for window in windows:
+        start, end, multiplier = window
+        for hour in range(start, end):
+            if holder[hour] is not None:
+                raise ConfigurationError(
+                    f"{owner}: time windows {holder[hour]!r} and {window!r} overlap (hour "
+                    f"{hour}); each hour takes one multiplier: split the windows so that "
+                    "they do not overlap"
+                )
+            holder[hour], multipliers[hour] = window, multiplier
+    return tuple(1.0 if m is None else m for m in multipliers)
+
+
 class TimeOfDay(StateStrategy):
     """At most `limit x multiplier` units per clock-aligned window, the multiplier of the current hour.
 
     `time_windows` are `(start_hour, end_hour, multiplier)`, start included and end excluded,
     in the time zone `timezone_offset` hours from UTC (-12 to +14, fractions such as 5.5
-    allowed); the first window that holds an hour gives its multiplier, an hour in none
-    counts at 1x. The limit is `int(limit * multiplier)` (an hour may allow nothing). A
+    allowed); windows may not overlap (traffik 1.2 silently took the first), and an hour in
+    none counts at 1x. The limit is `int(limit * multiplier)` (an hour may allow nothing). A
     rejected hit counts nothing; its wait is exact: to the first hour of this window whose
     limit fits the count and cost, else to the first time after the window whose limit fits
     the cost. State: `[window_id, count]`.
@@ -50,30 +105,7 @@ class TimeOfDay(StateStrategy):
     ) -> None:
         super().__init__(lock_config)
         owner = type(self).__name__
-        windows = list(_DEFAULT_WINDOWS if time_windows is None else time_windows)
-        if not windows:
-            raise ConfigurationError(f"{owner}(time_windows=[]): give at least one window")
-        multipliers: list[Optional[float]] = [None] * 24
-        for window in windows:
-            try:
-                start, end, multiplier = window
-            except (TypeError, ValueError):
-                raise ConfigurationError(
-                    f"{owner}: time window {window!r} must be (start_hour, end_hour, multiplier)"
-                ) from None
-            if not all(
-                isinstance(h, int) and not isinstance(h, bool) for h in (start, end)
-            ) or not (0 <= start < end <= 24):
-                raise ConfigurationError(
-                    f"{owner}: time window {window!r} needs whole hours 0 <= start < end <= 24"
-                )
-            if not check_number(owner, "multiplier", multiplier) > 0:
-                raise ConfigurationError(
-                    f"{owner}: time window {window!r} needs a multiplier greater than 0"
-                )
-            for hour in range(start, end):
-                if multipliers[hour] is None:
-                    multipliers[hour] = multiplier
+        windows = _windows(owner, _DEFAULT_WINDOWS if time_windows is None else time_windows)
         offset = check_number(owner, "timezone_offset", timezone_offset)
         if not -12 <= offset <= 14:
             raise ConfigurationError(
@@ -81,7 +113,7 @@ class TimeOfDay(StateStrategy):
             )
         self.time_windows = windows
         self.timezone_offset = timezone_offset
-        self._multipliers = tuple(1.0 if m is None else m for m in multipliers)
+        self._multipliers = _hourly(owner, windows)
         self._offset_ms = round(offset * HOUR_MS)
 
     def __repr__(self) -> str:

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import pytest
 
 from traffik.backends.base import ThrottleBackend
+from traffik.backends.inmemory import InMemoryBackend
 from traffik.clock import ManualClock
 from traffik.decision import Decision
 from traffik.rates import Rate
@@ -96,6 +97,59 @@ async def _hits(
     backend: ThrottleBackend, strategy: Any, key: str, rate: Rate, n: int
 ) -> list[bool]:
     return [(await strategy.decide(key, rate, backend, 1)).allowed for _ in range(n)]
+
+
+_PERIODS = [1000, 1500, 2500, 10_000, 60_000, 3_600_000]
+_KEYS = ["k", "tier:premium:k", "priority:1:k", "priority:4:k", "priority:high:k", "j"]
+
+
+def _operation(rng: random.Random) -> tuple[Any, ...]:
+    roll = rng.random()
+    if roll < 0.5:
+        return ("hit", rng.choice(_KEYS), rng.choice([1, 1, 1, 2, 3, 0, 5, 9]))
+    if roll < 0.65:
+        return (
+            "advance",
+            rng.choice([0, 1, 999, rng.randint(1, 30_000), rng.randint(1, 4 * 10**6)]),
+        )
+    if roll < 0.75:
+        return ("wait", rng.choice([-1, 0]))
+    if roll < 0.87:
+        return ("refund", rng.choice(_KEYS), rng.randint(1, 3))
+    return ("stat", rng.choice(_KEYS))
+
+
+async def _timeline(
+    backend: ThrottleBackend,
+    clock: ManualClock,
+    strategy: Any,
+    rates: list[Rate],
+    ops: list[tuple[Any, ...]],
+) -> list[Any]:
+    """What `backend` answers to `ops`: hits (one step for all the rates), clock moves (by
+    the last refusal's wait, or -1 ms), refunds and stats."""
+    answers: list[Any] = []
+    wait = 0.0
+    for op in ops:
+        kind = op[0]
+        if kind == "hit":
+            decision = await backend.evaluate_all(items(strategy, op[1], rates, op[2], backend))
+            wait = wait if decision.allowed else decision.wait_ms
+            answers.append(
+                (decision.allowed, decision.wait_ms, decision.remaining, decision.reset_ms)
+            )
+        elif kind == "advance":
+            clock.advance(ms=op[1])
+        elif kind == "wait":
+            clock.advance(ms=max(wait + op[1], 0))
+        elif kind == "refund":
+            await backend.refund_all(items(strategy, op[1], rates, op[2], backend))
+        else:
+            peek = await backend.evaluate_all(
+                items(strategy, op[1], rates, 1, backend), commit=False
+            )
+            answers.append((peek.allowed, peek.wait_ms, peek.remaining, peek.reset_ms))
+    return answers
 
 
 @pytest.mark.anyio
@@ -201,6 +255,40 @@ class AdvancedConformance:
                 await backend.reset()
                 await backend.close()
 
+    @pytest.mark.parametrize("strategy", _advanced(), ids=_IDS)
+    async def test_advanced_matches_memory(
+        self, make_backend: Callable[..., ThrottleBackend], strategy: Strategy
+    ) -> None:
+        """Random timelines (one to three rates, costs up to past the limit, tiers and
+        priorities varied, refunds, stats) decide exactly as on `InMemoryBackend`."""
+        if not self.supports_clock:
+            pytest.skip("this backend takes its time from the server")
+        name = type(strategy).__name__
+        if isinstance(strategy, TimeOfDay):
+            strategy = TimeOfDay([(0, 7, 0.5), (7, 13, 3), (13, 20, 1), (22, 24, 2)], 5.5)
+        rng = random.Random(f"advanced-memory-{name}")
+        for _ in range(max(self.exact_walks // 5, 3)):
+            rates: list[Rate] = []
+            for _ in range(rng.choice([1, 2, 2, 3])):
+                rate = Rate(limit=rng.randint(1, 6), milliseconds=rng.choice(_PERIODS))
+                if all((rate.limit, rate.expire) != (r.limit, r.expire) for r in rates):
+                    rates.append(rate)
+            ops = [_operation(rng) for _ in range(25)]
+            start = _START + rng.randrange(0, 10**8) / 1000
+            answers = []
+            for make in (InMemoryBackend, make_backend):
+                clock = ManualClock(start)
+                backend = make(namespace=f"advanced-{next(_names)}", clock=clock)
+                try:
+                    answers.append(await _timeline(backend, clock, strategy, rates, ops))
+                finally:
+                    await backend.reset()
+                    await backend.close()
+            memory, other = answers
+            assert other == memory, next(
+                (ops[: i + 1], m, o) for i, (m, o) in enumerate(zip(memory, other)) if m != o
+            )
+
     # -- what each strategy is for ---------------------------------------------------------
 
     async def test_tiers_share_one_count_per_client(
@@ -245,6 +333,36 @@ class AdvancedConformance:
         assert admitted == [6, 4, 3]
         await _hits(backend, strategy, "a", rate, 30)
         await _refused_exactly(backend, clock, strategy, "a", rate, 1)
+
+    async def test_adaptive_refund_undoes_the_cut(
+        self, advanced_clock: tuple[ThrottleBackend, ManualClock]
+    ) -> None:
+        """A refund that takes the count back under the threshold undoes the cut it made,
+        as if the hit had not happened."""
+        backend, _ = advanced_clock
+        strategy, rate = AdaptiveThrottle(0.5, 0.5, 0.1, 0.3), Rate.parse("10/min")
+        assert await _hits(backend, strategy, "a", rate, 7) == [True] * 6 + [False]  # 10 -> 5
+        hit = items(strategy, "a", (rate,), 1, backend)
+        await backend.refund_all(hit)  # 5 counted: not past 50 % of 10
+        assert await _hits(backend, strategy, "a", rate, 2) == [True, False]  # cut again at 6
+        await backend.refund_all(items(strategy, "a", (rate,), 2, backend))  # 4: still cut? no
+        assert sum(await _hits(backend, strategy, "a", rate, 9)) == 2  # 5, then 6 cuts to 5
+
+    async def test_adaptive_several_rates_a_refused_step_leaves_no_cut(
+        self, advanced_clock: tuple[ThrottleBackend, ManualClock]
+    ) -> None:
+        """A step a later rate refuses takes nothing from an earlier one, its load cut
+        included (Memcached takes the rates in turn and gives back: the cut stayed)."""
+        backend, _ = advanced_clock
+        strategy = AdaptiveThrottle(0.9, 0.5, 0.1, 0.3)
+        rates = (Rate.parse("10/min"), Rate.parse("9/hour"))
+        refused = await backend.evaluate_all(items(strategy, "s", rates, 10, backend))
+        assert not refused.allowed  # 10 fits 10/min (and would cut it to 5), never 9/hour
+        admitted = [
+            (await backend.evaluate_all(items(strategy, "s", rates, 1, backend))).allowed
+            for _ in range(10)
+        ]
+        assert admitted == [True] * 9 + [False]  # the ninth passes 90 % of 9/hour, cuts it
 
     async def test_rollover_carries_part_of_the_unused_quota(
         self, advanced_clock: tuple[ThrottleBackend, ManualClock]

@@ -1,6 +1,7 @@
 -- AdaptiveThrottle (traffik.strategies.adaptive). State: {window_id, count, effective_limit,
--- reduced} ('<cdddd'). x: threshold * PARTS + reduction, y: recovery * PARTS + floor ratio, each
--- fraction in whole parts of PARTS (traffik.strategies.periods, 100000).
+-- cut_from} ('<cdddd'), cut_from the limit in force before this window's cut (0: not cut).
+-- x: threshold * PARTS + reduction, y: recovery * PARTS + floor ratio, each fraction in whole
+-- parts of PARTS (traffik.strategies.periods, 100000).
 local threshold, recovery = floordiv(x, 100000), floordiv(y, 100000)
 local reduction, floor_ratio = x - threshold * 100000, y - recovery * 100000
 -- AdaptiveThrottle._step: units recovered per window, at least one.
@@ -8,28 +9,32 @@ local step = floordiv(limit * recovery, 100000)
 if step < 1 then
   step = 1
 end
--- AdaptiveThrottle._window: window id, ms left, count, effective limit and reduced at `now`
+-- AdaptiveThrottle._window: window id, ms left, count, effective limit and cut_from at `now`
 -- (periods.aligned: the id of the clock-aligned period holding `now`, and the ms until it ends).
 local wid = floordiv(now, period)
 local left = period - (now - wid * period)
-local held, count, effective, reduced = numbers(raw, '<cdddd')
+local held, count, effective, cut_from = numbers(raw, '<cdddd')
 if held == nil or held > wid then
-  count, effective, reduced = 0, limit, 0
+  count, effective, cut_from = 0, limit, 0
 elseif held ~= wid then
   if effective < limit then
     local windows = math.min(wid - held, ceildiv(limit - effective, step))
     effective = math.min(effective + windows * step, limit)
   end
-  count, effective, reduced = 0, math.min(effective, limit), 0
+  count, effective, cut_from = 0, math.min(effective, limit), 0
 end
 if REFUND then
   count = math.max(count - cost, 0)
+  -- A refund that takes the count back to the threshold or under undoes the cut.
+  if cut_from > 0 and count * 100000 <= cut_from * threshold then
+    effective, cut_from = math.max(effective, cut_from), 0
+  end
 elseif cost <= limit and count + cost <= effective then
   admitted, count = true, count + cost
-  if reduced == 0 and count * 100000 > effective * threshold then
+  if cut_from == 0 and count * 100000 > effective * threshold then
     local floored = floordiv(limit * floor_ratio, 100000)
+    cut_from = effective
     effective = math.max(floored, floordiv(effective * reduction, 100000))
-    reduced = 1
   end
 else
   admitted = false
@@ -51,7 +56,7 @@ if admitted == false then
     reset = (count > 0 or effective < limit) and kept or 0
   end
 else
-  state, ttl = struct.pack('<cdddd', 'i', wid, count, effective, reduced), kept
+  state, ttl = struct.pack('<cdddd', 'i', wid, count, effective, cut_from), kept
   if admitted then
     wait, remaining, reset = 0, effective > count and effective - count or 0, kept
   end
