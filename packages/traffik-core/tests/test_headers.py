@@ -574,3 +574,57 @@ def test_a_header_that_cannot_be_written_is_refused_at_construction(name: str, v
         Headers({name: value})
     with pytest.raises(ConfigurationError):
         HTTPThrottle("bad-header", rate="1/min", headers={name: value})
+
+
+@pytest.mark.parametrize("headers", ["ietf", "legacy"])
+async def test_a_tier_s_limit_is_the_policy_its_client_is_told(headers: str) -> None:
+    """A `TieredRate` client is told its tier's quota (`q`, `X-RateLimit-Limit`), not the base
+    rate's: a premium client at 5x of `2/min` saw `q=2` beside `r=9`."""
+    from traffik.strategies import TieredRate
+
+    async def identifier(connection: Any) -> str:
+        return f"tier:{connection.headers['x-tier']}:{connection.headers['x-user']}"
+
+    throttle = HTTPThrottle(
+        "tiers",
+        rate="2/min",
+        backend=InMemoryBackend(),
+        strategy=TieredRate(tier_multipliers={"free": 1, "premium": 5}),
+        identifier=identifier,
+        headers=headers,
+    )
+    app = FastAPI()
+
+    @app.get("/")
+    async def route(request: Request = Depends(throttle)) -> dict[str, bool]:
+        return {"ok": True}
+
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t"
+    ) as http:
+        premium = await http.get("/", headers={"x-tier": "premium", "x-user": "a"})
+        free = await http.get("/", headers={"x-tier": "free", "x-user": "b"})
+        for _ in range(9):
+            last = await http.get("/", headers={"x-tier": "premium", "x-user": "a"})
+        refused = await http.get("/", headers={"x-tier": "premium", "x-user": "a"})
+    assert last.status_code == 200 and refused.status_code == 429
+    if headers == "ietf":
+        assert premium.headers["ratelimit-policy"] == '"tiers";q=10;w=60'
+        assert premium.headers["ratelimit"].startswith('"tiers";r=9;')
+        assert free.headers["ratelimit-policy"] == '"tiers";q=2;w=60'
+        assert refused.headers["ratelimit-policy"] == '"tiers";q=10;w=60'
+    else:
+        assert premium.headers["x-ratelimit-limit"] == "10"
+        assert premium.headers["x-ratelimit-remaining"] == "9"
+        assert free.headers["x-ratelimit-limit"] == "2"
+        assert refused.headers["x-ratelimit-limit"] == "10"
+
+
+def test_a_plan_of_several_rates_tells_each_rate_s_own_limit() -> None:
+    """With several rates, each policy's quota is the limit its own part was decided under."""
+    plan = HeaderPlan("api", parse_rates("2/s;100/min"), header_setting("ietf", "t"))
+    parts = [Decision(True, 0, 9, 1000, 10), Decision(True, 0, 499, 60000, 500)]
+    from traffik.strategies.steps import combine
+
+    raw = dict(plan.raw(combine(parts)))
+    assert raw[b"ratelimit-policy"] == b'"api:2/s";q=10;w=1, "api:100/min";q=500;w=60'

@@ -25,12 +25,12 @@ from traffik.headers import (
     resolve_headers,
     whole_seconds,
 )
+from traffik.rates import Rate
 from traffik.typing import StrategyStat
 
 if TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
     from traffik.decision import Decision
-    from traffik.rates import Rate
 
 __all__ = ["HeaderPlan", "ThrottleHeaders"]
 
@@ -45,10 +45,15 @@ class HeaderPlan:
     """
 
     __slots__ = (
+        "_by_limits",
         "_constant",
+        "_fields",
         "_formatted",
+        "_limit",
+        "_limits",
         "_names",
         "_pair",
+        "_policy_names",
         "_static",
         "dynamic",
         "rate",
@@ -63,6 +68,7 @@ class HeaderPlan:
         self._names = [quoted_name(n).encode() for n in names] if multi else None
         constant: list[tuple[bytes, bytes]] = []  # plain strings: on every response
         static: list[tuple[bytes, bytes]] = []  # and the fields the rate fixes
+        fields: list[tuple[bytes, str]] = []  # (which: for a decision under another limit)
         formatted: list[tuple[bytes, bytes, Optional[int]]] = []  # fmt % (remaining, reset)[i]
         dynamic: list[tuple[str, HeaderValue]] = []
         for header, value in headers.raw_items():
@@ -79,8 +85,10 @@ class HeaderPlan:
             elif field.kind == "policy":
                 policies = ", ".join(policy_value(n, r) for n, r in zip(names, rates))
                 static.append((raw_name, policies.encode()))
+                fields.append((raw_name, "policy"))
             elif field.kind == "limit" and not multi:
                 static.append((raw_name, str(rate.limit).encode()))
+                fields.append((raw_name, "limit"))
             elif field.kind == "limit":
                 formatted.append((raw_name, b"%d", 2))
             elif field.kind == "ratelimit":
@@ -89,6 +97,11 @@ class HeaderPlan:
                 formatted.append((raw_name, b"%d", 0 if field.kind == "remaining" else 1))
         self._constant = constant
         self._static = constant + static
+        self._fields = fields
+        self._policy_names = names
+        self._limit = rate.limit
+        self._limits = tuple(r.limit for r in rates)
+        self._by_limits: dict[tuple[int, ...], list[tuple[bytes, bytes]]] = {}
         self._formatted = formatted
         one = formatted[0] if len(formatted) == 1 else None
         self._pair = (one[0], one[1]) if one is not None and one[2] is None else None
@@ -104,7 +117,7 @@ class HeaderPlan:
         remaining = decision.remaining
         if remaining is None:
             return self._constant.copy()
-        headers = self._static.copy()
+        headers = self._static_for(decision).copy()
         if not self._formatted:
             return headers
         names = self._names
@@ -114,7 +127,7 @@ class HeaderPlan:
             binding, part = self._binding_part(decision)
             refused = getattr(decision, "refused", None)
             told = wait_ms if part is decision or binding == refused else None
-            numbers = (*_numbers(part, told), self.rates[binding].limit)
+            numbers = (*_numbers(part, told), int(part.limit))
         for name, fmt, index in self._formatted:
             if index is not None:
                 headers.append((name, fmt % numbers[index]))
@@ -129,7 +142,12 @@ class HeaderPlan:
         headers): the hot path's, the common case (one rate, whole units left) formatted
         without the general checks, the default `RateLimit` field alone at once."""
         remaining: Any = decision.remaining  # (an int from every built-in strategy)
-        if self._names is not None or type(remaining) is not int or remaining < 0:
+        if (
+            self._names is not None
+            or type(remaining) is not int
+            or remaining < 0
+            or decision.limit != self._limit  # (a tier's, the hour's: its own policy)
+        ):
             headers += self.raw(decision)
             return
         headers += self._static
@@ -143,6 +161,40 @@ class HeaderPlan:
         numbers = (remaining, seconds)
         for name, fmt, index in self._formatted:
             headers.append((name, fmt % (numbers if index is None else numbers[index])))
+
+    def _static_for(self, decision: Decision) -> list[tuple[bytes, bytes]]:
+        """The plain strings and the fields the rates fix (`RateLimit-Policy`'s quotas, a
+        single rate's limit), for the limits `decision` was made under: a `TieredRate` tier's
+        or a `TimeOfDay` hour's limit is the client's policy then, not the base rate's."""
+        if not self._fields:
+            return self._static
+        parts = getattr(decision, "parts", None)
+        if parts is not None and len(parts) == len(self.rates):
+            limits = tuple(int(part.limit) for part in parts)
+        elif len(self.rates) == 1:
+            limits = (int(decision.limit),)
+        else:
+            return self._static
+        if limits == self._limits:
+            return self._static
+        found = self._by_limits.get(limits)
+        if found is None:
+            rates = [
+                rate if rate.limit == limit else Rate(limit=limit, milliseconds=rate.expire)
+                for rate, limit in zip(self.rates, limits)
+            ]
+            values = {
+                "policy": ", ".join(
+                    policy_value(n, r) for n, r in zip(self._policy_names, rates)
+                ).encode(),
+                "limit": str(limits[0]).encode(),
+            }
+            found = self._constant + [(name, values[kind]) for name, kind in self._fields]
+            if (
+                len(self._by_limits) < 64
+            ):  # (a few tiers or hours; a strategy of your own may vary more)
+                self._by_limits[limits] = found
+        return found
 
     @staticmethod
     def _each(names: list[bytes], decision: Decision, wait_ms: Optional[float]) -> bytes:
