@@ -161,20 +161,8 @@ async def test_a_shadow_backend_with_an_enforcing_throttle(
 @pytest.mark.parametrize("strategy", [TokenBucket(), FixedWindow()], ids=["TokenBucket", "Fixed"])
 @pytest.mark.parametrize("rate", [["10/h", "100/d"], ["10/h", "5/d"]], ids=["hour", "day"])
 async def test_fifty_hits_at_once_admit_what_one_by_one_would(
-    backend: ThrottleBackend, strategy: Any, rate: list[str], request: pytest.FixtureRequest
+    backend: ThrottleBackend, strategy: Any, rate: list[str]
 ) -> None:
-    if "memcached-day-Fixed" in request.node.name:
-        request.node.add_marker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="known, documented (docs/multiple-limits.md): memcached takes rates in "
-                "order, and an hour counter refusing a hit because of units other hits hold for "
-                "a moment keeps counting it, as a refusing FixedWindow counter does everywhere. "
-                "Giving it back there alone makes Memcached differ from every other backend "
-                "(tests/test_model_decisions.py); the fix is a refused step of several items "
-                "taking nothing on every backend",
-            )
-        )
     throttle = HTTPThrottle("burst", rate=rate, backend=backend, strategy=strategy)
     app = FastAPI()
 

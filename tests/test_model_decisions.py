@@ -4,10 +4,10 @@
 The docs (docs/concepts/strategies.md, docs/multiple-limits.md, docs/guides/costs.md) say
 every built-in strategy is exact to the millisecond and decides the same on every backend,
 several rates as one all-or-nothing step, a refused hit costing nothing (except that a
-fixed-window counter counts it), a cost above what a rate can admit refused with a wait of one
-full period. Hypothesis drives random sequences of hits (costs 0, 1, >1, above the limit),
-clock moves (sub-millisecond, exactly a wait, exactly to a window boundary), refunds, stats
-and resets, over several keys and one to three rates.
+fixed-window counter deciding alone counts it), a cost above what a rate can admit refused with
+a wait of one full period. Hypothesis drives random sequences of hits (costs 0, 1, >1, above
+the limit), clock moves (sub-millisecond, exactly a wait, exactly to a window boundary),
+refunds, stats and resets, over several keys and one to three rates.
 
 - `TestReferenceModels`: the reference models (exact fractions, no scaling) against
   `InMemoryBackend`, for the strategies whose semantics the docs define precisely.
@@ -218,8 +218,9 @@ class Model:
 
 class FixedWindowModel(Model):
     """The window opens at a hit with no live window and lasts one period; every hit counts,
-    refused ones too (docs/concepts/strategies.md); a cost above the limit counts nothing
-    (docs/guides/costs.md) when it is the only rate."""
+    refused ones too (docs/concepts/strategies.md), when it is the only rate (a refused hit of
+    several rates counts on none, docs/multiple-limits.md); a cost above the limit counts
+    nothing (docs/guides/costs.md)."""
 
     counter = True
 
@@ -453,20 +454,15 @@ class ModelDriver:
             if cost > model.capacity():
                 return model.never()
         # docs/guides/costs.md: a cost above what a rate can admit is refused with a wait of
-        # one full period of that rate and nothing left, as with one rate (a fixed window
-        # counts it all the same)
+        # one full period of that rate and nothing left, as with one rate
         parts = [model.peek(key, now, cost, several=len(models) > 1) for model in models]
         oversized = [cost > model.capacity() and not model.counter for model in models]
         parts = [
             model.never() if over else part for model, part, over in zip(models, parts, oversized)
         ]
-        if all(part[0] for part in parts):
+        if all(part[0] for part in parts) or (len(models) == 1 and models[0].counter):
             for model in models:
-                model.charge(key, now, cost)
-        else:
-            for model, part in zip(models, parts):
-                if model.counter and not part[0]:
-                    model.charge(key, now, cost)  # a fixed window counts refused hits
+                model.charge(key, now, cost)  # all admit, or a fixed window alone refuses
         if len(parts) == 1:
             return parts[0]
         refused = [part for part in parts if not part[0]]
@@ -874,7 +870,7 @@ def test_a_refused_hit_opens_no_fixed_window_of_another_rate(
     request: pytest.FixtureRequest, tmp_path: Path, name: str
 ) -> None:
     """docs/multiple-limits.md: a refused request takes nothing from any rate (a fixed-window
-    counter that refuses still counts); the counter of a rate that admitted it is untouched,
+    counter that refuses included); the counter of a rate that admitted it is untouched,
     so its window opens at the next hit it counts. Minimised from `TestDifferential`."""
     make = InMemoryBackend if name == "memory" else _backend_factory(request, name, tmp_path)
     rates = [Rate(limit=1, milliseconds=100), Rate(limit=2, milliseconds=1000)]

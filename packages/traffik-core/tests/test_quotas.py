@@ -194,7 +194,7 @@ async def test_a_parent_folds_children_it_was_not_told_about(backend: InMemoryBa
 
 async def test_throttles_are_applied_all_or_nothing(backend: InMemoryBackend) -> None:
     """A refusal by any queued throttle takes nothing from the others (a refusing fixed
-    window counts its hit, as it always does; a sliding log does not), and is answered by
+    window included), and is answered by
     the first refusing throttle's handler (429)."""
     small = HTTPThrottle("q:small", rate="3/min", backend=backend, strategy=SlidingWindowLog())
     large = HTTPThrottle("q:large", rate="100/min", backend=backend)

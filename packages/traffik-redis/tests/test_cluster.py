@@ -178,7 +178,8 @@ async def test_clients_on_several_slots_are_decided_in_order_with_refunds(
 ) -> None:
     """Three clients' throttles on three slots: a loose one first, a tight one, a fixed
     window last. Once the tight one refuses, the loose one gets its unit back and the fixed
-    window still counts the hit it refuses, so the store ends as one atomic step leaves it."""
+    window is only read (it counts nothing, though its hour refuses), so the store ends as one
+    atomic step leaves it."""
     cluster = RedisBackend(redis_cluster_url, namespace="cluster-order")
     memory = InMemoryBackend(namespace="cluster-order")
 
@@ -207,9 +208,30 @@ async def test_clients_on_several_slots_are_decided_in_order_with_refunds(
         peeks = await cluster.evaluate_all(hit(cluster), commit=False)
         references = await memory.evaluate_all(hit(memory), commit=False)
         assert [p.remaining for p in _parts(peeks)] == [r.remaining for r in _parts(references)]
-        assert await cluster.get(hit(cluster)[2].key) == "3"  # counted its two refusals
+        assert await cluster.get(hit(cluster)[2].key) == "1"  # counted none of its refusals
         await cluster.refund_all(hit(cluster))
         assert (await cluster.evaluate_all(hit(cluster)[1:2], commit=False)).allowed
+    finally:
+        await cluster.reset()
+        await cluster.close()
+
+
+async def test_a_fixed_window_alone_on_its_slot_counts_nothing_of_a_refused_step(
+    redis_cluster_url: str,
+) -> None:
+    """A fixed window that is its slot's one item refuses a step of several slots: it counts
+    the hit no more than in one step of several items (it would, decided alone)."""
+    cluster = RedisBackend(redis_cluster_url, namespace="cluster-alone")
+    hit = [
+        *items(TokenBucket(), "loose:{x}", parse_rates("5/hour"), 1, cluster),
+        *items(FixedWindow(), "window:{z}", parse_rates("1/hour"), 1, cluster),
+    ]
+    try:
+        assert [(await cluster.evaluate_all(hit)).allowed for _ in range(3)] == [True] + [False] * 2
+        assert await cluster.get(hit[1].key) == "1"
+        assert (await cluster.evaluate_all(hit[:1], commit=False)).remaining == 3  # 5 - 1 - 1
+        assert not (await cluster.evaluate_all(hit[1:])).allowed
+        assert await cluster.get(hit[1].key) == "2"  # alone, it counts the hit it refuses
     finally:
         await cluster.reset()
         await cluster.close()

@@ -4,10 +4,12 @@ An `Item` is one rate of one throttle for one client: a strategy, the key its st
 under, the rate and the cost. A throttle with several rates (`"10/s;1000/day"`) is one item
 per rate; throttles combined by `throttled(a, b)` or the middleware add theirs. A backend
 decides a list of items in one step (`ThrottleBackend.evaluate_all`): the hit is admitted only
-if every item admits it; then every item is charged. Otherwise nothing is charged, except
-that a `FixedWindow` counter that refused counts the hit (a fixed-window counter may pass its
-limit), and the wait is the longest of the refusing items' waits: after it every item admits
-the hit again, and a millisecond earlier the slowest does not.
+if every item admits it; then every item is charged. Otherwise nothing is charged, and the
+wait is the longest of the refusing items' waits: after it every item admits the hit again,
+and a millisecond earlier the slowest does not. A step of one item keeps what that item does
+alone: a `FixedWindow` counter that refuses counts the hit (a fixed-window counter may pass
+its limit); in a step of several, it counts nothing, so a refused hit leaves every item as
+it found it, whatever else refused it.
 
 `evaluate_all(items, commit=False)` decides and charges nothing (`stat`); `refund_all(items)`
 gives `cost` back to every item, never past a full budget.
@@ -154,11 +156,14 @@ def is_counter(strategy: Any) -> bool:
 
 
 def charged(parts: Sequence[Decision], counters: Sequence[bool]) -> list[bool]:
-    """Which items a decision charges: every one when all admit; otherwise only the counters
-    that refused (a fixed-window counter counts the hits it refuses)."""
+    """Which items a decision charges: every one when all admit; otherwise none, but the
+    counter of a step of one item that refuses (a fixed-window counter alone counts the hits
+    it refuses)."""
     if all(part.allowed for part in parts):
         return [True] * len(parts)
-    return [counter and not part.allowed for part, counter in zip(parts, counters)]
+    if len(parts) == 1:
+        return [counters[0]]
+    return [False] * len(parts)
 
 
 def combine(parts: Sequence[Decision]) -> Decision:

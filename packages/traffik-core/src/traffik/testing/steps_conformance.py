@@ -2,7 +2,8 @@
 
 Part of `BackendConformance`, so every backend runs it. The reference is independence: a
 decision over items admits exactly when every item, alone, would; it charges every item or
-none (but a fixed-window counter that refused); and its wait is the longest refusing wait.
+none (a fixed-window counter that refuses included: only alone does it count the hit); and its
+wait is the longest refusing wait.
 """
 
 from __future__ import annotations
@@ -34,6 +35,13 @@ def _strategies() -> list[Strategy]:
 async def _alone(backend: ThrottleBackend, item: Item, commit: bool) -> Any:
     """`item` decided on its own (the reference)."""
     return await backend.evaluate_all([item], commit=commit)
+
+
+async def _left(backend: ThrottleBackend, item: Item) -> Any:
+    """The units `item`'s key has left: what a peek of cost 1 leaves plus that 1 (0 when
+    refused)."""
+    peek = await _alone(backend, Item(item.strategy, item.key, item.rate, 1), commit=False)
+    return peek.remaining + 1 if peek.allowed else 0
 
 
 @pytest.mark.anyio
@@ -84,9 +92,6 @@ class StepsConformance:
                             assert (await _alone(backend, twin, commit=True)).allowed
                     else:
                         assert decision.wait_ms == max(d.wait_ms for d in alone if not d.allowed)
-                        for twin, d in zip(twins, alone):
-                            if not d.allowed and isinstance(strategy, FixedWindow):
-                                await _alone(backend, twin, commit=True)  # counts its refusals
                     clock.advance(ms=rng.choice([0, 1, rng.randint(1, 2 * short.expire)]))
         finally:
             await backend.reset()
@@ -117,6 +122,30 @@ class StepsConformance:
             assert not eleventh.allowed
             assert eleventh.wait_ms >= 60_000 - 10_000
             assert getattr(eleventh, "refused", None) == 1  # the minute refused
+        finally:
+            await backend.reset()
+            await backend.close()
+
+    @pytest.mark.parametrize("strategy", _strategies(), ids=_IDS)
+    async def test_a_refused_step_of_several_items_takes_nothing_from_any(
+        self, make_backend: Callable[..., ThrottleBackend], strategy: Strategy
+    ) -> None:
+        """2/hour;10/hour: a hit, then a hit of cost 2 refused by the hour, twice; every rate
+        is left as it was (a refusing fixed-window counter counts nothing), so a hit of cost 1
+        fits. Alone, a fixed window counts the hits it refuses."""
+        backend = make_backend(namespace=f"steps-{next(_names)}")
+        rates = parse_rates("2/hour;10/hour")
+        try:
+            for key, decided in (("pair", rates), ("alone", rates[:1])):
+                hit = items(strategy, key, decided, 1, backend)
+                costly = items(strategy, key, decided, 2, backend)
+                assert (await backend.evaluate_all(hit)).allowed
+                assert not (await backend.evaluate_all(costly)).allowed
+                assert not (await backend.evaluate_all(costly)).allowed
+                counted = key == "alone" and isinstance(strategy, FixedWindow)
+                left = [await _left(backend, item) for item in hit]
+                assert left == ([0] if counted else [1, 9][: len(decided)]), key
+                assert (await backend.evaluate_all(hit)).allowed is not counted, key
         finally:
             await backend.reset()
             await backend.close()

@@ -102,10 +102,12 @@ class MemcachedBackend(MemcachedSteps, ThrottleBackend):
       after another, in order, each as above, until one refuses; the units the items before
       it took are then given back (a state's `refund` under `cas`; a window counter's
       `decr`, in the window it counted in), and the items after it are only read, one `get`
-      per node (a fixed-window counter that refuses counts the hit, as it does alone). Two
-      rates cost 2 commands for `FixedWindow` and `SlidingWindowCounter` and 4 for the
-      others when allowed, 3, 3 and 5 when the second refuses, 2 when the first does (3 for
-      `FixedWindow` when both do).
+      per node. A refused hit so leaves every item as it found it: a fixed-window counter
+      that refuses gives its count of the hit back too (alone, a `FixedWindow` keeps counting
+      what it refuses), as its refusal may be owed to units that other hits hold there for a
+      moment. Two rates cost 2 commands for `FixedWindow` and `SlidingWindowCounter` and 4
+      for the others when allowed, 4, 3 and 5 when the second refuses, 3, 2 and 2 when the
+      first does.
       Between taking an earlier item and giving it back (the round trips to the later
       items, about a millisecond on a LAN) other clients see that item charged: a hit
       needing those units is refused meanwhile (a transient extra refusal), and none is

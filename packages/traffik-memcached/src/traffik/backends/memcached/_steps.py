@@ -92,7 +92,7 @@ class MemcachedSteps:
         """Decide a hit on `key` (coalesced with the concurrent ones, see `_decide`);
         `commit=False` only reads (one `get`)."""
         if not commit:
-            return (await self._read([Item(strategy, key, rate, cost)], count_refusals=False))[0]
+            return (await self._read([Item(strategy, key, rate, cost)]))[0]
         self._check(strategy, rate)
         node, mkey = await self._locate(key)
         return (await self._decide(node, mkey, strategy, rate, cost))[0]
@@ -118,26 +118,29 @@ class MemcachedSteps:
 
     async def evaluate_all(self, items: Sequence[Item], *, commit: bool = True) -> Decision:
         """Take each item's units in order until one refuses, then give back what was taken
-        and only read the items after it; `commit=False` only reads (one `get` per node)."""
+        (a refusing counter's count of the hit too, when there are several items: a refused
+        step of several items takes nothing) and only read the items after it; `commit=False`
+        only reads (one `get` per node)."""
         if not commit:
-            return combine(await self._read(items, count_refusals=False))
+            return combine(await self._read(items))
         parts: list[Decision] = []
         held: list[_Held] = []
         try:
             for item in items:
                 decision, taken = await self._take(item)
                 parts.append(decision)
-                if not decision.allowed:
-                    break
-                held.append(taken)
+                if decision.allowed:
+                    held.append(taken)
+                    continue
+                if len(items) > 1 and is_counter(item.strategy):
+                    held.append(taken)
+                break
         except BaseException:
             await asyncio.shield(self._give_back(held))
             raise
-        if len(held) == len(items):
+        if parts[-1].allowed:
             return combine(parts)
-        _, later = await asyncio.gather(
-            self._give_back(held), self._read(items[len(parts) :], count_refusals=True)
-        )
+        _, later = await asyncio.gather(self._give_back(held), self._read(items[len(parts) :]))
         return combine(parts + later)
 
     async def refund_all(self, items: Sequence[Item]) -> None:
@@ -153,7 +156,8 @@ class MemcachedSteps:
         )
 
     async def _take(self, item: Item) -> tuple[Decision, _Held]:
-        """Decide `item` and charge it if admitted; a counter counts the hit either way."""
+        """Decide `item` and charge it if admitted; a counter counts the hit either way (the
+        units to give back are those it counted)."""
         node, mkey = await self._locate(item.key)
         if is_counter(item.strategy):
             now = self.now_ms()
@@ -167,10 +171,9 @@ class MemcachedSteps:
         decision, counted = await self._decide(node, mkey, item.strategy, item.rate, item.cost)
         return decision, _Held(item, node, mkey, counted=counted)
 
-    async def _read(self, items: Sequence[Item], *, count_refusals: bool) -> list[Decision]:
+    async def _read(self, items: Sequence[Item]) -> list[Decision]:
         """Each item's decision from one read of every key (a sliding window's counter, and
-        the previous window's where it has none: a second read); with `count_refusals`, a
-        counter that refuses then counts the hit, as a fixed window does."""
+        the previous window's where it has none: a second read), charging nothing."""
         located = [await self._locate(item.key) for item in items]
         now = self.now_ms()
         windows = [
@@ -200,16 +203,6 @@ class MemcachedSteps:
             else:
                 state = window_state(raw, None if raw is not None else next(previous), wid)
             parts.append(item.strategy.transition(state, now, item.rate, item.cost)[0])
-        if count_refusals:
-            await asyncio.gather(
-                *(
-                    node.run(
-                        window_hit(mkey, item.cost, item.rate.expire / 1000, now), "evaluate_all"
-                    )
-                    for item, (node, mkey), part in zip(items, located, parts)
-                    if is_counter(item.strategy) and not part.allowed
-                )
-            )
         return parts
 
     async def _give_back(self, held: Sequence[_Held]) -> None:

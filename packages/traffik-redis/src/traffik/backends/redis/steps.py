@@ -269,11 +269,11 @@ class ScriptSteps(LockedSteps):
 
     async def _decide(self, group: _Group, mode: bytes) -> Sequence[Decision]:
         """A group's decisions: one `EVALSHA`, or the locked path for items with no Lua (no
-        counters among them, so deciding them as refused charges nothing)."""
+        counters among them, so a refused group charges nothing there either)."""
         packs = group.packs
         if packs[0].data is not None:
             return _decisions(await self._step(mode, group.keys, packs), packs)
-        decision = await super().evaluate_all(group.items, commit=mode == b"c")
+        decision = await super().evaluate_all(group.items, commit=mode != b"p")
         return decision.parts if isinstance(decision, Combined) else (decision,)
 
     async def _refund(self, group: _Group) -> None:
@@ -283,14 +283,15 @@ class ScriptSteps(LockedSteps):
             await super().refund_all(group.items)
 
     async def _in_order(self, groups: list[_Group], commit: bool) -> list[Decision]:
-        """The items decided one group (`_groups`) at a time. Once a group refuses, what the
-        groups before it took is given back, and the groups after it are decided as refused:
-        only their counters that refuse count the hit, as in one step."""
+        """The items decided one group (`_groups`) at a time, each all or nothing (mode 'g':
+        a refusing counter counts nothing, even a group's one item). Once a group refuses,
+        what the groups before it took is given back, and the groups after it are only read:
+        a refused step of several items takes nothing, as in one step."""
         parts: dict[int, Decision] = {}
         taken: list[_Group] = []
         refused = False
         for group in groups:
-            decisions = await self._decide(group, b"p" if not commit else b"l" if refused else b"c")
+            decisions = await self._decide(group, b"g" if commit and not refused else b"p")
             parts.update(zip(group.places, decisions))
             if not commit or refused:
                 continue

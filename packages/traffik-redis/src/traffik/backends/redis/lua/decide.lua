@@ -12,9 +12,11 @@
 -- Bodies, not functions: Redis runs the whole program on every call, and a function costs
 -- its definition, one more for each helper it reaches, and its call.
 -- KEYS: one key per item. ARGV[1]: the mode, one byte (MODE):
---   'c' decide every item, then charge all or nothing (traffik.strategies.steps.charged);
+--   'c' decide every item, then charge all or nothing (traffik.strategies.steps.charged:
+--       only a refusing counter that is the call's one item counts the hit);
+--   'g' as 'c' for a group of the items of a larger step (decided group by group, steps.py
+--       `_in_order`): a refusing counter counts nothing, even the group's one item;
 --   'p' decide and charge nothing (a peek);
---   'l' decide items whose hit was refused elsewhere: charge only the counters that refuse;
 --   'r' give each item's cost back, never past a full budget;
 --   's' hits on one key in turn (coalesced: KEYS all the same, each item a hit of a strategy
 --       with a state of a fixed size): each decided on the state the hits before it left,
@@ -91,22 +93,22 @@ for i = 1, n do
   end
 end
 
--- Then charge (or store what was given back): every item when all admit, else only the
--- counters that refused. A state is stored to be gone `ttl` ms from now: Redis keeps a key
--- through the millisecond of its expiry, so PX is one less (and at least 1, the shortest life
--- Redis gives). PSETEX with the time as digits costs the server least ('%d' prints no float).
--- A state may be a table instead: changes to the stored value in place, offsets and bytes
--- for SETRANGE (PriorityQueue's), then PEXPIRE; with `ttl` false, no PEXPIRE (the time to
--- live the value has is the one it would get, see priority_queue.lua). Each item decided on
--- the value as the call found it, so where keys meet the last item's state is the one stored
--- (as if each were stored in turn), and the others are not written.
+-- Then charge (or store what was given back): every item when all admit; else nothing, but
+-- the counter of a 'c' call of one item, which counts the hit it refuses. A state is stored
+-- to be gone `ttl` ms from now: Redis keeps a key through the millisecond of its expiry, so
+-- PX is one less (and at least 1, the shortest life Redis gives). PSETEX with the time as
+-- digits costs the server least ('%d' prints no float). A state may be a table instead:
+-- changes to the stored value in place, offsets and bytes for SETRANGE (PriorityQueue's),
+-- then PEXPIRE; with `ttl` false, no PEXPIRE (the time to live the value has is the one it
+-- would get, see priority_queue.lua). Each item decided on the value as the call found it,
+-- so where keys meet the last item's state is the one stored (as if each were stored in
+-- turn), and the others are not written.
 if SEQ then
   if life then
     life = life - 1
     redis.call('PSETEX', KEYS[1], string.format('%d', life < 1 and 1 or life), carried)
   end
-elseif MODE ~= 112 then -- not a peek
-  local all = (MODE == 99 or REFUND) and not refused -- 'c' or 'r'
+elseif MODE ~= 112 and (not refused or n == 1 and MODE == 99) then -- not a peek, nor refused
   for i = 1, n do
     local new, px, later = state, ttl, false
     if i < n then
@@ -115,8 +117,8 @@ elseif MODE ~= 112 then -- not a peek
         later = later or KEYS[j] == KEYS[i] and (j < n and pending[2 * j - 1] or j == n and state)
       end
     end
-    if new then
-      if all and not later then
+    if new then -- admitted (a refused call of several items stores nothing), or given back
+      if not later then
         if px then
           px = px - 1
           if px < 1 then
@@ -134,7 +136,7 @@ elseif MODE ~= 112 then -- not a peek
           redis.call('PSETEX', KEYS[i], string.format('%d', px), new)
         end
       end
-    elseif new == false or all and not REFUND then -- a counter refused, or admitted
+    elseif new == false or not REFUND then -- refused alone, or admitted: a counter counts
       code, limit, period, cost = struct.unpack('<Bddd', ARGV[1], FIRST + (i - 1) * ITEM)
       if code == 0 then
         counter_charge(KEYS[i], period, cost)
