@@ -2,9 +2,9 @@
 
 Enforced throttles that share a backend are one step there (`evaluate_all`): the connection
 is admitted only if every one of them admits it, and a refusal charges none of them (a
-refusing fixed-window counter included). Hits that land on one bucket (the same key, rate and strategy:
-a throttle given twice, two throttles sharing a uid, a quota's hits with different contexts)
-are one item of that step, their costs summed. Groups on different backends are decided in
+refusing fixed-window counter included). Hits that land on one bucket (the same key, rate
+and strategy: a throttle given twice, two throttles sharing a uid, a quota's hits with
+different contexts) are one item of that step, their costs summed. Groups on different backends are decided in
 order; when a later group refuses, what the earlier ones took is given back. A refused
 connection is answered by the first throttle (in the given order) that refused, with the wait
 until every one of them would admit it. A throttle with a strategy of its own (not built in),
