@@ -56,10 +56,10 @@ def never_admitted(rate: Rate) -> Decision:
     return Decision(False, rate.expire, 0, rate.expire, rate.limit)
 
 
-def draining_held(rate: Rate, cost: int, decision: Decision, age_ms: int) -> int:
+def draining_held(_strategy: Any, rate: Rate, cost: int, decision: Decision, age_ms: int) -> int:
     """`Strategy.held` for a state that drains back to a full budget at `limit` per period
     (a token bucket's deficit, a leaky bucket's level, a GCRA backlog), whole again at the
-    decision's reset. Had the request not happened, the budget would have been whole
+    decision's reset; such a strategy sets `held = draining_held`. Had the request not happened, the budget would have been whole
     `cost` units sooner, and what drains past a whole budget is lost: so the charge holds at
     most what drains in the time left until that reset, rounded up to whole units."""
     left = decision.reset_ms - age_ms

@@ -122,8 +122,7 @@ class GCRA(StateStrategy):
         remaining = max((span - backlog) // interval, 0)
         return Decision(False, wait, remaining, -(-backlog // limit), limit), None, 0
 
-    def held(self, rate: Rate, cost: int, decision: Decision, age_ms: int) -> int:
-        return draining_held(rate, cost, decision, age_ms)
+    held = draining_held
 
     def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
         backlog = max(self._backlog(state, now, rate) - cost * rate.expire, 0)

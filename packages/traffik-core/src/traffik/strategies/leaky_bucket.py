@@ -64,8 +64,7 @@ class LeakyBucket(StateStrategy):
             return decision, None, 0
         return decision, [level + cost * rate.expire, now], max(int(decision.reset_ms), 1)
 
-    def held(self, rate: Rate, cost: int, decision: Decision, age_ms: int) -> int:
-        return draining_held(rate, cost, decision, age_ms)
+    held = draining_held
 
     def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
         level = max(self._level(state, now, rate) - cost * rate.expire, 0)
@@ -111,8 +110,7 @@ class LeakyBucketWithQueue(StateStrategy):
         queue.append(cost * rate.expire)
         return decision, [now, *queue], max(int(decision.reset_ms), 1)
 
-    def held(self, rate: Rate, cost: int, decision: Decision, age_ms: int) -> int:
-        return draining_held(rate, cost, decision, age_ms)
+    held = draining_held
 
     def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
         queue = self._queue(state, now, rate)

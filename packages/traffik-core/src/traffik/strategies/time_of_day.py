@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
@@ -47,14 +46,9 @@ def _windows(owner: str, given: object) -> list[tuple[int, int, float]]:
                 f"{owner}: time window {window!r} needs whole hours 0 <= start < end <= 24 (a "
                 "window across midnight is two: (22, 24, m) and (0, 6, m))"
             )
-        if (
-            isinstance(multiplier, bool)
-            or not isinstance(multiplier, (int, float))
-            or not 0 < multiplier < math.inf
-        ):
+        if not check_number(owner, f"time window {window!r}: multiplier", multiplier) > 0:
             raise ConfigurationError(
-                f"{owner}: time window {window!r} needs a multiplier that is a finite number "
-                "greater than 0"
+                f"{owner}: time window {window!r} needs a multiplier greater than 0"
             )
     return windows
 

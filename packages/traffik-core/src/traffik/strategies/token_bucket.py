@@ -98,8 +98,7 @@ class TokenBucket(StateStrategy):
         reset = -(-(full - tokens) // refill)
         return Decision(False, wait, remaining, reset, rate.limit), None, 0
 
-    def held(self, rate: Rate, cost: int, decision: Decision, age_ms: int) -> int:
-        return draining_held(rate, cost, decision, age_ms)
+    held = draining_held
 
     def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
         full = self._bucket(rate) * rate.expire
