@@ -87,3 +87,70 @@ async def test_a_store_without_circuits_is_never_charged() -> None:
     store, ledger = InMemoryBackend(), Ledger()
     ledger.add(store, FixedWindow(), "client", RATES, 1)
     assert ledger.owed(store) == 0
+
+
+def _request() -> Any:
+    from starlette.requests import Request
+
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
+    return Request({**scope, "client": ("10.0.0.9", 1234)})
+
+
+@pytest.mark.parametrize("give_back", ["refund", "settle"])
+async def test_what_the_fallback_admitted_and_gave_back_is_not_charged(give_back: str) -> None:
+    """Four requests admitted by the fallback during an outage, three of them given back
+    (`refund`, or settled by `charge_when`): the store is charged the one that stayed."""
+    from traffik import HTTPThrottle
+    from traffik.error_handlers import fallback
+    from traffik.exceptions import ConnectionThrottled
+    from traffik.outcomes import Outcome, settle
+    from traffik.testing import FailingBackend
+
+    inner = _store()
+    store = FailingBackend(inner)
+    store.circuits = inner.circuits
+    throttle = HTTPThrottle(
+        f"given-back-{give_back}",
+        "10/min",
+        backend=store,
+        on_error=fallback(InMemoryBackend(namespace="spare")),
+        charge_when=lambda outcome: outcome.status_code < 400,
+        per_route=False,
+    )
+    store.fail(BackendConnectionError("down"))
+    requests = [_request() for _ in range(4)]
+    for request in requests:
+        await throttle.hit(request)
+    for request in requests[1:]:
+        if give_back == "refund":
+            await throttle.refund(request)
+        else:
+            await settle(request, Outcome(500))
+    store.recover()
+    await _recover(inner)
+    admitted = 0
+    for _ in range(12):
+        try:
+            await throttle.hit(_request())
+        except ConnectionThrottled:
+            continue
+        admitted += 1
+    assert admitted == 9  # ten, less the one admission that was kept
+
+
+async def test_a_refund_takes_its_units_out_of_the_entry_never_below_zero() -> None:
+    store, ledger, strategy = _store(), Ledger(), FixedWindow()
+    spare = InMemoryBackend(namespace="spare")
+    ledger.add(store, strategy, "client", RATES, 3)
+    ledger.add(store, strategy, "other", RATES, 2)
+    halves = parse_rates("5/min")  # the same periods, scaled by a `per_process` share
+    assert ledger.refund(spare, strategy, "client", halves, 2) == 2
+    assert ledger.owed(store) == 3
+    assert ledger.refund(store, strategy, "other", RATES, 1) == 0  # taken on the store itself
+    assert ledger.refund(spare, strategy, "client", parse_rates("10/s"), 1) == 0  # other periods
+    assert ledger.refund(spare, strategy, "client", halves, 5) == 1  # what is left, no more
+    assert ledger.owed(store) == 2
+    assert ledger.refund(spare, strategy, "client", halves, 1) == 0  # the entry is gone
+    await _recover(store)
+    assert await _left(store, strategy, "client") == 10
+    assert await _left(store, strategy, "other") == 8

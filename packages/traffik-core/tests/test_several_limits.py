@@ -516,6 +516,76 @@ def test_a_websocket_message_is_refunded_as_its_own_request() -> None:
     assert seen == [3, (1, 1), 2]
 
 
+@pytest.mark.parametrize("noted_by", ["middleware", "charge_when", "dependency"])
+def test_a_websocket_message_hit_twice_by_one_throttle_gives_back_both(noted_by: str) -> None:
+    """A message's charges of one throttle are kept together: `refund(websocket)` gives back
+    every one of them (each at most what it took, once), and the next message starts over."""
+    from fastapi import WebSocket
+    from starlette.routing import WebSocketRoute
+    from starlette.testclient import TestClient
+
+    from traffik import WebSocketThrottle
+
+    backend = InMemoryBackend(clock=ManualClock())
+    charge_when = (lambda outcome: True) if noted_by != "middleware" else None
+    messages = WebSocketThrottle(
+        f"ws-twice-{noted_by}", rate="10/min", backend=backend, charge_when=charge_when
+    )
+    opened = WebSocketThrottle(
+        f"ws-twice-open-{noted_by}", rate="100/min", backend=backend, charge_when=charge_when
+    )
+    seen: list[Any] = []
+
+    async def left(websocket: Any) -> None:
+        stat = await messages.stat(websocket)
+        assert stat is not None
+        seen.append(stat.hits_remaining)
+
+    async def socket(websocket: Any) -> None:
+        await websocket.accept()
+        await websocket.receive_text()  # two hits, both given back
+        await messages.hit(websocket)
+        await messages.hit(websocket, cost=2)
+        await messages.refund(websocket)
+        await left(websocket)
+        await websocket.receive_text()  # two hits, kept
+        await messages.hit(websocket)
+        await messages.hit(websocket)
+        await left(websocket)
+        await websocket.receive_text()  # a new message: only its own charge is given back
+        await messages.hit(websocket)
+        await messages.refund(websocket)
+        await messages.refund(websocket)
+        await left(websocket)
+        await websocket.receive_text()  # given back in part: the latest charge first
+        await messages.hit(websocket, cost=2)
+        await messages.hit(websocket, cost=3)
+        await left(websocket)
+        await messages.refund(websocket, cost=4)
+        await left(websocket)
+        await messages.refund(websocket)
+        await messages.refund(websocket)
+        await left(websocket)
+        await websocket.close()
+
+    if noted_by == "dependency":  # the handshake's hit on the endpoint's own WebSocket object
+        app: Any = FastAPI()
+
+        @app.websocket("/ws")
+        async def endpoint(websocket: WebSocket = Depends(opened)) -> None:
+            await socket(websocket)
+
+    else:
+        app = Starlette(
+            routes=[WebSocketRoute("/ws", socket)],
+            middleware=[Middleware(ThrottleMiddleware, middleware_throttles=[opened])],
+        )
+    with TestClient(app) as http, http.websocket_connect("/ws") as ws:
+        for _ in range(4):
+            ws.send_text("m")
+    assert seen == [10, 8, 8, 3, 7, 8]
+
+
 @pytest.mark.parametrize("earlier", ["handshake", "none"])
 def test_a_websocket_message_refused_by_a_later_throttle_gives_back_the_others(
     earlier: str,

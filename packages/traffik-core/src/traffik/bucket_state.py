@@ -210,12 +210,13 @@ class BucketState:
         `reset`.
 
         A connection whose charge was noted (under `ThrottleMiddleware`, with `charge_when`,
-        with several throttles as one) gets that charge back (`cost` of it, default all, never
-        more) on the bucket and backend it was taken from, once: what was given back is not
+        with several throttles as one) gets those charges back (`cost` of them, default all,
+        never more) on the bucket and backend it was taken from, once: what was given back is not
         given back again, by another `refund` or when the request is settled. Each rate gives
         back only what the charge still holds (nothing once its window closed: see
-        `traffik.outcomes`). On a WebSocket, each message hit is a request of its own: the
-        charge given back is that of the throttle's latest hit. A throttle with
+        `traffik.outcomes`). On a WebSocket, each message is a request of its own: the
+        charges given back are the throttle's hits on the latest message (all of them, the
+        latest first). A throttle with
         `charge_when` notes every charge, so a connection with none noted (refused, exempted,
         let through by `on_error`, or already given back) gets nothing. `path`, `method`,
         `backend` or `context` name a bucket instead.

@@ -14,20 +14,25 @@ nothing from the connection, whose scope may have changed since (the middleware 
 its path pattern, then routing sets the route). Giving back gives what the charge still holds
 at that time, as if the request had not happened, each rate on its own (`Strategy.held`, from
 the decision's `at` and reset): nothing once its window closed or its budget would have been
-whole again. `throttle.refund(connection)` gives back the charge noted for that throttle on
-the connection, when there is one (`take_charge`): never more than it took, and what it gave
-back is not given back again (by another `refund`, or when the request is settled).
+whole again. `throttle.refund(connection)` gives back the charges noted for that throttle on
+the connection, when there are any (`take_charge`): each never more than it took, and what it
+gave back is not given back again (by another `refund`, or when the request is settled).
 
-Each hit on a WebSocket (a message) is a request of its own: noting its charge replaces the
-charge noted for the same throttle by the socket's handshake or previous message (`note`), so
-a socket keeps at most one charge per throttle, and `refund(websocket)` gives back the latest.
+Each message on a WebSocket is a request of its own. A `WebSocketThrottle` follows the
+messages its socket receives (`follow`: from the first hit on a `WebSocket` object, its
+`receive` counts them in the socket's state): the first hit of a throttle on a new message
+forgets the charges it noted for the handshake or an earlier message, and its later hits on
+the same message are kept with it, so `refund(websocket)` gives back all of the latest
+message's charges of that throttle, and a socket keeps only those.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Optional
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
+from traffik import reconcile
 from traffik.strategies.base import Strategy
 from traffik.strategies.steps import Item
 
@@ -38,10 +43,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHARGES_KEY",
+    "MESSAGE_KEY",
+    "NOTED_IN_KEY",
     "REFUNDED_KEY",
     "Charge",
+    "Charges",
     "Noted",
     "Outcome",
+    "follow",
     "given_back",
     "note",
     "settle",
@@ -53,7 +62,13 @@ CHARGES_KEY = "traffik.charges"
 """Where a connection's state keeps the charges to settle once its outcome is known."""
 
 REFUNDED_KEY = "traffik.refunded"
-"""Where a connection's state keeps the throttles whose noted charge was given back in full."""
+"""Where a connection's state keeps the throttles whose noted charges were given back in full."""
+
+MESSAGE_KEY = "traffik.message"
+"""Where a WebSocket's state counts the messages it received since a throttle followed it."""
+
+NOTED_IN_KEY = "traffik.noted_in"
+"""Where a WebSocket's state keeps, per throttle, the message its charges were noted in."""
 
 logger = logging.getLogger("traffik")
 
@@ -108,10 +123,13 @@ class Charge:
     async def give_back(self, cost: Optional[int] = None) -> None:
         """Give `cost` units (default: all it took; never more) back to every rate of the
         bucket it was taken from, as far as each still holds them (`held`) and never past a
-        full budget: one step on the backend."""
+        full budget: one step on the backend. Units a fallback admitted during an outage are
+        also taken out of its ledger (`traffik.reconcile.refund`): the store that failed is
+        not charged for them when it answers again."""
         backend = self.backend
         units = self.cost if cost is None else min(cost, self.cost)
         if units:
+            reconcile.refund(backend, self.throttle.strategy, self.key, self.rates, units)
             items = held(self.throttle.items(self.key, self.rates, units, backend), self, backend)
             if items:
                 await backend.refund_all(items)
@@ -120,6 +138,23 @@ class Charge:
 
     def __repr__(self) -> str:
         return f"Charge({self.throttle!r}, key={self.key!r}, cost={self.cost})"
+
+
+class Charges:
+    """The charges of one throttle taken off a connection to be given back together."""
+
+    __slots__ = ("charges",)
+
+    def __init__(self, charges: list[Charge]) -> None:
+        self.charges = charges
+
+    async def give_back(self) -> None:
+        """Give back each charge (`Charge.give_back`), the latest first."""
+        for charge in self.charges:
+            await charge.give_back()
+
+    def __repr__(self) -> str:
+        return f"Charges({self.charges!r})"
 
 
 def held(items: list[Item], charge: Charge, backend: ThrottleBackend) -> list[Item]:
@@ -156,14 +191,63 @@ under `CHARGES_KEY`), `(throttle, backend, key, rates, cost, decision)`: a tuple
 costs next to nothing on the hot path; `Charge(*noted)` gives it back."""
 
 
+class _Messages:
+    """A WebSocket's `receive` that counts the messages it returns in the socket's state."""
+
+    __slots__ = ("receive", "state")
+
+    def __init__(self, receive: Callable[[], Awaitable[Any]], state: dict[str, Any]) -> None:
+        self.receive = receive
+        self.state = state
+
+    async def __call__(self) -> Any:
+        message = await self.receive()
+        if message.get("type") == "websocket.receive":
+            self.state[MESSAGE_KEY] = self.state.get(MESSAGE_KEY, 0) + 1
+        return message
+
+
+def follow(websocket: Any, throttle: Any) -> None:
+    """Before a hit of `throttle` on `websocket` is noted: count the messages `websocket`
+    receives from now (a `WebSocket` object seen for the first time starts a message: it is
+    hit after receiving one, or before accepting), and, on the throttle's first hit of a
+    message, forget the charges it noted for an earlier one. Nothing while no charge of it
+    can be noted (no `charge_when`, no charges noted on the socket)."""
+    scope = websocket.scope
+    state = scope.get("state")
+    if state is None:
+        if throttle.charge_when is None:
+            return
+        scope["state"] = state = {}
+    elif throttle.charge_when is None and state.get(CHARGES_KEY) is None:
+        return
+    if not isinstance(websocket.receive, _Messages):
+        websocket.receive = _Messages(websocket.receive, state)
+        state[MESSAGE_KEY] = state.get(MESSAGE_KEY, 0) + 1
+    message = state[MESSAGE_KEY]
+    noted_in = state.get(NOTED_IN_KEY)
+    if noted_in is None:
+        state[NOTED_IN_KEY] = noted_in = {}
+    if noted_in.get(throttle) != message:
+        noted_in[throttle] = message
+        charges = state.get(CHARGES_KEY)
+        if charges:
+            charges[:] = [noted for noted in charges if noted[0] is not throttle]
+        refunded = state.get(REFUNDED_KEY)
+        if refunded and throttle in refunded:
+            refunded.remove(throttle)
+
+
 def note(state: dict[str, Any], charges: list[Noted], noted: Noted) -> None:
-    """Note the charge of a hit on a WebSocket: it replaces the charge of the same throttle
-    noted by an earlier hit on the socket (its handshake, its previous message), and the
-    throttle's charge is no longer given back, so a later `refund` gives back this one."""
+    """Note the charge of a hit on a WebSocket: kept with the throttle's other charges of the
+    same message (`follow`), and no longer given back, so a later `refund` gives it back. A
+    throttle that does not follow the socket's messages keeps only its latest charge."""
     throttle = noted[0]
-    for index in range(len(charges) - 1, -1, -1):
-        if charges[index][0] is throttle:
-            del charges[index]
+    noted_in = state.get(NOTED_IN_KEY)
+    if noted_in is None or throttle not in noted_in:
+        for index in range(len(charges) - 1, -1, -1):
+            if charges[index][0] is throttle:
+                del charges[index]
     charges.append(noted)
     refunded = state.get(REFUNDED_KEY)
     if refunded and throttle in refunded:
@@ -178,27 +262,37 @@ def settles(charges: Optional[list[Noted]]) -> bool:
     return False
 
 
-def take_charge(connection: Any, throttle: Any, cost: Optional[int] = None) -> Optional[Charge]:
-    """Forget and return `cost` units (None: all) of the latest charge of `throttle` noted on
-    `connection` (None: none left), so they are given back once: by whoever took them, not
-    again when the request is settled. A charge given back in part stays noted with the rest;
-    one given back in full is remembered (`given_back`)."""
+def take_charge(connection: Any, throttle: Any, cost: Optional[int] = None) -> Optional[Charges]:
+    """Forget and return `cost` units (None: all) of the charges of `throttle` noted on
+    `connection` (a request's, a WebSocket message's), the latest first (None: none left),
+    so they are given back once: by whoever took them, not again when the request is
+    settled. A charge given back in part stays noted with the rest; once none is left, the
+    throttle is remembered (`given_back`)."""
     state = connection.scope.get("state")
     charges = state.get(CHARGES_KEY) if state else None
-    if charges:
-        for index in range(len(charges) - 1, -1, -1):
-            noted = charges[index]
-            if noted[0] is not throttle:
-                continue
-            if cost is not None and cost < noted[4]:
-                charges[index] = (*noted[:4], noted[4] - cost, noted[5])
-                return Charge(noted[0], noted[1], noted[2], noted[3], cost, noted[5])
-            del charges[index]
-            refunded = state.setdefault(REFUNDED_KEY, [])
-            if throttle not in refunded:  # (once per throttle: a socket's state stays bounded)
-                refunded.append(throttle)
-            return Charge(*noted)
-    return None
+    if not charges:
+        return None
+    taken: list[Charge] = []
+    left = cost
+    for index in range(len(charges) - 1, -1, -1):
+        noted = charges[index]
+        if noted[0] is not throttle:
+            continue
+        if left is not None and left < noted[4]:
+            if left:
+                charges[index] = (*noted[:4], noted[4] - left, noted[5])
+                taken.append(Charge(noted[0], noted[1], noted[2], noted[3], left, noted[5]))
+            return Charges(taken)
+        del charges[index]
+        taken.append(Charge(*noted))
+        if left is not None:
+            left -= noted[4]
+    if not taken:
+        return None
+    refunded = state.setdefault(REFUNDED_KEY, [])
+    if throttle not in refunded:  # (once per throttle: a socket's state stays bounded)
+        refunded.append(throttle)
+    return Charges(taken)
 
 
 def given_back(connection: Any, throttle: Any) -> bool:

@@ -11,6 +11,10 @@ the background, so a client that straddles the outage is not granted its budget 
   are taken as one hit; refused, as many as the store has left.
 - Any other strategy is not charged.
 
+An admission given back (`throttle.refund`, a settled `charge_when`, a refused throttle of
+several decided as one: every `traffik.outcomes.Charge.give_back`) is taken out of the entry
+that recorded it (`refund`), so the store is charged only what the client kept.
+
 Best effort: an entry whose last admission is older than its longest period is dropped (the
 store would have forgotten it), an entry the store fails to take is kept for the next
 recovery, at most `MAX_ENTRIES` entries are kept (later ones are not recorded), and a store
@@ -35,15 +39,36 @@ if TYPE_CHECKING:
     from traffik.rates import Rate
     from traffik.strategies.steps import Item
 
-__all__ = ["MAX_ENTRIES", "Ledger", "charge"]
+__all__ = ["MAX_ENTRIES", "Ledger", "charge", "refund"]
 
 MAX_ENTRIES = 100_000
 """Clients a ledger remembers per store; past that, admissions are not recorded (logged)."""
 
 _log = QuietLog(logging.getLogger("traffik"), interval=60.0)
 
-_Entry = tuple[Any, str, tuple["Rate", ...]]
-"""strategy, the client's key (before namespacing), the rates."""
+_Entry = tuple[Any, str, tuple[int, ...]]
+"""strategy, the client's key (before namespacing), the periods of its rates (ms): the same
+for the rates a `per_process` fallback scaled."""
+
+_Owed = list[Any]
+"""`[units, last admission (monotonic), rates]`: what an entry owes, under which rates."""
+
+_ledgers: weakref.WeakSet[Ledger] = weakref.WeakSet()
+"""The ledgers that recorded an admission, for `refund`."""
+
+
+def _periods(rates: tuple[Rate, ...]) -> tuple[int, ...]:
+    return tuple(rate.expire for rate in rates)
+
+
+def refund(
+    backend: ThrottleBackend, strategy: Any, key: str, rates: tuple[Rate, ...], units: int
+) -> None:
+    """Take `units` a refund gave back on `backend` (a fallback) out of the ledger entry that
+    recorded them for `key`, in the first ledger holding one (`Ledger.refund`)."""
+    for ledger in _ledgers:
+        if ledger.refund(backend, strategy, key, rates, units):
+            return
 
 
 async def charge(store: ThrottleBackend, item: Item) -> None:
@@ -66,7 +91,7 @@ class Ledger:
     """Units admitted by a fallback per client, owed to the store that failed."""
 
     def __init__(self) -> None:
-        self._owed: weakref.WeakKeyDictionary[ThrottleBackend, dict[_Entry, list[float]]] = (
+        self._owed: weakref.WeakKeyDictionary[ThrottleBackend, dict[_Entry, _Owed]] = (
             weakref.WeakKeyDictionary()
         )
         self._listening: weakref.WeakSet[ThrottleBackend] = weakref.WeakSet()
@@ -74,7 +99,7 @@ class Ledger:
 
     def owed(self, store: ThrottleBackend) -> int:
         """The units admitted and not yet charged to `store`."""
-        return int(sum(units for units, _ in self._owed.get(store, {}).values()))
+        return int(sum(owed[0] for owed in self._owed.get(store, {}).values()))
 
     def add(
         self, store: ThrottleBackend, strategy: Any, key: str, rates: tuple[Rate, ...], cost: int
@@ -90,7 +115,8 @@ class Ledger:
         owed = self._owed.get(store)
         if owed is None:
             owed = self._owed[store] = {}
-        entry = owed.get((strategy, key, rates))
+            _ledgers.add(self)
+        entry = owed.get((strategy, key, _periods(rates)))
         if entry is None:
             if len(owed) >= MAX_ENTRIES:
                 _log.log(
@@ -101,10 +127,35 @@ class Ledger:
                     MAX_ENTRIES,
                 )
                 return
-            owed[(strategy, key, rates)] = [cost, time.monotonic()]
+            owed[(strategy, key, _periods(rates))] = [cost, time.monotonic(), rates]
         else:
             entry[0] += cost
             entry[1] = time.monotonic()
+            entry[2] = rates
+
+    def refund(
+        self,
+        backend: ThrottleBackend,
+        strategy: Any,
+        key: str,
+        rates: tuple[Rate, ...],
+        units: int,
+    ) -> int:
+        """Take `units` given back on `backend` out of the entry of `key` (its strategy and
+        periods: a fallback's scaled rates match) owed to a store other than `backend` (a
+        charge taken on the store itself was never recorded). Never below zero; an empty
+        entry is dropped. Returns the units taken out."""
+        entry = (strategy, key, _periods(rates))
+        for store, owed in list(self._owed.items()):
+            found = owed.get(entry) if store is not backend else None
+            if found is None:
+                continue
+            taken = min(units, int(found[0]))
+            found[0] -= taken
+            if found[0] <= 0:
+                del owed[entry]
+            return taken
+        return 0
 
     def _settle_soon(self, ref: weakref.ref[ThrottleBackend]) -> None:
         store = ref()
@@ -121,15 +172,16 @@ class Ledger:
         if not owed:
             return 0
         now, charged = time.monotonic(), 0
-        failed: dict[_Entry, list[float]] = {}
-        for (strategy, key, rates), (units, last) in owed.items():
-            if now - last > max(rate.expire for rate in rates) / 1000:
+        failed: dict[_Entry, _Owed] = {}
+        for entry, (units, last, rates) in owed.items():
+            strategy, key, periods = entry
+            if now - last > max(periods) / 1000:
                 continue
             try:
                 for item in items(strategy, key, rates, int(units), store):
                     await charge(store, item)
             except Exception as exc:
-                failed[(strategy, key, rates)] = [units, last]
+                failed[entry] = [units, last, rates]
                 _log.log(
                     logging.WARNING,
                     "failed",

@@ -544,3 +544,9 @@ class WebSocketThrottle(Throttle):
     connection_type = WebSocket
     default_handler = staticmethod(websocket_throttled)
     use_backend_handler = False
+
+    def _admitted(self, connection: Any, *args: Any) -> None:
+        """As `Throttle._admitted`, once `outcomes.follow` has seen the hit: a message's
+        charges are kept together, and the first hit of a new message forgets the last's."""
+        outcomes.follow(connection, self)
+        super()._admitted(connection, *args)
