@@ -235,3 +235,30 @@ async def test_a_fixed_window_alone_on_its_slot_counts_nothing_of_a_refused_step
     finally:
         await cluster.reset()
         await cluster.close()
+
+
+async def test_a_connection_factory_of_a_cluster_groups_its_first_step_by_slot(
+    redis_cluster_url: str,
+) -> None:
+    """A factory tells that its client is a cluster's only once awaited: the first step of two
+    clients' items, which builds the client, is already decided slot by slot (one script of
+    keys on two slots fails: `EVALSHA - all keys must map to the same key slot`)."""
+    startup = [ClusterNode(h, p) for h, p in _addresses(redis_cluster_url)]
+
+    async def make() -> RedisCluster:
+        return RedisCluster(startup_nodes=startup)
+
+    backend = RedisBackend(make, namespace="cluster-factory")
+    step = [
+        *items(TokenBucket(), "a:{x}", parse_rates("5/min"), 1, backend),
+        *items(TokenBucket(), "b:{y}", parse_rates("5/min"), 1, backend),
+    ]
+    try:
+        assert not backend.cluster  # not known yet
+        assert (await backend.evaluate_all(step)).allowed
+        assert backend.cluster
+        await backend.refund_all(step)
+        assert (await backend.evaluate_all(step, commit=False)).remaining == 4
+    finally:
+        await backend.reset()
+        await backend.close()

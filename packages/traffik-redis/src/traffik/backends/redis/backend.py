@@ -139,7 +139,8 @@ class RedisBackend(ScriptSteps, ThrottleBackend):
     a cluster, or built-in strategies combined with strategies that have no Lua) are decided
     group by group in order, each group in one step: a slot's items in one script, the items
     with no Lua under locks. When a group refuses, what the groups before it took is given
-    back (`refund`) and the groups after it are decided as refused. Until then, other
+    back (`refund`) and the groups after it are decided as refused; when one fails (its
+    master lost, a timeout), the same is given back before the error. Until then, other
     requests see that partial state: the earlier groups' budgets look smaller than they are,
     so a request may be refused that one atomic step would have admitted. A refund restores
     the budget, not always the exact state (a log gives back its newest units; a fixed
@@ -306,10 +307,8 @@ class RedisBackend(ScriptSteps, ThrottleBackend):
         them, and failures turned into `BackendError`s (timeouts and lost connections counted
         by the circuit). Every operation takes this path."""
         circuit = self.circuit
-        if circuit.tripped:
-            circuit.check(operation)
-        if not self.initialized:
-            await self.ensure()
+        if circuit.tripped or not self.initialized:
+            await self._ready(operation)
         link = self._clients.get()
         if link is None:
             try:
@@ -345,6 +344,14 @@ class RedisBackend(ScriptSteps, ThrottleBackend):
         if circuit.failures:
             circuit.answered()
         return result
+
+    async def _ready(self, operation: str) -> None:
+        """What an operation needs first: past the store's circuit, and initialised (which
+        builds the client: a connection factory tells only then whether it is a cluster's)."""
+        if self.circuit.tripped:
+            self.circuit.check(operation)
+        if not self.initialized:
+            await self.ensure()
 
     async def _reloaded(self, client: Any, command: Callable[..., Awaitable[T]], args: Any) -> T:
         """`command` again, after `SCRIPT LOAD` of every script."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import struct
 from collections.abc import Awaitable, Sequence
@@ -174,11 +175,16 @@ class ScriptSteps(LockedSteps):
 
     if TYPE_CHECKING:
 
+        @property
+        def initialized(self) -> bool: ...
+
         def _key(self, key: str) -> str: ...
 
         async def _run(
             self, operation: str, command: Callable[..., Awaitable[Any]], *args: Any
         ) -> Any: ...
+
+        async def _ready(self, operation: str) -> None: ...
 
     def waited_decider(
         self, strategy: Any, rate: Rate, cost: int, kind: int
@@ -256,6 +262,8 @@ class ScriptSteps(LockedSteps):
     async def evaluate_all(self, items: Sequence[Item], *, commit: bool = True) -> Decision:
         """Every item decided, then charged all or nothing (`traffik.strategies.steps`), in
         one `EVALSHA` (or group by group, see `_in_order`)."""
+        if not self.initialized:  # (whether the store is a cluster may be known only then)
+            await self._ready("decide")
         groups = _groups(items, [self._key(item.key) for item in items], self.cluster)
         if len(groups) == 1:
             return combine(await self._decide(groups[0], b"c" if commit else b"p"))
@@ -264,6 +272,8 @@ class ScriptSteps(LockedSteps):
     async def refund_all(self, items: Sequence[Item]) -> None:
         """Every item's cost given back (never past a full budget) in one `EVALSHA` (one per
         group when one step cannot do it, see `_in_order`)."""
+        if not self.initialized:
+            await self._ready("refund")
         for group in _groups(items, [self._key(item.key) for item in items], self.cluster):
             await self._refund(group)
 
@@ -286,12 +296,20 @@ class ScriptSteps(LockedSteps):
         """The items decided one group (`_groups`) at a time, each all or nothing (mode 'g':
         a refusing counter counts nothing, even a group's one item). Once a group refuses,
         what the groups before it took is given back, and the groups after it are only read:
-        a refused step of several items takes nothing, as in one step."""
+        a refused step of several items takes nothing, as in one step. A group that fails
+        (its node lost, a timeout) fails the step, after what the groups before it took is
+        given back (as far as the store answers): a failed step takes nothing either."""
         parts: dict[int, Decision] = {}
         taken: list[_Group] = []
         refused = False
         for group in groups:
-            decisions = await self._decide(group, b"g" if commit and not refused else b"p")
+            try:
+                decisions = await self._decide(group, b"g" if commit and not refused else b"p")
+            except BaseException:
+                for earlier in taken:
+                    with contextlib.suppress(Exception):  # (the step's own error tells)
+                        await self._refund(earlier)
+                raise
             parts.update(zip(group.places, decisions))
             if not commit or refused:
                 continue
