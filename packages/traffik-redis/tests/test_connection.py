@@ -142,3 +142,18 @@ async def test_bad_arguments_name_the_value(
     with pytest.raises(error) as caught:
         RedisBackend(**kwargs)
     assert names in str(caught.value)
+
+
+def test_keys_on_several_slots_are_a_refused_command_not_an_unreachable_server() -> None:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import RedisClusterException
+
+    from traffik.backends.redis.errors import translate
+    from traffik.exceptions import BackendConnectionError, BackendError
+
+    slots = RedisClusterException("EVALSHA - all keys must map to the same key slot")
+    error = translate(slots, "redis+cluster://n1:7000", "decide")
+    assert type(error) is BackendError  # not counted by the circuit as the server being down
+    assert "several hash slots" in str(error) and "{client}" in str(error)
+    down = translate(RedisConnectionError("refused"), "redis://h:6379/0", "decide")
+    assert isinstance(down, BackendConnectionError)

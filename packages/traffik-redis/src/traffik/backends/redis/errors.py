@@ -79,6 +79,14 @@ def translate(exc: Exception, server: str, operation: str) -> BackendError:
             f"({detail}); check the username and password in the URL or client",
             cause=exc,
         )
+    if isinstance(exc, RedisClusterException) and "same key slot" in str(exc):
+        # (the client refused a command before sending it: the server is fine)
+        return BackendError(
+            f"Redis at {server}: {operation} was refused by the cluster client, its keys are "
+            f"on several hash slots ({detail}); one command's keys must share a hash tag, "
+            "like {client}",
+            cause=exc,
+        )
     if isinstance(exc, CONNECTION_ERRORS):
         return BackendConnectionError(
             f"Redis at {server}: {operation} failed, server unreachable ({detail})", cause=exc
