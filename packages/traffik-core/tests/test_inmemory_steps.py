@@ -115,6 +115,31 @@ async def test_a_step_equals_the_strategy_s_decision_and_state(
 
 
 @pytest.mark.parametrize("strategy", IN_PLACE, ids=repr)
+async def test_a_step_equals_the_strategy_s_decision_when_the_rate_changes(
+    strategy: Strategy,
+) -> None:
+    """One key decided at every rate in turn (`update_rate`, a rate callable, a deploy): the
+    step reads a state written under another rate as the strategy does, and stores the same."""
+    kind = in_place_kind(strategy)
+    rates = [Rate.parse(text) for text in RATES if _scaled(strategy, text)]
+    clock = ManualClock(1_000.0)
+    fast, slow = InMemoryBackend(clock=clock), InMemoryBackend(clock=clock)
+    await fast.initialize()
+    rng = random.Random(f"rates {strategy!r}")
+    stored = fast.get_key("client") + strategy.suffix
+    for turn in range(400):
+        clock.advance(ms=rng.choice([0, 1, 7, 50, 249, 1200]))
+        rate = rng.choice(rates)
+        cost = rng.randint(1, min(strategy.capacity(rate), 3))
+        decider = fast.decider(strategy, rate, cost, kind)
+        assert decider is not None
+        made = decider("client")
+        assert made == await strategy.decide("client", rate, slow, cost), (turn, rate, cost)
+        assert await fast.get(stored) == await slow.get(stored), turn
+        assert await fast.ttl(stored) == await slow.ttl(stored), turn
+
+
+@pytest.mark.parametrize("strategy", IN_PLACE, ids=repr)
 async def test_decide_now_is_the_decider_s_step(strategy: Strategy) -> None:
     kind = in_place_kind(strategy)
     clock = ManualClock(1_000.0)

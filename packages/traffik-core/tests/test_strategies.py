@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -15,8 +16,10 @@ from traffik.registry import ThrottleRegistry
 from traffik.strategies import (
     DEFAULT_STRATEGY,
     GCRA,
+    CostBasedTokenBucket,
     FixedWindow,
     FixedWindowStrategy,
+    LeakyBucket,
     LeakyBucketWithQueue,
     SlidingWindowCounter,
     SlidingWindowLog,
@@ -269,3 +272,44 @@ def test_a_bucket_too_large_names_its_setting_not_the_rate() -> None:
     assert "lower burst_size=10000000000000" in message
     assert "at this period at most 4,503,599,627,370 fit" in message
     TokenBucket(burst_size=4_503_599_627_370).check_scale(Rate.parse("5/s"))
+
+
+@pytest.mark.parametrize(
+    ("strategy", "first", "second", "admitted"),
+    [
+        (TokenBucket(), "100/h", "1000/d", 998),  # a plan upgrade keeps the 2 spent
+        (TokenBucket(), "10/s", "10/min", 8),
+        (TokenBucketWithDebt(max_debt=2), "10/s", "10/min", 10),  # 2 spent: 8, then 2 of debt
+        (GCRA(), "10/min", "10/s", 8),
+        (LeakyBucket(), "10/min", "10/s", 8),
+        (LeakyBucketWithQueue(), "10/min", "10/s", 8),
+        (CostBasedTokenBucket(), "10/s", "10/min", 8),
+    ],
+    ids=repr,
+)
+async def test_update_rate_carries_what_the_client_spent(
+    backend: InMemoryBackend, strategy: Any, first: str, second: str, admitted: int
+) -> None:
+    """Two hits, `update_rate`, then hits under the new rate (the in-memory hot path): the
+    client keeps the 2 units it holds, whatever the old rate's scale."""
+    from starlette.requests import Request
+
+    request = Request({"type": "http", "method": "GET", "path": "/", "headers": []})
+    throttle = HTTPThrottle(
+        f"carry {strategy!r} {first}",
+        rate=first,
+        backend=backend,
+        strategy=strategy,
+        identifier=lambda connection: "client",
+        registry=ThrottleRegistry(),
+    )
+    passed = []
+    for _ in range(2):
+        passed.append(await throttle.check(request))
+        await throttle.hit(request)
+    throttle.update_rate(second)
+    for _ in range(admitted + 2):
+        passed.append(await throttle.check(request))
+        if passed[-1]:
+            await throttle.hit(request)
+    assert passed == [True] * (2 + admitted) + [False] * 2

@@ -49,8 +49,9 @@ def _worst_log(limit: int) -> list[int]:
 
 
 def _worst_queue(limit: int, period_ms: int) -> list[int]:
-    """A `LeakyBucketWithQueue` state of `limit` undrained hits of cost 1."""
-    return [NOW, *(value for i in range(limit) for value in (NOW - limit + 1 + i, period_ms))]
+    """A `LeakyBucketWithQueue` state of `limit` undrained hits of cost 1, and its rate."""
+    entries = (value for i in range(limit) for value in (NOW - limit + 1 + i, period_ms))
+    return [NOW, *entries, limit, -period_ms]
 
 
 @pytest.mark.parametrize("limit", [1, 7, 1000])
@@ -181,10 +182,12 @@ async def test_the_largest_limit_allowed_fits_a_real_item(
     key = await _longest_key(backend, strategy.suffix)
     if isinstance(strategy, SlidingWindowLog):
         full = _worst_log(largest)
+        short = full[:-2]
     else:
         full = _worst_queue(largest, HOUR)
-    # one hit short of full; the hit at NOW (the clock's time) then appends `full[-2:]`
-    await backend.set(backend.get_key(key) + strategy.suffix, encode_state(full[:-2]), expire=60)
+        short = [*full[:-4], *full[-2:]]  # (the rate stays last)
+    # one hit short of full; the hit at NOW (the clock's time) then adds the last entry
+    await backend.set(backend.get_key(key) + strategy.suffix, encode_state(short), expire=60)
     last = await strategy.decide(key, rate, backend, 1)
     assert last.allowed and last.remaining == 0
     stored = await backend.get(backend.get_key(key) + strategy.suffix)

@@ -144,27 +144,31 @@ async def test_script_matches_transition_and_refund(
     backend, clock = clocked
     rng = random.Random(f"{strategy!r}")
     lowest = 0  # the fewest tokens a token bucket held: below 0 means in debt
-    for rate in _decidable(strategy, RATES):
-        key = backend.get_key(f"{strategy!r}:{rate}") + strategy.suffix
-        state: list[int] | None = None
-        capacity = strategy.capacity(rate)
+    rates = _decidable(strategy, RATES)
+    # One key for the whole walk: each rate takes over the state the one before left, and
+    # every 25 steps a hit comes under another rate (`update_rate`, a rate callable).
+    key = backend.get_key(f"{strategy!r}") + strategy.suffix
+    state: list[int] | None = None
+    for rate in rates:
         interval = rate.expire // rate.limit
         for step in range(150):
             clock.advance(ms=rng.choice([0, 0, 1, 7, 33, interval - 1, interval, 250]))
             if step % 40 == 39:
                 clock.advance(ms=rng.choice([rate.expire // 2, rate.expire, 5 * rate.expire // 2]))
+            at = rng.choice(rates) if step % 25 == 12 else rate
+            capacity = strategy.capacity(at)
             cost = min(rng.choice([1, 1, 1, 2, 3, capacity, rng.randint(1, capacity)]), capacity)
             written, ttl_ms, started = False, 0, time.monotonic()
             if step % 7 == 3:
-                await backend.refund_all([Item(strategy, key, rate, cost)])
+                await backend.refund_all([Item(strategy, key, at, cost)])
                 if state is not None:  # a missing key is a full budget already
-                    state, ttl_ms = strategy.refund(state, clock.ms(), rate, cost)
+                    state, ttl_ms = strategy.refund(state, clock.ms(), at, cost)
                     written = True
             else:
                 commit = step % 11 != 5
-                expected, new_state, ttl_ms = strategy.transition(state, clock.ms(), rate, cost)
-                got = await backend.evaluate(key, strategy, rate, cost, commit=commit)
-                assert got == expected, (step, rate, cost, state)
+                expected, new_state, ttl_ms = strategy.transition(state, clock.ms(), at, cost)
+                got = await backend.evaluate(key, strategy, at, cost, commit=commit)
+                assert got == expected, (step, at, cost, state)
                 assert all(type(n) is int for n in (got.wait_ms, got.remaining, got.reset_ms))
                 if commit and new_state is not None:
                     state, written = new_state, True
@@ -173,13 +177,13 @@ async def test_script_matches_transition_and_refund(
             pipe = raw.pipeline(transaction=True)
             pttl, stored, _ = await pipe.pttl(key).get(key).persist(key).execute()
             if written and stored is None:  # a short life, already over on the server's clock
-                assert _lived(started) >= ttl_ms, (step, rate, cost, ttl_ms)
+                assert _lived(started) >= ttl_ms, (step, at, cost, ttl_ms)
                 state = None
                 clock.advance(ms=ttl_ms)  # over on the test clock too
             elif written:
                 gone_in = max(ttl_ms, 2)  # the shortest life Redis gives a key
                 assert gone_in - 1_000 < pttl + 1 <= gone_in, (pttl, ttl_ms)
-            assert decode_state(stored) == state, (step, rate, cost)
+            assert decode_state(stored) == state, (step, at, cost)
             if state is not None and isinstance(strategy, TokenBucket):
                 lowest = min(lowest, state[0])
     if isinstance(strategy, TokenBucketWithDebt):
@@ -360,7 +364,9 @@ def test_anything_else_is_no_state() -> None:
 def test_runs_are_read_as_the_history_they_hold() -> None:
     assert decode_state(_packed([7, 9, 2, 3, 5, 1], b"h")) == [7, 9, 2, 2, 2, 5]
     assert decode_state(_packed([7, 9], b"h")) == [7, 9]
-    for runs in ([7], [7, 9, 2], [7, 9, 2, 0], [7, 9, 2, -1], [7, 9, 2, 1.5]):
+    assert decode_state(_packed([7, 9, 2, 3, 5, -1000], b"h")) == [7, 9, 2, 2, 2, 5, -1000]
+    assert decode_state(_packed([7, 9, 5, -1000], b"h")) == [7, 9, 5, -1000]  # and its rate
+    for runs in ([7], [7, 9, 2], [7, 9, 2, 0], [7, 9, 2, -1, 5, 1], [7, 9, 2, 1.5]):
         assert decode_state(_packed(runs, b"h")) is None, runs
 
 

@@ -62,6 +62,11 @@ def _decoded(raw: Any, size: int) -> Optional[list[int]]:
     return state if state is not None and len(state) == size else None
 
 
+def _read(raw: Any) -> Optional[list[int]]:
+    """A stored state as a list (decoded when kept as text; None when missing or corrupt)."""
+    return raw if raw is None or type(raw) is list else decode_state(raw)
+
+
 def _counter(rate: Rate, cost: int) -> Step:
     """`FixedWindow`: `increment_with_ttl` and the decision on the count."""
     limit, period = rate.limit, rate.expire
@@ -84,7 +89,9 @@ def _counter(rate: Rate, cost: int) -> Step:
 
 
 def _token_bucket(strategy: TokenBucket, rate: Rate, cost: int) -> Step:
-    """`TokenBucket.transition` (and `TokenBucketWithDebt`'s): `[tokens, last_ms]`, scaled."""
+    """`TokenBucket.transition` (and `TokenBucketWithDebt`'s): `[tokens, last_ms, limit,
+    period_ms]`, scaled; any other state (none, text, one written under another rate) is
+    first made this rate's, at `now`, by `TokenBucket._tokens`."""
     period, refill, limit = rate.expire, rate.limit, rate.limit
     full = strategy._bucket(rate) * period
     floor = -strategy._debt() * period
@@ -93,8 +100,8 @@ def _token_bucket(strategy: TokenBucket, rate: Rate, cost: int) -> Step:
 
     def step(entry: list[Any], now: int) -> Decision:
         state = entry[0]
-        if type(state) is not list or len(state) != 2:
-            state = _decoded(state, 2) or [full, now]
+        if type(state) is not list or len(state) != 4 or state[3] != period or state[2] != limit:
+            state = [strategy._tokens(_read(state), now, rate), now, limit, period]
         tokens = state[0]
         elapsed = now - state[1]
         if elapsed > 0:
@@ -116,7 +123,8 @@ def _token_bucket(strategy: TokenBucket, rate: Rate, cost: int) -> Step:
 
 
 def _gcra(strategy: GCRA, rate: Rate, cost: int) -> Step:
-    """`GCRA.transition`: `[tat_ms, tat_rest]`, the arrival time in `1/limit` ms."""
+    """`GCRA.transition`: `[tat_ms, tat_rest, limit, period_ms]`, the arrival time in
+    `1/limit` ms; any other state is first made this rate's by `GCRA._backlog`."""
     limit, interval = rate.limit, rate.expire
     span = strategy.tolerance(rate) + interval
     add = cost * interval
@@ -124,9 +132,10 @@ def _gcra(strategy: GCRA, rate: Rate, cost: int) -> Step:
 
     def step(entry: list[Any], now: int) -> Decision:
         state = entry[0]
-        if type(state) is not list or len(state) != 2:
-            state = _decoded(state, 2) or [now, 0]
-        tat, rest = state
+        if type(state) is not list or len(state) != 4 or state[3] != interval or state[2] != limit:
+            tat_ms, tat_rest = divmod(strategy._backlog(_read(state), now, rate), limit)
+            state = [now + tat_ms, tat_rest, limit, interval]
+        tat, rest = state[0], state[1]
         backlog = (tat - now) * limit + rest if tat > now or (tat == now and rest > 0) else 0
         if backlog <= room:
             after = backlog + add
@@ -184,7 +193,8 @@ def _sliding_window_counter(strategy: SlidingWindowCounter, rate: Rate, cost: in
 
 
 def _leaky_bucket(strategy: LeakyBucket, rate: Rate, cost: int) -> Step:
-    """`LeakyBucket.transition`: `[level, last_ms]`, the level scaled."""
+    """`LeakyBucket.transition`: `[level, last_ms, limit, period_ms]`, the level scaled; any
+    other state is first made this rate's by `LeakyBucket._level`."""
     limit, period = rate.limit, rate.expire
     top = limit * period
     add = cost * period
@@ -193,8 +203,8 @@ def _leaky_bucket(strategy: LeakyBucket, rate: Rate, cost: int) -> Step:
 
     def step(entry: list[Any], now: int) -> Decision:
         state = entry[0]
-        if type(state) is not list or len(state) != 2:
-            state = _decoded(state, 2) or [0, now]
+        if type(state) is not list or len(state) != 4 or state[3] != period or state[2] != limit:
+            state = [strategy._level(_read(state), now, rate), now, limit, period]
         level = state[0]
         elapsed = now - state[1]
         if elapsed > 0:
@@ -218,10 +228,7 @@ def _transition(strategy: Any, rate: Rate, cost: int) -> Step:
     """Any other state strategy: its `transition`, on the state as it is stored."""
 
     def step(entry: list[Any], now: int) -> Decision:
-        state = entry[0]
-        if state is not None and type(state) is not list:
-            state = decode_state(state)
-        decision, new_state, ttl_ms = strategy.transition(state, now, rate, cost)
+        decision, new_state, ttl_ms = strategy.transition(_read(entry[0]), now, rate, cost)
         if new_state is not None:
             entry[0], entry[1] = new_state, now + ttl_ms
             decision.at = now

@@ -9,6 +9,7 @@ from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
 from traffik.rates import MAX_LIMIT, Rate
 from traffik.strategies.base import (
+    EXACT_LIMIT,
     Refund,
     StateStrategy,
     Transition,
@@ -33,8 +34,12 @@ class CostBasedTokenBucket(StateStrategy):
     the full rate, expensive traffic more slowly. The multiplier is kept in thousandths, and
     the history is forgotten once the bucket is full again (a full bucket is a fresh one). A
     rejected hit spends nothing; its wait is exact at the current refill rate, which only an
-    admitted hit changes. State: `[tokens, last_ms, cost1, cost2, ...]`, tokens scaled by
-    the period and the thousandths. `lock_config` is accepted for traffik 1.2 code and unused.
+    admitted hit changes. State: `[tokens, last_ms, cost1, cost2, ..., limit, -period_ms]`,
+    tokens scaled by the period and the thousandths, then the rate it was written under, its
+    period negative (a cost never is, so a state written before the rate was kept is read as
+    written under the current rate). Read under another rate, the units the bucket missed,
+    rounded up, are missing from the new rate's bucket, and the history is kept.
+    `lock_config` is accepted for traffik 1.2 code and unused.
     """
 
     name: ClassVar[str] = "cost_based_token_bucket"
@@ -86,26 +91,51 @@ class CostBasedTokenBucket(StateStrategy):
 
     def script_args(self, rate: Rate, cost: int) -> tuple[int, ...]:
         packed = self.cost_window * _PACK + self._least
-        return (rate.limit, rate.expire, cost, self.capacity(rate), packed)
+        size = self.burst_size if self.burst_size is not None else 0  # 0: the limit
+        return (rate.limit, rate.expire, cost, size, packed)
 
-    def _refill(self, history: list[int], rate: Rate) -> int:
+    def _refill(self, history: list[int], limit: int) -> int:
         """Scaled tokens refilled per ms: `limit x multiplier`, the multiplier in thousandths."""
         total = sum(history)
         if not history or total <= 0:
-            return rate.limit * THOUSANDTHS
-        return rate.limit * min(max(self._least, THOUSANDTHS * len(history) // total), THOUSANDTHS)
+            return limit * THOUSANDTHS
+        return limit * min(max(self._least, THOUSANDTHS * len(history) // total), THOUSANDTHS)
 
     def _current(self, state: Optional[list[int]], now: int, rate: Rate) -> tuple[int, list[int]]:
         """The tokens (scaled) at `now` and the cost history; a full bucket has none."""
         full = self.capacity(rate) * rate.expire * THOUSANDTHS
         if state is None or len(state) < 2:
             return full, []
+        limit, period = rate.limit, rate.expire
+        if len(state) >= 4 and state[-1] < 0:  # `[..., limit, -period_ms]`: its rate
+            limit, period, state = state[-2], -state[-1], state[:-2]
+            if limit != rate.limit or period != rate.expire:
+                return self._carried(state, now, limit, period, rate)
+        return self._refilled(state, now, limit, full)
+
+    def _refilled(self, state: list[int], now: int, limit: int, full: int) -> tuple[int, list[int]]:
+        """`[tokens, last_ms, cost1, ...]` at `now`, refilling a bucket of `full` at `limit`."""
         tokens, elapsed = state[0], max(now - state[1], 0)
         history = state[2:][-self.cost_window :]
-        refill = self._refill(history, rate)
+        refill = self._refill(history, limit)
         if elapsed >= ceil_div(full - tokens, refill):
             return full, []
         return tokens + elapsed * refill, history
+
+    def _carried(
+        self, state: list[int], now: int, limit: int, period: int, rate: Rate
+    ) -> tuple[int, list[int]]:
+        """A state written under `limit` per `period` read at `rate`: the units the bucket
+        missed at `now`, rounded up (at most its capacity), missing from the new bucket; the
+        history (costs, in units) kept."""
+        unit = period * THOUSANDTHS
+        bucket = self.burst_size if self.burst_size is not None else limit
+        if limit < 1 or period < 1 or 2 * bucket * unit >= EXACT_LIMIT:
+            return self.capacity(rate) * rate.expire * THOUSANDTHS, []  # no rate: a fresh key
+        tokens, history = self._refilled(state, now, limit, bucket * unit)
+        held = min(ceil_div(bucket * unit - tokens, unit), self.capacity(rate))
+        new_unit = rate.expire * THOUSANDTHS
+        return (self.capacity(rate) - held) * new_unit, history if held else []
 
     def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
         limit, unit = rate.limit, rate.expire * THOUSANDTHS
@@ -117,10 +147,11 @@ class CostBasedTokenBucket(StateStrategy):
         if tokens >= need:
             tokens -= need
             history = [*history, cost][-self.cost_window :]
-            full_in = ceil_div(full - tokens, self._refill(history, rate))
+            full_in = ceil_div(full - tokens, self._refill(history, rate.limit))
             decision = Decision(True, 0, tokens // unit, full_in, limit)
-            return decision, [tokens, now, *history], max(full_in, 1)
-        refill = self._refill(history, rate)
+            state = [tokens, now, *history, limit, -rate.expire]
+            return decision, state, max(full_in, 1)
+        refill = self._refill(history, rate.limit)
         wait = ceil_div(need - tokens, refill)
         reset = ceil_div(full - tokens, refill)
         return Decision(False, wait, max(tokens // unit, 0), reset, limit), None, 0
@@ -150,7 +181,8 @@ class CostBasedTokenBucket(StateStrategy):
             back -= taken
             if not history[-1]:
                 history.pop()
-        return [tokens, now, *history], max(ceil_div(full - tokens, self._refill(history, rate)), 1)
+        state = [tokens, now, *history, rate.limit, -rate.expire]
+        return state, max(ceil_div(full - tokens, self._refill(history, rate.limit)), 1)
 
 
 CostBasedTokenBucketStrategy = CostBasedTokenBucket

@@ -10,9 +10,11 @@ from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
 from traffik.rates import MAX_PERIOD_MS
 from traffik.strategies.base import (
+    EXACT_LIMIT,
     Refund,
     StateStrategy,
     Transition,
+    ceil_div,
     draining_held,
     never_admitted,
 )
@@ -31,8 +33,12 @@ class GCRA(StateStrategy):
     `burst_tolerance_ms=None` (the default) allows a burst of `limit`, the classic GCRA
     tolerance of `(limit - 1)` intervals; `0` makes the flow perfectly smooth (one hit per
     interval). Time is counted in `1/limit` ms, where an interval is exactly `period` units
-    (a tolerance is taken to that precision). State: `[tat_ms, tat_rest]`, the theoretical
-    arrival time `tat_ms + tat_rest / limit`; it expires at that time.
+    (a tolerance is taken to that precision). State: `[tat_ms, tat_rest, limit, period_ms]`,
+    the theoretical arrival time `tat_ms + tat_rest / limit`, then the rate it was written
+    under; it expires at that time. Read under another rate, the backlog at that moment,
+    rounded up to whole units (intervals of the old rate), becomes as many intervals of the
+    new one (at most its capacity). A `[tat_ms, tat_rest]` state (written before the rate
+    was kept) is read as written under the current rate.
     """
 
     name: ClassVar[str] = "gcra"
@@ -96,12 +102,18 @@ class GCRA(StateStrategy):
             },
         )
 
-    @staticmethod
-    def _backlog(state: Optional[list[int]], now: int, rate: Rate) -> int:
+    def _backlog(self, state: Optional[list[int]], now: int, rate: Rate) -> int:
         """The theoretical arrival time minus `now`, in 1/limit ms (0 when it has passed)."""
-        if state is not None and len(state) == 2 and (state[0], state[1]) > (now, 0):
-            return (state[0] - now) * rate.limit + state[1]
-        return 0
+        if state is None or len(state) not in (2, 4):
+            return 0
+        limit = rate.limit
+        if len(state) == 4 and (state[2] != limit or state[3] != rate.expire):
+            limit, period = state[2], state[3]
+            if limit < 1 or period < 1 or 2 * limit * period >= EXACT_LIMIT:
+                return 0  # no rate: a fresh key
+            held = ceil_div(_behind(state, now, limit), period)
+            return min(held, self.capacity(rate)) * rate.expire
+        return _behind(state, now, limit)
 
     def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
         limit, interval = rate.limit, rate.expire
@@ -113,7 +125,7 @@ class GCRA(StateStrategy):
             tat_ms, tat_rest = divmod(after, limit)
             return (
                 Decision(True, 0, (span - after) // interval, reset, limit),
-                [now + tat_ms, tat_rest],
+                [now + tat_ms, tat_rest, limit, interval],
                 max(reset, 1),
             )
         if cost * interval > span:  # (more than `capacity`: never admitted, as `settled` says)
@@ -127,7 +139,16 @@ class GCRA(StateStrategy):
     def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
         backlog = max(self._backlog(state, now, rate) - cost * rate.expire, 0)
         tat_ms, tat_rest = divmod(backlog, rate.limit)
-        return [now + tat_ms, tat_rest], max(-(-backlog // rate.limit), 1)
+        state = [now + tat_ms, tat_rest, rate.limit, rate.expire]
+        return state, max(ceil_div(backlog, rate.limit), 1)
+
+
+def _behind(state: list[int], now: int, limit: int) -> int:
+    """How far the arrival time `state[0] + state[1] / limit` is past `now`, in 1/limit ms
+    (0 when it has passed)."""
+    if (state[0], state[1]) > (now, 0):
+        return (state[0] - now) * limit + state[1]
+    return 0
 
 
 GCRAStrategy = GCRA

@@ -6,9 +6,11 @@ from typing import TYPE_CHECKING, ClassVar, Optional
 
 from traffik.decision import Decision
 from traffik.strategies.base import (
+    EXACT_LIMIT,
     Refund,
     StateStrategy,
     Transition,
+    ceil_div,
     draining_held,
     never_admitted,
 )
@@ -37,12 +39,22 @@ def _admit(level: int, rate: Rate, cost: int) -> tuple[bool, Decision]:
     return False, Decision(False, wait, max(top - level, 0) // period, -(-level // limit), limit)
 
 
+def _drained(state: list[int], now: int, limit: int) -> int:
+    """The level (scaled) of `state` (`[level, last_ms, ...]`) at `now`, draining `limit` per ms."""
+    level, elapsed = state[0], max(now - state[1], 0)
+    return 0 if elapsed >= ceil_div(level, limit) else level - elapsed * limit
+
+
 class LeakyBucket(StateStrategy):
     """A bucket of capacity `limit` that drains at `limit` per period; a hit adds `cost`.
 
-    State: `[level, last_ms]`, the level scaled by the period (`limit` units drain per
-    millisecond). Like traffik 1.2 it admits a first burst of `limit`, then the drain rate; a
-    rejected hit adds nothing. The key expires when the bucket is empty.
+    State: `[level, last_ms, limit, period_ms]`, the level scaled by the period (`limit`
+    units drain per millisecond), then the rate it was written under. Like traffik 1.2 it
+    admits a first burst of `limit`, then the drain rate; a rejected hit adds nothing. The
+    key expires when the bucket is empty. Read under another rate, the level at that moment,
+    rounded up to whole units, is the new rate's level (at most its capacity). A
+    `[level, last_ms]` state (written before the rate was kept) is read as written under the
+    current rate.
     """
 
     name: ClassVar[str] = "leaky_bucket"
@@ -52,31 +64,42 @@ class LeakyBucket(StateStrategy):
     @staticmethod
     def _level(state: Optional[list[int]], now: int, rate: Rate) -> int:
         """The bucket's level (scaled) at `now`."""
-        if state is None or len(state) != 2:
+        if state is None or len(state) not in (2, 4):
             return 0
-        level, elapsed = state[0], max(now - state[1], 0)
-        return 0 if elapsed >= -(-level // rate.limit) else level - elapsed * rate.limit
+        limit = rate.limit
+        if len(state) == 4 and (state[2] != limit or state[3] != rate.expire):
+            limit, period = state[2], state[3]
+            if limit < 1 or period < 1 or 2 * limit * period >= EXACT_LIMIT:
+                return 0  # no rate: a fresh key
+            held = ceil_div(_drained(state, now, limit), period)
+            return min(held, rate.limit) * rate.expire
+        return _drained(state, now, limit)
 
     def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
         level = self._level(state, now, rate)
         admitted, decision = _admit(level, rate, cost)
         if not admitted:
             return decision, None, 0
-        return decision, [level + cost * rate.expire, now], max(int(decision.reset_ms), 1)
+        state = [level + cost * rate.expire, now, rate.limit, rate.expire]
+        return decision, state, max(int(decision.reset_ms), 1)
 
     held = draining_held
 
     def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
         level = max(self._level(state, now, rate) - cost * rate.expire, 0)
-        return [level, now], max(-(-level // rate.limit), 1)
+        return [level, now, rate.limit, rate.expire], max(ceil_div(level, rate.limit), 1)
 
 
 class LeakyBucketWithQueue(StateStrategy):
     """A leaky bucket that keeps its content as a FIFO of `(time, cost)` entries, drained from the head.
 
-    State: `[last_ms, t1, left1, t2, left2, ...]`, each entry's `left` scaled by the period.
-    Decisions match `LeakyBucket`; the queue shows what is waiting to drain (`get_stat`,
-    debugging).
+    State: `[last_ms, t1, left1, t2, left2, ..., limit, -period_ms]`, each entry's `left`
+    scaled by the period, then the rate it was written under, its period negative: a `left`
+    never is, so a state written before the rate was kept (`[last_ms, t1, left1, ...]`) is
+    read as written under the current rate. Decisions match `LeakyBucket`, a rate change
+    included: the level, rounded up to whole units (at most the new capacity), is kept by
+    the newest entries, each holding its own units rounded up; the queue shows what is
+    waiting to drain (`get_stat`, debugging).
     """
 
     name: ClassVar[str] = "leaky_bucket_with_queue"
@@ -86,19 +109,18 @@ class LeakyBucketWithQueue(StateStrategy):
     @staticmethod
     def _queue(state: Optional[list[int]], now: int, rate: Rate) -> list[int]:
         """What is still queued at `now`: `[t1, left1, ...]`, each `left` scaled."""
-        queue: list[int] = []
-        if state and len(state) % 2 == 1:
-            # A full bucket drains in one period: longer idle times change nothing more.
-            drained = min(max(now - state[0], 0), rate.expire) * rate.limit
-            for i in range(1, len(state) - 1, 2):
-                left = state[i + 1]
-                if drained >= left:
-                    drained -= left
-                    continue
-                queue.append(state[i])
-                queue.append(left - drained)
-                drained = 0
-        return queue
+        if not state or len(state) % 2 == 0:
+            return []
+        limit, period = rate.limit, rate.expire
+        if (
+            len(state) >= 3 and state[-1] < 0
+        ):  # `[..., limit, -period_ms]`: the rate it was written under
+            limit, period, state = state[-2], -state[-1], state[:-2]
+            if limit != rate.limit or period != rate.expire:
+                if limit < 1 or 2 * limit * period >= EXACT_LIMIT:
+                    return []  # no rate: a fresh key
+                return _rescaled(_drain(state, now, limit, period), period, rate)
+        return _drain(state, now, limit, period)
 
     def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
         queue = self._queue(state, now, rate)
@@ -108,7 +130,7 @@ class LeakyBucketWithQueue(StateStrategy):
             return decision, None, 0
         queue.append(now)
         queue.append(cost * rate.expire)
-        return decision, [now, *queue], max(int(decision.reset_ms), 1)
+        return decision, [now, *queue, rate.limit, -rate.expire], max(int(decision.reset_ms), 1)
 
     held = draining_held
 
@@ -121,7 +143,39 @@ class LeakyBucketWithQueue(StateStrategy):
             back -= taken
             if not queue[-1]:
                 del queue[-2:]
-        return [now, *queue], max(-(-(sum(queue[1::2])) // rate.limit), 1)
+        state = [now, *queue, rate.limit, -rate.expire]
+        return state, max(ceil_div(sum(queue[1::2]), rate.limit), 1)
+
+
+def _drain(state: list[int], now: int, limit: int, period: int) -> list[int]:
+    """The entries of `[last_ms, t1, left1, ...]` still queued at `now`, draining `limit`
+    per ms from the head."""
+    queue: list[int] = []
+    # A full bucket drains in one period: longer idle times change nothing more.
+    drained = min(max(now - state[0], 0), period) * limit
+    for i in range(1, len(state) - 1, 2):
+        left = state[i + 1]
+        if drained >= left:
+            drained -= left
+            continue
+        queue.append(state[i])
+        queue.append(left - drained)
+        drained = 0
+    return queue
+
+
+def _rescaled(queue: list[int], period: int, rate: Rate) -> list[int]:
+    """A queue scaled by `period` as `rate`'s: its units rounded up, at most `rate.limit`,
+    kept by the newest entries (each its own units rounded up)."""
+    units = min(ceil_div(sum(queue[1::2]), period), rate.limit)
+    kept: list[int] = []
+    for i in range(len(queue) - 2, -1, -2):
+        if not units:
+            break
+        taken = min(ceil_div(queue[i + 1], period), units)
+        units -= taken
+        kept[:0] = [queue[i], taken * rate.expire]
+    return kept
 
 
 LeakyBucketStrategy = LeakyBucket

@@ -9,9 +9,11 @@ from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
 from traffik.rates import MAX_LIMIT
 from traffik.strategies.base import (
+    EXACT_LIMIT,
     Refund,
     StateStrategy,
     Transition,
+    ceil_div,
     draining_held,
     never_admitted,
 )
@@ -38,9 +40,14 @@ def _check_count(owner: str, name: str, value: object, minimum: int) -> None:
 class TokenBucket(StateStrategy):
     """Tokens refill at `limit` per period up to `burst_size` (default: `limit`); a hit spends `cost`.
 
-    State: `[tokens, last_ms]`, tokens scaled by the period (a token is `period` units and
-    `limit` units refill per millisecond); a missing key is a full bucket, and a key expires
-    exactly when its bucket would be full again. A rejected hit spends nothing.
+    State: `[tokens, last_ms, limit, period_ms]`, tokens scaled by the period (a token is
+    `period` units and `limit` units refill per millisecond), then the rate it was written
+    under; a missing key is a full bucket, and a key expires exactly when its bucket would be
+    full again. A rejected hit spends nothing. Read under another rate (`update_rate`, a rate
+    callable, a deploy), the tokens the bucket missed at that moment, rounded up to whole
+    units, are missing from the new rate's bucket (at most its capacity): the client keeps
+    what it spent. A `[tokens, last_ms]` state (written before the rate was kept) is read as
+    written under the current rate.
     """
 
     name: ClassVar[str] = "token_bucket"
@@ -69,17 +76,35 @@ class TokenBucket(StateStrategy):
         return self._bucket(rate) + self._debt()
 
     def script_args(self, rate: Rate, cost: int) -> tuple[int, ...]:
-        return (rate.limit, rate.expire, cost, self._bucket(rate), self._debt())
+        size = self.burst_size if self.burst_size is not None else 0  # 0: the limit
+        return (rate.limit, rate.expire, cost, size, self._debt())
 
     def _tokens(self, state: Optional[list[int]], now: int, rate: Rate) -> int:
         """The tokens (scaled) in the bucket at `now`."""
-        full = self._bucket(rate) * rate.expire
-        if state is None or len(state) != 2:
+        limit, period = rate.limit, rate.expire
+        full = self._bucket(rate) * period
+        if state is None or len(state) not in (2, 4):
             return full
+        if len(state) == 4 and (state[2] != limit or state[3] != period):
+            held = self._missing(state, now)
+            return full if held is None else full - min(held, self.capacity(rate)) * period
         tokens, elapsed = state[0], max(now - state[1], 0)
-        if elapsed >= -(-(full - tokens) // rate.limit):
+        if elapsed >= ceil_div(full - tokens, limit):
             return full
-        return tokens + elapsed * rate.limit
+        return tokens + elapsed * limit
+
+    def _missing(self, state: list[int], now: int) -> Optional[int]:
+        """The whole units (rounded up) a `[tokens, last_ms, limit, period_ms]` state still
+        misses at `now` under the rate it was written under; None when its last two numbers
+        are no rate this bucket decides exactly (a fresh key)."""
+        tokens, last, limit, period = state
+        bucket = self.burst_size if self.burst_size is not None else limit
+        if limit < 1 or period < 1 or 2 * (bucket + self._debt()) * period >= EXACT_LIMIT:
+            return None
+        missing, elapsed = bucket * period - tokens, max(now - last, 0)
+        if elapsed >= ceil_div(missing, limit):
+            return 0
+        return ceil_div(missing - elapsed * limit, period)
 
     def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
         period, refill = rate.expire, rate.limit
@@ -90,7 +115,8 @@ class TokenBucket(StateStrategy):
             tokens -= need
             full_in = -(-(full - tokens) // refill)
             remaining = (tokens - floor) // period
-            return Decision(True, 0, remaining, full_in, rate.limit), [tokens, now], max(full_in, 1)
+            state = [tokens, now, refill, period]
+            return Decision(True, 0, remaining, full_in, rate.limit), state, max(full_in, 1)
         if need > full - floor:  # (more than `capacity`: never admitted, as `settled` says)
             return never_admitted(rate), None, 0
         wait = -(-(need - tokens + floor) // refill)
@@ -103,7 +129,8 @@ class TokenBucket(StateStrategy):
     def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
         full = self._bucket(rate) * rate.expire
         tokens = min(full, self._tokens(state, now, rate) + cost * rate.expire)
-        return [tokens, now], max(-(-(full - tokens) // rate.limit), 1)
+        state = [tokens, now, rate.limit, rate.expire]
+        return state, max(ceil_div(full - tokens, rate.limit), 1)
 
 
 class TokenBucketWithDebt(TokenBucket):

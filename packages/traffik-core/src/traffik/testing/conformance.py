@@ -35,6 +35,7 @@ from traffik.exceptions import BackendConnectionError, ConfigurationError, LockA
 from traffik.rates import MAX_LIMIT, MAX_PERIOD_MS, Rate
 from traffik.strategies import BUILTIN_STRATEGIES, FixedWindow, Strategy
 from traffik.testing.advanced_conformance import AdvancedConformance
+from traffik.testing.rate_change_conformance import RateChangeConformance
 from traffik.testing.steps_conformance import StepsConformance
 
 __all__ = [
@@ -70,7 +71,7 @@ def _strategies() -> list[Strategy]:
 
 
 @pytest.mark.anyio
-class BackendConformance(StepsConformance, AdvancedConformance):
+class BackendConformance(StepsConformance, AdvancedConformance, RateChangeConformance):
     """Behaviour shared by every backend; subclass it and define `make_backend`."""
 
     supports_clock = True

@@ -70,7 +70,9 @@ def override_rate(
     """Give `throttle` another rate (`"1000/min"`, a `Rate`, a callable) inside the block.
 
     The original rate comes back afterwards. Counters are not touched: state counted under
-    the old rate is read under the new one, as when a deployment changes a limit.
+    the old rate is read under the new one, as when a deployment changes a limit, and what
+    the client still holds carries over in units (docs/concepts/strategies.md, "When the
+    rate changes").
     """
     original = throttle.rate
     throttle.update_rate(rate)

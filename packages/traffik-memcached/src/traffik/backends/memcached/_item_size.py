@@ -7,8 +7,9 @@ worst case is a hit of cost 1 per entry (a larger cost takes fewer entries), eac
 written by `encode_state` as comma-separated whole numbers, timestamps in `MS_DIGITS` digits:
 
 - `SlidingWindowLog`, `t1,c1,t2,c2,...`: `MS_DIGITS + 3` bytes per entry, one comma fewer;
-- `LeakyBucketWithQueue`, `last,t1,left1,...` where `left` is at most one period (in ms,
-  scaled by the cost 1): `MS_DIGITS + 2 + digits(period)` bytes per entry, plus `last`.
+- `LeakyBucketWithQueue`, `last,t1,left1,...,limit,-period` where `left` is at most one
+  period (in ms, scaled by the cost 1): `MS_DIGITS + 2 + digits(period)` bytes per entry,
+  plus `last` and the rate the state was written under.
 
 Other strategies keep a few numbers whatever the limit.
 """
@@ -55,7 +56,8 @@ def growth(strategy: Any, rate: Rate) -> Optional[tuple[int, int]]:
     if isinstance(strategy, SlidingWindowLog):
         return -1, MS_DIGITS + 3
     if isinstance(strategy, LeakyBucketWithQueue):
-        return MS_DIGITS, MS_DIGITS + 2 + len(str(rate.expire))
+        period = len(str(rate.expire))
+        return MS_DIGITS + 3 + len(str(rate.limit)) + period, MS_DIGITS + 2 + period
     return None
 
 

@@ -190,8 +190,9 @@ def decode_state(raw: bytes | None) -> list[int] | None:
     """The state the programs read from a stored value: `i` then little-endian doubles, each a
     whole number below 2**53 (`load_state` in `lua/_lists.lua`); or `h` then such doubles,
     CostBasedTokenBucket's: tokens and last_ms, then its cost history as runs of (cost, count),
-    each count at least 1, expanded here; or `q`, PriorityQueue's log (`_queue_log`). None (a
-    fresh key) for anything else."""
+    each count at least 1, expanded here, then the rate it was written under when the last
+    number is negative (`limit, -period_ms`); or `q`, PriorityQueue's log (`_queue_log`). None
+    (a fresh key) for anything else."""
     if raw is not None and raw[:1] == _QUEUE_MARK:
         return _queue_log(raw)
     if raw is None or raw[:1] not in (_STATE_MARK, _RUNS_MARK) or (len(raw) - 1) % 8:
@@ -202,10 +203,14 @@ def decode_state(raw: bytes | None) -> list[int] | None:
     state = [int(v) for v in values]
     if raw[:1] == _STATE_MARK:
         return state
+    rate: list[int] = []
+    if len(state) >= 4 and state[-1] < 0:
+        state, rate = state[:-2], state[-2:]
     runs = state[2:]
     if len(state) < 2 or len(runs) % 2 or any(count < 1 for count in runs[1::2]):
         return None
-    return state[:2] + [cost for cost, count in zip(runs[::2], runs[1::2]) for _ in range(count)]
+    history = [cost for cost, count in zip(runs[::2], runs[1::2]) for _ in range(count)]
+    return state[:2] + history + rate
 
 
 def _queue_log(raw: bytes) -> list[int] | None:

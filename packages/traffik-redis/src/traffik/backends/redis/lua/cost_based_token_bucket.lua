@@ -3,13 +3,38 @@
 -- the cost history (oldest first) as runs of equal costs, each count at least 1: steady costs
 -- keep the state, and the work on it, a few numbers long however long the cost window (its
 -- helpers: _runs.lua). The states of the scripts before ('i': {tokens, last_ms, cost1, cost2,
--- ...}) are read as well. x: the bucket size, y: cost_window * 1024 + the least multiplier
--- (in thousandths).
+-- ...}) are read as well. Either may end with the rate it was written under, {limit,
+-- -period_ms} (a count and a cost are never negative); one without it is read as written under
+-- the current rate. x: the bucket size (0: the limit), y: cost_window * 1024 + the least
+-- multiplier (in thousandths).
 local window = floordiv(y, 1024)
 local least = y - window * 1024
 local unit = period * 1000
-local full, need = x * unit, cost * unit
+local size = x == 0 and limit or x
+local full, need = size * unit, cost * unit
 local runs, valid = load_state(raw, 104), true -- 'h'
+local plain = runs == nil and load_state(raw, 105) -- 'i'
+-- The rate the state was written under (its last two numbers, the period negative), taken off.
+local was_limit, was_period = limit, period
+local tagged = runs or plain
+if tagged and #tagged >= 4 and tagged[#tagged] < 0 then
+  local len = #tagged
+  was_limit, was_period = tagged[len - 1], -tagged[len]
+  tagged[len], tagged[len - 1] = nil, nil
+end
+-- Read under another rate: refilled under it (w_: its numbers), then the units the bucket
+-- missed (rounded up, at most this bucket) missing from this rate's bucket; no rate it can
+-- decide exactly: no state.
+local rescale = was_limit ~= limit or was_period ~= period
+local w_limit, w_unit, w_full = limit, unit, full
+if rescale then
+  local old = x == 0 and was_limit or x
+  w_limit, w_unit = was_limit, was_period * 1000
+  w_full = old * w_unit
+  if was_limit < 1 or 2 * w_full >= 2 ^ 53 then
+    runs, plain = nil, nil
+  end
+end
 if runs ~= nil then
   valid = #runs >= 2 and #runs % 2 == 0
   for i = 4, #runs, 2 do
@@ -19,8 +44,7 @@ if runs ~= nil then
     runs = nil
   end
 else
-  local plain = load_state(raw, 105) -- 'i'
-  if plain ~= nil and #plain >= 2 then
+  if plain and #plain >= 2 then
     runs = {plain[1], plain[2]}
     for i = 3, #plain do
       push_cost(runs, plain[i])
@@ -52,17 +76,24 @@ if valid or not REFUND then -- a refund has nothing to give back to runs that ar
     for i = 3, #runs, 2 do
       total = total + runs[i] * runs[i + 1]
     end
-    local elapsed, refill = now - runs[2], cost_refill(n, total, limit, least)
+    local elapsed, refill = now - runs[2], cost_refill(n, total, w_limit, least)
     if elapsed < 0 then
       elapsed = 0
     end
-    if elapsed >= ceildiv(full - runs[1], refill) then
+    local held = 0
+    if elapsed < ceildiv(w_full - runs[1], refill) then
+      tokens = runs[1] + elapsed * refill
+      held = 1
+      if rescale then
+        held = math.min(ceildiv(w_full - tokens, w_unit), size)
+        tokens = (size - held) * unit
+      end
+    end
+    if held == 0 then
       for i = #runs, 3, -1 do
         runs[i] = nil
       end
       n, total = 0, 0
-    else
-      tokens = runs[1] + elapsed * refill
     end
   end
   if REFUND then
@@ -85,9 +116,11 @@ if valid or not REFUND then -- a refund has nothing to give back to runs that ar
       end
     end
     runs[1], runs[2] = tokens, now
-    state = pack_state(runs, 104)
     ttl = ceildiv(full - tokens, cost_refill(n, total, limit, least))
-  elseif cost <= x and tokens >= need then
+    local len = #runs
+    runs[len + 1], runs[len + 2] = limit, -period
+    state = pack_state(runs, 104)
+  elseif cost <= size and tokens >= need then
     tokens = tokens - need
     push_cost(runs, cost)
     n, total = n + 1, total + cost
@@ -103,8 +136,10 @@ if valid or not REFUND then -- a refund has nothing to give back to runs that ar
     reset = ceildiv(full - tokens, cost_refill(n, total, limit, least))
     admitted, wait, remaining = true, 0, floordiv(tokens, unit)
     runs[1], runs[2] = tokens, now
+    local len = #runs
+    runs[len + 1], runs[len + 2] = limit, -period
     state, ttl = pack_state(runs, 104), reset
-  elseif cost > x then
+  elseif cost > size then
     admitted, wait, remaining, reset = false, period, 0, period
   else
     local refill = cost_refill(n, total, limit, least)

@@ -1,12 +1,27 @@
 -- GCRA (traffik.strategies.gcra), time counted in 1/limit ms (an emission interval is `period`
--- units). State: {tat_ms, tat_rest} ('<cdd'), the theoretical arrival time tat_ms + tat_rest /
--- limit. x: the burst tolerance in 1/limit ms.
+-- units). State: {tat_ms, tat_rest, limit, period_ms} ('<cdddd'), the theoretical arrival time
+-- tat_ms + tat_rest / limit, then the rate it was written under; {tat_ms, tat_rest} ('<cdd',
+-- written before the rate was kept) is read as written under the current rate. x: the burst
+-- tolerance in 1/limit ms.
 local span = x + period
 -- GCRA._backlog: the theoretical arrival time minus now, in 1/limit ms (0 once it has passed).
-local tat_ms, tat_rest = numbers(raw, '<cdd')
+local tat_ms, tat_rest, was_limit, was_period = numbers(raw, '<cdddd')
+if tat_ms == nil then
+  tat_ms, tat_rest = numbers(raw, '<cdd')
+  was_limit, was_period = limit, period
+end
 local backlog = 0
 if tat_ms ~= nil and (tat_ms > now or (tat_ms == now and tat_rest > 0)) then
-  backlog = (tat_ms - now) * limit + tat_rest
+  backlog = (tat_ms - now) * was_limit + tat_rest
+end
+if tat_ms ~= nil and (was_limit ~= limit or was_period ~= period) then
+  -- Written under another rate: the backlog in whole units (intervals of that rate, rounded
+  -- up), as as many intervals of this one (at most its capacity); no rate: no backlog.
+  if was_limit >= 1 and was_period >= 1 and 2 * was_limit * was_period < 2 ^ 53 then
+    backlog = math.min(ceildiv(backlog, was_period), floordiv(span, period)) * period
+  else
+    backlog = 0
+  end
 end
 local after = backlog + cost * period
 if REFUND then
@@ -23,5 +38,6 @@ end
 if admitted ~= false then -- the state for `after`: its arrival time as whole ms, and the rest
   reset = ceildiv(after, limit)
   tat_ms = floordiv(after, limit)
-  state, ttl = struct.pack('<cdd', 'i', now + tat_ms, after - tat_ms * limit), reset
+  state = struct.pack('<cdddd', 'i', now + tat_ms, after - tat_ms * limit, limit, period)
+  ttl = reset
 end

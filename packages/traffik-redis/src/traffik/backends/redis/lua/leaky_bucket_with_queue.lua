@@ -1,16 +1,19 @@
 -- LeakyBucketWithQueue (traffik.strategies.leaky_bucket). State: {last_ms, t1, left1, t2,
--- left2, ...}, each left scaled by the period.
+-- left2, ..., limit, -period_ms}, each left scaled by the period, then the rate it was written
+-- under, its period negative (a left never is: a state without it, written before the rate was
+-- kept, is read as written under the current rate).
 -- LeakyBucketWithQueue._queue: what is still queued at `now` and its level, kept in the state's
 -- own table after its head, which becomes `now` (the time it was drained to). A decision reads
 -- a queue of up to 4096 numbers with one struct call and checks it in the loop that drains it
--- (the fast read), which takes the queue as stored when every number is whole and of magnitude
--- below 2^53 (as load_state requires) and every left is >= 0. When it was drained to now
--- already and keeps all its entries (`same`: hits within one millisecond), the value stays as
--- stored, and an admitted hit appends its entry to it. A queue the fast read leaves, and a
--- refund, take the general read: load_state, then the same drain.
+-- (the fast read), which takes the queue as stored when it was written under this rate, every
+-- number is whole and of magnitude below 2^53 (as load_state requires) and every left is >= 0.
+-- When it was drained to now already and keeps all its entries (`same`: hits within one
+-- millisecond), the value stays as stored, and an admitted hit writes its entry over the rate
+-- and the rate after it. A queue the fast read leaves, and a refund, take the general read:
+-- load_state, then the same drain (under the rate it was written under, then made this rate's).
 local level, kept, queue, plain, same = 0, 1, nil, false, false
 local size = raw and (#raw - 1) / 8 or 0
-if not REFUND and size >= 1 and size <= 4096 and size % 2 == 1
+if not REFUND and size >= 3 and size <= 4096 and size % 2 == 1
   and string.byte(raw, 1) == 105 -- 'i'
 then
   queue = doubles(raw, size)
@@ -21,7 +24,10 @@ then
   -- whole: the sum of the numbers' fractional parts (0 when all are whole; NaN's and the
   -- infinities' are NaN), 1 for a number the fast read leaves to the general one.
   local whole = last % 1
-  for i = 2, size - 1, 2 do
+  if queue[size - 1] ~= limit or queue[size] ~= -period then
+    whole = 1
+  end
+  for i = 2, size - 3, 2 do
     local t, left = queue[i], queue[i + 1]
     whole = whole + t % 1 + left % 1
     if t <= -2 ^ 53 or t >= 2 ^ 53 or left < 0 or left >= 2 ^ 53 then
@@ -34,15 +40,21 @@ then
     end
   end
   plain = whole == 0 and last > -2 ^ 53 and last < 2 ^ 53
-  same = plain and last == now and kept == size
+  same = plain and last == now and kept == size - 2
 end
 if not plain then
   level, kept, queue = 0, 1, load_state(raw, 105) -- 'i'
   if queue ~= nil and #queue % 2 == 1 then
     local len = #queue
+    local was_limit, was_period = limit, period
+    if len >= 3 and queue[len] < 0 then
+      was_limit, was_period = queue[len - 1], -queue[len]
+      len = len - 2
+    end
+    local valid = was_limit >= 1 and 2 * was_limit * was_period < 2 ^ 53
     local idle = now - queue[1]
-    local drained = (idle < 0 and 0 or idle > period and period or idle) * limit
-    for i = 2, len - 1, 2 do
+    local drained = (idle < 0 and 0 or idle > was_period and was_period or idle) * was_limit
+    for i = 2, valid and len - 1 or 0, 2 do
       local left = queue[i + 1]
       if drained >= left then
         drained = drained - left
@@ -52,6 +64,29 @@ if not plain then
         level = level + left - drained
         drained = 0
       end
+    end
+    if valid and (was_limit ~= limit or was_period ~= period) then
+      -- LeakyBucketWithQueue._rescaled: the level in whole units (rounded up, at most this
+      -- rate's capacity), kept by the newest entries, each its own units rounded up.
+      local units = math.min(ceildiv(level, was_period), limit)
+      local first = kept + 1
+      level = 0
+      for i = kept - 1, 2, -2 do
+        if units == 0 then
+          break
+        end
+        local taken = math.min(ceildiv(queue[i + 1], was_period), units)
+        units = units - taken
+        queue[i + 1] = taken * period
+        level = level + taken * period
+        first = i
+      end
+      local j = 2
+      for i = first, kept do
+        queue[j] = queue[i]
+        j = j + 1
+      end
+      kept = j - 1
     end
   else
     queue = {now}
@@ -67,20 +102,22 @@ if REFUND then -- the newest entries leave first
   for i = 3, #queue, 2 do
     level = level + queue[i]
   end
+  queue[#queue + 1], queue[#queue + 2] = limit, -period
   state, ttl = pack_state(queue, 105), ceildiv(level, limit)
 else
   admitted, wait, remaining, reset = admit(level, limit, period, cost)
   if admitted then
     ttl = reset
+    local added = struct.pack('<dddd', now, cost * period, limit, -period)
     if same then
       -- On the server's clock the key keeps its time to live (`ttl` false: no PEXPIRE) when
       -- the one it would get comes to the same PX (decide.lua): its head is now, so it was
       -- last written in this millisecond of the server's, with a life from the level it
       -- holds, `level`.
       if SERVER and (reset <= 2 or ceildiv(level, limit) == reset) then
-        state, ttl = {#raw, struct.pack('<dd', now, cost * period)}, false
+        state, ttl = {#raw - 16, added}, false
       else
-        state = raw .. struct.pack('<dd', now, cost * period)
+        state = string.sub(raw, 1, #raw - 16) .. added
       end
     else
       for i = #queue, kept + 1, -1 do -- past the entries kept (and the struct call's position)
@@ -88,6 +125,7 @@ else
       end
       queue[1] = now
       queue[kept + 1], queue[kept + 2] = now, cost * period
+      queue[kept + 3], queue[kept + 4] = limit, -period
       state = pack_state(queue, 105)
     end
   end

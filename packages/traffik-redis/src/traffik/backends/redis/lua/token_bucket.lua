@@ -1,10 +1,33 @@
 -- Token buckets (traffik.strategies.token_bucket): TokenBucket, and TokenBucketWithDebt through
--- its debt. State: {tokens, last_ms} ('<cdd'), tokens scaled by the period. x: the bucket size,
--- y: the debt allowed, in tokens.
-local full, bottom, need = x * period, -y * period, cost * period
+-- its debt. State: {tokens, last_ms, limit, period_ms} ('<cdddd'), tokens scaled by the period,
+-- then the rate it was written under; {tokens, last_ms} ('<cdd', written before the rate was
+-- kept) is read as written under the current rate. x: the bucket size (0: the limit), y: the
+-- debt allowed, in tokens.
+local size = x == 0 and limit or x
+local full, bottom, need = size * period, -y * period, cost * period
 -- TokenBucket._tokens: the tokens (scaled) in the bucket at `now`; a missing key is a full
 -- bucket.
-local tokens, last = numbers(raw, '<cdd')
+local tokens, last, was_limit, was_period = numbers(raw, '<cdddd')
+if tokens == nil then
+  tokens, last = numbers(raw, '<cdd')
+elseif was_limit ~= limit or was_period ~= period then
+  -- TokenBucket._missing: the whole units (rounded up) the bucket missed at now under the
+  -- rate it was written under, missing from this rate's bucket (at most its capacity); a
+  -- rate this bucket cannot decide exactly is no state.
+  local old = x == 0 and was_limit or x
+  local held = nil
+  if was_limit >= 1 and was_period >= 1 and 2 * (old + y) * was_period < 2 ^ 53 then
+    local missing, elapsed = old * was_period - tokens, now > last and now - last or 0
+    held = 0
+    if elapsed < ceildiv(missing, was_limit) then
+      held = ceildiv(missing - elapsed * was_limit, was_period)
+    end
+  end
+  tokens, last = nil, nil
+  if held ~= nil then
+    tokens, last = full - math.min(held, size + y) * period, now
+  end
+end
 if tokens == nil then
   tokens = full
 else
@@ -13,12 +36,12 @@ else
 end
 if REFUND then
   tokens = math.min(full, tokens + need)
-  state, ttl = struct.pack('<cdd', 'i', tokens, now), ceildiv(full - tokens, limit)
+  state, ttl = struct.pack('<cdddd', 'i', tokens, now, limit, period), ceildiv(full - tokens, limit)
 elseif tokens - need >= bottom then
   tokens = tokens - need
   reset = ceildiv(full - tokens, limit)
   admitted, wait, remaining = true, 0, floordiv(tokens - bottom, period)
-  state, ttl = struct.pack('<cdd', 'i', tokens, now), reset
+  state, ttl = struct.pack('<cdddd', 'i', tokens, now, limit, period), reset
 elseif need > full - bottom then -- more than the strategy's capacity: never admitted
   admitted, wait, remaining, reset = false, period, 0, period
 else
