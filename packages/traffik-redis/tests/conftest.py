@@ -1,7 +1,8 @@
 """Redis servers for the tests: started on free loopback ports, or reached through environment URLs.
 
 - `redis_url`: one `redis-server` for the session, or `TRAFFIK_REDIS_URL` when set.
-- `redis_cluster_url`: a three-node Redis Cluster for the session, or `TRAFFIK_REDIS_CLUSTER_URL`.
+- `redis_cluster_url`: a three-node Redis Cluster for the session, or `TRAFFIK_REDIS_CLUSTER_URL`;
+  `cluster_addresses`: its nodes' `(host, port)`; `nodes`: a plain client per node.
 - `redis_server`: a factory for dedicated servers a test may kill and restart.
 - `redis_sentinel_url`: a `redis+sentinel://` URL of one Sentinel watching a master `mymaster`.
 - `raw`: a plain redis-py client on `redis_url`, to look at what the backend stored.
@@ -79,6 +80,22 @@ def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
         yield cluster.start().url
     finally:
         cluster.stop()
+
+
+@pytest.fixture
+def cluster_addresses(redis_cluster_url: str) -> list[tuple[str, int]]:
+    """The `(host, port)` of each node of `redis_cluster_url`."""
+    hosts = redis_cluster_url.split("://", 1)[1].split(",")
+    return [(host.rsplit(":", 1)[0], int(host.rsplit(":", 1)[1])) for host in hosts]
+
+
+@pytest.fixture
+async def nodes(cluster_addresses: list[tuple[str, int]]) -> AsyncIterator[list[Redis]]:
+    """A plain redis-py client on each node of the cluster, to look at what each stored."""
+    clients = [Redis(host=host, port=port) for host, port in cluster_addresses]
+    yield clients
+    for client in clients:
+        await client.aclose()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ several items in one script when they share a slot, in order with refunds when t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis, RedisCluster
@@ -19,19 +18,6 @@ from traffik.strategies import BUILTIN_STRATEGIES, FixedWindow, Strategy, TokenB
 from traffik.strategies.steps import Combined, Item, items
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
-
-
-def _addresses(url: str) -> list[tuple[str, int]]:
-    hosts = url.split("://", 1)[1].split(",")
-    return [(h.rsplit(":", 1)[0], int(h.rsplit(":", 1)[1])) for h in hosts]
-
-
-@pytest.fixture
-async def nodes(redis_cluster_url: str) -> AsyncIterator[list[Redis]]:
-    clients = [Redis(host=h, port=p) for h, p in _addresses(redis_cluster_url)]
-    yield clients
-    for client in clients:
-        await client.aclose()
 
 
 async def _keys_per_node(nodes: list[Redis], pattern: str) -> list[int]:
@@ -110,8 +96,10 @@ async def test_one_round_trip_per_decision_on_a_cluster(
         await backend.close()
 
 
-async def test_a_given_cluster_client_without_decoding(redis_cluster_url: str) -> None:
-    startup = [ClusterNode(h, p) for h, p in _addresses(redis_cluster_url)]
+async def test_a_given_cluster_client_without_decoding(
+    cluster_addresses: list[tuple[str, int]],
+) -> None:
+    startup = [ClusterNode(h, p) for h, p in cluster_addresses]
     client = RedisCluster(startup_nodes=startup)
     backend = RedisBackend(client, namespace="cluster-given")
     try:
@@ -129,8 +117,8 @@ async def test_a_given_cluster_client_without_decoding(redis_cluster_url: str) -
         await client.aclose()
 
 
-async def test_a_list_of_nodes(redis_cluster_url: str) -> None:
-    addresses = _addresses(redis_cluster_url)
+async def test_a_list_of_nodes(cluster_addresses: list[tuple[str, int]]) -> None:
+    addresses = cluster_addresses
     backend = RedisBackend(
         [addresses[0], {"host": addresses[1][0], "port": addresses[1][1]}], namespace="nodes"
     )
@@ -238,12 +226,12 @@ async def test_a_fixed_window_alone_on_its_slot_counts_nothing_of_a_refused_step
 
 
 async def test_a_connection_factory_of_a_cluster_groups_its_first_step_by_slot(
-    redis_cluster_url: str,
+    cluster_addresses: list[tuple[str, int]],
 ) -> None:
     """A factory tells that its client is a cluster's only once awaited: the first step of two
     clients' items, which builds the client, is already decided slot by slot (one script of
     keys on two slots fails: `EVALSHA - all keys must map to the same key slot`)."""
-    startup = [ClusterNode(h, p) for h, p in _addresses(redis_cluster_url)]
+    startup = [ClusterNode(h, p) for h, p in cluster_addresses]
 
     async def make() -> RedisCluster:
         return RedisCluster(startup_nodes=startup)

@@ -5,7 +5,7 @@ fails on one node taking nothing from the others."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,18 +106,6 @@ async def _evalsha_calls(nodes: list[Redis]) -> int:
     for node in nodes:
         total += int((await node.info("commandstats")).get("cmdstat_evalsha", {}).get("calls", 0))
     return total
-
-
-def _addresses(url: str) -> list[tuple[str, int]]:
-    return [(h.rsplit(":", 1)[0], int(h.rsplit(":", 1)[1])) for h in url[16:].split(",")]
-
-
-@pytest.fixture
-async def nodes(redis_cluster_url: str) -> AsyncIterator[list[Redis]]:
-    clients = [Redis(host=h, port=p) for h, p in _addresses(redis_cluster_url)]
-    yield clients
-    for client in clients:
-        await client.aclose()
 
 
 @pytest.mark.parametrize(
