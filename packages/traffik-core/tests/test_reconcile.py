@@ -154,3 +154,43 @@ async def test_a_refund_takes_its_units_out_of_the_entry_never_below_zero() -> N
     await _recover(store)
     assert await _left(store, strategy, "client") == 10
     assert await _left(store, strategy, "other") == 8
+
+
+async def test_a_give_back_the_fallback_fails_to_take_stays_owed_to_the_store() -> None:
+    """A refund the fallback itself fails to take leaves the client charged there, so the
+    ledger keeps the units owed: the recovered store is charged all four admissions."""
+    from traffik import HTTPThrottle
+    from traffik.error_handlers import fallback
+    from traffik.exceptions import ConnectionThrottled
+    from traffik.testing import FailingBackend
+
+    inner = _store()
+    store = FailingBackend(inner)
+    store.circuits = inner.circuits
+    spare = FailingBackend(InMemoryBackend(namespace="spare"))
+    throttle = HTTPThrottle(
+        "given-back-failing",
+        "10/min",
+        backend=store,
+        on_error=fallback(spare),
+        charge_when=lambda outcome: outcome.status_code < 400,
+        per_route=False,
+    )
+    store.fail(BackendConnectionError("down"))
+    requests = [_request() for _ in range(4)]
+    for request in requests:
+        await throttle.hit(request)
+    spare.fail(BackendConnectionError("spare down too"), operations="refund")
+    for request in requests[1:]:
+        await throttle.refund(request)  # (logged: nothing given back)
+    spare.recover()
+    store.recover()
+    await _recover(inner)
+    admitted = 0
+    for _ in range(12):
+        try:
+            await throttle.hit(_request())
+        except ConnectionThrottled:
+            continue
+        admitted += 1
+    assert admitted == 6  # ten, less the four admissions the client kept

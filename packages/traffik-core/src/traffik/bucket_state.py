@@ -1,8 +1,13 @@
-"""Reading and forgetting one client's bucket without counting: `stat`, `check`, `reset`.
+"""Reading, giving back and forgetting one client's bucket: `stat`, `check`, `refund`, `reset`.
 
 Mixed into `Throttle`. A client is named by a connection (its identity and route) or by the
 identifier the throttle gives it; a route other than the connection's own is named by
 `path` (as declared, mounts included) and `method`.
+
+A failure of the store follows the throttle's `on_error` (`traffik.on_error.bucket_failure`):
+`"raise"` re-raises; any other policy logs it and answers: `stat` None, `check` as the policy
+decides (False under `"throttle"`, else True), `refund` gives nothing back, `reset` False. A
+`ConfigurationError` (a bad argument) always raises.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from starlette.websockets import WebSocket
 
 from traffik.buckets import named_route_part
 from traffik.exceptions import ConfigurationError
+from traffik.on_error import bucket_failure
 from traffik.outcomes import given_back, take_charge
 from traffik.throttle_settings import check_cost
 from traffik.typing import EXEMPTED, StrategyStat
@@ -27,7 +33,7 @@ __all__ = ["BucketState"]
 
 
 class BucketState:
-    """`stat`, `check` and `reset` of one client's bucket, for `Throttle`."""
+    """`stat`, `check`, `refund` and `reset` of one client's bucket, for `Throttle`."""
 
     uid: str
     strategy: Any
@@ -35,6 +41,7 @@ class BucketState:
     _cost_fn: Optional[Callable[..., Any]]
     _rates: tuple[Rate, ...]
     _rate_fn: Optional[Callable[..., Any]]
+    on_error: Any
     context: dict[str, Any]
     per_route: bool
     charge_when: Optional[Callable[..., Any]]
@@ -103,6 +110,20 @@ class BucketState:
             backend = backend or self.get_backend()
         return self.key_for(connection, ident, ctx, route=route), backend, ctx
 
+    def _failed(
+        self,
+        operation: str,
+        exc: Exception,
+        client: Any,
+        backend: Optional[ThrottleBackend],
+        outcome: str,
+    ) -> Any:
+        """`bucket_failure` for `operation` on `client`'s bucket on `backend` (None: the one
+        the throttle would use); returns the policy, or raises (`"raise"`, bad arguments)."""
+        if backend is None and self.on_error is None and not isinstance(exc, ConfigurationError):
+            backend = self.get_backend(client if hasattr(client, "scope") else None)
+        return bucket_failure(self, operation, exc, backend, outcome)
+
     async def _rates_of(self, client: Any, ctx: Mapping[str, Any]) -> tuple[Rate, ...]:
         if self._rate_fn is None:
             return self._rates
@@ -130,7 +151,24 @@ class BucketState:
         `"/items/{item_id}"`, mounts included) and `method` (default GET) read another
         route's, e.g. from a `GET /quota` endpoint. `backend` defaults to the one the
         throttle would use.
+
+        A failure of the store follows `on_error`: `"raise"` raises it; any other policy logs
+        it and answers None (the state is not known).
         """
+        try:
+            return await self._stat(connection, context, path, method, backend)
+        except Exception as exc:
+            self._failed("stat", exc, connection, backend, "no state read")
+            return None
+
+    async def _stat(
+        self,
+        connection: Any,
+        context: Optional[Mapping[str, Any]],
+        path: Optional[str],
+        method: Optional[str],
+        backend: Optional[ThrottleBackend],
+    ) -> Optional[StrategyStat]:
         bucket = await self._bucket(connection, context, path, method, backend)
         if bucket is None:
             return None
@@ -178,20 +216,26 @@ class BucketState:
 
         `client` is a connection the throttle saw or an identifier (see `_bucket`); `path`
         (as declared, mounts included) and `method` (default GET) name another route;
-        `backend` defaults to the one the throttle would use."""
+        `backend` defaults to the one the throttle would use. A failure of the store follows
+        `on_error`: `"raise"` raises it; any other policy logs it and returns False (nothing
+        is known to be forgotten)."""
         if getattr(self.strategy, "suffix", None) is None:
             raise ConfigurationError(
                 f"{self!r}: its strategy {self.strategy!r} does not say where it keeps state "
                 "(no `suffix`); clear the whole backend with `await backend.reset()`"
             )
-        bucket = await self._bucket(client, context, path, method, backend)
-        if bucket is None:
+        try:
+            bucket = await self._bucket(client, context, path, method, backend)
+            if bucket is None:
+                return False
+            key, on, ctx = bucket
+            rates = await self._rates_of(client, ctx)
+            removed = [await on.delete(item.key) for item in self.items(key, rates, 1, on)]
+        except Exception as exc:
+            self._failed("reset", exc, client, backend, "nothing forgotten")
             return False
-        key, backend, ctx = bucket
-        rates = await self._rates_of(client, ctx)
-        removed = [await backend.delete(item.key) for item in self.items(key, rates, 1, backend)]
-        if backend.refusals is not None:
-            backend.refusals.forget(key)
+        if on.refusals is not None:
+            on.refusals.forget(key)
         return any(removed)
 
     async def refund(
@@ -221,6 +265,11 @@ class BucketState:
         let through by `on_error`, or already given back) gets nothing. `path`, `method`,
         `backend` or `context` name a bucket instead.
 
+        A hit decided by `on_error` after a failure is noted too: the charge a fallback took
+        is given back on the fallback, and a hit no store took (`"allow"`) gets nothing. A
+        failure of the store while giving back follows `on_error`: `"raise"` raises it; any
+        other policy logs it and gives nothing back (the client stays charged).
+
         Raises:
             ConfigurationError: When `cost` is not a whole number >= 0.
         """
@@ -235,10 +284,29 @@ class BucketState:
         ):
             charge = take_charge(client, self, cost)
             if charge is not None:
-                await charge.give_back()
+                try:
+                    await charge.give_back()
+                except Exception as exc:
+                    taken = charge.charges[0].backend if charge.charges else None
+                    self._failed("refund", exc, client, taken, "nothing given back")
                 return
             if self.charge_when is not None or given_back(client, self):
                 return  # (nothing of this connection's is left to give back)
+        try:
+            await self._refund(client, cost, context, path, method, backend)
+        except Exception as exc:
+            self._failed("refund", exc, client, backend, "nothing given back")
+
+    async def _refund(
+        self,
+        client: Any,
+        cost: Optional[int],
+        context: Optional[Mapping[str, Any]],
+        path: Optional[str],
+        method: Optional[str],
+        backend: Optional[ThrottleBackend],
+    ) -> None:
+        """`refund` on the bucket `client`, `path`, `method`, `context` name on `backend`."""
         bucket = await self._bucket(client, context, path, method, backend)
         if bucket is None:
             return
@@ -259,10 +327,17 @@ class BucketState:
         cost: Optional[int] = None,
         context: Optional[Mapping[str, Any]] = None,
     ) -> bool:
-        """Whether a hit of `cost` would pass now (best effort; nothing is counted)."""
-        stat = await self.stat(connection, context)
-        if stat is None:
-            return True
-        ctx = self.context if context is None else {**self.context, **context}
-        needed = cost if cost is not None else await self._cost_for(connection, ctx)
+        """Whether a hit of `cost` would pass now (best effort; nothing is counted). A failure
+        of the store follows `on_error`: `"raise"` raises it; any other policy logs it and
+        answers as a hit would be decided: False under `"throttle"`, else True (a handler is
+        not run: it would decide, and charge, on a store of its own)."""
+        try:
+            stat = await self._stat(connection, context, None, None, None)
+            if stat is None:
+                return True
+            ctx = self.context if context is None else {**self.context, **context}
+            needed = cost if cost is not None else await self._cost_for(connection, ctx)
+        except Exception as exc:
+            policy = self._failed("check", exc, connection, None, "answered as a hit would be")
+            return policy == "allow" or callable(policy)
         return stat.hits_remaining >= needed

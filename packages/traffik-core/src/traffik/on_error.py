@@ -14,6 +14,17 @@ the handlers here never decide on a missing key: `fallback`, `retry` and `failov
 Answers made by the policy carry no quota (`Decision.remaining` is None): a client is never
 told it has `r=0` left because the store was down.
 
+A failure while reading, giving back or forgetting one client's bucket (`stat`, `check`,
+`refund`, `reset`, called by an application inside a request) follows the same policy
+(`bucket_failure`): `"raise"` re-raises; any other is logged as a decision's failure is, and
+the operation answers for itself: `stat` None, `check` False under `"throttle"` (else True),
+`refund` gives nothing back, `reset` returns False. A handler is not run for these (it would
+decide, and charge, on a store of its own). A `ConfigurationError` raises, as here.
+
+After a failed decision, the connection notes what the policy's decision charged (`recover`):
+a fallback's charge is given back on the fallback by `refund`, and a hit no store took has
+nothing to give back.
+
 The handlers (`fallback`, `retry`, `failover`) live in `traffik.error_handlers`.
 """
 
@@ -25,6 +36,7 @@ import math
 from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypedDict, Union
 
+from traffik import outcomes
 from traffik.decision import LONGEST_WAIT_MS, Decision
 from traffik.exceptions import ConfigurationError
 from traffik.logs import QuietLog
@@ -41,6 +53,7 @@ __all__ = [
     "ExceptionInfo",
     "ThrottleExceptionInfo",
     "apply_on_error",
+    "bucket_failure",
     "check_on_error",
     "decision_from_wait",
     "recover",
@@ -216,6 +229,73 @@ async def apply_on_error(policy: Any, info: ThrottleExceptionInfo) -> Decision:
     return decision_from_wait(result, limit)
 
 
+def bucket_failure(
+    throttle: Any, operation: str, exc: Exception, backend: Optional[ThrottleBackend], outcome: str
+) -> Any:
+    """The `on_error` policy a failure of `operation` on one client's bucket follows (module
+    docstring): the throttle's, else `backend`'s (the one the operation ran on). Logged as a
+    decision's failure is (once per 10 seconds per throttle, operation, error type and
+    policy), saying what the operation did instead (`outcome`).
+
+    Args:
+        throttle: The throttle whose operation failed.
+        operation: `"refund"`, `"reset"`, `"stat"` or `"check"`.
+        exc: The exception the operation raised.
+        backend: The backend it ran on, None when not known.
+        outcome: What the operation answers instead, for the log (`"nothing given back"`).
+
+    Returns:
+        The policy: `"throttle"` (or None), `"allow"` or a handler, never run here.
+
+    Raises:
+        ConfigurationError: `exc`, when it is one: a mistake in the call, not an outage.
+        Exception: `exc`, when the policy is `"raise"`.
+    """
+    policy = throttle.on_error
+    if policy is None and backend is not None:
+        policy = backend.on_error
+    if isinstance(exc, ConfigurationError) or policy == "raise":
+        raise exc
+    _failures.log(
+        logging.WARNING,
+        (
+            getattr(throttle, "uid", None),
+            operation,
+            type(exc),
+            policy if isinstance(policy, str) else "handler",
+        ),
+        "%r could not %s (%s: %s); on_error=%r: %s",
+        throttle,
+        operation,
+        type(exc).__name__,
+        exc,
+        policy,
+        outcome,
+    )
+    return policy
+
+
+def _note_failed_hit(connection: Any, throttle: Any, charged: bool) -> None:
+    """After the policy decided a hit that failed: the connection notes charges from now on
+    (`traffik.outcomes`), so the charge a store took for it (`charged`: a fallback's, a
+    retry's) is noted and given back there by `refund`; a hit no store is known to have
+    charged is marked as having nothing to give back (`outcomes.given_back`)."""
+    scope = getattr(connection, "scope", None)
+    if scope is None:
+        return
+    state = scope.get("state")
+    if state is None:
+        scope["state"] = state = {}
+    if state.get(outcomes.CHARGES_KEY) is None:
+        state[outcomes.CHARGES_KEY] = []
+    if scope.get("type") == "websocket":  # (a message of its own: `follow` it first)
+        outcomes.follow(connection, throttle)
+    if not charged:
+        refunded = state.setdefault(outcomes.REFUNDED_KEY, [])
+        if throttle not in refunded:
+            refunded.append(throttle)
+
+
 async def recover(
     throttle: Any,
     exc: Exception,
@@ -236,7 +316,8 @@ async def recover(
     what it charged is noted (and given back) there. Any other decision of the policy is
     not known to have charged anything on `backend`: one with a quota (`remaining`) comes
     with no key, so no charge is noted for it (a policy's own answer has no quota, and is
-    never noted).
+    never noted). Either way the connection notes it (`_note_failed_hit`): a later
+    `throttle.refund(connection)` gives back on the store that took the hit, or nothing.
 
     Args:
         throttle: The throttle whose decision raised.
@@ -280,7 +361,9 @@ async def recover(
     decision = await apply_on_error(policy, info)
     for found, decided_rates, taken, decided_key, on in reversed(made):
         if found is decision:
+            _note_failed_hit(connection, throttle, decision.allowed and found.remaining is not None)
             return decision, decided_rates, decided_key, taken, on
+    _note_failed_hit(connection, throttle, False)
     if decision.remaining is not None:  # (a quota, from a store we do not know of)
         key = None
     return decision, rates, key, info["cost"], backend

@@ -62,7 +62,8 @@ CHARGES_KEY = "traffik.charges"
 """Where a connection's state keeps the charges to settle once its outcome is known."""
 
 REFUNDED_KEY = "traffik.refunded"
-"""Where a connection's state keeps the throttles whose noted charges were given back in full."""
+"""Where a connection's state keeps the throttles with nothing left to give back: their noted
+charges were given back in full, or `on_error` admitted their hit with no store charged."""
 
 MESSAGE_KEY = "traffik.message"
 """Where a WebSocket's state counts the messages it received since a throttle followed it."""
@@ -129,12 +130,13 @@ class Charge:
         backend = self.backend
         units = self.cost if cost is None else min(cost, self.cost)
         if units:
-            reconcile.refund(backend, self.throttle.strategy, self.key, self.rates, units)
             items = held(self.throttle.items(self.key, self.rates, units, backend), self, backend)
             if items:
                 await backend.refund_all(items)
                 if backend.refusals is not None:  # the budget moved back: ask the store again
                     backend.refusals.forget(self.key)
+            # (once given back: a fallback that failed to take them back keeps them owed)
+            reconcile.refund(backend, self.throttle.strategy, self.key, self.rates, units)
 
     def __repr__(self) -> str:
         return f"Charge({self.throttle!r}, key={self.key!r}, cost={self.cost})"
