@@ -11,6 +11,7 @@ from fastapi import Depends, FastAPI, Request
 
 from traffik import HTTPThrottle, InMemoryBackend, ManualClock
 from traffik.exceptions import ConfigurationError
+from traffik.rates import Rate
 from traffik.strategies import TokenBucket, custom
 from traffik.strategies.markers import KeyMarker
 
@@ -206,3 +207,38 @@ async def test_cost_based_refund_gives_back_only_what_has_not_refilled() -> None
     assert await _refunded_after(slow, "10/10s", [], 10, 18, [9]) == (0, 1)
     # Before anything refilled, the whole charge comes back.
     assert await _refunded_after(slow, "10/10s", [], 4, 0, []) == (6, 10)
+
+
+def test_adaptive_under_another_limit_keeps_the_count_and_its_share_of_the_limit() -> None:
+    """`100/min` cut to 60, then `10/min` in the same window: the count is kept and the
+    effective limit is 60% of the new limit (6), never the 60 it was; a refund undoes the cut
+    back to the new limit. Raised to `200/min`, an uncut client has all of it."""
+    strategy = custom.AdaptiveThrottle(0.8, 0.6, 0.1, 0.3)
+    old, new = Rate.parse("100/min"), Rate.parse("10/min")
+    now, state = 60_000, None
+    for _ in range(81):  # the 81st passes the threshold: cut to 60
+        state = strategy.transition(state, now, old, 1)[1] or state
+    assert state == [1, 81, 60, 100, 100, 60_000]
+    decision, written, _ = strategy.transition(state, now, Rate.parse("100/min"), 1)
+    assert not decision.allowed and written is None  # 81 > 60 under the old limit too
+    assert strategy._window(state, now + 1, new)[2:] == (81, 6, 10)  # count, effective, cut_from
+    assert not strategy.transition(state, now + 1, new, 1)[0].allowed
+    refunded, _ = strategy.refund(state, now + 1, new, 80)  # count 1: no hit passed the threshold
+    assert refunded == [1, 1, 10, 0, 10, 60_000]
+    fresh = strategy.transition(None, now, Rate.parse("10/min"), 2)[1]
+    assert strategy._window(fresh, now + 1, Rate.parse("200/min"))[2:] == (2, 200, 0)
+    # another period: a new window, uncut, wherever the window ids fall
+    assert strategy._window(state, now + 1, Rate.parse("10/s"))[2:] == (0, 10, 0)
+
+
+def test_rollover_under_a_lower_limit_is_at_most_what_that_limit_rolls_over() -> None:
+    strategy = custom.QuotaWithRollover(rollover_percentage=0.5, max_rollover=500)
+    old, new = Rate.parse("100/min"), Rate.parse("10/min")
+    state = strategy.transition(None, 0, old, 10)[1]  # 90 unused: 45 roll over
+    state = strategy.transition(state, 60_000, old, 1)[1]
+    assert state == [1, 1, 45, 60_000]
+    admitted = 0
+    for _ in range(60):
+        decision, written, _ = strategy.transition(state, 60_001, new, 1)
+        state, admitted = written or state, admitted + decision.allowed
+    assert admitted == 10 + 5 - 1  # the new limit and the 5 it rolls over at most, less 1 used

@@ -29,11 +29,15 @@ RATE = Rate.parse("10/min")
 
 
 def test_window_keys_are_distinct_and_fit() -> None:
-    assert window_key(b"ns:1:u:swc", 28333334) == b"ns:1:u:swc#w28333334"
-    assert window_key(b"ns:1:u:swc", 1) != window_key(b"ns:1:u:swc", 11)
+    assert window_key(b"ns:1:u:swc", 28333334, 60_000) == b"ns:1:u:swc#w28333334/60000"
+    assert window_key(b"ns:1:u:swc", 1, 1_000) != window_key(b"ns:1:u:swc", 11, 1_000)
+    # window 1 of a second is not window 1 of ten (nor window 11 of a second)
+    assert window_key(b"ns:1:u:swc", 1, 1_000) != window_key(b"ns:1:u:swc", 1, 10_000)
+    assert window_key(b"ns:1:u:swc", 11, 1_000) != window_key(b"ns:1:u:swc", 1, 11_000)
     long = b"k" * MAX_KEY_BYTES
-    hashed = window_key(long, 28333334)
-    assert len(hashed) <= MAX_KEY_BYTES and hashed != window_key(long, 28333335)
+    hashed = window_key(long, 28333334, 60_000)
+    assert len(hashed) <= MAX_KEY_BYTES and hashed != window_key(long, 28333335, 60_000)
+    assert hashed != window_key(long, 28333334, 1_000)
 
 
 def test_counters_serve_sliding_window_counter_itself_up_to_the_counted_limit() -> None:
@@ -62,7 +66,10 @@ async def backend(memcached_url: str, clock: ManualClock) -> AsyncIterator[Memca
 async def _counter(backend: MemcachedBackend, key: str, now_ms: int) -> tuple[int, int] | None:
     node, mkey = await backend._locate(backend.get_key(key) + SlidingWindowCounter.suffix)
     raw = await node.run(
-        lambda client, conn: client.get_on(conn, window_key(mkey, now_ms // RATE.expire)), "test"
+        lambda client, conn: client.get_on(
+            conn, window_key(mkey, now_ms // RATE.expire, RATE.expire)
+        ),
+        "test",
     )
     if raw is None:
         return None
@@ -128,4 +135,4 @@ async def test_a_limit_too_large_for_counters_keeps_a_state(
     strategy, rate = SlidingWindowCounter(), Rate(limit=COUNTED_LIMIT + 1, seconds=60)
     assert (await strategy.decide("big", rate, backend, 7)).allowed
     stored = await backend.get(backend.get_key("big") + strategy.suffix)
-    assert stored == f"{clock.ms() // rate.expire},7,0"
+    assert stored == f"{clock.ms() // rate.expire},7,0,{rate.expire}"

@@ -250,6 +250,63 @@ async def test_any_valid_state_is_read_as_python_reads_it(
         clock.advance(ms=rng.randint(0, 2 * rate.expire))
 
 
+WINDOW_RATES = [
+    Rate.parse(r)
+    for r in ("7/s", "14/s", "3/s", "6/s", "13/s", "2/s", "10/1500ms", "100/min", "9/min")
+]
+"""Rates of one period (a limit changes) and of others (a period changes)."""
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        s
+        for s in STRATEGIES
+        if isinstance(s, (SlidingWindowCounter, AdaptiveThrottle, TieredRate, QuotaWithRollover))
+    ],
+    ids=repr,
+)
+async def test_a_window_state_under_another_rate_is_read_as_python_reads_it(
+    redis_url: str, raw: Redis, strategy: StateStrategy
+) -> None:
+    """A window strategy's state, written by its hits under one rate, decided and refunded
+    under another (`update_rate`): a new limit keeps the counts (an adaptive limit its share
+    of the limit), a new period starts a new window; on a clock near 0 too, where the window
+    ids of two periods meet. The script against Python."""
+    rng = random.Random(f"rates {strategy!r}")
+    for start in (0.7, 1_700_000_000.0):
+        clock = ManualClock(start)
+        backend = RedisBackend(
+            redis_url, namespace=f"window-rates-{start}", clock=clock, persistent=False
+        )
+        try:
+            key = backend.get_key(f"rates {strategy!r}") + strategy.suffix
+            for _ in range(150):
+                first, second = rng.choice(WINDOW_RATES), rng.choice(WINDOW_RATES)
+                state: list[int] | None = None
+                for _ in range(rng.randint(1, first.limit + 2)):  # a cut, a window filled
+                    cost = rng.randint(1, min(3, strategy.capacity(first)))
+                    state = strategy.transition(state, clock.ms(), first, cost)[1] or state
+                    clock.advance(ms=rng.choice([0, 0, 1, 37, first.expire // 3]))
+                if state is None:
+                    continue
+                clock.advance(ms=rng.choice([0, 1, second.expire // 2, second.expire]))
+                now, cost = clock.ms(), rng.randint(1, strategy.capacity(second))
+                await raw.set(key, _packed(state))
+                expected, new_state, _ = strategy.transition(state, now, second, cost)
+                got = await backend.evaluate(key, strategy, second, cost)
+                assert got == expected, (first, second, cost, state)
+                written = decode_state(await raw.get(key))
+                assert written == (state if new_state is None else new_state), (first, second)
+                await raw.set(key, _packed(state))
+                await backend.refund_all([Item(strategy, key, second, cost)])
+                refunded, _ = strategy.refund(state, now, second, cost)
+                assert decode_state(await raw.get(key)) == refunded, (first, second, state)
+        finally:
+            await backend.reset()
+            await backend.close()
+
+
 def _parts(decision: Decision) -> tuple[Decision, ...]:
     return decision.parts if isinstance(decision, Combined) else (decision,)
 

@@ -53,15 +53,6 @@ def in_place_step(strategy: Any, rate: Rate, cost: int, kind: int) -> Optional[S
     return (make or _transition)(strategy, rate, cost)
 
 
-def _decoded(raw: Any, size: int) -> Optional[list[int]]:
-    """A state that is not a list of `size` numbers: decoded when kept as text, else None (a
-    missing or corrupt state, which the strategy counts as none)."""
-    if raw is None:
-        return None
-    state = raw if type(raw) is list else decode_state(raw)
-    return state if state is not None and len(state) == size else None
-
-
 def _read(raw: Any) -> Optional[list[int]]:
     """A stored state as a list (decoded when kept as text; None when missing or corrupt)."""
     return raw if raw is None or type(raw) is list else decode_state(raw)
@@ -153,17 +144,21 @@ def _gcra(strategy: GCRA, rate: Rate, cost: int) -> Step:
 
 
 def _sliding_window_counter(strategy: SlidingWindowCounter, rate: Rate, cost: int) -> Step:
-    """`SlidingWindowCounter.transition`: `[window_id, current, previous]`."""
+    """`SlidingWindowCounter.transition`: `[window_id, current, previous, period_ms]`; any
+    other state (none, text, legacy, counted in another period) is first read by
+    `SlidingWindowCounter._counts`."""
     limit, period = rate.limit, rate.expire
     top = limit * period
     room = top - cost * period  # admitted while the weighted count is at most this
+    counts = strategy._counts
 
     def step(entry: list[Any], now: int) -> Decision:
         wid, into = divmod(now, period)
         left = period - into
         state = entry[0]
-        if type(state) is not list or len(state) != 3:
-            state = _decoded(state, 3) or [wid, 0, 0]
+        if type(state) is not list or len(state) != 4 or state[3] != period:
+            seen, _, current, previous = counts(_read(state), now, rate)
+            state = [seen, current, previous, period]
         seen = state[0]
         if seen == wid:
             current, previous = state[1], state[2]

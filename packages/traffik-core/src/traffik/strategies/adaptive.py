@@ -8,6 +8,7 @@ from typing import Any, ClassVar, Optional
 from traffik.decision import Decision
 from traffik.rates import Rate
 from traffik.strategies.base import (
+    EXACT_LIMIT,
     Refund,
     StateStrategy,
     Transition,
@@ -35,8 +36,13 @@ class AdaptiveThrottle(StateStrategy):
     back had not happened. Each new window then recovers `recovery_rate x limit` (at least
     one unit), idle windows included, up to `limit`. A rejected hit counts nothing; it waits
     for the first window whose recovered limit fits its cost. Fractions are kept to
-    1/100000. State: `[window_id, count, effective_limit, cut_from]`, `cut_from` the limit
-    in force before this window's cut (0: not cut), kept until the limit has recovered.
+    1/100000. State: `[window_id, count, effective_limit, cut_from, limit, period_ms]`,
+    `cut_from` the limit in force before this window's cut (0: not cut), kept until the limit
+    has recovered, then the rate it was written under. Read under another limit, the count
+    is kept and the effective limit and `cut_from` keep their share of the limit (a client
+    cut to 60% of `100/min` is at 60% of `10/min`: never above the new limit); under another
+    period, a new window starts afresh. A `[window_id, count, effective_limit, cut_from]`
+    state (written before the rate was kept) is read as written under the current rate.
     `lock_config` is accepted for traffik 1.2 code and unused.
     """
 
@@ -91,16 +97,25 @@ class AdaptiveThrottle(StateStrategy):
     def _window(self, state: Optional[list[int]], now: int, rate: Rate) -> _Window:
         limit = rate.limit
         wid, left = aligned(now, rate.expire)
-        if state is None or len(state) != 4 or state[0] > wid:
+        if state is None or len(state) not in (4, 6) or state[0] > wid:
             return wid, left, 0, limit, 0
+        effective, cut_from = state[2], state[3]
+        if len(state) == 6 and (state[4] != limit or state[5] != rate.expire):
+            was = state[4]
+            if state[5] != rate.expire or was < 1 or 2 * was * PARTS >= EXACT_LIMIT:
+                return wid, left, 0, limit, 0  # another period: a new window
+            # Their share of the old limit, in parts (as the Lua port computes it exactly).
+            share = min(effective, was) * PARTS // was
+            effective = max(limit * self._floor // PARTS, limit * share // PARTS)
+            cut_from = ceil_div(limit * ceil_div(min(cut_from, was) * PARTS, was), PARTS)
+        effective = min(effective, limit)
         if state[0] == wid:
-            return wid, left, state[1], state[2], state[3]
-        effective = state[2]
+            return wid, left, state[1], effective, cut_from
         if effective < limit:  # recovers one step per window gone by, up to the limit
             step = self._step(rate)
             windows = min(wid - state[0], ceil_div(limit - effective, step))
             effective = min(effective + windows * step, limit)
-        return wid, left, 0, min(effective, limit), 0
+        return wid, left, 0, effective, 0
 
     def _kept(self, left: int, effective: int, rate: Rate) -> int:
         """Ms until the state says nothing a missing key would not: this window's end, then
@@ -123,7 +138,7 @@ class AdaptiveThrottle(StateStrategy):
                 effective = max(floor, effective * self._reduction // PARTS)
             kept = self._kept(left, effective, rate)
             decision = Decision(True, 0, max(effective - after, 0), kept, limit)
-            return decision, [wid, after, effective, cut_from], kept
+            return decision, [wid, after, effective, cut_from, limit, rate.expire], kept
         # The next windows: `effective` recovers one step each, until it fits `cost`.
         windows = 1
         if cost > effective:
@@ -144,7 +159,8 @@ class AdaptiveThrottle(StateStrategy):
         count = max(count - cost, 0)
         if cut_from and count * PARTS <= cut_from * self._threshold:  # no hit passed it
             effective, cut_from = max(effective, cut_from), 0
-        return [wid, count, effective, cut_from], self._kept(left, effective, rate)
+        state = [wid, count, effective, cut_from, rate.limit, rate.expire]
+        return state, self._kept(left, effective, rate)
 
 
 AdaptiveThrottleStrategy = AdaptiveThrottle

@@ -9,10 +9,11 @@ stay in integers and the Lua ports compute the same; settings finer than 1/10000
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 from traffik.exceptions import ConfigurationError
 
-__all__ = ["PARTS", "aligned", "check_number", "to_parts"]
+__all__ = ["PARTS", "aligned", "check_number", "of_period", "to_parts", "window_count"]
 
 PARTS = 100_000
 """A fraction is `parts / PARTS`."""
@@ -22,6 +23,25 @@ def aligned(now: int, period: int) -> tuple[int, int]:
     """The id of the clock-aligned period holding `now`, and the ms until it ends (>= 1)."""
     wid = now // period
     return wid, period - (now - wid * period)
+
+
+def of_period(state: Optional[list[int]], size: int, period: int) -> Optional[list[int]]:
+    """`state` when it holds `size` numbers counted in windows of `period` ms, else None: its
+    last number is the period it was written under (window ids of another period are not
+    this one's); one number fewer is a state written before the period was kept, read as of
+    this one."""
+    if state is None or not (
+        len(state) == size - 1 or (len(state) == size and state[-1] == period)
+    ):
+        return None
+    return state
+
+
+def window_count(state: Optional[list[int]], wid: int, period: int) -> int:
+    """The count a `[window_id, count, period_ms]` state holds in window `wid` of `period` ms
+    (0 for another window or period)."""
+    state = of_period(state, 3, period)
+    return state[1] if state is not None and state[0] == wid else 0
 
 
 def check_number(owner: str, name: str, value: object) -> float:

@@ -9,7 +9,7 @@ from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
 from traffik.rates import MAX_LIMIT, Rate
 from traffik.strategies.base import Refund, StateStrategy, Transition, never_admitted
-from traffik.strategies.periods import PARTS, aligned, to_parts
+from traffik.strategies.periods import PARTS, aligned, of_period, to_parts
 
 __all__ = ["QuotaWithRollover", "QuotaWithRolloverStrategy"]
 
@@ -23,8 +23,11 @@ class QuotaWithRollover(StateStrategy):
     counts nothing and waits for the next period. One request may cost at most `limit`: a
     larger cost could only pass on a rollover that is never certain, so it is refused
     outright (`wait_ms` one period). The percentage is kept to 1/100000. State:
-    `[period_id, usage, rollover]`, kept through the next period. `lock_config` is accepted
-    for traffik 1.2 code and unused.
+    `[period_id, usage, rollover, period_ms]`, kept through the next period. Read under
+    another limit, the usage is kept and the rollover is at most what the new limit could
+    roll over; under another period, a new period starts afresh. A `[period_id, usage,
+    rollover]` state (written before the period was kept) is read as counted in the current
+    period. `lock_config` is accepted for traffik 1.2 code and unused.
     """
 
     name: ClassVar[str] = "quota_with_rollover"
@@ -71,12 +74,15 @@ class QuotaWithRollover(StateStrategy):
         self, state: Optional[list[int]], now: int, rate: Rate
     ) -> tuple[int, int, int, int]:
         """`(period_id, ms left, usage, rollover)` at `now`."""
-        pid, left = aligned(now, rate.expire)
-        if state is not None and len(state) == 3:
-            if state[0] == pid:
-                return pid, left, state[1], state[2]
+        limit, period = rate.limit, rate.expire
+        pid, left = aligned(now, period)
+        state = of_period(state, 4, period)
+        if state is not None:
+            if state[0] == pid:  # at most what this limit rolls over
+                most = min(self.max_rollover, limit * self._percent // PARTS)
+                return pid, left, state[1], min(state[2], most)
             if state[0] == pid - 1:
-                unused = min(max(rate.limit - state[1], 0), rate.limit)
+                unused = min(max(limit - state[1], 0), limit)
                 return pid, left, 0, min(self.max_rollover, unused * self._percent // PARTS)
         return pid, left, 0, 0
 
@@ -89,13 +95,13 @@ class QuotaWithRollover(StateStrategy):
         if usage + cost <= quota:
             usage += cost
             decision = Decision(True, 0, max(quota - usage, 0), left, limit)
-            return decision, [pid, usage, rollover], left + rate.expire
+            return decision, [pid, usage, rollover, rate.expire], left + rate.expire
         reset = left if usage > 0 else 0
         return Decision(False, left, max(quota - usage, 0), reset, limit), None, 0
 
     def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
         pid, left, usage, rollover = self._period(state, now, rate)
-        return [pid, max(usage - cost, 0), rollover], left + rate.expire
+        return [pid, max(usage - cost, 0), rollover, rate.expire], left + rate.expire
 
 
 QuotaWithRolloverStrategy = QuotaWithRollover

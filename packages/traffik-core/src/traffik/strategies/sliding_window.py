@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, ClassVar, Optional
 
 from traffik.decision import Decision
 from traffik.strategies.base import Refund, StateStrategy, Transition, never_admitted
+from traffik.strategies.periods import of_period
 
 if TYPE_CHECKING:
     from traffik.rates import Rate
@@ -21,11 +22,14 @@ __all__ = [
 class SlidingWindowCounter(StateStrategy):
     """The current window's count plus the previous one's, weighted by how much of it still overlaps.
 
-    Windows are aligned to multiples of the period. State: `[window_id, current, previous]`.
-    With `left` ms of the current window to go, the weighted count (scaled by the period) is
-    `previous * left + current * period`. A rejected hit counts nothing; its wait is the
-    first millisecond at which the weighted count has decayed enough, possibly in the next
-    window.
+    Windows are aligned to multiples of the period. State: `[window_id, current, previous,
+    period_ms]`. With `left` ms of the current window to go, the weighted count (scaled by the
+    period) is `previous * left + current * period`. A rejected hit counts nothing; its wait
+    is the first millisecond at which the weighted count has decayed enough, possibly in the
+    next window. The counts are kept when the limit changes; a state counted in windows of
+    another period is a new window (its window ids are not this period's); a
+    `[window_id, current, previous]` state (written before the period was kept) is read as
+    counted in the current period.
     """
 
     name: ClassVar[str] = "sliding_window_counter"
@@ -38,7 +42,8 @@ class SlidingWindowCounter(StateStrategy):
         period = rate.expire
         wid = now // period
         left = period - (now - wid * period)
-        if state is not None and len(state) == 3:
+        state = of_period(state, 4, period)
+        if state is not None:
             if state[0] == wid:
                 return wid, left, state[1], state[2]
             if state[0] == wid - 1:
@@ -55,7 +60,7 @@ class SlidingWindowCounter(StateStrategy):
             remaining = (top - weighted - cost * period) // period
             return (
                 Decision(True, 0, remaining, left + period, limit),
-                [wid, current, previous],
+                [wid, current, previous, period],
                 left + period,
             )
         if cost > limit:  # (more than `capacity`: never admitted, as `settled` says)
@@ -83,7 +88,7 @@ class SlidingWindowCounter(StateStrategy):
         back = min(cost, current)  # the current window first, then what still weighs of the last
         current -= back
         previous = max(previous - (cost - back), 0)
-        return [wid, current, previous], left + rate.expire
+        return [wid, current, previous, rate.expire], left + rate.expire
 
 
 class SlidingWindowLog(StateStrategy):

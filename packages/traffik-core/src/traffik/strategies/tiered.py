@@ -11,7 +11,7 @@ from traffik.exceptions import ConfigurationError
 from traffik.rates import Rate
 from traffik.strategies.base import Refund, StateStrategy, Transition, never_admitted
 from traffik.strategies.markers import KeyMarker, MarkedStrategy
-from traffik.strategies.periods import aligned, check_number
+from traffik.strategies.periods import aligned, check_number, window_count
 
 if TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
@@ -33,8 +33,11 @@ class TieredRate(MarkedStrategy):
     segment is taken out of the storage key (`traffik.strategies.markers`), so a client keeps
     its count when its tier changes mid-window. The limit is `int(limit * multiplier)`, at
     least 1; multipliers may be ints or floats. A rejected hit counts nothing, and waits
-    for the next window. State: `[window_id, count]`. `lock_config` is accepted for traffik
-    1.2 code and unused: the decision is one atomic step.
+    for the next window. State: `[window_id, count, period_ms]`: the count is kept when the
+    limit changes (a tier, a new rate), and a state counted in windows of another period is a
+    new window; a `[window_id, count]` state (written before the period was kept) is read as
+    counted in the current period. `lock_config` is accepted for traffik 1.2 code and unused:
+    the decision is one atomic step.
     """
 
     name: ClassVar[str] = "tiered_rate"
@@ -143,25 +146,21 @@ class TieredRate(MarkedStrategy):
             },
         )
 
-    @staticmethod
-    def _count(state: Optional[list[int]], wid: int) -> int:
-        return state[1] if state is not None and len(state) == 2 and state[0] == wid else 0
-
     def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
         limit = rate.limit
         if cost > limit:
             return never_admitted(rate), None, 0
         wid, left = aligned(now, rate.expire)
-        count = self._count(state, wid)
+        count = window_count(state, wid, rate.expire)
         if count + cost <= limit:
             count += cost
-            return Decision(True, 0, limit - count, left, limit), [wid, count], left
+            return Decision(True, 0, limit - count, left, limit), [wid, count, rate.expire], left
         reset = left if count > 0 else 0
         return Decision(False, left, max(limit - count, 0), reset, limit), None, 0
 
     def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
         wid, left = aligned(now, rate.expire)
-        return [wid, max(self._count(state, wid) - cost, 0)], left
+        return [wid, max(window_count(state, wid, rate.expire) - cost, 0), rate.expire], left
 
 
 TieredRateStrategy = TieredRate

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Optional
 from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
 from traffik.strategies.base import Refund, StateStrategy, Transition, never_admitted
-from traffik.strategies.periods import aligned, check_number
+from traffik.strategies.periods import aligned, check_number, window_count
 
 if TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
@@ -80,7 +80,10 @@ class TimeOfDay(StateStrategy):
     none counts at 1x. The limit is `int(limit * multiplier)` (an hour may allow nothing). A
     rejected hit counts nothing; its wait is exact: to the first hour of this window whose
     limit fits the count and cost, else to the first time after the window whose limit fits
-    the cost. State: `[window_id, count]`.
+    the cost. State: `[window_id, count, period_ms]`: the count is kept when the limit
+    changes, and a state counted in windows of another period is a new window; a
+    `[window_id, count]` state (written before the period was kept) is read as counted in the
+    current period.
 
     On Redis it decides on the generic locked path (a lock, a read, a write): its day of
     24 limits does not fit the five numbers a Redis program item carries. It is exact under
@@ -157,18 +160,18 @@ class TimeOfDay(StateStrategy):
             return never_admitted(rate), None, 0
         limit = self.limit_at(now, rate)
         wid, left = aligned(now, rate.expire)
-        count = state[1] if state is not None and len(state) == 2 and state[0] == wid else 0
+        count = window_count(state, wid, rate.expire)
         if count + cost <= limit:
             count += cost
-            return Decision(True, 0, limit - count, left, limit), [wid, count], left
+            return Decision(True, 0, limit - count, left, limit), [wid, count, rate.expire], left
         wait = self._wait(now, now + left, count, rate, cost)
         reset = left if count > 0 else 0
         return Decision(False, wait, max(limit - count, 0), reset, limit), None, 0
 
     def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
         wid, left = aligned(now, rate.expire)
-        count = state[1] if state is not None and len(state) == 2 and state[0] == wid else 0
-        return [wid, max(count - cost, 0)], left
+        count = window_count(state, wid, rate.expire)
+        return [wid, max(count - cost, 0), rate.expire], left
 
     async def get_stat(self, key: Any, rate: Rate, backend: ThrottleBackend) -> StrategyStat:
         """As every strategy's, with traffik 1.2's metadata: `hour_of_day`, `time_multiplier`,

@@ -4,8 +4,11 @@ Part of `BackendConformance`, so every backend runs it. A throttle's rate may ch
 key that already has state (`throttle.update_rate`, a rate callable, a deploy). What the
 client still holds then (units not yet refilled, drained or leaked, by the old rate, rounded
 up) carries over to the new rate in units, as a fixed window's count and a log's entries do;
-a window counted in periods (`SlidingWindowCounter`) starts a new window when the period
-changes.
+a window counted in periods (`SlidingWindowCounter` and the clock-aligned windows of the
+advanced strategies) keeps its count when only the limit changes, and starts a new window
+when the period changes, wherever the clock stands (window ids of two periods may be equal
+near 0, where a `ManualClock` may start). A changed rate never admits more than the new
+limit beyond what carries.
 """
 
 from __future__ import annotations
@@ -18,7 +21,14 @@ import pytest
 from traffik.backends.base import ThrottleBackend
 from traffik.clock import ManualClock
 from traffik.rates import Rate
-from traffik.strategies import BUILTIN_STRATEGIES, FixedWindow, Strategy
+from traffik.strategies import (
+    ADVANCED_STRATEGIES,
+    BUILTIN_STRATEGIES,
+    AdaptiveThrottle,
+    FixedWindow,
+    Strategy,
+    TimeOfDay,
+)
 
 __all__ = ["RATE_CHANGES", "RateChangeConformance"]
 
@@ -26,25 +36,48 @@ _START = 1_700_000_040.0  # on a minute boundary
 _names = itertools.count()
 
 RATE_CHANGES = [
-    # (first rate, hits under it, ms later, second rate, hits under it)
-    ("10/s", 2, 0, "10/min", 10),  # slower: 2 held, 8 left
-    ("10/min", 2, 0, "10/s", 10),  # faster: 2 held, 8 left
-    ("10/s", 10, 250, "10/min", 10),  # 7.5 units still held, rounded up to 8: 2 left
-    ("4/min", 4, 0, "40/h", 40),  # a plan upgrade: 4 held, 36 left
+    # (clock start in s, first rate, hits under it, ms later, second rate, hits under it)
+    (_START, "10/s", 2, 0, "10/min", 10),  # slower: 2 held, 8 left
+    (_START, "10/min", 2, 0, "10/s", 10),  # faster: 2 held, 8 left
+    (_START, "10/s", 10, 250, "10/min", 10),  # 7.5 units still held, rounded up to 8: 2 left
+    (_START, "4/min", 4, 0, "40/h", 40),  # a plan upgrade: 4 held, 36 left
+    # A clock near 0 (a ManualClock may start there): the window ids of both periods meet.
+    (0.5, "10/min", 2, 0, "10/s", 10),  # window 0 of the minute, window 0 of the second
+    (1.5, "10/min", 2, 0, "10/s", 20),  # window 0 of the minute, the second's window before
+    (_START, "100/min", 2, 0, "10/min", 100),  # a lower limit: 2 held, at most 8 more
+    (_START, "10/min", 6, 0, "20/min", 20),  # a higher limit: 6 held, 14 left
 ]
 """The rate changes of `test_rate_change_carries_what_the_client_holds`."""
 
 _EXPECTED = {
     # hits admitted under the second rate, per change of RATE_CHANGES
-    "FixedWindow": [8, 8, 0, 36],  # the count carries, in the window it opened
-    "SlidingWindowCounter": [10, 10, 10, 40],  # a new period: a new window
-    "SlidingWindowLog": [8, 8, 0, 36],  # the entries carry
-    "TokenBucket": [8, 8, 2, 36],
-    "TokenBucketWithDebt": [8, 8, 2, 36],
-    "LeakyBucket": [8, 8, 2, 36],
-    "LeakyBucketWithQueue": [8, 8, 2, 36],
-    "GCRA": [8, 8, 2, 36],
+    "FixedWindow": [8, 8, 0, 36, 8, 8, 8, 14],  # the count carries, in the window it opened
+    "SlidingWindowCounter": [10, 10, 10, 40, 10, 10, 8, 14],  # a new period: a new window
+    "SlidingWindowLog": [8, 8, 0, 36, 8, 8, 8, 14],  # the entries carry
+    "TokenBucket": [8, 8, 2, 36, 8, 8, 8, 14],
+    "TokenBucketWithDebt": [8, 8, 2, 36, 8, 8, 8, 14],
+    "LeakyBucket": [8, 8, 2, 36, 8, 8, 8, 14],
+    "LeakyBucketWithQueue": [8, 8, 2, 36, 8, 8, 8, 14],
+    "GCRA": [8, 8, 2, 36, 8, 8, 8, 14],
+    # the advanced strategies (`traffik.strategies.custom`), a key without a tier or a
+    # priority; AdaptiveThrottle cut by the hit that fills a window, TimeOfDay at 1x all day
+    "TieredRate": [10, 10, 10, 40, 10, 10, 8, 14],  # a new period: a new window
+    "QuotaWithRollover": [10, 10, 10, 40, 10, 10, 8, 14],  # a new period: a new period
+    "TimeOfDay": [10, 10, 10, 40, 10, 10, 8, 14],  # a new period: a new window
+    "AdaptiveThrottle": [10, 10, 10, 40, 10, 10, 8, 14],  # the effective limit is the new limit
+    "PriorityQueue": [8, 8, 0, 36, 8, 8, 8, 14],  # the entries carry
+    "CostBasedTokenBucket": [8, 8, 2, 36, 8, 8, 8, 14],
 }
+
+
+def _strategies() -> list[Strategy]:
+    made = [cls() for cls in BUILTIN_STRATEGIES + ADVANCED_STRATEGIES]
+    settled = {
+        # cut only by the hit that fills the window; at 1x all day
+        AdaptiveThrottle: AdaptiveThrottle(load_threshold=0.99),
+        TimeOfDay: TimeOfDay([(0, 24, 1)]),
+    }
+    return [settled.get(type(strategy), strategy) for strategy in made]
 
 
 @pytest.mark.anyio
@@ -55,23 +88,22 @@ class RateChangeConformance:
     clock_moves_expiry: bool
 
     @pytest.mark.parametrize(
-        "strategy",
-        [cls() for cls in BUILTIN_STRATEGIES],
-        ids=[c.__name__ for c in BUILTIN_STRATEGIES],
+        "strategy", _strategies(), ids=[type(s).__name__ for s in _strategies()]
     )
     async def test_rate_change_carries_what_the_client_holds(
         self, make_backend: Callable[..., ThrottleBackend], strategy: Strategy
     ) -> None:
         """Hits under one rate, then the same key under another (what a throttle does after
         `update_rate`): the hits admitted under the second rate are its limit minus the units
-        the client still held (rounded up), never more, never fewer."""
+        the client still held (rounded up), never more, never fewer; a window strategy
+        starts a new window under a new period."""
         if not self.supports_clock:
             pytest.skip("this backend takes its time from the server")
         if isinstance(strategy, FixedWindow) and not self.clock_moves_expiry:
             pytest.skip("FixedWindow's window is a key TTL, which follows the server's clock here")
         admitted = []
-        for first, before, later, second, after in RATE_CHANGES:
-            clock = ManualClock(_START)
+        for start, first, before, later, second, after in RATE_CHANGES:
+            clock = ManualClock(start)
             backend = make_backend(namespace=f"rate-change-{next(_names)}", clock=clock)
             try:
                 old, new = Rate.parse(first), Rate.parse(second)

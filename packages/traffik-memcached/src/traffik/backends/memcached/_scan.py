@@ -26,7 +26,7 @@ async def scan(nodes: Sequence[Node], space: str, prefix: str, limit: Optional[i
     """The keys of the namespace whose prefix is `space` (`ns:`) that start with `prefix`, in
     each node's current generation. Keys too long or unsafe for memcached are stored hashed
     and cannot be listed: they are counted in `hidden`. A `SlidingWindowCounter` key is
-    listed through its marker; its window counters (`<key>#w<id>`) are not listed.
+    listed through its marker; its window counters (`<key>#w<id>/<period>`) are not listed.
     Memcached may still list an expired item it has not reclaimed."""
     found = Listing()
     for node in nodes:

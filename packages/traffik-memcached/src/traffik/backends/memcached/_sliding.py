@@ -1,7 +1,9 @@
 """`SlidingWindowCounter` on window counters: one `incr` per round of hits, no compare-and-swap.
 
 Each window of a key (window id `now // period`, as `SlidingWindowCounter` aligns them) has
-its own memcached counter, `<key>#w<window id>`, holding `previous * PREVIOUS_SPAN + count`:
+its own memcached counter, `<key>#w<window id>/<period>`, holding `previous * PREVIOUS_SPAN +
+count` (the period in the name: the window ids of two periods may be equal, and a window of
+another period is not this one, as the strategy's state says):
 its hits, and the previous window's count, read once when the window's first hit opens it
 (`add`). One `incr` of a round's total cost then answers both numbers, and the round decides
 its hits in order with the strategy's own `transition` on `[window id, count before the
@@ -83,11 +85,11 @@ def counts_windows(strategy: object, rate: Rate) -> bool:
     return type(strategy) is SlidingWindowCounter and rate.limit <= COUNTED_LIMIT
 
 
-def window_key(key: bytes, wid: int) -> bytes:
-    """The counter of window `wid` of `key`. Readable keys hold no `#` and hashed ones one,
-    followed by hex digits, so `#w` makes it distinct from any other key; one that would
-    pass 250 bytes is hashed again."""
-    counter = b"%s#w%d" % (key, wid)
+def window_key(key: bytes, wid: int, period: int) -> bytes:
+    """The counter of window `wid` of `period` ms of `key`. Readable keys hold no `#` and
+    hashed ones one, followed by hex digits, so `#w` makes it distinct from any other key;
+    one that would pass 250 bytes is hashed again."""
+    counter = b"%s#w%d/%d" % (key, wid, period)
     if len(counter) <= MAX_KEY_BYTES:
         return counter
     return b"%s#w%s" % (key[:150], hashlib.sha256(counter).hexdigest().encode("ascii"))
@@ -149,7 +151,7 @@ async def _round(
 ) -> list[Counted]:
     period = hits[0][1].expire
     wid = now // period
-    counter = window_key(key, wid)
+    counter = window_key(key, wid, period)
     decided: list[Counted] = []
     state: list[int] = []
     if full.get(key, 0) > now:
@@ -192,13 +194,14 @@ async def _add(
 ) -> tuple[int, int]:
     """`(previous, count)` after adding `amount` to window `wid`: one `incr`; opening the
     window (`get` of the previous one, `add`) when it has no counter yet."""
-    counter = window_key(key, wid)
+    counter = window_key(key, wid, period)
     for _ in range(ATTEMPTS):
         value = await client.incr_on(conn, counter, amount)
         if value is not None:
             previous, count = divmod(value, PREVIOUS_SPAN)
             return previous, count
-        previous = previous_and_count(await client.get_on(conn, window_key(key, wid - 1)))[1]
+        before = await client.get_on(conn, window_key(key, wid - 1, period))
+        previous = previous_and_count(before)[1]
         opened = b"%d" % (previous * PREVIOUS_SPAN + amount)
         expiry = exptime(_ttl_ms(now, period) / 1000)
         if await client.store_on(conn, b"add", counter, opened, expiry):
@@ -223,7 +226,7 @@ def forget_windows(key: bytes, now_ms: Callable[[], int]) -> Operation[bool]:
         removed = await client.delete_on(conn, key)
         if period is not None:
             wid = now_ms() // period
-            for counter in (window_key(key, wid), window_key(key, wid - 1)):
+            for counter in (window_key(key, wid, period), window_key(key, wid - 1, period)):
                 removed = await client.delete_on(conn, counter) or removed
         return removed
 
@@ -241,10 +244,9 @@ def describe_marker(
         if period is None:
             return None
         wid = now_ms() // period
-        values = await client.get_many_on(conn, [window_key(key, wid), window_key(key, wid - 1)])
-        state = window_state(
-            values.get(window_key(key, wid)), values.get(window_key(key, wid - 1)), wid
-        )
+        current, before = window_key(key, wid, period), window_key(key, wid - 1, period)
+        values = await client.get_many_on(conn, [current, before])
+        state = window_state(values.get(current), values.get(before), wid)
         return (
             f"sliding window counter: {state[1]} in window {wid}, {state[2]} in the one "
             f"before (period {period} ms)"
@@ -271,7 +273,7 @@ def refund_windows(key: bytes, amount: int, rate: Rate, now: int) -> Operation[N
 
     async def run(client: NodeClient, conn: Connection) -> None:
         for _ in range(ATTEMPTS):
-            counter = window_key(key, wid)
+            counter = window_key(key, wid, period)
             raw, token = await client.gets_on(conn, counter)
             ttl_ms = _ttl_ms(now, period)
             if raw is not None:
@@ -279,7 +281,7 @@ def refund_windows(key: bytes, amount: int, rate: Rate, now: int) -> Operation[N
                 back = min(amount, count)
                 value = max(previous - (amount - back), 0) * PREVIOUS_SPAN + count - back
             else:
-                counter = window_key(key, wid - 1)
+                counter = window_key(key, wid - 1, period)
                 raw, token = await client.gets_on(conn, counter)
                 if raw is None:
                     return

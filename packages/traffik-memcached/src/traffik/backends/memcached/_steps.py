@@ -181,13 +181,13 @@ class MemcachedSteps:
             for item in items
         ]
         reads = [
-            (node, mkey if wid is None else window_key(mkey, wid))
-            for (node, mkey), wid in zip(located, windows)
+            (node, mkey if wid is None else window_key(mkey, wid, item.rate.expire))
+            for item, (node, mkey), wid in zip(items, located, windows)
         ]
         values = await fetch(reads, "evaluate_all") if reads else []
         opening = [
-            (node, window_key(mkey, wid - 1))
-            for (node, mkey), wid, raw in zip(located, windows, values)
+            (node, window_key(mkey, wid - 1, item.rate.expire))
+            for item, (node, mkey), wid, raw in zip(items, located, windows, values)
             if wid is not None and raw is None
         ]
         previous = iter(await fetch(opening, "evaluate_all") if opening else [])

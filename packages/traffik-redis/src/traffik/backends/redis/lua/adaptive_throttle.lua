@@ -1,5 +1,7 @@
 -- AdaptiveThrottle (traffik.strategies.adaptive). State: {window_id, count, effective_limit,
--- cut_from} ('<cdddd'), cut_from the limit in force before this window's cut (0: not cut).
+-- cut_from, limit, period_ms} ('<cdddddd'), cut_from the limit in force before this window's
+-- cut (0: not cut), then the rate it was written under; {window_id, count, effective_limit,
+-- cut_from} ('<cdddd', written before the rate was kept) is read as written under this rate.
 -- x: threshold * PARTS + reduction, y: recovery * PARTS + floor ratio, each fraction in whole
 -- parts of PARTS (traffik.strategies.periods, 100000).
 local threshold, recovery = floordiv(x, 100000), floordiv(y, 100000)
@@ -13,15 +15,29 @@ end
 -- (periods.aligned: the id of the clock-aligned period holding `now`, and the ms until it ends).
 local wid = floordiv(now, period)
 local left = period - (now - wid * period)
-local held, count, effective, cut_from = numbers(raw, '<cdddd')
+local held, count, effective, cut_from, was, was_period = numbers(raw, '<cdddddd')
+if held == nil then
+  held, count, effective, cut_from = numbers(raw, '<cdddd')
+elseif was ~= limit or was_period ~= period then
+  if was_period ~= period or was < 1 or 2 * was * 100000 >= 2 ^ 53 then
+    held = nil -- another period: a new window
+  else -- their share of the old limit, in parts
+    local share = floordiv(math.min(effective, was) * 100000, was)
+    effective = math.max(floordiv(limit * floor_ratio, 100000), floordiv(limit * share, 100000))
+    cut_from = ceildiv(limit * ceildiv(math.min(cut_from, was) * 100000, was), 100000)
+  end
+end
 if held == nil or held > wid then
   count, effective, cut_from = 0, limit, 0
-elseif held ~= wid then
-  if effective < limit then
-    local windows = math.min(wid - held, ceildiv(limit - effective, step))
-    effective = math.min(effective + windows * step, limit)
+else
+  effective = math.min(effective, limit)
+  if held ~= wid then
+    if effective < limit then
+      local windows = math.min(wid - held, ceildiv(limit - effective, step))
+      effective = math.min(effective + windows * step, limit)
+    end
+    count, cut_from = 0, 0
   end
-  count, effective, cut_from = 0, math.min(effective, limit), 0
 end
 if REFUND then
   count = math.max(count - cost, 0)
@@ -56,7 +72,8 @@ if admitted == false then
     reset = (count > 0 or effective < limit) and kept or 0
   end
 else
-  state, ttl = struct.pack('<cdddd', 'i', wid, count, effective, cut_from), kept
+  state = struct.pack('<cdddddd', 'i', wid, count, effective, cut_from, limit, period)
+  ttl = kept
   if admitted then
     wait, remaining, reset = 0, effective > count and effective - count or 0, kept
   end

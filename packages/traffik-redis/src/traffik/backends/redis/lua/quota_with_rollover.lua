@@ -1,12 +1,21 @@
--- QuotaWithRollover (traffik.strategies.rollover). State: {period_id, usage, rollover}
--- ('<cddd'). x: the percentage in parts of PARTS (traffik.strategies.periods, 100000), y: the
--- most rolled over.
+-- QuotaWithRollover (traffik.strategies.rollover). State: {period_id, usage, rollover,
+-- period_ms} ('<cdddd'); {period_id, usage, rollover} ('<cddd', written before the period was
+-- kept) is counted in this period, one of another period is a new period (periods.of_period).
+-- x: the percentage in parts of PARTS (traffik.strategies.periods, 100000), y: the most rolled
+-- over.
 -- QuotaWithRollover._period: period id, ms left, usage and rollover at `now` (periods.aligned:
 -- the id of the clock-aligned period holding `now`, and the ms until it ends).
 local pid = floordiv(now, period)
 local left = period - (now - pid * period)
-local held, usage, rollover = numbers(raw, '<cddd')
-if held == pid - 1 then
+local held, usage, rollover, was = numbers(raw, '<cdddd')
+if held == nil then
+  held, usage, rollover = numbers(raw, '<cddd')
+elseif was ~= period then
+  held = nil
+end
+if held == pid then -- at most what this limit rolls over
+  rollover = math.min(rollover, y, floordiv(limit * x, 100000))
+elseif held == pid - 1 then
   local unused = math.min(math.max(limit - usage, 0), limit)
   usage, rollover = 0, math.min(y, floordiv(unused * x, 100000))
 elseif held ~= pid then
@@ -14,14 +23,14 @@ elseif held ~= pid then
 end
 local quota = limit + rollover
 if REFUND then
-  state = struct.pack('<cddd', 'i', pid, math.max(usage - cost, 0), rollover)
+  state = struct.pack('<cdddd', 'i', pid, math.max(usage - cost, 0), rollover, period)
   ttl = left + period
 elseif cost > limit then
   admitted, wait, remaining, reset = false, period, 0, period
 elseif usage + cost <= quota then
   usage = usage + cost
   admitted, wait, remaining, reset = true, 0, quota > usage and quota - usage or 0, left
-  state, ttl = struct.pack('<cddd', 'i', pid, usage, rollover), left + period
+  state, ttl = struct.pack('<cdddd', 'i', pid, usage, rollover, period), left + period
 else
   admitted, wait, remaining = false, left, math.max(quota - usage, 0)
   reset = usage > 0 and left or 0

@@ -1,10 +1,17 @@
 -- SlidingWindowCounter (traffik.strategies.sliding_window). State: {window_id, current,
--- previous} ('<cddd'); with `left` ms of the window to go, the weighted count (scaled by the
--- period) is previous * left + current * period.
--- SlidingWindowCounter._counts: window id, ms left in it, current and previous counts.
+-- previous, period_ms} ('<cdddd'); with `left` ms of the window to go, the weighted count
+-- (scaled by the period) is previous * left + current * period. {window_id, current,
+-- previous} ('<cddd', written before the period was kept) is counted in this period.
+-- SlidingWindowCounter._counts: window id, ms left in it, current and previous counts; a
+-- state counted in another period is a new window (periods.of_period).
 local wid = floordiv(now, period)
 local left = period - (now - wid * period)
-local held, current, previous = numbers(raw, '<cddd')
+local held, current, previous, was = numbers(raw, '<cdddd')
+if held == nil then
+  held, current, previous = numbers(raw, '<cddd')
+elseif was ~= period then
+  held = nil
+end
 if held == wid - 1 then
   current, previous = 0, current
 elseif held ~= wid then
@@ -13,12 +20,13 @@ end
 local weighted, top, need = previous * left + current * period, limit * period, cost * period
 if REFUND then -- the current window first, then what still weighs of the previous one
   local back = math.min(cost, current)
-  state = struct.pack('<cddd', 'i', wid, current - back, math.max(previous - (cost - back), 0))
+  state = struct.pack('<cdddd', 'i', wid, current - back, math.max(previous - (cost - back), 0),
+    period)
   ttl = left + period
 elseif weighted + need <= top then
   admitted, wait, remaining = true, 0, floordiv(top - weighted - need, period)
   reset, ttl = left + period, left + period
-  state = struct.pack('<cddd', 'i', wid, current + cost, previous)
+  state = struct.pack('<cdddd', 'i', wid, current + cost, previous, period)
 elseif cost > limit then -- more than the strategy's capacity: never admitted
   admitted, wait, remaining, reset = false, period, 0, period
 else

@@ -1,20 +1,27 @@
 -- TieredRate (traffik.strategies.tiered): a clock-aligned window. The limit it receives is the
--- tier's already (the item's rate is the effective one). State: {window_id, count} ('<cdd').
+-- tier's already (the item's rate is the effective one). State: {window_id, count,
+-- period_ms} ('<cddd'); {window_id, count} ('<cdd', written before the period was kept) is
+-- counted in this period, one of another period is a new window (periods.window_count).
 -- periods.aligned: the id of the clock-aligned period holding `now`, and the ms until it ends.
 local wid = floordiv(now, period)
 local left = period - (now - wid * period)
-local held, count = numbers(raw, '<cdd')
+local held, count, was = numbers(raw, '<cddd')
+if held == nil then
+  held, count = numbers(raw, '<cdd')
+elseif was ~= period then
+  held = nil
+end
 if held ~= wid then
   count = 0
 end
 if REFUND then
-  state, ttl = struct.pack('<cdd', 'i', wid, math.max(count - cost, 0)), left
+  state, ttl = struct.pack('<cddd', 'i', wid, math.max(count - cost, 0), period), left
 elseif cost > limit then
   admitted, wait, remaining, reset = false, period, 0, period
 elseif count + cost <= limit then
   count = count + cost
   admitted, wait, remaining, reset = true, 0, limit - count, left
-  state, ttl = struct.pack('<cdd', 'i', wid, count), left
+  state, ttl = struct.pack('<cddd', 'i', wid, count, period), left
 else
   admitted, wait, remaining = false, left, math.max(limit - count, 0)
   reset = count > 0 and left or 0
