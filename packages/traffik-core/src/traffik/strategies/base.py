@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, ClassVar, Optional, cast
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, cast
 
 from traffik.decision import ALLOWED_UNLIMITED, Decision
 from traffik.exceptions import ConfigurationError
@@ -33,6 +33,7 @@ __all__ = [
     "ceil_div",
     "draining_held",
     "never_admitted",
+    "rated_amount",
     "settled",
 ]
 
@@ -49,6 +50,29 @@ Refund = tuple[list[int], int]
 def ceil_div(a: int, b: int) -> int:
     """`a / b` rounded up, for integers (`b > 0`)."""
     return -(-a // b)
+
+
+def rated_amount(
+    state: Optional[list[int]],
+    now: int,
+    rate: Rate,
+    measure: Callable[[list[int], int, int], int],
+    capacity: int,
+) -> int:
+    """What a `[amount, time, limit, period_ms]` state holds at `now`, scaled for `rate`
+    (`measure(state, now, limit)`: the amount at `now`, scaled by the period it was written
+    under, draining `limit` per ms). Written under another rate, the amount becomes whole
+    units, rounded up, at most `capacity`, scaled for `rate`; a state of two numbers is read as
+    written under `rate`; anything else, or a rate no transition decides exactly, is 0."""
+    if state is None or len(state) not in (2, 4):
+        return 0
+    limit = rate.limit
+    if len(state) == 4 and (state[2] != limit or state[3] != rate.expire):
+        limit, period = state[2], state[3]
+        if limit < 1 or period < 1 or 2 * limit * period >= EXACT_LIMIT:
+            return 0  # no rate: a fresh key
+        return min(ceil_div(measure(state, now, limit), period), capacity) * rate.expire
+    return measure(state, now, limit)
 
 
 def never_admitted(rate: Rate) -> Decision:

@@ -10,13 +10,13 @@ from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
 from traffik.rates import MAX_PERIOD_MS
 from traffik.strategies.base import (
-    EXACT_LIMIT,
     Refund,
     StateStrategy,
     Transition,
     ceil_div,
     draining_held,
     never_admitted,
+    rated_amount,
 )
 
 if TYPE_CHECKING:
@@ -104,16 +104,7 @@ class GCRA(StateStrategy):
 
     def _backlog(self, state: Optional[list[int]], now: int, rate: Rate) -> int:
         """The theoretical arrival time minus `now`, in 1/limit ms (0 when it has passed)."""
-        if state is None or len(state) not in (2, 4):
-            return 0
-        limit = rate.limit
-        if len(state) == 4 and (state[2] != limit or state[3] != rate.expire):
-            limit, period = state[2], state[3]
-            if limit < 1 or period < 1 or 2 * limit * period >= EXACT_LIMIT:
-                return 0  # no rate: a fresh key
-            held = ceil_div(_behind(state, now, limit), period)
-            return min(held, self.capacity(rate)) * rate.expire
-        return _behind(state, now, limit)
+        return rated_amount(state, now, rate, _behind, self.capacity(rate))
 
     def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
         limit, interval = rate.limit, rate.expire

@@ -13,6 +13,7 @@ from traffik.strategies.base import (
     ceil_div,
     draining_held,
     never_admitted,
+    rated_amount,
 )
 
 if TYPE_CHECKING:
@@ -64,16 +65,7 @@ class LeakyBucket(StateStrategy):
     @staticmethod
     def _level(state: Optional[list[int]], now: int, rate: Rate) -> int:
         """The bucket's level (scaled) at `now`."""
-        if state is None or len(state) not in (2, 4):
-            return 0
-        limit = rate.limit
-        if len(state) == 4 and (state[2] != limit or state[3] != rate.expire):
-            limit, period = state[2], state[3]
-            if limit < 1 or period < 1 or 2 * limit * period >= EXACT_LIMIT:
-                return 0  # no rate: a fresh key
-            held = ceil_div(_drained(state, now, limit), period)
-            return min(held, rate.limit) * rate.expire
-        return _drained(state, now, limit)
+        return rated_amount(state, now, rate, _drained, rate.limit)
 
     def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
         level = self._level(state, now, rate)
