@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from traffik.backends.memcached import MemcachedBackend
-from traffik.backends.memcached._item_size import growth, value_budget
+from traffik.backends.memcached._item_size import entries, growth, value_budget
 from traffik.backends.memcached._keys import MAX_KEY_BYTES
 from traffik.clock import ManualClock
 from traffik.exceptions import ConfigurationError
@@ -19,6 +19,8 @@ from traffik.strategies import (
     GCRA,
     FixedWindow,
     LeakyBucketWithQueue,
+    Priority,
+    PriorityQueue,
     SlidingWindowCounter,
     SlidingWindowLog,
     StateStrategy,
@@ -54,6 +56,22 @@ def _worst_queue(limit: int, period_ms: int) -> list[int]:
     return [NOW, *entries, limit, -period_ms]
 
 
+def _worst_priorities(limit: int, entries: int) -> list[int]:
+    """A `PriorityQueue` state of `entries` entries holding `4 x limit` units (each priority
+    counts its own and those above it), spread evenly, oldest first, the last at `NOW`."""
+    cost = 4 * limit // entries
+    return [
+        value
+        for i in range(entries)
+        for value in (NOW - entries + 1 + i, 1 + 4 * i // entries, cost)
+    ]
+
+
+UNBOUNDED_QUEUE = PriorityQueue(default_priority=Priority.CRITICAL, max_queue_size=10**7)
+"""A priority queue whose worst case is bounded by its limit (`4 x limit` entries of cost 1),
+deciding CRITICAL hits (a key naming no priority)."""
+
+
 @pytest.mark.parametrize("limit", [1, 7, 1000])
 @pytest.mark.parametrize("period_ms", [1, 999, HOUR, 40 * 24 * HOUR])
 def test_the_worst_case_is_what_the_state_codec_writes(limit: int, period_ms: int) -> None:
@@ -61,11 +79,13 @@ def test_the_worst_case_is_what_the_state_codec_writes(limit: int, period_ms: in
     for strategy, state in (
         (SlidingWindowLog(), _worst_log(limit)),
         (LeakyBucketWithQueue(), _worst_queue(limit, period_ms)),
+        (UNBOUNDED_QUEUE, _worst_priorities(limit, 4 * limit)),
+        (PriorityQueue(max_queue_size=limit), _worst_priorities(limit, limit)),
     ):
         grows = growth(strategy, rate)
         assert grows is not None
         fixed, per_entry = grows
-        assert len(encode_state(state)) == fixed + per_entry * limit
+        assert len(encode_state(state)) == fixed + per_entry * entries(strategy, limit)
 
 
 def test_a_log_that_could_outgrow_an_item_is_refused_naming_the_largest_limit() -> None:
@@ -82,6 +102,16 @@ def test_a_log_that_could_outgrow_an_item_is_refused_naming_the_largest_limit() 
     assert queue == (value_budget(1024 * 1024) - 13) // (13 + 2 + len(str(HOUR)))
     with pytest.raises(ConfigurationError, match=f"the largest limit that fits is {queue:,}"):
         backend.validate(LeakyBucketWithQueue(), Rate(limit=queue + 1, hours=1))
+
+
+def test_a_priority_queue_is_bounded_by_its_limit_and_its_queue_size() -> None:
+    backend = MemcachedBackend()
+    backend.validate(PriorityQueue(), Rate(limit=10**9, hours=1))  # 1,000 entries at most
+    largest = _largest(backend, UNBOUNDED_QUEUE, HOUR)
+    assert largest == (value_budget(1024 * 1024) + 1) // (4 * (13 + 5)) == 14_558
+    with pytest.raises(ConfigurationError) as refused:
+        backend.validate(PriorityQueue(max_queue_size=100_000), Rate(limit=100_000, hours=1))
+    assert "max_queue_size=100,000 bounds its entries too" in str(refused.value)
 
 
 def test_the_item_size_is_a_setting() -> None:
@@ -171,7 +201,9 @@ async def _longest_key(backend: MemcachedBackend, suffix: str) -> str:
 
 @pytest.mark.memcached
 @pytest.mark.anyio
-@pytest.mark.parametrize("strategy", [SlidingWindowLog(), LeakyBucketWithQueue()], ids=repr)
+@pytest.mark.parametrize(
+    "strategy", [SlidingWindowLog(), LeakyBucketWithQueue(), UNBOUNDED_QUEUE], ids=repr
+)
 async def test_the_largest_limit_allowed_fits_a_real_item(
     backend: MemcachedBackend, strategy: StateStrategy
 ) -> None:
@@ -183,6 +215,9 @@ async def test_the_largest_limit_allowed_fits_a_real_item(
     if isinstance(strategy, SlidingWindowLog):
         full = _worst_log(largest)
         short = full[:-2]
+    elif isinstance(strategy, PriorityQueue):  # (the newest entries are CRITICAL, its own)
+        full = _worst_priorities(largest, 4 * largest)
+        short = full[:-3]
     else:
         full = _worst_queue(largest, HOUR)
         short = [*full[:-4], *full[-2:]]  # (the rate stays last)
@@ -193,6 +228,7 @@ async def test_the_largest_limit_allowed_fits_a_real_item(
     stored = await backend.get(backend.get_key(key) + strategy.suffix)
     assert stored is not None and len(stored) == len(encode_state(full))
     grows = growth(strategy, rate)
-    assert grows is not None and len(stored) == grows[0] + grows[1] * largest
-    assert len(stored) > value_budget(backend.max_item_bytes) - grows[1]
+    assert grows is not None and len(stored) == grows[0] + grows[1] * entries(strategy, largest)
+    more = entries(strategy, largest + 1) - entries(strategy, largest)  # (a limit one higher)
+    assert len(stored) > value_budget(backend.max_item_bytes) - grows[1] * more
     assert not (await strategy.decide(key, rate, backend, 1)).allowed
