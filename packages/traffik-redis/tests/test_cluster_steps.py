@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from redis.asyncio import Redis
 from redis.crc import key_slot
 from starlette.applications import Starlette
@@ -232,6 +233,11 @@ def _tag_on(cluster: RedisCluster, port: int, name: str) -> str:
     raise AssertionError(f"no tag on port {port}")
 
 
+@pytest.mark.skipif(
+    int(redis.__version__.split(".")[0]) < 8,
+    reason="redis-py < 8 closes every node's connections when one node fails, the healthy "
+    "slot's give-back included (docs/deployment.md#redis-cluster)",
+)
 async def test_a_step_failing_on_one_node_takes_nothing_from_the_others(
     own_cluster: RedisCluster,
 ) -> None:
