@@ -114,6 +114,30 @@ async def test_a_step_equals_the_strategy_s_decision_and_state(
         assert await fast.ttl(stored) == await slow.ttl(stored), turn
 
 
+@pytest.mark.parametrize(("strategy", "rate_text"), CASES, ids=repr)
+async def test_a_step_decides_a_state_later_than_now_as_the_strategy_does(
+    strategy: Strategy, rate_text: str
+) -> None:
+    """A clock that goes back (a state written at a later time, as by a host whose clock is
+    ahead): the decider decides at the state's time, as `strategy.decide` does, and stores
+    the same states and expiries."""
+    kind = in_place_kind(strategy)
+    rate = Rate.parse(rate_text)
+    clock = ManualClock(1_000_000.0)
+    fast, slow = InMemoryBackend(clock=clock), InMemoryBackend(clock=clock)
+    await fast.initialize()
+    rng = random.Random(f"back {strategy!r}{rate_text}")
+    decider = fast.decider(strategy, rate, 1, kind)
+    assert decider is not None
+    stored = fast.get_key("client") + strategy.suffix
+    for turn in range(200):
+        back = rng.choice([0, 1, 50, rate.expire // 2, rate.expire, 2 * rate.expire])
+        clock.set(clock() + (rng.choice([1, 7, 200]) - back) / 1000)
+        assert decider("client") == await strategy.decide("client", rate, slow, 1), turn
+        assert await fast.get(stored) == await slow.get(stored), turn
+        assert await fast.ttl(stored) == await slow.ttl(stored), turn
+
+
 @pytest.mark.parametrize("strategy", IN_PLACE, ids=repr)
 async def test_a_step_equals_the_strategy_s_decision_when_the_rate_changes(
     strategy: Strategy,

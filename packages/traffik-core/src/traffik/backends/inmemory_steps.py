@@ -7,8 +7,11 @@ decision (`FixedWindow.decide`, `transition`) with the numbers that depend only 
 and the cost worked out once and no call inside: this is the in-memory hot path, and a call
 or an allocation is a good part of its cost. A ceiling `ceil(x / d)` is `(x + d - 1) // d`,
 with `d - 1` folded into a constant. A strategy without a step of its own runs its
-`transition`. `tests/test_inmemory_steps.py` holds every step to its strategy's decisions and
-states on random timelines.
+`transition`, and so does a step for the cases it leaves to it: a state stored in another
+form (text, another rate's, written before the rate was kept), and one whose time is later
+than `now` (written by a host whose clock is ahead; see `traffik.strategies.base`), which
+costs the usual case at most one comparison. `tests/test_inmemory_steps.py` holds every step
+to its strategy's decisions and states on random timelines.
 """
 
 from __future__ import annotations
@@ -81,22 +84,27 @@ def _counter(rate: Rate, cost: int) -> Step:
 
 def _token_bucket(strategy: TokenBucket, rate: Rate, cost: int) -> Step:
     """`TokenBucket.transition` (and `TokenBucketWithDebt`'s): `[tokens, last_ms, limit,
-    period_ms]`, scaled; any other state (none, text, one written under another rate) is
-    first made this rate's, at `now`, by `TokenBucket._tokens`."""
+    period_ms]`, scaled; any other state (text, one written under another rate) is decided
+    by its `transition`."""
     period, refill, limit = rate.expire, rate.limit, rate.limit
     full = strategy._bucket(rate) * period
     floor = -strategy._debt() * period
     need = cost * period
     full_up = full + refill - 1
+    decided = _transition(strategy, rate, cost)
 
     def step(entry: list[Any], now: int) -> Decision:
         state = entry[0]
         if type(state) is not list or len(state) != 4 or state[3] != period or state[2] != limit:
-            state = [strategy._tokens(_read(state), now, rate), now, limit, period]
+            if state is not None:
+                return decided(entry, now)
+            state = [full, now, limit, period]
         tokens = state[0]
         elapsed = now - state[1]
         if elapsed > 0:
             tokens += elapsed * refill
+        elif elapsed:  # a state written later than `now`: decided at its time
+            return decided(entry, now)
         if tokens > full:
             tokens = full
         left = tokens - need
@@ -145,25 +153,27 @@ def _gcra(strategy: GCRA, rate: Rate, cost: int) -> Step:
 
 def _sliding_window_counter(strategy: SlidingWindowCounter, rate: Rate, cost: int) -> Step:
     """`SlidingWindowCounter.transition`: `[window_id, current, previous, period_ms]`; any
-    other state (none, text, legacy, counted in another period) is first read by
-    `SlidingWindowCounter._counts`."""
+    other state (text, legacy, counted in another period) is decided by its `transition`."""
     limit, period = rate.limit, rate.expire
     top = limit * period
     room = top - cost * period  # admitted while the weighted count is at most this
-    counts = strategy._counts
+    decided = _transition(strategy, rate, cost)
 
     def step(entry: list[Any], now: int) -> Decision:
         wid, into = divmod(now, period)
         left = period - into
         state = entry[0]
         if type(state) is not list or len(state) != 4 or state[3] != period:
-            seen, _, current, previous = counts(_read(state), now, rate)
-            state = [seen, current, previous, period]
+            if state is not None:
+                return decided(entry, now)
+            state = [wid, 0, 0, period]
         seen = state[0]
         if seen == wid:
             current, previous = state[1], state[2]
         elif seen == wid - 1:
             current, previous = 0, state[1]
+        elif seen > wid:  # a later window's state: decided in it
+            return decided(entry, now)
         else:
             current = previous = 0
         weighted = previous * left + current * period
@@ -189,21 +199,26 @@ def _sliding_window_counter(strategy: SlidingWindowCounter, rate: Rate, cost: in
 
 def _leaky_bucket(strategy: LeakyBucket, rate: Rate, cost: int) -> Step:
     """`LeakyBucket.transition`: `[level, last_ms, limit, period_ms]`, the level scaled; any
-    other state is first made this rate's by `LeakyBucket._level`."""
+    other state is decided by its `transition`."""
     limit, period = rate.limit, rate.expire
     top = limit * period
     add = cost * period
     room = top - add  # admitted while the level is at most this
     up = limit - 1
+    decided = _transition(strategy, rate, cost)
 
     def step(entry: list[Any], now: int) -> Decision:
         state = entry[0]
         if type(state) is not list or len(state) != 4 or state[3] != period or state[2] != limit:
-            state = [strategy._level(_read(state), now, rate), now, limit, period]
+            if state is not None:
+                return decided(entry, now)
+            state = [0, now, limit, period]
         level = state[0]
         elapsed = now - state[1]
         if elapsed > 0:
             level -= elapsed * limit
+        elif elapsed:  # a state written later than `now`: decided at its time
+            return decided(entry, now)
         if level < 0:
             level = 0
         if level <= room:

@@ -13,6 +13,8 @@ from traffik.strategies.base import (
     StateStrategy,
     Transition,
     ceil_div,
+    later,
+    later_refund,
     never_admitted,
 )
 from traffik.strategies.periods import PARTS, aligned, to_parts
@@ -94,6 +96,18 @@ class AdaptiveThrottle(StateStrategy):
         """Units the effective limit recovers per window (at least one)."""
         return max(rate.limit * self._recovery // PARTS, 1)
 
+    @staticmethod
+    def _start(state: Optional[list[int]], now: int, rate: Rate) -> int:
+        """When to decide on `state`: `now`, or the start of its window when later (a state
+        of another period is a new window: `now`)."""
+        if (
+            state is not None
+            and (len(state) == 4 or (len(state) == 6 and state[5] == rate.expire))
+            and now < state[0] * rate.expire < EXACT_LIMIT
+        ):
+            return state[0] * rate.expire
+        return now
+
     def _window(self, state: Optional[list[int]], now: int, rate: Rate) -> _Window:
         limit = rate.limit
         wid, left = aligned(now, rate.expire)
@@ -126,6 +140,9 @@ class AdaptiveThrottle(StateStrategy):
         return left + (windows - 1) * rate.expire
 
     def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
+        at = self._start(state, now, rate)
+        if at > now:
+            return later(self.transition(state, at, rate, cost), at - now)
         limit = rate.limit
         if cost > limit:
             return never_admitted(rate), None, 0
@@ -155,6 +172,9 @@ class AdaptiveThrottle(StateStrategy):
         return cost if age_ms < left else 0
 
     def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
+        at = self._start(state, now, rate)
+        if at > now:
+            return later_refund(self.refund(state, at, rate, cost), at - now)
         wid, left, count, effective, cut_from = self._window(state, now, rate)
         count = max(count - cost, 0)
         if cut_from and count * PARTS <= cut_from * self._threshold:  # no hit passed it

@@ -7,6 +7,11 @@ millisecond. No rounding can then separate the wait a strategy answers from the 
 admits: a hit retried exactly `wait_ms` later is admitted, and one retried a millisecond
 earlier is not. The numbers stay below 2**53, so the Lua ports (whose numbers are doubles)
 compute exactly the same; a rate too large for that is refused (`check_scale`).
+
+A state's time never goes backwards (hosts whose clocks disagree share a store): a host
+whose `now` is behind the time a state records (a bucket's last update, the start of the
+window it counts, the newest entry of a log) decides as if at that time, writes no earlier
+time, and tells waits, resets and TTLs from its own `now` (`later`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ __all__ = [
     "Transition",
     "ceil_div",
     "draining_held",
+    "later",
+    "later_refund",
     "never_admitted",
     "rated_amount",
     "settled",
@@ -50,6 +57,22 @@ Refund = tuple[list[int], int]
 def ceil_div(a: int, b: int) -> int:
     """`a / b` rounded up, for integers (`b > 0`)."""
     return -(-a // b)
+
+
+def later(transition: Transition, shift: int) -> Transition:
+    """`transition`, decided `shift` ms after the caller's `now` (at the time its state
+    records), told from `now`: a wait, a reset (when not 0) and a TTL `shift` ms longer."""
+    decision, state, ttl = transition
+    if not decision.allowed:
+        decision.wait_ms += shift
+    if decision.reset_ms > 0:
+        decision.reset_ms += shift
+    return decision, state, ttl + shift if state is not None else ttl
+
+
+def later_refund(refund: Refund, shift: int) -> Refund:
+    """`refund`, given `shift` ms after the caller's `now`, its TTL told from `now`."""
+    return refund[0], refund[1] + shift
 
 
 def rated_amount(

@@ -14,6 +14,8 @@ from traffik.strategies.base import (
     StateStrategy,
     Transition,
     ceil_div,
+    later,
+    later_refund,
     never_admitted,
 )
 from traffik.strategies.periods import check_number
@@ -137,7 +139,17 @@ class CostBasedTokenBucket(StateStrategy):
         new_unit = rate.expire * THOUSANDTHS
         return (self.capacity(rate) - held) * new_unit, history if held else []
 
+    @staticmethod
+    def _last(state: Optional[list[int]], now: int) -> int:
+        """When to decide on `state`: `now`, or its `last_ms` when later."""
+        if state is not None and len(state) >= 2 and state[1] > now:
+            return state[1]
+        return now
+
     def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
+        at = self._last(state, now)
+        if at > now:
+            return later(self.transition(state, at, rate, cost), at - now)
         limit, unit = rate.limit, rate.expire * THOUSANDTHS
         if cost > self.capacity(rate):
             return never_admitted(rate), None, 0
@@ -170,6 +182,9 @@ class CostBasedTokenBucket(StateStrategy):
         return min(cost, ceil_div(deficit * left, reset))
 
     def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
+        at = self._last(state, now)
+        if at > now:
+            return later_refund(self.refund(state, at, rate, cost), at - now)
         unit = rate.expire * THOUSANDTHS
         full = self.capacity(rate) * unit
         tokens, history = self._current(state, now, rate)

@@ -12,6 +12,8 @@ from traffik.strategies.base import (
     Transition,
     ceil_div,
     draining_held,
+    later,
+    later_refund,
     never_admitted,
     rated_amount,
 )
@@ -40,6 +42,14 @@ def _admit(level: int, rate: Rate, cost: int) -> tuple[bool, Decision]:
     return False, Decision(False, wait, max(top - level, 0) // period, -(-level // limit), limit)
 
 
+def _last(state: Optional[list[int]], now: int, sizes: tuple[int, ...], index: int) -> int:
+    """When to decide on a state of one of `sizes` whose last update is `state[index]`: `now`,
+    or that update when later."""
+    if state is not None and len(state) in sizes and state[index] > now:
+        return state[index]
+    return now
+
+
 def _drained(state: list[int], now: int, limit: int) -> int:
     """The level (scaled) of `state` (`[level, last_ms, ...]`) at `now`, draining `limit` per ms."""
     level, elapsed = state[0], max(now - state[1], 0)
@@ -55,7 +65,7 @@ class LeakyBucket(StateStrategy):
     key expires when the bucket is empty. Read under another rate, the level at that moment,
     rounded up to whole units, is the new rate's level (at most its capacity). A
     `[level, last_ms]` state (written before the rate was kept) is read as written under the
-    current rate.
+    current rate. A host whose clock is behind `last_ms` decides at it.
     """
 
     name: ClassVar[str] = "leaky_bucket"
@@ -68,6 +78,9 @@ class LeakyBucket(StateStrategy):
         return rated_amount(state, now, rate, _drained, rate.limit)
 
     def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
+        at = _last(state, now, (2, 4), 1)
+        if at > now:
+            return later(self.transition(state, at, rate, cost), at - now)
         level = self._level(state, now, rate)
         admitted, decision = _admit(level, rate, cost)
         if not admitted:
@@ -78,6 +91,9 @@ class LeakyBucket(StateStrategy):
     held = draining_held
 
     def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
+        at = _last(state, now, (2, 4), 1)
+        if at > now:
+            return later_refund(self.refund(state, at, rate, cost), at - now)
         level = max(self._level(state, now, rate) - cost * rate.expire, 0)
         return [level, now, rate.limit, rate.expire], max(ceil_div(level, rate.limit), 1)
 
@@ -91,7 +107,8 @@ class LeakyBucketWithQueue(StateStrategy):
     read as written under the current rate. Decisions match `LeakyBucket`, a rate change
     included: the level, rounded up to whole units (at most the new capacity), is kept by
     the newest entries, each holding its own units rounded up; the queue shows what is
-    waiting to drain (`get_stat`, debugging).
+    waiting to drain (`get_stat`, debugging). A host whose clock is behind `last_ms` decides
+    at it.
     """
 
     name: ClassVar[str] = "leaky_bucket_with_queue"
@@ -114,7 +131,17 @@ class LeakyBucketWithQueue(StateStrategy):
                 return _rescaled(_drain(state, now, limit, period), period, rate)
         return _drain(state, now, limit, period)
 
+    @staticmethod
+    def _last(state: Optional[list[int]], now: int) -> int:
+        """When to decide on `state`: `now`, or its `last_ms` when later."""
+        if state and len(state) % 2 and state[0] > now:
+            return state[0]
+        return now
+
     def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
+        at = self._last(state, now)
+        if at > now:
+            return later(self.transition(state, at, rate, cost), at - now)
         queue = self._queue(state, now, rate)
         level = sum(queue[1::2])
         admitted, decision = _admit(level, rate, cost)
@@ -127,6 +154,9 @@ class LeakyBucketWithQueue(StateStrategy):
     held = draining_held
 
     def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
+        at = self._last(state, now)
+        if at > now:
+            return later_refund(self.refund(state, at, rate, cost), at - now)
         queue = self._queue(state, now, rate)
         back = cost * rate.expire
         while queue and back:  # the newest entries leave first

@@ -4,6 +4,8 @@ Their windows are aligned to multiples of the period on the clock (as in traffik
 window is `now // period` and ends `period - now % period` ms from now. A fraction setting
 (a load threshold, a rollover percentage) is kept as whole parts of `PARTS`, so transitions
 stay in integers and the Lua ports compute the same; settings finer than 1/100000 round.
+A state of a later window than `now`'s is decided in that window, as at its start
+(`window_start`).
 """
 
 from __future__ import annotations
@@ -12,8 +14,17 @@ import math
 from typing import Optional
 
 from traffik.exceptions import ConfigurationError
+from traffik.strategies.base import EXACT_LIMIT
 
-__all__ = ["PARTS", "aligned", "check_number", "of_period", "to_parts", "window_count"]
+__all__ = [
+    "PARTS",
+    "aligned",
+    "check_number",
+    "of_period",
+    "to_parts",
+    "window_count",
+    "window_start",
+]
 
 PARTS = 100_000
 """A fraction is `parts / PARTS`."""
@@ -35,6 +46,17 @@ def of_period(state: Optional[list[int]], size: int, period: int) -> Optional[li
     ):
         return None
     return state
+
+
+def window_start(state: Optional[list[int]], now: int, size: int, period: int) -> int:
+    """When to decide on a `[window_id, ..., period_ms]` state of `size` numbers: `now`, or
+    the start of its window when later (a host whose clock is behind decides in the window
+    the state counts, as at its start: the whole window left). A start past `EXACT_LIMIT`
+    is no time (the state is another window's)."""
+    state = of_period(state, size, period)
+    if state is not None and now < state[0] * period < EXACT_LIMIT:
+        return state[0] * period
+    return now
 
 
 def window_count(state: Optional[list[int]], wid: int, period: int) -> int:

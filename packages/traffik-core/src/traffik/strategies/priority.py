@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Optional
 from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
 from traffik.rates import Rate
-from traffik.strategies.base import Refund, StateStrategy, Transition, never_admitted
+from traffik.strategies.base import (
+    Refund,
+    StateStrategy,
+    Transition,
+    later,
+    later_refund,
+    never_admitted,
+)
 from traffik.strategies.markers import KeyMarker, MarkedStrategy
 
 if TYPE_CHECKING:
@@ -162,7 +169,19 @@ class PriorityQueue(MarkedStrategy):
                     log += state[i : i + 3]
         return log
 
+    @staticmethod
+    def _newest(state: Optional[list[int]], now: int) -> int:
+        """When to decide on a log: `now`, or the time of its last entry when later."""
+        if state and len(state) >= 3:
+            newest = state[len(state) // 3 * 3 - 3]
+            if newest > now:
+                return newest
+        return now
+
     def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
+        at = self._newest(state, now)
+        if at > now:
+            return later(self.transition(state, at, rate, cost), at - now)
         limit, period, mine = rate.limit, rate.expire, int(self._priority)
         if cost > limit:
             return never_admitted(rate), None, 0
@@ -190,6 +209,9 @@ class PriorityQueue(MarkedStrategy):
         return Decision(False, wait, max(limit - counted, 0), reset, limit), None, 0
 
     def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
+        at = self._newest(state, now)
+        if at > now:
+            return later_refund(self.refund(state, at, rate, cost), at - now)
         log = self._log(state, now, rate)
         mine, back = int(self._priority), cost
         i = len(log) - 3

@@ -8,8 +8,15 @@ from typing import Any, ClassVar, Optional
 from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
 from traffik.rates import MAX_LIMIT, Rate
-from traffik.strategies.base import Refund, StateStrategy, Transition, never_admitted
-from traffik.strategies.periods import PARTS, aligned, of_period, to_parts
+from traffik.strategies.base import (
+    Refund,
+    StateStrategy,
+    Transition,
+    later,
+    later_refund,
+    never_admitted,
+)
+from traffik.strategies.periods import PARTS, aligned, of_period, to_parts, window_start
 
 __all__ = ["QuotaWithRollover", "QuotaWithRolloverStrategy"]
 
@@ -87,6 +94,9 @@ class QuotaWithRollover(StateStrategy):
         return pid, left, 0, 0
 
     def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
+        at = window_start(state, now, 4, rate.expire)
+        if at > now:
+            return later(self.transition(state, at, rate, cost), at - now)
         limit = rate.limit
         if cost > limit:
             return never_admitted(rate), None, 0
@@ -100,6 +110,9 @@ class QuotaWithRollover(StateStrategy):
         return Decision(False, left, max(quota - usage, 0), reset, limit), None, 0
 
     def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
+        at = window_start(state, now, 4, rate.expire)
+        if at > now:
+            return later_refund(self.refund(state, at, rate, cost), at - now)
         pid, left, usage, rollover = self._period(state, now, rate)
         return [pid, max(usage - cost, 0), rollover, rate.expire], left + rate.expire
 

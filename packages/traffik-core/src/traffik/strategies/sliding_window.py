@@ -5,7 +5,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar, Optional
 
 from traffik.decision import Decision
-from traffik.strategies.base import Refund, StateStrategy, Transition, never_admitted
+from traffik.strategies.base import (
+    EXACT_LIMIT,
+    Refund,
+    StateStrategy,
+    Transition,
+    later,
+    later_refund,
+    never_admitted,
+)
 from traffik.strategies.periods import of_period
 
 if TYPE_CHECKING:
@@ -29,7 +37,8 @@ class SlidingWindowCounter(StateStrategy):
     next window. The counts are kept when the limit changes; a state counted in windows of
     another period is a new window (its window ids are not this period's); a
     `[window_id, current, previous]` state (written before the period was kept) is read as
-    counted in the current period.
+    counted in the current period. A state of a later window than `now`'s (written by a host
+    whose clock is ahead) is decided in that window, as at its start.
     """
 
     name: ClassVar[str] = "sliding_window_counter"
@@ -50,7 +59,18 @@ class SlidingWindowCounter(StateStrategy):
                 return wid, left, 0, state[1]
         return wid, left, 0, 0
 
+    @staticmethod
+    def _start(state: Optional[list[int]], now: int, rate: Rate) -> int:
+        """When to decide on `state`: `now`, or the start of its window when later."""
+        state = of_period(state, 4, rate.expire)
+        if state is not None and now < state[0] * rate.expire < EXACT_LIMIT:
+            return state[0] * rate.expire
+        return now
+
     def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
+        at = self._start(state, now, rate)
+        if at > now:
+            return later(self.transition(state, at, rate, cost), at - now)
         limit, period = rate.limit, rate.expire
         wid, left, current, previous = self._counts(state, now, rate)
         weighted = previous * left + current * period
@@ -84,6 +104,9 @@ class SlidingWindowCounter(StateStrategy):
         return cost if age_ms < decision.reset_ms - rate.expire else 0
 
     def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
+        at = self._start(state, now, rate)
+        if at > now:
+            return later_refund(self.refund(state, at, rate, cost), at - now)
         wid, left, current, previous = self._counts(state, now, rate)
         back = min(cost, current)  # the current window first, then what still weighs of the last
         current -= back
@@ -96,7 +119,8 @@ class SlidingWindowLog(StateStrategy):
 
     State: `[t1, cost1, t2, cost2, ...]`, oldest first; an entry leaves the window one period
     after its time. A rejected hit waits until enough of the oldest cost has left to make room
-    for its own cost.
+    for its own cost. A host whose clock is behind the newest (last) entry decides at its
+    time.
     """
 
     name: ClassVar[str] = "sliding_window_log"
@@ -118,7 +142,19 @@ class SlidingWindowLog(StateStrategy):
                     log.append(state[i + 1])
         return log
 
+    @staticmethod
+    def _newest(state: Optional[list[int]], now: int) -> int:
+        """When to decide on a log: `now`, or the time of its last entry when later."""
+        if state and len(state) >= 2:
+            newest = state[len(state) // 2 * 2 - 2]
+            if newest > now:
+                return newest
+        return now
+
     def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
+        at = self._newest(state, now)
+        if at > now:
+            return later(self.transition(state, at, rate, cost), at - now)
         limit, period = rate.limit, rate.expire
         log = self._log(state, now, rate)
         total = sum(log[1::2])
@@ -143,6 +179,9 @@ class SlidingWindowLog(StateStrategy):
         return Decision(False, wait, max(limit - total, 0), reset, limit), None, 0
 
     def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
+        at = self._newest(state, now)
+        if at > now:
+            return later_refund(self.refund(state, at, rate, cost), at - now)
         log = self._log(state, now, rate)
         back = cost
         while log and back:  # the newest entries leave first

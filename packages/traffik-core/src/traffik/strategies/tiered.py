@@ -9,9 +9,16 @@ from typing import TYPE_CHECKING, Any, ClassVar, Optional
 from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
 from traffik.rates import Rate
-from traffik.strategies.base import Refund, StateStrategy, Transition, never_admitted
+from traffik.strategies.base import (
+    Refund,
+    StateStrategy,
+    Transition,
+    later,
+    later_refund,
+    never_admitted,
+)
 from traffik.strategies.markers import KeyMarker, MarkedStrategy
-from traffik.strategies.periods import aligned, check_number, window_count
+from traffik.strategies.periods import aligned, check_number, window_count, window_start
 
 if TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
@@ -147,6 +154,9 @@ class TieredRate(MarkedStrategy):
         )
 
     def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
+        at = window_start(state, now, 3, rate.expire)
+        if at > now:
+            return later(self.transition(state, at, rate, cost), at - now)
         limit = rate.limit
         if cost > limit:
             return never_admitted(rate), None, 0
@@ -159,6 +169,9 @@ class TieredRate(MarkedStrategy):
         return Decision(False, left, max(limit - count, 0), reset, limit), None, 0
 
     def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
+        at = window_start(state, now, 3, rate.expire)
+        if at > now:
+            return later_refund(self.refund(state, at, rate, cost), at - now)
         wid, left = aligned(now, rate.expire)
         return [wid, max(window_count(state, wid, rate.expire) - cost, 0), rate.expire], left
 

@@ -8,8 +8,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
-from traffik.strategies.base import Refund, StateStrategy, Transition, never_admitted
-from traffik.strategies.periods import aligned, check_number, window_count
+from traffik.strategies.base import (
+    Refund,
+    StateStrategy,
+    Transition,
+    later,
+    later_refund,
+    never_admitted,
+)
+from traffik.strategies.periods import aligned, check_number, window_count, window_start
 
 if TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
@@ -156,6 +163,9 @@ class TimeOfDay(StateStrategy):
         return start - now
 
     def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
+        at = window_start(state, now, 3, rate.expire)
+        if at > now:
+            return later(self.transition(state, at, rate, cost), at - now)
         if cost > self.capacity(rate):
             return never_admitted(rate), None, 0
         limit = self.limit_at(now, rate)
@@ -169,6 +179,9 @@ class TimeOfDay(StateStrategy):
         return Decision(False, wait, max(limit - count, 0), reset, limit), None, 0
 
     def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
+        at = window_start(state, now, 3, rate.expire)
+        if at > now:
+            return later_refund(self.refund(state, at, rate, cost), at - now)
         wid, left = aligned(now, rate.expire)
         count = window_count(state, wid, rate.expire)
         return [wid, max(count - cost, 0), rate.expire], left

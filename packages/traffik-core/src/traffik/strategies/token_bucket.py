@@ -15,6 +15,8 @@ from traffik.strategies.base import (
     Transition,
     ceil_div,
     draining_held,
+    later,
+    later_refund,
     never_admitted,
 )
 
@@ -37,6 +39,13 @@ def _check_count(owner: str, name: str, value: object, minimum: int) -> None:
         )
 
 
+def _last(state: Optional[list[int]], now: int) -> int:
+    """When to decide on a `[tokens, last_ms, ...]` state: `now`, or its last update when later."""
+    if state is not None and len(state) in (2, 4) and state[1] > now:
+        return state[1]
+    return now
+
+
 class TokenBucket(StateStrategy):
     """Tokens refill at `limit` per period up to `burst_size` (default: `limit`); a hit spends `cost`.
 
@@ -47,7 +56,7 @@ class TokenBucket(StateStrategy):
     callable, a deploy), the tokens the bucket missed at that moment, rounded up to whole
     units, are missing from the new rate's bucket (at most its capacity): the client keeps
     what it spent. A `[tokens, last_ms]` state (written before the rate was kept) is read as
-    written under the current rate.
+    written under the current rate. A host whose clock is behind `last_ms` decides at it.
     """
 
     name: ClassVar[str] = "token_bucket"
@@ -107,6 +116,9 @@ class TokenBucket(StateStrategy):
         return ceil_div(missing - elapsed * limit, period)
 
     def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
+        at = _last(state, now)
+        if at > now:
+            return later(self.transition(state, at, rate, cost), at - now)
         period, refill = rate.expire, rate.limit
         full, floor = self._bucket(rate) * period, -self._debt() * period
         tokens = self._tokens(state, now, rate)
@@ -127,6 +139,9 @@ class TokenBucket(StateStrategy):
     held = draining_held
 
     def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
+        at = _last(state, now)
+        if at > now:
+            return later_refund(self.refund(state, at, rate, cost), at - now)
         full = self._bucket(rate) * rate.expire
         tokens = min(full, self._tokens(state, now, rate) + cost * rate.expire)
         state = [tokens, now, rate.limit, rate.expire]

@@ -10,7 +10,8 @@
 
 The pytest plugin (`traffik.testing.plugin`, loaded automatically once traffik-core is
 installed) provides the `traffik_clock` and `traffik_backend` fixtures; the backend
-conformance suite is `traffik.testing.conformance`. Only those two modules import pytest.
+conformance suite is `traffik.testing.conformance`. Only the plugin and the conformance suite
+(`traffik.testing.conformance` and the mixins it is made of) import pytest.
 """
 
 from __future__ import annotations

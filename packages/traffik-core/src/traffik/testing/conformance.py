@@ -12,7 +12,8 @@ class TestMyConformance(BackendConformance):
 
 A backend whose instances share one store (a server) also subclasses
 `SharedStoreConformance`: a second instance keeps the budget the first spent after the
-first shuts down. Set `clock_moves_expiry = False` for a backend whose key expiry follows its server even when
+first shuts down, and instances whose clocks disagree keep the limit within the skew
+(`traffik.testing.skew_conformance`). Set `clock_moves_expiry = False` for a backend whose key expiry follows its server even when
 strategies follow an injected clock (the `FixedWindow` timeline is then skipped, its window
 being a key's time to live); set `supports_clock = False` for a backend that cannot follow an injected
 clock; the strategy timelines are then skipped for it. Needs pytest and anyio.
@@ -36,6 +37,7 @@ from traffik.rates import MAX_LIMIT, MAX_PERIOD_MS, Rate
 from traffik.strategies import BUILTIN_STRATEGIES, FixedWindow, Strategy
 from traffik.testing.advanced_conformance import AdvancedConformance
 from traffik.testing.rate_change_conformance import RateChangeConformance
+from traffik.testing.skew_conformance import SkewConformance
 from traffik.testing.steps_conformance import StepsConformance
 
 __all__ = [
@@ -389,8 +391,9 @@ class BackendConformance(StepsConformance, AdvancedConformance, RateChangeConfor
 
 
 @pytest.mark.anyio
-class SharedStoreConformance:
-    """What a backend whose instances share one store (a server) must also do."""
+class SharedStoreConformance(SkewConformance):
+    """What a backend whose instances share one store (a server) must also do: keep a
+    budget across instances, and the limit when their clocks disagree (`SkewConformance`)."""
 
     async def test_one_instance_shutting_down_keeps_the_shared_budget(
         self, make_backend: Callable[..., ThrottleBackend]

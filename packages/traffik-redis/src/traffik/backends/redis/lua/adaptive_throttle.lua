@@ -13,12 +13,19 @@ if step < 1 then
 end
 -- AdaptiveThrottle._window: window id, ms left, count, effective limit and cut_from at `now`
 -- (periods.aligned: the id of the clock-aligned period holding `now`, and the ms until it ends).
-local wid = floordiv(now, period)
-local left = period - (now - wid * period)
 local held, count, effective, cut_from, was, was_period = numbers(raw, '<cdddddd')
 if held == nil then
   held, count, effective, cut_from = numbers(raw, '<cdddd')
-elseif was ~= limit or was_period ~= period then
+end
+-- A later window of this period: decided in it (decide.lua).
+if held ~= nil and (was_period == nil or was_period == period) and held * period > now
+  and held * period < 2 ^ 53
+then
+  now = held * period
+end
+local wid = floordiv(now, period)
+local left = period - (now - wid * period)
+if was_period ~= nil and (was ~= limit or was_period ~= period) then
   if was_period ~= period or was < 1 or 2 * was * 100000 >= 2 ^ 53 then
     held = nil -- another period: a new window
   else -- their share of the old limit, in parts

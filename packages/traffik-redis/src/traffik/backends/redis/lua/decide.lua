@@ -69,8 +69,25 @@ for i = 1, n do
     elseif code ~= 9 then
       raw = redis.call('GET', KEYS[i])
     end
+    -- A body whose state records a later time than now (written by a host whose clock is
+    -- ahead) decides at that time, setting now to it; the wait, a reset (when not 0) and the
+    -- TTL are then told from the call's now (traffik.strategies.base.later).
+    local clock = now
     if code == 9 or not REFUND or load_state(raw, 105) or load_state(raw, 104) then -- 'i', 'h'
       --[[ STRATEGIES ]]
+    end
+    if now ~= clock then
+      local shift = now - clock
+      now = clock
+      if admitted == false then
+        wait = wait + shift
+      end
+      if reset and reset > 0 then
+        reset = reset + shift
+      end
+      if state and ttl then
+        ttl = ttl + shift
+      end
     end
   end
   if not REFUND then

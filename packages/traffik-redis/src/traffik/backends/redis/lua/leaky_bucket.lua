@@ -7,6 +7,9 @@ if level == nil then
   level, last = numbers(raw, '<cdd')
   was_limit, was_period = limit, period
 end
+if last ~= nil and last > now then -- written at a later time: decided at it (decide.lua)
+  now = last
+end
 if level == nil then
   level = 0
 elseif was_limit == limit and was_period == period then

@@ -18,6 +18,9 @@ if not REFUND and size >= 3 and size <= 4096 and size % 2 == 1
 then
   queue = doubles(raw, size)
   local last = queue[1]
+  if last % 1 == 0 and last > now and last < 2 ^ 53 then -- later: decided at it (decide.lua)
+    now = last
+  end
   -- A full bucket drains in one period: longer idle times change nothing more.
   local idle = now - last
   local drained = (idle < 0 and 0 or idle > period and period or idle) * limit
@@ -43,8 +46,11 @@ then
   same = plain and last == now and kept == size - 2
 end
 if not plain then
-  level, kept, queue = 0, 1, load_state(raw, 105) -- 'i'
+  level, kept, queue, now = 0, 1, load_state(raw, 105), clock -- 'i'
   if queue ~= nil and #queue % 2 == 1 then
+    if queue[1] > now then -- written at a later time: decided at it (decide.lua)
+      now = queue[1]
+    end
     local len = #queue
     local was_limit, was_period = limit, period
     if len >= 3 and queue[len] < 0 then

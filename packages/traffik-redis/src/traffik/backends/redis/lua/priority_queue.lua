@@ -49,6 +49,11 @@ local counted = mark == 113 and head >= 1 and head <= stop and stop < 2 ^ 29
 -- PEXPIRE, a command's cost): that entry was written in this millisecond of the server's, so
 -- every write since was too, and each gave the key the life it would get now, `period` from
 -- this millisecond.
+-- A newest entry later than now (written by a host whose clock is ahead): decided at its time
+-- (decide.lua).
+if counted and n1 + n2 + n3 + n4 > 0 and nt > now then
+  now = nt
+end
 local hot = counted and not REFUND and counted + cost <= limit and ot > now - period
   and n1 + n2 + n3 + n4 < y and head < stop and newest + 17 == stop and nt <= now
   and (x == 1 or x == 2 or x == 3 or x == 4)
@@ -58,6 +63,9 @@ if not hot then
   if not stored then -- 'i' (the range is all of it when shorter), else no state
     raw = #block < 189 and block or redis.call('GET', key)
     log = load_state(raw, 105)
+    if log and #log >= 3 and log[#log - #log % 3 - 2] > now then -- the last entry's time
+      now = log[#log - #log % 3 - 2]
+    end
     stored = log ~= nil
   end
   general = log ~= nil or not (x == 1 or x == 2 or x == 3 or x == 4) or y < 1

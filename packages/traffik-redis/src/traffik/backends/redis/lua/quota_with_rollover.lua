@@ -5,14 +5,17 @@
 -- over.
 -- QuotaWithRollover._period: period id, ms left, usage and rollover at `now` (periods.aligned:
 -- the id of the clock-aligned period holding `now`, and the ms until it ends).
-local pid = floordiv(now, period)
-local left = period - (now - pid * period)
 local held, usage, rollover, was = numbers(raw, '<cdddd')
 if held == nil then
   held, usage, rollover = numbers(raw, '<cddd')
 elseif was ~= period then
   held = nil
 end
+if held ~= nil and held * period > now and held * period < 2 ^ 53 then -- a later period: decided in it (decide.lua)
+  now = held * period
+end
+local pid = floordiv(now, period)
+local left = period - (now - pid * period)
 if held == pid then -- at most what this limit rolls over
   rollover = math.min(rollover, y, floordiv(limit * x, 100000))
 elseif held == pid - 1 then

@@ -4,14 +4,17 @@
 -- previous} ('<cddd', written before the period was kept) is counted in this period.
 -- SlidingWindowCounter._counts: window id, ms left in it, current and previous counts; a
 -- state counted in another period is a new window (periods.of_period).
-local wid = floordiv(now, period)
-local left = period - (now - wid * period)
 local held, current, previous, was = numbers(raw, '<cdddd')
 if held == nil then
   held, current, previous = numbers(raw, '<cddd')
 elseif was ~= period then
   held = nil
 end
+if held ~= nil and held * period > now and held * period < 2 ^ 53 then -- a later window: decided in it (decide.lua)
+  now = held * period
+end
+local wid = floordiv(now, period)
+local left = period - (now - wid * period)
 if held == wid - 1 then
   current, previous = 0, current
 elseif held ~= wid then

@@ -16,6 +16,10 @@ if not REFUND and size >= 2 and size <= 4096 and size % 2 == 0 and start > -2 ^ 
   and string.byte(raw, 1) == 105 -- 'i'
 then
   log = doubles(raw, size)
+  local newest = log[size - 1] -- the last entry's time: a later one is decided at (decide.lua)
+  if newest % 1 == 0 and newest > now and newest < 2 ^ 53 then
+    now, start = newest, newest - period
+  end
   -- whole: the sum of the numbers' fractional parts (0 when all are whole; NaN's and the
   -- infinities' are NaN), 1 for a number the fast read leaves to the general one. last:
   -- where the last entry out of the window starts. A time inside the window is above start,
@@ -38,8 +42,12 @@ then
   end
 end
 if not plain then
-  log = load_state(raw, 105) or {} -- 'i'
+  log, now = load_state(raw, 105) or {}, clock -- 'i'
   local len = #log
+  if len >= 2 and log[len - len % 2 - 1] > now then -- the last entry's time, when later
+    now = log[len - len % 2 - 1]
+  end
+  start = now - period
   total, kept = 0, 0
   for i = 1, len - 1, 2 do
     local t = log[i]

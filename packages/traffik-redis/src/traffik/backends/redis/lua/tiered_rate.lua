@@ -3,14 +3,17 @@
 -- period_ms} ('<cddd'); {window_id, count} ('<cdd', written before the period was kept) is
 -- counted in this period, one of another period is a new window (periods.window_count).
 -- periods.aligned: the id of the clock-aligned period holding `now`, and the ms until it ends.
-local wid = floordiv(now, period)
-local left = period - (now - wid * period)
 local held, count, was = numbers(raw, '<cddd')
 if held == nil then
   held, count = numbers(raw, '<cdd')
 elseif was ~= period then
   held = nil
 end
+if held ~= nil and held * period > now and held * period < 2 ^ 53 then -- a later window: decided in it (decide.lua)
+  now = held * period
+end
+local wid = floordiv(now, period)
+local left = period - (now - wid * period)
 if held ~= wid then
   count = 0
 end

@@ -10,7 +10,12 @@ local full, bottom, need = size * period, -y * period, cost * period
 local tokens, last, was_limit, was_period = numbers(raw, '<cdddd')
 if tokens == nil then
   tokens, last = numbers(raw, '<cdd')
-elseif was_limit ~= limit or was_period ~= period then
+  was_limit, was_period = limit, period
+end
+if last ~= nil and last > now then -- written at a later time: decided at it (decide.lua)
+  now = last
+end
+if tokens ~= nil and (was_limit ~= limit or was_period ~= period) then
   -- TokenBucket._missing: the whole units (rounded up) the bucket missed at now under the
   -- rate it was written under, missing from this rate's bucket (at most its capacity); a
   -- rate this bucket cannot decide exactly is no state.

@@ -1,0 +1,91 @@
+"""Hosts whose clocks disagree, on one shared store: the limit still holds, within the skew.
+
+`SkewConformance` (a mixin of `traffik.testing.conformance.SharedStoreConformance`) puts two
+instances of a backend on one store, under `ManualClock`s `D` ms apart, and alternates one
+client's hits between them every `SKEW_STEP_MS` for `SKEW_SPAN_MS` at `SKEW_RATE`, for every
+strategy. A state's time never goes backwards (docs/concepts/strategies.md, "When clocks
+disagree"), so at most `limit * (T + D) / period + limit` hits are admitted, where one clock
+admits `limit * T / period + limit`. Needs pytest and anyio.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Callable
+
+import pytest
+
+from traffik.backends.base import ThrottleBackend
+from traffik.clock import ManualClock
+from traffik.rates import Rate
+from traffik.strategies import ADVANCED_STRATEGIES, BUILTIN_STRATEGIES, FixedWindow, Strategy
+
+__all__ = [
+    "SKEWS_MS",
+    "SKEW_RATE",
+    "SKEW_SPAN_MS",
+    "SKEW_STEP_MS",
+    "SkewConformance",
+    "most_admitted",
+]
+
+SKEWS_MS = (50, 600, 2000)
+"""How far apart the two hosts' clocks are: less than a period, about one, more than one."""
+SKEW_RATE = Rate.parse("10/s")
+SKEW_SPAN_MS = 3000
+SKEW_STEP_MS = 20
+_START = 1_700_000_040.37
+"""Off every window boundary, so neither host's first hit opens a window."""
+
+_namespaces = itertools.count()
+_STRATEGIES = [cls() for cls in (*BUILTIN_STRATEGIES, *ADVANCED_STRATEGIES)]
+
+
+def most_admitted(strategy: Strategy, rate: Rate, span_ms: int, skew_ms: int) -> int:
+    """The most hits `strategy` may admit to one client in `span_ms` at `rate` when its hosts'
+    clocks are `skew_ms` apart: `capacity * (span + skew) / period + capacity`, the capacity
+    being the most one period admits (`rate.limit`, or more for a strategy that allows a
+    larger burst)."""
+    capacity = max(rate.limit, strategy.capacity(rate))
+    return capacity * (span_ms + skew_ms) // rate.expire + capacity
+
+
+@pytest.mark.anyio
+class SkewConformance:
+    """What a backend whose instances share one store must do when their clocks disagree."""
+
+    clock_moves_expiry = True
+
+    @pytest.mark.parametrize("ahead_first", [True, False], ids=["ahead-first", "behind-first"])
+    @pytest.mark.parametrize("skew_ms", SKEWS_MS)
+    @pytest.mark.parametrize("strategy", _STRATEGIES, ids=lambda s: type(s).__name__)
+    async def test_hosts_whose_clocks_disagree_keep_the_limit(
+        self,
+        make_backend: Callable[..., ThrottleBackend],
+        strategy: Strategy,
+        skew_ms: int,
+        ahead_first: bool,
+    ) -> None:
+        if isinstance(strategy, FixedWindow) and not self.clock_moves_expiry:
+            pytest.skip("FixedWindow's window is a key TTL, which follows the server's clock here")
+        ahead, behind = ManualClock(_START + skew_ms / 1000), ManualClock(_START)
+        namespace = f"conformance-skew-{next(_namespaces)}"
+        first = make_backend(namespace=namespace, clock=ahead)
+        second = make_backend(namespace=namespace, clock=behind)
+        hosts = (first, second) if ahead_first else (second, first)
+        admitted = 0
+        try:
+            for step in range(SKEW_SPAN_MS // SKEW_STEP_MS):
+                decision = await strategy.decide("client", SKEW_RATE, hosts[step % 2], 1)
+                admitted += decision.allowed
+                ahead.advance(ms=SKEW_STEP_MS)
+                behind.advance(ms=SKEW_STEP_MS)
+        finally:
+            await first.reset()
+            await first.close()
+            await second.close()
+        most = most_admitted(strategy, SKEW_RATE, SKEW_SPAN_MS, skew_ms)
+        assert admitted <= most, (
+            f"{strategy!r} admitted {admitted} hits in {SKEW_SPAN_MS} ms at {SKEW_RATE} on "
+            f"two hosts {skew_ms} ms apart: at most {most} may be"
+        )
