@@ -313,3 +313,45 @@ async def test_update_rate_carries_what_the_client_spent(
         if passed[-1]:
             await throttle.hit(request)
     assert passed == [True] * (2 + admitted) + [False] * 2
+
+
+_WRITTEN_AT = {
+    # where a state written by an admitted hit records its time (ms), per strategy
+    "TokenBucket": lambda state, period: state[1],
+    "LeakyBucket": lambda state, period: state[1],
+    "LeakyBucketWithQueue": lambda state, period: state[0],
+    "SlidingWindowLog": lambda state, period: state[-2],
+    "SlidingWindowCounter": lambda state, period: state[0] * period,  # its window's start
+}
+
+
+@pytest.mark.parametrize("name", sorted(_WRITTEN_AT))
+@pytest.mark.parametrize(
+    ("ahead_ms", "believed"), [(30_000, True), (60_000, True), (61_000, False), (3_600_000, False)]
+)
+def test_a_state_from_further_ahead_than_a_minute_is_decided_at_now(
+    name: str, ahead_ms: int, believed: bool
+) -> None:
+    """A state written by a clock up to a minute ahead (`AHEAD_MS`) is decided at its time,
+    and its time stays; one from further ahead (a clock gone wrong, or this one stepped back)
+    is decided at `now`, as if written then, so no client waits for the clock to catch up."""
+    from traffik.strategies import base
+
+    strategy = {
+        "TokenBucket": TokenBucket,
+        "LeakyBucket": LeakyBucket,
+        "LeakyBucketWithQueue": LeakyBucketWithQueue,
+        "SlidingWindowLog": SlidingWindowLog,
+        "SlidingWindowCounter": SlidingWindowCounter,
+    }[name]()
+    rate, now = Rate.parse("10/s"), 1_700_000_000_000
+    assert base.AHEAD_MS == 60_000
+    _, state, _ = strategy.transition(None, now + ahead_ms, rate, 1)  # (a host ahead)
+    decision, written, _ = strategy.transition(state, now, rate, 1)
+    assert decision.allowed and written is not None
+    at = _WRITTEN_AT[name](written, rate.expire)
+    window = rate.expire if name == "SlidingWindowCounter" else 1
+    if believed:
+        assert at == (now + ahead_ms) // window * window
+    else:
+        assert at == now // window * window

@@ -12,6 +12,7 @@ from traffik.strategies.base import (
     Refund,
     StateStrategy,
     Transition,
+    ahead,
     ceil_div,
     later,
     later_refund,
@@ -103,7 +104,7 @@ class AdaptiveThrottle(StateStrategy):
         if (
             state is not None
             and (len(state) == 4 or (len(state) == 6 and state[5] == rate.expire))
-            and now < state[0] * rate.expire < EXACT_LIMIT
+            and ahead(state[0] * rate.expire, now)
         ):
             return state[0] * rate.expire
         return now

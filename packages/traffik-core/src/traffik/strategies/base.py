@@ -11,7 +11,8 @@ compute exactly the same; a rate too large for that is refused (`check_scale`).
 A state's time never goes backwards (hosts whose clocks disagree share a store): a host
 whose `now` is behind the time a state records (a bucket's last update, the start of the
 window it counts, the newest entry of a log) decides as if at that time, writes no earlier
-time, and tells waits, resets and TTLs from its own `now` (`later`).
+time, and tells waits, resets and TTLs from its own `now` (`later`), as long as that time is
+at most `AHEAD_MS` ahead (`ahead`); a state further ahead is decided at `now`.
 """
 
 from __future__ import annotations
@@ -30,11 +31,13 @@ if TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
 
 __all__ = [
+    "AHEAD_MS",
     "EXACT_LIMIT",
     "Refund",
     "StateStrategy",
     "Strategy",
     "Transition",
+    "ahead",
     "ceil_div",
     "draining_held",
     "later",
@@ -57,6 +60,20 @@ Refund = tuple[list[int], int]
 def ceil_div(a: int, b: int) -> int:
     """`a / b` rounded up, for integers (`b > 0`)."""
     return -(-a // b)
+
+
+AHEAD_MS = 60_000
+"""How far past a host's `now` a state's time is believed (`ahead`): hosts whose clocks are
+apart by up to a minute decide exactly. A time further ahead is a clock gone wrong (a host's
+clock set far ahead, or this one stepped back): the state is decided at `now`, as when it is
+written then, so that no client waits for a clock to catch up. The Lua ports write it as the
+literal 60000."""
+
+
+def ahead(moment: int, now: int) -> bool:
+    """Whether a state's `moment` is after `now` and believed (`AHEAD_MS`): then the state is
+    decided at `moment` (module docstring)."""
+    return now < moment <= now + AHEAD_MS
 
 
 def later(transition: Transition, shift: int) -> Transition:

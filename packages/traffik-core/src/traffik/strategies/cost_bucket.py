@@ -13,6 +13,7 @@ from traffik.strategies.base import (
     Refund,
     StateStrategy,
     Transition,
+    ahead,
     ceil_div,
     later,
     later_refund,
@@ -142,7 +143,7 @@ class CostBasedTokenBucket(StateStrategy):
     @staticmethod
     def _last(state: Optional[list[int]], now: int) -> int:
         """When to decide on `state`: `now`, or its `last_ms` when later."""
-        if state is not None and len(state) >= 2 and state[1] > now:
+        if state is not None and len(state) >= 2 and ahead(state[1], now):
             return state[1]
         return now
 

@@ -10,6 +10,7 @@ from traffik.strategies.base import (
     Refund,
     StateStrategy,
     Transition,
+    ahead,
     ceil_div,
     draining_held,
     later,
@@ -45,7 +46,7 @@ def _admit(level: int, rate: Rate, cost: int) -> tuple[bool, Decision]:
 def _last(state: Optional[list[int]], now: int, sizes: tuple[int, ...], index: int) -> int:
     """When to decide on a state of one of `sizes` whose last update is `state[index]`: `now`,
     or that update when later."""
-    if state is not None and len(state) in sizes and state[index] > now:
+    if state is not None and len(state) in sizes and ahead(state[index], now):
         return state[index]
     return now
 
@@ -134,7 +135,7 @@ class LeakyBucketWithQueue(StateStrategy):
     @staticmethod
     def _last(state: Optional[list[int]], now: int) -> int:
         """When to decide on `state`: `now`, or its `last_ms` when later."""
-        if state and len(state) % 2 and state[0] > now:
+        if state and len(state) % 2 and ahead(state[0], now):
             return state[0]
         return now
 

@@ -14,7 +14,7 @@ import math
 from typing import Optional
 
 from traffik.exceptions import ConfigurationError
-from traffik.strategies.base import EXACT_LIMIT
+from traffik.strategies.base import ahead
 
 __all__ = [
     "PARTS",
@@ -54,7 +54,7 @@ def window_start(state: Optional[list[int]], now: int, size: int, period: int) -
     the state counts, as at its start: the whole window left). A start past `EXACT_LIMIT`
     is no time (the state is another window's)."""
     state = of_period(state, size, period)
-    if state is not None and now < state[0] * period < EXACT_LIMIT:
+    if state is not None and ahead(state[0] * period, now):
         return state[0] * period
     return now
 

@@ -14,6 +14,7 @@ from traffik.strategies.base import (
     Refund,
     StateStrategy,
     Transition,
+    ahead,
     later,
     later_refund,
     never_admitted,
@@ -174,7 +175,7 @@ class PriorityQueue(MarkedStrategy):
         """When to decide on a log: `now`, or the time of its last entry when later."""
         if state and len(state) >= 3:
             newest = state[len(state) // 3 * 3 - 3]
-            if newest > now:
+            if ahead(newest, now):
                 return newest
         return now
 

@@ -6,10 +6,10 @@ from typing import TYPE_CHECKING, ClassVar, Optional
 
 from traffik.decision import Decision
 from traffik.strategies.base import (
-    EXACT_LIMIT,
     Refund,
     StateStrategy,
     Transition,
+    ahead,
     later,
     later_refund,
     never_admitted,
@@ -63,7 +63,7 @@ class SlidingWindowCounter(StateStrategy):
     def _start(state: Optional[list[int]], now: int, rate: Rate) -> int:
         """When to decide on `state`: `now`, or the start of its window when later."""
         state = of_period(state, 4, rate.expire)
-        if state is not None and now < state[0] * rate.expire < EXACT_LIMIT:
+        if state is not None and ahead(state[0] * rate.expire, now):
             return state[0] * rate.expire
         return now
 
@@ -147,7 +147,7 @@ class SlidingWindowLog(StateStrategy):
         """When to decide on a log: `now`, or the time of its last entry when later."""
         if state and len(state) >= 2:
             newest = state[len(state) // 2 * 2 - 2]
-            if newest > now:
+            if ahead(newest, now):
                 return newest
         return now
 

@@ -13,6 +13,7 @@ from traffik.strategies.base import (
     Refund,
     StateStrategy,
     Transition,
+    ahead,
     ceil_div,
     draining_held,
     later,
@@ -41,7 +42,7 @@ def _check_count(owner: str, name: str, value: object, minimum: int) -> None:
 
 def _last(state: Optional[list[int]], now: int) -> int:
     """When to decide on a `[tokens, last_ms, ...]` state: `now`, or its last update when later."""
-    if state is not None and len(state) in (2, 4) and state[1] > now:
+    if state is not None and len(state) in (2, 4) and ahead(state[1], now):
         return state[1]
     return now
 

@@ -19,7 +19,7 @@ if held == nil then
 end
 -- A later window of this period: decided in it (decide.lua).
 if held ~= nil and (was_period == nil or was_period == period) and held * period > now
-  and held * period < 2 ^ 53
+  and held * period <= now + 60000
 then
   now = held * period
 end

@@ -18,7 +18,7 @@ if not REFUND and size >= 3 and size <= 4096 and size % 2 == 1
 then
   queue = doubles(raw, size)
   local last = queue[1]
-  if last % 1 == 0 and last > now and last < 2 ^ 53 then -- later: decided at it (decide.lua)
+  if last % 1 == 0 and last > now and last <= now + 60000 then -- later: decided at it (decide.lua)
     now = last
   end
   -- A full bucket drains in one period: longer idle times change nothing more.
@@ -48,7 +48,7 @@ end
 if not plain then
   level, kept, queue, now = 0, 1, load_state(raw, 105), clock -- 'i'
   if queue ~= nil and #queue % 2 == 1 then
-    if queue[1] > now then -- written at a later time: decided at it (decide.lua)
+    if queue[1] > now and queue[1] <= now + 60000 then -- written at a later time: decided at it (decide.lua)
       now = queue[1]
     end
     local len = #queue

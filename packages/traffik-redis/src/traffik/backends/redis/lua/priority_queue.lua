@@ -51,7 +51,7 @@ local counted = mark == 113 and head >= 1 and head <= stop and stop < 2 ^ 29
 -- this millisecond.
 -- A newest entry later than now (written by a host whose clock is ahead): decided at its time
 -- (decide.lua).
-if counted and n1 + n2 + n3 + n4 > 0 and nt > now then
+if counted and n1 + n2 + n3 + n4 > 0 and nt > now and nt <= now + 60000 then
   now = nt
 end
 local hot = counted and not REFUND and counted + cost <= limit and ot > now - period
@@ -63,8 +63,9 @@ if not hot then
   if not stored then -- 'i' (the range is all of it when shorter), else no state
     raw = #block < 189 and block or redis.call('GET', key)
     log = load_state(raw, 105)
-    if log and #log >= 3 and log[#log - #log % 3 - 2] > now then -- the last entry's time
-      now = log[#log - #log % 3 - 2]
+    local newest = log and #log >= 3 and log[#log - #log % 3 - 2]
+    if newest and newest > now and newest <= now + 60000 then -- the last entry's time
+      now = newest
     end
     stored = log ~= nil
   end

@@ -11,7 +11,7 @@ if held == nil then
 elseif was ~= period then
   held = nil
 end
-if held ~= nil and held * period > now and held * period < 2 ^ 53 then -- a later period: decided in it (decide.lua)
+if held ~= nil and held * period > now and held * period <= now + 60000 then -- a later period: decided in it (decide.lua)
   now = held * period
 end
 local pid = floordiv(now, period)

@@ -17,7 +17,7 @@ if not REFUND and size >= 2 and size <= 4096 and size % 2 == 0 and start > -2 ^ 
 then
   log = doubles(raw, size)
   local newest = log[size - 1] -- the last entry's time: a later one is decided at (decide.lua)
-  if newest % 1 == 0 and newest > now and newest < 2 ^ 53 then
+  if newest % 1 == 0 and newest > now and newest <= now + 60000 then
     now, start = newest, newest - period
   end
   -- whole: the sum of the numbers' fractional parts (0 when all are whole; NaN's and the
@@ -44,7 +44,7 @@ end
 if not plain then
   log, now = load_state(raw, 105) or {}, clock -- 'i'
   local len = #log
-  if len >= 2 and log[len - len % 2 - 1] > now then -- the last entry's time, when later
+  if len >= 2 and log[len - len % 2 - 1] > now and log[len - len % 2 - 1] <= now + 60000 then -- the last entry's time, when later
     now = log[len - len % 2 - 1]
   end
   start = now - period

@@ -9,7 +9,7 @@ if held == nil then
 elseif was ~= period then
   held = nil
 end
-if held ~= nil and held * period > now and held * period < 2 ^ 53 then -- a later window: decided in it (decide.lua)
+if held ~= nil and held * period > now and held * period <= now + 60000 then -- a later window: decided in it (decide.lua)
   now = held * period
 end
 local wid = floordiv(now, period)
