@@ -42,6 +42,7 @@ __all__ = [
     "draining_held",
     "later",
     "later_refund",
+    "log_time",
     "never_admitted",
     "rated_amount",
     "settled",
@@ -74,6 +75,16 @@ def ahead(moment: int, now: int) -> bool:
     """Whether a state's `moment` is after `now` and believed (`AHEAD_MS`): then the state is
     decided at `moment` (module docstring)."""
     return now < moment <= now + AHEAD_MS
+
+
+def log_time(state: Optional[list[int]], now: int, width: int) -> int:
+    """When to decide on a log of `width`-number entries, each starting with its time: `now`,
+    or the time of its last entry when later and believed (`ahead`)."""
+    if state and len(state) >= width:
+        newest = state[len(state) // width * width - width]
+        if ahead(newest, now):
+            return newest
+    return now
 
 
 def later(transition: Transition, shift: int) -> Transition:

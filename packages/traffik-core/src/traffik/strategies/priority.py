@@ -14,9 +14,9 @@ from traffik.strategies.base import (
     Refund,
     StateStrategy,
     Transition,
-    ahead,
     later,
     later_refund,
+    log_time,
     never_admitted,
 )
 from traffik.strategies.markers import KeyMarker, MarkedStrategy
@@ -172,12 +172,8 @@ class PriorityQueue(MarkedStrategy):
 
     @staticmethod
     def _newest(state: Optional[list[int]], now: int) -> int:
-        """When to decide on a log: `now`, or the time of its last entry when later."""
-        if state and len(state) >= 3:
-            newest = state[len(state) // 3 * 3 - 3]
-            if ahead(newest, now):
-                return newest
-        return now
+        """When to decide on the log: `now`, or the time of its last entry when later."""
+        return log_time(state, now, 3)
 
     def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
         at = self._newest(state, now)

@@ -12,6 +12,7 @@ from traffik.strategies.base import (
     ahead,
     later,
     later_refund,
+    log_time,
     never_admitted,
 )
 from traffik.strategies.periods import of_period
@@ -144,12 +145,8 @@ class SlidingWindowLog(StateStrategy):
 
     @staticmethod
     def _newest(state: Optional[list[int]], now: int) -> int:
-        """When to decide on a log: `now`, or the time of its last entry when later."""
-        if state and len(state) >= 2:
-            newest = state[len(state) // 2 * 2 - 2]
-            if ahead(newest, now):
-                return newest
-        return now
+        """When to decide on the log: `now`, or the time of its last entry when later."""
+        return log_time(state, now, 2)
 
     def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
         at = self._newest(state, now)
