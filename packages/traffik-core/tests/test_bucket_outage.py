@@ -180,6 +180,8 @@ async def test_a_failing_operation_is_logged_once_per_interval(
     assert "logged-refund" in refund and "refund" in refund and "store down" in refund
     assert "on_error='allow'" in refund and "nothing given back" in refund
     assert "stat" in stat
+    for line in lines:  # the store that failed, and where to look
+        assert repr(backend) in line and "check that the store answers" in line, line
 
 
 async def test_a_bad_argument_raises_while_the_store_is_down() -> None:

@@ -120,3 +120,22 @@ def test_an_empty_name_is_refused(option: str) -> None:
     with pytest.raises(SystemExit) as exited:
         run_main(*argv)
     assert exited.value.code == 2
+
+
+@pytest.mark.parametrize(
+    ("url", "status"),
+    [
+        ("redis://user:s3cret@127.0.0.1:1/0", 1),  # unreachable: the store named, no password
+        ("redis://127.0.0.1:1/0?password=s3cret", 1),
+        ("redis://user:s3cret@127.0.0.1:1/zero", 2),  # a bad URL
+        ("memcached://user:s3cret@127.0.0.1:1", 2),
+        ("memory://user:s3cret@app", 2),  # a store private to one process
+        ("user:s3cret@127.0.0.1:6379", 2),  # no scheme
+    ],
+)
+def test_a_password_in_the_url_is_never_printed(url: str, status: int) -> None:
+    pytest.importorskip("traffik.backends.redis")
+    for argv in (("keys", url), ("inspect", url, "--throttle", "api")):
+        got, out, err = run_main(*argv)
+        assert got == status, err
+        assert "s3cret" not in out + err and "***" in err, err

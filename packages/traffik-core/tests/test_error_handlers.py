@@ -672,3 +672,58 @@ def test_fallback_share_and_reconcile_settings_are_validated() -> None:
         failover(spare, per_process=0)
     with pytest.raises(ConfigurationError, match=r"fallback\(reconcile='no'\)"):
         fallback(spare, reconcile="no")  # type: ignore[arg-type]
+
+
+# -- what an operator reads in the log -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("on_error", "outcome"),
+    [
+        ("throttle", "refused"),
+        ("allow", "let through"),
+        (fallback(InMemoryBackend(namespace="spare")), "the handler decided"),
+    ],
+)
+async def test_a_failed_decision_is_logged_once_per_interval_naming_the_store(
+    caplog: pytest.LogCaptureFixture, on_error: Any, outcome: str
+) -> None:
+    """One line for 50 failed hits, naming the throttle, the store that failed, the error,
+    the policy, what the client got and where to look."""
+    import logging
+
+    store = FailingBackend(InMemoryBackend(namespace="primary"))
+    uid = f"logged-{outcome.split()[0]}"
+    throttle = HTTPThrottle(uid, rate="5/min", backend=store, on_error=on_error, skip_handler=True)
+    caplog.set_level(logging.WARNING, logger="traffik")
+    with store.failing(BackendError("store down")):
+        for _ in range(50):
+            await throttle.hit(request())
+    lines = [
+        r.getMessage() for r in caplog.records if r.name == "traffik" and uid in r.getMessage()
+    ]
+    assert len(lines) == 1, lines
+    assert repr(store) in lines[0] and "BackendError: store down" in lines[0], lines[0]
+    assert outcome in lines[0] and "check that the store answers" in lines[0], lines[0]
+
+
+async def test_a_failure_before_the_key_points_at_the_throttle_s_own_code(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    def identify(connection: Any) -> str:
+        raise RuntimeError("user directory down")
+
+    throttle = HTTPThrottle(
+        "logged-identifier",
+        rate="5/min",
+        backend=InMemoryBackend(),
+        identifier=identify,
+        skip_handler=True,
+    )
+    caplog.set_level(logging.WARNING, logger="traffik")
+    await throttle.hit(request())
+    [line] = [r.getMessage() for r in caplog.records if "logged-identifier" in r.getMessage()]
+    assert "RuntimeError: user directory down" in line and "identifier" in line, line
+    assert "check that the store answers" not in line, line

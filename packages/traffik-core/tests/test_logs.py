@@ -29,7 +29,24 @@ def test_one_line_per_kind_per_interval_with_a_count(caplog: pytest.LogCaptureFi
     assert [r.getMessage() for r in caplog.records] == [
         "store redis down",
         "another kind",
-        "store redis down (499 more like it in the last 10s)",
+        "store redis down (499 more like it since the last such line, 10s ago)",
+    ]
+
+
+def test_the_count_left_out_says_over_how_long(caplog: pytest.LogCaptureFixture) -> None:
+    """The events left out happened since the line before, however long ago that was: an
+    outage of 10 s, then one failure an hour later, is not 3 failures in the last 10 s."""
+    clock = Clock()
+    quiet = QuietLog(logging.getLogger("traffik.test"), interval=10, clock=clock)
+    with caplog.at_level(logging.WARNING, logger="traffik.test"):
+        for now in (0.0, 4.0, 8.0, 9.0):
+            clock.now = now
+            quiet.log(logging.WARNING, "down", "store down")
+        clock.now = 3600.0
+        quiet.log(logging.WARNING, "down", "store down")
+    assert [r.getMessage() for r in caplog.records] == [
+        "store down",
+        "store down (3 more like it since the last such line, 3600s ago)",
     ]
 
 

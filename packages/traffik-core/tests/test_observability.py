@@ -148,6 +148,98 @@ async def test_an_observer_that_raises_never_breaks_a_request(
     assert [e.outcome for e in events] == ["allowed"]  # the process-wide observer still ran
 
 
+async def test_an_error_a_fallback_answered_is_the_failing_store_s(
+    events: list[DecisionEvent],
+) -> None:
+    from traffik.error_handlers import fallback
+
+    primary = FailingBackend(InMemoryBackend(namespace="primary"))
+    spare = InMemoryBackend(namespace="spare")
+    throttle = HTTPThrottle("api", rate="2/min", backend=primary, on_error=fallback(spare))
+    async with client(app_for(throttle)) as http:
+        with primary.failing(BackendError("store down")):
+            assert (await http.get("/r0")).status_code == 200
+    [event] = events
+    assert event.outcome == "error" and isinstance(event.error, BackendError)
+    assert event.backend is primary  # (traffik_backend_errors_total{backend="FailingBackend"})
+
+
+async def test_throttles_decided_as_one_log_an_outage_once_per_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from traffik import throttled
+
+    store = FailingBackend(InMemoryBackend())
+    first = HTTPThrottle("as-one-a", rate="5/min", backend=store, on_error="allow")
+    second = HTTPThrottle("as-one-b", rate="5/min", backend=store, on_error="allow")
+    app = FastAPI()
+
+    @app.get("/both")
+    @throttled(first, second)
+    async def both(request: Request) -> dict[str, bool]:
+        return {"ok": True}
+
+    caplog.set_level(logging.INFO, logger="traffik")
+    with store.failing(BackendError("store down")):
+        async with client(app) as http:
+            assert [(await http.get("/both")).status_code for _ in range(20)] == [200] * 20
+    lines = [r.getMessage() for r in caplog.records if r.name == "traffik"]
+    assert len(lines) <= 3, lines  # (one per kind: the step, and each throttle's on_error)
+    assert all(repr(store) in line for line in lines), lines
+
+
+async def test_an_async_observer_is_named_in_the_log_not_silently_dropped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Observers run synchronously: a coroutine function's coroutine would never run (and
+    Python would only warn at garbage collection). It is closed and the observer named."""
+    import warnings
+
+    async def exporter(event: DecisionEvent) -> None:  # (a mistake: observers are sync)
+        pass
+
+    throttle = HTTPThrottle(
+        "async-observer", rate="5/min", backend=InMemoryBackend(), on_decision=exporter
+    )
+    caplog.set_level(logging.WARNING, logger="traffik")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # ("coroutine ... was never awaited" would be one)
+        async with client(app_for(throttle)) as http:
+            assert [(await http.get("/r0")).status_code for _ in range(3)] == [200] * 3
+        import gc
+
+        gc.collect()
+    lines = [r.getMessage() for r in caplog.records if "exporter" in r.getMessage()]
+    assert len(lines) == 1 and "coroutine" in lines[0] and "synchronous" in lines[0], lines
+    with pytest.raises(TypeError, match="exporter"):
+        add_observer(exporter)
+
+
+async def test_each_observer_that_raises_is_named(caplog: pytest.LogCaptureFixture) -> None:
+    """Two observers failing the same way (an exporter and the app's own) are each named: one
+    must not hide the other for the log's interval."""
+
+    def exporter(event: DecisionEvent) -> None:
+        raise ValueError("sink full")
+
+    def audit(event: DecisionEvent) -> None:
+        raise ValueError("audit table gone")
+
+    throttle = HTTPThrottle(
+        "two-observers", rate="5/min", backend=InMemoryBackend(), on_decision=audit
+    )
+    caplog.set_level(logging.WARNING, logger="traffik")
+    remove = add_observer(exporter)
+    try:
+        async with client(app_for(throttle)) as http:
+            assert [(await http.get("/r0")).status_code for _ in range(3)] == [200] * 3
+    finally:
+        remove()
+    lines = [r.getMessage() for r in caplog.records if "observer" in r.getMessage()]
+    assert len(lines) == 2, lines
+    assert "audit table gone" in lines[0] and "sink full" in lines[1], lines
+
+
 def test_on_decision_must_be_callable() -> None:
     with pytest.raises(Exception, match="on_decision"):
         HTTPThrottle("api", rate="5/min", backend=InMemoryBackend(), on_decision="log")

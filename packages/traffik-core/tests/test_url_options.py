@@ -129,3 +129,52 @@ def test_a_backend_that_lists_no_url_options_keeps_its_query() -> None:
 
     backend = Custom.from_url("custom://db?sslmode=require&namespace=x")
     assert backend.connection == "custom://db?sslmode=require&namespace=x"
+
+
+# -- secrets never shown ---------------------------------------------------------------------
+
+SECRET = "s3cret-pw"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://user:s3cret-pw@cache:6379/0", "redis://user:***@cache:6379/0"),
+        ("redis://:s3cret-pw@cache/0", "redis://:***@cache/0"),
+        ("rediss://u:s3cret-pw/with:odd@chars@h:1/0", "rediss://u:***@h:1/0"),
+        ("unix://u:s3cret-pw@/tmp/redis.sock?db=2", "unix://u:***@/tmp/redis.sock?db=2"),
+        (
+            "redis://h/0?password=s3cret-pw&client_name=api",
+            "redis://h/0?password=***&client_name=api",
+        ),
+        (
+            "redis+sentinel://s1/mymaster?sentinel_password=s3cret-pw",
+            "redis+sentinel://s1/mymaster?sentinel_password=***",
+        ),
+        ("memcached://h:11211?auth_token=s3cret-pw", "memcached://h:11211?auth_token=***"),
+        ("user:s3cret-pw@cache:6379", "user:***@cache:6379"),  # (no scheme)
+        ("redis://user@cache/0", "redis://user@cache/0"),  # (a user name alone is kept)
+        ("sqlite:///var/app@2/traffik.db", "sqlite:///var/app@2/traffik.db"),
+    ],
+)
+def test_redact_url_hides_passwords_and_secret_query_values(url: str, shown: str) -> None:
+    from traffik.backends.url_options import redact_url
+
+    assert redact_url(url) == shown
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "user:s3cret-pw@cache:6379",  # no scheme
+        "sqlite://u:s3cret-pw@/app.db?nosuch=1",  # an option the URL cannot carry
+        "memory://u:s3cret-pw@app?shadow=maybe",  # a value that does not convert
+        "memory://u:s3cret-pw@app?shadow=1&shadow=0",  # set twice
+        "memory://app?password=s3cret-pw",
+    ],
+)
+def test_a_bad_url_is_named_without_its_password(url: str) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        from_url(url)
+    assert SECRET not in str(raised.value), raised.value
+    assert "***" in str(raised.value), raised.value

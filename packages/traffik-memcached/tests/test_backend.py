@@ -78,6 +78,20 @@ def test_bad_configuration_is_refused(options: dict, message: str) -> None:
         MemcachedBackend(**options)
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"url": "memcached://user:s3cret@a:1"},
+        {"url": "memcached://user:s3cret@a:1", "host": "b"},
+        {"url": "memcache://user:s3cret@a:1"},
+    ],
+)
+def test_a_refused_url_is_named_without_its_password(options: dict) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        MemcachedBackend(**options)
+    assert "s3cret" not in str(raised.value) and "user:***@a:1" in str(raised.value)
+
+
 @pytest.mark.memcached
 @pytest.mark.anyio
 async def test_counters_are_signed_and_stay_exact(memcached_url: str) -> None:

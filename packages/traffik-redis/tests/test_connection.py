@@ -157,3 +157,58 @@ def test_keys_on_several_slots_are_a_refused_command_not_an_unreachable_server()
     assert "several hash slots" in str(error) and "{client}" in str(error)
     down = translate(RedisConnectionError("refused"), "redis://h:6379/0", "decide")
     assert isinstance(down, BackendConnectionError)
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://h:6379/0?password=s3cret", "redis+sentinel://s1/mymaster?password=s3cret"]
+)
+def test_a_password_in_the_query_is_never_shown(url: str) -> None:
+    backend = from_url(url, namespace="app")
+    assert "s3cret" not in repr(backend) and "s3cret" not in backend.server
+    assert "password=***" in repr(backend)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://h:6379/zero?password=s3cret",
+        "redis+sentinel://s1/mymaster/zero?password=s3cret",
+        "rediss://user:s3cret/odd@h:6380/0",  # ('/' unencoded: redis-py reads 's3cret' as the port)
+    ],
+)
+def test_a_bad_url_is_named_without_its_password(url: str) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        from_url(url)
+    assert "s3cret" not in str(raised.value) and "***" in str(raised.value), raised.value
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "url", ["redis://user:s3cret@127.0.0.1:1/0", "redis://127.0.0.1:1/0?password=s3cret"]
+)
+async def test_an_unreachable_store_is_logged_by_its_url_without_the_password(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What an operator reads while the store is down: the throttle, the store, the error,
+    never its password (port 1 refuses the connection at once)."""
+    import logging
+
+    from starlette.requests import Request
+
+    from traffik import HTTPThrottle
+
+    backend = from_url(url, namespace="app", connect_timeout=0.5)
+    uid = f"down-{'query' if '?' in url else 'user'}"
+    throttle = HTTPThrottle(uid, rate="5/min", backend=backend, skip_handler=True)
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "client": ("a", 1)}
+    caplog.set_level(logging.DEBUG)
+    try:
+        await throttle.hit(Request(scope))
+        assert await throttle.stat(Request(scope)) is None
+    finally:
+        await backend.close()
+    text = caplog.text + "".join(str(r.exc_info) for r in caplog.records if r.exc_info)
+    assert "s3cret" not in text
+    lines = [r.getMessage() for r in caplog.records if uid in r.getMessage()]
+    assert len(lines) == 2 and all(repr(backend) in line for line in lines), lines
+    assert "***" in repr(backend)

@@ -119,9 +119,14 @@ class BucketState:
         outcome: str,
     ) -> Any:
         """`bucket_failure` for `operation` on `client`'s bucket on `backend` (None: the one
-        the throttle would use); returns the policy, or raises (`"raise"`, bad arguments)."""
-        if backend is None and self.on_error is None and not isinstance(exc, ConfigurationError):
-            backend = self.get_backend(client if hasattr(client, "scope") else None)
+        the throttle would use, for its `on_error` and to name it in the log); returns the
+        policy, or raises (`"raise"`, bad arguments)."""
+        if backend is None and not isinstance(exc, ConfigurationError):
+            try:
+                backend = self.get_backend(client if hasattr(client, "scope") else None)
+            except Exception:
+                if self.on_error is None:
+                    raise
         return bucket_failure(self, operation, exc, backend, outcome)
 
     async def _rates_of(self, client: Any, ctx: Mapping[str, Any]) -> tuple[Rate, ...]:

@@ -16,7 +16,8 @@ decode it, else as hex, and an expiry the backend cannot report (Memcached) as u
 On Memcached, keys stored hashed (longer than 250 bytes, or with spaces or non-ASCII
 characters) cannot be listed: the output says how many may match.
 A store this process alone would see (`memory://`, `sqlite:///:memory:`) and a SQLite file
-that does not exist are refused rather than reported empty (or created).
+that does not exist are refused rather than reported empty (or created). A URL is printed
+without its password (`redis://user:***@host`) or any secret in its query.
 Exit status: 0 done, 1 the backend failed, 2 bad arguments.
 """
 
@@ -29,6 +30,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Optional, TextIO
 
+from traffik.backends.url_options import redact_url
 from traffik.buckets import bucket_prefix
 from traffik.exceptions import BackendError, ConfigurationError, TraffikError
 
@@ -128,7 +130,7 @@ _SHARED_STORES = (
 def _unseen(url: str, backend: ThrottleBackend) -> Optional[str]:
     """Why this process cannot see what an app counted in `backend` (None when it can): a
     store private to one process, or a SQLite file that is not there (opening it would
-    create an empty one)."""
+    create an empty one). `url` is shown without its secrets."""
     from traffik.backends.inmemory import InMemoryBackend
     from traffik.backends.sqlite import SQLiteBackend
 
@@ -157,7 +159,7 @@ async def _run(args: argparse.Namespace, out: TextIO) -> int:
 
     options = {} if args.namespace is None else {"namespace": args.namespace}
     backend: ThrottleBackend = from_url(args.url, **options)
-    problem = _unseen(args.url, backend)
+    problem = _unseen(redact_url(args.url), backend)
     if problem is not None:
         raise ConfigurationError(problem)
     try:
@@ -217,5 +219,5 @@ def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout) -> int:
         print(f"python -m traffik: {exc}", file=sys.stderr)
         return 2
     except (BackendError, TraffikError, OSError) as exc:
-        print(f"python -m traffik: {args.url}: {exc}", file=sys.stderr)
+        print(f"python -m traffik: {redact_url(args.url)}: {exc}", file=sys.stderr)
         return 1

@@ -4,8 +4,9 @@ An observer is a plain callable taking a `DecisionEvent`. Register one for the w
 with `add_observer` (metrics exporters do: `traffik.metrics.prometheus`,
 `traffik.metrics.opentelemetry`), or for one throttle with `HTTPThrottle(on_decision=...)`.
 Observers run synchronously after the decision, in the request's task; what they raise is
-logged (once per interval) and never reaches the request. With no observer registered a
-decision measures nothing and builds no event.
+logged (once per interval) and never reaches the request. A coroutine function is refused by
+`add_observer`, and a coroutine an observer returns is closed unrun and logged. With no
+observer registered a decision measures nothing and builds no event.
 
 Outcomes: `"allowed"`, `"refused"`, `"shadow_refused"` (a shadow throttle would have
 refused; the connection went through) and `"error"` (the decision failed; `error` holds the
@@ -15,6 +16,7 @@ exception, and the throttle's `on_error` policy answered).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 from typing import Any, Callable, Optional
 
@@ -120,6 +122,13 @@ def add_observer(observer: Observer) -> Callable[[], None]:
     """
     if not callable(observer):
         raise TypeError(f"add_observer: {observer!r} is not callable")
+    call = observer if inspect.isfunction(observer) else type(observer).__call__
+    if inspect.iscoroutinefunction(observer) or inspect.iscoroutinefunction(call):
+        raise TypeError(
+            f"add_observer: {observer!r} is a coroutine function; observers run synchronously "
+            "in the request's task, so its coroutine would never run: pass a plain function "
+            "(hand the event to a queue or a task of your own to do async work)"
+        )
     if observer not in _observers:
         _observers.append(observer)
     return lambda: remove_observer(observer)
@@ -140,12 +149,37 @@ def notify(event: DecisionEvent, own: Optional[Observer]) -> None:
     """Pass `event` to the throttle's own observer, then to the process-wide ones."""
     for observer in (own, *_observers) if own is not None else _observers:
         try:
-            observer(event)
+            result = observer(event)
+            if result is not None and inspect.isawaitable(result):
+                _unawaited(observer, result)
         except Exception as exc:  # an observer never breaks a request
             _quiet.log(
                 logging.WARNING,
-                ("observer", type(exc).__name__),
+                ("observer", _name(observer), type(exc).__name__),
                 "decision observer %r raised %r; ignored",
                 observer,
                 exc,
             )
+
+
+def _name(observer: Observer) -> str:
+    """What names an observer's kind of failure in the log: its code's module and qualified
+    name (two observers failing alike are each logged; no reference is kept to either)."""
+    code = observer if hasattr(observer, "__qualname__") else type(observer)
+    return f"{getattr(code, '__module__', '')}.{getattr(code, '__qualname__', '')}"
+
+
+def _unawaited(observer: Observer, result: Any) -> None:
+    """An observer returned an awaitable (an `async def` given as `on_decision`): it is never
+    awaited, so it is closed (no "never awaited" warning later) and the observer named."""
+    close = getattr(result, "close", None)
+    if close is not None:
+        close()
+    _quiet.log(
+        logging.WARNING,
+        ("observer", _name(observer), "awaitable"),
+        "decision observer %r returned a coroutine, which is never run: observers are "
+        "synchronous (pass a plain function; hand the event to a queue or a task of your own "
+        "to do async work)",
+        observer,
+    )

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, TypedDict, Union
 
 from traffik import outcomes
 from traffik.decision import LONGEST_WAIT_MS, Decision
-from traffik.exceptions import ConfigurationError
+from traffik.exceptions import BackendError, ConfigurationError
 from traffik.logs import QuietLog
 
 if TYPE_CHECKING:
@@ -68,6 +68,14 @@ THROTTLE_ON_ERROR_WAIT_MS = 1000
 
 ON_ERROR_POLICIES = ("throttle", "allow", "raise")
 """The named `on_error` policies: refuse for a second, admit, or re-raise."""
+
+_ANSWERED = {None: "refused", "throttle": "refused", "allow": "let through"}
+"""What a named policy did with the hit, for the log line of a failure."""
+_STORE_ADVICE = "check that the store answers (its address, the network, its load)"
+_CODE_ADVICE = (
+    "it failed before the store was asked: check the throttle's identifier and its rate and "
+    "cost callables"
+)
 
 
 def check_on_error(on_error: Any, owner: str) -> Any:
@@ -181,7 +189,8 @@ async def apply_on_error(policy: Any, info: ThrottleExceptionInfo) -> Decision:
     """The decision `policy` makes for the failure `info` describes (module docstring).
 
     The failure is logged (once per 10 seconds per throttle, error type and policy) unless
-    the policy is `"raise"`.
+    the policy is `"raise"`, naming the throttle, the backend asked (its `repr`: a URL
+    without its password), the error, what the client got and where to look.
 
     Args:
         policy: The `on_error` policy: `"throttle"` (or None), `"allow"`, `"raise"` or a
@@ -209,11 +218,14 @@ async def apply_on_error(policy: Any, info: ThrottleExceptionInfo) -> Decision:
             type(exc),
             policy if isinstance(policy, str) else "handler",
         ),
-        "%r could not decide (%s: %s); on_error=%r",
+        "%r could not decide on %r (%s: %s); on_error=%r: %s; %s",
         throttle,
+        info["backend"],
         type(exc).__name__,
         exc,
         policy,
+        "the handler decided" if callable(policy) else _ANSWERED.get(policy, "refused"),
+        _STORE_ADVICE if info["key"] is not None else _CODE_ADVICE,
     )
     if policy == "allow":
         return Decision(True, 0, None, 0, limit)
@@ -264,13 +276,18 @@ def bucket_failure(
             type(exc),
             policy if isinstance(policy, str) else "handler",
         ),
-        "%r could not %s (%s: %s); on_error=%r: %s",
+        "%r could not %s on %r (%s: %s); on_error=%r: %s; %s",
         throttle,
         operation,
+        backend,
         type(exc).__name__,
         exc,
         policy,
         outcome,
+        _STORE_ADVICE
+        if isinstance(exc, BackendError)
+        else "check the code that raised it (the throttle's identifier, a rate or cost "
+        "callable) or the store",
     )
     return policy
 

@@ -90,9 +90,11 @@ class ThrottleAnswers:
         started: Optional[float],
         failure: Optional[Exception],
         shadow: Optional[bool],
+        failed_on: Optional[ThrottleBackend] = None,
     ) -> Any:
         """Answer a decision off the hot path: a refusal (enforced, or only recorded by a
-        shadow throttle) and, when observers are set, the decision's event."""
+        shadow throttle) and, when observers are set, the decision's event (naming the store
+        that failed, `failed_on`, when `on_error` answered on another)."""
         shadow = self.watches(backend, shadow)
         outcome = ALLOWED if decision.allowed else (SHADOW_REFUSED if shadow else REFUSED)
         if failure is not None:
@@ -108,7 +110,7 @@ class ThrottleAnswers:
                 outcome,
                 decision.wait_ms,
                 decision.remaining,
-                backend,
+                failed_on or backend,
                 perf_counter() - started,
                 failure,
             )

@@ -354,7 +354,7 @@ class Throttle(ThrottleSettings, ThrottleKeys, ThrottleAnswers, ThrottleHeaders,
             logger.error("%r is misconfigured: %s", self, exc)
             raise
         except Exception as exc:
-            failure = exc
+            failure, failed_on = exc, backend  # (the event names the store that failed)
             decision, rates, key, taken, backend = await recover(
                 self, exc, connection, ctx, cost, backend, prepared
             )
@@ -380,6 +380,7 @@ class Throttle(ThrottleSettings, ThrottleKeys, ThrottleAnswers, ThrottleHeaders,
                 started,
                 failure,
                 shadow,
+                None if failure is None else failed_on,
             )
         self._admitted(connection, decision, rates, key, ctx, response, taken, backend)
         return connection

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from traffik.config import THROTTLED_STATE_KEY
 from traffik.exceptions import ConfigurationError
+from traffik.logs import QuietLog
 from traffik.outcomes import CHARGES_KEY, Charge, Noted
 from traffik.strategies.base import StateStrategy
 from traffik.strategies.steps import Combined, Item, combine, is_counter
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["Entry", "hit_together"]
 
 logger = logging.getLogger("traffik")
+_quiet = QuietLog(logger)
 
 
 class Entry:
@@ -171,7 +173,15 @@ async def _alone(
     except ConfigurationError:
         raise
     except Exception as exc:  # decided again by `hit`, where its on_error applies
-        logger.info("deciding shadow throttle %r failed (%s); hitting it", throttle.uid, exc)
+        _quiet.log(
+            logging.INFO,
+            ("alone", throttle.uid, type(exc)),
+            "deciding shadow throttle %r on %r failed (%s: %s); hitting it",
+            throttle.uid,
+            backend,
+            type(exc).__name__,
+            exc,
+        )
         earlier = charges[:]
         await entry.hit(response)
         return sum(noted[4] for noted in charges[_since(charges, earlier) :])
@@ -214,7 +224,15 @@ async def _as_one(
     except ConfigurationError:
         raise
     except Exception as exc:  # decided alone, each throttle's on_error applies
-        logger.info("deciding %d throttles as one failed (%s); deciding each", len(group), exc)
+        _quiet.log(
+            logging.INFO,
+            ("as one", id(backend), type(exc)),
+            "deciding %d throttles as one on %r failed (%s: %s); deciding each",
+            len(group),
+            backend,
+            type(exc).__name__,
+            exc,
+        )
         await _each(group, response)
         return
     if decision is None:

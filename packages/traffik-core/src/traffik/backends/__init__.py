@@ -9,6 +9,7 @@ from typing import Any
 from traffik.backends._plugins import KNOWN_DISTRIBUTIONS, discover, refresh
 from traffik.backends.base import ThrottleBackend
 from traffik.backends.context import get_throttle_backend
+from traffik.backends.url_options import redact_url
 from traffik.exceptions import (
     BackendNotFoundError,
     BackendUnavailableError,
@@ -65,8 +66,9 @@ def get_backend_class(name: str) -> type[ThrottleBackend]:
 def from_url(url: str, **options: Any) -> ThrottleBackend:
     """A backend built from a URL whose scheme names it: `memory://`, `redis://host:6379/0`, ..."""
     if not isinstance(url, str) or "://" not in url:
+        shown = redact_url(url) if isinstance(url, str) else url  # (never its password)
         raise ConfigurationError(
-            f"backend URL {url!r} has no scheme; write it like 'memory://', 'redis://localhost:6379/0' "
+            f"backend URL {shown!r} has no scheme; write it like 'memory://', 'redis://localhost:6379/0' "
             f"or 'memcached://localhost:11211' (installed: {', '.join(available())})"
         )
     scheme = url.split("://", 1)[0]

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Callable
-from urllib.parse import parse_qsl
+from typing import Any, Callable, Optional
+from urllib.parse import parse_qsl, unquote
 
 from traffik.exceptions import ConfigurationError
 from traffik.on_error import ON_ERROR_POLICIES
@@ -27,6 +28,8 @@ __all__ = [
     "choice",
     "flag",
     "number",
+    "redact_text",
+    "redact_url",
     "split_url_options",
     "text",
     "whole",
@@ -35,8 +38,77 @@ __all__ = [
 Converter = Callable[[str], Any]
 """Turns an option's text into its value, or raises `ValueError` saying what is valid."""
 
+_SECRET_WORDS = ("pass", "secret", "token", "auth", "credential")
+"""A query item whose name holds one of these (`password`, `sentinel_password`,
+`auth_token`) carries a secret."""
+
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def redact_url(url: str) -> str:
+    """`url` as it may be shown (a log line, an error, a repr, the command line's output): the
+    password of its user part and the value of every query item named like a secret
+    (`password`, `sentinel_password`, `auth_token`, ...) replaced by `***`.
+
+    `redis://user:pw@cache:6379/0?password=pw` is shown as
+    `redis://user:***@cache:6379/0?password=***`; a user name alone is kept, and a URL with
+    no scheme (`user:pw@cache:6379`) is read the same way. The user part ends at the last `@`
+    before the query, so a password holding `/`, `:` or `@` is hidden whole.
+    """
+    base, mark, query = url.partition("?")
+    password = _password_at(base)
+    if password is not None:
+        base = f"{base[: password[0]]}***{base[password[1] :]}"
+    if mark:
+        items = []
+        for item in query.split("&"):
+            name, equals, _ = item.partition("=")
+            if equals and _secret(unquote(name)):
+                item = f"{name}=***"
+            items.append(item)
+        query = "&".join(items)
+    return base + mark + query
+
+
+def redact_text(text: str, url: str) -> str:
+    """`text` (a client library's error about `url`) with every secret `url` holds, and each
+    piece of one between `/`, `:`, `@`, `?` or `#` (3 characters or more: a library that
+    misreads an unencoded `/` shows a piece alone), replaced by `***`."""
+    secrets: list[str] = []
+    base, _, query = url.partition("?")
+    password = _password_at(base)
+    if password is not None:
+        secrets.append(base[password[0] : password[1]])
+    for item in query.split("&"):
+        name, equals, value = item.partition("=")
+        if equals and _secret(unquote(name)):
+            secrets.append(value)
+    pieces = {
+        piece
+        for secret in secrets
+        for piece in [secret, unquote(secret), *re.split(r"[/:@?#]", secret)]
+        if len(piece) >= 3
+    }
+    for piece in sorted(pieces, key=len, reverse=True):
+        text = text.replace(piece, "***")
+    return text
+
+
+def _password_at(base: str) -> Optional[tuple[int, int]]:
+    """Where the password of `base`'s user part (`scheme://user:password@host`, the scheme
+    optional) begins and ends: it ends at the last `@`; None when there is none."""
+    start = base.find("://")
+    start = 0 if start < 0 else start + 3
+    at = base.rfind("@")
+    colon = base.find(":", start, at) if at >= start else -1
+    return None if colon < 0 else (colon + 1, at)
+
+
+def _secret(name: str) -> bool:
+    """Whether an option named `name` carries a secret (its value is never shown)."""
+    lowered = name.lower()
+    return any(word in lowered for word in _SECRET_WORDS)
 
 
 def text(value: str) -> str:
@@ -129,6 +201,7 @@ def split_url_options(
     base, mark, query = url.partition("?")
     if not mark:
         return url, dict(given)
+    shown = redact_url(url)
     options = dict(given)
     kept: list[str] = []
     seen: set[str] = set()
@@ -145,21 +218,22 @@ def split_url_options(
             close = difflib.get_close_matches(name, accepted, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise ConfigurationError(
-                f"{owner}: URL {url!r} sets {name!r}, which its URL cannot carry; {hint}it "
+                f"{owner}: URL {shown!r} sets {name!r}, which its URL cannot carry; {hint}it "
                 f"takes {valid} (other settings as keywords: from_url(url, name=value))"
             )
         if name in seen:
-            raise ConfigurationError(f"{owner}: URL {url!r} sets {name!r} twice")
+            raise ConfigurationError(f"{owner}: URL {shown!r} sets {name!r} twice")
         seen.add(name)
         if name in given:
             raise ConfigurationError(
-                f"{owner}: {name!r} is set both in the URL {url!r} and as a keyword "
-                f"({name}={given[name]!r}); set it once"
+                f"{owner}: {name!r} is set both in the URL {shown!r} and as a keyword "
+                f"({name}={'***' if _secret(name) else repr(given[name])}); set it once"
             )
         try:
             options[name] = accepted[name](value)
         except ValueError as exc:
             raise ConfigurationError(
-                f"{owner}: URL {url!r} sets {name}={value!r}; it must be {exc}"
+                f"{owner}: URL {shown!r} sets {name}={'***' if _secret(name) else repr(value)}; "
+                f"it must be {exc}"
             ) from None
     return (base + "?" + "&".join(kept) if kept else base), options

@@ -264,7 +264,7 @@ class MemcachedBackend(MemcachedSteps, ThrottleBackend):
         custom_address = host != DEFAULT_HOST or port != DEFAULT_PORT
         if url is not None and (custom_address or servers is not None):
             raise ConfigurationError(
-                f"{owner}: specify either url= or host=/port= (or servers=), not both; got url={url!r}"
+                f"{owner}: specify either url= or host=/port= (or servers=), not both; got url={query.redact_url(url)!r}"
             )
         if servers is not None and custom_address:
             raise ConfigurationError(f"{owner}: specify either servers= or host=/port=, not both")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import NamedTuple, Union
 
+from traffik.backends.url_options import redact_url
 from traffik.exceptions import ConfigurationError
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "Server", "parse_servers", "parse_url"]
@@ -52,23 +53,25 @@ def _parse_node(text: str, where: str) -> Server:
 
 
 def parse_url(url: str) -> list[Server]:
-    """The nodes of `memcached://host:port[,host:port...]`; the port defaults to 11211."""
+    """The nodes of `memcached://host:port[,host:port...]`; the port defaults to 11211. Errors
+    show the URL without its secrets (`redact_url`)."""
+    shown = redact_url(url)
     scheme, sep, rest = url.partition("://")
     if not sep or scheme.lower() != "memcached":
         raise ConfigurationError(
-            f"memcached URL {url!r}: the scheme must be memcached://, e.g. 'memcached://localhost:11211' "
+            f"memcached URL {shown!r}: the scheme must be memcached://, e.g. 'memcached://localhost:11211' "
             "or 'memcached://h1:11211,h2:11211' (TLS and auth are not supported)"
         )
     netloc, _, path = rest.partition("/")
     if path or "?" in netloc or "@" in netloc:
         raise ConfigurationError(
-            f"memcached URL {url!r}: only host:port pairs are allowed after memcached://; "
+            f"memcached URL {shown!r}: only host:port pairs are allowed after memcached://; "
             "pass namespace= and the other settings as keywords, or build it with "
             "from_url(url), which reads MemcachedBackend.url_options from the query"
         )
     if not netloc:
         return [Server(DEFAULT_HOST, DEFAULT_PORT)]
-    return _unique([_parse_node(node, url) for node in netloc.split(",")], url)
+    return _unique([_parse_node(node, shown) for node in netloc.split(",")], shown)
 
 
 def parse_servers(servers: Iterable[ServerSpec]) -> list[Server]:

@@ -23,6 +23,7 @@ from traffik.backends.redis._options import (
 )
 from traffik.backends.redis._pool import ConnectionPool, SentinelConnectionPool
 from traffik.backends.redis.errors import bounded
+from traffik.backends.url_options import redact_text, redact_url
 from traffik.exceptions import ConfigurationError
 
 __all__ = ["SCHEMES", "Built", "ClientSource", "client_source", "needs_deadline"]
@@ -32,7 +33,6 @@ SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "redis+sentinel")
 Built = tuple[Any, list[Any]]
 """A client, and the clients to close along with it."""
 
-_CREDENTIALS = re.compile(r"(://[^:/@]*):[^@/]*@")
 _HOST = re.compile(r"\[([^\]]+)\](?::(\d+))?|([^:\[\]/]+)(?::(\d+))?")
 _USAGE = (
     "pass a URL ('redis://host:6379/0', 'rediss://…', 'unix:///path/redis.sock', "
@@ -107,7 +107,8 @@ def client_defaults(connect_timeout: float, command_timeout: float) -> dict[str,
 
 
 def redact(url: str) -> str:
-    return _CREDENTIALS.sub(r"\1:***@", url)
+    """`url` without its secrets (`traffik.backends.url_options.redact_url`)."""
+    return redact_url(url)
 
 
 def _nodes_from_netloc(netloc: str, default_port: int, url: str) -> list[tuple[str, int]]:
@@ -139,7 +140,9 @@ def _multi_host(
     try:
         options: dict[str, Any] = dict(parse_url(f"redis://{auth}localhost{query}"))
     except ValueError as exc:
-        raise ConfigurationError(f"Redis URL {redact(url)!r}: {exc}") from exc
+        raise ConfigurationError(
+            f"Redis URL {redact(url)!r}: {redact_text(str(exc), url)}"
+        ) from None
     options.pop("host", None)
     return nodes, [p for p in parts.path.split("/") if p], options
 
@@ -232,7 +235,7 @@ def _from_url(
     try:
         parsed = parse_url(url)
     except ValueError as exc:
-        raise ConfigurationError(f"Redis URL {server!r}: {exc}") from exc
+        raise ConfigurationError(f"Redis URL {server!r}: {redact_text(str(exc), url)}") from None
     connection_class = parsed.pop("connection_class", Connection)
     check_options(parsed, single_node(connection_class, client=False), f"Redis URL {server!r}")
     check_options(
