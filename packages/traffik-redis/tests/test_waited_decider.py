@@ -78,13 +78,15 @@ async def test_same_decisions_and_state_as_strategy_decide(
     cost: int,
 ) -> None:
     fast, plain, clock = pair
-    strategy, rate = strategy_cls(), Rate.parse("5/s")
+    # Per minute, not per second: a key expires on the server's clock, whatever the manual
+    # clock says, and one expiring between the two backends' turns would part them.
+    strategy, rate = strategy_cls(), Rate.parse("5/min")
     decide = fast.waited_decider(strategy, rate, cost, IN_PLACE_STATE)
     assert decide is not None
     steps = random.Random(f"{strategy_cls.__name__}-{cost}")
     allowed = refused = 0
     for _ in range(60):
-        clock.advance(ms=steps.choice([0, 0, 1, 37, 120, 260, 900]))
+        clock.advance(ms=steps.choice([0, 0, 1, 2220, 7200, 15_600, 54_000]))
         got = await decide("client")
         expected = await strategy.decide("client", rate, plain, cost)
         assert got == expected
@@ -163,7 +165,7 @@ async def test_concurrent_hits_go_together_and_decide_as_sequential_ones(
     cost: int,
 ) -> None:
     fast, plain, clock = pair
-    strategy, rate = strategy_cls(), Rate.parse("40/s")
+    strategy, rate = strategy_cls(), Rate.parse("40/h")  # (a key expires on the server's clock)
     decide = fast.waited_decider(strategy, rate, cost, IN_PLACE_STATE)
     assert decide is not None
     for burst in range(3):
@@ -176,7 +178,7 @@ async def test_concurrent_hits_go_together_and_decide_as_sequential_ones(
         assert any(d.allowed for d in got) and not all(d.allowed for d in got)
         stored = await raw.get(fast.get_key("client") + strategy.suffix)
         assert stored == await raw.get(plain.get_key("client") + strategy.suffix)
-        clock.advance(ms=2100)  # a window and more: the next burst starts afresh
+        clock.advance(ms=7_560_000)  # a window and more: the next burst starts afresh
 
 
 async def test_hits_of_several_costs_in_one_call_are_decided_in_turn(
@@ -185,7 +187,7 @@ async def test_hits_of_several_costs_in_one_call_are_decided_in_turn(
     """Mode 's' itself: a refused hit charges nothing and the hits after it still decide on
     the state as it stands (a smaller one may then be admitted)."""
     fast, plain, clock = pair
-    strategy, rate = TokenBucket(), Rate.parse("5/s")
+    strategy, rate = TokenBucket(), Rate.parse("5/min")  # (a key expires on the server's clock)
     costs = [3, 3, 1, 2, 1, 5, 1]
     packs = [_pack(strategy, rate, cost) for cost in costs]
     program = _program(packs[:1])

@@ -6,6 +6,11 @@ client's hits between them every `SKEW_STEP_MS` for `SKEW_SPAN_MS` at `SKEW_RATE
 strategy. A state's time never goes backwards (docs/concepts/strategies.md, "When clocks
 disagree"), so at most `limit * (T + D) / period + limit` hits are admitted, where one clock
 admits `limit * T / period + limit`. Needs pytest and anyio.
+
+The period is 40 s, not a second: a server's keys expire on its own clock, whatever the test
+clocks say, so a state of a per-second rate could expire while a slow machine ran the
+timeline, and the limit was admitted again. The skews stay under a minute, the most a state
+may be ahead (`traffik.strategies.base.AHEAD_MS`).
 """
 
 from __future__ import annotations
@@ -29,13 +34,15 @@ __all__ = [
     "most_admitted",
 ]
 
-SKEWS_MS = (50, 600, 2000)
+SKEWS_MS = (2000, 24_000, 50_000)
 """How far apart the two hosts' clocks are: less than a period, about one, more than one."""
-SKEW_RATE = Rate.parse("10/s")
-SKEW_SPAN_MS = 3000
-SKEW_STEP_MS = 20
-_START = 1_700_000_040.37
-"""Off every window boundary, so neither host's first hit opens a window."""
+SKEW_RATE = Rate.parse("10/40s")
+SKEW_SPAN_MS = 120_000
+SKEW_STEP_MS = 800
+_START = 1_700_000_056.5
+"""Off every window boundary (16.5 s into a 40 s window), so neither host's first hit opens a
+window, and no host writes a window's state so near its end that it expires (on the server's
+clock) before the other host reads it."""
 
 _namespaces = itertools.count()
 _STRATEGIES = [cls() for cls in (*BUILTIN_STRATEGIES, *ADVANCED_STRATEGIES)]

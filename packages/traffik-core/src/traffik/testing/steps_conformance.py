@@ -67,14 +67,17 @@ class StepsConformance:
         self, make_backend: Callable[..., ThrottleBackend], strategy: Strategy
     ) -> None:
         """A random walk on two rates against two single-rate twins fed only what the pair
-        admits: the pair admits exactly when both twins do, with the longest wait."""
+        admits: the pair admits exactly when both twins do, with the longest wait. (Periods of
+        minutes: a server's keys expire on its own clock, whatever the test clock says, and a
+        key that expired while a slow machine ran the walk would part a pair from its twins.)"""
         backend, clock = self._clocked(make_backend, strategy)
         rng = random.Random(f"steps-{type(strategy).__name__}")
         try:
             for walk in range(max(self.exact_walks // 5, 3)):
-                short = Rate(limit=rng.randint(1, 4), milliseconds=rng.randint(500, 3000))
+                short = Rate(limit=rng.randint(1, 4), milliseconds=rng.randint(30_000, 180_000))
                 long = Rate(
-                    limit=short.limit + rng.randint(1, 6), milliseconds=rng.randint(5000, 60000)
+                    limit=short.limit + rng.randint(1, 6),
+                    milliseconds=rng.randint(300_000, 3_600_000),
                 )
                 rates = (short, long)
                 pair = items(strategy, f"pair{walk}", rates, 1, backend)
@@ -103,25 +106,27 @@ class StepsConformance:
     async def test_refusals_take_nothing_from_the_longer_rate(
         self, make_backend: Callable[..., ThrottleBackend], strategy: Strategy
     ) -> None:
-        """1/s;10/min: one hit, twenty refused in that second, then one a second for nine
-        seconds, all admitted; the eleventh in the minute waits for the minute."""
+        """1/min;10/hour: one hit, twenty refused in that minute, then one a minute for nine
+        minutes, all admitted; the eleventh in the hour waits for the hour. (Not `1/s;10/min`:
+        a server's keys expire on its own clock, and a slow machine let the second's key
+        expire among the twenty refusals, which were then admitted.)"""
         backend, clock = self._clocked(make_backend, strategy)
-        rates = parse_rates("1/s;10/min")
+        rates = parse_rates("1/min;10/hour")
         hit = items(strategy, "issue", rates, 1, backend)
         try:
             assert (await backend.evaluate_all(hit)).allowed
             for _ in range(20):
-                clock.advance(ms=40)
+                clock.advance(ms=2400)
                 refused = await backend.evaluate_all(hit)
-                assert not refused.allowed and refused.wait_ms <= 1000
-            clock.set(_START + 1)
-            for second in range(1, 10):
-                assert (await backend.evaluate_all(hit)).allowed, f"second {second}"
-                clock.advance(1)
+                assert not refused.allowed and refused.wait_ms <= 60_000
+            clock.set(_START + 60)
+            for minute in range(1, 10):
+                assert (await backend.evaluate_all(hit)).allowed, f"minute {minute}"
+                clock.advance(60)
             eleventh = await backend.evaluate_all(hit)
             assert not eleventh.allowed
-            assert eleventh.wait_ms >= 60_000 - 10_000
-            assert getattr(eleventh, "refused", None) == 1  # the minute refused
+            assert eleventh.wait_ms >= 3_600_000 - 600_000
+            assert getattr(eleventh, "refused", None) == 1  # the hour refused
         finally:
             await backend.reset()
             await backend.close()
