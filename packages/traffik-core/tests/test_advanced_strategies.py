@@ -227,8 +227,9 @@ def test_adaptive_under_another_limit_keeps_the_count_and_its_share_of_the_limit
     assert refunded == [1, 1, 10, 0, 10, 60_000]
     fresh = strategy.transition(None, now, Rate.parse("10/min"), 2)[1]
     assert strategy._window(fresh, now + 1, Rate.parse("200/min"))[2:] == (2, 200, 0)
-    # another period: a new window, uncut, wherever the window ids fall
-    assert strategy._window(state, now + 1, Rate.parse("10/s"))[2:] == (0, 10, 0)
+    # another period, its window still open: the count and the cut's share carry into this
+    # period's window
+    assert strategy._window(state, now + 1, Rate.parse("10/s"))[2:] == (81, 6, 10)
 
 
 def test_rollover_under_a_lower_limit_is_at_most_what_that_limit_rolls_over() -> None:

@@ -11,9 +11,14 @@ from traffik.testing.conformance import BackendConformance, SharedStoreConforman
 
 pytestmark = pytest.mark.memcached
 
+SLIDING_WINDOW_RATE_CHANGE = {"SlidingWindowCounter": [10, 10, 10, 40, 10, 10, 8, 14]}
+"""Memcached counts a SlidingWindowCounter in counters named by their window and period
+(`_sliding.py`): under a new period, a new window starts afresh."""
+
 
 class TestMemcachedConformance(BackendConformance, SharedStoreConformance):
     exact_walks = 25  # every step is a round trip: enough walks to cover each strategy's cases
+    rate_change_differs = SLIDING_WINDOW_RATE_CHANGE
 
     @pytest.fixture
     def make_backend(self, memcached_url: str) -> Callable[..., MemcachedBackend]:
@@ -22,6 +27,7 @@ class TestMemcachedConformance(BackendConformance, SharedStoreConformance):
 
 class TestMemcachedClusterConformance(BackendConformance, SharedStoreConformance):
     exact_walks = 25
+    rate_change_differs = SLIDING_WINDOW_RATE_CHANGE
 
     @pytest.fixture
     def make_backend(self, memcached_cluster_url: str) -> Callable[..., MemcachedBackend]:

@@ -44,7 +44,8 @@ class AdaptiveThrottle(StateStrategy):
     has recovered, then the rate it was written under. Read under another limit, the count
     is kept and the effective limit and `cut_from` keep their share of the limit (a client
     cut to 60% of `100/min` is at 60% of `10/min`: never above the new limit); under another
-    period, a new window starts afresh. A `[window_id, count, effective_limit, cut_from]`
+    period, a window still open carries into this period's (count and share), and a closed
+    one is the window before (one recovery step). A `[window_id, count, effective_limit, cut_from]`
     state (written before the rate was kept) is read as written under the current rate.
     `lock_config` is accepted for traffik 1.2 code and unused.
     """
@@ -100,7 +101,7 @@ class AdaptiveThrottle(StateStrategy):
     @staticmethod
     def _start(state: Optional[list[int]], now: int, rate: Rate) -> int:
         """When to decide on `state`: `now`, or the start of its window when later (a state
-        of another period is a new window: `now`)."""
+        of another period: `now`, see `_window`)."""
         if (
             state is not None
             and (len(state) == 4 or (len(state) == 6 and state[5] == rate.expire))
@@ -112,13 +113,24 @@ class AdaptiveThrottle(StateStrategy):
     def _window(self, state: Optional[list[int]], now: int, rate: Rate) -> _Window:
         limit = rate.limit
         wid, left = aligned(now, rate.expire)
-        if state is None or len(state) not in (4, 6) or state[0] > wid:
+        if state is None or len(state) not in (4, 6):
+            return wid, left, 0, limit, 0
+        if len(state) == 6 and state[5] != rate.expire:
+            # Another period: its window, while it holds `now` (or is later and believed),
+            # is `now`'s window here, with its count; once closed, the window before (its
+            # effective limit recovers one step).
+            other = state[5]
+            if other < 1:
+                return wid, left, 0, limit, 0
+            held = state[0] == now // other or ahead(state[0] * other, now)
+            state = [wid if held else wid - 1, *state[1:]]
+        if state[0] > wid:
             return wid, left, 0, limit, 0
         effective, cut_from = state[2], state[3]
         if len(state) == 6 and (state[4] != limit or state[5] != rate.expire):
             was = state[4]
-            if state[5] != rate.expire or was < 1 or 2 * was * PARTS >= EXACT_LIMIT:
-                return wid, left, 0, limit, 0  # another period: a new window
+            if was < 1 or 2 * was * PARTS >= EXACT_LIMIT:
+                return wid, left, 0, limit, 0  # no rate: a fresh key
             # Their share of the old limit, in parts (as the Lua port computes it exactly).
             share = min(effective, was) * PARTS // was
             effective = max(limit * self._floor // PARTS, limit * share // PARTS)

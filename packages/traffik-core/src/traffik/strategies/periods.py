@@ -36,16 +36,24 @@ def aligned(now: int, period: int) -> tuple[int, int]:
     return wid, period - (now - wid * period)
 
 
-def of_period(state: Optional[list[int]], size: int, period: int) -> Optional[list[int]]:
+def of_period(state: Optional[list[int]], size: int, period: int, now: int) -> Optional[list[int]]:
     """`state` when it holds `size` numbers counted in windows of `period` ms, else None: its
-    last number is the period it was written under (window ids of another period are not
-    this one's); one number fewer is a state written before the period was kept, read as of
-    this one."""
-    if state is None or not (
-        len(state) == size - 1 or (len(state) == size and state[-1] == period)
-    ):
+    last number is the period it was written under; one number fewer is a state written
+    before the period was kept, read as of this one. A state counted in windows of another
+    period carries what its window still holds: while that window (of its own period) holds
+    `now` (or is later and believed, `ahead`), it is read as `now`'s window of `period` with
+    the same counts; once it has closed, as no state. So two periods deciding one key in turn
+    (a rolling deploy) never forget each other's hits."""
+    if state is None:
         return None
-    return state
+    if len(state) == size - 1 or (len(state) == size and state[-1] == period):
+        return state
+    if len(state) != size or state[-1] < 1:
+        return None
+    was = state[-1]
+    if state[0] == now // was or ahead(state[0] * was, now):
+        return [now // period, *state[1:-1], period]
+    return None
 
 
 def window_start(state: Optional[list[int]], now: int, size: int, period: int) -> int:
@@ -53,16 +61,17 @@ def window_start(state: Optional[list[int]], now: int, size: int, period: int) -
     the start of its window when later (a host whose clock is behind decides in the window
     the state counts, as at its start: the whole window left). A start past `EXACT_LIMIT`
     is no time (the state is another window's)."""
-    state = of_period(state, size, period)
+    state = of_period(state, size, period, now)
     if state is not None and ahead(state[0] * period, now):
         return state[0] * period
     return now
 
 
-def window_count(state: Optional[list[int]], wid: int, period: int) -> int:
-    """The count a `[window_id, count, period_ms]` state holds in window `wid` of `period` ms
-    (0 for another window or period)."""
-    state = of_period(state, 3, period)
+def window_count(state: Optional[list[int]], now: int, period: int) -> int:
+    """The count a `[window_id, count, period_ms]` state holds in `now`'s window of `period`
+    ms (0 for another window; a state of another period as `of_period` reads it)."""
+    wid = now // period
+    state = of_period(state, 3, period, now)
     return state[1] if state is not None and state[0] == wid else 0
 
 

@@ -32,7 +32,8 @@ class QuotaWithRollover(StateStrategy):
     outright (`wait_ms` one period). The percentage is kept to 1/100000. State:
     `[period_id, usage, rollover, period_ms]`, kept through the next period. Read under
     another limit, the usage is kept and the rollover is at most what the new limit could
-    roll over; under another period, a new period starts afresh. A `[period_id, usage,
+    roll over; under another period, the usage and rollover of a period still open carry into
+    this period's (`periods.of_period`), and a closed one starts afresh. A `[period_id, usage,
     rollover]` state (written before the period was kept) is read as counted in the current
     period. `lock_config` is accepted for traffik 1.2 code and unused.
     """
@@ -83,7 +84,7 @@ class QuotaWithRollover(StateStrategy):
         """`(period_id, ms left, usage, rollover)` at `now`."""
         limit, period = rate.limit, rate.expire
         pid, left = aligned(now, period)
-        state = of_period(state, 4, period)
+        state = of_period(state, 4, period, now)
         if state is not None:
             if state[0] == pid:  # at most what this limit rolls over
                 most = min(self.max_rollover, limit * self._percent // PARTS)

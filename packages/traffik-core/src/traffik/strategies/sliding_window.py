@@ -10,6 +10,7 @@ from traffik.strategies.base import (
     StateStrategy,
     Transition,
     ahead,
+    ceil_div,
     later,
     later_refund,
     log_time,
@@ -36,7 +37,8 @@ class SlidingWindowCounter(StateStrategy):
     period) is `previous * left + current * period`. A rejected hit counts nothing; its wait
     is the first millisecond at which the weighted count has decayed enough, possibly in the
     next window. The counts are kept when the limit changes; a state counted in windows of
-    another period is a new window (its window ids are not this period's); a
+    another period carries its weighted count, rounded up, into this period's window
+    (`_carried`; nothing once it has stopped weighing); a
     `[window_id, current, previous]` state (written before the period was kept) is read as
     counted in the current period. A state of a later window than `now`'s (written by a host
     whose clock is ahead) is decided in that window, as at its start.
@@ -52,7 +54,9 @@ class SlidingWindowCounter(StateStrategy):
         period = rate.expire
         wid = now // period
         left = period - (now - wid * period)
-        state = of_period(state, 4, period)
+        if state is not None and len(state) == 4 and state[3] != period:
+            state = _carried(state, now, period)
+        state = of_period(state, 4, period, now)
         if state is not None:
             if state[0] == wid:
                 return wid, left, state[1], state[2]
@@ -63,7 +67,9 @@ class SlidingWindowCounter(StateStrategy):
     @staticmethod
     def _start(state: Optional[list[int]], now: int, rate: Rate) -> int:
         """When to decide on `state`: `now`, or the start of its window when later."""
-        state = of_period(state, 4, rate.expire)
+        if state is not None and len(state) == 4 and state[3] != rate.expire:
+            state = _carried(state, now, rate.expire)
+        state = of_period(state, 4, rate.expire, now)
         if state is not None and ahead(state[0] * rate.expire, now):
             return state[0] * rate.expire
         return now
@@ -188,6 +194,26 @@ class SlidingWindowLog(StateStrategy):
             if not log[-1]:
                 del log[-2:]
         return log, rate.expire
+
+
+def _carried(state: list[int], now: int, period: int) -> Optional[list[int]]:
+    """A `[window_id, current, previous, was]` state counted in windows of another period
+    (`was`), read in `now`'s window of `period`: its weighted count at `now`, rounded up to
+    whole units, is that window's count (nothing weighs as its previous window); None when
+    nothing of it weighs any more, or `was` is no period."""
+    wid, current, previous, was = state
+    if was < 1:
+        return None
+    at = wid * was if ahead(wid * was, now) else now
+    into = at // was
+    left = was - (at - into * was)
+    if wid == into:
+        weighted = previous * left + current * was
+    elif wid == into - 1:
+        weighted = current * left
+    else:
+        return None
+    return [now // period, ceil_div(weighted, was), 0, period]
 
 
 SlidingWindowCounterStrategy = SlidingWindowCounter

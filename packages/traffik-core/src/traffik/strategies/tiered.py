@@ -41,8 +41,9 @@ class TieredRate(MarkedStrategy):
     its count when its tier changes mid-window. The limit is `int(limit * multiplier)`, at
     least 1; multipliers may be ints or floats. A rejected hit counts nothing, and waits
     for the next window. State: `[window_id, count, period_ms]`: the count is kept when the
-    limit changes (a tier, a new rate), and a state counted in windows of another period is a
-    new window; a `[window_id, count]` state (written before the period was kept) is read as
+    limit changes (a tier, a new rate), and a state counted in windows of another period
+    carries its count into this period's window while its own window is open
+    (`periods.of_period`); a `[window_id, count]` state (written before the period was kept) is read as
     counted in the current period. `lock_config` is accepted for traffik 1.2 code and unused:
     the decision is one atomic step.
     """
@@ -161,7 +162,7 @@ class TieredRate(MarkedStrategy):
         if cost > limit:
             return never_admitted(rate), None, 0
         wid, left = aligned(now, rate.expire)
-        count = window_count(state, wid, rate.expire)
+        count = window_count(state, now, rate.expire)
         if count + cost <= limit:
             count += cost
             return Decision(True, 0, limit - count, left, limit), [wid, count, rate.expire], left
@@ -173,7 +174,7 @@ class TieredRate(MarkedStrategy):
         if at > now:
             return later_refund(self.refund(state, at, rate, cost), at - now)
         wid, left = aligned(now, rate.expire)
-        return [wid, max(window_count(state, wid, rate.expire) - cost, 0), rate.expire], left
+        return [wid, max(window_count(state, now, rate.expire) - cost, 0), rate.expire], left
 
 
 TieredRateStrategy = TieredRate

@@ -88,9 +88,9 @@ class TimeOfDay(StateStrategy):
     rejected hit counts nothing; its wait is exact: to the first hour of this window whose
     limit fits the count and cost, else to the first time after the window whose limit fits
     the cost. State: `[window_id, count, period_ms]`: the count is kept when the limit
-    changes, and a state counted in windows of another period is a new window; a
-    `[window_id, count]` state (written before the period was kept) is read as counted in the
-    current period.
+    changes, and a state counted in windows of another period carries its count while its
+    window is open (`periods.of_period`); a `[window_id, count]` state (written before the
+    period was kept) is read as counted in the current period.
 
     On Redis it decides on the generic locked path (a lock, a read, a write): its day of
     24 limits does not fit the five numbers a Redis program item carries. It is exact under
@@ -170,7 +170,7 @@ class TimeOfDay(StateStrategy):
             return never_admitted(rate), None, 0
         limit = self.limit_at(now, rate)
         wid, left = aligned(now, rate.expire)
-        count = window_count(state, wid, rate.expire)
+        count = window_count(state, now, rate.expire)
         if count + cost <= limit:
             count += cost
             return Decision(True, 0, limit - count, left, limit), [wid, count, rate.expire], left
@@ -183,7 +183,7 @@ class TimeOfDay(StateStrategy):
         if at > now:
             return later_refund(self.refund(state, at, rate, cost), at - now)
         wid, left = aligned(now, rate.expire)
-        count = window_count(state, wid, rate.expire)
+        count = window_count(state, now, rate.expire)
         return [wid, max(count - cost, 0), rate.expire], left
 
     async def get_stat(self, key: Any, rate: Rate, backend: ThrottleBackend) -> StrategyStat:

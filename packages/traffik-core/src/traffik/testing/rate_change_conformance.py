@@ -5,16 +5,18 @@ key that already has state (`throttle.update_rate`, a rate callable, a deploy). 
 client still holds then (units not yet refilled, drained or leaked, by the old rate, rounded
 up) carries over to the new rate in units, as a fixed window's count and a log's entries do;
 a window counted in periods (`SlidingWindowCounter` and the clock-aligned windows of the
-advanced strategies) keeps its count when only the limit changes, and starts a new window
-when the period changes, wherever the clock stands (window ids of two periods may be equal
-near 0, where a `ManualClock` may start). A changed rate never admits more than the new
+advanced strategies) keeps its count when only the limit changes, and when the period
+changes carries what its window still holds into the new period's window, wherever the
+clock stands (window ids of two periods may be equal near 0, where a `ManualClock` may
+start). A changed rate never admits more than the new
 limit beyond what carries.
 """
 
 from __future__ import annotations
 
 import itertools
-from typing import Callable
+from collections.abc import Mapping
+from typing import Callable, ClassVar
 
 import pytest
 
@@ -37,22 +39,24 @@ _names = itertools.count()
 
 RATE_CHANGES = [
     # (clock start in s, first rate, hits under it, ms later, second rate, hits under it)
-    (_START, "10/s", 2, 0, "10/min", 10),  # slower: 2 held, 8 left
-    (_START, "10/min", 2, 0, "10/s", 10),  # faster: 2 held, 8 left
-    (_START, "10/s", 10, 250, "10/min", 10),  # 7.5 units still held, rounded up to 8: 2 left
+    (_START, "10/min", 2, 0, "10/h", 10),  # slower: 2 held, 8 left
+    (_START, "10/h", 2, 0, "10/min", 10),  # faster: 2 held, 8 left
+    (_START, "10/min", 10, 15_000, "10/h", 10),  # 7.5 units still held, rounded up to 8: 2 left
     (_START, "4/min", 4, 0, "40/h", 40),  # a plan upgrade: 4 held, 36 left
     # A clock near 0 (a ManualClock may start there): the window ids of both periods meet.
-    (0.5, "10/min", 2, 0, "10/s", 10),  # window 0 of the minute, window 0 of the second
-    (1.5, "10/min", 2, 0, "10/s", 20),  # window 0 of the minute, the second's window before
-    (_START, "100/min", 2, 0, "10/min", 100),  # a lower limit: 2 held, at most 8 more
+    (30.0, "10/h", 2, 0, "10/min", 10),  # window 0 of the hour, window 0 of the minute
+    (90.0, "10/h", 2, 0, "10/min", 20),  # window 0 of the hour, the minute's window before
+    (_START, "100/h", 2, 0, "10/h", 100),  # a lower limit: 2 held, at most 8 more
     (_START, "10/min", 6, 0, "20/min", 20),  # a higher limit: 6 held, 14 left
 ]
-"""The rate changes of `test_rate_change_carries_what_the_client_holds`."""
+"""The rate changes of `test_rate_change_carries_what_the_client_holds`. Periods of a minute
+and more: a server's keys expire on its own clock, whatever the test clock says, so a state
+of a per-second rate could expire on a slow machine before the second rate read it."""
 
 _EXPECTED = {
     # hits admitted under the second rate, per change of RATE_CHANGES
     "FixedWindow": [8, 8, 0, 36, 8, 8, 8, 14],  # the count carries, in the window it opened
-    "SlidingWindowCounter": [10, 10, 10, 40, 10, 10, 8, 14],  # a new period: a new window
+    "SlidingWindowCounter": [8, 8, 0, 36, 8, 8, 8, 14],  # the count carries into the new window
     "SlidingWindowLog": [8, 8, 0, 36, 8, 8, 8, 14],  # the entries carry
     "TokenBucket": [8, 8, 2, 36, 8, 8, 8, 14],
     "TokenBucketWithDebt": [8, 8, 2, 36, 8, 8, 8, 14],
@@ -61,10 +65,10 @@ _EXPECTED = {
     "GCRA": [8, 8, 2, 36, 8, 8, 8, 14],
     # the advanced strategies (`traffik.strategies.custom`), a key without a tier or a
     # priority; AdaptiveThrottle cut by the hit that fills a window, TimeOfDay at 1x all day
-    "TieredRate": [10, 10, 10, 40, 10, 10, 8, 14],  # a new period: a new window
-    "QuotaWithRollover": [10, 10, 10, 40, 10, 10, 8, 14],  # a new period: a new period
-    "TimeOfDay": [10, 10, 10, 40, 10, 10, 8, 14],  # a new period: a new window
-    "AdaptiveThrottle": [10, 10, 10, 40, 10, 10, 8, 14],  # the effective limit is the new limit
+    "TieredRate": [8, 8, 0, 36, 8, 8, 8, 14],  # the count carries into the new window
+    "QuotaWithRollover": [8, 8, 0, 36, 8, 8, 8, 14],  # the usage carries into the new period
+    "TimeOfDay": [8, 8, 0, 36, 8, 8, 8, 14],  # the count carries into the new window
+    "AdaptiveThrottle": [8, 8, 0, 16, 8, 8, 8, 14],  # the count and the cut (its share) carry
     "PriorityQueue": [8, 8, 0, 36, 8, 8, 8, 14],  # the entries carry
     "CostBasedTokenBucket": [8, 8, 2, 36, 8, 8, 8, 14],
 }
@@ -86,6 +90,9 @@ class RateChangeConformance:
 
     supports_clock: bool
     clock_moves_expiry: bool
+    rate_change_differs: ClassVar[Mapping[str, list[int]]] = {}
+    """Admissions of `test_rate_change_carries_what_the_client_holds` that differ on this
+    backend, by strategy name (a behaviour the backend documents)."""
 
     @pytest.mark.parametrize(
         "strategy", _strategies(), ids=[type(s).__name__ for s in _strategies()]
@@ -96,7 +103,7 @@ class RateChangeConformance:
         """Hits under one rate, then the same key under another (what a throttle does after
         `update_rate`): the hits admitted under the second rate are its limit minus the units
         the client still held (rounded up), never more, never fewer; a window strategy
-        starts a new window under a new period."""
+        carries what its open window holds into the new period's window."""
         if not self.supports_clock:
             pytest.skip("this backend takes its time from the server")
         if isinstance(strategy, FixedWindow) and not self.clock_moves_expiry:
@@ -116,4 +123,5 @@ class RateChangeConformance:
             finally:
                 await backend.reset()
                 await backend.close()
-        assert admitted == _EXPECTED[type(strategy).__name__]
+        name = type(strategy).__name__
+        assert admitted == self.rate_change_differs.get(name, _EXPECTED[name])

@@ -25,9 +25,22 @@ then
 end
 local wid = floordiv(now, period)
 local left = period - (now - wid * period)
-if was_period ~= nil and (was ~= limit or was_period ~= period) then
-  if was_period ~= period or was < 1 or 2 * was * 100000 >= 2 ^ 53 then
-    held = nil -- another period: a new window
+if was_period ~= nil and was_period ~= period then
+  -- Another period: its window, while it holds `now` (or is later and believed), is `now`'s
+  -- window here, with its count; once closed, the window before (one recovery step).
+  if was_period < 1 then
+    held = nil
+  elseif held == floordiv(now, was_period)
+    or (held * was_period > now and held * was_period <= now + 60000)
+  then
+    held = wid
+  else
+    held = wid - 1
+  end
+end
+if held ~= nil and was_period ~= nil and (was ~= limit or was_period ~= period) then
+  if was < 1 or 2 * was * 100000 >= 2 ^ 53 then
+    held = nil -- no rate: a fresh key
   else -- their share of the old limit, in parts
     local share = floordiv(math.min(effective, was) * 100000, was)
     effective = math.max(floordiv(limit * floor_ratio, 100000), floordiv(limit * share, 100000))

@@ -8,8 +8,12 @@
 local held, usage, rollover, was = numbers(raw, '<cdddd')
 if held == nil then
   held, usage, rollover = numbers(raw, '<cddd')
-elseif was ~= period then
-  held = nil
+elseif was ~= period then -- another period: its window, while it holds `now`, is now's here
+  if was >= 1 and (held == floordiv(now, was) or (held * was > now and held * was <= now + 60000)) then
+    held = floordiv(now, period)
+  else
+    held = nil
+  end
 end
 if held ~= nil and held * period > now and held * period <= now + 60000 then -- a later period: decided in it (decide.lua)
   now = held * period

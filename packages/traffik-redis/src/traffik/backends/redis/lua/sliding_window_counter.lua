@@ -7,8 +7,26 @@
 local held, current, previous, was = numbers(raw, '<cdddd')
 if held == nil then
   held, current, previous = numbers(raw, '<cddd')
-elseif was ~= period then
-  held = nil
+elseif was ~= period then -- another period: its weighted count, rounded up, is now's window's
+  local into = -1
+  if was >= 1 then
+    local at = now
+    if held * was > now and held * was <= now + 60000 then
+      at = held * was
+    end
+    into = floordiv(at, was)
+    local over = was - (at - into * was)
+    if held == into then
+      current = ceildiv(previous * over + current * was, was)
+    elseif held == into - 1 then
+      current = ceildiv(current * over, was)
+    end
+  end
+  if was >= 1 and (held == into or held == into - 1) then
+    held, previous = floordiv(now, period), 0
+  else
+    held = nil
+  end
 end
 if held ~= nil and held * period > now and held * period <= now + 60000 then -- a later window: decided in it (decide.lua)
   now = held * period

@@ -6,8 +6,12 @@
 local held, count, was = numbers(raw, '<cddd')
 if held == nil then
   held, count = numbers(raw, '<cdd')
-elseif was ~= period then
-  held = nil
+elseif was ~= period then -- another period: its window, while it holds `now`, is now's here
+  if was >= 1 and (held == floordiv(now, was) or (held * was > now and held * was <= now + 60000)) then
+    held = floordiv(now, period)
+  else
+    held = nil
+  end
 end
 if held ~= nil and held * period > now and held * period <= now + 60000 then -- a later window: decided in it (decide.lua)
   now = held * period
