@@ -204,3 +204,49 @@ async def test_another_strategy_starts_afresh_under_its_own_key(
     finally:
         await backend.reset()
         await backend.close()
+
+
+OPTIONS = [
+    # two versions of one strategy with the same rate and other options (the same suffix)
+    ("TokenBucket", {"burst_size": 3}, {"burst_size": 30}),
+    ("TokenBucketWithDebt", {"max_debt": 0}, {"max_debt": 20}),
+    ("GCRA", {"burst_tolerance_ms": 0}, {}),
+    ("CostBasedTokenBucket", {"burst_size": 3}, {"burst_size": 30, "min_refill_rate": 0.9}),
+    ("QuotaWithRollover", {"rollover_percentage": 0}, {"rollover_percentage": 1.0}),
+    ("AdaptiveThrottle", {"load_threshold": 0.5}, {"load_threshold": 0.99}),
+    ("PriorityQueue", {"max_queue_size": 5}, {"max_queue_size": 1000}),
+]
+
+
+@pytest.mark.parametrize("option", OPTIONS, ids=lambda o: o[0])
+@pytest.mark.parametrize("step_ms", [100, 1500])
+async def test_alternating_options_admit_no_more_than_the_more_generous_alone(
+    make_backend: Callable[..., ThrottleBackend], option: tuple[Any, ...], step_ms: int
+) -> None:
+    """Options a state does not record (a bucket's size, a debt, a tolerance, a rollover, a
+    threshold, a queue's size) differ between the two versions: each decides on the same
+    state within its own bounds, so alternating admits no more than the more generous
+    version alone, and nothing fails."""
+    import traffik.strategies as strategies
+
+    name, one, other = option
+    versions = [getattr(strategies, name)(**one), getattr(strategies, name)(**other)]
+    rate = Rate.parse("10/min")
+
+    async def admitted(chosen: list[Strategy]) -> int:
+        clock = ManualClock(_START)
+        backend = make_backend(namespace=f"options-{next(_names)}", clock=clock)
+        count = 0
+        try:
+            for i in range(600):
+                decision = await chosen[i % len(chosen)].decide("client", rate, backend, 1)
+                count += decision.allowed
+                clock.advance(ms=step_ms)
+        finally:
+            await backend.reset()
+            await backend.close()
+        return count
+
+    mixed = await admitted(versions)
+    alone = max([await admitted([version]) for version in versions])
+    assert 0 < mixed <= alone, (name, mixed, alone)
