@@ -311,10 +311,12 @@ async def test_s1_7_cost_zero_and_negative() -> None:
 
 
 async def test_s1_7_min_wait_period_only_lengthens_refusals() -> None:
-    throttle = http_throttle("s1:minwait", "1/s", min_wait_period=5000)
+    # per minute, not per second: the second request must come within the window however slow
+    # the machine; the wait it is told, under a minute, lengthened to the five minutes
+    throttle = http_throttle("s1:minwait", "1/min", min_wait_period=300_000)
     first, second = await answers(fastapi_app(throttle), 2)
     assert first.status_code == 200
-    assert second.status_code == 429 and second.headers["retry-after"] == "5"
+    assert second.status_code == 429 and second.headers["retry-after"] == "300"
 
 
 async def test_s1_7_handler_returning_normally_lets_the_request_through() -> None:

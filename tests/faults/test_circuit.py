@@ -209,10 +209,10 @@ async def test_a_killed_store_opens_the_circuit_and_a_restart_closes_it(redis_se
             with pytest.raises(BackendConnectionError):
                 await backend.get("k")
             await asyncio.sleep(0.02)
-        started = time.monotonic()
+        # refused without an attempt (a timed bound said little: against a stopped local
+        # server an attempt is refused within a millisecond too)
         with pytest.raises(CircuitOpenError, match="not attempted"):
             await backend.get("k")
-        assert time.monotonic() - started < 0.05
         server.start()
         deadline = time.monotonic() + 2.0
         while backend.circuit.state is not CircuitState.CLOSED:

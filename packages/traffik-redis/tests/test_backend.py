@@ -75,7 +75,7 @@ async def test_a_given_client_works_and_stays_open(redis_url: str, decode_respon
     backend = RedisBackend(client, namespace=f"given-{decode_responses}")
     try:
         await _exercise(backend)
-        async with backend.lock("L", ttl=1.5):
+        async with backend.lock("L", ttl=30.5):  # (a life no slow machine outlasts)
             pass
         await backend.reset()
         await backend.close()
@@ -116,13 +116,19 @@ async def test_raw_keys_are_kept_inside_the_namespace(backend: RedisBackend, raw
     assert await backend.get("bare") == await backend.get(backend.get_key("bare")) == "1"
 
 
+def _lived(started: float) -> float:
+    """Milliseconds since `started` (monotonic), plus the one a key lives past its expiry."""
+    return (time.monotonic() - started) * 1000 + 1
+
+
 async def test_increment_with_ttl_is_never_immortal(backend: RedisBackend, raw: Redis) -> None:
     key = backend.get_key("counter")
-    first = await backend.increment_with_ttl(key, amount=1, ttl=0.5)
-    assert first == 1 and 0 < first.ttl_ms <= 500  # type: ignore[attr-defined]
+    # 10 s, not less: the second call must find the counter alive on the server's clock
+    first = await backend.increment_with_ttl(key, amount=1, ttl=10)
+    assert first == 1 and 0 < first.ttl_ms <= 10_000  # type: ignore[attr-defined]
     second = await backend.increment_with_ttl(key, amount=2, ttl=60)
-    assert second == 3 and second.ttl_ms <= 500  # type: ignore[attr-defined]
-    assert 0 < await raw.pttl(key) <= 500
+    assert second == 3 and second.ttl_ms <= 10_000  # type: ignore[attr-defined]
+    assert 0 < await raw.pttl(key) <= 10_000
 
     immortal = backend.get_key("immortal")
     assert await backend.increment(immortal) == 1
@@ -134,12 +140,16 @@ async def test_increment_with_ttl_is_never_immortal(backend: RedisBackend, raw: 
 async def test_float_expiries_and_ttl(backend: RedisBackend) -> None:
     key = backend.get_key("k")
     assert await backend.ttl(key) is None
-    await backend.set(key, "v", expire=1.5)
+    # Fractions of a second kept (not 30 nor 31 s), bounded by the time the calls took: lives
+    # long enough that no slow machine sees the key gone.
+    started = time.monotonic()
+    await backend.set(key, "v", expire=30.5)
     left = await backend.ttl(key)
-    assert left is not None and 1_000 < left <= 1_500
-    assert await backend.expire(key, 0.25) is True
+    assert left is not None and 30_500 - _lived(started) <= left <= 30_500
+    started = time.monotonic()
+    assert await backend.expire(key, 20.25) is True
     left = await backend.ttl(key)
-    assert left is not None and 0 < left <= 250
+    assert left is not None and 20_250 - _lived(started) <= left <= 20_250
     await backend.set(key, "v")
     assert await backend.ttl(key) is None
 
@@ -156,10 +166,11 @@ async def test_amounts_must_be_whole(backend: RedisBackend) -> None:
 async def test_lock_with_float_ttl_expires_and_leaves_nothing(
     backend: RedisBackend, raw: Redis
 ) -> None:
+    started = time.monotonic()
     async with backend.lock("res", ttl=10.0):
         keys = await raw.keys("backend-tests:*")
         assert keys == [b"backend-tests:res"]
-        assert 9_000 < await raw.pttl(keys[0]) <= 10_000
+        assert 10_000 - _lived(started) <= await raw.pttl(keys[0]) + 1 <= 10_000
     assert await raw.keys("backend-tests:*") == []
 
 
@@ -207,7 +218,7 @@ async def test_lock_waits_until_released(backend: RedisBackend, redis_url: str) 
         task = asyncio.create_task(holder())
         while not order:
             await asyncio.sleep(0.001)
-        async with backend.lock("wait", ttl=5, blocking_timeout=2):
+        async with backend.lock("wait", ttl=5, blocking_timeout=30):  # (ends at the release)
             order.append("acquired")
         await task
     finally:

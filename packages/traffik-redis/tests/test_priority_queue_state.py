@@ -72,6 +72,8 @@ class _Walk:
 
     async def check(self) -> None:
         # Keys expire on the server's clock, not the test clock: keep the key, as Python does.
+        # (A log lives its period from its last write, so the periods here are 5 s and more:
+        # a key that expired before this read would part Redis from Python.)
         stored = await _stored(self.raw, self.key)
         await self.raw.persist(self.key)
         assert decode_state(stored) == self.state, (self.clock.ms(), stored)
@@ -102,12 +104,12 @@ async def _random_walk(walk: _Walk, rng: random.Random, rate: Rate, steps: int) 
 @pytest.mark.parametrize(
     ("max_queue_size", "rate", "steps"),
     [
-        (3, Rate.parse("5/s"), 400),
-        (6, Rate.parse("10/3s"), 400),
+        (3, Rate.parse("5/min"), 400),
+        (6, Rate.parse("10/3min"), 400),
         (10, Rate.parse("40/min"), 500),
         (25, Rate.parse("100/10s"), 600),
-        (1000, Rate.parse("30/s"), 600),
-        (1000, Rate.parse("7/1500ms"), 400),
+        (1000, Rate.parse("30/min"), 600),
+        (1000, Rate.parse("7/90s"), 400),
     ],
     ids=lambda value: str(value),
 )
@@ -235,11 +237,11 @@ async def test_keys_meeting_in_one_call_decide_as_in_memory(redis_url: str, raw:
     rng = random.Random("meeting")
     queue = PriorityQueue(max_queue_size=5)
     levels = [queue.at(priority) for priority in Priority]
-    rate = Rate.parse("8/2s")
+    rate = Rate.parse("8/2min")  # (a log lives its period on the server's clock)
     key = backend.get_key("meet") + queue.suffix
     try:
         for step in range(300):
-            clock.advance(ms=rng.choice([0, 1, 50, 400]))
+            clock.advance(ms=rng.choice([0, 1, 3000, 24_000]))
             hit = [
                 Item(rng.choice(levels), key, rate, rng.randint(1, 3))
                 for _ in range(rng.randint(2, 3))
@@ -265,10 +267,10 @@ def _parts(decision: Decision) -> tuple[Decision, ...]:
 
 async def test_a_peek_writes_nothing(clocked: tuple[RedisBackend, ManualClock], raw: Redis) -> None:
     backend, clock = clocked
-    rate = Rate.parse("10/s")
+    rate = Rate.parse("10/min")  # (a log lives its period on the server's clock)
     walk = _Walk(backend, raw, clock, PriorityQueue(max_queue_size=4), "peek")
     for step in range(40):
-        clock.advance(ms=[0, 30, 200, 1500][step % 4])
+        clock.advance(ms=[0, 1800, 12_000, 90_000][step % 4])
         before = await _stored(raw, walk.key)
         await walk.decide(walk.levels[step % 4], rate, 1 + step % 3, commit=False)
         assert await _stored(raw, walk.key) == before
@@ -281,7 +283,7 @@ async def test_what_is_not_a_log_is_a_fresh_key(
     """Values that are no state of the program's (not 'q' nor 'i', or 'q' with a block out of
     place) decide as a fresh key, and are written anew."""
     backend, clock = clocked
-    rate = Rate.parse("3/s")
+    rate = Rate.parse("3/min")
     queue = PriorityQueue()
     key = backend.get_key("garbage") + queue.suffix
     fresh, _, _ = queue.transition(None, clock.ms(), rate, 1)
@@ -321,13 +323,13 @@ async def test_entries_given_back_and_added_to_in_one_millisecond(
     """Within one millisecond: entries of two priorities, the newer given all back (marked
     left, the older the newest again), then more cost for the older: added to it in place."""
     backend, clock = clocked
-    rate = Rate.parse("50/s")
+    rate = Rate.parse("50/min")  # (a log lives its period on the server's clock)
     walk = _Walk(backend, raw, clock, PriorityQueue(max_queue_size=20), "one ms")
     low, normal, high, _ = walk.levels
     for _ in range(6):  # entries after the front
-        clock.advance(ms=3)
+        clock.advance(ms=180)
         await walk.decide(low, rate, 1)
-    clock.advance(ms=3)
+    clock.advance(ms=180)
     await walk.decide(normal, rate, 2)
     await walk.decide(high, rate, 3)
     await walk.refund(high, rate, 3)
