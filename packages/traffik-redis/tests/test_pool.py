@@ -38,9 +38,14 @@ async def test_300_concurrent_decisions_on_one_backend_all_succeed(
     redis_url: str, strategy: Any
 ) -> None:
     # redis-py 8's pool holds 100 connections and raises MaxConnectionsError past them
-    # (without the gate, 200 of these 300 failed).
+    # (without the gate, 200 of these 300 failed). A long command timeout: what is tested is
+    # the pool, and on a loaded machine a decision queued behind 299 others may take a second.
     backend = RedisBackend(
-        redis_url, namespace="burst", on_error="raise", url_kwargs={"client_name": "burst"}
+        redis_url,
+        namespace="burst",
+        on_error="raise",
+        command_timeout=10,
+        url_kwargs={"client_name": "burst"},
     )
     await backend.initialize()  # else the first decisions queue behind initialisation
     try:
@@ -58,6 +63,7 @@ async def test_a_small_pool_is_never_exceeded(redis_url: str) -> None:
     backend = RedisBackend(
         redis_url,
         namespace="small-pool",
+        command_timeout=10,
         url_kwargs={"max_connections": 3, "client_name": "small-pool"},
     )
     await backend.initialize()
