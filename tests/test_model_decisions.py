@@ -647,8 +647,12 @@ class TestDifferential:
             if isinstance(strategy, FixedWindow):
                 pytest.skip("a FixedWindow window is a key TTL on the server's clock here")
             # Keys expire on the server's clock, which the test clock does not move: a state
-            # that would live a few ms can vanish while the test clock stands still.
+            # that would live a few ms can vanish while the test clock stands still. So the
+            # timeline runs 60 times slower: periods of a minute and more, where the shortest
+            # state (one unit of a bucket of 6) lives 10 s of real time.
             assume(all(rate.expire >= 1000 for rate in rates))
+            rates = [Rate(limit=rate.limit, milliseconds=rate.expire * 60) for rate in rates]
+            ops = [("advance", op[1] * 60) if op[0] == "advance" else op for op in ops]
         memory, other = asyncio.run(
             _both(make_backend, strategy, rates, ops, START + offset / 1000)
         )
