@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Union
 
 import pytest
 
@@ -58,18 +58,21 @@ def _ids(value: Any) -> str:
 
 async def _admitted(
     make: Callable[..., ThrottleBackend],
-    strategy: Strategy,
+    strategy: Union[Strategy, list[Strategy]],
     rates: list[Rate],
     step_ms: int,
     hits: int,
 ) -> int:
-    """Hits admitted when the `i`th goes to the version with `rates[i % len(rates)]`."""
+    """Hits admitted when the `i`th goes to the version with `rates[i % len(rates)]` (and,
+    given a list of strategies, the strategy `i % len(strategies)`)."""
+    strategies = strategy if isinstance(strategy, list) else [strategy]
     clock = ManualClock(_START)
     backend = make(namespace=f"deploy-{next(_names)}", clock=clock)
     admitted = 0
     try:
         for i in range(hits):
-            decision = await strategy.decide("client", rates[i % len(rates)], backend, 1)
+            chosen = strategies[i % len(strategies)]
+            decision = await chosen.decide("client", rates[i % len(rates)], backend, 1)
             admitted += decision.allowed
             clock.advance(ms=step_ms)
     finally:
@@ -231,22 +234,9 @@ async def test_alternating_options_admit_no_more_than_the_more_generous_alone(
 
     name, one, other = option
     versions = [getattr(strategies, name)(**one), getattr(strategies, name)(**other)]
-    rate = Rate.parse("10/min")
-
-    async def admitted(chosen: list[Strategy]) -> int:
-        clock = ManualClock(_START)
-        backend = make_backend(namespace=f"options-{next(_names)}", clock=clock)
-        count = 0
-        try:
-            for i in range(600):
-                decision = await chosen[i % len(chosen)].decide("client", rate, backend, 1)
-                count += decision.allowed
-                clock.advance(ms=step_ms)
-        finally:
-            await backend.reset()
-            await backend.close()
-        return count
-
-    mixed = await admitted(versions)
-    alone = max([await admitted([version]) for version in versions])
+    rate = [Rate.parse("10/min")]
+    mixed = await _admitted(make_backend, versions, rate, step_ms, 600)
+    alone = max(
+        [await _admitted(make_backend, version, rate, step_ms, 600) for version in versions]
+    )
     assert 0 < mixed <= alone, (name, mixed, alone)

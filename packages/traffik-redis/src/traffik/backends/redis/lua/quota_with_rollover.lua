@@ -1,6 +1,7 @@
 -- QuotaWithRollover (traffik.strategies.rollover). State: {period_id, usage, rollover,
 -- period_ms} ('<cdddd'); {period_id, usage, rollover} ('<cddd', written before the period was
--- kept) is counted in this period, one of another period is a new period (periods.of_period).
+-- kept) is counted in this period; one of another period carries its usage and rollover
+-- into now's period while its own is open (periods.of_period).
 -- x: the percentage in parts of PARTS (traffik.strategies.periods, 100000), y: the most rolled
 -- over.
 -- QuotaWithRollover._period: period id, ms left, usage and rollover at `now` (periods.aligned:

@@ -3,7 +3,8 @@
 -- (scaled by the period) is previous * left + current * period. {window_id, current,
 -- previous} ('<cddd', written before the period was kept) is counted in this period.
 -- SlidingWindowCounter._counts: window id, ms left in it, current and previous counts; a
--- state counted in another period is a new window (periods.of_period).
+-- state counted in another period carries its weighted count, rounded up, into now's window
+-- (sliding_window._carried).
 local held, current, previous, was = numbers(raw, '<cdddd')
 if held == nil then
   held, current, previous = numbers(raw, '<cddd')

@@ -1,7 +1,8 @@
 -- TieredRate (traffik.strategies.tiered): a clock-aligned window. The limit it receives is the
 -- tier's already (the item's rate is the effective one). State: {window_id, count,
 -- period_ms} ('<cddd'); {window_id, count} ('<cdd', written before the period was kept) is
--- counted in this period, one of another period is a new window (periods.window_count).
+-- counted in this period; one of another period carries its count into now's window while
+-- its own window is open (periods.of_period).
 -- periods.aligned: the id of the clock-aligned period holding `now`, and the ms until it ends.
 local held, count, was = numbers(raw, '<cddd')
 if held == nil then
