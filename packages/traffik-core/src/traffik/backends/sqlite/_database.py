@@ -34,12 +34,21 @@ first task asks again, and no one overtakes it.
 An atomic step (`write_atomic`, `now_atomic`: one statement, or several made all or
 nothing by `atomically`) runs alone outside a transaction, since a statement commits by
 itself, and in a batch without a savepoint.
+
+A file deleted or replaced while in use (a deploy script, a restored backup) would split the
+workers: those that had it open would go on counting in the old file, which nobody else
+sees, and those started after in the new one. So every `CHECK_EVERY` seconds a timer of
+each loop compares the file the path names with the one its connection has open (one
+`os.stat`, nothing on the decision path); when they differ, or the path names nothing, the
+connection is closed, and the next step opens the path again, creating the file and its
+tables if they are missing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
 import sqlite3
 import weakref
@@ -51,9 +60,15 @@ from traffik.backends.sqlite._path import MEMORY
 from traffik.backends.sqlite._turns import BUSY, Outcome, Turns
 from traffik.exceptions import BackendError
 
-__all__ = ["Database"]
+__all__ = ["CHECK_EVERY", "Database"]
 
 T = TypeVar("T")
+
+CHECK_EVERY = 1.0
+"""Seconds between two checks that the path still names the file a loop's connection has
+open (see the module)."""
+
+logger = logging.getLogger("traffik.backends.sqlite")
 
 _memories = itertools.count()
 
@@ -103,6 +118,9 @@ class Database:
         self._anchored = False
         self._closers: list[weakref.finalize[Any, Any]] = []
         self._checkpoints = None if self.memory else Checkpoints(path)
+        self._create: Callable[[sqlite3.Cursor, str], None] | None = None
+        """What `prepare` ran, run again on each connection opened after it (the file may
+        be new: see the module)."""
 
     def _handle(self) -> _Handle:
         """The running loop's connection in this process (its cursor and its line of
@@ -120,12 +138,39 @@ class Database:
         return handle
 
     def _connect(self, handle: _Handle) -> sqlite3.Cursor:
-        """Open the handle's connection (inside `_attempt`, which handles its errors)."""
+        """Open the handle's connection (inside `_attempt`, which handles its errors); after
+        `prepare`, with the tables created if missing, and watched (see the module)."""
         if self.memory and not self._anchored:
             self._open(self)  # keeps the shared in-memory database alive until close()
             self._anchored = True
-        handle.cursor = self._open(handle.loop()).cursor(self.cursor_type)
-        return handle.cursor
+        conn = self._open(handle.loop())
+        try:
+            cursor = conn.cursor(self.cursor_type)
+            if self._create is not None:
+                if not self.memory:
+                    _use_wal(cursor, self.path)
+                self.transaction(cursor, self._create, self.path)
+        except BaseException:
+            conn.close()
+            raise
+        handle.cursor = cursor
+        if not self.memory:
+            handle.watch(self, _identity(self.path))
+        return cursor
+
+    def reopen_if_moved(self, handle: _Handle, identity: tuple[int, int] | None) -> bool:
+        """Close `handle`'s connection when the path no longer names the file it has open
+        (`identity`, see the module), so that the next step opens the path again; whether
+        it did."""
+        if _identity(self.path) == identity or handle.cursor is None:
+            return False
+        logger.warning(
+            "SQLite file %r was deleted or replaced while in use: opening the path again "
+            "(counts kept in the old file are lost)",
+            self.path,
+        )
+        _drop(handle)
+        return True
 
     def _open(self, owner: Any) -> sqlite3.Connection:
         """A new connection, closed by `close()` or once `owner` is gone; its errors (a busy
@@ -159,6 +204,8 @@ class Database:
             self._checkpoints.forked()
 
     def _reset(self) -> None:
+        for handle in self._by_loop.values():
+            handle.unwatch()
         self._by_loop = weakref.WeakKeyDictionary()
         self._last, self._anchored, self._closers = (None, None), False, []
 
@@ -373,13 +420,14 @@ class Database:
         if not self.memory:
             await self.run("switching it to write-ahead logging", _use_wal, self.path)
         await self.write("creating its tables", create, self.path)
+        self._create = create
 
 
 class _Handle:
     """One loop's connection: its cursor, the line of its tasks waiting for the file, and
     the task that wrote at once in this loop iteration (see `alone`)."""
 
-    __slots__ = ("_forget", "_writer", "cursor", "loop", "turns")
+    __slots__ = ("_forget", "_timer", "_writer", "cursor", "loop", "turns")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = weakref.ref(loop)  # not kept alive: the connection closes once it is gone
@@ -387,6 +435,29 @@ class _Handle:
         self.turns = Turns()
         self._writer: object = _NOBODY
         self._forget = self._forgotten  # made once: the hot path schedules it
+        self._timer: asyncio.TimerHandle | None = None
+
+    def watch(self, db: Database, identity: tuple[int, int] | None) -> None:
+        """Check every `CHECK_EVERY` seconds, on the loop, that `db`'s path still names
+        the file of `identity` (`Database.reopen_if_moved`); the database is not kept
+        alive by it, and a forked child never touches the parent's connection."""
+        self.unwatch()
+        loop, database, pid = self.loop(), weakref.ref(db), _Process.pid
+
+        def check() -> None:
+            db = database()
+            if db is None or _Process.pid != pid or db.reopen_if_moved(self, identity):
+                self._timer = None
+            elif loop is not None:
+                self._timer = loop.call_later(CHECK_EVERY, check)
+
+        if loop is not None:
+            self._timer = loop.call_later(CHECK_EVERY, check)
+
+    def unwatch(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def alone(self) -> bool:
         """Whether the current task may write at once: no other task wrote in this loop
@@ -409,6 +480,23 @@ class _Handle:
 
 _NOBODY = object()
 """No task wrote at once in this loop iteration."""
+
+
+def _drop(handle: _Handle) -> None:
+    """Close `handle`'s connection: the next step opens the file again."""
+    if handle.cursor is not None:
+        conn = handle.cursor.connection
+        handle.cursor = None
+        conn.close()
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """The file `path` names (its device and inode), or None when it names none."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 def _use_wal(cursor: sqlite3.Cursor, path: str) -> None:

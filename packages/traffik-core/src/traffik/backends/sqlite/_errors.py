@@ -10,7 +10,7 @@ from traffik.exceptions import BackendConnectionError, BackendError
 __all__ = ["is_busy", "locked", "translate"]
 
 _BUSY, _LOCKED = 5, 6
-_CANTOPEN, _CORRUPT, _FULL, _NOTADB, _PERM, _READONLY = 14, 11, 13, 26, 3, 8
+_CANTOPEN, _CORRUPT, _FULL, _IOERR, _NOTADB, _PERM, _READONLY = 14, 11, 13, 10, 26, 3, 8
 
 _BY_MESSAGE = {
     # Python < 3.11 gives no error code: the primary code from SQLite's own message.
@@ -23,6 +23,7 @@ _BY_MESSAGE = {
     "file is not a database": _NOTADB,
     "file is encrypted or is not a database": _NOTADB,
     "attempt to write a readonly database": _READONLY,
+    "disk I/O error": _IOERR,
 }
 
 
@@ -84,6 +85,14 @@ def translate(exc: sqlite3.Error, path: str, doing: str) -> BackendError:
     if code == _FULL:
         return BackendError(
             f"SQLite file {path!r}: the disk is full ({exc}) while {doing}; free some space",
+            cause=exc,
+        )
+    if code == _IOERR:
+        return BackendError(
+            f"SQLite file {path!r}: reading or writing it failed ({exc}) while {doing}: check "
+            "the filesystem holding it (full, failing, unmounted), and that nothing deleted "
+            "the file while in use and left its -wal and -shm files behind (delete all three "
+            "with every worker stopped)",
             cause=exc,
         )
     return BackendError(f"SQLite file {path!r}: {exc} while {doing}", cause=exc)
