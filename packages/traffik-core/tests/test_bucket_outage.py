@@ -170,7 +170,7 @@ async def test_a_failing_operation_is_logged_once_per_interval(
     throttle = HTTPThrottle("logged-refund", f"{LIMIT}/min", backend=backend, on_error="allow")
     caplog.set_level(logging.WARNING, logger="traffik")
     async with backend:
-        with backend.failing(BackendError("store down")):
+        with backend.failing(BackendConnectionError("store down")):
             for _ in range(3):
                 await throttle.refund(PEER, path="/items")
             await throttle.stat(PEER, path="/items")

@@ -696,15 +696,20 @@ async def test_a_failed_decision_is_logged_once_per_interval_naming_the_store(
     uid = f"logged-{outcome.split()[0]}"
     throttle = HTTPThrottle(uid, rate="5/min", backend=store, on_error=on_error, skip_handler=True)
     caplog.set_level(logging.WARNING, logger="traffik")
-    with store.failing(BackendError("store down")):
+    with store.failing(BackendConnectionError("store down")):
         for _ in range(50):
             await throttle.hit(request())
     lines = [
         r.getMessage() for r in caplog.records if r.name == "traffik" and uid in r.getMessage()
     ]
     assert len(lines) == 1, lines
-    assert repr(store) in lines[0] and "BackendError: store down" in lines[0], lines[0]
+    assert repr(store) in lines[0] and "BackendConnectionError: store down" in lines[0]
     assert outcome in lines[0] and "check that the store answers" in lines[0], lines[0]
+    # a store that answered with an error of its own (a full disk): its message is the advice
+    with store.failing(BackendError("the disk is full")):
+        await throttle.hit(request())
+    [line] = [r.getMessage() for r in caplog.records if "the disk is full" in r.getMessage()]
+    assert "the store's error says what to fix" in line and "store answers" not in line, line
 
 
 async def test_a_failure_before_the_key_points_at_the_throttle_s_own_code(

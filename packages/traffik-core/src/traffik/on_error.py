@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, TypedDict, Union
 
 from traffik import outcomes
 from traffik.decision import LONGEST_WAIT_MS, Decision
-from traffik.exceptions import BackendError, ConfigurationError
+from traffik.exceptions import BackendConnectionError, BackendError, ConfigurationError
 from traffik.logs import QuietLog
 
 if TYPE_CHECKING:
@@ -72,6 +72,7 @@ ON_ERROR_POLICIES = ("throttle", "allow", "raise")
 _ANSWERED = {None: "refused", "throttle": "refused", "allow": "let through"}
 """What a named policy did with the hit, for the log line of a failure."""
 _STORE_ADVICE = "check that the store answers (its address, the network, its load)"
+_ERROR_ADVICE = "the store's error says what to fix"
 _CODE_ADVICE = (
     "it failed before the store was asked: check the throttle's identifier and its rate and "
     "cost callables"
@@ -225,7 +226,7 @@ async def apply_on_error(policy: Any, info: ThrottleExceptionInfo) -> Decision:
         exc,
         policy,
         "the handler decided" if callable(policy) else _ANSWERED.get(policy, "refused"),
-        _STORE_ADVICE if info["key"] is not None else _CODE_ADVICE,
+        _advice(exc) if info["key"] is not None else _CODE_ADVICE,
     )
     if policy == "allow":
         return Decision(True, 0, None, 0, limit)
@@ -284,12 +285,21 @@ def bucket_failure(
         exc,
         policy,
         outcome,
-        _STORE_ADVICE
+        _advice(exc)
         if isinstance(exc, BackendError)
         else "check the code that raised it (the throttle's identifier, a rate or cost "
         "callable) or the store",
     )
     return policy
+
+
+def _advice(exc: BaseException) -> str:
+    """What to check after a store's failure: whether it answers, when it did not (a refused
+    connection, a timeout, an open circuit); else its own message (a full disk, a corrupt
+    file)."""
+    if isinstance(exc, BackendError) and not isinstance(exc, BackendConnectionError):
+        return _ERROR_ADVICE
+    return _STORE_ADVICE
 
 
 def _note_failed_hit(connection: Any, throttle: Any, charged: bool) -> None:
