@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response, WebSocket, W
 
 from traffik import HTTPThrottle, InMemoryBackend, WebSocketThrottle, is_throttled
 from traffik.backends import ThrottleBackend, from_url
+from traffik.backends.url_options import redact_url
 from traffik.exceptions import TraffikError
 from traffik.fastapi import document_rate_limits, throttled
 from traffik.middleware import MiddlewareThrottle, ThrottleMiddleware
@@ -41,7 +42,7 @@ def backend_from_environment() -> ThrottleBackend:
     try:
         return from_url(url, namespace="traffik-demo")
     except TraffikError as exc:
-        raise SystemExit(f"TRAFFIK_BACKEND_URL={url!r}: {exc}") from None
+        raise SystemExit(f"TRAFFIK_BACKEND_URL={redact_url(url)!r}: {exc}") from None
 
 
 backend = backend_from_environment()

@@ -145,6 +145,16 @@ def test_a_bad_backend_url_stops_the_demo_naming_the_variable(
     assert message.startswith(f"TRAFFIK_BACKEND_URL={url!r}: ") and problem in message, message
 
 
+def test_a_bad_backend_url_stops_the_demo_without_its_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TRAFFIK_BACKEND_URL", "memory://app:s3cret@host?max_keys=abc")
+    with pytest.raises(SystemExit) as stopped:
+        load_demo()
+    message = str(stopped.value.code)
+    assert "s3cret" not in message and "app:***@host" in message, message
+
+
 @pytest.mark.slow  # a uvicorn process
 def test_uvicorn_reports_a_bad_backend_url_without_a_traceback() -> None:
     import os
