@@ -7,6 +7,10 @@ query and passes them as keywords. A name the class does not list, a value that 
 convert, or a setting given both in the URL and as a keyword is a `ConfigurationError`
 naming it. Only plain values travel in a URL (text, numbers, flags): callables and objects
 stay keywords.
+
+A URL may carry secrets (a password in its user part, `?password=`): wherever one is shown
+(an error, a log line, a backend's `repr`, `python -m traffik`), it goes through
+`redact_url`, and a client library's message about it through `redact_text`.
 """
 
 from __future__ import annotations
