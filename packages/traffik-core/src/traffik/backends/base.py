@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import functools
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, Optional, TypeVar
 
 from traffik.backends.context import BackendContext, TaskContexts, get_throttle_backend
@@ -226,9 +226,20 @@ class ThrottleBackend(LockedSteps, Generic[ConnT, HTTPConnT]):
         a failure reaches every waiter at once, and the next call tries again."""
         await self._open()
 
-    async def _open_once(self, open_: Callable[[Any], Awaitable[None]]) -> None:
+    def _open_once(self, open_: Callable[[Any], Awaitable[None]]) -> Coroutine[Any, Any, None]:
+        """The attempt `initialize` runs (in a task of its own) to open the backend."""
+        if self._status == CLOSED:
+            self._status = NEW  # opening again: a `close()` from now on marks it closed
+        return self._opening(open_)
+
+    async def _opening(self, open_: Callable[[Any], Awaitable[None]]) -> None:
         try:
             await open_(self)
+            if self._status == CLOSED:  # closed while opening: `close` releases what opened
+                raise BackendConnectionError(
+                    f"{self!r} was closed while it was being initialised; call "
+                    "`await backend.initialize()` (or enter `async with backend:`) to use it again"
+                )
             self._status = READY
         finally:
             if self._attempt is asyncio.current_task():
@@ -236,7 +247,17 @@ class ThrottleBackend(LockedSteps, Generic[ConnT, HTTPConnT]):
 
     @close_once
     async def close(self) -> None:
-        """Release connections and stop the circuits' probes; data in a persistent store survives."""
+        """Release connections and stop the circuits' probes; data in a persistent store survives.
+
+        An initialisation in flight ends first (within the backend's timeouts), so that
+        what it opens is released too; it then fails with `BackendConnectionError`."""
+        attempt = self._attempt
+        if (
+            attempt is not None
+            and attempt is not asyncio.current_task()
+            and attempt.get_loop() is asyncio.get_running_loop()
+        ):
+            await asyncio.wait((attempt,))
         await self._close()
 
     def unreachable(self, error: BaseException) -> None:

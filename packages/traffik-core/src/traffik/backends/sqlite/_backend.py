@@ -95,7 +95,10 @@ class SQLiteBackend(ThrottleBackend):
     `BackendCapacityError` while existing counters keep counting. Expired rows are deleted a
     chunk at a time as new keys are written, a pass every `sweep_interval` seconds. `clear()`
     and `reset()` delete this namespace's rows only. A corrupt, unreadable or locked file is a
-    `BackendError` naming its path.
+    `BackendError` naming its path. A file deleted or replaced while in use is noticed within
+    a second by each event loop's connection, which opens the path again (creating the file
+    and its tables): workers never count in two files for longer than that. A removed
+    directory fails each step with an error naming the path until it is back.
 
     Args:
         connection: The database: a path (a string or an `os.PathLike`) or a `sqlite://`

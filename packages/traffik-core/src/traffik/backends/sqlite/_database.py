@@ -58,7 +58,7 @@ from traffik.backends.sqlite._checkpoints import Checkpoints
 from traffik.backends.sqlite._errors import is_busy, locked, translate
 from traffik.backends.sqlite._path import MEMORY
 from traffik.backends.sqlite._turns import BUSY, Outcome, Turns
-from traffik.exceptions import BackendError
+from traffik.exceptions import BackendConnectionError, BackendError
 
 __all__ = ["CHECK_EVERY", "Database"]
 
@@ -118,6 +118,9 @@ class Database:
         self._anchored = False
         self._closers: list[weakref.finalize[Any, Any]] = []
         self._checkpoints = None if self.memory else Checkpoints(path)
+        self._closed = False
+        """Set by `close()` until `prepare()`: no connection opens meanwhile (a task that
+        was waiting for the file when the backend closed fails instead of opening one)."""
         self._create: Callable[[sqlite3.Cursor, str], None] | None = None
         """What `prepare` ran, run again on each connection opened after it (the file may
         be new: see the module)."""
@@ -140,6 +143,11 @@ class Database:
     def _connect(self, handle: _Handle) -> sqlite3.Cursor:
         """Open the handle's connection (inside `_attempt`, which handles its errors); after
         `prepare`, with the tables created if missing, and watched (see the module)."""
+        if self._closed:
+            raise BackendConnectionError(
+                f"SQLite file {self.path!r}: the backend was closed; call "
+                "`await backend.initialize()` (or enter `async with backend:`) to use it again"
+            )
         if self.memory and not self._anchored:
             self._open(self)  # keeps the shared in-memory database alive until close()
             self._anchored = True
@@ -213,7 +221,10 @@ class Database:
         """Close this process's connections (the data in a file stays)."""
         if _Process.pid != self._pid:
             self._forget_parent()
+        self._closed = True
         closers = self._closers
+        for handle in self._by_loop.values():
+            handle.cursor = None  # (its tasks still waiting for the file: see `_connect`)
         self._reset()
         for closer in closers:
             closer()
@@ -417,6 +428,7 @@ class Database:
     async def prepare(self, create: Callable[[sqlite3.Cursor, str], None]) -> None:
         """Write-ahead logging (for a file), then `create(cursor, path)` in a transaction:
         the tables, if missing."""
+        self._closed = False
         if not self.memory:
             await self.run("switching it to write-ahead logging", _use_wal, self.path)
         await self.write("creating its tables", create, self.path)

@@ -335,6 +335,8 @@ class MemcachedBackend(MemcachedSteps, ThrottleBackend):
 
     async def _open(self) -> None:
         # No I/O: connections open on first use, in the event loop that uses them.
+        for node in self._nodes:
+            node.reopen()
         self.connection = self._nodes
 
     async def _close(self) -> None:

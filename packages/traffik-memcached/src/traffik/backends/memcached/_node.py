@@ -14,7 +14,7 @@ from traffik.backends.health import DEFAULT_POLICY, CircuitPolicy, StoreCircuit
 from traffik.backends.memcached._client import Flagged, NodeClient, ReplyError
 from traffik.backends.memcached._expiry import NEVER
 from traffik.backends.memcached._keys import GenerationKeys, KeySpace
-from traffik.backends.memcached._pool import TICKS, CommandTimeout, ConnectTimeout
+from traffik.backends.memcached._pool import CommandTimeout, ConnectTimeout
 from traffik.backends.memcached._servers import Server
 from traffik.exceptions import BackendConnectionError, BackendError
 
@@ -91,8 +91,12 @@ class Node:
         self.keys: Optional[GenerationKeys] = None
         self.fresh_until = 0.0
         """`time.monotonic()` until which `generation` (and `keys`) may be used unread."""
-        self._refresh_started: Optional[float] = None
+        self._reading: Optional[asyncio.Task[GenerationKeys]] = None
+        """The read of the generation in flight, which every task needing it shares."""
         self._bumps = 0
+        self.closed = False
+        """Set by `close()` until `reopen()`: no connection opens meanwhile (an operation
+        that was on its way when the backend closed fails instead of leaving one open)."""
 
     def __repr__(self) -> str:
         return f"Node({self.name})"
@@ -105,6 +109,11 @@ class Node:
             return client
         client = self._clients.get(loop)
         if client is None:
+            if self.closed:
+                raise BackendConnectionError(
+                    f"memcached {self.name}: the backend was closed; call "
+                    "`await backend.initialize()` (or enter `async with backend:`) to use it again"
+                )
             self._drop_closed_loops()
             client = self._clients[loop] = NodeClient(
                 self.server.host,
@@ -120,8 +129,14 @@ class Node:
         for loop in [loop for loop in self._clients if loop.is_closed()]:
             self._clients.pop(loop).abandon()
 
+    def reopen(self) -> None:
+        """Let connections open again (the backend is initialised after `close()`)."""
+        self.closed = False
+
     async def close(self) -> None:
-        """Close this loop's connections; those of closed loops are dropped, live loops close their own."""
+        """Close this loop's connections once the operations in flight on them are over;
+        those of closed loops are dropped, live loops close their own."""
+        self.closed = True
         self._drop_closed_loops()
         here = asyncio.get_running_loop()
         clients, self._clients, self._last = self._clients, {}, (None, None)
@@ -226,29 +241,38 @@ class Node:
     async def current_keys(self) -> GenerationKeys:
         """The keys of this node's namespace generation, read at most every `generation_refresh` s.
 
-        The hot path reads `keys` itself while `time.monotonic() < fresh_until`.
+        The hot path reads `keys` itself while `time.monotonic() < fresh_until`. Past that,
+        the tasks that need the generation share one read (a task of its own, so that a
+        cancelled caller never cuts it) and go on in the order they asked: the hits of a
+        burst reach their keys' rounds in arrival order, after one round trip.
         """
-        keys, now = self.keys, time.monotonic()
-        if keys is not None:
-            if now < self.fresh_until:
-                return keys
-            started = self._refresh_started
-            if (
-                started is not None
-                and now - started < self._connect_timeout + self._command_timeout * (1 + 1 / TICKS)
-            ):
-                return keys  # another task is reading it right now
-        self._refresh_started, bumps = now, self._bumps
-        try:
-            generation = await self.run(self._read_generation, "reading the namespace generation")
-        finally:
-            self._refresh_started = None
+        keys = self.keys
+        if keys is not None and time.monotonic() < self.fresh_until:
+            return keys
+        loop = asyncio.get_running_loop()
+        reading = self._reading
+        if reading is None or reading.get_loop() is not loop:
+            reading = self._reading = loop.create_task(self._read_keys())
+            reading.add_done_callback(self._read)
+        return await asyncio.shield(reading)
+
+    async def _read_keys(self) -> GenerationKeys:
+        bumps = self._bumps
+        generation = await self.run(self._read_generation, "reading the namespace generation")
         if (
             bumps == self._bumps or self.keys is None
         ):  # else a clear() here is newer than what was read
             self.remember_generation(generation)
         assert self.keys is not None
         return self.keys
+
+    def _read(self, reading: asyncio.Task[GenerationKeys]) -> None:
+        """The shared read is over: the next one starts afresh (its error, if any, was its
+        callers'; seen here in case they had all gone)."""
+        if self._reading is reading:
+            self._reading = None
+        if not reading.cancelled():
+            reading.exception()
 
     async def current_generation(self) -> int:
         """This node's namespace generation; read from the server at most every `generation_refresh` s."""

@@ -24,6 +24,7 @@ TICKS = 4
 """The watchdog ticks `TICKS` times per `command_timeout`: an operation is stopped between
 `command_timeout` and `command_timeout * (1 + 1 / TICKS)` after it started."""
 
+_POLL = 0.001  # seconds between two looks at a closing pool
 _EXPIRED = object()  # what an expired waiter receives instead of a connection
 
 
@@ -207,7 +208,20 @@ class Pool:
             conn.writer.close()
             self._wake(None)  # a slot is free for a waiter, if any
 
+    def busy(self) -> bool:
+        """Whether an operation holds a connection, opens one or waits for one."""
+        return self._open > len(self._idle) or any(not w.done() for w in self._waiters)
+
     async def close(self) -> None:
+        """Close every connection, once the operations in flight are over: they end within
+        their timeouts (the watchdog stops them), so the wait is bounded; whatever still
+        runs then is aborted."""
+        if self.busy():
+            drain = self._connect_timeout + self._period * (TICKS + 2)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._drained(), drain)
+            for conn in list(self._busy):
+                conn.writer.transport.abort()  # its operation fails, and `give_back` closes it
         idle, self._idle = self._idle, []
         self._open -= len(idle)
         for conn in idle:
@@ -215,6 +229,10 @@ class Pool:
         for conn in idle:
             with contextlib.suppress(OSError):
                 await conn.writer.wait_closed()
+
+    async def _drained(self) -> None:
+        while self.busy():  # (polled: the operations' own path pays nothing for it)
+            await asyncio.sleep(_POLL)
 
     def abandon(self) -> None:
         """Drop every connection without awaiting: for a pool whose event loop is closed."""

@@ -2,8 +2,9 @@
 
 Each window of a key (window id `now // period`, as `SlidingWindowCounter` aligns them) has
 its own memcached counter, `<key>#w<window id>/<period>`, holding `previous * PREVIOUS_SPAN +
-count` (the period in the name: the window ids of two periods may be equal, and a window of
-another period is not this one, as the strategy's state says):
+count` (the period in the name: the window ids of two periods may be equal; unlike the
+strategy's own state, which carries a window of another period into the new one, these
+counters start a new window under a new period, docs/concepts/strategies.md):
 its hits, and the previous window's count, read once when the window's first hit opens it
 (`add`). One `incr` of a round's total cost then answers both numbers, and the round decides
 its hits in order with the strategy's own `transition` on `[window id, count before the

@@ -390,7 +390,7 @@ class RedisBackend(ScriptSteps, ThrottleBackend):
     async def _close(self) -> None:
         self.connection = None
         self._holdings.clear()
-        await self._clients.aclose()
+        await self._clients.aclose(drain=self._deadline)  # (operations in flight finish first)
 
     async def _ping(self) -> bool:
         return bool(await self._run("PING", lambda client: client.ping()))

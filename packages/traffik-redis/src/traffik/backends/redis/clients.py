@@ -95,9 +95,14 @@ class LoopClients:
         self._last = (loop, link)
         return link
 
-    async def aclose(self) -> None:
-        """Close what this loop built; clients of other loops close with their loops."""
+    async def aclose(self, drain: float = 0.0) -> None:
+        """Close what this loop built, once the operations in flight on it are over (waiting
+        at most `drain` seconds); clients of other loops close with their loops."""
         self._last = (None, None)
         entry = self._by_loop.pop(asyncio.get_running_loop(), None)
         if entry is not None:
-            await entry[1].aclose()
+            link, closer = entry
+            if drain > 0 and link.gate.busy():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(link.gate.drained(), drain)
+            await closer.aclose()

@@ -18,6 +18,7 @@ from redis.asyncio import BlockingConnectionPool
 __all__ = ["Gate", "pool_size"]
 
 _UNBOUNDED = 2**31
+_POLL = 0.001  # seconds between two looks at a draining gate
 
 
 def pool_size(client: Any) -> int:
@@ -41,11 +42,22 @@ class Gate:
     `gate.release()`, which hands it straight to the oldest waiter, if any.
     """
 
-    __slots__ = ("_waiters", "free")
+    __slots__ = ("_waiters", "free", "size")
 
     def __init__(self, size: int) -> None:
+        self.size = size
         self.free = size
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def busy(self) -> bool:
+        """Whether an operation holds a place or waits for one."""
+        return self.free < self.size or any(not waiter.done() for waiter in self._waiters)
+
+    async def drained(self) -> None:
+        """Return once no operation holds a place or waits for one (for a closing backend:
+        polled, so the gate's own path pays nothing for it)."""
+        while self.busy():
+            await asyncio.sleep(_POLL)
 
     async def wait(self) -> None:
         """Wait for a place (handed over by `release`)."""
