@@ -151,20 +151,27 @@ async def _charged(throttle: HTTPThrottle, client: int) -> int:
     return LIMIT - admitted
 
 
-SMALL_POOLS = {"redis": "max_connections=3", "memcached": "pool_size=2"}
-"""Pools smaller than a burst: the rest of the burst queues (the Redis gate, a Memcached
-pool's waiters) when the backend closes."""
+STORES_AND_POOLS = [
+    ("memory", ""),
+    ("sqlite", ""),
+    pytest.param("redis", "", marks=pytest.mark.redis, id="redis"),
+    pytest.param("memcached", "", marks=pytest.mark.memcached, id="memcached"),
+    # pools smaller than a burst: the rest of the burst queues (the Redis gate, a Memcached
+    # pool's waiters) when the backend closes
+    pytest.param("redis", "max_connections=3", marks=pytest.mark.redis, id="redis-small-pool"),
+    pytest.param(
+        "memcached", "pool_size=2", marks=pytest.mark.memcached, id="memcached-small-pool"
+    ),
+]
 
 
-@pytest.mark.parametrize("pool", ["pool", "small pool"])
+@pytest.mark.parametrize(("store", "pool"), STORES_AND_POOLS, indirect=["store"])
 @pytest.mark.parametrize("strategy", [FixedWindow(), TokenBucket()], ids=lambda s: type(s).__name__)
 async def test_close_with_decisions_in_flight_answers_each_and_leaks_nothing(
     store: Store, strategy: Strategy, pool: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    if pool == "small pool" and store.name not in SMALL_POOLS:
-        pytest.skip(f"{store.name} has no pool")
     baseline = await store.settled_count(await store.open_count())
-    backend = await _opened(store, query=SMALL_POOLS[store.name] if pool == "small pool" else "")
+    backend = await _opened(store, query=pool)
     uid = f"shutdown{next(_names)}"
     throttle = HTTPThrottle(
         uid, f"{LIMIT}/h", backend=backend, strategy=strategy, on_error="throttle"
