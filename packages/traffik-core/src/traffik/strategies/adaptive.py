@@ -18,7 +18,7 @@ from traffik.strategies.base import (
     later_refund,
     never_admitted,
 )
-from traffik.strategies.periods import PARTS, aligned, to_parts
+from traffik.strategies.periods import PARTS, aligned, still_open, to_parts
 
 __all__ = ["AdaptiveThrottle", "AdaptiveThrottleStrategy"]
 
@@ -122,8 +122,7 @@ class AdaptiveThrottle(StateStrategy):
             other = state[5]
             if other < 1:
                 return wid, left, 0, limit, 0
-            held = state[0] == now // other or ahead(state[0] * other, now)
-            state = [wid if held else wid - 1, *state[1:]]
+            state = [wid if still_open(state[0], other, now) else wid - 1, *state[1:]]
         if state[0] > wid:
             return wid, left, 0, limit, 0
         effective, cut_from = state[2], state[3]

@@ -21,6 +21,7 @@ __all__ = [
     "aligned",
     "check_number",
     "of_period",
+    "still_open",
     "to_parts",
     "window_count",
     "window_start",
@@ -50,10 +51,15 @@ def of_period(state: Optional[list[int]], size: int, period: int, now: int) -> O
         return state
     if len(state) != size or state[-1] < 1:
         return None
-    was = state[-1]
-    if state[0] == now // was or ahead(state[0] * was, now):
+    if still_open(state[0], state[-1], now):
         return [now // period, *state[1:-1], period]
     return None
+
+
+def still_open(wid: int, period: int, now: int) -> bool:
+    """Whether window `wid` of `period` ms holds `now`, or is later and believed (`ahead`):
+    what a state of another period still counts in (`of_period`)."""
+    return wid == now // period or ahead(wid * period, now)
 
 
 def window_start(state: Optional[list[int]], now: int, size: int, period: int) -> int:
