@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypedDict, Union
 
 from traffik import outcomes
+from traffik._asyncio_only import no_asyncio_loop, outside_asyncio
 from traffik.decision import LONGEST_WAIT_MS, Decision
 from traffik.exceptions import BackendConnectionError, BackendError, ConfigurationError
 from traffik.logs import QuietLog
@@ -261,9 +262,12 @@ def bucket_failure(
         The policy: `"throttle"` (or None), `"allow"` or a handler, never run here.
 
     Raises:
-        ConfigurationError: `exc`, when it is one: a mistake in the call, not an outage.
+        ConfigurationError: `exc`, when it is one: a mistake in the call, not an outage;
+            or when no asyncio loop runs (`traffik._asyncio_only`).
         Exception: `exc`, when the policy is `"raise"`.
     """
+    if no_asyncio_loop():
+        raise outside_asyncio(f"{throttle!r} on {backend!r}") from exc
     policy = throttle.on_error
     if policy is None and backend is not None:
         policy = backend.on_error
@@ -359,7 +363,14 @@ async def recover(
         The decision, the rates it was made under (None when unknown), the client's key
         (None when unknown, or when the policy decided by itself), the units it took (None:
         the throttle's cost) and the backend that decided.
+
+    Raises:
+        ConfigurationError: When no asyncio loop runs (`traffik._asyncio_only`): not an
+            outage the policy could answer.
+        Exception: Whatever the policy raises (`exc` for `"raise"`).
     """
+    if no_asyncio_loop():  # (not an outage: every hit would fail the same way)
+        raise outside_asyncio(f"{throttle!r} on {backend!r}") from exc
     key = prepared[2] if prepared is not None else None
     rates = prepared[0] if prepared is not None else throttle.static_rates
     made: list[tuple[Decision, tuple[Rate, ...], int, str, ThrottleBackend]] = []

@@ -16,6 +16,7 @@ import inspect
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Callable
 
+from traffik._asyncio_only import running_loop
 from traffik.exceptions import BackendError
 
 if TYPE_CHECKING:
@@ -116,11 +117,11 @@ def single_flight(open_: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Aw
     async def initialize(self: ThrottleBackend) -> None:
         if self._status is READY:
             return
+        loop = running_loop(self)
         attempt = self._attempt
         if attempt is not None and attempt is asyncio.current_task():
             await open_(self)  # the opening itself, calling a parent's `initialize`
             return
-        loop = asyncio.get_running_loop()
         if attempt is None or attempt.get_loop() is not loop:
             attempt = self._attempt = loop.create_task(self._open_once(open_))
             attempt.add_done_callback(retrieve_error)
@@ -136,7 +137,7 @@ def close_once(close_: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awai
 
     @functools.wraps(close_)
     async def close(self: ThrottleBackend) -> None:
-        task = asyncio.current_task()
+        task = asyncio.current_task(running_loop(self))
         if self._closer is not None and self._closer is task:
             await close_(self)  # the closing itself, calling a parent's `close`
             return
