@@ -74,10 +74,14 @@ def test_unlimited_can_be_written(text: str) -> None:
     [
         ("5/fortnight", "unknown unit 'fortnight'"),
         ("5/w", "unknown unit 'w'"),
-        # traffik 1.2's grammar has no weeks, months, years or these plurals.
+        # traffik 1.2's grammar has no weeks, months, years or these plurals: the message
+        # says how to write the periods other limiters take.
         ("5/week", "unknown unit 'week'; use ms, s, min, h, d"),
+        ("5/week", "a week is '7d'"),
         ("5/mo", "unknown unit 'mo'"),
+        ("5/month", "write days: '30d', '365d'"),
         ("5/y", "unknown unit 'y'"),
+        ("5/year", "write days: '30d', '365d'"),
         ("5/secs", "unknown unit 'secs'; use ms, s, min, h, d"),
         ("5/mins", "unknown unit 'mins'"),
         ("5/hrs", "unknown unit 'hrs'"),

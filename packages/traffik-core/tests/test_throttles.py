@@ -656,3 +656,11 @@ async def test_a_websocket_throttle_asks_for_the_path_alone() -> None:
         await throttle.reset("testclient")
     with pytest.raises(ConfigurationError, match="WebSocket routes have no method"):
         await throttle.stat("testclient")
+
+
+@pytest.mark.parametrize("strategy", ["token_bucket", 5])
+def test_a_strategy_that_is_no_strategy_says_what_is(strategy: object) -> None:
+    with pytest.raises(
+        ConfigurationError, match=r"is not a strategy; pass one such as TokenBucket\(\)"
+    ):
+        HTTPThrottle("no-strategy", rate="5/min", strategy=strategy)

@@ -43,6 +43,14 @@ _MS_PER = {
     "days": 86_400_000,
 }
 _UNITS_HINT = "ms, s, min, h, d (or their long forms: second, minute, hour, day)"
+_LONGER = {
+    **dict.fromkeys(("w", "wk", "week", "weeks"), "; a week is '7d'"),
+    **dict.fromkeys(
+        ("mo", "month", "months", "y", "yr", "year", "years"),
+        "; months and years differ in length, so write days: '30d', '365d'",
+    ),
+}
+"""Units some other limiters take, and how to write their periods here."""
 _EXAMPLES = "'100/min', '5/s', '10/30s', '200/500ms', '5 per minute' or 'unlimited'"
 _SPLIT = re.compile(r"\s*(?:/|per)\s*")
 _LIMIT = re.compile(r"[+-]?[0-9]+(?:_[0-9]+)*")
@@ -309,7 +317,9 @@ def _parse(text: str, original: str) -> Rate:
     count_text, unit = match.groups()
     unit_ms = _MS_PER.get(unit)
     if unit_ms is None:
-        raise ConfigurationError(f"rate {original!r}: unknown unit {unit!r}; use {_UNITS_HINT}")
+        raise ConfigurationError(
+            f"rate {original!r}: unknown unit {unit!r}; use {_UNITS_HINT}{_LONGER.get(unit, '')}"
+        )
     count = int(count_text) if count_text else 1
     if count == 0:
         raise ConfigurationError(f"rate {original!r}: the period must be longer than zero")

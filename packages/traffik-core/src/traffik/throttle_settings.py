@@ -112,7 +112,11 @@ class ThrottleSettings:
     def _set_strategy(self, strategy: Any) -> None:
         strategy = DEFAULT_STRATEGY if strategy is None else strategy
         if not callable(strategy):
-            raise ConfigurationError(f"{self._owner()}: strategy={strategy!r} is not callable")
+            raise ConfigurationError(
+                f"{self._owner()}: strategy={strategy!r} is not a strategy; pass one such as "
+                "TokenBucket() (from traffik.strategies), or an async callable (key, rate, "
+                "backend, cost) returning the wait in milliseconds"
+            )
         self.strategy = strategy
         self._strategy_decide = getattr(strategy, "decide", None)
         self._settle_static()
