@@ -42,3 +42,40 @@ def test_top_level_exports() -> None:
         assert getattr(traffik, name) is not None
     with pytest.raises(AttributeError):
         traffik.DoesNotExist  # noqa: B018
+
+
+def test_type_checkers_see_every_name_traffik_imports_on_first_use() -> None:
+    # `traffik.__getattr__` imports its names on first use; type checkers and IDEs read the
+    # `if TYPE_CHECKING:` imports instead: the two lists must stay the same.
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(traffik))
+    seen: dict[str, str] = {}
+    for node in tree.body:
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            for statement in node.body:
+                assert isinstance(statement, ast.ImportFrom)
+                for alias in statement.names:
+                    seen[alias.asname or alias.name] = str(statement.module)
+    assert seen == {name: module for name, (module, _) in traffik._LAZY.items()}
+
+
+def test_http_throttle_spells_out_every_argument_of_throttle() -> None:
+    # `HTTPThrottle.__init__` repeats `Throttle.__init__`'s signature (for type checkers),
+    # adding `use_method`: the same names, kinds and defaults.
+    import inspect
+
+    from traffik.throttles import HTTPThrottle, Throttle
+
+    base = dict(inspect.signature(Throttle.__init__).parameters)
+    http = dict(inspect.signature(HTTPThrottle.__init__).parameters)
+    added = http.pop("use_method")
+    assert (added.kind, added.default) == (inspect.Parameter.KEYWORD_ONLY, True)
+    assert list(http) == list(base)
+    for name, parameter in base.items():
+        assert (http[name].kind, http[name].default, http[name].annotation) == (
+            parameter.kind,
+            parameter.default,
+            parameter.annotation,
+        ), name

@@ -14,13 +14,43 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "2.0.0"
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # what `__getattr__` imports, for type checkers and IDEs
     from traffik.backends.base import ThrottleBackend
     from traffik.backends.context import get_throttle_backend
     from traffik.backends.inmemory import InMemoryBackend
     from traffik.clock import ManualClock
+    from traffik.config import (
+        ANONYMOUS_IDENTIFIER,
+        get_lock_blocking,
+        get_lock_blocking_timeout,
+        get_lock_ttl,
+        set_lock_blocking,
+        set_lock_blocking_timeout,
+        set_lock_ttl,
+    )
     from traffik.decision import Decision
+    from traffik.error_handlers import CircuitBreaker, CircuitState, ThrottleExceptionInfo
+    from traffik.headers import DEFAULT_HEADERS_ALWAYS, DEFAULT_HEADERS_THROTTLED, Header, Headers
+    from traffik.identity import (
+        ProxyHeaders,
+        default_identifier,
+        get_remote_address,
+        remote_address,
+    )
+    from traffik.middleware import MiddlewareThrottle, ThrottleMiddleware
     from traffik.rates import Rate
+    from traffik.registry import ThrottleRegistry
+    from traffik.responses import connection_throttled, websocket_throttled
+    from traffik.rules import Bypass, Rule, bypass_if, throttle_if
+    from traffik.throttles import (
+        HTTPThrottle,
+        RequestThrottle,
+        Throttle,
+        WebSocketThrottle,
+        get_wait,
+        is_throttled,
+        throttled,
+    )
     from traffik.typing import EXEMPTED, StrategyStat
 
 # Every name is imported on first use, so `import traffik.rates` loads nothing else.

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
+import sys
+from collections.abc import Awaitable, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, TypeVar, overload
 
 from traffik import _starlette_missing
 
@@ -29,11 +30,33 @@ from traffik.outcomes import Outcome, settle
 from traffik.together import Entry, hit_together
 
 if TYPE_CHECKING:
+    if sys.version_info >= (3, 10):
+        from typing import ParamSpec
+    else:
+        from typing_extensions import ParamSpec
+
+    from traffik.fastapi import throttled as throttled  # what `__getattr__` imports
     from traffik.throttles import Throttle
+
+    P = ParamSpec("P")
 
 __all__ = ["carry_headers", "check_throttles", "is_async_callable", "starlette_throttled"]
 
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+R = TypeVar("R")
+
+
+class StarletteDecorator(Protocol):
+    """What `starlette_throttled(...)` returns: it makes an endpoint, `def` or `async def`, an
+    `async def` taking the same arguments and giving the same result."""
+
+    @overload
+    def __call__(
+        self, endpoint: Callable[P, Awaitable[R]], /
+    ) -> Callable[P, Coroutine[Any, Any, R]]: ...
+
+    @overload
+    def __call__(self, endpoint: Callable[P, R], /) -> Callable[P, Coroutine[Any, Any, R]]: ...
 
 
 def __getattr__(name: str) -> Any:
@@ -130,6 +153,22 @@ def is_async_callable(obj: Any) -> bool:
     obj = inspect.unwrap(obj)
     dunder_call = getattr(obj, "__call__", None)  # noqa: B004
     return inspect.iscoroutinefunction(obj) or inspect.iscoroutinefunction(dunder_call)
+
+
+@overload
+def starlette_throttled(*throttles: Throttle, route: None = None) -> StarletteDecorator: ...
+
+
+@overload
+def starlette_throttled(
+    *throttles: Throttle, route: Callable[P, Awaitable[R]]
+) -> Callable[P, Coroutine[Any, Any, R]]: ...
+
+
+@overload
+def starlette_throttled(
+    *throttles: Throttle, route: Callable[P, R]
+) -> Callable[P, Coroutine[Any, Any, R]]: ...
 
 
 def starlette_throttled(*throttles: Throttle, route: Optional[Endpoint] = None) -> Any:

@@ -6,7 +6,7 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
 from time import perf_counter
-from typing import Any, Callable, ClassVar, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Optional, Union
 
 from traffik import _starlette_missing
 
@@ -37,7 +37,7 @@ from traffik.on_error import (
     recover,
 )
 from traffik.outcomes import Outcome
-from traffik.rates import Rate
+from traffik.rates import Rate, RatesLike
 from traffik.registry import GLOBAL_REGISTRY, ThrottleRegistry
 from traffik.response_headers import ThrottleHeaders
 from traffik.responses import (
@@ -73,6 +73,23 @@ __all__ = [
     "throttled",
 ]
 
+
+if TYPE_CHECKING:
+    from traffik.headers import Header
+    from traffik.middleware import MiddlewareThrottle as MiddlewareThrottle  # (`__getattr__`)
+    from traffik.on_error import ErrorHandler
+    from traffik.quotas import QuotaContext
+
+RateSetting = Union[RatesLike, Callable[[Any, Any], Union[RatesLike, Awaitable[RatesLike]]]]
+"""`rate=`: rates, or `(connection, context)` returning them (sync or async)."""
+CostSetting = Union[int, Callable[[Any, Any], Union[int, Awaitable[int]]]]
+"""`cost=`: a whole number, or `(connection, context)` returning one (sync or async)."""
+HeadersSetting = Union[
+    bool, Literal["ietf", "legacy", "both"], Mapping[str, Union[str, "Header"]], None
+]
+"""`headers=`: a preset, a mapping of names to strings or `Header`s, or None for none."""
+OnErrorSetting = Union[Literal["throttle", "allow", "raise"], "ErrorHandler", None]
+"""`on_error=`: a policy, an async handler `(connection, exc_info)`, or None (the backend's)."""
 
 logger = logging.getLogger("traffik")
 _POSITIONAL = inspect.Parameter.POSITIONAL_OR_KEYWORD
@@ -177,17 +194,17 @@ class Throttle(ThrottleSettings, ThrottleKeys, ThrottleAnswers, ThrottleHeaders,
     def __init__(
         self,
         uid: str,
-        rate: Union[str, Rate, Callable[..., Any]],
+        rate: RateSetting,
         identifier: Optional[Callable[[Any], Any]] = None,
         handle_throttled: Optional[Callable[..., Any]] = None,
         strategy: Any = None,
         backend: Union[ThrottleBackend, str, None] = None,
-        cost: Union[int, Callable[..., Any]] = 1,
+        cost: CostSetting = 1,
         *,
         dynamic_backend: bool = False,
         min_wait_period: Optional[float] = None,
-        headers: Any = "ietf",
-        on_error: Any = None,
+        headers: HeadersSetting = "ietf",
+        on_error: OnErrorSetting = None,
         context: Optional[Mapping[str, Any]] = None,
         registry: Optional[ThrottleRegistry] = None,
         rules: Optional[Iterable[Union[Rule, Bypass]]] = None,
@@ -261,7 +278,7 @@ class Throttle(ThrottleSettings, ThrottleKeys, ThrottleAnswers, ThrottleHeaders,
 
     def quota(
         self, connection: Any, context: Optional[Mapping[str, Any]] = None, **options: Any
-    ) -> Any:
+    ) -> QuotaContext:
         """A `traffik.quotas.QuotaContext` bound to this throttle: hits queued in a block and
         decided as one on exit. `options`: `apply_on_error`, `apply_on_exit`, `parent` (and
         traffik 1.2's `lock`, `lock_config`, which change nothing)."""
@@ -523,12 +540,60 @@ class HTTPThrottle(Throttle):
         route = request.scope.get("route")
         await outcomes.settle(request, Outcome(getattr(route, "status_code", None) or 200))
 
-    def __init__(self, *args: Any, use_method: bool = True, **kwargs: Any) -> None:
-        """As `Throttle`; `use_method=False` gives every method of a route one budget."""
+    def __init__(
+        self,
+        uid: str,
+        rate: RateSetting,
+        identifier: Optional[Callable[[Any], Any]] = None,
+        handle_throttled: Optional[Callable[..., Any]] = None,
+        strategy: Any = None,
+        backend: Union[ThrottleBackend, str, None] = None,
+        cost: CostSetting = 1,
+        *,
+        use_method: bool = True,
+        dynamic_backend: bool = False,
+        min_wait_period: Optional[float] = None,
+        headers: HeadersSetting = "ietf",
+        on_error: OnErrorSetting = None,
+        context: Optional[Mapping[str, Any]] = None,
+        registry: Optional[ThrottleRegistry] = None,
+        rules: Optional[Iterable[Union[Rule, Bypass]]] = None,
+        cache_ids: bool = True,
+        dynamic_rules: bool = False,
+        skip_handler: bool = False,
+        per_route: bool = True,
+        charge_when: Optional[Callable[[Outcome], bool]] = None,
+        shadow: Optional[bool] = None,
+        on_decision: Optional[Callable[[DecisionEvent], Any]] = None,
+    ) -> None:
+        """As `Throttle` (every argument spelt out, for type checkers and IDEs);
+        `use_method=False` gives every method of a route one budget."""
         self.use_method = use_method
         if not use_method:
             self._route_of = _without_method_of  # type: ignore[misc,method-assign]
-        super().__init__(*args, **kwargs)
+        super().__init__(
+            uid,
+            rate,
+            identifier,
+            handle_throttled,
+            strategy,
+            backend,
+            cost,
+            dynamic_backend=dynamic_backend,
+            min_wait_period=min_wait_period,
+            headers=headers,
+            on_error=on_error,
+            context=context,
+            registry=registry,
+            rules=rules,
+            cache_ids=cache_ids,
+            dynamic_rules=dynamic_rules,
+            skip_handler=skip_handler,
+            per_route=per_route,
+            charge_when=charge_when,
+            shadow=shadow,
+            on_decision=on_decision,
+        )
 
     def _dependency_parameters(self) -> list[inspect.Parameter]:
         response = inspect.Parameter("response", _KEYWORD, default=None, annotation=Response)

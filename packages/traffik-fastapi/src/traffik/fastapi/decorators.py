@@ -7,7 +7,7 @@ import inspect
 import itertools
 import typing
 from collections.abc import AsyncIterator, Awaitable
-from typing import Annotated, Any, Callable, NamedTuple, Optional, TypeVar, cast
+from typing import Annotated, Any, Callable, NamedTuple, Optional, TypeVar, cast, overload
 
 from fastapi import params
 from starlette.concurrency import run_in_threadpool
@@ -252,6 +252,14 @@ class Throttled(params.Depends):
             parameters=[*bound, hidden, *parameters]
         )
         return wrapper  # type: ignore[return-value]
+
+
+@overload
+def throttled(*throttles: Throttle, route: None = None) -> Throttled: ...
+
+
+@overload
+def throttled(*throttles: Throttle, route: Endpoint) -> Endpoint: ...
 
 
 def throttled(*throttles: Throttle, route: Optional[Endpoint] = None) -> Any:
