@@ -4,10 +4,13 @@ A store is full at `max_keys` keys or, when given, `max_bytes` (keys and states,
 each key is written). Expired keys always go first. Then, by policy:
 
 - `"evict"` (the default): make room by evicting, among 16 keys drawn at random, the one
-  that would expire soonest. A new client is always served; the price is that an evicted
-  client's state starts over, and the key chosen is the one closest to starting over anyway
-  (a window about to close, a bucket nearly full again). A flood of new clients mostly evicts
-  its own one-hit keys, which expire soonest.
+  that would expire soonest. The price is that an evicted client's state starts over, and
+  the key chosen is the one closest to starting over anyway (a window about to close, a
+  bucket nearly full again). A flood of new clients mostly evicts its own one-hit keys.
+  A key whose client was refused is never evicted until its state is whole again (the
+  store notes when, on the refusal): evicting it would give a throttled client a fresh
+  budget. When none of up to 64 keys drawn can go, the new key is refused
+  (`BackendCapacityError`), as under `"refuse"`.
 - `"refuse"`: refuse the new key with `BackendCapacityError` (the throttle's `on_error`
   answers: 429 by default) while every existing key keeps counting. Nobody's state is ever
   reset, but during a flood of new identities every new client is refused.
@@ -30,6 +33,8 @@ __all__ = ["POLICIES", "Capacity", "entry_size"]
 
 POLICIES = ("evict", "refuse")
 _SAMPLE = 16
+_DRAWS = 4 * _SAMPLE
+"""Keys drawn at most for one eviction (the kept ones, of throttled clients, are skipped)."""
 _ENTRY_OVERHEAD = 120
 """Bytes a key's entry costs beyond its key and state (the dict slot, the entry list, ints)."""
 
@@ -86,21 +91,26 @@ class Capacity:
             store._full_sweep_at = now + 1000
             store._sweep(now, list(data))
         while self.full(len(data), store._bytes, size):
-            if self.policy == "refuse" or not data:
+            victim = None if self.policy == "refuse" or not data else self._victim(data, now)
+            if victim is None:
+                kept = (
+                    "" if self.policy == "refuse" else " (every key drawn is a throttled client's)"
+                )
                 _log.log(
                     logging.WARNING,
                     (self._serial, "refuse"),
-                    "%r is full (%d keys, ~%d bytes); refusing new keys",
+                    "%r is full (%d keys, ~%d bytes)%s; refusing new keys",
                     store,
                     len(data),
                     store._bytes,
+                    kept,
                 )
                 raise BackendCapacityError(
                     f"{store!r} is full ({len(data)} keys, max_keys={self.max_keys}, "
-                    f"max_bytes={self.max_bytes}); refusing new key {key!r}. Raise the limits, "
-                    "shorten rate periods, use at_capacity='evict', or use a shared backend"
+                    f"max_bytes={self.max_bytes}){kept}; refusing new key {key!r}. Raise the "
+                    "limits, shorten rate periods, use at_capacity='evict', or use a shared backend"
                 )
-            store._remove(self._victim(data))
+            store._remove(victim)
             _log.log(
                 logging.WARNING,
                 (self._serial, "evict"),
@@ -110,11 +120,12 @@ class Capacity:
                 store._bytes,
             )
 
-    def _victim(self, data: dict[str, list[Any]]) -> str:
-        """Of `_SAMPLE` keys drawn at random, the one that expires soonest."""
-        best, best_at, drawn = next(iter(data)), math.inf, 0
+    def _victim(self, data: dict[str, list[Any]], now: int) -> Optional[str]:
+        """Of `_SAMPLE` evictable keys drawn at random (at most `_DRAWS` drawn), the one that
+        expires soonest; None when every key drawn is kept (a throttled client's)."""
+        best, best_at, drawn, draws = None, math.inf, 0, 0
         sample = self._sample
-        while drawn < _SAMPLE:
+        while drawn < _SAMPLE and draws < _DRAWS:
             if not sample:
                 sample = self._sample = list(data)
             index = random.randrange(len(sample))
@@ -124,8 +135,11 @@ class Capacity:
             entry = data.get(candidate)
             if entry is None:
                 continue  # gone since the sample was taken
+            draws += 1
+            if entry[3] > now:
+                continue  # a throttled client's: kept until its state is whole again
             drawn += 1
             expires = entry[1] if entry[1] is not None else math.inf
-            if expires < best_at:
+            if best is None or expires < best_at:
                 best, best_at = candidate, expires
         return best

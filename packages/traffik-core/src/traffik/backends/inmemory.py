@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from time import time_ns
 from types import MappingProxyType
@@ -166,6 +167,10 @@ class InMemoryBackend(ThrottleBackend):
         self.sweep_interval = float(sweep_interval)
         self._data: dict[str, list[Any]] = {}
         self._bytes = 0
+        self._mutex = threading.Lock()
+        """Held by each read-decide-write, so that the event loops of several threads (a
+        threaded server, `TestClient` in a thread pool) decide one at a time: a thread may
+        be switched out in the middle of one."""
         self._locks = LocalLockTable(self.clock)
         self._sweep_keys: list[str] = []
         self._sweep_ms = round(sweep_interval * 1000)
@@ -208,8 +213,11 @@ class InMemoryBackend(ThrottleBackend):
         self.connection = None
 
     # -- internals (synchronous: no await between a read and its write) -------------------
-    # An entry is `[value, expires_at_ms or None, size]`; time is whole milliseconds
-    # (`now_ms`), and an entry is gone from its expiry millisecond on.
+    # An entry is `[value, expires_at_ms or None, size, kept_until_ms]`; time is whole
+    # milliseconds (`now_ms`), and an entry is gone from its expiry millisecond on. A decision
+    # that refuses sets `kept_until_ms` to when the client's state is whole again: until
+    # then, a full store does not evict it (`Capacity`), so a throttled client never gets a
+    # fresh budget from a flood of new keys. Only a refusal writes it.
 
     def _live(self, key: str, now: int) -> list[Any] | None:
         entry = self._data.get(key)
@@ -226,7 +234,7 @@ class InMemoryBackend(ThrottleBackend):
 
     def _insert(self, key: str, entry: list[Any], now: int) -> None:
         size = entry_size(key, entry[0])
-        entry.append(size)
+        entry += (size, 0)
         data = self._data
         if self.capacity.full(len(data), self._bytes, size):
             self.capacity.make_room(self, key, size, now)
@@ -329,7 +337,8 @@ class InMemoryBackend(ThrottleBackend):
         """
         if self._status != _READY:
             await self.ensure()
-        return int(self._add(key, amount, None, self.now_ms())[0])
+        with self._mutex:
+            return int(self._add(key, amount, None, self.now_ms())[0])
 
     async def increment_with_ttl(self, key: str, amount: int = 1, ttl: float = 60) -> int:
         """Add `amount` to a counter, in one step; a key created by this call expires after `ttl`.
@@ -348,7 +357,8 @@ class InMemoryBackend(ThrottleBackend):
         if self._status != _READY:
             await self.ensure()
         now = self.now_ms()
-        entry = self._add(key, amount, round(ttl * 1000) or 1, now)
+        with self._mutex:
+            entry = self._add(key, amount, round(ttl * 1000) or 1, now)
         count = window_count(entry[0], entry[1] - now)
         count.at = now  # type: ignore[attr-defined]  # (when: `Decision.at`, for refunds)
         return count
@@ -466,11 +476,13 @@ class InMemoryBackend(ThrottleBackend):
 
     def _save(
         self, key: str, entry: list[Any] | None, state: list[int], ttl_ms: int, now: int
-    ) -> None:
+    ) -> list[Any]:
         if entry is None:
-            self._insert(key, [state, now + ttl_ms], now)
+            entry = [state, now + ttl_ms]
+            self._insert(key, entry, now)
         else:
             entry[0], entry[1] = state, now + ttl_ms
+        return entry
 
     def decider(
         self, strategy: Any, rate: Rate, cost: int, kind: int
@@ -522,6 +534,7 @@ class InMemoryBackend(ThrottleBackend):
         if step is None:
             return None
         own, data = self.__dict__, self._data
+        take, give_back = self._mutex.acquire, self._mutex.release  # (`with` costs twice)
         stored_keys: dict[str, str] = {}  # a throttle's keys are few and come again
 
         def decide(key: str) -> Optional[Decision]:
@@ -534,17 +547,26 @@ class InMemoryBackend(ThrottleBackend):
                 if len(stored_keys) >= _STORED_KEYS:
                     stored_keys.clear()
                 stored = stored_keys[key] = prefix + key + suffix
-            entry = data.get(stored)
-            if entry is not None:
-                expires = entry[1]
-                if expires is None or expires > now:
-                    return step(entry, now)
-                self._remove(stored)
-            entry = [None, None]
-            decision = step(entry, now)
-            if entry[0] is not None:
-                self._insert(stored, entry, now)
-            return decision
+            take()
+            try:
+                entry = data.get(stored)
+                if entry is not None:
+                    expires = entry[1]
+                    if expires is None or expires > now:
+                        decision = step(entry, now)
+                        if not decision.allowed:
+                            entry[3] = now + decision.reset_ms
+                        return decision
+                    self._remove(stored)
+                entry = [None, None]
+                decision = step(entry, now)
+                if entry[0] is not None:
+                    self._insert(stored, entry, now)
+                    if not decision.allowed:
+                        entry[3] = now + decision.reset_ms
+                return decision
+            finally:
+                give_back()
 
         return decide
 
@@ -565,13 +587,16 @@ class InMemoryBackend(ThrottleBackend):
         """
         if self._status != _READY:
             await self.ensure()
-        now = self.now_ms()
-        entry = self._live(key, now)
-        decision, new_state, ttl_ms = strategy.transition(self._state(entry), now, rate, cost)
-        if commit and new_state is not None:
-            self._save(key, entry, new_state, ttl_ms, now)
-            decision.at = now
-        return decision
+        with self._mutex:
+            now = self.now_ms()
+            entry = self._live(key, now)
+            decision, new_state, ttl_ms = strategy.transition(self._state(entry), now, rate, cost)
+            if commit and new_state is not None:
+                entry = self._save(key, entry, new_state, ttl_ms, now)
+                decision.at = now
+            if commit and not decision.allowed and entry is not None:
+                entry[3] = now + decision.reset_ms
+            return decision
 
     async def evaluate_all(self, items: Sequence[Item], *, commit: bool = True) -> Decision:
         """Every item decided, then charged all or nothing, in one synchronous step.
@@ -585,38 +610,42 @@ class InMemoryBackend(ThrottleBackend):
         """
         if self._status != _READY:
             await self.ensure()
-        now = self.now_ms()
-        parts: list[Decision] = []
-        pending: list[tuple[list[Any] | None, list[int] | None, int]] = []
-        counters = []
-        for item in items:
-            entry = self._live(item.key, now)
-            counter = is_counter(item.strategy)
-            counters.append(counter)
-            if counter:
-                count = whole_number(entry[0]) if entry is not None else 0
-                left = entry[1] - now if entry is not None and entry[1] is not None else None
-                parts.append(counter_decision(count, left, item.rate, item.cost))
-                pending.append((entry, None, 0))
-            else:
-                decision, new_state, ttl_ms = item.strategy.transition(
-                    self._state(entry), now, item.rate, item.cost
-                )
-                parts.append(decision)
-                pending.append((entry, new_state, ttl_ms))
-        if commit:
-            for item, charge, counter, (entry, new_state, ttl_ms) in zip(
-                items, charged(parts, counters), counters, pending
-            ):
-                if not charge:
-                    continue
+        with self._mutex:
+            now = self.now_ms()
+            parts: list[Decision] = []
+            pending: list[tuple[list[Any] | None, list[int] | None, int]] = []
+            counters = []
+            for item in items:
+                entry = self._live(item.key, now)
+                counter = is_counter(item.strategy)
+                counters.append(counter)
                 if counter:
-                    self._add(item.key, item.cost, item.rate.expire, now)
-                elif new_state is not None:
-                    self._save(item.key, entry, new_state, ttl_ms, now)
-        decision = combine(parts)
-        decision.at = now
-        return decision
+                    count = whole_number(entry[0]) if entry is not None else 0
+                    left = entry[1] - now if entry is not None and entry[1] is not None else None
+                    parts.append(counter_decision(count, left, item.rate, item.cost))
+                    pending.append((entry, None, 0))
+                else:
+                    decision, new_state, ttl_ms = item.strategy.transition(
+                        self._state(entry), now, item.rate, item.cost
+                    )
+                    parts.append(decision)
+                    pending.append((entry, new_state, ttl_ms))
+            decision = combine(parts)
+            if commit:
+                for item, charge, counter, (entry, new_state, ttl_ms) in zip(
+                    items, charged(parts, counters), counters, pending
+                ):
+                    if charge:
+                        if counter:
+                            entry = self._add(item.key, item.cost, item.rate.expire, now)
+                        elif new_state is not None:
+                            entry = self._save(item.key, entry, new_state, ttl_ms, now)
+                if not decision.allowed:  # (kept until each rate's state is whole again)
+                    for part, (entry, _, _) in zip(parts, pending):
+                        if entry is not None:
+                            entry[3] = now + part.reset_ms
+            decision.at = now
+            return decision
 
     async def refund_all(self, items: Sequence[Item]) -> None:
         """Every item's cost given back (never past a full budget), in one synchronous step.
@@ -626,18 +655,19 @@ class InMemoryBackend(ThrottleBackend):
         """
         if self._status != _READY:
             await self.ensure()
-        now = self.now_ms()
-        for item in items:
-            entry = self._live(item.key, now)
-            if entry is None:
-                continue
-            if is_counter(item.strategy):
-                entry[0] = max(whole_number(entry[0]) - item.cost, 0)
-                continue
-            state = self._state(entry)
-            if state is not None:
-                new_state, ttl_ms = item.strategy.refund(state, now, item.rate, item.cost)
-                self._save(item.key, entry, new_state, ttl_ms, now)
+        with self._mutex:
+            now = self.now_ms()
+            for item in items:
+                entry = self._live(item.key, now)
+                if entry is None:
+                    continue
+                if is_counter(item.strategy):
+                    entry[0] = max(whole_number(entry[0]) - item.cost, 0)
+                    continue
+                state = self._state(entry)
+                if state is not None:
+                    new_state, ttl_ms = item.strategy.refund(state, now, item.rate, item.cost)
+                    self._save(item.key, entry, new_state, ttl_ms, now)
 
 
 def _ms(seconds: float) -> int:

@@ -34,7 +34,7 @@ except ImportError as exc:  # pragma: no cover - exercised by a test that hides 
 from traffik import __version__
 from traffik.events import DecisionEvent, add_observer, remove_observer
 from traffik.metrics import DURATION_SECONDS
-from traffik.metrics._labels import backend_label
+from traffik.metrics._labels import backend_label, throttle_label
 
 __all__ = ["DURATION_BOUNDARIES", "SPAN_NAME", "OpenTelemetryObserver", "install", "uninstall"]
 
@@ -81,13 +81,20 @@ class OpenTelemetryObserver:
         )
         self._attributes: dict[Any, dict[str, str]] = {}
         """Metric attributes, made once per throttle and outcome, and per backend."""
+        self._uids: set[str] = set()
 
     def __call__(self, event: DecisionEvent) -> None:
         attributes = self._attributes
         key = (event.throttle.uid, event.outcome)
         decided = attributes.get(key)
         if decided is None:
-            decided = attributes[key] = {"traffik.throttle": key[0], "traffik.outcome": key[1]}
+            uid = throttle_label(key[0], self._uids)
+            decided = attributes.get((uid, key[1]))
+            if decided is None:
+                decided = {"traffik.throttle": uid, "traffik.outcome": key[1]}
+                attributes[uid, key[1]] = decided
+            if uid == key[0]:  # (a uid past the bound is not remembered: it is looked up again)
+                attributes[key] = decided
         self._decisions.add(1, decided)
         backend = backend_label(event.backend)
         timed = attributes.get(backend)

@@ -41,7 +41,7 @@ except ImportError as exc:  # pragma: no cover - exercised by a test that hides 
 
 from traffik.events import DecisionEvent, add_observer, remove_observer
 from traffik.metrics import DURATION_SECONDS
-from traffik.metrics._labels import backend_label, class_label
+from traffik.metrics._labels import backend_label, class_label, throttle_label
 
 __all__ = ["DURATION_BUCKETS", "PrometheusObserver", "install", "uninstall"]
 
@@ -85,14 +85,21 @@ class _CountingObserver(PrometheusObserver):
 
     def __init__(self, registry: CollectorRegistry, buckets: Sequence[float]) -> None:
         self._bounds = _bounds(buckets)
-        self._decisions: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self._decisions: dict[tuple[str, str], int] = {}
+        self._uids: set[str] = set()
         self._durations: dict[type, list[float]] = {}
         """Per backend class: a count per bucket (the last one +Inf), then the sum."""
         self._errors: defaultdict[tuple[type, type], int] = defaultdict(int)
         registry.register(self)
 
     def __call__(self, event: DecisionEvent) -> None:
-        self._decisions[event.throttle.uid, event.outcome] += 1
+        decisions = self._decisions
+        key = (event.throttle.uid, event.outcome)
+        count = decisions.get(key)
+        if count is None:  # (a new series: its uid is bounded, `throttle_label`)
+            key = (throttle_label(key[0], self._uids), key[1])
+            count = decisions.get(key, 0)
+        decisions[key] = count + 1
         backend = type(event.backend)
         try:
             tally = self._durations[backend]
@@ -159,13 +166,17 @@ class _SharedObserver(PrometheusObserver):
         )
         self._errors = Counter(*_ERRORS, _ERROR_LABELS, registry=registry)
         self._children: dict[Any, Any] = {}
+        self._uids: set[str] = set()
 
     def __call__(self, event: DecisionEvent) -> None:
         children = self._children
         key = (event.throttle.uid, event.outcome)
         counter = children.get(key)
         if counter is None:
-            counter = children[key] = self._decisions.labels(str(key[0]), key[1])
+            uid = throttle_label(key[0], self._uids)
+            counter = self._decisions.labels(uid, key[1])
+            if uid == key[0]:  # (a uid past the bound is not remembered: it is looked up again)
+                children[key] = counter
         counter.inc()
         backend = backend_label(event.backend)
         histogram = children.get(backend)

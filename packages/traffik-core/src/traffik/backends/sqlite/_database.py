@@ -136,9 +136,19 @@ class Database:
             return handle
         handle = self._by_loop.get(loop)
         if handle is None:
+            self._drop_dead_loops()
             handle = self._by_loop[loop] = _Handle(loop)
         self._last = (loop, handle)
         return handle
+
+    def _drop_dead_loops(self) -> None:
+        """Close the connections of loops that are closed (a loop per request or per
+        `asyncio.run`): done when a new loop comes, so none waits for the garbage collector."""
+        for loop, handle in list(self._by_loop.items()):
+            if loop.is_closed():
+                handle.unwatch()
+                _drop(handle)
+                del self._by_loop[loop]
 
     def _connect(self, handle: _Handle) -> sqlite3.Cursor:
         """Open the handle's connection (inside `_attempt`, which handles its errors); after
@@ -447,29 +457,35 @@ class _Handle:
         self.turns = Turns()
         self._writer: object = _NOBODY
         self._forget = self._forgotten  # made once: the hot path schedules it
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: weakref.ref[asyncio.TimerHandle] | None = None
 
     def watch(self, db: Database, identity: tuple[int, int] | None) -> None:
         """Check every `CHECK_EVERY` seconds, on the loop, that `db`'s path still names
         the file of `identity` (`Database.reopen_if_moved`); the database is not kept
         alive by it, and a forked child never touches the parent's connection."""
         self.unwatch()
-        loop, database, pid = self.loop(), weakref.ref(db), _Process.pid
+        database, pid = weakref.ref(db), _Process.pid
 
         def check() -> None:
             db = database()
             if db is None or _Process.pid != pid or db.reopen_if_moved(self, identity):
                 self._timer = None
-            elif loop is not None:
-                self._timer = loop.call_later(CHECK_EVERY, check)
+            else:
+                self._schedule(check)
 
-        if loop is not None:
-            self._timer = loop.call_later(CHECK_EVERY, check)
+        self._schedule(check)
+
+    def _schedule(self, check: Callable[[], None]) -> None:
+        """`check` in `CHECK_EVERY` seconds, on the loop; its timer is held weakly, as the
+        loop is (a timer refers to its loop: held strongly, the loop would never go)."""
+        loop = self.loop()
+        self._timer = None if loop is None else weakref.ref(loop.call_later(CHECK_EVERY, check))
 
     def unwatch(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        timer = None if self._timer is None else self._timer()
+        if timer is not None:
+            timer.cancel()
+        self._timer = None
 
     def alone(self) -> bool:
         """Whether the current task may write at once: no other task wrote in this loop

@@ -87,8 +87,8 @@ class NodeClient(aiomcache.FlagClient[Flagged]):
     async def close(self) -> None:
         await self.pool.close()
 
-    def abandon(self) -> None:
-        self.pool.abandon()
+    def abandon(self, running: bool = True) -> None:
+        self.pool.abandon(running)
 
     # -- commands on a connection ---------------------------------------------------------
 

@@ -127,7 +127,7 @@ class Node:
 
     def _drop_closed_loops(self) -> None:
         for loop in [loop for loop in self._clients if loop.is_closed()]:
-            self._clients.pop(loop).abandon()
+            self._clients.pop(loop).abandon(running=False)
 
     def reopen(self) -> None:
         """Let connections open again (the backend is initialised after `close()`)."""
@@ -135,7 +135,9 @@ class Node:
 
     async def close(self) -> None:
         """Close this loop's connections once the operations in flight on them are over;
-        those of closed loops are dropped, live loops close their own."""
+        those of closed loops are dropped, other loops close their own (a loop stopped now
+        does when it runs again: as asyncio requires, to shut down its async generators
+        before it is closed)."""
         self.closed = True
         self._drop_closed_loops()
         here = asyncio.get_running_loop()

@@ -234,19 +234,21 @@ class Pool:
         while self.busy():  # (polled: the operations' own path pays nothing for it)
             await asyncio.sleep(_POLL)
 
-    def abandon(self) -> None:
-        """Drop every connection without awaiting: for a pool whose event loop is closed."""
+    def abandon(self, running: bool = True) -> None:
+        """Drop every connection without awaiting: in the pool's own event loop (`running`),
+        or for a pool whose loop no longer runs (closed, or stopped for good: a loop a
+        thread ran and left)."""
         connections = self._idle + list(self._busy)
         self._idle, self._busy, self._open = [], {}, 0
         self._ticker = None
         for conn in connections:
             transport = conn.writer.transport
-            try:
+            with contextlib.suppress(RuntimeError):  # (raised once it marked itself closing)
                 transport.abort()
-            except RuntimeError:
-                # Its loop is closed, so the transport cannot finish closing by itself, and
-                # asyncio offers no public way to close its socket: close it as the transport
-                # would have (otherwise it warns when collected).
+            if not running:
+                # The loop will not run the rest of the closing, and asyncio offers no
+                # public way to close the socket: close it as the transport would have
+                # (otherwise it warns when collected).
                 sock = getattr(transport, "_sock", None)
                 if sock is not None:
                     sock.close()
