@@ -195,3 +195,15 @@ async def use_helpers() -> None:
             assert test_backend is not None
     rule: Union[Rule, Bypass] = Rule(path="/api/")
     assert rule is not None
+
+
+def a_backend_of_any_kind(backend: ThrottleBackend) -> ThrottleBackend:
+    # No type arguments: the store's client and connection types default to Any.
+    return backend
+
+
+class DictBackend(ThrottleBackend):
+    """A backend of the user's own, as docs/concepts/backends.md writes one."""
+
+
+the_memory: ThrottleBackend = a_backend_of_any_kind(InMemoryBackend())

@@ -43,10 +43,17 @@ __all__ = [
     "get_throttle_backend",
 ]
 
-ConnT = TypeVar("ConnT")
-"""The store's client type, for `ThrottleBackend[ConnT, HTTPConnT]` (as in traffik 1.2)."""
-HTTPConnT = TypeVar("HTTPConnT")
-"""The connection type throttles pass (`Request`, `WebSocket`)."""
+if TYPE_CHECKING:  # (defaults for checkers: `backend: ThrottleBackend` means any backend)
+    from typing_extensions import TypeVar as _DefaultedTypeVar
+
+    ConnT = _DefaultedTypeVar("ConnT", default=Any)
+    HTTPConnT = _DefaultedTypeVar("HTTPConnT", default=Any)
+else:  # (the core needs nothing outside the standard library at run time)
+    ConnT = TypeVar("ConnT")
+    HTTPConnT = TypeVar("HTTPConnT")
+"""`ConnT`: the store's client type, for `ThrottleBackend[ConnT, HTTPConnT]` (as in traffik
+1.2); `HTTPConnT`: the connection type throttles pass (`Request`, `WebSocket`). Both default
+to `Any`, so `backend: ThrottleBackend` needs no arguments under `mypy --strict`."""
 
 
 class WindowCount(int):
