@@ -116,6 +116,6 @@ async def test_the_hooks_of_a_plain_throttle_give_its_own_key() -> None:
     ident = await throttle.get_connection_id(request, backend)
     assert ident == "127.0.0.1"
     scoped = throttle.get_scoped_key(request)
-    assert scoped == "GET:/"  # (a request outside any app: its path stands for the route)
-    assert throttle.get_namespaced_key(request, ident) == "plain:{127.0.0.1}:GET:/"
+    assert scoped == "GET:/**"  # (a request outside any app: no route, every path)
+    assert throttle.get_namespaced_key(request, ident) == "plain:{127.0.0.1}:GET:/**"
     assert key == "plain:plain:{127.0.0.1}:GET:/items/%7Bitem_id%7D:fw"

@@ -162,8 +162,15 @@ async def test_reset_by_connection_method_and_context(traffik_backend: InMemoryB
         assert await reset_client(throttle, "127.0.0.1", path="/orders") is False, "not GET"
         assert await reset_client(throttle, "127.0.0.1", path="/orders", method="post") is True
         assert [(await client.post("/orders")).status_code for _ in range(2)] == [200, 429]
-        request = Request(
-            {"type": "http", "method": "POST", "path": "/orders", "client": ("127.0.0.1", 1)}
+        routed = next(route for route in app.routes if getattr(route, "path", None) == "/orders")
+        request = Request(  # (as the app routed it: a request with no route counts under /**)
+            {
+                "type": "http",
+                "method": "POST",
+                "path": "/orders",
+                "client": ("127.0.0.1", 1),
+                "route": routed,
+            }
         )
         assert await reset_client(throttle, request) is True
         assert (await client.post("/orders")).status_code == 200

@@ -14,9 +14,12 @@ route whose endpoint is `scope["endpoint"]`, found once per app and endpoint (St
 0.4x). FastAPI 0.16x includes a router's routes by reference, so `scope["route"]` is the same
 object under every prefix the router is included with: the inclusion's own route context,
 which FastAPI leaves in the scope with the prefixed path, stands for the route then
-(`served_route`), so each inclusion counts apart. Routes under a `Mount` are prefixed by the
-mount's path as served (`root_path` beyond the app's own), so two mounts never share a
-bucket; a mount whose path has parameters therefore counts each value apart. Paths for middleware rules are relative to the mount
+(`served_route`), so each inclusion counts apart. Routes under a `Mount` or a `Host` are
+prefixed by the mounts and hosts as declared (`mount_prefix`: `/t/{tenant}`,
+`//{sub}.example.com`), so two mounts or hosts never share a bucket and a client never opens
+one by naming a new tenant or subdomain. A connection no router has routed (a bare ASGI app,
+a middleware before the router) counts under `NO_ROUTE`, one bucket per client and method,
+never one per path the client invents. Paths for middleware rules are relative to the mount
 (`route_path`), as Starlette's own router matches them.
 """
 
@@ -30,6 +33,7 @@ from traffik.exceptions import ConfigurationError
 from traffik.keyparts import client_part, escape
 
 __all__ = [
+    "NO_ROUTE",
     "bucket_prefix",
     "mount_prefix",
     "named_route_part",
@@ -78,13 +82,110 @@ def route_path(scope: Mapping[str, Any]) -> str:
     return path
 
 
-def mount_prefix(scope: Mapping[str, Any]) -> str:
-    """The path of the mounts between the application and this route, as served (`""` outside
-    any mount). A `root_path` given by the server (`--root-path`) is not a mount."""
-    if "app_root_path" not in scope:
-        return ""
+NO_ROUTE = "/**"
+"""The template of a connection no router has routed: every path of the app, as a middleware
+throttle with no pattern counts it."""
+
+
+def mount_prefix(scope: Mapping[str, Any], route: Any = None) -> str:
+    """The mounts and hosts between the application and this route (`scope["route"]`, else
+    `route`), as declared (`/t/{tenant}`, `//{sub}.example.com/api`; `""` outside any). A
+    `root_path` given by the server (`--root-path`) is not a mount. Where the routes cannot
+    be followed (an app that is not a Starlette router), the mounts' path as served."""
     root: str = scope.get("root_path", "")
-    return root[len(scope["app_root_path"]) :]
+    served = root[len(scope["app_root_path"]) :] if "app_root_path" in scope else ""
+    router = scope.get("router")
+    routes = getattr(router, "routes", None)
+    if not routes:
+        return served
+    leaf = scope.get("route")
+    if leaf is None:
+        leaf = route
+    try:
+        known = _PREFIXES.get(router)
+        if known is None:
+            known = _PREFIXES[router] = (_has_hosts(routes), {})
+    except TypeError:  # a router that cannot be weakly referenced: found every time
+        known = (True, {})
+    hosts, table = known
+    key = (served, id(leaf), _host_of(scope) if hosts else None)
+    found = table.get(key)
+    if found is None or found[0] is not leaf:  # (a route gone, its id reused)
+        if len(table) >= _PREFIXES_MAX:  # (mount parameters and hosts: the client picks them)
+            table.clear()
+        declared = _declared_prefix(routes, scope, served, leaf)
+        found = table[key] = (leaf, served if declared is None else declared)
+    return found[1]
+
+
+_PREFIXES: weakref.WeakKeyDictionary[Any, tuple[bool, dict[Any, tuple[Any, str]]]] = (
+    weakref.WeakKeyDictionary()
+)
+_PREFIXES_MAX = 4096
+"""`mount_prefix`'s answers per router, by the mount path as served, the route and (for a
+router with a `Host`) the host asked for: older Starlette (0.42 among them) leaves no route in the scope,
+so a plain Starlette app asks on every request. At most this many per router, then
+forgotten at once."""
+
+
+def _has_hosts(routes: Any) -> bool:
+    """Whether a `Host` is among `routes` or the routes of their mounts."""
+    from starlette.routing import Host
+
+    for route in routes:
+        if isinstance(route, Host):
+            return True
+        nested = getattr(route, "routes", None)
+        if nested and _has_hosts(nested):
+            return True
+    return False
+
+
+def _host_of(scope: Mapping[str, Any]) -> str:
+    """The host asked for, as Starlette's `Host` route reads it (without the port)."""
+    for name, value in scope.get("headers", ()):
+        if name == b"host":
+            return str(value.decode("latin-1").split(":")[0])
+    return ""
+
+
+def _same(host: Any, other: Any) -> bool:
+    """Whether two hosts serve the same app, or the same route objects (which a throttle,
+    knowing the route and not the host, cannot tell apart)."""
+    if host.app is other.app:
+        return True
+    mine, theirs = host.routes, other.routes
+    return bool(mine) and len(mine) == len(theirs) and all(a is b for a, b in zip(mine, theirs))
+
+
+def _declared_prefix(routes: Any, scope: Mapping[str, Any], rest: str, leaf: Any) -> Optional[str]:
+    """The mounts and hosts, as declared, by which `routes` serve the mount path `rest` (as
+    served) and then `leaf`, matched as Starlette's router matches them; None when none does."""
+    from starlette.routing import Host, Match, Mount
+
+    if not rest and any(route is leaf for route in routes):
+        return ""
+    for route in routes:
+        if isinstance(route, Host):
+            view = {"type": scope.get("type", "http"), "headers": scope.get("headers", ())}
+            if route.matches(view)[0] is not Match.FULL:
+                continue
+            found = _declared_prefix(route.routes, scope, rest, leaf)
+            if found is not None:
+                # Hosts serving the same routes serve one route: the first one names it.
+                first = next(h for h in routes if isinstance(h, Host) and _same(h, route))
+                return "//" + first.host + found
+        elif isinstance(route, Mount):
+            view = {"type": scope.get("type", "http"), "path": rest + "/", "root_path": ""}
+            match, child = route.matches(view)
+            if match is not Match.FULL:
+                continue
+            found = _declared_prefix(route.routes, scope, rest[len(child["root_path"]) :], leaf)
+            if found is not None:
+                return route.path + found
+            if rest:
+                return None  # (Starlette's router took this mount: no other serves `rest`)
+    return "" if not rest else None
 
 
 _ENDPOINT_ROUTES: weakref.WeakKeyDictionary[Any, dict[Any, tuple[Any, ...]]] = (
@@ -94,7 +195,8 @@ _ENDPOINT_ROUTES: weakref.WeakKeyDictionary[Any, dict[Any, tuple[Any, ...]]] = (
 
 def _routes_of(routes: Any, endpoint: Any, found: list[Any]) -> None:
     for route in routes:
-        if getattr(route, "endpoint", None) is endpoint:
+        # (a `Mount` of a bare ASGI app has that app as the scope's endpoint)
+        if getattr(route, "endpoint", None) is endpoint or getattr(route, "app", None) is endpoint:
             found.append(route)
         nested = getattr(route, "routes", None)
         if nested:
@@ -123,29 +225,33 @@ def _template(route: Any) -> Optional[str]:
 
 
 def route_template(scope: Mapping[str, Any]) -> str:
-    """The declared path of the route serving `scope`, prefixed by its mounts; the concrete
-    path when no route is known (a bare ASGI app)."""
-    template = None
+    """The declared path of the route serving `scope`, prefixed by its mounts and hosts;
+    `NO_ROUTE` when no route is known (a bare ASGI app, a middleware before the router)."""
     route = served_route(scope)
-    if route is not None:
-        template = _template(route)
-    else:
-        endpoint = scope.get("endpoint")
-        app = scope.get("app")
-        if endpoint is not None and app is not None:
-            routes = _routes_for(app, endpoint)
-            if len(routes) == 1:
-                template = _template(routes[0])
-            else:
-                path = route_path(scope)
-                for candidate in routes:
-                    regex = getattr(candidate, "path_regex", None)
-                    if regex is not None and regex.match(path):
-                        template = _template(candidate)
-                        break
+    if route is None:
+        route = _route_by_endpoint(scope)
+    template = None if route is None else _template(route)
     if template is None:
-        template = route_path(scope)
-    return mount_prefix(scope) + template
+        return NO_ROUTE  # (the app's every path: no mount applies)
+    return mount_prefix(scope, route) + template
+
+
+def _route_by_endpoint(scope: Mapping[str, Any]) -> Any:
+    """The route whose endpoint (or mounted app) serves `scope`, for a router that leaves no
+    route in the scope (older Starlette, 0.42 among them); None when none is found."""
+    endpoint = scope.get("endpoint")
+    app = scope.get("app")
+    if endpoint is None or app is None:
+        return None
+    routes = _routes_for(app, endpoint)
+    if len(routes) == 1:
+        return routes[0]
+    path = route_path(scope)
+    for candidate in routes:
+        regex = getattr(candidate, "path_regex", None)
+        if regex is not None and regex.match(path):
+            return candidate
+    return None
 
 
 _PARTS: dict[int, tuple[Any, dict[Any, str]]] = {}
