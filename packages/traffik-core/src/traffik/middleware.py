@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from typing import Any, Callable, Optional, Union
 
@@ -9,8 +10,9 @@ from traffik import _starlette_missing
 
 try:
     from starlette.concurrency import run_in_threadpool
-    from starlette.datastructures import MutableHeaders
+    from starlette.datastructures import Headers, MutableHeaders
     from starlette.exceptions import HTTPException
+    from starlette.middleware.cors import CORSMiddleware
     from starlette.requests import HTTPConnection, Request
     from starlette.responses import PlainTextResponse, Response
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -131,19 +133,23 @@ def _checked_options(
     }
 
 
-class _Status:
-    """A `send` that remembers the response's status code (for `charge_when`)."""
+class _Settling:
+    """A `send` that settles the connection's charges (`charge_when`) on the status the
+    response starts with, once it is sent: a stream is judged as it starts, not when it ends,
+    and a failure after the start does not change the status the client got."""
 
-    __slots__ = ("code", "send")
+    __slots__ = ("connection", "send", "started")
 
-    def __init__(self, send: Send) -> None:
+    def __init__(self, connection: HTTPConnection, send: Send) -> None:
+        self.connection = connection
         self.send = send
-        self.code = 500
+        self.started = False
 
     async def __call__(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
-            self.code = message["status"]
         await self.send(message)
+        if message["type"] == "http.response.start" and not self.started:
+            self.started = True
+            await settle(self.connection, Outcome(message["status"]))
 
 
 class _HeaderSink:
@@ -208,8 +214,10 @@ class ThrottleMiddleware:
     JSON `{"detail": ...}`), a 429 with `Retry-After` and the rate-limit headers; a handler
     that returns None leaves the request to the server's 500. A WebSocket handshake
     gets that response as a denial, or a close with code 1008 when the server cannot send
-    one. Allowed HTTP responses carry the throttles' rate-limit headers. Any other exception
-    (e.g. `on_error="raise"`) propagates to the server error handling, a plain 500.
+    one. An HTTP refusal also gets the headers each `CORSMiddleware` this one wraps would add.
+    Allowed HTTP responses carry the throttles' rate-limit headers, added to the app's own;
+    `charge_when` settles on the status the response starts with. Any other
+    exception (e.g. `on_error="raise"`) propagates to the server error handling, a plain 500.
 
     Args:
         app: The ASGI app to guard.
@@ -264,6 +272,7 @@ class ThrottleMiddleware:
         self.exception_handler_getter: Optional[ExceptionHandlerGetter] = options[
             "exception_handler_getter"
         ]
+        self._cors: Optional[tuple[CORSMiddleware, ...]] = None  # (`_cors_inside`)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -334,14 +343,15 @@ class ThrottleMiddleware:
         if not settles(charges):
             await self.app(scope, receive, send)
             return
-        status = _Status(send)
-        connection = _connection(scope, receive, send)
+        settling = _Settling(_connection(scope, receive, send), send)
         try:
-            await self.app(scope, receive, status)
+            await self.app(scope, receive, settling)
         except Exception as exc:
-            await settle(connection, Outcome.of_exception(exc))
+            if not settling.started:
+                await settle(settling.connection, Outcome.of_exception(exc))
             raise
-        await settle(connection, Outcome(status.code))
+        if not settling.started:  # (a WebSocket's handshake, or an app that answered nothing)
+            await settle(settling.connection, Outcome(500))
 
     async def _exempted(self, connection: HTTPConnection) -> bool:
         return not await applies(self.exempt, connection, self.context)
@@ -393,6 +403,22 @@ class ThrottleMiddleware:
             ]
             await hit_together(entries, entries[0].connection, response=sink)
 
+    def _cors_inside(self) -> tuple[CORSMiddleware, ...]:
+        """The `CORSMiddleware`s this middleware wraps, outermost first, found once by
+        following each wrapped middleware's `app` (Starlette builds the stack once)."""
+        found = self._cors
+        if found is None:
+            layers = []
+            inner: Any = self.app
+            for _ in range(64):  # (a bound: a middleware's `app` could lead back)
+                if isinstance(inner, CORSMiddleware):
+                    layers.append(inner)
+                inner = getattr(inner, "app", None)
+                if inner is None:
+                    break
+            self._cors = found = tuple(layers)
+        return found
+
     def _handler_for(self, exc: Exception, scope: Scope) -> Optional[Callable[..., Any]]:
         if self.exception_handler_getter is not None:
             handler = self.exception_handler_getter(exc)
@@ -440,4 +466,12 @@ class ThrottleMiddleware:
             reason = str(getattr(exc, "detail", "")).encode()[:123].decode(errors="ignore")
             await send({"type": "websocket.close", "code": 1008, "reason": reason})
             return
+        if scope["type"] == "http" and self._cors_inside():
+            # A refusal never reaches a `CORSMiddleware` inside this one: it gets the headers
+            # each would add (a browser reports a 429 without them as a CORS error), for a
+            # request with an `Origin`, as `CORSMiddleware` itself does.
+            request_headers = Headers(scope=scope)
+            if "origin" in request_headers:
+                for layer in self._cors_inside():  # (the innermost's send runs first)
+                    send = functools.partial(layer.send, send=send, request_headers=request_headers)
         await response(scope, receive, send)
