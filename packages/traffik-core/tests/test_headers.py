@@ -628,3 +628,54 @@ def test_a_plan_of_several_rates_tells_each_rate_s_own_limit() -> None:
 
     raw = dict(plan.raw(combine(parts)))
     assert raw[b"ratelimit-policy"] == b'"api:2/s";q=10;w=1, "api:100/min";q=500;w=60'
+
+
+@pytest.mark.parametrize("order", ["loose first", "tight first"])
+@pytest.mark.parametrize("attached", ["dependencies", "throttled", "middleware"])
+@pytest.mark.anyio
+async def test_two_throttles_send_the_single_valued_fields_once(attached: str, order: str) -> None:
+    # `X-RateLimit-*` fields hold one value each: two throttles on one route (each with
+    # headers="legacy") send them once, those of the throttle with fewer units left; the
+    # IETF fields are lists, so each throttle's is sent.
+    from traffik.fastapi import throttled
+    from traffik.middleware import ThrottleMiddleware
+
+    backend = InMemoryBackend()
+    loose = HTTPThrottle("loose", rate="10/min", backend=backend, headers="both")
+    tight = HTTPThrottle("tight", rate="3/min", backend=backend, headers="both")
+    pair = (loose, tight) if order == "loose first" else (tight, loose)
+    app = FastAPI()
+    if attached == "dependencies":
+
+        @app.get("/x", dependencies=[Depends(pair[0]), Depends(pair[1])])
+        async def x() -> dict[str, bool]:
+            return {"ok": True}
+
+    elif attached == "throttled":
+
+        @app.get("/x")
+        @throttled(*pair)
+        async def x() -> dict[str, bool]:
+            return {"ok": True}
+
+    else:
+        app.add_middleware(ThrottleMiddleware, middleware_throttles=list(pair))
+
+        @app.get("/x")
+        async def x() -> dict[str, bool]:
+            return {"ok": True}
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        first = await client.get("/x")
+        second = await client.get("/x")
+    assert first.status_code == second.status_code == 200
+    for response, left in ((first, "2"), (second, "1")):
+        fields = response.headers
+        assert fields.get_list("x-ratelimit-limit") == ["3"]
+        assert fields.get_list("x-ratelimit-remaining") == [left]
+        assert len(fields.get_list("x-ratelimit-reset")) == 1
+        assert sorted(fields.get_list("ratelimit-policy")) == [
+            '"loose";q=10;w=60',
+            '"tight";q=3;w=60',
+        ]

@@ -54,6 +54,7 @@ class HeaderPlan:
         "_names",
         "_pair",
         "_policy_names",
+        "_single",
         "_static",
         "dynamic",
         "rate",
@@ -99,7 +100,13 @@ class HeaderPlan:
         self._static = constant + static
         self._fields = fields
         self._policy_names = names
-        self._limit = rate.limit
+        single = {name: kind for name, kind in fields if kind == "limit"}
+        single.update(_formatted_kinds(formatted))
+        self._single = single or None
+        """The single-valued fields (`X-RateLimit-*`) by raw name: another throttle on the
+        same response may have written them (`_merge`)."""
+        # (None for a plan with single-valued fields: `admitted` then always merges)
+        self._limit = rate.limit if self._single is None else None
         self._limits = tuple(r.limit for r in rates)
         self._by_limits: dict[tuple[int, ...], list[tuple[bytes, bytes]]] = {}
         self._formatted = formatted
@@ -148,7 +155,10 @@ class HeaderPlan:
             or remaining < 0
             or decision.limit != self._limit  # (a tier's, the hour's: its own policy)
         ):
-            headers += self.raw(decision)
+            if self._single is None:
+                headers += self.raw(decision)
+            else:
+                self._merge(headers, self.raw(decision))
             return
         headers += self._static
         reset = decision.reset_ms
@@ -161,6 +171,29 @@ class HeaderPlan:
         numbers = (remaining, seconds)
         for name, fmt, index in self._formatted:
             headers.append((name, fmt % (numbers if index is None else numbers[index])))
+
+    def _merge(self, headers: list[tuple[bytes, bytes]], ours: list[tuple[bytes, bytes]]) -> None:
+        """Append `ours` to `headers`, where another throttle may have written the
+        single-valued fields already (two throttles on one route with `headers="legacy"`):
+        those are sent once, the pair of the throttle with fewer units left (`Remaining`),
+        else the first writer's. List fields (`RateLimit`, `RateLimit-Policy`) are appended."""
+        single = self._single
+        assert single is not None
+        present = {name: index for index, (name, _) in enumerate(headers) if name in single}
+        if not present:
+            headers += ours
+            return
+        left = [name for name, kind in single.items() if kind == "remaining"]
+        mine = dict(ours)
+        take = bool(left) and left[0] in present and left[0] in mine
+        if take:
+            take = _count(mine[left[0]]) < _count(headers[present[left[0]]][1])
+        for name, value in ours:
+            index = present.get(name)
+            if index is None:
+                headers.append((name, value))
+            elif take:
+                headers[index] = (name, value)
 
     def _static_for(self, decision: Decision) -> list[tuple[bytes, bytes]]:
         """The plain strings and the fields the rates fix (`RateLimit-Policy`'s quotas, a
@@ -262,6 +295,23 @@ class HeaderPlan:
         resolved = resolve_headers(self.dynamic, connection, self.stat(decision, key), context)
         for name, value in resolved.items():
             response.headers[name] = value
+
+
+def _formatted_kinds(
+    formatted: list[tuple[bytes, bytes, Optional[int]]],
+) -> list[tuple[bytes, str]]:
+    """The formatted single-valued fields (`Remaining`, `Reset`, a `Limit` of several rates)
+    with their kinds, by the number each formats (0 remaining, 1 reset, 2 limit)."""
+    kinds = {0: "remaining", 1: "reset", 2: "limit"}
+    return [(name, kinds[index]) for name, _, index in formatted if index is not None]
+
+
+def _count(value: bytes) -> float:
+    """A single-valued field's number (`Remaining`), or infinity when it is none."""
+    try:
+        return int(value)
+    except ValueError:
+        return math.inf
 
 
 def _units_left(decision: Decision) -> float:
