@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 from traffik.backends.base import ThrottleBackend, WindowCount
 from traffik.backends.health import StoreCircuit, circuit_policy
 from traffik.backends.lanes import counter_decider
@@ -42,6 +42,16 @@ _COUNTER = scripts.SCRIPTS["increment_with_ttl"]
 def _text(value: Any) -> Any:
     """A key as text; bytes that are not UTF-8 kept as surrogates (`surrogateescape`)."""
     return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
+
+
+async def _get_string(client: Any, key: str) -> Any:
+    """`GET key`, None when the key holds another type (`WRONGTYPE`), as the scripts read it."""
+    try:
+        return await client.get(key)
+    except ResponseError as exc:
+        if str(exc).startswith("WRONGTYPE"):
+            return None
+        raise
 
 
 def _value(value: Any) -> Any:
@@ -404,12 +414,13 @@ class RedisBackend(ScriptSteps, ThrottleBackend):
             key: The key (namespaced if it is not already).
 
         Returns:
-            The value, or None when the key is missing; a strategy's packed state as its
+            The value, or None when the key is missing or holds another type than a string
+            (a hash, a list: written by something else); a strategy's packed state as its
             numbers, comma-separated (`1,5,0`), and other bytes that are not UTF-8 kept as
             surrogates.
         """
         key = self._key(key)
-        return _value(await self._run("GET", lambda client: client.get(key)))
+        return _value(await self._run("GET", lambda client: _get_string(client, key)))
 
     async def set(self, key: str, value: str, expire: float | None = None) -> None:
         """Store `value` under `key` (`SET`), replacing any value and expiry.

@@ -4,8 +4,14 @@
 
 -- INCRBY, and a time to live of `px` ms whenever the key has none (new, or made immortal
 -- elsewhere): never an immortal counter. Returns the count and the ms until the key is gone.
+-- A value no counter wrote (not a whole number, or another type: an error reply) is replaced
+-- by a new window, as a missing key is.
 local function counter_add(key, amount, px)
-  local count = redis.call('INCRBY', key, amount)
+  local count = redis.pcall('INCRBY', key, amount)
+  if type(count) == 'table' then
+    redis.call('SET', key, amount, 'PX', px)
+    return tonumber(amount), tonumber(px) + 1
+  end
   local pttl = redis.call('PTTL', key)
   if pttl < 0 then
     redis.call('PEXPIRE', key, px)

@@ -67,7 +67,10 @@ for i = 1, n do
     if SEQ and i > 1 then
       raw = carried
     elseif code ~= 9 then
-      raw = redis.call('GET', KEYS[i])
+      raw = redis.pcall('GET', KEYS[i])
+      if raw and raw.err then -- another type at the key (WRONGTYPE): no state; PSETEX replaces it
+        raw = false
+      end
     end
     -- A body whose state records a later time than now (written by a host whose clock is
     -- ahead), by at most 60000 ms (traffik.strategies.base.AHEAD_MS; further is a clock gone

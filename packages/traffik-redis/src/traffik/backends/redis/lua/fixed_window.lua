@@ -2,7 +2,7 @@
 
 -- counter_decision: a hit of `cost` on the counter as it stands (the hit not counted yet).
 local function counter_decide(key, limit, period, cost)
-  local count = tonumber(redis.call('GET', key)) or 0
+  local count = tonumber(redis.pcall('GET', key)) or 0 -- anything else at the key: 0
   local left = period
   if count ~= 0 then
     local pttl = redis.call('PTTL', key)
@@ -26,7 +26,7 @@ end
 local counter_refund
 if REFUND then
   function counter_refund(key, cost)
-    local count = tonumber(redis.call('GET', key))
+    local count = tonumber(redis.pcall('GET', key))
     if count and count > 0 then
       redis.call('DECRBY', key, string.format('%d', math.min(count, cost)))
     end

@@ -32,7 +32,10 @@
 -- sum within the limit, below 2^50). The scripts before 'q' read a 'q' state as a fresh key
 -- (as CostBasedTokenBucket's 'h'), over a rolling deploy.
 local key, log, raw = KEYS[i], nil, nil
-local block = redis.call('GETRANGE', key, '-189', '-1')
+local block = redis.pcall('GETRANGE', key, '-189', '-1')
+if block.err then -- another type at the key (WRONGTYPE): no state, written anew
+  block = ''
+end
 local s1, s2, s3, s4, nc, nt, n1, n2, n3, n4, ot, small, newest, head, stop, mark
 if #block == 189 then
   s1, s2, s3, s4, nc, nt, n1, n2, n3, n4, ot, small, newest, head, stop, mark =
