@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Sequence
 from typing import Any, Callable, Optional
 
 from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 __all__ = ["Client", "Target", "asgi_target", "bare_request", "clients"]
 
@@ -73,6 +75,15 @@ def asgi_target(name: str, app: Any, peers: Sequence[Client], path: str = "/") -
     return Target(name, one, statuses)
 
 
+async def _root(request: Request) -> Response:
+    return Response()
+
+
+_ROUTE = Route("/", _root)
+"""The benchmark's route as a request outside any app names it: a `Request` with no route
+counts under `/**`, every path of an app (`traffik.buckets.NO_ROUTE`)."""
+
+
 def bare_request(peer: Client) -> Request:
     """A `Request` outside any app, keyed like the benchmark's route (`GET:/`)."""
-    return Request({**_SCOPE, "client": peer})
+    return Request({**_SCOPE, "client": peer, "route": _ROUTE})

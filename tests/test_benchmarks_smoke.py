@@ -169,3 +169,35 @@ def test_instruction_ratios() -> None:
     assert found["ThrottleMiddleware"].x_floor is None  # (its target is in µs)
     assert found["fastapi-limiter"].per_request is None
     assert found["fastapi-limiter"].missing == "not installed: pip install fastapi-limiter"
+
+
+def test_the_many_keys_prefill_counts_in_the_buckets_the_timed_requests_use() -> None:
+    # The many-keys workload hits every client once with a request built outside the app
+    # (`bare_request`) so that the store holds every key before the timing; that request
+    # must name the app's bucket (a request with no route counts under `/**`), or the timed
+    # requests open every key again (on Memcached one `add` more each).
+    import asyncio
+
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks.apps import dependency_app
+        from benchmarks.asgi import asgi_target, bare_request, clients
+    finally:
+        sys.path.remove(str(ROOT))
+    from traffik import HTTPThrottle, InMemoryBackend
+
+    async def keys() -> tuple[list[str], list[str]]:
+        backend = InMemoryBackend(namespace="prefill")
+        throttle = HTTPThrottle("prefill", rate="10/min", backend=backend)
+        peers = clients(3)
+        for peer in peers:
+            await throttle.hit(bare_request(peer))
+        before = sorted(await backend.keys())
+        target = asgi_target("app", dependency_app(throttle), peers)
+        for i in range(3):
+            await target.one(i)
+        return before, sorted(await backend.keys())
+
+    before, after = asyncio.run(keys())
+    assert len(before) == 3
+    assert after == before
