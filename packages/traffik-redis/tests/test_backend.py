@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from traffik.backends.redis import RedisBackend
 from traffik.backends.redis.native import native
+from traffik.backends.store_locks import DEFAULT_LOCK_TTL
 from traffik.decision import Decision
 from traffik.exceptions import (
     BackendConnectionError,
@@ -172,6 +173,25 @@ async def test_lock_with_float_ttl_expires_and_leaves_nothing(
         assert keys == [b"backend-tests:res"]
         assert 10_000 - _lived(started) <= await raw.pttl(keys[0]) + 1 <= 10_000
     assert await raw.keys("backend-tests:*") == []
+
+
+@pytest.mark.parametrize("take", ["lock", "get_lock"])
+async def test_a_lock_given_no_ttl_still_expires(
+    backend: RedisBackend, raw: Redis, take: str
+) -> None:
+    """A holder that crashes cannot block a lock name for ever: with no ttl (and no
+    `lock_ttl` default on the backend) the lock lives `DEFAULT_LOCK_TTL` seconds, as on
+    Memcached and SQLite."""
+    started = time.monotonic()
+    if take == "lock":
+        async with backend.lock("no-ttl"):
+            left = await raw.pttl(b"backend-tests:no-ttl")
+    else:  # taken and never released: a holder that crashed
+        assert await backend.get_lock(backend.get_key("no-ttl")).acquire(blocking=False)
+        left = await raw.pttl(b"backend-tests:no-ttl")
+        await raw.delete(b"backend-tests:no-ttl")
+    ttl_ms = int(DEFAULT_LOCK_TTL * 1000)
+    assert ttl_ms - _lived(started) <= left + 1 <= ttl_ms
 
 
 async def test_lock_reentrancy_and_ownership(backend: RedisBackend) -> None:

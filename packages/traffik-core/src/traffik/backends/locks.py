@@ -105,6 +105,12 @@ def _cancelled_elsewhere() -> bool:
     return uncancel is not None and uncancel() > 0
 
 
+def _ring(waiter: asyncio.Future[None]) -> None:
+    """Wake `waiter` at the end of its wait (it then looks at the lock again)."""
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class _Slot:
     __slots__ = ("count", "expires_at", "owner", "waiters")
 
@@ -198,11 +204,23 @@ class LocalLock:
             if slot.expires_at is not None:
                 until_expiry = max(slot.expires_at - table._clock(), 0.0)
                 wait_for = until_expiry if wait_for is None else min(wait_for, until_expiry)
+            # (a timer, not `asyncio.wait_for`: up to 3.11 that swallows a cancellation
+            # arriving with the wake-up, and the cancelled task would take the lock)
+            timer = None if wait_for is None else loop.call_later(wait_for, _ring, waiter)
             try:
-                await asyncio.wait_for(waiter, wait_for)
-            except asyncio.TimeoutError:
-                pass
+                await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled() and table._free(slot):
+                    # woken (the lock handed to it), then cancelled before it took it: the
+                    # next waiter gets the wake-up instead of waiting forever
+                    if waiter in slot.waiters:
+                        slot.waiters.remove(waiter)
+                    if table._slots.get(self.name) is slot:
+                        table._wake(self.name, slot)
+                raise
             finally:
+                if timer is not None:
+                    timer.cancel()
                 if waiter in slot.waiters:
                     slot.waiters.remove(waiter)
             slot = table._slots.setdefault(self.name, slot)

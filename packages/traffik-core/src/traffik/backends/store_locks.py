@@ -6,20 +6,72 @@ still holds our token). Everything else is the same on every store and lives her
 per asyncio task, reentrancy counted in this process (`Holding`, kept in the backend's
 `_holdings`), and waiting by polling with exponential backoff (0.5 ms doubling to 10 ms) up to
 `blocking_timeout`. `RedisLock` (traffik-redis) and `SQLiteLock` are built on it.
+
+A store step is never cut by a cancellation of its caller (a client that disconnected, an
+`asyncio.wait_for` around the block): once sent, a take or a drop runs to its end in a task
+of its own (`finished`), and a take that succeeded for a caller who left is dropped at once,
+so the lock is free for the next holder instead of held until its ttl runs out.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
-from typing import Any, Optional
+from collections.abc import Awaitable
+from typing import Any, Callable, Optional, TypeVar
 
 from traffik.exceptions import BackendError, LockAcquisitionError, LockReleaseError
 
-__all__ = ["Holding", "StoreLock"]
+__all__ = ["DEFAULT_LOCK_TTL", "Holding", "StoreLock", "finished"]
+
+T = TypeVar("T")
+
+DEFAULT_LOCK_TTL = 5.0
+"""Seconds a lock in a shared store (Redis, Memcached, SQLite) lives when neither the call nor
+the backend gives a `lock_ttl`: a process killed while holding one blocks it no longer than
+that (traffik 1.2 kept such a lock for ever)."""
 
 _FIRST_DELAY = 0.0005
 _MAX_DELAY = 0.01
+_log = logging.getLogger("traffik")
+_running: set[asyncio.Future[Any]] = set()
+"""Store steps going on after their caller was cancelled (held here: the loop keeps only
+weak references to tasks)."""
+
+
+async def finished(
+    step: Awaitable[T], name: str, then: Optional[Callable[[T], Awaitable[Any]]] = None
+) -> T:
+    """`await step`, which a cancellation of the caller does not cut: the step then goes on
+    in a task of its own and the cancellation is raised at once; once the step is over,
+    `then(result)` runs (to undo what the caller will never use). A failure of either is
+    logged, naming the lock `name`, never left unretrieved."""
+    task = asyncio.ensure_future(step)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if task.done():
+            _after(task, name, then)
+        else:
+            _running.add(task)
+            task.add_done_callback(lambda done: _after(done, name, then))
+        raise
+
+
+def _after(
+    task: asyncio.Future[Any], name: str, then: Optional[Callable[[Any], Awaitable[Any]]]
+) -> None:
+    _running.discard(task)
+    if task.cancelled():
+        return
+    error = task.exception()
+    if error is not None:
+        _log.warning("lock %r: a step left behind by a cancelled caller failed: %r", name, error)
+    elif then is not None:
+        follow = asyncio.ensure_future(then(task.result()))
+        _running.add(follow)
+        follow.add_done_callback(lambda done: _after(done, name, None))
 
 
 class Holding:
@@ -59,6 +111,15 @@ class StoreLock:
         """Release the lock if it still holds `token`; False when it expired before that."""
         raise NotImplementedError
 
+    def _undo(self, token: str) -> Callable[[bool], Awaitable[Any]]:
+        """What drops the lock taken for a caller cancelled meanwhile."""
+
+        async def undo(taken: bool) -> None:
+            if taken:
+                await self._drop(token)
+
+        return undo
+
     def is_owner(self, task: Any = None) -> bool:
         holding = self._backend._holdings.get(self.name)
         return holding is not None and holding.owner is (task or asyncio.current_task())
@@ -84,7 +145,7 @@ class StoreLock:
         delay = _FIRST_DELAY
         while True:
             try:
-                taken = await self._take(token)
+                taken = await finished(self._take(token), self.name, self._undo(token))
             except BackendError as exc:
                 raise LockAcquisitionError(f"could not acquire lock {self.name!r}: {exc}") from exc
             if taken:
@@ -110,7 +171,7 @@ class StoreLock:
             return
         del holdings[self.name]
         try:
-            released = await self._drop(holding.token)
+            released = await finished(self._drop(holding.token), self.name)
         except BackendError as exc:
             raise LockReleaseError(f"could not release lock {self.name!r}: {exc}") from exc
         if not released:

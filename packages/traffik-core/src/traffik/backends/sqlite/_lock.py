@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from traffik.backends.store_locks import Holding, StoreLock
+from traffik.backends.store_locks import DEFAULT_LOCK_TTL, Holding, StoreLock
 
 __all__ = ["DEFAULT_LOCK_TTL", "Holding", "SQLiteLock"]
 
-DEFAULT_LOCK_TTL = 5.0
-"""Seconds a lock lives when neither the call nor the backend gives a `lock_ttl`: a process
-killed while holding one blocks it no longer than that."""
 
 
 class SQLiteLock(StoreLock):

@@ -7,8 +7,10 @@ cannot block the key for longer than that. Releasing is a compare-and-delete: `g
 key, and only if it still holds this holder's token, `cas` it to an already-past expiry,
 which succeeds only if nobody changed the key in between. A lock whose time to live ran out
 while held is not deleted (someone else may hold it now) and its release raises
-`LockReleaseError`. Ownership is per asyncio task; `reentrant=True` lets the owning task
-acquire again, counted locally.
+`LockReleaseError`. A caller cancelled while its `add` or release is on its way leaves the
+step to finish in the background, and a lock stored for it is deleted at once
+(`traffik.backends.store_locks.finished`). Ownership is per asyncio task; `reentrant=True`
+lets the owning task acquire again, counted locally.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from traffik.backends.memcached._expiry import EXPIRED, exptime
+from traffik.backends.store_locks import DEFAULT_LOCK_TTL, finished
 from traffik.exceptions import BackendError, LockAcquisitionError, LockReleaseError
 
 if TYPE_CHECKING:
@@ -30,9 +33,6 @@ if TYPE_CHECKING:
     from traffik.backends.memcached._node import Node
 
 __all__ = ["DEFAULT_LOCK_TTL", "Hold", "MemcachedLock"]
-
-DEFAULT_LOCK_TTL = 5.0
-"""Seconds a lock lives when neither the call nor the backend gives a `lock_ttl`."""
 
 _FIRST_DELAY = 0.002
 _MAX_DELAY = 0.05
@@ -95,7 +95,11 @@ class MemcachedLock:
             token = secrets.token_hex(16).encode()
             try:
                 node, key = await self._locate(self.name)
-                stored = await node.run(_adder(key, token, exptime(self.ttl)), "acquiring a lock")
+                stored = await finished(
+                    node.run(_adder(key, token, exptime(self.ttl)), "acquiring a lock"),
+                    self.name,
+                    _undo(node, key, token),
+                )
             except BackendError as exc:
                 raise LockAcquisitionError(f"could not acquire lock {self.name!r}: {exc}") from exc
             if stored:
@@ -121,8 +125,9 @@ class MemcachedLock:
             return
         del self._held[self.name]
         try:
-            released = await hold.node.run(
-                _compare_and_delete(hold.key, hold.token), "releasing a lock"
+            released = await finished(
+                hold.node.run(_compare_and_delete(hold.key, hold.token), "releasing a lock"),
+                self.name,
             )
         except BackendError as exc:
             raise LockReleaseError(f"could not release lock {self.name!r}: {exc}") from exc
@@ -140,6 +145,16 @@ def _adder(
         return await client.store_on(conn, b"add", key, token, expiry)
 
     return add
+
+
+def _undo(node: Node, key: bytes, token: bytes) -> Callable[[bool], Awaitable[None]]:
+    """What deletes the lock stored for a caller cancelled meanwhile (`finished`)."""
+
+    async def undo(stored: bool) -> None:
+        if stored:
+            await node.run(_compare_and_delete(key, token), "releasing a lock")
+
+    return undo
 
 
 def _compare_and_delete(

@@ -17,6 +17,7 @@ from traffik.backends.redis.connection import client_source
 from traffik.backends.redis.errors import bounded, misconfigured, timed_out, translate
 from traffik.backends.redis.lock import Holding, RedisLock
 from traffik.backends.redis.steps import ScriptSteps, _fields
+from traffik.backends.store_locks import DEFAULT_LOCK_TTL
 from traffik.backends.url_options import COMMON_URL_OPTIONS, flag, number, split_url_options, text
 from traffik.exceptions import BackendConnectionError, ConfigurationError
 from traffik.strategies.base import settled
@@ -649,13 +650,13 @@ class RedisBackend(ScriptSteps, ThrottleBackend):
         Args:
             name: The lock's name (its key is namespaced).
             ttl: Seconds after which a held lock expires, so a crashed holder cannot block
-                others forever; None: held until released.
+                others forever; None for `DEFAULT_LOCK_TTL` (5 s).
             reentrant: Whether the task that holds the lock may acquire it again.
 
         Returns:
             The lock.
         """
-        return RedisLock(self, name, ttl, reentrant)
+        return RedisLock(self, name, DEFAULT_LOCK_TTL if ttl is None else ttl, reentrant)
 
     async def _set_if_absent(self, key: str, token: str, ttl: float | None) -> bool:
         key, px = self._key(key), None if ttl is None else _px(ttl)

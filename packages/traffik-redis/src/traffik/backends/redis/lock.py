@@ -11,7 +11,8 @@ class RedisLock(StoreLock):
     """A lock shared by every process using the same Redis and lock name.
 
     Acquiring sets the key to a random token only if it is absent, with a `ttl` so a
-    crashed holder cannot block others forever (no `ttl`: held until released). Waiting
+    crashed holder cannot block others forever (`DEFAULT_LOCK_TTL`, 5 s, when none is
+    given). Waiting
     polls with exponential backoff (0.5 ms doubling to 10 ms) up to `blocking_timeout`.
     Releasing deletes the key only if it still holds our token. Reentrancy (when
     `reentrant`) is counted in this process; tokens are random, so no counter key is
