@@ -7,6 +7,7 @@ uid as the Traffik under test. Periods are a minute, so no window turns during a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -20,9 +21,15 @@ from redis.asyncio import Redis
 
 from traffik import HTTPThrottle
 from traffik.backends.memcached import MemcachedBackend
+from traffik.backends.memcached._client import Flagged
+from traffik.backends.memcached._sliding import window_key
+from traffik.backends.memcached._window import WINDOW_FLAG
 from traffik.backends.redis import RedisBackend
+from traffik.clock import ManualClock
 from traffik.rates import Rate
 from traffik.strategies import (
+    ADVANCED_STRATEGIES,
+    BUILTIN_STRATEGIES,
     GCRA,
     FixedWindow,
     LeakyBucket,
@@ -215,3 +222,95 @@ async def test_a_throttle_decides_over_a_foreign_value(redis_url: str, foreign: 
         assert await run_ours(backend, 4) == each([200, 200, 200, 429])
         await backend.reset()
     await raw.aclose()
+
+
+EVERY_STRATEGY = [*BUILTIN_STRATEGIES, *ADVANCED_STRATEGIES]
+MEMCACHED_FOREIGN = [(b"not a number", 0), (b"\x00\xff{json}", 0), (b"abc", WINDOW_FLAG)]
+"""What another program may have left at a memcached key: text no strategy wrote, and its
+flags (1 is those of a window counter)."""
+
+
+async def _plant_memcached(
+    backend: MemcachedBackend, key: str, foreign: tuple[bytes, int], strategy: Any, now_ms: int
+) -> None:
+    """`foreign` at the key of `strategy`'s state, and at the window counters of a
+    `SlidingWindowCounter` (`<key>#w<window>/<period>`, where its state is) open at `now_ms`."""
+    node, mkey = await backend._locate(key)
+    keys = [mkey]
+    if isinstance(strategy, SlidingWindowCounter):
+        period = Rate.parse("3/min").expire
+        keys += [window_key(mkey, now_ms // period - n, period) for n in (0, 1)]
+
+    async def plant(client: Any, conn: Any) -> None:
+        for each_key in keys:
+            assert await client.store_on(conn, b"set", each_key, Flagged(*foreign), 0)
+
+    await node.run(plant, "plant")
+
+
+@pytest.mark.parametrize("foreign", MEMCACHED_FOREIGN, ids=lambda value: repr(value))
+@pytest.mark.parametrize("cls", EVERY_STRATEGY, ids=lambda cls: cls.__name__)
+async def test_a_foreign_value_at_a_memcached_key_is_no_state(
+    memcached_url: str, cls: Any, foreign: tuple[bytes, int]
+) -> None:
+    """As on Redis: decided as a fresh key, never an error (on_error's answer as long as the
+    value stays), and the next admitted hit replaces the value."""
+    rate, strategy, clock = Rate.parse("3/min"), cls(), ManualClock(1_700_000_040.0)
+    async with MemcachedBackend(memcached_url, namespace="foreign", clock=clock) as backend:
+        fresh = [await strategy("fresh", rate, backend, 1) for _ in range(8)]
+        fresh_stat = await strategy.get_stat("unseen", rate, backend)
+        assert 0 in fresh and fresh[-1] > 0  # (TimeOfDay's hour may raise the limit)
+        key = backend.get_key("client") + strategy.suffix
+        await _plant_memcached(backend, key, foreign, strategy, clock.ms())
+        assert [await strategy("client", rate, backend, 1) for _ in range(8)] == fresh
+        await _plant_memcached(backend, key, foreign, strategy, clock.ms())
+        stat = await strategy.get_stat("client", rate, backend)
+        assert (stat.hits_remaining, stat.wait_ms) == (fresh_stat.hits_remaining, 0)
+        await backend.reset()
+
+
+@pytest.mark.parametrize("cls", EVERY_STRATEGY, ids=lambda cls: cls.__name__)
+async def test_hits_racing_over_a_foreign_memcached_value_replace_it_once(
+    memcached_url: str, cls: Any
+) -> None:
+    """Twelve instances (their own connections, nothing coalesced between them) hit a key
+    holding a foreign value at once: one of them replaces it, the others count on top, so as
+    many are admitted as on a fresh key, not one per hit that met the foreign value."""
+    rate, strategy, clock = Rate.parse("3/min"), cls(), ManualClock(1_700_000_040.0)
+    backends = [
+        MemcachedBackend(memcached_url, namespace="foreign-race", clock=clock) for _ in range(12)
+    ]
+    for backend in backends:
+        await backend.initialize()
+    try:
+        first = backends[0]
+        await first.reset()
+        for backend in backends:
+            await backend.get("warm")  # every instance reads the new generation, connects
+        fresh = [await strategy("fresh", rate, first, 1) for _ in backends]
+        key = first.get_key("client") + strategy.suffix
+        await _plant_memcached(first, key, MEMCACHED_FOREIGN[0], strategy, clock.ms())
+        waits = await asyncio.gather(*(strategy("client", rate, b, 1) for b in backends))
+        admitted = sum(wait == 0 for wait in fresh)
+        assert 0 < admitted < len(backends)
+        assert sum(wait == 0 for wait in waits) == admitted
+        await first.reset()
+    finally:
+        for backend in backends:
+            await backend.close()
+
+
+async def test_a_throttle_decides_over_foreign_memcached_values(memcached_url: str) -> None:
+    clock = ManualClock(1_700_000_040.0)
+    async with MemcachedBackend(
+        memcached_url, namespace="foreign-throttle", clock=clock
+    ) as backend:
+        await backend.reset()
+        assert (await run_ours(backend, 1)) == each([200])
+        keys = await backend.scan(backend.get_key(""))
+        assert len(keys) == len(STRATEGIES)
+        for key in keys:
+            (strategy,) = [cls() for cls in STRATEGIES if key.endswith(cls.suffix)]
+            await _plant_memcached(backend, key, (b"text", 0), strategy, clock.ms())
+        assert await run_ours(backend, 4) == each([200, 200, 200, 429])
+        await backend.reset()

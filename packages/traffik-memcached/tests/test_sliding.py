@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -136,3 +137,36 @@ async def test_a_limit_too_large_for_counters_keeps_a_state(
     assert (await strategy.decide("big", rate, backend, 7)).allowed
     stored = await backend.get(backend.get_key("big") + strategy.suffix)
     assert stored == f"{clock.ms() // rate.expire},7,0,{rate.expire}"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("where", [(0,), (1,), (0, 1)], ids=["open", "previous", "both"])
+async def test_window_counters_holding_what_no_counter_wrote_are_no_state(
+    backend: MemcachedBackend, clock: ManualClock, where: tuple[int, ...]
+) -> None:
+    """Another program's value at the open window's counter, the previous one's or both:
+    read as missing, given nothing back, and replaced by the hit that opens the window (it
+    failed every decision on the key)."""
+    strategy = SlidingWindowCounter()
+    node, mkey = await backend._locate(backend.get_key("u") + strategy.suffix)
+    wid = clock.ms() // RATE.expire
+
+    def plant(backs: tuple[int, ...]) -> Any:
+        async def run(client: Any, conn: Any) -> None:
+            for back in backs:
+                counter = window_key(mkey, wid - back, RATE.expire)
+                assert await client.store_on(conn, b"set", counter, b"not a count", 0)
+
+        return run
+
+    await node.run(plant(where), "test")
+    assert (
+        await backend.evaluate_all(items(strategy, "u", [RATE], 10, backend), commit=False)
+    ).allowed
+    await backend.refund_all(items(strategy, "u", [RATE], 3, backend))
+    decisions = [(await strategy.decide("u", RATE, backend, 4)).allowed for _ in range(3)]
+    assert decisions == [True, True, False]
+    assert await _counter(backend, "u", clock.ms()) == (0, 8)
+    await node.run(plant((0,)), "test")  # while the key is known full: its `get` reads it
+    assert (await strategy.decide("u", RATE, backend, 4)).allowed
+    assert await _counter(backend, "u", clock.ms()) == (0, 4)

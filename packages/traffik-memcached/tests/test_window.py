@@ -157,3 +157,42 @@ async def test_a_hit_larger_than_the_window_limit_is_refused(backend: MemcachedB
 
 async def _async(value: object) -> object:
     return value
+
+
+@pytest.mark.memcached
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("value", "flags"),
+    [(b"not a number", 0), (b"abc", WINDOW_FLAG), (b"9" * 30, 0), (b"1_000", 0)],
+    ids=["text", "text flagged as a window", "above 2**64", "not memcached's number"],
+)
+async def test_a_value_no_counter_wrote_is_replaced_by_a_new_window(
+    backend: MemcachedBackend, clock: ManualClock, memcached_url: str, value: bytes, flags: int
+) -> None:
+    """Another program's value at the key is no state (it failed every `FixedWindow`
+    decision on the key until it expired): the next hit opens a window over it."""
+    _, key = await backend._locate("w")
+    raw = aiomcache.FlagClient(
+        "127.0.0.1",
+        int(memcached_url.rsplit(":", 1)[1]),
+        get_flag_handler=lambda value, flags: _async((value, flags)),
+        set_flag_handler=lambda value: _async(value),
+    )
+    try:
+        await raw.set(key, (value, flags), exptime=120)
+        assert await backend.get("w") == value.decode()
+        assert await backend.ttl("w") is None
+        assert await backend.expire("w", 30)  # a plain `touch`
+        first = await backend.increment_with_ttl("w", amount=2, ttl=60)
+        assert first == 2 and isinstance(first, WindowCount) and first.ttl_ms == 60_000
+        assert await backend.increment_with_ttl("w", amount=1, ttl=60) == 3
+        assert await backend.get("w") == "3"
+    finally:
+        await raw.close()
+
+
+@pytest.mark.memcached
+@pytest.mark.anyio
+async def test_a_negative_counter_stays_a_signed_counter(backend: MemcachedBackend) -> None:
+    assert await backend.increment("n", -4) == -4
+    assert await backend.increment_with_ttl("n", amount=1, ttl=60) == -3

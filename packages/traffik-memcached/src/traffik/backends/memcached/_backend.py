@@ -13,7 +13,7 @@ from traffik.backends.base import ThrottleBackend, WindowCount
 from traffik.backends.health import circuit_policy
 from traffik.backends.lanes import Lanes, counter_decider
 from traffik.backends.memcached._client import Flagged, NodeClient
-from traffik.backends.memcached._counters import ATTEMPTS, increment, number, window_hit
+from traffik.backends.memcached._counters import ATTEMPTS, increment, window_hit, window_of
 from traffik.backends.memcached._expiry import exptime
 from traffik.backends.memcached._item_size import ITEM_BYTES_MEANING, MIN_ITEM_BYTES
 from traffik.backends.memcached._keys import KeySpace
@@ -44,7 +44,6 @@ from traffik.backends.memcached._window import (
     WINDOW_FLAG,
     WINDOW_LIMIT,
     pack,
-    unpack,
     window_end,
 )
 from traffik.exceptions import BackendError, ConfigurationError
@@ -65,10 +64,11 @@ __all__ = ["MemcachedBackend"]
 def _text(raw: bytes | Flagged | None, now: int) -> Optional[str]:
     if raw is None:
         return None
+    window = window_of(raw)
+    if window is not None:
+        end, count = window
+        return str(count) if end > now else None
     if isinstance(raw, Flagged):
-        if raw.flags == WINDOW_FLAG:
-            end, count = unpack(number(raw))
-            return str(count) if end > now else None
         if raw.flags == MARKER_FLAG:  # (`get` describes it instead)
             return None
         raw = raw.value
@@ -167,6 +167,10 @@ class MemcachedBackend(MemcachedSteps, ThrottleBackend):
       empty (no TLS or socket options).
     - Counters: memcached's are unsigned, so `decrement` stops at 0 on an existing counter
       and, as in traffik 1.2, stores `-amount` for a missing one.
+    - A value no strategy wrote at a strategy's key (another program's text) is no state,
+      as on Redis: a state, a fixed window or a sliding window's counter reads as missing,
+      and the hit that meets it replaces it under `cas` (one of the hits meeting it at once
+      does; the others count in what it wrote).
 
     Args:
         url: `memcached://host:port[,host:port...]` (the port defaults to 11211); give it
@@ -530,9 +534,10 @@ class MemcachedBackend(MemcachedSteps, ThrottleBackend):
                 raw, token = await client.gets_on(conn, mkey)
                 if raw is None:
                     return False
-                if not (isinstance(raw, Flagged) and raw.flags == WINDOW_FLAG):
+                window = window_of(raw)
+                if window is None:
                     return await client.touch_on(conn, mkey, expiry)
-                count = unpack(number(raw))[1]
+                count = window[1]
                 moved = Flagged(b"%d" % pack(window_end(now, seconds), count), WINDOW_FLAG)
                 if await client.store_on(conn, b"cas", mkey, moved, expiry, token):
                     return True
@@ -552,10 +557,11 @@ class MemcachedBackend(MemcachedSteps, ThrottleBackend):
         """
         node, mkey = await self._locate(key)
         raw = await node.run(lambda client, conn: client.get_on(conn, mkey), "ttl")
-        if isinstance(raw, Flagged) and raw.flags == WINDOW_FLAG:
-            left = unpack(number(raw))[0] - self.now_ms()
-            return left if left > 0 else None
-        return None
+        window = None if raw is None else window_of(raw)
+        if window is None:
+            return None
+        left = window[0] - self.now_ms()
+        return left if left > 0 else None
 
     async def multi_get(self, *keys: str) -> list[Optional[str]]:
         """Read several keys.

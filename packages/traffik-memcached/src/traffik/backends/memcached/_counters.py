@@ -32,20 +32,46 @@ __all__ = [
     "number",
     "refund_count",
     "uncount",
+    "unsigned",
+    "whole_number",
     "window_count",
     "window_hit",
+    "window_of",
 ]
 
 ATTEMPTS = 50
 """How many times a read-modify-write is retried after losing a race before giving up."""
 
 
+def whole_number(raw: bytes | Flagged) -> Optional[int]:
+    """The whole number a value holds (`-` and ASCII digits, maybe padded with spaces as
+    `decr` leaves it), or None for a value no counter wrote."""
+    text = (raw.value if isinstance(raw, Flagged) else raw).strip(b" ")
+    digits = text[1:] if text.startswith(b"-") else text
+    return int(text) if digits.isdigit() else None
+
+
+def unsigned(raw: bytes | Flagged | None) -> Optional[int]:
+    """The number memcached's `incr` adds to (0 to 2**64 - 1), or None for a missing key and
+    any other value."""
+    value = None if raw is None else whole_number(raw)
+    return value if value is not None and 0 <= value < 2**64 else None
+
+
 def number(raw: bytes | Flagged) -> int:
-    text = raw.value if isinstance(raw, Flagged) else raw
-    try:
-        return int(text)
-    except ValueError:
-        raise ReplyError("the key holds a value that is not a whole number", text[:40]) from None
+    value = whole_number(raw)
+    if value is None:
+        text = raw.value if isinstance(raw, Flagged) else raw
+        raise ReplyError("the key holds a value that is not a whole number", text[:40])
+    return value
+
+
+def window_of(raw: bytes | Flagged) -> Optional[tuple[int, int]]:
+    """`(end, count)` of a window counter as read; None for any other value."""
+    if not (isinstance(raw, Flagged) and raw.flags == WINDOW_FLAG):
+        return None
+    value = unsigned(raw)
+    return None if value is None else unpack(value)
 
 
 def increment(key: bytes, amount: int) -> Operation[int]:
@@ -95,20 +121,32 @@ def window_hit(
     `WindowCount` carrying the time left, or a plain int for a key that holds a plain number.
     `first` is the reply to an `incr` of `amount` already sent (the backend's fast path
     hands over the cases it does not finish itself): the operation goes on from there.
+
+    A value no counter wrote (not a whole number: another program's) is no state: it is
+    replaced by a new window, under `cas`, so of the hits that meet it at once one replaces
+    it and the others count in the window it opened.
     """
 
     async def run(client: NodeClient, conn: Connection) -> int:
         reply = first
         for _ in range(ATTEMPTS):
+            token = None
             try:
                 if reply is None:
                     value = await client.incr_on(conn, key, amount)
                 else:
-                    value, reply = incr_reply(reply, key), None
+                    sent, reply = reply, None
+                    value = incr_reply(sent, key)
             except NotNumeric:
-                return await _signed_add(client, conn, key, amount)
+                raw, token = await client.gets_on(conn, key)
+                held = None if raw is None else whole_number(raw)
+                if held is not None and held < 0:
+                    return await _signed_add(client, conn, key, amount)
+                if unsigned(raw) is not None:
+                    continue  # replaced by a count meanwhile: counted by the next `incr`
+                value = None
             if value is None:
-                opened = await _open_window(client, conn, key, amount, ttl, now, None)
+                opened = await _open_window(client, conn, key, amount, ttl, now, token)
                 if opened is not None:
                     return opened
                 continue
@@ -122,9 +160,12 @@ def window_hit(
             raw, token = await client.gets_on(conn, key)
             if raw is None:
                 continue
-            if not isinstance(raw, Flagged) or raw.flags != WINDOW_FLAG:
-                return number(raw)
-            if unpack(number(raw))[0] > now:
+            window = window_of(raw)
+            if window is None:
+                held = whole_number(raw)
+                if held is not None:
+                    return held  # replaced by a plain counter meanwhile
+            elif window[0] > now:
                 continue  # another caller opened the next window meanwhile: count in it
             opened = await _open_window(client, conn, key, amount, ttl, now, token)
             if opened is not None:
@@ -154,16 +195,16 @@ async def _open_window(
 
 def window_count(raw: bytes | Flagged | None, now: int) -> tuple[int, Optional[int]]:
     """`(count, ms until its window closes)` of a counter read at `now`: `(0, None)` for a
-    missing key or a closed window, `(count, None)` for a plain counter."""
+    missing key, a closed window or a value no counter wrote, `(count, None)` for a plain
+    counter."""
     if raw is None:
         return 0, None
-    if isinstance(raw, Flagged) and raw.flags == WINDOW_FLAG:
-        end, count = unpack(number(raw))
+    window = window_of(raw)
+    if window is not None:
+        end, count = window
         return (count, end - now) if end > now else (0, None)
-    try:
-        return number(raw), None
-    except ReplyError:
-        return 0, None
+    value = whole_number(raw)
+    return (0, None) if value is None else (value, None)
 
 
 def uncount(key: bytes, amount: int, end: int) -> Operation[None]:
@@ -175,7 +216,10 @@ def uncount(key: bytes, amount: int, end: int) -> Operation[None]:
     counted in it meanwhile: `gets`, then a `cas` that expires it."""
 
     async def run(client: NodeClient, conn: Connection) -> None:
-        value = await client.incr_on(conn, key, amount, b"decr")
+        try:
+            value = await client.incr_on(conn, key, amount, b"decr")
+        except NotNumeric:
+            return  # replaced by a value no counter wrote: nothing of this caller's is left
         if value is None:
             return
         held, count = unpack(value)

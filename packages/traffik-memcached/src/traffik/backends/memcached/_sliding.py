@@ -27,6 +27,11 @@ Opening a window also writes `<key>` itself: a marker (flag `MARKER_FLAG`) holdi
 period, living as long as the window's counter. It is what lets `delete(<key>)` (a
 throttle's `reset`, `python -m traffik reset`) find and delete the window counters of a
 key without knowing its rate, and `scan` list the key: one more command per key per window.
+
+A window counter holding what no counter wrote (not a whole number below 2**64: another
+program's value) is no state: read as a missing counter, and replaced when a hit opens the
+window, under `cas`, so that of the hits meeting it at once one replaces it and the others
+count on top.
 """
 
 from __future__ import annotations
@@ -34,8 +39,8 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING, Callable
 
-from traffik.backends.memcached._client import Flagged, NodeClient, ReplyError
-from traffik.backends.memcached._counters import ATTEMPTS, number
+from traffik.backends.memcached._client import Flagged, NodeClient, NotNumeric, ReplyError
+from traffik.backends.memcached._counters import ATTEMPTS, unsigned
 from traffik.backends.memcached._expiry import exptime
 from traffik.backends.memcached._keys import MAX_KEY_BYTES
 from traffik.backends.memcached._transition import Hit
@@ -97,10 +102,11 @@ def window_key(key: bytes, wid: int, period: int) -> bytes:
 
 
 def previous_and_count(raw: bytes | Flagged | None) -> tuple[int, int]:
-    """`(previous, count)` of a window counter as read (`(0, 0)` when missing)."""
-    if raw is None:
+    """`(previous, count)` of a window counter as read (`(0, 0)` when missing or foreign)."""
+    value = unsigned(raw)
+    if value is None:
         return 0, 0
-    previous, count = divmod(number(raw), PREVIOUS_SPAN)
+    previous, count = divmod(value, PREVIOUS_SPAN)
     return previous, count
 
 
@@ -108,8 +114,8 @@ def window_state(
     current: bytes | Flagged | None, previous: bytes | Flagged | None, wid: int
 ) -> list[int]:
     """`SlidingWindowCounter`'s state `[wid, count, previous]` from the counters of window
-    `wid` and of the one before (read only when `wid`'s is missing)."""
-    if current is not None:
+    `wid` and of the one before (read only when `wid`'s is missing or foreign)."""
+    if unsigned(current) is not None:
         before, count = previous_and_count(current)
         return [wid, count, before]
     return [wid, 0, previous_and_count(previous)[1]]
@@ -157,7 +163,7 @@ async def _round(
     state: list[int] = []
     if full.get(key, 0) > now:
         raw = await client.get_on(conn, counter)
-        if raw is not None:
+        if unsigned(raw) is not None:
             state = window_state(raw, None, wid)
             for strategy, rate, cost in hits:
                 decision = strategy.transition(state, now, rate, cost)[0]
@@ -194,10 +200,18 @@ async def _add(
     client: NodeClient, conn: Connection, key: bytes, wid: int, amount: int, now: int, period: int
 ) -> tuple[int, int]:
     """`(previous, count)` after adding `amount` to window `wid`: one `incr`; opening the
-    window (`get` of the previous one, `add`) when it has no counter yet."""
+    window (`get` of the previous one, `add`) when it has no counter yet, or `cas` over a
+    value no counter wrote."""
     counter = window_key(key, wid, period)
     for _ in range(ATTEMPTS):
-        value = await client.incr_on(conn, counter, amount)
+        token = None
+        try:
+            value = await client.incr_on(conn, counter, amount)
+        except NotNumeric:
+            raw, token = await client.gets_on(conn, counter)
+            if unsigned(raw) is not None:
+                continue  # replaced by a count meanwhile: counted by the next `incr`
+            value = None
         if value is not None:
             previous, count = divmod(value, PREVIOUS_SPAN)
             return previous, count
@@ -205,7 +219,11 @@ async def _add(
         previous = previous_and_count(before)[1]
         opened = b"%d" % (previous * PREVIOUS_SPAN + amount)
         expiry = exptime(_ttl_ms(now, period) / 1000)
-        if await client.store_on(conn, b"add", counter, opened, expiry):
+        if token is None:
+            stored = await client.store_on(conn, b"add", counter, opened, expiry)
+        else:
+            stored = await client.store_on(conn, b"cas", counter, opened, expiry, token)
+        if stored:
             marker = Flagged(b"%d" % period, MARKER_FLAG)
             await client.store_on(conn, b"set", key, marker, expiry)
             return previous, amount
@@ -257,10 +275,14 @@ def describe_marker(
 
 
 def uncount_window(counter: bytes, amount: int) -> Operation[None]:
-    """Give back `amount` counted in the window counter `counter` (one `decr`)."""
+    """Give back `amount` counted in the window counter `counter` (one `decr`); nothing when
+    another program's value replaced it meanwhile."""
 
     async def run(client: NodeClient, conn: Connection) -> None:
-        await client.incr_on(conn, counter, amount, b"decr")
+        try:
+            await client.incr_on(conn, counter, amount, b"decr")
+        except NotNumeric:
+            return
 
     return run
 
@@ -268,7 +290,8 @@ def uncount_window(counter: bytes, amount: int) -> Operation[None]:
 def refund_windows(key: bytes, amount: int, rate: Rate, now: int) -> Operation[None]:
     """Give `amount` back as `SlidingWindowCounter.refund` does, under `gets`/`cas`: off the
     open window's count first, then off the previous count it weighs; with no open window,
-    off the previous window's own count. Never below 0; nothing to do for missing counters."""
+    off the previous window's own count. Never below 0; nothing to do for missing counters
+    (or foreign ones: no state)."""
     period = rate.expire
     wid = now // period
 
@@ -277,14 +300,14 @@ def refund_windows(key: bytes, amount: int, rate: Rate, now: int) -> Operation[N
             counter = window_key(key, wid, period)
             raw, token = await client.gets_on(conn, counter)
             ttl_ms = _ttl_ms(now, period)
-            if raw is not None:
+            if unsigned(raw) is not None:
                 previous, count = previous_and_count(raw)
                 back = min(amount, count)
                 value = max(previous - (amount - back), 0) * PREVIOUS_SPAN + count - back
             else:
                 counter = window_key(key, wid - 1, period)
                 raw, token = await client.gets_on(conn, counter)
-                if raw is None:
+                if unsigned(raw) is None:
                     return
                 previous, count = previous_and_count(raw)
                 value = previous * PREVIOUS_SPAN + max(count - amount, 0)

@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
 
 from traffik.backends.lanes import Lanes
 from traffik.backends.memcached._client import Flagged
-from traffik.backends.memcached._counters import refund_count, uncount, window_count, window_hit
+from traffik.backends.memcached._counters import (
+    refund_count,
+    uncount,
+    unsigned,
+    window_count,
+    window_hit,
+)
 from traffik.backends.memcached._item_size import check_fits
 from traffik.backends.memcached._node import fetch
 from traffik.backends.memcached._sliding import (
@@ -188,7 +194,7 @@ class MemcachedSteps:
         opening = [
             (node, window_key(mkey, wid - 1, item.rate.expire))
             for item, (node, mkey), wid, raw in zip(items, located, windows, values)
-            if wid is not None and raw is None
+            if wid is not None and unsigned(raw) is None
         ]
         previous = iter(await fetch(opening, "evaluate_all") if opening else [])
         parts = []
@@ -201,7 +207,8 @@ class MemcachedSteps:
             if wid is None:
                 state = decode_state(raw.value if isinstance(raw, Flagged) else raw)
             else:
-                state = window_state(raw, None if raw is not None else next(previous), wid)
+                opened = unsigned(raw) is not None
+                state = window_state(raw, None if opened else next(previous), wid)
             parts.append(item.strategy.transition(state, now, item.rate, item.cost)[0])
         return parts
 
