@@ -17,8 +17,10 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from traffik import HTTPThrottle, InMemoryBackend, WebSocketThrottle, is_throttled
+from traffik.headers import Header
 from traffik.middleware import MiddlewareThrottle, ThrottleMiddleware
 from traffik.rules import glob
+from traffik.testing.failing import FailingBackend
 
 pytestmark = pytest.mark.anyio
 
@@ -283,3 +285,95 @@ async def test_websocket_handshakes_as_the_general_path(extensions: dict[str, An
             }
         ]
     assert len(keys) == 1
+
+
+def connections_seen(seen: list[tuple[str, Any]], name: str) -> list[tuple[type, str]]:
+    return [(type(c), c.scope["route"].path) for n, c in seen if n == name]
+
+
+async def test_the_apps_callables_get_a_request_with_the_pattern_as_route() -> None:
+    # The one-throttle path makes no `Request` for a throttle that reads the scope alone; every
+    # callable of the app it reaches still gets one (the pattern as its route), one per hit.
+    seen: list[tuple[str, Any]] = []
+
+    def value(connection: Any, stat: Any, context: Any) -> str:
+        seen.append(("header", connection))
+        return "seen"
+
+    async def handler(connection: Any, wait_ms: float, throttle: Any, context: Any) -> Response:
+        seen.append(("handler", connection))
+        return PlainTextResponse("slow down", status_code=429)
+
+    backend = InMemoryBackend(namespace="made")
+    throttle = HTTPThrottle(
+        "made:one",
+        rate="1/min",
+        backend=backend,
+        headers={"x-seen": Header(value, when="always")},
+        handle_throttled=handler,
+        on_decision=lambda event: seen.append(("event", event.connection)),
+    )
+    app = app_with(MiddlewareThrottle(throttle, path="/items/"))
+    assert uses_fast_path(app)
+    answers, _ = await run(app, backend, [("GET", "/items/1")] * 2)
+    assert [(status, body) for status, _, body in answers] == [
+        (200, "throttled=False"),
+        (429, "slow down"),
+    ]
+    assert (b"x-seen", b"seen") in answers[0][1]
+    assert connections_seen(seen, "header") == [(Request, "/items/")] * 2  # (and on the 429)
+    assert connections_seen(seen, "handler") == [(Request, "/items/")]
+    assert connections_seen(seen, "event") == [(Request, "/items/")] * 2
+    refusal = [connection for name, connection in seen[-3:]]  # (event, header, handler)
+    assert refusal[0] is refusal[1] is refusal[2]  # (one Request per hit)
+
+
+async def test_an_identifier_and_on_error_get_a_request_on_the_one_throttle_path() -> None:
+    seen: list[tuple[str, Any]] = []
+
+    def identifier(connection: Any) -> str:
+        seen.append(("identifier", connection))
+        return "client"
+
+    async def on_error(connection: Any, info: Any) -> float:
+        seen.append(("on_error", connection))
+        return 0
+
+    store = InMemoryBackend(namespace="made-errors")
+    backend = FailingBackend(store)
+    identified = HTTPThrottle("made:id", rate="5/min", backend=store, identifier=identifier)
+    failing = HTTPThrottle("made:err", rate="5/min", backend=backend, on_error=on_error)
+    for throttle in (identified, failing):
+        app = app_with(MiddlewareThrottle(throttle, path="/items/"))
+        assert uses_fast_path(app)
+        backend.fail()
+        answers, _ = await run(app, store, [("GET", "/items/1")])
+        assert answers[0][0] == 200
+    assert connections_seen(seen, "identifier") == [(Request, "/items/")]
+    assert connections_seen(seen, "on_error") == [(Request, "/items/")]
+
+
+async def test_a_throttle_class_with_its_own_hit_gets_a_request() -> None:
+    # traffik 1.2 code overrides `hit` (or `get_backend`) and reads the connection there: the
+    # one-throttle path hands such a class a `Request`, never the scope alone.
+    seen: list[Any] = []
+
+    class Audited(HTTPThrottle):
+        async def hit(self, connection: Any, **options: Any) -> Any:
+            seen.append((type(connection), connection.url.path, connection.headers.get("x-k")))
+            return await super().hit(connection, **options)
+
+    class Resolving(HTTPThrottle):
+        def get_backend(self, connection: Any = None) -> Any:
+            seen.append((type(connection), connection.url.path, connection.headers.get("x-k")))
+            return super().get_backend(connection)
+
+    backend = InMemoryBackend(namespace="made-hooks")
+    for cls in (Audited, Resolving):  # (the second finds the middleware's backend)
+        own = backend if cls is Audited else None
+        throttle = cls(f"made:{cls.__name__}", rate="1/min", backend=own)
+        app = app_with(MiddlewareThrottle(throttle, path="/items/"), backend=backend)
+        assert uses_fast_path(app)
+        answers, _ = await run(app, backend, [("GET", "/items/1")] * 2)
+        assert [status for status, _, _ in answers] == [200, 429]
+    assert seen == [(Request, "/items/1", None)] * 4

@@ -32,9 +32,10 @@ from traffik.middleware_throttle import (
     bypasses,
     sort_throttles,
 )
-from traffik.outcomes import CHARGES_KEY, Outcome, settle, settles
+from traffik.outcomes import CHARGES_KEY, Outcome, settle
 from traffik.responses import ThrottledResponse
 from traffik.rules import applies, glob
+from traffik.throttle_answers import PendingRequest
 from traffik.throttle_settings import check_context
 from traffik.throttles import Throttle
 from traffik.together import Entry, hit_together
@@ -157,14 +158,14 @@ class _HeaderSink:
     for header values resolved per request), and the `send` that adds them to the response.
 
     One object per request: the throttle's `response`, then (its bound `send_with_headers`)
-    the app's `send` when there are headers to add.
+    the app's `send` when there are headers to add. Made without an `__init__` (a call of
+    its own per request): `ThrottleMiddleware` sets both slots.
     """
 
     __slots__ = ("raw_headers", "send")
 
-    def __init__(self, send: Send) -> None:
-        self.raw_headers: list[tuple[bytes, bytes]] = []
-        self.send = send
+    raw_headers: list[tuple[bytes, bytes]]
+    send: Send
 
     @property
     def headers(self) -> MutableHeaders:
@@ -273,12 +274,24 @@ class ThrottleMiddleware:
             "exception_handler_getter"
         ]
         self._cors: Optional[tuple[CORSMiddleware, ...]] = None  # (`_cors_inside`)
+        # Whether a throttle of this middleware settles its charges on the response's status
+        # (`charge_when`): decided when the app is built, as `throttled(...)` decides it.
+        self._settles = any(t.throttle.charge_when is not None for t in throttles)
+        # Whether the one-throttle path may hand the throttle a `PendingRequest` (the scope
+        # alone, a `Request` made only when the app's callables need one): not for a
+        # throttle class whose own `hit` or `get_backend` (traffik 1.2 hooks) may read it.
+        first = self.http_throttles[0].throttle if self.http_throttles else None
+        self._pending = (
+            first is not None
+            and type(first).hit is Throttle.hit
+            and type(first).get_backend is Throttle.get_backend
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
             throttles = self.http_throttles
-            if scope.get("method") == "OPTIONS" and _is_preflight(scope):
+            if scope["method"] == "OPTIONS" and _is_preflight(scope):
                 throttles = ()  # a browser's question before a request: the request counts
         elif kind == "websocket":
             throttles = self.websocket_throttles
@@ -292,55 +305,63 @@ class ThrottleMiddleware:
         # `throttle.refund(request)` in the app, give back on the bucket it was taken from.
         state = scope.get("state")
         if state is None:
-            scope["state"] = state = {}
-        charges = state.get(CHARGES_KEY)
-        if charges is None:
-            state[CHARGES_KEY] = charges = []
+            scope["state"] = {CHARGES_KEY: []}
+        elif CHARGES_KEY not in state:
+            state[CHARGES_KEY] = []
         sink: Any = None  # (where the throttles write the headers of an admitted request)
         try:
             if self.exempt and await self._exempted(_connection(scope, receive, send)):
                 pass
             elif len(throttles) > 1 or throttles[0].checks_more:
                 if kind == "http":
-                    sink = _HeaderSink(send)
+                    sink = _HeaderSink()
+                    sink.raw_headers = []
+                    sink.send = send
                 await self._run(throttles, scope, receive, send, sink)
             else:
                 # One throttle whose rule the scope alone decides (the common case): `_run`
                 # written out for it, as a call here costs about as much as the scope's copy.
-                throttle = throttles[0]
-                match = throttle.path_match
+                alone = throttles[0]
+                match = alone.path_match
                 if match is not None:  # (the path `route_path` reads, without the call)
-                    path = route_path(scope) if scope.get("root_path") else scope.get("path", "")
+                    path = route_path(scope) if scope.get("root_path") else scope["path"]
                     matched = match(path) is not None
                 else:
-                    matched = throttle.matches_any or throttle.rule.matches_scope(scope)
+                    matched = alone.matches_any or alone.rule.matches_scope(scope)
                 if matched:
-                    if kind == "http" and throttle.throttle.headers is not None:
-                        sink = _HeaderSink(send)  # (none for a throttle that writes none)
+                    throttle = alone.throttle
                     view = dict(scope)
-                    view["route"] = throttle.route
+                    view["route"] = alone.route
                     if self.backend is not None:
                         view[SCOPE_BACKEND_KEY] = self.backend
-                    scoped = Request(view) if kind == "http" else WebSocket(view, receive, send)
+                    if kind == "websocket":
+                        scoped: Any = WebSocket(view, receive, send)
+                    else:  # (the Request is made only if a callable of the app gets it)
+                        if self._pending:
+                            scoped = PendingRequest()
+                            scoped.scope = view
+                        else:
+                            scoped = Request(view)
+                        if throttle.headers is not None:  # (none for a throttle writing none)
+                            sink = _HeaderSink()
+                            sink.raw_headers = []
+                            sink.send = send
                     context = self.context
-                    merged = (
-                        {**context, **throttle.context} if context or throttle.context else None
-                    )
                     skip = self.skip_handler
-                    await throttle.throttle.hit(
+                    await throttle.hit(
                         scoped,
-                        cost=throttle.cost,
-                        context=merged,
-                        skip_handler=throttle.skip_handler if skip is None else skip,
+                        cost=alone.cost,
+                        context={**context, **alone.context} if context or alone.context else None,
+                        skip_handler=alone.skip_handler if skip is None else skip,
                         response=sink,
-                        shadow=throttle.shadow,
+                        shadow=alone.shadow,
                     )
         except Exception as exc:
             await self._reject(exc, _connection(scope, receive, send), scope, receive, send)
             return
         if sink is not None and sink.raw_headers:
             send = sink.send_with_headers
-        if not settles(charges):
+        if not self._settles:
             await self.app(scope, receive, send)
             return
         settling = _Settling(_connection(scope, receive, send), send)

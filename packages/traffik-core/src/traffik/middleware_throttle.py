@@ -186,7 +186,7 @@ class MiddlewareThrottle:
 
     async def hit(
         self,
-        connection: Any,
+        connection: Any = None,
         *,
         cost: Optional[int] = None,
         context: Optional[Mapping[str, Any]] = None,
@@ -211,6 +211,8 @@ class MiddlewareThrottle:
             Exception: Whatever the throttle's `hit` raises (its throttled handler's
                 exception, say).
         """
+        if connection is None:  # (FastAPI's, on a route of the other kind: the throttle's error)
+            raise self.throttle._no_connection()
         merged = {**(context or {}), **self.context}
         if not await self.applies(connection, merged):
             return connection

@@ -54,7 +54,6 @@ __all__ = [
     "given_back",
     "note",
     "settle",
-    "settles",
     "take_charge",
 ]
 
@@ -254,14 +253,6 @@ def note(state: dict[str, Any], charges: list[Noted], noted: Noted) -> None:
     refunded = state.get(REFUNDED_KEY)
     if refunded and throttle in refunded:
         refunded.remove(throttle)
-
-
-def settles(charges: Optional[list[Noted]]) -> bool:
-    """Whether a noted charge's throttle has `charge_when`: the outcome must then be settled."""
-    for noted in charges or ():  # noqa: SIM110 (a loop: no generator per request)
-        if noted[0].charge_when is not None:
-            return True
-    return False
 
 
 def take_charge(connection: Any, throttle: Any, cost: Optional[int] = None) -> Optional[Charges]:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
 
+from starlette.requests import Request
 from starlette.responses import Response
 
 from traffik.config import THROTTLED_STATE_KEY
@@ -29,11 +30,36 @@ if TYPE_CHECKING:
     from traffik.rates import Rate
     from traffik.response_headers import HeaderPlan
 
-__all__ = ["ThrottleAnswers"]
+__all__ = ["PendingRequest", "ThrottleAnswers", "made"]
 
 logger = logging.getLogger("traffik")
 _shadow_log = QuietLog(logger, interval=1.0)
 """Would-be refusals of shadow throttles: one line per client and throttle per second."""
+
+
+class PendingRequest:
+    """An HTTP request a throttle counts before anyone needs it as a `Request`:
+    `ThrottleMiddleware` hands `hit` this, with the `scope` the throttle reads, and `hit`
+    makes the `Request` (`made`) only when a callable of the app is given the connection
+    (rules, an identifier, a rate or cost callable, handlers, observers, header values,
+    `on_error`). Made without an `__init__`: the caller sets `scope`."""
+
+    __slots__ = ("_request", "scope")
+
+    scope: Any
+    _request: Request
+
+
+def made(connection: Any) -> Any:
+    """`connection`, or the `Request` a `PendingRequest` stands for, made once (the app's
+    callables see one connection per hit)."""
+    if type(connection) is not PendingRequest:
+        return connection
+    try:
+        return connection._request
+    except AttributeError:
+        request = connection._request = Request(connection.scope)
+        return request
 
 
 def _let_through(connection: Any) -> Any:
@@ -67,6 +93,9 @@ class ThrottleAnswers:
 
         def _plan_for(self, rates: tuple[Rate, ...]) -> HeaderPlan: ...
 
+    _made = staticmethod(made)
+    """`made`, for `hit`: the connection as the app's callables get it."""
+
     def watches(self, backend: ThrottleBackend, shadow: Optional[bool] = None) -> bool:
         """Whether a hit on `backend` only watches (decides and counts, never refuses): the
         hit's `shadow` when given, else this throttle's, else the backend's default."""
@@ -95,6 +124,7 @@ class ThrottleAnswers:
         """Answer a decision off the hot path: a refusal (enforced, or only recorded by a
         shadow throttle) and, when observers are set, the decision's event (naming the store
         that failed, `failed_on`, when `on_error` answered on another)."""
+        connection = made(connection)  # (handed to the handler and the observers)
         shadow = self.watches(backend, shadow)
         outcome = ALLOWED if decision.allowed else (SHADOW_REFUSED if shadow else REFUSED)
         if failure is not None:
@@ -219,7 +249,7 @@ class ThrottleAnswers:
                 plan = self._plan_for(rates)
             plan.admitted(decision, response.raw_headers)
             if plan.dynamic:
-                plan.write_dynamic(response, decision, connection, key, ctx)
+                plan.write_dynamic(response, decision, made(connection), key, ctx)
 
     async def _throttled(
         self,

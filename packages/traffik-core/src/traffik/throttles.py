@@ -291,7 +291,7 @@ class Throttle(ThrottleSettings, ThrottleKeys, ThrottleAnswers, ThrottleHeaders,
 
     async def hit(
         self,
-        connection: Any,
+        connection: Any = None,
         *,
         cost: Optional[int] = None,
         context: Optional[Mapping[str, Any]] = None,
@@ -306,17 +306,25 @@ class Throttle(ThrottleSettings, ThrottleKeys, ThrottleAnswers, ThrottleHeaders,
         rules come first: a connection they let through is returned untouched, before the
         rate, the cost, the identifier or the backend are looked at. `shadow` overrides the
         throttle's own setting for this hit.
+
+        `connection` has a default only for FastAPI, which gives none to a throttle on a
+        route of the other kind: that, or a call without one, raises a `ConfigurationError`.
         """
+        if connection is None:
+            raise self._no_connection()
         if self._disabled:
             return _let_through(connection)
         ctx = self.context if context is None else {**self.context, **context}
         gate = self._gate
-        if gate is not None and not await gate.allows(connection, ctx):
-            return _let_through(connection)
+        if gate is not None:
+            connection = self._made(connection)  # (a `PendingRequest`: the rules get the Request)
+            if not await gate.allows(connection, ctx):
+                return _let_through(connection)
         backend = self._backend or self.get_backend(connection)
         prepared: Optional[tuple[tuple[Rate, ...], int, str]] = None
         rates: Optional[tuple[Rate, ...]]
         key: Optional[str]
+        taken: Optional[int]
         watched = self.on_decision is not None or _observers
         started = perf_counter() if watched else None
         failure: Optional[Exception] = None
@@ -325,46 +333,47 @@ class Throttle(ThrottleSettings, ThrottleKeys, ThrottleAnswers, ThrottleHeaders,
         try:
             prepared = self._prepared(connection, ctx, cost, backend)
             decision: Optional[Decision] = None
-            if prepared is not None:
-                rates, charged, key = prepared
+            if prepared is None:
+                connection = self._made(connection)  # (for the identifier, rate and cost callables)
+                prepared = await self._prepare(connection, ctx, cost, backend)
+                if prepared is None:  # (nothing to decide: unlimited, no cost, exempted)
+                    return _let_through(connection)
+                rates, taken, key = prepared
+            else:
+                rates, taken, key = prepared
                 if self._in_place:  # in place: no coroutine (memory, SQLite)
                     on, decide, waited = self._decider
                     if on is not backend:  # made once per backend (`ThrottleBackend.decider`)
-                        decide, waited = self._deciders(backend, rates[0], charged)
+                        decide, waited = self._deciders(backend, rates[0], taken)
                     if decide is not None:
                         refusals = backend.refusals
                         if refusals is None:
                             decision = decide(key)
                         else:  # a client refused a moment ago: no store
                             asked_at = backend.now_ms()
-                            decision = refusals.check(key, rates, charged, asked_at)
+                            decision = refusals.check(key, rates, taken, asked_at)
                             if decision is None:
                                 decision = decide(key)
                                 if decision is not None and not decision.allowed:
-                                    refusals.remember(key, rates, charged, decision, asked_at)
-            else:
-                prepared = await self._prepare(connection, ctx, cost, backend)
-                if prepared is None:  # (nothing to decide: unlimited, no cost, exempted)
-                    return _let_through(connection)
-                rates, charged, key = prepared
+                                    refusals.remember(key, rates, taken, decision, asked_at)
             if decision is None:
                 refusals = backend.refusals
                 if refusals is None:
                     if waited is not None:  # made once per backend, like `decide`
                         decision = await waited(key)
                     else:
-                        decision = await self._step(key, rates, charged, backend)
+                        decision = await self._step(key, rates, taken, backend)
                 else:  # a client refused a moment ago is refused again without the store
                     if asked_at is None:  # (else asked above, before the store was busy)
                         asked_at = backend.now_ms()
-                        decision = refusals.check(key, rates, charged, asked_at)
+                        decision = refusals.check(key, rates, taken, asked_at)
                     if decision is None:
                         if waited is not None:
                             decision = await waited(key)
                         else:
-                            decision = await self._step(key, rates, charged, backend)
+                            decision = await self._step(key, rates, taken, backend)
                         if not decision.allowed:  # (from when it was asked: never too long)
-                            refusals.remember(key, rates, charged, decision, asked_at)
+                            refusals.remember(key, rates, taken, decision, asked_at)
             if asked_at is not None and decision.at is None:  # (the store did not say when)
                 decision.at = asked_at
         except ConfigurationError as exc:
@@ -372,11 +381,10 @@ class Throttle(ThrottleSettings, ThrottleKeys, ThrottleAnswers, ThrottleHeaders,
             raise
         except Exception as exc:
             failure, failed_on = exc, backend  # (the event names the store that failed)
+            connection = self._made(connection)  # (for the `on_error` handler)
             decision, rates, key, taken, backend = await recover(
                 self, exc, connection, ctx, cost, backend, prepared
             )
-        else:
-            taken = prepared[1]  # (what the hit took)
         if (
             watched
             or not decision.allowed
@@ -450,6 +458,24 @@ class Throttle(ThrottleSettings, ThrottleKeys, ThrottleAnswers, ThrottleHeaders,
     __call__ = hit
     """`await throttle(connection)` is `hit`; as a FastAPI dependency it returns the connection."""
 
+    def _no_connection(self) -> ConfigurationError:
+        """The error of a hit given no connection, logged: FastAPI gives none to a throttle
+        on a route of the other kind (a `WebSocketThrottle` on an HTTP route, an
+        `HTTPThrottle` on a WebSocket route)."""
+        kind = self.connection_type
+        if issubclass(kind, WebSocket):
+            where = "an HTTP route (FastAPI gave it no WebSocket): use an HTTPThrottle there"
+        elif issubclass(kind, Request):
+            where = "a WebSocket route (FastAPI gave it no Request): use a WebSocketThrottle there"
+        else:
+            where = "no route FastAPI gives a connection to"
+        error = ConfigurationError(
+            f"{self!r} got no connection: as a dependency, it is one of {where}; called "
+            "directly, it takes the connection: `await throttle.hit(connection)`"
+        )
+        logger.error("%s", error)
+        return error
+
     async def test(
         self,
         connection: Any,
@@ -501,7 +527,13 @@ class Throttle(ThrottleSettings, ThrottleKeys, ThrottleAnswers, ThrottleHeaders,
         return Middleware(ThrottleMiddleware, middleware_throttles=throttles, sort=None, **options)
 
     def _dependency_parameters(self) -> list[inspect.Parameter]:
-        return [inspect.Parameter("connection", _POSITIONAL, annotation=self.connection_type)]
+        # A default, so that FastAPI, which gives no connection of the other kind, calls
+        # `__call__` (its error) instead of failing with "missing 1 required argument".
+        return [
+            inspect.Parameter(
+                "connection", _POSITIONAL, default=None, annotation=self.connection_type
+            )
+        ]
 
 
 class HTTPThrottle(Throttle):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
+import logging
 import typing
 from collections.abc import AsyncIterator, Awaitable
 from typing import Annotated, Any, Callable, NamedTuple, Optional, TypeVar, cast, overload
@@ -12,10 +13,12 @@ from typing import Annotated, Any, Callable, NamedTuple, Optional, TypeVar, cast
 from fastapi import params
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from traffik.decorators import carry_headers, check_throttles, is_async_callable
+from traffik.exceptions import ConfigurationError
 from traffik.outcomes import Outcome, settle
 from traffik.throttles import Throttle
 from traffik.together import Entry, hit_together
@@ -25,6 +28,7 @@ __all__ = ["Throttled", "throttled"]
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 
 _names = itertools.count()
+_log = logging.getLogger("traffik")
 _BOUND = ("self", "cls")
 """The first parameter of a method, which binding removes (class-based views)."""
 
@@ -112,19 +116,39 @@ async def _apply(throttles: tuple[Throttle, ...], connection: Any, response: Any
 
 
 def _signature(connection_type: type) -> inspect.Signature:
-    """`(connection, *, response=None)` for FastAPI to inject (no response for WebSockets)."""
+    """`(connection=None, *, response=None, route_connection=None)` for FastAPI to inject (no
+    response for WebSockets). FastAPI gives `connection` only on a route of its kind, and
+    `route_connection` (an `HTTPConnection`) on every route: what `_wrong_kind` names."""
+    keyword = inspect.Parameter.KEYWORD_ONLY
     parameters = [
         inspect.Parameter(
-            "connection", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=connection_type
+            "connection",
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            default=None,
+            annotation=connection_type,
         )
     ]
     if not issubclass(connection_type, WebSocket):
-        parameters.append(
-            inspect.Parameter(
-                "response", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Response
-            )
-        )
+        parameters.append(inspect.Parameter("response", keyword, default=None, annotation=Response))
+    parameters.append(
+        inspect.Parameter("route_connection", keyword, default=None, annotation=HTTPConnection)
+    )
     return inspect.Signature(parameters)
+
+
+def _wrong_kind(throttles: tuple[Throttle, ...], connection: Any) -> ConfigurationError:
+    """The error of throttles on a route of the other kind (FastAPI gave them no connection
+    of theirs), naming the route `connection` came by; logged."""
+    scope = getattr(connection, "scope", None) or {}
+    path = getattr(scope.get("route"), "path", None) or scope.get("path", "?")
+    if scope.get("type") == "websocket":
+        route, instead = f"the WebSocket route {path}", "a WebSocketThrottle"
+    else:
+        route, instead = f"the HTTP route {scope.get('method', '?')} {path}", "an HTTPThrottle"
+    named = ", ".join(map(repr, throttles))
+    error = ConfigurationError(f"{named} is a dependency of {route}: use {instead} there")
+    _log.error("%s", error)
+    return error
 
 
 def _applying(
@@ -136,7 +160,11 @@ def _applying(
     charges with the outcome: the exception, else the route's status code (a decorated
     endpoint's own outcome settles first, and a request settles once)."""
 
-    async def hit(connection: Any, response: Any = None) -> Any:
+    async def hit(
+        connection: Any = None, response: Any = None, route_connection: Any = None
+    ) -> Any:
+        if connection is None:
+            raise _wrong_kind(throttles, route_connection)
         if not marks:
             await _apply(throttles, connection, response)
             return connection
@@ -148,8 +176,10 @@ def _applying(
     dependency: Callable[..., Any] = hit
     if settles:
 
-        async def hit_and_settle(connection: Any, response: Any = None) -> AsyncIterator[Any]:
-            value = await hit(connection, response)
+        async def hit_and_settle(
+            connection: Any = None, response: Any = None, route_connection: Any = None
+        ) -> AsyncIterator[Any]:
+            value = await hit(connection, response, route_connection)
             try:
                 yield value
             except Exception as exc:

@@ -1,0 +1,179 @@
+"""A throttle of the wrong kind for its route (a `WebSocketThrottle` on an HTTP route, an
+`HTTPThrottle` on a WebSocket route): a `ConfigurationError` saying what to use instead, at
+the first request, not FastAPI's "missing 1 required positional argument"."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import Depends, FastAPI
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocket
+
+from traffik import HTTPThrottle, InMemoryBackend, WebSocketThrottle
+from traffik.exceptions import ConfigurationError
+from traffik.fastapi import throttled
+
+pytestmark = pytest.mark.anyio
+
+
+def _client(app: FastAPI, raise_app_exceptions: bool = True) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
+    return httpx.AsyncClient(transport=transport, base_url="http://t")
+
+
+async def test_a_websocket_throttle_on_an_http_route(caplog: pytest.LogCaptureFixture) -> None:
+    chat = WebSocketThrottle("chat", rate="5/min", backend=InMemoryBackend())
+    app = FastAPI()
+
+    @app.get("/items", dependencies=[Depends(chat)])
+    async def items() -> dict[str, bool]:
+        return {"ok": True}
+
+    with caplog.at_level(logging.ERROR, logger="traffik"):
+        async with _client(app) as http:
+            with pytest.raises(ConfigurationError) as raised:
+                await http.get("/items")
+    message = str(raised.value)
+    assert message.startswith("WebSocketThrottle('chat'")
+    assert "HTTP route" in message and "use an HTTPThrottle there" in message
+    assert message in caplog.text
+    async with _client(app, raise_app_exceptions=False) as http:
+        assert (await http.get("/items")).status_code == 500
+
+
+async def test_an_http_throttle_on_a_websocket_route(caplog: pytest.LogCaptureFixture) -> None:
+    api = HTTPThrottle("api", rate="5/min", backend=InMemoryBackend())
+    app = FastAPI()
+
+    @app.websocket("/chat")
+    async def chat(websocket: WebSocket = Depends(api)) -> None:
+        await websocket.accept()
+        await websocket.close()
+
+    caplog.set_level(logging.ERROR, logger="traffik")
+    with pytest.raises(ConfigurationError) as raised, TestClient(app).websocket_connect("/chat"):
+        pass  # pragma: no cover (the handshake fails)
+    message = str(raised.value)
+    assert message.startswith("HTTPThrottle('api'")
+    assert "WebSocket route" in message and "use a WebSocketThrottle there" in message
+    assert message in caplog.text
+
+
+async def test_the_decorators_name_the_route() -> None:
+    chat = WebSocketThrottle("chat", rate="5/min", backend=InMemoryBackend())
+    api = HTTPThrottle("api", rate="5/min", backend=InMemoryBackend())
+    app = FastAPI()
+
+    @app.get("/items/{item_id}")
+    @throttled(chat)
+    async def item(item_id: int) -> dict[str, int]:
+        return {"id": item_id}
+
+    @app.websocket("/chat")
+    @throttled(api)
+    async def talk(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.close()
+
+    async with _client(app) as http:
+        with pytest.raises(ConfigurationError) as raised:
+            await http.get("/items/3")
+    assert str(raised.value).startswith(
+        "WebSocketThrottle('chat', rate='5/min') is a dependency of the HTTP route "
+        "GET /items/{item_id}: use an HTTPThrottle there"
+    )
+    with pytest.raises(ConfigurationError) as raised, TestClient(app).websocket_connect("/chat"):
+        pass  # pragma: no cover (the handshake fails)
+    assert str(raised.value).startswith(
+        "HTTPThrottle('api', rate='5/min') is a dependency of the WebSocket route /chat: "
+        "use a WebSocketThrottle there"
+    )
+
+
+async def test_the_right_kind_still_works_and_the_schema_is_unchanged() -> None:
+    api = HTTPThrottle("api", rate="1/min", backend=InMemoryBackend())
+    chat = WebSocketThrottle("chat", rate="1/min", backend=InMemoryBackend())
+    app = FastAPI()
+
+    @app.get("/items")
+    async def items(q: int = 0, request: Request = Depends(api)) -> dict[str, int]:
+        return {"q": q}
+
+    @app.get("/decorated")
+    @throttled(api)
+    async def decorated() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.get("/mixed", dependencies=[Depends(chat)])  # (its schema only: never requested)
+    async def mixed() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.websocket("/chat")
+    async def talk(websocket: WebSocket = Depends(chat)) -> None:
+        await websocket.accept()
+        await websocket.send_text("hi")
+        await websocket.close()
+
+    paths = app.openapi()["paths"]
+    assert [p["name"] for p in paths["/items"]["get"]["parameters"]] == ["q"]
+    assert "parameters" not in paths["/decorated"]["get"]
+    assert "parameters" not in paths["/mixed"]["get"]
+    async with _client(app) as http:
+        assert [(await http.get("/items?q=2")).status_code for _ in range(2)] == [200, 429]
+    with TestClient(app).websocket_connect("/chat") as websocket:
+        assert websocket.receive_text() == "hi"
+    request = Request({"type": "http", "method": "GET", "path": "/x", "headers": []})
+    assert await HTTPThrottle("direct", rate="1/min", backend=InMemoryBackend())(request) is request
+
+
+@pytest.mark.parametrize(
+    ("cls", "names", "kind"),
+    [
+        (HTTPThrottle, ["connection", "response"], Request),
+        (WebSocketThrottle, ["connection"], WebSocket),
+    ],
+)
+def test_the_dependency_signature_is_the_spec(cls: Any, names: list[str], kind: type) -> None:
+    """One positional-or-keyword `connection` annotated with the connection type (and an
+    HTTP throttle's keyword-only `response`), returning the connection type (spec 1.5)."""
+    signature = inspect.signature(cls("sig", rate="1/min"))
+    assert list(signature.parameters) == names
+    connection = signature.parameters["connection"]
+    assert connection.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+    assert connection.annotation is kind and signature.return_annotation is kind
+    if "response" in names:
+        response = signature.parameters["response"]
+        assert response.kind is inspect.Parameter.KEYWORD_ONLY and response.annotation is Response
+
+
+async def test_a_hit_given_no_connection_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    api = HTTPThrottle("api", rate="5/min", backend=InMemoryBackend())
+    no_connection = r"got no connection.*throttle\.hit\(conn"
+    with (
+        caplog.at_level(logging.ERROR, logger="traffik"),
+        pytest.raises(ConfigurationError, match=no_connection),
+    ):
+        await api.hit()
+    assert "HTTPThrottle('api'" in caplog.text
+
+
+async def test_a_middleware_throttle_of_the_wrong_kind_says_so() -> None:
+    from traffik.middleware import MiddlewareThrottle
+
+    chat = MiddlewareThrottle(WebSocketThrottle("chat:mw", rate="5/min", backend=InMemoryBackend()))
+    app = FastAPI()
+
+    @app.get("/items", dependencies=[Depends(chat)])
+    async def items() -> dict[str, bool]:
+        return {"ok": True}
+
+    async with _client(app) as http:
+        with pytest.raises(ConfigurationError, match="use an HTTPThrottle there"):
+            await http.get("/items")
