@@ -338,3 +338,135 @@ async def test_clients_that_give_up_mid_request_leave_no_traceback_and_no_stuck_
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     assert errors == []
     assert seen == []
+
+
+# -- a decision over several store operations, cut between them: all of it or none --
+
+
+class _Held(TokenBucket):
+    """A token bucket through the generic path (its `transition` overridden: no Lua on Redis),
+    so that a Redis step with it and a built-in item is decided group by group."""
+
+    def transition(self, state: Any, now: int, rate: Any, cost: int) -> Any:
+        return super().transition(state, now, rate, cost)
+
+
+@contextlib.contextmanager
+def _paused_after(
+    owner: Any, name: str, call: int, reached: asyncio.Event, before: bool = False
+) -> Any:
+    """`owner.name` (one store operation of a decision) made to pause once its `call`th call
+    (from 0) has returned: its operation is done in the store, the decision not told yet
+    (`before`: the pause comes before the operation is sent). `reached` is set at the pause;
+    it lasts 0.2 s."""
+    real = getattr(owner, name)
+    calls = 0
+
+    async def paused(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if before and calls == call + 1:
+            reached.set()
+            await asyncio.sleep(0.2)
+        result = await real(*args, **kwargs)
+        if not before and calls == call + 1:
+            reached.set()
+            await asyncio.sleep(0.2)
+        return result
+
+    with patch.object(owner, name, paused):
+        yield
+
+
+_MULTI_STEP = [
+    # backend kind, the method run once per store operation of a decision of several items
+    pytest.param("memcached", "_take", marks=pytest.mark.memcached, id="memcached-items"),
+    pytest.param("redis", "_decide", marks=pytest.mark.redis, id="redis-groups"),
+]
+
+
+@pytest.mark.parametrize(("kind", "operation"), _MULTI_STEP)
+@pytest.mark.parametrize("cut_after", [0, 1], ids=["after-first", "after-last"])
+async def test_a_decision_of_several_operations_cancelled_between_them_is_whole_or_none(
+    kind: str, operation: str, cut_after: int, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """`evaluate_all` over two items that take two store operations (Memcached: one per
+    item; Redis: an item with Lua and one without, decided group by group), its caller
+    cancelled once the first or the last operation was done in the store: the cancellation
+    reaches the caller at once, and the two items are charged alike (both, or neither)."""
+    from traffik.rates import Rate
+    from traffik.strategies.steps import Item
+
+    backend = await _backend(kind, request, tmp_path)
+    await backend.initialize()
+    rate = Rate.parse("10/h")
+    second = _Held() if kind == "redis" else FixedWindow()
+    items = [Item(TokenBucket(), "cut-a", rate, 1), Item(second, "cut-b", rate, 1)]
+    seen: list[dict[str, Any]] = []
+    reached = asyncio.Event()
+    try:
+        with _watched(seen):
+            with _paused_after(backend, operation, cut_after, reached):
+                task = asyncio.ensure_future(backend.evaluate_all(items))
+                await asyncio.wait_for(reached.wait(), PROMPT)
+                task.cancel()
+                await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 0.1)
+                assert task.cancelled()
+                await asyncio.sleep(0.4)  # what goes on in the background is over
+            after = await backend.evaluate_all(items, commit=False)
+        remaining = [part.remaining for part in after.parts]
+        assert remaining in ([8, 8], [9, 9]), remaining  # (after one more hit: 9 when none)
+    finally:
+        await backend.reset()
+        await backend.close()
+    assert seen == []
+
+
+async def _remaining(throttle: HTTPThrottle) -> int:
+    stat = await throttle.stat(_request())
+    assert stat is not None
+    return stat.hits_remaining
+
+
+@pytest.mark.parametrize("refused", [False, True], ids=["in-flight", "giving-back"])
+async def test_throttles_on_two_backends_cancelled_between_them_are_charged_whole_or_not(
+    backend: ThrottleBackend, refused: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`hit_together` over a throttle on an in-memory backend, then one (two rates) on
+    `backend`, its caller cancelled: once the second decision was made in the store, before
+    it was told (in-flight); or, the second refusing, while the first one's charge is being
+    given back (giving-back). The cancellation reaches the caller at once; the two throttles
+    are charged alike, and a refusal leaves the first one's budget whole. Nothing is logged:
+    the 429 answered to a client who left goes nowhere."""
+    from traffik.together import Entry, hit_together
+
+    first = HTTPThrottle("together-a", rate="10/h", backend=InMemoryBackend(namespace="a"))
+    rates = ["1/h", "20/h"] if refused else ["10/h", "20/h"]
+    second = HTTPThrottle("together-b", rate=rates, backend=backend)
+    await first.backend.initialize()
+    if refused:
+        await second.hit(_request())  # its next hit is refused
+    owner, name, before = (
+        (first.backend, "refund_all", True) if refused else (backend, "evaluate_all", False)
+    )
+    reached = asyncio.Event()
+    seen: list[dict[str, Any]] = []
+    caplog.set_level(logging.WARNING)
+    with _watched(seen):
+        with _paused_after(owner, name, 0, reached, before):
+            connection = _request()
+            entries = [Entry(first, connection), Entry(second, connection)]
+            task = asyncio.ensure_future(hit_together(entries, connection))
+            await asyncio.wait_for(reached.wait(), PROMPT)
+            task.cancel()
+            await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 0.1)
+            assert task.cancelled()
+            await asyncio.sleep(0.4)  # what goes on in the background is over
+        charged = (10 - await _remaining(first), (1 if refused else 10) - await _remaining(second))
+    if refused:
+        assert charged == (0, 1), charged  # (the second: the hit before)
+    else:
+        assert charged in ((0, 0), (1, 1)), charged
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+    assert errors == []
+    assert seen == []

@@ -9,7 +9,9 @@ order; when a later group refuses, what the earlier ones took is given back. A r
 connection is answered by the first throttle (in the given order) that refused, with the wait
 until every one of them would admit it. A throttle with a strategy of its own (not built in),
 or whose decision cannot be prepared or made in one step (the store failed), is decided alone
-with `hit`, so its `on_error` applies as usual.
+with `hit`, so its `on_error` applies as usual. Decisions over several store operations run
+to their end once begun, even if the caller is cancelled meanwhile (`finished`): the
+connection is charged on every throttle or on none.
 
 A shadow throttle (the entry's `shadow`, else the throttle's, else its backend's) is never
 part of that step: once the enforced ones admit the connection, each shadow throttle is
@@ -21,10 +23,11 @@ either).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Optional
 
+from traffik.backends.store_locks import finished
 from traffik.config import THROTTLED_STATE_KEY
 from traffik.exceptions import ConfigurationError
 from traffik.logs import QuietLog
@@ -117,9 +120,47 @@ async def hit_together(
     state = connection.scope.setdefault("state", {})
     charges = state.setdefault(CHARGES_KEY, [])  # every admitting throttle notes its charge
     earlier = charges[:] if charges else None  # (kept alive: `_since` tells them by identity)
+    decide = _decide(groups, watched, connection, charges, earlier, response)
+    if _operations(groups) + len(watched) < 2:
+        return await decide
+    taken, error = await finished(_outcome(decide), "several throttles as one")
+    if error is not None:
+        raise error
+    return taken
+
+
+def _operations(groups: dict[int, tuple[ThrottleBackend, list[Entry]]]) -> int:
+    """How many decisions the enforced groups take: one per group decided as one step."""
+    return sum(1 if _as_one_step(group) else len(group) for _, group in groups.values())
+
+
+def _as_one_step(group: list[Entry]) -> bool:
+    """Whether a backend's group is decided in one step (`_as_one`), else hit by hit."""
+    return len(group) > 1 and all(_one_step(e.throttle) for e in group)
+
+
+async def _outcome(decide: Awaitable[int]) -> tuple[int, Optional[Exception]]:
+    """`decide`'s result or error, returned: what it raises for a caller who left meanwhile
+    (the handler's 429, `on_error`'s answer) is the answer to nobody, dropped unlogged."""
+    try:
+        return await decide, None
+    except Exception as exc:
+        return 0, exc
+
+
+async def _decide(
+    groups: dict[int, tuple[ThrottleBackend, list[Entry]]],
+    watched: list[tuple[ThrottleBackend, Entry]],
+    connection: Any,
+    charges: list[Noted],
+    earlier: Optional[list[Noted]],
+    response: Optional[Response],
+) -> int:
+    """The enforced groups in order, then the shadow entries; the units taken (0: refused).
+    A refusal or a failure gives back what the groups before it took."""
     try:
         for backend, group in groups.values():
-            if len(group) > 1 and all(_one_step(e.throttle) for e in group):
+            if _as_one_step(group):
                 await _as_one(group, backend, response)
             else:
                 await _each(group, response)

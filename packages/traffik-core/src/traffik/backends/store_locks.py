@@ -46,7 +46,8 @@ async def finished(
     """`await step`, which a cancellation of the caller does not cut: the step then goes on
     in a task of its own and the cancellation is raised at once; once the step is over,
     `then(result)` runs (to undo what the caller will never use). A failure of either is
-    logged, naming the lock `name`, never left unretrieved."""
+    logged with `name` (what the step is: `"lock 'x'"`, `"redis evaluate_all"`), never left
+    unretrieved."""
     task = asyncio.ensure_future(step)
     try:
         return await asyncio.shield(task)
@@ -67,7 +68,7 @@ def _after(
         return
     error = task.exception()
     if error is not None:
-        _log.warning("lock %r: a step left behind by a cancelled caller failed: %r", name, error)
+        _log.warning("%s: a step left behind by a cancelled caller failed: %r", name, error)
     elif then is not None:
         follow = asyncio.ensure_future(then(task.result()))
         _running.add(follow)
@@ -145,7 +146,7 @@ class StoreLock:
         delay = _FIRST_DELAY
         while True:
             try:
-                taken = await finished(self._take(token), self.name, self._undo(token))
+                taken = await finished(self._take(token), f"lock {self.name!r}", self._undo(token))
             except BackendError as exc:
                 raise LockAcquisitionError(f"could not acquire lock {self.name!r}: {exc}") from exc
             if taken:
@@ -171,7 +172,7 @@ class StoreLock:
             return
         del holdings[self.name]
         try:
-            released = await finished(self._drop(holding.token), self.name)
+            released = await finished(self._drop(holding.token), f"lock {self.name!r}")
         except BackendError as exc:
             raise LockReleaseError(f"could not release lock {self.name!r}: {exc}") from exc
         if not released:

@@ -7,7 +7,6 @@ from traffik.backends.store_locks import DEFAULT_LOCK_TTL, Holding, StoreLock
 __all__ = ["DEFAULT_LOCK_TTL", "Holding", "SQLiteLock"]
 
 
-
 class SQLiteLock(StoreLock):
     """A lock shared by every process using the same file and lock name.
 

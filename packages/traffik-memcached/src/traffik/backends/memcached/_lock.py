@@ -97,7 +97,7 @@ class MemcachedLock:
                 node, key = await self._locate(self.name)
                 stored = await finished(
                     node.run(_adder(key, token, exptime(self.ttl)), "acquiring a lock"),
-                    self.name,
+                    f"lock {self.name!r}",
                     _undo(node, key, token),
                 )
             except BackendError as exc:
@@ -127,7 +127,7 @@ class MemcachedLock:
         try:
             released = await finished(
                 hold.node.run(_compare_and_delete(hold.key, hold.token), "releasing a lock"),
-                self.name,
+                f"lock {self.name!r}",
             )
         except BackendError as exc:
             raise LockReleaseError(f"could not release lock {self.name!r}: {exc}") from exc

@@ -29,6 +29,7 @@ from traffik.backends.memcached._sliding import (
     window_state,
 )
 from traffik.backends.memcached._transition import Hit, refund, transition
+from traffik.backends.store_locks import finished
 from traffik.strategies.fixed_window import counter_decision
 from traffik.strategies.state import decode_state
 from traffik.strategies.steps import Item, combine, is_counter
@@ -126,9 +127,17 @@ class MemcachedSteps:
         """Take each item's units in order until one refuses, then give back what was taken
         (a refusing counter's count of the hit too, when there are several items: a refused
         step of several items takes nothing) and only read the items after it; `commit=False`
-        only reads (one `get` per node)."""
+        only reads (one `get` per node). Several items are one store operation each: once
+        begun, they run to their end even if the caller is cancelled meanwhile (`finished`),
+        so a cancelled hit is charged on every item or on none."""
         if not commit:
             return combine(await self._read(items))
+        if len(items) == 1:
+            return await self._all_or_nothing(items)
+        return await finished(self._all_or_nothing(items), "memcached evaluate_all")
+
+    async def _all_or_nothing(self, items: Sequence[Item]) -> Decision:
+        """The items taken in turn, what they took given back on a refusal or a failure."""
         parts: list[Decision] = []
         held: list[_Held] = []
         try:
@@ -141,8 +150,8 @@ class MemcachedSteps:
                 if len(items) > 1 and is_counter(item.strategy):
                     held.append(taken)
                 break
-        except BaseException:
-            await asyncio.shield(self._give_back(held))
+        except Exception:
+            await self._give_back(held)
             raise
         if parts[-1].allowed:
             return combine(parts)

@@ -20,6 +20,7 @@ from traffik.backends.redis.scripts import (
     with_counter,
 )
 from traffik.backends.steps import LockedSteps
+from traffik.backends.store_locks import finished
 from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
 from traffik.strategies.base import EXACT_LIMIT, settled
@@ -298,7 +299,15 @@ class ScriptSteps(LockedSteps):
         what the groups before it took is given back, and the groups after it are only read:
         a refused step of several items takes nothing, as in one step. A group that fails
         (its node lost, a timeout) fails the step, after what the groups before it took is
-        given back (as far as the store answers): a failed step takes nothing either."""
+        given back (as far as the store answers): a failed step takes nothing either. Once
+        begun, a step that charges runs to its end even if its caller is cancelled meanwhile
+        (`finished`): a cancelled hit is charged on every group or on none."""
+        if not commit:
+            return await self._group_by_group(groups, commit)
+        return await finished(self._group_by_group(groups, commit), "redis evaluate_all")
+
+    async def _group_by_group(self, groups: list[_Group], commit: bool) -> list[Decision]:
+        """`_in_order`'s loop: the groups decided in turn."""
         parts: dict[int, Decision] = {}
         taken: list[_Group] = []
         refused = False
