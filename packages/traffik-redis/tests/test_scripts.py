@@ -70,9 +70,13 @@ STRATEGIES: list[StateStrategy] = [
     QuotaWithRollover(rollover_percentage=1.0, max_rollover=2),
     CostBasedTokenBucket(),
     CostBasedTokenBucket(burst_size=9, cost_window=3, min_refill_rate=0.125),
+    TimeOfDay(),
+    TimeOfDay([(0, 7, 0.5), (7, 13, 3), (13, 20, 1), (22, 24, 2)], 5.5),
+    TimeOfDay([(0, 1, 0.01), (1, 23, 0.3), (23, 24, 1)], -9.75),
 ]
-"""Every strategy with a Lua port (TimeOfDay has none), advanced ones at several settings
-(a `PriorityQueue` bound to a priority decides at it; the walks mix priorities on one log)."""
+"""Every built-in state strategy (each has a Lua port), advanced ones at several settings (a
+`PriorityQueue` bound to a priority decides at it; the walks mix priorities on one log; a
+`TimeOfDay` with hours that allow nothing, and one whose waits cross hours and windows)."""
 SMALL_RATES = [
     *(Rate.parse(r) for r in ("5/s", "3/min", "7/1500ms", "100/hour", "1/s", "10/3s")),
     Rate(limit=7, milliseconds=997),
@@ -128,13 +132,9 @@ def _decidable(strategy: StateStrategy, rates: list[Rate]) -> list[Rate]:
 
 
 def test_every_scripted_strategy_is_covered() -> None:
-    scripted = {cls for cls in (*BUILTIN_STRATEGIES, *ADVANCED_STRATEGIES)} - {
-        FixedWindow,
-        TimeOfDay,
-    }
+    scripted = {cls for cls in (*BUILTIN_STRATEGIES, *ADVANCED_STRATEGIES)} - {FixedWindow}
     assert {type(strategy) for strategy in STRATEGIES} == scripted
     assert all(native(strategy) is not None for strategy in [*STRATEGIES, FixedWindow()])
-    assert native(TimeOfDay()) is None  # the locked path: its 24 limits do not fit an item
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES, ids=repr)
@@ -268,7 +268,9 @@ before the read that follows would part the script from Python."""
     [
         s
         for s in STRATEGIES
-        if isinstance(s, (SlidingWindowCounter, AdaptiveThrottle, TieredRate, QuotaWithRollover))
+        if isinstance(
+            s, (SlidingWindowCounter, AdaptiveThrottle, TieredRate, QuotaWithRollover, TimeOfDay)
+        )
     ],
     ids=repr,
 )

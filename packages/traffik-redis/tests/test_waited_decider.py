@@ -30,6 +30,8 @@ from traffik.strategies import (
     FixedWindow,
     LeakyBucket,
     SlidingWindowCounter,
+    StateStrategy,
+    TimeOfDay,
     TokenBucket,
 )
 from traffik.strategies.steps import IN_PLACE_COUNTER, IN_PLACE_STATE, in_place_kind
@@ -148,7 +150,13 @@ async def test_a_replaced_evaluate_sees_every_decision(
 
 # -- concurrent hits on one key: one EVALSHA for those that arrive while one is in flight --
 
-COALESCED = [GCRA, LeakyBucket, SlidingWindowCounter, TokenBucket]
+COALESCED = [
+    GCRA(),
+    LeakyBucket(),
+    SlidingWindowCounter(),
+    TimeOfDay([(0, 12, 0.5), (12, 24, 1)]),  # (the bursts meet 40/h, then 20/h)
+    TokenBucket(),
+]
 
 
 async def _evalsha_calls(raw: Redis) -> int:
@@ -157,15 +165,15 @@ async def _evalsha_calls(raw: Redis) -> int:
 
 
 @pytest.mark.parametrize("cost", [1, 3])
-@pytest.mark.parametrize("strategy_cls", COALESCED, ids=lambda cls: cls.__name__)
+@pytest.mark.parametrize("strategy", COALESCED, ids=lambda strategy: type(strategy).__name__)
 async def test_concurrent_hits_go_together_and_decide_as_sequential_ones(
     pair: tuple[RedisBackend, RedisBackend, ManualClock],
     raw: Redis,
-    strategy_cls: type,
+    strategy: StateStrategy,
     cost: int,
 ) -> None:
     fast, plain, clock = pair
-    strategy, rate = strategy_cls(), Rate.parse("40/h")  # (a key expires on the server's clock)
+    rate = Rate.parse("40/h")  # (a key expires on the server's clock)
     decide = fast.waited_decider(strategy, rate, cost, IN_PLACE_STATE)
     assert decide is not None
     for burst in range(3):

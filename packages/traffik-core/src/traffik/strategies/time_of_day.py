@@ -92,14 +92,14 @@ class TimeOfDay(StateStrategy):
     window is open (`periods.of_period`); a `[window_id, count]` state (written before the
     period was kept) is read as counted in the current period.
 
-    On Redis it decides on the generic locked path (a lock, a read, a write): its day of
-    24 limits does not fit the five numbers a Redis program item carries. It is exact under
-    concurrency there too, and uses the app's clock, as traffik 1.2 did. `lock_config` is
-    accepted for traffik 1.2 code and unused.
+    On Redis it decides in one `EVALSHA` on the server's clock, as every built-in strategy
+    (traffik 1.2 took a lock and used the app's clock): the program reads the day's limits
+    from `script_table`. `lock_config` is accepted for traffik 1.2 code and unused.
     """
 
     name: ClassVar[str] = "time_of_day"
     suffix: ClassVar[str] = ":tod"
+    script: ClassVar[str] = "time_of_day"
 
     def __init__(
         self,
@@ -138,6 +138,16 @@ class TimeOfDay(StateStrategy):
     def limit_at(self, now_ms: int, rate: Rate) -> int:
         """The limit in force at `now_ms`: `int(limit * multiplier)` of its hour."""
         return int(rate.limit * self.multiplier(now_ms))
+
+    def script_args(self, rate: Rate, cost: int) -> tuple[int, ...]:
+        """As every strategy's, then the time zone's offset in ms."""
+        return (rate.limit, rate.expire, cost, self._offset_ms)
+
+    def script_table(self, rate: Rate) -> tuple[int, ...]:
+        """What the Redis program reads besides `script_args`: the limit of each hour of the
+        day (0 to 23, in the strategy's time zone; `limit_at`), then `capacity`."""
+        day = tuple(self.limit_at(hour * HOUR_MS - self._offset_ms, rate) for hour in range(24))
+        return (*day, self.capacity(rate))
 
     def capacity(self, rate: Rate) -> int:
         return max(int(rate.limit * m) for m in self._multipliers)

@@ -1,7 +1,8 @@
 """Which strategies the Lua programs run: FixedWindow's counter, and the built-in transitions and refunds.
 
-`TimeOfDay` has no Lua: its day of 24 limits does not fit the five numbers of an item, so it
-takes the generic locked path.
+Every built-in state strategy has its body (`lua/<script>.lua`); one whose numbers do not fit
+an item's five gives the rest as a table of its own (`script_table`: `TimeOfDay`'s day of
+limits, see `lua/decide.lua`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from traffik.strategies import (
     SlidingWindowCounter,
     SlidingWindowLog,
     TieredRate,
+    TimeOfDay,
     TokenBucket,
 )
 from traffik.strategies.base import StateStrategy
@@ -39,6 +41,7 @@ _BUILT_IN: dict[str, type[StateStrategy]] = {
     "priority_queue": PriorityQueue,
     "quota_with_rollover": QuotaWithRollover,
     "cost_based_token_bucket": CostBasedTokenBucket,
+    "time_of_day": TimeOfDay,
 }
 assert set(_BUILT_IN) == set(STRATEGY_SCRIPTS)
 

@@ -53,6 +53,7 @@ STRATEGY_SCRIPTS = (
     "priority_queue",
     "quota_with_rollover",
     "cost_based_token_bucket",
+    "time_of_day",
 )
 """The state strategies (`StateStrategy.script`) in code order: a strategy's code is its place
 here, from 1, and its Lua file `lua/<script>.lua`."""
@@ -69,6 +70,7 @@ _HELPERS = {
     "tiered_rate": _FIXED,
     "adaptive_throttle": _FIXED,
     "quota_with_rollover": _FIXED,
+    "time_of_day": _FIXED,
 }
 """Helper files a strategy needs besides the prelude and `_lists`; a program reads each once,
 before its strategies."""

@@ -40,7 +40,13 @@ _ITEM = struct.Struct(f"<B{_NUMBERS}d")
 _NOW = struct.Struct("<d")
 _SERVER_CLOCK = _NOW.pack(math.nan)
 """`now` meaning: read the server's clock (TIME)."""
-_COALESCED = frozenset({"sliding_window_counter", "token_bucket", "leaky_bucket", "gcra"})
+_FIRST_TABLE = 2
+"""Where in ARGV the first table goes (`script_table`, after the items' bytes): an item with
+a table carries its place as its last number (y), packed for the first and changed for the
+others (`_step`)."""
+_COALESCED = frozenset(
+    {"sliding_window_counter", "token_bucket", "leaky_bucket", "gcra", "time_of_day"}
+)
 """The scripts whose concurrent hits on one key a throttle sends together (mode 's' of
 `lua/decide.lua`): their states have a fixed size and are stored whole."""
 _PACKED_MAX = 1024
@@ -48,17 +54,26 @@ _YES = (b"1", "1")
 
 
 class _Packed:
-    """An item's bytes for the programs and its script (`data` None: no Lua for its strategy).
-    Kept by the identity of the strategy and rate objects (held here, so the identities stay
-    valid): strategies and rates are configuration, not changed once in use."""
+    """An item's bytes for the programs and its script (`data` None: no Lua for its strategy),
+    and its table (`script_table`, None: none; its decisions then tell their limit). Kept by
+    the identity of the strategy and rate objects (held here, so the identities stay valid):
+    strategies and rates are configuration, not changed once in use."""
 
-    __slots__ = ("data", "rate", "script", "strategy")
+    __slots__ = ("data", "rate", "script", "strategy", "table")
 
-    def __init__(self, strategy: Any, rate: Rate, data: Optional[bytes], script: str) -> None:
+    def __init__(
+        self,
+        strategy: Any,
+        rate: Rate,
+        data: Optional[bytes],
+        script: str,
+        table: Optional[bytes] = None,
+    ) -> None:
         self.strategy = strategy
         self.rate = rate
         self.data = data
         self.script = script
+        self.table = table
 
 
 _PACKED: dict[tuple[int, int, int], _Packed] = {}
@@ -73,18 +88,27 @@ def _pack(strategy: Any, rate: Rate, cost: int) -> _Packed:
         packed = _Packed(strategy, rate, None, "")
     else:
         code, script = found
+        table: Optional[bytes] = None
         if code:
             strategy.check_scale(rate)  # the programs' doubles are exact below 2**53
             numbers = [float(n) for n in strategy.script_args(rate, cost)]
+            script_table = getattr(strategy, "script_table", None)
+            if script_table is not None:
+                day = script_table(rate)
+                table = struct.pack(f"<{len(day)}d", *day)
         else:
             numbers = [float(rate.limit), float(rate.expire), float(cost)]
-        if len(numbers) > _NUMBERS:
+        most = _NUMBERS - (table is not None)  # (y: where its table is)
+        if len(numbers) > most:
             raise ConfigurationError(
                 f"{strategy!r}: script_args gives {len(numbers)} numbers; the Redis programs "
-                f"take at most {_NUMBERS} (limit, period, cost and two parameters)"
+                f"take at most {most} (limit, period, cost and parameters"
+                f"{', then where the script_table is' if table is not None else ''})"
             )
-        numbers += [0.0] * (_NUMBERS - len(numbers))
-        packed = _Packed(strategy, rate, _ITEM.pack(code, *numbers), script)
+        numbers += [0.0] * (most - len(numbers))
+        if table is not None:
+            numbers.append(float(_FIRST_TABLE))
+        packed = _Packed(strategy, rate, _ITEM.pack(code, *numbers), script, table)
     if len(_PACKED) >= _PACKED_MAX:
         del _PACKED[next(iter(_PACKED))]
     _PACKED[(id(strategy), id(rate), cost)] = packed
@@ -121,13 +145,40 @@ def _decision(fields: Sequence[Any], i: int, limit: int) -> Decision:
     )
 
 
+def _told(fields: Sequence[Any], i: int, _limit: int) -> Decision:
+    """As `_decision`, for an item with a table: its limit is the fifth number."""
+    return _decision(fields, i, int(fields[i + 4]))
+
+
 def _decisions(reply: Any, packs: Sequence[_Packed]) -> list[Decision]:
-    """Each item's decision from a reply `allowed|wait|remaining|reset|allowed|...`."""
+    """Each item's decision from a reply `allowed|wait|remaining|reset|allowed|...`, with
+    `|limit` after the four numbers of an item with a table (`lua/decide.lua`)."""
     fields = _fields(reply)
-    return [
-        _decision(fields, i, packed.rate.limit)
-        for i, packed in zip(range(0, len(fields), 4), packs)
-    ]
+    decisions = []
+    i = 0
+    for packed in packs:
+        if packed.table is None:
+            decisions.append(_decision(fields, i, packed.rate.limit))
+            i += 4
+        else:
+            decisions.append(_told(fields, i, packed.rate.limit))
+            i += 5
+    return decisions
+
+
+def _arguments(mode: bytes, now: bytes, packs: Sequence[_Packed]) -> tuple[bytes, ...]:
+    """ARGV for `packs` (`lua/decide.lua`): the mode, now and the items' bytes, then the
+    items' tables, each item with a table told where its own is."""
+    data = [mode, now]
+    tables: list[bytes] = []
+    for packed in packs:
+        item = packed.data or b""
+        if packed.table is not None:
+            tables.append(packed.table)
+            if len(tables) > 1:
+                item = item[: -_NOW.size] + _NOW.pack(_FIRST_TABLE + len(tables) - 1)
+        data.append(item)
+    return (b"".join(data), *tables)
 
 
 class _Group:
@@ -212,6 +263,9 @@ class ScriptSteps(LockedSteps):
             return None
         program = _program((packed,))
         name, sha, item, limit = program.name, program.sha, packed.data, rate.limit
+        tables, width, read = (
+            ((), 4, _decision) if packed.table is None else ((packed.table,), 5, _told)
+        )
         prefix, suffix, own = self._prefix, strategy.suffix, self.__dict__
         strategy_decide = strategy.decide
         lanes: Optional[Lanes[str, Decision]] = Lanes() if packed.script in _COALESCED else None
@@ -221,34 +275,36 @@ class ScriptSteps(LockedSteps):
 
         async def together(keys: list[str]) -> list[Decision]:
             """The hits on one key (`keys`: it, once per hit) in one `EVALSHA`, in turn."""
-            args = b"".join((b"s", now(), item * len(keys)))
-            fields = _fields(await self._run(name, evalsha, sha, keys, (args,)))
-            return [_decision(fields, i, limit) for i in range(0, len(fields), 4)]
+            args = b"".join((b"s", now(), item * len(keys)))  # (one table serves them all)
+            fields = _fields(await self._run(name, evalsha, sha, keys, (args, *tables)))
+            return [read(fields, i, limit) for i in range(0, len(fields), width)]
 
         async def decide(key: str) -> Decision:
             if "evaluate" in own or "_step" in own:
                 return await strategy_decide(key, rate, self, cost)
             stored = prefix + key + suffix
             if lanes is None:
-                reply = await self._run(name, evalsha, sha, (stored,), (b"c" + now() + item,))
+                args = (b"c" + now() + item, *tables)
+                reply = await self._run(name, evalsha, sha, (stored,), args)
             else:
                 queued = lanes.join(stored, stored, together)
                 if queued is not None:  # a hit on this key is in flight: the next round
                     return await queued
                 try:
-                    reply = await self._run(name, evalsha, sha, (stored,), (b"c" + now() + item,))
+                    args = (b"c" + now() + item, *tables)
+                    reply = await self._run(name, evalsha, sha, (stored,), args)
                 finally:
                     lanes.close(stored)
-            return _decision(_fields(reply), 0, limit)
+            return read(_fields(reply), 0, limit)
 
         return decide
 
     async def _step(self, mode: bytes, keys: Sequence[str], packs: Sequence[_Packed]) -> Any:
         """One `EVALSHA` of the program for `packs` in `mode` (see `lua/decide.lua`)."""
         now = _SERVER_CLOCK if self._server_clock else _NOW.pack(self.now_ms())
-        args = b"".join([mode, now, *[packed.data or b"" for packed in packs]])
         program = _program(packs)
-        return await self._run(program.name, evalsha, program.sha, keys, (args,))
+        args = _arguments(mode, now, packs)
+        return await self._run(program.name, evalsha, program.sha, keys, args)
 
     async def evaluate(
         self, key: str, strategy: StateStrategy, rate: Rate, cost: int, *, commit: bool = True

@@ -8,7 +8,8 @@
 -- numbers (limit, period, cost, x, y) and REFUND; deciding, it sets admitted, wait, remaining
 -- and reset, and when admitted `state` (the value to store, or changes to it, see below) and
 -- `ttl` (its time to live in ms); giving back, state and ttl only, or nothing when there is
--- nothing to give back to. A refund runs only on a state (of any size, as in Python).
+-- nothing to give back to. A refund runs only on a state (of any size, as in Python). A body
+-- whose decision tells another limit than the item's (TimeOfDay's: its hour's) sets `told`.
 -- Bodies, not functions: Redis runs the whole program on every call, and a function costs
 -- its definition, one more for each helper it reaches, and its call.
 -- KEYS: one key per item. ARGV[1]: the mode, one byte (MODE):
@@ -25,9 +26,12 @@
 -- key: the code (a byte) and five little-endian doubles, the limit, the period in ms, the
 -- cost and the strategy's parameters (script_args) padded with 0. Packed bytes cost least on
 -- both sides: the client sends (and caches) them, and one struct.unpack per item reads them
--- (the prelude reads the first with the mode and now).
+-- (the prelude reads the first with the mode and now). ARGV[2] on: the tables of the items
+-- whose strategy has one (script_table: TimeOfDay's day of limits), little-endian doubles,
+-- in item order; such an item's y is its table's place in ARGV.
 -- The reply is a string of whole numbers, 'allowed|wait_ms|remaining|reset_ms' per item,
--- joined by '|' ('OK' for 'r'): a bulk string costs the server least, and the client one split.
+-- then '|limit' for an item whose body sets `told`, joined by '|' ('OK' for 'r'): a bulk
+-- string costs the server least, and the client one split.
 -- An item's bytes, where the first starts, and whether now is the server's (NaN: TIME's).
 local ITEM, FIRST, SERVER, SEQ = 41, 10, now ~= now, MODE == 115 -- 's'
 if SERVER then -- the server's clock in whole ms (below 10^6 us, the floor is exact)
@@ -53,7 +57,7 @@ for i = 1, n do
     code, limit, period, cost, x, y = struct.unpack('<Bddddd', ARGV[1], FIRST + (i - 1) * ITEM)
   end
   state, ttl = nil, nil
-  local admitted, wait, remaining, reset, raw
+  local admitted, wait, remaining, reset, raw, told
   if code == 0 then
     if REFUND then
       counter_refund(KEYS[i], cost)
@@ -102,6 +106,9 @@ for i = 1, n do
       refused = true
       state = false
       text = string.format('0|%d|%d|%d', wait, remaining, reset)
+    end
+    if told then
+      text = text .. string.format('|%d', told)
     end
     reply = reply and reply .. '|' .. text or text
   end
