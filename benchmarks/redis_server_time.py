@@ -71,7 +71,7 @@ def _cases() -> list[tuple[str, Strategy, Rate]]:
         for cls in BUILTIN_STRATEGIES
     ]
     cases += [(cls.__name__, cls(), Rate.parse(_ADVANCED_RATE)) for cls in ADVANCED_STRATEGIES]
-    return [case for case in cases if native(case[1]) is not None]  # TimeOfDay: no script
+    return [case for case in cases if native(case[1]) is not None]  # (a subclass may have none)
 
 
 async def server_times(url: str, calls: int = 2000) -> list[ServerTime]:

@@ -132,3 +132,27 @@ def test_one_backend_serves_successive_event_loops(memcached_url: str) -> None:
         await backend.close()
 
     asyncio.run(finish())
+
+
+@pytest.mark.memcached
+@pytest.mark.anyio
+async def test_scan_reads_a_dump_larger_than_a_stream_buffer(memcached_url: str) -> None:
+    # `lru_crawler metadump` of a busy server runs to megabytes; it was read as one chunk,
+    # which asyncio's stream limit (64 KiB) refused: scan (and `python -m traffik`) failed on
+    # any server holding more than about a thousand keys.
+    other = MemcachedBackend(memcached_url, namespace="scan-crowd")
+    mine = MemcachedBackend(memcached_url, namespace="scan-few")
+    try:
+        await asyncio.gather(
+            *(other.set(other.get_key(f"{'k' * 150}{i}"), "1", 60) for i in range(1500))
+        )
+        await mine.set(mine.get_key("a"), "1", 60)
+        await mine.set(mine.get_key("b"), "1", 60)
+        assert sorted(await mine.scan(mine.get_key(""))) == [mine.get_key("a"), mine.get_key("b")]
+        assert len(await other.scan(other.get_key(""), limit=10)) == 10
+        assert await mine.get(mine.get_key("a")) == "1"  # (the connection is still in step)
+    finally:
+        await other.reset()
+        await mine.reset()
+        await other.close()
+        await mine.close()

@@ -166,15 +166,21 @@ class NodeClient(aiomcache.FlagClient[Flagged]):
 
     async def metadump_on(self, conn: Connection) -> list[bytes]:
         """Every key the server holds (`lru_crawler metadump all`), as stored (URL-encoded).
-        The dump's lines end with a bare LF, and the whole with `END` and CRLF."""
+        The dump's lines end with a bare LF, and the whole with `END` and CRLF. Read line by
+        line: a busy server's dump runs to megabytes, past what a stream reads in one chunk."""
         conn.writer.transport.write(b"lru_crawler metadump all\r\n")
-        first = await conn.reader.readuntil(b"\n")
-        if not first.startswith((b"key=", b"END\r\n")):
-            raise ReplyError("lru_crawler metadump failed", first.rstrip())
-        data = first if first == b"END\r\n" else first + await conn.reader.readuntil(b"END\r\n")
-        return [
-            line[4:].split(b" ", 1)[0] for line in data.split(b"\n") if line.startswith(b"key=")
-        ]
+        readline = conn.reader.readline
+        line = await readline()
+        if not line.startswith((b"key=", b"END\r\n")):
+            raise ReplyError("lru_crawler metadump failed", line.rstrip())
+        keys = []
+        while line != b"END\r\n":
+            if line.startswith(b"key="):
+                keys.append(line[4:].split(b" ", 1)[0])
+            elif not line:
+                raise ReplyError("the connection closed in the middle of a metadump", line)
+            line = await readline()
+        return keys
 
     async def version_on(self, conn: Connection) -> bytes:
         reply = await self.line_on(conn, b"version\r\n")
