@@ -172,11 +172,16 @@ SCRIPTS = {
 
 
 async def load_all(client: Any, cluster: bool) -> None:
-    """`SCRIPT LOAD` every script: pipelined on one node, on every node of a cluster."""
+    """`SCRIPT LOAD` every script: pipelined on one node, on every node of a cluster.
+
+    On one node a `PING` goes first: a server that wants a password answers it with
+    `NOAUTH` (the error names what is missing), where a pipeline of scripts, some larger than
+    the 16 KiB an unauthenticated client may send, gets the connection closed instead."""
     if cluster:
         for script in SCRIPTS.values():
             await client.script_load(script.source)
         return
+    await client.ping()
     pipe = client.pipeline(transaction=False)
     for script in SCRIPTS.values():
         pipe.script_load(script.source)
