@@ -177,3 +177,22 @@ async def test_a_middleware_throttle_of_the_wrong_kind_says_so() -> None:
     async with _client(app) as http:
         with pytest.raises(ConfigurationError, match="use an HTTPThrottle there"):
             await http.get("/items")
+
+
+async def test_charge_by_outcome_on_a_websocket_route_says_so() -> None:
+    api = HTTPThrottle(
+        "api:charged", rate="5/min", backend=InMemoryBackend(), charge_when=lambda o: True
+    )
+    app = FastAPI()
+
+    @app.websocket("/chat", dependencies=[Depends(api.charge_by_outcome)])
+    async def chat(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.close()
+
+    client = TestClient(app)
+    with (
+        pytest.raises(ConfigurationError, match="use a WebSocketThrottle there"),
+        client.websocket_connect("/chat"),
+    ):
+        pass

@@ -556,13 +556,16 @@ class HTTPThrottle(Throttle):
     connection_type = Request
 
     async def charge_by_outcome(
-        self, request: Request, response: Response
+        self,
+        request: Request = None,  # type: ignore[assignment]  # (None: a WebSocket route's)
+        response: Response = None,  # type: ignore[assignment]  # (FastAPI's, always given)
     ) -> AsyncIterator[Request]:
         """A FastAPI dependency with `yield` for a throttle with `charge_when`:
         `Depends(throttle.charge_by_outcome)`. It hits before the endpoint runs, then settles
         the charge with the outcome: the exception the endpoint raised (its status code), or
         else the route's status code (a dependency does not see a returned `Response`; the
-        decorators and the middleware do)."""
+        decorators and the middleware do). On a WebSocket route FastAPI gives it no request:
+        `hit`'s `ConfigurationError` says what to use there."""
         await self.hit(request, response=response)
         try:
             yield request
