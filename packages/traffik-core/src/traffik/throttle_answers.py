@@ -93,9 +93,6 @@ class ThrottleAnswers:
 
         def _plan_for(self, rates: tuple[Rate, ...]) -> HeaderPlan: ...
 
-    _made = staticmethod(made)
-    """`made`, for `hit`: the connection as the app's callables get it."""
-
     def watches(self, backend: ThrottleBackend, shadow: Optional[bool] = None) -> bool:
         """Whether a hit on `backend` only watches (decides and counts, never refuses): the
         hit's `shadow` when given, else this throttle's, else the backend's default."""

@@ -49,7 +49,7 @@ from traffik.responses import (
 from traffik.rules import Bypass, Rule
 from traffik.strategies import steps
 from traffik.strategies.steps import Item
-from traffik.throttle_answers import ThrottleAnswers, _let_through
+from traffik.throttle_answers import ThrottleAnswers, _let_through, made
 from traffik.throttle_keys import ThrottleKeys
 from traffik.throttle_settings import ThrottleSettings, check_context
 from traffik.typing import (
@@ -317,7 +317,7 @@ class Throttle(ThrottleSettings, ThrottleKeys, ThrottleAnswers, ThrottleHeaders,
         ctx = self.context if context is None else {**self.context, **context}
         gate = self._gate
         if gate is not None:
-            connection = self._made(connection)  # (a `PendingRequest`: the rules get the Request)
+            connection = made(connection)  # (a `PendingRequest`: the rules get the Request)
             if not await gate.allows(connection, ctx):
                 return _let_through(connection)
         backend = self._backend or self.get_backend(connection)
@@ -334,7 +334,7 @@ class Throttle(ThrottleSettings, ThrottleKeys, ThrottleAnswers, ThrottleHeaders,
             prepared = self._prepared(connection, ctx, cost, backend)
             decision: Optional[Decision] = None
             if prepared is None:
-                connection = self._made(connection)  # (for the identifier, rate and cost callables)
+                connection = made(connection)  # (for the identifier, rate and cost callables)
                 prepared = await self._prepare(connection, ctx, cost, backend)
                 if prepared is None:  # (nothing to decide: unlimited, no cost, exempted)
                     return _let_through(connection)
@@ -381,7 +381,7 @@ class Throttle(ThrottleSettings, ThrottleKeys, ThrottleAnswers, ThrottleHeaders,
             raise
         except Exception as exc:
             failure, failed_on = exc, backend  # (the event names the store that failed)
-            connection = self._made(connection)  # (for the `on_error` handler)
+            connection = made(connection)  # (for the `on_error` handler)
             decision, rates, key, taken, backend = await recover(
                 self, exc, connection, ctx, cost, backend, prepared
             )
@@ -528,7 +528,8 @@ class Throttle(ThrottleSettings, ThrottleKeys, ThrottleAnswers, ThrottleHeaders,
 
     def _dependency_parameters(self) -> list[inspect.Parameter]:
         # A default, so that FastAPI, which gives no connection of the other kind, calls
-        # `__call__` (its error) instead of failing with "missing 1 required argument".
+        # `hit` (its error, `_no_connection`) instead of failing with "missing 1 required
+        # argument".
         return [
             inspect.Parameter(
                 "connection", _POSITIONAL, default=None, annotation=self.connection_type
