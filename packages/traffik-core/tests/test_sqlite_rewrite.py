@@ -184,7 +184,7 @@ def test_the_rewrite_functions_refuse_a_statement_of_their_own(tmp_path: Path) -
             "UPDATE traffik_entries SET value = traffik_value(value, expires_at) WHERE key = 'k'"
         )
     assert cursor.execute("SELECT value FROM traffik_entries").fetchall() == [("v",)]
-    assert cursor.rewrite("k", lambda v, e, x: (v + x, e, "done"), ("!",)) == "done"
+    assert cursor.rewrite("k", lambda v, e: (v + "!", e, "done")) == "done"
     assert cursor.execute("SELECT value FROM traffik_entries").fetchall() == [("v!",)]
     conn.close()
 

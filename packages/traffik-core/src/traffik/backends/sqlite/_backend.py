@@ -6,19 +6,20 @@ import asyncio
 import math
 from collections.abc import Awaitable, Mapping, Sequence
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from traffik.backends.base import ThrottleBackend, WindowCount
 from traffik.backends.lanes import Lanes
+from traffik.backends.lifecycle import READY
 from traffik.backends.sqlite._database import Database
 from traffik.backends.sqlite._decisions import (
     Hit,
-    count_in_place,
+    counter_change,
     decide,
     decide_all,
     decide_in_turn,
     refund_all,
-    transit_in_place,
+    state_change,
 )
 from traffik.backends.sqlite._errors import locked
 from traffik.backends.sqlite._lock import DEFAULT_LOCK_TTL, Holding, SQLiteLock
@@ -418,8 +419,8 @@ class SQLiteBackend(ThrottleBackend):
         Returns:
             The `Decision`, or None when it cannot be made at once.
         """
-        at_once = self._at_once(strategy, rate, cost, kind)
-        return None if at_once is None else at_once(key)
+        decide = self._decider(strategy, rate, cost, kind, "", "")
+        return None if decide is None else decide(key)
 
     def decider(
         self, strategy: Any, rate: Rate, cost: int, kind: int
@@ -438,55 +439,57 @@ class SQLiteBackend(ThrottleBackend):
             A callable of a throttle's key (not namespaced) returning the `Decision`, or
             None when it cannot be made at once; None for a kind it does not decide.
         """
-        at_once = self._at_once(strategy, rate, cost, kind)
-        if at_once is None:
-            return None
-        prefix, suffix = self._prefix, strategy.suffix
+        return self._decider(strategy, rate, cost, kind, self._prefix, strategy.suffix)
 
-        def decide(key: str) -> Decision | None:
-            return at_once(prefix + key + suffix)
-
-        return decide
-
-    def _at_once(
-        self, strategy: Any, rate: Rate, cost: int, kind: int
+    def _decider(
+        self, strategy: Any, rate: Rate, cost: int, kind: int, prefix: str, suffix: str
     ) -> Callable[[str], Decision | None] | None:
-        """`decide_now` on a namespaced key for one strategy, rate and cost."""
+        """`decide_now` on `prefix + key + suffix` for one strategy, rate and cost: the
+        row's change and what makes a missing row are made here, once; a hit runs one
+        closure, the `UPDATE` and its callbacks."""
         made = self._decision(strategy, rate, cost, kind)
         if made is None:
             return None
-        doing, args = made
-        direct, lanes, db, step = self._direct, self._lanes, self._db, self._decision_step
+        doing, change, missing = made
+        steps_own, own, lanes = self._steps_own, self.__dict__, self._lanes
+        now_atomic = self._db.now_atomic
 
-        def at_once(key: str) -> Decision | None:
-            if not direct() or key in lanes:  # (hits on it wait: this one goes behind them)
+        def decide(key: str) -> Decision | None:
+            key = prefix + key + suffix
+            if (  # `_direct`, inlined; and hits on the key wait: this one goes behind them
+                not steps_own
+                or self._status != READY
+                or "increment_with_ttl" in own
+                or "evaluate" in own
+                or key in lanes
+            ):
                 return None
-            found: Any = db.now_atomic(doing, step, key, *args)
-            return None if found is BUSY else _decided(found, kind, rate)
+            found: Any = now_atomic(doing, _rewritten, key, change, missing)
+            return None if found is BUSY else found
 
-        return at_once
+        return decide
 
     def _decision(
         self, strategy: Any, rate: Rate, cost: int, kind: int
-    ) -> tuple[str, tuple[Any, ...]] | None:
-        """What one decision of `kind` is doing, and `_decision_step`'s arguments after the
-        key: the row's change with its arguments, and the transaction's step with its own;
-        None for a kind not decided here."""
+    ) -> tuple[str, Change, Missing] | None:
+        """What one decision of `kind` is doing, the row's change (`RewritingCursor.rewrite`)
+        and the step that decides when there is no row yet (in a transaction, all or
+        nothing: it creates the row); None for a kind not decided here."""
+        db, step = self._db, self._step
         if kind == IN_PLACE_COUNTER:
             expire = rate.expire
-            return "counting", (
-                count_in_place,
-                (self.now_ms, cost, expire),
-                Rows.count,
-                (cost, expire),
-            )
+
+            def count(cursor: sqlite3.Cursor, key: str) -> Decision:
+                found = db.atomically(cursor, step, Rows.count, key, cost, expire)
+                return counted_decision(found[0], found[1], rate)
+
+            return "counting", counter_change(self.now_ms, rate, cost), count
         if kind == IN_PLACE_STATE:
-            return "deciding", (
-                transit_in_place,
-                (self.now_ms, strategy, rate, cost),
-                decide,
-                (strategy, rate, cost, True),
-            )
+
+            def transit(cursor: sqlite3.Cursor, key: str) -> Decision:
+                return db.atomically(cursor, step, decide, key, strategy, rate, cost, True)
+
+            return "deciding", state_change(self.now_ms, strategy, rate, cost), transit
         return None
 
     def _direct(self) -> bool:
@@ -495,27 +498,10 @@ class SQLiteBackend(ThrottleBackend):
         own = self.__dict__
         return (
             self._steps_own
-            and self.initialized
+            and self._status == READY
             and "increment_with_ttl" not in own
             and "evaluate" not in own
         )
-
-    def _decision_step(
-        self,
-        cursor: RewritingCursor,
-        key: str,
-        change: Change,
-        change_args: tuple[Any, ...],
-        step: Callable[..., T],
-        step_args: tuple[Any, ...],
-    ) -> T:
-        """A decision as one statement, its row changed by the `UPDATE` that writes it
-        (`RewritingCursor`), or, with no row yet, `step` all or nothing (which creates it):
-        an atomic step (`Database.write_atomic`)."""
-        found = cursor.rewrite(key, change, change_args)
-        if found is MISSING:
-            return self._db.atomically(cursor, self._step, step, key, *step_args)
-        return cast("T", found)
 
     def waited_decider(
         self, strategy: Any, rate: Rate, cost: int, kind: int
@@ -547,9 +533,9 @@ class SQLiteBackend(ThrottleBackend):
         made = self._decision(strategy, rate, cost, kind)
         if made is None or settled(strategy, rate, cost) is not None:
             return None
-        doing, args = made
+        doing, change, missing = made
         prefix, suffix, db = self._prefix, strategy.suffix, self._db
-        strategy_decide, lanes, decision_step = strategy.decide, self._lanes, self._decision_step
+        strategy_decide, lanes = strategy.decide, self._lanes
 
         async def in_turn(waiting: list[Waiting]) -> list[Decision | None]:
             return await db.write(
@@ -571,10 +557,9 @@ class SQLiteBackend(ThrottleBackend):
                     raise locked(db.path, db.timeout, doing)
                 return decision
             try:
-                found: Any = await db.write_atomic(doing, decision_step, stored, *args)
+                return await db.write_atomic(doing, _rewritten, stored, change, missing)
             finally:
                 lanes.close(stored)
-            return _decided(found, kind, rate)
 
         return decide_hit
 
@@ -645,11 +630,16 @@ def _decide_in_time(
     return [next(decided) if deadline > at else None for _, deadline in waiting]
 
 
-def _decided(found: Any, kind: int, rate: Rate) -> Decision:
-    """A decision step's result as its `Decision` (a counter's is its count and expiry)."""
-    if kind == IN_PLACE_COUNTER:
-        return counted_decision(found[0], found[1], rate)
-    return cast("Decision", found)
+Missing = Callable[["sqlite3.Cursor", str], "Decision"]
+"""`missing(cursor, key)`: the decision on a key with no row yet, in a transaction (or a
+savepoint of the batch's) that creates it."""
+
+
+def _rewritten(cursor: RewritingCursor, key: str, change: Change, missing: Missing) -> Decision:
+    """A decision as one statement, its row changed by the `UPDATE` that writes it, or, with
+    no row yet, `missing` all or nothing: an atomic step (`Database.write_atomic`)."""
+    found = cursor.rewrite(key, change)
+    return missing(cursor, key) if found is MISSING else found
 
 
 def _select_one(cursor: sqlite3.Cursor) -> Any:

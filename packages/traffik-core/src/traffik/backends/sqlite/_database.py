@@ -261,23 +261,27 @@ class Database:
         running loop's clock."""
         return asyncio.get_running_loop().time() + self.timeout
 
-    def now(self, doing: str, step: Callable[..., T], *args: Any) -> T | object:
-        """`step(cursor, *args)` in one `BEGIN IMMEDIATE` transaction, at once, with no
-        coroutine: `BUSY` when the file is busy, this loop's tasks already wait for it, or
-        another task wrote in this loop iteration (the caller then goes through `write`,
-        which waits its turn, or gathers with it)."""
-        handle = self._handle()
-        if handle.turns or not handle.alone():
-            return BUSY
-        return self._attempt(handle, doing, self.transaction, (step, *args))
-
     def now_atomic(self, doing: str, step: Callable[..., T], *args: Any) -> T | object:
-        """`now` for an atomic step (see `write_atomic`): run as it is, outside a
-        transaction."""
-        handle = self._handle()
-        if handle.turns or not handle.alone():
+        """An atomic step (see `write_atomic`), `step(cursor, *args)`, run at once as it is,
+        outside a transaction, with no coroutine: `BUSY` when the file is busy, this loop's
+        tasks already wait for it, or another task wrote in this loop iteration (the caller
+        then goes through `write_atomic`, which waits its turn, or gathers with it). The
+        throttle's hot path: `_handle`'s lookup, `_attempt` and `_committed` are inlined."""
+        loop = asyncio.get_running_loop()
+        last_loop, handle = self._last
+        if last_loop is not loop or _Process.pid != self._pid or handle is None:
+            handle = self._handle()
+        if handle.turns._line or not handle.alone():  # (`Turns.__bool__`, without the call)
             return BUSY
-        return self._attempt(handle, doing, self._committed, (step, *args))
+        try:
+            result = step(handle.cursor or self._connect(handle), *args)
+        except sqlite3.Error as exc:
+            if is_busy(exc):
+                return BUSY
+            raise translate(exc, self.path, doing) from exc
+        if self._checkpoints is not None:
+            self._checkpoints.committed()
+        return result
 
     def _attempt(
         self, handle: _Handle, doing: str, step: Callable[..., T], args: tuple[Any, ...]

@@ -2,17 +2,21 @@
 
 Each takes the backend's `Rows`, the transaction's cursor and `now` read once the
 transaction began; with `commit=False` it is a plain read that writes nothing (`get_stat`).
-`transit_in_place` and `count_in_place` are the first two as a row's change instead, for
-the one `UPDATE` that decides on a row that exists (`RewritingCursor.rewrite`): they take the
-row's value and expiry and read the clock themselves, the write lock held.
+`state_change` and `counter_change` make the first two a row's change instead, once per
+throttle's strategy, rate and cost, for the one `UPDATE` that decides on a row that exists
+(`RewritingCursor.rewrite`): the change takes the row's value and expiry and reads the clock
+itself, the write lock held.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from time import time_ns
 from typing import TYPE_CHECKING, Callable
 
 from traffik.backends.sqlite._rows import Rows, live, number
+from traffik.clock import system_ms
+from traffik.decision import Decision
 from traffik.strategies.fixed_window import counted_decision, counter_decision
 from traffik.strategies.state import decode_state, encode_state
 from traffik.strategies.steps import IN_PLACE_COUNTER, charged, combine, is_counter
@@ -20,19 +24,19 @@ from traffik.strategies.steps import IN_PLACE_COUNTER, charged, combine, is_coun
 if TYPE_CHECKING:
     import sqlite3
 
-    from traffik.decision import Decision
+    from traffik.backends.sqlite._rewrite import Change
     from traffik.rates import Rate
     from traffik.strategies.base import StateStrategy
     from traffik.strategies.steps import Item
 
 __all__ = [
     "Hit",
-    "count_in_place",
+    "counter_change",
     "decide",
     "decide_all",
     "decide_in_turn",
     "refund_all",
-    "transit_in_place",
+    "state_change",
 ]
 
 Hit = tuple[str, "StateStrategy", "Rate", int, int]
@@ -60,39 +64,50 @@ def decide(
     return decision
 
 
-def transit_in_place(
-    value: str,
-    expires_at: int | None,
-    now_ms: Callable[[], int],
-    strategy: StateStrategy,
-    rate: Rate,
-    cost: int,
-) -> tuple[str, int | None, Decision]:
-    """`decide` as a row's change (`RewritingCursor.rewrite`): the row's new value and
-    expiry (as they were, for a hit that changes nothing), and the decision. `now_ms` is
-    read here, with the write lock held."""
-    now = now_ms()
-    live = expires_at is None or expires_at > now
-    state = decode_state(value) if live else None
-    decision, new_state, ttl_ms = strategy.transition(state, now, rate, cost)
-    if new_state is None:
-        return value, expires_at, decision
-    return encode_state(new_state), now + ttl_ms, decision
+def state_change(
+    now_ms: Callable[[], int], strategy: StateStrategy, rate: Rate, cost: int
+) -> Change:
+    """`decide` as a row's change (`RewritingCursor.rewrite`), for one strategy, rate and
+    cost: the row's new value and expiry (as they were, for a hit that changes nothing), and
+    the decision. The time is read in the change, with the write lock held."""
+    wall = now_ms is system_ms
+
+    def change(value: str, expires_at: int | None) -> tuple[str, int | None, Decision]:
+        now = time_ns() // 1_000_000 if wall else now_ms()
+        state = decode_state(value) if expires_at is None or expires_at > now else None
+        decision, new_state, ttl_ms = strategy.transition(state, now, rate, cost)
+        if new_state is None:
+            return value, expires_at, decision
+        return encode_state(new_state), now + ttl_ms, decision
+
+    return change
 
 
-def count_in_place(
-    value: str, expires_at: int | None, now_ms: Callable[[], int], amount: int, ttl_ms: int | None
-) -> tuple[str, int | None, tuple[int, int | None]]:
-    """`Rows.count` as a row's change (`RewritingCursor.rewrite`): the counter's new value
-    and expiry, and the count with the milliseconds until it is gone."""
-    now = now_ms()
-    if expires_at is not None and expires_at <= now:  # gone: it starts over
-        count, expires_at = amount, None
-    else:
-        count = number(value) + amount
-    if expires_at is None and ttl_ms is not None:
-        expires_at = now + ttl_ms
-    return str(count), expires_at, (count, None if expires_at is None else expires_at - now)
+def counter_change(now_ms: Callable[[], int], rate: Rate, amount: int) -> Change:
+    """`Rows.count` and `counted_decision` as a row's change (`RewritingCursor.rewrite`),
+    for one rate and cost: the counter's new value and expiry, and the decision. The time
+    is read in the change, with the write lock held."""
+    wall, limit, period = now_ms is system_ms, rate.limit, rate.expire
+
+    def change(value: str, expires_at: int | None) -> tuple[str, int | None, Decision]:
+        now = time_ns() // 1_000_000 if wall else now_ms()
+        if expires_at is not None and expires_at <= now:  # gone: it starts over
+            count, expires_at = amount, now + period
+        else:
+            try:
+                count = int(value) + amount
+            except ValueError:  # (text that is not a whole number counts as 0: `number`)
+                count = amount
+            if expires_at is None:
+                expires_at = now + period
+        left = expires_at - now  # (`counted_decision`'s wait, inlined: the hot path)
+        if left <= 0:
+            left = period
+        if count > limit:
+            return str(count), expires_at, Decision(False, left, 0, left, limit)
+        return str(count), expires_at, Decision(True, 0, limit - count, left, limit)
+
+    return change
 
 
 def decide_in_turn(

@@ -27,9 +27,10 @@ _REWRITE = (
 MISSING = object()
 """What `rewrite` answers when there is no row to change."""
 
-Change = Callable[..., tuple[str, Optional[int], Any]]
-"""`change(value, expires_at, *args) -> (new value, new expires_at, answer)`: the row's new
-content (the same, to leave it) and what `rewrite` answers."""
+Change = Callable[[str, Optional[int]], tuple[str, Optional[int], Any]]
+"""`change(value, expires_at) -> (new value, new expires_at, answer)`: the row's new content
+(the same, to leave it) and what `rewrite` answers; made once per throttle's strategy, rate
+and cost (`traffik.backends.sqlite._decisions`)."""
 
 
 class RewritingCursor(sqlite3.Cursor):
@@ -39,26 +40,24 @@ class RewritingCursor(sqlite3.Cursor):
     def __init__(self, connection: sqlite3.Connection) -> None:
         super().__init__(connection)
         self._change: Optional[Change] = None
-        self._args: tuple[Any, ...] = ()
         self._new: Optional[tuple[str, Optional[int], Any]] = None
         self._error: Optional[BaseException] = None
         connection.create_function("traffik_value", 2, self._value)
         connection.create_function("traffik_expires", 2, self._expires)
 
-    def rewrite(self, key: str, change: Change, args: tuple[Any, ...]) -> Any:
-        """`change(value, expires_at, *args)` on `key`'s row (expired or not) in one
-        `UPDATE`: its answer, or `MISSING` when there is no row. An error the change
-        raises is raised here, and the statement fails (the row is left as it was).
+    def rewrite(self, key: str, change: Change) -> Any:
+        """`change(value, expires_at)` on `key`'s row (expired or not) in one `UPDATE`: its
+        answer, or `MISSING` when there is no row. An error the change raises is raised
+        here, and the statement fails (the row is left as it was).
 
         Args:
             key: The row's key.
             change: What the row becomes, and the answer (see `Change`).
-            args: The change's other arguments.
 
         Returns:
             The change's answer, or `MISSING`.
         """
-        self._change, self._args, self._new, self._error = change, args, None, None
+        self._change = change
         try:
             self.execute(_REWRITE, (key,))
         except sqlite3.OperationalError:
@@ -66,27 +65,27 @@ class RewritingCursor(sqlite3.Cursor):
                 raise
         finally:
             new, error = self._new, self._error
-            self._change, self._args, self._new, self._error = None, (), None, None
+            self._change = self._new = self._error = None
         if error is not None:
             raise error
         return MISSING if new is None else new[2]
 
     def _changed(self, value: str, expires_at: Optional[int]) -> tuple[str, Optional[int], Any]:
-        new = self._new
-        if new is None:
-            change = self._change
-            if change is None:  # (an UPDATE not made by `rewrite`: it fails)
-                raise sqlite3.ProgrammingError("traffik_value is only called by rewrite()")
-            try:
-                new = change(value, expires_at, *self._args)
-            except BaseException as exc:  # the statement fails; `rewrite` raises this
-                self._error = exc
-                raise
-            self._new = new
+        """The change made (once per statement: the first function SQLite calls makes it)."""
+        change = self._change
+        if change is None:  # (an UPDATE not made by `rewrite`: it fails)
+            raise sqlite3.ProgrammingError("traffik_value is only called by rewrite()")
+        try:
+            new = self._new = change(value, expires_at)
+        except BaseException as exc:  # the statement fails; `rewrite` raises this
+            self._error = exc
+            raise
         return new
 
     def _value(self, value: str, expires_at: Optional[int]) -> str:
-        return self._changed(value, expires_at)[0]
+        new = self._new
+        return (self._changed(value, expires_at) if new is None else new)[0]
 
     def _expires(self, value: str, expires_at: Optional[int]) -> Optional[int]:
-        return self._changed(value, expires_at)[1]
+        new = self._new
+        return (self._changed(value, expires_at) if new is None else new)[1]
