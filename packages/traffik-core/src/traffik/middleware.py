@@ -44,6 +44,16 @@ __all__ = ["SORT_MODES", "MiddlewareThrottle", "ThrottleMiddleware", "glob"]
 
 ExceptionHandlerGetter = Callable[[Exception], Optional[Callable[..., Any]]]
 
+_One = tuple[
+    MiddlewareThrottle,
+    Optional[Callable[[str], Any]],
+    Throttle,
+    Optional[dict[str, Any]],
+    Optional[bool],
+]
+"""`ThrottleMiddleware`'s one-throttle path: the `MiddlewareThrottle`, its path match, its
+throttle, the context and the `skip_handler` its hits get."""
+
 
 def _is_preflight(scope: Scope) -> bool:
     """Whether an OPTIONS request is a CORS preflight (`Origin` and
@@ -286,15 +296,30 @@ class ThrottleMiddleware:
             and type(first).hit is Throttle.hit
             and type(first).get_backend is Throttle.get_backend
         )
+        self._http_one = self._one(self.http_throttles)
+        self._websocket_one = self._one(self.websocket_throttles)
+
+    def _one(self, throttles: tuple[MiddlewareThrottle, ...]) -> Optional[_One]:
+        """What the one-throttle path needs, worked out when the app is built: for a single
+        throttle whose rule the scope alone decides (no predicate, no exemption of its own),
+        its path match, and the context and `skip_handler` each hit gets; None otherwise."""
+        if len(throttles) != 1 or throttles[0].checks_more:
+            return None
+        alone = throttles[0]
+        context = {**self.context, **alone.context} if self.context or alone.context else None
+        skip = alone.skip_handler if self.skip_handler is None else self.skip_handler
+        return (alone, alone.path_match, alone.throttle, context, skip)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
             throttles = self.http_throttles
+            one = self._http_one
             if scope["method"] == "OPTIONS" and _is_preflight(scope):
                 throttles = ()  # a browser's question before a request: the request counts
         elif kind == "websocket":
             throttles = self.websocket_throttles
+            one = self._websocket_one
         else:
             throttles = ()
         if not throttles:
@@ -312,7 +337,7 @@ class ThrottleMiddleware:
         try:
             if self.exempt and await self._exempted(_connection(scope, receive, send)):
                 pass
-            elif len(throttles) > 1 or throttles[0].checks_more:
+            elif one is None:
                 if kind == "http":
                     sink = _HeaderSink()
                     sink.raw_headers = []
@@ -321,15 +346,13 @@ class ThrottleMiddleware:
             else:
                 # One throttle whose rule the scope alone decides (the common case): `_run`
                 # written out for it, as a call here costs about as much as the scope's copy.
-                alone = throttles[0]
-                match = alone.path_match
+                alone, match, throttle, context, skip = one
                 if match is not None:  # (the path `route_path` reads, without the call)
                     path = route_path(scope) if scope.get("root_path") else scope["path"]
                     matched = match(path) is not None
                 else:
                     matched = alone.matches_any or alone.rule.matches_scope(scope)
                 if matched:
-                    throttle = alone.throttle
                     view = dict(scope)
                     view["route"] = alone.route
                     if self.backend is not None:
@@ -346,13 +369,11 @@ class ThrottleMiddleware:
                             sink = _HeaderSink()
                             sink.raw_headers = []
                             sink.send = send
-                    context = self.context
-                    skip = self.skip_handler
                     await throttle.hit(
                         scoped,
                         cost=alone.cost,
-                        context={**context, **alone.context} if context or alone.context else None,
-                        skip_handler=alone.skip_handler if skip is None else skip,
+                        context=context,
+                        skip_handler=skip,
                         response=sink,
                         shadow=alone.shadow,
                     )
