@@ -121,3 +121,25 @@ def test_the_next_round_is_run_by_the_hit_that_opened_the_lane() -> None:
     assert asyncio.run(here()) == [10, 20, 30]
     assert rounds == [("alone", [1]), ("opener", [1]), ("opener", [2, 3])]
     assert len(lanes) == 0
+
+
+def test_in_flight_is_a_live_view_of_the_keys_with_a_round() -> None:
+    lanes: Lanes[int, int] = Lanes()
+    in_flight = lanes.in_flight()  # taken once, as a hot path takes it
+
+    async def main() -> None:
+        started = asyncio.get_running_loop().create_future()
+
+        async def held(hits: list[int]) -> list[int]:
+            started.set_result(None)
+            await asyncio.sleep(0.01)
+            return hits
+
+        assert "k" not in in_flight and "k" not in lanes
+        task = asyncio.ensure_future(lanes.decide("k", 1, held))
+        await started
+        assert "k" in in_flight and "k" in lanes and "other" not in in_flight
+        assert await task == 1
+        assert "k" not in in_flight and "k" not in lanes
+
+    asyncio.run(main())

@@ -17,7 +17,7 @@ Redis and Memcached a throttle's `FixedWindow` hits into one addition to the cou
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Hashable
+from collections.abc import Awaitable, Hashable, KeysView
 from typing import TYPE_CHECKING, Callable, Generic, Optional, TypeVar, Union, cast
 
 from traffik.strategies.fixed_window import counted_decision
@@ -71,6 +71,12 @@ class Lanes(Generic[H, R]):
     def __contains__(self, key: Hashable) -> bool:
         """Whether `key` has a round in flight (in any loop)."""
         return key in self._lanes
+
+    def in_flight(self) -> KeysView[Hashable]:
+        """The keys with a round in flight, as a live view: `key in lanes.in_flight()`,
+        taken once, answers as `key in lanes` does, without a call of its own (a hot
+        path's check)."""
+        return self._lanes.keys()
 
     async def decide(self, key: Hashable, hit: H, run: Round[H, R]) -> R:
         """`hit`'s result: from a round of its own when `key` is idle, else from the round

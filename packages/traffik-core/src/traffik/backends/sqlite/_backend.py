@@ -451,7 +451,7 @@ class SQLiteBackend(ThrottleBackend):
         if made is None:
             return None
         doing, change, missing = made
-        steps_own, own, lanes = self._steps_own, self.__dict__, self._lanes
+        steps_own, own, in_flight = self._steps_own, self.__dict__, self._lanes.in_flight()
         now_atomic = self._db.now_atomic
 
         def decide(key: str) -> Decision | None:
@@ -461,7 +461,7 @@ class SQLiteBackend(ThrottleBackend):
                 or self._status != READY
                 or "increment_with_ttl" in own
                 or "evaluate" in own
-                or key in lanes
+                or key in in_flight
             ):
                 return None
             found: Any = now_atomic(doing, _rewritten, key, change, missing)
