@@ -42,7 +42,9 @@ from traffik.middleware import MiddlewareThrottle, ThrottleMiddleware
 
 __all__ = [
     "REAL_SERVER_MODES",
+    "VARIANTS",
     "ServedRun",
+    "Worker",
     "as_dict",
     "as_json",
     "measure",
@@ -60,7 +62,7 @@ HUGE_RATE = "1000000000/min"
 _ROOT = Path(__file__).resolve().parents[1]
 BASE, DEPENDENCY, THROTTLED = "no limiter", "no-op dependency", "FixedWindow (memory)"
 MIDDLEWARE = "FixedWindow (memory, middleware)"
-_VARIANTS = {
+VARIANTS = {
     BASE: "benchmarks.apps:plain_app",
     DEPENDENCY: "benchmarks.real_server:noop_app",
     THROTTLED: "benchmarks.real_server:throttled_app",
@@ -159,7 +161,7 @@ class ServedRun:
     def paired_ratio_of(self, variant: str) -> float:
         """`paired_ratio` for `variant`."""
         ratios = []
-        width = len(_VARIANTS)
+        width = len(VARIANTS)
         for start in range(0, len(self.runs) - width + 1, width):
             by_variant = {run.variant: run for run in self.runs[start : start + width]}
             base, limited = by_variant.get(BASE), by_variant.get(variant)
@@ -195,11 +197,22 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class _Server:
-    """One uvicorn worker serving `app` (a factory path) on a free loopback port."""
+class Worker:
+    """One uvicorn worker serving `app` (a factory path) on a free loopback port; `prefix`
+    is a command the worker runs under (`benchmarks.instructions`: callgrind), with `env`
+    added to this process's environment, given `ready_seconds` to answer."""
 
-    def __init__(self, app: str) -> None:
+    def __init__(
+        self,
+        app: str,
+        prefix: tuple[str, ...] = (),
+        env: Optional[dict[str, str]] = None,
+        ready_seconds: float = _READY_SECONDS,
+    ) -> None:
         self.app = app
+        self.prefix = prefix
+        self.env = env
+        self.ready_seconds = ready_seconds
         self.port = 0
         self.process: Optional[subprocess.Popen[bytes]] = None
         self._log: Optional[IO[bytes]] = None
@@ -209,6 +222,7 @@ class _Server:
             self.port = _free_port()
             self._log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by `stop`)
             command = [
+                *self.prefix,
                 sys.executable,
                 "-m",
                 "uvicorn",
@@ -224,7 +238,11 @@ class _Server:
                 *_server_options(),
             ]
             self.process = subprocess.Popen(
-                command, cwd=_ROOT, stdout=self._log, stderr=subprocess.STDOUT
+                command,
+                cwd=_ROOT,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                env=None if self.env is None else {**os.environ, **self.env},
             )
             if self._ready():
                 return
@@ -233,12 +251,15 @@ class _Server:
 
     def _ready(self) -> bool:
         assert self.process is not None
-        deadline = time.monotonic() + _READY_SECONDS
+        deadline = time.monotonic() + self.ready_seconds
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 return False
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                    # (once connected, the answer is waited for: one request, however slow
+                    # the worker's first one is, so a count of its work knows how many)
+                    sock.settimeout(max(deadline - time.monotonic(), 0.5))
                     sock.sendall(REQUEST)
                     if sock.recv(16).startswith(b"HTTP/1.1 200"):
                         return True
@@ -247,10 +268,14 @@ class _Server:
         return False
 
     def _tail(self) -> str:
+        return self.output()[-500:] or "no output"
+
+    def output(self) -> str:
+        """What the worker (and the command it runs under) wrote so far."""
         if self._log is None:
-            return "no output"
+            return ""
         self._log.seek(0)
-        return self._log.read().decode(errors="replace").strip()[-500:] or "no output"
+        return self._log.read().decode(errors="replace").strip()
 
     def cpu_seconds(self) -> Optional[float]:
         """CPU time the server's threads have run so far, to the nanosecond (Linux's
@@ -265,20 +290,24 @@ class _Server:
             return None
         return total / 1e9
 
-    def stop(self) -> None:
+    def stop(self, wait: float = 5.0) -> str:
+        """Ends the worker (SIGTERM: uvicorn shuts down cleanly; killed after `wait` s) and
+        answers what it wrote."""
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=5)
+                self.process.wait(timeout=wait)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        written = self.output()
         if self._log is not None:
             self._log.close()
             self._log = None
+        return written
 
 
-async def _drive(server: _Server, variant: str, mode: RealServerMode, connections: int) -> LoadRun:
+async def _drive(server: Worker, variant: str, mode: RealServerMode, connections: int) -> LoadRun:
     load = KeepAliveLoad(server.port, connections)
     await load.open()
     try:
@@ -327,12 +356,12 @@ def measure(mode: str, connections: int = CONNECTIONS) -> ServedRun:
             "target_ratio": TARGET,
         },
     )
-    servers = {variant: _Server(app) for variant, app in _VARIANTS.items()}
+    servers = {variant: Worker(app) for variant, app in VARIANTS.items()}
     loop = new_loop()
     try:
         for server in servers.values():
             server.start()
-        names = list(_VARIANTS)
+        names = list(VARIANTS)
         for index in range(settings.runs):
             for variant in names if index % 2 == 0 else names[::-1]:
                 run = _drive(servers[variant], variant, settings, connections)
@@ -367,7 +396,7 @@ def report(served: ServedRun) -> str:
         "| statuses |",
         "|---|---:|---|---:|---:|---|",
     ]
-    for variant in _VARIANTS:
+    for variant in VARIANTS:
         runs = served.of(variant)
         statuses: Counter[int] = Counter()
         for run in runs:
@@ -383,7 +412,7 @@ def report(served: ServedRun) -> str:
     def verdict(ratio: float) -> str:
         return "met" if ratio >= TARGET else "NOT met"
 
-    cpu = {variant: served.server_cpu_us(variant) for variant in _VARIANTS}
+    cpu = {variant: served.server_cpu_us(variant) for variant in VARIANTS}
     middleware = served.ratio_of(MIDDLEWARE)
     lines += [
         "",
@@ -401,14 +430,14 @@ def report(served: ServedRun) -> str:
         lines.append(
             "Server CPU per request over no limiter: "
             + ", ".join(
-                f"{name} {cpu[name] - base_cpu:+.0f} µs ({base_cpu / cpu[name]:.3f} as many "
+                f"{name} {used - base_cpu:+.0f} µs ({base_cpu / used:.3f} as many "
                 "requests on one busy core)"
-                for name in (DEPENDENCY, THROTTLED, MIDDLEWARE)
-                if cpu[name]
+                for name, used in ((n, cpu[n]) for n in (DEPENDENCY, THROTTLED, MIDDLEWARE))
+                if used
             )
             + "."
         )
-    spreads = [spread for spread in map(served.spread, _VARIANTS) if spread is not None]
+    spreads = [spread for spread in map(served.spread, VARIANTS) if spread is not None]
     if spreads and max(spreads) > NOISY:
         lines.append(
             f"The runs of one variant spread by up to {max(spreads):.0%} of their median "
@@ -423,13 +452,13 @@ def as_dict(served: ServedRun) -> dict[str, Any]:
     return {
         "mode": served.mode,
         "meta": served.meta,
-        "median_per_second": {variant: served.median(variant) for variant in _VARIANTS},
+        "median_per_second": {variant: served.median(variant) for variant in VARIANTS},
         "ratio": served.ratio,
         "paired_ratio": served.paired_ratio,
         "dependency_ratio": served.ratio_of(DEPENDENCY),
         "ratio_to_dependency": served.ratio_of(THROTTLED, DEPENDENCY),
-        "server_cpu_us": {variant: served.server_cpu_us(variant) for variant in _VARIANTS},
-        "spread": {variant: served.spread(variant) for variant in _VARIANTS},
+        "server_cpu_us": {variant: served.server_cpu_us(variant) for variant in VARIANTS},
+        "spread": {variant: served.spread(variant) for variant in VARIANTS},
         "middleware_ratio": served.ratio_of(MIDDLEWARE),
         "middleware_paired_ratio": served.paired_ratio_of(MIDDLEWARE),
         "target_met": served.ratio >= TARGET,

@@ -147,19 +147,44 @@ def test_every_instruction_variant_answers() -> None:
             server.stop()
 
 
+@pytest.mark.slow  # four uvicorn workers, started one after another (a few seconds)
+def test_every_served_instruction_variant_answers() -> None:
+    """What `--instructions` counts in its uvicorn worker group, without callgrind: each
+    worker answers 200 to requests sent one at a time on one keep-alive connection."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks.instructions import one_at_a_time
+        from benchmarks.real_server import VARIANTS, Worker
+    finally:
+        sys.path.remove(str(ROOT))
+    for app in VARIANTS.values():
+        worker = Worker(app)
+        worker.start()
+        try:
+            assert one_at_a_time(worker.port, 3) == {200: 3}, app
+        finally:
+            worker.stop()
+
+
 def test_instruction_ratios() -> None:
     """`--instructions`' arithmetic: overhead over the group's bare request, over its floor's
     overhead, and a rival's over traffik FixedWindow's."""
     from benchmarks.instruction_run import GROUPS
-    from benchmarks.instructions import tabulate
+    from benchmarks.instructions import SERVED_GROUP, groups, tabulate
 
     counts = {variant: 500_000.0 for group in GROUPS.values() for variant in group}
     counts.update({"no limiter": 400_000.0, "no-op dependency": 470_000.0})
     counts.update({"traffik FixedWindow": 498_000.0, "slowapi": 540_000.0})
     counts.update({"bare app": 100_000.0, "no-op middleware": 102_000.0})
     counts.update({"ThrottleMiddleware": 140_000.0})
+    served = groups()[SERVED_GROUP]
+    counts.update(zip(served, (450_000.0, 520_000.0, 560_000.0, 500_000.0)))
     rows = tabulate(counts, {"fastapi-limiter": "not installed: pip install fastapi-limiter"})
     found = {row.variant: row for row in rows}
+    bare, floor, dependency, middleware = (found[variant] for variant in served)
+    assert bare.served == 1 and middleware.served == pytest.approx(0.9)
+    assert dependency.x_floor == pytest.approx(110 / 70) and floor.x_floor is None
+    assert found["traffik FixedWindow"].served is None
     assert found["no limiter"].overhead is None and found["no-op dependency"].x_floor is None
     assert found["traffik FixedWindow"].overhead == 98_000
     assert found["traffik FixedWindow"].x_floor == pytest.approx(1.4)
