@@ -66,21 +66,32 @@ def require_binaries(binaries: Sequence[str], skip_flag: str, hint: str) -> str:
     return str(shutil.which(binaries[0]))
 
 
+_handed_out: set[int] = set()
+"""The ports `free_port` gave in this process: the kernel may offer a closed probe's port
+again before the server it was for binds it (a cluster's nodes are given their ports first,
+then started), so none is given twice."""
+
+
 def free_port(*, with_bus: bool = False) -> int:
-    """A loopback port that is free now (and, for cluster nodes, whose bus port +10000 is too)."""
+    """A loopback port that is free now (and, for cluster nodes, whose bus port +10000 is
+    too), never one this process was given before."""
     while True:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = int(sock.getsockname()[1])
-        if not with_bus:
-            return port
-        if port + 10000 < 65536:
+        if port in _handed_out or (with_bus and port + 10000 in _handed_out):
+            continue
+        if with_bus:
+            if port + 10000 >= 65536:
+                continue
             with socket.socket() as bus:
                 try:
                     bus.bind(("127.0.0.1", port + 10000))
                 except OSError:
                     continue
-            return port
+            _handed_out.add(port + 10000)
+        _handed_out.add(port)
+        return port
 
 
 def redis_cli(port: int, *args: str) -> str:
@@ -120,6 +131,11 @@ class RedisServer:
                 self.stop()  # (not left running, unseen, when it was only slow)
                 raise RuntimeError(f"redis-server did not start on port {self.port}")
             time.sleep(0.05)
+        if f"process_id:{self._process.pid}" not in redis_cli(self.port, "info", "server"):
+            self.stop()  # another server holds the port: this one could not bind it
+            raise RuntimeError(
+                f"redis-server did not start on port {self.port}: another server answers there"
+            )
         return self
 
     @property
