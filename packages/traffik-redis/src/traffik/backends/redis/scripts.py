@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import struct
 from collections.abc import Awaitable, Sequence
 from importlib import resources
@@ -109,6 +110,16 @@ def _read(name: str) -> str:
     )
 
 
+_INCLUDE = re.compile(r"^--\[\[ INCLUDE (\w+) \]\]$", re.MULTILINE)
+"""A line of a strategy's body that stands for a part several bodies share (`lua/<part>.lua`,
+put there when the program is built: still a body, nothing defined or called at run time)."""
+
+
+def _body(strategy: str) -> str:
+    """A strategy's body (`lua/<strategy>.lua`) with the parts it includes put in."""
+    return _INCLUDE.sub(lambda found: _read(found.group(1)).rstrip("\n"), _read(strategy))
+
+
 class Script:
     """One Lua script: its source and the SHA1 that Redis knows it by."""
 
@@ -129,7 +140,7 @@ def _program(name: str, strategies: Sequence[str], counter: bool) -> Script:
     helpers = sorted({helper for strategy in strategies for helper in _HELPERS.get(strategy, ())})
     lists = any(strategy in _LISTS for strategy in strategies)
     bodies = "\nelse".join(
-        f"if code == {STRATEGY_SCRIPTS.index(strategy) + 1} then -- {strategy}\n{_read(strategy)}"
+        f"if code == {STRATEGY_SCRIPTS.index(strategy) + 1} then -- {strategy}\n{_body(strategy)}"
         for strategy in strategies
     )
     entry = _read("decide").replace(_STRATEGIES, f"{bodies}\nend" if strategies else "")

@@ -1,30 +1,11 @@
 -- TimeOfDay (traffik.strategies.time_of_day): a clock-aligned window whose limit is its hour's.
--- State: {window_id, count, period_ms} ('<cddd'); {window_id, count} ('<cdd', written before
--- the period was kept) is counted in this period; one of another period carries its count
--- into now's window while its own window is open (periods.of_period), as TieredRate's.
+-- Its state and window, as TieredRate's: _aligned_count.lua.
 -- x: the time zone's offset in ms; y: the place in ARGV of the strategy's table
 -- (script_table): 25 little-endian doubles, the limit of each hour of the day (0 to 23, in
 -- its time zone: int(limit * multiplier), computed in Python, so no float is multiplied
 -- here), then the most of them (capacity). `told`: the limit the decision tells (its hour's).
 local day = ARGV[y]
-local held, count, was = numbers(raw, '<cddd')
-if held == nil then
-  held, count = numbers(raw, '<cdd')
-elseif was ~= period then -- another period: its window, while it holds `now`, is now's here
-  if was >= 1 and (held == floordiv(now, was) or (held * was > now and held * was <= now + 60000)) then
-    held = floordiv(now, period)
-  else
-    held = nil
-  end
-end
-if held ~= nil and held * period > now and held * period <= now + 60000 then -- a later window: decided in it (decide.lua)
-  now = held * period
-end
-local wid = floordiv(now, period)
-local left = period - (now - wid * period)
-if held ~= wid then
-  count = 0
-end
+--[[ INCLUDE _aligned_count ]]
 if REFUND then
   state, ttl = struct.pack('<cddd', 'i', wid, math.max(count - cost, 0), period), left
 elseif cost > struct.unpack('<d', day, 193) then -- more than any hour allows: never_admitted
