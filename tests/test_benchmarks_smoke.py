@@ -226,3 +226,25 @@ def test_the_many_keys_prefill_counts_in_the_buckets_the_timed_requests_use() ->
     before, after = asyncio.run(keys())
     assert len(before) == 3
     assert after == before
+
+
+@pytest.mark.slow  # every built-in strategy's ablation and profile, a few requests each (10 s)
+@pytest.mark.anyio
+async def test_profile_runs_for_every_builtin_strategy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--profile STRATEGY` for each built-in strategy, at the main benchmark's one-key rate
+    (a rate a strategy cannot decide exactly is refused when the throttle is built): the
+    ablation's rows, their `x floor`, and the floor the store's decision sets."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks import profiling
+        from traffik.strategies import BUILTIN_STRATEGIES
+    finally:
+        sys.path.remove(str(ROOT))
+    for name, value in (("_BLOCK", 5), ("_REPETITIONS", 2), ("_ROUNDS", 1), ("_CHUNK", 5)):
+        monkeypatch.setattr(profiling, name, value)
+    for strategy in BUILTIN_STRATEGIES:
+        out = await profiling.profile(strategy.__name__)
+        assert "| no-op (request) + the store's decision |" in out, strategy
+        assert "| throttle (IETF headers, the default) |" in out
+        assert "The 1.4 target leaves the throttle" in out
+        assert "| no-op (request) | " in out and " | 1.00 |" in out
