@@ -1,10 +1,13 @@
 """What `ThrottleMiddleware` adds to a request, against a no-op ASGI middleware (issue 16).
 
 One Starlette app (no FastAPI: no dependency machinery to pay for), timed bare, behind a
-pure ASGI middleware that does nothing, and behind `ThrottleMiddleware` with one
-`MiddlewareThrottle` (in-memory `FixedWindow`, a limit nothing reaches, default headers).
-Blocks are interleaved repetition after repetition and timed in CPU time; the figure is the
-throttle's µs over the no-op middleware within each repetition (target: at most 3 µs).
+pure ASGI middleware that does nothing, behind `ThrottleMiddleware` with one
+`MiddlewareThrottle` (in-memory `FixedWindow`, a limit nothing reaches, default headers), and
+behind the floor of any such middleware: a pure ASGI middleware that makes only the store's
+decision (the in-memory backend's own step on a fixed key) and adds two constant headers to the
+response. Blocks are interleaved repetition after repetition and timed in CPU time; the figure
+is the throttle's µs over the no-op middleware within each repetition (target: at most 3 µs),
+next to the floor's.
 Every request goes to the route the throttle guards and must be answered 200 by each app
 (the run fails otherwise: a request that missed the route would measure a 404 and no
 throttle at all).
@@ -18,7 +21,7 @@ import asyncio
 import gc
 import sys
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Optional
 
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
@@ -27,8 +30,10 @@ from starlette.routing import Route
 from benchmarks.asgi import asgi_target, clients
 from benchmarks.settings import MODES, Settings
 from benchmarks.timing import CPU_TIME, Spread, run_block, spread
-from traffik import HTTPThrottle, InMemoryBackend
+from traffik import HTTPThrottle, InMemoryBackend, Rate
 from traffik.middleware import MiddlewareThrottle, ThrottleMiddleware
+from traffik.strategies import FixedWindow
+from traffik.strategies.steps import in_place_kind
 
 __all__ = ["TARGET_US", "MiddlewareOverhead", "markdown", "measure", "report"]
 
@@ -46,8 +51,38 @@ class MiddlewareOverhead:
     throttled_us: Spread
     overhead_us: Spread
     statuses: dict[str, dict[int, int]]
+    floor_us: Optional[Spread] = None
+    """The floor middleware's µs over the no-op middleware (the store's decision and two
+    headers)."""
     target_us: float = TARGET_US
     met: bool = False
+
+
+_RATE = "1000000000/d"
+_HEADERS = [(b"ratelimit-policy", b'"bench:mw";q=1000000000;w=86400')]
+_REMAINING = (b"ratelimit", b'"bench:mw";r=999999999;t=86400')
+
+
+def _floor(inner: Any) -> Any:
+    """The floor middleware: the store's decision, then two headers on the response start."""
+    backend = InMemoryBackend(namespace="bench-floor")
+    strategy = FixedWindow()
+    decide = backend.decider(strategy, Rate.parse(_RATE), 1, in_place_kind(strategy))
+    assert decide is not None
+
+    async def floor(scope: Any, receive: Any, send: Any) -> None:
+        if decide("floor") is None:  # (the backend opens on its first use)
+            await backend.initialize()
+            decide("floor")
+
+        async def sending(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *_HEADERS, _REMAINING]
+            await send(message)
+
+        await inner(scope, receive, sending)
+
+    return floor
 
 
 def _app(layer: str) -> Any:
@@ -55,7 +90,9 @@ def _app(layer: str) -> Any:
         return JSONResponse({"ok": True})
 
     app = Starlette(routes=[Route("/items/{item_id}", items)])
-    if layer == "noop":
+    if layer == "floor":
+        app.add_middleware(_floor)
+    elif layer == "noop":
 
         class Noop:
             def __init__(self, inner: Any) -> None:
@@ -66,7 +103,7 @@ def _app(layer: str) -> Any:
 
         app.add_middleware(Noop)
     elif layer == "throttled":
-        throttle = HTTPThrottle("bench:mw", rate="1000000000/d", backend=InMemoryBackend())
+        throttle = HTTPThrottle("bench:mw", rate=_RATE, backend=InMemoryBackend())
         app.add_middleware(
             ThrottleMiddleware, middleware_throttles=[MiddlewareThrottle(throttle, path="/items/")]
         )
@@ -78,15 +115,14 @@ PATH = "/items/1"
 
 
 async def measure(settings: Settings) -> MiddlewareOverhead:
-    targets = [
-        asgi_target(layer, _app(layer), clients(1), PATH) for layer in ("bare", "noop", "throttled")
-    ]
+    layers = ("bare", "noop", "throttled", "floor")
+    targets = [asgi_target(layer, _app(layer), clients(1), PATH) for layer in layers]
     repetitions = max(settings.repetitions, _MIN_REPETITIONS) if settings.mode != "smoke" else 1
     times: dict[str, list[float]] = {t.name: [] for t in targets}
     for target in targets:
         await run_block(target, settings.warmup, 1, CPU_TIME)
     for rep in range(repetitions):
-        order = targets[rep % 3 :] + targets[: rep % 3]
+        order = targets[rep % len(targets) :] + targets[: rep % len(targets)]
         for target in order:
             gc.collect(0)
             gc.disable()
@@ -106,6 +142,7 @@ async def measure(settings: Settings) -> MiddlewareOverhead:
         spread(times["throttled"]),
         overhead,
         statuses,
+        spread([f - n for f, n in zip(times["floor"], times["noop"])]),
         met=overhead["median"] <= TARGET_US,
     )
 
@@ -119,10 +156,14 @@ def markdown(row: MiddlewareOverhead) -> str:
     return (
         "### ThrottleMiddleware over a no-op ASGI middleware (Starlette, in memory, µs per "
         "request, CPU time)\n\n"
-        "| bare app | no-op middleware | ThrottleMiddleware | overhead | target | |\n"
-        "|---|---|---|---|---|---|\n"
+        "| bare app | no-op middleware | ThrottleMiddleware | overhead | target | | floor |\n"
+        "|---|---|---|---|---|---|---|\n"
         f"| {_us(row.bare_us)} | {_us(row.noop_us)} | {_us(row.throttled_us)} "
-        f"| {_us(row.overhead_us)} | <= {row.target_us:g} | {verdict} |"
+        f"| {_us(row.overhead_us)} | <= {row.target_us:g} | {verdict} "
+        f"| {_us(row.floor_us) if row.floor_us else ''} |\n\n"
+        "`floor`: a no-op middleware that makes only the store's decision and adds two "
+        "constant headers, over the no-op middleware: what any middleware limiter on this "
+        "store pays before matching a rule, finding a client's key or formatting a header."
     )
 
 

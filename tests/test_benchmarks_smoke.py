@@ -46,6 +46,9 @@ def test_benchmark_command_runs(tmp_path: Path) -> None:
     assert {"no limiter", "no-op dependency", "FixedWindow", "GCRA"} <= variants
     assert len(doc["bytes_per_key"]) == 8
     assert doc["checks"]
+    middleware = doc["middleware_overhead"]  # (its apps each answered 200, or the run failed)
+    assert set(middleware["statuses"]) == {"bare", "noop", "throttled", "floor"}
+    assert middleware["floor_us"]["median"] > 0  # the store's decision is never free
 
 
 @pytest.mark.slow  # starts a server process (4 s)
