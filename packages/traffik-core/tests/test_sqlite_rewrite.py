@@ -231,3 +231,121 @@ async def test_gathered_decisions_are_a_statement_each_and_a_failing_one_is_undo
     assert [type(r).__name__ for r in full] == ["Decision", "BackendCapacityError", "Decision"]
     assert backend.get_key("x") + good.suffix not in {key for key, _, _ in stored(backend.path)}
     await backend.close()
+
+
+# -- what a throttle's row change reads when it runs, not when it was made -----------------
+
+
+@pytest.mark.parametrize("where", ["file", ":memory:"])
+@pytest.mark.parametrize("strategy_class", BUILTIN_STRATEGIES, ids=lambda c: c.__name__)
+async def test_a_clock_set_after_the_decider_was_made_times_the_next_hits(
+    tmp_path: Path, strategy_class: type, where: str
+) -> None:
+    # A throttle's deciders are made at its first hit; a clock set on the backend
+    # afterwards is the time of its next hits, at once or in turn, as it is for a new row
+    # and on the other backends.
+    backend = SQLiteBackend(tmp_path / "t.db" if where == "file" else ":memory:")
+    backend.clock = before = ManualClock()
+    strategy, rate = strategy_class(), Rate.parse("2/min")
+    kind = kind_of(backend, strategy, rate)
+    async with backend:
+        decide = backend.decider(strategy, rate, 1, kind)
+        waited = backend.waited_decider(strategy, rate, 1, kind)
+        assert decide is not None and waited is not None
+        allowed = []
+        for _ in range(4):
+            await asyncio.sleep(0)  # (a loop iteration each: decided at once)
+            decision = decide("client")
+            assert decision is not None
+            allowed.append(decision.allowed)
+        assert allowed[-1] is False, allowed
+        backend.clock = ManualClock(before() + 7200)  # two hours on: every window is past
+        await asyncio.sleep(0)
+        again = decide("client")
+        assert again is not None and again.allowed, "at once, on the new clock"
+        assert (await waited("client")).allowed, "in turn, on the new clock"
+        ((_, _, expires_at),) = stored_rows(backend)
+        assert expires_at > before.ms() + 7_200_000, "the row's expiry is on the new clock"
+
+
+def stored_rows(backend: SQLiteBackend) -> list[tuple[str, str, Any]]:
+    """The backend's rows, read on its own connection (a `:memory:` database has no file)."""
+    handle = backend._db._handle()
+    assert handle.cursor is not None
+    rows: list[tuple[str, str, Any]] = handle.cursor.execute(
+        "SELECT key, value, expires_at FROM traffik_entries ORDER BY key"
+    ).fetchall()
+    return rows
+
+
+# -- a decision says when it was made, for what a refund gives back -------------------------
+
+
+async def _by_identifier(connection: Any) -> str:
+    return "client"
+
+
+@pytest.mark.parametrize("where", ["file", ":memory:"])
+@pytest.mark.parametrize("path", ["in place", "strategy"])
+@pytest.mark.parametrize("strategy_class", BUILTIN_STRATEGIES, ids=lambda c: c.__name__)
+async def test_a_charge_whose_window_closed_is_not_given_back(
+    tmp_path: Path, strategy_class: type, path: str, where: str
+) -> None:
+    # `refund` gives back what a charge still holds, from when it was made (`Decision.at`):
+    # nothing once its window closed. Without the remembered refusals (which note when a
+    # hit asked), that time is the store's to tell, on every path a decision takes.
+    from starlette.requests import Request
+
+    clock = ManualClock()
+    backend = SQLiteBackend(
+        tmp_path / "t.db" if where == "file" else ":memory:", clock=clock, cache_refusals=False
+    )
+    extra: dict[str, Any] = {} if path == "in place" else {"identifier": _by_identifier}
+    throttle = HTTPThrottle(
+        "t",
+        rate="3/min",
+        backend=backend,
+        strategy=strategy_class(),
+        charge_when=lambda o: True,
+        **extra,
+    )
+    assert bool(throttle._in_place) is (path == "in place")
+
+    def request() -> Request:
+        scope = {"type": "http", "method": "GET", "path": "/x", "headers": [], "state": {}}
+        return Request({**scope, "client": ("1.2.3.4", 1), "query_string": b""})
+
+    async with backend:
+        first = request()
+        await throttle.hit(first)
+        clock.advance(3600)  # every window and bucket of the first hit is past
+        await throttle.hit(request())
+        before = await throttle.stat(request())
+        await throttle.refund(first)
+        after = await throttle.stat(request())
+    assert before is not None and after is not None
+    assert after.hits_remaining == before.hits_remaining, "the new window keeps its charge"
+
+
+@pytest.mark.parametrize("strategy_class", [FixedWindow, TokenBucket], ids=lambda c: c.__name__)
+async def test_hits_decided_together_say_when_they_were_made(
+    tmp_path: Path, strategy_class: type
+) -> None:
+    # Hits that queue on a key behind one waiting for the file are decided in one round
+    # (`decide_in_turn`): each charged decision says when, as a decision made alone does.
+    clock = ManualClock()
+    backend = SQLiteBackend(tmp_path / "t.db", clock=clock)
+    strategy, rate = strategy_class(), Rate.parse("3/min")
+    kind = kind_of(backend, strategy, rate)
+    async with backend:
+        waited = backend.waited_decider(strategy, rate, 1, kind)
+        assert waited is not None
+        await waited("client")
+        held = hold(backend.path)
+        calls = [asyncio.ensure_future(waited("client")) for _ in range(4)]
+        await asyncio.sleep(0.01)  # the first waits for the file, the others behind it
+        release(held)
+        decisions = await asyncio.gather(*calls)
+    assert [d.allowed for d in decisions] == [True, True, False, False]
+    charged = decisions if strategy_class is FixedWindow else decisions[:2]  # (a count is)
+    assert [d.at for d in charged] == [clock.ms()] * len(charged)

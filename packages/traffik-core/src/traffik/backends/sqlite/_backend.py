@@ -14,6 +14,7 @@ from traffik.backends.lifecycle import READY
 from traffik.backends.sqlite._database import Database
 from traffik.backends.sqlite._decisions import (
     Hit,
+    count_hit,
     counter_change,
     decide,
     decide_all,
@@ -31,7 +32,6 @@ from traffik.backends.sqlite._turns import BUSY
 from traffik.backends.url_options import COMMON_URL_OPTIONS, number, whole
 from traffik.exceptions import ConfigurationError
 from traffik.strategies.base import settled
-from traffik.strategies.fixed_window import counted_decision
 from traffik.strategies.steps import IN_PLACE_COUNTER, IN_PLACE_STATE
 
 if TYPE_CHECKING:
@@ -268,10 +268,8 @@ class SQLiteBackend(ThrottleBackend):
         """
         if not self.initialized:
             await self.ensure()
-        return WindowCount(
-            *await self._db.write(
-                "counting", self._step, Rows.count, self._key(key), amount, _ms(ttl)
-            )
+        return await self._db.write(
+            "counting", self._step, _window_count, self._key(key), amount, _ms(ttl)
         )
 
     async def expire(self, key: str, seconds: float) -> bool:
@@ -477,19 +475,17 @@ class SQLiteBackend(ThrottleBackend):
         nothing: it creates the row); None for a kind not decided here."""
         db, step = self._db, self._step
         if kind == IN_PLACE_COUNTER:
-            expire = rate.expire
 
-            def count(cursor: sqlite3.Cursor, key: str) -> Decision:
-                found = db.atomically(cursor, step, Rows.count, key, cost, expire)
-                return counted_decision(found[0], found[1], rate)
+            def counted(cursor: sqlite3.Cursor, key: str) -> Decision:
+                return db.atomically(cursor, step, count_hit, key, rate, cost)
 
-            return "counting", counter_change(self.now_ms, rate, cost), count
+            return "counting", counter_change(self, rate, cost), counted
         if kind == IN_PLACE_STATE:
 
             def transit(cursor: sqlite3.Cursor, key: str) -> Decision:
                 return db.atomically(cursor, step, decide, key, strategy, rate, cost, True)
 
-            return "deciding", state_change(self.now_ms, strategy, rate, cost), transit
+            return "deciding", state_change(self, strategy, rate, cost), transit
         return None
 
     def _direct(self) -> bool:
@@ -613,6 +609,16 @@ class SQLiteBackend(ThrottleBackend):
             await self.ensure()
         keys = [self._key(item.key) for item in items]
         await self._db.write("refunding", self._step, refund_all, items, keys)
+
+
+def _window_count(
+    rows: Rows, cursor: sqlite3.Cursor, now: int, key: str, amount: int, ttl_ms: int
+) -> WindowCount:
+    """`Rows.count` as `increment_with_ttl` answers it, saying when it counted (`at`: what
+    `FixedWindow` makes its decision's, for refunds)."""
+    count = WindowCount(*rows.count(cursor, now, key, amount, ttl_ms))
+    count.at = now  # type: ignore[attr-defined]
+    return count
 
 
 Waiting = tuple[Hit, float]

@@ -2,17 +2,20 @@
 
 Each takes the backend's `Rows`, the transaction's cursor and `now` read once the
 transaction began; with `commit=False` it is a plain read that writes nothing (`get_stat`).
+A decision that charges says when it was made (`Decision.at`: what a refund gives back
+depends on it, see `traffik.outcomes`).
 `state_change` and `counter_change` make the first two a row's change instead, once per
 throttle's strategy, rate and cost, for the one `UPDATE` that decides on a row that exists
-(`RewritingCursor.rewrite`): the change takes the row's value and expiry and reads the clock
-itself, the write lock held.
+(`RewritingCursor.rewrite`): the change takes the row's value and expiry and reads the
+backend's clock itself, as it is then (it may be set after the change was made), the write
+lock held.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from time import time_ns
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from traffik.backends.sqlite._rows import Rows, live, number
 from traffik.clock import system_ms
@@ -24,6 +27,7 @@ from traffik.strategies.steps import IN_PLACE_COUNTER, charged, combine, is_coun
 if TYPE_CHECKING:
     import sqlite3
 
+    from traffik.backends.base import ThrottleBackend
     from traffik.backends.sqlite._rewrite import Change
     from traffik.rates import Rate
     from traffik.strategies.base import StateStrategy
@@ -31,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Hit",
+    "count_hit",
     "counter_change",
     "decide",
     "decide_all",
@@ -61,36 +66,50 @@ def decide(
     decision, new_state, ttl_ms = strategy.transition(state, now, rate, cost)
     if commit and new_state is not None:
         rows.write(cursor, key, encode_state(new_state), now + ttl_ms, row is not None, now)
+        decision.at = now
+    return decision
+
+
+def count_hit(
+    rows: Rows, cursor: sqlite3.Cursor, now: int, key: str, rate: Rate, cost: int
+) -> Decision:
+    """A counter's hit: `Rows.count` and `counted_decision`."""
+    total, gone_in = rows.count(cursor, now, key, cost, rate.expire)
+    decision = counted_decision(total, gone_in, rate)
+    decision.at = now
     return decision
 
 
 def state_change(
-    now_ms: Callable[[], int], strategy: StateStrategy, rate: Rate, cost: int
+    backend: ThrottleBackend, strategy: StateStrategy, rate: Rate, cost: int
 ) -> Change:
     """`decide` as a row's change (`RewritingCursor.rewrite`), for one strategy, rate and
     cost: the row's new value and expiry (as they were, for a hit that changes nothing), and
-    the decision. The time is read in the change, with the write lock held."""
-    wall = now_ms is system_ms
+    the decision. The time is read in the change from `backend.now_ms` as it is then (a
+    clock set later counts), with the write lock held."""
 
     def change(value: str, expires_at: int | None) -> tuple[str, int | None, Decision]:
-        now = time_ns() // 1_000_000 if wall else now_ms()
+        now_ms = backend.now_ms
+        now = time_ns() // 1_000_000 if now_ms is system_ms else now_ms()
         state = decode_state(value) if expires_at is None or expires_at > now else None
         decision, new_state, ttl_ms = strategy.transition(state, now, rate, cost)
         if new_state is None:
             return value, expires_at, decision
+        decision.at = now
         return encode_state(new_state), now + ttl_ms, decision
 
     return change
 
 
-def counter_change(now_ms: Callable[[], int], rate: Rate, amount: int) -> Change:
+def counter_change(backend: ThrottleBackend, rate: Rate, amount: int) -> Change:
     """`Rows.count` and `counted_decision` as a row's change (`RewritingCursor.rewrite`),
     for one rate and cost: the counter's new value and expiry, and the decision. The time
-    is read in the change, with the write lock held."""
-    wall, limit, period = now_ms is system_ms, rate.limit, rate.expire
+    is read in the change from `backend.now_ms` as it is then, with the write lock held."""
+    limit, period = rate.limit, rate.expire
 
     def change(value: str, expires_at: int | None) -> tuple[str, int | None, Decision]:
-        now = time_ns() // 1_000_000 if wall else now_ms()
+        now_ms = backend.now_ms
+        now = time_ns() // 1_000_000 if now_ms is system_ms else now_ms()
         if expires_at is not None and expires_at <= now:  # gone: it starts over
             count, expires_at = amount, now + period
         else:
@@ -104,8 +123,8 @@ def counter_change(now_ms: Callable[[], int], rate: Rate, amount: int) -> Change
         if left <= 0:
             left = period
         if count > limit:
-            return str(count), expires_at, Decision(False, left, 0, left, limit)
-        return str(count), expires_at, Decision(True, 0, limit - count, left, limit)
+            return str(count), expires_at, Decision(False, left, 0, left, limit, now)
+        return str(count), expires_at, Decision(True, 0, limit - count, left, limit, now)
 
     return change
 
@@ -128,7 +147,9 @@ def decide_in_turn(
         decisions: list[Decision] = []
         after = total
         for _, _, rate, cost, _ in reversed(hits):
-            decisions.append(counted_decision(after, gone_in, rate))
+            decision = counted_decision(after, gone_in, rate)
+            decision.at = now
+            decisions.append(decision)
             after -= cost
         decisions.reverse()
         return decisions
@@ -143,6 +164,7 @@ def decide_in_turn(
         if new_state is not None:
             state = written = new_state
             ttl = ttl_ms
+            decision.at = now
     if written is not None:
         rows.write(cursor, key, encode_state(written), now + ttl, row is not None, now)
     return decisions
