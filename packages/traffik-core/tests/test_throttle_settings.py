@@ -89,6 +89,21 @@ async def test_update_strategy_and_cost() -> None:
         assert await statuses(http, 2) == [200, 429]
 
 
+@pytest.mark.parametrize("cache_refusals", [True, False])
+async def test_a_new_strategy_is_not_refused_by_the_old_ones_refusals(cache_refusals: bool) -> None:
+    # A backend that remembers refused clients answers a client refused a moment ago without
+    # the store; the new strategy keeps state of its own, which has not refused anyone.
+    limited = throttle(
+        "set:strategy-refusals",
+        rate="3/min",
+        backend=InMemoryBackend(cache_refusals=cache_refusals),
+    )
+    async with client(app_with(limited)) as http:
+        assert await statuses(http, 4) == [200, 200, 200, 429]
+        await limited.update_strategy(GCRA())
+        assert await statuses(http, 4) == [200, 200, 200, 429]
+
+
 async def test_update_backend_and_dynamic_backends() -> None:
     first, second = InMemoryBackend(namespace="one"), InMemoryBackend(namespace="two")
     limited = throttle("set:backend", backend=first, rate="1/min")

@@ -1,7 +1,7 @@
 """`RefusedClients`: a process's memory of the clients its store just refused.
 
-Once the store refuses a key with a wait of `w` ms, another hit on that key (same rates, same
-cost) inside `w` would be refused too, with what is left of `w`: built-in strategies answer
+Once the store refuses a key with a wait of `w` ms, another hit on that key (same strategy,
+rates and cost) inside `w` would be refused too, with what is left of `w`: built-in strategies answer
 exact waits, so nothing the store holds admits it sooner. (A hit of another cost goes to the
 store: a larger one waits longer than `w`, by an amount only the store knows.) Remembering the refusal answers such hits
 in the process, without a round trip: under a flood from one client, the store sees one
@@ -33,29 +33,40 @@ class RefusedClients:
 
     def __init__(self, max_keys: int = DEFAULT_MAX_KEYS) -> None:
         self.max_keys = max_keys
-        # key -> (refused until, its cost, its rates, the limit, whole again at), in ms
-        self._until: dict[str, tuple[int, int, Any, Any, int]] = {}
+        # key -> (refused until, its cost, its rates, the limit, whole again at, the strategy)
+        self._until: dict[str, tuple[int, int, Any, Any, int, Any]] = {}
 
     def __len__(self) -> int:
         return len(self._until)
 
-    def check(self, key: str, rates: Any, cost: int, now_ms: int) -> Optional[Decision]:
-        """The refusal still standing for a hit of `cost` on `key` under `rates`, or None
-        (the store must decide)."""
+    def check(
+        self, key: str, rates: Any, cost: int, now_ms: int, strategy: Any = None
+    ) -> Optional[Decision]:
+        """The refusal still standing for a hit of `cost` on `key` under `rates` and
+        `strategy`, or None (the store must decide: another strategy keeps a state of its
+        own, which refused nobody)."""
         entry = self._until.get(key)
         if entry is None:
             return None
-        until, refused_cost, refused_rates, limit, whole_at = entry
+        until, refused_cost, refused_rates, limit, whole_at, refused_by = entry
         if now_ms >= until:
             del self._until[key]
             return None
-        if cost != refused_cost or refused_rates != rates:
+        if cost != refused_cost or refused_rates != rates or refused_by is not strategy:
             return None
         wait = until - now_ms
         return Decision(False, wait, 0, max(wait, whole_at - now_ms), limit)
 
-    def remember(self, key: str, rates: Any, cost: int, decision: Decision, now_ms: int) -> None:
-        """Note that the store refused `key` with `decision`."""
+    def remember(
+        self,
+        key: str,
+        rates: Any,
+        cost: int,
+        decision: Decision,
+        now_ms: int,
+        strategy: Any = None,
+    ) -> None:
+        """Note that the store refused `key` with `decision`, under `strategy`."""
         until = self._until
         if len(until) >= self.max_keys and key not in until:
             for old in list(until)[: max(len(until) // 2, 1)]:
@@ -66,6 +77,7 @@ class RefusedClients:
             rates,
             decision.limit,
             now_ms + int(decision.reset_ms),
+            strategy,
         )
 
     def forget(self, key: Optional[str] = None) -> None:

@@ -351,11 +351,13 @@ class Throttle(ThrottleSettings, ThrottleKeys, ThrottleAnswers, ThrottleHeaders,
                             decision = decide(key)
                         else:  # a client refused a moment ago: no store
                             asked_at = backend.now_ms()
-                            decision = refusals.check(key, rates, taken, asked_at)
+                            decision = refusals.check(key, rates, taken, asked_at, self.strategy)
                             if decision is None:
                                 decision = decide(key)
                                 if decision is not None and not decision.allowed:
-                                    refusals.remember(key, rates, taken, decision, asked_at)
+                                    refusals.remember(
+                                        key, rates, taken, decision, asked_at, self.strategy
+                                    )
             if decision is None:
                 refusals = backend.refusals
                 if refusals is None:
@@ -366,14 +368,14 @@ class Throttle(ThrottleSettings, ThrottleKeys, ThrottleAnswers, ThrottleHeaders,
                 else:  # a client refused a moment ago is refused again without the store
                     if asked_at is None:  # (else asked above, before the store was busy)
                         asked_at = backend.now_ms()
-                        decision = refusals.check(key, rates, taken, asked_at)
+                        decision = refusals.check(key, rates, taken, asked_at, self.strategy)
                     if decision is None:
                         if waited is not None:
                             decision = await waited(key)
                         else:
                             decision = await self._step(key, rates, taken, backend)
                         if not decision.allowed:  # (from when it was asked: never too long)
-                            refusals.remember(key, rates, taken, decision, asked_at)
+                            refusals.remember(key, rates, taken, decision, asked_at, self.strategy)
             if asked_at is not None and decision.at is None:  # (the store did not say when)
                 decision.at = asked_at
         except ConfigurationError as exc:
