@@ -116,8 +116,9 @@ put there when the program is built: still a body, nothing defined or called at 
 
 
 def _body(strategy: str) -> str:
-    """A strategy's body (`lua/<strategy>.lua`) with the parts it includes put in."""
-    return _INCLUDE.sub(lambda found: _read(found.group(1)).rstrip("\n"), _read(strategy))
+    """A strategy's body (`lua/<strategy>.lua`) with the parts it includes put in (and the
+    parts those include)."""
+    return _INCLUDE.sub(lambda found: _body(found.group(1)).rstrip("\n"), _read(strategy))
 
 
 class Script:
