@@ -29,11 +29,7 @@ elseif was ~= period then -- another period: its weighted count, rounded up, is 
     held = nil
   end
 end
-if held ~= nil and held * period > now and held * period <= now + 60000 then -- a later window: decided in it (decide.lua)
-  now = held * period
-end
-local wid = floordiv(now, period)
-local left = period - (now - wid * period)
+--[[ INCLUDE _window_now ]]
 if held == wid - 1 then
   current, previous = 0, current
 elseif held ~= wid then
