@@ -35,7 +35,7 @@ from traffik.middleware_throttle import (
 from traffik.outcomes import CHARGES_KEY, Outcome, settle
 from traffik.responses import ThrottledResponse
 from traffik.rules import applies, glob
-from traffik.throttle_answers import PendingRequest
+from traffik.throttle_answers import PendingRequest, no_body
 from traffik.throttle_settings import check_context
 from traffik.throttles import Throttle
 from traffik.together import Entry, hit_together
@@ -74,7 +74,7 @@ def _default_answer(exc: HTTPException) -> Response:
 
 
 def _connection(scope: Scope, receive: Receive, send: Send) -> HTTPConnection:
-    return Request(scope) if scope["type"] == "http" else WebSocket(scope, receive, send)
+    return Request(scope, no_body) if scope["type"] == "http" else WebSocket(scope, receive, send)
 
 
 _ORDER = "app, middleware_throttles, backend, exception_handler_getter, context, sort, skip_handler"
@@ -364,7 +364,7 @@ class ThrottleMiddleware:
                             scoped = PendingRequest()
                             scoped.scope = view
                         else:
-                            scoped = Request(view)
+                            scoped = Request(view, no_body)
                         if throttle.headers is not None:  # (none for a throttle writing none)
                             sink = _HeaderSink()
                             sink.raw_headers = []
@@ -420,7 +420,7 @@ class ThrottleMiddleware:
                 if backend is None
                 else {**scope, SCOPE_BACKEND_KEY: backend, "route": throttle.route}
             )
-            scoped = Request(view) if http else WebSocket(view, receive, send)
+            scoped = Request(view, no_body) if http else WebSocket(view, receive, send)
             merged = (
                 {**self.context, **throttle.context} if self.context or throttle.context else None
             )

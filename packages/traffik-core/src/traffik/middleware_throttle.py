@@ -144,7 +144,7 @@ class MiddlewareThrottle:
         pattern, only_path = self.rule.pattern, self.rule.methods is None
         self.path_match = pattern.match if only_path and pattern is not None else None
         self.matches_any = only_path and pattern is None
-        self.__signature__ = throttle.__signature__
+        self.__signature__ = throttle._signature
 
     def __repr__(self) -> str:
         return f"MiddlewareThrottle({self.throttle!r}, rule={self.rule!r})"
@@ -211,8 +211,8 @@ class MiddlewareThrottle:
             Exception: Whatever the throttle's `hit` raises (its throttled handler's
                 exception, say).
         """
-        if connection is None:  # (FastAPI's, on a route of the other kind: the throttle's error)
-            raise self.throttle._no_connection()
+        if getattr(connection, "scope", None) is None:  # (None: FastAPI's, on a route of the
+            raise self.throttle._no_connection(connection)  # other kind; or not a connection)
         merged = {**(context or {}), **self.context}
         if not await self.applies(connection, merged):
             return connection

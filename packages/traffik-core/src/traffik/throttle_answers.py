@@ -19,6 +19,7 @@ from starlette.responses import Response
 from traffik.config import THROTTLED_STATE_KEY
 from traffik.events import ALLOWED, ERROR, REFUSED, SHADOW_REFUSED, DecisionEvent, notify
 from traffik.events import _observers as _observers
+from traffik.exceptions import ConfigurationError
 from traffik.logs import QuietLog
 from traffik.outcomes import CHARGES_KEY, Outcome, note
 from traffik.responses import answer_with
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from traffik.rates import Rate
     from traffik.response_headers import HeaderPlan
 
-__all__ = ["PendingRequest", "ThrottleAnswers", "made"]
+__all__ = ["PendingRequest", "ThrottleAnswers", "made", "no_body"]
 
 logger = logging.getLogger("traffik")
 _shadow_log = QuietLog(logger, interval=1.0)
@@ -50,6 +51,18 @@ class PendingRequest:
     _request: Request
 
 
+async def no_body() -> Any:
+    """The `receive` of the requests `ThrottleMiddleware` hands its throttles (and their
+    rules): the middleware decides before the app reads the body, which nothing else may
+    read first."""
+    raise ConfigurationError(
+        "under ThrottleMiddleware, a throttle's identifier, rules, rate and cost callables "
+        "cannot read the request body (the middleware decides before the app reads it): "
+        "read the headers, the query or the address there, or apply the throttle as a "
+        "dependency or with throttled(...), which run once the body is read"
+    )
+
+
 def made(connection: Any) -> Any:
     """`connection`, or the `Request` a `PendingRequest` stands for, made once (the app's
     callables see one connection per hit)."""
@@ -58,7 +71,7 @@ def made(connection: Any) -> Any:
     try:
         return connection._request
     except AttributeError:
-        request = connection._request = Request(connection.scope)
+        request = connection._request = Request(connection.scope, no_body)
         return request
 
 

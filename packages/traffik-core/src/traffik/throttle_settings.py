@@ -49,15 +49,31 @@ def check_context(context: Any, owner: str) -> dict[str, Any]:
     return dict(context)
 
 
-def _check_called_with_two(function: Callable[..., Any], name: str, owner: str) -> None:
-    """Refuse a rate or cost callable that cannot be called as `(connection, context)`, as
-    every hit calls it (a signature Python cannot read is let through)."""
+_CALLED_AS = {
+    "rate": ("connection", "context"),
+    "cost": ("connection", "context"),
+    "identifier": ("connection",),
+    "handle_throttled": ("connection", "wait_ms", "throttle", "context"),
+    "charge_when": ("outcome",),
+}
+"""How a throttle calls each of its callables: positionally, with these arguments."""
+
+_HOW_MANY = {1: "one positional argument", 2: "two positional arguments"}
+
+
+def _check_called_as(function: Callable[..., Any], name: str, owner: str) -> None:
+    """Refuse a callable setting that cannot be called as the throttle calls it
+    (`_CALLED_AS`), so a mistake fails when the throttle is built instead of on every request
+    (a signature Python cannot read is let through)."""
+    arguments = _CALLED_AS[name]
     try:
-        inspect.signature(function).bind(None, None)
+        inspect.signature(function).bind(*arguments)
     except TypeError:
+        listed = ", ".join(arguments)
+        count = _HOW_MANY.get(len(arguments), f"{len(arguments)} positional arguments")
         raise ConfigurationError(
-            f"{owner}: {name}={function!r} is called as (connection, context); it must take "
-            "two positional arguments, e.g. lambda connection, context: ..."
+            f"{owner}: {name}={function!r} is called as ({listed}); it must take {count}, "
+            f"e.g. def {name}({listed}): ..."
         ) from None
     except ValueError:
         pass
@@ -111,6 +127,11 @@ class ThrottleSettings:
 
     def _set_strategy(self, strategy: Any) -> None:
         strategy = DEFAULT_STRATEGY if strategy is None else strategy
+        if isinstance(strategy, type):
+            name = strategy.__name__
+            raise ConfigurationError(
+                f"{self._owner()}: strategy={name} is a class; pass an instance: {name}()"
+            )
         if not callable(strategy):
             raise ConfigurationError(
                 f"{self._owner()}: strategy={strategy!r} is not a strategy; pass one such as "
@@ -123,7 +144,7 @@ class ThrottleSettings:
 
     def _set_cost(self, cost: Union[int, Callable[..., Any]]) -> None:
         if callable(cost):
-            _check_called_with_two(cost, "cost", self._owner())
+            _check_called_as(cost, "cost", self._owner())
             self.cost, self._cost_fn = 1, cost
         else:
             self.cost, self._cost_fn = check_cost(cost, self._owner()), None
@@ -171,7 +192,7 @@ class ThrottleSettings:
         if isinstance(rate, (str, Rate, list, tuple)):
             rates = parse_rates(rate)
         elif callable(rate):
-            _check_called_with_two(rate, "rate", self._owner())
+            _check_called_as(rate, "rate", self._owner())
             rates, rate_fn = (UNLIMITED,), rate
         else:
             raise ConfigurationError(
@@ -281,9 +302,15 @@ class ThrottleSettings:
 
     # -- reactions -----------------------------------------------------------------------
 
-    def _set_callable(self, name: str, value: Optional[Callable[..., Any]]) -> None:
-        if value is not None and not callable(value):
-            raise ConfigurationError(f"{self._owner()}: {name}={value!r} must be callable or None")
+    def _set_callable(self, name: str, value: Any) -> None:
+        if value is not None:
+            if not callable(value):
+                listed = ", ".join(_CALLED_AS[name])
+                raise ConfigurationError(
+                    f"{self._owner()}: {name}={value!r} must be a function called as "
+                    f"({listed}), or None"
+                )
+            _check_called_as(value, name, self._owner())
         setattr(self, name, value)
         if name == "identifier":
             self._settle_static()

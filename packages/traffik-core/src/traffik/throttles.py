@@ -50,6 +50,7 @@ from traffik.rules import Bypass, Rule
 from traffik.strategies import steps
 from traffik.strategies.steps import Item
 from traffik.throttle_answers import ThrottleAnswers, _let_through, made
+from traffik.throttle_dependency import DependencySignature
 from traffik.throttle_keys import ThrottleKeys
 from traffik.throttle_settings import ThrottleSettings, check_context
 from traffik.typing import (
@@ -190,6 +191,8 @@ class Throttle(ThrottleSettings, ThrottleKeys, ThrottleAnswers, ThrottleHeaders,
     _route_of: ClassVar[Callable[..., str]] = staticmethod(route_part)
     use_method: bool = True
     charge_when: Optional[Callable[[Outcome], bool]]
+    __signature__ = DependencySignature()
+    """What FastAPI injects into `Depends(throttle)` (`traffik.throttle_dependency`)."""
 
     def __init__(
         self,
@@ -255,7 +258,7 @@ class Throttle(ThrottleSettings, ThrottleKeys, ThrottleAnswers, ThrottleHeaders,
         self._disabled = False
         # FastAPI reads this to inject the connection (and, for HTTP, a response to write
         # headers on). Classes rather than postponed annotations, for Python 3.9.
-        self.__signature__ = inspect.Signature(
+        self._signature = inspect.Signature(
             self._dependency_parameters(), return_annotation=self.connection_type
         )
         self.registry.register(uid, self)
@@ -308,10 +311,11 @@ class Throttle(ThrottleSettings, ThrottleKeys, ThrottleAnswers, ThrottleHeaders,
         throttle's own setting for this hit.
 
         `connection` has a default only for FastAPI, which gives none to a throttle on a
-        route of the other kind: that, or a call without one, raises a `ConfigurationError`.
+        route of the other kind: that, a call without one, or anything but a connection
+        (a client's address, say) raises a `ConfigurationError`.
         """
-        if connection is None:
-            raise self._no_connection()
+        if getattr(connection, "scope", None) is None:
+            raise self._no_connection(connection)
         if self._disabled:
             return _let_through(connection)
         ctx = self.context if context is None else {**self.context, **context}
@@ -460,11 +464,20 @@ class Throttle(ThrottleSettings, ThrottleKeys, ThrottleAnswers, ThrottleHeaders,
     __call__ = hit
     """`await throttle(connection)` is `hit`; as a FastAPI dependency it returns the connection."""
 
-    def _no_connection(self) -> ConfigurationError:
+    def _no_connection(self, given: Any = None) -> ConfigurationError:
         """The error of a hit given no connection, logged: FastAPI gives none to a throttle
         on a route of the other kind (a `WebSocketThrottle` on an HTTP route, an
-        `HTTPThrottle` on a WebSocket route)."""
+        `HTTPThrottle` on a WebSocket route); a call may give something else (an address)."""
         kind = self.connection_type
+        if given is not None:
+            error = ConfigurationError(
+                f"{self!r} was given {given!r}, not a connection: call it with the request or "
+                "websocket it limits (`await throttle.hit(request)`); to read or forget a "
+                "client's bucket by its identifier, use `throttle.stat(client, path=...)` or "
+                "`throttle.reset(client, path=...)`"
+            )
+            logger.error("%s", error)
+            return error
         if issubclass(kind, WebSocket):
             where = "an HTTP route (FastAPI gave it no WebSocket): use an HTTPThrottle there"
         elif issubclass(kind, Request):
