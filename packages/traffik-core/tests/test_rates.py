@@ -206,10 +206,19 @@ def test_immutable_hashable_and_equal_by_value() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["10/s,1000/day", "10 per second, 1000 per day", "10/s|1000/d", "10/s;1000/day"]
+    "text",
+    [
+        "10/s,1000/day",
+        "10 per second, 1000 per day",
+        "10/s|1000/d",
+        "10/s;1000/day",
+        "10/s 1000/day",
+        "10 per second 1000 per day",
+    ],
 )
 def test_several_rates_in_another_syntax_say_how_to_join_them(text: str) -> None:
-    """limits and slowapi join several rates with `,` or `|`; Traffik with `;`."""
+    """limits and slowapi join several rates with `,` or `|`; Traffik with `;`. A space
+    alone between two rates is a newcomer's guess too."""
     with pytest.raises(ConfigurationError) as info:
         parse_rates(text) if ";" not in text else Rate.parse(text)
     assert "several rates are joined by ';'" in str(info.value)

@@ -292,7 +292,8 @@ def _parse(text: str, original: str) -> Rate:
         return UNLIMITED
     parts = _SPLIT.split(text)
     if len(parts) != 2:
-        several = _SEVERAL_HINT if any(sep in text for sep in ",;|") else ""
+        # (`,`, `|`: other limiters' joins; more than one `/` or `per`: rates side by side)
+        several = _SEVERAL_HINT if len(parts) > 2 or any(sep in text for sep in ",;|") else ""
         raise ConfigurationError(
             f"rate {original!r}: expected '<limit>/<period>' or '<limit> per <period>', like "
             f"{_EXAMPLES}{several}"
