@@ -272,3 +272,32 @@ def test_rate_and_cost_callables_must_take_connection_and_context() -> None:
         throttle.update_rate(lambda connection: "1/min")
     for good in (lambda c, x: "5/min", lambda *args: "5/min", lambda c, x=None, y=1: "5/min"):
         HTTPThrottle("callables", rate=good, backend=backend)
+
+
+@pytest.mark.parametrize(
+    "flag", ["per_route", "skip_handler", "cache_ids", "dynamic_rules", "dynamic_backend", "shadow"]
+)
+@pytest.mark.parametrize("value", ["false", "no", 2, 0.0])
+def test_on_off_settings_take_a_bool_and_refuse_a_string(flag: str, value: object) -> None:
+    """`per_route="false"` (an environment variable read as is) would be true."""
+    with pytest.raises(ConfigurationError) as info:
+        HTTPThrottle("flags", rate="5/s", **{flag: value})
+    assert f"{flag}={value!r} must be True or False" in str(info.value)
+    assert "HTTPThrottle('flags')" in str(info.value)
+
+
+@pytest.mark.parametrize("value", [True, False, 1, 0])
+def test_on_off_settings_take_true_false_one_and_zero(value: object) -> None:
+    throttle = HTTPThrottle("flags", rate="5/s", per_route=value, shadow=value, skip_handler=value)
+    assert throttle.per_route is bool(value) and throttle.shadow is bool(value)
+    assert throttle.skip_handler is bool(value)
+
+
+@pytest.mark.parametrize("flag", ["skip_handler", "shadow"])
+def test_a_middleware_throttles_on_off_settings_refuse_a_string(flag: str) -> None:
+    from traffik.middleware import MiddlewareThrottle
+
+    throttle = HTTPThrottle("mw-flags", rate="5/s")
+    with pytest.raises(ConfigurationError, match=f"{flag}='false' must be True or False"):
+        MiddlewareThrottle(throttle, path="/api/", **{flag: "false"})
+    assert getattr(MiddlewareThrottle(throttle, **{flag: None}), flag) is None

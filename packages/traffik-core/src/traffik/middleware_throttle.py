@@ -20,7 +20,7 @@ except ImportError as exc:
 from traffik.backends.base import ThrottleBackend
 from traffik.exceptions import ConfigurationError
 from traffik.rules import Bypass, PathPattern, Rule, applies, glob, sort_rules
-from traffik.throttle_settings import check_context
+from traffik.throttle_settings import check_context, check_flag
 from traffik.throttles import Throttle
 from traffik.typing import StrategyStat
 
@@ -102,7 +102,8 @@ class MiddlewareThrottle:
     Raises:
         TypeError: When `throttle` is not a throttle.
         ConfigurationError: When `cost` is not a whole number >= 0, `context` is not a
-            mapping, or the rule or an exemption is invalid.
+            mapping, `skip_handler` or `shadow` is not True, False or None, or the rule or
+            an exemption is invalid.
     """
 
     def __init__(
@@ -133,8 +134,10 @@ class MiddlewareThrottle:
         self._rules = sort_rules((*self.exempt, self.rule))
         self.cost = cost
         self.context: dict[str, Any] = check_context(context, owner)
-        self.skip_handler = skip_handler
-        self.shadow = shadow
+        self.skip_handler = (
+            None if skip_handler is None else check_flag(skip_handler, "skip_handler", owner)
+        )
+        self.shadow = None if shadow is None else check_flag(shadow, "shadow", owner)
         self.route = _PatternRoute(path)
         # Whether `applies` must do more than match the rule's method and path.
         self.checks_more = bool(self.exempt) or predicate is not None

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from traffik.registry import ThrottleRegistry
     from traffik.rules import Bypass, Rule
 
-__all__ = ["ThrottleSettings", "Updated", "check_context", "check_cost"]
+__all__ = ["ThrottleSettings", "Updated", "check_context", "check_cost", "check_flag"]
 
 
 def check_cost(cost: Any, owner: str) -> int:
@@ -35,6 +35,16 @@ def check_cost(cost: Any, owner: str) -> int:
     if cost < 0:
         raise ConfigurationError(f"{owner}: cost={cost!r} is negative; use 0 (free) or more")
     return cost
+
+
+def check_flag(value: Any, name: str, owner: str) -> bool:
+    """`value` as a bool, for a setting that is on or off: True or False (1 and 0 too). A
+    string is refused: `"false"` (read from an environment variable, say) would be true."""
+    if isinstance(value, bool):
+        return value
+    if type(value) is int and value in (0, 1):
+        return bool(value)
+    raise ConfigurationError(f"{owner}: {name}={value!r} must be True or False")
 
 
 def check_context(context: Any, owner: str) -> dict[str, Any]:

@@ -52,7 +52,7 @@ from traffik.strategies.steps import Item
 from traffik.throttle_answers import ThrottleAnswers, _let_through, made
 from traffik.throttle_dependency import DependencySignature
 from traffik.throttle_keys import ThrottleKeys
-from traffik.throttle_settings import ThrottleSettings, check_context
+from traffik.throttle_settings import ThrottleSettings, check_context, check_flag
 from traffik.typing import (
     FullThrottleStrategy,
     SimpleThrottleStrategy,
@@ -225,7 +225,8 @@ class Throttle(ThrottleSettings, ThrottleKeys, ThrottleAnswers, ThrottleHeaders,
             )
         self.uid = uid
         self._uid_part = escape(uid)
-        self.dynamic_backend = dynamic_backend
+        owner = self._owner()
+        self.dynamic_backend = check_flag(dynamic_backend, "dynamic_backend", owner)
         self._backend = None
         self._set_strategy(strategy)
         self._set_cost(cost)
@@ -236,7 +237,7 @@ class Throttle(ThrottleSettings, ThrottleKeys, ThrottleAnswers, ThrottleHeaders,
         self._set_callable("handle_throttled", handle_throttled)
         self._set_callable("charge_when", charge_when)
         self.on_error = check_on_error(on_error, self._owner())
-        self.shadow = None if shadow is None else bool(shadow)
+        self.shadow = None if shadow is None else check_flag(shadow, "shadow", owner)
         if on_decision is not None and not callable(on_decision):
             raise ConfigurationError(
                 f"{self._owner()}: on_decision={on_decision!r} must be a callable taking a "
@@ -251,10 +252,10 @@ class Throttle(ThrottleSettings, ThrottleKeys, ThrottleAnswers, ThrottleHeaders,
         self.registry = GLOBAL_REGISTRY if registry is None else registry
         self._set_rules(rules)
         self.context: dict[str, Any] = check_context(context, self._owner())
-        self.per_route = per_route
-        self.skip_handler = skip_handler
-        self.cache_ids = cache_ids
-        self.dynamic_rules = dynamic_rules
+        self.per_route = check_flag(per_route, "per_route", owner)
+        self.skip_handler = check_flag(skip_handler, "skip_handler", owner)
+        self.cache_ids = check_flag(cache_ids, "cache_ids", owner)
+        self.dynamic_rules = check_flag(dynamic_rules, "dynamic_rules", owner)
         self._disabled = False
         # FastAPI reads this to inject the connection (and, for HTTP, a response to write
         # headers on). Classes rather than postponed annotations, for Python 3.9.
