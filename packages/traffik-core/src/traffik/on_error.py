@@ -78,6 +78,10 @@ _CODE_ADVICE = (
     "it failed before the store was asked: check the throttle's identifier and its rate and "
     "cost callables"
 )
+_CLOSED_ADVICE = (
+    "the backend was closed (the app is shutting down, or close() ran), not the store: it "
+    "decides again once initialised (`await backend.initialize()`, or entering it again)"
+)
 
 
 def check_on_error(on_error: Any, owner: str) -> Any:
@@ -227,7 +231,7 @@ async def apply_on_error(policy: Any, info: ThrottleExceptionInfo) -> Decision:
         exc,
         policy,
         "the handler decided" if callable(policy) else _ANSWERED.get(policy, "refused"),
-        _advice(exc) if info["key"] is not None else _CODE_ADVICE,
+        _advice(exc, info["backend"]) if info["key"] is not None else _CODE_ADVICE,
     )
     if policy == "allow":
         return Decision(True, 0, None, 0, limit)
@@ -289,7 +293,7 @@ def bucket_failure(
         exc,
         policy,
         outcome,
-        _advice(exc)
+        _advice(exc, backend)
         if isinstance(exc, BackendError)
         else "check the code that raised it (the throttle's identifier, a rate or cost "
         "callable) or the store",
@@ -297,10 +301,12 @@ def bucket_failure(
     return policy
 
 
-def _advice(exc: BaseException) -> str:
-    """What to check after a store's failure: whether it answers, when it did not (a refused
-    connection, a timeout, an open circuit); else its own message (a full disk, a corrupt
-    file)."""
+def _advice(exc: BaseException, backend: Optional[ThrottleBackend]) -> str:
+    """What to check after a store's failure: nothing, when it is `backend` that was closed
+    (a shutdown); whether it answers, when it did not (a refused connection, a timeout, an
+    open circuit); else its own message (a full disk, a corrupt file)."""
+    if backend is not None and backend.explicitly_closed:
+        return _CLOSED_ADVICE
     if isinstance(exc, BackendError) and not isinstance(exc, BackendConnectionError):
         return _ERROR_ADVICE
     return _STORE_ADVICE

@@ -207,10 +207,13 @@ class StoreCircuit:
     # -- transitions ---------------------------------------------------------------------
 
     def trip(self, error: BaseException) -> None:
-        """Open now (the store was found unreachable at start-up, say), probing right away."""
-        self.last_error = error
+        """Open now (the store was found unreachable at start-up, say), probing right away.
+
+        `error` becomes `last_error` unless this streak of failures recorded one already:
+        the store's own (a refused connection) says more than a check that saw it fail."""
         if not self.failures:
             self._streak_start = time.monotonic()
+            self.last_error = error
         self.failures = max(self.failures, 1)
         if self.state is CircuitState.CLOSED:
             self._open()
@@ -224,9 +227,10 @@ class StoreCircuit:
         _log.log(
             logging.WARNING,
             (self.name, "open"),
-            "%s: %d failures in a row (last: %s); %s, probing every %gs",
+            "%s: %d failure%s in a row (last: %s); %s, probing every %gs",
             self.name,
             self.failures,
+            "s" if self.failures != 1 else "",
             self.last_error,
             "answering on_error at once" if self.policy.enabled else "circuit disabled",
             self.policy.probe_interval,
@@ -241,10 +245,11 @@ class StoreCircuit:
         _log.log(
             logging.WARNING,
             (self.name, "closed"),
-            "%s answers again after %.1fs; circuit closed (%d operations answered at once so far)",
+            "%s answers again after %.1fs; circuit closed (%d operation%s answered at once so far)",
             self.name,
             down,
             self.refused,
+            "s" if self.refused != 1 else "",
         )
         for listener in list(self._listeners):
             try:
@@ -276,8 +281,8 @@ class StoreCircuit:
             self.state = CircuitState.HALF_OPEN
             try:
                 await self._probe()
-            except Exception:
-                pass
+            except Exception as exc:  # (an answer that is no success: the errors name it)
+                self.last_error = exc
             else:
                 self.answered()
             if self.state is CircuitState.CLOSED or self._probing is not me:

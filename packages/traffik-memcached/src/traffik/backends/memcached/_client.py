@@ -19,7 +19,10 @@ from aiomcache.pool import Connection
 
 from traffik.backends.memcached._pool import Pool
 
-__all__ = ["Flagged", "NodeClient", "NotNumeric", "ReplyError", "incr_reply"]
+__all__ = ["ConnectionLimit", "Flagged", "NodeClient", "NotNumeric", "ReplyError", "incr_reply"]
+
+_AT_LIMIT = b"ERROR Too many open connections"
+"""What memcached writes on a connection it accepted past its limit (`-c`), before closing it."""
 
 
 class Flagged(NamedTuple):
@@ -35,6 +38,13 @@ class ReplyError(ClientException):
 
 class NotNumeric(ReplyError):
     """`incr`/`decr` on a value that is not an unsigned decimal number."""
+
+
+class ConnectionLimit(ConnectionRefusedError):
+    """Memcached refused a new connection: it holds as many as its `-c` allows."""
+
+    def __init__(self) -> None:
+        super().__init__(f"the server answered {_AT_LIMIT.decode()!r} and closed the connection")
 
 
 async def _read_flagged(value: bytes, flags: int) -> Flagged:
@@ -99,7 +109,10 @@ class NodeClient(aiomcache.FlagClient[Flagged]):
         whose bytes the transport buffers until they are sent.
         """
         conn.writer.transport.write(line)
-        return (await conn.reader.readuntil(b"\r\n"))[:-2]
+        reply = (await conn.reader.readuntil(b"\r\n"))[:-2]
+        if reply == _AT_LIMIT:
+            raise ConnectionLimit()
+        return reply
 
     async def _execute_simple_command(self, conn: Connection, raw_command: bytes) -> bytes:
         # aiomcache's storage commands (`_storage_command`) send through this.
@@ -112,7 +125,9 @@ class NodeClient(aiomcache.FlagClient[Flagged]):
             if with_cas:
                 return await self._multi_get(conn, *keys, with_cas=True)
             return await self._multi_get(conn, *keys, with_cas=False)
-        except ClientException:
+        except ClientException as exc:
+            if _AT_LIMIT.decode() in str(exc):  # (aiomcache's message quotes the line)
+                raise ConnectionLimit() from None
             if conn.reader.at_eof():
                 raise ConnectionResetError("the server closed the connection mid-reply") from None
             raise

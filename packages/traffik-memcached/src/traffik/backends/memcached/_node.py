@@ -11,7 +11,7 @@ from aiomcache.exceptions import ClientException
 from aiomcache.pool import Connection
 
 from traffik.backends.health import DEFAULT_POLICY, CircuitPolicy, StoreCircuit
-from traffik.backends.memcached._client import Flagged, NodeClient, ReplyError
+from traffik.backends.memcached._client import ConnectionLimit, Flagged, NodeClient, ReplyError
 from traffik.backends.memcached._expiry import NEVER
 from traffik.backends.memcached._keys import GenerationKeys, KeySpace
 from traffik.backends.memcached._pool import CommandTimeout, ConnectTimeout
@@ -219,6 +219,13 @@ class Node:
             return BackendConnectionError(
                 f"memcached {self.name}: no answer within {self._command_timeout:g}s ({what}); the "
                 "server is down or overloaded, or command_timeout is too short"
+            )
+        if isinstance(exc, ConnectionLimit):
+            return BackendConnectionError(
+                f"memcached {self.name}: refused a new connection ({what}), it is at its "
+                f"connection limit ({exc}); raise memcached's -c (1024 by default), or open "
+                f"fewer connections: each process opens up to pool_size={self._pool_size} per "
+                "event loop"
             )
         if isinstance(exc, (OSError, EOFError)):
             return BackendConnectionError(

@@ -175,7 +175,10 @@ class RedisBackend(ScriptSteps, ThrottleBackend):
     the thresholds. On a cluster, a timeout of one node does not count as the whole cluster's
     silence, so losing one master, whose peers keep answering, does not open it. A server
     unreachable when the backend is entered (`lifespan`) does not stop the app unless
-    `fail_fast=True` (see `BackendContext`).
+    `fail_fast=True` (see `BackendContext`); one that answers but refuses what the backend
+    needs (a database it does not have, an ACL forbidding scripts, no cluster mode behind
+    `redis+cluster://`, not Redis at all), or an option redis-py refuses, is a bad setting:
+    initialising fails with `ConfigurationError` (`errors.misconfigured`).
 
     Args:
         connection: The server: a URL, a `redis.asyncio.Redis` or `RedisCluster`, a
@@ -388,11 +391,12 @@ class RedisBackend(ScriptSteps, ThrottleBackend):
             await bounded(scripts.load_all(client, self.cluster), self._deadline)
         except Exception as exc:
             await self._clients.aclose()
-            database = _connection_kwargs(client).get("db", 0)
-            wrong = misconfigured(exc, self.server, database)
-            if wrong is not None:  # a bad setting, not an outage: nothing to probe
-                raise wrong from exc
             error = translate(exc, self.server, operation)
+            if client is not None:  # (a connection factory failing is an outage: it may pass)
+                database = _connection_kwargs(client).get("db", 0)
+                wrong = misconfigured(exc, error, self.server, database)
+                if wrong is not None:  # a bad setting, not an outage: nothing to probe
+                    raise wrong from exc
             failure = BackendConnectionError(f"could not initialise {self!r}: {error}")
             self.circuit.failed(failure, self._silence if timed_out(exc) else 0.0)
             raise failure from exc

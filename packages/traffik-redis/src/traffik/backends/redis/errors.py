@@ -11,6 +11,10 @@ from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
     ClusterDownError,
+    InvalidResponse,
+    NoPermissionError,
+    OutOfMemoryError,
+    ReadOnlyError,
     RedisClusterException,
     ResponseError,
 )
@@ -34,6 +38,32 @@ CONNECTION_ERRORS = (
 
 _NO_CREDENTIALS_SENT = ("NOAUTH", "Authentication required", "HELLO must be called with the client")
 """What a server that requires a password answers a client that sent none (RESP2, RESP3)."""
+
+_ADVICE = (
+    (
+        ReadOnlyError,
+        "the URL names a read-only replica: point it at the primary (or use "
+        "redis+sentinel://, which follows failovers)",
+    ),
+    (
+        OutOfMemoryError,
+        "the server is at its maxmemory and its maxmemory-policy evicts nothing: raise "
+        "maxmemory, or use an evicting policy (volatile-ttl, allkeys-lru): every key "
+        "Traffik writes expires",
+    ),
+    (
+        NoPermissionError,
+        "the server's ACL refuses the URL's user a command or key Traffik needs: grant it "
+        "+@scripting (or at least +ping +evalsha +script|load) and the backend's keys "
+        "(~<namespace>:*)",
+    ),
+    (
+        InvalidResponse,
+        "the server's answer is not Redis's protocol: check that the URL's host and port "
+        "are a Redis server's (not memcached's, not a proxy's)",
+    ),
+)
+"""What to do about an error the server answered (or a reply that is no Redis reply)."""
 
 
 if sys.version_info >= (3, 11):
@@ -59,9 +89,21 @@ def translate(exc: Exception, server: str, operation: str) -> BackendError:
     """The `BackendError` to raise `from exc` for a failed `operation` on `server`."""
     detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     if timed_out(exc):
+        tls = (
+            ", or use redis:// if the server's port does not speak TLS (rediss:// asks for it)"
+            if server.startswith("rediss://")
+            else ""
+        )
         return BackendConnectionError(
             f"Redis at {server}: {operation} timed out ({detail}); raise command_timeout "
-            "or connect_timeout if the server is only slow",
+            f"or connect_timeout if the server is only slow{tls}",
+            cause=exc,
+        )
+    if isinstance(exc, ResponseError) and str(exc).startswith("BUSY"):
+        # (redis-py has no class for it: the server answers nothing else until the script ends)
+        return BackendConnectionError(
+            f"Redis at {server}: {operation} failed, the server is busy running a script "
+            f"({detail}); it answers again once the script ends or SCRIPT KILL stops it",
             cause=exc,
         )
     if isinstance(exc, AuthenticationError) and any(
@@ -87,20 +129,35 @@ def translate(exc: Exception, server: str, operation: str) -> BackendError:
             "like {client}",
             cause=exc,
         )
+    if isinstance(exc, RedisClusterException) and "Cluster mode is not enabled" in str(exc):
+        return BackendError(
+            f"Redis at {server}: {operation} failed, the server is not a cluster node "
+            f"({detail}); use redis://host:6379/0 for one server (redis+sentinel:// for "
+            "Sentinel), or enable cluster mode on it",
+            cause=exc,
+        )
     if isinstance(exc, CONNECTION_ERRORS):
         return BackendConnectionError(
             f"Redis at {server}: {operation} failed, server unreachable ({detail})", cause=exc
         )
-    return BackendError(f"Redis at {server}: {operation} failed ({detail})", cause=exc)
+    advice = next((f"; {text}" for kind, text in _ADVICE if isinstance(exc, kind)), "")
+    return BackendError(f"Redis at {server}: {operation} failed ({detail}){advice}", cause=exc)
 
 
-def misconfigured(exc: Exception, server: str, database: object) -> ConfigurationError | None:
-    """The `ConfigurationError` to raise `from exc` when the server's reply says our own
-    setting is wrong (a database it does not have), not that it is down; else None."""
+def misconfigured(
+    exc: Exception, error: BackendError, server: str, database: object
+) -> ConfigurationError | None:
+    """The `ConfigurationError` to raise `from exc` when opening the backend on `server`
+    failed (`error`: `exc` translated) with the server's answer or the client's refusal of a
+    setting, not with an outage (a connection refused, lost or timed out): a database the
+    server does not have, a user its ACL forbids scripts, a setting redis-py refuses, a
+    server that does not speak Redis. None for an outage."""
+    if isinstance(error, BackendConnectionError):
+        return None
     if isinstance(exc, ResponseError) and "DB index" in str(exc):
         return ConfigurationError(
             f"Redis at {server}: database {database} does not exist on the server ({exc}); "
             "use a number below the server's `databases` setting (16 by default), "
             "like redis://host:6379/0"
         )
-    return None
+    return ConfigurationError(f"{error}; this is a setting to fix, not an outage")

@@ -1,0 +1,62 @@
+"""A URL naming the other store's port: Redis's client on memcached, memcached's on Redis.
+
+Both servers answer, in a protocol the client does not speak. For Redis that is a bad
+setting: the start fails naming it (before, the app started "unable to reach" the server and
+answered every request with `on_error` for ever). Memcached opens no connection at start, so
+the app starts and its node's circuit opens; its errors name what the server answered."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Callable
+
+import pytest
+
+from traffik.backends.health import CircuitState
+from traffik.backends.memcached import MemcachedBackend
+from traffik.backends.redis import RedisBackend
+from traffik.exceptions import CircuitOpenError, ConfigurationError
+from traffik.rates import Rate
+from traffik.strategies import FixedWindow
+
+pytestmark = pytest.mark.anyio
+
+RATE = Rate.parse("1000/hour")
+
+
+async def test_redis_pointed_at_memcached_fails_the_start_naming_the_port(
+    memcached_server: Callable[[], Any],
+) -> None:
+    server = memcached_server()
+    backend = RedisBackend(f"redis://127.0.0.1:{server.port}/0", namespace="wrong-port")
+    try:
+        with pytest.raises(ConfigurationError) as caught:
+            async with backend:
+                pass
+        message = str(caught.value)
+        assert "not Redis's protocol" in message and f"127.0.0.1:{server.port}" in message
+        assert backend.circuit.state is CircuitState.CLOSED  # nothing to probe for
+        with pytest.raises(ConfigurationError, match="not Redis's protocol"):
+            await FixedWindow().decide("user", RATE, backend, 1)
+    finally:
+        await backend.close()
+
+
+async def test_memcached_pointed_at_redis_names_what_the_server_answered(
+    redis_server: Callable[[], Any],
+) -> None:
+    server = redis_server()
+    backend = MemcachedBackend(f"memcached://127.0.0.1:{server.port}", namespace="wrong-port")
+    circuit = backend.circuits[0]
+    try:
+        async with backend:
+            assert circuit.state is not CircuitState.CLOSED
+            deadline = time.monotonic() + 5
+            while "unknown command" not in str(circuit.last_error):  # (the probe's answer)
+                assert time.monotonic() < deadline, str(circuit.last_error)
+                await asyncio.sleep(0.02)
+            with pytest.raises(CircuitOpenError, match="unknown command"):
+                await FixedWindow().decide("user", RATE, backend, 1)
+    finally:
+        await backend.close()
