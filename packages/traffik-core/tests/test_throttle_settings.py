@@ -301,3 +301,36 @@ def test_a_middleware_throttles_on_off_settings_refuse_a_string(flag: str) -> No
     with pytest.raises(ConfigurationError, match=f"{flag}='false' must be True or False"):
         MiddlewareThrottle(throttle, path="/api/", **{flag: "false"})
     assert getattr(MiddlewareThrottle(throttle, **{flag: None}), flag) is None
+
+
+def test_an_on_error_handler_of_the_wrong_shape_fails_when_given() -> None:
+    """`on_error=lambda c: 0` made every store failure a 500 logged as "the handler decided"."""
+    with pytest.raises(ConfigurationError) as info:
+        HTTPThrottle("shapes", rate="5/s", on_error=lambda connection: 0)
+    assert "on_error=" in str(info.value)
+    assert "is called as (connection, exc_info)" in str(info.value)
+    with pytest.raises(ConfigurationError, match=r"on_error=.*\(connection, exc_info\)"):
+        InMemoryBackend(on_error=lambda: 0)
+
+    async def handler(connection: Any, exc_info: Any) -> float:
+        return 0.0
+
+    assert HTTPThrottle("shapes", rate="5/s", on_error=handler).on_error is handler
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "shape"),
+    [
+        ("identifier", lambda: "client", "(connection)"),
+        ("handle_throttled", lambda request, response, pexpire: None, "(connection, wait_ms"),
+        ("identifier", "client-ip", "must be a function called as (connection)"),
+    ],
+)
+def test_a_backends_default_callables_are_checked_as_a_throttles(
+    name: str, value: Any, shape: str
+) -> None:
+    """A backend's default `identifier` and `handle_throttled` are called as a throttle's
+    own: one of the wrong shape made every request a 429, or a 500 at the first refusal."""
+    with pytest.raises(ConfigurationError) as info:
+        InMemoryBackend(**{name: value})
+    assert f"{name}=" in str(info.value) and shape in str(info.value)

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, TypedDict, Union
 
 from traffik import outcomes
 from traffik._asyncio_only import no_asyncio_loop, outside_asyncio
+from traffik.call_shapes import check_called_as
 from traffik.decision import LONGEST_WAIT_MS, Decision
 from traffik.exceptions import BackendConnectionError, BackendError, ConfigurationError
 from traffik.logs import QuietLog
@@ -96,9 +97,13 @@ def check_on_error(on_error: Any, owner: str) -> Any:
         `on_error`, unchanged.
 
     Raises:
-        ConfigurationError: When `on_error` is none of these.
+        ConfigurationError: When `on_error` is none of these, or a handler that cannot be
+            called as `(connection, exc_info)`.
     """
-    if on_error is None or callable(on_error) or on_error in ON_ERROR_POLICIES:
+    if callable(on_error):
+        check_called_as(on_error, "on_error", owner)
+        return on_error
+    if on_error is None or on_error in ON_ERROR_POLICIES:
         return on_error
     raise ConfigurationError(
         f"{owner}: on_error={on_error!r} is not valid; use 'throttle', 'allow', 'raise' "

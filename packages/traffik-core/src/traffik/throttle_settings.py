@@ -7,11 +7,11 @@ both `throttle.update_rate("5/s")` and traffik 1.2's `await throttle.update_rate
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Awaitable, Generator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from traffik.backends.base import ThrottleBackend
+from traffik.call_shapes import check_called_as
 from traffik.exceptions import ConfigurationError
 from traffik.headers import Headers, header_setting
 from traffik.on_error import check_on_error
@@ -57,36 +57,6 @@ def check_context(context: Any, owner: str) -> dict[str, Any]:
             "(a dict such as {'tier': 'free'}), or None"
         )
     return dict(context)
-
-
-_CALLED_AS = {
-    "rate": ("connection", "context"),
-    "cost": ("connection", "context"),
-    "identifier": ("connection",),
-    "handle_throttled": ("connection", "wait_ms", "throttle", "context"),
-    "charge_when": ("outcome",),
-}
-"""How a throttle calls each of its callables: positionally, with these arguments."""
-
-_HOW_MANY = {1: "one positional argument", 2: "two positional arguments"}
-
-
-def _check_called_as(function: Callable[..., Any], name: str, owner: str) -> None:
-    """Refuse a callable setting that cannot be called as the throttle calls it
-    (`_CALLED_AS`), so a mistake fails when the throttle is built instead of on every request
-    (a signature Python cannot read is let through)."""
-    arguments = _CALLED_AS[name]
-    try:
-        inspect.signature(function).bind(*arguments)
-    except TypeError:
-        listed = ", ".join(arguments)
-        count = _HOW_MANY.get(len(arguments), f"{len(arguments)} positional arguments")
-        raise ConfigurationError(
-            f"{owner}: {name}={function!r} is called as ({listed}); it must take {count}, "
-            f"e.g. def {name}({listed}): ..."
-        ) from None
-    except ValueError:
-        pass
 
 
 class Updated:
@@ -154,7 +124,7 @@ class ThrottleSettings:
 
     def _set_cost(self, cost: Union[int, Callable[..., Any]]) -> None:
         if callable(cost):
-            _check_called_as(cost, "cost", self._owner())
+            check_called_as(cost, "cost", self._owner())
             self.cost, self._cost_fn = 1, cost
         else:
             self.cost, self._cost_fn = check_cost(cost, self._owner()), None
@@ -202,7 +172,7 @@ class ThrottleSettings:
         if isinstance(rate, (str, Rate, list, tuple)):
             rates = parse_rates(rate)
         elif callable(rate):
-            _check_called_as(rate, "rate", self._owner())
+            check_called_as(rate, "rate", self._owner())
             rates, rate_fn = (UNLIMITED,), rate
         else:
             raise ConfigurationError(
@@ -314,13 +284,7 @@ class ThrottleSettings:
 
     def _set_callable(self, name: str, value: Any) -> None:
         if value is not None:
-            if not callable(value):
-                listed = ", ".join(_CALLED_AS[name])
-                raise ConfigurationError(
-                    f"{self._owner()}: {name}={value!r} must be a function called as "
-                    f"({listed}), or None"
-                )
-            _check_called_as(value, name, self._owner())
+            check_called_as(value, name, self._owner())
         setattr(self, name, value)
         if name == "identifier":
             self._settle_static()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
+from traffik.call_shapes import check_called_as
 from traffik.config import (
     check_seconds,
     get_lock_blocking,
@@ -58,8 +59,8 @@ class BackendDefaults:
         cache_refusals: Optional[bool] = None,
     ) -> None:
         for name, value in (("identifier", identifier), ("handle_throttled", handle_throttled)):
-            if value is not None and not callable(value):
-                raise ConfigurationError(f"{owner}: {name}={value!r} must be callable or None")
+            if value is not None:
+                check_called_as(value, name, owner)
         self.identifier = identifier
         self.handle_throttled = handle_throttled
         self.on_error = check_on_error(on_error, owner)
