@@ -46,5 +46,7 @@ async def test_a_node_down_at_start_up_is_reported_with_the_stores_own_error(
         opened = [r.getMessage() for r in caplog.records if "in a row" in r.getMessage()]
         assert opened and "refused" in opened[0].lower(), opened
         assert "1 failures" not in caplog.text, caplog.text
+        started = [r.getMessage() for r in caplog.records if "at start-up" in r.getMessage()]
+        assert started and "refused" in started[0].lower(), started  # (the cause, at once)
     finally:
         await backend.close()

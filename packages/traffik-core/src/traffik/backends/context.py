@@ -161,8 +161,12 @@ class BackendContext:
             try:
                 await backend.initialize()
                 if not await backend.ready():
+                    # (a store opening its connections on first use, memcached's, fails here:
+                    # its circuits hold what it answered, a refused connection say)
+                    causes = [str(c.last_error) for c in backend.circuits if c.last_error]
+                    why = f" ({'; '.join(causes)})" if causes else ""
                     raise BackendConnectionError(
-                        f"{backend!r} is not ready: it was initialised but does not answer"
+                        f"{backend!r} is not ready: it was initialised but does not answer{why}"
                     )
             except BackendConnectionError as exc:
                 if self.fail_fast:
