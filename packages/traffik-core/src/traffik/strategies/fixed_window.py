@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 from traffik.decision import Decision
-from traffik.strategies.base import Strategy, settled
+from traffik.strategies.base import Strategy, never_admitted, settled
 from traffik.typing import StrategyStat
 
 if TYPE_CHECKING:
@@ -21,7 +21,10 @@ def _ttl_seconds(window_ms: int) -> float:
 
 def counter_decision(count: int, ttl_ms: Optional[float], rate: Rate, cost: int) -> Decision:
     """The decision for a hit of `cost` on a window counter now holding `count`, whose key is
-    gone in `ttl_ms` (None: no window yet)."""
+    gone in `ttl_ms` (None: no window yet); a cost above the limit is never admitted, as
+    `settled` answers it (one period, not the window's time left)."""
+    if cost > rate.limit:
+        return never_admitted(rate)
     limit, left = rate.limit, _left(ttl_ms if count else None, rate)
     after = count + cost
     if after > limit:

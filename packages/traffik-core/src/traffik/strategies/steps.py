@@ -8,8 +8,9 @@ if every item admits it; then every item is charged. Otherwise nothing is charge
 wait is the longest of the refusing items' waits: after it every item admits the hit again,
 and a millisecond earlier the slowest does not. A step of one item keeps what that item does
 alone: a `FixedWindow` counter that refuses counts the hit (a fixed-window counter may pass
-its limit); in a step of several, it counts nothing, so a refused hit leaves every item as
-it found it, whatever else refused it.
+its limit), unless its cost is above the limit (never admitted, it takes nothing, as
+`FixedWindow.decide` answers it); in a step of several, it counts nothing, so a refused hit
+leaves every item as it found it, whatever else refused it.
 
 `evaluate_all(items, commit=False)` decides and charges nothing (`stat`); `refund_all(items)`
 gives `cost` back to every item, never past a full budget.
@@ -55,13 +56,13 @@ class Item:
         return f"Item({self.strategy!r}, {self.key!r}, {str(self.rate)!r}, cost={self.cost})"
 
 
-def rate_suffix(rates: Sequence[Rate], index: int) -> str:
-    """What tells one rate's key from another's in a throttle with several rates (`""` for a
-    single rate, so a throttle keeps its key when it has one rate)."""
-    if len(rates) == 1:
-        return ""
-    rate = rates[index]
-    return f":{rate.limit}-{rate.expire}"
+def rate_suffix(index: int) -> str:
+    """What tells one rate's key from another's in a throttle with several rates: its place
+    among them (`""` for the first, so a throttle keeps its key whether it has one rate or
+    several). Not the rate's value: a rate changed in place (`update_rate`, another version
+    of the app in a rolling deploy) reads what the client holds under the old one, as a
+    throttle with one rate does (docs/concepts/strategies.md, "When the rate changes")."""
+    return f":{index}" if index else ""
 
 
 def items(
@@ -75,9 +76,7 @@ def items(
     if bind is not None:
         strategy, key, decided = bind(key, rates)
     base = backend.get_key(key) + strategy.suffix
-    return [
-        Item(strategy, base + rate_suffix(rates, i), rate, cost) for i, rate in enumerate(decided)
-    ]
+    return [Item(strategy, base + rate_suffix(i), rate, cost) for i, rate in enumerate(decided)]
 
 
 class Combined(Decision):
@@ -155,14 +154,16 @@ def is_counter(strategy: Any) -> bool:
     return getattr(strategy, "counter", False) is True
 
 
-def charged(parts: Sequence[Decision], counters: Sequence[bool]) -> list[bool]:
+def charged(parts: Sequence[Decision], items: Sequence[Item]) -> list[bool]:
     """Which items a decision charges: every one when all admit; otherwise none, but the
-    counter of a step of one item that refuses (a fixed-window counter alone counts the hits
-    it refuses)."""
+    counter of a step of one item that refuses a cost it could admit (a fixed-window counter
+    alone counts the hits it refuses; a cost above its limit is never admitted and takes
+    nothing, as `settled` answers it)."""
     if all(part.allowed for part in parts):
         return [True] * len(parts)
     if len(parts) == 1:
-        return [counters[0]]
+        item = items[0]
+        return [is_counter(item.strategy) and item.cost <= item.rate.limit]
     return [False] * len(parts)
 
 

@@ -12,6 +12,7 @@ from traffik.strategies.base import (
     Refund,
     StateStrategy,
     Transition,
+    ceil_div,
     later,
     later_refund,
     never_admitted,
@@ -87,10 +88,12 @@ class TimeOfDay(StateStrategy):
     none counts at 1x. The limit is `int(limit * multiplier)` (an hour may allow nothing). A
     rejected hit counts nothing; its wait is exact: to the first hour of this window whose
     limit fits the count and cost, else to the first time after the window whose limit fits
-    the cost. State: `[window_id, count, period_ms]`: the count is kept when the limit
-    changes, and a state counted in windows of another period carries its count while its
-    window is open (`periods.of_period`); a `[window_id, count]` state (written before the
-    period was kept) is read as counted in the current period.
+    the cost, passing over a moment that stops admitting (an hour allowing less begins)
+    within the second `Retry-After` rounds the wait up to (`_wait`). State: `[window_id,
+    count, period_ms]`: the count is kept when the limit changes, and a state counted in
+    windows of another period carries its count while its window is open
+    (`periods.of_period`); a `[window_id, count]` state (written before the period was kept)
+    is read as counted in the current period.
 
     On Redis it decides in one `EVALSHA` on the server's clock, as every built-in strategy
     (traffik 1.2 took a lock and used the app's clock): the program reads the day's limits
@@ -160,17 +163,34 @@ class TimeOfDay(StateStrategy):
         return ((after + self._offset_ms) // HOUR_MS + 1) * HOUR_MS - self._offset_ms
 
     def _wait(self, now: int, end: int, count: int, rate: Rate, cost: int) -> int:
-        """When a hit refused now is admitted: in this window once an hour's limit fits
-        `count + cost`, else from the window's end (a new count) once one fits `cost`."""
-        boundary = self._next_hour(now)
-        while boundary < end:
+        """The wait of a hit refused at `now` (its window ends at `end`, holding `count`):
+        until the first moment that admits it and still does when a client told the wait in
+        whole seconds (`Retry-After`, rounded up) comes back. A moment an hour that allows
+        less ends within that second is passed over (`_admits_from` after that hour)."""
+        at = self._admits_from(now, end, count, rate, cost)
+        while True:
+            told = now + ceil_div(at - now, 1000) * 1000
+            hour = self._next_hour(at)
+            if hour > told or self.limit_at(hour, rate) >= (count if hour < end else 0) + cost:
+                return at - now
+            at = self._admits_from(hour, end, count, rate, cost)
+
+    def _admits_from(self, after: int, end: int, count: int, rate: Rate, cost: int) -> int:
+        """The first moment later than `after` (which does not admit the hit) that does: in
+        this window once an hour's limit fits `count + cost`, else from the window's end (a
+        new count) once one fits `cost`. The limits repeat each day, so 24 hours tell (some
+        hour fits `cost`, at most `capacity`)."""
+        boundary = self._next_hour(after)
+        for _ in range(24):
+            if boundary >= end:
+                break
             if self.limit_at(boundary, rate) >= count + cost:
-                return boundary - now
+                return boundary
             boundary += HOUR_MS
-        start = end
-        while self.limit_at(start, rate) < cost:  # some hour fits: `cost <= capacity`
+        start = max(end, after + 1)
+        while self.limit_at(start, rate) < cost:
             start = self._next_hour(start)
-        return start - now
+        return start
 
     def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
         at = window_start(state, now, 3, rate.expire)

@@ -39,6 +39,7 @@ from traffik.testing.advanced_conformance import AdvancedConformance
 from traffik.testing.rate_change_conformance import RateChangeConformance
 from traffik.testing.skew_conformance import SkewConformance
 from traffik.testing.steps_conformance import StepsConformance
+from traffik.testing.truth_conformance import AnswerTruthConformance
 
 __all__ = [
     "EXPECTED_FIRST_WAIT_MS",
@@ -73,7 +74,9 @@ def _strategies() -> list[Strategy]:
 
 
 @pytest.mark.anyio
-class BackendConformance(StepsConformance, AdvancedConformance, RateChangeConformance):
+class BackendConformance(
+    StepsConformance, AdvancedConformance, RateChangeConformance, AnswerTruthConformance
+):
     """Behaviour shared by every backend; subclass it and define `make_backend`."""
 
     supports_clock = True

@@ -31,6 +31,7 @@ from traffik.strategies import (
     Strategy,
     TimeOfDay,
 )
+from traffik.strategies.steps import items
 
 __all__ = ["RATE_CHANGES", "RateChangeConformance"]
 
@@ -125,3 +126,41 @@ class RateChangeConformance:
                 await backend.close()
         name = type(strategy).__name__
         assert admitted == self.rate_change_differs.get(name, _EXPECTED[name])
+
+    @pytest.mark.parametrize(
+        "strategy", _strategies(), ids=[type(s).__name__ for s in _strategies()]
+    )
+    async def test_a_rate_changed_among_several_carries_as_alone(
+        self, make_backend: Callable[..., ThrottleBackend], strategy: Strategy
+    ) -> None:
+        """A throttle with several rates whose first rate changes (`update_rate("3/min;
+        100/day")` after `"2/min;100/day"`, or two versions of an app in a rolling deploy)
+        admits under the new rates what the changed rate alone would: the client keeps what
+        it spent, as with one rate. (Each rate is keyed by its place among the throttle's
+        rates, not by its value, so a rate changed in place reads its old state.)"""
+        if not self.supports_clock:
+            pytest.skip("this backend takes its time from the server")
+        if isinstance(strategy, FixedWindow) and not self.clock_moves_expiry:
+            pytest.skip("FixedWindow's window is a key TTL, which follows the server's clock here")
+        clock = ManualClock(_START)
+        backend = make_backend(namespace=f"rate-change-{next(_names)}", clock=clock)
+        day = Rate.parse("100/day")
+        admitted = []
+        try:
+            for key, also in (("alone", ()), ("several", (day,))):
+                old = [Rate.parse("2/min"), *also]
+                new = [Rate.parse("3/min"), *also]
+                for _ in range(2):
+                    assert (
+                        await backend.evaluate_all(items(strategy, key, old, 1, backend))
+                    ).allowed
+                hits = [
+                    await backend.evaluate_all(items(strategy, key, new, 1, backend))
+                    for _ in range(4)
+                ]
+                admitted.append([hit.allowed for hit in hits])
+        finally:
+            await backend.reset()
+            await backend.close()
+        alone, several = admitted
+        assert several == alone, f"alone {alone}, with {day} beside it {several}"

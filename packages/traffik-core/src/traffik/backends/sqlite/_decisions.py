@@ -201,7 +201,7 @@ def decide_all(
     if commit:
         written: set[str] = set()
         for item, key, charge, counter, (exists, new_state, ttl_ms) in zip(
-            items, keys, charged(parts, counters), counters, pending
+            items, keys, charged(parts, items), counters, pending
         ):
             if not charge:
                 continue

@@ -130,7 +130,9 @@ class MemcachedSteps:
         only reads (one `get` per node). Several items are one store operation each: once
         begun, they run to their end even if the caller is cancelled meanwhile (`finished`),
         so a cancelled hit is charged on every item or on none."""
-        if not commit:
+        if not commit or any(item.cost > item.strategy.capacity(item.rate) for item in items):
+            # (a cost above what an item can ever admit: refused, and charged nowhere, as
+            # `settled` answers one rate; counted first, it could pass memcached's 64 bits)
             return combine(await self._read(items))
         if len(items) == 1:
             return await self._all_or_nothing(items)

@@ -75,6 +75,16 @@ elseif cost <= limit and count + cost <= effective then
 else
   admitted = false
 end
+-- AdaptiveThrottle._left: the hits of cost 1 this window still admits (`remaining`): up to
+-- the effective limit, or, when not cut yet, up to the hit that cuts it, then the cut limit.
+local reach = effective
+if cut_from == 0 then
+  local cutting = math.max(floordiv(effective * threshold, 100000) + 1, count + 1)
+  if cutting <= effective then
+    local cut = math.max(floordiv(limit * floor_ratio, 100000), floordiv(effective * reduction, 100000))
+    reach = math.max(cutting, cut)
+  end
+end
 -- AdaptiveThrottle._kept: ms until the state says nothing a missing key would not.
 local kept = left
 if effective < limit then
@@ -88,13 +98,13 @@ if admitted == false then
     if cost > effective then
       windows = math.max(ceildiv(cost - effective, step), 1)
     end
-    wait, remaining = left + (windows - 1) * period, math.max(effective - count, 0)
+    wait, remaining = left + (windows - 1) * period, math.max(reach - count, 0)
     reset = (count > 0 or effective < limit) and kept or 0
   end
 else
   state = struct.pack('<cdddddd', 'i', wid, count, effective, cut_from, limit, period)
   ttl = kept
   if admitted then
-    wait, remaining, reset = 0, effective > count and effective - count or 0, kept
+    wait, remaining, reset = 0, math.max(reach - count, 0), kept
   end
 end

@@ -14,7 +14,8 @@
 -- its definition, one more for each helper it reaches, and its call.
 -- KEYS: one key per item. ARGV[1]: the mode, one byte (MODE):
 --   'c' decide every item, then charge all or nothing (traffik.strategies.steps.charged:
---       only a refusing counter that is the call's one item counts the hit);
+--       only a refusing counter that is the call's one item counts the hit, unless its
+--       cost is above its limit);
 --   'g' as 'c' for a group of the items of a larger step (decided group by group, steps.py
 --       `_in_order`): a refusing counter counts nothing, even the group's one item;
 --   'p' decide and charge nothing (a peek);
@@ -166,7 +167,7 @@ elseif MODE ~= 112 and (not refused or n == 1 and MODE == 99) then -- not a peek
       end
     elseif new == false or not REFUND then -- refused alone, or admitted: a counter counts
       code, limit, period, cost = struct.unpack('<Bddd', ARGV[1], FIRST + (i - 1) * ITEM)
-      if code == 0 then
+      if code == 0 and cost <= limit then -- (a cost above the limit is never admitted: nothing)
         counter_charge(KEYS[i], period, cost)
       end
     end

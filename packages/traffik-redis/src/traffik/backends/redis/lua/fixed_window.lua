@@ -2,6 +2,9 @@
 
 -- counter_decision: a hit of `cost` on the counter as it stands (the hit not counted yet).
 local function counter_decide(key, limit, period, cost)
+  if cost > limit then -- more than the limit: never admitted (never_admitted: one period)
+    return false, period, 0, period
+  end
   local count = tonumber(redis.pcall('GET', key)) or 0 -- anything else at the key: 0
   local left = period
   if count ~= 0 then

@@ -22,29 +22,43 @@ else
   else
     admitted, remaining = false, math.max(most - count, 0)
     reset = count > 0 and left or 0
-    -- TimeOfDay._wait: the first hour boundary of this window whose limit fits count and
-    -- cost (the limits repeat each day, so 24 boundaries tell), else the first time from
-    -- the window's end whose hour fits the cost (some hour does: cost <= capacity).
-    local stop, at = now + left, (hour + 1) * 3600000 - x
-    for _ = 1, 24 do
-      if at >= stop then
-        break
+    -- TimeOfDay._wait: the first moment that admits the hit (_admits_from) and still does
+    -- when a client told the wait in whole seconds (Retry-After) comes back: a moment that
+    -- an hour allowing less ends within that second is passed over, for the first after it.
+    local stop, after = now + left, now
+    while wait == nil do
+      -- TimeOfDay._admits_from(after): the first hour boundary of this window whose limit
+      -- fits count and cost (the limits repeat each day, so 24 boundaries tell), else the
+      -- first time from the window's end whose hour fits the cost (some hour does).
+      local at, h = nil, floordiv(after + x, 3600000) + 1
+      local boundary = h * 3600000 - x
+      for _ = 1, 24 do
+        if boundary >= stop then
+          break
+        end
+        if struct.unpack('<d', day, 8 * (h % 24) + 1) >= count + cost then
+          at = boundary
+          break
+        end
+        h, boundary = h + 1, boundary + 3600000
       end
-      hour = hour + 1
-      if struct.unpack('<d', day, 8 * (hour % 24) + 1) >= count + cost then
+      if at == nil then
+        at = math.max(stop, after + 1)
+        h = floordiv(at + x, 3600000)
+        while struct.unpack('<d', day, 8 * (h % 24) + 1) < cost do
+          h = h + 1
+          at = h * 3600000 - x
+        end
+      end
+      local told = now + ceildiv(at - now, 1000) * 1000
+      h = floordiv(at + x, 3600000) + 1
+      boundary = h * 3600000 - x
+      local need = boundary < stop and count + cost or cost
+      if boundary > told or struct.unpack('<d', day, 8 * (h % 24) + 1) >= need then
         wait = at - now
-        break
+      else
+        after = boundary
       end
-      at = at + 3600000
-    end
-    if wait == nil then
-      at = stop
-      hour = floordiv(at + x, 3600000)
-      while struct.unpack('<d', day, 8 * (hour % 24) + 1) < cost do
-        hour = hour + 1
-        at = hour * 3600000 - x
-      end
-      wait = at - now
     end
   end
 end
