@@ -1,7 +1,8 @@
 """Which bucket a connection lands in: its client, its route template, and the key they make.
 
 A key is `uid:{client}:ROUTE[:scope]`, where `ROUTE` is `METHOD:/mount/prefix/template` (`WS`
-in place of the method for WebSockets) or nothing for a throttle that counts across routes.
+in place of the method for WebSockets; a method as `counted_method` counts it: HEAD as GET,
+one the client made up as `OTHER`) or nothing for a throttle that counts across routes.
 Every part is escaped (`escape`), so no identifier, path or scope can reach into another
 part: `a:b` as an identifier and `a` followed by a route `b` give different keys. Clients are
 keyed by type as well as value (`5` and `"5"` differ); `None` is the anonymous client. The
@@ -34,7 +35,10 @@ from traffik.keyparts import client_part, escape
 
 __all__ = [
     "NO_ROUTE",
+    "OTHER_METHOD",
+    "STANDARD_METHODS",
     "bucket_prefix",
+    "counted_method",
     "mount_prefix",
     "named_route_part",
     "route_part",
@@ -261,18 +265,37 @@ do not hash) or named template, then per method and mount: at most this many of 
 forgotten all at once."""
 
 
-def route_part(scope: Mapping[str, Any], template: Optional[str] = None) -> str:
-    """`METHOD:/template` (`WS:/template` for WebSockets), escaped: the route's share of a key.
-    `template` replaces the route's own (a middleware rule's pattern, a route named by hand).
-    HEAD counts as GET: Starlette serves it through the GET endpoint, so it spends GET's
-    budget instead of opening one of its own. A method counts in upper case (`get` is GET):
-    an app that reads methods case-blind serves them alike, so they share one budget."""
-    route = served_route(scope) if template is None else template
-    method = scope.get("method") or ("WS" if scope.get("type") == "websocket" else "")
+STANDARD_METHODS = frozenset(
+    ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
+)
+"""The methods counted each under its own name (HEAD counts as GET): HTTP's own (RFC 9110,
+and PATCH)."""
+
+OTHER_METHOD = "OTHER"
+"""What every other method counts as (`PROPFIND`, `FOO`): the client names the method, so a
+method of its own per request would otherwise be a fresh budget (on a route that serves any
+method, a mounted app) and a store key per request."""
+
+
+def counted_method(method: str) -> str:
+    """The method a request counts under: upper case (`get` is GET, as an app that reads
+    methods case-blind serves them alike), HEAD as GET (Starlette serves it through the GET
+    endpoint, so it spends GET's budget), and any method outside `STANDARD_METHODS` as
+    `OTHER_METHOD`."""
     if not method.isupper():
         method = method.upper()
     if method == "HEAD":
-        method = "GET"
+        return "GET"
+    return method if method in STANDARD_METHODS else OTHER_METHOD
+
+
+def route_part(scope: Mapping[str, Any], template: Optional[str] = None) -> str:
+    """`METHOD:/template` (`WS:/template` for WebSockets), escaped: the route's share of a key.
+    `template` replaces the route's own (a middleware rule's pattern, a route named by hand).
+    The method is the one it counts under (`counted_method`)."""
+    route = served_route(scope) if template is None else template
+    method = scope.get("method")
+    method = counted_method(method) if method else "WS" if scope.get("type") == "websocket" else ""
     if route is None:
         return f"{escape(method)}:{escape(route_template(scope))}"
     entry = _PARTS.get(id(route))

@@ -8,15 +8,18 @@ the address it saw: they are walked right to left, through trusted hops only, an
 untrusted address is the client. A hop that cannot be parsed ends the walk: the request is
 then identified by the nearest trusted hop, never by anything further left, which the client
 may have written. Headers are read up to `MAX_HOPS` hops and `MAX_HEADER_BYTES` bytes, so a
-huge header costs no more than a normal one.
+huge header costs no more than a normal one. A server on a unix socket gives no peer address:
+its proxy is trusted when `trusted_proxies` names `UNIX_SOCKET` (`"unix"`), else every
+request there is the anonymous client.
 
 IPv4 clients are counted by address, IPv6 clients by network: an ISP hands each customer a
 whole /64 (or more), so a client can draw a fresh address per request from it. The default
 prefix is 64 (`set_ipv6_prefix` changes it for the process, `ipv6_prefix=` for one
-identifier). IPv4-mapped IPv6 addresses count as IPv4; loopback and link-local addresses count
-whole, since every host on a link has the same link-local prefix (`grouped_address`). A zone
-(`%eth0`) names an interface of the host that wrote it, not a client: it is dropped, except
-from a link-local address, where it tells two links apart.
+identifier). IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`) and those of the well-known NAT64
+prefix (`64:ff9b::1.2.3.4`) count as the IPv4 address they carry; loopback and link-local
+addresses count whole, since every host on a link has the same link-local prefix
+(`grouped_address`). A zone (`%eth0`) names an interface of the host that wrote it, not a
+client: it is dropped, except from a link-local address, where it tells two links apart.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ __all__ = [
     "DEFAULT_IPV6_PREFIX",
     "MAX_HEADER_BYTES",
     "MAX_HOPS",
+    "UNIX_SOCKET",
     "ProxyHeaders",
     "default_identifier",
     "get_ipv6_prefix",
@@ -102,10 +106,17 @@ def get_ipv6_prefix() -> int:
     return _ipv6_prefix
 
 
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+"""The well-known NAT64 prefix (RFC 6052): `64:ff9b::203.0.113.7` is the IPv4 client
+203.0.113.7, as an IPv6-only server behind a NAT64 or SIIT-DC gateway sees it."""
+
+
 def _group(address: ipaddress.IPv6Address, prefix: int) -> str:
     mapped = address.ipv4_mapped
     if mapped is not None:
         return str(mapped)
+    if address in _NAT64:  # (else every IPv4 client of the gateway would be one /64)
+        return str(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
     if address.is_link_local:
         return str(address)  # (with its zone: fe80::1 on two links is two hosts)
     if prefix == 128 or address.is_loopback:
@@ -116,9 +127,9 @@ def _group(address: ipaddress.IPv6Address, prefix: int) -> str:
 
 def grouped_address(host: str, ipv6_prefix: Optional[int] = None) -> str:
     """The text a client at `host` is counted as: an IPv4 address as given; an IPv6 address
-    as its network (`2001:db8:1:2::/64`), or as IPv4 when it maps one (`::ffff:1.2.3.4`), or
-    whole for loopback, link-local and `ipv6_prefix=128` (without a zone, `%eth0`, except a
-    link-local address's); anything else (a test client's
+    as its network (`2001:db8:1:2::/64`), or as IPv4 when it carries one (`::ffff:1.2.3.4`,
+    NAT64's `64:ff9b::1.2.3.4`), or whole for loopback, link-local and `ipv6_prefix=128`
+    (without a zone, `%eth0`, except a link-local address's); anything else (a test client's
     `testclient`, a unix socket path) as given. `ipv6_prefix` defaults to `get_ipv6_prefix()`.
 
     Args:
@@ -202,18 +213,29 @@ def _one_header(proxy_headers: Any) -> Optional[bytes]:
     )
 
 
+UNIX_SOCKET = "unix"
+"""In `trusted_proxies`: a connection with no peer address (a server listening on a unix
+socket gives none, and only processes of its host can connect) comes from a trusted proxy."""
+
+_Trust = tuple[tuple[_Network, ...], bool]
+"""The trusted proxies: their networks, and whether a unix socket is one (`UNIX_SOCKET`)."""
+
+
 @functools.lru_cache(maxsize=128)
-def _networks(trusted: tuple[str, ...]) -> tuple[_Network, ...]:
+def _trust(trusted: tuple[str, ...]) -> _Trust:
     networks = []
     for item in trusted:
+        if item == UNIX_SOCKET:
+            continue
         try:
             networks.append(ipaddress.ip_network(str(item), strict=False))
         except ValueError as exc:
             raise ConfigurationError(
                 f"trusted proxy {item!r} is not an IP address or network; "
-                "write it like '10.0.0.1' or '10.0.0.0/8'"
+                f"write it like '10.0.0.1' or '10.0.0.0/8', or {UNIX_SOCKET!r} for a proxy "
+                "reaching the server on a unix socket"
             ) from exc
-    return tuple(networks)
+    return tuple(networks), UNIX_SOCKET in trusted
 
 
 def _parse(text: str) -> Optional[_Address]:
@@ -257,7 +279,9 @@ def _for_value(element: str) -> str:
     return ""
 
 
-def _walk(hops: list[str], peer: _Address, networks: tuple[_Network, ...], forwarded: bool) -> str:
+def _walk(
+    hops: list[str], peer: Optional[_Address], networks: tuple[_Network, ...], forwarded: bool
+) -> Optional[str]:
     nearest = peer
     for hop in reversed(hops):
         address = _parse(_for_value(hop) if forwarded else hop)
@@ -266,27 +290,33 @@ def _walk(hops: list[str], peer: _Address, networks: tuple[_Network, ...], forwa
         if not _trusted(address, networks):
             return str(address)
         nearest = address
-    return str(nearest)
+    return None if nearest is None else str(nearest)
 
 
-def _identify(scope: Any, networks: tuple[_Network, ...], header: Optional[bytes]) -> Optional[str]:
+def _identify(scope: Any, trust: _Trust, header: Optional[bytes]) -> Optional[str]:
+    """The client's address as text (None: no peer, and no trusted header naming one)."""
+    networks, unix = trust
     client = scope.get("client")
-    if not client:
+    peer: Optional[_Address] = None
+    if client and client[0]:
+        peer_text = client[0]
+        if header is None or not networks:
+            return peer_text
+        peer = _parse(peer_text)
+        if peer is None or not _trusted(peer, networks):
+            return peer_text
+    elif header is None or not unix:
         return None
-    peer_text = client[0]
-    if header is None or not networks:
-        return peer_text
-    peer = _parse(peer_text)
-    if peer is None or not _trusted(peer, networks):
-        return peer_text
     value = _header_tail(scope, header)
     if value is None:
-        return str(peer)
+        return None if peer is None else str(peer)
     if header in (b"x-forwarded-for", b"forwarded"):
         hops = value.rsplit(",", MAX_HOPS)[-MAX_HOPS:]
         return _walk(hops, peer, networks, forwarded=header == b"forwarded")
     address = _parse(value.rsplit(",", 1)[-1])
-    return str(peer if address is None else address)
+    if address is None:
+        address = peer
+    return None if address is None else str(address)
 
 
 def get_remote_address(
@@ -304,7 +334,8 @@ def get_remote_address(
     Args:
         connection: The request or websocket, or an ASGI scope.
         trusted_proxies: The addresses or networks (`"10.0.0.1"`, `"10.0.0.0/8"`) of the
-            proxies whose header is read; None or empty to read no header.
+            proxies whose header is read, and `"unix"` (`UNIX_SOCKET`) for a proxy on a
+            unix socket; None or empty to read no header.
         proxy_headers: The one header to read (one `ProxyHeaders` member, or `NONE`).
         ipv6_prefix: The prefix length, in bits (1 to 128), an IPv6 client is counted by;
             None for `get_ipv6_prefix()`.
@@ -319,8 +350,8 @@ def get_remote_address(
     scope = connection.scope if hasattr(connection, "scope") else connection
     header = _one_header(proxy_headers)
     prefix = None if ipv6_prefix is None else _checked_prefix(ipv6_prefix)
-    networks = _networks(tuple(str(p) for p in trusted_proxies)) if trusted_proxies else ()
-    address = _identify(scope, networks, header)
+    trust = _trust(tuple(str(p) for p in trusted_proxies)) if trusted_proxies else ((), False)
+    address = _identify(scope, trust, header)
     return None if address is None else grouped_address(address, prefix)
 
 
@@ -355,7 +386,8 @@ def remote_address(
 
     Args:
         trusted_proxies: The addresses or networks (`"10.0.0.1"`, `"10.0.0.0/8"`) of the
-            proxies whose header is read.
+            proxies whose header is read, and `"unix"` (`UNIX_SOCKET`) for a proxy on a
+            unix socket.
         proxy_headers: The one header to read (one `ProxyHeaders` member, or `NONE`).
         ipv6_prefix: The prefix length, in bits (1 to 128), an IPv6 client is counted by;
             None for `get_ipv6_prefix()`.
@@ -368,12 +400,12 @@ def remote_address(
         ConfigurationError: When `proxy_headers` names no header or several, a trusted
             proxy is not an address or network, or `ipv6_prefix` is invalid.
     """
-    networks = _networks(tuple(str(p) for p in trusted_proxies))
+    trust = _trust(tuple(str(p) for p in trusted_proxies))
     header = _one_header(proxy_headers)
     prefix = None if ipv6_prefix is None else _checked_prefix(ipv6_prefix)
 
     def identify(connection: Any) -> str:
-        address = _identify(connection.scope, networks, header)
+        address = _identify(connection.scope, trust, header)
         return ANONYMOUS_IDENTIFIER if address is None else grouped_address(address, prefix)
 
     return identify

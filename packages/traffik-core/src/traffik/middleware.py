@@ -57,10 +57,8 @@ throttle, the context and the `skip_handler` its hits get."""
 
 def _is_preflight(scope: Scope) -> bool:
     """Whether an OPTIONS request is a CORS preflight (`Origin` and
-    `Access-Control-Request-Method`): a browser asks it before the request it guards, so
-    counting it would charge each request twice, and a refused one (a 429 without the CORS
-    headers a `CORSMiddleware` inside would add) would fail the request as a CORS error. It
-    reaches the app uncounted, where `CORSMiddleware` answers it."""
+    `Access-Control-Request-Method`), as `CORSMiddleware` tells one (it answers every such
+    request itself)."""
     names = {name for name, _ in scope.get("headers", ())}
     return b"origin" in names and b"access-control-request-method" in names
 
@@ -315,8 +313,14 @@ class ThrottleMiddleware:
         if kind == "http":
             throttles = self.http_throttles
             one = self._http_one
-            if scope["method"] == "OPTIONS" and _is_preflight(scope):
-                throttles = ()  # a browser's question before a request: the request counts
+            if scope["method"] == "OPTIONS" and _is_preflight(scope) and self._cors_inside():
+                # A browser's question before a request, which a `CORSMiddleware` inside
+                # answers: the request counts. (Counting the question would charge each
+                # request twice, and refuse it without the CORS headers.) With none inside,
+                # the OPTIONS request reaches the app like any other, and counts like one:
+                # else headers any client can send would buy an endpoint that serves OPTIONS
+                # free requests.
+                throttles = ()
         elif kind == "websocket":
             throttles = self.websocket_throttles
             one = self._websocket_one

@@ -54,6 +54,9 @@ PathPattern = Union[str, "re.Pattern[str]"]
 # `/**` as a whole segment run, `/*` as a whole segment, then `**` and `*` inside a segment.
 _GLOB_TOKENS = re.compile(r"/\*\*(?=/|$)|/\*(?=/|$)|\*\*|\*")
 _GLOB_REGEX = {"/**": "(?:/.*)?", "/*": "/[^/]+", "**": ".*", "*": "[^/]*"}
+_END = r"\n?\Z"
+"""A glob's end: the path's, or before its final newline, as Starlette's route regexes end
+(`$`): a client adding `%0A` reaches the same route, so it must meet the same rules."""
 
 
 def glob(pattern: str) -> re.Pattern[str]:
@@ -62,7 +65,8 @@ def glob(pattern: str) -> re.Pattern[str]:
     `*` matches within one segment (`/api/*` matches `/api/users`, not `/api/users/1`);
     `**` matches across segments, and `/**` also matches nothing (`/api/**` matches `/api`,
     `/api/users` and `/api/users/1`). Every other character is literal, so `glob("/health")`
-    matches `/health` only.
+    matches `/health` only. A newline is text like any other, and the end may follow one
+    final newline, as Starlette's routes match (`/health%0A` is served by `/health`).
     """
     if not isinstance(pattern, str) or not pattern:
         raise ConfigurationError(f"glob({pattern!r}): give a path glob like '/api/**'")
@@ -72,11 +76,13 @@ def glob(pattern: str) -> re.Pattern[str]:
         regex.append(_GLOB_REGEX[token.group()])
         end = token.end()
     regex.append(re.escape(pattern[end:]))
-    return re.compile("".join(regex) + r"\Z")
+    return re.compile("".join(regex) + _END, re.DOTALL)
 
 
 def compile_path(path: PathPattern) -> re.Pattern[str]:
-    """A path string as traffik 1.2 reads it (module docstring); a compiled pattern as is."""
+    """A path string as traffik 1.2 reads it (module docstring), with `.` (and so `**`)
+    matching a newline too: a route parameter takes one (`/api/1%0A/edit` is served by
+    `/api/{item}/edit`), so a rule must not stop at it. A compiled pattern as is."""
     if isinstance(path, re.Pattern):
         return path
     if not isinstance(path, str) or not path:
@@ -86,7 +92,7 @@ def compile_path(path: PathPattern) -> re.Pattern[str]:
         )
     text = path.replace("**", "\0").replace("*", "[^/]+").replace("\0", ".*")
     try:
-        return re.compile(text)
+        return re.compile(text, re.DOTALL)
     except re.error as exc:
         raise ConfigurationError(
             f"path={path!r} is not a valid regular expression ({exc}); escape it with re.escape, "
