@@ -75,14 +75,33 @@ def _command(kind: str, binary: str, port: int) -> list[str]:
     return command
 
 
-def _wait_listening(process: subprocess.Popen[bytes], port: int) -> bool:
+_PID_QUERY = {
+    "redis": (b"INFO server\r\n", b"process_id:%d"),
+    "memcached": (b"stats\r\n", b"STAT pid %d"),
+}
+"""What asks a server its process id, and how its answer names it."""
+
+
+def _wait_listening(process: subprocess.Popen[bytes], port: int, kind: str) -> bool:
+    """Whether `process` answers on `port`: not another server that took the port first
+    (this one then fails to bind it, maybe after the connection succeeded)."""
+    query, pid = _PID_QUERY[kind]
     deadline = time.monotonic() + _READY_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
             return False
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return True
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                sock.sendall(query)
+                answer = b""
+                while pid % process.pid not in answer and len(answer) < 65536:
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        break
+                    answer += chunk
+                    if answer.endswith((b"END\r\n", b"\r\n\r\n")):
+                        break
+            return pid % process.pid in answer
         except OSError:
             time.sleep(0.02)
     return False
@@ -104,7 +123,7 @@ def start(kind: str) -> Server:
         port = _free_port()
         with tempfile.TemporaryFile() as log:
             process = subprocess.Popen(_command(kind, binary, port), stdout=log, stderr=log)
-            if _wait_listening(process, port):
+            if _wait_listening(process, port, kind):
                 return Server(kind, f"{_SCHEME[kind]}://127.0.0.1:{port}", process)
             process.kill()
             process.wait()

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from traffik.testing import servers
-from traffik.testing.servers import RedisServer, free_port, require_binaries
+from traffik.testing.servers import MemcachedServer, RedisServer, free_port, require_binaries
 
 
 def test_free_port_never_hands_out_a_port_twice(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -48,6 +48,24 @@ def test_a_redis_server_whose_port_another_server_holds_fails_to_start(tmp_path:
             second.start()  # (another server answers PING there: not this one)
         assert not second.running
         assert first.running
+    finally:
+        first.stop()
+
+
+def test_a_memcached_whose_port_another_server_holds_fails_to_start(tmp_path: Path) -> None:
+    require_binaries(["memcached"], "SKIP_MEMCACHED_TESTS", "install memcached")
+    # Fault injection: a "memcached" that never binds its port (a real one that lost the race
+    # for it may still be running when the port answers), so only the other server answers.
+    slow = tmp_path / "memcached-that-never-binds"
+    slow.write_text("#!/bin/sh\nexec sleep 30\n")
+    slow.chmod(0o755)
+    first = MemcachedServer().start()
+    try:
+        second = MemcachedServer(binary=str(slow), port=first.port)
+        with pytest.raises(RuntimeError, match="another server answers there"):
+            second.start()
+        assert second.process is None  # (stopped: not left running, unseen)
+        assert first.process is not None and first.process.poll() is None
     finally:
         first.stop()
 

@@ -284,12 +284,33 @@ class MemcachedServer:
                 err = self.process.stderr.read().decode() if self.process.stderr else ""
                 raise RuntimeError(f"memcached on port {self.port} exited at start: {err.strip()}")
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
+                pid = self._pid_answering()
             except OSError:
                 time.sleep(0.02)
+                continue
+            if pid != self.process.pid:  # another server holds the port: this one cannot bind it
+                self.stop()
+                raise RuntimeError(
+                    f"memcached did not start on port {self.port}: another server answers there"
+                )
+            return self
         self.stop()
         raise RuntimeError(f"memcached on port {self.port} did not accept connections within 10 s")
+
+    def _pid_answering(self) -> Optional[int]:
+        """The process id of the memcached answering on the port (`stats`), None if unsaid."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as sock:
+            sock.sendall(b"stats\r\n")
+            answer = b""
+            while not answer.endswith((b"END\r\n", b"ERROR\r\n")):
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+        for line in answer.split(b"\r\n"):
+            if line.startswith(b"STAT pid "):
+                return int(line.split()[2])
+        return None
 
     def pause(self) -> None:
         """Freeze the server (SIGSTOP): it keeps its connections but answers nothing."""
