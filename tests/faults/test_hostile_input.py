@@ -41,13 +41,21 @@ rate_texts = st.one_of(
 
 
 def _timed(call: Any, *args: Any) -> tuple[Any, float]:
-    started = _cpu()
-    try:
-        result = call(*args)
-    except ConfigurationError as exc:
-        assert isinstance(exc, ValueError)
-        result = exc
-    return result, _cpu() - started
+    """`call(*args)` (or the `ConfigurationError` it raised), and the least CPU time it took
+    in up to three tries: a slow input is slow every time, where a pause of the process (a
+    page fault, a collection) is not; once within `BOUND`, no more tries."""
+    took = float("inf")
+    for _ in range(3):
+        started = _cpu()
+        try:
+            result = call(*args)
+        except ConfigurationError as exc:
+            assert isinstance(exc, ValueError)
+            result = exc
+        took = min(took, _cpu() - started)
+        if took < BOUND:
+            break
+    return result, took
 
 
 @FUZZ
@@ -116,11 +124,11 @@ def test_any_proxy_header_gives_an_address_or_nothing_in_bounded_time(
         ProxyHeaders.FORWARDED: b"forwarded",
         ProxyHeaders.X_REAL_IP: b"x-real-ip",
     }[which]
-    started = _cpu()
-    address = get_remote_address(
-        _scope(name, value), trusted_proxies=["10.0.0.0/8"], proxy_headers=which
+    address, took = _timed(
+        lambda: get_remote_address(
+            _scope(name, value), trusted_proxies=["10.0.0.0/8"], proxy_headers=which
+        )
     )
-    took = _cpu() - started
     assert address is None or isinstance(address, str)
     assert took < BOUND
 
