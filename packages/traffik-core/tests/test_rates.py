@@ -236,3 +236,24 @@ def test_traffik12_attributes_and_equality() -> None:
     assert copy.copy(rate) is rate
     with pytest.raises(TypeError):
         Rate(5, seconds=1)  # type: ignore[misc]  # keyword-only, as in traffik 1.2
+
+
+@pytest.mark.parametrize(
+    ("text", "hint"),
+    [
+        ("10/1.5s", "write '1.5s' as '1500ms'"),
+        ("10/0.5min", "write '0.5min' as '30s'"),
+        ("10/.25h", "write '.25h' as '15min'"),
+        ("10/1.5d", "write '1.5d' as '36h'"),
+        ("10/0.0001s", "a period is a whole number of ms, at least 1"),
+    ],
+)
+def test_a_period_with_a_fraction_is_told_in_whole_units(text: str, hint: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        Rate.parse(text)
+    assert hint in str(info.value) and repr(text) in str(info.value)
+
+
+def test_a_period_with_a_huge_fraction_is_still_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError):  # (not int()'s digit limit: a ValueError)
+        Rate.parse("5/1." + "1" * 5000 + "s")

@@ -6,6 +6,7 @@ import functools
 import math
 import re
 from collections.abc import Sequence
+from fractions import Fraction
 from typing import Any, Union
 
 from traffik.exceptions import ConfigurationError
@@ -55,6 +56,8 @@ _EXAMPLES = "'100/min', '5/s', '10/30s', '200/500ms', '5 per minute' or 'unlimit
 _SPLIT = re.compile(r"\s*(?:/|per)\s*")
 _LIMIT = re.compile(r"[+-]?[0-9]+(?:_[0-9]+)*")
 _PERIOD = re.compile(r"([0-9]+)?\s*([a-z]+)")
+_WHOLE_UNITS = (("d", 86_400_000), ("h", 3_600_000), ("min", 60_000), ("s", 1000), ("ms", 1))
+_FRACTION = re.compile(r"([0-9]*)\.([0-9]+)\s*([a-z]+)")
 _SEVERAL_HINT = "; several rates are joined by ';' in a throttle's rate= (like '10/s;1000/day')"
 _UNLIMITED_WORDS = frozenset({"unlimited", "inf", "none"})
 
@@ -313,7 +316,7 @@ def _parse(text: str, original: str) -> Rate:
     if match is None:
         raise ConfigurationError(
             f"rate {original!r}: period {right!r} is not '[n]unit' (n in ASCII digits); use "
-            f"units {_UNITS_HINT}"
+            f"units {_UNITS_HINT}{_fraction_hint(right)}"
         )
     count_text, unit = match.groups()
     unit_ms = _MS_PER.get(unit)
@@ -332,6 +335,20 @@ def _parse(text: str, original: str) -> Rate:
     if wrong:
         raise ConfigurationError(f"rate {original!r}: {wrong}")
     return Rate(limit=limit, milliseconds=count * unit_ms)
+
+
+def _fraction_hint(period: str) -> str:
+    """For a period with a fraction (`1.5s`, `0.5min`): how to write it in whole units."""
+    match = _FRACTION.fullmatch(period)
+    unit_ms = _MS_PER.get(match.group(3)) if match else None
+    if match is None or unit_ms is None or len(match.group(1)) + len(match.group(2)) > 30:
+        return ""
+    whole, part = match.group(1) or "0", match.group(2)
+    ms = Fraction(int(whole + part), 10 ** len(part)) * unit_ms
+    if ms.denominator != 1 or ms < 1:
+        return "; a period is a whole number of ms, at least 1"
+    count, unit = next((ms // size, unit) for unit, size in _WHOLE_UNITS if ms % size == 0)
+    return f"; write {period!r} as '{count}{unit}'"
 
 
 UNLIMITED = Rate()
