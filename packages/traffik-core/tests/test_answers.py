@@ -248,3 +248,35 @@ async def test_handle_throttled_gets_the_request() -> None:
         response = await client.get("/r")
     assert response.status_code == 429 and response.json() == {"detail": "custom"}
     assert seen == [("Request", 60000)]
+
+
+@pytest.mark.parametrize("rate", ["2/min", "10/s;2/min"])
+async def test_a_cost_no_wait_admits_says_so_in_the_429(rate: str) -> None:
+    """Its `Retry-After` (one period) spaces out retries, none of which passes: the detail
+    says that, instead of promising an admission."""
+    throttle = HTTPThrottle(  # (a cost fixed above it is refused when the throttle is built)
+        "never", rate=rate, cost=lambda request, context: 5, backend=InMemoryBackend()
+    )
+    async with client_for(fastapi_app(throttle)) as http:
+        answer = await http.get("/r")
+    assert answer.status_code == 429 and answer.headers["retry-after"] == "60"
+    detail = answer.json()["detail"]
+    assert "costs 5 units, more than the rate 2/min can ever admit" in detail, detail
+    assert "Retry in" not in detail
+
+
+async def test_a_cost_a_wait_admits_keeps_the_usual_detail_and_a_context_detail_wins() -> None:
+    clock = ManualClock()
+    throttle = HTTPThrottle("usual", rate="2/min", cost=2, backend=InMemoryBackend(clock=clock))
+    own = HTTPThrottle(
+        "own-detail",
+        rate="2/min",
+        cost=lambda request, context: 5,
+        backend=InMemoryBackend(clock=clock),
+        context={"detail": "plan limit reached"},
+    )
+    async with client_for(fastapi_app(throttle)) as http:
+        assert (await http.get("/r")).status_code == 200
+        assert (await http.get("/r")).json()["detail"].startswith("Too many requests. Retry in")
+    async with client_for(fastapi_app(own)) as http:
+        assert (await http.get("/r")).json()["detail"] == "plan limit reached"

@@ -91,6 +91,7 @@ class ThrottleAnswers:
 
     uid: str
     cost: int
+    strategy: Any
     shadow: Optional[bool]
     headers: Optional[Headers]
     min_wait_period: Optional[float]
@@ -171,7 +172,9 @@ class ThrottleAnswers:
                 decision.wait_ms,
             )
             return _let_through(connection)  # (no headers, and no charge: it took nothing)
-        return await self._throttled(connection, decision, rates, key, ctx, skip_handler, backend)
+        return await self._throttled(
+            connection, decision, rates, key, ctx, skip_handler, backend, cost
+        )
 
     async def answer(
         self,
@@ -261,6 +264,20 @@ class ThrottleAnswers:
             if plan.dynamic:
                 plan.write_dynamic(response, decision, made(connection), key, ctx)
 
+    def _never_admitted(self, rates: tuple[Rate, ...], cost: int) -> Optional[str]:
+        """The 429's detail for a cost above what a rate can ever admit (its wait spaces out
+        retries, none of which passes); None otherwise."""
+        capacity = getattr(self.strategy, "capacity", None)
+        if capacity is None:  # (a traffik 1.2 strategy function)
+            return None
+        for rate in rates:
+            if not rate.unlimited and cost > capacity(rate):
+                return (
+                    f"This request costs {cost} units, more than the rate {rate} can ever "
+                    "admit: it is refused whenever it is retried."
+                )
+        return None
+
     async def _throttled(
         self,
         connection: Any,
@@ -270,6 +287,7 @@ class ThrottleAnswers:
         ctx: Mapping[str, Any],
         skip_handler: Optional[bool],
         backend: ThrottleBackend,
+        cost: Optional[int] = None,
     ) -> Any:
         scope = connection.scope
         state = scope.get("state")
@@ -284,6 +302,9 @@ class ThrottleAnswers:
         if rates is not None:
             refused = getattr(decision, "refused", None)
             ctx = {**ctx, "rate": rates[refused or 0]}
+            never = self._never_admitted(rates, self.cost if cost is None else cost)
+            if never is not None and "detail" not in ctx:
+                ctx["detail"] = never
             if self.headers is not None:
                 plan = self._plan or self._plan_for(rates)
                 extra = plan.text(decision, wait, connection, key, ctx)
