@@ -273,6 +273,17 @@ async def test_a_login_under_the_middleware_cannot_key_on_the_body(
 PLANS: dict[str, str] = {}
 
 
+def data_app(throttle: HTTPThrottle) -> FastAPI:
+    """An app whose one route, `/data`, the throttle guards as a dependency."""
+    app = FastAPI()
+
+    @app.get("/data", dependencies=[Depends(throttle)])
+    async def data() -> dict[str, str]:
+        return {}
+
+    return app
+
+
 def plan_rate(request: Request, context: Any) -> str:
     return {"free": "2/min", "pro": "5/min"}[PLANS.get(request.headers["x-user"], "free")]
 
@@ -291,14 +302,8 @@ async def test_an_upgrade_mid_window_keeps_what_was_spent(
     throttle = HTTPThrottle(
         "plans", rate=plan_rate, strategy=strategy, backend=InMemoryBackend(clock=clock)
     )
-    app = FastAPI()
-
-    @app.get("/data", dependencies=[Depends(throttle)])
-    async def data() -> dict[str, str]:
-        return {}
-
     ann = {"headers": {"x-user": "ann"}}
-    async with client(app) as http:
+    async with client(data_app(throttle)) as http:
         free = await codes(http, "/data", 3, **ann)
         plans["ann"] = "pro"
         pro = [await http.get("/data", **ann) for _ in range(4)]
@@ -315,14 +320,8 @@ async def test_a_fixed_window_counts_the_refused_hit_across_an_upgrade(
     """With `FixedWindow` (the default) the refused third hit of the free plan is counted too
     (the README's strategy table: "rejected hits count"), so the upgrade leaves two."""
     throttle = HTTPThrottle("plans:fixed", rate=plan_rate, backend=InMemoryBackend(clock=clock))
-    app = FastAPI()
-
-    @app.get("/data", dependencies=[Depends(throttle)])
-    async def data() -> dict[str, str]:
-        return {}
-
     ann = {"headers": {"x-user": "ann"}}
-    async with client(app) as http:
+    async with client(data_app(throttle)) as http:
         free = await codes(http, "/data", 3, **ann)
         plans["ann"] = "pro"
         pro = await codes(http, "/data", 3, **ann)
