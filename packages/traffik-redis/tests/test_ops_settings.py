@@ -154,6 +154,10 @@ async def test_a_runaway_script_is_an_outage_of_the_moment_not_a_bad_setting(
         async with starting:
             assert starting.circuit.state is not CircuitState.CLOSED
             redis_cli(server.port, "script", "kill")
+            deadline = time.monotonic() + 10  # (the kill lands at the script's next hook)
+            while redis_cli(server.port, "ping").strip() != "PONG":
+                assert time.monotonic() < deadline, "SCRIPT KILL did not end the script"
+                await asyncio.sleep(0.02)
             for backend in (running, starting):
                 deadline = time.monotonic() + 5
                 while backend.circuit.state is not CircuitState.CLOSED:
