@@ -327,7 +327,9 @@ class TokenBucketModel(StateModel):
 
 
 class GCRAModel(StateModel):
-    """A theoretical arrival time; emission interval T = period/limit, tolerance tau."""
+    """A theoretical arrival time; emission interval T = period/limit, tolerance tau. The
+    budget is whole again once the backlog is down to the part of tau + T short of a whole
+    interval (no unit fits in it), not when it is gone: that moment is the reset."""
 
     def __init__(self, rate: Rate, tolerance_ms: Optional[int]) -> None:
         super().__init__(rate)
@@ -344,12 +346,15 @@ class GCRAModel(StateModel):
         backlog = self._backlog(key, now)
         after = backlog + cost * self.T
         span = self.tau + self.T
+        slack = span - self.capacity() * self.T
         if after <= span:
             if commit:
                 self.state[key] = now + after
-            return (True, 0.0, floor((span - after) / self.T), float(ceil(after)), self.limit)
+            reset = ceil(max(after - slack, Fraction(0)))
+            return (True, 0.0, floor((span - after) / self.T), float(reset), self.limit)
         remaining = max(floor((span - backlog) / self.T), 0)
-        return (False, float(ceil(after - span)), remaining, float(ceil(backlog)), self.limit)
+        reset = ceil(max(backlog - slack, Fraction(0)))
+        return (False, float(ceil(after - span)), remaining, float(reset), self.limit)
 
     def refund(self, key: str, now: int, cost: int) -> None:
         if key in self.state:

@@ -128,6 +128,8 @@ def _gcra(strategy: GCRA, rate: Rate, cost: int) -> Step:
     span = strategy.tolerance(rate) + interval
     add = cost * interval
     room = span - add  # admitted while the backlog is at most this
+    slack = strategy._slack(rate)  # whole again once the backlog is down to this
+    lead = limit - 1 - slack  # (backlog + lead) // limit: the reset
 
     def step(entry: list[Any], now: int) -> Decision:
         state = entry[0]
@@ -141,12 +143,13 @@ def _gcra(strategy: GCRA, rate: Rate, cost: int) -> Step:
             tat_ms, tat_rest = divmod(after, limit)
             state[0], state[1] = now + tat_ms, tat_rest
             entry[0] = state
-            reset = tat_ms + 1 if tat_rest else tat_ms
-            entry[1] = now + (reset if reset > 1 else 1)
+            arrival = tat_ms + 1 if tat_rest else tat_ms
+            entry[1] = now + (arrival if arrival > 1 else 1)
+            reset = (after + lead) // limit if after > slack else 0
             return Decision(True, 0, (room - backlog) // interval, reset, limit, now)
         wait = (backlog - room + limit - 1) // limit
         remaining = (span - backlog) // interval
-        return Decision(False, wait, max(remaining, 0), (backlog + limit - 1) // limit, limit)
+        return Decision(False, wait, max(remaining, 0), (backlog + lead) // limit, limit)
 
     return step
 

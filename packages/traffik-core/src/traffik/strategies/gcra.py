@@ -39,6 +39,12 @@ class GCRA(StateStrategy):
     rounded up to whole units (intervals of the old rate), becomes as many intervals of the
     new one (at most its capacity). A `[tat_ms, tat_rest]` state (written before the rate
     was kept) is read as written under the current rate.
+
+    A decision's reset is when the budget is whole again: a hit of the whole capacity is
+    admitted once the backlog is down to the part of the tolerance short of a whole interval
+    (no unit fits in it), which is before the arrival time when the tolerance is not a whole
+    number of intervals. At `3/90s` (an interval of 30 s) with `burst_tolerance_ms=1500`, a
+    hit's reset is 28.5 s; the state lives until the arrival time.
     """
 
     name: ClassVar[str] = "gcra"
@@ -90,17 +96,29 @@ class GCRA(StateStrategy):
             return stat
         interval = rate.expire / rate.limit
         conformant = stat.wait_ms == 0
-        reset = stat.metadata["reset_ms"]
+        # (The reset is when the backlog is down to `_slack`: the arrival time is that later;
+        # a conformant peek counts the interval of the hit it would admit.)
+        arrival = stat.metadata["reset_ms"] + self._slack(rate) / rate.limit
+        arrival = max(arrival - interval, 0) if conformant else arrival
         return dataclasses.replace(
             stat,
             metadata={
                 **stat.metadata,
-                "tat_ms": backend.now_ms() + (max(reset - interval, 0) if conformant else reset),
+                "tat_ms": backend.now_ms() + arrival,
                 "emission_interval_ms": interval,
                 "burst_tolerance_ms": self.tolerance(rate) / rate.limit,
                 "conformant": conformant,
             },
         )
+
+    def _slack(self, rate: Rate) -> int:
+        """The part of the tolerance short of a whole interval, in 1/limit ms: no unit fits in
+        it, so the budget is whole once the backlog is down to it."""
+        return (self.tolerance(rate) + rate.expire) % rate.expire
+
+    def _reset(self, backlog: int, rate: Rate) -> int:
+        """The ms until the budget is whole again, from a backlog in 1/limit ms."""
+        return ceil_div(max(backlog - self._slack(rate), 0), rate.limit)
 
     def _backlog(self, state: Optional[list[int]], now: int, rate: Rate) -> int:
         """The theoretical arrival time minus `now`, in 1/limit ms (0 when it has passed)."""
@@ -112,18 +130,17 @@ class GCRA(StateStrategy):
         backlog = self._backlog(state, now, rate)
         after = backlog + cost * interval
         if after <= span:
-            reset = -(-after // limit)
             tat_ms, tat_rest = divmod(after, limit)
             return (
-                Decision(True, 0, (span - after) // interval, reset, limit),
+                Decision(True, 0, (span - after) // interval, self._reset(after, rate), limit),
                 [now + tat_ms, tat_rest, limit, interval],
-                max(reset, 1),
+                max(ceil_div(after, limit), 1),  # (the state lives until the arrival time)
             )
         if cost * interval > span:  # (more than `capacity`: never admitted, as `settled` says)
             return never_admitted(rate), None, 0
-        wait = -(-(after - span) // limit)
+        wait = ceil_div(after - span, limit)
         remaining = max((span - backlog) // interval, 0)
-        return Decision(False, wait, remaining, -(-backlog // limit), limit), None, 0
+        return Decision(False, wait, remaining, self._reset(backlog, rate), limit), None, 0
 
     held = draining_held
 

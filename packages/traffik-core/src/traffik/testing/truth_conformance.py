@@ -58,6 +58,7 @@ from traffik.strategies import (
 from traffik.strategies.steps import items
 
 __all__ = [
+    "GCRA_RESETS",
     "LONG_PERIODS_MS",
     "SHORT_PERIODS_MS",
     "TRUTH_STRATEGIES",
@@ -89,6 +90,9 @@ TRUTH_STRATEGIES: tuple[Strategy, ...] = (
     LeakyBucketWithQueue(),
     GCRA(),
     GCRA(burst_tolerance_ms=0),
+    # a tolerance that is not a whole number of intervals (of most rates), larger than the
+    # shortest periods
+    GCRA(burst_tolerance_ms=1500),
     TieredRate(),
     AdaptiveThrottle(),
     AdaptiveThrottle(0.5, 0.5, 0.2, 0.3),
@@ -98,6 +102,22 @@ TRUTH_STRATEGIES: tuple[Strategy, ...] = (
     TimeOfDay([(0, 7, 0.5), (7, 13, 3), (13, 20, 1), (22, 24, 2)], 5.5),
     CostBasedTokenBucket(),
 )
+GCRA_RESETS: tuple[tuple[str, Any, int, int, int], ...] = (
+    # (rate, burst_tolerance_ms, capacity, reset after a hit of 1, after a hit of capacity)
+    ("3/90s", None, 3, 30_000, 90_000),
+    ("3/90s", 0, 1, 30_000, 30_000),
+    ("3/90s", 30_000, 2, 30_000, 60_000),  # one whole interval
+    ("3/90s", 1500, 1, 28_500, 28_500),  # the budget is whole once 1500 ms are left
+    ("3/90s", 100_000, 4, 20_000, 110_000),  # longer than the period: 3 1/3 intervals
+    ("2/min", 45_000, 2, 15_000, 45_000),
+    ("7/min", 1500, 1, 7072, 7072),  # an interval of 8571 3/7 ms
+    ("7/min", 100_000, 12, 2858, 97_143),
+    ("5/hour", 1500, 1, 718_500, 718_500),
+)
+"""`GCRA`'s reset for a tolerance that is a whole number of emission intervals or not, 0, or
+longer than the period: the budget is whole again once the backlog is back to the part of
+the tolerance short of a whole interval (that part never admits a unit), not when it is
+gone."""
 _KEYS = ("", "tier:premium:", "priority:1:", "priority:4:")
 """Key prefixes of the walks: a tier (`TieredRate`), a priority (`PriorityQueue`), or none."""
 
@@ -294,6 +314,68 @@ class AnswerTruthConformance:
         if isinstance(strategy, FixedWindow) and not self.clock_moves_expiry:
             pytest.skip("FixedWindow's window is a key TTL, which follows the server's clock here")
         await answer_walks(make_backend, strategy, max(self.exact_walks // 10, 2), LONG_PERIODS_MS)
+
+    @pytest.mark.parametrize(
+        ("text", "tolerance", "capacity", "after_one", "after_all"),
+        GCRA_RESETS,
+        ids=[f"{case[0]}-{case[1]}" for case in GCRA_RESETS],
+    )
+    async def test_gcra_is_whole_at_its_reset(
+        self,
+        make_backend: Callable[..., ThrottleBackend],
+        text: str,
+        tolerance: Any,
+        capacity: int,
+        after_one: int,
+        after_all: int,
+    ) -> None:
+        """A hit of 1, of the whole capacity, and a refused hit tell the reset `GCRA_RESETS`
+        gives: a hit of the whole capacity is admitted then, and not 1 ms before. What the
+        charge holds (`held`, what a refund may give back) runs out at that reset; given back
+        1 ms before it, the budget is whole."""
+        if not self.supports_clock:
+            pytest.skip("this backend takes its time from the server")
+        strategy, rate = GCRA(burst_tolerance_ms=tolerance), Rate.parse(text)
+        assert strategy.capacity(rate) == capacity
+        clock = ManualClock(_START)
+        backend = make_backend(namespace=f"truth-{next(_names)}", clock=clock)
+
+        def at(ms: int) -> None:  # (`_START` plus whole ms: exact, where a float is not)
+            clock.set(_START)
+            clock.advance(ms=ms)
+
+        async def whole(key: str) -> bool:
+            hit = items(strategy, key, [rate], capacity, backend)
+            return (await backend.evaluate_all(hit, commit=False)).allowed
+
+        try:
+            for key, cost, reset in (("one", 1, after_one), ("all", capacity, after_all)):
+                at(0)
+                admitted = await _decide(backend, strategy, key, [rate], cost)
+                told = f"{text} GCRA({tolerance}) cost {cost}: {admitted}"
+                assert admitted.allowed and admitted.reset_ms == reset, told
+                assert admitted.remaining == capacity - cost, told
+                if cost == capacity:
+                    refused = await _decide(backend, strategy, key, [rate], 1)
+                    assert not refused.allowed and refused.reset_ms == reset, (told, refused)
+                assert strategy.held(rate, cost, admitted, 0) == cost, told
+                assert strategy.held(rate, cost, admitted, reset - 1) >= 1, told
+                assert strategy.held(rate, cost, admitted, reset) == 0, told
+                at(reset - 1)
+                assert not await whole(key), f"{told}: whole 1 ms before its reset"
+                at(reset)
+                assert await whole(key), f"{told}: not whole at its reset"
+                # Given back 1 ms before the reset: what it still holds, and the budget is whole.
+                at(0)
+                again = f"{key}-given-back"
+                admitted = await _decide(backend, strategy, again, [rate], cost)
+                at(reset - 1)
+                left = strategy.held(rate, cost, admitted, reset - 1)
+                await backend.refund_all(items(strategy, again, [rate], left, backend))
+                assert await whole(again), f"{told}: not whole given back {left} at {reset - 1}"
+        finally:
+            await backend.reset()
+            await backend.close()
 
     async def test_retry_after_outlasts_an_hour_that_allows_less(
         self, make_backend: Callable[..., ThrottleBackend]

@@ -2,8 +2,11 @@
 -- units). State: {tat_ms, tat_rest, limit, period_ms} ('<cdddd'), the theoretical arrival time
 -- tat_ms + tat_rest / limit, then the rate it was written under; {tat_ms, tat_rest} ('<cdd',
 -- written before the rate was kept) is read as written under the current rate. x: the burst
--- tolerance in 1/limit ms.
+-- tolerance in 1/limit ms. A reset is when the budget is whole again: the backlog down to
+-- `slack`, the part of the span short of a whole interval (GCRA._slack), where no unit fits;
+-- the state lives until the arrival time.
 local span = x + period
+local slack = span - floordiv(span, period) * period
 -- GCRA._backlog: the theoretical arrival time minus now, in 1/limit ms (0 once it has passed).
 local tat_ms, tat_rest, was_limit, was_period = numbers(raw, '<cdddd')
 if tat_ms == nil then
@@ -31,13 +34,13 @@ elseif cost * period > span then -- more than the strategy's capacity: never adm
 elseif after > span then
   admitted, wait = false, ceildiv(after - span, limit)
   remaining = math.max(floordiv(span - backlog, period), 0)
-  reset = ceildiv(backlog, limit)
+  reset = ceildiv(backlog - slack, limit)
 else
   admitted, wait, remaining = true, 0, floordiv(span - after, period)
 end
 if admitted ~= false then -- the state for `after`: its arrival time as whole ms, and the rest
-  reset = ceildiv(after, limit)
+  reset = ceildiv(math.max(after - slack, 0), limit)
   tat_ms = floordiv(after, limit)
   state = struct.pack('<cdddd', 'i', now + tat_ms, after - tat_ms * limit, limit, period)
-  ttl = reset
+  ttl = ceildiv(after, limit)
 end
