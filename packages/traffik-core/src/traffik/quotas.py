@@ -102,6 +102,7 @@ class QuotaContext:
     __slots__ = (
         "_admitted",
         "_applied_cost",
+        "_applying",
         "_cancelled",
         "_children",
         "_consumed",
@@ -151,6 +152,7 @@ class QuotaContext:
         self._entered = False
         self._admitted: Optional[bool] = None
         self._applied_cost = 0
+        self._applying: Optional[asyncio.Future[None]] = None  # (set while `apply` runs)
         self._depth: int = 0 if parent is None else parent.depth + 1
         if parent is not None:
             parent._children[id(self)] = self
@@ -248,14 +250,12 @@ class QuotaContext:
 
         Raises:
             QuotaCancelledError: When the context was cancelled.
-            QuotaAppliedError: When the context is already applied or merged.
+            QuotaAppliedError: When the context is already applied or merged, or being
+                applied (a hit queued then would be left out of the decision).
             ValueError: When no throttle is given and the context has no owner.
             ConfigurationError: When `cost` is not a valid cost.
         """
-        if self._cancelled:
-            raise QuotaCancelledError("cannot queue hits on a cancelled quota context")
-        if self._consumed:
-            raise QuotaAppliedError("cannot queue hits on a quota context already applied")
+        self._check_open("queue hits on")
         target = throttle if throttle is not None else self.owner
         if target is None:
             raise ValueError(
@@ -321,7 +321,13 @@ class QuotaContext:
 
         Returns:
             The child `QuotaContext`.
+
+        Raises:
+            QuotaCancelledError: When this context was cancelled.
+            QuotaAppliedError: When this context is already applied or merged, or being
+                applied: the child's hits would be charged to nobody.
         """
+        self._check_open("nest a context in")
         return QuotaContext(
             self.connection,
             {**self._default_context, **context} if context else self._default_context,
@@ -340,15 +346,14 @@ class QuotaContext:
 
         Raises:
             QuotaError: When the context has no parent.
-            QuotaCancelledError: When the context was cancelled.
-            QuotaAppliedError: When the context is already applied or merged.
+            QuotaCancelledError: When the context or its parent was cancelled.
+            QuotaAppliedError: When the context is already applied or merged, or its parent
+                is (or is being applied): its hits would be charged to nobody.
         """
         if self.parent is None:
             raise QuotaError("cannot merge a quota context that has no parent")
-        if self._cancelled:
-            raise QuotaCancelledError("cannot merge a cancelled quota context")
-        if self._consumed:
-            raise QuotaAppliedError("quota context already applied or merged")
+        self._check_open("merge")
+        self.parent._check_open("merge a nested context into")
         self._fold_children()
         self.parent._queue.extend(self._queue)
         self._queue = []
@@ -357,8 +362,20 @@ class QuotaContext:
 
     def _fold_children(self) -> None:
         for child in list(self._children.values()):
-            if child.active:
+            if child.active and child._applying is None:  # (one applying detaches itself)
                 child.merge()
+
+    def _check_open(self, doing: str) -> None:
+        """Raise unless hits may still be queued here: not cancelled, settled or applying."""
+        if self._cancelled:
+            raise QuotaCancelledError(f"cannot {doing} a cancelled quota context")
+        if self._consumed:
+            raise QuotaAppliedError(f"cannot {doing} a quota context already applied or merged")
+        if self._applying is not None:
+            raise QuotaAppliedError(
+                f"cannot {doing} a quota context being applied (by another task): its "
+                "decision is already under way; use a new context for later hits"
+            )
 
     def _detach(self) -> None:
         if self.parent is not None:
@@ -370,14 +387,14 @@ class QuotaContext:
         """Drop every queued hit (and active children's); idempotent.
 
         Raises:
-            QuotaAppliedError: When the context is already applied or merged.
+            QuotaAppliedError: When the context is already applied or merged, or being
+                applied.
         """
-        if self._consumed:
-            raise QuotaAppliedError("cannot cancel a quota context already applied")
         if self._cancelled:
             return
+        self._check_open("cancel")
         for child in list(self._children.values()):
-            if child.active:
+            if child.active and child._applying is None:  # (one applying detaches itself)
                 await child.cancel()
         self._queue = []
         self._cancelled = True
@@ -387,7 +404,9 @@ class QuotaContext:
 
     async def apply(self) -> bool:
         """Decide every queued hit (and active children's) now, as one: admitted or refused
-        together. Idempotent once settled (returns the first answer).
+        together. Idempotent once settled (returns the first answer); called while another
+        task applies the context, it waits for that apply and answers as it settled (or,
+        when it failed and took nothing, applies the context itself).
 
         Returns:
             True when the hits were admitted; False when refused and the handler did not
@@ -398,11 +417,23 @@ class QuotaContext:
             Exception: The refusal's exception from the throttle's handler (a 429
                 `HTTPException` by default), or the failure of the last attempt.
         """
+        while self._applying is not None:  # (shielded: its own caller may be cancelled)
+            await asyncio.shield(self._applying)
         if self._cancelled:
             raise QuotaCancelledError("cannot apply a cancelled quota context")
         if self._consumed:
             return bool(self._admitted)
         self._fold_children()
+        applying = self._applying = asyncio.get_running_loop().create_future()
+        try:
+            return await self._apply()
+        finally:
+            self._applying = None
+            applying.set_result(None)
+
+    async def _apply(self) -> bool:
+        """`apply` of an open context, its children folded in: the decision, retried whole
+        as the entries say."""
         entries = self._queue
         costs = [await entry.resolved_cost(self.connection) for entry in entries]
         hits = one_per_bucket(entries, costs, self.connection)

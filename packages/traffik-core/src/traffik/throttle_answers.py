@@ -317,6 +317,9 @@ class ThrottleAnswers:
         result = (handler or self.default_handler)(connection, wait, self, ctx)
         if inspect.isawaitable(result):  # (a handler may be sync or async)
             result = await result
+            # (marked again: a WebSocket's other message, admitted while the handler sent,
+            # cleared the mark of this refused one)
+            state[THROTTLED_STATE_KEY] = wait
         if isinstance(result, Response):
             answer_with(connection, result)
         return connection

@@ -260,7 +260,7 @@ async def _as_one(
                 for entry, rates, cost, key in prepared
             ]
         )
-        started = perf_counter()
+        started, asked_at = perf_counter(), backend.now_ms()
         decision = await backend.evaluate_all(items) if items else None
     except ConfigurationError:
         raise
@@ -281,6 +281,8 @@ async def _as_one(
     parts = decision.parts if isinstance(decision, Combined) else (decision,)
     for (entry, rates, cost, key), share in zip(prepared, shares):
         mine = combine([parts[at] for at in share])
+        if mine.at is None:  # (when it was decided, or asked: a refund reads what it holds)
+            mine.at = asked_at if decision.at is None else decision.at
         if not decision.allowed:
             if mine.allowed:
                 continue
