@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any, Callable
 
 import httpx
@@ -20,33 +19,12 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from traffik import HTTPThrottle, ThrottleMiddleware, throttled
-from traffik.backends import from_url
 from traffik.backends.base import ThrottleBackend
 from traffik.clock import ManualClock
 from traffik.fastapi import throttled as fastapi_throttled
 from traffik.strategies import FixedWindow, TokenBucket
 
 pytestmark = pytest.mark.anyio
-
-BACKENDS = ["memory", "sqlite", "redis", "memcached"]
-
-
-@pytest.fixture(params=BACKENDS)
-def make_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., ThrottleBackend]:
-    """Backends of one kind, each in a namespace of its own."""
-    kind = request.param
-    if kind == "memory":
-        url = "memory://"
-    elif kind == "sqlite":
-        url = f"sqlite:///{tmp_path / 'traffik.db'}"
-    else:
-        url = request.getfixturevalue(f"{kind}_url")
-
-    def make(**options: Any) -> ThrottleBackend:
-        return from_url(url, namespace=f"t{uuid.uuid4().hex[:12]}", **options)
-
-    make.kind = kind  # type: ignore[attr-defined]
-    return make
 
 
 @pytest.fixture

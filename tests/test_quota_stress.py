@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any, Callable
 
 import httpx
@@ -27,7 +25,6 @@ from traffik import (
     is_throttled,
     throttled,
 )
-from traffik.backends import from_url
 from traffik.backends.base import ThrottleBackend
 from traffik.exceptions import (
     BackendError,
@@ -40,35 +37,11 @@ from traffik.testing import FailingBackend
 
 pytestmark = pytest.mark.anyio
 
-BACKENDS = [
-    "memory",
-    "sqlite",
-    pytest.param("redis", marks=pytest.mark.redis),
-    pytest.param("memcached", marks=pytest.mark.memcached),
-]
 STRATEGIES = [
     pytest.param(TokenBucket(), id="TokenBucket"),
     pytest.param(FixedWindow(), id="FixedWindow"),
     pytest.param(SlidingWindowCounter(), id="SlidingWindowCounter"),
 ]
-
-
-@pytest.fixture(params=BACKENDS)
-def make_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., ThrottleBackend]:
-    """Backends of one kind on one store, each in a namespace of its own."""
-    kind = request.param
-    if kind == "memory":
-        url = "memory://"
-    elif kind == "sqlite":
-        url = f"sqlite:///{tmp_path / 'traffik.db'}"
-    else:
-        url = request.getfixturevalue(f"{kind}_url")
-
-    def make(**options: Any) -> ThrottleBackend:
-        return from_url(url, namespace=f"s{uuid.uuid4().hex[:12]}", **options)
-
-    make.kind = kind  # type: ignore[attr-defined]
-    return make
 
 
 @pytest.fixture

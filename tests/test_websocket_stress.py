@@ -5,9 +5,7 @@ handler that raises, and throttles used on a route of the other kind."""
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar, Optional
 
 import pytest
@@ -30,31 +28,16 @@ from traffik import (
     is_throttled,
     throttled,
 )
-from traffik.backends import from_url
 from traffik.backends.base import ThrottleBackend
 from traffik.exceptions import ConfigurationError
 from traffik.fastapi import throttled as fastapi_throttled
 
 pytestmark = pytest.mark.anyio
 
-BACKENDS = [
-    "memory",
-    "sqlite",
-    pytest.param("redis", marks=pytest.mark.redis),
-    pytest.param("memcached", marks=pytest.mark.memcached),
-]
 
-
-@pytest.fixture(params=BACKENDS)
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ThrottleBackend]:
-    kind = request.param
-    if kind == "memory":
-        url = "memory://"
-    elif kind == "sqlite":
-        url = f"sqlite:///{tmp_path / 'traffik.db'}"
-    else:
-        url = request.getfixturevalue(f"{kind}_url")
-    backend = from_url(url, namespace=f"w{uuid.uuid4().hex[:12]}", clock=ManualClock(1.7e9))
+@pytest.fixture
+async def backend(make_backend: Callable[..., ThrottleBackend]) -> AsyncIterator[ThrottleBackend]:
+    backend = make_backend(clock=ManualClock(1.7e9))
     async with backend():
         yield backend
 
