@@ -15,6 +15,7 @@ from redis.crc import key_slot
 from starlette.requests import Request
 
 from traffik import HTTPThrottle
+from traffik.backends.health import CircuitState
 from traffik.backends.redis import RedisBackend
 from traffik.exceptions import BackendError
 from traffik.testing.servers import RedisCluster
@@ -114,4 +115,9 @@ async def test_losing_a_master_does_not_fail_the_healthy_masters_keys(
     assert times[-1] < 2 * COMMAND_TIMEOUT
     assert back < AFTER - 1.0, "the lost master's keys did not come back after the failover"
     assert [s for s in moved if s[0] >= killed_at + back and not s[3]], "no decision after it"
-    assert backend.circuit.opened == 0
+    # The cluster's circuit stays closed while healthy masters answer. When the failover stalls
+    # every healthy request past the circuit's quiet period (0.25 s; they may take up to
+    # 2 x COMMAND_TIMEOUT above), the lost master's fast refusals may open it for that moment
+    # (seen once in CI, a 276 ms stall): the first healthy answer closes it again, and no
+    # healthy decision failed (asserted above).
+    assert backend.circuit.opened <= 1 and backend.circuit.state is CircuitState.CLOSED
