@@ -142,19 +142,25 @@ async def test_a_context_applied_by_two_tasks_at_once_charges_once(
     assert await left(api) == 7
 
 
-async def test_a_hit_queued_while_the_context_applies_is_refused_not_lost(
-    backend: ThrottleBackend,
-) -> None:
-    """A hit queued from another task while the context is being applied would be left out
-    of the decision and then dropped: it is refused with `QuotaAppliedError` instead."""
-    started = asyncio.Event()
-    release = asyncio.Event()
+def paused_cost() -> tuple[Callable[..., Any], asyncio.Event, asyncio.Event]:
+    """A cost callable of 1 that sets `started` when called, then waits for `release`: an
+    apply held in its decision while the test acts from another task."""
+    started, release = asyncio.Event(), asyncio.Event()
 
     async def cost(connection: Any, context: Any) -> int:
         started.set()
         await release.wait()
         return 1
 
+    return cost, started, release
+
+
+async def test_a_hit_queued_while_the_context_applies_is_refused_not_lost(
+    backend: ThrottleBackend,
+) -> None:
+    """A hit queued from another task while the context is being applied would be left out
+    of the decision and then dropped: it is refused with `QuotaAppliedError` instead."""
+    cost, started, release = paused_cost()
     api = HTTPThrottle("late", rate="10/h", backend=backend, strategy=TokenBucket(), cost=cost)
     quota = api.quota(connection())
     quota()
@@ -192,14 +198,7 @@ async def test_no_child_is_opened_in_a_parent_being_applied(backend: ThrottleBac
     """A child opened (in another task) while its parent applies would hand its hits to a
     decision already under way, and they would be dropped: opening one raises. A child
     opened before the apply is folded into it."""
-    started = asyncio.Event()
-    release = asyncio.Event()
-
-    async def cost(connection: Any, context: Any) -> int:
-        started.set()
-        await release.wait()
-        return 1
-
+    cost, started, release = paused_cost()
     slow = HTTPThrottle("slow", rate="10/h", backend=backend, strategy=TokenBucket(), cost=cost)
     api = HTTPThrottle("merged", rate="10/h", backend=backend, strategy=TokenBucket())
     parent = QuotaContext(connection())
