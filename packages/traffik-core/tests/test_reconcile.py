@@ -170,3 +170,28 @@ async def test_a_refund_takes_its_units_out_of_the_entry_never_below_zero() -> N
     await _recover(store)
     assert await _left(store, strategy, "client") == 10
     assert await _left(store, strategy, "other") == 8
+
+
+async def test_what_handlers_built_per_request_admitted_is_charged_once_they_are_gone() -> None:
+    """A throttle per request, each with its own `fallback(spare)`: what they admitted is
+    owed in the spare's ledger, which outlives them, and charged when the store returns."""
+    import gc
+
+    from traffik import HTTPThrottle
+    from traffik.error_handlers import fallback
+    from traffik.testing import FailingBackend
+
+    inner = _store()
+    store = FailingBackend(inner)
+    store.circuits = inner.circuits
+    spare = InMemoryBackend(namespace="spare")
+    store.fail(BackendConnectionError)  # (a new error each time: none holds a handler)
+    for _ in range(4):
+        throttle = HTTPThrottle("per-request", "10/min", backend=store, on_error=fallback(spare))
+        await throttle.hit(_request())
+    del throttle
+    gc.collect()
+    store.recover()
+    await _recover(inner)
+    again = HTTPThrottle("per-request", "10/min", backend=store)
+    assert await _admitted(again, 12) == 6  # ten, less the four the fallback admitted

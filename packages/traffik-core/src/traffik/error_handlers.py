@@ -46,7 +46,7 @@ from traffik.on_error import (
     decision_from_wait,
     recover,
 )
-from traffik.reconcile import Ledger
+from traffik.reconcile import ledger_of
 
 if TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
@@ -224,7 +224,7 @@ class _Fallback:
         self.backend = backend
         self.initialized = initialized
         self.share = process_share(owner, per_process)
-        self.ledger = Ledger() if reconcile else None
+        self.ledger = ledger_of(backend) if reconcile else None
 
     async def decide(self, info: ThrottleExceptionInfo) -> DecidedWait:
         """The decision again on the fallback; its failure is raised chained to the original."""

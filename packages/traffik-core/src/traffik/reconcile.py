@@ -1,9 +1,10 @@
 """What a fallback admitted while its store was down, charged to the store once it answers again.
 
-A `Ledger` belongs to one fallback handler. Each request the fallback admits adds its cost
-to the client's entry (strategy, key and rates), per failed store. When one of that store's
-circuits closes (`StoreCircuit.on_recovery`), the ledger charges every entry to the store in
-the background, so a client that straddles the outage is not granted its budget twice:
+A `Ledger` belongs to one fallback backend (`ledger_of`): every handler that falls back on
+it records there. Each request the fallback admits adds its cost to the client's entry
+(strategy, key and rates), per failed store. When one of that store's circuits closes
+(`StoreCircuit.on_recovery`), every ledger charges its entries to the store in the
+background, so a client that straddles the outage is not granted its budget twice:
 
 - `FixedWindow`: the units are counted in the store's current window (a counter counts past
   its limit), or a new window is opened with them.
@@ -20,6 +21,10 @@ store would have forgotten it), an entry the store fails to take is kept for the
 recovery, at most `MAX_ENTRIES` entries are kept (later ones are not recorded), and a store
 without circuits (in memory, SQLite) is never charged. Charges never exceed a strategy's
 capacity per entry, so a client is at worst refused until its budget comes back.
+
+Nothing here outlives what it serves: a ledger lives as long as its fallback backend, and a
+store's circuits hold one listener for all the ledgers (`_watch`), which refers to the store
+and the ledgers weakly; handlers built per request, or stores dropped, leave nothing behind.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ if TYPE_CHECKING:
     from traffik.rates import Rate
     from traffik.strategies.steps import Item
 
-__all__ = ["MAX_ENTRIES", "Ledger", "charge", "refund"]
+__all__ = ["MAX_ENTRIES", "Ledger", "charge", "ledger_of", "refund"]
 
 MAX_ENTRIES = 100_000
 """Clients a ledger remembers per store; past that, admissions are not recorded (logged)."""
@@ -54,11 +59,42 @@ _Owed = list[Any]
 """`[units, last admission (monotonic), rates]`: what an entry owes, under which rates."""
 
 _ledgers: weakref.WeakSet[Ledger] = weakref.WeakSet()
-"""The ledgers that recorded an admission, for `refund`."""
+"""The ledgers that recorded an admission: for `refund`, and to settle on a recovery."""
+_watched: weakref.WeakSet[ThrottleBackend] = weakref.WeakSet()
+"""The stores whose circuits settle the ledgers when they close (`_watch`)."""
+_by_fallback: weakref.WeakKeyDictionary[ThrottleBackend, Ledger] = weakref.WeakKeyDictionary()
+"""The ledger of each fallback backend (`ledger_of`)."""
 
 
 def _periods(rates: tuple[Rate, ...]) -> tuple[int, ...]:
     return tuple(rate.expire for rate in rates)
+
+
+def ledger_of(fallback: ThrottleBackend) -> Ledger:
+    """The ledger of what `fallback` admits while other stores are down: one per backend,
+    shared by every handler that falls back on it, and gone with it."""
+    ledger = _by_fallback.get(fallback)
+    if ledger is None:
+        ledger = _by_fallback[fallback] = Ledger()
+    return ledger
+
+
+def _watch(store: ThrottleBackend) -> None:
+    """Have `store`'s circuits settle every ledger when one of them closes: one listener per
+    store, holding it weakly (the circuits are the store's own)."""
+    if store in _watched:
+        return
+    _watched.add(store)
+    ref = weakref.ref(store)
+    for circuit in store.circuits:
+        circuit.on_recovery(lambda: _recovered(ref))
+
+
+def _recovered(ref: weakref.ref[ThrottleBackend]) -> None:
+    store = ref()
+    if store is not None:
+        for ledger in list(_ledgers):
+            ledger._settle_soon(store)
 
 
 def refund(
@@ -94,7 +130,6 @@ class Ledger:
         self._owed: weakref.WeakKeyDictionary[ThrottleBackend, dict[_Entry, _Owed]] = (
             weakref.WeakKeyDictionary()
         )
-        self._listening: weakref.WeakSet[ThrottleBackend] = weakref.WeakSet()
         self._tasks: set[asyncio.Task[int]] = set()
 
     def owed(self, store: ThrottleBackend) -> int:
@@ -107,11 +142,7 @@ class Ledger:
         """Record `cost` units admitted for `key` while `store` was down."""
         if not store.circuits:
             return
-        if store not in self._listening:
-            self._listening.add(store)
-            ref = weakref.ref(store)
-            for circuit in store.circuits:
-                circuit.on_recovery(lambda: self._settle_soon(ref))
+        _watch(store)
         owed = self._owed.get(store)
         if owed is None:
             owed = self._owed[store] = {}
@@ -157,9 +188,9 @@ class Ledger:
             return taken
         return 0
 
-    def _settle_soon(self, ref: weakref.ref[ThrottleBackend]) -> None:
-        store = ref()
-        if store is None or not self._owed.get(store):
+    def _settle_soon(self, store: ThrottleBackend) -> None:
+        """`settle(store)` in a task of its own, when anything is owed to `store`."""
+        if not self._owed.get(store):
             return
         task = asyncio.get_running_loop().create_task(self.settle(store))
         self._tasks.add(task)
