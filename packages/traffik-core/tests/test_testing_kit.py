@@ -120,6 +120,26 @@ async def test_failing_backend_counts_the_calls_that_pass_once_times_is_spent() 
 
 
 @pytest.mark.anyio
+async def test_failing_backend_raising_one_error_many_times_keeps_no_traceback_of_earlier_ones() -> (
+    None
+):
+    # An instance raised again keeps the frames of every earlier raise in its traceback
+    # (and their locals: the requests, throttles and handlers of a test's whole loop).
+    backend = FailingBackend(fresh_backend())
+    error = BackendError("down")
+    throttle = HTTPThrottle("kit:raised", "5/min", backend=backend, on_error="allow")
+    depths = []
+    with backend.failing(error):
+        for _ in range(200):
+            await throttle.hit(Request({"type": "http", "client": ("10.0.0.1", 1)}))
+            traceback, depth = error.__traceback__, 0
+            while traceback is not None:
+                traceback, depth = traceback.tb_next, depth + 1
+            depths.append(depth)
+    assert max(depths) == depths[0]
+
+
+@pytest.mark.anyio
 async def test_failing_backend_takes_one_operation_by_name() -> None:
     backend = FailingBackend(fresh_backend())
     with backend.failing(BackendError("down"), operations="get"):

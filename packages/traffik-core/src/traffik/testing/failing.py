@@ -11,7 +11,8 @@ with backend.failing(BackendError("store down")):
 
 `failing(error, times=None, operations=None)` arms it for a block (or `fail(...)` until
 `recover()`): each matching operation raises `error` (an exception instance or class), at
-most `times` times when given. `calls` counts the operations that reached the wrapped
+most `times` times when given; an instance is raised afresh each time, so it never holds the
+frames of earlier raises. `calls` counts the operations that reached the wrapped
 backend, `failures` those that raised. Each operation is the wrapped backend's own: a
 decision of one rate or of several (`evaluate`, `evaluate_all`: both named `"evaluate"`) is
 its one step, as is a refund (`"refund"`); `scan` lists its keys.
@@ -144,6 +145,8 @@ class FailingBackend(ThrottleBackend):
             if self._left is not None:
                 self._left -= 1
             self.failures += 1
+            if isinstance(error, BaseException):  # (raised afresh: a traceback of its own)
+                raise error.with_traceback(None)
             raise error
         self.calls += 1
 
