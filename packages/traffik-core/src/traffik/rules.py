@@ -28,6 +28,7 @@ import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any, Callable, ClassVar, Optional, Union
 
+from traffik._path_globs import glob_regex, plain_path_regex
 from traffik.buckets import route_path
 from traffik.exceptions import ConfigurationError
 
@@ -51,13 +52,6 @@ logger = logging.getLogger("traffik")
 
 PathPattern = Union[str, "re.Pattern[str]"]
 
-# `/**` as a whole segment run, `/*` as a whole segment, then `**` and `*` inside a segment.
-_GLOB_TOKENS = re.compile(r"/\*\*(?=/|$)|/\*(?=/|$)|\*\*|\*")
-_GLOB_REGEX = {"/**": "(?:/.*)?", "/*": "/[^/]+", "**": ".*", "*": "[^/]*"}
-_END = r"\n?\Z"
-"""A glob's end: the path's, or before its final newline, as Starlette's route regexes end
-(`$`): a client adding `%0A` reaches the same route, so it must meet the same rules."""
-
 
 def glob(pattern: str) -> re.Pattern[str]:
     """A path glob as a compiled pattern, anchored at both ends.
@@ -66,23 +60,20 @@ def glob(pattern: str) -> re.Pattern[str]:
     `**` matches across segments, and `/**` also matches nothing (`/api/**` matches `/api`,
     `/api/users` and `/api/users/1`). Every other character is literal, so `glob("/health")`
     matches `/health` only. A newline is text like any other, and the end may follow one
-    final newline, as Starlette's routes match (`/health%0A` is served by `/health`).
+    final newline, as Starlette's routes match (`/health%0A` is served by `/health`). It
+    matches in time proportional to the path's length, whatever its wildcards.
     """
     if not isinstance(pattern, str) or not pattern:
         raise ConfigurationError(f"glob({pattern!r}): give a path glob like '/api/**'")
-    regex, end = [], 0
-    for token in _GLOB_TOKENS.finditer(pattern):
-        regex.append(re.escape(pattern[end : token.start()]))
-        regex.append(_GLOB_REGEX[token.group()])
-        end = token.end()
-    regex.append(re.escape(pattern[end:]))
-    return re.compile("".join(regex) + _END, re.DOTALL)
+    return re.compile(glob_regex(pattern), re.DOTALL)
 
 
 def compile_path(path: PathPattern) -> re.Pattern[str]:
     """A path string as traffik 1.2 reads it (module docstring), with `.` (and so `**`)
     matching a newline too: a route parameter takes one (`/api/1%0A/edit` is served by
-    `/api/{item}/edit`), so a rule must not stop at it. A compiled pattern as is."""
+    `/api/{item}/edit`), so a rule must not stop at it. A string with no regex syntax but
+    `*` is compiled as a glob is, to match in time proportional to the path's length; any
+    other is the user's regular expression, run as written. A compiled pattern as is."""
     if isinstance(path, re.Pattern):
         return path
     if not isinstance(path, str) or not path:
@@ -90,7 +81,9 @@ def compile_path(path: PathPattern) -> re.Pattern[str]:
             f"path={path!r} is not a path pattern; use a string like '/api/' (a regular expression "
             "matched from the start of the path), glob('/api/**'), or a compiled pattern"
         )
-    text = path.replace("**", "\0").replace("*", "[^/]+").replace("\0", ".*")
+    text = plain_path_regex(path)
+    if text is None:  # a regular expression of the user's, run as given
+        text = path.replace("**", "\0").replace("*", "[^/]+").replace("\0", ".*")
     try:
         return re.compile(text, re.DOTALL)
     except re.error as exc:
