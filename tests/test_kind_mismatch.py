@@ -11,8 +11,10 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import Depends, FastAPI
+from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route, WebSocketRoute
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocket
 
@@ -86,13 +88,13 @@ async def test_the_decorators_name_the_route() -> None:
         with pytest.raises(ConfigurationError) as raised:
             await http.get("/items/3")
     assert str(raised.value).startswith(
-        "WebSocketThrottle('chat', rate='5/min') is a dependency of the HTTP route "
+        "WebSocketThrottle('chat', rate='5/min') is applied to the HTTP route "
         "GET /items/{item_id}: use an HTTPThrottle there"
     )
     with pytest.raises(ConfigurationError) as raised, TestClient(app).websocket_connect("/chat"):
         pass  # pragma: no cover (the handshake fails)
     assert str(raised.value).startswith(
-        "HTTPThrottle('api', rate='5/min') is a dependency of the WebSocket route /chat: "
+        "HTTPThrottle('api', rate='5/min') is applied to the WebSocket route /chat: "
         "use a WebSocketThrottle there"
     )
 
@@ -196,3 +198,72 @@ async def test_charge_by_outcome_on_a_websocket_route_says_so() -> None:
         client.websocket_connect("/chat"),
     ):
         pass
+
+
+# -- a hit given a connection of the other kind --------------------------------------------
+
+
+def _endpoints(throttle: Any, quota: bool = False) -> Starlette:
+    """An app whose WebSocket endpoint (`/ws`) and HTTP endpoint (`/page`) each hit
+    `throttle` with their connection (as one quota context's hit with `quota`) and answer
+    what happened."""
+
+    async def hit(connection: Any) -> str:
+        try:
+            if quota:
+                async with throttle.quota(connection) as queued:
+                    queued(cost=1)
+            else:
+                await throttle.hit(connection)
+        except Exception as exc:  # (what the endpoint met, to assert on)
+            return f"{type(exc).__name__}: {exc}"
+        return "admitted"
+
+    async def socket(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text(await hit(websocket))
+        await websocket.close()
+
+    async def page(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(await hit(request))
+
+    return Starlette(routes=[WebSocketRoute("/ws", socket), Route("/page", page)])
+
+
+@pytest.mark.parametrize("quota", [False, True], ids=["hit", "quota"])
+def test_an_http_throttle_hit_with_a_websocket_says_so(
+    quota: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`await api.hit(websocket)` in a WebSocket endpoint counted the socket as a request
+    and, past the limit, raised a 429 `HTTPException` on an accepted socket."""
+    api = HTTPThrottle("api:ws", rate="1/min", backend=InMemoryBackend())
+    client = TestClient(_endpoints(api, quota))
+    caplog.set_level(logging.ERROR, logger="traffik")
+    expected = (
+        "ConfigurationError: HTTPThrottle('api:ws', rate='1/min') is applied to the WebSocket "
+        "route /ws: use a WebSocketThrottle there"
+    )
+    for _ in range(2):
+        with client.websocket_connect("/ws") as websocket:
+            assert websocket.receive_text() == expected
+    assert expected.split(": ", 1)[1] in caplog.text
+    assert client.get("/page").text == "admitted"  # (nothing was counted)
+
+
+@pytest.mark.parametrize("quota", [False, True], ids=["hit", "quota"])
+def test_a_websocket_throttle_hit_with_a_request_says_so(
+    quota: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`await chat.hit(request)` in an HTTP endpoint counted the request as a socket and,
+    past the limit, answered it as a refused message."""
+    chat = WebSocketThrottle("chat:page", rate="1/min", backend=InMemoryBackend())
+    client = TestClient(_endpoints(chat, quota))
+    caplog.set_level(logging.ERROR, logger="traffik")
+    expected = (
+        "ConfigurationError: WebSocketThrottle('chat:page', rate='1/min') is applied to the "
+        "HTTP route GET /page: use an HTTPThrottle there"
+    )
+    assert [client.get("/page").text for _ in range(2)] == [expected] * 2
+    assert expected.split(": ", 1)[1] in caplog.text
+    with client.websocket_connect("/ws") as websocket:
+        assert websocket.receive_text() == "admitted"  # (nothing was counted)

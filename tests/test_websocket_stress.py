@@ -284,14 +284,14 @@ def test_the_starlette_decorator_refuses_a_throttle_of_the_other_kind(
 ) -> None:
     """`traffik.throttled(...)` with an `HTTPThrottle` on a WebSocket endpoint (or the other
     way round) counted the connection all the same, under the wrong kind's answers (a
-    429 denial for every handshake, say): it names the endpoint and the throttle to use."""
+    429 denial for every handshake, say): it names the route and the throttle to use."""
     backend = InMemoryBackend()
     if kind == "http-on-websocket":
         throttle: Any = HTTPThrottle("api", rate="1/min", backend=backend)
         app = Starlette(routes=[WebSocketRoute("/ws", throttled(throttle)(hello))])
         expected = (
-            "HTTPThrottle('api', rate='1/min') is applied to the WebSocket endpoint 'hello' "
-            "(throttled(...)): use a WebSocketThrottle there"
+            "HTTPThrottle('api', rate='1/min') is applied to the WebSocket route /ws: "
+            "use a WebSocketThrottle there"
         )
 
         def connect() -> None:
@@ -302,8 +302,8 @@ def test_the_starlette_decorator_refuses_a_throttle_of_the_other_kind(
         throttle = WebSocketThrottle("chat", rate="1/min", backend=backend)
         app = Starlette(routes=[Route("/page", throttled(throttle)(page))])
         expected = (
-            "WebSocketThrottle('chat', rate='1/min') is applied to the HTTP endpoint 'page' "
-            "(throttled(...)): use an HTTPThrottle there"
+            "WebSocketThrottle('chat', rate='1/min') is applied to the HTTP route GET /page: "
+            "use an HTTPThrottle there"
         )
 
         def connect() -> None:

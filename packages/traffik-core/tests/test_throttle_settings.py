@@ -231,9 +231,14 @@ async def test_identities_are_cached_per_connection_and_uid() -> None:
             assert socket.receive_text() == "ok"
     assert calls == ["id"]  # once for the socket's three messages
 
-    request = Request({"type": "http", "method": "GET", "path": "/", "headers": [], "state": {}})
-    await fresh.hit(request)
-    await fresh.hit(request)
+    async def unused() -> Any:
+        raise AssertionError("admitted: nothing is sent or received")
+
+    socket = WebSocket(
+        {"type": "websocket", "path": "/", "headers": [], "state": {}}, unused, unused
+    )
+    await fresh.hit(socket)
+    await fresh.hit(socket)
     assert calls == ["id", "id", "id"]
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import logging
 import sys
 from collections.abc import Awaitable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, TypeVar, overload
@@ -45,8 +44,6 @@ __all__ = ["carry_headers", "check_throttles", "is_async_callable", "starlette_t
 
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 R = TypeVar("R")
-
-logger = logging.getLogger("traffik")
 
 
 class StarletteDecorator(Protocol):
@@ -123,24 +120,6 @@ def _find_connection(
         "WebSocket argument; a Starlette endpoint takes the connection as an argument "
         "(for FastAPI endpoints use traffik.fastapi.throttled)"
     )
-
-
-def _wrong_kind(
-    throttles: tuple[Throttle, ...], connection: HTTPConnection, endpoint: Callable[..., Any]
-) -> ConfigurationError:
-    """The error of throttles given a connection of the other kind (an `HTTPThrottle` on a
-    WebSocket endpoint, a `WebSocketThrottle` on an HTTP one), naming the endpoint; logged."""
-    if isinstance(connection, WebSocket):
-        kind, instead = "WebSocket", "a WebSocketThrottle"
-    else:
-        kind, instead = "HTTP", "an HTTPThrottle"
-    named = ", ".join(map(repr, throttles))
-    name = getattr(endpoint, "__qualname__", endpoint)
-    error = ConfigurationError(
-        f"{named} is applied to the {kind} endpoint {name!r} (throttled(...)): use {instead} there"
-    )
-    logger.error("%s", error)
-    return error
 
 
 def carry_headers(headers: list[tuple[bytes, bytes]], answer: Any) -> None:
@@ -228,7 +207,7 @@ def starlette_throttled(*throttles: Throttle, route: Optional[Endpoint] = None) 
     The decorated endpoint raises a `ConfigurationError` (logged) when it is given a
     connection of the other kind: HTTP throttles on a WebSocket endpoint, or the reverse.
     """
-    kind = check_throttles(throttles, "throttled")
+    check_throttles(throttles, "throttled")
 
     def decorator(endpoint: Endpoint) -> Endpoint:
         if not callable(endpoint):
@@ -240,8 +219,6 @@ def starlette_throttled(*throttles: Throttle, route: Optional[Endpoint] = None) 
         @functools.wraps(endpoint)
         async def throttled_endpoint(*args: Any, **kwargs: Any) -> Any:
             connection = _find_connection(args, kwargs, endpoint)
-            if not isinstance(connection, kind):
-                raise _wrong_kind(throttles, connection, endpoint)
             sink = None if isinstance(connection, WebSocket) else Response()
             start = len(sink.raw_headers) if sink is not None else 0
             if len(throttles) == 1:

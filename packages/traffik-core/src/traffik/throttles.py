@@ -19,6 +19,7 @@ except ImportError as exc:
     raise _starlette_missing("traffik.throttles") from exc
 
 from traffik import outcomes
+from traffik._connection_kinds import other_kind
 from traffik.backends.base import ThrottleBackend
 from traffik.bucket_state import BucketState
 from traffik.buckets import route_part, without_method
@@ -186,6 +187,9 @@ class Throttle(ThrottleSettings, ThrottleKeys, ThrottleAnswers, ThrottleHeaders,
     """
 
     connection_type: ClassVar[type[Any]] = HTTPConnection
+    refused_scopes: ClassVar[frozenset[str]] = frozenset()
+    """The ASGI scope types of the connections it does not limit: a hit given one raises a
+    `ConfigurationError` (`traffik._connection_kinds`)."""
     default_handler: ClassVar[Callable[..., Any]] = staticmethod(connection_throttled)
     use_backend_handler: ClassVar[bool] = True
     _route_of: ClassVar[Callable[..., str]] = staticmethod(route_part)
@@ -312,10 +316,12 @@ class Throttle(ThrottleSettings, ThrottleKeys, ThrottleAnswers, ThrottleHeaders,
         throttle's own setting for this hit.
 
         `connection` has a default only for FastAPI, which gives none to a throttle on a
-        route of the other kind: that, a call without one, or anything but a connection
-        (a client's address, say) raises a `ConfigurationError`.
+        route of the other kind: that, a call without one, anything but a connection (a
+        client's address, say), or a connection of the other kind (a WebSocket given to an
+        `HTTPThrottle`, a request to a `WebSocketThrottle`) raises a `ConfigurationError`.
         """
-        if getattr(connection, "scope", None) is None:
+        scope = getattr(connection, "scope", None)
+        if scope is None or scope.get("type") in self.refused_scopes:
             raise self._no_connection(connection)
         if self._disabled:
             return _let_through(connection)
@@ -468,8 +474,11 @@ class Throttle(ThrottleSettings, ThrottleKeys, ThrottleAnswers, ThrottleHeaders,
     def _no_connection(self, given: Any = None) -> ConfigurationError:
         """The error of a hit given no connection, logged: FastAPI gives none to a throttle
         on a route of the other kind (a `WebSocketThrottle` on an HTTP route, an
-        `HTTPThrottle` on a WebSocket route); a call may give something else (an address)."""
+        `HTTPThrottle` on a WebSocket route); a call may give something else (an address),
+        or a connection of the other kind (`other_kind`'s error)."""
         kind = self.connection_type
+        if getattr(given, "scope", None) is not None:
+            return other_kind((self,), given)
         if given is not None:
             error = ConfigurationError(
                 f"{self!r} was given {given!r}, not a connection: call it with the request or "
@@ -571,6 +580,7 @@ class HTTPThrottle(Throttle):
     """
 
     connection_type = Request
+    refused_scopes = frozenset({"websocket"})
 
     async def charge_by_outcome(
         self,
@@ -660,6 +670,7 @@ class WebSocketThrottle(Throttle):
     throttle.hit(websocket)` per message sends a `rate_limit` JSON message when throttled."""
 
     connection_type = WebSocket
+    refused_scopes = frozenset({"http"})
     default_handler = staticmethod(websocket_throttled)
     use_backend_handler = False
 

@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Optional
 
+from traffik._connection_kinds import check_kind
 from traffik.backends.store_locks import finished
 from traffik.config import THROTTLED_STATE_KEY
 from traffik.exceptions import ConfigurationError
@@ -94,7 +95,12 @@ async def hit_together(
     entries: Sequence[Entry], connection: Any, *, response: Optional[Response] = None
 ) -> int:
     """Hit every entry's throttle as one decision (module docstring); `connection` is the one
-    whose state the entries share. Returns the units taken (0 when refused)."""
+    whose state the entries share. Returns the units taken (0 when refused).
+
+    Raises:
+        ConfigurationError: When a throttle does not limit `connection`'s kind.
+    """
+    check_kind((entry.throttle for entry in entries), connection)
     live: list[Entry] = []
     for entry in entries:
         throttle = entry.throttle

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
-import logging
 import typing
 from collections.abc import AsyncIterator, Awaitable
 from typing import Annotated, Any, Callable, NamedTuple, Optional, TypeVar, cast, overload
@@ -17,8 +16,8 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
+from traffik._connection_kinds import other_kind
 from traffik.decorators import carry_headers, check_throttles, is_async_callable
-from traffik.exceptions import ConfigurationError
 from traffik.outcomes import Outcome, settle
 from traffik.throttles import Throttle
 from traffik.together import Entry, hit_together
@@ -28,7 +27,6 @@ __all__ = ["Throttled", "throttled"]
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 
 _names = itertools.count()
-_log = logging.getLogger("traffik")
 _BOUND = ("self", "cls")
 """The first parameter of a method, which binding removes (class-based views)."""
 
@@ -118,7 +116,7 @@ async def _apply(throttles: tuple[Throttle, ...], connection: Any, response: Any
 def _signature(connection_type: type) -> inspect.Signature:
     """`(connection=None, *, response=None, route_connection=None)` for FastAPI to inject (no
     response for WebSockets). FastAPI gives `connection` only on a route of its kind, and
-    `route_connection` (an `HTTPConnection`) on every route: what `_wrong_kind` names."""
+    `route_connection` (an `HTTPConnection`) on every route: what `other_kind` names."""
     keyword = inspect.Parameter.KEYWORD_ONLY
     parameters = [
         inspect.Parameter(
@@ -136,21 +134,6 @@ def _signature(connection_type: type) -> inspect.Signature:
     return inspect.Signature(parameters)
 
 
-def _wrong_kind(throttles: tuple[Throttle, ...], connection: Any) -> ConfigurationError:
-    """The error of throttles on a route of the other kind (FastAPI gave them no connection
-    of theirs), naming the route `connection` came by; logged."""
-    scope = getattr(connection, "scope", None) or {}
-    path = getattr(scope.get("route"), "path", None) or scope.get("path", "?")
-    if scope.get("type") == "websocket":
-        route, instead = f"the WebSocket route {path}", "a WebSocketThrottle"
-    else:
-        route, instead = f"the HTTP route {scope.get('method', '?')} {path}", "an HTTPThrottle"
-    named = ", ".join(map(repr, throttles))
-    error = ConfigurationError(f"{named} is a dependency of {route}: use {instead} there")
-    _log.error("%s", error)
-    return error
-
-
 def _applying(
     throttles: tuple[Throttle, ...], connection_type: type, settles: bool, *, marks: bool
 ) -> Callable[..., Any]:
@@ -164,7 +147,7 @@ def _applying(
         connection: Any = None, response: Any = None, route_connection: Any = None
     ) -> Any:
         if connection is None:
-            raise _wrong_kind(throttles, route_connection)
+            raise other_kind(throttles, route_connection)
         if not marks:
             await _apply(throttles, connection, response)
             return connection
