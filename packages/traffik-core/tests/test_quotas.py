@@ -131,6 +131,55 @@ async def test_an_error_in_the_block_applies_only_when_asked(backend: InMemoryBa
     assert await left(api, conn) == 6
 
 
+@pytest.mark.parametrize("apply_on_error", [False, (KeyError,)])
+async def test_a_block_that_raised_unapplied_closes_its_context(
+    backend: InMemoryBackend, apply_on_error: Any
+) -> None:
+    """A top-level context whose block raised, its hits not applied, stayed open: a hit
+    queued on it afterwards, and an `apply()`, charged the dropped hits after all. It is
+    cancelled, as a failed nested context is."""
+    api = HTTPThrottle("q:closed", rate="10/min", backend=backend)
+    conn = request()
+    with pytest.raises(RuntimeError):
+        async with api.quota(conn, apply_on_error=apply_on_error) as quota:
+            quota(cost=3)
+            raise RuntimeError("the work failed")
+    assert quota.cancelled and not quota.active and quota.queued_cost == 0
+    with pytest.raises(QuotaCancelledError):
+        quota(cost=1)
+    with pytest.raises(QuotaCancelledError):
+        quota.nested()
+    with pytest.raises(QuotaCancelledError):
+        await quota.apply()
+    assert await left(api, conn) == 10
+    async with api.quota(conn, apply_on_exit=False) as kept:  # (no error: left to you)
+        kept(cost=2)
+    assert kept.active and await kept.apply() is True and await left(api, conn) == 8
+
+
+async def test_a_cancelled_block_closes_its_context(backend: InMemoryBackend) -> None:
+    api = HTTPThrottle("q:cut", rate="10/min", backend=backend)
+    conn = request()
+    entered = asyncio.Event()
+    quota = api.quota(conn)
+
+    async def work() -> None:
+        async with quota:
+            quota(cost=4)
+            entered.set()
+            await asyncio.Event().wait()  # the client leaves here
+
+    task = asyncio.ensure_future(work())
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert quota.cancelled
+    with pytest.raises(QuotaCancelledError):
+        await quota.apply()
+    assert await left(api, conn) == 10
+
+
 async def test_nested_contexts_merge_into_the_parent(backend: InMemoryBackend) -> None:
     api = HTTPThrottle("q:nested", rate="10/min", backend=backend)
     conn = request()

@@ -70,7 +70,9 @@ class QuotaContext:
     hit on one bucket is one item of the decision, whatever the order, context or settings.
 
     On exit without an exception the hits are applied (unless `apply_on_exit=False`); on an
-    exception only when `apply_on_error` is True or names its type. A nested context
+    exception only when `apply_on_error` is True or names its type, and otherwise the
+    context is cancelled: its hits dropped, any later use raising `QuotaCancelledError`.
+    A nested context
     (`quota.nested()`, also `quota.quota()`) hands its hits to its parent on exit (`merge()`;
     with `apply_on_exit=False` the parent takes them when it applies), and drops them when
     its block fails (traffik 1.2 let the parent apply them); its own `apply()` decides them
@@ -555,8 +557,10 @@ class QuotaContext:
         else:
             settle = issubclass(exc_type, self.apply_on_error)
         if not settle:
-            if exc_type is not None and self.is_nested:
-                await self.cancel()  # its work failed: the parent must not apply its hits
+            if exc_type is not None and self._applying is None:
+                # Its work failed: its hits are dropped, and it takes no more (a parent
+                # must not apply them, nor a later `apply()`). One being applied settles.
+                await self.cancel()
             return
         if self.is_nested:
             self.merge()
