@@ -357,6 +357,45 @@ async def test_an_apply_cancelled_before_its_decision_takes_nothing_and_stays_op
     assert await quota.apply() is True and await left(api) == 8
 
 
+@pytest.mark.parametrize("refused", [False, True], ids=["admitted", "refused"])
+async def test_an_apply_cancelled_in_its_decision_settles_with_it_once(
+    backend: ThrottleBackend, refused: bool
+) -> None:
+    """An `apply()` cancelled once its decision was under way (two stores: the decision
+    goes on without its caller; here held by the second throttle's identifier) left the
+    context open and unaware, and the next `apply()` decided the hits again: charged twice.
+    The context now settles with that decision; the next `apply()` waits for it and answers
+    as it did."""
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def identify(connection: Any) -> str:
+        started.set()
+        await release.wait()
+        return "client"
+
+    first = HTTPThrottle(
+        "cut-first", rate="10/h", backend=InMemoryBackend(), strategy=TokenBucket()
+    )
+    second = HTTPThrottle(
+        "cut-second", rate="10/h", backend=backend, strategy=TokenBucket(), identifier=identify
+    )
+    quota = QuotaContext(connection())
+    quota(first, cost=2)
+    quota(second, cost=11 if refused else 3, skip_handler=True)
+    applying = asyncio.ensure_future(quota.apply())
+    await started.wait()
+    applying.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await applying
+    with pytest.raises(QuotaAppliedError, match="being applied"):
+        quota(first, cost=1)  # (its decision is under way)
+    release.set()
+    assert await quota.apply() is not refused  # the decision under way, not a second one
+    assert quota.consumed and quota.admitted is not refused
+    assert quota.applied_cost == (0 if refused else 5)
+    assert (await left(first), await left(second)) == ((10, 10) if refused else (8, 7))
+
+
 # -- a store failing mid-commit -----------------------------------------------------------------
 
 

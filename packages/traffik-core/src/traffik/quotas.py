@@ -48,6 +48,11 @@ _NOT_RETRIED: tuple[type[BaseException], ...] = (
 )
 
 
+_APPLYING: set[asyncio.Future[bool]] = set()
+"""The applies under way (the event loop keeps only weak references to tasks, and one whose
+caller was cancelled has no other)."""
+
+
 def _http_exception() -> tuple[type[BaseException], ...]:
     """Starlette's `HTTPException` (a refusal's 429), never retried; nothing without Starlette."""
     try:
@@ -108,6 +113,7 @@ class QuotaContext:
         "_cancelled",
         "_children",
         "_consumed",
+        "_deciding",
         "_default_context",
         "_depth",
         "_entered",
@@ -154,7 +160,8 @@ class QuotaContext:
         self._entered = False
         self._admitted: Optional[bool] = None
         self._applied_cost = 0
-        self._applying: Optional[asyncio.Future[None]] = None  # (set while `apply` runs)
+        self._applying: Optional[asyncio.Future[bool]] = None  # (the apply under way)
+        self._deciding = False  # (whether it has asked the stores)
         self._depth: int = 0 if parent is None else parent.depth + 1
         if parent is not None:
             parent._children[id(self)] = self
@@ -408,7 +415,10 @@ class QuotaContext:
         """Decide every queued hit (and active children's) now, as one: admitted or refused
         together. Idempotent once settled (returns the first answer); called while another
         task applies the context, it waits for that apply and answers as it settled (or,
-        when it failed and took nothing, applies the context itself).
+        when it failed and took nothing, applies the context itself). Its caller cancelled
+        before the decision started (a cost callable, a wait to retry), nothing is charged
+        and the context stays open; once it started, a store may have charged the hits, so
+        the decision goes on without the caller and settles the context as it ends.
 
         Returns:
             True when the hits were admitted; False when refused and the handler did not
@@ -419,23 +429,37 @@ class QuotaContext:
             Exception: The refusal's exception from the throttle's handler (a 429
                 `HTTPException` by default), or the failure of the last attempt.
         """
-        while self._applying is not None:  # (shielded: its own caller may be cancelled)
-            await asyncio.shield(self._applying)
+        while self._applying is not None:  # (another task's apply, or a cancelled one's)
+            await asyncio.wait((self._applying,))  # (its outcome is read below, not raised)
         if self._cancelled:
             raise QuotaCancelledError("cannot apply a cancelled quota context")
         if self._consumed:
             return bool(self._admitted)
         self._fold_children()
-        applying = self._applying = asyncio.get_running_loop().create_future()
+        applying = self._applying = asyncio.ensure_future(self._apply())
+        _APPLYING.add(applying)
+        applying.add_done_callback(self._applied)
         try:
-            return await self._apply()
-        finally:
+            return await asyncio.shield(applying)
+        except asyncio.CancelledError:
+            if not self._deciding:  # nothing asked of a store yet: nothing taken, still open
+                applying.cancel()
+            raise  # (else the decision goes on, and settles the context as it ends)
+
+    def _applied(self, applying: asyncio.Future[bool]) -> None:
+        """The end of an apply, however it ended (its outcome retrieved: a cancelled
+        caller's is nobody's to raise)."""
+        _APPLYING.discard(applying)
+        if self._applying is applying:
             self._applying = None
-            applying.set_result(None)
+        if not applying.cancelled():
+            applying.exception()
 
     async def _apply(self) -> bool:
-        """`apply` of an open context, its children folded in: the decision, retried whole
-        as the entries say."""
+        """`apply` of an open context, its children folded in, in a task of its own: the
+        decision, retried whole as the entries say. A cancellation of the caller stops it
+        until a decision starts, not after: a store may then have charged the hits, and
+        only the decision's end tells the context whether it did."""
         entries = self._queue
         costs = [await entry.resolved_cost(self.connection) for entry in entries]
         hits = one_per_bucket(entries, costs, self.connection)
@@ -462,9 +486,11 @@ class QuotaContext:
         """One decision over `hits`; settles the context before a refusal is answered."""
         state = self.connection.scope.setdefault("state", {})
         state[THROTTLED_STATE_KEY] = 0.0
+        self._deciding = True
         try:
             taken = await hit_together(hits, self.connection)
         finally:
+            self._deciding = False
             if state.get(THROTTLED_STATE_KEY):
                 self._settle(False, 0)
         if self._admitted is None:
