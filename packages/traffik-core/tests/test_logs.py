@@ -1,12 +1,18 @@
-"""`QuietLog`: one line per kind of event per interval, with the count of those left out."""
+"""`QuietLog`: one line per kind of event per interval, with the count of those left out; a
+store's failures are one kind, whichever throttle met them."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
+from starlette.requests import Request
 
+from traffik import HTTPThrottle, InMemoryBackend
+from traffik.exceptions import BackendError, ConnectionThrottled
 from traffik.logs import QuietLog
+from traffik.testing import FailingBackend
 
 
 class Clock:
@@ -55,3 +61,84 @@ def test_it_remembers_a_bounded_number_of_kinds() -> None:
     for kind in range(5000):
         quiet.log(logging.DEBUG, kind, "event")
     assert len(quiet._seen) <= 1024
+
+
+def test_a_line_says_from_how_many_sources_the_left_out_came(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    quiet = QuietLog(
+        logging.getLogger("traffik.test"), interval=10, clock=clock, sources="throttles"
+    )
+    with caplog.at_level(logging.WARNING, logger="traffik.test"):
+        for uid in ("a", "b", "c", "a"):
+            quiet.log(logging.WARNING, "down", "store down", source=uid)
+        clock.now = 10.0
+        quiet.log(logging.WARNING, "down", "store down", source="a")
+        for _ in range(2):
+            quiet.log(logging.WARNING, "down", "store down", source="b")
+        clock.now = 20.0
+        quiet.log(logging.WARNING, "down", "store down", source="c")
+    assert [r.getMessage() for r in caplog.records if r.name == "traffik.test"] == [
+        "store down",
+        "store down (3 more like it, from 3 throttles, since the last such line, 10s ago)",
+        "store down (2 more like it since the last such line, 10s ago)",  # (one source: b)
+    ]
+
+
+# -- failures of a store: one line per store, not per throttle --------------------------------
+
+
+def _request() -> Request:
+    return Request(
+        {"type": "http", "method": "GET", "path": "/", "headers": [], "client": ("1.2.3.4", 1)}
+    )
+
+
+def _failure_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "could not" in r.getMessage()]
+
+
+@pytest.mark.anyio
+async def test_throttles_failing_on_one_store_write_one_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """100 throttles on one failing store wrote 100 lines per interval (the limit was per
+    throttle uid), decisions and `stat` alike; a second store's failure still has a line."""
+    backend, other = FailingBackend(InMemoryBackend()), FailingBackend(InMemoryBackend())
+    throttles = [
+        HTTPThrottle(f"logs:many-{i}", rate="10/min", backend=backend, on_error="allow")
+        for i in range(100)
+    ]
+    lone = HTTPThrottle("logs:other-store", rate="10/min", backend=other, on_error="allow")
+    caplog.set_level(logging.WARNING, logger="traffik")
+    with backend.failing(BackendError("store down")), other.failing(BackendError("down too")):
+        for _ in range(3):
+            for throttle in (*throttles, lone):
+                await throttle.hit(_request())
+                assert await throttle.stat(_request()) is None
+    lines = _failure_lines(caplog)
+    assert len(lines) == 4, lines  # decisions and stat, on each store
+    assert sum("store down" in line for line in lines) == 2
+    assert sum("down too" in line for line in lines) == 2
+
+
+@pytest.mark.anyio
+async def test_failures_of_each_throttles_own_code_keep_a_line_each(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An identifier that raises is the throttle's code, not the store: each its line."""
+
+    def broken(connection: Any) -> str:
+        raise KeyError("x-user")
+
+    backend = InMemoryBackend()
+    throttles = [
+        HTTPThrottle(f"logs:code-{i}", rate="10/min", backend=backend, identifier=broken)
+        for i in range(3)
+    ]
+    caplog.set_level(logging.WARNING, logger="traffik")
+    for throttle in throttles:
+        with pytest.raises(ConnectionThrottled):
+            await throttle.hit(_request())
+    assert len(_failure_lines(caplog)) == 3

@@ -62,8 +62,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger("traffik")
-_failures = QuietLog(logger)
-"""Failures of one kind (throttle, error type, policy) are logged once per 10 s, with a count."""
+_failures = QuietLog(logger, sources="throttles")
+"""Failures of one kind are logged once per 10 s, with a count: a store's (the store, error
+type and policy), whichever throttles met them; a throttle's own code's (the throttle, error
+type and policy)."""
 
 THROTTLE_ON_ERROR_WAIT_MS = 1000
 """The wait `on_error="throttle"` answers with: one second."""
@@ -199,8 +201,8 @@ def decision_from_wait(wait: Any, limit: int) -> Decision:
 async def apply_on_error(policy: Any, info: ThrottleExceptionInfo) -> Decision:
     """The decision `policy` makes for the failure `info` describes (module docstring).
 
-    The failure is logged (once per 10 seconds per throttle, error type and policy) unless
-    the policy is `"raise"`, naming the throttle, the backend asked (its `repr`: a URL
+    The failure is logged (once per 10 seconds per store, error type and policy, whichever
+    throttles met it; per throttle when its own code failed) unless the policy is `"raise"`, naming the throttle, the backend asked (its `repr`: a URL
     without its password), the error, what the client got and where to look.
 
     Args:
@@ -222,10 +224,11 @@ async def apply_on_error(policy: Any, info: ThrottleExceptionInfo) -> Decision:
     if policy == "raise":
         raise exc
     throttle = info["throttle"]
+    uid = getattr(throttle, "uid", None)
     _failures.log(
         logging.WARNING,
         (
-            getattr(throttle, "uid", None),
+            id(info["backend"]) if info["key"] is not None else uid,  # the store's, or its code's
             type(exc),
             policy if isinstance(policy, str) else "handler",
         ),
@@ -237,6 +240,7 @@ async def apply_on_error(policy: Any, info: ThrottleExceptionInfo) -> Decision:
         policy,
         "the handler decided" if callable(policy) else _ANSWERED.get(policy, "refused"),
         _advice(exc, info["backend"]) if info["key"] is not None else _CODE_ADVICE,
+        source=uid,
     )
     if policy == "allow":
         return Decision(True, 0, None, 0, limit)
@@ -257,8 +261,9 @@ def bucket_failure(
 ) -> Any:
     """The `on_error` policy a failure of `operation` on one client's bucket follows (module
     docstring): the throttle's, else `backend`'s (the one the operation ran on). Logged as a
-    decision's failure is (once per 10 seconds per throttle, operation, error type and
-    policy), saying what the operation did instead (`outcome`).
+    decision's failure is (once per 10 seconds per store, operation, error type and policy;
+    per throttle when it is no store error), saying what the operation did instead
+    (`outcome`).
 
     Args:
         throttle: The throttle whose operation failed.
@@ -282,10 +287,11 @@ def bucket_failure(
         policy = backend.on_error
     if isinstance(exc, ConfigurationError) or policy == "raise":
         raise exc
+    uid = getattr(throttle, "uid", None)
     _failures.log(
         logging.WARNING,
         (
-            getattr(throttle, "uid", None),
+            id(backend) if isinstance(exc, BackendError) else uid,  # the store's, or its code's
             operation,
             type(exc),
             policy if isinstance(policy, str) else "handler",
@@ -302,6 +308,7 @@ def bucket_failure(
         if isinstance(exc, BackendError)
         else "check the code that raised it (the throttle's identifier, a rate or cost "
         "callable) or the store",
+        source=uid,
     )
     return policy
 

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 __all__ = ["Entry", "hit_together"]
 
 logger = logging.getLogger("traffik")
-_quiet = QuietLog(logger)
+_quiet = QuietLog(logger, sources="throttles")
 
 
 class Entry:
@@ -222,12 +222,13 @@ async def _alone(
     except Exception as exc:  # decided again by `hit`, where its on_error applies
         _quiet.log(
             logging.INFO,
-            ("alone", throttle.uid, type(exc)),
+            ("alone", id(backend), type(exc)),
             "deciding shadow throttle %r on %r failed (%s: %s); hitting it",
             throttle.uid,
             backend,
             type(exc).__name__,
             exc,
+            source=throttle.uid,
         )
         earlier = charges[:]
         await entry.hit(response)
