@@ -7,6 +7,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -904,3 +905,24 @@ async def test_a_fastapi_endpoint_reads_a_middleware_throttles_bucket() -> None:
     async with client_for(app) as client:
         assert await statuses(client, "/api/items/1", 2) == [200, 200]
         assert (await client.get("/quota")).json() == {"left": 1}
+
+
+async def test_a_glob_rule_names_its_bucket_by_the_glob_as_written(
+    backend: InMemoryBackend,
+) -> None:
+    """A per-route throttle behind `glob(...)` counts in a bucket named by the glob, not by
+    the regular expression it compiles to: a new compiled form in a release keeps clients'
+    counts, and the bucket can be named by hand with the glob."""
+    throttle = HTTPThrottle("glob-bucket", rate="1/min", per_route=True, backend=backend)
+    rule = MiddlewareThrottle(throttle, path=glob("/api/**"))
+    app = Starlette(
+        routes=[Route("/{path:path}", ok, methods=METHODS)],
+        middleware=[Middleware(ThrottleMiddleware, middleware_throttles=[rule])],
+    )
+    async with client_for(app) as client:
+        assert await statuses(client, "/api/items", 2) == [200, 429]
+    [key] = await backend.keys()
+    assert "/api/**" in unquote(key), key
+    assert await rule.reset("127.0.0.1", path="/api/**")
+    async with client_for(app) as client:
+        assert await statuses(client, "/api/items", 1) == [200]

@@ -19,7 +19,7 @@ except ImportError as exc:
 
 from traffik.backends.base import ThrottleBackend
 from traffik.exceptions import ConfigurationError
-from traffik.rules import Bypass, PathPattern, Rule, applies, glob, sort_rules
+from traffik.rules import Bypass, PathPattern, Rule, applies, glob, pattern_text, sort_rules
 from traffik.throttle_settings import check_context, check_flag
 from traffik.throttles import Throttle
 from traffik.typing import StrategyStat
@@ -54,9 +54,7 @@ class _PatternRoute:
     __slots__ = ("path",)
 
     def __init__(self, path: Optional[PathPattern]) -> None:
-        if isinstance(path, re.Pattern):
-            path = path.pattern
-        self.path = "/**" if path is None else path
+        self.path = "/**" if path is None else pattern_text(path)
 
     def __repr__(self) -> str:
         return f"<pattern {self.path!r}>"

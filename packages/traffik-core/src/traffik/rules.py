@@ -25,6 +25,7 @@ import inspect
 import logging
 import re
 import warnings
+import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any, Callable, ClassVar, Optional, Union
 
@@ -44,6 +45,7 @@ __all__ = [
     "bypass_if",
     "compile_path",
     "glob",
+    "pattern_text",
     "sort_rules",
     "throttle_if",
 ]
@@ -65,7 +67,22 @@ def glob(pattern: str) -> re.Pattern[str]:
     """
     if not isinstance(pattern, str) or not pattern:
         raise ConfigurationError(f"glob({pattern!r}): give a path glob like '/api/**'")
-    return re.compile(glob_regex(pattern), re.DOTALL)
+    compiled = re.compile(glob_regex(pattern), re.DOTALL)
+    _globs[compiled] = pattern
+    return compiled
+
+
+_globs: weakref.WeakKeyDictionary[re.Pattern[str], str] = weakref.WeakKeyDictionary()
+"""The glob each pattern `glob()` compiled was written as (`pattern_text`)."""
+
+
+def pattern_text(path: PathPattern) -> str:
+    """How a path pattern is written: a glob as given to `glob()` (whatever regular expression
+    it compiles to, which a release may change), a compiled pattern's regular expression, a
+    string as it is. It names the pattern in a bucket's key, so it must not change."""
+    if isinstance(path, re.Pattern):
+        return _globs.get(path, path.pattern)
+    return path
 
 
 def compile_path(path: PathPattern) -> re.Pattern[str]:
