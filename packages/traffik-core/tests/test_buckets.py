@@ -20,7 +20,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocket
 
-from traffik import HTTPThrottle, InMemoryBackend, WebSocketThrottle
+from traffik import HTTPThrottle, InMemoryBackend, WebSocketThrottle, buckets
 from traffik.buckets import route_path, route_template
 from traffik.identity import ProxyHeaders, get_remote_address, remote_address
 from traffik.keyparts import client_part, escape
@@ -527,3 +527,31 @@ def test_a_server_root_path_is_not_a_mount() -> None:
         "route": Route("/items", ok),
     }
     assert route_template(scope) == "/items"
+
+
+async def test_a_routers_mount_prefix_is_worked_out_once_per_route(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`mount_prefix` walks the app's routes once per route and mount path, then answers
+    from memory: also for a router that cannot be hashed (Starlette's from 1.0 on)."""
+    walks = []
+    walk = buckets._declared_prefix
+
+    def counted(*args: Any) -> Any:
+        walks.append(args[2])
+        return walk(*args)
+
+    monkeypatch.setattr(buckets, "_declared_prefix", counted)
+
+    async def endpoint(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(buckets.mount_prefix(request.scope))
+
+    app = Starlette(routes=[Mount("/t/{tenant}", routes=[Route("/items/{item_id}", endpoint)])])
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://test"
+    ) as client:
+        answers = [(await client.get("/t/acme/items/0")).text]
+        first = list(walks)
+        answers += [(await client.get(f"/t/acme/items/{n}")).text for n in (1, 2)]
+    assert answers == ["/t/{tenant}"] * 3
+    assert first and walks == first  # (the first request's walks, none since)

@@ -26,9 +26,10 @@ never one per path the client invents. Paths for middleware rules are relative t
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any, Generic, Optional, TypeVar
 
 from traffik.exceptions import ConfigurationError
 from traffik.keyparts import client_part, escape
@@ -47,6 +48,32 @@ __all__ = [
     "served_route",
     "without_method",
 ]
+
+_V = TypeVar("_V")
+
+
+class _ByIdentity(Generic[_V]):
+    """What is known of an app's objects (routers, apps), by their identity: a Starlette
+    router cannot be hashed, so a `WeakKeyDictionary` would remember none. An entry goes with
+    its object; an object that cannot be weakly referenced is not remembered."""
+
+    __slots__ = ("_entries",)
+
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[weakref.ref[Any], _V]] = {}
+
+    def get(self, owner: Any) -> Optional[_V]:
+        entry = self._entries.get(id(owner))
+        return entry[1] if entry is not None and entry[0]() is owner else None
+
+    def put(self, owner: Any, value: _V) -> _V:
+        key, entries = id(owner), self._entries
+        with contextlib.suppress(TypeError):  # (not weakly referenced: not remembered)
+            entries[key] = (weakref.ref(owner, lambda _: entries.pop(key, None)), value)
+        return value
+
+    def values(self) -> list[_V]:
+        return [value for _, value in self._entries.values()]
 
 
 def bucket_prefix(uid: Optional[str] = None, client: Any = None) -> str:
@@ -105,12 +132,9 @@ def mount_prefix(scope: Mapping[str, Any], route: Any = None) -> str:
     leaf = scope.get("route")
     if leaf is None:
         leaf = route
-    try:
-        known = _PREFIXES.get(router)
-        if known is None:
-            known = _PREFIXES[router] = (_has_hosts(routes), {})
-    except TypeError:  # a router that cannot be weakly referenced: found every time
-        known = (True, {})
+    known = _PREFIXES.get(router)
+    if known is None:
+        known = _PREFIXES.put(router, (_has_hosts(routes), {}))
     hosts, table = known
     key = (served, id(leaf), _host_of(scope) if hosts else None)
     found = table.get(key)
@@ -122,9 +146,7 @@ def mount_prefix(scope: Mapping[str, Any], route: Any = None) -> str:
     return found[1]
 
 
-_PREFIXES: weakref.WeakKeyDictionary[Any, tuple[bool, dict[Any, tuple[Any, str]]]] = (
-    weakref.WeakKeyDictionary()
-)
+_PREFIXES: _ByIdentity[tuple[bool, dict[Any, tuple[Any, str]]]] = _ByIdentity()
 _PREFIXES_MAX = 4096
 """`mount_prefix`'s answers per router, by the mount path as served, the route and (for a
 router with a `Host`) the host asked for: older Starlette (0.42 among them) leaves no route in the scope,
@@ -192,9 +214,7 @@ def _declared_prefix(routes: Any, scope: Mapping[str, Any], rest: str, leaf: Any
     return "" if not rest else None
 
 
-_ENDPOINT_ROUTES: weakref.WeakKeyDictionary[Any, dict[Any, tuple[Any, ...]]] = (
-    weakref.WeakKeyDictionary()
-)
+_ENDPOINT_ROUTES: _ByIdentity[dict[Any, tuple[Any, ...]]] = _ByIdentity()
 
 
 def _routes_of(routes: Any, endpoint: Any, found: list[Any]) -> None:
@@ -209,10 +229,9 @@ def _routes_of(routes: Any, endpoint: Any, found: list[Any]) -> None:
 
 def _routes_for(app: Any, endpoint: Any) -> tuple[Any, ...]:
     """The routes of `app` (searched through its mounts) whose endpoint is `endpoint`; cached."""
-    try:
-        table = _ENDPOINT_ROUTES.setdefault(app, {})
-    except TypeError:  # an app that cannot be weakly referenced: search every time
-        table = {}
+    table = _ENDPOINT_ROUTES.get(app)
+    if table is None:
+        table = _ENDPOINT_ROUTES.put(app, {})
     routes = table.get(endpoint)
     if routes is None:
         found: list[Any] = []
