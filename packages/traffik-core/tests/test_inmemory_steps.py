@@ -20,6 +20,7 @@ from traffik.strategies import (
     TokenBucket,
     TokenBucketWithDebt,
 )
+from traffik.strategies.base import AHEAD_MS
 from traffik.strategies.steps import IN_PLACE_STATE, Item, in_place_kind
 
 pytestmark = pytest.mark.anyio
@@ -120,7 +121,7 @@ async def test_a_step_decides_a_state_later_than_now_as_the_strategy_does(
 ) -> None:
     """A clock that goes back (a state written at a later time, as by a host whose clock is
     ahead): the decider decides at the state's time, as `strategy.decide` does, and stores
-    the same states and expiries."""
+    the same states and expiries; from more than `AHEAD_MS` back, as on no state."""
     kind = in_place_kind(strategy)
     rate = Rate.parse(rate_text)
     clock = ManualClock(1_000_000.0)
@@ -131,7 +132,9 @@ async def test_a_step_decides_a_state_later_than_now_as_the_strategy_does(
     assert decider is not None
     stored = fast.get_key("client") + strategy.suffix
     for turn in range(200):
-        back = rng.choice([0, 1, 50, rate.expire // 2, rate.expire, 2 * rate.expire])
+        back = rng.choice(
+            [0, 1, 50, rate.expire // 2, rate.expire, 2 * rate.expire, AHEAD_MS + 1, 600_000]
+        )
         clock.set(clock() + (rng.choice([1, 7, 200]) - back) / 1000)
         assert decider("client") == await strategy.decide("client", rate, slow, 1), turn
         assert await fast.get(stored) == await slow.get(stored), turn

@@ -22,7 +22,7 @@ from traffik.backends.url_options import (
 from traffik.clock import system_ms
 from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
-from traffik.strategies.fixed_window import counter_decision
+from traffik.strategies.fixed_window import counter_decision, too_late
 from traffik.strategies.state import decode_state, encode_state
 from traffik.strategies.steps import charged, combine, is_counter
 
@@ -321,7 +321,7 @@ class InMemoryBackend(ThrottleBackend):
             return entry
         value = entry[0]
         entry[0] = (value if type(value) is int else whole_number(value)) + amount
-        if ttl_ms is not None and entry[1] is None:
+        if ttl_ms is not None and (entry[1] is None or too_late(entry[1] - now, ttl_ms)):
             entry[1] = now + ttl_ms
         return entry
 
@@ -343,7 +343,9 @@ class InMemoryBackend(ThrottleBackend):
     async def increment_with_ttl(self, key: str, amount: int = 1, ttl: float = 60) -> int:
         """Add `amount` to a counter, in one step; a key created by this call expires after `ttl`.
 
-        A key that exists and has no expiry is given one.
+        A key that exists and has no expiry is given one; so is a key that would outlive
+        `ttl` by more than `AHEAD_MS` (`FixedWindow`'s `too_late`: opened before the clock
+        stepped back, or with a longer `ttl`), its count kept.
 
         Args:
             key: The namespaced key.
@@ -622,6 +624,9 @@ class InMemoryBackend(ThrottleBackend):
                 if counter:
                     count = whole_number(entry[0]) if entry is not None else 0
                     left = entry[1] - now if entry is not None and entry[1] is not None else None
+                    if commit and entry is not None and too_late(left, item.rate.expire):
+                        left = item.rate.expire  # (cut to one period, charged or not)
+                        entry[1] = now + left
                     parts.append(counter_decision(count, left, item.rate, item.cost))
                     pending.append((entry, None, 0))
                 else:

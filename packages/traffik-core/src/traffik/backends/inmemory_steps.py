@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from traffik.decision import Decision
+from traffik.strategies.base import AHEAD_MS
 from traffik.strategies.gcra import GCRA
 from traffik.strategies.leaky_bucket import LeakyBucket
 from traffik.strategies.sliding_window import SlidingWindowCounter
@@ -62,8 +63,10 @@ def _read(raw: Any) -> Optional[list[int]]:
 
 
 def _counter(rate: Rate, cost: int) -> Step:
-    """`FixedWindow`: `increment_with_ttl` and the decision on the count."""
+    """`FixedWindow`: `increment_with_ttl` and the decision on the count (a window that
+    ends too late cut to one period, `fixed_window.too_late`)."""
     limit, period = rate.limit, rate.expire
+    far = period + AHEAD_MS
 
     def step(entry: list[Any], now: int) -> Decision:
         count, expires = entry[0], entry[1]
@@ -75,6 +78,9 @@ def _counter(rate: Rate, cost: int) -> Step:
                 expires = entry[1] = now + period
         entry[0] = count
         left = expires - now
+        if left > far:
+            left = period
+            entry[1] = now + period
         if count > limit:
             return Decision(False, left, 0, left, limit)
         return Decision(True, 0, limit - count, left, limit, now)
@@ -123,13 +129,15 @@ def _token_bucket(strategy: TokenBucket, rate: Rate, cost: int) -> Step:
 
 def _gcra(strategy: GCRA, rate: Rate, cost: int) -> Step:
     """`GCRA.transition`: `[tat_ms, tat_rest, limit, period_ms]`, the arrival time in
-    `1/limit` ms; any other state is first made this rate's by `GCRA._backlog`."""
+    `1/limit` ms (none when further ahead than `GCRA._reach`); any other state is first made
+    this rate's by `GCRA._backlog`."""
     limit, interval = rate.limit, rate.expire
     span = strategy.tolerance(rate) + interval
     add = cost * interval
     room = span - add  # admitted while the backlog is at most this
     slack = strategy._slack(rate)  # whole again once the backlog is down to this
     lead = limit - 1 - slack  # (backlog + lead) // limit: the reset
+    reach = strategy._reach(interval, rate)  # (an arrival time further ahead: no backlog)
 
     def step(entry: list[Any], now: int) -> Decision:
         state = entry[0]
@@ -137,7 +145,10 @@ def _gcra(strategy: GCRA, rate: Rate, cost: int) -> Step:
             tat_ms, tat_rest = divmod(strategy._backlog(_read(state), now, rate), limit)
             state = [now + tat_ms, tat_rest, limit, interval]
         tat, rest = state[0], state[1]
-        backlog = (tat - now) * limit + rest if tat > now or (tat == now and rest > 0) else 0
+        if tat > now or (tat == now and rest > 0):
+            backlog = (tat - now) * limit + rest if tat - now <= reach else 0
+        else:
+            backlog = 0
         if backlog <= room:
             after = backlog + add
             tat_ms, tat_rest = divmod(after, limit)

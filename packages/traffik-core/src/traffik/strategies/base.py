@@ -12,7 +12,9 @@ A state's time never goes backwards (hosts whose clocks disagree share a store):
 whose `now` is behind the time a state records (a bucket's last update, the start of the
 window it counts, the newest entry of a log) decides as if at that time, writes no earlier
 time, and tells waits, resets and TTLs from its own `now` (`later`), as long as that time is
-at most `AHEAD_MS` ahead (`ahead`); a state further ahead is decided at `now`.
+at most `AHEAD_MS` ahead (`ahead`). A state from further ahead is not believed (`dated`): it
+counts as no state, so a clock stepped back (or a host set far ahead) never holds a client
+until the clocks meet again.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ __all__ = [
     "Transition",
     "ahead",
     "ceil_div",
+    "dated",
     "draining_held",
     "later",
     "later_refund",
@@ -66,9 +69,8 @@ def ceil_div(a: int, b: int) -> int:
 AHEAD_MS = 60_000
 """How far past a host's `now` a state's time is believed (`ahead`): hosts whose clocks are
 apart by up to a minute decide exactly. A time further ahead is a clock gone wrong (a host's
-clock set far ahead, or this one stepped back): the state is decided at `now`, as when it is
-written then, so that no client waits for a clock to catch up. The Lua ports write it as the
-literal 60000."""
+clock set far ahead, or this one stepped back): the state is not believed (`dated`), so that
+no client waits for a clock to catch up. The Lua ports write it as the literal 60000."""
 
 
 def ahead(moment: int, now: int) -> bool:
@@ -77,14 +79,27 @@ def ahead(moment: int, now: int) -> bool:
     return now < moment <= now + AHEAD_MS
 
 
-def log_time(state: Optional[list[int]], now: int, width: int) -> int:
-    """When to decide on a log of `width`-number entries, each starting with its time: `now`,
-    or the time of its last entry when later and believed (`ahead`)."""
+def dated(
+    state: Optional[list[int]], moment: Optional[int], now: int
+) -> tuple[Optional[list[int]], int]:
+    """A state whose time is `moment` (None: it has none), and when to decide on it: at `now`,
+    or at `moment` when later and believed (`ahead`). From further ahead, it is no state: a
+    state a refused hit does not rewrite would otherwise hold its client, and tell it waits
+    that are not true, until the clock passes `moment` again; so a client is admitted at most
+    one budget more, once, and what it is admitted writes a state of its own time."""
+    if moment is None or moment <= now:
+        return state, now
+    if moment <= now + AHEAD_MS:
+        return state, moment
+    return None, now
+
+
+def log_time(state: Optional[list[int]], width: int) -> Optional[int]:
+    """The time of the newest entry of a log of `width`-number entries, each starting with its
+    time (None for an empty log)."""
     if state and len(state) >= width:
-        newest = state[len(state) // width * width - width]
-        if ahead(newest, now):
-            return newest
-    return now
+        return state[len(state) // width * width - width]
+    return None
 
 
 def later(transition: Transition, shift: int) -> Transition:

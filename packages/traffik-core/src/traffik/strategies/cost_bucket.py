@@ -13,8 +13,8 @@ from traffik.strategies.base import (
     Refund,
     StateStrategy,
     Transition,
-    ahead,
     ceil_div,
+    dated,
     later,
     later_refund,
     never_admitted,
@@ -141,14 +141,12 @@ class CostBasedTokenBucket(StateStrategy):
         return (self.capacity(rate) - held) * new_unit, history if held else []
 
     @staticmethod
-    def _last(state: Optional[list[int]], now: int) -> int:
-        """When to decide on `state`: `now`, or its `last_ms` when later."""
-        if state is not None and len(state) >= 2 and ahead(state[1], now):
-            return state[1]
-        return now
+    def _time(state: Optional[list[int]]) -> Optional[int]:
+        """The `last_ms` of `state` (None: not such a state)."""
+        return state[1] if state is not None and len(state) >= 2 else None
 
     def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
-        at = self._last(state, now)
+        state, at = dated(state, self._time(state), now)
         if at > now:
             return later(self.transition(state, at, rate, cost), at - now)
         limit, unit = rate.limit, rate.expire * THOUSANDTHS
@@ -183,7 +181,7 @@ class CostBasedTokenBucket(StateStrategy):
         return min(cost, ceil_div(deficit * left, reset))
 
     def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
-        at = self._last(state, now)
+        state, at = dated(state, self._time(state), now)
         if at > now:
             return later_refund(self.refund(state, at, rate, cost), at - now)
         unit = rate.expire * THOUSANDTHS

@@ -5,14 +5,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 from traffik.decision import Decision
-from traffik.strategies.base import Strategy, never_admitted, settled
+from traffik.strategies.base import AHEAD_MS, Strategy, never_admitted, settled
 from traffik.typing import StrategyStat
 
 if TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
     from traffik.rates import Rate
 
-__all__ = ["FixedWindow", "FixedWindowStrategy", "counted_decision", "counter_decision"]
+__all__ = [
+    "FixedWindow",
+    "FixedWindowStrategy",
+    "counted_decision",
+    "counter_decision",
+    "too_late",
+]
 
 
 def _ttl_seconds(window_ms: int) -> float:
@@ -41,9 +47,19 @@ def counted_decision(count: int, ttl_ms: Optional[float], rate: Rate) -> Decisio
     return Decision(True, 0, limit - count, left, limit)
 
 
+def too_late(left_ms: Optional[float], period_ms: float) -> bool:
+    """Whether a window counter gone in `left_ms` outlives a window of `period_ms` by more than
+    `AHEAD_MS`: one opened before its store's clock stepped back (or under a longer period).
+    Every backend cuts such a window to end one period from now, keeping its count, when a
+    hit counts in it (`increment_with_ttl`), so that no client waits for a clock to catch up;
+    a decision that only reads it tells it as cut."""
+    return left_ms is not None and left_ms > period_ms + AHEAD_MS
+
+
 def _left(ttl_ms: Optional[float], rate: Rate) -> int:
-    """Whole milliseconds until the window closes (the counter's TTL), one period when unknown."""
-    if ttl_ms is None or ttl_ms <= 0:
+    """Whole milliseconds until the window closes (the counter's TTL), one period when unknown
+    or when the window ends too late (`too_late`)."""
+    if ttl_ms is None or ttl_ms <= 0 or too_late(ttl_ms, rate.expire):
         return rate.expire
     return max(int(-(-ttl_ms // 1)), 1)
 
@@ -54,7 +70,9 @@ class FixedWindow(Strategy):
     Each key's window starts with its first hit and ends one period later (the counter's
     time to live), so a `5/s` limit is 5 per second, the wait a rejected hit gets is the
     exact time left in its window, and time comes from the backend's clock (the server's,
-    for Redis). Rejected hits still count, so the counter can pass its limit.
+    for Redis). Rejected hits still count, so the counter can pass its limit. A window that
+    ends more than a period and `AHEAD_MS` from now (its clock stepped back, or it opened
+    under a longer period) is cut to one period from now, its count kept (`too_late`).
     """
 
     name: ClassVar[str] = "fixed_window"
@@ -75,6 +93,8 @@ class FixedWindow(Strategy):
         ttl_ms = getattr(count, "ttl_ms", None)
         if ttl_ms is None and count > rate.limit:
             ttl_ms = await backend.ttl(counter)
+            if too_late(ttl_ms, rate.expire):  # (a backend's own counter that cuts nothing)
+                await backend.expire(counter, _ttl_seconds(rate.expire))
         decision = counted_decision(count, ttl_ms, rate)
         decision.at = getattr(count, "at", None)  # (when the store says: for refunds)
         return decision

@@ -10,6 +10,7 @@ from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
 from traffik.rates import MAX_PERIOD_MS
 from traffik.strategies.base import (
+    AHEAD_MS,
     Refund,
     StateStrategy,
     Transition,
@@ -45,6 +46,11 @@ class GCRA(StateStrategy):
     (no unit fits in it), which is before the arrival time when the tolerance is not a whole
     number of intervals. At `3/90s` (an interval of 30 s) with `burst_tolerance_ms=1500`, a
     hit's reset is 28.5 s; the state lives until the arrival time.
+
+    A host whose clock is behind finds the arrival time further away. An arrival time
+    further ahead than any hit could have put it (the period it was written under plus the
+    tolerance) by more than `AHEAD_MS` (a clock stepped back, a host set far ahead) is no
+    state (`base.dated`).
     """
 
     name: ClassVar[str] = "gcra"
@@ -121,8 +127,18 @@ class GCRA(StateStrategy):
         return ceil_div(max(backlog - self._slack(rate), 0), rate.limit)
 
     def _backlog(self, state: Optional[list[int]], now: int, rate: Rate) -> int:
-        """The theoretical arrival time minus `now`, in 1/limit ms (0 when it has passed)."""
+        """The theoretical arrival time minus `now`, in 1/limit ms (0 when it has passed, or
+        is further ahead than believed: `_reach`)."""
+        if state is not None and len(state) in (2, 4):
+            period = state[3] if len(state) == 4 else rate.expire
+            if state[0] - now > self._reach(period, rate):
+                return 0
         return rated_amount(state, now, rate, _behind, self.capacity(rate))
+
+    def _reach(self, period: int, rate: Rate) -> int:
+        """How far (ms) past `now` an arrival time written under a rate of `period` is
+        believed: the period, the tolerance (at `rate`, rounded up) and `AHEAD_MS`."""
+        return period + ceil_div(self.tolerance(rate), rate.limit) + AHEAD_MS
 
     def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
         limit, interval = rate.limit, rate.expire

@@ -10,8 +10,8 @@ from traffik.strategies.base import (
     Refund,
     StateStrategy,
     Transition,
-    ahead,
     ceil_div,
+    dated,
     draining_held,
     later,
     later_refund,
@@ -43,12 +43,9 @@ def _admit(level: int, rate: Rate, cost: int) -> tuple[bool, Decision]:
     return False, Decision(False, wait, max(top - level, 0) // period, -(-level // limit), limit)
 
 
-def _last(state: Optional[list[int]], now: int, sizes: tuple[int, ...], index: int) -> int:
-    """When to decide on a state of one of `sizes` whose last update is `state[index]`: `now`,
-    or that update when later."""
-    if state is not None and len(state) in sizes and ahead(state[index], now):
-        return state[index]
-    return now
+def _time(state: Optional[list[int]]) -> Optional[int]:
+    """The last update of a `[level, last_ms, ...]` state (None: not such a state)."""
+    return state[1] if state is not None and len(state) in (2, 4) else None
 
 
 def _drained(state: list[int], now: int, limit: int) -> int:
@@ -79,7 +76,7 @@ class LeakyBucket(StateStrategy):
         return rated_amount(state, now, rate, _drained, rate.limit)
 
     def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
-        at = _last(state, now, (2, 4), 1)
+        state, at = dated(state, _time(state), now)
         if at > now:
             return later(self.transition(state, at, rate, cost), at - now)
         level = self._level(state, now, rate)
@@ -92,7 +89,7 @@ class LeakyBucket(StateStrategy):
     held = draining_held
 
     def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
-        at = _last(state, now, (2, 4), 1)
+        state, at = dated(state, _time(state), now)
         if at > now:
             return later_refund(self.refund(state, at, rate, cost), at - now)
         level = max(self._level(state, now, rate) - cost * rate.expire, 0)
@@ -133,14 +130,12 @@ class LeakyBucketWithQueue(StateStrategy):
         return _drain(state, now, limit, period)
 
     @staticmethod
-    def _last(state: Optional[list[int]], now: int) -> int:
-        """When to decide on `state`: `now`, or its `last_ms` when later."""
-        if state and len(state) % 2 and ahead(state[0], now):
-            return state[0]
-        return now
+    def _time(state: Optional[list[int]]) -> Optional[int]:
+        """The `last_ms` of `state` (None: not such a state)."""
+        return state[0] if state and len(state) % 2 else None
 
     def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
-        at = self._last(state, now)
+        state, at = dated(state, self._time(state), now)
         if at > now:
             return later(self.transition(state, at, rate, cost), at - now)
         queue = self._queue(state, now, rate)
@@ -155,7 +150,7 @@ class LeakyBucketWithQueue(StateStrategy):
     held = draining_held
 
     def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
-        at = self._last(state, now)
+        state, at = dated(state, self._time(state), now)
         if at > now:
             return later_refund(self.refund(state, at, rate, cost), at - now)
         queue = self._queue(state, now, rate)

@@ -14,6 +14,7 @@ from traffik.strategies.base import (
     Refund,
     StateStrategy,
     Transition,
+    dated,
     later,
     later_refund,
     log_time,
@@ -170,13 +171,8 @@ class PriorityQueue(MarkedStrategy):
                     log += state[i : i + 3]
         return log
 
-    @staticmethod
-    def _newest(state: Optional[list[int]], now: int) -> int:
-        """When to decide on the log: `now`, or the time of its last entry when later."""
-        return log_time(state, now, 3)
-
     def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
-        at = self._newest(state, now)
+        state, at = dated(state, log_time(state, 3), now)
         if at > now:
             return later(self.transition(state, at, rate, cost), at - now)
         limit, period, mine = rate.limit, rate.expire, int(self._priority)
@@ -206,7 +202,7 @@ class PriorityQueue(MarkedStrategy):
         return Decision(False, wait, max(limit - counted, 0), reset, limit), None, 0
 
     def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
-        at = self._newest(state, now)
+        state, at = dated(state, log_time(state, 3), now)
         if at > now:
             return later_refund(self.refund(state, at, rate, cost), at - now)
         log = self._log(state, now, rate)

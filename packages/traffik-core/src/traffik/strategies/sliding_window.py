@@ -11,6 +11,7 @@ from traffik.strategies.base import (
     Transition,
     ahead,
     ceil_div,
+    dated,
     later,
     later_refund,
     log_time,
@@ -149,13 +150,8 @@ class SlidingWindowLog(StateStrategy):
                     log.append(state[i + 1])
         return log
 
-    @staticmethod
-    def _newest(state: Optional[list[int]], now: int) -> int:
-        """When to decide on the log: `now`, or the time of its last entry when later."""
-        return log_time(state, now, 2)
-
     def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
-        at = self._newest(state, now)
+        state, at = dated(state, log_time(state, 2), now)
         if at > now:
             return later(self.transition(state, at, rate, cost), at - now)
         limit, period = rate.limit, rate.expire
@@ -182,7 +178,7 @@ class SlidingWindowLog(StateStrategy):
         return Decision(False, wait, max(limit - total, 0), reset, limit), None, 0
 
     def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
-        at = self._newest(state, now)
+        state, at = dated(state, log_time(state, 2), now)
         if at > now:
             return later_refund(self.refund(state, at, rate, cost), at - now)
         log = self._log(state, now, rate)

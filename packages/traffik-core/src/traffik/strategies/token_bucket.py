@@ -13,8 +13,8 @@ from traffik.strategies.base import (
     Refund,
     StateStrategy,
     Transition,
-    ahead,
     ceil_div,
+    dated,
     draining_held,
     later,
     later_refund,
@@ -40,11 +40,9 @@ def _check_count(owner: str, name: str, value: object, minimum: int) -> None:
         )
 
 
-def _last(state: Optional[list[int]], now: int) -> int:
-    """When to decide on a `[tokens, last_ms, ...]` state: `now`, or its last update when later."""
-    if state is not None and len(state) in (2, 4) and ahead(state[1], now):
-        return state[1]
-    return now
+def _time(state: Optional[list[int]]) -> Optional[int]:
+    """The last update of a `[tokens, last_ms, ...]` state (None: not such a state)."""
+    return state[1] if state is not None and len(state) in (2, 4) else None
 
 
 class TokenBucket(StateStrategy):
@@ -57,7 +55,8 @@ class TokenBucket(StateStrategy):
     callable, a deploy), the tokens the bucket missed at that moment, rounded up to whole
     units, are missing from the new rate's bucket (at most its capacity): the client keeps
     what it spent. A `[tokens, last_ms]` state (written before the rate was kept) is read as
-    written under the current rate. A host whose clock is behind `last_ms` decides at it.
+    written under the current rate. A host whose clock is behind `last_ms` decides at it
+    (`base.dated`: from more than `AHEAD_MS` ahead, it is no state).
     """
 
     name: ClassVar[str] = "token_bucket"
@@ -117,7 +116,7 @@ class TokenBucket(StateStrategy):
         return ceil_div(missing - elapsed * limit, period)
 
     def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
-        at = _last(state, now)
+        state, at = dated(state, _time(state), now)
         if at > now:
             return later(self.transition(state, at, rate, cost), at - now)
         period, refill = rate.expire, rate.limit
@@ -140,7 +139,7 @@ class TokenBucket(StateStrategy):
     held = draining_held
 
     def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
-        at = _last(state, now)
+        state, at = dated(state, _time(state), now)
         if at > now:
             return later_refund(self.refund(state, at, rate, cost), at - now)
         full = self._bucket(rate) * rate.expire

@@ -10,7 +10,9 @@ class TestMyConformance(BackendConformance):
         return lambda **options: MyBackend(my_server_url, **options)
 ```
 
-A backend whose instances share one store (a server) also subclasses
+Every backend runs the strategies' timelines, walks and answers on a test clock, and what a
+clock that steps does to them (`traffik.testing.clock_step_conformance`). A backend whose
+instances share one store (a server) also subclasses
 `SharedStoreConformance`: a second instance keeps the budget the first spent after the
 first shuts down, and instances whose clocks disagree keep the limit within the skew
 (`traffik.testing.skew_conformance`). Set `clock_moves_expiry = False` for a backend whose key expiry follows its server even when
@@ -36,6 +38,7 @@ from traffik.exceptions import BackendConnectionError, ConfigurationError, LockA
 from traffik.rates import MAX_LIMIT, MAX_PERIOD_MS, Rate
 from traffik.strategies import BUILTIN_STRATEGIES, FixedWindow, Strategy
 from traffik.testing.advanced_conformance import AdvancedConformance
+from traffik.testing.clock_step_conformance import ClockStepConformance
 from traffik.testing.rate_change_conformance import RateChangeConformance
 from traffik.testing.skew_conformance import SkewConformance
 from traffik.testing.steps_conformance import StepsConformance
@@ -75,7 +78,11 @@ def _strategies() -> list[Strategy]:
 
 @pytest.mark.anyio
 class BackendConformance(
-    StepsConformance, AdvancedConformance, RateChangeConformance, AnswerTruthConformance
+    StepsConformance,
+    AdvancedConformance,
+    RateChangeConformance,
+    AnswerTruthConformance,
+    ClockStepConformance,
 ):
     """Behaviour shared by every backend; subclass it and define `make_backend`."""
 

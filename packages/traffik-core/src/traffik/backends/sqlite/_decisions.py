@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 from traffik.backends.sqlite._rows import Rows, live, number
 from traffik.clock import system_ms
 from traffik.decision import Decision
-from traffik.strategies.fixed_window import counted_decision, counter_decision
+from traffik.strategies.base import AHEAD_MS
+from traffik.strategies.fixed_window import counted_decision, counter_decision, too_late
 from traffik.strategies.state import decode_state, encode_state
 from traffik.strategies.steps import IN_PLACE_COUNTER, charged, combine, is_counter
 
@@ -106,6 +107,7 @@ def counter_change(backend: ThrottleBackend, rate: Rate, amount: int) -> Change:
     for one rate and cost: the counter's new value and expiry, and the decision. The time
     is read in the change from `backend.now_ms` as it is then, with the write lock held."""
     limit, period = rate.limit, rate.expire
+    far = period + AHEAD_MS  # (a window ending later is cut to one period: `too_late`)
 
     def change(value: str, expires_at: int | None) -> tuple[str, int | None, Decision]:
         now_ms = backend.now_ms
@@ -117,7 +119,7 @@ def counter_change(backend: ThrottleBackend, rate: Rate, amount: int) -> Change:
                 count = int(value) + amount
             except ValueError:  # (text that is not a whole number counts as 0: `number`)
                 count = amount
-            if expires_at is None:
+            if expires_at is None or expires_at - now > far:
                 expires_at = now + period
         left = expires_at - now  # (`counted_decision`'s wait, inlined: the hot path)
         if left <= 0:
@@ -191,6 +193,9 @@ def decide_all(
         if counter:
             count = 0 if value is None else number(value)
             left = None if value is None or row is None or row[1] is None else row[1] - now
+            if commit and value is not None and too_late(left, item.rate.expire):
+                left = item.rate.expire  # (cut to one period, charged or not)
+                rows.write(cursor, key, value, now + left, True, now)
             parts.append(counter_decision(count, left, item.rate, item.cost))
             pending.append((row is not None, None, 0))
         else:

@@ -12,6 +12,7 @@ import sqlite3
 from typing import Optional
 
 from traffik.exceptions import BackendCapacityError
+from traffik.strategies.fixed_window import too_late
 
 __all__ = ["SWEEP_CHUNK", "Row", "Rows", "live", "number", "prefix_range"]
 
@@ -112,7 +113,8 @@ class Rows:
     def add(
         self, cursor: sqlite3.Cursor, key: str, amount: int, ttl_ms: int | None, now: int
     ) -> tuple[int, int | None]:
-        """Add to a counter; a counter created here (or having no expiry) lives `ttl_ms`.
+        """Add to a counter; a counter created here (or having no expiry, or one that would
+        outlive `ttl_ms` by more than `AHEAD_MS`: `fixed_window.too_late`) lives `ttl_ms`.
         Returns the count and its expiry."""
         row = Rows.read(cursor, key)
         value = live(row, now)
@@ -121,8 +123,9 @@ class Rows:
             count = amount
         else:
             count = number(value) + amount
-            if row is not None and row[1] is not None:
-                expires_at = row[1]
+            held = None if row is None else row[1]
+            if held is not None and (ttl_ms is None or not too_late(held - now, ttl_ms)):
+                expires_at = held
         self.write(cursor, key, str(count), expires_at, row is not None, now)
         return count, expires_at
 

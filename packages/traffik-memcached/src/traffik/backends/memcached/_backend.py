@@ -48,7 +48,7 @@ from traffik.backends.memcached._window import (
 )
 from traffik.exceptions import BackendError, ConfigurationError
 from traffik.keyparts import escape
-from traffik.strategies.base import settled
+from traffik.strategies.base import AHEAD_MS, settled
 from traffik.strategies.steps import IN_PLACE_COUNTER
 
 if TYPE_CHECKING:
@@ -471,7 +471,7 @@ class MemcachedBackend(MemcachedSteps, ThrottleBackend):
         )
         if reply.isdigit():
             end, count = divmod(int(reply), COUNT_SPAN)
-            if end > now and count < FOLD_AT:
+            if now < end <= now + ttl * 1000 + AHEAD_MS and count < FOLD_AT:  # (not `too_late`)
                 return WindowCount(count, end - now)
         return await node.run(
             window_hit(mkey, amount, float(ttl), now, reply), "increment_with_ttl"

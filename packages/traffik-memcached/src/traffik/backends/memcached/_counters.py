@@ -25,6 +25,7 @@ from traffik.backends.memcached._window import (
     unpack,
     window_end,
 )
+from traffik.strategies.fixed_window import too_late
 
 __all__ = [
     "ATTEMPTS",
@@ -120,7 +121,10 @@ def window_hit(
     the backend's clock before memcached dropped it) to open the next. Returns a
     `WindowCount` carrying the time left, or a plain int for a key that holds a plain number.
     `first` is the reply to an `incr` of `amount` already sent (the backend's fast path
-    hands over the cases it does not finish itself): the operation goes on from there.
+    hands over the cases it does not finish itself): the operation goes on from there. A
+    window that ends more than `ttl` and `AHEAD_MS` from now (`fixed_window.too_late`: opened
+    before the backend's clock stepped back, or with a longer `ttl`) is cut to end `ttl` from
+    now, its count kept (`_cut`).
 
     A value no counter wrote (not a whole number: another program's) is no state: it is
     replaced by a new window, under `cas`, so of the hits that meet it at once one replaces
@@ -156,6 +160,8 @@ def window_hit(
             if end > now:
                 if count >= FOLD_AT > count - amount:
                     await client.incr_on(conn, key, FOLD_BY, b"decr")
+                if too_late(end - now, ttl * 1000):
+                    return await _cut(client, conn, key, count, end, ttl, now)
                 return WindowCount(count, end - now)
             raw, token = await client.gets_on(conn, key)
             if raw is None:
@@ -173,6 +179,25 @@ def window_hit(
         raise ReplyError(f"lost {ATTEMPTS} races in a row opening a fixed window")
 
     return run
+
+
+async def _cut(
+    client: NodeClient, conn: Connection, key: bytes, count: int, end: int, ttl: float, now: int
+) -> WindowCount:
+    """The window closing at `end`, in which this caller counted up to `count`, made to close
+    `ttl` from now under `cas`, its count kept; unless another caller cut or replaced it
+    meanwhile (or it is gone), which then stands."""
+    cut = window_end(now, ttl)
+    for _ in range(ATTEMPTS):
+        raw, token = await client.gets_on(conn, key)
+        window = None if raw is None else window_of(raw)
+        if window is None or window[0] != end:
+            left = window[0] - now if window is not None and window[0] > now else cut - now
+            return WindowCount(count, left)
+        value = Flagged(b"%d" % pack(cut, window[1]), WINDOW_FLAG)
+        if await client.store_on(conn, b"cas", key, value, exptime(ttl), token):
+            return WindowCount(count, cut - now)
+    raise ReplyError(f"lost {ATTEMPTS} compare-and-swap races in a row cutting a fixed window")
 
 
 async def _open_window(

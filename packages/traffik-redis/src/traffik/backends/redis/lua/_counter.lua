@@ -3,9 +3,11 @@
 -- is p is gone p + 1 ms from now.
 
 -- INCRBY, and a time to live of `px` ms whenever the key has none (new, or made immortal
--- elsewhere): never an immortal counter. Returns the count and the ms until the key is gone.
--- A value no counter wrote (not a whole number, or another type: an error reply) is replaced
--- by a new window, as a missing key is.
+-- elsewhere), or one that outlives it by more than 60000 ms (fixed_window.too_late: opened
+-- before the server's clock stepped back, or under a longer period; its count kept): never an
+-- immortal counter, nor one that holds a client until a clock catches up. Returns the count
+-- and the ms until the key is gone. A value no counter wrote (not a whole number, or another
+-- type: an error reply) is replaced by a new window, as a missing key is.
 local function counter_add(key, amount, px)
   local count = redis.pcall('INCRBY', key, amount)
   if type(count) == 'table' then
@@ -13,7 +15,7 @@ local function counter_add(key, amount, px)
     return tonumber(amount), tonumber(px) + 1
   end
   local pttl = redis.call('PTTL', key)
-  if pttl < 0 then
+  if pttl < 0 or pttl > px + 60000 then
     redis.call('PEXPIRE', key, px)
     pttl = tonumber(px)
   end

@@ -17,7 +17,9 @@ local plain = runs == nil and load_state(raw, 105) -- 'i'
 -- The rate the state was written under (its last two numbers, the period negative), taken off.
 local was_limit, was_period = limit, period
 local tagged = runs or plain
-if tagged and #tagged >= 2 and tagged[2] > now and tagged[2] <= now + 60000 then -- a later last_ms: decided at it (decide.lua)
+if tagged and #tagged >= 2 and tagged[2] > now + 60000 then -- from further ahead: no state (base.dated)
+  runs, plain, tagged = nil, nil, nil
+elseif tagged and #tagged >= 2 and tagged[2] > now then -- a later last_ms: decided at it (decide.lua)
   now = tagged[2]
 end
 if tagged and #tagged >= 4 and tagged[#tagged] < 0 then

@@ -79,8 +79,8 @@ for i = 1, n do
     end
     -- A body whose state records a later time than now (written by a host whose clock is
     -- ahead), by at most 60000 ms (traffik.strategies.base.AHEAD_MS; further is a clock gone
-    -- wrong: decided at now), decides at that time, setting now to it; the wait, a reset (when
-    -- not 0) and the TTL are then told from the call's now (traffik.strategies.base.later).
+    -- wrong: no state, base.dated), decides at that time, setting now to it; the wait, a reset
+    -- (when not 0) and the TTL are then told from the call's now (traffik.strategies.base.later).
     local clock = now
     if code == 9 or not REFUND or load_state(raw, 105) or load_state(raw, 104) then -- 'i', 'h'
       --[[ STRATEGIES ]]

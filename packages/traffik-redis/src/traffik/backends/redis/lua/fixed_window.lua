@@ -9,7 +9,11 @@ local function counter_decide(key, limit, period, cost)
   local left = period
   if count ~= 0 then
     local pttl = redis.call('PTTL', key)
-    if pttl >= 0 then
+    if pttl >= 0 and pttl + 1 > period + 60000 then -- too late (_counter.lua): cut, but in a peek
+      if MODE ~= 112 then
+        redis.call('PEXPIRE', key, string.format('%d', math.max(period - 1, 1)))
+      end
+    elseif pttl >= 0 then
       left = pttl + 1
     end
   end

@@ -13,6 +13,11 @@ if tat_ms == nil then
   tat_ms, tat_rest = numbers(raw, '<cdd')
   was_limit, was_period = limit, period
 end
+-- An arrival time further ahead than a hit could put it (the period it was written under and
+-- the tolerance, GCRA._reach) by more than 60000 ms: no state (base.dated).
+if tat_ms ~= nil and tat_ms - now > was_period + ceildiv(x, limit) + 60000 then
+  tat_ms = nil
+end
 local backlog = 0
 if tat_ms ~= nil and (tat_ms > now or (tat_ms == now and tat_rest > 0)) then
   backlog = (tat_ms - now) * was_limit + tat_rest

@@ -7,7 +7,9 @@ if level == nil then
   level, last = numbers(raw, '<cdd')
   was_limit, was_period = limit, period
 end
-if last ~= nil and last > now and last <= now + 60000 then -- written at a later time: decided at it (decide.lua)
+if last ~= nil and last > now + 60000 then -- from further ahead: no state (base.dated)
+  level, last = nil, nil
+elseif last ~= nil and last > now then -- written at a later time: decided at it (decide.lua)
   now = last
 end
 if level == nil then

@@ -42,13 +42,16 @@ then
       kept, level, drained = kept + 2, level + left - drained, 0
     end
   end
-  plain = whole == 0 and last > -2 ^ 53 and last < 2 ^ 53
+  plain = whole == 0 and last > -2 ^ 53 and last < 2 ^ 53 and last <= now + 60000
   same = plain and last == now and kept == size - 2
 end
 if not plain then
   level, kept, queue, now = 0, 1, load_state(raw, 105), clock -- 'i'
+  if queue ~= nil and #queue % 2 == 1 and queue[1] > now + 60000 then
+    queue = nil -- from further ahead: no state (base.dated)
+  end
   if queue ~= nil and #queue % 2 == 1 then
-    if queue[1] > now and queue[1] <= now + 60000 then -- written at a later time: decided at it (decide.lua)
+    if queue[1] > now then -- written at a later time: decided at it (decide.lua)
       now = queue[1]
     end
     local len = #queue

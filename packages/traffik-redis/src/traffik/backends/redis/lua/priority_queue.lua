@@ -53,8 +53,11 @@ local counted = mark == 113 and head >= 1 and head <= stop and stop < 2 ^ 29
 -- every write since was too, and each gave the key the life it would get now, `period` from
 -- this millisecond.
 -- A newest entry later than now (written by a host whose clock is ahead): decided at its time
--- (decide.lua).
-if counted and n1 + n2 + n3 + n4 > 0 and nt > now and nt <= now + 60000 then
+-- (decide.lua); from further ahead, no state (base.dated: an empty log, on the general path).
+local future = false
+if counted and n1 + n2 + n3 + n4 > 0 and nt > now + 60000 then
+  counted, future = false, true
+elseif counted and n1 + n2 + n3 + n4 > 0 and nt > now then
   now = nt
 end
 local hot = counted and not REFUND and counted + cost <= limit and ot > now - period
@@ -63,11 +66,15 @@ local hot = counted and not REFUND and counted + cost <= limit and ot > now - pe
 local stored, general = hot, false
 if not hot then
   stored = counted and true
-  if not stored then -- 'i' (the range is all of it when shorter), else no state
+  if future then
+    log, stored = {}, true
+  elseif not stored then -- 'i' (the range is all of it when shorter), else no state
     raw = #block < 189 and block or redis.call('GET', key)
     log = load_state(raw, 105)
     local newest = log and #log >= 3 and log[#log - #log % 3 - 2]
-    if newest and newest > now and newest <= now + 60000 then -- the last entry's time
+    if newest and newest > now + 60000 then -- from further ahead: an empty log (base.dated)
+      log = {}
+    elseif newest and newest > now then -- the last entry's time
       now = newest
     end
     stored = log ~= nil

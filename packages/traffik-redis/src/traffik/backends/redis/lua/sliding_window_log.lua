@@ -37,14 +37,16 @@ then
     end
   end
   -- The costs inside the window are >= 0: their total below 2^53 bounds each.
-  if whole == 0 and total < 2 ^ 53 and last == size - kept - 1 then
+  if whole == 0 and total < 2 ^ 53 and last == size - kept - 1 and newest <= now + 60000 then
     n, o, plain = size, size - kept, true
   end
 end
 if not plain then
   log, now = load_state(raw, 105) or {}, clock -- 'i'
   local len = #log
-  if len >= 2 and log[len - len % 2 - 1] > now and log[len - len % 2 - 1] <= now + 60000 then -- the last entry's time, when later
+  if len >= 2 and log[len - len % 2 - 1] > now + 60000 then -- from further ahead: no state (base.dated)
+    log, len = {}, 0
+  elseif len >= 2 and log[len - len % 2 - 1] > now then -- the last entry's time, when later
     now = log[len - len % 2 - 1]
   end
   start = now - period

@@ -12,7 +12,9 @@ if tokens == nil then
   tokens, last = numbers(raw, '<cdd')
   was_limit, was_period = limit, period
 end
-if last ~= nil and last > now and last <= now + 60000 then -- written at a later time: decided at it (decide.lua)
+if last ~= nil and last > now + 60000 then -- from further ahead: no state (base.dated)
+  tokens, last = nil, nil
+elseif last ~= nil and last > now then -- written at a later time: decided at it (decide.lua)
   now = last
 end
 if tokens ~= nil and (was_limit ~= limit or was_period ~= period) then
