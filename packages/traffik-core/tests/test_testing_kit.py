@@ -15,6 +15,7 @@ from fastapi import Depends, FastAPI, Request
 from starlette.testclient import TestClient
 
 from traffik import HTTPThrottle, InMemoryBackend, ManualClock
+from traffik.clock import millis
 from traffik.exceptions import BackendError
 from traffik.strategies import GCRA, FixedWindow, TokenBucket
 from traffik.testing import FailingBackend, fresh_backend
@@ -237,3 +238,31 @@ def test_manual_clock_takes_any_real_number() -> None:
     clock = ManualClock(0)
     clock.advance(Fraction(1, 2), ms=Fraction(500))
     assert clock.ms() == 1000
+
+
+@pytest.mark.parametrize(
+    ("seconds", "expected_ms"),
+    [
+        (1_700_000_000.001, 1_700_000_000_001),
+        (1_700_000_000.123, 1_700_000_000_123),
+        (1_700_000_000.999, 1_700_000_000_999),
+        (7_258_118_400.007, 7_258_118_400_007),  # 2200
+        (Fraction(3_400_000_000_001, 2000), 1_700_000_000_000),  # 0.5 ms past: rounded down
+    ],
+)
+def test_manual_clock_takes_seconds_as_written(seconds: Any, expected_ms: int) -> None:
+    """A float's binary value may fall short of the decimal written (`1700000000.001` is 48 ns
+    short of 1 ms past the second): the clock takes what was written, so `set`, the start
+    and `advance` land on the millisecond meant, and `millis` of any other clock (read to the
+    microsecond) agrees."""
+    assert ManualClock(seconds).ms() == expected_ms
+    clock = ManualClock(0)
+    clock.set(seconds)
+    assert clock.ms() == expected_ms
+    clock = ManualClock(1_700_000_000)
+    clock.advance(0.001)
+    clock.advance(ms=0.001)
+    assert clock.ms() == 1_700_000_000_001
+    clock.advance(ms=0.999)  # (1 ms, 1 us and 999 us: 2 ms exactly)
+    assert clock.ms() == 1_700_000_000_002
+    assert millis(lambda: float(seconds))() == expected_ms
