@@ -14,6 +14,7 @@ from traffik.backends.memcached._window import (
     COUNT_SPAN,
     FOLD_AT,
     FOLD_BY,
+    LAST_END,
     WINDOW_FLAG,
     WINDOW_LIMIT,
     pack,
@@ -21,16 +22,36 @@ from traffik.backends.memcached._window import (
     window_end,
 )
 from traffik.clock import ManualClock
-from traffik.exceptions import ConfigurationError
+from traffik.exceptions import BackendError, ConfigurationError
+from traffik.rates import Rate
+from traffik.strategies import FixedWindow
 
 
-def test_pack_round_trips_and_stays_below_2_64() -> None:
+def test_pack_round_trips_and_stays_below_2_63() -> None:
     end = window_end(1_700_000_040_000, 60)
     assert end == 1_700_000_100_000
     assert unpack(pack(end, 42)) == (end, 42)
-    latest = window_end(16_000_000_000_000, 40 * 86_400)  # a window closing in the year 2477
-    assert pack(latest, COUNT_SPAN - 1) < 2**64
+    latest = window_end(LAST_END - 60_000, 60)  # 2262-04-11 23:47:16.853 UTC
+    assert latest == LAST_END and pack(latest, COUNT_SPAN - 1) < 2**63
     assert unpack(pack(latest, COUNT_SPAN - 1)) == (latest, COUNT_SPAN - 1)
+    with pytest.raises(BackendError, match="check the host's clock"):
+        window_end(LAST_END - 59_999, 60)
+
+
+@pytest.mark.anyio
+async def test_a_clock_past_2262_is_an_error_naming_it(memcached_url: str) -> None:
+    """Memcached does not reliably increment a number of 2**63 or more (it may look for a minus
+    sign past the digits, in recycled memory, and answer 'non-numeric'): a fixed window that
+    would close later than `LAST_END` fails with an error that names the clock, every time,
+    instead of now and then with 'lost 50 races'."""
+    clock = ManualClock(10_000_000_000.0)  # 2286-11-20
+    backend = MemcachedBackend(memcached_url, namespace=f"window-{time.time_ns()}", clock=clock)
+    try:
+        with pytest.raises(BackendError, match=r"past 9223372036853 ms \(2262-04-11"):
+            await FixedWindow().decide("client", Rate.parse("4/min"), backend, 1)
+    finally:
+        await backend.reset()
+        await backend.close()
 
 
 @pytest.mark.parametrize(
