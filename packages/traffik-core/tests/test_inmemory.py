@@ -31,6 +31,33 @@ async def test_expired_keys_are_swept_without_being_read() -> None:
     assert len(backend._data) == 10
 
 
+async def test_a_clock_set_back_does_not_put_off_sweeping() -> None:
+    """The sweeps' schedule follows the clock: set back (an NTP step, a VM restored), the next
+    pass is due at once, not once the clock is back where it was. A store refusing new keys
+    makes room from the keys that expired since, and expired keys are swept by writes."""
+    clock = ManualClock()
+    backend = InMemoryBackend(clock=clock, max_keys=3, at_capacity="refuse", sweep_interval=5)
+    for i in range(3):
+        await backend.set(f"k{i}", "v", expire=1)
+    clock.advance(2)
+    await backend.set("kept", "v")  # (a full store's sweep: the next is due in a second)
+    clock.set(clock() - 86_400)  # a day back
+    await backend.set("a", "v", expire=1)
+    await backend.set("b", "v", expire=1)
+    clock.advance(2)
+    await backend.set("new", "v")  # "a" and "b" have expired: room, not BackendCapacityError
+    assert sorted(await backend.keys()) == ["kept", "new"]
+    roomy = InMemoryBackend(clock=clock, sweep_interval=5)
+    await roomy.set("first", "v")  # (the next pass is due in 5 s)
+    clock.set(clock() - 86_400)
+    for i in range(2000):
+        await roomy.set(f"k{i}", "v", expire=1)
+    clock.advance(10)
+    for i in range(10):  # writes drive the sweep, a chunk at a time
+        await roomy.set(f"fresh{i}", "v")
+    assert len(roomy._data) == 11
+
+
 async def test_refuse_policy_keeps_counting_old_keys_and_refuses_new_ones() -> None:
     clock = ManualClock()
     backend = InMemoryBackend(clock=clock, max_keys=3, at_capacity="refuse")

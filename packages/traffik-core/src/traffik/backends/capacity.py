@@ -87,7 +87,7 @@ class Capacity:
     def make_room(self, store: Any, key: str, size: int, now: int) -> None:
         """Room for `key` (`size` bytes) in `store` (an `InMemoryBackend`), by policy."""
         data = store._data
-        if now >= store._full_sweep_at:
+        if not 0 < store._full_sweep_at - now <= 1000:  # (due, or the clock was set back)
             store._full_sweep_at = now + 1000
             store._sweep(now, list(data))
         while self.full(len(data), store._bytes, size):

@@ -240,8 +240,8 @@ class InMemoryBackend(ThrottleBackend):
             self.capacity.make_room(self, key, size, now)
         data[key] = entry
         self._bytes += size
-        if now >= self._next_sweep or self._sweep_keys:
-            self._step_sweep(now)
+        if self._sweep_keys or not 0 < self._next_sweep - now <= self._sweep_ms:
+            self._step_sweep(now)  # (a pass is due, or the clock was set back since the last)
 
     def _step_sweep(self, now: int) -> None:
         if not self._sweep_keys:
