@@ -243,3 +243,23 @@ def test_rollover_under_a_lower_limit_is_at_most_what_that_limit_rolls_over() ->
         decision, written, _ = strategy.transition(state, 60_001, new, 1)
         state, admitted = written or state, admitted + decision.allowed
     assert admitted == 10 + 5 - 1  # the new limit and the 5 it rolls over at most, less 1 used
+
+
+@pytest.mark.parametrize(
+    ("utc", "hour"),
+    [
+        ("2024-03-31T00:30:00", 1),  # 01:30 in Berlin (CET, +1)
+        ("2024-03-31T01:30:00", 2),  # 03:30 in Berlin (CEST, +2 since 01:00 UTC): still +1 here
+        ("2024-10-27T00:30:00", 1),  # 02:30 in Berlin (CEST): +1 here
+        ("2024-10-27T01:30:00", 2),  # 02:30 again in Berlin (CET)
+        ("2024-12-31T23:30:00", 0),  # midnight passed, in next year's first hour
+    ],
+)
+def test_time_of_day_keeps_its_offset_all_year(utc: str, hour: int) -> None:
+    """`timezone_offset` is a fixed offset from UTC, as in traffik 1.2: it does not follow a
+    zone's daylight saving time, so in summer a Berlin app given `+1` has its hours an hour
+    early by the local clock (docs/advanced-strategies.md)."""
+    import datetime
+
+    moment = datetime.datetime.fromisoformat(utc).replace(tzinfo=datetime.timezone.utc)
+    assert custom.TimeOfDay(timezone_offset=1).hour_of_day(int(moment.timestamp() * 1000)) == hour

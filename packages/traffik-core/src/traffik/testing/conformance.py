@@ -10,8 +10,9 @@ class TestMyConformance(BackendConformance):
         return lambda **options: MyBackend(my_server_url, **options)
 ```
 
-Every backend runs the strategies' timelines, walks and answers on a test clock, and what a
-clock that steps does to them (`traffik.testing.clock_step_conformance`). A backend whose
+Every backend runs the strategies' timelines, walks and answers on a test clock, what a
+clock that steps does to them (`traffik.testing.clock_step_conformance`) and their windows
+on the calendar (`traffik.testing.calendar_conformance`). A backend whose
 instances share one store (a server) also subclasses
 `SharedStoreConformance`: a second instance keeps the budget the first spent after the
 first shuts down, and instances whose clocks disagree keep the limit within the skew
@@ -38,6 +39,7 @@ from traffik.exceptions import BackendConnectionError, ConfigurationError, LockA
 from traffik.rates import MAX_LIMIT, MAX_PERIOD_MS, Rate
 from traffik.strategies import BUILTIN_STRATEGIES, FixedWindow, Strategy
 from traffik.testing.advanced_conformance import AdvancedConformance
+from traffik.testing.calendar_conformance import CalendarConformance
 from traffik.testing.clock_step_conformance import ClockStepConformance
 from traffik.testing.rate_change_conformance import RateChangeConformance
 from traffik.testing.skew_conformance import SkewConformance
@@ -83,6 +85,7 @@ class BackendConformance(
     RateChangeConformance,
     AnswerTruthConformance,
     ClockStepConformance,
+    CalendarConformance,
 ):
     """Behaviour shared by every backend; subclass it and define `make_backend`."""
 
