@@ -10,7 +10,10 @@ request per wait instead of every request.
 It can only refuse, never admit, so it never lets through what the store would refuse. What
 it can do is refuse for slightly longer than the store would, when the store's state moves
 back in between: a refund (`charge_when`), or `reset()`/`clear()` run by *another* process (in
-this process they forget every refusal). It is bounded (`max_keys`: past it, the oldest half
+this process they forget every refusal). A refusal is kept on the backend's clock: one asked
+about before the time it was noted (the clock stepped back since) is forgotten, since the
+store may decide otherwise then (docs/concepts/strategies.md, "Clocks"), and the wait left
+would be the step's length. It is bounded (`max_keys`: past it, the oldest half
 is forgotten) and on by default for stores outside the process (Redis, Memcached, SQLite);
 `InMemoryBackend` does not need it. Turn it off with `cache_refusals=False` on the backend.
 """
@@ -33,8 +36,9 @@ class RefusedClients:
 
     def __init__(self, max_keys: int = DEFAULT_MAX_KEYS) -> None:
         self.max_keys = max_keys
-        # key -> (refused until, its cost, its rates, the limit, whole again at, the strategy)
-        self._until: dict[str, tuple[int, int, Any, Any, int, Any]] = {}
+        # key -> (refused until, its cost, its rates, the limit, whole again at, the strategy,
+        # noted at)
+        self._until: dict[str, tuple[int, int, Any, Any, int, Any, int]] = {}
 
     def __len__(self) -> int:
         return len(self._until)
@@ -48,8 +52,8 @@ class RefusedClients:
         entry = self._until.get(key)
         if entry is None:
             return None
-        until, refused_cost, refused_rates, limit, whole_at, refused_by = entry
-        if now_ms >= until:
+        until, refused_cost, refused_rates, limit, whole_at, refused_by, noted = entry
+        if now_ms >= until or now_ms < noted:  # (over, or the clock went back since)
             del self._until[key]
             return None
         if cost != refused_cost or refused_rates != rates or refused_by is not strategy:
@@ -78,6 +82,7 @@ class RefusedClients:
             decision.limit,
             now_ms + int(decision.reset_ms),
             strategy,
+            now_ms,
         )
 
     def forget(self, key: Optional[str] = None) -> None:
