@@ -28,6 +28,7 @@ from traffik.strategies import (
     TokenBucket,
     TokenBucketWithDebt,
 )
+from traffik.strategies.steps import items
 from traffik.testing.conformance import TIMELINE_START
 
 pytestmark = pytest.mark.anyio
@@ -355,6 +356,7 @@ async def test_a_backend_s_own_counter_has_a_window_that_ends_too_late_cut() -> 
 
     class Generic(InMemoryBackend):
         increment_with_ttl = ThrottleBackend.increment_with_ttl
+        evaluate_all = ThrottleBackend.evaluate_all
 
     clock = ManualClock(TIMELINE_START)
     backend, strategy, rate = Generic(clock=clock), FixedWindow(), Rate.parse("4/min")
@@ -365,3 +367,10 @@ async def test_a_backend_s_own_counter_has_a_window_that_ends_too_late_cut() -> 
     assert await backend.ttl(counter) == 60_000
     clock.advance(60)
     assert (await strategy.decide("client", rate, backend, 1)).allowed
+    await backend.expire(counter, 3600)  # (its generic step of several rates, refused)
+    both = items(strategy, "client", [rate, Rate.parse("1000/d")], 1, backend)
+    for _ in range(4):
+        await backend.evaluate_all(both)
+    refused = await backend.evaluate_all(both)
+    assert not refused.allowed and refused.wait_ms == 60_000
+    assert await backend.ttl(counter) == 60_000

@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from traffik.strategies.fixed_window import counter_decision
+from traffik.strategies.fixed_window import counter_decision, too_late
 from traffik.strategies.state import decode_state, encode_state
 from traffik.strategies.steps import charged, combine, is_counter
 
@@ -48,6 +48,8 @@ class LockedSteps:
         async def increment(self, key: str, amount: int = 1) -> int: ...
 
         async def ttl(self, key: str) -> Optional[float]: ...
+
+        async def expire(self, key: str, seconds: float) -> bool: ...
 
         async def increment_with_ttl(self, key: str, amount: int = 1, ttl: float = 60) -> int: ...
 
@@ -93,6 +95,8 @@ class LockedSteps:
                 if is_counter(item.strategy):
                     count = _count(await self.get(item.key))
                     ttl = await self.ttl(item.key) if count else None
+                    if commit and too_late(ttl, item.rate.expire):  # (cut, charged or not)
+                        await self.expire(item.key, item.rate.expire / 1000)
                     parts.append(counter_decision(count, ttl, item.rate, item.cost))
                     states.append(None)
                 else:
