@@ -25,15 +25,19 @@ is `traffik.on_error`; its names are importable from here too, as in traffik 1.2
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union, cast
 
 from traffik.backoff import BackoffStrategy, ExponentialBackoff
 from traffik.circuit_breaker import CircuitBreaker, CircuitState
-from traffik.decision import Decision
+from traffik.decide_again import Fallback, decide_again
 from traffik.exceptions import BackendError, CircuitOpenError, ConfigurationError
-from traffik.fallback_share import process_share, scaled_rates
+from traffik.handler_arguments import (
+    check_backoff,
+    check_retries,
+    check_seconds,
+    exception_types,
+)
 from traffik.on_error import (
     ON_ERROR_POLICIES,
     THROTTLE_ON_ERROR_WAIT_MS,
@@ -46,11 +50,9 @@ from traffik.on_error import (
     decision_from_wait,
     recover,
 )
-from traffik.reconcile import ledger_of
 
 if TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
-    from traffik.rates import Rate
 
 __all__ = [
     "ON_ERROR_POLICIES",
@@ -98,154 +100,6 @@ async def _pause(sleep: _Sleep, delays: BackoffStrategy, attempt: int, delay: fl
 
 
 # -- handlers --------------------------------------------------------------------------------
-
-
-def _exception_types(owner: str, name: str, value: object) -> tuple[type[BaseException], ...]:
-    types = tuple(value) if isinstance(value, (tuple, list)) else (value,)
-    if not types or not all(isinstance(t, type) and issubclass(t, BaseException) for t in types):
-        raise ConfigurationError(
-            f"{owner}({name}={value!r}): must be an exception class or a non-empty tuple of them, "
-            "like (BackendError,)"
-        )
-    return types
-
-
-def _check_backend(owner: str, backend: object) -> None:
-    from traffik.backends.base import ThrottleBackend
-
-    if not isinstance(backend, ThrottleBackend):
-        raise ConfigurationError(
-            f"{owner}(backend={backend!r}): must be a ThrottleBackend, "
-            "like InMemoryBackend(namespace='fallback')"
-        )
-
-
-def _check_initialized(owner: str, initialized: object) -> None:
-    if initialized is not None and not isinstance(initialized, bool):
-        raise ConfigurationError(
-            f"{owner}(initialized={initialized!r}): must be None, True or False"
-        )
-
-
-def _check_retries(owner: str, max_retries: object) -> None:
-    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-        raise ConfigurationError(
-            f"{owner}(max_retries={max_retries!r}): must be a whole number >= 0"
-        )
-
-
-def _check_seconds(owner: str, name: str, value: object, minimum: float) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value < minimum
-    ):
-        raise ConfigurationError(
-            f"{owner}({name}={value!r}): must be a finite number >= {minimum:g}"
-        )
-    return float(value)
-
-
-def _check_backoff(owner: str, backoff: object) -> BackoffStrategy:
-    if not callable(backoff):
-        raise ConfigurationError(
-            f"{owner}(backoff={backoff!r}): must be a callable (attempt, base_delay) -> seconds, "
-            "like ExponentialBackoff() from traffik.backoff"
-        )
-    return backoff
-
-
-async def _decide_again(
-    info: ThrottleExceptionInfo, backend: Optional[ThrottleBackend], share: float = 1.0
-) -> Decision:
-    """The decision again on `backend` (None: the one that failed), each limit scaled by
-    `share`: the whole decision with `info["decide"]`, which notes what it charges on that
-    backend, or, for an `exc_info` without it, the strategy on `info["key"]`."""
-    decide = cast(Mapping[str, Any], info).get("decide")  # absent from traffik 1.2's exc_info
-    if decide is not None:
-        return await decide(backend, share)
-    on, key, cost = backend or info["backend"], info["key"], info["cost"]
-    rates = _rates_of(info)
-    if share < 1.0 and key is not None and rates and on is not None:
-        return await _decide_on_key(info, on, scaled_rates(rates, share))
-    strategy, rate = info["throttle"].strategy, info["rate"]
-    run = getattr(strategy, "decide", None)
-    if run is not None:
-        decision: Decision = await run(key, rate, on, cost)
-        return decision
-    return decision_from_wait(await strategy(key, rate, on, cost), rate.limit if rate else 0)
-
-
-def _rates_of(info: ThrottleExceptionInfo) -> Optional[tuple[Rate, ...]]:
-    """Every rate `info` names (traffik 1.2's `exc_info` has only `rate`), None when unknown."""
-    rates = cast(Mapping[str, Any], info).get("rates")
-    if rates:
-        return cast("tuple[Rate, ...]", rates)
-    return (info["rate"],) if info["rate"] is not None else None
-
-
-async def _decide_on_key(
-    info: ThrottleExceptionInfo, backend: ThrottleBackend, rates: tuple[Rate, ...]
-) -> Decision:
-    """The decision on `backend` for the key a traffik 1.2 `exc_info` names, under `rates`
-    (scaled ones)."""
-    throttle, key, cost = info["throttle"], info["key"], info["cost"]
-    step = getattr(throttle, "_step", None)
-    if step is not None:
-        decision: Decision = await step(key, rates, cost, backend)
-        return decision
-    rate, strategy = rates[0], throttle.strategy
-    run = getattr(strategy, "decide", None)
-    if run is not None:
-        decision = await run(key, rate, backend, cost)
-        return decision
-    return decision_from_wait(await strategy(key, rate, backend, cost), rate.limit)
-
-
-class _Fallback:
-    """Where a handler's fallback decisions go: `backend`, each limit scaled by `share`, and
-    what it admits recorded in `ledger` (None: not reconciled)."""
-
-    __slots__ = ("backend", "initialized", "ledger", "share")
-
-    def __init__(
-        self,
-        owner: str,
-        backend: ThrottleBackend,
-        initialized: Optional[bool],
-        per_process: Any,
-        reconcile: bool,
-    ) -> None:
-        _check_backend(owner, backend)
-        _check_initialized(owner, initialized)
-        if not isinstance(reconcile, bool):
-            raise ConfigurationError(f"{owner}(reconcile={reconcile!r}): must be True or False")
-        self.backend = backend
-        self.initialized = initialized
-        self.share = process_share(owner, per_process)
-        self.ledger = ledger_of(backend) if reconcile else None
-
-    async def decide(self, info: ThrottleExceptionInfo) -> DecidedWait:
-        """The decision again on the fallback; its failure is raised chained to the original."""
-        backend = self.backend
-        try:
-            if self.initialized is False and not backend.initialized:
-                await backend.initialize()
-            decision = await _decide_again(info, backend, self.share)
-            key, rates, failed = info["key"], _rates_of(info), info["backend"]
-            if (
-                self.ledger is not None
-                and failed is not None
-                and key is not None
-                and rates
-                and decision.allowed
-                and decision.remaining is not None
-            ):
-                self.ledger.add(failed, info["throttle"].strategy, key, rates, info["cost"] or 1)
-            return DecidedWait(decision)
-        except Exception as exc:
-            raise exc from info["exception"]
 
 
 def fallback(
@@ -297,10 +151,10 @@ def fallback(
             given with different values, or `initialized`, `per_process` or `reconcile` is
             invalid.
     """
-    target = _Fallback("fallback", backend, initialized, per_process, reconcile)
-    types = _exception_types("fallback", "on", on)
+    target = Fallback("fallback", backend, initialized, per_process, reconcile)
+    types = exception_types("fallback", "on", on)
     if fallback_on is not None:
-        legacy = _exception_types("fallback", "fallback_on", fallback_on)
+        legacy = exception_types("fallback", "fallback_on", fallback_on)
         if on is not _DEFAULT_ON and set(legacy) != set(types):
             raise ConfigurationError(
                 f"fallback(on={on!r}, fallback_on={fallback_on!r}): `fallback_on` is the old name of "
@@ -363,15 +217,15 @@ def retry(
     Raises:
         ConfigurationError: When an argument is invalid.
     """
-    _check_retries("retry", max_retries)
-    delay = _check_seconds("retry", "retry_delay", retry_delay, 0)
-    types = _exception_types("retry", "retry_on", retry_on)
+    check_retries("retry", max_retries)
+    delay = check_seconds("retry", "retry_delay", retry_delay, 0)
+    types = exception_types("retry", "retry_on", retry_on)
     delays: BackoffStrategy = _RETRY_BACKOFF
     if backoff_multiplier is not None:
-        multiplier = _check_seconds("retry", "backoff_multiplier", backoff_multiplier, 1)
+        multiplier = check_seconds("retry", "backoff_multiplier", backoff_multiplier, 1)
         delays = ExponentialBackoff(multiplier)
     if backoff is not None:
-        delays = _check_backoff("retry", backoff)
+        delays = check_backoff("retry", backoff)
 
     async def retry_handler(connection: Any, exc_info: ThrottleExceptionInfo) -> DecidedWait:
         error: BaseException = exc_info["exception"]
@@ -382,7 +236,7 @@ def retry(
                 break  # no retry can succeed until the circuit's probe sees the store again
             await _pause(sleep, delays, attempt, delay)
             try:
-                return DecidedWait(await _decide_again(exc_info, None))
+                return DecidedWait(await decide_again(exc_info, None))
             except types as exc:
                 error = exc
         raise error
@@ -441,10 +295,10 @@ def failover(
         ConfigurationError: When an argument is invalid (`breaker` not a `CircuitBreaker`,
             say).
     """
-    target = _Fallback("failover", backend, initialized, per_process, reconcile)
-    _check_retries("failover", max_retries)
-    delay = _check_seconds("failover", "retry_delay", retry_delay, 0)
-    delays = _RETRY_BACKOFF if backoff is None else _check_backoff("failover", backoff)
+    target = Fallback("failover", backend, initialized, per_process, reconcile)
+    check_retries("failover", max_retries)
+    delay = check_seconds("failover", "retry_delay", retry_delay, 0)
+    delays = _RETRY_BACKOFF if backoff is None else check_backoff("failover", backoff)
     if breaker is None:
         breaker = CircuitBreaker()
     elif not isinstance(breaker, CircuitBreaker):
@@ -463,7 +317,7 @@ def failover(
                         break  # the store's circuit opened meanwhile: straight to the fallback
                     await _pause(sleep, delays, attempt, delay)
                     try:
-                        result = DecidedWait(await _decide_again(exc_info, None))
+                        result = DecidedWait(await decide_again(exc_info, None))
                     except ConfigurationError:
                         raise
                     except Exception as exc:
