@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Callable, Optional, Union
 
 from traffik import _starlette_missing
 
 try:
-    from starlette.concurrency import run_in_threadpool
-    from starlette.datastructures import Headers, MutableHeaders
-    from starlette.exceptions import HTTPException
     from starlette.middleware.cors import CORSMiddleware
     from starlette.requests import HTTPConnection, Request
-    from starlette.responses import PlainTextResponse, Response
-    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+    from starlette.types import ASGIApp, Receive, Scope, Send
     from starlette.websockets import WebSocket
 except ImportError as exc:
     raise _starlette_missing("traffik.middleware") from exc
@@ -23,8 +18,9 @@ except ImportError as exc:
 from traffik.backends.base import ThrottleBackend
 from traffik.backends.context import SCOPE_BACKEND_KEY
 from traffik.buckets import route_path
-from traffik.decorators import is_async_callable
-from traffik.exceptions import ConfigurationError
+from traffik.middleware_answers import MiddlewareAnswers
+from traffik.middleware_options import checked_options, listed
+from traffik.middleware_sends import HeaderSink, Settling
 from traffik.middleware_throttle import (
     SORT_MODES,
     Exemption,
@@ -33,16 +29,17 @@ from traffik.middleware_throttle import (
     sort_throttles,
 )
 from traffik.outcomes import CHARGES_KEY, Outcome, settle
-from traffik.responses import ThrottledResponse
 from traffik.rules import applies, glob
 from traffik.throttle_answers import PendingRequest, no_body
-from traffik.throttle_settings import check_context
 from traffik.throttles import Throttle
 from traffik.together import Entry, hit_together
 
 __all__ = ["SORT_MODES", "MiddlewareThrottle", "ThrottleMiddleware", "glob"]
 
 ExceptionHandlerGetter = Callable[[Exception], Optional[Callable[..., Any]]]
+
+_checked_options = checked_options
+"""`checked_options` by the name `Throttle.as_middleware` imports it by, from here."""
 
 _One = tuple[
     MiddlewareThrottle,
@@ -63,132 +60,11 @@ def _is_preflight(scope: Scope) -> bool:
     return b"origin" in names and b"access-control-request-method" in names
 
 
-def _default_answer(exc: HTTPException) -> Response:
-    """What Starlette's own `HTTPException` handler answers, for an app that registered none
-    (a FastAPI app registers its JSON one): the same 429 a throttle in a route gets."""
-    if exc.status_code in (204, 304):
-        return Response(status_code=exc.status_code, headers=exc.headers)
-    return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
-
-
 def _connection(scope: Scope, receive: Receive, send: Send) -> HTTPConnection:
     return Request(scope, no_body) if scope["type"] == "http" else WebSocket(scope, receive, send)
 
 
-_ORDER = "app, middleware_throttles, backend, exception_handler_getter, context, sort, skip_handler"
-"""`ThrottleMiddleware`'s positional order, traffik 1.2's."""
-
-
-def _listed(given: Any) -> list[Union[MiddlewareThrottle, Throttle]]:
-    """`middleware_throttles` as a list, each item a `MiddlewareThrottle` or a throttle."""
-    owner = "ThrottleMiddleware"
-    if isinstance(given, (MiddlewareThrottle, Throttle)):
-        raise ConfigurationError(
-            f"{owner}: middleware_throttles={given!r} is one throttle; pass a list: "
-            f"middleware_throttles=[{given!r}]"
-        )
-    if not isinstance(given, Iterable) or isinstance(given, (str, bytes, Mapping)):
-        raise ConfigurationError(
-            f"{owner}: middleware_throttles={given!r} must be a list of MiddlewareThrottle "
-            "objects or throttles (HTTPThrottle, WebSocketThrottle)"
-        )
-    throttles = list(given)
-    for index, item in enumerate(throttles):
-        if not isinstance(item, (MiddlewareThrottle, Throttle)):
-            raise TypeError(
-                f"{owner}: middleware_throttles[{index}]={item!r} is neither a "
-                "MiddlewareThrottle nor a throttle (MiddlewareThrottle wraps an HTTPThrottle or "
-                "WebSocketThrottle)"
-            )
-    return throttles
-
-
-def _checked_options(
-    backend: Any = None,
-    exception_handler_getter: Any = None,
-    context: Any = None,
-    skip_handler: Any = None,
-) -> dict[str, Any]:
-    """`ThrottleMiddleware`'s settings besides its throttles and their order, checked (a
-    backend URL becomes its backend), as keyword arguments for it."""
-    owner = "ThrottleMiddleware"
-    if isinstance(backend, str):
-        from traffik.backends import from_url
-
-        backend = from_url(backend)
-    if backend is not None and not isinstance(backend, ThrottleBackend):
-        raise ConfigurationError(
-            f"{owner}: backend={backend!r} is not a ThrottleBackend or a backend URL"
-        )
-    getter = exception_handler_getter
-    if getter is not None and not callable(getter):
-        hint = (
-            "; a mapping is a context: pass it as context=" if isinstance(getter, Mapping) else ""
-        )
-        raise ConfigurationError(
-            f"{owner}: exception_handler_getter={getter!r} must be a function "
-            f"(exc) -> handler or None{hint}; the positional order is traffik 1.2's: {_ORDER}"
-        )
-    if skip_handler is not None and not isinstance(skip_handler, bool):
-        raise ConfigurationError(
-            f"{owner}: skip_handler={skip_handler!r} must be True, False or None (each "
-            f"throttle's own); the positional order is traffik 1.2's: {_ORDER}"
-        )
-    return {
-        "backend": backend,
-        "exception_handler_getter": getter,
-        "context": check_context(context, owner),
-        "skip_handler": skip_handler,
-    }
-
-
-class _Settling:
-    """A `send` that settles the connection's charges (`charge_when`) on the status the
-    response starts with, once it is sent: a stream is judged as it starts, not when it ends,
-    and a failure after the start does not change the status the client got."""
-
-    __slots__ = ("connection", "send", "started")
-
-    def __init__(self, connection: HTTPConnection, send: Send) -> None:
-        self.connection = connection
-        self.send = send
-        self.started = False
-
-    async def __call__(self, message: Message) -> None:
-        await self.send(message)
-        if message["type"] == "http.response.start" and not self.started:
-            self.started = True
-            await settle(self.connection, Outcome(message["status"]))
-
-
-class _HeaderSink:
-    """Where throttles write the headers of an admitted request (`raw_headers`, and `headers`
-    for header values resolved per request), and the `send` that adds them to the response.
-
-    One object per request: the throttle's `response`, then (its bound `send_with_headers`)
-    the app's `send` when there are headers to add. Made without an `__init__` (a call of
-    its own per request): `ThrottleMiddleware` sets both slots.
-    """
-
-    __slots__ = ("raw_headers", "send")
-
-    raw_headers: list[tuple[bytes, bytes]]
-    send: Send
-
-    @property
-    def headers(self) -> MutableHeaders:
-        return MutableHeaders(raw=self.raw_headers)
-
-    def send_with_headers(self, message: Message) -> Awaitable[None]:
-        # A plain method handing back `send`'s awaitable: no coroutine of its own per
-        # message. The start message is copied, not changed: the app may send it again.
-        if message["type"] == "http.response.start":
-            message = dict(message)
-            message["headers"] = [*message.get("headers", ()), *self.raw_headers]
-        return self.send(message)
-
-
-class ThrottleMiddleware:
+class ThrottleMiddleware(MiddlewareAnswers):
     """ASGI middleware applying throttles to HTTP requests and WebSocket handshakes.
 
     ```python
@@ -262,10 +138,10 @@ class ThrottleMiddleware:
         *,
         exempt: Iterable[Exemption] = (),
     ) -> None:
-        options = _checked_options(backend, exception_handler_getter, context, skip_handler)
+        options = checked_options(backend, exception_handler_getter, context, skip_handler)
         throttles = [
             t if isinstance(t, MiddlewareThrottle) else MiddlewareThrottle(t)
-            for t in sort_throttles(_listed(middleware_throttles), sort)
+            for t in sort_throttles(listed(middleware_throttles), sort)
         ]
         self.app = app
         self.http_throttles = tuple(
@@ -343,7 +219,7 @@ class ThrottleMiddleware:
                 pass
             elif one is None:
                 if kind == "http":
-                    sink = _HeaderSink()
+                    sink = HeaderSink()
                     sink.raw_headers = []
                     sink.send = send
                 await self._run(throttles, scope, receive, send, sink)
@@ -370,7 +246,7 @@ class ThrottleMiddleware:
                         else:
                             scoped = Request(view, no_body)
                         if throttle.headers is not None:  # (none for a throttle writing none)
-                            sink = _HeaderSink()
+                            sink = HeaderSink()
                             sink.raw_headers = []
                             sink.send = send
                     await throttle.hit(
@@ -389,7 +265,7 @@ class ThrottleMiddleware:
         if not self._settles:
             await self.app(scope, receive, send)
             return
-        settling = _Settling(_connection(scope, receive, send), send)
+        settling = Settling(_connection(scope, receive, send), send)
         try:
             await self.app(scope, receive, settling)
         except Exception as exc:
@@ -448,76 +324,3 @@ class ThrottleMiddleware:
                 for t, c, m in applied
             ]
             await hit_together(entries, entries[0].connection, response=sink)
-
-    def _cors_inside(self) -> tuple[CORSMiddleware, ...]:
-        """The `CORSMiddleware`s this middleware wraps, outermost first, found once by
-        following each wrapped middleware's `app` (Starlette builds the stack once)."""
-        found = self._cors
-        if found is None:
-            layers = []
-            inner: Any = self.app
-            for _ in range(64):  # (a bound: a middleware's `app` could lead back)
-                if isinstance(inner, CORSMiddleware):
-                    layers.append(inner)
-                inner = getattr(inner, "app", None)
-                if inner is None:
-                    break
-            self._cors = found = tuple(layers)
-        return found
-
-    def _handler_for(self, exc: Exception, scope: Scope) -> Optional[Callable[..., Any]]:
-        if self.exception_handler_getter is not None:
-            handler = self.exception_handler_getter(exc)
-            if handler is not None:
-                return handler
-        handlers = getattr(scope.get("app"), "exception_handlers", None)
-        if not handlers:
-            return None
-        # 500 and `Exception` belong to ServerErrorMiddleware, which runs them on re-raise.
-        if (
-            isinstance(exc, HTTPException)
-            and exc.status_code != 500
-            and exc.status_code in handlers
-        ):
-            return handlers[exc.status_code]
-        for cls in type(exc).__mro__:
-            if cls is Exception:
-                break
-            if cls in handlers:
-                return handlers[cls]
-        return None
-
-    async def _reject(
-        self, exc: Exception, connection: HTTPConnection, scope: Scope, receive: Receive, send: Send
-    ) -> None:
-        handler = self._handler_for(exc, scope)
-        response: Optional[Response]
-        if isinstance(exc, ThrottledResponse):
-            response = exc.response
-        elif handler is not None:
-            if is_async_callable(handler):
-                response = await handler(connection, exc)
-            else:
-                response = await run_in_threadpool(handler, connection, exc)
-        elif isinstance(exc, HTTPException):
-            response = _default_answer(exc)
-        else:
-            raise exc
-        if response is None:
-            if scope["type"] == "http":  # (no answer: the server's 500, as traffik 1.2 did)
-                raise exc
-            return  # (a WebSocket handler may close the socket itself)
-        extensions = scope.get("extensions") or {}
-        if scope["type"] == "websocket" and "websocket.http.response" not in extensions:
-            reason = str(getattr(exc, "detail", "")).encode()[:123].decode(errors="ignore")
-            await send({"type": "websocket.close", "code": 1008, "reason": reason})
-            return
-        if scope["type"] == "http" and self._cors_inside():
-            # A refusal never reaches a `CORSMiddleware` inside this one: it gets the headers
-            # each would add (a browser reports a 429 without them as a CORS error), for a
-            # request with an `Origin`, as `CORSMiddleware` itself does.
-            request_headers = Headers(scope=scope)
-            if "origin" in request_headers:
-                for layer in self._cors_inside():  # (the innermost's send runs first)
-                    send = functools.partial(layer.send, send=send, request_headers=request_headers)
-        await response(scope, receive, send)
