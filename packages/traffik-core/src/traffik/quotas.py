@@ -28,41 +28,20 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from traffik.backoff import DEFAULT_BACKOFF
-from traffik.config import THROTTLED_STATE_KEY
 from traffik.exceptions import QuotaAppliedError, QuotaCancelledError, QuotaError
-from traffik.quota_entries import QueuedHit, one_per_bucket, retried
+from traffik.quota_entries import QueuedHit
+from traffik.quota_settling import QuotaSettling
 from traffik.throttle_settings import check_cost
-from traffik.together import Entry, hit_together
 
 if TYPE_CHECKING:
     from traffik.throttles import Throttle
-    from traffik.typing import StrategyStat
 
 __all__ = ["QuotaContext"]
 
 ApplyOnError = Union[bool, type[BaseException], tuple[type[BaseException], ...]]
-_NOT_RETRIED: tuple[type[BaseException], ...] = (
-    asyncio.CancelledError,
-    KeyboardInterrupt,
-    SystemExit,
-)
 
 
-_APPLYING: set[asyncio.Future[bool]] = set()
-"""The applies under way (the event loop keeps only weak references to tasks, and one whose
-caller was cancelled has no other)."""
-
-
-def _http_exception() -> tuple[type[BaseException], ...]:
-    """Starlette's `HTTPException` (a refusal's 429), never retried; nothing without Starlette."""
-    try:
-        from starlette.exceptions import HTTPException
-    except ImportError:  # pragma: no cover - the throttles need Starlette anyway
-        return ()
-    return (HTTPException,)
-
-
-class QuotaContext:
+class QuotaContext(QuotaSettling):
     """Queued throttle hits, applied together on exit (or `apply()`), or not at all (`cancel()`).
 
     `throttle.quota(connection, context)` makes one bound to `throttle` (its owner), so
@@ -106,25 +85,7 @@ class QuotaContext:
             context.
     """
 
-    __slots__ = (
-        "_admitted",
-        "_applied_cost",
-        "_applying",
-        "_cancelled",
-        "_children",
-        "_consumed",
-        "_deciding",
-        "_default_context",
-        "_depth",
-        "_entered",
-        "_queue",
-        "apply_on_error",
-        "apply_on_exit",
-        "connection",
-        "lock_config",
-        "owner",
-        "parent",
-    )
+    __slots__ = ()  # (the state's slots are `QuotaState`'s)
 
     def __init__(
         self,
@@ -165,55 +126,6 @@ class QuotaContext:
         self._depth: int = 0 if parent is None else parent.depth + 1
         if parent is not None:
             parent._children[id(self)] = self
-
-    # -- properties ------------------------------------------------------------------------
-
-    @property
-    def consumed(self) -> bool:
-        """Whether the context is settled: applied (admitted or refused) or merged."""
-        return self._consumed
-
-    @property
-    def cancelled(self) -> bool:
-        """Whether the context was cancelled (`cancel()`): its hits were dropped."""
-        return self._cancelled
-
-    @property
-    def active(self) -> bool:
-        """Neither settled nor cancelled: hits may still be queued."""
-        return not (self._consumed or self._cancelled)
-
-    @property
-    def is_bound(self) -> bool:
-        """Whether the context has an owner throttle."""
-        return self.owner is not None
-
-    @property
-    def is_nested(self) -> bool:
-        """Whether the context has a parent."""
-        return self.parent is not None
-
-    @property
-    def depth(self) -> int:
-        """How deeply the context is nested: 0 for a top-level one."""
-        return self._depth
-
-    @property
-    def queued_cost(self) -> int:
-        """The cost queued here and in active children (a cost function counts as 1)."""
-        own = sum(1 if entry.cost is None else entry.cost for entry in self._queue)
-        return own + sum(child.queued_cost for child in self._children.values())
-
-    @property
-    def applied_cost(self) -> int:
-        """The units the apply took (0 before it, and after a refusal); hits that took
-        nothing (an exempted client, a shadow throttle that would refuse) add nothing."""
-        return self._applied_cost
-
-    @property
-    def admitted(self) -> Optional[bool]:
-        """Whether the apply admitted the hits; None before it."""
-        return self._admitted
 
     def __repr__(self) -> str:
         owner = f"owner={self.owner.uid!r} " if self.owner is not None else ""
@@ -389,178 +301,6 @@ class QuotaContext:
     def _detach(self) -> None:
         if self.parent is not None:
             self.parent._children.pop(id(self), None)
-
-    # -- settling --------------------------------------------------------------------------
-
-    async def cancel(self) -> None:
-        """Drop every queued hit (and active children's); idempotent.
-
-        Raises:
-            QuotaAppliedError: When the context is already applied or merged, or being
-                applied.
-        """
-        if self._cancelled:
-            return
-        self._check_open("cancel")
-        for child in list(self._children.values()):
-            if child.active and child._applying is None:  # (one applying detaches itself)
-                await child.cancel()
-        self._queue = []
-        self._cancelled = True
-        self._detach()
-
-    discard = cancel
-
-    async def apply(self) -> bool:
-        """Decide every queued hit (and active children's) now, as one: admitted or refused
-        together. Idempotent once settled (returns the first answer); called while another
-        task applies the context, it waits for that apply and answers as it settled (or,
-        when it failed and took nothing, applies the context itself). Its caller cancelled
-        before the decision started (a cost callable, a wait to retry), nothing is charged
-        and the context stays open; once it started, a store may have charged the hits, so
-        the decision goes on without the caller and settles the context as it ends.
-
-        Returns:
-            True when the hits were admitted; False when refused and the handler did not
-            raise (`skip_handler=True`, say).
-
-        Raises:
-            QuotaCancelledError: When the context was cancelled.
-            Exception: The refusal's exception from the throttle's handler (a 429
-                `HTTPException` by default), or the failure of the last attempt.
-        """
-        while self._applying is not None:  # (another task's apply, or a cancelled one's)
-            await asyncio.wait((self._applying,))  # (its outcome is read below, not raised)
-        if self._cancelled:
-            raise QuotaCancelledError("cannot apply a cancelled quota context")
-        if self._consumed:
-            return bool(self._admitted)
-        self._fold_children()
-        applying = self._applying = asyncio.ensure_future(self._apply())
-        _APPLYING.add(applying)
-        applying.add_done_callback(self._applied)
-        try:
-            return await asyncio.shield(applying)
-        except asyncio.CancelledError:
-            if not self._deciding:  # nothing asked of a store yet: nothing taken, still open
-                applying.cancel()
-            raise  # (else the decision goes on, and settles the context as it ends)
-
-    def _applied(self, applying: asyncio.Future[bool]) -> None:
-        """The end of an apply, however it ended (its outcome retrieved: a cancelled
-        caller's is nobody's to raise)."""
-        _APPLYING.discard(applying)
-        if self._applying is applying:
-            self._applying = None
-        if not applying.cancelled():
-            applying.exception()
-
-    async def _apply(self) -> bool:
-        """`apply` of an open context, its children folded in, in a task of its own: the
-        decision, retried whole as the entries say. A cancellation of the caller stops it
-        until a decision starts, not after: a store may then have charged the hits, and
-        only the decision's end tells the context whether it did."""
-        entries = self._queue
-        costs = [await entry.resolved_cost(self.connection) for entry in entries]
-        hits = one_per_bucket(entries, costs, self.connection)
-        policy = max(entries, key=lambda entry: entry.retry) if entries else None
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                admitted = await self._decide(hits)
-                break
-            except _NOT_RETRIED:
-                raise
-            except BaseException as exc:
-                if self._admitted is not None or isinstance(exc, _http_exception()):
-                    raise
-                if policy is None or attempt > policy.retry:
-                    raise
-                if not await retried(policy, exc, attempt, self.connection, sum(costs)):
-                    raise
-                await asyncio.sleep(policy.backoff(attempt, policy.base_delay))
-        return admitted
-
-    async def _decide(self, hits: list[Entry]) -> bool:
-        """One decision over `hits`; settles the context before a refusal is answered."""
-        state = self.connection.scope.setdefault("state", {})
-        state[THROTTLED_STATE_KEY] = 0.0
-        self._deciding = True
-        try:
-            taken = await hit_together(hits, self.connection)
-        finally:
-            self._deciding = False
-            if state.get(THROTTLED_STATE_KEY):
-                self._settle(False, 0)
-        if self._admitted is None:
-            self._settle(True, taken)
-        return bool(self._admitted)
-
-    def _settle(self, admitted: bool, cost: int) -> None:
-        self._admitted = admitted
-        self._applied_cost = cost
-        self._consumed = True
-        self._queue = []
-        self._detach()
-
-    # -- reading ---------------------------------------------------------------------------
-
-    async def check(
-        self,
-        throttle: Optional[Throttle] = None,
-        cost: Optional[int] = None,
-        context: Optional[Mapping[str, Any]] = None,
-    ) -> bool:
-        """Best effort, nothing counted. With a throttle (or a bound context): whether a hit
-        of `cost` (default: the throttle's cost) would pass now. Unbound with no throttle:
-        whether every queued hit would pass now (each with its own context).
-
-        Args:
-            throttle: The throttle to check; None for the owner, or, unbound, every queued
-                hit.
-            cost: The units to check for; None for the throttle's cost (or each queued
-                hit's).
-            context: Context laid over the default (or over each queued hit's).
-
-        Returns:
-            Whether the hit, or every queued hit, would be admitted now.
-        """
-        target = throttle if throttle is not None else self.owner
-        if target is not None:
-            ctx = {**self._default_context, **context} if context else self._default_context
-            return bool(await target.check(self.connection, cost, ctx))
-        for entry in self._queue:
-            own = {**(entry.context or {}), **context} if context else entry.context
-            needed = await entry.resolved_cost(self.connection) if cost is None else cost
-            if not await entry.throttle.check(self.connection, needed, own):
-                return False
-        return True
-
-    test = check
-
-    async def stat(
-        self, throttle: Optional[Throttle] = None, context: Optional[Mapping[str, Any]] = None
-    ) -> Optional[StrategyStat]:
-        """`throttle.stat` (default: the owner's) for this connection and context.
-
-        Args:
-            throttle: The throttle to read; None for the owner.
-            context: Context laid over the context's default.
-
-        Returns:
-            The client's `StrategyStat`, or None when unknown.
-
-        Raises:
-            ValueError: When no throttle is given and the context has no owner.
-        """
-        target = throttle if throttle is not None else self.owner
-        if target is None:
-            raise ValueError(
-                "QuotaContext.stat(): no throttle given, and the context is not bound to one"
-            )
-        ctx = {**self._default_context, **context} if context else self._default_context
-        return await target.stat(self.connection, ctx)
 
     # -- the block -------------------------------------------------------------------------
 
