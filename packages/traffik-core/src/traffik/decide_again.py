@@ -40,12 +40,7 @@ async def decide_again(
     rates = _rates_of(info)
     if share < 1.0 and key is not None and rates and on is not None:
         return await _decide_on_key(info, on, scaled_rates(rates, share))
-    strategy, rate = info["throttle"].strategy, info["rate"]
-    run = getattr(strategy, "decide", None)
-    if run is not None:
-        decision: Decision = await run(key, rate, on, cost)
-        return decision
-    return decision_from_wait(await strategy(key, rate, on, cost), rate.limit if rate else 0)
+    return await _strategy_decision(info["throttle"].strategy, key, info["rate"], on, cost)
 
 
 def _rates_of(info: ThrottleExceptionInfo) -> Optional[tuple[Rate, ...]]:
@@ -66,12 +61,19 @@ async def _decide_on_key(
     if step is not None:
         decision: Decision = await step(key, rates, cost, backend)
         return decision
-    rate, strategy = rates[0], throttle.strategy
+    return await _strategy_decision(throttle.strategy, key, rates[0], backend, cost)
+
+
+async def _strategy_decision(
+    strategy: Any, key: Any, rate: Optional[Rate], backend: Any, cost: Any
+) -> Decision:
+    """One call of `strategy` as a `Decision`: its `decide`, or the wait it answers (traffik
+    1.2's contract)."""
     run = getattr(strategy, "decide", None)
     if run is not None:
-        decision = await run(key, rate, backend, cost)
+        decision: Decision = await run(key, rate, backend, cost)
         return decision
-    return decision_from_wait(await strategy(key, rate, backend, cost), rate.limit)
+    return decision_from_wait(await strategy(key, rate, backend, cost), rate.limit if rate else 0)
 
 
 class Fallback:
