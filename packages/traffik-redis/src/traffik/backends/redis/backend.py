@@ -3,114 +3,33 @@
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import Awaitable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
-from redis.exceptions import NoScriptError, ResponseError
-from traffik.backends.base import ThrottleBackend, WindowCount
+from redis.exceptions import NoScriptError
+from traffik.backends.base import ThrottleBackend
 from traffik.backends.health import StoreCircuit, circuit_policy
-from traffik.backends.lanes import counter_decider
 from traffik.backends.redis import scripts
+from traffik.backends.redis._commands import RedisCommands
+from traffik.backends.redis._counter import RedisCounter
 from traffik.backends.redis.clients import Link, LoopClients
 from traffik.backends.redis.connection import client_source
 from traffik.backends.redis.errors import bounded, misconfigured, timed_out, translate
-from traffik.backends.redis.lock import Holding, RedisLock
-from traffik.backends.redis.steps import ScriptSteps, _fields
-from traffik.backends.store_locks import DEFAULT_LOCK_TTL
+from traffik.backends.redis.lock import Holding
 from traffik.backends.url_options import COMMON_URL_OPTIONS, flag, number, split_url_options, text
 from traffik.exceptions import BackendConnectionError, ConfigurationError
-from traffik.strategies.base import settled
-from traffik.strategies.state import encode_state
-from traffik.strategies.steps import IN_PLACE_COUNTER
 
 if TYPE_CHECKING:
     from traffik.clock import Clock
-    from traffik.decision import Decision
-    from traffik.rates import Rate
 
 __all__ = ["RedisBackend"]
 
 T = TypeVar("T")
 
-_SCAN_COUNT = 1000
-_GLOB_SPECIALS = str.maketrans({c: "\\" + c for c in "\\*?[]"})
-_COUNTER_ARGS_MAX = 256
-"""`increment_with_ttl` arguments kept per backend, one entry per (amount, ttl)."""
-_COUNTER = scripts.SCRIPTS["increment_with_ttl"]
-
-
-def _text(value: Any) -> Any:
-    """A key as text; bytes that are not UTF-8 kept as surrogates (`surrogateescape`)."""
-    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
-
-
-async def _get_string(client: Any, key: str) -> Any:
-    """`GET key`, None when the key holds another type (`WRONGTYPE`), as the scripts read it."""
-    try:
-        return await client.get(key)
-    except ResponseError as exc:
-        if str(exc).startswith("WRONGTYPE"):
-            return None
-        raise
-
-
-def _value(value: Any) -> Any:
-    """A stored value as text: text as it is; a strategy's packed state (`scripts.decode_state`)
-    as its numbers, comma-separated, as backends storing text keep it (`encode_state`); any
-    other bytes with what is not UTF-8 kept as surrogates (`surrogateescape`)."""
-    if not isinstance(value, bytes):
-        return value
-    text = value.decode("utf-8", "surrogateescape")
-    if text.isprintable():
-        return text
-    state = scripts.decode_state(value)
-    return text if state is None else encode_state(state)
-
-
-def _scan(client: Any, cursor: Any, match: str, target: dict[str, Any]) -> Awaitable[Any]:
-    return client.scan(cursor, match=match, count=_SCAN_COUNT, **target)
-
-
-def _unlink(client: Any, keys: list[Any]) -> Awaitable[Any]:
-    return client.unlink(*keys)
-
-
-async def _primaries(client: Any) -> list[Any]:
-    """A cluster's primaries, after refreshing its slot map."""
-    await client.initialize()
-    return list(client.get_primaries())
-
-
-# Redis deletes a key once its clock has passed the key's expiry (`now > expires_at`), so a
-# key whose PTTL is `p` still exists `p` ms from now and is gone one millisecond later. The
-# two helpers below account for it here, as `save_state` and `increment_with_ttl` do in the
-# scripts; `test_ttl.py` checks all of them against the server's clock.
-
-
-def _px(seconds: float) -> int:
-    """PX for a key that must be gone `seconds` from now: whole ms (nearest) minus the
-    millisecond of expiry, and at least 1 (the shortest life Redis gives: gone 2 ms later)."""
-    return max(round(seconds * 1000) - 1, 1)
-
-
-def _gone_in(pttl: int) -> int | None:
-    """Milliseconds until a key is gone, from its PTTL; None when missing (-2) or immortal (-1)."""
-    return None if pttl < 0 else pttl + 1
-
 
 def _connection_kwargs(client: Any) -> dict[str, Any]:
     return getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
-
-
-def _whole(amount: Any) -> int:
-    if isinstance(amount, int) and not isinstance(amount, bool):
-        return amount
-    if isinstance(amount, float) and amount.is_integer():
-        return int(amount)
-    raise ValueError(
-        f"RedisBackend: amount={amount!r} must be a whole number (Redis counters are integers)"
-    )
 
 
 def _positive(owner: str, name: str, value: Any) -> float:
@@ -119,7 +38,7 @@ def _positive(owner: str, name: str, value: Any) -> float:
     return float(value)
 
 
-class RedisBackend(ScriptSteps, ThrottleBackend):
+class RedisBackend(RedisCounter, RedisCommands, ThrottleBackend):
     """Rate-limit state in Redis (single node, Sentinel or Cluster) through redis-py's asyncio client.
 
     `connection` is a URL (`redis://`, `rediss://`, `unix://`, `redis+cluster://h1:7000,h2:7001`,
@@ -409,267 +328,3 @@ class RedisBackend(ScriptSteps, ThrottleBackend):
 
     async def _ping(self) -> bool:
         return bool(await self._run("PING", lambda client: client.ping()))
-
-    # -- storage ----------------------------------------------------------------------------
-
-    async def get(self, key: str) -> str | None:
-        """Read a key's value (`GET`).
-
-        Args:
-            key: The key (namespaced if it is not already).
-
-        Returns:
-            The value, or None when the key is missing or holds another type than a string
-            (a hash, a list: written by something else); a strategy's packed state as its
-            numbers, comma-separated (`1,5,0`), and other bytes that are not UTF-8 kept as
-            surrogates.
-        """
-        key = self._key(key)
-        return _value(await self._run("GET", lambda client: _get_string(client, key)))
-
-    async def set(self, key: str, value: str, expire: float | None = None) -> None:
-        """Store `value` under `key` (`SET`), replacing any value and expiry.
-
-        Args:
-            key: The key (namespaced if it is not already).
-            value: The value, stored as a string.
-            expire: Seconds until the key is gone, or None for no expiry.
-        """
-        key, value, px = self._key(key), str(value), None if expire is None else _px(expire)
-        await self._run("SET", lambda client: client.set(key, value, px=px))
-
-    async def delete(self, key: str) -> bool:
-        """Delete a key (`DEL`).
-
-        Args:
-            key: The key (namespaced if it is not already).
-
-        Returns:
-            True when the key existed.
-        """
-        key = self._key(key)
-        return bool(await self._run("DEL", lambda client: client.delete(key)))
-
-    async def increment(self, key: str, amount: int = 1) -> int:
-        """Add `amount` to a counter (`INCRBY`); a missing key starts from 0, with no expiry.
-
-        Args:
-            key: The key (namespaced if it is not already).
-            amount: What to add (a whole number).
-
-        Returns:
-            The counter's new value.
-
-        Raises:
-            ValueError: When `amount` is not a whole number.
-        """
-        key, amount = self._key(key), _whole(amount)
-        return int(await self._run("INCRBY", lambda client: client.incrby(key, amount)))
-
-    async def decrement(self, key: str, amount: int = 1) -> int:
-        """Subtract `amount` from a counter (`DECRBY`); a missing key starts from 0.
-
-        Args:
-            key: The key (namespaced if it is not already).
-            amount: What to subtract (a whole number).
-
-        Returns:
-            The counter's new value.
-
-        Raises:
-            ValueError: When `amount` is not a whole number.
-        """
-        key, amount = self._key(key), _whole(amount)
-        return int(await self._run("DECRBY", lambda client: client.decrby(key, amount)))
-
-    async def expire(self, key: str, seconds: float) -> bool:
-        """Set a key to be gone after `seconds` (`PEXPIRE`).
-
-        Args:
-            key: The key (namespaced if it is not already).
-            seconds: Seconds from now until the key is gone.
-
-        Returns:
-            True when the key exists.
-        """
-        key, px = self._key(key), _px(seconds)
-        return bool(await self._run("PEXPIRE", lambda client: client.pexpire(key, px)))
-
-    async def ttl(self, key: str) -> int | None:
-        """Milliseconds until `key` is gone (`PTTL`; it exists for `ttl - 1` more ms).
-
-        Args:
-            key: The key (namespaced if it is not already).
-
-        Returns:
-            The milliseconds left, or None when the key is missing or immortal.
-        """
-        key = self._key(key)
-        return _gone_in(int(await self._run("PTTL", lambda client: client.pttl(key))))
-
-    async def increment_with_ttl(self, key: str, amount: int = 1, ttl: float = 60) -> int:
-        """INCRBY plus a TTL when the key has none, in one atomic script; never leaves an immortal counter.
-
-        Args:
-            key: The key (namespaced if it is not already).
-            amount: What to add (a whole number).
-            ttl: Seconds until a key without a TTL is gone.
-
-        Returns:
-            The counter's new value, a `WindowCount` that also carries the milliseconds
-            until the key is gone (`ttl_ms`).
-
-        Raises:
-            ValueError: When `amount` is not a whole number.
-        """
-        args = self._counter_args.get((amount, ttl)) if type(amount) is int else None
-        if args is None:
-            whole = _whole(amount)
-            args = (str(whole).encode(), str(_px(ttl)).encode())
-            if len(self._counter_args) >= _COUNTER_ARGS_MAX:
-                del self._counter_args[next(iter(self._counter_args))]
-            self._counter_args[(whole, ttl)] = args
-        key = self._key(key)
-        reply = await self._run(_COUNTER.name, scripts.evalsha, _COUNTER.sha, (key,), args)
-        count, gone_in = reply.split(b"|" if type(reply) is bytes else "|")
-        return WindowCount(int(count), int(gone_in))
-
-    def waited_decider(
-        self, strategy: Any, rate: Rate, cost: int, kind: int
-    ) -> Callable[[str], Awaitable[Decision]] | None:
-        """`strategy.decide` made once for a throttle's hot path (`ScriptSteps.waited_decider`
-        for a state). `FixedWindow`'s counter: `increment_with_ttl`'s `EVALSHA`, its
-        arguments made once; concurrent hits on one key (in one event loop) that arrive while
-        one is in flight add up in the next one, each hit's count the one it would have
-        reached alone, in arrival order (`traffik.backends.lanes`).
-
-        A decision goes through `strategy.decide` instead while a test replaced
-        `increment_with_ttl` on this instance."""
-        if kind != IN_PLACE_COUNTER:
-            return super().waited_decider(strategy, rate, cost, kind)
-        if settled(strategy, rate, cost) is not None:
-            return None
-        name, sha = _COUNTER.name, _COUNTER.sha
-        px = str(_px(rate.expire / 1000)).encode()  # (as `FixedWindow.decide` asks)
-        prefix, suffix, own = self._prefix, strategy.suffix, self.__dict__
-        strategy_decide = strategy.decide
-
-        async def count(counter: str, amount: int) -> tuple[int, float | None]:
-            reply = await self._run(name, scripts.evalsha, sha, (counter,), (b"%d" % amount, px))
-            total, gone_in = _fields(reply)
-            return int(total), int(gone_in)
-
-        counted = counter_decider(count, rate, cost)
-
-        async def decide(key: str) -> Decision:
-            if "increment_with_ttl" in own:
-                return await strategy_decide(key, rate, self, cost)
-            return await counted(prefix + key + suffix)
-
-        return decide
-
-    async def multi_get(self, *keys: str) -> list[str | None]:
-        """Read several keys (`MGET`; on a cluster, one per slot).
-
-        Args:
-            *keys: The keys (each namespaced if it is not already).
-
-        Returns:
-            Each key's value, or None, in the order given.
-        """
-        if not keys:
-            return []
-        names = [self._key(k) for k in keys]
-        if self.cluster:
-            values = await self._run("MGET", lambda client: client.mget_nonatomic(names))
-        else:
-            values = await self._run("MGET", lambda client: client.mget(names))
-        return [_value(v) for v in values]
-
-    async def multi_set(self, items: Mapping[str, str], expire: float | None = None) -> None:
-        """Store several values in one pipeline (a transaction on a single node).
-
-        Args:
-            items: The keys (namespaced if they are not already) and their values.
-            expire: Seconds until each key is gone, or None for no expiry.
-        """
-        if not items:
-            return
-        px = None if expire is None else _px(expire)
-        pairs = [(self._key(key), str(value)) for key, value in items.items()]
-
-        def pipeline(client: Any) -> Awaitable[Any]:
-            pipe = client.pipeline() if self.cluster else client.pipeline(transaction=True)
-            for key, value in pairs:
-                pipe.set(key, value, px=px)
-            return pipe.execute()
-
-        await self._run("SET (pipeline)", pipeline)
-
-    async def clear(self) -> None:
-        """Delete this namespace's keys: `SCAN` + `UNLINK` in batches, on every master of a cluster."""
-        async for keys in self._batches(self._prefix.translate(_GLOB_SPECIALS) + "*"):
-            await self._run("UNLINK", _unlink, keys)
-
-    async def scan(self, prefix: str, limit: int | None = None) -> list[str]:
-        """The keys starting with `prefix` (a namespaced prefix): `SCAN`, every master of a cluster.
-
-        Args:
-            prefix: The key prefix (namespaced if it is not already).
-            limit: The most keys to return, or None for all.
-
-        Returns:
-            The matching keys.
-        """
-        found: list[str] = []
-        async for keys in self._batches(self._key(prefix).translate(_GLOB_SPECIALS) + "*"):
-            found.extend(_text(key) for key in keys)
-            if limit is not None and len(found) >= limit:
-                return found[:limit]
-        return found
-
-    async def _batches(self, match: str) -> AsyncIterator[list[Any]]:
-        """The keys matching `match`, a `SCAN` batch at a time (on every master of a cluster)."""
-        targets: list[dict[str, Any]] = [{}]
-        if self.cluster:
-            targets = [
-                {"target_nodes": node} for node in await self._run("CLUSTER SLOTS", _primaries)
-            ]
-        for target in targets:
-            cursor: Any = 0
-            while True:
-                cursor, keys = await self._run("SCAN", _scan, cursor, match, target)
-                if isinstance(cursor, dict):
-                    cursor = next(iter(cursor.values()))
-                if keys:
-                    yield keys
-                if not int(cursor):
-                    break
-
-    # -- locks ------------------------------------------------------------------------------
-
-    def get_lock(self, name: str, ttl: float | None = None, reentrant: bool = False) -> RedisLock:
-        """A lock shared by every process using the same Redis and lock name.
-
-        Args:
-            name: The lock's name (its key is namespaced).
-            ttl: Seconds after which a held lock expires, so a crashed holder cannot block
-                others forever; None for `DEFAULT_LOCK_TTL` (5 s).
-            reentrant: Whether the task that holds the lock may acquire it again.
-
-        Returns:
-            The lock.
-        """
-        return RedisLock(self, name, DEFAULT_LOCK_TTL if ttl is None else ttl, reentrant)
-
-    async def _set_if_absent(self, key: str, token: str, ttl: float | None) -> bool:
-        key, px = self._key(key), None if ttl is None else _px(ttl)
-        return bool(
-            await self._run("SET NX", lambda client: client.set(key, token, nx=True, px=px))
-        )
-
-    async def _delete_if_token(self, key: str, token: str) -> int:
-        release = scripts.SCRIPTS["lock_release"]
-        return int(
-            await self._run(release.name, scripts.evalsha, release.sha, (self._key(key),), (token,))
-        )
