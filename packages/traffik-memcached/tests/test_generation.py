@@ -12,6 +12,7 @@ import pytest
 from traffik.backends.memcached import MemcachedBackend
 from traffik.backends.memcached import _backend as memcached_backend
 from traffik.backends.memcached import _node as memcached_node
+from traffik.backends.memcached import _window_counter as memcached_window_counter
 from traffik.rates import Rate
 from traffik.strategies import FixedWindow, TokenBucket
 
@@ -65,6 +66,7 @@ async def test_another_instance_sees_the_reset_within_generation_refresh(
     `refresh` has passed since it read the generation."""
     monotonic = _Monotonic()
     monkeypatch.setattr(memcached_backend, "monotonic", monotonic)
+    monkeypatch.setattr(memcached_window_counter, "monotonic", monotonic)
     monkeypatch.setattr(
         memcached_node, "time", SimpleNamespace(monotonic=monotonic, time=time.time)
     )

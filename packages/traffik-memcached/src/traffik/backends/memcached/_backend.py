@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from time import monotonic
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from traffik.backends import url_options as query
-from traffik.backends.base import ThrottleBackend, WindowCount
+from traffik.backends.base import ThrottleBackend
 from traffik.backends.health import circuit_policy
-from traffik.backends.lanes import Lanes, counter_decider
-from traffik.backends.memcached._client import Flagged, NodeClient
-from traffik.backends.memcached._counters import ATTEMPTS, increment, window_hit, window_of
-from traffik.backends.memcached._expiry import exptime
+from traffik.backends.lanes import Lanes
+from traffik.backends.memcached._commands import MemcachedCommands
 from traffik.backends.memcached._item_size import ITEM_BYTES_MEANING, MIN_ITEM_BYTES
 from traffik.backends.memcached._keys import KeySpace
-from traffik.backends.memcached._lock import DEFAULT_LOCK_TTL, Hold, MemcachedLock
-from traffik.backends.memcached._node import Node, fetch
-from traffik.backends.memcached._options import at_least, seconds, whole
+from traffik.backends.memcached._lock import Hold
+from traffik.backends.memcached._node import Node
+from traffik.backends.memcached._options import at_least, seconds
 from traffik.backends.memcached._ring import Ring
-from traffik.backends.memcached._scan import scan
 from traffik.backends.memcached._servers import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -30,30 +27,14 @@ from traffik.backends.memcached._servers import (
     parse_servers,
     parse_url,
 )
-from traffik.backends.memcached._sliding import (
-    MARKER_FLAG,
-    Counted,
-    describe_marker,
-    forget_windows,
-)
+from traffik.backends.memcached._sliding import Counted
 from traffik.backends.memcached._steps import MemcachedSteps
 from traffik.backends.memcached._transition import Hit
-from traffik.backends.memcached._window import (
-    COUNT_SPAN,
-    FOLD_AT,
-    WINDOW_FLAG,
-    WINDOW_LIMIT,
-    pack,
-    window_end,
-)
-from traffik.exceptions import BackendError, ConfigurationError
+from traffik.backends.memcached._window_counter import MemcachedCounter
+from traffik.exceptions import ConfigurationError
 from traffik.keyparts import escape
-from traffik.strategies.base import AHEAD_MS, settled
-from traffik.strategies.steps import IN_PLACE_COUNTER
 
 if TYPE_CHECKING:
-    from aiomcache.pool import Connection
-
     from traffik.clock import Clock
     from traffik.decision import Decision
     from traffik.rates import Rate
@@ -61,24 +42,7 @@ if TYPE_CHECKING:
 __all__ = ["MemcachedBackend"]
 
 
-def _text(raw: bytes | Flagged | None, now: int) -> Optional[str]:
-    if raw is None:
-        return None
-    window = window_of(raw)
-    if window is not None:
-        end, count = window
-        return str(count) if end > now else None
-    if isinstance(raw, Flagged):
-        if raw.flags == MARKER_FLAG:  # (`get` describes it instead)
-            return None
-        raw = raw.value
-    stripped = raw.rstrip(b" ")
-    if stripped.isdigit():  # `decr` may leave a shorter number padded with spaces
-        return stripped.decode("ascii")
-    return raw.decode("utf-8", "replace")
-
-
-class MemcachedBackend(MemcachedSteps, ThrottleBackend):
+class MemcachedBackend(MemcachedCounter, MemcachedCommands, MemcachedSteps, ThrottleBackend):
     """Rate-limit state shared through memcached: `memcached://host:11211` or several nodes.
 
     - Persistent by default (`persistent=True`): the state is shared by every instance of the
@@ -365,290 +329,3 @@ class MemcachedBackend(MemcachedSteps, ThrottleBackend):
         if keys is None or monotonic() >= node.fresh_until:
             keys = await node.current_keys()
         return node, keys(key)
-
-    # -- storage ----------------------------------------------------------------------------
-
-    async def get(self, key: str) -> Optional[str]:
-        """Read a key's value.
-
-        Args:
-            key: The key.
-
-        Returns:
-            The value, or None when the key is missing.
-        """
-        node, mkey = await self._locate(key)
-        raw = await node.run(lambda client, conn: client.get_on(conn, mkey), "get")
-        if isinstance(raw, Flagged) and raw.flags == MARKER_FLAG:
-            # a `SlidingWindowCounter` key: its state is in its window counters (`_sliding`)
-            return await node.run(describe_marker(mkey, raw, self.now_ms), "get")
-        return _text(raw, self.now_ms())
-
-    async def set(self, key: str, value: str, expire: Optional[float] = None) -> None:
-        """Store `value` under `key`, replacing any value and expiry.
-
-        Args:
-            key: The key.
-            value: The value, stored as a string.
-            expire: Seconds until the key expires (rounded up to whole seconds, plus one),
-                or None for no expiry.
-        """
-        node, mkey = await self._locate(key)
-        data, expiry = str(value).encode("utf-8", "surrogatepass"), exptime(expire)
-        await node.run(
-            lambda client, conn: client.store_on(conn, b"set", mkey, data, expiry), "set"
-        )
-
-    async def delete(self, key: str) -> bool:
-        """Delete a key; a `SlidingWindowCounter` key's window counters go with it (`_sliding`).
-
-        Args:
-            key: The key.
-
-        Returns:
-            True when the key (or one of its window counters) existed.
-        """
-        node, mkey = await self._locate(key)
-        self._full.pop(mkey, None)
-        return await node.run(forget_windows(mkey, self.now_ms), "delete")
-
-    async def increment(self, key: str, amount: int = 1) -> int:
-        """Add `amount` to a counter.
-
-        Args:
-            key: The key.
-            amount: What to add (a whole number).
-
-        Returns:
-            The counter's new value.
-        """
-        amount = whole(amount)
-        node, mkey = await self._locate(key)
-        return await node.run(increment(mkey, amount), "increment")
-
-    async def increment_with_ttl(self, key: str, amount: int = 1, ttl: float = 60) -> int:
-        """Count `amount` in the window at `key`; one `incr` while the window is open.
-
-        The window's end is stored with its count (see `traffik.backends.memcached._window`),
-        so the result is a `WindowCount` with the exact time left in milliseconds, and the
-        window closes on this backend's clock. `amount` is at most `WINDOW_LIMIT`.
-
-        Args:
-            key: The key of the window counter.
-            amount: What to add (a whole number, at most `WINDOW_LIMIT`; a negative amount
-                is a plain `increment`).
-            ttl: The window's length, in seconds, for a window this call opens.
-
-        Returns:
-            The count in the window, a `WindowCount` carrying the milliseconds left.
-
-        Raises:
-            ConfigurationError: When `amount` is larger than `WINDOW_LIMIT`.
-        """
-        # The hot path of `FixedWindow`: everything but the one `incr` is kept to a few
-        # attribute reads; whatever is not an open window's count goes on in `window_hit`.
-        if type(amount) is not int:
-            amount = whole(amount)
-        if not 0 <= amount <= WINDOW_LIMIT:
-            if amount < 0:
-                return await self.increment(key, amount)
-            raise ConfigurationError(
-                f"increment_with_ttl(amount={amount}): a memcached window counter adds at most "
-                f"{WINDOW_LIMIT:,} per hit; use a smaller cost"
-            )
-        keys = None
-        if type(key) is str:
-            node = self._single or self._ring.pick(key)
-            keys = node.keys  # None before the first use, and once closed
-        if keys is not None and monotonic() < node.fresh_until:
-            mkey = keys(key)
-        else:
-            node, mkey = await self._locate(key)  # initialises, reads the generation
-        now = self.now_ms()
-        line = b"incr %s %d\r\n" % (mkey, amount)
-        reply = await node.run(
-            lambda client, conn: client.line_on(conn, line), "increment_with_ttl"
-        )
-        if reply.isdigit():
-            end, count = divmod(int(reply), COUNT_SPAN)
-            if now < end <= now + ttl * 1000 + AHEAD_MS and count < FOLD_AT:  # (not `too_late`)
-                return WindowCount(count, end - now)
-        return await node.run(
-            window_hit(mkey, amount, float(ttl), now, reply), "increment_with_ttl"
-        )
-
-    def waited_decider(
-        self, strategy: Any, rate: Rate, cost: int, kind: int
-    ) -> Optional[Callable[[str], Awaitable[Decision]]]:
-        """`FixedWindow.decide` made once for a throttle's hot path (its counter's key and
-        window worked out once): one `incr` per hit, and concurrent hits on one key (in one
-        event loop) that arrive while one is in flight add up in the next `incr`, each hit
-        getting the count it would have reached alone, in arrival order
-        (`traffik.backends.lanes`). Other strategies: None (their hits are coalesced inside
-        `evaluate`).
-
-        A decision goes through `strategy.decide` instead while a test replaced
-        `increment_with_ttl` on this instance."""
-        if kind != IN_PLACE_COUNTER or settled(strategy, rate, cost) is not None:
-            return None
-        if cost > WINDOW_LIMIT:
-            return None  # (`decide` raises the error of it, per hit)
-        prefix, suffix, own = self._prefix, strategy.suffix, self.__dict__
-        strategy_decide, limit, window = strategy.decide, rate.limit, rate.expire / 1000.0
-
-        async def count(counter: str, amount: int) -> tuple[int, Optional[float]]:
-            total = await self.increment_with_ttl(counter, amount, window)
-            ttl_ms = getattr(total, "ttl_ms", None)
-            if ttl_ms is None and total > limit:
-                ttl_ms = await self.ttl(counter)
-            return int(total), ttl_ms
-
-        counted = counter_decider(count, rate, cost, most=WINDOW_LIMIT)
-
-        async def decide(key: str) -> Decision:
-            if "increment_with_ttl" in own:
-                return await strategy_decide(key, rate, self, cost)
-            return await counted(prefix + key + suffix)
-
-        return decide
-
-    async def expire(self, key: str, seconds: float) -> bool:
-        """Set a key to expire after `seconds` (a window counter's window end moves too).
-
-        Args:
-            key: The key.
-            seconds: Seconds from now until the key expires.
-
-        Returns:
-            True when the key exists.
-
-        Raises:
-            BackendError: When a window counter's compare-and-swap loses `ATTEMPTS` races in
-                a row.
-        """
-        node, mkey = await self._locate(key)
-        now, expiry = self.now_ms(), exptime(seconds)
-
-        async def run(client: NodeClient, conn: Connection) -> bool:
-            for _ in range(ATTEMPTS):
-                raw, token = await client.gets_on(conn, mkey)
-                if raw is None:
-                    return False
-                window = window_of(raw)
-                if window is None:
-                    return await client.touch_on(conn, mkey, expiry)
-                count = window[1]
-                moved = Flagged(b"%d" % pack(window_end(now, seconds), count), WINDOW_FLAG)
-                if await client.store_on(conn, b"cas", mkey, moved, expiry, token):
-                    return True
-            raise BackendError(f"expire: lost {ATTEMPTS} compare-and-swap races in a row")
-
-        return await node.run(run, "expire")
-
-    async def ttl(self, key: str) -> Optional[float]:
-        """Milliseconds until a window counter's window closes; None for other keys (memcached
-        does not report TTLs).
-
-        Args:
-            key: The key.
-
-        Returns:
-            The milliseconds left, or None for a closed window or another key.
-        """
-        node, mkey = await self._locate(key)
-        raw = await node.run(lambda client, conn: client.get_on(conn, mkey), "ttl")
-        window = None if raw is None else window_of(raw)
-        if window is None:
-            return None
-        left = window[0] - self.now_ms()
-        return left if left > 0 else None
-
-    async def multi_get(self, *keys: str) -> list[Optional[str]]:
-        """Read several keys.
-
-        Args:
-            *keys: The keys.
-
-        Returns:
-            Each key's value, or None, in the order given.
-        """
-        located = [await self._locate(key) for key in keys]
-        values = await fetch(located, "multi_get") if located else []
-        now = self.now_ms()
-        return [_text(raw, now) for raw in values]
-
-    async def multi_set(self, items: Mapping[str, str], expire: Optional[float] = None) -> None:
-        """Store several values, the nodes in parallel.
-
-        Args:
-            items: The keys and their values (stored as strings).
-            expire: Seconds until each key expires, or None for no expiry.
-        """
-        expiry = exptime(expire)
-        by_node: dict[Node, list[tuple[bytes, bytes]]] = {}
-        for key, value in items.items():
-            node, mkey = await self._locate(key)
-            by_node.setdefault(node, []).append((mkey, str(value).encode("utf-8", "surrogatepass")))
-
-        def store(pairs: list[tuple[bytes, bytes]]) -> Callable[[NodeClient, Connection], Any]:
-            async def run(client: NodeClient, conn: Connection) -> None:
-                for mkey, data in pairs:
-                    await client.store_on(conn, b"set", mkey, data, expiry)
-
-            return run
-
-        await asyncio.gather(
-            *(node.run(store(pairs), "multi_set") for node, pairs in by_node.items())
-        )
-
-    async def scan(self, prefix: str, limit: Optional[int] = None) -> list[str]:
-        """The keys starting with `prefix` (a namespaced prefix), from `lru_crawler metadump`.
-
-        Keys stored hashed (longer than 250 bytes, or with spaces, control or non-ASCII
-        characters) cannot be listed: the result's `hidden` counts those that may match
-        (`_scan.Listing`), so a caller can say what it could not see.
-
-        Args:
-            prefix: The namespaced key prefix.
-            limit: The most keys to return, or None for all.
-
-        Returns:
-            The matching keys.
-        """
-        if not self.initialized:
-            await self.ensure()
-        return await scan(self._nodes, self._prefix, prefix, limit)
-
-    async def clear(self) -> None:
-        """Move every node to a new namespace generation; other namespaces are untouched."""
-        if not self.initialized:
-            await self.ensure()
-        results = await asyncio.gather(
-            *(node.bump_generation() for node in self._nodes), return_exceptions=True
-        )
-        failed = [
-            (node, exc) for node, exc in zip(self._nodes, results) if isinstance(exc, BaseException)
-        ]
-        if failed:
-            names = ", ".join(node.name for node, _ in failed)
-            raise BackendError(
-                f"clearing namespace {self.namespace!r} failed on {names}; its keys there are not cleared: "
-                f"{failed[0][1]}"
-            ) from failed[0][1]
-
-    def get_lock(
-        self, name: str, ttl: Optional[float] = None, reentrant: bool = False
-    ) -> MemcachedLock:
-        """A lock in memcached; it always has a time to live (`DEFAULT_LOCK_TTL` seconds by default).
-
-        Args:
-            name: The lock's name.
-            ttl: Seconds after which a held lock expires; None for `DEFAULT_LOCK_TTL`.
-            reentrant: Whether the task that holds the lock may acquire it again.
-
-        Returns:
-            The lock.
-        """
-        return MemcachedLock(
-            self._locate, self._held, name, DEFAULT_LOCK_TTL if ttl is None else ttl, reentrant
-        )
