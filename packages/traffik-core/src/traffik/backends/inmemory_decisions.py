@@ -1,0 +1,239 @@
+"""`InMemoryDecisions`: `InMemoryBackend`'s decision steps, each read-decide-write made in place."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from time import time_ns
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from traffik.backends.inmemory_steps import in_place_step, whole_number
+from traffik.backends.inmemory_store import InMemoryStore
+from traffik.backends.lifecycle import READY
+from traffik.clock import system_ms
+from traffik.decision import Decision
+from traffik.strategies.fixed_window import counter_decision, too_late
+from traffik.strategies.state import decode_state
+from traffik.strategies.steps import charged, combine, is_counter
+
+if TYPE_CHECKING:
+    from traffik.rates import Rate
+    from traffik.strategies.base import StateStrategy
+    from traffik.strategies.steps import Item
+
+__all__ = ["InMemoryDecisions"]
+
+_STORED_KEYS = 16384
+"""Store keys a decider remembers (`_decider`) before forgetting them all."""
+
+
+class InMemoryDecisions(InMemoryStore):
+    """`decider`, `decide_now`, `evaluate`, `evaluate_all` and `refund_all` of `InMemoryBackend`:
+    each runs without an `await` between its reads and its writes, so it is atomic on the
+    event loop."""
+
+    # -- the decision step ---------------------------------------------------------------
+    # Each runs without an await between its reads and its writes: atomic on the event loop.
+
+    def _state(self, entry: list[Any] | None) -> list[int] | None:
+        if entry is None:
+            return None
+        state = entry[0]
+        return state if isinstance(state, list) else decode_state(state)
+
+    def _save(
+        self, key: str, entry: list[Any] | None, state: list[int], ttl_ms: int, now: int
+    ) -> list[Any]:
+        if entry is None:
+            entry = [state, now + ttl_ms]
+            self._insert(key, entry, now)
+        else:
+            entry[0], entry[1] = state, now + ttl_ms
+        return entry
+
+    def decider(
+        self, strategy: Any, rate: Rate, cost: int, kind: int
+    ) -> Optional[Callable[[str], Optional[Decision]]]:
+        """Decisions of a built-in strategy at one rate and cost, made in place: the
+        throttle's hot path.
+
+        The same step as `strategy.decide` (`traffik.backends.inmemory_steps`), without a
+        coroutine. A decision is None when it cannot be made here: the backend is not ready,
+        or a test replaced `increment_with_ttl` or `evaluate` on this instance
+        (`unittest.mock.patch.object`); the caller then awaits `strategy.decide`, which goes
+        through them. The rate and cost were checked when the throttle was built (a limited
+        rate, a cost the strategy can admit).
+
+        Args:
+            strategy: The built-in strategy that decides.
+            rate: The rate to apply.
+            cost: The units each hit spends.
+            kind: How to decide in place (`traffik.strategies.steps.in_place_kind`).
+
+        Returns:
+            A callable of a throttle's key (not namespaced) returning the `Decision` or None,
+            or None when `kind` cannot be decided in place.
+        """
+        return self._decider(strategy, rate, cost, kind, self._prefix, strategy.suffix)
+
+    def decide_now(
+        self, key: str, strategy: Any, rate: Rate, cost: int, kind: int
+    ) -> Optional[Decision]:
+        """One decision made in place on the namespaced `key`, as `decider` makes them.
+
+        Args:
+            key: The namespaced key of the client's state.
+            strategy: The built-in strategy that decides.
+            rate: The rate to apply.
+            cost: The units this hit spends.
+            kind: How to decide in place (`traffik.strategies.steps.in_place_kind`).
+
+        Returns:
+            The `Decision`, or None when it cannot be made here.
+        """
+        decide = self._decider(strategy, rate, cost, kind, "", "")
+        return None if decide is None else decide(key)
+
+    def _decider(
+        self, strategy: Any, rate: Rate, cost: int, kind: int, prefix: str, suffix: str
+    ) -> Optional[Callable[[str], Optional[Decision]]]:
+        step = in_place_step(strategy, rate, cost, kind)
+        if step is None:
+            return None
+        own, data = self.__dict__, self._data
+        take, give_back = self._mutex.acquire, self._mutex.release  # (`with` costs twice)
+        stored_keys: dict[str, str] = {}  # a throttle's keys are few and come again
+
+        def decide(key: str) -> Optional[Decision]:
+            if self._status != READY or "increment_with_ttl" in own or "evaluate" in own:
+                return None
+            now_ms = self.now_ms
+            now = time_ns() // 1_000_000 if now_ms is system_ms else now_ms()
+            stored = stored_keys.get(key)
+            if stored is None:
+                if len(stored_keys) >= _STORED_KEYS:
+                    stored_keys.clear()
+                stored = stored_keys[key] = prefix + key + suffix
+            take()
+            try:
+                entry = data.get(stored)
+                if entry is not None:
+                    expires = entry[1]
+                    if expires is None or expires > now:
+                        decision = step(entry, now)
+                        if not decision.allowed:
+                            entry[3] = now + decision.reset_ms
+                        return decision
+                    self._remove(stored)
+                entry = [None, None]
+                decision = step(entry, now)
+                if entry[0] is not None:
+                    self._insert(stored, entry, now)
+                    if not decision.allowed:
+                        entry[3] = now + decision.reset_ms
+                return decision
+            finally:
+                give_back()
+
+        return decide
+
+    async def evaluate(
+        self, key: str, strategy: StateStrategy, rate: Rate, cost: int, *, commit: bool = True
+    ) -> Decision:
+        """The whole read-decide-write of one state, in one synchronous step.
+
+        Args:
+            key: The namespaced key of the state.
+            strategy: The strategy whose `transition` decides.
+            rate: The rate to apply.
+            cost: The units this hit spends.
+            commit: Whether to save the new state; False only decides.
+
+        Returns:
+            The `Decision`.
+        """
+        if self._status != READY:
+            await self.ensure()
+        with self._mutex:
+            now = self.now_ms()
+            entry = self._live(key, now)
+            decision, new_state, ttl_ms = strategy.transition(self._state(entry), now, rate, cost)
+            if commit and new_state is not None:
+                entry = self._save(key, entry, new_state, ttl_ms, now)
+                decision.at = now
+            if commit and not decision.allowed and entry is not None:
+                entry[3] = now + decision.reset_ms
+            return decision
+
+    async def evaluate_all(self, items: Sequence[Item], *, commit: bool = True) -> Decision:
+        """Every item decided, then charged all or nothing, in one synchronous step.
+
+        Args:
+            items: The items (key, strategy, rate, cost) to decide together.
+            commit: Whether to charge the items; False only decides.
+
+        Returns:
+            The combined `Decision` of every item.
+        """
+        if self._status != READY:
+            await self.ensure()
+        with self._mutex:
+            now = self.now_ms()
+            parts: list[Decision] = []
+            pending: list[tuple[list[Any] | None, list[int] | None, int]] = []
+            counters = []
+            for item in items:
+                entry = self._live(item.key, now)
+                counter = is_counter(item.strategy)
+                counters.append(counter)
+                if counter:
+                    count = whole_number(entry[0]) if entry is not None else 0
+                    left = entry[1] - now if entry is not None and entry[1] is not None else None
+                    if commit and entry is not None and too_late(left, item.rate.expire):
+                        left = item.rate.expire  # (cut to one period, charged or not)
+                        entry[1] = now + left
+                    parts.append(counter_decision(count, left, item.rate, item.cost))
+                    pending.append((entry, None, 0))
+                else:
+                    decision, new_state, ttl_ms = item.strategy.transition(
+                        self._state(entry), now, item.rate, item.cost
+                    )
+                    parts.append(decision)
+                    pending.append((entry, new_state, ttl_ms))
+            decision = combine(parts)
+            if commit:
+                for item, charge, counter, (entry, new_state, ttl_ms) in zip(
+                    items, charged(parts, items), counters, pending
+                ):
+                    if charge:
+                        if counter:
+                            entry = self._add(item.key, item.cost, item.rate.expire, now)
+                        elif new_state is not None:
+                            entry = self._save(item.key, entry, new_state, ttl_ms, now)
+                if not decision.allowed:  # (kept until each rate's state is whole again)
+                    for part, (entry, _, _) in zip(parts, pending):
+                        if entry is not None:
+                            entry[3] = now + part.reset_ms
+            decision.at = now
+            return decision
+
+    async def refund_all(self, items: Sequence[Item]) -> None:
+        """Every item's cost given back (never past a full budget), in one synchronous step.
+
+        Args:
+            items: The items (key, strategy, rate, cost) to refund; a missing key is skipped.
+        """
+        if self._status != READY:
+            await self.ensure()
+        with self._mutex:
+            now = self.now_ms()
+            for item in items:
+                entry = self._live(item.key, now)
+                if entry is None:
+                    continue
+                if is_counter(item.strategy):
+                    entry[0] = max(whole_number(entry[0]) - item.cost, 0)
+                    continue
+                state = self._state(entry)
+                if state is not None:
+                    new_state, ttl_ms = item.strategy.refund(state, now, item.rate, item.cost)
+                    self._save(item.key, entry, new_state, ttl_ms, now)
