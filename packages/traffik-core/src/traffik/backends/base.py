@@ -2,37 +2,38 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, Optional, TypeVar
 
 from traffik.backends.context import BackendContext, TaskContexts, get_throttle_backend
 from traffik.backends.defaults import BackendDefaults
 from traffik.backends.lifecycle import (
-    CLOSED,
     GUARD_MARK,
     GUARDED,
     NEW,
-    READY,
+    BackendLifecycle,
     close_once,
     guard,
     single_flight,
 )
 from traffik.backends.locks import LockContext
+from traffik.backends.operations import StorageOperations
 from traffik.backends.steps import LockedSteps
 from traffik.backends.url_options import Converter, split_url_options
+from traffik.backends.window_count import WindowCount
 from traffik.clock import Clock, millis, system_clock
 from traffik.config import check_seconds
-from traffik.exceptions import BackendConnectionError, ConfigurationError
+from traffik.exceptions import ConfigurationError
 from traffik.keyparts import escape
 from traffik.refusals import RefusedClients
 
 if TYPE_CHECKING:
+    import asyncio
+
     from traffik.backends.health import StoreCircuit
-    from traffik.typing import AsyncLock
 
 __all__ = [
     "ConnT",
@@ -54,29 +55,6 @@ else:  # (the core needs nothing outside the standard library at run time)
 """`ConnT`: the store's client type, for `ThrottleBackend[ConnT, HTTPConnT]` (as in traffik
 1.2); `HTTPConnT`: the connection type throttles pass (`Request`, `WebSocket`). Both default
 to `Any`, so `backend: ThrottleBackend` needs no arguments under `mypy --strict`."""
-
-
-class WindowCount(int):
-    """A counter value that also carries the milliseconds until its key is gone.
-
-    Backends return it from `increment_with_ttl` when they learn the TTL in the same step,
-    so `FixedWindow` can answer an exact wait without a second call. `ttl_ms` counts to the
-    first millisecond at which the key no longer exists (a fresh window), like `ttl()`.
-    """
-
-    ttl_ms: float | None
-
-    def __new__(cls, value: int, ttl_ms: float | None) -> WindowCount:
-        self = int.__new__(cls, value)
-        self.ttl_ms = ttl_ms
-        return self
-
-
-def window_count(value: int, ttl_ms: float | None) -> WindowCount:
-    """`WindowCount(value, ttl_ms)` without the Python-level `__new__` (for hot paths)."""
-    count = int.__new__(WindowCount, value)
-    count.ttl_ms = ttl_ms
-    return count
 
 
 def build_key(*args: Any, **kwargs: Any) -> str:
@@ -112,7 +90,7 @@ def _default(name: str) -> Any:
     return property(get, set_, doc=f"The `{name}` throttles use when they set none.")
 
 
-class ThrottleBackend(LockedSteps, Generic[ConnT, HTTPConnT]):
+class ThrottleBackend(BackendLifecycle, StorageOperations, LockedSteps, Generic[ConnT, HTTPConnT]):
     """Stores rate-limit state under one namespace.
 
     A backend initialises itself on first use, once however many tasks use it at first;
@@ -215,99 +193,6 @@ class ThrottleBackend(LockedSteps, Generic[ConnT, HTTPConnT]):
             url, options = split_url_options(url, cls.__name__, cls.url_options, options)
         return cls(url, **options)
 
-    # -- lifecycle ---------------------------------------------------------------------
-
-    async def _open(self) -> None:
-        """Connect and prepare; called by `initialize`. Subclasses override."""
-
-    async def _close(self) -> None:
-        """Release connections (never data); called by `close`. Subclasses override."""
-
-    async def _ping(self) -> bool:
-        """True when the store answers; called by `ready`. Subclasses override."""
-        return True
-
-    @single_flight
-    async def initialize(self) -> None:
-        """Open the backend; idempotent. Concurrent callers share one attempt and its outcome:
-        a failure reaches every waiter at once, and the next call tries again."""
-        await self._open()
-
-    def _open_once(self, open_: Callable[[Any], Awaitable[None]]) -> Coroutine[Any, Any, None]:
-        """The attempt `initialize` runs (in a task of its own) to open the backend."""
-        if self._status == CLOSED:
-            self._status = NEW  # opening again: a `close()` from now on marks it closed
-        return self._opening(open_)
-
-    async def _opening(self, open_: Callable[[Any], Awaitable[None]]) -> None:
-        try:
-            await open_(self)
-            if self._status == CLOSED:  # closed while opening: `close` releases what opened
-                raise BackendConnectionError(
-                    f"{self!r} was closed while it was being initialised; call "
-                    "`await backend.initialize()` (or enter `async with backend:`) to use it again"
-                )
-            self._status = READY
-        finally:
-            if self._attempt is asyncio.current_task():
-                self._attempt = None
-
-    @close_once
-    async def close(self) -> None:
-        """Release connections and stop the circuits' probes; data in a persistent store survives.
-
-        An initialisation in flight ends first (within the backend's timeouts), so that
-        what it opens is released too; it then fails with `BackendConnectionError`."""
-        attempt = self._attempt
-        if (
-            attempt is not None
-            and attempt is not asyncio.current_task()
-            and attempt.get_loop() is asyncio.get_running_loop()
-        ):
-            await asyncio.wait((attempt,))
-        await self._close()
-
-    def unreachable(self, error: BaseException) -> None:
-        """The store could not be reached (at start-up): open every circuit now, each probing
-        its store in the background until it answers."""
-        for circuit in self.circuits:
-            circuit.trip(error)
-
-    async def ready(self) -> bool:
-        """True when initialised and the store answers; never initialises by itself."""
-        if self._status != READY:
-            return False
-        try:
-            return await self._ping()
-        except Exception:
-            return False
-
-    def closed(self) -> bool:
-        return self._status != READY
-
-    @property
-    def explicitly_closed(self) -> bool:
-        """True once `close()` ran (and until `initialize()` runs again)."""
-        return self._status == CLOSED
-
-    @property
-    def initialized(self) -> bool:
-        return self._status == READY
-
-    async def ensure(self) -> None:
-        """Initialise on first use; raise `BackendConnectionError` once explicitly closed."""
-        if self._status == READY:
-            return
-        attempt = self._attempt
-        if attempt is not None and attempt is asyncio.current_task():
-            return  # the opening itself uses the store
-        if self._status == CLOSED:
-            raise BackendConnectionError(
-                f"{self!r} was closed; call `await backend.initialize()` (or enter `async with backend:`) "
-                "to use it again"
-            )
-        await self.initialize()
-
     # -- keys --------------------------------------------------------------------------
 
     def get_key(self, key: Any, *args: Any, **kwargs: Any) -> str:
@@ -364,54 +249,6 @@ class ThrottleBackend(LockedSteps, Generic[ConnT, HTTPConnT]):
         """
         return None
 
-    # -- storage: what a backend implements -----------------------------------------------
-
-    async def get(self, key: str) -> str | None:
-        raise NotImplementedError(f"{type(self).__name__} must implement get()")
-
-    async def set(self, key: str, value: str, expire: float | None = None) -> None:
-        """Store `value`; `expire` in seconds, None for no expiry."""
-        raise NotImplementedError(f"{type(self).__name__} must implement set()")
-
-    async def delete(self, key: str) -> bool:
-        raise NotImplementedError(f"{type(self).__name__} must implement delete()")
-
-    async def increment(self, key: str, amount: int = 1) -> int:
-        raise NotImplementedError(f"{type(self).__name__} must implement increment()")
-
-    async def decrement(self, key: str, amount: int = 1) -> int:
-        return await self.increment(key, -amount)
-
-    async def expire(self, key: str, seconds: float) -> bool:
-        raise NotImplementedError(f"{type(self).__name__} must implement expire()")
-
-    async def ttl(self, key: str) -> float | None:
-        """Milliseconds until `key` is gone (it exists for `ttl - 1` more ms, not `ttl`); None
-        when missing, immortal or unknown."""
-        return None
-
-    async def increment_with_ttl(self, key: str, amount: int = 1, ttl: float = 60) -> int:
-        """Add `amount`; a key created by this call expires after `ttl` seconds.
-
-        This generic form is two calls and not atomic across processes; every built-in
-        backend replaces it with a single atomic step.
-        """
-        value = await self.increment(key, amount)
-        if value == amount:
-            await self.expire(key, ttl)
-        return value
-
-    async def multi_get(self, *keys: str) -> list[str | None]:
-        return list(await asyncio.gather(*(self.get(k) for k in keys)))
-
-    async def multi_set(self, items: Mapping[str, str], expire: float | None = None) -> None:
-        await asyncio.gather(*(self.set(k, v, expire) for k, v in items.items()))
-
-    def get_lock(self, name: str, ttl: float | None = None, reentrant: bool = False) -> AsyncLock:
-        raise NotImplementedError(
-            f"{type(self).__name__} must implement get_lock() to support locks"
-        )
-
     def lock(
         self,
         name: str,
@@ -458,14 +295,6 @@ class ThrottleBackend(LockedSteps, Generic[ConnT, HTTPConnT]):
             local_ttl_factor if enforce_ttl_locally else None,
         )
 
-    async def scan(self, prefix: str, limit: int | None = None) -> list[str]:
-        """The keys of this namespace that start with `prefix` (a namespaced prefix, from
-        `get_key`), at most `limit` of them; for `python -m traffik` and admin tools."""
-        raise NotImplementedError(
-            f"{type(self).__name__} cannot list its keys; name a client and throttle exactly, "
-            "or use a backend that can (memory, redis, sqlite)"
-        )
-
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         own = cls.__dict__
@@ -493,14 +322,7 @@ class ThrottleBackend(LockedSteps, Generic[ConnT, HTTPConnT]):
                 await clear(self)
 
             clear_and_forget.forgets_refusals = True  # type: ignore[attr-defined]
-            cls.clear = clear_and_forget  # type: ignore[method-assign]
-
-    async def clear(self) -> None:
-        """Delete every key of this namespace, and nothing else."""
-        raise NotImplementedError(f"{type(self).__name__} must implement clear()")
-
-    async def reset(self) -> None:
-        await self.clear()
+            cls.clear = clear_and_forget  # type: ignore[method-assign, assignment]
 
     # -- contexts ------------------------------------------------------------------------
 

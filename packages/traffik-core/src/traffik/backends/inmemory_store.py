@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from traffik.backends.base import window_count
 from traffik.backends.capacity import entry_size
 from traffik.backends.inmemory_steps import whole_number
 from traffik.backends.lifecycle import READY
+from traffik.backends.window_count import window_count
 from traffik.strategies.fixed_window import too_late
 from traffik.strategies.state import encode_state
 

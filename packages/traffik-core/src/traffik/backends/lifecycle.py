@@ -6,6 +6,7 @@ the `_open` hook (the built-ins) or in its own `initialize` (traffik 1.2's way).
 written for traffik 1.2 also has its storage operations guarded (`guard`): each initialises
 the backend first when it is not, and re-raises an error of its `base_exception_type` as a
 `BackendError`. The built-ins check readiness themselves, so nothing wraps their hot path.
+`BackendLifecycle` is the part of `ThrottleBackend` that opens, closes and checks it.
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from typing import TYPE_CHECKING, Any, Callable
 
 from traffik._asyncio_only import running_loop
-from traffik.exceptions import BackendError
+from traffik.exceptions import BackendConnectionError, BackendError
 
 if TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
+    from traffik.backends.health import StoreCircuit
 
 __all__ = [
     "CLOSED",
@@ -28,6 +30,7 @@ __all__ = [
     "GUARD_MARK",
     "NEW",
     "READY",
+    "BackendLifecycle",
     "close_once",
     "guard",
     "retrieve_error",
@@ -156,3 +159,104 @@ def close_once(close_: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awai
 
     setattr(close, GUARD_MARK, True)
     return close
+
+
+class BackendLifecycle:
+    """How `ThrottleBackend` opens, closes and says whether it is ready: the hooks a subclass
+    overrides (`_open`, `_close`, `_ping`), `initialize` (single-flight), `close` (once) and
+    `ensure`."""
+
+    _status: str
+    _attempt: asyncio.Task[None] | None
+    circuits: tuple[StoreCircuit, ...]
+
+    async def _open(self) -> None:
+        """Connect and prepare; called by `initialize`. Subclasses override."""
+
+    async def _close(self) -> None:
+        """Release connections (never data); called by `close`. Subclasses override."""
+
+    async def _ping(self) -> bool:
+        """True when the store answers; called by `ready`. Subclasses override."""
+        return True
+
+    @single_flight
+    async def initialize(self) -> None:
+        """Open the backend; idempotent. Concurrent callers share one attempt and its outcome:
+        a failure reaches every waiter at once, and the next call tries again."""
+        await self._open()
+
+    def _open_once(self, open_: Callable[[Any], Awaitable[None]]) -> Coroutine[Any, Any, None]:
+        """The attempt `initialize` runs (in a task of its own) to open the backend."""
+        if self._status == CLOSED:
+            self._status = NEW  # opening again: a `close()` from now on marks it closed
+        return self._opening(open_)
+
+    async def _opening(self, open_: Callable[[Any], Awaitable[None]]) -> None:
+        try:
+            await open_(self)
+            if self._status == CLOSED:  # closed while opening: `close` releases what opened
+                raise BackendConnectionError(
+                    f"{self!r} was closed while it was being initialised; call "
+                    "`await backend.initialize()` (or enter `async with backend:`) to use it again"
+                )
+            self._status = READY
+        finally:
+            if self._attempt is asyncio.current_task():
+                self._attempt = None
+
+    @close_once
+    async def close(self) -> None:
+        """Release connections and stop the circuits' probes; data in a persistent store survives.
+
+        An initialisation in flight ends first (within the backend's timeouts), so that
+        what it opens is released too; it then fails with `BackendConnectionError`."""
+        attempt = self._attempt
+        if (
+            attempt is not None
+            and attempt is not asyncio.current_task()
+            and attempt.get_loop() is asyncio.get_running_loop()
+        ):
+            await asyncio.wait((attempt,))
+        await self._close()
+
+    def unreachable(self, error: BaseException) -> None:
+        """The store could not be reached (at start-up): open every circuit now, each probing
+        its store in the background until it answers."""
+        for circuit in self.circuits:
+            circuit.trip(error)
+
+    async def ready(self) -> bool:
+        """True when initialised and the store answers; never initialises by itself."""
+        if self._status != READY:
+            return False
+        try:
+            return await self._ping()
+        except Exception:
+            return False
+
+    def closed(self) -> bool:
+        return self._status != READY
+
+    @property
+    def explicitly_closed(self) -> bool:
+        """True once `close()` ran (and until `initialize()` runs again)."""
+        return self._status == CLOSED
+
+    @property
+    def initialized(self) -> bool:
+        return self._status == READY
+
+    async def ensure(self) -> None:
+        """Initialise on first use; raise `BackendConnectionError` once explicitly closed."""
+        if self._status == READY:
+            return
+        attempt = self._attempt
+        if attempt is not None and attempt is asyncio.current_task():
+            return  # the opening itself uses the store
+        if self._status == CLOSED:
+            raise BackendConnectionError(
+                f"{self!r} was closed; call `await backend.initialize()` (or enter `async with backend:`) "
+                "to use it again"
+            )
+        await self.initialize()
