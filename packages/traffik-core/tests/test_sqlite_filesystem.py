@@ -21,7 +21,7 @@ from fastapi import Depends, FastAPI
 
 from traffik import HTTPThrottle
 from traffik.backends.sqlite import SQLiteBackend
-from traffik.backends.sqlite._database import CHECK_EVERY
+from traffik.backends.sqlite._handle import CHECK_EVERY
 from traffik.exceptions import BackendConnectionError, BackendError
 
 pytestmark = pytest.mark.anyio

@@ -248,7 +248,7 @@ def test_forked_workers_share_one_budget(tmp_path: Path) -> None:
 FORK_IN_LOOP = r"""
 import asyncio, os, sys
 
-from traffik.backends.sqlite import SQLiteBackend, _database
+from traffik.backends.sqlite import SQLiteBackend, _connections
 from traffik.rates import Rate
 from traffik.strategies import FixedWindow
 
@@ -263,7 +263,7 @@ if pid == 0:
     waits = [hit(), hit()]  # the same loop object, in a process of its own
     own = backend._db._by_loop[loop].cursor is not parent
     backend._db.close()  # closes only what the child opened
-    os.write(write, f"{waits.count(0)} {own} {len(_database._INHERITED)}".encode())
+    os.write(write, f"{waits.count(0)} {own} {len(_connections._INHERITED)}".encode())
     os._exit(0)
 assert os.waitpid(pid, 0)[1] == 0
 child_admitted, own, inherited = os.read(read, 64).decode().split()

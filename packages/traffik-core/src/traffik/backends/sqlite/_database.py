@@ -1,4 +1,4 @@
-"""`Database`: one SQLite file as this process uses it: a connection per event loop, bounded waits.
+"""`Database`: the steps run on one SQLite file: in line behind a busy file for a bounded wait, gathered into shared transactions.
 
 SQLite calls block. Each operation here is one short synchronous step (a transaction of a
 few statements, tens of microseconds) run on the event loop itself, with SQLite's own busy
@@ -23,7 +23,7 @@ Writes of one loop gather even when the file is free: a commit costs tens of mic
 (a few system calls), more than a decision's own statements, and concurrent requests often
 reach their decisions in the same loop iteration (50 started by one `gather` all do). The
 first task to write in an iteration writes at once, as above, and is remembered until the
-loop's next iteration (`_Handle.alone`: one `call_soon`). Another task writing in that
+loop's next iteration (`Handle.alone`: one `call_soon`). Another task writing in that
 iteration queues instead, and the loop itself serves the line in its next iteration
 (`Turns.wait(serve=True)`): the writes queued by then, in arrival order, in one transaction
 with a savepoint each, as a first in line does, `MAX_BATCH` per iteration. A task writing
@@ -34,210 +34,29 @@ first task asks again, and no one overtakes it.
 An atomic step (`write_atomic`, `now_atomic`: one statement, or several made all or
 nothing by `atomically`) runs alone outside a transaction, since a statement commits by
 itself, and in a batch without a savepoint.
-
-A file deleted or replaced while in use (a deploy script, a restored backup) would split the
-workers: those that had it open would go on counting in the old file, which nobody else
-sees, and those started after in the new one. So every `CHECK_EVERY` seconds a timer of
-each loop compares the file the path names with the one its connection has open (one
-`os.stat`, nothing on the decision path); when they differ, or the path names nothing, the
-connection is closed, and the next step opens the path again, creating the file and its
-tables if they are missing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
-import logging
-import os
 import sqlite3
-import weakref
 from typing import Any, Callable, TypeVar
 
-from traffik.backends.sqlite._checkpoints import Checkpoints
+from traffik.backends.sqlite._connections import Connections, use_wal
 from traffik.backends.sqlite._errors import is_busy, locked, translate
-from traffik.backends.sqlite._path import MEMORY
-from traffik.backends.sqlite._turns import BUSY, Outcome, Turns
-from traffik.exceptions import BackendConnectionError, BackendError
+from traffik.backends.sqlite._handle import Handle
+from traffik.backends.sqlite._process import Process
+from traffik.backends.sqlite._turns import BUSY, Outcome
 
-__all__ = ["CHECK_EVERY", "Database"]
+__all__ = ["Database"]
 
 T = TypeVar("T")
 
-CHECK_EVERY = 1.0
-"""Seconds between two checks that the path still names the file a loop's connection has
-open (see the module)."""
 
-logger = logging.getLogger("traffik.backends.sqlite")
-
-_memories = itertools.count()
-
-
-class _Process:
-    """This process's id, kept current by a fork hook: a decision reads it with no system
-    call (`os.getpid()` is one, each time)."""
-
-    pid = os.getpid()
-
-
-def _forked() -> None:
-    _Process.pid = os.getpid()
-
-
-if hasattr(os, "register_at_fork"):  # (no fork, no hook, where it is missing: Windows)
-    os.register_at_fork(after_in_child=_forked)
-
-_INHERITED: list[Callable[[], None]] = []
-"""The `close` of each connection a parent process opened before a fork: in the child it is
-never called (SQLite forbids using a connection across `fork`, closing included); keeping it
-here keeps its connection from the garbage collector."""
-
-
-class Database:
-    """The file at `path` (or a private in-memory database for `:memory:`), for this process.
-
-    Connections are opened lazily, one per event loop and process: a backend built at import
-    time serves every loop, and a worker forked from a process that used it (gunicorn)
-    opens its own instead of touching the parent's. A loop's connection closes with `close()`
-    or once the loop is gone. A `:memory:` database is shared by the loops of this process
-    and lives until `close()`.
-    """
-
-    def __init__(
-        self, path: str, timeout: float, cursor: type[sqlite3.Cursor] = sqlite3.Cursor
-    ) -> None:
-        self.path = path
-        self.timeout = timeout
-        self.cursor_type = cursor
-        self.memory = path == MEMORY
-        self._pid = _Process.pid
-        self._memory_name = f"traffik-{self._pid}-{next(_memories)}"
-        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Handle]
-        self._by_loop = weakref.WeakKeyDictionary()
-        self._last: tuple[Any, _Handle | None] = (None, None)
-        self._anchored = False
-        self._closers: list[weakref.finalize[Any, Any]] = []
-        self._checkpoints = None if self.memory else Checkpoints(path)
-        self._closed = False
-        """Set by `close()` until `prepare()`: no connection opens meanwhile (a task that
-        was waiting for the file when the backend closed fails instead of opening one)."""
-        self._create: Callable[[sqlite3.Cursor, str], None] | None = None
-        """What `prepare` ran, run again on each connection opened after it (the file may
-        be new: see the module)."""
-
-    def _handle(self) -> _Handle:
-        """The running loop's connection in this process (its cursor and its line of
-        waiting tasks), opened on first use; one cursor serves every statement."""
-        loop = asyncio.get_running_loop()
-        if _Process.pid != self._pid:
-            self._forget_parent()
-        last_loop, handle = self._last
-        if last_loop is loop and handle is not None:
-            return handle
-        handle = self._by_loop.get(loop)
-        if handle is None:
-            self._drop_dead_loops()
-            handle = self._by_loop[loop] = _Handle(loop)
-        self._last = (loop, handle)
-        return handle
-
-    def _drop_dead_loops(self) -> None:
-        """Close the connections of loops that are closed (a loop per request or per
-        `asyncio.run`): done when a new loop comes, so none waits for the garbage collector."""
-        for loop, handle in list(self._by_loop.items()):
-            if loop.is_closed():
-                handle.unwatch()
-                _drop(handle)
-                del self._by_loop[loop]
-
-    def _connect(self, handle: _Handle) -> sqlite3.Cursor:
-        """Open the handle's connection (inside `_attempt`, which handles its errors); after
-        `prepare`, with the tables created if missing, and watched (see the module)."""
-        if self._closed:
-            raise BackendConnectionError(
-                f"SQLite file {self.path!r}: the backend was closed; call "
-                "`await backend.initialize()` (or enter `async with backend:`) to use it again"
-            )
-        if self.memory and not self._anchored:
-            self._open(self)  # keeps the shared in-memory database alive until close()
-            self._anchored = True
-        conn = self._open(handle.loop())
-        try:
-            cursor = conn.cursor(self.cursor_type)
-            if self._create is not None:
-                if not self.memory:
-                    _use_wal(cursor, self.path)
-                self.transaction(cursor, self._create, self.path)
-        except BaseException:
-            conn.close()
-            raise
-        handle.cursor = cursor
-        if not self.memory:
-            handle.watch(self, _identity(self.path))
-        return cursor
-
-    def reopen_if_moved(self, handle: _Handle, identity: tuple[int, int] | None) -> bool:
-        """Close `handle`'s connection when the path no longer names the file it has open
-        (`identity`, see the module), so that the next step opens the path again; whether
-        it did."""
-        if _identity(self.path) == identity or handle.cursor is None:
-            return False
-        logger.warning(
-            "SQLite file %r was deleted or replaced while in use: opening the path again "
-            "(counts kept in the old file are lost)",
-            self.path,
-        )
-        _drop(handle)
-        return True
-
-    def _open(self, owner: Any) -> sqlite3.Connection:
-        """A new connection, closed by `close()` or once `owner` is gone; its errors (a busy
-        or corrupt file) reach `run`, which handles them."""
-        target, uri = self.path, False
-        if self.memory:
-            target, uri = f"file:{self._memory_name}?mode=memory&cache=shared", True
-        conn = sqlite3.connect(
-            target, timeout=0, isolation_level=None, check_same_thread=False, uri=uri
-        )
-        closer = weakref.finalize(owner, conn.close)
-        closer.atexit = False
-        try:
-            conn.execute("PRAGMA synchronous = NORMAL")
-            if not self.memory:
-                conn.execute("PRAGMA wal_autocheckpoint = 0")  # `Checkpoints` does it
-        except BaseException:
-            closer()
-            raise
-        self._closers = [c for c in self._closers if c.alive] + [closer]
-        return conn
-
-    def _forget_parent(self) -> None:
-        for closer in self._closers:
-            detached = closer.detach()
-            if detached is not None:
-                _INHERITED.append(detached[1])
-        self._reset()
-        self._pid = _Process.pid
-        if self._checkpoints is not None:
-            self._checkpoints.forked()
-
-    def _reset(self) -> None:
-        for handle in self._by_loop.values():
-            handle.unwatch()
-        self._by_loop = weakref.WeakKeyDictionary()
-        self._last, self._anchored, self._closers = (None, None), False, []
-
-    def close(self) -> None:
-        """Close this process's connections (the data in a file stays)."""
-        if _Process.pid != self._pid:
-            self._forget_parent()
-        self._closed = True
-        closers = self._closers
-        for handle in self._by_loop.values():
-            handle.cursor = None  # (its tasks still waiting for the file: see `_connect`)
-        self._reset()
-        for closer in closers:
-            closer()
+class Database(Connections):
+    """Steps run on the file (see the module): reads (`run`), writes in a transaction
+    (`write`), atomic steps (`write_atomic`, `now_atomic`), gathered in batches while the
+    file is busy or tasks of one loop iteration write together."""
 
     async def run(self, doing: str, step: Callable[..., T], *args: Any) -> T:
         """`step(cursor, *args)`, run again while the file is busy (in turn with this
@@ -269,7 +88,7 @@ class Database:
         throttle's hot path: `_handle`'s lookup, `_attempt` and `_committed` are inlined."""
         loop = asyncio.get_running_loop()
         last_loop, handle = self._last
-        if last_loop is not loop or _Process.pid != self._pid or handle is None:
+        if last_loop is not loop or Process.pid != self._pid or handle is None:
             handle = self._handle()
         if handle.turns._line or not handle.alone():  # (`Turns.__bool__`, without the call)
             return BUSY
@@ -284,7 +103,7 @@ class Database:
         return result
 
     def _attempt(
-        self, handle: _Handle, doing: str, step: Callable[..., T], args: tuple[Any, ...]
+        self, handle: Handle, doing: str, step: Callable[..., T], args: tuple[Any, ...]
     ) -> T | object:
         """`step(cursor, *args)`, or `BUSY` when another connection holds the lock."""
         try:
@@ -345,7 +164,7 @@ class Database:
 
     def _batch(
         self,
-        handle: _Handle,
+        handle: Handle,
         works: list[tuple[str, Callable[..., Any], tuple[Any, ...], bool]],
     ) -> list[Outcome] | object:
         """Each `(doing, step, args, atomic)` of `works` in one `BEGIN IMMEDIATE`
@@ -444,98 +263,6 @@ class Database:
         the tables, if missing."""
         self._closed = False
         if not self.memory:
-            await self.run("switching it to write-ahead logging", _use_wal, self.path)
+            await self.run("switching it to write-ahead logging", use_wal, self.path)
         await self.write("creating its tables", create, self.path)
         self._create = create
-
-
-class _Handle:
-    """One loop's connection: its cursor, the line of its tasks waiting for the file, and
-    the task that wrote at once in this loop iteration (see `alone`)."""
-
-    __slots__ = ("_forget", "_timer", "_writer", "cursor", "loop", "turns")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = weakref.ref(loop)  # not kept alive: the connection closes once it is gone
-        self.cursor: sqlite3.Cursor | None = None
-        self.turns = Turns()
-        self._writer: object = _NOBODY
-        self._forget = self._forgotten  # made once: the hot path schedules it
-        self._timer: weakref.ref[asyncio.TimerHandle] | None = None
-
-    def watch(self, db: Database, identity: tuple[int, int] | None) -> None:
-        """Check every `CHECK_EVERY` seconds, on the loop, that `db`'s path still names
-        the file of `identity` (`Database.reopen_if_moved`); the database is not kept
-        alive by it, and a forked child never touches the parent's connection."""
-        self.unwatch()
-        database, pid = weakref.ref(db), _Process.pid
-
-        def check() -> None:
-            db = database()
-            if db is None or _Process.pid != pid or db.reopen_if_moved(self, identity):
-                self._timer = None
-            else:
-                self._schedule(check)
-
-        self._schedule(check)
-
-    def _schedule(self, check: Callable[[], None]) -> None:
-        """`check` in `CHECK_EVERY` seconds, on the loop; its timer is held weakly, as the
-        loop is (a timer refers to its loop: held strongly, the loop would never go)."""
-        loop = self.loop()
-        self._timer = None if loop is None else weakref.ref(loop.call_later(CHECK_EVERY, check))
-
-    def unwatch(self) -> None:
-        timer = None if self._timer is None else self._timer()
-        if timer is not None:
-            timer.cancel()
-        self._timer = None
-
-    def alone(self) -> bool:
-        """Whether the current task may write at once: no other task wrote in this loop
-        iteration (if one did, this one gathers with it, see the module). The first task
-        to write in an iteration is remembered until the loop's next iteration."""
-        loop = self.loop()
-        task = asyncio.current_task(loop)
-        writer = self._writer
-        if writer is task:
-            return True
-        if writer is _NOBODY and loop is not None:
-            self._writer = task
-            loop.call_soon(self._forget)
-            return True
-        return False
-
-    def _forgotten(self) -> None:
-        self._writer = _NOBODY
-
-
-_NOBODY = object()
-"""No task wrote at once in this loop iteration."""
-
-
-def _drop(handle: _Handle) -> None:
-    """Close `handle`'s connection: the next step opens the file again."""
-    if handle.cursor is not None:
-        conn = handle.cursor.connection
-        handle.cursor = None
-        conn.close()
-
-
-def _identity(path: str) -> tuple[int, int] | None:
-    """The file `path` names (its device and inode), or None when it names none."""
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    return stat.st_dev, stat.st_ino
-
-
-def _use_wal(cursor: sqlite3.Cursor, path: str) -> None:
-    """Switch the file to write-ahead logging (kept in the file), or say why it cannot be."""
-    mode = cursor.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-    if str(mode).lower() != "wal":
-        raise BackendError(
-            f"SQLite file {path!r} cannot use write-ahead logging (journal_mode is {mode!r}): "
-            "put it on a local filesystem (not NFS or SMB) that supports shared memory"
-        )
