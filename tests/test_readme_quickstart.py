@@ -95,7 +95,7 @@ def test_the_readme_quickstart_runs_from_the_wheels(
     shipped = venv.script(
         "import traffik.throttles; print(open(traffik.throttles.__file__).read())"
     )
-    source = ROOT / "packages" / "traffik-core" / "src" / "traffik" / "throttles.py"
+    source = ROOT / "packages" / "traffik-core" / "src" / "traffik" / "throttles" / "__init__.py"
     assert shipped == source.read_text() + "\n"
 
     app_dir = tmp_path_factory.mktemp("app")

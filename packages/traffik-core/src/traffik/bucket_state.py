@@ -1,4 +1,4 @@
-"""Reading, giving back and forgetting one client's bucket: `stat`, `check`, `refund`, `reset`.
+"""Reading, giving back and forgetting one client's bucket: `stat`, `check` (`test`), `refund`, `reset`.
 
 Mixed into `Throttle`. A client is named by a connection (its identity and route) or by the
 identifier the throttle gives it; a route other than the connection's own is named by
@@ -33,7 +33,8 @@ __all__ = ["BucketState"]
 
 
 class BucketState:
-    """`stat`, `check`, `refund` and `reset` of one client's bucket, for `Throttle`."""
+    """`stat`, `check` (and its traffik 1.2 alias `test`), `refund` and `reset` of one client's
+    bucket, for `Throttle`."""
 
     uid: str
     strategy: Any
@@ -346,3 +347,12 @@ class BucketState:
             policy = self._failed("check", exc, connection, None, "answered as a hit would be")
             return policy == "allow" or callable(policy)
         return stat.hits_remaining >= needed
+
+    async def test(
+        self,
+        connection: Any,
+        cost: Optional[int] = None,
+        context: Optional[Mapping[str, Any]] = None,
+    ) -> bool:
+        """`check` under its traffik 1.2 alias: whether a hit of `cost` would pass now."""
+        return await self.check(connection, cost, context)

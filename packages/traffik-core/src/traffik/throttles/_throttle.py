@@ -1,84 +1,42 @@
-"""`HTTPThrottle` and `WebSocketThrottle`: a rate limit applied to a connection, in one backend step."""
+"""`Throttle`: what every throttle shares, built from its settings, and `hit`, its decision for one connection."""
 
 from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Optional, Union
 
-from traffik import _starlette_missing
+from starlette.middleware import Middleware
+from starlette.requests import HTTPConnection
+from starlette.responses import Response
 
-try:
-    from starlette.middleware import Middleware
-    from starlette.requests import HTTPConnection, Request
-    from starlette.responses import Response
-    from starlette.websockets import WebSocket
-except ImportError as exc:
-    raise _starlette_missing("traffik.throttles") from exc
-
-from traffik import outcomes
-from traffik._connection_kinds import other_kind
 from traffik.backends.base import ThrottleBackend
 from traffik.bucket_state import BucketState
-from traffik.buckets import route_part, without_method
-from traffik.config import THROTTLED_STATE_KEY
+from traffik.buckets import route_part
 from traffik.decision import Decision
-from traffik.decorators import starlette_throttled as throttled
 from traffik.events import DecisionEvent
 from traffik.events import _observers as _observers
 from traffik.exceptions import ConfigurationError
-from traffik.fallback_share import scaled_rates
 from traffik.keyparts import escape
-from traffik.on_error import (
-    ThrottleExceptionInfo,
-    check_on_error,
-    decision_from_wait,
-    recover,
-)
+from traffik.on_error import check_on_error, recover
 from traffik.outcomes import Outcome
 from traffik.rates import Rate, RatesLike
 from traffik.registry import GLOBAL_REGISTRY, ThrottleRegistry
 from traffik.response_headers import ThrottleHeaders
-from traffik.responses import (
-    connection_throttled,
-    get_wait,
-    is_throttled,
-    websocket_throttled,
-)
+from traffik.responses import connection_throttled
 from traffik.rules import Bypass, Rule
-from traffik.strategies import steps
-from traffik.strategies.steps import Item
 from traffik.throttle_answers import ThrottleAnswers, _let_through, made
-from traffik.throttle_dependency import DependencySignature
+from traffik.throttle_dependency import ThrottleDependency
 from traffik.throttle_keys import ThrottleKeys
 from traffik.throttle_settings import ThrottleSettings, check_context, check_flag
-from traffik.typing import (
-    FullThrottleStrategy,
-    SimpleThrottleStrategy,
-    ThrottleStrategy,
-)
+from traffik.throttle_steps import ThrottleSteps
 
-__all__ = [
-    "THROTTLED_STATE_KEY",
-    "FullThrottleStrategy",
-    "HTTPThrottle",
-    "RequestThrottle",
-    "SimpleThrottleStrategy",
-    "Throttle",
-    "ThrottleExceptionInfo",
-    "ThrottleStrategy",
-    "WebSocketThrottle",
-    "get_wait",
-    "is_throttled",
-    "throttled",
-]
-
+__all__ = ["CostSetting", "HeadersSetting", "OnErrorSetting", "RateSetting", "Throttle"]
 
 if TYPE_CHECKING:
     from traffik.headers import Header
-    from traffik.middleware import MiddlewareThrottle as MiddlewareThrottle  # (`__getattr__`)
     from traffik.on_error import ErrorHandler
     from traffik.quotas import QuotaContext
 
@@ -94,29 +52,17 @@ OnErrorSetting = Union[Literal["throttle", "allow", "raise"], "ErrorHandler", No
 """`on_error=`: a policy, an async handler `(connection, exc_info)`, or None (the backend's)."""
 
 logger = logging.getLogger("traffik")
-_POSITIONAL = inspect.Parameter.POSITIONAL_OR_KEYWORD
-_KEYWORD = inspect.Parameter.KEYWORD_ONLY
 
 
-def __getattr__(name: str) -> Any:
-    """`MiddlewareThrottle`, where traffik 1.2's docs look for it (it lives in `traffik.middleware`)."""
-    if name == "MiddlewareThrottle":
-        from traffik.middleware import MiddlewareThrottle
-
-        return MiddlewareThrottle
-    raise AttributeError(f"module 'traffik.throttles' has no attribute {name!r}")
-
-
-def _without_method_of(scope: Any) -> str:
-    return without_method(route_part(scope))
-
-
-async def _waited(wait: Awaitable[Any], limit: int) -> Decision:
-    """The decision of a strategy that answers a wait (traffik 1.2's contract)."""
-    return decision_from_wait(await wait, limit)
-
-
-class Throttle(ThrottleSettings, ThrottleKeys, ThrottleAnswers, ThrottleHeaders, BucketState):
+class Throttle(
+    ThrottleSettings,
+    ThrottleKeys,
+    ThrottleSteps,
+    ThrottleAnswers,
+    ThrottleHeaders,
+    BucketState,
+    ThrottleDependency,
+):
     """A rate limit on connections of one kind; use `HTTPThrottle` or `WebSocketThrottle`.
 
     `rate` is a string (`"100/min"`), a `Rate`, or a callable `(connection, context)` returning
@@ -195,8 +141,6 @@ class Throttle(ThrottleSettings, ThrottleKeys, ThrottleAnswers, ThrottleHeaders,
     _route_of: ClassVar[Callable[..., str]] = staticmethod(route_part)
     use_method: bool = True
     charge_when: Optional[Callable[[Outcome], bool]]
-    __signature__ = DependencySignature()
-    """What FastAPI injects into `Depends(throttle)` (`traffik.throttle_dependency`)."""
 
     def __init__(
         self,
@@ -423,92 +367,8 @@ class Throttle(ThrottleSettings, ThrottleKeys, ThrottleAnswers, ThrottleHeaders,
         self._admitted(connection, decision, rates, key, ctx, response, taken, backend)
         return connection
 
-    async def _decide(
-        self,
-        connection: Any,
-        ctx: Mapping[str, Any],
-        cost: Optional[int],
-        backend: ThrottleBackend,
-        share: float = 1.0,
-    ) -> Optional[tuple[Decision, tuple[Rate, ...], int, str]]:
-        """The decision for `connection` on `backend`, with the rates, cost and key it was
-        made under (None: nothing to decide), as `hit` makes it, each limit scaled by `share`
-        (a fallback's `per_process`); for the `on_error` handlers that decide again."""
-        prepared = await self._prepare(connection, ctx, cost, backend)
-        if prepared is None:
-            return None
-        rates, charged, key = prepared
-        rates = scaled_rates(rates, share)
-        return await self._step(key, rates, charged, backend), rates, charged, key
-
-    def _deciders(
-        self, backend: ThrottleBackend, rate: Rate, cost: int
-    ) -> tuple[Optional[Callable[[str], Any]], Optional[Callable[[str], Awaitable[Decision]]]]:
-        """The backend's deciders for this throttle's strategy, rate and cost: `decider` (no
-        coroutine, None when a hit cannot be decided at once) and `waited_decider` (awaited,
-        for the others); remembered until the backend changes."""
-        decide = backend.decider(self.strategy, rate, cost, self._in_place)
-        waited = backend.waited_decider(self.strategy, rate, cost, self._in_place)
-        self._decider = (backend, decide, waited)
-        return decide, waited
-
-    def _step(
-        self, key: str, rates: tuple[Rate, ...], cost: int, backend: ThrottleBackend
-    ) -> Awaitable[Decision]:
-        """The strategy's decision (one rate) or the backend's over every rate's item."""
-        if len(rates) == 1:
-            if self._strategy_decide is not None:
-                return self._strategy_decide(key, rates[0], backend, cost)
-            return _waited(self.strategy(key, rates[0], backend, cost), rates[0].limit)
-        return backend.evaluate_all(self.items(key, rates, cost, backend))
-
-    def items(
-        self, key: str, rates: tuple[Rate, ...], cost: int, backend: ThrottleBackend
-    ) -> list[Item]:
-        """The items of one decision on `rates` for the client whose key is `key`."""
-        return steps.items(self.strategy, key, rates, cost, backend)
-
     __call__ = hit
     """`await throttle(connection)` is `hit`; as a FastAPI dependency it returns the connection."""
-
-    def _no_connection(self, given: Any = None) -> ConfigurationError:
-        """The error of a hit given no connection, logged: FastAPI gives none to a throttle
-        on a route of the other kind (a `WebSocketThrottle` on an HTTP route, an
-        `HTTPThrottle` on a WebSocket route); a call may give something else (an address),
-        or a connection of the other kind (`other_kind`'s error)."""
-        kind = self.connection_type
-        if getattr(given, "scope", None) is not None:
-            return other_kind((self,), given)
-        if given is not None:
-            error = ConfigurationError(
-                f"{self!r} was given {given!r}, not a connection: call it with the request or "
-                "websocket it limits (`await throttle.hit(request)`); to read or forget a "
-                "client's bucket by its identifier, use `throttle.stat(client, path=...)` or "
-                "`throttle.reset(client, path=...)`"
-            )
-            logger.error("%s", error)
-            return error
-        if issubclass(kind, WebSocket):
-            where = "an HTTP route (FastAPI gave it no WebSocket): use an HTTPThrottle there"
-        elif issubclass(kind, Request):
-            where = "a WebSocket route (FastAPI gave it no Request): use a WebSocketThrottle there"
-        else:
-            where = "no route FastAPI gives a connection to"
-        error = ConfigurationError(
-            f"{self!r} got no connection: as a dependency, it is one of {where}; called "
-            "directly, it takes the connection: `await throttle.hit(connection)`"
-        )
-        logger.error("%s", error)
-        return error
-
-    async def test(
-        self,
-        connection: Any,
-        cost: Optional[int] = None,
-        context: Optional[Mapping[str, Any]] = None,
-    ) -> bool:
-        """`check` under its traffik 1.2 alias: whether a hit of `cost` would pass now."""
-        return await self.check(connection, cost, context)
 
     def as_middleware(
         self,
@@ -550,132 +410,3 @@ class Throttle(ThrottleSettings, ThrottleKeys, ThrottleAnswers, ThrottleHeaders,
         )
         throttles = [MiddlewareThrottle(self, **throttle_kwargs)]
         return Middleware(ThrottleMiddleware, middleware_throttles=throttles, sort=None, **options)
-
-    def _dependency_parameters(self) -> list[inspect.Parameter]:
-        # A default, so that FastAPI, which gives no connection of the other kind, calls
-        # `hit` (its error, `_no_connection`) instead of failing with "missing 1 required
-        # argument".
-        return [
-            inspect.Parameter(
-                "connection", _POSITIONAL, default=None, annotation=self.connection_type
-            )
-        ]
-
-
-class HTTPThrottle(Throttle):
-    """A throttle for HTTP requests; as a FastAPI dependency it returns the request.
-
-    ```python
-    throttle = HTTPThrottle("api", rate="100/min")
-
-    @app.get("/items")
-    async def items(request: Request = Depends(throttle)): ...
-    ```
-
-    Takes every argument of `Throttle`, and:
-
-    Args:
-        use_method: Count each HTTP method of a route apart (`GET /items` and
-            `POST /items`); False: the methods of a route share one budget.
-    """
-
-    connection_type = Request
-    refused_scopes = frozenset({"websocket"})
-
-    async def charge_by_outcome(
-        self,
-        request: Request = None,  # type: ignore[assignment]  # (None: a WebSocket route's)
-        response: Response = None,  # type: ignore[assignment]  # (FastAPI's, always given)
-    ) -> AsyncIterator[Request]:
-        """A FastAPI dependency with `yield` for a throttle with `charge_when`:
-        `Depends(throttle.charge_by_outcome)`. It hits before the endpoint runs, then settles
-        the charge with the outcome: the exception the endpoint raised (its status code), or
-        else the route's status code (a dependency does not see a returned `Response`; the
-        decorators and the middleware do). On a WebSocket route FastAPI gives it no request:
-        `hit`'s `ConfigurationError` says what to use there."""
-        await self.hit(request, response=response)
-        try:
-            yield request
-        except Exception as exc:
-            await outcomes.settle(request, Outcome.of_exception(exc))
-            raise
-        route = request.scope.get("route")
-        await outcomes.settle(request, Outcome(getattr(route, "status_code", None) or 200))
-
-    def __init__(
-        self,
-        uid: str,
-        rate: RateSetting,
-        identifier: Optional[Callable[[Any], Any]] = None,
-        handle_throttled: Optional[Callable[..., Any]] = None,
-        strategy: Any = None,
-        backend: Union[ThrottleBackend, str, None] = None,
-        cost: CostSetting = 1,
-        *,
-        use_method: bool = True,
-        dynamic_backend: bool = False,
-        min_wait_period: Optional[float] = None,
-        headers: HeadersSetting = "ietf",
-        on_error: OnErrorSetting = None,
-        context: Optional[Mapping[str, Any]] = None,
-        registry: Optional[ThrottleRegistry] = None,
-        rules: Optional[Iterable[Union[Rule, Bypass]]] = None,
-        cache_ids: bool = True,
-        dynamic_rules: bool = False,
-        skip_handler: bool = False,
-        per_route: bool = True,
-        charge_when: Optional[Callable[[Outcome], bool]] = None,
-        shadow: Optional[bool] = None,
-        on_decision: Optional[Callable[[DecisionEvent], Any]] = None,
-    ) -> None:
-        """As `Throttle` (every argument spelt out, for type checkers and IDEs);
-        `use_method=False` gives every method of a route one budget."""
-        self.use_method = use_method
-        if not use_method:
-            self._route_of = _without_method_of  # type: ignore[misc,method-assign]
-        super().__init__(
-            uid,
-            rate,
-            identifier,
-            handle_throttled,
-            strategy,
-            backend,
-            cost,
-            dynamic_backend=dynamic_backend,
-            min_wait_period=min_wait_period,
-            headers=headers,
-            on_error=on_error,
-            context=context,
-            registry=registry,
-            rules=rules,
-            cache_ids=cache_ids,
-            dynamic_rules=dynamic_rules,
-            skip_handler=skip_handler,
-            per_route=per_route,
-            charge_when=charge_when,
-            shadow=shadow,
-            on_decision=on_decision,
-        )
-
-    def _dependency_parameters(self) -> list[inspect.Parameter]:
-        response = inspect.Parameter("response", _KEYWORD, default=None, annotation=Response)
-        return [*super()._dependency_parameters(), response]
-
-
-RequestThrottle = HTTPThrottle
-
-
-class WebSocketThrottle(Throttle):
-    """A throttle for WebSockets: as a dependency it limits connection attempts; `await
-    throttle.hit(websocket)` per message sends a `rate_limit` JSON message when throttled."""
-
-    connection_type = WebSocket
-    refused_scopes = frozenset({"http"})
-    default_handler = staticmethod(websocket_throttled)
-    use_backend_handler = False
-
-    def _admitted(self, connection: Any, *args: Any) -> None:
-        """As `Throttle._admitted`, once `outcomes.follow` has seen the hit: a message's
-        charges are kept together, and the first hit of a new message forgets the last's."""
-        outcomes.follow(connection, self)
-        super()._admitted(connection, *args)

@@ -1,0 +1,98 @@
+"""How a throttle's decision runs on a backend: its items, the backend's deciders for it, one step.
+
+Mixed into `Throttle`. `hit` asks the backend for its deciders once per backend (`_deciders`:
+in place where the backend can decide without a coroutine, else awaited) and otherwise takes
+one step (`_step`): the strategy's own decision for one rate, the backend's over every rate's
+items for several. `_decide` is that decision again, for the `on_error` handlers that decide
+on another store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from traffik.fallback_share import scaled_rates
+from traffik.on_error import decision_from_wait
+from traffik.strategies import steps
+
+if TYPE_CHECKING:
+    from traffik.backends.base import ThrottleBackend
+    from traffik.decision import Decision
+    from traffik.rates import Rate
+    from traffik.strategies.steps import Item
+
+__all__ = ["ThrottleSteps"]
+
+
+async def _waited(wait: Awaitable[Any], limit: int) -> Decision:
+    """The decision of a strategy that answers a wait (traffik 1.2's contract)."""
+    return decision_from_wait(await wait, limit)
+
+
+class ThrottleSteps:
+    """The items, deciders and steps of a decision, for `Throttle`."""
+
+    strategy: Any
+    _strategy_decide: Optional[Callable[..., Any]]
+    _in_place: int
+    _decider: tuple[
+        Optional[ThrottleBackend],
+        Optional[Callable[[str], Any]],
+        Optional[Callable[[str], Awaitable[Any]]],
+    ]
+
+    if TYPE_CHECKING:
+
+        async def _prepare(
+            self,
+            connection: Any,
+            ctx: Mapping[str, Any],
+            cost: Optional[int],
+            backend: ThrottleBackend,
+        ) -> Optional[tuple[tuple[Rate, ...], int, str]]: ...
+
+    async def _decide(
+        self,
+        connection: Any,
+        ctx: Mapping[str, Any],
+        cost: Optional[int],
+        backend: ThrottleBackend,
+        share: float = 1.0,
+    ) -> Optional[tuple[Decision, tuple[Rate, ...], int, str]]:
+        """The decision for `connection` on `backend`, with the rates, cost and key it was
+        made under (None: nothing to decide), as `hit` makes it, each limit scaled by `share`
+        (a fallback's `per_process`); for the `on_error` handlers that decide again."""
+        prepared = await self._prepare(connection, ctx, cost, backend)
+        if prepared is None:
+            return None
+        rates, charged, key = prepared
+        rates = scaled_rates(rates, share)
+        return await self._step(key, rates, charged, backend), rates, charged, key
+
+    def _deciders(
+        self, backend: ThrottleBackend, rate: Rate, cost: int
+    ) -> tuple[Optional[Callable[[str], Any]], Optional[Callable[[str], Awaitable[Decision]]]]:
+        """The backend's deciders for this throttle's strategy, rate and cost: `decider` (no
+        coroutine, None when a hit cannot be decided at once) and `waited_decider` (awaited,
+        for the others); remembered until the backend changes."""
+        decide = backend.decider(self.strategy, rate, cost, self._in_place)
+        waited = backend.waited_decider(self.strategy, rate, cost, self._in_place)
+        self._decider = (backend, decide, waited)
+        return decide, waited
+
+    def _step(
+        self, key: str, rates: tuple[Rate, ...], cost: int, backend: ThrottleBackend
+    ) -> Awaitable[Decision]:
+        """The strategy's decision (one rate) or the backend's over every rate's item."""
+        if len(rates) == 1:
+            if self._strategy_decide is not None:
+                return self._strategy_decide(key, rates[0], backend, cost)
+            return _waited(self.strategy(key, rates[0], backend, cost), rates[0].limit)
+        return backend.evaluate_all(self.items(key, rates, cost, backend))
+
+    def items(
+        self, key: str, rates: tuple[Rate, ...], cost: int, backend: ThrottleBackend
+    ) -> list[Item]:
+        """The items of one decision on `rates` for the client whose key is `key`."""
+        return steps.items(self.strategy, key, rates, cost, backend)

@@ -1,0 +1,29 @@
+"""`WebSocketThrottle`: a `Throttle` of WebSocket connection attempts and messages, answering a refused message on the open socket."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.websockets import WebSocket
+
+from traffik import outcomes
+from traffik.responses import websocket_throttled
+from traffik.throttles._throttle import Throttle
+
+__all__ = ["WebSocketThrottle"]
+
+
+class WebSocketThrottle(Throttle):
+    """A throttle for WebSockets: as a dependency it limits connection attempts; `await
+    throttle.hit(websocket)` per message sends a `rate_limit` JSON message when throttled."""
+
+    connection_type = WebSocket
+    refused_scopes = frozenset({"http"})
+    default_handler = staticmethod(websocket_throttled)
+    use_backend_handler = False
+
+    def _admitted(self, connection: Any, *args: Any) -> None:
+        """As `Throttle._admitted`, once `outcomes.follow` has seen the hit: a message's
+        charges are kept together, and the first hit of a new message forgets the last's."""
+        outcomes.follow(connection, self)
+        super()._admitted(connection, *args)
