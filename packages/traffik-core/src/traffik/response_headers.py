@@ -14,17 +14,10 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Optional
 
-from traffik.headers import (
-    LONGEST_WAIT_MS,
-    Header,
-    Headers,
-    HeaderValue,
-    RateLimitField,
-    policy_value,
-    quoted_name,
-    resolve_headers,
-    whole_seconds,
-)
+from traffik.decision import LONGEST_WAIT_MS, whole_seconds
+from traffik.header_value import Header
+from traffik.headers import Headers, HeaderValue, resolve_headers
+from traffik.rate_limit_fields import RateLimitField, policy_value, quoted_name
 from traffik.rates import Rate
 from traffik.typing import StrategyStat
 
