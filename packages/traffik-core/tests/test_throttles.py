@@ -481,6 +481,8 @@ def test_import_without_starlette_says_what_to_install() -> None:
     [
         "traffik.throttles",
         "traffik.middleware",
+        "traffik.middleware_answers",
+        "traffik.middleware_sends",
         "traffik.middleware_throttle",
         "traffik.decorators",
         "traffik.responses",

@@ -38,9 +38,6 @@ __all__ = ["SORT_MODES", "MiddlewareThrottle", "ThrottleMiddleware", "glob"]
 
 ExceptionHandlerGetter = Callable[[Exception], Optional[Callable[..., Any]]]
 
-_checked_options = checked_options
-"""`checked_options` by the name `Throttle.as_middleware` imports it by, from here."""
-
 _One = tuple[
     MiddlewareThrottle,
     Optional[Callable[[str], Any]],

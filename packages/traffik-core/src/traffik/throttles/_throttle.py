@@ -401,9 +401,10 @@ class Throttle(
             TypeError: When `throttle_kwargs` has an argument `MiddlewareThrottle` does not
                 take.
         """
-        from traffik.middleware import MiddlewareThrottle, ThrottleMiddleware, _checked_options
+        from traffik.middleware import MiddlewareThrottle, ThrottleMiddleware
+        from traffik.middleware_options import checked_options
 
-        options = _checked_options(
+        options = checked_options(
             backend=self.backend if backend is None else backend,
             exception_handler_getter=exception_handler_getter,
             context=context,
