@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["RedisBackend"]
 
 T = TypeVar("T")
+_EVALSHA = scripts.evalsha
 
 
 def _connection_kwargs(client: Any) -> dict[str, Any]:
@@ -259,6 +260,8 @@ class RedisBackend(RedisCounter, RedisCommands, ThrottleBackend):
                     exc, self.server, f"{operation} (waiting for a free connection)"
                 ) from exc
         client = link.client
+        if command is _EVALSHA and link.lane is not None:
+            command = link.lane.evalsha  # (the same command, on the lane's connection)
         try:
             try:
                 if link.deadline:

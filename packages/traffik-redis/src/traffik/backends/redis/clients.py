@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncGenerator
 from typing import Any
 
+from traffik.backends.redis._lane import Lane
 from traffik.backends.redis.connection import ClientSource, needs_deadline
 from traffik.backends.redis.gate import Gate, pool_size
 
@@ -14,15 +15,29 @@ __all__ = ["Link", "LoopClients"]
 
 
 class Link:
-    """What one event loop uses: the client, its `Gate`, and whether each operation needs
-    the backend's own deadline (`needs_deadline`)."""
+    """What one event loop uses: the client, its `Gate`, whether each operation needs the
+    backend's own deadline (`needs_deadline`), and the `Lane` its scripts take (None: the
+    client's path)."""
 
-    __slots__ = ("client", "deadline", "gate")
+    __slots__ = ("client", "deadline", "gate", "lane")
 
-    def __init__(self, client: Any, gate: Gate, deadline: bool) -> None:
+    def __init__(self, client: Any, gate: Gate, deadline: bool, lane: Lane | None = None) -> None:
         self.client = client
         self.gate = gate
         self.deadline = deadline
+        self.lane = lane
+
+
+def _link(
+    source: ClientSource, client: Any, connect_timeout: float, command_timeout: float
+) -> Link:
+    """The `Link` of `client`: a `Lane` for a single-node client built here whose pool has room
+    for it (its gate then admits one operation fewer, the lane's connection being out)."""
+    deadline = needs_deadline(source, client, connect_timeout, command_timeout)
+    size = pool_size(client)
+    if deadline or source.cluster or size < 2 or getattr(client, "connection", None) is not None:
+        return Link(client, Gate(size), deadline)
+    return Link(client, Gate(size - 1), deadline, Lane(client.connection_pool))
 
 
 async def _closing(clients: list[Any]) -> AsyncGenerator[None, None]:
@@ -86,9 +101,7 @@ class LoopClients:
         for closed in [other for other in self._by_loop if other.is_closed()]:
             del self._by_loop[closed]
         client, owned = await self.source.build()
-        link = Link(
-            client, Gate(pool_size(client)), needs_deadline(self.source, client, *self._timeouts)
-        )
+        link = _link(self.source, client, *self._timeouts)
         closer = _closing(owned)
         await closer.__anext__()  # runs to its `yield`: now the loop will finalise it
         self._by_loop[loop] = (link, closer)

@@ -1,0 +1,123 @@
+"""The lane: one pooled connection the backend's scripts are sent on directly (`_lane.Lane`).
+
+A decision on the lane must be what it is on the client's path: the same reply, the same
+retry on a broken connection, nothing left behind by a cancelled one, and the pool never
+exceeded. Which clients get a lane, and which keep the client's path, is checked too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from traffik.backends.redis import RedisBackend
+from traffik.backends.redis.clients import Link
+from traffik.rates import Rate
+from traffik.strategies import FixedWindow, TokenBucket
+
+pytestmark = [pytest.mark.redis, pytest.mark.anyio]
+
+RATE = Rate.parse("3/hour")
+
+
+def _link(backend: RedisBackend) -> Link:
+    link = backend._clients.get()
+    assert link is not None
+    return link
+
+
+async def _remaining(backend: RedisBackend, strategy: Any, key: str) -> list[Any]:
+    """`allowed` of four decisions on `key` (three allowed, the fourth refused)."""
+    return [(await strategy.decide(key, RATE, backend, 1)).allowed for _ in range(4)]
+
+
+@pytest.fixture
+async def meter(redis_url: str) -> Any:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.mark.parametrize("strategy", [FixedWindow(), TokenBucket()], ids=repr)
+async def test_a_connection_the_server_closed_is_replaced_without_an_error(
+    redis_url: str, meter: Redis, strategy: Any
+) -> None:
+    backend = RedisBackend(redis_url, namespace="lane-killed", on_error="raise")
+    try:
+        assert (await strategy.decide("a", RATE, backend, 1)).allowed
+        lane = _link(backend).lane
+        assert lane is not None and lane._connection is not None  # the lane was taken
+        # A restarted server, or an idle timeout: every connection of the backend is closed.
+        await meter.client_kill_filter(_type="normal", skip_me=True)
+        # One immediate retry on a new connection, as the client's retry policy does.
+        assert [(await strategy.decide("a", RATE, backend, 1)).allowed for _ in range(3)] == [
+            True,
+            True,
+            False,
+        ]
+    finally:
+        await backend.reset()
+        await backend.close()
+
+
+async def test_a_decision_cancelled_mid_exchange_leaves_nothing_behind(
+    redis_url: str, meter: Redis
+) -> None:
+    backend = RedisBackend(redis_url, namespace="lane-cancelled", on_error="raise")
+    strategy = TokenBucket()
+    try:
+        await strategy.decide("warm-up", RATE, backend, 1)
+        await meter.execute_command("CLIENT", "PAUSE", 300, "ALL")
+        pending = asyncio.ensure_future(strategy.decide("cancelled", RATE, backend, 1))
+        await asyncio.sleep(0.05)  # sent, and waiting for the paused server's reply
+        pending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+        await meter.execute_command("CLIENT", "UNPAUSE")
+        # Had the cancelled reply stayed on the connection, these would read it.
+        assert await _remaining(backend, strategy, "after") == [True, True, True, False]
+        assert await _remaining(backend, FixedWindow(), "after-fw") == [True, True, True, False]
+    finally:
+        await backend.reset()
+        await backend.close()
+
+
+async def test_decisions_beside_the_lane_take_the_clients_path(redis_url: str) -> None:
+    backend = RedisBackend(
+        redis_url, namespace="lane-beside", command_timeout=10, url_kwargs={"max_connections": 2}
+    )
+    strategy = TokenBucket()
+    try:
+        decisions = await asyncio.gather(
+            *(strategy.decide(f"k{i % 5}", RATE, backend, 1) for i in range(40))
+        )
+        # Three allowed per key, whichever path each decision took.
+        assert sum(d.allowed for d in decisions) == 15
+        link = _link(backend)
+        assert link.lane is not None and link.gate.size == 1
+    finally:
+        await backend.reset()
+        await backend.close()
+
+
+async def test_clients_the_backend_did_not_build_keep_their_own_path(redis_url: str) -> None:
+    given = Redis.from_url(redis_url)
+    backends = [
+        RedisBackend(given, namespace="lane-given"),  # a user's client: its own settings
+        RedisBackend(f"{redis_url}?retry_on_timeout=true", namespace="lane-retry"),
+        RedisBackend(redis_url, namespace="lane-one", url_kwargs={"max_connections": 1}),
+    ]
+    try:
+        for backend in backends:
+            assert await _remaining(backend, FixedWindow(), "k") == [True, True, True, False]
+            link = _link(backend)
+            assert link.lane is None
+        assert _link(backends[2]).gate.size == 1  # (no room in the pool for a lane)
+    finally:
+        for backend in backends:
+            await backend.reset()
+            await backend.close()
+        await given.aclose()
