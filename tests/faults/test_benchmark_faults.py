@@ -1,5 +1,6 @@
 """`python -m benchmarks --faults` runs: both stores frozen, with and without their circuit, a
-report and valid JSON (the latencies are the fault suite's to assert; only their order here)."""
+report and valid JSON (the latencies are printed, not asserted: what is asserted is that the
+circuit answered more requests while the store was frozen than waiting for it did)."""
 
 from __future__ import annotations
 
@@ -27,5 +28,5 @@ def test_the_fault_scenario_runs(tmp_path: Path) -> None:
     rows = {(row["store"], row["circuit"]): row for row in doc["rows"]}
     assert set(rows) == {(s, c) for s in ("redis", "memcached") for c in (True, False)}
     for store in ("redis", "memcached"):
-        assert rows[(store, True)]["p99_ms"] < rows[(store, False)]["p50_ms"]
+        assert rows[(store, True)]["requests"] > rows[(store, False)]["requests"]
         assert rows[(store, True)]["recovery_ms"] is not None
