@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from traffik.backends.redis import RedisBackend
+from traffik.backends.redis import RedisBackend, _lane
 from traffik.backends.redis.clients import Link
+from traffik.exceptions import BackendConnectionError
 from traffik.rates import Rate
 from traffik.strategies import FixedWindow, TokenBucket
 
@@ -32,6 +33,16 @@ def _link(backend: RedisBackend) -> Link:
 async def _remaining(backend: RedisBackend, strategy: Any, key: str) -> list[Any]:
     """`allowed` of four decisions on `key` (three allowed, the fourth refused)."""
     return [(await strategy.decide(key, RATE, backend, 1)).allowed for _ in range(4)]
+
+
+@pytest.fixture(autouse=True, params=["one timer", "socket timeouts"])
+def bounds(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test with both ways of bounding an exchange: one `asyncio.timeout` (Python 3.11
+    and later) and redis-py's socket timeouts (the earlier Pythons')."""
+    if request.param == "socket timeouts":
+        monkeypatch.setattr(_lane, "_TIMEOUT", None)
+    elif _lane._TIMEOUT is None:
+        pytest.skip("asyncio.timeout is Python 3.11's")
 
 
 @pytest.fixture
@@ -121,3 +132,34 @@ async def test_clients_the_backend_did_not_build_keep_their_own_path(redis_url: 
             await backend.reset()
             await backend.close()
         await given.aclose()
+
+
+async def test_reconnecting_to_a_frozen_server_is_bounded_by_the_timeouts(
+    redis_server: Any,
+) -> None:
+    server = redis_server()
+    backend = RedisBackend(
+        server.url,
+        namespace="lane-frozen",
+        connect_timeout=0.5,
+        command_timeout=0.5,
+        on_error="raise",
+    )
+    strategy = TokenBucket()
+    meter = Redis.from_url(server.url)
+    try:
+        assert (await strategy.decide("a", RATE, backend, 1)).allowed  # the lane is taken
+        await meter.client_kill_filter(_type="normal", skip_me=True)
+        server.pause()  # it accepts connections (the kernel does) and answers nothing
+        try:
+            # The lane's connection is gone: connecting again must not wait for ever on the
+            # handshake's replies (the guard below only turns a hang into a failure).
+            with pytest.raises(BackendConnectionError):
+                await asyncio.wait_for(strategy.decide("a", RATE, backend, 1), 10)
+        finally:
+            server.resume()
+        assert (await strategy.decide("a", RATE, backend, 1)).allowed
+    finally:
+        await backend.reset()
+        await backend.close()
+        await meter.aclose()
