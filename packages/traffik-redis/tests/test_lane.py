@@ -120,6 +120,9 @@ async def test_clients_the_backend_did_not_build_keep_their_own_path(redis_url: 
         RedisBackend(given, namespace="lane-given"),  # a user's client: its own settings
         RedisBackend(f"{redis_url}?retry_on_timeout=true", namespace="lane-retry"),
         RedisBackend(redis_url, namespace="lane-one", url_kwargs={"max_connections": 1}),
+        RedisBackend(
+            redis_url, namespace="lane-single", url_kwargs={"single_connection_client": True}
+        ),
     ]
     try:
         for backend in backends:

@@ -19,7 +19,8 @@ Only one operation uses the lane at a time; an `EVALSHA` that comes while it is 
 takes the client's path, as before. The connection is never given back: the backend's
 `Gate` admits one operation fewer than the pool holds, so the pool never runs out because
 of it. A lane is made only for single-node clients the backend built itself
-(`needs_deadline` is False for them): a user's client keeps every one of its own settings.
+(`needs_deadline` is False for them), with a pool of two or more and not asked for a single
+connection: a user's client keeps every one of its own settings.
 """
 
 from __future__ import annotations

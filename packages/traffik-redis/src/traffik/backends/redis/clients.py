@@ -35,7 +35,7 @@ def _link(
     for it (its gate then admits one operation fewer, the lane's connection being out)."""
     deadline = needs_deadline(source, client, connect_timeout, command_timeout)
     size = pool_size(client)
-    if deadline or source.cluster or size < 2 or getattr(client, "connection", None) is not None:
+    if deadline or source.cluster or size < 2 or getattr(client, "single_connection_client", 0):
         return Link(client, Gate(size), deadline)
     return Link(client, Gate(size - 1), deadline, Lane(client.connection_pool))
 
