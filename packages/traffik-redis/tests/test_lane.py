@@ -11,6 +11,7 @@ import asyncio
 from typing import Any
 
 import pytest
+import redis
 from redis.asyncio import Redis
 
 from traffik.backends.redis import RedisBackend, _lane
@@ -60,7 +61,7 @@ async def test_a_connection_the_server_closed_is_replaced_without_an_error(
     try:
         assert (await strategy.decide("a", RATE, backend, 1)).allowed
         lane = _link(backend).lane
-        assert lane is not None and lane._connection is not None  # the lane was taken
+        assert lane is not None and len(lane._free) == 1  # a connection was kept
         # A restarted server, or an idle timeout: every connection of the backend is closed.
         await meter.client_kill_filter(_type="normal", skip_me=True)
         # One immediate retry on a new connection, as the client's retry policy does.
@@ -96,19 +97,29 @@ async def test_a_decision_cancelled_mid_exchange_leaves_nothing_behind(
         await backend.close()
 
 
-async def test_decisions_beside_the_lane_take_the_clients_path(redis_url: str) -> None:
+@pytest.mark.parametrize("size", [2, 3, 8, 200])
+async def test_a_lane_keeps_at_most_half_the_pool(redis_url: str, size: int) -> None:
     backend = RedisBackend(
-        redis_url, namespace="lane-beside", command_timeout=10, url_kwargs={"max_connections": 2}
+        redis_url,
+        namespace="lane-beside",
+        command_timeout=10,
+        url_kwargs={"max_connections": size, "client_name": "lane-beside"},
     )
     strategy = TokenBucket()
     try:
         decisions = await asyncio.gather(
-            *(strategy.decide(f"k{i % 5}", RATE, backend, 1) for i in range(40))
+            *(strategy.decide(f"k{i % 5}", RATE, backend, 1) for i in range(150))
         )
         # Three allowed per key, whichever path each decision took.
         assert sum(d.allowed for d in decisions) == 15
         link = _link(backend)
-        assert link.lane is not None and link.gate.size == 1
+        kept = min(size // 2, _lane.MAX_CAPACITY)
+        assert link.lane is not None and link.lane.capacity == kept
+        assert 1 <= len(link.lane._free) <= kept  # (all free again, as many as were needed)
+        assert link.gate.size == size - kept  # so the pool is never exceeded
+        with redis.Redis.from_url(redis_url) as meter:
+            names = [client["name"] for client in meter.client_list()]
+        assert names.count("lane-beside") <= size
     finally:
         await backend.reset()
         await backend.close()

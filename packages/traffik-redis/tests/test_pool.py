@@ -73,8 +73,8 @@ async def test_a_small_pool_is_never_exceeded(redis_url: str, size: int) -> None
             assert await _burst(backend, strategy, 200) == [True] * 200
         assert _connections(redis_url, "small-pool") <= size
         link = backend._clients.get()
-        # The lane keeps one connection out of the pool: the gate admits one fewer.
-        assert link is not None and link.lane is not None
+        # The lane keeps a connection out of the pool: the gate admits one fewer.
+        assert link is not None and link.lane is not None and link.lane.capacity == 1
         assert link.gate.free == link.gate.size == size - 1
     finally:
         await backend.reset()

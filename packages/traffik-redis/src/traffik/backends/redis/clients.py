@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from traffik.backends.redis._lane import Lane
+from traffik.backends.redis._lane import Lane, capacity
 from traffik.backends.redis.connection import ClientSource, needs_deadline
 from traffik.backends.redis.gate import Gate, pool_size
 
@@ -32,12 +32,13 @@ def _link(
     source: ClientSource, client: Any, connect_timeout: float, command_timeout: float
 ) -> Link:
     """The `Link` of `client`: a `Lane` for a single-node client built here whose pool has room
-    for it (its gate then admits one operation fewer, the lane's connection being out)."""
+    for one (its gate then admits as many operations fewer as the lane may keep)."""
     deadline = needs_deadline(source, client, connect_timeout, command_timeout)
     size = pool_size(client)
-    if deadline or source.cluster or size < 2 or getattr(client, "single_connection_client", 0):
+    kept = capacity(size)
+    if deadline or source.cluster or not kept or getattr(client, "single_connection_client", False):
         return Link(client, Gate(size), deadline)
-    return Link(client, Gate(size - 1), deadline, Lane(client.connection_pool))
+    return Link(client, Gate(size - kept), deadline, Lane(client.connection_pool, kept))
 
 
 async def _closing(clients: list[Any]) -> AsyncGenerator[None, None]:
