@@ -1,4 +1,4 @@
-"""`python -m benchmarks [--quick | --smoke] [--json PATH] [--backends memory,sqlite,redis,memcached] [--profile | --faults | --real-server | --rivals | --instructions]`."""
+"""`python -m benchmarks [--quick | --smoke] [--json PATH] [--backends memory,sqlite,redis,memcached] [--profile | --faults | --real-server | --rivals | --instructions | --bytecodes]`."""
 
 from __future__ import annotations
 
@@ -75,6 +75,12 @@ def _parser() -> argparse.ArgumentParser:
         help="instead of the benchmark, instructions per request under callgrind (needs "
         "valgrind): every in-memory strategy, SQLite, the middleware and the rivals",
     )
+    parser.add_argument(
+        "--bytecodes",
+        action="store_true",
+        help="instead of the benchmark, Python bytecodes per request of the in-memory "
+        "middleware and FastAPI apps (a count the machine's load cannot move)",
+    )
     return parser
 
 
@@ -92,6 +98,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         rows, skipped = asyncio.run(faults.run_faults(mode, args.backends))
         print(faults.report(rows, skipped, mode))
         _write(faults.as_json(rows, skipped, mode), args.json)
+        return 0
+    if args.bytecodes:
+        from benchmarks import bytecodes
+
+        _write(json.dumps(bytecodes.report(), indent=2), args.json)
         return 0
     if args.instructions:
         from benchmarks import instructions

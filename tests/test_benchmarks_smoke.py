@@ -306,3 +306,35 @@ async def test_profile_ablation_arithmetic(monkeypatch: pytest.MonkeyPatch) -> N
     rows = _ablation_rows(await profiling._ablation(FixedWindow))
     assert rows["no-op (request)"][-1] == "nan"
     assert rows["no-op (request) + the store's decision"][-1] == "nan"
+
+
+@pytest.mark.anyio
+async def test_bytecode_counts() -> None:
+    """`--bytecodes` counts what a request runs: nothing of traffik behind the no-op
+    middleware, the throttle's functions behind `ThrottleMiddleware`, the same count for the
+    same warmed-up app twice (what the machine's load cannot move); every app of the
+    tables answers (2 s)."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks import bytecodes, middleware_overhead
+        from benchmarks.asgi import asgi_target, clients
+    finally:
+        sys.path.remove(str(ROOT))
+
+    def target(layer: str) -> Any:
+        app = middleware_overhead._app(layer)
+        return asgi_target(layer, app, clients(1), middleware_overhead.PATH)
+
+    noop = await bytecodes.count(target("noop"), requests=20, warmup=20)
+    assert noop["traffik"] == 0 and noop["functions"] == {}
+    throttled = target("throttled")
+    first = await bytecodes.count(throttled, requests=20, warmup=20)
+    again = await bytecodes.count(throttled, requests=20, warmup=0)
+    assert "traffik.throttles._throttle:hit" in first["functions"]
+    assert "traffik.middleware:__call__" in first["functions"]
+    assert first["traffik"] == pytest.approx(sum(first["functions"].values()), abs=0.5)
+    assert first["total"] > noop["total"] + first["traffik"] / 2
+    assert again["functions"] == first["functions"]
+    tables = bytecodes.markdown(await bytecodes.counts())
+    for row in ("throttled", "floor", "no-op dependency", *bytecodes.STRATEGY_NAMES):
+        assert f"| {row} |" in tables
