@@ -7,14 +7,17 @@ the `exc_info` a real throttle gives it, so `exc_info["decide"]` re-runs a real 
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any, Optional
 
 import pytest
 from starlette.requests import Request
+from starlette.responses import Response
 
 from traffik import HTTPThrottle, InMemoryBackend, ManualClock, Rate
 from traffik.backends.base import ThrottleBackend
 from traffik.backoff import ConstantBackoff
+from traffik.config import THROTTLED_STATE_KEY
 from traffik.error_handlers import (
     CircuitBreaker,
     DecidedWait,
@@ -732,3 +735,31 @@ async def test_a_failure_before_the_key_points_at_the_throttle_s_own_code(
     [line] = [r.getMessage() for r in caplog.records if "logged-identifier" in r.getMessage()]
     assert "RuntimeError: user directory down" in line and "identifier" in line, line
     assert "check that the store answers" not in line, line
+
+
+@pytest.mark.parametrize("watched", [False, True], ids=["alone", "observed"])
+async def test_a_hit_the_fallback_decided_gets_that_decisions_headers(watched: bool) -> None:
+    """A hit whose store failed and that a fallback store admitted writes the rate-limit
+    headers of the fallback's decision on the response, and marks the request admitted,
+    whether or not an `on_decision` observer watches (which is told of the error)."""
+    primary = FailingBackend(InMemoryBackend(namespace="primary"))
+    primary.fail(BackendConnectionError)
+    events: list[Any] = []
+    throttle = HTTPThrottle(
+        "t",
+        rate=RATE,
+        backend=primary,
+        on_error=backend_fallback(InMemoryBackend(namespace="spare")),
+        identifier=lambda connection: CLIENT,
+        per_route=False,
+        on_decision=events.append if watched else None,
+    )
+    for remaining in (1, 0):
+        response = Response()
+        admitted = await throttle.hit(request(), response=response)
+        assert response.headers["ratelimit-policy"] == '"t";q=2;w=60'
+        assert re.fullmatch(rf'"t";r={remaining};t=\d+', response.headers["ratelimit"])
+        assert admitted.scope["state"][THROTTLED_STATE_KEY] == 0.0
+    assert [event.outcome for event in events] == (["error", "error"] if watched else [])
+    if watched:
+        assert events[0].backend is primary

@@ -44,9 +44,11 @@ _One = tuple[
     Throttle,
     Optional[dict[str, Any]],
     Optional[bool],
+    dict[str, Any],
 ]
 """`ThrottleMiddleware`'s one-throttle path: the `MiddlewareThrottle`, its path match, its
-throttle, the context and the `skip_handler` its hits get."""
+throttle, the context and the `skip_handler` its hits get, and what its copy of the scope
+adds (its pattern as the route, and this middleware's backend when it has one)."""
 
 
 def _is_preflight(scope: Scope) -> bool:
@@ -179,7 +181,10 @@ class ThrottleMiddleware(MiddlewareAnswers):
         alone = throttles[0]
         context = {**self.context, **alone.context} if self.context or alone.context else None
         skip = alone.skip_handler if self.skip_handler is None else self.skip_handler
-        return (alone, alone.path_match, alone.throttle, context, skip)
+        added: dict[str, Any] = {"route": alone.route}
+        if self.backend is not None:
+            added[SCOPE_BACKEND_KEY] = self.backend
+        return (alone, alone.path_match, alone.throttle, context, skip, added)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -223,17 +228,14 @@ class ThrottleMiddleware(MiddlewareAnswers):
             else:
                 # One throttle whose rule the scope alone decides (the common case): `_run`
                 # written out for it, as a call here costs about as much as the scope's copy.
-                alone, match, throttle, context, skip = one
+                alone, match, throttle, context, skip, added = one
                 if match is not None:  # (the path `route_path` reads, without the call)
                     path = route_path(scope) if scope.get("root_path") else scope["path"]
                     matched = match(path) is not None
                 else:
                     matched = alone.matches_any or alone.rule.matches_scope(scope)
                 if matched:
-                    view = dict(scope)
-                    view["route"] = alone.route
-                    if self.backend is not None:
-                        view[SCOPE_BACKEND_KEY] = self.backend
+                    view = {**scope, **added}
                     if kind == "websocket":
                         scoped: Any = WebSocket(view, receive, send)
                     else:  # (the Request is made only if a callable of the app gets it)

@@ -61,8 +61,9 @@ class ThrottleKeys(ConnectionInputs):
                 scope.get("app_root_path"),
             )
             known = self._keys.get(seen)
-            if known is None or known[0] is not route:  # (a route gone, its id reused)
+            if known is None:
                 return self._remember_key(seen, connection, host, route, ctx)
+            # (the entry holds its route: while it is kept, no other object has that id)
             return known[1]
         part = peer_part(host) if host is not None else ANONYMOUS_PART
         return self._rates, self.cost, self._key(connection, part, ctx)
@@ -86,7 +87,7 @@ class ThrottleKeys(ConnectionInputs):
         part = peer_part(host) if host is not None else ANONYMOUS_PART
         where = seen[1:]  # (the route, method and roots: what the key's ends depend on)
         ends = self._ends.get(where)
-        if ends is None or ends[0] is not route:
+        if ends is None:  # (an entry holds its route, as `_keys` do)
             ends = self._key_ends(where, route, connection, ctx)
         head, tail = ends[1], ends[2]
         key = self._key(connection, part, ctx) if head is None else head + part + tail

@@ -3,7 +3,7 @@
 Mixed into `Throttle`. `hit` asks the backend for its deciders once per backend (`_deciders`:
 in place where the backend can decide without a coroutine, else awaited) and otherwise takes
 one step (`_step`): the strategy's own decision for one rate, the backend's over every rate's
-items for several. `_decide` is that decision again, for the `on_error` handlers that decide
+items for several; a backend remembering refused clients is asked first (`_remembered`). `_decide` is that decision again, for the `on_error` handlers that decide
 on another store.
 """
 
@@ -80,6 +80,33 @@ class ThrottleSteps:
         waited = backend.waited_decider(self.strategy, rate, cost, self._in_place)
         self._decider = (backend, decide, waited)
         return decide, waited
+
+    async def _remembered(
+        self,
+        key: str,
+        rates: tuple[Rate, ...],
+        cost: int,
+        backend: ThrottleBackend,
+        decide: Optional[Callable[[str], Optional[Decision]]],
+        waited: Optional[Callable[[str], Awaitable[Decision]]],
+    ) -> Decision:
+        """`hit`'s decision on a backend that remembers refused clients (`backend.refusals`):
+        a client refused a moment ago is refused again without the store; a refusal of the
+        store is remembered from when the refusals were asked (never too long)."""
+        refusals = backend.refusals
+        assert refusals is not None
+        asked_at = backend.now_ms()  # (asked before the store is busy)
+        decision = refusals.check(key, rates, cost, asked_at, self.strategy)
+        if decision is None:
+            decision = None if decide is None else decide(key)
+            if decision is None:
+                step = self._step(key, rates, cost, backend) if waited is None else waited(key)
+                decision = await step
+            if not decision.allowed:
+                refusals.remember(key, rates, cost, decision, asked_at, self.strategy)
+        if decision.at is None:  # (the store did not say when)
+            decision.at = asked_at
+        return decision
 
     def _step(
         self, key: str, rates: tuple[Rate, ...], cost: int, backend: ThrottleBackend

@@ -276,71 +276,54 @@ class Throttle(
             if not await gate.allows(connection, ctx):
                 return _let_through(connection)
         backend = self._backend or self.get_backend(connection)
-        prepared: Optional[tuple[tuple[Rate, ...], int, str]] = None
-        rates: Optional[tuple[Rate, ...]]
-        key: Optional[str]
-        taken: Optional[int]
         watched = self.on_decision is not None or _observers
         started = perf_counter() if watched else None
-        failure: Optional[Exception] = None
-        waited = None
-        asked_at: Optional[int] = None  # (set once the remembered refusals were asked)
+        prepared: Optional[tuple[tuple[Rate, ...], int, str]] = None
+        decide: Optional[Callable[[str], Optional[Decision]]] = None
+        waited: Optional[Callable[[str], Awaitable[Decision]]] = None
         try:
             prepared = self._prepared(connection, ctx, cost, backend)
-            decision: Optional[Decision] = None
             if prepared is None:
                 connection = made(connection)  # (for the identifier, rate and cost callables)
                 prepared = await self._prepare(connection, ctx, cost, backend)
                 if prepared is None:  # (nothing to decide: unlimited, no cost, exempted)
                     return _let_through(connection)
-                rates, taken, key = prepared
-            else:
-                rates, taken, key = prepared
-                if self._in_place:  # in place: no coroutine (memory, SQLite)
-                    on, decide, waited = self._decider
-                    if on is not backend:  # made once per backend (`ThrottleBackend.decider`)
-                        decide, waited = self._deciders(backend, rates[0], taken)
-                    if decide is not None:
-                        refusals = backend.refusals
-                        if refusals is None:
-                            decision = decide(key)
-                        else:  # a client refused a moment ago: no store
-                            asked_at = backend.now_ms()
-                            decision = refusals.check(key, rates, taken, asked_at, self.strategy)
-                            if decision is None:
-                                decision = decide(key)
-                                if decision is not None and not decision.allowed:
-                                    refusals.remember(
-                                        key, rates, taken, decision, asked_at, self.strategy
-                                    )
-            if decision is None:
-                refusals = backend.refusals
-                if refusals is None:
-                    if waited is not None:  # made once per backend, like `decide`
-                        decision = await waited(key)
-                    else:
-                        decision = await self._step(key, rates, taken, backend)
-                else:  # a client refused a moment ago is refused again without the store
-                    if asked_at is None:  # (else asked above, before the store was busy)
-                        asked_at = backend.now_ms()
-                        decision = refusals.check(key, rates, taken, asked_at, self.strategy)
-                    if decision is None:
-                        if waited is not None:
-                            decision = await waited(key)
-                        else:
-                            decision = await self._step(key, rates, taken, backend)
-                        if not decision.allowed:  # (from when it was asked: never too long)
-                            refusals.remember(key, rates, taken, decision, asked_at, self.strategy)
-            if asked_at is not None and decision.at is None:  # (the store did not say when)
-                decision.at = asked_at
+            elif self._in_place:  # in place: no coroutine (memory, SQLite)
+                on, decide, waited = self._decider
+                if on is not backend:  # made once per backend (`ThrottleBackend.decider`)
+                    decide, waited = self._deciders(backend, prepared[0][0], prepared[1])
+            rates, taken, key = prepared
+            if backend.refusals is None:
+                decision = None if decide is None else decide(key)
+                if decision is None:
+                    step = self._step(key, rates, taken, backend) if waited is None else waited(key)
+                    decision = await step
+            else:  # a client refused a moment ago is refused again without the store
+                decision = await self._remembered(key, rates, taken, backend, decide, waited)
         except ConfigurationError as exc:
             logger.error("%r is misconfigured: %s", self, exc)
             raise
         except Exception as exc:
-            failure, failed_on = exc, backend  # (the event names the store that failed)
             connection = made(connection)  # (for the `on_error` handler)
-            decision, rates, key, taken, backend = await recover(
+            answer, known_rates, known_key, charged, decided_on = await recover(
                 self, exc, connection, ctx, cost, backend, prepared
+            )
+            # (answered as a watched or refused decision is: the event names the store that
+            # failed, `backend`)
+            return await self._settle(
+                connection,
+                answer,
+                known_rates,
+                known_key,
+                ctx,
+                decided_on,
+                skip_handler,
+                response,
+                charged,
+                started,
+                exc,
+                shadow,
+                backend,
             )
         if (
             watched
@@ -360,9 +343,8 @@ class Throttle(
                 response,
                 taken,
                 started,
-                failure,
+                None,
                 shadow,
-                None if failure is None else failed_on,
             )
         self._admitted(connection, decision, rates, key, ctx, response, taken, backend)
         return connection
