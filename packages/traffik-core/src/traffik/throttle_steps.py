@@ -3,8 +3,9 @@
 Mixed into `Throttle`. `hit` asks the backend for its deciders once per backend (`_deciders`:
 in place where the backend can decide without a coroutine, else awaited) and otherwise takes
 one step (`_step`): the strategy's own decision for one rate, the backend's over every rate's
-items for several; a backend remembering refused clients is asked first (`_remembered`). `_decide` is that decision again, for the `on_error` handlers that decide
-on another store.
+items for several; the memory of refused clients, where a backend keeps one, is asked first
+(`_remembered`). `_decide` is that decision again, for the `on_error` handlers that decide on
+another store.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
     from traffik.decision import Decision
     from traffik.rates import Rate
+    from traffik.refusals import RefusedClients
     from traffik.strategies.steps import Item
 
 __all__ = ["ThrottleSteps"]
@@ -83,6 +85,7 @@ class ThrottleSteps:
 
     async def _remembered(
         self,
+        refusals: RefusedClients,
         key: str,
         rates: tuple[Rate, ...],
         cost: int,
@@ -90,11 +93,9 @@ class ThrottleSteps:
         decide: Optional[Callable[[str], Optional[Decision]]],
         waited: Optional[Callable[[str], Awaitable[Decision]]],
     ) -> Decision:
-        """`hit`'s decision on a backend that remembers refused clients (`backend.refusals`):
-        a client refused a moment ago is refused again without the store; a refusal of the
+        """`hit`'s decision on a backend that remembers refused clients (its `refusals`): a
+        client refused a moment ago is refused again without the store; a refusal of the
         store is remembered from when the refusals were asked (never too long)."""
-        refusals = backend.refusals
-        assert refusals is not None
         asked_at = backend.now_ms()  # (asked before the store is busy)
         decision = refusals.check(key, rates, cost, asked_at, self.strategy)
         if decision is None:

@@ -299,7 +299,9 @@ class Throttle(
                     step = self._step(key, rates, taken, backend) if waited is None else waited(key)
                     decision = await step
             else:  # a client refused a moment ago is refused again without the store
-                decision = await self._remembered(key, rates, taken, backend, decide, waited)
+                decision = await self._remembered(
+                    backend.refusals, key, rates, taken, backend, decide, waited
+                )
         except ConfigurationError as exc:
             logger.error("%r is misconfigured: %s", self, exc)
             raise
