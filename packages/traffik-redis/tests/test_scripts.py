@@ -393,7 +393,11 @@ async def test_several_items_decide_and_refund_as_in_memory(redis_url: str, raw:
 
 
 async def test_floordiv_and_ceildiv_round_like_python(raw: Redis) -> None:
-    prelude = resources.files("traffik.backends.redis").joinpath("lua", "_prelude.lua")
+    lua = resources.files("traffik.backends.redis").joinpath("lua")
+    prelude = "".join(
+        lua.joinpath(f"{part}.lua").read_text(encoding="utf-8")
+        for part in ("_prelude", "_floordiv", "_ceildiv")
+    )
     body = """
 local out = {}
 for i = 2, #ARGV, 2 do
@@ -413,7 +417,7 @@ return out
             pairs.append((a, b))
     call = struct.pack("<BdB5d", ord("p"), 0, 0, *[0] * 5)  # the prelude reads the call first
     replies = await raw.eval(
-        prelude.read_text(encoding="utf-8") + body,
+        prelude + body,
         0,
         call,
         *[str(n) for pair in pairs for n in pair],

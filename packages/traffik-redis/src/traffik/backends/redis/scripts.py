@@ -83,6 +83,13 @@ _LISTS = (
 )
 """The strategies whose state is a list of any size (`lua/_lists.lua`)."""
 
+_DIVISIONS = (
+    ("_floordiv", re.compile(r"\bfloordiv\(")),
+    ("_ceildiv", re.compile(r"\bceildiv\(")),
+)
+"""The division helpers (`lua/<part>.lua`), each in the programs that call it: a function
+defined costs server time on every call, used or not (`lua/_prelude.lua`)."""
+
 _STRATEGIES = "--[[ STRATEGIES ]]"
 """Where the entry (`lua/decide.lua`) takes the bodies of a program's strategies."""
 
@@ -136,8 +143,8 @@ class Script:
 
 
 def _program(name: str, strategies: Sequence[str], counter: bool) -> Script:
-    """The prelude, the counter (if `counter`), the helpers of `strategies`, and the entry with
-    their bodies in its loop, each under its code."""
+    """The prelude, the division helpers the rest calls, the counter (if `counter`), the
+    helpers of `strategies`, and the entry with their bodies in its loop, each under its code."""
     helpers = sorted({helper for strategy in strategies for helper in _HELPERS.get(strategy, ())})
     lists = any(strategy in _LISTS for strategy in strategies)
     bodies = "\nelse".join(
@@ -145,15 +152,17 @@ def _program(name: str, strategies: Sequence[str], counter: bool) -> Script:
         for strategy in strategies
     )
     entry = _read("decide").replace(_STRATEGIES, f"{bodies}\nend" if strategies else "")
-    parts = [
-        _read("_prelude"),
-        *map(_read, _COUNTER_PARTS if counter else ()),
-        f"local LISTS = {'true' if lists else 'false'}",
-        _read("_lists"),
-        *map(_read, helpers),
-        entry,
-    ]
-    return Script(name, "\n".join(parts))
+    rest = "\n".join(
+        [
+            *map(_read, _COUNTER_PARTS if counter else ()),
+            f"local LISTS = {'true' if lists else 'false'}",
+            _read("_lists"),
+            *map(_read, helpers),
+            entry,
+        ]
+    )
+    divisions = [_read(part) for part, call in _DIVISIONS if call.search(rest)]
+    return Script(name, "\n".join([_read("_prelude"), *divisions, rest]))
 
 
 def with_counter(script: str) -> str:
