@@ -82,6 +82,7 @@ if not REFUND and (bytes == 49 or bytes == 33) and string.byte(raw, 1) == 104 th
   end
 end
 if not fast then
+  if not load_state then load_state, pack_state = lists() end
   local runs, valid = load_state(raw, 104), true -- 'h'
   local plain = runs == nil and load_state(raw, 105) -- 'i'
   -- The rate the state was written under (its last two numbers, the period negative), taken off.

@@ -46,6 +46,7 @@ then
   same = plain and last == now and kept == size - 2
 end
 if not plain then
+  if not load_state then load_state, pack_state = lists() end
   level, kept, queue, now = 0, 1, load_state(raw, 105), clock -- 'i'
   if queue ~= nil and #queue % 2 == 1 and queue[1] > now + 60000 then
     queue = nil -- from further ahead: no state (base.dated)
@@ -135,6 +136,7 @@ else
       queue[1] = now
       queue[kept + 1], queue[kept + 2] = now, cost * period
       queue[kept + 3], queue[kept + 4] = limit, -period
+      if not load_state then load_state, pack_state = lists() end
       state = pack_state(queue, 105)
     end
   end
