@@ -3,7 +3,7 @@
 -- mark (a byte, 'i'; 'h' for CostBasedTokenBucket's runs) then little-endian doubles.
 -- PriorityQueue stores its log as 'q' instead (priority_queue.lua), and reads an 'i' state
 -- here only to convert it; SlidingWindowLog and LeakyBucketWithQueue read their lists with
--- one call of `doubles` when deciding, and with load_state what that read leaves. LISTS
+-- one struct call when deciding, and with load_state what that read leaves. LISTS
 -- (set by scripts.py before this file): whether a strategy of the program keeps them. A
 -- struct call reads or writes up to 4096 numbers (far below Lua's limit on results), with a
 -- format cut from a literal up to 64 (cheaper than building it); up to 4 (most lists), with
@@ -13,20 +13,11 @@
 -- says `if not load_state then load_state, pack_state = lists() end`. Most decisions take a
 -- fast read instead (and CostBasedTokenBucket's and PriorityQueue's write their states
 -- themselves), and a function defined costs server time on every call (_prelude.lua).
-local load_state, pack_state, doubles, lists
+-- The first `n` (1 to 4096) doubles stored in a value after its mark, in a table with the
+-- position after them at n + 1, one struct call and no check, are
+-- {struct.unpack(n <= 64 and string.sub(DOUBLES, 1, n + 1) or '<' .. string.rep('d', n), raw, 2)}.
+local load_state, pack_state, lists, DOUBLES = nil, nil, nil, '<dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd'
 if LISTS or REFUND then
-  -- The first `n` (1 to 4096) doubles stored in `raw` after its mark, in a table with the
-  -- position after them at n + 1: one struct call, no check.
-  function doubles(raw, n)
-    local format = '<dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd'
-    if n <= 64 then
-      format = string.sub(format, 1, n + 1)
-    else
-      format = '<' .. string.rep('d', n)
-    end
-    return {struct.unpack(format, raw, 2)}
-  end
-
   function lists()
     -- The list stored as `raw` (a GET reply) under `mark`, or nil when missing, under another
     -- mark or not ours (a number not whole or not below 2^53: NaN and the infinities fail the
@@ -57,7 +48,8 @@ if LISTS or REFUND then
         return nil
       end
       local head = n < 4096 and n or 4096
-      local state = doubles(raw, head)
+      local state = {struct.unpack(head <= 64 and string.sub(DOUBLES, 1, head + 1)
+        or '<' .. string.rep('d', head), raw, 2)}
       local pos = state[head + 1]
       state[head + 1] = nil
       for first = 4097, n, 4096 do -- very long lists only

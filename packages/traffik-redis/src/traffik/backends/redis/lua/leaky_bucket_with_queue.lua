@@ -16,7 +16,8 @@ local size = raw and (#raw - 1) / 8 or 0
 if not REFUND and size >= 3 and size <= 4096 and size % 2 == 1
   and string.byte(raw, 1) == 105 -- 'i'
 then
-  queue = doubles(raw, size)
+  queue = {struct.unpack(size <= 64 and string.sub(DOUBLES, 1, size + 1)
+    or '<' .. string.rep('d', size), raw, 2)}
   local last = queue[1]
   if last % 1 == 0 and last > now and last <= now + 60000 then -- later: decided at it (decide.lua)
     now = last
@@ -30,7 +31,9 @@ then
   if queue[size - 1] ~= limit or queue[size] ~= -period then
     whole = 1
   end
-  for i = 2, size - 3, 2 do
+  -- The drain: the entries it empties leave, the first it leaves partly keeps the rest.
+  local i = 2
+  while drained > 0 and i <= size - 3 do
     local t, left = queue[i], queue[i + 1]
     whole = whole + t % 1 + left % 1
     if t <= -2 ^ 53 or t >= 2 ^ 53 or left < 0 or left >= 2 ^ 53 then
@@ -41,7 +44,32 @@ then
       queue[kept + 1], queue[kept + 2] = t, left - drained
       kept, level, drained = kept + 2, level + left - drained, 0
     end
+    i = i + 2
   end
+  -- The entries after it stay whole, checked and counted (in place when none left: always
+  -- for hits within one millisecond). An entry with nothing left leaves even undrained: the
+  -- general read takes it.
+  if kept + 1 == i then
+    for j = i, size - 3, 2 do
+      local t, left = queue[j], queue[j + 1]
+      whole = whole + t % 1 + left % 1
+      if t <= -2 ^ 53 or t >= 2 ^ 53 or left <= 0 or left >= 2 ^ 53 then
+        whole = 1
+      end
+      level = level + left
+    end
+  else
+    for j = i, size - 3, 2 do
+      local t, left = queue[j], queue[j + 1]
+      whole = whole + t % 1 + left % 1
+      if t <= -2 ^ 53 or t >= 2 ^ 53 or left <= 0 or left >= 2 ^ 53 then
+        whole = 1
+      end
+      queue[kept + j - i + 1], queue[kept + j - i + 2] = t, left
+      level = level + left
+    end
+  end
+  kept = kept + size - 1 - i
   plain = whole == 0 and last > -2 ^ 53 and last < 2 ^ 53 and last <= now + 60000
   same = plain and last == now and kept == size - 2
 end

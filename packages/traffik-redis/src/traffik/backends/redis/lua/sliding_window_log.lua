@@ -15,7 +15,8 @@ local size = raw and (#raw - 1) / 8 or 0
 if not REFUND and size >= 2 and size <= 4096 and size % 2 == 0 and start > -2 ^ 53
   and string.byte(raw, 1) == 105 -- 'i'
 then
-  log = doubles(raw, size)
+  log = {struct.unpack(size <= 64 and string.sub(DOUBLES, 1, size + 1)
+    or '<' .. string.rep('d', size), raw, 2)}
   local newest = log[size - 1] -- the last entry's time: a later one is decided at (decide.lua)
   if newest % 1 == 0 and newest > now and newest <= now + 60000 then
     now, start = newest, newest - period

@@ -50,7 +50,8 @@ else
           at = h * 3600000 - x
         end
       end
-      local told = now + ceildiv(at - now, 1000) * 1000
+      -- at - now in whole seconds, rounded up (-floordiv of its negative: one helper less)
+      local told = now - floordiv(now - at, 1000) * 1000
       h = floordiv(at + x, 3600000) + 1
       boundary = h * 3600000 - x
       local need = boundary < stop and count + cost or cost
