@@ -30,7 +30,7 @@ if REFUND then
   level = math.max(level - cost * period, 0)
   state, ttl = struct.pack('<cdddd', 'i', level, now, limit, period), ceildiv(level, limit)
 else
-  admitted, wait, remaining, reset = admit(level, limit, period, cost)
+--[[ INCLUDE _admit ]]
   if admitted then
     state, ttl = struct.pack('<cdddd', 'i', level + cost * period, now, limit, period), reset
   end

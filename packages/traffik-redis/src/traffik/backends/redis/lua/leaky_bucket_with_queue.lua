@@ -143,7 +143,7 @@ if REFUND then -- the newest entries leave first
   queue[#queue + 1], queue[#queue + 2] = limit, -period
   state, ttl = pack_state(queue, 105), ceildiv(level, limit)
 else
-  admitted, wait, remaining, reset = admit(level, limit, period, cost)
+--[[ INCLUDE _admit ]]
   if admitted then
     ttl = reset
     local added = struct.pack('<dddd', now, cost * period, limit, -period)
