@@ -59,19 +59,10 @@ STRATEGY_SCRIPTS = (
 """The state strategies (`StateStrategy.script`) in code order: a strategy's code is its place
 here, from 1, and its Lua file `lua/<script>.lua`."""
 
-_FIXED = ("_fixed",)
 _HELPERS = {
-    "sliding_window_counter": _FIXED,
     "sliding_window_log": ("_entries",),
-    "token_bucket": _FIXED,
-    "leaky_bucket": _FIXED,
     "leaky_bucket_with_queue": ("_entries",),
     "cost_based_token_bucket": ("_runs",),
-    "gcra": _FIXED,
-    "tiered_rate": _FIXED,
-    "adaptive_throttle": _FIXED,
-    "quota_with_rollover": _FIXED,
-    "time_of_day": _FIXED,
 }
 """Helper files a strategy needs besides the prelude and `_lists`; a program reads each once,
 before its strategies."""
@@ -122,10 +113,47 @@ _INCLUDE = re.compile(r"^--\[\[ INCLUDE (\w+) \]\]$", re.MULTILINE)
 put there when the program is built: still a body, nothing defined or called at run time)."""
 
 
+_NUMBERS = re.compile(
+    r"^(?P<indent> *)(?P<local>local )?(?P<names>\w+(?:, \w+)+) = "
+    r"numbers\(raw, '<c(?P<doubles>d{2,6})'\)$",
+    re.MULTILINE,
+)
+"""A line of a body that reads a state of a fixed size, `a, b, ... = numbers(raw, '<cdd...')`
+(two to six numbers, a name for each), put in as the read itself (`_numbers`): a function
+would cost its definition and its call on every call of the program (`lua/_prelude.lua`)."""
+
+
+def _numbers(found: re.Match[str]) -> str:
+    """The read a `numbers(raw, format)` line stands for: the names get the numbers of the
+    state stored as `raw` (a GET reply) in `format`, `i` then little-endian doubles (as the
+    strategies write it, with struct.pack and that format); nil when `raw` is not such a
+    state (missing, another size or mark, a number not whole or not below 2**53), which every
+    strategy with a state of a fixed size reads as a fresh key. A number is whole when its
+    `% 1` is 0, which NaN's and the infinities' never are; the parts are never negative, so
+    their sum is 0 only when each is."""
+    names, size = found["names"], len(found["doubles"])
+    if len(names.split(", ")) != size:
+        raise ValueError(f"{found[0].strip()!r}: one name per number of the format")
+    values = [f"v{place}" for place in range(1, size + 1)]
+    lines = [
+        f"{found['local'] or ''}{names} = nil",
+        f"if raw and #raw == {8 * size + 1} then",
+        f"  local mark, {', '.join(values)} = struct.unpack('<c{found['doubles']}', raw)",
+        f"  if mark == 'i' and {' + '.join(f'{v} % 1' for v in values)} == 0",
+        *(f"    and {v} > -2 ^ 53 and {v} < 2 ^ 53" for v in values),
+        "  then",
+        f"    {names} = {', '.join(values)}",
+        "  end",
+        "end",
+    ]
+    return "\n".join(found["indent"] + line for line in lines)
+
+
 def _body(strategy: str) -> str:
     """A strategy's body (`lua/<strategy>.lua`) with the parts it includes put in (and the
-    parts those include)."""
-    return _INCLUDE.sub(lambda found: _body(found.group(1)).rstrip("\n"), _read(strategy))
+    parts those include), and its reads of states of a fixed size (`_NUMBERS`)."""
+    text = _INCLUDE.sub(lambda found: _body(found.group(1)).rstrip("\n"), _read(strategy))
+    return _NUMBERS.sub(_numbers, text)
 
 
 class Script:

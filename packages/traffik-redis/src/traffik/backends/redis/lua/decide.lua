@@ -3,7 +3,7 @@
 -- scripts.py builds the programs, and puts in the loop below, where it says STRATEGIES, the
 -- body of each of those strategies (its Lua file) under `if code == <its code> then`: a code
 -- is a strategy's place in scripts.STRATEGY_SCRIPTS, 0 the counter. A body reads `raw`, the
--- stored value (a GET reply: each strategy reads its own state, with _fixed.lua or
+-- stored value (a GET reply: each strategy reads its own state, with `numbers` (scripts.py) or
 -- _lists.lua; PriorityQueue reads the ranges it needs of KEYS[i] itself), now, the item's
 -- numbers (limit, period, cost, x, y) and REFUND; deciding, it sets admitted, wait, remaining
 -- and reset, and when admitted `state` (the value to store, or changes to it, see below) and
