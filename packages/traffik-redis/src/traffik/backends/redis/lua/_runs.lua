@@ -10,13 +10,3 @@ local function cost_refill(n, total, limit, least)
   return limit * (multiplier < least and least or multiplier > 1000 and 1000 or multiplier)
 end
 
--- Appends `c` to the runs of `state`.
-local function push_cost(state, c)
-  local len = #state
-  if len > 2 and state[len - 1] == c then
-    state[len] = state[len] + 1
-  else
-    state[len + 1], state[len + 2] = c, 1
-  end
-end
-

@@ -3,9 +3,10 @@
 -- cut (0: not cut), then the rate it was written under; {window_id, count, effective_limit,
 -- cut_from} ('<cdddd', written before the rate was kept) is read as written under this rate.
 -- x: threshold * PARTS + reduction, y: recovery * PARTS + floor ratio, each fraction in whole
--- parts of PARTS (traffik.strategies.periods, 100000).
-local threshold, recovery = floordiv(x, 100000), floordiv(y, 100000)
-local reduction, floor_ratio = x - threshold * 100000, y - recovery * 100000
+-- parts of PARTS (traffik.strategies.periods, 100000). x and y are below 2^34, where Lua's
+-- a % b (a - floor(a / b) * b) is exact.
+local reduction, floor_ratio = x % 100000, y % 100000
+local threshold, recovery = (x - reduction) / 100000, (y - floor_ratio) / 100000
 -- AdaptiveThrottle._step: units recovered per window, at least one.
 local step = floordiv(limit * recovery, 100000)
 if step < 1 then

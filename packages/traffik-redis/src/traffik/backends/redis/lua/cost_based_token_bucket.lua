@@ -83,6 +83,15 @@ if not REFUND and (bytes == 49 or bytes == 33) and string.byte(raw, 1) == 104 th
 end
 if not fast then
   if not load_state then load_state, pack_state = lists() end
+  -- Appends `c` to the runs of `state` (defined here: the fast read has no use for it).
+  local function push_cost(state, c)
+    local len = #state
+    if len > 2 and state[len - 1] == c then
+      state[len] = state[len] + 1
+    else
+      state[len + 1], state[len + 2] = c, 1
+    end
+  end
   local runs, valid = load_state(raw, 104), true -- 'h'
   local plain = runs == nil and load_state(raw, 105) -- 'i'
   -- The rate the state was written under (its last two numbers, the period negative), taken off.
