@@ -62,7 +62,6 @@ here, from 1, and its Lua file `lua/<script>.lua`."""
 _HELPERS = {
     "sliding_window_log": ("_entries",),
     "leaky_bucket_with_queue": ("_entries",),
-    "cost_based_token_bucket": ("_runs",),
 }
 """Helper files a strategy needs besides the prelude and `_lists`; a program reads each once,
 before its strategies."""

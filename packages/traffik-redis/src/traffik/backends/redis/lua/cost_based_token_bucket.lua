@@ -2,7 +2,7 @@
 -- cost1, count1, cost2, count2, ...}, tokens scaled by the period and the thousandths, then
 -- the cost history (oldest first) as runs of equal costs, each count at least 1: steady costs
 -- keep the state, and the work on it, a few numbers long however long the cost window (its
--- helpers: _runs.lua). The states of the scripts before ('i': {tokens, last_ms, cost1, cost2,
+-- helpers: cost_refill and push_cost). The states of the scripts before ('i': {tokens, last_ms, cost1, cost2,
 -- ...}) are read as well. Either may end with the rate it was written under, {limit,
 -- -period_ms} (a count and a cost are never negative); one without it is read as written under
 -- the current rate. x: the bucket size (0: the limit), y: cost_window * 1024 + the least
@@ -38,10 +38,16 @@ if not REFUND and (bytes == 49 or bytes == 33) and string.byte(raw, 1) == 104 th
     if k > window then -- the oldest leave (window >= 1)
       k = window
     end
-    local elapsed, refill = now > last and now - last or 0, cost_refill(k, c * k, limit, least)
+    -- The refill (cost_refill below) of one run: k costs of c, 1000 * k // (c * k) thousandths
+    -- being 1000 // c (at most 1000); the full rate for none, or for costs of 0 or less.
+    local elapsed, refill = now > last and now - last or 0, limit * 1000
+    if k > 0 and c > 0 then
+      local multiplier = floordiv(1000, c)
+      refill = limit * (multiplier < least and least or multiplier)
+    end
     if elapsed < ceildiv(full - tokens, refill) then
       tokens = tokens + elapsed * refill
-    else -- full again: the history is forgotten
+    else -- full again: the history is forgotten (and a hit admitted, unless above the size)
       tokens, k = full, 0
     end
     local n, total = k, c * k
@@ -64,7 +70,10 @@ if not REFUND and (bytes == 49 or bytes == 33) and string.byte(raw, 1) == 104 th
           k = k - 1
         end
       end
-      reset = ceildiv(full - tokens, cost_refill(n, total, limit, least))
+      -- cost_refill for the n >= 1 costs now held
+      local multiplier = total > 0 and floordiv(1000 * n, total) or 1000
+      multiplier = multiplier < least and least or multiplier > 1000 and 1000 or multiplier
+      reset = ceildiv(full - tokens, limit * multiplier)
       admitted, wait, remaining, ttl = true, 0, floordiv(tokens, unit), reset
       if k2 > 0 then
         state = struct.pack('<cdddddddd', 'h', tokens, now, c, k, c2, k2, limit, -period)
@@ -74,7 +83,6 @@ if not REFUND and (bytes == 49 or bytes == 33) and string.byte(raw, 1) == 104 th
     elseif cost > size then
       admitted, wait, remaining, reset = false, period, 0, period
     else
-      local refill = cost_refill(n, total, limit, least)
       admitted, wait = false, ceildiv(need - tokens, refill)
       remaining = math.max(floordiv(tokens, unit), 0)
       reset = ceildiv(full - tokens, refill)
@@ -83,7 +91,18 @@ if not REFUND and (bytes == 49 or bytes == 33) and string.byte(raw, 1) == 104 th
 end
 if not fast then
   if not load_state then load_state, pack_state = lists() end
-  -- Appends `c` to the runs of `state` (defined here: the fast read has no use for it).
+  -- CostBasedTokenBucket._refill: scaled tokens refilled per ms, for a history of n costs
+  -- totalling `total`. It and push_cost are defined here: the fast read has no use for
+  -- them.
+  local function cost_refill(n, total, limit, least)
+    if n == 0 or total <= 0 then
+      return limit * 1000
+    end
+    local multiplier = floordiv(1000 * n, total) -- within least and 1000
+    return limit * (multiplier < least and least or multiplier > 1000 and 1000 or multiplier)
+  end
+
+  -- Appends `c` to the runs of `state`.
   local function push_cost(state, c)
     local len = #state
     if len > 2 and state[len - 1] == c then
