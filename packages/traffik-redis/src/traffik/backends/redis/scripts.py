@@ -65,13 +65,6 @@ _HELPERS = {
 }
 """Helper files a strategy needs besides the prelude and `_lists`; a program reads each once,
 before its strategies."""
-_LISTS = (
-    "sliding_window_log",
-    "leaky_bucket_with_queue",
-    "priority_queue",
-    "cost_based_token_bucket",
-)
-"""The strategies whose state is a list of any size (`lua/_lists.lua`)."""
 
 _DIVISIONS = (
     ("_floordiv", re.compile(r"\bfloordiv\(")),
@@ -173,7 +166,6 @@ def _program(name: str, strategies: Sequence[str], counter: bool) -> Script:
     """The prelude, the division helpers the rest calls, the counter (if `counter`), the
     helpers of `strategies`, and the entry with their bodies in its loop, each under its code."""
     helpers = sorted({helper for strategy in strategies for helper in _HELPERS.get(strategy, ())})
-    lists = any(strategy in _LISTS for strategy in strategies)
     bodies = "\nelse".join(
         f"if code == {STRATEGY_SCRIPTS.index(strategy) + 1} then -- {strategy}\n{_body(strategy)}"
         for strategy in strategies
@@ -182,8 +174,7 @@ def _program(name: str, strategies: Sequence[str], counter: bool) -> Script:
     rest = "\n".join(
         [
             *map(_read, _COUNTER_PARTS if counter else ()),
-            f"local LISTS = {'true' if lists else 'false'}",
-            _read("_lists"),
+            _body("_lists"),
             *map(_read, helpers),
             entry,
         ]
@@ -243,7 +234,7 @@ def evalsha(client: Any, sha: str, keys: Sequence[str], args: Sequence[Any]) -> 
 
 def decode_state(raw: bytes | None) -> list[int] | None:
     """The state the programs read from a stored value: `i` then little-endian doubles, each a
-    whole number below 2**53 (`load_state` in `lua/_lists.lua`); or `h` then such doubles,
+    whole number below 2**53 (`load_state` in `lua/_list_io.lua`); or `h` then such doubles,
     CostBasedTokenBucket's: tokens and last_ms, then its cost history as runs of (cost, count),
     each count at least 1, expanded here, then the rate it was written under when the last
     number is negative (`limit, -period_ms`); or `q`, PriorityQueue's log (`_queue_log`). None

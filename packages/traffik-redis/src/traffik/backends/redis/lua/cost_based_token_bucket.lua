@@ -90,7 +90,7 @@ if not REFUND and (bytes == 49 or bytes == 33) and string.byte(raw, 1) == 104 th
   end
 end
 if not fast then
-  if not load_state then load_state, pack_state = lists() end
+--[[ INCLUDE _list_io ]]
   -- CostBasedTokenBucket._refill: scaled tokens refilled per ms, for a history of n costs
   -- totalling `total`. It and push_cost are defined here: the fast read has no use for
   -- them.

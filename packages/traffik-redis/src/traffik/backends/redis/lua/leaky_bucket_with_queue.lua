@@ -74,7 +74,7 @@ then
   same = plain and last == now and kept == size - 2
 end
 if not plain then
-  if not load_state then load_state, pack_state = lists() end
+--[[ INCLUDE _list_io ]]
   level, kept, queue, now = 0, 1, load_state(raw, 105), clock -- 'i'
   if queue ~= nil and #queue % 2 == 1 and queue[1] > now + 60000 then
     queue = nil -- from further ahead: no state (base.dated)
@@ -164,7 +164,7 @@ else
       queue[1] = now
       queue[kept + 1], queue[kept + 2] = now, cost * period
       queue[kept + 3], queue[kept + 4] = limit, -period
-      if not load_state then load_state, pack_state = lists() end
+--[[ INCLUDE _list_io ]]
       state = pack_state(queue, 105)
     end
   end

@@ -70,7 +70,7 @@ if not hot then
     log, stored = {}, true
   elseif not stored then -- 'i' (the range is all of it when shorter), else no state
     raw = #block < 189 and block or redis.call('GET', key)
-    if not load_state then load_state, pack_state = lists() end
+--[[ INCLUDE _list_io ]]
     log = load_state(raw, 105)
     local newest = log and #log >= 3 and log[#log - #log % 3 - 2]
     if newest and newest > now + 60000 then -- from further ahead: an empty log (base.dated)
@@ -548,7 +548,7 @@ if general then
         1, stop, 113)
       state = table.concat(parts)
     else
-      if not load_state then load_state, pack_state = lists() end
+--[[ INCLUDE _list_io ]]
       state = pack_state(log, 105)
     end
     ttl = period

@@ -43,7 +43,7 @@ then
   end
 end
 if not plain then
-  if not load_state then load_state, pack_state = lists() end
+--[[ INCLUDE _list_io ]]
   log, now = load_state(raw, 105) or {}, clock -- 'i'
   local len = #log
   if len >= 2 and log[len - len % 2 - 1] > now + 60000 then -- from further ahead: no state (base.dated)
