@@ -1,6 +1,7 @@
 -- LeakyBucket (traffik.strategies.leaky_bucket). State: {level, last_ms, limit, period_ms}
 -- ('<cdddd'), the level scaled by the period, then the rate it was written under; {level,
 -- last_ms} ('<cdd', written before the rate was kept) is read as written under the current rate.
+-- A division rounded up is -floordiv(-a, b) (_admit.lua: no ceildiv defined).
 -- LeakyBucket._level: the bucket's level (scaled) at `now`.
 local level, last, was_limit, was_period = numbers(raw, '<cdddd')
 if level == nil then
@@ -16,19 +17,19 @@ if level == nil then
   level = 0
 elseif was_limit == limit and was_period == period then
   local elapsed = now > last and now - last or 0
-  level = elapsed >= ceildiv(level, limit) and 0 or level - elapsed * limit
+  level = elapsed >= -floordiv(-level, limit) and 0 or level - elapsed * limit
 elseif was_limit >= 1 and was_period >= 1 and 2 * was_limit * was_period < 2 ^ 53 then
   -- Written under another rate: its level in whole units (rounded up) is this rate's level
   -- (at most its capacity).
   local elapsed = now > last and now - last or 0
-  level = elapsed >= ceildiv(level, was_limit) and 0 or level - elapsed * was_limit
-  level = math.min(ceildiv(level, was_period), limit) * period
+  level = elapsed >= -floordiv(-level, was_limit) and 0 or level - elapsed * was_limit
+  level = math.min(-floordiv(-level, was_period), limit) * period
 else
   level = 0 -- no rate: a fresh key
 end
 if REFUND then
   level = math.max(level - cost * period, 0)
-  state, ttl = struct.pack('<cdddd', 'i', level, now, limit, period), ceildiv(level, limit)
+  state, ttl = struct.pack('<cdddd', 'i', level, now, limit, period), -floordiv(-level, limit)
 else
 --[[ INCLUDE _admit ]]
   if admitted then

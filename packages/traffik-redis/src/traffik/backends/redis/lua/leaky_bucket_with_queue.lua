@@ -11,6 +11,7 @@
 -- millisecond), the value stays as stored, and an admitted hit writes its entry over the rate
 -- and the rate after it. A queue the fast read leaves, and a refund, take the general read:
 -- load_state, then the same drain (under the rate it was written under, then made this rate's).
+-- A division rounded up is -floordiv(-a, b) (_admit.lua: no ceildiv defined).
 local level, kept, queue, plain, same = 0, 1, nil, false, false
 local size = raw and (#raw - 1) / 8 or 0
 if not REFUND and size >= 3 and size <= 4096 and size % 2 == 1
@@ -106,14 +107,14 @@ if not plain then
     if valid and (was_limit ~= limit or was_period ~= period) then
       -- LeakyBucketWithQueue._rescaled: the level in whole units (rounded up, at most this
       -- rate's capacity), kept by the newest entries, each its own units rounded up.
-      local units = math.min(ceildiv(level, was_period), limit)
+      local units = math.min(-floordiv(-level, was_period), limit)
       local first = kept + 1
       level = 0
       for i = kept - 1, 2, -2 do
         if units == 0 then
           break
         end
-        local taken = math.min(ceildiv(queue[i + 1], was_period), units)
+        local taken = math.min(-floordiv(-queue[i + 1], was_period), units)
         units = units - taken
         queue[i + 1] = taken * period
         level = level + taken * period
@@ -141,7 +142,7 @@ if REFUND then -- the newest entries leave first
     level = level + queue[i]
   end
   queue[#queue + 1], queue[#queue + 2] = limit, -period
-  state, ttl = pack_state(queue, 105), ceildiv(level, limit)
+  state, ttl = pack_state(queue, 105), -floordiv(-level, limit)
 else
 --[[ INCLUDE _admit ]]
   if admitted then
@@ -152,7 +153,7 @@ else
       -- the one it would get comes to the same PX (decide.lua): its head is now, so it was
       -- last written in this millisecond of the server's, with a life from the level it
       -- holds, `level`.
-      if SERVER and (reset <= 2 or ceildiv(level, limit) == reset) then
+      if SERVER and (reset <= 2 or -floordiv(-level, limit) == reset) then
         state, ttl = {#raw - 16, added}, false
       else
         state = string.sub(raw, 1, #raw - 16) .. added
