@@ -66,12 +66,9 @@ _HELPERS = {
 """Helper files a strategy needs besides the prelude and `_lists`; a program reads each once,
 before its strategies."""
 
-_DIVISIONS = (
-    ("_floordiv", re.compile(r"\bfloordiv\(")),
-    ("_ceildiv", re.compile(r"\bceildiv\(")),
-)
-"""The division helpers (`lua/<part>.lua`), each in the programs that call it: a function
-defined costs server time on every call, used or not (`lua/_prelude.lua`)."""
+_FLOORDIV = re.compile(r"\bfloordiv\(")
+"""A call of floordiv (`lua/_floordiv.lua`, in the programs that make one: a function defined
+costs server time on every call, used or not, see `lua/_prelude.lua`)."""
 
 _STRATEGIES = "--[[ STRATEGIES ]]"
 """Where the entry (`lua/decide.lua`) takes the bodies of a program's strategies."""
@@ -163,7 +160,7 @@ class Script:
 
 
 def _program(name: str, strategies: Sequence[str], counter: bool) -> Script:
-    """The prelude, the division helpers the rest calls, the counter (if `counter`), the
+    """The prelude, floordiv if the rest calls it, the counter (if `counter`), the
     helpers of `strategies`, and the entry with their bodies in its loop, each under its code."""
     helpers = sorted({helper for strategy in strategies for helper in _HELPERS.get(strategy, ())})
     bodies = "\nelse".join(
@@ -179,8 +176,8 @@ def _program(name: str, strategies: Sequence[str], counter: bool) -> Script:
             entry,
         ]
     )
-    divisions = [_read(part) for part, call in _DIVISIONS if call.search(rest)]
-    return Script(name, "\n".join([_read("_prelude"), *divisions, rest]))
+    division = [_read("_floordiv")] if _FLOORDIV.search(rest) else []
+    return Script(name, "\n".join([_read("_prelude"), *division, rest]))
 
 
 def with_counter(script: str) -> str:

@@ -2,8 +2,6 @@
 -- top of `level` (scaled by the period), and the decision either way (admitted, wait,
 -- remaining, reset). Put where a body names this file when scripts.py builds the programs (a
 -- body, not a function: one defined costs server time on every call, see _prelude.lua).
--- A division rounded up is -floordiv(-a, b) in the leaky buckets: their programs define no
--- ceildiv, one function less per call.
 local top, add = limit * period, cost * period
 if level + add <= top then
   admitted, wait = true, 0

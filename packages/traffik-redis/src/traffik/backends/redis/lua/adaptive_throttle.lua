@@ -45,7 +45,7 @@ if held ~= nil and was_period ~= nil and (was ~= limit or was_period ~= period) 
   else -- their share of the old limit, in parts
     local share = floordiv(math.min(effective, was) * 100000, was)
     effective = math.max(floordiv(limit * floor_ratio, 100000), floordiv(limit * share, 100000))
-    cut_from = ceildiv(limit * ceildiv(math.min(cut_from, was) * 100000, was), 100000)
+    cut_from = -floordiv(-(limit * -floordiv(-(math.min(cut_from, was) * 100000), was)), 100000)
   end
 end
 if held == nil or held > wid then
@@ -54,7 +54,7 @@ else
   effective = math.min(effective, limit)
   if held ~= wid then
     if effective < limit then
-      local windows = math.min(wid - held, ceildiv(limit - effective, step))
+      local windows = math.min(wid - held, -floordiv(-(limit - effective), step))
       effective = math.min(effective + windows * step, limit)
     end
     count, cut_from = 0, 0
@@ -89,7 +89,7 @@ end
 -- AdaptiveThrottle._kept: ms until the state says nothing a missing key would not.
 local kept = left
 if effective < limit then
-  kept = left + (ceildiv(limit - effective, step) - 1) * period
+  kept = left + (-floordiv(-(limit - effective), step) - 1) * period
 end
 if admitted == false then
   if cost > limit then
@@ -97,7 +97,7 @@ if admitted == false then
   else
     local windows = 1
     if cost > effective then
-      windows = math.max(ceildiv(cost - effective, step), 1)
+      windows = math.max(-floordiv(-(cost - effective), step), 1)
     end
     wait, remaining = left + (windows - 1) * period, math.max(reach - count, 0)
     reset = (count > 0 or effective < limit) and kept or 0

@@ -45,7 +45,7 @@ if not REFUND and (bytes == 49 or bytes == 33) and string.byte(raw, 1) == 104 th
       local multiplier = floordiv(1000, c)
       refill = limit * (multiplier < least and least or multiplier)
     end
-    if elapsed < ceildiv(full - tokens, refill) then
+    if elapsed < -floordiv(-(full - tokens), refill) then
       tokens = tokens + elapsed * refill
     else -- full again: the history is forgotten (and a hit admitted, unless above the size)
       tokens, k = full, 0
@@ -73,7 +73,7 @@ if not REFUND and (bytes == 49 or bytes == 33) and string.byte(raw, 1) == 104 th
       -- cost_refill for the n >= 1 costs now held
       local multiplier = total > 0 and floordiv(1000 * n, total) or 1000
       multiplier = multiplier < least and least or multiplier > 1000 and 1000 or multiplier
-      reset = ceildiv(full - tokens, limit * multiplier)
+      reset = -floordiv(-(full - tokens), limit * multiplier)
       admitted, wait, remaining, ttl = true, 0, floordiv(tokens, unit), reset
       if k2 > 0 then
         state = struct.pack('<cdddddddd', 'h', tokens, now, c, k, c2, k2, limit, -period)
@@ -83,9 +83,9 @@ if not REFUND and (bytes == 49 or bytes == 33) and string.byte(raw, 1) == 104 th
     elseif cost > size then
       admitted, wait, remaining, reset = false, period, 0, period
     else
-      admitted, wait = false, ceildiv(need - tokens, refill)
+      admitted, wait = false, -floordiv(-(need - tokens), refill)
       remaining = math.max(floordiv(tokens, unit), 0)
-      reset = ceildiv(full - tokens, refill)
+      reset = -floordiv(-(full - tokens), refill)
     end
   end
 end
@@ -116,9 +116,9 @@ if not fast then
   -- The rate the state was written under (its last two numbers, the period negative), taken off.
   local was_limit, was_period = limit, period
   local tagged = runs or plain
-  if tagged and #tagged >= 2 and tagged[2] > now + 60000 then -- from further ahead: no state (base.dated)
+  if tagged and #tagged >= 2 and tagged[2] > now + 60000 then -- further ahead: no state (base.dated)
     runs, plain, tagged = nil, nil, nil
-  elseif tagged and #tagged >= 2 and tagged[2] > now then -- a later last_ms: decided at it (decide.lua)
+  elseif tagged and #tagged >= 2 and tagged[2] > now then -- a later last_ms: decided at it
     now = tagged[2]
   end
   if tagged and #tagged >= 4 and tagged[#tagged] < 0 then
@@ -185,11 +185,11 @@ if not fast then
         elapsed = 0
       end
       local held = 0
-      if elapsed < ceildiv(w_full - runs[1], refill) then
+      if elapsed < -floordiv(-(w_full - runs[1]), refill) then
         tokens = runs[1] + elapsed * refill
         held = 1
         if rescale then
-          held = math.min(ceildiv(w_full - tokens, w_unit), size)
+          held = math.min(-floordiv(-(w_full - tokens), w_unit), size)
           tokens = (size - held) * unit
         end
       end
@@ -220,7 +220,7 @@ if not fast then
         end
       end
       runs[1], runs[2] = tokens, now
-      ttl = ceildiv(full - tokens, cost_refill(n, total, limit, least))
+      ttl = -floordiv(-(full - tokens), cost_refill(n, total, limit, least))
       local len = #runs
       runs[len + 1], runs[len + 2] = limit, -period
       state = pack_state(runs, 104)
@@ -237,7 +237,7 @@ if not fast then
           runs[4] = runs[4] - 1
         end
       end
-      reset = ceildiv(full - tokens, cost_refill(n, total, limit, least))
+      reset = -floordiv(-(full - tokens), cost_refill(n, total, limit, least))
       admitted, wait, remaining = true, 0, floordiv(tokens, unit)
       runs[1], runs[2] = tokens, now
       local len = #runs
@@ -247,9 +247,9 @@ if not fast then
       admitted, wait, remaining, reset = false, period, 0, period
     else
       local refill = cost_refill(n, total, limit, least)
-      admitted, wait = false, ceildiv(need - tokens, refill)
+      admitted, wait = false, -floordiv(-(need - tokens), refill)
       remaining = math.max(floordiv(tokens, unit), 0)
-      reset = ceildiv(full - tokens, refill)
+      reset = -floordiv(-(full - tokens), refill)
     end
   end
 end

@@ -15,7 +15,7 @@ if tat_ms == nil then
 end
 -- An arrival time further ahead than a hit could put it (the period it was written under and
 -- the tolerance, GCRA._reach) by more than 60000 ms: no state (base.dated).
-if tat_ms ~= nil and tat_ms - now > was_period + ceildiv(x, limit) + 60000 then
+if tat_ms ~= nil and tat_ms - now > was_period + -floordiv(-x, limit) + 60000 then
   tat_ms = nil
 end
 local backlog = 0
@@ -26,7 +26,7 @@ if tat_ms ~= nil and (was_limit ~= limit or was_period ~= period) then
   -- Written under another rate: the backlog in whole units (intervals of that rate, rounded
   -- up), as as many intervals of this one (at most its capacity); no rate: no backlog.
   if was_limit >= 1 and was_period >= 1 and 2 * was_limit * was_period < 2 ^ 53 then
-    backlog = math.min(ceildiv(backlog, was_period), floordiv(span, period)) * period
+    backlog = math.min(-floordiv(-backlog, was_period), floordiv(span, period)) * period
   else
     backlog = 0
   end
@@ -37,15 +37,15 @@ if REFUND then
 elseif cost * period > span then -- more than the strategy's capacity: never admitted
   admitted, wait, remaining, reset = false, period, 0, period
 elseif after > span then
-  admitted, wait = false, ceildiv(after - span, limit)
+  admitted, wait = false, -floordiv(-(after - span), limit)
   remaining = math.max(floordiv(span - backlog, period), 0)
-  reset = ceildiv(backlog - slack, limit)
+  reset = -floordiv(-(backlog - slack), limit)
 else
   admitted, wait, remaining = true, 0, floordiv(span - after, period)
 end
 if admitted ~= false then -- the state for `after`: its arrival time as whole ms, and the rest
-  reset = ceildiv(math.max(after - slack, 0), limit)
+  reset = -floordiv(-(math.max(after - slack, 0)), limit)
   tat_ms = floordiv(after, limit)
   state = struct.pack('<cdddd', 'i', now + tat_ms, after - tat_ms * limit, limit, period)
-  ttl = ceildiv(after, limit)
+  ttl = -floordiv(-after, limit)
 end

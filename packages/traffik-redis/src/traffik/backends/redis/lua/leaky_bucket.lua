@@ -1,7 +1,6 @@
 -- LeakyBucket (traffik.strategies.leaky_bucket). State: {level, last_ms, limit, period_ms}
 -- ('<cdddd'), the level scaled by the period, then the rate it was written under; {level,
 -- last_ms} ('<cdd', written before the rate was kept) is read as written under the current rate.
--- A division rounded up is -floordiv(-a, b) (_admit.lua: no ceildiv defined).
 -- LeakyBucket._level: the bucket's level (scaled) at `now`.
 local level, last, was_limit, was_period = numbers(raw, '<cdddd')
 if level == nil then

@@ -11,7 +11,6 @@
 -- millisecond), the value stays as stored, and an admitted hit writes its entry over the rate
 -- and the rate after it. A queue the fast read leaves, and a refund, take the general read:
 -- load_state, then the same drain (under the rate it was written under, then made this rate's).
--- A division rounded up is -floordiv(-a, b) (_admit.lua: no ceildiv defined).
 local level, kept, queue, plain, same = 0, 1, nil, false, false
 local size = raw and (#raw - 1) / 8 or 0
 if not REFUND and size >= 3 and size <= 4096 and size % 2 == 1

@@ -18,9 +18,9 @@ elseif was ~= period then -- another period: its weighted count, rounded up, is 
     into = floordiv(at, was)
     local over = was - (at - into * was)
     if held == into then
-      current = ceildiv(previous * over + current * was, was)
+      current = -floordiv(-(previous * over + current * was), was)
     elseif held == into - 1 then
-      current = ceildiv(current * over, was)
+      current = -floordiv(-(current * over), was)
     end
   end
   if was >= 1 and (held == into or held == into - 1) then
@@ -50,12 +50,12 @@ elseif cost > limit then -- more than the strategy's capacity: never admitted
 else
   local excess = weighted + need - top
   admitted, wait = false, left
-  if current + cost <= limit and previous > 0 and ceildiv(excess, previous) < left then
+  if current + cost <= limit and previous > 0 and -floordiv(-excess, previous) < left then
     -- In this window, t ms from now: previous * (left - t) + (current + cost) * period <= top.
-    wait = ceildiv(excess, previous)
+    wait = -floordiv(-excess, previous)
   elseif current > 0 then
     -- From the next window on, s ms into it: current * (period - s) + cost * period <= top.
-    wait = left + math.max(ceildiv((current + cost - limit) * period, current), 0)
+    wait = left + math.max(-floordiv(-((current + cost - limit) * period), current), 0)
   end
   remaining = floordiv(math.max(top - weighted, 0), period)
   reset = current > 0 and left + period or previous > 0 and left or 0

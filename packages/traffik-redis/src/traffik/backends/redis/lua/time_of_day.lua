@@ -50,7 +50,7 @@ else
           at = h * 3600000 - x
         end
       end
-      -- at - now in whole seconds, rounded up (-floordiv of its negative: one helper less)
+      -- at - now in whole seconds, rounded up
       local told = now - floordiv(now - at, 1000) * 1000
       h = floordiv(at + x, 3600000) + 1
       boundary = h * 3600000 - x

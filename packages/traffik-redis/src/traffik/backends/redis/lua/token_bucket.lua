@@ -26,8 +26,8 @@ if tokens ~= nil and (was_limit ~= limit or was_period ~= period) then
   if was_limit >= 1 and was_period >= 1 and 2 * (old + y) * was_period < 2 ^ 53 then
     local missing, elapsed = old * was_period - tokens, now > last and now - last or 0
     held = 0
-    if elapsed < ceildiv(missing, was_limit) then
-      held = ceildiv(missing - elapsed * was_limit, was_period)
+    if elapsed < -floordiv(-missing, was_limit) then
+      held = -floordiv(-(missing - elapsed * was_limit), was_period)
     end
   end
   tokens, last = nil, nil
@@ -39,20 +39,21 @@ if tokens == nil then
   tokens = full
 else
   local elapsed = now > last and now - last or 0
-  tokens = elapsed >= ceildiv(full - tokens, limit) and full or tokens + elapsed * limit
+  tokens = elapsed >= -floordiv(-(full - tokens), limit) and full or tokens + elapsed * limit
 end
 if REFUND then
   tokens = math.min(full, tokens + need)
-  state, ttl = struct.pack('<cdddd', 'i', tokens, now, limit, period), ceildiv(full - tokens, limit)
+  state = struct.pack('<cdddd', 'i', tokens, now, limit, period)
+  ttl = -floordiv(-(full - tokens), limit)
 elseif tokens - need >= bottom then
   tokens = tokens - need
-  reset = ceildiv(full - tokens, limit)
+  reset = -floordiv(-(full - tokens), limit)
   admitted, wait, remaining = true, 0, floordiv(tokens - bottom, period)
   state, ttl = struct.pack('<cdddd', 'i', tokens, now, limit, period), reset
 elseif need > full - bottom then -- more than the strategy's capacity: never admitted
   admitted, wait, remaining, reset = false, period, 0, period
 else
-  admitted, wait = false, ceildiv(need - tokens + bottom, limit)
+  admitted, wait = false, -floordiv(-(need - tokens + bottom), limit)
   remaining = math.max(floordiv(tokens - bottom, period), 0)
-  reset = ceildiv(full - tokens, limit)
+  reset = -floordiv(-(full - tokens), limit)
 end
