@@ -8,8 +8,9 @@ strategy (`lua/<script>.lua`, giving back within), each written once. Redis runs
 program on every call, definitions included, and every definition costs server time (see
 `_prelude.lua`): so a program holds what a call needs and no more (one program per strategy,
 with or without the counter, the counter alone, and `decide` with everything for calls that
-mix strategies), a strategy is a body rather than a function to define and call, and what
-only refunds use is defined only on the calls that give back. For the same reason
+mix strategies), a strategy is a body rather than a function to define and call, the parts
+bodies share are put in their text (`--[[ INCLUDE part ]]`, `numbers(raw, format)`), and what
+only refunds or a list's general read use is defined only on the calls that need it. For the same reason
 `increment_with_ttl` is its own script, the counter's INCRBY and nothing else.
 """
 

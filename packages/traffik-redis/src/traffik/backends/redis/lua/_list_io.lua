@@ -1,5 +1,5 @@
--- load_state and pack_state (_lists.lua), defined where a body needs them (scripts.py puts
--- this file there), unless defined already.
+-- load_state and pack_state (declared in _lists.lua), defined where a body needs them
+-- (scripts.py puts this file there), unless defined already.
 if not load_state then
   -- The list stored as `raw` (a GET reply) under `mark`, or nil when missing, under another
   -- mark or not ours (a number not whole or not below 2^53: NaN and the infinities fail the
