@@ -177,3 +177,22 @@ async def test_reconnecting_to_a_frozen_server_is_bounded_by_the_timeouts(
         await backend.reset()
         await backend.close()
         await meter.aclose()
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "latin-1"])
+def test_a_lane_packs_each_command_as_redis_py_does(encoding: str) -> None:
+    from redis.asyncio.connection import Connection
+
+    connection = Connection(encoding=encoding)
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    cases: list[tuple[tuple[Any, ...], tuple[Any, ...]]] = [
+        (("traffik:t:{10.0.0.1}:GET:/**:tb",), (b"c" + bytes(range(256)),)),
+        (("clé:é",), (b"",)),
+        ((), (b"x" * 70_000, "token")),
+        (("a", "b"), (b"s", b"t", b"u")),
+        (("k",), (7, 1.5)),  # (not the backend's: redis-py's packer takes them)
+    ]
+    for keys, args in cases:
+        expected = b"".join(connection.pack_command("EVALSHA", sha, len(keys), *keys, *args))
+        packed = _lane._packed(connection, sha, keys, args)
+        assert (packed if isinstance(packed, bytes) else b"".join(packed)) == expected
