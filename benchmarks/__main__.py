@@ -1,4 +1,4 @@
-"""`python -m benchmarks [--quick | --smoke] [--json PATH] [--backends memory,sqlite,redis,memcached] [--profile | --faults | --real-server | --rivals | --instructions | --bytecodes]`."""
+"""`python -m benchmarks [--quick | --smoke] [--json PATH] [--backends memory,sqlite,redis,memcached] [--profile | --faults | --real-server | --rivals | --instructions | --bytecodes] [--spread-cpus]`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
+from dataclasses import replace
 from typing import Optional
 
 from benchmarks import metrics_overhead, middleware_overhead, redis_server_time
@@ -43,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
         default=list(STORES),
         metavar="LIST",
         help="stores to measure (default: memory,sqlite,redis,memcached)",
+    )
+    parser.add_argument(
+        "--spread-cpus",
+        action="store_true",
+        help="leave sequential groups on Redis and Memcached unpinned (by default they run on "
+        "one CPU with the server the run started)",
     )
     parser.add_argument(
         "--profile",
@@ -122,6 +129,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         _write(real_server.as_json(served), args.json)
         return 0
     settings = MODES[mode]
+    if args.spread_cpus:
+        settings = replace(settings, one_cpu=False)
     result = asyncio.run(run(settings, args.backends))
     print(markdown(result))
     doc = as_json(result)

@@ -129,6 +129,9 @@ async def run(settings: Settings, names: list[str]) -> Run:
     finally:
         for store in stores:
             await store.close()
+    result.meta["sequential_on_one_cpu"] = [
+        store.name for store in stores if store.sequential_cpu is not None
+    ]
     result.comparisons = compare_sqlite(result.rows, result.processes)
     result.checks = checks(result.rows, result.counts, unavailable, result.comparisons)
     result.meta["seconds"] = time.time() - started

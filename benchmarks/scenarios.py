@@ -8,6 +8,7 @@ from typing import Optional
 
 from benchmarks.asgi import Target
 from benchmarks.results import CommandCount, Row
+from benchmarks.servers import one_cpu
 from benchmarks.settings import CONCURRENCY, Settings
 from benchmarks.stores import Store
 from benchmarks.targets import commands_met, commands_target, judged_on, speed_target
@@ -138,9 +139,13 @@ async def run_scenario(
             await prefill([throttle for throttle, _ in throttled.values()], peers, width)
         for width in (1, CONCURRENCY):
             n = settings.block(store.name, width)
-            samples = await measure(
-                targets, n, width, settings.repetitions, settings.warmup, store.clock
-            )
+            # (sequential requests on a server this run started: both on one CPU, `one_cpu`)
+            with one_cpu(store.server if width == 1 and settings.one_cpu else None) as cpu:
+                samples = await measure(
+                    targets, n, width, settings.repetitions, settings.warmup, store.clock
+                )
+            if cpu is not None:
+                store.sequential_cpu = cpu
             rows += _rows(store, workload, label, width, samples, targets, rates)
         if store.counts_commands:
             counted = {name: target for name, (_, target) in throttled.items()}

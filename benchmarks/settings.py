@@ -25,6 +25,8 @@ class Settings:
     keys: int
     counted_decisions: int
     memory_keys: int
+    one_cpu: bool = True
+    """Sequential groups on a server the run started run with it on one CPU (`servers.one_cpu`)."""
 
     def block(self, store: str, width: int) -> int:
         """Requests per timed block on `store`; at concurrency, at least 4 whole batches."""

@@ -61,6 +61,8 @@ class Store:
         self.available = False
         self.detail = "not opened"
         self.server: Optional[servers.Server] = None
+        self.sequential_cpu: Optional[int] = None
+        """The CPU its sequential groups ran on with the server (`servers.one_cpu`), if any."""
 
     async def open(self) -> None:
         raise NotImplementedError

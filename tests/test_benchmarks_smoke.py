@@ -338,3 +338,32 @@ async def test_bytecode_counts() -> None:
     tables = bytecodes.markdown(await bytecodes.counts())
     for row in ("throttled", "floor", "no-op dependency", *bytecodes.STRATEGY_NAMES):
         assert f"| {row} |" in tables
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="pinning needs sched_setaffinity and two CPUs",
+)
+def test_sequential_groups_share_one_cpu_with_the_server_and_give_it_back() -> None:
+    from benchmarks import servers
+
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is needed: the benchmark pins the server it starts")
+    mine = os.sched_getaffinity(0)
+    server = servers.start("redis")
+    try:
+        assert server.process is not None
+        threads = servers._threads(server.process.pid)
+        before = {tid: os.sched_getaffinity(tid) for tid in threads}
+        with servers.one_cpu(server) as cpu:
+            assert cpu is not None and cpu in mine
+            assert os.sched_getaffinity(0) == {cpu}
+            assert {tid: os.sched_getaffinity(tid) for tid in threads} == {
+                key: {cpu} for key in threads
+            }
+        assert os.sched_getaffinity(0) == mine
+        assert {tid: os.sched_getaffinity(tid) for tid in threads} == before
+        with servers.one_cpu(None) as cpu:  # (concurrent groups, or a server from a URL)
+            assert cpu is None and os.sched_getaffinity(0) == mine
+    finally:
+        server.stop()
