@@ -79,7 +79,7 @@ def one_cpu(server: Optional[Server]) -> Iterator[Optional[int]]:
     if len(mine) < 2 or not theirs:
         yield None
         return
-    cpu = max(mine)
+    cpu: Optional[int] = max(mine)
     try:
         setaffinity(0, {cpu})
         for tid in theirs:

@@ -367,3 +367,17 @@ def test_sequential_groups_share_one_cpu_with_the_server_and_give_it_back() -> N
             assert cpu is None and os.sched_getaffinity(0) == mine
     finally:
         server.stop()
+
+
+@pytest.mark.anyio
+async def test_redis_server_time_pairs_each_round_with_fixed_window(redis_url: str) -> None:
+    from benchmarks import redis_server_time
+
+    rows = await redis_server_time.server_times(redis_url, calls=5, rounds=3)
+    by_name = {row.strategy: row for row in rows}
+    assert {"FixedWindow", "GCRA", "TokenBucket", "SlidingWindowLog"} <= set(by_name)
+    assert by_name["FixedWindow"].ratio == 1.0  # (each round's own figure over itself)
+    for row in rows:
+        assert row.usec_per_call > 0, row
+        if row.ratio is not None:  # (the trivial script has none)
+            assert row.met == (row.ratio <= redis_server_time.TARGET)
