@@ -34,8 +34,8 @@ cost). Sequential groups on a Redis or Memcached server the run started put the 
 the benchmark on one CPU (the run's JSON lists them under `sequential_on_one_cpu`): one
 request at a time never runs both at once, and a wake-up across CPUs costs what the machine
 makes it cost (on a shared VM, a loopback `EVALSHA` took 94 or 166 µs, in phases, against
-71-75 µs on one CPU), which made the throttle and its floor swing apart block by block.
-Concurrent groups are not pinned. `overhead` = throttled - no limiter; `floor` = the floor variant - no limiter, where the
+71-75 µs on one CPU), and falls on whichever side reaches its wait before the reply is in.
+Concurrent groups are not pinned; `--spread-cpus` leaves sequential ones unpinned too. `overhead` = throttled - no limiter; `floor` = the floor variant - no limiter, where the
 floor variant is the no-op dependency in memory, and on a store a no-op dependency that
 makes one raw round trip (redis-py `EVALSHA` of `return 1`, aiomcache `incr`, one SQLite
 `BEGIN IMMEDIATE`/`UPDATE`/`COMMIT`), so the round trip is paid inside a request as the

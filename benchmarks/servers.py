@@ -68,8 +68,10 @@ def one_cpu(server: Optional[Server]) -> Iterator[Optional[int]]:
 
     For sequential requests only: the client and the server never run at once there, and a
     wake-up across CPUs costs what the machine makes it cost (on a shared VM, a loopback
-    `EVALSHA` took 94 µs or 166 µs, in phases, against 71-75 µs on one CPU), which would
-    make the throttle and its floor look faster or slower block by block."""
+    `EVALSHA` took 94 µs or 166 µs, in phases, against 71-75 µs on one CPU), paid only by a
+    client that reaches its wait before the reply is in: the lean one. redis-py's `evalsha`
+    (the floor) turns the event loop about 4 times first and slept on 4% of its requests;
+    the throttle slept on all of them."""
     setaffinity = getattr(os, "sched_setaffinity", None)
     if server is None or server.process is None or setaffinity is None:
         yield None
