@@ -119,7 +119,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.rivals:
         from benchmarks import rivals
 
-        _write(json.dumps(rivals.report(mode), indent=2), args.json)
+        _write(json.dumps(rivals.report(mode, not args.spread_cpus), indent=2), args.json)
         return 0
     if args.real_server:
         from benchmarks import real_server

@@ -3,7 +3,8 @@
 `legacy_path` finds traffik 1.2.2 (`$TRAFFIK_12_PATH`, or a `pip install --target` into
 `~/.cache/traffik-benchmarks/` made on first use, with pottery for its Redis backend and
 nothing that would shadow this environment's packages), and `measure_apart` runs
-`python -m benchmarks.legacy_run <that directory> <mode> [redis url]`. That puts the
+`python -m benchmarks.legacy_run <that directory> <mode> [redis url [server pid]]` (the pid
+of a server the run started: sequential Redis requests share its CPU). That puts the
 directory first on the path, then times the bare endpoint, the floor and traffik 1.2's
 `HTTPThrottle` (FixedWindow, its default; no headers, its default) in each of the rivals'
 workloads as `benchmarks.rivals.timed` does (on Redis too when given a URL, with the
@@ -63,14 +64,21 @@ def legacy_path() -> tuple[Optional[Path], Optional[str]]:
     return place, None
 
 
-def measure_apart(mode: str, url: Optional[str]) -> tuple[Optional[dict[str, Any]], Optional[str]]:
-    """traffik 1.2's figures from its own process, or why there are none."""
+def measure_apart(
+    mode: str, url: Optional[str], server_pid: Optional[int] = None
+) -> tuple[Optional[dict[str, Any]], Optional[str]]:
+    """traffik 1.2's figures from its own process, or why there are none; its sequential
+    Redis requests share a CPU with the server `server_pid` (`servers.one_cpu`), if given."""
     place, why = legacy_path()
     if place is None:
         return None, why
     command = [sys.executable, "-m", "benchmarks.legacy_run", str(place), mode]
+    if url:
+        command.append(url)
+        if server_pid is not None:
+            command.append(str(server_pid))
     done = subprocess.run(
-        [*command, *([url] if url else [])],
+        command,
         cwd=_ROOT,
         capture_output=True,
         text=True,
@@ -108,7 +116,7 @@ async def legacy_app(url: Optional[str] = None) -> Any:
     return dependency_app(throttle)
 
 
-async def main(mode: str, url: Optional[str]) -> dict[str, Any]:
+async def main(mode: str, url: Optional[str], server_pid: Optional[int] = None) -> dict[str, Any]:
     from benchmarks.apps import plain_app
     from benchmarks.rivals import BARE, FLOOR, LEGACY, WORKLOADS, commands, floor_app, timed
     from benchmarks.settings import MODES
@@ -125,7 +133,7 @@ async def main(mode: str, url: Optional[str]) -> dict[str, Any]:
             FLOOR: await floor_app(where),
             LEGACY: await legacy_app(where),
         }
-        times[f"{store} {workload}"] = await timed(apps, store, workload, settings)
+        times[f"{store} {workload}"] = await timed(apps, store, workload, settings, server_pid)
         if where is not None and not workload.endswith("at once"):
             found = await commands({LEGACY: apps[LEGACY]}, where, settings)
             counted[f"{store} {workload}"] = found[LEGACY]
@@ -134,4 +142,5 @@ async def main(mode: str, url: Optional[str]) -> dict[str, Any]:
 
 if __name__ == "__main__":
     address = sys.argv[3] if len(sys.argv) > 3 else None
-    print(json.dumps(asyncio.run(main(sys.argv[2], address))))
+    pid = int(sys.argv[4]) if len(sys.argv) > 4 else None
+    print(json.dumps(asyncio.run(main(sys.argv[2], address, pid))))

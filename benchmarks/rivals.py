@@ -24,12 +24,13 @@ limiter that refused would be measuring another path.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Optional
 
 from benchmarks.apps import dependency_app, noop, plain_app, round_trip_dependency
 from benchmarks.asgi import Target, asgi_target, clients
 from benchmarks.rival_apps import KEY_PREFIX, RIVALS, close_all, traffik_app
+from benchmarks.servers import one_cpu
 from benchmarks.settings import CONCURRENCY, MODES, Settings
 from benchmarks.timing import CPU_TIME, WALL_TIME, Spread, measure, spread
 
@@ -95,11 +96,17 @@ async def floor_app(url: Optional[str]) -> Any:
 
 
 async def timed(
-    apps: dict[str, Any], store: str, workload: str, settings: Settings
+    apps: dict[str, Any],
+    store: str,
+    workload: str,
+    settings: Settings,
+    server_pid: Optional[int] = None,
 ) -> dict[str, list[float]]:
     """Every app timed as `measure` does, after one request from each client: per app, the
     µs per request (`typical`: at once, a batch's time over its requests) of each
-    repetition, in order. Raises unless all were 200."""
+    repetition, in order; one request at a time on one CPU with the server `server_pid`
+    (one the run started: `servers.one_cpu`) unless `settings` spread them. Raises unless
+    all were 200."""
     peers = clients(settings.keys if workload == "many keys" else 1)
     width = CONCURRENCY if workload.endswith("at once") else 1
     targets = [asgi_target(name, app, peers) for name, app in apps.items()]
@@ -109,14 +116,16 @@ async def timed(
             await one(i)
         target.cursor = len(peers)
     memory = store == "memory"
-    samples = await measure(
-        targets,
-        settings.block(store, width),
-        width,
-        settings.repetitions,
-        settings.warmup,
-        CPU_TIME if memory else WALL_TIME,
-    )
+    pinned = server_pid if width == 1 and not memory and settings.one_cpu else None
+    with one_cpu(pinned):
+        samples = await measure(
+            targets,
+            settings.block(store, width),
+            width,
+            settings.repetitions,
+            settings.warmup,
+            CPU_TIME if memory else WALL_TIME,
+        )
     _check(targets)
     return {name: [ns / 1000 for ns in times] for name, times in samples.typical.items()}
 
@@ -219,8 +228,9 @@ async def measure_rivals(settings: Settings) -> list[RivalRow]:
     except servers.ServerUnavailable as exc:
         server, unavailable = None, f"Redis not available: {exc}"
     url = server.url if server else None
+    pid = server.pid if server and settings.one_cpu else None
     try:
-        legacy, why = legacy_run.measure_apart(settings.mode, url)
+        legacy, why = legacy_run.measure_apart(settings.mode, url, pid)
         rows: list[RivalRow] = []
         for store, workload in WORKLOADS:
             if store == "redis" and url is None:
@@ -229,7 +239,7 @@ async def measure_rivals(settings: Settings) -> list[RivalRow]:
                 )
                 continue
             apps, missing = await _apps(None if store == "memory" else url)
-            times = await timed(apps, store, workload, settings)
+            times = await timed(apps, store, workload, settings, pid)
             sequential = store == "redis" and not workload.endswith("at once")
             counted = await commands(apps, url, settings) if sequential and url else {}
             names = [name for name in apps if name not in (BARE, FLOOR)]
@@ -315,9 +325,10 @@ def as_json(rows: list[RivalRow], settings: Settings) -> dict[str, Any]:
     return {"settings": settings.as_dict(), "rows": [asdict(row) for row in rows]}
 
 
-def report(mode: str) -> dict[str, Any]:
-    """Measure in `mode`, print the table, and return the JSON document's part."""
-    settings = MODES[mode]
+def report(mode: str, one_cpu: bool = True) -> dict[str, Any]:
+    """Measure in `mode` (sequential Redis requests on one CPU with the server unless not
+    `one_cpu`), print the table, and return the JSON document's part."""
+    settings = replace(MODES[mode], one_cpu=one_cpu)
     rows = asyncio.run(measure_rivals(settings))
     print("\n" + markdown(rows, settings))
     return as_json(rows, settings)

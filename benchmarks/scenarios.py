@@ -140,7 +140,7 @@ async def run_scenario(
         for width in (1, CONCURRENCY):
             n = settings.block(store.name, width)
             # (sequential requests on a server this run started: both on one CPU, `one_cpu`)
-            with one_cpu(store.server if width == 1 and settings.one_cpu else None) as cpu:
+            with one_cpu(store.pinned_pid(settings) if width == 1 else None) as cpu:
                 samples = await measure(
                     targets, n, width, settings.repetitions, settings.warmup, store.clock
                 )

@@ -37,6 +37,12 @@ class Server:
         self.port = parts.port or (6379 if kind == "redis" else 11211)
         self.process = process
 
+    @property
+    def pid(self) -> Optional[int]:
+        """The server's process id when this run started it (`one_cpu` may pin it); None
+        for a server from a URL."""
+        return None if self.process is None else self.process.pid
+
     def describe(self) -> str:
         if self.process is None:
             return f"{self.url} (from ${_ENV[self.kind]}; shared servers skew command counts)"
@@ -61,10 +67,10 @@ def _threads(pid: int) -> list[int]:
 
 
 @contextmanager
-def one_cpu(server: Optional[Server]) -> Iterator[Optional[int]]:
-    """This thread and every thread of `server` (one this run started) on one CPU while the
-    block runs, their CPUs restored after; yields the CPU, or None where nothing was pinned
-    (no such server, no `sched_setaffinity`, a single CPU).
+def one_cpu(pid: Optional[int]) -> Iterator[Optional[int]]:
+    """This thread and every thread of process `pid` (a server this run started,
+    `Server.pid`) on one CPU while the block runs, their CPUs restored after; yields the
+    CPU, or None where nothing was pinned (no pid, no `sched_setaffinity`, a single CPU).
 
     For sequential requests only: the client and the server never run at once there, and a
     wake-up across CPUs costs what the machine makes it cost (on a shared VM, a loopback
@@ -73,11 +79,11 @@ def one_cpu(server: Optional[Server]) -> Iterator[Optional[int]]:
     (the floor) turns the event loop about 4 times first and slept on 4% of its requests;
     the throttle slept on all of them."""
     setaffinity = getattr(os, "sched_setaffinity", None)
-    if server is None or server.process is None or setaffinity is None:
+    if pid is None or setaffinity is None:
         yield None
         return
     mine = os.sched_getaffinity(0)
-    theirs = {tid: os.sched_getaffinity(tid) for tid in _threads(server.process.pid)}
+    theirs = {tid: os.sched_getaffinity(tid) for tid in _threads(pid)}
     if len(mine) < 2 or not theirs:
         yield None
         return

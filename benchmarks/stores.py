@@ -12,6 +12,7 @@ from typing import Any, Callable, Optional
 
 from benchmarks import servers
 from benchmarks.asgi import Target
+from benchmarks.settings import Settings
 from benchmarks.timing import CPU_TIME, WALL_TIME, Clock
 from traffik.backends.base import ThrottleBackend
 from traffik.backends.inmemory import InMemoryBackend
@@ -66,6 +67,13 @@ class Store:
 
     async def open(self) -> None:
         raise NotImplementedError
+
+    def pinned_pid(self, settings: Settings) -> Optional[int]:
+        """The server process its sequential groups share a CPU with (`servers.one_cpu`):
+        one this run started, unless `settings` spread them (`--spread-cpus`)."""
+        if self.server is None or not settings.one_cpu:
+            return None
+        return self.server.pid
 
     def backend(self, namespace: str) -> ThrottleBackend:
         raise NotImplementedError

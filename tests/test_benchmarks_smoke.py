@@ -355,7 +355,7 @@ def test_sequential_groups_share_one_cpu_with_the_server_and_give_it_back() -> N
         assert server.process is not None
         threads = servers._threads(server.process.pid)
         before = {tid: os.sched_getaffinity(tid) for tid in threads}
-        with servers.one_cpu(server) as cpu:
+        with servers.one_cpu(server.pid) as cpu:
             assert cpu is not None and cpu in mine
             assert os.sched_getaffinity(0) == {cpu}
             assert {tid: os.sched_getaffinity(tid) for tid in threads} == {
@@ -365,6 +365,7 @@ def test_sequential_groups_share_one_cpu_with_the_server_and_give_it_back() -> N
         assert {tid: os.sched_getaffinity(tid) for tid in threads} == before
         with servers.one_cpu(None) as cpu:  # (concurrent groups, or a server from a URL)
             assert cpu is None and os.sched_getaffinity(0) == mine
+        assert servers.Server("redis", "redis://127.0.0.1:1", None).pid is None
     finally:
         server.stop()
 
