@@ -104,9 +104,9 @@ async def timed(
 ) -> dict[str, list[float]]:
     """Every app timed as `measure` does, after one request from each client: per app, the
     µs per request (`typical`: at once, a batch's time over its requests) of each
-    repetition, in order; one request at a time on one CPU with the server `server_pid`
-    (one the run started: `servers.one_cpu`) unless `settings` spread them. Raises unless
-    all were 200."""
+    repetition, in order; one request at a time on one CPU with the server `server_pid`,
+    when given (one the run started, which the caller passes unless `--spread-cpus`:
+    `servers.one_cpu`). Raises unless all were 200."""
     peers = clients(settings.keys if workload == "many keys" else 1)
     width = CONCURRENCY if workload.endswith("at once") else 1
     targets = [asgi_target(name, app, peers) for name, app in apps.items()]
@@ -116,7 +116,7 @@ async def timed(
             await one(i)
         target.cursor = len(peers)
     memory = store == "memory"
-    pinned = server_pid if width == 1 and not memory and settings.one_cpu else None
+    pinned = server_pid if width == 1 and not memory else None
     with one_cpu(pinned):
         samples = await measure(
             targets,
