@@ -9,9 +9,16 @@ import aiomcache
 import pytest
 
 from traffik.backends.memcached import MemcachedBackend
-from traffik.backends.memcached._keys import CACHED_KEYS, MAX_KEY_BYTES, KeySpace, safe_key
+from traffik.backends.memcached._keys import (
+    CACHED_KEYS,
+    MAX_KEY_BYTES,
+    GenerationKeys,
+    KeySpace,
+    safe_key,
+)
 from traffik.rates import Rate
 from traffik.strategies import FixedWindow, SlidingWindowLog, TokenBucket
+from traffik.throttle_keys import KEY_CACHE_SIZE
 
 HOSTILE = [
     "plain",
@@ -95,6 +102,26 @@ def test_the_mapping_cache_is_bounded() -> None:
     for i in range(CACHED_KEYS * 3):
         assert keys(f"app:client-{i}") == b"app:1:client-%d" % i
     assert len(keys._cache) <= CACHED_KEYS
+
+
+def test_every_key_a_throttle_remembers_stays_mapped(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A throttle remembers the keys of up to `KEY_CACHE_SIZE` clients (peer and route); the
+    # memcached mapping must hold as many, or a working set between the two sizes (10,000
+    # clients, say) is mapped again on every hit: the cache starts over before any key
+    # comes back.
+    assert CACHED_KEYS >= KEY_CACHE_SIZE
+    keys = KeySpace("app").of(1)
+    clients = [f"app:http:client-{i}:fw" for i in range(10_000)]
+    for text in clients:
+        keys(text)
+    mapped = []
+    real_map = GenerationKeys._map
+    monkeypatch.setattr(
+        GenerationKeys, "_map", lambda self, key: mapped.append(key) or real_map(self, key)
+    )
+    for text in clients:
+        assert keys(text) == KeySpace("app").key(text, 1)
+    assert mapped == []
 
 
 @pytest.fixture

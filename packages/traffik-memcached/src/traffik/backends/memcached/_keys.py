@@ -23,8 +23,10 @@ __all__ = [
 ]
 
 MAX_KEY_BYTES = 250
-CACHED_KEYS = 2048
-"""How many recent key mappings a `GenerationKeys` remembers (it starts over when full)."""
+CACHED_KEYS = 16384
+"""How many recent key mappings a `GenerationKeys` remembers (it starts over when full): as
+many as a throttle remembers keys (`traffik.throttle_keys.KEY_CACHE_SIZE`), so the clients a
+throttle knows are not mapped again on each hit."""
 _READABLE_PREFIX = 150
 _SAFE = frozenset(chr(c) for c in range(0x21, 0x7F)) - {"#"}
 
