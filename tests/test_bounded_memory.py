@@ -160,6 +160,7 @@ def _process_caches() -> dict[str, tuple[int, int]]:
     prefixes = max((len(table) for _, table in buckets._PREFIXES.values()), default=0)
     return {
         "peer key parts": (len(identity._PEER_PARTS), identity._PEER_PARTS_MAX),
+        "grouped IPv6 hosts": (len(identity._GROUPED), identity._GROUPED_MAX),
         "escaped texts": (len(keyparts._ESCAPED), keyparts._ESCAPED_MAX),
         "route parts": (len(buckets._PARTS), buckets._PARTS_MAX),
         "route parts per mount path": (variants, buckets._PARTS_MAX),
@@ -168,13 +169,18 @@ def _process_caches() -> dict[str, tuple[int, int]]:
 
 
 def _throttle_caches(throttle: HTTPThrottle) -> dict[str, tuple[int, int]]:
-    """A throttle's caches: name -> (size, bound)."""
-    return {
+    """A throttle's caches (and its `remote_address` identifier's): name -> (size, bound)."""
+    sizes = {
         f"{throttle.uid} keys": (len(throttle._keys), KEY_CACHE_SIZE),
         f"{throttle.uid} key ends": (len(throttle._ends), KEY_CACHE_SIZE),
         f"{throttle.uid} checked rates": (len(throttle._checked_rates), 64),
         f"{throttle.uid} header plans": (len(throttle.__dict__.get("_plans", ())), 64),
     }
+    for cell in getattr(throttle.identifier, "__closure__", None) or ():
+        known = getattr(cell.cell_contents, "_known", None)
+        if known is not None:
+            sizes[f"{throttle.uid} identities"] = (len(known), cell.cell_contents.KNOWN_MAX)
+    return sizes
 
 
 def _over(sizes: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
@@ -256,6 +262,7 @@ async def test_a_flood_of_distinct_requests_keeps_every_cache_of_the_process_bou
     sizes["in-memory store keys"] = (len(backend._data), backend.max_keys)
     assert _over(sizes) == {}
     assert sizes["bm:peer keys"][0] > 0 and sizes["peer key parts"][0] > 0  # (they were used)
+    assert sizes["bm:forwarded identities"][0] > 0
     assert await _settled(baseline) == set()
     assert _new(QuotaContext) == [] and _new(HTTPConnection) == []  # (no request is kept)
 

@@ -130,7 +130,12 @@ async def _frozen_and_thawed(load: Load, server: Any, label: str, backend: Any) 
         f"p50 {p50 * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms, max {worst * 1000:.1f} ms; "
         f"decisions back from the store {recovery * 1000:.0f} ms after the thaw"
     )
-    assert {s[2] for s in measured} == {429}, "a request was decided while the store was frozen"
+    # (a request that began just before the thaw may reach its decision after it: the store
+    # then answers, and it is allowed, rightly)
+    answered_frozen = [s for s in measured if s[0] + s[1] < thawed_at]
+    assert {s[2] for s in answered_frozen} == {429}, (
+        "a request was decided while the store was frozen"
+    )
     opened_at = opened[0]
     assert opened_at is not None, "the circuit was not open while the store was frozen"
     # Once the decisions that were in flight when the circuit opened are over (each bounded

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import random
 from collections.abc import Iterator
 from typing import Any
 
@@ -251,6 +253,165 @@ def test_a_link_local_peer_keeps_its_zone() -> None:
     # fe80::1 on eth0 and fe80::1 on eth1 are two hosts on two links.
     assert grouped_address("fe80::1%eth0") != grouped_address("fe80::1%eth1")
     assert grouped_address("fe80::1%eth0") == "fe80::1%eth0"
+
+
+def _grouped_by_ipaddress(host: str, prefix: int) -> str:
+    """`grouped_address` worked out with `ipaddress` alone: the reference."""
+    if ":" not in host:
+        return host
+    try:
+        address = ipaddress.IPv6Address(host)
+    except ValueError:
+        return host
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    if address in ipaddress.IPv6Network("64:ff9b::/96"):
+        return str(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    if address.is_link_local:
+        return str(address)
+    if prefix == 128 or address.is_loopback:
+        return str(ipaddress.IPv6Address(int(address)))
+    network = ipaddress.IPv6Network(f"{ipaddress.IPv6Address(int(address))}/{prefix}", strict=False)
+    return str(network)
+
+
+def _hosts(draw: random.Random, count: int) -> Iterator[str]:
+    """IPv6 hosts of every kind `grouped_address` tells apart, spelt every way, and texts
+    that are not addresses."""
+    heads = [0, 0xFFFF, int(ipaddress.IPv6Address("64:ff9b::")) >> 32]
+    for _ in range(count):
+        fields = [draw.choice([0, 0, 1, 0xFFFF, draw.getrandbits(16)]) for _ in range(8)]
+        n = 0
+        for field in fields:
+            n = n << 16 | field
+        kind = draw.randrange(6)
+        if kind == 0:
+            n = draw.choice(heads) << 32 | draw.getrandbits(32)
+        elif kind == 1:
+            n = 0xFE80 << 112 | draw.getrandbits(64)
+        elif kind == 2:
+            n = draw.choice([0, 1])
+        address = ipaddress.IPv6Address(n)
+        spelling = draw.randrange(5)
+        if spelling == 0:
+            yield address.exploded
+        elif spelling == 1:
+            yield address.exploded.upper() + draw.choice(["", "%eth0", "%1"])
+        elif spelling == 2 and n >> 32 in heads:
+            yield f"{ipaddress.IPv6Address(n >> 32 << 32).compressed[:-3]}{ipaddress.IPv4Address(n & 0xFFFFFFFF)}"
+        elif spelling == 3:
+            yield address.compressed + ":" + draw.choice(["1", "", ":"])  # (mostly no address)
+        else:
+            yield ipaddress.IPv6Address(n).compressed
+
+
+def test_ipv6_hosts_are_grouped_as_ipaddress_groups_them() -> None:
+    # `grouped_address` reads and prints addresses itself, faster than `ipaddress`: every
+    # host of every kind, under every prefix, is counted as `ipaddress` would count it.
+    draw = random.Random(7)
+    for host in _hosts(draw, 20_000):
+        prefix = draw.randint(1, 128)
+        identity_module._GROUPED.clear()
+        assert grouped_address(host, prefix) == _grouped_by_ipaddress(host, prefix), (host, prefix)
+
+
+# -- remembered identities ------------------------------------------------------------------
+
+_PEERS = [
+    PROXY,
+    "2001:db8:ffff::2",
+    "10.0.0.1",
+    "10.9.9.9",
+    "203.0.113.9",
+    "2001:db8:5::1",
+    "",
+    None,
+]
+_VALUES = [
+    None,
+    "203.0.113.7",
+    "2001:db8:1:2::7",
+    "2001:db8:1:3::7, 2001:db8:ffff::9",
+    "junk, 203.0.113.8, 10.0.0.2",
+    "[2001:db8:1:2::7]:443",
+    'for="[2001:db8:1:4::7]:80";proto=https, for=10.0.0.3',
+    "for=203.0.113.5",
+    "not an address",
+    "::ffff:203.0.113.7",
+    "64:ff9b::203.0.113.7",
+    "fe80::1%eth0",
+]
+
+
+def _scopes(draw: random.Random, count: int) -> list[dict[str, Any]]:
+    scopes = []
+    for _ in range(count):
+        peer, value = draw.choice(_PEERS), draw.choice(_VALUES)
+        name = draw.choice(["X-Forwarded-For", "Forwarded", "X-Real-IP"])
+        scope = scope_with(peer, *([] if value is None else [(name, value)]))
+        if peer == "":
+            scope["client"] = None  # (a unix socket's server gives no peer)
+        scopes.append(scope)
+    return scopes
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        ProxyHeaders.NONE,
+        ProxyHeaders.FORWARDED,
+        ProxyHeaders.X_FORWARDED_FOR,
+        ProxyHeaders.X_REAL_IP,
+        ProxyHeaders.CF_CONNECTING_IP,
+    ],
+    ids=lambda header: header.name,
+)
+def test_a_returning_client_is_identified_as_it_was_the_first_time(header: ProxyHeaders) -> None:
+    # One identifier remembers the clients it met, by peer and header value: every answer
+    # it gives, in any order and under any prefix, is what a new identifier (remembering
+    # nothing) works out for the same request.
+    draw = random.Random(int(header))
+    trusted = [*TRUSTED, "unix"]
+    identify = remote_address(trusted, header)
+    for scope in _scopes(draw, 600):
+        if draw.random() < 0.05:
+            set_ipv6_prefix(draw.choice([48, 56, 64, 128]))
+        request = Request(scope)
+        remembered = identify(request)
+        identity_module._GROUPED.clear()
+        assert remembered == remote_address(trusted, header)(request), scope
+        assert get_remote_address(scope, trusted_proxies=trusted, proxy_headers=header) == (
+            None if remembered == "__anonymous__" else remembered
+        )
+
+
+def test_set_ipv6_prefix_applies_to_clients_already_remembered() -> None:
+    identify = remote_address(TRUSTED)
+    request = Request(scope_with(PROXY, ("X-Forwarded-For", "2001:db8:1:2::7")))
+    assert identify(request) == "2001:db8:1:2::/64"
+    assert grouped_address("2001:db8:1:2::7") == "2001:db8:1:2::/64"
+    set_ipv6_prefix(48)
+    assert identify(request) == "2001:db8:1::/48"
+    assert grouped_address("2001:db8:1:2::7") == "2001:db8:1::/48"
+    assert get_remote_address(request, trusted_proxies=TRUSTED) == "2001:db8:1::/48"
+
+
+def test_what_identities_remember_is_bounded() -> None:
+    identify = remote_address(TRUSTED)
+    address = identify.__closure__[0].cell_contents  # type: ignore[index]
+    for n in range(address.KNOWN_MAX + 10):
+        identify(Request(scope_with(PROXY, ("X-Forwarded-For", f"2001:db8:{n:x}::1"))))
+    assert 0 < len(address._known) <= address.KNOWN_MAX
+    address._known.clear()
+    # a long header (a client can prepend any hops it likes) is worked out each time
+    padded = ", ".join(["198.51.100.1"] * 40) + ", 2001:db8:1:2::7"
+    assert identify(Request(scope_with(PROXY, ("X-Forwarded-For", padded)))) == (
+        "2001:db8:1:2::/64"
+    )
+    assert address._known == {}
+    for n in range(identity_module._GROUPED_MAX + 10):
+        grouped_address(f"2001:db8:{n:x}::1")
+    assert 0 < len(identity_module._GROUPED) <= identity_module._GROUPED_MAX
 
 
 # -- end to end ------------------------------------------------------------------------------

@@ -281,8 +281,8 @@ def stored_rows(backend: SQLiteBackend) -> list[tuple[str, str, Any]]:
 # -- a decision says when it was made, for what a refund gives back -------------------------
 
 
-async def _by_identifier(connection: Any) -> str:
-    return "client"
+def _one_unit(connection: Any, context: Any) -> int:
+    return 1
 
 
 @pytest.mark.parametrize("where", ["file", ":memory:"])
@@ -300,7 +300,8 @@ async def test_a_charge_whose_window_closed_is_not_given_back(
     backend = SQLiteBackend(
         tmp_path / "t.db" if where == "file" else ":memory:", clock=clock, cache_refusals=False
     )
-    extra: dict[str, Any] = {} if path == "in place" else {"identifier": _by_identifier}
+    # (a cost worked out per connection: decided by the strategy, not in place)
+    extra: dict[str, Any] = {} if path == "in place" else {"cost": _one_unit}
     throttle = HTTPThrottle(
         "t",
         rate="3/min",

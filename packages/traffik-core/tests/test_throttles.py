@@ -133,6 +133,47 @@ async def test_each_new_client_of_a_route_gets_the_key_key_for_composes(
     )
 
 
+async def test_a_throttle_with_an_identifier_keys_and_decides_as_composed_in_full(
+    backend: InMemoryBackend,
+) -> None:
+    """A throttle with an identifier of its own (fixed rate and cost) decides in place, on
+    keys made from the route's prepared ends around each client's part: the same keys as
+    composed in full, and a subclass's own `compose_key` still composes each."""
+
+    def api_key(connection: Any) -> str:
+        return str(connection.headers["x-api-key"])
+
+    class Hashed(HTTPThrottle):
+        def compose_key(self, client: str, route: Any, context: Any) -> str:
+            return f"keyed-hashed:{len(client)}:{route}"
+
+    keyed = HTTPThrottle("keyed", rate="10/min", backend=backend, identifier=api_key)
+    hashed = Hashed("keyed-hashed", rate="10/min", backend=backend, identifier=api_key)
+    clients = ("k1", "a:b", "x y", "2001:db8::1")
+    async with client_for(make_app(keyed, hashed)) as client:
+        for path in ("/items/1", "/other", "/items/2"):
+            for key in clients:
+                response = await client.get(path, headers={"x-api-key": key})
+                assert response.status_code == 200
+    assert keyed._decider[0] is backend and hashed._decider[0] is backend  # (in place)
+    routes = ("GET:/items/%7Bitem_id%7D", "GET:/other")
+    keys = sorted(await backend.keys())
+    assert [key for key in keys if key.startswith("throttles:keyed:")] == sorted(
+        f"throttles:{keyed.key_for(None, key, {}, route=route)}:fw"
+        for route in routes
+        for key in clients
+    )
+    assert [key for key in keys if key.startswith("throttles:keyed-hashed:")] == sorted(
+        {
+            f"throttles:keyed-hashed:{len(client_part(key))}:{route}:fw"
+            for route in routes
+            for key in clients
+        }
+    )
+    counts = [await backend.get(key) for key in keys if key.startswith("throttles:keyed:")]
+    assert sorted(map(int, counts)) == [1] * 4 + [2] * 4  # (two item paths, one template)
+
+
 async def test_429_has_retry_after_and_fastapi_body(
     backend: InMemoryBackend, clock: ManualClock
 ) -> None:

@@ -185,15 +185,27 @@ class ConnectionInputs:
     ) -> Any:
         """`get_connection_id` (`identify` unless overridden), kept in the connection's state
         per uid with `cache_ids` (so a WebSocket's messages are identified once)."""
-        if not self.cache_ids:
-            return await self.get_connection_id(connection, backend, context)
-        state = scope.get("state")
-        if state is None:
-            scope["state"] = state = {}
-        ids = state.get(CONNECTION_IDS_CONTEXT_KEY)
-        if ids is None:
-            ids = state[CONNECTION_IDS_CONTEXT_KEY] = {}
-        ident = ids.get(self.uid)
-        if ident is None:
-            ident = ids[self.uid] = await self.get_connection_id(connection, backend, context)
+        ids: Optional[dict[str, Any]] = None
+        if self.cache_ids:
+            state = scope.get("state")
+            if state is None:
+                scope["state"] = state = {}
+            ids = state.get(CONNECTION_IDS_CONTEXT_KEY)
+            if ids is None:
+                ids = state[CONNECTION_IDS_CONTEXT_KEY] = {}
+            ident = ids.get(self.uid)
+            if ident is not None:
+                return ident
+        if self._own_identity:
+            ident = await self.get_connection_id(connection, backend, context)
+        else:  # `identify`, without a coroutine of its own (nor `get_connection_id`'s)
+            identifier = self.identifier or backend.identifier
+            if identifier is None:
+                ident = await default_identifier(connection)
+            else:
+                ident = identifier(connection)
+                if type(ident) is not str and inspect.isawaitable(ident):
+                    ident = await ident
+        if ids is not None:
+            ids[self.uid] = ident
         return ident

@@ -85,15 +85,36 @@ class ThrottleKeys(ConnectionInputs):
         if len(keys) >= KEY_CACHE_SIZE:
             keys.clear()
         part = peer_part(host) if host is not None else ANONYMOUS_PART
-        where = seen[1:]  # (the route, method and roots: what the key's ends depend on)
+        # (the route, method and roots: what the key's ends depend on)
+        prepared = (
+            self._rates,
+            self.cost,
+            self._key_around(seen[1:], route, connection, part, ctx),
+        )
+        keys[seen] = (route, prepared)
+        return prepared
+
+    def _key_around(
+        self, where: tuple[Any, ...], route: Any, connection: Any, part: str, ctx: Mapping[str, Any]
+    ) -> str:
+        """The key of the client whose part is `part` on the route `where` names (`route`, the
+        method and the roots): the route's prepared ends around the part (`_key_ends`, made
+        once per route), or composed when a subclass composes keys its own way."""
         ends = self._ends.get(where)
         if ends is None:  # (an entry holds its route, as `_keys` do)
             ends = self._key_ends(where, route, connection, ctx)
-        head, tail = ends[1], ends[2]
-        key = self._key(connection, part, ctx) if head is None else head + part + tail
-        prepared = (self._rates, self.cost, key)
-        keys[seen] = (route, prepared)
-        return prepared
+        head = ends[1]
+        return self._key(connection, part, ctx) if head is None else head + part + ends[2]
+
+    def _client_key(self, connection: Any, part: str, ctx: Mapping[str, Any]) -> str:
+        """`_key`, by the route's prepared ends (`_key_around`) where the key depends on the
+        route, the method and the roots alone (as `_prepared` remembers keys)."""
+        scope = connection.scope
+        route = served_route(scope) if "fastapi" in scope else scope.get("route")
+        if (route is None and self._per_route) or "scope" in ctx:
+            return self._key(connection, part, ctx)
+        where = (id(route), scope.get("method"), scope.get("root_path"), scope.get("app_root_path"))
+        return self._key_around(where, route, connection, part, ctx)
 
     def _key_ends(
         self, where: tuple[Any, ...], route: Any, connection: Any, ctx: Mapping[str, Any]
@@ -123,6 +144,17 @@ class ThrottleKeys(ConnectionInputs):
         prepared = self._prepared(connection, ctx, cost, backend)
         if prepared is not None:
             return prepared
+        return await self._resolved(connection, ctx, cost, backend)
+
+    async def _resolved(
+        self,
+        connection: Any,
+        ctx: Mapping[str, Any],
+        cost: Optional[int],
+        backend: ThrottleBackend,
+    ) -> Optional[tuple[tuple[Rate, ...], int, str]]:
+        """`_prepare` for a connection whose key is not remembered (`_prepared` is None):
+        the rates, the cost and the identity resolved for it."""
         rates = self._rates if self._rate_fn is None else await self._rates_for(connection, ctx)
         if rates[0].unlimited:
             return None
@@ -149,7 +181,7 @@ class ThrottleKeys(ConnectionInputs):
             if ident is EXEMPTED:
                 return None
             part = client_part(ident)
-        return rates, cost, self._key(connection, part, ctx)
+        return rates, cost, self._client_key(connection, part, ctx)
 
     def _key(self, connection: Any, client: str, ctx: Mapping[str, Any]) -> str:
         """The key of `connection`'s bucket for a client part (`compose_key`)."""

@@ -285,11 +285,11 @@ class Throttle(
             prepared = self._prepared(connection, ctx, cost, backend)
             if prepared is None:
                 connection = made(connection)  # (for the identifier, rate and cost callables)
-                prepared = await self._prepare(connection, ctx, cost, backend)
+                prepared = await self._resolved(connection, ctx, cost, backend)
                 if prepared is None:  # (nothing to decide: unlimited, no cost, exempted)
                     return _let_through(connection)
-            elif self._in_place:  # in place: no coroutine (memory, SQLite)
-                on, decide, waited = self._decider
+            if self._in_place and cost is None:  # the throttle's own rate and cost
+                on, decide, waited = self._decider  # (in place: no coroutine; or coalesced)
                 if on is not backend:  # made once per backend (`ThrottleBackend.decider`)
                     decide, waited = self._deciders(backend, prepared[0][0], prepared[1])
             rates, taken, key = prepared
