@@ -315,6 +315,113 @@ def test_ipv6_hosts_are_grouped_as_ipaddress_groups_them() -> None:
         assert grouped_address(host, prefix) == _grouped_by_ipaddress(host, prefix), (host, prefix)
 
 
+def _reference_address(text: str) -> Any:
+    """A proxy hop read with `ipaddress` alone (IPv4-mapped as IPv4), or None: the reference."""
+    text = text.strip().strip('"')
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            return None
+        text = text[1:end]
+    elif text.count(":") == 1:
+        text = text.split(":", 1)[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _reference_identity(scope: dict[str, Any], trusted: list[str], header: bytes) -> Any:
+    """`get_remote_address` worked out with `ipaddress` alone: the reference."""
+    networks = [ipaddress.ip_network(t, strict=False) for t in trusted if t != "unix"]
+
+    def trusted_hop(address: Any) -> bool:
+        return any(address.version == n.version and address in n for n in networks)
+
+    client = scope.get("client")
+    peer = None
+    if client and client[0]:
+        peer = _reference_address(client[0])
+        if peer is None or not trusted_hop(peer):
+            return grouped_address(client[0])
+    elif "unix" not in trusted:
+        return None
+    values = [v for k, v in scope["headers"] if k == header]
+    if not values:
+        return None if peer is None else grouped_address(str(peer))
+    value = b",".join(values)[-4096:].decode("latin-1")
+    if header in (b"x-forwarded-for", b"forwarded"):
+        nearest = peer
+        for hop in reversed(value.rsplit(",", 32)[-32:]):
+            if header == b"forwarded":
+                pairs = [p.strip().partition("=") for p in hop.split(";")]
+                hop = next((v for k, _, v in pairs if k.lower() == "for"), "")
+            address = _reference_address(hop)
+            if address is None:
+                break
+            if not trusted_hop(address):
+                return grouped_address(str(address))
+            nearest = address
+        return None if nearest is None else grouped_address(str(nearest))
+    address = _reference_address(value.rsplit(",", 1)[-1]) or peer
+    return None if address is None else grouped_address(str(address))
+
+
+_HOPS = [
+    "203.0.113.7",
+    "203.0.113.07",
+    "10.0.0.9",
+    "10.0.0.9:8080",
+    "[2001:db8:ffff::9]:443",
+    '"[2001:db8:1:2::7]"',
+    "2001:db8:1:2::7",
+    "2001:DB8:1:2:0:0:0:7",
+    "2001:db8:ffff::5%eth0",
+    "fe80::1%eth0",
+    "::ffff:203.0.113.9",
+    "::ffff:10.0.0.3",
+    "64:ff9b::203.0.113.7",
+    "::1",
+    "2001:db8::a00:1",  # (its low 32 bits spell 10.0.0.1: not an IPv4 proxy)
+    "::a00:5",
+    "unknown",
+    "_hidden",
+    "1.2.3",
+    "1.2.3.4.5",
+    " 198.51.100.2 ",
+    "[::1",
+    "2001:db8::1::2",
+    "",
+]
+
+
+def test_a_proxy_chain_is_read_as_ipaddress_reads_it() -> None:
+    # The walk reads addresses with `inet_pton` and integers: every chain of hops, of every
+    # spelling, behind every kind of peer, names the client `ipaddress` would name.
+    draw = random.Random(11)
+    peers = ["10.0.0.1", PROXY, "::ffff:10.0.0.1", "203.0.113.50", "2001:db8:5::1", None]
+    trusted_sets = [TRUSTED, ["10.0.0.0/8"], ["2001:db8:ffff::/48", "unix"], ["10.0.0.1/32"]]
+    names = {
+        ProxyHeaders.X_FORWARDED_FOR: b"x-forwarded-for",
+        ProxyHeaders.FORWARDED: b"forwarded",
+        ProxyHeaders.X_REAL_IP: b"x-real-ip",
+    }
+    for _ in range(3000):
+        proxy_header = draw.choice(list(names))
+        hops = [draw.choice(_HOPS) for _ in range(draw.randint(1, 4))]
+        if proxy_header == ProxyHeaders.FORWARDED:
+            hops = [f"for={hop};proto=https" if draw.random() < 0.8 else hop for hop in hops]
+        peer = draw.choice(peers)
+        scope = scope_with(peer, (names[proxy_header].decode(), ", ".join(hops)))
+        trusted = draw.choice(trusted_sets)
+        expected = _reference_identity(scope, trusted, names[proxy_header])
+        found = get_remote_address(scope, trusted_proxies=trusted, proxy_headers=proxy_header)
+        assert found == expected, (peer, hops, trusted, proxy_header)
+
+
 # -- remembered identities ------------------------------------------------------------------
 
 _PEERS = [
