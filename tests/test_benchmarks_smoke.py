@@ -51,6 +51,13 @@ def test_benchmark_command_runs(tmp_path: Path) -> None:
     assert set(middleware["statuses"]) == {"bare", "noop", "throttled", "floor"}
     # (a figure, not a timing check: 20 requests on a loaded machine may read below zero)
     assert math.isfinite(middleware["floor_us"]["median"])
+    identities = {(row["way"], row["clients"]) for row in doc["identity"]}
+    assert identities == {
+        (way, family)
+        for way in ("remote_address", "uvicorn ProxyHeadersMiddleware")
+        for family in ("IPv4", "IPv6")
+    }  # (each app told its clients apart and answered 200, or the run failed)
+    assert all(math.isfinite(row["returning_us"]["median"]) for row in doc["identity"])
 
 
 @pytest.mark.slow  # starts a server process (4 s)
