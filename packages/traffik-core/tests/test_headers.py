@@ -630,6 +630,36 @@ def test_a_plan_of_several_rates_tells_each_rate_s_own_limit() -> None:
     assert raw[b"ratelimit-policy"] == b'"api:2/s";q=10;w=1, "api:100/min";q=500;w=60'
 
 
+@pytest.mark.parametrize("preset", ["ietf", "legacy", "both"])
+def test_an_admitted_decision_of_several_rates_writes_what_raw_writes(preset: str) -> None:
+    """`admitted`'s shortcut for several rates writes exactly `raw`'s headers, for any
+    parts: whole units or not, a tier's own limit, resets of every size."""
+    import random
+
+    from traffik.strategies.steps import combine
+
+    rates = parse_rates("2/s;100/min;5000/d")
+    plan = HeaderPlan("api", rates, header_setting(preset, "t"))
+    draw = random.Random(preset)
+    lefts: list[Any] = [0, 1, 9, 499, 4999, 2.5, -1, None, float("inf")]
+    resets: list[Any] = [0, 1, 999, 1000, 1001, 60_000, 86_400_000, 2.5, float(LONGEST_WAIT_MS)]
+    for _ in range(500):
+        parts = [
+            Decision(
+                True,
+                0,
+                draw.choice(lefts),
+                draw.choice(resets),
+                rate.limit if draw.random() < 0.9 else rate.limit * 2,
+            )
+            for rate in rates
+        ]
+        decision = combine(parts)
+        written: list[tuple[bytes, bytes]] = []
+        plan.admitted(decision, written)
+        assert written == plan.raw(decision), parts
+
+
 @pytest.mark.parametrize("order", ["loose first", "tight first"])
 @pytest.mark.parametrize("attached", ["dependencies", "throttled", "middleware"])
 @pytest.mark.anyio

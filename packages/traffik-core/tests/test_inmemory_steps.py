@@ -194,3 +194,60 @@ async def test_a_decider_makes_no_decision_when_it_cannot() -> None:
     assert decide("c") is not None
     backend.evaluate = backend.evaluate  # type: ignore[method-assign]  # replaced, as a mock does
     assert decide("c") is None
+
+
+MULTI_RATES = [("1/s", "4/3s"), ("7/250ms", "30/min", "1/s"), ("30/min", "10000000/d")]
+MULTI_CASES = [
+    (s, rates) for s in IN_PLACE for rates in MULTI_RATES if all(_scaled(s, r) for r in rates)
+]
+
+
+@pytest.mark.parametrize(("strategy", "rate_texts"), MULTI_CASES, ids=repr)
+async def test_several_rates_in_place_equal_evaluate_all(
+    strategy: Strategy, rate_texts: tuple[str, ...]
+) -> None:
+    """On a random timeline of hits (costs up to the capacity), refunds, text states and
+    expiries, `decider_all`'s decisions (each rate's part too) and every stored entry (state,
+    expiry, size, refused-until) equal `evaluate_all`'s on the throttle's items."""
+    from traffik.strategies.steps import items
+
+    kind = in_place_kind(strategy)
+    rates = tuple(Rate.parse(text) for text in rate_texts)
+    clock = ManualClock(1_000.0)
+    fast, slow = InMemoryBackend(clock=clock), InMemoryBackend(clock=clock)
+    await fast.initialize()
+    await slow.initialize()
+    rng = random.Random(f"{strategy!r}{rate_texts}")
+    most = min(min(strategy.capacity(rate) for rate in rates), 3)
+    deciders = {cost: fast.decider_all(strategy, rates, cost, kind) for cost in range(1, most + 1)}
+    keys = [item.key for item in items(strategy, "client", rates, 1, slow)]
+    # (bursts at one instant, so that every rate gets spent and refuses)
+    steps = [0] * 20 + [1, 1, 7, 50, 249, 400, 1200, 3100, *(rate.expire for rate in rates)]
+    refused = 0
+    for turn in range(400):
+        clock.advance(ms=rng.choice(steps))
+        roll = rng.random()
+        if roll < 0.05:  # a state kept as text (another writer, another version)
+            stored = rng.choice(keys)
+            value = await slow.get(stored) if rng.random() < 0.5 else rng.choice(CORRUPT)
+            if value is not None:
+                expire = rng.choice([0.001, 1, 100])
+                for backend in (fast, slow):
+                    await backend.set(stored, value, expire=expire)
+            continue
+        if roll < 0.1:
+            given = items(strategy, "client", rates, rng.randint(1, most), slow)
+            await fast.refund_all(given)
+            await slow.refund_all(given)
+        else:
+            cost = rng.randint(1, most)
+            decider = deciders[cost]
+            assert decider is not None
+            made = decider("client")
+            expected = await slow.evaluate_all(items(strategy, "client", rates, cost, slow))
+            assert made == expected, (turn, cost)
+            assert made is not None and made.at == expected.at, turn
+            assert getattr(made, "parts", None) == getattr(expected, "parts", None), turn
+            refused += not made.allowed
+        assert fast._data == slow._data, turn
+    assert refused, "the timeline never refused: the all-or-nothing path went untested"

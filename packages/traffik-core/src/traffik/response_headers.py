@@ -139,19 +139,20 @@ class HeaderPlan:
 
     def admitted(self, decision: Decision, headers: list[tuple[bytes, bytes]]) -> None:
         """Append `raw(decision)` for an admitted decision to `headers` (a response's raw
-        headers): the hot path's, the common case (one rate, whole units left) formatted
-        without the general checks, the default `RateLimit` field alone at once."""
+        headers): the hot path's, the common case (whole units left under the rate's own
+        limit) formatted without the general checks, the default `RateLimit` field alone at
+        once, for one rate or several (`_each_admitted`)."""
         remaining: Any = decision.remaining  # (an int from every built-in strategy)
+        if self._names is not None:
+            if not self._each_admitted(decision, headers):
+                self._merge_raw(decision, headers)
+            return
         if (
-            self._names is not None
-            or type(remaining) is not int
+            type(remaining) is not int
             or remaining < 0
             or decision.limit != self._limit  # (a tier's, the hour's: its own policy)
         ):
-            if self._single is None:
-                headers += self.raw(decision)
-            else:
-                self._merge(headers, self.raw(decision))
+            self._merge_raw(decision, headers)
             return
         headers += self._static
         reset = decision.reset_ms
@@ -164,6 +165,37 @@ class HeaderPlan:
         numbers = (remaining, seconds)
         for name, fmt, index in self._formatted:
             headers.append((name, fmt % (numbers if index is None else numbers[index])))
+
+    def _merge_raw(self, decision: Decision, headers: list[tuple[bytes, bytes]]) -> None:
+        """`raw(decision)` appended to `headers`, or merged there (`_merge`)."""
+        if self._single is None:
+            headers += self.raw(decision)
+        else:
+            self._merge(headers, self.raw(decision))
+
+    def _each_admitted(self, decision: Decision, headers: list[tuple[bytes, bytes]]) -> bool:
+        """`admitted` for several rates in the common case (the `"ietf"` fields alone, each
+        rate with whole units left under its own limit): `RateLimit-Policy` as encoded,
+        and `RateLimit` with each rate's units and seconds, as `raw` writes them. False,
+        writing nothing, for any other case."""
+        parts = getattr(decision, "parts", None)
+        pair = self._pair
+        names = self._names
+        if pair is None or self._single is not None or parts is None or names is None:
+            return False
+        if len(parts) != len(names):
+            return False
+        each = []
+        for quoted, limit, part in zip(names, self._limits, parts):
+            left = part.remaining
+            if type(left) is not int or left < 0 or part.limit != limit or not part.allowed:
+                return False
+            reset = part.reset_ms
+            seconds = -(-reset // 1000) if 0 < reset < LONGEST_WAIT_MS else whole_seconds(reset)
+            each.append(b"%s;r=%d;t=%d" % (quoted, left, seconds))
+        headers += self._static
+        headers.append((pair[0], b", ".join(each)))
+        return True
 
     def _merge(self, headers: list[tuple[bytes, bytes]], ours: list[tuple[bytes, bytes]]) -> None:
         """Append `ours` to `headers`, where another throttle may have written the

@@ -144,13 +144,12 @@ class ThrottleSettings:
             and not getattr(self, "_own_identity", False)  # (a subclass's identity or key hooks)
             and not getattr(self, "_own_keys", False)
         )
-        # A throttle of one fixed rate and a fixed cost whose strategy a backend can run in
-        # place (`ThrottleBackend.decider`), whoever its clients are; the keys of a static
-        # one are remembered per peer and route besides.
+        # A throttle of fixed rates and a fixed cost whose strategy a backend can run in
+        # place (`ThrottleBackend.decider`, `decider_all` for several rates), whoever its
+        # clients are; the keys of a static one are remembered per peer and route besides.
         self._in_place = (
             in_place_kind(self.strategy)
             if rates is not None
-            and len(rates) == 1
             and not rates[0].unlimited
             and self._rate_fn is None
             and self._cost_fn is None

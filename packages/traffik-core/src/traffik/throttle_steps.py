@@ -73,13 +73,18 @@ class ThrottleSteps:
         return await self._step(key, rates, charged, backend), rates, charged, key
 
     def _deciders(
-        self, backend: ThrottleBackend, rate: Rate, cost: int
+        self, backend: ThrottleBackend, rates: tuple[Rate, ...], cost: int
     ) -> tuple[Optional[Callable[[str], Any]], Optional[Callable[[str], Awaitable[Decision]]]]:
-        """The backend's deciders for this throttle's strategy, rate and cost: `decider` (no
-        coroutine, None when a hit cannot be decided at once) and `waited_decider` (awaited,
-        for the others); remembered until the backend changes."""
-        decide = backend.decider(self.strategy, rate, cost, self._in_place)
-        waited = backend.waited_decider(self.strategy, rate, cost, self._in_place)
+        """The backend's deciders for this throttle's strategy, rates and cost: `decider`
+        (no coroutine, None when a hit cannot be decided at once; `decider_all` for several
+        rates) and `waited_decider` (awaited, for the others; none for several rates, which
+        `evaluate_all` decides); remembered until the backend changes."""
+        strategy, kind = self.strategy, self._in_place
+        if len(rates) == 1:
+            decide = backend.decider(strategy, rates[0], cost, kind)
+            waited = backend.waited_decider(strategy, rates[0], cost, kind)
+        else:
+            decide, waited = backend.decider_all(strategy, rates, cost, kind), None
         self._decider = (backend, decide, waited)
         return decide, waited
 

@@ -227,6 +227,25 @@ class ThrottleBackend(BackendLifecycle, StorageOperations, LockedSteps, Generic[
 
         return decide
 
+    def decider_all(
+        self, strategy: Any, rates: Any, cost: int, kind: int
+    ) -> Optional[Callable[[str], Any]]:
+        """`decider` for a throttle with several rates: its decisions all or nothing, as
+        `evaluate_all` makes them on the throttle's items, made once for its hot path. The
+        base has none (the throttle then awaits `evaluate_all`).
+
+        Args:
+            strategy: The built-in strategy that decides.
+            rates: The rates to apply, in the throttle's order.
+            cost: The units each hit spends.
+            kind: How to decide in place (`traffik.strategies.steps.in_place_kind`).
+
+        Returns:
+            A callable of a throttle's key (not namespaced) returning the combined
+            `Decision`, or None when it cannot be made at once; or None.
+        """
+        return None
+
     def waited_decider(
         self, strategy: Any, rate: Any, cost: int, kind: int
     ) -> Optional[Callable[[str], Awaitable[Any]]]:

@@ -13,7 +13,13 @@ from traffik.clock import system_ms
 from traffik.decision import Decision
 from traffik.strategies.fixed_window import counter_decision, too_late
 from traffik.strategies.state import decode_state
-from traffik.strategies.steps import charged, combine, is_counter
+from traffik.strategies.steps import (
+    IN_PLACE_COUNTER,
+    charged,
+    combine,
+    is_counter,
+    rate_suffix,
+)
 
 if TYPE_CHECKING:
     from traffik.rates import Rate
@@ -136,6 +142,96 @@ class InMemoryDecisions(InMemoryStore):
 
         return decide
 
+    def decider_all(
+        self, strategy: Any, rates: Sequence[Rate], cost: int, kind: int
+    ) -> Optional[Callable[[str], Optional[Decision]]]:
+        """Decisions of a built-in strategy at several rates, all or nothing, made in place:
+        the hot path of a throttle with several rates (`"10/s;1000/day"`).
+
+        The same decisions, states, expiries and refusal marks as `evaluate_all` on the
+        throttle's items (`traffik.strategies.steps.items`), without a coroutine: a state
+        strategy's step for each rate (`traffik.backends.inmemory_steps`) decides on a copy
+        of its entry, written back only when every rate admits; a window counter is decided
+        on its count as `evaluate_all` decides it (`_counted`), and added to then. None when
+        a decision cannot be made here, as `decider` answers it (or a test replaced
+        `evaluate_all`).
+
+        Args:
+            strategy: The built-in strategy that decides.
+            rates: The rates to apply, in the throttle's order.
+            cost: The units each hit spends.
+            kind: How to decide in place (`traffik.strategies.steps.in_place_kind`).
+
+        Returns:
+            A callable of a throttle's key (not namespaced) returning the combined
+            `Decision` (its `parts` one per rate) or None, or None when `kind` cannot be
+            decided in place.
+        """
+        steps = [in_place_step(strategy, rate, cost, kind) for rate in rates]
+        if not steps or any(step is None for step in steps):
+            return None
+        counter = kind == IN_PLACE_COUNTER
+        head = self._prefix
+        tails = [strategy.suffix + rate_suffix(index) for index in range(len(rates))]
+        own, data = self.__dict__, self._data
+        take, give_back = self._mutex.acquire, self._mutex.release
+        stored_keys: dict[str, list[tuple[str, Any, Rate]]] = {}
+
+        def decide(key: str) -> Optional[Decision]:
+            if self._status != READY or "evaluate_all" in own:
+                return None
+            now_ms = self.now_ms
+            now = time_ns() // 1_000_000 if now_ms is system_ms else now_ms()
+            stored = stored_keys.get(key)
+            if stored is None:
+                if len(stored_keys) >= _STORED_KEYS:
+                    stored_keys.clear()
+                stored = stored_keys[key] = [
+                    (head + key + tail, step, rate) for tail, step, rate in zip(tails, steps, rates)
+                ]
+            take()
+            try:
+                parts: list[Decision] = []
+                trials: list[tuple[str, Optional[list[Any]], Any, Rate]] = []
+                allowed = True
+                for name, step, rate in stored:
+                    trial: Optional[list[Any]] = None
+                    entry = data.get(name)
+                    if entry is not None and entry[1] is not None and entry[1] <= now:
+                        self._remove(name)
+                        entry = None
+                    if counter:
+                        part = _counted(entry, rate, cost, now, True)
+                    else:
+                        if entry is None:
+                            trial = [None, None]
+                        else:
+                            state = entry[0]
+                            trial = [state[:] if type(state) is list else state, entry[1]]
+                        part = step(trial, now)
+                    allowed = allowed and part.allowed
+                    parts.append(part)
+                    trials.append((name, entry, trial, rate))
+                decision = combine(parts)
+                if allowed:
+                    for name, entry, trial, rate in trials:
+                        if trial is None:
+                            self._add(name, cost, rate.expire, now)
+                        elif entry is not None:
+                            entry[0], entry[1] = trial[0], trial[1]
+                        elif trial[0] is not None:
+                            self._insert(name, trial, now)
+                else:  # nothing charged: each rate's entry marked until it is whole again
+                    for part, (_, entry, _, _) in zip(parts, trials):
+                        if entry is not None:
+                            entry[3] = now + part.reset_ms
+                decision.at = now
+                return decision
+            finally:
+                give_back()
+
+        return decide
+
     async def evaluate(
         self, key: str, strategy: StateStrategy, rate: Rate, cost: int, *, commit: bool = True
     ) -> Decision:
@@ -186,12 +282,7 @@ class InMemoryDecisions(InMemoryStore):
                 counter = is_counter(item.strategy)
                 counters.append(counter)
                 if counter:
-                    count = whole_number(entry[0]) if entry is not None else 0
-                    left = entry[1] - now if entry is not None and entry[1] is not None else None
-                    if commit and entry is not None and too_late(left, item.rate.expire):
-                        left = item.rate.expire  # (cut to one period, charged or not)
-                        entry[1] = now + left
-                    parts.append(counter_decision(count, left, item.rate, item.cost))
+                    parts.append(_counted(entry, item.rate, item.cost, now, commit))
                     pending.append((entry, None, 0))
                 else:
                     decision, new_state, ttl_ms = item.strategy.transition(
@@ -237,3 +328,17 @@ class InMemoryDecisions(InMemoryStore):
                 if state is not None:
                     new_state, ttl_ms = item.strategy.refund(state, now, item.rate, item.cost)
                     self._save(item.key, entry, new_state, ttl_ms, now)
+
+
+def _counted(entry: Optional[list[Any]], rate: Rate, cost: int, now: int, cut: bool) -> Decision:
+    """A window counter's decision for a hit of `cost`, before the hit is added: on the
+    live `entry`'s count and time left (None: no window yet). With `cut`, a window that ends
+    too late (`too_late`) is cut to one period from now, in `entry`, charged or not."""
+    if entry is None:
+        return counter_decision(0, None, rate, cost)
+    count = whole_number(entry[0])
+    left = entry[1] - now if entry[1] is not None else None
+    if cut and too_late(left, rate.expire):
+        left = rate.expire
+        entry[1] = now + left
+    return counter_decision(count, left, rate, cost)

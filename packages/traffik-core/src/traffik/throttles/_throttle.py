@@ -291,7 +291,7 @@ class Throttle(
             if self._in_place and cost is None:  # the throttle's own rate and cost
                 on, decide, waited = self._decider  # (in place: no coroutine; or coalesced)
                 if on is not backend:  # made once per backend (`ThrottleBackend.decider`)
-                    decide, waited = self._deciders(backend, prepared[0][0], prepared[1])
+                    decide, waited = self._deciders(backend, prepared[0], prepared[1])
             rates, taken, key = prepared
             if backend.refusals is None:
                 decision = None if decide is None else decide(key)
