@@ -9,7 +9,13 @@ import sys
 from dataclasses import replace
 from typing import Optional
 
-from benchmarks import identity, metrics_overhead, middleware_overhead, redis_server_time
+from benchmarks import (
+    configurations,
+    identity,
+    metrics_overhead,
+    middleware_overhead,
+    redis_server_time,
+)
 from benchmarks.report import as_json, markdown
 from benchmarks.runner import run
 from benchmarks.settings import MODES
@@ -138,6 +144,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         doc["metrics_overhead"] = metrics_overhead.report(mode)
         doc["middleware_overhead"] = middleware_overhead.report(mode)
         doc["identity"] = identity.report(mode)
+        doc["configurations"] = configurations.report(mode)
     if "redis" in args.backends:
         doc["redis_server_time"] = redis_server_time.report(mode)
     if mode == "full":

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-__all__ = ["Client", "Target", "asgi_target", "bare_request", "clients"]
+__all__ = ["Client", "Target", "asgi_target", "bare_request", "clients", "scoped_target"]
 
 Client = tuple[str, int]
 
@@ -71,6 +71,20 @@ def asgi_target(name: str, app: Any, peers: Sequence[Client], path: str = "/") -
 
     async def one(i: int) -> None:
         await app({**scope, "client": peers[i % count]}, _receive, send)
+
+    return Target(name, one, statuses)
+
+
+def scoped_target(name: str, app: Any, scope_of: Callable[[int], dict[str, Any]]) -> Target:
+    """Request i goes to `app` with the scope `scope_of(i)` builds (a new dict each time)."""
+    statuses: Counter[int] = Counter()
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses[message["status"]] += 1
+
+    async def one(i: int) -> None:
+        await app(scope_of(i), _receive, send)
 
     return Target(name, one, statuses)
 

@@ -22,19 +22,18 @@ request over the socket peer's within each repetition.
 from __future__ import annotations
 
 import asyncio
-import gc
 import sys
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 from benchmarks.apps import dependency_app
-from benchmarks.asgi import _SCOPE, Target
+from benchmarks.asgi import _SCOPE, Target, scoped_target
 from benchmarks.settings import MODES, Settings
-from benchmarks.timing import CPU_TIME, Spread, run_block, spread
+from benchmarks.timing import CPU_TIME, Spread, measure, spread
 from traffik import HTTPThrottle, InMemoryBackend
 from traffik.identity import remote_address
 
-__all__ = ["CLIENTS", "Identity", "as_json", "markdown", "measure", "report"]
+__all__ = ["CLIENTS", "Identity", "as_json", "markdown", "report", "run"]
 
 CLIENTS = 1000
 """Returning clients, each one request in turn."""
@@ -63,21 +62,6 @@ def _v6(n: int) -> str:
     return f"2001:db8:{n >> 16 & 0xFFFF:x}:{n & 0xFFFF:x}:{n % 7:x}::1"
 
 
-def _target(name: str, app: Any, scope_of: Callable[[int], dict[str, Any]]) -> Target:
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            target.statuses[message["status"]] += 1
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def one(i: int) -> None:
-        await app(scope_of(i), receive, send)
-
-    target = Target(name, one)
-    return target
-
-
 def _through_proxy(address: Callable[[int], str], new: bool) -> Callable[[int], dict[str, Any]]:
     """Request i from a client behind the proxy (client `CLIENTS + i` when `new`)."""
 
@@ -100,8 +84,8 @@ def _throttle(name: str, identifier: Any = None) -> HTTPThrottle:
 
 
 async def _told_apart(targets: list[Target], throttles: dict[str, HTTPThrottle]) -> None:
-    """Raise unless each app counted every client of its warm-up apart (a proxy taken for
-    the client would measure one bucket)."""
+    """Raise unless each app counted every client it met apart (a proxy taken for the
+    client would measure one bucket)."""
     for target in targets:
         backend = throttles[target.name].backend
         assert isinstance(backend, InMemoryBackend)
@@ -116,23 +100,23 @@ def _targets() -> tuple[list[Target], dict[str, HTTPThrottle]]:
     from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
     throttles = {"peer": _throttle("peer")}
-    targets = [_target("peer", dependency_app(throttles["peer"]), _peer)]
+    targets = [scoped_target("peer", dependency_app(throttles["peer"]), _peer)]
     for family, address in (("IPv4", _v4), ("IPv6", _v6)):
         for new in (False, True):
             when = "new" if new else "returning"
             scope_of = _through_proxy(address, new)
             name = f"remote_address|{family}|{when}"
             throttles[name] = _throttle(name, remote_address([_TRUSTED]))
-            targets.append(_target(name, dependency_app(throttles[name]), scope_of))
+            targets.append(scoped_target(name, dependency_app(throttles[name]), scope_of))
             name = f"uvicorn ProxyHeadersMiddleware|{family}|{when}"
             throttles[name] = _throttle(name)
             inner: Any = dependency_app(throttles[name])
             app = ProxyHeadersMiddleware(inner, trusted_hosts=_TRUSTED)
-            targets.append(_target(name, app, scope_of))
+            targets.append(scoped_target(name, app, scope_of))
     return targets, throttles
 
 
-async def measure(settings: Settings) -> list[Identity]:
+async def run(settings: Settings) -> list[Identity]:
     """Every way and family, returning and new clients, over the socket peer's."""
     targets, throttles = _targets()
     repetitions = (
@@ -140,28 +124,18 @@ async def measure(settings: Settings) -> list[Identity]:
         if settings.mode == "smoke"
         else max(settings.repetitions, _MIN_REPETITIONS)
     )
-    times: dict[str, list[float]] = {target.name: [] for target in targets}
-    for target in targets:
-        await run_block(target, settings.warmup + CLIENTS, 1, CPU_TIME)
+    samples = await measure(
+        targets, settings.requests, 1, repetitions, settings.warmup + CLIENTS, CPU_TIME
+    )
     await _told_apart(targets, throttles)
-    for rep in range(repetitions):
-        order = targets[rep % len(targets) :] + targets[: rep % len(targets)]
-        for target in order:
-            gc.collect(0)
-            gc.disable()
-            try:
-                block = await run_block(target, settings.requests, 1, CPU_TIME)
-            finally:
-                gc.enable()
-            block.sort()
-            times[target.name].append(block[len(block) // 2] / 1000)
+    times = samples.typical
     statuses = {target.name: dict(target.statuses) for target in targets}
     if any(set(counts) != {200} for counts in statuses.values()):
         raise RuntimeError(f"the identity benchmark's apps must answer 200 only: {statuses}")
     peer = times["peer"]
 
     def over(name: str) -> Spread:
-        return spread([t - p for t, p in zip(times[name], peer)])
+        return spread([t - p for t, p in zip(times[name], peer)], 1 / 1000)
 
     rows = []
     for way in ("remote_address", "uvicorn ProxyHeadersMiddleware"):
@@ -204,7 +178,7 @@ def as_json(rows: list[Identity]) -> list[dict[str, Any]]:
 
 def report(mode: str) -> list[dict[str, Any]]:
     """Measure in `mode`, print the table, and return the rows for the JSON document."""
-    rows = asyncio.run(measure(MODES[mode]))
+    rows = asyncio.run(run(MODES[mode]))
     print("\n" + markdown(rows))
     return as_json(rows)
 

@@ -58,6 +58,9 @@ def test_benchmark_command_runs(tmp_path: Path) -> None:
         for family in ("IPv4", "IPv6")
     }  # (each app told its clients apart and answered 200, or the run failed)
     assert all(math.isfinite(row["returning_us"]["median"]) for row in doc["identity"])
+    configurations = {(row["strategy"], row["configuration"]) for row in doc["configurations"]}
+    assert len(configurations) == 8  # (each app answered 200 only, or the run failed)
+    assert all(math.isfinite(row["overhead_us"]["median"]) for row in doc["configurations"])
 
 
 @pytest.mark.slow  # starts a server process (4 s)
