@@ -6,7 +6,8 @@ in-memory throttle configured each way a user commonly configures one:
 - one rate, the socket peer as the client (the default: what the main run measures);
 - one rate, an identifier of its own (an API key read from a header);
 - two rates (`"…/d;…/h"`, decided as one: `docs/multiple-limits.md`);
-- two rates and an identifier.
+- two rates and an identifier;
+- a rate callable (a client's plan), and a cost callable.
 
 Each for `FixedWindow` (a window counter) and `TokenBucket` (a state), `CLIENTS` clients in
 turn, a limit nobody reaches. Blocks are interleaved repetition after repetition
@@ -39,13 +40,26 @@ _MIN_REPETITIONS = 15
 _DAY, _HOUR = "40000000/d", "4000000/h"
 """Rates nobody reaches, within `TokenBucket`'s exact range."""
 
-CONFIGURATIONS = {
-    "one rate": (_DAY, False),
-    "one rate, an identifier": (_DAY, True),
-    "two rates": (f"{_DAY};{_HOUR}", False),
-    "two rates, an identifier": (f"{_DAY};{_HOUR}", True),
+
+def _tier(request: Any, context: Any) -> str:
+    """A rate callable: the client's plan's rates (every client on one plan here)."""
+    return _DAY
+
+
+def _size(request: Any, context: Any) -> int:
+    """A cost callable: what the request costs (one unit here)."""
+    return 1
+
+
+CONFIGURATIONS: dict[str, tuple[Any, bool, Any]] = {
+    "one rate": (_DAY, False, 1),
+    "one rate, an identifier": (_DAY, True, 1),
+    "two rates": (f"{_DAY};{_HOUR}", False, 1),
+    "two rates, an identifier": (f"{_DAY};{_HOUR}", True, 1),
+    "a rate callable": (_tier, False, 1),
+    "a cost callable": (_DAY, False, _size),
 }
-"""Each configuration's rates, and whether it has an identifier of its own."""
+"""Each configuration's rate, whether it has an identifier of its own, and its cost."""
 _STRATEGIES = {"FixedWindow": FixedWindow, "TokenBucket": TokenBucket}
 
 
@@ -73,13 +87,14 @@ def _scope(i: int) -> dict[str, Any]:
 
 
 def _throttle(strategy: str, configuration: str) -> HTTPThrottle:
-    rate, identified = CONFIGURATIONS[configuration]
+    rate, identified, cost = CONFIGURATIONS[configuration]
     return HTTPThrottle(
         f"bench:configuration:{strategy}:{configuration}",
         rate=rate,
         backend=InMemoryBackend(),
         strategy=_STRATEGIES[strategy](),
         identifier=_api_key if identified else None,
+        cost=cost,
     )
 
 

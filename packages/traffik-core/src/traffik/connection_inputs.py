@@ -32,6 +32,13 @@ async def _resolve(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
 
 
+def _plain(value: Any) -> bool:
+    """Whether a callable's result is a value of its own, not an awaitable (the common types
+    checked first: `inspect.isawaitable` costs a few checks of its own)."""
+    kind = type(value)
+    return kind is int or kind is str or kind is tuple or not inspect.isawaitable(value)
+
+
 class ConnectionInputs:
     """Per-connection inputs of a decision, for `Throttle`."""
 
@@ -90,7 +97,8 @@ class ConnectionInputs:
         (checked as at construction, once per distinct value)."""
         if self._rate_fn is None:
             return self._rates
-        rates = parse_rates(await _resolve(self._rate_fn(connection, context)))
+        given = self._rate_fn(connection, context)
+        rates = parse_rates(given if _plain(given) else await given)
         if rates not in self._checked_rates:
             self.check_rates(rates, None)
             if len(self._checked_rates) >= 64:
@@ -101,7 +109,12 @@ class ConnectionInputs:
     async def _cost_for(self, connection: HTTPConnection, context: Mapping[str, Any]) -> int:
         if self._cost_fn is None:
             return self.cost
-        return check_cost(await _resolve(self._cost_fn(connection, context)), repr(self))
+        cost = self._cost_fn(connection, context)
+        if not _plain(cost):
+            cost = await cost
+        if type(cost) is int and cost >= 0:
+            return cost
+        return check_cost(cost, repr(self))  # (a bool, a float, a negative number: refused)
 
     async def identify(self, connection: HTTPConnection, backend: ThrottleBackend) -> Any:
         """The client of `connection`: the throttle's identifier, else the backend's, else
@@ -204,7 +217,7 @@ class ConnectionInputs:
                 ident = await default_identifier(connection)
             else:
                 ident = identifier(connection)
-                if type(ident) is not str and inspect.isawaitable(ident):
+                if not _plain(ident):
                     ident = await ident
         if ids is not None:
             ids[self.uid] = ident

@@ -160,8 +160,8 @@ class ThrottleKeys(ConnectionInputs):
             return None
         if cost is None:
             cost = self.cost if self._cost_fn is None else await self._cost_for(connection, ctx)
-        elif cost != self.cost:
-            cost = check_cost(cost, repr(self))
+        elif cost != self.cost and (type(cost) is not int or cost < 0):
+            cost = check_cost(cost, repr(self))  # (refused)
         if cost == 0:
             return None
         if self._own_keys:  # (a subclass's key hooks, traffik 1.2's)

@@ -144,18 +144,17 @@ class ThrottleSettings:
             and not getattr(self, "_own_identity", False)  # (a subclass's identity or key hooks)
             and not getattr(self, "_own_keys", False)
         )
-        # A throttle of fixed rates and a fixed cost whose strategy a backend can run in
-        # place (`ThrottleBackend.decider`, `decider_all` for several rates), whoever its
-        # clients are; the keys of a static one are remembered per peer and route besides.
+        # How a backend can run the strategy in place (`ThrottleBackend.decider`,
+        # `decider_all` for several rates), whoever the clients are: the deciders for the
+        # throttle's own rates and cost are kept in `_decider`, those for rates or a cost
+        # given per connection in `_deciders_kept`. The keys of a static throttle are
+        # remembered per peer and route besides.
         self._in_place = (
             in_place_kind(self.strategy)
-            if rates is not None
-            and not rates[0].unlimited
-            and self._rate_fn is None
-            and self._cost_fn is None
-            and self.cost > 0
+            if rates is not None and (self._rate_fn is not None or not rates[0].unlimited)
             else 0
         )
+        self._fixed = rates is not None and self._rate_fn is None and self._cost_fn is None
         # The backend in-place decisions were last made on, and its `decider` for them (or
         # its `waited_decider`).
         self._decider: tuple[
@@ -164,6 +163,7 @@ class ThrottleSettings:
             Optional[Callable[[str], Awaitable[Any]]],
         ]
         self._decider = (None, None, None)
+        self._deciders_kept: dict[Any, Any] = {}
         self._forget_keys()
 
     def _forget_keys(self) -> None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from traffik.fallback_share import scaled_rates
 from traffik.on_error import decision_from_wait
 from traffik.strategies import steps
+from traffik.strategies.base import settled
 
 if TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
@@ -24,7 +25,11 @@ if TYPE_CHECKING:
     from traffik.refusals import RefusedClients
     from traffik.strategies.steps import Item
 
-__all__ = ["ThrottleSteps"]
+__all__ = ["DECIDERS_KEPT", "ThrottleSteps"]
+
+DECIDERS_KEPT = 16
+"""Pairs of rates and cost given per connection a throttle keeps deciders for
+(`ThrottleSteps._deciders_for`): a few tiers of a rate callable, a few costs."""
 
 
 async def _waited(wait: Awaitable[Any], limit: int) -> Decision:
@@ -42,6 +47,14 @@ class ThrottleSteps:
         Optional[ThrottleBackend],
         Optional[Callable[[str], Any]],
         Optional[Callable[[str], Awaitable[Any]]],
+    ]
+    _deciders_kept: dict[
+        tuple[tuple[Rate, ...], int],
+        tuple[
+            ThrottleBackend,
+            Optional[Callable[[str], Any]],
+            Optional[Callable[[str], Awaitable[Any]]],
+        ],
     ]
 
     if TYPE_CHECKING:
@@ -75,17 +88,45 @@ class ThrottleSteps:
     def _deciders(
         self, backend: ThrottleBackend, rates: tuple[Rate, ...], cost: int
     ) -> tuple[Optional[Callable[[str], Any]], Optional[Callable[[str], Awaitable[Decision]]]]:
-        """The backend's deciders for this throttle's strategy, rates and cost: `decider`
-        (no coroutine, None when a hit cannot be decided at once; `decider_all` for several
-        rates) and `waited_decider` (awaited, for the others; none for several rates, which
-        `evaluate_all` decides); remembered until the backend changes."""
+        """The backend's deciders for this throttle's own rates and cost (`_made_deciders`),
+        remembered until the backend changes."""
+        decide, waited = self._made_deciders(backend, rates, cost)
+        self._decider = (backend, decide, waited)
+        return decide, waited
+
+    def _deciders_for(
+        self, backend: ThrottleBackend, rates: tuple[Rate, ...], cost: int
+    ) -> tuple[Optional[Callable[[str], Any]], Optional[Callable[[str], Awaitable[Decision]]]]:
+        """`_deciders` for rates or a cost given per connection (a rate or cost callable, a
+        `cost=` given to `hit`): remembered per backend, rates and cost, for the first
+        `DECIDERS_KEPT` pairs of rates and cost a throttle meets; the others are decided by
+        the strategy (None, None), as a cost never admitted always is (`settled`)."""
+        kept = self._deciders_kept
+        made = kept.get((rates, cost))
+        if made is not None and made[0] is backend:
+            return made[1], made[2]
+        if made is None and len(kept) >= DECIDERS_KEPT:
+            return None, None
+        if any(settled(self.strategy, rate, cost) is not None for rate in rates):
+            decide, waited = None, None
+        else:
+            decide, waited = self._made_deciders(backend, rates, cost)
+        kept[(rates, cost)] = (backend, decide, waited)
+        return decide, waited
+
+    def _made_deciders(
+        self, backend: ThrottleBackend, rates: tuple[Rate, ...], cost: int
+    ) -> tuple[Optional[Callable[[str], Any]], Optional[Callable[[str], Awaitable[Decision]]]]:
+        """The backend's deciders for this throttle's strategy at `rates` and `cost`:
+        `decider` (no coroutine, None when a hit cannot be decided at once; `decider_all`
+        for several rates) and `waited_decider` (awaited, for the others; none for several
+        rates, which `evaluate_all` decides)."""
         strategy, kind = self.strategy, self._in_place
         if len(rates) == 1:
             decide = backend.decider(strategy, rates[0], cost, kind)
             waited = backend.waited_decider(strategy, rates[0], cost, kind)
         else:
             decide, waited = backend.decider_all(strategy, rates, cost, kind), None
-        self._decider = (backend, decide, waited)
         return decide, waited
 
     async def _remembered(

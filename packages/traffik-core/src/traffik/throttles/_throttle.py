@@ -288,10 +288,13 @@ class Throttle(
                 prepared = await self._resolved(connection, ctx, cost, backend)
                 if prepared is None:  # (nothing to decide: unlimited, no cost, exempted)
                     return _let_through(connection)
-            if self._in_place and cost is None:  # the throttle's own rate and cost
-                on, decide, waited = self._decider  # (in place: no coroutine; or coalesced)
-                if on is not backend:  # made once per backend (`ThrottleBackend.decider`)
-                    decide, waited = self._deciders(backend, prepared[0], prepared[1])
+            if self._in_place:  # (in place: no coroutine; or coalesced)
+                if cost is None and self._fixed:  # the throttle's own rates and cost
+                    on, decide, waited = self._decider
+                    if on is not backend:  # made once per backend (`ThrottleBackend.decider`)
+                        decide, waited = self._deciders(backend, prepared[0], prepared[1])
+                else:  # given per connection: kept per rates and cost
+                    decide, waited = self._deciders_for(backend, prepared[0], prepared[1])
             rates, taken, key = prepared
             if backend.refusals is None:
                 decision = None if decide is None else decide(key)
