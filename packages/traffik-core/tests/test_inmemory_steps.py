@@ -196,6 +196,50 @@ async def test_a_decider_makes_no_decision_when_it_cannot() -> None:
     assert decide("c") is None
 
 
+def _reference_evaluate_all(backend: InMemoryBackend, items: list[Item], commit: bool) -> Any:
+    """`evaluate_all` as it was written before it ran the in-place steps (each state by its
+    strategy's `transition`): the reference the steps are held to."""
+    from traffik.backends.inmemory_steps import whole_number
+    from traffik.strategies.fixed_window import counter_decision, too_late
+    from traffik.strategies.steps import charged, combine, is_counter
+
+    now = backend.now_ms()
+    parts, pending, counters = [], [], []
+    for item in items:
+        entry = backend._live(item.key, now)
+        counter = is_counter(item.strategy)
+        counters.append(counter)
+        if counter:
+            count = whole_number(entry[0]) if entry is not None else 0
+            left = entry[1] - now if entry is not None and entry[1] is not None else None
+            if commit and entry is not None and too_late(left, item.rate.expire):
+                left = item.rate.expire
+                entry[1] = now + left
+            parts.append(counter_decision(count, left, item.rate, item.cost))
+            pending.append((entry, None, 0))
+        else:
+            decision, new_state, ttl_ms = item.strategy.transition(
+                backend._state(entry), now, item.rate, item.cost
+            )
+            parts.append(decision)
+            pending.append((entry, new_state, ttl_ms))
+    decision = combine(parts)
+    if commit:
+        for item, charge, counter, (entry, new_state, ttl_ms) in zip(
+            items, charged(parts, items), counters, pending
+        ):
+            if charge and counter:
+                backend._add(item.key, item.cost, item.rate.expire, now)
+            elif charge and new_state is not None:
+                backend._save(item.key, entry, new_state, ttl_ms, now)
+        if not decision.allowed:
+            for part, (entry, _, _) in zip(parts, pending):
+                if entry is not None:
+                    entry[3] = now + part.reset_ms
+    decision.at = now
+    return decision
+
+
 MULTI_RATES = [("1/s", "4/3s"), ("7/250ms", "30/min", "1/s"), ("30/min", "10000000/d")]
 MULTI_CASES = [
     (s, rates) for s in IN_PLACE for rates in MULTI_RATES if all(_scaled(s, r) for r in rates)
@@ -208,7 +252,8 @@ async def test_several_rates_in_place_equal_evaluate_all(
 ) -> None:
     """On a random timeline of hits (costs up to the capacity), refunds, text states and
     expiries, `decider_all`'s decisions (each rate's part too) and every stored entry (state,
-    expiry, size, refused-until) equal `evaluate_all`'s on the throttle's items."""
+    expiry, size, refused-until) equal those of `evaluate_all` decided by each strategy's
+    `transition` (`_reference_evaluate_all`) on the throttle's items."""
     from traffik.strategies.steps import items
 
     kind = in_place_kind(strategy)
@@ -244,10 +289,41 @@ async def test_several_rates_in_place_equal_evaluate_all(
             decider = deciders[cost]
             assert decider is not None
             made = decider("client")
-            expected = await slow.evaluate_all(items(strategy, "client", rates, cost, slow))
+            expected = _reference_evaluate_all(
+                slow, items(strategy, "client", rates, cost, slow), True
+            )
             assert made == expected, (turn, cost)
             assert made is not None and made.at == expected.at, turn
             assert getattr(made, "parts", None) == getattr(expected, "parts", None), turn
             refused += not made.allowed
         assert fast._data == slow._data, turn
     assert refused, "the timeline never refused: the all-or-nothing path went untested"
+
+
+@pytest.mark.parametrize("commit", [True, False])
+async def test_evaluate_all_on_the_steps_equals_it_on_the_transitions(commit: bool) -> None:
+    """`evaluate_all` of items of any in-place strategies, rates, keys and costs (beyond a
+    rate's capacity too, a lone item too), committing or only deciding, over a random
+    timeline: its decisions and every stored entry equal the reference's."""
+    clock = ManualClock(1_000.0)
+    fast, slow = InMemoryBackend(clock=clock), InMemoryBackend(clock=clock)
+    await fast.initialize()
+    await slow.initialize()
+    rng = random.Random(f"evaluate_all {commit}")
+    pool = [(s, Rate.parse(r)) for s, r in CASES]
+    refused = 0
+    for turn in range(1500):
+        clock.advance(ms=rng.choice([0] * 8 + [1, 7, 50, 400, 1200, 3100]))
+        chosen = rng.sample(pool, rng.randint(1, 3))
+        made_items = [
+            Item(s, fast.get_key(f"c{rng.randint(0, 2)}") + s.suffix + f":{i}", rate, cost)
+            for i, (s, rate) in enumerate(chosen)
+            for cost in [rng.choice([1, 1, 2, s.capacity(rate), s.capacity(rate) + 1])]
+        ]
+        made = await fast.evaluate_all(made_items, commit=commit)
+        expected = _reference_evaluate_all(slow, made_items, commit)
+        assert made == expected and made.at == expected.at, turn
+        assert getattr(made, "parts", None) == getattr(expected, "parts", None), turn
+        assert fast._data == slow._data, turn
+        refused += not made.allowed
+    assert refused

@@ -256,9 +256,11 @@ async def _as_one(
     prepared = []
     try:
         for entry in group:
-            ready = await entry.throttle._prepare(
-                entry.connection, entry.context, entry.cost, backend
-            )
+            throttle, connection = entry.throttle, entry.connection
+            # (`_prepare`, without its coroutine for a key remembered per peer and route)
+            ready = throttle._prepared(connection, entry.context, entry.cost, backend)
+            if ready is None:
+                ready = await throttle._resolved(connection, entry.context, entry.cost, backend)
             if ready is not None:
                 prepared.append((entry, *ready))
         items, shares = _one_item_per_bucket(
@@ -316,19 +318,27 @@ def _one_item_per_bucket(per_entry: list[list[Item]]) -> tuple[list[Item], list[
     costs summed (two items on one bucket in one step would each see the state before the
     other), and where each entry's items went."""
     items: list[Item] = []
-    placed: dict[tuple[str, Any, Any], int] = {}
+    placed: dict[str, list[int]] = {}  # (by key first: a rate or strategy compares slowly)
     shares: list[list[int]] = []
     for entry_items in per_entry:
         share = []
         for item in entry_items:
-            bucket = (item.key, item.rate, item.strategy)
-            at = placed.get(bucket)
-            if at is None:
-                at = placed[bucket] = len(items)
-                items.append(item)
+            key = item.key
+            at = None
+            found = placed.get(key)
+            if found is None:
+                found = placed[key] = []
             else:
-                first = items[at]
-                items[at] = Item(first.strategy, first.key, first.rate, first.cost + item.cost)
+                for index in found:
+                    first = items[index]
+                    if first.rate == item.rate and first.strategy == item.strategy:
+                        at = index
+                        items[at] = Item(first.strategy, key, first.rate, first.cost + item.cost)
+                        break
+            if at is None:
+                at = len(items)
+                found.append(at)
+                items.append(item)
             share.append(at)
         shares.append(share)
     return items, shares

@@ -151,6 +151,8 @@ class InMemoryBackend(InMemoryDecisions, ThrottleBackend):
         self.max_keys = max_keys
         self.sweep_interval = float(sweep_interval)
         self._data: dict[str, list[Any]] = {}
+        self._steps: dict[tuple[int, int, int], tuple[Any, Any, Any]] = {}
+        """Steps made for `evaluate_all` and `decider_all` (`_step_of`)."""
         self._bytes = 0
         self._mutex = threading.Lock()
         """Held by each read-decide-write, so that the event loops of several threads (a

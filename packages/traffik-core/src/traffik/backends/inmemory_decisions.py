@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from time import time_ns
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from traffik.backends.inmemory_steps import in_place_step, whole_number
+from traffik.backends.inmemory_steps import Step, in_place_step, transition_step, whole_number
 from traffik.backends.inmemory_store import InMemoryStore
 from traffik.backends.lifecycle import READY
 from traffik.clock import system_ms
@@ -15,7 +15,7 @@ from traffik.strategies.fixed_window import counter_decision, too_late
 from traffik.strategies.state import decode_state
 from traffik.strategies.steps import (
     IN_PLACE_COUNTER,
-    charged,
+    IN_PLACE_STATE,
     combine,
     is_counter,
     rate_suffix,
@@ -30,12 +30,16 @@ __all__ = ["InMemoryDecisions"]
 
 _STORED_KEYS = 16384
 """Store keys a decider remembers (`_decider`) before forgetting them all."""
+_STEPS_KEPT = 256
+"""Steps a backend keeps for `evaluate_all` (`_step_of`) before forgetting them all."""
 
 
 class InMemoryDecisions(InMemoryStore):
     """`decider`, `decide_now`, `evaluate`, `evaluate_all` and `refund_all` of `InMemoryBackend`:
     each runs without an `await` between its reads and its writes, so it is atomic on the
     event loop."""
+
+    _steps: dict[tuple[int, int, int], tuple[Any, Any, Step]]
 
     # -- the decision step ---------------------------------------------------------------
     # Each runs without an await between its reads and its writes: atomic on the event loop.
@@ -167,70 +171,108 @@ class InMemoryDecisions(InMemoryStore):
             `Decision` (its `parts` one per rate) or None, or None when `kind` cannot be
             decided in place.
         """
-        steps = [in_place_step(strategy, rate, cost, kind) for rate in rates]
-        if not steps or any(step is None for step in steps):
+        if kind == IN_PLACE_COUNTER:
+            steps: list[Optional[Step]] = [None] * len(rates)  # (`_counted`, in `_joint`)
+        elif kind == IN_PLACE_STATE:
+            steps = [self._step_of(strategy, rate, cost) for rate in rates]
+        else:
             return None
-        counter = kind == IN_PLACE_COUNTER
         head = self._prefix
         tails = [strategy.suffix + rate_suffix(index) for index in range(len(rates))]
-        own, data = self.__dict__, self._data
+        own = self.__dict__
         take, give_back = self._mutex.acquire, self._mutex.release
-        stored_keys: dict[str, list[tuple[str, Any, Rate]]] = {}
+        stored_keys: dict[str, list[tuple[str, Optional[Step], Rate, int]]] = {}
 
         def decide(key: str) -> Optional[Decision]:
             if self._status != READY or "evaluate_all" in own:
                 return None
             now_ms = self.now_ms
             now = time_ns() // 1_000_000 if now_ms is system_ms else now_ms()
-            stored = stored_keys.get(key)
-            if stored is None:
+            rows = stored_keys.get(key)
+            if rows is None:
                 if len(stored_keys) >= _STORED_KEYS:
                     stored_keys.clear()
-                stored = stored_keys[key] = [
-                    (head + key + tail, step, rate) for tail, step, rate in zip(tails, steps, rates)
+                rows = stored_keys[key] = [
+                    (head + key + tail, step, rate, cost)
+                    for tail, step, rate in zip(tails, steps, rates)
                 ]
             take()
             try:
-                parts: list[Decision] = []
-                trials: list[tuple[str, Optional[list[Any]], Any, Rate]] = []
-                allowed = True
-                for name, step, rate in stored:
-                    trial: Optional[list[Any]] = None
-                    entry = data.get(name)
-                    if entry is not None and entry[1] is not None and entry[1] <= now:
-                        self._remove(name)
-                        entry = None
-                    if counter:
-                        part = _counted(entry, rate, cost, now, True)
-                    else:
-                        if entry is None:
-                            trial = [None, None]
-                        else:
-                            state = entry[0]
-                            trial = [state[:] if type(state) is list else state, entry[1]]
-                        part = step(trial, now)
-                    allowed = allowed and part.allowed
-                    parts.append(part)
-                    trials.append((name, entry, trial, rate))
-                decision = combine(parts)
-                if allowed:
-                    for name, entry, trial, rate in trials:
-                        if trial is None:
-                            self._add(name, cost, rate.expire, now)
-                        elif entry is not None:
-                            entry[0], entry[1] = trial[0], trial[1]
-                        elif trial[0] is not None:
-                            self._insert(name, trial, now)
-                else:  # nothing charged: each rate's entry marked until it is whole again
-                    for part, (_, entry, _, _) in zip(parts, trials):
-                        if entry is not None:
-                            entry[3] = now + part.reset_ms
-                decision.at = now
-                return decision
+                return self._joint(rows, now, True)
             finally:
                 give_back()
 
         return decide
+
+    def _step_of(self, strategy: Any, rate: Rate, cost: int) -> Step:
+        """The step deciding a state strategy at `rate` for hits of `cost` on an entry
+        (`in_place_step`; its own `transition` for a cost beyond its capacity, which the
+        steps are not made for), made once per strategy, rate and cost objects."""
+        seen = (id(strategy), id(rate), cost)
+        found = self._steps.get(seen)
+        if found is not None and found[0] is strategy and found[1] is rate:
+            return found[2]
+        if cost <= strategy.capacity(rate):
+            step = in_place_step(strategy, rate, cost, IN_PLACE_STATE)
+        else:
+            step = transition_step(strategy, rate, cost)
+        assert step is not None
+        if len(self._steps) >= _STEPS_KEPT:
+            self._steps.clear()
+        self._steps[seen] = (strategy, rate, step)
+        return step
+
+    def _joint(
+        self, rows: Sequence[tuple[str, Optional[Step], Rate, int]], now: int, commit: bool
+    ) -> Decision:
+        """Rows (a store key, the step of its state strategy or None for a window counter,
+        its rate and cost) decided together at `now`, charged all or nothing: each state on
+        a copy of its entry, written back only when every row admits; each counter on its
+        count (`_counted`), added to then. With `commit`, a refusal charges nothing (but a
+        lone counter, which counts a cost it could admit) and marks each existing entry
+        refused until that rate is whole again; without, nothing is written."""
+        data = self._data
+        parts: list[Decision] = []
+        trials: list[tuple[str, Optional[list[Any]], Optional[list[Any]], Rate, int]] = []
+        allowed = True
+        for name, step, rate, cost in rows:
+            trial: Optional[list[Any]] = None
+            entry = data.get(name)
+            if entry is not None and entry[1] is not None and entry[1] <= now:
+                self._remove(name)
+                entry = None
+            if step is None:
+                part = _counted(entry, rate, cost, now, commit)
+            else:
+                if entry is None:
+                    trial = [None, None]
+                else:
+                    state = entry[0]
+                    trial = [state[:] if type(state) is list else state, entry[1]]
+                part = step(trial, now)
+            allowed = allowed and part.allowed
+            parts.append(part)
+            trials.append((name, entry, trial, rate, cost))
+        decision = combine(parts)
+        if commit:
+            if allowed:
+                for name, entry, trial, rate, cost in trials:
+                    if trial is None:
+                        self._add(name, cost, rate.expire, now)
+                    elif entry is not None:
+                        entry[0], entry[1] = trial[0], trial[1]
+                    elif trial[0] is not None:
+                        self._insert(name, trial, now)
+            else:
+                if len(trials) == 1:  # (a lone counter counts what it refuses: `charged`)
+                    name, _, trial, rate, cost = trials[0]
+                    if trial is None and cost <= rate.limit:
+                        self._add(name, cost, rate.expire, now)
+                for part, (_, entry, _, _, _) in zip(parts, trials):
+                    if entry is not None:
+                        entry[3] = now + part.reset_ms
+        decision.at = now
+        return decision
 
     async def evaluate(
         self, key: str, strategy: StateStrategy, rate: Rate, cost: int, *, commit: bool = True
@@ -273,39 +315,18 @@ class InMemoryDecisions(InMemoryStore):
         if self._status != READY:
             await self.ensure()
         with self._mutex:
-            now = self.now_ms()
-            parts: list[Decision] = []
-            pending: list[tuple[list[Any] | None, list[int] | None, int]] = []
-            counters = []
-            for item in items:
-                entry = self._live(item.key, now)
-                counter = is_counter(item.strategy)
-                counters.append(counter)
-                if counter:
-                    parts.append(_counted(entry, item.rate, item.cost, now, commit))
-                    pending.append((entry, None, 0))
-                else:
-                    decision, new_state, ttl_ms = item.strategy.transition(
-                        self._state(entry), now, item.rate, item.cost
-                    )
-                    parts.append(decision)
-                    pending.append((entry, new_state, ttl_ms))
-            decision = combine(parts)
-            if commit:
-                for item, charge, counter, (entry, new_state, ttl_ms) in zip(
-                    items, charged(parts, items), counters, pending
-                ):
-                    if charge:
-                        if counter:
-                            entry = self._add(item.key, item.cost, item.rate.expire, now)
-                        elif new_state is not None:
-                            entry = self._save(item.key, entry, new_state, ttl_ms, now)
-                if not decision.allowed:  # (kept until each rate's state is whole again)
-                    for part, (entry, _, _) in zip(parts, pending):
-                        if entry is not None:
-                            entry[3] = now + part.reset_ms
-            decision.at = now
-            return decision
+            rows = [
+                (
+                    item.key,
+                    None
+                    if is_counter(item.strategy)
+                    else self._step_of(item.strategy, item.rate, item.cost),
+                    item.rate,
+                    item.cost,
+                )
+                for item in items
+            ]
+            return self._joint(rows, self.now_ms(), commit)
 
     async def refund_all(self, items: Sequence[Item]) -> None:
         """Every item's cost given back (never past a full budget), in one synchronous step.

@@ -30,7 +30,7 @@ from traffik.strategies.token_bucket import TokenBucket, TokenBucketWithDebt
 if TYPE_CHECKING:
     from traffik.rates import Rate
 
-__all__ = ["Step", "in_place_step", "whole_number"]
+__all__ = ["Step", "in_place_step", "transition_step", "whole_number"]
 
 Step = Callable[[list[Any], int], Decision]
 """`step(entry, now_ms) -> Decision`, charging the entry in place."""
@@ -54,7 +54,7 @@ def in_place_step(strategy: Any, rate: Rate, cost: int, kind: int) -> Optional[S
     if kind != IN_PLACE_STATE:
         return None
     make = _STEPS.get(type(strategy))
-    return (make or _transition)(strategy, rate, cost)
+    return (make or transition_step)(strategy, rate, cost)
 
 
 def _read(raw: Any) -> Optional[list[int]]:
@@ -97,7 +97,7 @@ def _token_bucket(strategy: TokenBucket, rate: Rate, cost: int) -> Step:
     floor = -strategy._debt() * period
     need = cost * period
     full_up = full + refill - 1
-    decided = _transition(strategy, rate, cost)
+    decided = transition_step(strategy, rate, cost)
 
     def step(entry: list[Any], now: int) -> Decision:
         state = entry[0]
@@ -171,7 +171,7 @@ def _sliding_window_counter(strategy: SlidingWindowCounter, rate: Rate, cost: in
     limit, period = rate.limit, rate.expire
     top = limit * period
     room = top - cost * period  # admitted while the weighted count is at most this
-    decided = _transition(strategy, rate, cost)
+    decided = transition_step(strategy, rate, cost)
 
     def step(entry: list[Any], now: int) -> Decision:
         wid, into = divmod(now, period)
@@ -219,7 +219,7 @@ def _leaky_bucket(strategy: LeakyBucket, rate: Rate, cost: int) -> Step:
     add = cost * period
     room = top - add  # admitted while the level is at most this
     up = limit - 1
-    decided = _transition(strategy, rate, cost)
+    decided = transition_step(strategy, rate, cost)
 
     def step(entry: list[Any], now: int) -> Decision:
         state = entry[0]
@@ -248,7 +248,7 @@ def _leaky_bucket(strategy: LeakyBucket, rate: Rate, cost: int) -> Step:
     return step
 
 
-def _transition(strategy: Any, rate: Rate, cost: int) -> Step:
+def transition_step(strategy: Any, rate: Rate, cost: int) -> Step:
     """Any other state strategy: its `transition`, on the state as it is stored."""
 
     def step(entry: list[Any], now: int) -> Decision:
