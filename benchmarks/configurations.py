@@ -7,7 +7,8 @@ in-memory throttle configured each way a user commonly configures one:
 - one rate, an identifier of its own (an API key read from a header);
 - two rates (`"…/d;…/h"`, decided as one: `docs/multiple-limits.md`);
 - two rates and an identifier;
-- a rate callable (a client's plan), and a cost callable.
+- a rate callable (a client's plan), and a cost callable;
+- two such throttles decided as one (`traffik.fastapi.throttled(a, b)` as a dependency).
 
 Each for `FixedWindow` (a window counter) and `TokenBucket` (a state), `CLIENTS` clients in
 turn, a limit nobody reaches. Blocks are interleaved repetition after repetition
@@ -58,8 +59,11 @@ CONFIGURATIONS: dict[str, tuple[Any, bool, Any]] = {
     "two rates, an identifier": (f"{_DAY};{_HOUR}", True, 1),
     "a rate callable": (_tier, False, 1),
     "a cost callable": (_DAY, False, _size),
+    "two throttles as one": (_DAY, False, 1),
 }
-"""Each configuration's rate, whether it has an identifier of its own, and its cost."""
+"""Each configuration's rate, whether it has an identifier of its own, and its cost (the
+last: two such throttles in one `traffik.fastapi.throttled(a, b)` dependency)."""
+TOGETHER = "two throttles as one"
 _STRATEGIES = {"FixedWindow": FixedWindow, "TokenBucket": TokenBucket}
 
 
@@ -86,10 +90,28 @@ def _scope(i: int) -> dict[str, Any]:
     return {**_SCOPE, "client": (f"10.1.{n >> 8}.{n & 255}", 40000), "headers": headers}
 
 
-def _throttle(strategy: str, configuration: str) -> HTTPThrottle:
+def _app(strategy: str, configuration: str) -> Any:
+    """The endpoint behind the configuration's throttle (or throttles)."""
+    if configuration != TOGETHER:
+        return dependency_app(_throttle(strategy, configuration))
+    from fastapi import FastAPI
+
+    from traffik.fastapi import throttled
+
+    pair = [_throttle(strategy, configuration, name) for name in ("a", "b")]
+    app = FastAPI()
+
+    @app.get("/", response_model=None, dependencies=[throttled(*pair)])
+    async def endpoint() -> dict[str, bool]:
+        return {"ok": True}
+
+    return app
+
+
+def _throttle(strategy: str, configuration: str, name: str = "") -> HTTPThrottle:
     rate, identified, cost = CONFIGURATIONS[configuration]
     return HTTPThrottle(
-        f"bench:configuration:{strategy}:{configuration}",
+        f"bench:configuration:{strategy}:{configuration}{name}",
         rate=rate,
         backend=InMemoryBackend(),
         strategy=_STRATEGIES[strategy](),
@@ -106,7 +128,7 @@ async def run(settings: Settings) -> list[Configuration]:
     ]
     for strategy in _STRATEGIES:
         for configuration in CONFIGURATIONS:
-            app = dependency_app(_throttle(strategy, configuration))
+            app = _app(strategy, configuration)
             targets.append(scoped_target(f"{strategy}|{configuration}", app, _scope))
     repetitions = (
         settings.repetitions

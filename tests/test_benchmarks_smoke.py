@@ -59,7 +59,7 @@ def test_benchmark_command_runs(tmp_path: Path) -> None:
     }  # (each app told its clients apart and answered 200, or the run failed)
     assert all(math.isfinite(row["returning_us"]["median"]) for row in doc["identity"])
     configurations = {(row["strategy"], row["configuration"]) for row in doc["configurations"]}
-    assert len(configurations) == 12  # (each app answered 200 only, or the run failed)
+    assert len(configurations) == 14  # (each app answered 200 only, or the run failed)
     assert all(math.isfinite(row["overhead_us"]["median"]) for row in doc["configurations"])
 
 
