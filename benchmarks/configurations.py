@@ -21,19 +21,18 @@ target: these say what a configuration costs next to the default one.
 
 from __future__ import annotations
 
-import asyncio
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from benchmarks.apps import dependency_app, noop, plain_app
 from benchmarks.asgi import _SCOPE, scoped_target
-from benchmarks.settings import MODES, Settings
+from benchmarks.settings import Settings, mode_of, report_rows
 from benchmarks.timing import CPU_TIME, Spread, measure, spread
 from traffik import HTTPThrottle, InMemoryBackend
 from traffik.strategies import FixedWindow, TokenBucket
 
-__all__ = ["CLIENTS", "CONFIGURATIONS", "Configuration", "as_json", "markdown", "report", "run"]
+__all__ = ["CLIENTS", "CONFIGURATIONS", "Configuration", "markdown", "report", "run"]
 
 CLIENTS = 1000
 """Clients, each one request in turn."""
@@ -179,17 +178,10 @@ def markdown(rows: list[Configuration]) -> str:
     return "\n".join(lines)
 
 
-def as_json(rows: list[Configuration]) -> list[dict[str, Any]]:
-    return [asdict(row) for row in rows]
-
-
 def report(mode: str) -> list[dict[str, Any]]:
     """Measure in `mode`, print the table, and return the rows for the JSON document."""
-    rows = asyncio.run(run(MODES[mode]))
-    print("\n" + markdown(rows))
-    return as_json(rows)
+    return report_rows(run, markdown, mode)
 
 
 if __name__ == "__main__":
-    size = "quick" if "--quick" in sys.argv else "smoke" if "--smoke" in sys.argv else "full"
-    report(size)
+    report(mode_of(sys.argv))

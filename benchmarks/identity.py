@@ -21,19 +21,18 @@ request over the socket peer's within each repetition.
 
 from __future__ import annotations
 
-import asyncio
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from benchmarks.apps import dependency_app
 from benchmarks.asgi import _SCOPE, Target, scoped_target
-from benchmarks.settings import MODES, Settings
+from benchmarks.settings import Settings, mode_of, report_rows
 from benchmarks.timing import CPU_TIME, Spread, measure, spread
 from traffik import HTTPThrottle, InMemoryBackend
 from traffik.identity import remote_address
 
-__all__ = ["CLIENTS", "Identity", "as_json", "markdown", "report", "run"]
+__all__ = ["CLIENTS", "Identity", "markdown", "report", "run"]
 
 CLIENTS = 1000
 """Returning clients, each one request in turn."""
@@ -172,17 +171,10 @@ def markdown(rows: list[Identity]) -> str:
     return "\n".join(lines)
 
 
-def as_json(rows: list[Identity]) -> list[dict[str, Any]]:
-    return [asdict(row) for row in rows]
-
-
 def report(mode: str) -> list[dict[str, Any]]:
     """Measure in `mode`, print the table, and return the rows for the JSON document."""
-    rows = asyncio.run(run(MODES[mode]))
-    print("\n" + markdown(rows))
-    return as_json(rows)
+    return report_rows(run, markdown, mode)
 
 
 if __name__ == "__main__":
-    size = "quick" if "--quick" in sys.argv else "smoke" if "--smoke" in sys.argv else "full"
-    report(size)
+    report(mode_of(sys.argv))

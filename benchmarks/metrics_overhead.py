@@ -14,19 +14,18 @@ many calls) is shown too, as the part of the overhead that is precise.
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from benchmarks.apps import dependency_app
 from benchmarks.asgi import Target, asgi_target, clients
-from benchmarks.settings import MODES, Settings
+from benchmarks.settings import Settings, mode_of, report_rows
 from benchmarks.timing import CPU_TIME, Spread, run_block, spread
 from traffik import HTTPThrottle, InMemoryBackend
 
-__all__ = ["TARGET_US", "Overhead", "as_json", "markdown", "measure", "report"]
+__all__ = ["TARGET_US", "Overhead", "markdown", "measure", "report"]
 
 TARGET_US = 2.0
 """Issue 15: metrics on costs at most 2 µs more per request than metrics off."""
@@ -168,17 +167,10 @@ def _us(value: Spread) -> str:
     return f"{value['median']:.2f} ({value['min']:.2f}-{value['max']:.2f})"
 
 
-def as_json(rows: list[Overhead]) -> list[dict[str, Any]]:
-    return [asdict(row) for row in rows]
-
-
 def report(mode: str) -> list[dict[str, Any]]:
     """Measure in `mode`, print the table, and return the rows for the JSON document."""
-    rows = asyncio.run(measure(MODES[mode]))
-    print("\n" + markdown(rows))
-    return as_json(rows)
+    return report_rows(measure, markdown, mode)
 
 
 if __name__ == "__main__":
-    size = "quick" if "--quick" in sys.argv else "smoke" if "--smoke" in sys.argv else "full"
-    report(size)
+    report(mode_of(sys.argv))

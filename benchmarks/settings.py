@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Callable
 
-__all__ = ["CONCURRENCY", "MODES", "Settings"]
+__all__ = ["CONCURRENCY", "MODES", "Settings", "mode_of", "report_rows"]
 
 CONCURRENCY = 50
 """Requests in flight at once in the concurrent rows (one `asyncio.gather`)."""
@@ -44,3 +46,21 @@ MODES = {
     "quick": Settings("quick", 200, 150, 7, 50, 10_000, 100, 10_000),
     "smoke": Settings("smoke", 20, 20, 1, 5, 100, 5, 100),
 }
+
+
+def mode_of(argv: Sequence[str]) -> str:
+    """The mode a benchmark module run on its own is asked for: `--quick`, `--smoke`, else
+    the full run."""
+    return "quick" if "--quick" in argv else "smoke" if "--smoke" in argv else "full"
+
+
+def report_rows(
+    run: Callable[[Settings], Coroutine[Any, Any, Sequence[Any]]],
+    markdown: Callable[[Any], str],
+    mode: str,
+) -> list[dict[str, Any]]:
+    """Run a section of the benchmark in `mode`, print its table (`markdown`), and return
+    its rows (dataclasses) for the JSON document."""
+    rows = asyncio.run(run(MODES[mode]))
+    print("\n" + markdown(rows))
+    return [asdict(row) for row in rows]

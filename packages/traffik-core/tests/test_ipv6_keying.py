@@ -315,16 +315,11 @@ def test_ipv6_hosts_are_grouped_as_ipaddress_groups_them() -> None:
         assert grouped_address(host, prefix) == _grouped_by_ipaddress(host, prefix), (host, prefix)
 
 
-def _reference_address(text: str) -> Any:
+def _reference_address(hop: str) -> Any:
     """A proxy hop read with `ipaddress` alone (IPv4-mapped as IPv4), or None: the reference."""
-    text = text.strip().strip('"')
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            return None
-        text = text[1:end]
-    elif text.count(":") == 1:
-        text = text.split(":", 1)[0]
+    text = identity_module._hop_text(hop)
+    if text is None:
+        return None
     try:
         address = ipaddress.ip_address(text)
     except ValueError:

@@ -312,16 +312,24 @@ def _trust(trusted: tuple[str, ...]) -> _Trust:
     return tuple(networks), UNIX_SOCKET in trusted
 
 
-def _parse(text: str) -> Optional[_Address]:
-    """An address from a header hop (`1.2.3.4`, `1.2.3.4:80`, `[::1]:80`, `"[::1]"`), or None."""
+def _hop_text(text: str) -> Optional[str]:
+    """The address's text in a header hop (`1.2.3.4`, `1.2.3.4:80`, `[::1]:80`, `"[::1]"`):
+    without quotes, brackets or port; None for a bracket never closed."""
     text = text.strip().strip('"')
     if text.startswith("["):
         end = text.find("]")
-        if end < 0:
-            return None
-        text = text[1:end]
-    elif text.count(":") == 1:
-        text = text.split(":", 1)[0]
+        return None if end < 0 else text[1:end]
+    if text.count(":") == 1:
+        return text.split(":", 1)[0]
+    return text
+
+
+def _parse(text: str) -> Optional[_Address]:
+    """An address from a header hop (`_hop_text`), or None."""
+    found = _hop_text(text)
+    if found is None:
+        return None
+    text = found
     if ":" not in text:  # (IPv4: `inet_pton` reads what `ipaddress.ip_address` reads)
         try:
             n = int.from_bytes(socket.inet_pton(socket.AF_INET, text), "big")
