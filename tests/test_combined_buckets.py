@@ -11,14 +11,14 @@ from typing import Any, Callable
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from traffik import HTTPThrottle, ThrottleMiddleware, throttled
+from traffik import HTTPThrottle, InMemoryBackend, ThrottleMiddleware, throttled
 from traffik.backends.base import ThrottleBackend
 from traffik.clock import ManualClock
 from traffik.fastapi import throttled as fastapi_throttled
@@ -166,6 +166,54 @@ async def test_fifty_hits_at_once_admit_what_one_by_one_would(
     assert (hour["hits_remaining"], day["hits_remaining"]) == (
         (5, 0) if binding_is_the_day else (0, 90)
     )
+
+
+def _api_key(request: Any) -> str:
+    return str(request.headers["x-api-key"])
+
+
+def _plan(request: Any, context: Any) -> str:
+    return "7/h" if request.headers["x-api-key"] == "pro" else "3/h"
+
+
+def _size(request: Any, context: Any) -> int:
+    return 2
+
+
+@pytest.mark.parametrize("strategy", [TokenBucket(), FixedWindow()], ids=["TokenBucket", "Fixed"])
+@pytest.mark.parametrize(
+    ("options", "admitted"),
+    [
+        ({"rate": "5/h", "identifier": _api_key}, {"pro": 5, "free": 5}),
+        ({"rate": ["5/h", "8/d"], "identifier": _api_key}, {"pro": 5, "free": 5}),
+        ({"rate": _plan, "identifier": _api_key}, {"pro": 7, "free": 3}),
+        ({"rate": "9/h", "cost": _size, "identifier": _api_key}, {"pro": 4, "free": 4}),
+    ],
+    ids=["an identifier", "two rates", "a rate callable", "a cost callable"],
+)
+async def test_fifty_hits_at_once_per_client_admit_exactly_the_limit(
+    backend: ThrottleBackend, strategy: Any, options: dict[str, Any], admitted: dict[str, int]
+) -> None:
+    # A throttle with an identifier, several rates, a rate or a cost callable is decided by
+    # the backend's deciders (in place, or in shared rounds): fifty hits at once from each
+    # of two clients admit exactly what the client's limit allows, on every store.
+    throttle = HTTPThrottle("per-client", backend=backend, strategy=strategy, **options)
+    app = FastAPI()
+
+    @app.get("/r", dependencies=[Depends(throttle)])
+    async def route() -> str:
+        return "ok"
+
+    async with client(app) as http:
+        answers = await asyncio.gather(
+            *(http.get("/r", headers={"x-api-key": key}) for key in ["pro", "free"] * 50)
+        )
+    for key, expected in admitted.items():
+        codes = [a.status_code for a, k in zip(answers, ["pro", "free"] * 50) if k == key]
+        assert codes.count(200) == expected and codes.count(429) == 50 - expected, key
+    made = [throttle._decider, *throttle._deciders_kept.values()]
+    if isinstance(backend, InMemoryBackend):  # (decided in place, not by the strategy)
+        assert any(on is backend and decide is not None for on, decide, _ in made)
 
 
 @pytest.mark.parametrize("strategy", [TokenBucket(), FixedWindow()], ids=["TokenBucket", "Fixed"])
