@@ -27,9 +27,10 @@ if TYPE_CHECKING:
 
 __all__ = ["DECIDERS_KEPT", "ThrottleSteps"]
 
-DECIDERS_KEPT = 16
+DECIDERS_KEPT = 8
 """Pairs of rates and cost given per connection a throttle keeps deciders for
-(`ThrottleSteps._deciders_for`): a few tiers of a rate callable, a few costs."""
+(`ThrottleSteps._deciders_for`): a few tiers of a rate callable, a few costs. Few, since a
+decider remembers the store keys of the clients it decided (up to 16,384 in memory)."""
 
 
 async def _waited(wait: Awaitable[Any], limit: int) -> Decision:
