@@ -119,3 +119,35 @@ async def test_the_hooks_of_a_plain_throttle_give_its_own_key() -> None:
     assert scoped == "GET:/**"  # (a request outside any app: no route, every path)
     assert throttle.get_namespaced_key(request, ident) == "plain:{127.0.0.1}:GET:/**"
     assert key == "plain:plain:{127.0.0.1}:GET:/items/%7Bitem_id%7D:fw"
+
+
+def _by_key(connection: Any) -> str:
+    return str(connection.headers["x-tenant"])
+
+
+async def test_a_hook_set_on_one_throttle_is_asked() -> None:
+    # A throttle with an identifier calls it directly on its hot path; a `get_connection_id`
+    # or `identify` a test sets on that one throttle (`patch.object`) is still asked.
+    from unittest.mock import patch
+
+    backend = InMemoryBackend(namespace="patched")
+    throttle = HTTPThrottle(
+        "patched", rate="1/min", backend=backend, identifier=_by_key, registry=ThrottleRegistry()
+    )
+
+    async def everyone(connection: Any, backend: Any, context: Any = None) -> str:
+        return "everyone"
+
+    async def by_identify(connection: Any, backend: Any) -> str:
+        return "identified"
+
+    with patch.object(throttle, "get_connection_id", everyone):
+        assert await _statuses(throttle, ("a", "/items/1"), ("b", "/items/2")) == [200, 429]
+    assert await _statuses(throttle, ("a", "/items/1"), ("b", "/items/2")) == [200, 200]
+    with patch.object(throttle, "identify", by_identify):
+        assert await _statuses(throttle, ("c", "/items/1"), ("d", "/items/2")) == [200, 429]
+    keys = sorted(await backend.keys())
+    assert [k for k in keys if "everyone" in k or "identified" in k] == [
+        "patched:patched:{everyone}:GET:/items/%7Bitem_id%7D:fw",
+        "patched:patched:{identified}:GET:/items/%7Bitem_id%7D:fw",
+    ]
