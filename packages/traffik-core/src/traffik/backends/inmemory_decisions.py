@@ -17,6 +17,7 @@ from traffik.strategies.steps import (
     IN_PLACE_COUNTER,
     IN_PLACE_STATE,
     combine,
+    counts_refused,
     is_counter,
     rate_suffix,
 )
@@ -264,9 +265,9 @@ class InMemoryDecisions(InMemoryStore):
                     elif trial[0] is not None:
                         self._insert(name, trial, now)
             else:
-                if len(trials) == 1:  # (a lone counter counts what it refuses: `charged`)
+                if len(trials) == 1:  # (as `charged` answers it)
                     name, _, trial, rate, cost = trials[0]
-                    if trial is None and cost <= rate.limit:
+                    if counts_refused(trial is None, rate, cost):
                         self._add(name, cost, rate.expire, now)
                 for part, (_, entry, _, _, _) in zip(parts, trials):
                     if entry is not None:

@@ -34,6 +34,7 @@ __all__ = [
     "Item",
     "charged",
     "combine",
+    "counts_refused",
     "in_place_kind",
     "is_counter",
     "items",
@@ -163,8 +164,14 @@ def charged(parts: Sequence[Decision], items: Sequence[Item]) -> list[bool]:
         return [True] * len(parts)
     if len(parts) == 1:
         item = items[0]
-        return [is_counter(item.strategy) and item.cost <= item.rate.limit]
+        return [counts_refused(is_counter(item.strategy), item.rate, item.cost)]
     return [False] * len(parts)
+
+
+def counts_refused(counter: bool, rate: Rate, cost: int) -> bool:
+    """Whether a step of one item that refuses still charges it (`charged`): a fixed-window
+    counter (`counter`) counts the hits it refuses, of a cost it could admit."""
+    return counter and cost <= rate.limit
 
 
 def combine(parts: Sequence[Decision]) -> Decision:
