@@ -8,7 +8,8 @@ in-memory throttle configured each way a user commonly configures one:
 - two rates (`"…/d;…/h"`, decided as one: `docs/multiple-limits.md`);
 - two rates and an identifier;
 - a rate callable (a client's plan), and a cost callable;
-- two such throttles decided as one (`traffik.fastapi.throttled(a, b)` as a dependency).
+- two such throttles on one store decided as one (`traffik.fastapi.throttled(a, b)` as a
+  dependency).
 
 Each for `FixedWindow` (a window counter) and `TokenBucket` (a state), `CLIENTS` clients in
 turn, a limit nobody reaches. Blocks are interleaved repetition after repetition
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 from benchmarks.apps import dependency_app, noop, plain_app
 from benchmarks.asgi import _SCOPE, scoped_target
@@ -61,7 +62,7 @@ CONFIGURATIONS: dict[str, tuple[Any, bool, Any]] = {
     "two throttles as one": (_DAY, False, 1),
 }
 """Each configuration's rate, whether it has an identifier of its own, and its cost (the
-last: two such throttles in one `traffik.fastapi.throttled(a, b)` dependency)."""
+last: two such throttles on one store in one `traffik.fastapi.throttled(a, b)` dependency)."""
 TOGETHER = "two throttles as one"
 _STRATEGIES = {"FixedWindow": FixedWindow, "TokenBucket": TokenBucket}
 
@@ -97,7 +98,8 @@ def _app(strategy: str, configuration: str) -> Any:
 
     from traffik.fastapi import throttled
 
-    pair = [_throttle(strategy, configuration, name) for name in ("a", "b")]
+    store = InMemoryBackend()  # (one store: their hits are one step there)
+    pair = [_throttle(strategy, configuration, name, store) for name in ("a", "b")]
     app = FastAPI()
 
     @app.get("/", response_model=None, dependencies=[throttled(*pair)])
@@ -107,12 +109,14 @@ def _app(strategy: str, configuration: str) -> Any:
     return app
 
 
-def _throttle(strategy: str, configuration: str, name: str = "") -> HTTPThrottle:
+def _throttle(
+    strategy: str, configuration: str, name: str = "", store: Optional[InMemoryBackend] = None
+) -> HTTPThrottle:
     rate, identified, cost = CONFIGURATIONS[configuration]
     return HTTPThrottle(
         f"bench:configuration:{strategy}:{configuration}{name}",
         rate=rate,
-        backend=InMemoryBackend(),
+        backend=InMemoryBackend() if store is None else store,
         strategy=_STRATEGIES[strategy](),
         identifier=_api_key if identified else None,
         cost=cost,

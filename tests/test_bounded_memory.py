@@ -23,7 +23,7 @@ from starlette.requests import ClientDisconnect, HTTPConnection, Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Host, Mount, Route
 
-from traffik import HTTPThrottle, InMemoryBackend, buckets, identity, keyparts, refusals
+from traffik import HTTPThrottle, InMemoryBackend, buckets, identity, keyparts, refusals, together
 from traffik.backends.base import ThrottleBackend
 from traffik.identity import remote_address
 from traffik.middleware import MiddlewareThrottle, ThrottleMiddleware, glob
@@ -109,6 +109,7 @@ def _throttled_app(backend: ThrottleBackend) -> tuple[Any, list[HTTPThrottle]]:
         "bm:any", "1000/min", backend=backend, charge_when=lambda outcome: outcome.status_code < 500
     )
     tenant = HTTPThrottle("bm:tenant", "1000/min", backend=backend)
+    mounted = HTTPThrottle("bm:mounted", "1000/min", backend=backend)  # (with `anywhere`: as one)
 
     async def document(request: Request) -> PlainTextResponse:
         await tenant.hit(request)
@@ -137,8 +138,14 @@ def _throttled_app(backend: ThrottleBackend) -> tuple[Any, list[HTTPThrottle]]:
             Host("{sub}.example", app=Starlette(routes=docs)),
         ]
     )
-    guarded = ThrottleMiddleware(app, [MiddlewareThrottle(anywhere, path=glob("/**"))])
-    return guarded, [by_peer, forwarded, by_key, by_plan, anywhere, tenant]
+    guarded = ThrottleMiddleware(
+        app,
+        [
+            MiddlewareThrottle(anywhere, path=glob("/**")),
+            MiddlewareThrottle(mounted, path=glob("/t/**")),
+        ],
+    )
+    return guarded, [by_peer, forwarded, by_key, by_plan, anywhere, tenant, mounted]
 
 
 def _requests(count: int, seed: int) -> Iterator[tuple[dict[str, Any], bool]]:
@@ -165,6 +172,7 @@ def _process_caches() -> dict[str, tuple[int, int]]:
         "route parts": (len(buckets._PARTS), buckets._PARTS_MAX),
         "route parts per mount path": (variants, buckets._PARTS_MAX),
         "mount prefixes per router": (prefixes, buckets._PREFIXES_MAX),
+        "groups' steps": (len(together._plans), together.PLANS_KEPT),
     }
 
 
@@ -250,7 +258,11 @@ async def _hit(throttle: HTTPThrottle, scope: dict[str, Any]) -> None:
             raise
 
 
-async def test_a_flood_of_distinct_requests_keeps_every_cache_of_the_process_bounded() -> None:
+async def test_a_flood_of_distinct_requests_keeps_every_cache_of_the_process_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # (the flood's mounted paths come from 750 networks: fewer than the groups' steps kept)
+    monkeypatch.setattr(together, "PLANS_KEPT", 256)
     backend = InMemoryBackend(namespace="bounded", max_keys=2000)
     app, throttles = _throttled_app(backend)
     baseline = asyncio.all_tasks()
@@ -263,6 +275,7 @@ async def test_a_flood_of_distinct_requests_keeps_every_cache_of_the_process_bou
     assert _over(sizes) == {}
     assert sizes["bm:peer keys"][0] > 0 and sizes["peer key parts"][0] > 0  # (they were used)
     assert sizes["bm:forwarded identities"][0] > 0
+    assert sizes["groups' steps"][0] > 0
     assert await _settled(baseline) == set()
     assert _new(QuotaContext) == [] and _new(HTTPConnection) == []  # (no request is kept)
 

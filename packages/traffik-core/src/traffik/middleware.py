@@ -38,7 +38,7 @@ __all__ = ["SORT_MODES", "MiddlewareThrottle", "ThrottleMiddleware", "glob"]
 
 ExceptionHandlerGetter = Callable[[Exception], Optional[Callable[..., Any]]]
 
-_One = tuple[
+_Settled = tuple[
     MiddlewareThrottle,
     Optional[Callable[[str], Any]],
     Throttle,
@@ -46,9 +46,11 @@ _One = tuple[
     Optional[bool],
     dict[str, Any],
 ]
-"""`ThrottleMiddleware`'s one-throttle path: the `MiddlewareThrottle`, its path match, its
-throttle, the context and the `skip_handler` its hits get, and what its copy of the scope
-adds (its pattern as the route, and this middleware's backend when it has one)."""
+"""A `MiddlewareThrottle` as `ThrottleMiddleware` runs it, worked out when the app is built
+(`_settled`): the `MiddlewareThrottle`, its path match (None when the rule reads more than
+the path), its throttle, the context and the `skip_handler` its hits get, and what its copy
+of the scope adds (its pattern as the route, and this middleware's backend when it has
+one)."""
 
 
 def _is_preflight(scope: Scope) -> bool:
@@ -169,27 +171,30 @@ class ThrottleMiddleware(MiddlewareAnswers):
             and type(first).hit is Throttle.hit
             and type(first).get_backend is Throttle.get_backend
         )
-        self._http_one = self._one(self.http_throttles)
-        self._websocket_one = self._one(self.websocket_throttles)
+        self._http_each = tuple(self._settled(t) for t in self.http_throttles)
+        self._websocket_each = tuple(self._settled(t) for t in self.websocket_throttles)
+        self._http_one = self._one(self._http_each)
+        self._websocket_one = self._one(self._websocket_each)
 
-    def _one(self, throttles: tuple[MiddlewareThrottle, ...]) -> Optional[_One]:
-        """What the one-throttle path needs, worked out when the app is built: for a single
-        throttle whose rule the scope alone decides (no predicate, no exemption of its own),
-        its path match, and the context and `skip_handler` each hit gets; None otherwise."""
-        if len(throttles) != 1 or throttles[0].checks_more:
-            return None
-        alone = throttles[0]
-        context = {**self.context, **alone.context} if self.context or alone.context else None
-        skip = alone.skip_handler if self.skip_handler is None else self.skip_handler
-        added: dict[str, Any] = {"route": alone.route}
+    def _settled(self, throttle: MiddlewareThrottle) -> _Settled:
+        """How `throttle` runs here (`_Settled`), worked out when the app is built."""
+        context = {**self.context, **throttle.context} if self.context or throttle.context else None
+        skip = throttle.skip_handler if self.skip_handler is None else self.skip_handler
+        added: dict[str, Any] = {"route": throttle.route}
         if self.backend is not None:
             added[SCOPE_BACKEND_KEY] = self.backend
-        return (alone, alone.path_match, alone.throttle, context, skip, added)
+        return (throttle, throttle.path_match, throttle.throttle, context, skip, added)
+
+    @staticmethod
+    def _one(each: tuple[_Settled, ...]) -> Optional[_Settled]:
+        """The one-throttle path's throttle: a single one whose rule the scope alone decides
+        (no predicate, no exemption of its own); None otherwise."""
+        return each[0] if len(each) == 1 and not each[0][0].checks_more else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            throttles = self.http_throttles
+            throttles = self._http_each
             one = self._http_one
             if scope["method"] == "OPTIONS" and _is_preflight(scope) and self._cors_inside():
                 # A browser's question before a request, which a `CORSMiddleware` inside
@@ -200,7 +205,7 @@ class ThrottleMiddleware(MiddlewareAnswers):
                 # free requests.
                 throttles = ()
         elif kind == "websocket":
-            throttles = self.websocket_throttles
+            throttles = self._websocket_each
             one = self._websocket_one
         else:
             throttles = ()
@@ -279,7 +284,7 @@ class ThrottleMiddleware(MiddlewareAnswers):
 
     async def _run(
         self,
-        throttles: Sequence[MiddlewareThrottle],
+        throttles: Sequence[_Settled],
         scope: Scope,
         receive: Receive,
         send: Send,
@@ -288,38 +293,23 @@ class ThrottleMiddleware(MiddlewareAnswers):
         # Each throttle sees a copy of the scope with its pattern as the route (and this
         # middleware's backend, for throttles that have none), sharing the scope's state;
         # those that apply are decided as one (`traffik.together`).
-        backend = self.backend
         http = scope["type"] == "http"
-        applied = []
-        for throttle in throttles:
-            if not throttle.rule.matches_scope(scope):  # (a path rule reads the mount's path)
-                continue
-            view = (
-                {**scope, "route": throttle.route}
-                if backend is None
-                else {**scope, SCOPE_BACKEND_KEY: backend, "route": throttle.route}
-            )
+        path: Optional[str] = None
+        applied: list[Entry] = []
+        for alone, match, throttle, context, skip, added in throttles:
+            if match is not None:  # (the path alone: read once for every throttle)
+                if path is None:
+                    path = route_path(scope)
+                if match(path) is None:
+                    continue
+            elif not (alone.matches_any or alone.rule.matches_scope(scope)):
+                continue  # (a path rule reads the mount's path)
+            view = {**scope, **added}
             scoped = Request(view, no_body) if http else WebSocket(view, receive, send)
-            merged = (
-                {**self.context, **throttle.context} if self.context or throttle.context else None
-            )
-            if throttle.checks_more and not await throttle.applies(scoped, merged or {}):
+            if alone.checks_more and not await alone.applies(scoped, context or {}):
                 continue
-            applied.append((throttle, scoped, merged))
-        skip = self.skip_handler
-        if len(applied) == 1:  # (the common case: no `Entry` to make)
-            throttle, scoped, merged = applied[0]
-            await throttle.throttle.hit(
-                scoped,
-                cost=throttle.cost,
-                context=merged,
-                skip_handler=throttle.skip_handler if skip is None else skip,
-                response=sink,
-                shadow=throttle.shadow,
-            )
+            applied.append(Entry(throttle, scoped, alone.cost, context, skip, alone.shadow))
+        if len(applied) == 1:  # (the common case: decided alone)
+            await applied[0].hit(sink)
         elif applied:
-            entries = [
-                Entry(t.throttle, c, t.cost, m, t.skip_handler if skip is None else skip, t.shadow)
-                for t, c, m in applied
-            ]
-            await hit_together(entries, entries[0].connection, response=sink)
+            await hit_together(applied, applied[0].connection, response=sink)

@@ -4,9 +4,11 @@ Enforced throttles that share a backend are one step there (`evaluate_all`): the
 is admitted only if every one of them admits it, and a refusal charges none of them (a
 refusing fixed-window counter included). Hits that land on one bucket (the same key, rate
 and strategy: a throttle given twice, two throttles sharing a uid, a quota's hits with
-different contexts) are one item of that step, their costs summed. Groups on different backends are decided in
-order; when a later group refuses, what the earlier ones took is given back. A refused
-connection is answered by the first throttle (in the given order) that refused, with the wait
+different contexts) are one item of that step, their costs summed. The step is planned once
+per backend, throttles, rates, costs and clients' keys (`_plan`, at most `PLANS_KEPT`), and
+a backend that can decide it at once (`items_decider`: in memory) does, without a
+coroutine. Groups on different backends are decided in order; when a later group refuses,
+what the earlier ones took is given back. A refused connection is answered by the first throttle (in the given order) that refused, with the wait
 until every one of them would admit it. A throttle with a strategy of its own (not built in),
 or whose decision cannot be prepared or made in one step (the store failed), is decided alone
 with `hit`, so its `on_error` applies as usual. Decisions over several store operations run
@@ -25,7 +27,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Mapping, Sequence
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from traffik._connection_kinds import check_kind
 from traffik.backends.store_locks import finished
@@ -35,11 +37,14 @@ from traffik.logs import QuietLog
 from traffik.outcomes import CHARGES_KEY, Charge, Noted
 from traffik.strategies.base import StateStrategy
 from traffik.strategies.steps import Combined, Item, combine, is_counter
+from traffik.throttle_steps import ThrottleSteps
 
 if TYPE_CHECKING:
     from starlette.responses import Response
 
     from traffik.backends.base import ThrottleBackend
+    from traffik.decision import Decision
+    from traffik.rates import Rate
     from traffik.throttles import Throttle
 
 __all__ = ["Entry", "hit_together"]
@@ -100,11 +105,15 @@ async def hit_together(
     Raises:
         ConfigurationError: When a throttle does not limit `connection`'s kind.
     """
-    check_kind((entry.throttle for entry in entries), connection)
-    live: list[Entry] = []
+    kind = connection.scope.get("type")
+    for entry in entries:
+        if kind in entry.throttle.refused_scopes:
+            check_kind([entry.throttle for entry in entries], connection)
+    groups: dict[int, tuple[ThrottleBackend, list[Entry]]] = {}
+    watched: list[tuple[ThrottleBackend, Entry]] = []
     for entry in entries:
         throttle = entry.throttle
-        if throttle.is_disabled:
+        if throttle._disabled:
             continue
         if entry.context:
             entry.context = {**throttle.context, **entry.context}
@@ -113,21 +122,26 @@ async def hit_together(
         gate = throttle._gate
         if gate is not None and not await gate.allows(entry.connection, entry.context):
             continue
-        live.append(entry)
-    groups: dict[int, tuple[ThrottleBackend, list[Entry]]] = {}
-    watched: list[tuple[ThrottleBackend, Entry]] = []
-    for entry in live:
-        throttle = entry.throttle
         backend = throttle._backend or throttle.get_backend(entry.connection)
         if throttle.watches(backend, entry.shadow):
             watched.append((backend, entry))
         else:
-            groups.setdefault(id(backend), (backend, []))[1].append(entry)
+            found = groups.get(id(backend))
+            if found is None:
+                groups[id(backend)] = (backend, [entry])
+            else:
+                found[1].append(entry)
     state = connection.scope.setdefault("state", {})
     charges = state.setdefault(CHARGES_KEY, [])  # every admitting throttle notes its charge
     earlier = charges[:] if charges else None  # (kept alive: `_since` tells them by identity)
-    decide = _decide(groups, watched, connection, charges, earlier, response)
-    if _operations(groups) + len(watched) < 2:
+    steps: list[tuple[ThrottleBackend, list[Entry], bool]] = []
+    operations = len(watched)  # (store operations: one per group decided as one step)
+    for backend, group in groups.values():
+        one = _as_one_step(group)
+        steps.append((backend, group, one))
+        operations += 1 if one else len(group)
+    decide = _decide(steps, watched, connection, charges, earlier, response)
+    if operations < 2:
         return await decide
     taken, error = await finished(_outcome(decide), "several throttles as one")
     if error is not None:
@@ -135,14 +149,15 @@ async def hit_together(
     return taken
 
 
-def _operations(groups: dict[int, tuple[ThrottleBackend, list[Entry]]]) -> int:
-    """How many decisions the enforced groups take: one per group decided as one step."""
-    return sum(1 if _as_one_step(group) else len(group) for _, group in groups.values())
-
-
 def _as_one_step(group: list[Entry]) -> bool:
     """Whether a backend's group is decided in one step (`_as_one`), else hit by hit."""
-    return len(group) > 1 and all(_one_step(e.throttle) for e in group)
+    if len(group) < 2:
+        return False
+    # (a loop, not `all` over a generator: this runs on every hit of several throttles)
+    for entry in group:  # noqa: SIM110
+        if not _one_step(entry.throttle):
+            return False
+    return True
 
 
 async def _outcome(decide: Awaitable[int]) -> tuple[int, Optional[Exception]]:
@@ -155,18 +170,19 @@ async def _outcome(decide: Awaitable[int]) -> tuple[int, Optional[Exception]]:
 
 
 async def _decide(
-    groups: dict[int, tuple[ThrottleBackend, list[Entry]]],
+    steps: list[tuple[ThrottleBackend, list[Entry], bool]],
     watched: list[tuple[ThrottleBackend, Entry]],
     connection: Any,
     charges: list[Noted],
     earlier: Optional[list[Noted]],
     response: Optional[Response],
 ) -> int:
-    """The enforced groups in order, then the shadow entries; the units taken (0: refused).
+    """The enforced groups in order (each with whether it is decided as one step), then the
+    shadow entries; the units taken (0: refused).
     A refusal or a failure gives back what the groups before it took."""
     try:
-        for backend, group in groups.values():
-            if _as_one_step(group):
+        for backend, group, one in steps:
+            if one:
                 await _as_one(group, backend, response)
             else:
                 await _each(group, response)
@@ -174,7 +190,9 @@ async def _decide(
                 await _give_back(charges, earlier)
                 return 0
         noted_here = charges if earlier is None else charges[_since(charges, earlier) :]
-        taken = sum(noted[4] for noted in noted_here)
+        taken = 0
+        for noted in noted_here:
+            taken += noted[4]
         for backend, entry in watched:
             taken += await _alone(entry, backend, response, charges)
     except BaseException:
@@ -263,14 +281,13 @@ async def _as_one(
                 ready = await throttle._resolved(connection, entry.context, entry.cost, backend)
             if ready is not None:
                 prepared.append((entry, *ready))
-        items, shares = _one_item_per_bucket(
-            [
-                entry.throttle.items(key, rates, cost, backend)
-                for entry, rates, cost, key in prepared
-            ]
-        )
-        started, asked_at = perf_counter(), backend.now_ms()
-        decision = await backend.evaluate_all(items) if items else None
+        plan = _plan(backend, prepared)
+        started, asked_at = perf_counter(), None
+        decision = plan.decide() if plan.decide is not None else None  # (its time set)
+        if decision is None and plan.items:
+            asked_at = backend.now_ms()
+            decision = await backend.evaluate_all(plan.items)
+        shares = plan.shares
     except ConfigurationError:
         raise
     except Exception as exc:  # decided alone, each throttle's on_error applies
@@ -289,7 +306,7 @@ async def _as_one(
         return
     parts = decision.parts if isinstance(decision, Combined) else (decision,)
     for (entry, rates, cost, key), share in zip(prepared, shares):
-        mine = combine([parts[at] for at in share])
+        mine = parts[share[0]] if len(share) == 1 else combine([parts[at] for at in share])
         if mine.at is None:  # (when it was decided, or asked: a refund reads what it holds)
             mine.at = asked_at if decision.at is None else decision.at
         if not decision.allowed:
@@ -311,6 +328,64 @@ async def _as_one(
         )
         if not decision.allowed:
             return
+
+
+class _Plan:
+    """A group's step for one set of keys, made once (`_plan`): the items (those on one
+    bucket made one), where each entry's items went, the backend's `items_decider` for them,
+    and the objects the plan's identity is made of, kept alive so that no other takes their
+    ids while it is kept."""
+
+    __slots__ = ("decide", "held", "items", "shares")
+
+    def __init__(self, items: list[Item], shares: list[list[int]], held: list[Any]) -> None:
+        self.items = items
+        self.shares = shares
+        self.held = held
+        self.decide: Optional[Callable[[], Optional[Decision]]] = None
+
+
+PLANS_KEPT = 4096
+"""Groups' steps `_plan` keeps (one per backend, throttles, rates, costs and keys) before
+forgetting them all."""
+_plans: dict[tuple[Any, ...], _Plan] = {}
+
+
+def _plan(
+    backend: ThrottleBackend, prepared: list[tuple[Entry, tuple[Rate, ...], int, str]]
+) -> _Plan:
+    """The step of `prepared` (each entry with its rates, cost and key) on `backend`: made
+    once per backend, throttles, strategies, rates, costs and keys, and kept (`PLANS_KEPT`)
+    unless an item's strategy binds per-request input into its key, or a throttle makes
+    its items its own way."""
+    seen: list[Any] = [id(backend)]
+    for entry, rates, cost, key in prepared:
+        throttle = entry.throttle
+        seen += (id(throttle), id(throttle.strategy), id(rates), cost, key)
+    identity = tuple(seen)
+    plan = _plans.get(identity)
+    if plan is not None:
+        return plan
+    items, shares = _one_item_per_bucket(
+        [entry.throttle.items(key, rates, cost, backend) for entry, rates, cost, key in prepared]
+    )
+    held: list[Any] = [backend]
+    kept = True
+    for entry, rates, _, _ in prepared:
+        throttle = entry.throttle
+        held += (throttle, throttle.strategy, rates)
+        kept = kept and (
+            getattr(throttle.strategy, "bind", None) is None
+            and type(throttle).items is ThrottleSteps.items
+        )
+    plan = _Plan(items, shares, held)
+    if items:
+        plan.decide = backend.items_decider(items)
+    if kept:
+        if len(_plans) >= PLANS_KEPT:
+            _plans.clear()
+        _plans[identity] = plan
+    return plan
 
 
 def _one_item_per_bucket(per_entry: list[list[Item]]) -> tuple[list[Item], list[list[int]]]:

@@ -246,6 +246,20 @@ class ThrottleBackend(BackendLifecycle, StorageOperations, LockedSteps, Generic[
         """
         return None
 
+    def items_decider(self, items: Any) -> Optional[Callable[[], Any]]:
+        """`evaluate_all` (committing) on fixed items, made once for a hot path: several
+        throttles decided as one for a client met before (`traffik.together`). The base has
+        none (the caller then awaits `evaluate_all`).
+
+        Args:
+            items: The items (`traffik.strategies.steps.Item`) to decide together.
+
+        Returns:
+            A callable returning the combined `Decision`, or None when it cannot be made at
+            once; or None.
+        """
+        return None
+
     def waited_decider(
         self, strategy: Any, rate: Any, cost: int, kind: int
     ) -> Optional[Callable[[str], Awaitable[Any]]]:

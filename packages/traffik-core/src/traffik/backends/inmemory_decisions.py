@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from time import time_ns
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from traffik.backends.inmemory_steps import Step, in_place_step, transition_step, whole_number
+from traffik.backends.inmemory_steps import (
+    Counted,
+    Step,
+    counted_step,
+    in_place_step,
+    transition_step,
+    whole_number,
+)
 from traffik.backends.inmemory_store import InMemoryStore
 from traffik.backends.lifecycle import READY
 from traffik.clock import system_ms
 from traffik.decision import Decision
-from traffik.strategies.fixed_window import counter_decision, too_late
 from traffik.strategies.state import decode_state
 from traffik.strategies.steps import (
     IN_PLACE_COUNTER,
@@ -29,6 +36,10 @@ if TYPE_CHECKING:
 
 __all__ = ["InMemoryDecisions"]
 
+Row = tuple[str, Optional[Step], Optional[Counted], "Rate", int]
+"""One item of `_joint`: its store key, the step of its state strategy or the decision of its
+window counter (`_steps_of`), its rate and its cost."""
+
 _STORED_KEYS = 16384
 """Store keys a decider remembers (`_decider`) before forgetting them all."""
 _STEPS_KEPT = 256
@@ -40,7 +51,7 @@ class InMemoryDecisions(InMemoryStore):
     each runs without an `await` between its reads and its writes, so it is atomic on the
     event loop."""
 
-    _steps: dict[tuple[int, int, int], tuple[Any, Any, Step]]
+    _steps: dict[tuple[int, int, int], tuple[Any, Any, tuple[Optional[Step], Optional[Counted]]]]
 
     # -- the decision step ---------------------------------------------------------------
     # Each runs without an await between its reads and its writes: atomic on the event loop.
@@ -157,7 +168,7 @@ class InMemoryDecisions(InMemoryStore):
         throttle's items (`traffik.strategies.steps.items`), without a coroutine: a state
         strategy's step for each rate (`traffik.backends.inmemory_steps`) decides on a copy
         of its entry, written back only when every rate admits; a window counter is decided
-        on its count as `evaluate_all` decides it (`_counted`), and added to then. None when
+        on its count as `evaluate_all` decides it (`counted_step`), and added to then. None when
         a decision cannot be made here, as `decider` answers it (or a test replaced
         `evaluate_all`).
 
@@ -172,79 +183,85 @@ class InMemoryDecisions(InMemoryStore):
             `Decision` (its `parts` one per rate) or None, or None when `kind` cannot be
             decided in place.
         """
-        if kind == IN_PLACE_COUNTER:
-            steps: list[Optional[Step]] = [None] * len(rates)  # (`_counted`, in `_joint`)
-        elif kind == IN_PLACE_STATE:
-            steps = [self._step_of(strategy, rate, cost) for rate in rates]
-        else:
+        if kind != IN_PLACE_COUNTER and kind != IN_PLACE_STATE:
             return None
+        steps = [self._steps_of(strategy, rate, cost) for rate in rates]
         head = self._prefix
         tails = [strategy.suffix + rate_suffix(index) for index in range(len(rates))]
-        own = self.__dict__
-        take, give_back = self._mutex.acquire, self._mutex.release
-        stored_keys: dict[str, list[tuple[str, Optional[Step], Rate, int]]] = {}
+        joint_now = self._joint_now
+        stored_keys: dict[str, list[Row]] = {}
 
         def decide(key: str) -> Optional[Decision]:
-            if self._status != READY or "evaluate_all" in own:
-                return None
-            now_ms = self.now_ms
-            now = time_ns() // 1_000_000 if now_ms is system_ms else now_ms()
             rows = stored_keys.get(key)
             if rows is None:
                 if len(stored_keys) >= _STORED_KEYS:
                     stored_keys.clear()
                 rows = stored_keys[key] = [
-                    (head + key + tail, step, rate, cost)
-                    for tail, step, rate in zip(tails, steps, rates)
+                    (head + key + tail, step, counted, rate, cost)
+                    for tail, (step, counted), rate in zip(tails, steps, rates)
                 ]
-            take()
-            try:
-                return self._joint(rows, now, True)
-            finally:
-                give_back()
+            return joint_now(rows)
 
         return decide
 
-    def _step_of(self, strategy: Any, rate: Rate, cost: int) -> Step:
-        """The step deciding a state strategy at `rate` for hits of `cost` on an entry
-        (`in_place_step`; its own `transition` for a cost beyond its capacity, which the
-        steps are not made for), made once per strategy, rate and cost objects."""
+    def _joint_now(self, rows: Sequence[Row]) -> Optional[Decision]:
+        """`_joint` committing, now, under the store's lock; None when the decision cannot be
+        made at once (the backend is not ready, or a test replaced `evaluate_all` on this
+        instance)."""
+        if self._status != READY or "evaluate_all" in self.__dict__:
+            return None
+        now_ms = self.now_ms
+        now = time_ns() // 1_000_000 if now_ms is system_ms else now_ms()
+        mutex = self._mutex
+        mutex.acquire()  # (`with` costs twice)
+        try:
+            return self._joint(rows, now, True)
+        finally:
+            mutex.release()
+
+    def _steps_of(
+        self, strategy: Any, rate: Rate, cost: int
+    ) -> tuple[Optional[Step], Optional[Counted]]:
+        """How `_joint` decides a built-in strategy at `rate` for hits of `cost`, made once
+        per strategy, rate and cost objects: a window counter on its count (`counted_step`),
+        or a state strategy's step on an entry (`in_place_step`; its own `transition` for a
+        cost beyond its capacity, which the steps are not made for)."""
         seen = (id(strategy), id(rate), cost)
         found = self._steps.get(seen)
         if found is not None and found[0] is strategy and found[1] is rate:
             return found[2]
-        if cost <= strategy.capacity(rate):
-            step = in_place_step(strategy, rate, cost, IN_PLACE_STATE)
+        made: tuple[Optional[Step], Optional[Counted]]
+        if is_counter(strategy):
+            made = None, counted_step(rate, cost)
+        elif cost <= strategy.capacity(rate):
+            made = in_place_step(strategy, rate, cost, IN_PLACE_STATE), None
         else:
-            step = transition_step(strategy, rate, cost)
-        assert step is not None
+            made = transition_step(strategy, rate, cost), None
         if len(self._steps) >= _STEPS_KEPT:
             self._steps.clear()
-        self._steps[seen] = (strategy, rate, step)
-        return step
+        self._steps[seen] = (strategy, rate, made)
+        return made
 
-    def _joint(
-        self, rows: Sequence[tuple[str, Optional[Step], Rate, int]], now: int, commit: bool
-    ) -> Decision:
-        """Rows (a store key, the step of its state strategy or None for a window counter,
-        its rate and cost) decided together at `now`, charged all or nothing: each state on
-        a copy of its entry, written back only when every row admits; each counter on its
-        count (`_counted`), added to then. With `commit`, a refusal charges nothing (but a
+    def _joint(self, rows: Sequence[Row], now: int, commit: bool) -> Decision:
+        """Rows (a store key, the step of its state strategy or the decision of its window
+        counter, its rate and cost: `_steps_of`) decided together at `now`, charged all or
+        nothing: each state on a copy of its entry, written back only when every row admits;
+        each counter on its count (`counted_step`), added to then. With `commit`, a refusal charges nothing (but a
         lone counter, which counts a cost it could admit) and marks each existing entry
         refused until that rate is whole again; without, nothing is written."""
         data = self._data
         parts: list[Decision] = []
         trials: list[tuple[str, Optional[list[Any]], Optional[list[Any]], Rate, int]] = []
         allowed = True
-        for name, step, rate, cost in rows:
+        for name, step, counted, rate, cost in rows:
             trial: Optional[list[Any]] = None
             entry = data.get(name)
             if entry is not None and entry[1] is not None and entry[1] <= now:
                 self._remove(name)
                 entry = None
-            if step is None:
-                part = _counted(entry, rate, cost, now, commit)
-            else:
+            if counted is not None:
+                part = counted(entry, now, commit)
+            elif step is not None:
                 if entry is None:
                     trial = [None, None]
                 else:
@@ -316,18 +333,27 @@ class InMemoryDecisions(InMemoryStore):
         if self._status != READY:
             await self.ensure()
         with self._mutex:
-            rows = [
-                (
-                    item.key,
-                    None
-                    if is_counter(item.strategy)
-                    else self._step_of(item.strategy, item.rate, item.cost),
-                    item.rate,
-                    item.cost,
-                )
-                for item in items
-            ]
-            return self._joint(rows, self.now_ms(), commit)
+            return self._joint(self._rows(items), self.now_ms(), commit)
+
+    def items_decider(self, items: Sequence[Item]) -> Optional[Callable[[], Optional[Decision]]]:
+        """`evaluate_all` (committing) on fixed items, without a coroutine: their rows made
+        once. It answers None when the decision cannot be made at once, as `decider` does
+        (or a test replaced `evaluate_all` on this instance).
+
+        Args:
+            items: The items (key, strategy, rate, cost) to decide together.
+
+        Returns:
+            A callable returning the combined `Decision` or None.
+        """
+        return partial(self._joint_now, self._rows(items))
+
+    def _rows(self, items: Sequence[Item]) -> list[Row]:
+        """`_joint`'s rows for `items` (`_steps_of`)."""
+        return [
+            (item.key, *self._steps_of(item.strategy, item.rate, item.cost), item.rate, item.cost)
+            for item in items
+        ]
 
     async def refund_all(self, items: Sequence[Item]) -> None:
         """Every item's cost given back (never past a full budget), in one synchronous step.
@@ -350,17 +376,3 @@ class InMemoryDecisions(InMemoryStore):
                 if state is not None:
                     new_state, ttl_ms = item.strategy.refund(state, now, item.rate, item.cost)
                     self._save(item.key, entry, new_state, ttl_ms, now)
-
-
-def _counted(entry: Optional[list[Any]], rate: Rate, cost: int, now: int, cut: bool) -> Decision:
-    """A window counter's decision for a hit of `cost`, before the hit is added: on the
-    live `entry`'s count and time left (None: no window yet). With `cut`, a window that ends
-    too late (`too_late`) is cut to one period from now, in `entry`, charged or not."""
-    if entry is None:
-        return counter_decision(0, None, rate, cost)
-    count = whole_number(entry[0])
-    left = entry[1] - now if entry[1] is not None else None
-    if cut and too_late(left, rate.expire):
-        left = rate.expire
-        entry[1] = now + left
-    return counter_decision(count, left, rate, cost)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from traffik.decision import Decision
-from traffik.strategies.base import AHEAD_MS
+from traffik.strategies.base import AHEAD_MS, never_admitted
 from traffik.strategies.gcra import GCRA
 from traffik.strategies.leaky_bucket import LeakyBucket
 from traffik.strategies.sliding_window import SlidingWindowCounter
@@ -30,7 +30,7 @@ from traffik.strategies.token_bucket import TokenBucket, TokenBucketWithDebt
 if TYPE_CHECKING:
     from traffik.rates import Rate
 
-__all__ = ["Step", "in_place_step", "transition_step", "whole_number"]
+__all__ = ["Counted", "Step", "counted_step", "in_place_step", "transition_step", "whole_number"]
 
 Step = Callable[[list[Any], int], Decision]
 """`step(entry, now_ms) -> Decision`, charging the entry in place."""
@@ -86,6 +86,43 @@ def _counter(rate: Rate, cost: int) -> Step:
         return Decision(True, 0, limit - count, left, limit, now)
 
     return step
+
+
+Counted = Callable[[Optional[list[Any]], int, bool], Decision]
+"""`counted(entry, now_ms, cut) -> Decision`: a window counter's decision, nothing charged."""
+
+
+def counted_step(rate: Rate, cost: int) -> Counted:
+    """`FixedWindow` decided as `evaluate_all` decides it, for several items all or nothing:
+    on the live entry's count before the hit (None: no window yet), charging nothing. The
+    time left is the window's, one period for a window with no count (a count refunded to
+    zero, say) or none yet. With `cut`, a window that ends too late is cut to one period
+    from now in the entry (`fixed_window.too_late`), charged or not; a cost above the limit
+    is never admitted (`settled`)."""
+    limit, period = rate.limit, rate.expire
+    far = period + AHEAD_MS
+
+    def counted(entry: Optional[list[Any]], now: int, cut: bool) -> Decision:
+        count, left = 0, period
+        if entry is not None:
+            count, expires = entry[0], entry[1]
+            if type(count) is not int:
+                count = whole_number(count)
+            if expires is not None:
+                ttl = expires - now
+                if ttl > far:
+                    if cut:
+                        entry[1] = now + period
+                elif count and ttl > 0:
+                    left = max(int(-(-ttl // 1)), 1)
+        if cost > limit:
+            return never_admitted(rate)
+        count += cost
+        if count > limit:
+            return Decision(False, left, 0, left, limit)
+        return Decision(True, 0, limit - count, left, limit)
+
+    return counted
 
 
 def _token_bucket(strategy: TokenBucket, rate: Rate, cost: int) -> Step:

@@ -93,36 +93,27 @@ class Combined(Decision):
     def __init__(self, parts: Sequence[Decision], refused: Optional[int]) -> None:
         self.parts = tuple(parts)
         self.refused = refused
+        # One pass (this runs on every decision of several items): the fewest units left
+        # and the part they are left on (the first, when none is known), the longest reset
+        # and the longest refusing wait.
+        tightest = parts[0]
+        fewest: Optional[float] = None
+        reset = tightest.reset_ms
+        longest: Optional[float] = None
+        for part in parts:
+            left = part.remaining
+            if left is not None and (fewest is None or left < fewest):
+                fewest, tightest = left, part
+            if part.reset_ms > reset:
+                reset = part.reset_ms
+            if not part.allowed and (longest is None or part.wait_ms > longest):
+                longest = part.wait_ms
         if refused is not None:
             binding = parts[refused]
-            waits = [part.wait_ms for part in parts if not part.allowed]
-            super().__init__(
-                False,
-                max(waits),
-                _fewest(parts),
-                max(part.reset_ms for part in parts),
-                binding.limit,
-                parts[0].at,
-            )
-            return
-        tightest = min(range(len(parts)), key=lambda i: _left(parts[i]))
-        super().__init__(
-            True,
-            0,
-            _fewest(parts),
-            max(part.reset_ms for part in parts),
-            parts[tightest].limit,
-            parts[0].at,
-        )
-
-
-def _left(decision: Decision) -> float:
-    return decision.remaining if decision.remaining is not None else float("inf")
-
-
-def _fewest(parts: Sequence[Decision]) -> Optional[float]:
-    known = [part.remaining for part in parts if part.remaining is not None]
-    return min(known) if known else None
+            wait = binding.wait_ms if longest is None else longest
+            super().__init__(False, wait, fewest, reset, binding.limit, parts[0].at)
+        else:
+            super().__init__(True, 0, fewest, reset, tightest.limit, parts[0].at)
 
 
 IN_PLACE_COUNTER = 1
