@@ -9,6 +9,7 @@ import contextlib
 import gc
 import logging
 import random
+import sys
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any, Callable
@@ -470,3 +471,28 @@ async def test_throttles_on_two_backends_cancelled_between_them_are_charged_whol
     errors = [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
     assert errors == []
     assert seen == []
+
+
+async def test_a_step_that_never_waits_costs_no_turn_of_the_loop_from_python_3_12() -> None:
+    """`finished` runs a step in a task of its own (its cancellation-proof step). From Python
+    3.12 the task begins at once (eager), so a step that never waits, such as an in-memory
+    store's, is over before `finished` awaits it; before 3.12 it begins at the loop's next
+    turn. Either way it is not the caller's task (a lock taken in it is the step's)."""
+    from traffik.backends.store_locks import finished
+
+    order: list[str] = []
+    caller = asyncio.current_task()
+
+    async def step() -> Any:
+        order.append("step")
+        return asyncio.current_task()
+
+    asyncio.get_running_loop().call_soon(order.append, "loop turn")
+    ran_in = await finished(step(), "a step")
+    order.append("returned")
+    await asyncio.sleep(0)
+    assert ran_in is not None and ran_in is not caller
+    if sys.version_info >= (3, 12):
+        assert order == ["step", "returned", "loop turn"]
+    else:
+        assert order == ["loop turn", "step", "returned"]
