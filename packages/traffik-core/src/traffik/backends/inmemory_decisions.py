@@ -246,9 +246,10 @@ class InMemoryDecisions(InMemoryStore):
         """Rows (a store key, the step of its state strategy or the decision of its window
         counter, its rate and cost: `_steps_of`) decided together at `now`, charged all or
         nothing: each state on a copy of its entry, written back only when every row admits;
-        each counter on its count (`counted_step`), added to then. With `commit`, a refusal charges nothing (but a
-        lone counter, which counts a cost it could admit) and marks each existing entry
-        refused until that rate is whole again; without, nothing is written."""
+        each counter on its count (`counted_step`), added to then. With `commit`, a refusal
+        charges nothing (but a lone counter, which counts a cost it could admit) and marks
+        each existing entry refused until that rate is whole again; without, nothing is
+        written."""
         data = self._data
         parts: list[Decision] = []
         trials: list[tuple[str, Optional[list[Any]], Optional[list[Any]], Rate, int]] = []
