@@ -5,8 +5,9 @@ events: every bytecode the interpreter executes for a request is counted, in tra
 functions and in everything else (Starlette, FastAPI, asyncio). Two sets of apps:
 
 - the middleware benchmark's (`benchmarks.middleware_overhead`): the no-op ASGI middleware,
-  `ThrottleMiddleware` with one in-memory `MiddlewareThrottle`, and the floor middleware;
-  each is reported over the no-op one;
+  `ThrottleMiddleware` with one in-memory `MiddlewareThrottle`, the floor middleware, and
+  `ThrottleMiddleware` with two throttles decided as one; each is reported over the no-op
+  one;
 - the main benchmark's FastAPI route (`benchmarks.apps`): no limiter, the no-op dependency,
   and a throttle of each built-in strategy in memory on one key (the one-key workload's
   rates); each is reported over the route with no limiter, and as a multiple of the no-op
@@ -103,7 +104,7 @@ async def counts() -> dict[str, dict[str, Count]]:
     path = middleware_overhead.PATH
     middleware = {
         layer: await count(asgi_target(layer, middleware_overhead._app(layer), peer, path))
-        for layer in ("noop", "throttled", "floor")
+        for layer in ("noop", "throttled", "floor", "two")
     }
     dependency = {
         "no limiter": await count(asgi_target("no limiter", plain_app(), peer)),

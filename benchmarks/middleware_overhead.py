@@ -5,9 +5,11 @@ pure ASGI middleware that does nothing, behind `ThrottleMiddleware` with one
 `MiddlewareThrottle` (in-memory `FixedWindow`, a limit nothing reaches, default headers), and
 behind the floor of any such middleware: a pure ASGI middleware that makes only the store's
 decision (the in-memory backend's own step on a fixed key) and adds two constant headers to the
-response. Blocks are interleaved repetition after repetition and timed in CPU time; the figure
-is the throttle's µs over the no-op middleware within each repetition (target: at most 3 µs),
-next to the floor's.
+response, and behind `ThrottleMiddleware` with two `MiddlewareThrottle`s on one store that
+both guard the route (decided as one: `traffik.together`; no target). Blocks are interleaved
+repetition after repetition and timed in CPU time; the figure is the throttle's µs over the
+no-op middleware within each repetition (target: at most 3 µs), next to the floor's and the
+two throttles'.
 Every request goes to the route the throttle guards and must be answered 200 by each app
 (the run fails otherwise: a request that missed the route would measure a 404 and no
 throttle at all).
@@ -54,6 +56,8 @@ class MiddlewareOverhead:
     floor_us: Optional[Spread] = None
     """The floor middleware's µs over the no-op middleware (the store's decision and two
     headers)."""
+    two_us: Optional[Spread] = None
+    """Two throttles on one store (decided as one), µs over the no-op middleware."""
     target_us: float = TARGET_US
     met: bool = False
 
@@ -107,15 +111,25 @@ def _app(layer: str) -> Any:
         app.add_middleware(
             ThrottleMiddleware, middleware_throttles=[MiddlewareThrottle(throttle, path="/items/")]
         )
+    elif layer == "two":
+        store = InMemoryBackend()
+        pair = [
+            MiddlewareThrottle(HTTPThrottle(f"bench:mw:{n}", rate=_RATE, backend=store), path=path)
+            for n, path in (("all", "/**"), ("items", "/items/"))
+        ]
+        app.add_middleware(ThrottleMiddleware, middleware_throttles=pair)
     return app
 
+
+LAYERS = ("bare", "noop", "throttled", "floor", "two")
+"""The apps (`_app`), in the order they are timed."""
 
 PATH = "/items/1"
 """What every request asks for: the route `/items/{item_id}`, under the throttle's `/items/`."""
 
 
 async def measure(settings: Settings) -> MiddlewareOverhead:
-    layers = ("bare", "noop", "throttled", "floor")
+    layers = LAYERS
     targets = [asgi_target(layer, _app(layer), clients(1), PATH) for layer in layers]
     repetitions = max(settings.repetitions, _MIN_REPETITIONS) if settings.mode != "smoke" else 1
     times: dict[str, list[float]] = {t.name: [] for t in targets}
@@ -143,6 +157,7 @@ async def measure(settings: Settings) -> MiddlewareOverhead:
         overhead,
         statuses,
         spread([f - n for f, n in zip(times["floor"], times["noop"])]),
+        spread([t - n for t, n in zip(times["two"], times["noop"])]),
         met=overhead["median"] <= TARGET_US,
     )
 
@@ -156,14 +171,18 @@ def markdown(row: MiddlewareOverhead) -> str:
     return (
         "### ThrottleMiddleware over a no-op ASGI middleware (Starlette, in memory, µs per "
         "request, CPU time)\n\n"
-        "| bare app | no-op middleware | ThrottleMiddleware | overhead | target | | floor |\n"
-        "|---|---|---|---|---|---|---|\n"
+        "| bare app | no-op middleware | ThrottleMiddleware | overhead | target | | floor "
+        "| two throttles |\n"
+        "|---|---|---|---|---|---|---|---|\n"
         f"| {_us(row.bare_us)} | {_us(row.noop_us)} | {_us(row.throttled_us)} "
         f"| {_us(row.overhead_us)} | <= {row.target_us:g} | {verdict} "
-        f"| {_us(row.floor_us) if row.floor_us else ''} |\n\n"
+        f"| {_us(row.floor_us) if row.floor_us else ''} "
+        f"| {_us(row.two_us) if row.two_us else ''} |\n\n"
         "`floor`: a no-op middleware that makes only the store's decision and adds two "
         "constant headers, over the no-op middleware: what any middleware limiter on this "
-        "store pays before matching a rule, finding a client's key or formatting a header."
+        "store pays before matching a rule, finding a client's key or formatting a header. "
+        "`two throttles`: two `MiddlewareThrottle`s on one store that both guard the route "
+        "(`/**` and `/items/`), decided as one, over the no-op middleware."
     )
 
 

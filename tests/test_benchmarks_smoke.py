@@ -48,7 +48,7 @@ def test_benchmark_command_runs(tmp_path: Path) -> None:
     assert len(doc["bytes_per_key"]) == 8
     assert doc["checks"]
     middleware = doc["middleware_overhead"]  # (its apps each answered 200, or the run failed)
-    assert set(middleware["statuses"]) == {"bare", "noop", "throttled", "floor"}
+    assert set(middleware["statuses"]) == {"bare", "noop", "throttled", "floor", "two"}
     # (a figure, not a timing check: 20 requests on a loaded machine may read below zero)
     assert math.isfinite(middleware["floor_us"]["median"])
     identities = {(row["way"], row["clients"]) for row in doc["identity"]}
