@@ -228,6 +228,25 @@ def test_bad_decorations_fail_at_decoration_time(backend: InMemoryBackend) -> No
         throttled(http)(42)  # type: ignore[type-var]
 
 
+@pytest.mark.parametrize("count", [1, 2])
+def test_throttled_wrapped_in_depends_fails_as_the_route_is_defined(
+    backend: InMemoryBackend, count: int
+) -> None:
+    """`throttled(...)` is a dependency already: `Depends(throttled(a, b))` would make FastAPI
+    read the decorator's own parameter as a required query parameter (every request a 422,
+    and no OpenAPI document), so defining such a route raises, naming the two ways."""
+    pair = [HTTPThrottle(f"fa-depends-{n}", rate="5/min", backend=backend) for n in range(count)]
+    app = FastAPI()
+    with pytest.raises(ConfigurationError, match=r"dependencies=\[throttled\(") as raised:
+
+        @app.get("/items", dependencies=[Depends(throttled(*pair))])
+        async def items() -> dict[str, bool]:
+            return {"ok": True}
+
+    assert "not Depends(throttled(" in str(raised.value)
+    assert "@throttled(" in str(raised.value)  # (the decorator, the other way)
+
+
 def test_traffik12_import_path_and_the_direct_form(backend: InMemoryBackend) -> None:
     from traffik.decorators import throttled as traffik12_throttled
 

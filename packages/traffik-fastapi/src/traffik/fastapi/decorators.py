@@ -18,6 +18,7 @@ from starlette.websockets import WebSocket
 
 from traffik._connection_kinds import other_kind
 from traffik.decorators import carry_headers, check_throttles, is_async_callable
+from traffik.exceptions import ConfigurationError
 from traffik.outcomes import Outcome, settle
 from traffik.throttles import Throttle
 from traffik.together import Entry, hit_together
@@ -196,6 +197,22 @@ def _typed_signature(endpoint: Callable[..., Any]) -> inspect.Signature:
 
 class Throttled(params.Depends):
     """What `throttled(...)` returns: a FastAPI dependency marker, and a decorator."""
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        """Never given: FastAPI reads it only for `Depends(throttled(...))`, where it would
+        take the decorator's parameter for a required query parameter (every request a 422,
+        and no OpenAPI document). Defining such a route raises a `ConfigurationError`
+        instead, naming the two ways to write it."""
+        names = ", ".join(
+            getattr(throttle, "uid", "?")
+            for throttle in getattr(self.dependency, "throttles", (self.dependency,))
+        )
+        raise ConfigurationError(
+            f"throttled({names}) is a FastAPI dependency already: write "
+            "dependencies=[throttled(...)] (or Annotated[..., throttled(...)]), not "
+            "Depends(throttled(...)); or put @throttled(...) under the route decorator"
+        )
 
     def __call__(self, endpoint: Endpoint) -> Endpoint:
         if not callable(endpoint):
