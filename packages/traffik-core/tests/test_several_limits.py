@@ -217,6 +217,32 @@ def _request() -> Request:
     )
 
 
+@pytest.mark.parametrize("where", ["starlette", "fastapi", "middleware"])
+@pytest.mark.parametrize(
+    "strategy", [FixedWindow(), STRATEGIES[3]], ids=["FixedWindow", "TokenBucket"]
+)
+async def test_when_both_refuse_the_throttle_with_the_longest_wait_answers(
+    where: str, strategy: Strategy
+) -> None:
+    """Both throttles spent: the 429 is the day's, whose wait is the answer, so its
+    `RateLimit-Policy`, `RateLimit` and `Retry-After` describe one policy (not the second's
+    policy with the day's wait)."""
+    clock = ManualClock()
+    per_second, per_day = throttles(clock, strategy)
+    app = combined_apps(per_second, per_day)[where]
+    async with client(app) as http:
+        assert (await http.get("/r")).status_code == 200
+        clock.advance(1)
+        for _ in range(2):  # the second's 2 of 2, the day's second and third
+            assert (await http.get("/r")).status_code == 200
+        refused = await http.get("/r")  # both refuse now
+    assert refused.status_code == 429
+    assert refused.headers["ratelimit-policy"] == '"per-day";q=3;w=86400'
+    wait = int(refused.headers["retry-after"])
+    assert wait > 3600
+    assert refused.headers["ratelimit"] == f'"per-day";r=0;t={wait}'
+
+
 async def test_throttles_on_different_backends_give_back_on_refusal() -> None:
     clock = ManualClock()
     first = HTTPThrottle("first", rate="5/min", backend=InMemoryBackend(clock=clock))

@@ -83,10 +83,11 @@ class ThrottleMiddleware(MiddlewareAnswers):
     connection of their kind, as their own `rules` allow). `sort` sets the order they run
     in: `"cheap_first"` (the default, as in traffik 1.2: by cost, a cost callable last, then
     those without a predicate first; ties keep the given order), `"cheap_last"`, None or
-    False for the given order, or a key function called with each item as given. The first
-    that throttles stops the rest and the app. `exempt` lists paths, `Rule`s or `Bypass`es
-    no throttle applies to. `backend`, when
-    given, is the default for throttles that have none. `context` and `skip_handler` apply to
+    False for the given order, or a key function called with each item as given. Those that
+    apply on one backend are decided as one step (`traffik.together`); a refusal stops the
+    rest and the app, answered by the throttle that refused with the longest wait. `exempt`
+    lists paths, `Rule`s or `Bypass`es no throttle applies to. `backend`, when given, is the
+    default for throttles that have none. `context` and `skip_handler` apply to
     every throttle; with `skip_handler=True` throttled requests reach the app, which can
     check `is_throttled(request)`. The arguments keep traffik 1.2's positional order (`app,
     middleware_throttles, backend, exception_handler_getter, context, sort, skip_handler`);

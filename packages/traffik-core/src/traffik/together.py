@@ -8,8 +8,9 @@ different contexts) are one item of that step, their costs summed. The step is p
 per backend, throttles, rates, costs and clients' keys (`_plan`, at most `PLANS_KEPT`), and
 a backend that can decide it at once (`items_decider`: in memory) does, without a
 coroutine. Groups on different backends are decided in order; when a later group refuses,
-what the earlier ones took is given back. A refused connection is answered by the first throttle (in the given order) that refused, with the wait
-until every one of them would admit it. A throttle with a strategy of its own (not built in),
+what the earlier ones took is given back. A refused connection is answered by the throttle
+that refused with the longest wait (the first such, in the given order): the wait until every
+one of them would admit it, under that throttle's own policy and headers. A throttle with a strategy of its own (not built in),
 or whose decision cannot be prepared or made in one step (the store failed), is decided alone
 with `hit`, so its `on_error` applies as usual. Decisions over several store operations run
 to their end once begun, even if the caller is cancelled meanwhile (`finished`): the
@@ -305,14 +306,15 @@ async def _as_one(
     if decision is None:
         return
     parts = decision.parts if isinstance(decision, Combined) else (decision,)
+    # A refusal is answered by the throttle whose item refused with the longest wait (the
+    # first such, in order): its policy, its `RateLimit` and the wait agree.
+    binding = decision.refused if isinstance(decision, Combined) else 0
     for (entry, rates, cost, key), share in zip(prepared, shares):
+        if not decision.allowed and binding not in share:
+            continue
         mine = parts[share[0]] if len(share) == 1 else combine([parts[at] for at in share])
         if mine.at is None:  # (when it was decided, or asked: a refund reads what it holds)
             mine.at = asked_at if decision.at is None else decision.at
-        if not decision.allowed:
-            if mine.allowed:
-                continue
-            mine.wait_ms = decision.wait_ms  # the wait until every throttle admits
         await entry.throttle.answer(
             entry.connection,
             mine,
