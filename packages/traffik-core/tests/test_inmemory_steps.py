@@ -198,7 +198,8 @@ async def test_a_decider_makes_no_decision_when_it_cannot() -> None:
 
 def _reference_evaluate_all(backend: InMemoryBackend, items: list[Item], commit: bool) -> Any:
     """`evaluate_all` as it was written before it ran the in-place steps (each state by its
-    strategy's `transition`): the reference the steps are held to."""
+    strategy's `transition`), a refused step's admitting items stated uncharged (`combine`
+    given the costs): the reference the steps are held to."""
     from traffik.backends.inmemory_steps import whole_number
     from traffik.strategies.fixed_window import counter_decision, too_late
     from traffik.strategies.steps import charged, combine, is_counter
@@ -223,7 +224,7 @@ def _reference_evaluate_all(backend: InMemoryBackend, items: list[Item], commit:
             )
             parts.append(decision)
             pending.append((entry, new_state, ttl_ms))
-    decision = combine(parts)
+    decision = combine(parts, [item.cost for item in items])
     if commit:
         for item, charge, counter, (entry, new_state, ttl_ms) in zip(
             items, charged(parts, items), counters, pending

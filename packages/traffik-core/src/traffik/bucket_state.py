@@ -190,10 +190,13 @@ class BucketState:
             return stat
         decision = await backend.evaluate_all(self.items(key, rates, 1, backend), commit=False)
         parts = getattr(decision, "parts", (decision,))
+        # The units each rate has now: a hit's decision says what is left after it, and a
+        # refused one (`combine`) what each rate has, nothing taken.
+        taken = 1 if decision.allowed else 0
         each = [
             {
                 "rate": rate,
-                "hits_remaining": (part.remaining or 0) + (1 if part.allowed else 0),
+                "hits_remaining": (part.remaining or 0) + taken,
                 "wait_ms": part.wait_ms,
             }
             for rate, part in zip(rates, parts)

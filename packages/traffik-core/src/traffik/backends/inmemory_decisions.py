@@ -272,7 +272,7 @@ class InMemoryDecisions(InMemoryStore):
             allowed = allowed and part.allowed
             parts.append(part)
             trials.append((name, entry, trial, rate, cost))
-        decision = combine(parts)
+        decision = combine(parts, None if allowed else [row[4] for row in rows])
         if commit:
             if allowed:
                 for name, entry, trial, rate, cost in trials:

@@ -114,7 +114,7 @@ class LockedSteps:
                         await self.increment_with_ttl(item.key, item.cost, item.rate.expire / 1000)
                     elif outcome[0] is not None:
                         await self.set(item.key, encode_state(outcome[0]), expire=outcome[1] / 1000)
-            return combine(parts)
+            return combine(parts, [item.cost for item in items])
 
     async def refund_all(self, items: Sequence[Item]) -> None:
         """Give each item's cost back, never past a full budget. Generic form: under locks."""

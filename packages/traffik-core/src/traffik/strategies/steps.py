@@ -165,8 +165,12 @@ def counts_refused(counter: bool, rate: Rate, cost: int) -> bool:
     return counter and cost <= rate.limit
 
 
-def combine(parts: Sequence[Decision]) -> Decision:
-    """One decision for several items' decisions (the only one when there is one)."""
+def combine(parts: Sequence[Decision], costs: Optional[Sequence[int]] = None) -> Decision:
+    """One decision for several items' decisions (the only one when there is one).
+
+    Each item's decision is the one it makes taking its cost. When one refuses, none is
+    charged: given the items' `costs`, each item that would have admitted is stated as it
+    stands, its units left before the cost it did not take (`uncharged`)."""
     if len(parts) == 1:
         return parts[0]
     refused = None
@@ -174,4 +178,18 @@ def combine(parts: Sequence[Decision]) -> Decision:
     for index, part in enumerate(parts):
         if not part.allowed and part.wait_ms > longest:
             refused, longest = index, part.wait_ms
+    if refused is not None and costs is not None:
+        parts = [
+            uncharged(part, cost) if part.allowed else part for part, cost in zip(parts, costs)
+        ]
     return Combined(parts, refused)
+
+
+def uncharged(part: Decision, cost: int) -> Decision:
+    """An admitting item's decision in a step that refused: nothing taken, so `cost` more
+    units left than its decision said, charged (the units left of each of
+    `BUILTIN_STRATEGIES` fall by exactly the cost it takes); its reset is the decision's."""
+    left = part.remaining
+    return Decision(
+        True, 0, None if left is None else left + cost, part.reset_ms, part.limit, part.at
+    )

@@ -216,7 +216,7 @@ def decide_all(
                 exists = exists or key in written  # two items on one key: the row is there now
                 rows.write(cursor, key, encode_state(new_state), now + ttl_ms, exists, now)
             written.add(key)
-    decision = combine(parts)
+    decision = combine(parts, [item.cost for item in items])
     decision.at = now
     return decision
 

@@ -133,7 +133,7 @@ class MemcachedSteps:
         if not commit or any(item.cost > item.strategy.capacity(item.rate) for item in items):
             # (a cost above what an item can ever admit: refused, and charged nowhere, as
             # `settled` answers one rate; counted first, it could pass memcached's 64 bits)
-            return combine(await self._read(items))
+            return combine(await self._read(items), [item.cost for item in items])
         if len(items) == 1:
             return await self._all_or_nothing(items)
         return await finished(self._all_or_nothing(items), "memcached evaluate_all")
@@ -158,7 +158,7 @@ class MemcachedSteps:
         if parts[-1].allowed:
             return combine(parts)
         _, later = await asyncio.gather(self._give_back(held), self._read(items[len(parts) :]))
-        return combine(parts + later)
+        return combine(parts + later, [item.cost for item in items])
 
     async def refund_all(self, items: Sequence[Item]) -> None:
         """Give each item's cost back, never past a full budget: a state's `refund` under `cas`,

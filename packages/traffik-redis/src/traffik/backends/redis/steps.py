@@ -322,9 +322,10 @@ class ScriptSteps(LockedSteps):
         if not self.initialized:  # (whether the store is a cluster may be known only then)
             await self._ready("decide")
         groups = _groups(items, [self._key(item.key) for item in items], self.cluster)
+        costs = [item.cost for item in items]
         if len(groups) == 1:
-            return combine(await self._decide(groups[0], b"c" if commit else b"p"))
-        return combine(await self._in_order(groups, commit))
+            return combine(await self._decide(groups[0], b"c" if commit else b"p"), costs)
+        return combine(await self._in_order(groups, commit), costs)
 
     async def refund_all(self, items: Sequence[Item]) -> None:
         """Every item's cost given back (never past a full budget) in one `EVALSHA` (one per
