@@ -685,7 +685,7 @@ def test_fallback_share_and_reconcile_settings_are_validated() -> None:
     [
         ("throttle", "refused"),
         ("allow", "let through"),
-        (fallback(InMemoryBackend(namespace="spare")), "the handler decided"),
+        (fallback(InMemoryBackend(namespace="spare")), "handed to the handler"),
     ],
 )
 async def test_a_failed_decision_is_logged_once_per_interval_naming_the_store(

@@ -238,7 +238,9 @@ async def apply_on_error(policy: Any, info: ThrottleExceptionInfo) -> Decision:
         type(exc).__name__,
         exc,
         policy,
-        "the handler decided" if callable(policy) else _ANSWERED.get(policy, "refused"),
+        "handed to the handler (what it answers or raises)"
+        if callable(policy)
+        else _ANSWERED.get(policy, "refused"),
         _advice(exc, info["backend"]) if info["key"] is not None else _CODE_ADVICE,
         source=uid,
     )
