@@ -180,6 +180,30 @@ def test_connection_throttled_takes_http_exceptions_order() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("status", "detail", "headers", "wait", "rate"),
+    [
+        (429, "slow down", {"X": "1"}, 7, "5/min"),
+        (503, None, None, 2, None),
+        (429, None, {}, None, None),
+        (418, "teapot", {"Retry-After": "9"}, 1.2, None),
+    ],
+)
+def test_connection_throttled_of_is_the_constructor_by_name(
+    status: int, detail: Any, headers: Any, wait: Any, rate: Any
+) -> None:
+    """`ConnectionThrottled.of` (the default handler's way) makes what the constructor makes
+    from the same arguments by name, and refuses what it refuses."""
+    made = ConnectionThrottled.of(status, detail, headers, wait, rate)
+    built = ConnectionThrottled(status, detail, headers, wait_period=wait, rate=rate)
+    fields = ("status_code", "detail", "headers", "wait_period", "rate", "args")
+    assert [getattr(made, name) for name in fields] == [getattr(built, name) for name in fields]
+    assert type(made) is ConnectionThrottled and str(made) == str(built)
+    for bad in (0, 99, 600, True, "429"):
+        with pytest.raises(ConfigurationError, match="must be an HTTP status"):
+            ConnectionThrottled.of(bad, None, None, 1)  # type: ignore[arg-type]
+
+
 async def test_a_bad_rate_from_a_callable_is_a_loud_configuration_error(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -198,12 +198,16 @@ def _throttled_arguments(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> di
     named.update(kwargs)
     status_code = named.setdefault("status_code", 429)
     if not _is_status(status_code):
-        raise ConfigurationError(
-            f"ConnectionThrottled(status_code={status_code!r}): must be an HTTP status, a "
-            "whole number from 100 to 599; a wait in seconds goes in wait_period= "
-            "(ConnectionThrottled(429, wait_period=30))"
-        )
+        raise _not_a_status(status_code)
     return named
+
+
+def _not_a_status(status_code: object) -> ConfigurationError:
+    return ConfigurationError(
+        f"ConnectionThrottled(status_code={status_code!r}): must be an HTTP status, a "
+        "whole number from 100 to 599; a wait in seconds goes in wait_period= "
+        "(ConnectionThrottled(429, wait_period=30))"
+    )
 
 
 class ConnectionThrottled(*_throttled_bases()):  # type: ignore[misc]
@@ -247,10 +251,45 @@ class ConnectionThrottled(*_throttled_bases()):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         named = _throttled_arguments(args, kwargs)
-        status_code: int = named["status_code"]
-        wait_period = named.get("wait_period")
-        detail = named.get("detail")
-        merged = dict(named.get("headers") or {})
+        self._fill(
+            named["status_code"],
+            named.get("detail"),
+            named.get("headers"),
+            named.get("wait_period"),
+            named.get("rate"),
+        )
+
+    @classmethod
+    def of(
+        cls,
+        status_code: int,
+        detail: Any,
+        headers: Optional[Mapping[str, str]],
+        wait_period: Optional[float],
+        rate: Any = None,
+    ) -> ConnectionThrottled:
+        """One made from arguments given by name, as the default handler gives them: the
+        same exception as `ConnectionThrottled(status_code, detail, headers,
+        wait_period=wait_period, rate=rate)`, without telling two positional orders apart.
+
+        Raises:
+            ConfigurationError: When the status is not a whole number from 100 to 599.
+        """
+        if not _is_status(status_code):
+            raise _not_a_status(status_code)
+        made = cls.__new__(cls)
+        made._fill(status_code, detail, headers, wait_period, rate)
+        return made
+
+    def _fill(
+        self,
+        status_code: int,
+        detail: Any,
+        headers: Optional[Mapping[str, str]],
+        wait_period: Optional[float],
+        rate: Any,
+    ) -> None:
+        merged = dict(headers or {})
         if wait_period is not None:
             seconds = str(math.ceil(wait_period))
             merged["Retry-After"] = seconds
@@ -259,7 +298,7 @@ class ConnectionThrottled(*_throttled_bases()):  # type: ignore[misc]
         if detail is None:
             detail = _reason_phrase(status_code)
         self.wait_period = wait_period
-        self.rate = named.get("rate")
+        self.rate = rate
         self.status_code = status_code
         self.detail = detail
         self.headers = merged

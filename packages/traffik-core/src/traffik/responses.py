@@ -65,12 +65,12 @@ async def connection_throttled(
     by the throttle) is the rate that refused, kept on the exception as `.rate`.
     """
     seconds = retry_after_seconds(wait_ms)
-    raise ConnectionThrottled(
+    raise ConnectionThrottled.of(
         context.get("status_code", 429),
         context.get("detail", f"Too many requests. Retry in {seconds} seconds."),
         context.get("headers"),
-        wait_period=seconds,
-        rate=context.get("rate"),
+        seconds,
+        context.get("rate"),
     )
 
 
