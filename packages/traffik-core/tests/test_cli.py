@@ -139,3 +139,35 @@ def test_a_password_in_the_url_is_never_printed(url: str, status: int) -> None:
         got, out, err = run_main(*argv)
         assert got == status, err
         assert "s3cret" not in out + err and "***" in err, err
+
+
+@pytest.mark.slow  # two `python -m traffik` processes
+def test_an_ipv6_client_is_named_by_its_network_and_the_output_says_so(tmp_path: Path) -> None:
+    """The default identity counts an IPv6 client by its /64: naming the address finds no key,
+    and the output names the client to give instead."""
+    import asyncio
+
+    from starlette.requests import Request
+
+    from traffik import HTTPThrottle
+    from traffik.backends import from_url
+
+    url = f"sqlite:///{tmp_path / 'traffik.db'}"
+
+    async def hit() -> None:
+        backend = from_url(url, namespace="app")
+        try:
+            throttle = HTTPThrottle("api", "5/min", backend=backend)
+            scope = {"type": "http", "method": "GET", "path": "/", "headers": []}
+            await throttle.hit(Request({**scope, "client": ("2001:db8:1:2::7", 1)}))
+        finally:
+            await backend.close()
+
+    asyncio.run(hit())
+    named = ("--namespace", "app", "--throttle", "api", "--client")
+    by_address = run_command_line("inspect", url, *named, "2001:db8:1:2::7")
+    assert by_address.returncode == 0, by_address.stderr
+    assert "0 key(s)" in by_address.stdout
+    assert "try --client 2001:db8:1:2::/64" in by_address.stdout
+    by_network = run_command_line("inspect", url, *named, "2001:db8:1:2::/64")
+    assert "1 key(s)" in by_network.stdout and "try --client" not in by_network.stdout

@@ -106,6 +106,39 @@ async def test_state_survives_a_restart(db: Path) -> None:
     await restarted.close()
 
 
+async def test_a_reset_by_another_worker_reaches_one_that_remembered_a_refusal(
+    db: Path,
+) -> None:
+    """Two workers on one file; the first remembers its client's refusal (an hour's wait),
+    the second resets the client (as `python -m traffik reset` does). Within a second the
+    first asks the file again and admits the client: it does not refuse it for the hour."""
+    clock = ManualClock()
+    workers = [SQLiteBackend(db, clock=clock, namespace="w") for _ in range(2)]
+    throttles = [HTTPThrottle("api", "1/h", backend=backend) for backend in workers]
+    request = Request(
+        {"type": "http", "method": "GET", "path": "/", "headers": [], "client": ("1.2.3.4", 1)}
+    )
+    statuses = []
+    for throttle in throttles[:1] * 3:
+        statuses.append(await _status(throttle, request))
+    assert statuses == [200, 429, 429]  # (the second refusal from the worker's memory)
+    await throttles[1].reset(request)
+    clock.advance(ms=999)
+    assert await _status(throttles[0], request) == 429  # (still remembered)
+    clock.advance(ms=1)
+    assert await _status(throttles[0], request) == 200
+    for backend in workers:
+        await backend.close()
+
+
+async def _status(throttle: HTTPThrottle, request: Request) -> int:
+    try:
+        await throttle.hit(request)
+    except Exception as exc:
+        return int(getattr(exc, "status_code", 500))
+    return 200
+
+
 async def test_namespaces_share_a_file_but_not_their_keys(db: Path) -> None:
     app, v2, apple = (SQLiteBackend(db, namespace=n) for n in ("app", "app:v2", "apple"))
     for backend in (app, v2, apple):

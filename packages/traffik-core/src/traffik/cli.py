@@ -8,7 +8,8 @@ python -m traffik reset   redis://localhost:6379/0 --namespace app --throttle ap
 
 Keys are `namespace:uid:{client}:METHOD:/route...`; `--throttle` and `--client` narrow them to
 one throttle and one client (a string identifier, as the throttle's identifier returns it:
-the peer address by default). `keys` and `inspect` show at most `--limit` keys (a whole
+the peer address by default, an IPv6 peer's /64 network, which the output names when an
+IPv6 address finds no key). `keys` and `inspect` show at most `--limit` keys (a whole
 number >= 1, default 1000) and say when there are more; `reset` deletes everything that
 matches, `--limit` keys at a time, and prints how many keys it removed. `inspect` shows a
 value that is not text (a strategy's packed state) as its numbers where the backend can
@@ -167,6 +168,8 @@ async def _run(args: argparse.Namespace, out: TextIO) -> int:
         if args.command == "reset":
             removed, listed = await _reset(backend, prefix, args.limit)
             print(f"removed {removed} key(s){_hidden(listed)}", file=out)
+            if not removed:
+                _grouping_hint(args.client, out)
             return 0
         listed = await backend.scan(prefix, limit=args.limit + 1)
         keys = sorted(listed[: args.limit])
@@ -184,9 +187,26 @@ async def _run(args: argparse.Namespace, out: TextIO) -> int:
         if len(listed) > args.limit:
             more = f" (the first {args.limit}; raise --limit to see more)"
         print(f"{len(keys)} key(s){more}{_hidden(listed)}", file=out)
+        if not keys:
+            _grouping_hint(args.client, out)
         return 0
     finally:
         await backend.close()
+
+
+def _grouping_hint(client: Optional[str], out: TextIO) -> None:
+    """When `client` is an IPv6 address that the default identity counts by its network
+    (`grouped_address`), say which client to name instead: nothing is keyed by the address."""
+    from traffik.identity import grouped_address
+
+    if client is None or ":" not in client or "/" in client:
+        return
+    grouped = grouped_address(client)
+    if grouped != client:
+        print(
+            f"(the default identity counts {client} as {grouped}: try --client {grouped})",
+            file=out,
+        )
 
 
 async def _reset(backend: ThrottleBackend, prefix: str, batch: int) -> tuple[int, list[str]]:

@@ -8,9 +8,11 @@ in the process, without a round trip: under a flood from one client, the store s
 request per wait instead of every request.
 
 It can only refuse, never admit, so it never lets through what the store would refuse. What
-it can do is refuse for slightly longer than the store would, when the store's state moves
-back in between: a refund (`charge_when`), or `reset()`/`clear()` run by *another* process (in
-this process they forget every refusal). A refusal is kept on the backend's clock: one asked
+it can do is refuse for longer than the store would, when the store's state moves back in
+between: a refund (`charge_when`), or `reset()`/`clear()` (`python -m traffik reset`) run by
+*another* process (in this process they forget every refusal). So a refusal is remembered
+for `REMEMBERED_MS` at most, whatever its wait: such a change reaches every process within a
+second, and a flood from one client costs the store one round trip per second at most. A refusal is kept on the backend's clock: one asked
 about before the time it was noted (the clock stepped back since) is forgotten, since the
 store may decide otherwise then (docs/concepts/strategies.md, "Clocks"), and the wait left
 would be the step's length. It is bounded (`max_keys`: past it, the oldest half
@@ -24,9 +26,12 @@ from typing import Any, Optional
 
 from traffik.decision import Decision
 
-__all__ = ["DEFAULT_MAX_KEYS", "RefusedClients"]
+__all__ = ["DEFAULT_MAX_KEYS", "REMEMBERED_MS", "RefusedClients"]
 
 DEFAULT_MAX_KEYS = 10_000
+REMEMBERED_MS = 1_000
+"""How long a refusal is remembered at most (module docstring): the longest a process may
+refuse a client that another process gave its budget back."""
 
 
 class RefusedClients:
@@ -53,7 +58,8 @@ class RefusedClients:
         if entry is None:
             return None
         until, refused_cost, refused_rates, limit, whole_at, refused_by, noted = entry
-        if now_ms >= until or now_ms < noted:  # (over, or the clock went back since)
+        # (over, remembered long enough, or the clock went back since)
+        if now_ms >= until or not 0 <= now_ms - noted < REMEMBERED_MS:
             del self._until[key]
             return None
         if cost != refused_cost or refused_rates != rates or refused_by is not strategy:
