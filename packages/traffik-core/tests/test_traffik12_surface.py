@@ -1120,3 +1120,38 @@ def test_a_strategy_subclass_may_declare_lock_config_as_a_field() -> None:
 
     assert Custom(lock_config={"ttl": 1.0}).lock_config == {"ttl": 1.0}
     assert Custom().lock_config == {}
+
+
+def test_a_backend_context_per_tenant_inside_a_running_app_keeps_each_tenants_state() -> None:
+    """traffik 1.2's README pattern: a `dynamic_backend` throttle hit inside `async with
+    tenant_backend(request.app):` on each request, the app served by another backend. Each
+    tenant's context is nested in the app's (as in 1.2): it neither resets nor closes its
+    backend on exit, so each tenant's limit holds, and the app's other throttles go on."""
+    from fastapi import FastAPI
+    from starlette.testclient import TestClient
+
+    from traffik import HTTPThrottle
+
+    backend = InMemoryBackend(namespace="global")
+    app = FastAPI(lifespan=backend.lifespan)
+    per_tenant = HTTPThrottle("tenant12:api", rate="1/min", dynamic_backend=True)
+    plain = HTTPThrottle("tenant12:plain", rate="5/min")
+    tenants = {name: InMemoryBackend(namespace=f"tenant-{name}") for name in "ab"}
+
+    @app.get("/data")
+    async def data(request: Request) -> dict[str, bool]:
+        async with tenants[request.headers["x-tenant"]](request.app):
+            await per_tenant.hit(request)
+        return {"ok": True}
+
+    @app.get("/plain")
+    async def other(request: Request) -> dict[str, bool]:
+        await plain.hit(request)
+        return {"ok": True}
+
+    with TestClient(app) as client:
+        codes = [client.get("/data", headers={"x-tenant": t}).status_code for t in "aabb"]
+        after = client.get("/plain").status_code
+    assert codes == [200, 429, 200, 429]
+    assert after == 200
+    assert all(not tenant.closed() for tenant in tenants.values())

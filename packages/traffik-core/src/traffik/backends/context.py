@@ -52,6 +52,26 @@ def _app_backend(app: Any) -> Optional[ThrottleBackend]:
     return getattr(state, APP_STATE_KEY, None)
 
 
+_OWN_KEY = "__traffik_own_backend__"
+"""Where `BackendContext` notes the backend of an app's own context (its lifespan's), on
+`app.state`, apart from the backend recorded for `get_throttle_backend`."""
+
+
+def _app_own_backend(app: Any) -> Optional[ThrottleBackend]:
+    state = getattr(app, "state", None)
+    if isinstance(state, dict):
+        return state.get(_OWN_KEY)
+    return getattr(state, _OWN_KEY, None)
+
+
+def _set_app_own_backend(app: Any, backend: ThrottleBackend) -> None:
+    state = getattr(app, "state", None)
+    if isinstance(state, dict):
+        state[_OWN_KEY] = backend
+    elif state is not None:
+        setattr(state, _OWN_KEY, backend)
+
+
 def set_app_backend(app: Any, backend: ThrottleBackend) -> None:
     """Record `backend` as `app`'s backend (on `app.state`), and on its router for the
     sub-apps mounted in it: Starlette keeps the router of the app the server called in
@@ -120,8 +140,9 @@ class BackendContext:
 
     Made with an `app`, it is that app's backend at once (as in traffik 1.2: a startup
     handler may call `backend(app)` without entering it). Entering initialises the backend
-    and makes it the default; leaving resets it unless
-    persistent, then closes it unless nested in a context of the same backend. As in
+    and makes it the default; leaving resets it unless persistent, then closes it unless
+    nested: in a context of the same backend, or made for an app whose own backend (its
+    lifespan's) is another, still open (a backend per tenant, entered on each request). As in
     traffik 1.2, `persistent` and `close_on_exit` are settled when the context is made: a
     value given wins; otherwise, nested in a context of the same backend, it is persistent
     and does not close; else it follows `backend.persistent` and closes.
@@ -143,6 +164,15 @@ class BackendContext:
         fail_fast: Optional[bool] = None,
     ) -> None:
         nested = _current.get() is backend
+        if app is not None and not nested:
+            # Made for an app whose own backend (the one its lifespan entered) is another,
+            # still open one: a backend per tenant entered on each request, traffik 1.2's
+            # pattern. It is nested in the app's context, as 1.2 counted it: exiting neither
+            # resets nor closes it. The app's own backend is not nested in itself.
+            own = _app_own_backend(app)
+            nested = own is not None and own is not backend and own.initialized and not own.closed()
+            if not nested:
+                _set_app_own_backend(app, backend)
         self.backend = backend
         self.app = app
         self.persistent: bool = (
