@@ -25,7 +25,11 @@ REFERENCE = ROOT / "docs" / "reference"
 SITE_INVENTORY = ROOT / "site" / "objects.inv"
 
 
-NOT_IMPORTABLE = {"traffik.backends.multiprocess"}
+NOT_IMPORTABLE = {
+    "traffik.backends.multiprocess",
+    "traffik.backends.redis.coredis",
+    "traffik.backends.memcached.emcache",
+}
 """traffik 1.2's paths kept only to say what to use instead: importing them raises."""
 
 

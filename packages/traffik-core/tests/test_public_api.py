@@ -9,7 +9,11 @@ import pytest
 
 import traffik
 
-NOT_IMPORTABLE = {"traffik.backends.multiprocess"}
+NOT_IMPORTABLE = {
+    "traffik.backends.multiprocess",
+    "traffik.backends.redis.coredis",
+    "traffik.backends.memcached.emcache",
+}
 """traffik 1.2's module path, kept only to say what to use instead (test_traffik12_surface)."""
 
 MODULES = sorted(

@@ -747,6 +747,52 @@ def test_traffik12_multiprocess_backend_says_what_to_use() -> None:
         importlib.import_module("traffik.backends.multiprocess")
 
 
+@pytest.mark.parametrize(
+    ("module", "instead"),
+    [
+        ("traffik.backends.redis.coredis", "from traffik.backends.redis import RedisBackend"),
+        (
+            "traffik.backends.memcached.emcache",
+            "from traffik.backends.memcached import MemcachedBackend",
+        ),
+    ],
+)
+def test_traffik12_other_client_backends_say_what_to_use(module: str, instead: str) -> None:
+    """traffik 1.2's backends on coredis and emcache: importing one names the backend that
+    takes the same URLs (when its distribution is installed)."""
+    pytest.importorskip(module.rsplit(".", 1)[0])
+    with pytest.raises(ModuleNotFoundError) as caught:
+        importlib.import_module(module)
+    assert instead in str(caught.value) and caught.value.name == module
+
+
+def test_traffik12_type_aliases_are_importable_and_take_their_parameters() -> None:
+    """The type aliases traffik 1.2 exported from `traffik.typing`, as annotations written
+    against it use them (`RateFunc[Request]`, evaluated at run time)."""
+    from traffik import typing as aliases
+
+    names = [
+        "Matchable",
+        "ExceptionHandler",
+        "ThrottleErrorHandler",
+        "ConnectionIdentifier",
+        "ConnectionThrottledHandler",
+        "RateFunc",
+        "CostFunc",
+        "RateType",
+        "CostType",
+        "BackoffStrategy",
+        "RetryOn",
+        "ApplyOnError",
+        "HTTPConnectionT",
+    ]
+    assert all(name in aliases.__all__ and getattr(aliases, name) is not None for name in names)
+    for generic in ("RateFunc", "CostFunc", "RateType", "CostType", "ConnectionIdentifier"):
+        assert getattr(aliases, generic)[Request] is not None
+    assert aliases.ThrottleErrorHandler[Request, dict] is not None
+    assert aliases.ExceptionHandler[WebSocket] is not None
+
+
 def test_traffik12_aliases_need_no_starlette() -> None:
     code = (
         "import sys; sys.modules['starlette'] = None\n"

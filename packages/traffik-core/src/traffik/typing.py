@@ -5,7 +5,18 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional, Protocol, TypedDict, Union, runtime_checkable
+from re import Pattern
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Optional,
+    Protocol,
+    TypedDict,
+    TypeVar,
+    Union,
+    runtime_checkable,
+)
 
 if TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
@@ -14,14 +25,27 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EXEMPTED",
+    "ApplyOnError",
     "AsyncLock",
+    "BackoffStrategy",
+    "ConnectionIdentifier",
+    "ConnectionThrottledHandler",
+    "CostFunc",
+    "CostType",
     "DecidingStrategy",
+    "ExceptionHandler",
     "FullThrottleStrategy",
+    "HTTPConnectionT",
     "ImmediateOps",
     "LockConfig",
+    "Matchable",
+    "RateFunc",
+    "RateType",
+    "RetryOn",
     "SimpleThrottleStrategy",
     "StrategyStat",
     "Stringable",
+    "ThrottleErrorHandler",
     "ThrottleStrategy",
     "WaitPeriod",
 ]
@@ -122,3 +146,42 @@ class LockConfig(TypedDict, total=False):
     reentrant: bool
     enforce_ttl_locally: bool
     local_ttl_factor: float
+
+
+# -- traffik 1.2's type aliases ------------------------------------------------------------
+# For annotations written against traffik 1.2 (`RateFunc[Request]`): the same names and
+# type parameters, with the connection types left open (this module needs no Starlette) and
+# the results as Traffik takes them (a callable may be sync or async, a handler may answer a
+# wait or a `Decision`).
+
+HTTPConnectionT = TypeVar("HTTPConnectionT")
+"""A connection type (`Request`, `WebSocket`), as traffik 1.2 named it."""
+_MappingT = TypeVar("_MappingT", bound=Mapping[Any, Any])
+_ThrottleT = TypeVar("_ThrottleT")
+
+Matchable = Union[str, Pattern[str], Stringable]
+"""A path to match: a string, a compiled pattern, or anything with a `str()`."""
+ExceptionHandler = Callable[[HTTPConnectionT, Exception], Any]
+"""`(connection, exc) -> Response` (or an awaitable of one)."""
+ThrottleErrorHandler = Callable[[HTTPConnectionT, _MappingT], Any]
+"""An `on_error` handler: `(connection, exc_info) -> wait_ms or Decision`, sync or async."""
+ConnectionIdentifier = Callable[[HTTPConnectionT], Any]
+"""An identifier: `(connection) -> str or EXEMPTED`, sync or async."""
+ConnectionThrottledHandler = Callable[
+    [HTTPConnectionT, WaitPeriod, _ThrottleT, dict[str, Any]], Any
+]
+"""A `handle_throttled` handler: `(connection, wait_ms, throttle, context)`."""
+RateFunc = Callable[[HTTPConnectionT, Optional[dict[str, Any]]], Any]
+"""A rate callable: `(connection, context) -> Rate or rate string`, sync or async."""
+CostFunc = Callable[[HTTPConnectionT, Optional[dict[str, Any]]], Any]
+"""A cost callable: `(connection, context) -> int`, sync or async."""
+RateType = Union["Rate", str, RateFunc[HTTPConnectionT]]
+"""A throttle's `rate=`."""
+CostType = Union[int, CostFunc[HTTPConnectionT]]
+"""A throttle's `cost=`."""
+BackoffStrategy = Callable[[int, float], float]
+"""`(attempt, base_delay) -> seconds` before the next try."""
+RetryOn = Union[type[BaseException], tuple[type[BaseException], ...], Callable[..., Any]]
+"""What `retry` tries again on: exception types, or a predicate of the failure."""
+ApplyOnError = Union[bool, type[BaseException], tuple[type[BaseException], ...]]
+"""A quota context's `apply_on_error`."""
