@@ -108,11 +108,22 @@ async def _frozen_and_thawed(load: Load, server: Any, label: str, backend: Any) 
     circuit = backend.circuits[0]
     opened: list[Optional[float]] = []
 
+    # Once the decisions that were in flight when the circuit opened are over (each bounded
+    # by the store's connect and command timeouts, a quarter more on Memcached, whose
+    # watchdog ticks four times per timeout), every decision is refused by the circuit
+    # without touching the network: none waits for the frozen store, none times out.
+    settling = backend.connect_timeout + 1.25 * backend.command_timeout + 0.2
+
     async def during() -> tuple[float, float]:
         await asyncio.sleep(0.5)
         server.pause()
         frozen_at = time.monotonic()
         await asyncio.sleep(FROZEN)
+        # (on a loaded machine the circuit may open late, when a connection was being made
+        # as the store froze: the store stays frozen until the circuit has been open long
+        # enough to be watched)
+        while circuit.opened_at is not None and time.monotonic() < circuit.opened_at + settling + 1:
+            await asyncio.sleep(0.05)
         opened.append(circuit.opened_at)  # (open until the store answers again)
         server.resume()
         thawed_at = time.monotonic()
@@ -138,11 +149,7 @@ async def _frozen_and_thawed(load: Load, server: Any, label: str, backend: Any) 
     )
     opened_at = opened[0]
     assert opened_at is not None, "the circuit was not open while the store was frozen"
-    # Once the decisions that were in flight when the circuit opened are over (each bounded
-    # by the store's connect and command timeouts, a quarter more on Memcached, whose
-    # watchdog ticks four times per timeout), every decision is refused by the circuit
-    # without touching the network: none waits for the frozen store, none times out.
-    settled_at = opened_at + backend.connect_timeout + 1.25 * backend.command_timeout + 0.2
+    settled_at = opened_at + settling
     assert settled_at < thawed_at - 0.5, "the circuit opened too late to be watched"
     failed = [error for when, error in load.failures if settled_at <= when < thawed_at]
     assert failed, "no decision failed while the circuit was open"
