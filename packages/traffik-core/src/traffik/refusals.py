@@ -1,23 +1,25 @@
 """`RefusedClients`: a process's memory of the clients its store just refused.
 
 Once the store refuses a key with a wait of `w` ms, another hit on that key (same strategy,
-rates and cost) inside `w` would be refused too, with what is left of `w`: built-in strategies answer
-exact waits, so nothing the store holds admits it sooner. (A hit of another cost goes to the
-store: a larger one waits longer than `w`, by an amount only the store knows.) Remembering the refusal answers such hits
-in the process, without a round trip: under a flood from one client, the store sees one
-request per wait instead of every request.
+rates and cost) inside `w` would be refused too, with what is left of `w`: built-in
+strategies answer exact waits, so nothing the store holds admits it sooner. (A hit of another
+cost goes to the store: a larger one waits longer than `w`, by an amount only the store
+knows.) Remembering the refusal answers such hits in the process, without a round trip:
+under a flood from one client, the store sees one request per wait (a second at most, below)
+instead of every request.
 
 It can only refuse, never admit, so it never lets through what the store would refuse. What
 it can do is refuse for longer than the store would, when the store's state moves back in
 between: a refund (`charge_when`), or `reset()`/`clear()` (`python -m traffik reset`) run by
 *another* process (in this process they forget every refusal). So a refusal is remembered
 for `REMEMBERED_MS` at most, whatever its wait: such a change reaches every process within a
-second, and a flood from one client costs the store one round trip per second at most. A refusal is kept on the backend's clock: one asked
-about before the time it was noted (the clock stepped back since) is forgotten, since the
-store may decide otherwise then (docs/concepts/strategies.md, "Clocks"), and the wait left
-would be the step's length. It is bounded (`max_keys`: past it, the oldest half
-is forgotten) and on by default for stores outside the process (Redis, Memcached, SQLite);
-`InMemoryBackend` does not need it. Turn it off with `cache_refusals=False` on the backend.
+second, and a flood from one client costs the store one round trip per second at most. A
+refusal is kept on the backend's clock: one asked about before the time it was noted (the
+clock stepped back since) is forgotten, since the store may decide otherwise then
+(docs/concepts/strategies.md, "Clocks"), and the wait left would be the step's length. It is
+bounded (`max_keys`: past it, the oldest half is forgotten) and on by default for stores
+outside the process (Redis, Memcached, SQLite); `InMemoryBackend` does not need it. Turn it
+off with `cache_refusals=False` on the backend.
 """
 
 from __future__ import annotations
