@@ -6,21 +6,21 @@ refusing fixed-window counter included). Hits that land on one bucket (the same 
 and strategy: a throttle given twice, two throttles sharing a uid, a quota's hits with
 different contexts) are one item of that step, their costs summed. The step is planned once
 per backend, throttles, rates, costs and clients' keys (`_plan`, at most `PLANS_KEPT`), and
-a backend that can decide it at once (`items_decider`: in memory) does, without a
-coroutine. Groups on different backends are decided in order; when a later group refuses,
-what the earlier ones took is given back. A refused connection is answered by the throttle
-that refused with the longest wait (the first such, in the given order): the wait until every
-one of them would admit it, under that throttle's own policy and headers. A throttle with a strategy of its own (not built in),
-or whose decision cannot be prepared or made in one step (the store failed), is decided alone
-with `hit`, so its `on_error` applies as usual. Decisions over several store operations run
-to their end once begun, even if the caller is cancelled meanwhile (`finished`): the
-connection is charged on every throttle or on none.
+a backend that can decide it at once (`items_decider`: in memory) does, without a coroutine.
+Groups on different backends are decided in order; when a later group refuses, what the
+earlier ones took is given back. A refused connection is answered by the throttle that
+refused with the longest wait (the first such, in the given order): the wait until every one
+of them would admit it, under that throttle's own policy and headers. A throttle with a
+strategy of its own (not built in), or whose decision cannot be prepared or made in one step
+(the store failed), is decided alone with `hit`, so its `on_error` applies as usual.
+Decisions over several store operations run to their end once begun, even if the caller is
+cancelled meanwhile (`finished`): the connection is charged on every throttle or on none.
 
 A shadow throttle (the entry's `shadow`, else the throttle's, else its backend's) is never
 part of that step: once the enforced ones admit the connection, each shadow throttle is
 decided on its own, counting and reporting as it would enforcing. A connection the enforced
-ones refuse is not shown to the shadow ones (enforcing, they would have taken nothing from it
-either).
+ones refuse is not shown to the shadow ones (enforcing, they would have taken nothing from
+it either).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ class Entry:
         await self.throttle.hit(
             self.connection,
             cost=self.cost,
-            context=self.context,
+            context=self.context or None,  # (none given: the throttle's own, not a copy)
             skip_handler=self.skip_handler,
             response=response,
             shadow=self.shadow,
