@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from traffik import InMemoryBackend, ManualClock, Rate
-from traffik.exceptions import BackendCapacityError, ConfigurationError
+from traffik.exceptions import BackendCapacityError, BackendError, ConfigurationError
 from traffik.strategies import FixedWindow, TokenBucket
 
 pytestmark = pytest.mark.anyio
@@ -166,3 +166,69 @@ def test_bad_settings() -> None:
         InMemoryBackend(namespace="")
     with pytest.raises(ConfigurationError, match="on_error='ignore'"):
         InMemoryBackend(on_error="ignore")
+
+
+# -- a subclass replacing the store's operations (traffik 1.2's test doubles) -----------------
+
+
+class _Counting(InMemoryBackend):
+    """Counts its primitives and fails on demand, as traffik 1.2 users wrote test doubles."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.calls: list[str] = []
+        self.broken = False
+
+    async def increment_with_ttl(self, key: str, amount: int = 1, ttl: float = 60) -> int:
+        self.calls.append("increment_with_ttl")
+        if self.broken:
+            raise BackendError("the double's store is down")
+        return await super().increment_with_ttl(key, amount, ttl)
+
+    async def get(self, key: str) -> str | None:
+        self.calls.append("get")
+        if self.broken:
+            raise BackendError("the double's store is down")
+        return await super().get(key)
+
+
+@pytest.mark.parametrize("rate", ["2/min", "2/min;5/h"])
+@pytest.mark.parametrize("strategy", [FixedWindow, TokenBucket])
+async def test_a_subclass_s_own_operations_decide(strategy: type, rate: str) -> None:
+    """A subclass that replaces `increment_with_ttl` or `get` is called on every hit, as the
+    DESIGN says ("looked up on the backend instance when it runs"): the in-place steps,
+    which would bypass it, are not made for it. Its answers decide, and its failures reach
+    the throttle's `on_error`."""
+    from starlette.requests import Request
+
+    from traffik import HTTPThrottle, is_throttled
+
+    def make_request() -> Request:
+        return Request({"type": "http", "method": "GET", "path": "/", "headers": []})
+
+    store = _Counting(namespace="double")
+    failures: list[str] = []
+
+    async def on_error(connection: object, info: dict[str, object]) -> int:
+        failures.append(type(info["exception"]).__name__)
+        return 0  # let through
+
+    throttle = HTTPThrottle(
+        f"double-{strategy.__name__}-{rate}",
+        rate=rate,
+        strategy=strategy(),
+        backend=store,
+        on_error=on_error,
+        skip_handler=True,
+    )
+    admitted = []
+    for _ in range(3):
+        request = make_request()
+        await throttle.hit(request)
+        admitted.append(not is_throttled(request))
+    assert admitted == [True, True, False]
+    assert store.calls, "the subclass's operations were never called"
+    store.broken = True
+    calls = len(store.calls)
+    await throttle.hit(make_request())
+    assert len(store.calls) > calls and failures == ["BackendError"]

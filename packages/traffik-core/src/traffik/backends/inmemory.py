@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from traffik.backends.base import ThrottleBackend
 from traffik.backends.capacity import Capacity
-from traffik.backends.inmemory_decisions import InMemoryDecisions
+from traffik.backends.inmemory_decisions import PRIMITIVES, InMemoryDecisions
 from traffik.backends.lifecycle import READY
 from traffik.backends.locks import LocalLockTable
 from traffik.backends.url_options import (
@@ -94,6 +94,19 @@ class InMemoryBackend(InMemoryDecisions, ThrottleBackend):
 
     default_namespace = "inmemory"
     url_options = _URL_OPTIONS
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # A subclass replacing a storage operation (traffik 1.2's test doubles: a store that
+        # fails, or counts its calls) is called on every hit: the steps made in place would
+        # bypass it, and the generic steps go through it.
+        super().__init_subclass__(**kwargs)
+        replaced = {
+            name
+            for name in (*PRIMITIVES, "evaluate", "evaluate_all")
+            if getattr(cls, name) is not getattr(InMemoryBackend, name)
+        }
+        cls._in_place = not replaced
+        cls._generic = bool(replaced.intersection(PRIMITIVES))
 
     def __init__(
         self,

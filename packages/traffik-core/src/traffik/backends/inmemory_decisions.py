@@ -17,6 +17,7 @@ from traffik.backends.inmemory_steps import (
 )
 from traffik.backends.inmemory_store import InMemoryStore
 from traffik.backends.lifecycle import READY
+from traffik.backends.steps import LockedSteps
 from traffik.clock import system_ms
 from traffik.decision import Decision
 from traffik.strategies.state import decode_state
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from traffik.strategies.base import StateStrategy
     from traffik.strategies.steps import Item
 
-__all__ = ["InMemoryDecisions"]
+__all__ = ["PRIMITIVES", "InMemoryDecisions"]
 
 Row = tuple[str, Optional[Step], Optional[Counted], "Rate", int]
 """One item of `_joint`: its store key, the step of its state strategy or the decision of its
@@ -45,6 +46,9 @@ _STORED_KEYS = 16384
 _STEPS_KEPT = 256
 """Steps a backend keeps for `evaluate_all` (`_step_of`) before forgetting them all."""
 
+PRIMITIVES = ("get", "set", "increment", "increment_with_ttl", "ttl", "expire")
+"""The storage operations the generic steps (`traffik.backends.steps.LockedSteps`) are made of."""
+
 
 class InMemoryDecisions(InMemoryStore):
     """`decider`, `decide_now`, `evaluate`, `evaluate_all` and `refund_all` of `InMemoryBackend`:
@@ -52,6 +56,15 @@ class InMemoryDecisions(InMemoryStore):
     event loop."""
 
     _steps: dict[tuple[int, int, int], tuple[Any, Any, tuple[Optional[Step], Optional[Counted]]]]
+
+    _in_place = True
+    """Whether the steps made in place decide (`decider`, `decider_all`, `items_decider`):
+    False for a subclass replacing a storage operation (`PRIMITIVES`), `evaluate` or
+    `evaluate_all`, which they would bypass (`InMemoryBackend.__init_subclass__`)."""
+    _generic = False
+    """Whether `evaluate`, `evaluate_all` and `refund_all` are the generic steps
+    (`LockedSteps`): for a subclass replacing a storage operation, so that they go through
+    it."""
 
     # -- the decision step ---------------------------------------------------------------
     # Each runs without an await between its reads and its writes: atomic on the event loop.
@@ -95,6 +108,8 @@ class InMemoryDecisions(InMemoryStore):
             A callable of a throttle's key (not namespaced) returning the `Decision` or None,
             or None when `kind` cannot be decided in place.
         """
+        if not self._in_place:
+            return None
         return self._decider(strategy, rate, cost, kind, self._prefix, strategy.suffix)
 
     def decide_now(
@@ -112,7 +127,7 @@ class InMemoryDecisions(InMemoryStore):
         Returns:
             The `Decision`, or None when it cannot be made here.
         """
-        decide = self._decider(strategy, rate, cost, kind, "", "")
+        decide = self._decider(strategy, rate, cost, kind, "", "") if self._in_place else None
         return None if decide is None else decide(key)
 
     def _decider(
@@ -183,7 +198,7 @@ class InMemoryDecisions(InMemoryStore):
             `Decision` (its `parts` one per rate) or None, or None when `kind` cannot be
             decided in place.
         """
-        if kind != IN_PLACE_COUNTER and kind != IN_PLACE_STATE:
+        if (kind != IN_PLACE_COUNTER and kind != IN_PLACE_STATE) or not self._in_place:
             return None
         steps = [self._steps_of(strategy, rate, cost) for rate in rates]
         head = self._prefix
@@ -308,6 +323,8 @@ class InMemoryDecisions(InMemoryStore):
         Returns:
             The `Decision`.
         """
+        if self._generic:
+            return await LockedSteps.evaluate(self, key, strategy, rate, cost, commit=commit)
         if self._status != READY:
             await self.ensure()
         with self._mutex:
@@ -331,6 +348,8 @@ class InMemoryDecisions(InMemoryStore):
         Returns:
             The combined `Decision` of every item.
         """
+        if self._generic:
+            return await LockedSteps.evaluate_all(self, items, commit=commit)
         if self._status != READY:
             await self.ensure()
         with self._mutex:
@@ -347,7 +366,7 @@ class InMemoryDecisions(InMemoryStore):
         Returns:
             A callable returning the combined `Decision` or None.
         """
-        return partial(self._joint_now, self._rows(items))
+        return partial(self._joint_now, self._rows(items)) if self._in_place else None
 
     def _rows(self, items: Sequence[Item]) -> list[Row]:
         """`_joint`'s rows for `items` (`_steps_of`)."""
@@ -362,6 +381,8 @@ class InMemoryDecisions(InMemoryStore):
         Args:
             items: The items (key, strategy, rate, cost) to refund; a missing key is skipped.
         """
+        if self._generic:
+            return await LockedSteps.refund_all(self, items)
         if self._status != READY:
             await self.ensure()
         with self._mutex:
