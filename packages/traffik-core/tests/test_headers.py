@@ -265,7 +265,8 @@ async def test_a_mapping_is_written_on_allowed_responses_and_429s() -> None:
         first, second, third = [await http.get("/items") for _ in range(3)]
     assert first.headers["x-service"] == "api"
     assert "x-tier" not in first.headers and "x-wait" not in first.headers
-    assert second.headers["x-tier"] == "free:0" and second.headers["x-wait"] == "0"
+    # (the last allowed response: no units left, so the wait is until the limit is whole)
+    assert second.headers["x-tier"] == "free:0" and second.headers["x-wait"] == "60"
     assert third.status_code == 429
     assert (third.headers["x-service"], third.headers["x-tier"]) == ("api", "free:0")
     assert third.headers["x-wait"] == third.headers["retry-after"] == "60"

@@ -26,6 +26,7 @@ except ImportError as exc:
     raise _starlette_missing("traffik.decorators") from exc
 
 from traffik.exceptions import ConfigurationError
+from traffik.header_merge import merge_headers
 from traffik.outcomes import Outcome, settle
 from traffik.together import Entry, hit_together
 
@@ -124,7 +125,8 @@ def _find_connection(
 
 def carry_headers(headers: list[tuple[bytes, bytes]], answer: Any) -> None:
     """Add the rate-limit `headers` the throttles wrote to what an endpoint answered: a
-    `Response` it returned, or an `HTTPException` it raised (whose own headers win).
+    `Response` it returned, or an `HTTPException` it raised (whose own headers win). A field
+    the answer has already is sent once (`traffik.header_merge.merge_headers`).
 
     Args:
         headers: The raw header pairs the throttles wrote.
@@ -133,10 +135,18 @@ def carry_headers(headers: list[tuple[bytes, bytes]], answer: Any) -> None:
     if not headers:
         return
     if isinstance(answer, Response):
-        answer.raw_headers.extend(headers)
+        merge_headers(answer.raw_headers, headers)
     elif isinstance(answer, HTTPException):
-        written = {name.decode("latin-1"): value.decode("latin-1") for name, value in headers}
-        answer.headers = {**written, **(answer.headers or {})}
+        raw = [
+            (name.encode("latin-1"), value.encode("latin-1"))
+            for name, value in (answer.headers or {}).items()
+        ]
+        merge_headers(raw, headers, theirs_win=True)
+        merged: dict[str, str] = {}
+        for name, value in raw:  # (a list field written twice: one line, its items joined)
+            key, text = name.decode("latin-1"), value.decode("latin-1")
+            merged[key] = text if key not in merged else f"{merged[key]}, {text}"
+        answer.headers = merged
 
 
 def is_async_callable(obj: Any) -> bool:

@@ -292,6 +292,8 @@ class ConnectionThrottled(*_throttled_bases()):  # type: ignore[misc]
         merged = dict(headers or {})
         if wait_period is not None:
             seconds = str(math.ceil(wait_period))
+            for name in [name for name in merged if name.lower() == "retry-after"]:
+                del merged[name]  # (the wait is the one `Retry-After`, however it was spelt)
             merged["Retry-After"] = seconds
             if detail is None:
                 detail = f"{_reason_phrase(status_code)}. Retry after {seconds} second(s)."

@@ -252,7 +252,8 @@ class Header:
 
     @classmethod
     def RESET_MILLISECONDS(cls, *, when: Condition) -> Header:
-        """The wait in milliseconds (`0` when not throttled).
+        """The wait in milliseconds: 0 while units are left; on the last allowed response (no
+        units left), the time until the limit is whole again.
 
         Args:
             when: When the header is written: `"always"`, `"throttled"` or a predicate
@@ -265,7 +266,8 @@ class Header:
 
     @classmethod
     def RESET_SECONDS(cls, *, when: Condition) -> Header:
-        """The wait in whole seconds, rounded up (`0` when not throttled).
+        """The wait in whole seconds, rounded up: 0 while units are left; on the last allowed
+        response (no units left), the time until the limit is whole again.
 
         Args:
             when: When the header is written: `"always"`, `"throttled"` or a predicate

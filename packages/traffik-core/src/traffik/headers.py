@@ -12,6 +12,8 @@ from the client's `StrategyStat`; the presets compute theirs with `RateLimitFiel
 
 from __future__ import annotations
 
+import logging
+import math
 import re
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, Optional, Union, cast
@@ -21,6 +23,7 @@ from traffik.exceptions import ConfigurationError
 from traffik.header_value import Condition as Condition
 from traffik.header_value import Header, _checked_value, _field_value
 from traffik.header_value import Resolver as Resolver
+from traffik.logs import QuietLog
 from traffik.rate_limit_fields import RateLimitField, policy_value, quoted_name
 
 if TYPE_CHECKING:
@@ -46,6 +49,9 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 """A header name (RFC 9110 `token`)."""
 
 HeaderValue = Union[str, Header]
+
+_log = QuietLog(logging.getLogger("traffik"))
+"""A header left out (`resolve_headers`): logged once per 10 s per header and error."""
 
 
 class Headers(MutableMapping[str, Header]):
@@ -173,11 +179,47 @@ def resolve_headers(
         if isinstance(value, str):
             if value != Header.DISABLE:
                 headers[name] = value
-        elif stat is not None and value.check(connection, stat, context):
-            text = value.resolve(connection, stat, context)
+        elif stat is not None:
+            text = _resolved(name, value, connection, stat, context)
             if text is not None and text != Header.DISABLE:
                 headers[name] = _field_value(text)
     return headers
+
+
+def _resolved(
+    name: str, value: Header, connection: Any, stat: StrategyStat, context: Any
+) -> Optional[str]:
+    """`value`'s text for this response, or None to leave the header out: when its condition
+    fails, and when its condition or resolver raises or the resolver gives neither text nor a
+    number (logged, once per 10 s per header and error). A header never fails the response:
+    the request it tells of was decided and charged already."""
+    try:
+        if not value.check(connection, stat, context):
+            return None
+        text: Any = value.resolve(connection, stat, context)
+    except Exception as exc:
+        _log.log(
+            logging.WARNING,
+            (name, type(exc)),
+            "the header %r was left out: its condition or resolver raised %s: %s",
+            name,
+            type(exc).__name__,
+            exc,
+        )
+        return None
+    if text is None or isinstance(text, str):
+        return text
+    if isinstance(text, (int, float)) and not isinstance(text, bool) and math.isfinite(text):
+        return str(int(text)) if float(text).is_integer() else str(text)
+    _log.log(
+        logging.WARNING,
+        (name, type(text)),
+        "the header %r was left out: its resolver gave %r, where a header's text is a str "
+        "(or a number, written as digits; None leaves the header out)",
+        name,
+        text,
+    )
+    return None
 
 
 IETF_HEADERS = Headers(

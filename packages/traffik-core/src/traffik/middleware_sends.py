@@ -18,6 +18,7 @@ try:
 except ImportError as exc:
     raise _starlette_missing("traffik.middleware_sends") from exc
 
+from traffik.header_merge import merge_headers
 from traffik.outcomes import Outcome, settle
 
 __all__ = ["HeaderSink", "Settling"]
@@ -62,8 +63,12 @@ class HeaderSink:
 
     def send_with_headers(self, message: Message) -> Awaitable[None]:
         # A plain method handing back `send`'s awaitable: no coroutine of its own per
-        # message. The start message is copied, not changed: the app may send it again.
+        # message. The start message is copied, not changed: the app may send it again. The
+        # app's response may carry rate-limit headers of its own (a route's throttle, a
+        # refusal's `Retry-After`): each field is sent once (`merge_headers`).
         if message["type"] == "http.response.start":
             message = dict(message)
-            message["headers"] = [*message.get("headers", ()), *self.raw_headers]
+            headers = list(message.get("headers", ()))
+            merge_headers(headers, self.raw_headers)
+            message["headers"] = headers
         return self.send(message)

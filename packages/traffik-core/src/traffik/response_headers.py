@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Optional
 
 from traffik.decision import LONGEST_WAIT_MS, whole_seconds
+from traffik.header_merge import LIST_FIELDS, merge_headers
 from traffik.header_value import Header
 from traffik.headers import Headers, HeaderValue, resolve_headers
 from traffik.rate_limit_fields import RateLimitField, policy_value, quoted_name
@@ -274,7 +275,14 @@ class HeaderPlan:
         index, part = self._binding_part(decision)
         if part is not decision and index != getattr(decision, "refused", None):
             wait_ms = None  # (the wait told is the refusing rate's)
-        wait = (part.wait_ms if wait_ms is None else wait_ms) if not part.allowed else 0
+        if not part.allowed:
+            wait = part.wait_ms if wait_ms is None else wait_ms
+        elif part.remaining is not None and part.remaining < 1:
+            # (the last unit was spent: the next hit waits, at most until the limit is
+            # whole again; not 0, which would tell the client to come back at once)
+            wait = max(part.reset_ms, 0)
+        else:
+            wait = 0
         return StrategyStat(
             key=key,
             rate=self.rates[index],
@@ -403,7 +411,20 @@ class ThrottleHeaders:
         stat: Optional[StrategyStat] = None,
         context: Optional[Mapping[str, Any]] = None,
     ) -> None:
-        """Write `get_headers(...)` on `response` (replacing headers of the same names)."""
+        """Write `get_headers(...)` on `response`, replacing headers of the same names but
+        the list fields (`RateLimit`, `RateLimit-Policy`), to which this throttle's policies
+        are added: two throttles writing on one response both show."""
         resolved = await self.get_headers(connection, headers, stat, context)
-        if resolved:
+        if not resolved:
+            return
+        raw = getattr(response, "raw_headers", None)
+        if not isinstance(raw, list):
             response.headers.update(resolved)
+            return
+        ours = [
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in resolved.items()
+        ]
+        replaced = {name for name, _ in ours if name not in LIST_FIELDS}
+        raw[:] = [(name, value) for name, value in raw if name.lower() not in replaced]
+        merge_headers(raw, ours)

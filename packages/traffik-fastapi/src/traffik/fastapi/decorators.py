@@ -19,6 +19,8 @@ from starlette.websockets import WebSocket
 from traffik._connection_kinds import other_kind
 from traffik.decorators import carry_headers, check_throttles, is_async_callable
 from traffik.exceptions import ConfigurationError
+from traffik.header_merge import merge_headers
+from traffik.middleware_sends import HeaderSink
 from traffik.outcomes import Outcome, settle
 from traffik.throttles import Throttle
 from traffik.together import Entry, hit_together
@@ -56,22 +58,21 @@ async def _settled(connection: Any, result: Awaitable[Any]) -> Any:
 
 
 class _Marked(NamedTuple):
-    """What the decorator's dependency gives its endpoint: the connection, and where the
-    throttles' headers are on FastAPI's injected `response` (`raw_headers[start:end]`)."""
+    """What the decorator's dependency gives its endpoint: the connection, FastAPI's injected
+    `response`, and the headers the throttles wrote (`written`, put on the injected response
+    too)."""
 
     connection: Any
     response: Optional[Response]
-    start: int
-    end: int
+    written: Optional[HeaderSink]
 
 
 def _carry_headers(mark: _Marked, answer: Any) -> None:
-    """Add the headers the throttles wrote on FastAPI's injected response to what the
-    endpoint answered (`carry_headers`): a `Response` it returned, which FastAPI sends as it
-    is, or an `HTTPException` it raised."""
-    injected = mark.response
-    if injected is not None and answer is not injected:
-        carry_headers(injected.raw_headers[mark.start : mark.end], answer)
+    """Add the headers the throttles wrote to what the endpoint answered (`carry_headers`): a
+    `Response` it returned, which FastAPI sends as it is, or an `HTTPException` it raised."""
+    written = mark.written
+    if written is not None and answer is not mark.response:
+        carry_headers(written.raw_headers, answer)
 
 
 async def _carrying(mark: _Marked, result: Awaitable[Any]) -> Any:
@@ -152,10 +153,16 @@ def _applying(
         if not marks:
             await _apply(throttles, connection, response)
             return connection
-        start = len(response.raw_headers) if response is not None else 0
-        await _apply(throttles, connection, response)
-        end = len(response.raw_headers) if response is not None else 0
-        return _Marked(connection, response, start, end)
+        if response is None:
+            await _apply(throttles, connection, None)
+            return _Marked(connection, None, None)
+        # (written apart, then put on the injected response: another throttle's dependency
+        # may have written the same fields there, which these may replace)
+        written = HeaderSink()
+        written.raw_headers = []
+        await _apply(throttles, connection, written)
+        merge_headers(response.raw_headers, written.raw_headers)
+        return _Marked(connection, response, written)
 
     dependency: Callable[..., Any] = hit
     if settles:
