@@ -48,6 +48,12 @@ def merge_headers(
     if not headers:
         headers.extend(added)
         return
+    theirs, ours = dict(headers), dict(added)
+    if (
+        theirs.keys().isdisjoint(ours) and b"".join(theirs).islower() and b"".join(ours).islower()
+    ):  # (the common case: no field of the throttles' there, names in lower case as ASGI's)
+        headers.extend(added)
+        return
     present: dict[bytes, int] = {}
     for index, (name, _) in enumerate(headers):
         present.setdefault(name.lower(), index)
