@@ -1201,3 +1201,249 @@ def test_a_backend_context_per_tenant_inside_a_running_app_keeps_each_tenants_st
     assert codes == [200, 429, 200, 429]
     assert after == 200
     assert all(not tenant.closed() for tenant in tenants.values())
+
+
+# -- traffik 1.2's names at every path it exported them from -----------------------------------
+# traffik 1.2's `traffik` and `traffik.backends` star-imported their submodules, so what those
+# imported (a type alias, an exception) was importable from them too.
+
+TYPING_ALIASES = [
+    "AsyncLock",
+    "ConnectionIdentifier",
+    "ConnectionThrottledHandler",
+    "Dependency",
+    "ExceptionHandler",
+    "HTTPConnectionT",
+    "HTTPConnectionTcon",
+    "LockConfig",
+    "Matchable",
+    "Network",
+    "Stringable",
+    "ThrottleErrorHandler",
+    "TrustedProxy",
+    "WaitPeriod",
+]
+
+TRAFFIK12_PATHS = [
+    *(("traffik", name, "traffik.typing", name) for name in TYPING_ALIASES),
+    ("traffik", "BackendConnectionError", "traffik.exceptions", "BackendConnectionError"),
+    ("traffik", "LockAcquisitionError", "traffik.exceptions", "LockAcquisitionError"),
+    ("traffik", "time", "traffik._utils", "time"),
+    ("traffik.backends", "InMemoryBackend", "traffik.backends.inmemory", "InMemoryBackend"),
+    ("traffik.backends", "connection_throttled", "traffik", "connection_throttled"),
+    ("traffik.backends", "default_identifier", "traffik", "default_identifier"),
+    ("traffik.backends", "BackendConnectionError", "traffik.exceptions", "BackendConnectionError"),
+    ("traffik.backends", "LockAcquisitionError", "traffik.exceptions", "LockAcquisitionError"),
+    *(
+        ("traffik.backends", name, "traffik.typing", name)
+        for name in (
+            "ConnectionIdentifier",
+            "ConnectionThrottledHandler",
+            "HTTPConnectionT",
+            "ThrottleErrorHandler",
+        )
+    ),
+    ("traffik.throttles", "websocket_throttled", "traffik", "websocket_throttled"),
+    ("traffik.throttles", "ExceptionInfo", "traffik.error_handlers", "ThrottleExceptionInfo"),
+    *(
+        (
+            f"traffik.strategies.{module}",
+            f"{name}StatMetadata",
+            "traffik.strategies",
+            f"{name}StatMetadata",
+        )
+        for module, names in {
+            "fixed_window": ["FixedWindow"],
+            "sliding_window": ["SlidingWindowCounter", "SlidingWindowLog"],
+            "token_bucket": ["TokenBucket", "TokenBucketWithDebt"],
+            "leaky_bucket": ["LeakyBucket", "LeakyBucketWithQueue"],
+        }.items()
+        for name in names
+    ),
+]
+
+
+@pytest.mark.parametrize(("module", "name", "home", "same_as"), TRAFFIK12_PATHS)
+def test_traffik12_names_import_from_where_traffik12_had_them(
+    module: str, name: str, home: str, same_as: str
+) -> None:
+    namespace: dict[str, Any] = {}
+    exec(f"from {module} import {name}", namespace)  # (the statement 1.2 code runs)
+    assert namespace[name] is getattr(importlib.import_module(home), same_as)
+
+
+def test_traffik12_public_lists_keep_their_names() -> None:
+    """The names in traffik 1.2's `__all__` of `traffik.typing`, `traffik.throttles` and each
+    strategy module are in ours (so `from traffik.typing import *` gives them too)."""
+    listed = {
+        "traffik.typing": ["Dependency", "HTTPConnectionTcon", "Network", "TrustedProxy"],
+        "traffik.throttles": ["websocket_throttled"],
+        "traffik.backends": ["InMemoryBackend"],
+        "traffik.strategies.fixed_window": ["FixedWindowStatMetadata"],
+        "traffik.strategies.sliding_window": [
+            "SlidingWindowCounterStatMetadata",
+            "SlidingWindowLogStatMetadata",
+        ],
+        "traffik.strategies.token_bucket": [
+            "TokenBucketStatMetadata",
+            "TokenBucketWithDebtStatMetadata",
+        ],
+        "traffik.strategies.leaky_bucket": [
+            "LeakyBucketStatMetadata",
+            "LeakyBucketWithQueueStatMetadata",
+        ],
+    }
+    for module, names in listed.items():
+        assert set(names) <= set(importlib.import_module(module).__all__), module
+
+
+def test_traffik12_typing_additions_keep_their_meaning() -> None:
+    import ipaddress
+    import typing
+
+    from traffik import typing as aliases
+
+    assert aliases.Dependency[[Request], Request] is not None  # (parameters, result)
+    assert aliases.HTTPConnectionTcon.__contravariant__
+    assert set(typing.get_args(aliases.Network)) == {ipaddress.IPv4Network, ipaddress.IPv6Network}
+    assert set(typing.get_args(aliases.TrustedProxy)) == {
+        ipaddress.IPv4Address,
+        ipaddress.IPv6Address,
+        ipaddress.IPv4Network,
+        ipaddress.IPv6Network,
+    }
+
+
+def test_traffik12_names_need_no_starlette() -> None:
+    names = ", ".join(TYPING_ALIASES)
+    code = (
+        "import sys; sys.modules['starlette'] = None\n"
+        f"from traffik import {names}, BackendConnectionError, LockAcquisitionError, time\n"
+        "from traffik.backends import InMemoryBackend, default_identifier, ConnectionIdentifier\n"
+        "from traffik.strategies.fixed_window import FixedWindowStatMetadata\n"
+        "from traffik.backends import *\n"
+        "try:\n"
+        "    from traffik.backends import connection_throttled\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+        "print(sorted(m for m, v in sys.modules.items() if m.startswith(('starlette', 'fastapi')) and v))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    hint, loaded = result.stdout.strip().splitlines()
+    assert "traffik-core[starlette]" in hint and loaded == "[]"
+
+
+@pytest.mark.parametrize("module", ["traffik", "traffik.backends"])
+def test_traffik12_multiprocess_backend_name_says_what_to_use(module: str) -> None:
+    with pytest.raises(ImportError, match=r"MultiProcessInMemoryBackend.*SQLiteBackend"):
+        exec(f"from {module} import MultiProcessInMemoryBackend", {})
+    with pytest.raises(AttributeError, match="NoSuchName"):
+        importlib.import_module(module).NoSuchName  # noqa: B018
+
+
+# -- Rate with a fraction of a unit -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "expire"),
+    [
+        ({"seconds": 1.5}, 1500),
+        ({"minutes": 0.5}, 30_000),
+        ({"hours": 0.25}, 900_000),
+        ({"days": 0.5}, 43_200_000),
+        ({"seconds": 0.1}, 100),  # (0.1 as written, not the binary double's expansion)
+        ({"seconds": 2.5e-3}, 2.5),
+    ],
+)
+def test_a_fractional_rate_unit_says_the_milliseconds_to_write(
+    given: dict[str, float], expire: float
+) -> None:
+    """traffik 1.2 took `Rate(limit=5, seconds=1.5)`; Traffik refuses it (a period is whole
+    milliseconds) with the whole milliseconds that mean the same, when there are any."""
+    import re
+
+    from traffik.exceptions import ConfigurationError
+
+    with pytest.raises(ConfigurationError) as caught:
+        Rate(limit=5, **given)  # type: ignore[arg-type]
+    message = str(caught.value)
+    ((name, value),) = given.items()
+    assert message.startswith(f"Rate {name}={value!r}: must be a whole number (int), not float")
+    if expire == int(expire):
+        written = re.search(r"milliseconds=(\d+)", message)
+        assert written is not None, message
+        assert Rate(limit=5, milliseconds=int(written.group(1))).expire == expire
+    else:
+        assert "milliseconds=" not in message
+        assert "a period is a whole number of milliseconds" in message
+
+
+@pytest.mark.parametrize(
+    ("given", "fragment"),
+    [
+        ({"seconds": 2.0}, "write seconds=2"),
+        ({"milliseconds": 1500.0}, "write milliseconds=1500"),
+        ({"limit": 5.0, "seconds": 1}, "write limit=5"),
+        ({"limit": 5.5, "seconds": 1}, "a limit is a whole number of units"),
+        ({"milliseconds": 1.5}, "a period is a whole number of milliseconds"),
+        ({"seconds": -1.5}, "zero or positive"),
+        ({"seconds": float("nan")}, "a period is a whole number of milliseconds"),
+        ({"seconds": float("inf")}, "a period is a whole number of milliseconds"),
+        ({"seconds": 1 + 2j}, "a period is a whole number of milliseconds"),
+    ],
+)
+def test_a_rate_argument_that_is_not_an_int_says_what_is_valid(
+    given: dict[str, float], fragment: str
+) -> None:
+    from traffik.exceptions import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="must be a whole number") as caught:
+        Rate(**{"limit": 5, **given})  # type: ignore[arg-type]
+    assert fragment in str(caught.value)
+
+
+def test_other_numbers_for_a_rate_unit_get_the_same_advice() -> None:
+    from decimal import Decimal
+    from fractions import Fraction
+
+    from traffik.exceptions import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=r"not Decimal; .*milliseconds=1500\b"):
+        Rate(limit=5, seconds=Decimal("1.5"))  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"not Fraction; .*whole number of milliseconds"):
+        Rate(limit=5, seconds=Fraction(1, 3))  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"not str$"):
+        Rate(limit=5, seconds="1.5")  # type: ignore[arg-type]
+
+
+# -- ThrottleMiddleware's traffik 1.2 attributes ------------------------------------------------
+
+
+def test_throttle_middleware_keeps_traffik12_attribute_names() -> None:
+    from traffik import HTTPThrottle, WebSocketThrottle
+    from traffik.middleware import MiddlewareThrottle, ThrottleMiddleware
+
+    backend = InMemoryBackend(namespace="surface-mw-attrs")
+    http = HTTPThrottle("surface:mw-attrs", "5/min", backend=backend, registry=ThrottleRegistry())
+    socket = WebSocketThrottle(
+        "surface:mw-ws", "5/min", backend=backend, registry=ThrottleRegistry()
+    )
+    guarded = MiddlewareThrottle(http, path="/api/")
+
+    def getter(exc: Exception) -> None:
+        return None
+
+    middleware = ThrottleMiddleware(
+        Starlette(), middleware_throttles=[guarded, socket], exception_handler_getter=getter
+    )
+    by_kind = middleware.middleware_throttles
+    assert set(by_kind) == {"http", "websocket"}
+    assert list(by_kind["http"]) == [guarded]
+    assert [t.throttle for t in by_kind["websocket"]] == [socket]  # (a plain throttle, wrapped)
+    assert middleware.get_exception_handler is getter
+    assert ThrottleMiddleware(Starlette(), [guarded]).get_exception_handler is None
+    with pytest.raises(AttributeError):
+        middleware.middleware_throttles = {}  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        by_kind["http"] = []  # type: ignore[index]

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 __version__ = "2.0.0"
 
 if TYPE_CHECKING:  # what `__getattr__` imports, for type checkers and IDEs
+    # (`X as X`: traffik 1.2's names, outside `__all__`; its `traffik` star-imported them)
+    from traffik._utils import time as time
     from traffik.backends.base import ThrottleBackend
     from traffik.backends.context import get_throttle_backend
     from traffik.backends.inmemory import InMemoryBackend
@@ -30,6 +32,8 @@ if TYPE_CHECKING:  # what `__getattr__` imports, for type checkers and IDEs
     )
     from traffik.decision import Decision
     from traffik.error_handlers import CircuitBreaker, CircuitState, ThrottleExceptionInfo
+    from traffik.exceptions import BackendConnectionError as BackendConnectionError
+    from traffik.exceptions import LockAcquisitionError as LockAcquisitionError
     from traffik.headers import DEFAULT_HEADERS_ALWAYS, DEFAULT_HEADERS_THROTTLED, Header, Headers
     from traffik.identity import (
         ProxyHeaders,
@@ -52,6 +56,20 @@ if TYPE_CHECKING:  # what `__getattr__` imports, for type checkers and IDEs
         throttled,
     )
     from traffik.typing import EXEMPTED, StrategyStat
+    from traffik.typing import AsyncLock as AsyncLock
+    from traffik.typing import ConnectionIdentifier as ConnectionIdentifier
+    from traffik.typing import ConnectionThrottledHandler as ConnectionThrottledHandler
+    from traffik.typing import Dependency as Dependency
+    from traffik.typing import ExceptionHandler as ExceptionHandler
+    from traffik.typing import HTTPConnectionT as HTTPConnectionT
+    from traffik.typing import HTTPConnectionTcon as HTTPConnectionTcon
+    from traffik.typing import LockConfig as LockConfig
+    from traffik.typing import Matchable as Matchable
+    from traffik.typing import Network as Network
+    from traffik.typing import Stringable as Stringable
+    from traffik.typing import ThrottleErrorHandler as ThrottleErrorHandler
+    from traffik.typing import TrustedProxy as TrustedProxy
+    from traffik.typing import WaitPeriod as WaitPeriod
 
 # Every name is imported on first use, so `import traffik.rates` loads nothing else.
 _LAZY = {
@@ -98,7 +116,41 @@ _LAZY = {
     "get_wait": ("traffik.throttles", True),
     "connection_throttled": ("traffik.responses", True),
     "websocket_throttled": ("traffik.responses", True),
+    # traffik 1.2's names, not in `__all__` (see the `TYPE_CHECKING` imports)
+    **dict.fromkeys(
+        (
+            "AsyncLock",
+            "ConnectionIdentifier",
+            "ConnectionThrottledHandler",
+            "Dependency",
+            "ExceptionHandler",
+            "HTTPConnectionT",
+            "HTTPConnectionTcon",
+            "LockConfig",
+            "Matchable",
+            "Network",
+            "Stringable",
+            "ThrottleErrorHandler",
+            "TrustedProxy",
+            "WaitPeriod",
+        ),
+        ("traffik.typing", False),
+    ),
+    "BackendConnectionError": ("traffik.exceptions", False),
+    "LockAcquisitionError": ("traffik.exceptions", False),
+    "time": ("traffik._utils", False),
 }
+
+_REMOVED = {
+    "MultiProcessInMemoryBackend": (
+        "MultiProcessInMemoryBackend (traffik 1.2's experimental backend) is not part of "
+        "Traffik. For one limit shared by the worker processes of one host, use SQLiteBackend "
+        "(standard library only): `from traffik.backends.sqlite import SQLiteBackend; "
+        "backend = SQLiteBackend('sqlite:////var/lib/app/traffik.db')` (docs/sqlite.md); "
+        "for several hosts, traffik-redis"
+    ),
+}
+"""traffik 1.2's names that Traffik has no equivalent of, each with what to use instead."""
 
 __all__ = [
     "ANONYMOUS_IDENTIFIER",
@@ -157,6 +209,8 @@ def _starlette_missing(what: str) -> ImportError:
 def __getattr__(name: str) -> Any:
     spec = _LAZY.get(name)
     if spec is None:
+        if name in _REMOVED:
+            raise ImportError(_REMOVED[name], name="traffik")
         raise AttributeError(f"module 'traffik' has no attribute {name!r}")
     module_name, needs_starlette = spec
     if needs_starlette:

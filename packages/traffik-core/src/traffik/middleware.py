@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, Callable, Optional, Union
 
 from traffik import _starlette_missing
@@ -176,6 +177,20 @@ class ThrottleMiddleware(MiddlewareAnswers):
         self._websocket_each = tuple(self._settled(t) for t in self.websocket_throttles)
         self._http_one = self._one(self._http_each)
         self._websocket_one = self._one(self._websocket_each)
+
+    @property
+    def middleware_throttles(self) -> Mapping[str, tuple[MiddlewareThrottle, ...]]:
+        """traffik 1.2's name: the throttles by kind, `"http"` (`http_throttles`) and
+        `"websocket"` (`websocket_throttles`), in the order they run. Read-only: the
+        middleware settles them when it is built."""
+        return MappingProxyType(
+            {"http": self.http_throttles, "websocket": self.websocket_throttles}
+        )
+
+    @property
+    def get_exception_handler(self) -> Optional[ExceptionHandlerGetter]:
+        """traffik 1.2's name for `exception_handler_getter`."""
+        return self.exception_handler_getter
 
     def _settled(self, throttle: MiddlewareThrottle) -> _Settled:
         """How `throttle` runs here (`_Settled`), worked out when the app is built."""

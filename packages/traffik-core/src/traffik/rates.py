@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import re
 from collections.abc import Sequence
 from fractions import Fraction
@@ -71,14 +72,52 @@ now plus the period stays exact in every store (a double, a signed 64-bit SQLite
 _MAX_PERIOD_TEXT = f"36500 days ({MAX_PERIOD_MS} ms, MAX_PERIOD_MS)"
 
 
+_KEYWORD_MS = {
+    "milliseconds": 1,
+    "seconds": 1_000,
+    "minutes": 60_000,
+    "hours": 3_600_000,
+    "days": 86_400_000,
+}
+"""`Rate`'s period keywords, in milliseconds."""
+
+
 def _check_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigurationError(
-            f"Rate {name}={value!r}: must be a whole number (int), not {type(value).__name__}"
+            f"Rate {name}={value!r}: must be a whole number (int), not "
+            f"{type(value).__name__}{_whole_hint(name, value)}"
         )
     if value < 0:
         raise ConfigurationError(f"Rate {name}={value!r}: must be zero or positive")
     return value
+
+
+def _whole_hint(name: str, value: object) -> str:
+    """For a number that is not an int (`seconds=1.5`): the same amount as a whole number
+    (`milliseconds=1500`), or what is valid when there is none. A float counts as written:
+    `seconds=0.1` is 100 ms."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Number):
+        return ""
+    valid = (
+        "a limit is a whole number of units"
+        if name == "limit"
+        else "a period is a whole number of milliseconds"
+    )
+    try:
+        exact = Fraction(value) if isinstance(value, numbers.Rational) else Fraction(str(value))
+    except (ValueError, OverflowError):  # nan, inf, complex
+        return f"; {valid}"
+    if exact < 0:
+        return "; it must also be zero or positive"
+    if exact.denominator == 1:
+        return f"; write {name}={exact.numerator}"
+    if name == "limit":
+        return f"; {valid}"
+    ms = exact * _KEYWORD_MS[name]
+    if ms.denominator == 1:
+        return f"; {name}={value!r} is milliseconds={ms.numerator}"
+    return f"; {valid}, and {name}={value!r} is {float(ms):g} ms"
 
 
 def _out_of_bounds(limit: int, expire: int) -> str:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
-from collections.abc import Mapping
+import sys
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from re import Pattern
 from typing import (
@@ -33,12 +35,15 @@ __all__ = [
     "CostFunc",
     "CostType",
     "DecidingStrategy",
+    "Dependency",
     "ExceptionHandler",
     "FullThrottleStrategy",
     "HTTPConnectionT",
+    "HTTPConnectionTcon",
     "ImmediateOps",
     "LockConfig",
     "Matchable",
+    "Network",
     "RateFunc",
     "RateType",
     "RetryOn",
@@ -47,6 +52,7 @@ __all__ = [
     "Stringable",
     "ThrottleErrorHandler",
     "ThrottleStrategy",
+    "TrustedProxy",
     "WaitPeriod",
 ]
 
@@ -156,6 +162,8 @@ class LockConfig(TypedDict, total=False):
 
 HTTPConnectionT = TypeVar("HTTPConnectionT")
 """A connection type (`Request`, `WebSocket`), as traffik 1.2 named it."""
+HTTPConnectionTcon = TypeVar("HTTPConnectionTcon", contravariant=True)
+"""`HTTPConnectionT` for parameters only (contravariant), as traffik 1.2 named it."""
 _MappingT = TypeVar("_MappingT", bound=Mapping[Any, Any])
 _ThrottleT = TypeVar("_ThrottleT")
 
@@ -185,3 +193,29 @@ RetryOn = Union[type[BaseException], tuple[type[BaseException], ...], Callable[.
 """What `retry` tries again on: exception types, or a predicate of the failure."""
 ApplyOnError = Union[bool, type[BaseException], tuple[type[BaseException], ...]]
 """A quota context's `apply_on_error`."""
+
+if sys.version_info >= (3, 10):
+    from typing import ParamSpec
+
+    _Params = ParamSpec("_Params")
+else:  # (3.9's `typing` has no `ParamSpec`, and the core depends on nothing)
+    _Params = TypeVar("_Params")
+_Result = TypeVar("_Result", covariant=True)
+
+
+class Dependency(Protocol[_Params, _Result]):
+    """A FastAPI dependency, as traffik 1.2 typed one: `Dependency[[Request], Request]` is
+    called with a request and returns one, or an awaitable of one. On Python 3.9 the
+    parameters are one type, not a list."""
+
+    def __call__(
+        self, *args: _Params.args, **kwargs: _Params.kwargs
+    ) -> Union[_Result, Awaitable[_Result]]: ...
+
+
+TrustedProxy = Union[
+    ipaddress.IPv4Address, ipaddress.IPv6Address, ipaddress.IPv4Network, ipaddress.IPv6Network
+]
+"""A trusted proxy, as traffik 1.2 typed one: an address or a network."""
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+"""An IPv4 or IPv6 network."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 __path__ = __import__("pkgutil").extend_path(__path__, __name__)
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from traffik.backends._plugins import KNOWN_DISTRIBUTIONS, discover, refresh
 from traffik.backends.base import ThrottleBackend
@@ -17,7 +18,37 @@ from traffik.exceptions import (
     InvalidBackendError,
 )
 
+if TYPE_CHECKING:  # what `__getattr__` imports (`X as X`: traffik 1.2's names, outside `__all__`)
+    from traffik.backends.inmemory import InMemoryBackend
+    from traffik.exceptions import BackendConnectionError as BackendConnectionError
+    from traffik.exceptions import LockAcquisitionError as LockAcquisitionError
+    from traffik.identity import default_identifier as default_identifier
+    from traffik.responses import connection_throttled as connection_throttled
+    from traffik.typing import ConnectionIdentifier as ConnectionIdentifier
+    from traffik.typing import ConnectionThrottledHandler as ConnectionThrottledHandler
+    from traffik.typing import HTTPConnectionT as HTTPConnectionT
+    from traffik.typing import ThrottleErrorHandler as ThrottleErrorHandler
+
+_LAZY = {
+    "InMemoryBackend": "traffik.backends.inmemory",
+    # traffik 1.2's names, not in `__all__` (its `traffik.backends` star-imported the modules
+    # defining them); `traffik` says what to install when Starlette is missing.
+    **dict.fromkeys(("connection_throttled", "default_identifier"), "traffik"),
+    **dict.fromkeys(("BackendConnectionError", "LockAcquisitionError"), "traffik.exceptions"),
+    **dict.fromkeys(
+        (
+            "ConnectionIdentifier",
+            "ConnectionThrottledHandler",
+            "HTTPConnectionT",
+            "ThrottleErrorHandler",
+        ),
+        "traffik.typing",
+    ),
+}
+"""Names imported on first use, to their modules (the in-memory store loads only when used)."""
+
 __all__ = [
+    "InMemoryBackend",
     "ThrottleBackend",
     "available",
     "create_backend",
@@ -26,6 +57,19 @@ __all__ = [
     "get_throttle_backend",
     "refresh",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        from traffik import _REMOVED
+
+        if name in _REMOVED:
+            raise ImportError(_REMOVED[name], name="traffik.backends")
+        raise AttributeError(f"module 'traffik.backends' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 
 def available() -> dict[str, str]:

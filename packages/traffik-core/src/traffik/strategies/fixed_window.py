@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 from traffik.decision import Decision
 from traffik.strategies.base import AHEAD_MS, Strategy, never_admitted, settled
+from traffik.strategies.stat_metadata import FixedWindowStatMetadata  # (1.2 exported it here)
 from traffik.typing import StrategyStat
 
 if TYPE_CHECKING:
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FixedWindow",
+    "FixedWindowStatMetadata",
     "FixedWindowStrategy",
     "counted_decision",
     "counter_decision",

@@ -18,14 +18,20 @@ from traffik.strategies.base import (
     never_admitted,
     rated_amount,
 )
+from traffik.strategies.stat_metadata import (  # (traffik 1.2 exported them here)
+    LeakyBucketStatMetadata,
+    LeakyBucketWithQueueStatMetadata,
+)
 
 if TYPE_CHECKING:
     from traffik.rates import Rate
 
 __all__ = [
     "LeakyBucket",
+    "LeakyBucketStatMetadata",
     "LeakyBucketStrategy",
     "LeakyBucketWithQueue",
+    "LeakyBucketWithQueueStatMetadata",
     "LeakyBucketWithQueueStrategy",
 ]
 

@@ -18,14 +18,20 @@ from traffik.strategies.base import (
     never_admitted,
 )
 from traffik.strategies.periods import of_period
+from traffik.strategies.stat_metadata import (  # (traffik 1.2 exported them here)
+    SlidingWindowCounterStatMetadata,
+    SlidingWindowLogStatMetadata,
+)
 
 if TYPE_CHECKING:
     from traffik.rates import Rate
 
 __all__ = [
     "SlidingWindowCounter",
+    "SlidingWindowCounterStatMetadata",
     "SlidingWindowCounterStrategy",
     "SlidingWindowLog",
+    "SlidingWindowLogStatMetadata",
     "SlidingWindowLogStrategy",
 ]
 

@@ -20,14 +20,20 @@ from traffik.strategies.base import (
     later_refund,
     never_admitted,
 )
+from traffik.strategies.stat_metadata import (  # (traffik 1.2 exported them here)
+    TokenBucketStatMetadata,
+    TokenBucketWithDebtStatMetadata,
+)
 
 if TYPE_CHECKING:
     from traffik.rates import Rate
 
 __all__ = [
     "TokenBucket",
+    "TokenBucketStatMetadata",
     "TokenBucketStrategy",
     "TokenBucketWithDebt",
+    "TokenBucketWithDebtStatMetadata",
     "TokenBucketWithDebtStrategy",
 ]
 

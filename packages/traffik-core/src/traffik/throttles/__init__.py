@@ -3,8 +3,8 @@
 The throttles' public home, at traffik 1.2's import path: `Throttle` (`_throttle`) is what
 every throttle shares, its `hit` among it; `HTTPThrottle` (`_http`) and `WebSocketThrottle`
 (`_websocket`) each limit one kind of connection. The names traffik 1.2 imports from here
-(`throttled`, `get_wait`, `is_throttled`, the strategy protocols, `MiddlewareThrottle`) are
-found here too.
+(`throttled`, `websocket_throttled`, `get_wait`, `is_throttled`, `ExceptionInfo`, the
+strategy protocols, `MiddlewareThrottle`) are found here too.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ except ImportError as exc:
 
 from traffik.config import THROTTLED_STATE_KEY
 from traffik.decorators import starlette_throttled as throttled
+from traffik.on_error import ExceptionInfo as ExceptionInfo  # (traffik 1.2's alias)
 from traffik.on_error import ThrottleExceptionInfo
-from traffik.responses import get_wait, is_throttled
+from traffik.responses import get_wait, is_throttled, websocket_throttled
 from traffik.throttles._http import HTTPThrottle, RequestThrottle
 from traffik.throttles._throttle import CostSetting as CostSetting
 from traffik.throttles._throttle import HeadersSetting as HeadersSetting
@@ -51,6 +52,7 @@ __all__ = [
     "get_wait",
     "is_throttled",
     "throttled",
+    "websocket_throttled",
 ]
 
 
