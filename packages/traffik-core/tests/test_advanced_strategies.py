@@ -73,6 +73,10 @@ def test_bad_settings_are_refused_at_construction(build: Any) -> None:
         ),
         (lambda: custom.TimeOfDay([(0, 8, "2")]), ["(0, 8, '2')", "finite number"]),
         (lambda: custom.TimeOfDay([(22, 2, 1.5)]), ["(22, 2, 1.5)", "(22, 24, m)"]),
+        (
+            lambda: custom.PriorityQueue(default_priority="urgent"),
+            ["default_priority='urgent'", "1 to 4", "'low', 'normal', 'high', 'critical'"],
+        ),
     ],
 )
 def test_bad_settings_name_the_value_and_what_is_valid(build: Any, names: list[str]) -> None:
@@ -263,3 +267,35 @@ def test_time_of_day_keeps_its_offset_all_year(utc: str, hour: int) -> None:
 
     moment = datetime.datetime.fromisoformat(utc).replace(tzinfo=datetime.timezone.utc)
     assert custom.TimeOfDay(timezone_offset=1).hour_of_day(int(moment.timestamp() * 1000)) == hour
+
+
+async def test_tiered_rate_admits_a_fixed_cost_a_higher_tier_can() -> None:
+    """`capacity` is the largest tier's limit, as `TimeOfDay`'s is its largest multiplier's:
+    a fixed cost only a higher tier admits is not refused when the throttle is built (a cost
+    function's was already admitted for those tiers), and a client whose tier admits less is
+    told the rate it has can never admit the cost."""
+    strategy = custom.TieredRate()  # free 1x, premium 5x, enterprise 10x
+    assert strategy.capacity(Rate.parse("10/min")) == 100
+    throttle = HTTPThrottle(
+        "tiers",
+        rate="10/min",
+        backend=InMemoryBackend(),
+        strategy=strategy,
+        cost=60,
+        identifier=lambda request: f"tier:{request.headers['x-tier']}:acme",
+    )
+    app = FastAPI()
+
+    @app.get("/x", dependencies=[Depends(throttle)])
+    async def x() -> dict[str, bool]:
+        return {"ok": True}
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        enterprise = await http.get("/x", headers={"x-tier": "enterprise"})
+        premium = await http.get("/x", headers={"x-tier": "premium"})
+    assert enterprise.status_code == 200
+    assert premium.status_code == 429
+    assert "costs 60 units, more than the rate 50/min can ever admit" in premium.text
+    with pytest.raises(ConfigurationError, match=r"cost=101 .* can ever admit \(100\)"):
+        HTTPThrottle("tiers", rate="10/min", strategy=strategy, cost=101)

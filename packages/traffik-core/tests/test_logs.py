@@ -12,6 +12,7 @@ from starlette.requests import Request
 from traffik import HTTPThrottle, InMemoryBackend
 from traffik.exceptions import BackendError, ConnectionThrottled
 from traffik.logs import QuietLog
+from traffik.rules import Bypass
 from traffik.testing import FailingBackend
 
 
@@ -142,3 +143,42 @@ async def test_failures_of_each_throttles_own_code_keep_a_line_each(
         with pytest.raises(ConnectionThrottled):
             await throttle.hit(_request())
     assert len(_failure_lines(caplog)) == 3
+
+
+def test_a_line_written_carries_its_traceback_those_left_out_none(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    quiet = QuietLog(logging.getLogger("traffik.test"), interval=10, clock=clock)
+    with caplog.at_level(logging.ERROR, logger="traffik.test"):
+        for now in (0.0, 1.0, 10.0):
+            clock.now = now
+            try:
+                raise KeyError("x-internal")
+            except KeyError:
+                quiet.log(logging.ERROR, "rule", "rule failed", exc_info=True)
+    records = [r for r in caplog.records if r.name == "traffik.test"]
+    assert len(records) == 2
+    assert all(r.exc_info is not None and r.exc_info[0] is KeyError for r in records)
+
+
+@pytest.mark.anyio
+async def test_a_rule_that_raises_is_logged_once_per_interval_with_its_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A predicate that fails on what a client sends (a header it lacks) wrote an ERROR
+    with a traceback per request; the throttle still applies to every one (fail closed)."""
+    internal = Bypass(predicate=lambda request: request.headers["x-internal"] == "1")
+    throttle = HTTPThrottle(
+        "logs:rule", rate="100/min", backend=InMemoryBackend(), rules=[internal]
+    )
+    caplog.set_level(logging.INFO, logger="traffik")
+    for _ in range(50):
+        await throttle.hit(_request())
+    stat = await throttle.stat(_request())
+    assert stat is not None and stat.hits_remaining == 50  # every request counted
+    records = [r for r in caplog.records if r.name == "traffik"]
+    assert len(records) == 1, [r.getMessage() for r in records]
+    assert records[0].levelno == logging.ERROR and records[0].exc_info is not None
+    assert "KeyError: 'x-internal'" in records[0].getMessage()
+    assert "the throttle applies" in records[0].getMessage()

@@ -616,6 +616,21 @@ def test_bad_configuration_fails_at_construction(backend: InMemoryBackend) -> No
     assert ThrottleMiddleware(Starlette(), [throttle], exempt="/health").exempt[0].path == "/health"
 
 
+def test_a_fixed_cost_no_hit_could_pass_fails_at_construction(backend: InMemoryBackend) -> None:
+    """As the throttle's own `cost=` is checked (docs/guides/costs.md): a rule's cost above
+    what its throttle's fixed rates can ever admit would refuse every request it matches."""
+    throttle = HTTPThrottle("config-big", rate="2/min;10/h", backend=backend)
+    with pytest.raises(ConfigurationError) as caught:
+        MiddlewareThrottle(throttle, cost=5)
+    assert str(caught.value) == (
+        "MiddlewareThrottle('config-big'): cost=5 exceeds what rate '2/min' with FixedWindow "
+        "can ever admit (2); raise the rate's limit or lower the cost"
+    )
+    assert MiddlewareThrottle(throttle, cost=2).cost == 2
+    dynamic = HTTPThrottle("config-dynamic", rate=lambda r, c: "2/min", backend=backend)
+    assert MiddlewareThrottle(dynamic, cost=5).cost == 5  # (its rates are known per request)
+
+
 # -- order, calling a middleware throttle ----------------------------------------------------
 
 
@@ -926,3 +941,37 @@ async def test_a_glob_rule_names_its_bucket_by_the_glob_as_written(
     assert await rule.reset("127.0.0.1", path="/api/**")
     async with client_for(app) as client:
         assert await statuses(client, "/api/items", 1) == [200]
+
+
+async def test_a_rule_in_a_mounted_app_names_its_bucket_by_the_mount_s_path() -> None:
+    """A middleware in a mounted app counts under the mount's prefix and its pattern
+    (`GET:/v1/items/**`): `rule.stat` and `rule.reset` given an identifier name that bucket
+    with `path=` after the mount's prefix (before, no path could name it: the client stayed
+    refused after every reset)."""
+    from starlette.routing import Mount
+
+    backend = InMemoryBackend(namespace="mounted")
+    rule = MiddlewareThrottle(
+        HTTPThrottle("inner", rate="2/min", backend=backend), path=glob("/items/**")
+    )
+
+    async def ok(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    sub = Starlette(
+        routes=[Route("/items/{x}", ok)],
+        middleware=[Middleware(ThrottleMiddleware, middleware_throttles=[rule])],
+    )
+    app = Starlette(routes=[Mount("/v1", app=sub)])
+    async with client_for(app, client=("203.0.113.7", 4000)) as client:
+        assert [(await client.get(f"/v1/items/{i}")).status_code for i in range(3)] == [
+            200,
+            200,
+            429,
+        ]
+        stat = await rule.stat("203.0.113.7", path="/v1/items/1")
+        assert stat is not None and stat.hits_remaining == 0
+        assert await rule.reset("203.0.113.7", path="/v1/items/**")
+        assert (await client.get("/v1/items/9")).status_code == 200
+    with pytest.raises(ConfigurationError, match="does not guard"):
+        await rule.reset("203.0.113.7", path="/v1/other/1")

@@ -174,6 +174,22 @@ def test_bad_rules_fail_at_construction() -> None:
         Bypass(predicate="yes")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("name", ["GET POST", "GET,POST", "", "/items"])
+def test_a_method_that_is_no_http_token_fails_at_construction(name: str) -> None:
+    """A request's method is one HTTP token, so such a name could never match: it was
+    accepted. A method of the app's own stays allowed (a mounted app's PROPFIND)."""
+    for build in (lambda: Rule(methods=[name]), lambda: Bypass(methods=name)):
+        with pytest.raises(ConfigurationError) as caught:
+            build()
+        message = str(caught.value)
+        assert f"{name!r} is not an HTTP method name" in message
+        assert "GET, HEAD, OPTIONS, PATCH, POST, PUT, TRACE" in message
+        assert "['GET', 'POST']" in message
+    assert Rule(methods=["propfind", "PURGE"]).methods == frozenset(
+        {"PROPFIND", "propfind", "PURGE", "purge"}
+    )
+
+
 # -- on a throttle -------------------------------------------------------------------------
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -131,6 +132,42 @@ async def test_each_new_client_of_a_route_gets_the_key_key_for_composes(
         for route in ("GET:/items/%7Bitem_id%7D", "GET:/other")
         for host in hosts
     )
+
+
+async def test_an_identifier_returning_an_object_keyed_by_its_address_is_refused(
+    backend: InMemoryBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An object whose text is its memory address (`request.user`, a Starlette
+    `SimpleUser`) was keyed by it: a new client, a fresh budget and a store key per request,
+    silently. It is a configuration mistake: loud (a 500, and an ERROR naming the throttle,
+    the identifier, the type and what to return), never a budget per request. An object
+    with a text of its own is keyed by it, as before."""
+
+    class User:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+    class Named(User):
+        def __str__(self) -> str:
+            return self.name
+
+    def user_of(request: Request) -> User:
+        return User("alice")
+
+    throttle = HTTPThrottle("by-user", rate="2/min", backend=backend, identifier=user_of)
+    with caplog.at_level(logging.ERROR, logger="traffik"):
+        async with client_for(make_app(throttle), raise_app_exceptions=False) as client:
+            assert await statuses(client, "/other", 3) == [500, 500, 500]
+    assert await backend.keys() == []
+    message = caplog.records[-1].getMessage()
+    assert "HTTPThrottle('by-user'" in message
+    assert "identifier test_an_identifier_returning_an_object" in message
+    assert "user_of" in message and "test_throttles.py" in message
+    assert ".User, an object with no text of its own" in message
+    assert "return a str or int" in message and "request.user.username" in message
+    with pytest.raises(ConfigurationError, match=r"an identifier returned a .*\.User, an object"):
+        client_part(User("alice"))
+    assert client_part(Named("alice")).endswith(".Named=alice")
 
 
 async def test_a_throttle_with_an_identifier_keys_and_decides_as_composed_in_full(

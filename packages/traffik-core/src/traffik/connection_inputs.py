@@ -75,7 +75,9 @@ class ConnectionInputs:
 
     if TYPE_CHECKING:
 
-        def check_rates(self, rates: tuple[Rate, ...], cost: Optional[int]) -> None: ...
+        def check_rates(
+            self, rates: tuple[Rate, ...], cost: Optional[int], owner: Optional[str] = None
+        ) -> None: ...
 
     def get_backend(self, connection: Optional[HTTPConnection] = None) -> ThrottleBackend:
         """The backend for `connection`: this throttle's own, else the one bound to the

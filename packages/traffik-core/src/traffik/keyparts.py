@@ -16,8 +16,9 @@ import re
 from typing import Any
 
 from traffik.config import ANONYMOUS_IDENTIFIER
+from traffik.exceptions import ConfigurationError
 
-__all__ = ["ANONYMOUS_PART", "LONGEST_TEXT", "client_part", "escape", "unescape"]
+__all__ = ["ANONYMOUS_PART", "LONGEST_TEXT", "client_part", "escape", "keyless", "unescape"]
 
 LONGEST_TEXT = 128
 """Identifiers longer than this many characters are keyed by a digest (module docstring)."""
@@ -83,7 +84,9 @@ def _text_part(text: str) -> str:
 def client_part(ident: Any) -> str:
     """The key part for an identifier: a string as itself (escaped); anything else tagged
     with its type (`%int=5`), which no escaped string can spell; `None` is anonymous. A
-    long identifier is keyed by its head and a digest (module docstring)."""
+    long identifier is keyed by its head and a digest (module docstring). An object whose
+    text is its memory address (a type with neither `__str__` nor `__repr__` of its own)
+    names no client: a `ConfigurationError`."""
     if type(ident) is str and len(ident) <= LONGEST_TEXT:
         return ident if _search(ident) is None else escape(ident)
     if isinstance(ident, str):
@@ -95,4 +98,19 @@ def client_part(ident: Any) -> str:
         if 2 * len(data) <= LONGEST_TEXT:
             return "%bytes=" + data.hex()
         return "%bytes=" + _digest(data[: _HEAD // 2].hex(), data)
-    return f"%{escape(type(ident).__qualname__)}={_text_part(str(ident))}"
+    kind: Any = type(ident)  # (its functions, not methods bound to an instance)
+    if kind.__str__ is object.__str__ and kind.__repr__ is object.__repr__:
+        raise ConfigurationError(keyless(ident, "an identifier"))
+    return f"%{escape(kind.__qualname__)}={_text_part(str(ident))}"
+
+
+def keyless(ident: Any, source: str) -> str:
+    """The message refusing `ident`, an object whose text is its memory address, as the
+    value `source` (an identifier, named) returned."""
+    kind = type(ident)
+    return (
+        f"{source} returned a {kind.__module__}.{kind.__qualname__}, an object with no text "
+        "of its own: its default text is its memory address, so each object would be a new "
+        "client with a budget of its own; return a str or int that names the client, such "
+        "as request.user.username rather than request.user"
+    )

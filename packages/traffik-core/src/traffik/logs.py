@@ -57,13 +57,20 @@ class QuietLog:
         self._seen: dict[Hashable, _Seen] = {}
 
     def log(
-        self, level: int, kind: Hashable, message: str, *args: Any, source: Hashable = None
+        self,
+        level: int,
+        kind: Hashable,
+        message: str,
+        *args: Any,
+        source: Hashable = None,
+        exc_info: Any = None,
     ) -> bool:
         """Log `message % args` unless an event of `kind` was logged less than `interval`
         seconds ago (then only count it, and its `source`); returns whether it was written.
         A line written after some were left out ends `(N more like it since the last such
         line, Ss ago)`, and says `from K throttles` (its `sources`) when they came from
-        more than one."""
+        more than one. `exc_info` (as `logging`'s) goes with a line written only: one
+        traceback per interval, not one per event."""
         now = self._clock()
         seen = self._seen.get(kind)
         if seen is not None and now < seen.until:
@@ -85,5 +92,5 @@ class QuietLog:
         if seen is None and len(self._seen) >= _KINDS:
             del self._seen[next(iter(self._seen))]
         self._seen[kind] = _Seen(now + self.interval, now)
-        self.logger.log(level, message, *args)
+        self.logger.log(level, message, *args, exc_info=exc_info)
         return True

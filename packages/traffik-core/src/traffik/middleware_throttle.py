@@ -99,8 +99,9 @@ class MiddlewareThrottle:
 
     Raises:
         TypeError: When `throttle` is not a throttle.
-        ConfigurationError: When `cost` is not a whole number >= 0, `context` is not a
-            mapping, `skip_handler` or `shadow` is not True, False or None, or the rule or
+        ConfigurationError: When `cost` is not a whole number >= 0 or is more than the
+            throttle's fixed rates can ever admit with its strategy (as the throttle's own
+            `cost` is checked), `context` is not a mapping, `skip_handler` or `shadow` is not True, False or None, or the rule or
             an exemption is invalid.
     """
 
@@ -126,6 +127,8 @@ class MiddlewareThrottle:
             raise ConfigurationError(
                 f"{owner}: cost={cost!r} must be a whole number >= 0, or None for the throttle's"
             )
+        if cost is not None and throttle.static_rate is not None:
+            throttle.check_rates(throttle.rates, cost, owner)  # (a cost no hit could pass)
         self.throttle = throttle
         self.rule = Rule(path=path, methods=methods, predicate=predicate)
         self.exempt = bypasses(exempt, owner)
@@ -246,8 +249,10 @@ class MiddlewareThrottle:
             client: A connection of the app (a `Request` or `WebSocket`: its identity and
                 method), or the identifier the throttle gives the client.
             context: The hit's context, if it had one; this rule's context wins over it.
-            path: A path this rule guards (the pattern counts for all of them); None for
-                the pattern itself.
+            path: A path this rule guards (the pattern counts for all of them), after the
+                mount's prefix when the middleware runs in a mounted app
+                (`"/v1/items/1"`, whose bucket is the mount's); None for the pattern itself
+                outside any mount.
             method: The HTTP method counted (default: the connection's, else GET).
             backend: The middleware's `backend=` when the throttle has none; None for the
                 throttle's.
@@ -295,8 +300,7 @@ class MiddlewareThrottle:
         it (its pattern as the route) or, for an identifier, the pattern as the path."""
         if self.context:
             context = {**context, **self.context} if context else self.context
-        if path is not None:
-            self._check_guarded(path)
+        mount = "" if path is None else self._mount_of(path)
         if hasattr(client, "scope"):
             scope = client.scope
             if method is not None and scope.get("type") == "http":
@@ -306,16 +310,27 @@ class MiddlewareThrottle:
                 return WebSocket(view, client.receive, client.send), context, None, None
             return Request(view), context, None, None
         if self.throttle.per_route:
-            path = self._named_pattern()
+            path = mount + self._named_pattern()
         return client, context, path, method
 
-    def _check_guarded(self, path: str) -> None:
+    def _mount_of(self, path: str) -> str:
+        """The mount before `path` (`""` when the rule guards `path` itself): a middleware
+        in a mounted app counts under the mount's prefix and its pattern (`/v1/items/**`),
+        so `path="/v1/items/1"` names that bucket."""
+        if self._guards(path):
+            return ""
+        for index in range(1, len(path)):
+            if path[index] == "/" and self._guards(path[index:]):
+                return path[:index]
+        raise ConfigurationError(
+            f"{self!r}: path={path!r} is a path it does not guard; pass one its pattern "
+            f"{self.route.path!r} matches (after the mount's prefix, in a mounted app: "
+            f"'/v1' + a path it guards), or no path"
+        )
+
+    def _guards(self, path: str) -> bool:
         guarded = self.rule.pattern
-        if path != self.route.path and guarded is not None and not guarded.match(path):
-            raise ConfigurationError(
-                f"{self!r}: path={path!r} is a path it does not guard; pass one its pattern "
-                f"{self.route.path!r} matches, or no path"
-            )
+        return path == self.route.path or guarded is None or guarded.match(path) is not None
 
     def _named_pattern(self) -> str:
         pattern = self.route.path

@@ -30,8 +30,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Callable, ClassVar, Optional, Union
 
 from traffik._path_globs import glob_regex, plain_path_regex
-from traffik.buckets import route_path
+from traffik.buckets import STANDARD_METHODS, route_path
 from traffik.exceptions import ConfigurationError
+from traffik.logs import QuietLog
 
 __all__ = [
     "Bypass",
@@ -51,6 +52,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger("traffik")
+_failures = QuietLog(logger)
+"""Rules that raised: one line per rule and error type per 10 s (`applies`)."""
 
 PathPattern = Union[str, "re.Pattern[str]"]
 
@@ -110,7 +113,19 @@ def compile_path(path: PathPattern) -> re.Pattern[str]:
         ) from None
 
 
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""An HTTP token (RFC 9110, section 5.6.2): what a request's method is."""
+_METHODS_HELP = (
+    f"a method is one HTTP token: {', '.join(sorted(STANDARD_METHODS | {'HEAD'}))}, or one "
+    "the app serves itself (a mounted app's PROPFIND); give several as a list, such as "
+    "['GET', 'POST']"
+)
+
+
 def _methods(methods: Union[str, Iterable[str], None]) -> Optional[frozenset[str]]:
+    """`methods` in upper and lower case. Any HTTP token is a method (a mounted app serves
+    methods of its own, and a rule matches the method the client sent); a name that is not
+    one (`'GET POST'`, `'GET,POST'`) could never match, so it is refused."""
     if methods is None:
         return None
     given = methods
@@ -127,6 +142,11 @@ def _methods(methods: Union[str, Iterable[str], None]) -> Optional[frozenset[str
             raise ConfigurationError(
                 f"methods={given!r}: {name!r} is not an HTTP method name; use strings "
                 "such as 'GET' or ['GET', 'POST']"
+            )
+        if _TOKEN.fullmatch(name) is None:
+            raise ConfigurationError(
+                f"methods={given!r}: {name!r} is not an HTTP method name and could never "
+                f"match; {_METHODS_HELP}"
             )
     if not names:
         raise ConfigurationError("methods=[] matches nothing; pass None to match every method")
@@ -335,14 +355,23 @@ def sort_rules(rules: Iterable[RuleLike]) -> tuple[RuleLike, ...]:
 async def applies(
     rules: Iterable[RuleLike], connection: Any, context: Optional[Mapping[str, Any]]
 ) -> bool:
-    """Whether every rule lets the throttle apply. A rule that raises is logged and lets it
-    apply: a broken predicate never lets a connection escape its throttle."""
+    """Whether every rule lets the throttle apply. A rule that raises lets it apply: a broken
+    predicate never lets a connection escape its throttle. It is logged at ERROR with its
+    traceback once per 10 s per rule and error type, with a count of those left out (a
+    predicate that fails on what a client sends would otherwise write a line per request)."""
     for rule in rules:
         try:
             result = await rule.check(connection, context=context)
-        except Exception:
-            logger.exception(
-                "%r failed on %s; the throttle applies", rule, connection.scope.get("path")
+        except Exception as exc:
+            _failures.log(
+                logging.ERROR,
+                (rule, type(exc)),
+                "%r failed on %s (%s: %s); the throttle applies",
+                rule,
+                connection.scope.get("path"),
+                type(exc).__name__,
+                exc,
+                exc_info=True,
             )
             result = True
         if not result:

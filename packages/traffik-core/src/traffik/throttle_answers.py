@@ -23,6 +23,7 @@ from traffik.exceptions import ConfigurationError
 from traffik.logs import QuietLog
 from traffik.outcomes import CHARGES_KEY, Outcome, note
 from traffik.responses import answer_with
+from traffik.strategies.markers import deciding
 
 if TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
@@ -264,10 +265,17 @@ class ThrottleAnswers:
             if plan.dynamic:
                 plan.write_dynamic(response, decision, made(connection), key, ctx)
 
-    def _never_admitted(self, rates: tuple[Rate, ...], cost: int) -> Optional[str]:
+    def _never_admitted(
+        self, rates: tuple[Rate, ...], cost: int, key: Optional[str]
+    ) -> Optional[str]:
         """The 429's detail for a cost above what a rate can ever admit (its wait spaces out
-        retries, none of which passes); None otherwise."""
-        capacity = getattr(self.strategy, "capacity", None)
+        retries, none of which passes); None otherwise. A strategy with per-request input in
+        the key (a `TieredRate`'s tier) is asked as it decides `key` (`deciding`): the
+        client's tier, and the rate it has."""
+        strategy: Any = self.strategy
+        if key is not None:
+            strategy, rates = deciding(strategy, key, rates)
+        capacity = getattr(strategy, "capacity", None)
         if capacity is None:  # (a traffik 1.2 strategy function)
             return None
         for rate in rates:
@@ -302,7 +310,7 @@ class ThrottleAnswers:
         if rates is not None:
             refused = getattr(decision, "refused", None)
             ctx = {**ctx, "rate": rates[refused or 0]}
-            never = self._never_admitted(rates, self.cost if cost is None else cost)
+            never = self._never_admitted(rates, self.cost if cost is None else cost, key)
             if never is not None and "detail" not in ctx:
                 ctx["detail"] = never
             if self.headers is not None:

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from traffik.buckets import served_route
 from traffik.connection_inputs import ConnectionInputs
+from traffik.exceptions import ConfigurationError
 from traffik.identity import peer_part
-from traffik.keyparts import ANONYMOUS_PART, client_part
+from traffik.keyparts import ANONYMOUS_PART, client_part, keyless
 from traffik.throttle_settings import check_cost
 from traffik.typing import EXEMPTED
 
@@ -180,8 +181,24 @@ class ThrottleKeys(ConnectionInputs):
             ident = await self._identity(connection, backend, connection.scope, ctx)
             if ident is EXEMPTED:
                 return None
-            part = client_part(ident)
+            try:
+                part = client_part(ident)
+            except ConfigurationError:  # (an object keyed by its address: name who gave it)
+                source = f"identifier {self._identifier_name(backend)}"
+                raise ConfigurationError(keyless(ident, source)) from None
         return rates, cost, self._client_key(connection, part, ctx)
+
+    def _identifier_name(self, backend: ThrottleBackend) -> str:
+        """Where this throttle's client comes from, for a message: the identifier's name
+        and where it is defined, or the hook a subclass overrides."""
+        if self._own_identity:
+            return f"{type(self).__name__}.get_connection_id"
+        identifier = self.identifier or backend.identifier
+        name = getattr(identifier, "__qualname__", None) or repr(identifier)
+        code = getattr(identifier, "__code__", None)
+        if code is None:
+            return name
+        return f"{name} ({code.co_filename}, line {code.co_firstlineno})"
 
     def _key(self, connection: Any, client: str, ctx: Mapping[str, Any]) -> str:
         """The key of `connection`'s bucket for a client part (`compose_key`)."""

@@ -192,11 +192,14 @@ class ThrottleSettings:
         self._plan_headers()
         self._validate()
 
-    def check_rates(self, rates: tuple[Rate, ...], cost: Optional[int]) -> None:
+    def check_rates(
+        self, rates: tuple[Rate, ...], cost: Optional[int], owner: Optional[str] = None
+    ) -> None:
         """Refuse rates this throttle's strategy cannot decide (`ConfigurationError`): several
         rates with a strategy that is not built in, a rate too large to decide exactly, or one
-        that can never admit `cost` (None: the cost is given per connection)."""
-        owner, strategy = self._owner(), self.strategy
+        that can never admit `cost` (None: the cost is given per connection). `owner` names
+        who gave the cost in the message (a `MiddlewareThrottle`); None for this throttle."""
+        owner, strategy = owner or self._owner(), self.strategy
         if len(rates) > 1 and not (is_counter(strategy) or isinstance(strategy, StateStrategy)):
             raise ConfigurationError(
                 f"{owner}: several rates ({'; '.join(map(str, rates))}) are decided as one "

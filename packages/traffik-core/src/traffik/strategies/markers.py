@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from traffik.rates import Rate
     from traffik.typing import StrategyStat
 
-__all__ = ["KeyMarker", "MarkedStrategy"]
+__all__ = ["KeyMarker", "MarkedStrategy", "deciding"]
 
 _SEPARATOR = "(?::|%3A)"
 
@@ -91,3 +91,14 @@ class MarkedStrategy(StateStrategy):
         bound, stored, (effective,) = self.bind(str(key), (rate,))
         stat = await StateStrategy.get_stat(bound, stored, effective, backend)
         return dataclasses.replace(stat, key=key, rate=rate)
+
+
+def deciding(strategy: Any, key: str, rates: Sequence[Rate]) -> tuple[Any, tuple[Rate, ...]]:
+    """The strategy and rates that decide `key`: for a strategy with input in its key, what
+    `bind` gives (a `TieredRate` copy at the key's tier, with the tier's rates, whose
+    `capacity` is that tier's); for any other, `strategy` and `rates` as given."""
+    bind = getattr(strategy, "bind", None)
+    if bind is None:
+        return strategy, tuple(rates)
+    bound, _, decided = bind(key, rates)
+    return bound, tuple(decided)

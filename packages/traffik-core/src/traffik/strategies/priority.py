@@ -84,7 +84,8 @@ class PriorityQueue(MarkedStrategy):
         priority = _priority(default_priority)
         if priority is None:
             raise ConfigurationError(
-                f"{owner}(default_priority={default_priority!r}): must be a Priority (1 to 4)"
+                f"{owner}(default_priority={default_priority!r}): must be a Priority, a level "
+                f"1 to 4 or its name ({', '.join(repr(name.lower()) for name in Priority.__members__)})"
             )
         if (
             isinstance(max_queue_size, bool)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Optional
@@ -39,9 +40,11 @@ class TieredRate(MarkedStrategy):
     key without it is `default_tier`, an unknown tier counts at 1x (as in traffik 1.2). The
     segment is taken out of the storage key (`traffik.strategies.markers`), so a client keeps
     its count when its tier changes mid-window. The limit is `int(limit * multiplier)`, at
-    least 1; multipliers may be ints or floats. A rejected hit counts nothing, and waits
-    for the next window. State: `[window_id, count, period_ms]`: the count is kept when the
-    limit changes (a tier, a new rate), and a state counted in windows of another period
+    least 1; multipliers may be ints or floats. `capacity` is the highest tier's limit, so a
+    fixed cost only a higher tier admits is not refused when the throttle is built; a request
+    of a tier whose limit is below its cost is refused as never admitted. A rejected hit
+    counts nothing, and waits for the next window. State: `[window_id, count, period_ms]`:
+    the count is kept when the limit changes (a tier, a new rate), and a state counted in windows of another period
     carries its count into this period's window while its own window is open
     (`periods.of_period`); a `[window_id, count]` state (written before the period was kept) is read as
     counted in the current period. `lock_config` is accepted for traffik 1.2 code and unused:
@@ -92,6 +95,8 @@ class TieredRate(MarkedStrategy):
         self.marker = marker if marker.endswith(":") else marker + ":"
         self.key_marker = KeyMarker(self.marker)
         self._rates: dict[tuple[Rate, float], Rate] = {}
+        self._at_tier: Optional[TieredRate] = None
+        """The copy `bind` returns (made on first use, once a subclass's `__init__` is done)."""
 
     def __repr__(self) -> str:
         return (
@@ -128,9 +133,22 @@ class TieredRate(MarkedStrategy):
             self._rates[(rate, multiplier)] = found
         return found
 
+    def capacity(self, rate: Rate) -> int:
+        """The largest cost any tier admits at once (an unknown tier counts at 1x). The copy
+        `bind` returns decides under a tier's own rates, so its capacity is their limit."""
+        if self._at_tier is self:
+            return rate.limit
+        return max(int(rate.limit * max(1.0, *self.tier_multipliers.values())), 1)
+
     def bind(self, key: str, rates: Sequence[Rate]) -> tuple[StateStrategy, str, tuple[Rate, ...]]:
+        """A copy deciding under the key's tier (its `capacity` is a rate's limit), the key
+        without the tier, and the tier's rates (`effective`)."""
         tier, stored = self.tier_of(key)
-        return self, stored, tuple(self.effective(rate, tier) for rate in rates)
+        at_tier = self._at_tier
+        if at_tier is None:
+            at_tier = copy.copy(self)
+            self._at_tier = at_tier._at_tier = at_tier
+        return at_tier, stored, tuple(self.effective(rate, tier) for rate in rates)
 
     async def get_stat(self, key: Any, rate: Rate, backend: ThrottleBackend) -> StrategyStat:
         """As every strategy's, with traffik 1.2's metadata: `tier`, `tier_multiplier`,

@@ -37,6 +37,7 @@ from traffik.strategies import (
     Strategy,
 )
 from traffik.strategies.base import AHEAD_MS
+from traffik.strategies.markers import deciding
 from traffik.strategies.steps import items
 
 __all__ = [
@@ -86,7 +87,10 @@ _names = itertools.count()
 
 
 def _capacity(strategy: Strategy, rate: Rate) -> int:
-    return max(rate.limit, strategy.capacity(rate))
+    """The most one period admits at `rate` to a key that names no tier or priority (as the
+    strategy decides it: `deciding`)."""
+    bound, (decided,) = deciding(strategy, "", (rate,))
+    return max(rate.limit, int(bound.capacity(decided)))
 
 
 def most_admitted(strategy: Strategy, rate: Rate, span_ms: int, skew_ms: int) -> int:
@@ -94,7 +98,7 @@ def most_admitted(strategy: Strategy, rate: Rate, span_ms: int, skew_ms: int) ->
     clocks are `skew_ms` apart: `capacity * (span + skew) / period + capacity`, the capacity
     being the most one period admits (`rate.limit`, or more for a strategy that allows a
     larger burst)."""
-    capacity = max(rate.limit, strategy.capacity(rate))
+    capacity = _capacity(strategy, rate)
     return capacity * (span_ms + skew_ms) // rate.expire + capacity
 
 

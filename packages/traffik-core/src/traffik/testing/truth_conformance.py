@@ -55,6 +55,7 @@ from traffik.strategies import (
     TokenBucket,
     TokenBucketWithDebt,
 )
+from traffik.strategies.markers import deciding
 from traffik.strategies.steps import items
 
 __all__ = [
@@ -135,10 +136,19 @@ def _minute_below_hour(strategy: Strategy) -> Strategy:
     return TimeOfDay([(0, 24, 1)]) if isinstance(strategy, TimeOfDay) else strategy
 
 
+def _capacity_for(strategy: Strategy, key: str, rate: Rate) -> int:
+    """The most `strategy` admits at once for `key` at `rate`, as it decides the key
+    (`deciding`: a `TieredRate` at the key's tier, whose `capacity` alone is the highest
+    tier's)."""
+    bound, (decided,) = deciding(strategy, key, (rate,))
+    return int(bound.capacity(decided))
+
+
 OVER_THE_MINUTE: tuple[Strategy, ...] = tuple(
     strategy
     for strategy in map(_minute_below_hour, TRUTH_STRATEGIES)
-    if strategy.capacity(_MINUTE_AND_HOUR[0]) + 1 < strategy.capacity(_MINUTE_AND_HOUR[1])
+    if _capacity_for(strategy, "k", _MINUTE_AND_HOUR[0]) + 1
+    < _capacity_for(strategy, "k", _MINUTE_AND_HOUR[1])
 )
 """The strategies whose hour admits at once more than their minute can ever (not a bucket
 whose size caps both)."""
@@ -447,7 +457,7 @@ class AnswerTruthConformance:
         wait admits it), and charged to neither rate. On the backend's own clock: no window
         closes within the test (and `TimeOfDay` allows its limit all day)."""
         rates = list(_MINUTE_AND_HOUR)
-        cost = strategy.capacity(rates[0]) + 1
+        cost = _capacity_for(strategy, "k", rates[0]) + 1
         backend = make_backend(namespace=f"truth-{next(_names)}")
         try:
             assert (await _decide(backend, strategy, "k", rates, 1)).allowed
