@@ -3,11 +3,13 @@ the decorators and the middleware, refunds, and charging by outcome."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException, Request, Response
+from fastapi.responses import StreamingResponse
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.responses import JSONResponse, PlainTextResponse
@@ -324,6 +326,71 @@ async def test_only_failed_logins_count(where: str, strategy: Strategy) -> None:
     assert blocked.status_code == 429  # over the limit: refused before the endpoint runs
 
 
+def send_mail() -> None:
+    raise RuntimeError("smtp down")
+
+
+async def failing_body() -> AsyncIterator[bytes]:
+    yield b"part"
+    raise RuntimeError("mid-stream")
+
+
+def settling_dependency(throttle: HTTPThrottle, form: str) -> Any:
+    """The FastAPI dependency that applies `throttle` and settles its charge, in `form`."""
+    if form == "charge_by_outcome":
+        return Depends(throttle.charge_by_outcome)
+    return fastapi_throttled(throttle)
+
+
+@pytest.mark.parametrize("form", ["charge_by_outcome", "throttled"])
+@pytest.mark.parametrize(("method", "path"), [("POST", "/login"), ("GET", "/stream")])
+async def test_a_failure_after_the_response_started_does_not_count(
+    form: str, method: str, path: str
+) -> None:
+    """A login answered 200 whose background task fails, a 200 stream whose body fails: each
+    counts as the status it started with, not as the failure that came after."""
+    throttle = HTTPThrottle(
+        "after", rate="3/min", backend=InMemoryBackend(clock=ManualClock()), charge_when=failed
+    )
+    app = FastAPI()
+    guard = [settling_dependency(throttle, form)]
+
+    @app.post("/login", dependencies=guard)
+    async def login(tasks: BackgroundTasks) -> dict[str, str]:
+        tasks.add_task(send_mail)
+        return {"token": "t"}
+
+    @app.get("/stream", dependencies=guard)
+    async def stream() -> StreamingResponse:
+        return StreamingResponse(failing_body())
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        codes = [(await http.request(method, path)).status_code for _ in range(5)]
+    assert codes == [200] * 5
+
+
+@pytest.mark.parametrize("form", ["charge_by_outcome", "throttled"])
+async def test_a_status_set_on_the_injected_response_is_the_outcome(form: str) -> None:
+    throttle = HTTPThrottle(
+        "set-status", rate="3/min", backend=InMemoryBackend(clock=ManualClock()), charge_when=failed
+    )
+    app = FastAPI()
+
+    @app.post("/login", dependencies=[settling_dependency(throttle, form)])
+    async def login(password: str, response: Response) -> dict[str, str]:
+        if password != "secret":
+            response.status_code = 401
+            return {"error": "wrong password"}
+        return {"token": "t"}
+
+    async with client(app) as http:
+        good = [(await http.post("/login?password=secret")).status_code for _ in range(4)]
+        bad = [(await http.post("/login?password=guess")).status_code for _ in range(4)]
+    assert good == [200] * 4
+    assert bad == [401, 401, 401, 429]
+
+
 # -- refunds: what may be given back ----------------------------------------------------------------
 
 
@@ -347,6 +414,52 @@ async def test_a_refund_cost_must_be_a_whole_number(cost: Any) -> None:
     with pytest.raises(ConfigurationError, match=f"cost={cost!r}"):
         await throttle.refund(_client(), cost=cost)
     assert await hits_left(throttle) == 2  # nothing taken, nothing given
+
+
+@pytest.mark.parametrize("refunds", [[None, None], [3], [None, 1]], ids=["twice", "3", "1-more"])
+async def test_a_plain_dependency_refund_gives_back_what_the_request_took_once(
+    refunds: list[Any],
+) -> None:
+    throttle = HTTPThrottle("took", rate="5/min", backend=InMemoryBackend(clock=ManualClock()))
+    app = FastAPI()
+
+    @app.get("/r", dependencies=[Depends(throttle)])
+    async def route(request: Request, refund: bool = False) -> dict[str, bool]:
+        if refund:
+            for cost in refunds:
+                await throttle.refund(request, cost=cost)
+        return {"ok": True}
+
+    async with client(app) as http:
+        for _ in range(3):
+            await http.get("/r")
+        await http.get("/r", params={"refund": True})  # took 1, gives back 1
+        codes = [(await http.get("/r")).status_code for _ in range(4)]
+    assert codes == [200, 200, 429, 429]
+
+
+async def test_a_direct_hit_is_given_back_as_far_as_it_took() -> None:
+    throttle = HTTPThrottle("took-direct", rate="5/min", backend=InMemoryBackend())
+    request = _client()
+    await throttle.hit(request, cost=2)
+    await throttle.refund(request, cost=1)  # in parts: 1, then the 1 left, then nothing
+    await throttle.refund(request, cost=4)
+    await throttle.refund(request)
+    assert await hits_left(throttle) == 5
+    await throttle.hit(_client(), cost=3)
+    await throttle.refund(_client())  # another request of the client: it took nothing
+    assert await hits_left(throttle) == 2
+
+
+async def test_a_refund_gives_nothing_for_a_request_another_throttle_charged() -> None:
+    backend = InMemoryBackend()
+    guard = HTTPThrottle("guard", rate="5/min", backend=backend, per_route=False)
+    other = HTTPThrottle("other", rate="5/min", backend=backend, per_route=False)
+    await other.hit(_client())
+    request = _client()
+    await guard.hit(request)
+    await other.refund(request)  # `other` took nothing from this request
+    assert await hits_left(other) == 4
 
 
 async def test_a_refused_request_of_a_charge_when_throttle_gets_nothing_back() -> None:

@@ -215,6 +215,28 @@ async def test_generator_endpoints_stream(backend: InMemoryBackend) -> None:
     assert response.text.split() == ["0", "1", "2"]
 
 
+async def test_a_generator_endpoint_failing_mid_stream_counts_as_it_started(
+    backend: InMemoryBackend,
+) -> None:
+    throttle = HTTPThrottle("fa-stream-fails", rate="2/min", backend=backend, charge_when=failed)
+    app = FastAPI()
+
+    async def numbers() -> AsyncIterator[int]:
+        yield 1
+        raise RuntimeError("mid-stream")
+
+    try:
+        app.get("/numbers")(throttled(throttle)(numbers))
+    except FastAPIError:
+        pytest.skip(
+            "this FastAPI release cannot serve generator endpoints (a newer FastAPI feature)"
+        )
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        assert await statuses(client, "/numbers", 4) == [200] * 4
+
+
 def test_bad_decorations_fail_at_decoration_time(backend: InMemoryBackend) -> None:
     http = HTTPThrottle("fa-http", rate="1/min", backend=backend)
     ws = WebSocketThrottle("fa-websocket", rate="1/min", backend=backend)

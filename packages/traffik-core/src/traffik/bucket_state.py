@@ -20,7 +20,7 @@ from starlette.websockets import WebSocket
 from traffik.buckets import named_route_part
 from traffik.exceptions import ConfigurationError
 from traffik.on_error import bucket_failure
-from traffik.outcomes import given_back, take_charge
+from traffik.outcomes import given_back, take_charge, take_charged
 from traffik.throttle_settings import check_cost
 from traffik.typing import EXEMPTED, StrategyStat
 
@@ -257,22 +257,24 @@ class BucketState:
         method: Optional[str] = None,
         backend: Optional[ThrottleBackend] = None,
     ) -> None:
-        """Give `cost` units (default: the throttle's cost for this connection) back to every
-        rate of this throttle for one client, never past a full budget: one step on the
-        backend (one round trip on Redis). `client`, `path`, `method`, `backend` as for
-        `reset`.
+        """Give `cost` units back to every rate of this throttle for one client, never past a
+        full budget: one step on the backend (one round trip on Redis). `client`, `path`,
+        `method`, `backend` as for `reset`.
 
-        A connection whose charge was noted (under `ThrottleMiddleware`, with `charge_when`,
-        with several throttles as one) gets those charges back (`cost` of them, default all,
-        never more) on the bucket and backend it was taken from, once: what was given back is not
-        given back again, by another `refund` or when the request is settled. Each rate gives
-        back only what the charge still holds (nothing once its window closed: see
-        `traffik.outcomes`). On a WebSocket, each message is a request of its own: the
-        charges given back are the throttle's hits on the latest message (all of them, the
-        latest first). A throttle with
-        `charge_when` notes every charge, so a connection with none noted (refused, exempted,
-        let through by `on_error`, or already given back) gets nothing. `path`, `method`,
-        `backend` or `context` name a bucket instead.
+        A connection gets back what this throttle took from it (`cost` of it, default all,
+        never more), once: what was given back is not given back again, by another `refund`
+        or when the request is settled, and a connection the throttle refused, exempted or
+        never hit gets nothing. A charge noted (under `ThrottleMiddleware`, with
+        `charge_when`, with several throttles as one) is given back on the bucket and
+        backend it was taken from, each rate only what the charge still holds (nothing once
+        its window closed: see `traffik.outcomes`). With nothing noted (a plain
+        `Depends(throttle)`, a direct `hit`), what the throttle's latest hit on the
+        connection took is given back on the bucket the connection names now. What is left
+        after a `cost` stays for a later `refund`. On a WebSocket, each message is a request
+        of its own: what is given back is the throttle's hits on the latest message (all of
+        them, the latest first, when they were noted). `path`, `method`, `backend` or
+        `context` name a bucket instead (`cost` default: the throttle's cost for this
+        connection), whatever the connection took.
 
         A hit decided by `on_error` after a failure is noted too: the charge a fallback took
         is given back on the fallback, and a hit no store took (`"allow"`) gets nothing. A
@@ -301,6 +303,9 @@ class BucketState:
                 return
             if self.charge_when is not None or given_back(client, self):
                 return  # (nothing of this connection's is left to give back)
+            cost = take_charged(client, self, cost)
+            if not cost:
+                return  # (this throttle took nothing from the connection, or gave it back)
         try:
             await self._refund(client, cost, context, path, method, backend)
         except Exception as exc:

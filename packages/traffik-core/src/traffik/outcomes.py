@@ -6,7 +6,9 @@ over the limit is refused before the endpoint runs, and concurrent requests cann
 the limit); once the response is known, `settle` gives the charge back when `charge_when`
 says the outcome should not count. The middleware and the decorators see the response;
 a FastAPI route uses the throttle's `charge_by_outcome` dependency (a dependency with
-`yield`), which sees the exception the endpoint raised, or else the route's status code.
+`yield` of scope `"function"`: it settles as the endpoint returns or raises, before the
+response is sent), which sees the exception the endpoint raised, else the status it set on
+the injected `Response`, else the route's status code; not a `Response` it returns.
 
 A charge is noted (`Noted`, made a `Charge` to give it back) with exactly the bucket (backend
 that decided, key, rates), cost and decision it was taken under, so giving it back recomputes
@@ -17,6 +19,11 @@ the decision's `at` and reset): nothing once its window closed or its budget wou
 whole again. `throttle.refund(connection)` gives back the charges noted for that throttle on
 the connection, when there are any (`take_charge`): each never more than it took, and what it
 gave back is not given back again (by another `refund`, or when the request is settled).
+
+A hit admitted with nothing noted (a plain `Depends(throttle)`, a direct `hit`) costs no
+note: the connection's state keeps only the units it took, under the throttle's own key
+(`CHARGED_KEY`), so that `refund` gives back no more than that, once (`take_charged`), on
+the bucket the connection names then.
 
 Each message on a WebSocket is a request of its own. A `WebSocketThrottle` follows the
 messages its socket receives (`follow`: from the first hit on a `WebSocket` object, its
@@ -42,6 +49,7 @@ if TYPE_CHECKING:
     from traffik.rates import Rate
 
 __all__ = [
+    "CHARGED_KEY",
     "CHARGES_KEY",
     "MESSAGE_KEY",
     "NOTED_IN_KEY",
@@ -55,10 +63,15 @@ __all__ = [
     "note",
     "settle",
     "take_charge",
+    "take_charged",
 ]
 
 CHARGES_KEY = "traffik.charges"
 """Where a connection's state keeps the charges to settle once its outcome is known."""
+
+CHARGED_KEY = "traffik.charged"
+"""The prefix of a throttle's own key in a connection's state (`throttle._charged_key`), where
+its latest admitted hit with no charge noted keeps the units it took."""
 
 REFUNDED_KEY = "traffik.refunded"
 """Where a connection's state keeps the throttles with nothing left to give back: their noted
@@ -286,6 +299,24 @@ def take_charge(connection: Any, throttle: Any, cost: Optional[int] = None) -> O
     if throttle not in refunded:  # (once per throttle: a socket's state stays bounded)
         refunded.append(throttle)
     return Charges(taken)
+
+
+def take_charged(connection: Any, throttle: Any, cost: Optional[int] = None) -> int:
+    """Forget and return `cost` units (None: all) of what the latest admitted hit of
+    `throttle` on `connection` took with no charge noted (`CHARGED_KEY`), so they are given
+    back once; what is left stays for a later `refund`. 0 when it took nothing: the throttle
+    refused, exempted or never hit the connection, or it was given back already."""
+    state = connection.scope.get("state")
+    key = throttle._charged_key
+    taken = state.get(key) if state else None
+    if not taken:
+        return 0
+    units = taken if cost is None else min(cost, taken)
+    if units < taken:
+        state[key] = taken - units
+    else:
+        del state[key]
+    return units
 
 
 def given_back(connection: Any, throttle: Any) -> bool:

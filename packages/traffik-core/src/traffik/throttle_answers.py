@@ -100,6 +100,7 @@ class ThrottleAnswers:
     handle_throttled: Optional[Callable[..., Any]]
     charge_when: Optional[Callable[[Outcome], bool]]
     on_decision: Optional[Callable[[DecisionEvent], Any]]
+    _charged_key: str
     _plan: Optional[HeaderPlan]
     default_handler: ClassVar[Callable[..., Any]]
     use_backend_handler: ClassVar[bool]
@@ -234,20 +235,18 @@ class ThrottleAnswers:
     ) -> None:
         """Mark an admitted connection, note its charge (`cost` units of `key` on `backend`,
         the backend that decided, with the decision) when it may be given back later
-        (`charge_when`, several throttles as one, the middleware), and write the headers on
-        `response`."""
+        (`charge_when`, several throttles as one, the middleware), or else keep only the
+        units it took (`outcomes.take_charged`: `refund` gives back no more), and write the
+        headers on `response`."""
         scope = connection.scope
         state = scope.get("state")
         if state is None:
             scope["state"] = state = {}
         state[THROTTLED_STATE_KEY] = 0.0
         charges = state.get(CHARGES_KEY)  # (the middleware notes every charge: `refund`)
-        if (
-            (charges is not None or self.charge_when is not None)
-            and decision.remaining is not None
-            and key is not None
-            and rates is not None
-        ):
+        if charges is None and self.charge_when is None:
+            state[self._charged_key] = self.cost if cost is None else cost
+        elif decision.remaining is not None and key is not None and rates is not None:
             noted = (self, backend, key, rates, self.cost if cost is None else cost, decision)
             if charges is None:
                 state[CHARGES_KEY] = [noted]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Iterable, Mapping
+from functools import cached_property
 from typing import Any, Callable, Optional, Union
 
 from starlette.requests import Request
@@ -24,13 +25,77 @@ from traffik.throttles._throttle import (
     Throttle,
 )
 
-__all__ = ["HTTPThrottle", "RequestThrottle"]
+__all__ = ["ChargeByOutcome", "HTTPThrottle", "RequestThrottle"]
 
 _KEYWORD = inspect.Parameter.KEYWORD_ONLY
 
 
 def _without_method_of(scope: Any) -> str:
     return without_method(route_part(scope))
+
+
+class _OutcomeSignature:
+    """`ChargeByOutcome.__signature__`, made once per dependency as FastAPI first reads it
+    (FastAPI is imported then, not before); the class itself has none."""
+
+    def __get__(
+        self, dependency: Optional[ChargeByOutcome], owner: Optional[type] = None
+    ) -> Optional[inspect.Signature]:
+        if dependency is None:
+            return None
+        if dependency._signature is None:
+            from fastapi import Depends
+
+            settling = Depends(dependency.settling, scope="function")
+            request = inspect.Parameter("request", _KEYWORD, default=settling, annotation=Request)
+            dependency._signature = inspect.Signature([request], return_annotation=Request)
+        return dependency._signature
+
+
+class ChargeByOutcome:
+    """`throttle.charge_by_outcome`, a FastAPI dependency made once per throttle. FastAPI
+    reads its `__signature__`: the request, from `settling`, a dependency with `yield` of
+    scope `"function"`, which hits before the endpoint runs and settles the charge as the
+    endpoint returns or raises, before the response is sent. `throttles` names the throttle
+    for the OpenAPI document."""
+
+    __slots__ = ("_signature", "throttle")
+
+    __signature__ = _OutcomeSignature()
+    """What FastAPI injects: the request, once `settling` has hit."""
+
+    def __init__(self, throttle: HTTPThrottle) -> None:
+        self.throttle = throttle
+        self._signature: Optional[inspect.Signature] = None
+
+    @property
+    def throttles(self) -> tuple[HTTPThrottle, ...]:
+        """The throttle it applies, named as `throttled(a, b)` names its throttles (for the
+        OpenAPI document's 429)."""
+        return (self.throttle,)
+
+    async def __call__(self, request: Request) -> Request:
+        return request
+
+    async def settling(
+        self,
+        request: Request = None,  # type: ignore[assignment]  # (None: a WebSocket route's)
+        response: Response = None,  # type: ignore[assignment]  # (FastAPI's, always given)
+    ) -> AsyncIterator[Request]:
+        """Hit, then settle the charge with the endpoint's outcome (`ChargeByOutcome`)."""
+        await self.throttle.hit(request, response=response)
+        try:
+            yield request
+        except Exception as exc:
+            await outcomes.settle(request, Outcome.of_exception(exc))
+            raise
+        status = response.status_code if response is not None else None
+        if not status:
+            status = getattr(request.scope.get("route"), "status_code", None) or 200
+        await outcomes.settle(request, Outcome(status))
+
+    def __repr__(self) -> str:
+        return f"{self.throttle!r}.charge_by_outcome"
 
 
 class HTTPThrottle(Throttle):
@@ -53,25 +118,20 @@ class HTTPThrottle(Throttle):
     connection_type = Request
     refused_scopes = frozenset({"websocket"})
 
-    async def charge_by_outcome(
-        self,
-        request: Request = None,  # type: ignore[assignment]  # (None: a WebSocket route's)
-        response: Response = None,  # type: ignore[assignment]  # (FastAPI's, always given)
-    ) -> AsyncIterator[Request]:
-        """A FastAPI dependency with `yield` for a throttle with `charge_when`:
+    @cached_property
+    def charge_by_outcome(self) -> ChargeByOutcome:
+        """The FastAPI dependency for a throttle with `charge_when`:
         `Depends(throttle.charge_by_outcome)`. It hits before the endpoint runs, then settles
-        the charge with the outcome: the exception the endpoint raised (its status code), or
-        else the route's status code (a dependency does not see a returned `Response`; the
-        decorators and the middleware do). On a WebSocket route FastAPI gives it no request:
-        `hit`'s `ConfigurationError` says what to use there."""
-        await self.hit(request, response=response)
-        try:
-            yield request
-        except Exception as exc:
-            await outcomes.settle(request, Outcome.of_exception(exc))
-            raise
-        route = request.scope.get("route")
-        await outcomes.settle(request, Outcome(getattr(route, "status_code", None) or 200))
+        the charge with the endpoint's outcome as the endpoint returns or raises, before the
+        response is sent: a background task or a streamed body that fails after the response
+        started never counts. The outcome is the exception the endpoint raised (its status
+        code, else 500), else the status it set on the `Response` FastAPI injects
+        (`response.status_code = 401`), else the route's status code. A `Response` the
+        endpoint returns is not seen (FastAPI shows it to no dependency): to count a returned
+        `JSONResponse(..., status_code=401)`, use `traffik.fastapi.throttled` or
+        `ThrottleMiddleware`. On a WebSocket route FastAPI gives it no request: `hit`'s
+        `ConfigurationError` says what to use there."""
+        return ChargeByOutcome(self)
 
     def __init__(
         self,

@@ -21,7 +21,7 @@ from traffik.events import _observers as _observers
 from traffik.exceptions import ConfigurationError
 from traffik.keyparts import escape
 from traffik.on_error import check_on_error, recover
-from traffik.outcomes import Outcome
+from traffik.outcomes import CHARGED_KEY, Outcome
 from traffik.rates import Rate, RatesLike
 from traffik.registry import GLOBAL_REGISTRY, ThrottleRegistry
 from traffik.response_headers import ThrottleHeaders
@@ -173,6 +173,9 @@ class Throttle(
             )
         self.uid = uid
         self._uid_part = escape(uid)
+        # Where a connection's state keeps what a hit of this throttle took, when no charge
+        # is noted (`outcomes.take_charged`): its own, even beside a throttle of the same uid.
+        self._charged_key = f"{CHARGED_KEY}:{uid}#{id(self):x}"
         owner = self._owner()
         self.dynamic_backend = check_flag(dynamic_backend, "dynamic_backend", owner)
         self._backend = None

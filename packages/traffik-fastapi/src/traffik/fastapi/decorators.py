@@ -7,7 +7,17 @@ import inspect
 import itertools
 import typing
 from collections.abc import AsyncIterator, Awaitable
-from typing import Annotated, Any, Callable, NamedTuple, Optional, TypeVar, cast, overload
+from typing import (
+    Annotated,
+    Any,
+    Callable,
+    Literal,
+    NamedTuple,
+    Optional,
+    TypeVar,
+    cast,
+    overload,
+)
 
 from fastapi import params
 from starlette.concurrency import run_in_threadpool
@@ -32,11 +42,15 @@ Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 _names = itertools.count()
 _BOUND = ("self", "cls")
 """The first parameter of a method, which binding removes (class-based views)."""
+_Scope = Optional[Literal["function", "request"]]
+"""`Depends(scope=...)`: `"function"` ends a dependency with `yield` as the endpoint returns."""
 
 
-def _route_status(connection: Any) -> int:
-    """The status code FastAPI answers with when the endpoint returns a plain value."""
-    return getattr(connection.scope.get("route"), "status_code", None) or 200
+def _route_status(connection: Any, injected: Optional[Response] = None) -> int:
+    """The status code FastAPI answers with when the endpoint returns a plain value: the one
+    it set on the `injected` response (`response.status_code = 401`), else the route's."""
+    status = injected.status_code if injected is not None else None
+    return status or getattr(connection.scope.get("route"), "status_code", None) or 200
 
 
 def _is_generator(endpoint: Callable[..., Any]) -> bool:
@@ -44,15 +58,18 @@ def _is_generator(endpoint: Callable[..., Any]) -> bool:
     return inspect.isgeneratorfunction(call) or inspect.isasyncgenfunction(call)
 
 
-async def _settled(connection: Any, result: Awaitable[Any]) -> Any:
+async def _settled(
+    connection: Any, result: Awaitable[Any], injected: Optional[Response] = None
+) -> Any:
     """Await the endpoint's `result`, then settle the connection's charges with its outcome:
-    the exception it raised, else the `Response` it returned (else the route's status)."""
+    the exception it raised, else the `Response` it returned (else the status it set on the
+    `injected` response, else the route's)."""
     try:
         value = await result
     except Exception as exc:
         await settle(connection, Outcome.of_exception(exc))
         raise
-    status = getattr(value, "status_code", None) or _route_status(connection)
+    status = getattr(value, "status_code", None) or _route_status(connection, injected)
     await settle(connection, Outcome(status, response=value))
     return value
 
@@ -142,8 +159,9 @@ def _applying(
     """A dependency hitting `throttles` as one decision, which gives the connection, or with
     `marks` a `_Marked` (the connection and where the hit's headers are on the injected
     response: the decorator's); with `settles` (`charge_when`) it has `yield` and settles the
-    charges with the outcome: the exception, else the route's status code (a decorated
-    endpoint's own outcome settles first, and a request settles once)."""
+    charges with the outcome: the exception, else the status set on the injected response,
+    else the route's status code (a decorated endpoint's own outcome settles first, and a
+    request settles once)."""
 
     async def hit(
         connection: Any = None, response: Any = None, route_connection: Any = None
@@ -176,7 +194,7 @@ def _applying(
             except Exception as exc:
                 await settle(connection, Outcome.of_exception(exc))
                 raise
-            await settle(connection, Outcome(_route_status(connection)))
+            await settle(connection, Outcome(_route_status(connection, response)))
 
         dependency = hit_and_settle
     dependency.__signature__ = _signature(connection_type)  # type: ignore[attr-defined]
@@ -248,9 +266,9 @@ class Throttled(params.Depends):
         # the hit, and where its headers are on the injected response (`_Marked`), to carry
         # them to a `Response` the endpoint returns (`_carry_headers`).
         marking = _applying(throttles, connection_type, settles, marks=True)
-        hidden = inspect.Parameter(
-            name, kind, annotation=Annotated[_Marked, params.Depends(marking, use_cache=False)]
-        )
+        scope: _Scope = "function" if settles else None  # (settled before the response)
+        marker = params.Depends(marking, use_cache=False, scope=scope)
+        hidden = inspect.Parameter(name, kind, annotation=Annotated[_Marked, marker])
 
         if is_async_callable(endpoint):
 
@@ -259,7 +277,7 @@ class Throttled(params.Depends):
                 mark = kwargs.pop(name)
                 result = endpoint(*args, **kwargs)
                 if settles:
-                    result = _settled(mark.connection, result)
+                    result = _settled(mark.connection, result, mark.response)
                 return await _carrying(mark, result)
 
         elif settles and not _is_generator(endpoint):
@@ -269,7 +287,9 @@ class Throttled(params.Depends):
             @functools.wraps(endpoint)
             async def wrapper(*args: Any, **kwargs: Any) -> Any:
                 mark = kwargs.pop(name)
-                result = _settled(mark.connection, run_in_threadpool(endpoint, *args, **kwargs))
+                result = _settled(
+                    mark.connection, run_in_threadpool(endpoint, *args, **kwargs), mark.response
+                )
                 return await _carrying(mark, result)
 
         else:  # generators, and sync functions settling nothing: FastAPI runs or iterates them
@@ -316,12 +336,18 @@ def throttled(*throttles: Throttle, route: Optional[Endpoint] = None) -> Any:
     the wait until all admit. Allowed responses carry the rate-limit headers: as a decorator
     also a `Response` the endpoint returns and an `HTTPException` it raises; as a dependency
     not those (FastAPI sends a returned `Response` as it is). Throttles with
-    `charge_when` settle their charge with the outcome: as a decorator, the endpoint's
+    `charge_when` settle their charge with the endpoint's outcome, never with a background
+    task or a streamed body failing after the response started: as a decorator, its
     `Response` or exception (`def` and `async def` alike; a generator endpoint's is its
-    route's status code); as a dependency, the exception or the route's status code. Each
-    use counts: a throttle given twice counts twice. With `route=` the decorated endpoint is
-    returned at once: `throttled(api, route=search)`.
+    route's status code); as a dependency, settled as the endpoint returns or raises, its
+    exception, else the status it set on the injected `Response`, else the route's (a
+    `Response` it returns is not seen). Each use counts: a throttle given twice counts twice.
+    With `route=` the decorated endpoint is returned at once: `throttled(api, route=search)`.
     """
     connection_type = check_throttles(throttles, "throttled")
-    marker = Throttled(dependency=_dependency(throttles, connection_type), use_cache=False)
+    dependency = _dependency(throttles, connection_type)
+    # Settling as the endpoint returns or raises, before the response is sent (scope
+    # "function"): a background task or a streamed body failing after it never counts.
+    scope: _Scope = "function" if getattr(dependency, "settles", False) else None
+    marker = Throttled(dependency=dependency, use_cache=False, scope=scope)
     return marker if route is None else marker(route)

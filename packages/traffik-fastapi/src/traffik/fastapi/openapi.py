@@ -64,10 +64,11 @@ def _http_throttles(call: Any) -> list[Throttle]:
     """The HTTP throttles a dependency's `call` applies."""
     if isinstance(call, MiddlewareThrottle):  # used as a dependency
         call = call.throttle
-    owner = getattr(call, "__self__", None)  # a bound method: `throttle.charge_by_outcome`
+    owner = getattr(call, "__self__", None)  # a bound method: `Depends(throttle.hit)`
     if isinstance(owner, Throttle):
         call = owner
-    combined = getattr(call, "throttles", None)  # `throttled(a, b)`: one dependency for several
+    # `throttled(a, b)`, one dependency for several; `throttle.charge_by_outcome`, for one
+    combined = getattr(call, "throttles", None)
     if combined is not None:
         return [throttle for item in combined for throttle in _http_throttles(item)]
     if isinstance(call, Throttle) and not issubclass(call.connection_type, WebSocket):
