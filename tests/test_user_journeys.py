@@ -881,3 +881,51 @@ async def test_a_backend_given_by_url(redis_url: str) -> None:
     finally:
         await backend.reset()
         await backend.close()
+
+
+async def test_an_admin_endpoint_resets_a_client_by_address_under_a_server() -> None:
+    """`throttle.reset(client_ip, path=...)` in an endpoint, for a throttle with no
+    `backend=` in an app whose lifespan set up the backend. A server (uvicorn) runs the
+    lifespan in a task of its own, so the request's task never sees the context it entered:
+    the throttle finds the backend of the app being served (it answered 500, "has no
+    backend", where the same app tested in one task passed)."""
+    import asyncio
+    import contextvars
+
+    from fastapi import FastAPI
+
+    backend = InMemoryBackend(namespace="admin")
+    throttle = HTTPThrottle("admin-api", rate="2/min")
+    app = FastAPI(lifespan=backend.lifespan)
+
+    @app.get("/items", dependencies=[Depends(throttle)])
+    async def items() -> list[int]:
+        return []
+
+    @app.post("/unblock/{ip}")
+    async def unblock(ip: str) -> dict[str, bool]:
+        return {"reset": await throttle.reset(ip, path="/items")}
+
+    started, stop = asyncio.Event(), asyncio.Event()
+
+    async def lifespan() -> None:  # (the server's lifespan task)
+        async with app.router.lifespan_context(app):
+            started.set()
+            await stop.wait()
+
+    async def requests() -> list[Any]:  # (a request task: a context of its own)
+        transport = httpx.ASGITransport(app=app, client=("10.0.0.7", 1234))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            codes = [(await client.get("/items")).status_code for _ in range(3)]
+            unblocked = await client.post("/unblock/10.0.0.7")
+            after = await client.get("/items")
+            return [codes, unblocked.status_code, unblocked.json(), after.status_code]
+
+    served = asyncio.create_task(lifespan())
+    await started.wait()
+    # (a fresh, empty context, as a server's request task has: `create_task(context=)` is
+    # Python 3.11's)
+    answers = await contextvars.Context().run(asyncio.ensure_future, requests())
+    stop.set()
+    await served
+    assert answers == [[200, 200, 429], 200, {"reset": True}, 200]

@@ -14,7 +14,7 @@ import pytest
 from starlette.requests import Request
 
 from traffik import HTTPThrottle
-from traffik.backends.health import CircuitState
+from traffik.backends.health import CircuitPolicy, CircuitState
 from traffik.backends.inmemory import InMemoryBackend
 from traffik.backends.redis import RedisBackend
 from traffik.error_handlers import failover, fallback, retry
@@ -140,6 +140,37 @@ async def test_what_the_fallback_admitted_is_charged_to_the_store(
         assert totals[1] > LIMIT
     finally:
         server.resume()
+        await backend.close()
+
+
+async def test_what_the_fallback_admitted_in_a_blip_is_charged_though_the_circuit_never_opened(
+    redis_server: Any, tmp_path: Any
+) -> None:
+    """Redis (persisting every write) killed and restarted before its circuit could open:
+    20 admitted before, 25 by the fallback in the blip, and 5 after it, as deployment.md says."""
+    from traffik.testing.servers import RedisServer, free_port
+
+    server = RedisServer(
+        tmp_path / "aof", free_port(), "--appendonly", "yes", "--appendfsync", "always"
+    )
+    server.start()
+    backend = RedisBackend(  # (a quiet period no loaded test machine outlasts: it never opens)
+        server.url, namespace="fallback", circuit=CircuitPolicy(quiet_period=30.0)
+    )
+    throttle = _throttle("blip", backend, FixedWindow(), fallback(InMemoryBackend(namespace="mem")))
+    try:
+        before = await _admitted(throttle, 20)
+        server.stop()
+        during = await _admitted(throttle, 25)
+        server.start()  # (the same port and directory: the counters come back from the AOF)
+        assert await _admitted(throttle, 1) == 1  # the store answers again
+        key = f"{throttle.uid}:{{10.0.0.9}}"
+        await _charged(backend, FixedWindow(), key, LIMIT - before - during - 1)
+        after = 1 + await _admitted(throttle, 10)
+        assert backend.circuit.opened == 0
+        assert (before, during, after) == (20, 25, 5)
+    finally:
+        server.stop()
         await backend.close()
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from contextlib import nullcontext
 from typing import Any, Optional
 
 import pytest
@@ -713,6 +714,47 @@ async def test_a_failed_decision_is_logged_once_per_interval_naming_the_store(
         await throttle.hit(request())
     [line] = [r.getMessage() for r in caplog.records if "the disk is full" in r.getMessage()]
     assert "the store's error says what to fix" in line and "store answers" not in line, line
+
+
+async def on_store_error(connection: Any, exc_info: Any) -> float:
+    return 0.0
+
+
+@pytest.mark.parametrize(
+    ("on_error", "named"),
+    [
+        (
+            fallback(InMemoryBackend(namespace="spare")),
+            "fallback(InMemoryBackend(namespace='spare'))",
+        ),
+        (
+            failover(InMemoryBackend(namespace="spare")),
+            "failover(InMemoryBackend(namespace='spare'))",
+        ),
+        (retry(max_retries=0), "retry(max_retries=0, retry_delay=0.1)"),
+        (on_store_error, "on_store_error"),
+    ],
+    ids=["fallback", "failover", "retry", "yours"],
+)
+async def test_a_handler_is_named_readably_in_the_log(
+    caplog: pytest.LogCaptureFixture, on_error: Any, named: str
+) -> None:
+    """The log names a built-in handler as it was made, and one of yours by its qualified
+    name: never as a function's `repr` with its address."""
+    import logging
+
+    store = FailingBackend(InMemoryBackend(namespace="primary"))
+    uid = f"named-{named.split('(')[0]}"
+    throttle = HTTPThrottle(uid, rate="5/min", backend=store, on_error=on_error, skip_handler=True)
+    caplog.set_level(logging.WARNING, logger="traffik")
+    with store.failing(BackendConnectionError("store down")):
+        with pytest.raises(BackendConnectionError) if named.startswith("retry") else nullcontext():
+            await throttle.hit(request())
+        await throttle.stat(request())
+    lines = [r.getMessage() for r in caplog.records if uid in r.getMessage()]
+    assert len(lines) == 2, lines
+    for line in lines:
+        assert f"on_error={named}:" in line and "<function" not in line, line
 
 
 async def test_a_failure_before_the_key_points_at_the_throttle_s_own_code(

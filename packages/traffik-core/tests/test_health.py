@@ -138,6 +138,19 @@ async def test_recovery_listeners_run_on_every_closing() -> None:
     assert calls == [1, 1] and circuit.opened == 2
 
 
+async def test_recovery_listeners_run_when_the_store_answers_after_failures_that_never_opened_it() -> (
+    None
+):
+    circuit = _circuit(Store(), failure_threshold=3)
+    calls: list[int] = []
+    circuit.on_recovery(lambda: calls.append(1))
+    circuit.failed(ERROR)
+    circuit.failed(ERROR)
+    assert circuit.state is CircuitState.CLOSED
+    circuit.answered()  # what the command path does after a success, while failures counted
+    assert calls == [1] and circuit.opened == 0 and circuit.failures == 0
+
+
 async def test_a_disabled_circuit_tracks_but_never_refuses() -> None:
     store = Store()
     circuit = _circuit(store, enabled=False)

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
+from traffik.backends.health import CircuitPolicy, StoreCircuit
 from traffik.backends.lanes import Lanes
+from traffik.exceptions import BackendConnectionError, BackendError
 
 
 async def hang(hits: list[int]) -> list[int]:
@@ -143,3 +147,59 @@ def test_in_flight_is_a_live_view_of_the_keys_with_a_round() -> None:
         assert "k" not in in_flight and "k" not in lanes
 
     asyncio.run(main())
+
+
+async def _unanswered() -> None:
+    """A probe that never gets its answer (the store stays down)."""
+    await asyncio.get_running_loop().create_future()
+
+
+def _failing_rounds(
+    lanes: Lanes[int, int], failure: Exception, circuit: StoreCircuit
+) -> tuple[list[object], list[list[int]]]:
+    """Four hits on one key, the first round failing on `failure` (counted by `circuit`, as
+    a store's command path counts it); what each hit got, and the rounds run."""
+    rounds: list[list[int]] = []
+
+    async def run(hits: list[int]) -> list[int]:
+        rounds.append(hits)
+        await asyncio.sleep(0)
+        if len(rounds) == 1:
+            if isinstance(failure, BackendConnectionError):
+                circuit.failed(failure, silent=1.0)
+            raise failure
+        return hits
+
+    async def here() -> list[object]:
+        found = await asyncio.gather(
+            *(lanes.decide("k", i, run) for i in range(4)), return_exceptions=True
+        )
+        circuit.stop()  # (its probe, once open)
+        return found
+
+    return asyncio.run(here()), rounds
+
+
+def test_hits_behind_a_round_that_failed_on_an_outage_fail_with_it_at_once() -> None:
+    """A store's lanes send no second round to a store that just did not answer: the hits
+    queued behind the failed one get its error, and each counts on the circuit."""
+    circuit = StoreCircuit("store", _unanswered, CircuitPolicy(failure_threshold=3))
+    outage = BackendConnectionError("timed out")
+    results, rounds = _failing_rounds(Lanes([circuit]), outage, circuit)
+    assert results == [outage] * 4
+    assert rounds == [[0]]
+    assert circuit.opened == 1  # one timeout and three hits that waited for it
+
+
+@pytest.mark.parametrize("circuits", [False, True], ids=["no circuits", "an answer"])
+def test_hits_behind_a_round_that_failed_otherwise_get_a_round_of_their_own(
+    circuits: bool,
+) -> None:
+    """Without circuits (SQLite: a busy file is no outage), or after an error the store
+    answered, the queued hits are decided in their own round."""
+    circuit = StoreCircuit("store", _unanswered)
+    failure: Exception = BackendConnectionError("busy") if not circuits else BackendError("no")
+    lanes: Lanes[int, int] = Lanes([circuit] if circuits else ())
+    results, rounds = _failing_rounds(lanes, failure, circuit)
+    assert results == [failure, 1, 2, 3]
+    assert rounds == [[0], [1, 2, 3]]

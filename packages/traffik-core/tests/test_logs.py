@@ -182,3 +182,48 @@ async def test_a_rule_that_raises_is_logged_once_per_interval_with_its_traceback
     assert records[0].levelno == logging.ERROR and records[0].exc_info is not None
     assert "KeyError: 'x-internal'" in records[0].getMessage()
     assert "the throttle applies" in records[0].getMessage()
+
+
+def test_an_object_s_key_in_a_kind_is_never_a_later_object_s() -> None:
+    """A store collected, and a new one made (maybe at the same address, so with the same
+    `id`): the new one's failures are a kind of their own, never left out as the old one's."""
+    import gc
+
+    from traffik.logs import object_key
+
+    store = InMemoryBackend(namespace="first")
+    key = object_key(store)
+    assert key == object_key(store) and hash(key) == hash(object_key(store))
+    kinds = {(key, BackendError): "seen"}
+    del store
+    gc.collect()
+    later = InMemoryBackend(namespace="later")
+    assert object_key(later) != key
+    assert (object_key(later), BackendError) not in kinds
+    assert object_key(7) == id(7)  # (no weak reference to an int: its `id`)
+
+
+def test_a_kind_left_by_a_collected_store_is_not_that_of_a_new_one_at_its_address(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """What made a test's first failure go unlogged when an earlier test's store had been
+    collected: a new store at the same address. Its failure is written at once."""
+    from traffik.logs import object_key
+
+    class Store:
+        """A store's stand-in, small enough that CPython gives its address to the next one."""
+
+    quiet = QuietLog(logging.getLogger("traffik.test"), interval=10, clock=Clock())
+    store = Store()
+    address = id(store)
+    with caplog.at_level(logging.WARNING, logger="traffik.test"):
+        assert quiet.log(logging.WARNING, (object_key(store), BackendError), "first down")
+        del store
+        made = [Store()]
+        while id(made[-1]) != address and len(made) < 1000:  # (kept: each takes a new slot)
+            made.append(Store())
+        later = made[-1]
+        if id(later) != address:
+            pytest.skip("this interpreter gave no new store the collected one's address")
+        assert quiet.log(logging.WARNING, (object_key(later), BackendError), "later down")
+    assert [r.getMessage() for r in caplog.records] == ["first down", "later down"]

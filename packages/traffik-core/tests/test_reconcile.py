@@ -10,7 +10,7 @@ import pytest
 from traffik.backends.health import CircuitPolicy, CircuitState, StoreCircuit
 from traffik.backends.inmemory import InMemoryBackend
 from traffik.clock import ManualClock
-from traffik.exceptions import BackendConnectionError
+from traffik.exceptions import BackendConnectionError, BackendError
 from traffik.rates import parse_rates
 from traffik.reconcile import Ledger
 from traffik.strategies import GCRA, FixedWindow, SlidingWindowCounter, TokenBucket
@@ -58,6 +58,39 @@ async def test_what_was_admitted_is_charged_on_recovery(strategy: Any) -> None:
     assert await _left(store, strategy, "client") == 3
 
 
+async def test_what_was_admitted_in_a_blip_is_charged_though_the_circuit_never_opened() -> None:
+    """A store back before its circuit opened (a restart within the quiet period): its first
+    answer after the failures charges what the fallback admitted meanwhile."""
+    store, ledger, strategy = _store(), Ledger(), FixedWindow()
+    circuit = store.circuits[0]
+    circuit.failed(BackendConnectionError("refused"))  # (one refusal: no quiet period yet)
+    ledger.add(store, strategy, "client", RATES, 4)
+    assert circuit.state is CircuitState.CLOSED and circuit.opened == 0
+    circuit.answered()  # the next decision on the store succeeded
+    for _ in range(5):
+        await asyncio.sleep(0)  # the settling task
+    assert ledger.owed(store) == 0
+    assert await _left(store, strategy, "client") == 6
+
+
+async def test_what_was_admitted_after_the_store_answered_again_is_charged_at_once() -> None:
+    """A decision that failed just before the store came back, whose fallback admitted
+    after another decision already had the store's answer: nothing is left to wait for."""
+    store, ledger, strategy = _store(), Ledger(), FixedWindow()
+    circuit = store.circuits[0]
+    circuit.failed(BackendConnectionError("refused"))
+    circuit.answered()  # another request's decision, meanwhile
+    ledger.add(store, strategy, "client", RATES, 1, BackendError("OOM"))  # (an answer: waits)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert ledger.owed(store) == 1
+    ledger.add(store, strategy, "client", RATES, 3, BackendConnectionError("refused"))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert ledger.owed(store) == 0
+    assert await _left(store, strategy, "client") == 6
+
+
 async def test_a_refused_charge_takes_what_is_left() -> None:
     store, ledger, strategy = _store(), Ledger(), TokenBucket()
     await strategy.decide("client", RATES[0], store, 8)
@@ -81,6 +114,24 @@ async def test_a_failed_charge_stays_owed_and_stale_entries_go() -> None:
     ledger.add(store, strategy, "old", parse_rates("10/ms"), 1)
     await asyncio.sleep(0.01)
     assert await ledger.settle(store) == 0  # older than its period: the store forgot it too
+
+
+async def test_a_failed_charge_adds_to_what_the_client_was_admitted_meanwhile() -> None:
+    store, ledger, strategy = _store(), Ledger(), FixedWindow()
+    ledger.add(store, strategy, "client", RATES, 2)
+    charging = asyncio.Event()
+
+    async def refuse(*args: Any, **kwargs: Any) -> int:
+        charging.set()
+        await asyncio.sleep(0)
+        raise BackendConnectionError("down again")
+
+    store.increment_with_ttl = refuse  # type: ignore[method-assign]
+    settling = asyncio.ensure_future(ledger.settle(store))
+    await charging.wait()
+    ledger.add(store, strategy, "client", RATES, 3)  # (while the charge is on its way)
+    assert await settling == 0
+    assert ledger.owed(store) == 5
 
 
 async def test_a_store_without_circuits_is_never_charged() -> None:

@@ -1,5 +1,6 @@
 """Entering a backend whose store cannot be reached: started anyway (its circuits open, a warning
-says so) unless `fail_fast`; a bad setting still fails the start."""
+says so) unless `fail_fast`; a bad setting still fails the start. Leaving one: closed without
+its reset (a warning says so), never failing the shutdown."""
 
 from __future__ import annotations
 
@@ -69,3 +70,28 @@ async def test_other_errors_still_fail_the_start(error: Exception) -> None:
 def test_fail_fast_is_a_backend_setting() -> None:
     assert InMemoryBackend().fail_fast is False
     assert InMemoryBackend(fail_fast=True).fail_fast is True
+
+
+async def test_a_store_unreachable_at_shutdown_is_logged_once_and_closed_without_raising(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A non-persistent backend whose store stopped answering before the app stops: the
+    reset is left out (one warning names the store and its namespace), the backend is
+    closed all the same, and the lifespan exits cleanly (no "Application shutdown failed")."""
+    backend = FailingBackend(InMemoryBackend(namespace="gone"))
+    caplog.set_level(logging.WARNING, "traffik")
+    async with backend.lifespan(None):
+        backend.fail(BackendConnectionError("SCAN timed out"), operations="clear")
+    assert backend.explicitly_closed
+    lines = [r.getMessage() for r in caplog.records if r.name == "traffik"]
+    assert len(lines) == 1, lines
+    assert "FailingBackend" in lines[0] and "'gone'" in lines[0], lines[0]
+    assert "not reset" in lines[0] and "SCAN timed out" in lines[0], lines[0]
+
+
+async def test_another_failure_to_reset_at_shutdown_is_raised_once_closed() -> None:
+    backend = FailingBackend(InMemoryBackend(namespace="corrupt"))
+    with pytest.raises(BackendError, match="corrupt file"):
+        async with backend:
+            backend.fail(BackendError("corrupt file"), operations="clear")
+    assert backend.explicitly_closed

@@ -374,17 +374,21 @@ async def test_an_async_factory_is_awaited_once_per_loop_and_its_client_owned(
 
 
 @pytest.mark.parametrize(
-    ("factory", "names"),
+    ("factory", "error", "names"),
     [
-        (lambda: asyncio.sleep(0, result=42), "returned 42 (int)"),
-        (lambda: _raises(ConnectionRefusedError("no such host")), "no such host"),
+        (lambda: asyncio.sleep(0, result=42), ConfigurationError, "returned 42 (int)"),
+        (
+            lambda: _raises(ConnectionRefusedError("no such host")),
+            BackendConnectionError,
+            "no such host",
+        ),
     ],
 )
 async def test_a_failing_factory_fails_initialisation_naming_the_reason(
-    factory: Any, names: str
+    factory: Any, error: type[Exception], names: str
 ) -> None:
     backend = RedisBackend(factory, namespace="factory-fails")
-    with pytest.raises(BackendConnectionError) as caught:
+    with pytest.raises(error) as caught:
         await TokenBucket().decide("u", Rate.parse("3/min"), backend, 1)
     assert names in str(caught.value) and "<lambda>()" in str(caught.value)
     assert not backend.initialized

@@ -8,9 +8,12 @@ with an error of the moment (busy, full, a replica) is reported with what to do 
 from __future__ import annotations
 
 import asyncio
+import http.server
 import logging
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any, Callable
 
 import pytest
@@ -20,7 +23,7 @@ from traffik.backends.redis import RedisBackend
 from traffik.exceptions import BackendConnectionError, BackendError, ConfigurationError
 from traffik.rates import Rate
 from traffik.strategies import FixedWindow, TokenBucket
-from traffik.testing.servers import redis_cli
+from traffik.testing.servers import free_port, redis_cli
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
 
@@ -198,5 +201,83 @@ async def test_a_cluster_url_naming_a_plain_server_fails_the_start_naming_the_sc
         assert "not a cluster" in message and "redis://" in message, message
         assert "unreachable" not in message, message
         assert backend.circuit.state is CircuitState.CLOSED
+    finally:
+        await backend.close()
+
+
+@pytest.fixture
+def http_port() -> Iterator[int]:
+    """The port of an HTTP server (the standard library's), for a URL naming the wrong service."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("fail_fast", [False, True])
+async def test_a_url_naming_an_http_server_fails_the_start_naming_what_answers(
+    http_port: int, fail_fast: bool
+) -> None:
+    url = f"redis://127.0.0.1:{http_port}/0"
+    backend = _backend(url, "http", fail_fast=fail_fast)
+    try:
+        with pytest.raises(ConfigurationError) as caught:
+            async with backend:
+                pass
+        message = str(caught.value)
+        assert url in message and "HTTP server" in message, message
+        assert "unreachable" not in message, message
+        assert backend.circuit.state is CircuitState.CLOSED  # nothing to probe for
+        with pytest.raises(ConfigurationError, match="HTTP server"):
+            await backend.initialize()
+    finally:
+        await backend.close()
+
+
+async def test_a_sentinel_url_naming_a_plain_server_fails_the_start_naming_it(
+    redis_server: Callable[[], Any],
+) -> None:
+    server = redis_server()
+    url = f"redis+sentinel://127.0.0.1:{server.port}/mymaster"
+    backend = _backend(url, "not-a-sentinel")
+    try:
+        with pytest.raises(ConfigurationError) as caught:
+            async with backend:
+                pass
+        message = str(caught.value)
+        assert f"127.0.0.1:{server.port}" in message and "not a Sentinel" in message, message
+        assert "redis://" in message and "unreachable" not in message, message
+        assert backend.circuit.state is CircuitState.CLOSED
+    finally:
+        await backend.close()
+
+
+async def test_a_sentinel_url_naming_a_service_no_sentinel_monitors_fails_the_start(
+    redis_sentinel_url: str,
+) -> None:
+    url = redis_sentinel_url.replace("/mymaster", "/nosuch")
+    backend = _backend(url, "no-such-service")
+    try:
+        with pytest.raises(ConfigurationError) as caught:
+            async with backend:
+                pass
+        message = str(caught.value)
+        assert "'nosuch'" in message and "'mymaster'" in message, message
+        assert backend.circuit.state is CircuitState.CLOSED
+    finally:
+        await backend.close()
+
+
+@pytest.mark.parametrize("fail_fast", [False, True])
+async def test_initialize_reports_a_server_down_whatever_fail_fast(fail_fast: bool) -> None:
+    backend = _backend(f"redis://127.0.0.1:{free_port()}/0", "down", fail_fast=fail_fast)
+    try:
+        with pytest.raises(BackendConnectionError, match=r"refused|unreachable"):
+            await backend.initialize()
+        assert not await backend.ready()
     finally:
         await backend.close()

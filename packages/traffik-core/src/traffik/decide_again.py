@@ -115,7 +115,14 @@ class Fallback:
                 and decision.allowed
                 and decision.remaining is not None
             ):
-                self.ledger.add(failed, info["throttle"].strategy, key, rates, info["cost"] or 1)
+                self.ledger.add(
+                    failed,
+                    info["throttle"].strategy,
+                    key,
+                    rates,
+                    info["cost"] or 1,
+                    info["exception"],
+                )
             return DecidedWait(decision)
         except Exception as exc:
             raise exc from info["exception"]

@@ -11,7 +11,11 @@ A fallback decides on a store of its own, usually in each process: `per_process`
 limits to one process's share (`traffik.fallback_share`), and what it admitted is charged to
 the failed store when that store's circuit closes (`reconcile`, `traffik.reconcile`), so a
 client is not granted its budget twice across an outage. `failover` skips its retries while
-the failed store's circuit is open (`CircuitOpenError`): the store is known to be down.
+the failed store's circuit is open (`CircuitOpenError`): the store is known to be down; and
+while it is silent (a command timed out, and it has not answered since: `StoreCircuit.silent`),
+since a retry would wait for a timeout before its fallback answers. `retry` sends one retry to
+a silent store (a connection that silently died is made again), not a second: a request waits
+at most two timeouts.
 
 The handlers return what traffik 1.2's returned, a wait in milliseconds (0: allowed), as a
 `DecidedWait`: a `float` that also carries the whole `Decision` (the quota left, the reset)
@@ -92,6 +96,15 @@ def _known_down(info: ThrottleExceptionInfo, error: BaseException) -> bool:
     return bool(circuits) and all(circuit.tripped for circuit in circuits)
 
 
+def _silent(info: ThrottleExceptionInfo) -> bool:
+    """Whether a retry would wait for a timeout: every failing circuit of the backend that
+    failed (at least one) says its store is silent (it timed out, and has not answered
+    since)."""
+    circuits = getattr(cast(Mapping[str, Any], info).get("backend"), "circuits", ())
+    failing = [circuit for circuit in circuits if circuit.failures]
+    return bool(failing) and all(circuit.silent for circuit in failing)
+
+
 async def _pause(sleep: _Sleep, delays: BackoffStrategy, attempt: int, delay: float) -> None:
     """The wait before retry `attempt` (from 0), as traffik 1.2 ran its retries: none before
     the first, then `delays(attempt, delay)` seconds."""
@@ -167,6 +180,7 @@ def fallback(
             raise exc_info["exception"]
         return await target.decide(exc_info)
 
+    fallback_handler.__qualname__ = f"fallback({backend!r})"  # (how the log names it)
     return fallback_handler
 
 
@@ -191,7 +205,9 @@ def retry(
     `max_retries=0` re-raises the original. Retries stop, and the last error propagates at
     once, as soon as the store's circuit is open (a `CircuitOpenError`, or every circuit of
     the failed backend open): the store is known to be down, and every try would fail at
-    once until the circuit's probe sees it again.
+    once until the circuit's probe sees it again. No retry after the first is sent to a
+    silent store (one that timed out and has not answered since): a request waits at most
+    two timeouts, its own and its first retry's.
 
     The first retry runs at once (most failures are a blip: a dropped connection the client
     makes again); retry `n` after it waits `backoff(n, retry_delay)` seconds first, as
@@ -232,7 +248,7 @@ def retry(
         if not isinstance(error, types):
             raise error
         for attempt in range(max_retries):
-            if _known_down(exc_info, error):
+            if _known_down(exc_info, error) or (attempt and _silent(exc_info)):
                 break  # no retry can succeed until the circuit's probe sees the store again
             await _pause(sleep, delays, attempt, delay)
             try:
@@ -241,6 +257,7 @@ def retry(
                 error = exc
         raise error
 
+    retry_handler.__qualname__ = f"retry(max_retries={max_retries}, retry_delay={delay:g})"
     return retry_handler
 
 
@@ -270,8 +287,10 @@ def failover(
     own circuit is open: it is known to be down) goes to `backend` at once, with no retry and
     nothing recorded on the breaker; when the store's circuit opens during the retries (a
     retry fails with one, or every circuit of the failed backend is open), the retries stop
-    and the decision goes to `backend` at once. `sleep` is the coroutine that waits,
-    replaceable in tests.
+    and the decision goes to `backend` at once. So they do, with a failure recorded, while the
+    store is silent (it timed out and has not answered since): a retry would wait a timeout
+    before `backend` answers, so a request waits for the failed attempt and `backend`, no
+    more. `sleep` is the coroutine that waits, replaceable in tests.
 
     Args:
         backend: The backend the decision runs on when the retries fail or the breaker
@@ -313,8 +332,8 @@ def failover(
             error: BaseException = exc_info["exception"]
             try:
                 for attempt in range(max_retries):
-                    if _known_down(exc_info, error):
-                        break  # the store's circuit opened meanwhile: straight to the fallback
+                    if _known_down(exc_info, error) or _silent(exc_info):
+                        break  # the store is down or silent: straight to the fallback
                     await _pause(sleep, delays, attempt, delay)
                     try:
                         result = DecidedWait(await decide_again(exc_info, None))
@@ -331,4 +350,5 @@ def failover(
                     await circuit.record_failure()
         return await target.decide(exc_info)
 
+    failover_handler.__qualname__ = f"failover({backend!r})"
     return failover_handler

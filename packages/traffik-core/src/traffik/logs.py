@@ -7,22 +7,38 @@ since the line before, and how long ago that line was.
 
 What an event is (its kind) and who met it (its `source`) are apart: a store that fails fails
 every throttle on it, so its failures are one kind (the store, the error type), and a line
-written after some were left out says from how many sources (throttles) they came.
+written after some were left out says from how many sources (throttles) they came. An
+object in a kind (a store) is keyed by `object_key`, never by its `id`: an object collected
+and a new one given its address would share the kind, and the new one's first events would
+be left out.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Hashable
 from typing import Any, Callable
 
-__all__ = ["QuietLog"]
+__all__ = ["QuietLog", "object_key"]
 
 _KINDS = 1024
 """Kinds remembered at once; past that the oldest are forgotten (and may log again)."""
 _SOURCES = 1024
 """Sources told apart per kind between two lines; past that the count says `1024+`."""
+
+
+def object_key(obj: object) -> Hashable:
+    """`obj` in a kind: equal to its own key while it lives, never to the key of an object
+    made later (a weak reference, which once dead equals only itself); `id(obj)` for an
+    object that takes no weak reference or cannot be hashed."""
+    try:
+        ref = weakref.ref(obj)
+        hash(ref)  # (kept by the reference: it is asked again once `obj` is gone)
+    except TypeError:
+        return id(obj)
+    return ref
 
 
 class _Seen:

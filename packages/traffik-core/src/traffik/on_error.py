@@ -41,7 +41,7 @@ from traffik._asyncio_only import no_asyncio_loop, outside_asyncio
 from traffik.call_shapes import check_called_as
 from traffik.decision import LONGEST_WAIT_MS, Decision
 from traffik.exceptions import BackendConnectionError, BackendError, ConfigurationError
-from traffik.logs import QuietLog
+from traffik.logs import QuietLog, object_key
 
 if TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
@@ -227,17 +227,17 @@ async def apply_on_error(policy: Any, info: ThrottleExceptionInfo) -> Decision:
     uid = getattr(throttle, "uid", None)
     _failures.log(
         logging.WARNING,
-        (
-            id(info["backend"]) if info["key"] is not None else uid,  # the store's, or its code's
+        (  # the store's, or its code's
+            object_key(info["backend"]) if info["key"] is not None else uid,
             type(exc),
             policy if isinstance(policy, str) else "handler",
         ),
-        "%r could not decide on %r (%s: %s); on_error=%r: %s; %s",
+        "%r could not decide on %r (%s: %s); on_error=%s: %s; %s",
         throttle,
         info["backend"],
         type(exc).__name__,
         exc,
-        policy,
+        _policy_name(policy),
         "handed to the handler (what it answers or raises)"
         if callable(policy)
         else _ANSWERED.get(policy, "refused"),
@@ -292,19 +292,19 @@ def bucket_failure(
     uid = getattr(throttle, "uid", None)
     _failures.log(
         logging.WARNING,
-        (
-            id(backend) if isinstance(exc, BackendError) else uid,  # the store's, or its code's
+        (  # the store's, or its code's
+            object_key(backend) if isinstance(exc, BackendError) else uid,
             operation,
             type(exc),
             policy if isinstance(policy, str) else "handler",
         ),
-        "%r could not %s on %r (%s: %s); on_error=%r: %s; %s",
+        "%r could not %s on %r (%s: %s); on_error=%s: %s; %s",
         throttle,
         operation,
         backend,
         type(exc).__name__,
         exc,
-        policy,
+        _policy_name(policy),
         outcome,
         _advice(exc, backend)
         if isinstance(exc, BackendError)
@@ -313,6 +313,15 @@ def bucket_failure(
         source=uid,
     )
     return policy
+
+
+def _policy_name(policy: Any) -> str:
+    """How a log line names an `on_error` policy: a named one quoted (`'allow'`), a handler
+    by its qualified name (the built-ins' says how they were made:
+    `fallback(InMemoryBackend(namespace='spare'))`; a function of yours, `on_store_error`),
+    anything else by its `repr`."""
+    name = None if isinstance(policy, str) else getattr(policy, "__qualname__", None)
+    return name if isinstance(name, str) else repr(policy)
 
 
 def _advice(exc: BaseException, backend: Optional[ThrottleBackend]) -> str:

@@ -2,9 +2,12 @@
 
 A `Ledger` belongs to one fallback backend (`ledger_of`): every handler that falls back on
 it records there. Each request the fallback admits adds its cost to the client's entry
-(strategy, key and rates), per failed store. When one of that store's circuits closes
-(`StoreCircuit.on_recovery`), every ledger charges its entries to the store in the
-background, so a client that straddles the outage is not granted its budget twice:
+(strategy, key and rates), per failed store. When that store answers again after failing
+(`StoreCircuit.on_recovery`: its circuit closing, or its first answer after a blip too short
+to open it), every ledger charges its entries to the store in the background; an entry
+recorded once the store had answered again (a decision that failed just before, whose
+fallback admitted just after) is charged at once. So a client that straddles the outage is
+not granted its budget twice:
 
 - `FixedWindow`: the units are counted in the store's current window (a counter counts past
   its limit), or a new window is opened with them.
@@ -25,6 +28,8 @@ capacity per entry, so a client is at worst refused until its budget comes back.
 Nothing here outlives what it serves: a ledger lives as long as its fallback backend, and a
 store's circuits hold one listener for all the ledgers (`_watch`), which refers to the store
 and the ledgers weakly; handlers built per request, or stores dropped, leave nothing behind.
+A store that answers costs nothing here: the listener runs only on its first answer after
+failures, and `add` only after a failure.
 """
 
 from __future__ import annotations
@@ -33,8 +38,9 @@ import asyncio
 import logging
 import time
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
+from traffik.exceptions import BackendConnectionError
 from traffik.logs import QuietLog
 from traffik.strategies.base import StateStrategy
 from traffik.strategies.steps import is_counter, items
@@ -80,8 +86,8 @@ def ledger_of(fallback: ThrottleBackend) -> Ledger:
 
 
 def _watch(store: ThrottleBackend) -> None:
-    """Have `store`'s circuits settle every ledger when one of them closes: one listener per
-    store, holding it weakly (the circuits are the store's own)."""
+    """Have `store`'s circuits settle every ledger when the store answers after failing: one
+    listener per store, holding it weakly (the circuits are the store's own)."""
     if store in _watched:
         return
     _watched.add(store)
@@ -137,9 +143,19 @@ class Ledger:
         return int(sum(owed[0] for owed in self._owed.get(store, {}).values()))
 
     def add(
-        self, store: ThrottleBackend, strategy: Any, key: str, rates: tuple[Rate, ...], cost: int
+        self,
+        store: ThrottleBackend,
+        strategy: Any,
+        key: str,
+        rates: tuple[Rate, ...],
+        cost: int,
+        error: Optional[BaseException] = None,
     ) -> None:
-        """Record `cost` units admitted for `key` while `store` was down."""
+        """Record `cost` units admitted for `key` while `store` was down. Charged at once
+        when `error` (the store's failure) is one its circuits count (a lost connection, a
+        timeout) and none counts a failure any more: the store answered since. An error the
+        store answered with (a full memory, say) waits for a recovery, as it would fail the
+        charge too."""
         if not store.circuits:
             return
         _watch(store)
@@ -163,6 +179,10 @@ class Ledger:
             entry[0] += cost
             entry[1] = time.monotonic()
             entry[2] = rates
+        if isinstance(error, BackendConnectionError) and not any(
+            circuit.failures for circuit in store.circuits
+        ):
+            self._settle_soon(store)
 
     def refund(
         self,
@@ -222,8 +242,12 @@ class Ledger:
                 )
                 continue
             charged += int(units)
-        if failed:
+        if failed:  # (added to what was recorded for the same client meanwhile)
             again = self._owed.setdefault(store, {})
             for entry, value in failed.items():
-                again.setdefault(entry, value)
+                found = again.get(entry)
+                if found is None:
+                    again[entry] = value
+                else:
+                    found[0] += value[0]
         return charged

@@ -11,8 +11,13 @@ Groups on different backends are decided in order; when a later group refuses, w
 earlier ones took is given back. A refused connection is answered by the throttle that
 refused with the longest wait (the first such, in the given order): the wait until every one
 of them would admit it, under that throttle's own policy and headers. A throttle with a
-strategy of its own (not built in), or whose decision cannot be prepared or made in one step
-(the store failed), is decided alone with `hit`, so its `on_error` applies as usual.
+strategy of its own (not built in) is decided alone with `hit`; so is each throttle of a step
+that cannot be prepared (an identifier raised, say) or that the store failed with an error
+of its own (not an outage), so that each one's `on_error` applies to its own failure. When
+the step fails on an outage (a `BackendConnectionError`: the store timed out or is
+unreachable, or its circuit is open), each throttle is answered by its `on_error` at once,
+in order up to the first that refuses, without asking the store again: the request waits
+for one timeout, not one per throttle.
 Decisions over several store operations run to their end once begun, even if the caller is
 cancelled meanwhile (`finished`): the connection is charged on every throttle or on none.
 
@@ -33,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from traffik._connection_kinds import check_kind
 from traffik.backends.store_locks import finished
 from traffik.config import THROTTLED_STATE_KEY
-from traffik.exceptions import ConfigurationError
+from traffik.exceptions import BackendConnectionError, ConfigurationError
 from traffik.logs import QuietLog
 from traffik.outcomes import CHARGES_KEY, Charge, Noted
 from traffik.strategies.base import StateStrategy
@@ -229,6 +234,7 @@ async def _alone(
 ) -> int:
     """Decide a shadow entry on its own (it never refuses); the units it took."""
     throttle = entry.throttle
+    prepared, started = None, None
     try:
         prepared = await throttle._prepare(entry.connection, entry.context, entry.cost, backend)
         if prepared is None:
@@ -238,19 +244,22 @@ async def _alone(
         decision = await throttle._step(key, rates, cost, backend)
     except ConfigurationError:
         raise
-    except Exception as exc:  # decided again by `hit`, where its on_error applies
-        _quiet.log(
-            logging.INFO,
-            ("alone", id(backend), type(exc)),
-            "deciding shadow throttle %r on %r failed (%s: %s); hitting it",
-            throttle.uid,
-            backend,
-            type(exc).__name__,
-            exc,
-            source=throttle.uid,
-        )
+    except Exception as exc:
         earlier = charges[:]
-        await entry.hit(response)
+        if prepared is not None and isinstance(exc, BackendConnectionError):
+            await _on_error(entry, exc, backend, prepared, response, started)
+        else:  # decided again by `hit`, where its on_error applies
+            _quiet.log(
+                logging.INFO,
+                ("alone", id(backend), type(exc)),
+                "deciding shadow throttle %r on %r failed (%s: %s); hitting it",
+                throttle.uid,
+                backend,
+                type(exc).__name__,
+                exc,
+                source=throttle.uid,
+            )
+            await entry.hit(response)
         return sum(noted[4] for noted in charges[_since(charges, earlier) :])
     await throttle.answer(
         entry.connection,
@@ -268,11 +277,36 @@ async def _alone(
     return cost if decision.allowed else 0
 
 
+async def _on_error(
+    entry: Entry,
+    exc: Exception,
+    backend: ThrottleBackend,
+    prepared: tuple[tuple[Rate, ...], int, str],
+    response: Optional[Response],
+    started: Optional[float],
+) -> None:
+    """Answer `entry` by its throttle's `on_error` for the outage `exc` of `backend`, without
+    asking the store again (`prepared`: its rates, cost and key), as its `hit` would."""
+    await entry.throttle._answer_failure(
+        entry.connection,
+        exc,
+        entry.context,
+        entry.cost,
+        backend,
+        prepared,
+        entry.skip_handler,
+        response,
+        started,
+        entry.shadow,
+    )
+
+
 async def _as_one(
     group: list[Entry], backend: ThrottleBackend, response: Optional[Response]
 ) -> None:
     """Decide `group` (throttles on `backend`) in one step, then let each answer its part."""
     prepared = []
+    started = None  # (set once every entry is prepared: then a failure is the step's)
     try:
         for entry in group:
             throttle, connection = entry.throttle, entry.connection
@@ -291,7 +325,14 @@ async def _as_one(
         shares = plan.shares
     except ConfigurationError:
         raise
-    except Exception as exc:  # decided alone, each throttle's on_error applies
+    except Exception as exc:
+        if started is not None and isinstance(exc, BackendConnectionError):
+            for entry, rates, cost, key in prepared:  # an outage: each on_error, at once
+                await _on_error(entry, exc, backend, (rates, cost, key), response, started)
+                if _refused(entry.connection):
+                    return
+            return
+        # decided alone, each throttle's on_error applies
         _quiet.log(
             logging.INFO,
             ("as one", id(backend), type(exc)),

@@ -110,7 +110,8 @@ class ThrottleBackend(BackendLifecycle, StorageOperations, LockedSteps, Generic[
     `fail_fast` says what entering the backend (`async with backend:`, `backend.lifespan`)
     does when the store cannot be reached: False (the default) starts anyway, the store's
     circuits open and probe it in the background, and decisions follow `on_error` until it
-    answers; True raises, so the app does not start. `circuits` are the backend's
+    answers; True raises, so the app does not start. `initialize()` alone raises either way
+    (`BackendLifecycle.initialize`). `circuits` are the backend's
     `StoreCircuit`s (`traffik.backends.health`), one per store it talks to; none for stores
     in this process.
     """

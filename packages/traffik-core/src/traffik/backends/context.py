@@ -32,6 +32,7 @@ __all__ = [
     "BackendContext",
     "get_throttle_backend",
     "resolve_backend",
+    "serving_backend",
     "set_app_backend",
 ]
 
@@ -121,7 +122,27 @@ def resolve_backend(
                 backend = _lifespan_backend(app) or _lifespan_backend(scope.get("router"))
         if backend is not None:
             return backend
-    return _current.get()
+        return _current.get()
+    backend = _current.get()
+    return serving_backend() if backend is None else backend
+
+
+_serving: dict[BackendContext, ThrottleBackend] = {}
+"""The apps' own contexts entered and not yet left (a lifespan's, `async with backend(app)`),
+to their backends: `serving_backend`."""
+
+
+def serving_backend() -> Optional[ThrottleBackend]:
+    """The backend of the app this process serves, for a throttle asked without a connection
+    (`throttle.reset(client_ip, path=...)` in an admin endpoint): a server runs the lifespan
+    in a task of its own, so the context it entered is not the request's. None unless the
+    apps whose lifespans are running share one backend."""
+    found = None
+    for backend in _serving.values():
+        if found is not None and backend is not found:
+            return None
+        found = backend
+    return found
 
 
 def _lifespan_backend(app: Any) -> Optional[ThrottleBackend]:
@@ -152,6 +173,11 @@ class BackendContext:
     Otherwise the context is entered all the same: the backend's circuits open and probe
     the store in the background, throttles answer with their `on_error` until it answers,
     and one warning says so. Any other error (a bad setting) is raised.
+
+    A store that cannot be reached on exit never raises (whatever `fail_fast`): its reset is
+    left out, one warning names the store and the namespace left as it was, and the backend
+    is closed all the same, so an app's shutdown completes. Any other error of the reset or
+    the close is raised once both were attempted.
     """
 
     def __init__(
@@ -210,12 +236,15 @@ class BackendContext:
                     exc,
                 )
         self._token = _current.set(backend)
+        if self.app is not None and self.close_on_exit:  # (an app's own: not a tenant's)
+            _serving[self] = backend
         return backend
 
     async def __aexit__(self, *exc_info: Any) -> None:
         if self._token is not None:
             _current.reset(self._token)
             self._token = None
+        _serving.pop(self, None)
         backend = self.backend
         if not backend.initialized and not backend.explicitly_closed:
             if self.close_on_exit:  # it never came up: nothing to reset, only probes to stop
@@ -233,6 +262,14 @@ class BackendContext:
         if not self.persistent:
             try:
                 await backend.reset()
+            except BackendConnectionError as exc:  # (as on entry: an outage fails nothing)
+                logger.warning(
+                    "%r cannot be reached on exit (%s): namespace %r was not reset, its counters "
+                    "stay until they expire; closing it all the same",
+                    backend,
+                    exc,
+                    backend.namespace,
+                )
             except Exception as exc:
                 logger.warning("resetting %r on context exit failed: %s", backend, exc)
                 first_error = exc
@@ -241,7 +278,8 @@ class BackendContext:
                 await backend.close()
             except Exception as exc:
                 logger.warning("closing %r on context exit failed: %s", backend, exc)
-                first_error = first_error or exc
+                if not isinstance(exc, BackendConnectionError):
+                    first_error = first_error or exc
         if first_error is not None:
             raise first_error
 

@@ -10,12 +10,17 @@ set, `check()`; after a success, `failures` (one attribute) and, only when it is
   answer resets the count. After `failure_threshold` failures in a row, spanning at least
   `quiet_period` seconds of silence (a timeout proves the silence by itself; a refused
   connection does not, so a flicker does not open it), the circuit opens.
+  `silent` says the failures include a timeout (the store is frozen or hung, not refusing):
+  `retry` and `failover` send no more retries to it. Hits that waited for a failed command
+  (coalesced ones on one key) count too (`waited`).
 - **open**: operations fail at once with `CircuitOpenError` (a `BackendConnectionError`, so
   the throttle's `on_error` answers) without touching the network. A background task probes
   the store, one probe at a time, right away and then every `probe_interval` seconds;
   while a probe runs the state is `half_open`. The probe runs the backend's own command path
   (the circuit lets only the probe's task through), so the first answer closes the circuit.
-- Closing calls the recovery listeners (a fallback reconciling what it admitted, say).
+- The first answer after failures calls the recovery listeners (a fallback charging what it
+  admitted, say), whether it closes the circuit or comes before the circuit opened (a
+  restart shorter than the quiet period). The command path calls `answered()` only then.
 
 With `CircuitPolicy(enabled=False)` nothing is ever refused, but failures, openings, probes
 and recoveries are still tracked. `info()` is the state as a dict, for metrics.
@@ -128,6 +133,7 @@ class StoreCircuit:
         "opened_at",
         "policy",
         "refused",
+        "silent",
         "state",
         "tripped",
     )
@@ -149,6 +155,9 @@ class StoreCircuit:
         """True while operations are refused (open, or probing, with the policy enabled)."""
         self.failures = 0
         """Failures in a row; 0 once the store answers."""
+        self.silent = False
+        """True while those failures include a timeout: the store said nothing for a whole
+        timeout and has not answered since (frozen or hung, not refusing)."""
         self.opened = 0
         """How many times the circuit has opened."""
         self.refused = 0
@@ -191,6 +200,7 @@ class StoreCircuit:
         self.last_error = error
         if silent:
             self._streak_start = min(self._streak_start, now - silent)
+            self.silent = True
         if (
             self.state is CircuitState.CLOSED
             and self.failures >= self.policy.failure_threshold
@@ -198,11 +208,27 @@ class StoreCircuit:
         ):
             self._open()
 
+    def waited(self, error: BaseException, hits: int) -> None:
+        """`hits` operations that waited for the one that failed on `error` (coalesced hits
+        on one key, `traffik.backends.lanes`) failed with it: each counts as a failure,
+        when `error` is the last failure counted here (a timeout or a lost connection of
+        this store), so a hot key opens the circuit as many keys would."""
+        if error is self.last_error and self.failures:
+            for _ in range(hits):
+                self.failed(error)
+
     def answered(self) -> None:
-        """The store answered: reset the failures and close the circuit if it was open."""
+        """The store answered after failing: reset the failures, close the circuit if it was
+        open, and call the recovery listeners (open or not: a blip recovers too)."""
         self.failures = 0
+        self.silent = False
         if self.state is not CircuitState.CLOSED:
             self._close()
+        for listener in list(self._listeners):
+            try:
+                listener()
+            except Exception:
+                logger.exception("%s: a recovery listener failed", self.name)
 
     # -- transitions ---------------------------------------------------------------------
 
@@ -251,11 +277,6 @@ class StoreCircuit:
             self.refused,
             "s" if self.refused != 1 else "",
         )
-        for listener in list(self._listeners):
-            try:
-                listener()
-            except Exception:
-                logger.exception("%s: a recovery listener failed", self.name)
 
     def stop(self) -> None:
         """Forget the store's health (the backend closed): closed, no failures, no probe."""
@@ -265,6 +286,7 @@ class StoreCircuit:
         self.state = CircuitState.CLOSED
         self.tripped = False
         self.failures = 0
+        self.silent = False
         self.opened_at = None
 
     # -- the probe -----------------------------------------------------------------------
@@ -293,7 +315,9 @@ class StoreCircuit:
     # -- listeners and metrics -----------------------------------------------------------
 
     def on_recovery(self, listener: Callable[[], Any]) -> None:
-        """Call `listener()` (in the event loop, synchronously) each time the circuit closes."""
+        """Call `listener()` (in the event loop, synchronously) each time the store answers
+        after failing (`answered`): when the circuit closes, and after a blip that never
+        opened it."""
         if listener not in self._listeners:
             self._listeners.append(listener)
 

@@ -8,6 +8,14 @@ concurrent hits on one key thus cost two rounds, not fifty racing ones. A hit ca
 while queued is left out of its round; one cancelled after its round began was decided (and
 charged) as if it completed just before.
 
+A network store's lanes are given its circuits (`traffik.backends.health`). Then a round that
+fails on an outage (a `BackendConnectionError`: a timeout, a lost connection, the open
+circuit) fails the hits queued behind it at once with the same error, instead of sending
+their round to a store that just did not answer: no hit waits for two timeouts. Each such hit
+counts as a failure on the circuit that counted the round's, so a hot key opens the circuit as
+surely as many keys do. Without circuits (SQLite: a busy file is no outage, and each hit has
+a deadline of its own) the hits queued behind a failed round run their own.
+
 Memcached coalesces a state's hits into one `gets`/`cas` and a window's into one `incr`;
 Redis a state's hits into one `EVALSHA`; SQLite a key's hits into one read and one write;
 Redis and Memcached a throttle's `FixedWindow` hits into one addition to the counter
@@ -17,12 +25,14 @@ Redis and Memcached a throttle's `FixedWindow` hits into one addition to the cou
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Hashable, KeysView
+from collections.abc import Awaitable, Hashable, KeysView, Sequence
 from typing import TYPE_CHECKING, Callable, Generic, Optional, TypeVar, Union, cast
 
+from traffik.exceptions import BackendConnectionError
 from traffik.strategies.fixed_window import counted_decision
 
 if TYPE_CHECKING:
+    from traffik.backends.health import StoreCircuit
     from traffik.decision import Decision
     from traffik.rates import Rate
 
@@ -57,13 +67,17 @@ class Lanes(Generic[H, R]):
 
     `join` and `close` are `decide` in two halves, for a caller that runs a lone hit its own
     way (with no coroutine or list of its own): `join` answers None when the key is idle (the
-    caller then runs its hit and calls `close` once it is done, whatever happened), else the
-    future of the hit's result in the next round."""
+    caller then runs its hit and calls `close` once it is done, with the error it failed on
+    if it did), else the future of the hit's result in the next round.
 
-    __slots__ = ("_lanes",)
+    `circuits` are the store's: with them, the hits queued behind a round that failed on an
+    outage get its error at once (module docstring)."""
 
-    def __init__(self) -> None:
+    __slots__ = ("_circuits", "_lanes")
+
+    def __init__(self, circuits: Sequence[StoreCircuit] = ()) -> None:
         self._lanes: dict[Hashable, Union[_Lane[H, R], _Lone[H, R]]] = {}
+        self._circuits = tuple(circuits)
 
     def __len__(self) -> int:
         return len(self._lanes)
@@ -85,9 +99,12 @@ class Lanes(Generic[H, R]):
         if queued is not None:
             return await queued
         try:
-            return (await run([hit]))[0]
-        finally:
-            self.close(key)
+            result = (await run([hit]))[0]
+        except BaseException as exc:
+            self.close(key, exc)
+            raise
+        self.close(key)
+        return result
 
     def join(self, key: Hashable, hit: H, run: Round[H, R]) -> Optional[asyncio.Future[R]]:
         """None when `key` is idle in this loop: the lane is opened for the caller's own
@@ -112,10 +129,11 @@ class Lanes(Generic[H, R]):
         lanes[key] = (loop, run)
         return None
 
-    def close(self, key: Hashable) -> None:
-        """The caller's own round is over: the hits queued meanwhile run as the next. (A
-        hit that went alone beside another loop's round finds that loop's lane: nothing to
-        do.)"""
+    def close(self, key: Hashable, failure: Optional[BaseException] = None) -> None:
+        """The caller's own round is over: the hits queued meanwhile run as the next, or
+        get `failure` at once when it is an outage the store's circuits see (module
+        docstring). (A hit that went alone beside another loop's round finds that loop's
+        lane: nothing to do.)"""
         lane = self._lanes.get(key)
         if lane is None:
             return
@@ -123,12 +141,21 @@ class Lanes(Generic[H, R]):
             if lane[0] is asyncio.get_running_loop():
                 del self._lanes[key]
         elif lane.loop is asyncio.get_running_loop():
-            self._next(key, lane)
+            self._next(key, lane, failure)
 
-    def _next(self, key: Hashable, lane: _Lane[H, R]) -> None:
-        """Start the round of the hits queued on `lane` (those still waiting), or close it."""
+    def _next(
+        self, key: Hashable, lane: _Lane[H, R], failure: Optional[BaseException] = None
+    ) -> None:
+        """Start the round of the hits queued on `lane` (those still waiting), fail them
+        with `failure` (an outage, when the store has circuits), or close the lane."""
         queued = [(hit, future) for hit, future in lane.queue if not future.done()]
         lane.queue = []
+        if queued and self._circuits and isinstance(failure, BackendConnectionError):
+            for _, future in queued:
+                future.set_exception(failure)
+            for circuit in self._circuits:
+                circuit.waited(failure, len(queued))
+            queued = []
         if queued:
             lane.task = lane.loop.create_task(self._round(key, lane, queued))
         elif self._lanes.get(key) is lane:
@@ -137,6 +164,7 @@ class Lanes(Generic[H, R]):
     async def _round(
         self, key: Hashable, lane: _Lane[H, R], queued: list[tuple[H, asyncio.Future[R]]]
     ) -> None:
+        failure: Optional[Exception] = None
         try:
             results = await lane.run([hit for hit, _ in queued])
         except asyncio.CancelledError:
@@ -144,6 +172,7 @@ class Lanes(Generic[H, R]):
                 future.cancel()
             raise
         except Exception as exc:
+            failure = exc
             for _, future in queued:
                 if not future.done():
                     future.set_exception(exc)
@@ -152,7 +181,7 @@ class Lanes(Generic[H, R]):
                 if not future.done():
                     future.set_result(result)
         finally:
-            self._next(key, lane)
+            self._next(key, lane, failure)
 
 
 Count = Callable[[str, int], Awaitable[tuple[int, Optional[float]]]]
@@ -161,14 +190,19 @@ it reached, and the milliseconds until its window closes (None: unknown)."""
 
 
 def counter_decider(
-    count: Count, rate: Rate, cost: int, most: Optional[int] = None
+    count: Count,
+    rate: Rate,
+    cost: int,
+    most: Optional[int] = None,
+    circuits: Sequence[StoreCircuit] = (),
 ) -> Callable[[str], Awaitable[Decision]]:
     """`FixedWindow`'s decision for hits of `cost` on a counter's stored key, coalesced: a hit
     on an idle counter adds its cost alone; the hits that arrive while one is in flight add
     all their costs in the next `count`, each decided with the count it would have reached
     alone (the total less the costs of the hits after it), in arrival order. A round adds at
-    most `most` (None: no bound); a larger one counts its hits one by one."""
-    lanes: Lanes[str, Decision] = Lanes()
+    most `most` (None: no bound); a larger one counts its hits one by one. `circuits` are the
+    store's (see `Lanes`)."""
+    lanes: Lanes[str, Decision] = Lanes(circuits)
 
     async def together(counters: list[str]) -> list[Decision]:
         """The hits on one counter (`counters`: it, once per hit), added up in one `count`."""
@@ -188,8 +222,10 @@ def counter_decider(
             return await queued
         try:
             total, ttl_ms = await count(counter, cost)
-        finally:
-            lanes.close(counter)
+        except BaseException as exc:
+            lanes.close(counter, exc)
+            raise
+        lanes.close(counter)
         return counted_decision(total, ttl_ms, rate)
 
     return decide

@@ -183,7 +183,10 @@ class BackendLifecycle:
     @single_flight
     async def initialize(self) -> None:
         """Open the backend; idempotent. Concurrent callers share one attempt and its outcome:
-        a failure reaches every waiter at once, and the next call tries again."""
+        a failure reaches every waiter at once, and the next call tries again. A store that
+        cannot be reached raises `BackendConnectionError` and a bad setting
+        `ConfigurationError`, whatever `fail_fast` says: `fail_fast` is what entering the
+        backend (`BackendContext`) does with the first."""
         await self._open()
 
     def _open_once(self, open_: Callable[[Any], Awaitable[None]]) -> Coroutine[Any, Any, None]:

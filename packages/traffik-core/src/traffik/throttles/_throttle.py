@@ -312,26 +312,17 @@ class Throttle(
             logger.error("%r is misconfigured: %s", self, exc)
             raise
         except Exception as exc:
-            connection = made(connection)  # (for the `on_error` handler)
-            answer, known_rates, known_key, charged, decided_on = await recover(
-                self, exc, connection, ctx, cost, backend, prepared
-            )
-            # (answered as a watched or refused decision is: the event names the store that
-            # failed, `backend`)
-            return await self._settle(
+            return await self._answer_failure(
                 connection,
-                answer,
-                known_rates,
-                known_key,
+                exc,
                 ctx,
-                decided_on,
+                cost,
+                backend,
+                prepared,
                 skip_handler,
                 response,
-                charged,
                 started,
-                exc,
                 shadow,
-                backend,
             )
         if (
             watched
@@ -359,6 +350,45 @@ class Throttle(
 
     __call__ = hit
     """`await throttle(connection)` is `hit`; as a FastAPI dependency it returns the connection."""
+
+    async def _answer_failure(
+        self,
+        connection: Any,
+        exc: Exception,
+        ctx: Mapping[str, Any],
+        cost: Optional[int],
+        backend: ThrottleBackend,
+        prepared: Optional[tuple[tuple[Rate, ...], int, str]],
+        skip_handler: Optional[bool],
+        response: Optional[Response],
+        started: Optional[float],
+        shadow: Optional[bool],
+    ) -> Any:
+        """Answer a hit whose decision on `backend` raised `exc` by `on_error` (`recover`),
+        as `hit` answers it; `prepared` is how far the decision got (the rates, cost and
+        key), None when it failed before the key existed. Also the answer of each throttle
+        of several decided as one (`traffik.together`) when their one step failed."""
+        connection = made(connection)  # (for the `on_error` handler)
+        answer, known_rates, known_key, charged, decided_on = await recover(
+            self, exc, connection, ctx, cost, backend, prepared
+        )
+        # (answered as a watched or refused decision is: the event names the store that
+        # failed, `backend`)
+        return await self._settle(
+            connection,
+            answer,
+            known_rates,
+            known_key,
+            ctx,
+            decided_on,
+            skip_handler,
+            response,
+            charged,
+            started,
+            exc,
+            shadow,
+            backend,
+        )
 
     def as_middleware(
         self,

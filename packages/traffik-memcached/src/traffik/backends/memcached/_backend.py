@@ -31,7 +31,7 @@ from traffik.backends.memcached._sliding import Counted
 from traffik.backends.memcached._steps import MemcachedSteps
 from traffik.backends.memcached._transition import Hit
 from traffik.backends.memcached._window_counter import MemcachedCounter
-from traffik.exceptions import ConfigurationError
+from traffik.exceptions import BackendConnectionError, ConfigurationError
 from traffik.keyparts import escape
 
 if TYPE_CHECKING:
@@ -117,8 +117,11 @@ class MemcachedBackend(MemcachedCounter, MemcachedCommands, MemcachedSteps, Thro
       default: after a few timeouts or connection failures in a row, operations on that
       node fail at once (`CircuitOpenError`) while a background `version` probes it; the
       first answer closes it. `circuit=False` never refuses; a `CircuitPolicy` sets the
-      thresholds. No node answering when the backend is entered (`lifespan`) does not stop
-      the app unless `fail_fast=True` (see `BackendContext`).
+      thresholds. Initialising asks every node its `version`: a node where another server
+      answers (a Redis, a web server) is a bad setting, `ConfigurationError` naming it and
+      what answers; no node answering raises `BackendConnectionError`, which, when the
+      backend is entered (`lifespan`), does not stop the app unless `fail_fast=True` (see
+      `BackendContext`); `initialize()` alone raises it either way.
     - `connect_timeout` bounds opening a connection, `command_timeout` each operation
       (waiting for one of the `pool_size` connections, sending, reading the reply), or up
       to a quarter longer: a watchdog that ticks four times per `command_timeout`, only
@@ -153,7 +156,8 @@ class MemcachedBackend(MemcachedCounter, MemcachedCommands, MemcachedSteps, Thro
             1024).
         persistent: Whether the namespace survives the end of a backend context
             (`backend.lifespan`); False clears it on exit.
-        pool_minsize: Accepted from traffik 1.2 and checked (>= 0); changes nothing.
+        pool_minsize: Accepted from traffik 1.2 and checked (from 0 to `pool_size`);
+            changes nothing.
         connection_args: Accepted from traffik 1.2; must be empty.
         track_keys: Accepted from traffik 1.2; changes nothing.
         number_of_tracking_shards: Accepted from traffik 1.2 and checked (>= 1); changes
@@ -169,7 +173,8 @@ class MemcachedBackend(MemcachedCounter, MemcachedCommands, MemcachedSteps, Thro
             can be reached).
 
     Raises:
-        ConfigurationError: When `connection_args` is not empty, `url` is given with
+        ConfigurationError: When `connection_args` is not empty, `pool_minsize` is above
+            `pool_size`, `url` is given with
             `host`/`port` or `servers` (or `servers` with `host`/`port`), a URL or server is
             malformed, or another argument or default is invalid.
         TypeError: When a keyword in `defaults` is unknown.
@@ -237,6 +242,12 @@ class MemcachedBackend(MemcachedCounter, MemcachedCommands, MemcachedSteps, Thro
         if servers is not None and custom_address:
             raise ConfigurationError(f"{owner}: specify either servers= or host=/port=, not both")
         at_least(owner, "pool_size", pool_size, 1)
+        if pool_minsize > pool_size:
+            raise ConfigurationError(
+                f"{owner}(pool_minsize={pool_minsize}, pool_size={pool_size}): pool_minsize must "
+                f"be <= pool_size, from 0 to {pool_size} (it changes nothing: connections open on "
+                "demand, up to pool_size per node)"
+            )
         at_least(owner, "max_item_bytes", max_item_bytes, MIN_ITEM_BYTES, ITEM_BYTES_MEANING)
         if url is not None:
             nodes = parse_url(url)
@@ -272,13 +283,16 @@ class MemcachedBackend(MemcachedCounter, MemcachedCommands, MemcachedSteps, Thro
         self._held: dict[str, Hold] = {}
         self.max_item_bytes = max_item_bytes
         self._checked: set[tuple[Any, Rate]] = set()
-        self._states: Lanes[Hit, Decision] = Lanes()
-        self._windows: Lanes[Hit, Counted] = Lanes()
+        self._states: Lanes[Hit, Decision] = Lanes(self.circuits)
+        self._windows: Lanes[Hit, Counted] = Lanes(self.circuits)
         self._full: dict[bytes, int] = {}
 
     def __repr__(self) -> str:
-        servers = ",".join(node.name for node in self._nodes)
-        return f"{type(self).__name__}('memcached://{servers}', namespace={self.namespace!r})"
+        return f"{type(self).__name__}({self._url()!r}, namespace={self.namespace!r})"
+
+    def _url(self) -> str:
+        """The URL of the nodes, as errors show it."""
+        return "memcached://" + ",".join(node.name for node in self._nodes)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> MemcachedBackend:
@@ -302,9 +316,28 @@ class MemcachedBackend(MemcachedCounter, MemcachedCommands, MemcachedSteps, Thro
     # -- lifecycle ------------------------------------------------------------------------
 
     async def _open(self) -> None:
-        # No I/O: connections open on first use, in the event loop that uses them.
+        """Ask every node its version (one connection each, in this event loop; the others
+        open on demand): a node where another server answers is a bad setting
+        (`ConfigurationError`); no node answering, an outage (`BackendConnectionError`, the
+        node's own when there is one); some nodes down, nothing (their keys fail alone)."""
         for node in self._nodes:
             node.reopen()
+        url = self._url()
+        answers = await asyncio.gather(
+            *(node.greet(url) for node in self._nodes), return_exceptions=True
+        )
+        failures = [answer for answer in answers if answer is not None]
+        for failure in failures:
+            if isinstance(failure, ConfigurationError) or not isinstance(failure, Exception):
+                raise failure
+        if len(failures) == len(self._nodes):
+            if len(failures) == 1:
+                raise failures[0]
+            raise BackendConnectionError(
+                f"could not initialise {self!r}: no node answers ("
+                + "; ".join(str(failure) for failure in failures)
+                + ")"
+            ) from failures[0]
         self.connection = self._nodes
 
     async def _close(self) -> None:

@@ -10,6 +10,7 @@ run a read and its compare-and-swap on it. It uses aiomcache internals (`_multi_
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple, Optional
 
@@ -196,6 +197,20 @@ class NodeClient(aiomcache.FlagClient[Flagged]):
                 raise ReplyError("the connection closed in the middle of a metadump", line)
             line = await readline()
         return keys
+
+    async def hello_on(self, conn: Connection) -> bytes:
+        """The reply to `version`, whatever the server is: a line without its CRLF, or the
+        bytes it sent before closing the connection (an HTTP server's page)."""
+        conn.writer.transport.write(b"version\r\n")
+        try:
+            reply = (await conn.reader.readuntil(b"\r\n"))[:-2]
+        except asyncio.IncompleteReadError as exc:
+            if not exc.partial:
+                raise
+            return exc.partial
+        if reply == _AT_LIMIT:
+            raise ConnectionLimit()
+        return reply
 
     async def version_on(self, conn: Connection) -> bytes:
         reply = await self.line_on(conn, b"version\r\n")

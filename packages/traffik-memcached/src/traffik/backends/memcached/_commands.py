@@ -15,7 +15,7 @@ from traffik.backends.memcached._options import whole
 from traffik.backends.memcached._scan import scan
 from traffik.backends.memcached._sliding import MARKER_FLAG, describe_marker, forget_windows
 from traffik.backends.memcached._window import WINDOW_FLAG, pack, window_end
-from traffik.exceptions import BackendError
+from traffik.exceptions import BackendConnectionError, BackendError
 
 if TYPE_CHECKING:
     from aiomcache.pool import Connection
@@ -227,7 +227,10 @@ class MemcachedCommands:
         return await scan(self._nodes, self._prefix, prefix, limit)
 
     async def clear(self) -> None:
-        """Move every node to a new namespace generation; other namespaces are untouched."""
+        """Move every node to a new namespace generation; other namespaces are untouched.
+
+        A node that fails leaves its keys as they were: a `BackendConnectionError` when every
+        node that failed could not be reached (timed out, refused), else a `BackendError`."""
         if not self.initialized:
             await self.ensure()
         results = await asyncio.gather(
@@ -238,7 +241,8 @@ class MemcachedCommands:
         ]
         if failed:
             names = ", ".join(node.name for node, _ in failed)
-            raise BackendError(
+            unreachable = all(isinstance(exc, BackendConnectionError) for _, exc in failed)
+            raise (BackendConnectionError if unreachable else BackendError)(
                 f"clearing namespace {self.namespace!r} failed on {names}; its keys there are not cleared: "
                 f"{failed[0][1]}"
             ) from failed[0][1]

@@ -16,7 +16,8 @@ from traffik.backends.memcached._expiry import NEVER
 from traffik.backends.memcached._keys import GenerationKeys, KeySpace
 from traffik.backends.memcached._pool import CommandTimeout, ConnectTimeout
 from traffik.backends.memcached._servers import Server
-from traffik.exceptions import BackendConnectionError, BackendError
+from traffik.backends.services import MEMCACHED, identify
+from traffik.exceptions import BackendConnectionError, BackendError, ConfigurationError
 
 __all__ = ["Node", "Operation", "fetch"]
 
@@ -238,6 +239,27 @@ class Node:
     async def ping(self) -> bool:
         await self.run(lambda client, conn: client.version_on(conn), "version")
         return True
+
+    async def greet(self, url: str) -> None:
+        """Ask the server its `version`: `ConfigurationError` naming `url` (the backend's) when
+        the server that answers is not memcached (a Redis, a web server), a setting to fix;
+        a `BackendConnectionError` when none answers."""
+
+        async def hello(client: NodeClient, conn: Connection) -> None:
+            reply = await client.hello_on(conn)
+            if reply.startswith(b"VERSION "):
+                return
+            found = identify(reply)
+            if found == MEMCACHED or reply.startswith((b"CLIENT_ERROR", b"SERVER_ERROR")):
+                return  # memcached, answering an error: its commands will say more
+            first = reply.split(b"\n", 1)[0][:80]
+            raise ConfigurationError(
+                f"memcached URL {url!r}: {found or 'a server that is not memcached'} answers "
+                f"at {self.name} (its reply to `version`: {first!r}); point the URL at a "
+                "memcached server's host and port (11211 by default)"
+            )
+
+        await self.run(hello, "version")
 
     # -- namespace generation -------------------------------------------------------------
 

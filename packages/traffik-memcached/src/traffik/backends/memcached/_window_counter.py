@@ -16,6 +16,7 @@ from traffik.strategies.base import AHEAD_MS, settled
 from traffik.strategies.steps import IN_PLACE_COUNTER
 
 if TYPE_CHECKING:
+    from traffik.backends.health import StoreCircuit
     from traffik.backends.memcached._node import Node
     from traffik.backends.memcached._ring import Ring
     from traffik.decision import Decision
@@ -29,6 +30,7 @@ class MemcachedCounter:
     throttle makes once on it (`waited_decider`)."""
 
     now_ms: Callable[[], int]
+    circuits: tuple[StoreCircuit, ...]
     _prefix: str
     _single: Optional[Node]
     _ring: Ring
@@ -118,7 +120,7 @@ class MemcachedCounter:
                 ttl_ms = await self.ttl(counter)
             return int(total), ttl_ms
 
-        counted = counter_decider(count, rate, cost, most=WINDOW_LIMIT)
+        counted = counter_decider(count, rate, cost, most=WINDOW_LIMIT, circuits=self.circuits)
 
         async def decide(key: str) -> Decision:
             if "increment_with_ttl" in own:

@@ -83,7 +83,7 @@ class RedisCounter(ScriptSteps):
             total, gone_in = _fields(reply)
             return int(total), int(gone_in)
 
-        counted = counter_decider(count, rate, cost)
+        counted = counter_decider(count, rate, cost, circuits=self.circuits)
 
         async def decide(key: str) -> Decision:
             if "increment_with_ttl" in own:

@@ -50,7 +50,10 @@ class RedisBackend(RedisCounter, RedisCommands, ThrottleBackend):
     (awaited on first use in each event loop, once, within `connect_timeout +
     command_timeout`; the backend closes what it returns). A URL's path must be a database
     number, and its query options (like `url_kwargs`, `cluster_kwargs` and
-    `sentinel_kwargs`) keywords redis-py takes: anything else fails here. The backend is persistent by default (`persistent=True`): the state is
+    `sentinel_kwargs`) keywords redis-py takes, with values it accepts (`max_connections`
+    >= 1, `protocol` 2 or 3, timeouts > 0: `_options.check_values`): anything else fails
+    here, as do `sentinel_service_name` and `sentinel_kwargs` with a connection that is no
+    Sentinel's. The backend is persistent by default (`persistent=True`): the state is
     shared by every instance of the app, so one instance shutting down (a deploy, a worker
     recycle) resets nothing; pass `persistent=False` to have `backend.lifespan` clear the
     namespace on shutdown. `url_kwargs`, `cluster_kwargs` and `sentinel_kwargs` (passed to
@@ -97,8 +100,11 @@ class RedisBackend(RedisCounter, RedisCommands, ThrottleBackend):
     unreachable when the backend is entered (`lifespan`) does not stop the app unless
     `fail_fast=True` (see `BackendContext`); one that answers but refuses what the backend
     needs (a database it does not have, an ACL forbidding scripts, no cluster mode behind
-    `redis+cluster://`, not Redis at all), or an option redis-py refuses, is a bad setting:
-    initialising fails with `ConfigurationError` (`errors.misconfigured`).
+    `redis+cluster://`, a plain Redis or an unknown service behind `redis+sentinel://`, not
+    Redis at all: memcached or a web server, named), or an option redis-py refuses, is a bad
+    setting: initialising fails with `ConfigurationError` (`errors.misconfigured`,
+    `_addresses`). `initialize()` itself raises `BackendConnectionError` for an unreachable
+    server, whatever `fail_fast`.
 
     Args:
         connection: The server: a URL, a `redis.asyncio.Redis` or `RedisCluster`, a
@@ -156,8 +162,9 @@ class RedisBackend(RedisCounter, RedisCommands, ThrottleBackend):
 
         Raises:
             ConfigurationError: When the query sets one of `url_options` to a value that does
-                not convert, or what a keyword sets too (an option redis-py does not take
-                fails when the backend is built, as without `from_url`).
+                not convert, or what a keyword sets too (an option redis-py does not take, or
+                a value it would refuse, fails when the backend is built, as without
+                `from_url`; a misspelt name is matched against `url_options` first).
         """
         url, options = split_url_options(
             url, cls.__name__, cls.url_options, options, keep_others=True
@@ -210,6 +217,7 @@ class RedisBackend(RedisCounter, RedisCommands, ThrottleBackend):
             cluster_kwargs=cluster_kwargs,
             sentinel_service_name=sentinel_service_name,
             sentinel_kwargs=sentinel_kwargs,
+            settings=self.url_options,
         )
         super().__init__(None, namespace=namespace, persistent=persistent, clock=clock, **defaults)
         self.server = self._source.server
@@ -311,9 +319,15 @@ class RedisBackend(RedisCounter, RedisCommands, ThrottleBackend):
             client = (self._clients.get() or await self._link()).client
             operation = "SCRIPT LOAD"
             await bounded(scripts.load_all(client, self.cluster), self._deadline)
+        except ConfigurationError:  # (options redis-py refused, a factory returning no client)
+            await self._clients.aclose()
+            raise
         except Exception as exc:
             await self._clients.aclose()
             error = translate(exc, self.server, operation)
+            wrong = await self._wrong_address(exc, operation)
+            if wrong is not None:
+                raise wrong from exc
             if client is not None:  # (a connection factory failing is an outage: it may pass)
                 database = _connection_kwargs(client).get("db", 0)
                 wrong = misconfigured(exc, error, self.server, database)
@@ -323,6 +337,24 @@ class RedisBackend(RedisCounter, RedisCommands, ThrottleBackend):
             self.circuit.failed(failure, self._silence if timed_out(exc) else 0.0)
             raise failure from exc
         self.connection = client
+
+    async def _wrong_address(self, exc: Exception, operation: str) -> ConfigurationError | None:
+        """The `ConfigurationError` to raise when opening failed (`exc`, in `operation`)
+        because the URL's address is not what it names (another service answers there, a
+        plain Redis behind `redis+sentinel://`: `_addresses`); None for an outage or another
+        error. A timeout is not asked about: a silent server tells nothing."""
+        check = self._source.check
+        if check is None or timed_out(exc):
+            return None
+        try:
+            found = await bounded(check(self.connect_timeout), self._deadline)
+        except Exception:
+            return None
+        if found is None:
+            return None
+        return ConfigurationError(
+            f"Redis at {self.server}: {found} ({operation} failed: {type(exc).__name__})"
+        )
 
     async def _close(self) -> None:
         self.connection = None

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Awaitable, Mapping
-from typing import Any, Callable
+from collections.abc import Awaitable, Collection, Mapping
+from typing import Any, Callable, Optional
 from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import Redis, RedisCluster, Sentinel
@@ -14,11 +14,14 @@ from redis.asyncio.connection import Connection, parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from traffik.backends.redis._addresses import not_redis, not_sentinels
 from traffik.backends.redis._options import (
     CLUSTER,
     SENTINEL,
     SENTINEL_MASTER,
+    Options,
     check_options,
+    check_values,
     single_node,
 )
 from traffik.backends.redis._pool import ConnectionPool, SentinelConnectionPool
@@ -32,6 +35,9 @@ SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "redis+sentinel")
 
 Built = tuple[Any, list[Any]]
 """A client, and the clients to close along with it."""
+Check = Callable[[float], Awaitable[Optional[str]]]
+"""What is wrong with the source's addresses (`_addresses`), asked within a timeout once opening
+failed: a message, or None."""
 
 _HOST = re.compile(r"\[([^\]]+)\](?::(\d+))?|([^:\[\]/]+)(?::(\d+))?")
 _USAGE = (
@@ -51,10 +57,12 @@ class ClientSource:
     client given by the user is returned as it is and never closed. `cluster` says the
     client is a `RedisCluster` (for a connection factory: known once it has built one). `socket_bounded` is set when the source builds single-node
     clients with our retry policy (one immediate retry on a broken connection, none on a
-    timeout): their socket timeouts then bound each command, see `needs_deadline`.
+    timeout): their socket timeouts then bound each command, see `needs_deadline`. `check`,
+    for a source built from a URL, says what answers at its addresses when it is not what the
+    URL names (`_addresses`).
     """
 
-    __slots__ = ("_build", "cluster", "owned", "server", "socket_bounded")
+    __slots__ = ("_build", "check", "cluster", "owned", "server", "socket_bounded")
 
     def __init__(
         self,
@@ -64,12 +72,14 @@ class ClientSource:
         owned: bool,
         cluster: bool,
         socket_bounded: bool = False,
+        check: Optional[Check] = None,
     ) -> None:
         self._build = build
         self.server = server
         self.owned = owned
         self.cluster = cluster
         self.socket_bounded = socket_bounded
+        self.check = check
 
     async def build(self) -> Built:
         return await self._build()
@@ -147,11 +157,41 @@ def _multi_host(
     return nodes, [p for p in parts.path.split("/") if p], options
 
 
+def _checked(
+    options: Mapping[str, Any], valid: Options, where: str, settings: Collection[str] = ()
+) -> None:
+    """Refuse an option `valid` does not name, or a value redis-py would refuse (`_options`)."""
+    check_options(options, valid, where, settings)
+    check_values(options, where)
+
+
+def _refused(exc: Exception, server: str, url: str) -> ConfigurationError:
+    """The error for a client redis-py refused to build from the options (`ValueError`,
+    `TypeError`): a bad setting, not an outage."""
+    return ConfigurationError(
+        f"Redis at {server}: redis-py refused to build the client from its options "
+        f"({type(exc).__name__}: {redact_text(str(exc), url)}); fix the option it names, in "
+        "the URL's query or the backend's *_kwargs"
+    )
+
+
+def _no_sentinel(connection: str, name: str) -> ConfigurationError:
+    """The error for a Sentinel setting (`name`) given with a connection that is no Sentinel's."""
+    return ConfigurationError(
+        f"RedisBackend: {name} is set, but the connection {connection} is not a Sentinel's; it "
+        "is for a master that Sentinel serves: use a redis+sentinel://host:26379/<service> URL "
+        "or a redis.asyncio.Sentinel, or drop it"
+    )
+
+
 def _cluster(nodes: list[Any], options: dict[str, Any], server: str) -> ClientSource:
     async def build() -> Built:
-        client = RedisCluster(
-            startup_nodes=[ClusterNode(host, port) for host, port in nodes], **options
-        )
+        try:
+            client = RedisCluster(
+                startup_nodes=[ClusterNode(host, port) for host, port in nodes], **options
+            )
+        except (ValueError, TypeError) as exc:
+            raise _refused(exc, server, server) from None
         return client, [client]
 
     return ClientSource(build, server, owned=True, cluster=True)
@@ -187,14 +227,22 @@ def _from_url(
     cluster_kwargs: Mapping[str, Any],
     sentinel_service_name: str | None,
     sentinel_kwargs: Mapping[str, Any],
+    settings: Collection[str],
 ) -> ClientSource:
     scheme = url.split("://", 1)[0].lower()
     server = redact(url)
+    if scheme != "redis+sentinel" and (sentinel_service_name or sentinel_kwargs):
+        name = (
+            f"sentinel_service_name={sentinel_service_name!r}"
+            if sentinel_service_name
+            else "sentinel_kwargs"
+        )
+        raise _no_sentinel(repr(server), name)
     if scheme == "redis+cluster":
         nodes, path, options = _multi_host(url, 6379)
-        check_options(options, CLUSTER, f"Redis URL {server!r}")
-        check_options(url_kwargs, CLUSTER, "RedisBackend: url_kwargs")
-        check_options(cluster_kwargs, CLUSTER, "RedisBackend: cluster_kwargs")
+        _checked(options, CLUSTER, f"Redis URL {server!r}", settings)
+        _checked(url_kwargs, CLUSTER, "RedisBackend: url_kwargs")
+        _checked(cluster_kwargs, CLUSTER, "RedisBackend: cluster_kwargs")
         if options.pop("db", 0) or any(p != "0" for p in path):
             raise ConfigurationError(
                 f"Redis URL {server!r}: a cluster has only database 0; drop the path"
@@ -202,9 +250,9 @@ def _from_url(
         return _cluster(nodes, {**defaults, **options, **url_kwargs, **cluster_kwargs}, server)
     if scheme == "redis+sentinel":
         nodes, path, options = _multi_host(url, 26379)
-        check_options(options, SENTINEL, f"Redis URL {server!r}")
-        check_options(url_kwargs, SENTINEL, "RedisBackend: url_kwargs")
-        check_options(sentinel_kwargs, SENTINEL_MASTER, "RedisBackend: sentinel_kwargs")
+        _checked(options, SENTINEL, f"Redis URL {server!r}", settings)
+        _checked(url_kwargs, SENTINEL, "RedisBackend: url_kwargs")
+        _checked(sentinel_kwargs, SENTINEL_MASTER, "RedisBackend: sentinel_kwargs")
         service = path[0] if path else sentinel_service_name
         if not service:
             raise ConfigurationError(
@@ -218,16 +266,21 @@ def _from_url(
                     f"Redis URL {server!r}: database {path[1]!r} is not a number"
                 ) from None
         connection_options = {**defaults, **options, **url_kwargs}
+        shown = f"{server} (sentinel service {service!r})"
 
         async def build() -> Built:
-            sentinel = Sentinel(nodes, **connection_options)
-            return _sentinel_master(
-                sentinel, service, dict(sentinel_kwargs), list(sentinel.sentinels)
-            )
+            try:
+                sentinel = Sentinel(nodes, **connection_options)
+                return _sentinel_master(
+                    sentinel, service, dict(sentinel_kwargs), list(sentinel.sentinels)
+                )
+            except (ValueError, TypeError) as exc:
+                raise _refused(exc, shown, url) from None
 
-        return ClientSource(
-            build, f"{server} (sentinel service {service!r})", owned=True, cluster=False
-        )
+        async def check_sentinels(timeout: float) -> Optional[str]:
+            return await not_sentinels(nodes, service, timeout)
+
+        return ClientSource(build, shown, owned=True, cluster=False, check=check_sentinels)
     if scheme not in ("redis", "rediss", "unix"):
         raise ConfigurationError(
             f"Redis URL {server!r}: unknown scheme {scheme!r}; use one of {', '.join(s + '://' for s in SCHEMES)}"
@@ -237,10 +290,8 @@ def _from_url(
     except ValueError as exc:
         raise ConfigurationError(f"Redis URL {server!r}: {redact_text(str(exc), url)}") from None
     connection_class = parsed.pop("connection_class", Connection)
-    check_options(parsed, single_node(connection_class, client=False), f"Redis URL {server!r}")
-    check_options(
-        url_kwargs, single_node(connection_class, client=True), "RedisBackend: url_kwargs"
-    )
+    _checked(parsed, single_node(connection_class, client=False), f"Redis URL {server!r}", settings)
+    _checked(url_kwargs, single_node(connection_class, client=True), "RedisBackend: url_kwargs")
     database = unquote(urlsplit(url).path).strip("/")
     if scheme != "unix" and database and not (database.isascii() and database.isdigit()):
         raise ConfigurationError(
@@ -250,8 +301,18 @@ def _from_url(
     options = {**defaults, **url_kwargs}
 
     async def build_single() -> Built:
-        client = _single_node(url, options)
+        try:
+            client = _single_node(url, options)
+        except (ValueError, TypeError) as exc:
+            raise _refused(exc, server, url) from None
         return client, [client]
+
+    host, port, socket = parsed.get("host", "localhost"), parsed.get("port", 6379), ""
+    if scheme == "unix":
+        socket = parsed.get("path", "")
+
+    async def check_address(timeout: float) -> Optional[str]:
+        return await not_redis(host, port, socket, timeout)
 
     return ClientSource(
         build_single,
@@ -259,6 +320,7 @@ def _from_url(
         owned=True,
         cluster=False,
         socket_bounded=options["retry"] is defaults["retry"],
+        check=None if scheme == "rediss" else check_address,
     )
 
 
@@ -326,9 +388,20 @@ def client_source(
     cluster_kwargs: Mapping[str, Any] | None = None,
     sentinel_service_name: str | None = None,
     sentinel_kwargs: Mapping[str, Any] | None = None,
+    settings: Collection[str] = (),
 ) -> ClientSource:
-    """Check `connection` and return where clients come from; bad values fail here, naming them."""
+    """Check `connection` and return where clients come from; bad values fail here, naming them.
+
+    `settings` are Traffik's own settings a URL may carry: a misspelt option in a URL is
+    matched against them first."""
     defaults = client_defaults(connect_timeout, command_timeout)
+    if not isinstance(connection, (str, Sentinel)) and (sentinel_service_name or sentinel_kwargs):
+        name = (
+            f"sentinel_service_name={sentinel_service_name!r}"
+            if sentinel_service_name
+            else "sentinel_kwargs"
+        )
+        raise _no_sentinel(f"({type(connection).__name__})", name)
     if isinstance(connection, str):
         if "://" not in connection:
             raise ConfigurationError(
@@ -341,6 +414,7 @@ def client_source(
             cluster_kwargs or {},
             sentinel_service_name,
             sentinel_kwargs or {},
+            settings,
         )
     if isinstance(connection, (Redis, RedisCluster)):
         given = connection
@@ -352,7 +426,7 @@ def client_source(
             build_given, _describe(given), owned=False, cluster=isinstance(given, RedisCluster)
         )
     if isinstance(connection, Sentinel):
-        check_options(sentinel_kwargs or {}, SENTINEL_MASTER, "RedisBackend: sentinel_kwargs")
+        _checked(sentinel_kwargs or {}, SENTINEL_MASTER, "RedisBackend: sentinel_kwargs")
         if not sentinel_service_name:
             raise ConfigurationError(
                 "RedisBackend: a redis.asyncio.Sentinel needs sentinel_service_name= (the monitored master's name)"
@@ -370,7 +444,7 @@ def client_source(
         if not connection:
             raise ConfigurationError(f"RedisBackend: the list of cluster nodes is empty; {_USAGE}")
         nodes = [_node(item) for item in connection]
-        check_options(cluster_kwargs or {}, CLUSTER, "RedisBackend: cluster_kwargs")
+        _checked(cluster_kwargs or {}, CLUSTER, "RedisBackend: cluster_kwargs")
         server = "redis+cluster://" + ",".join(f"{h}:{p}" for h, p in nodes)
         return _cluster(nodes, {**defaults, **(cluster_kwargs or {})}, server)
     if callable(connection):

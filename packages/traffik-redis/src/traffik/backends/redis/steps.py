@@ -27,6 +27,7 @@ from traffik.strategies.base import EXACT_LIMIT, settled
 from traffik.strategies.steps import IN_PLACE_STATE, Combined, combine
 
 if TYPE_CHECKING:
+    from traffik.backends.health import StoreCircuit
     from traffik.rates import Rate
     from traffik.strategies.base import StateStrategy
     from traffik.strategies.steps import Item
@@ -222,6 +223,7 @@ class ScriptSteps(LockedSteps):
     """
 
     cluster: bool
+    circuits: tuple[StoreCircuit, ...]
     _server_clock: bool
     _prefix: str
 
@@ -250,7 +252,8 @@ class ScriptSteps(LockedSteps):
         state has a fixed size (`_COALESCED`): while one `EVALSHA` is in flight, the hits
         that arrive wait and then go together in one (mode 's' of `lua/decide.lua`), each
         decided in arrival order on the state the hits before it left, as if sequential
-        (`traffik.backends.lanes`).
+        (`traffik.backends.lanes`). When the `EVALSHA` in flight fails on an outage (a
+        timeout, say), the hits waiting behind it fail with it at once.
 
         A decision goes through `strategy.decide` instead while a test replaced `evaluate`
         or `_step` on this instance (`unittest.mock.patch.object`)."""
@@ -268,7 +271,9 @@ class ScriptSteps(LockedSteps):
         )
         prefix, suffix, own = self._prefix, strategy.suffix, self.__dict__
         strategy_decide = strategy.decide
-        lanes: Optional[Lanes[str, Decision]] = Lanes() if packed.script in _COALESCED else None
+        lanes: Optional[Lanes[str, Decision]] = (
+            Lanes(self.circuits) if packed.script in _COALESCED else None
+        )
 
         def now() -> bytes:
             return _SERVER_CLOCK if self._server_clock else _NOW.pack(self.now_ms())
@@ -293,8 +298,10 @@ class ScriptSteps(LockedSteps):
                 try:
                     args = (b"c" + now() + item, *tables)
                     reply = await self._run(name, evalsha, sha, (stored,), args)
-                finally:
-                    lanes.close(stored)
+                except BaseException as exc:
+                    lanes.close(stored, exc)
+                    raise
+                lanes.close(stored)
             return read(_fields(reply), 0, limit)
 
         return decide
