@@ -9,7 +9,7 @@ told it has `r=0` left because the store was down.
 
 A fallback decides on a store of its own, usually in each process: `per_process` scales its
 limits to one process's share (`traffik.fallback_share`), and what it admitted is charged to
-the failed store when that store's circuit closes (`reconcile`, `traffik.reconcile`), so a
+the failed store when that store answers again (`reconcile`, `traffik.reconcile`), so a
 client is not granted its budget twice across an outage. `failover` skips its retries while
 the failed store's circuit is open (`CircuitOpenError`): the store is known to be down; and
 while it is silent (a command timed out, and it has not answered since: `StoreCircuit.silent`),
@@ -140,8 +140,8 @@ def fallback(
     `per_process` scales the limits the fallback decides on to one process's share: a
     number in (0, 1], or the name of an environment variable holding the number of
     processes (`"WEB_CONCURRENCY"`); see `traffik.fallback_share`. With `reconcile` (the
-    default), what the fallback admits is charged to the failed store once its circuit
-    closes (`traffik.reconcile`).
+    default), what the fallback admits is charged to the failed store once it answers again
+    (`traffik.reconcile`), whether or not its circuit opened.
 
     Args:
         backend: The backend the decision runs on after a failure.
@@ -152,8 +152,8 @@ def fallback(
         per_process: One process's share of the limits: a number in (0, 1], the name of an
             environment variable holding the number of processes, or None for the whole
             limits.
-        reconcile: Whether what the fallback admits is charged to the failed store once its
-            circuit closes.
+        reconcile: Whether what the fallback admits is charged to the failed store once it
+            answers again.
 
     Returns:
         The handler, `async (connection, exc_info) -> DecidedWait`.
@@ -304,8 +304,8 @@ def failover(
             initialised.
         sleep: The coroutine that waits a number of seconds.
         per_process: One process's share of the limits on `backend` (as in `fallback`).
-        reconcile: Whether what `backend` admits is charged to the failed store once its
-            circuit closes.
+        reconcile: Whether what `backend` admits is charged to the failed store once it
+            answers again.
 
     Returns:
         The handler, `async (connection, exc_info) -> DecidedWait`.
