@@ -76,6 +76,18 @@ def test_the_legacy_fields_speak_of_the_throttle_with_fewest_units_left(
     assert dict(headers)[b"x-ratelimit-limit"] == (b"2" if ours < theirs else b"5")
 
 
+def test_the_legacy_fields_are_all_of_one_writer() -> None:
+    """The limit of one throttle never stands beside the remaining units of another: the
+    winner's legacy fields are sent, all of them, and none of the other's."""
+    theirs = [(b"x-ratelimit-remaining", b"0"), (b"content-type", b"text/plain")]
+    merge_headers(theirs, [(b"x-ratelimit-limit", b"10"), (b"x-ratelimit-remaining", b"9")])
+    assert theirs == [(b"x-ratelimit-remaining", b"0"), (b"content-type", b"text/plain")]
+    theirs = [(b"X-RateLimit-Reset", b"5"), (b"X-RateLimit-Remaining", b"7")]
+    ours = [(b"x-ratelimit-limit", b"2"), (b"x-ratelimit-remaining", b"1")]
+    merge_headers(theirs, ours)
+    assert theirs == ours
+
+
 def test_an_answer_s_own_headers_win_when_asked() -> None:
     headers = [(b"X-RateLimit-Remaining", b"9")]
     merge_headers(headers, [(b"x-ratelimit-remaining", b"0")], theirs_win=True)

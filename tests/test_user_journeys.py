@@ -929,3 +929,28 @@ async def test_an_admin_endpoint_resets_a_client_by_address_under_a_server() -> 
     stop.set()
     await served
     assert answers == [[200, 200, 429], 200, {"reset": True}, 200]
+
+
+async def test_a_reset_by_address_with_two_apps_running_says_to_choose() -> None:
+    """Two apps of one process run their lifespans on two backends: a throttle with no
+    `backend=`, asked without a request, cannot know which; the error names both."""
+    import asyncio
+    import contextvars
+
+    from fastapi import FastAPI
+
+    first, second = InMemoryBackend(namespace="first"), InMemoryBackend(namespace="second")
+    throttle = HTTPThrottle("two-apps", rate="2/min")
+    apps = [FastAPI(lifespan=first.lifespan), FastAPI(lifespan=second.lifespan)]
+
+    def in_a_request_task() -> Any:  # (a fresh context: the lifespans' are not its own)
+        return contextvars.Context().run(
+            asyncio.ensure_future, throttle.reset("10.0.0.7", path="/items")
+        )
+
+    async with apps[0].router.lifespan_context(apps[0]):
+        assert await in_a_request_task() is False  # (the one running: nothing to forget)
+        async with apps[1].router.lifespan_context(apps[1]):
+            with pytest.raises(ConfigurationError, match="several") as raised:
+                await in_a_request_task()
+    assert "first" in str(raised.value) and "second" in str(raised.value)

@@ -975,3 +975,36 @@ async def test_a_rule_in_a_mounted_app_names_its_bucket_by_the_mount_s_path() ->
         assert (await client.get("/v1/items/9")).status_code == 200
     with pytest.raises(ConfigurationError, match="does not guard"):
         await rule.reset("203.0.113.7", path="/v1/other/1")
+
+
+async def test_a_rule_guarding_every_path_in_a_mounted_app_is_named_by_its_pattern() -> None:
+    """A rule with no path counts under `GET:/v1/**` in an app mounted at `/v1`: every path
+    is one it guards, so its pattern after the mount's prefix names that bucket."""
+    from starlette.routing import Mount
+
+    backend = InMemoryBackend(namespace="mounted-all")
+    rule = MiddlewareThrottle(HTTPThrottle("all", rate="2/min", backend=backend))
+
+    async def ok(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    app = Starlette(
+        routes=[
+            Mount(
+                "/v1",
+                routes=[Route("/items/{x}", ok)],
+                middleware=[Middleware(ThrottleMiddleware, middleware_throttles=[rule])],
+            )
+        ]
+    )
+    async with client_for(app, client=("203.0.113.8", 4000)) as client:
+        assert [(await client.get(f"/v1/items/{i}")).status_code for i in range(3)] == [
+            200,
+            200,
+            429,
+        ]
+        assert await backend.keys() == ["mounted-all:all:{203.0.113.8}:GET:/v1/**:fw"]
+        stat = await rule.stat("203.0.113.8", path="/v1/**")
+        assert stat is not None and stat.hits_remaining == 0
+        assert await rule.reset("203.0.113.8", path="/v1/**")
+        assert (await client.get("/v1/items/9")).status_code == 200

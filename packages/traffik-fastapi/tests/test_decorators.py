@@ -414,3 +414,24 @@ async def test_dependency_overrides_leave_out_throttles_of_a_combined_dependency
         assert [(await client.post("/login")).status_code for _ in range(2)] == [401, 401]
         app.dependency_overrides.clear()
         assert [(await client.post("/login")).status_code for _ in range(2)] == [401, 429]
+
+
+async def test_on_a_starlette_route_it_says_which_decorator_to_use() -> None:
+    """traffik 1.2's `traffik.decorators.throttled` is this decorator, which FastAPI runs as a
+    dependency: on a Starlette route nothing runs it, and the endpoint says so (a bare
+    `KeyError` before)."""
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    throttle = HTTPThrottle("on-starlette", rate="2/min", backend=InMemoryBackend())
+
+    @throttled(throttle)
+    async def endpoint(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/x", endpoint)])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        with pytest.raises(ConfigurationError, match=r"use traffik\.throttled"):
+            await client.get("/x")

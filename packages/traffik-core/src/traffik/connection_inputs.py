@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
 
 from starlette.requests import HTTPConnection
 
-from traffik.backends.context import resolve_backend
+from traffik.backends.context import resolve_backend, serving_backends
 from traffik.buckets import without_method
 from traffik.config import CONNECTION_IDS_CONTEXT_KEY
 from traffik.exceptions import ConfigurationError
@@ -86,6 +86,13 @@ class ConnectionInputs:
         scope = connection.scope if connection is not None else None
         backend = resolve_backend(self._backend, scope, self.dynamic_backend)
         if backend is None:
+            serving = serving_backends() if connection is None else []
+            if len(serving) > 1:  # (asked without a connection: which app's is unknown)
+                raise ConfigurationError(
+                    f"{self!r} has no backend of its own, and the apps running in this "
+                    f"process have several ({', '.join(map(repr, serving))}): pass backend=, "
+                    "or a request of the app, to say which"
+                )
             raise ConfigurationError(
                 f"{self!r} has no backend: pass backend=, use FastAPI(lifespan=backend.lifespan), "
                 "or run inside `async with backend:`"

@@ -7,11 +7,12 @@ A response can get rate-limit headers from several writers: the throttles of a
 
 - `RateLimit` and `RateLimit-Policy` are lists, an item per policy: a line of the throttles'
   is added unless the response has that very line already.
-- Every other field holds one value, and a field the response has keeps its value; but the
-  legacy fields (`X-RateLimit-*`) speak of the throttle with the fewest units left, so when
-  the throttles' `X-RateLimit-Remaining` is lower than the response's, theirs replace the
-  response's `X-RateLimit-*` values (not with `theirs_win`: an `HTTPException`'s own headers
-  always win).
+- Every other field holds one value, and a field the response has keeps its value.
+- The legacy fields (`X-RateLimit-*`) go together, all of one writer's: the throttle with the
+  fewest units left. When the response has some already, the throttles' replace all of them
+  if their `X-RateLimit-Remaining` is lower, and are left out otherwise (with `theirs_win`,
+  an `HTTPException`'s own headers, always left out), so the limit of one throttle never
+  stands beside the remaining units of another.
 
 Names are compared without case; a replaced value keeps the response's spelling of the name.
 """
@@ -54,21 +55,17 @@ def merge_headers(
     ):  # (the common case: no field of the throttles' there, names in lower case as ASGI's)
         headers.extend(added)
         return
-    present: dict[bytes, int] = {}
-    for index, (name, _) in enumerate(headers):
-        present.setdefault(name.lower(), index)
-    fewer = False
-    if not theirs_win and _REMAINING in present:
-        for name, value in added:
-            if name.lower() == _REMAINING:
-                fewer = _count(value) < _count(headers[present[_REMAINING]][1])
-                break
+    legacy = _legacy_winner(headers, added, theirs_win)
+    if legacy == "ours":  # (the response's legacy fields make way for the throttles')
+        headers[:] = [pair for pair in headers if not pair[0].lower().startswith(_LEGACY)]
+    present = {name.lower() for name, _ in headers}
     lines: set[tuple[bytes, bytes]] | None = None
     for name, value in added:
         lowered = name.lower()
-        found = present.get(lowered)
-        if found is None:
-            present[lowered] = len(headers)
+        if lowered not in present:
+            if legacy == "theirs" and lowered.startswith(_LEGACY):
+                continue
+            present.add(lowered)
             headers.append((name, value))
         elif lowered in LIST_FIELDS:
             if lines is None:
@@ -76,8 +73,21 @@ def merge_headers(
             if (lowered, value) not in lines:
                 lines.add((lowered, value))
                 headers.append((name, value))
-        elif fewer and lowered.startswith(_LEGACY):
-            headers[found] = (headers[found][0], value)
+
+
+def _legacy_winner(
+    headers: Sequence[tuple[bytes, bytes]], added: Sequence[tuple[bytes, bytes]], theirs_win: bool
+) -> str:
+    """Whose legacy fields are sent when both the response and the throttles have some:
+    `"ours"` (the throttles', with fewer units left), `"theirs"`, or `""` when one side has
+    none."""
+    theirs = {n.lower(): v for n, v in headers if n.lower().startswith(_LEGACY)}
+    ours = {n.lower(): v for n, v in added if n.lower().startswith(_LEGACY)}
+    if not theirs or not ours:
+        return ""
+    if theirs_win or _REMAINING not in theirs or _REMAINING not in ours:
+        return "theirs"
+    return "ours" if _count(ours[_REMAINING]) < _count(theirs[_REMAINING]) else "theirs"
 
 
 def _count(value: bytes) -> float:

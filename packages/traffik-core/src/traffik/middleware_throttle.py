@@ -316,7 +316,12 @@ class MiddlewareThrottle:
     def _mount_of(self, path: str) -> str:
         """The mount before `path` (`""` when the rule guards `path` itself): a middleware
         in a mounted app counts under the mount's prefix and its pattern (`/v1/items/**`),
-        so `path="/v1/items/1"` names that bucket."""
+        so `path="/v1/items/1"` names that bucket, and so does the pattern after the prefix
+        (`"/v1/items/**"`; `"/v1/**"` for a rule that guards every path, where no other path
+        can tell the mount from the app's own paths)."""
+        pattern = self.route.path
+        if pattern.startswith("/") and path != pattern and path.endswith(pattern):
+            return path[: -len(pattern)]
         if self._guards(path):
             return ""
         for index in range(1, len(path)):

@@ -33,6 +33,7 @@ __all__ = [
     "get_throttle_backend",
     "resolve_backend",
     "serving_backend",
+    "serving_backends",
     "set_app_backend",
 ]
 
@@ -132,17 +133,22 @@ _serving: dict[BackendContext, ThrottleBackend] = {}
 to their backends: `serving_backend`."""
 
 
+def serving_backends() -> list[ThrottleBackend]:
+    """The backends of the apps whose lifespans are running, each once, in the order entered."""
+    found: list[ThrottleBackend] = []
+    for backend in _serving.values():
+        if not any(backend is seen for seen in found):
+            found.append(backend)
+    return found
+
+
 def serving_backend() -> Optional[ThrottleBackend]:
     """The backend of the app this process serves, for a throttle asked without a connection
     (`throttle.reset(client_ip, path=...)` in an admin endpoint): a server runs the lifespan
     in a task of its own, so the context it entered is not the request's. None unless the
     apps whose lifespans are running share one backend."""
-    found = None
-    for backend in _serving.values():
-        if found is not None and backend is not found:
-            return None
-        found = backend
-    return found
+    found = serving_backends()
+    return found[0] if len(found) == 1 else None
 
 
 def _lifespan_backend(app: Any) -> Optional[ThrottleBackend]:

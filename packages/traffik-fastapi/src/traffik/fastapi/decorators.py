@@ -103,6 +103,21 @@ async def _carrying(mark: _Marked, result: Awaitable[Any]) -> Any:
     return value
 
 
+def _mark_of(kwargs: dict[str, Any], name: str, endpoint: Callable[..., Any]) -> _Marked:
+    """What the decorator's dependency gave (`_Marked`), taken out of the endpoint's
+    arguments; a `ConfigurationError` when FastAPI did not call the endpoint (a Starlette
+    route), so no dependency ran."""
+    mark = kwargs.pop(name, None)
+    if not isinstance(mark, _Marked):
+        raise ConfigurationError(
+            f"traffik.fastapi.throttled decorates FastAPI routes (FastAPI runs its dependency); "
+            f"{getattr(endpoint, '__qualname__', endpoint)!r} was called without it, as a "
+            "Starlette route calls its endpoint: use traffik.throttled (traffik.throttles."
+            "throttled) there"
+        )
+    return mark
+
+
 def _not_overridden(throttles: tuple[Throttle, ...], connection: Any) -> tuple[Throttle, ...]:
     """`throttles` but those the app overrides (`app.dependency_overrides[throttle] = ...`,
     as tests disable a `Depends(throttle)`): left out, their override not called."""
@@ -274,7 +289,7 @@ class Throttled(params.Depends):
 
             @functools.wraps(endpoint)
             async def wrapper(*args: Any, **kwargs: Any) -> Any:
-                mark = kwargs.pop(name)
+                mark = _mark_of(kwargs, name, endpoint)
                 result = endpoint(*args, **kwargs)
                 if settles:
                     result = _settled(mark.connection, result, mark.response)
@@ -286,7 +301,7 @@ class Throttled(params.Depends):
 
             @functools.wraps(endpoint)
             async def wrapper(*args: Any, **kwargs: Any) -> Any:
-                mark = kwargs.pop(name)
+                mark = _mark_of(kwargs, name, endpoint)
                 result = _settled(
                     mark.connection, run_in_threadpool(endpoint, *args, **kwargs), mark.response
                 )
@@ -296,7 +311,7 @@ class Throttled(params.Depends):
 
             @functools.wraps(endpoint)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
-                mark = kwargs.pop(name)
+                mark = _mark_of(kwargs, name, endpoint)
                 try:
                     value = endpoint(*args, **kwargs)
                 except HTTPException as exc:
