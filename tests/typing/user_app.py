@@ -32,6 +32,8 @@ from traffik.backends import from_url
 from traffik.decorators import throttled as decorators_throttled
 from traffik.error_handlers import fallback
 from traffik.events import DecisionEvent, add_observer
+from traffik.exceptions import ConnectionThrottled
+from traffik.fastapi import document_rate_limits
 from traffik.fastapi import throttled as fastapi_throttled
 from traffik.headers import Header
 from traffik.quotas import QuotaContext
@@ -207,3 +209,33 @@ class DictBackend(ThrottleBackend):
 
 
 the_memory: ThrottleBackend = a_backend_of_any_kind(InMemoryBackend())
+
+
+# -- what the types give back (a typed app's reading of them) ----------------------------------
+
+
+async def guarded(request: Request) -> Request:
+    return await api(request)  # the request back, typed
+
+
+async def guarded_socket(websocket: WebSocket) -> WebSocket:
+    return await WebSocketThrottle("ws-typed", rate="5/s").hit(websocket)
+
+
+def plan(connection: Request, stat: Any, context: Mapping[str, Any]) -> str:
+    return str(context.get("plan", "free"))  # the context is a mapping, never None
+
+
+planned = HTTPThrottle("planned", rate="5/s", headers={"X-Plan": Header(plan, when="always")})
+
+
+def waited(exc: ConnectionThrottled) -> tuple[Union[float, None], int, Mapping[str, str]]:
+    return exc.wait_period, exc.status_code, exc.headers or {}
+
+
+class VersionedApp(FastAPI):
+    version_tag = "v1"
+
+
+documented: VersionedApp = document_rate_limits(VersionedApp())
+memory_backend: InMemoryBackend = InMemoryBackend.from_url("memory://typed")

@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from traffik import HTTPThrottle, MiddlewareThrottle, ThrottleExceptionInfo, ThrottleMiddleware
+from traffik.exceptions import ConnectionThrottled
 from traffik.fastapi import throttled as fastapi_throttled
 from traffik.throttles import throttled
 
@@ -48,3 +49,8 @@ async def uses(request: Request) -> None:
         quota.no_such_method()  # error
     stat = await api.stat(request)
     print(stat.hits_remaining)  # error
+
+
+async def typed_answers(request: Request) -> None:
+    wrong: int = await api(request)  # error
+    print(wrong, ConnectionThrottled(429, "slow down").retry_afterr)  # error

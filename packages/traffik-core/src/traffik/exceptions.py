@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Optional, overload
+from typing import TYPE_CHECKING, Any, Optional, overload
 
 __all__ = [
     "BackendCapacityError",
@@ -141,12 +141,15 @@ def _reason_phrase(status_code: int) -> str:
         return "Error"
 
 
-def _throttled_bases() -> tuple[type[Exception], ...]:
+if TYPE_CHECKING:  # (what type checkers see: `ConnectionThrottled` is an `HTTPException`)
+    from starlette.exceptions import HTTPException as _HTTPException
+else:
     try:
-        from starlette.exceptions import HTTPException
-    except ImportError:
-        return (TraffikError,)
-    return (HTTPException, TraffikError)
+        from starlette.exceptions import HTTPException as _HTTPException
+    except ImportError:  # (the core alone: a plain `TraffikError`)
+
+        class _HTTPException:
+            """Stands for Starlette's `HTTPException` when Starlette is not installed."""
 
 
 _ORDER = ("status_code", "detail", "headers")
@@ -210,7 +213,7 @@ def _not_a_status(status_code: object) -> ConfigurationError:
     )
 
 
-class ConnectionThrottled(*_throttled_bases()):  # type: ignore[misc]
+class ConnectionThrottled(_HTTPException, TraffikError):
     """A throttled connection: status 429 and `Retry-After` with the wait in whole seconds.
 
     It takes Starlette's `HTTPException` order, `ConnectionThrottled(503, "slow down")`, with

@@ -51,8 +51,10 @@ def _checked_value(name: str, value: str) -> str:
     return value
 
 
-Resolver = Callable[[Any, "StrategyStat", Optional[Mapping[str, Any]]], Optional[str]]
-Condition = Union[str, Callable[[Any, "StrategyStat", Optional[Mapping[str, Any]]], bool]]
+Resolver = Callable[[Any, "StrategyStat", Mapping[str, Any]], Optional[str]]
+"""`(connection, stat, context) -> str or None`: the context is the throttle's, merged with
+the hit's (a mapping, empty when there is none)."""
+Condition = Union[str, Callable[[Any, "StrategyStat", Mapping[str, Any]], bool]]
 
 
 def _number(value: float) -> str:
@@ -191,7 +193,9 @@ class Header:
         """A copy written only when the client has no units left."""
         return self.when("throttled")
 
-    def check(self, connection: Any, stat: StrategyStat, context: Any = None) -> bool:
+    def check(
+        self, connection: Any, stat: StrategyStat, context: Optional[Mapping[str, Any]] = None
+    ) -> bool:
         """Whether the header's condition holds for this response.
 
         Args:
@@ -208,9 +212,11 @@ class Header:
             return True
         if condition == "throttled":
             return bool(stat.hits_remaining <= 0)
-        return bool(condition(connection, stat, context))  # type: ignore[operator]
+        return bool(condition(connection, stat, {} if context is None else context))  # type: ignore[operator]
 
-    def resolve(self, connection: Any, stat: StrategyStat, context: Any = None) -> Optional[str]:
+    def resolve(
+        self, connection: Any, stat: StrategyStat, context: Optional[Mapping[str, Any]] = None
+    ) -> Optional[str]:
         """The header's text for this response.
 
         Args:
@@ -222,7 +228,9 @@ class Header:
             The string value, or the resolver's result (None: leave the header out).
         """
         value = self._value
-        return value if isinstance(value, str) else value(connection, stat, context)
+        if isinstance(value, str):
+            return value
+        return value(connection, stat, {} if context is None else context)
 
     @classmethod
     def LIMIT(cls, *, when: Condition) -> Header:

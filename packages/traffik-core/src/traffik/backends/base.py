@@ -52,9 +52,13 @@ if TYPE_CHECKING:  # (defaults for checkers: `backend: ThrottleBackend` means an
 else:  # (the core needs nothing outside the standard library at run time)
     ConnT = TypeVar("ConnT")
     HTTPConnT = TypeVar("HTTPConnT")
+
 """`ConnT`: the store's client type, for `ThrottleBackend[ConnT, HTTPConnT]` (as in traffik
 1.2); `HTTPConnT`: the connection type throttles pass (`Request`, `WebSocket`). Both default
 to `Any`, so `backend: ThrottleBackend` needs no arguments under `mypy --strict`."""
+
+_Backend = TypeVar("_Backend", bound="ThrottleBackend[Any, Any]")
+"""The class `from_url` is called on: it builds one of that class."""
 
 
 def build_key(*args: Any, **kwargs: Any) -> str:
@@ -186,7 +190,7 @@ class ThrottleBackend(BackendLifecycle, StorageOperations, LockedSteps, Generic[
         return f"{type(self).__name__}(namespace={self.namespace!r})"
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> ThrottleBackend:
+    def from_url(cls: type[_Backend], url: str, **options: Any) -> _Backend:
         """Build from a URL (`traffik.backends.from_url` calls this); the URL is the
         connection, less the settings its query carries (`url_options`), which become
         keywords."""

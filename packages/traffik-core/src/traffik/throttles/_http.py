@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import AsyncIterator, Iterable, Mapping
 from functools import cached_property
-from typing import Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -117,6 +117,21 @@ class HTTPThrottle(Throttle):
 
     connection_type = Request
     refused_scopes = frozenset({"websocket"})
+
+    if TYPE_CHECKING:  # (`Throttle.hit`, typed for this kind: it gives the request back)
+
+        async def hit(
+            self,
+            connection: Optional[Request] = None,
+            *,
+            cost: Optional[int] = None,
+            context: Optional[Mapping[str, Any]] = None,
+            skip_handler: Optional[bool] = None,
+            response: Optional[Response] = None,
+            shadow: Optional[bool] = None,
+        ) -> Request: ...
+
+        __call__ = hit
 
     @cached_property
     def charge_by_outcome(self) -> ChargeByOutcome:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Optional
 
 from starlette.websockets import WebSocket
 
@@ -21,6 +22,21 @@ class WebSocketThrottle(Throttle):
     refused_scopes = frozenset({"http"})
     default_handler = staticmethod(websocket_throttled)
     use_backend_handler = False
+
+    if TYPE_CHECKING:  # (`Throttle.hit`, typed for this kind: it gives the websocket back)
+
+        async def hit(
+            self,
+            connection: Optional[WebSocket] = None,
+            *,
+            cost: Optional[int] = None,
+            context: Optional[Mapping[str, Any]] = None,
+            skip_handler: Optional[bool] = None,
+            response: Any = None,
+            shadow: Optional[bool] = None,
+        ) -> WebSocket: ...
+
+        __call__ = hit
 
     def _admitted(self, connection: Any, *args: Any) -> None:
         """As `Throttle._admitted`, once `outcomes.follow` has seen the hit: a message's

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Sequence
-from typing import Any, Callable, Union
+from typing import Any, Callable, TypeVar, Union
 
 import fastapi.routing
 from fastapi import FastAPI
@@ -190,6 +190,9 @@ def _add_429s(schema: dict[str, Any], app: FastAPI) -> None:
 _DOCUMENTED = "_traffik_documents_rate_limits"
 """The attribute marking an app `document_rate_limits` already documents."""
 
+App = TypeVar("App", bound=FastAPI)
+"""The app `document_rate_limits` is given, and returns: a subclass keeps its type."""
+
 
 def _mounted_apps(app: FastAPI) -> list[FastAPI]:
     return [
@@ -199,7 +202,7 @@ def _mounted_apps(app: FastAPI) -> list[FastAPI]:
     ]
 
 
-def document_rate_limits(app: FastAPI) -> FastAPI:
+def document_rate_limits(app: App) -> App:
     """Document the 429 response and the rate-limit headers on every throttled route of `app`.
 
     Throttles count wherever FastAPI resolves them: `Depends(throttle)` in a parameter or in
