@@ -4,7 +4,8 @@ The backend is in memory, or the one `TRAFFIK_BACKEND_URL` names (`redis://local
 `memcached://localhost:11211`, ...). No throttle below names a backend: they all use the app's,
 which the lifespan opens at startup and closes at shutdown. With prometheus-client installed
 (`pip install "traffik-core[prometheus]"`), every decision is counted while the app runs and
-`GET /metrics` serves the counts.
+`GET /metrics` serves the counts; under several workers, set `PROMETHEUS_MULTIPROC_DIR` to an
+empty directory so that it serves the sum of every worker's.
 """
 
 from __future__ import annotations
@@ -88,9 +89,18 @@ if metrics is not None:
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics() -> Response:
-        """Prometheus' text format, from prometheus-client's default registry."""
+        """Prometheus' text format: the default registry's, or, with `PROMETHEUS_MULTIPROC_DIR`
+        set (several workers: `uvicorn --workers 4`), every worker's added up (one worker's
+        counts alone would read as resets, scrape after scrape)."""
+        registry = prometheus_client.REGISTRY
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from prometheus_client import multiprocess
+
+            registry = prometheus_client.CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
         return Response(
-            prometheus_client.generate_latest(), media_type=prometheus_client.CONTENT_TYPE_LATEST
+            prometheus_client.generate_latest(registry),
+            media_type=prometheus_client.CONTENT_TYPE_LATEST,
         )
 
 

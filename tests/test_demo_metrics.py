@@ -58,3 +58,48 @@ async def test_refusals_show_on_metrics(monkeypatch: pytest.MonkeyPatch) -> None
     assert not any(
         type(observer).__module__ == "traffik.metrics.prometheus" for observer in observers()
     )
+
+
+_WORKER = """
+import asyncio, importlib.util, json, sys
+import httpx
+spec = importlib.util.spec_from_file_location("demo", sys.argv[1])
+demo = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(demo)
+
+async def main():
+    async with demo.app.router.lifespan_context(demo.app):
+        transport = httpx.ASGITransport(app=demo.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://demo") as client:
+            for _ in range(int(sys.argv[2])):
+                await client.get("/items")
+            print((await client.get("/metrics")).text)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.slow  # two Python processes
+def test_several_workers_metrics_add_up(tmp_path: Path) -> None:
+    """Under several workers (`PROMETHEUS_MULTIPROC_DIR` set), `/metrics` serves every
+    worker's decisions added up, whichever worker answers the scrape: one worker's counts
+    alone would read as resets from one scrape to the next."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    env.pop("TRAFFIK_BACKEND_URL", None)
+    scraped = [
+        subprocess.run(
+            [sys.executable, "-c", _WORKER, str(DEMO), str(hits)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        for hits in (3, 4)
+    ]
+    assert decisions(scraped[0])[("items", "allowed")] == 3
+    assert decisions(scraped[1])[("items", "allowed")] == 7  # 3 of the first worker, 4 its own

@@ -109,7 +109,8 @@ def test_a_relative_sqlite_path_names_the_directory_it_was_looked_for_in(
     status, _, err = run_main("keys", "sqlite:///traffik.db")
     assert status == 2 and f"in {str(tmp_path)!r}" in err, err
     (tmp_path / "traffik.db").touch()  # an existing file is read (an empty one has no keys)
-    assert run_main("keys", "sqlite:///traffik.db")[:2] == (0, "0 key(s)\n")
+    status, out, _ = run_main("keys", "sqlite:///traffik.db")
+    assert status == 0 and out.startswith("0 key(s)\n")
 
 
 @pytest.mark.parametrize("option", ["--throttle", "--client", "--namespace"])
@@ -171,3 +172,32 @@ def test_an_ipv6_client_is_named_by_its_network_and_the_output_says_so(tmp_path:
     assert "try --client 2001:db8:1:2::/64" in by_address.stdout
     by_network = run_command_line("inspect", url, *named, "2001:db8:1:2::/64")
     assert "1 key(s)" in by_network.stdout and "try --client" not in by_network.stdout
+
+
+@pytest.mark.slow  # three `python -m traffik` processes
+def test_without_a_namespace_an_empty_answer_names_the_namespace_searched(tmp_path: Path) -> None:
+    """An app's `namespace=` is not in its URL: a command without `--namespace` searches the
+    backend's default, and when it finds nothing it says which one and what to pass (it
+    printed `removed 0 key(s)` alone, which reads as done)."""
+    import asyncio
+
+    from traffik.backends import from_url
+    from traffik.buckets import bucket_prefix
+
+    url = f"sqlite:///{tmp_path / 'traffik.db'}"
+
+    async def fill() -> None:
+        backend = from_url(url, namespace="api")
+        try:
+            await backend.set(backend.get_key(bucket_prefix("items", None)) + "{c}:GET:/", "1")
+        finally:
+            await backend.close()
+
+    asyncio.run(fill())
+    for command in ("keys", "reset"):
+        result = run_command_line(command, url, "--throttle", "items")
+        assert result.returncode == 0, result.stderr
+        assert "searched the backend's default namespace 'sqlite'" in result.stdout
+        assert "pass --namespace" in result.stdout
+    found = run_command_line("keys", url, "--namespace", "api", "--throttle", "items")
+    assert "1 key(s)" in found.stdout and "searched" not in found.stdout

@@ -169,7 +169,7 @@ async def _run(args: argparse.Namespace, out: TextIO) -> int:
             removed, listed = await _reset(backend, prefix, args.limit)
             print(f"removed {removed} key(s){_hidden(listed)}", file=out)
             if not removed:
-                _grouping_hint(args.client, out)
+                _nothing_found(args, backend, out)
             return 0
         listed = await backend.scan(prefix, limit=args.limit + 1)
         keys = sorted(listed[: args.limit])
@@ -188,10 +188,22 @@ async def _run(args: argparse.Namespace, out: TextIO) -> int:
             more = f" (the first {args.limit}; raise --limit to see more)"
         print(f"{len(keys)} key(s){more}{_hidden(listed)}", file=out)
         if not keys:
-            _grouping_hint(args.client, out)
+            _nothing_found(args, backend, out)
         return 0
     finally:
         await backend.close()
+
+
+def _nothing_found(args: argparse.Namespace, backend: ThrottleBackend, out: TextIO) -> None:
+    """What to try when no key matched: the namespace searched when none was given (an app's
+    `namespace=` is not in its URL), and the client the default identity counts."""
+    if args.namespace is None:
+        print(
+            f"(searched the backend's default namespace {backend.namespace!r}: an app that "
+            "sets namespace= keeps its keys in that one; pass --namespace)",
+            file=out,
+        )
+    _grouping_hint(args.client, out)
 
 
 def _grouping_hint(client: Optional[str], out: TextIO) -> None:
