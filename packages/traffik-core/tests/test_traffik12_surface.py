@@ -1299,11 +1299,15 @@ def test_traffik12_public_lists_keep_their_names() -> None:
 
 def test_traffik12_typing_additions_keep_their_meaning() -> None:
     import ipaddress
+    import sys
     import typing
 
     from traffik import typing as aliases
 
-    assert aliases.Dependency[[Request], Request] is not None  # (parameters, result)
+    if sys.version_info >= (3, 10):  # (parameters as a list, result)
+        assert aliases.Dependency[[Request], Request] is not None
+    else:  # (no ParamSpec before Python 3.10: the parameters are one type)
+        assert aliases.Dependency[Request, Request] is not None
     assert aliases.HTTPConnectionTcon.__contravariant__
     assert set(typing.get_args(aliases.Network)) == {ipaddress.IPv4Network, ipaddress.IPv6Network}
     assert set(typing.get_args(aliases.TrustedProxy)) == {
