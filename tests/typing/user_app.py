@@ -239,3 +239,10 @@ class VersionedApp(FastAPI):
 
 documented: VersionedApp = document_rate_limits(VersionedApp())
 memory_backend: InMemoryBackend = InMemoryBackend.from_url("memory://typed")
+
+
+def units_left(connection: Request, stat: Any, context: Mapping[str, Any]) -> int:
+    return int(stat.hits_remaining)  # a number: written as digits
+
+
+counted = HTTPThrottle("counted", rate="5/s", headers={"X-Left": Header(units_left, when="always")})

@@ -197,7 +197,7 @@ def test_without_a_namespace_an_empty_answer_names_the_namespace_searched(tmp_pa
     for command in ("keys", "reset"):
         result = run_command_line(command, url, "--throttle", "items")
         assert result.returncode == 0, result.stderr
-        assert "searched the backend's default namespace 'sqlite'" in result.stdout
+        assert "searched namespace 'sqlite'" in result.stdout
         assert "pass --namespace" in result.stdout
     found = run_command_line("keys", url, "--namespace", "api", "--throttle", "items")
     assert "1 key(s)" in found.stdout and "searched" not in found.stdout

@@ -199,8 +199,8 @@ def _nothing_found(args: argparse.Namespace, backend: ThrottleBackend, out: Text
     `namespace=` is not in its URL), and the client the default identity counts."""
     if args.namespace is None:
         print(
-            f"(searched the backend's default namespace {backend.namespace!r}: an app that "
-            "sets namespace= keeps its keys in that one; pass --namespace)",
+            f"(searched namespace {backend.namespace!r}, the URL's or the backend's default: "
+            "an app that sets another namespace= keeps its keys there; pass --namespace)",
             file=out,
         )
     _grouping_hint(args.client, out)

@@ -51,9 +51,11 @@ def _checked_value(name: str, value: str) -> str:
     return value
 
 
-Resolver = Callable[[Any, "StrategyStat", Mapping[str, Any]], Optional[str]]
-"""`(connection, stat, context) -> str or None`: the context is the throttle's, merged with
-the hit's (a mapping, empty when there is none)."""
+Resolver = Callable[[Any, "StrategyStat", Mapping[str, Any]], Union[str, int, float, None]]
+"""`(connection, stat, context) -> text`: a str, a number (written as digits) or None (the
+header left out); the context is the throttle's, merged with the hit's (a mapping, empty
+when there is none). A resolver that raises, or gives anything else, leaves its header out
+(logged once per 10 s per header)."""
 Condition = Union[str, Callable[[Any, "StrategyStat", Mapping[str, Any]], bool]]
 
 
@@ -98,12 +100,14 @@ class Header:
 
     `when` is `"always"`, `"throttled"` (the default: the client has no units left, so the
     last allowed response has it too) or a predicate `(connection, stat, context) -> bool`.
-    A resolver returning None leaves the header out. `Header.DISABLE` as a value removes a
-    header (an override in `get_headers(headers=...)`, say).
+    A resolver returning a number has it written as digits; one returning None leaves the
+    header out, and so does one that raises or returns anything else (logged once per 10 s
+    per header). `Header.DISABLE` as a value removes a header (an override in
+    `get_headers(headers=...)`, say).
 
     Args:
         value: The header's value: a string, or a resolver
-            `(connection, stat, context) -> str or None` (positional only).
+            `(connection, stat, context) -> str, a number or None` (positional only).
         when: When the header is written: `"always"`, `"throttled"` or a predicate
             `(connection, stat, context) -> bool`.
 
@@ -216,7 +220,7 @@ class Header:
 
     def resolve(
         self, connection: Any, stat: StrategyStat, context: Optional[Mapping[str, Any]] = None
-    ) -> Optional[str]:
+    ) -> Union[str, int, float, None]:
         """The header's text for this response.
 
         Args:
@@ -225,7 +229,8 @@ class Header:
             context: The throttle's context, passed to a resolver.
 
         Returns:
-            The string value, or the resolver's result (None: leave the header out).
+            The string value, or the resolver's result (None: leave the header out; a
+            number is written as digits by `traffik.headers.resolve_headers`).
         """
         value = self._value
         if isinstance(value, str):

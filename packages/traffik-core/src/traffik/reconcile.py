@@ -67,7 +67,7 @@ _Owed = list[Any]
 _ledgers: weakref.WeakSet[Ledger] = weakref.WeakSet()
 """The ledgers that recorded an admission: for `refund`, and to settle on a recovery."""
 _watched: weakref.WeakSet[ThrottleBackend] = weakref.WeakSet()
-"""The stores whose circuits settle the ledgers when they close (`_watch`)."""
+"""The stores whose circuits settle the ledgers when they answer again after failing (`_watch`)."""
 _by_fallback: weakref.WeakKeyDictionary[ThrottleBackend, Ledger] = weakref.WeakKeyDictionary()
 """The ledger of each fallback backend (`ledger_of`)."""
 
