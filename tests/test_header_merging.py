@@ -42,6 +42,18 @@ def _client(app: Any) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test")
 
 
+async def _responses(throttle: HTTPThrottle, count: int) -> list[httpx.Response]:
+    """`count` requests in turn to a FastAPI route with `throttle` as its dependency."""
+    app = FastAPI()
+
+    @app.get("/x", dependencies=[Depends(throttle)])
+    async def x() -> dict[str, str]:
+        return {}
+
+    async with _client(app) as client:
+        return [await client.get("/x") for _ in range(count)]
+
+
 def _fields(response: httpx.Response) -> list[tuple[str, str]]:
     return [(k, v) for k, v in response.headers.multi_items() if k.startswith(_RATE_LIMIT)]
 
@@ -188,15 +200,7 @@ async def test_a_refusal_s_retry_after_is_the_one_sent() -> None:
 )
 async def test_a_custom_retry_after_does_not_make_a_second_one(custom: dict[str, Any]) -> None:
     throttle = HTTPThrottle("custom", rate="1/min", backend=InMemoryBackend(), headers=custom)
-    app = FastAPI()
-
-    @app.get("/x", dependencies=[Depends(throttle)])
-    async def x() -> dict[str, str]:
-        return {}
-
-    async with _client(app) as client:
-        await client.get("/x")
-        refused = await client.get("/x")
+    refused = (await _responses(throttle, 2))[1]
     assert refused.status_code == 429
     assert refused.headers.get_list("retry-after") == ["60"]
 
@@ -263,14 +267,7 @@ async def test_the_last_allowed_response_tells_a_wait_not_zero(preset: Any) -> N
     left): its value is the wait until the limit is whole again, as `get_headers` says,
     never 0, which would send the client back at once."""
     throttle = HTTPThrottle("last", rate="2/min", backend=InMemoryBackend(), headers=preset)
-    app = FastAPI()
-
-    @app.get("/x", dependencies=[Depends(throttle)])
-    async def x() -> dict[str, str]:
-        return {}
-
-    async with _client(app) as client:
-        responses = [await client.get("/x") for _ in range(3)]
+    responses = await _responses(throttle, 3)
     assert [r.status_code for r in responses] == [200, 200, 429]
     assert responses[1].headers["x-ratelimit-remaining"] == "0"
     assert responses[1].headers["retry-after"] == "60"
@@ -294,14 +291,7 @@ async def test_a_header_resolver_never_fails_the_response() -> None:
             "X-When": Header("v", when=cast(Any, lambda c, stat, ctx: 1 / 0)),
         },
     )
-    app = FastAPI()
-
-    @app.get("/x", dependencies=[Depends(throttle)])
-    async def x() -> dict[str, str]:
-        return {}
-
-    async with _client(app) as client:
-        responses = [await client.get("/x") for _ in range(3)]
+    responses = await _responses(throttle, 3)
     assert [r.status_code for r in responses] == [200, 200, 429]
     assert [r.headers.get("x-left") for r in responses] == ["1", "0", "0"]
     for response in responses:
