@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union, cast
 from traffik.decision import LONGEST_WAIT_MS, whole_seconds
 from traffik.exceptions import ConfigurationError
 from traffik.header_value import Condition as Condition
-from traffik.header_value import Header, _checked_value, _field_value
+from traffik.header_value import Header, _checked_value, _field_value, _number
 from traffik.header_value import Resolver as Resolver
 from traffik.logs import QuietLog
 from traffik.rate_limit_fields import RateLimitField, policy_value, quoted_name
@@ -210,7 +210,7 @@ def _resolved(
     if text is None or isinstance(text, str):
         return text
     if isinstance(text, (int, float)) and not isinstance(text, bool) and math.isfinite(text):
-        return str(int(text)) if float(text).is_integer() else str(text)
+        return _number(text)
     _log.log(
         logging.WARNING,
         (name, type(text)),

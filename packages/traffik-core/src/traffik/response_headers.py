@@ -98,7 +98,7 @@ class HeaderPlan:
         single.update(_formatted_kinds(formatted))
         self._single = single or None
         """The single-valued fields (`X-RateLimit-*`) by raw name: another throttle on the
-        same response may have written them (`_merge`)."""
+        same response may have written them (`_merge_raw`)."""
         # (None for a plan with single-valued fields: `admitted` then always merges)
         self._limit = rate.limit if self._single is None else None
         self._limits = tuple(r.limit for r in rates)
@@ -168,11 +168,12 @@ class HeaderPlan:
             headers.append((name, fmt % (numbers if index is None else numbers[index])))
 
     def _merge_raw(self, decision: Decision, headers: list[tuple[bytes, bytes]]) -> None:
-        """`raw(decision)` appended to `headers`, or merged there (`_merge`)."""
+        """`raw(decision)` appended to `headers`, or merged there when it has single-valued
+        fields another throttle may have written (`traffik.header_merge`)."""
         if self._single is None:
             headers += self.raw(decision)
         else:
-            self._merge(headers, self.raw(decision))
+            merge_headers(headers, self.raw(decision))
 
     def _each_admitted(self, decision: Decision, headers: list[tuple[bytes, bytes]]) -> bool:
         """`admitted` for several rates in the common case (the `"ietf"` fields alone, each
@@ -197,29 +198,6 @@ class HeaderPlan:
         headers += self._static
         headers.append((pair[0], b", ".join(each)))
         return True
-
-    def _merge(self, headers: list[tuple[bytes, bytes]], ours: list[tuple[bytes, bytes]]) -> None:
-        """Append `ours` to `headers`, where another throttle may have written the
-        single-valued fields already (two throttles on one route with `headers="legacy"`):
-        those are sent once, the pair of the throttle with fewer units left (`Remaining`),
-        else the first writer's. List fields (`RateLimit`, `RateLimit-Policy`) are appended."""
-        single = self._single
-        assert single is not None
-        present = {name: index for index, (name, _) in enumerate(headers) if name in single}
-        if not present:
-            headers += ours
-            return
-        left = [name for name, kind in single.items() if kind == "remaining"]
-        mine = dict(ours)
-        take = bool(left) and left[0] in present and left[0] in mine
-        if take:
-            take = _count(mine[left[0]]) < _count(headers[present[left[0]]][1])
-        for name, value in ours:
-            index = present.get(name)
-            if index is None:
-                headers.append((name, value))
-            elif take:
-                headers[index] = (name, value)
 
     def _static_for(self, decision: Decision) -> list[tuple[bytes, bytes]]:
         """The plain strings and the fields the rates fix (`RateLimit-Policy`'s quotas, a
@@ -337,14 +315,6 @@ def _formatted_kinds(
     with their kinds, by the number each formats (0 remaining, 1 reset, 2 limit)."""
     kinds = {0: "remaining", 1: "reset", 2: "limit"}
     return [(name, kinds[index]) for name, _, index in formatted if index is not None]
-
-
-def _count(value: bytes) -> float:
-    """A single-valued field's number (`Remaining`), or infinity when it is none."""
-    try:
-        return int(value)
-    except ValueError:
-        return math.inf
 
 
 def _units_left(decision: Decision) -> float:

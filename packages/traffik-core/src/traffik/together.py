@@ -39,7 +39,7 @@ from traffik._connection_kinds import check_kind
 from traffik.backends.store_locks import finished
 from traffik.config import THROTTLED_STATE_KEY
 from traffik.exceptions import BackendConnectionError, ConfigurationError
-from traffik.logs import QuietLog
+from traffik.logs import QuietLog, object_key
 from traffik.outcomes import CHARGES_KEY, Charge, Noted
 from traffik.strategies.base import StateStrategy
 from traffik.strategies.steps import Combined, Item, combine, is_counter
@@ -251,7 +251,7 @@ async def _alone(
         else:  # decided again by `hit`, where its on_error applies
             _quiet.log(
                 logging.INFO,
-                ("alone", id(backend), type(exc)),
+                ("alone", object_key(backend), type(exc)),
                 "deciding shadow throttle %r on %r failed (%s: %s); hitting it",
                 throttle.uid,
                 backend,
@@ -335,7 +335,7 @@ async def _as_one(
         # decided alone, each throttle's on_error applies
         _quiet.log(
             logging.INFO,
-            ("as one", id(backend), type(exc)),
+            ("as one", object_key(backend), type(exc)),
             "deciding %d throttles as one on %r failed (%s: %s); deciding each",
             len(group),
             backend,
