@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.responses import JSONResponse, PlainTextResponse
@@ -18,7 +18,7 @@ from starlette.testclient import TestClient
 
 from traffik import HTTPThrottle, InMemoryBackend, MiddlewareThrottle, ThrottleMiddleware
 from traffik.backends.context import get_throttle_backend
-from traffik.exceptions import BackendConnectionError
+from traffik.exceptions import BackendConnectionError, ConfigurationError
 
 pytestmark = pytest.mark.anyio
 
@@ -70,6 +70,39 @@ async def test_an_app_whose_lifespan_never_ran_finds_its_backend() -> None:
     assert codes == [200, 200, 429]
     assert mounted == [200, 200, 429]
     assert len(await backend.keys()) == 2 and len(await other.keys()) == 1
+
+
+async def test_an_app_with_included_routers_finds_its_backend_without_a_lifespan() -> None:
+    # FastAPI's `include_router` wraps the app's lifespan with the router's (a merged
+    # lifespan): the backend is still found behind it, as the testing page promises for a
+    # client that never runs the lifespan.
+    backend = InMemoryBackend(namespace="routed")
+    app = module_app(backend)
+    router = APIRouter()
+
+    @router.get("/routed", dependencies=[Depends(MODULE_THROTTLE)])
+    async def routed() -> dict[str, bool]:
+        return {"ok": True}
+
+    app.include_router(router)
+    app.include_router(APIRouter(), prefix="/second")  # (a lifespan merged twice)
+    async with client_for(app) as client:
+        codes = [(await client.get("/items")).status_code for _ in range(3)]
+        routed_codes = [(await client.get("/routed")).status_code for _ in range(3)]
+    assert codes == [200, 200, 429]
+    assert routed_codes == [200, 200, 429]
+    assert len(await backend.keys()) == 2
+
+
+async def test_routers_with_two_backends_lifespans_name_neither_without_a_lifespan() -> None:
+    # Two backends' lifespans merged into one app's: which one a throttle without a backend
+    # uses cannot be told without running them, so the error says there is none.
+    backend = InMemoryBackend(namespace="first")
+    app = module_app(backend)
+    app.include_router(APIRouter(lifespan=InMemoryBackend(namespace="second").lifespan))
+    async with client_for(app) as client:
+        with pytest.raises(ConfigurationError, match="has no backend"):
+            await client.get("/items")
 
 
 async def test_three_apps_in_turn_each_get_a_full_budget() -> None:

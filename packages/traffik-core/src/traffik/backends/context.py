@@ -154,12 +154,41 @@ def serving_backend() -> Optional[ThrottleBackend]:
 def _lifespan_backend(app: Any) -> Optional[ThrottleBackend]:
     """The backend whose `lifespan` `app` (or a router) was given
     (`FastAPI(lifespan=backend.lifespan)`), for a client that never runs the lifespan, such
-    as httpx's `ASGITransport`: the backend initialises itself on first use."""
+    as httpx's `ASGITransport`: the backend initialises itself on first use. Found behind
+    the lifespans a framework wraps it in (FastAPI's `include_router` merges the router's
+    with the app's); None when there is none, or several backends' lifespans."""
     router = getattr(app, "router", app)
-    owner = getattr(getattr(router, "lifespan_context", None), "__self__", None)
+    found: list[ThrottleBackend] = []
+    _lifespan_owners(getattr(router, "lifespan_context", None), found, _WRAPPED_DEPTH)
+    return found[0] if len(found) == 1 else None
+
+
+_WRAPPED_DEPTH = 6
+"""How many wrappers deep `_lifespan_owners` looks (each `include_router` adds two)."""
+
+
+def _lifespan_owners(call: Any, found: list[ThrottleBackend], depth: int) -> None:
+    """Add to `found` the backends whose bound `lifespan` is `call` or what it wraps: its
+    `__wrapped__` (`functools.wraps`, as `asynccontextmanager` sets it) and the callables its
+    closure holds (a merged lifespan's parts), at most `depth` wrappers deep."""
     from traffik.backends.base import ThrottleBackend  # (base imports this module)
 
-    return owner if isinstance(owner, ThrottleBackend) else None
+    owner = getattr(call, "__self__", None)
+    if isinstance(owner, ThrottleBackend):
+        if not any(owner is seen for seen in found):
+            found.append(owner)
+        return
+    if depth == 0 or not callable(call):
+        return
+    parts = [getattr(call, "__wrapped__", None)]
+    for cell in getattr(call, "__closure__", None) or ():
+        try:
+            parts.append(cell.cell_contents)
+        except ValueError:  # (a cell not yet filled)
+            continue
+    for part in parts:
+        if part is not None and part is not call:
+            _lifespan_owners(part, found, depth - 1)
 
 
 class BackendContext:
