@@ -68,6 +68,25 @@ async def test_an_http_throttle_on_a_websocket_route(caplog: pytest.LogCaptureFi
     assert message in caplog.text
 
 
+def test_an_app_wide_http_throttle_on_a_websocket_route_says_where_to_put_it() -> None:
+    # `FastAPI(dependencies=[Depends(throttle)])` (slowapi's `default_limits`, ported) runs on
+    # the app's WebSocket routes too, where FastAPI gives it no Request: the error says
+    # where an HTTP throttle for every HTTP route goes instead.
+    api = HTTPThrottle("api", rate="5/min", backend=InMemoryBackend())
+    app = FastAPI(dependencies=[Depends(api)])
+
+    @app.websocket("/chat")
+    async def chat(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.close()
+
+    with pytest.raises(ConfigurationError) as raised, TestClient(app).websocket_connect("/chat"):
+        pass  # pragma: no cover (the handshake fails)
+    message = str(raised.value)
+    assert "FastAPI(dependencies=...)" in message and "APIRouter(dependencies=...)" in message
+    assert "ThrottleMiddleware" in message
+
+
 async def test_the_decorators_name_the_route() -> None:
     chat = WebSocketThrottle("chat", rate="5/min", backend=InMemoryBackend())
     api = HTTPThrottle("api", rate="5/min", backend=InMemoryBackend())

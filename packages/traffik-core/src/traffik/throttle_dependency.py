@@ -76,7 +76,13 @@ class ThrottleDependency:
         if issubclass(kind, WebSocket):
             where = "an HTTP route (FastAPI gave it no WebSocket): use an HTTPThrottle there"
         elif issubclass(kind, Request):
-            where = "a WebSocket route (FastAPI gave it no Request): use a WebSocketThrottle there"
+            where = (
+                "a WebSocket route (FastAPI gave it no Request): use a WebSocketThrottle there. "
+                "The dependencies of an app or router (FastAPI(dependencies=...)) run on its "
+                "WebSocket routes too: give an HTTP throttle to the routers of the HTTP routes "
+                "(APIRouter(dependencies=...)), or to ThrottleMiddleware, which applies it to "
+                "HTTP requests only"
+            )
         else:
             where = "no route FastAPI gives a connection to"
         error = ConfigurationError(
