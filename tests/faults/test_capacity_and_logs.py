@@ -16,6 +16,9 @@ from traffik import HTTPThrottle
 from traffik.backends.inmemory import InMemoryBackend
 from traffik.backends.redis import RedisBackend
 from traffik.exceptions import ConnectionThrottled
+from traffik.quotas import QuotaContext
+from traffik.strategies import BUILTIN_STRATEGIES
+from traffik.testing import ManualClock
 
 pytestmark = pytest.mark.anyio
 
@@ -123,3 +126,50 @@ async def test_an_outage_writes_a_handful_of_log_lines(
         assert len(lines) <= 8
     finally:
         await backend.close()
+
+
+@pytest.mark.parametrize("strategy", [cls() for cls in BUILTIN_STRATEGIES], ids=repr)
+async def test_a_decision_refused_for_want_of_room_writes_none_of_its_keys(strategy: Any) -> None:
+    # Two rates need two keys where the store has room for one: the decision is refused
+    # (`on_error`), and neither key is written, so the store keeps its room for a client that
+    # needs one key.
+    backend = InMemoryBackend(namespace="cap-joint", max_keys=3, at_capacity="refuse")
+    both = HTTPThrottle(
+        "both", "5/min;10/hour", backend=backend, strategy=strategy, identifier=_ident
+    )
+    one = HTTPThrottle("one", "5/min", backend=backend, strategy=strategy, identifier=_ident)
+    assert await _hit(both, "a")  # 2 keys of 3
+    before = sorted(await backend.keys())
+    assert not await _hit(both, "b")  # needs 2
+    assert sorted(await backend.keys()) == before
+    assert await _hit(one, "c")  # needs 1: there is room
+
+
+async def test_a_quota_refused_for_want_of_room_writes_none_of_its_keys() -> None:
+    backend = InMemoryBackend(namespace="cap-quota", max_keys=2, at_capacity="refuse")
+    x, y, z = (HTTPThrottle(n, "5/min", backend=backend, identifier=_ident) for n in "xyz")
+    assert await _hit(x, "a")
+    before = sorted(await backend.keys())
+    _CURRENT[0] = "b"
+    quota = QuotaContext(_request())
+    quota(y, skip_handler=True)
+    quota(z, skip_handler=True)
+    assert not await quota.apply()
+    assert sorted(await backend.keys()) == before
+
+
+async def test_room_made_for_a_decision_never_evicts_its_own_keys() -> None:
+    # Client a's minute key has expired and its hour key is kept; the store is full (a's
+    # hour key and c's): room for a's new minute key is made by evicting c's, never a's hour
+    # key, which the decision is charging.
+    for run in range(20):
+        clock = ManualClock()
+        backend = InMemoryBackend(namespace=f"cap-own-{run}", max_keys=2, clock=clock)
+        both = HTTPThrottle("both", "5/min;10/hour", backend=backend, identifier=_ident)
+        one = HTTPThrottle("one", "5/hour", backend=backend, identifier=_ident)
+        assert await _hit(both, "a")
+        clock.advance(61)  # a's minute key is gone
+        assert await _hit(one, "c")
+        assert await _hit(both, "a")
+        counts = sorted([await backend.get(k) for k in await backend.keys() if "{a}" in k])
+        assert counts == ["1", "2"], run  # the new minute's hit, and the hour's two

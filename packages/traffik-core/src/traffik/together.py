@@ -17,7 +17,9 @@ of its own (not an outage), so that each one's `on_error` applies to its own fai
 the step fails on an outage (a `BackendConnectionError`: the store timed out or is
 unreachable, or its circuit is open), each throttle is answered by its `on_error` at once,
 in order up to the first that refuses, without asking the store again: the request waits
-for one timeout, not one per throttle.
+for one timeout, not one per throttle. So it is when the store has no room for the step's
+new keys (`BackendCapacityError`: it writes none of them), which deciding each alone would
+write in part.
 Decisions over several store operations run to their end once begun, even if the caller is
 cancelled meanwhile (`finished`): the connection is charged on every throttle or on none.
 
@@ -38,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from traffik._connection_kinds import check_kind
 from traffik.backends.store_locks import finished
 from traffik.config import THROTTLED_STATE_KEY
-from traffik.exceptions import BackendConnectionError, ConfigurationError
+from traffik.exceptions import BackendCapacityError, BackendConnectionError, ConfigurationError
 from traffik.logs import QuietLog, object_key
 from traffik.outcomes import CHARGES_KEY, Charge, Noted
 from traffik.strategies.base import StateStrategy
@@ -56,6 +58,9 @@ if TYPE_CHECKING:
 __all__ = ["Entry", "hit_together"]
 
 logger = logging.getLogger("traffik")
+_WHOLE_STEP_ERRORS = (BackendConnectionError, BackendCapacityError)
+"""The store's failures of a whole step, which each throttle answers by its `on_error` at once
+(module docstring)."""
 _quiet = QuietLog(logger, sources="throttles")
 
 
@@ -326,8 +331,8 @@ async def _as_one(
     except ConfigurationError:
         raise
     except Exception as exc:
-        if started is not None and isinstance(exc, BackendConnectionError):
-            for entry, rates, cost, key in prepared:  # an outage: each on_error, at once
+        if started is not None and isinstance(exc, _WHOLE_STEP_ERRORS):
+            for entry, rates, cost, key in prepared:  # each on_error, at once
                 await _on_error(entry, exc, backend, (rates, cost, key), response, started)
                 if _refused(entry.connection):
                     return

@@ -24,6 +24,7 @@ import itertools
 import logging
 import math
 import random
+from collections.abc import Collection
 from typing import Any, Optional
 
 from traffik.exceptions import BackendCapacityError, ConfigurationError
@@ -84,14 +85,25 @@ class Capacity:
             self.max_bytes is not None and used + adding > self.max_bytes
         )
 
-    def make_room(self, store: Any, key: str, size: int, now: int) -> None:
-        """Room for `key` (`size` bytes) in `store` (an `InMemoryBackend`), by policy."""
+    def make_room(
+        self,
+        store: Any,
+        key: str,
+        size: int,
+        now: int,
+        count: int = 1,
+        keep: Collection[str] = (),
+    ) -> None:
+        """Room for `key` (`size` bytes) in `store` (an `InMemoryBackend`), by policy; or for
+        `count` new keys of `size` bytes in all, `key` the first, all at once: one decision's
+        keys are all written or none is. The keys in `keep` (the decision's own) are never
+        evicted."""
         data = store._data
         if not 0 < store._full_sweep_at - now <= 1000:  # (due, or the clock was set back)
             store._full_sweep_at = now + 1000
             store._sweep(now, list(data))
-        while self.full(len(data), store._bytes, size):
-            victim = None if self.policy == "refuse" or not data else self._victim(data, now)
+        while self.full(len(data) + count - 1, store._bytes, size):
+            victim = None if self.policy == "refuse" or not data else self._victim(data, now, keep)
             if victim is None:
                 kept = (
                     "" if self.policy == "refuse" else " (every key drawn is a throttled client's)"
@@ -120,9 +132,12 @@ class Capacity:
                 store._bytes,
             )
 
-    def _victim(self, data: dict[str, list[Any]], now: int) -> Optional[str]:
+    def _victim(
+        self, data: dict[str, list[Any]], now: int, keep: Collection[str] = ()
+    ) -> Optional[str]:
         """Of `_SAMPLE` evictable keys drawn at random (at most `_DRAWS` drawn), the one that
-        expires soonest; None when every key drawn is kept (a throttled client's)."""
+        expires soonest; None when every key drawn is kept (a throttled client's, or one of
+        `keep`)."""
         best, best_at, drawn, draws = None, math.inf, 0, 0
         sample = self._sample
         while drawn < _SAMPLE and draws < _DRAWS:
@@ -136,8 +151,8 @@ class Capacity:
             if entry is None:
                 continue  # gone since the sample was taken
             draws += 1
-            if entry[3] > now:
-                continue  # a throttled client's: kept until its state is whole again
+            if entry[3] > now or candidate in keep:
+                continue  # a throttled client's (kept until its state is whole again), or ours
             drawn += 1
             expires = entry[1] if entry[1] is not None else math.inf
             if best is None or expires < best_at:

@@ -7,6 +7,7 @@ from functools import partial
 from time import time_ns
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
+from traffik.backends.capacity import entry_size
 from traffik.backends.inmemory_steps import (
     Counted,
     Step,
@@ -290,6 +291,7 @@ class InMemoryDecisions(InMemoryStore):
         decision = combine(parts, None if allowed else [row[4] for row in rows])
         if commit:
             if allowed:
+                self._room_for(trials, now)
                 for name, entry, trial, rate, cost in trials:
                     if trial is None:
                         self._add(name, cost, rate.expire, now)
@@ -307,6 +309,28 @@ class InMemoryDecisions(InMemoryStore):
                         entry[3] = now + part.reset_ms
         decision.at = now
         return decision
+
+    def _room_for(
+        self,
+        trials: Sequence[tuple[str, Optional[list[Any]], Optional[list[Any]], Rate, int]],
+        now: int,
+    ) -> None:
+        """Room for the keys `_joint`'s admitting decision adds (`trials`: each row's store
+        key, existing entry, trial state, rate and cost), made before any is written: when
+        the store cannot take them all (`BackendCapacityError`), nothing is written. Room is
+        never made by evicting one of the decision's own keys."""
+        names: list[str] = []
+        size = 0
+        for name, entry, trial, _, cost in trials:
+            if entry is None and (trial is None or trial[0] is not None):
+                names.append(name)
+                size += entry_size(name, cost if trial is None else trial[0])
+        if len(trials) < 2 or not names:  # (one key: `_insert` makes its room)
+            return
+        capacity = self.capacity
+        if capacity.full(len(self._data) + len(names) - 1, self._bytes, size):
+            keep = {trial[0] for trial in trials}
+            capacity.make_room(self, names[0], size, now, len(names), keep)
 
     async def evaluate(
         self, key: str, strategy: StateStrategy, rate: Rate, cost: int, *, commit: bool = True
