@@ -2,8 +2,10 @@
 
 `QuotaState` is the base of `QuotaContext` (through `traffik.quota_settling.QuotaSettling`):
 the slots `QuotaContext.__init__` fills, the properties that read them (`active`, `consumed`,
-`queued_cost`, `admitted`, ...), and `check` and `stat`, which ask the throttles' stores and
-count nothing.
+`queued_cost`, `admitted`, ...; `apply_on_error` checked as it is set), and `check` and
+`stat`, which ask the throttles' stores and count nothing. An unbound `check` asks them what
+`apply` would decide: the queued hits made into the same step (`traffik.together`), not
+committed.
 """
 
 from __future__ import annotations
@@ -12,11 +14,17 @@ import asyncio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Optional
 
+from traffik.exceptions import ConfigurationError
+from traffik.quota_entries import one_per_bucket
+from traffik.throttle_settings import check_cost
+from traffik.throttles import Throttle
+from traffik.together import Entry, _as_one_step, _one_item_per_bucket
+
 if TYPE_CHECKING:
+    from traffik.backends.base import ThrottleBackend
     from traffik.quota_entries import QueuedHit
     from traffik.quotas import QuotaContext
-    from traffik.throttles import Throttle
-    from traffik.typing import StrategyStat
+    from traffik.typing import ApplyOnError, StrategyStat
 
 __all__ = ["QuotaState"]
 
@@ -27,6 +35,7 @@ class QuotaState:
     __slots__ = (
         "_admitted",
         "_applied_cost",
+        "_apply_on_error",
         "_applying",
         "_cancelled",
         "_children",
@@ -36,7 +45,6 @@ class QuotaState:
         "_depth",
         "_entered",
         "_queue",
-        "apply_on_error",
         "apply_on_exit",
         "connection",
         "lock_config",
@@ -54,9 +62,35 @@ class QuotaState:
     _cancelled: bool
     _admitted: Optional[bool]
     _applied_cost: int
+    _apply_on_error: ApplyOnError
     _applying: Optional[asyncio.Future[bool]]
     _deciding: bool
     _depth: int
+
+    @property
+    def apply_on_error(self) -> ApplyOnError:
+        """Whether the hits are applied when the block raises: True, False, or the exception
+        type (or tuple of types) that still applies them; checked as it is set.
+
+        Raises:
+            ConfigurationError: When set to anything else (a type's name, a list, an
+                exception instance).
+        """
+        return self._apply_on_error
+
+    @apply_on_error.setter
+    def apply_on_error(self, value: ApplyOnError) -> None:
+        if not (
+            isinstance(value, bool)
+            or _exception_type(value)
+            or (isinstance(value, tuple) and all(_exception_type(kind) for kind in value))
+        ):
+            raise ConfigurationError(
+                f"QuotaContext: apply_on_error={value!r} must be True, False, an exception "
+                "class (TimeoutError: the class itself, not its name or an instance) or a "
+                "tuple of them ((TimeoutError, ConnectionError))"
+            )
+        self._apply_on_error = value
 
     @property
     def consumed(self) -> bool:
@@ -113,28 +147,30 @@ class QuotaState:
     ) -> bool:
         """Best effort, nothing counted. With a throttle (or a bound context): whether a hit
         of `cost` (default: the throttle's cost) would pass now. Unbound with no throttle:
-        whether every queued hit would pass now (each with its own context).
+        whether the queued hits (each with its own context) would be admitted now as
+        `apply()` decides them, hits that land on one bucket summed.
 
         Args:
             throttle: The throttle to check; None for the owner, or, unbound, every queued
                 hit.
-            cost: The units to check for; None for the throttle's cost (or each queued
-                hit's).
+            cost: The units to check for (a whole number >= 0); None for the throttle's cost
+                (or each queued hit's).
             context: Context laid over the default (or over each queued hit's).
 
         Returns:
             Whether the hit, or every queued hit, would be admitted now.
+
+        Raises:
+            ConfigurationError: When `cost` is not a valid cost.
+            TypeError: When `throttle` is not a throttle.
         """
-        target = throttle if throttle is not None else self.owner
-        if target is not None:
-            ctx = {**self._default_context, **context} if context else self._default_context
-            return bool(await target.check(self.connection, cost, ctx))
-        for entry in self._queue:
-            own = {**(entry.context or {}), **context} if context else entry.context
-            needed = await entry.resolved_cost(self.connection) if cost is None else cost
-            if not await entry.throttle.check(self.connection, needed, own):
-                return False
-        return True
+        if cost is not None:
+            cost = check_cost(cost, "QuotaContext.check()")
+        target = self._target(throttle, "check")
+        if target is None:
+            return await self._would_admit_queued(cost, context)
+        ctx = {**self._default_context, **context} if context else self._default_context
+        return bool(await target.check(self.connection, cost, ctx))
 
     test = check
 
@@ -152,11 +188,72 @@ class QuotaState:
 
         Raises:
             ValueError: When no throttle is given and the context has no owner.
+            TypeError: When `throttle` is not a throttle.
         """
-        target = throttle if throttle is not None else self.owner
+        target = self._target(throttle, "stat")
         if target is None:
             raise ValueError(
                 "QuotaContext.stat(): no throttle given, and the context is not bound to one"
             )
         ctx = {**self._default_context, **context} if context else self._default_context
         return await target.stat(self.connection, ctx)
+
+    async def _would_admit_queued(
+        self, cost: Optional[int], context: Optional[Mapping[str, Any]]
+    ) -> bool:
+        """An unbound `check`: the queued hits made into the entries `apply` makes
+        (`one_per_bucket`); a backend's entries that `apply` decides in one step asked of it
+        as that step, uncommitted (`_admitted_as_one`); the others, and those whose step
+        failed, checked each (`Throttle.check`, whose `on_error` answers a failure)."""
+        connection = self.connection
+        entries = self._queue
+        costs = [cost if cost is not None else await e.resolved_cost(connection) for e in entries]
+        groups: dict[int, tuple[ThrottleBackend, list[Entry]]] = {}
+        for hit in one_per_bucket(entries, costs, connection):
+            hit.context = {**hit.throttle.context, **hit.context, **(context or {})}
+            backend = hit.throttle.get_backend(connection)
+            groups.setdefault(id(backend), (backend, []))[1].append(hit)
+        alone: list[Entry] = []
+        for backend, group in groups.values():
+            if not _as_one_step(group):  # (`apply` hits these one by one)
+                alone += group
+                continue
+            try:
+                if not await _admitted_as_one(group, backend):
+                    return False
+            except ConfigurationError:
+                raise
+            except Exception:
+                alone += group
+        for hit in alone:
+            if not await hit.throttle.check(connection, hit.cost, hit.context):
+                return False
+        return True
+
+    def _target(self, throttle: Any, doing: str) -> Optional[Throttle]:
+        """`throttle` when one is given, else the owner (None: unbound)."""
+        if throttle is None:
+            return self.owner
+        if not isinstance(throttle, Throttle):
+            raise TypeError(
+                f"QuotaContext.{doing}() takes HTTPThrottle or WebSocketThrottle instances "
+                f"(None: the context's own), not {throttle!r}"
+            )
+        return throttle
+
+
+def _exception_type(value: Any) -> bool:
+    return isinstance(value, type) and issubclass(value, BaseException)
+
+
+async def _admitted_as_one(group: list[Entry], backend: ThrottleBackend) -> bool:
+    """Whether `backend` would admit `group` now in the one step `apply` takes for it
+    (`traffik.together`: items on one bucket made one, costs summed), nothing charged."""
+    per_hit = []
+    for hit in group:
+        prepared = await hit.throttle._prepare(hit.connection, hit.context, hit.cost, backend)
+        if prepared is not None:  # (None: nothing to decide, e.g. an exempted client)
+            rates, cost, key = prepared
+            per_hit.append(hit.throttle.items(key, rates, cost, backend))
+    items, _ = _one_item_per_bucket(per_hit)
+    return not items or (await backend.evaluate_all(items, commit=False)).allowed

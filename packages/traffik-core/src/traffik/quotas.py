@@ -32,13 +32,12 @@ from traffik.exceptions import QuotaAppliedError, QuotaCancelledError, QuotaErro
 from traffik.quota_entries import QueuedHit
 from traffik.quota_settling import QuotaSettling
 from traffik.throttle_settings import check_cost
+from traffik.typing import ApplyOnError
 
 if TYPE_CHECKING:
     from traffik.throttles import Throttle
 
 __all__ = ["QuotaContext"]
-
-ApplyOnError = Union[bool, type[BaseException], tuple[type[BaseException], ...]]
 
 
 class QuotaContext(QuotaSettling):
@@ -83,6 +82,10 @@ class QuotaContext(QuotaSettling):
             warns).
         parent: The context this one is nested in (see `nested`); None for a top-level
             context.
+
+    Raises:
+        ConfigurationError: When `apply_on_error` is none of those (a type's name, a list,
+            an exception instance), here or when it is set later.
     """
 
     __slots__ = ()  # (the state's slots are `QuotaState`'s)
@@ -174,10 +177,11 @@ class QuotaContext(QuotaSettling):
             QuotaAppliedError: When the context is already applied or merged, or being
                 applied (a hit queued then would be left out of the decision).
             ValueError: When no throttle is given and the context has no owner.
+            TypeError: When `throttle` is not a throttle.
             ConfigurationError: When `cost` is not a valid cost.
         """
         self._check_open("queue hits on")
-        target = throttle if throttle is not None else self.owner
+        target = self._target(throttle, "consume")
         if target is None:
             raise ValueError(
                 "QuotaContext.consume(): no throttle given, and the context is not bound to one; "
@@ -244,6 +248,7 @@ class QuotaContext(QuotaSettling):
             The child `QuotaContext`.
 
         Raises:
+            ConfigurationError: When `apply_on_error` is not a valid one.
             QuotaCancelledError: When this context was cancelled.
             QuotaAppliedError: When this context is already applied or merged, or being
                 applied: the child's hits would be charged to nobody.
