@@ -151,7 +151,7 @@ class QuotaSettling(QuotaState):
         state[THROTTLED_STATE_KEY] = 0.0
         self._deciding = True
         try:
-            taken = await hit_together(hits, self.connection)
+            taken = await hit_together(hits, self.connection, whole=True)
         finally:
             self._deciding = False
             if state.get(THROTTLED_STATE_KEY):

@@ -44,7 +44,7 @@ from traffik.exceptions import BackendCapacityError, BackendConnectionError, Con
 from traffik.logs import QuietLog, object_key
 from traffik.outcomes import CHARGES_KEY, Charge, Noted
 from traffik.strategies.base import StateStrategy
-from traffik.strategies.steps import Combined, Item, combine, is_counter
+from traffik.strategies.steps import Combined, Item, combine, counts_refused, is_counter
 from traffik.throttle_steps import ThrottleSteps
 
 if TYPE_CHECKING:
@@ -108,10 +108,16 @@ def _one_step(throttle: Throttle) -> bool:
 
 
 async def hit_together(
-    entries: Sequence[Entry], connection: Any, *, response: Optional[Response] = None
+    entries: Sequence[Entry],
+    connection: Any,
+    *,
+    response: Optional[Response] = None,
+    whole: bool = False,
 ) -> int:
     """Hit every entry's throttle as one decision (module docstring); `connection` is the one
-    whose state the entries share. Returns the units taken (0 when refused).
+    whose state the entries share. Returns the units taken (0 when refused). With `whole`
+    (a quota context's apply), even one entry is such a decision: a fixed window that refuses
+    it keeps nothing, where a hit decided alone counts what it refuses.
 
     Raises:
         ConfigurationError: When a throttle does not limit `connection`'s kind.
@@ -147,8 +153,10 @@ async def hit_together(
     earlier = charges[:] if charges else None  # (kept alive: `_since` tells them by identity)
     steps: list[tuple[ThrottleBackend, list[Entry], bool]] = []
     operations = len(watched)  # (store operations: one per group decided as one step)
+    # (a group alone on its backend is still part of the decision)
+    several = whole or len(groups) > 1
     for backend, group in groups.values():
-        one = _as_one_step(group)
+        one = _as_one_step(group, several)
         steps.append((backend, group, one))
         operations += 1 if one else len(group)
     decide = _decide(steps, watched, connection, charges, earlier, response)
@@ -160,9 +168,11 @@ async def hit_together(
     return taken
 
 
-def _as_one_step(group: list[Entry]) -> bool:
-    """Whether a backend's group is decided in one step (`_as_one`), else hit by hit."""
-    if len(group) < 2:
+def _as_one_step(group: list[Entry], several: bool = False) -> bool:
+    """Whether a backend's group is decided in one step (`_as_one`), else hit by hit: a group
+    of several throttles, or one of several groups (`several`: decided alone, a refusing
+    fixed window would keep the refused hit)."""
+    if len(group) < 2 and not several:
         return False
     # (a loop, not `all` over a generator: this runs on every hit of several throttles)
     for entry in group:  # noqa: SIM110
@@ -331,7 +341,8 @@ async def _as_one(
     except ConfigurationError:
         raise
     except Exception as exc:
-        if started is not None and isinstance(exc, _WHOLE_STEP_ERRORS):
+        if started is not None and (isinstance(exc, _WHOLE_STEP_ERRORS) or len(group) == 1):
+            # (the store failed the whole step, or the one throttle's: its on_error answers)
             for entry, rates, cost, key in prepared:  # each on_error, at once
                 await _on_error(entry, exc, backend, (rates, cost, key), response, started)
                 if _refused(entry.connection):
@@ -351,6 +362,8 @@ async def _as_one(
         return
     if decision is None:
         return
+    if not decision.allowed and len(plan.items) == 1:
+        await _uncount(backend, plan.items[0])
     parts = decision.parts if isinstance(decision, Combined) else (decision,)
     # A refusal is answered by the throttle whose item refused with the longest wait (the
     # first such, in order): its policy, its `RateLimit` and the wait agree.
@@ -376,6 +389,18 @@ async def _as_one(
         )
         if not decision.allowed:
             return
+
+
+async def _uncount(backend: ThrottleBackend, item: Item) -> None:
+    """Give back what a refusing step of one item kept: a fixed window decided as its step's
+    one item counts the hit it refuses, as it does alone (`counts_refused`), but this one is
+    part of a larger decision (several throttles, or hits summed on one bucket), which
+    takes nothing when refused (best effort, logged)."""
+    if counts_refused(is_counter(item.strategy), item.rate, item.cost):
+        try:
+            await backend.refund_all([item])
+        except Exception:
+            logger.exception("%r could not be given back after a refusal", item)
 
 
 class _Plan:
