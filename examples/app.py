@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import ModuleType
 from typing import Optional
+from urllib.parse import parse_qs, urlsplit
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response, WebSocket, WebSocketDisconnect
 
@@ -40,8 +41,10 @@ def backend_from_environment() -> ThrottleBackend:
     url = os.environ.get("TRAFFIK_BACKEND_URL")
     if not url:
         return InMemoryBackend(namespace="traffik-demo")
+    # (the URL's own `?namespace=` wins: the demo's is a default)
+    named = "namespace" in parse_qs(urlsplit(url).query)
     try:
-        return from_url(url, namespace="traffik-demo")
+        return from_url(url, **({} if named else {"namespace": "traffik-demo"}))
     except TraffikError as exc:
         raise SystemExit(f"TRAFFIK_BACKEND_URL={redact_url(url)!r}: {exc}") from None
 

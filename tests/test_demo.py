@@ -103,6 +103,12 @@ def test_backend_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         assert [client.get("/items").status_code for _ in range(6)] == [200] * 5 + [429]
 
 
+def test_a_namespace_in_the_url_is_the_demos(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The README's one variable for everything: a URL's `?namespace=` names the demo's.
+    monkeypatch.setenv("TRAFFIK_BACKEND_URL", "memory://?namespace=shop&max_keys=100")
+    assert load_demo().backend.namespace == "shop"
+
+
 def test_demo_workers_share_a_sqlite_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("TRAFFIK_BACKEND_URL", f"sqlite:///{tmp_path}/demo.db")
     first, second = load_demo(), load_demo()  # two workers of one app

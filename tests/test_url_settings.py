@@ -59,8 +59,14 @@ def test_each_backend_names_a_misspelt_setting_in_its_url(store_url: str) -> Non
     message = "unknown option 'namespce'" if "redis" in store_url else "did you mean 'namespace'"
     with pytest.raises(ConfigurationError, match=message):
         from_url(store_url + "&namespce=x")
-    with pytest.raises(ConfigurationError, match="set both in the URL"):
+    with pytest.raises(ConfigurationError, match=r"set both in the URL.*to different values"):
         from_url(store_url + "&namespace=a", namespace="b")
+
+
+def test_a_setting_in_the_url_and_the_same_as_a_keyword_agrees(store_url: str) -> None:
+    # The deployment guide's `from_url(os.environ[...], namespace="api")` with a URL that
+    # carries `?namespace=api` (the README's one variable for everything).
+    assert from_url(store_url + "&namespace=api", namespace="api").namespace == "api"
 
 
 def test_redis_leaves_redis_py_settings_in_its_url() -> None:

@@ -148,6 +148,52 @@ async def test_an_observer_that_raises_never_breaks_a_request(
     assert [e.outcome for e in events] == ["allowed"]  # the process-wide observer still ran
 
 
+async def test_an_observer_that_removes_itself_leaves_the_next_its_event(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A one-shot observer removes itself during the event: every observer added when the
+    # event began still sees it, and one added during it sees the next event only.
+    seen: list[str] = []
+    late: list[DecisionEvent] = []
+    removals: list[Any] = []
+
+    def once(event: DecisionEvent) -> None:
+        seen.append("once")
+        removals[0]()
+        removals.append(add_observer(late.append))
+
+    removals.append(add_observer(once))
+    remove_after = add_observer(lambda event: seen.append("after"))
+    try:
+        throttle = HTTPThrottle("api", rate="5/min", backend=InMemoryBackend())
+        async with client(app_for(throttle)) as http:
+            assert (await http.get("/r0")).status_code == 200
+            assert seen == ["once", "after"] and late == []
+            assert (await http.get("/r0")).status_code == 200
+        assert seen == ["once", "after", "after"] and len(late) == 1
+    finally:
+        remove_after()
+        removals[-1]()
+
+
+async def test_a_raising_observer_is_logged_with_its_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(event: DecisionEvent) -> None:
+        raise RuntimeError("observer bug")
+
+    remove = add_observer(broken)
+    caplog.set_level(logging.WARNING, logger="traffik")
+    try:
+        throttle = HTTPThrottle("api", rate="5/min", backend=InMemoryBackend())
+        async with client(app_for(throttle)) as http:
+            assert (await http.get("/r0")).status_code == 200
+    finally:
+        remove()
+    [record] = [r for r in caplog.records if "observer" in r.getMessage()]
+    assert record.exc_info is not None and "broken" in caplog.text.split("Traceback", 1)[1]
+
+
 async def test_an_error_a_fallback_answered_is_the_failing_store_s(
     events: list[DecisionEvent],
 ) -> None:

@@ -146,8 +146,10 @@ def observers() -> tuple[Observer, ...]:
 
 
 def notify(event: DecisionEvent, own: Optional[Observer]) -> None:
-    """Pass `event` to the throttle's own observer, then to the process-wide ones."""
-    for observer in (own, *_observers) if own is not None else _observers:
+    """Pass `event` to the throttle's own observer, then to the process-wide ones: those added
+    when it began (a copy: an observer that removes itself, or adds one, changes the next
+    event's)."""
+    for observer in (own, *_observers) if own is not None else tuple(_observers):
         try:
             result = observer(event)
             if result is not None and inspect.isawaitable(result):
@@ -159,6 +161,7 @@ def notify(event: DecisionEvent, own: Optional[Observer]) -> None:
                 "decision observer %r raised %r; ignored",
                 observer,
                 exc,
+                exc_info=exc,
             )
 
 

@@ -200,7 +200,7 @@ def split_url_options(
 
     Raises:
         ConfigurationError: When an item is unknown (and not kept), repeated, given also as
-            a keyword, or its value does not convert.
+            a keyword with another value, or its value does not convert.
     """
     base, mark, query = url.partition("?")
     if not mark:
@@ -228,16 +228,18 @@ def split_url_options(
         if name in seen:
             raise ConfigurationError(f"{owner}: URL {shown!r} sets {name!r} twice")
         seen.add(name)
-        if name in given:
-            raise ConfigurationError(
-                f"{owner}: {name!r} is set both in the URL {shown!r} and as a keyword "
-                f"({name}={'***' if _secret(name) else repr(given[name])}); set it once"
-            )
         try:
-            options[name] = accepted[name](value)
+            converted = accepted[name](value)
         except ValueError as exc:
             raise ConfigurationError(
                 f"{owner}: URL {shown!r} sets {name}={'***' if _secret(name) else repr(value)}; "
                 f"it must be {exc}"
             ) from None
+        if name in given and given[name] != converted:  # (the same value twice agrees)
+            raise ConfigurationError(
+                f"{owner}: {name!r} is set both in the URL {shown!r} and as a keyword "
+                f"({name}={'***' if _secret(name) else repr(given[name])}), to different "
+                "values; set it once"
+            )
+        options[name] = converted
     return (base + "?" + "&".join(kept) if kept else base), options
