@@ -658,7 +658,7 @@ def test_a_websocket_message_is_refunded_as_its_own_request() -> None:
     assert seen == [3, (1, 1), 2]
 
 
-@pytest.mark.parametrize("noted_by", ["middleware", "charge_when", "dependency"])
+@pytest.mark.parametrize("noted_by", ["middleware", "charge_when", "dependency", "nothing"])
 def test_a_websocket_message_hit_twice_by_one_throttle_gives_back_both(noted_by: str) -> None:
     """A message's charges of one throttle are kept together: `refund(websocket)` gives back
     every one of them (each at most what it took, once), and the next message starts over."""
@@ -669,7 +669,8 @@ def test_a_websocket_message_hit_twice_by_one_throttle_gives_back_both(noted_by:
     from traffik import WebSocketThrottle
 
     backend = InMemoryBackend(clock=ManualClock())
-    charge_when = (lambda outcome: True) if noted_by != "middleware" else None
+    # ("nothing": no charge noted, the units a message's hits took kept together all the same)
+    charge_when = (lambda outcome: True) if noted_by not in ("middleware", "nothing") else None
     messages = WebSocketThrottle(
         f"ws-twice-{noted_by}", rate="10/min", backend=backend, charge_when=charge_when
     )
@@ -710,7 +711,7 @@ def test_a_websocket_message_hit_twice_by_one_throttle_gives_back_both(noted_by:
         await left(websocket)
         await websocket.close()
 
-    if noted_by == "dependency":  # the handshake's hit on the endpoint's own WebSocket object
+    if noted_by in ("dependency", "nothing"):  # the handshake's hit on the endpoint's socket
         app: Any = FastAPI()
 
         @app.websocket("/ws")

@@ -222,19 +222,15 @@ class _Messages:
 
 
 def follow(websocket: Any, throttle: Any) -> None:
-    """Before a hit of `throttle` on `websocket` is noted: count the messages `websocket`
-    receives from now (a `WebSocket` object seen for the first time starts a message: it is
-    hit after receiving one, or before accepting), and, on the throttle's first hit of a
-    message, forget the charges it noted for an earlier one. Nothing while no charge of it
-    can be noted (no `charge_when`, no charges noted on the socket)."""
+    """Before an admitted hit of `throttle` on `websocket` is kept: count the messages
+    `websocket` receives from now (a `WebSocket` object seen for the first time starts a
+    message: it is hit after receiving one, or before accepting), and, on the throttle's
+    first hit of a message, forget what it kept of an earlier one: the charges it noted, or
+    the units it took with none noted (`take_charged`)."""
     scope = websocket.scope
     state = scope.get("state")
     if state is None:
-        if throttle.charge_when is None:
-            return
         scope["state"] = state = {}
-    elif throttle.charge_when is None and state.get(CHARGES_KEY) is None:
-        return
     if not isinstance(websocket.receive, _Messages):
         websocket.receive = _Messages(websocket.receive, state)
         state[MESSAGE_KEY] = state.get(MESSAGE_KEY, 0) + 1
@@ -244,6 +240,7 @@ def follow(websocket: Any, throttle: Any) -> None:
         state[NOTED_IN_KEY] = noted_in = {}
     if noted_in.get(throttle) != message:
         noted_in[throttle] = message
+        state.pop(throttle._charged_key, None)
         charges = state.get(CHARGES_KEY)
         if charges:
             charges[:] = [noted for noted in charges if noted[0] is not throttle]

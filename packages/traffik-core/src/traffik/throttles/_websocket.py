@@ -40,6 +40,12 @@ class WebSocketThrottle(Throttle):
 
     def _admitted(self, connection: Any, *args: Any) -> None:
         """As `Throttle._admitted`, once `outcomes.follow` has seen the hit: a message's
-        charges are kept together, and the first hit of a new message forgets the last's."""
+        charges are kept together, and the first hit of a new message forgets the last's.
+        With no charge noted, the units the message's hits took add up (`Throttle._admitted`
+        keeps a request's latest hit's)."""
         outcomes.follow(connection, self)
+        state = connection.scope["state"]
+        earlier = state.pop(self._charged_key, None)  # (this message's earlier hits')
         super()._admitted(connection, *args)
+        if earlier:
+            state[self._charged_key] = state.get(self._charged_key, 0) + earlier
