@@ -620,6 +620,16 @@ async def test_test_is_check(backend: InMemoryBackend) -> None:
     assert await throttle.test(request, 1, {"scope": "other"}) is True  # another budget
 
 
+@pytest.mark.parametrize("cost", [-1, 1.5, "2", True])
+async def test_check_takes_the_costs_hit_takes(backend: InMemoryBackend, cost: Any) -> None:
+    # A negative or fractional cost answered True: a bad input read as "it would pass".
+    throttle = HTTPThrottle("check-cost", rate="2/min", backend=backend)
+    request = Request({"type": "http", "method": "GET", "path": "/", "headers": []})
+    with pytest.raises(ConfigurationError, match=r"cost=.* (must be a whole number|negative)"):
+        await throttle.check(request, cost=cost)
+    assert await throttle.check(request, cost=0) is True
+
+
 @pytest.mark.parametrize("wait", [float("inf"), 1e300, 2.0**60, float("nan")])
 async def test_a_strategys_endless_or_odd_wait_is_a_bounded_429(wait: float) -> None:
     # A plain strategy (traffik 1.2's contract) may answer any float: the client still gets

@@ -344,7 +344,10 @@ class BucketState:
         """Whether a hit of `cost` would pass now (best effort; nothing is counted). A failure
         of the store follows `on_error`: `"raise"` raises it; any other policy logs it and
         answers as a hit would be decided: False under `"throttle"`, else True (a handler is
-        not run: it would decide, and charge, on a store of its own)."""
+        not run: it would decide, and charge, on a store of its own). A `cost` is a whole
+        number >= 0, as `hit` takes (`ConfigurationError` otherwise)."""
+        if cost is not None and (type(cost) is not int or cost < 0):
+            cost = check_cost(cost, repr(self))  # (refused)
         try:
             stat = await self._stat(connection, context, None, None, None)
             if stat is None:
