@@ -1451,3 +1451,46 @@ def test_throttle_middleware_keeps_traffik12_attribute_names() -> None:
         middleware.middleware_throttles = {}  # type: ignore[misc]
     with pytest.raises(TypeError):
         by_kind["http"] = []  # type: ignore[index]
+
+
+@pytest.mark.parametrize("how", ["hit", "together", "middleware"])
+async def test_a_subclass_get_backend_decides_where_hits_count(how: str) -> None:
+    # traffik 1.2's `hit` asked `self.get_backend(connection)`: a subclass naming a tenant's
+    # backend there has its hits counted on it, even with a `backend=` of its own.
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from traffik import HTTPThrottle, throttled
+    from traffik.middleware import ThrottleMiddleware
+
+    default, tenant = InMemoryBackend(namespace="default"), InMemoryBackend(namespace="acme")
+
+    class PerTenant(HTTPThrottle):
+        def get_backend(self, connection: Any = None) -> ThrottleBackend:
+            if connection is not None and connection.headers.get("x-tenant") == "acme":
+                return tenant
+            return super().get_backend(connection)
+
+    throttle = PerTenant("api", rate="2/min", backend=default)
+    other = HTTPThrottle("other", rate="5/min", backend=default)
+
+    async def endpoint(request: Request) -> PlainTextResponse:
+        if how == "hit":
+            await throttle.hit(request)
+        return PlainTextResponse("ok")
+
+    if how == "together":
+        endpoint = throttled(throttle, other)(endpoint)
+    app = Starlette(routes=[Route("/", endpoint)])
+    if how == "middleware":
+        app.add_middleware(ThrottleMiddleware, middleware_throttles=[throttle])
+    import httpx
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        codes = [
+            (await client.get("/", headers={"x-tenant": "acme"})).status_code for _ in range(3)
+        ]
+    assert codes == [200, 200, 429]
+    assert any(key.startswith("acme:api") for key in await tenant.keys())
+    assert not any(key.startswith("default:api") for key in await default.keys())

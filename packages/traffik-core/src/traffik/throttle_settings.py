@@ -97,6 +97,7 @@ class ThrottleSettings:
     registry: ThrottleRegistry
     dynamic_rules: bool
     _backend: Optional[ThrottleBackend]
+    _hit_backend: Optional[ThrottleBackend]
     _own_rules: tuple[Rule | Bypass, ...]
     _gate: Optional[RuleGate]
 
@@ -264,6 +265,12 @@ class ThrottleSettings:
                 f"{owner}: backend={backend!r} is not a ThrottleBackend or a backend URL"
             )
         self._backend = backend
+        # What a hit asks first (`hit`, `traffik.together`): this backend, unless a subclass
+        # decides per connection (traffik 1.2's `get_backend` override), which is asked.
+        from traffik.connection_inputs import ConnectionInputs  # (it imports this module)
+
+        resolves = getattr(type(self), "get_backend", None) is not ConnectionInputs.get_backend
+        self._hit_backend = None if resolves else backend
         self._validate()
 
     def _validate(self) -> None:

@@ -139,7 +139,7 @@ async def hit_together(
         gate = throttle._gate
         if gate is not None and not await gate.allows(entry.connection, entry.context):
             continue
-        backend = throttle._backend or throttle.get_backend(entry.connection)
+        backend = throttle._hit_backend or throttle.get_backend(entry.connection)
         if throttle.watches(backend, entry.shadow):
             watched.append((backend, entry))
         else:

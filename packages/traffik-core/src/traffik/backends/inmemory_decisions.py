@@ -270,12 +270,16 @@ class InMemoryDecisions(InMemoryStore):
         parts: list[Decision] = []
         trials: list[tuple[str, Optional[list[Any]], Optional[list[Any]], Rate, int]] = []
         allowed = True
+        new = False  # (a row with no entry: `_room_for` makes room for every such row first)
         for name, step, counted, rate, cost in rows:
             trial: Optional[list[Any]] = None
             entry = data.get(name)
-            if entry is not None and entry[1] is not None and entry[1] <= now:
+            if entry is None:
+                new = True
+            elif entry[1] is not None and entry[1] <= now:
                 self._remove(name)
                 entry = None
+                new = True
             if counted is not None:
                 part = counted(entry, now, commit)
             elif step is not None:
@@ -291,7 +295,8 @@ class InMemoryDecisions(InMemoryStore):
         decision = combine(parts, None if allowed else [row[4] for row in rows])
         if commit:
             if allowed:
-                self._room_for(trials, now)
+                if new and len(trials) > 1:
+                    self._room_for(trials, now)
                 for name, entry, trial, rate, cost in trials:
                     if trial is None:
                         self._add(name, cost, rate.expire, now)
@@ -325,7 +330,7 @@ class InMemoryDecisions(InMemoryStore):
             if entry is None and (trial is None or trial[0] is not None):
                 names.append(name)
                 size += entry_size(name, cost if trial is None else trial[0])
-        if len(trials) < 2 or not names:  # (one key: `_insert` makes its room)
+        if not names:
             return
         capacity = self.capacity
         if capacity.full(len(self._data) + len(names) - 1, self._bytes, size):

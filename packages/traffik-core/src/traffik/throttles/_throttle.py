@@ -278,7 +278,7 @@ class Throttle(
             connection = made(connection)  # (a `PendingRequest`: the rules get the Request)
             if not await gate.allows(connection, ctx):
                 return _let_through(connection)
-        backend = self._backend or self.get_backend(connection)
+        backend = self._hit_backend or self.get_backend(connection)
         watched = self.on_decision is not None or _observers
         started = perf_counter() if watched else None
         prepared: Optional[tuple[tuple[Rate, ...], int, str]] = None
