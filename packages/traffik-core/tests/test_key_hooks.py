@@ -151,3 +151,32 @@ async def test_a_hook_set_on_one_throttle_is_asked() -> None:
         "patched:patched:{everyone}:GET:/items/%7Bitem_id%7D:fw",
         "patched:patched:{identified}:GET:/items/%7Bitem_id%7D:fw",
     ]
+
+
+async def test_a_throttle_composing_its_own_keys_is_asked_by_connection_only() -> None:
+    # Its hooks read the connection: a bucket named by path= (or by an identifier) is not
+    # the one its hits count in, so stat and reset say so instead of reading another.
+    from traffik.exceptions import ConfigurationError
+
+    throttle = Namespaced("own-by", rate="1/min", backend=InMemoryBackend())
+    assert await _statuses(throttle, ("a", "/items/1")) == [200]
+    assert (await throttle.stat(_request("a"))).hits_remaining == 0  # by the connection
+    for call in (throttle.stat, throttle.reset):
+        with pytest.raises(ConfigurationError, match=r"get_namespaced_key.*path="):
+            await call(_request("a"), path="/items/{item_id}")
+        with pytest.raises(ConfigurationError, match="composes its keys"):
+            await call("a", path="/items/{item_id}")
+    assert await throttle.reset(_request("a"))
+    assert (await throttle.stat(_request("a"))).hits_remaining == 1
+
+
+@pytest.mark.parametrize("hook", ["get_scoped_key", "get_namespaced_key"])
+def test_a_coroutine_key_hook_is_refused_when_the_class_is_made(hook: str) -> None:
+    # An `async def` key hook gave a coroutine, whose text made every request a new bucket.
+    from traffik.exceptions import ConfigurationError
+
+    async def coroutine_hook(self: Any, connection: Any, *args: Any) -> str:
+        return "key"  # pragma: no cover (never called)
+
+    with pytest.raises(ConfigurationError, match=rf"{hook} .*plain method"):
+        type("AsyncHook", (HTTPThrottle,), {hook: coroutine_hook})

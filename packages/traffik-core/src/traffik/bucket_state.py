@@ -7,7 +7,8 @@ identifier the throttle gives it; a route other than the connection's own is nam
 A failure of the store follows the throttle's `on_error` (`traffik.on_error.bucket_failure`):
 `"raise"` re-raises; any other policy logs it and answers: `stat` None, `check` as the policy
 decides (False under `"throttle"`, else True), `refund` gives nothing back, `reset` False. A
-`ConfigurationError` (a bad argument) always raises.
+`ConfigurationError` (a bad argument, a `refund` or `reset` the strategy cannot do) always
+raises.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from traffik.buckets import named_route_part
 from traffik.exceptions import ConfigurationError
 from traffik.on_error import bucket_failure
 from traffik.outcomes import given_back, take_charge, take_charged
+from traffik.strategies.steps import WHAT_GIVES_BACK, gives_back
 from traffik.throttle_settings import check_cost
 from traffik.typing import EXEMPTED, StrategyStat
 
@@ -47,10 +49,13 @@ class BucketState:
     per_route: bool
     charge_when: Optional[Callable[..., Any]]
     connection_type: ClassVar[type[Any]]
+    _own_keys: ClassVar[bool]
 
     if TYPE_CHECKING:
 
         def get_backend(self, connection: Any = None) -> ThrottleBackend: ...
+
+        def _own_key_hooks(self) -> str: ...
 
         async def get_connection_id(
             self, connection: Any, backend: ThrottleBackend, context: Any = None
@@ -89,6 +94,12 @@ class BucketState:
         needs `path`)."""
         websocket = issubclass(self.connection_type, WebSocket)
         route = named_route_part(path, method, websocket, self)
+        if self._own_keys and (route is not None or not hasattr(client, "scope")):
+            raise ConfigurationError(
+                f"{self!r} composes its keys itself ({self._own_key_hooks()}, from the "
+                "connection): stat and reset name its buckets by a connection, as its hits do "
+                "(`stat(request)`); path= and an identifier name none of them"
+            )
         ctx = self.context if context is None else {**self.context, **context}
         if hasattr(client, "scope"):
             connection = client
@@ -282,8 +293,14 @@ class BucketState:
         other policy logs it and gives nothing back (the client stays charged).
 
         Raises:
-            ConfigurationError: When `cost` is not a whole number >= 0.
+            ConfigurationError: When `cost` is not a whole number >= 0, or when the strategy
+                cannot give units back (a strategy of your own: `gives_back`).
         """
+        if not gives_back(self.strategy):
+            raise ConfigurationError(
+                f"{self!r}.refund(): its strategy {self.strategy!r} cannot give units back: "
+                f"{WHAT_GIVES_BACK}"
+            )
         if cost is not None:
             cost = check_cost(cost, f"{self!r}.refund()")
         if (

@@ -72,6 +72,24 @@ class ConnectionInputs:
             cls.get_scoped_key is not base.get_scoped_key
             or cls.get_namespaced_key is not base.get_namespaced_key
         )
+        for hook in ("get_scoped_key", "get_namespaced_key"):
+            if inspect.iscoroutinefunction(getattr(cls, hook)):
+                # (its coroutine's text would be the key: every request a bucket of its own)
+                raise ConfigurationError(
+                    f"{cls.__qualname__}.{hook} is a coroutine function: key hooks are plain "
+                    "methods returning the key's text; make it `def` (an identity that needs "
+                    "an `await` goes in `async def get_connection_id`)"
+                )
+
+    def _own_key_hooks(self) -> str:
+        """The key hooks this throttle's class overrides, named for a message."""
+        base = ConnectionInputs
+        kind = type(self)
+        return " and ".join(
+            hook
+            for hook in ("get_scoped_key", "get_namespaced_key")
+            if getattr(kind, hook) is not getattr(base, hook)
+        )
 
     if TYPE_CHECKING:
 
