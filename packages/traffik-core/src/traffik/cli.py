@@ -17,8 +17,11 @@ decode it, else as hex, and an expiry the backend cannot report (Memcached) as u
 On Memcached, keys stored hashed (longer than 250 bytes, or with spaces or non-ASCII
 characters) cannot be listed: the output says how many may match.
 A store this process alone would see (`memory://`, `sqlite:///:memory:`) and a SQLite file
-that does not exist are refused rather than reported empty (or created). A URL is printed
-without its password (`redis://user:***@host`) or any secret in its query.
+that does not exist are refused rather than reported empty (or created). `keys` and `inspect`
+only read a SQLite file: they never switch its journal mode or create Traffik's tables (a
+file without them has no keys), read while the app holds its write lock, and need no
+permission to write it. A URL is printed without its password (`redis://user:***@host`) or
+any secret in its query.
 Exit status: 0 done, 1 the backend failed, 2 bad arguments.
 """
 
@@ -155,6 +158,17 @@ def _unseen(url: str, backend: ThrottleBackend) -> Optional[str]:
     return None
 
 
+def _reading(url: str, options: dict[str, str], backend: ThrottleBackend) -> ThrottleBackend:
+    """The backend `keys` and `inspect` read with: for a SQLite file, one that only reads it
+    (a command that lists must not change the app's file, nor wait for its write lock)."""
+    from traffik.backends.sqlite import SQLiteBackend
+    from traffik.backends.sqlite._backend import SQLiteReader
+
+    if isinstance(backend, SQLiteBackend):
+        return SQLiteReader.from_url(url, **options)
+    return backend
+
+
 async def _run(args: argparse.Namespace, out: TextIO) -> int:
     from traffik.backends import from_url
 
@@ -163,6 +177,8 @@ async def _run(args: argparse.Namespace, out: TextIO) -> int:
     problem = _unseen(redact_url(args.url), backend)
     if problem is not None:
         raise ConfigurationError(problem)
+    if args.command != "reset":
+        backend = _reading(args.url, options, backend)
     try:
         prefix = backend.get_key(bucket_prefix(args.throttle, args.client))
         if args.command == "reset":

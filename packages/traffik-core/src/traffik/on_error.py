@@ -75,7 +75,7 @@ ON_ERROR_POLICIES = ("throttle", "allow", "raise")
 
 _ANSWERED = {None: "refused", "throttle": "refused", "allow": "let through"}
 """What a named policy did with the hit, for the log line of a failure."""
-_STORE_ADVICE = "check that the store answers (its address, the network, its load)"
+_STORE_ADVICE = "check that the store answers"
 _ERROR_ADVICE = "the store's error says what to fix"
 _CODE_ADVICE = (
     "it failed before the store was asked: check the throttle's identifier and its rate and "
@@ -327,12 +327,13 @@ def _policy_name(policy: Any) -> str:
 def _advice(exc: BaseException, backend: Optional[ThrottleBackend]) -> str:
     """What to check after a store's failure: nothing, when it is `backend` that was closed
     (a shutdown); whether it answers, when it did not (a refused connection, a timeout, an
-    open circuit); else its own message (a full disk, a corrupt file)."""
+    open circuit: `backend.unreachable_advice` says what to look at); else its own message
+    (a full disk, a corrupt file)."""
     if backend is not None and backend.explicitly_closed:
         return _CLOSED_ADVICE
     if isinstance(exc, BackendError) and not isinstance(exc, BackendConnectionError):
         return _ERROR_ADVICE
-    return _STORE_ADVICE
+    return _STORE_ADVICE if backend is None else backend.unreachable_advice
 
 
 def _note_failed_hit(connection: Any, throttle: Any, charged: bool) -> None:

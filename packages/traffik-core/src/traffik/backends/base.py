@@ -122,6 +122,11 @@ class ThrottleBackend(BackendLifecycle, StorageOperations, LockedSteps, Generic[
 
     default_namespace: ClassVar[str] = "traffik"
     circuits: tuple[StoreCircuit, ...] = ()
+    unreachable_advice: ClassVar[str] = (
+        "check that the store answers (its address, the network, its load)"
+    )
+    """What the log line of a decision that could not reach the store asks to check
+    (`traffik.on_error`): a network store's address, network and load by default."""
     caches_refusals: ClassVar[bool] = False
     """Whether the backend remembers refused clients by default (`traffik.refusals`): True
     for stores outside the process, where it saves round trips."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from traffik.backends.base import ThrottleBackend
 from traffik.backends.lanes import Lanes
@@ -16,7 +16,7 @@ from traffik.backends.sqlite._lock import Holding
 from traffik.backends.sqlite._path import database_path
 from traffik.backends.sqlite._rewrite import RewritingCursor
 from traffik.backends.sqlite._rows import Rows, prefix_range
-from traffik.backends.sqlite._schema import create
+from traffik.backends.sqlite._schema import create, readable
 from traffik.backends.url_options import COMMON_URL_OPTIONS, number, whole
 from traffik.exceptions import ConfigurationError
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from traffik.clock import Clock
     from traffik.decision import Decision
 
-__all__ = ["SQLiteBackend"]
+__all__ = ["SQLiteBackend", "SQLiteReader"]
 
 _CLEAR_BATCH = 500
 
@@ -72,7 +72,10 @@ class SQLiteBackend(SQLiteDecisions, ThrottleBackend):
     `BackendCapacityError` while existing counters keep counting. Expired rows are deleted a
     chunk at a time as new keys are written, a pass every `sweep_interval` seconds. `clear()`
     and `reset()` delete this namespace's rows only. A corrupt, unreadable or locked file is a
-    `BackendError` naming its path. A file deleted or replaced while in use is noticed within
+    `BackendError` naming its path: a `BackendConnectionError` (an outage, which entering the
+    backend starts through unless `fail_fast`) when it cannot be opened or written for now
+    (its directory missing, read-only, locked), and a bad setting, which fails the start,
+    when it is no Traffik store. A file deleted or replaced while in use is noticed within
     a second by each event loop's connection, which opens the path again (creating the file
     and its tables): workers never count in two files for longer than that. A removed
     directory fails each step with an error naming the path until it is back.
@@ -105,11 +108,17 @@ class SQLiteBackend(SQLiteDecisions, ThrottleBackend):
 
     default_namespace = "sqlite"
     caches_refusals = True
+    unreachable_advice = (
+        "check the file: its path and directory, that this process may write them and its "
+        "-wal and -shm files, the disk's free space, and what holds its lock"
+    )
     url_options = MappingProxyType(
         {**COMMON_URL_OPTIONS, "timeout": number, "max_keys": whole, "sweep_interval": number}
     )
     """What a `sqlite:` URL's query may set, for `from_url`
     (`sqlite:////var/lib/app/traffik.db?timeout=2&max_keys=100000`)."""
+    _read_only: ClassVar[bool] = False
+    """Whether it only reads its file (`SQLiteReader`)."""
 
     def __init__(
         self,
@@ -136,7 +145,7 @@ class SQLiteBackend(SQLiteDecisions, ThrottleBackend):
         self.path = path
         self.timeout = timeout
         self.max_keys = max_keys
-        self._db = Database(path, timeout, RewritingCursor)
+        self._db = Database(path, timeout, RewritingCursor, self._read_only)
         self._rows = Rows(max_keys, sweep_ms, repr(self))
         self._holdings: dict[str, Holding] = {}
         self._lanes: Lanes[Waiting, Decision | None] = Lanes()
@@ -154,7 +163,7 @@ class SQLiteBackend(SQLiteDecisions, ThrottleBackend):
     # -- lifecycle ---------------------------------------------------------------------
 
     async def _open(self) -> None:
-        await self._db.prepare(create)
+        await self._db.prepare(readable if self._read_only else create)
 
     async def _close(self) -> None:
         self._holdings.clear()
@@ -175,6 +184,19 @@ class SQLiteBackend(SQLiteDecisions, ThrottleBackend):
             == _CLEAR_BATCH
         ):
             await asyncio.sleep(0)
+
+
+class SQLiteReader(SQLiteBackend):
+    """A `SQLiteBackend` that only reads its file: `python -m traffik keys` and `inspect`.
+
+    It never creates the file or its tables, nor switches its journal mode, nor leaves -wal
+    and -shm files beside a file it may not write (`reading_uri`), and it reads while
+    another process holds the write lock. A file without Traffik's tables has no keys; one
+    whose tables are another app's, or of another schema version, is refused. A write fails
+    as on a read-only file.
+    """
+
+    _read_only = True
 
 
 def _select_one(cursor: sqlite3.Cursor) -> Any:

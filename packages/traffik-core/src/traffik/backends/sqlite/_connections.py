@@ -7,6 +7,10 @@ each loop compares the file the path names with the one its connection has open 
 `os.stat`, nothing on the decision path); when they differ, or the path names nothing, the
 connection is closed, and the next step opens the path again, creating the file and its
 tables if they are missing.
+
+A reader (`read_only`: `python -m traffik keys` and `inspect`) never creates the file, its
+tables or the -wal and -shm files of a file it may not write, and never switches the journal
+mode: see `reading_uri` and `traffik.backends.sqlite._schema.readable`.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import logging
 import os
 import sqlite3
 import weakref
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from traffik.backends.sqlite._checkpoints import Checkpoints
@@ -25,7 +30,7 @@ from traffik.backends.sqlite._path import MEMORY
 from traffik.backends.sqlite._process import Process
 from traffik.exceptions import BackendConnectionError, BackendError
 
-__all__ = ["Connections", "use_wal"]
+__all__ = ["Connections", "reading_uri", "use_wal"]
 
 T = TypeVar("T")
 
@@ -51,11 +56,16 @@ class Connections:
     """
 
     def __init__(
-        self, path: str, timeout: float, cursor: type[sqlite3.Cursor] = sqlite3.Cursor
+        self,
+        path: str,
+        timeout: float,
+        cursor: type[sqlite3.Cursor] = sqlite3.Cursor,
+        read_only: bool = False,
     ) -> None:
         self.path = path
         self.timeout = timeout
         self.cursor_type = cursor
+        self.read_only = read_only
         self.memory = path == MEMORY
         self._pid = Process.pid
         self._memory_name = f"traffik-{self._pid}-{next(_memories)}"
@@ -70,7 +80,7 @@ class Connections:
         was waiting for the file when the backend closed fails instead of opening one)."""
         self._create: Callable[[sqlite3.Cursor, str], None] | None = None
         """What `prepare` ran, run again on each connection opened after it (the file may
-        be new: see the module)."""
+        be new: see the module); a reader's runs outside a transaction."""
 
     def _handle(self) -> Handle:
         """The running loop's connection in this process (its cursor and its line of
@@ -99,7 +109,8 @@ class Connections:
 
     def _connect(self, handle: Handle) -> sqlite3.Cursor:
         """Open the handle's connection (inside `_attempt`, which handles its errors); after
-        `prepare`, with the tables created if missing, and watched (see the module)."""
+        `prepare`, with the tables created if missing (a reader's checked), and watched (see
+        the module)."""
         if self._closed:
             raise BackendConnectionError(
                 f"SQLite file {self.path!r}: the backend was closed; call "
@@ -108,17 +119,17 @@ class Connections:
         if self.memory and not self._anchored:
             self._open(self)  # keeps the shared in-memory database alive until close()
             self._anchored = True
-        conn = self._open(handle.loop())
+        handle.cursor = cursor = self._open(handle.loop()).cursor(self.cursor_type)
         try:
-            cursor = conn.cursor(self.cursor_type)
-            if self._create is not None:
+            if self._create is not None and self.read_only:
+                self._create(cursor, self.path)
+            elif self._create is not None:
                 if not self.memory:
                     use_wal(cursor, self.path)
                 self.transaction(cursor, self._create, self.path)
         except BaseException:
-            conn.close()
+            drop(handle)
             raise
-        handle.cursor = cursor
         if not self.memory:
             handle.watch(self, _identity(self.path))
         return cursor
@@ -143,6 +154,13 @@ class Connections:
         target, uri = self.path, False
         if self.memory:
             target, uri = f"file:{self._memory_name}?mode=memory&cache=shared", True
+        elif self.read_only:
+            target, uri = reading_uri(target), True
+        elif not os.access(target, os.W_OK) and os.path.isfile(target):
+            # The error SQLite gives at the first write, before it opens the file to read
+            # only: it would make the -wal and -shm files with the file's mode, read-only
+            # too, and leave them, keeping the file read-only once it is writable again.
+            raise sqlite3.OperationalError("attempt to write a readonly database")
         conn = sqlite3.connect(
             target, timeout=0, isolation_level=None, check_same_thread=False, uri=uri
         )
@@ -208,3 +226,21 @@ def use_wal(cursor: sqlite3.Cursor, path: str) -> None:
             f"SQLite file {path!r} cannot use write-ahead logging (journal_mode is {mode!r}): "
             "put it on a local filesystem (not NFS or SMB) that supports shared memory"
         )
+
+
+def reading_uri(path: str) -> str:
+    """The URI a reader opens `path` by: never creating it, nor leaving files beside it.
+
+    A file this process may write is opened as usual, so that SQLite deletes at close the
+    -wal and -shm files it may have made (`readable` keeps it from writing anything else).
+    One it may not write is opened read-only; and when no process has it open (there is no
+    -wal file), as immutable, which reads it without them (an app opening it meanwhile
+    writes to a -wal file, which the reader does not see): SQLite would otherwise make them
+    with this process's owner and the file's mode, and leave them, so that the app could
+    not write the file; in a directory this process may not write, it could not read it."""
+    uri = Path(os.path.abspath(path)).as_uri()
+    if os.access(path, os.W_OK):
+        return f"{uri}?mode=rw"
+    if os.path.exists(f"{path}-wal"):
+        return f"{uri}?mode=ro"
+    return f"{uri}?mode=ro&immutable=1"

@@ -44,7 +44,7 @@ from typing import Any, Callable, TypeVar
 
 from traffik.backends.sqlite._connections import Connections, use_wal
 from traffik.backends.sqlite._errors import is_busy, locked, translate
-from traffik.backends.sqlite._handle import Handle
+from traffik.backends.sqlite._handle import Handle, drop
 from traffik.backends.sqlite._process import Process
 from traffik.backends.sqlite._turns import BUSY, Outcome
 
@@ -260,9 +260,19 @@ class Database(Connections):
 
     async def prepare(self, create: Callable[[sqlite3.Cursor, str], None]) -> None:
         """Write-ahead logging (for a file), then `create(cursor, path)` in a transaction:
-        the tables, if missing."""
+        the tables, if missing; for a reader, `create` alone, outside a transaction (see
+        `Connections`). When it fails, the connection it opened is closed: one that met
+        -wal and -shm files this process may not write reads only, for as long as it is
+        open, so the next attempt opens the file again (they may be writable by then)."""
         self._closed = False
-        if not self.memory:
-            await self.run("switching it to write-ahead logging", use_wal, self.path)
-        await self.write("creating its tables", create, self.path)
+        try:
+            if self.read_only:
+                await self.run("reading its tables", create, self.path)
+            else:
+                if not self.memory:
+                    await self.run("switching it to write-ahead logging", use_wal, self.path)
+                await self.write("creating its tables", create, self.path)
+        except BaseException:
+            drop(self._handle())
+            raise
         self._create = create

@@ -1,4 +1,4 @@
-"""SQLite errors as Traffik errors: which ones mean "busy, try again", and messages naming the file."""
+"""SQLite errors as Traffik errors: which ones mean "busy, try again", which an outage, and messages naming the file."""
 
 from __future__ import annotations
 
@@ -49,7 +49,10 @@ def locked(path: str, timeout: float, doing: str) -> BackendConnectionError:
 
 
 def translate(exc: sqlite3.Error, path: str, doing: str) -> BackendError:
-    """A `BackendError` naming `path`, what was being done, and what to do about it."""
+    """A `BackendError` naming `path`, what was being done, and what to do about it: a
+    `BackendConnectionError` (an outage, which an app starts through unless `fail_fast`)
+    when the file cannot be opened or written for now; a file that is no database is a bad
+    setting."""
     code = _code(exc)
     if code in (_NOTADB, _CORRUPT):
         return BackendError(
@@ -77,7 +80,7 @@ def translate(exc: sqlite3.Error, path: str, doing: str) -> BackendError:
             cause=exc,
         )
     if code in (_READONLY, _PERM):
-        return BackendError(
+        return BackendConnectionError(
             f"SQLite file {path!r} is read-only ({exc}) while {doing}: this process must be "
             "allowed to write the file, its directory and its -wal and -shm files",
             cause=exc,

@@ -86,8 +86,11 @@ _NOBODY = object()
 
 
 def drop(handle: Handle) -> None:
-    """Close `handle`'s connection: the next step opens the file again."""
-    if handle.cursor is not None:
-        conn = handle.cursor.connection
+    """Close `handle`'s connection: the next step opens the file again. Its cursor first: a
+    statement of it still open (kept by the traceback of an error) would keep SQLite's
+    connection, and the files as it opened them, open until the error is gone."""
+    cursor = handle.cursor
+    if cursor is not None:
         handle.cursor = None
-        conn.close()
+        cursor.close()
+        cursor.connection.close()
