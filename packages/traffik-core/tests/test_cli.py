@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
+from traffik.cli import main
 from traffik.testing.command_line import check_command_line, run_command_line
 
 
@@ -201,3 +203,28 @@ def test_without_a_namespace_an_empty_answer_names_the_namespace_searched(tmp_pa
         assert "pass --namespace" in result.stdout
     found = run_command_line("keys", url, "--namespace", "api", "--throttle", "items")
     assert "1 key(s)" in found.stdout and "searched" not in found.stdout
+
+
+def test_a_backend_that_cannot_list_keys_says_what_it_lacks(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Every command lists keys by prefix: naming a client and a throttle cannot help a
+    # backend without `scan`, so the message says what it needs instead.
+    from traffik.backends import _plugins
+    from traffik.backends.base import ThrottleBackend
+
+    class NoScan(ThrottleBackend):
+        pass
+
+    module = type(sys)("traffik_test_noscan")
+    module.NoScan = NoScan  # type: ignore[attr-defined]
+    sys.modules["traffik_test_noscan"] = module
+    plugins = _plugins.discover()
+    plugins["noscan"] = _plugins.Plugin("noscan", "traffik_test_noscan:NoScan", "noscan-dist")
+    try:
+        for argv in (["keys"], ["inspect", "--throttle", "api", "--client", "1.2.3.4"]):
+            assert main([argv[0], "noscan://x", *argv[1:]]) == 2
+            error = capsys.readouterr().err
+            assert "scan(prefix, limit)" in error and "name a client" not in error
+    finally:
+        del plugins["noscan"], sys.modules["traffik_test_noscan"]

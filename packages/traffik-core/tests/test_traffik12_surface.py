@@ -1494,3 +1494,26 @@ async def test_a_subclass_get_backend_decides_where_hits_count(how: str) -> None
     assert codes == [200, 200, 429]
     assert any(key.startswith("acme:api") for key in await tenant.keys())
     assert not any(key.startswith("default:api") for key in await default.keys())
+
+
+async def test_a_traffik12_backend_is_opened_by_a_scan_as_by_a_get() -> None:
+    # `scan` (what `python -m traffik keys` and `backend.keys()` read) is guarded like the
+    # other operations: a backend that opens its store in `initialize` is opened first.
+    import time as _time
+
+    class Opening(ThrottleBackend):
+        def __init__(self) -> None:
+            super().__init__(None, namespace="opening")
+            self.locks = LocalLockTable(_time.monotonic)
+            self.data: Any = None
+
+        async def initialize(self) -> None:
+            if self.data is None:
+                self.data = {"opening:api:{1.2.3.4}:GET:/x:fw": "1"}
+
+        async def scan(self, prefix: str, limit: Any = None) -> list[str]:
+            return sorted(key for key in self.data if key.startswith(prefix))[:limit]
+
+    backend = Opening()
+    assert await backend.scan("opening:") == ["opening:api:{1.2.3.4}:GET:/x:fw"]
+    assert backend.initialized

@@ -62,6 +62,7 @@ GUARDED = (
     "increment_with_ttl",
     "multi_get",
     "multi_set",
+    "scan",
     "clear",
     "reset",
     "evaluate",

@@ -67,8 +67,9 @@ class StorageOperations:
         """The keys of this namespace that start with `prefix` (a namespaced prefix, from
         `get_key`), at most `limit` of them; for `python -m traffik` and admin tools."""
         raise NotImplementedError(
-            f"{type(self).__name__} cannot list its keys; name a client and throttle exactly, "
-            "or use a backend that can (memory, redis, sqlite)"
+            f"{type(self).__name__} cannot list its keys: it has no scan(prefix, limit) (the "
+            "keys of its namespace starting with prefix, at most limit of them); implement "
+            "it, or use a backend that can (memory, sqlite, redis, memcached)"
         )
 
     async def clear(self) -> None:
