@@ -19,6 +19,11 @@ the decision's `at` and reset): nothing once its window closed or its budget wou
 whole again. `throttle.refund(connection)` gives back the charges noted for that throttle on
 the connection, when there are any (`take_charge`): each never more than it took, and what it
 gave back is not given back again (by another `refund`, or when the request is settled).
+Only a strategy whose state the backends know can give units back (`gives_back`: a counter, a
+`StateStrategy`). A throttle with a strategy of your own is refused `charge_when` (when it is
+built, or its strategy changed) and its `refund` raises a `ConfigurationError`, so neither
+`settle` nor `take_charge` meets a charge of it; a combined decision skips its charges
+(`traffik.together`).
 
 A hit admitted with nothing noted (a plain `Depends(throttle)`, a direct `hit`) costs no
 note: the connection's state keeps only the units it took, under the throttle's own key
@@ -175,8 +180,7 @@ def held(items: list[Item], charge: Charge, backend: ThrottleBackend) -> list[It
     """`items` (one per rate of `charge`) with the units each rate still holds of it, now
     (`Strategy.held`, from the decision's `at` and that rate's part of it); the rates that
     hold none are left out. A decision that does not say when it was made (`at` None: a
-    strategy of your own, a store that does not tell) gives back as taken, never past a full
-    budget."""
+    store that does not tell) gives back as taken, never past a full budget."""
     decision = charge.decision
     if decision.at is None:
         return items

@@ -18,8 +18,8 @@ from traffik.on_error import check_on_error
 from traffik.rates import MAX_PERIOD_MS, UNLIMITED, Rate, RatesLike, parse_rates
 from traffik.response_headers import HeaderPlan
 from traffik.rules import RuleGate, sort_rules
-from traffik.strategies import DEFAULT_STRATEGY, StateStrategy
-from traffik.strategies.steps import in_place_kind, is_counter
+from traffik.strategies import DEFAULT_STRATEGY
+from traffik.strategies.steps import WHAT_GIVES_BACK, gives_back, in_place_kind
 
 if TYPE_CHECKING:
     from traffik.registry import ThrottleRegistry
@@ -119,9 +119,22 @@ class ThrottleSettings:
                 "TokenBucket() (from traffik.strategies), or an async callable (key, rate, "
                 "backend, cost) returning the wait in milliseconds"
             )
+        charge_when = getattr(self, "charge_when", None)  # (None while the throttle is built)
+        if charge_when is not None:
+            self._check_settles(charge_when, strategy)
         self.strategy = strategy
         self._strategy_decide = getattr(strategy, "decide", None)
         self._settle_static()
+
+    def _check_settles(self, charge_when: Callable[..., Any], strategy: Any) -> None:
+        """Refuse `charge_when` with a strategy that cannot give a request's units back
+        (`gives_back`): settling an outcome that does not count gives them back."""
+        if not gives_back(strategy):
+            raise ConfigurationError(
+                f"{self._owner()}: charge_when={charge_when!r} gives back the units of a "
+                f"request whose outcome does not count, but strategy={strategy!r} cannot give "
+                f"units back: {WHAT_GIVES_BACK}"
+            )
 
     def _set_cost(self, cost: Union[int, Callable[..., Any]]) -> None:
         if callable(cost):
@@ -201,7 +214,7 @@ class ThrottleSettings:
         that can never admit `cost` (None: the cost is given per connection). `owner` names
         who gave the cost in the message (a `MiddlewareThrottle`); None for this throttle."""
         owner, strategy = owner or self._owner(), self.strategy
-        if len(rates) > 1 and not (is_counter(strategy) or isinstance(strategy, StateStrategy)):
+        if len(rates) > 1 and not gives_back(strategy):
             raise ConfigurationError(
                 f"{owner}: several rates ({'; '.join(map(str, rates))}) are decided as one "
                 f"step, which needs a built-in strategy; {strategy!r} decides one rate only"
@@ -300,6 +313,8 @@ class ThrottleSettings:
     def _set_callable(self, name: str, value: Any) -> None:
         if value is not None:
             check_called_as(value, name, self._owner())
+            if name == "charge_when":
+                self._check_settles(value, self.strategy)
         setattr(self, name, value)
         if name == "identifier":
             self._settle_static()

@@ -8,18 +8,27 @@ different contexts) are one item of that step, their costs summed. The step is p
 per backend, throttles, rates, costs and clients' keys (`_plan`, at most `PLANS_KEPT`), and
 a backend that can decide it at once (`items_decider`: in memory) does, without a coroutine.
 Groups on different backends are decided in order; when a later group refuses, what the
-earlier ones took is given back. A refused connection is answered by the throttle that
-refused with the longest wait (the first such, in the given order): the wait until every one
-of them would admit it, under that throttle's own policy and headers. A throttle with a
-strategy of its own (not built in) is decided alone with `hit`; so is each throttle of a step
-that cannot be prepared (an identifier raised, say) or that the store failed with an error
-of its own (not an outage), so that each one's `on_error` applies to its own failure. When
-the step fails on an outage (a `BackendConnectionError`: the store timed out or is
-unreachable, or its circuit is open), each throttle is answered by its `on_error` at once,
-in order up to the first that refuses, without asking the store again: the request waits
-for one timeout, not one per throttle. So it is when the store has no room for the step's
-new keys (`BackendCapacityError`: it writes none of them), which deciding each alone would
-write in part.
+earlier ones took is given back. A throttle whose strategy cannot give units back (a
+strategy of your own: `gives_back`) is decided alone with `hit`, after all the others (such
+throttles in their given order): it is asked only once every other admitted the connection,
+and its refusal gives their units back. What it took stays taken when one decided after it
+refuses (a second strategy of your own) or the decision fails after it: logged, once per
+interval (`_give_back`).
+
+A refused connection is answered by the first step that refuses, in that order: within a
+step, by the throttle that refused with the longest wait (the first such, in the given
+order): the wait until every one of them would admit it, under that throttle's own policy
+and headers. So a throttle with a strategy of your own answers only when every other
+admitted.
+
+Each throttle of a step that cannot be prepared (an identifier raised, say) or that the store
+failed with an error of its own (not an outage) is decided alone with `hit` too, so that each
+one's `on_error` applies to its own failure. When the step fails on an outage (a
+`BackendConnectionError`: the store timed out or is unreachable, or its circuit is open),
+each throttle is answered by its `on_error` at once, in order up to the first that refuses,
+without asking the store again: the request waits for one timeout, not one per throttle. So
+it is when the store has no room for the step's new keys (`BackendCapacityError`: it writes
+none of them), which deciding each alone would write in part.
 Decisions over several store operations run to their end once begun, even if the caller is
 cancelled meanwhile (`finished`): the connection is charged on every throttle or on none.
 
@@ -43,8 +52,15 @@ from traffik.config import THROTTLED_STATE_KEY
 from traffik.exceptions import BackendCapacityError, BackendConnectionError, ConfigurationError
 from traffik.logs import QuietLog, object_key
 from traffik.outcomes import CHARGES_KEY, Charge, Noted
-from traffik.strategies.base import StateStrategy
-from traffik.strategies.steps import Combined, Item, combine, counts_refused, is_counter
+from traffik.strategies.steps import (
+    WHAT_GIVES_BACK,
+    Combined,
+    Item,
+    combine,
+    counts_refused,
+    gives_back,
+    is_counter,
+)
 from traffik.throttle_steps import ThrottleSteps
 
 if TYPE_CHECKING:
@@ -102,11 +118,6 @@ def _refused(connection: Any) -> bool:
     return bool(state and state.get(THROTTLED_STATE_KEY))
 
 
-def _one_step(throttle: Throttle) -> bool:
-    strategy = throttle.strategy
-    return is_counter(strategy) or isinstance(strategy, StateStrategy)
-
-
 async def hit_together(
     entries: Sequence[Entry],
     connection: Any,
@@ -127,6 +138,7 @@ async def hit_together(
         if kind in entry.throttle.refused_scopes:
             check_kind([entry.throttle for entry in entries], connection)
     groups: dict[int, tuple[ThrottleBackend, list[Entry]]] = {}
+    last: list[Entry] = []  # (strategies that cannot give units back: decided after the others)
     watched: list[tuple[ThrottleBackend, Entry]] = []
     for entry in entries:
         throttle = entry.throttle
@@ -142,6 +154,8 @@ async def hit_together(
         backend = throttle._hit_backend or throttle.get_backend(entry.connection)
         if throttle.watches(backend, entry.shadow):
             watched.append((backend, entry))
+        elif not gives_back(throttle.strategy):
+            last.append(entry)
         else:
             found = groups.get(id(backend))
             if found is None:
@@ -152,14 +166,15 @@ async def hit_together(
     charges = state.setdefault(CHARGES_KEY, [])  # every admitting throttle notes its charge
     earlier = charges[:] if charges else None  # (kept alive: `_since` tells them by identity)
     steps: list[tuple[ThrottleBackend, list[Entry], bool]] = []
-    operations = len(watched)  # (store operations: one per group decided as one step)
-    # (a group alone on its backend is still part of the decision)
-    several = whole or len(groups) > 1
+    operations = len(watched) + len(last)  # (store operations: one per group as one step)
+    # A group is one step when it has several throttles or is one part of several (decided
+    # alone, a refusing fixed window would keep the refused hit).
+    several = whole or len(groups) + len(last) > 1
     for backend, group in groups.values():
-        one = _as_one_step(group, several)
+        one = several or len(group) > 1
         steps.append((backend, group, one))
         operations += 1 if one else len(group)
-    decide = _decide(steps, watched, connection, charges, earlier, response)
+    decide = _decide(steps, last, watched, connection, charges, earlier, response)
     if operations < 2:
         return await decide
     taken, error = await finished(_outcome(decide), "several throttles as one")
@@ -169,16 +184,13 @@ async def hit_together(
 
 
 def _as_one_step(group: list[Entry], several: bool = False) -> bool:
-    """Whether a backend's group is decided in one step (`_as_one`), else hit by hit: a group
-    of several throttles, or one of several groups (`several`: decided alone, a refusing
-    fixed window would keep the refused hit)."""
-    if len(group) < 2 and not several:
-        return False
-    # (a loop, not `all` over a generator: this runs on every hit of several throttles)
-    for entry in group:  # noqa: SIM110
-        if not _one_step(entry.throttle):
-            return False
-    return True
+    """Whether a backend's `group` of entries, whatever their strategies, is decided in one
+    step, else hit by hit: a group of several throttles, or one of several groups
+    (`several`), all of whose strategies give units back (`gives_back`). `hit_together`
+    sets the others aside before grouping; `QuotaState.check` asks this of its groups."""
+    return (several or len(group) > 1) and all(
+        gives_back(entry.throttle.strategy) for entry in group
+    )
 
 
 async def _outcome(decide: Awaitable[int]) -> tuple[int, Optional[Exception]]:
@@ -192,6 +204,7 @@ async def _outcome(decide: Awaitable[int]) -> tuple[int, Optional[Exception]]:
 
 async def _decide(
     steps: list[tuple[ThrottleBackend, list[Entry], bool]],
+    last: list[Entry],
     watched: list[tuple[ThrottleBackend, Entry]],
     connection: Any,
     charges: list[Noted],
@@ -199,8 +212,9 @@ async def _decide(
     response: Optional[Response],
 ) -> int:
     """The enforced groups in order (each with whether it is decided as one step), then the
-    shadow entries; the units taken (0: refused).
-    A refusal or a failure gives back what the groups before it took."""
+    entries whose strategy cannot give units back (`last`), then the shadow entries; the
+    units taken (0: refused). A refusal or a failure gives back what was taken before it."""
+    kept: list[Throttle] = []  # (admitted by `last`: what they took stays taken)
     try:
         for backend, group, one in steps:
             if one:
@@ -210,6 +224,12 @@ async def _decide(
             if _refused(connection):
                 await _give_back(charges, earlier)
                 return 0
+        for entry in last:
+            await entry.hit(response)
+            if _refused(connection):
+                await _give_back(charges, earlier, kept)
+                return 0
+            kept.append(entry.throttle)
         noted_here = charges if earlier is None else charges[_since(charges, earlier) :]
         taken = 0
         for noted in noted_here:
@@ -217,7 +237,7 @@ async def _decide(
         for backend, entry in watched:
             taken += await _alone(entry, backend, response, charges)
     except BaseException:
-        await _give_back(charges, earlier)
+        await _give_back(charges, earlier, kept)
         raise
     return taken
 
@@ -492,13 +512,31 @@ def _one_item_per_bucket(per_entry: list[list[Item]]) -> tuple[list[Item], list[
     return items, shares
 
 
-async def _give_back(charges: list[Noted], earlier: Optional[list[Noted]]) -> None:
+async def _give_back(
+    charges: list[Noted], earlier: Optional[list[Noted]], kept: Sequence[Throttle] = ()
+) -> None:
     """Give back the charges noted since `earlier` (`_since`), each on the bucket it was
-    taken from, before a refusal (best effort, logged)."""
+    taken from, before a refusal (best effort, logged). Those of a strategy that cannot give
+    units back are left: `kept` names the throttles that admitted with one, each logged once
+    per interval."""
     start = _since(charges, earlier)
     taken = charges[start:]
     del charges[start:]
+    for throttle in kept:
+        _quiet.log(
+            logging.WARNING,
+            ("kept", object_key(throttle)),
+            "%r keeps what it took from a connection refused after it admitted it: its "
+            "strategy %r cannot give units back, so throttles decided as one take all or "
+            "nothing only with at most one such strategy among them; %s",
+            throttle,
+            throttle.strategy,
+            WHAT_GIVES_BACK,
+            source=throttle.uid,
+        )
     for noted in taken:
+        if not gives_back(noted[0].strategy):
+            continue
         charge = Charge(*noted)
         try:
             await charge.give_back()

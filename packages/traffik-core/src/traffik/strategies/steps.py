@@ -13,7 +13,8 @@ its limit), unless its cost is above the limit (never admitted, it takes nothing
 leaves every item as it found it, whatever else refused it.
 
 `evaluate_all(items, commit=False)` decides and charges nothing (`stat`); `refund_all(items)`
-gives `cost` back to every item, never past a full budget.
+gives `cost` back to every item, never past a full budget. Only a strategy whose state the
+backends know can be an item (`gives_back`): a fixed-window counter or a `StateStrategy`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Optional
 
 from traffik.decision import Decision
+from traffik.strategies.base import StateStrategy
 
 if TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
@@ -30,11 +32,13 @@ if TYPE_CHECKING:
 __all__ = [
     "IN_PLACE_COUNTER",
     "IN_PLACE_STATE",
+    "WHAT_GIVES_BACK",
     "Combined",
     "Item",
     "charged",
     "combine",
     "counts_refused",
+    "gives_back",
     "in_place_kind",
     "is_counter",
     "items",
@@ -126,7 +130,6 @@ def in_place_kind(strategy: Any) -> int:
     """How a backend that can decide in place (`InMemoryBackend.decide_now`) runs `strategy`:
     `IN_PLACE_COUNTER`, `IN_PLACE_STATE`, or 0 when only its own `decide` will do (a strategy
     that overrides it, one that is not built in)."""
-    from traffik.strategies.base import StateStrategy
     from traffik.strategies.fixed_window import FixedWindow
 
     decide = getattr(type(strategy), "decide", None)
@@ -144,6 +147,23 @@ def in_place_kind(strategy: Any) -> int:
 def is_counter(strategy: Any) -> bool:
     """Whether `strategy` keeps a plain counter (`FixedWindow`) rather than a state."""
     return getattr(strategy, "counter", False) is True
+
+
+WHAT_GIVES_BACK = (
+    "only a fixed-window counter or a StateStrategy can (every built-in strategy is one); "
+    "for a strategy of your own that can, subclass StateStrategy with a `transition` and a "
+    "`refund`"
+)
+"""What can give units back (`gives_back`), for the messages that refuse what cannot."""
+
+
+def gives_back(strategy: Any) -> bool:
+    """Whether the backends can give units back to `strategy`'s state (`refund_all`), and so
+    decide it as an item of a step (`evaluate_all`): a counter (`is_counter`) or a
+    `StateStrategy` (every built-in strategy is one or the other). A strategy of your own (a
+    function answering a wait, a `Strategy` with its own `decide`) keeps a state no backend
+    knows: it decides alone, and what it took stays taken."""
+    return is_counter(strategy) or isinstance(strategy, StateStrategy)
 
 
 def charged(parts: Sequence[Decision], items: Sequence[Item]) -> list[bool]:
