@@ -4,6 +4,8 @@ by one environment variable sets more than the address, and a mistake there name
 from __future__ import annotations
 
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any
 
 import httpx
 import pytest
@@ -129,6 +131,23 @@ def test_a_backend_that_lists_no_url_options_keeps_its_query() -> None:
 
     backend = Custom.from_url("custom://db?sslmode=require&namespace=x")
     assert backend.connection == "custom://db?sslmode=require&namespace=x"
+
+
+def test_a_backend_that_opts_in_takes_the_common_settings_too() -> None:
+    # Listing its own names in `url_options` opts in to the URL's settings: the ones every
+    # backend takes (namespace, on_error, ...) come with them.
+    from traffik.backends.base import ThrottleBackend
+
+    class Custom(ThrottleBackend):
+        url_options = MappingProxyType({"pool": whole})
+
+        def __init__(self, connection: Any = None, *, pool: int = 1, **options: Any) -> None:
+            super().__init__(connection, **options)
+            self.pool = pool
+
+    backend = Custom.from_url("custom://db?pool=4&namespace=app&on_error=allow")
+    assert (backend.connection, backend.pool, backend.namespace) == ("custom://db", 4, "app")
+    assert backend.defaults.on_error == "allow"
 
 
 # -- secrets never shown ---------------------------------------------------------------------

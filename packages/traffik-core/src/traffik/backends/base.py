@@ -22,7 +22,7 @@ from traffik.backends.lifecycle import (
 from traffik.backends.locks import LockContext
 from traffik.backends.operations import StorageOperations
 from traffik.backends.steps import LockedSteps
-from traffik.backends.url_options import Converter, split_url_options
+from traffik.backends.url_options import COMMON_URL_OPTIONS, Converter, split_url_options
 from traffik.backends.window_count import WindowCount
 from traffik.clock import Clock, millis, system_clock
 from traffik.config import check_seconds
@@ -199,8 +199,9 @@ class ThrottleBackend(BackendLifecycle, StorageOperations, LockedSteps, Generic[
         """Build from a URL (`traffik.backends.from_url` calls this); the URL is the
         connection, less the settings its query carries (`url_options`), which become
         keywords."""
-        if cls.url_options is not None:
-            url, options = split_url_options(url, cls.__name__, cls.url_options, options)
+        if cls.url_options is not None:  # (opted in: the settings every backend takes too)
+            accepted = {**COMMON_URL_OPTIONS, **cls.url_options}
+            url, options = split_url_options(url, cls.__name__, accepted, options)
         return cls(url, **options)
 
     # -- keys --------------------------------------------------------------------------
