@@ -156,7 +156,8 @@ class Connections:
             target, uri = f"file:{self._memory_name}?mode=memory&cache=shared", True
         elif self.read_only:
             target, uri = reading_uri(target), True
-        elif not os.access(target, os.W_OK) and os.path.isfile(target):
+        elif os.path.isfile(target) and not os.access(target, os.W_OK):
+            # (in that order: a file another connection creates meanwhile is writable)
             # The error SQLite gives at the first write, before it opens the file to read
             # only: it would make the -wal and -shm files with the file's mode, read-only
             # too, and leave them, keeping the file read-only once it is writable again.
