@@ -164,6 +164,31 @@ def test_two_threads_with_their_own_loops_share_the_limit_exactly(
     asyncio.run(backend.close())
 
 
+def test_threads_each_running_a_loop_per_call_decide_every_hit(make: Make) -> None:
+    # Eight threads, `asyncio.run` per hit: each new loop drops the connections of the loops
+    # closed before it, and two threads doing so at once raced (a KeyError: the hit failed,
+    # and `on_error` refused a client far below its limit).
+    backend, decide = make(), BUILTIN_STRATEGIES[0]()
+    rate = Rate.parse("100000/h")
+    failures: list[BaseException] = []
+    admitted: list[bool] = []
+
+    def worker() -> None:
+        for _ in range(40):
+            try:
+                admitted.append(asyncio.run(decide("k", rate, backend, 1)) == 0)
+            except BaseException as exc:  # (a thread's error would be lost)
+                failures.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    asyncio.run(backend.close())
+    assert failures == [] and admitted == [True] * 320
+
+
 # -- opened on one loop, used on another, closed from a third ------------------------------
 
 

@@ -1,5 +1,6 @@
-"""The node client: aiomcache in its pinned range; a pool that grows on demand up to `pool_size`
-and never reuses a connection mid-reply."""
+"""The node client: aiomcache in its pinned range; a pool that grows on demand up to `pool_size`,
+never reuses a connection mid-reply, and whose waits for a free connection are no failure of
+the server."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import aiomcache
 import pytest
 from packaging.requirements import Requirement
 
+from traffik.backends.health import CircuitPolicy
 from traffik.backends.memcached import MemcachedBackend
-from traffik.exceptions import BackendConnectionError
+from traffik.exceptions import BackendConnectionError, CircuitOpenError
 
 pytestmark = pytest.mark.anyio
 
@@ -156,4 +158,103 @@ async def test_a_timed_out_reply_is_never_read_by_the_next_command(memcached_ser
         assert await backend.get("b") == "B"
         assert await backend.get("a") == "A"
     finally:
+        await backend.close()
+
+
+@pytest.mark.memcached
+async def test_a_burst_waiting_for_the_pool_is_answered_and_counts_no_failure(
+    memcached_server: Any,
+) -> None:
+    """Far more operations at once than the pool has connections, the server answering each
+    at once: the last ones wait for a connection longer than `command_timeout`, yet none
+    fails and the circuit (which would open at its third failure) stays closed."""
+    backend = MemcachedBackend(
+        memcached_server.url,
+        namespace="burst",
+        pool_size=1,
+        command_timeout=0.05,
+        circuit=CircuitPolicy(quiet_period=0),
+    )
+    try:
+        await backend.set("k", "v")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        answers = await asyncio.gather(
+            *(backend.get("k") for _ in range(2000)), return_exceptions=True
+        )
+        assert loop.time() - started > 0.05  # (the burst outlasted one command_timeout)
+        assert [answer for answer in answers if answer != "v"] == []
+        assert backend.circuits[0].info()["opened"] == 0
+    finally:
+        await backend.close()
+
+
+async def _holding(backend: MemcachedBackend, released: asyncio.Event, error: Exception) -> Any:
+    """An operation holding the node's only connection until `released` is set, then failing
+    with `error`."""
+
+    async def hold(client: Any, conn: Any) -> None:
+        await released.wait()
+        raise error
+
+    holder = asyncio.ensure_future(backend._nodes[0].run(hold, "holding"))
+    await asyncio.sleep(0.01)
+    return holder
+
+
+@pytest.mark.memcached
+async def test_a_wait_for_a_free_connection_is_bounded_and_counts_no_failure(
+    memcached_server: Any,
+) -> None:
+    """A burst longer than `connect_timeout + command_timeout` on one connection: the
+    operations still queued then fail (`on_error` answers them), saying why, and the circuit
+    counts none of them: the server answered every operation it was sent."""
+    backend = MemcachedBackend(
+        memcached_server.url,
+        namespace="wait",
+        pool_size=1,
+        connect_timeout=0.05,
+        command_timeout=0.05,
+        circuit=CircuitPolicy(quiet_period=0),
+    )
+    try:
+        await backend.set("k", "v")
+        answers = await asyncio.gather(
+            *(backend.get("k") for _ in range(5000)), return_exceptions=True
+        )
+        errors = {str(answer) for answer in answers if answer != "v"}
+        assert errors and "v" in answers
+        assert all("no connection came free within 0.1s" in error for error in errors), errors
+        assert backend.circuits[0].info()["opened"] == 0
+    finally:
+        await backend.close()
+
+
+@pytest.mark.memcached
+async def test_an_operation_that_waited_while_the_circuit_opened_is_refused(
+    memcached_server: Any,
+) -> None:
+    """An operation waiting for a connection while the one ahead of it fails and opens the
+    circuit is not sent once it gets a connection: it is refused at once, as one that had not
+    started yet would be."""
+    backend = MemcachedBackend(
+        memcached_server.url,
+        namespace="opened",
+        pool_size=1,
+        circuit=CircuitPolicy(failure_threshold=1, quiet_period=0),
+    )
+    released = asyncio.Event()
+    try:
+        await backend.set("k", "v")
+        holder = await _holding(backend, released, OSError("the connection was lost"))
+        waiting = asyncio.ensure_future(backend.get("k"))
+        await asyncio.sleep(0.01)
+        released.set()
+        with pytest.raises(BackendConnectionError, match="connection was lost"):
+            await holder
+        assert backend.circuits[0].info()["opened"] == 1
+        with pytest.raises(CircuitOpenError):
+            await waiting
+    finally:
+        released.set()
         await backend.close()

@@ -101,11 +101,16 @@ class Connections:
     def _drop_dead_loops(self) -> None:
         """Close the connections of loops that are closed (a loop per request or per
         `asyncio.run`): done when a new loop comes, so none waits for the garbage collector."""
-        for loop, handle in list(self._by_loop.items()):
-            if loop.is_closed():
+        # (`keyrefs` copies the keys at once, and `pop` takes each once: loops in other
+        # threads may be dropping the same ones)
+        closed = [
+            loop for loop in map(_deref, self._by_loop.keyrefs()) if loop and loop.is_closed()
+        ]
+        for loop in closed:
+            handle = self._by_loop.pop(loop, None)
+            if handle is not None:
                 handle.unwatch()
                 drop(handle)
-                del self._by_loop[loop]
 
     def _connect(self, handle: Handle) -> sqlite3.Cursor:
         """Open the handle's connection (inside `_attempt`, which handles its errors); after
@@ -227,6 +232,10 @@ def use_wal(cursor: sqlite3.Cursor, path: str) -> None:
             f"SQLite file {path!r} cannot use write-ahead logging (journal_mode is {mode!r}): "
             "put it on a local filesystem (not NFS or SMB) that supports shared memory"
         )
+
+
+def _deref(ref: weakref.ref[T]) -> T | None:
+    return ref()
 
 
 def reading_uri(path: str) -> str:

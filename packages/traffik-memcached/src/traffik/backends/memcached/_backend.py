@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from time import monotonic
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Optional
@@ -31,6 +31,7 @@ from traffik.backends.memcached._sliding import Counted
 from traffik.backends.memcached._steps import MemcachedSteps
 from traffik.backends.memcached._transition import Hit
 from traffik.backends.memcached._window_counter import MemcachedCounter
+from traffik.backends.store_locks import finished
 from traffik.exceptions import BackendConnectionError, ConfigurationError
 from traffik.keyparts import escape
 
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from traffik.clock import Clock
     from traffik.decision import Decision
     from traffik.rates import Rate
+    from traffik.strategies.steps import Item
 
 __all__ = ["MemcachedBackend"]
 
@@ -83,7 +85,9 @@ class MemcachedBackend(MemcachedCounter, MemcachedCommands, MemcachedSteps, Thro
       give-back that fails is logged, and its units return as the limit refills.
     - `refund_all` gives each item's cost back, never past a full budget, the items in
       parallel: a state's `refund` under `cas`; a window counter lowered (not below 0) in
-      its window under `cas`, and a closed window left alone.
+      its window under `cas`, and a closed window left alone. Once begun, it runs to its end
+      even if its caller is cancelled meanwhile (`finished`), as `evaluate_all` does: a
+      refund asked for lands on every item.
     - Time comes from this host: `clock` (default: the wall clock). Memcached has no
       clock a client can read, so app hosts should keep their clocks in sync (NTP).
     - A fixed-window counter stores its window's end (a millisecond of `clock`) beside its
@@ -123,10 +127,14 @@ class MemcachedBackend(MemcachedCounter, MemcachedCommands, MemcachedSteps, Thro
       backend is entered (`lifespan`), does not stop the app unless `fail_fast=True` (see
       `BackendContext`); `initialize()` alone raises it either way.
     - `connect_timeout` bounds opening a connection, `command_timeout` each operation
-      (waiting for one of the `pool_size` connections, sending, reading the reply), or up
-      to a quarter longer: a watchdog that ticks four times per `command_timeout`, only
-      while commands are pending, closes the connection of an operation that has run too
-      long (so no timer is set per command).
+      from when it has its connection (sending, reading the reply), or up to a quarter
+      longer: a watchdog that ticks four times per `command_timeout`, only while commands
+      are pending, closes the connection of an operation that has run too long (so no timer
+      is set per command). While all `pool_size` connections are busy, an operation waits
+      for one as long as the server answers the operations ahead (it times out with them
+      when the server answers none for `command_timeout`), at most `connect_timeout +
+      command_timeout` as on Redis; then it fails (`BackendConnectionError`) without
+      counting on the circuit: a burst queued on a server that answers is no outage.
     - Locks are memcached keys with a time to live, `DEFAULT_LOCK_TTL` (5 s) unless given.
     - traffik 1.2's options are accepted: `track_keys` and `number_of_tracking_shards`
       (`clear()` always works, through generations), `pool_minsize` (connections open on
@@ -149,7 +157,8 @@ class MemcachedBackend(MemcachedCounter, MemcachedCommands, MemcachedSteps, Thro
         namespace: The prefix of every key this backend writes (a non-empty string).
         clock: The backend's time source (seconds); None for the wall clock.
         connect_timeout: Seconds opening a connection may take (> 0).
-        command_timeout: Seconds an operation may take (> 0; up to a quarter longer, see above).
+        command_timeout: Seconds an operation may take once it has its connection (> 0; up
+            to a quarter longer, see above).
         generation_refresh: The longest, in seconds, a process caches the namespace's
             generation (>= 0).
         max_item_bytes: The servers' item size limit, in bytes (memcached's `-I`; at least
@@ -349,6 +358,15 @@ class MemcachedBackend(MemcachedCounter, MemcachedCommands, MemcachedSteps, Thro
             *(node.ping() for node in self._nodes), return_exceptions=True
         )
         return any(answer is True for answer in answers)
+
+    # -- refunds ----------------------------------------------------------------------------
+
+    async def refund_all(self, items: Sequence[Item]) -> None:
+        """`MemcachedSteps.refund_all`, store operations of their own per item (a read, then a
+        `cas`), run to their end once begun even if the caller is cancelled meanwhile
+        (`finished`), as `evaluate_all` runs its items: a refund asked for lands on every
+        item, never on some only, nor (as on Redis and SQLite) on none."""
+        await finished(super().refund_all(items), "memcached refund_all")
 
     # -- where a key lives ------------------------------------------------------------------
 

@@ -14,10 +14,15 @@ from traffik.backends.health import DEFAULT_POLICY, CircuitPolicy, StoreCircuit
 from traffik.backends.memcached._client import ConnectionLimit, Flagged, NodeClient, ReplyError
 from traffik.backends.memcached._expiry import NEVER
 from traffik.backends.memcached._keys import GenerationKeys, KeySpace
-from traffik.backends.memcached._pool import CommandTimeout, ConnectTimeout
+from traffik.backends.memcached._pool import CommandTimeout, ConnectTimeout, PoolTimeout
 from traffik.backends.memcached._servers import Server
 from traffik.backends.services import MEMCACHED, identify
-from traffik.exceptions import BackendConnectionError, BackendError, ConfigurationError
+from traffik.exceptions import (
+    BackendConnectionError,
+    BackendError,
+    CircuitOpenError,
+    ConfigurationError,
+)
 
 __all__ = ["Node", "Operation", "fetch"]
 
@@ -53,13 +58,17 @@ class Node:
 
     Every operation runs on one pooled connection within `command_timeout` seconds (up to
     a quarter more: the pool's watchdog ticks four times per timeout), counted from when it
-    starts waiting for a connection, or from when one was opened for it (opening takes at
-    most `connect_timeout`); failures become `BackendConnectionError` (unreachable, timed
-    out, connection lost) or `BackendError` (an unexpected reply), chained and naming the
-    server.
+    has its connection (opening one takes at most `connect_timeout`). While all `pool_size`
+    are busy, it waits for one as long as the server answers the operations ahead, at most
+    `connect_timeout + command_timeout` (as on Redis), and times out with them when the
+    server answers none for `command_timeout`. Failures become `BackendConnectionError`
+    (unreachable, timed out, connection lost, no connection free in time) or `BackendError`
+    (an unexpected reply), chained and naming the server.
 
     `circuit` is the node's store-health circuit (`traffik.backends.health`): while it is
     open, operations on this node fail at once and a background `version` probes the server.
+    It counts what says the server is down (a timeout, a lost or refused connection), not a
+    long wait for a busy pool while the server answers: that server is no outage.
 
     The namespace generation read from this node is cached for `generation_refresh`
     seconds: a `clear()` in another process is seen here within that time. While it is
@@ -127,8 +136,12 @@ class Node:
         return client
 
     def _drop_closed_loops(self) -> None:
-        for loop in [loop for loop in self._clients if loop.is_closed()]:
-            self._clients.pop(loop).abandon(running=False)
+        # (`list` copies the keys at once, and `pop` takes each once: loops in other threads
+        # may be dropping the same ones)
+        for loop in [loop for loop in list(self._clients) if loop.is_closed()]:
+            client = self._clients.pop(loop, None)
+            if client is not None:
+                client.abandon(running=False)
 
     def reopen(self) -> None:
         """Let connections open again (the backend is initialised after `close()`)."""
@@ -161,8 +174,9 @@ class Node:
         with a complete error reply), and any failure translated (`_failure`). An operation
         whose connection the server had closed (a restart the loop has not seen yet: the
         socket still looked healthy) runs once more on a new connection. The node's
-        circuit is read before (refusing at once while it is open) and told of timeouts and
-        lost connections, and of the first answer after them.
+        circuit is read before (refusing at once while it is open), and again after a wait
+        for a connection (one that opened meanwhile refuses the operation, unsent), and told
+        of timeouts and lost connections, and of the first answer after them.
         """
         circuit = self.circuit
         if circuit.tripped:
@@ -175,14 +189,16 @@ class Node:
             try:
                 conn = pool.take()
                 if conn is None:
-                    conn = await pool.acquire(pool.tick)
+                    conn = await pool.acquire()
+                    if circuit.tripped:
+                        circuit.check(what)
                 else:
                     pool.hold(conn, pool.tick)
                 result = await operation(client, conn)
             except BaseException as exc:
                 timed_out = conn is not None and pool.give_back(conn, isinstance(exc, ReplyError))
-                if not isinstance(exc, Exception):
-                    raise  # a cancellation stays one
+                if not isinstance(exc, Exception) or isinstance(exc, CircuitOpenError):
+                    raise  # a cancellation stays one; a refusal is no failure of the server
                 if not retried and conn is not None and not timed_out and _closed_by_peer(exc):
                     # The server had closed this connection (a restart the loop has not
                     # seen yet): so it had likely closed the idle ones too. Once more, on a
@@ -191,7 +207,7 @@ class Node:
                     retried = True
                     continue
                 failure = self._failure(CommandTimeout() if timed_out else exc, what)
-                if isinstance(failure, BackendConnectionError):
+                if isinstance(failure, BackendConnectionError) and not isinstance(exc, PoolTimeout):
                     circuit.failed(failure, self._silence(exc, timed_out))
                 if failure is exc:
                     raise
@@ -220,6 +236,13 @@ class Node:
             return BackendConnectionError(
                 f"memcached {self.name}: no answer within {self._command_timeout:g}s ({what}); the "
                 "server is down or overloaded, or command_timeout is too short"
+            )
+        if isinstance(exc, PoolTimeout):
+            return BackendConnectionError(
+                f"memcached {self.name}: no connection came free within "
+                f"{self._connect_timeout + self._command_timeout:g}s ({what}): the "
+                f"pool_size={self._pool_size} connections of this event loop stayed busy with "
+                "the operations ahead, which the server answers; raise pool_size"
             )
         if isinstance(exc, ConnectionLimit):
             return BackendConnectionError(

@@ -5,27 +5,33 @@
 - a connection used by an operation that failed, timed out or was cancelled is closed
   instead of going back to the pool (its reply may be half read, and the next command would
   read it); `drop_idle()` closes the idle ones (the server closed one: likely all of them);
-- operations are bounded by `command_timeout`, kept by a watchdog that ticks only while
-  operations are pending (no timer per command).
+- an operation is bounded by `command_timeout` from when it has its connection, kept by a
+  watchdog that ticks only while operations are pending (no timer per command);
+- an operation waiting for a connection (every one busy) fails with the ones ahead when the
+  server says nothing for `command_timeout` (`CommandTimeout`: it is silent), and otherwise
+  waits while the server answers them, at most `connect_timeout + command_timeout`
+  (`PoolTimeout`: the pool is too small for the load, which is no silence of the server).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections import deque
 from typing import Any, Optional
 
 from aiomcache.pool import Connection
 
-__all__ = ["TICKS", "CommandTimeout", "ConnectTimeout", "Pool"]
+__all__ = ["TICKS", "CommandTimeout", "ConnectTimeout", "Pool", "PoolTimeout"]
 
 TICKS = 4
 """The watchdog ticks `TICKS` times per `command_timeout`: an operation is stopped between
 `command_timeout` and `command_timeout * (1 + 1 / TICKS)` after it started."""
 
 _POLL = 0.001  # seconds between two looks at a closing pool
-_EXPIRED = object()  # what an expired waiter receives instead of a connection
+_SILENT = object()  # what a waiter receives when the server said nothing for too long
+_EXPIRED = object()  # what a waiter receives when it waited as long as it may
 
 
 class ConnectTimeout(ConnectionError):
@@ -34,6 +40,11 @@ class ConnectTimeout(ConnectionError):
 
 class CommandTimeout(ConnectionError):
     """The operation had no answer within `command_timeout` (set by the watchdog)."""
+
+
+class PoolTimeout(Exception):
+    """No connection came free within `connect_timeout + command_timeout`, every one busy
+    with operations the server answered (set by the watchdog)."""
 
 
 def _healthy(conn: Connection) -> bool:
@@ -47,9 +58,12 @@ class Pool:
 
     Timeouts cost the hot path no timer: a watchdog ticks every `command_timeout / TICKS`
     seconds, and only while an operation is pending. An operation is stamped with the tick
-    it started on (`hold`, or `waiting[future]` while it queues for a connection); a tick
-    finding a stamp `TICKS + 1` ticks old aborts that connection (the pending read then
-    fails, and `give_back` reports it) or fails the wait.
+    it got its connection on (`hold`); a tick finding a stamp `TICKS + 1` ticks old aborts
+    that connection (the pending read then fails, and `give_back` reports it). One queued for
+    a connection is stamped with the tick it began waiting on (`waiting[future]`); a tick
+    finding that stamp and the last answer of the server (`_answered`) both `TICKS + 1`
+    ticks old fails it as silent (`CommandTimeout`), and one finding the stamp
+    `connect_timeout + command_timeout` old fails it as kept waiting (`PoolTimeout`).
     """
 
     def __init__(
@@ -63,8 +77,12 @@ class Pool:
         self._idle: list[Connection] = []
         self._waiters: deque[asyncio.Future[Any]] = deque()
         self._period = command_timeout / TICKS
+        self._patience = TICKS + 1 + math.ceil(connect_timeout / self._period)
+        """Ticks a queued operation waits for a connection at most."""
         self._ticker: Optional[asyncio.TimerHandle] = None
         self.tick = 0
+        self._answered = 0
+        """The tick on which an operation last ended with the server's answer."""
         self._busy: dict[Connection, int] = {}
         self._expired: set[Connection] = set()
         self._waiting: dict[asyncio.Future[Any], int] = {}
@@ -86,10 +104,12 @@ class Pool:
         if self._ticker is None:
             self._watch()
 
-    async def acquire(self, stamp: int) -> Connection:
-        """A connection, held (see `hold`): an idle one, a new one (opening it takes at most
-        `connect_timeout`, and restarts the clock), or the next one released, waiting until
-        the watchdog expires `stamp` at the latest."""
+    async def acquire(self) -> Connection:
+        """A connection, held from now on (see `hold`): an idle one, a new one (opening it
+        takes at most `connect_timeout`), or the next one released, waited for at most
+        `connect_timeout + command_timeout`, or `command_timeout` while the server answers
+        nothing (then `PoolTimeout` or `CommandTimeout`)."""
+        since = self.tick
         while True:
             conn = self.take()
             if conn is None and self._open < self._size:
@@ -101,11 +121,10 @@ class Pool:
                     if self._waiters:
                         self._wake(None)
                     raise
-                stamp = self.tick
             if conn is None:
-                conn = await self._wait(stamp)  # None: a connection closed, a slot is free
+                conn = await self._wait(since)  # None: a connection closed, a slot is free
             if conn is not None:
-                self.hold(conn, stamp)
+                self.hold(conn, self.tick)
                 return conn
 
     def give_back(self, conn: Connection, reusable: bool) -> bool:
@@ -116,13 +135,15 @@ class Pool:
         if self._expired:
             expired = conn in self._expired
             self._expired.discard(conn)
+        if reusable and not expired:
+            self._answered = self.tick
         self._release(conn, reusable and not expired)
         return expired
 
-    async def _wait(self, stamp: int) -> Optional[Connection]:
+    async def _wait(self, since: int) -> Optional[Connection]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiters.append(future)
-        self._waiting[future] = stamp
+        self._waiting[future] = since
         self._watch()
         try:
             handed = await future
@@ -132,12 +153,14 @@ class Pool:
                 handed = future.result()  # handed over, then cancelled before it resumed
                 if handed is None:
                     self._wake(None)
-                elif handed is not _EXPIRED:
+                elif handed is not _EXPIRED and handed is not _SILENT:
                     self._release(handed, True)
             raise
         self._waiting.pop(future, None)
+        if handed is _SILENT:
+            raise CommandTimeout("the server answered nothing within command_timeout")
         if handed is _EXPIRED:
-            raise CommandTimeout("no connection came free within command_timeout")
+            raise PoolTimeout("no connection came free within connect_timeout + command_timeout")
         return handed
 
     def _wake(self, conn: Optional[Connection]) -> bool:
@@ -181,10 +204,18 @@ class Pool:
             del busy[conn]
             self._expired.add(conn)
             conn.writer.transport.abort()  # the pending read fails now
-        for future in [future for future, stamp in waiting.items() if stamp <= oldest]:
+        silent = self._answered <= oldest  # (the server answered nothing for TICKS periods)
+        patient = self.tick - self._patience
+        for future, since in list(waiting.items()):
+            if silent and since <= oldest:
+                outcome = _SILENT
+            elif since <= patient:
+                outcome = _EXPIRED
+            else:
+                continue
             del waiting[future]
             if not future.done():
-                future.set_result(_EXPIRED)
+                future.set_result(outcome)
         self._ticker = None
         if busy or waiting:
             self._watch()
