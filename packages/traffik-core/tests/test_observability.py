@@ -22,7 +22,7 @@ from traffik.events import DecisionEvent, add_observer
 from traffik.exceptions import BackendError
 from traffik.rates import Rate
 from traffik.refusals import RefusedClients
-from traffik.strategies import BUILTIN_STRATEGIES, FixedWindow, Strategy
+from traffik.strategies import BUILTIN_STRATEGIES, FixedWindow, Strategy, TokenBucket
 from traffik.testing import FailingBackend
 
 pytestmark = pytest.mark.anyio
@@ -368,6 +368,45 @@ async def test_reset_and_refunds_forget_remembered_refusals(tmp_path: Path) -> N
         assert (await http.get("/r0")).status_code == 200
         assert (await http.get("/r0")).status_code == 429
         await backend.clear()
+        assert len(backend.refusals or ()) == 0
+        assert (await http.get("/r0")).status_code == 200
+
+
+@pytest.mark.parametrize("how", ["connection", "identifier"])
+async def test_a_refund_whose_caller_left_still_forgets_remembered_refusals(
+    tmp_path: Path, how: str
+) -> None:
+    # A store that runs a refund to its end once begun (Memcached's `refund_all`) gives the
+    # units back after its caller was cancelled: the refusal remembered for that client
+    # must go too, else the store's answer is not asked until the memory runs out.
+    import asyncio
+
+    backend = SQLiteBackend(f"sqlite:///{tmp_path / 'left.db'}")
+    # (a bucket: a fixed window would count the refused hit, and stay full after the refund)
+    throttle = HTTPThrottle("api", rate="1/min", backend=backend, strategy=TokenBucket())
+    own = backend.refund_all
+
+    async def refund_then_cancelled(items: Any) -> None:
+        await own(items)  # (the store took it)
+        raise asyncio.CancelledError  # (and the caller had left)
+
+    seen: list[Request] = []
+    app = FastAPI()
+
+    @app.get("/r0", dependencies=[Depends(throttle)])
+    async def route(request: Request) -> dict[str, bool]:
+        seen.append(request)
+        return {"ok": True}
+
+    async with backend(), client(app) as http:
+        assert [(await http.get("/r0")).status_code for _ in range(2)] == [200, 429]
+        assert len(backend.refusals or ()) == 1
+        backend.refund_all = refund_then_cancelled  # type: ignore[method-assign]
+        with pytest.raises(asyncio.CancelledError):
+            if how == "connection":
+                await throttle.refund(seen[0])
+            else:
+                await throttle.refund("127.0.0.1", path="/r0")
         assert len(backend.refusals or ()) == 0
         assert (await http.get("/r0")).status_code == 200
 

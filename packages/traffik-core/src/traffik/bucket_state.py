@@ -348,9 +348,11 @@ class BucketState:
         if cost is None:
             cost = self.cost if self._cost_fn is None else await self._cost_for(client, ctx)
         if cost:
-            await backend.refund_all(self.items(key, rates, cost, backend))
-            if backend.refusals is not None:  # the budget moved back: ask the store again
-                backend.refusals.forget(key)
+            try:
+                await backend.refund_all(self.items(key, rates, cost, backend))
+            finally:  # the budget moved back (or will: a store may finish a refund begun)
+                if backend.refusals is not None:  # ask the store again
+                    backend.refusals.forget(key)
 
     async def check(
         self,

@@ -149,9 +149,11 @@ class Charge:
         if units:
             items = held(self.throttle.items(self.key, self.rates, units, backend), self, backend)
             if items:
-                await backend.refund_all(items)
-                if backend.refusals is not None:  # the budget moved back: ask the store again
-                    backend.refusals.forget(self.key)
+                try:
+                    await backend.refund_all(items)
+                finally:  # the budget moved back (or will: a store may finish a refund begun)
+                    if backend.refusals is not None:  # ask the store again
+                        backend.refusals.forget(self.key)
             # (once given back: a fallback that failed to take them back keeps them owed)
             reconcile.refund(backend, self.throttle.strategy, self.key, self.rates, units)
 
