@@ -1,4 +1,4 @@
-"""`--profile`: where an in-memory throttle's time goes, by ablation and by cProfile against the no-op dependency."""
+"""`--profile`: where an in-memory throttle's time goes (dependency and middleware), by ablation and by cProfile."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import Request, Response
 
+from benchmarks import middleware_overhead
 from benchmarks.apps import dependency_app, noop, plain_app
 from benchmarks.asgi import Target, asgi_target, bare_request, clients
 from benchmarks.timing import CPU_TIME, measure, run_block
@@ -91,11 +92,11 @@ async def _ablation(strategy_class: type) -> str:
     apps = [
         ("no limiter", plain_app()),
         ("no-op (request)", dependency_app(noop)),
-        ("no-op (request, response)", dependency_app(_noop_with_response)),
+        (_WITH_RESPONSE, dependency_app(_noop_with_response)),
         (_HEADERS, dependency_app(_noop_with_headers)),
         (_DECISION, dependency_app(decision)),
-        ("throttle, headers=None", dependency_app(bare)),
-        ("throttle (IETF headers, the default)", dependency_app(throttle)),
+        (_BARE, dependency_app(bare)),
+        (_THROTTLE, dependency_app(throttle)),
     ]
     targets = [asgi_target(name, app, peers) for name, app in apps]
     targets += [
@@ -106,6 +107,7 @@ async def _ablation(strategy_class: type) -> str:
     samples = await measure(targets, _BLOCK, 1, _REPETITIONS, 300, CPU_TIME)
     typical = samples.typical
     base, floor = typical["no limiter"], typical["no-op (request)"]
+    with_response = typical[_WITH_RESPONSE]
     out = io.StringIO()
     out.write(
         f"{strategy_class.__name__} in memory, CPU time per request: median over "
@@ -123,23 +125,80 @@ async def _ablation(strategy_class: type) -> str:
         over_floor = statistics.median(v - f for v, f in zip(values, floor)) / 1000
         ratio = _x_floor(values, base, floor)
         out.write(f"| {name} | {value:.1f} | {over_base:.1f} | {over_floor:.1f} | {ratio:.2f} |\n")
-    noop_overhead = statistics.median(f - b for f, b in zip(floor, base)) / 1000
-    over_noop = {
-        name: statistics.median(v - f for v, f in zip(typical[name], floor)) / 1000
-        for name in (_DECISION, _HEADERS)
-    }
+    noop_overhead = _paired(floor, base)
+    decision_us = _paired(typical[_DECISION], floor)
+    headers = _paired(typical[_HEADERS], with_response)  # (the same signature, headers added)
+    own_headers = _paired(typical[_THROTTLE], typical[_BARE])
+    rest = _paired(typical[_BARE], with_response) - decision_us
     out.write(
         f"\nThe 1.4 target leaves the throttle {0.4 * noop_overhead:.1f} us over the no-op "
-        f"dependency. Of that, the store's decision alone takes {over_noop[_DECISION]:.1f} us "
+        f"dependency. Of that, the store's decision alone takes {decision_us:.1f} us "
         f"in a request (x floor {_x_floor(typical[_DECISION], base, floor):.2f}) and writing "
-        f"two headers {over_noop[_HEADERS]:.1f} us, before any key, identity or throttle "
-        "code.\n"
+        f"two headers {headers:.1f} us (over the no-op taking the response too), before any "
+        "key, identity or throttle code. The throttle's own rate-limit headers cost "
+        f"{own_headers:.1f} us (the default IETF headers over `headers=None`); without them it "
+        f"takes {rest:.1f} us over the no-op (request, response) and the store's decision: "
+        "identity, key and throttle code.\n"
+    )
+    return out.getvalue()
+
+
+def _paired(values: list[float], base: list[float]) -> float:
+    """Median over repetitions of `values - base`, in µs."""
+    return statistics.median(v - b for v, b in zip(values, base)) / 1000
+
+
+_MIDDLEWARE = {
+    "bare": "bare app",
+    "noop": "no-op middleware",
+    "floor": "floor middleware (the store's decision, two constant headers)",
+    "headers=None": "ThrottleMiddleware, headers=None",
+    "throttled": "ThrottleMiddleware (IETF headers, the default)",
+}
+"""The middleware benchmark's apps (`middleware_overhead._app`), by layer."""
+
+
+async def _middleware() -> str:
+    """CPU time per request of the middleware benchmark's Starlette apps, over the no-op
+    middleware: the breakdown of `ThrottleMiddleware`'s 3 µs target."""
+    path, peers = middleware_overhead.PATH, clients(1)
+    targets = [
+        asgi_target(name, middleware_overhead._app(layer), peers, path)
+        for layer, name in _MIDDLEWARE.items()
+    ]
+    samples = await measure(targets, _BLOCK, 1, _REPETITIONS, 300, CPU_TIME)
+    statuses = {target.name: dict(target.statuses) for target in targets}
+    if any(set(counts) - {200} for counts in statuses.values()):
+        raise RuntimeError(f"the middleware apps must answer 200 only: {statuses}")
+    typical = samples.typical
+    noop_times = typical[_MIDDLEWARE["noop"]]
+    out = io.StringIO()
+    out.write(
+        "ThrottleMiddleware (one in-memory FixedWindow `MiddlewareThrottle`) on a Starlette "
+        f"app, CPU time per request: median over {_REPETITIONS} interleaved blocks of "
+        f"{_BLOCK}, differences paired block by block (the target: at most "
+        f"{middleware_overhead.TARGET_US:g} us over the no-op middleware).\n\n"
+        "| variant | us | over no-op middleware |\n|---|---|---|\n"
+    )
+    for name, values in typical.items():
+        value = statistics.median(values) / 1000
+        out.write(f"| {name} | {value:.1f} | {_paired(values, noop_times):.2f} |\n")
+    over = {layer: _paired(typical[name], noop_times) for layer, name in _MIDDLEWARE.items()}
+    out.write(
+        f"\nOf ThrottleMiddleware's {over['throttled']:.2f} us over the no-op middleware, its "
+        f"rate-limit headers take {over['throttled'] - over['headers=None']:.2f} us (over "
+        f"`headers=None`), and without them it takes {over['headers=None']:.2f} us, against "
+        f"{over['floor']:.2f} us for the floor middleware (the store's decision and two "
+        "constant headers): rule matching, identity, key and throttle code are the rest.\n"
     )
     return out.getvalue()
 
 
 _DECISION = "no-op (request) + the store's decision"
+_WITH_RESPONSE = "no-op (request, response)"
 _HEADERS = "no-op (request, response) + 2 headers"
+_BARE = "throttle, headers=None"
+_THROTTLE = "throttle (IETF headers, the default)"
 
 
 def _x_floor(values: list[float], base: list[float], floor: list[float]) -> float:
@@ -212,9 +271,12 @@ async def _cprofile(strategy_class: type) -> str:
 
 
 async def profile(strategy_name: str) -> str:
-    """The ablation table, then the cProfile difference, for one built-in strategy."""
+    """The ablation table, the middleware's, then the cProfile difference, for one built-in
+    strategy (the middleware's throttle is FixedWindow, as in its benchmark)."""
     strategies = {cls.__name__: cls for cls in BUILTIN_STRATEGIES}
     if strategy_name not in strategies:
         raise SystemExit(f"--profile {strategy_name!r}: use one of {', '.join(strategies)}")
     strategy_class = strategies[strategy_name]
-    return await _ablation(strategy_class) + "\n" + await _cprofile(strategy_class)
+    return "\n".join(
+        [await _ablation(strategy_class), await _middleware(), await _cprofile(strategy_class)]
+    )

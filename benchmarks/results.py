@@ -49,6 +49,8 @@ class Row:
     target: Optional[float] = None
     judged_on: str = ""
     met: Optional[bool] = None
+    issues: str = ""
+    """The issues that set `target` (`"6, 16"`): `targets.speed_issues`."""
     statuses: dict[int, int] = field(default_factory=dict)
     note: str = ""
 
@@ -66,6 +68,7 @@ class CommandCount:
     per_decision: float
     target: str = ""
     met: Optional[bool] = None
+    issues: str = ""
 
 
 @dataclass
@@ -131,12 +134,14 @@ class Comparison:
 
 @dataclass
 class Check:
-    """One target: what was measured against which limit, and whether it was met (None: not measured)."""
+    """One target: what was measured against which limit, whether it was met (None: not
+    measured), and the issues that set it (`"16"`, `"6, 16"`)."""
 
     name: str
     measured: str
     limit: str
     met: Optional[bool]
+    issues: str = ""
 
 
 @dataclass
