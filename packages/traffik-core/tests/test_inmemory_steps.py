@@ -199,7 +199,8 @@ async def test_a_decider_makes_no_decision_when_it_cannot() -> None:
 def _reference_evaluate_all(backend: InMemoryBackend, items: list[Item], commit: bool) -> Any:
     """`evaluate_all` as it was written before it ran the in-place steps (each state by its
     strategy's `transition`), a refused step's admitting items stated uncharged (`combine`
-    given the costs): the reference the steps are held to."""
+    given the costs) and its refusing items' states written when they converted another
+    rate's (`traffik.strategies.base.Transition`): the reference the steps are held to."""
     from traffik.backends.inmemory_steps import whole_number
     from traffik.strategies.fixed_window import counter_decision, too_late
     from traffik.strategies.steps import charged, combine, is_counter
@@ -226,12 +227,12 @@ def _reference_evaluate_all(backend: InMemoryBackend, items: list[Item], commit:
             pending.append((entry, new_state, ttl_ms))
     decision = combine(parts, [item.cost for item in items])
     if commit:
-        for item, charge, counter, (entry, new_state, ttl_ms) in zip(
-            items, charged(parts, items), counters, pending
+        for item, charge, part, counter, (entry, new_state, ttl_ms) in zip(
+            items, charged(parts, items), parts, counters, pending
         ):
             if charge and counter:
                 backend._add(item.key, item.cost, item.rate.expire, now)
-            elif charge and new_state is not None:
+            elif new_state is not None and (charge or not part.allowed):  # (refused: converted)
                 backend._save(item.key, entry, new_state, ttl_ms, now)
         if not decision.allowed:
             for part, (entry, _, _) in zip(parts, pending):

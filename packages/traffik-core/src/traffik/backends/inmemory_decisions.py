@@ -183,7 +183,8 @@ class InMemoryDecisions(InMemoryStore):
         The same decisions, states, expiries and refusal marks as `evaluate_all` on the
         throttle's items (`traffik.strategies.steps.items`), without a coroutine: a state
         strategy's step for each rate (`traffik.backends.inmemory_steps`) decides on a copy
-        of its entry, written back only when every rate admits; a window counter is decided
+        of its entry, written back only when every rate admits (or when it refuses, having
+        converted another rate's state: `_joint`); a window counter is decided
         on its count as `evaluate_all` decides it (`counted_step`), and added to then. None when
         a decision cannot be made here, as `decider` answers it (or a test replaced
         `evaluate_all`).
@@ -263,9 +264,10 @@ class InMemoryDecisions(InMemoryStore):
         counter, its rate and cost: `_steps_of`) decided together at `now`, charged all or
         nothing: each state on a copy of its entry, written back only when every row admits;
         each counter on its count (`counted_step`), added to then. With `commit`, a refusal
-        charges nothing (but a lone counter, which counts a cost it could admit) and marks
-        each existing entry refused until that rate is whole again; without, nothing is
-        written."""
+        charges nothing (but a lone counter, which counts a cost it could admit), writes
+        what each refusing row converted from another rate's state (its trial differs from
+        its entry: `traffik.strategies.base.Transition`) and marks each existing entry
+        refused until that rate is whole again; without, nothing is written."""
         data = self._data
         parts: list[Decision] = []
         trials: list[tuple[str, Optional[list[Any]], Optional[list[Any]], Rate, int]] = []
@@ -309,8 +311,10 @@ class InMemoryDecisions(InMemoryStore):
                     name, _, trial, rate, cost = trials[0]
                     if counts_refused(trial is None, rate, cost):
                         self._add(name, cost, rate.expire, now)
-                for part, (_, entry, _, _, _) in zip(parts, trials):
+                for part, (_, entry, trial, _, _) in zip(parts, trials):
                     if entry is not None:
+                        if not part.allowed and trial is not None and trial[0] != entry[0]:
+                            entry[0], entry[1] = trial[0], trial[1]  # converted (`Transition`)
                         entry[3] = now + part.reset_ms
         decision.at = now
         return decision

@@ -10,8 +10,11 @@ with `d - 1` folded into a constant. A strategy without a step of its own runs i
 `transition`, and so does a step for the cases it leaves to it: a state stored in another
 form (text, another rate's, written before the rate was kept), and one whose time is later
 than `now` (written by a host whose clock is ahead; see `traffik.strategies.base`), which
-costs the usual case at most one comparison. `tests/test_inmemory_steps.py` holds every step
-to its strategy's decisions and states on random timelines.
+costs the usual case at most one comparison. A transition's state is written, refused or
+not: a refused hit's is the state it read converted from another rate's
+(`traffik.strategies.base.Transition`), so a refusal on a state of its own rate writes
+nothing. `tests/test_inmemory_steps.py` holds every step to its strategy's decisions and
+states on random timelines.
 """
 
 from __future__ import annotations
@@ -166,8 +169,8 @@ def _token_bucket(strategy: TokenBucket, rate: Rate, cost: int) -> Step:
 
 def _gcra(strategy: GCRA, rate: Rate, cost: int) -> Step:
     """`GCRA.transition`: `[tat_ms, tat_rest, limit, period_ms]`, the arrival time in
-    `1/limit` ms (none when further ahead than `GCRA._reach`); any other state is first made
-    this rate's by `GCRA._backlog`."""
+    `1/limit` ms (none when further ahead than `GCRA._reach`); any other state (text, one
+    written under another rate) is decided by its `transition`."""
     limit, interval = rate.limit, rate.expire
     span = strategy.tolerance(rate) + interval
     add = cost * interval
@@ -175,12 +178,14 @@ def _gcra(strategy: GCRA, rate: Rate, cost: int) -> Step:
     slack = strategy._slack(rate)  # whole again once the backlog is down to this
     lead = limit - 1 - slack  # (backlog + lead) // limit: the reset
     reach = strategy._reach(interval, rate)  # (an arrival time further ahead: no backlog)
+    decided = transition_step(strategy, rate, cost)
 
     def step(entry: list[Any], now: int) -> Decision:
         state = entry[0]
         if type(state) is not list or len(state) != 4 or state[3] != interval or state[2] != limit:
-            tat_ms, tat_rest = divmod(strategy._backlog(_read(state), now, rate), limit)
-            state = [now + tat_ms, tat_rest, limit, interval]
+            if state is not None:
+                return decided(entry, now)
+            state = [now, 0, limit, interval]
         tat, rest = state[0], state[1]
         if tat > now or (tat == now and rest > 0):
             backlog = (tat - now) * limit + rest if tat - now <= reach else 0
@@ -286,7 +291,8 @@ def _leaky_bucket(strategy: LeakyBucket, rate: Rate, cost: int) -> Step:
 
 
 def transition_step(strategy: Any, rate: Rate, cost: int) -> Step:
-    """Any other state strategy: its `transition`, on the state as it is stored."""
+    """Any other state strategy: its `transition`, on the state as it is stored; the state
+    it returns is written, a refused hit's too (the one it read, converted)."""
 
     def step(entry: list[Any], now: int) -> Decision:
         decision, new_state, ttl_ms = strategy.transition(_read(entry[0]), now, rate, cost)

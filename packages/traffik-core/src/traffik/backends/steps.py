@@ -83,7 +83,9 @@ class LockedSteps:
             return decision
 
     async def evaluate_all(self, items: Sequence[Item], *, commit: bool = True) -> Decision:
-        """Decide every item in one step, all or nothing (`traffik.strategies.steps`).
+        """Decide every item in one step, all or nothing (`traffik.strategies.steps`); a
+        refusing item's state is written when it converted another rate's
+        (`traffik.strategies.base.Transition`), which charges nothing.
 
         Generic form for third-party backends: under the locks of every key, taken in key
         order. Built-in backends override it with one atomic step."""
@@ -107,12 +109,14 @@ class LockedSteps:
                     parts.append(decision)
                     states.append((new_state, ttl_ms))
             if commit:
-                for item, charge, outcome in zip(items, charged(parts, items), states):
-                    if not charge:
-                        continue
+                for item, charge, part, outcome in zip(items, charged(parts, items), parts, states):
                     if outcome is None:
-                        await self.increment_with_ttl(item.key, item.cost, item.rate.expire / 1000)
-                    elif outcome[0] is not None:
+                        if charge:
+                            await self.increment_with_ttl(
+                                item.key, item.cost, item.rate.expire / 1000
+                            )
+                    elif outcome[0] is not None and (charge or not part.allowed):
+                        # (refused, a state converted from another rate's: `Transition`)
                         await self.set(item.key, encode_state(outcome[0]), expire=outcome[1] / 1000)
             return combine(parts, [item.cost for item in items])
 

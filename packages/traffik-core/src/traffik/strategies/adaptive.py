@@ -46,7 +46,8 @@ class AdaptiveThrottle(StateStrategy):
     limit, the count is kept and the effective limit and `cut_from` keep their share of the
     limit (a client cut to 60% of `100/min` is at 60% of `10/min`: never above the new
     limit); under another period, a window still open carries into this period's (count and
-    share), and a closed one is the window before (one recovery step). A `[window_id, count,
+    share), and a closed one is the window before (one recovery step); a rejected hit writes
+    the state read under another rate as this rate's (`base.Transition`). A `[window_id, count,
     effective_limit, cut_from]` state (written before the rate was kept) is read as written
     under the current rate.
     `lock_config` is accepted for traffik 1.2 code and unused.
@@ -186,9 +187,14 @@ class AdaptiveThrottle(StateStrategy):
         if cost > effective:
             windows = max(ceil_div(cost - effective, self._step(rate)), 1)
         wait = left + (windows - 1) * rate.expire
-        reset = self._kept(left, effective, rate) if count > 0 or effective < limit else 0
+        kept = self._kept(left, effective, rate)
+        reset = kept if count > 0 or effective < limit else 0
         remaining = self._left(count, effective, cut_from, rate)
-        return Decision(False, wait, remaining, reset, limit), None, 0
+        decision = Decision(False, wait, remaining, reset, limit)
+        if state is not None and len(state) == 6 and (state[4] != limit or state[5] != rate.expire):
+            # (written as this rate's, nothing counted: `base.Transition`)
+            return decision, [wid, count, effective, cut_from, limit, rate.expire], kept
+        return decision, None, 0
 
     def held(self, rate: Rate, cost: int, decision: Decision, age_ms: int) -> int:
         """All of a charge while its window is open, then nothing (a new window counts

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Optional, cast
 
 from traffik.decision import ALLOWED_UNLIMITED, Decision
 from traffik.exceptions import ConfigurationError
@@ -47,7 +47,6 @@ __all__ = [
     "later_refund",
     "log_time",
     "never_admitted",
-    "rated_amount",
     "settled",
 ]
 
@@ -55,7 +54,17 @@ EXACT_LIMIT = 2**53
 """Every number a built-in transition handles stays below this (exact in a double)."""
 
 Transition = tuple[Decision, Optional[list[int]], int]
-"""What a transition returns: the decision, the new state (None: unchanged) and its TTL in ms."""
+"""What a transition returns: the decision, the new state (None: unchanged) and its TTL in ms.
+
+A refused hit charges nothing: its new state is None, unless the state it read records
+another rate than the hit's (`update_rate`, a rate callable, a deploy), which it converts.
+Then its new state is that one as the hit's rate's, holding the same units, and the stores
+write it, refused or not (in a refused step of several items, what the refusing items
+converted, never a charge): the next hits are decided under the new rate, so the wait the
+refusal tells is true, instead of each hit converting again from the old state, which
+drains at the old rate. A bucket holding more units than the new rate's capacity would
+hold fewer converted, so it is not written: the hit is refused until the old state holds
+what the new rate admits (`traffik.strategies._another_rate.converted`)."""
 
 Refund = tuple[list[int], int]
 """What a refund returns: the new state and its TTL in ms."""
@@ -116,29 +125,6 @@ def later(transition: Transition, shift: int) -> Transition:
 def later_refund(refund: Refund, shift: int) -> Refund:
     """`refund`, given `shift` ms after the caller's `now`, its TTL told from `now`."""
     return refund[0], refund[1] + shift
-
-
-def rated_amount(
-    state: Optional[list[int]],
-    now: int,
-    rate: Rate,
-    measure: Callable[[list[int], int, int], int],
-    capacity: int,
-) -> int:
-    """What a `[amount, time, limit, period_ms]` state holds at `now`, scaled for `rate`
-    (`measure(state, now, limit)`: the amount at `now`, scaled by the period it was written
-    under, draining `limit` per ms). Written under another rate, the amount becomes whole
-    units, rounded up, at most `capacity`, scaled for `rate`; a state of two numbers is read as
-    written under `rate`; anything else, or a rate no transition decides exactly, is 0."""
-    if state is None or len(state) not in (2, 4):
-        return 0
-    limit = rate.limit
-    if len(state) == 4 and (state[2] != limit or state[3] != rate.expire):
-        limit, period = state[2], state[3]
-        if limit < 1 or period < 1 or 2 * limit * period >= EXACT_LIMIT:
-            return 0  # no rate: a fresh key
-        return min(ceil_div(measure(state, now, limit), period), capacity) * rate.expire
-    return measure(state, now, limit)
 
 
 def never_admitted(rate: Rate) -> Decision:

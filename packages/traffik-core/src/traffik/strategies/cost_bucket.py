@@ -8,6 +8,7 @@ from typing import Any, ClassVar, Optional
 from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
 from traffik.rates import MAX_LIMIT, Rate
+from traffik.strategies._another_rate import Held, converted
 from traffik.strategies.base import (
     EXACT_LIMIT,
     Refund,
@@ -41,7 +42,8 @@ class CostBasedTokenBucket(StateStrategy):
     tokens scaled by the period and the thousandths, then the rate it was written under, its
     period negative (a cost never is, so a state written before the rate was kept is read as
     written under the current rate). Read under another rate, the units the bucket missed,
-    rounded up, are missing from the new rate's bucket, and the history is kept.
+    rounded up, are missing from the new rate's bucket, and the history is kept; a rejected
+    hit writes that bucket (`base.Transition`).
     `lock_config` is accepted for traffik 1.2 code and unused.
     """
 
@@ -110,8 +112,9 @@ class CostBasedTokenBucket(StateStrategy):
         if state is None or len(state) < 2:
             return full, []
         limit, period = rate.limit, rate.expire
-        if len(state) >= 4 and state[-1] < 0:  # `[..., limit, -period_ms]`: its rate
-            limit, period, state = state[-2], -state[-1], state[:-2]
+        written = self._rate_of(state)
+        if written is not None:  # `[..., limit, -period_ms]`: its rate
+            (limit, period), state = written, state[:-2]
             if limit != rate.limit or period != rate.expire:
                 return self._carried(state, now, limit, period, rate)
         return self._refilled(state, now, limit, full)
@@ -131,14 +134,33 @@ class CostBasedTokenBucket(StateStrategy):
         """A state written under `limit` per `period` read at `rate`: the units the bucket
         missed at `now`, rounded up (at most its capacity), missing from the new bucket; the
         history (costs, in units) kept."""
+        missing = self._missing(state, now, limit, period)
+        if missing is None:
+            return self.capacity(rate) * rate.expire * THOUSANDTHS, []  # no rate: a fresh key
+        bucket = self.burst_size if self.burst_size is not None else limit
+        _, history = self._refilled(state, now, limit, bucket * missing[1])
+        held = min(ceil_div(missing[0], missing[1]), self.capacity(rate))
+        new_unit = rate.expire * THOUSANDTHS
+        return (self.capacity(rate) - held) * new_unit, history if held else []
+
+    def _missing(self, state: list[int], now: int, limit: int, period: int) -> Optional[Held]:
+        """What `[tokens, last_ms, cost1, ...]`, written under `limit` per `period`, misses at
+        `now` (its tokens, a unit being `period` thousandths, refilling at the rate its
+        history gives); None when that is no rate it decides exactly (a fresh key)."""
         unit = period * THOUSANDTHS
         bucket = self.burst_size if self.burst_size is not None else limit
         if limit < 1 or period < 1 or 2 * bucket * unit >= EXACT_LIMIT:
-            return self.capacity(rate) * rate.expire * THOUSANDTHS, []  # no rate: a fresh key
+            return None
         tokens, history = self._refilled(state, now, limit, bucket * unit)
-        held = min(ceil_div(bucket * unit - tokens, unit), self.capacity(rate))
-        new_unit = rate.expire * THOUSANDTHS
-        return (self.capacity(rate) - held) * new_unit, history if held else []
+        return bucket * unit - tokens, unit, self._refill(history, limit)
+
+    @staticmethod
+    def _rate_of(state: Optional[list[int]]) -> Optional[tuple[int, int]]:
+        """The rate `(limit, period_ms)` a state ends with (`[..., limit, -period_ms]`), or
+        None when it has none."""
+        if state is not None and len(state) >= 4 and state[-1] < 0:
+            return state[-2], -state[-1]
+        return None
 
     @staticmethod
     def _time(state: Optional[list[int]]) -> Optional[int]:
@@ -165,7 +187,13 @@ class CostBasedTokenBucket(StateStrategy):
         refill = self._refill(history, rate.limit)
         wait = ceil_div(need - tokens, refill)
         reset = ceil_div(full - tokens, refill)
-        return Decision(False, wait, max(tokens // unit, 0), reset, limit), None, 0
+        decision = Decision(False, wait, max(tokens // unit, 0), reset, limit)
+        written = self._rate_of(state)
+        if state is not None and written is not None and written != (limit, rate.expire):
+            held = self._missing(state[:-2], now, *written)
+            kept = [tokens, now, *history, limit, -rate.expire]
+            return converted(decision, held, self.capacity(rate), cost, kept, reset)
+        return decision, None, 0
 
     def held(self, rate: Rate, cost: int, decision: Decision, age_ms: int) -> int:
         """The units of a charge the bucket still misses (as `draining_held` for a token

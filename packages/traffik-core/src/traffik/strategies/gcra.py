@@ -9,6 +9,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Optional
 from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
 from traffik.rates import MAX_PERIOD_MS
+from traffik.strategies._another_rate import (
+    converted,
+    held_at_its_rate,
+    of_another_rate,
+    rated_amount,
+)
 from traffik.strategies.base import (
     AHEAD_MS,
     Refund,
@@ -17,7 +23,6 @@ from traffik.strategies.base import (
     ceil_div,
     draining_held,
     never_admitted,
-    rated_amount,
 )
 
 if TYPE_CHECKING:
@@ -38,7 +43,7 @@ class GCRA(StateStrategy):
     the theoretical arrival time `tat_ms + tat_rest / limit`, then the rate it was written
     under; it expires at that time. Read under another rate, the backlog at that moment,
     rounded up to whole units (intervals of the old rate), becomes as many intervals of the
-    new one (at most its capacity). A `[tat_ms, tat_rest]` state (written before the rate
+    new one (at most its capacity); a rejected hit writes that state (`base.Transition`). A `[tat_ms, tat_rest]` state (written before the rate
     was kept) is read as written under the current rate.
 
     A decision's reset is when the budget is whole again: a hit of the whole capacity is
@@ -156,7 +161,17 @@ class GCRA(StateStrategy):
             return never_admitted(rate), None, 0
         wait = ceil_div(after - span, limit)
         remaining = max((span - backlog) // interval, 0)
-        return Decision(False, wait, remaining, self._reset(backlog, rate), limit), None, 0
+        decision = Decision(False, wait, remaining, self._reset(backlog, rate), limit)
+        if state is not None and of_another_rate(state, rate):
+            tat_ms, tat_rest = divmod(backlog, limit)
+            held, written = (
+                held_at_its_rate(state, now, _behind),
+                [now + tat_ms, tat_rest, limit, interval],
+            )
+            return converted(
+                decision, held, self.capacity(rate), cost, written, ceil_div(backlog, limit)
+            )
+        return decision, None, 0
 
     held = draining_held
 

@@ -5,6 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar, Optional
 
 from traffik.decision import Decision
+from traffik.strategies._another_rate import (
+    Held,
+    converted,
+    held_at_its_rate,
+    of_another_rate,
+    rated_amount,
+)
 from traffik.strategies.base import (
     EXACT_LIMIT,
     Refund,
@@ -16,7 +23,6 @@ from traffik.strategies.base import (
     later,
     later_refund,
     never_admitted,
-    rated_amount,
 )
 from traffik.strategies.stat_metadata import (  # (traffik 1.2 exported them here)
     LeakyBucketStatMetadata,
@@ -67,7 +73,8 @@ class LeakyBucket(StateStrategy):
     units drain per millisecond), then the rate it was written under. Like traffik 1.2 it
     admits a first burst of `limit`, then the drain rate; a rejected hit adds nothing. The
     key expires when the bucket is empty. Read under another rate, the level at that moment,
-    rounded up to whole units, is the new rate's level (at most its capacity). A
+    rounded up to whole units, is the new rate's level (at most its capacity); a rejected
+    hit writes that state (`base.Transition`). A
     `[level, last_ms]` state (written before the rate was kept) is read as written under the
     current rate. A host whose clock is behind `last_ms` decides at it.
     """
@@ -88,6 +95,10 @@ class LeakyBucket(StateStrategy):
         level = self._level(state, now, rate)
         admitted, decision = _admit(level, rate, cost)
         if not admitted:
+            if state is not None and of_another_rate(state, rate):
+                held = held_at_its_rate(state, now, _drained)
+                written = [level, now, rate.limit, rate.expire]
+                return converted(decision, held, rate.limit, cost, written, _empty_in(level, rate))
             return decision, None, 0
         state = [level + cost * rate.expire, now, rate.limit, rate.expire]
         return decision, state, max(int(decision.reset_ms), 1)
@@ -99,7 +110,7 @@ class LeakyBucket(StateStrategy):
         if at > now:
             return later_refund(self.refund(state, at, rate, cost), at - now)
         level = max(self._level(state, now, rate) - cost * rate.expire, 0)
-        return [level, now, rate.limit, rate.expire], max(ceil_div(level, rate.limit), 1)
+        return [level, now, rate.limit, rate.expire], _empty_in(level, rate)
 
 
 class LeakyBucketWithQueue(StateStrategy):
@@ -125,15 +136,23 @@ class LeakyBucketWithQueue(StateStrategy):
         if not state or len(state) % 2 == 0:
             return []
         limit, period = rate.limit, rate.expire
-        if (
-            len(state) >= 3 and state[-1] < 0
-        ):  # `[..., limit, -period_ms]`: the rate it was written under
-            limit, period, state = state[-2], -state[-1], state[:-2]
+        written = _rate_of(state)
+        if written is not None:  # `[..., limit, -period_ms]`: the rate it was written under
+            (limit, period), state = written, state[:-2]
             if limit != rate.limit or period != rate.expire:
-                if limit < 1 or 2 * limit * period >= EXACT_LIMIT:
+                if not _exact(limit, period):
                     return []  # no rate: a fresh key
                 return _rescaled(_drain(state, now, limit, period), period, rate)
         return _drain(state, now, limit, period)
+
+    @staticmethod
+    def _held(state: list[int], now: int) -> Optional[Held]:
+        """What a state ending with the rate it was written under holds at `now` under that
+        rate (None: no rate, a fresh key)."""
+        limit, period = state[-2], -state[-1]
+        if not _exact(limit, period):
+            return None
+        return sum(_drain(state[:-2], now, limit, period)[1::2]), period, limit
 
     @staticmethod
     def _time(state: Optional[list[int]]) -> Optional[int]:
@@ -148,6 +167,11 @@ class LeakyBucketWithQueue(StateStrategy):
         level = sum(queue[1::2])
         admitted, decision = _admit(level, rate, cost)
         if not admitted:
+            written = _rate_of(state)
+            if state is not None and written not in (None, (rate.limit, rate.expire)):
+                held = self._held(state, now)
+                kept = [now, *queue, rate.limit, -rate.expire]
+                return converted(decision, held, rate.limit, cost, kept, _empty_in(level, rate))
             return decision, None, 0
         queue.append(now)
         queue.append(cost * rate.expire)
@@ -168,7 +192,25 @@ class LeakyBucketWithQueue(StateStrategy):
             if not queue[-1]:
                 del queue[-2:]
         state = [now, *queue, rate.limit, -rate.expire]
-        return state, max(ceil_div(sum(queue[1::2]), rate.limit), 1)
+        return state, _empty_in(sum(queue[1::2]), rate)
+
+
+def _empty_in(level: int, rate: Rate) -> int:
+    """The TTL of a state whose level (scaled) is `level`: until it has drained (at least 1)."""
+    return max(ceil_div(level, rate.limit), 1)
+
+
+def _exact(limit: int, period: int) -> bool:
+    """Whether a queue's rate is one its transition decides exactly."""
+    return limit >= 1 and 2 * limit * period < EXACT_LIMIT
+
+
+def _rate_of(state: Optional[list[int]]) -> Optional[tuple[int, int]]:
+    """The rate `(limit, period_ms)` a `LeakyBucketWithQueue` state (odd in length) ends with
+    (`[..., limit, -period_ms]`), or None when it has none."""
+    if state and len(state) % 2 and len(state) >= 3 and state[-1] < 0:
+        return state[-2], -state[-1]
+    return None
 
 
 def _drain(state: list[int], now: int, limit: int, period: int) -> list[int]:

@@ -20,6 +20,7 @@ __all__ = [
     "PARTS",
     "aligned",
     "check_number",
+    "of_another_period",
     "of_period",
     "still_open",
     "to_parts",
@@ -54,6 +55,18 @@ def of_period(state: Optional[list[int]], size: int, period: int, now: int) -> O
     if still_open(state[0], state[-1], now):
         return [now // period, *state[1:-1], period]
     return None
+
+
+def of_another_period(state: Optional[list[int]], size: int, period: int, now: int) -> bool:
+    """Whether `state` holds `size` numbers counted in windows of another period than
+    `period` that still carries into `now`'s window (`of_period`); a refused hit writes what
+    it carries (`traffik.strategies.base.Transition`)."""
+    return (
+        state is not None
+        and len(state) == size
+        and state[-1] != period
+        and of_period(state, size, period, now) is not None
+    )
 
 
 def still_open(wid: int, period: int, now: int) -> bool:

@@ -16,7 +16,14 @@ from traffik.strategies.base import (
     later_refund,
     never_admitted,
 )
-from traffik.strategies.periods import PARTS, aligned, of_period, to_parts, window_start
+from traffik.strategies.periods import (
+    PARTS,
+    aligned,
+    of_another_period,
+    of_period,
+    to_parts,
+    window_start,
+)
 
 __all__ = ["QuotaWithRollover", "QuotaWithRolloverStrategy"]
 
@@ -33,7 +40,8 @@ class QuotaWithRollover(StateStrategy):
     `[period_id, usage, rollover, period_ms]`, kept through the next period. Read under
     another limit, the usage is kept and the rollover is at most what the new limit could
     roll over; under another period, the usage and rollover of a period still open carry into
-    this period's (`periods.of_period`), and a closed one starts afresh. A `[period_id, usage,
+    this period's (`periods.of_period`; a rejected hit writes them there: `base.Transition`),
+    and a closed one starts afresh. A `[period_id, usage,
     rollover]` state (written before the period was kept) is read as counted in the current
     period. `lock_config` is accepted for traffik 1.2 code and unused.
     """
@@ -108,7 +116,10 @@ class QuotaWithRollover(StateStrategy):
             decision = Decision(True, 0, max(quota - usage, 0), left, limit)
             return decision, [pid, usage, rollover, rate.expire], left + rate.expire
         reset = left if usage > 0 else 0
-        return Decision(False, left, max(quota - usage, 0), reset, limit), None, 0
+        decision = Decision(False, left, max(quota - usage, 0), reset, limit)
+        if of_another_period(state, 4, rate.expire, now):  # (carried, written: `base.Transition`)
+            return decision, [pid, usage, rollover, rate.expire], left + rate.expire
+        return decision, None, 0
 
     def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
         at = window_start(state, now, 4, rate.expire)

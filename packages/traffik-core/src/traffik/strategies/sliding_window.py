@@ -45,7 +45,8 @@ class SlidingWindowCounter(StateStrategy):
     is the first millisecond at which the weighted count has decayed enough, possibly in the
     next window. The counts are kept when the limit changes; a state counted in windows of
     another period carries its weighted count, rounded up, into this period's window
-    (`_carried`; nothing once it has stopped weighing); a
+    (`_carried`; nothing once it has stopped weighing), which a rejected hit writes
+    (`base.Transition`); a
     `[window_id, current, previous]` state (written before the period was kept) is read as
     counted in the current period. A state of a later window than `now`'s (written by a host
     whose clock is ahead) is decided in that window, as at its start.
@@ -109,7 +110,10 @@ class SlidingWindowCounter(StateStrategy):
             wait = left + (max(-(-over // current), 0) if current > 0 else 0)
         reset = left + period if current > 0 else (left if previous > 0 else 0)
         remaining = max(top - weighted, 0) // period
-        return Decision(False, wait, remaining, reset, limit), None, 0
+        decision = Decision(False, wait, remaining, reset, limit)
+        if state is not None and len(state) == 4 and state[3] != period:  # (`Transition`)
+            return decision, [wid, current, previous, period], left + period
+        return decision, None, 0
 
     def held(self, rate: Rate, cost: int, decision: Decision, age_ms: int) -> int:
         """All of the charge while its window is the current one; none once it closed (its

@@ -19,7 +19,13 @@ from traffik.strategies.base import (
     never_admitted,
 )
 from traffik.strategies.markers import KeyMarker, MarkedStrategy
-from traffik.strategies.periods import aligned, check_number, window_count, window_start
+from traffik.strategies.periods import (
+    aligned,
+    check_number,
+    of_another_period,
+    window_count,
+    window_start,
+)
 
 if TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
@@ -46,7 +52,7 @@ class TieredRate(MarkedStrategy):
     counts nothing, and waits for the next window. State: `[window_id, count, period_ms]`:
     the count is kept when the limit changes (a tier, a new rate), and a state counted in windows of another period
     carries its count into this period's window while its own window is open
-    (`periods.of_period`); a `[window_id, count]` state (written before the period was kept) is read as
+    (`periods.of_period`; a rejected hit writes it there: `base.Transition`); a `[window_id, count]` state (written before the period was kept) is read as
     counted in the current period. `lock_config` is accepted for traffik 1.2 code and unused:
     the decision is one atomic step.
     """
@@ -185,7 +191,10 @@ class TieredRate(MarkedStrategy):
             count += cost
             return Decision(True, 0, limit - count, left, limit), [wid, count, rate.expire], left
         reset = left if count > 0 else 0
-        return Decision(False, left, max(limit - count, 0), reset, limit), None, 0
+        decision = Decision(False, left, max(limit - count, 0), reset, limit)
+        if of_another_period(state, 3, rate.expire, now):  # (carried, written: `base.Transition`)
+            return decision, [wid, count, rate.expire], left
+        return decision, None, 0
 
     def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
         at = window_start(state, now, 3, rate.expire)

@@ -17,7 +17,13 @@ from traffik.strategies.base import (
     later_refund,
     never_admitted,
 )
-from traffik.strategies.periods import aligned, check_number, window_count, window_start
+from traffik.strategies.periods import (
+    aligned,
+    check_number,
+    of_another_period,
+    window_count,
+    window_start,
+)
 
 if TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
@@ -92,7 +98,7 @@ class TimeOfDay(StateStrategy):
     within the second `Retry-After` rounds the wait up to (`_wait`). State: `[window_id,
     count, period_ms]`: the count is kept when the limit changes, and a state counted in
     windows of another period carries its count while its window is open
-    (`periods.of_period`); a `[window_id, count]` state (written before the period was kept)
+    (`periods.of_period`; a rejected hit writes it into this period's: `base.Transition`); a `[window_id, count]` state (written before the period was kept)
     is read as counted in the current period.
 
     On Redis it decides in one `EVALSHA` on the server's clock, as every built-in strategy
@@ -206,7 +212,10 @@ class TimeOfDay(StateStrategy):
             return Decision(True, 0, limit - count, left, limit), [wid, count, rate.expire], left
         wait = self._wait(now, now + left, count, rate, cost)
         reset = left if count > 0 else 0
-        return Decision(False, wait, max(limit - count, 0), reset, limit), None, 0
+        decision = Decision(False, wait, max(limit - count, 0), reset, limit)
+        if of_another_period(state, 3, rate.expire, now):  # (carried, written: `base.Transition`)
+            return decision, [wid, count, rate.expire], left
+        return decision, None, 0
 
     def refund(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Refund:
         at = window_start(state, now, 3, rate.expire)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Optional
 from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
 from traffik.rates import MAX_LIMIT
+from traffik.strategies._another_rate import Held, converted, of_another_rate
 from traffik.strategies.base import (
     EXACT_LIMIT,
     Refund,
@@ -60,7 +61,7 @@ class TokenBucket(StateStrategy):
     full again. A rejected hit spends nothing. Read under another rate (`update_rate`, a rate
     callable, a deploy), the tokens the bucket missed at that moment, rounded up to whole
     units, are missing from the new rate's bucket (at most its capacity): the client keeps
-    what it spent. A `[tokens, last_ms]` state (written before the rate was kept) is read as
+    what it spent; a rejected hit writes that bucket (`base.Transition`). A `[tokens, last_ms]` state (written before the rate was kept) is read as
     written under the current rate. A host whose clock is behind `last_ms` decides at it
     (`base.dated`: from more than `AHEAD_MS` ahead, it is no state).
     """
@@ -100,26 +101,29 @@ class TokenBucket(StateStrategy):
         full = self._bucket(rate) * period
         if state is None or len(state) not in (2, 4):
             return full
-        if len(state) == 4 and (state[2] != limit or state[3] != period):
+        if of_another_rate(state, rate):
             held = self._missing(state, now)
-            return full if held is None else full - min(held, self.capacity(rate)) * period
+            if held is None:
+                return full
+            return full - min(ceil_div(held[0], held[1]), self.capacity(rate)) * period
         tokens, elapsed = state[0], max(now - state[1], 0)
         if elapsed >= ceil_div(full - tokens, limit):
             return full
         return tokens + elapsed * limit
 
-    def _missing(self, state: list[int], now: int) -> Optional[int]:
-        """The whole units (rounded up) a `[tokens, last_ms, limit, period_ms]` state still
-        misses at `now` under the rate it was written under; None when its last two numbers
-        are no rate this bucket decides exactly (a fresh key)."""
+    def _missing(self, state: list[int], now: int) -> Optional[Held]:
+        """What a `[tokens, last_ms, limit, period_ms]` state still misses at `now` under the
+        rate it was written under (the tokens, scaled by its period, which refill `limit`
+        per ms); None when its last two numbers are no rate this bucket decides exactly (a
+        fresh key)."""
         tokens, last, limit, period = state
         bucket = self.burst_size if self.burst_size is not None else limit
         if limit < 1 or period < 1 or 2 * (bucket + self._debt()) * period >= EXACT_LIMIT:
             return None
         missing, elapsed = bucket * period - tokens, max(now - last, 0)
         if elapsed >= ceil_div(missing, limit):
-            return 0
-        return ceil_div(missing - elapsed * limit, period)
+            return 0, period, limit
+        return missing - elapsed * limit, period, limit
 
     def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
         state, at = dated(state, _time(state), now)
@@ -140,7 +144,11 @@ class TokenBucket(StateStrategy):
         wait = -(-(need - tokens + floor) // refill)
         remaining = max((tokens - floor) // period, 0)
         reset = -(-(full - tokens) // refill)
-        return Decision(False, wait, remaining, reset, rate.limit), None, 0
+        decision = Decision(False, wait, remaining, reset, rate.limit)
+        if state is not None and of_another_rate(state, rate):
+            held, written = self._missing(state, now), [tokens, now, refill, period]
+            return converted(decision, held, self.capacity(rate), cost, written, reset)
+        return decision, None, 0
 
     held = draining_held
 

@@ -22,18 +22,21 @@ import pytest
 
 from traffik.backends.base import ThrottleBackend
 from traffik.clock import ManualClock
-from traffik.rates import Rate
+from traffik.decision import Decision
+from traffik.rates import Rate, parse_rates
 from traffik.strategies import (
     ADVANCED_STRATEGIES,
     BUILTIN_STRATEGIES,
     AdaptiveThrottle,
     FixedWindow,
+    PriorityQueue,
+    SlidingWindowLog,
     Strategy,
     TimeOfDay,
 )
 from traffik.strategies.steps import items
 
-__all__ = ["RATE_CHANGES", "RateChangeConformance"]
+__all__ = ["RATE_CHANGES", "RATE_CHANGE_WAITS", "RateChangeConformance"]
 
 _START = 1_700_000_040.0  # on a minute boundary
 _names = itertools.count()
@@ -75,6 +78,19 @@ _EXPECTED = {
 }
 
 
+RATE_CHANGE_WAITS = [
+    # (rates spent, rates then): the first rates' budget spent, the client retries under the
+    # second exactly when told (each rate keyed by its place, as a throttle keys them)
+    ("5/h", "5/min"),  # faster: one unit of the new rate, not of the old
+    ("5/d", "5/min"),
+    ("5/min", "3/min"),  # more held than the new capacity: refused until the old holds less
+    ("5/min", "5/h"),  # slower
+    ("5/h;50/d", "5/min;50/d"),  # one of several changed
+    ("5/min;5/d", "5/min;5/h"),  # the changed one refuses longer than the one that did not
+]
+"""The rate changes of `test_a_wait_told_after_a_rate_change_is_true`."""
+
+
 def _strategies() -> list[Strategy]:
     made = [cls() for cls in BUILTIN_STRATEGIES + ADVANCED_STRATEGIES]
     settled = {
@@ -83,6 +99,16 @@ def _strategies() -> list[Strategy]:
         TimeOfDay: TimeOfDay([(0, 24, 1)]),
     }
     return [settled.get(type(strategy), strategy) for strategy in made]
+
+
+async def _hit(
+    strategy: Strategy, backend: ThrottleBackend, rates: tuple[Rate, ...], commit: bool = True
+) -> Decision:
+    """A hit on key `k` under `rates`, as a throttle decides it: with one rate by the
+    strategy's `decide`, with several (or a peek, `commit=False`) in one step."""
+    if len(rates) == 1 and commit:
+        return await strategy.decide("k", rates[0], backend, 1)
+    return await backend.evaluate_all(items(strategy, "k", rates, 1, backend), commit=commit)
 
 
 @pytest.mark.anyio
@@ -164,3 +190,53 @@ class RateChangeConformance:
             await backend.close()
         alone, several = admitted
         assert several == alone, f"alone {alone}, with {day} beside it {several}"
+
+    @pytest.mark.parametrize(
+        "strategy", _strategies(), ids=[type(s).__name__ for s in _strategies()]
+    )
+    async def test_a_wait_told_after_a_rate_change_is_true(
+        self, make_backend: Callable[..., ThrottleBackend], strategy: Strategy
+    ) -> None:
+        """A budget spent under one rate, then a hit under another (`update_rate`, a deploy)
+        refused: a millisecond before the wait it was told the hit is still refused (asked
+        without a hit; but for a log, see below), and exactly at it the hit is admitted (the
+        README's promise), whatever the change (`RATE_CHANGE_WAITS`). A refused hit writes
+        what it read as the new rate's state (charging nothing), so the next hits are decided
+        under the new rate, not again from the old state, which drains at the old rate (a
+        client was told 12 s after `5/h` became `5/min`, 60 times in a row); a bucket that
+        held more than the new rate's capacity is refused until it holds what that rate
+        admits (`5/min` to `3/min`: 36 s)."""
+        if not self.supports_clock:
+            pytest.skip("this backend takes its time from the server")
+        if isinstance(strategy, FixedWindow) and not self.clock_moves_expiry:
+            pytest.skip("FixedWindow's window is a key TTL, which follows the server's clock here")
+        # A log records no rate: its key lives as long as the period it was written under
+        # said, so under a longer period it may be gone (and admit) before the wait told.
+        exact = not isinstance(strategy, (SlidingWindowLog, PriorityQueue))
+        untrue = []
+        for first, second in RATE_CHANGE_WAITS:
+            clock = ManualClock(_START)
+            backend = make_backend(namespace=f"rate-change-{next(_names)}", clock=clock)
+            old, new = parse_rates(first), parse_rates(second)
+            try:
+                spent = 0
+                while (await _hit(strategy, backend, old)).allowed:
+                    spent += 1
+                    assert spent <= 50, f"{first} never refused"
+                told = await _hit(strategy, backend, new)
+                if told.allowed:  # (nothing it held still counts under the new rates)
+                    continue
+                clock.advance(ms=told.wait_ms - 1)
+                early = await _hit(strategy, backend, new, commit=False)  # (a peek: no write)
+                clock.advance(ms=1)
+                then = await _hit(strategy, backend, new)
+                if (early.allowed and exact) or not then.allowed:
+                    untrue.append(
+                        f"{first} -> {second}: told {told.wait_ms} ms; a millisecond earlier "
+                        f"{'admitted' if early.allowed else 'refused'}, then "
+                        f"{'admitted' if then.allowed else f'refused for {then.wait_ms} ms more'}"
+                    )
+            finally:
+                await backend.reset()
+                await backend.close()
+        assert not untrue, "\n".join(untrue)

@@ -139,8 +139,9 @@ def decide_in_turn(
 
     A counter adds every cost at once, each hit getting the count it would have reached
     alone; a state goes through each hit's `transition` on the state the hits before it
-    left (a refused hit leaves it as it was), and the last new state is written, with its
-    time to live."""
+    left (a refused hit leaves it as it was, but for a state it converted from another
+    rate's: `traffik.strategies.base.Transition`), and the last new state is written, with
+    its time to live."""
     key, kind = hits[0][0], hits[0][4]
     if kind == IN_PLACE_COUNTER:
         total, gone_in = rows.count(
@@ -181,7 +182,8 @@ def decide_all(
     commit: bool,
 ) -> Decision:
     """Every item decided (its state under the same index of `keys`), then charged all or
-    nothing (`traffik.strategies.steps`)."""
+    nothing (`traffik.strategies.steps`); a refusing item's state is written when it
+    converted another rate's (`traffik.strategies.base.Transition`), charging nothing."""
     parts: list[Decision] = []
     counters: list[bool] = []
     pending: list[tuple[bool, list[int] | None, int]] = []
@@ -205,11 +207,11 @@ def decide_all(
             pending.append((row is not None, new_state, ttl_ms))
     if commit:
         written: set[str] = set()
-        for item, key, charge, counter, (exists, new_state, ttl_ms) in zip(
-            items, keys, charged(parts, items), counters, pending
+        for item, key, charge, part, counter, (exists, new_state, ttl_ms) in zip(
+            items, keys, charged(parts, items), parts, counters, pending
         ):
-            if not charge:
-                continue
+            if not charge and (part.allowed or new_state is None):
+                continue  # (a refusing item writes a state converted from another rate's)
             if counter:
                 rows.add(cursor, key, item.cost, item.rate.expire, now)
             elif new_state is not None:

@@ -30,7 +30,7 @@ from traffik.backends.memcached._sliding import (
 )
 from traffik.backends.memcached._transition import Hit, refund, transition
 from traffik.backends.store_locks import finished
-from traffik.strategies.fixed_window import counter_decision
+from traffik.strategies.fixed_window import counter_decision, too_late
 from traffik.strategies.state import decode_state
 from traffik.strategies.steps import Item, combine, is_counter
 
@@ -157,7 +157,8 @@ class MemcachedSteps:
             raise
         if parts[-1].allowed:
             return combine(parts)
-        _, later = await asyncio.gather(self._give_back(held), self._read(items[len(parts) :]))
+        rest = self._read(items[len(parts) :], convert=True)
+        _, later = await asyncio.gather(self._give_back(held), rest)
         return combine(parts + later, [item.cost for item in items])
 
     async def refund_all(self, items: Sequence[Item]) -> None:
@@ -188,9 +189,15 @@ class MemcachedSteps:
         decision, counted = await self._decide(node, mkey, item.strategy, item.rate, item.cost)
         return decision, _Held(item, node, mkey, counted=counted)
 
-    async def _read(self, items: Sequence[Item]) -> list[Decision]:
+    async def _read(self, items: Sequence[Item], convert: bool = False) -> list[Decision]:
         """Each item's decision from one read of every key (a sliding window's counter, and
-        the previous window's where it has none: a second read), charging nothing."""
+        the previous window's where it has none: a second read), charging nothing. With
+        `convert` (the items after a refusing one), what the other backends write in a
+        refused step is written: a refusing item's state converted from another rate's
+        (`traffik.strategies.base.Transition`), decided again under `cas`, charging nothing
+        (`transition`), its decision that one; and a fixed window that ends too late, cut
+        to one period (`fixed_window.too_late`: counting nothing in it, `window_hit` cuts
+        it), as its decision tells."""
         located = [await self._locate(item.key) for item in items]
         now = self.now_ms()
         windows = [
@@ -209,10 +216,14 @@ class MemcachedSteps:
         ]
         previous = iter(await fetch(opening, "evaluate_all") if opening else [])
         parts = []
+        converted: list[int] = []
+        cut: list[int] = []
         for item, raw, wid in zip(items, values, windows):
             if is_counter(item.strategy):
                 count, left = window_count(raw, now)
                 parts.append(counter_decision(count, left, item.rate, item.cost))
+                if convert and too_late(left, item.rate.expire):
+                    cut.append(len(parts) - 1)
                 continue
             self._check(item.strategy, item.rate)
             if wid is None:
@@ -220,7 +231,31 @@ class MemcachedSteps:
             else:
                 opened = unsigned(raw) is not None
                 state = window_state(raw, None if opened else next(previous), wid)
-            parts.append(item.strategy.transition(state, now, item.rate, item.cost)[0])
+            decision, new_state, _ = item.strategy.transition(state, now, item.rate, item.cost)
+            parts.append(decision)
+            if convert and wid is None and new_state is not None and not decision.allowed:
+                converted.append(len(parts) - 1)
+        if converted or cut:
+            hits = [(items[i].strategy, items[i].rate, items[i].cost) for i in converted]
+            decided, _ = await asyncio.gather(
+                asyncio.gather(
+                    *(
+                        transition(*located[i], [hit], self.now_ms, charge=False)
+                        for i, hit in zip(converted, hits)
+                    )
+                ),
+                asyncio.gather(
+                    *(
+                        located[i][0].run(
+                            window_hit(located[i][1], 0, items[i].rate.expire / 1000, now),
+                            "evaluate_all",
+                        )
+                        for i in cut
+                    )
+                ),
+            )
+            for i, (decision,) in zip(converted, decided):
+                parts[i] = decision
         return parts
 
     async def _give_back(self, held: Sequence[_Held]) -> None:

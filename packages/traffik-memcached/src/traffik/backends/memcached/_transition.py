@@ -32,13 +32,15 @@ Hit = tuple["StateStrategy", "Rate", int]
 
 
 async def transition(
-    node: Node, key: bytes, hits: list[Hit], now_ms: Callable[[], int]
+    node: Node, key: bytes, hits: list[Hit], now_ms: Callable[[], int], *, charge: bool = True
 ) -> list[Decision]:
     """Run each hit's transition in order on the state at `key`, read once (`gets`) at
     `now_ms()`, and write the final state once, with `add` (a new key) or `cas`: every hit
     is decided as if the hits came one after another. A lost race re-reads the state and
     decides the whole batch again, after a short random backoff, at most `ATTEMPTS` times.
-    When every hit is refused (no new state) nothing is written."""
+    When every hit is refused with no new state nothing is written (a refused hit's new
+    state is one converted from another rate's: `traffik.strategies.base.Transition`).
+    Without `charge`, only such a conversion is written, never an admitted hit's state."""
 
     async def attempt(client: NodeClient, conn: Connection) -> Optional[list[Decision]]:
         raw, token = await client.gets_on(conn, key)
@@ -49,7 +51,7 @@ async def transition(
         for strategy, rate, cost in hits:
             decision, new_state, new_ttl_ms = strategy.transition(state, now, rate, cost)
             decisions.append(decision)
-            if new_state is not None:
+            if new_state is not None and (charge or not decision.allowed):
                 state, ttl_ms, written = new_state, new_ttl_ms, True
         if not written or state is None:
             return decisions

@@ -348,7 +348,7 @@ class ScriptSteps(LockedSteps):
         packs = group.packs
         if packs[0].data is not None:
             return _decisions(await self._step(mode, group.keys, packs), packs)
-        decision = await super().evaluate_all(group.items, commit=mode != b"p")
+        decision = await super().evaluate_all(group.items, commit=mode in (b"c", b"g"))
         return decision.parts if isinstance(decision, Combined) else (decision,)
 
     async def _refund(self, group: _Group) -> None:
@@ -360,8 +360,9 @@ class ScriptSteps(LockedSteps):
     async def _in_order(self, groups: list[_Group], commit: bool) -> list[Decision]:
         """The items decided one group (`_groups`) at a time, each all or nothing (mode 'g':
         a refusing counter counts nothing, even a group's one item). Once a group refuses,
-        what the groups before it took is given back, and the groups after it are only read:
-        a refused step of several items takes nothing, as in one step. A group that fails
+        what the groups before it took is given back, and the groups after it are only read
+        (mode 'v': but for what their refusing items convert from another rate's state, as
+        in one step): a refused step of several items takes nothing, as in one step. A group that fails
         (its node lost, a timeout) fails the step, after what the groups before it took is
         given back (as far as the store answers): a failed step takes nothing either. Once
         begun, a step that charges runs to its end even if its caller is cancelled meanwhile
@@ -377,7 +378,8 @@ class ScriptSteps(LockedSteps):
         refused = False
         for group in groups:
             try:
-                decisions = await self._decide(group, b"g" if commit and not refused else b"p")
+                mode = b"p" if not commit else b"v" if refused else b"g"
+                decisions = await self._decide(group, mode)
             except BaseException:
                 for earlier in taken:
                     with contextlib.suppress(Exception):  # (the step's own error tells)

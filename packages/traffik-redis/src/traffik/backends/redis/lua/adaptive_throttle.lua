@@ -101,6 +101,11 @@ if admitted == false then
     end
     wait, remaining = left + (windows - 1) * period, math.max(reach - count, 0)
     reset = (count > 0 or effective < limit) and kept or 0
+    if was_period ~= nil and (was ~= limit or was_period ~= period) then
+      -- another rate's state, stored as this rate's (traffik.strategies.base.Transition)
+      state = struct.pack('<cdddddd', 'i', wid, count, effective, cut_from, limit, period)
+      ttl = kept
+    end
   end
 else
   state = struct.pack('<cdddddd', 'i', wid, count, effective, cut_from, limit, period)

@@ -131,6 +131,9 @@ if not fast then
   -- decide exactly: no state.
   local rescale = was_limit ~= limit or was_period ~= period
   local w_limit, w_unit, w_full = limit, unit, full
+  -- missed: what a state of another rate misses at now (in its units, w_unit), refilling
+  -- w_refill per ms (nil: none).
+  local missed, w_refill = nil, 0
   if rescale then
     local old = x == 0 and was_limit or x
     w_limit, w_unit = was_limit, was_period * 1000
@@ -185,11 +188,15 @@ if not fast then
         elapsed = 0
       end
       local held = 0
+      if rescale then
+        missed, w_refill = 0, refill
+      end
       if elapsed < -floordiv(-(w_full - runs[1]), refill) then
         tokens = runs[1] + elapsed * refill
         held = 1
         if rescale then
-          held = math.min(-floordiv(-(w_full - tokens), w_unit), size)
+          missed = w_full - tokens
+          held = math.min(-floordiv(-missed, w_unit), size)
           tokens = (size - held) * unit
         end
       end
@@ -250,6 +257,16 @@ if not fast then
       admitted, wait = false, -floordiv(-(need - tokens), refill)
       remaining = math.max(floordiv(tokens, unit), 0)
       reset = -floordiv(-(full - tokens), refill)
+      if missed == nil then -- (this rate's state: nothing written)
+      elseif missed <= size * w_unit then -- converted, stored (_another_rate.converted)
+        runs[1], runs[2] = tokens, now
+        local len = #runs
+        runs[len + 1], runs[len + 2] = limit, -period
+        state, ttl = pack_state(runs, 104), reset
+      else -- it held more than this bucket: until the old state holds what this one admits
+        wait = -floordiv(-(missed - (size - cost) * w_unit), w_refill)
+        remaining, reset = 0, -floordiv(-missed, w_refill)
+      end
     end
   end
 end

@@ -7,9 +7,12 @@
 -- _lists.lua; PriorityQueue reads the ranges it needs of KEYS[i] itself), now, the item's
 -- numbers (limit, period, cost, x, y) and REFUND; deciding, it sets admitted, wait, remaining
 -- and reset, and when admitted `state` (the value to store, or changes to it, see below) and
--- `ttl` (its time to live in ms); giving back, state and ttl only, or nothing when there is
--- nothing to give back to. A refund runs only on a state (of any size, as in Python). A body
--- whose decision tells another limit than the item's (TimeOfDay's: its hour's) sets `told`.
+-- `ttl` (its time to live in ms); refused, `state` and `ttl` only when it read a state of
+-- another rate, converted as this rate's holding the same units (charging nothing: stored
+-- refused or not, traffik.strategies.base.Transition); giving back, state and ttl only, or
+-- nothing when there is nothing to give back to. A refund runs only on a state (of any
+-- size, as in Python). A body whose decision tells another limit than the item's
+-- (TimeOfDay's: its hour's) sets `told`.
 -- Bodies, not functions: Redis runs the whole program on every call, and a function costs
 -- its definition, one more for each helper it reaches, and its call.
 -- KEYS: one key per item. ARGV[1]: the mode, one byte (MODE):
@@ -19,6 +22,9 @@
 --   'g' as 'c' for a group of the items of a larger step (decided group by group, steps.py
 --       `_in_order`): a refusing counter counts nothing, even the group's one item;
 --   'p' decide and charge nothing (a peek);
+--   'v' as 'p' for the groups after a refusing one (`_in_order`), but store what refusing
+--       items converted from another rate's state, as a refused 'g' does (and cut a window
+--       that ends too late);
 --   'r' give each item's cost back, never past a full budget;
 --   's' hits on one key in turn (coalesced: KEYS all the same, each item a hit of a strategy
 --       with a state of a fixed size): each decided on the state the hits before it left,
@@ -44,8 +50,10 @@ end
 -- Decide (or give back) every item on the state as it stands. `state` and `ttl` are the
 -- last item's; each item's before it wait in `pending` (pending[2i - 1], pending[2i]), a
 -- table made only for calls with several items: most have one. A counter has no state, and
--- a refused item has false.
+-- a refused item has false, or the state it converted from another rate's: `converted` lists
+-- such items (a table made only when there is one), whose states a refused call stores.
 local n, reply, pending, refused, state, ttl = #KEYS, nil, nil, false, nil, nil
+local converted = nil
 -- 's': the value the hits so far left (the stored one, then each admitted hit's state) and
 -- the time to live of the last admitted hit's (nil: none admitted, nothing to store).
 local carried, life = nil, nil
@@ -105,7 +113,12 @@ for i = 1, n do
       text = string.format('1|0|%d|%d', remaining, reset)
     else
       refused = true
-      state = false
+      if state then -- converted from another rate's state
+        converted = converted or {}
+        converted[#converted + 1] = i
+      else
+        state = false
+      end
       text = string.format('0|%d|%d|%d', wait, remaining, reset)
     end
     if told then
@@ -131,13 +144,14 @@ end
 -- then PEXPIRE; with `ttl` false, no PEXPIRE (the time to live the value has is the one it
 -- would get, see priority_queue.lua). Each item decided on the value as the call found it,
 -- so where keys meet the last item's state is the one stored (as if each were stored in
--- turn), and the others are not written.
+-- turn), and the others are not written. A refused call of several items (or of a group)
+-- stores only what its refusing items converted from another rate's state, in item order.
 if SEQ then
   if life then
     life = life - 1
     redis.call('PSETEX', KEYS[1], string.format('%d', life < 1 and 1 or life), carried)
   end
-elseif MODE ~= 112 and (not refused or n == 1 and MODE == 99) then -- not a peek, nor refused
+elseif MODE ~= 112 and (not refused and MODE ~= 118 or n == 1 and MODE == 99) then -- charged
   for i = 1, n do
     local new, px, later = state, ttl, false
     if i < n then
@@ -171,6 +185,15 @@ elseif MODE ~= 112 and (not refused or n == 1 and MODE == 99) then -- not a peek
         counter_charge(KEYS[i], period, cost)
       end
     end
+  end
+elseif converted and MODE ~= 112 then -- refused: only what refusing items converted
+  for _, i in ipairs(converted) do
+    local new, px = state, ttl
+    if i < n then
+      new, px = pending[2 * i - 1], pending[2 * i]
+    end
+    px = px - 1
+    redis.call('PSETEX', KEYS[i], string.format('%d', px < 1 and 1 or px), new)
   end
 end
 return reply or 'OK'

@@ -22,10 +22,13 @@ local backlog = 0
 if tat_ms ~= nil and (tat_ms > now or (tat_ms == now and tat_rest > 0)) then
   backlog = (tat_ms - now) * was_limit + tat_rest
 end
+-- behind: the backlog of a state of another rate, in its 1/limit ms (nil: none).
+local behind = nil
 if tat_ms ~= nil and (was_limit ~= limit or was_period ~= period) then
   -- Written under another rate: the backlog in whole units (intervals of that rate, rounded
   -- up), as as many intervals of this one (at most its capacity); no rate: no backlog.
   if was_limit >= 1 and was_period >= 1 and 2 * was_limit * was_period < 2 ^ 53 then
+    behind = backlog
     backlog = math.min(-floordiv(-backlog, was_period), floordiv(span, period)) * period
   else
     backlog = 0
@@ -40,6 +43,15 @@ elseif after > span then
   admitted, wait = false, -floordiv(-(after - span), limit)
   remaining = math.max(floordiv(span - backlog, period), 0)
   reset = -floordiv(-(backlog - slack), limit)
+  if behind == nil then -- (this rate's state: nothing written)
+  elseif behind <= floordiv(span, period) * was_period then -- converted (_another_rate.converted)
+    tat_ms = floordiv(backlog, limit)
+    state = struct.pack('<cdddd', 'i', now + tat_ms, backlog - tat_ms * limit, limit, period)
+    ttl = -floordiv(-backlog, limit)
+  else -- it held more than this rate's capacity: until the old state holds what this admits
+    wait = -floordiv(-(behind - (floordiv(span, period) - cost) * was_period), was_limit)
+    remaining, reset = 0, -floordiv(-behind, was_limit)
+  end
 else
   admitted, wait, remaining = true, 0, floordiv(span - after, period)
 end

@@ -12,6 +12,8 @@ if last ~= nil and last > now + 60000 then -- from further ahead: no state (base
 elseif last ~= nil and last > now then -- written at a later time: decided at it (decide.lua)
   now = last
 end
+-- drained: the level of a state of another rate at now, scaled by its period (nil: none).
+local drained = nil
 if level == nil then
   level = 0
 elseif was_limit == limit and was_period == period then
@@ -21,8 +23,8 @@ elseif was_limit >= 1 and was_period >= 1 and 2 * was_limit * was_period < 2 ^ 5
   -- Written under another rate: its level in whole units (rounded up) is this rate's level
   -- (at most its capacity).
   local elapsed = now > last and now - last or 0
-  level = elapsed >= -floordiv(-level, was_limit) and 0 or level - elapsed * was_limit
-  level = math.min(-floordiv(-level, was_period), limit) * period
+  drained = elapsed >= -floordiv(-level, was_limit) and 0 or level - elapsed * was_limit
+  level = math.min(-floordiv(-drained, was_period), limit) * period
 else
   level = 0 -- no rate: a fresh key
 end
@@ -33,5 +35,11 @@ else
 --[[ INCLUDE _admit ]]
   if admitted then
     state, ttl = struct.pack('<cdddd', 'i', level + cost * period, now, limit, period), reset
+  elseif drained == nil or add > top then -- (this rate's state, or never admitted: nothing)
+  elseif drained <= limit * was_period then -- converted, stored (_another_rate.converted)
+    state, ttl = struct.pack('<cdddd', 'i', level, now, limit, period), -floordiv(-level, limit)
+  else -- it held more than this bucket: until the old state holds what this one admits
+    wait = -floordiv(-(drained - (limit - cost) * was_period), was_limit)
+    remaining, reset = 0, -floordiv(-drained, was_limit)
   end
 end

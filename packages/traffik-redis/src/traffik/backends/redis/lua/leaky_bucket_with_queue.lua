@@ -12,6 +12,9 @@
 -- and the rate after it. A queue the fast read leaves, and a refund, take the general read:
 -- load_state, then the same drain (under the rate it was written under, then made this rate's).
 local level, kept, queue, plain, same = 0, 1, nil, false, false
+-- other_level: the level of a state of another rate at now, scaled by its period (a unit,
+-- other_unit), which drains other_drain per ms (nil: none).
+local other_level, other_unit, other_drain = nil, 0, 0
 local size = raw and (#raw - 1) / 8 or 0
 if not REFUND and size >= 3 and size <= 4096 and size % 2 == 1
   and string.byte(raw, 1) == 105 -- 'i'
@@ -104,6 +107,7 @@ if not plain then
       end
     end
     if valid and (was_limit ~= limit or was_period ~= period) then
+      other_level, other_unit, other_drain = level, was_period, was_limit
       -- LeakyBucketWithQueue._rescaled: the level in whole units (rounded up, at most this
       -- rate's capacity), kept by the newest entries, each its own units rounded up.
       local units = math.min(-floordiv(-level, was_period), limit)
@@ -167,5 +171,16 @@ else
 --[[ INCLUDE _list_io ]]
       state = pack_state(queue, 105)
     end
+  elseif other_level == nil or add > top then -- (this rate's state, or never admitted: nothing)
+  elseif other_level <= limit * other_unit then -- converted, stored: the entries kept
+    for i = #queue, kept + 1, -1 do
+      queue[i] = nil
+    end
+    queue[1] = now
+    queue[kept + 1], queue[kept + 2] = limit, -period
+    state, ttl = pack_state(queue, 105), -floordiv(-level, limit)
+  else -- it held more than this bucket: until the old state holds what this one admits
+    wait = -floordiv(-(other_level - (limit - cost) * other_unit), other_drain)
+    remaining, reset = 0, -floordiv(-other_level, other_drain)
   end
 end

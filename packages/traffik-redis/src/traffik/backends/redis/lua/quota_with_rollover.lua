@@ -32,4 +32,8 @@ elseif usage + cost <= quota then
 else
   admitted, wait, remaining = false, left, math.max(quota - usage, 0)
   reset = usage > 0 and left or 0
+  if carried then -- stored as this period's (_aligned_window.lua)
+    state = struct.pack('<cdddd', 'i', wid, usage, rollover, period)
+    ttl = left + period
+  end
 end

@@ -6,6 +6,7 @@
 -- state counted in another period carries its weighted count, rounded up, into now's window
 -- (sliding_window._carried).
 local held, current, previous, was = numbers(raw, '<cdddd')
+local carried = false -- a state of another period carried into now's window (stored refused)
 if held == nil then
   held, current, previous = numbers(raw, '<cddd')
 elseif was ~= period then -- another period: its weighted count, rounded up, is now's window's
@@ -24,7 +25,7 @@ elseif was ~= period then -- another period: its weighted count, rounded up, is 
     end
   end
   if was >= 1 and (held == into or held == into - 1) then
-    held, previous = floordiv(now, period), 0
+    held, previous, carried = floordiv(now, period), 0, true
   else
     held = nil
   end
@@ -59,4 +60,8 @@ else
   end
   remaining = floordiv(math.max(top - weighted, 0), period)
   reset = current > 0 and left + period or previous > 0 and left or 0
+  if carried then -- stored as this period's (traffik.strategies.base.Transition)
+    state = struct.pack('<cdddd', 'i', wid, current, previous, period)
+    ttl = left + period
+  end
 end

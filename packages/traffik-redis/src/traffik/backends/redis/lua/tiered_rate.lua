@@ -12,4 +12,7 @@ elseif count + cost <= limit then
 else
   admitted, wait, remaining = false, left, math.max(limit - count, 0)
   reset = count > 0 and left or 0
+  if carried then -- stored as this period's (_aligned_window.lua)
+    state, ttl = struct.pack('<cddd', 'i', wid, count, period), left
+  end
 end

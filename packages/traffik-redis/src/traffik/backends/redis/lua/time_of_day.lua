@@ -61,5 +61,8 @@ else
         after = boundary
       end
     end
+    if carried then -- stored as this period's (_aligned_window.lua)
+      state, ttl = struct.pack('<cddd', 'i', wid, count, period), left
+    end
   end
 end

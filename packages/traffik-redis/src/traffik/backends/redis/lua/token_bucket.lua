@@ -17,22 +17,23 @@ if last ~= nil and last > now + 60000 then -- from further ahead: no state (base
 elseif last ~= nil and last > now then -- written at a later time: decided at it (decide.lua)
   now = last
 end
+-- missed: what a state of another rate still misses at now, scaled by its period (nil: none).
+local missed = nil
 if tokens ~= nil and (was_limit ~= limit or was_period ~= period) then
   -- TokenBucket._missing: the whole units (rounded up) the bucket missed at now under the
   -- rate it was written under, missing from this rate's bucket (at most its capacity); a
   -- rate this bucket cannot decide exactly is no state.
   local old = x == 0 and was_limit or x
-  local held = nil
   if was_limit >= 1 and was_period >= 1 and 2 * (old + y) * was_period < 2 ^ 53 then
     local missing, elapsed = old * was_period - tokens, now > last and now - last or 0
-    held = 0
+    missed = 0
     if elapsed < -floordiv(-missing, was_limit) then
-      held = -floordiv(-(missing - elapsed * was_limit), was_period)
+      missed = missing - elapsed * was_limit
     end
   end
   tokens, last = nil, nil
-  if held ~= nil then
-    tokens, last = full - math.min(held, size + y) * period, now
+  if missed ~= nil then
+    tokens, last = full - math.min(-floordiv(-missed, was_period), size + y) * period, now
   end
 end
 if tokens == nil then
@@ -56,4 +57,11 @@ else
   admitted, wait = false, -floordiv(-(need - tokens + bottom), limit)
   remaining = math.max(floordiv(tokens - bottom, period), 0)
   reset = -floordiv(-(full - tokens), limit)
+  if missed == nil then -- (this rate's state: nothing written)
+  elseif missed <= (size + y) * was_period then -- converted, stored (_another_rate.converted)
+    state, ttl = struct.pack('<cdddd', 'i', tokens, now, limit, period), reset
+  else -- it held more than this bucket: until the old state holds what this one admits
+    wait = -floordiv(-(missed - (size + y - cost) * was_period), was_limit)
+    remaining, reset = 0, -floordiv(-missed, was_limit)
+  end
 end
