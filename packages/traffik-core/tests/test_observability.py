@@ -472,3 +472,40 @@ async def test_quota_contexts_and_combined_throttles_are_events(
         ("first", "refused"),
     ]
     assert all(e.key is not None and "127.0.0.1" in e.key for e in events)
+
+
+async def test_a_refund_cancelled_before_the_store_was_asked_can_be_asked_again() -> None:
+    # `refund(request)` awaits the identifier before it asks the store: cancelled there, it
+    # gave nothing back and left the request marked as refunded, so a later `refund` gave
+    # nothing either.
+    import asyncio
+
+    release = asyncio.Event()
+    waiting = asyncio.Event()
+    slow = False
+
+    async def identifier(connection: Any) -> str:
+        if slow:
+            waiting.set()
+            await release.wait()
+        return "client"
+
+    throttle = HTTPThrottle(
+        "api",
+        rate="2/min",
+        backend=InMemoryBackend(),
+        identifier=identifier,
+        strategy=TokenBucket(),
+    )
+    request = Request({"type": "http", "method": "GET", "path": "/", "headers": []})
+    await throttle.hit(request)
+    slow = True
+    refund = asyncio.ensure_future(throttle.refund(request))
+    await waiting.wait()
+    refund.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await refund
+    slow = False
+    await throttle.refund(request)
+    stat = await throttle.stat(request)
+    assert stat is not None and stat.hits_remaining == 2

@@ -21,7 +21,7 @@ from starlette.websockets import WebSocket
 from traffik.buckets import named_route_part
 from traffik.exceptions import ConfigurationError
 from traffik.on_error import bucket_failure
-from traffik.outcomes import given_back, take_charge, take_charged
+from traffik.outcomes import given_back, put_back, take_charge, take_charged
 from traffik.strategies.steps import WHAT_GIVES_BACK, gives_back
 from traffik.throttle_settings import check_cost
 from traffik.typing import EXEMPTED, StrategyStat
@@ -323,6 +323,16 @@ class BucketState:
             cost = take_charged(client, self, cost)
             if not cost:
                 return  # (this throttle took nothing from the connection, or gave it back)
+            asked: list[bool] = []  # (set as the store is asked)
+            try:
+                await self._refund(client, cost, context, path, method, backend, asked)
+            except Exception as exc:
+                self._failed("refund", exc, client, backend, "nothing given back")
+            except BaseException:
+                if not asked:  # (cancelled before the store was asked: the units stay owed)
+                    put_back(client, self, cost)
+                raise
+            return
         try:
             await self._refund(client, cost, context, path, method, backend)
         except Exception as exc:
@@ -336,8 +346,10 @@ class BucketState:
         path: Optional[str],
         method: Optional[str],
         backend: Optional[ThrottleBackend],
+        asked: Optional[list[bool]] = None,
     ) -> None:
-        """`refund` on the bucket `client`, `path`, `method`, `context` name on `backend`."""
+        """`refund` on the bucket `client`, `path`, `method`, `context` name on `backend`;
+        `asked` gets True as the store is asked to give back."""
         bucket = await self._bucket(client, context, path, method, backend)
         if bucket is None:
             return
@@ -348,6 +360,8 @@ class BucketState:
         if cost is None:
             cost = self.cost if self._cost_fn is None else await self._cost_for(client, ctx)
         if cost:
+            if asked is not None:
+                asked.append(True)
             try:
                 await backend.refund_all(self.items(key, rates, cost, backend))
             finally:  # the budget moved back (or will: a store may finish a refund begun)

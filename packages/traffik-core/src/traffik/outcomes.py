@@ -66,6 +66,7 @@ __all__ = [
     "follow",
     "given_back",
     "note",
+    "put_back",
     "settle",
     "take_charge",
     "take_charged",
@@ -320,6 +321,14 @@ def take_charged(connection: Any, throttle: Any, cost: Optional[int] = None) -> 
     else:
         del state[key]
     return units
+
+
+def put_back(connection: Any, throttle: Any, units: int) -> None:
+    """Undo `take_charged` of `units`: a refund that never reached the store (cancelled while
+    it awaited the identifier, say) leaves them for a later `refund`."""
+    state = connection.scope.setdefault("state", {})
+    key = throttle._charged_key
+    state[key] = state.get(key, 0) + units
 
 
 def given_back(connection: Any, throttle: Any) -> bool:
