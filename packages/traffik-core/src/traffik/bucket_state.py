@@ -315,28 +315,25 @@ class BucketState:
                 try:
                     await charge.give_back()
                 except Exception as exc:
-                    taken = charge.charges[0].backend if charge.charges else None
-                    self._failed("refund", exc, client, taken, "nothing given back")
+                    on = charge.charges[0].backend if charge.charges else None
+                    self._failed("refund", exc, client, on, "nothing given back")
                 return
             if self.charge_when is not None or given_back(client, self):
                 return  # (nothing of this connection's is left to give back)
-            cost = take_charged(client, self, cost)
+            cost = owed = take_charged(client, self, cost)
             if not cost:
                 return  # (this throttle took nothing from the connection, or gave it back)
-            asked: list[bool] = []  # (set as the store is asked)
-            try:
-                await self._refund(client, cost, context, path, method, backend, asked)
-            except Exception as exc:
-                self._failed("refund", exc, client, backend, "nothing given back")
-            except BaseException:
-                if not asked:  # (cancelled before the store was asked: the units stay owed)
-                    put_back(client, self, cost)
-                raise
-            return
+        else:
+            owed = 0
+        asked: list[bool] = []  # (set as the store is asked)
         try:
-            await self._refund(client, cost, context, path, method, backend)
+            await self._refund(client, cost, context, path, method, backend, asked)
         except Exception as exc:
             self._failed("refund", exc, client, backend, "nothing given back")
+        except BaseException:
+            if owed and not asked:  # (cancelled before the store was asked: still owed)
+                put_back(client, self, owed)
+            raise
 
     async def _refund(
         self,
