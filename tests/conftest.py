@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, Callable
 
@@ -87,3 +87,15 @@ def make_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[...
 
     make.kind = kind  # type: ignore[attr-defined]
     return make
+
+
+@pytest.fixture
+async def clocked_backend(
+    make_backend: Callable[..., ThrottleBackend],
+) -> AsyncIterator[ThrottleBackend]:
+    """A backend of `make_backend`'s store on a `ManualClock`, entered for the test."""
+    from traffik.clock import ManualClock
+
+    backend = make_backend(clock=ManualClock(1_700_000_000.0))
+    async with backend():
+        yield backend

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from starlette.requests import Request
 
-from traffik import HTTPThrottle, InMemoryBackend, ManualClock
+from traffik import HTTPThrottle, InMemoryBackend
 from traffik.backends.base import ThrottleBackend
 from traffik.exceptions import BackendError, ConfigurationError
 from traffik.quotas import QuotaContext
@@ -18,19 +18,6 @@ from traffik.strategies import FixedWindow, SlidingWindowCounter, TokenBucket
 from traffik.testing import FailingBackend
 
 pytestmark = pytest.mark.anyio
-
-STRATEGIES = [
-    pytest.param(TokenBucket(), id="TokenBucket"),
-    pytest.param(FixedWindow(), id="FixedWindow"),
-    pytest.param(SlidingWindowCounter(), id="SlidingWindowCounter"),
-]
-
-
-@pytest.fixture
-async def backend(make_backend: Callable[..., ThrottleBackend]) -> AsyncIterator[ThrottleBackend]:
-    backend = make_backend(clock=ManualClock(1_700_000_000.0))
-    async with backend():
-        yield backend
 
 
 @pytest.fixture
@@ -152,12 +139,15 @@ async def test_a_hit_of_something_not_a_throttle_is_refused_when_queued(
 # -- an unbound check answers as apply decides -------------------------------------------------
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize(
+    "strategy", [TokenBucket(), FixedWindow(), SlidingWindowCounter()], ids=repr
+)
 async def test_an_unbound_check_sums_the_hits_on_one_bucket_as_apply_does(
-    backend: ThrottleBackend, strategy: Any
+    clocked_backend: ThrottleBackend, strategy: Any
 ) -> None:
     """Hits of one throttle with different contexts and `skip_handler` land on one bucket:
     `apply()` decides them as one item, their costs summed; `check()` says so first."""
+    backend = clocked_backend
     api = HTTPThrottle("inputs:sum", rate="5/min", backend=backend, strategy=strategy)
     other = HTTPThrottle("inputs:other", rate="5/min", backend=backend, strategy=strategy)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from typing import Any, Callable
 
 import httpx
@@ -45,10 +44,8 @@ STRATEGIES = [
 
 
 @pytest.fixture
-async def backend(make_backend: Callable[..., ThrottleBackend]) -> AsyncIterator[ThrottleBackend]:
-    backend = make_backend(clock=ManualClock(1_700_000_000.0))
-    async with backend():
-        yield backend
+def backend(clocked_backend: ThrottleBackend) -> ThrottleBackend:
+    return clocked_backend
 
 
 def connection(path: str = "/work") -> Request:
