@@ -5,13 +5,15 @@ events: every bytecode the interpreter executes for a request is counted, in tra
 functions and in everything else (Starlette, FastAPI, asyncio). Two sets of apps:
 
 - the middleware benchmark's (`benchmarks.middleware_overhead`): the no-op ASGI middleware,
-  `ThrottleMiddleware` with one in-memory `MiddlewareThrottle`, the floor middleware, and
+  `ThrottleMiddleware` with one in-memory `MiddlewareThrottle`, the floor middleware, the
+  hand-fused one (`benchmarks.fused`: the throttle's work written by hand), and
   `ThrottleMiddleware` with two throttles decided as one; each is reported over the no-op
   one;
 - the main benchmark's FastAPI route (`benchmarks.apps`): no limiter, the no-op dependency,
-  and a throttle of each built-in strategy in memory on one key (the one-key workload's
-  rates); each is reported over the route with no limiter, and as a multiple of the no-op
-  dependency's (the ratio the main run's target speaks of, here in bytecodes).
+  a throttle of each built-in strategy in memory on one key (the one-key workload's
+  rates), and the hand-fused FixedWindow dependency; each is reported over the route with
+  no limiter, and as a multiple of the no-op dependency's (the ratio the main run's target
+  speaks of, here in bytecodes).
 
 A bytecode is not a fixed cost (a call costs more than a jump), but fewer of them on the
 request path is less time, whatever else runs on the machine: this is how a change to the
@@ -29,16 +31,28 @@ from typing import Any, Callable, Optional
 from benchmarks import middleware_overhead
 from benchmarks.apps import dependency_app, noop, plain_app
 from benchmarks.asgi import Target, asgi_target, clients
+from benchmarks.fused import fused_dependency
 from benchmarks.timing import run_block
 from benchmarks.workloads import WORKLOADS
 from traffik import HTTPThrottle, InMemoryBackend
 from traffik.strategies import GCRA, FixedWindow, LeakyBucket, SlidingWindowCounter, TokenBucket
 
-__all__ = ["STRATEGIES", "STRATEGY_NAMES", "Count", "count", "counts", "markdown", "report"]
+__all__ = [
+    "FUSED",
+    "STRATEGIES",
+    "STRATEGY_NAMES",
+    "Count",
+    "count",
+    "counts",
+    "markdown",
+    "report",
+]
 
 STRATEGIES = (FixedWindow, SlidingWindowCounter, TokenBucket, LeakyBucket, GCRA)
 """The strategies of the main run's in-memory ratio target."""
 STRATEGY_NAMES = tuple(strategy.__name__ for strategy in STRATEGIES)
+FUSED = "hand-fused FixedWindow"
+"""The dependency table's row of `benchmarks.fused`'s dependency."""
 
 _WARMUP = 300
 _REQUESTS = 100
@@ -104,7 +118,7 @@ async def counts() -> dict[str, dict[str, Count]]:
     path = middleware_overhead.PATH
     middleware = {
         layer: await count(asgi_target(layer, middleware_overhead._app(layer), peer, path))
-        for layer in ("noop", "throttled", "floor", "two")
+        for layer in ("noop", "throttled", "floor", "fused", "two")
     }
     dependency = {
         "no limiter": await count(asgi_target("no limiter", plain_app(), peer)),
@@ -113,6 +127,8 @@ async def counts() -> dict[str, dict[str, Count]]:
     for strategy in STRATEGIES:
         target = asgi_target(strategy.__name__, _throttled(strategy), peer)
         dependency[strategy.__name__] = await count(target)
+    fused = fused_dependency("bench:bytecodes", WORKLOADS[0].rate_for("FixedWindow"), "GET:/")
+    dependency[FUSED] = await count(asgi_target(FUSED, dependency_app(fused), peer))
     return {"middleware": middleware, "dependency": dependency}
 
 

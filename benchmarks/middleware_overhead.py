@@ -5,10 +5,12 @@ pure ASGI middleware that does nothing, behind `ThrottleMiddleware` with one
 `MiddlewareThrottle` (in-memory `FixedWindow`, a limit nothing reaches, default headers), and
 behind the floor of any such middleware: a pure ASGI middleware that makes only the store's
 decision (the in-memory backend's own step on a fixed key) and adds two constant headers to the
-response, and behind `ThrottleMiddleware` with two `MiddlewareThrottle`s on one store that
-both guard the route (decided as one: `traffik.together`; no target). Blocks are interleaved
+response, behind the hand-fused floor (`benchmarks.fused`: the throttle's whole work, written
+by hand for this one configuration), and behind `ThrottleMiddleware` with two
+`MiddlewareThrottle`s on one store that both guard the route (decided as one:
+`traffik.together`; no target). Blocks are interleaved
 repetition after repetition and timed in CPU time; the figure is the throttle's µs over the
-no-op middleware within each repetition (target: at most 3 µs), next to the floor's and the
+no-op middleware within each repetition (target: at most 3 µs), next to the floors' and the
 two throttles'.
 Every request goes to the route the throttle guards and must be answered 200 by each app
 (the run fails otherwise: a request that missed the route would measure a 404 and no
@@ -30,6 +32,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from benchmarks.asgi import asgi_target, clients
+from benchmarks.fused import fused_middleware
 from benchmarks.settings import MODES, Settings
 from benchmarks.targets import printed
 from benchmarks.timing import CPU_TIME, Spread, run_block, spread
@@ -59,6 +62,9 @@ class MiddlewareOverhead:
     headers)."""
     two_us: Optional[Spread] = None
     """Two throttles on one store (decided as one), µs over the no-op middleware."""
+    fused_us: Optional[Spread] = None
+    """The hand-fused floor (`benchmarks.fused`: the throttle's whole work written by hand
+    for this configuration), µs over the no-op middleware."""
     target_us: float = TARGET_US
     met: bool = False
 
@@ -113,6 +119,8 @@ def _app(layer: str) -> Any:
         app.add_middleware(
             ThrottleMiddleware, middleware_throttles=[MiddlewareThrottle(throttle, path="/items/")]
         )
+    elif layer == "fused":
+        app.add_middleware(fused_middleware("bench:mw", _RATE, "/items/", "/items/"))
     elif layer == "two":
         store = InMemoryBackend()
         pair = [
@@ -123,7 +131,7 @@ def _app(layer: str) -> Any:
     return app
 
 
-LAYERS = ("bare", "noop", "throttled", "floor", "two")
+LAYERS = ("bare", "noop", "throttled", "floor", "fused", "two")
 """The apps (`_app`), in the order they are timed; `--profile` also times `"headers=None"`
 (`ThrottleMiddleware` with the same throttle, no rate-limit headers)."""
 
@@ -161,6 +169,7 @@ async def measure(settings: Settings) -> MiddlewareOverhead:
         statuses,
         spread([f - n for f, n in zip(times["floor"], times["noop"])]),
         spread([t - n for t, n in zip(times["two"], times["noop"])]),
+        spread([f - n for f, n in zip(times["fused"], times["noop"])]),
         met=printed(overhead["median"]) <= TARGET_US,
     )
 
@@ -175,16 +184,26 @@ def markdown(row: MiddlewareOverhead) -> str:
         "### ThrottleMiddleware over a no-op ASGI middleware (Starlette, in memory, µs per "
         "request, CPU time)\n\n"
         "| bare app | no-op middleware | ThrottleMiddleware | overhead | target | | floor "
-        "| two throttles |\n"
-        "|---|---|---|---|---|---|---|---|\n"
+        "| hand-fused | two throttles |\n"
+        "|---|---|---|---|---|---|---|---|---|\n"
         f"| {_us(row.bare_us)} | {_us(row.noop_us)} | {_us(row.throttled_us)} "
         f"| {_us(row.overhead_us)} | <= {row.target_us:g} | {verdict} "
         f"| {_us(row.floor_us) if row.floor_us else ''} "
+        f"| {_us(row.fused_us) if row.fused_us else ''} "
         f"| {_us(row.two_us) if row.two_us else ''} |\n\n"
         "`floor`: a no-op middleware that makes only the store's decision and adds two "
         "constant headers, over the no-op middleware: what any middleware limiter on this "
         "store pays before matching a rule, finding a client's key or formatting a header. "
-        "`two throttles`: two `MiddlewareThrottle`s on one store that both guard the route "
+        "`hand-fused`: the throttle's whole work for this one configuration written by hand "
+        "(`benchmarks.fused`: the client's key, the store's decision, the request's state "
+        "noted, the two fields formatted and merged), no rule, option or hook looked at: the "
+        "least any code doing that work costs here"
+        + (
+            f"; the target is below it ({row.fused_us['median']:.2f} us). "
+            if row.fused_us and printed(row.fused_us["median"]) > row.target_us
+            else ". "
+        )
+        + "`two throttles`: two `MiddlewareThrottle`s on one store that both guard the route "
         "(`/**` and `/items/`), decided as one, over the no-op middleware."
     )
 

@@ -2,11 +2,12 @@
 
 The same FastAPI endpoint as the ASGI benchmark (`benchmarks.apps`) is served by one uvicorn
 worker (uvloop and httptools when installed, as `uvicorn[standard]` has them; no access log)
-on a free loopback port, in four variants: no limiter, behind a no-op FastAPI dependency
-(what `Depends` alone costs: the bound on any dependency, a throttle included), and an
+on a free loopback port, in five variants: no limiter, behind a no-op FastAPI dependency
+(what `Depends` alone costs: the bound on any dependency, a throttle included), an
 in-memory `FixedWindow` `HTTPThrottle` whose limit nobody reaches (rate-limit headers on,
 the default) attached two ways: as the endpoint's dependency, and by `ThrottleMiddleware`
-(no `Depends` to pay for). The load
+(no `Depends` to pay for), and the hand-fused middleware (`benchmarks.fused`: the same
+work written by hand, the bound on any middleware doing it). The load
 generator (`benchmarks.http_load`) runs in this process: `CONNECTIONS` keep-alive HTTP/1.1
 connections, one request in flight each, for a fixed time after a warm-up. Runs alternate
 between the variants (A B C D D C B A ...), so drift on the machine falls on all. Nothing is pinned
@@ -36,6 +37,7 @@ from typing import IO, Any, Optional
 from fastapi import FastAPI
 
 from benchmarks.apps import dependency_app, noop, plain_app
+from benchmarks.fused import fused_middleware
 from benchmarks.http_load import REQUEST, KeepAliveLoad, installed, new_loop
 from benchmarks.targets import printed
 from traffik import HTTPThrottle, InMemoryBackend
@@ -48,6 +50,7 @@ __all__ = [
     "Worker",
     "as_dict",
     "as_json",
+    "fused_app",
     "measure",
     "middleware_app",
     "noop_app",
@@ -63,11 +66,13 @@ HUGE_RATE = "1000000000/min"
 _ROOT = Path(__file__).resolve().parents[1]
 BASE, DEPENDENCY, THROTTLED = "no limiter", "no-op dependency", "FixedWindow (memory)"
 MIDDLEWARE = "FixedWindow (memory, middleware)"
+FUSED = "hand-fused middleware (memory)"
 VARIANTS = {
     BASE: "benchmarks.apps:plain_app",
     DEPENDENCY: "benchmarks.real_server:noop_app",
     THROTTLED: "benchmarks.real_server:throttled_app",
     MIDDLEWARE: "benchmarks.real_server:middleware_app",
+    FUSED: "benchmarks.real_server:fused_app",
 }
 _READY_SECONDS = 20.0
 _DRAIN_SECONDS = 5.0
@@ -103,6 +108,14 @@ def middleware_app() -> FastAPI:
     throttle = HTTPThrottle("real-server", rate=HUGE_RATE, backend=InMemoryBackend())
     app = plain_app()
     app.add_middleware(ThrottleMiddleware, middleware_throttles=[MiddlewareThrottle(throttle)])
+    return app
+
+
+def fused_app() -> FastAPI:
+    """The endpoint with no dependency, behind the hand-fused floor of the middleware's work
+    (`benchmarks.fused`) for every request (uvicorn factory)."""
+    app = plain_app()
+    app.add_middleware(fused_middleware("real-server", HUGE_RATE, "GET:/", "/"))
     return app
 
 
@@ -429,7 +442,9 @@ def report(served: ServedRun) -> str:
         "the most any dependency can reach; FixedWindow / no-op dependency: "
         f"{served.ratio_of(THROTTLED, DEPENDENCY):.3f}.",
         f"FixedWindow / no limiter, by `ThrottleMiddleware`: **{middleware:.3f}** (target ≥ "
-        f"{TARGET}: {verdict(middleware)}); {served.paired_ratio_of(MIDDLEWARE):.3f} side by side.",
+        f"{TARGET}: {verdict(middleware)}); {served.paired_ratio_of(MIDDLEWARE):.3f} side by side. "
+        "The middleware's work written by hand for this configuration (`benchmarks.fused`): "
+        f"{served.ratio_of(FUSED):.3f}, the most any middleware doing it reaches here.",
     ]
     base_cpu = cpu[BASE]
     if base_cpu:
@@ -438,7 +453,7 @@ def report(served: ServedRun) -> str:
             + ", ".join(
                 f"{name} {used - base_cpu:+.0f} µs ({base_cpu / used:.3f} as many "
                 "requests on one busy core)"
-                for name, used in ((n, cpu[n]) for n in (DEPENDENCY, THROTTLED, MIDDLEWARE))
+                for name, used in ((n, cpu[n]) for n in (DEPENDENCY, THROTTLED, MIDDLEWARE, FUSED))
                 if used
             )
             + "."
@@ -467,6 +482,7 @@ def as_dict(served: ServedRun) -> dict[str, Any]:
         "spread": {variant: served.spread(variant) for variant in VARIANTS},
         "middleware_ratio": served.ratio_of(MIDDLEWARE),
         "middleware_paired_ratio": served.paired_ratio_of(MIDDLEWARE),
+        "fused_ratio": served.ratio_of(FUSED),
         "target_met": _met(served.ratio),
         "middleware_target_met": _met(served.ratio_of(MIDDLEWARE)),
         "runs": [{**asdict(run), "per_second": run.per_second} for run in served.runs],

@@ -133,7 +133,7 @@ def test_benchmark_command_runs(tmp_path: Path) -> None:
     assert doc["checks"]
     _assert_every_target_reported(doc, result.stdout, {"memory"})
     middleware = doc["middleware_overhead"]  # (its apps each answered 200, or the run failed)
-    assert set(middleware["statuses"]) == {"bare", "noop", "throttled", "floor", "two"}
+    assert set(middleware["statuses"]) == {"bare", "noop", "throttled", "floor", "fused", "two"}
     # (a figure, not a timing check: 20 requests on a loaded machine may read below zero)
     assert math.isfinite(middleware["floor_us"]["median"])
     identities = {(row["way"], row["clients"]) for row in doc["identity"]}
@@ -234,9 +234,10 @@ def test_real_server_benchmark_runs(tmp_path: Path) -> None:
         "no-op dependency",
         "FixedWindow (memory)",
         "FixedWindow (memory, middleware)",
+        "hand-fused middleware (memory)",
     }
     assert doc["dependency_ratio"] > 0 and doc["ratio_to_dependency"] > 0
-    assert doc["middleware_ratio"] > 0
+    assert doc["middleware_ratio"] > 0 and doc["fused_ratio"] > 0
     assert all(set(run["statuses"]) == {"200"} and run["requests"] for run in doc["runs"])
     sys.path.insert(0, str(ROOT))
     try:
@@ -244,9 +245,19 @@ def test_real_server_benchmark_runs(tmp_path: Path) -> None:
     finally:
         sys.path.remove(str(ROOT))
     served = section_checks({"real_server": doc})  # (what the full run counts)
+    # (each beside the most its way reaches here: FastAPI's `Depends` alone, the hand-fused
+    # middleware)
     assert [(c.measured, c.limit, c.met, c.issues) for c in served] == [
-        (f"{doc[key]:.3f}x", ">= 0.9x the requests per second", doc[met], "16")
-        for key, met in (("ratio", "target_met"), ("middleware_ratio", "middleware_target_met"))
+        (
+            f"{doc[key]:.3f}x ({floor} {doc[of]:.3f}x)",
+            ">= 0.9x the requests per second",
+            doc[met],
+            "16",
+        )
+        for key, met, floor, of in (
+            ("ratio", "target_met", "a no-op dependency", "dependency_ratio"),
+            ("middleware_ratio", "middleware_target_met", "hand-fused", "fused_ratio"),
+        )
     ]
 
 
@@ -359,11 +370,12 @@ def test_instruction_ratios() -> None:
     counts.update({"bare app": 100_000.0, "no-op middleware": 102_000.0})
     counts.update({"ThrottleMiddleware": 140_000.0})
     served = groups()[SERVED_GROUP]
-    counts.update(zip(served, (450_000.0, 520_000.0, 560_000.0, 500_000.0)))
+    counts.update(zip(served, (450_000.0, 520_000.0, 560_000.0, 500_000.0, 480_000.0)))
     rows = tabulate(counts, {"fastapi-limiter": "not installed: pip install fastapi-limiter"})
     found = {row.variant: row for row in rows}
-    bare, floor, dependency, middleware = (found[variant] for variant in served)
+    bare, floor, dependency, middleware, fused = (found[variant] for variant in served)
     assert bare.served == 1 and middleware.served == pytest.approx(0.9)
+    assert fused.served == pytest.approx(450 / 480)
     assert dependency.x_floor == pytest.approx(110 / 70) and floor.x_floor is None
     assert found["traffik FixedWindow"].served is None
     assert found["no limiter"].overhead is None and found["no-op dependency"].x_floor is None
@@ -469,6 +481,8 @@ async def test_profile_ablation_arithmetic(monkeypatch: pytest.MonkeyPatch) -> N
         "floor middleware (the store's decision, two constant headers)": [13_500.0] * 3,
         "ThrottleMiddleware, headers=None": [15_000.0, 15_000.0, 15_000.0],
         "ThrottleMiddleware (IETF headers, the default)": [17_000.0, 17_000.0, 17_000.0],
+        "hand-fused (the throttle's work by hand, `benchmarks.fused`)": [14_000.0] * 3,
+        "hand-fused middleware (the throttle's work by hand, `benchmarks.fused`)": [14_500.0] * 3,
     }
 
     async def fixed_times(targets: list[Any], *how: object) -> Samples:
@@ -492,11 +506,17 @@ async def test_profile_ablation_arithmetic(monkeypatch: pytest.MonkeyPatch) -> N
     assert "writing two headers 0.5 us (over the no-op taking the response too)" in out
     assert "own rate-limit headers cost 1.0 us" in out
     assert "without them it takes 6.0 us over the no-op (request, response)" in out
+    # (14 - 10) / (15 - 10) and (14 - 10) / (12 - 10), the repetition below no limiter out)
+    assert "costs 2.0 us over the no-op dependency (x floor 1.40)" in out
+    middleware = await profiling._middleware()
     assert (
         "Of ThrottleMiddleware's 5.00 us over the no-op middleware, its rate-limit headers "
         "take 2.00 us (over `headers=None`), and without them it takes 3.00 us, against "
         "1.50 us for the floor middleware"
-    ) in await profiling._middleware()
+    ) in middleware
+    assert "written by hand for this one configuration (`benchmarks.fused`) costs 2.50 us" in (
+        middleware
+    )
 
     times["no-op (request)"] = [9_000.0, 10_000.0, 8_000.0]
     rows = _ablation_rows(await profiling._ablation(FixedWindow))
