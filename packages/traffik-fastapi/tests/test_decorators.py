@@ -435,3 +435,39 @@ async def test_on_a_starlette_route_it_says_which_decorator_to_use() -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         with pytest.raises(ConfigurationError, match=r"use traffik\.throttled"):
             await client.get("/x")
+
+
+@pytest.mark.parametrize("way", ["decorator", "charge_by_outcome"])
+async def test_charge_when_judges_a_request_validation_error_as_fastapi_answers_it(
+    backend: InMemoryBackend, way: str
+) -> None:
+    # A malformed request never reaches the endpoint: FastAPI answers 422, and that is the
+    # status `charge_when` judges (it was told 500: "count server failures" counted every
+    # malformed request).
+    seen: list[int] = []
+
+    def server_failures(outcome: Any) -> bool:
+        seen.append(outcome.status_code)
+        return bool(outcome.status_code >= 500)
+
+    throttle = HTTPThrottle(
+        f"fa-422-{way}", rate="2/min", backend=backend, charge_when=server_failures
+    )
+    app = FastAPI()
+    if way == "decorator":
+
+        @app.get("/items")
+        @throttled(throttle)
+        async def decorated(n: int) -> dict[str, int]:
+            return {"n": n}
+
+    else:
+
+        @app.get("/items", dependencies=[Depends(throttle.charge_by_outcome)])
+        async def guarded(n: int) -> dict[str, int]:
+            return {"n": n}
+
+    async with client_for(app) as client:
+        answered = [(await client.get("/items", params={"n": "abc"})).status_code for _ in range(4)]
+    assert answered == [422] * 4
+    assert seen == [422] * 4

@@ -41,6 +41,7 @@ message's charges of that throttle, and a socket keeps only those.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
@@ -110,11 +111,24 @@ class Outcome:
 
     @classmethod
     def of_exception(cls, exc: BaseException) -> Outcome:
-        """The outcome of an endpoint that raised `exc` (its status code, else 500)."""
-        return cls(getattr(exc, "status_code", 500), exception=exc)
+        """The outcome of an endpoint that raised `exc`: its `status_code`; 422 for FastAPI's
+        `RequestValidationError` (a request the endpoint never saw, which FastAPI answers
+        so); else 500."""
+        status = getattr(exc, "status_code", None)
+        if status is None:
+            status = 422 if _invalid_request(exc) else 500
+        return cls(status, exception=exc)
 
     def __repr__(self) -> str:
         return f"Outcome(status_code={self.status_code})"
+
+
+def _invalid_request(exc: BaseException) -> bool:
+    """Whether `exc` is FastAPI's `RequestValidationError` (looked up only where FastAPI is
+    loaded: the core does not import it)."""
+    exceptions = sys.modules.get("fastapi.exceptions")
+    invalid = getattr(exceptions, "RequestValidationError", None)
+    return invalid is not None and isinstance(exc, invalid)
 
 
 class Charge:
