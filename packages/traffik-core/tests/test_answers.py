@@ -105,6 +105,43 @@ async def test_a_returned_response_is_sent_by_the_decorator_and_the_middleware()
         assert response.status_code == 429 and response.json()["error"] == "slow down"
 
 
+def answer_with_a_dict(connection: Any, wait_ms: float, throttle: Any, context: Any) -> Any:
+    return {"error": "slow down"}  # (meant as the body: not a Response)
+
+
+async def test_a_handler_returning_neither_a_response_nor_none_refuses_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # It let the refused request through, silently: the limit was gone. The request gets
+    # the default answer (429), and a warning names what the handler returned.
+    backend = InMemoryBackend()
+
+    def throttle(uid: str) -> HTTPThrottle:
+        return HTTPThrottle(uid, rate="1/min", backend=backend, handle_throttled=answer_with_a_dict)
+
+    async def plain(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("endpoint")
+
+    apps = [
+        fastapi_app(throttle("dict-dep")),
+        Starlette(routes=[Route("/r", throttled(throttle("dict-dec"))(plain))]),
+        Starlette(
+            routes=[Route("/r", plain)],
+            middleware=[Middleware(ThrottleMiddleware, middleware_throttles=[throttle("dict-mw")])],
+        ),
+    ]
+    caplog.set_level(logging.WARNING, logger="traffik")
+    for app in apps:
+        async with client_for(app) as client:
+            assert (await client.get("/r")).status_code == 200
+            refused = await client.get("/r")
+        assert refused.status_code == 429
+        assert refused.headers["retry-after"] == "60"
+    warned = [r.getMessage() for r in caplog.records if "returned a dict" in r.getMessage()]
+    assert len(warned) == 3, caplog.text
+    assert "return a Response" in warned[0] and "None" in warned[0]
+
+
 def test_a_returned_response_denies_a_websocket_handshake() -> None:
     backend = InMemoryBackend()
     ws_throttle = WebSocketThrottle(

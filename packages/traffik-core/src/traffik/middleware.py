@@ -99,8 +99,9 @@ class ThrottleMiddleware(MiddlewareAnswers):
     exception (status-code handlers first, then by class, as Starlette does), or of
     `exception_handler_getter(exc)` when given; with no handler, what the app answers an
     `HTTPException` with by default (Starlette: the detail as text; FastAPI registers its
-    JSON `{"detail": ...}`), a 429 with `Retry-After` and the rate-limit headers; a handler
-    that returns None leaves the request to the server's 500. A WebSocket handshake
+    JSON `{"detail": ...}`), a 429 with `Retry-After` and the rate-limit headers; an
+    exception handler that returns None leaves the request to the server's 500 (a
+    `handle_throttled` returning None lets it through). A WebSocket handshake
     gets that response as a denial, or a close with code 1008 when the server cannot send
     one. An HTTP refusal also gets the headers each `CORSMiddleware` this one wraps would add.
     Allowed HTTP responses carry the throttles' rate-limit headers, added to the app's own;

@@ -36,6 +36,7 @@ __all__ = ["PendingRequest", "ThrottleAnswers", "made", "no_body"]
 
 logger = logging.getLogger("traffik")
 _shadow_log = QuietLog(logger, interval=1.0)
+_unanswered = QuietLog(logger, interval=60.0)
 """Would-be refusals of shadow throttles: one line per client and throttle per second."""
 
 
@@ -329,4 +330,17 @@ class ThrottleAnswers:
             state[THROTTLED_STATE_KEY] = wait
         if isinstance(result, Response):
             answer_with(connection, result)
+        elif result is not None:  # (a body meant as the answer, say: refused, not let through)
+            _unanswered.log(
+                logging.WARNING,
+                (self.uid, type(result)),
+                "%r's handle_throttled returned a %s, which is no answer: the request gets "
+                "the default one. A handler may return a Response (the answer), return "
+                "None (to let the request through) or raise.",
+                self,
+                type(result).__name__,
+            )
+            answer = self.default_handler(connection, wait, self, ctx)
+            if inspect.isawaitable(answer):
+                await answer
         return connection
