@@ -94,6 +94,21 @@ def _default(name: str) -> Any:
     return property(get, set_, doc=f"The `{name}` throttles use when they set none.")
 
 
+def _defined_here(cls: type, name: str) -> Any:
+    """`cls`'s `name` when `cls` or a mixin of it defines it: a class in its bases before
+    `ThrottleBackend` that is no backend (`class MyBackend(MyCommands, ThrottleBackend)`).
+    None when `cls` inherits it from a backend class (whose own `__init_subclass__` wrapped
+    it) or from `ThrottleBackend` itself."""
+    for owner in cls.__mro__:
+        if name in vars(owner):
+            if owner is cls or not (
+                issubclass(owner, ThrottleBackend) or owner in ThrottleBackend.__mro__
+            ):
+                return vars(owner)[name]
+            return None
+    return None
+
+
 class ThrottleBackend(BackendLifecycle, StorageOperations, LockedSteps, Generic[ConnT, HTTPConnT]):
     """Stores rate-limit state under one namespace.
 
@@ -341,22 +356,24 @@ class ThrottleBackend(BackendLifecycle, StorageOperations, LockedSteps, Generic[
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        own = cls.__dict__
         guarded = cls._open is ThrottleBackend._open or any(
             "base_exception_type" in vars(k)
             for k in cls.__mro__[: cls.__mro__.index(ThrottleBackend)]
         )
         if guarded:
             for name in (*GUARDED, *cls.wrap_methods):
-                if name in own:
-                    setattr(cls, name, guard(own[name]))
-        if "initialize" in own and not getattr(own["initialize"], GUARD_MARK, False):
-            opening = guard(own["initialize"], opens=False) if guarded else own["initialize"]
+                method = _defined_here(cls, name)
+                if method is not None:
+                    setattr(cls, name, guard(method))
+        initialize = _defined_here(cls, "initialize")
+        if initialize is not None and not getattr(initialize, GUARD_MARK, False):
+            opening = guard(initialize, opens=False) if guarded else initialize
             cls.initialize = single_flight(opening)  # type: ignore[method-assign]
-        if "close" in own and not getattr(own["close"], GUARD_MARK, False):
-            own_close = guard(own["close"], opens=False) if guarded else own["close"]
+        close = _defined_here(cls, "close")
+        if close is not None and not getattr(close, GUARD_MARK, False):
+            own_close = guard(close, opens=False) if guarded else close
             cls.close = close_once(own_close)  # type: ignore[method-assign]
-        clear = cls.__dict__.get("clear")
+        clear = getattr(cls, "clear", None)  # (the base's own too: it forgets nothing)
         if clear is not None and not getattr(clear, "forgets_refusals", False):
             # Whatever a backend's clear() does, the refusals it remembers go with it.
             @functools.wraps(clear)
