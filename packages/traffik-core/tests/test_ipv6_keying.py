@@ -121,6 +121,40 @@ def test_set_ipv6_prefix_applies_to_peers_already_seen() -> None:
     assert grouped_address("2001:db8:1:2::1") == "2001:db8:1::/56"
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("where", ["dependency", "middleware"])
+async def test_set_ipv6_prefix_applies_to_clients_a_throttle_has_seen(where: str) -> None:
+    # A throttle remembers each peer's key: a client it had seen kept its /64 bucket after
+    # the change, beside its neighbours' /56 one.
+    from traffik import ThrottleMiddleware
+
+    throttle = HTTPThrottle(f"prefix-{where}", rate="2/min", backend=InMemoryBackend())
+    app = FastAPI()
+    if where == "dependency":
+        app.router.dependencies.append(Depends(throttle))
+    else:
+        app.add_middleware(ThrottleMiddleware, middleware_throttles=[throttle])
+
+    @app.get("/r")
+    async def route() -> dict[str, bool]:
+        return {"ok": True}
+
+    async def get(peer: str) -> int:
+        transport = httpx.ASGITransport(app=app, client=(peer, 1234))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return (await client.get("/r")).status_code
+
+    first, neighbour = "2001:db8:1:1::1", "2001:db8:1:2::1"  # (one /56, two /64s)
+    assert await get(first) == 200
+    set_ipv6_prefix(56)
+    assert [await get(peer) for peer in (first, neighbour, first, neighbour)] == [
+        200,
+        200,
+        429,
+        429,
+    ]
+
+
 def test_prefix_128_keeps_full_addresses() -> None:
     assert grouped_address("2001:db8::1", ipv6_prefix=128) == "2001:db8::1"
     set_ipv6_prefix(128)

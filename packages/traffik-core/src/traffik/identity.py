@@ -102,6 +102,19 @@ def set_ipv6_prefix(prefix: int) -> None:
     global _ipv6_prefix
     _ipv6_prefix = _checked_prefix(prefix)
     _PEER_PARTS.clear()
+    for forget in tuple(_PREFIX_WATCHERS):
+        forget()
+
+
+_PREFIX_WATCHERS: list[Callable[[], None]] = []
+"""Called when the prefix changes: what remembers keys made of peer parts forgets them (the
+throttles' keys per peer, `traffik.throttle_settings`)."""
+
+
+def _watch_prefix(forget: Callable[[], None]) -> None:
+    """Call `forget` whenever `set_ipv6_prefix` changes the prefix (for what remembers keys
+    made of peer parts)."""
+    _PREFIX_WATCHERS.append(forget)
 
 
 def get_ipv6_prefix() -> int:

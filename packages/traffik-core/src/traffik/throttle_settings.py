@@ -7,6 +7,7 @@ both `throttle.update_rate("5/s")` and traffik 1.2's `await throttle.update_rate
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Awaitable, Generator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
@@ -14,6 +15,7 @@ from traffik.backends.base import ThrottleBackend
 from traffik.call_shapes import check_called_as
 from traffik.exceptions import ConfigurationError
 from traffik.headers import Headers, header_setting
+from traffik.identity import _watch_prefix
 from traffik.on_error import check_on_error
 from traffik.rates import MAX_PERIOD_MS, UNLIMITED, Rate, RatesLike, parse_rates
 from traffik.response_headers import HeaderPlan
@@ -73,6 +75,18 @@ class Updated:
 
 
 _UPDATED = Updated()
+
+_KEEPING_KEYS: weakref.WeakSet[Any] = weakref.WeakSet()
+"""The throttles that remember keys per peer: a key holds the peer's part, which a change of
+the IPv6 prefix (`traffik.identity.set_ipv6_prefix`) changes, so they forget them then."""
+
+
+def _forget_every_key() -> None:
+    for throttle in list(_KEEPING_KEYS):
+        throttle._forget_keys()
+
+
+_watch_prefix(_forget_every_key)
 
 
 class ThrottleSettings:
@@ -182,7 +196,8 @@ class ThrottleSettings:
 
     def _forget_keys(self) -> None:
         """Forget the keys remembered per peer and route (`Throttle._prepared`), and the
-        routes' prepared key parts."""
+        routes' prepared key parts (also when the IPv6 prefix changes: `_KEEPING_KEYS`)."""
+        _KEEPING_KEYS.add(self)
         self._keys: dict[tuple[Any, ...], tuple[Any, tuple[tuple[Rate, ...], int, str]]] = {}
         self._ends: dict[tuple[Any, ...], tuple[Any, Optional[str], str]] = {}
 
