@@ -600,3 +600,19 @@ async def test_clients_in_one_64_behind_a_proxy_share_a_bucket() -> None:
         for client in ("2001:db8::1", "2001:db8::2", "2001:db8::3", "2001:db8:0:1::1")
     ]
     assert codes == [200, 200, 429, 200]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        remote_address,
+        lambda proxies: get_remote_address(scope_with("10.0.0.1"), trusted_proxies=proxies),
+    ],
+)
+def test_trusted_proxies_given_as_one_string_is_a_clear_error(make: Any) -> None:
+    # Each character was taken as a proxy: "trusted proxy '1' is not an IP address".
+    with pytest.raises(
+        ConfigurationError,
+        match=r"trusted_proxies='10.0.0.1' is one string; give a list.*\['10.0.0.1'\]",
+    ):
+        make("10.0.0.1")

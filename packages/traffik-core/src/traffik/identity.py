@@ -307,6 +307,17 @@ _Trust = tuple[_Networks, bool]
 """The trusted proxies: their networks, and whether a unix socket is one (`UNIX_SOCKET`)."""
 
 
+def _proxies(trusted_proxies: Iterable[str], where: str) -> tuple[str, ...]:
+    """`trusted_proxies` as texts; a lone string (whose characters would each be a proxy) is
+    refused, with the list it was surely meant as."""
+    if isinstance(trusted_proxies, (str, bytes)):
+        raise ConfigurationError(
+            f"{where}: trusted_proxies={trusted_proxies!r} is one string; give a list of "
+            f"addresses or networks, e.g. [{trusted_proxies!r}]"
+        )
+    return tuple(str(p) for p in trusted_proxies)
+
+
 @functools.lru_cache(maxsize=128)
 def _trust(trusted: tuple[str, ...]) -> _Trust:
     networks = []
@@ -453,7 +464,7 @@ def get_remote_address(
     scope = connection.scope if hasattr(connection, "scope") else connection
     header = _one_header(proxy_headers)
     prefix = None if ipv6_prefix is None else _checked_prefix(ipv6_prefix)
-    trusted = tuple(str(p) for p in trusted_proxies) if trusted_proxies else ()
+    trusted = _proxies(trusted_proxies, "get_remote_address") if trusted_proxies else ()
     return _client_address(trusted, header, prefix)(scope)
 
 
@@ -503,7 +514,7 @@ def remote_address(
             proxy is not an address or network, or `ipv6_prefix` is invalid.
     """
     address = _ClientAddress(
-        _trust(tuple(str(p) for p in trusted_proxies)),
+        _trust(_proxies(trusted_proxies, "remote_address")),
         _one_header(proxy_headers),
         None if ipv6_prefix is None else _checked_prefix(ipv6_prefix),
     )
