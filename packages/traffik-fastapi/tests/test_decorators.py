@@ -388,6 +388,23 @@ async def test_methods_of_class_based_views(backend: InMemoryBackend) -> None:
     assert [p["name"] for p in app.openapi()["paths"]["/items"]["get"]["parameters"]] == ["q"]
 
 
+async def test_dependency_overrides_disable_charge_by_outcome_too(backend: InMemoryBackend) -> None:
+    # `app.dependency_overrides[throttle]` disables the throttle wherever it applies
+    # (docs/guides/decorators.md); `Depends(throttle.charge_by_outcome)` kept counting.
+    login = HTTPThrottle("fa-override-cbo", rate="1/min", backend=backend, charge_when=failed)
+    app = FastAPI()
+
+    @app.post("/login", dependencies=[Depends(login.charge_by_outcome)])
+    async def sign_in() -> None:
+        raise HTTPException(401, "wrong password")
+
+    app.dependency_overrides[login] = lambda: None
+    async with client_for(app) as client:
+        assert [(await client.post("/login")).status_code for _ in range(3)] == [401] * 3
+        app.dependency_overrides.clear()
+        assert [(await client.post("/login")).status_code for _ in range(2)] == [401, 429]
+
+
 async def test_dependency_overrides_leave_out_throttles_of_a_combined_dependency(
     backend: InMemoryBackend,
 ) -> None:

@@ -25,7 +25,7 @@ from traffik.throttles._throttle import (
     Throttle,
 )
 
-__all__ = ["ChargeByOutcome", "HTTPThrottle", "RequestThrottle"]
+__all__ = ["ChargeByOutcome", "HTTPThrottle", "RequestThrottle", "overridden"]
 
 _KEYWORD = inspect.Parameter.KEYWORD_ONLY
 
@@ -50,6 +50,15 @@ class _OutcomeSignature:
             request = inspect.Parameter("request", _KEYWORD, default=settling, annotation=Request)
             dependency._signature = inspect.Signature([request], return_annotation=Request)
         return dependency._signature
+
+
+def overridden(throttle: Any, connection: Any) -> bool:
+    """Whether the connection's FastAPI app overrides `throttle`
+    (`app.dependency_overrides[throttle] = ...`, as a test disables a `Depends(throttle)`):
+    then the throttle applies nowhere on that app, wherever FastAPI runs it from (inside
+    `throttled(a, b)`, `charge_by_outcome`)."""
+    overrides = getattr(connection.scope.get("app"), "dependency_overrides", None)
+    return overrides is not None and throttle in overrides
 
 
 class ChargeByOutcome:
@@ -82,7 +91,11 @@ class ChargeByOutcome:
         request: Request = None,  # type: ignore[assignment]  # (None: a WebSocket route's)
         response: Response = None,  # type: ignore[assignment]  # (FastAPI's, always given)
     ) -> AsyncIterator[Request]:
-        """Hit, then settle the charge with the endpoint's outcome (`ChargeByOutcome`)."""
+        """Hit, then settle the charge with the endpoint's outcome (`ChargeByOutcome`); not
+        at all when the app overrides the throttle (`overridden`), as in a test."""
+        if request is not None and overridden(self.throttle, request):
+            yield request
+            return
         await self.throttle.hit(request, response=response)
         try:
             yield request

@@ -33,6 +33,7 @@ from traffik.header_merge import merge_headers
 from traffik.middleware_sends import HeaderSink
 from traffik.outcomes import Outcome, settle
 from traffik.throttles import Throttle
+from traffik.throttles._http import overridden
 from traffik.together import Entry, hit_together
 
 __all__ = ["Throttled", "throttled"]
@@ -121,10 +122,7 @@ def _mark_of(kwargs: dict[str, Any], name: str, endpoint: Callable[..., Any]) ->
 def _not_overridden(throttles: tuple[Throttle, ...], connection: Any) -> tuple[Throttle, ...]:
     """`throttles` but those the app overrides (`app.dependency_overrides[throttle] = ...`,
     as tests disable a `Depends(throttle)`): left out, their override not called."""
-    overrides = getattr(connection.scope.get("app"), "dependency_overrides", None)
-    if not overrides:
-        return throttles
-    return tuple(throttle for throttle in throttles if throttle not in overrides)
+    return tuple(throttle for throttle in throttles if not overridden(throttle, connection))
 
 
 def _dependency(throttles: tuple[Throttle, ...], connection_type: type) -> Callable[..., Any]:
