@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import httpx
 import pytest
@@ -266,6 +266,25 @@ async def test_a_429_carries_the_cors_headers_wherever_cors_middleware_sits(wher
     assert "access-control-allow-origin" not in stranger.headers
     assert no_origin.status_code == 429
     assert "access-control-allow-origin" not in no_origin.headers
+
+
+@pytest.mark.parametrize("origin", [None, ORIGIN, "https://evil.example"])
+async def test_a_429_gets_what_cors_middleware_gives_the_same_request_allowed(
+    origin: Optional[str],
+) -> None:
+    # Starlette 1.x's CORSMiddleware answers a request without `Origin` with `Vary: Origin`
+    # too; the refusal, replayed only for requests with one, went without it.
+    throttle = HTTPThrottle("kinds-cors-same", rate="1/min", backend=InMemoryBackend())
+    app = _stacked(throttle, [], [_cors()])
+    headers = {} if origin is None else {"Origin": origin}
+    async with _client(app) as client:
+        allowed = await client.get("/data", headers=headers)
+        refused = await client.get("/data", headers=headers)
+    assert (allowed.status_code, refused.status_code) == (200, 429)
+    cors = ("vary", "access-control-allow-origin", "access-control-expose-headers")
+    assert [refused.headers.get(name) for name in cors] == [
+        allowed.headers.get(name) for name in cors
+    ]
 
 
 async def test_a_429_passes_every_cors_layer_inside_under_other_middleware():

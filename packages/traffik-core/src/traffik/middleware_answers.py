@@ -9,14 +9,13 @@ refusal gets the headers each `CORSMiddleware` the middleware wraps would have a
 
 from __future__ import annotations
 
-import functools
+import copy
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from traffik import _starlette_missing
 
 try:
     from starlette.concurrency import run_in_threadpool
-    from starlette.datastructures import Headers
     from starlette.exceptions import HTTPException
     from starlette.middleware.cors import CORSMiddleware
     from starlette.requests import HTTPConnection
@@ -112,12 +111,15 @@ class MiddlewareAnswers:
             reason = str(getattr(exc, "detail", "")).encode()[:123].decode(errors="ignore")
             await send({"type": "websocket.close", "code": 1008, "reason": reason})
             return
-        if scope["type"] == "http" and self._cors_inside():
-            # A refusal never reaches a `CORSMiddleware` inside this one: it gets the headers
-            # each would add (a browser reports a 429 without them as a CORS error), for a
-            # request with an `Origin`, as `CORSMiddleware` itself does.
-            request_headers = Headers(scope=scope)
-            if "origin" in request_headers:
-                for layer in self._cors_inside():  # (the innermost's send runs first)
-                    send = functools.partial(layer.send, send=send, request_headers=request_headers)
-        await response(scope, receive, send)
+        answer: Any = response
+        if scope["type"] == "http":
+            # A refusal never reaches a `CORSMiddleware` inside this one: each is run around
+            # it (a copy whose app is the refusal), so it gets what that layer would add to
+            # the same request allowed, in whichever Starlette (a browser reports a 429
+            # without those headers as a CORS error). A preflight never gets here: it does
+            # not count while a `CORSMiddleware` inside answers it.
+            for layer in reversed(self._cors_inside()):  # (the innermost runs first)
+                around = copy.copy(layer)
+                around.app = answer
+                answer = around
+        await answer(scope, receive, send)
