@@ -577,6 +577,14 @@ def test_a_header_that_cannot_be_written_is_refused_at_construction(name: str, v
         HTTPThrottle("bad-header", rate="1/min", headers={name: value})
 
 
+def test_a_value_that_cannot_be_written_is_named_where_it_was_given() -> None:
+    # `Header("v\r\n...")` was told `headers['Header']=...`, as if a header were named so.
+    with pytest.raises(ConfigurationError, match=r"^Header\('v\\r\\nx'\): a header value holds"):
+        Header("v\r\nx", when="always")
+    with pytest.raises(ConfigurationError, match=r"^headers\['X-A'\]='v\\r\\nx': a header value"):
+        Headers({"X-A": "v\r\nx"})
+
+
 @pytest.mark.parametrize("headers", ["ietf", "legacy"])
 async def test_a_tier_s_limit_is_the_policy_its_client_is_told(headers: str) -> None:
     """A `TieredRate` client is told its tier's quota (`q`, `X-RateLimit-Limit`), not the base

@@ -42,11 +42,13 @@ def _field_value(text: str) -> str:
     return text if _UNWRITABLE.search(text) is None else _UNWRITABLE.sub("_", text)
 
 
-def _checked_value(name: str, value: str) -> str:
+def _checked_value(where: str, value: str) -> str:
+    """`value`, refused unless a header can hold it as it is; `where` names it for the
+    message (`headers['X-Plan']='...'`, `Header('...')`)."""
     if _UNWRITABLE.search(value) is not None:
         raise ConfigurationError(
-            f"headers[{name!r}]={value!r}: a header value holds tabs and printable latin-1 "
-            "text only (no CR, LF or other control characters)"
+            f"{where}: a header value holds tabs and printable latin-1 text only (no CR, LF or "
+            "other control characters)"
         )
     return value
 
@@ -139,7 +141,7 @@ class Header:
                 "(connection, stat, context) -> str (the value) or -> bool (`when`)"
             )
         if isinstance(value, str):
-            _checked_value("Header", value)
+            _checked_value(f"Header({value!r})", value)
         object.__setattr__(self, "_value", value)
         object.__setattr__(self, "_condition", when)
 

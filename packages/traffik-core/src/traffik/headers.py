@@ -89,7 +89,7 @@ class Headers(MutableMapping[str, Header]):
         if isinstance(value, Header):
             return value.value if value.is_static else value  # type: ignore[return-value]
         if isinstance(value, str):
-            return _checked_value(name, value)
+            return _checked_value(f"headers[{name!r}]={value!r}", value)
         raise ConfigurationError(f"headers[{name!r}]={value!r}: use a string or a Header")
 
     def __getitem__(self, name: str) -> Header:
