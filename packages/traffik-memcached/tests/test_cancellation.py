@@ -1,8 +1,11 @@
 """A refund whose caller is cancelled (a client that left, a `wait_for` around it) still lands,
-on every item: `refund_all`, begun, runs to its end, as `evaluate_all` does.
+on every item: `refund_all`, begun, runs to its end, as `evaluate_all` does. A decision of
+several rates (`evaluate_all`) cancelled before it sent anything takes nothing; once begun, it
+charges every rate.
 
 The cancellation points are made with the servers themselves: a frozen node (`pause()`) holds
-the commands sent to it unanswered while the caller is cancelled, and answers them once thawed.
+the commands sent to it unanswered while the caller is cancelled, and answers them once thawed;
+and a connection held by an operation that waits for an event (the only fault injected).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from traffik import HTTPThrottle, MiddlewareThrottle, ThrottleMiddleware, thrott
 from traffik.backends.memcached import MemcachedBackend
 from traffik.rates import parse_rates
 from traffik.strategies import BUILTIN_STRATEGIES, Strategy
-from traffik.strategies.steps import Item, gives_back, items
+from traffik.strategies.steps import Item, gives_back, is_counter, items
 
 pytestmark = [pytest.mark.memcached, pytest.mark.anyio]
 
@@ -213,5 +216,99 @@ async def test_a_charge_when_give_back_cancelled_part_way_lands_on_every_rate(
             finally:
                 frozen.resume()
         await _settles_at(backend, its, whole)
+    finally:
+        await backend.close()
+
+
+# -- a decision of several rates, cancelled before it sent anything, or after --
+
+STEPPED = REFUNDING  # (every built-in strategy: each decides as an item of a step)
+BEFORE_SENDING = ["waiting-for-a-connection", "waiting-for-the-generation"]
+
+
+def _stepping_backend(server: Any, waits: str) -> MemcachedBackend:
+    """One connection, held by another command while the server is frozen (a connection to
+    wait for); or the namespace generation read before every operation (a read to wait for)."""
+    if waits == "waiting-for-a-connection":
+        return MemcachedBackend(server.url, namespace="cancel", pool_size=1, generation_refresh=60)
+    return MemcachedBackend(server.url, namespace="cancel", generation_refresh=0)
+
+
+@pytest.mark.parametrize("waits", BEFORE_SENDING)
+@pytest.mark.parametrize("cls", STEPPED, ids=[cls.__name__ for cls in STEPPED])
+async def test_a_step_of_several_rates_cancelled_before_it_sent_anything_takes_nothing(
+    memcached_server: Any, cls: type[Strategy], waits: str
+) -> None:
+    """Two rates decided as one step, its caller cancelled while the step waits before its
+    first command (for the one connection, which another command holds on the frozen server;
+    or for the namespace generation's read): the cancellation reaches the caller at once, and
+    once the server answers, the step has charged neither rate (it never began)."""
+    backend = _stepping_backend(memcached_server, waits)
+    try:
+        its = items(cls(), "client", RATES, 1, backend)
+        whole = await _left(backend, its)
+        with _frozen(memcached_server):
+            holder = asyncio.ensure_future(backend.get("another key"))
+            await asyncio.sleep(SENT)  # (holds the connection, or is the generation's read)
+            await _cancelled_after_sending(backend.evaluate_all(its))  # (it waits: sent nothing)
+        await holder
+        await asyncio.sleep(SENT * 4)  # a step left running would be over by now
+        assert await _left(backend, its) == whole
+    finally:
+        await backend.close()
+
+
+@pytest.mark.parametrize("cls", STEPPED, ids=[cls.__name__ for cls in STEPPED])
+async def test_a_step_of_several_rates_cancelled_once_it_began_charges_every_rate(
+    memcached_server: Any, cls: type[Strategy]
+) -> None:
+    """Two rates decided as one step, its caller cancelled once the first rate's command
+    was sent (the frozen server holds it unanswered): the step runs to its end, so both
+    rates are charged, not the first only."""
+    backend = _backend(memcached_server)
+    try:
+        its = items(cls(), "client", RATES, 1, backend)
+        whole = await _left(backend, its)
+        with _frozen(memcached_server):
+            await _cancelled_after_sending(backend.evaluate_all(its))
+        await _settles_at(backend, its, [left - 1 for left in whole])
+    finally:
+        await backend.close()
+
+
+COALESCED = [cls for cls in STEPPED if not is_counter(cls())]
+
+
+@pytest.mark.parametrize("cls", COALESCED, ids=[cls.__name__ for cls in COALESCED])
+async def test_a_step_cancelled_in_the_round_of_another_hit_before_it_is_sent_takes_nothing(
+    memcached_server: Any, cls: type[Strategy]
+) -> None:
+    """The step's first rate is coalesced with a lone hit on the same key in flight (the
+    frozen server holds it): the step waits for the next round. The server answers, and
+    that round takes the step's hit, then waits for the one connection, which an operation
+    holds (fault injection). The caller is cancelled then: once the connection is free, the
+    round leaves the hit out (it never began), and only the lone hit is charged, on the
+    first rate, not the step's on either."""
+    backend = _stepping_backend(memcached_server, "waiting-for-a-connection")
+    try:
+        its = items(cls(), "client", RATES, 1, backend)
+        whole = await _left(backend, its)
+        node = backend._ring.pick(its[0].key)
+        free = asyncio.Event()
+        with _frozen(memcached_server):
+            lone = asyncio.ensure_future(backend.evaluate_all(its[:1]))
+            await asyncio.sleep(SENT)  # sent, unanswered: its round holds the connection
+            holder = asyncio.ensure_future(node.run(lambda client, conn: free.wait(), "test"))
+            step = asyncio.ensure_future(backend.evaluate_all(its))
+            await asyncio.sleep(SENT)  # the step's hit is queued for the next round
+        assert (await lone).allowed  # the next round (the step's hit) now waits for `holder`
+        await asyncio.sleep(SENT)
+        step.cancel()
+        await asyncio.wait_for(asyncio.gather(step, return_exceptions=True), 0.1)
+        assert step.cancelled()
+        free.set()
+        await holder
+        await asyncio.sleep(SENT * 4)  # a round or step left running would be over by now
+        assert await _left(backend, its) == [whole[0] - 1, whole[1]]
     finally:
         await backend.close()

@@ -170,3 +170,69 @@ async def test_window_counters_holding_what_no_counter_wrote_are_no_state(
     await node.run(plant((0,)), "test")  # while the key is known full: its `get` reads it
     assert (await strategy.decide("u", RATE, backend, 4)).allowed
     assert await _counter(backend, "u", clock.ms()) == (0, 4)
+
+
+# A clock that steps back: (the rate, the hits `(seconds after START, how many)` before the
+# step, the time it steps back to, the wait the in-memory store tells the next hit then)
+STEPPED_BACK = {
+    # 4 in a window, 1 (and 1 refused) 15 s into the next; back 30 s: the next window's count
+    # refuses the hit until 30 s into that window
+    "next-window": (Rate.parse("4/min"), [(10, 5), (75, 2)], 45, 45_000),
+    # 2/10s: 2 in a window, 1 (and 1 refused) in each of the next two; back 17 s: each of the
+    # two windows ahead refuses the hit until its end
+    "two-windows-ahead": (Rate.parse("2/10s"), [(5, 2), (15, 2), (25, 2)], 8, 22_000),
+}
+
+
+async def _stepped_back(one: Any, when: ManualClock, timeline: str) -> None:
+    rate, hits, back_to, _ = STEPPED_BACK[timeline]
+    strategy = SlidingWindowCounter()
+    for at, count in hits:
+        when.set(START + at)
+        for _ in range(count):
+            await strategy.decide("u", rate, one, 1)
+    when.set(START + back_to)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("timeline", list(STEPPED_BACK))
+@pytest.mark.parametrize("deciding", ["incr", "get", "read"])
+async def test_a_refusal_after_the_clock_steps_back_tells_the_true_wait(
+    backend: MemcachedBackend,
+    clock: ManualClock,
+    memcached_url: str,
+    deciding: str,
+    timeline: str,
+) -> None:
+    """The clock steps back past counts of the windows ahead, and the client's next hit is
+    refused. The wait it is told counts those windows too, so it is the wait the in-memory
+    store tells (counting only the window the clock is in, it was 30 s and 7 s: the client
+    came back then and was refused again). Retried 1 ms before that wait the hit is refused,
+    and at it admitted. Decided by a process that does not know the key is full (`incr`), by
+    the one that does (`get`: it reads the window's counter instead), and read without
+    charging (`evaluate_all(commit=False)`)."""
+    rate, _, _, wait = STEPPED_BACK[timeline]
+    strategy = SlidingWindowCounter()
+    reference_clock = ManualClock(START)
+    reference = InMemoryBackend(namespace="reference", clock=reference_clock)
+    other = MemcachedBackend(memcached_url, namespace=backend.namespace, clock=clock)
+    try:
+        await _stepped_back(backend, clock, timeline)
+        await _stepped_back(reference, reference_clock, timeline)
+        expected = await strategy.decide("u", rate, reference, 1)
+        assert not expected.allowed and expected.wait_ms == wait, expected
+        if deciding == "read":
+            told = await backend.evaluate_all(
+                items(strategy, "u", [rate], 1, backend), commit=False
+            )
+        else:
+            told = await strategy.decide("u", rate, other if deciding == "incr" else backend, 1)
+        assert (told.allowed, told.wait_ms) == (False, wait), told
+        clock.advance(ms=wait - 1)
+        early = await strategy.decide("u", rate, backend, 1)
+        assert not early.allowed and early.wait_ms == 1, early
+        clock.advance(ms=1)
+        assert (await strategy.decide("u", rate, backend, 1)).allowed
+    finally:
+        await reference.close()
+        await other.close()

@@ -53,10 +53,13 @@ class MemcachedBackend(MemcachedCounter, MemcachedCommands, MemcachedSteps, Thro
     - Every built-in strategy decides without a lock: `FixedWindow` is one `incr` on an
       open window; `SlidingWindowCounter` one `incr` of its window's counter, plus a `decr`
       giving back a refused hit's units, or only a `get` while the key is refusing (see
-      `_sliding`); the other strategies read their state with `gets`, run the strategy's
-      transition here, and write it back with `cas` (or `add` for a new key), retrying with
-      a short random backoff when another client changed the key in between (at most
-      `ATTEMPTS` times, then `BackendError`). A rejected request writes nothing.
+      `_sliding`), and a `get` of the next window's counter for a refused hit whose wait
+      reaches that window (in the same `get` while the key is refusing), so that the wait
+      told counts what a clock that stepped back left there; the other strategies read
+      their state with `gets`, run the strategy's transition here, and write it back with
+      `cas` (or `add` for a new key), retrying with a short random backoff when another
+      client changed the key in between (at most `ATTEMPTS` times, then `BackendError`). A
+      rejected request writes nothing.
     - Concurrent hits on one key in one process are coalesced (`_lanes`): while a round is
       in flight for the key, later hits queue, and the next round decides them all, in
       arrival order and each as if alone, on one read of the state, written once (one
@@ -73,7 +76,9 @@ class MemcachedBackend(MemcachedCounter, MemcachedCommands, MemcachedSteps, Thro
       what it refuses), as its refusal may be owed to units that other hits hold there for a
       moment. Two rates cost 2 commands for `FixedWindow` and `SlidingWindowCounter` and 4
       for the others when allowed, 4, 3 and 5 when the second refuses, 3, 2 and 2 when the
-      first does.
+      first does (as the server counts them, a `get` once per key: a refusing
+      `SlidingWindowCounter` reads the next window's counter too, so 4 when the second
+      refuses, 3 when the first does, 4 when both do).
       Between taking an earlier item and giving it back (the round trips to the later
       items, about a millisecond on a LAN) other clients see that item charged: a hit
       needing those units is refused meanwhile (a transient extra refusal), and none is
@@ -82,11 +87,17 @@ class MemcachedBackend(MemcachedCounter, MemcachedCommands, MemcachedSteps, Thro
       GCRA, a log, or a sliding window that just turned) may also return what the moment
       regained, at most the rate over that moment (0.1 unit at 100/s over 1 ms), admitted
       that much early. A failure part way gives back what was taken, then raises; a
-      give-back that fails is logged, and its units return as the limit refills.
+      give-back that fails is logged, and its units return as the limit refills. Once
+      begun (its first item's first command sent), such a step runs to its end even if its
+      caller is cancelled meanwhile (`finished`): charged on every item or on none. A
+      caller cancelled before that (the step waiting for a connection, the namespace
+      generation, or a round in flight on its first key) stops it: it sends nothing, and
+      takes nothing (`_gate`).
     - `refund_all` gives each item's cost back, never past a full budget, the items in
       parallel: a state's `refund` under `cas`; a window counter lowered (not below 0) in
-      its window under `cas`, and a closed window left alone. Once begun, it runs to its end
-      even if its caller is cancelled meanwhile (`finished`), as `evaluate_all` does: a
+      its window under `cas`, and a closed window left alone. Once asked for, it runs to its
+      end even if its caller is cancelled meanwhile (`finished`), even before it sent
+      anything (the throttle counts a refund it asked the store for as given back): a
       refund asked for lands on every item.
     - Time comes from this host: `clock` (default: the wall clock). Memcached has no
       clock a client can read, so app hosts should keep their clocks in sync (NTP).
@@ -363,9 +374,11 @@ class MemcachedBackend(MemcachedCounter, MemcachedCommands, MemcachedSteps, Thro
 
     async def refund_all(self, items: Sequence[Item]) -> None:
         """`MemcachedSteps.refund_all`, store operations of their own per item (a read, then a
-        `cas`), run to their end once begun even if the caller is cancelled meanwhile
-        (`finished`), as `evaluate_all` runs its items: a refund asked for lands on every
-        item, never on some only, nor (as on Redis and SQLite) on none."""
+        `cas`), run to their end once asked for even if the caller is cancelled meanwhile
+        (`finished`), as `evaluate_all` runs its items once begun: a refund asked for lands
+        on every item, never on some only, nor (as on Redis and SQLite) on none. (Unlike
+        `evaluate_all`, not even a caller cancelled before the first command stops it: the
+        throttle counts a refund it asked the store for as given back.)"""
         await finished(super().refund_all(items), "memcached refund_all")
 
     # -- where a key lives ------------------------------------------------------------------

@@ -23,6 +23,19 @@ open window, so at a window's turn the limit may be passed by the hits racing th
 Counts up to `COUNTED_LIMIT` per window are kept this way; a larger limit uses the state
 under compare-and-swap.
 
+A clock that stepped back (NTP, a VM restored) finds the counters of the windows it counted
+in before the step, ahead of its own. A hit decides on its own window's counter, so counts
+ahead do not refuse it; but a refused hit whose wait reaches into the next window would be
+retried on that window's counter, which may hold more than its own window does (a wait read
+from its own window alone was short by what the next one holds: the client came back on
+time and was refused again). So a refused hit whose wait reaches the next window reads that
+window's counter (one `get`, only then; a key known full reads it with its own window's, in
+its one `get`), and when it has one, the wait is that of a hit decided on it at its start
+(`with_windows_ahead`), and so on to the window after while the wait reaches past it too. A
+retry after the wait told is admitted, and one a millisecond earlier refused, when no other
+hit comes meanwhile. Windows beginning more than two periods and `EXPIRY_SLACK_MS` ahead
+are not read: their counters are gone (memcached's clock) before this one gets there.
+
 Opening a window also writes `<key>` itself: a marker (flag `MARKER_FLAG`) holding the
 period, living as long as the window's counter. It is what lets `delete(<key>)` (a
 throttle's `reset`, `python -m traffik reset`) find and delete the window counters of a
@@ -37,24 +50,27 @@ count on top.
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Callable, Optional, Union
 
 from traffik.backends.memcached._client import Flagged, NodeClient, NotNumeric, ReplyError
 from traffik.backends.memcached._counters import ATTEMPTS, unsigned
 from traffik.backends.memcached._expiry import exptime
+from traffik.backends.memcached._gate import UNSENT, aligned, sending
 from traffik.backends.memcached._keys import MAX_KEY_BYTES
 from traffik.backends.memcached._transition import Hit
+from traffik.decision import Decision
 from traffik.strategies.sliding_window import SlidingWindowCounter
 
 if TYPE_CHECKING:
     from aiomcache.pool import Connection
 
     from traffik.backends.memcached._node import Operation
-    from traffik.decision import Decision
     from traffik.rates import Rate
 
 __all__ = [
     "COUNTED_LIMIT",
+    "EXPIRY_SLACK_MS",
     "FULL_KEYS",
     "MARKER_FLAG",
     "PREVIOUS_SPAN",
@@ -68,6 +84,7 @@ __all__ = [
     "uncount_window",
     "window_key",
     "window_state",
+    "with_windows_ahead",
 ]
 
 PREVIOUS_SPAN = 10**10
@@ -80,8 +97,11 @@ MARKER_FLAG = 2
 """The flags of a key's marker: its value is the period (ms) of its window counters."""
 FULL_KEYS = 4096
 """How many keys `count_windows` remembers as full (it starts over when full)."""
+EXPIRY_SLACK_MS = 2000
+"""The most memcached keeps a counter past its time to live (`exptime` rounds up to whole
+seconds, plus one): a window counter lives at most two periods and this."""
 
-Counted = tuple["Decision", bytes]
+Counted = tuple[Decision, bytes]
 """A hit's decision and the window counter it was counted in (given back with `uncount_window`)."""
 
 
@@ -121,6 +141,43 @@ def window_state(
     return [wid, 0, previous_and_count(previous)[1]]
 
 
+Value = Optional[Union[bytes, Flagged]]
+"""A window counter as read (None: missing)."""
+
+
+async def with_windows_ahead(
+    decision: Decision, hit: Hit, now: int, read: Callable[[int], Awaitable[Value]]
+) -> Decision:
+    """`decision` of `hit` at `now` (decided on `now`'s window), told the wait a retry would
+    find (module docstring): when it is refused until the next window or later and that
+    window has a counter (`read(window id)`), the wait of a hit decided on it at its start
+    (refused until its start when admitted then), and so on for the windows after it."""
+    strategy, rate, cost = hit
+    if decision.allowed or cost > rate.limit:  # (never admitted: no window changes that)
+        return decision
+    period = rate.expire
+    wid, at, told = now // period, now, decision
+    while True:
+        start = (wid + 1) * period
+        if at + told.wait_ms < start or start - now >= 2 * period + EXPIRY_SLACK_MS:
+            break
+        raw = await read(wid + 1)
+        if unsigned(raw) is None:
+            break  # (a retry then opens it, with this window's count: the wait told)
+        previous, count = previous_and_count(raw)
+        wid += 1
+        later = strategy.transition([wid, count, previous], start, rate, cost)[0]
+        if later.allowed:
+            reset = max(at - now + told.reset_ms, start - now)
+            return Decision(False, start - now, told.remaining, reset, rate.limit, decision.at)
+        at, told = start, later
+    if at == now:
+        return decision
+    shift = at - now
+    reset = told.reset_ms + shift if told.reset_ms > 0 else 0
+    return Decision(False, told.wait_ms + shift, told.remaining, reset, rate.limit, decision.at)
+
+
 def _ttl_ms(now: int, period: int) -> int:
     """A window counter lives to the end of the next window, where it weighs as the previous."""
     return 2 * period - now % period
@@ -133,17 +190,18 @@ def count_windows(
     docstring); hits of another period than the one before them start a round of their own."""
 
     async def run(client: NodeClient, conn: Connection) -> list[Counted]:
+        sent = sending(hits)  # (leaves out the hits of abandoned decisions: `_gate`)
         now = now_ms()
         decided: list[Counted] = []
         start = 0
-        while start < len(hits):
-            period = hits[start][1].expire
+        while start < len(sent):
+            period = sent[start][1].expire
             end = start + 1
-            while end < len(hits) and hits[end][1].expire == period:
+            while end < len(sent) and sent[end][1].expire == period:
                 end += 1
-            decided += await _round(client, conn, key, hits[start:end], now, full)
+            decided += await _round(client, conn, key, sent[start:end], now, full)
             start = end
-        return decided
+        return aligned(hits, sent, decided, (UNSENT, b""))
 
     return run
 
@@ -159,10 +217,22 @@ async def _round(
     period = hits[0][1].expire
     wid = now // period
     counter = window_key(key, wid, period)
+    ahead: dict[int, Value] = {}
+
+    async def read(later: int) -> Value:
+        if later not in ahead:
+            ahead[later] = await client.get_on(conn, window_key(key, later, period))
+        return ahead[later]
+
+    async def known(later: int) -> Value:
+        return ahead.get(later)
+
     decided: list[Counted] = []
     state: list[int] = []
     if full.get(key, 0) > now:
-        raw = await client.get_on(conn, counter)
+        following = window_key(key, wid + 1, period)
+        values = await client.get_many_on(conn, [counter, following])
+        raw, ahead[wid + 1] = values.get(counter), values.get(following)
         if unsigned(raw) is not None:
             state = window_state(raw, None, wid)
             for strategy, rate, cost in hits:
@@ -185,8 +255,12 @@ async def _round(
         if refused:
             await client.incr_on(conn, counter, refused, b"decr")
         state = [wid, current, previous]
+    for index, ((decision, _), hit) in enumerate(zip(decided, hits)):
+        if not decision.allowed:
+            decided[index] = (await with_windows_ahead(decision, hit, now, read), counter)
     strategy, rate, _ = hits[-1]
     probe = strategy.transition(state, now, rate, 1)[0]
+    probe = await with_windows_ahead(probe, (strategy, rate, 1), now, known)  # (no read)
     if probe.allowed:
         full.pop(key, None)
     else:

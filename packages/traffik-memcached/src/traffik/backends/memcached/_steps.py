@@ -17,19 +17,21 @@ from traffik.backends.memcached._counters import (
     window_count,
     window_hit,
 )
+from traffik.backends.memcached._gate import Gate, GatedHit, once_begun, opening
 from traffik.backends.memcached._item_size import check_fits
 from traffik.backends.memcached._node import fetch
 from traffik.backends.memcached._sliding import (
     Counted,
+    Value,
     count_windows,
     counts_windows,
     refund_windows,
     uncount_window,
     window_key,
     window_state,
+    with_windows_ahead,
 )
 from traffik.backends.memcached._transition import Hit, refund, transition
-from traffik.backends.store_locks import finished
 from traffik.strategies.fixed_window import counter_decision, too_late
 from traffik.strategies.state import decode_state
 from traffik.strategies.steps import Item, combine, is_counter
@@ -58,6 +60,18 @@ class _Held(NamedTuple):
     mkey: bytes
     end: Optional[int] = None
     counted: Optional[bytes] = None
+
+
+class _Ahead(NamedTuple):
+    """The window counters of a key at a period, each read when `with_windows_ahead` asks."""
+
+    node: Node
+    mkey: bytes
+    period: int
+
+    async def read(self, wid: int) -> Value:
+        counter = window_key(self.mkey, wid, self.period)
+        return (await fetch([(self.node, counter)], "evaluate_all"))[0]
 
 
 class MemcachedSteps:
@@ -105,10 +119,19 @@ class MemcachedSteps:
         return (await self._decide(node, mkey, strategy, rate, cost))[0]
 
     async def _decide(
-        self, node: Node, mkey: bytes, strategy: StateStrategy, rate: Rate, cost: int
+        self,
+        node: Node,
+        mkey: bytes,
+        strategy: StateStrategy,
+        rate: Rate,
+        cost: int,
+        gate: Optional[Gate] = None,
     ) -> tuple[Decision, Optional[bytes]]:
-        """The hit's decision, and the window counter it counted in (None for a state)."""
-        hit = (strategy, rate, cost)
+        """The hit's decision, and the window counter it counted in (None for a state); its
+        sending begins the decision of `gate` (`_gate`)."""
+        hit: Hit = (
+            (strategy, rate, cost) if gate is None else GatedHit((strategy, rate, cost), gate)
+        )
         now_ms = self.now_ms
         if counts_windows(strategy, rate):
             full = self._full
@@ -128,23 +151,29 @@ class MemcachedSteps:
         (a refusing counter's count of the hit too, when there are several items: a refused
         step of several items takes nothing) and only read the items after it; `commit=False`
         only reads (one `get` per node). Several items are one store operation each: once
-        begun, they run to their end even if the caller is cancelled meanwhile (`finished`),
-        so a cancelled hit is charged on every item or on none."""
+        begun (its first item's first command sent), they run to their end even if the
+        caller is cancelled meanwhile (`finished`), so a cancelled hit is charged on every
+        item or on none; a caller cancelled before that (the step waiting for a connection,
+        the namespace generation, or a round in flight on its first key) cancels the step,
+        which never sends anything (`_gate.once_begun`)."""
         if not commit or any(item.cost > item.strategy.capacity(item.rate) for item in items):
             # (a cost above what an item can ever admit: refused, and charged nowhere, as
             # `settled` answers one rate; counted first, it could pass memcached's 64 bits)
             return combine(await self._read(items), [item.cost for item in items])
         if len(items) == 1:
             return await self._all_or_nothing(items)
-        return await finished(self._all_or_nothing(items), "memcached evaluate_all")
+        return await once_begun(
+            lambda gate: self._all_or_nothing(items, gate), "memcached evaluate_all"
+        )
 
-    async def _all_or_nothing(self, items: Sequence[Item]) -> Decision:
-        """The items taken in turn, what they took given back on a refusal or a failure."""
+    async def _all_or_nothing(self, items: Sequence[Item], gate: Optional[Gate] = None) -> Decision:
+        """The items taken in turn, what they took given back on a refusal or a failure; the
+        first item's first command begins the decision of `gate`."""
         parts: list[Decision] = []
         held: list[_Held] = []
         try:
             for item in items:
-                decision, taken = await self._take(item)
+                decision, taken = await self._take(item, None if parts else gate)
                 parts.append(decision)
                 if decision.allowed:
                     held.append(taken)
@@ -173,25 +202,30 @@ class MemcachedSteps:
             )
         )
 
-    async def _take(self, item: Item) -> tuple[Decision, _Held]:
+    async def _take(self, item: Item, gate: Optional[Gate] = None) -> tuple[Decision, _Held]:
         """Decide `item` and charge it if admitted; a counter counts the hit either way (the
-        units to give back are those it counted)."""
+        units to give back are those it counted). Its first command begins the decision of
+        `gate`."""
         node, mkey = await self._locate(item.key)
         if is_counter(item.strategy):
             now = self.now_ms()
+            count_hit = window_hit(mkey, item.cost, item.rate.expire / 1000, now)
             count = await node.run(
-                window_hit(mkey, item.cost, item.rate.expire / 1000, now), "evaluate_all"
+                count_hit if gate is None else opening(gate, count_hit), "evaluate_all"
             )
             ttl_ms = getattr(count, "ttl_ms", None)
             decision = counter_decision(count - item.cost, ttl_ms, item.rate, item.cost)
             return decision, _Held(item, node, mkey, 0 if ttl_ms is None else now + ttl_ms)
         self._check(item.strategy, item.rate)
-        decision, counted = await self._decide(node, mkey, item.strategy, item.rate, item.cost)
+        decision, counted = await self._decide(
+            node, mkey, item.strategy, item.rate, item.cost, gate
+        )
         return decision, _Held(item, node, mkey, counted=counted)
 
     async def _read(self, items: Sequence[Item], convert: bool = False) -> list[Decision]:
         """Each item's decision from one read of every key (a sliding window's counter, and
-        the previous window's where it has none: a second read), charging nothing. With
+        the previous window's where it has none: a second read; and the next window's for
+        a refusal whose wait reaches it, `with_windows_ahead`), charging nothing. With
         `convert` (the items after a refusing one), what the other backends write in a
         refused step is written: a refusing item's state converted from another rate's
         (`traffik.strategies.base.Transition`), decided again under `cas`, charging nothing
@@ -218,7 +252,7 @@ class MemcachedSteps:
         parts = []
         converted: list[int] = []
         cut: list[int] = []
-        for item, raw, wid in zip(items, values, windows):
+        for item, (node, mkey), raw, wid in zip(items, located, values, windows):
             if is_counter(item.strategy):
                 count, left = window_count(raw, now)
                 parts.append(counter_decision(count, left, item.rate, item.cost))
@@ -232,6 +266,10 @@ class MemcachedSteps:
                 opened = unsigned(raw) is not None
                 state = window_state(raw, None if opened else next(previous), wid)
             decision, new_state, _ = item.strategy.transition(state, now, item.rate, item.cost)
+            if wid is not None and not decision.allowed:
+                ahead = _Ahead(node, mkey, item.rate.expire)
+                hit = (item.strategy, item.rate, item.cost)
+                decision = await with_windows_ahead(decision, hit, now, ahead.read)
             parts.append(decision)
             if convert and wid is None and new_state is not None and not decision.allowed:
                 converted.append(len(parts) - 1)

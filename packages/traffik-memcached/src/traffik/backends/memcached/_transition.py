@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Callable, Optional, TypeVar
 from traffik.backends.memcached._client import Flagged, NodeClient
 from traffik.backends.memcached._counters import ATTEMPTS
 from traffik.backends.memcached._expiry import exptime
+from traffik.backends.memcached._gate import UNSENT, aligned, sending
 from traffik.exceptions import BackendError
 from traffik.strategies.state import decode_state, encode_state
 
@@ -40,27 +41,32 @@ async def transition(
     decides the whole batch again, after a short random backoff, at most `ATTEMPTS` times.
     When every hit is refused with no new state nothing is written (a refused hit's new
     state is one converted from another rate's: `traffik.strategies.base.Transition`).
-    Without `charge`, only such a conversion is written, never an admitted hit's state."""
+    Without `charge`, only such a conversion is written, never an admitted hit's state. A
+    hit whose decision was abandoned before the batch had its connection is left out
+    (`_gate.sending`)."""
 
     async def attempt(client: NodeClient, conn: Connection) -> Optional[list[Decision]]:
+        sent = sending(hits)
+        if not sent:
+            return aligned(hits, sent, [], UNSENT)
         raw, token = await client.gets_on(conn, key)
         state = decode_state(raw.value if isinstance(raw, Flagged) else raw)
         now = now_ms()
-        decisions = []
+        decisions: list[Decision] = []
         written, ttl_ms = False, 0
-        for strategy, rate, cost in hits:
+        for strategy, rate, cost in sent:
             decision, new_state, new_ttl_ms = strategy.transition(state, now, rate, cost)
             decisions.append(decision)
             if new_state is not None and (charge or not decision.allowed):
                 state, ttl_ms, written = new_state, new_ttl_ms, True
         if not written or state is None:
-            return decisions
+            return aligned(hits, sent, decisions, UNSENT)
         data, expiry = encode_state(state).encode("ascii"), exptime(ttl_ms / 1000)
         if raw is None:
             stored = await client.store_on(conn, b"add", key, data, expiry)
         else:
             stored = await client.store_on(conn, b"cas", key, data, expiry, token)
-        return decisions if stored else None
+        return aligned(hits, sent, decisions, UNSENT) if stored else None
 
     return await _until_stored(node, attempt, "evaluate")
 
