@@ -21,11 +21,10 @@ never sent).
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
-from traffik.backends.store_locks import finished
+from traffik.backends.store_locks import _started, finished
 from traffik.decision import Decision
 
 if TYPE_CHECKING:
@@ -115,22 +114,12 @@ def opening(gate: Gate, operation: Operation[T]) -> Operation[T]:
     return run
 
 
-if sys.version_info >= (3, 12):
-
-    def _task(step: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-        """`step` in a task of its own, begun at once (eager), as `finished` begins one."""
-        return asyncio.Task(step, loop=asyncio.get_running_loop(), eager_start=True)
-
-else:  # (no eager tasks before Python 3.12: the task begins at the loop's next turn)
-    _task = asyncio.ensure_future
-
-
 async def once_begun(step: Callable[[Gate], Coroutine[Any, Any, T]], name: str) -> T:
     """`step(gate)`, run to its end once it began even if the caller is cancelled meanwhile
     (`finished`, which logs its failure with `name`); a caller cancelled while it is still
     pending cancels it too, where it waits: it never sends anything."""
     gate = Gate()
-    task = _task(step(gate))
+    task = _started(step(gate))  # (begun at once where the loop can: as `finished` begins one)
     try:
         return await finished(task, name)
     except asyncio.CancelledError:
