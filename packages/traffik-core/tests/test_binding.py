@@ -347,3 +347,24 @@ def test_no_import_circle_from_any_entry_module() -> None:
     ]
     for module in modules:
         subprocess.run([sys.executable, "-c", f"import {module}"], check=True)
+
+
+@pytest.mark.parametrize("lifespan_ran", [False, True])
+async def test_the_app_s_backend_comes_before_a_context_whether_its_lifespan_ran_or_not(
+    lifespan_ran: bool,
+) -> None:
+    # The order (docs/clients-and-buckets.md, "Which backend"): the app's backend, then the
+    # innermost `async with backend:`. A context won while the app's lifespan had never run,
+    # and lost once it had run (and ended): which store a test counted on hung on the tests
+    # before it.
+    own, other = InMemoryBackend(namespace="app-own"), InMemoryBackend(namespace="context")
+    app = module_app(own)
+    if lifespan_ran:
+        with TestClient(app) as client:
+            assert client.get("/items").status_code == 200
+        await own.initialize()  # (its lifespan closed it)
+        await own.reset()
+    async with other, client_for(app) as client:
+        assert (await client.get("/items")).status_code == 200
+        assert await other.keys() == []
+        assert len(await own.keys()) == 1

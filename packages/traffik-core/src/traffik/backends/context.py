@@ -3,7 +3,8 @@
 The order, for each connection: the throttle's own backend; for a `dynamic_backend` throttle,
 the innermost `async with backend:` context; a backend bound to the connection by
 `ThrottleMiddleware(backend=...)`; the backend of the connection's app (recorded on
-`app.state` by `backend.lifespan` or `backend(app)`); the backend of the app the server
+`app.state` by `backend.lifespan` or `backend(app)`, or, under a client that never runs the
+lifespan, the backend whose `lifespan` the app was given); the backend of the app the server
 serves, for a connection that reached a mounted sub-app (`scope["app"]` is then the sub-app;
 `scope["router"]` is still the served app's router, where it is recorded too); the
 innermost `async with backend:` context. Nothing is remembered between connections, so a
@@ -119,7 +120,7 @@ def resolve_backend(
                 router = scope.get("router")
                 if router is not None:
                     backend = getattr(router, APP_STATE_KEY, None)
-            if backend is None and _current.get() is None:
+            if backend is None:  # (the app's backend, its lifespan not run: the same place)
                 backend = _lifespan_backend(app) or _lifespan_backend(scope.get("router"))
         if backend is not None:
             return backend
