@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any, Union
 
@@ -195,8 +196,19 @@ async def use_helpers() -> None:
     async with fresh_backend() as test_backend:
         with throttle_disabled(api), override_rate(tiered, "1/s"):
             assert test_backend is not None
+        with override_rate(tiered, ["10/s", "1000/day"]):  # (rates as a list, as everywhere)
+            pass
+    async with InMemoryBackend(namespace="entered") as entered:
+        kept: InMemoryBackend = entered  # (the backend entered, its own type)
+        assert kept is entered
     rule: Union[Rule, Bypass] = Rule(path="/api/")
     assert rule is not None
+
+
+def open_and_close(backend: InMemoryBackend) -> None:
+    # docs/testing.md opens a module-level backend so; a coroutine, as `asyncio.run` takes
+    asyncio.run(backend.initialize())
+    asyncio.run(backend.close())
 
 
 def a_backend_of_any_kind(backend: ThrottleBackend) -> ThrottleBackend:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from traffik.headers import Header
+
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -54,3 +56,6 @@ async def uses(request: Request) -> None:
 async def typed_answers(request: Request) -> None:
     wrong: int = await api(request)  # error
     print(wrong, ConnectionThrottled(429, "slow down").retry_afterr)  # error
+
+
+misspelt_condition = Header.LIMIT(when="allways")  # error

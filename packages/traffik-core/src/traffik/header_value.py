@@ -12,7 +12,7 @@ import functools
 import inspect
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Optional, Union
 
 from traffik.decision import LONGEST_WAIT_MS, whole_seconds
 from traffik.exceptions import ConfigurationError
@@ -58,7 +58,9 @@ Resolver = Callable[[Any, "StrategyStat", Mapping[str, Any]], Union[str, int, fl
 header left out); the context is the throttle's, merged with the hit's (a mapping, empty
 when there is none). A resolver that raises, or gives anything else, leaves its header out
 (logged once per 10 s per header)."""
-Condition = Union[str, Callable[[Any, "StrategyStat", Mapping[str, Any]], bool]]
+Condition = Union[
+    Literal["always", "throttled"], Callable[[Any, "StrategyStat", Mapping[str, Any]], bool]
+]
 
 
 def _number(value: float) -> str:
@@ -218,7 +220,7 @@ class Header:
             return True
         if condition == "throttled":
             return bool(stat.hits_remaining <= 0)
-        return bool(condition(connection, stat, {} if context is None else context))  # type: ignore[operator]
+        return bool(condition(connection, stat, {} if context is None else context))
 
     def resolve(
         self, connection: Any, stat: StrategyStat, context: Optional[Mapping[str, Any]] = None

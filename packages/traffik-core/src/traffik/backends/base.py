@@ -94,6 +94,10 @@ def _default(name: str) -> Any:
     return property(get, set_, doc=f"The `{name}` throttles use when they set none.")
 
 
+_Entered = TypeVar("_Entered", bound="ThrottleBackend[Any, Any]")
+"""A backend entered with `async with`: its own type, for the name it is bound to."""
+
+
 def _defined_here(cls: type, name: str) -> Any:
     """`cls`'s `name` when `cls` or a mixin of it defines it: a class in its bases before
     `ThrottleBackend` that is no backend (`class MyBackend(MyCommands, ThrottleBackend)`).
@@ -400,11 +404,11 @@ class ThrottleBackend(BackendLifecycle, StorageOperations, LockedSteps, Generic[
         `fail_fast` (default: the backend's) refuses to enter while the store is unreachable."""
         return BackendContext(self, app, persistent, close_on_exit, initialized, fail_fast)
 
-    async def __aenter__(self) -> ThrottleBackend:
+    async def __aenter__(self: _Entered) -> _Entered:
         context = self()
-        entered = await context.__aenter__()
+        await context.__aenter__()  # (which gives this backend back)
         self._contexts.push(context)
-        return entered
+        return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
         await self._contexts.pop().__aexit__(*exc_info)

@@ -113,7 +113,9 @@ def guard(method: Callable[..., Any], *, opens: bool = True) -> Callable[..., An
     return guarded
 
 
-def single_flight(open_: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
+def single_flight(
+    open_: Callable[[Any], Awaitable[None]],
+) -> Callable[[Any], Coroutine[Any, Any, None]]:
     """`initialize` for a backend whose opening step is `open_`: concurrent callers share one
     attempt and its outcome, and a subclass's `initialize` may call its parent's."""
 
@@ -135,7 +137,9 @@ def single_flight(open_: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Aw
     return initialize
 
 
-def close_once(close_: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
+def close_once(
+    close_: Callable[[Any], Awaitable[None]],
+) -> Callable[[Any], Coroutine[Any, Any, None]]:
     """`close` for a backend whose closing step is `close_`: once, marking the backend closed
     first; a subclass's `close` may call its parent's."""
 

@@ -11,7 +11,7 @@ from traffik.exceptions import ConfigurationError
 if TYPE_CHECKING:
     from traffik.backends.base import ThrottleBackend
     from traffik.middleware import MiddlewareThrottle
-    from traffik.rates import Rate
+    from traffik.rates import RatesLike
     from traffik.throttles import Throttle
 
 __all__ = ["override_rate", "reset_client", "throttle_disabled"]
@@ -65,9 +65,10 @@ def _throttles(given: tuple[Any, ...]) -> list[Throttle]:
 
 @contextlib.contextmanager
 def override_rate(
-    throttle: Throttle, rate: Union[str, Rate, Callable[..., Any]]
+    throttle: Throttle, rate: Union[RatesLike, Callable[..., Any]]
 ) -> Iterator[Throttle]:
-    """Give `throttle` another rate (`"1000/min"`, a `Rate`, a callable) inside the block.
+    """Give `throttle` another rate (`"1000/min"`, a `Rate`, a list of them, a callable) inside
+    the block.
 
     The original rate comes back afterwards. Counters are not touched: state counted under
     the old rate is read under the new one, as when a deployment changes a limit, and what
