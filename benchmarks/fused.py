@@ -69,13 +69,22 @@ class Fused:
             key = self.keys[host] = self.head + peer_part(host or "") + self.tail
         return key
 
-    async def decided(self, key: str) -> Decision:
+    async def admitted(self, scope: Scope) -> tuple[str, Decision, dict[str, Any]]:
+        """The client's key, the store's decision (admitted: the floors measure nothing
+        else), and the request's state, marked admitted."""
+        key = self.key(scope)
         decision = self.decide(key)
         if decision is None:  # (the store opens on its first use)
             await self.backend.initialize()
             decision = self.decide(key)
             assert decision is not None
-        return decision
+        if not decision.allowed:
+            raise RuntimeError("the fused floors measure admitted requests only")
+        state = scope.get("state")
+        if state is None:
+            scope["state"] = state = {}
+        state[THROTTLED_STATE_KEY] = 0.0
+        return key, decision, state
 
     def headers(self, decision: Decision) -> list[tuple[bytes, bytes]]:
         seconds = -(-decision.reset_ms // 1000)
@@ -90,14 +99,7 @@ def fused_dependency(uid: str, rate: str, route: str, strategy: Any = None) -> C
     charged = f"fused:{uid}"
 
     async def dependency(request: Request, response: Response) -> Request:
-        scope = request.scope
-        decision = await fused.decided(fused.key(scope))
-        if not decision.allowed:
-            raise RuntimeError("the fused floor measures admitted requests only")
-        state = scope.get("state")
-        if state is None:
-            scope["state"] = state = {}
-        state[THROTTLED_STATE_KEY] = 0.0
+        _, decision, state = await fused.admitted(request.scope)
         state[charged] = 1
         response.raw_headers += fused.headers(decision)
         return request
@@ -117,14 +119,7 @@ def fused_middleware(uid: str, rate: str, route: str, prefix: str) -> Callable[[
             if scope["type"] != "http" or not scope["path"].startswith(prefix):
                 await app(scope, receive, send)
                 return
-            key = fused.key(scope)
-            decision = await fused.decided(key)
-            if not decision.allowed:
-                raise RuntimeError("the fused floor measures admitted requests only")
-            state = scope.get("state")
-            if state is None:
-                scope["state"] = state = {}
-            state[THROTTLED_STATE_KEY] = 0.0
+            key, decision, state = await fused.admitted(scope)
             state[CHARGES_KEY] = [(fused, fused.backend, key, fused.rates, 1, decision)]
             added = fused.headers(decision)
 
