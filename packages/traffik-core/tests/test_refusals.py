@@ -32,3 +32,15 @@ def test_a_refusal_is_remembered_for_a_second_at_most() -> None:
     assert refused.check("k", rates, 1, REMEMBERED_MS, strategy) is None
     assert len(refused) == 0
     assert REMEMBERED_MS <= 1_000
+
+
+def test_a_refusal_of_a_cost_never_admitted_tells_its_whole_wait_each_time() -> None:
+    # The store tells such a hit one period every time; remembered, it was told less by the
+    # time since (9,999 ms where the store says 10,000).
+    refused = RefusedClients()
+    rates, strategy = ("1/10s",), object()
+    never = Decision(False, 10_000, 0, 10_000, 1)
+    refused.remember("k", rates, 5, never, 0, strategy, never=True)
+    standing = refused.check("k", rates, 5, 1, strategy)
+    assert standing is not None and (standing.wait_ms, standing.reset_ms) == (10_000, 10_000)
+    assert standing is not never  # (a copy: the caller may note when it was asked)

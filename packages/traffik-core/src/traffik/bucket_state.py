@@ -256,6 +256,11 @@ class BucketState:
             return False
         if on.refusals is not None:
             on.refusals.forget(key)
+            if getattr(self.strategy, "bind", None) is not None:
+                # (a key's segment, a tier or a priority, is not part of the stored client:
+                # the refusals of the client under every segment go with its state)
+                stored = {item.key for item in self.items(key, rates, 1, on)}
+                on.refusals.forget_where(lambda other: _stored_in(self, other, rates, on, stored))
         return any(removed)
 
     async def refund(
@@ -397,3 +402,14 @@ class BucketState:
     ) -> bool:
         """`check` under its traffik 1.2 alias: whether a hit of `cost` would pass now."""
         return await self.check(connection, cost, context)
+
+
+def _stored_in(
+    throttle: Any, key: str, rates: Any, backend: ThrottleBackend, stored: set[str]
+) -> bool:
+    """Whether `throttle`'s hits on `key` count in one of the `stored` keys (a key another
+    throttle remembered, or not one at all, counts nowhere here)."""
+    try:
+        return any(item.key in stored for item in throttle.items(key, rates, 1, backend))
+    except Exception:  # (a key of another throttle's making: its segments may not parse)
+        return False

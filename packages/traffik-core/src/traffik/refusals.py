@@ -24,11 +24,12 @@ off with `cache_refusals=False` on the backend.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from traffik.decision import Decision
+from traffik.strategies.steps import Combined
 
-__all__ = ["DEFAULT_MAX_KEYS", "REMEMBERED_MS", "RefusedClients"]
+__all__ = ["DEFAULT_MAX_KEYS", "REMEMBERED_MS", "RefusedClients", "later"]
 
 DEFAULT_MAX_KEYS = 10_000
 REMEMBERED_MS = 1_000
@@ -43,9 +44,9 @@ class RefusedClients:
 
     def __init__(self, max_keys: int = DEFAULT_MAX_KEYS) -> None:
         self.max_keys = max_keys
-        # key -> (refused until, its cost, its rates, the limit, whole again at, the strategy,
-        # noted at)
-        self._until: dict[str, tuple[int, int, Any, Any, int, Any, int]] = {}
+        # key -> (refused until, its cost, its rates, the strategy, noted at, the store's
+        # decision, whether its wait stays whole: a cost no rate can ever admit)
+        self._until: dict[str, tuple[int, int, Any, Any, int, Decision, bool]] = {}
 
     def __len__(self) -> int:
         return len(self._until)
@@ -55,19 +56,19 @@ class RefusedClients:
     ) -> Optional[Decision]:
         """The refusal still standing for a hit of `cost` on `key` under `rates` and
         `strategy`, or None (the store must decide: another strategy keeps a state of its
-        own, which refused nobody)."""
+        own, which refused nobody). It tells what the store told, as of now: each rate's
+        units left (a refused hit took none), its wait and reset less the time since."""
         entry = self._until.get(key)
         if entry is None:
             return None
-        until, refused_cost, refused_rates, limit, whole_at, refused_by, noted = entry
+        until, refused_cost, refused_rates, refused_by, noted, decision, whole = entry
         # (over, remembered long enough, or the clock went back since)
         if now_ms >= until or not 0 <= now_ms - noted < REMEMBERED_MS:
             del self._until[key]
             return None
         if cost != refused_cost or refused_rates != rates or refused_by is not strategy:
             return None
-        wait = until - now_ms
-        return Decision(False, wait, 0, max(wait, whole_at - now_ms), limit)
+        return later(decision, 0 if whole else now_ms - noted)
 
     def remember(
         self,
@@ -77,8 +78,11 @@ class RefusedClients:
         decision: Decision,
         now_ms: int,
         strategy: Any = None,
+        never: bool = False,
     ) -> None:
-        """Note that the store refused `key` with `decision`, under `strategy`."""
+        """Note that the store refused `key` with `decision`, under `strategy`; `never`: the
+        cost is more than a rate can ever admit (its wait, one period, is told whole each
+        time, as the store tells it)."""
         until = self._until
         if len(until) >= self.max_keys and key not in until:
             for old in list(until)[: max(len(until) // 2, 1)]:
@@ -87,10 +91,10 @@ class RefusedClients:
             now_ms + int(decision.wait_ms),
             cost,
             rates,
-            decision.limit,
-            now_ms + int(decision.reset_ms),
             strategy,
             now_ms,
+            decision,
+            never,
         )
 
     def forget(self, key: Optional[str] = None) -> None:
@@ -99,3 +103,20 @@ class RefusedClients:
             self._until.clear()
         else:
             self._until.pop(key, None)
+
+    def forget_where(self, concerned: Callable[[str], bool]) -> None:
+        """Forget the refusal of every key `concerned(key)` is true of (a client's keys
+        under every segment of a `TieredRate` or `PriorityQueue`, say)."""
+        for key in [key for key in self._until if concerned(key)]:
+            del self._until[key]
+
+
+def later(decision: Decision, elapsed: float) -> Decision:
+    """`decision` as told `elapsed` ms after it was made: each rate's wait and reset that
+    much shorter (never below 0), its units left the same."""
+    parts = getattr(decision, "parts", None)
+    if parts is not None:
+        return Combined([later(part, elapsed) for part in parts], decision.refused)  # type: ignore[attr-defined]
+    wait = 0.0 if decision.allowed else max(decision.wait_ms - elapsed, 0.0)
+    reset = max(decision.reset_ms - elapsed, wait, 0.0)
+    return Decision(decision.allowed, wait, decision.remaining, reset, decision.limit)

@@ -68,6 +68,10 @@ class ThrottleSteps:
             backend: ThrottleBackend,
         ) -> Optional[tuple[tuple[Rate, ...], int, str]]: ...
 
+        def _never_admitted(
+            self, rates: tuple[Rate, ...], cost: int, key: Optional[str]
+        ) -> Optional[str]: ...
+
     async def _decide(
         self,
         connection: Any,
@@ -151,7 +155,8 @@ class ThrottleSteps:
                 step = self._step(key, rates, cost, backend) if waited is None else waited(key)
                 decision = await step
             if not decision.allowed:
-                refusals.remember(key, rates, cost, decision, asked_at, self.strategy)
+                never = self._never_admitted(rates, cost, key) is not None
+                refusals.remember(key, rates, cost, decision, asked_at, self.strategy, never)
         if decision.at is None:  # (the store did not say when)
             decision.at = asked_at
         return decision
