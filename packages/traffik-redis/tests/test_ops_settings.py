@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any, Callable
 
 import pytest
+from redis.asyncio import Redis
 
 from traffik.backends.health import CircuitState
 from traffik.backends.redis import RedisBackend
@@ -279,5 +280,65 @@ async def test_initialize_reports_a_server_down_whatever_fail_fast(fail_fast: bo
         with pytest.raises(BackendConnectionError, match=r"refused|unreachable"):
             await backend.initialize()
         assert not await backend.ready()
+    finally:
+        await backend.close()
+
+
+async def test_a_server_at_its_maxclients_says_to_raise_it_or_open_fewer(
+    redis_server: Callable[[], Any],
+) -> None:
+    server = redis_server()
+    hog = Redis(host="127.0.0.1", port=server.port)
+    backend = _backend(server.url, "maxclients", circuit=False)
+    try:
+        assert await hog.ping()  # one connection, then no room for another
+        redis_cli(server.port, "config", "set", "maxclients", "1")
+        with pytest.raises(BackendConnectionError) as caught:
+            await backend.initialize()
+        message = str(caught.value)
+        assert "maxclients" in message and "max_connections" in message, message
+        assert "unreachable" not in message, message
+        await hog.aclose()
+        deadline = time.monotonic() + 5
+        while True:  # (the server notices the closed connection)
+            try:
+                assert await _decides(backend)
+                break
+            except BackendConnectionError:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+    finally:
+        await hog.aclose()
+        redis_cli(server.port, "config", "set", "maxclients", "10000")
+        await backend.close()
+
+
+@pytest.mark.parametrize(
+    ("where", "options", "named"),
+    [
+        ("url", {}, "socket_timeout (0.05 s, in the URL's query)"),
+        (
+            "url_kwargs",
+            {"url_kwargs": {"socket_timeout": 0.05}},
+            "socket_timeout (0.05 s, in url_kwargs)",
+        ),
+    ],
+)
+async def test_a_timeout_names_the_socket_timeout_the_connection_sets(
+    redis_server: Callable[[], Any], where: str, options: dict[str, Any], named: str
+) -> None:
+    server = redis_server()
+    url = server.url + ("?socket_timeout=0.05" if where == "url" else "")
+    backend = RedisBackend(url, namespace="socket-timeout", circuit=False, **options)
+    try:
+        assert await _decides(backend)
+        server.pause()
+        try:
+            with pytest.raises(BackendConnectionError) as caught:
+                await _decides(backend)
+        finally:
+            server.resume()
+        message = str(caught.value)
+        assert "timed out" in message and f"raise {named}" in message, message
     finally:
         await backend.close()

@@ -7,6 +7,7 @@ on a plain URL was ignored."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -122,3 +123,101 @@ def test_a_sentinel_setting_without_sentinel_is_refused(kwargs: dict[str, Any]) 
 def test_a_sentinel_url_takes_its_service_from_the_query() -> None:
     backend = from_url("redis+sentinel://s1:26379?sentinel_service_name=mymaster")
     assert "mymaster" in backend.server
+
+
+# -- TLS files, and a database given twice ----------------------------------------------------
+
+TLS_FILES = ("ssl_certfile", "ssl_keyfile", "ssl_ca_certs", "ssl_ca_path")
+
+
+@pytest.mark.parametrize(
+    ("name", "where"),
+    [
+        (name, where)
+        for name in TLS_FILES
+        for where in (
+            "url",
+            "url_kwargs",
+            "cluster_url",
+            "cluster_kwargs",
+            "sentinel_url",
+            "sentinel_kwargs",
+        )
+        if not (name == "ssl_ca_path" and where.startswith("cluster"))  # (not RedisCluster's)
+    ],
+)
+def test_a_tls_file_that_does_not_exist_fails_when_the_backend_is_built_naming_it(
+    tmp_path: Path, name: str, where: str
+) -> None:
+    """Not an outage: the server was never asked (it used to read as "unreachable")."""
+    missing = tmp_path / "nowhere" / "client.pem"
+    builds = {
+        "url": lambda: from_url(f"rediss://127.0.0.1:6380/0?{name}={missing}"),
+        "url_kwargs": lambda: RedisBackend(
+            "rediss://127.0.0.1:6380/0", url_kwargs={name: str(missing)}
+        ),
+        "cluster_url": lambda: from_url(f"redis+cluster://h1:7000?ssl=true&{name}={missing}"),
+        "cluster_kwargs": lambda: RedisBackend(
+            [("h1", 7000)], cluster_kwargs={"ssl": True, name: missing}
+        ),
+        "sentinel_url": lambda: from_url(f"redis+sentinel://s1:26379/m?{name}={missing}"),
+        "sentinel_kwargs": lambda: RedisBackend(
+            "redis+sentinel://s1:26379/m", sentinel_kwargs={name: str(missing)}
+        ),
+    }
+    with pytest.raises(ConfigurationError) as caught:
+        builds[where]()
+    message = str(caught.value)
+    assert name in message and str(missing) in message, message
+    assert "unreachable" not in message, message
+
+
+def test_tls_files_that_exist_build(tmp_path: Path) -> None:
+    for name in ("cert.pem", "key.pem", "ca.pem"):
+        (tmp_path / name).write_text("-----BEGIN CERTIFICATE-----\n")
+    query = (
+        f"ssl_certfile={tmp_path / 'cert.pem'}&ssl_keyfile={tmp_path / 'key.pem'}"
+        f"&ssl_ca_certs={tmp_path / 'ca.pem'}&ssl_ca_path={tmp_path}"
+    )
+    assert from_url(f"rediss://127.0.0.1:6380/0?{query}").server.startswith("rediss://")
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "wrong"),
+    [("ssl_certfile", "file", "dir"), ("ssl_ca_path", "directory", "file")],
+)
+def test_a_tls_path_of_the_wrong_kind_fails_naming_it(
+    tmp_path: Path, name: str, kind: str, wrong: str
+) -> None:
+    (tmp_path / "a.pem").write_text("")
+    path = tmp_path if wrong == "dir" else tmp_path / "a.pem"
+    with pytest.raises(ConfigurationError) as caught:
+        from_url(f"rediss://127.0.0.1:6380/0?{name}={path}")
+    message = str(caught.value)
+    assert name in message and str(path) in message and f"not a {kind}" in message, message
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://127.0.0.1:6379/0?db=3", ("/0", "db=3")),
+        ("redis://127.0.0.1:6379/3?db=3", ("/3", "db=3")),
+        ("rediss://127.0.0.1:6380/1?db=2", ("/1", "db=2")),
+        ("redis+sentinel://s1:26379/mymaster/1?db=2", ("/1", "db=2")),
+    ],
+)
+def test_a_database_in_both_the_path_and_the_query_fails_naming_both(
+    url: str, shown: tuple[str, str]
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        from_url(url)
+    message = str(caught.value)
+    assert all(part in message for part in shown) and "set it once" in message, message
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis://127.0.0.1:6379/3", "redis://127.0.0.1:6379?db=3", "redis://127.0.0.1:6379/?db=3"],
+)
+def test_a_database_given_once_builds(url: str) -> None:
+    assert from_url(url).server == url

@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
+import os
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, NamedTuple
 
@@ -27,6 +28,7 @@ __all__ = [
     "SENTINEL",
     "SENTINEL_MASTER",
     "Options",
+    "check_files",
     "check_options",
     "check_values",
     "single_node",
@@ -158,3 +160,37 @@ def check_values(options: Mapping[str, Any], where: str) -> None:
         if rule is None or value is None or rule[0](value):
             continue
         raise ConfigurationError(f"{where}: {name}={value!r} is not valid; it must be {rule[1]}")
+
+
+_FILES: Mapping[str, tuple[Callable[[str], bool], str, str]] = {
+    "ssl_certfile": (os.path.isfile, "file", "the client's certificate (PEM)"),
+    "ssl_keyfile": (os.path.isfile, "file", "the client certificate's private key (PEM)"),
+    "ssl_ca_certs": (os.path.isfile, "file", "the certificates of the CAs to trust (PEM)"),
+    "ssl_ca_path": (os.path.isdir, "directory", "a directory of CA certificates"),
+}
+"""The TLS options that name a path, each with the check of its kind and what it holds: a
+missing one fails only when the client connects, and looked like the server unreachable."""
+
+
+def check_files(options: Mapping[str, Any], where: str) -> None:
+    """Raise `ConfigurationError` for the first TLS option in `options` (`_FILES`) naming a
+    path that is missing, of the wrong kind or unreadable, naming the option and the path."""
+    for name, value in options.items():
+        rule = _FILES.get(name)
+        if rule is None or value is None or not isinstance(value, (str, os.PathLike)):
+            continue
+        is_kind, kind, holds = rule
+        path = os.fspath(value)
+        if not os.path.exists(path):
+            problem = "does not exist"
+        elif not is_kind(path):
+            problem = f"is not a {kind}"
+        elif not os.access(path, os.R_OK):
+            problem = "cannot be read by this process"
+        else:
+            continue
+        raise ConfigurationError(
+            f"{where}: {name}={path!r} {problem}; it must be the path of {holds}, a {kind} "
+            "this process can read (a relative path is from the working directory, "
+            f"{os.getcwd()!r})"
+        )

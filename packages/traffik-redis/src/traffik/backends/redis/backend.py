@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 from redis.exceptions import NoScriptError
 from traffik.backends.base import ThrottleBackend
 from traffik.backends.health import StoreCircuit, circuit_policy
-from traffik.backends.redis import scripts
+from traffik.backends.redis import _access, scripts
 from traffik.backends.redis._commands import RedisCommands
 from traffik.backends.redis._counter import RedisCounter
 from traffik.backends.redis.clients import Link, LoopClients
@@ -18,7 +18,7 @@ from traffik.backends.redis.connection import client_source
 from traffik.backends.redis.errors import bounded, misconfigured, timed_out, translate
 from traffik.backends.redis.lock import Holding
 from traffik.backends.url_options import COMMON_URL_OPTIONS, flag, number, split_url_options, text
-from traffik.exceptions import BackendConnectionError, ConfigurationError
+from traffik.exceptions import BackendConnectionError, BackendError, ConfigurationError
 
 if TYPE_CHECKING:
     from traffik.clock import Clock
@@ -99,12 +99,15 @@ class RedisBackend(RedisCounter, RedisCommands, ThrottleBackend):
     silence, so losing one master, whose peers keep answering, does not open it. A server
     unreachable when the backend is entered (`lifespan`) does not stop the app unless
     `fail_fast=True` (see `BackendContext`); one that answers but refuses what the backend
-    needs (a database it does not have, an ACL forbidding scripts, no cluster mode behind
-    `redis+cluster://`, a plain Redis or an unknown service behind `redis+sentinel://`, not
-    Redis at all: memcached or a web server, named), or an option redis-py refuses, is a bad
-    setting: initialising fails with `ConfigurationError` (`errors.misconfigured`,
-    `_addresses`). `initialize()` itself raises `BackendConnectionError` for an unreachable
-    server, whatever `fail_fast`.
+    needs (a database it does not have, an ACL refusing a command or key the backend needs or
+    a command renamed away: the start proves each, `_access`; no cluster mode behind
+    `redis+cluster://`, a cluster node behind a single-server URL, a plain Redis or an
+    unknown service behind `redis+sentinel://`, not Redis at all: memcached or a web server,
+    named), or an option redis-py refuses, is a bad setting: initialising fails with
+    `ConfigurationError` (`_access`, `errors.misconfigured`, `_addresses`). `initialize()`
+    itself raises `BackendConnectionError` for an unreachable server, whatever `fail_fast`.
+    A TLS file option naming a path that is not there, or a database in both a URL's path
+    and its query, fails here, when the backend is built.
 
     Args:
         connection: The server: a URL, a `redis.asyncio.Redis` or `RedisCluster`, a
@@ -256,7 +259,7 @@ class RedisBackend(RedisCounter, RedisCommands, ThrottleBackend):
             try:
                 link = await self._link()
             except Exception as exc:
-                raise translate(exc, self.server, f"{operation} (building the client)") from exc
+                raise self._translate(exc, f"{operation} (building the client)") from exc
         gate = link.gate
         if gate.free:
             gate.free -= 1
@@ -264,9 +267,7 @@ class RedisBackend(RedisCounter, RedisCommands, ThrottleBackend):
             try:
                 await bounded(gate.wait(), self._deadline)
             except Exception as exc:
-                raise translate(
-                    exc, self.server, f"{operation} (waiting for a free connection)"
-                ) from exc
+                raise self._translate(exc, f"{operation} (waiting for a free connection)") from exc
         client = link.client
         if command is _EVALSHA and link.lane is not None:
             command = link.lane.evalsha  # (the same command, on the lane's connection)
@@ -279,7 +280,7 @@ class RedisBackend(RedisCounter, RedisCommands, ThrottleBackend):
             except NoScriptError:  # a restarted server, or a new primary: our scripts are gone
                 result = await bounded(self._reloaded(client, command, args), self._deadline)
         except Exception as exc:
-            error = translate(exc, self.server, operation)
+            error = self._translate(exc, operation)
             if isinstance(error, BackendConnectionError):
                 circuit.failed(error, self._silence if timed_out(exc) else 0.0)
             raise error from exc
@@ -288,6 +289,20 @@ class RedisBackend(RedisCounter, RedisCommands, ThrottleBackend):
         if circuit.failures:
             circuit.answered()
         return result
+
+    def _translate(self, exc: Exception, operation: str) -> BackendError:
+        """`errors.translate` for this backend: its server, its keys (what an ACL must grant)
+        and the socket timeouts its connection's options set (which bound its operations
+        unless the loop's client needs the backend's deadline)."""
+        link = self._clients.get()
+        return translate(
+            exc,
+            self.server,
+            operation,
+            namespace=self._prefix[:-1],
+            socket_timeouts=self._source.socket_timeouts,
+            deadline=link is None or link.deadline,
+        )
 
     async def _ready(self, operation: str) -> None:
         """What an operation needs first: past the store's circuit, and initialised (which
@@ -318,13 +333,22 @@ class RedisBackend(RedisCounter, RedisCommands, ThrottleBackend):
         try:
             client = (self._clients.get() or await self._link()).client
             operation = "SCRIPT LOAD"
-            await bounded(scripts.load_all(client, self.cluster), self._deadline)
-        except ConfigurationError:  # (options redis-py refused, a factory returning no client)
-            await self._clients.aclose()
+            # (the scripts loaded, and the commands they and the backend run proved: _access)
+            check = _access.check(
+                client,
+                cluster=self.cluster,
+                prefix=self._prefix,
+                server=self.server,
+                namespace=self._prefix[:-1],
+                database=_connection_kwargs(client).get("db", 0),
+            )
+            await bounded(check, self._deadline)
+        except ConfigurationError:  # (options redis-py refused, a factory returning no client,
+            await self._clients.aclose()  # a command refused, a cluster node: _access.check)
             raise
         except Exception as exc:
             await self._clients.aclose()
-            error = translate(exc, self.server, operation)
+            error = self._translate(exc, operation)
             wrong = await self._wrong_address(exc, operation)
             if wrong is not None:
                 raise wrong from exc

@@ -6,7 +6,7 @@ import inspect
 import re
 from collections.abc import Awaitable, Collection, Mapping
 from typing import Any, Callable, Optional
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from redis.asyncio import Redis, RedisCluster, Sentinel
 from redis.asyncio.cluster import ClusterNode
@@ -20,6 +20,7 @@ from traffik.backends.redis._options import (
     SENTINEL,
     SENTINEL_MASTER,
     Options,
+    check_files,
     check_options,
     check_values,
     single_node,
@@ -59,10 +60,20 @@ class ClientSource:
     clients with our retry policy (one immediate retry on a broken connection, none on a
     timeout): their socket timeouts then bound each command, see `needs_deadline`. `check`,
     for a source built from a URL, says what answers at its addresses when it is not what the
-    URL names (`_addresses`).
+    URL names (`_addresses`). `socket_timeouts` names the socket timeouts the connection's own
+    options set (`socket_timeout`, `socket_connect_timeout`: each with its value and where it
+    was set), which a socket timeout's error then tells to raise (`errors.translate`).
     """
 
-    __slots__ = ("_build", "check", "cluster", "owned", "server", "socket_bounded")
+    __slots__ = (
+        "_build",
+        "check",
+        "cluster",
+        "owned",
+        "server",
+        "socket_bounded",
+        "socket_timeouts",
+    )
 
     def __init__(
         self,
@@ -73,6 +84,7 @@ class ClientSource:
         cluster: bool,
         socket_bounded: bool = False,
         check: Optional[Check] = None,
+        socket_timeouts: Optional[Mapping[str, str]] = None,
     ) -> None:
         self._build = build
         self.server = server
@@ -80,6 +92,7 @@ class ClientSource:
         self.cluster = cluster
         self.socket_bounded = socket_bounded
         self.check = check
+        self.socket_timeouts: Mapping[str, str] = socket_timeouts or {}
 
     async def build(self) -> Built:
         return await self._build()
@@ -114,6 +127,20 @@ def client_defaults(connect_timeout: float, command_timeout: float) -> dict[str,
         # sockets in the pool); none on timeouts, so a hung server costs one timeout.
         "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
     }
+
+
+_SOCKET_TIMEOUTS = ("socket_timeout", "socket_connect_timeout")
+
+
+def _socket_timeouts(*layers: tuple[str, Mapping[str, Any]]) -> dict[str, str]:
+    """The socket timeouts `layers` set (each `(where, options)`, the one that wins last), each
+    named with its value and where it was set: `socket_timeout (0.05 s, in the URL's query)`."""
+    found: dict[str, str] = {}
+    for where, options in layers:
+        for name in _SOCKET_TIMEOUTS:
+            if options.get(name) is not None:
+                found[name] = f"{name} ({options[name]} s, in {where})"
+    return found
 
 
 def redact(url: str) -> str:
@@ -160,9 +187,22 @@ def _multi_host(
 def _checked(
     options: Mapping[str, Any], valid: Options, where: str, settings: Collection[str] = ()
 ) -> None:
-    """Refuse an option `valid` does not name, or a value redis-py would refuse (`_options`)."""
+    """Refuse an option `valid` does not name, a value redis-py would refuse, or a TLS file
+    that is not there (`_options`)."""
     check_options(options, valid, where, settings)
     check_values(options, where)
+    check_files(options, where)
+
+
+def _database_twice(url: str, path: str) -> None:
+    """Refuse a URL that names its database both in its path (`path`, non-empty) and in its
+    query (`?db=`): redis-py would take one silently (the query's), as a setting given twice."""
+    query = parse_qs(urlsplit(url).query, keep_blank_values=True).get("db")
+    if path and query:
+        raise ConfigurationError(
+            f"Redis URL {redact(url)!r} sets the database twice, /{path} in its path and "
+            f"db={query[0]} in its query; set it once (the path: redis://host:6379/<db>)"
+        )
 
 
 def _refused(exc: Exception, server: str, url: str) -> ConfigurationError:
@@ -184,7 +224,12 @@ def _no_sentinel(connection: str, name: str) -> ConfigurationError:
     )
 
 
-def _cluster(nodes: list[Any], options: dict[str, Any], server: str) -> ClientSource:
+def _cluster(
+    nodes: list[Any],
+    options: dict[str, Any],
+    server: str,
+    *layers: tuple[str, Mapping[str, Any]],
+) -> ClientSource:
     async def build() -> Built:
         try:
             client = RedisCluster(
@@ -194,7 +239,9 @@ def _cluster(nodes: list[Any], options: dict[str, Any], server: str) -> ClientSo
             raise _refused(exc, server, server) from None
         return client, [client]
 
-    return ClientSource(build, server, owned=True, cluster=True)
+    return ClientSource(
+        build, server, owned=True, cluster=True, socket_timeouts=_socket_timeouts(*layers)
+    )
 
 
 def _sentinel_master(
@@ -247,7 +294,14 @@ def _from_url(
             raise ConfigurationError(
                 f"Redis URL {server!r}: a cluster has only database 0; drop the path"
             )
-        return _cluster(nodes, {**defaults, **options, **url_kwargs, **cluster_kwargs}, server)
+        return _cluster(
+            nodes,
+            {**defaults, **options, **url_kwargs, **cluster_kwargs},
+            server,
+            ("the URL's query", options),
+            ("url_kwargs", url_kwargs),
+            ("cluster_kwargs", cluster_kwargs),
+        )
     if scheme == "redis+sentinel":
         nodes, path, options = _multi_host(url, 26379)
         _checked(options, SENTINEL, f"Redis URL {server!r}", settings)
@@ -259,6 +313,7 @@ def _from_url(
                 f"Redis URL {server!r} names no service; write redis+sentinel://host:26379/<service>[/<db>]"
             )
         if len(path) > 1:
+            _database_twice(url, path[1])
             try:
                 options["db"] = int(path[1])
             except ValueError:
@@ -280,7 +335,18 @@ def _from_url(
         async def check_sentinels(timeout: float) -> Optional[str]:
             return await not_sentinels(nodes, service, timeout)
 
-        return ClientSource(build, shown, owned=True, cluster=False, check=check_sentinels)
+        return ClientSource(
+            build,
+            shown,
+            owned=True,
+            cluster=False,
+            check=check_sentinels,
+            socket_timeouts=_socket_timeouts(
+                ("the URL's query", options),
+                ("url_kwargs", url_kwargs),
+                ("sentinel_kwargs", sentinel_kwargs),
+            ),
+        )
     if scheme not in ("redis", "rediss", "unix"):
         raise ConfigurationError(
             f"Redis URL {server!r}: unknown scheme {scheme!r}; use one of {', '.join(s + '://' for s in SCHEMES)}"
@@ -293,6 +359,8 @@ def _from_url(
     _checked(parsed, single_node(connection_class, client=False), f"Redis URL {server!r}", settings)
     _checked(url_kwargs, single_node(connection_class, client=True), "RedisBackend: url_kwargs")
     database = unquote(urlsplit(url).path).strip("/")
+    if scheme != "unix":
+        _database_twice(url, database)
     if scheme != "unix" and database and not (database.isascii() and database.isdigit()):
         raise ConfigurationError(
             f"Redis URL {server!r}: database {database!r} is not a number; "
@@ -321,6 +389,8 @@ def _from_url(
         cluster=False,
         socket_bounded=options["retry"] is defaults["retry"],
         check=None if scheme == "rediss" else check_address,
+        # (redis-py's from_url: the URL's query wins over keywords)
+        socket_timeouts=_socket_timeouts(("url_kwargs", url_kwargs), ("the URL's query", parsed)),
     )
 
 
@@ -438,7 +508,11 @@ def client_source(
             return _sentinel_master(sentinel, service, options, [])
 
         return ClientSource(
-            build_master, f"sentinel service {service!r}", owned=True, cluster=False
+            build_master,
+            f"sentinel service {service!r}",
+            owned=True,
+            cluster=False,
+            socket_timeouts=_socket_timeouts(("sentinel_kwargs", sentinel_kwargs or {})),
         )
     if isinstance(connection, (list, tuple)):
         if not connection:
@@ -446,7 +520,12 @@ def client_source(
         nodes = [_node(item) for item in connection]
         _checked(cluster_kwargs or {}, CLUSTER, "RedisBackend: cluster_kwargs")
         server = "redis+cluster://" + ",".join(f"{h}:{p}" for h, p in nodes)
-        return _cluster(nodes, {**defaults, **(cluster_kwargs or {})}, server)
+        return _cluster(
+            nodes,
+            {**defaults, **(cluster_kwargs or {})},
+            server,
+            ("cluster_kwargs", cluster_kwargs or {}),
+        )
     if callable(connection):
         return _factory(connection, connect_timeout + command_timeout)
     raise TypeError(

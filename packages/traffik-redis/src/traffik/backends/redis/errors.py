@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from typing import TypeVar
 
 from redis.exceptions import (
@@ -12,7 +12,6 @@ from redis.exceptions import (
     AuthorizationError,
     ClusterDownError,
     InvalidResponse,
-    NoPermissionError,
     OutOfMemoryError,
     ReadOnlyError,
     RedisClusterException,
@@ -20,7 +19,16 @@ from redis.exceptions import (
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from traffik.backends.redis._access import acl_advice, refusal_in, refused_by_acl, unknown_command
 from traffik.exceptions import BackendConnectionError, BackendError, ConfigurationError
+
+try:  # (recent redis-py; before, a ConnectionError with the server's words: `_AT_MAXCLIENTS`)
+    from redis.exceptions import MaxClientsReachedError
+except ImportError:  # pragma: no cover
+
+    class MaxClientsReachedError(RedisConnectionError):  # type: ignore[no-redef]
+        """Never raised by this redis-py."""
+
 
 __all__ = ["CONNECTION_ERRORS", "bounded", "misconfigured", "timed_out", "translate"]
 
@@ -52,18 +60,17 @@ _ADVICE = (
         "Traffik writes expires",
     ),
     (
-        NoPermissionError,
-        "the server's ACL refuses the URL's user a command or key Traffik needs: grant it "
-        "+@scripting (or at least +ping +evalsha +script|load) and the backend's keys "
-        "(~<namespace>:*)",
-    ),
-    (
         InvalidResponse,
         "the server's answer is not Redis's protocol: check that the URL's host and port "
         "are a Redis server's (not memcached's, not a proxy's)",
     ),
 )
-"""What to do about an error the server answered (or a reply that is no Redis reply)."""
+"""What to do about an error the server answered (or a reply that is no Redis reply); an ACL
+refusal and an unknown command are told apart by `translate` (their words, inside a script)."""
+
+_AT_MAXCLIENTS = "max number of clients reached"
+"""What Redis answers a connection past its `maxclients` (`MaxClientsReachedError` in recent
+redis-py)."""
 
 
 if sys.version_info >= (3, 11):
@@ -85,8 +92,24 @@ def timed_out(exc: BaseException) -> bool:
     return isinstance(exc, (asyncio.TimeoutError, RedisTimeoutError))
 
 
-def translate(exc: Exception, server: str, operation: str) -> BackendError:
-    """The `BackendError` to raise `from exc` for a failed `operation` on `server`."""
+def translate(
+    exc: Exception,
+    server: str,
+    operation: str,
+    *,
+    namespace: str | None = None,
+    socket_timeouts: Mapping[str, str] | None = None,
+    deadline: bool = True,
+) -> BackendError:
+    """The `BackendError` to raise `from exc` for a failed `operation` on `server`.
+
+    `namespace` fills in the keys an ACL must grant; `socket_timeouts` names the client's
+    socket timeouts that the connection's own options set (`ClientSource.socket_timeouts`:
+    `socket_timeout` and `socket_connect_timeout`, each with where it was set), which a
+    timeout of the socket is then told to raise instead of `command_timeout` or
+    `connect_timeout`: redis-py's `TimeoutError`, or any when the backend's own deadline
+    does not bound the operation (`deadline` False: the socket timeouts do, `needs_deadline`;
+    the lane's `asyncio.timeout` is the socket timeout's)."""
     detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     if timed_out(exc):
         tls = (
@@ -94,9 +117,23 @@ def translate(exc: Exception, server: str, operation: str) -> BackendError:
             if server.startswith("rediss://")
             else ""
         )
+        socket = isinstance(exc, RedisTimeoutError) or not deadline
+        own = (socket_timeouts or {}) if socket else {}
+        command = own.get("socket_timeout", "command_timeout")
+        connect = own.get("socket_connect_timeout", "connect_timeout")
         return BackendConnectionError(
-            f"Redis at {server}: {operation} timed out ({detail}); raise command_timeout "
-            f"or connect_timeout if the server is only slow{tls}",
+            f"Redis at {server}: {operation} timed out ({detail}); raise {command} "
+            f"or {connect} if the server is only slow{tls}",
+            cause=exc,
+        )
+    if isinstance(exc, MaxClientsReachedError) or (
+        isinstance(exc, (RedisConnectionError, ResponseError)) and _AT_MAXCLIENTS in str(exc)
+    ):
+        return BackendConnectionError(
+            f"Redis at {server}: {operation} failed, the server refused a new connection: it "
+            f"has reached its maxclients ({detail}); raise the server's maxclients (10000 by "
+            "default: CONFIG SET maxclients, or redis.conf), or open fewer connections: each "
+            "process opens up to max_connections (the URL's ?max_connections=) per event loop",
             cause=exc,
         )
     if isinstance(exc, ResponseError) and str(exc).startswith("BUSY"):
@@ -129,6 +166,14 @@ def translate(exc: Exception, server: str, operation: str) -> BackendError:
             "like {client}",
             cause=exc,
         )
+    if isinstance(exc, RedisClusterException) and refusal_in(exc) is not None:
+        # (redis-py's cluster client: "Cluster mode is not enabled", CLUSTER SLOTS refused)
+        refusal = refusal_in(exc)
+        return BackendError(
+            f"Redis at {server}: {operation} failed, the cluster client could not read the "
+            f"slot map ({type(refusal).__name__}: {refusal}); {acl_advice(namespace)}",
+            cause=exc,
+        )
     if isinstance(exc, RedisClusterException) and "Cluster mode is not enabled" in str(exc):
         return BackendError(
             f"Redis at {server}: {operation} failed, the server is not a cluster node "
@@ -140,7 +185,16 @@ def translate(exc: Exception, server: str, operation: str) -> BackendError:
         return BackendConnectionError(
             f"Redis at {server}: {operation} failed, server unreachable ({detail})", cause=exc
         )
-    advice = next((f"; {text}" for kind, text in _ADVICE if isinstance(exc, kind)), "")
+    if refused_by_acl(exc):
+        advice = f"; {acl_advice(namespace)}"
+    elif unknown_command(exc):
+        advice = (
+            "; the server does not know the command: it was renamed or disabled "
+            "(rename-command in the server's configuration), and Traffik sends it under its "
+            "own name"
+        )
+    else:
+        advice = next((f"; {text}" for kind, text in _ADVICE if isinstance(exc, kind)), "")
     return BackendError(f"Redis at {server}: {operation} failed ({detail}){advice}", cause=exc)
 
 

@@ -204,8 +204,9 @@ SCRIPTS = {
         "increment_with_ttl", "\n".join([_read("_counter"), _read("increment_with_ttl")])
     ),
     "lock_release": Script("lock_release", _read("lock_release")),
+    "start_check": Script("start_check", _read("start_check")),
 }
-"""Every script the backend loads, by name."""
+"""Every script the backend loads, by name (`start_check`: the start-up check, `_access.py`)."""
 
 
 async def load_all(client: Any, cluster: bool) -> None:

@@ -82,6 +82,9 @@ for i = 1, n do
     elseif code ~= 9 then
       raw = redis.pcall('GET', KEYS[i])
       if raw and raw.err then -- another type at the key (WRONGTYPE): no state; PSETEX replaces it
+        if raw.err:sub(1, 9) ~= 'WRONGTYPE' then -- any other error (an ACL refusal): the script's
+          error(raw)
+        end
         raw = false
       end
     end

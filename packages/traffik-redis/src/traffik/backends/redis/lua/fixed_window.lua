@@ -5,7 +5,14 @@ local function counter_decide(key, limit, period, cost)
   if cost > limit then -- more than the limit: never admitted (never_admitted: one period)
     return false, period, 0, period
   end
-  local count = tonumber(redis.pcall('GET', key)) or 0 -- anything else at the key: 0
+  local raw = redis.pcall('GET', key)
+  local count = tonumber(raw)
+  if not count then -- anything else at the key (WRONGTYPE too): 0; another error, the script's
+    if raw and raw.err and raw.err:sub(1, 9) ~= 'WRONGTYPE' then
+      error(raw)
+    end
+    count = 0
+  end
   local left = period
   if count ~= 0 then
     local pttl = redis.call('PTTL', key)
@@ -33,7 +40,11 @@ end
 local counter_refund
 if REFUND then
   function counter_refund(key, cost)
-    local count = tonumber(redis.pcall('GET', key))
+    local raw = redis.pcall('GET', key)
+    local count = tonumber(raw)
+    if not count and raw and raw.err and raw.err:sub(1, 9) ~= 'WRONGTYPE' then
+      error(raw)
+    end
     if count and count > 0 then
       redis.call('DECRBY', key, string.format('%d', math.min(count, cost)))
     end

@@ -34,6 +34,9 @@
 local key, log, raw = KEYS[i], nil, nil
 local block = redis.pcall('GETRANGE', key, '-189', '-1')
 if block.err then -- another type at the key (WRONGTYPE): no state, written anew
+  if block.err:sub(1, 9) ~= 'WRONGTYPE' then -- any other error (an ACL refusal): the script's
+    error(block)
+  end
   block = ''
 end
 local s1, s2, s3, s4, nc, nt, n1, n2, n3, n4, ot, small, newest, head, stop, mark
