@@ -299,3 +299,33 @@ async def test_tiered_rate_admits_a_fixed_cost_a_higher_tier_can() -> None:
     assert "costs 60 units, more than the rate 50/min can ever admit" in premium.text
     with pytest.raises(ConfigurationError, match=r"cost=101 .* can ever admit \(100\)"):
         HTTPThrottle("tiers", rate="10/min", strategy=strategy, cost=101)
+
+
+@pytest.mark.parametrize(
+    ("segment", "level"),
+    [
+        ("high", custom.Priority.HIGH),  # a name, in any case, spaces around it dropped
+        ("HIGH", custom.Priority.HIGH),
+        (" Critical ", custom.Priority.CRITICAL),
+        ("1", custom.Priority.LOW),  # a level, in ASCII digits
+        ("03", custom.Priority.HIGH),
+        ("9", custom.Priority.NORMAL),  # anything else: the default priority, no error
+        ("0", custom.Priority.NORMAL),
+        ("urgent", custom.Priority.NORMAL),
+        ("-3", custom.Priority.NORMAL),
+        ("²", custom.Priority.NORMAL),  # (a digit to `str.isdigit`, not to `int`: it raised)
+        ("٣", custom.Priority.HIGH),  # (a decimal digit, as `int` reads it)
+    ],
+)
+def test_a_key_s_priority_segment_names_a_level_or_is_the_default(
+    segment: str, level: custom.Priority
+) -> None:
+    """docs/advanced-strategies.md: a key's priority segment comes from the client at
+    request time, so a value that names no level decides at `default_priority` (and is still
+    taken out of the storage key: one log per client), never an error; `default_priority`
+    itself raises a `ConfigurationError` for such a value."""
+    queue = custom.PriorityQueue()
+    assert queue.priority_of(f"priority:{segment}:svc") == (level, "svc")
+    if level is custom.Priority.NORMAL:
+        with pytest.raises(ConfigurationError, match="default_priority"):
+            custom.PriorityQueue(default_priority=segment)  # type: ignore[arg-type]

@@ -25,6 +25,7 @@ from traffik.strategies import (
     LeakyBucketWithQueue,
     SlidingWindowCounter,
     SlidingWindowLog,
+    TimeOfDay,
     TokenBucket,
     TokenBucketWithDebt,
 )
@@ -374,3 +375,30 @@ async def test_a_backend_s_own_counter_has_a_window_that_ends_too_late_cut() -> 
     refused = await backend.evaluate_all(both)
     assert not refused.allowed and refused.wait_ms == 60_000
     assert await backend.ttl(counter) == 60_000
+
+
+_EVERY_STRATEGY = [
+    cls() for cls in BUILTIN_STRATEGIES + ADVANCED_STRATEGIES if cls is not TimeOfDay
+] + [TimeOfDay([(0, 24, 1)])]
+
+
+@pytest.mark.parametrize("strategy", _EVERY_STRATEGY, ids=lambda s: type(s).__name__)
+async def test_a_stat_s_reset_is_the_one_a_hit_of_cost_1_would_be_told(
+    backend: InMemoryBackend, clock: ManualClock, strategy: Any
+) -> None:
+    """`get_stat(...).metadata["reset_ms"]` (`traffik.strategies.stat_metadata`): the reset
+    of the decision a hit of cost 1 would get now (the budget whole again after it when
+    admitted, whole again when refused), not when the key's state is gone; a fixed window's
+    is the time its window has left (0: none open). Three of 10/min spent, then at several
+    moments (the last ones refused) a stat and the hit it describes."""
+    rate = Rate.parse("10/min")
+    assert (await strategy.decide("k", rate, backend, 3)).allowed
+    start = clock()
+    for at in (0, 18, 30, 47.999, 61, *([61.5] * 12)):
+        clock.set(start + at)
+        stat = await strategy.get_stat("k", rate, backend)
+        hit = await strategy.decide("k", rate, backend, 1)
+        if isinstance(strategy, FixedWindow) and stat.metadata["current_count"] == 0:
+            assert stat.metadata["reset_ms"] == 0, at
+        else:
+            assert stat.metadata["reset_ms"] == hit.reset_ms, (at, hit)

@@ -425,6 +425,43 @@ return out
     assert replies == [n for a, b in pairs for n in (a // b, -(-a // b))]
 
 
+async def test_rescaled_rounds_like_python(raw: Redis) -> None:
+    """`lua/_rescaled.lua`: a state of another rate's amount rescaled exactly (held * unit /
+    was_unit, rounded up, as `_another_rate.rescaled`), however large the periods: past 2**53
+    its product is taken a bit at a time."""
+    lua = resources.files("traffik.backends.redis").joinpath("lua")
+    prelude = "".join(
+        lua.joinpath(f"{part}.lua").read_text(encoding="utf-8")
+        for part in ("_prelude", "_floordiv")
+    )
+    rescaled = lua.joinpath("_rescaled.lua").read_text(encoding="utf-8")
+    body = f"""
+local out = {{}}
+for i = 2, #ARGV, 3 do
+  local held, was_unit, unit, carried = tonumber(ARGV[i]), tonumber(ARGV[i + 1]),
+    tonumber(ARGV[i + 2]), 0
+{rescaled}
+  out[#out + 1] = carried
+end
+return out
+"""
+    rng = random.Random("rescaled")
+    cases = []
+    while len(cases) < 2_000:
+        # A unit is a period (or a period in thousandths): below 2**52; the whole units held
+        # are at most the new capacity, whose units stay below 2**53.
+        was_unit = rng.choice([1, 7, 60_000, 86_400_000, rng.randint(1, 2**52 - 1)])
+        unit = rng.choice([1, 3, 1000, 3_600_000, 2_592_000_000_000, rng.randint(1, 2**52 - 1)])
+        whole = rng.randint(0, min(1000, (2**53 - 1) // unit))
+        rest = rng.choice([0, 1, was_unit - 1, rng.randint(0, was_unit - 1)])
+        held = whole * was_unit + rest
+        if held < 2**53 and -(-held * unit // was_unit) < 2**53:
+            cases.append((held, was_unit, unit))
+    call = struct.pack("<BdB5d", ord("p"), 0, 0, *[0] * 5)  # the prelude reads the call first
+    replies = await raw.eval(prelude + body, 0, call, *[str(n) for case in cases for n in case])
+    assert replies == [-(-held * unit // was_unit) for held, was_unit, unit in cases]
+
+
 def test_anything_else_is_no_state() -> None:
     assert decode_state(b"i") == []
     assert all(decode_state(garbage) is None for garbage in CORRUPT)

@@ -58,13 +58,14 @@ Transition = tuple[Decision, Optional[list[int]], int]
 
 A refused hit charges nothing: its new state is None, unless the state it read records
 another rate than the hit's (`update_rate`, a rate callable, a deploy), which it converts.
-Then its new state is that one as the hit's rate's, holding the same units, and the stores
-write it, refused or not (in a refused step of several items, what the refusing items
-converted, never a charge): the next hits are decided under the new rate, so the wait the
-refusal tells is true, instead of each hit converting again from the old state, which
-drains at the old rate. A bucket holding more units than the new rate's capacity would
-hold fewer converted, so it is not written: the hit is refused until the old state holds
-what the new rate admits (`traffik.strategies._another_rate.converted`)."""
+Then its new state is that one as the hit's rate's, holding exactly the same units (not
+rounded up to whole ones), and the stores write it, refused or not (in a refused step of
+several items, what the refusing items converted, never a charge): the next hits are
+decided under the new rate, so the wait the refusal tells is true, instead of each hit
+converting again from the old state, which drains at the old rate. A bucket of the old
+rate that can hold more units than the new rate's capacity is never written by a refused
+hit: the hit is refused until the old state holds what the new rate admits, every refused
+hit told the same moment (`traffik.strategies._another_rate.converted`)."""
 
 Refund = tuple[list[int], int]
 """What a refund returns: the new state and its TTL in ms."""
@@ -292,7 +293,7 @@ class StateStrategy(Strategy):
                 high = middle
         return low
 
-    def script_args(self, rate: Rate, cost: int) -> tuple[int, ...]:
+    def script_args(self, rate: Rate, cost: int) -> tuple[float, ...]:
         """Numbers the Redis script receives after the key: limit, period ms, cost, then parameters."""
         return (rate.limit, rate.expire, cost)
 

@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Optional
 from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
 from traffik.rates import MAX_LIMIT, Rate
-from traffik.strategies._another_rate import Held, converted
+from traffik.strategies._another_rate import Held, converted, rescaled
 from traffik.strategies.base import (
     EXACT_LIMIT,
     Refund,
@@ -43,7 +43,8 @@ class CostBasedTokenBucket(StateStrategy):
     period negative (a cost never is, so a state written before the rate was kept is read as
     written under the current rate). Read under another rate, the units the bucket missed,
     rounded up, are missing from the new rate's bucket, and the history is kept; a rejected
-    hit writes that bucket (`base.Transition`).
+    hit writes the bucket missing exactly what the old one misses, unless the old rate's
+    bucket is larger (`_another_rate.converted`, `base.Transition`).
     `lock_config` is accepted for traffik 1.2 code and unused.
     """
 
@@ -152,7 +153,7 @@ class CostBasedTokenBucket(StateStrategy):
         if limit < 1 or period < 1 or 2 * bucket * unit >= EXACT_LIMIT:
             return None
         tokens, history = self._refilled(state, now, limit, bucket * unit)
-        return bucket * unit - tokens, unit, self._refill(history, limit)
+        return bucket * unit - tokens, unit, self._refill(history, limit), bucket * unit
 
     @staticmethod
     def _rate_of(state: Optional[list[int]]) -> Optional[tuple[int, int]]:
@@ -190,9 +191,14 @@ class CostBasedTokenBucket(StateStrategy):
         decision = Decision(False, wait, max(tokens // unit, 0), reset, limit)
         written = self._rate_of(state)
         if state is not None and written is not None and written != (limit, rate.expire):
+
+            def carry(missing: int, scale: int) -> Transition:
+                kept = [full - rescaled(missing, scale, unit), now, *history, limit, -rate.expire]
+                decision, _, _ = self.transition(kept, now, rate, cost)
+                return decision, kept, int(decision.reset_ms)
+
             held = self._missing(state[:-2], now, *written)
-            kept = [tokens, now, *history, limit, -rate.expire]
-            return converted(decision, held, self.capacity(rate), cost, kept, reset)
+            return converted(decision, held, self.capacity(rate), cost, carry)
         return decision, None, 0
 
     def held(self, rate: Rate, cost: int, decision: Decision, age_ms: int) -> int:

@@ -14,6 +14,7 @@ from traffik.strategies._another_rate import (
     held_at_its_rate,
     of_another_rate,
     rated_amount,
+    rescaled,
 )
 from traffik.strategies.base import (
     AHEAD_MS,
@@ -43,8 +44,12 @@ class GCRA(StateStrategy):
     the theoretical arrival time `tat_ms + tat_rest / limit`, then the rate it was written
     under; it expires at that time. Read under another rate, the backlog at that moment,
     rounded up to whole units (intervals of the old rate), becomes as many intervals of the
-    new one (at most its capacity); a rejected hit writes that state (`base.Transition`). A `[tat_ms, tat_rest]` state (written before the rate
-    was kept) is read as written under the current rate.
+    new one (at most its capacity). A rejected hit writes the backlog exactly, as intervals
+    of the new rate, unless a state of the old rate can hold more than the new capacity
+    (its span, `_span`: `_another_rate.converted`, `base.Transition`); decided on that
+    backlog, the hit is admitted when the part of an interval it holds fits the part of the
+    tolerance short of a whole interval. A `[tat_ms, tat_rest]` state (written before the
+    rate was kept) is read as written under the current rate.
 
     A decision's reset is when the budget is whole again: a hit of the whole capacity is
     admitted once the backlog is down to the part of the tolerance short of a whole interval
@@ -86,9 +91,13 @@ class GCRA(StateStrategy):
 
     def tolerance(self, rate: Rate) -> int:
         """The burst tolerance in `1/limit` ms."""
+        return self._tolerance(rate.limit, rate.expire)
+
+    def _tolerance(self, limit: int, period: int) -> int:
+        """The burst tolerance at `limit` per `period` ms, in `1/limit` ms."""
         if self.burst_tolerance_ms is None:
-            return (rate.limit - 1) * rate.expire
-        return round(self.burst_tolerance_ms * rate.limit)
+            return (limit - 1) * period
+        return round(self.burst_tolerance_ms * limit)
 
     def capacity(self, rate: Rate) -> int:
         return (self.tolerance(rate) + rate.expire) // rate.expire
@@ -96,8 +105,10 @@ class GCRA(StateStrategy):
     def scale(self, rate: Rate) -> int:
         return 2 * (self.tolerance(rate) + rate.expire)
 
-    def script_args(self, rate: Rate, cost: int) -> tuple[int, ...]:
-        return (rate.limit, rate.expire, cost, self.tolerance(rate))
+    def script_args(self, rate: Rate, cost: int) -> tuple[float, ...]:
+        # (then the tolerance in ms, -1 for None: the span of a state of another rate)
+        ms = -1 if self.burst_tolerance_ms is None else self.burst_tolerance_ms
+        return (rate.limit, rate.expire, cost, self.tolerance(rate), ms)
 
     async def get_stat(self, key: Any, rate: Rate, backend: ThrottleBackend) -> StrategyStat:
         """As every strategy's, with traffik 1.2's metadata: `tat_ms` (the theoretical arrival
@@ -163,15 +174,24 @@ class GCRA(StateStrategy):
         remaining = max((span - backlog) // interval, 0)
         decision = Decision(False, wait, remaining, self._reset(backlog, rate), limit)
         if state is not None and of_another_rate(state, rate):
-            tat_ms, tat_rest = divmod(backlog, limit)
-            held, written = (
-                held_at_its_rate(state, now, _behind),
-                [now + tat_ms, tat_rest, limit, interval],
-            )
-            return converted(
-                decision, held, self.capacity(rate), cost, written, ceil_div(backlog, limit)
-            )
+
+            def carry(behind: int, scale: int) -> Transition:
+                # (Admitted there when the part of a unit it holds fits the part of the
+                # tolerance short of a whole interval, which whole units never fit.)
+                backlog = rescaled(behind, scale, interval)
+                tat_ms, tat_rest = divmod(backlog, limit)
+                kept = [now + tat_ms, tat_rest, limit, interval]
+                made = self.transition(kept, now, rate, cost)
+                return made if made[0].allowed else (made[0], kept, ceil_div(backlog, limit))
+
+            held = held_at_its_rate(state, now, _behind, self._span)
+            return converted(decision, held, self.capacity(rate), cost, carry)
         return decision, None, 0
+
+    def _span(self, limit: int, period: int) -> int:
+        """The most backlog a state written at `limit` per `period` holds (in its 1/limit
+        ms): its tolerance and an interval."""
+        return self._tolerance(limit, period) + period
 
     held = draining_held
 

@@ -11,6 +11,7 @@ from traffik.strategies._another_rate import (
     held_at_its_rate,
     of_another_rate,
     rated_amount,
+    rescaled,
 )
 from traffik.strategies.base import (
     EXACT_LIMIT,
@@ -74,9 +75,10 @@ class LeakyBucket(StateStrategy):
     admits a first burst of `limit`, then the drain rate; a rejected hit adds nothing. The
     key expires when the bucket is empty. Read under another rate, the level at that moment,
     rounded up to whole units, is the new rate's level (at most its capacity); a rejected
-    hit writes that state (`base.Transition`). A
-    `[level, last_ms]` state (written before the rate was kept) is read as written under the
-    current rate. A host whose clock is behind `last_ms` decides at it.
+    hit writes the level exactly, unless the old rate's bucket is larger
+    (`_another_rate.converted`, `base.Transition`). A `[level, last_ms]` state (written
+    before the rate was kept) is read as written under the current rate. A host whose clock
+    is behind `last_ms` decides at it.
     """
 
     name: ClassVar[str] = "leaky_bucket"
@@ -96,9 +98,14 @@ class LeakyBucket(StateStrategy):
         admitted, decision = _admit(level, rate, cost)
         if not admitted:
             if state is not None and of_another_rate(state, rate):
+
+                def carry(drained: int, scale: int) -> Transition:
+                    level = rescaled(drained, scale, rate.expire)
+                    kept = [level, now, rate.limit, rate.expire]
+                    return _admit(level, rate, cost)[1], kept, _empty_in(level, rate)
+
                 held = held_at_its_rate(state, now, _drained)
-                written = [level, now, rate.limit, rate.expire]
-                return converted(decision, held, rate.limit, cost, written, _empty_in(level, rate))
+                return converted(decision, held, rate.limit, cost, carry)
             return decision, None, 0
         state = [level + cost * rate.expire, now, rate.limit, rate.expire]
         return decision, state, max(int(decision.reset_ms), 1)
@@ -121,7 +128,8 @@ class LeakyBucketWithQueue(StateStrategy):
     never is, so a state written before the rate was kept (`[last_ms, t1, left1, ...]`) is
     read as written under the current rate. Decisions match `LeakyBucket`, a rate change
     included: the level, rounded up to whole units (at most the new capacity), is kept by
-    the newest entries, each holding its own units rounded up; the queue shows what is
+    the newest entries, each holding its own units rounded up (a rejected hit writes the
+    entries holding exactly what they held: `_exactly`); the queue shows what is
     waiting to drain (`get_stat`, debugging). A host whose clock is behind `last_ms` decides
     at it.
     """
@@ -152,7 +160,7 @@ class LeakyBucketWithQueue(StateStrategy):
         limit, period = state[-2], -state[-1]
         if not _exact(limit, period):
             return None
-        return sum(_drain(state[:-2], now, limit, period)[1::2]), period, limit
+        return sum(_drain(state[:-2], now, limit, period)[1::2]), period, limit, limit * period
 
     @staticmethod
     def _time(state: Optional[list[int]]) -> Optional[int]:
@@ -168,10 +176,17 @@ class LeakyBucketWithQueue(StateStrategy):
         admitted, decision = _admit(level, rate, cost)
         if not admitted:
             written = _rate_of(state)
-            if state is not None and written not in (None, (rate.limit, rate.expire)):
-                held = self._held(state, now)
-                kept = [now, *queue, rate.limit, -rate.expire]
-                return converted(decision, held, rate.limit, cost, kept, _empty_in(level, rate))
+            if state is not None and written is not None and written != (rate.limit, rate.expire):
+
+                def carry(_level: int, scale: int) -> Transition:
+                    assert state is not None and written is not None  # (for mypy)
+                    entries = _drain(state[:-2], now, written[0], scale)
+                    queue = _exactly(entries, scale, rate)
+                    level = sum(queue[1::2])
+                    kept = [now, *queue, rate.limit, -rate.expire]
+                    return _admit(level, rate, cost)[1], kept, _empty_in(level, rate)
+
+                return converted(decision, self._held(state, now), rate.limit, cost, carry)
             return decision, None, 0
         queue.append(now)
         queue.append(cost * rate.expire)
@@ -228,6 +243,21 @@ def _drain(state: list[int], now: int, limit: int, period: int) -> list[int]:
         queue.append(left - drained)
         drained = 0
     return queue
+
+
+def _exactly(queue: list[int], period: int, rate: Rate) -> list[int]:
+    """A queue scaled by `period` as `rate`'s holding the same (`_another_rate.rescaled`):
+    from its head, each sum of the entries up to one is the old one's rescaled (rounded up),
+    so the whole is; an entry left with nothing leaves."""
+    kept: list[int] = []
+    total = before = 0
+    for i in range(0, len(queue) - 1, 2):
+        total += queue[i + 1]
+        upto = rescaled(total, period, rate.expire)
+        if upto > before:
+            kept += [queue[i], upto - before]
+            before = upto
+    return kept
 
 
 def _rescaled(queue: list[int], period: int, rate: Rate) -> list[int]:

@@ -39,12 +39,14 @@ class Priority(IntEnum):
 
 
 def _priority(value: object) -> Optional[Priority]:
-    """A priority from a level (`3`, `"3"`) or a name (`"high"`), else None."""
+    """A priority from a level (`3`, `"3"`) or a name in any case (`"high"`, `"HIGH"`),
+    spaces around it dropped, else None (never an error: a key's segment is a client's)."""
     if isinstance(value, str):
         text = value.strip()
         if text.upper() in Priority.__members__:
             return Priority[text.upper()]
-        value = int(text) if text.isdigit() else None
+        # (`isdecimal`, not `isdigit`: `int` reads no superscript, which raised)
+        value = int(text) if text.isdecimal() else None
     if isinstance(value, int) and not isinstance(value, bool) and value in (1, 2, 3, 4):
         return Priority(value)
     return None
@@ -57,9 +59,11 @@ class PriorityQueue(MarkedStrategy):
     above, plus its own, stays within `limit`: a CRITICAL request is never held back by
     lower ones, while a LOW one counts everything. Priorities share **one log per client**:
     the priority comes from a `priority:<level>:` segment of the key (`marker`; a level 1-4
-    or a name such as `high`), written by the identifier or the throttle context's `scope`,
-    and taken out of the storage key (traffik 1.2 kept it there, so each priority got its
-    own log and priorities never met). A key without it is `default_priority`. A rejected
+    or a name such as `high`, in any case), written by the identifier or the throttle
+    context's `scope`, and taken out of the storage key (traffik 1.2 kept it there, so each
+    priority got its own log and priorities never met). A key without it, or whose segment
+    names no level (`priority:9:`: a client's input, never an error), is
+    `default_priority`. A rejected
     hit waits until enough cost of its priority and above has left the window.
 
     `max_queue_size` bounds the log: past it, the oldest entries of the lowest priority are

@@ -1,8 +1,8 @@
 """`XxxStatMetadata`: the `metadata` mapping of `StrategyStat` that each strategy's `get_stat` returns.
 
-Every built-in gives `strategy` (its `name`) and `reset_ms` (whole milliseconds until the
-key's state is gone: a full budget again); some add their own keys. For an unlimited rate
-`metadata` is None. traffik 1.2 exported a `TypedDict` of the same name per strategy, with
+Every built-in gives `strategy` (its `name`) and `reset_ms` (`_Reset`: the reset a hit of
+cost 1 would be told now); some add their own keys. For an unlimited rate `metadata` is
+None. traffik 1.2 exported a `TypedDict` of the same name per strategy, with
 other keys (`window_start_ms`, `tokens`, ...): these describe what Traffik returns.
 """
 
@@ -30,7 +30,12 @@ __all__ = [
 
 class _Reset(TypedDict):
     reset_ms: float
-    """Milliseconds until the key's state is gone: a full budget again."""
+    """The `reset_ms` of the decision a hit of cost 1 would get now (`get_stat` decides it
+    without charging anything; what `X-RateLimit-Reset` would tell it, in ms): admitted, the
+    whole milliseconds until the budget would be whole again with that hit taken (so a
+    fresh key's is not 0: a token bucket's is one unit's refill); refused, until the budget
+    is whole again. It is not when the key's state is gone. `FixedWindow`'s is the time its
+    window has left, 0 when none is open."""
 
 
 class FixedWindowStatMetadata(_Reset):

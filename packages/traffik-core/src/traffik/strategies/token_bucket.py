@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Optional
 from traffik.decision import Decision
 from traffik.exceptions import ConfigurationError
 from traffik.rates import MAX_LIMIT
-from traffik.strategies._another_rate import Held, converted, of_another_rate
+from traffik.strategies._another_rate import Held, converted, of_another_rate, rescaled
 from traffik.strategies.base import (
     EXACT_LIMIT,
     Refund,
@@ -61,7 +61,9 @@ class TokenBucket(StateStrategy):
     full again. A rejected hit spends nothing. Read under another rate (`update_rate`, a rate
     callable, a deploy), the tokens the bucket missed at that moment, rounded up to whole
     units, are missing from the new rate's bucket (at most its capacity): the client keeps
-    what it spent; a rejected hit writes that bucket (`base.Transition`). A `[tokens, last_ms]` state (written before the rate was kept) is read as
+    what it spent; a rejected hit writes the bucket missing exactly what the old one misses,
+    unless the old rate's bucket is larger (`_another_rate.converted`, `base.Transition`).
+    A `[tokens, last_ms]` state (written before the rate was kept) is read as
     written under the current rate. A host whose clock is behind `last_ms` decides at it
     (`base.dated`: from more than `AHEAD_MS` ahead, it is no state).
     """
@@ -114,16 +116,17 @@ class TokenBucket(StateStrategy):
     def _missing(self, state: list[int], now: int) -> Optional[Held]:
         """What a `[tokens, last_ms, limit, period_ms]` state still misses at `now` under the
         rate it was written under (the tokens, scaled by its period, which refill `limit`
-        per ms); None when its last two numbers are no rate this bucket decides exactly (a
-        fresh key)."""
+        per ms, and the most it can miss: its capacity); None when its last two numbers are
+        no rate this bucket decides exactly (a fresh key)."""
         tokens, last, limit, period = state
         bucket = self.burst_size if self.burst_size is not None else limit
-        if limit < 1 or period < 1 or 2 * (bucket + self._debt()) * period >= EXACT_LIMIT:
+        most = (bucket + self._debt()) * period
+        if limit < 1 or period < 1 or 2 * most >= EXACT_LIMIT:
             return None
         missing, elapsed = bucket * period - tokens, max(now - last, 0)
         if elapsed >= ceil_div(missing, limit):
-            return 0, period, limit
-        return missing - elapsed * limit, period, limit
+            return 0, period, limit, most
+        return missing - elapsed * limit, period, limit, most
 
     def transition(self, state: Optional[list[int]], now: int, rate: Rate, cost: int) -> Transition:
         state, at = dated(state, _time(state), now)
@@ -146,8 +149,13 @@ class TokenBucket(StateStrategy):
         reset = -(-(full - tokens) // refill)
         decision = Decision(False, wait, remaining, reset, rate.limit)
         if state is not None and of_another_rate(state, rate):
-            held, written = self._missing(state, now), [tokens, now, refill, period]
-            return converted(decision, held, self.capacity(rate), cost, written, reset)
+
+            def carry(missing: int, scale: int) -> Transition:
+                kept = [full - rescaled(missing, scale, period), now, refill, period]
+                decision, _, _ = self.transition(kept, now, rate, cost)
+                return decision, kept, int(decision.reset_ms)
+
+            return converted(decision, self._missing(state, now), self.capacity(rate), cost, carry)
         return decision, None, 0
 
     held = draining_held

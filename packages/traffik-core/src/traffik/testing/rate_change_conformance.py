@@ -36,7 +36,12 @@ from traffik.strategies import (
 )
 from traffik.strategies.steps import items
 
-__all__ = ["RATE_CHANGES", "RATE_CHANGE_WAITS", "RateChangeConformance"]
+__all__ = [
+    "RATE_CHANGES",
+    "RATE_CHANGE_REFUSALS",
+    "RATE_CHANGE_WAITS",
+    "RateChangeConformance",
+]
 
 _START = 1_700_000_040.0  # on a minute boundary
 _names = itertools.count()
@@ -89,6 +94,33 @@ RATE_CHANGE_WAITS = [
     ("5/min;5/d", "5/min;5/h"),  # the changed one refuses longer than the one that did not
 ]
 """The rate changes of `test_a_wait_told_after_a_rate_change_is_true`."""
+
+RATE_CHANGE_REFUSALS = [
+    # (rates spent, ms later, rates then, the wait told to the first hit under them, ms
+    # after it at which more hits come, each refused and told the rest of that wait)
+    # More held than the new capacity (5 of 5/min, then 3/min): refused until the old
+    # bucket, draining at the old rate, holds 2, whatever comes between (a hit once it
+    # holds 2.5, or a millisecond before).
+    ("5/min", 0, "3/min", 36_000, (30_000, 35_999)),
+    ("5/min;50/d", 0, "3/min;50/d", 36_000, (30_000, 35_999)),  # one of several
+    # A lower capacity, drained faster (10 of 10/h, then 5/min): the same, at the old rate.
+    ("10/h", 0, "5/min", 2_160_000, (1_900_000, 2_159_999)),
+    # No more held than the new capacity: the first hit writes what the old bucket holds,
+    # exactly (a refused hit charges nothing): 4 and 1/12 units of 5/min, 11 s after 5 were
+    # spent, under 5/h wait 60 s (1/12 of a unit), not 720 s (the 1/12 rounded up to one).
+    ("5/min", 11_000, "5/h", 60_000, (30_000, 59_999)),
+]
+"""The rate changes of `test_refused_hits_after_a_rate_change_keep_the_wait_told`."""
+
+_BUCKETS = (
+    "TokenBucket",
+    "TokenBucketWithDebt",
+    "CostBasedTokenBucket",
+    "GCRA",
+    "LeakyBucket",
+    "LeakyBucketWithQueue",
+)
+"""The strategies whose state records the rate it was written under, and converts."""
 
 
 def _strategies() -> list[Strategy]:
@@ -235,6 +267,55 @@ class RateChangeConformance:
                         f"{first} -> {second}: told {told.wait_ms} ms; a millisecond earlier "
                         f"{'admitted' if early.allowed else 'refused'}, then "
                         f"{'admitted' if then.allowed else f'refused for {then.wait_ms} ms more'}"
+                    )
+            finally:
+                await backend.reset()
+                await backend.close()
+        assert not untrue, "\n".join(untrue)
+
+    @pytest.mark.parametrize(
+        "strategy",
+        [s for s in _strategies() if type(s).__name__ in _BUCKETS],
+        ids=[type(s).__name__ for s in _strategies() if type(s).__name__ in _BUCKETS],
+    )
+    async def test_refused_hits_after_a_rate_change_keep_the_wait_told(
+        self, make_backend: Callable[..., ThrottleBackend], strategy: Strategy
+    ) -> None:
+        """A budget spent under one rate, then hits under another, refused: the first is
+        told when it will be admitted, and every refused hit after it is told the same
+        moment and moves it by nothing, however much the old bucket holds when it comes
+        (docs/concepts/strategies.md, "When the rate changes": a refused hit charges
+        nothing). A hit refused while the old bucket holds more than the new rate's
+        capacity writes nothing, so a hit refused once it holds less must not write a
+        state that drains more slowly; a hit that converts writes exactly what the old
+        bucket holds, not its units rounded up (`RATE_CHANGE_REFUSALS`)."""
+        if not self.supports_clock:
+            pytest.skip("this backend takes its time from the server")
+        untrue = []
+        for first, later, second, told_ms, probes in RATE_CHANGE_REFUSALS:
+            clock = ManualClock(_START)
+            backend = make_backend(namespace=f"rate-change-{next(_names)}", clock=clock)
+            old, new = parse_rates(first), parse_rates(second)
+            try:
+                while (await _hit(strategy, backend, old)).allowed:
+                    pass
+                clock.advance(ms=later)
+                start = clock()
+                told = await _hit(strategy, backend, new)
+                answers = [(0, told.allowed, told.wait_ms)]
+                for at in probes:
+                    clock.set(start + at / 1000)
+                    hit = await _hit(strategy, backend, new)
+                    answers.append((at, hit.allowed, hit.wait_ms))
+                clock.set(start + told_ms / 1000)
+                then = await _hit(strategy, backend, new)
+                answers.append((told_ms, then.allowed, then.wait_ms))
+                expected = [(at, False, told_ms - at) for at in (0, *probes)]
+                expected.append((told_ms, True, 0))
+                if answers != expected:
+                    untrue.append(
+                        f"{first} -> {second} ({later} ms later): (ms, admitted, wait) "
+                        f"{answers}, expected {expected}"
                     )
             finally:
                 await backend.reset()

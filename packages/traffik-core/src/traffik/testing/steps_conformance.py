@@ -18,7 +18,15 @@ import pytest
 from traffik.backends.base import ThrottleBackend
 from traffik.clock import ManualClock
 from traffik.rates import Rate, parse_rates
-from traffik.strategies import BUILTIN_STRATEGIES, FixedWindow, SlidingWindowLog, Strategy
+from traffik.strategies import (
+    ADVANCED_STRATEGIES,
+    BUILTIN_STRATEGIES,
+    AdaptiveThrottle,
+    FixedWindow,
+    SlidingWindowLog,
+    Strategy,
+    TimeOfDay,
+)
 from traffik.strategies.steps import Item, items
 
 __all__ = ["StepsConformance"]
@@ -30,6 +38,31 @@ _IDS = [cls.__name__ for cls in BUILTIN_STRATEGIES]
 
 def _strategies() -> list[Strategy]:
     return [cls() for cls in BUILTIN_STRATEGIES]
+
+
+def _every_strategy() -> list[Strategy]:
+    """The built-in and the advanced strategies (`AdaptiveThrottle` cut only by the hit that
+    fills a window, `TimeOfDay` at 1x all day)."""
+    settled = {
+        AdaptiveThrottle: AdaptiveThrottle(load_threshold=0.99),
+        TimeOfDay: TimeOfDay([(0, 24, 1)]),
+    }
+    made = [cls() for cls in BUILTIN_STRATEGIES + ADVANCED_STRATEGIES]
+    return [settled.get(type(strategy), strategy) for strategy in made]
+
+
+_HOUR_START = 1_700_002_800.0
+"""A test-clock start on an hour boundary, so an hour's window turns with a minute's."""
+
+_REFUSED_STEPS = [
+    # (s after the start, cost, whether only the key that takes refused steps gets it)
+    (0, 3, False),  # 3 of 3/min, 3 of 5/h
+    (60, 2, False),  # 2 of 3/min (its next window), 5 of 5/h (a window strategy's)
+    (3540, 1, True),  # the minute before the hour turns: 3/min admits, 5/h refuses
+    (3542, 1, True),
+]
+"""The steps of `test_a_refused_step_leaves_every_rate_as_it_found_it` before the two keys
+are compared."""
 
 
 async def _alone(backend: ThrottleBackend, item: Item, commit: bool) -> Any:
@@ -151,6 +184,51 @@ class StepsConformance:
                 left = [await _left(backend, item) for item in hit]
                 assert left == ([0] if counted else [1, 9][: len(decided)]), key
                 assert (await backend.evaluate_all(hit)).allowed is not counted, key
+        finally:
+            await backend.reset()
+            await backend.close()
+
+    @pytest.mark.parametrize(
+        "strategy", _every_strategy(), ids=[type(s).__name__ for s in _every_strategy()]
+    )
+    async def test_a_refused_step_leaves_every_rate_as_it_found_it(
+        self, make_backend: Callable[..., ThrottleBackend], strategy: Strategy
+    ) -> None:
+        """Two clients with the same history, but that one also sends steps of `3/min;5/h`
+        (`_REFUSED_STEPS`); each step it is admitted, the other is sent too. Its refused
+        steps leave no trace (docs/multiple-limits.md: on Memcached too, where the rates are
+        taken in turn and what they took given back): the two are then answered the same
+        as the hour turns, and after. (Memcached gave `QuotaWithRollover`'s take back as a
+        refund, which left its new period's state with nothing used: the client then counted
+        as seen in that period, and rolled over quota it never had.)"""
+        if not self.supports_clock:
+            pytest.skip("this backend takes its time from the server")
+        if isinstance(strategy, FixedWindow) and not self.clock_moves_expiry:
+            pytest.skip("FixedWindow's window is a key TTL, which follows the server's clock here")
+        clock = ManualClock(_HOUR_START)
+        backend = make_backend(namespace=f"steps-{next(_names)}", clock=clock)
+        rates = parse_rates("3/min;5/h")
+        # (Each client's keys under one hash tag, as a throttle names them: one step on a
+        # Redis Cluster too.)
+        taking, twin = "{refused}", "{twin}"
+        try:
+            refused = 0
+            for at, cost, alone in _REFUSED_STEPS:
+                clock.set(_HOUR_START + at)
+                step = await backend.evaluate_all(items(strategy, taking, rates, cost, backend))
+                if step.allowed or not alone:
+                    same = await backend.evaluate_all(items(strategy, twin, rates, cost, backend))
+                    assert same.allowed == step.allowed, at
+                else:
+                    refused += 1
+            answers: dict[str, list[Any]] = {taking: [], twin: []}
+            for at in (3600, 3601, 3660, 3720):
+                clock.set(_HOUR_START + at)
+                for key, told in answers.items():
+                    for _ in range(5):
+                        d = await backend.evaluate_all(items(strategy, key, rates, 1, backend))
+                        told.append((at, d.allowed, d.wait_ms, d.remaining, d.reset_ms))
+            assert answers[taking] == answers[twin], f"after {refused} refused steps"
         finally:
             await backend.reset()
             await backend.close()

@@ -133,9 +133,10 @@ if not fast then
   local w_limit, w_unit, w_full = limit, unit, full
   -- missed: what a state of another rate misses at now (in its units, w_unit), refilling
   -- w_refill per ms (nil: none).
-  local missed, w_refill = nil, 0
+  -- old: the size of a bucket of that rate.
+  local missed, w_refill, old = nil, 0, 0
   if rescale then
-    local old = x == 0 and was_limit or x
+    old = x == 0 and was_limit or x
     w_limit, w_unit = was_limit, was_period * 1000
     w_full = old * w_unit
     if was_limit < 1 or 2 * w_full >= 2 ^ 53 then
@@ -258,14 +259,22 @@ if not fast then
       remaining = math.max(floordiv(tokens, unit), 0)
       reset = -floordiv(-(full - tokens), refill)
       if missed == nil then -- (this rate's state: nothing written)
-      elseif missed <= size * w_unit then -- converted, stored (_another_rate.converted)
+      elseif old <= size and missed <= size * w_unit then
+        -- A bucket of the old rate holds no more than this one: what it misses, exactly, is
+        -- stored as this rate's, and decided (_another_rate.converted).
+        local held, was_unit, carried = missed, w_unit, 0
+--[[ INCLUDE _rescaled ]]
+        tokens = full - carried
+        wait = -floordiv(-(need - tokens), refill)
+        remaining = math.max(floordiv(tokens, unit), 0)
+        reset = -floordiv(-(full - tokens), refill)
         runs[1], runs[2] = tokens, now
         local len = #runs
         runs[len + 1], runs[len + 2] = limit, -period
         state, ttl = pack_state(runs, 104), reset
-      else -- it held more than this bucket: until the old state holds what this one admits
+      else -- it may hold more than this bucket: until the old state holds what this one admits
         wait = -floordiv(-(missed - (size - cost) * w_unit), w_refill)
-        remaining, reset = 0, -floordiv(-missed, w_refill)
+        reset = -floordiv(-missed, w_refill)
       end
     end
   end

@@ -2,7 +2,7 @@
 -- units). State: {tat_ms, tat_rest, limit, period_ms} ('<cdddd'), the theoretical arrival time
 -- tat_ms + tat_rest / limit, then the rate it was written under; {tat_ms, tat_rest} ('<cdd',
 -- written before the rate was kept) is read as written under the current rate. x: the burst
--- tolerance in 1/limit ms. A reset is when the budget is whole again: the backlog down to
+-- tolerance in 1/limit ms; y: the tolerance in ms given (-1: none, the default). A reset is when the budget is whole again: the backlog down to
 -- `slack`, the part of the span short of a whole interval (GCRA._slack), where no unit fits;
 -- the state lives until the arrival time.
 local span = x + period
@@ -44,13 +44,40 @@ elseif after > span then
   remaining = math.max(floordiv(span - backlog, period), 0)
   reset = -floordiv(-(backlog - slack), limit)
   if behind == nil then -- (this rate's state: nothing written)
-  elseif behind <= floordiv(span, period) * was_period then -- converted (_another_rate.converted)
-    tat_ms = floordiv(backlog, limit)
-    state = struct.pack('<cdddd', 'i', now + tat_ms, backlog - tat_ms * limit, limit, period)
-    ttl = -floordiv(-backlog, limit)
-  else -- it held more than this rate's capacity: until the old state holds what this admits
-    wait = -floordiv(-(behind - (floordiv(span, period) - cost) * was_period), was_limit)
-    remaining, reset = 0, -floordiv(-behind, was_limit)
+  else
+    -- The span of the old rate (GCRA._span, its tolerance as GCRA.tolerance makes it: the ms
+    -- given times its limit, rounded half to even as Python's round), in its 1/limit ms.
+    local was_span = was_limit * was_period
+    if y >= 0 then
+      local ms = y * was_limit
+      local whole = ms - ms % 1
+      if ms - whole > 0.5 or (ms - whole == 0.5 and whole % 2 == 1) then
+        whole = whole + 1
+      end
+      was_span = whole + was_period
+    end
+    local most = floordiv(span, period) * was_period
+    if was_span <= most and behind <= most then
+      -- A state of the old rate holds no more than this one: its backlog, exactly, is
+      -- stored as this rate's, and decided (_another_rate.converted).
+      local held, was_unit, unit, carried = behind, was_period, period, 0
+--[[ INCLUDE _rescaled ]]
+      backlog = carried
+      after = backlog + cost * period
+      if after <= span then -- the part of a unit it holds fits the tolerance's part of one
+        admitted, wait, remaining = true, 0, floordiv(span - after, period)
+      else
+        wait = -floordiv(-(after - span), limit)
+        remaining = math.max(floordiv(span - backlog, period), 0)
+        reset = -floordiv(-(math.max(backlog - slack, 0)), limit)
+        tat_ms = floordiv(backlog, limit)
+        state = struct.pack('<cdddd', 'i', now + tat_ms, backlog - tat_ms * limit, limit, period)
+        ttl = -floordiv(-backlog, limit)
+      end
+    else -- it may hold more than this rate's capacity: until it holds what this one admits
+      wait = -floordiv(-(behind - (floordiv(span, period) - cost) * was_period), was_limit)
+      reset = -floordiv(-behind, was_limit)
+    end
   end
 else
   admitted, wait, remaining = true, 0, floordiv(span - after, period)

@@ -36,10 +36,17 @@ else
   if admitted then
     state, ttl = struct.pack('<cdddd', 'i', level + cost * period, now, limit, period), reset
   elseif drained == nil or add > top then -- (this rate's state, or never admitted: nothing)
-  elseif drained <= limit * was_period then -- converted, stored (_another_rate.converted)
-    state, ttl = struct.pack('<cdddd', 'i', level, now, limit, period), -floordiv(-level, limit)
-  else -- it held more than this bucket: until the old state holds what this one admits
+  elseif was_limit <= limit and drained <= limit * was_period then
+    -- A bucket of the old rate holds no more than this one: its level, exactly, is stored as
+    -- this rate's, and decided (_another_rate.converted).
+    local held, was_unit, unit, carried = drained, was_period, period, 0
+--[[ INCLUDE _rescaled ]]
+    level = carried
+    wait = -floordiv(-(level + add - top), limit)
+    remaining, reset = floordiv(math.max(top - level, 0), period), -floordiv(-level, limit)
+    state, ttl = struct.pack('<cdddd', 'i', level, now, limit, period), reset
+  else -- it may hold more than this bucket: until the old state holds what this one admits
     wait = -floordiv(-(drained - (limit - cost) * was_period), was_limit)
-    remaining, reset = 0, -floordiv(-drained, was_limit)
+    reset = -floordiv(-drained, was_limit)
   end
 end

@@ -13,8 +13,8 @@
 -- load_state, then the same drain (under the rate it was written under, then made this rate's).
 local level, kept, queue, plain, same = 0, 1, nil, false, false
 -- other_level: the level of a state of another rate at now, scaled by its period (a unit,
--- other_unit), which drains other_drain per ms (nil: none).
-local other_level, other_unit, other_drain = nil, 0, 0
+-- other_unit), which drains other_drain per ms (nil: none), and its entries then (others).
+local other_level, other_unit, other_drain, others = nil, 0, 0, nil
 local size = raw and (#raw - 1) / 8 or 0
 if not REFUND and size >= 3 and size <= 4096 and size % 2 == 1
   and string.byte(raw, 1) == 105 -- 'i'
@@ -108,6 +108,10 @@ if not plain then
     end
     if valid and (was_limit ~= limit or was_period ~= period) then
       other_level, other_unit, other_drain = level, was_period, was_limit
+      others = {}
+      for i = 2, kept do
+        others[i - 1] = queue[i]
+      end
       -- LeakyBucketWithQueue._rescaled: the level in whole units (rounded up, at most this
       -- rate's capacity), kept by the newest entries, each its own units rounded up.
       local units = math.min(-floordiv(-level, was_period), limit)
@@ -172,15 +176,28 @@ else
       state = pack_state(queue, 105)
     end
   elseif other_level == nil or add > top then -- (this rate's state, or never admitted: nothing)
-  elseif other_level <= limit * other_unit then -- converted, stored: the entries kept
-    for i = #queue, kept + 1, -1 do
-      queue[i] = nil
+  elseif other_drain <= limit and other_level <= limit * other_unit then
+    -- A bucket of the old rate holds no more than this one: its entries, exactly, are stored
+    -- as this rate's, and decided (_another_rate.converted, LeakyBucketWithQueue._exactly:
+    -- each sum from the head rescaled, an entry left with nothing leaving).
+    local total, before, j = 0, 0, 2
+    queue = {now}
+    for i = 1, #others - 1, 2 do
+      total = total + others[i + 1]
+      local held, was_unit, unit, carried = total, other_unit, period, 0
+--[[ INCLUDE _rescaled ]]
+      if carried > before then
+        queue[j], queue[j + 1] = others[i], carried - before
+        j, before = j + 2, carried
+      end
     end
-    queue[1] = now
-    queue[kept + 1], queue[kept + 2] = limit, -period
-    state, ttl = pack_state(queue, 105), -floordiv(-level, limit)
-  else -- it held more than this bucket: until the old state holds what this one admits
+    level = before
+    queue[j], queue[j + 1] = limit, -period
+    wait = -floordiv(-(level + add - top), limit)
+    remaining, reset = floordiv(math.max(top - level, 0), period), -floordiv(-level, limit)
+    state, ttl = pack_state(queue, 105), reset
+  else -- it may hold more than this bucket: until the old state holds what this one admits
     wait = -floordiv(-(other_level - (limit - cost) * other_unit), other_drain)
-    remaining, reset = 0, -floordiv(-other_level, other_drain)
+    reset = -floordiv(-other_level, other_drain)
   end
 end

@@ -17,13 +17,14 @@ if last ~= nil and last > now + 60000 then -- from further ahead: no state (base
 elseif last ~= nil and last > now then -- written at a later time: decided at it (decide.lua)
   now = last
 end
--- missed: what a state of another rate still misses at now, scaled by its period (nil: none).
-local missed = nil
+-- missed: what a state of another rate still misses at now, scaled by its period (nil: none);
+-- old: the size of a bucket of that rate.
+local missed, old = nil, 0
 if tokens ~= nil and (was_limit ~= limit or was_period ~= period) then
   -- TokenBucket._missing: the whole units (rounded up) the bucket missed at now under the
   -- rate it was written under, missing from this rate's bucket (at most its capacity); a
   -- rate this bucket cannot decide exactly is no state.
-  local old = x == 0 and was_limit or x
+  old = x == 0 and was_limit or x
   if was_limit >= 1 and was_period >= 1 and 2 * (old + y) * was_period < 2 ^ 53 then
     local missing, elapsed = old * was_period - tokens, now > last and now - last or 0
     missed = 0
@@ -58,10 +59,18 @@ else
   remaining = math.max(floordiv(tokens - bottom, period), 0)
   reset = -floordiv(-(full - tokens), limit)
   if missed == nil then -- (this rate's state: nothing written)
-  elseif missed <= (size + y) * was_period then -- converted, stored (_another_rate.converted)
+  elseif old <= size and missed <= (size + y) * was_period then
+    -- A bucket of the old rate holds no more than this one: what it holds, exactly, is
+    -- stored as this rate's, and decided (_another_rate.converted).
+    local held, was_unit, unit, carried = missed, was_period, period, 0
+--[[ INCLUDE _rescaled ]]
+    tokens = full - carried
+    wait = -floordiv(-(need - tokens + bottom), limit)
+    remaining = math.max(floordiv(tokens - bottom, period), 0)
+    reset = -floordiv(-(full - tokens), limit)
     state, ttl = struct.pack('<cdddd', 'i', tokens, now, limit, period), reset
-  else -- it held more than this bucket: until the old state holds what this one admits
+  else -- it may hold more than this bucket: until the old state holds what this one admits
     wait = -floordiv(-(missed - (size + y - cost) * was_period), was_limit)
-    remaining, reset = 0, -floordiv(-missed, was_limit)
+    reset = -floordiv(-missed, was_limit)
   end
 end
