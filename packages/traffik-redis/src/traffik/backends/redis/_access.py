@@ -124,11 +124,13 @@ def refused_by_acl(error: BaseException | str) -> bool:
 
 
 def unknown_command(error: BaseException | str) -> bool:
-    """Whether `error` says the server has no such command (`rename-command` took it away)."""
+    """Whether `error` says the server has no such command (`rename-command` took it away).
+    Not `SENTINEL`: a server that lacks it is no Sentinel, which a Sentinel URL's start says
+    on its own (redis-py 7 reports it so; redis-py 8 before sending)."""
     if isinstance(error, BaseException) and not isinstance(error, ResponseError):
         return False
     text = str(error).lower()
-    return any(sign in text for sign in _UNKNOWN_SIGNS)
+    return any(sign in text for sign in _UNKNOWN_SIGNS) and "'sentinel'" not in text
 
 
 def refusal_in(error: BaseException) -> BaseException | None:
