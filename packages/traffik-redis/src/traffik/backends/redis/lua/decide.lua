@@ -8,8 +8,9 @@
 -- numbers (limit, period, cost, x, y) and REFUND; deciding, it sets admitted, wait, remaining
 -- and reset, and when admitted `state` (the value to store, or changes to it, see below) and
 -- `ttl` (its time to live in ms); refused, `state` and `ttl` only when it read a state of
--- another rate, converted as this rate's holding the same units (charging nothing: stored
--- refused or not, traffik.strategies.base.Transition); giving back, state and ttl only, or
+-- another rate that this rate's bucket can hold whatever it holds, written as this rate's
+-- holding exactly what it holds (charging nothing: _rescaled.lua,
+-- traffik.strategies._another_rate.converted); giving back, state and ttl only, or
 -- nothing when there is nothing to give back to. A refund runs only on a state (of any
 -- size, as in Python). A body whose decision tells another limit than the item's
 -- (TimeOfDay's: its hour's) sets `told`.
