@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from traffik.headers import Header
-
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -12,6 +10,7 @@ from starlette.responses import PlainTextResponse, Response
 from traffik import HTTPThrottle, MiddlewareThrottle, ThrottleExceptionInfo, ThrottleMiddleware
 from traffik.exceptions import ConnectionThrottled
 from traffik.fastapi import throttled as fastapi_throttled
+from traffik.headers import Header
 from traffik.throttles import throttled
 
 app = FastAPI()
