@@ -33,7 +33,8 @@ class QuotaWithRollover(StateStrategy):
 
     A period's rollover is `min(max_rollover, int(unused * rollover_percentage))`, where
     `unused` is what the client left of the previous period's base `limit`; a client not
-    seen in the previous period rolls nothing over (as in traffik 1.2). A rejected hit
+    seen in the previous period rolls nothing over (as in traffik 1.2), nor one whose hits
+    there were all given back (`refund`: as if they had not happened). A rejected hit
     counts nothing and waits for the next period. One request may cost at most `limit`: a
     larger cost could only pass on a rollover that is never certain, so it is refused
     outright (`wait_ms` one period). The percentage is kept to 1/100000. State:
@@ -97,7 +98,7 @@ class QuotaWithRollover(StateStrategy):
             if state[0] == pid:  # at most what this limit rolls over
                 most = min(self.max_rollover, limit * self._percent // PARTS)
                 return pid, left, state[1], min(state[2], most)
-            if state[0] == pid - 1:
+            if state[0] == pid - 1 and state[1] > 0:  # (seen: it used some of that period)
                 unused = min(max(limit - state[1], 0), limit)
                 return pid, left, 0, min(self.max_rollover, unused * self._percent // PARTS)
         return pid, left, 0, 0

@@ -23,6 +23,7 @@ from traffik.strategies import (
     BUILTIN_STRATEGIES,
     AdaptiveThrottle,
     FixedWindow,
+    QuotaWithRollover,
     SlidingWindowLog,
     Strategy,
     TimeOfDay,
@@ -229,6 +230,35 @@ class StepsConformance:
                         d = await backend.evaluate_all(items(strategy, key, rates, 1, backend))
                         told.append((at, d.allowed, d.wait_ms, d.remaining, d.reset_ms))
             assert answers[taking] == answers[twin], f"after {refused} refused steps"
+        finally:
+            await backend.reset()
+            await backend.close()
+
+    async def test_a_refunded_hit_leaves_no_quota_to_roll_over(
+        self, make_backend: Callable[..., ThrottleBackend]
+    ) -> None:
+        """`QuotaWithRollover`: a client whose only hit of a period was given back
+        (`refund`, `charge_when`) is answered in the next period as one never seen then,
+        rolling nothing over (its refund left the period's state at nothing used, which
+        counted as seen: it rolled the whole unused quota over)."""
+        if not self.supports_clock:
+            pytest.skip("this backend takes its time from the server")
+        clock = ManualClock(_HOUR_START)
+        backend = make_backend(namespace=f"steps-{next(_names)}", clock=clock)
+        strategy, rates = QuotaWithRollover(), parse_rates("3/h")
+        refunded, twin = "{refunded}", "{twin}"
+        try:
+            clock.set(_HOUR_START + 10)
+            taken = items(strategy, refunded, rates, 1, backend)
+            assert (await backend.evaluate_all(taken)).allowed
+            await backend.refund_all(taken)
+            answers: dict[str, list[Any]] = {refunded: [], twin: []}
+            clock.set(_HOUR_START + 3600 + 10)
+            for key, told in answers.items():
+                for _ in range(5):
+                    d = await backend.evaluate_all(items(strategy, key, rates, 1, backend))
+                    told.append((d.allowed, d.remaining))
+            assert answers[refunded] == answers[twin]
         finally:
             await backend.reset()
             await backend.close()

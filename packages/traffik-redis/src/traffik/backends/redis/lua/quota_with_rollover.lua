@@ -13,7 +13,7 @@ end
 --[[ INCLUDE _aligned_window ]]
 if held == wid then -- at most what this limit rolls over
   rollover = math.min(rollover, y, floordiv(limit * x, 100000))
-elseif held == wid - 1 then
+elseif held == wid - 1 and usage > 0 then -- (seen then: hits all given back are not)
   local unused = math.min(math.max(limit - usage, 0), limit)
   usage, rollover = 0, math.min(y, floordiv(unused * x, 100000))
 elseif held ~= wid then
