@@ -232,3 +232,32 @@ async def test_the_largest_limit_allowed_fits_a_real_item(
     more = entries(strategy, largest + 1) - entries(strategy, largest)  # (a limit one higher)
     assert len(stored) > value_budget(backend.max_item_bytes) - grows[1] * more
     assert not (await strategy.decide(key, rate, backend, 1)).allowed
+
+
+@pytest.mark.memcached
+@pytest.mark.anyio
+async def test_a_server_with_a_smaller_item_size_is_named_with_what_to_fix(
+    memcached_binary: str,
+) -> None:
+    """A server started with `-I` below the backend's `max_item_bytes`: the write it refuses
+    (`SERVER_ERROR object too large for cache`) names both settings, where the log said
+    "stats cas failed", which points at nothing to change."""
+    from traffik.exceptions import BackendError
+    from traffik.testing.servers import MemcachedServer
+
+    server = MemcachedServer(
+        memcached_binary, options=["-I", "2048", "-m", "8", "-o", "slab_chunk_max=1024"]
+    ).start()
+    clock = ManualClock(NOW / 1000)
+    backend = MemcachedBackend(server.url, namespace="item-size", clock=clock)
+    try:
+        strategy, rate = SlidingWindowLog(), Rate.parse("500/min")
+        with pytest.raises(BackendError) as caught:
+            for _ in range(500):  # (a ms apart: one entry each in the log)
+                clock.advance(0.001)
+                assert (await strategy.decide("client", rate, backend, 1)).allowed
+        message = str(caught.value)
+        assert "-I" in message and "max_item_bytes" in message, message
+    finally:
+        await backend.close()
+        server.stop()

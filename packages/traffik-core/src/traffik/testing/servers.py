@@ -261,11 +261,15 @@ class RedisCluster:
 
 
 class MemcachedServer:
-    """A `memcached` process on a loopback port; `stop()` and `start()` again keep the port."""
+    """A `memcached` process on a loopback port; `stop()` and `start()` again keep the port.
+    `options` are more of memcached's own (`["-I", "2k"]`), after the defaults."""
 
-    def __init__(self, binary: str = "memcached", port: Optional[int] = None) -> None:
+    def __init__(
+        self, binary: str = "memcached", port: Optional[int] = None, options: Sequence[str] = ()
+    ) -> None:
         self.binary = binary
         self.port = port or free_port()
+        self.options = list(options)
         self.process: Optional[subprocess.Popen[bytes]] = None
 
     @property
@@ -274,7 +278,7 @@ class MemcachedServer:
 
     def start(self) -> MemcachedServer:
         command = [self.binary, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0"]
-        command += ["-m", "64", "-t", "2"]
+        command += ["-m", "64", "-t", "2", *self.options]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             command += ["-u", "root"]  # memcached refuses to run as root otherwise
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

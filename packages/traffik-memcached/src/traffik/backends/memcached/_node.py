@@ -256,6 +256,14 @@ class Node:
                 f"memcached {self.name}: connection failed ({what}): {exc!r}; is memcached running there?"
             )
         if isinstance(exc, ClientException):
+            if "too large" in str(exc):  # (SERVER_ERROR object too large for cache)
+                return BackendError(
+                    f"memcached {self.name}: {what} failed, the server refused a value as too "
+                    f"large for an item ({exc}): its -I (item size, 1m by default) is below "
+                    "the backend's max_item_bytes; start memcached with -I at least that, or "
+                    "give MemcachedBackend max_item_bytes= the server's -I, so that a limit "
+                    "whose state could outgrow it is refused when its throttle is built"
+                )
             return BackendError(f"memcached {self.name}: {what} failed: {exc}")
         return exc
 
