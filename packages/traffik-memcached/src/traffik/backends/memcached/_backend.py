@@ -339,7 +339,8 @@ class MemcachedBackend(MemcachedCounter, MemcachedCommands, MemcachedSteps, Thro
         """Ask every node its version (one connection each, in this event loop; the others
         open on demand): a node where another server answers is a bad setting
         (`ConfigurationError`); no node answering, an outage (`BackendConnectionError`, the
-        node's own when there is one); some nodes down, nothing (their keys fail alone)."""
+        node's own when there is one); some nodes down, their circuits open (each says so
+        once, and probes its node until it answers: their keys fail alone, at once)."""
         for node in self._nodes:
             node.reopen()
         url = self._url()
@@ -358,6 +359,9 @@ class MemcachedBackend(MemcachedCounter, MemcachedCommands, MemcachedSteps, Thro
                 + "; ".join(str(failure) for failure in failures)
                 + ")"
             ) from failures[0]
+        for node, answer in zip(self._nodes, answers):
+            if answer is not None:
+                node.circuit.trip(answer)
         self.connection = self._nodes
 
     async def _close(self) -> None:
