@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from traffik.backends.store_locks import _started, finished
 from traffik.decision import Decision
@@ -32,20 +32,11 @@ if TYPE_CHECKING:
 
     from traffik.backends.memcached._client import NodeClient
     from traffik.backends.memcached._node import Operation
-    from traffik.backends.memcached._transition import Hit, Undo
+    from traffik.backends.memcached._transition import Hit
     from traffik.rates import Rate
     from traffik.strategies.base import StateStrategy
 
-__all__ = [
-    "UNSENT",
-    "Gate",
-    "GatedHit",
-    "aligned",
-    "begun",
-    "once_begun",
-    "opening",
-    "sending",
-]
+__all__ = ["UNSENT", "Gate", "GatedHit", "aligned", "once_begun", "opening", "sending"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -82,25 +73,14 @@ class Gate:
 
 
 class GatedHit(tuple["StateStrategy", "Rate", int]):
-    """A hit (`Hit`: strategy, rate, cost) whose sending begins a decision (its `gate`): a
-    hit of a decision of several items, each taken in turn. Its round notes in `undo` how
-    to give it back exactly (`traffik.backends.memcached._transition.Undo`)."""
+    """A hit (`Hit`: strategy, rate, cost) whose sending begins a decision (its `gate`)."""
 
     gate: Gate
-    undo: Optional[Undo]
 
     def __new__(cls, hit: Hit, gate: Gate) -> GatedHit:
         made = super().__new__(cls, hit)
         made.gate = gate
-        made.undo = None
         return made
-
-
-def begun() -> Gate:
-    """A gate already begun: for the hits of a decision after its first (`GatedHit`)."""
-    gate = Gate()
-    gate.begin()
-    return gate
 
 
 def sending(hits: list[Hit]) -> list[Hit]:

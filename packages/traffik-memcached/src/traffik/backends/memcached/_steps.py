@@ -17,7 +17,7 @@ from traffik.backends.memcached._counters import (
     window_count,
     window_hit,
 )
-from traffik.backends.memcached._gate import Gate, GatedHit, begun, once_begun, opening
+from traffik.backends.memcached._gate import Gate, GatedHit, once_begun, opening
 from traffik.backends.memcached._item_size import check_fits
 from traffik.backends.memcached._node import fetch
 from traffik.backends.memcached._sliding import (
@@ -31,7 +31,7 @@ from traffik.backends.memcached._sliding import (
     window_state,
     with_windows_ahead,
 )
-from traffik.backends.memcached._transition import Hit, Undo, refund, transition
+from traffik.backends.memcached._transition import Hit, refund, transition
 from traffik.strategies.fixed_window import counter_decision, too_late
 from traffik.strategies.state import decode_state
 from traffik.strategies.steps import Item, combine, is_counter
@@ -53,15 +53,13 @@ _log = logging.getLogger("traffik")
 class _Held(NamedTuple):
     """Units of an item to give back: the item and where its key lives; for a fixed-window
     counter the end of the window they were counted in (`end`), for a sliding window's the
-    window counter (`counted`), for a state how to put back what its hit replaced (`undo`);
-    None when not known, so refunded clamped at a full budget."""
+    window counter (`counted`); None when not known, so refunded clamped at a full budget."""
 
     item: Item
     node: Node
     mkey: bytes
     end: Optional[int] = None
     counted: Optional[bytes] = None
-    undo: Optional[Undo] = None
 
 
 class _Ahead(NamedTuple):
@@ -118,12 +116,22 @@ class MemcachedSteps:
             return (await self._read([Item(strategy, key, rate, cost)]))[0]
         self._check(strategy, rate)
         node, mkey = await self._locate(key)
-        return (await self._decide(node, mkey, (strategy, rate, cost)))[0]
+        return (await self._decide(node, mkey, strategy, rate, cost))[0]
 
-    async def _decide(self, node: Node, mkey: bytes, hit: Hit) -> tuple[Decision, Optional[bytes]]:
-        """The hit's decision, and the window counter it counted in (None for a state); the
-        sending of a `GatedHit` begins the decision of its gate (`_gate`)."""
-        strategy, rate, _ = hit
+    async def _decide(
+        self,
+        node: Node,
+        mkey: bytes,
+        strategy: StateStrategy,
+        rate: Rate,
+        cost: int,
+        gate: Optional[Gate] = None,
+    ) -> tuple[Decision, Optional[bytes]]:
+        """The hit's decision, and the window counter it counted in (None for a state); its
+        sending begins the decision of `gate` (`_gate`)."""
+        hit: Hit = (
+            (strategy, rate, cost) if gate is None else GatedHit((strategy, rate, cost), gate)
+        )
         now_ms = self.now_ms
         if counts_windows(strategy, rate):
             full = self._full
@@ -196,8 +204,8 @@ class MemcachedSteps:
 
     async def _take(self, item: Item, gate: Optional[Gate] = None) -> tuple[Decision, _Held]:
         """Decide `item` and charge it if admitted; a counter counts the hit either way (the
-        units to give back are those it counted), a state notes what the hit replaced (its
-        `Undo`). Its first command begins the decision of `gate`."""
+        units to give back are those it counted). Its first command begins the decision of
+        `gate`."""
         node, mkey = await self._locate(item.key)
         if is_counter(item.strategy):
             now = self.now_ms()
@@ -209,9 +217,10 @@ class MemcachedSteps:
             decision = counter_decision(count - item.cost, ttl_ms, item.rate, item.cost)
             return decision, _Held(item, node, mkey, 0 if ttl_ms is None else now + ttl_ms)
         self._check(item.strategy, item.rate)
-        hit = GatedHit((item.strategy, item.rate, item.cost), begun() if gate is None else gate)
-        decision, counted = await self._decide(node, mkey, hit)
-        return decision, _Held(item, node, mkey, counted=counted, undo=hit.undo)
+        decision, counted = await self._decide(
+            node, mkey, item.strategy, item.rate, item.cost, gate
+        )
+        return decision, _Held(item, node, mkey, counted=counted)
 
     async def _read(self, items: Sequence[Item], convert: bool = False) -> list[Decision]:
         """Each item's decision from one read of every key (a sliding window's counter, and
@@ -307,13 +316,13 @@ class MemcachedSteps:
                 )
 
     async def _return(self, units: _Held, now: int) -> None:
-        item, node, mkey, end, counted, undo = units
+        item, node, mkey, end, counted = units
         if counted is not None:
             await node.run(uncount_window(counted, item.cost), "evaluate_all")
         elif counts_windows(item.strategy, item.rate):
             await node.run(refund_windows(mkey, item.cost, item.rate, now), "refund_all")
         elif not is_counter(item.strategy):
-            await refund(node, mkey, item.strategy, item.rate, item.cost, self.now_ms, undo)
+            await refund(node, mkey, item.strategy, item.rate, item.cost, self.now_ms)
         elif end is None:
             await node.run(refund_count(mkey, item.cost, now), "refund_all")
         elif end == 0 or end > now:  # a closed window holds nothing that still counts

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import TYPE_CHECKING, Callable, NamedTuple, Optional, TypeVar
+from typing import TYPE_CHECKING, Callable, Optional, TypeVar
 
 from traffik.backends.memcached._client import Flagged, NodeClient
 from traffik.backends.memcached._counters import ATTEMPTS
-from traffik.backends.memcached._expiry import EXPIRED, exptime
-from traffik.backends.memcached._gate import UNSENT, GatedHit, aligned, sending
+from traffik.backends.memcached._expiry import exptime
+from traffik.backends.memcached._gate import UNSENT, aligned, sending
 from traffik.exceptions import BackendError
 from traffik.strategies.state import decode_state, encode_state
 
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from traffik.rates import Rate
     from traffik.strategies.base import StateStrategy
 
-__all__ = ["Hit", "Undo", "refund", "transition"]
+__all__ = ["Hit", "refund", "transition"]
 
 T = TypeVar("T")
 
@@ -30,18 +30,6 @@ _MAX_BACKOFF = 0.05
 
 Hit = tuple["StateStrategy", "Rate", int]
 """A hit to decide: its strategy, rate and cost."""
-
-
-class Undo(NamedTuple):
-    """How to give a hit back exactly: the state it was decided on (None: no state), and
-    the value its round wrote after it, with that value's time to live in ms. While the key
-    still holds that value, nothing was decided on it since: putting `before` back leaves
-    the key as if the hit had not happened (`refund`), which a strategy's refund of its
-    units may not (`QuotaWithRollover`'s would leave the client seen in a period it was not)."""
-
-    before: Optional[list[int]]
-    written: bytes
-    ttl_ms: int
 
 
 async def transition(
@@ -55,8 +43,7 @@ async def transition(
     state is one converted from another rate's: `traffik.strategies.base.Transition`).
     Without `charge`, only such a conversion is written, never an admitted hit's state. A
     hit whose decision was abandoned before the batch had its connection is left out
-    (`_gate.sending`). A hit of a decision of several items (`GatedHit`) that was the last
-    to change the state gets its `Undo` (the others None): its give-back is exact."""
+    (`_gate.sending`)."""
 
     async def attempt(client: NodeClient, conn: Connection) -> Optional[list[Decision]]:
         sent = sending(hits)
@@ -67,15 +54,10 @@ async def transition(
         now = now_ms()
         decisions: list[Decision] = []
         written, ttl_ms = False, 0
-        last: Optional[tuple[Hit, Optional[list[int]]]] = None  # the last to change it
-        for hit in sent:
-            strategy, rate, cost = hit
+        for strategy, rate, cost in sent:
             decision, new_state, new_ttl_ms = strategy.transition(state, now, rate, cost)
             decisions.append(decision)
-            if type(hit) is GatedHit:
-                hit.undo = None
             if new_state is not None and (charge or not decision.allowed):
-                last = hit, state
                 state, ttl_ms, written = new_state, new_ttl_ms, True
         if not written or state is None:
             return aligned(hits, sent, decisions, UNSENT)
@@ -84,11 +66,7 @@ async def transition(
             stored = await client.store_on(conn, b"add", key, data, expiry)
         else:
             stored = await client.store_on(conn, b"cas", key, data, expiry, token)
-        if not stored:
-            return None
-        if last is not None and type(last[0]) is GatedHit:
-            last[0].undo = Undo(last[1], data, ttl_ms)
-        return aligned(hits, sent, decisions, UNSENT)
+        return aligned(hits, sent, decisions, UNSENT) if stored else None
 
     return await _until_stored(node, attempt, "evaluate")
 
@@ -100,27 +78,14 @@ async def refund(
     rate: Rate,
     cost: int,
     now_ms: Callable[[], int],
-    undo: Optional[Undo] = None,
 ) -> None:
     """Give `cost` units back to the state at `key` (`strategy.refund`: never past a full
     budget), written with `cas` and retried as `transition` is; a missing or unreadable
-    state is a full budget already, and is left alone. With `undo` (a hit a decision of
-    several items took, given back because another item refused it), while the key still
-    holds what that hit's round wrote the state it was decided on is put back (no state:
-    the key expires at once, `EXPIRED`), living as long as the longer of that value's life
-    and its own (as its refund of nothing tells): the key is as if the hit had not happened."""
+    state is a full budget already, and is left alone."""
 
     async def attempt(client: NodeClient, conn: Connection) -> Optional[bool]:
         raw, token = await client.gets_on(conn, key)
-        value = raw.value if isinstance(raw, Flagged) else raw
-        if undo is not None and value == undo.written:
-            if undo.before is None:
-                return await client.store_on(conn, b"cas", key, b"", EXPIRED, token) or None
-            life = strategy.refund(undo.before, now_ms(), rate, 0)[1]
-            data = encode_state(undo.before).encode("ascii")
-            expiry = exptime(max(undo.ttl_ms, life) / 1000)
-            return await client.store_on(conn, b"cas", key, data, expiry, token) or None
-        state = decode_state(value)
+        state = decode_state(raw.value if isinstance(raw, Flagged) else raw)
         if state is None:
             return True
         new_state, ttl_ms = strategy.refund(state, now_ms(), rate, cost)
