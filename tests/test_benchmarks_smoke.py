@@ -13,17 +13,10 @@ from typing import Any, Optional
 
 import pytest
 
+from traffik.strategies import BUILTIN_STRATEGIES
+
 ROOT = Path(__file__).resolve().parents[1]
-_STRATEGIES = [
-    "FixedWindow",
-    "SlidingWindowCounter",
-    "SlidingWindowLog",
-    "TokenBucket",
-    "TokenBucketWithDebt",
-    "LeakyBucket",
-    "LeakyBucketWithQueue",
-    "GCRA",
-]
+_STRATEGIES = [strategy.__name__ for strategy in BUILTIN_STRATEGIES]
 _MEMORY_TARGETED = ["FixedWindow", "SlidingWindowCounter", "TokenBucket", "LeakyBucket", "GCRA"]
 _NO_FIGURE = ("not measured", "no ratio", "floor not above noise: no ratio")
 """What a check measured when a run too short to tell has no figure (its verdict: None)."""
@@ -430,7 +423,6 @@ async def test_profile_runs_for_every_builtin_strategy(monkeypatch: pytest.Monke
     sys.path.insert(0, str(ROOT))
     try:
         from benchmarks import profiling
-        from traffik.strategies import BUILTIN_STRATEGIES
     finally:
         sys.path.remove(str(ROOT))
     for name, value in (("_BLOCK", 5), ("_REPETITIONS", 2), ("_ROUNDS", 1), ("_CHUNK", 5)):
